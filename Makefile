@@ -1,0 +1,42 @@
+# The two commands of the quick start: `make run` and `make test`.
+# Both create .venv with Python 3.11 when it is missing and install what they need into it.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_TEST := $(VENV)/.installed-test
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(STAMP_TEST): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(STAMP_RUN)
+
+# The seed's program end to end: train, save a TensorFlow checkpoint, read it back.
+run: $(STAMP_RUN)
+	$(BIN)/weightscope demo
+	$(BIN)/weightscope layers checkpoint/model.ckpt
+	$(BIN)/weightscope ls --all checkpoint/model.ckpt
+
+lint: $(STAMP_TEST)
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/python scripts/gen_proto.py --check
+
+test: $(STAMP_TEST) lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP_TEST)
+	$(BIN)/python bench/bench_tensorflow.py
+
+clean:
+	rm -rf $(VENV) checkpoint build dist

@@ -1,0 +1,5 @@
+import sys
+
+from weightscope.cli import main
+
+sys.exit(main())

@@ -1,0 +1,136 @@
+"""The reader protocol every format gives: a ``Checkpoint``.
+
+A checkpoint is a context manager and a read-only mapping from tensor name to numpy
+array. ``info(name)`` answers from the index alone; arrays are read (and, where the
+format has checksums, verified) only when asked for. A format implements the small
+core — ``_infos`` filled at open, ``_read``, ``_close`` — and inherits the rest.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from weightscope.errors import TensorNotFoundError, WeightscopeError
+from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the index says of one tensor, without reading its data."""
+
+    name: str
+    dtype: np.dtype  # object for strings
+    shape: tuple[int, ...]
+    nbytes: int  # bytes the tensor occupies in its file
+    type_name: str  # the format-neutral element type: float32, bfloat16, string, ...
+    file: str  # where the bytes live
+    offset: int
+
+    @property
+    def size(self) -> int:
+        """The number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def role(self) -> TensorRole:
+        return classify(self.name)
+
+
+class Checkpoint(Mapping[str, np.ndarray]):
+    """A read-only mapping from tensor name to array, opened from one checkpoint."""
+
+    format: str = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._infos: dict[str, TensorInfo] = {}
+
+    # -- the per-format core ---------------------------------------------------------
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    # -- the mapping -------------------------------------------------------------------
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._read(self.info(name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._infos)
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._infos
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self._infos[name]
+        except KeyError:
+            raise self._not_found(name) from None
+
+    def infos(self) -> Iterator[TensorInfo]:
+        return iter(self._infos.values())
+
+    def resolve(self, name: str) -> str:
+        """The tensor ``name`` means: itself, or the tensor playing the role it names.
+
+        ``layer1/weight`` resolves to ``layer1/kernel`` in a TensorFlow checkpoint.
+        """
+        if name in self._infos:
+            return name
+        found = find_by_role(name, self._infos)
+        if found is None:
+            raise self._not_found(name)
+        return found
+
+    def _not_found(self, name: str) -> TensorNotFoundError:
+        where = f"no tensor '{name}' in {self.path}"
+        found = find_by_role(name, self._infos)
+        if found is not None:
+            return TensorNotFoundError(f"{where}; {explain_role_name(name, found)}")
+        close = difflib.get_close_matches(name, list(self._infos), n=3)
+        if close:
+            return TensorNotFoundError(f"{where}; did you mean {', '.join(map(repr, close))}?")
+        return TensorNotFoundError(f"{where} ({len(self._infos)} tensors)")
+
+    def layers(self) -> dict[str, Layer]:
+        """The parameters grouped by layer, with their optimizer state attached."""
+        return group_layers(self._infos.values())
+
+    def verify(self) -> list[WeightscopeError]:
+        """Read every tensor with its checksum checked; the problems found, if any."""
+        problems: list[WeightscopeError] = []
+        for info in self._infos.values():
+            try:
+                self._read(info)
+            except WeightscopeError as error:
+                problems.append(error)
+        return problems
+
+    # -- lifetime ----------------------------------------------------------------------
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {str(self.path)!r}: {len(self)} tensors>"

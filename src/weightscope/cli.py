@@ -1,0 +1,234 @@
+"""The ``weightscope`` command: thin functions over the library.
+
+Each command opens a checkpoint, asks the library, and formats the answer as a table
+or, with ``--json``, as JSON. ``main`` turns every ``WeightscopeError`` into one line
+on stderr and the exit status of its kind; ``--traceback`` shows the stack instead.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+import weightscope
+from weightscope.checkpoint import Checkpoint, TensorInfo
+from weightscope.errors import ExitStatus, UsageError, WeightscopeError
+from weightscope.output import dumps_json, format_bytes, format_shape, json_values, render_table, safe_text
+
+PATH = click.Path(path_type=Path)
+
+
+def _echo(text: str = "", *, err: bool = False) -> None:
+    click.echo(text, err=err)
+
+
+def _note(text: str) -> None:
+    _echo(f"weightscope: {text}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(weightscope.__version__, prog_name="weightscope")
+@click.option("--traceback", is_flag=True, help="Show the Python traceback of an error.")
+def cli(traceback: bool) -> None:
+    """Read the weights of neural-network checkpoints, without their frameworks."""
+
+
+def _open(path: Path, *, verify: bool = True) -> Checkpoint:
+    return weightscope.open(path, verify=verify)
+
+
+def _row(info: TensorInfo) -> dict[str, Any]:
+    role = info.role
+    row: dict[str, Any] = {
+        "name": info.name,
+        "dtype": info.type_name,
+        "shape": list(info.shape),
+        "nbytes": info.nbytes,
+        "role": role.label,
+    }
+    if role.owner is not None:
+        row["of"] = role.owner
+    return row
+
+
+@cli.command("ls")
+@click.argument("path", type=PATH)
+@click.option("--all", "show_all", is_flag=True, help="Also list optimizer state and bookkeeping.")
+@click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of {name, dtype, shape, nbytes, role}.")
+def ls_command(path: Path, show_all: bool, pattern: str | None, as_json: bool) -> None:
+    """List the tensors of a checkpoint: name, dtype, shape, size."""
+    with _open(path) as ckpt:
+        infos = [info for info in ckpt.infos() if pattern is None or fnmatch.fnmatchcase(info.name, pattern)]
+    shown = [info for info in infos if show_all or info.role.kind == "parameter"]
+    if as_json:
+        _echo(dumps_json([_row(info) for info in shown]))
+        return
+    rows = [
+        [safe_text(info.name), info.type_name, format_shape(info.shape), format_bytes(info.nbytes)]
+        for info in shown
+    ]
+    _echo(render_table(["name", "dtype", "shape", "size"], rows, right=[3]))
+    parameters = sum(info.size for info in shown)
+    nbytes = sum(info.nbytes for info in shown)
+    _echo(f"{len(shown)} tensors, {parameters:,} parameters, {format_bytes(nbytes)}")
+    hidden = _count_kinds(info for info in infos if info not in shown)
+    if hidden:
+        _echo(f"hidden: {hidden} (--all shows them)")
+
+
+def _count_kinds(infos: Iterable[TensorInfo]) -> str:
+    counts: dict[str, int] = {}
+    for info in infos:
+        kind = info.role.kind
+        counts[kind] = counts.get(kind, 0) + 1
+    labels = {"optimizer": "optimizer state", "bookkeeping": "bookkeeping"}
+    return ", ".join(f"{count} {labels.get(kind, kind)}" for kind, count in sorted(counts.items()))
+
+
+@cli.command("show")
+@click.argument("path", type=PATH)
+@click.argument("names", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Values as JSON, with dtype and shape.")
+@click.option("--npy", "npy", type=PATH, metavar="OUT", help="Save the (single) tensor as a .npy file.")
+@click.option("--no-verify", is_flag=True, help="Skip checksum verification.")
+def show_command(path: Path, names: Sequence[str], as_json: bool, npy: Path | None, no_verify: bool) -> None:
+    """Print tensor values as numpy prints them. A role name (layer1/weight) works too."""
+    if npy is not None and len(names) != 1:
+        raise UsageError("--npy saves one tensor; name exactly one")
+    with _open(path, verify=not no_verify) as ckpt:
+        resolved = []
+        for name in names:
+            actual = ckpt.resolve(name)
+            if actual != name:
+                _note(f"'{safe_text(name)}' is '{safe_text(actual)}' in this checkpoint")
+            resolved.append(actual)
+        if npy is not None:
+            _save_npy(ckpt[resolved[0]], npy)
+            _note(f"saved '{safe_text(resolved[0])}' to {npy}")
+            return
+        if as_json:
+            document = {}
+            for name in resolved:
+                info, array = ckpt.info(name), ckpt[name]
+                document[name] = {
+                    "dtype": info.type_name,
+                    "shape": list(info.shape),
+                    "values": json_values(array),
+                }
+            _echo(dumps_json(document, indent=None))
+            return
+        for name in resolved:
+            if len(resolved) > 1:
+                _echo(f"{safe_text(name)}:")
+            _echo(str(ckpt[name]))
+
+
+def _save_npy(array: np.ndarray, out: Path) -> None:
+    if array.dtype.kind == "O":
+        raise UsageError("string tensors cannot be saved as .npy without pickling; use --json")
+    from weightscope.atomic import atomic_write
+
+    with atomic_write(out) as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
+@cli.command("layers")
+@click.argument("path", type=PATH)
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of layers.")
+def layers_command(path: Path, as_json: bool) -> None:
+    """One row per layer: weight and bias shapes, where they came from, parameter count."""
+    with _open(path) as ckpt:
+        layers = ckpt.layers()
+    if as_json:
+        document = [
+            {
+                "layer": layer.name,
+                "parameters": {role: _row(info) for role, info in layer.parameters.items()},
+                "parameter_count": layer.parameter_count,
+                "optimizer_state": {
+                    owner: {slot: info.name for slot, info in slots.items()}
+                    for owner, slots in layer.optimizer_state.items()
+                },
+            }
+            for layer in layers.values()
+        ]
+        _echo(dumps_json(document))
+        return
+    rows = []
+    for layer in layers.values():
+        weight, bias = layer.weight, layer.bias
+        others = [
+            f"{role} {format_shape(info.shape)}"
+            for role, info in layer.parameters.items()
+            if role not in ("weight", "bias")
+        ]
+        rows.append(
+            [
+                safe_text(layer.name),
+                f"{format_shape(weight.shape)} {safe_text(weight.name)}" if weight else "-",
+                f"{format_shape(bias.shape)} {safe_text(bias.name)}" if bias else "-",
+                ", ".join(others) or "-",
+                f"{layer.parameter_count:,}",
+                str(sum(len(slots) for slots in layer.optimizer_state.values())),
+            ]
+        )
+    _echo(
+        render_table(
+            ["layer", "weight", "bias", "other", "parameters", "optimizer state"], rows, right=[4, 5]
+        )
+    )
+    _echo(f"{len(layers)} layers, {sum(layer.parameter_count for layer in layers.values()):,} parameters")
+
+
+@cli.command("verify")
+@click.argument("path", type=PATH)
+def verify_command(path: Path) -> None:
+    """Check every block and tensor checksum; exit non-zero naming what is damaged."""
+    with _open(path) as ckpt:
+        problems = ckpt.verify()
+        total = sum(info.nbytes for info in ckpt.infos())
+        count = len(ckpt)
+    for problem in problems:
+        _echo(f"DAMAGED {safe_text(str(problem))}")
+    if problems:
+        _note(f"{len(problems)} of {count} tensors damaged")
+        raise SystemExit(int(ExitStatus.CORRUPT))
+    _echo(f"OK: {count} tensors, {format_bytes(total)} verified")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cli.main(args=args, prog_name="weightscope", standalone_mode=False)
+    except click.exceptions.ClickException as error:
+        error.show()
+        return int(ExitStatus.USAGE)
+    except click.exceptions.Abort:
+        _note("interrupted")
+        return 130
+    except (WeightscopeError, OSError) as error:
+        if "--traceback" in args:
+            raise
+        if isinstance(error, BrokenPipeError):
+            # Output piped into `head` and closed: not an error of ours.
+            sys.stderr.close()
+            return 0
+        status = error.exit_status if isinstance(error, WeightscopeError) else ExitStatus.ERROR
+        _note(f"error: {safe_text(str(error))}")
+        return int(status)
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else 0
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os._exit(main())

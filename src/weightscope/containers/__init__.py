@@ -1,0 +1,1 @@
+"""Containers shared by several formats (the LevelDB-style table of TensorFlow indexes)."""

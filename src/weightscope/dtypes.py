@@ -1,0 +1,86 @@
+"""The one table of element types: every format's type codes, mapped to numpy dtypes.
+
+A row per element type: our canonical name, the numpy (or ml_dtypes) dtype that holds
+it, and each format's own code for it. Readers and writers look codes up here instead
+of keeping chains of ``if`` statements of their own. ``string`` elements are Python
+``bytes`` in an ``object`` array; types with no numpy equivalent (TensorFlow's
+``variant``, ``resource``) have no dtype and cannot be read as arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ElementType:
+    name: str
+    numpy_name: str | None  # a numpy name, "ml_dtypes.NAME", "object", or None
+    tensorflow: int | None
+
+    @functools.cached_property
+    def dtype(self) -> np.dtype | None:
+        if self.numpy_name is None:
+            return None
+        if self.numpy_name.startswith("ml_dtypes."):
+            import ml_dtypes  # only files that hold these types pay for the import
+
+            return np.dtype(getattr(ml_dtypes, self.numpy_name.removeprefix("ml_dtypes.")))
+        return np.dtype(self.numpy_name)
+
+
+# fmt: off
+ELEMENT_TYPES: tuple[ElementType, ...] = (
+    # name                   numpy                          TF DataType (types.proto)
+    ElementType("float32",   "float32",                     1),
+    ElementType("float64",   "float64",                     2),
+    ElementType("int32",     "int32",                       3),
+    ElementType("uint8",     "uint8",                       4),
+    ElementType("int16",     "int16",                       5),
+    ElementType("int8",      "int8",                        6),
+    ElementType("string",    "object",                      7),
+    ElementType("complex64", "complex64",                   8),
+    ElementType("int64",     "int64",                       9),
+    ElementType("bool",      "bool",                        10),
+    ElementType("qint8",     "int8",                        11),
+    ElementType("quint8",    "uint8",                       12),
+    ElementType("qint32",    "int32",                       13),
+    ElementType("bfloat16",  "ml_dtypes.bfloat16",          14),
+    ElementType("qint16",    "int16",                       15),
+    ElementType("quint16",   "uint16",                      16),
+    ElementType("uint16",    "uint16",                      17),
+    ElementType("complex128", "complex128",                 18),
+    ElementType("float16",   "float16",                     19),
+    ElementType("resource",  None,                          20),
+    ElementType("variant",   None,                          21),
+    ElementType("uint32",    "uint32",                      22),
+    ElementType("uint64",    "uint64",                      23),
+    ElementType("float8_e5m2", "ml_dtypes.float8_e5m2",     24),
+    ElementType("float8_e4m3fn", "ml_dtypes.float8_e4m3fn", 25),
+    ElementType("float8_e4m3fnuz", "ml_dtypes.float8_e4m3fnuz", 26),
+    ElementType("float8_e4m3b11fnuz", "ml_dtypes.float8_e4m3b11fnuz", 27),
+    ElementType("float8_e5m2fnuz", "ml_dtypes.float8_e5m2fnuz", 28),
+    ElementType("int4",      "ml_dtypes.int4",              29),
+    ElementType("uint4",     "ml_dtypes.uint4",             30),
+)
+# fmt: on
+
+BY_TENSORFLOW: dict[int, ElementType] = {t.tensorflow: t for t in ELEMENT_TYPES if t.tensorflow is not None}
+
+
+def from_tensorflow(code: int) -> ElementType | None:
+    """The element type of a TensorFlow ``DataType`` code; ``_REF`` codes (+100) too."""
+    return BY_TENSORFLOW.get(code - 100 if code > 100 else code)
+
+
+def tensorflow_code(dtype: np.dtype) -> int:
+    """The TensorFlow ``DataType`` code a writer stores for a numpy dtype."""
+    dtype = np.dtype(dtype)
+    for element in ELEMENT_TYPES:
+        # The first row wins, so int8 maps to INT8 and not to QINT8.
+        if element.tensorflow is not None and element.dtype == dtype:
+            return element.tensorflow
+    raise ValueError(f"no TensorFlow type holds numpy dtype {dtype}")

@@ -1,0 +1,72 @@
+"""One family of errors: every failure weightscope reports is a ``WeightscopeError``.
+
+Each subclass also inherits the built-in exception a caller would naturally catch
+(``TensorNotFoundError`` is a ``KeyError``, ``TruncatedFileError`` an ``EOFError``), and
+carries an exit status for the command line. Messages name the file, the tensor or
+offset, and what was expected.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    """Exit statuses of the ``weightscope`` command, one per kind of failure."""
+
+    OK = 0
+    DIFFERENT = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    CORRUPT = 4
+    UNSUPPORTED = 5
+    REFUSED = 6
+    ERROR = 7
+
+
+class WeightscopeError(Exception):
+    """Root of every error weightscope raises on purpose."""
+
+    exit_status = ExitStatus.ERROR
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; we want the plain message everywhere.
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointNotFoundError(WeightscopeError, FileNotFoundError):
+    """No checkpoint (or a part of one, such as a data shard) exists at a path."""
+
+    exit_status = ExitStatus.NOT_FOUND
+
+
+class TensorNotFoundError(WeightscopeError, KeyError):
+    """A tensor name is not in the checkpoint."""
+
+    exit_status = ExitStatus.NOT_FOUND
+
+
+class CorruptCheckpointError(WeightscopeError, ValueError):
+    """The bytes contradict the format: bad magic, impossible sizes, broken structure."""
+
+    exit_status = ExitStatus.CORRUPT
+
+
+class ChecksumMismatchError(CorruptCheckpointError):
+    """Stored and computed checksums differ."""
+
+
+class TruncatedFileError(CorruptCheckpointError, EOFError):
+    """A file ends before a structure it declares."""
+
+
+class UnsupportedFormatError(WeightscopeError, ValueError):
+    """A valid file, or a part of one, that weightscope cannot read (yet)."""
+
+    exit_status = ExitStatus.UNSUPPORTED
+
+
+class UsageError(WeightscopeError, ValueError):
+    """The caller asked for something that does not make sense."""
+
+    exit_status = ExitStatus.USAGE

@@ -1,0 +1,66 @@
+"""The format registry: formats by name, imported on first use, chosen by content.
+
+Each entry names the module and class that read a format and a cheap ``sniff`` that
+looks at the path (and at most a few bytes) without importing the reader.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from weightscope.errors import CheckpointNotFoundError, UnsupportedFormatError
+
+if TYPE_CHECKING:
+    from weightscope.checkpoint import Checkpoint
+
+
+def _sniff_tensorflow(path: Path) -> bool:
+    if path.is_dir():
+        return (path / "checkpoint").is_file() or any(path.glob("*.index"))
+    text = str(path)
+    return text.endswith(".index") or ".data-" in path.name or Path(text + ".index").is_file()
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    description: str
+    target: str  # "module:Class"
+    sniff: Callable[[Path], bool]
+
+    def load(self) -> type[Checkpoint]:
+        module, _, attribute = self.target.partition(":")
+        reader: type[Checkpoint] = getattr(importlib.import_module(module), attribute)
+        return reader
+
+
+FORMATS: dict[str, Format] = {
+    "tensorflow": Format(
+        "tensorflow",
+        "TensorFlow tensor bundle (prefix.index + prefix.data-*): TF1 Saver, TF2 Checkpoint",
+        "weightscope.formats.tensorflow:TensorFlowCheckpoint",
+        _sniff_tensorflow,
+    ),
+}
+
+
+def open_checkpoint(
+    path: str | os.PathLike[str], *, format: str | None = None, verify: bool = True
+) -> Checkpoint:
+    """Open the checkpoint at ``path``, choosing its format from its content."""
+    path = Path(path)
+    if format is not None:
+        if format not in FORMATS:
+            raise UnsupportedFormatError(f"unknown format {format!r}; known: {', '.join(sorted(FORMATS))}")
+        return FORMATS[format].load()(path, verify=verify)  # type: ignore[call-arg]
+    for candidate in FORMATS.values():
+        if candidate.sniff(path):
+            return candidate.load()(path, verify=verify)  # type: ignore[call-arg]
+    if not path.exists() and not Path(f"{path}.index").exists():
+        raise CheckpointNotFoundError(f"{path}: no such file or checkpoint prefix")
+    raise UnsupportedFormatError(f"{path}: not a checkpoint format weightscope knows ({', '.join(FORMATS)})")

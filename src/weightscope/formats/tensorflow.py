@@ -1,0 +1,394 @@
+"""TensorFlow tensor bundles: the checkpoints of ``tf.train.Saver`` and ``tf.train.Checkpoint``.
+
+Files (``core/util/tensor_bundle/naming.cc``): ``PREFIX.index``, a sorted table
+(``weightscope.containers.table``) from tensor name to ``BundleEntryProto``, and
+``PREFIX.data-SSSSS-of-NNNNN``, raw tensor bytes, shard numbers zero-padded to five
+digits. A directory's ``checkpoint`` file, a text ``CheckpointState``, names the newest
+prefix (relative to the directory) in ``model_checkpoint_path``.
+
+Index entries (``core/protobuf/tensor_bundle.proto``):
+
+- key ``""`` (always first): ``BundleHeaderProto`` — ``num_shards`` (1), ``endianness``
+  (2: 0 little, 1 big; applies to tensor bytes only), ``version`` (3: producer 1,
+  min_consumer 0 as TF writes; a reader of consumer version 1 refuses
+  ``min_consumer > 1`` and listed ``bad_consumers``).
+- any other key: ``BundleEntryProto`` — ``dtype`` (1, ``types.proto`` numbers, see
+  ``weightscope.dtypes``), ``shape`` (2), ``shard_id`` (3), ``offset`` (4), ``size``
+  (5), ``crc32c`` (6, fixed32, masked as in LevelDB), ``slices`` (7, partitioned only).
+- keys starting with byte 0 hold the slices of partitioned variables (OrderedCode:
+  ``00``, the name with ``00``→``00 FF`` and ``FF``→``FF 00``, ``00 01``, the rank as an
+  increasing number, then each dimension's start and length as signed increasing
+  numbers, length −1 meaning the whole dimension). The full name's entry has the dtype,
+  the full shape and the slice list; its data fields are unused.
+
+Tensor bytes (``tensor_bundle.cc``): numeric tensors are raw row-major bytes at
+``offset``, ``size`` = elements × item size, ``crc32c`` = mask(crc32c(bytes)).
+Strings are ``[varint64 len]*n``, a uint32 LE masked checksum of the lengths (each as
+4 LE bytes, 8 if over 0xFFFFFFFF), then the bytes; the entry checksum extends that
+checksum's crc with the 4 stored bytes and every string. ``variant`` needs TF's C++
+decoders and is listed but not read; ``resource`` is never stored.
+
+A reader must refuse: a missing or unparsable header, ``num_shards`` < 1, an unknown
+dtype, an unknown rank or negative dimension, a numeric ``size`` that is not elements ×
+item size, ``shard_id`` ≥ ``num_shards``, ``offset + size`` past the shard's end, and a
+checksum mismatch (unless verification is turned off).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import crc32c
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from weightscope import _proto
+from weightscope.checkpoint import Checkpoint, TensorInfo
+from weightscope.containers.table import iter_table, mask_crc, read_varint
+from weightscope.dtypes import ElementType, from_tensorflow
+from weightscope.errors import (
+    CheckpointNotFoundError,
+    ChecksumMismatchError,
+    CorruptCheckpointError,
+    TruncatedFileError,
+    UnsupportedFormatError,
+    UsageError,
+)
+from weightscope.sources import FileSource
+
+CONSUMER_VERSION = 1
+MAX_SHARDS = 1 << 20
+STATE_FILE = "checkpoint"
+_DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
+_BIG_ENDIAN = 1
+# OrderedCode escapes the bytes 00 and FF inside a string (in one pass).
+_ESCAPE = re.compile(rb"[\x00\xff]")
+_ESCAPES = {b"\x00": b"\x00\xff", b"\xff": b"\xff\x00"}
+
+
+def data_file_name(prefix: str, shard: int, num_shards: int) -> str:
+    return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
+
+
+def read_checkpoint_state(directory: Path) -> _proto.CheckpointState | None:  # type: ignore[name-defined]
+    """The directory's ``checkpoint`` file, or None where there is none."""
+    path = directory / STATE_FILE
+    if not path.is_file():
+        return None
+    from google.protobuf import text_format
+
+    state = _proto.CheckpointState()
+    try:
+        text_format.Parse(path.read_text(encoding="utf-8"), state)
+    except (text_format.ParseError, UnicodeDecodeError) as error:
+        raise CorruptCheckpointError(f"{path}: not a CheckpointState text proto ({error})") from None
+    return state
+
+
+def _state_path(directory: Path, recorded: str) -> Path:
+    """Where a path recorded in a ``checkpoint`` file is now.
+
+    TF records paths relative to the directory, or absolute ones; a directory that was
+    moved keeps working by looking for the prefix's name beside the state file.
+    """
+    candidate = Path(recorded) if os.path.isabs(recorded) else directory / recorded
+    if Path(f"{candidate}.index").is_file():
+        return candidate
+    return directory / Path(recorded).name
+
+
+def resolve_prefix(path: Path) -> Path:
+    """The checkpoint prefix meant by a prefix, ``.index``, ``.data-…`` or directory path."""
+    if path.is_file() and path.name == STATE_FILE:
+        path = path.parent
+    if path.is_dir():
+        state = read_checkpoint_state(path)
+        if state is not None and state.model_checkpoint_path:
+            prefix = _state_path(path, state.model_checkpoint_path)
+        else:
+            indexes = sorted(path.glob("*.index"))
+            if not indexes:
+                raise CheckpointNotFoundError(
+                    f"{path}: a directory with no checkpoint in it (no '{STATE_FILE}' file, no *.index)"
+                )
+            if len(indexes) > 1:
+                names = ", ".join(index.name[: -len(".index")] for index in indexes[:5])
+                raise UsageError(
+                    f"{path}: holds {len(indexes)} checkpoints and no '{STATE_FILE}' file "
+                    f"naming the newest; name one of: {names}"
+                )
+            prefix = Path(str(indexes[0])[: -len(".index")])
+    elif path.name.endswith(".index"):
+        prefix = Path(str(path)[: -len(".index")])
+    elif match := _DATA_SUFFIX.search(str(path)):
+        prefix = Path(str(path)[: match.start()])
+    else:
+        prefix = path
+    if not Path(f"{prefix}.index").is_file():
+        raise CheckpointNotFoundError(f"{prefix}.index: no such file (checkpoint prefix {prefix})")
+    return prefix
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """The parts of a ``BundleEntryProto`` a read needs beyond its ``TensorInfo``."""
+
+    element: ElementType
+    shard: int
+    size: int
+    crc32c: int
+    slices: tuple[tuple[slice, ...], ...] = ()  # partitioned variables only
+
+
+def _slice_key(name: bytes, extents: list[tuple[int, int]]) -> bytes:
+    """TensorFlow's OrderedCode key of one slice of a partitioned variable."""
+    escaped = _ESCAPE.sub(lambda match: _ESCAPES[match.group()], name)
+    key = bytearray(b"\x00" + escaped + b"\x00\x01")
+    rank = len(extents)
+    rank_bytes = rank.to_bytes((rank.bit_length() + 7) // 8, "big")
+    key += bytes([len(rank_bytes)]) + rank_bytes
+    for start, length in extents:
+        key += _signed_increasing(start) + _signed_increasing(length)
+    return bytes(key)
+
+
+_HEADER_BITS = ((0, 0), (0x80, 0), (0xC0, 0), (0xE0, 0), (0xF0, 0), (0xF8, 0), (0xFC, 0),
+                (0xFE, 0), (0xFF, 0), (0xFF, 0x80), (0xFF, 0xC0))  # fmt: skip
+
+
+def _signed_increasing(value: int) -> bytes:
+    """OrderedCode's WriteSignedNumIncreasing."""
+    magnitude = ~value if value < 0 else value
+    length = (magnitude.bit_length() + 7) // 7
+    encoded = bytearray((value & ((1 << (8 * length)) - 1)).to_bytes(length, "big"))
+    if value < 0 and length > 8:
+        encoded = bytearray(b"\xff" * (length - 8)) + encoded[length - 8 :]
+    first, second = _HEADER_BITS[length]
+    encoded[0] ^= first
+    if length > 1:
+        encoded[1] ^= second
+    return bytes(encoded)
+
+
+class TensorFlowCheckpoint(Checkpoint):
+    """A TensorFlow tensor bundle, opened from any of the paths that name it."""
+
+    format = "tensorflow"
+
+    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
+        prefix = resolve_prefix(Path(path))
+        super().__init__(prefix)
+        self.prefix = prefix
+        self.verify_checksums = verify
+        self._index = FileSource(f"{prefix}.index")
+        self._entries: dict[str, _Entry] = {}
+        self._slice_entries: dict[bytes, tuple[TensorInfo, _Entry]] = {}
+        self._partition_keys: dict[str, list[bytes]] = {}
+        self._big_endian = False
+        self._shards: list[FileSource] = []
+        try:
+            self._load_index()
+        finally:
+            self._index.close()
+
+    def _load_index(self) -> None:
+        index_path = self._index.path
+        entries = iter_table(self._index)
+        first = next(entries, None)
+        if first is None or first[0] != b"":
+            raise CorruptCheckpointError(f"{index_path}: no bundle header (the first key must be empty)")
+        header = _parse(_proto.BundleHeaderProto, first[1], f"{index_path}: bundle header")
+        if header.version.min_consumer > CONSUMER_VERSION or CONSUMER_VERSION in header.version.bad_consumers:
+            raise UnsupportedFormatError(
+                f"{index_path}: written for readers of version {header.version.min_consumer} "
+                f"or later; weightscope reads version {CONSUMER_VERSION}"
+            )
+        if not 1 <= header.num_shards <= MAX_SHARDS:
+            raise CorruptCheckpointError(f"{index_path}: header claims {header.num_shards} shards")
+        self._big_endian = header.endianness == _BIG_ENDIAN
+        shard_names = [
+            data_file_name(str(self.prefix), shard, header.num_shards) for shard in range(header.num_shards)
+        ]
+        for name in shard_names:
+            if not os.path.isfile(name):
+                raise CheckpointNotFoundError(f"{name}: data shard missing (the index {index_path} names it)")
+        self._shards = [FileSource(name) for name in shard_names]
+        entry_class = _proto.BundleEntryProto
+        partitioned: list[tuple[str, TensorInfo, _Entry, list[object]]] = []
+        for key, value in entries:
+            entry = _parse(entry_class, value, f"{index_path}: entry {key!r}")
+            name = key.decode("utf-8", "surrogateescape")
+            info, record = self._describe(name, entry, header.num_shards)
+            if key.startswith(b"\x00"):
+                self._slice_entries[key] = (info, record)
+            elif entry.slices:
+                partitioned.append((name, info, record, list(entry.slices)))
+            else:
+                self._infos[name] = info
+                self._entries[name] = record
+        for name, info, record, slices in partitioned:
+            self._add_partitioned(name, info, record, slices)
+
+    def _describe(self, name: str, entry: object, num_shards: int) -> tuple[TensorInfo, _Entry]:
+        where = f"{self._index.path}: tensor '{name}'"
+        element = from_tensorflow(entry.dtype)  # type: ignore[attr-defined]
+        if element is None:
+            raise UnsupportedFormatError(f"{where} has unknown dtype code {entry.dtype}")  # type: ignore[attr-defined]
+        shape_proto = entry.shape  # type: ignore[attr-defined]
+        if shape_proto.unknown_rank:
+            raise CorruptCheckpointError(f"{where} has an unknown rank")
+        shape = tuple(dim.size for dim in shape_proto.dim)
+        if any(size < 0 for size in shape):
+            raise CorruptCheckpointError(f"{where} has a negative dimension in shape {list(shape)}")
+        shard, offset, size = entry.shard_id, entry.offset, entry.size  # type: ignore[attr-defined]
+        if not 0 <= shard < num_shards:
+            raise CorruptCheckpointError(f"{where} is in shard {shard}, but there are {num_shards}")
+        if offset < 0 or size < 0 or offset + size > self._shards[shard].size:
+            raise TruncatedFileError(
+                f"{where}: bytes {offset}..{offset + size} lie past the end of "
+                f"{self._shards[shard].path} ({self._shards[shard].size} bytes)"
+            )
+        count = math.prod(shape)
+        dtype = element.dtype
+        numeric = dtype is not None and dtype.kind != "O"
+        if numeric and not entry.slices and count * dtype.itemsize != size:  # type: ignore[attr-defined, union-attr]
+            raise CorruptCheckpointError(
+                f"{where}: {size} bytes stored for {count} {element.name} elements "
+                f"of shape {list(shape)}, expected {count * dtype.itemsize}"  # type: ignore[union-attr]
+            )
+        info = TensorInfo(
+            name=name,
+            dtype=dtype if dtype is not None else np.dtype(object),
+            shape=shape,
+            nbytes=size,
+            type_name=element.name,
+            file=str(self._shards[shard].path),
+            offset=offset,
+        )
+        return info, _Entry(element, shard, size, entry.crc32c)  # type: ignore[attr-defined]
+
+    def _add_partitioned(self, name: str, info: TensorInfo, record: _Entry, slices: list[object]) -> None:
+        """Register a partitioned variable whose slices are stored under OrderedCode keys."""
+        parts = []
+        total = 0
+        for slice_proto in slices:
+            extents = []
+            index = []
+            for dim, extent in zip(info.shape, slice_proto.extent, strict=False):  # type: ignore[attr-defined]
+                length = extent.length if extent.HasField("length") else -1
+                extents.append((extent.start, length))
+                stop = dim if length == -1 else extent.start + length
+                if extent.start < 0 or not extent.start <= stop <= dim:
+                    raise CorruptCheckpointError(
+                        f"{self._index.path}: slice of '{name}' lies outside shape {list(info.shape)}"
+                    )
+                index.append(slice(extent.start, stop))
+            key = _slice_key(name.encode("utf-8", "surrogateescape"), extents)
+            if key not in self._slice_entries:
+                raise CorruptCheckpointError(f"{self._index.path}: slice {extents} of '{name}' has no entry")
+            slice_info, _ = self._slice_entries[key]
+            expected = tuple(s.stop - s.start for s in index)
+            if slice_info.shape != expected:
+                raise CorruptCheckpointError(
+                    f"{self._index.path}: slice {extents} of '{name}' is stored with shape "
+                    f"{list(slice_info.shape)}, expected {list(expected)}"
+                )
+            parts.append((key, tuple(index)))
+            total += slice_info.nbytes
+        self._infos[name] = TensorInfo(
+            name, info.dtype, info.shape, total, info.type_name, info.file, info.offset
+        )
+        self._entries[name] = _Entry(
+            record.element, record.shard, total, 0, tuple(index for _, index in parts)
+        )
+        self._partition_keys[name] = [key for key, _ in parts]
+
+    # -- reading -----------------------------------------------------------------------
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        record = self._entries[info.name]
+        if record.slices:
+            full = np.empty(info.shape, dtype=info.dtype)
+            for key, index in zip(self._partition_keys[info.name], record.slices, strict=True):
+                slice_info, slice_record = self._slice_entries[key]
+                full[index] = self._read_entry(slice_info, slice_record)
+            full.flags.writeable = False
+            return full
+        return self._read_entry(info, record)
+
+    def _read_entry(self, info: TensorInfo, record: _Entry) -> np.ndarray:
+        if record.element.dtype is None:
+            raise UnsupportedFormatError(
+                f"{self.prefix}: tensor '{info.name}' is a {record.element.name} tensor, "
+                "which only TensorFlow's own C++ decoders can read"
+            )
+        source = self._shards[record.shard]
+        data = source.read(info.offset, record.size, f"tensor '{info.name}'")
+        if record.element.name == "string":
+            return self._read_strings(info, record, data)
+        if self.verify_checksums:
+            self._check(info, mask_crc(crc32c.crc32c(data)), record.crc32c)
+        dtype = info.dtype.newbyteorder(">") if self._big_endian else info.dtype
+        if info.size == 0:
+            array = np.empty(info.shape, dtype=info.dtype)
+        else:
+            array = np.frombuffer(data, dtype=dtype, count=info.size).reshape(info.shape)
+            if self._big_endian:
+                array = array.astype(info.dtype)
+        array.flags.writeable = False
+        return array
+
+    def _read_strings(self, info: TensorInfo, record: _Entry, data: memoryview) -> np.ndarray:
+        what = f"{self.prefix}: string tensor '{info.name}'"
+        count = info.size
+        if count == 0 or record.size == 0:
+            return np.empty(info.shape, dtype=object)
+        if count > len(data):
+            raise CorruptCheckpointError(f"{what}: {count} strings cannot fit in {len(data)} bytes")
+        lengths = []
+        pos = 0
+        crc = 0
+        for _ in range(count):
+            length, pos = read_varint(data, pos, what)
+            lengths.append(length)
+            crc = crc32c.crc32c(struct.pack("<I" if length <= 0xFFFFFFFF else "<Q", length), crc)
+        if pos + 4 + sum(lengths) != len(data):
+            raise CorruptCheckpointError(
+                f"{what}: lengths add up to {pos + 4 + sum(lengths)} bytes, the entry holds {len(data)}"
+            )
+        stored_lengths_crc = data[pos : pos + 4]
+        if self.verify_checksums:
+            (stored,) = struct.unpack("<I", stored_lengths_crc)
+            self._check(info, mask_crc(crc), stored, "length checksum")
+        crc = crc32c.crc32c(stored_lengths_crc, crc)
+        pos += 4
+        strings = np.empty(count, dtype=object)
+        for i, length in enumerate(lengths):
+            strings[i] = bytes(data[pos : pos + length])
+            pos += length
+        if self.verify_checksums:
+            crc = crc32c.crc32c(data[len(data) - sum(lengths) :], crc)
+            self._check(info, mask_crc(crc), record.crc32c)
+        return strings.reshape(info.shape)
+
+    def _check(self, info: TensorInfo, actual: int, stored: int, what: str = "checksum") -> None:
+        if actual != stored:
+            raise ChecksumMismatchError(
+                f"{info.file}: tensor '{info.name}' is damaged: stored {what} {stored:#010x}, "
+                f"computed {actual:#010x} over bytes {info.offset}..{info.offset + info.nbytes}"
+            )
+
+    def _close(self) -> None:
+        for shard in self._shards:
+            shard.close()
+
+
+def _parse(message_class: type, value: bytes, what: str) -> object:
+    try:
+        return message_class.FromString(value)  # type: ignore[attr-defined]
+    except DecodeError as error:
+        raise CorruptCheckpointError(f"{what} is not a valid protocol buffer ({error})") from None

@@ -1,0 +1,191 @@
+"""The layer model: what each tensor is for, whatever the framework called it.
+
+TensorFlow calls a dense layer's weight matrix ``kernel``, PyTorch ``weight``, Keras 2
+``kernel:0``; all three are the *weight* of their layer. This module gives every tensor
+name a ``TensorRole``: the layer it belongs to, its role there, or that it is optimizer
+state (and of which variable) or bookkeeping. The tables below are the whole of the
+knowledge; the functions only apply them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from weightscope.checkpoint import TensorInfo
+
+# The last component of a parameter's name -> its role in the layer.
+PARAMETER_ROLES: Mapping[str, str] = {
+    "kernel": "weight",
+    "weight": "weight",
+    "weights": "weight",
+    "w": "weight",
+    "embeddings": "weight",
+    "bias": "bias",
+    "biases": "bias",
+    "b": "bias",
+    "gamma": "scale",
+    "beta": "offset",
+    "moving_mean": "running_mean",
+    "running_mean": "running_mean",
+    "moving_variance": "running_var",
+    "running_var": "running_var",
+}
+
+# What each framework calls a role, to explain a miss ("TensorFlow calls it kernel").
+FRAMEWORK_NAMES: Mapping[str, str] = {
+    "kernel": "TensorFlow and Keras",
+    "weight": "PyTorch",
+    "gamma": "TensorFlow and Keras",
+    "beta": "TensorFlow and Keras",
+    "moving_mean": "TensorFlow and Keras",
+    "moving_variance": "TensorFlow and Keras",
+    "running_mean": "PyTorch",
+    "running_var": "PyTorch",
+}
+
+# TF1 optimizer slots: NAME/<slot>, where <slot> may carry a _N suffix when several
+# optimizers share a graph. The value is what the slot holds.
+TF1_SLOTS: Mapping[str, str] = {
+    "Adam": "m",
+    "Adam_1": "v",
+    "Momentum": "momentum",
+    "RMSProp": "rms",
+    "RMSProp_1": "momentum",
+    "Adagrad": "accumulator",
+    "AdagradDA": "gradient_accumulator",
+    "AdagradDA_1": "gradient_squared_accumulator",
+    "Adadelta": "accum",
+    "Adadelta_1": "accum_update",
+    "Ftrl": "accum",
+    "Ftrl_1": "linear",
+}
+# Optimizer state that belongs to no single variable.
+OPTIMIZER_GLOBALS = re.compile(r"(?:^|/)(beta[12]_power(?:_\d+)?)$")
+BOOKKEEPING = re.compile(
+    r"^(?:global_step|save_counter(?:/.*)?|_CHECKPOINTABLE_OBJECT_GRAPH)$|(?:^|[./])num_batches_tracked$"
+)
+TF2_SLOT = re.compile(
+    r"^(?P<owner>.+)/\.OPTIMIZER_SLOT/(?P<optimizer>.+)/(?P<slot>[^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$"
+)
+TF2_ATTRIBUTE = "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+@dataclass(frozen=True)
+class TensorRole:
+    """What one tensor is: a layer's parameter, optimizer state, or bookkeeping."""
+
+    kind: str  # "parameter", "optimizer" or "bookkeeping"
+    layer: str | None = None  # for parameters: the layer's name
+    role: str | None = None  # for parameters: weight, bias, scale, ...; else the slot
+    owner: str | None = None  # for optimizer state: the variable it belongs to
+
+    @property
+    def label(self) -> str:
+        """One word for listings: the role of a parameter, else the kind."""
+        return self.role if self.kind == "parameter" and self.role else self.kind
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """(parent path, last component): ``/`` separates TF names, ``.`` PyTorch ones."""
+    base = name.removesuffix(TF2_ATTRIBUTE)
+    base = base[:-2] if base.endswith(":0") else base
+    separator = "/" if "/" in base else "."
+    parent, _, last = base.rpartition(separator)
+    return parent, last
+
+
+def classify(name: str) -> TensorRole:
+    """The role of the tensor called ``name``, from its name alone."""
+    if BOOKKEEPING.search(name):
+        return TensorRole("bookkeeping")
+    if match := OPTIMIZER_GLOBALS.search(name):
+        return TensorRole("optimizer", role=match.group(1))
+    if match := TF2_SLOT.match(name):
+        return TensorRole("optimizer", role=match["slot"], owner=match["owner"] + TF2_ATTRIBUTE)
+    if name.startswith(("optimizer/", "Adam/", "SGD/", "RMSprop/")):
+        return TensorRole("optimizer", role=split_name(name)[1])
+    parent, last = split_name(name)
+    slot = re.sub(r"_\d+$", "", last) if last not in TF1_SLOTS else last
+    if parent and (last in TF1_SLOTS or slot in TF1_SLOTS):
+        return TensorRole("optimizer", role=TF1_SLOTS.get(last, last), owner=parent)
+    role = PARAMETER_ROLES.get(last.lower() if len(last) == 1 else last, last)
+    return TensorRole("parameter", layer=parent or name, role=role)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer's parameters by role, with the optimizer state of each of them."""
+
+    name: str
+    parameters: Mapping[str, TensorInfo]  # role -> tensor
+    optimizer_state: Mapping[str, Mapping[str, TensorInfo]] = field(default_factory=dict)
+    # ^ parameter tensor name -> {slot: state tensor}
+
+    @property
+    def weight(self) -> TensorInfo | None:
+        return self.parameters.get("weight")
+
+    @property
+    def bias(self) -> TensorInfo | None:
+        return self.parameters.get("bias")
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(info.size for info in self.parameters.values())
+
+
+def group_layers(infos: Iterable[TensorInfo]) -> dict[str, Layer]:
+    """Group tensors into layers, attaching optimizer state to its variable."""
+    infos = list(infos)
+    by_name = {info.name: info for info in infos}
+    parameters: dict[str, dict[str, TensorInfo]] = {}
+    owner_layer: dict[str, str] = {}
+    for info in infos:
+        role = classify(info.name)
+        if role.kind == "parameter":
+            assert role.layer is not None and role.role is not None
+            parameters.setdefault(role.layer, {})[role.role] = info
+            owner_layer[info.name] = role.layer
+    state: dict[str, dict[str, dict[str, TensorInfo]]] = {}
+    for info in infos:
+        role = classify(info.name)
+        if role.kind == "optimizer" and role.owner in owner_layer and role.role:
+            layer = owner_layer[role.owner]
+            state.setdefault(layer, {}).setdefault(role.owner, {})[role.role] = by_name[info.name]
+    return {name: Layer(name, tensors, state.get(name, {})) for name, tensors in parameters.items()}
+
+
+def find_by_role(name: str, names: Iterable[str]) -> str | None:
+    """The tensor that plays the role ``name`` asks for (``layer1/weight`` -> ``layer1/kernel``)."""
+    parent, last = split_name(name)
+    wanted = PARAMETER_ROLES.get(last.lower() if len(last) == 1 else last)
+    if wanted is None:
+        return None
+    normalized = parent.replace(".", "/")
+    for candidate in names:
+        role = classify(candidate)
+        if (
+            role.kind == "parameter"
+            and role.role == wanted
+            and role.layer is not None
+            and role.layer.replace(".", "/") == normalized
+        ):
+            return candidate
+    return None
+
+
+def explain_role_name(asked: str, found: str) -> str:
+    """Why ``asked`` was not found though ``found`` plays its role."""
+    _, found_last = split_name(found)
+    framework = FRAMEWORK_NAMES.get(found_last)
+    role = PARAMETER_ROLES.get(found_last, found_last)
+    if framework:
+        return (
+            f"{framework} call{'s' if ' and ' not in framework else ''} a layer's {role} "
+            f"'{found_last}': did you mean '{found}'?"
+        )
+    return f"did you mean '{found}'?"
