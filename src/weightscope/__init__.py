@@ -19,6 +19,7 @@ from weightscope.errors import (
     WeightscopeError,
 )
 from weightscope.formats import open_checkpoint as open
+from weightscope.formats import save_checkpoint as save
 from weightscope.layers import Layer, TensorRole
 
 __version__ = "0.1.0"
@@ -37,4 +38,5 @@ __all__ = [
     "UsageError",
     "WeightscopeError",
     "open",
+    "save",
 ]

@@ -28,8 +28,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-import crc32c
-
+from weightscope._crc32c import crc32c
 from weightscope.errors import (
     ChecksumMismatchError,
     CorruptCheckpointError,
@@ -76,7 +75,7 @@ def read_block(source: FileSource, offset: int, size: int, what: str) -> bytes:
     contents = raw[:size]
     compression = raw[size]
     (stored,) = _U32.unpack_from(raw, size + 1)
-    actual = mask_crc(crc32c.crc32c(raw[size : size + 1], crc32c.crc32c(contents)))
+    actual = mask_crc(crc32c(raw[size : size + 1], crc32c(contents)))
     if stored != actual:
         raise ChecksumMismatchError(
             f"{source.path}: {what} at {offset} is damaged: "
@@ -177,3 +176,110 @@ def iter_table(source: FileSource) -> Iterator[tuple[bytes, bytes]]:
             yield key, value
         if last is not None and last > separator:
             raise CorruptCheckpointError(f"{source.path}: {what} holds keys beyond its index separator")
+
+
+# -- writing ---------------------------------------------------------------------------
+# TensorFlow's table options for bundles (core/lib/io/table_options.h, tensor_bundle.cc):
+# 256 KiB blocks, restart interval 16 in data blocks and 1 in the index block, no
+# compression. Keeping them makes our index files byte-identical to TensorFlow's.
+BLOCK_SIZE = 256 * 1024
+DATA_RESTART_INTERVAL = 16
+INDEX_RESTART_INTERVAL = 1
+
+
+def encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+class _BlockBuilder:
+    def __init__(self, restart_interval: int) -> None:
+        self.restart_interval = restart_interval
+        self.buffer = bytearray()
+        self.restarts = [0]
+        self.counter = 0
+        self.last_key = b""
+
+    def add(self, key: bytes, value: bytes) -> None:
+        shared = 0
+        if self.counter < self.restart_interval:
+            limit = min(len(self.last_key), len(key))
+            while shared < limit and self.last_key[shared] == key[shared]:
+                shared += 1
+        else:
+            self.restarts.append(len(self.buffer))
+            self.counter = 0
+        self.buffer += encode_varint(shared) + encode_varint(len(key) - shared) + encode_varint(len(value))
+        self.buffer += key[shared:] + value
+        self.last_key = key
+        self.counter += 1
+
+    def size_estimate(self) -> int:
+        return len(self.buffer) + 4 * len(self.restarts) + 4
+
+    def finish(self) -> bytes:
+        restarts = b"".join(_U32.pack(offset) for offset in self.restarts)
+        return bytes(self.buffer) + restarts + _U32.pack(len(self.restarts))
+
+
+def _shortest_separator(start: bytes, limit: bytes) -> bytes:
+    """LevelDB's bytewise FindShortestSeparator, as TensorFlow's table builder uses it."""
+    common = 0
+    while common < min(len(start), len(limit)) and start[common] == limit[common]:
+        common += 1
+    if common < min(len(start), len(limit)):
+        byte = start[common]
+        if byte < 0xFF and byte + 1 < limit[common]:
+            return start[:common] + bytes([byte + 1])
+    return start
+
+
+def _short_successor(key: bytes) -> bytes:
+    """LevelDB's bytewise FindShortSuccessor."""
+    for i, byte in enumerate(key):
+        if byte != 0xFF:
+            return key[:i] + bytes([byte + 1])
+    return key
+
+
+def build_table(entries: Iterator[tuple[bytes, bytes]] | list[tuple[bytes, bytes]]) -> bytes:
+    """A whole table holding ``entries`` (keys strictly increasing), as TensorFlow writes it."""
+    out = bytearray()
+    index = _BlockBuilder(INDEX_RESTART_INTERVAL)
+    block = _BlockBuilder(DATA_RESTART_INTERVAL)
+    pending: tuple[int, int] | None = None  # handle of the last flushed data block
+
+    def write_block(contents: bytes) -> tuple[int, int]:
+        offset = len(out)
+        out.extend(contents)
+        out.append(NO_COMPRESSION)
+        out.extend(_U32.pack(mask_crc(crc32c(bytes([NO_COMPRESSION]), crc32c(contents)))))
+        return offset, len(contents)
+
+    def handle_bytes(handle: tuple[int, int]) -> bytes:
+        return encode_varint(handle[0]) + encode_varint(handle[1])
+
+    last_key = b""
+    for key, value in entries:
+        if pending is not None:
+            index.add(_shortest_separator(last_key, key), handle_bytes(pending))
+            pending = None
+        block.add(key, value)
+        last_key = key
+        if block.size_estimate() >= BLOCK_SIZE:
+            pending = write_block(block.finish())
+            block = _BlockBuilder(DATA_RESTART_INTERVAL)
+    if block.counter:
+        pending = write_block(block.finish())
+    if pending is not None:
+        index.add(_short_successor(last_key), handle_bytes(pending))
+    metaindex_handle = write_block(_BlockBuilder(DATA_RESTART_INTERVAL).finish())
+    index_handle = write_block(index.finish())
+    footer = handle_bytes(metaindex_handle) + handle_bytes(index_handle)
+    out.extend(footer.ljust(FOOTER_SIZE - 8, b"\x00"))
+    out.extend(struct.pack("<II", MAGIC & 0xFFFFFFFF, MAGIC >> 32))
+    return bytes(out)

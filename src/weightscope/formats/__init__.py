@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from weightscope.errors import CheckpointNotFoundError, UnsupportedFormatError
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 if TYPE_CHECKING:
     from weightscope.checkpoint import Checkpoint
@@ -32,11 +35,16 @@ class Format:
     description: str
     target: str  # "module:Class"
     sniff: Callable[[Path], bool]
+    writer: str | None = None  # "module:function", for formats weightscope can write
 
     def load(self) -> type[Checkpoint]:
-        module, _, attribute = self.target.partition(":")
-        reader: type[Checkpoint] = getattr(importlib.import_module(module), attribute)
+        reader: type[Checkpoint] = _import(self.target)
         return reader
+
+
+def _import(target: str) -> Any:
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 FORMATS: dict[str, Format] = {
@@ -45,6 +53,7 @@ FORMATS: dict[str, Format] = {
         "TensorFlow tensor bundle (prefix.index + prefix.data-*): TF1 Saver, TF2 Checkpoint",
         "weightscope.formats.tensorflow:TensorFlowCheckpoint",
         _sniff_tensorflow,
+        writer="weightscope.formats.tensorflow:save",
     ),
 }
 
@@ -64,3 +73,15 @@ def open_checkpoint(
     if not path.exists() and not Path(f"{path}.index").exists():
         raise CheckpointNotFoundError(f"{path}: no such file or checkpoint prefix")
     raise UnsupportedFormatError(f"{path}: not a checkpoint format weightscope knows ({', '.join(FORMATS)})")
+
+
+def save_checkpoint(
+    tensors: Mapping[str, ArrayLike], path: str | os.PathLike[str], *, format: str = "tensorflow"
+) -> Path:
+    """Write ``tensors`` (name -> array) as a checkpoint of ``format`` at ``path``."""
+    writable = [name for name, entry in FORMATS.items() if entry.writer]
+    if format not in writable:
+        raise UnsupportedFormatError(f"cannot write format {format!r}; writable: {', '.join(writable)}")
+    writer = _import(FORMATS[format].writer)  # type: ignore[arg-type]
+    written: Path = writer(tensors, path)
+    return written

@@ -40,17 +40,20 @@ import math
 import os
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import crc32c
 import numpy as np
 from google.protobuf.message import DecodeError
+from numpy.typing import ArrayLike
 
 from weightscope import _proto
+from weightscope._crc32c import crc32c
+from weightscope.atomic import atomic_files, atomic_write
 from weightscope.checkpoint import Checkpoint, TensorInfo
-from weightscope.containers.table import iter_table, mask_crc, read_varint
-from weightscope.dtypes import ElementType, from_tensorflow
+from weightscope.containers.table import build_table, encode_varint, iter_table, mask_crc, read_varint
+from weightscope.dtypes import ElementType, from_tensorflow, tensorflow_code
 from weightscope.errors import (
     CheckpointNotFoundError,
     ChecksumMismatchError,
@@ -331,7 +334,7 @@ class TensorFlowCheckpoint(Checkpoint):
         if record.element.name == "string":
             return self._read_strings(info, record, data)
         if self.verify_checksums:
-            self._check(info, mask_crc(crc32c.crc32c(data)), record.crc32c)
+            self._check(info, mask_crc(crc32c(data)), record.crc32c)
         dtype = info.dtype.newbyteorder(">") if self._big_endian else info.dtype
         if info.size == 0:
             array = np.empty(info.shape, dtype=info.dtype)
@@ -355,7 +358,7 @@ class TensorFlowCheckpoint(Checkpoint):
         for _ in range(count):
             length, pos = read_varint(data, pos, what)
             lengths.append(length)
-            crc = crc32c.crc32c(struct.pack("<I" if length <= 0xFFFFFFFF else "<Q", length), crc)
+            crc = crc32c(struct.pack("<I" if length <= 0xFFFFFFFF else "<Q", length), crc)
         if pos + 4 + sum(lengths) != len(data):
             raise CorruptCheckpointError(
                 f"{what}: lengths add up to {pos + 4 + sum(lengths)} bytes, the entry holds {len(data)}"
@@ -364,14 +367,14 @@ class TensorFlowCheckpoint(Checkpoint):
         if self.verify_checksums:
             (stored,) = struct.unpack("<I", stored_lengths_crc)
             self._check(info, mask_crc(crc), stored, "length checksum")
-        crc = crc32c.crc32c(stored_lengths_crc, crc)
+        crc = crc32c(stored_lengths_crc, crc)
         pos += 4
         strings = np.empty(count, dtype=object)
         for i, length in enumerate(lengths):
             strings[i] = bytes(data[pos : pos + length])
             pos += length
         if self.verify_checksums:
-            crc = crc32c.crc32c(data[len(data) - sum(lengths) :], crc)
+            crc = crc32c(data[len(data) - sum(lengths) :], crc)
             self._check(info, mask_crc(crc), record.crc32c)
         return strings.reshape(info.shape)
 
@@ -392,3 +395,99 @@ def _parse(message_class: type, value: bytes, what: str) -> object:
         return message_class.FromString(value)  # type: ignore[attr-defined]
     except DecodeError as error:
         raise CorruptCheckpointError(f"{what} is not a valid protocol buffer ({error})") from None
+
+
+# -- writing ---------------------------------------------------------------------------
+def _string_tensor_bytes(array: np.ndarray, name: str) -> tuple[bytes, int]:
+    """The bytes of a string tensor as TensorFlow writes them, and its entry checksum."""
+    strings = []
+    for value in array.ravel():
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        if not isinstance(value, bytes | np.bytes_):
+            raise UsageError(f"tensor '{name}': an object array must hold only bytes or str")
+        strings.append(bytes(value))
+    crc = 0
+    lengths = bytearray()
+    for value in strings:
+        lengths += encode_varint(len(value))
+        crc = crc32c(struct.pack("<I" if len(value) <= 0xFFFFFFFF else "<Q", len(value)), crc)
+    length_checksum = struct.pack("<I", mask_crc(crc))
+    crc = crc32c(length_checksum, crc)
+    body = b"".join(strings)
+    return bytes(lengths) + length_checksum + body, mask_crc(crc32c(body, crc))
+
+
+def save(
+    tensors: Mapping[str, ArrayLike], path: str | os.PathLike[str], *, update_state: bool = True
+) -> Path:
+    """Write ``tensors`` as a TensorFlow checkpoint at prefix ``path``; returns the prefix.
+
+    Tensor data goes to the data file in the mapping's order, streamed from the arrays
+    (memory-mapped views included); the index lists them sorted, as TensorFlow does.
+    Both files are written under temporary names and renamed into place only when
+    complete, data first. With ``update_state`` the directory's ``checkpoint`` file is
+    updated the way TensorFlow's savers do: this prefix becomes the newest, earlier
+    entries are kept.
+    """
+    prefix = Path(path)
+    if prefix.is_dir():
+        raise UsageError(f"{prefix} is a directory; give a checkpoint prefix such as {prefix / 'model.ckpt'}")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    entries: list[tuple[bytes, bytes]] = []
+    with atomic_files() as files:
+        with files.create(data_file_name(str(prefix), 0, 1)) as data:
+            offset = 0
+            for name, value in tensors.items():
+                if not isinstance(name, str) or not name:
+                    raise UsageError(f"tensor names must be non-empty strings, not {name!r}")
+                array = np.asarray(value)
+                entry = _proto.BundleEntryProto()
+                entry.shape.SetInParent()  # TF always writes the shape, even a scalar's
+                for size in array.shape:
+                    entry.shape.dim.add(size=size)
+                if array.dtype.kind == "O":
+                    entry.dtype = 7
+                    payload, checksum = _string_tensor_bytes(array, name)
+                    data.write(payload)
+                    size = len(payload)
+                else:
+                    try:
+                        entry.dtype = tensorflow_code(array.dtype.newbyteorder("="))
+                    except ValueError as error:
+                        raise UsageError(f"tensor '{name}': {error}") from None
+                    raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).reshape(-1)
+                    raw_bytes = raw.view(np.uint8)
+                    data.write(raw_bytes)
+                    checksum = mask_crc(crc32c(raw_bytes))
+                    size = raw_bytes.nbytes
+                entry.offset, entry.size, entry.crc32c = offset, size, checksum
+                offset += size
+                entries.append((name.encode("utf-8", "surrogateescape"), entry.SerializeToString()))
+            data.flush()
+            os.fsync(data.fileno())
+        entries.sort()
+        header = _proto.BundleHeaderProto(num_shards=1)
+        header.version.producer = 1
+        with files.create(f"{prefix}.index") as index:
+            index.write(build_table([(b"", header.SerializeToString()), *entries]))
+            index.flush()
+            os.fsync(index.fileno())
+    if update_state:
+        write_checkpoint_state(prefix)
+    return prefix
+
+
+def write_checkpoint_state(prefix: Path) -> None:
+    """Make ``prefix`` the newest checkpoint in its directory's ``checkpoint`` file."""
+    from google.protobuf import text_format
+
+    directory = prefix.parent
+    previous = read_checkpoint_state(directory)
+    recorded = prefix.name  # relative to the directory, as TF records paths it saved there
+    paths = [p for p in (previous.all_model_checkpoint_paths if previous else []) if p != recorded]
+    state = _proto.CheckpointState(
+        model_checkpoint_path=recorded, all_model_checkpoint_paths=[*paths, recorded]
+    )
+    with atomic_write(directory / STATE_FILE) as handle:
+        handle.write(text_format.MessageToString(state).encode("utf-8"))
