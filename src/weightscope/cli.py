@@ -72,8 +72,7 @@ def ls_command(path: Path, show_all: bool, pattern: str | None, as_json: bool) -
         _echo(dumps_json([_row(info) for info in shown]))
         return
     rows = [
-        [safe_text(info.name), info.type_name, format_shape(info.shape), format_bytes(info.nbytes)]
-        for info in shown
+        [safe_text(info.name), info.type_name, format_shape(info.shape), format_bytes(info.nbytes)] for info in shown
     ]
     _echo(render_table(["name", "dtype", "shape", "size"], rows, right=[3]))
     parameters = sum(info.size for info in shown)
@@ -180,11 +179,7 @@ def layers_command(path: Path, as_json: bool) -> None:
                 str(sum(len(slots) for slots in layer.optimizer_state.values())),
             ]
         )
-    _echo(
-        render_table(
-            ["layer", "weight", "bias", "other", "parameters", "optimizer state"], rows, right=[4, 5]
-        )
-    )
+    _echo(render_table(["layer", "weight", "bias", "other", "parameters", "optimizer state"], rows, right=[4, 5]))
     _echo(f"{len(layers)} layers, {sum(layer.parameter_count for layer in layers.values()):,} parameters")
 
 
@@ -202,6 +197,24 @@ def verify_command(path: Path) -> None:
         _note(f"{len(problems)} of {count} tensors damaged")
         raise SystemExit(int(ExitStatus.CORRUPT))
     _echo(f"OK: {count} tensors, {format_bytes(total)} verified")
+
+
+@cli.command("demo")
+@click.option("--engine", type=click.Choice(["numpy", "tensorflow"]), default="numpy", show_default=True)
+@click.option("--out", type=PATH, default=Path("checkpoint/model.ckpt"), show_default=True)
+@click.option("--steps", type=int, default=1000, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=0.01, show_default=True)
+@click.option("--hidden", type=int, default=5, show_default=True, help="Units of layer1.")
+@click.option("--samples", type=int, default=5000, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed for the samples and initial weights.")
+@click.option("--init", type=PATH, default=None, help="Start from this checkpoint's variables.")
+@click.option("--data", type=PATH, default=None, help="Train on this N×2 .npy array.")
+@click.option("--all", "show_all", is_flag=True, help="Also print every variable.")
+def demo_command(**options: Any) -> None:
+    """The seed's program: train the 2-5-2 network, save a TensorFlow checkpoint, read it back."""
+    from weightscope.demo import DemoOptions, run_demo
+
+    run_demo(DemoOptions(**options), _echo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,9 +68,7 @@ OPTIMIZER_GLOBALS = re.compile(r"(?:^|/)(beta[12]_power(?:_\d+)?)$")
 BOOKKEEPING = re.compile(
     r"^(?:global_step|save_counter(?:/.*)?|_CHECKPOINTABLE_OBJECT_GRAPH)$|(?:^|[./])num_batches_tracked$"
 )
-TF2_SLOT = re.compile(
-    r"^(?P<owner>.+)/\.OPTIMIZER_SLOT/(?P<optimizer>.+)/(?P<slot>[^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$"
-)
+TF2_SLOT = re.compile(r"^(?P<owner>.+)/\.OPTIMIZER_SLOT/(?P<optimizer>.+)/(?P<slot>[^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$")
 TF2_ATTRIBUTE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 

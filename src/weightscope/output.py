@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,13 @@ def _escape(char: str) -> str:
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
+def width(text: str) -> int:
+    """Terminal columns ``text`` takes: wide (East Asian, emoji) characters take two."""
+    if text.isascii():
+        return len(text)
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
 def format_shape(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(size) for size in shape) + "]"
 
@@ -42,13 +50,14 @@ def format_bytes(count: int) -> str:
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
     """A plain aligned table; columns listed in ``right`` are right-aligned."""
-    widths = [max([len(header[i])] + [len(row[i]) for row in rows]) for i in range(len(header))]
+    widths = [max([width(header[i])] + [width(row[i]) for row in rows]) for i in range(len(header))]
+
+    def pad(cell: str, column: int) -> str:
+        fill = " " * (widths[column] - width(cell))
+        return fill + cell if column in right else cell + fill
 
     def line(cells: Sequence[str]) -> str:
-        parts = [
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(cells)
-        ]
-        return "  ".join(parts).rstrip()
+        return "  ".join(pad(cell, i) for i, cell in enumerate(cells)).rstrip()
 
     return "\n".join([line(header), line(["-" * width for width in widths])] + [line(row) for row in rows])
 
@@ -66,10 +75,11 @@ def json_values(array: np.ndarray) -> Any:
         return json_values(np.stack([array.real, array.imag], axis=-1))
     if array.dtype.kind in "biu":
         return array.tolist()
-    values = array.astype(np.float64)
-    if np.isfinite(values).all():
-        return values.tolist()
-    return np.vectorize(_json_float, otypes=[object])(values).tolist()
+    with np.errstate(invalid="ignore"):  # NaNs are expected here, and spelled out below
+        values = array.astype(np.float64)
+        if np.isfinite(values).all():
+            return values.tolist()
+        return np.vectorize(_json_float, otypes=[object])(values).tolist()
 
 
 def _json_bytes(value: bytes) -> str:

@@ -37,9 +37,7 @@ class FileSource:
     def read(self, offset: int, length: int, what: str) -> memoryview:
         """The bytes ``[offset, offset + length)``; ``what`` names them in errors."""
         if offset < 0 or length < 0:
-            raise TruncatedFileError(
-                f"{self.path}: {what} has a negative offset or length ({offset}, {length})"
-            )
+            raise TruncatedFileError(f"{self.path}: {what} has a negative offset or length ({offset}, {length})")
         if offset + length > self.size:
             available = max(0, self.size - offset)
             raise TruncatedFileError(

@@ -78,8 +78,7 @@ def read_block(source: FileSource, offset: int, size: int, what: str) -> bytes:
     actual = mask_crc(crc32c(raw[size : size + 1], crc32c(contents)))
     if stored != actual:
         raise ChecksumMismatchError(
-            f"{source.path}: {what} at {offset} is damaged: "
-            f"block checksum {stored:#010x}, computed {actual:#010x}"
+            f"{source.path}: {what} at {offset} is damaged: block checksum {stored:#010x}, computed {actual:#010x}"
         )
     if compression == NO_COMPRESSION:
         return bytes(contents)
@@ -102,9 +101,7 @@ def _snappy_decompress(contents: memoryview, source: FileSource, offset: int, wh
     try:
         return bytes(cramjam.snappy.decompress_raw(bytes(contents)))
     except Exception as error:  # cramjam raises its own DecompressionError
-        raise CorruptCheckpointError(
-            f"{source.path}: {what} at {offset} is not valid snappy data ({error})"
-        ) from None
+        raise CorruptCheckpointError(f"{source.path}: {what} at {offset} is not valid snappy data ({error})") from None
 
 
 def iter_block(block: bytes, what: str) -> Iterator[tuple[bytes, bytes]]:
@@ -114,9 +111,7 @@ def iter_block(block: bytes, what: str) -> Iterator[tuple[bytes, bytes]]:
         raise CorruptCheckpointError(f"{what} is {size} bytes, too short for a block")
     (num_restarts,) = _U32.unpack_from(block, size - 4)
     if num_restarts > (size - 4) // 4:
-        raise CorruptCheckpointError(
-            f"{what} claims {num_restarts} restart points, more than its {size} bytes hold"
-        )
+        raise CorruptCheckpointError(f"{what} claims {num_restarts} restart points, more than its {size} bytes hold")
     limit = size - 4 - 4 * num_restarts
     pos = 0
     key = b""
@@ -148,9 +143,7 @@ def _read_handle(data: bytes | memoryview, pos: int, what: str) -> tuple[int, in
 def iter_table(source: FileSource) -> Iterator[tuple[bytes, bytes]]:
     """Every (key, value) of the table in ``source``, in order, checked on the way."""
     if source.size < FOOTER_SIZE:
-        raise TruncatedFileError(
-            f"{source.path}: {source.size} bytes, too short for a table footer of {FOOTER_SIZE}"
-        )
+        raise TruncatedFileError(f"{source.path}: {source.size} bytes, too short for a table footer of {FOOTER_SIZE}")
     footer = source.read(source.size - FOOTER_SIZE, FOOTER_SIZE, "footer")
     low, high = struct.unpack_from("<II", footer, 40)
     if (high << 32) | low != MAGIC:
@@ -164,14 +157,12 @@ def iter_table(source: FileSource) -> Iterator[tuple[bytes, bytes]]:
     previous: bytes | None = None
     for separator, handle in iter_block(index, f"{source.path}: index block"):
         offset, size, _ = _read_handle(handle, 0, "block handle")
+        block = read_block(source, offset, size, "data block")
         what = f"data block at {offset}"
-        block = read_block(source, offset, size, what)
         last = None
         for key, value in iter_block(block, f"{source.path}: {what}"):
             if previous is not None and key <= previous:
-                raise CorruptCheckpointError(
-                    f"{source.path}: keys out of order in {what} ({key!r} after {previous!r})"
-                )
+                raise CorruptCheckpointError(f"{source.path}: keys out of order in {what} ({key!r} after {previous!r})")
             previous = last = key
             yield key, value
         if last is not None and last > separator:

@@ -22,9 +22,7 @@ import numpy as np
 
 from weightscope.errors import UsageError
 
-INSTALL_HINT = (
-    "the tensorflow engine needs TensorFlow: pip install tensorflow-cpu tf-keras (or use --engine numpy)"
-)
+INSTALL_HINT = "the tensorflow engine needs TensorFlow: pip install tensorflow-cpu tf-keras (or use --engine numpy)"
 
 ACTIVATIONS = ("sigmoid", "relu", "tanh", "linear")
 
@@ -91,9 +89,7 @@ def train_tensorflow(
             variable = variables[name]
             value = np.asarray(value, dtype=variable.dtype.base_dtype.as_numpy_dtype)
             if tuple(value.shape) != tuple(variable.shape.as_list()):
-                raise UsageError(
-                    f"{name}: initial value has shape {value.shape}, the variable {tuple(variable.shape)}"
-                )
+                raise UsageError(f"{name}: initial value has shape {value.shape}, the variable {tuple(variable.shape)}")
             holder = v1.placeholder(variable.dtype.base_dtype, shape=value.shape)
             assigns.append(variable.assign(holder))
             feeds[holder] = value

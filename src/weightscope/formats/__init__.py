@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 def _sniff_tensorflow(path: Path) -> bool:
     if path.is_dir():
         return (path / "checkpoint").is_file() or any(path.glob("*.index"))
+    if path.name == "checkpoint" and path.is_file():
+        return True
     text = str(path)
     return text.endswith(".index") or ".data-" in path.name or Path(text + ".index").is_file()
 
@@ -58,9 +60,7 @@ FORMATS: dict[str, Format] = {
 }
 
 
-def open_checkpoint(
-    path: str | os.PathLike[str], *, format: str | None = None, verify: bool = True
-) -> Checkpoint:
+def open_checkpoint(path: str | os.PathLike[str], *, format: str | None = None, verify: bool = True) -> Checkpoint:
     """Open the checkpoint at ``path``, choosing its format from its content."""
     path = Path(path)
     if format is not None:
@@ -72,6 +72,8 @@ def open_checkpoint(
             return candidate.load()(path, verify=verify)  # type: ignore[call-arg]
     if not path.exists() and not Path(f"{path}.index").exists():
         raise CheckpointNotFoundError(f"{path}: no such file or checkpoint prefix")
+    if path.is_dir():
+        raise CheckpointNotFoundError(f"{path}: a directory with no checkpoint in it that weightscope knows")
     raise UnsupportedFormatError(f"{path}: not a checkpoint format weightscope knows ({', '.join(FORMATS)})")
 
 

@@ -96,13 +96,13 @@ def read_checkpoint_state(directory: Path) -> _proto.CheckpointState | None:  # 
 def _state_path(directory: Path, recorded: str) -> Path:
     """Where a path recorded in a ``checkpoint`` file is now.
 
-    TF records paths relative to the directory, or absolute ones; a directory that was
-    moved keeps working by looking for the prefix's name beside the state file.
+    TF records paths relative to the directory, or absolute ones. A prefix of that name
+    beside the state file wins, so a copied or moved directory opens its own files.
     """
-    candidate = Path(recorded) if os.path.isabs(recorded) else directory / recorded
-    if Path(f"{candidate}.index").is_file():
-        return candidate
-    return directory / Path(recorded).name
+    if not os.path.isabs(recorded):
+        return directory / recorded
+    beside = directory / Path(recorded).name
+    return beside if Path(f"{beside}.index").is_file() else Path(recorded)
 
 
 def resolve_prefix(path: Path) -> Path:
@@ -214,9 +214,7 @@ class TensorFlowCheckpoint(Checkpoint):
         if not 1 <= header.num_shards <= MAX_SHARDS:
             raise CorruptCheckpointError(f"{index_path}: header claims {header.num_shards} shards")
         self._big_endian = header.endianness == _BIG_ENDIAN
-        shard_names = [
-            data_file_name(str(self.prefix), shard, header.num_shards) for shard in range(header.num_shards)
-        ]
+        shard_names = [data_file_name(str(self.prefix), shard, header.num_shards) for shard in range(header.num_shards)]
         for name in shard_names:
             if not os.path.isfile(name):
                 raise CheckpointNotFoundError(f"{name}: data shard missing (the index {index_path} names it)")
@@ -236,6 +234,8 @@ class TensorFlowCheckpoint(Checkpoint):
                 self._entries[name] = record
         for name, info, record, slices in partitioned:
             self._add_partitioned(name, info, record, slices)
+        if partitioned:  # keep TensorFlow's order: names sorted as bytes
+            self._infos = dict(sorted(self._infos.items(), key=lambda item: item[0].encode("utf-8", "surrogateescape")))
 
     def _describe(self, name: str, entry: object, num_shards: int) -> tuple[TensorInfo, _Entry]:
         where = f"{self._index.path}: tensor '{name}'"
@@ -303,12 +303,8 @@ class TensorFlowCheckpoint(Checkpoint):
                 )
             parts.append((key, tuple(index)))
             total += slice_info.nbytes
-        self._infos[name] = TensorInfo(
-            name, info.dtype, info.shape, total, info.type_name, info.file, info.offset
-        )
-        self._entries[name] = _Entry(
-            record.element, record.shard, total, 0, tuple(index for _, index in parts)
-        )
+        self._infos[name] = TensorInfo(name, info.dtype, info.shape, total, info.type_name, info.file, info.offset)
+        self._entries[name] = _Entry(record.element, record.shard, total, 0, tuple(index for _, index in parts))
         self._partition_keys[name] = [key for key, _ in parts]
 
     # -- reading -----------------------------------------------------------------------
@@ -418,9 +414,7 @@ def _string_tensor_bytes(array: np.ndarray, name: str) -> tuple[bytes, int]:
     return bytes(lengths) + length_checksum + body, mask_crc(crc32c(body, crc))
 
 
-def save(
-    tensors: Mapping[str, ArrayLike], path: str | os.PathLike[str], *, update_state: bool = True
-) -> Path:
+def save(tensors: Mapping[str, ArrayLike], path: str | os.PathLike[str], *, update_state: bool = True) -> Path:
     """Write ``tensors`` as a TensorFlow checkpoint at prefix ``path``; returns the prefix.
 
     Tensor data goes to the data file in the mapping's order, streamed from the arrays
@@ -486,8 +480,6 @@ def write_checkpoint_state(prefix: Path) -> None:
     previous = read_checkpoint_state(directory)
     recorded = prefix.name  # relative to the directory, as TF records paths it saved there
     paths = [p for p in (previous.all_model_checkpoint_paths if previous else []) if p != recorded]
-    state = _proto.CheckpointState(
-        model_checkpoint_path=recorded, all_model_checkpoint_paths=[*paths, recorded]
-    )
+    state = _proto.CheckpointState(model_checkpoint_path=recorded, all_model_checkpoint_paths=[*paths, recorded])
     with atomic_write(directory / STATE_FILE) as handle:
         handle.write(text_format.MessageToString(state).encode("utf-8"))

@@ -1,0 +1,44 @@
+"""Shared fixtures: checkpoints made by real TensorFlow, once per test session."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tf_fixtures import make_fixtures
+
+
+@pytest.fixture(scope="session")
+def tf_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every TensorFlow-made fixture checkpoint, by name (see tests/tf_fixtures.py)."""
+    return make_fixtures(tmp_path_factory.mktemp("tf"))
+
+
+@pytest.fixture
+def seed_copy(tf_checkpoints: dict[str, Path], tmp_path: Path) -> Path:
+    """A private copy of the seed checkpoint that a test may damage; returns its prefix."""
+    source = tf_checkpoints["seed"]
+    target = tmp_path / "seed"
+    shutil.copytree(source.parent, target)
+    return target / source.name
+
+
+def assert_same_tensor(ours: np.ndarray, theirs: object) -> None:
+    """Equal bit for bit: same shape, same element size, same bytes (NaNs included)."""
+    theirs = np.asarray(theirs)
+    ours = np.asarray(ours)
+    assert ours.shape == theirs.shape
+    if theirs.dtype.kind == "O" or ours.dtype.kind == "O":
+        assert ours.dtype.kind == "O" and theirs.dtype.kind == "O"
+        assert ours.ravel().tolist() == theirs.ravel().tolist()
+        return
+    assert ours.dtype.itemsize == theirs.dtype.itemsize
+    if theirs.dtype.names is None:  # TF gives quantized types as structured dtypes
+        assert ours.dtype == theirs.dtype
+    assert ours.tobytes() == np.ascontiguousarray(theirs).tobytes()

@@ -1,0 +1,113 @@
+"""Damaged TensorFlow checkpoints: each kind of damage gives its own typed, named error."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+import weightscope as ws
+from weightscope.containers.table import FOOTER_SIZE
+
+
+def _index(prefix: Path) -> Path:
+    return Path(f"{prefix}.index")
+
+
+def _data(prefix: Path) -> Path:
+    return Path(f"{prefix}.data-00000-of-00001")
+
+
+def _flip(path: Path, offset: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x40
+    path.write_bytes(raw)
+
+
+def test_truncated_data_file(seed_copy: Path) -> None:
+    data = _data(seed_copy)
+    data.write_bytes(data.read_bytes()[:-10])
+    with pytest.raises(ws.TruncatedFileError, match=r"past the end of .*data-00000-of-00001") as caught:
+        ws.open(seed_copy)
+    assert isinstance(caught.value, EOFError)
+
+
+def test_flipped_byte_in_data_names_the_tensor(seed_copy: Path) -> None:
+    with ws.open(seed_copy) as ckpt:
+        info = ckpt.info("layer2/bias")
+    _flip(_data(seed_copy), info.offset + 1)
+    with ws.open(seed_copy) as ckpt:
+        assert ckpt["layer1/kernel"].shape == (2, 5)  # the others still read
+        with pytest.raises(ws.ChecksumMismatchError, match="tensor 'layer2/bias' is damaged"):
+            ckpt["layer2/bias"]
+        problems = ckpt.verify()
+    assert [type(problem) for problem in problems] == [ws.ChecksumMismatchError]
+    assert "layer2/bias" in str(problems[0])
+
+
+def test_missing_shard_names_the_file(seed_copy: Path) -> None:
+    _data(seed_copy).unlink()
+    with pytest.raises(ws.CheckpointNotFoundError, match=r"data-00000-of-00001: data shard missing"):
+        ws.open(seed_copy)
+
+
+def test_missing_index(tmp_path: Path) -> None:
+    with pytest.raises(ws.CheckpointNotFoundError, match=r"model\.ckpt\.index"):
+        ws.open(tmp_path / "model.ckpt.index")
+    with pytest.raises(ws.CheckpointNotFoundError, match="no checkpoint in it"):
+        ws.open(tmp_path)
+
+
+@pytest.mark.parametrize("keep", [0, 7, FOOTER_SIZE - 1, FOOTER_SIZE + 3])
+def test_truncated_index(seed_copy: Path, keep: int) -> None:
+    index = _index(seed_copy)
+    raw = index.read_bytes()
+    index.write_bytes(raw[:keep] if keep < FOOTER_SIZE else raw[:keep] + raw[-FOOTER_SIZE:])
+    with pytest.raises(ws.CorruptCheckpointError):
+        ws.open(seed_copy)
+
+
+def test_index_shorter_than_its_footer_is_truncated(seed_copy: Path) -> None:
+    _index(seed_copy).write_bytes(b"\x00" * 10)
+    with pytest.raises(ws.TruncatedFileError, match="too short for a table footer"):
+        ws.open(seed_copy)
+
+
+def test_garbage_index(seed_copy: Path) -> None:
+    _index(seed_copy).write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ws.CorruptCheckpointError, match="bad table magic"):
+        ws.open(seed_copy)
+
+
+def test_bad_magic(seed_copy: Path) -> None:
+    index = _index(seed_copy)
+    _flip(index, index.stat().st_size - 1)
+    with pytest.raises(ws.CorruptCheckpointError, match="not a TensorFlow checkpoint index"):
+        ws.open(seed_copy)
+
+
+def test_flipped_byte_in_index_block(seed_copy: Path) -> None:
+    _flip(_index(seed_copy), 20)  # inside the first data block
+    with pytest.raises(ws.ChecksumMismatchError, match="data block at 0 is damaged"):
+        ws.open(seed_copy)
+
+
+def test_block_handle_outside_the_file(seed_copy: Path) -> None:
+    index = _index(seed_copy)
+    raw = bytearray(index.read_bytes())
+    footer = len(raw) - FOOTER_SIZE
+    # metaindex handle (0, 0), then an index handle far beyond the end of the file.
+    handle = bytes([0, 0]) + bytes([0xFF, 0xFF, 0xFF, 0x7F, 0x10])
+    raw[footer : footer + len(handle)] = handle
+    index.write_bytes(raw)
+    with pytest.raises(ws.TruncatedFileError, match="EOF reading index block"):
+        ws.open(seed_copy)
+
+
+def test_num_restarts_larger_than_the_block() -> None:
+    from weightscope.containers.table import iter_block
+
+    block = b"\x00\x00\x00" + struct.pack("<I", 1000)
+    with pytest.raises(ws.CorruptCheckpointError, match="restart points"):
+        list(iter_block(block, "test block"))

@@ -1,0 +1,173 @@
+"""The weightscope command, used as a person or a script would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import weightscope as ws
+from weightscope.cli import main
+from weightscope.errors import ExitStatus
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    status = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_show_layer1_weight_prints_the_kernel(
+    tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    prefix = tf_checkpoints["seed"]
+    status, out, err = run(capsys, "show", prefix, "layer1/weight")
+    assert status == 0
+    with ws.open(prefix) as ckpt:
+        assert out == str(ckpt["layer1/kernel"]) + "\n"
+    assert "'layer1/weight' is 'layer1/kernel'" in err
+
+
+def test_show_several_and_json(tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    prefix = tf_checkpoints["seed"]
+    status, out, _ = run(capsys, "show", prefix, "layer1/kernel", "layer1/bias")
+    assert status == 0 and out.startswith("layer1/kernel:\n[[") and "layer1/bias:\n[" in out
+    status, out, _ = run(capsys, "show", "--json", prefix, "layer1/bias", "beta2_power")
+    document = json.loads(out)
+    with ws.open(prefix) as ckpt:
+        assert document["layer1/bias"]["values"] == ckpt["layer1/bias"].astype(float).tolist()
+        assert document["beta2_power"] == {"dtype": "float32", "shape": [], "values": float(ckpt["beta2_power"])}
+
+
+def test_show_json_of_special_values(tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    prefix = tf_checkpoints["dtypes"]
+    with ws.open(prefix) as ckpt:
+        names = list(ckpt)
+    status, out, _ = run(capsys, "show", "--json", prefix, *names)
+    assert status == 0
+    document = json.loads(out)  # strict JSON: NaN and infinities are spelled as strings
+    assert set(document) == set(names)
+    flat = json.dumps(document)
+    assert '"NaN"' in flat and '"Infinity"' in flat
+
+
+def test_show_npy(tf_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_file = tmp_path / "kernel.npy"
+    status, _, _ = run(capsys, "show", tf_checkpoints["seed"], "layer1/weight", "--npy", out_file)
+    assert status == 0
+    with ws.open(tf_checkpoints["seed"]) as ckpt:
+        np.testing.assert_array_equal(np.load(out_file), ckpt["layer1/kernel"])
+    assert [path.name for path in tmp_path.iterdir()] == ["kernel.npy"]  # no temporary left
+
+
+def test_ls_hides_optimizer_state(tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "ls", tf_checkpoints["seed"])
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "dtype", "shape", "size"]
+    assert [line.split()[0] for line in lines[2:6]] == ["layer1/bias", "layer1/kernel", "layer2/bias", "layer2/kernel"]
+    assert "4 tensors, 27 parameters, 108 B" in out
+    assert "hidden: 10 optimizer state (--all shows them)" in out
+    status, out, _ = run(capsys, "ls", "--all", tf_checkpoints["seed"])
+    assert "14 tensors, 83 parameters" in out and "beta1_power" in out
+
+
+def test_ls_json_and_filter(tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "ls", "--json", "--all", "--filter", "layer1/*", tf_checkpoints["seed"])
+    assert status == 0
+    rows = json.loads(out)
+    assert [row["name"] for row in rows] == [
+        "layer1/bias",
+        "layer1/bias/Adam",
+        "layer1/bias/Adam_1",
+        "layer1/kernel",
+        "layer1/kernel/Adam",
+        "layer1/kernel/Adam_1",
+    ]
+    assert rows[3] == {"name": "layer1/kernel", "dtype": "float32", "shape": [2, 5], "nbytes": 40, "role": "weight"}
+    assert rows[4]["role"] == "optimizer" and rows[4]["of"] == "layer1/kernel"
+
+
+def test_layers(tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "layers", tf_checkpoints["seed"])
+    assert status == 0
+    rows = [line.split() for line in out.splitlines()[2:4]]
+    assert rows[0][:7] == ["layer1", "[2,", "5]", "layer1/kernel", "[5]", "layer1/bias", "-"]
+    assert rows[0][7:] == ["15", "4"] and rows[1][-2:] == ["12", "4"]
+    status, out, _ = run(capsys, "layers", "--json", tf_checkpoints["seed"])
+    layers = json.loads(out)
+    assert layers[0]["parameters"]["weight"]["shape"] == [2, 5]
+    assert layers[1]["optimizer_state"]["layer2/bias"] == {"m": "layer2/bias/Adam", "v": "layer2/bias/Adam_1"}
+
+
+def test_verify(seed_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "verify", seed_copy)
+    assert status == 0 and out.startswith("OK: 14 tensors")
+    with ws.open(seed_copy) as ckpt:
+        info = ckpt.info("layer1/kernel/Adam")
+    data = Path(info.file)
+    raw = bytearray(data.read_bytes())
+    raw[info.offset + 3] ^= 0xFF
+    data.write_bytes(raw)
+    status, out, err = run(capsys, "verify", seed_copy)
+    assert status == ExitStatus.CORRUPT
+    assert "DAMAGED" in out and "'layer1/kernel/Adam'" in out
+    assert "1 of 14 tensors damaged" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["show", "{seed}", "nope"], ExitStatus.NOT_FOUND, "no tensor 'nope'"),
+        (["ls", "{missing}"], ExitStatus.NOT_FOUND, "no such file"),
+        (["ls", "{garbage}"], ExitStatus.CORRUPT, "bad table magic"),
+        (["show", "{seed}", "layer1/kernel", "layer1/bias", "--npy", "x.npy"], ExitStatus.USAGE, "--npy saves one"),
+        (["frobnicate"], ExitStatus.USAGE, "No such command"),
+    ],
+)
+def test_errors_are_one_line_with_a_status_per_kind(
+    tf_checkpoints: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    status: int,
+    message: str,
+) -> None:
+    garbage = tmp_path / "garbage.index"
+    garbage.write_bytes(b"\x01" * 100)
+    values = {"seed": tf_checkpoints["seed"], "missing": tmp_path / "missing", "garbage": garbage}
+    code, out, err = run(capsys, *[arg.format(**values) for arg in args])
+    assert code == status
+    assert message in err
+    assert "Traceback" not in err
+    assert out == ""
+
+
+def test_traceback_flag_shows_the_stack(tf_checkpoints: dict[str, Path]) -> None:
+    with pytest.raises(ws.TensorNotFoundError):
+        main(["--traceback", "show", str(tf_checkpoints["seed"]), "nope"])
+
+
+def test_module_entry_point(tf_checkpoints: dict[str, Path]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "weightscope", "show", str(tf_checkpoints["seed"]), "layer1/nope"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == ExitStatus.NOT_FOUND
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("weightscope: error:")
+
+
+def test_control_characters_in_names_are_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prefix = ws.save({"\x1b[31mred\x1b[0m/kernel": np.ones(2, np.float32)}, tmp_path / "model.ckpt")
+    for command in (["ls"], ["layers"], ["show", "--json"]):
+        args = [*command, prefix] + (["\x1b[31mred\x1b[0m/kernel"] if command[0] == "show" else [])
+        status, out, err = run(capsys, *args)
+        assert status == 0
+        assert "\x1b" not in out + err
+    status, out, _ = run(capsys, "ls", prefix)
+    assert "\\x1b[31mred\\x1b[0m/kernel" in out

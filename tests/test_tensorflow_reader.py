@@ -1,0 +1,183 @@
+"""Reading TensorFlow-made checkpoints: every tensor equals what TensorFlow's reader returns."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_same_tensor
+from tf_fixtures import tf_reader_values
+
+import weightscope as ws
+from weightscope import compat
+
+FIXTURES = ["seed", "dtypes", "sharded", "many", "partitioned", "history"]
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_every_tensor_equals_tensorflow(tf_checkpoints: dict[str, Path], fixture: str) -> None:
+    path = tf_checkpoints[fixture]
+    expected = tf_reader_values(path)
+    with ws.open(path) as ckpt:
+        assert ckpt.format == "tensorflow"
+        assert sorted(ckpt) == sorted(expected)
+        for name, value in expected.items():
+            assert_same_tensor(ckpt[name], value)
+            info = ckpt.info(name)
+            assert info.shape == np.shape(value)
+
+
+def test_names_are_in_tensorflow_order(tf_checkpoints: dict[str, Path]) -> None:
+    with ws.open(tf_checkpoints["many"]) as ckpt:
+        names = list(ckpt)
+    assert names == sorted(names, key=lambda name: name.encode())
+    assert len(names) == 3000
+
+
+def test_every_path_form_opens_the_same_checkpoint(tf_checkpoints: dict[str, Path]) -> None:
+    prefix = tf_checkpoints["seed"]
+    forms = [
+        prefix,
+        Path(f"{prefix}.index"),
+        Path(f"{prefix}.data-00000-of-00001"),
+        prefix.parent,
+        prefix.parent / "checkpoint",
+    ]
+    for form in forms:
+        with ws.open(form) as ckpt:
+            assert ckpt.path == prefix, form
+
+
+def test_directory_uses_the_newest_checkpoint(tf_checkpoints: dict[str, Path]) -> None:
+    directory = tf_checkpoints["history"]
+    with ws.open(directory) as ckpt:
+        assert ckpt.path.name.endswith("-30")
+
+
+def test_copied_directory_opens_its_own_files(seed_copy: Path) -> None:
+    # TF1's Saver records absolute paths in the state file; they name the original.
+    assert str(seed_copy.parent.parent) not in (seed_copy.parent / "checkpoint").read_text()
+    with ws.open(seed_copy.parent) as ckpt:
+        assert ckpt.path == seed_copy
+
+
+def test_directory_without_state_file_and_one_prefix(tf_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    prefix = tf_checkpoints["seed"]
+    for path in prefix.parent.iterdir():
+        if path.name != "checkpoint":
+            (tmp_path / path.name).write_bytes(path.read_bytes())
+    with ws.open(tmp_path) as ckpt:
+        assert ckpt.path == tmp_path / prefix.name
+
+
+def test_tensor_info_answers_from_the_index(tf_checkpoints: dict[str, Path]) -> None:
+    with ws.open(tf_checkpoints["seed"]) as ckpt:
+        info = ckpt.info("layer1/kernel")
+    assert (info.name, info.dtype, info.shape, info.nbytes) == ("layer1/kernel", np.dtype("float32"), (2, 5), 40)
+    assert info.file.endswith("model.ckpt.data-00000-of-00001")
+
+
+def test_arrays_are_read_only_views(tf_checkpoints: dict[str, Path]) -> None:
+    with ws.open(tf_checkpoints["seed"]) as ckpt:
+        kernel = ckpt["layer1/kernel"]
+    assert not kernel.flags.writeable
+    assert not kernel.flags.owndata
+    assert kernel.sum() == pytest.approx(float(np.asarray(kernel, dtype=np.float64).sum()))  # usable after close
+
+
+def test_weight_is_called_kernel(tf_checkpoints: dict[str, Path]) -> None:
+    with ws.open(tf_checkpoints["seed"]) as ckpt:
+        with pytest.raises(ws.TensorNotFoundError, match="kernel") as caught:
+            ckpt["layer1/weight"]
+        assert isinstance(caught.value, KeyError)
+        assert "did you mean 'layer1/kernel'" in str(caught.value)
+        assert ckpt.resolve("layer1/weight") == "layer1/kernel"
+        assert ckpt.resolve("layer2/bias") == "layer2/bias"
+
+
+def test_layers_attach_optimizer_state(tf_checkpoints: dict[str, Path]) -> None:
+    with ws.open(tf_checkpoints["seed"]) as ckpt:
+        layers = ckpt.layers()
+    assert list(layers) == ["layer1", "layer2"]
+    layer1 = layers["layer1"]
+    assert layer1.weight is not None and layer1.weight.name == "layer1/kernel"
+    assert layer1.bias is not None and layer1.bias.name == "layer1/bias"
+    assert layer1.parameter_count == 15
+    assert {slot: info.name for slot, info in layer1.optimizer_state["layer1/kernel"].items()} == {
+        "m": "layer1/kernel/Adam",
+        "v": "layer1/kernel/Adam_1",
+    }
+    for name in ("beta1_power", "beta2_power"):
+        role = ws.layers.classify(name)
+        assert (role.kind, role.role) == ("optimizer", name)
+
+
+def test_verification_can_be_turned_off(seed_copy: Path) -> None:
+    with ws.open(seed_copy) as ckpt:
+        info = ckpt.info("layer1/kernel")
+    data = Path(info.file)
+    raw = bytearray(data.read_bytes())
+    raw[info.offset] ^= 0x01
+    data.write_bytes(raw)
+    with ws.open(seed_copy) as ckpt, pytest.raises(ws.ChecksumMismatchError, match="layer1/kernel"):
+        ckpt["layer1/kernel"]
+    with ws.open(seed_copy, verify=False) as ckpt:
+        assert ckpt["layer1/kernel"].shape == (2, 5)
+
+
+def test_compat_reader_matches_tensorflow(tf_checkpoints: dict[str, Path]) -> None:
+    import tensorflow as tf
+
+    for fixture in ("seed", "dtypes", "partitioned"):
+        path = str(tf_checkpoints[fixture])
+        theirs = tf.train.load_checkpoint(path)
+        ours = compat.load_checkpoint(path)
+        assert ours.get_variable_to_shape_map() == theirs.get_variable_to_shape_map()
+        real_dtypes = theirs.get_variable_to_dtype_map()
+        for name, dtype in ours.get_variable_to_dtype_map().items():
+            real = real_dtypes[name]
+            # TF gives quantized types as structured numpy dtypes; we give the integers.
+            expected = np.dtype(real.as_numpy_dtype)
+            assert dtype.itemsize == expected.itemsize if real.is_quantized else dtype == expected
+        for name in theirs.get_variable_to_shape_map():
+            mine, real = ours.get_tensor(name), theirs.get_tensor(name)
+            assert type(mine) is type(real) or isinstance(real, np.ndarray)
+            assert_same_tensor(np.asarray(mine), real)
+            assert ours.has_tensor(name) and theirs.has_tensor(name)
+        assert compat.list_variables(path) == tf.train.list_variables(path)
+    prefix = str(tf_checkpoints["seed"])
+    assert_same_tensor(compat.load_variable(prefix, "layer1/kernel:0"), tf.train.load_variable(prefix, "layer1/kernel"))
+    assert not compat.NewCheckpointReader(prefix).has_tensor("layer1/weight")
+
+
+SEED_READER = """
+import sys
+{import_line}
+save_path = sys.argv[1]
+reader = {reader}(save_path)
+weights = reader.get_tensor('layer1' + '/kernel')
+bias = reader.get_tensor('layer1' + '/bias')
+print(weights)
+print(bias)
+var_to_shape_map = reader.get_variable_to_shape_map()
+for key in sorted(var_to_shape_map):
+    print("tensor name: ", key)
+    print(reader.get_tensor(key))
+"""
+
+
+def test_seed_program_prints_the_same_with_compat(tf_checkpoints: dict[str, Path]) -> None:
+    prefix = str(tf_checkpoints["seed"])
+
+    def run(import_line: str, reader: str) -> str:
+        program = SEED_READER.format(import_line=import_line, reader=reader)
+        result = subprocess.run([sys.executable, "-c", program, prefix], capture_output=True, text=True, check=True)
+        return result.stdout
+
+    ours = run("import weightscope.compat", "weightscope.compat.NewCheckpointReader")
+    theirs = run("import tensorflow as tf", "tf.compat.v1.train.NewCheckpointReader")
+    assert ours == theirs
+    assert "[[" in ours and "tensor name:  layer2/kernel/Adam_1" in ours
