@@ -80,7 +80,10 @@ def tensorflow_code(dtype: np.dtype) -> int:
     """The TensorFlow ``DataType`` code a writer stores for a numpy dtype."""
     dtype = np.dtype(dtype)
     for element in ELEMENT_TYPES:
-        # The first row wins, so int8 maps to INT8 and not to QINT8.
-        if element.tensorflow is not None and element.dtype == dtype:
+        # Quantized types share their numpy dtype with the plain integers (int8 with
+        # qint8, uint16 with quint16); an array is written as the plain integer type.
+        if element.name.startswith(("qint", "quint")) or element.tensorflow is None:
+            continue
+        if element.dtype == dtype:
             return element.tensorflow
     raise ValueError(f"no TensorFlow type holds numpy dtype {dtype}")
