@@ -15,16 +15,16 @@ TensorFlow is imported lazily, inside :func:`train_tensorflow`, after setting
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
+from weightscope.engines.numpy_engine import ACTIVATIONS
 from weightscope.errors import UsageError
 
 INSTALL_HINT = "the tensorflow engine needs TensorFlow: pip install tensorflow-cpu tf-keras (or use --engine numpy)"
-
-ACTIVATIONS = ("sigmoid", "relu", "tanh", "linear")
 
 
 class EngineUnavailableError(UsageError):
@@ -32,10 +32,11 @@ class EngineUnavailableError(UsageError):
 
 
 def _import_tensorflow() -> Any:
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"  # tf.compat.v1.layers lives in tf_keras on TF ≥ 2.16
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow as tf
+        import tf_keras  # noqa: F401
     except ImportError as exc:
         raise EngineUnavailableError(INSTALL_HINT) from exc
     return tf
@@ -64,8 +65,10 @@ def train_tensorflow(
     if activation not in ACTIVATIONS:
         raise UsageError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
     data = np.asarray(data)
-    if data.ndim != 2:
+    if data.ndim != 2 or data.shape[0] == 0:
         raise UsageError(f"training data must be a 2-D array (samples × features), not shape {data.shape}")
+    if hidden < 1 or steps < 0:
+        raise UsageError(f"need hidden ≥ 1 and steps ≥ 0, not hidden={hidden}, steps={steps}")
     tf = _import_tensorflow()
     v1 = tf.compat.v1
     act = {"sigmoid": tf.nn.sigmoid, "relu": tf.nn.relu, "tanh": tf.nn.tanh, "linear": None}[activation]
@@ -75,8 +78,13 @@ def train_tensorflow(
         if seed is not None:
             v1.set_random_seed(seed)
         x = v1.placeholder(shape=[None, data.shape[1]], dtype=tf.float32)
-        layer1 = v1.layers.dense(x, hidden, activation=act, name="layer1")
-        layer2 = v1.layers.dense(layer1, data.shape[1], activation=act, name="layer2")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tf.layers.dense. is deprecated")
+            # TF1's default kernel initializer, spelled out: tf_keras's own default draws a
+            # fresh seed per run and would ignore the graph-level seed.
+            glorot = v1.glorot_uniform_initializer
+            layer1 = v1.layers.dense(x, hidden, act, kernel_initializer=glorot(), name="layer1")
+            layer2 = v1.layers.dense(layer1, data.shape[1], act, kernel_initializer=glorot(), name="layer2")
         loss = tf.reduce_mean((layer2 - x) ** 2)
         optimizer = v1.train.AdamOptimizer(learning_rate).minimize(loss)
         variables = {v.op.name: v for v in v1.global_variables()}
