@@ -5,11 +5,12 @@ Run from the repository root::
     .venv/bin/python bench/bench_tensorflow.py [--workdir DIR] [--keep] [--quick]
 
 The inputs are written by TensorFlow itself (``tf.raw_ops.SaveV2``, in a subprocess)
-under a work directory, a fresh temporary one under /tmp unless ``--workdir`` names
-one; what the run wrote is removed at the end unless ``--keep``. Every comparison runs
-both sides in the same run, interleaved (TF, weightscope, TF, weightscope, ...), after
-one uncounted warm-up of each, and reports the median and the best of the repetitions.
-Ratios are taken between the medians.
+into a fresh directory made under /tmp, or under ``--workdir`` if given; that directory
+is removed at the end unless ``--keep``. Every comparison runs both sides in the same
+run, interleaved (TF, weightscope, TF, weightscope, ...), after one uncounted warm-up
+of each, and reports the median and the best of the repetitions. Ratios are taken
+between the medians. The exit status is 1 only if a correctness check fails (the two
+sides printed or read different values); a missed speed target is reported, not failed.
 
 What is measured, and the targets (speed is measured here, never asserted in tests):
 
@@ -71,7 +72,7 @@ MIB = 1 << 20
 GIB = 1 << 30
 SMALL_TENSOR = "layer1/kernel"
 MANIFEST = "manifest.json"
-INPUT_DIRS = ("small", "many", "big", "pycache")
+Manifest = dict[str, Any]  # what the generator wrote: paths, sizes, TF's version
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -160,6 +161,11 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     context: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
+    failed: bool = False  # a correctness check failed (speed is reported, never failed on)
+
+    def check(self, passed: bool, text: str) -> None:
+        self.checks.append(text if passed else f"FAILED: {text}")
+        self.failed = self.failed or not passed
 
 
 def format_seconds(seconds: float) -> str:
@@ -222,35 +228,31 @@ def generate_inputs(workdir: Path, variables: int, big_tensors: int, big_bytes: 
 
     tf = import_tensorflow()
 
+    rng = np.random.default_rng(0)
+
     def save(prefix: Path, names: list[str], tensors: list[object]) -> None:
         prefix.parent.mkdir(parents=True, exist_ok=True)
-        tf.raw_ops.SaveV2(
-            prefix=str(prefix), tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors
-        )
+        slices = [""] * len(names)
+        tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names, shape_and_slices=slices, tensors=tensors)
 
-    rng = np.random.default_rng(0)
+    def normal(shape: list[int]) -> object:
+        return tf.constant(rng.standard_normal(shape).astype(np.float32))
+
     small = workdir / "small" / "model.ckpt"
     shapes = {"layer1/kernel": [2, 5], "layer1/bias": [5], "layer2/kernel": [5, 2], "layer2/bias": [2]}
-    save(
-        small, list(shapes), [tf.constant(rng.standard_normal(s).astype(np.float32)) for s in shapes.values()]
-    )
+    save(small, list(shapes), [normal(shape) for shape in shapes.values()])
 
     many = workdir / "many" / "model.ckpt"
     specs = many_variables(variables)
-    save(
-        many,
-        [n for n, _ in specs],
-        [tf.constant(rng.standard_normal(s).astype(np.float32)) for _, s in specs],
-    )
+    save(many, [name for name, _ in specs], [normal(shape) for _, shape in specs])
 
     # One SaveV2 call needs every tensor alive at once, so the generator's peak is about
     # the checkpoint's size plus TensorFlow's own; the values are made as float32 in TF.
     big = workdir / "big" / "model.ckpt"
     shape = big_tensor_shape(big_bytes // big_tensors)
     names = [f"big/layer_{i:03d}/kernel" for i in range(big_tensors)]
-    tensors = [
-        tf.random.stateless_uniform(shape, seed=[i, 1], minval=-1, maxval=1) for i in range(big_tensors)
-    ]
+    uniform = tf.random.stateless_uniform
+    tensors = [uniform(shape, seed=[i, 1], minval=-1, maxval=1) for i in range(big_tensors)]
     save(big, names, tensors)
     manifest = {
         "small": str(small),
@@ -306,9 +308,7 @@ def run_child(argv: list[str], workdir: Path, env: dict[str, str]) -> ChildRun:
     return ChildRun(seconds, usage.ru_maxrss * 1024, process.returncode, stdout, stderr)
 
 
-def make_inputs(
-    workdir: Path, args: argparse.Namespace, env: dict[str, str], report: Report
-) -> dict[str, Any]:
+def make_inputs(workdir: Path, args: argparse.Namespace, env: dict[str, str], report: Report) -> Manifest:
     argv = [
         sys.executable, str(Path(__file__).resolve()), "--generate-into", str(workdir),
         "--variables", str(args.variables), "--big-tensors", str(args.big_tensors),
@@ -319,7 +319,7 @@ def make_inputs(
     if run.returncode != 0:
         sys.stderr.write(run.stderr)
         raise SystemExit(f"the input generator failed with status {run.returncode}")
-    manifest: dict[str, Any] = json.loads((workdir / MANIFEST).read_text())
+    manifest: Manifest = json.loads((workdir / MANIFEST).read_text())
     report.context.append(
         f"inputs written by TensorFlow {manifest['tensorflow']} in {run.seconds:.1f} s, "
         f"generator peak RSS {run.maxrss_bytes / MIB:.0f} MiB"
@@ -394,28 +394,25 @@ def compare_cli(prefix: str, workdir: Path, reps: int, env: dict[str, str], repo
             10,
         )
     )
-    report.context.append(
-        f"bare interpreter (python -c pass) for scale: {time_figure(bare_wall)}, "
-        f"peak RSS {memory_figure(bare_peak)}"
-    )
+    bare = f"{time_figure(bare_wall)}, peak RSS {memory_figure(bare_peak)}"
+    report.context.append(f"bare interpreter (python -c pass) for scale: {bare}")
     report.context.append(
         f"a child's ru_maxrss is at least its parent's resident size at spawn: {parent_peak:.1f} MiB here; "
         "children run with a bytecode cache (PYTHONPYCACHEPREFIX in the work dir) filled by the warm-up"
     )
     tf_text, ws_text = (array_text(output) for output in outputs)
     if tf_text and tf_text == ws_text:
-        report.checks.append(f"CLI: both printed the identical array text {ws_text!r}")
+        report.check(True, f"CLI: both printed the identical array text {ws_text!r}")
     elif numbers(tf_text) and numbers(tf_text) == numbers(ws_text):
-        report.checks.append(f"CLI: same {len(numbers(ws_text))} numbers, printed differently")
+        report.check(True, f"CLI: same {len(numbers(ws_text))} numbers, printed differently")
     else:
-        report.checks.append(f"CLI: OUTPUTS DIFFER: TF {tf_text!r} vs weightscope {ws_text!r}")
+        report.check(False, f"CLI: outputs differ: TF {tf_text!r} vs weightscope {ws_text!r}")
 
 
 # -- 2. open and list many variables, in process ---------------------------------------
 
 
 def compare_listing(prefix: str, count: int, reps: int, report: Report) -> None:
-
     import weightscope as ws
 
     tf = import_tensorflow()
@@ -443,10 +440,8 @@ def compare_listing(prefix: str, count: int, reps: int, report: Report) -> None:
     )
     tf_shapes, ws_shapes = tf_list(), ws_list()
     same = tf_shapes.keys() == ws_shapes.keys() and all(list(ws_shapes[n]) == tf_shapes[n] for n in tf_shapes)
-    report.checks.append(
-        f"listing: {'same' if same else 'DIFFERENT'} {len(ws_shapes):,} names and shapes "
-        f"(TF found {len(tf_shapes):,})"
-    )
+    verdict = "same" if same else "different"
+    report.check(same, f"listing: {verdict} {len(ws_shapes):,} names and shapes (TF: {len(tf_shapes):,})")
 
 
 # -- 3. full verified read of a large checkpoint, in process -----------------------------
@@ -462,7 +457,7 @@ def warm_page_cache(path: str) -> float:
     return time.perf_counter() - start
 
 
-def compare_full_read(manifest: dict[str, Any], reps: int, report: Report) -> None:
+def compare_full_read(manifest: Manifest, reps: int, report: Report) -> None:
     import numpy as np
 
     import weightscope as ws
@@ -513,8 +508,8 @@ def compare_full_read(manifest: dict[str, Any], reps: int, report: Report) -> No
     reader = tf.train.load_checkpoint(prefix)
     with ws.open(prefix) as ckpt:
         same = all(np.array_equal(reader.get_tensor(n), ckpt[n]) for n in (names[0], names[-1]))
-    verdict = "equal" if same else "DIFFER"
-    report.checks.append(f"large read: first and last tensors {verdict} between TF and weightscope")
+    verdict = "equal" if same else "differ"
+    report.check(same, f"large read: first and last tensors {verdict} between TF and weightscope")
 
     report.context.extend(raw_bandwidth(data_file, nbytes, reps))
 
@@ -570,6 +565,24 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def source_state(module_file: str | None) -> str:
+    """`` (git abc1234, modified)`` for a package run from a git checkout, else ``""``."""
+    if module_file is None:
+        return ""
+    where = str(Path(module_file).parent)
+
+    def git(*command: str) -> str:
+        done = subprocess.run(["git", "-C", where, *command], capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        status = git("status", "--porcelain", "--", ".")
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return f" (git {commit}{', with uncommitted changes' if status else ''})"
+
+
 def print_report(report: Report, args: argparse.Namespace) -> None:
     import numpy as np
 
@@ -584,7 +597,8 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
     print(f"date:    {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"python:  {platform.python_version()} ({sys.executable})")
     print(f"cpu:     {cpu_model()}, {cores} cores ({usable} usable)")
-    print(f"versions: tensorflow {tf.__version__}, weightscope {ws.__version__}, numpy {np.__version__}")
+    versions = f"tensorflow {tf.__version__}, numpy {np.__version__}, weightscope {ws.__version__}"
+    print(f"versions: {versions}{source_state(ws.__file__)}")
     print(f"repetitions: CLI {args.cli_reps}, in-process {args.reps} per side, after 1 warm-up each;")
     print("figures are the median (and the best) of them, ratios are between medians")
     print()
@@ -605,6 +619,8 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
     missed = [row.comparison for row in report.rows if not row.met]
     print()
     print(f"targets missed: {', '.join(missed)}" if missed else "all targets met")
+    if report.failed:
+        print("a correctness check FAILED (see above)")
 
 
 # -- main ------------------------------------------------------------------------------
@@ -612,8 +628,8 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, help="where to write the inputs (default: new temp dir)")
-    parser.add_argument("--keep", action="store_true", help="keep the inputs at the end")
+    parser.add_argument("--workdir", type=Path, help="make the input directory here (default: /tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep the input directory at the end")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (2,000 variables, 64 MiB)")
     parser.add_argument("--variables", type=int, help="variables in comparison 2 (20,000; quick 2,000)")
     parser.add_argument("--big-mib", type=int, help="checkpoint size in comparison 3 (1024; quick 64)")
@@ -642,9 +658,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         generate_inputs(args.generate_into, args.variables, args.big_tensors, args.big_mib * MIB)
         return 0
     os.environ.update(TF_QUIET)
-    owned = args.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="weightscope-bench-", dir="/tmp")) if owned else args.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
+    parent = args.workdir or Path(tempfile.gettempdir())
+    parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="weightscope-bench-", dir=parent))
     env = child_environment(workdir)
     report = Report()
     report.context.append(f"load average at start: {load_average()}")
@@ -658,16 +674,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if args.keep:
             print(f"inputs kept in {workdir}")
-        elif owned:
-            shutil.rmtree(workdir, ignore_errors=True)
         else:
-            for name in (*INPUT_DIRS, MANIFEST):
-                path = workdir / name
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                elif path.exists():
-                    path.unlink()
-    return 0
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if report.failed else 0
 
 
 if __name__ == "__main__":
