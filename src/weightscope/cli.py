@@ -20,6 +20,7 @@ import numpy as np
 import weightscope
 from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError
+from weightscope.layers import naming_convention
 from weightscope.output import dumps_json, format_bytes, format_shape, json_values, render_table, safe_text
 
 PATH = click.Path(path_type=Path)
@@ -107,7 +108,9 @@ def show_command(path: Path, names: Sequence[str], as_json: bool, npy: Path | No
         for name in names:
             actual = ckpt.resolve(name)
             if actual != name:
-                _note(f"'{safe_text(name)}' is '{safe_text(actual)}' in this checkpoint")
+                convention = naming_convention(actual)
+                reason = f" ({convention})" if convention else ""
+                _note(f"'{safe_text(name)}' is '{safe_text(actual)}' in this checkpoint{reason}")
             resolved.append(actual)
         if npy is not None:
             _save_npy(ckpt[resolved[0]], npy)

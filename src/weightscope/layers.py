@@ -176,14 +176,18 @@ def find_by_role(name: str, names: Iterable[str]) -> str | None:
     return None
 
 
+def naming_convention(found: str) -> str | None:
+    """Which frameworks name a role the way ``found`` does ("TensorFlow and Keras call a
+    layer's weight 'kernel'"), or None where the name is no framework's convention."""
+    _, last = split_name(found)
+    framework = FRAMEWORK_NAMES.get(last)
+    if framework is None:
+        return None
+    verb = "call" if " and " in framework else "calls"
+    return f"{framework} {verb} a layer's {PARAMETER_ROLES.get(last, last)} '{last}'"
+
+
 def explain_role_name(asked: str, found: str) -> str:
     """Why ``asked`` was not found though ``found`` plays its role."""
-    _, found_last = split_name(found)
-    framework = FRAMEWORK_NAMES.get(found_last)
-    role = PARAMETER_ROLES.get(found_last, found_last)
-    if framework:
-        return (
-            f"{framework} call{'s' if ' and ' not in framework else ''} a layer's {role} "
-            f"'{found_last}': did you mean '{found}'?"
-        )
-    return f"did you mean '{found}'?"
+    convention = naming_convention(found)
+    return f"{convention}: did you mean '{found}'?" if convention else f"did you mean '{found}'?"
