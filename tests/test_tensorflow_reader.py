@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,55 @@ def test_seed_program_prints_the_same_with_compat(tf_checkpoints: dict[str, Path
     theirs = run("import tensorflow as tf", "tf.compat.v1.train.NewCheckpointReader")
     assert ours == theirs
     assert "[[" in ours and "tensor name:  layer2/kernel/Adam_1" in ours
+
+
+def test_listing_never_touches_the_data_files(tf_checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmap
+
+    mapped: list[str] = []
+    real_mmap = mmap.mmap
+
+    def recording_mmap(fileno: int, *args: object, **kwargs: object) -> mmap.mmap:
+        mapped.append(os.readlink(f"/proc/self/fd/{fileno}"))
+        return real_mmap(fileno, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mmap, "mmap", recording_mmap)
+    for fixture in ("seed", "sharded", "partitioned"):
+        with ws.open(tf_checkpoints[fixture]) as ckpt:
+            assert [info.shape for info in ckpt.infos()]
+            ckpt.layers()
+    assert mapped and all(path.endswith(".index") for path in mapped)
+    with ws.open(tf_checkpoints["seed"]) as ckpt:
+        ckpt["layer1/kernel"]
+    assert mapped[-1].endswith(".data-00000-of-00001")
+
+
+def test_big_endian_bundle_reads_in_native_order(tmp_path: Path) -> None:
+    from weightscope import _proto
+    from weightscope._crc32c import crc32c
+    from weightscope.containers.table import build_table, iter_table, mask_crc
+    from weightscope.sources import FileSource
+
+    values = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1, -2], np.int64), "c": np.float64(3.5)}
+    prefix = ws.save(values, tmp_path / "model.ckpt")
+    # Rewrite it as a big-endian machine would have: tensor bytes swapped, header saying BIG.
+    data_path = Path(f"{prefix}.data-00000-of-00001")
+    data = bytearray(data_path.read_bytes())
+    entries = list(iter_table(FileSource(f"{prefix}.index")))
+    header = _proto.BundleHeaderProto.FromString(entries[0][1])
+    header.endianness = 1
+    rebuilt = [(b"", header.SerializeToString())]
+    for key, raw in entries[1:]:
+        entry = _proto.BundleEntryProto.FromString(raw)
+        array = values[key.decode()]
+        swapped = np.asarray(array).astype(np.asarray(array).dtype.newbyteorder(">")).tobytes()
+        data[entry.offset : entry.offset + entry.size] = swapped
+        entry.crc32c = mask_crc(crc32c(swapped))
+        rebuilt.append((key, entry.SerializeToString()))
+    data_path.write_bytes(data)
+    Path(f"{prefix}.index").write_bytes(build_table(rebuilt))
+    with ws.open(prefix) as ckpt:
+        for name, value in values.items():
+            assert ckpt[name].dtype == np.asarray(value).dtype
+            np.testing.assert_array_equal(ckpt[name], value)
+        assert not ckpt.verify()
