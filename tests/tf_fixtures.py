@@ -36,12 +36,79 @@ returns fixture name -> checkpoint prefix (a directory for ``history``):
   small model, ``Saver(max_to_keep=5, save_relative_paths=True)``; the ``checkpoint``
   file lists all three and names step 30 the newest.
 
-Everything is seeded and single-threaded, so runs give the same bytes (but for the
-absolute paths in ``seed/checkpoint``). TensorFlow is imported only when a function
-needs it (importing this module is cheap), after ``TF_USE_LEGACY_KERAS=1``
-(``tf.compat.v1.layers`` needs Keras 2) and ``TF_CPP_MIN_LOG_LEVEL=2`` are set. Graph-mode
-fixtures build private ``tf.Graph``s and never disable eager execution, so they do not
-change the process for later fixtures.
+Keras fixtures (``KERAS_FIXTURES``). "2 → 5 → 2" is the seed network as a Sequential
+named ``sequential``: ``Dense(5, sigmoid, name="layer1")``, ``Dense(2, sigmoid,
+name="layer2")``, seeded Glorot kernels, fitted 4 steps (64 N(0,1) samples, batch 16,
+mse) so the optimizer state is not zero. Every variable key ends in
+``/.ATTRIBUTES/VARIABLE_VALUE`` (left out below) and every bundle also holds
+``_CHECKPOINTABLE_OBJECT_GRAPH``, a ``TrackableObjectGraph`` whose variable nodes give
+each key's ``full_name``. As TensorFlow 2.21 writes them:
+
+- ``keras3_checkpoint``: Keras 3's 2 → 5 → 2 with ``Adam(name="adam")``, by
+  ``tf.train.Checkpoint(model=, optimizer=).write``. Keys name no layer: the weights
+  are ``optimizer/_trainable_variables/{0..3}`` (full names
+  ``sequential/layer1/kernel``, ``.../layer1/bias``, ``.../layer2/kernel``,
+  ``.../layer2/bias``), Adam's state ``optimizer/_variables/{2..9}``
+  (``adam/sequential_layer1_kernel_momentum``, ``..._velocity``, then bias, ...),
+  ``optimizer/_iterations`` (``adam/iteration``, int64) and ``optimizer/_learning_rate``.
+  The keys are the shortest object paths: the same weight nodes are also children
+  ``_kernel`` and ``bias`` of ``model/_functional/_operations/{1,2}``. Keras 3
+  optimizers keep no slot variables: no ``slot_variables`` in the graph; a weight's
+  Adam state is tied to it only by name (``momentum``/``velocity`` lists).
+- ``tfkeras_weights``: tf-keras's 2 → 5 → 2 with ``Adam`` (in tf-keras 2.21 the new
+  optimizer, also without slot variables), by ``model.save_weights(prefix,
+  save_format="tf")``, which also writes a ``checkpoint`` file. Keys
+  ``layer_with_weights-{0,1}/{kernel,bias}`` (full names ``layer1/kernel``...),
+  ``optimizer/_variables/{1..8}`` (``Adam/m/layer1/kernel``, ``Adam/v/layer1/kernel``,
+  then bias, ...), ``optimizer/_iterations`` (``iteration``), ``optimizer/_learning_rate``.
+  The root's children include ``layer-{0,1}`` (the same nodes) and ``root`` (itself).
+- ``tfkeras_legacy_adam``: as ``tfkeras_weights`` with ``optimizers.legacy.Adam``,
+  the one with slot variables: ``layer_with_weights-0/kernel/.OPTIMIZER_SLOT/
+  optimizer/{m,v}`` (full names ``Adam/layer1/kernel/m``...), referenced by the
+  optimizer node's ``slot_variables`` (original variable node, slot name, slot node),
+  and ``optimizer/{iter,beta_1,beta_2,decay,learning_rate}`` (``Adam/iter``...).
+- ``saved_model``: a SavedModel directory (the path returned; ``model/`` of the
+  fixture directory) of tf-keras's 2 → 5 → 2 with ``Adam``, by ``model.save(dir,
+  save_format="tf")``: ``saved_model.pb``, ``keras_metadata.pb``, ``fingerprint.pb``,
+  ``assets/`` (empty) and ``variables/variables.{index,data-00000-of-00001}``, whose
+  keys are those of ``tfkeras_weights`` plus ``keras_api/metrics/0/{total,count}``.
+  The ``SavedObjectGraph`` in ``saved_model.pb`` numbers its nodes as the checkpoint's
+  object graph does; its variable nodes (``node.variable.name``, dtype, shape) are
+  exactly the nodes with attributes there, ``variable.name`` equal to ``full_name``.
+- ``keras3_export``: Keras 3's 2 → 5 → 2 by ``model.export(dir)``, a SavedModel
+  holding only the serving function: keys ``variables/{0..3}`` (in ``model.weights``
+  order) and ``_all_variables/{0..3}``, the same four values again (distinct nodes,
+  same full names ``sequential/layer1/kernel``...) in an order Keras takes from the
+  traced function's captures, which changes from run to run.
+- ``tf2_sharded_keras``: an untrained Keras 3 MLP ``mlp`` (``Dense`` ``dense_a`` 16 → 64,
+  ``dense_b`` 64 → 32, ``dense_c`` 32 → 8, random biases), by ``Checkpoint(model=)``
+  with ``MaxShardSizePolicy(max_shard_size=4096)``: four data shards; keys
+  ``model/_functional/_operations/{1,2,3}/{_kernel,bias}`` (``mlp/dense_a/kernel``...);
+  ``dense_b``'s kernel is cut into 8 row slices over shards 1-3.
+- ``keras3_cnn``: Keras 3 ``cnn``: ``Conv2D(8, 3, name="conv1")`` on 8×8×3,
+  ``BatchNormalization(name="bn1")``, ``Flatten``, ``Dense(4, name="dense1")``, one Adam
+  step, by ``Checkpoint(model=, optimizer=)``: ``optimizer/_trainable_variables/{0..5}``
+  (conv1 kernel, bias, bn1 gamma, beta, dense1 kernel, bias), Adam state
+  ``optimizer/_variables/{2..13}``, and bn1's non-trainable statistics, which only
+  the model reaches: ``model/_functional/_operations/2/{moving_mean,moving_variance}``.
+
+Beside each Keras checkpoint (beside the SavedModel directory for the SavedModels),
+``expected_layers.npz`` holds ``"{layer}:{i}"`` -> ``model.get_layer(layer).get_weights()[i]``
+and ``expected_layers.json`` lists every layer with its class and its variables in
+``get_weights`` order (``v.path`` under Keras 3, ``v.name`` under tf-keras); see
+``expected_layer_weights``.
+
+Everything is seeded and single-threaded, so runs give the same bytes, but for the
+absolute paths in ``seed/checkpoint``, the random ``uuid`` in each ``fingerprint.pb``,
+and ``keras3_export``'s variables and graph. Models and optimizers are named, since
+Keras numbers default names per process (``sequential_2``, ``adam_1``); the function
+names in ``saved_model.pb`` still count the functions the process traced before.
+TensorFlow is imported only when a function needs it (importing this module is cheap),
+after ``TF_USE_LEGACY_KERAS=1`` (``tf.compat.v1.layers`` needs Keras 2) and
+``TF_CPP_MIN_LOG_LEVEL=2`` are set; tf-keras is imported as ``tf_keras`` and Keras 3 as
+``keras`` (with ``KERAS_BACKEND=tensorflow`` unless set). Graph-mode fixtures build
+private ``tf.Graph``s and never disable eager execution, so they do not change the
+process for later fixtures; ``_tf`` does limit TensorFlow to one thread (see there).
 
 Run ``python tests/tf_fixtures.py OUT_DIR`` to write them all and print their paths.
 """
@@ -72,11 +139,21 @@ SPACES_NAME = "with spaces/my kernel 1"
 
 
 def _tf() -> Any:
-    """TensorFlow, imported with this module's environment in place."""
+    """TensorFlow, imported with this module's environment in place, single-threaded.
+
+    Trained weights depend on the thread count (a Conv2D kernel gradient summed by two
+    threads rounds differently from one), so eager ops are kept to one thread. That can
+    only be set before TensorFlow's runtime starts; after, the setting is left as is.
+    """
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # "cannot be modified after initialization"
+        pass
     return tf
 
 
@@ -402,6 +479,230 @@ def make_history(directory: Path) -> Path:
     return directory
 
 
+# -- Keras models ----------------------------------------------------------------------
+EXPECTED_LAYERS_NPZ = "expected_layers.npz"
+EXPECTED_LAYERS_JSON = "expected_layers.json"
+
+
+def _keras3() -> Any:
+    """Keras 3 (``import keras``) on the TensorFlow backend."""
+    _tf()
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(f"Keras 3 must run on TensorFlow here, not {keras.backend.backend()}")
+    return keras
+
+
+def _tf_keras() -> Any:
+    """tf-keras (Keras 2), what ``tf.keras`` is under ``TF_USE_LEGACY_KERAS=1``."""
+    _tf()
+    import tf_keras
+
+    return tf_keras
+
+
+def _training_data(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 1, shape).astype(np.float32)
+
+
+def _two_dense_layers(keras: Any) -> Any:
+    """The seed network as a Sequential model of Keras 3 or tf-keras: 2 → 5 → 2.
+
+    The initializers are the layers' defaults (Glorot uniform, zeros), given seeds so
+    every run makes the same weights without touching any global random state. The
+    model is named: Keras numbers default names per process (``sequential_3``).
+    """
+    glorot = keras.initializers.GlorotUniform
+    return keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(5, activation="sigmoid", name="layer1", kernel_initializer=glorot(seed=1)),
+            keras.layers.Dense(2, activation="sigmoid", name="layer2", kernel_initializer=glorot(seed=2)),
+        ],
+        name="sequential",
+    )
+
+
+def _train_two_dense_layers(keras: Any, optimizer: Any) -> Any:
+    """``_two_dense_layers`` fitted 4 steps (64 samples, batch 16) to reproduce its input."""
+    model = _two_dense_layers(keras)
+    # Eager steps: for four of them, tracing a tf.function would take longer.
+    model.compile(optimizer=optimizer, loss="mse", run_eagerly=True)
+    data = _training_data((64, 2))
+    model.fit(data, data, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    return model
+
+
+def _write_expected_layers(directory: Path, model: Any) -> None:
+    """``expected_layers.npz`` and ``.json``: every layer's ``get_weights()``, by Keras.
+
+    The npz holds ``"{layer}:{i}"`` -> ``model.get_layer(layer).get_weights()[i]``; the
+    json lists every layer (weightless ones too) with its class and its variables in
+    ``get_weights`` order: their ``path`` under Keras 3, their ``name`` under tf-keras.
+    """
+    keras3 = type(model).__module__.startswith("keras.")
+    arrays: dict[str, np.ndarray] = {}
+    layers = []
+    for layer in model.layers:
+        values = model.get_layer(layer.name).get_weights()
+        variables = layer.weights
+        if len(values) != len(variables):
+            raise RuntimeError(f"{layer.name}: {len(values)} weights but {len(variables)} variables")
+        for i, value in enumerate(values):
+            arrays[f"{layer.name}:{i}"] = np.asarray(value)
+        layers.append(
+            {
+                "name": layer.name,
+                "class": type(layer).__name__,
+                "variables": [v.path if keras3 else v.name for v in variables],
+                "shapes": [list(np.shape(value)) for value in values],
+                "dtypes": [np.asarray(value).dtype.name for value in values],
+                "trainable": [bool(v.trainable) for v in variables],
+            }
+        )
+    head = {
+        "keras": "keras 3" if keras3 else "tf-keras",
+        "version": sys.modules["keras" if keras3 else "tf_keras"].__version__,
+        "model": model.name,
+    }
+    # One layer a line: {"keras": ..., "model": ..., "layers": [{...}, ...]}.
+    text = json.dumps(head)[:-1] + ', "layers": [\n ' + ",\n ".join(json.dumps(layer) for layer in layers) + "\n]}\n"
+    np.savez(directory / EXPECTED_LAYERS_NPZ, **arrays)
+    (directory / EXPECTED_LAYERS_JSON).write_text(text, "utf-8")
+
+
+def expected_layer_weights(fixture_dir: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]:
+    """Layer name -> its ``get_weights()`` arrays, from a Keras fixture's ``expected_layers.npz``.
+
+    ``fixture_dir`` is the fixture's directory, or any path in it: the checkpoint prefix
+    or the SavedModel directory ``make_fixtures`` returns. Layers without weights
+    (``Flatten``) are left out; ``expected_layers.json`` lists them too.
+    """
+    path = Path(fixture_dir)
+    directory = path if (path / EXPECTED_LAYERS_NPZ).is_file() else path.parent
+    with np.load(directory / EXPECTED_LAYERS_NPZ) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    layers: dict[str, list[np.ndarray]] = {}
+    for key in sorted(arrays, key=lambda key: (key.rpartition(":")[0], int(key.rpartition(":")[2]))):
+        layers.setdefault(key.rpartition(":")[0], []).append(arrays[key])
+    order = json.loads((directory / EXPECTED_LAYERS_JSON).read_text("utf-8"))["layers"]
+    return {layer["name"]: layers[layer["name"]] for layer in order if layer["name"] in layers}
+
+
+# -- keras3_checkpoint -----------------------------------------------------------------
+def make_keras3_checkpoint(directory: Path) -> Path:
+    """Keras 3's 2 → 5 → 2 model and its Adam, by ``tf.train.Checkpoint(...).write``."""
+    tf = _tf()
+    keras = _keras3()
+    prefix = _fresh_dir(directory) / "ckpt"
+    model = _train_two_dense_layers(keras, keras.optimizers.Adam(0.01, name="adam"))
+    written = tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(str(prefix))
+    _write_expected_layers(directory, model)
+    return Path(written)
+
+
+# -- tfkeras_weights -------------------------------------------------------------------
+def make_tfkeras_weights(directory: Path) -> Path:
+    """tf-keras's 2 → 5 → 2 model, trained with Adam, by ``save_weights`` (TF format)."""
+    tf_keras = _tf_keras()
+    prefix = _fresh_dir(directory) / "ckpt"
+    model = _train_two_dense_layers(tf_keras, tf_keras.optimizers.Adam(0.01, name="Adam"))
+    model.save_weights(str(prefix), save_format="tf")
+    _write_expected_layers(directory, model)
+    return prefix
+
+
+def make_tfkeras_legacy_adam(directory: Path) -> Path:
+    """As ``tfkeras_weights`` but with ``optimizers.legacy.Adam``: slot variables."""
+    tf_keras = _tf_keras()
+    prefix = _fresh_dir(directory) / "ckpt"
+    model = _train_two_dense_layers(tf_keras, tf_keras.optimizers.legacy.Adam(0.01, name="Adam"))
+    model.save_weights(str(prefix), save_format="tf")
+    _write_expected_layers(directory, model)
+    return prefix
+
+
+# -- saved_model -----------------------------------------------------------------------
+def make_saved_model(directory: Path) -> Path:
+    """tf-keras's trained 2 → 5 → 2 model by ``model.save(dir, save_format="tf")``.
+
+    Returns the SavedModel directory, ``model/`` in ``directory``.
+    """
+    tf_keras = _tf_keras()
+    export = _fresh_dir(directory) / "model"
+    model = _train_two_dense_layers(tf_keras, tf_keras.optimizers.Adam(0.01, name="Adam"))
+    model.save(str(export), save_format="tf")
+    _write_expected_layers(directory, model)
+    return export
+
+
+def make_keras3_export(directory: Path) -> Path:
+    """Keras 3's trained 2 → 5 → 2 model by ``model.export`` (a SavedModel directory)."""
+    keras = _keras3()
+    export = _fresh_dir(directory) / "model"
+    model = _train_two_dense_layers(keras, keras.optimizers.Adam(0.01, name="adam"))
+    model.export(str(export), format="tf_saved_model", verbose=False)
+    _write_expected_layers(directory, model)
+    return export
+
+
+# -- tf2_sharded_keras -----------------------------------------------------------------
+def make_tf2_sharded_keras(directory: Path, min_shards: int = 2) -> Path:
+    """An untrained Keras 3 MLP 16 → 64 → 32 → 8, ``Checkpoint(model=...)``, sharded."""
+    tf = _tf()
+    keras = _keras3()
+    prefix = _fresh_dir(directory) / "ckpt"
+    glorot, normal = keras.initializers.GlorotUniform, keras.initializers.RandomNormal
+    model = keras.Sequential(
+        [keras.Input((16,))]
+        + [
+            keras.layers.Dense(
+                units,
+                activation="relu",
+                name=name,
+                kernel_initializer=glorot(seed=10 + i),
+                bias_initializer=normal(seed=20 + i),  # not zeros: a misplaced bias shows
+            )
+            for i, (name, units) in enumerate([("dense_a", 64), ("dense_b", 32), ("dense_c", 8)])
+        ],
+        name="mlp",
+    )
+    policy = tf.train.experimental.MaxShardSizePolicy(max_shard_size=4096)
+    options = tf.train.CheckpointOptions(experimental_sharding_callback=policy)
+    written = tf.train.Checkpoint(model=model).write(str(prefix), options=options)
+    shards = sorted(directory.glob(f"{prefix.name}.data-*"))
+    if len(shards) < min_shards:
+        raise RuntimeError(f"expected at least {min_shards} data shards, TensorFlow wrote {len(shards)}")
+    _write_expected_layers(directory, model)
+    return Path(written)
+
+
+# -- keras3_cnn ------------------------------------------------------------------------
+def make_keras3_cnn(directory: Path) -> Path:
+    """Keras 3 Conv2D, BatchNormalization, Flatten, Dense, one Adam step, by ``Checkpoint``."""
+    tf = _tf()
+    keras = _keras3()
+    prefix = _fresh_dir(directory) / "ckpt"
+    glorot = keras.initializers.GlorotUniform
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(8, 3, name="conv1", kernel_initializer=glorot(seed=30)),
+            keras.layers.BatchNormalization(name="bn1"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(4, name="dense1", kernel_initializer=glorot(seed=31)),
+        ],
+        name="cnn",
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.01, name="adam"), loss="mse", run_eagerly=True)
+    model.fit(_training_data((16, 8, 8, 3), 1), _training_data((16, 4), 2), batch_size=16, shuffle=False, verbose=0)
+    written = tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(str(prefix))
+    _write_expected_layers(directory, model)
+    return Path(written)
+
+
 # -- all of them -----------------------------------------------------------------------
 FIXTURES: dict[str, Callable[[Path], Path]] = {
     "seed": make_seed,
@@ -410,7 +711,25 @@ FIXTURES: dict[str, Callable[[Path], Path]] = {
     "many": make_many,
     "partitioned": make_partitioned,
     "history": make_history,
+    "keras3_checkpoint": make_keras3_checkpoint,
+    "tfkeras_weights": make_tfkeras_weights,
+    "tfkeras_legacy_adam": make_tfkeras_legacy_adam,
+    "saved_model": make_saved_model,
+    "keras3_export": make_keras3_export,
+    "tf2_sharded_keras": make_tf2_sharded_keras,
+    "keras3_cnn": make_keras3_cnn,
 }
+
+# The fixtures made by Keras, with ``expected_layers.npz`` and ``.json`` beside them.
+KERAS_FIXTURES = (
+    "keras3_checkpoint",
+    "tfkeras_weights",
+    "tfkeras_legacy_adam",
+    "saved_model",
+    "keras3_export",
+    "tf2_sharded_keras",
+    "keras3_cnn",
+)
 
 
 def make_fixtures(out: Path) -> dict[str, Path]:
@@ -426,10 +745,14 @@ def tf_reader_values(prefix: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     Strings come back as ``object`` arrays of ``bytes`` (scalars as 0-d arrays), other
     types as TensorFlow's numpy arrays (bfloat16, float8, int4 as ml_dtypes types; the
     quantized types as plain integers). A partitioned variable appears whole, under
-    its own name. ``prefix`` may also be a directory with a ``checkpoint`` file.
+    its own name. ``prefix`` may also be a directory with a ``checkpoint`` file, or a
+    SavedModel directory (its ``variables/variables`` checkpoint is read).
     """
     tf = _tf()
-    reader = tf.train.load_checkpoint(os.fspath(prefix))
+    path = Path(prefix)
+    if (path / "saved_model.pb").is_file():
+        path = path / "variables" / "variables"
+    reader = tf.train.load_checkpoint(os.fspath(path))
     dtypes = reader.get_variable_to_dtype_map()
     values: dict[str, np.ndarray] = {}
     for name in sorted(reader.get_variable_to_shape_map()):
