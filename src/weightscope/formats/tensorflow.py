@@ -32,16 +32,26 @@ A reader must refuse: a missing or unparsable header, ``num_shards`` < 1, an unk
 dtype, an unknown rank or negative dimension, a numeric ``size`` that is not elements ×
 item size, ``shard_id`` ≥ ``num_shards``, ``offset + size`` past the shard's end, and a
 checksum mismatch (unless verification is turned off).
+
+Opening reads the whole index at once: ``read_table`` parses its blocks with numpy,
+``decode_entries`` (``weightscope.formats._bundle_index``) decodes the entries laid out
+as TensorFlow writes them, and ``_check_entries`` makes ``_describe``'s checks on them,
+all a chunk of entries at a time. Any other entry, or one failing a check, goes through
+protobuf and ``_describe`` one by one, which raise the errors naming the tensor.
+Measured on 20,000 variables: about 13 ms to open and list, against 129 ms entry by
+entry (TensorFlow's own listing: 13-17 ms).
 """
 
 from __future__ import annotations
 
+import bisect
+import gc
 import math
 import os
 import re
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +62,8 @@ from weightscope import _proto
 from weightscope._crc32c import crc32c
 from weightscope.atomic import atomic_files, atomic_write
 from weightscope.checkpoint import Checkpoint, TensorInfo
-from weightscope.containers.table import build_table, encode_varint, iter_table, mask_crc, read_varint
-from weightscope.dtypes import ElementType, from_tensorflow, tensorflow_code
+from weightscope.containers.table import Table, build_table, encode_varint, mask_crc, read_table, read_varint
+from weightscope.dtypes import ELEMENT_TYPES, ElementType, from_tensorflow, tensorflow_code
 from weightscope.errors import (
     CheckpointNotFoundError,
     ChecksumMismatchError,
@@ -62,6 +72,7 @@ from weightscope.errors import (
     UnsupportedFormatError,
     UsageError,
 )
+from weightscope.formats._bundle_index import Entries, decode_entries
 from weightscope.sources import FileSource
 
 CONSUMER_VERSION = 1
@@ -137,15 +148,23 @@ def resolve_prefix(path: Path) -> Path:
     return prefix
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """The parts of a ``BundleEntryProto`` a read needs beyond its ``TensorInfo``."""
-
-    element: ElementType
-    shard: int
-    size: int
-    crc32c: int
-    slices: tuple[tuple[slice, ...], ...] = ()  # partitioned variables only
+_ELEMENTS_BY_NAME = {element.name: element for element in ELEMENT_TYPES}
+# DataType code (below 256; _REF codes included) -> index into ELEMENT_TYPES, -1 if unknown.
+_ELEMENT_INDEX = np.array(
+    [-1 if (element := from_tensorflow(code)) is None else ELEMENT_TYPES.index(element) for code in range(256)]
+)
+# Per element type: its dtype and item size (0: not checked, strings and the like), made
+# when a checkpoint first holds the type (ml_dtypes is imported only for its types).
+_DTYPES = np.full(len(ELEMENT_TYPES), None, object)
+_ITEMSIZES = np.zeros(len(ELEMENT_TYPES), np.int64)
+_TYPE_NAMES = np.array([element.name for element in ELEMENT_TYPES], object)
+# Entries decoded together: numpy's temporaries then stay under 128 KiB, which glibc's
+# malloc serves from its heap; larger ones are mapped and unmapped every time (measured:
+# 5 ns an element against 20-30, most of it page faults).
+_CHUNK = 8192
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+# A slice of a partitioned variable: its key, and where it goes in the full tensor.
+_Part = tuple[bytes, tuple[slice, ...]]
 
 
 def _slice_key(name: bytes, extents: list[tuple[int, int]]) -> bytes:
@@ -189,11 +208,13 @@ class TensorFlowCheckpoint(Checkpoint):
         self.prefix = prefix
         self.verify_checksums = verify
         self._index = FileSource(f"{prefix}.index")
-        self._entries: dict[str, _Entry] = {}
-        self._slice_entries: dict[bytes, tuple[TensorInfo, _Entry]] = {}
-        self._partition_keys: dict[str, list[bytes]] = {}
+        self._slice_entries: dict[bytes, tuple[TensorInfo, int]] = {}  # slice key -> (info, crc32c)
+        self._partitions: dict[str, list[_Part]] = {}
+        # Each tensor's stored crc32c, by name: the names in index order (sorted as bytes).
+        self._checksum_columns: tuple[list[str], np.ndarray] = ([], np.zeros(0, np.int64))
         self._big_endian = False
         self._shards: list[FileSource] = []
+        self._shard_of_file: dict[str, FileSource] = {}
         try:
             self._load_index()
         finally:
@@ -201,11 +222,10 @@ class TensorFlowCheckpoint(Checkpoint):
 
     def _load_index(self) -> None:
         index_path = self._index.path
-        entries = iter_table(self._index)
-        first = next(entries, None)
-        if first is None or first[0] != b"":
+        table = read_table(self._index)
+        if not table.keys or table.keys[0] != "":
             raise CorruptCheckpointError(f"{index_path}: no bundle header (the first key must be empty)")
-        header = _parse(_proto.BundleHeaderProto, first[1], f"{index_path}: bundle header")
+        header = _parse(_proto.BundleHeaderProto, table.value(0), f"{index_path}: bundle header")
         if header.version.min_consumer > CONSUMER_VERSION or CONSUMER_VERSION in header.version.bad_consumers:
             raise UnsupportedFormatError(
                 f"{index_path}: written for readers of version {header.version.min_consumer} "
@@ -219,25 +239,92 @@ class TensorFlowCheckpoint(Checkpoint):
             if not os.path.isfile(name):
                 raise CheckpointNotFoundError(f"{name}: data shard missing (the index {index_path} names it)")
         self._shards = [FileSource(name) for name in shard_names]
-        entry_class = _proto.BundleEntryProto
-        partitioned: list[tuple[str, TensorInfo, _Entry, list[object]]] = []
-        for key, value in entries:
-            entry = _parse(entry_class, value, f"{index_path}: entry {key!r}")
-            name = key.decode("utf-8", "surrogateescape")
-            info, record = self._describe(name, entry, header.num_shards)
-            if key.startswith(b"\x00"):
-                self._slice_entries[key] = (info, record)
-            elif entry.slices:
-                partitioned.append((name, info, record, list(entry.slices)))
-            else:
-                self._infos[name] = info
-                self._entries[name] = record
-        for name, info, record, slices in partitioned:
-            self._add_partitioned(name, info, record, slices)
-        if partitioned:  # keep TensorFlow's order: names sorted as bytes
-            self._infos = dict(sorted(self._infos.items(), key=lambda item: item[0].encode("utf-8", "surrogateescape")))
+        self._shard_of_file = {str(shard.path): shard for shard in self._shards}
+        # Tens of thousands of new tuples would set off collections that find nothing to free.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._load_entries(table)
+        finally:
+            if collecting:
+                gc.enable()
 
-    def _describe(self, name: str, entry: object, num_shards: int) -> tuple[TensorInfo, _Entry]:
+    def _load_entries(self, table: Table) -> None:
+        """Every entry but the header: decoded and checked a chunk at a time, odd ones one by one."""
+        names = table.keys[1:]
+        infos: list[TensorInfo] = []
+        checksums = np.zeros(len(names), np.int64)
+        odd: list[int] = []  # entries for protobuf and _describe
+        files = np.array([str(source.path) for source in self._shards], object)
+        for start in range(0, len(names), _CHUNK):
+            stop = min(start + _CHUNK, len(names))
+            entries = decode_entries(table.data, table.starts[start + 1 : stop + 1], table.ends[start + 1 : stop + 1])
+            element, shard, plain = self._check_entries(entries)
+            columns = (
+                names[start:stop],
+                _column(_DTYPES, element),
+                _shapes(np.where(plain, entries.rank, 0), entries.dims),
+                entries.size.tolist(),
+                _column(_TYPE_NAMES, element),
+                _column(files, shard),
+                entries.offset.tolist(),
+            )
+            # tuple.__new__ is TensorInfo._make without its check of the field count.
+            infos += map(tuple.__new__, repeat(TensorInfo), zip(*columns, strict=True))
+            checksums[start:stop] = entries.crc32c
+            odd += (np.flatnonzero(~plain) + start).tolist()
+        partitioned: list[tuple[int, TensorInfo, list[object]]] = []
+        for i in odd:
+            name = names[i]
+            key = name.encode("utf-8", "surrogateescape")
+            entry = _parse(_proto.BundleEntryProto, table.value(i + 1), f"{self._index.path}: entry {key!r}")
+            infos[i], checksums[i] = self._describe(name, entry, len(self._shards))
+            if entry.slices and not key.startswith(b"\x00"):  # type: ignore[attr-defined]
+                partitioned.append((i, infos[i], list(entry.slices)))  # type: ignore[attr-defined]
+        # Keys of slices start with byte 0, so they sort first.
+        num_slices = 0
+        while num_slices < len(names) and names[num_slices].startswith("\x00"):
+            key = names[num_slices].encode("utf-8", "surrogateescape")
+            self._slice_entries[key] = (infos[num_slices], int(checksums[num_slices]))
+            num_slices += 1
+        for i, info, slices in partitioned:
+            infos[i] = self._add_partitioned(info, slices)
+        names = names[num_slices:]
+        self._infos = dict(zip(names, infos[num_slices:], strict=True))
+        self._checksum_columns = (names, checksums[num_slices:])
+
+    def _check_entries(self, entries: Entries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each entry's element type (index into ELEMENT_TYPES) and shard, and which pass every check.
+
+        The checks are ``_describe``'s. An entry failing one is passed over here (it gets
+        element 0 and shard 0), and ``_describe`` raises its error, naming it.
+        """
+        plain = entries.decoded.copy()
+        known = entries.dtype < len(_ELEMENT_INDEX)
+        element = _ELEMENT_INDEX[np.where(known, entries.dtype, 0)]
+        plain &= known & (element >= 0) & (entries.shard < len(self._shards))
+        element = np.where(plain, element, 0)
+        shard = np.where(plain, entries.shard, 0)
+        shard_sizes = np.array([source.size for source in self._shards])
+        plain &= entries.offset + entries.size <= shard_sizes[shard]
+        # Element counts are exact in int64 where the float64 product stays below 2**62.
+        count = np.ones(len(plain), np.int64)
+        estimate = np.ones(len(plain))
+        for column in entries.dims.T:
+            count *= column
+            estimate *= column
+        plain &= estimate < 2.0**62
+        for index in np.flatnonzero(np.bincount(element[plain], minlength=len(ELEMENT_TYPES))).tolist():
+            if _DTYPES[index] is None:  # the first tensor of its type: make its dtype, its size first
+                dtype = _numpy_dtype(ELEMENT_TYPES[index])
+                _ITEMSIZES[index] = 0 if dtype.kind == "O" else dtype.itemsize
+                _DTYPES[index] = dtype
+        itemsize = _ITEMSIZES[element]
+        divisor = np.maximum(itemsize, 1)
+        plain &= (itemsize == 0) | ((entries.size % divisor == 0) & (entries.size // divisor == count))
+        return element, shard, plain
+
+    def _describe(self, name: str, entry: object, num_shards: int) -> tuple[TensorInfo, int]:
         where = f"{self._index.path}: tensor '{name}'"
         element = from_tensorflow(entry.dtype)  # type: ignore[attr-defined]
         if element is None:
@@ -264,20 +351,13 @@ class TensorFlowCheckpoint(Checkpoint):
                 f"{where}: {size} bytes stored for {count} {element.name} elements "
                 f"of shape {list(shape)}, expected {count * dtype.itemsize}"  # type: ignore[union-attr]
             )
-        info = TensorInfo(
-            name=name,
-            dtype=dtype if dtype is not None else np.dtype(object),
-            shape=shape,
-            nbytes=size,
-            type_name=element.name,
-            file=str(self._shards[shard].path),
-            offset=offset,
-        )
-        return info, _Entry(element, shard, size, entry.crc32c)  # type: ignore[attr-defined]
+        info = TensorInfo(name, _numpy_dtype(element), shape, size, element.name, str(self._shards[shard].path), offset)
+        return info, entry.crc32c  # type: ignore[attr-defined]
 
-    def _add_partitioned(self, name: str, info: TensorInfo, record: _Entry, slices: list[object]) -> None:
+    def _add_partitioned(self, info: TensorInfo, slices: list[object]) -> TensorInfo:
         """Register a partitioned variable whose slices are stored under OrderedCode keys."""
-        parts = []
+        name = info.name
+        parts: list[_Part] = []
         total = 0
         for slice_proto in slices:
             extents = []
@@ -303,34 +383,40 @@ class TensorFlowCheckpoint(Checkpoint):
                 )
             parts.append((key, tuple(index)))
             total += slice_info.nbytes
-        self._infos[name] = TensorInfo(name, info.dtype, info.shape, total, info.type_name, info.file, info.offset)
-        self._entries[name] = _Entry(record.element, record.shard, total, 0, tuple(index for _, index in parts))
-        self._partition_keys[name] = [key for key, _ in parts]
+        self._partitions[name] = parts
+        return info._replace(nbytes=total)
 
     # -- reading -----------------------------------------------------------------------
     def _read(self, info: TensorInfo) -> np.ndarray:
-        record = self._entries[info.name]
-        if record.slices:
+        parts = self._partitions.get(info.name)
+        if parts is not None:
             full = np.empty(info.shape, dtype=info.dtype)
-            for key, index in zip(self._partition_keys[info.name], record.slices, strict=True):
-                slice_info, slice_record = self._slice_entries[key]
-                full[index] = self._read_entry(slice_info, slice_record)
+            for key, index in parts:
+                slice_info, checksum = self._slice_entries[key]
+                full[index] = self._read_entry(slice_info, checksum)
             full.flags.writeable = False
             return full
-        return self._read_entry(info, record)
+        return self._read_entry(info, self._checksum(info.name))
 
-    def _read_entry(self, info: TensorInfo, record: _Entry) -> np.ndarray:
-        if record.element.dtype is None:
+    def _checksum(self, name: str) -> int:
+        names, checksums = self._checksum_columns
+        i = bisect.bisect_left(names, _key_bytes(name), key=_key_bytes)
+        if i == len(names) or names[i] != name:
+            raise self._not_found(name)
+        return int(checksums[i])
+
+    def _read_entry(self, info: TensorInfo, checksum: int) -> np.ndarray:
+        element = _ELEMENTS_BY_NAME[info.type_name]
+        if element.dtype is None:
             raise UnsupportedFormatError(
-                f"{self.prefix}: tensor '{info.name}' is a {record.element.name} tensor, "
+                f"{self.prefix}: tensor '{info.name}' is a {element.name} tensor, "
                 "which only TensorFlow's own C++ decoders can read"
             )
-        source = self._shards[record.shard]
-        data = source.read(info.offset, record.size, f"tensor '{info.name}'")
-        if record.element.name == "string":
-            return self._read_strings(info, record, data)
+        data = self._shard_of_file[info.file].read(info.offset, info.nbytes, f"tensor '{info.name}'")
+        if element.name == "string":
+            return self._read_strings(info, checksum, data)
         if self.verify_checksums:
-            self._check(info, mask_crc(crc32c(data)), record.crc32c)
+            self._check(info, mask_crc(crc32c(data)), checksum)
         dtype = info.dtype.newbyteorder(">") if self._big_endian else info.dtype
         if info.size == 0:
             array = np.empty(info.shape, dtype=info.dtype)
@@ -341,10 +427,10 @@ class TensorFlowCheckpoint(Checkpoint):
         array.flags.writeable = False
         return array
 
-    def _read_strings(self, info: TensorInfo, record: _Entry, data: memoryview) -> np.ndarray:
+    def _read_strings(self, info: TensorInfo, checksum: int, data: memoryview) -> np.ndarray:
         what = f"{self.prefix}: string tensor '{info.name}'"
         count = info.size
-        if count == 0 or record.size == 0:
+        if count == 0 or len(data) == 0:
             return np.empty(info.shape, dtype=object)
         if count > len(data):
             raise CorruptCheckpointError(f"{what}: {count} strings cannot fit in {len(data)} bytes")
@@ -371,7 +457,7 @@ class TensorFlowCheckpoint(Checkpoint):
             pos += length
         if self.verify_checksums:
             crc = crc32c(data[len(data) - sum(lengths) :], crc)
-            self._check(info, mask_crc(crc), record.crc32c)
+            self._check(info, mask_crc(crc), checksum)
         return strings.reshape(info.shape)
 
     def _check(self, info: TensorInfo, actual: int, stored: int, what: str = "checksum") -> None:
@@ -384,6 +470,53 @@ class TensorFlowCheckpoint(Checkpoint):
     def _close(self) -> None:
         for shard in self._shards:
             shard.close()
+
+
+def _key_bytes(name: str) -> bytes:
+    """The index key of a tensor name: keys are sorted as bytes."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _numpy_dtype(element: ElementType) -> np.dtype:
+    """The dtype a tensor of ``element`` reads as: object for types numpy cannot hold."""
+    return element.dtype if element.dtype is not None else np.dtype(object)
+
+
+def _column(values: np.ndarray, index: np.ndarray) -> list[object]:
+    """``values[index]`` as a list; quicker when the index is all one (one dtype, one shard)."""
+    if len(index) and not (index != index[0]).any():
+        return [values[index[0]]] * len(index)
+    return values[index].tolist()  # type: ignore[no-any-return]
+
+
+def _shapes(rank: np.ndarray, dims: np.ndarray) -> list[tuple[int, ...]]:
+    """Shape tuples of Python ints from ranks and dims (1 past the rank), one tuple per distinct shape.
+
+    Checkpoints repeat a few shapes many times. Sharing one tuple among them saves making
+    (and garbage-collecting) one per tensor. Rows are grouped by a key: the rank and dims
+    packed into 64 bits where they fit (4 bits of rank, the rest shared by the dims),
+    else a hash, and then the rows are compared.
+    """
+    bits = 60 // max(dims.shape[1], 1)
+    packed = dims.shape[1] < 16 and int(dims.max(initial=0)) < 1 << bits
+    key = rank.astype(np.uint64)
+    for column in dims.T.astype(np.uint64):
+        key = (key << np.uint64(bits)) | column if packed else key * _HASH_MULTIPLIER + column  # hash: wraps
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    if packed or ((rank[first][inverse] == rank).all() and (dims[first][inverse] == dims).all()):
+        distinct = np.fromiter(_shape_tuples(rank[first], dims[first]), object, len(first))
+        return distinct[inverse].tolist()
+    return _shape_tuples(rank, dims)  # two shapes hashed alike: one tuple each
+
+
+def _shape_tuples(rank: np.ndarray, dims: np.ndarray) -> list[tuple[int, ...]]:
+    """One shape tuple per row, built a rank at a time."""
+    shapes = np.empty(len(rank), object)
+    for r in np.unique(rank).tolist():
+        rows = np.flatnonzero(rank == r)
+        tuples = zip(*dims[rows, :r].T.tolist(), strict=True) if r else repeat((), len(rows))
+        shapes[rows] = np.fromiter(tuples, object, len(rows))
+    return shapes.tolist()
 
 
 def _parse(message_class: type, value: bytes, what: str) -> object:
