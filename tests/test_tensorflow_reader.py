@@ -24,11 +24,10 @@ def test_every_tensor_equals_tensorflow(tf_checkpoints: dict[str, Path], fixture
     expected = tf_reader_values(path)
     with ws.open(path) as ckpt:
         assert ckpt.format == "tensorflow"
-        assert sorted(ckpt) == sorted(expected)
-        for name, value in expected.items():
-            assert_same_tensor(ckpt[name], value)
-            info = ckpt.info(name)
-            assert info.shape == np.shape(value)
+        assert sorted(info.key for info in ckpt.infos()) == sorted(expected)
+        for key, value in expected.items():
+            assert_same_tensor(ckpt[key], value)
+            assert ckpt.info(key).shape == np.shape(value)
 
 
 def test_names_are_in_tensorflow_order(tf_checkpoints: dict[str, Path]) -> None:
@@ -196,7 +195,8 @@ def test_listing_never_touches_the_data_files(tf_checkpoints: dict[str, Path], m
         return real_mmap(fileno, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(mmap, "mmap", recording_mmap)
-    for fixture in ("seed", "sharded", "partitioned"):
+    # (A TF2 checkpoint's listing reads one tensor, its object graph, for the names.)
+    for fixture in ("seed", "many", "partitioned"):
         with ws.open(tf_checkpoints[fixture]) as ckpt:
             assert [info.shape for info in ckpt.infos()]
             ckpt.layers()

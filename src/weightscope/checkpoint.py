@@ -36,15 +36,12 @@ class TensorInfo(NamedTuple):
     type_name: str  # the format-neutral element type: float32, bfloat16, string, ...
     file: str  # where the bytes live
     offset: int
+    key: str  # the name the file stores it under; TF2 object-graph keys differ from ``name``
 
     @property
     def size(self) -> int:
         """The number of elements."""
         return math.prod(self.shape)
-
-    @property
-    def role(self) -> TensorRole:
-        return classify(self.name)
 
 
 class Checkpoint(Mapping[str, np.ndarray]):
@@ -55,6 +52,8 @@ class Checkpoint(Mapping[str, np.ndarray]):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._infos: dict[str, TensorInfo] = {}
+        self._aliases: dict[str, str] = {}  # stored key -> name, where the two differ
+        self._roles: dict[str, TensorRole] = {}  # where the format knows better than the name
 
     # -- the per-format core ---------------------------------------------------------
     def _read(self, info: TensorInfo) -> np.ndarray:
@@ -74,13 +73,19 @@ class Checkpoint(Mapping[str, np.ndarray]):
         return len(self._infos)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._infos
+        return name in self._infos or name in self._aliases
 
     def info(self, name: str) -> TensorInfo:
-        try:
-            return self._infos[name]
-        except KeyError:
-            raise self._not_found(name) from None
+        """What the index says of the tensor called ``name`` (or stored under the key ``name``)."""
+        info = self._infos.get(name) or self._infos.get(self._aliases.get(name, ""))
+        if info is None:
+            raise self._not_found(name)
+        return info
+
+    def role(self, name: str) -> TensorRole:
+        """What the tensor is for: a layer's weight, optimizer state of a variable, bookkeeping."""
+        name = self.info(name).name
+        return self._roles.get(name) or classify(name)
 
     def infos(self) -> Iterator[TensorInfo]:
         return iter(self._infos.values())
@@ -90,16 +95,16 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
         ``layer1/weight`` resolves to ``layer1/kernel`` in a TensorFlow checkpoint.
         """
-        if name in self._infos:
-            return name
-        found = find_by_role(name, self._infos)
+        if name in self:
+            return self.info(name).name
+        found = find_by_role(name, self.layers())
         if found is None:
             raise self._not_found(name)
         return found
 
     def _not_found(self, name: str) -> TensorNotFoundError:
         where = f"no tensor '{name}' in {self.path}"
-        found = find_by_role(name, self._infos)
+        found = find_by_role(name, self.layers())
         if found is not None:
             return TensorNotFoundError(f"{where}; {explain_role_name(name, found)}")
         close = difflib.get_close_matches(name, list(self._infos), n=3)
@@ -109,7 +114,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
     def layers(self) -> dict[str, Layer]:
         """The parameters grouped by layer, with their optimizer state attached."""
-        return group_layers(self._infos.values())
+        return group_layers(self._infos.values(), self.role)
 
     def verify(self) -> list[WeightscopeError]:
         """Read every tensor with its checksum checked; the problems found, if any."""

@@ -41,12 +41,21 @@ def cli(traceback: bool) -> None:
     """Read the weights of neural-network checkpoints, without their frameworks."""
 
 
-def _open(path: Path, *, verify: bool = True) -> Checkpoint:
+def _open(path: Path, *, verify: bool = True, step: int | None = None) -> Checkpoint:
+    if step is not None:
+        from weightscope.history import select_step
+
+        path = select_step(path, step)
     return weightscope.open(path, verify=verify)
 
 
-def _row(info: TensorInfo) -> dict[str, Any]:
-    role = info.role
+step_option = click.option(
+    "--step", type=int, default=None, help="From a directory's history, the checkpoint of this step."
+)
+
+
+def _row(ckpt: Checkpoint, info: TensorInfo) -> dict[str, Any]:
+    role = ckpt.role(info.name)
     row: dict[str, Any] = {
         "name": info.name,
         "dtype": info.type_name,
@@ -56,6 +65,8 @@ def _row(info: TensorInfo) -> dict[str, Any]:
     }
     if role.owner is not None:
         row["of"] = role.owner
+    if info.key != info.name:
+        row["key"] = info.key
     return row
 
 
@@ -63,31 +74,38 @@ def _row(info: TensorInfo) -> dict[str, Any]:
 @click.argument("path", type=PATH)
 @click.option("--all", "show_all", is_flag=True, help="Also list optimizer state and bookkeeping.")
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
+@click.option("--keys", "show_keys", is_flag=True, help="Also show the key each tensor is stored under.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {name, dtype, shape, nbytes, role}.")
-def ls_command(path: Path, show_all: bool, pattern: str | None, as_json: bool) -> None:
+@step_option
+def ls_command(
+    path: Path, show_all: bool, pattern: str | None, show_keys: bool, as_json: bool, step: int | None
+) -> None:
     """List the tensors of a checkpoint: name, dtype, shape, size."""
-    with _open(path) as ckpt:
+    with _open(path, step=step) as ckpt:
         infos = [info for info in ckpt.infos() if pattern is None or fnmatch.fnmatchcase(info.name, pattern)]
-    shown = [info for info in infos if show_all or info.role.kind == "parameter"]
-    if as_json:
-        _echo(dumps_json([_row(info) for info in shown]))
-        return
+        kinds = {info.name: ckpt.role(info.name).kind for info in infos}
+        shown = [info for info in infos if show_all or kinds[info.name] == "parameter"]
+        if as_json:
+            _echo(dumps_json([_row(ckpt, info) for info in shown]))
+            return
+    header = ["name", "dtype", "shape", "size"] + (["key"] if show_keys else [])
     rows = [
-        [safe_text(info.name), info.type_name, format_shape(info.shape), format_bytes(info.nbytes)] for info in shown
+        [safe_text(info.name), info.type_name, format_shape(info.shape), format_bytes(info.nbytes)]
+        + ([safe_text(info.key)] if show_keys else [])
+        for info in shown
     ]
-    _echo(render_table(["name", "dtype", "shape", "size"], rows, right=[3]))
+    _echo(render_table(header, rows, right=[3]))
     parameters = sum(info.size for info in shown)
     nbytes = sum(info.nbytes for info in shown)
     _echo(f"{len(shown)} tensors, {parameters:,} parameters, {format_bytes(nbytes)}")
-    hidden = _count_kinds(info for info in infos if info not in shown)
+    hidden = "" if show_all else _count_kinds(kind for kind in kinds.values() if kind != "parameter")
     if hidden:
         _echo(f"hidden: {hidden} (--all shows them)")
 
 
-def _count_kinds(infos: Iterable[TensorInfo]) -> str:
+def _count_kinds(kinds: Iterable[str]) -> str:
     counts: dict[str, int] = {}
-    for info in infos:
-        kind = info.role.kind
+    for kind in kinds:
         counts[kind] = counts.get(kind, 0) + 1
     labels = {"optimizer": "optimizer state", "bookkeeping": "bookkeeping"}
     return ", ".join(f"{count} {labels.get(kind, kind)}" for kind, count in sorted(counts.items()))
@@ -99,11 +117,14 @@ def _count_kinds(infos: Iterable[TensorInfo]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Values as JSON, with dtype and shape.")
 @click.option("--npy", "npy", type=PATH, metavar="OUT", help="Save the (single) tensor as a .npy file.")
 @click.option("--no-verify", is_flag=True, help="Skip checksum verification.")
-def show_command(path: Path, names: Sequence[str], as_json: bool, npy: Path | None, no_verify: bool) -> None:
+@step_option
+def show_command(
+    path: Path, names: Sequence[str], as_json: bool, npy: Path | None, no_verify: bool, step: int | None
+) -> None:
     """Print tensor values as numpy prints them. A role name (layer1/weight) works too."""
     if npy is not None and len(names) != 1:
         raise UsageError("--npy saves one tensor; name exactly one")
-    with _open(path, verify=not no_verify) as ckpt:
+    with _open(path, verify=not no_verify, step=step) as ckpt:
         resolved = []
         for name in names:
             actual = ckpt.resolve(name)
@@ -145,15 +166,15 @@ def _save_npy(array: np.ndarray, out: Path) -> None:
 @cli.command("layers")
 @click.argument("path", type=PATH)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of layers.")
-def layers_command(path: Path, as_json: bool) -> None:
+@step_option
+def layers_command(path: Path, as_json: bool, step: int | None) -> None:
     """One row per layer: weight and bias shapes, where they came from, parameter count."""
-    with _open(path) as ckpt:
+    with _open(path, step=step) as ckpt:
         layers = ckpt.layers()
-    if as_json:
         document = [
             {
                 "layer": layer.name,
-                "parameters": {role: _row(info) for role, info in layer.parameters.items()},
+                "parameters": {role: _row(ckpt, info) for role, info in layer.parameters.items()},
                 "parameter_count": layer.parameter_count,
                 "optimizer_state": {
                     owner: {slot: info.name for slot, info in slots.items()}
@@ -162,6 +183,7 @@ def layers_command(path: Path, as_json: bool) -> None:
             }
             for layer in layers.values()
         ]
+    if as_json:
         _echo(dumps_json(document))
         return
     rows = []
@@ -188,9 +210,10 @@ def layers_command(path: Path, as_json: bool) -> None:
 
 @cli.command("verify")
 @click.argument("path", type=PATH)
-def verify_command(path: Path) -> None:
+@step_option
+def verify_command(path: Path, step: int | None) -> None:
     """Check every block and tensor checksum; exit non-zero naming what is damaged."""
-    with _open(path) as ckpt:
+    with _open(path, step=step) as ckpt:
         problems = ckpt.verify()
         total = sum(info.nbytes for info in ckpt.infos())
         count = len(ckpt)
@@ -200,6 +223,45 @@ def verify_command(path: Path) -> None:
         _note(f"{len(problems)} of {count} tensors damaged")
         raise SystemExit(int(ExitStatus.CORRUPT))
     _echo(f"OK: {count} tensors, {format_bytes(total)} verified")
+
+
+@cli.command("history")
+@click.argument("path", type=PATH)
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of {prefix, step, timestamp, newest, exists}.")
+def history_command(path: Path, as_json: bool) -> None:
+    """The checkpoints a directory's 'checkpoint' file lists, oldest first (* the newest)."""
+    import datetime
+
+    from weightscope.history import checkpoint_history
+
+    entries = checkpoint_history(path)
+    if as_json:
+        document = [
+            {
+                "prefix": str(entry.prefix),
+                "step": entry.step,
+                "timestamp": entry.timestamp,
+                "newest": entry.newest,
+                "exists": entry.exists,
+            }
+            for entry in entries
+        ]
+        _echo(dumps_json(document))
+        return
+    rows = []
+    for entry in entries:
+        written = "-"
+        if entry.timestamp is not None:
+            written = datetime.datetime.fromtimestamp(entry.timestamp).astimezone().isoformat(timespec="seconds")
+        rows.append(
+            [
+                "*" if entry.newest else "",
+                "-" if entry.step is None else str(entry.step),
+                written,
+                safe_text(str(entry.prefix)) + ("" if entry.exists else "  (missing)"),
+            ]
+        )
+    _echo(render_table(["", "step", "written", "checkpoint"], rows, right=[1]))
 
 
 @cli.command("demo")

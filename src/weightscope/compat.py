@@ -34,13 +34,13 @@ class CheckpointReader:
         return tensor_str in self._checkpoint
 
     def get_variable_to_shape_map(self) -> dict[str, list[int]]:
-        return {info.name: list(info.shape) for info in self._checkpoint.infos()}
+        return {info.key: list(info.shape) for info in self._checkpoint.infos()}
 
     def get_variable_to_dtype_map(self) -> dict[str, np.dtype]:
-        return {info.name: info.dtype for info in self._checkpoint.infos()}
+        return {info.key: info.dtype for info in self._checkpoint.infos()}
 
     def debug_string(self) -> bytes:
-        lines = (f"{info.name} ({info.type_name}) {list(info.shape)}\n" for info in self._checkpoint.infos())
+        lines = (f"{info.key} ({info.type_name}) {list(info.shape)}\n" for info in self._checkpoint.infos())
         return "".join(lines).encode()
 
 

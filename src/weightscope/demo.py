@@ -57,7 +57,7 @@ def load_initial(options: DemoOptions, rng: np.random.Generator) -> dict[str, np
     if options.init is None:
         return fresh
     with weightscope.open(options.init) as ckpt:
-        wanted = [name for name in ckpt if name in fresh or ckpt.info(name).role.kind == "optimizer"]
+        wanted = [name for name in ckpt if name in fresh or ckpt.role(name).kind == "optimizer"]
         initial = {name: np.array(ckpt[name]) for name in wanted}
     for name, value in fresh.items():
         if name not in initial:

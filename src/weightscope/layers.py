@@ -10,7 +10,7 @@ knowledge; the functions only apply them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 # The last component of a parameter's name -> its role in the layer.
 PARAMETER_ROLES: Mapping[str, str] = {
     "kernel": "weight",
+    "_kernel": "weight",  # Keras 3's attribute, in object paths
     "weight": "weight",
     "weights": "weight",
     "w": "weight",
@@ -136,43 +137,60 @@ class Layer:
         return sum(info.size for info in self.parameters.values())
 
 
-def group_layers(infos: Iterable[TensorInfo]) -> dict[str, Layer]:
-    """Group tensors into layers, attaching optimizer state to its variable."""
+def group_layers(infos: Iterable[TensorInfo], role_of: Callable[[str], TensorRole]) -> dict[str, Layer]:
+    """Group tensors into layers, attaching optimizer state to its variable.
+
+    Layers are named by their path less any first component all of them share (Keras
+    puts the model's name there: ``sequential/layer1`` is the layer ``layer1``).
+    """
     infos = list(infos)
-    by_name = {info.name: info for info in infos}
+    roles = {info.name: role_of(info.name) for info in infos}
     parameters: dict[str, dict[str, TensorInfo]] = {}
     owner_layer: dict[str, str] = {}
     for info in infos:
-        role = classify(info.name)
+        role = roles[info.name]
         if role.kind == "parameter":
             assert role.layer is not None and role.role is not None
             parameters.setdefault(role.layer, {})[role.role] = info
             owner_layer[info.name] = role.layer
     state: dict[str, dict[str, dict[str, TensorInfo]]] = {}
     for info in infos:
-        role = classify(info.name)
+        role = roles[info.name]
         if role.kind == "optimizer" and role.owner in owner_layer and role.role:
             layer = owner_layer[role.owner]
-            state.setdefault(layer, {}).setdefault(role.owner, {})[role.role] = by_name[info.name]
-    return {name: Layer(name, tensors, state.get(name, {})) for name, tensors in parameters.items()}
+            state.setdefault(layer, {}).setdefault(role.owner, {})[role.role] = info
+    shared = _shared_first_component(list(parameters))
+    return {
+        path[len(shared) :]: Layer(path[len(shared) :], tensors, state.get(path, {}))
+        for path, tensors in parameters.items()
+    }
 
 
-def find_by_role(name: str, names: Iterable[str]) -> str | None:
-    """The tensor that plays the role ``name`` asks for (``layer1/weight`` -> ``layer1/kernel``)."""
+def _shared_first_component(paths: list[str]) -> str:
+    """``model/`` when every path (two or more) starts with it and goes on past it."""
+    if len(paths) < 2 or any("/" not in path for path in paths):
+        return ""
+    first = paths[0].split("/", 1)[0] + "/"
+    return first if all(path.startswith(first) for path in paths) else ""
+
+
+def find_by_role(name: str, layers: Mapping[str, Layer]) -> str | None:
+    """The tensor that plays the role ``name`` asks for (``layer1/weight`` -> ``layer1/kernel``).
+
+    The layer may be named as ``layers()`` names it or by its full path.
+    """
     parent, last = split_name(name)
     wanted = PARAMETER_ROLES.get(last.lower() if len(last) == 1 else last)
     if wanted is None:
         return None
     normalized = parent.replace(".", "/")
-    for candidate in names:
-        role = classify(candidate)
-        if (
-            role.kind == "parameter"
-            and role.role == wanted
-            and role.layer is not None
-            and role.layer.replace(".", "/") == normalized
+    for layer in layers.values():
+        info = layer.parameters.get(wanted)
+        if info is not None and normalized in (
+            layer.name.replace(".", "/"),
+            split_name(info.name)[0].replace(".", "/"),
         ):
-            return candidate
+            return info.name
     return None
 
 

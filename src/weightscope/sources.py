@@ -51,3 +51,15 @@ class FileSource:
             with contextlib.suppress(BufferError):
                 self._map.close()
             self._map = None
+
+
+def file_ends_with(path: str | os.PathLike[str], magic: bytes) -> bool:
+    """Whether ``path`` is a regular file whose last bytes are ``magic`` (a trailing signature)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size < len(magic):
+        return False
+    source = FileSource(path)
+    try:
+        return source.read(source.size - len(magic), len(magic), "trailing magic") == magic
+    finally:
+        source.close()

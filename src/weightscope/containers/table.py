@@ -41,6 +41,7 @@ from weightscope.errors import (
 from weightscope.sources import FileSource
 
 MAGIC = 0xDB4775248B80FB57
+MAGIC_BYTES = struct.pack("<Q", MAGIC)  # 57 fb 80 8b 24 75 47 db, the file's last 8 bytes
 FOOTER_SIZE = 48
 TRAILER_SIZE = 5
 NO_COMPRESSION = 0
@@ -569,5 +570,5 @@ def build_table(entries: Iterator[tuple[bytes, bytes]] | list[tuple[bytes, bytes
     index_handle = write_block(index.finish())
     footer = handle_bytes(metaindex_handle) + handle_bytes(index_handle)
     out.extend(footer.ljust(FOOTER_SIZE - 8, b"\x00"))
-    out.extend(struct.pack("<II", MAGIC & 0xFFFFFFFF, MAGIC >> 32))
+    out.extend(MAGIC_BYTES)
     return bytes(out)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightscope.errors import CheckpointNotFoundError, UnsupportedFormatError
+from weightscope.sources import file_ends_with
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -22,11 +23,17 @@ if TYPE_CHECKING:
     from weightscope.checkpoint import Checkpoint
 
 
+# The last 8 bytes of a TensorFlow index (and of a TF1 V1 single-file checkpoint).
+_TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
+
+
 def _sniff_tensorflow(path: Path) -> bool:
     if path.is_dir():
-        return (path / "checkpoint").is_file() or any(path.glob("*.index"))
+        return any((path / name).is_file() for name in ("checkpoint", "saved_model.pb")) or any(path.glob("*.index"))
     if path.name == "checkpoint" and path.is_file():
         return True
+    if file_ends_with(path, _TABLE_MAGIC):
+        return True  # an index, or a V1 checkpoint, which the reader refuses by name
     text = str(path)
     return text.endswith(".index") or ".data-" in path.name or Path(text + ".index").is_file()
 

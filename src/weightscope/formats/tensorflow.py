@@ -62,7 +62,16 @@ from weightscope import _proto
 from weightscope._crc32c import crc32c
 from weightscope.atomic import atomic_files, atomic_write
 from weightscope.checkpoint import Checkpoint, TensorInfo
-from weightscope.containers.table import Table, build_table, encode_varint, mask_crc, read_table, read_varint
+from weightscope.containers.table import (
+    FOOTER_SIZE,
+    MAGIC_BYTES,
+    Table,
+    build_table,
+    encode_varint,
+    mask_crc,
+    read_table,
+    read_varint,
+)
 from weightscope.dtypes import ELEMENT_TYPES, ElementType, from_tensorflow, tensorflow_code
 from weightscope.errors import (
     CheckpointNotFoundError,
@@ -73,11 +82,14 @@ from weightscope.errors import (
     UsageError,
 )
 from weightscope.formats._bundle_index import Entries, decode_entries
-from weightscope.sources import FileSource
+from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, read_object_graph
+from weightscope.layers import TensorRole
+from weightscope.sources import FileSource, file_ends_with
 
 CONSUMER_VERSION = 1
 MAX_SHARDS = 1 << 20
 STATE_FILE = "checkpoint"
+SAVED_MODEL_FILE = "saved_model.pb"
 _DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
 _BIG_ENDIAN = 1
 # OrderedCode escapes the bytes 00 and FF inside a string (in one pass).
@@ -104,7 +116,7 @@ def read_checkpoint_state(directory: Path) -> _proto.CheckpointState | None:  # 
     return state
 
 
-def _state_path(directory: Path, recorded: str) -> Path:
+def state_path(directory: Path, recorded: str) -> Path:
     """Where a path recorded in a ``checkpoint`` file is now.
 
     TF records paths relative to the directory, or absolute ones. A prefix of that name
@@ -116,14 +128,21 @@ def _state_path(directory: Path, recorded: str) -> Path:
     return beside if Path(f"{beside}.index").is_file() else Path(recorded)
 
 
+def _is_v1_checkpoint(path: Path) -> bool:
+    """A single file ending with the table magic: what TF1's V1 ``Saver`` wrote."""
+    return path.is_file() and path.stat().st_size >= FOOTER_SIZE and file_ends_with(path, MAGIC_BYTES)
+
+
 def resolve_prefix(path: Path) -> Path:
     """The checkpoint prefix meant by a prefix, ``.index``, ``.data-…`` or directory path."""
     if path.is_file() and path.name == STATE_FILE:
         path = path.parent
-    if path.is_dir():
+    if path.is_dir() and (path / SAVED_MODEL_FILE).is_file():
+        prefix = path / "variables" / "variables"  # a SavedModel keeps its weights here
+    elif path.is_dir():
         state = read_checkpoint_state(path)
         if state is not None and state.model_checkpoint_path:
-            prefix = _state_path(path, state.model_checkpoint_path)
+            prefix = state_path(path, state.model_checkpoint_path)
         else:
             indexes = sorted(path.glob("*.index"))
             if not indexes:
@@ -143,6 +162,12 @@ def resolve_prefix(path: Path) -> Path:
         prefix = Path(str(path)[: match.start()])
     else:
         prefix = path
+    if not Path(f"{prefix}.index").is_file() and _is_v1_checkpoint(prefix):
+        raise UnsupportedFormatError(
+            f"{prefix}: a TensorFlow V1 checkpoint (the single-file format of before 2017), which weightscope "
+            "does not read; convert it with TensorFlow: restore it with tf.compat.v1.train.Saver and save it "
+            "again (V2 is the default)"
+        )
     if not Path(f"{prefix}.index").is_file():
         raise CheckpointNotFoundError(f"{prefix}.index: no such file (checkpoint prefix {prefix})")
     return prefix
@@ -202,7 +227,8 @@ class TensorFlowCheckpoint(Checkpoint):
 
     format = "tensorflow"
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True, readable_names: bool = True) -> None:
+        """Open the checkpoint ``path`` names; ``readable_names=False`` keeps TF2's stored keys as names."""
         prefix = resolve_prefix(Path(path))
         super().__init__(prefix)
         self.prefix = prefix
@@ -219,6 +245,23 @@ class TensorFlowCheckpoint(Checkpoint):
             self._load_index()
         finally:
             self._index.close()
+        if readable_names and OBJECT_GRAPH_KEY in self._infos:
+            self._name_by_object_graph()
+
+    def _name_by_object_graph(self) -> None:
+        """Rename TF2 object-graph keys to the names their users know, and take their roles."""
+        graph = self._read(self._infos[OBJECT_GRAPH_KEY])
+        if graph.shape != () or not isinstance(graph[()], bytes):
+            raise CorruptCheckpointError(f"{self.prefix}: {OBJECT_GRAPH_KEY} is not a scalar string")
+        view = read_object_graph(graph[()], self._infos.keys())
+        renamed = {view.names.get(key, key): info for key, info in self._infos.items()}
+        self._infos = {
+            name: info._replace(name=name)
+            for name, info in sorted(renamed.items(), key=lambda item: _key_bytes(item[0]))
+        }
+        self._aliases = {key: name for key, name in view.names.items() if key != name}
+        self._roles = {view.names[key]: role for key, role in view.roles.items()}
+        self._roles[OBJECT_GRAPH_KEY] = TensorRole("bookkeeping")
 
     def _load_index(self) -> None:
         index_path = self._index.path
@@ -268,6 +311,7 @@ class TensorFlowCheckpoint(Checkpoint):
                 _column(_TYPE_NAMES, element),
                 _column(files, shard),
                 entries.offset.tolist(),
+                names[start:stop],
             )
             # tuple.__new__ is TensorInfo._make without its check of the field count.
             infos += map(tuple.__new__, repeat(TensorInfo), zip(*columns, strict=True))
@@ -351,7 +395,8 @@ class TensorFlowCheckpoint(Checkpoint):
                 f"{where}: {size} bytes stored for {count} {element.name} elements "
                 f"of shape {list(shape)}, expected {count * dtype.itemsize}"  # type: ignore[union-attr]
             )
-        info = TensorInfo(name, _numpy_dtype(element), shape, size, element.name, str(self._shards[shard].path), offset)
+        path = str(self._shards[shard].path)
+        info = TensorInfo(name, _numpy_dtype(element), shape, size, element.name, path, offset, name)
         return info, entry.crc32c  # type: ignore[attr-defined]
 
     def _add_partitioned(self, info: TensorInfo, slices: list[object]) -> TensorInfo:
@@ -388,7 +433,7 @@ class TensorFlowCheckpoint(Checkpoint):
 
     # -- reading -----------------------------------------------------------------------
     def _read(self, info: TensorInfo) -> np.ndarray:
-        parts = self._partitions.get(info.name)
+        parts = self._partitions.get(info.key)
         if parts is not None:
             full = np.empty(info.shape, dtype=info.dtype)
             for key, index in parts:
@@ -396,7 +441,7 @@ class TensorFlowCheckpoint(Checkpoint):
                 full[index] = self._read_entry(slice_info, checksum)
             full.flags.writeable = False
             return full
-        return self._read_entry(info, self._checksum(info.name))
+        return self._read_entry(info, self._checksum(info.key))
 
     def _checksum(self, name: str) -> int:
         names, checksums = self._checksum_columns
