@@ -140,3 +140,14 @@ def test_history_lists_every_checkpoint(tf_checkpoints: dict[str, Path], capsys:
 def _first_name(directory: Path) -> list[str]:
     with ws.open(directory) as ckpt:
         return [next(name for name in ckpt if ckpt.role(name).kind == "parameter")]
+
+
+def test_v1_checkpoint_is_refused_with_a_way_out(
+    tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    prefix = tf_checkpoints["v1"]
+    assert prefix.is_file() and not Path(f"{prefix}.index").exists()
+    with pytest.raises(ws.UnsupportedFormatError, match="TensorFlow V1 checkpoint"):
+        ws.open(prefix)
+    assert main(["ls", str(prefix.parent)]) == 5  # by its directory too
+    assert "tf.compat.v1.train.Saver" in capsys.readouterr().err

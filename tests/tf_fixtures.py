@@ -704,6 +704,22 @@ def make_keras3_cnn(directory: Path) -> Path:
 
 
 # -- all of them -----------------------------------------------------------------------
+def make_v1(directory: Path) -> Path:
+    """A TF1 checkpoint in the V1 single-file format (``Saver(write_version=V1)``), which TF 2.21 still writes."""
+    tf = _tf()
+    prefix = _fresh_dir(directory) / "model.ckpt"
+    graph = tf.Graph()
+    with graph.as_default():
+        v1 = tf.compat.v1
+        v1.get_variable("layer1/kernel", initializer=tf.constant([[1.0, 2.0], [3.0, 4.0]]))
+        init = v1.global_variables_initializer()
+        saver = v1.train.Saver(write_version=v1.train.SaverDef.V1)
+        with _session(tf, graph) as sess:
+            sess.run(init)
+            saver.save(sess, str(prefix), write_meta_graph=False)
+    return prefix
+
+
 FIXTURES: dict[str, Callable[[Path], Path]] = {
     "seed": make_seed,
     "dtypes": make_dtypes,
@@ -718,6 +734,7 @@ FIXTURES: dict[str, Callable[[Path], Path]] = {
     "keras3_export": make_keras3_export,
     "tf2_sharded_keras": make_tf2_sharded_keras,
     "keras3_cnn": make_keras3_cnn,
+    "v1": make_v1,
 }
 
 # The fixtures made by Keras, with ``expected_layers.npz`` and ``.json`` beside them.
