@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
@@ -54,6 +54,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
         self._infos: dict[str, TensorInfo] = {}
         self._aliases: dict[str, str] = {}  # stored key -> name, where the two differ
         self._roles: dict[str, TensorRole] = {}  # where the format knows better than the name
+        self._lazy_roles: Callable[[], dict[str, TensorRole]] | None = None  # fills _roles on first use
 
     # -- the per-format core ---------------------------------------------------------
     def _read(self, info: TensorInfo) -> np.ndarray:
@@ -85,6 +86,9 @@ class Checkpoint(Mapping[str, np.ndarray]):
     def role(self, name: str) -> TensorRole:
         """What the tensor is for: a layer's weight, optimizer state of a variable, bookkeeping."""
         name = self.info(name).name
+        if self._lazy_roles is not None:
+            self._roles.update(self._lazy_roles())
+            self._lazy_roles = None
         return self._roles.get(name) or classify(name)
 
     def infos(self) -> Iterator[TensorInfo]:

@@ -82,7 +82,7 @@ from weightscope.errors import (
     UsageError,
 )
 from weightscope.formats._bundle_index import Entries, decode_entries
-from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, read_object_graph
+from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
 from weightscope.layers import TensorRole
 from weightscope.sources import FileSource, file_ends_with
 
@@ -249,19 +249,22 @@ class TensorFlowCheckpoint(Checkpoint):
             self._name_by_object_graph()
 
     def _name_by_object_graph(self) -> None:
-        """Rename TF2 object-graph keys to the names their users know, and take their roles."""
-        graph = self._read(self._infos[OBJECT_GRAPH_KEY])
-        if graph.shape != () or not isinstance(graph[()], bytes):
+        """Rename TF2 object-graph keys to the names their users know; roles follow on first use."""
+        graph_tensor = self._read(self._infos[OBJECT_GRAPH_KEY])
+        if graph_tensor.shape != () or not isinstance(graph_tensor[()], bytes):
             raise CorruptCheckpointError(f"{self.prefix}: {OBJECT_GRAPH_KEY} is not a scalar string")
-        view = read_object_graph(graph[()], self._infos.keys())
-        renamed = {view.names.get(key, key): info for key, info in self._infos.items()}
-        self._infos = {
-            name: info._replace(name=name)
-            for name, info in sorted(renamed.items(), key=lambda item: _key_bytes(item[0]))
-        }
-        self._aliases = {key: name for key, name in view.names.items() if key != name}
-        self._roles = {view.names[key]: role for key, role in view.roles.items()}
-        self._roles[OBJECT_GRAPH_KEY] = TensorRole("bookkeeping")
+        graph = ObjectGraph(graph_tensor[()], self._infos.keys())
+        names = graph.names
+        renamed = [tuple.__new__(TensorInfo, (names.get(key, key), *info[1:])) for key, info in self._infos.items()]
+        renamed.sort()  # by name: code point order is UTF-8 byte order, TensorFlow's
+        self._infos = {info.name: info for info in renamed}
+        self._aliases = {key: name for key, name in names.items() if key != name}
+
+        def roles() -> dict[str, TensorRole]:
+            found = {names[key]: role for key, role in graph.roles().items()}
+            return found | {OBJECT_GRAPH_KEY: TensorRole("bookkeeping")}
+
+        self._lazy_roles = roles
 
     def _load_index(self) -> None:
         index_path = self._index.path

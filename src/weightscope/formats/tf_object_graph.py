@@ -37,7 +37,6 @@ from __future__ import annotations
 import re
 from collections import Counter, deque
 from collections.abc import Collection
-from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
@@ -56,81 +55,83 @@ _OPTIMIZER_EDGE = "optimizer"
 _BOOKKEEPING_EDGE = "keras_api"
 
 
-@dataclass(frozen=True)
-class ObjectGraphNames:
-    names: dict[str, str]  # checkpoint key -> readable name
-    roles: dict[str, TensorRole]  # checkpoint key -> role; owners are readable names
-
-
 def unescape_key(key: str) -> str:
     """A checkpoint key with TF's escapes undone: ``..`` → ``.``, ``.S`` → ``/``."""
     return _UNESCAPE.sub(lambda match: "/" if match.group(1) == "S" else match.group(1), key)
 
 
-def read_object_graph(serialized: bytes, keys: Collection[str]) -> ObjectGraphNames:
-    """Readable names and roles for the ``keys`` of a checkpoint whose object graph is ``serialized``."""
-    try:
-        graph = _proto.TrackableObjectGraph.FromString(serialized)
-    except DecodeError as error:
-        raise CorruptCheckpointError(f"{OBJECT_GRAPH_KEY} is not a valid TrackableObjectGraph ({error})") from None
-    nodes = graph.nodes
-    count = len(nodes)
-    for node in nodes:
-        for reference in node.children:
-            if not 0 <= reference.node_id < count:
-                raise CorruptCheckpointError(
-                    f"{OBJECT_GRAPH_KEY}: a child refers to node {reference.node_id} of {count}"
-                )
-    model_side = _reachable_without(nodes, {_OPTIMIZER_EDGE, _BOOKKEEPING_EDGE})
-    bookkeeping_side = _reachable_without(nodes, {_OPTIMIZER_EDGE}) - model_side
+class ObjectGraph:
+    """The object graph of one checkpoint: readable names at once, roles when first asked for.
 
-    variables: dict[int, str] = {}  # node -> its VARIABLE_VALUE key
-    attributes = []  # (node, attribute) of every attribute stored in this checkpoint
-    for node_id, node in enumerate(nodes):
-        for attribute in node.attributes:
-            if attribute.checkpoint_key in keys:
-                attributes.append((node_id, attribute))
-                if attribute.name == "VARIABLE_VALUE":
-                    variables[node_id] = attribute.checkpoint_key
-    full_names = Counter(attribute.full_name for _, attribute in attributes)
+    Names are what opening a checkpoint needs, so they come from one pass over the
+    nodes; roles need walks of the whole graph and are worked out on first use.
+    """
 
-    names: dict[str, str] = {}
-    for _, attribute in attributes:
-        key, full_name = attribute.checkpoint_key, attribute.full_name
-        if attribute.name == "VARIABLE_VALUE" and full_name and full_names[full_name] == 1:
-            names[key] = full_name
-        else:
-            names[key] = unescape_key(key.removesuffix(VARIABLE_SUFFIX).replace("/.ATTRIBUTES/", "/"))
-    # A readable name must name one tensor only, and no other tensor by its raw key.
-    taken = Counter(names.values())
-    for key, name in names.items():
-        if taken[name] > 1 or (name != key and name in keys):
-            names[key] = key
+    def __init__(self, serialized: bytes, keys: Collection[str]) -> None:
+        try:
+            self._graph = _proto.TrackableObjectGraph.FromString(serialized)
+        except DecodeError as error:
+            raise CorruptCheckpointError(f"{OBJECT_GRAPH_KEY} is not a valid TrackableObjectGraph ({error})") from None
+        # (node, checkpoint key, attribute name, full name) of every attribute stored here.
+        self._attributes = [
+            (node_id, attribute.checkpoint_key, attribute.name, attribute.full_name)
+            for node_id, node in enumerate(self._graph.nodes)
+            if node.attributes
+            for attribute in node.attributes
+            if attribute.checkpoint_key in keys
+        ]
+        full_names = Counter(full_name for _, _, _, full_name in self._attributes)
+        names: dict[str, str] = {}
+        for _, key, attribute, full_name in self._attributes:
+            if attribute == "VARIABLE_VALUE" and full_name and full_names[full_name] == 1:
+                names[key] = full_name
+            else:
+                names[key] = unescape_key(key.removesuffix(VARIABLE_SUFFIX).replace("/.ATTRIBUTES/", "/"))
+        # A readable name must name one tensor only, and no other tensor by its raw key.
+        taken = Counter(names.values())
+        for key, name in names.items():
+            if taken[name] > 1 or (name != key and name in keys):
+                names[key] = key
+        self.names = names  # checkpoint key -> readable name
 
-    slots: dict[int, tuple[int, str]] = {}  # slot node -> (variable node, slot name)
-    for node in nodes:
-        for slot in node.slot_variables:
-            slots[slot.slot_variable_node_id] = (slot.original_variable_node_id, slot.slot_name)
-    by_full_name = {attribute.full_name: names[attribute.checkpoint_key] for _, attribute in attributes}
-    by_flat_name = {full_name.replace("/", "_"): name for full_name, name in by_full_name.items()}
+    def roles(self) -> dict[str, TensorRole]:
+        """Checkpoint key -> role; the owners of optimizer state are readable names."""
+        nodes = self._graph.nodes
+        count = len(nodes)
+        for node in nodes:
+            for reference in node.children:
+                if not 0 <= reference.node_id < count:
+                    raise CorruptCheckpointError(
+                        f"{OBJECT_GRAPH_KEY}: a child refers to node {reference.node_id} of {count}"
+                    )
+        model_side = _reachable_without(nodes, {_OPTIMIZER_EDGE, _BOOKKEEPING_EDGE})
+        bookkeeping_side = _reachable_without(nodes, {_OPTIMIZER_EDGE}) - model_side
+        names = self.names
+        variables = {node_id: key for node_id, key, attribute, _ in self._attributes if attribute == "VARIABLE_VALUE"}
+        slots: dict[int, tuple[int, str]] = {}  # slot node -> (variable node, slot name)
+        for node in nodes:
+            for slot in node.slot_variables:
+                slots[slot.slot_variable_node_id] = (slot.original_variable_node_id, slot.slot_name)
+        by_full_name = {full_name: names[key] for _, key, _, full_name in self._attributes}
+        by_flat_name = {full_name.replace("/", "_"): name for full_name, name in by_full_name.items()}
 
-    roles: dict[str, TensorRole] = {}
-    for node_id, attribute in attributes:
-        key, name = attribute.checkpoint_key, names[attribute.checkpoint_key]
-        if node_id in model_side:
-            role = classify(name)
-            if role.kind == "optimizer":  # a model variable whose name only looks like a slot
-                parent, last = split_name(name)
-                role = TensorRole("parameter", layer=parent or name, role=last)
-            roles[key] = role
-        elif node_id in bookkeeping_side:
-            roles[key] = TensorRole("bookkeeping")
-        elif node_id in slots and slots[node_id][0] in variables:
-            owner, slot = slots[node_id]
-            roles[key] = TensorRole("optimizer", role=slot, owner=names[variables[owner]])
-        else:
-            roles[key] = _optimizer_role(attribute.full_name, name, by_full_name, by_flat_name)
-    return ObjectGraphNames(names, roles)
+        roles: dict[str, TensorRole] = {}
+        for node_id, key, _, full_name in self._attributes:
+            name = names[key]
+            if node_id in model_side:
+                role = classify(name)
+                if role.kind == "optimizer":  # a model variable whose name only looks like a slot
+                    parent, last = split_name(name)
+                    role = TensorRole("parameter", layer=parent or name, role=last)
+                roles[key] = role
+            elif node_id in bookkeeping_side:
+                roles[key] = TensorRole("bookkeeping")
+            elif node_id in slots and slots[node_id][0] in variables:
+                owner, slot = slots[node_id]
+                roles[key] = TensorRole("optimizer", role=slot, owner=names[variables[owner]])
+            else:
+                roles[key] = _optimizer_role(full_name, name, by_full_name, by_flat_name)
+        return roles
 
 
 def _optimizer_role(
