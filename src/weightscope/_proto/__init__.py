@@ -6,12 +6,13 @@ both live in one process (the tests import TensorFlow as the oracle).
 
 from __future__ import annotations
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pool, message_factory
 
 from weightscope._proto.descriptor import FILE_DESCRIPTOR
 
 _POOL = descriptor_pool.DescriptorPool()
-_POOL.Add(descriptor_pb2.FileDescriptorProto.FromString(FILE_DESCRIPTOR))
+# AddSerializedFile spares importing descriptor_pb2 (~10 ms of every command's start).
+_POOL.AddSerializedFile(FILE_DESCRIPTOR)
 
 
 def _message(name: str) -> type:

@@ -53,12 +53,11 @@ import struct
 from collections.abc import Mapping
 from itertools import repeat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from google.protobuf.message import DecodeError
 from numpy.typing import ArrayLike
 
-from weightscope import _proto
 from weightscope._crc32c import crc32c
 from weightscope.atomic import atomic_files, atomic_write
 from weightscope.checkpoint import Checkpoint, TensorInfo
@@ -81,7 +80,7 @@ from weightscope.errors import (
     UnsupportedFormatError,
     UsageError,
 )
-from weightscope.formats._bundle_index import Entries, decode_entries
+from weightscope.formats._bundle_index import Entries, Header, decode_entries, decode_header
 from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
 from weightscope.layers import TensorRole
 from weightscope.sources import FileSource, file_ends_with
@@ -101,12 +100,14 @@ def data_file_name(prefix: str, shard: int, num_shards: int) -> str:
     return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
 
 
-def read_checkpoint_state(directory: Path) -> _proto.CheckpointState | None:  # type: ignore[name-defined]
+def read_checkpoint_state(directory: Path) -> Any:
     """The directory's ``checkpoint`` file, or None where there is none."""
     path = directory / STATE_FILE
     if not path.is_file():
         return None
     from google.protobuf import text_format
+
+    from weightscope import _proto
 
     state = _proto.CheckpointState()
     try:
@@ -271,10 +272,10 @@ class TensorFlowCheckpoint(Checkpoint):
         table = read_table(self._index)
         if not table.keys or table.keys[0] != "":
             raise CorruptCheckpointError(f"{index_path}: no bundle header (the first key must be empty)")
-        header = _parse(_proto.BundleHeaderProto, table.value(0), f"{index_path}: bundle header")
-        if header.version.min_consumer > CONSUMER_VERSION or CONSUMER_VERSION in header.version.bad_consumers:
+        header = decode_header(table.value(0)) or _header_by_protobuf(table.value(0), f"{index_path}: bundle header")
+        if header.min_consumer > CONSUMER_VERSION or CONSUMER_VERSION in header.bad_consumers:
             raise UnsupportedFormatError(
-                f"{index_path}: written for readers of version {header.version.min_consumer} "
+                f"{index_path}: written for readers of version {header.min_consumer} "
                 f"or later; weightscope reads version {CONSUMER_VERSION}"
             )
         if not 1 <= header.num_shards <= MAX_SHARDS:
@@ -324,7 +325,7 @@ class TensorFlowCheckpoint(Checkpoint):
         for i in odd:
             name = names[i]
             key = name.encode("utf-8", "surrogateescape")
-            entry = _parse(_proto.BundleEntryProto, table.value(i + 1), f"{self._index.path}: entry {key!r}")
+            entry = _parse("BundleEntryProto", table.value(i + 1), f"{self._index.path}: entry {key!r}")
             infos[i], checksums[i] = self._describe(name, entry, len(self._shards))
             if entry.slices and not key.startswith(b"\x00"):  # type: ignore[attr-defined]
                 partitioned.append((i, infos[i], list(entry.slices)))  # type: ignore[attr-defined]
@@ -567,9 +568,20 @@ def _shape_tuples(rank: np.ndarray, dims: np.ndarray) -> list[tuple[int, ...]]:
     return shapes.tolist()
 
 
-def _parse(message_class: type, value: bytes, what: str) -> object:
+def _header_by_protobuf(value: bytes, what: str) -> Header:
+    header = _parse("BundleHeaderProto", value, what)
+    version = header.version
+    return Header(header.num_shards, header.endianness, version.min_consumer, tuple(version.bad_consumers))
+
+
+def _parse(message: str, value: bytes, what: str) -> Any:
+    """The protobuf ``message`` (a name in ``weightscope._proto``) in ``value``."""
+    from google.protobuf.message import DecodeError
+
+    from weightscope import _proto  # imported on first need: the common path decodes by hand
+
     try:
-        return message_class.FromString(value)  # type: ignore[attr-defined]
+        return getattr(_proto, message).FromString(value)
     except DecodeError as error:
         raise CorruptCheckpointError(f"{what} is not a valid protocol buffer ({error})") from None
 
@@ -605,6 +617,8 @@ def save(tensors: Mapping[str, ArrayLike], path: str | os.PathLike[str], *, upda
     updated the way TensorFlow's savers do: this prefix becomes the newest, earlier
     entries are kept.
     """
+    from weightscope import _proto
+
     prefix = Path(path)
     if prefix.is_dir():
         raise UsageError(f"{prefix} is a directory; give a checkpoint prefix such as {prefix / 'model.ckpt'}")
@@ -656,6 +670,8 @@ def save(tensors: Mapping[str, ArrayLike], path: str | os.PathLike[str], *, upda
 def write_checkpoint_state(prefix: Path) -> None:
     """Make ``prefix`` the newest checkpoint in its directory's ``checkpoint`` file."""
     from google.protobuf import text_format
+
+    from weightscope import _proto
 
     directory = prefix.parent
     previous = read_checkpoint_state(directory)

@@ -38,9 +38,6 @@ import re
 from collections import Counter, deque
 from collections.abc import Collection
 
-from google.protobuf.message import DecodeError
-
-from weightscope import _proto
 from weightscope.errors import CorruptCheckpointError
 from weightscope.layers import TensorRole, classify, split_name
 
@@ -68,6 +65,10 @@ class ObjectGraph:
     """
 
     def __init__(self, serialized: bytes, keys: Collection[str]) -> None:
+        from google.protobuf.message import DecodeError
+
+        from weightscope import _proto
+
         try:
             self._graph = _proto.TrackableObjectGraph.FromString(serialized)
         except DecodeError as error:
