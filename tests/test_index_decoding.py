@@ -544,3 +544,48 @@ def test_tensor_info_is_an_immutable_value(tmp_path: Path) -> None:
     assert info == ws.TensorInfo(*info) and hash(info) == hash(ws.TensorInfo(*info))
     with pytest.raises(AttributeError):
         info.name = "b"  # type: ignore[misc]
+
+
+def test_header_decodes_as_protobuf_does() -> None:
+    from weightscope import _proto
+    from weightscope.formats._bundle_index import decode_header
+
+    rng = np.random.default_rng(5)
+    headers = [_proto.BundleHeaderProto(num_shards=1)]
+    headers[0].version.producer = 1
+    for _ in range(300):
+        header = _proto.BundleHeaderProto(num_shards=int(rng.integers(-5, 1 << 20)), endianness=int(rng.integers(0, 2)))
+        header.version.producer = int(rng.integers(0, 3))
+        header.version.min_consumer = int(rng.integers(-2, 3))
+        header.version.bad_consumers.extend(rng.integers(-3, 5, size=int(rng.integers(0, 3))).tolist())
+        headers.append(header)
+    for header in headers:
+        decoded = decode_header(header.SerializeToString())
+        assert decoded is not None
+        assert (decoded.num_shards, decoded.endianness, decoded.min_consumer, decoded.bad_consumers) == (
+            header.num_shards,
+            header.endianness,
+            header.version.min_consumer,
+            tuple(header.version.bad_consumers),
+        )
+    # What the hand decoder does not know (an unknown field, a fixed32) goes to protobuf.
+    assert decode_header(b"\x08\x01\x25\x00\x00\x00\x00") is None
+    assert decode_header(b"\x20\x01") is None
+    assert decode_header(b"\x1a\x05\x08") is None  # a length past the end
+
+
+def test_odd_header_goes_through_protobuf_and_still_reads(tmp_path: Path) -> None:
+    from weightscope import _proto
+    from weightscope.containers.table import build_table, iter_table
+    from weightscope.sources import FileSource
+
+    prefix = ws.save({"w": np.arange(3, dtype=np.float32)}, tmp_path / "m.ckpt")
+    entries = list(iter_table(FileSource(f"{prefix}.index")))
+    # The same header with a field from a future TensorFlow: protobuf skips it, so do we.
+    from weightscope.formats._bundle_index import decode_header
+
+    odd = entries[0][1] + b"\x20\x07"
+    assert decode_header(odd) is None and _proto.BundleHeaderProto.FromString(odd).num_shards == 1
+    Path(f"{prefix}.index").write_bytes(build_table([(b"", odd), *entries[1:]]))
+    with ws.open(prefix) as ckpt:
+        np.testing.assert_array_equal(ckpt["w"], np.arange(3, dtype=np.float32))
