@@ -418,12 +418,24 @@ def _sliced_initializer(tf: Any, full: np.ndarray) -> Callable[..., Any]:
     return initializer
 
 
-def make_partitioned(directory: Path) -> Path:
-    """TF1 partitioned variables (row and column slices) and a plain one, by ``Saver``."""
+def _save_tf1_graph(prefix: Path, build: Callable[[Any], None], saver: dict[str, Any], save: dict[str, Any]) -> None:
+    """Make variables with ``build(tf)`` in a fresh TF1 graph, initialise and save them with a ``Saver``."""
     tf = _tf()
-    prefix = _fresh_dir(directory) / "model.ckpt"
     graph = tf.Graph()
     with graph.as_default():
+        build(tf)
+        init = tf.compat.v1.global_variables_initializer()
+        writer = tf.compat.v1.train.Saver(**saver)
+        with _session(tf, graph) as sess:
+            sess.run(init)
+            writer.save(sess, str(prefix), write_meta_graph=False, **save)
+
+
+def make_partitioned(directory: Path) -> Path:
+    """TF1 partitioned variables (row and column slices) and a plain one, by ``Saver``."""
+    prefix = _fresh_dir(directory) / "model.ckpt"
+
+    def build(tf: Any) -> None:
         v1 = tf.compat.v1
         v1.get_variable(
             "part/embedding",
@@ -440,11 +452,8 @@ def make_partitioned(directory: Path) -> Path:
             initializer=_sliced_initializer(tf, WIDE),
         )
         v1.get_variable("plain/bias", initializer=tf.constant([1.0, -2.0, 3.5], dtype=tf.float32))
-        init = v1.global_variables_initializer()
-        saver = v1.train.Saver()
-        with _session(tf, graph) as sess:
-            sess.run(init)
-            saver.save(sess, str(prefix), write_meta_graph=False, write_state=False)
+
+    _save_tf1_graph(prefix, build, saver={}, save={"write_state": False})
     return prefix
 
 
@@ -604,24 +613,22 @@ def make_keras3_checkpoint(directory: Path) -> Path:
 
 
 # -- tfkeras_weights -------------------------------------------------------------------
-def make_tfkeras_weights(directory: Path) -> Path:
-    """tf-keras's 2 → 5 → 2 model, trained with Adam, by ``save_weights`` (TF format)."""
+def make_tfkeras_weights(directory: Path, legacy: bool = False) -> Path:
+    """tf-keras's 2 → 5 → 2 model, trained with Adam, by ``save_weights`` (TF format).
+
+    ``legacy`` trains with ``optimizers.legacy.Adam``, whose state is slot variables.
+    """
     tf_keras = _tf_keras()
     prefix = _fresh_dir(directory) / "ckpt"
-    model = _train_two_dense_layers(tf_keras, tf_keras.optimizers.Adam(0.01, name="Adam"))
+    optimizers = tf_keras.optimizers.legacy if legacy else tf_keras.optimizers
+    model = _train_two_dense_layers(tf_keras, optimizers.Adam(0.01, name="Adam"))
     model.save_weights(str(prefix), save_format="tf")
     _write_expected_layers(directory, model)
     return prefix
 
 
 def make_tfkeras_legacy_adam(directory: Path) -> Path:
-    """As ``tfkeras_weights`` but with ``optimizers.legacy.Adam``: slot variables."""
-    tf_keras = _tf_keras()
-    prefix = _fresh_dir(directory) / "ckpt"
-    model = _train_two_dense_layers(tf_keras, tf_keras.optimizers.legacy.Adam(0.01, name="Adam"))
-    model.save_weights(str(prefix), save_format="tf")
-    _write_expected_layers(directory, model)
-    return prefix
+    return make_tfkeras_weights(directory, legacy=True)
 
 
 # -- saved_model -----------------------------------------------------------------------
@@ -706,17 +713,12 @@ def make_keras3_cnn(directory: Path) -> Path:
 # -- all of them -----------------------------------------------------------------------
 def make_v1(directory: Path) -> Path:
     """A TF1 checkpoint in the V1 single-file format (``Saver(write_version=V1)``), which TF 2.21 still writes."""
-    tf = _tf()
     prefix = _fresh_dir(directory) / "model.ckpt"
-    graph = tf.Graph()
-    with graph.as_default():
-        v1 = tf.compat.v1
-        v1.get_variable("layer1/kernel", initializer=tf.constant([[1.0, 2.0], [3.0, 4.0]]))
-        init = v1.global_variables_initializer()
-        saver = v1.train.Saver(write_version=v1.train.SaverDef.V1)
-        with _session(tf, graph) as sess:
-            sess.run(init)
-            saver.save(sess, str(prefix), write_meta_graph=False)
+
+    def build(tf: Any) -> None:
+        tf.compat.v1.get_variable("layer1/kernel", initializer=tf.constant([[1.0, 2.0], [3.0, 4.0]]))
+
+    _save_tf1_graph(prefix, build, saver={"write_version": 1}, save={})  # SaverDef.V1 is 1
     return prefix
 
 

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from weightscope.containers.table import byte_windows, decode_varints
+from weightscope.containers.table import byte_windows, decode_varints, read_varint
+from weightscope.errors import CorruptCheckpointError
 
 MAX_RANK = 8
 _PADDING = 16  # bytes read past an entry's end: 7 by a window at the end, 9 by one at a dim's size
@@ -214,15 +215,10 @@ def _varints(data: bytes) -> list[int] | None:
 
 
 def _varint(data: bytes, pos: int) -> tuple[int | None, int]:
-    result = shift = 0
-    while pos < len(data) and shift < 70:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-    return None, pos
+    try:
+        return read_varint(data, pos, "bundle header")
+    except CorruptCheckpointError:  # truncated or overlong: protobuf will say which
+        return None, pos
 
 
 def _varint_fields(data: bytes) -> list[tuple[int, int | bytes]] | None:
