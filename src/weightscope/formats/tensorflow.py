@@ -52,6 +52,7 @@ import re
 import struct
 from collections.abc import Mapping
 from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -242,23 +243,25 @@ class TensorFlowCheckpoint(Checkpoint):
         self._big_endian = False
         self._shards: list[FileSource] = []
         self._shard_of_file: dict[str, FileSource] = {}
+        self._readable_names = readable_names
         try:
             self._load_index()
         finally:
             self._index.close()
-        if readable_names and OBJECT_GRAPH_KEY in self._infos:
-            self._name_by_object_graph()
 
-    def _name_by_object_graph(self) -> None:
-        """Rename TF2 object-graph keys to the names their users know; roles follow on first use."""
-        graph_tensor = self._read(self._infos[OBJECT_GRAPH_KEY])
-        if graph_tensor.shape != () or not isinstance(graph_tensor[()], bytes):
+    def _read_object_graph(self, table: Table) -> dict[str, str]:
+        """TF2 checkpoints: their names from the object graph (key -> name), roles for later."""
+        try:
+            position = table.keys.index(OBJECT_GRAPH_KEY)
+        except ValueError:
+            return {}
+        entry = _parse("BundleEntryProto", table.value(position), f"{self._index.path}: entry {OBJECT_GRAPH_KEY}")
+        info, checksum = self._describe(OBJECT_GRAPH_KEY, entry, len(self._shards))
+        tensor = self._read_entry(info, checksum)
+        if tensor.shape != () or not isinstance(tensor[()], bytes):
             raise CorruptCheckpointError(f"{self.prefix}: {OBJECT_GRAPH_KEY} is not a scalar string")
-        graph = ObjectGraph(graph_tensor[()], self._infos.keys())
+        graph = ObjectGraph(tensor[()], set(table.keys))
         names = graph.names
-        renamed = [tuple.__new__(TensorInfo, (names.get(key, key), *info[1:])) for key, info in self._infos.items()]
-        renamed.sort()  # by name: code point order is UTF-8 byte order, TensorFlow's
-        self._infos = {info.name: info for info in renamed}
         self._aliases = {key: name for key, name in names.items() if key != name}
 
         def roles() -> dict[str, TensorRole]:
@@ -266,6 +269,7 @@ class TensorFlowCheckpoint(Checkpoint):
             return found | {OBJECT_GRAPH_KEY: TensorRole("bookkeeping")}
 
         self._lazy_roles = roles
+        return names
 
     def _load_index(self) -> None:
         index_path = self._index.path
@@ -291,14 +295,18 @@ class TensorFlowCheckpoint(Checkpoint):
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self._load_entries(table)
+            self._load_entries(table, self._read_object_graph(table) if self._readable_names else {})
         finally:
             if collecting:
                 gc.enable()
 
-    def _load_entries(self, table: Table) -> None:
-        """Every entry but the header: decoded and checked a chunk at a time, odd ones one by one."""
+    def _load_entries(self, table: Table, readable: dict[str, str]) -> None:
+        """Every entry but the header: decoded and checked a chunk at a time, odd ones one by one.
+
+        ``readable`` renames stored keys (TF2's object-graph keys) for display.
+        """
         names = table.keys[1:]
+        display = [readable.get(key, key) for key in names] if readable else names
         infos: list[TensorInfo] = []
         checksums = np.zeros(len(names), np.int64)
         odd: list[int] = []  # entries for protobuf and _describe
@@ -308,7 +316,7 @@ class TensorFlowCheckpoint(Checkpoint):
             entries = decode_entries(table.data, table.starts[start + 1 : stop + 1], table.ends[start + 1 : stop + 1])
             element, shard, plain = self._check_entries(entries)
             columns = (
-                names[start:stop],
+                display[start:stop],
                 _column(_DTYPES, element),
                 _shapes(np.where(plain, entries.rank, 0), entries.dims),
                 entries.size.tolist(),
@@ -327,6 +335,7 @@ class TensorFlowCheckpoint(Checkpoint):
             key = name.encode("utf-8", "surrogateescape")
             entry = _parse("BundleEntryProto", table.value(i + 1), f"{self._index.path}: entry {key!r}")
             infos[i], checksums[i] = self._describe(name, entry, len(self._shards))
+            infos[i] = infos[i]._replace(name=display[i])
             if entry.slices and not key.startswith(b"\x00"):  # type: ignore[attr-defined]
                 partitioned.append((i, infos[i], list(entry.slices)))  # type: ignore[attr-defined]
         # Keys of slices start with byte 0, so they sort first.
@@ -337,9 +346,11 @@ class TensorFlowCheckpoint(Checkpoint):
             num_slices += 1
         for i, info, slices in partitioned:
             infos[i] = self._add_partitioned(info, slices)
-        names = names[num_slices:]
-        self._infos = dict(zip(names, infos[num_slices:], strict=True))
-        self._checksum_columns = (names, checksums[num_slices:])
+        infos = infos[num_slices:]
+        if readable:  # in order of the names shown: code point order is UTF-8 byte order, TF's
+            infos.sort(key=itemgetter(0))
+        self._infos = dict(zip(map(itemgetter(0), infos), infos, strict=True))
+        self._checksum_columns = (names[num_slices:], checksums[num_slices:])
 
     def _check_entries(self, entries: Entries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each entry's element type (index into ELEMENT_TYPES) and shard, and which pass every check.
@@ -405,7 +416,7 @@ class TensorFlowCheckpoint(Checkpoint):
 
     def _add_partitioned(self, info: TensorInfo, slices: list[object]) -> TensorInfo:
         """Register a partitioned variable whose slices are stored under OrderedCode keys."""
-        name = info.name
+        name = info.key
         parts: list[_Part] = []
         total = 0
         for slice_proto in slices:

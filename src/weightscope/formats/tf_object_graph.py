@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter, deque
-from collections.abc import Collection
+from operator import itemgetter
+from typing import Any
 
 from weightscope.errors import CorruptCheckpointError
 from weightscope.layers import TensorRole, classify, split_name
@@ -64,40 +65,39 @@ class ObjectGraph:
     nodes; roles need walks of the whole graph and are worked out on first use.
     """
 
-    def __init__(self, serialized: bytes, keys: Collection[str]) -> None:
-        from google.protobuf.message import DecodeError
-
+    def __init__(self, serialized: bytes, keys: set[str]) -> None:
+        """``keys``: the keys stored in the checkpoint; attributes stored elsewhere are passed over."""
         from weightscope import _proto
 
-        try:
-            self._graph = _proto.TrackableObjectGraph.FromString(serialized)
-        except DecodeError as error:
-            raise CorruptCheckpointError(f"{OBJECT_GRAPH_KEY} is not a valid TrackableObjectGraph ({error})") from None
-        # (node, checkpoint key, attribute name, full name) of every attribute stored here.
-        self._attributes = [
-            (node_id, attribute.checkpoint_key, attribute.name, attribute.full_name)
-            for node_id, node in enumerate(self._graph.nodes)
-            if node.attributes
-            for attribute in node.attributes
-            if attribute.checkpoint_key in keys
-        ]
-        full_names = Counter(full_name for _, _, _, full_name in self._attributes)
-        names: dict[str, str] = {}
-        for _, key, attribute, full_name in self._attributes:
-            if attribute == "VARIABLE_VALUE" and full_name and full_names[full_name] == 1:
-                names[key] = full_name
-            else:
+        self._serialized = serialized
+        self._keys = keys
+        # The C parser splits the nodes; their concatenation parses as one message whose
+        # attribute list is every node's. Three calls instead of a Python loop over nodes.
+        nodes = _parse(_proto.TrackableObjectGraphNodes, serialized).nodes
+        attributes = _parse(_proto.TrackableObjectAttributes, b"".join(nodes)).attributes
+        stored = [(attribute.checkpoint_key, attribute.full_name) for attribute in attributes]
+        if not keys.issuperset(map(itemgetter(0), stored)):
+            stored = [pair for pair in stored if pair[0] in keys]
+        # Mostly every full name is there and unique: take them all, then mend the rest.
+        names = dict(stored)
+        counts = Counter(map(itemgetter(1), stored))
+        unusable = {full_name for full_name, count in counts.items() if count > 1} | {""}
+        for key, full_name in stored:
+            if full_name in unusable or not key.endswith(VARIABLE_SUFFIX):
                 names[key] = unescape_key(key.removesuffix(VARIABLE_SUFFIX).replace("/.ATTRIBUTES/", "/"))
         # A readable name must name one tensor only, and no other tensor by its raw key.
-        taken = Counter(names.values())
-        for key, name in names.items():
-            if taken[name] > 1 or (name != key and name in keys):
-                names[key] = key
+        if len(set(names.values())) < len(names) or not keys.isdisjoint(names.values()):
+            taken = Counter(names.values())
+            for key, name in names.items():
+                if taken[name] > 1 or (name != key and name in keys):
+                    names[key] = key
         self.names = names  # checkpoint key -> readable name
 
     def roles(self) -> dict[str, TensorRole]:
         """Checkpoint key -> role; the owners of optimizer state are readable names."""
-        nodes = self._graph.nodes
+        from weightscope import _proto
+
+        nodes = _parse(_proto.TrackableObjectGraph, self._serialized).nodes
         count = len(nodes)
         for node in nodes:
             for reference in node.children:
@@ -108,16 +108,23 @@ class ObjectGraph:
         model_side = _reachable_without(nodes, {_OPTIMIZER_EDGE, _BOOKKEEPING_EDGE})
         bookkeeping_side = _reachable_without(nodes, {_OPTIMIZER_EDGE}) - model_side
         names = self.names
-        variables = {node_id: key for node_id, key, attribute, _ in self._attributes if attribute == "VARIABLE_VALUE"}
+        stored = [
+            (node_id, attribute.checkpoint_key, attribute.name, attribute.full_name)
+            for node_id, node in enumerate(nodes)
+            if node.attributes
+            for attribute in node.attributes
+            if attribute.checkpoint_key in self._keys
+        ]
+        variables = {node_id: key for node_id, key, attribute, _ in stored if attribute == "VARIABLE_VALUE"}
         slots: dict[int, tuple[int, str]] = {}  # slot node -> (variable node, slot name)
         for node in nodes:
             for slot in node.slot_variables:
                 slots[slot.slot_variable_node_id] = (slot.original_variable_node_id, slot.slot_name)
-        by_full_name = {full_name: names[key] for _, key, _, full_name in self._attributes}
+        by_full_name = {full_name: names[key] for _, key, _, full_name in stored}
         by_flat_name = {full_name.replace("/", "_"): name for full_name, name in by_full_name.items()}
 
         roles: dict[str, TensorRole] = {}
-        for node_id, key, _, full_name in self._attributes:
+        for node_id, key, _, full_name in stored:
             name = names[key]
             if node_id in model_side:
                 role = classify(name)
@@ -133,6 +140,15 @@ class ObjectGraph:
             else:
                 roles[key] = _optimizer_role(full_name, name, by_full_name, by_flat_name)
         return roles
+
+
+def _parse(message: Any, serialized: bytes) -> Any:
+    from google.protobuf.message import DecodeError
+
+    try:
+        return message.FromString(serialized)
+    except DecodeError as error:
+        raise CorruptCheckpointError(f"{OBJECT_GRAPH_KEY} is not a valid TrackableObjectGraph ({error})") from None
 
 
 def _optimizer_role(
