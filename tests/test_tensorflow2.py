@@ -151,3 +151,20 @@ def test_v1_checkpoint_is_refused_with_a_way_out(
         ws.open(prefix)
     assert main(["ls", str(prefix.parent)]) == 5  # by its directory too
     assert "tf.compat.v1.train.Saver" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fixture", ["keras3_checkpoint", "tfkeras_legacy_adam", "saved_model", "sharded"])
+def test_merged_parse_finds_every_attribute_a_node_walk_finds(tf_checkpoints: dict[str, Path], fixture: str) -> None:
+    from weightscope import _proto
+    from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY
+
+    with ws.open(tf_checkpoints[fixture]) as ckpt:
+        serialized = ckpt[OBJECT_GRAPH_KEY][()]
+    walked = [
+        (attribute.checkpoint_key, attribute.full_name)
+        for node in _proto.TrackableObjectGraph.FromString(serialized).nodes
+        for attribute in node.attributes
+    ]
+    merged = _proto.TrackableObjectGraphMerged.FromString(serialized).nodes.attributes
+    assert [(attribute.checkpoint_key, attribute.full_name) for attribute in merged] == walked
+    assert walked

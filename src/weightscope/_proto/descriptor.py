@@ -32,8 +32,9 @@ FILE_DESCRIPTOR = (
     b'int_key\x18\x03 \x01(\tR\rcheckpointKey\x12)\n\x10optional_restore\x18\x04 \x01(\x08R\x0foptional'
     b'Restore\x1a\xa2\x01\n\x15SlotVariableReference\x129\n\x19original_variable_node_id\x18\x01'
     b' \x01(\x05R\x16originalVariableNodeId\x12\x1b\n\tslot_name\x18\x02 \x01(\tR\x08slotName\x121\n\x15slo'
-    b't_variable_node_id\x18\x03 \x01(\x05R\x12slotVariableNodeId"1\n\x19TrackableObjectG'
-    b'raphNodes\x12\x14\n\x05nodes\x18\x01 \x03(\x0cR\x05nodes"\x82\x01\n\x19TrackableObjectAttributes\x12e\n'
-    b'\nattributes\x18\x02 \x03(\x0b2E.weightscope.tf.TrackableObjectGraph.Trackabl'
-    b'eObject.SerializedTensorR\nattributesb\x06proto3'
+    b't_variable_node_id\x18\x03 \x01(\x05R\x12slotVariableNodeId"]\n\x1aTrackableObjectG'
+    b'raphMerged\x12?\n\x05nodes\x18\x01 \x01(\x0b2).weightscope.tf.TrackableObjectAttrib'
+    b'utesR\x05nodes"\x82\x01\n\x19TrackableObjectAttributes\x12e\n\nattributes\x18\x02 \x03(\x0b2E.'
+    b'weightscope.tf.TrackableObjectGraph.TrackableObject.SerializedTe'
+    b'nsorR\nattributesb\x06proto3'
 )

@@ -262,7 +262,7 @@ class TensorFlowCheckpoint(Checkpoint):
             raise CorruptCheckpointError(f"{self.prefix}: {OBJECT_GRAPH_KEY} is not a scalar string")
         graph = ObjectGraph(tensor[()], set(table.keys))
         names = graph.names
-        self._aliases = {key: name for key, name in names.items() if key != name}
+        self._aliases = names  # key -> name; a name that is its own key is harmless here
 
         def roles() -> dict[str, TensorRole]:
             found = {names[key]: role for key, role in graph.roles().items()}
@@ -306,7 +306,7 @@ class TensorFlowCheckpoint(Checkpoint):
         ``readable`` renames stored keys (TF2's object-graph keys) for display.
         """
         names = table.keys[1:]
-        display = [readable.get(key, key) for key in names] if readable else names
+        display = list(map(readable.get, names, names)) if readable else names
         infos: list[TensorInfo] = []
         checksums = np.zeros(len(names), np.int64)
         odd: list[int] = []  # entries for protobuf and _describe

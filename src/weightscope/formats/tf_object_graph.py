@@ -71,17 +71,18 @@ class ObjectGraph:
 
         self._serialized = serialized
         self._keys = keys
-        # The C parser splits the nodes; their concatenation parses as one message whose
-        # attribute list is every node's. Three calls instead of a Python loop over nodes.
-        nodes = _parse(_proto.TrackableObjectGraphNodes, serialized).nodes
-        attributes = _parse(_proto.TrackableObjectAttributes, b"".join(nodes)).attributes
+        # One parse, no Python loop over the nodes: read as TrackableObjectGraphMerged, the
+        # nodes merge into one message whose attributes are every node's.
+        attributes = _parse(_proto.TrackableObjectGraphMerged, serialized).nodes.attributes
         stored = [(attribute.checkpoint_key, attribute.full_name) for attribute in attributes]
         if not keys.issuperset(map(itemgetter(0), stored)):
             stored = [pair for pair in stored if pair[0] in keys]
         # Mostly every full name is there and unique: take them all, then mend the rest.
         names = dict(stored)
-        counts = Counter(map(itemgetter(1), stored))
-        unusable = {full_name for full_name, count in counts.items() if count > 1} | {""}
+        full_names = list(map(itemgetter(1), stored))
+        unusable = {""}
+        if len(set(full_names)) < len(full_names):
+            unusable |= {full_name for full_name, count in Counter(full_names).items() if count > 1}
         for key, full_name in stored:
             if full_name in unusable or not key.endswith(VARIABLE_SUFFIX):
                 names[key] = unescape_key(key.removesuffix(VARIABLE_SUFFIX).replace("/.ATTRIBUTES/", "/"))
