@@ -111,3 +111,40 @@ def test_num_restarts_larger_than_the_block() -> None:
     block = b"\x00\x00\x00" + struct.pack("<I", 1000)
     with pytest.raises(ws.CorruptCheckpointError, match="restart points"):
         list(iter_block(block, "test block"))
+
+
+def _rebuild_index(prefix: Path, *, snappy: bool) -> None:
+    from weightscope.containers.table import build_table, iter_table
+    from weightscope.sources import FileSource
+
+    entries = list(iter_table(FileSource(_index(prefix))))
+    _index(prefix).write_bytes(build_table(entries, snappy=snappy))
+
+
+def test_snappy_compressed_index_reads_the_same(seed_copy: Path) -> None:
+    with ws.open(seed_copy) as ckpt:
+        before = {name: ckpt[name].tolist() for name in ckpt}
+    size = _index(seed_copy).stat().st_size
+    _rebuild_index(seed_copy, snappy=True)
+    assert _index(seed_copy).stat().st_size != size
+    with ws.open(seed_copy) as ckpt:
+        assert {name: ckpt[name].tolist() for name in ckpt} == before
+
+
+@pytest.mark.parametrize(
+    ("compressed", "message"),
+    [
+        (b"\x05\xff\xff\xff\xff", "not valid snappy data"),
+        (b"\xff\xff\xff\xff\xff\xff\x0f\x00", "claims 70368744177663 bytes uncompressed"),
+    ],
+)
+def test_bad_snappy_block_is_corrupt(
+    seed_copy: Path, monkeypatch: pytest.MonkeyPatch, compressed: bytes, message: str
+) -> None:
+    import cramjam
+
+    # Blocks whose checksums are right but whose snappy data is not.
+    monkeypatch.setattr(cramjam.snappy, "compress_raw", lambda data: compressed)
+    _rebuild_index(seed_copy, snappy=True)
+    with pytest.raises(ws.CorruptCheckpointError, match=message):
+        ws.open(seed_copy)

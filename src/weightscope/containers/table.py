@@ -535,18 +535,27 @@ def _short_successor(key: bytes) -> bytes:
     return key
 
 
-def build_table(entries: Iterator[tuple[bytes, bytes]] | list[tuple[bytes, bytes]]) -> bytes:
-    """A whole table holding ``entries`` (keys strictly increasing), as TensorFlow writes it."""
+def build_table(entries: Iterator[tuple[bytes, bytes]] | list[tuple[bytes, bytes]], *, snappy: bool = False) -> bytes:
+    """A whole table holding ``entries`` (keys strictly increasing), as TensorFlow writes it.
+
+    ``snappy`` compresses the blocks, as LevelDB tables allow and TensorFlow's own bundle
+    writer never does (readers must still accept them).
+    """
+    compression = SNAPPY_COMPRESSION if snappy else NO_COMPRESSION
     out = bytearray()
     index = _BlockBuilder(INDEX_RESTART_INTERVAL)
     block = _BlockBuilder(DATA_RESTART_INTERVAL)
     pending: tuple[int, int] | None = None  # handle of the last flushed data block
 
     def write_block(contents: bytes) -> tuple[int, int]:
+        if snappy:
+            import cramjam
+
+            contents = bytes(cramjam.snappy.compress_raw(contents))
         offset = len(out)
         out.extend(contents)
-        out.append(NO_COMPRESSION)
-        out.extend(_U32.pack(mask_crc(crc32c(bytes([NO_COMPRESSION]), crc32c(contents)))))
+        out.append(compression)
+        out.extend(_U32.pack(mask_crc(crc32c(bytes([compression]), crc32c(contents)))))
         return offset, len(contents)
 
     def handle_bytes(handle: tuple[int, int]) -> bytes:
