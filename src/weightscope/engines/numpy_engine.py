@@ -53,14 +53,13 @@ oneDNN and Eigen pick other blockings.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 
 from weightscope.errors import UsageError
 
-__all__ = ["ACTIVATIONS", "DenseNetwork", "adam_variables", "forward", "initial_variables", "train"]
+__all__ = ["ACTIVATIONS", "adam_variables", "forward", "initial_variables", "train"]
 
 ACTIVATIONS = ("sigmoid", "relu", "tanh", "linear")
 
@@ -72,30 +71,13 @@ _F32 = np.float32
 _ONE = np.float32(1)
 
 
-@dataclass(frozen=True)
-class DenseNetwork:
-    """The shape of the network: ``sizes[0]`` inputs, then one dense layer per later size."""
-
-    sizes: tuple[int, ...] = (2, 5, 2)
-    activation: str = "sigmoid"
-
-    def __post_init__(self) -> None:
-        if len(self.sizes) < 2 or any(int(size) < 1 for size in self.sizes):
-            raise UsageError(f"a network needs at least two positive layer sizes, not {self.sizes}")
-        _check_activation(self.activation)
-
-    @property
-    def layer_names(self) -> tuple[str, ...]:
-        """``layer1``, ``layer2``, …: the ``tf.layers.dense`` name of each layer."""
-        return tuple(f"layer{k}" for k in range(1, len(self.sizes)))
-
-    def initial_variables(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return initial_variables(self.sizes, rng)
-
-
 def initial_variables(sizes: tuple[int, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Glorot-uniform kernels (limit ``sqrt(6 / (fan_in + fan_out))``) and zero biases, float32."""
-    DenseNetwork(tuple(sizes))  # validates
+    """Glorot-uniform kernels (limit ``sqrt(6 / (fan_in + fan_out))``) and zero biases, float32.
+
+    ``sizes[0]`` inputs, then one dense layer (``layer1``, ``layer2``, …) per later size.
+    """
+    if len(sizes) < 2 or any(int(size) < 1 for size in sizes):
+        raise UsageError(f"a network needs at least two positive layer sizes, not {sizes}")
     variables: dict[str, np.ndarray] = {}
     for k, (fan_in, fan_out) in enumerate(pairwise(sizes), start=1):
         limit = np.sqrt(6.0 / (fan_in + fan_out))
