@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import weightscope as ws
+from weightscope.cli import main
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tf_fixtures import make_fixtures
@@ -42,3 +45,15 @@ def assert_same_tensor(ours: np.ndarray, theirs: object) -> None:
     if theirs.dtype.names is None:  # TF gives quantized types as structured dtypes
         assert ours.dtype == theirs.dtype
     assert ours.tobytes() == np.ascontiguousarray(theirs).tobytes()
+
+
+def assert_refused(
+    path: Path, error: type[ws.WeightscopeError], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Opening ``path`` raises ``error`` naming the file; ``ls`` says so in one line, with its status."""
+    with pytest.raises(error, match=message) as caught:
+        ws.open(path)
+    assert str(path) in str(caught.value)
+    assert main(["ls", str(path)]) == error.exit_status
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("weightscope: error: ") and str(path) in err

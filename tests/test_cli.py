@@ -171,3 +171,19 @@ def test_control_characters_in_names_are_escaped(tmp_path: Path, capsys: pytest.
         assert "\x1b" not in out + err
     status, out, _ = run(capsys, "ls", prefix)
     assert "\\x1b[31mred\\x1b[0m/kernel" in out
+
+
+def test_truncated_file_is_an_error_not_an_interruption(seed_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # TruncatedFileError is an EOFError, which click's own main() would call "Aborted!".
+    data = Path(f"{seed_copy}.data-00000-of-00001")
+    data.write_bytes(data.read_bytes()[:-10])
+    status, _, err = run(capsys, "ls", seed_copy)
+    assert status == ExitStatus.CORRUPT
+    assert err.startswith("weightscope: error:") and err.count("\n") == 1 and "past the end" in err
+
+
+def test_help_and_version_exit_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "--help")
+    assert status == 0 and "Commands:" in out
+    status, out, _ = run(capsys, "--version")
+    assert status == 0 and ws.__version__ in out

@@ -286,11 +286,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=args, prog_name="weightscope", standalone_mode=False)
+        # Not cli.main(): it turns every EOFError into "Aborted!", and TruncatedFileError
+        # is an EOFError.
+        with cli.make_context("weightscope", list(args)) as context:  # click consumes its list
+            cli.invoke(context)
+    except click.exceptions.Exit as exit:
+        return exit.exit_code
     except click.exceptions.ClickException as error:
         error.show()
         return int(ExitStatus.USAGE)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         _note("interrupted")
         return 130
     except (WeightscopeError, OSError) as error:

@@ -20,6 +20,7 @@ class ElementType:
     name: str
     numpy_name: str | None  # a numpy name, "ml_dtypes.NAME", "object", or None
     tensorflow: int | None
+    safetensors: str | None  # the header's "dtype" string
 
     @functools.cached_property
     def dtype(self) -> np.dtype | None:
@@ -34,41 +35,47 @@ class ElementType:
 
 # fmt: off
 ELEMENT_TYPES: tuple[ElementType, ...] = (
-    # name                   numpy                          TF DataType (types.proto)
-    ElementType("float32",   "float32",                     1),
-    ElementType("float64",   "float64",                     2),
-    ElementType("int32",     "int32",                       3),
-    ElementType("uint8",     "uint8",                       4),
-    ElementType("int16",     "int16",                       5),
-    ElementType("int8",      "int8",                        6),
-    ElementType("string",    "object",                      7),
-    ElementType("complex64", "complex64",                   8),
-    ElementType("int64",     "int64",                       9),
-    ElementType("bool",      "bool",                        10),
-    ElementType("qint8",     "int8",                        11),
-    ElementType("quint8",    "uint8",                       12),
-    ElementType("qint32",    "int32",                       13),
-    ElementType("bfloat16",  "ml_dtypes.bfloat16",          14),
-    ElementType("qint16",    "int16",                       15),
-    ElementType("quint16",   "uint16",                      16),
-    ElementType("uint16",    "uint16",                      17),
-    ElementType("complex128", "complex128",                 18),
-    ElementType("float16",   "float16",                     19),
-    ElementType("resource",  None,                          20),
-    ElementType("variant",   None,                          21),
-    ElementType("uint32",    "uint32",                      22),
-    ElementType("uint64",    "uint64",                      23),
-    ElementType("float8_e5m2", "ml_dtypes.float8_e5m2",     24),
-    ElementType("float8_e4m3fn", "ml_dtypes.float8_e4m3fn", 25),
-    ElementType("float8_e4m3fnuz", "ml_dtypes.float8_e4m3fnuz", 26),
-    ElementType("float8_e4m3b11fnuz", "ml_dtypes.float8_e4m3b11fnuz", 27),
-    ElementType("float8_e5m2fnuz", "ml_dtypes.float8_e5m2fnuz", 28),
-    ElementType("int4",      "ml_dtypes.int4",              29),
-    ElementType("uint4",     "ml_dtypes.uint4",             30),
+    # name                       numpy                              TF DataType  safetensors
+    #                                                               (types.proto) (packed sub-byte types: no numpy)
+    ElementType("float32",               "float32",                         1,           "F32"),
+    ElementType("float64",               "float64",                         2,           "F64"),
+    ElementType("int32",                 "int32",                           3,           "I32"),
+    ElementType("uint8",                 "uint8",                           4,           "U8"),
+    ElementType("int16",                 "int16",                           5,           "I16"),
+    ElementType("int8",                  "int8",                            6,           "I8"),
+    ElementType("string",                "object",                          7,           None),
+    ElementType("complex64",             "complex64",                       8,           "C64"),
+    ElementType("int64",                 "int64",                           9,           "I64"),
+    ElementType("bool",                  "bool",                            10,          "BOOL"),
+    ElementType("qint8",                 "int8",                            11,          None),
+    ElementType("quint8",                "uint8",                           12,          None),
+    ElementType("qint32",                "int32",                           13,          None),
+    ElementType("bfloat16",              "ml_dtypes.bfloat16",              14,          "BF16"),
+    ElementType("qint16",                "int16",                           15,          None),
+    ElementType("quint16",               "uint16",                          16,          None),
+    ElementType("uint16",                "uint16",                          17,          "U16"),
+    ElementType("complex128",            "complex128",                      18,          None),
+    ElementType("float16",               "float16",                         19,          "F16"),
+    ElementType("resource",              None,                              20,          None),
+    ElementType("variant",               None,                              21,          None),
+    ElementType("uint32",                "uint32",                          22,          "U32"),
+    ElementType("uint64",                "uint64",                          23,          "U64"),
+    ElementType("float8_e5m2",           "ml_dtypes.float8_e5m2",           24,          "F8_E5M2"),
+    ElementType("float8_e4m3fn",         "ml_dtypes.float8_e4m3fn",         25,          "F8_E4M3"),
+    ElementType("float8_e4m3fnuz",       "ml_dtypes.float8_e4m3fnuz",       26,          "F8_E4M3FNUZ"),
+    ElementType("float8_e4m3b11fnuz",    "ml_dtypes.float8_e4m3b11fnuz",    27,          None),
+    ElementType("float8_e5m2fnuz",       "ml_dtypes.float8_e5m2fnuz",       28,          "F8_E5M2FNUZ"),
+    ElementType("int4",                  "ml_dtypes.int4",                  29,          None),
+    ElementType("uint4",                 "ml_dtypes.uint4",                 30,          None),
+    ElementType("float8_e8m0fnu",        "ml_dtypes.float8_e8m0fnu",        None,        "F8_E8M0"),
+    ElementType("float4_e2m1fn_x2",      None,                              None,        "F4"),
+    ElementType("float6_e2m3fn",         None,                              None,        "F6_E2M3"),
+    ElementType("float6_e3m2fn",         None,                              None,        "F6_E3M2"),
 )
 # fmt: on
 
 BY_TENSORFLOW: dict[int, ElementType] = {t.tensorflow: t for t in ELEMENT_TYPES if t.tensorflow is not None}
+BY_SAFETENSORS: dict[str, ElementType] = {t.safetensors: t for t in ELEMENT_TYPES if t.safetensors is not None}
 
 
 def from_tensorflow(code: int) -> ElementType | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightscope.errors import CheckpointNotFoundError, UnsupportedFormatError
-from weightscope.sources import file_ends_with
+from weightscope.sources import FileSource, file_ends_with
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -36,6 +36,42 @@ def _sniff_tensorflow(path: Path) -> bool:
         return True  # an index, or a V1 checkpoint, which the reader refuses by name
     text = str(path)
     return text.endswith(".index") or ".data-" in path.name or Path(text + ".index").is_file()
+
+
+# The readers' magic numbers, here so that sniffing imports no reader.
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"  # a zip's first local file header
+_ZIP_NAME_LENGTH = slice(26, 28)  # in that header; the name follows its 30 bytes
+
+
+def _head(path: Path, length: int) -> bytes:
+    """The first ``length`` bytes of a regular file (fewer if it is shorter, none if it is no file)."""
+    if not path.is_file():
+        return b""
+    source = FileSource(path)
+    try:
+        return bytes(source.read(0, min(length, source.size), "magic"))
+    finally:
+        source.close()
+
+
+def _sniff_safetensors(path: Path) -> bool:
+    head = _head(path, 9)  # the header length, then the JSON object's "{"
+    if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 9:
+        return True
+    return path.suffix == ".safetensors"
+
+
+def _sniff_npy(path: Path) -> bool:
+    return _head(path, len(_NPY_MAGIC)) == _NPY_MAGIC or path.suffix == ".npy"
+
+
+def _sniff_npz(path: Path) -> bool:
+    if path.suffix == ".npz":
+        return True
+    head = _head(path, 30 + 0xFFFF)
+    name_end = 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")
+    return head.startswith(_ZIP_MAGIC) and head[30:name_end].endswith(b".npy")
 
 
 @dataclass(frozen=True)
@@ -63,6 +99,24 @@ FORMATS: dict[str, Format] = {
         "weightscope.formats.tensorflow:TensorFlowCheckpoint",
         _sniff_tensorflow,
         writer="weightscope.formats.tensorflow:save",
+    ),
+    "safetensors": Format(
+        "safetensors",
+        "safetensors (.safetensors): a JSON header, then raw little-endian tensors",
+        "weightscope.formats.safetensors:SafetensorsCheckpoint",
+        _sniff_safetensors,
+    ),
+    "npy": Format(
+        "npy",
+        "NumPy array (.npy): one tensor, named after the file",
+        "weightscope.formats.numpy_files:NpyCheckpoint",
+        _sniff_npy,
+    ),
+    "npz": Format(
+        "npz",
+        "NumPy archive (.npz, np.savez): a zip of .npy arrays, stored or deflated",
+        "weightscope.formats.numpy_files:NpzCheckpoint",
+        _sniff_npz,
     ),
 }
 

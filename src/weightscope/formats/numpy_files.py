@@ -1,0 +1,290 @@
+"""NumPy ``.npy`` arrays and ``.npz`` archives of them.
+
+``.npy`` (``numpy/lib/format.py``, NEP 1):
+
+- 6 bytes of magic ``\\x93NUMPY``, then the version: 2 bytes, major and minor.
+- the header length: uint16 little-endian in version 1.0, uint32 in 2.0 and 3.0.
+- the header: that many bytes, latin-1 (1.0, 2.0) or UTF-8 (3.0): the text of a Python
+  dict literal with exactly the keys ``descr`` (a dtype descriptor: ``'<f4'``, or a list
+  of fields for structured types), ``fortran_order`` (bool) and ``shape`` (a tuple of
+  ints), padded with spaces and a newline so the data starts at a multiple of 64.
+- the data: elements × item size bytes in the descriptor's byte order, column-major
+  where ``fortran_order`` is true. Bytes after them are ignored, as ``np.load`` does.
+
+A reader must refuse: a missing magic, a version other than 1.0, 2.0 or 3.0, a header
+longer than numpy's limit for untrusted files (10,000 bytes) or running past the end of
+the file, a header that is not a literal dict of those three keys (parsed with
+``ast.literal_eval``, never ``eval``), a shape that is not a tuple of non-negative ints,
+a descriptor numpy does not know, and data shorter than the shape needs. Object arrays
+(``descr`` ``'|O'``, or fields holding objects) are stored as pickles: they are refused,
+never unpickled.
+
+``.npz`` (``np.savez``, ``np.savez_compressed``): a zip archive of ``.npy`` members, one
+per array, named after the array plus ``.npy``. Members are stored (read as views of the
+mapped file: their data starts after the member's local header, 30 bytes plus the name
+and extra field lengths that header gives) or deflated (inflated into memory when read).
+The zip's central directory is parsed by ``zipfile`` over the file's bytes. A reader
+must also refuse: an unreadable directory, two members of one name, encrypted members and
+other compression methods, a local header that is missing or names another member, a
+stored member whose sizes differ, a deflated member declaring more bytes than deflate can
+produce from its compressed size (a zip bomb: refused before inflating anything), a
+deflate stream that does not inflate to exactly the declared size, and (unless
+verification is off) a CRC-32 that does not match the member's bytes.
+"""
+
+from __future__ import annotations
+
+import ast
+import errno
+import io
+import math
+import os
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from weightscope.checkpoint import Checkpoint, TensorInfo
+from weightscope.errors import (
+    ChecksumMismatchError,
+    CorruptCheckpointError,
+    TruncatedFileError,
+    UnsupportedFormatError,
+)
+from weightscope.sources import FileSource
+
+MAGIC = b"\x93NUMPY"
+MAX_HEADER_SIZE = 10_000  # np.load's limit (max_header_size) for files it does not trust
+# Version -> the header length's struct and the header's encoding.
+_VERSIONS = {(1, 0): ("<H", "latin1"), (2, 0): ("<I", "latin1"), (3, 0): ("<I", "utf8")}
+_HEAD_SIZE = len(MAGIC) + 2 + 4 + MAX_HEADER_SIZE  # the most bytes a header can take
+_KEYS = {"descr", "fortran_order", "shape"}
+_NUMPY_MAX_BYTES = 1 << 63  # numpy's sizes are signed 64-bit, even of arrays with no elements
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra field length
+_LOCAL_SIGNATURE = b"PK\x03\x04"
+_UTF8_NAME_FLAG = 0x800
+# Deflate writes at least 2 bits for a run of 258 bytes: at most ~1032 bytes out per byte in.
+_DEFLATE_MAX_RATIO = 1032
+_DEFLATE_SLACK = 1024  # the stream's fixed costs, for tiny members
+
+
+class ArrayHeader(NamedTuple):
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    fortran_order: bool
+    size: int  # bytes from the magic to the array data
+
+
+def read_array_header(head: bytes | memoryview, what: str) -> ArrayHeader:
+    """The ``.npy`` header at the start of ``head``; ``what`` names the array in errors."""
+    head = memoryview(head)
+    if head[: len(MAGIC)] != MAGIC[: len(head)]:
+        raise CorruptCheckpointError(f"{what} is not a .npy array (no \\x93NUMPY magic)")
+    if len(head) < len(MAGIC) + 2:
+        raise TruncatedFileError(f"{what}: EOF in the .npy magic and version")
+    version = (head[6], head[7])
+    if version not in _VERSIONS:
+        major, minor = version
+        raise UnsupportedFormatError(f"{what}: .npy format version {major}.{minor}; weightscope reads 1.0-3.0")
+    length_format, encoding = _VERSIONS[version]
+    start = len(MAGIC) + 2 + struct.calcsize(length_format)
+    if len(head) < start:
+        raise TruncatedFileError(f"{what}: EOF in the .npy header length")
+    (length,) = struct.unpack_from(length_format, head, start - struct.calcsize(length_format))
+    if length > MAX_HEADER_SIZE:
+        raise CorruptCheckpointError(f"{what}: a .npy header of {length} bytes, over the limit of {MAX_HEADER_SIZE}")
+    if len(head) < start + length:
+        raise TruncatedFileError(f"{what}: EOF in the .npy header: {length} bytes declared, {len(head) - start} stored")
+    try:
+        fields = ast.literal_eval(bytes(head[start : start + length]).decode(encoding))
+    except (UnicodeDecodeError, SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as error:
+        raise CorruptCheckpointError(f"{what}: the .npy header is not a Python literal ({error})") from None
+    if not isinstance(fields, dict) or fields.keys() != _KEYS:
+        raise CorruptCheckpointError(f"{what}: the .npy header is not a dict of descr, fortran_order and shape")
+    shape, fortran_order = fields["shape"], fields["fortran_order"]
+    if not isinstance(shape, tuple) or not all(type(size) is int and size >= 0 for size in shape):
+        raise CorruptCheckpointError(f"{what} has shape {shape!r}; expected a tuple of non-negative integers")
+    if not isinstance(fortran_order, bool):
+        raise CorruptCheckpointError(f"{what} has fortran_order {fortran_order!r}; expected True or False")
+    descr = fields["descr"]
+    try:
+        dtype = np.lib.format.descr_to_dtype(descr)
+    except Exception as error:  # hostile descriptors make numpy raise all kinds of errors
+        raise UnsupportedFormatError(f"{what} has descr {descr!r}, not a dtype numpy knows ({error})") from None
+    if dtype.hasobject:
+        raise UnsupportedFormatError(f"{what} holds Python objects (pickle); weightscope never unpickles")
+    shape += dtype.shape  # a subarray dtype adds its dimensions, as in any numpy array
+    if math.prod(size for size in shape if size) * dtype.base.itemsize >= _NUMPY_MAX_BYTES:
+        raise UnsupportedFormatError(f"{what} has shape {shape}, larger than numpy can hold")
+    return ArrayHeader(dtype.base, shape, fortran_order, start + length)
+
+
+class _Member(NamedTuple):
+    """Where one array's ``.npy`` bytes are: a whole ``.npy`` file, or a member of a zip."""
+
+    start: int  # file offset of the stored (maybe deflated) bytes
+    stored_size: int
+    size: int  # once inflated
+    deflated: bool
+    crc: int | None  # the zip's CRC-32 of the inflated bytes
+    header: ArrayHeader
+
+
+class NumpyCheckpoint(Checkpoint):
+    """Arrays in the ``.npy`` format: a format lists its members in ``_load``."""
+
+    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
+        """Open ``path``; with ``verify``, a zip member's CRC-32 is checked whenever it is read."""
+        super().__init__(Path(path))
+        self.verify_checksums = verify
+        self._source = FileSource(path)
+        self._members: dict[str, _Member] = {}
+        try:
+            self._load()
+        except Exception:
+            self._source.close()
+            raise
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _add(self, name: str, member: _Member) -> None:
+        header = member.header
+        nbytes = math.prod(header.shape) * header.dtype.itemsize
+        if header.size + nbytes > member.size:
+            raise TruncatedFileError(
+                f"{self.path}: tensor '{name}' has {member.size - header.size} bytes of data; "
+                f"shape {list(header.shape)} of {header.dtype} needs {nbytes}"
+            )
+        offset = member.start if member.deflated else member.start + header.size
+        info = TensorInfo(name, header.dtype, header.shape, nbytes, header.dtype.name, str(self.path), offset, name)
+        self._infos[name] = info
+        self._members[name] = member
+
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        member = self._members[info.name]
+        data: bytes | memoryview = self._source.read(member.start, member.stored_size, f"tensor '{info.name}'")
+        if member.deflated:
+            data = self._inflate(info.name, member, data)
+        if self.verify_checksums and member.crc is not None and (computed := zlib.crc32(data)) != member.crc:
+            raise ChecksumMismatchError(
+                f"{self.path}: tensor '{info.name}' is damaged: stored CRC-32 {member.crc:#010x}, "
+                f"computed {computed:#010x} over its zip member at {member.start}"
+            )
+        order = "F" if member.header.fortran_order else "C"
+        return np.ndarray(info.shape, info.dtype, buffer=data, offset=member.header.size, order=order)
+
+    def _inflate(self, name: str, member: _Member, compressed: bytes | memoryview) -> bytes:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(compressed, member.size + 1)  # one byte more shows a lie
+        except zlib.error as error:
+            raise CorruptCheckpointError(f"{self.path}: tensor '{name}': damaged deflate stream ({error})") from None
+        if len(data) != member.size or not inflater.eof:
+            raise CorruptCheckpointError(
+                f"{self.path}: tensor '{name}': the deflate stream does not inflate to the "
+                f"{member.size} bytes the zip directory declares"
+            )
+        return data
+
+    def _close(self) -> None:
+        self._source.close()
+
+
+class NpyCheckpoint(NumpyCheckpoint):
+    """A ``.npy`` file: one tensor, named after the file's stem."""
+
+    format = "npy"
+
+    def _load(self) -> None:
+        head = self._source.read(0, min(self._source.size, _HEAD_SIZE), "the .npy header")
+        header = read_array_header(head, f"{self.path}: tensor '{self.path.stem}'")
+        self._add(self.path.stem, _Member(0, self._source.size, self._source.size, False, None, header))
+
+
+class NpzCheckpoint(NumpyCheckpoint):
+    """A ``.npz`` archive: a tensor per member, named as ``np.load`` names it (without ``.npy``)."""
+
+    format = "npz"
+
+    def _load(self) -> None:
+        try:
+            with zipfile.ZipFile(_SourceFile(self._source)) as archive:
+                entries = archive.infolist()
+        except (zipfile.BadZipFile, struct.error, ValueError, EOFError, OSError) as error:
+            raise CorruptCheckpointError(f"{self.path}: not a readable zip archive ({error})") from None
+        for entry in entries:
+            name = entry.filename.removesuffix(".npy")
+            if name in self._members:
+                raise CorruptCheckpointError(f"{self.path}: two members named '{entry.filename}'")
+            self._add(name, self._locate(entry))
+
+    def _locate(self, entry: zipfile.ZipInfo) -> _Member:
+        """Where the member's bytes are, and its ``.npy`` header; checked against its local header."""
+        what = f"{self.path}: member '{entry.filename}'"
+        if entry.flag_bits & 1:
+            raise UnsupportedFormatError(f"{what} is encrypted")
+        if entry.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise UnsupportedFormatError(
+                f"{what} is compressed with zip method {entry.compress_type}; weightscope reads stored and deflated"
+            )
+        local = self._source.read(entry.header_offset, _LOCAL_HEADER.size, f"local header of '{entry.filename}'")
+        signature, name_length, extra_length = _LOCAL_HEADER.unpack(local)
+        name_start = entry.header_offset + _LOCAL_HEADER.size
+        stored_name = self._source.read(name_start, name_length, f"local header of '{entry.filename}'")
+        encoding = "utf-8" if entry.flag_bits & _UTF8_NAME_FLAG else "cp437"
+        if signature != _LOCAL_SIGNATURE or bytes(stored_name).decode(encoding, "replace") != entry.orig_filename:
+            raise CorruptCheckpointError(f"{what}: no local header for it at {entry.header_offset}")
+        deflated = entry.compress_type == zipfile.ZIP_DEFLATED
+        if not deflated and entry.compress_size != entry.file_size:
+            raise CorruptCheckpointError(
+                f"{what} is stored uncompressed, yet its sizes differ ({entry.compress_size}, {entry.file_size})"
+            )
+        if deflated and entry.file_size > entry.compress_size * _DEFLATE_MAX_RATIO + _DEFLATE_SLACK:
+            raise CorruptCheckpointError(
+                f"{what} declares {entry.file_size} bytes inflated from {entry.compress_size}: "
+                "more than deflate can produce (a zip bomb?)"
+            )
+        start = name_start + name_length + extra_length
+        data = self._source.read(start, entry.compress_size, f"member '{entry.filename}'")
+        head: bytes | memoryview = data[:_HEAD_SIZE]
+        if deflated:
+            try:
+                head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, _HEAD_SIZE)
+            except zlib.error as error:
+                raise CorruptCheckpointError(f"{what}: damaged deflate stream ({error})") from None
+        header = read_array_header(head, what)
+        return _Member(start, entry.compress_size, entry.file_size, deflated, entry.CRC, header)
+
+
+class _SourceFile(io.RawIOBase):
+    """A read-only file object over a ``FileSource``: ``zipfile`` reads the directory through it."""
+
+    def __init__(self, source: FileSource) -> None:
+        self._source = source
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        position = offset + (0, self._position, self._source.size)[whence]
+        if position < 0:
+            raise OSError(errno.EINVAL, "negative seek position")
+        self._position = position
+        return position
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        length = max(0, min(len(buffer), self._source.size - self._position))
+        buffer[:length] = self._source.read(self._position, length, "the zip directory")
+        self._position += length
+        return length

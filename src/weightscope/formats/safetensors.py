@@ -1,0 +1,171 @@
+"""safetensors: a JSON header, then the raw bytes of every tensor.
+
+Bytes (``safetensors/src/tensor.rs``, the reference implementation):
+
+- 8 bytes: ``N``, the header length, unsigned 64-bit little-endian; at most 100,000,000.
+- ``N`` bytes: a UTF-8 JSON object. Each key but ``__metadata__`` names a tensor:
+  ``{"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}``. ``__metadata__``,
+  if present, maps strings to strings. The writer pads the header with spaces to a
+  multiple of 8 bytes and orders entries by alignment, then name; readers list tensors
+  sorted by name (``safe_open(...).keys()``).
+- the data buffer, to the end of the file: tensor bytes at ``[begin, end)`` relative to
+  its start, little-endian, row-major, with no strides and no alignment of their own.
+
+Dtype codes are the ``safetensors`` column of ``weightscope.dtypes``: BOOL, U8, I8, I16,
+U16, F16, BF16, I32, U32, F32, C64, F64, I64, U64 and the float8 types F8_E5M2, F8_E4M3,
+F8_E4M3FNUZ, F8_E5M2FNUZ, F8_E8M0 (those via ``ml_dtypes``). The packed sub-byte types F4,
+F6_E2M3 and F6_E3M2 have no numpy type: a file holding one is refused as unsupported.
+
+A reader must refuse: a header length over the limit or past the end of the file, a
+header that is not UTF-8 JSON or not an object, a name given twice, an unknown dtype, a
+shape that is not a list of non-negative integers, ``data_offsets`` that are not
+``[begin, end]`` with ``0 <= begin <= end``, ``end - begin`` other than elements × item
+size, bytes past the end of the file, and tensors that overlap or leave holes: sorted by
+offset they must tile the buffer exactly, from 0 to the end of the file (the reference
+reader's check). ``__metadata__`` must map strings to strings.
+
+There are no checksums: ``verify`` reads every tensor, which checks only bounds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightscope.checkpoint import Checkpoint, TensorInfo
+from weightscope.dtypes import BY_SAFETENSORS
+from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
+from weightscope.sources import FileSource
+
+MAX_HEADER_SIZE = 100_000_000  # the reference implementation's limit
+METADATA_KEY = "__metadata__"
+_HEADER_LENGTH = struct.Struct("<Q")
+_NUMPY_MAX_BYTES = 1 << 63  # numpy's sizes are signed 64-bit, even of arrays with no elements
+
+
+class SafetensorsCheckpoint(Checkpoint):
+    """A ``.safetensors`` file: tensors sorted by name, arrays as read-only views of the file."""
+
+    format = "safetensors"
+
+    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
+        """Open ``path``; ``verify`` is accepted for the common signature (the format has no checksums)."""
+        super().__init__(Path(path))
+        self._source = FileSource(path)
+        self._metadata: dict[str, str] = {}
+        try:
+            self._load_header()
+        except Exception:
+            self._source.close()
+            raise
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The header's ``__metadata__``: free-form strings the writer stored (empty if none)."""
+        return dict(self._metadata)
+
+    def _load_header(self) -> None:
+        (length,) = _HEADER_LENGTH.unpack(self._source.read(0, _HEADER_LENGTH.size, "the header length"))
+        if length > MAX_HEADER_SIZE:
+            raise CorruptCheckpointError(
+                f"{self.path}: header length {length} exceeds the format's limit of {MAX_HEADER_SIZE} bytes"
+            )
+        text = self._source.read(_HEADER_LENGTH.size, length, "the JSON header")
+        try:
+            header = json.loads(bytes(text).decode("utf-8"), object_pairs_hook=self._unique_keys)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+            raise CorruptCheckpointError(f"{self.path}: the header is not UTF-8 JSON ({error})") from None
+        if not isinstance(header, dict):
+            raise CorruptCheckpointError(f"{self.path}: the header is a JSON {type(header).__name__}, not an object")
+        metadata = header.pop(METADATA_KEY, {})
+        if not isinstance(metadata, dict) or not all(isinstance(value, str) for value in metadata.values()):
+            raise CorruptCheckpointError(f"{self.path}: {METADATA_KEY} is not a map of strings to strings")
+        self._metadata = metadata
+        start = _HEADER_LENGTH.size + length
+        infos = [self._describe(name, entry, start) for name, entry in header.items()]
+        self._check_layout(infos, start)
+        self._infos = {info.name: info for info in sorted(infos, key=attrgetter("name"))}
+
+    def _unique_keys(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = dict(pairs)
+        if len(found) != len(pairs):
+            names = [name for name, _ in pairs]
+            twice = next(name for name in names if names.count(name) > 1)
+            raise CorruptCheckpointError(f"{self.path}: the header names '{twice}' twice")
+        return found
+
+    def _describe(self, name: str, entry: object, start: int) -> TensorInfo:
+        """The tensor ``name`` of the header, its data buffer starting at file offset ``start``."""
+        where = f"{self.path}: tensor '{name}'"
+        if not isinstance(entry, dict):
+            raise CorruptCheckpointError(f"{where} is described by a JSON {type(entry).__name__}, not an object")
+        code, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        element = BY_SAFETENSORS.get(code) if isinstance(code, str) else None
+        if element is None:
+            raise UnsupportedFormatError(f"{where} has unknown dtype {code!r}")
+        dtype = element.dtype
+        if dtype is None:
+            raise UnsupportedFormatError(
+                f"{where} has dtype {code} ({element.name}): packed sub-byte elements that numpy holds no type for"
+            )
+        if not isinstance(shape, list) or not all(type(size) is int and size >= 0 for size in shape):
+            raise CorruptCheckpointError(f"{where} has shape {shape!r}; expected a list of non-negative integers")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(type(offset) is int for offset in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise CorruptCheckpointError(
+                f"{where} has data_offsets {offsets!r}; expected [begin, end] with 0 <= begin <= end"
+            )
+        begin, end = offsets
+        nbytes = math.prod(shape) * dtype.itemsize
+        if end - begin != nbytes:
+            raise CorruptCheckpointError(
+                f"{where}: data_offsets [{begin}, {end}] hold {end - begin} bytes; "
+                f"shape {shape} of {element.name} needs {nbytes}"
+            )
+        if math.prod(size for size in shape if size) * dtype.itemsize >= _NUMPY_MAX_BYTES:
+            raise UnsupportedFormatError(f"{where} has shape {shape}, larger than numpy can hold")
+        if start + end > self._source.size:
+            raise TruncatedFileError(
+                f"{where}: bytes {start + begin}..{start + end} lie past the end of the file "
+                f"({self._source.size} bytes)"
+            )
+        return TensorInfo(name, dtype, tuple(shape), nbytes, element.name, str(self.path), start + begin, name)
+
+    def _check_layout(self, infos: list[TensorInfo], start: int) -> None:
+        """Sorted by offset, the tensors must tile the data buffer: no overlap, no hole, nothing after."""
+        position, previous = start, None
+        for info in sorted(infos, key=attrgetter("offset", "nbytes")):
+            if previous is not None and info.offset < position:
+                raise CorruptCheckpointError(
+                    f"{self.path}: tensor '{info.name}' (bytes {info.offset}..{info.offset + info.nbytes}) "
+                    f"overlaps tensor '{previous.name}' (bytes {previous.offset}..{position})"
+                )
+            if info.offset > position:
+                raise CorruptCheckpointError(
+                    f"{self.path}: a hole of {info.offset - position} bytes at {position}, before tensor "
+                    f"'{info.name}'; tensors must fill the data buffer without gaps"
+                )
+            position, previous = info.offset + info.nbytes, info
+        if position != self._source.size:
+            raise CorruptCheckpointError(
+                f"{self.path}: {self._source.size - position} bytes at {position} after the last tensor; "
+                "tensors must fill the data buffer to the end of the file"
+            )
+
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
+        return np.ndarray(info.shape, info.dtype, buffer=data)  # read-only: the map is
+
+    def _close(self) -> None:
+        self._source.close()

@@ -1,0 +1,171 @@
+"""safetensors files, written by the safetensors library and read back by weightscope."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors
+from conftest import assert_refused, assert_same_tensor
+from safetensors.numpy import load_file, save_file
+
+import weightscope as ws
+from weightscope.cli import main
+from weightscope.dtypes import ELEMENT_TYPES
+from weightscope.formats import FORMATS
+from weightscope.formats.safetensors import SafetensorsCheckpoint
+
+READABLE = [element for element in ELEMENT_TYPES if element.safetensors and element.dtype is not None]
+# The safetensors library's numpy loader has no float8 types; its parser still checks their files.
+NUMPY_LOADABLE = [element for element in READABLE if not element.name.startswith("float8")]
+SHAPES = [(), (0,), (3, 0, 2), (7,), (2, 3, 4)]
+
+
+def _random(dtype: np.dtype, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Any bit patterns (NaNs, infinities, subnormals) of ``dtype``; booleans 0 or 1."""
+    if dtype == np.bool_:
+        return rng.integers(0, 2, shape).astype(bool)
+    raw = rng.integers(0, 256, int(np.prod(shape)) * dtype.itemsize, dtype=np.uint8)
+    return raw.view(dtype).reshape(shape)
+
+
+def _tensors(elements: list, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {
+        f"{element.name}/{'x'.join(map(str, shape)) or 'scalar'}": _random(element.dtype, shape, rng)
+        for element in elements
+        for shape in SHAPES
+    }
+
+
+def test_every_dtype_and_shape_reads_as_the_library_reads_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    path = tmp_path / "numpy.safetensors"
+    tensors = _tensors(NUMPY_LOADABLE, rng)
+    save_file(tensors, path, metadata={"format": "np", "epoch": "3"})
+    theirs = load_file(path)
+    with ws.open(path) as ckpt:
+        assert isinstance(ckpt, SafetensorsCheckpoint)
+        with safetensors.safe_open(path, "np") as reference:
+            assert list(ckpt) == list(reference.keys())  # sorted by name, as safe_open lists them
+        assert ckpt.metadata == {"format": "np", "epoch": "3"}
+        for name, array in tensors.items():
+            ours = ckpt[name]
+            assert_same_tensor(ours, theirs[name])
+            assert_same_tensor(ours, array)
+            assert not ours.flags.writeable
+            assert ckpt.info(name).type_name == name.split("/")[0]
+        assert ckpt.verify() == []
+
+
+def test_float8_types_match_the_reference_parser(tmp_path: Path) -> None:
+    path = tmp_path / "float8.safetensors"
+    tensors = _tensors([element for element in READABLE if element not in NUMPY_LOADABLE], np.random.default_rng(8))
+    save_file(tensors, path)
+    reference = dict(safetensors.deserialize(path.read_bytes()))
+    with ws.open(path) as ckpt:
+        assert ckpt.metadata == {}
+        for name, array in tensors.items():
+            ours = ckpt[name]
+            assert_same_tensor(ours, array)
+            assert ours.tobytes() == bytes(reference[name]["data"])
+            assert list(ours.shape) == reference[name]["shape"]
+            assert ckpt.info(name).type_name == name.split("/")[0]
+
+
+def test_arrays_are_views_of_the_file_where_the_header_says(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    save_file({"b": np.arange(4, dtype=np.float32), "a": np.arange(3, dtype=np.int16)}, path)
+    raw = path.read_bytes()
+    with ws.open(path) as ckpt:
+        for name in ckpt:
+            info = ckpt.info(name)
+            assert raw[info.offset : info.offset + info.nbytes] == ckpt[name].tobytes()
+            assert not ckpt[name].flags.owndata
+
+
+def test_command_line_on_a_safetensors_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "model.safetensors"
+    weight = np.arange(6, dtype=np.float32).reshape(3, 2)
+    save_file({"layer1.weight": weight, "layer1.bias": np.ones(3, np.float32)}, path)
+    assert main(["ls", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "layer1.weight" in out and "[3, 2]" in out and "2 tensors, 9 parameters" in out
+    assert main(["layers", "--json", str(path)]) == 0
+    (layer,) = json.loads(capsys.readouterr().out)
+    assert layer["layer"] == "layer1" and set(layer["parameters"]) == {"weight", "bias"}
+    assert main(["show", str(path), "layer1.weight"]) == 0
+    assert capsys.readouterr().out == f"{weight}\n"
+    assert main(["verify", str(path)]) == 0
+    assert capsys.readouterr().out.startswith("OK: 2 tensors")
+
+
+def test_found_by_content_whatever_its_name(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    save_file({"x": np.zeros(2, np.float32)}, path)
+    with ws.open(path) as ckpt:
+        assert ckpt.format == "safetensors" and list(ckpt) == ["x"]
+
+
+def test_tensorflow_files_are_not_taken_for_safetensors(tf_checkpoints: dict[str, Path]) -> None:
+    prefix = tf_checkpoints["seed"]
+    for path in (Path(f"{prefix}.index"), Path(f"{prefix}.data-00000-of-00001")):
+        assert not any(FORMATS[name].sniff(path) for name in ("safetensors", "npy", "npz"))
+        assert ws.open(path).format == "tensorflow"
+
+
+# -- damaged files -------------------------------------------------------------------------
+def _file(header: dict | bytes, data: bytes = b"") -> bytes:
+    """A safetensors file of ``header`` (a dict as JSON, or raw bytes) and ``data``."""
+    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def _entry(dtype: str, shape: list[int], begin: int, end: int) -> dict:
+    return {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
+
+
+A = {"a": _entry("F32", [2], 0, 8)}
+# fmt: off
+BROKEN = {
+    "a file shorter than its header length": (b"\x10\0\0\0", ws.TruncatedFileError, "EOF reading the header length"),
+    "a header length past the end": (struct.pack("<Q", 1000) + b"{}", ws.TruncatedFileError, "EOF reading the JSON"),
+    "a header length over the limit": (struct.pack("<Q", 1 << 40) + b"{}", ws.CorruptCheckpointError, "exceeds"),
+    "a header that is not JSON": (_file(b"{not json"), ws.CorruptCheckpointError, "not UTF-8 JSON"),
+    "a header that is not UTF-8": (_file(b'{"\xff": 1}'), ws.CorruptCheckpointError, "not UTF-8 JSON"),
+    "a header that is a list": (_file(b"[1, 2]"), ws.CorruptCheckpointError, "a JSON list, not an object"),
+    "a name given twice": (_file(b'{"a": {}, "a": {}}'), ws.CorruptCheckpointError, "names 'a' twice"),
+    "an unknown dtype": (_file({"a": _entry("F7", [], 0, 0)}), ws.UnsupportedFormatError, "'a' has unknown dtype 'F7'"),
+    "a packed 4-bit dtype": (_file({"a": _entry("F4", [2], 0, 1)}, b"\0"), ws.UnsupportedFormatError, "dtype F4"),
+    "a negative dimension": (_file({"a": _entry("F32", [-1], 0, 0)}), ws.CorruptCheckpointError, r"shape \[-1\]"),
+    "offsets reversed": (_file({"a": _entry("F32", [0], 4, 0)}), ws.CorruptCheckpointError, "'a' has data_offsets"),
+    "offsets past the end of the file": (_file(A, b"\0" * 4), ws.TruncatedFileError, "'a': bytes .* past the end"),
+    "a byte count wrong for the shape": (
+        _file({"a": _entry("F32", [3], 0, 8)}, b"\0" * 8),
+        ws.CorruptCheckpointError,
+        r"'a': data_offsets \[0, 8\] hold 8 bytes; shape \[3\] of float32 needs 12",
+    ),
+    "overlapping tensors": (
+        _file(A | {"b": _entry("F32", [2], 4, 12)}, b"\0" * 12), ws.CorruptCheckpointError, "'b' .* overlaps tensor 'a'"
+    ),
+    "a hole between tensors": (
+        _file(A | {"b": _entry("F32", [1], 12, 16)}, b"\0" * 16),
+        ws.CorruptCheckpointError,
+        "a hole of 4 bytes .* before tensor 'b'",
+    ),
+    "bytes after the last tensor": (_file(A, b"\0" * 9), ws.CorruptCheckpointError, "1 bytes .* after the last tensor"),
+    "metadata that is not strings": (
+        _file(A | {"__metadata__": {"epoch": 3}}, b"\0" * 8), ws.CorruptCheckpointError, "__metadata__ is not a map"
+    ),
+}
+# fmt: on
+
+
+@pytest.mark.parametrize("damage", BROKEN)
+def test_damaged_files_raise_their_typed_error(damage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    content, error, message = BROKEN[damage]
+    path = tmp_path / "broken.safetensors"
+    path.write_bytes(content)
+    assert_refused(path, error, message, capsys)
