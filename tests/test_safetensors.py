@@ -169,3 +169,13 @@ def test_damaged_files_raise_their_typed_error(damage: str, tmp_path: Path, caps
     path = tmp_path / "broken.safetensors"
     path.write_bytes(content)
     assert_refused(path, error, message, capsys)
+
+
+def test_ls_shows_the_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({"layer1.weight": np.zeros((5, 2), np.float32)}, str(path), metadata={"format": "pt", "note": "\x1b[2J"})
+    assert main(["ls", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "metadata: format = pt" in out and "metadata: note = \\x1b[2J" in out

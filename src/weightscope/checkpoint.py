@@ -116,6 +116,11 @@ class Checkpoint(Mapping[str, np.ndarray]):
             return TensorNotFoundError(f"{where}; did you mean {', '.join(map(repr, close))}?")
         return TensorNotFoundError(f"{where} ({len(self._infos)} tensors)")
 
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Free-form strings the file carries beside its tensors (safetensors' ``__metadata__``)."""
+        return {}
+
     def layers(self) -> dict[str, Layer]:
         """The parameters grouped by layer, with their optimizer state attached."""
         return group_layers(self._infos.values(), self.role)

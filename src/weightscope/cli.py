@@ -84,6 +84,7 @@ def ls_command(
     with _open(path, step=step) as ckpt:
         infos = [info for info in ckpt.infos() if pattern is None or fnmatch.fnmatchcase(info.name, pattern)]
         kinds = {info.name: ckpt.role(info.name).kind for info in infos}
+        metadata = ckpt.metadata
         shown = [info for info in infos if show_all or kinds[info.name] == "parameter"]
         if as_json:
             _echo(dumps_json([_row(ckpt, info) for info in shown]))
@@ -101,6 +102,8 @@ def ls_command(
     hidden = "" if show_all else _count_kinds(kind for kind in kinds.values() if kind != "parameter")
     if hidden:
         _echo(f"hidden: {hidden} (--all shows them)")
+    for key, value in metadata.items():
+        _echo(f"metadata: {safe_text(key)} = {safe_text(value)}")
 
 
 def _count_kinds(kinds: Iterable[str]) -> str:
