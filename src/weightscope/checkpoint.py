@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +20,7 @@ import numpy as np
 
 from weightscope.errors import TensorNotFoundError, WeightscopeError
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
+from weightscope.sources import FileSource
 
 
 class TensorInfo(NamedTuple):
@@ -152,3 +154,26 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {str(self.path)!r}: {len(self)} tensors>"
+
+
+class FileCheckpoint(Checkpoint):
+    """A checkpoint that is one file, mapped as ``self._source``; ``_load`` reads its index.
+
+    Subclasses set their own attributes before calling this ``__init__``, which loads.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
+        super().__init__(Path(path))
+        self.verify_checksums = verify
+        self._source = FileSource(path)
+        try:
+            self._load()
+        except BaseException:
+            self._source.close()
+            raise
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        self._source.close()

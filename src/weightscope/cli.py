@@ -267,6 +267,28 @@ def history_command(path: Path, as_json: bool) -> None:
     _echo(render_table(["", "step", "written", "checkpoint"], rows, right=[1]))
 
 
+@cli.command("scan")
+@click.argument("path", type=PATH)
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of {opcode, name, allowed, count}.")
+def scan_command(path: Path, as_json: bool) -> None:
+    """List the globals and calls a PyTorch checkpoint's pickle names, without running any.
+
+    Exits 6 when any of them is outside the allow-list (opening the file would be refused).
+    """
+    from weightscope.formats.pytorch import scan
+
+    entries = scan(path)
+    if as_json:
+        _echo(dumps_json([entry._asdict() for entry in entries]))
+    else:
+        for entry in entries:
+            _echo(safe_text(str(entry)))
+    refused = sum(not entry.allowed for entry in entries)
+    if refused:
+        _note(f"{path}: {refused} refused: opening this file would run code")
+        raise SystemExit(int(ExitStatus.REFUSED))
+
+
 @cli.command("demo")
 @click.option("--engine", type=click.Choice(["numpy", "tensorflow"]), default="numpy", show_default=True)
 @click.option("--out", type=PATH, default=Path("checkpoint/model.ckpt"), show_default=True)

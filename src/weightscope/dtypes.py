@@ -94,3 +94,6 @@ def tensorflow_code(dtype: np.dtype) -> int:
         if element.dtype == dtype:
             return element.tensorflow
     raise ValueError(f"no TensorFlow type holds numpy dtype {dtype}")
+
+
+BY_NAME: dict[str, ElementType] = {t.name: t for t in ELEMENT_TYPES}

@@ -70,3 +70,9 @@ class UsageError(WeightscopeError, ValueError):
     """The caller asked for something that does not make sense."""
 
     exit_status = ExitStatus.USAGE
+
+
+class RefusedError(WeightscopeError, ValueError):
+    """The file would run code when loaded (a pickle naming a function outside the allow-list)."""
+
+    exit_status = ExitStatus.REFUSED

@@ -74,6 +74,15 @@ def _sniff_npz(path: Path) -> bool:
     return head.startswith(_ZIP_MAGIC) and head[30:name_end].endswith(b".npy")
 
 
+_PYTORCH_MEMBERS = (b"/data.pkl", b"/.format_version", b"/byteorder", b"/version")
+
+
+def _sniff_pytorch(path: Path) -> bool:
+    head = _head(path, 30 + 0xFFFF)
+    name = head[30 : 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")]
+    return head.startswith(_ZIP_MAGIC) and name.count(b"/") == 1 and name.endswith(_PYTORCH_MEMBERS)
+
+
 @dataclass(frozen=True)
 class Format:
     name: str
@@ -117,6 +126,12 @@ FORMATS: dict[str, Format] = {
         "NumPy archive (.npz, np.savez): a zip of .npy arrays, stored or deflated",
         "weightscope.formats.numpy_files:NpzCheckpoint",
         _sniff_npz,
+    ),
+    "pytorch": Format(
+        "pytorch",
+        "PyTorch zip checkpoint (torch.save, .pt/.pth/.bin): a pickle read by an allow-list, never run",
+        "weightscope.formats.pytorch:PyTorchCheckpoint",
+        _sniff_pytorch,
     ),
 }
 

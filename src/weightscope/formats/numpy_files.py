@@ -35,26 +35,23 @@ verification is off) a CRC-32 that does not match the member's bytes.
 from __future__ import annotations
 
 import ast
-import errno
-import io
 import math
 import os
 import struct
 import zipfile
 import zlib
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from weightscope.checkpoint import Checkpoint, TensorInfo
+from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.containers.zip import member_start, read_directory
 from weightscope.errors import (
     ChecksumMismatchError,
     CorruptCheckpointError,
     TruncatedFileError,
     UnsupportedFormatError,
 )
-from weightscope.sources import FileSource
 
 MAGIC = b"\x93NUMPY"
 MAX_HEADER_SIZE = 10_000  # np.load's limit (max_header_size) for files it does not trust
@@ -63,9 +60,6 @@ _VERSIONS = {(1, 0): ("<H", "latin1"), (2, 0): ("<I", "latin1"), (3, 0): ("<I", 
 _HEAD_SIZE = len(MAGIC) + 2 + 4 + MAX_HEADER_SIZE  # the most bytes a header can take
 _KEYS = {"descr", "fortran_order", "shape"}
 _NUMPY_MAX_BYTES = 1 << 63  # numpy's sizes are signed 64-bit, even of arrays with no elements
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra field length
-_LOCAL_SIGNATURE = b"PK\x03\x04"
-_UTF8_NAME_FLAG = 0x800
 # Deflate writes at least 2 bits for a run of 258 bytes: at most ~1032 bytes out per byte in.
 _DEFLATE_MAX_RATIO = 1032
 _DEFLATE_SLACK = 1024  # the stream's fixed costs, for tiny members
@@ -133,23 +127,13 @@ class _Member(NamedTuple):
     header: ArrayHeader
 
 
-class NumpyCheckpoint(Checkpoint):
+class NumpyCheckpoint(FileCheckpoint):
     """Arrays in the ``.npy`` format: a format lists its members in ``_load``."""
 
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
         """Open ``path``; with ``verify``, a zip member's CRC-32 is checked whenever it is read."""
-        super().__init__(Path(path))
-        self.verify_checksums = verify
-        self._source = FileSource(path)
         self._members: dict[str, _Member] = {}
-        try:
-            self._load()
-        except Exception:
-            self._source.close()
-            raise
-
-    def _load(self) -> None:
-        raise NotImplementedError
+        super().__init__(path, verify=verify)
 
     def _add(self, name: str, member: _Member) -> None:
         header = member.header
@@ -190,9 +174,6 @@ class NumpyCheckpoint(Checkpoint):
             )
         return data
 
-    def _close(self) -> None:
-        self._source.close()
-
 
 class NpyCheckpoint(NumpyCheckpoint):
     """A ``.npy`` file: one tensor, named after the file's stem."""
@@ -211,11 +192,7 @@ class NpzCheckpoint(NumpyCheckpoint):
     format = "npz"
 
     def _load(self) -> None:
-        try:
-            with zipfile.ZipFile(_SourceFile(self._source)) as archive:
-                entries = archive.infolist()
-        except (zipfile.BadZipFile, struct.error, ValueError, EOFError, OSError) as error:
-            raise CorruptCheckpointError(f"{self.path}: not a readable zip archive ({error})") from None
+        entries = read_directory(self._source, self.path)
         for entry in entries:
             name = entry.filename.removesuffix(".npy")
             if name in self._members:
@@ -225,19 +202,11 @@ class NpzCheckpoint(NumpyCheckpoint):
     def _locate(self, entry: zipfile.ZipInfo) -> _Member:
         """Where the member's bytes are, and its ``.npy`` header; checked against its local header."""
         what = f"{self.path}: member '{entry.filename}'"
-        if entry.flag_bits & 1:
-            raise UnsupportedFormatError(f"{what} is encrypted")
         if entry.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise UnsupportedFormatError(
                 f"{what} is compressed with zip method {entry.compress_type}; weightscope reads stored and deflated"
             )
-        local = self._source.read(entry.header_offset, _LOCAL_HEADER.size, f"local header of '{entry.filename}'")
-        signature, name_length, extra_length = _LOCAL_HEADER.unpack(local)
-        name_start = entry.header_offset + _LOCAL_HEADER.size
-        stored_name = self._source.read(name_start, name_length, f"local header of '{entry.filename}'")
-        encoding = "utf-8" if entry.flag_bits & _UTF8_NAME_FLAG else "cp437"
-        if signature != _LOCAL_SIGNATURE or bytes(stored_name).decode(encoding, "replace") != entry.orig_filename:
-            raise CorruptCheckpointError(f"{what}: no local header for it at {entry.header_offset}")
+        start = member_start(self._source, entry, what)
         deflated = entry.compress_type == zipfile.ZIP_DEFLATED
         if not deflated and entry.compress_size != entry.file_size:
             raise CorruptCheckpointError(
@@ -248,7 +217,6 @@ class NpzCheckpoint(NumpyCheckpoint):
                 f"{what} declares {entry.file_size} bytes inflated from {entry.compress_size}: "
                 "more than deflate can produce (a zip bomb?)"
             )
-        start = name_start + name_length + extra_length
         data = self._source.read(start, entry.compress_size, f"member '{entry.filename}'")
         head: bytes | memoryview = data[:_HEAD_SIZE]
         if deflated:
@@ -258,33 +226,3 @@ class NpzCheckpoint(NumpyCheckpoint):
                 raise CorruptCheckpointError(f"{what}: damaged deflate stream ({error})") from None
         header = read_array_header(head, what)
         return _Member(start, entry.compress_size, entry.file_size, deflated, entry.CRC, header)
-
-
-class _SourceFile(io.RawIOBase):
-    """A read-only file object over a ``FileSource``: ``zipfile`` reads the directory through it."""
-
-    def __init__(self, source: FileSource) -> None:
-        self._source = source
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        position = offset + (0, self._position, self._source.size)[whence]
-        if position < 0:
-            raise OSError(errno.EINVAL, "negative seek position")
-        self._position = position
-        return position
-
-    def tell(self) -> int:
-        return self._position
-
-    def readinto(self, buffer: Any) -> int:
-        length = max(0, min(len(buffer), self._source.size - self._position))
-        buffer[:length] = self._source.read(self._position, length, "the zip directory")
-        self._position += length
-        return length

@@ -34,15 +34,13 @@ import math
 import os
 import struct
 from operator import attrgetter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from weightscope.checkpoint import Checkpoint, TensorInfo
+from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.dtypes import BY_SAFETENSORS
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
-from weightscope.sources import FileSource
 
 MAX_HEADER_SIZE = 100_000_000  # the reference implementation's limit
 METADATA_KEY = "__metadata__"
@@ -50,28 +48,22 @@ _HEADER_LENGTH = struct.Struct("<Q")
 _NUMPY_MAX_BYTES = 1 << 63  # numpy's sizes are signed 64-bit, even of arrays with no elements
 
 
-class SafetensorsCheckpoint(Checkpoint):
+class SafetensorsCheckpoint(FileCheckpoint):
     """A ``.safetensors`` file: tensors sorted by name, arrays as read-only views of the file."""
 
     format = "safetensors"
 
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
         """Open ``path``; ``verify`` is accepted for the common signature (the format has no checksums)."""
-        super().__init__(Path(path))
-        self._source = FileSource(path)
         self._metadata: dict[str, str] = {}
-        try:
-            self._load_header()
-        except Exception:
-            self._source.close()
-            raise
+        super().__init__(path, verify=verify)
 
     @property
     def metadata(self) -> dict[str, str]:
         """The header's ``__metadata__``: free-form strings the writer stored (empty if none)."""
         return dict(self._metadata)
 
-    def _load_header(self) -> None:
+    def _load(self) -> None:
         (length,) = _HEADER_LENGTH.unpack(self._source.read(0, _HEADER_LENGTH.size, "the header length"))
         if length > MAX_HEADER_SIZE:
             raise CorruptCheckpointError(
@@ -166,6 +158,3 @@ class SafetensorsCheckpoint(Checkpoint):
     def _read(self, info: TensorInfo) -> np.ndarray:
         data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
         return np.ndarray(info.shape, info.dtype, buffer=data)  # read-only: the map is
-
-    def _close(self) -> None:
-        self._source.close()

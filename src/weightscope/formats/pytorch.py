@@ -1,0 +1,653 @@
+"""PyTorch checkpoints in the zip format (``torch.save``'s default since 1.6), read without unpickling.
+
+The file is a zip archive (see ``weightscope.containers.zip``) with one top-level folder
+(the file's stem, or ``archive``) holding:
+
+- ``data.pkl``: the saved object, a pickle (protocol 2). Tensors in it are calls of
+  ``torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride,
+  requires_grad, backward_hooks[, metadata])`` (``_rebuild_tensor_v3`` adds a dtype
+  after the hooks, for types with no legacy storage class: uint16, float8, ...).
+- ``data/<key>``: one storage's raw bytes. The pickle names a storage by a persistent id
+  ``('storage', <storage class>, key, location, numel)``; the class (``torch.FloatStorage``,
+  ..., or ``torch.storage.UntypedStorage`` with numel in bytes) gives the element type.
+  Several tensors may view one storage, each at its own offset and strides (counted in
+  elements; a transposed tensor is not contiguous).
+- ``byteorder`` (``little`` or ``big``; little when missing), ``version``,
+  ``.format_version``, ``.storage_alignment``, ``.data/serialization_id``.
+
+Members are stored uncompressed and 64-byte aligned, so storages are memory-mapped.
+
+Security model: loading a pickle normally imports and calls whatever its ``GLOBAL``
+opcodes name (``os.system``, ``eval``, ...). This reader never imports or calls
+anything. Its unpickler interprets the opcodes ``torch.save`` emits, over plain Python
+values and a few inert records of its own; a global resolves only from a fixed table
+(the tensor rebuild functions, ``collections.OrderedDict``, ``torch.Size``,
+``_codecs.encode``, the storage classes and the ``torch.<dtype>`` values), and any other
+raises ``RefusedError`` naming it as soon as its opcode is read. ``REDUCE`` runs only the
+table's functions, which are reimplemented here and check their arguments' types; other
+opcodes that build objects (``INST``, ``OBJ``, ``NEWOBJ``, ``EXT*``, ...) are refused by
+name. Memo size, stack depth and containers made are capped. A tensor's offset, shape and
+strides are checked with Python ints against its storage before numpy sees them, and
+arrays are read-only views of the mapped file.
+
+A reader must also refuse: an unreadable zip, zero or several ``data.pkl`` folders,
+compressed or encrypted members, a persistent id naming a missing member or a storage
+larger than its member, a ``byteorder`` other than ``little`` or ``big``, a pickle that
+ends early, and two tensors reached by the same dotted name. ``scan`` lists the globals
+and calls a pickle names, without evaluating anything, for a look before opening.
+
+Not read (yet): the legacy format of PyTorch before 1.6 (consecutive pickles, not a zip).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickletools
+import re
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.containers.zip import member_start, read_directory
+from weightscope.dtypes import BY_NAME, ElementType
+from weightscope.errors import (
+    ChecksumMismatchError,
+    CorruptCheckpointError,
+    RefusedError,
+    TruncatedFileError,
+    UnsupportedFormatError,
+)
+from weightscope.layers import TensorRole
+from weightscope.sources import FileSource
+
+# Legacy storage classes (torch.<Name>) -> element type.
+STORAGE_TYPES: dict[str, str] = {
+    "FloatStorage": "float32",
+    "DoubleStorage": "float64",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+}
+# torch.<dtype> values that numpy (or ml_dtypes) holds -> element type.
+TORCH_DTYPES: dict[str, str] = {
+    name: name
+    for name in (
+        "float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "uint16",
+        "uint32", "uint64", "bool", "complex64", "complex128", "float8_e5m2", "float8_e4m3fn",
+        "float8_e5m2fnuz", "float8_e4m3fnuz", "float8_e8m0fnu",
+    )
+}  # fmt: skip
+_UNTYPED_STORAGES = {("torch.storage", "UntypedStorage"), ("torch", "UntypedStorage")}
+
+MAX_MEMO = 10_000_000
+MAX_STACK = 10_000_000
+MAX_CONTAINERS = 10_000_000
+MAX_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL
+MAX_NESTING = 200  # dict and list levels between the saved object and a tensor
+_PICKLE_MEMBER = re.compile(r"^[^/]+/data\.pkl$")
+_KEY_TYPES = (str, int, float, bool, type(None), bytes)  # hashing anything else may recurse without bound
+_SCALARS = (str, int, float, bool, type(None))
+
+
+# -- the unpickler's values ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Global:
+    """A name from the allow-list: a function the unpickler reimplements, a storage class, a dtype."""
+
+    module: str
+    name: str
+    kind: str  # "call", "storage", "dtype"; "refused" only while scanning
+    element: str | None = None  # for storage classes and dtypes
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(frozen=True)
+class _Storage:
+    key: str
+    element: str  # uint8 for an untyped storage
+    numel: int  # in elements of ``element``
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    storage: _Storage
+    element: str
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+class _Opaque:
+    """While scanning: the result of a call that was not evaluated."""
+
+
+def _allow_list() -> dict[tuple[str, str], _Global]:
+    calls = [
+        ("torch._utils", "_rebuild_tensor"),
+        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch._utils", "_rebuild_tensor_v3"),
+        ("torch._utils", "_rebuild_parameter"),
+        ("collections", "OrderedDict"),
+        ("torch", "Size"),
+        ("_codecs", "encode"),
+    ]
+    table = {(module, name): _Global(module, name, "call") for module, name in calls}
+    table.update(
+        {("torch", name): _Global("torch", name, "storage", element) for name, element in STORAGE_TYPES.items()}
+    )
+    table.update({key: _Global(*key, "storage", "uint8") for key in _UNTYPED_STORAGES})
+    table.update({("torch", name): _Global("torch", name, "dtype", kind) for name, kind in TORCH_DTYPES.items()})
+    return table
+
+
+ALLOWED_GLOBALS: dict[tuple[str, str], _Global] = _allow_list()
+
+
+class ScanEntry(NamedTuple):
+    """One global or call a pickle names, as ``scan`` reports it."""
+
+    opcode: str  # GLOBAL, STACK_GLOBAL, REDUCE, or a refused opcode's name
+    name: str  # module.name; empty for a refused opcode
+    allowed: bool
+    count: int
+
+    def __str__(self) -> str:
+        verdict = "allowed" if self.allowed else "REFUSED"
+        return f"{verdict} {self.opcode} {self.name}".rstrip() + (f" (x{self.count})" if self.count > 1 else "")
+
+
+# -- the unpickler -------------------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int
+
+
+def _ints(value: object) -> bool:
+    return isinstance(value, tuple) and all(_is_int(item) for item in value)
+
+
+class _Unpickler:
+    """Interprets one pickle over inert values; ``scan`` records globals and calls instead of refusing."""
+
+    def __init__(self, data: bytes, where: str, *, scan: bool = False) -> None:
+        self.data = data
+        self.where = where  # "PATH: member", for messages
+        self.scan = scan
+        self.position = 0
+        self.stack: list[Any] = []
+        self.marks: list[int] = []
+        self.memo: dict[int, Any] = {}
+        self.containers = 0
+        self.found: dict[tuple[str, str, bool], int] = {}
+        self._ops: dict[int, Callable[[], None]] = {
+            ord(code): method
+            for code, method in {
+                "\x80": self._proto,
+                "\x95": self._frame,
+                "}": lambda: self._push(self._container({})),
+                "]": lambda: self._push(self._container([])),
+                ")": lambda: self._push(self._container(())),
+                "(": self._mark,
+                "X": lambda: self._push(self._text(self._unsigned(4))),
+                "\x8c": lambda: self._push(self._text(self._unsigned(1))),
+                "J": lambda: self._push(int.from_bytes(self._take(4), "little", signed=True)),
+                "K": lambda: self._push(self._unsigned(1)),
+                "M": lambda: self._push(self._unsigned(2)),
+                "\x8a": lambda: self._push(int.from_bytes(self._take(self._unsigned(1)), "little", signed=True)),
+                "G": lambda: self._push(struct.unpack(">d", self._take(8))[0]),
+                "\x88": lambda: self._push(True),
+                "\x89": lambda: self._push(False),
+                "N": lambda: self._push(None),
+                "\x85": lambda: self._tuple(1),
+                "\x86": lambda: self._tuple(2),
+                "\x87": lambda: self._tuple(3),
+                "t": lambda: self._push(self._container(tuple(self._pop_mark()))),
+                "s": self._setitem,
+                "u": self._setitems,
+                "a": self._append,
+                "e": self._appends,
+                "q": lambda: self._put(self._unsigned(1)),
+                "r": lambda: self._put(self._unsigned(4)),
+                "\x94": lambda: self._put(len(self.memo)),
+                "h": lambda: self._get(self._unsigned(1)),
+                "j": lambda: self._get(self._unsigned(4)),
+                "c": self._global,
+                "\x93": self._stack_global,
+                "R": self._reduce,
+                "b": self._build,
+                "Q": self._persistent_id,
+            }.items()
+        }
+
+    def load(self) -> Any:
+        """The pickled object; stops at its STOP opcode."""
+        while True:
+            opcode = self._unsigned(1)
+            if opcode == ord("."):
+                if len(self.stack) != 1 or self.marks:
+                    raise CorruptCheckpointError(f"{self.where}: the pickle stops with {len(self.stack)} values")
+                return self.stack[0]
+            operation = self._ops.get(opcode)
+            if operation is None:
+                self._unknown(opcode)
+                return _Opaque()  # only while scanning: nothing after it can be followed
+            operation()
+            if len(self.stack) > MAX_STACK or len(self.marks) > MAX_STACK:
+                raise CorruptCheckpointError(f"{self.where}: the pickle's stack grows past {MAX_STACK}")
+
+    # -- reading the opcode stream
+    def _take(self, length: int) -> bytes:
+        end = self.position + length
+        if end > len(self.data):
+            raise TruncatedFileError(f"{self.where}: the pickle ends at {len(self.data)} inside an opcode's argument")
+        chunk = self.data[self.position : end]
+        self.position = end
+        return chunk
+
+    def _unsigned(self, width: int) -> int:
+        return int.from_bytes(self._take(width), "little")
+
+    def _text(self, length: int) -> str:
+        try:
+            return self._take(length).decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError as error:
+            raise CorruptCheckpointError(f"{self.where}: a pickled string is not UTF-8 ({error})") from None
+
+    def _line(self) -> str:
+        end = self.data.find(b"\n", self.position)
+        if end < 0:
+            raise TruncatedFileError(f"{self.where}: the pickle ends inside a GLOBAL's name")
+        return self._text(end - self.position + 1)[:-1]
+
+    # -- the stack
+    def _push(self, value: Any) -> None:
+        self.stack.append(value)
+
+    def _pop(self) -> Any:
+        if len(self.stack) <= (self.marks[-1] if self.marks else 0):
+            raise CorruptCheckpointError(f"{self.where}: the pickle pops an empty stack at {self.position}")
+        return self.stack.pop()
+
+    def _top(self) -> Any:
+        if len(self.stack) <= (self.marks[-1] if self.marks else 0):
+            raise CorruptCheckpointError(f"{self.where}: the pickle reads an empty stack at {self.position}")
+        return self.stack[-1]
+
+    def _mark(self) -> None:
+        self.marks.append(len(self.stack))
+
+    def _pop_mark(self) -> list[Any]:
+        if not self.marks:
+            raise CorruptCheckpointError(f"{self.where}: the pickle has no MARK for the opcode at {self.position}")
+        start = self.marks.pop()
+        items = self.stack[start:]
+        del self.stack[start:]
+        return items
+
+    def _container(self, value: Any) -> Any:
+        self.containers += 1
+        if self.containers > MAX_CONTAINERS:
+            raise CorruptCheckpointError(f"{self.where}: the pickle makes more than {MAX_CONTAINERS} containers")
+        return value
+
+    def _tuple(self, length: int) -> None:
+        items = [self._pop() for _ in range(length)]
+        self._push(self._container(tuple(reversed(items))))
+
+    def _proto(self) -> None:
+        if self._unsigned(1) > MAX_PROTOCOL:
+            raise UnsupportedFormatError(f"{self.where}: a pickle protocol newer than {MAX_PROTOCOL}")
+
+    def _frame(self) -> None:
+        self._take(8)  # a frame's length only helps readers buffer
+
+    # -- containers
+    def _target(self, kind: type) -> Any:
+        target = self._top()
+        if isinstance(target, kind):
+            return target
+        if self.scan and isinstance(target, _Opaque):
+            return None
+        raise CorruptCheckpointError(f"{self.where}: the pickle adds items to a {type(target).__name__}")
+
+    def _set(self, items: list[Any]) -> None:
+        if len(items) % 2:
+            raise CorruptCheckpointError(f"{self.where}: SETITEMS with an odd number of values")
+        target = self._target(dict)
+        for key, value in zip(items[::2], items[1::2], strict=True):
+            if not isinstance(key, _KEY_TYPES):
+                raise UnsupportedFormatError(f"{self.where}: a dict key of type {type(key).__name__}")
+            if target is not None:
+                target[key] = value
+
+    def _setitem(self) -> None:
+        value = self._pop()
+        key = self._pop()
+        self._set([key, value])
+
+    def _setitems(self) -> None:
+        self._set(self._pop_mark())
+
+    def _append(self) -> None:
+        value = self._pop()
+        target = self._target(list)
+        if target is not None:
+            target.append(value)
+
+    def _appends(self) -> None:
+        values = self._pop_mark()
+        target = self._target(list)
+        if target is not None:
+            target.extend(values)
+
+    def _put(self, index: int) -> None:
+        if len(self.memo) >= MAX_MEMO and index not in self.memo:
+            raise CorruptCheckpointError(f"{self.where}: the pickle memoizes more than {MAX_MEMO} values")
+        self.memo[index] = self._top()
+
+    def _get(self, index: int) -> None:
+        if index not in self.memo:
+            raise CorruptCheckpointError(f"{self.where}: the pickle reads memo {index}, never written")
+        self._push(self.memo[index])
+
+    # -- globals and calls
+    def _resolve(self, opcode: str, module: str, name: str) -> None:
+        found = ALLOWED_GLOBALS.get((module, name))
+        if found is None and not self.scan:
+            raise RefusedError(f"{self.where}: refused to load: the file wants to call {module}.{name}")
+        self._record(opcode, f"{module}.{name}", found is not None)
+        self._push(found or _Global(module, name, "refused"))
+
+    def _global(self) -> None:
+        module = self._line()
+        self._resolve("GLOBAL", module, self._line())
+
+    def _stack_global(self) -> None:
+        name, module = self._pop(), self._pop()
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise CorruptCheckpointError(f"{self.where}: STACK_GLOBAL of values that are not strings")
+        self._resolve("STACK_GLOBAL", module, name)
+
+    def _record(self, opcode: str, name: str, allowed: bool) -> None:
+        key = (opcode, name, allowed)
+        self.found[key] = self.found.get(key, 0) + 1
+
+    def _reduce(self) -> None:
+        args, function = self._pop(), self._pop()
+        if isinstance(function, _Global):
+            self._record("REDUCE", function.qualname, function.kind == "call")
+        if isinstance(function, _Global) and function.kind != "call" and not self.scan:
+            raise RefusedError(f"{self.where}: refused to load: the file wants to call {function.qualname}")
+        self._push(self._evaluate(lambda: _call(function, args, self.where)))
+
+    def _evaluate(self, make: Callable[[], Any]) -> Any:
+        if not self.scan:
+            return make()
+        try:
+            return make()
+        except (CorruptCheckpointError, UnsupportedFormatError, RefusedError):
+            return _Opaque()
+
+    def _build(self) -> None:
+        self._pop()  # the state: an OrderedDict's attributes (a state_dict's _metadata)
+        target = self._top()
+        if not isinstance(target, dict) and not (self.scan and isinstance(target, _Opaque)):
+            raise UnsupportedFormatError(f"{self.where}: the pickle sets the state of a {type(target).__name__}")
+
+    def _persistent_id(self) -> None:
+        pid = self._pop()
+        self._push(self._evaluate(lambda: _storage(pid, self.where)))
+
+    def _unknown(self, opcode: int) -> None:
+        known = pickletools.code2op.get(chr(opcode))
+        if known is None:
+            raise CorruptCheckpointError(f"{self.where}: byte {opcode:#04x} at {self.position - 1} is no pickle opcode")
+        if not self.scan:
+            raise RefusedError(f"{self.where}: refused to load: the pickle uses opcode {known.name}")
+        self._record(known.name, "", False)
+
+
+def _storage(pid: object, where: str) -> _Storage:
+    """The storage a persistent id names: ``('storage', class, key, location, numel)``."""
+    if not (
+        isinstance(pid, tuple)
+        and len(pid) == 5
+        and pid[0] == "storage"
+        and isinstance(pid[1], _Global)
+        and pid[1].kind == "storage"
+        and isinstance(pid[2], str)
+        and isinstance(pid[3], str)
+        and _is_int(pid[4])
+        and pid[4] >= 0
+    ):
+        raise CorruptCheckpointError(f"{where}: a persistent id that is not a storage: {pid!r:.200}")
+    assert pid[1].element is not None
+    return _Storage(pid[2], pid[1].element, pid[4])
+
+
+def _call(function: object, args: object, where: str) -> Any:
+    """Evaluate an allowed call: the table's functions, reimplemented over inert values."""
+    if not isinstance(function, _Global) or not isinstance(args, tuple):
+        raise CorruptCheckpointError(f"{where}: REDUCE of {type(function).__name__} with {type(args).__name__}")
+    name = function.qualname
+    if name in ("torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3"):
+        return _rebuild_tensor(function.name, args, where)
+    if name == "torch._utils._rebuild_parameter" and len(args) == 3 and isinstance(args[0], _Tensor):
+        return args[0]
+    if name == "collections.OrderedDict" and args == ():
+        return {}
+    if name == "torch.Size" and len(args) == 1 and _ints(args[0]):
+        return args[0]
+    if name == "_codecs.encode" and len(args) == 2 and isinstance(args[0], str) and args[1] == "latin1":
+        return args[0].encode("latin1")
+    raise CorruptCheckpointError(f"{where}: {function.qualname} called with arguments {args!r:.200}")
+
+
+def _rebuild_tensor(name: str, args: tuple[Any, ...], where: str) -> _Tensor:
+    """``_rebuild_tensor(storage, offset, size, stride)``; ``_v2`` adds requires_grad,
+    backward_hooks and optional metadata; ``_v3`` adds a dtype after the hooks."""
+    lengths = {"_rebuild_tensor": (4,), "_rebuild_tensor_v2": (6, 7), "_rebuild_tensor_v3": (7, 8)}[name]
+    storage, offset, shape, stride = args[:4] if len(args) >= 4 else (None,) * 4
+    valid = (
+        len(args) in lengths
+        and isinstance(storage, _Storage)
+        and _is_int(offset)
+        and _ints(shape)
+        and _ints(stride)
+        and len(shape) == len(stride)
+        and (len(args) == 4 or (isinstance(args[4], bool) and isinstance(args[5], dict)))
+    )
+    element = storage.element if isinstance(storage, _Storage) else ""
+    if valid and name == "_rebuild_tensor_v3":
+        dtype = args[6]
+        valid = isinstance(dtype, _Global) and dtype.kind == "dtype"
+        element = dtype.element if valid else element
+    if not valid:
+        raise CorruptCheckpointError(f"{where}: {name} called with arguments {args!r:.200}")
+    return _Tensor(storage, element, offset, shape, stride)
+
+
+# -- the reader ----------------------------------------------------------------------------
+
+
+class _Stored(NamedTuple):
+    start: int  # file offset of the member's bytes
+    size: int
+    crc: int
+
+
+def _members(source: FileSource, path: Path) -> tuple[str, dict[str, _Stored]]:
+    """The archive's folder name and its stored members by name."""
+    members: dict[str, _Stored] = {}
+    entries = read_directory(source, path)
+    for entry in entries:
+        what = f"{path}: member '{entry.filename}'"
+        if entry.filename in members:
+            raise CorruptCheckpointError(f"{path}: two members named '{entry.filename}'")
+        if entry.compress_type != zipfile.ZIP_STORED or entry.compress_size != entry.file_size:
+            raise UnsupportedFormatError(f"{what} is compressed; PyTorch stores its members uncompressed")
+        members[entry.filename] = _Stored(member_start(source, entry, what), entry.file_size, entry.CRC)
+    pickles = [name for name in members if _PICKLE_MEMBER.match(name)]
+    if len(pickles) != 1:
+        raise CorruptCheckpointError(f"{path}: {len(pickles)} '<folder>/data.pkl' members; a PyTorch zip has one")
+    return pickles[0].partition("/")[0], members
+
+
+def _read_member(source: FileSource, path: Path, name: str, member: _Stored, verify: bool) -> memoryview:
+    data = source.read(member.start, member.size, f"member '{name}'")
+    if verify and (computed := zlib.crc32(data)) != member.crc:
+        raise ChecksumMismatchError(
+            f"{path}: member '{name}' is damaged: stored CRC-32 {member.crc:#010x}, computed {computed:#010x}"
+        )
+    return data
+
+
+def scan(path: str | os.PathLike[str]) -> list[ScanEntry]:
+    """The globals and calls the checkpoint's pickle names, each marked allowed or refused.
+
+    Nothing is imported, called or read beyond the pickle; a refused opcode ends the scan.
+    """
+    path = Path(path)
+    source = FileSource(path)
+    try:
+        folder, members = _members(source, path)
+        name = f"{folder}/data.pkl"
+        unpickler = _Unpickler(bytes(_read_member(source, path, name, members[name], True)), f"{path}", scan=True)
+        unpickler.load()
+    finally:
+        source.close()
+    return [ScanEntry(opcode, name, allowed, count) for (opcode, name, allowed), count in unpickler.found.items()]
+
+
+class PyTorchCheckpoint(FileCheckpoint):
+    """A ``torch.save`` zip: tensors named by their dotted path in the saved dicts and lists."""
+
+    format = "pytorch"
+
+    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
+        """Open ``path``; with ``verify``, a member's CRC-32 is checked when it is first read."""
+        self._tensors: dict[str, _Tensor] = {}
+        self._metadata: dict[str, str] = {}
+        self._verified: set[str] = set()
+        self._visits = 0
+        super().__init__(path, verify=verify)
+
+    def _load(self) -> None:
+        self._folder, self._members = _members(self._source, self.path)
+        order = self._member_text("byteorder") or "little"
+        if order not in ("little", "big"):
+            raise CorruptCheckpointError(f"{self.path}: byteorder is {order!r}; expected 'little' or 'big'")
+        self._byteorder = "<" if order == "little" else ">"
+        pickle_name = f"{self._folder}/data.pkl"
+        data = bytes(self._member_bytes(pickle_name))
+        saved = _Unpickler(data, str(self.path)).load()
+        self._walk(saved, "", 0, optimizer=False)
+
+    def _member_text(self, name: str) -> str | None:
+        if f"{self._folder}/{name}" not in self._members:
+            return None
+        return bytes(self._member_bytes(f"{self._folder}/{name}")).decode("ascii", "replace").strip()
+
+    def _member_bytes(self, name: str) -> memoryview:
+        if name not in self._members:
+            raise CorruptCheckpointError(f"{self.path}: no member '{name}'")
+        verify = self.verify_checksums and name not in self._verified
+        data = _read_member(self._source, self.path, name, self._members[name], verify)
+        self._verified.add(name)
+        return data
+
+    def _walk(self, value: Any, name: str, depth: int, *, optimizer: bool) -> None:
+        """Name the tensors in dicts and lists by their dotted path; note scalar leaves as metadata."""
+        self._visits += 1
+        if depth > MAX_NESTING or self._visits > MAX_CONTAINERS:
+            raise CorruptCheckpointError(f"{self.path}: the saved object nests deeper or wider than weightscope reads")
+        if isinstance(value, _Tensor):
+            self._add(name or self.path.stem, value, optimizer)
+        elif isinstance(value, dict):
+            is_optimizer = {"state", "param_groups"} <= value.keys()
+            for key, item in value.items():
+                child = f"{name}.{key}" if name else str(key)
+                self._walk(item, child, depth + 1, optimizer=optimizer or (is_optimizer and key == "state"))
+        elif isinstance(value, list | tuple) and not all(isinstance(item, _SCALARS) for item in value):
+            for index, item in enumerate(value):
+                self._walk(item, f"{name}.{index}" if name else str(index), depth + 1, optimizer=optimizer)
+        elif isinstance(value, (*_SCALARS, list, tuple)):
+            self._metadata[name] = repr(value) if isinstance(value, list | tuple) else str(value)
+        elif isinstance(value, _Global):
+            self._metadata[name] = value.qualname
+        # Storages and bytes saved bare are not tensors: nothing to list.
+
+    def _add(self, name: str, tensor: _Tensor, optimizer: bool) -> None:
+        if name in self._tensors:
+            raise UnsupportedFormatError(f"{self.path}: two tensors are named '{name}'")
+        element: ElementType = BY_NAME[tensor.element]
+        dtype = element.dtype
+        assert dtype is not None
+        if dtype.itemsize > 1:
+            dtype = dtype.newbyteorder(self._byteorder)
+        storage = tensor.storage
+        member_name = f"{self._folder}/data/{storage.key}"
+        member = self._members.get(member_name)
+        what = f"{self.path}: tensor '{name}'"
+        if member is None:
+            raise CorruptCheckpointError(f"{what}: its storage '{member_name}' is missing")
+        storage_bytes = storage.numel * BY_NAME[storage.element].dtype.itemsize  # type: ignore[union-attr]
+        if storage_bytes > member.size:
+            raise TruncatedFileError(
+                f"{what}: its storage needs {storage_bytes} bytes; '{member_name}' has {member.size}"
+            )
+        size = math.prod(tensor.shape)
+        capacity = storage_bytes // dtype.itemsize
+        if min(tensor.shape + tensor.stride + (tensor.offset,), default=0) < 0:
+            raise CorruptCheckpointError(f"{what}: a negative size, stride or offset")
+        last = tensor.offset + sum(
+            (length - 1) * step for length, step in zip(tensor.shape, tensor.stride, strict=True)
+        )
+        if size and last >= capacity:
+            raise CorruptCheckpointError(
+                f"{what}: offset {tensor.offset}, shape {list(tensor.shape)} and strides {list(tensor.stride)} "
+                f"reach element {last} of a storage of {capacity}"
+            )
+        offset = member.start + tensor.offset * dtype.itemsize
+        info = TensorInfo(name, dtype, tensor.shape, size * dtype.itemsize, element.name, str(self.path), offset, name)
+        self._infos[name] = info
+        self._tensors[name] = tensor
+        if optimizer:
+            self._roles[name] = TensorRole("optimizer", role=name.rpartition(".")[2])
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self._metadata)
+
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        tensor = self._tensors[info.name]
+        if not info.size:
+            empty = np.empty(info.shape, info.dtype)
+            empty.flags.writeable = False
+            return empty
+        data = self._member_bytes(f"{self._folder}/data/{tensor.storage.key}")
+        strides = tuple(step * info.dtype.itemsize for step in tensor.stride)
+        return np.ndarray(
+            info.shape, info.dtype, buffer=data, offset=tensor.offset * info.dtype.itemsize, strides=strides
+        )

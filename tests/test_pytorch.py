@@ -1,0 +1,185 @@
+"""PyTorch zip checkpoints, written by torch.save and read back by weightscope as torch.load reads them."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_same_tensor
+
+import weightscope as ws
+from weightscope.cli import main
+from weightscope.formats.pytorch import scan
+
+DTYPES = [
+    torch.float32, torch.float64, torch.float16, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8,
+    torch.bool, torch.complex64, torch.uint16, torch.float8_e4m3fn,
+]  # fmt: skip
+
+
+def _flatten(value: object, name: str = "") -> dict[str, torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return {name: value}
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list | tuple) else []
+    found: dict[str, torch.Tensor] = {}
+    for key, item in items:
+        found.update(_flatten(item, f"{name}.{key}" if name else str(key)))
+    return found
+
+
+def _assert_matches_torch(path: Path) -> None:
+    expected = _flatten(torch.load(path, weights_only=True))
+    with ws.open(path) as ckpt:
+        assert ckpt.format == "pytorch"
+        assert sorted(ckpt) == sorted(expected)
+        for name, tensor in expected.items():
+            ours = ckpt[name]
+            assert not ours.flags.writeable
+            if tensor.dtype in (torch.bfloat16, torch.float8_e4m3fn):
+                assert ours.dtype.itemsize == tensor.element_size()
+                assert ours.tobytes() == tensor.contiguous().view(torch.uint8).numpy().tobytes()
+            else:
+                assert_same_tensor(ours, tensor.numpy())
+
+
+def _model() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Sigmoid(), torch.nn.Linear(5, 2))
+
+
+def test_state_dict_reads_as_torch_loads_it(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.save(_model().state_dict(), path)
+    _assert_matches_torch(path)
+    with ws.open(path) as ckpt:
+        layers = ckpt.layers()
+        assert layers["0"].weight.shape == (5, 2) and layers["0"].bias.shape == (5,)
+    assert main(["layers", str(path)]) == 0
+
+
+def test_every_dtype_and_layout(tmp_path: Path) -> None:
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    shared = torch.arange(10, dtype=torch.int64)
+    tensors = {str(dtype).removeprefix("torch."): (torch.rand(3, 4) * 10).to(dtype) for dtype in DTYPES}
+    tensors |= {
+        "bf16": torch.randn(3, 4).to(torch.bfloat16),
+        "transposed": base.t(),
+        "slice": base[1:3, 2:5],
+        "shared_a": shared[2:5],
+        "shared_b": shared[::3],
+        "scalar": torch.tensor(3.5),
+        "empty": torch.empty(0, 3),
+    }
+    path = tmp_path / "tensors.pt"
+    torch.save(tensors, path)
+    _assert_matches_torch(path)
+    with ws.open(path) as ckpt:
+        assert not ckpt["transposed"].flags.c_contiguous
+        assert ckpt["bf16"].view(np.int16).tobytes() == tensors["bf16"].view(torch.int16).numpy().tobytes()
+
+
+def test_training_checkpoint_names_nested_tensors(tmp_path: Path) -> None:
+    model = _model()
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 2)).sum().backward()
+    optimizer.step()
+    path = tmp_path / "train.pt"
+    torch.save({"epoch": 3, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+    _assert_matches_torch(path)
+    with ws.open(path) as ckpt:
+        assert ckpt.metadata["epoch"] == "3"
+        assert ckpt.role("optimizer.state.0.exp_avg").kind == "optimizer"
+        assert set(ckpt.layers()) == {"model.0", "model.2"}
+
+
+class _Call:
+    def __init__(self, function: object, args: tuple[object, ...]) -> None:
+        self.function, self.args = function, args
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return self.function, self.args
+
+
+def _torch_zip(path: Path, pickled: bytes) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickled)
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/version", "3\n")
+    return path
+
+
+def _stack_global_getattr() -> bytes:
+    # getattr(builtins, "eval")("open('MARKER', 'w')") with STACK_GLOBAL, protocol 4.
+    text = pickle.dumps("builtins", 4)[2:-1]  # SHORT_BINUNICODE 'builtins' (plus MEMOIZE)
+    return (
+        b"\x80\x04"
+        + text
+        + pickle.dumps("getattr", 4)[2:-1]
+        + b"\x93"
+        + pickle.dumps(("builtins", "eval"), 2)[2:-1]
+        + b"R"
+        + pickle.dumps(("open('MARKER','w')",), 2)[2:-1]
+        + b"R."
+    )
+
+
+MALICIOUS = {
+    "system": (lambda: pickle.dumps(_Call(os.system, ("touch MARKER",)), 2), os.system.__module__ + ".system"),
+    "eval": (lambda: pickle.dumps(_Call(eval, ("open('MARKER','w')",)), 2), "__builtin__.eval"),
+    "getattr": (_stack_global_getattr, "builtins.getattr"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MALICIOUS))
+def test_malicious_pickles_are_refused(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    make, name = MALICIOUS[kind]
+    path = _torch_zip(tmp_path / f"{kind}.pt", make())
+    with pytest.raises(ws.RefusedError, match=f"refused to load: the file wants to call {name}$"):
+        ws.open(path)
+    assert main(["ls", str(path)]) == 6
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and name in err
+    assert main(["scan", str(path)]) == 6
+    assert f"REFUSED GLOBAL {name}" in capsys.readouterr().out or kind == "getattr"
+    assert any(not entry.allowed and entry.name == name for entry in scan(path))
+    assert not (tmp_path / "MARKER").exists()
+
+
+def test_refused_opcodes_and_hostile_strides(tmp_path: Path) -> None:
+    path = _torch_zip(tmp_path / "inst.pt", b"(c__main__\nThing\no.")
+    with pytest.raises(ws.RefusedError, match=r"wants to call __main__\.Thing"):
+        ws.open(path)
+    source = tmp_path / "ok.pt"
+    torch.save({"t": torch.arange(4.0)}, source)
+    with zipfile.ZipFile(source) as archive:
+        data = archive.read("ok/data.pkl")
+    forged = data.replace(b"K\x04\x85", b"K\x40\x85", 1)  # shape (4,) -> (64,): past the storage
+    assert forged != data
+    bad = tmp_path / "bad.pt"
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(bad, "w") as out:
+        for entry in archive.infolist():
+            out.writestr(entry.filename, forged if entry.filename.endswith("data.pkl") else archive.read(entry))
+    with pytest.raises(ws.CorruptCheckpointError, match="reach element"):
+        ws.open(bad)
+
+
+def test_scan_json_lists_allowed_calls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "model.pt"
+    torch.save(_model().state_dict(), path)
+    assert main(["scan", "--json", str(path)]) == 0
+    assert '"torch._utils._rebuild_tensor_v2"' in capsys.readouterr().out
+
+
+def test_npz_is_not_claimed(tmp_path: Path) -> None:
+    path = tmp_path / "arrays.npz"
+    np.savez(path, a=np.zeros(2))
+    with ws.open(path) as ckpt:
+        assert ckpt.format == "npz"
