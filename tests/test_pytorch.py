@@ -94,7 +94,7 @@ def test_training_checkpoint_names_nested_tensors(tmp_path: Path) -> None:
     with ws.open(path) as ckpt:
         assert ckpt.metadata["epoch"] == "3"
         assert ckpt.role("optimizer.state.0.exp_avg").kind == "optimizer"
-        assert set(ckpt.layers()) == {"model.0", "model.2"}
+        assert set(ckpt.layers()) == {"0", "2"}  # the checkpoint's "model." is the model's name
 
 
 class _Call:

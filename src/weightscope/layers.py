@@ -167,10 +167,13 @@ def group_layers(infos: Iterable[TensorInfo], role_of: Callable[[str], TensorRol
 
 
 def _shared_first_component(paths: list[str]) -> str:
-    """``model/`` when every path (two or more) starts with it and goes on past it."""
-    if len(paths) < 2 or any("/" not in path for path in paths):
+    """``model/`` (or PyTorch's ``model.``) when every path (two or more) starts with it and goes on past it."""
+    if len(paths) < 2:
         return ""
-    first = paths[0].split("/", 1)[0] + "/"
+    separator = "/" if "/" in paths[0] else "."
+    if any(separator not in path for path in paths):
+        return ""
+    first = paths[0].split(separator, 1)[0] + separator
     return first if all(path.startswith(first) for path in paths) else ""
 
 
