@@ -55,6 +55,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
         self.path = path
         self._infos: dict[str, TensorInfo] = {}
         self._aliases: dict[str, str] = {}  # stored key -> name, where the two differ
+        self._metadata: dict[str, str] = {}  # filled by formats that carry any
         self._roles: dict[str, TensorRole] = {}  # where the format knows better than the name
         self._lazy_roles: Callable[[], dict[str, TensorRole]] | None = None  # fills _roles on first use
 
@@ -120,8 +121,9 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
     @property
     def metadata(self) -> dict[str, str]:
-        """Free-form strings the file carries beside its tensors (safetensors' ``__metadata__``)."""
-        return {}
+        """Free-form strings the file carries beside its tensors (safetensors' ``__metadata__``,
+        GGUF's key/values, a PyTorch checkpoint's scalars, Keras' attributes)."""
+        return dict(self._metadata)
 
     def layers(self) -> dict[str, Layer]:
         """The parameters grouped by layer, with their optimizer state attached."""

@@ -21,6 +21,7 @@ class ElementType:
     numpy_name: str | None  # a numpy name, "ml_dtypes.NAME", "object", or None
     tensorflow: int | None
     safetensors: str | None  # the header's "dtype" string
+    gguf: int | None = None  # the GGML type code (ggml.h ``ggml_type``)
 
     @functools.cached_property
     def dtype(self) -> np.dtype | None:
@@ -37,25 +38,25 @@ class ElementType:
 ELEMENT_TYPES: tuple[ElementType, ...] = (
     # name                       numpy                              TF DataType  safetensors
     #                                                               (types.proto) (packed sub-byte types: no numpy)
-    ElementType("float32",               "float32",                         1,           "F32"),
-    ElementType("float64",               "float64",                         2,           "F64"),
-    ElementType("int32",                 "int32",                           3,           "I32"),
+    ElementType("float32",               "float32",                         1,           "F32", gguf=0),
+    ElementType("float64",               "float64",                         2,           "F64", gguf=28),
+    ElementType("int32",                 "int32",                           3,           "I32", gguf=26),
     ElementType("uint8",                 "uint8",                           4,           "U8"),
-    ElementType("int16",                 "int16",                           5,           "I16"),
-    ElementType("int8",                  "int8",                            6,           "I8"),
+    ElementType("int16",                 "int16",                           5,           "I16", gguf=25),
+    ElementType("int8",                  "int8",                            6,           "I8", gguf=24),
     ElementType("string",                "object",                          7,           None),
     ElementType("complex64",             "complex64",                       8,           "C64"),
-    ElementType("int64",                 "int64",                           9,           "I64"),
+    ElementType("int64",                 "int64",                           9,           "I64", gguf=27),
     ElementType("bool",                  "bool",                            10,          "BOOL"),
     ElementType("qint8",                 "int8",                            11,          None),
     ElementType("quint8",                "uint8",                           12,          None),
     ElementType("qint32",                "int32",                           13,          None),
-    ElementType("bfloat16",              "ml_dtypes.bfloat16",              14,          "BF16"),
+    ElementType("bfloat16",              "ml_dtypes.bfloat16",              14,          "BF16", gguf=30),
     ElementType("qint16",                "int16",                           15,          None),
     ElementType("quint16",               "uint16",                          16,          None),
     ElementType("uint16",                "uint16",                          17,          "U16"),
     ElementType("complex128",            "complex128",                      18,          None),
-    ElementType("float16",               "float16",                         19,          "F16"),
+    ElementType("float16",               "float16",                         19,          "F16", gguf=1),
     ElementType("resource",              None,                              20,          None),
     ElementType("variant",               None,                              21,          None),
     ElementType("uint32",                "uint32",                          22,          "U32"),
@@ -71,11 +72,39 @@ ELEMENT_TYPES: tuple[ElementType, ...] = (
     ElementType("float4_e2m1fn_x2",      None,                              None,        "F4"),
     ElementType("float6_e2m3fn",         None,                              None,        "F6_E2M3"),
     ElementType("float6_e3m2fn",         None,                              None,        "F6_E3M2"),
+    # GGML's block-quantised types (sizes in weightscope.formats.gguf): no numpy dtype
+    ElementType("q4_0",                  None,                              None,        None, gguf=2),
+    ElementType("q4_1",                  None,                              None,        None, gguf=3),
+    ElementType("q5_0",                  None,                              None,        None, gguf=6),
+    ElementType("q5_1",                  None,                              None,        None, gguf=7),
+    ElementType("q8_0",                  None,                              None,        None, gguf=8),
+    ElementType("q8_1",                  None,                              None,        None, gguf=9),
+    ElementType("q2_k",                  None,                              None,        None, gguf=10),
+    ElementType("q3_k",                  None,                              None,        None, gguf=11),
+    ElementType("q4_k",                  None,                              None,        None, gguf=12),
+    ElementType("q5_k",                  None,                              None,        None, gguf=13),
+    ElementType("q6_k",                  None,                              None,        None, gguf=14),
+    ElementType("q8_k",                  None,                              None,        None, gguf=15),
+    ElementType("iq2_xxs",               None,                              None,        None, gguf=16),
+    ElementType("iq2_xs",                None,                              None,        None, gguf=17),
+    ElementType("iq3_xxs",               None,                              None,        None, gguf=18),
+    ElementType("iq1_s",                 None,                              None,        None, gguf=19),
+    ElementType("iq4_nl",                None,                              None,        None, gguf=20),
+    ElementType("iq3_s",                 None,                              None,        None, gguf=21),
+    ElementType("iq2_s",                 None,                              None,        None, gguf=22),
+    ElementType("iq4_xs",                None,                              None,        None, gguf=23),
+    ElementType("iq1_m",                 None,                              None,        None, gguf=29),
+    ElementType("tq1_0",                 None,                              None,        None, gguf=34),
+    ElementType("tq2_0",                 None,                              None,        None, gguf=35),
+    ElementType("mxfp4",                 None,                              None,        None, gguf=39),
+    ElementType("nvfp4",                 None,                              None,        None, gguf=40),
+    ElementType("q1_0",                  None,                              None,        None, gguf=41),
 )
 # fmt: on
 
 BY_TENSORFLOW: dict[int, ElementType] = {t.tensorflow: t for t in ELEMENT_TYPES if t.tensorflow is not None}
 BY_SAFETENSORS: dict[str, ElementType] = {t.safetensors: t for t in ELEMENT_TYPES if t.safetensors is not None}
+BY_GGUF: dict[int, ElementType] = {t.gguf: t for t in ELEMENT_TYPES if t.gguf is not None}
 
 
 def from_tensorflow(code: int) -> ElementType | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,30 @@ def _sniff_pytorch(path: Path) -> bool:
     return head.startswith(_ZIP_MAGIC) and name.count(b"/") == 1 and name.endswith(_PYTORCH_MEMBERS)
 
 
+_GGUF_MAGIC = b"GGUF"
+
+
+def _sniff_gguf(path: Path) -> bool:
+    return _head(path, len(_GGUF_MAGIC)) == _GGUF_MAGIC or path.suffix == ".gguf"
+
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_KERAS_MEMBERS = {"config.json", "model.weights.h5"}
+
+
+def _sniff_keras(path: Path) -> bool:
+    head = _head(path, len(_HDF5_MAGIC))
+    if head == _HDF5_MAGIC or path.suffix in (".h5", ".hdf5", ".keras"):
+        return True
+    if not head.startswith(_ZIP_MAGIC):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return set(archive.namelist()) >= _KERAS_MEMBERS
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+
+
 @dataclass(frozen=True)
 class Format:
     name: str
@@ -132,6 +157,18 @@ FORMATS: dict[str, Format] = {
         "PyTorch zip checkpoint (torch.save, .pt/.pth/.bin): a pickle read by an allow-list, never run",
         "weightscope.formats.pytorch:PyTorchCheckpoint",
         _sniff_pytorch,
+    ),
+    "keras": Format(
+        "keras",
+        "Keras weights (.h5, .weights.h5, .keras zip; needs h5py): tf-keras and Keras 3 layouts",
+        "weightscope.formats.keras:KerasCheckpoint",
+        _sniff_keras,
+    ),
+    "gguf": Format(
+        "gguf",
+        "GGUF (llama.cpp, .gguf): typed metadata, then aligned tensors, quantised ones dequantised on read",
+        "weightscope.formats.gguf:GgufCheckpoint",
+        _sniff_gguf,
     ),
 }
 

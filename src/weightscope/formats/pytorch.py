@@ -548,7 +548,6 @@ class PyTorchCheckpoint(FileCheckpoint):
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
         """Open ``path``; with ``verify``, a member's CRC-32 is checked when it is first read."""
         self._tensors: dict[str, _Tensor] = {}
-        self._metadata: dict[str, str] = {}
         self._verified: set[str] = set()
         self._visits = 0
         super().__init__(path, verify=verify)
@@ -635,10 +634,6 @@ class PyTorchCheckpoint(FileCheckpoint):
         self._tensors[name] = tensor
         if optimizer:
             self._roles[name] = TensorRole("optimizer", role=name.rpartition(".")[2])
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return dict(self._metadata)
 
     def _read(self, info: TensorInfo) -> np.ndarray:
         tensor = self._tensors[info.name]

@@ -55,13 +55,7 @@ class SafetensorsCheckpoint(FileCheckpoint):
 
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
         """Open ``path``; ``verify`` is accepted for the common signature (the format has no checksums)."""
-        self._metadata: dict[str, str] = {}
         super().__init__(path, verify=verify)
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        """The header's ``__metadata__``: free-form strings the writer stored (empty if none)."""
-        return dict(self._metadata)
 
     def _load(self) -> None:
         (length,) = _HEADER_LENGTH.unpack(self._source.read(0, _HEADER_LENGTH.size, "the header length"))

@@ -1,0 +1,269 @@
+"""GGUF files, written by gguf-py (llama.cpp's Python package) or by hand, read back by weightscope."""
+
+from __future__ import annotations
+
+import struct
+import time
+from pathlib import Path
+
+import gguf
+import ml_dtypes
+import numpy as np
+import pytest
+from conftest import assert_refused, assert_same_tensor
+from gguf import GGMLQuantizationType as Q
+
+import weightscope as ws
+from weightscope.cli import main
+from weightscope.dtypes import BY_GGUF
+from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
+from weightscope.formats.gguf import QUANT_SIZES, GgufCheckpoint
+
+SHAPES = [(1,), (7,), (3, 5), (2, 3, 4), (2, 1, 3, 2)]
+PLAIN = [np.float32, np.float16, np.float64, np.int8, np.int16, np.int32, np.int64]
+QUANTISED = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]  # gguf-py quantises these
+K_QUANTS = {Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (-2,)}  # no quantiser: random blocks, finite scales there
+
+
+def _random(dtype: type, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    raw = rng.integers(0, 256, int(np.prod(shape)) * np.dtype(dtype).itemsize, dtype=np.uint8)
+    return raw.view(dtype).reshape(shape)
+
+
+def _k_blocks(qtype: Q, rows: int, rng: np.random.Generator) -> np.ndarray:
+    _, size = gguf.GGML_QUANT_SIZES[qtype]
+    blocks = rng.integers(0, 256, (rows * 2, size), dtype=np.uint8)
+    for at in K_QUANTS[qtype]:
+        scales = rng.uniform(-1, 1, rows * 2).astype(np.float16).view(np.uint8).reshape(-1, 2)
+        blocks[:, at : at + 2 or None] = scales
+    return blocks.reshape(rows, 2 * size)  # rows of 2 blocks: 512 elements each
+
+
+@pytest.fixture
+def written(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(7)
+    path = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_uint8("t.u8", 200)
+    writer.add_int8("t.i8", -100)
+    writer.add_uint16("t.u16", 60000)
+    writer.add_int16("t.i16", -30000)
+    writer.add_uint32("t.u32", 4_000_000_000)
+    writer.add_int32("t.i32", -2_000_000_000)
+    writer.add_float32("t.f32", 0.1)
+    writer.add_uint64("t.u64", 2**64 - 1)
+    writer.add_int64("t.i64", -(2**63))
+    writer.add_float64("t.f64", 0.1)
+    writer.add_bool("t.bool", True)
+    writer.add_string("t.str", "héllo")
+    writer.add_array("t.ints", [1, 2, 3])
+    writer.add_array("t.floats", [0.5, 1.5])
+    writer.add_array("t.words", ["a", "bc"])
+    writer.add_array("t.vocab", [f"token{i}" for i in range(1000)])
+    writer.add_array("t.many", list(range(100)))
+    for dtype in PLAIN:
+        for shape in SHAPES:
+            writer.add_tensor(f"{np.dtype(dtype).name}/{'x'.join(map(str, shape))}", _random(dtype, shape, rng))
+    writer.add_tensor("bf16", _random(np.uint16, (3, 4), rng).view(np.uint8), raw_dtype=Q.BF16)
+    for qtype in QUANTISED:
+        for shape in [(64,), (3, 96)]:
+            quantised = gguf.quants.quantize(rng.normal(size=shape).astype(np.float32), qtype)
+            writer.add_tensor(f"{qtype.name}/{'x'.join(map(str, shape))}", quantised, raw_dtype=qtype)
+    for qtype in K_QUANTS:
+        writer.add_tensor(qtype.name, _k_blocks(qtype, 3, rng), raw_dtype=qtype)
+    writer.add_tensor("IQ2_XXS", rng.integers(0, 256, (2, 66), dtype=np.uint8), raw_dtype=Q.IQ2_XXS)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_every_tensor_reads_as_gguf_py_reads_it(written: Path) -> None:
+    reference = gguf.GGUFReader(written)
+    with ws.open(written) as ckpt:
+        assert isinstance(ckpt, GgufCheckpoint)
+        assert list(ckpt) == [tensor.name for tensor in reference.tensors]
+        for tensor in reference.tensors:
+            info = ckpt.info(tensor.name)
+            shape = tuple(int(size) for size in reversed(tensor.shape))
+            assert info.shape == shape
+            assert info.nbytes == tensor.n_bytes
+            assert info.offset == tensor.data_offset
+            assert info.type_name == BY_GGUF[int(tensor.tensor_type)].name
+            if tensor.name == "IQ2_XXS":
+                with pytest.raises(UnsupportedFormatError, match="iq2_xxs"):
+                    ckpt[tensor.name]
+                continue
+            ours = ckpt[tensor.name]
+            assert not ours.flags.writeable or info.type_name in QUANT_SIZES
+            if info.type_name in QUANT_SIZES:
+                assert info.dtype == np.uint8
+                theirs = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+                assert ours.dtype == np.float32
+                assert_same_tensor(ours, theirs.reshape(shape))
+            elif tensor.tensor_type == Q.BF16:
+                assert ours.dtype == ml_dtypes.bfloat16
+                assert ours.tobytes() == tensor.data.tobytes()
+                assert ours.shape == shape
+            else:
+                assert_same_tensor(ours, tensor.data.reshape(shape))
+        assert [error for error in ckpt.verify() if "iq2_xxs" not in str(error)] == []
+
+
+def test_metadata_of_every_type_as_text(written: Path) -> None:
+    with ws.open(written) as ckpt:
+        metadata = ckpt.metadata
+    assert metadata["general.architecture"] == "llama"
+    assert metadata["t.u8"] == "200"
+    assert metadata["t.i8"] == "-100"
+    assert metadata["t.u16"] == "60000"
+    assert metadata["t.i16"] == "-30000"
+    assert metadata["t.u32"] == "4000000000"
+    assert metadata["t.i32"] == "-2000000000"
+    assert float(metadata["t.f32"]) == float(np.float32(0.1))
+    assert metadata["t.u64"] == str(2**64 - 1)
+    assert metadata["t.i64"] == str(-(2**63))
+    assert metadata["t.f64"] == "0.1"
+    assert metadata["t.bool"] == "True"
+    assert metadata["t.str"] == "héllo"
+    assert metadata["t.ints"] == "[1, 2, 3]"
+    assert metadata["t.floats"] == "[0.5, 1.5]"
+    assert metadata["t.words"] == "['a', 'bc']"
+    assert metadata["t.vocab"] == "[1000 strings]"
+    assert metadata["t.many"] == "[100 int32]"
+
+
+def test_quantised_sizes_match_gguf_py() -> None:
+    ours = {name: size for name, size in QUANT_SIZES.items()}
+    theirs = {qtype.name.lower(): size for qtype, size in gguf.GGML_QUANT_SIZES.items() if size[0] > 1}
+    assert ours == theirs
+    assert {int(qtype): qtype.name.lower() for qtype in gguf.GGML_QUANT_SIZES if qtype.name.lower() in ours} == {
+        code: element.name for code, element in BY_GGUF.items() if element.name in ours
+    }
+
+
+def test_ls_lists_a_gguf_file(written: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ls", str(written)]) == 0
+    out = capsys.readouterr().out
+    assert "q8_0" in out and "bfloat16" in out
+
+
+# -- broken files, made by hand --------------------------------------------------------
+def _string(text: bytes) -> bytes:
+    return struct.pack("<Q", len(text)) + text
+
+
+def _info(name: bytes, dims: list[int], code: int = 0, offset: int = 0) -> bytes:
+    return _string(name) + struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, code, offset)
+
+
+def _file(
+    kvs: list[bytes], infos: list[bytes], data: bytes, *, version: int = 3, n_tensors: int | None = None
+) -> bytes:
+    count = len(infos) if n_tensors is None else n_tensors
+    head = b"GGUF" + struct.pack("<IQQ", version, count, len(kvs)) + b"".join(kvs) + b"".join(infos)
+    return head + b"\0" * (-len(head) % 32) + data
+
+
+NAME_KV = _string(b"general.name") + struct.pack("<I", 8) + _string(b"tiny")
+VALID_INFOS = [_info(b"a", [4]), _info(b"b", [2, 2], offset=32)]
+VALID = _file([NAME_KV], VALID_INFOS, np.arange(4, dtype=np.float32).tobytes() + b"\0" * 16 + bytes(16))
+INFOS_START = 24 + len(NAME_KV)
+
+
+def test_the_hand_made_file_is_valid(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(VALID)
+    with ws.open(path) as ckpt:
+        assert ckpt.metadata == {"general.name": "tiny"}
+        assert ckpt["a"].tolist() == [0, 1, 2, 3]
+        assert ckpt["b"].shape == (2, 2)
+    assert [tensor.name for tensor in gguf.GGUFReader(path).tensors] == ["a", "b"]
+
+
+BROKEN: dict[str, tuple[bytes, type[ws.WeightscopeError], str]] = {
+    "bad magic": (b"GGUX" + VALID[4:], CorruptCheckpointError, "magic"),
+    "version 1": (VALID[:4] + struct.pack("<I", 1) + VALID[8:], UnsupportedFormatError, "version 1"),
+    "big-endian": (VALID[:4] + struct.pack(">I", 3) + VALID[8:], UnsupportedFormatError, "version"),
+    "truncated header": (VALID[:13], TruncatedFileError, "header"),
+    "truncated metadata": (VALID[: 24 + 10], TruncatedFileError, "metadata"),
+    "truncated tensor infos": (VALID[: INFOS_START + len(VALID_INFOS[0]) + 12], TruncatedFileError, "tensor"),
+    "truncated data": (VALID[:-4], TruncatedFileError, "tensor 'b'.*past the end"),
+    "string past the end": (
+        _file([_string(b"k") + struct.pack("<IQ", 8, 1000) + b"xy"], [], b""),
+        TruncatedFileError,
+        "metadata 'k'",
+    ),
+    "string over the cap": (
+        _file([_string(b"k") + struct.pack("<IQ", 8, 2**62)], [], b""),
+        CorruptCheckpointError,
+        "limit",
+    ),
+    "array over the cap": (
+        _file([_string(b"k") + struct.pack("<IIQ", 9, 0, 2**60)], [], b""),
+        CorruptCheckpointError,
+        "limit",
+    ),
+    "array past the end": (
+        _file([_string(b"k") + struct.pack("<IIQ", 9, 8, 1000)], [], b""),
+        TruncatedFileError,
+        "remain",
+    ),
+    "array of arrays": (
+        _file([_string(b"k") + struct.pack("<IIQ", 9, 9, 1)], [], b""),
+        UnsupportedFormatError,
+        "array of arrays",
+    ),
+    "unknown value type": (
+        _file([_string(b"k") + struct.pack("<I", 13) + b"\0" * 8], [], b""),
+        CorruptCheckpointError,
+        "type 13",
+    ),
+    "key twice": (_file([NAME_KV, NAME_KV], VALID_INFOS, VALID[-64:]), CorruptCheckpointError, "twice"),
+    "alignment not a power of two": (
+        _file([_string(b"general.alignment") + struct.pack("<II", 4, 24)], [], b""),
+        CorruptCheckpointError,
+        "power of two",
+    ),
+    "offset past the end": (
+        _file([NAME_KV], [_info(b"a", [4]), _info(b"b", [4], offset=1 << 40)], bytes(64)),
+        TruncatedFileError,
+        "past the end",
+    ),
+    "unaligned offset": (
+        _file([NAME_KV], [_info(b"a", [4]), _info(b"b", [4], offset=16)], bytes(64)),
+        CorruptCheckpointError,
+        "not a multiple",
+    ),
+    "overlapping tensors": (
+        _file([NAME_KV], [_info(b"a", [16]), _info(b"b", [4], offset=32)], bytes(64)),
+        CorruptCheckpointError,
+        "overlaps",
+    ),
+    "name twice": (
+        _file([], [_info(b"a", [4]), _info(b"a", [4], offset=32)], bytes(64)),
+        CorruptCheckpointError,
+        "twice",
+    ),
+    "five dimensions": (_file([], [_info(b"a", [1] * 5)], bytes(32)), CorruptCheckpointError, "5 dimensions"),
+    "unknown ggml type": (_file([], [_info(b"a", [4], code=4)], bytes(32)), UnsupportedFormatError, "type 4"),
+    "partial block": (_file([], [_info(b"a", [16], code=8)], bytes(64)), CorruptCheckpointError, "whole blocks"),
+    "huge shape": (_file([], [_info(b"a", [2**62, 2**62])], bytes(32)), UnsupportedFormatError, "larger than numpy"),
+    "absurd tensor count": (
+        _file([NAME_KV], [], b"", n_tensors=2**62),
+        TruncatedFileError,
+        "declares 4611686018427387904 items",
+    ),
+    "absurd metadata count": (b"GGUF" + struct.pack("<IQQ", 3, 0, 2**62), TruncatedFileError, "metadata count"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_files_are_refused_quickly(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, error, message = BROKEN[case]
+    path = tmp_path / "broken.gguf"
+    path.write_bytes(data)
+    started = time.perf_counter()
+    assert_refused(path, error, message, capsys)
+    assert time.perf_counter() - started < 2
