@@ -187,3 +187,21 @@ def test_help_and_version_exit_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 0 and "Commands:" in out
     status, out, _ = run(capsys, "--version")
     assert status == 0 and ws.__version__ in out
+
+
+def test_formats_lists_every_reader_and_what_it_needs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from weightscope.formats import FORMATS
+
+    status, out, _ = run(capsys, "formats", "--json")
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert status == 0 and set(rows) == set(FORMATS) >= {"tensorflow", "safetensors", "pytorch", "keras", "gguf"}
+    assert rows["tensorflow"]["writable"] and not rows["pytorch"]["writable"]
+    assert all(row["missing"] is None for row in rows.values())  # make test installs every optional part
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "h5py" else real_find_spec(name))
+    status, out, _ = run(capsys, "formats")
+    assert "needs h5py: pip install 'weightscope[keras]'" in out

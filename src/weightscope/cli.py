@@ -228,6 +228,31 @@ def verify_command(path: Path, step: int | None) -> None:
     _echo(f"OK: {count} tensors, {format_bytes(total)} verified")
 
 
+@cli.command("formats")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of {name, description, writable, missing}.")
+def formats_command(as_json: bool) -> None:
+    """The formats weightscope reads (and writes), and what any of them still needs."""
+    from weightscope.formats import FORMATS
+
+    rows = [
+        {
+            "name": entry.name,
+            "description": entry.description,
+            "writable": entry.writer is not None,
+            "missing": entry.missing(),
+        }
+        for entry in FORMATS.values()
+    ]
+    if as_json:
+        _echo(dumps_json(rows))
+        return
+    table = [
+        [row["name"], "read, write" if row["writable"] else "read", row["missing"] or "ready", row["description"]]
+        for row in rows
+    ]
+    _echo(render_table(["format", "can", "status", "what it is"], table))
+
+
 @cli.command("history")
 @click.argument("path", type=PATH)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {prefix, step, timestamp, newest, exists}.")

@@ -7,6 +7,7 @@ looks at the path (and at most a few bytes) without importing the reader.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import zipfile
 from collections.abc import Callable, Mapping
@@ -115,6 +116,14 @@ class Format:
     target: str  # "module:Class"
     sniff: Callable[[Path], bool]
     writer: str | None = None  # "module:function", for formats weightscope can write
+    requires: str | None = None  # an optional module the reader needs, installed by ``weightscope[<extra>]``
+    extra: str | None = None
+
+    def missing(self) -> str | None:
+        """How to install what this format needs, or None when it is there (nothing is imported)."""
+        if self.requires is None or importlib.util.find_spec(self.requires) is not None:
+            return None
+        return f"needs {self.requires}: pip install 'weightscope[{self.extra}]'"
 
     def load(self) -> type[Checkpoint]:
         reader: type[Checkpoint] = _import(self.target)
@@ -163,6 +172,8 @@ FORMATS: dict[str, Format] = {
         "Keras weights (.h5, .weights.h5, .keras zip; needs h5py): tf-keras and Keras 3 layouts",
         "weightscope.formats.keras:KerasCheckpoint",
         _sniff_keras,
+        requires="h5py",
+        extra="keras",
     ),
     "gguf": Format(
         "gguf",
