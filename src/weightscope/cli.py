@@ -103,7 +103,9 @@ def ls_command(
     if hidden:
         _echo(f"hidden: {hidden} (--all shows them)")
     for key, value in metadata.items():
-        _echo(f"metadata: {safe_text(key)} = {safe_text(value)}")
+        # A model's whole config can be a metadata value: show its start.
+        shown_value = value if len(value) <= 100 else f"{value[:100]}… ({len(value):,} characters)"
+        _echo(f"metadata: {safe_text(key)} = {safe_text(shown_value)}")
 
 
 def _count_kinds(kinds: Iterable[str]) -> str:
