@@ -38,6 +38,7 @@ test: $(STAMP_TEST) lint
 bench: $(STAMP_TEST)
 	$(BIN)/python bench/bench_tensorflow.py
 	$(BIN)/python bench/bench_object_graph.py
+	$(BIN)/python bench/bench_formats.py
 
 clean:
 	rm -rf $(VENV) checkpoint build dist
