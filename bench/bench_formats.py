@@ -43,45 +43,33 @@ import gc
 import os
 import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import safetensors
 import safetensors.numpy
 import torch
+from benchlib import (
+    GIB,
+    MIB,
+    Report,
+    Samples,
+    cpu_model,
+    interleave,
+    rate_figure,
+    source_state,
+    time_figure,
+    warm_page_cache,
+)
 
 import weightscope as ws
 
-MIB = 1 << 20
-GIB = 1 << 30
-
-
 # -- measurements --------------------------------------------------------------------
-
-
-@dataclass
-class Samples:
-    """Repeated measurements of one quantity."""
-
-    values: list[float] = field(default_factory=list)
-
-    def add(self, value: float) -> None:
-        self.values.append(value)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values)
-
-    @property
-    def min(self) -> float:
-        return min(self.values)
 
 
 @dataclass
@@ -99,58 +87,6 @@ class Row:
         if self.target is None:
             return "-"
         return "yes" if self.ratio >= self.target else "NO"
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    context: list[str] = field(default_factory=list)
-    checks: list[str] = field(default_factory=list)
-    failed: bool = False  # a correctness check failed (speed is reported, never failed on)
-
-    def check(self, passed: bool, text: str) -> None:
-        self.checks.append(text if passed else f"FAILED: {text}")
-        self.failed = self.failed or not passed
-
-
-def format_seconds(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.3f} s"
-
-
-def time_figure(samples: Samples) -> str:
-    return f"{format_seconds(samples.median)} (min {format_seconds(samples.min)})"
-
-
-def rate_figure(nbytes: int, samples: Samples) -> str:
-    return f"{nbytes / GIB / samples.median:.2f} GiB/s (best {nbytes / GIB / samples.min:.2f})"
-
-
-def timed(function: Callable[[], object]) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
-
-
-def interleave(functions: Sequence[Callable[[], object]], reps: int) -> list[Samples]:
-    """Run each function once to warm up, then ``reps`` rounds of all of them in turn."""
-    for function in functions:
-        function()
-    samples = [Samples() for _ in functions]
-    for _ in range(reps):
-        for function, sample in zip(functions, samples, strict=True):
-            sample.add(timed(function))
-    return samples
-
-
-def warm_page_cache(path: Path) -> float:
-    """Read the whole file once; returns the seconds it took."""
-    buffer = bytearray(8 * MIB)
-    start = time.perf_counter()
-    with open(path, "rb", buffering=0) as handle:
-        while handle.readinto(buffer):
-            pass
-    return time.perf_counter() - start
 
 
 def add_row(report: Report, label: str, nbytes: int, library: Samples, ours: Samples, target: float | None) -> None:
@@ -274,35 +210,6 @@ def raw_bandwidth(path: Path, nbytes: int, reps: int) -> list[str]:
 
 
 # -- the report ------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def source_state(module_file: str | None) -> str:
-    """`` (git abc1234, modified)`` for a package run from a git checkout, else ``""``."""
-    if module_file is None:
-        return ""
-    where = str(Path(module_file).parent)
-
-    def git(*command: str) -> str:
-        done = subprocess.run(["git", "-C", where, *command], capture_output=True, text=True, check=True)
-        return done.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        status = git("status", "--porcelain", "--", ".")
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return f" (git {commit}{', with uncommitted changes' if status else ''})"
 
 
 def print_report(report: Report, args: argparse.Namespace) -> None:
