@@ -22,6 +22,7 @@ class ElementType:
     tensorflow: int | None
     safetensors: str | None  # the header's "dtype" string
     gguf: int | None = None  # the GGML type code (ggml.h ``ggml_type``)
+    onnx: int | None = None  # the ONNX ``TensorProto.DataType`` code (onnx/onnx.proto)
 
     @functools.cached_property
     def dtype(self) -> np.dtype | None:
@@ -38,37 +39,37 @@ class ElementType:
 ELEMENT_TYPES: tuple[ElementType, ...] = (
     # name                       numpy                              TF DataType  safetensors
     #                                                               (types.proto) (packed sub-byte types: no numpy)
-    ElementType("float32",               "float32",                         1,           "F32", gguf=0),
-    ElementType("float64",               "float64",                         2,           "F64", gguf=28),
-    ElementType("int32",                 "int32",                           3,           "I32", gguf=26),
-    ElementType("uint8",                 "uint8",                           4,           "U8"),
-    ElementType("int16",                 "int16",                           5,           "I16", gguf=25),
-    ElementType("int8",                  "int8",                            6,           "I8", gguf=24),
-    ElementType("string",                "object",                          7,           None),
-    ElementType("complex64",             "complex64",                       8,           "C64"),
-    ElementType("int64",                 "int64",                           9,           "I64", gguf=27),
-    ElementType("bool",                  "bool",                            10,          "BOOL"),
+    ElementType("float32",               "float32",                         1,           "F32", gguf=0, onnx=1),
+    ElementType("float64",               "float64",                         2,           "F64", gguf=28, onnx=11),
+    ElementType("int32",                 "int32",                           3,           "I32", gguf=26, onnx=6),
+    ElementType("uint8",                 "uint8",                           4,           "U8", onnx=2),
+    ElementType("int16",                 "int16",                           5,           "I16", gguf=25, onnx=5),
+    ElementType("int8",                  "int8",                            6,           "I8", gguf=24, onnx=3),
+    ElementType("string",                "object",                          7,           None, onnx=8),
+    ElementType("complex64",             "complex64",                       8,           "C64", onnx=14),
+    ElementType("int64",                 "int64",                           9,           "I64", gguf=27, onnx=7),
+    ElementType("bool",                  "bool",                            10,          "BOOL", onnx=9),
     ElementType("qint8",                 "int8",                            11,          None),
     ElementType("quint8",                "uint8",                           12,          None),
     ElementType("qint32",                "int32",                           13,          None),
-    ElementType("bfloat16",              "ml_dtypes.bfloat16",              14,          "BF16", gguf=30),
+    ElementType("bfloat16",              "ml_dtypes.bfloat16",              14,          "BF16", gguf=30, onnx=16),
     ElementType("qint16",                "int16",                           15,          None),
     ElementType("quint16",               "uint16",                          16,          None),
-    ElementType("uint16",                "uint16",                          17,          "U16"),
-    ElementType("complex128",            "complex128",                      18,          None),
-    ElementType("float16",               "float16",                         19,          "F16", gguf=1),
+    ElementType("uint16",                "uint16",                          17,          "U16", onnx=4),
+    ElementType("complex128",            "complex128",                      18,          None, onnx=15),
+    ElementType("float16",               "float16",                         19,          "F16", gguf=1, onnx=10),
     ElementType("resource",              None,                              20,          None),
     ElementType("variant",               None,                              21,          None),
-    ElementType("uint32",                "uint32",                          22,          "U32"),
-    ElementType("uint64",                "uint64",                          23,          "U64"),
-    ElementType("float8_e5m2",           "ml_dtypes.float8_e5m2",           24,          "F8_E5M2"),
-    ElementType("float8_e4m3fn",         "ml_dtypes.float8_e4m3fn",         25,          "F8_E4M3"),
-    ElementType("float8_e4m3fnuz",       "ml_dtypes.float8_e4m3fnuz",       26,          "F8_E4M3FNUZ"),
+    ElementType("uint32",                "uint32",                          22,          "U32", onnx=12),
+    ElementType("uint64",                "uint64",                          23,          "U64", onnx=13),
+    ElementType("float8_e5m2",           "ml_dtypes.float8_e5m2",           24,          "F8_E5M2", onnx=19),
+    ElementType("float8_e4m3fn",         "ml_dtypes.float8_e4m3fn",         25,          "F8_E4M3", onnx=17),
+    ElementType("float8_e4m3fnuz",       "ml_dtypes.float8_e4m3fnuz",       26,          "F8_E4M3FNUZ", onnx=18),
     ElementType("float8_e4m3b11fnuz",    "ml_dtypes.float8_e4m3b11fnuz",    27,          None),
-    ElementType("float8_e5m2fnuz",       "ml_dtypes.float8_e5m2fnuz",       28,          "F8_E5M2FNUZ"),
-    ElementType("int4",                  "ml_dtypes.int4",                  29,          None),
-    ElementType("uint4",                 "ml_dtypes.uint4",                 30,          None),
-    ElementType("float8_e8m0fnu",        "ml_dtypes.float8_e8m0fnu",        None,        "F8_E8M0"),
+    ElementType("float8_e5m2fnuz",       "ml_dtypes.float8_e5m2fnuz",       28,          "F8_E5M2FNUZ", onnx=20),
+    ElementType("int4",                  "ml_dtypes.int4",                  29,          None, onnx=22),
+    ElementType("uint4",                 "ml_dtypes.uint4",                 30,          None, onnx=21),
+    ElementType("float8_e8m0fnu",        "ml_dtypes.float8_e8m0fnu",        None,        "F8_E8M0", onnx=24),
     ElementType("float4_e2m1fn_x2",      None,                              None,        "F4"),
     ElementType("float6_e2m3fn",         None,                              None,        "F6_E2M3"),
     ElementType("float6_e3m2fn",         None,                              None,        "F6_E3M2"),
@@ -105,6 +106,7 @@ ELEMENT_TYPES: tuple[ElementType, ...] = (
 BY_TENSORFLOW: dict[int, ElementType] = {t.tensorflow: t for t in ELEMENT_TYPES if t.tensorflow is not None}
 BY_SAFETENSORS: dict[str, ElementType] = {t.safetensors: t for t in ELEMENT_TYPES if t.safetensors is not None}
 BY_GGUF: dict[int, ElementType] = {t.gguf: t for t in ELEMENT_TYPES if t.gguf is not None}
+BY_ONNX: dict[int, ElementType] = {t.onnx: t for t in ELEMENT_TYPES if t.onnx is not None}
 
 
 def from_tensorflow(code: int) -> ElementType | None:

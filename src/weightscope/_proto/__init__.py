@@ -1,22 +1,23 @@
-"""TensorFlow's protocol buffer messages, built from our own descriptor at import.
+"""TensorFlow's and ONNX's protocol buffer messages, built from our own descriptors at import.
 
-A private descriptor pool keeps these apart from TensorFlow's own messages when
-both live in one process (the tests import TensorFlow as the oracle).
+A private descriptor pool keeps these apart from TensorFlow's and onnx's own messages
+when both live in one process (the tests import them as oracles).
 """
 
 from __future__ import annotations
 
 from google.protobuf import descriptor_pool, message_factory
 
-from weightscope._proto.descriptor import FILE_DESCRIPTOR
+from weightscope._proto.descriptor import FILE_DESCRIPTOR, ONNX_FILE_DESCRIPTOR
 
 _POOL = descriptor_pool.DescriptorPool()
 # AddSerializedFile spares importing descriptor_pb2 (~10 ms of every command's start).
 _POOL.AddSerializedFile(FILE_DESCRIPTOR)
+_POOL.AddSerializedFile(ONNX_FILE_DESCRIPTOR)
 
 
-def _message(name: str) -> type:
-    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"weightscope.tf.{name}"))
+def _message(name: str, package: str = "weightscope.tf") -> type:
+    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"{package}.{name}"))
 
 
 BundleHeaderProto = _message("BundleHeaderProto")
@@ -27,3 +28,7 @@ CheckpointState = _message("CheckpointState")
 TrackableObjectGraph = _message("TrackableObjectGraph")
 TrackableObjectGraphMerged = _message("TrackableObjectGraphMerged")
 TrackableObjectAttributes = _message("TrackableObjectAttributes")
+
+# ONNX (onnx.proto): the messages a model's initializers are read from.
+OnnxModelProto = _message("ModelProto", "weightscope.onnx")
+OnnxTensorProto = _message("TensorProto", "weightscope.onnx")

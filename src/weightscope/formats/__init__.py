@@ -109,6 +109,12 @@ def _sniff_keras(path: Path) -> bool:
         return False
 
 
+def _sniff_onnx(path: Path) -> bool:
+    # ONNX has no magic, and a ModelProto's usual first byte (0x08: field 1, ir_version) is
+    # too weak to claim a file by: the suffix decides, and the reader refuses what does not parse.
+    return path.suffix == ".onnx"
+
+
 @dataclass(frozen=True)
 class Format:
     name: str
@@ -180,6 +186,12 @@ FORMATS: dict[str, Format] = {
         "GGUF (llama.cpp, .gguf): typed metadata, then aligned tensors, quantised ones dequantised on read",
         "weightscope.formats.gguf:GgufCheckpoint",
         _sniff_gguf,
+    ),
+    "onnx": Format(
+        "onnx",
+        "ONNX model (.onnx): the graph's initializers, inline or as external data beside the model",
+        "weightscope.formats.onnx:OnnxCheckpoint",
+        _sniff_onnx,
     ),
 }
 

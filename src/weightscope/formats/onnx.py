@@ -1,0 +1,377 @@
+"""ONNX models (``.onnx``): the graph's initializers, read as tensors without the onnx package.
+
+Bytes (``onnx/onnx.proto``): the whole file is one protocol buffer message, ``ModelProto``,
+with no magic number. weightscope parses it with its own subset of the messages
+(``weightscope/_proto/onnx.proto``) and reads:
+
+- ``ModelProto``: ``ir_version`` (1), ``producer_name`` (2), ``producer_version`` (3),
+  ``domain`` (4), ``model_version`` (5), ``graph`` (7), ``opset_import`` (8:
+  ``{domain, version}``), ``metadata_props`` (14) — all but the graph become metadata.
+- ``GraphProto``: ``initializer`` (5, repeated ``TensorProto``): the weights, listed in
+  file order under their names; ``sparse_initializer`` (15) is not read: such tensors
+  are skipped and named in the metadata (``sparse_initializers_skipped``).
+- ``TensorProto``: ``dims`` (1), ``data_type`` (2, the ``onnx`` column of
+  ``weightscope.dtypes``), ``name`` (8), and the data in exactly one of:
+
+  - ``raw_data`` (9): the elements' bytes, little-endian, row-major; 4-bit types packed
+    two to a byte, the first element in the low nibble;
+  - a typed field, one entry per element: ``float_data`` (4: float32; complex64 as
+    real/imaginary pairs), ``double_data`` (10: float64, complex128), ``int64_data`` (7),
+    ``uint64_data`` (11: uint32, uint64), ``string_data`` (6), and ``int32_data`` (5) for
+    int32, int16, int8, uint16, uint8 and bool values, and for float16, bfloat16 and the
+    float8 types as their bit patterns (4-bit types: two elements per entry);
+  - external data (``data_location`` 14 = 1, ``external_data`` 13: key/value pairs):
+    ``location`` (a file relative to the model's folder), ``offset`` and ``length`` (bytes,
+    default 0 and the rest of the file), ``checksum`` (optional SHA1 hex digest of the file).
+
+A message larger than protobuf's 2 GiB limit cannot be parsed: bigger models keep their
+weights as external data, which weightscope maps read-only and never copies. Tensors
+inside the model are copies held by the parsed message (their ``offset`` is -1).
+
+A reader must refuse: a file larger than 2 GiB, bytes that do not parse as a
+``ModelProto`` or that hold neither an IR version nor a graph, an initializer with no
+name or a name given twice, negative dims, an unknown or unsupported data type, data in
+no field or in a field the type does not use, a count or byte length other than the
+shape needs, external data with no ``location``, a location that is absolute or escapes
+the model's folder (after ``..`` and symlinks are resolved: ``RefusedError``), an offset
+or length that is not a non-negative integer or lies past the end of the external file,
+and string tensors stored externally. ``verify`` checks each external file's SHA1
+``checksum`` where one is given (the digest of the tensor's own bytes is accepted too,
+as some exporters write that).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.dtypes import BY_ONNX, ElementType
+from weightscope.errors import (
+    ChecksumMismatchError,
+    CorruptCheckpointError,
+    RefusedError,
+    TruncatedFileError,
+    UnsupportedFormatError,
+    WeightscopeError,
+)
+from weightscope.sources import FileSource
+
+MAX_MODEL_SIZE = (1 << 31) - 1  # protobuf's limit on one message
+_EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
+_NUMPY_MAX_BYTES = 1 << 63
+_FOUR_BIT = {"int4", "uint4"}
+
+# The typed field that holds each element type's values when there is no raw_data.
+_FIELDS: dict[str, str] = {
+    "float32": "float_data",
+    "complex64": "float_data",
+    "float64": "double_data",
+    "complex128": "double_data",
+    "int64": "int64_data",
+    "uint32": "uint64_data",
+    "uint64": "uint64_data",
+    "string": "string_data",
+}
+# Everything else is in int32_data: integers narrower than 64 bits, bool, and the
+# 16- and 8-bit floats as bit patterns (4-bit types two to an entry).
+_INT32_FIELD = "int32_data"
+
+
+class OnnxCheckpoint(FileCheckpoint):
+    """An ONNX model's initializers, in file order; external ones as read-only views of their files."""
+
+    format = "onnx"
+
+    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
+        """Open ``path``; with ``verify``, reading an external tensor checks its file's SHA1 checksum."""
+        self._tensors: dict[str, Any] = {}  # name -> TensorProto, for tensors inside the model
+        self._external: dict[str, FileSource] = {}  # resolved path -> its source
+        self._checksums: dict[str, str] = {}  # tensor name -> expected SHA1 hex digest
+        self._verified: set[tuple[str, str]] = set()  # (file, digest) pairs found good
+        self._digests: dict[str, str] = {}  # external file -> the SHA1 of all of it, hashed once
+        super().__init__(path, verify=verify)
+
+    # -- loading -----------------------------------------------------------------------
+    def _load(self) -> None:
+        from google.protobuf.message import DecodeError
+
+        from weightscope._proto import OnnxModelProto
+
+        size = self._source.size
+        if size > MAX_MODEL_SIZE:
+            raise UnsupportedFormatError(
+                f"{self.path}: {size} bytes exceed protobuf's 2 GiB limit on one message; "
+                "models that large must keep their weights as external data"
+            )
+        data = bytes(self._source.read(0, size, "the model"))
+        try:
+            model = OnnxModelProto.FromString(data)
+        except (DecodeError, RuntimeError, ValueError) as error:
+            raise CorruptCheckpointError(
+                f"{self.path}: not an ONNX model: the protobuf does not parse ({error})"
+            ) from None
+        del data
+        if not model.ir_version and not model.HasField("graph"):
+            raise CorruptCheckpointError(f"{self.path}: not an ONNX model: no ir_version and no graph")
+        self._metadata = self._describe_model(model)
+        for tensor in model.graph.initializer:
+            info = self._describe(tensor)
+            if info.name in self._infos:
+                raise CorruptCheckpointError(f"{self.path}: two initializers are named '{info.name}'")
+            self._infos[info.name] = info
+        skipped = [sparse.values.name for sparse in model.graph.sparse_initializer]
+        if skipped:
+            self._metadata["sparse_initializers_skipped"] = (
+                f"{len(skipped)} not read (sparse tensors are unsupported): {', '.join(skipped)}"
+            )
+
+    def _describe_model(self, model: Any) -> dict[str, str]:
+        metadata = {
+            "ir_version": str(model.ir_version),
+            "producer_name": model.producer_name,
+            "producer_version": model.producer_version,
+            "domain": model.domain,
+            "model_version": str(model.model_version),
+            "opset_imports": ", ".join(f"{entry.domain or 'ai.onnx'}={entry.version}" for entry in model.opset_import),
+        }
+        metadata = {key: value for key, value in metadata.items() if value}
+        for entry in model.metadata_props:
+            metadata.setdefault(entry.key, entry.value)
+        return metadata
+
+    def _describe(self, tensor: Any) -> TensorInfo:
+        name: str = tensor.name
+        if not name:
+            raise CorruptCheckpointError(f"{self.path}: an initializer has no name")
+        where = f"{self.path}: initializer '{name}'"
+        shape = tuple(tensor.dims)
+        if any(size < 0 for size in shape):
+            raise CorruptCheckpointError(f"{where} has dims {list(shape)}; expected non-negative sizes")
+        element = BY_ONNX.get(tensor.data_type)
+        if element is None:
+            raise UnsupportedFormatError(f"{where} has unknown or unsupported ONNX data type {tensor.data_type}")
+        dtype = element.dtype
+        if dtype is None:
+            raise UnsupportedFormatError(f"{where} has data type {element.name}, which numpy holds no type for")
+        count = math.prod(shape)
+        if math.prod(size for size in shape if size) * dtype.itemsize >= _NUMPY_MAX_BYTES:
+            raise UnsupportedFormatError(f"{where} has shape {list(shape)}, larger than numpy can hold")
+        nbytes = _stored_size(element, count)
+        if tensor.data_location == _EXTERNAL:
+            return self._describe_external(tensor, element, shape, nbytes, where)
+        if tensor.data_location != 0:
+            raise CorruptCheckpointError(f"{where} has data_location {tensor.data_location}; expected 0 or 1")
+        fields = [
+            field.name
+            for field, _ in tensor.ListFields()
+            if field.name.endswith("_data") and field.name != "external_data"
+        ]
+        if tensor.external_data:
+            raise CorruptCheckpointError(f"{where} has external_data but data_location is not EXTERNAL")
+        if tensor.HasField("raw_data"):
+            if element.name == "string":
+                raise CorruptCheckpointError(f"{where}: a string tensor cannot be given as raw_data")
+            if len(tensor.raw_data) != nbytes:
+                raise CorruptCheckpointError(
+                    f"{where}: raw_data holds {len(tensor.raw_data)} bytes; "
+                    f"shape {list(shape)} of {element.name} needs {nbytes}"
+                )
+            extra = [field for field in fields if field != "raw_data"]
+            if extra:
+                raise CorruptCheckpointError(f"{where} has both raw_data and {', '.join(extra)}")
+        else:
+            field = _FIELDS.get(element.name, _INT32_FIELD)
+            wrong = [other for other in fields if other != field]
+            if wrong:
+                raise CorruptCheckpointError(f"{where}: {element.name} data given in {', '.join(wrong)}, not {field}")
+            expected = _entries(element, count)
+            found = len(getattr(tensor, field))
+            if found != expected:
+                raise CorruptCheckpointError(
+                    f"{where}: {field} holds {found} values; shape {list(shape)} of {element.name} needs {expected}"
+                )
+        self._tensors[name] = tensor
+        return TensorInfo(name, dtype, shape, nbytes, element.name, str(self.path), -1, name)
+
+    def _describe_external(
+        self, tensor: Any, element: ElementType, shape: tuple[int, ...], nbytes: int, where: str
+    ) -> TensorInfo:
+        entries: dict[str, str] = {}
+        for entry in tensor.external_data:
+            if entry.key in entries:
+                raise CorruptCheckpointError(f"{where}: external_data gives '{entry.key}' twice")
+            entries[entry.key] = entry.value
+        if element.name == "string":
+            raise UnsupportedFormatError(f"{where}: string tensors stored as external data are unsupported")
+        location = entries.get("location")
+        if not location:
+            raise CorruptCheckpointError(f"{where}: external data with no location")
+        file = self._resolve(location, where)
+        source = self._external.get(str(file))
+        if source is None:
+            source = self._external[str(file)] = FileSource(file)
+        offset = _non_negative(entries.get("offset", "0"), "offset", where)
+        available = source.size - offset
+        length = _non_negative(entries["length"], "length", where) if "length" in entries else max(available, 0)
+        if offset + length > source.size:
+            raise TruncatedFileError(
+                f"{where}: external bytes {offset}..{offset + length} lie past the end of {file} ({source.size} bytes)"
+            )
+        if length != nbytes:
+            raise CorruptCheckpointError(
+                f"{where}: external data of {length} bytes; shape {list(shape)} of {element.name} needs {nbytes}"
+            )
+        if "checksum" in entries:
+            self._checksums[tensor.name] = entries["checksum"].strip().lower()
+        return TensorInfo(tensor.name, element.dtype, shape, nbytes, element.name, str(file), offset, tensor.name)  # type: ignore[arg-type]
+
+    def _resolve(self, location: str, where: str) -> Path:
+        """The external file ``location`` names, which must lie inside the model's folder."""
+        folder = self.path.resolve().parent
+        if Path(location).is_absolute() or location.startswith(("/", "\\")) or ":" in location[:2]:
+            raise RefusedError(
+                f"{where}: external data path '{location}' is absolute; it must lie in the model's folder"
+            )
+        resolved = (folder / location).resolve()
+        if not resolved.is_relative_to(folder):
+            raise RefusedError(
+                f"{where}: external data path '{location}' escapes the model's folder {folder} (to {resolved})"
+            )
+        return resolved
+
+    # -- reading -------------------------------------------------------------------------
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        return self._read_checked(info, self.verify_checksums)
+
+    def _read_checked(self, info: TensorInfo, check: bool) -> np.ndarray:
+        element = BY_ONNX_NAME[info.type_name]
+        if info.name not in self._tensors:
+            source = self._external[info.file]
+            data = source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
+            if check and info.name in self._checksums:
+                self._check(info, source, data)
+            return _from_bytes(data, element, info)
+        tensor = self._tensors[info.name]
+        if tensor.HasField("raw_data"):
+            return _from_bytes(memoryview(tensor.raw_data), element, info)
+        return _from_typed(tensor, element, info)
+
+    def _check(self, info: TensorInfo, source: FileSource, data: memoryview) -> None:
+        expected = self._checksums[info.name]
+        if (info.file, expected) in self._verified:
+            return
+        whole = self._digests.get(info.file)
+        if whole is None:
+            whole = self._digests[info.file] = hashlib.sha1(source.read(0, source.size, "external data")).hexdigest()
+        if whole == expected or hashlib.sha1(data).hexdigest() == expected:
+            self._verified.add((info.file, expected))
+            return
+        raise ChecksumMismatchError(
+            f"{self.path}: tensor '{info.name}': SHA1 of {info.file} is {whole}, but the model records {expected}"
+        )
+
+    def verify(self) -> list[WeightscopeError]:
+        """Read every tensor, checking external files' SHA1 checksums; the problems found, if any."""
+        problems: list[WeightscopeError] = []
+        for info in self._infos.values():
+            try:
+                self._read_checked(info, True)
+            except WeightscopeError as error:
+                problems.append(error)
+        return problems
+
+    def _close(self) -> None:
+        super()._close()
+        for source in self._external.values():
+            source.close()
+
+
+BY_ONNX_NAME: dict[str, ElementType] = {element.name: element for element in BY_ONNX.values()}
+
+
+def _stored_size(element: ElementType, count: int) -> int:
+    """Bytes of ``count`` elements in raw_data or an external file."""
+    if element.name in _FOUR_BIT:
+        return (count + 1) // 2
+    assert element.dtype is not None
+    return count * element.dtype.itemsize
+
+
+def _entries(element: ElementType, count: int) -> int:
+    """Values of ``count`` elements in their typed field."""
+    if element.name in ("complex64", "complex128"):
+        return 2 * count
+    if element.name in _FOUR_BIT:
+        return (count + 1) // 2
+    return count
+
+
+def _non_negative(text: str, key: str, where: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0 or not text.strip().isdigit():
+        raise CorruptCheckpointError(f"{where}: external data {key} {text!r} is not a non-negative integer")
+    return value
+
+
+def _unpack_four_bit(packed: np.ndarray, element: ElementType, info: TensorInfo) -> np.ndarray:
+    """Elements two to a byte, the first in the low nibble, as one int8/uint8 per element."""
+    nibbles = np.empty(packed.size * 2, np.uint8)
+    nibbles[0::2] = packed & 0x0F
+    nibbles[1::2] = packed >> 4
+    values = nibbles[: info.size]
+    if element.name == "int4":
+        values = ((values.astype(np.int8) ^ 8) - 8).astype(np.int8)
+    assert element.dtype is not None
+    return values.astype(element.dtype).reshape(info.shape)
+
+
+def _from_bytes(data: memoryview, element: ElementType, info: TensorInfo) -> np.ndarray:
+    """A tensor's raw little-endian bytes as an array (a read-only view where no unpacking is needed)."""
+    if element.name in _FOUR_BIT:
+        return _unpack_four_bit(np.frombuffer(data, np.uint8), element, info)
+    if sys.byteorder == "little" or info.dtype.itemsize == 1:
+        return np.ndarray(info.shape, info.dtype, buffer=data)  # read-only: the map (or the bytes) is
+    return np.ndarray(info.shape, info.dtype.newbyteorder("<"), buffer=data).astype(info.dtype)
+
+
+def _from_typed(tensor: Any, element: ElementType, info: TensorInfo) -> np.ndarray:
+    """A tensor given in a typed field, converted per ONNX's rules."""
+    name = element.name
+    dtype = info.dtype
+    if name == "string":
+        array = np.empty(info.size, object)
+        array[:] = list(tensor.string_data)
+        return array.reshape(info.shape)
+    field = _FIELDS.get(name, _INT32_FIELD)
+    if field == "float_data":
+        values = np.array(tensor.float_data, np.float32)
+    elif field == "double_data":
+        values = np.array(tensor.double_data, np.float64)
+    elif field == "int64_data":
+        values = np.array(tensor.int64_data, np.int64)
+    elif field == "uint64_data":
+        values = np.array(tensor.uint64_data, np.uint64)
+    else:
+        ints = np.array(tensor.int32_data, np.int64)
+        if name in _FOUR_BIT:
+            return _unpack_four_bit((ints & 0xFF).astype(np.uint8), element, info)
+        if name == "bool":
+            return (ints != 0).reshape(info.shape)
+        if dtype.kind in "iu":
+            return ints.astype(dtype).reshape(info.shape)
+        # float16, bfloat16, float8: the bit patterns, in the low bits of each entry
+        bits = np.dtype(f"<u{dtype.itemsize}")
+        return (ints & ((1 << (8 * dtype.itemsize)) - 1)).astype(bits).view(dtype).reshape(info.shape)
+    if name.startswith("complex"):
+        return values.view(dtype).reshape(info.shape)
+    return values.astype(dtype).reshape(info.shape)
