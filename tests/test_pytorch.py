@@ -1,4 +1,4 @@
-"""PyTorch zip checkpoints, written by torch.save and read back by weightscope as torch.load reads them."""
+"""PyTorch checkpoints (zip and legacy), written by torch.save and read back by weightscope as torch.load reads them."""
 
 from __future__ import annotations
 
@@ -183,3 +183,99 @@ def test_npz_is_not_claimed(tmp_path: Path) -> None:
     np.savez(path, a=np.zeros(2))
     with ws.open(path) as ckpt:
         assert ckpt.format == "npz"
+
+
+# -- the legacy format (torch.save(..., _use_new_zipfile_serialization=False)) -------------------
+
+LEGACY_DTYPES = [
+    torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.int16, torch.int32, torch.int64,
+    torch.uint8, torch.bool, torch.complex64, torch.complex128,
+]  # fmt: skip
+
+
+def _legacy_save(obj: object, path: Path) -> Path:
+    torch.save(obj, path, _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(path)
+    return path
+
+
+def test_legacy_state_dict(tmp_path: Path) -> None:
+    path = _legacy_save(_model().state_dict(), tmp_path / "legacy.pt")
+    _assert_matches_torch(path)
+    with ws.open(path) as ckpt:
+        assert ckpt.layers()["0"].weight.shape == (5, 2)
+    assert main(["layers", str(path)]) == 0
+
+
+def test_legacy_every_dtype_view_and_shared_storage(tmp_path: Path) -> None:
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    shared = torch.arange(10, dtype=torch.int64)
+    tensors = {str(dtype).removeprefix("torch."): (torch.rand(3, 4) * 10).to(dtype) for dtype in LEGACY_DTYPES}
+    tensors |= {
+        "transposed": base.t(),
+        "slice": base[1:3, 2:5],
+        "shared_a": shared[2:5],
+        "shared_b": shared[::3],
+        "scalar": torch.tensor(3.5),
+        "empty": torch.empty(0, 3),
+    }
+    path = _legacy_save(tensors, tmp_path / "tensors.pt")
+    _assert_matches_torch(path)
+    with ws.open(path) as ckpt:
+        assert not ckpt["transposed"].flags.c_contiguous
+        assert ckpt["bfloat16"].view(np.int16).tobytes() == tensors["bfloat16"].view(torch.int16).numpy().tobytes()
+
+
+def test_legacy_training_checkpoint(tmp_path: Path) -> None:
+    model = _model()
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 2)).sum().backward()
+    optimizer.step()
+    state = {"epoch": 3, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    path = _legacy_save(state, tmp_path / "train.pt")
+    _assert_matches_torch(path)
+    with ws.open(path) as ckpt:
+        assert ckpt.metadata["epoch"] == "3"
+        assert ckpt.role("optimizer.state.0.exp_avg").kind == "optimizer"
+        assert set(ckpt.layers()) == {"0", "2"}
+    names = {entry.name for entry in scan(path)}
+    assert {"torch._utils._rebuild_tensor_v2", "torch.FloatStorage", "collections.OrderedDict"} <= names
+    assert all(entry.allowed for entry in scan(path))
+
+
+def test_legacy_malicious_object_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    name = os.system.__module__ + ".system"
+    path = _legacy_save({"w": torch.zeros(2), "evil": _Call(os.system, ("touch MARKER",))}, tmp_path / "evil.pt")
+    with pytest.raises(ws.RefusedError, match=f"refused to load: the file wants to call {name}$"):
+        ws.open(path)
+    assert main(["ls", str(path)]) == 6
+    assert name in capsys.readouterr().err
+    assert main(["scan", str(path)]) == 6
+    assert f"REFUSED GLOBAL {name}" in capsys.readouterr().out
+    assert any(not entry.allowed and entry.name == name for entry in scan(path))
+    assert not (tmp_path / "MARKER").exists()
+
+
+def test_legacy_truncated_and_forged(tmp_path: Path) -> None:
+    path = _legacy_save({"t": torch.arange(16.0), "u": torch.arange(4)}, tmp_path / "ok.pt")
+    data = path.read_bytes()
+    for cut in (len(data) - 1, len(data) - 40, 200, 20, 10):
+        short = tmp_path / f"cut{cut}.pt"
+        short.write_bytes(data[:cut])
+        with pytest.raises((ws.TruncatedFileError, ws.CorruptCheckpointError)):
+            ws.open(short, format="pytorch")
+    # An element count that disagrees with the pickle's numel.
+    keys_end = data.index(b".", data.index(b"\x80\x02]")) + 1
+    count = int.from_bytes(data[keys_end : keys_end + 8], "little")
+    forged = tmp_path / "forged.pt"
+    forged.write_bytes(data[:keys_end] + (count + 1).to_bytes(8, "little") + data[keys_end + 8 :])
+    with pytest.raises(ws.CorruptCheckpointError, match="elements; the pickle says"):
+        ws.open(forged)
+    # A plain pickle is not claimed as PyTorch.
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps({"a": 1}, 2))
+    with pytest.raises(ws.UnsupportedFormatError):
+        ws.open(plain)

@@ -79,8 +79,15 @@ def _sniff_npz(path: Path) -> bool:
 _PYTORCH_MEMBERS = (b"/data.pkl", b"/.format_version", b"/byteorder", b"/version")
 
 
+# The legacy format (torch.save before 1.6) starts with its magic number 0x1950a86a20f9469cfc6c
+# pickled at protocol 2: PROTO 2, LONG1 of 10 bytes, STOP.
+_PYTORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little") + b"."
+
+
 def _sniff_pytorch(path: Path) -> bool:
     head = _head(path, 30 + 0xFFFF)
+    if head.startswith(_PYTORCH_LEGACY_HEAD):
+        return True
     name = head[30 : 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")]
     return head.startswith(_ZIP_MAGIC) and name.count(b"/") == 1 and name.endswith(_PYTORCH_MEMBERS)
 
@@ -169,7 +176,7 @@ FORMATS: dict[str, Format] = {
     ),
     "pytorch": Format(
         "pytorch",
-        "PyTorch zip checkpoint (torch.save, .pt/.pth/.bin): a pickle read by an allow-list, never run",
+        "PyTorch checkpoint (torch.save, .pt/.pth/.bin; zip or legacy): pickles read by an allow-list, never run",
         "weightscope.formats.pytorch:PyTorchCheckpoint",
         _sniff_pytorch,
     ),

@@ -1,4 +1,4 @@
-"""PyTorch checkpoints in the zip format (``torch.save``'s default since 1.6), read without unpickling.
+"""PyTorch checkpoints, zip (``torch.save``'s default since 1.6) or legacy, read without unpickling.
 
 The file is a zip archive (see ``weightscope.containers.zip``) with one top-level folder
 (the file's stem, or ``archive``) holding:
@@ -36,12 +36,30 @@ larger than its member, a ``byteorder`` other than ``little`` or ``big``, a pick
 ends early, and two tensors reached by the same dotted name. ``scan`` lists the globals
 and calls a pickle names, without evaluating anything, for a look before opening.
 
-Not read (yet): the legacy format of PyTorch before 1.6 (consecutive pickles, not a zip).
+The legacy format (``torch.save(..., _use_new_zipfile_serialization=False)``, the only one
+before 1.6) is one file of consecutive pickles, each with its own memo: the magic number
+``0x1950a86a20f9469cfc6c``, the protocol version ``1001``, a system-info dict
+(``protocol_version``, ``little_endian``, ``type_sizes``), the saved object, and the sorted
+list of storage keys. Then, for each key in that order, the storage: its element count as
+an 8-byte int64 (in the file's byte order), then ``count`` x element-size raw bytes. In the
+saved object a storage's persistent id has a sixth item, the view metadata, always None
+since PyTorch 1.0. A file is read as legacy when it starts with a pickle (``PROTO``) rather
+than a zip; the sniffer claims one only by torch's exact first 15 bytes (``PROTO 2``, the
+magic as ``LONG1``, ``STOP``). All five pickles go through the same allow-list unpickler
+(the same globals, no others; a storage named in any pickle but the saved object is refused),
+storages are memory-mapped read-only at their offsets, and a reader refuses: a magic number
+or protocol version that is not torch's, a system info without ``little_endian``, storage
+keys that are not distinct strings, a key no persistent id types, one key named with two
+types or sizes, non-None view metadata (``UnsupportedFormatError``), an element count that
+differs from the pickle's numel, and a storage or pickle that runs past the end of the file.
+Legacy files hold no checksums. The older tar format (PyTorch before 0.4) and whole pickled
+``nn.Module`` objects (``'module'`` persistent ids, which name classes) are not read.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import pickletools
 import re
@@ -190,11 +208,16 @@ def _ints(value: object) -> bool:
 class _Unpickler:
     """Interprets one pickle over inert values; ``scan`` records globals and calls instead of refusing."""
 
-    def __init__(self, data: bytes, where: str, *, scan: bool = False) -> None:
+    def __init__(
+        self, data: bytes | mmap.mmap, where: str, *, scan: bool = False, start: int = 0, pid_length: int = 5
+    ) -> None:
         self.data = data
         self.where = where  # "PATH: member", for messages
         self.scan = scan
-        self.position = 0
+        self.position = start  # a legacy file holds several pickles, one after another
+        self.pid_length = pid_length  # a storage's persistent id: 5 items in a zip, 6 in the legacy format
+        self.storages: dict[str, _Storage] = {}  # by key, as first named
+        self.stopped = False  # while scanning: a refused opcode ended the pickle early
         self.stack: list[Any] = []
         self.marks: list[int] = []
         self.memo: dict[int, Any] = {}
@@ -251,6 +274,7 @@ class _Unpickler:
             operation = self._ops.get(opcode)
             if operation is None:
                 self._unknown(opcode)
+                self.stopped = True
                 return _Opaque()  # only while scanning: nothing after it can be followed
             operation()
             if len(self.stack) > MAX_STACK or len(self.marks) > MAX_STACK:
@@ -417,7 +441,15 @@ class _Unpickler:
 
     def _persistent_id(self) -> None:
         pid = self._pop()
-        self._push(self._evaluate(lambda: _storage(pid, self.where)))
+        self._push(self._evaluate(lambda: self._storage(pid)))
+
+    def _storage(self, pid: object) -> _Storage:
+        storage = _storage(pid, self.where, self.pid_length)
+        first = self.storages.setdefault(storage.key, storage)
+        if self.pid_length == 6 and first != storage:
+            # torch's legacy loader types a storage by its first persistent id; so must this reader.
+            raise CorruptCheckpointError(f"{self.where}: storage '{storage.key}' is named as {first} and {storage}")
+        return storage
 
     def _unknown(self, opcode: int) -> None:
         known = pickletools.code2op.get(chr(opcode))
@@ -428,11 +460,14 @@ class _Unpickler:
         self._record(known.name, "", False)
 
 
-def _storage(pid: object, where: str) -> _Storage:
-    """The storage a persistent id names: ``('storage', class, key, location, numel)``."""
+def _storage(pid: object, where: str, length: int = 5) -> _Storage:
+    """The storage a persistent id names: ``('storage', class, key, location, numel)``, and in
+    the legacy format a sixth item, the view metadata, which torch has written as None since 1.0."""
+    if isinstance(pid, tuple) and len(pid) == length == 6 and pid[5] is not None:
+        raise UnsupportedFormatError(f"{where}: a legacy storage view ({pid[5]!r:.100}); torch writes none since 1.0")
     if not (
         isinstance(pid, tuple)
-        and len(pid) == 5
+        and len(pid) == length
         and pid[0] == "storage"
         and isinstance(pid[1], _Global)
         and pid[1].kind == "storage"
@@ -523,6 +558,77 @@ def _read_member(source: FileSource, path: Path, name: str, member: _Stored, ver
     return data
 
 
+# -- the legacy format ---------------------------------------------------------------------
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
+LEGACY_PROTOCOL = 1001  # torch.serialization.PROTOCOL_VERSION
+# How torch.save(..., _use_new_zipfile_serialization=False) begins: the magic number pickled
+# at protocol 2 (PROTO 2, LONG1 of 10 bytes, STOP). The sniffer checks these 15 bytes.
+LEGACY_HEAD = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little") + b"."
+LEGACY_PICKLES = ("magic number", "protocol version", "system info", "saved object", "storage keys")
+
+
+def _is_legacy(source: FileSource) -> bool:
+    """Whether the file starts with a pickle (PROTO) rather than a zip: then it is read as legacy."""
+    return source.size > 0 and bytes(source.read(0, 1, "magic")) == b"\x80"
+
+
+def _whole(source: FileSource) -> bytes | mmap.mmap:
+    """The whole mapped file, for an unpickler to read the pickles at its start without copying the rest."""
+    if source.size == 0:
+        return b""
+    whole = source.read(0, source.size, "the file").obj
+    assert isinstance(whole, bytes | mmap.mmap)
+    return whole
+
+
+class _Legacy(NamedTuple):
+    saved: Any
+    little_endian: bool
+    storages: dict[str, _Stored]  # by key: the raw bytes after each one's element count
+
+
+def _read_legacy(source: FileSource, path: Path) -> _Legacy:
+    """Read the five pickles of a legacy file, then locate its storages after them."""
+    data, position = _whole(source), 0
+    values: list[Any] = []
+    storages: dict[str, _Storage] = {}
+    for index, label in enumerate(LEGACY_PICKLES):
+        unpickler = _Unpickler(data, f"{path}: the {label} pickle", start=position, pid_length=6)
+        value = unpickler.load()
+        position = unpickler.position
+        if unpickler.storages and index != 3:
+            raise CorruptCheckpointError(f"{path}: the {label} pickle names a storage")
+        storages = storages or unpickler.storages
+        if index == 0 and (not _is_int(value) or value != LEGACY_MAGIC):
+            raise UnsupportedFormatError(f"{path}: a pickle, but not torch.save's: it starts with {value!r:.80}")
+        if index == 1 and (not _is_int(value) or value != LEGACY_PROTOCOL):
+            raise UnsupportedFormatError(f"{path}: legacy protocol version {value!r:.80}; weightscope reads 1001")
+        if index == 2 and not (isinstance(value, dict) and isinstance(value.get("little_endian"), bool)):
+            raise CorruptCheckpointError(f"{path}: the system info is not a dict with little_endian: {value!r:.200}")
+        values.append(value)
+    keys = values[4]
+    if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys) or len(set(keys)) != len(keys):
+        raise CorruptCheckpointError(f"{path}: the storage keys are not a list of distinct strings: {keys!r:.200}")
+    order = "little" if values[2]["little_endian"] else "big"
+    located: dict[str, _Stored] = {}
+    for key in keys:
+        storage = storages.get(key)
+        if storage is None:
+            raise CorruptCheckpointError(f"{path}: storage '{key}' is listed but no persistent id names its type")
+        header = bytes(source.read(position, 8, f"storage '{key}'s element count"))
+        count = int.from_bytes(header, order, signed=True)
+        if count != storage.numel:
+            raise CorruptCheckpointError(
+                f"{path}: storage '{key}' holds {count} elements; the pickle says {storage.numel}"
+            )
+        size = count * BY_NAME[storage.element].dtype.itemsize  # type: ignore[union-attr]
+        source.read(position + 8, size, f"storage '{key}'")  # bounds-checked: TruncatedFileError past the end
+        located[key] = _Stored(position + 8, size, 0)
+        position += 8 + size
+    return _Legacy(values[3], order == "little", located)
+
+
 def scan(path: str | os.PathLike[str]) -> list[ScanEntry]:
     """The globals and calls the checkpoint's pickle names, each marked allowed or refused.
 
@@ -530,14 +636,27 @@ def scan(path: str | os.PathLike[str]) -> list[ScanEntry]:
     """
     path = Path(path)
     source = FileSource(path)
+    found: dict[tuple[str, str, bool], int] = {}
     try:
-        folder, members = _members(source, path)
-        name = f"{folder}/data.pkl"
-        unpickler = _Unpickler(bytes(_read_member(source, path, name, members[name], True)), f"{path}", scan=True)
-        unpickler.load()
+        if _is_legacy(source):
+            data, position = _whole(source), 0
+            for _ in LEGACY_PICKLES:
+                unpickler = _Unpickler(data, f"{path}", scan=True, start=position, pid_length=6)
+                unpickler.load()
+                for key, count in unpickler.found.items():
+                    found[key] = found.get(key, 0) + count
+                if unpickler.stopped:
+                    break
+                position = unpickler.position
+        else:
+            folder, members = _members(source, path)
+            name = f"{folder}/data.pkl"
+            unpickler = _Unpickler(bytes(_read_member(source, path, name, members[name], True)), f"{path}", scan=True)
+            unpickler.load()
+            found = unpickler.found
     finally:
         source.close()
-    return [ScanEntry(opcode, name, allowed, count) for (opcode, name, allowed), count in unpickler.found.items()]
+    return [ScanEntry(opcode, name, allowed, count) for (opcode, name, allowed), count in found.items()]
 
 
 class PyTorchCheckpoint(FileCheckpoint):
@@ -550,9 +669,16 @@ class PyTorchCheckpoint(FileCheckpoint):
         self._tensors: dict[str, _Tensor] = {}
         self._verified: set[str] = set()
         self._visits = 0
+        self._legacy: dict[str, _Stored] | None = None  # a legacy file's storages by key
         super().__init__(path, verify=verify)
 
     def _load(self) -> None:
+        if _is_legacy(self._source):
+            legacy = _read_legacy(self._source, self.path)
+            self._legacy = legacy.storages
+            self._byteorder = "<" if legacy.little_endian else ">"
+            self._walk(legacy.saved, "", 0, optimizer=False)
+            return
         self._folder, self._members = _members(self._source, self.path)
         order = self._member_text("byteorder") or "little"
         if order not in ("little", "big"):
@@ -606,8 +732,11 @@ class PyTorchCheckpoint(FileCheckpoint):
         if dtype.itemsize > 1:
             dtype = dtype.newbyteorder(self._byteorder)
         storage = tensor.storage
-        member_name = f"{self._folder}/data/{storage.key}"
-        member = self._members.get(member_name)
+        if self._legacy is not None:
+            member_name, member = storage.key, self._legacy.get(storage.key)
+        else:
+            member_name = f"{self._folder}/data/{storage.key}"
+            member = self._members.get(member_name)
         what = f"{self.path}: tensor '{name}'"
         if member is None:
             raise CorruptCheckpointError(f"{what}: its storage '{member_name}' is missing")
@@ -641,7 +770,11 @@ class PyTorchCheckpoint(FileCheckpoint):
             empty = np.empty(info.shape, info.dtype)
             empty.flags.writeable = False
             return empty
-        data = self._member_bytes(f"{self._folder}/data/{tensor.storage.key}")
+        if self._legacy is not None:
+            stored = self._legacy[tensor.storage.key]
+            data = self._source.read(stored.start, stored.size, f"storage '{tensor.storage.key}'")
+        else:
+            data = self._member_bytes(f"{self._folder}/data/{tensor.storage.key}")
         strides = tuple(step * info.dtype.itemsize for step in tensor.stride)
         return np.ndarray(
             info.shape, info.dtype, buffer=data, offset=tensor.offset * info.dtype.itemsize, strides=strides
