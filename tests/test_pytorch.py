@@ -62,10 +62,20 @@ def test_state_dict_reads_as_torch_loads_it(tmp_path: Path) -> None:
     assert main(["layers", str(path)]) == 0
 
 
-def test_every_dtype_and_layout(tmp_path: Path) -> None:
+def _save(obj: object, path: Path, legacy: bool) -> Path:
+    """``torch.save`` in the zip format, or in the legacy (pre-1.6) one."""
+    if legacy:
+        return _legacy_save(obj, path)
+    torch.save(obj, path)
+    return path
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_every_dtype_and_layout(tmp_path: Path, legacy: bool) -> None:
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
     shared = torch.arange(10, dtype=torch.int64)
-    tensors = {str(dtype).removeprefix("torch."): (torch.rand(3, 4) * 10).to(dtype) for dtype in DTYPES}
+    dtypes = LEGACY_DTYPES if legacy else DTYPES
+    tensors = {str(dtype).removeprefix("torch."): (torch.rand(3, 4) * 10).to(dtype) for dtype in dtypes}
     tensors |= {
         "bf16": torch.randn(3, 4).to(torch.bfloat16),
         "transposed": base.t(),
@@ -75,26 +85,29 @@ def test_every_dtype_and_layout(tmp_path: Path) -> None:
         "scalar": torch.tensor(3.5),
         "empty": torch.empty(0, 3),
     }
-    path = tmp_path / "tensors.pt"
-    torch.save(tensors, path)
+    path = _save(tensors, tmp_path / "tensors.pt", legacy)
     _assert_matches_torch(path)
     with ws.open(path) as ckpt:
         assert not ckpt["transposed"].flags.c_contiguous
         assert ckpt["bf16"].view(np.int16).tobytes() == tensors["bf16"].view(torch.int16).numpy().tobytes()
 
 
-def test_training_checkpoint_names_nested_tensors(tmp_path: Path) -> None:
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_training_checkpoint_names_nested_tensors(tmp_path: Path, legacy: bool) -> None:
     model = _model()
     optimizer = torch.optim.Adam(model.parameters())
     model(torch.randn(4, 2)).sum().backward()
     optimizer.step()
-    path = tmp_path / "train.pt"
-    torch.save({"epoch": 3, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+    state = {"epoch": 3, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    path = _save(state, tmp_path / "train.pt", legacy)
     _assert_matches_torch(path)
     with ws.open(path) as ckpt:
         assert ckpt.metadata["epoch"] == "3"
         assert ckpt.role("optimizer.state.0.exp_avg").kind == "optimizer"
         assert set(ckpt.layers()) == {"0", "2"}  # the checkpoint's "model." is the model's name
+    names = {entry.name for entry in scan(path)}
+    assert {"torch._utils._rebuild_tensor_v2", "collections.OrderedDict"} <= names
+    assert all(entry.allowed for entry in scan(path))
 
 
 class _Call:
@@ -205,42 +218,6 @@ def test_legacy_state_dict(tmp_path: Path) -> None:
     with ws.open(path) as ckpt:
         assert ckpt.layers()["0"].weight.shape == (5, 2)
     assert main(["layers", str(path)]) == 0
-
-
-def test_legacy_every_dtype_view_and_shared_storage(tmp_path: Path) -> None:
-    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
-    shared = torch.arange(10, dtype=torch.int64)
-    tensors = {str(dtype).removeprefix("torch."): (torch.rand(3, 4) * 10).to(dtype) for dtype in LEGACY_DTYPES}
-    tensors |= {
-        "transposed": base.t(),
-        "slice": base[1:3, 2:5],
-        "shared_a": shared[2:5],
-        "shared_b": shared[::3],
-        "scalar": torch.tensor(3.5),
-        "empty": torch.empty(0, 3),
-    }
-    path = _legacy_save(tensors, tmp_path / "tensors.pt")
-    _assert_matches_torch(path)
-    with ws.open(path) as ckpt:
-        assert not ckpt["transposed"].flags.c_contiguous
-        assert ckpt["bfloat16"].view(np.int16).tobytes() == tensors["bfloat16"].view(torch.int16).numpy().tobytes()
-
-
-def test_legacy_training_checkpoint(tmp_path: Path) -> None:
-    model = _model()
-    optimizer = torch.optim.Adam(model.parameters())
-    model(torch.randn(4, 2)).sum().backward()
-    optimizer.step()
-    state = {"epoch": 3, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
-    path = _legacy_save(state, tmp_path / "train.pt")
-    _assert_matches_torch(path)
-    with ws.open(path) as ckpt:
-        assert ckpt.metadata["epoch"] == "3"
-        assert ckpt.role("optimizer.state.0.exp_avg").kind == "optimizer"
-        assert set(ckpt.layers()) == {"0", "2"}
-    names = {entry.name for entry in scan(path)}
-    assert {"torch._utils._rebuild_tensor_v2", "torch.FloatStorage", "collections.OrderedDict"} <= names
-    assert all(entry.allowed for entry in scan(path))
 
 
 def test_legacy_malicious_object_is_refused(
