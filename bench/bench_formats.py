@@ -38,18 +38,14 @@ size directly.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import os
-import platform
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+import benchlib
 import numpy as np
 import safetensors
 import safetensors.numpy
@@ -58,9 +54,10 @@ from benchlib import (
     GIB,
     MIB,
     Report,
+    Row,
     Samples,
-    cpu_model,
     interleave,
+    load_average,
     rate_figure,
     source_state,
     time_figure,
@@ -72,26 +69,11 @@ import weightscope as ws
 # -- measurements --------------------------------------------------------------------
 
 
-@dataclass
-class Row:
-    """One line of the final table: the two figures, their ratio and its target (if any)."""
-
-    comparison: str
-    library: str
-    weightscope: str
-    ratio: float  # oriented so that larger is better for weightscope
-    target: float | None
-
-    @property
-    def met(self) -> str:
-        if self.target is None:
-            return "-"
-        return "yes" if self.ratio >= self.target else "NO"
-
-
 def add_row(report: Report, label: str, nbytes: int, library: Samples, ours: Samples, target: float | None) -> None:
     ratio = library.median / ours.median
-    report.rows.append(Row(label, rate_figure(nbytes, library), rate_figure(nbytes, ours), ratio, target))
+    report.rows.append(
+        Row(label, rate_figure(nbytes, library), rate_figure(nbytes, ours), ratio, f"{ratio:.2f}x", target)
+    )
 
 
 # -- inputs ----------------------------------------------------------------------------
@@ -213,50 +195,24 @@ def raw_bandwidth(path: Path, nbytes: int, reps: int) -> list[str]:
 
 
 def print_report(report: Report, args: argparse.Namespace) -> None:
-    cores = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    print()
-    print("weightscope vs safetensors and PyTorch" + (" (--quick)" if args.quick else ""))
-    print(f"date:    {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"python:  {platform.python_version()} ({sys.executable})")
-    print(f"cpu:     {cpu_model()}, {cores} cores ({usable} usable)")
     versions = (
         f"safetensors {safetensors.__version__}, torch {torch.__version__}, numpy {np.__version__}, "
         f"weightscope {ws.__version__}"
     )
-    print(f"versions: {versions}{source_state(ws.__file__)}")
-    print(f"repetitions: {args.reps} per variant, interleaved, after 1 warm-up each;")
-    print("figures are the median (and the best) of them, ratios are between medians (library / weightscope time)")
-    print()
-    headers = ["comparison", "library", "weightscope", "ratio", "target", "met"]
-    table = [
-        [row.comparison, row.library, row.weightscope, f"{row.ratio:.2f}x",
-         "-" if row.target is None else f">= {row.target:g}x", row.met]
-        for row in report.rows
-    ]  # fmt: skip
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *table, strict=True)]
-    for line in [headers, ["-" * width for width in widths], *table]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
-    print()
-    for line in report.context:
-        print(f"- {line}")
-    for line in report.checks:
-        print(f"- check: {line}")
-    missed = [row.comparison for row in report.rows if row.met == "NO"]
-    print()
-    print(f"targets missed: {', '.join(missed)}" if missed else "all targets met")
-    if report.failed:
-        print("a correctness check FAILED (see above)")
+    benchlib.print_report(
+        report,
+        title="weightscope vs safetensors and PyTorch" + (" (--quick)" if args.quick else ""),
+        versions=versions + source_state(ws.__file__),
+        repetitions=f"{args.reps} per variant, interleaved, after 1 warm-up each (ratios: library / weightscope time);",
+        baseline="library",
+    )
 
 
 # -- main ------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, help="make the input directory here (default: /tmp)")
-    parser.add_argument("--keep", action="store_true", help="keep the input directory at the end")
-    parser.add_argument("--quick", action="store_true", help="a smaller file (64 MiB)")
+    parser = benchlib.argument_parser(__doc__.split("\n\n")[0], quick="a smaller file (64 MiB)")
     parser.add_argument("--mib", type=int, help="file size in MiB (1024; quick 64)")
     parser.add_argument("--tensors", type=int, default=64, help="float32 tensors in the file (64)")
     parser.add_argument("--reps", type=int, help="rounds of each comparison (7; quick 5)")
@@ -273,12 +229,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    parent = args.workdir or Path(tempfile.gettempdir())
-    parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="weightscope-bench-formats-", dir=parent))
     report = Report()
-    report.context.append(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    try:
+    with benchlib.work_directory(args, "weightscope-bench-formats-") as workdir:
+        report.context.append(f"load average at start: {load_average()}")
         nbytes = args.mib * MIB // args.tensors * args.tensors
         size = f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB else f"{nbytes / MIB:.0f} MiB"
         print(f"writing {size} ({args.tensors} float32 tensors) twice under {workdir} ...", flush=True)
@@ -289,13 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         compare_safetensors(st_path, nbytes, size, args.reps, report)
         compare_pytorch(pt_path, nbytes, size, args.reps, report)
         report.context.extend(raw_bandwidth(st_path, nbytes, args.reps))
-        report.context.append(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        report.context.append(f"load average at end: {load_average()}")
         print_report(report, args)
-    finally:
-        if args.keep:
-            print(f"inputs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
     return 1 if report.failed else 0
 
 

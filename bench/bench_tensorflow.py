@@ -46,13 +46,10 @@ also a parameter of its own.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import mmap
 import os
-import platform
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,13 +59,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import benchlib
 from benchlib import (
     GIB,
     MIB,
     Report,
+    Row,
     Samples,
-    cpu_model,
     interleave,
+    load_average,
     rate_figure,
     source_state,
     time_figure,
@@ -124,27 +123,7 @@ def resident_mib(field_name: str = "VmHWM") -> float:
     return float("nan")
 
 
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 # -- measurements --------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One line of the final table: the two figures, their ratio and its target."""
-
-    comparison: str
-    tensorflow: str
-    weightscope: str
-    ratio: float  # oriented so that larger is better for weightscope
-    ratio_text: str
-    target: float
-
-    @property
-    def met(self) -> bool:
-        return self.ratio >= self.target
 
 
 def memory_figure(samples: Samples) -> str:
@@ -499,48 +478,21 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
     import weightscope as ws
 
     tf = import_tensorflow()
-
-    cores = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    print()
-    print("weightscope vs TensorFlow" + (" (--quick)" if args.quick else ""))
-    print(f"date:    {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"python:  {platform.python_version()} ({sys.executable})")
-    print(f"cpu:     {cpu_model()}, {cores} cores ({usable} usable)")
     versions = f"tensorflow {tf.__version__}, numpy {np.__version__}, weightscope {ws.__version__}"
-    print(f"versions: {versions}{source_state(ws.__file__)}")
-    print(f"repetitions: CLI {args.cli_reps}, in-process {args.reps} per side, after 1 warm-up each;")
-    print("figures are the median (and the best) of them, ratios are between medians")
-    print()
-    headers = ["comparison", "TensorFlow", "weightscope", "ratio", "target", "met"]
-    table = [
-        [row.comparison, row.tensorflow, row.weightscope, row.ratio_text, f">= {row.target:g}x",
-         "yes" if row.met else "NO"]
-        for row in report.rows
-    ]  # fmt: skip
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *table, strict=True)]
-    for line in [headers, ["-" * width for width in widths], *table]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
-    print()
-    for line in report.context:
-        print(f"- {line}")
-    for line in report.checks:
-        print(f"- check: {line}")
-    missed = [row.comparison for row in report.rows if not row.met]
-    print()
-    print(f"targets missed: {', '.join(missed)}" if missed else "all targets met")
-    if report.failed:
-        print("a correctness check FAILED (see above)")
+    benchlib.print_report(
+        report,
+        title="weightscope vs TensorFlow" + (" (--quick)" if args.quick else ""),
+        versions=versions + source_state(ws.__file__),
+        repetitions=f"CLI {args.cli_reps}, in-process {args.reps} per side, after 1 warm-up each;",
+        baseline="TensorFlow",
+    )
 
 
 # -- main ------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, help="make the input directory here (default: /tmp)")
-    parser.add_argument("--keep", action="store_true", help="keep the input directory at the end")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (2,000 variables, 64 MiB)")
+    parser = benchlib.argument_parser(__doc__.split("\n\n")[0], quick="smaller sizes (2,000 variables, 64 MiB)")
     parser.add_argument("--variables", type=int, help="variables in comparison 2 (20,000; quick 2,000)")
     parser.add_argument("--big-mib", type=int, help="checkpoint size in comparison 3 (1024; quick 64)")
     parser.add_argument("--big-tensors", type=int, default=64, help="tensors in that checkpoint (64)")
@@ -568,24 +520,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         generate_inputs(args.generate_into, args.variables, args.big_tensors, args.big_mib * MIB)
         return 0
     os.environ.update(TF_QUIET)
-    parent = args.workdir or Path(tempfile.gettempdir())
-    parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="weightscope-bench-", dir=parent))
-    env = child_environment(workdir)
     report = Report()
-    report.context.append(f"load average at start: {load_average()}")
-    try:
+    with benchlib.work_directory(args, "weightscope-bench-") as workdir:
+        env = child_environment(workdir)
+        report.context.append(f"load average at start: {load_average()}")
         manifest = make_inputs(workdir, args, env, report)
         compare_cli(str(manifest["small"]), workdir, args.cli_reps, env, report)
         compare_listing(str(manifest["many"]), int(manifest["many_count"]), args.reps, report)
         compare_full_read(manifest, args.reps, report)
         report.context.append(f"load average at end: {load_average()}")
         print_report(report, args)
-    finally:
-        if args.keep:
-            print(f"inputs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
     return 1 if report.failed else 0
 
 

@@ -6,16 +6,21 @@ anything large (a child's peak memory starts from its parent's size).
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import datetime
 import gc
 import os
 import platform
+import shutil
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -40,8 +45,26 @@ class Samples:
 
 
 @dataclass
+class Row:
+    """One line of the final table: the two figures, their ratio and its target (if any)."""
+
+    comparison: str
+    baseline: str  # the library or framework weightscope is measured against
+    weightscope: str
+    ratio: float  # oriented so that larger is better for weightscope
+    ratio_text: str
+    target: float | None
+
+    @property
+    def met(self) -> str:
+        if self.target is None:
+            return "-"
+        return "yes" if self.ratio >= self.target else "NO"
+
+
+@dataclass
 class Report:
-    rows: list[Any] = field(default_factory=list)  # each script's own Row
+    rows: list[Row] = field(default_factory=list)
     context: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     failed: bool = False  # a correctness check failed (speed is reported, never failed on)
@@ -118,3 +141,65 @@ def source_state(module_file: str | None) -> str:
     except (OSError, subprocess.CalledProcessError):
         return ""
     return f" (git {commit}{', with uncommitted changes' if status else ''})"
+
+
+def print_report(report: Report, *, title: str, versions: str, repetitions: str, baseline: str) -> None:
+    """The run's description, the table of rows, the context and checks, and the verdict."""
+    cores = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    print()
+    print(title)
+    print(f"date:    {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(f"python:  {platform.python_version()} ({sys.executable})")
+    print(f"cpu:     {cpu_model()}, {cores} cores ({usable} usable)")
+    print(f"versions: {versions}")
+    print(f"repetitions: {repetitions}")
+    print("figures are the median (and the best) of them, ratios are between medians")
+    print()
+    headers = ["comparison", baseline, "weightscope", "ratio", "target", "met"]
+    table = [
+        [row.comparison, row.baseline, row.weightscope, row.ratio_text,
+         "-" if row.target is None else f">= {row.target:g}x", row.met]
+        for row in report.rows
+    ]  # fmt: skip
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *table, strict=True)]
+    for line in [headers, ["-" * width for width in widths], *table]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    print()
+    for line in report.context:
+        print(f"- {line}")
+    for line in report.checks:
+        print(f"- check: {line}")
+    missed = [row.comparison for row in report.rows if row.met == "NO"]
+    print()
+    print(f"targets missed: {', '.join(missed)}" if missed else "all targets met")
+    if report.failed:
+        print("a correctness check FAILED (see above)")
+
+
+def argument_parser(description: str, quick: str) -> argparse.ArgumentParser:
+    """A parser with the options every benchmark has: where its inputs go, and a quick mode."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--workdir", type=Path, help="make the input directory here (default: /tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep the input directory at the end")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    return parser
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+@contextlib.contextmanager
+def work_directory(args: argparse.Namespace, prefix: str) -> Iterator[Path]:
+    """A fresh directory for a run's inputs under ``--workdir`` (or /tmp), removed unless ``--keep``."""
+    parent = args.workdir or Path(tempfile.gettempdir())
+    parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield workdir
+    finally:
+        if args.keep:
+            print(f"inputs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
