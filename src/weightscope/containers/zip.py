@@ -4,7 +4,10 @@ The central directory is parsed by ``zipfile`` over the file's bytes (through a
 read-only file object over a ``FileSource``). A member's bytes start after its local
 header: 30 bytes (signature ``PK\\x03\\x04`` first, the name and extra field lengths at
 26 and 28), the name, then the extra field. A reader must refuse an unreadable
-directory, encrypted members, and a local header that is missing or names another member.
+directory, encrypted members, a local header that is missing or names another member,
+compression methods other than stored (0) and deflate (8), a stored member whose two
+sizes differ, and a deflated member declaring more bytes than deflate can produce from
+its compressed size (a zip bomb) — before inflating anything.
 """
 
 from __future__ import annotations
@@ -13,15 +16,20 @@ import errno
 import io
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
-from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError
+from weightscope.errors import ChecksumMismatchError, CorruptCheckpointError, UnsupportedFormatError
 from weightscope.sources import FileSource
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra field length
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 _UTF8_NAME_FLAG = 0x800
+# Deflate writes at least 2 bits for a run of 258 bytes: at most ~1032 bytes out per byte
+# in, plus the stream's fixed costs for tiny members.
+DEFLATE_MAX_RATIO = 1032
+DEFLATE_SLACK = 1024
 
 
 def read_directory(source: FileSource, path: Path) -> list[zipfile.ZipInfo]:
@@ -45,6 +53,48 @@ def member_start(source: FileSource, entry: zipfile.ZipInfo, what: str) -> int:
     if signature != _LOCAL_SIGNATURE or bytes(stored_name).decode(encoding, "replace") != entry.orig_filename:
         raise CorruptCheckpointError(f"{what}: no local header for it at {entry.header_offset}")
     return name_start + name_length + extra_length
+
+
+def is_deflated(entry: zipfile.ZipInfo, what: str) -> bool:
+    """Whether the member is deflated (else stored), once its method and sizes are checked."""
+    if entry.compress_type == zipfile.ZIP_STORED:
+        if entry.compress_size != entry.file_size:
+            raise CorruptCheckpointError(
+                f"{what} is stored uncompressed, yet its sizes differ ({entry.compress_size}, {entry.file_size})"
+            )
+        return False
+    if entry.compress_type != zipfile.ZIP_DEFLATED:
+        raise UnsupportedFormatError(
+            f"{what} is compressed with zip method {entry.compress_type}; weightscope reads stored and deflated"
+        )
+    if entry.file_size > entry.compress_size * DEFLATE_MAX_RATIO + DEFLATE_SLACK:
+        raise CorruptCheckpointError(
+            f"{what} declares {entry.file_size} bytes inflated from {entry.compress_size}: "
+            "more than deflate can produce (a zip bomb?)"
+        )
+    return True
+
+
+def check_crc(data: bytes | memoryview, stored: int, what: str, where: str = "") -> None:
+    """Refuse a member whose CRC-32 is not the one its directory entry stores; ``what`` names it."""
+    if (computed := zlib.crc32(data)) != stored:
+        raise ChecksumMismatchError(
+            f"{what} is damaged: stored CRC-32 {stored:#010x}, computed {computed:#010x}{where}"
+        )
+
+
+def inflate(compressed: bytes | memoryview, size: int, what: str) -> bytes:
+    """A deflated member's bytes, which must be exactly the ``size`` its directory entry declares."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(compressed, size + 1)  # one byte more shows a lie
+    except zlib.error as error:
+        raise CorruptCheckpointError(f"{what}: damaged deflate stream ({error})") from None
+    if len(data) != size or not inflater.eof:
+        raise CorruptCheckpointError(
+            f"{what}: the deflate stream does not inflate to the {size} bytes the zip directory declares"
+        )
+    return data
 
 
 class _SourceFile(io.RawIOBase):

@@ -37,14 +37,13 @@ import io
 import json
 import os
 import zipfile
-import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.containers.zip import member_start, read_directory
+from weightscope.containers.zip import inflate, is_deflated, member_start, read_directory
 from weightscope.dtypes import BY_NAME
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError
 
@@ -54,7 +53,6 @@ if TYPE_CHECKING:
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 CONFIG_MEMBER = "config.json"
 WEIGHTS_MEMBER = "model.weights.h5"
-MAX_DEFLATE_RATIO = 1032  # deflate cannot expand data by more than this
 # Keras 3 layer classes -> their variables in ``weights`` order, with the config flag
 # (``None``: always present) each depends on.
 _LAYER_WEIGHTS: dict[str, tuple[tuple[str, str | None], ...]] = {
@@ -134,27 +132,9 @@ class KerasCheckpoint(FileCheckpoint):
     def _member(self, entry: zipfile.ZipInfo) -> memoryview | bytes:
         """A member's bytes: a view of the file if stored, else inflated into memory after a size check."""
         what = f"{self.path}: member '{entry.filename}'"
-        start = member_start(self._source, entry, what)
-        stored = self._source.read(start, entry.compress_size, what)
-        if entry.compress_type == zipfile.ZIP_STORED:
-            if entry.compress_size != entry.file_size:
-                raise CorruptCheckpointError(
-                    f"{what} is stored, yet {entry.compress_size} bytes hold {entry.file_size}"
-                )
-            return stored
-        if entry.compress_type != zipfile.ZIP_DEFLATED:
-            raise UnsupportedFormatError(f"{what} uses zip compression method {entry.compress_type}")
-        if entry.file_size > MAX_DEFLATE_RATIO * entry.compress_size + 1024:
-            raise CorruptCheckpointError(
-                f"{what} claims {entry.file_size} bytes from {entry.compress_size} deflated: more than deflate allows"
-            )
-        try:
-            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(stored, entry.file_size + 1)
-        except zlib.error as error:
-            raise CorruptCheckpointError(f"{what}: bad deflate data ({error})") from None
-        if len(data) != entry.file_size:
-            raise CorruptCheckpointError(f"{what} inflates to {len(data)} bytes; the directory says {entry.file_size}")
-        return data
+        deflated = is_deflated(entry, what)
+        stored = self._source.read(member_start(self._source, entry, what), entry.compress_size, what)
+        return inflate(stored, entry.file_size, what) if deflated else stored
 
     def _describe_all(self, config: dict[str, Any] | None) -> Iterator[TensorInfo]:
         assert self._file is not None

@@ -45,9 +45,8 @@ from typing import NamedTuple
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.containers.zip import member_start, read_directory
+from weightscope.containers.zip import check_crc, inflate, is_deflated, member_start, read_directory
 from weightscope.errors import (
-    ChecksumMismatchError,
     CorruptCheckpointError,
     TruncatedFileError,
     UnsupportedFormatError,
@@ -60,9 +59,6 @@ _VERSIONS = {(1, 0): ("<H", "latin1"), (2, 0): ("<I", "latin1"), (3, 0): ("<I", 
 _HEAD_SIZE = len(MAGIC) + 2 + 4 + MAX_HEADER_SIZE  # the most bytes a header can take
 _KEYS = {"descr", "fortran_order", "shape"}
 _NUMPY_MAX_BYTES = 1 << 63  # numpy's sizes are signed 64-bit, even of arrays with no elements
-# Deflate writes at least 2 bits for a run of 258 bytes: at most ~1032 bytes out per byte in.
-_DEFLATE_MAX_RATIO = 1032
-_DEFLATE_SLACK = 1024  # the stream's fixed costs, for tiny members
 
 
 class ArrayHeader(NamedTuple):
@@ -152,27 +148,12 @@ class NumpyCheckpoint(FileCheckpoint):
         member = self._members[info.name]
         data: bytes | memoryview = self._source.read(member.start, member.stored_size, f"tensor '{info.name}'")
         if member.deflated:
-            data = self._inflate(info.name, member, data)
-        if self.verify_checksums and member.crc is not None and (computed := zlib.crc32(data)) != member.crc:
-            raise ChecksumMismatchError(
-                f"{self.path}: tensor '{info.name}' is damaged: stored CRC-32 {member.crc:#010x}, "
-                f"computed {computed:#010x} over its zip member at {member.start}"
-            )
+            data = inflate(data, member.size, f"{self.path}: tensor '{info.name}'")
+        if self.verify_checksums and member.crc is not None:
+            where = f" over its zip member at {member.start}"
+            check_crc(data, member.crc, f"{self.path}: tensor '{info.name}'", where)
         order = "F" if member.header.fortran_order else "C"
         return np.ndarray(info.shape, info.dtype, buffer=data, offset=member.header.size, order=order)
-
-    def _inflate(self, name: str, member: _Member, compressed: bytes | memoryview) -> bytes:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        try:
-            data = inflater.decompress(compressed, member.size + 1)  # one byte more shows a lie
-        except zlib.error as error:
-            raise CorruptCheckpointError(f"{self.path}: tensor '{name}': damaged deflate stream ({error})") from None
-        if len(data) != member.size or not inflater.eof:
-            raise CorruptCheckpointError(
-                f"{self.path}: tensor '{name}': the deflate stream does not inflate to the "
-                f"{member.size} bytes the zip directory declares"
-            )
-        return data
 
 
 class NpyCheckpoint(NumpyCheckpoint):
@@ -202,21 +183,8 @@ class NpzCheckpoint(NumpyCheckpoint):
     def _locate(self, entry: zipfile.ZipInfo) -> _Member:
         """Where the member's bytes are, and its ``.npy`` header; checked against its local header."""
         what = f"{self.path}: member '{entry.filename}'"
-        if entry.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise UnsupportedFormatError(
-                f"{what} is compressed with zip method {entry.compress_type}; weightscope reads stored and deflated"
-            )
+        deflated = is_deflated(entry, what)
         start = member_start(self._source, entry, what)
-        deflated = entry.compress_type == zipfile.ZIP_DEFLATED
-        if not deflated and entry.compress_size != entry.file_size:
-            raise CorruptCheckpointError(
-                f"{what} is stored uncompressed, yet its sizes differ ({entry.compress_size}, {entry.file_size})"
-            )
-        if deflated and entry.file_size > entry.compress_size * _DEFLATE_MAX_RATIO + _DEFLATE_SLACK:
-            raise CorruptCheckpointError(
-                f"{what} declares {entry.file_size} bytes inflated from {entry.compress_size}: "
-                "more than deflate can produce (a zip bomb?)"
-            )
         data = self._source.read(start, entry.compress_size, f"member '{entry.filename}'")
         head: bytes | memoryview = data[:_HEAD_SIZE]
         if deflated:

@@ -65,7 +65,6 @@ import pickletools
 import re
 import struct
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,10 +73,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.containers.zip import member_start, read_directory
+from weightscope.containers.zip import check_crc, member_start, read_directory
 from weightscope.dtypes import BY_NAME, ElementType
 from weightscope.errors import (
-    ChecksumMismatchError,
     CorruptCheckpointError,
     RefusedError,
     TruncatedFileError,
@@ -551,10 +549,8 @@ def _members(source: FileSource, path: Path) -> tuple[str, dict[str, _Stored]]:
 
 def _read_member(source: FileSource, path: Path, name: str, member: _Stored, verify: bool) -> memoryview:
     data = source.read(member.start, member.size, f"member '{name}'")
-    if verify and (computed := zlib.crc32(data)) != member.crc:
-        raise ChecksumMismatchError(
-            f"{path}: member '{name}' is damaged: stored CRC-32 {member.crc:#010x}, computed {computed:#010x}"
-        )
+    if verify:
+        check_crc(data, member.crc, f"{path}: member '{name}'")
     return data
 
 
