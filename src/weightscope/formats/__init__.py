@@ -21,8 +21,8 @@ from weightscope.sources import FileSource, file_ends_with
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
-if TYPE_CHECKING:
     from weightscope.checkpoint import Checkpoint
+    from weightscope.writing import Tensors
 
 
 # The last 8 bytes of a TensorFlow index (and of a TF1 V1 single-file checkpoint).
@@ -221,9 +221,9 @@ def open_checkpoint(path: str | os.PathLike[str], *, format: str | None = None, 
 
 
 def save_checkpoint(
-    tensors: Mapping[str, ArrayLike], path: str | os.PathLike[str], *, format: str = "tensorflow"
+    tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str], *, format: str = "tensorflow"
 ) -> Path:
-    """Write ``tensors`` (name -> array) as a checkpoint of ``format`` at ``path``."""
+    """Write ``tensors`` (name -> array, or a ``writing.Tensors``) as a checkpoint of ``format`` at ``path``."""
     writable = [name for name, entry in FORMATS.items() if entry.writer]
     if format not in writable:
         raise UnsupportedFormatError(f"cannot write format {format!r}; writable: {', '.join(writable)}")

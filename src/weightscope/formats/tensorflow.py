@@ -85,6 +85,7 @@ from weightscope.formats._bundle_index import Entries, Header, decode_entries, d
 from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
 from weightscope.layers import TensorRole
 from weightscope.sources import FileSource, file_ends_with
+from weightscope.writing import Tensors, as_tensors
 
 CONSUMER_VERSION = 1
 MAX_SHARDS = 1 << 20
@@ -618,7 +619,9 @@ def _string_tensor_bytes(array: np.ndarray, name: str) -> tuple[bytes, int]:
     return bytes(lengths) + length_checksum + body, mask_crc(crc32c(body, crc))
 
 
-def save(tensors: Mapping[str, ArrayLike], path: str | os.PathLike[str], *, update_state: bool = True) -> Path:
+def save(
+    tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str], *, update_state: bool = True
+) -> Path:
     """Write ``tensors`` as a TensorFlow checkpoint at prefix ``path``; returns the prefix.
 
     Tensor data goes to the data file in the mapping's order, streamed from the arrays
@@ -634,14 +637,13 @@ def save(tensors: Mapping[str, ArrayLike], path: str | os.PathLike[str], *, upda
     if prefix.is_dir():
         raise UsageError(f"{prefix} is a directory; give a checkpoint prefix such as {prefix / 'model.ckpt'}")
     prefix.parent.mkdir(parents=True, exist_ok=True)
+    source = as_tensors(tensors)
     entries: list[tuple[bytes, bytes]] = []
     with atomic_files() as files:
         with files.create(data_file_name(str(prefix), 0, 1)) as data:
             offset = 0
-            for name, value in tensors.items():
-                if not isinstance(name, str) or not name:
-                    raise UsageError(f"tensor names must be non-empty strings, not {name!r}")
-                array = np.asarray(value)
+            for name in source.names():
+                array = source.array(name)
                 entry = _proto.BundleEntryProto()
                 entry.shape.SetInParent()  # TF always writes the shape, even a scalar's
                 for size in array.shape:

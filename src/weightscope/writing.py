@@ -1,0 +1,63 @@
+"""What every writer reads from: tensors planned by dtype and shape, then streamed one at a time.
+
+A writer first lays out its whole file from ``spec(name)`` (dtype and shape, no data
+touched), then asks ``array(name)`` once per tensor, in the order it writes them, and lets
+each array go before asking for the next. Conversions hand writers a ``Tensors`` whose
+arrays are memory-mapped views of the source (or one transposed copy at a time), so no
+two full copies of a checkpoint are ever in memory. ``as_tensors`` wraps a plain mapping
+of name to array-like, which is what ``weightscope.save`` is usually given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from weightscope.errors import UsageError
+
+
+@runtime_checkable
+class Tensors(Protocol):
+    """Named tensors a writer can plan from and then stream."""
+
+    def names(self) -> list[str]:
+        """The names, in the order the writer should write them."""
+        ...
+
+    def spec(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        """The dtype and shape of ``name``, without reading its data."""
+        ...
+
+    def array(self, name: str) -> np.ndarray:
+        """The values of ``name``; asked once, when the writer writes it."""
+        ...
+
+
+class MappingTensors:
+    """``Tensors`` over a mapping of name to array-like (numpy arrays, views, lists)."""
+
+    def __init__(self, tensors: Mapping[str, ArrayLike]) -> None:
+        for name in tensors:
+            if not isinstance(name, str) or not name:
+                raise UsageError(f"tensor names must be non-empty strings, not {name!r}")
+        self._tensors = tensors
+
+    def names(self) -> list[str]:
+        return list(self._tensors)
+
+    def spec(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        array = np.asarray(self._tensors[name])
+        return array.dtype, array.shape
+
+    def array(self, name: str) -> np.ndarray:
+        return np.asarray(self._tensors[name])
+
+
+def as_tensors(tensors: Tensors | Mapping[str, ArrayLike]) -> Tensors:
+    """``tensors`` as a ``Tensors``: itself if it is one, else the mapping wrapped."""
+    if isinstance(tensors, Tensors):
+        return tensors
+    return MappingTensors(tensors)
