@@ -92,22 +92,116 @@ def test_every_dtype_and_layout(tmp_path: Path, legacy: bool) -> None:
         assert ckpt["bf16"].view(np.int16).tobytes() == tensors["bf16"].view(torch.int16).numpy().tobytes()
 
 
+def _bn_model() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(2, 5), torch.nn.BatchNorm1d(5), torch.nn.Sigmoid(), torch.nn.Linear(5, 2)
+    )
+
+
+def _trained(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, object]:
+    """Two steps of training; the checkpoint a training loop saves."""
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(torch.randn(4, 2)).sum().backward()
+        optimizer.step()
+    return {"epoch": 3, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+
+
+def _expected_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, tuple[str, torch.Tensor]]:
+    """``optimizer.state.<i>.<slot>`` -> (the parameter it belongs to, as ``model.<name>``, its value), from torch's
+    own bookkeeping: the i-th parameter of the optimizer's groups is the one ``state_dict()`` numbers i."""
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    ordered = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+    return {
+        f"optimizer.state.{index}.{slot}": (f"model.{names[id(parameter)]}", value)
+        for index, parameter in enumerate(ordered)
+        for slot, value in optimizer.state[parameter].items()
+        if isinstance(value, torch.Tensor)
+    }
+
+
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 def test_training_checkpoint_names_nested_tensors(tmp_path: Path, legacy: bool) -> None:
-    model = _model()
+    model = _bn_model()
     optimizer = torch.optim.Adam(model.parameters())
-    model(torch.randn(4, 2)).sum().backward()
-    optimizer.step()
-    state = {"epoch": 3, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
-    path = _save(state, tmp_path / "train.pt", legacy)
+    path = _save(_trained(model, optimizer), tmp_path / "train.pt", legacy)
     _assert_matches_torch(path)
+    expected = _expected_state(model, optimizer)
+    assert len(expected) == 3 * len(list(model.parameters()))  # step, exp_avg, exp_avg_sq of each
     with ws.open(path) as ckpt:
         assert ckpt.metadata["epoch"] == "3"
-        assert ckpt.role("optimizer.state.0.exp_avg").kind == "optimizer"
-        assert set(ckpt.layers()) == {"0", "2"}  # the checkpoint's "model." is the model's name
+        assert set(ckpt.layers()) == {"0", "1", "3"}  # the checkpoint's "model." is the model's name
+        for name, (owner, value) in expected.items():
+            role = ckpt.role(name)
+            assert (role.kind, role.role, role.owner) == ("optimizer", name.rpartition(".")[2], owner)
+            assert ckpt[name].tobytes() == value.numpy().tobytes() and ckpt[name].shape == tuple(value.shape)
+        layers = ckpt.layers()
+        attached = {
+            (owner, slot, info.name)
+            for layer in layers.values()
+            for owner, slots in layer.optimizer_state.items()
+            for slot, info in slots.items()
+        }
+        assert attached == {(owner, name.rpartition(".")[2], name) for name, (owner, _) in expected.items()}
+        assert set(layers["1"].optimizer_state) == {"model.1.weight", "model.1.bias"}  # BatchNorm's buffers skipped
     names = {entry.name for entry in scan(path)}
     assert {"torch._utils._rebuild_tensor_v2", "collections.OrderedDict"} <= names
     assert all(entry.allowed for entry in scan(path))
+
+
+def test_sgd_momentum_and_param_groups_in_model_order(tmp_path: Path) -> None:
+    model = _bn_model()
+    optimizer = torch.optim.SGD(
+        [{"params": model[:2].parameters()}, {"params": model[3].parameters(), "lr": 0.1}], lr=0.01, momentum=0.9
+    )
+    saved = _trained(model, optimizer)
+    path = tmp_path / "sgd.pt"  # two state dicts: the one under a usual key is the model's
+    torch.save({"state_dict": saved["model"], "ema": model.state_dict(), "optimizer": saved["optimizer"]}, path)
+    expected = _expected_state(model, optimizer)
+    assert len(expected) == len(list(model.parameters()))
+    with ws.open(path) as ckpt:
+        for name, (owner, value) in expected.items():
+            role = ckpt.role(name)
+            assert (role.role, role.owner) == ("momentum_buffer", owner.replace("model.", "state_dict.", 1))
+            assert ckpt[name].tobytes() == value.numpy().tobytes()
+
+
+class _Masked(torch.nn.Module):
+    """A linear layer with a buffer whose name says nothing: its state dict holds one tensor more than parameters()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+        self.register_buffer("mask", torch.ones(2, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * self.mask[0]
+
+
+def _swapped_state(optimizer: torch.optim.Optimizer) -> dict[str, object]:
+    saved = optimizer.state_dict()
+    saved["state"] = {1 - index: slots for index, slots in saved["state"].items()}  # weight's state under bias's index
+    return saved
+
+
+@pytest.mark.parametrize("case", ["subset", "unknown buffer", "shapes", "two optimizers", "bare"])
+def test_optimizer_state_left_unowned_when_it_cannot_be_decided(tmp_path: Path, case: str) -> None:
+    model = {"unknown buffer": _Masked(), "shapes": torch.nn.Sequential(torch.nn.Linear(2, 2))}.get(case, _bn_model())
+    parameters = model[0].parameters() if case == "subset" else model.parameters()
+    optimizer = torch.optim.Adam(parameters)
+    saved = _trained(model, optimizer)
+    if case == "shapes":
+        saved["optimizer"] = _swapped_state(optimizer)
+    if case == "two optimizers":
+        saved["optimizer_b"] = saved["optimizer"]
+    path = tmp_path / "train.pt"
+    torch.save(saved["optimizer"] if case == "bare" else saved, path)
+    with ws.open(path) as ckpt:
+        state = [name for name in ckpt if ".state." in name or name.startswith("state.")]
+        assert state
+        assert all(ckpt.role(name).kind == "optimizer" and ckpt.role(name).owner is None for name in state)
+        assert not any(layer.optimizer_state for layer in ckpt.layers().values())
 
 
 class _Call:

@@ -523,6 +523,25 @@ def _rebuild_tensor(name: str, args: tuple[Any, ...], where: str) -> _Tensor:
 
 # -- the reader ----------------------------------------------------------------------------
 
+# Where a training checkpoint keeps the model's state dict, to choose among several.
+MODEL_KEYS = frozenset({"model", "state_dict", "model_state_dict", "model_state", "net", "network", "module"})
+# Buffers ``state_dict()`` lists but ``parameters()`` does not (BatchNorm's).
+BUFFER_NAMES = frozenset({"running_mean", "running_var", "num_batches_tracked"})
+
+
+def _is_optimizer(value: object) -> bool:
+    """Whether ``value`` looks like ``optimizer.state_dict()``."""
+    return isinstance(value, dict) and {"state", "param_groups"} <= value.keys() and isinstance(value["state"], dict)
+
+
+def _is_state_dict(value: object) -> bool:
+    """Whether ``value`` looks like ``model.state_dict()``: a dict of tensors by dotted name."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(key, str) and isinstance(item, _Tensor) for key, item in value.items())
+    )
+
 
 class _Stored(NamedTuple):
     start: int  # file offset of the member's bytes
@@ -706,10 +725,11 @@ class PyTorchCheckpoint(FileCheckpoint):
         if isinstance(value, _Tensor):
             self._add(name or self.path.stem, value, optimizer)
         elif isinstance(value, dict):
-            is_optimizer = {"state", "param_groups"} <= value.keys()
+            is_optimizer = _is_optimizer(value)
             for key, item in value.items():
                 child = f"{name}.{key}" if name else str(key)
                 self._walk(item, child, depth + 1, optimizer=optimizer or (is_optimizer and key == "state"))
+            self._attach_optimizer_state(value, name)
         elif isinstance(value, list | tuple) and not all(isinstance(item, _SCALARS) for item in value):
             for index, item in enumerate(value):
                 self._walk(item, f"{name}.{index}" if name else str(index), depth + 1, optimizer=optimizer)
@@ -718,6 +738,49 @@ class PyTorchCheckpoint(FileCheckpoint):
         elif isinstance(value, _Global):
             self._metadata[name] = value.qualname
         # Storages and bytes saved bare are not tensors: nothing to list.
+
+    def _attach_optimizer_state(self, saved: dict[Any, Any], name: str) -> None:
+        """Name the parameter each optimizer state tensor belongs to, where a training
+        checkpoint (``{"model": model.state_dict(), "optimizer": optimizer.state_dict()}``)
+        lets it be decided; otherwise leave the state without an owner.
+
+        ``optimizer.state_dict()`` keys state by parameter index; its ``param_groups``
+        list the indices 0, 1, ... in the order the optimizer was given its parameters,
+        for ``model.parameters()`` the state dict's order without buffers. The mapping is
+        made only when there is one optimizer and one state dict beside it, the
+        parameters (its tensors less BatchNorm's buffers) are as many as the indices, and
+        every state tensor has its parameter's shape or is a scalar (``step``).
+        """
+        optimizers = [key for key, item in saved.items() if _is_optimizer(item)]
+        models = [key for key, item in saved.items() if _is_state_dict(item)]
+        if len(models) > 1:
+            models = [key for key in models if key in MODEL_KEYS]
+        if len(optimizers) != 1 or len(models) != 1:
+            return
+        optimizer, model = saved[optimizers[0]], saved[models[0]]
+        parameters = [key for key in model if key.rpartition(".")[2] not in BUFFER_NAMES]
+        indices: list[Any] = []
+        for group in optimizer["param_groups"] if isinstance(optimizer["param_groups"], list | tuple) else [None]:
+            if not isinstance(group, dict) or not isinstance(group.get("params"), list | tuple):
+                return
+            indices.extend(group["params"])
+        if not all(_is_int(index) for index in indices) or indices != list(range(len(parameters))):
+            return
+        prefix = f"{name}." if name else ""
+        state_name, model_name = f"{prefix}{optimizers[0]}.state", f"{prefix}{models[0]}"
+        roles: dict[str, TensorRole] = {}
+        for index, slots in optimizer["state"].items():
+            if not _is_int(index) or not 0 <= index < len(parameters) or not isinstance(slots, dict):
+                return
+            parameter = model[parameters[index]]
+            for slot, tensor in slots.items():
+                if not isinstance(tensor, _Tensor):
+                    continue  # an int step, older torch: metadata
+                tensor_name = f"{state_name}.{index}.{slot}"
+                if tensor.shape not in (parameter.shape, ()) or tensor_name not in self._infos:
+                    return
+                roles[tensor_name] = TensorRole("optimizer", role=str(slot), owner=f"{model_name}.{parameters[index]}")
+        self._roles.update(roles)
 
     def _add(self, name: str, tensor: _Tensor, optimizer: bool) -> None:
         if name in self._tensors:
