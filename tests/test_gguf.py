@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import time
+from operator import attrgetter
 from pathlib import Path
 
 import gguf
@@ -17,12 +18,32 @@ import weightscope as ws
 from weightscope.cli import main
 from weightscope.dtypes import BY_GGUF
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
-from weightscope.formats.gguf import QUANT_SIZES, GgufCheckpoint
+from weightscope.formats.gguf import _DEQUANTIZERS, QUANT_SIZES, GgufCheckpoint, _grid, _sign_patterns
 
 SHAPES = [(1,), (7,), (3, 5), (2, 3, 4), (2, 1, 3, 2)]
 PLAIN = [np.float32, np.float16, np.float64, np.int8, np.int16, np.int32, np.int64]
-QUANTISED = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]  # gguf-py quantises these
-K_QUANTS = {Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (-2,)}  # no quantiser: random blocks, finite scales there
+QUANTISED = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.TQ1_0, Q.TQ2_0, Q.MXFP4]  # gguf-py quantises these
+# gguf-py dequantises these but cannot quantise them: random blocks, with finite fp16 scales at these offsets.
+# IQ1_M's scale is spread over 4 nibbles (set by _raw_blocks); NVFP4's scales are E4M3, finite whatever the bytes.
+RAW_SCALES: dict[Q, tuple[int, ...]] = {
+    Q.Q2_K: (-4, -2),
+    Q.Q3_K: (-2,),
+    Q.Q4_K: (0, 2),
+    Q.Q5_K: (0, 2),
+    Q.Q6_K: (-2,),
+    Q.IQ2_XXS: (0,),
+    Q.IQ2_XS: (0,),
+    Q.IQ2_S: (0,),
+    Q.IQ3_XXS: (0,),
+    Q.IQ3_S: (0,),
+    Q.IQ1_S: (0,),
+    Q.IQ1_M: (),
+    Q.IQ4_NL: (0,),
+    Q.IQ4_XS: (0,),
+    Q.NVFP4: (),
+}
+UNDEQUANTISABLE = [Q.Q8_1, Q.Q8_K, Q.Q1_0]  # gguf-py has no dequantiser to check one against: random blocks
+ALL_QUANTISED = [*QUANTISED, *RAW_SCALES, *UNDEQUANTISABLE]
 
 
 def _random(dtype: type, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -30,19 +51,26 @@ def _random(dtype: type, shape: tuple[int, ...], rng: np.random.Generator) -> np
     return raw.view(dtype).reshape(shape)
 
 
-def _k_blocks(qtype: Q, rows: int, rng: np.random.Generator) -> np.ndarray:
+def _raw_blocks(qtype: Q, rows: int, rng: np.random.Generator) -> np.ndarray:
     _, size = gguf.GGML_QUANT_SIZES[qtype]
     blocks = rng.integers(0, 256, (rows * 2, size), dtype=np.uint8)
-    for at in K_QUANTS[qtype]:
-        scales = rng.uniform(-1, 1, rows * 2).astype(np.float16).view(np.uint8).reshape(-1, 2)
-        blocks[:, at : at + 2 or None] = scales
-    return blocks.reshape(rows, 2 * size)  # rows of 2 blocks: 512 elements each
+    for at in RAW_SCALES.get(qtype, ()):
+        blocks[:, at : at + 2 or None] = _finite_f16(rows * 2, rng).view(np.uint8).reshape(-1, 2)
+    if qtype == Q.IQ1_M:  # the fp16 scale's nibbles are the top nibbles of the 4 uint16 at the end, lowest first
+        nibbles = _finite_f16(rows * 2, rng).view(np.uint16).reshape(-1, 1) >> np.array([0, 4, 8, 12], np.uint16)
+        packed = (blocks[:, -8:].copy().view(np.uint16) & np.uint16(0x0FFF)) | (nibbles << np.uint16(12))
+        blocks[:, -8:] = packed.view(np.uint8)
+    return blocks.reshape(rows, 2 * size)  # rows of 2 blocks
 
 
-@pytest.fixture
-def written(tmp_path: Path) -> Path:
+def _finite_f16(count: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(-1, 1, count).astype(np.float16)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(7)
-    path = tmp_path / "model.gguf"
+    path = tmp_path_factory.mktemp("gguf") / "model.gguf"
     writer = gguf.GGUFWriter(path, "llama")
     writer.add_uint8("t.u8", 200)
     writer.add_int8("t.i8", -100)
@@ -66,12 +94,12 @@ def written(tmp_path: Path) -> Path:
             writer.add_tensor(f"{np.dtype(dtype).name}/{'x'.join(map(str, shape))}", _random(dtype, shape, rng))
     writer.add_tensor("bf16", _random(np.uint16, (3, 4), rng).view(np.uint8), raw_dtype=Q.BF16)
     for qtype in QUANTISED:
-        for shape in [(64,), (3, 96)]:
+        block, _ = gguf.GGML_QUANT_SIZES[qtype]
+        for shape in [(2 * block,), (3, 3 * block)]:
             quantised = gguf.quants.quantize(rng.normal(size=shape).astype(np.float32), qtype)
             writer.add_tensor(f"{qtype.name}/{'x'.join(map(str, shape))}", quantised, raw_dtype=qtype)
-    for qtype in K_QUANTS:
-        writer.add_tensor(qtype.name, _k_blocks(qtype, 3, rng), raw_dtype=qtype)
-    writer.add_tensor("IQ2_XXS", rng.integers(0, 256, (2, 66), dtype=np.uint8), raw_dtype=Q.IQ2_XXS)
+    for qtype in [*RAW_SCALES, *UNDEQUANTISABLE]:
+        writer.add_tensor(qtype.name, _raw_blocks(qtype, 3, rng), raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -91,24 +119,61 @@ def test_every_tensor_reads_as_gguf_py_reads_it(written: Path) -> None:
             assert info.nbytes == tensor.n_bytes
             assert info.offset == tensor.data_offset
             assert info.type_name == BY_GGUF[int(tensor.tensor_type)].name
-            if tensor.name == "IQ2_XXS":
-                with pytest.raises(UnsupportedFormatError, match="iq2_xxs"):
-                    ckpt[tensor.name]
-                continue
-            ours = ckpt[tensor.name]
-            assert not ours.flags.writeable or info.type_name in QUANT_SIZES
             if info.type_name in QUANT_SIZES:
                 assert info.dtype == np.uint8
-                theirs = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-                assert ours.dtype == np.float32
-                assert_same_tensor(ours, theirs.reshape(shape))
-            elif tensor.tensor_type == Q.BF16:
+                continue  # the values: test_quantised_tensors_read_as_gguf_py_dequantises_them
+            ours = ckpt[tensor.name]
+            assert not ours.flags.writeable
+            if tensor.tensor_type == Q.BF16:
                 assert ours.dtype == ml_dtypes.bfloat16
                 assert ours.tobytes() == tensor.data.tobytes()
                 assert ours.shape == shape
             else:
                 assert_same_tensor(ours, tensor.data.reshape(shape))
-        assert [error for error in ckpt.verify() if "iq2_xxs" not in str(error)] == []
+        problems = ckpt.verify()
+        assert all(isinstance(problem, UnsupportedFormatError) for problem in problems)
+        assert [str(problem).split("' is quantised as ")[1].split(",")[0] for problem in problems] == [
+            qtype.name.lower() for qtype in UNDEQUANTISABLE
+        ]
+
+
+@pytest.mark.parametrize("qtype", ALL_QUANTISED, ids=attrgetter("name"))
+def test_quantised_tensors_read_as_gguf_py_dequantises_them(written: Path, qtype: Q) -> None:
+    tensors = [tensor for tensor in gguf.GGUFReader(written).tensors if tensor.tensor_type == qtype]
+    assert tensors
+    with ws.open(written) as ckpt:
+        for tensor in tensors:
+            if qtype in UNDEQUANTISABLE:
+                with pytest.raises(NotImplementedError):
+                    gguf.quants.dequantize(tensor.data, qtype)
+                with pytest.raises(UnsupportedFormatError, match=f"quantised as {qtype.name.lower()}, which"):
+                    ckpt[tensor.name]
+                continue
+            ours = ckpt[tensor.name]
+            theirs = gguf.quants.dequantize(tensor.data, qtype)
+            assert ours.dtype == theirs.dtype == np.float32
+            assert_same_tensor(ours, theirs.reshape(ckpt.info(tensor.name).shape))
+
+
+def test_every_type_gguf_py_dequantises_is_dequantised_and_tested() -> None:
+    theirs = set()
+    for qtype, (block, size) in gguf.GGML_QUANT_SIZES.items():
+        if block > 1 and qtype not in UNDEQUANTISABLE:
+            gguf.quants.dequantize(np.zeros((1, size), np.uint8), qtype)  # raises if gguf-py cannot
+            theirs.add(qtype.name.lower())
+    assert set(_DEQUANTIZERS) == theirs
+    assert sorted(qtype.name.lower() for qtype in ALL_QUANTISED) == sorted(QUANT_SIZES)
+
+
+@pytest.mark.parametrize("qtype", [Q.IQ2_XXS, Q.IQ2_XS, Q.IQ2_S, Q.IQ3_XXS, Q.IQ3_S, Q.IQ1_S], ids=attrgetter("name"))
+def test_iq_grids_equal_gguf_py_grids(qtype: Q) -> None:
+    traits = getattr(gguf.quants, qtype.name)  # every row: random blocks reach only some
+    traits.init_grid()
+    ours = _grid(qtype.name.lower())
+    assert_same_tensor(ours, traits.grid.reshape(ours.shape))
+    ksigns = np.frombuffer(gguf.quants.IQ2_XXS.ksigns, np.uint8).reshape((-1, 1))
+    signs = np.unpackbits(ksigns, axis=-1, bitorder="little")
+    assert_same_tensor(_sign_patterns(), np.where(signs == 0, 1, -1).astype(np.float32))
 
 
 def test_metadata_of_every_type_as_text(written: Path) -> None:
@@ -141,6 +206,17 @@ def test_quantised_sizes_match_gguf_py() -> None:
     assert {int(qtype): qtype.name.lower() for qtype in gguf.GGML_QUANT_SIZES if qtype.name.lower() in ours} == {
         code: element.name for code, element in BY_GGUF.items() if element.name in ours
     }
+
+
+@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.IQ1_M], ids=attrgetter("name"))
+def test_an_empty_quantised_tensor_reads_as_an_empty_float32_array(tmp_path: Path, qtype: Q) -> None:
+    block, _ = gguf.GGML_QUANT_SIZES[qtype]
+    path = tmp_path / "empty.gguf"
+    path.write_bytes(_file([], [_info(b"none", [block, 0], code=int(qtype))], b""))
+    with ws.open(path) as ckpt:
+        assert ckpt.info("none").nbytes == 0
+        empty = ckpt["none"]
+    assert empty.shape == (0, block) and empty.dtype == np.float32
 
 
 def test_ls_lists_a_gguf_file(written: Path, capsys: pytest.CaptureFixture[str]) -> None:
