@@ -83,6 +83,45 @@ def test_legacy_h5_reads_as_get_weights(tmp_path: Path, save: str) -> None:
                 assert "model_config" in ckpt.metadata
 
 
+@pytest.mark.parametrize("kind", ["adam", "legacy adam", "rmsprop"])
+def test_legacy_h5_attaches_optimizer_weights_by_name(tmp_path: Path, kind: str) -> None:
+    tf_keras = _tf_keras()
+    model = _two_dense_layers(tf_keras)
+    optimizer = {
+        "adam": tf_keras.optimizers.Adam(),
+        "legacy adam": tf_keras.optimizers.legacy.Adam(),
+        "rmsprop": tf_keras.optimizers.RMSprop(momentum=0.5),
+    }[kind]
+    model.compile(optimizer=optimizer, loss="mse")
+    model.fit(_training_data((8, 2)), _training_data((8, 2), seed=1), epochs=2, verbose=0)
+    path = tmp_path / "model.h5"
+    model.save(str(path))
+    expected: dict[str, tuple[str, str, Any]] = {}  # tensor -> (owner, slot, value), from tf-keras' own bookkeeping
+    for variable in model.trainable_variables:
+        owner = variable.name.removesuffix(":0")
+        if kind == "legacy adam":
+            slots = {slot: optimizer.get_slot(variable, slot) for slot in optimizer.get_slot_names()}
+        else:
+            index = optimizer._index_dict[optimizer._var_key(variable)]
+            lists = {"m": "_momentums", "v": "_velocities"} if kind == "adam" else {"velocity": "_velocities"}
+            slots = {slot: getattr(optimizer, attribute)[index] for slot, attribute in lists.items()}
+            slots |= {"momentum": optimizer._momentums[index]} if kind == "rmsprop" else {}
+        for slot, state in slots.items():
+            expected[f"optimizer/{state.name.removesuffix(':0')}"] = (owner, slot, state.numpy())
+    assert len(expected) == 2 * len(model.trainable_variables)
+    with ws.open(path) as ckpt:
+        for name, (owner, slot, value) in expected.items():
+            role = ckpt.role(name)
+            assert (role.kind, role.role, role.owner) == ("optimizer", slot, owner)
+            assert_same_tensor(ckpt[name], value)
+        owned = {name for name in ckpt if ckpt.role(name).owner is not None}
+        assert owned == set(expected)  # iterations and hyperparameters belong to no variable
+        assert {layer.name: sorted(layer.optimizer_state) for layer in ckpt.layers().values()} == {
+            "layer1": ["layer1/bias", "layer1/kernel"],
+            "layer2": ["layer2/bias", "layer2/kernel"],
+        }
+
+
 def test_keras3_weights_h5_names_vars_by_layer(tmp_path: Path) -> None:
     keras = _keras3()
     model = _trained_cnn(keras)
@@ -95,6 +134,66 @@ def test_keras3_weights_h5_names_vars_by_layer(tmp_path: Path) -> None:
         assert all(ckpt.role(name).kind == "optimizer" for name in optimizer)
         for name, variable in zip(optimizer, model.optimizer.variables, strict=True):
             assert_same_tensor(ckpt[name], variable.numpy())
+        # BatchNorm's moving statistics are not trained, and without a config nothing says which they are:
+        # the optimizer's slots outnumber no layout, so they are left unattached.
+        assert all(ckpt.role(name).owner is None for name in optimizer)
+        assert not any(layer.optimizer_state for layer in ckpt.layers().values())
+
+
+def _keras3_slots(model: Any, owner_of: Any) -> dict[str, tuple[str, np.ndarray, int]]:
+    """``optimizer/<parameter>/<slot>`` -> (parameter, value, index in ``optimizer.variables``) from Keras' own
+    lists: the optimizer keeps each slot's variables in lists indexed by ``_get_variable_index(variable)``."""
+    optimizer = model.optimizer
+    lists = {
+        slot: getattr(optimizer, attribute)
+        for slot, attribute in (("momentum", "_momentums"), ("velocity", "_velocities"), ("momentum", "momentums"))
+        if getattr(optimizer, attribute, None)
+    }
+    position = {id(variable): index for index, variable in enumerate(optimizer.variables)}
+    expected = {}
+    for variable in model.trainable_variables:
+        owner = owner_of(model, variable)
+        for slot, values in lists.items():
+            value = values[optimizer._get_variable_index(variable)]
+            expected[f"optimizer/{owner}/{slot}"] = (owner, value.numpy(), position[id(value)])
+    assert len(expected) == len(optimizer.variables) - 2  # all but iteration and learning_rate
+    return expected
+
+
+def _by_weight_name(model: Any, variable: Any) -> str:
+    return variable.path.split("/", 1)[1]  # sequential/layer1/kernel -> layer1/kernel
+
+
+def _by_index(model: Any, variable: Any) -> str:
+    layer = model.get_layer(variable.path.split("/")[1])
+    return f"{layer.name}/vars/{[id(weight) for weight in layer.weights].index(id(variable))}"
+
+
+def _assert_slots(ckpt: ws.Checkpoint, expected: dict[str, tuple[str, np.ndarray, int]]) -> None:
+    names = [name for name in ckpt if name.startswith("optimizer/")]
+    assert names[:2] == ["optimizer/iteration", "optimizer/learning_rate"]
+    assert sorted(names[2:]) == sorted(expected)
+    for name, (owner, value, index) in expected.items():
+        role = ckpt.role(name)
+        assert (role.kind, role.role, role.owner) == ("optimizer", name.rpartition("/")[2], owner)
+        assert ckpt.info(name).key == f"optimizer/vars/{index}"
+        assert ckpt.info(f"optimizer/vars/{index}").name == name  # the stored name still reaches it
+        assert_same_tensor(ckpt[name], value)
+    attached = {
+        (owner, slot, info.name)
+        for layer in ckpt.layers().values()
+        for owner, slots in layer.optimizer_state.items()
+        for slot, info in slots.items()
+    }
+    assert attached == {(owner, name.rpartition("/")[2], name) for name, (owner, _, _) in expected.items()}
+
+
+def test_keras3_weights_h5_attaches_adam_state_when_every_variable_is_trained(tmp_path: Path) -> None:
+    model = _trained_dense(_keras3())
+    path = tmp_path / "dense.weights.h5"
+    model.save_weights(path)
+    with ws.open(path) as ckpt:
+        _assert_slots(ckpt, _keras3_slots(model, _by_index))
 
 
 @pytest.mark.parametrize(("make", "names"), [(_trained_dense, DENSE), (_trained_cnn, CNN_NAMED)])
@@ -104,7 +203,41 @@ def test_keras_zip_names_vars_from_its_config(tmp_path: Path, make: Any, names: 
     model.save(path)
     with _assert_reads(path, _expected(model, names)) as ckpt:
         assert "config.json" in ckpt.metadata
-        assert [name for name in ckpt if name.startswith("optimizer/")]
+        _assert_slots(ckpt, _keras3_slots(model, _by_weight_name))
+
+
+def test_keras_zip_sgd_momentum_skips_a_frozen_layer(tmp_path: Path) -> None:
+    keras = _keras3()
+    model = _trained_cnn(keras)  # built; now train again with conv1 frozen and a fresh optimizer
+    model.get_layer("conv1").trainable = False
+    model.compile(optimizer=keras.optimizers.SGD(momentum=0.9), loss="mse")
+    model.fit(_training_data((4, 8, 8, 3)), _training_data((4, 2), seed=1), verbose=0)
+    path = tmp_path / "frozen.keras"
+    model.save(path)
+    expected = _keras3_slots(model, _by_weight_name)
+    assert sorted(owner for owner, _, _ in expected.values()) == ["bn/gamma", "out/bias", "out/kernel"]
+    with ws.open(path) as ckpt:
+        _assert_slots(ckpt, expected)
+
+
+def test_keras_zip_whose_config_does_not_fit_leaves_state_unattached(tmp_path: Path) -> None:
+    model = _trained_dense(_keras3())
+    saved = tmp_path / "model.keras"
+    model.save(saved)
+    path = tmp_path / "amsgrad.keras"  # the config claims a third slot per variable the file does not hold
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w") as target:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename == "config.json":
+                config = json.loads(data)
+                config["compile_config"]["optimizer"]["config"]["amsgrad"] = True
+                data = json.dumps(config).encode()
+            target.writestr(entry.filename, data)
+    with ws.open(path) as ckpt:
+        optimizer = [name for name in ckpt if name.startswith("optimizer/")]
+        assert optimizer == [f"optimizer/vars/{index}" for index in range(len(model.optimizer.variables))]
+        assert all(ckpt.role(name).owner is None for name in optimizer)
+        assert not any(layer.optimizer_state for layer in ckpt.layers().values())
 
 
 def test_keras_zip_deflated_reads_the_same(tmp_path: Path) -> None:

@@ -26,6 +26,19 @@ the ``.keras`` config names them (``Dense``: kernel, bias; ``BatchNormalization`
 beta, moving_mean, moving_variance, as ``scale``/``center`` say), else
 ``<layer name>/vars/<i>``; optimizer state is ``optimizer/vars/<i>``.
 
+Optimizer state is tied to its variable where that can be decided. A Keras 3 optimizer
+saves ``iteration``, ``learning_rate`` (not when a schedule gives it), then its slots in
+the order its class creates them over the model's trainable variables (see
+``_OPTIMIZER_BLOCKS``). When the ``.keras`` config names the class and settings (or, in a
+``.weights.h5``, the optimizer's default name allows exactly one layout) and the count and
+every slot's shape fit the trainable variables (all float layer variables less BatchNorm's
+moving statistics and frozen layers' ones), the state is renamed
+``optimizer/<variable>/<slot>`` (``optimizer/layer1/kernel/momentum``; the stored
+``optimizer/vars/<i>`` stays its key and still reaches it) with its variable as owner.
+tf-keras names its optimizer weights after their variable (``Adam/m/layer1/kernel``, the
+legacy optimizers' ``Adam/layer1/kernel/m``): those keep their names and get the
+variable of that name and shape as owner.
+
 Arrays of contiguous, unfiltered datasets are views of the file's bytes (found at
 ``dataset.id.get_offset()``); others are read by ``h5py``. There are no checksums beyond
 HDF5's own filters, which ``h5py`` checks as it reads.
@@ -46,6 +59,7 @@ from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.containers.zip import inflate, is_deflated, member_start, read_directory
 from weightscope.dtypes import BY_NAME
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError
+from weightscope.layers import TensorRole
 
 if TYPE_CHECKING:
     import h5py
@@ -146,6 +160,7 @@ class KerasCheckpoint(FileCheckpoint):
         if not _attribute_list(weights, "layer_names"):
             raise UnsupportedFormatError(f"{self.path}: an HDF5 file with no Keras layout (no layer_names, no layers/)")
         seen: set[str] = set()
+        shapes: dict[str, tuple[int, ...]] = {}  # parameter name -> shape, to tie optimizer state to
         for layer_name in _attribute_list(weights, "layer_names"):
             group = weights[layer_name]
             for weight_name in _attribute_list(group, "weight_names"):
@@ -153,25 +168,49 @@ class KerasCheckpoint(FileCheckpoint):
                 if name in seen:
                     name = f"{layer_name}/{name}"
                 seen.add(name)
-                yield self._describe(name, group[weight_name])
+                info = self._describe(name, group[weight_name])
+                shapes[name] = info.shape
+                yield info
         if "optimizer_weights" in root:
             group = root["optimizer_weights"]
             for weight_name in _attribute_list(group, "weight_names"):
-                yield self._describe(f"optimizer/{weight_name.removesuffix(':0')}", group[weight_name])
+                info = self._describe(f"optimizer/{weight_name.removesuffix(':0')}", group[weight_name])
+                owner = _legacy_slot_owner(weight_name.removesuffix(":0"), info.shape, shapes)
+                if owner is not None:
+                    self._roles[info.name] = TensorRole("optimizer", role=owner[1], owner=owner[0])
+                yield info
 
     def _describe_keras3(self, root: h5py.Group, config: dict[str, Any] | None) -> Iterator[TensorInfo]:
         layer_configs = dict(_layer_configs(config)) if config is not None else {}
+        infos: list[TensorInfo] = []
+        trainable: list[TensorInfo] = []  # the layer variables an optimizer may train, in model order
+        optimizer: list[TensorInfo] = []
         for path, variables in _vars_groups(root):
             indices = sorted((key for key in variables if key.isdigit()), key=int)
             if path.split("/")[0] == "optimizer" or not path:
                 prefix = f"{path}/vars" if path else "vars"
-                for index in indices:
-                    yield self._describe(f"{prefix}/{index}", variables[index])
+                found = [self._describe(f"{prefix}/{index}", variables[index]) for index in indices]
+                optimizer.extend(found if path == "optimizer" else [])
+                infos.extend(found)
                 continue
             layer = _display_name(root, path)
-            names = _weight_names(layer_configs.get(_text(variables.attrs.get("name", ""))), len(indices))
+            layer_config = layer_configs.get(_text(variables.attrs.get("name", "")))
+            names = _weight_names(layer_config, len(indices))
+            frozen = layer_config is not None and layer_config["config"].get("trainable") is False
             for index, weight in zip(indices, names or [f"vars/{index}" for index in indices], strict=True):
-                yield self._describe(f"{layer}/{weight}", variables[index])
+                info = self._describe(f"{layer}/{weight}", variables[index])
+                infos.append(info)
+                floating = info.dtype.kind in "fc" or info.type_name == "bfloat16"
+                if floating and not frozen and weight not in _NON_TRAINABLE:
+                    trainable.append(info)
+        renamed: dict[str, str] = {}
+        for info, name, role in _name_keras3_slots(optimizer, trainable, _optimizer_layouts(root, config)) or []:
+            renamed[info.name] = name
+            self._aliases[info.key] = name
+            if role is not None:
+                self._roles[name] = role
+        for info in infos:
+            yield info._replace(name=renamed[info.name]) if info.name in renamed else info
 
     def _describe(self, name: str, dataset: Any) -> TensorInfo:
         h5py = _h5py()
@@ -300,3 +339,107 @@ def _weight_names(layer: dict[str, Any] | None, count: int) -> list[str]:
         name for name, flag in _LAYER_WEIGHTS.get(layer["class_name"], ()) if flag is None or settings.get(flag, True)
     ]
     return names if len(names) == count else []
+
+
+# -- optimizer state -------------------------------------------------------------------------
+
+# Keras 3 layer variables no optimizer trains.
+_NON_TRAINABLE = frozenset({"moving_mean", "moving_variance"})
+# A Keras 3 optimizer's ``variables``: ``iteration``, ``learning_rate`` (unless a schedule
+# gives it), then what its ``build`` adds with ``add_optimizer_variables(var_list, names)``:
+# for each trainable variable in order, one of each name (Adam: momentum, velocity of the
+# first variable, then of the second, ...); each further call adds another such block
+# (RMSprop: every velocity, then every momentum). Class -> its blocks, from its config.
+_OPTIMIZER_BLOCKS: dict[str, Any] = {
+    "Adam": lambda c: [("momentum", "velocity")] + [("velocity_hat",)] * bool(c.get("amsgrad")),
+    "AdamW": lambda c: [("momentum", "velocity")] + [("velocity_hat",)] * bool(c.get("amsgrad")),
+    "SGD": lambda c: [("momentum",)] * bool(c.get("momentum")),
+    "RMSprop": lambda c: (
+        [("velocity",)] + [("momentum",)] * bool(c.get("momentum")) + [("average_gradient",)] * bool(c.get("centered"))
+    ),
+    "Adagrad": lambda c: [("accumulator",)],
+    "Adadelta": lambda c: [("accumulated_grad", "accumulated_delta_var")],
+    "Adamax": lambda c: [("momentum", "norm")],
+    "Lion": lambda c: [("momentum",)],
+    "Lamb": lambda c: [("momentum", "velocity")],
+}
+# Without a config (``.weights.h5``): the optimizer's default name (``optimizer/vars``'
+# ``name`` attribute, ``adam``, ``adam_1``, ...) -> its class and the configs it may have had.
+_DEFAULT_NAMES: dict[str, tuple[str, list[dict[str, Any]]]] = {
+    "adam": ("Adam", [{}, {"amsgrad": True}]),
+    "adam_w": ("AdamW", [{}, {"amsgrad": True}]),
+    "sgd": ("SGD", [{}, {"momentum": 0.9}]),
+    "rm_sprop": ("RMSprop", [{}, {"momentum": 0.9}, {"centered": True}, {"momentum": 0.9, "centered": True}]),
+    "adagrad": ("Adagrad", [{}]),
+    "adadelta": ("Adadelta", [{}]),
+    "adamax": ("Adamax", [{}]),
+    "lion": ("Lion", [{}]),
+    "lamb": ("Lamb", [{}]),
+}
+
+Layout = tuple[tuple[str, ...], list[tuple[str, ...]]]  # leading scalars, blocks of slots
+
+
+def _optimizer_layouts(root: h5py.Group, config: dict[str, Any] | None) -> list[Layout]:
+    """The layouts the saved optimizer's variables may have: one from a ``.keras`` config,
+    the few its default name allows in a ``.weights.h5``, none when it cannot be told."""
+    if config is not None:
+        compiled = config.get("compile_config")
+        optimizer = compiled.get("optimizer") if isinstance(compiled, dict) else None
+        if not isinstance(optimizer, dict) or not isinstance(optimizer.get("config"), dict):
+            return []
+        settings = optimizer["config"]
+        blocks = _OPTIMIZER_BLOCKS.get(optimizer.get("class_name"))  # type: ignore[arg-type]
+        if blocks is None or settings.get("use_ema") or settings.get("gradient_accumulation_steps"):
+            return []
+        schedule = isinstance(settings.get("learning_rate"), dict)
+        return [(("iteration",) if schedule else ("iteration", "learning_rate"), blocks(settings))]
+    variables = root.get("optimizer/vars")
+    name = _text(variables.attrs.get("name", "")) if variables is not None else ""
+    known = _DEFAULT_NAMES.get(name.rstrip("0123456789").removesuffix("_") if name[-1:].isdigit() else name)
+    if known is None:
+        return []
+    blocks = _OPTIMIZER_BLOCKS[known[0]]
+    return [
+        (leading, blocks(settings))
+        for settings in known[1]
+        for leading in (("iteration",), ("iteration", "learning_rate"))
+    ]
+
+
+def _name_keras3_slots(
+    optimizer: list[TensorInfo], trainable: list[TensorInfo], layouts: list[Layout]
+) -> list[tuple[TensorInfo, str, TensorRole | None]] | None:
+    """Each optimizer variable with its name (``optimizer/layer1/kernel/momentum``) and role,
+    when exactly one layout fits their count and every slot has its variable's shape."""
+    fits = []
+    for leading, blocks in layouts:
+        slots = [(slot, variable) for block in blocks for variable in trainable for slot in block]
+        if len(optimizer) != len(leading) + len(slots) or not slots:
+            continue
+        heads, rest = optimizer[: len(leading)], optimizer[len(leading) :]
+        if any(info.shape != () for info in heads) or heads[0].dtype.kind not in "iu":
+            continue
+        if any(info.shape != variable.shape for info, (_, variable) in zip(rest, slots, strict=True)):
+            continue
+        fits.append(
+            [(info, f"optimizer/{name}", None) for info, name in zip(heads, leading, strict=True)]
+            + [
+                (info, f"optimizer/{variable.name}/{slot}", TensorRole("optimizer", role=slot, owner=variable.name))
+                for info, (slot, variable) in zip(rest, slots, strict=True)
+            ]
+        )
+    return fits[0] if len(fits) == 1 else None
+
+
+def _legacy_slot_owner(
+    name: str, shape: tuple[int, ...], parameters: dict[str, tuple[int, ...]]
+) -> tuple[str, str] | None:
+    """(parameter, slot) of a tf-keras optimizer weight named ``Adam/m/layer1/kernel`` (the
+    optimizer of tf-keras 2.11+) or ``Adam/layer1/kernel/m`` (``optimizers.legacy``), when
+    the name holds exactly one parameter of the file and the shapes agree."""
+    _, _, rest = name.partition("/")
+    slot, _, after = rest.partition("/")
+    before, _, last = rest.rpartition("/")
+    found = {(owner, role) for owner, role in ((after, slot), (before, last)) if parameters.get(owner) == shape}
+    return found.pop() if len(found) == 1 else None
