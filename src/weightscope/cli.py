@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,107 @@ def verify_command(path: Path, step: int | None) -> None:
         _note(f"{len(problems)} of {count} tensors damaged")
         raise SystemExit(int(ExitStatus.CORRUPT))
     _echo(f"OK: {count} tensors, {format_bytes(total)} verified")
+
+
+class _ProgressBar:
+    """Tensors and bytes done, redrawn on stderr; shown only on a terminal, after the first second."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._started = time.monotonic()
+        self._shown = False
+        self._enabled = sys.stderr.isatty()
+
+    def __call__(self, tensors: int, total_tensors: int, nbytes: int, total_bytes: int) -> None:
+        if not self._enabled or time.monotonic() - self._started < 1:
+            return
+        fraction = nbytes / total_bytes if total_bytes else 1.0
+        bar = "#" * int(fraction * 30)
+        line = (
+            f"\r{self._label} [{bar:<30}] {tensors}/{total_tensors} tensors, "
+            f"{format_bytes(nbytes)} of {format_bytes(total_bytes)}"
+        )
+        click.echo(line, nl=False, err=True)
+        self._shown = True
+
+    def finish(self) -> None:
+        if self._shown:
+            click.echo(err=True)
+
+
+@cli.command("convert")
+@click.argument("source", type=PATH)
+@click.argument("destination", type=PATH)
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(["tensorflow", "safetensors", "pytorch", "npz", "keras"]),
+    help="Output format (default: from DESTINATION's name; TensorFlow for a bare prefix).",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["keep", "pytorch", "tensorflow"]),
+    default="keep",
+    show_default=True,
+    help="Permute weights to this framework's layout (dense [out, in] vs [in, out], convolutions).",
+)
+@click.option(
+    "--names",
+    type=click.Choice(["keep", "pytorch", "tensorflow"]),
+    default="keep",
+    show_default=True,
+    help="Rename to this framework's convention (layer1/kernel <-> layer1.weight, BatchNorm's four).",
+)
+@click.option("--include-optimizer", is_flag=True, help="Also write optimizer state (weights only by default).")
+@click.option("--filter", "pattern", metavar="GLOB", help="Only tensors whose source name matches this glob.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON summary of what was written.")
+@step_option
+def convert_command(
+    source: Path,
+    destination: Path,
+    to: str | None,
+    layout: str,
+    names: str,
+    include_optimizer: bool,
+    pattern: str | None,
+    as_json: bool,
+    step: int | None,
+) -> None:
+    """Write SOURCE's weights to DESTINATION in another format, layout or naming; verified before it appears."""
+    from weightscope.convert import convert
+
+    progress = _ProgressBar(f"converting {safe_text(source.name)}")
+    with _open(source, step=step) as ckpt:
+        try:
+            result = convert(
+                ckpt,
+                destination,
+                to=to,
+                layout=layout,
+                names=names,
+                include_optimizer=include_optimizer,
+                pattern=pattern,
+                progress=progress,
+            )
+        finally:
+            progress.finish()
+    for name, why in result.ambiguous.items():
+        _note(f"kept as is: '{safe_text(name)}': {why}")
+    if as_json:
+        _echo(dumps_json(result.to_json()))
+        return
+    rows = [
+        [safe_text(tensor.source), safe_text(tensor.name), format_shape(tensor.shape), tensor.layout]
+        for tensor in result.tensors
+    ]
+    _echo(render_table(["source", "written as", "shape", "layout"], rows))
+    _echo(
+        f"wrote {len(result.tensors)} tensors, {format_bytes(result.nbytes)}, to {safe_text(result.destination)} "
+        f"({result.format}, verified) in {result.seconds:.2f} s"
+    )
+    if result.skipped:
+        kinds = _count_kinds(reason.split(" (")[0] for reason in result.skipped.values())
+        _echo(f"left out: {kinds}")
 
 
 @cli.command("formats")

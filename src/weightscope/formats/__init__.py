@@ -224,9 +224,14 @@ def save_checkpoint(
     tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str], *, format: str = "tensorflow"
 ) -> Path:
     """Write ``tensors`` (name -> array, or a ``writing.Tensors``) as a checkpoint of ``format`` at ``path``."""
+    written: Path = load_writer(format)(tensors, path)
+    return written
+
+
+def load_writer(format: str) -> Callable[..., Path]:
+    """The function that writes ``format``: ``writer(tensors, path) -> Path``."""
     writable = [name for name, entry in FORMATS.items() if entry.writer]
     if format not in writable:
         raise UnsupportedFormatError(f"cannot write format {format!r}; writable: {', '.join(writable)}")
-    writer = _import(FORMATS[format].writer)  # type: ignore[arg-type]
-    written: Path = writer(tensors, path)
-    return written
+    writer: Callable[..., Path] = _import(FORMATS[format].writer)  # type: ignore[arg-type]
+    return writer

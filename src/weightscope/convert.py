@@ -1,0 +1,408 @@
+"""Move weights between formats and frameworks: plan every tensor, stream, verify, then rename.
+
+A conversion first plans each output tensor from the source's index alone: which source
+tensor it comes from, its new name (``--names``), and the axis permutation that takes it
+to the target framework's layout (``--layout``). Layouts are decided per tensor from its
+name and shape, never guessed: TensorFlow and Keras call a layer's weight ``kernel``
+(dense ``[in, out]``, convolution ``[..spatial, in, out]``, transposed convolution
+``[..spatial, out, in]``, depthwise ``[..spatial, in, multiplier]``), PyTorch calls it
+``weight`` (``[out, in]``, ``[out, in, ..spatial]``, ``[in, out, ..spatial]``).
+A Keras 3 DepthwiseConv calls its weight ``kernel`` like a convolution's, so only a
+layer name with "depthwise" in it (Keras's default) tells them apart. A
+tensor whose layout cannot be decided (an LSTM's ``recurrent_kernel``, a ``w`` of an
+unknown framework) is written as it is and listed as ambiguous in the result.
+
+The data is streamed from the source's memory-mapped views into the format's writer, one
+tensor (and at most one permuted copy) at a time. Everything is written into a hidden
+directory beside the destination, read back and compared tensor by tensor (CRC32C of
+the values that were handed to the writer, plus the format's own checksums) and only
+then renamed into place, data files before index files: a conversion killed part way
+leaves nothing at the destination that a reader accepts.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightscope._crc32c import crc32c
+from weightscope.checkpoint import Checkpoint
+from weightscope.errors import ChecksumMismatchError, UsageError
+from weightscope.layers import TensorRole, split_name
+
+LAYOUTS = ("keep", "pytorch", "tensorflow")
+NAMINGS = ("keep", "pytorch", "tensorflow")
+# What a destination's file name says about its format, for ``to=None``.
+_SUFFIX_FORMATS = (
+    (".safetensors", "safetensors"),
+    (".pt", "pytorch"),
+    (".pth", "pytorch"),
+    (".bin", "pytorch"),
+    (".npz", "npz"),
+    (".weights.h5", "keras"),
+)
+
+# Progress: (tensors written, tensors in all, bytes written, bytes in all).
+Progress = Callable[[int, int, int, int], None]
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """One tensor of the output: where it comes from and what is done to it."""
+
+    name: str
+    source: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    permutation: tuple[int, ...] | None = None  # axes of the source, in output order
+    reshape: tuple[int, ...] | None = None  # applied after the permutation
+    layout: str = "kept"  # what was decided, in words
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def transform(self, array: np.ndarray) -> np.ndarray:
+        if self.permutation is not None:
+            array = array.transpose(self.permutation)
+        if self.reshape is not None:
+            array = np.ascontiguousarray(array).reshape(self.reshape)
+        return array
+
+
+@dataclass
+class Conversion:
+    """What a conversion wrote: its plan, what it left out, and what it could not decide."""
+
+    source: str
+    destination: str
+    format: str
+    layout: str
+    names: str
+    tensors: list[PlannedTensor]
+    skipped: dict[str, str] = field(default_factory=dict)  # source name -> why
+    ambiguous: dict[str, str] = field(default_factory=dict)  # source name -> why kept as is
+    seconds: float = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(tensor.nbytes for tensor in self.tensors)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "format": self.format,
+            "layout": self.layout,
+            "names": self.names,
+            "nbytes": self.nbytes,
+            "seconds": round(self.seconds, 3),
+            "tensors": [
+                {
+                    "name": tensor.name,
+                    "source": tensor.source,
+                    "dtype": str(tensor.dtype),
+                    "shape": list(tensor.shape),
+                    "layout": tensor.layout,
+                }
+                for tensor in self.tensors
+            ],
+            "skipped": self.skipped,
+            "ambiguous": self.ambiguous,
+        }
+
+
+# -- layouts ---------------------------------------------------------------------------------
+
+# The permutation of a TensorFlow weight's axes that gives PyTorch's layout, by rank:
+# dense [in, out] -> [out, in]; convolution [..spatial, in, out] -> [out, in, ..spatial]
+# (a transposed convolution's [..spatial, out, in] -> [in, out, ..spatial] is the same move).
+_TO_PYTORCH = {2: (1, 0), 3: (2, 1, 0), 4: (3, 2, 0, 1), 5: (4, 3, 0, 1, 2)}
+_TO_TENSORFLOW = {rank: tuple(int(axis) for axis in np.argsort(order)) for rank, order in _TO_PYTORCH.items()}
+_KIND = {2: "dense", 3: "convolution 1D", 4: "convolution 2D", 5: "convolution 3D"}
+_TF_KERNELS = ("kernel", "pointwise_kernel")  # a SeparableConv's pointwise part is a 1×1 convolution
+_EMBEDDING = re.compile("embed", re.IGNORECASE)
+
+
+def _layout(name: str, shape: tuple[int, ...], target: str) -> tuple[tuple[int, ...] | None, Any, str] | str:
+    """(permutation, reshape, what was done) taking ``name`` to ``target``'s layout, or why not."""
+    parent, last = split_name(name)
+    rank = len(shape)
+    if rank < 2 or last in ("bias", "embeddings") or (last == "weight" and _EMBEDDING.search(parent)):
+        return None, None, "kept"
+    # Keras 3 calls a DepthwiseConv's weight 'kernel' (tf-keras 'depthwise_kernel'); only the
+    # layer's name tells it from a convolution's.
+    depthwise = last == "depthwise_kernel" or (last == "kernel" and "depthwise" in split_name(parent)[1].lower())
+    tensorflow_kernel = last in _TF_KERNELS or depthwise
+    if (target == "pytorch" and last == "weight") or (target == "tensorflow" and tensorflow_kernel):
+        return None, None, "kept"  # already in the target's layout
+    if target == "pytorch" and depthwise and rank in (3, 4):
+        # [..spatial, in, multiplier] -> a grouped convolution's [in * multiplier, 1, ..spatial]
+        *spatial, channels, multiplier = shape
+        order = (rank - 2, rank - 1, *range(rank - 2))
+        return order, (channels * multiplier, 1, *spatial), f"depthwise {rank - 2}D -> grouped convolution"
+    if rank in _TO_PYTORCH and (
+        (target == "pytorch" and last in _TF_KERNELS) or (target == "tensorflow" and last == "weight")
+    ):
+        order = _TO_PYTORCH[rank] if target == "pytorch" else _TO_TENSORFLOW[rank]
+        return order, None, f"{_KIND[rank]} {list(order)}"
+    return f"'{last}' of rank {rank} has no known {target} layout"
+
+
+# -- names -----------------------------------------------------------------------------------
+
+_TF_TO_PYTORCH = {
+    "kernel": "weight",
+    "embeddings": "weight",
+    "depthwise_kernel": "weight",
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+}
+_PYTORCH_TO_TF_NORM = {
+    "weight": "gamma",
+    "bias": "beta",
+    "running_mean": "moving_mean",
+    "running_var": "moving_variance",
+}
+
+
+def _rename(name: str, target: str, norm_layers: set[str]) -> str:
+    """``layer1/kernel`` <-> ``layer1.weight``; normalisation layers' four tensors mapped too."""
+    parent, last = split_name(name)
+    if target == "pytorch":
+        last = _TF_TO_PYTORCH.get(last, last)
+        return f"{parent.replace('/', '.')}.{last}" if parent else last
+    if parent in norm_layers:
+        last = _PYTORCH_TO_TF_NORM.get(last, last)
+    elif last == "weight":
+        last = "embeddings" if _EMBEDDING.search(parent) else "kernel"
+    return f"{parent.replace('.', '/')}/{last}" if parent else last
+
+
+def _norm_layers(ckpt: Checkpoint, names: list[str]) -> set[str]:
+    """Layers (as name parents) whose ``weight`` is a normalisation's scale: a 1-D weight, or running stats."""
+    layers = set()
+    for name in names:
+        parent, last = split_name(name)
+        if last in ("running_mean", "running_var") or (last == "weight" and len(ckpt.info(name).shape) == 1):
+            layers.add(parent)
+    return layers
+
+
+# -- the plan --------------------------------------------------------------------------------
+
+
+def format_for(destination: Path, to: str | None) -> str:
+    """The output format: ``to``, else what the destination's name says, else TensorFlow."""
+    if to is not None:
+        return to
+    lowered = destination.name.lower()
+    return next((format for suffix, format in _SUFFIX_FORMATS if lowered.endswith(suffix)), "tensorflow")
+
+
+def plan(
+    ckpt: Checkpoint,
+    *,
+    layout: str = "keep",
+    names: str = "keep",
+    include_optimizer: bool = False,
+    pattern: str | None = None,
+) -> tuple[list[PlannedTensor], dict[str, str], dict[str, str]]:
+    """The output tensors, what is left out (and why), and what was kept for want of a layout."""
+    if layout not in LAYOUTS or names not in NAMINGS:
+        raise UsageError(f"layout and names are one of {', '.join(LAYOUTS)}; not {layout!r}, {names!r}")
+    skipped: dict[str, str] = {}
+    chosen: list[str] = []
+    for name in ckpt:
+        role: TensorRole = ckpt.role(name)
+        if pattern is not None and not fnmatch.fnmatchcase(name, pattern):
+            skipped[name] = f"does not match {pattern}"
+        elif role.kind == "bookkeeping":
+            skipped[name] = "bookkeeping"
+        elif role.kind == "optimizer" and not include_optimizer:
+            skipped[name] = "optimizer state (--include-optimizer keeps it)"
+        else:
+            chosen.append(name)
+    norm_layers = _norm_layers(ckpt, chosen) if names == "tensorflow" else set()
+    planned: list[PlannedTensor] = []
+    ambiguous: dict[str, str] = {}
+    for name in chosen:
+        info = ckpt.info(name)
+        role = ckpt.role(name)
+        decision: tuple[Any, Any, str] | str = (None, None, "kept")
+        if layout != "keep" and role.kind == "optimizer":
+            # A slot is laid out like its variable, when it has the variable's shape.
+            owner = ckpt.info(role.owner) if role.owner is not None and role.owner in ckpt else None
+            if owner is not None and owner.shape == info.shape:
+                decision = _layout(owner.name, owner.shape, layout)
+            elif len(info.shape) >= 2:
+                decision = "optimizer state whose variable is not known"
+        elif layout != "keep":
+            decision = _layout(name, info.shape, layout)
+        if isinstance(decision, str):
+            ambiguous[name] = decision
+            decision = (None, None, "kept (ambiguous)")
+        permutation, reshape, what = decision
+        shape = tuple(info.shape[axis] for axis in permutation) if permutation else info.shape
+        new_name = name if names == "keep" or role.kind == "optimizer" else _rename(name, names, norm_layers)
+        planned.append(PlannedTensor(new_name, name, info.dtype, tuple(reshape or shape), permutation, reshape, what))
+    seen: dict[str, str] = {}
+    for tensor in planned:
+        if tensor.name in seen:
+            raise UsageError(
+                f"'{seen[tensor.name]}' and '{tensor.source}' would both be named '{tensor.name}'; "
+                "convert them separately (--filter) or keep the names"
+            )
+        seen[tensor.name] = tensor.source
+    return planned, skipped, ambiguous
+
+
+# -- streaming -------------------------------------------------------------------------------
+
+
+def _canonical(array: np.ndarray) -> np.ndarray:
+    """The values as contiguous little-endian bytes: what two equal tensors share in any format."""
+    return array.astype(array.dtype.newbyteorder("<"), order="C", copy=False)  # keeps 0-d arrays 0-d
+
+
+def _checksum(array: np.ndarray) -> int:
+    if array.dtype.kind == "O":
+        return crc32c(repr(array.tolist()).encode("utf-8", "surrogateescape"))
+    return crc32c(_canonical(array).reshape(-1).view(np.uint8))
+
+
+class PlannedTensors:
+    """The plan as a ``writing.Tensors``: each array read from the source when the writer asks."""
+
+    def __init__(self, ckpt: Checkpoint, tensors: list[PlannedTensor], progress: Progress | None) -> None:
+        self._ckpt = ckpt
+        self._tensors = {tensor.name: tensor for tensor in tensors}
+        self._progress = progress
+        self._total = sum(tensor.nbytes for tensor in tensors)
+        self._done = 0
+        self.checksums: dict[str, int] = {}
+
+    def names(self) -> list[str]:
+        return list(self._tensors)
+
+    def spec(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        tensor = self._tensors[name]
+        return tensor.dtype, tensor.shape
+
+    def array(self, name: str) -> np.ndarray:
+        tensor = self._tensors[name]
+        array = tensor.transform(self._ckpt[tensor.source])
+        if array.dtype.kind != "O":
+            array = _canonical(array)  # one copy at most, and the writer streams it as it is
+        self.checksums[name] = _checksum(array)
+        self._done += tensor.nbytes
+        if self._progress is not None:
+            self._progress(len(self.checksums), len(self._tensors), self._done, self._total)
+        return array
+
+
+def _check_written(path: Path, format: str, expected: dict[str, int], planned: list[PlannedTensor]) -> None:
+    """Read the written file back: the same names, dtypes, shapes and values, and its own checksums."""
+    from weightscope.formats import open_checkpoint
+
+    with open_checkpoint(path, format=format) as written:
+        if sorted(written) != sorted(expected):
+            missing = sorted(set(expected) - set(written))
+            extra = sorted(set(written) - set(expected))
+            raise ChecksumMismatchError(f"{path}: read back, it lacks {missing[:5]} and has {extra[:5]}")
+        for tensor in planned:
+            info = written.info(tensor.name)
+            array = written[tensor.name]
+            if info.shape != tensor.shape or (
+                array.dtype.kind != "O" and array.dtype.newbyteorder("=") != tensor.dtype.newbyteorder("=")
+            ):
+                raise ChecksumMismatchError(
+                    f"{path}: '{tensor.name}' reads back as {array.dtype} {list(info.shape)}, "
+                    f"written as {tensor.dtype} {list(tensor.shape)}"
+                )
+            if _checksum(array) != expected[tensor.name]:
+                raise ChecksumMismatchError(f"{path}: '{tensor.name}' reads back with other values than were written")
+        damaged = written.verify()
+        if damaged:
+            raise damaged[0]
+
+
+def _move_into_place(work: Path, destination: Path) -> None:
+    """Rename the written files beside ``destination``: data first, the index (which readers look for) last."""
+    files = sorted(work.iterdir(), key=lambda path: (path.name.endswith(".index"), path.name))
+    for path in files:
+        os.replace(path, destination.parent / path.name)
+
+
+def convert(
+    source: str | os.PathLike[str] | Checkpoint,
+    destination: str | os.PathLike[str],
+    *,
+    to: str | None = None,
+    layout: str = "keep",
+    names: str = "keep",
+    include_optimizer: bool = False,
+    pattern: str | None = None,
+    progress: Progress | None = None,
+) -> Conversion:
+    """Write ``source``'s weights to ``destination`` as format ``to`` (by default from its name).
+
+    Weights only unless ``include_optimizer``; ``pattern`` keeps the names matching a glob;
+    ``layout`` and ``names`` take tensors to PyTorch's or TensorFlow's conventions.
+    """
+    from weightscope.formats import load_writer, open_checkpoint
+
+    started = time.perf_counter()
+    destination = Path(destination)
+    format = format_for(destination, to)
+    writer = load_writer(format)
+    if destination.is_dir():
+        raise UsageError(f"{destination} is a directory; give the file (or checkpoint prefix) to write")
+    ckpt = source if isinstance(source, Checkpoint) else open_checkpoint(source)
+    try:
+        if ckpt.path.resolve() in (destination.resolve(), Path(f"{destination}.index").resolve()):
+            raise UsageError(f"{destination} is the checkpoint being converted; write to another path")
+        planned, skipped, ambiguous = plan(
+            ckpt, layout=layout, names=names, include_optimizer=include_optimizer, pattern=pattern
+        )
+        if not planned:
+            raise UsageError(f"{ckpt.path}: no tensors to convert ({len(skipped)} left out)")
+        tensors = PlannedTensors(ckpt, planned, progress)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work:
+            staged = Path(work) / destination.name
+            if format == "tensorflow":
+                writer(tensors, staged, update_state=False)
+            else:
+                writer(tensors, staged)
+            _check_written(staged, format, tensors.checksums, planned)
+            _move_into_place(Path(work), destination)
+        if format == "tensorflow":
+            from weightscope.formats.tensorflow import write_checkpoint_state
+
+            write_checkpoint_state(destination)
+    finally:
+        if ckpt is not source:
+            ckpt.close()
+    return Conversion(
+        str(ckpt.path),
+        str(destination),
+        format,
+        layout,
+        names,
+        planned,
+        skipped,
+        ambiguous,
+        time.perf_counter() - started,
+    )

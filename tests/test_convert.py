@@ -1,0 +1,299 @@
+"""weightscope convert: weights moved between frameworks give the same network, bit for bit where kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_same_tensor
+from tf_fixtures import _keras3, _tf
+
+import weightscope as ws
+from weightscope.cli import main
+from weightscope.convert import convert
+
+RNG = np.random.default_rng(7)
+# The seed's Sequential in PyTorch: Linear(2, 5), Sigmoid, Linear(5, 2), Sigmoid. The
+# converted names are the TF layers'; this is the key map the README shows.
+SEED_KEY_MAP = {
+    "layer1.weight": "0.weight",
+    "layer1.bias": "0.bias",
+    "layer2.weight": "2.weight",
+    "layer2.bias": "2.bias",
+}
+
+
+def _random(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def test_seed_converted_to_pytorch_gives_the_tensorflow_outputs(
+    tf_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prefix = tf_checkpoints["seed"]
+    out = tmp_path / "seed.pt"
+    args = ["convert", str(prefix), str(out), "--to", "pytorch", "--layout", "pytorch", "--names", "pytorch"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "layer1/kernel  layer1.weight  [5, 2]  dense [1, 0]" in printed
+    assert "left out: 10 optimizer state" in printed
+    state = torch.load(out, weights_only=True)
+    assert sorted(state) == sorted(SEED_KEY_MAP)
+    network = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Sigmoid(), torch.nn.Linear(5, 2), torch.nn.Sigmoid())
+    network.load_state_dict({SEED_KEY_MAP[name]: value for name, value in state.items()})
+    tf = _tf()
+    reader = tf.train.load_checkpoint(str(prefix))
+    inputs = _random(64, 2)
+    hidden = tf.sigmoid(tf.matmul(inputs, reader.get_tensor("layer1/kernel")) + reader.get_tensor("layer1/bias"))
+    expected = tf.sigmoid(tf.matmul(hidden, reader.get_tensor("layer2/kernel")) + reader.get_tensor("layer2/bias"))
+    with torch.no_grad():
+        outputs = network(torch.from_numpy(inputs)).numpy()
+    np.testing.assert_allclose(outputs, expected.numpy(), rtol=1e-6, atol=1e-7)
+
+
+class _ToChannelsLast(torch.nn.Module):
+    """Keras flattens NHWC feature maps: a PyTorch twin must flatten in the same order."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
+def test_keras_cnn_with_batchnorm_converted_to_pytorch_modules(tmp_path: Path) -> None:
+    keras = _keras3()
+    tf = _tf()
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(8, 3, name="conv1"),
+            keras.layers.BatchNormalization(name="bn1"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(4, name="dense1"),
+        ],
+        name="cnn",
+    )
+    for layer in model.layers:  # every weight random, the variances positive
+        layer.set_weights([_random(*w.shape) ** (2 if "variance" in w.path else 1) for w in layer.weights])
+    prefix = tf.train.Checkpoint(model=model).write(str(tmp_path / "keras" / "ckpt"))
+    out = tmp_path / "cnn.pt"
+    result = convert(prefix, out, layout="pytorch", names="pytorch")
+    assert {tensor.source: tensor.name for tensor in result.tensors} == {
+        "cnn/conv1/kernel": "cnn.conv1.weight",
+        "cnn/conv1/bias": "cnn.conv1.bias",
+        "cnn/bn1/gamma": "cnn.bn1.weight",
+        "cnn/bn1/beta": "cnn.bn1.bias",
+        "cnn/bn1/moving_mean": "cnn.bn1.running_mean",
+        "cnn/bn1/moving_variance": "cnn.bn1.running_var",
+        "cnn/dense1/kernel": "cnn.dense1.weight",
+        "cnn/dense1/bias": "cnn.dense1.bias",
+    }
+    network = torch.nn.Sequential(
+        OrderedDict(
+            conv1=torch.nn.Conv2d(3, 8, 3),
+            bn1=torch.nn.BatchNorm2d(8, eps=1e-3),  # Keras's default epsilon
+            nhwc=_ToChannelsLast(),
+            flatten=torch.nn.Flatten(),
+            dense1=torch.nn.Linear(288, 4),
+        )
+    )
+    state = {name.removeprefix("cnn."): value for name, value in torch.load(out, weights_only=True).items()}
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    assert missing == [] and unexpected == []  # BatchNorm fills in a missing num_batches_tracked
+    network.eval()
+    inputs = _random(5, 8, 8, 3)
+    expected = model(inputs, training=False).numpy()
+    with torch.no_grad():
+        outputs = network(torch.from_numpy(inputs).permute(0, 3, 1, 2)).numpy()
+    np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4)
+
+
+def _keras_layer_case(kind: str) -> tuple[Any, tuple[int, ...], Any]:
+    """A Keras 3 layer, its input shape, and the torch function computing the same from PyTorch weights."""
+    keras = _keras3()
+    functional = torch.nn.functional
+    cases: dict[str, tuple[Any, tuple[int, ...], Any]] = {
+        "dense": (keras.layers.Dense(3, name="dense"), (4, 5), functional.linear),
+        "conv1d": (keras.layers.Conv1D(3, 2, name="conv1d"), (2, 6, 4), functional.conv1d),
+        "conv2d": (keras.layers.Conv2D(3, (2, 3), name="conv2d"), (2, 6, 5, 4), functional.conv2d),
+        "conv3d": (keras.layers.Conv3D(3, 2, name="conv3d"), (2, 4, 5, 3, 2), functional.conv3d),
+        "conv1d_transpose": (keras.layers.Conv1DTranspose(3, 2, name="t1"), (2, 6, 4), functional.conv_transpose1d),
+        "conv2d_transpose": (
+            keras.layers.Conv2DTranspose(3, (2, 3), name="t2"),
+            (2, 5, 4, 4),
+            functional.conv_transpose2d,
+        ),
+        "conv3d_transpose": (
+            keras.layers.Conv3DTranspose(3, 2, name="t3"),
+            (2, 3, 4, 3, 2),
+            functional.conv_transpose3d,
+        ),
+        "depthwise_conv2d": (
+            keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="depthwise_conv2d"),
+            (2, 6, 6, 4),
+            lambda x, weight, bias: functional.conv2d(x, weight, bias, groups=4),
+        ),
+    }
+    return cases[kind]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "dense",
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv1d_transpose",
+        "conv2d_transpose",
+        "conv3d_transpose",
+        "depthwise_conv2d",
+    ],
+)
+def test_each_layer_kind_computes_the_same_in_pytorch_layout(kind: str, tmp_path: Path) -> None:
+    layer, input_shape, torch_function = _keras_layer_case(kind)
+    layer.build(input_shape)
+    kernel, bias = _random(*layer.kernel.shape), _random(*layer.bias.shape)
+    layer.set_weights([kernel, bias])
+    inputs = _random(*input_shape)
+    expected = np.asarray(layer(inputs))
+    source = ws.save({f"{layer.name}/kernel": kernel, f"{layer.name}/bias": bias}, tmp_path / "tf" / "model.ckpt")
+    convert(source, tmp_path / "torch" / "model.ckpt", layout="pytorch", names="pytorch")
+    with ws.open(tmp_path / "torch" / "model.ckpt") as converted:
+        weight, torch_bias = (
+            torch.from_numpy(np.array(converted[f"{layer.name}.weight"])),
+            converted[f"{layer.name}.bias"],
+        )
+        channels_first = torch.from_numpy(np.moveaxis(inputs, -1, 1))
+        outputs = torch_function(channels_first, weight, torch.from_numpy(np.array(torch_bias))).numpy()
+    np.testing.assert_allclose(np.moveaxis(outputs, 1, -1), expected, rtol=1e-5, atol=1e-5)
+    # And back: the TensorFlow layout again, bit for bit (a depthwise kernel has no way back).
+    if kind != "depthwise_conv2d":
+        back = convert(tmp_path / "torch" / "model.ckpt", tmp_path / "back" / "model.ckpt", layout="tensorflow")
+        with ws.open(back.destination) as restored:
+            assert_same_tensor(restored[f"{layer.name}.weight"], kernel)
+
+
+def test_ambiguous_tensors_are_kept_and_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tensors = {"lstm/kernel": _random(3, 8), "lstm/recurrent_kernel": _random(2, 8), "lstm/bias": _random(8)}
+    source = ws.save(tensors, tmp_path / "model.ckpt")
+    assert main(["convert", str(source), str(tmp_path / "out" / "model.ckpt"), "--layout", "pytorch", "--json"]) == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["ambiguous"] == {
+        "lstm/recurrent_kernel": "'recurrent_kernel' of rank 2 has no known pytorch layout"
+    }
+    assert {tensor["source"]: tensor["shape"] for tensor in document["tensors"]} == {
+        "lstm/kernel": [8, 3],
+        "lstm/recurrent_kernel": [2, 8],
+        "lstm/bias": [8],
+    }
+    assert "kept as is: 'lstm/recurrent_kernel'" in captured.err
+    assert "\r" not in captured.err  # no progress bar when stderr is not a terminal
+
+
+def test_pytorch_names_map_to_tensorflow_names(tmp_path: Path) -> None:
+    tensors = {
+        "features.0.weight": _random(8, 3, 3, 3),
+        "features.1.weight": _random(8),
+        "features.1.bias": _random(8),
+        "features.1.running_mean": _random(8),
+        "features.1.running_var": _random(8),
+        "features.1.num_batches_tracked": np.array(3, np.int64),
+        "token_embedding.weight": _random(10, 4),
+        "norm.weight": _random(4),
+        "head.weight": _random(2, 4),
+    }
+    source = ws.save(tensors, tmp_path / "model.ckpt")
+    result = convert(source, tmp_path / "tf" / "model.ckpt", layout="tensorflow", names="tensorflow")
+    assert {tensor.source: (tensor.name, tensor.shape) for tensor in result.tensors} == {
+        "features.0.weight": ("features/0/kernel", (3, 3, 3, 8)),
+        "features.1.weight": ("features/1/gamma", (8,)),
+        "features.1.bias": ("features/1/beta", (8,)),
+        "features.1.running_mean": ("features/1/moving_mean", (8,)),
+        "features.1.running_var": ("features/1/moving_variance", (8,)),
+        "token_embedding.weight": ("token_embedding/embeddings", (10, 4)),
+        "norm.weight": ("norm/gamma", (4,)),
+        "head.weight": ("head/kernel", (4, 2)),
+    }
+    assert result.skipped == {"features.1.num_batches_tracked": "bookkeeping"}
+
+
+def test_round_trip_tensorflow_safetensors_tensorflow_is_bit_exact(
+    tf_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    prefix = tf_checkpoints["keras3_cnn"]
+    middle = convert(prefix, tmp_path / "cnn.safetensors", include_optimizer=True)
+    assert middle.format == "safetensors"
+    back = convert(middle.destination, tmp_path / "tf" / "ckpt", include_optimizer=True)
+    tf = _tf()
+    reader = tf.train.load_checkpoint(back.destination)
+    with ws.open(prefix) as original:
+        names = [name for name in original if original.role(name).kind != "bookkeeping"]
+        assert sorted(reader.get_variable_to_shape_map()) == sorted(names)
+        for name in names:
+            assert_same_tensor(reader.get_tensor(name), original[name])
+
+
+def test_round_trip_pytorch_tensorflow_pytorch_is_bit_exact(tmp_path: Path) -> None:
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(4, 2)
+    )
+    model[1].running_mean.uniform_()
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    state["half"] = torch.arange(6, dtype=torch.bfloat16).reshape(2, 3)
+    torch.save(state, tmp_path / "model.pt")
+    convert(tmp_path / "model.pt", tmp_path / "tf" / "model.ckpt", layout="tensorflow", names="tensorflow")
+    convert(tmp_path / "tf" / "model.ckpt", tmp_path / "back.pt", layout="pytorch", names="pytorch")
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    assert sorted(back) == sorted(name for name in state if not name.endswith("num_batches_tracked"))
+    for name, value in back.items():
+        assert value.dtype == state[name].dtype and torch.equal(value.view(torch.uint8), state[name].view(torch.uint8))
+
+
+SLOW_CONVERT = """
+import sys, time
+from weightscope.convert import convert
+
+def slow(done, total, nbytes, total_bytes):
+    if done == 2:
+        print("writing", flush=True)
+        time.sleep(60)
+
+convert(sys.argv[1], sys.argv[2], progress=slow)
+"""
+
+
+@pytest.mark.parametrize("destination", ["model.ckpt", "model.safetensors", "model.pt", "model.npz"])
+def test_killed_conversion_leaves_nothing_a_reader_accepts(tmp_path: Path, destination: str) -> None:
+    source = ws.save({f"layer{i}/kernel": _random(256, 256) for i in range(4)}, tmp_path / "source" / "model.ckpt")
+    out = tmp_path / "out" / destination
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SLOW_CONVERT), str(source), str(out)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdout.readline() == "writing\n"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    visible = [path for path in (tmp_path / "out").iterdir() if not path.name.startswith(".")]
+    assert visible == []
+    with pytest.raises(ws.CheckpointNotFoundError):
+        ws.open(out)
+
+
+def test_refusals_leave_nothing_behind(tmp_path: Path, tf_checkpoints: dict[str, Path]) -> None:
+    source = ws.save({"a/kernel": _random(2, 2), "a/weight": _random(2, 2)}, tmp_path / "in" / "model.ckpt")
+    with pytest.raises(ws.UsageError, match=r"would both be named 'a\.weight'"):
+        convert(source, tmp_path / "out" / "model.ckpt", names="pytorch")
+    with pytest.raises(ws.UsageError, match="is the checkpoint being converted"):
+        convert(source, source)
+    with pytest.raises(ws.UsageError, match="no tensors to convert"):
+        convert(source, tmp_path / "out" / "model.ckpt", pattern="nothing*")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
