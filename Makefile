@@ -39,6 +39,7 @@ bench: $(STAMP_TEST)
 	$(BIN)/python bench/bench_tensorflow.py
 	$(BIN)/python bench/bench_object_graph.py
 	$(BIN)/python bench/bench_formats.py
+	$(BIN)/python bench/bench_convert.py
 
 clean:
 	rm -rf $(VENV) checkpoint build dist
