@@ -161,6 +161,7 @@ FORMATS: dict[str, Format] = {
         "safetensors (.safetensors): a JSON header, then raw little-endian tensors",
         "weightscope.formats.safetensors:SafetensorsCheckpoint",
         _sniff_safetensors,
+        writer="weightscope.formats.safetensors:save",
     ),
     "npy": Format(
         "npy",
@@ -173,12 +174,14 @@ FORMATS: dict[str, Format] = {
         "NumPy archive (.npz, np.savez): a zip of .npy arrays, stored or deflated",
         "weightscope.formats.numpy_files:NpzCheckpoint",
         _sniff_npz,
+        writer="weightscope.formats.numpy_files:save",
     ),
     "pytorch": Format(
         "pytorch",
         "PyTorch checkpoint (torch.save, .pt/.pth/.bin; zip or legacy): pickles read by an allow-list, never run",
         "weightscope.formats.pytorch:PyTorchCheckpoint",
         _sniff_pytorch,
+        writer="weightscope.formats.pytorch_writer:save",
     ),
     "keras": Format(
         "keras",

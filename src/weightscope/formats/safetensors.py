@@ -25,6 +25,13 @@ offset they must tile the buffer exactly, from 0 to the end of the file (the ref
 reader's check). ``__metadata__`` must map strings to strings.
 
 There are no checksums: ``verify`` reads every tensor, which checks only bounds.
+
+Writing (``save``) makes the bytes ``safetensors.numpy.save_file`` makes: the compact JSON
+header (UTF-8, not ASCII-escaped) with ``__metadata__`` first when given, then the tensors
+ordered as the reference orders them (by dtype, its enum's order reversed, so wider types
+come first, then by name), data in that order, the header padded with spaces so the data
+starts at a multiple of 8. Dtypes are those of the table with a numpy type (BF16 and F8
+through ``ml_dtypes``); others (complex128, strings) are refused before any file is made.
 """
 
 from __future__ import annotations
@@ -33,14 +40,21 @@ import json
 import math
 import os
 import struct
+import sys
+from collections.abc import Mapping
 from operator import attrgetter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from weightscope.atomic import atomic_write
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.dtypes import BY_SAFETENSORS
-from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
+from weightscope.dtypes import BY_SAFETENSORS, ELEMENT_TYPES
+from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
+from weightscope.formats.numpy_files import array_bytes
+from weightscope.writing import Tensors, as_tensors
 
 MAX_HEADER_SIZE = 100_000_000  # the reference implementation's limit
 METADATA_KEY = "__metadata__"
@@ -152,3 +166,74 @@ class SafetensorsCheckpoint(FileCheckpoint):
     def _read(self, info: TensorInfo) -> np.ndarray:
         data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
         return np.ndarray(info.shape, info.dtype, buffer=data)  # read-only: the map is
+
+
+# The reference's ``Dtype`` enum, in declaration order: its writer sorts tensors by dtype,
+# last declared first, then by name.
+_REFERENCE_ORDER = (
+    "BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F8_E4M3FNUZ",
+    "F8_E5M2FNUZ", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64",
+)  # fmt: skip
+_RANK = {code: rank for rank, code in enumerate(_REFERENCE_ORDER)}
+_ALIGNMENT = 8  # the header is padded so that the data starts at a multiple of this
+
+
+def _code(name: str, dtype: np.dtype) -> str:
+    native = dtype.newbyteorder("=")
+    for element in ELEMENT_TYPES:
+        if element.safetensors is None or element.numpy_name is None:
+            continue
+        if element.numpy_name.startswith("ml_dtypes.") and "ml_dtypes" not in sys.modules:
+            continue  # no array can be of these types yet: no need to import ml_dtypes
+        if element.dtype == native:
+            return element.safetensors
+    raise UsageError(f"tensor '{name}': safetensors holds no {dtype}")
+
+
+def save(
+    tensors: Tensors | Mapping[str, ArrayLike],
+    path: str | os.PathLike[str],
+    *,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``tensors`` as a ``.safetensors`` file at ``path``, with ``metadata`` as ``__metadata__``.
+
+    The header is planned from the tensors' specs, then each array is streamed in the
+    header's order; the file appears at ``path`` only once complete. Returns the path.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{target} is a directory; give a file name such as {target / 'model.safetensors'}")
+    if metadata is not None and not (
+        isinstance(metadata, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    ):
+        raise UsageError("safetensors metadata must map strings to strings")
+    source = as_tensors(tensors)
+    plan: list[tuple[str, str, np.dtype, tuple[int, ...]]] = []
+    for name in source.names():
+        if name == METADATA_KEY:
+            raise UsageError(f"tensor '{name}': the name is reserved for the header's metadata")
+        dtype, shape = source.spec(name)
+        plan.append((name, _code(name, np.dtype(dtype)), np.dtype(dtype), tuple(shape)))
+    if len({name for name, *_ in plan}) != len(plan):
+        raise UsageError(f"{target}: a tensor name is given twice")
+    plan.sort(key=lambda entry: (-_RANK[entry[1]], entry[0]))
+    header: dict[str, Any] = {} if metadata is None else {METADATA_KEY: dict(metadata)}
+    offset = 0
+    for name, code, dtype, shape in plan:
+        end = offset + math.prod(shape) * dtype.itemsize
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, end]}
+        offset = end
+    try:
+        text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise UsageError(f"{target}: a tensor name or metadata string is not valid UTF-8 text ({error})") from None
+    text += b" " * (-len(text) % _ALIGNMENT)
+    if len(text) > MAX_HEADER_SIZE:
+        raise UsageError(f"{target}: a header of {len(text)} bytes, over the format's limit of {MAX_HEADER_SIZE}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(target) as handle:
+        handle.write(_HEADER_LENGTH.pack(len(text)) + text)
+        for name, _, dtype, shape in plan:
+            handle.write(array_bytes(source.array(name), name, dtype, shape))
+    return target
