@@ -332,6 +332,61 @@ def convert_command(
         _echo(f"left out: {kinds}")
 
 
+@cli.command("summary")
+@click.argument("path", type=PATH)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON: {layers: [{name, kind, description, parameters, trainable, optimizer_state, roles}], "
+    "totals: {layers, parameters, trainable, non_trainable, optimizer_slots, optimizer_other, bookkeeping, "
+    "in_all, string_tensors}, optimizer_other: [names], bytes_by_dtype: {dtype: bytes}} "
+    "(described in weightscope.summary).",
+)
+@step_option
+def summary_command(path: Path, as_json: bool, step: int | None) -> None:
+    """The network the weights describe: each layer's kind (Dense 2 → 5, Conv2D 3×3 3 → 16, ...; ? where the
+    weights leave doubt), its parameters, trainable ones, optimizer state; then totals of every value and bytes."""
+    from weightscope.summary import summarize
+
+    with _open(path, step=step) as ckpt:
+        summary = summarize(ckpt)
+    if as_json:
+        _echo(dumps_json(summary.to_json()))
+        return
+    rows = [
+        [
+            safe_text(layer.name),
+            safe_text(layer.description),
+            f"{layer.parameters:,}",
+            f"{layer.trainable:,}",
+            f"{layer.optimizer_state:,}",
+        ]
+        for layer in summary.layers
+    ]
+    _echo(render_table(["layer", "kind", "parameters", "trainable", "optimizer state"], rows, right=[2, 3, 4]))
+    others = ", ".join(safe_text(name) for name in summary.optimizer_other_names[:4])
+    if len(summary.optimizer_other_names) > 4:
+        others += ", ..."
+    strings = summary.string_tensors
+    totals = [
+        ("trainable parameters", summary.trainable, ""),
+        ("non-trainable parameters", summary.non_trainable, "running statistics" if summary.non_trainable else ""),
+        ("optimizer slot values", summary.optimizer_slots, "per variable"),
+        ("other optimizer values", summary.optimizer_other, others),
+        ("bookkeeping", summary.bookkeeping, ""),
+        ("in all", summary.in_all, f"{strings} string tensor{'s' * (strings != 1)} not counted" if strings else ""),
+    ]
+    digits = max(len(f"{count:,}") for _, count, _ in totals)
+    _echo()
+    for label, count, note in totals:
+        _echo(f"{label + ':':<26}{count:>{digits},}" + (f"  ({note})" if note else ""))
+    _echo(
+        "bytes by dtype: "
+        + ", ".join(f"{dtype} {format_bytes(count)}" for dtype, count in summary.bytes_by_dtype.items())
+    )
+
+
 @cli.command("formats")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {name, description, writable, missing}.")
 def formats_command(as_json: bool) -> None:
