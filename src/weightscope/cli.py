@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -23,6 +23,9 @@ from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError
 from weightscope.layers import naming_convention
 from weightscope.output import dumps_json, format_bytes, format_shape, json_values, render_table, safe_text
+
+if TYPE_CHECKING:
+    from weightscope.analysis import TensorDiff
 
 PATH = click.Path(path_type=Path)
 
@@ -212,6 +215,107 @@ def layers_command(path: Path, as_json: bool, step: int | None) -> None:
         )
     _echo(render_table(["layer", "weight", "bias", "other", "parameters", "optimizer state"], rows, right=[4, 5]))
     _echo(f"{len(layers)} layers, {sum(layer.parameter_count for layer in layers.values()):,} parameters")
+
+
+def _figure(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.6g}"
+
+
+@cli.command("stats")
+@click.argument("path", type=PATH)
+@click.argument("names", nargs=-1)
+@click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
+@click.option("--all", "show_all", is_flag=True, help="Also optimizer state and bookkeeping.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="A JSON list of {name, dtype, shape, count, min, max, mean, std, l2, zeros, nans, infs}.",
+)
+@step_option
+def stats_command(
+    path: Path, names: tuple[str, ...], pattern: str | None, show_all: bool, as_json: bool, step: int | None
+) -> None:
+    """Per tensor: min, max, mean, std, L2 norm, zeros, NaNs, infinities; any size, in bounded memory."""
+    from weightscope.analysis import checkpoint_stats
+
+    with _open(path, step=step) as ckpt:
+        if names:
+            chosen = [ckpt.resolve(name) for name in names]
+        else:
+            chosen = [
+                name
+                for name in ckpt
+                if (pattern is None or fnmatch.fnmatchcase(name, pattern))
+                and (show_all or ckpt.role(name).kind == "parameter")
+            ]
+        results = checkpoint_stats(ckpt, chosen)
+    if as_json:
+        _echo(dumps_json([result.to_json() for result in results]))
+        return
+    header = ["name", "dtype", "shape", "min", "max", "mean", "std", "l2", "zeros", "nans", "infs"]
+    rows = [
+        [safe_text(result.name), result.dtype, format_shape(result.shape)]
+        + [_figure(getattr(result, field)) for field in header[3:]]
+        for result in results
+    ]
+    _echo(render_table(header, rows, right=list(range(3, len(header)))))
+    problems = [result.name for result in results if result.nans or result.infs]
+    if problems:
+        _note(f"{len(problems)} tensors hold NaN or infinite values: {', '.join(map(safe_text, problems[:5]))}")
+
+
+def _diff_row(tensor: TensorDiff) -> list[str]:
+    name = safe_text(tensor.name) + ("" if tensor.other == tensor.name else f" ~ {safe_text(tensor.other)}")
+    status = tensor.status
+    if status == "shape":
+        status += " " + " vs ".join(map(format_shape, tensor.shape))
+    elif status == "dtype":
+        status += " " + " vs ".join(tensor.dtype)
+    if tensor.moved:
+        status += f" ({tensor.moved})"
+    figures = (tensor.max_abs, tensor.relative_l2, tensor.cosine, tensor.mismatched)
+    return [name, status, *map(_figure, figures)]
+
+
+@cli.command("diff")
+@click.argument("a", type=PATH)
+@click.argument("b", type=PATH)
+@click.option("--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance, as in numpy.isclose.")
+@click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance.")
+@click.option("--all", "show_all", is_flag=True, help="List equal tensors too.")
+@click.option("--include-optimizer", is_flag=True, help="Compare optimizer state too (weights only by default).")
+@click.option("--json", "as_json", is_flag=True, help="A JSON document: {equal, tensors: [...], only_a, only_b}.")
+def diff_command(
+    a: Path, b: Path, rtol: float, atol: float, show_all: bool, include_optimizer: bool, as_json: bool
+) -> None:
+    """Compare two checkpoints tensor by tensor, across formats; exit 0 if equal, 1 if they differ."""
+    from weightscope.analysis import checkpoint_diff
+
+    if rtol < 0 or atol < 0:
+        raise UsageError("tolerances must not be negative")
+    with _open(a) as first, _open(b) as second:
+        result = checkpoint_diff(first, second, rtol=rtol, atol=atol, include_optimizer=include_optimizer)
+    if as_json:
+        _echo(dumps_json(result.to_json()))
+    else:
+        changed = [tensor for tensor in result.tensors if show_all or tensor.status != "equal"]
+        changed.sort(key=lambda tensor: -(tensor.relative_l2 or 0.0) if tensor.status == "different" else 0.0)
+        rows = [_diff_row(tensor) for tensor in changed]
+        if rows:
+            header = ["tensor", "status", "max |a-b|", "rel. L2", "cosine", "elements off"]
+            _echo(render_table(header, rows, right=[2, 3, 4, 5]))
+        counts = _count_kinds(tensor.status for tensor in result.tensors)
+        _echo(f"{len(result.tensors)} tensors compared (matched by {result.matched_by}): {counts or 'none'}")
+        for side, names in (("A", result.only_a), ("B", result.only_b)):
+            if names:
+                _echo(f"only in {side}: {', '.join(safe_text(name) for name in names)}")
+    if not result.equal:
+        raise SystemExit(int(ExitStatus.DIFFERENT))
 
 
 @cli.command("verify")

@@ -128,6 +128,7 @@ class Conversion:
 # (a transposed convolution's [..spatial, out, in] -> [in, out, ..spatial] is the same move).
 _TO_PYTORCH = {2: (1, 0), 3: (2, 1, 0), 4: (3, 2, 0, 1), 5: (4, 3, 0, 1, 2)}
 _TO_TENSORFLOW = {rank: tuple(int(axis) for axis in np.argsort(order)) for rank, order in _TO_PYTORCH.items()}
+LAYOUT_PERMUTATIONS = {rank: (_TO_PYTORCH[rank], _TO_TENSORFLOW[rank]) for rank in _TO_PYTORCH}
 _KIND = {2: "dense", 3: "convolution 1D", 4: "convolution 2D", 5: "convolution 3D"}
 _TF_KERNELS = ("kernel", "pointwise_kernel")  # a SeparableConv's pointwise part is a 1×1 convolution
 _EMBEDDING = re.compile("embed", re.IGNORECASE)

@@ -79,14 +79,15 @@ def json_values(array: np.ndarray) -> Any:
         values = array.astype(np.float64)
         if np.isfinite(values).all():
             return values.tolist()
-        return np.vectorize(_json_float, otypes=[object])(values).tolist()
+        return np.vectorize(json_float, otypes=[object])(values).tolist()
 
 
 def _json_bytes(value: bytes) -> str:
     return value.decode("utf-8", "backslashreplace")
 
 
-def _json_float(value: float) -> float | str:
+def json_float(value: float) -> float | str:
+    """A float for JSON: NaN and the infinities spelled as strings, the way ``json_values`` does."""
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):

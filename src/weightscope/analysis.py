@@ -1,0 +1,414 @@
+"""What the numbers say: per-tensor statistics and the difference of two checkpoints, in bounded memory.
+
+Every figure is computed chunk by chunk over a tensor's flat values (a memory-mapped view
+is sliced, never copied whole), so a tensor of any size is summarised with a few chunks'
+worth of memory. Floating-point values are widened to float64 per chunk; the mean and
+standard deviation are combined across chunks with Chan's parallel formulas, so the
+figures equal numpy's own (``np.nanmean`` and friends on the whole array) to summation
+rounding.
+
+Statistics (``TensorStats``), NaNs left out of every figure but their count:
+``count`` (elements), ``min``, ``max``, ``mean``, ``std`` (population, like ``np.std``),
+``l2`` (the Euclidean norm), ``zeros``, ``nans``, ``infs``. Integers and booleans get the
+same figures but NaN and infinity counts are 0 (a boolean's mean is the fraction true);
+complex tensors get ``l2``, ``zeros``, ``nans`` and ``infs`` (of either part) only, and
+string tensors only ``count``. A figure that does not apply, or has no values (an empty
+tensor, all NaN), is ``None``.
+
+A difference (``TensorDiff``) between two tensors of the same shape: ``max_abs`` (the
+largest ``|a - b|``), ``relative_l2`` (``||a - b|| / ||a||``; ``None`` when ``||a|| = 0``
+and they differ), ``cosine`` (``a·b / (||a|| ||b||)``; ``None`` if either norm is 0),
+and ``equal``: whether every element satisfies ``|a - b| <= atol + rtol * |b|`` (NaNs
+equal only NaNs, in the same places; infinities only the same infinity).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from weightscope.checkpoint import Checkpoint
+from weightscope.output import json_float
+
+if TYPE_CHECKING:
+    from weightscope.convert import PlannedTensor
+
+CHUNK_ELEMENTS = 1 << 22  # 4 Mi elements: 32 MiB once widened to float64
+
+
+def _finite(document: dict[str, Any]) -> dict[str, Any]:
+    """Float figures JSON can hold: NaN and the infinities as strings."""
+    return {key: json_float(value) if isinstance(value, float) else value for key, value in document.items()}
+
+
+def chunks(array: np.ndarray, elements: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
+    """The array's values as consecutive flat pieces of at most ``elements``, in C order.
+
+    A contiguous array (a memory-mapped tensor) is sliced without copying; any other is
+    cut along its first axis, so only one piece is ever copied at a time.
+    """
+    if array.ndim == 0:
+        yield array.reshape(1)
+        return
+    if array.flags.c_contiguous:
+        flat = array.reshape(-1)
+        for start in range(0, flat.size, elements):
+            yield flat[start : start + elements]
+        return
+    rows = max(1, elements // max(1, math.prod(array.shape[1:])))
+    for start in range(0, array.shape[0], rows):
+        yield from chunks(np.ascontiguousarray(array[start : start + rows]), elements)
+
+
+def _wide(chunk: np.ndarray) -> np.ndarray:
+    """The chunk as float64 (or complex128): bfloat16, float8 and float16 need widening to add up."""
+    if chunk.dtype.kind == "c":
+        return chunk.astype(np.complex128)
+    return chunk.astype(np.float64)
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    count: int
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    l2: float | None = None
+    zeros: int | None = None
+    nans: int | None = None
+    infs: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        document = _finite(asdict(self))
+        document["shape"] = list(self.shape)
+        return document
+
+
+def _numeric_kind(dtype: np.dtype) -> str | None:
+    """'f' (floating, bfloat16 and float8 included), 'c', 'i' (integers, int4 included), 'b', or None."""
+    if dtype.names is not None:
+        return None  # TF's quantized types are records
+    if dtype.kind == "V" and dtype.type.__module__.startswith("ml_dtypes"):
+        return "i" if "int" in dtype.name else "f"
+    return {"f": "f", "c": "c", "i": "i", "u": "i", "b": "b"}.get(dtype.kind)
+
+
+@dataclass
+class _Partial:
+    """The figures of some of a tensor's values, to be merged with the rest's."""
+
+    count: int = 0  # values other than NaN
+    total: float = 0.0  # their sum (what the mean is when infinities make deviations meaningless)
+    mean: float = 0.0
+    m2: float = 0.0  # sum of squared deviations from the mean
+    low: float | None = None
+    high: float | None = None
+    squares: float = 0.0
+    zeros: int = 0
+    nans: int = 0
+    infs: int = 0
+
+    def merge(self, other: _Partial) -> _Partial:
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * other.count / total if total else 0.0
+        m2 = self.m2 + other.m2 + (delta * delta * self.count * other.count / total if total else 0.0)
+        lows = [value for value in (self.low, other.low) if value is not None]
+        highs = [value for value in (self.high, other.high) if value is not None]
+        return _Partial(
+            total,
+            self.total + other.total,
+            mean,
+            m2,
+            min(lows) if lows else None,
+            max(highs) if highs else None,
+            self.squares + other.squares,
+            self.zeros + other.zeros,
+            self.nans + other.nans,
+            self.infs + other.infs,
+        )
+
+
+def _chunk_figures(chunk: np.ndarray, kind: str) -> _Partial:
+    """One chunk's figures; ``kind`` is what ``_numeric_kind`` says of its dtype."""
+    partial = _Partial(zeros=int(chunk.size - np.count_nonzero(chunk)))
+    wide = _wide(chunk)
+    if kind in "fc":
+        finite = np.isfinite(wide)
+        if not finite.all():
+            missing = np.isnan(wide)
+            partial.nans = int(np.count_nonzero(missing))
+            partial.infs = int(np.count_nonzero(np.isinf(wide)))  # a complex NaN may be infinite too
+            wide = wide[~missing]
+    if kind == "c":
+        partial.squares = float(np.vdot(wide, wide).real)
+        return partial
+    if wide.size:
+        partial.count = wide.size
+        partial.low, partial.high = float(wide.min()), float(wide.max())
+        partial.squares = float(np.dot(wide, wide))
+        partial.total = float(wide.sum())
+        partial.mean = partial.total / wide.size
+        if not partial.infs:
+            deviations = wide - partial.mean
+            partial.m2 = float(np.dot(deviations, deviations))
+    return partial
+
+
+def tensor_stats(
+    name: str, array: np.ndarray, elements: int = CHUNK_ELEMENTS, pool: ThreadPoolExecutor | None = None
+) -> TensorStats:
+    """The statistics of one tensor, read chunk by chunk (on ``pool``'s threads, if given)."""
+    shape = tuple(array.shape)
+    kind = _numeric_kind(array.dtype)
+    if kind is None:
+        return TensorStats(name, str(array.dtype), shape, array.size)
+    total = _Partial()
+    if pool is None:
+        for chunk in chunks(array, elements):
+            total = total.merge(_chunk_figures(chunk, kind))
+    else:
+        # A window of chunks in flight: bounded memory, every thread busy.
+        pending: deque[Future[_Partial]] = deque()
+        for chunk in chunks(array, elements):
+            pending.append(pool.submit(_chunk_figures, chunk, kind))
+            if len(pending) > pool._max_workers:
+                total = total.merge(pending.popleft().result())
+        while pending:
+            total = total.merge(pending.popleft().result())
+    figures: dict[str, Any] = {"l2": math.sqrt(total.squares), "zeros": total.zeros}
+    figures.update(nans=total.nans, infs=total.infs)
+    if kind != "c" and total.count:
+        figures.update(min=total.low, max=total.high, mean=total.mean, std=math.sqrt(total.m2 / total.count))
+        if total.infs:  # as numpy: the mean is +-inf (or NaN for both signs), the deviation undefined
+            figures.update(mean=total.total / total.count, std=math.nan)
+    return TensorStats(name, str(array.dtype), shape, array.size, **figures)
+
+
+def _workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def checkpoint_stats(ckpt: Checkpoint, names: Iterable[str]) -> list[TensorStats]:
+    """Statistics of the named tensors, in order, on a few threads (numpy releases the GIL).
+
+    Small tensors are spread over the threads whole; a large one is spread chunk by chunk.
+    """
+    names = list(names)
+    with ThreadPoolExecutor(_workers()) as pool:
+        large = {name for name in names if ckpt.info(name).size > CHUNK_ELEMENTS}
+        small = [name for name in names if name not in large]
+        results = dict(zip(small, pool.map(lambda name: tensor_stats(name, ckpt[name]), small), strict=True))
+        for name in large:
+            results[name] = tensor_stats(name, ckpt[name], pool=pool)
+    return [results[name] for name in names]
+
+
+# -- differences ----------------------------------------------------------------------------
+
+
+def _aligned(first: Iterator[np.ndarray], second: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Pieces of two flat value streams of equal length, cut at the same element positions."""
+    left = right = np.empty(0)
+    while True:
+        if not left.size:
+            left = next(first, None)  # type: ignore[arg-type]
+        if not right.size:
+            right = next(second, None)  # type: ignore[arg-type]
+        if left is None or right is None:
+            return
+        length = min(left.size, right.size)
+        yield left[:length], right[:length]
+        left, right = left[length:], right[length:]
+
+
+@dataclass
+class _DiffPartial:
+    max_abs: float = 0.0
+    mismatched: int = 0
+    dot: float = 0.0
+    a_squares: float = 0.0
+    b_squares: float = 0.0
+    d_squares: float = 0.0
+
+
+def _pair_figures(a: np.ndarray, b: np.ndarray, rtol: float, atol: float, into: _DiffPartial) -> None:
+    a, b = _wide(a), _wide(b)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    gap = np.abs(a - b)
+    close = same | (gap <= atol + rtol * np.abs(b))
+    into.mismatched += int(close.size - np.count_nonzero(close))
+    if not same.all():
+        gaps = gap[~same]
+        gaps = gaps[~np.isnan(gaps)]
+        if gaps.size:  # a NaN against a number counts as mismatched, but has no size
+            into.max_abs = max(into.max_abs, float(gaps.max()))
+    both = np.isfinite(a) & np.isfinite(b)
+    if not both.all():
+        a, b = a[both], b[both]
+    into.dot += float(np.vdot(a, b).real)
+    into.a_squares += float(np.vdot(a, a).real)
+    into.b_squares += float(np.vdot(b, b).real)
+    difference = a - b
+    into.d_squares += float(np.vdot(difference, difference).real)
+
+
+@dataclass(frozen=True)
+class TensorDiff:
+    """How tensor ``name`` of A compares with ``other`` of B."""
+
+    name: str
+    other: str
+    status: str  # "equal", "different", "shape" or "dtype" (mismatches: values not compared)
+    dtype: tuple[str, str]
+    shape: tuple[tuple[int, ...], tuple[int, ...]]
+    max_abs: float | None = None
+    relative_l2: float | None = None
+    cosine: float | None = None
+    mismatched: int | None = None  # elements outside the tolerance
+    moved: str | None = None  # how a layout difference was undone before comparing, if there was one
+
+    def to_json(self) -> dict[str, Any]:
+        document = _finite(asdict(self))
+        document["dtype"] = list(self.dtype)
+        document["shape"] = [list(shape) for shape in self.shape]
+        return document
+
+
+def tensor_diff(
+    name: str,
+    other: str,
+    a: np.ndarray,
+    b: np.ndarray,
+    moved: str | None = None,
+    *,
+    rtol: float = 0.0,
+    atol: float = 0.0,
+) -> TensorDiff:
+    """Compare two tensors value by value, chunk by chunk."""
+    dtypes = (str(a.dtype), str(b.dtype))
+    shapes = (tuple(a.shape), tuple(b.shape))
+    if shapes[0] != shapes[1]:
+        return TensorDiff(name, other, "shape", dtypes, shapes)
+    kinds = (_numeric_kind(a.dtype), _numeric_kind(b.dtype))
+    if None in kinds or a.dtype != b.dtype:
+        if a.dtype == b.dtype and a.tolist() == b.tolist():  # strings, records: equal or not
+            return TensorDiff(name, other, "equal", dtypes, shapes)
+        return TensorDiff(name, other, "dtype" if a.dtype != b.dtype else "different", dtypes, shapes)
+    figures = _DiffPartial()
+    for left, right in _aligned(chunks(a), chunks(b)):
+        _pair_figures(left, right, rtol, atol, figures)
+    a_norm, b_norm = math.sqrt(figures.a_squares), math.sqrt(figures.b_squares)
+    relative = math.sqrt(figures.d_squares) / a_norm if a_norm else (0.0 if not figures.d_squares else None)
+    cosine = figures.dot / (a_norm * b_norm) if a_norm and b_norm else None
+    status = "equal" if not figures.mismatched else "different"
+    return TensorDiff(name, other, status, dtypes, shapes, figures.max_abs, relative, cosine, figures.mismatched, moved)
+
+
+@dataclass
+class CheckpointDiff:
+    """Two checkpoints compared tensor by tensor: matched pairs, and what only one side has."""
+
+    a: str
+    b: str
+    rtol: float
+    atol: float
+    tensors: list[TensorDiff]
+    only_a: list[str]
+    only_b: list[str]
+    matched_by: str  # "name", or "layer model" when names were normalised across frameworks
+
+    @property
+    def equal(self) -> bool:
+        return not self.only_a and not self.only_b and all(tensor.status == "equal" for tensor in self.tensors)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "equal": self.equal,
+            "matched_by": self.matched_by,
+            "tensors": [tensor.to_json() for tensor in self.tensors],
+            "only_a": self.only_a,
+            "only_b": self.only_b,
+        }
+
+
+def _same_layout(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """A and B, A moved to B's layout when its shape is B's after the TensorFlow <-> PyTorch permutation.
+
+    Same-named tensors of different shapes are one framework's layout against the
+    other's when a conversion kept the names (``--layout pytorch --names keep``).
+    """
+    from weightscope.convert import LAYOUT_PERMUTATIONS
+
+    if a.shape != b.shape and a.ndim == b.ndim:
+        for order in LAYOUT_PERMUTATIONS.get(a.ndim, ()):
+            if tuple(a.shape[axis] for axis in order) == b.shape:
+                return a.transpose(order), b, f"A permuted {list(order)}"
+    return a, b, None
+
+
+def _canonical_names(ckpt: Checkpoint, names: set[str]) -> dict[str, PlannedTensor]:
+    """The tensors ``names`` under PyTorch-convention names, each with its move to PyTorch's layout."""
+    from weightscope.convert import plan
+
+    planned, _, _ = plan(ckpt, layout="pytorch", names="pytorch", include_optimizer=True)
+    by_name = {tensor.name: tensor for tensor in planned if tensor.source in names}
+    prefixes = {name.split(".", 1)[0] for name in by_name}
+    if len(by_name) > 1 and len(prefixes) == 1 and all("." in name for name in by_name):
+        prefix = prefixes.pop() + "."  # Keras's model name in front of every layer
+        by_name = {name.removeprefix(prefix): tensor for name, tensor in by_name.items()}
+    return by_name
+
+
+def checkpoint_diff(
+    a: Checkpoint, b: Checkpoint, rtol: float = 0.0, atol: float = 0.0, include_optimizer: bool = False
+) -> CheckpointDiff:
+    """Compare the weights (and with ``include_optimizer`` the optimizer state) of ``a`` and ``b``.
+
+    Tensors are matched by name first; those left over on both sides (a TensorFlow
+    checkpoint against its PyTorch conversion) by the layer model: both renamed to
+    PyTorch's convention and laid out as PyTorch lays them out, so ``layer1/kernel``
+    meets ``layer1.weight``, transposed. Bookkeeping (``global_step``) is never compared.
+    """
+    kinds = ("parameter", "optimizer") if include_optimizer else ("parameter",)
+
+    def compared(ckpt: Checkpoint) -> list[str]:
+        return [name for name in ckpt if ckpt.role(name).kind in kinds]
+
+    names_a, names_b = compared(a), compared(b)
+    common = set(names_a) & set(names_b)
+    pairs = [(name, name, *_same_layout(a[name], b[name])) for name in names_a if name in common]
+    rest_a = {name for name in names_a if name not in common}
+    rest_b = {name for name in names_b if name not in common}
+    matched_by = "name"
+    if rest_a and rest_b:
+        canonical_a, canonical_b = _canonical_names(a, rest_a), _canonical_names(b, rest_b)
+        for key, tensor in canonical_a.items():
+            if key in canonical_b:
+                other = canonical_b[key]
+                pairs.append(
+                    (tensor.source, other.source, tensor.transform(a[tensor.source]), other.transform(b[other.source]))
+                )
+                rest_a.discard(tensor.source)
+                rest_b.discard(other.source)
+                matched_by = "name and layer model" if common else "layer model"
+    with ThreadPoolExecutor(_workers()) as pool:
+        tensors = list(pool.map(lambda pair: tensor_diff(*pair, rtol=rtol, atol=atol), pairs))
+    only_a = [name for name in names_a if name in rest_a]
+    only_b = [name for name in names_b if name in rest_b]
+    return CheckpointDiff(str(a.path), str(b.path), rtol, atol, tensors, only_a, only_b, matched_by)
