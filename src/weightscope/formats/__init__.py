@@ -188,6 +188,7 @@ FORMATS: dict[str, Format] = {
         "Keras weights (.h5, .weights.h5, .keras zip; needs h5py): tf-keras and Keras 3 layouts",
         "weightscope.formats.keras:KerasCheckpoint",
         _sniff_keras,
+        writer="weightscope.formats.keras:save",
         requires="h5py",
         extra="keras",
     ),

@@ -39,6 +39,18 @@ tf-keras names its optimizer weights after their variable (``Adam/m/layer1/kerne
 legacy optimizers' ``Adam/layer1/kernel/m``): those keep their names and get the
 variable of that name and shape as owner.
 
+Writing (``save``) makes a Keras 3 ``.weights.h5`` as ``model.save_weights`` does: an empty
+root ``vars`` group (attribute ``name``: the model's name, when the tensor names share one
+as their prefix), and ``layers/<snake_case_class>[_N]/vars`` per layer (attribute ``name``:
+the layer's name) holding contiguous, unfiltered datasets ``0``, ``1``, … in the order the
+layer's ``build()`` creates them; bfloat16 as Keras writes it. Keras finds a layer's group by
+its class and its place among the model's layers of that class, never by its name, so the
+writer tells the class from the variables (a convolution's from its name and bias, as
+Keras's default names do) and refuses layers that share a class unless it is given the
+model's layers in order. Each layer's ``vars`` also lists its tensors' full names in the
+attribute ``weight_names`` (Keras ignores it), which names them when read back; a Keras 3
+file without it is read as above.
+
 Arrays of contiguous, unfiltered datasets are views of the file's bytes (found at
 ``dataset.id.get_offset()``); others are read by ``h5py``. There are no checksums beyond
 HDF5's own filters, which ``h5py`` checks as it reads.
@@ -49,17 +61,22 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from weightscope.atomic import atomic_files
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.containers.zip import inflate, is_deflated, member_start, read_directory
 from weightscope.dtypes import BY_NAME
-from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError
+from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole
+from weightscope.writing import Tensors, as_tensors
 
 if TYPE_CHECKING:
     import h5py
@@ -67,6 +84,8 @@ if TYPE_CHECKING:
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 CONFIG_MEMBER = "config.json"
 WEIGHTS_MEMBER = "model.weights.h5"
+# The attribute of a ``vars`` group in which weightscope's writer records its variables' names.
+WRITTEN_NAMES = "weight_names"
 # Keras 3 layer classes -> their variables in ``weights`` order, with the config flag
 # (``None``: always present) each depends on.
 _LAYER_WEIGHTS: dict[str, tuple[tuple[str, str | None], ...]] = {
@@ -196,12 +215,15 @@ class KerasCheckpoint(FileCheckpoint):
             layer = _display_name(root, path)
             layer_config = layer_configs.get(_text(variables.attrs.get("name", "")))
             names = _weight_names(layer_config, len(indices))
+            labels = [f"{layer}/{weight}" for weight in names] if names else []
+            if not labels and layer_config is None:
+                labels = _written_names(variables, len(indices))
             frozen = layer_config is not None and layer_config["config"].get("trainable") is False
-            for index, weight in zip(indices, names or [f"vars/{index}" for index in indices], strict=True):
-                info = self._describe(f"{layer}/{weight}", variables[index])
+            for index, label in zip(indices, labels or [f"{layer}/vars/{index}" for index in indices], strict=True):
+                info = self._describe(label, variables[index])
                 infos.append(info)
                 floating = info.dtype.kind in "fc" or info.type_name == "bfloat16"
-                if floating and not frozen and weight not in _NON_TRAINABLE:
+                if floating and not frozen and label.rsplit("/", 1)[-1] not in _NON_TRAINABLE:
                     trainable.append(info)
         renamed: dict[str, str] = {}
         for info, name, role in _name_keras3_slots(optimizer, trainable, _optimizer_layouts(root, config)) or []:
@@ -315,6 +337,13 @@ def _display_name(root: h5py.Group, path: str) -> str:
             continue
         parts.append(_text(variables.attrs.get("name", part)))
     return "/".join(parts)
+
+
+def _written_names(variables: h5py.Group, count: int) -> list[str]:
+    """The full names weightscope's writer lists in a ``vars`` group's ``weight_names``
+    (Keras never writes it), when there is one per variable; else none."""
+    names = _attribute_list(variables, WRITTEN_NAMES)
+    return names if len(names) == count and len(set(names)) == count else []
 
 
 def _layer_configs(node: object) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -443,3 +472,234 @@ def _legacy_slot_owner(
     before, _, last = rest.rpartition("/")
     found = {(owner, role) for owner, role in ((after, slot), (before, last)) if parameters.get(owner) == shape}
     return found.pop() if len(found) == 1 else None
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+# Keras 3 layer classes the writer places -> their variables in ``build()`` order, each as
+# the names it may be given by (a DepthwiseConv's ``kernel`` is tf-keras's
+# ``depthwise_kernel``), and which of them the layer always has.
+_KERNEL_BIAS = ((("kernel",), ("bias",)), {"kernel"})
+_WRITABLE: dict[str, tuple[tuple[tuple[str, ...], ...], set[str]]] = {
+    "Dense": _KERNEL_BIAS,
+    "Embedding": ((("embeddings",),), {"embeddings"}),
+    "BatchNormalization": (
+        (("gamma",), ("beta",), ("moving_mean",), ("moving_variance",)),
+        {"moving_mean", "moving_variance"},
+    ),
+    "LayerNormalization": ((("gamma",), ("beta",)), set()),
+    "GroupNormalization": ((("gamma",), ("beta",)), set()),
+    **{f"Conv{rank}D{kind}": _KERNEL_BIAS for rank in (1, 2, 3) for kind in ("", "Transpose")},
+    **{f"DepthwiseConv{rank}D": ((("kernel", "depthwise_kernel"), ("bias",)), {"kernel"}) for rank in (1, 2)},
+    **{
+        f"SeparableConv{rank}D": (
+            (("depthwise_kernel",), ("pointwise_kernel",), ("bias",)),
+            {"depthwise_kernel", "pointwise_kernel"},
+        )
+        for rank in (1, 2)
+    },
+}
+# The dtypes a Keras variable has and HDF5 holds as Keras writes them (bfloat16 as a
+# 2-byte opaque type with the attribute ``dtype="bfloat16"``).
+_WRITABLE_DTYPES = frozenset(
+    {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
+    | {"float16", "float32", "float64", "bfloat16"}
+)
+
+
+def _snake_case(name: str) -> str:
+    """Keras's ``naming.to_snake_case``: how a layer's class names its group (``Conv2D`` -> ``conv2d``)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+class _Layer:
+    """One layer of the file: its user name, Keras class, and its tensors in Keras's order."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.variables: dict[str, tuple[str, np.dtype, tuple[int, ...]]] = {}  # variable -> tensor, dtype, shape
+        self.class_name = ""
+        self.ordered: list[str] = []  # tensor names, in the class's variable order
+
+    def place(self, class_name: str) -> None:
+        slots, required = _WRITABLE[class_name]
+        given = set(self.variables)
+        ordered = [next(name for name in names if name in given) for names in slots if given & set(names)]
+        known = {name for names in slots for name in names}
+        canonical = {names[0] for names in slots if given & set(names)}
+        if given - known or not required <= canonical or not given or len(ordered) != len(given):
+            raise UsageError(
+                f"layer '{self.name}' holds {', '.join(sorted(given)) or 'nothing'}; a Keras {class_name} holds "
+                f"{', '.join('/'.join(names) for names in slots)} (always {', '.join(sorted(required)) or 'one'})"
+            )
+        self.class_name = class_name
+        self.ordered = [self.variables[name][0] for name in ordered]
+
+    def infer(self) -> str:
+        """The Keras class the variables' names and shapes (and, for a convolution, the layer's name) tell."""
+        given = set(self.variables)
+        shape = {name: spec[2] for name, spec in self.variables.items()}
+        if given == {"embeddings"}:
+            return "Embedding"
+        if {"moving_mean", "moving_variance"} <= given:
+            return "BatchNormalization"
+        if given and given <= {"gamma", "beta"}:
+            return "GroupNormalization" if "group_norm" in self.name.lower() else "LayerNormalization"
+        if {"depthwise_kernel", "pointwise_kernel"} <= given and len(shape["depthwise_kernel"]) in (3, 4):
+            return f"SeparableConv{len(shape['depthwise_kernel']) - 2}D"
+        kernels = given - {"bias"}
+        if kernels == {"depthwise_kernel"} and len(shape["depthwise_kernel"]) in (3, 4):
+            return f"DepthwiseConv{len(shape['depthwise_kernel']) - 2}D"
+        if kernels == {"kernel"} and len(shape["kernel"]) == 2:
+            return "Dense"
+        if kernels == {"kernel"} and len(shape["kernel"]) in (3, 4, 5):
+            return self._convolution(shape["kernel"], shape.get("bias"))
+        raise UsageError(
+            f"layer '{self.name}' holds {', '.join(f'{name} {list(shape[name])}' for name in sorted(given))}: "
+            f"not the variables of a Keras layer the writer knows ({', '.join(_WRITABLE)})"
+        )
+
+    def _convolution(self, kernel: tuple[int, ...], bias: tuple[int, ...] | None) -> str:
+        """Conv, ConvTranspose or DepthwiseConv: named so (Keras's default names are), else what the bias's
+        length allows (``[out]``, ``[out]`` second to last, ``[in * multiplier]``), plain Conv first."""
+        rank = len(kernel) - 2
+        bias_lengths = {
+            f"Conv{rank}D": kernel[-1],
+            f"Conv{rank}DTranspose": kernel[-2],
+            **({f"DepthwiseConv{rank}D": kernel[-2] * kernel[-1]} if rank in (1, 2) else {}),
+        }
+        fits = [name for name, length in bias_lengths.items() if bias is None or bias == (length,)]
+        lowered = self.name.lower()
+        named = [name for name in fits if ("transpose" in lowered) == name.endswith("Transpose")]
+        named = [name for name in named if ("depthwise" in lowered) == name.startswith("Depthwise")]
+        if named:
+            return named[0]
+        if len(fits) == 1 and "transpose" not in lowered and "depthwise" not in lowered:
+            return fits[0]
+        raise UsageError(
+            f"layer '{self.name}': a kernel {list(kernel)} with bias {list(bias) if bias else None} fits no Keras "
+            f"convolution its name allows ({', '.join(bias_lengths)}); give its class (save(..., layers=))"
+        )
+
+
+def _plan_layers(source: Tensors, layers: Mapping[str, str] | None) -> tuple[str, list[tuple[str, _Layer]]]:
+    """(model prefix, [(group path, layer)]): every tensor placed in its layer's ``vars``, or UsageError."""
+    prefixes: set[str] = set()
+    found: dict[str, _Layer] = {}
+    for name in source.names():
+        parts = name.split("/")
+        if parts[0] == "optimizer":
+            raise UsageError(f"tensor '{name}': optimizer state is not written to a Keras weights file")
+        if len(parts) < 2 or len(parts) > 3 or not all(parts):
+            raise UsageError(
+                f"tensor '{name}': not <layer>/<variable> (or <model>/<layer>/<variable>); "
+                "nested models and layers without a name are not written"
+            )
+        if parts[-2] == "vars" and parts[-1].isdigit():
+            raise UsageError(f"tensor '{name}': a variable named by its index; name it (kernel, bias, ...)")
+        prefixes.add("/".join(parts[:-2]))
+        if len(prefixes) > 1:
+            raise UsageError(f"tensor '{name}': tensors of several models ({', '.join(sorted(prefixes))})")
+        layer = found.setdefault(parts[-2], _Layer(parts[-2]))
+        if parts[-1] in layer.variables:
+            raise UsageError(f"tensor '{name}' is given twice")
+        dtype, shape = source.spec(name)
+        dtype = np.dtype(dtype)
+        if dtype.name not in _WRITABLE_DTYPES:
+            raise UsageError(f"tensor '{name}': a Keras weights file holds no {dtype} ({', '.join(_WRITABLE_DTYPES)})")
+        layer.variables[parts[-1]] = (name, dtype, tuple(shape))
+    if layers is None:
+        order = list(found.values())
+        for layer in order:
+            layer.place(layer.infer())
+    else:
+        missing = [name for name in found if name not in layers]
+        if missing:
+            raise UsageError(f"layers {', '.join(missing)} hold tensors but are not among the given layers")
+        order = []
+        for name, class_name in layers.items():
+            layer = found.get(name, _Layer(name))
+            if layer.variables:
+                if class_name not in _WRITABLE:
+                    raise UsageError(f"layer '{name}': the writer does not know a Keras {class_name}'s variables")
+                layer.place(class_name)
+            else:
+                layer.class_name = class_name
+            order.append(layer)
+    used: dict[str, list[_Layer]] = {}
+    placed = []
+    for layer in order:
+        base = _snake_case(layer.class_name)
+        count = len(used.setdefault(base, []))
+        used[base].append(layer)
+        placed.append((f"layers/{base}" + (f"_{count}" if count else ""), layer))
+    shared = [same for same in used.values() if len(same) > 1]
+    if layers is None and shared:
+        names = ", ".join(f"'{layer.name}'" for layer in shared[0])
+        base = _snake_case(shared[0][0].class_name)
+        raise UsageError(
+            f"layers {names} are all Keras {shared[0][0].class_name}: their order in the model decides which is "
+            f"layers/{base} and which layers/{base}_1, and the names do not tell it; give the model's layers "
+            "in order (weightscope.formats.keras.save(..., layers={layer.name: class name}))"
+        )
+    return prefixes.pop() if prefixes else "", placed
+
+
+def save(
+    tensors: Tensors | Mapping[str, ArrayLike],
+    path: str | os.PathLike[str],
+    *,
+    layers: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``tensors`` as a Keras 3 ``.weights.h5`` at ``path`` that ``model.load_weights`` accepts.
+
+    Names are ``<layer>/<variable>`` (``dense/kernel``), optionally under one shared model
+    prefix (``cnn/dense/kernel``). Keras finds a layer's variables by its class and its
+    place among the model's layers of that class (``layers/dense``, ``layers/dense_1``…),
+    not by its name: the class is told by the variables (and a convolution's by its
+    name and bias), and layers that share a class are refused, since their order is not
+    in the names, unless ``layers`` gives the model's layers in order as name -> Keras
+    class (``{layer.name: type(layer).__name__ for layer in model.layers}``). Everything
+    is checked before a file is made; the file appears at ``path`` only once complete.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{target} is a directory; give a file name such as {target / 'model.weights.h5'}")
+    source = as_tensors(tensors)
+    prefix, placed = _plan_layers(source, layers)
+    try:
+        import h5py
+    except ImportError:
+        raise UnsupportedFormatError("writing Keras files needs h5py: pip install 'weightscope[keras]'") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_files() as files:
+        handle = files.create(target)
+        temporary = handle.name
+        handle.close()
+        with h5py.File(temporary, "w") as file:
+            model = file.create_group("vars")
+            if prefix:
+                model.attrs["name"] = prefix
+            file.create_group("layers")
+            for group_path, layer in placed:
+                variables = file.create_group(group_path).create_group("vars")
+                variables.attrs["name"] = layer.name
+                if layer.ordered:
+                    variables.attrs[WRITTEN_NAMES] = np.array(layer.ordered, dtype=h5py.string_dtype())
+                for index, name in enumerate(layer.ordered):
+                    _, dtype, shape = layer.variables[name.rsplit("/", 1)[-1]]
+                    array = np.asarray(source.array(name))
+                    if array.shape != shape or array.dtype.newbyteorder("=") != dtype.newbyteorder("="):
+                        raise UsageError(
+                            f"tensor '{name}' is {array.dtype} {list(array.shape)}, planned as {dtype} {list(shape)}"
+                        )
+                    dataset = variables.create_dataset(str(index), data=np.asarray(array, dtype.newbyteorder("<")))
+                    if dtype.name == "bfloat16":
+                        dataset.attrs["dtype"] = "bfloat16"
+                    del array
+            file.flush()
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+    return target
