@@ -24,6 +24,7 @@ from conftest import assert_same_tensor
 from safetensors.numpy import save_file
 
 import weightscope as ws
+from weightscope.containers import zip as zip_container
 from weightscope.formats import numpy_files, pytorch_writer
 from weightscope.formats import safetensors as safetensors_format
 
@@ -358,7 +359,7 @@ def test_pytorch_dict_of_more_than_one_batch_of_items(tmp_path: Path) -> None:
 @pytest.mark.parametrize("writer", [NPZ, PYTORCH], ids=str)
 def test_zip64_records_read_back(writer: Writer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Every size and offset past the limit: the zip64 fields and records of a file over 4 GiB.
-    monkeypatch.setattr(numpy_files, "ZIP64_LIMIT", 0)
+    monkeypatch.setattr(zip_container, "ZIP64_LIMIT", 0)
     tensors = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros((), dtype=np.int64)}
     path = writer.save(tensors, tmp_path / f"model{writer.suffix}")
     with zipfile.ZipFile(path) as archive:

@@ -61,3 +61,19 @@ def as_tensors(tensors: Tensors | Mapping[str, ArrayLike]) -> Tensors:
     if isinstance(tensors, Tensors):
         return tensors
     return MappingTensors(tensors)
+
+
+def array_bytes(array: np.ndarray, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """``array``'s elements as flat little-endian C-order bytes, once checked against the planned spec.
+
+    A contiguous little-endian array is viewed, not copied; a non-contiguous or big-endian
+    one is copied (one tensor at a time).
+    """
+    array = np.asarray(array)
+    if array.shape != tuple(shape) or array.dtype.newbyteorder("=") != dtype.newbyteorder("="):
+        raise UsageError(
+            f"tensor '{name}': planned as {dtype} of shape {list(shape)}, "
+            f"but its array is {array.dtype} of shape {list(array.shape)}"
+        )
+    raw = np.ascontiguousarray(array, dtype=dtype.newbyteorder("<"))
+    return raw.reshape(-1).view(np.uint8)

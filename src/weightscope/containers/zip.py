@@ -20,12 +20,16 @@ import struct
 import threading
 import zipfile
 import zlib
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from weightscope.errors import ChecksumMismatchError, CorruptCheckpointError, UnsupportedFormatError
+from weightscope.errors import ChecksumMismatchError, CorruptCheckpointError, UnsupportedFormatError, UsageError
 from weightscope.sources import FileSource
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra field length
 _LOCAL_SIGNATURE = b"PK\x03\x04"
@@ -192,3 +196,91 @@ class _SourceFile(io.RawIOBase):
         buffer[:length] = self._source.read(self._position, length, "the zip directory")
         self._position += length
         return length
+
+
+# -- writing -------------------------------------------------------------------------------
+
+ZIP64_LIMIT = 0xFFFFFFFF  # sizes, offsets at or past this (and member counts past 0xFFFF) need zip64
+_ZIP_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+_ZIP_CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
+_ZIP_END = struct.Struct("<4sHHHHIIH")
+_ZIP64_END = struct.Struct("<4sQHHIIQQQQ")
+_ZIP64_LOCATOR = struct.Struct("<4sIQI")
+_ZIP_CRC_OFFSET = 14  # of the CRC-32 in a local header, patched once the data is written
+_ZIP_DATE = (1 << 5) | 1  # 1980-01-01 00:00, the zip epoch: no clock in the bytes, so they are reproducible
+_ZIP_PADDING = b"FB"  # the extra field id PyTorch pads local headers with (its bytes are "Z"s)
+_ZIP_UTF8 = 0x800
+ZIP_NAME_MAX = 0xFFFF  # bytes in a member name
+
+
+class ZipWriter:
+    """A zip of stored members written to a seekable file, each member's data aligned to ``align``.
+
+    Each member's size is known before it is written; its CRC-32 is computed while its
+    bytes stream and patched into its local header afterwards (no data descriptors).
+    Shared by the ``.npz`` and PyTorch writers.
+    """
+
+    def __init__(self, handle: BinaryIO, *, align: int = 1) -> None:
+        self._handle = handle
+        self._align = align
+        self._entries: list[tuple[bytes, int, int, int, int]] = []  # name, flags, CRC-32, size, offset
+
+    def add(self, name: str, size: int, chunks: Iterable[bytes | memoryview | np.ndarray]) -> int:
+        """Write the member ``name`` of ``size`` bytes from ``chunks``; returns its CRC-32."""
+        handle = self._handle
+        offset = handle.tell()
+        encoded = name.encode("utf-8")
+        flags = 0 if encoded.isascii() else _ZIP_UTF8
+        zip64 = size >= ZIP64_LIMIT
+        extra = struct.pack("<HHQQ", 1, 16, size, size) if zip64 else b""
+        start = offset + _ZIP_LOCAL.size + len(encoded) + len(extra)
+        if start % self._align:
+            padding = -(start + 4) % self._align
+            extra += _ZIP_PADDING + struct.pack("<H", padding) + b"Z" * padding
+        stored = _narrow(size)
+        version = 45 if zip64 else 20
+        handle.write(
+            _ZIP_LOCAL.pack(b"PK\x03\x04", version, flags, 0, 0, _ZIP_DATE, 0, stored, stored, len(encoded), len(extra))
+        )
+        handle.write(encoded + extra)
+        crc = written = 0
+        for chunk in chunks:
+            crc = zlib.crc32(chunk, crc)
+            written += memoryview(chunk).nbytes
+            handle.write(chunk)
+        if written != size:
+            raise UsageError(f"zip member '{name}': planned {size} bytes, given {written}")
+        end = handle.tell()
+        handle.seek(offset + _ZIP_CRC_OFFSET)
+        handle.write(struct.pack("<I", crc))
+        handle.seek(end)
+        self._entries.append((encoded, flags, crc, size, offset))
+        return crc
+
+    def close(self) -> None:
+        """Write the central directory (and zip64 records when needed) after the members."""
+        handle = self._handle
+        start = handle.tell()
+        for encoded, flags, crc, size, offset in self._entries:
+            # The zip64 extra field holds, in this order, the sizes and the offset too wide for their fields.
+            wide = (2 * [size] if size >= ZIP64_LIMIT else []) + ([offset] if offset >= ZIP64_LIMIT else [])
+            extra = struct.pack(f"<HH{len(wide)}Q", 1, 8 * len(wide), *wide) if wide else b""
+            version = 45 if wide else 20
+            stored = _narrow(size)
+            fields = (version, version, flags, 0, 0, _ZIP_DATE, crc, stored, stored, len(encoded), len(extra))
+            handle.write(_ZIP_CENTRAL.pack(b"PK\x01\x02", *fields, 0, 0, 0, 0, _narrow(offset)))
+            handle.write(encoded + extra)
+        end = handle.tell()
+        count, directory = len(self._entries), end - start
+        if count >= 0xFFFF or directory >= ZIP64_LIMIT or start >= ZIP64_LIMIT:
+            record = (_ZIP64_END.size - 12, 45, 45, 0, 0, count, count, directory, start)
+            handle.write(_ZIP64_END.pack(b"PK\x06\x06", *record))
+            handle.write(_ZIP64_LOCATOR.pack(b"PK\x06\x07", 0, end, 1))
+        members = min(count, 0xFFFF)
+        handle.write(_ZIP_END.pack(b"PK\x05\x06", 0, 0, members, members, _narrow(directory), _narrow(start), 0))
+
+
+def _narrow(value: int) -> int:
+    """A size or offset for a 4-byte zip field: 0xFFFFFFFF when it is in a zip64 record instead."""
+    return 0xFFFFFFFF if value >= ZIP64_LIMIT else value

@@ -39,11 +39,11 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from weightscope.atomic import atomic_write
+from weightscope.containers.zip import ZipWriter
 from weightscope.dtypes import ELEMENT_TYPES, ElementType
 from weightscope.errors import UsageError
-from weightscope.formats.numpy_files import ZipWriter, array_bytes
 from weightscope.formats.pytorch import STORAGE_TYPES, TORCH_DTYPES
-from weightscope.writing import Tensors, as_tensors
+from weightscope.writing import Tensors, array_bytes, as_tensors
 
 FOLDER = "archive"
 ALIGNMENT = 64  # torch's storage alignment, recorded in .storage_alignment

@@ -53,8 +53,7 @@ from weightscope.atomic import atomic_write
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.dtypes import BY_SAFETENSORS, ELEMENT_TYPES
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
-from weightscope.formats.numpy_files import array_bytes
-from weightscope.writing import Tensors, as_tensors
+from weightscope.writing import Tensors, array_bytes, as_tensors
 
 MAX_HEADER_SIZE = 100_000_000  # the reference implementation's limit
 METADATA_KEY = "__metadata__"
