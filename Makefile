@@ -40,6 +40,7 @@ bench: $(STAMP_TEST)
 	$(BIN)/python bench/bench_object_graph.py
 	$(BIN)/python bench/bench_formats.py
 	$(BIN)/python bench/bench_convert.py
+	$(BIN)/python bench/bench_stats.py
 
 clean:
 	rm -rf $(VENV) checkpoint build dist

@@ -29,48 +29,27 @@ import argparse
 import os
 import shutil
 import sys
-import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import benchlib
 import numpy as np
-from benchlib import GIB, MIB, Report, Row, interleave, load_average, rate_figure, source_state, warm_page_cache
+from benchlib import (
+    GIB,
+    MIB,
+    AnonymousPeak,
+    Report,
+    Row,
+    interleave,
+    load_average,
+    rate_figure,
+    source_state,
+    status_kib,
+    warm_page_cache,
+)
 
 import weightscope as ws
 from weightscope.convert import convert
-
-
-def status_kib(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-class AnonymousPeak:
-    """The largest RssAnon seen while the block runs, sampled on a thread."""
-
-    def __init__(self) -> None:
-        self.peak_kib = 0
-        self._stop = threading.Event()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, status_kib("RssAnon"))
-            time.sleep(0.002)
-
-    def measure(self, function: Callable[[], object]) -> None:
-        thread = threading.Thread(target=self._sample, daemon=True)
-        thread.start()
-        try:
-            function()
-        finally:
-            self._stop.set()
-            thread.join()
-            self._stop.clear()
 
 
 def make_input(workdir: Path, tensors: int, total_bytes: int) -> Path:

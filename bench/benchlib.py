@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -203,3 +204,34 @@ def work_directory(args: argparse.Namespace, prefix: str) -> Iterator[Path]:
             print(f"inputs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def status_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+class AnonymousPeak:
+    """The largest RssAnon seen while the block runs, sampled on a thread."""
+
+    def __init__(self) -> None:
+        self.peak_kib = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, status_kib("RssAnon"))
+            time.sleep(0.002)
+
+    def measure(self, function: Callable[[], object]) -> None:
+        thread = threading.Thread(target=self._sample, daemon=True)
+        thread.start()
+        try:
+            function()
+        finally:
+            self._stop.set()
+            thread.join()
+            self._stop.clear()
