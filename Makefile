@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,8 @@ run: $(STAMP_RUN)
 	$(BIN)/weightscope ls --all checkpoint/model.ckpt
 
 lint: $(STAMP_TEST)
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts fuzz
+	$(BIN)/ruff format --check src tests bench scripts fuzz
 	$(BIN)/python scripts/gen_proto.py --check
 
 test: $(STAMP_TEST) lint
@@ -41,6 +41,11 @@ bench: $(STAMP_TEST)
 	$(BIN)/python bench/bench_formats.py
 	$(BIN)/python bench/bench_convert.py
 	$(BIN)/python bench/bench_stats.py
+
+# Every fuzz harness for FUZZ_RUNS executions (libFuzzer prints "Done N runs" for each).
+FUZZ_RUNS ?= 200000
+fuzz: $(STAMP_TEST)
+	cd fuzz && for harness in fuzz_*.py; do echo "== $$harness"; ../$(BIN)/python $$harness -runs=$(FUZZ_RUNS) 2>&1 | grep -E "^Done|ERROR|Traceback" || exit 1; done
 
 clean:
 	rm -rf $(VENV) checkpoint build dist
