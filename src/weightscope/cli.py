@@ -491,6 +491,54 @@ def summary_command(path: Path, as_json: bool, step: int | None) -> None:
     )
 
 
+@cli.command("plot")
+@click.argument("path", type=PATH)
+@click.argument("names", nargs=-1, required=True)
+@click.option(
+    "--out",
+    type=PATH,
+    required=True,
+    metavar="FILE.png",
+    help="The PNG to write (replaced if it exists); with several NAMEs, FILE-<name>.png for each.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["hist", "heatmap"]),
+    default="hist",
+    show_default=True,
+    help="A histogram of the values, or the tensor as a matrix (block means when larger than the image).",
+)
+@click.option("--log", is_flag=True, help="Histogram: a log-scale count axis.")
+@click.option("--bins", type=int, default=None, help="Histogram: the number of bins (default 100).")
+@click.option("--compare", type=PATH, metavar="PATH2", help="Histogram: overlay the same tensor of this checkpoint.")
+@click.option("--size", default="800x600", show_default=True, metavar="WxH", help="The image's size in pixels.")
+def plot_command(
+    path: Path,
+    names: tuple[str, ...],
+    out: Path,
+    kind: str,
+    log: bool,
+    bins: int | None,
+    compare: Path | None,
+    size: str,
+) -> None:
+    """Draw tensors as PNG images, any size in bounded memory (needs matplotlib: weightscope[plot])."""
+    import contextlib
+
+    from weightscope.plot import parse_size, plot_checkpoint
+
+    pixels = parse_size(size)
+    with contextlib.ExitStack() as stack:
+        ckpt = stack.enter_context(_open(path))
+        other = stack.enter_context(_open(compare)) if compare is not None else None
+        plots = plot_checkpoint(ckpt, names, out, kind=kind, log=log, bins=bins, compare=other, size=pixels)
+    for plot in plots:
+        against = "" if plot.other is None else f" against B's '{safe_text(plot.other)}'"
+        _echo(f"wrote {safe_text(str(plot.path))}: {plot.kind} of '{safe_text(plot.name)}'{against}")
+        for note in plot.notes:
+            _echo(f"  {note}")
+
+
 @cli.command("formats")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {name, description, writable, missing}.")
 def formats_command(as_json: bool) -> None:
