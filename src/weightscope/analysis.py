@@ -149,6 +149,11 @@ def _chunk_figures(chunk: np.ndarray, kind: str) -> _Partial:
     value (the shifted-data algorithm) in place, which avoids both another temporary and
     the cancellation of the textbook sum-of-squares formula.
     """
+    with np.errstate(invalid="ignore", over="ignore"):  # infinities add up to NaN or overflow, as they should
+        return _figures(chunk, kind)
+
+
+def _figures(chunk: np.ndarray, kind: str) -> _Partial:
     partial = _Partial(zeros=int(chunk.size - np.count_nonzero(chunk)))
     exact = chunk if chunk.dtype.type.__module__ == "numpy" else _wide(chunk)
     wide = _wide(chunk)
@@ -260,7 +265,11 @@ class _DiffPartial:
 
 
 def _pair_figures(a: np.ndarray, b: np.ndarray, rtol: float, atol: float, into: _DiffPartial) -> None:
-    a, b = _wide(a), _wide(b)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN here, and handled as such
+        _pair(_wide(a), _wide(b), rtol, atol, into)
+
+
+def _pair(a: np.ndarray, b: np.ndarray, rtol: float, atol: float, into: _DiffPartial) -> None:
     same = (a == b) | (np.isnan(a) & np.isnan(b))
     gap = np.abs(a - b)
     close = same | (gap <= atol + rtol * np.abs(b))
