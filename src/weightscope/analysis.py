@@ -208,13 +208,18 @@ def tensor_stats(
                 total = total.merge(pending.popleft().result())
         while pending:
             total = total.merge(pending.popleft().result())
+    return stats_from_partial(name, array.dtype, shape, kind, total)
+
+
+def stats_from_partial(name: str, dtype: np.dtype, shape: tuple[int, ...], kind: str, total: _Partial) -> TensorStats:
+    """The statistics of a tensor whose chunks' figures, merged, are ``total`` (``kind``: ``_numeric_kind``)."""
     figures: dict[str, Any] = {"l2": math.sqrt(total.squares), "zeros": total.zeros}
     figures.update(nans=total.nans, infs=total.infs)
     if kind != "c" and total.count:
         figures.update(min=total.low, max=total.high, mean=total.mean, std=math.sqrt(total.m2 / total.count))
         if total.infs:  # as numpy: the mean is +-inf (or NaN for both signs), the deviation undefined
             figures.update(mean=total.total / total.count, std=math.nan)
-    return TensorStats(name, str(array.dtype), shape, array.size, **figures)
+    return TensorStats(name, str(dtype), shape, math.prod(shape), **figures)
 
 
 def _workers() -> int:

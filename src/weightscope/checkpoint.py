@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -138,6 +138,15 @@ class Checkpoint(Mapping[str, np.ndarray]):
             except WeightscopeError as error:
                 problems.append(error)
         return problems
+
+    def to_dask(self, name: str | None = None, *, chunk_bytes: int | None = None) -> Any:
+        """Tensor ``name`` (all, by name, if None) as dask arrays whose chunks read only their own bytes.
+
+        Needs dask (``pip install 'weightscope[dask]'``); see ``weightscope.lazy.to_dask``.
+        """
+        from weightscope.lazy import to_dask
+
+        return to_dask(self, name, chunk_bytes=chunk_bytes)
 
     # -- lifetime ----------------------------------------------------------------------
     def close(self) -> None:

@@ -1,0 +1,281 @@
+"""Dask arrays over checkpoint tensors: each chunk a task that reads only its own bytes.
+
+``Checkpoint.to_dask(name)`` returns a ``dask.array.Array`` cut along its first axis into
+chunks of about 64 MiB. Each chunk is one task holding only plain, picklable values — the
+file's path, the byte offset, the stored dtype and the shape (a ``TensorSource``) — never
+an open handle, so the graph runs on threads here or on the workers of a
+``dask.distributed`` cluster that see the same path (shared storage). A task reads its
+byte range with ``np.fromfile`` and converts it to native byte order; nothing else of the
+file is touched.
+
+Which tensors are plain bytes at ``info.file`` / ``info.offset`` (``raw`` sources):
+
+* safetensors: every tensor (little-endian);
+* npy, and npz members stored uncompressed, in C order (the header's dtype gives the byte order);
+* TensorFlow bundles: every numeric tensor that is not partitioned into slices (the
+  bundle's byte order);
+* PyTorch zip and legacy files: C-contiguous tensors (storage offset allowed, strides must
+  be C order's);
+* GGUF: the plain element types.
+
+Every other tensor — deflated npz members, Fortran-order arrays, strided PyTorch views,
+partitioned TensorFlow variables, strings, quantised GGUF types, Keras (HDF5) and ONNX
+tensors — is one chunk, whose task reopens the checkpoint (by path and format) and reads
+the tensor through its reader.
+
+Checksums: a chunk cannot check a checksum taken over the whole tensor (TensorFlow's
+CRC32C, a zip member's CRC-32), so chunk reads are unverified. ``verification(ckpt)``
+gives tasks that read each tensor whole through its reader with checksums checked, to
+compute beside (or before) the analysis when that matters.
+
+Dask is optional: without it these functions raise ``UnsupportedFormatError`` with the
+install hint ``pip install 'weightscope[dask]'``. Importing this module imports no dask.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from weightscope.errors import TruncatedFileError, UnsupportedFormatError, WeightscopeError
+
+if TYPE_CHECKING:
+    from weightscope.checkpoint import Checkpoint, TensorInfo
+
+INSTALL_HINT = "pip install 'weightscope[dask]'"
+CHUNK_BYTES = 64 << 20  # a chunk's bytes as stored: large enough to amortise a task, small enough to spread
+
+
+def require_dask() -> Any:
+    """The ``dask`` module, with ``dask.array``; a typed error with the install hint when it is missing."""
+    try:
+        import dask
+        import dask.array
+    except ImportError:
+        raise UnsupportedFormatError(f"this needs dask, which is not installed: {INSTALL_HINT}") from None
+    return dask
+
+
+@dataclass(frozen=True)
+class TensorSource:
+    """Where one tensor's values are, in terms any worker with the same path can use.
+
+    ``file`` is set for a raw source: ``math.prod(shape)`` elements of ``stored`` (the
+    dtype with the byte order of the file) from byte ``offset`` of ``file``, in C order.
+    Otherwise the tensor is read whole through the reader of ``format`` at ``path``.
+    """
+
+    checkpoint: str  # the path the checkpoint opens from
+    format: str
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype  # the values' dtype, in native byte order
+    file: str | None = None
+    offset: int = 0
+    stored: np.dtype | None = None
+
+    @property
+    def raw(self) -> bool:
+        return self.file is not None
+
+    @property
+    def numeric(self) -> bool:
+        return self.dtype.kind != "O" and self.dtype.names is None
+
+    @property
+    def row_elements(self) -> int:
+        return math.prod(self.shape[1:])
+
+    def rows_per_chunk(self, chunk_bytes: int) -> int:
+        """Rows of a chunk: as many as fit ``chunk_bytes`` (at least one); all rows when read whole."""
+        rows = self.shape[0] if self.shape else 1
+        if not self.raw:
+            return max(1, rows)
+        return max(1, min(rows, chunk_bytes // max(1, self.row_elements * self.dtype.itemsize)))
+
+    def bounds(self, chunk_bytes: int = CHUNK_BYTES) -> list[tuple[int, int]]:
+        """The chunks as ``(start, stop)`` row ranges along the first axis (one range for a scalar)."""
+        rows = self.shape[0] if self.shape else 1
+        if rows == 0:
+            return [(0, 0)]
+        step = self.rows_per_chunk(chunk_bytes)
+        return [(start, min(rows, start + step)) for start in range(0, rows, step)]
+
+    def byte_range(self, start: int, stop: int) -> tuple[int, int]:
+        """The file offset and length of rows ``[start, stop)`` of a raw source."""
+        row_bytes = self.row_elements * self.dtype.itemsize
+        return self.offset + start * row_bytes, (stop - start) * row_bytes
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` (the scalar itself for a 0-d tensor), a fresh native-order array."""
+        if not self.raw:
+            return _read_through_reader(self, start, stop)
+        assert self.file is not None and self.stored is not None
+        offset, length = self.byte_range(start, stop)
+        count = length // max(1, self.dtype.itemsize)
+        values = _read_range(self.file, offset, count, self.stored)
+        values = _native(values, self.dtype)
+        if not self.shape:
+            return values.reshape(())
+        return values.reshape((stop - start, *self.shape[1:]))
+
+
+def _read_range(file: str, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
+    """``count`` elements of ``dtype`` from byte ``offset`` of ``file``: the only bytes a chunk touches."""
+    if count == 0:
+        return np.empty(0, dtype)
+    values = np.fromfile(file, dtype=dtype, count=count, offset=offset)
+    if values.size != count:
+        raise TruncatedFileError(
+            f"{file}: EOF reading {count * dtype.itemsize} bytes at {offset}: got {values.size * dtype.itemsize}"
+        )
+    return values
+
+
+def _native(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` in native byte order as ``dtype`` (swapped in place: the array is the task's own)."""
+    if values.dtype.itemsize == 1 or values.dtype.isnative:
+        return values.view(dtype)
+    if values.dtype.kind in "biufc":
+        return values.byteswap(inplace=True).view(values.dtype.newbyteorder("=")).view(dtype)
+    # ml_dtypes (bfloat16, float8 ...): swap the bytes as unsigned integers of their width
+    unsigned = np.dtype(f"u{values.dtype.itemsize}")
+    return values.view(unsigned).byteswap(inplace=True).view(dtype)
+
+
+def _read_through_reader(source: TensorSource, start: int, stop: int) -> np.ndarray:
+    from weightscope.formats import open_checkpoint
+
+    with open_checkpoint(source.checkpoint, format=source.format) as ckpt:
+        array = ckpt[source.name]
+        if not source.shape:
+            return np.array(array)
+        return np.array(array[start:stop])
+
+
+def _pytorch_contiguous(ckpt: Checkpoint, info: TensorInfo) -> bool:
+    tensor = ckpt._tensors[info.name]  # type: ignore[attr-defined]
+    expected, step = [], 1
+    for size in reversed(info.shape):
+        expected.append(step)
+        step *= size
+    expected.reverse()
+    # A dimension of size 1 may carry any stride; it moves nowhere.
+    return all(size == 1 or have == want for size, have, want in zip(info.shape, tensor.stride, expected, strict=True))
+
+
+def _stored_dtype(ckpt: Checkpoint, info: TensorInfo) -> np.dtype | None:
+    """The dtype (with the file's byte order) of a tensor stored as plain contiguous bytes; None otherwise."""
+    dtype = info.dtype
+    if dtype.kind == "O" or dtype.names is not None or info.offset < 0:
+        return None
+    little = dtype.newbyteorder("<") if dtype.itemsize > 1 and dtype.kind in "biufc" else dtype
+    if ckpt.format == "safetensors":
+        return little
+    if ckpt.format in ("npy", "npz"):
+        member = ckpt._members[info.name]  # type: ignore[attr-defined]
+        if member.deflated or member.header.fortran_order:
+            return None
+        stored: np.dtype = member.header.dtype
+        return stored
+    if ckpt.format == "tensorflow":
+        if info.key in ckpt._partitions or info.type_name == "string":  # type: ignore[attr-defined]
+            return None
+        if ckpt._big_endian:  # type: ignore[attr-defined]
+            if dtype.itemsize > 1 and dtype.kind not in "biufc":
+                return None  # ml_dtypes' types, big-endian: the reader swaps them
+            return dtype.newbyteorder(">") if dtype.itemsize > 1 else dtype
+        return little
+    if ckpt.format == "pytorch":
+        return dtype if _pytorch_contiguous(ckpt, info) else None  # its dtype carries the file's byte order
+    if ckpt.format == "gguf":
+        from weightscope.formats.gguf import QUANT_SIZES
+
+        return None if info.type_name in QUANT_SIZES else dtype
+    return None
+
+
+def tensor_source(ckpt: Checkpoint, name: str) -> TensorSource:
+    """Where tensor ``name`` of ``ckpt`` is: a byte range when it is plain bytes, else the reader."""
+    info = ckpt.info(name)
+    native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype
+    path = str(ckpt.path.resolve())
+    stored = _stored_dtype(ckpt, info) if info.size else None
+    if stored is None:
+        return TensorSource(path, ckpt.format, info.name, tuple(info.shape), native)
+    file = str(type(ckpt.path)(info.file).resolve())
+    return TensorSource(path, ckpt.format, info.name, tuple(info.shape), native, file, info.offset, stored)
+
+
+def read_chunk(source: TensorSource, start: int, stop: int) -> np.ndarray:
+    """A chunk's task: rows ``[start, stop)`` of ``source``."""
+    return source.read_rows(start, stop)
+
+
+def _key_name(name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", name)[:80] or "tensor"
+
+
+def source_array(source: TensorSource, chunk_bytes: int = CHUNK_BYTES) -> Any:
+    """A dask array of ``source``'s values: one ``read_chunk`` task per chunk of its first axis."""
+    require_dask()
+    import dask.array as da
+    from dask.base import tokenize
+
+    key = f"weightscope-{_key_name(source.name)}-{tokenize(source, chunk_bytes)}"
+    bounds = source.bounds(chunk_bytes)
+    if not source.shape:
+        graph = {(key,): (read_chunk, source, 0, 1)}
+        return da.Array(graph, key, (), dtype=source.dtype)
+    tail = (0,) * (len(source.shape) - 1)
+    graph = {(key, i, *tail): (read_chunk, source, start, stop) for i, (start, stop) in enumerate(bounds)}
+    chunks = (tuple(stop - start for start, stop in bounds), *((size,) for size in source.shape[1:]))
+    return da.Array(graph, key, chunks, dtype=source.dtype)
+
+
+def to_dask(ckpt: Checkpoint, name: str | None = None, *, chunk_bytes: int | None = None) -> Any:
+    """Tensor ``name`` as a dask array (all tensors, as a dict by name, when ``name`` is None).
+
+    Chunks run along the first axis, about ``chunk_bytes`` (64 MiB) each; each chunk's
+    task reads only its own byte range of the file (see the module's description for
+    which tensors are plain bytes; the others are one chunk read through the reader).
+    Chunk reads are not checked against the format's checksums, which cover whole
+    tensors: compute ``verification(ckpt)`` for that.
+    """
+    size = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    if size < 1:
+        raise UnsupportedFormatError(f"chunk_bytes must be positive, not {size}")
+    require_dask()
+    if name is None:
+        return {tensor: source_array(tensor_source(ckpt, tensor), size) for tensor in ckpt}
+    return source_array(tensor_source(ckpt, ckpt.resolve(name)), size)
+
+
+def _verify(checkpoint: str, format: str, name: str) -> str | None:
+    """Read ``name`` whole with checksums checked; the problem found, or None."""
+    from weightscope.formats import open_checkpoint
+
+    try:
+        with open_checkpoint(checkpoint, format=format, verify=True) as ckpt:
+            ckpt[name]
+    except WeightscopeError as error:
+        return str(error)
+    return None
+
+
+def verification(ckpt: Checkpoint, names: list[str] | None = None) -> Any:
+    """A dask ``Delayed``: a task per tensor reading it whole with its checksum checked; computes to
+    ``{name: problem}`` for the tensors found damaged (empty when all are sound)."""
+    dask = require_dask()
+    path = str(ckpt.path.resolve())
+    chosen = list(ckpt) if names is None else [ckpt.resolve(name) for name in names]
+    checks = [dask.delayed(_verify, pure=True)(path, ckpt.format, name) for name in chosen]
+
+    def damaged(results: list[str | None]) -> dict[str, str]:
+        return {name: problem for name, problem in zip(chosen, results, strict=True) if problem is not None}
+
+    return dask.delayed(damaged)(checks)

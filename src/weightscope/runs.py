@@ -1,0 +1,643 @@
+"""Whole training runs: every checkpoint's tensors, their drift over the run, NaNs, conversion — on Dask.
+
+A run is a directory's checkpoints (its ``checkpoint`` state file's history, oldest
+first, or else every checkpoint file in it, in step order), a glob, or a list of paths.
+Each checkpoint's step is the one its prefix or file name ends with (``model.ckpt-1000``,
+``ckpt-3.safetensors``).
+
+``run_stats`` gives, per checkpoint and tensor, the figures of ``weightscope stats``
+(norm, mean, std, NaN and infinity counts, ...) and the relative change
+``||x - ref|| / ||ref||`` from the previous checkpoint and from the first (as
+``weightscope diff``'s ``relative_l2``: non-finite pairs left out; None when there is no
+such tensor of the same shape, or the reference is 0 and they differ).
+
+How it runs: the client opens each checkpoint's index only and builds one Dask graph.
+A task covers one chunk (about 64 MiB of rows along the first axis) of one tensor across
+a window of consecutive checkpoints: it reads exactly those byte ranges from the files
+(``weightscope.lazy.TensorSource``: path, offset, dtype; never an open handle), keeps the
+previous checkpoint's chunk to compare with, and returns only figures (a few hundred
+bytes) — ``analysis._chunk_figures`` and ``analysis._pair_figures``, merged on the client
+in chunk order with ``analysis._Partial.merge``, as ``weightscope stats`` merges them.
+Since the graph never moves arrays between tasks, a worker on any machine that sees the
+same paths (shared storage) reads its own ranges there, and a single huge checkpoint is
+spread over workers chunk by chunk. The same graph runs on local threads (the default),
+in one thread (``scheduler="sync"``), or on a ``dask.distributed`` cluster
+(``scheduler="tcp://host:8786"``, or ``client=``), with the same results bit for bit.
+
+Chunk reads are not checked against whole-tensor checksums; ``weightscope verify`` (or
+``weightscope.lazy.verification``) does that.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightscope.analysis import (
+    TensorStats,
+    _aligned,
+    _chunk_figures,
+    _DiffPartial,
+    _numeric_kind,
+    _pair_figures,
+    _Partial,
+    chunks,
+    stats_from_partial,
+)
+from weightscope.errors import CheckpointNotFoundError, UsageError
+from weightscope.lazy import CHUNK_BYTES, INSTALL_HINT, TensorSource, require_dask, tensor_source
+from weightscope.output import json_float
+
+WINDOW = 8  # consecutive checkpoints per task: each task re-reads one earlier chunk and the first's
+# Progress: (tasks done, tasks in all).
+Progress = Callable[[int, int], None]
+
+_SUFFIXES = (".safetensors", ".npz", ".npy", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".h5", ".keras")
+_DATA_FILE = re.compile(r"\.data-\d{5}-of-\d{5}$")
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+
+
+@dataclass(frozen=True)
+class RunCheckpoint:
+    """One checkpoint of a run: where it is and the step it was saved at (None if its name has none)."""
+
+    path: Path
+    step: int | None
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+
+def step_of_name(path: Path) -> int | None:
+    """The number a checkpoint's name ends with, file suffix aside: ``model.ckpt-1000``, ``ckpt-3.safetensors``."""
+    name = path.name
+    for suffix in (".weights.h5", *_SUFFIXES, ".index"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    match = _TRAILING_NUMBER.search(name)
+    return int(match.group(1)) if match else None
+
+
+def _as_checkpoint(path: Path) -> Path | None:
+    """The checkpoint a file stands for (a TF prefix for its index and data files); None for other files."""
+    if path.name == "checkpoint" or path.name.endswith(".tempstate"):
+        return None
+    if path.name.endswith(".index"):
+        return path.with_name(path.name[: -len(".index")])
+    if _DATA_FILE.search(path.name):
+        return path.with_name(_DATA_FILE.sub("", path.name))
+    if path.is_file() and path.name.lower().endswith(_SUFFIXES):
+        return path
+    return None
+
+
+def find_checkpoints(run: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[RunCheckpoint]:
+    """The checkpoints of a run, oldest first: a directory, a glob, one checkpoint, or a list of these."""
+    if isinstance(run, Sequence) and not isinstance(run, str):
+        found: list[RunCheckpoint] = []
+        for part in run:
+            found += find_checkpoints(part)
+        return _unique(found)
+    text = os.fspath(run)
+    path = Path(text)
+    if glob.has_magic(text):
+        candidates = [Path(match) for match in sorted(glob.glob(text))]
+        paths = [found for found in map(_as_checkpoint, candidates) if found is not None]
+    elif path.is_dir():
+        if (path / "checkpoint").is_file():
+            from weightscope.history import checkpoint_history
+
+            entries = [entry for entry in checkpoint_history(path) if entry.exists]
+            return _unique([RunCheckpoint(entry.prefix, entry.step) for entry in entries])
+        paths = [found for found in map(_as_checkpoint, sorted(path.iterdir())) if found is not None]
+    else:
+        paths = [_as_checkpoint(path) or path]
+    if not paths:
+        raise CheckpointNotFoundError(f"{text}: no checkpoints found")
+    found = _unique([RunCheckpoint(path, step_of_name(path)) for path in paths])
+    return sorted(found, key=lambda entry: (entry.step is None, entry.step or 0, entry.path.name))
+
+
+def _unique(entries: Iterable[RunCheckpoint]) -> list[RunCheckpoint]:
+    seen: dict[Path, RunCheckpoint] = {}
+    for entry in entries:
+        seen.setdefault(entry.path, entry)
+    return list(seen.values())
+
+
+# -- the results ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunTensorStats:
+    """One tensor of one checkpoint of the run: its statistics and how far it moved."""
+
+    checkpoint: str
+    step: int | None
+    stats: TensorStats
+    change_previous: float | None  # ||x - previous|| / ||previous||
+    change_first: float | None  # ||x - first|| / ||first||
+
+    @property
+    def name(self) -> str:
+        return self.stats.name
+
+    @property
+    def norm(self) -> float | None:
+        return self.stats.l2
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.checkpoint,
+            "step": self.step,
+            **self.stats.to_json(),
+            "change_previous": json_float(self.change_previous) if self.change_previous is not None else None,
+            "change_first": json_float(self.change_first) if self.change_first is not None else None,
+        }
+
+
+@dataclass
+class RunStats:
+    """The figures of every checkpoint of a run, checkpoint by checkpoint, tensors in each one's order."""
+
+    checkpoints: list[RunCheckpoint]
+    tensors: list[RunTensorStats]
+    tasks: int = 0
+    bytes_read: int = 0  # bytes the tasks read from the files, in all
+    largest_task_bytes: int = 0
+
+    def by_name(self) -> dict[str, list[RunTensorStats]]:
+        """Each tensor's rows, oldest checkpoint first."""
+        found: dict[str, list[RunTensorStats]] = {}
+        for row in self.tensors:
+            found.setdefault(row.name, []).append(row)
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checkpoints": [{"path": str(entry.path), "step": entry.step} for entry in self.checkpoints],
+            "tensors": [row.to_json() for row in self.tensors],
+        }
+
+
+@dataclass(frozen=True)
+class NanFinding:
+    """The first checkpoint of the run in which a tensor holds NaNs or infinities."""
+
+    name: str
+    checkpoint: str
+    step: int | None
+    nans: int
+    infs: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- the tasks ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Member:
+    source: TensorSource
+    kind: str
+    linked: bool  # compared with the member before it (the checkpoint just before)
+    first: bool  # the run's first checkpoint
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One task: rows ``[start, stop)`` of one tensor in consecutive checkpoints. Plain values only."""
+
+    members: tuple[_Member, ...]
+    before: TensorSource | None  # the checkpoint just before the window's first, to compare with
+    first: TensorSource | None  # the run's first checkpoint, when the window does not hold it
+    start: int
+    stop: int
+    compare: bool
+
+    def bytes_read(self) -> int:
+        sources = [member.source for member in self.members] + [s for s in (self.before, self.first) if s]
+        return sum(_rows_bytes(source, self.start, self.stop) for source in sources)
+
+
+def _rows_bytes(source: TensorSource, start: int, stop: int) -> int:
+    if not source.raw:
+        return math.prod(source.shape) * source.dtype.itemsize
+    return source.byte_range(start, stop)[1]
+
+
+_Figures = tuple[_Partial, _DiffPartial | None, _DiffPartial | None]
+
+
+def _difference(reference: np.ndarray, values: np.ndarray) -> _DiffPartial:
+    figures = _DiffPartial()
+    for left, right in _aligned(chunks(reference), chunks(values)):
+        _pair_figures(left, right, 0.0, 0.0, figures)
+    return figures
+
+
+def _figures(values: np.ndarray, kind: str) -> _Partial:
+    total = _Partial()
+    for piece in chunks(values):
+        total = total.merge(_chunk_figures(piece, kind))
+    return total
+
+
+def run_job(job: _Job) -> list[_Figures]:
+    """A task: each member's figures for the rows, and its differences from the previous and first checkpoints."""
+    first = job.first.read_rows(job.start, job.stop) if job.compare and job.first is not None else None
+    previous = job.before.read_rows(job.start, job.stop) if job.compare and job.before is not None else None
+    results: list[_Figures] = []
+    for member in job.members:
+        values = member.source.read_rows(job.start, job.stop)
+        to_previous = to_first = None
+        if job.compare:
+            if member.linked and previous is not None:
+                to_previous = _difference(previous, values)
+            if member.first:
+                first, to_first = values, _DiffPartial()
+            elif first is not None:
+                to_first = _difference(first, values)
+        results.append((_figures(values, member.kind), to_previous, to_first))
+        previous = values
+    return results
+
+
+# -- planning -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    """A tensor name and shape, and the checkpoints (by position in the run) that hold it so."""
+
+    name: str
+    shape: tuple[int, ...]
+    members: list[tuple[int, TensorSource]] = field(default_factory=list)
+
+    def bounds(self, chunk_bytes: int) -> list[tuple[int, int]]:
+        rows = min(source.rows_per_chunk(chunk_bytes) for _, source in self.members)
+        total = self.shape[0] if self.shape else 1
+        if total == 0:
+            return [(0, 0)]
+        return [(start, min(total, start + rows)) for start in range(0, total, rows)]
+
+
+@dataclass
+class _Plan:
+    checkpoints: list[RunCheckpoint]
+    order: list[list[str]]  # each checkpoint's tensors, in its order
+    graph: dict[Any, Any]
+    keys: list[Any]
+    jobs: list[tuple[_Group, list[int]]]  # per key: the group and the run positions of its members
+    bytes_read: int
+    largest: int
+
+
+def _selected(ckpt: Any, pattern: str | None, include_all: bool) -> list[str]:
+    import fnmatch
+
+    names = []
+    for name in ckpt:
+        if not include_all and ckpt.role(name).kind != "parameter":
+            continue
+        if pattern is not None and not fnmatch.fnmatchcase(name, pattern):
+            continue
+        names.append(name)
+    return names
+
+
+def _plan(
+    checkpoints: list[RunCheckpoint],
+    *,
+    pattern: str | None,
+    include_all: bool,
+    compare: bool,
+    chunk_bytes: int,
+    window: int,
+) -> _Plan:
+    from dask.base import tokenize
+
+    from weightscope.formats import open_checkpoint
+
+    groups: dict[tuple[str, tuple[int, ...]], _Group] = {}
+    order: list[list[str]] = []
+    for position, entry in enumerate(checkpoints):
+        with open_checkpoint(entry.path) as ckpt:
+            names = []
+            for name in _selected(ckpt, pattern, include_all):
+                source = tensor_source(ckpt, name)
+                if not source.numeric or _numeric_kind(source.dtype) is None:
+                    continue  # strings and records have no figures
+                names.append(name)
+                group = groups.setdefault((name, source.shape), _Group(name, source.shape))
+                group.members.append((position, source))
+            order.append(names)
+    token = tokenize([str(entry.path) for entry in checkpoints], pattern, include_all, compare, chunk_bytes, window)
+    graph: dict[Any, Any] = {}
+    keys: list[Any] = []
+    jobs: list[tuple[_Group, list[int]]] = []
+    total = largest = 0
+    for number, group in enumerate(groups.values()):
+        positions = [position for position, _ in group.members]
+        by_position = dict(group.members)
+        for chunk, (start, stop) in enumerate(group.bounds(chunk_bytes)):
+            for begin in range(0, len(group.members), window):
+                part = group.members[begin : begin + window]
+                members = []
+                for offset, (position, source) in enumerate(part):
+                    linked = position - 1 in by_position and (offset > 0 or begin > 0)
+                    linked = linked and (offset == 0 or part[offset - 1][0] == position - 1)
+                    kind = _numeric_kind(source.dtype)
+                    assert kind is not None
+                    members.append(_Member(source, kind, linked, position == 0))
+                before = by_position.get(part[0][0] - 1) if compare and begin > 0 else None
+                first = by_position.get(0) if compare and part[0][0] != 0 else None
+                job = _Job(tuple(members), before, first, start, stop, compare)
+                key = (f"weightscope-run-{token}", number, chunk, begin)
+                graph[key] = (run_job, job)
+                keys.append(key)
+                jobs.append((group, positions[begin : begin + window]))
+                size = job.bytes_read()
+                total += size
+                largest = max(largest, size)
+    return _Plan(checkpoints, order, graph, keys, jobs, total, largest)
+
+
+# -- running --------------------------------------------------------------------------------
+
+
+def _missing_distributed() -> UsageError:
+    return UsageError(f"a cluster scheduler needs dask.distributed, which is not installed: {INSTALL_HINT}")
+
+
+def execute(
+    graph: dict[Any, Any],
+    keys: list[Any],
+    *,
+    scheduler: str | None = None,
+    client: Any = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> list[Any]:
+    """Compute ``keys`` of the task graph: on ``client`` (a ``dask.distributed.Client``), on the cluster
+    at ``scheduler`` (``tcp://host:port``), in one thread (``"sync"``), or on local threads (the default)."""
+    dask = require_dask()
+    if client is not None:
+        return _on_client(client, graph, keys, progress)
+    if scheduler is not None and "://" in scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise _missing_distributed() from None
+        with Client(scheduler) as owned:
+            return _on_client(owned, graph, keys, progress)
+    if scheduler in (None, "threads", "threading"):
+        import dask.threaded
+
+        def get(graph: dict[Any, Any], keys: list[Any]) -> Any:
+            return dask.threaded.get(graph, keys, num_workers=workers)
+
+    elif scheduler in ("sync", "synchronous", "single-threaded"):
+        import dask.local
+
+        get = dask.local.get_sync
+    else:
+        raise UsageError(f"unknown scheduler {scheduler!r}: threads, sync, or a cluster's tcp://HOST:PORT")
+    if progress is None:
+        return list(get(graph, keys))
+    from dask.callbacks import Callback
+
+    done = [0]
+
+    def finished(*_: Any) -> None:
+        done[0] += 1
+        progress(done[0], len(keys))
+
+    with Callback(posttask=finished):
+        return list(get(graph, keys))
+
+
+def _on_client(client: Any, graph: dict[Any, Any], keys: list[Any], progress: Progress | None) -> list[Any]:
+    from distributed import as_completed
+
+    futures = client.get(graph, keys, sync=False)
+    if progress is not None:
+        for done, _ in enumerate(as_completed(futures), start=1):
+            progress(done, len(futures))
+    return list(client.gather(futures))
+
+
+def _relative(figures: _DiffPartial | None) -> float | None:
+    if figures is None:
+        return None
+    reference = math.sqrt(figures.a_squares)
+    if reference:
+        return math.sqrt(figures.d_squares) / reference
+    return 0.0 if not figures.d_squares else None
+
+
+def run_stats(
+    run: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | list[RunCheckpoint],
+    *,
+    pattern: str | None = None,
+    include_all: bool = False,
+    compare: bool = True,
+    scheduler: str | None = None,
+    client: Any = None,
+    workers: int | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+    window: int = WINDOW,
+    progress: Progress | None = None,
+) -> RunStats:
+    """Statistics of the weights (``include_all``: every numeric tensor) of every checkpoint of ``run``.
+
+    ``pattern`` keeps the tensors whose names match a glob; ``compare=False`` leaves out
+    the changes (and their reads). See the module's description for where it runs.
+    """
+    require_dask()
+    if chunk_bytes < 1 or window < 1:
+        raise UsageError("chunk_bytes and window must be positive")
+    if isinstance(run, list) and run and all(isinstance(entry, RunCheckpoint) for entry in run):
+        checkpoints: list[RunCheckpoint] = list(run)  # type: ignore[arg-type]
+    else:
+        checkpoints = find_checkpoints(run)  # type: ignore[arg-type]
+    plan = _plan(
+        checkpoints, pattern=pattern, include_all=include_all, compare=compare, chunk_bytes=chunk_bytes, window=window
+    )
+    results = execute(plan.graph, plan.keys, scheduler=scheduler, client=client, workers=workers, progress=progress)
+    totals: dict[tuple[int, str], list[Any]] = {}
+    for (group, positions), figures in zip(plan.jobs, results, strict=True):
+        for position, (partial, to_previous, to_first) in zip(positions, figures, strict=True):
+            entry = totals.get((position, group.name))
+            if entry is None:
+                totals[(position, group.name)] = [partial, to_previous, to_first]
+                continue
+            entry[0] = entry[0].merge(partial)
+            entry[1] = _add(entry[1], to_previous)
+            entry[2] = _add(entry[2], to_first)
+    sources = {(position, group.name): source for group, _ in plan.jobs for position, source in group.members}
+    rows = []
+    for position, (checkpoint, names) in enumerate(zip(checkpoints, plan.order, strict=True)):
+        for name in names:
+            partial, to_previous, to_first = totals[(position, name)]
+            source = sources[(position, name)]
+            kind = _numeric_kind(source.dtype)
+            assert kind is not None
+            stats = stats_from_partial(name, source.dtype, source.shape, kind, partial)
+            rows.append(
+                RunTensorStats(
+                    str(checkpoint.path), checkpoint.step, stats, _relative(to_previous), _relative(to_first)
+                )
+            )
+    return RunStats(checkpoints, rows, len(plan.keys), plan.bytes_read, plan.largest)
+
+
+def _add(total: _DiffPartial | None, part: _DiffPartial | None) -> _DiffPartial | None:
+    if total is None or part is None:
+        return None
+    return _DiffPartial(
+        max(total.max_abs, part.max_abs),
+        total.mismatched + part.mismatched,
+        total.dot + part.dot,
+        total.a_squares + part.a_squares,
+        total.b_squares + part.b_squares,
+        total.d_squares + part.d_squares,
+    )
+
+
+def find_nan(
+    run: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | list[RunCheckpoint], **options: Any
+) -> list[NanFinding]:
+    """Per tensor, the first checkpoint of ``run`` holding NaNs or infinities (tensors without any left out).
+
+    ``options`` are ``run_stats``'s (``pattern``, ``include_all``, ``scheduler``, ``client``, ...).
+    """
+    stats = run_stats(run, compare=False, **options)
+    found = []
+    for name, rows in stats.by_name().items():
+        for row in rows:
+            if row.stats.nans or row.stats.infs:
+                found.append(NanFinding(name, row.checkpoint, row.step, row.stats.nans or 0, row.stats.infs or 0))
+                break
+    return found
+
+
+# -- conversion -----------------------------------------------------------------------------
+
+_EXTENSIONS = {"safetensors": ".safetensors", "npz": ".npz", "pytorch": ".pt", "keras": ".weights.h5", "tensorflow": ""}
+
+
+def _converted_name(path: Path, to: str) -> str:
+    name = path.name
+    for suffix in (".weights.h5", *_SUFFIXES):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name + _EXTENSIONS[to]
+
+
+def convert_one(source: str, destination: str, to: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A task: convert one checkpoint; a summary of what was written."""
+    from weightscope.convert import convert
+
+    done = convert(source, destination, to=to, **options)
+    return {"source": source, "destination": destination, "tensors": len(done.tensors), "nbytes": done.nbytes}
+
+
+def run_convert(
+    run: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | list[RunCheckpoint],
+    out: str | os.PathLike[str],
+    *,
+    to: str = "safetensors",
+    scheduler: str | None = None,
+    client: Any = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Convert every checkpoint of ``run`` into directory ``out`` as format ``to``, a task per checkpoint.
+
+    ``options`` go to ``weightscope.convert.convert`` (``layout``, ``names``, ``include_optimizer``, ``pattern``).
+    """
+    require_dask()
+    if to not in _EXTENSIONS:
+        raise UsageError(f"cannot write format {to!r}; writable: {', '.join(_EXTENSIONS)}")
+    if isinstance(run, list) and run and all(isinstance(entry, RunCheckpoint) for entry in run):
+        checkpoints: list[RunCheckpoint] = list(run)  # type: ignore[arg-type]
+    else:
+        checkpoints = find_checkpoints(run)  # type: ignore[arg-type]
+    directory = Path(out).resolve()
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory} is not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    targets: dict[str, Path] = {}
+    for entry in checkpoints:
+        name = _converted_name(entry.path, to)
+        if name in targets:
+            raise UsageError(f"{entry.path} and {targets[name]} would both be written as {directory / name}")
+        targets[name] = entry.path
+    graph = {
+        ("weightscope-convert", i): (convert_one, str(path.resolve()), str(directory / name), to, dict(options))
+        for i, (name, path) in enumerate(targets.items())
+    }
+    return execute(graph, list(graph), scheduler=scheduler, client=client, workers=workers, progress=progress)
+
+
+# -- the drift plot -------------------------------------------------------------------------
+
+
+def plot_drift(stats: RunStats, out: str | os.PathLike[str], *, size: tuple[int, int] = (1000, 720)) -> Path:
+    """A PNG of each layer's relative change from the first checkpoint (top) and from the previous one.
+
+    A line per layer, drawn from the layer's largest tensor (its kernel or weight, not
+    the bias); steps on the x axis (checkpoint positions when the names carry no steps).
+    Needs matplotlib (``weightscope[plot]``); drawn on a ``Figure`` with the Agg canvas,
+    never pyplot.
+    """
+    from weightscope.layers import split_name
+    from weightscope.plot import _matplotlib, check_size, save_png
+
+    check_size(size)
+    _, figure_class, canvas_class = _matplotlib()
+    steps_known = all(entry.step is not None for entry in stats.checkpoints)
+    position = {str(entry.path): index for index, entry in enumerate(stats.checkpoints)}
+    layers: dict[str, list[RunTensorStats]] = {}
+    largest: dict[str, int] = {}
+    for name, rows in stats.by_name().items():
+        layer = split_name(name)[0] or name
+        count = rows[0].stats.count
+        if count > largest.get(layer, -1):
+            largest[layer], layers[layer] = count, rows
+    width, height = size
+    figure = figure_class(figsize=(width / 100, height / 100), dpi=100, facecolor="white")
+    canvas_class(figure)
+    axes_first, axes_previous = figure.subplots(2, 1, sharex=True)
+    for layer, rows in sorted(layers.items()):
+        xs = [row.step if steps_known else position[row.checkpoint] for row in rows]
+        axes_first.plot(xs, [_plotted(row.change_first) for row in rows], marker=".", label=layer)
+        axes_previous.plot(xs, [_plotted(row.change_previous) for row in rows], marker=".", label=layer)
+    axes_first.set_ylabel("change from first")
+    axes_previous.set_ylabel("change from previous")
+    axes_previous.set_xlabel("step" if steps_known else "checkpoint")
+    axes_first.set_title(f"weight drift per layer over {len(stats.checkpoints)} checkpoints", fontsize=10)
+    if len(layers) <= 20:
+        axes_first.legend(fontsize=7, loc="upper left")
+    for axes in (axes_first, axes_previous):
+        axes.grid(True, color="0.9")
+    figure.subplots_adjust(left=0.09, right=0.98, top=0.94, bottom=0.08, hspace=0.12)
+    return save_png(figure, out)
+
+
+def _plotted(value: float | None) -> float:
+    return math.nan if value is None else value
