@@ -1,0 +1,315 @@
+"""Whole runs on Dask: lazy arrays over byte ranges, run stats on threads and on a 2-process cluster."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import weightscope as ws
+from weightscope import lazy
+from weightscope.cli import cli
+from weightscope.engines.numpy_engine import adam_variables, initial_variables, train
+from weightscope.errors import UnsupportedFormatError
+from weightscope.runs import RunStats, find_checkpoints, find_nan, run_convert, run_stats
+
+pytest.importorskip("dask")
+
+STEPS = 21  # checkpoints in the run
+EVERY = 5  # training steps between them
+SMALL_CHUNKS = 128  # bytes: a kernel of 8 x 16 float32 becomes 4 chunks of 2 rows
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The numpy engine's autoencoder saved every 5 Adam steps: 21 TensorFlow checkpoints and a state file."""
+    directory = tmp_path_factory.mktemp("run")
+    rng = np.random.default_rng(11)
+    parameters = initial_variables((8, 16, 8), rng)
+    values = {**parameters, **adam_variables(parameters)}
+    data = rng.random((32, 8)).astype(np.float32)
+    for k in range(STEPS):
+        ws.save(values, directory / f"model.ckpt-{k * EVERY}")
+        values = train({name: values[name] for name in parameters}, data, steps=EVERY, optimizer_state=values)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[object]:
+    """One LocalCluster of 2 worker processes for the module, closed at its end."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as connected,
+    ):
+        yield connected
+
+
+def reference(paths: list[Path], include_all: bool = False) -> list[dict[str, object]]:
+    """The single-process path: plain numpy over each whole ``ckpt[name]``."""
+    rows: list[dict[str, object]] = []
+    first: dict[str, np.ndarray] = {}
+    previous: dict[str, np.ndarray] = {}
+    for position, path in enumerate(paths):
+        current: dict[str, np.ndarray] = {}
+        with ws.open(path) as ckpt:
+            for name in ckpt:
+                if not include_all and ckpt.role(name).kind != "parameter":
+                    continue
+                if ckpt.info(name).dtype.kind not in "biuf":
+                    continue
+                values = np.array(ckpt[name], dtype=np.float64)
+                current[name] = values
+                finite = values[np.isfinite(values)]
+
+                def change(ref: np.ndarray | None, values: np.ndarray = values) -> float | None:
+                    if ref is None or ref.shape != values.shape:
+                        return None
+                    moved, size = float(np.linalg.norm(values - ref)), float(np.linalg.norm(ref))
+                    if not size:  # from zero (a fresh bias): no relative change, unless it stayed
+                        return None if moved else 0.0
+                    return moved / size
+
+                rows.append(
+                    {
+                        "name": name,
+                        "norm": float(np.linalg.norm(finite)),
+                        "mean": float(finite.mean()),
+                        "std": float(finite.std()),
+                        "nans": int(np.isnan(values).sum()),
+                        "infs": int(np.isinf(values).sum()),
+                        "change_previous": change(previous.get(name)) if position else None,
+                        "change_first": change(first.get(name)) if position else 0.0,
+                    }
+                )
+        if position == 0:
+            first = current
+        previous = current
+    return rows
+
+
+def assert_matches_reference(result: RunStats, expected: list[dict[str, object]]) -> None:
+    assert [row.name for row in result.tensors] == [row["name"] for row in expected]
+    for row, want in zip(result.tensors, expected, strict=True):
+        got = {
+            "name": row.name,
+            "norm": row.norm,
+            "mean": row.stats.mean,
+            "std": row.stats.std,
+            "nans": row.stats.nans,
+            "infs": row.stats.infs,
+            "change_previous": row.change_previous,
+            "change_first": row.change_first,
+        }
+        for key, value in want.items():
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (row.checkpoint, row.name, key)
+            else:
+                assert got[key] == value, (row.checkpoint, row.name, key)
+
+
+def test_run_is_found_in_its_state_file_with_steps(run_dir: Path) -> None:
+    found = find_checkpoints(run_dir)
+    assert [entry.step for entry in found] == [k * EVERY for k in range(STEPS)]
+    assert [entry.path for entry in found] == [run_dir / f"model.ckpt-{k * EVERY}" for k in range(STEPS)]
+    glob_found = find_checkpoints(str(run_dir / "model.ckpt-*.index"))
+    assert {entry.path for entry in glob_found} == {entry.path for entry in found}
+    assert [entry.step for entry in glob_found] == sorted(entry.step for entry in found)  # type: ignore[type-var]
+
+
+def test_run_on_threads_equals_the_single_process_path(run_dir: Path) -> None:
+    paths = [entry.path for entry in find_checkpoints(run_dir)]
+    threads = run_stats(run_dir, chunk_bytes=SMALL_CHUNKS, window=3)
+    assert len(threads.checkpoints) == STEPS >= 20
+    assert_matches_reference(threads, reference(paths))
+    assert threads.tasks > STEPS  # a task per tensor chunk and window, not per checkpoint
+    one_thread = run_stats(run_dir, chunk_bytes=SMALL_CHUNKS, window=3, scheduler="sync")
+    assert one_thread.tensors == threads.tensors  # the same graph, merged in the same order: bit for bit
+    everything = run_stats(run_dir, include_all=True, chunk_bytes=SMALL_CHUNKS, window=4)
+    assert_matches_reference(everything, reference(paths, include_all=True))
+
+
+def test_run_on_a_two_process_cluster_equals_the_single_process_path(run_dir: Path, client: object) -> None:
+    paths = [entry.path for entry in find_checkpoints(run_dir)]
+    seen: list[tuple[int, int]] = []
+    clustered = run_stats(
+        run_dir, chunk_bytes=SMALL_CHUNKS, window=3, client=client, progress=lambda *done: seen.append(done)
+    )
+    assert_matches_reference(clustered, reference(paths))
+    assert clustered.tensors == run_stats(run_dir, chunk_bytes=SMALL_CHUNKS, window=3).tensors
+    assert seen[-1] == (clustered.tasks, clustered.tasks) and len(seen) == clustered.tasks
+    workers = client.run(lambda: __import__("os").getpid())  # type: ignore[attr-defined]
+    assert len(set(workers.values())) == 2
+
+
+def test_multi_shard_checkpoint_on_the_cluster(tf_checkpoints: dict[str, Path], client: object) -> None:
+    prefix = tf_checkpoints["sharded"]
+    assert len(list(prefix.parent.glob(f"{prefix.name}.data-*"))) >= 3
+    clustered = run_stats(prefix, include_all=True, chunk_bytes=256, client=client)
+    assert_matches_reference(clustered, reference([prefix], include_all=True))
+    assert clustered.tensors == run_stats(prefix, include_all=True, chunk_bytes=256).tensors
+    with ws.open(prefix) as ckpt:
+        arrays = ckpt.to_dask(chunk_bytes=256)
+        computed = client.compute(arrays).result()  # type: ignore[attr-defined]
+        for name in ckpt:
+            expected = ckpt[name]
+            if expected.dtype.kind == "O":
+                assert computed[name].tolist() == expected.tolist()
+            else:
+                np.testing.assert_array_equal(computed[name], expected)
+
+
+def test_to_dask_chunks_read_only_their_own_byte_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = np.arange(100 * 1000, dtype=np.float32).reshape(100, 1000)
+    path = ws.save({"big": values, "small": np.ones(3, np.float32)}, tmp_path / "one.safetensors", format="safetensors")
+    reads: list[tuple[str, int, int]] = []
+    original = lazy._read_range
+
+    def counting(file: str, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
+        reads.append((file, offset, count * dtype.itemsize))
+        return original(file, offset, count, dtype)
+
+    monkeypatch.setattr(lazy, "_read_range", counting)
+    with ws.open(path) as ckpt:
+        array = ckpt.to_dask("big", chunk_bytes=40_000)  # 10 rows of 4000 bytes a chunk
+        info = ckpt.info("big")
+    assert array.chunks == ((10,) * 10, (1000,))
+    np.testing.assert_array_equal(array.blocks[3].compute(scheduler="sync"), values[30:40])
+    assert reads == [(str(path.resolve()), info.offset + 3 * 40_000, 40_000)]
+    reads.clear()
+    assert float(array[55, 7].compute(scheduler="sync")) == values[55, 7]
+    assert reads == [(str(path.resolve()), info.offset + 5 * 40_000, 40_000)]
+    reads.clear()
+    np.testing.assert_array_equal(array.compute(scheduler="threads"), values)
+    assert sorted(reads) == [(str(path.resolve()), info.offset + i * 40_000, 40_000) for i in range(10)]
+
+
+def test_to_dask_byte_order_and_what_falls_back_to_the_reader(tmp_path: Path) -> None:
+    big_endian = np.arange(24, dtype=">f8").reshape(6, 4)
+    np.save(tmp_path / "be.npy", big_endian)
+    np.savez_compressed(tmp_path / "packed.npz", packed=np.arange(12.0).reshape(3, 4))
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(np.arange(12.0).reshape(3, 4)))
+    for name, raw in (("be.npy", True), ("packed.npz", False), ("fortran.npy", False)):
+        with ws.open(tmp_path / name) as ckpt:
+            (tensor,) = list(ckpt)
+            assert lazy.tensor_source(ckpt, tensor).raw is raw, name
+            computed = ckpt.to_dask(tensor, chunk_bytes=32).compute(scheduler="sync")
+            np.testing.assert_array_equal(computed, ckpt[tensor])
+            assert computed.dtype.isnative
+    torch = pytest.importorskip("torch")
+    torch.save({"plain": torch.arange(12.0).reshape(3, 4), "t": torch.arange(12.0).reshape(3, 4).T}, tmp_path / "m.pt")
+    with ws.open(tmp_path / "m.pt") as ckpt:
+        assert lazy.tensor_source(ckpt, "plain").raw and not lazy.tensor_source(ckpt, "t").raw
+        for name in ckpt:
+            np.testing.assert_array_equal(ckpt.to_dask(name, chunk_bytes=16).compute(scheduler="threads"), ckpt[name])
+
+
+def test_verification_is_a_task_of_its_own(seed_copy: Path) -> None:
+    with ws.open(seed_copy) as ckpt:
+        assert ckpt.to_dask("layer1/kernel").compute(scheduler="sync") is not None
+        assert lazy.verification(ckpt).compute(scheduler="sync") == {}
+        info = ckpt.info("layer1/kernel")
+    with open(info.file, "r+b") as handle:
+        handle.seek(info.offset)
+        handle.write(b"\x7f\x7f\x7f\x7f")
+    with ws.open(seed_copy) as ckpt:
+        assert "layer1/kernel" in lazy.verification(ckpt).compute(scheduler="sync")
+
+
+@pytest.fixture(scope="module")
+def nan_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 safetensors checkpoints; ``b.weight`` holds a NaN from step 700 on, ``a.weight`` an inf at step 1500."""
+    directory = tmp_path_factory.mktemp("nanrun")
+    rng = np.random.default_rng(5)
+    for k in range(20):
+        a, b = rng.normal(size=(40, 6)).astype(np.float32), rng.normal(size=(9,)).astype(np.float32)
+        if k >= 7:
+            b[3] = np.nan
+        if k == 15:
+            a[39, 5] = np.inf
+        ws.save({"a.weight": a, "b.weight": b}, directory / f"ckpt-{k * 100}.safetensors", format="safetensors")
+    return directory
+
+
+def test_find_nan_finds_the_first_step(nan_run: Path) -> None:
+    found = {finding.name: finding for finding in find_nan(nan_run, chunk_bytes=64)}
+    assert (found["b.weight"].step, found["b.weight"].nans, found["b.weight"].infs) == (700, 1, 0)
+    assert (found["a.weight"].step, found["a.weight"].nans, found["a.weight"].infs) == (1500, 0, 1)
+    result = CliRunner().invoke(cli, ["runs", "find-nan", str(nan_run), "--json", "--scheduler", "sync"])
+    assert result.exit_code == 1
+    assert {entry["name"]: entry["step"] for entry in json.loads(result.output)} == {"a.weight": 1500, "b.weight": 700}
+
+
+def test_cli_runs_stats_table_json_and_plot(run_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    table = runner.invoke(cli, ["runs", "stats", str(run_dir), "--filter", "*kernel"])
+    assert table.exit_code == 0, table.output
+    assert "Δ prev" in table.output and f"{STEPS} checkpoints" in table.output
+    document = json.loads(runner.invoke(cli, ["runs", "stats", str(run_dir), "--json"]).output)
+    assert [entry["step"] for entry in document["checkpoints"]] == [k * EVERY for k in range(STEPS)]
+    assert len(document["tensors"]) == STEPS * 4
+    assert document["tensors"][0]["change_first"] == 0.0 and document["tensors"][0]["change_previous"] is None
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "drift.png"
+    plotted = runner.invoke(cli, ["runs", "stats", str(run_dir), "--plot", str(out)])
+    assert plotted.exit_code == 0, plotted.output
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_runs_convert_writes_loadable_files(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "converted"
+    result = CliRunner().invoke(cli, ["runs", "convert", str(run_dir), "--to", "safetensors", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = sorted(out.iterdir())
+    assert len(written) == STEPS
+    for entry in find_checkpoints(run_dir):
+        with ws.open(entry.path) as source, ws.open(out / f"{entry.path.name}.safetensors") as converted:
+            assert converted.format == "safetensors"
+            names = [name for name in source if source.role(name).kind == "parameter"]
+            assert sorted(converted) == sorted(names)
+            for name in names:
+                np.testing.assert_array_equal(converted[name], source[name])
+    again = run_convert(run_dir, tmp_path / "npz", to="npz", scheduler="sync")
+    assert len(again) == STEPS and all(Path(entry["destination"]).suffix == ".npz" for entry in again)
+
+
+def test_missing_dask_gives_the_install_hint(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in [name for name in sys.modules if name == "dask" or name.startswith("dask.")]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, "dask", None)
+    with pytest.raises(UnsupportedFormatError, match=r"pip install 'weightscope\[dask\]'"):
+        run_stats(run_dir)
+    with ws.open(run_dir / "model.ckpt-0") as ckpt, pytest.raises(UnsupportedFormatError, match="weightscope"):
+        ckpt.to_dask("layer1/kernel")
+    result = CliRunner().invoke(cli, ["runs", "stats", str(run_dir)])
+    assert isinstance(result.exception, UnsupportedFormatError)
+
+
+def test_ls_does_not_import_dask(run_dir: Path) -> None:
+    code = (
+        "import sys; from weightscope.cli import main; status = main(['ls', sys.argv[1]]); "
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')], 'dask imported'; "
+        "sys.exit(status)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(run_dir / "model.ckpt-0")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "layer1/kernel" in done.stdout
+
+
+def test_changes_are_none_across_a_change_of_shape(tmp_path: Path) -> None:
+    for k, rows in enumerate((4, 4, 6, 6)):
+        ws.save({"w": np.full((rows, 3), k + 1.0)}, tmp_path / f"s-{k}.npz", format="npz")
+    result = run_stats(str(tmp_path / "s-*.npz"), chunk_bytes=24, window=2)
+    changes = [(row.step, row.change_previous, row.change_first) for row in result.tensors]
+    assert changes[0] == (0, None, 0.0)
+    assert changes[1] == (1, pytest.approx(1.0), pytest.approx(1.0))
+    assert changes[2] == (2, None, None)  # a new shape: nothing to compare with
+    assert changes[3][1] == pytest.approx(1 / 3) and changes[3][2] is None
+    assert all(math.isclose(row.stats.mean or 0, row.step + 1) for row in result.tensors)  # type: ignore[operator]
