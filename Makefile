@@ -32,7 +32,13 @@ lint: $(STAMP_TEST)
 	$(BIN)/ruff format --check src tests bench scripts fuzz
 	$(BIN)/python scripts/gen_proto.py --check
 
-test: $(STAMP_TEST) lint
+# The browser tests drive Debian's Chromium; installed when missing (as root, as CI runs).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update
+	apt-get install -y --no-install-recommends chromium chromium-driver
+
+test: $(STAMP_TEST) lint $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP_TEST)

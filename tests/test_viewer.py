@@ -1,0 +1,498 @@
+"""``weightscope view``: the JSON API against the library's own answers, what the server refuses,
+and the page itself, driven in Debian's headless Chromium.
+
+Screenshots of the views the browser tests reach are written to a temporary directory
+and, when ``WEIGHTSCOPE_SCREENSHOTS`` names a directory, copied there too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+
+import weightscope as ws
+from weightscope.analysis import checkpoint_diff, tensor_stats
+from weightscope.output import dumps_json, json_values
+from weightscope.plot import bin_edges, block_means, finite_range, histogram
+from weightscope.summary import summarize
+from weightscope.viewer import ViewerServer, make_server
+from weightscope.viewer.server import TOKEN_HEADER, diff_order, flat_values
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+API = ["files", "tensors", "summary", "tensor", "histogram", "heatmap", "values", "diff"]
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running(*paths: Path) -> Iterator[ViewerServer]:
+    """A viewer of ``paths`` serving on a free port in a thread of this process."""
+    with contextlib.ExitStack() as stack:
+        checkpoints = [stack.enter_context(ws.open(path)) for path in paths]
+        server = stack.enter_context(make_server(checkpoints))
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield server
+        finally:
+            server.shutdown()
+            thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def seed(tf_checkpoints: dict[str, Path]) -> Path:
+    return tf_checkpoints["seed"]
+
+
+@pytest.fixture(scope="module")
+def changed(seed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed checkpoint with layer1's kernel scaled and layer2's bias moved: the B of a diff."""
+    with ws.open(seed) as ckpt:
+        tensors = {name: np.array(ckpt[name]) for name in ckpt}
+    tensors["layer1/kernel"] = tensors["layer1/kernel"] * np.float32(1.5)
+    tensors["layer2/bias"] = tensors["layer2/bias"] + np.float32(0.05)
+    return ws.save(tensors, tmp_path_factory.mktemp("changed") / "model.ckpt")
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20,004 small tensors: 2500 blocks of four dense layers (kernel and bias), and four Adam slots."""
+    rng = np.random.default_rng(7)
+    tensors: dict[str, np.ndarray] = {}
+    for block in range(2500):
+        for dense in range(4):
+            prefix = f"block_{block:04d}/dense_{dense}"
+            tensors[f"{prefix}/kernel"] = rng.normal(size=(3, 4)).astype(np.float32)
+            tensors[f"{prefix}/bias"] = rng.normal(size=4).astype(np.float32)
+    for slot in ("Adam", "Adam_1"):
+        for dense in range(2):
+            tensors[f"block_0000/dense_{dense}/kernel/{slot}"] = np.ones((3, 4), np.float32)
+    return ws.save(tensors, tmp_path_factory.mktemp("many20k") / "many.ckpt")
+
+
+@pytest.fixture(scope="module")
+def seed_server(seed: Path) -> Iterator[ViewerServer]:
+    with running(seed) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def diff_server(seed: Path, changed: Path) -> Iterator[ViewerServer]:
+    with running(seed, changed) as server:
+        yield server
+
+
+def request(
+    server: ViewerServer,
+    target: str,
+    *,
+    token: str | None = "query",
+    host: str | None = None,
+    method: str = "GET",
+) -> tuple[int, bytes]:
+    """The status and body of a raw request: ``target`` is sent as is, never normalised."""
+    headers = {"Host": host or f"127.0.0.1:{server.port}"}
+    if token == "query":
+        target += ("&" if "?" in target else "?") + f"token={server.token}"
+    elif token == "header":
+        headers[TOKEN_HEADER] = server.token
+    elif token is not None:
+        target += ("&" if "?" in target else "?") + f"token={token}"
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        for key, value in headers.items():
+            connection.putheader(key, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def api(server: ViewerServer, route: str, **params: Any) -> Any:
+    query = "&".join(f"{key}={quote(str(value), safe='')}" for key, value in params.items())
+    status, body = request(server, f"/api/{route}?{query}")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def as_json(document: Any) -> Any:
+    """What the library's answer looks like once it has been through the server's JSON."""
+    return json.loads(dumps_json(document))
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+
+def test_every_request_for_data_needs_the_token(seed_server: ViewerServer) -> None:
+    for route in API:
+        target = f"/api/{route}?file=0&name=layer1/kernel"
+        assert request(seed_server, target, token=None)[0] == 403
+        assert request(seed_server, target, token="wrong" + seed_server.token)[0] == 403
+        assert request(seed_server, target, token="")[0] == 403
+    assert request(seed_server, "/api/files", token="header")[0] == 200
+    status, body = request(seed_server, "/", token=None)
+    assert status == 403 and b"token" in body
+    status, body = request(seed_server, "/")
+    assert status == 200 and b"<canvas" in body
+    for static in ("/static/app.js", "/static/style.css"):  # the page's code and style: no secrets
+        assert request(seed_server, static, token=None)[0] == 200
+
+
+def test_a_foreign_host_header_is_refused(seed_server: ViewerServer) -> None:
+    port = seed_server.port
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1:{port + 1}", f"127.0.0.1.evil.example:{port}"):
+        assert request(seed_server, "/api/files", host=host)[0] == 403, host
+        assert request(seed_server, "/", host=host)[0] == 403, host
+    assert request(seed_server, "/api/files", host=f"localhost:{port}")[0] == 200
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/../../etc/passwd",
+        "/static/../../pyproject.toml",
+        "/static/../server.py",
+        "/static/%2e%2e/%2e%2e/pyproject.toml",
+        "/static/..%2f..%2fpyproject.toml",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/static/app.js/../../server.py",
+        "/etc/passwd",
+        "//etc/passwd",
+        "/server.py",
+        "/static/",
+        "/static/server.py",
+        "/api/../static/app.js",
+        "/api/files/../../pyproject.toml",
+        "http://127.0.0.1/etc/passwd",
+    ],
+)
+def test_no_path_outside_the_page_and_the_api(seed_server: ViewerServer, target: str) -> None:
+    status, body = request(seed_server, target)
+    assert status == 404
+    assert b"root:" not in body and b"[project]" not in body
+
+
+def test_only_the_files_it_was_started_with(seed_server: ViewerServer, seed: Path) -> None:
+    for file in ("1", "-1", "../../etc/passwd", str(seed), "0x0", ""):
+        status, body = request(seed_server, f"/api/tensors?file={quote(file, safe='')}")
+        assert status == 404, file
+        assert "error" in json.loads(body)
+    status, _ = request(seed_server, "/api/tensor?file=0&name=" + quote("/etc/passwd", safe=""))
+    assert status == 404
+    assert request(seed_server, "/api/diff")[0] == 404  # one file: nothing to compare
+    assert request(seed_server, "/api/files", method="POST")[0] == 501
+
+
+# -- the API against the library ---------------------------------------------------------------
+
+
+def test_files_tensors_and_summary(seed_server: ViewerServer, seed: Path) -> None:
+    with ws.open(seed) as ckpt:
+        files = api(seed_server, "files")
+        assert files == {
+            "files": [{"file": 0, "path": str(ckpt.path), "format": ckpt.format, "tensors": len(ckpt), "metadata": {}}],
+            "compare": False,
+        }
+        tensors = api(seed_server, "tensors", file=0)["tensors"]
+        assert [row["name"] for row in tensors] == list(ckpt)
+        for row in tensors:
+            info, role = ckpt.info(row["name"]), ckpt.role(row["name"])
+            assert (row["dtype"], row["shape"], row["size"], row["nbytes"]) == (
+                info.type_name,
+                list(info.shape),
+                info.size,
+                info.nbytes,
+            )
+            assert (row["kind"], row["role"], row["owner"]) == (role.kind, role.role, role.owner)
+        by_name = {row["name"]: row for row in tensors}
+        assert by_name["layer1/kernel"]["layer"] == "layer1"
+        assert by_name["layer1/kernel/Adam"]["kind"] == "optimizer"
+        assert by_name["layer1/kernel/Adam"]["owner"] == "layer1/kernel"
+        assert by_name["beta1_power"]["kind"] == "optimizer"
+        assert api(seed_server, "summary", file=0) == as_json(summarize(ckpt).to_json())
+
+
+def test_tensor_statistics(seed_server: ViewerServer, seed: Path) -> None:
+    with ws.open(seed) as ckpt:
+        for name in ckpt:
+            answer = api(seed_server, "tensor", file=0, name=name)
+            assert answer["stats"] == as_json(tensor_stats(name, ckpt[name]).to_json())
+            assert answer["shape"] == list(ckpt.info(name).shape)
+        kernel = api(seed_server, "tensor", file=0, name="layer1/kernel")
+        assert kernel["role"] == "weight" and kernel["layer"] == "layer1"
+        assert kernel["plottable"] is True and kernel["channels"] is None
+        # a role name resolves as everywhere else
+        assert api(seed_server, "tensor", file=0, name="layer1/weight")["name"] == "layer1/kernel"
+
+
+def test_histogram_heatmap_and_values(seed_server: ViewerServer, seed: Path) -> None:
+    with ws.open(seed) as ckpt:
+        kernel = ckpt["layer1/kernel"]
+        answer = api(seed_server, "histogram", file=0, name="layer1/kernel", bins=7)
+        expected = histogram(kernel, 7)
+        assert answer["edges"] == expected.edges.tolist()
+        assert answer["counts"] == expected.counts.tolist()
+        assert (answer["count"], answer["nans"], answer["infs"]) == (kernel.size, 0, 0)
+
+        answer = api(seed_server, "heatmap", file=0, name="layer1/kernel", rows=64, cols=64)
+        means = block_means(kernel, (64, 64))
+        assert answer["means"] == as_json(json_values(means.means))
+        assert (answer["block"], answer["matrix"], answer["downsampled"]) == ([1, 1], [2, 5], False)
+        answer = api(seed_server, "heatmap", file=0, name="layer1/kernel", rows=1, cols=2)
+        means = block_means(kernel, (1, 2))
+        assert answer["block"] == [2, 3] and answer["grid"] == [1, 2]
+        assert answer["means"] == as_json(json_values(means.means))
+
+        flat = np.asarray(kernel).reshape(-1)
+        answer = api(seed_server, "values", file=0, name="layer1/kernel", offset=3, limit=4)
+        assert answer["values"] == as_json(json_values(flat[3:7]))
+        assert (answer["offset"], answer["total"], answer["shape"]) == (3, 10, [2, 5])
+        assert api(seed_server, "values", file=0, name="layer1/kernel", offset=8, limit=100)["values"] == as_json(
+            json_values(flat[8:])
+        )
+        assert api(seed_server, "values", file=0, name="beta1_power")["values"] == [float(ckpt["beta1_power"])]
+    for bad in ("bins=0", "bins=x", "bins=100001"):
+        assert request(seed_server, f"/api/histogram?file=0&name=layer1/kernel&{bad}")[0] == 400
+    assert request(seed_server, "/api/values?file=0&name=layer1/kernel&offset=10")[0] == 400
+    assert request(seed_server, "/api/heatmap?file=0&name=layer1/kernel&channel=0")[0] == 400  # not a convolution
+
+
+def test_convolution_kernels_by_output_channel(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(3, 3, 4, 8)).astype(np.float32)  # TensorFlow: [h, w, in, out]
+    weight = rng.normal(size=(8, 4, 3, 3)).astype(np.float32)  # PyTorch: [out, in, h, w]
+    tf_path = ws.save({"conv/kernel": kernel, "conv/bias": np.zeros(8, np.float32)}, tmp_path / "tf.ckpt")
+    pt_path = ws.save(
+        {"conv.weight": weight, "conv.bias": np.zeros(8, np.float32)}, tmp_path / "pt.safetensors", format="safetensors"
+    )
+    with running(tf_path, pt_path) as server:
+        assert api(server, "tensor", file=0, name="conv/kernel")["channels"] == {
+            "axis": 3,
+            "count": 8,
+            "layout": "tensorflow",
+            "matrix": [4, 9],
+        }
+        answer = api(server, "heatmap", file=0, name="conv/kernel", channel=5, rows=100, cols=100)
+        expected = block_means(np.transpose(kernel, (3, 2, 0, 1))[5], (100, 100))
+        assert answer["shape"] == [4, 3, 3] and answer["matrix"] == [4, 9]
+        assert answer["means"] == as_json(json_values(expected.means))
+        pytorch = api(server, "tensor", file=1, name="conv.weight")["channels"]
+        assert pytorch == {"axis": 0, "count": 8, "layout": "pytorch", "matrix": [4, 9]}
+        answer = api(server, "heatmap", file=1, name="conv.weight", channel=7, rows=100, cols=100)
+        assert answer["means"] == as_json(json_values(block_means(weight[7], (100, 100)).means))
+        assert request(server, "/api/heatmap?file=0&name=conv/kernel&channel=8")[0] == 400
+
+
+def test_values_of_a_strided_tensor_copy_only_what_is_asked() -> None:
+    array = np.arange(60, dtype=np.float32).reshape(6, 10)[:, ::2]  # not contiguous
+    assert flat_values(array, 7, 9).tolist() == array.reshape(-1)[7:16].tolist()
+    assert flat_values(array, 29, 9).tolist() == [array.reshape(-1)[29]]
+
+
+def test_diff_and_overlaid_histograms(diff_server: ViewerServer, seed: Path, changed: Path) -> None:
+    with ws.open(seed) as a, ws.open(changed) as b:
+        expected = checkpoint_diff(a, b)
+        expected.tensors = sorted(expected.tensors, key=diff_order)
+        answer = api(diff_server, "diff")
+        answer.pop("include_optimizer")
+        assert answer == as_json(expected.to_json())
+        order = [tensor["name"] for tensor in answer["tensors"]]
+        assert order[:2] == ["layer1/kernel", "layer2/bias"]  # relative change 0.5 first, then the bias's
+        assert {tensor["status"] for tensor in answer["tensors"][2:]} == {"equal"}
+
+        answer = api(diff_server, "histogram", file=0, name="layer1/kernel", compare=1, bins=20)
+        edges = bin_edges([finite_range(a["layer1/kernel"]), finite_range(b["layer1/kernel"])], 20)
+        assert answer["edges"] == edges.tolist()
+        assert answer["counts"] == histogram(a["layer1/kernel"], edges=edges).counts.tolist()
+        assert answer["compare"]["counts"] == histogram(b["layer1/kernel"], edges=edges).counts.tolist()
+        assert api(diff_server, "tensors", file=1)["file"] == 1
+
+
+def test_the_command_prints_its_address_and_stops_on_ctrl_c(seed: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "weightscope", "view", str(seed), "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = ""
+        while "token=" not in url:
+            line = process.stdout.readline()
+            assert line, process.stderr.read() if process.stderr else ""
+            url = line.strip().removeprefix("open ") if line.startswith("open ") else ""
+        assert url.startswith("http://127.0.0.1:")
+        port = int(url.split(":")[2].split("/")[0])
+        token = url.split("token=")[1]
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", "/api/files", headers={TOKEN_HEADER: token})
+        assert connection.getresponse().status == 200
+        connection.close()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+        assert process.returncode == 0, err
+        assert "stopped" in out
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+# -- the page, in headless Chromium --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    directory = tmp_path_factory.mktemp("screenshots")
+    yield directory
+    copy_to = os.environ.get("WEIGHTSCOPE_SCREENSHOTS")
+    if copy_to:
+        Path(copy_to).mkdir(parents=True, exist_ok=True)
+        for picture in directory.glob("*.png"):
+            shutil.copy2(picture, Path(copy_to) / picture.name)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module, driven by chromium-driver through Selenium."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("needs Debian's chromium and chromium-driver (make test installs them)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(argument)
+    options.add_argument("--window-size=1400,1000")
+    service = webdriver.ChromeService(executable_path=str(CHROMEDRIVER))
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver: Any, script: str, timeout: float = 20.0) -> Any:
+    """Run ``script`` (a JavaScript expression) until it is truthy; its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = driver.execute_script(f"return ({script});")
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            errors = driver.execute_script("return document.getElementById('error').textContent")
+            raise AssertionError(f"timed out waiting for {script} (page error: {errors!r})")
+        time.sleep(0.05)
+
+
+def inked(driver: Any, canvas_id: str) -> int:
+    """How many pixels of a canvas are drawn with a colour (neither transparent nor white nor grey)."""
+    return int(
+        driver.execute_script(
+            """
+            const canvas = document.getElementById(arguments[0]);
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            let count = 0;
+            for (let i = 0; i < data.length; i += 4) {
+              const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
+              if (a > 0 && (Math.max(r, g, b) - Math.min(r, g, b)) > 40) count += 1;
+            }
+            return count;
+            """,
+            canvas_id,
+        )
+    )
+
+
+def text_of(driver: Any, selector: str) -> str:
+    return str(driver.execute_script("return document.querySelector(arguments[0]).textContent", selector))
+
+
+def test_page_shows_the_seed_and_its_layer1_kernel(
+    browser: Any, seed_server: ViewerServer, seed: Path, screenshots: Path
+) -> None:
+    browser.get(seed_server.url)
+    wait_for(browser, "document.body.dataset.ready === '1'")
+    wait_for(browser, "document.querySelector('#s-layers tbody tr')")
+    assert "Dense 2 → 5" in text_of(browser, "#s-layers")  # the summary is the landing view
+    browser.save_screenshot(str(screenshots / "1-summary.png"))
+
+    browser.find_element("css selector", '#tree .row[data-name="layer1/kernel"]').click()
+    wait_for(browser, "document.querySelector('#t-info td[data-key=shape]')")
+    assert text_of(browser, "#t-info td[data-key=shape]") == "[2, 5]"
+    assert text_of(browser, "#t-info td[data-key=dtype]") == "float32"
+    with ws.open(seed) as ckpt:
+        stats = tensor_stats("layer1/kernel", ckpt["layer1/kernel"])
+    assert float(text_of(browser, "#t-stats td[data-key=min]")) == pytest.approx(stats.min, rel=1e-5)
+    assert float(text_of(browser, "#t-stats td[data-key=max]")) == pytest.approx(stats.max, rel=1e-5)
+    assert text_of(browser, "#t-stats td[data-key=count]") == "10"
+    wait_for(browser, "document.getElementById('hist').dataset.ready === '1'")
+    wait_for(browser, "document.getElementById('heat').dataset.ready === '1'")
+    assert inked(browser, "hist") > 500  # bars
+    assert inked(browser, "heat") > 5000  # ten coloured cells
+    assert browser.execute_script("return document.getElementById('heat').dataset.cells") == "2x5"
+    wait_for(browser, "document.querySelectorAll('#values tbody tr').length === 10")
+    browser.save_screenshot(str(screenshots / "2-layer1-kernel.png"))
+    browser.execute_script("document.getElementById('values-panel').scrollIntoView()")
+    browser.save_screenshot(str(screenshots / "3-layer1-kernel-values.png"))
+
+
+def test_page_searches_20000_tensors(browser: Any, many: Path, screenshots: Path) -> None:
+    with running(many) as server:
+        browser.get(server.url)
+        wait_for(browser, "document.body.dataset.ready === '1'", timeout=60)
+        assert text_of(browser, "#tree-count") == "20,004 tensors"
+        # only the rows in view are in the page
+        assert browser.execute_script("return document.querySelectorAll('#tree .row').length") < 200
+        search = browser.find_element("css selector", "#search")
+        started = time.monotonic()
+        search.send_keys("block_1234/dense_2/")
+        wait_for(browser, "document.getElementById('tree-count').textContent.startsWith('2 of')")
+        assert time.monotonic() - started < 5
+        assert text_of(browser, "#tree-count") == "2 of 20,004 tensors match"
+        browser.find_element("css selector", '#tree .row[data-name="block_1234/dense_2/kernel"]').click()
+        wait_for(browser, "document.querySelector('#t-info td[data-key=shape]')")
+        assert text_of(browser, "#t-name") == "block_1234/dense_2/kernel"
+        assert text_of(browser, "#t-info td[data-key=shape]") == "[3, 4]"
+        wait_for(browser, "document.getElementById('heat').dataset.ready === '1'")
+        browser.save_screenshot(str(screenshots / "4-search-20000.png"))
+        # the optimizer state has its own branch
+        search.clear()
+        search.send_keys("Adam_1")
+        wait_for(browser, "document.querySelectorAll('#tree .row[data-name$=\"/Adam_1\"]').length === 2")
+        assert text_of(browser, "#tree-count") == "2 of 20,004 tensors match"
+        assert "Optimizer state" in text_of(browser, "#tree")
+
+
+def test_page_compares_two_checkpoints(browser: Any, diff_server: ViewerServer, screenshots: Path) -> None:
+    browser.get(diff_server.url)
+    wait_for(browser, "document.body.dataset.ready === '1'")
+    browser.find_element("css selector", "#tab-diff").click()
+    wait_for(browser, "document.querySelector('#d-table tbody tr')")
+    first = browser.execute_script("return document.querySelector('#d-table tbody tr').dataset.name")
+    assert first == "layer1/kernel"
+    assert "different" in text_of(browser, "#d-table tbody tr")
+    assert "2 different" in text_of(browser, "#d-counts")
+    wait_for(browser, "document.getElementById('d-hist').dataset.ready === '1'")
+    assert inked(browser, "d-hist") > 500
+    browser.save_screenshot(str(screenshots / "5-diff.png"))
