@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import zipfile
@@ -17,7 +18,8 @@ from tf_fixtures import _keras3, _tf_keras, _training_data, _two_dense_layers
 
 import weightscope as ws
 from weightscope.cli import main
-from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError
+from weightscope.errors import ChecksumMismatchError, CorruptCheckpointError, UnsupportedFormatError
+from weightscope.formats.keras import save
 
 
 def _trained_dense(keras: Any) -> Any:
@@ -316,3 +318,66 @@ def test_missing_h5py_names_the_extra(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "h5py", None)
     with pytest.raises(UnsupportedFormatError, match=r"pip install 'weightscope\[keras\]'"):
         ws.open(path)
+
+
+def _legacy_weights_file() -> bytes:
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as file:
+        file.attrs["layer_names"] = np.array([b"dense"], "S5")
+        group = file.create_group("dense")
+        group.attrs["weight_names"] = np.array([b"dense/kernel:0"], "S14")
+        group["dense/kernel:0"] = np.ones(2, np.float32)
+    return buffer.getvalue()
+
+
+def test_damaged_hdf5_metadata_h5py_raises_typeerror_for_is_corrupt(tmp_path: Path) -> None:
+    # Found by mutating .h5 files: h5py raises TypeError ("Unknown string encoding (value 4)")
+    # for a string datatype whose character set is not ASCII or UTF-8.
+    data = bytearray(_legacy_weights_file())
+    string_type = data.index(b"\x13\x01\x00\x00\x05\x00\x00\x00")  # version 1, class 3 (string), 5 bytes
+    data[string_type + 1] |= 0x40  # character set 4
+    path = tmp_path / "cset.h5"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpointError, match="Unknown string encoding"):
+        ws.open(path)
+
+
+def test_object_names_that_are_not_utf8_are_corrupt(tmp_path: Path) -> None:
+    # Found by mutating .h5 files: h5py hands such names to visititems as bytes (a TypeError then).
+    path = tmp_path / "names.weights.h5"
+    with h5py.File(path, "w") as file:
+        file.create_group(b"layers/\xff\xfe/vars")["0"] = np.ones(2, np.float32)
+    with pytest.raises(CorruptCheckpointError, match="not UTF-8"):
+        ws.open(path)
+
+
+def _keras_zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _weights_h5(tmp_path: Path) -> bytes:
+    path = tmp_path / "w.weights.h5"
+    save({"dense/kernel": np.arange(6, dtype=np.float32).reshape(3, 2), "dense/bias": np.ones(2, np.float32)}, path)
+    return path.read_bytes()
+
+
+def test_keras_zip_members_are_checked_against_their_crc(tmp_path: Path) -> None:
+    weights = _weights_h5(tmp_path)
+    path = _keras_zip(tmp_path / "m.keras", {"config.json": b"{}", "model.weights.h5": weights})
+    data = bytearray(path.read_bytes())
+    data[data.index(weights) + len(weights) - 100] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatchError, match=r"model\.weights\.h5"):
+        ws.open(path)
+    with ws.open(path, verify=False) as checkpoint:  # as before: h5py reads what is there
+        assert set(checkpoint) == {"dense/kernel", "dense/bias"}
+
+
+@pytest.mark.parametrize("name", ["../evil.sh", "assets/../../evil", "/etc/evil"])
+def test_keras_zip_member_leaving_the_archive_is_corrupt(tmp_path: Path, name: str) -> None:
+    members = {"config.json": b"{}", "model.weights.h5": _weights_h5(tmp_path), name: b"echo"}
+    with pytest.raises(CorruptCheckpointError, match="outside the archive"):
+        ws.open(_keras_zip(tmp_path / "m.keras", members))

@@ -246,3 +246,32 @@ def test_raw_data_of_the_wrong_length(tmp_path: Path) -> None:
 def test_cli_lists_an_onnx_model(inline: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ls", str(inline)]) == 0
     assert "w1" in capsys.readouterr().out
+
+
+def _model_bytes(*initializers: TensorProto, producer: str = "test") -> bytes:
+    graph = helper.make_graph([], "g", [], [], initializer=list(initializers))
+    return helper.make_model(graph, producer_name=producer).SerializeToString()
+
+
+@pytest.mark.parametrize("where", ["name", "producer", "external key", "external location"])
+def test_strings_that_are_not_utf8_are_corrupt(tmp_path: Path, where: str) -> None:
+    # Found by fuzz_onnx: protobuf hands a proto2 string that is not UTF-8 back as bytes, and
+    # a bytes tensor name raised TypeError in role().
+    tensor = numpy_helper.from_array(np.ones(1, np.float32), "wxyz" if where == "name" else "w")
+    if where.startswith("external"):
+        tensor = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1], data_location=TensorProto.EXTERNAL)
+        tensor.external_data.add(key="locatxyz" if where == "external key" else "location", value="wxyz.bin")
+    data = _model_bytes(tensor, producer="pxyz" if where == "producer" else "test")
+    path = tmp_path / "model.onnx"
+    path.write_bytes(data.replace(b"xyz", b"\xff\xfe\xfd"))
+    with pytest.raises(CorruptCheckpointError, match="not UTF-8"), ws.open(path) as checkpoint:
+        for name in checkpoint:
+            checkpoint.role(name)
+
+
+@pytest.mark.parametrize("location", [".", "sub", "a\0b"])
+def test_external_location_that_is_no_file_is_corrupt(external: Path, location: str) -> None:
+    (external.parent / "sub").mkdir()
+    _rewrite(external, "location", location)
+    with pytest.raises(CorruptCheckpointError, match=r"is not a file|NUL"):
+        ws.open(external)

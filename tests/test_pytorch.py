@@ -350,3 +350,74 @@ def test_legacy_truncated_and_forged(tmp_path: Path) -> None:
     plain.write_bytes(pickle.dumps({"a": 1}, 2))
     with pytest.raises(ws.UnsupportedFormatError):
         ws.open(plain)
+
+
+def _one_tensor_zip(path: Path, shape: tuple[int, ...], stride: tuple[int, ...], numel: int = 4) -> Path:
+    """A zip of one float32 tensor viewing a 4-element storage, its pickle written by hand."""
+
+    def ints(values: tuple[int, ...]) -> bytes:
+        return b"(" + b"".join(pickle.dumps(value, 2)[2:-1] for value in values) + b"t"
+
+    pickled = (
+        b"\x80\x02}X\x01\x00\x00\x00tctorch._utils\n_rebuild_tensor_v2\n("
+        + b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu"
+        + pickle.dumps(numel, 2)[2:-1]
+        + b"tQK\x00"
+        + ints(shape)
+        + ints(stride)
+        + b"\x89ccollections\nOrderedDict\n)RtRs."
+    )
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickled)
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/data/0", np.arange(4, dtype="<f4").tobytes())
+    return path
+
+
+def test_shapes_numpy_cannot_hold_are_refused_before_any_array(tmp_path: Path) -> None:
+    # Found by the corpus: zero strides fit any storage, and an empty tensor any shape; numpy
+    # raised ValueError ("array is too big") on both.
+    with ws.open(_one_tensor_zip(tmp_path / "ok.pt", (2, 2), (2, 1))) as checkpoint:
+        np.testing.assert_array_equal(checkpoint["t"], [[0, 1], [2, 3]])
+    for shape, stride in (((2**32, 2**32), (0, 0)), ((0, 2**70), (1, 1)), ((0, 2**61), (1, 1))):
+        with pytest.raises(ws.UnsupportedFormatError, match="larger than numpy can hold"):
+            ws.open(_one_tensor_zip(tmp_path / "huge.pt", shape, stride))
+
+
+def test_build_on_anything_but_a_dict_is_refused(tmp_path: Path) -> None:
+    # BUILD is how a pickle reaches an object's __setstate__: on a global, or a tensor, it is refused.
+    for body in (
+        b"ccollections\nOrderedDict\n}X\x0c\x00\x00\x00__setstate__K\x01sb.",
+        b"ctorch\nSize\n((K\x01ttR}b.",
+    ):
+        path = _torch_zip(tmp_path / "build.pt", b"\x80\x02" + body)
+        with pytest.raises(ws.RefusedError, match=r"sets the state of .*\(BUILD\)"):
+            ws.open(path)
+    assert ("BUILD", "collections.OrderedDict", False) in [entry[:3] for entry in scan(_torch_zip(
+        tmp_path / "scan.pt", b"\x80\x02ccollections\nOrderedDict\n}b."
+    ))]  # fmt: skip
+    # an OrderedDict's state (a state_dict's _metadata) is still read
+    ok = tmp_path / "ok.pt"
+    torch.save(_model().state_dict(), ok)
+    with ws.open(ok) as checkpoint:
+        assert len(checkpoint) == 4
+
+
+@pytest.mark.parametrize("name", ["../evil", "archive/data/../../evil", "/etc/evil", "C:/evil", "archive\\..\\evil"])
+def test_member_names_leaving_the_archive_are_corrupt(tmp_path: Path, name: str) -> None:
+    path = _one_tensor_zip(tmp_path / "model.pt", (4,), (1,))
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(name, b"evil")
+    with pytest.raises(ws.CorruptCheckpointError, match="outside the archive"):
+        ws.open(path)
+
+
+def test_zip_needing_a_newer_zip_version_is_unsupported(tmp_path: Path) -> None:
+    # Found by fuzz_pytorch_zip: zipfile raised NotImplementedError("zip file version 11.5").
+    path = _one_tensor_zip(tmp_path / "model.pt", (4,), (1,))
+    data = bytearray(path.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    data[central + 6] = 115  # "version needed to extract": 11.5
+    path.write_bytes(bytes(data))
+    with pytest.raises(ws.UnsupportedFormatError, match="zip file version"):
+        ws.open(path)

@@ -47,6 +47,14 @@ def read_directory(source: FileSource, path: Path) -> list[zipfile.ZipInfo]:
             return archive.infolist()
     except (zipfile.BadZipFile, struct.error, ValueError, EOFError, OSError) as error:
         raise CorruptCheckpointError(f"{path}: not a readable zip archive ({error})") from None
+    except NotImplementedError as error:  # a member needing a newer zip version than zipfile reads
+        raise UnsupportedFormatError(f"{path}: a zip archive weightscope cannot read ({error})") from None
+
+
+def escapes(name: str) -> bool:
+    """Whether a member's name is absolute or climbs out of the archive with ``..`` (a path traversal)."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ":" in name[:2] or ".." in parts
 
 
 def member_start(source: FileSource, entry: zipfile.ZipInfo, what: str) -> int:

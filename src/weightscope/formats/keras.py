@@ -52,8 +52,12 @@ attribute ``weight_names`` (Keras ignores it), which names them when read back; 
 file without it is read as above.
 
 Arrays of contiguous, unfiltered datasets are views of the file's bytes (found at
-``dataset.id.get_offset()``); others are read by ``h5py``. There are no checksums beyond
-HDF5's own filters, which ``h5py`` checks as it reads.
+``dataset.id.get_offset()``); others are read by ``h5py``. A ``.keras`` zip's members are
+checked against their CRC-32 (``verify``, the default) before ``json`` or ``h5py`` reads them;
+inside HDF5 there are no checksums beyond its own filters, which ``h5py`` checks as it reads.
+HDF5 files are parsed by the HDF5 C library, which some damaged files send into an endless
+loop (HDF5 1.14.6, a global heap read for a variable-length string attribute): weightscope
+cannot bound that from Python, so untrusted ``.h5`` files are not fuzzed and not promised.
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ from numpy.typing import ArrayLike
 
 from weightscope.atomic import atomic_files
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.containers.zip import inflate, is_deflated, member_start, read_directory
+from weightscope.containers.zip import check_crc, escapes, inflate, is_deflated, member_start, read_directory
 from weightscope.dtypes import BY_NAME
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole
@@ -119,7 +123,7 @@ class KerasCheckpoint(FileCheckpoint):
     format = "keras"
 
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
-        """Open ``path``; ``verify`` is accepted for the common signature (there are no checksums)."""
+        """Open ``path``; with ``verify``, a ``.keras`` zip's members are checked against their CRC-32."""
         self._file: h5py.File | None = None
         self._bytes: memoryview | bytes = b""  # the HDF5 file's bytes: dataset offsets index them
         super().__init__(path, verify=verify)
@@ -143,7 +147,8 @@ class KerasCheckpoint(FileCheckpoint):
             if config is not None:
                 self._metadata[CONFIG_MEMBER] = json.dumps(config)
             self._infos = {info.name: info for info in self._describe_all(config)}
-        except (OSError, KeyError, ValueError, RuntimeError) as error:
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError) as error:
+            # h5py raises TypeError for some damaged metadata (an attribute's unknown string encoding).
             if self._file is not None:
                 self._file.close()
             raise CorruptCheckpointError(f"{self.path}: not a readable Keras HDF5 file ({error})") from None
@@ -151,6 +156,11 @@ class KerasCheckpoint(FileCheckpoint):
     def _open_zip(self) -> tuple[dict[str, Any], memoryview | bytes]:
         """The ``.keras`` zip's config and the bytes of its weights file."""
         members = {entry.filename: entry for entry in read_directory(self._source, self.path)}
+        unsafe = [name for name in members if escapes(name)]
+        if unsafe:
+            raise CorruptCheckpointError(
+                f"{self.path}: member '{unsafe[0]}' lies outside the archive (a .. or absolute name)"
+            )
         missing = [name for name in (CONFIG_MEMBER, WEIGHTS_MEMBER) if name not in members]
         if missing:
             raise UnsupportedFormatError(f"{self.path}: a zip without {', '.join(missing)}; not a .keras file")
@@ -167,7 +177,10 @@ class KerasCheckpoint(FileCheckpoint):
         what = f"{self.path}: member '{entry.filename}'"
         deflated = is_deflated(entry, what)
         stored = self._source.read(member_start(self._source, entry, what), entry.compress_size, what)
-        return inflate(stored, entry.file_size, what) if deflated else stored
+        data = inflate(stored, entry.file_size, what) if deflated else stored
+        if self.verify_checksums:  # before h5py or json sees a damaged member
+            check_crc(data, entry.CRC, what)
+        return data
 
     def _describe_all(self, config: dict[str, Any] | None) -> Iterator[TensorInfo]:
         assert self._file is not None
@@ -274,7 +287,7 @@ class KerasCheckpoint(FileCheckpoint):
         assert self._file is not None
         try:
             data = self._file[info.key][()]
-        except (OSError, KeyError, ValueError) as error:
+        except (OSError, KeyError, ValueError, TypeError) as error:
             raise CorruptCheckpointError(f"{self.path}: cannot read tensor '{info.name}' ({error})") from None
         return np.asarray(data).view(info.dtype).reshape(info.shape)
 
@@ -314,7 +327,9 @@ def _vars_groups(root: h5py.Group) -> Iterator[tuple[str, h5py.Group]]:
     """
     found: list[tuple[float, str, h5py.Group]] = []
 
-    def visit(path: str, item: Any) -> None:
+    def visit(path: str | bytes, item: Any) -> None:
+        if not isinstance(path, str):  # h5py gives a link name that is not UTF-8 as bytes
+            raise CorruptCheckpointError(f"an object name that is not UTF-8: {path!r:.80}")
         if path.rsplit("/", 1)[-1] == "vars" and len(item):
             offsets = [item[key].id.get_offset() for key in item if key.isdigit()]
             first = min((offset for offset in offsets if offset is not None), default=float("inf"))

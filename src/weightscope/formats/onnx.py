@@ -126,28 +126,32 @@ class OnnxCheckpoint(FileCheckpoint):
             if info.name in self._infos:
                 raise CorruptCheckpointError(f"{self.path}: two initializers are named '{info.name}'")
             self._infos[info.name] = info
-        skipped = [sparse.values.name for sparse in model.graph.sparse_initializer]
+        skipped = [
+            _text(sparse.values.name, f"{self.path}: a sparse initializer") for sparse in model.graph.sparse_initializer
+        ]
         if skipped:
             self._metadata["sparse_initializers_skipped"] = (
                 f"{len(skipped)} not read (sparse tensors are unsupported): {', '.join(skipped)}"
             )
 
     def _describe_model(self, model: Any) -> dict[str, str]:
+        where = f"{self.path}: the model's metadata"
+        imports = [f"{_text(entry.domain, where) or 'ai.onnx'}={entry.version}" for entry in model.opset_import]
         metadata = {
             "ir_version": str(model.ir_version),
-            "producer_name": model.producer_name,
-            "producer_version": model.producer_version,
-            "domain": model.domain,
+            "producer_name": _text(model.producer_name, where),
+            "producer_version": _text(model.producer_version, where),
+            "domain": _text(model.domain, where),
             "model_version": str(model.model_version),
-            "opset_imports": ", ".join(f"{entry.domain or 'ai.onnx'}={entry.version}" for entry in model.opset_import),
+            "opset_imports": ", ".join(imports),
         }
         metadata = {key: value for key, value in metadata.items() if value}
         for entry in model.metadata_props:
-            metadata.setdefault(entry.key, entry.value)
+            metadata.setdefault(_text(entry.key, where), _text(entry.value, where))
         return metadata
 
     def _describe(self, tensor: Any) -> TensorInfo:
-        name: str = tensor.name
+        name = _text(tensor.name, f"{self.path}: an initializer's name")
         if not name:
             raise CorruptCheckpointError(f"{self.path}: an initializer has no name")
         where = f"{self.path}: initializer '{name}'"
@@ -205,9 +209,10 @@ class OnnxCheckpoint(FileCheckpoint):
     ) -> TensorInfo:
         entries: dict[str, str] = {}
         for entry in tensor.external_data:
-            if entry.key in entries:
-                raise CorruptCheckpointError(f"{where}: external_data gives '{entry.key}' twice")
-            entries[entry.key] = entry.value
+            key, value = _text(entry.key, f"{where}: external_data"), _text(entry.value, f"{where}: external_data")
+            if key in entries:
+                raise CorruptCheckpointError(f"{where}: external_data gives '{key}' twice")
+            entries[key] = value
         if element.name == "string":
             raise UnsupportedFormatError(f"{where}: string tensors stored as external data are unsupported")
         location = entries.get("location")
@@ -230,7 +235,8 @@ class OnnxCheckpoint(FileCheckpoint):
             )
         if "checksum" in entries:
             self._checksums[tensor.name] = entries["checksum"].strip().lower()
-        return TensorInfo(tensor.name, element.dtype, shape, nbytes, element.name, str(file), offset, tensor.name)  # type: ignore[arg-type]
+        name: str = tensor.name
+        return TensorInfo(name, element.dtype, shape, nbytes, element.name, str(file), offset, name)  # type: ignore[arg-type]
 
     def _resolve(self, location: str, where: str) -> Path:
         """The external file ``location`` names, which must lie inside the model's folder."""
@@ -239,11 +245,15 @@ class OnnxCheckpoint(FileCheckpoint):
             raise RefusedError(
                 f"{where}: external data path '{location}' is absolute; it must lie in the model's folder"
             )
+        if "\0" in location:
+            raise CorruptCheckpointError(f"{where}: external data path {location!r} holds a NUL byte")
         resolved = (folder / location).resolve()
         if not resolved.is_relative_to(folder):
             raise RefusedError(
                 f"{where}: external data path '{location}' escapes the model's folder {folder} (to {resolved})"
             )
+        if resolved.exists() and not resolved.is_file():
+            raise CorruptCheckpointError(f"{where}: external data path '{location}' is not a file ({resolved})")
         return resolved
 
     # -- reading -------------------------------------------------------------------------
@@ -294,6 +304,13 @@ class OnnxCheckpoint(FileCheckpoint):
 
 
 BY_ONNX_NAME: dict[str, ElementType] = {element.name: element for element in BY_ONNX.values()}
+
+
+def _text(value: str | bytes, what: str) -> str:
+    """A proto2 ``string`` field: protobuf hands its bytes back undecoded when they are not UTF-8."""
+    if isinstance(value, bytes):
+        raise CorruptCheckpointError(f"{what}: a string that is not UTF-8 ({value[:40]!r})")
+    return value
 
 
 def _stored_size(element: ElementType, count: int) -> int:

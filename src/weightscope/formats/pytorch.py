@@ -26,11 +26,15 @@ values and a few inert records of its own; a global resolves only from a fixed t
 raises ``RefusedError`` naming it as soon as its opcode is read. ``REDUCE`` runs only the
 table's functions, which are reimplemented here and check their arguments' types; other
 opcodes that build objects (``INST``, ``OBJ``, ``NEWOBJ``, ``EXT*``, ...) are refused by
-name. Memo size, stack depth and containers made are capped. A tensor's offset, shape and
-strides are checked with Python ints against its storage before numpy sees them, and
-arrays are read-only views of the mapped file.
+name, and so is ``BUILD`` on anything but a dict (the way to an object's ``__setstate__``);
+a call of an allowed function with arguments of the wrong kinds is a
+``CorruptCheckpointError`` (nothing is called either way). Memo size, stack depth and
+containers made are capped. A tensor's offset, shape and strides are checked with Python
+ints against its storage before numpy sees them, and arrays are read-only views of the
+mapped file.
 
-A reader must also refuse: an unreadable zip, zero or several ``data.pkl`` folders,
+A reader must also refuse: an unreadable zip, a member name that is absolute or holds a
+``..`` part, zero or several ``data.pkl`` folders,
 compressed or encrypted members, a persistent id naming a missing member or a storage
 larger than its member, a ``byteorder`` other than ``little`` or ``big``, a pickle that
 ends early, and two tensors reached by the same dotted name. ``scan`` lists the globals
@@ -73,7 +77,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.containers.zip import check_crc, member_start, read_directory
+from weightscope.containers.zip import check_crc, escapes, member_start, read_directory
 from weightscope.dtypes import BY_NAME, ElementType
 from weightscope.errors import (
     CorruptCheckpointError,
@@ -114,6 +118,7 @@ MAX_MEMO = 10_000_000
 MAX_STACK = 10_000_000
 MAX_CONTAINERS = 10_000_000
 MAX_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL
+_NUMPY_MAX_BYTES = 1 << 63
 MAX_NESTING = 200  # dict and list levels between the saved object and a tensor
 _PICKLE_MEMBER = re.compile(r"^[^/]+/data\.pkl$")
 _KEY_TYPES = (str, int, float, bool, type(None), bytes)  # hashing anything else may recurse without bound
@@ -432,10 +437,17 @@ class _Unpickler:
             return _Opaque()
 
     def _build(self) -> None:
-        self._pop()  # the state: an OrderedDict's attributes (a state_dict's _metadata)
+        self._pop()  # the state: an OrderedDict's attributes (a state_dict's _metadata), never applied
         target = self._top()
-        if not isinstance(target, dict) and not (self.scan and isinstance(target, _Opaque)):
-            raise UnsupportedFormatError(f"{self.where}: the pickle sets the state of a {type(target).__name__}")
+        if isinstance(target, dict) or (self.scan and isinstance(target, _Opaque)):
+            return
+        # On anything but a dict, BUILD is how a pickle reaches an object's __setstate__ (or
+        # sets attributes a later call would use): refused like the opcodes that build objects.
+        name = target.qualname if isinstance(target, _Global) else type(target).__name__.lstrip("_")
+        if self.scan:
+            self._record("BUILD", name, False)
+            return
+        raise RefusedError(f"{self.where}: refused to load: the pickle sets the state of {name} (BUILD)")
 
     def _persistent_id(self) -> None:
         pid = self._pop()
@@ -555,6 +567,8 @@ def _members(source: FileSource, path: Path) -> tuple[str, dict[str, _Stored]]:
     entries = read_directory(source, path)
     for entry in entries:
         what = f"{path}: member '{entry.filename}'"
+        if escapes(entry.filename):
+            raise CorruptCheckpointError(f"{what}: a member name outside the archive's folder")
         if entry.filename in members:
             raise CorruptCheckpointError(f"{path}: two members named '{entry.filename}'")
         if entry.compress_type != zipfile.ZIP_STORED or entry.compress_size != entry.file_size:
@@ -816,6 +830,9 @@ class PyTorchCheckpoint(FileCheckpoint):
                 f"{what}: offset {tensor.offset}, shape {list(tensor.shape)} and strides {list(tensor.stride)} "
                 f"reach element {last} of a storage of {capacity}"
             )
+        # A view with zero strides fits any storage; an empty one any shape: numpy holds neither past 2^63 bytes.
+        if math.prod(length for length in tensor.shape if length) * dtype.itemsize >= _NUMPY_MAX_BYTES:
+            raise UnsupportedFormatError(f"{what} has shape {list(tensor.shape)}, larger than numpy can hold")
         offset = member.start + tensor.offset * dtype.itemsize
         info = TensorInfo(name, dtype, tensor.shape, size * dtype.itemsize, element.name, str(self.path), offset, name)
         self._infos[name] = info
