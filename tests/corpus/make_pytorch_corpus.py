@@ -1,0 +1,593 @@
+"""Write the PyTorch, GGUF, ONNX and Keras entries of the corpus (tests/corpus/{pytorch,gguf,onnx,keras}/).
+
+Run ``.venv/bin/python tests/corpus/make_pytorch_corpus.py``: it replaces those four
+folders' entries with the same bytes every time (pickles, zips and GGUF files are
+assembled by hand; no clock, no random ids). Each entry is named
+``<ErrorClass>--<what is wrong>.<suffix>`` for the error reading it must raise. The
+malicious pickles' payloads would run ``touch /tmp/weightscope-corpus-marker-<name>``
+or open a socket, were they ever evaluated.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import struct
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from weightscope.containers.zip import ZipWriter
+
+HERE = Path(__file__).resolve().parent
+MARKER = "/tmp/weightscope-corpus-marker-"
+
+
+# -- a pickle assembler (protocol 2 opcodes, a few of 0 and 4) -------------------------------
+
+
+def glob(module: str, name: str) -> bytes:
+    return b"c" + f"{module}\n{name}\n".encode()
+
+
+def text(value: str) -> bytes:
+    encoded = value.encode()
+    return b"X" + struct.pack("<I", len(encoded)) + encoded
+
+
+def short_text(value: str) -> bytes:  # SHORT_BINUNICODE (protocol 4)
+    encoded = value.encode()
+    return b"\x8c" + bytes([len(encoded)]) + encoded
+
+
+def integer(value: int) -> bytes:
+    if 0 <= value < 256:
+        return b"K" + bytes([value])
+    if -(2**31) <= value < 2**31:
+        return b"J" + struct.pack("<i", value)
+    encoded = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(encoded)]) + encoded
+
+
+def tup(*items: bytes) -> bytes:
+    return b"(" + b"".join(items) + b"t"
+
+
+def call(function: bytes, *args: bytes) -> bytes:
+    return function + tup(*args) + b"R"
+
+
+def pickle2(body: bytes) -> bytes:
+    return b"\x80\x02" + body + b"."
+
+
+def ordered_dict(*pairs: tuple[str, bytes]) -> bytes:
+    items = b"".join(text(key) + value for key, value in pairs)
+    return call(glob("collections", "OrderedDict")) + (b"(" + items + b"u" if pairs else b"")
+
+
+def storage(key: str, numel: int, kind: str = "FloatStorage", legacy: bool = False) -> bytes:
+    pid = [text("storage"), glob("torch", kind), text(key), text("cpu"), integer(numel)]
+    return tup(*pid, *([b"N"] if legacy else [])) + b"Q"
+
+
+def tensor(
+    key: str, numel: int, shape: tuple[int, ...], stride: tuple[int, ...], offset: int = 0, legacy: bool = False
+) -> bytes:
+    return call(
+        glob("torch._utils", "_rebuild_tensor_v2"),
+        storage(key, numel, legacy=legacy),
+        integer(offset),
+        tup(*map(integer, shape)),
+        tup(*map(integer, stride)),
+        b"\x89",
+        call(glob("collections", "OrderedDict")),
+    )
+
+
+FOUR = np.arange(4, dtype="<f4").tobytes()  # the storage "0" of the valid files
+VALID = pickle2(ordered_dict(("weight", tensor("0", 4, (2, 2), (2, 1)))))
+
+
+def torch_zip(pickled: bytes, storages: dict[str, bytes] | None = None, extra: tuple[str, ...] = ()) -> bytes:
+    """A ``torch.save``-shaped zip: archive/data.pkl, byteorder, data/<key>, version; ``extra`` members too."""
+    buffer = io.BytesIO()
+    writer = ZipWriter(buffer, align=64)
+    writer.add("archive/data.pkl", len(pickled), [pickled])
+    writer.add("archive/byteorder", 6, [b"little"])
+    for key, data in ({"0": FOUR} if storages is None else storages).items():
+        writer.add(f"archive/data/{key}", len(data), [data])
+    for name in extra:
+        writer.add(name, 4, [b"evil"])
+    writer.add("archive/version", 2, [b"3\n"])
+    writer.close()
+    return buffer.getvalue()
+
+
+def legacy(saved: bytes, storages: dict[str, bytes] | None = None, *, protocol: int = 1001, info: bytes = b"") -> bytes:
+    """A pre-1.6 ``torch.save`` file: magic, protocol, system info, the saved object, the keys, each storage."""
+    storages = {"0": FOUR} if storages is None else storages
+    magic = pickle2(b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little"))
+    sizes = b"".join(text(key) + integer(size) for key, size in (("short", 2), ("int", 4), ("long", 4)))
+    system = info or pickle2(
+        b"}("
+        + text("protocol_version")
+        + integer(1001)
+        + text("little_endian")
+        + b"\x88"
+        + text("type_sizes")
+        + b"}("
+        + sizes
+        + b"uu"
+    )
+    keys = pickle2(b"](" + b"".join(text(key) for key in storages) + b"e")
+    data = b"".join(struct.pack("<q", len(raw) // 4) + raw for raw in storages.values())
+    return magic + pickle2(integer(protocol)) + system + saved + keys + data
+
+
+def shell(name: str) -> str:
+    return f"touch {MARKER}{name}"
+
+
+def pytorch_entries() -> dict[str, bytes]:
+    refused = {
+        "reduce-os-system": b"cos\nsystem\n(S'" + shell("system").encode() + b"'\ntR.",  # protocol 0
+        "reduce-posix-system": pickle2(call(glob("posix", "system"), text(shell("posix")))),
+        "reduce-eval": pickle2(call(glob("builtins", "eval"), text(f"__import__('os').system('{shell('eval')}')"))),
+        "reduce-exec": pickle2(call(glob("builtins", "exec"), text(f"import os; os.system('{shell('exec')}')"))),
+        "subprocess-popen": pickle2(
+            call(glob("subprocess", "Popen"), b"]" + b"(" + text("touch") + text(f"{MARKER}popen") + b"e")
+        ),
+        "subprocess-check-output-shell": pickle2(call(glob("subprocess", "check_output"), text(shell("check-output")))),
+        "builtins-getattr-chain": pickle2(
+            call(
+                call(
+                    glob("builtins", "getattr"),
+                    call(glob("builtins", "__import__"), text("os")),
+                    text("system"),
+                ),
+                text(shell("getattr")),
+            )
+        ),
+        "getattr-on-allowed-module-object": pickle2(
+            call(call(glob("builtins", "getattr"), glob("collections", "OrderedDict"), text("fromkeys")), tup())
+        ),
+        "import-by-name": pickle2(call(glob("builtins", "__import__"), text("os"))),
+        "importlib-import-module": pickle2(call(glob("importlib", "import_module"), text("subprocess"))),
+        "stack-global-os-system": b"\x80\x04"
+        + short_text("os")
+        + short_text("system")
+        + b"\x93"
+        + short_text(shell("stack-global"))
+        + b"\x85R.",
+        # "torch._utils" is memoized, then memo 0 is overwritten with "os": a reader of the
+        # opcodes alone sees only torch names, yet STACK_GLOBAL gets os.system from the memo.
+        # "torch._utils" is memoized, then memo 0 is overwritten with "os" (the stale values go
+        # into a list, as pickle has no POP here): a reader that trusts the first PUT of each
+        # memo slot sees only torch names, yet STACK_GLOBAL gets os.system from the memo.
+        "stack-global-name-from-overwritten-memo": b"\x80\x04]"
+        + short_text("torch._utils")
+        + b"\x94a"
+        + short_text("os")
+        + b"q\x00a"
+        + b"h\x00"
+        + short_text("system")
+        + b"\x93"
+        + short_text(shell("memo"))
+        + b"\x85Ra.",
+        # module and name only ever reach STACK_GLOBAL as memo references (BINGET)
+        "stack-global-names-from-memo-gets": b"\x80\x04]"
+        + short_text("subprocess")
+        + b"q\x05a"
+        + short_text("getoutput")
+        + b"q\x06a"
+        + b"h\x05h\x06\x93"
+        + short_text(shell("memo-get"))
+        + b"\x85Ra.",
+        "inst-opcode": b"(" + text(shell("inst")) + b"ios\nsystem\n.",
+        "inst-opcode-on-allowed-name": b"(icollections\nOrderedDict\n.",
+        "obj-opcode-on-allowed-name": pickle2(b"(" + glob("collections", "OrderedDict") + b"o"),
+        "newobj-on-allowed-name": pickle2(glob("collections", "OrderedDict") + b")\x81"),
+        "ext1-opcode": pickle2(b"\x82\x01"),
+        "reduce-ordereddict-around-os-system": pickle2(
+            call(glob("collections", "OrderedDict"), call(glob("os", "system"), text(shell("nested"))))
+        ),
+        "reduce-rebuild-tensor-with-eval-argument": pickle2(
+            call(
+                glob("torch._utils", "_rebuild_tensor_v2"),
+                storage("0", 4),
+                call(glob("builtins", "eval"), text("0")),
+                tup(integer(4)),
+                tup(integer(1)),
+                b"\x89",
+                call(glob("collections", "OrderedDict")),
+            )
+        ),
+        "build-setstate-on-a-global": pickle2(
+            glob("collections", "OrderedDict")
+            + b"}"
+            + text("__setstate__")
+            + glob("torch._utils", "_rebuild_tensor_v2")
+            + b"sb"
+        ),
+        "build-state-on-a-tensor": pickle2(tensor("0", 4, (4,), (1,)) + b"}" + text("__class__") + text("os") + b"sb"),
+        "socket-create-connection": pickle2(
+            call(glob("socket", "create_connection"), tup(text("127.0.0.1"), integer(9)))
+        ),
+        "socket-class": pickle2(call(glob("socket", "socket"), tup())),
+        "webbrowser-open": pickle2(call(glob("webbrowser", "open"), text("http://127.0.0.1:9/"))),
+        "torch-load-nested": pickle2(call(glob("torch", "load"), text("/tmp/other.pt"))),
+        "numpy-load-pickle": pickle2(call(glob("numpy", "load"), text("/tmp/x.npy"))),
+        "reduce-on-a-storage-class": pickle2(call(glob("torch", "FloatStorage"), tup())),
+    }
+    entries = {f"RefusedError--{name}.pt": torch_zip(body) for name, body in refused.items()}
+    corrupt_args = {
+        "reduce-rebuild-tensor-v2-with-a-string-storage": pickle2(
+            call(
+                glob("torch._utils", "_rebuild_tensor_v2"),
+                text("storage"),
+                integer(0),
+                tup(integer(4)),
+                tup(integer(1)),
+                b"\x89",
+                call(glob("collections", "OrderedDict")),
+            )
+        ),
+        "reduce-rebuild-tensor-v2-with-float-offset": pickle2(
+            call(
+                glob("torch._utils", "_rebuild_tensor_v2"),
+                storage("0", 4),
+                b"G" + struct.pack(">d", 0.5),
+                tup(integer(4)),
+                tup(integer(1)),
+                b"\x89",
+                call(glob("collections", "OrderedDict")),
+            )
+        ),
+        "reduce-ordereddict-with-arguments": pickle2(
+            call(glob("collections", "OrderedDict"), b"]" + b"(" + tup(text("a"), integer(1)) + b"e")
+        ),
+        "reduce-torch-size-of-strings": pickle2(call(glob("torch", "Size"), tup(text("x")))),
+        "reduce-codecs-encode-rot13": pickle2(call(glob("_codecs", "encode"), text("abc"), text("rot13"))),
+        "persistent-id-not-a-storage": pickle2(tup(text("module"), text("os"), text("system")) + b"Q"),
+        "stack-global-of-non-strings": b"\x80\x04K\x01K\x02\x93.",
+        "pickle-ends-with-two-values": pickle2(b"K\x01K\x02"),
+        "not-a-pickle-opcode": pickle2(b"\xff"),
+    }
+    # REDUCE of an allowed name with arguments of the wrong kinds: malformed, nothing is called.
+    entries.update({f"CorruptCheckpointError--{name}.pt": torch_zip(body) for name, body in corrupt_args.items()})
+    entries["TruncatedFileError--pickle-ends-inside-a-string.pt"] = torch_zip(VALID[:40])
+
+    # the zip around the pickle
+    valid = torch_zip(VALID)
+    entries["CorruptCheckpointError--zip-member-dotdot.pt"] = torch_zip(VALID, extra=("../evil",))
+    entries["CorruptCheckpointError--zip-member-dotdot-inside-folder.pt"] = torch_zip(
+        VALID, extra=("archive/data/../../../etc/cron.d/x",)
+    )
+    entries["CorruptCheckpointError--zip-member-absolute.pt"] = torch_zip(VALID, extra=("/etc/evil",))
+    entries["CorruptCheckpointError--truncated-zip-half.pt"] = valid[: len(valid) // 2]
+    entries["CorruptCheckpointError--truncated-zip-end-record-cut.pt"] = valid[:-10]
+    entries["UnsupportedFormatError--not-a-zip.pt"] = b"PK\x03\x04" + b"\0" * 60
+    entries["UnsupportedFormatError--zip-bomb-deflated-data-pkl.pt"] = bomb(
+        {"archive/data.pkl": VALID, "archive/data/0": FOUR}, "archive/data.pkl"
+    )
+    damaged = bytearray(valid)
+    start = valid.index(FOUR)
+    damaged[start + 5] ^= 0x01
+    entries["ChecksumMismatchError--wrong-crc-storage.pt"] = bytes(damaged)
+    damaged = bytearray(valid)
+    start = valid.index(VALID)
+    damaged[start + 20] ^= 0x20  # 'weight' -> 'wEight' (a byte of the name): only the CRC tells
+    entries["ChecksumMismatchError--wrong-crc-data-pkl.pt"] = bytes(damaged)
+    entries["CorruptCheckpointError--byteorder-neither.pt"] = replace_member(valid, b"little", b"middle")
+
+    # tensors against their storages
+    def one(shape: tuple[int, ...], stride: tuple[int, ...], numel: int = 4, offset: int = 0) -> bytes:
+        return torch_zip(pickle2(ordered_dict(("t", tensor("0", numel, shape, stride, offset)))))
+
+    entries["TruncatedFileError--storage-smaller-than-its-numel.pt"] = one((8,), (1,), numel=8)
+    entries["CorruptCheckpointError--tensor-larger-than-its-storage.pt"] = one((3, 2), (2, 1))
+    entries["CorruptCheckpointError--offset-past-the-storage.pt"] = one((2,), (1,), offset=3)
+    entries["CorruptCheckpointError--negative-size.pt"] = one((-2, 2), (2, 1))
+    entries["CorruptCheckpointError--negative-stride.pt"] = one((2, 2), (-2, 1))
+    entries["CorruptCheckpointError--negative-offset.pt"] = one((2,), (1,), offset=-1)
+    entries["CorruptCheckpointError--size-2-62-elements.pt"] = one((2**31, 2**31), (2**31, 1))
+    entries["UnsupportedFormatError--size-2-64-zero-strides.pt"] = one((2**32, 2**32), (0, 0))
+    entries["UnsupportedFormatError--empty-tensor-with-a-2-70-dimension.pt"] = one((0, 2**70), (1, 1))
+    entries["CorruptCheckpointError--huge-stride.pt"] = one((2, 2), (2**62, 1))
+    entries["TruncatedFileError--huge-numel-in-persistent-id.pt"] = torch_zip(
+        pickle2(ordered_dict(("t", tensor("0", 2**62, (4,), (1,)))))
+    )
+    entries["CorruptCheckpointError--storage-member-missing.pt"] = torch_zip(VALID, storages={})
+    entries["CorruptCheckpointError--shape-and-stride-lengths-differ.pt"] = one((2, 2), (1,))
+
+    # the legacy format
+    saved = pickle2(ordered_dict(("weight", tensor("0", 4, (2, 2), (2, 1), legacy=True))))
+    entries["RefusedError--legacy-os-system-in-saved-object.pt"] = legacy(
+        pickle2(call(glob("os", "system"), text(shell("legacy-system"))))
+    )
+    entries["RefusedError--legacy-eval-in-system-info.pt"] = legacy(
+        saved, info=pickle2(call(glob("builtins", "eval"), text("{'little_endian': True}")))
+    )
+    keys_refused = pickle2(call(glob("subprocess", "getoutput"), text(shell("legacy-keys"))))
+    base = legacy(saved, storages={})
+    entries["RefusedError--legacy-subprocess-in-storage-keys.pt"] = (
+        base[: base.rindex(b"\x80\x02")] + keys_refused + struct.pack("<q", 1) + FOUR
+    )
+    entries["RefusedError--legacy-build-setstate.pt"] = legacy(
+        pickle2(glob("torch._utils", "_rebuild_tensor_v2") + b"}" + text("__setstate__") + text("x") + b"sb")
+    )
+    whole = legacy(saved)
+    entries["TruncatedFileError--legacy-storage-cut-short.pt"] = whole[:-6]
+    entries["TruncatedFileError--legacy-storage-count-missing.pt"] = whole[: -(len(FOUR) + 4)]
+    entries["CorruptCheckpointError--legacy-element-count-differs.pt"] = legacy(saved, storages={"0": FOUR + FOUR})
+    entries["UnsupportedFormatError--legacy-protocol-version-1000.pt"] = legacy(saved, protocol=1000)
+    entries["CorruptCheckpointError--legacy-tensor-larger-than-its-storage.pt"] = legacy(
+        pickle2(ordered_dict(("weight", tensor("0", 4, (3, 2), (2, 1), legacy=True))))
+    )
+    entries["CorruptCheckpointError--legacy-negative-stride.pt"] = legacy(
+        pickle2(ordered_dict(("weight", tensor("0", 4, (2, 2), (-2, 1), legacy=True))))
+    )
+    entries["CorruptCheckpointError--legacy-key-not-typed.pt"] = legacy(saved, storages={"1": FOUR})
+    return entries
+
+
+# -- zips: a member whose sizes are patched -----------------------------------------------
+
+
+def replace_member(archive: bytes, old: bytes, new: bytes) -> bytes:
+    """Change a stored member's bytes and fix its CRC-32, so that only the content is wrong."""
+    assert len(old) == len(new) and archive.count(old) == 1
+    import zlib
+
+    patched = archive.replace(old, new)
+    before, after = struct.pack("<I", zlib.crc32(old)), struct.pack("<I", zlib.crc32(new))
+    assert patched.count(before) == 2
+    return patched.replace(before, after)
+
+
+def bomb(members: dict[str, bytes], target: str, claimed: int = 0xFFFFFFF0) -> bytes:
+    """A zip whose ``target`` member is deflated and claims ``claimed`` bytes (about 4 GiB) inflated."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED if name == target else zipfile.ZIP_STORED
+            archive.writestr(info, data)
+    data = bytearray(buffer.getvalue())
+    encoded = target.encode()
+    # the uncompressed size: at 22 in the local header, at 24 in the central directory entry
+    for signature, field in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        position = 0
+        while (position := data.find(signature, position)) >= 0:
+            name_at = position + (30 if signature == b"PK\x03\x04" else 46)
+            if data[name_at : name_at + len(encoded)] == encoded:
+                data[position + field : position + field + 4] = struct.pack("<I", claimed)
+            position += 4
+    return bytes(data)
+
+
+# -- GGUF ------------------------------------------------------------------------------------
+
+
+def gguf_string(value: bytes) -> bytes:
+    return struct.pack("<Q", len(value)) + value
+
+
+def gguf_file(
+    tensors: list[tuple[bytes, list[int], int, int]],
+    data: bytes,
+    *,
+    metadata: bytes = b"",
+    count: int = 0,
+    tensor_count: int | None = None,
+    magic: bytes = b"GGUF",
+    version: int = 3,
+) -> bytes:
+    """Header, ``metadata`` (``count`` key/values), tensor infos (name, ggml dims, type, offset), data at 32."""
+    infos = b"".join(
+        gguf_string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        + struct.pack("<IQ", kind, offset)
+        for name, dims, kind, offset in tensors
+    )  # fmt: skip
+    head = magic + struct.pack("<IQQ", version, len(tensors) if tensor_count is None else tensor_count, count)
+    body = head + metadata + infos
+    return body + b"\0" * (-len(body) % 32) + data
+
+
+F32, Q4_0 = 0, 2
+
+
+def gguf_entries() -> dict[str, bytes]:
+    eight = np.arange(8, dtype="<f4").tobytes()
+    valid = gguf_file([(b"w", [8], F32, 0)], eight)
+    entries = {
+        "CorruptCheckpointError--bad-magic.gguf": b"GGUG" + valid[4:],
+        "UnsupportedFormatError--big-endian-version.gguf": valid[:4] + struct.pack(">I", 3) + valid[8:],
+        "TruncatedFileError--truncated-header.gguf": valid[:10],
+        "TruncatedFileError--truncated-tensor-info.gguf": valid[:30],
+        "TruncatedFileError--truncated-data.gguf": valid[:-4],
+        "TruncatedFileError--huge-tensor-count.gguf": gguf_file([(b"w", [8], F32, 0)], eight, tensor_count=2**63),
+        "TruncatedFileError--huge-metadata-count.gguf": gguf_file([], b"", count=2**62),
+        "UnsupportedFormatError--dimension-product-past-2-64.gguf": gguf_file(
+            [(b"w", [2**32, 2**32, 2**32], F32, 0)], eight
+        ),
+        "UnsupportedFormatError--dimension-product-2-62.gguf": gguf_file([(b"w", [2**31, 2**31], F32, 0)], eight),
+        "CorruptCheckpointError--misaligned-offset.gguf": gguf_file([(b"a", [2], F32, 0), (b"b", [2], F32, 8)], eight),
+        "CorruptCheckpointError--overlapping-tensors.gguf": gguf_file(
+            [(b"a", [8], F32, 0), (b"b", [8], F32, 0)], eight + b"\0" * 32
+        ),
+        "TruncatedFileError--offset-past-the-end.gguf": gguf_file([(b"w", [8], F32, 2**40)], eight),
+        "UnsupportedFormatError--unknown-quant-type.gguf": gguf_file([(b"w", [32], 99, 0)], b"\0" * 32),
+        "CorruptCheckpointError--quantised-row-not-whole-blocks.gguf": gguf_file([(b"w", [33], Q4_0, 0)], b"\0" * 64),
+        "TruncatedFileError--quantised-data-cut-short.gguf": gguf_file([(b"w", [64], Q4_0, 0)], b"\0" * 18),
+        "CorruptCheckpointError--five-dimensions.gguf": gguf_file([(b"w", [1, 1, 1, 1, 8], F32, 0)], eight),
+        "CorruptCheckpointError--duplicate-tensor-name.gguf": gguf_file(
+            [(b"w", [8], F32, 0), (b"w", [8], F32, 32)], eight + b"\0" * 32 + eight
+        ),
+        "CorruptCheckpointError--string-length-over-the-cap.gguf": gguf_file(
+            [], b"", metadata=gguf_string(b"k") + struct.pack("<I", 8) + struct.pack("<Q", 2**40) + b"abc", count=1
+        ),
+        "TruncatedFileError--string-length-past-the-end.gguf": gguf_file(
+            [], b"", metadata=gguf_string(b"k") + struct.pack("<I", 8) + struct.pack("<Q", 2**20) + b"abc", count=1
+        ),
+        "TruncatedFileError--name-length-past-the-end.gguf": gguf_file([(b"w", [8], F32, 0)], eight)[:24]
+        + struct.pack("<Q", 1000)
+        + b"\0" * 40,
+        "CorruptCheckpointError--name-length-over-the-cap.gguf": gguf_file([(b"w", [8], F32, 0)], eight)[:24]
+        + struct.pack("<Q", 2**60)
+        + b"\0" * 40,
+        "UnsupportedFormatError--array-of-arrays.gguf": gguf_file(
+            [],
+            b"",
+            metadata=gguf_string(b"k") + struct.pack("<IIQ", 9, 9, 1) + struct.pack("<IQ", 0, 0),
+            count=1,
+        ),
+        "CorruptCheckpointError--unknown-value-type.gguf": gguf_file(
+            [], b"", metadata=gguf_string(b"k") + struct.pack("<I", 77) + b"\0" * 8, count=1
+        ),
+        "CorruptCheckpointError--huge-array-count.gguf": gguf_file(
+            [], b"", metadata=gguf_string(b"k") + struct.pack("<IIQ", 9, 10, 2**62), count=1
+        ),
+        "CorruptCheckpointError--alignment-not-a-power-of-two.gguf": gguf_file(
+            [(b"w", [8], F32, 0)],
+            eight,
+            metadata=gguf_string(b"general.alignment") + struct.pack("<II", 4, 48),
+            count=1,
+        ),
+    }
+    return entries
+
+
+# -- ONNX --------------------------------------------------------------------------------------
+
+ONNX_WEIGHTS = np.arange(16, dtype="<f4").tobytes()  # tests/corpus/onnx/weights.bin, 64 bytes
+
+
+def onnx_entries() -> dict[str, bytes]:
+    import hashlib
+
+    from onnx import TensorProto, helper
+
+    def model(*initializers: TensorProto) -> bytes:
+        graph = helper.make_graph([], "g", [], [], initializer=list(initializers))
+        made = helper.make_model(graph, producer_name="corpus", opset_imports=[helper.make_opsetid("", 17)])
+        made.ir_version = 9
+        return made.SerializeToString(deterministic=True)
+
+    def external(location: str, count: int = 16, **extra: str) -> TensorProto:
+        tensor = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[count])
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in {"location": location, "offset": "0", **extra}.items():
+            tensor.external_data.add(key=key, value=value)
+        return tensor
+
+    def raw(count: int, data: bytes, name: str = "w") -> TensorProto:
+        return TensorProto(name=name, data_type=TensorProto.FLOAT, dims=[count], raw_data=data)
+
+    good = hashlib.sha1(ONNX_WEIGHTS).hexdigest()
+    bad_name = model(raw(1, b"\0" * 4, name="wxyz")).replace(b"wxyz", b"w\xff\xfez")
+    return {
+        "RefusedError--external-location-dotdot.onnx": model(external("../secret")),
+        "RefusedError--external-location-deep-dotdot.onnx": model(external("sub/../../../../etc/passwd")),
+        "RefusedError--external-location-absolute.onnx": model(external("/etc/passwd")),
+        "RefusedError--external-location-windows-drive.onnx": model(external("C:\\secret")),
+        "TruncatedFileError--external-data-shorter-than-declared.onnx": model(
+            external("weights.bin", 32, length="128")
+        ),
+        "TruncatedFileError--external-offset-past-the-end.onnx": model(external("weights.bin", 1, offset="4096")),
+        "CorruptCheckpointError--external-length-differs-from-shape.onnx": model(
+            external("weights.bin", 4, length="64")
+        ),
+        "CorruptCheckpointError--external-negative-offset.onnx": model(external("weights.bin", 1, offset="-4")),
+        "CorruptCheckpointError--external-data-without-location.onnx": model(external("")),
+        "CheckpointNotFoundError--external-file-missing.onnx": model(external("missing.bin")),
+        "ChecksumMismatchError--external-checksum-wrong.onnx": model(
+            external("weights.bin", checksum=good[:-1] + ("0" if good[-1] != "0" else "1"))
+        ),
+        "CorruptCheckpointError--raw-data-size-mismatch.onnx": model(raw(4, b"\0" * 12)),
+        "CorruptCheckpointError--raw-data-and-float-data.onnx": model(
+            TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1], raw_data=b"\0" * 4, float_data=[1.0])
+        ),
+        "CorruptCheckpointError--negative-dims.onnx": model(raw(-1, b"")),
+        "UnsupportedFormatError--huge-dims.onnx": model(
+            TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2**31, 2**31, 2**31], raw_data=b"")
+        ),
+        "UnsupportedFormatError--unknown-data-type.onnx": model(
+            TensorProto(name="w", data_type=99, dims=[1], raw_data=b"\0")
+        ),
+        "CorruptCheckpointError--duplicate-initializer.onnx": model(raw(1, b"\0" * 4), raw(1, b"\0" * 4)),
+        "CorruptCheckpointError--name-not-utf8.onnx": bad_name,
+        "CorruptCheckpointError--not-a-protobuf.onnx": b"\xff" * 64,
+    }
+
+
+# -- Keras ----------------------------------------------------------------------------------------
+
+
+def keras_entries() -> dict[str, bytes]:
+    from weightscope.formats.keras import save
+
+    path = HERE / "keras-weights.tmp.h5"
+    save({"dense/kernel": np.arange(6, dtype="<f4").reshape(3, 2), "dense/bias": np.ones(2, "<f4")}, path)
+    weights = path.read_bytes()
+    path.unlink()
+    config = json.dumps(
+        {
+            "class_name": "Sequential",
+            "config": {"name": "sequential", "layers": [{"class_name": "Dense", "config": {"name": "dense"}}]},
+        }
+    ).encode()
+
+    def keras_zip(members: dict[str, bytes]) -> bytes:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for name, data in members.items():
+                archive.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
+        return buffer.getvalue()
+
+    meta = b'{"keras_version": "3.10.0"}'
+    good = {"metadata.json": meta, "config.json": config, "model.weights.h5": weights}
+    valid = keras_zip(good)
+    damaged = bytearray(valid)
+    damaged[valid.index(weights) + len(weights) - 100] ^= 0x01  # a byte of a dataset's data
+    return {
+        "CorruptCheckpointError--config-not-json.keras": keras_zip({**good, "config.json": b"{'class_name': Dense"}),
+        "CorruptCheckpointError--config-a-json-list.keras": keras_zip({**good, "config.json": b"[1, 2]"}),
+        "CorruptCheckpointError--config-deeply-nested.keras": keras_zip({**good, "config.json": b"[" * 5_000}),
+        "UnsupportedFormatError--missing-weights-file.keras": keras_zip({"metadata.json": meta, "config.json": config}),
+        "CorruptCheckpointError--member-dotdot.keras": keras_zip({**good, "../../evil.sh": b"echo"}),
+        "CorruptCheckpointError--member-absolute.keras": keras_zip({**good, "/etc/evil": b"echo"}),
+        "CorruptCheckpointError--zip-bomb-config-claims-4gib.keras": bomb(good, "config.json"),
+        "ChecksumMismatchError--weights-crc-wrong.keras": bytes(damaged),
+        "CorruptCheckpointError--weights-not-hdf5.keras": keras_zip({**good, "model.weights.h5": b"\0" * 64}),
+        "CorruptCheckpointError--truncated-zip.keras": valid[: len(valid) // 2],
+    }
+
+
+GROUPS: dict[str, Callable[[], dict[str, bytes]]] = {
+    "pytorch": pytorch_entries,
+    "gguf": gguf_entries,
+    "onnx": onnx_entries,
+    "keras": keras_entries,
+}
+
+
+def main() -> None:
+    for group, make in GROUPS.items():
+        folder = HERE / group
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir()
+        for name, data in make().items():
+            (folder / name).write_bytes(data)
+        if group == "onnx":
+            (folder / "weights.bin").write_bytes(ONNX_WEIGHTS)  # the external data the entries name
+        print(f"{group}: {len(list(folder.glob('*--*')))} entries")
+
+
+if __name__ == "__main__":
+    main()
