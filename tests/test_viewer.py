@@ -424,6 +424,14 @@ def inked(driver: Any, canvas_id: str) -> int:
     )
 
 
+def shoot(driver: Any, path: Path) -> None:
+    """A screenshot, once the page has painted what the last step changed (two animation frames)."""
+    driver.execute_async_script(
+        "const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done()));"
+    )
+    driver.save_screenshot(str(path))
+
+
 def text_of(driver: Any, selector: str) -> str:
     return str(driver.execute_script("return document.querySelector(arguments[0]).textContent", selector))
 
@@ -435,7 +443,7 @@ def test_page_shows_the_seed_and_its_layer1_kernel(
     wait_for(browser, "document.body.dataset.ready === '1'")
     wait_for(browser, "document.querySelector('#s-layers tbody tr')")
     assert "Dense 2 → 5" in text_of(browser, "#s-layers")  # the summary is the landing view
-    browser.save_screenshot(str(screenshots / "1-summary.png"))
+    shoot(browser, screenshots / "1-summary.png")
 
     browser.find_element("css selector", '#tree .row[data-name="layer1/kernel"]').click()
     wait_for(browser, "document.querySelector('#t-info td[data-key=shape]')")
@@ -452,9 +460,9 @@ def test_page_shows_the_seed_and_its_layer1_kernel(
     assert inked(browser, "heat") > 5000  # ten coloured cells
     assert browser.execute_script("return document.getElementById('heat').dataset.cells") == "2x5"
     wait_for(browser, "document.querySelectorAll('#values tbody tr').length === 10")
-    browser.save_screenshot(str(screenshots / "2-layer1-kernel.png"))
+    shoot(browser, screenshots / "2-layer1-kernel.png")
     browser.execute_script("document.getElementById('values-panel').scrollIntoView()")
-    browser.save_screenshot(str(screenshots / "3-layer1-kernel-values.png"))
+    shoot(browser, screenshots / "3-layer1-kernel-values.png")
 
 
 def test_page_searches_20000_tensors(browser: Any, many: Path, screenshots: Path) -> None:
@@ -475,7 +483,7 @@ def test_page_searches_20000_tensors(browser: Any, many: Path, screenshots: Path
         assert text_of(browser, "#t-name") == "block_1234/dense_2/kernel"
         assert text_of(browser, "#t-info td[data-key=shape]") == "[3, 4]"
         wait_for(browser, "document.getElementById('heat').dataset.ready === '1'")
-        browser.save_screenshot(str(screenshots / "4-search-20000.png"))
+        shoot(browser, screenshots / "4-search-20000.png")
         # the optimizer state has its own branch
         search.clear()
         search.send_keys("Adam_1")
@@ -495,4 +503,36 @@ def test_page_compares_two_checkpoints(browser: Any, diff_server: ViewerServer, 
     assert "2 different" in text_of(browser, "#d-counts")
     wait_for(browser, "document.getElementById('d-hist').dataset.ready === '1'")
     assert inked(browser, "d-hist") > 500
-    browser.save_screenshot(str(screenshots / "5-diff.png"))
+    shoot(browser, screenshots / "5-diff.png")
+
+
+def test_page_shows_convolution_channels_and_large_matrices(browser: Any, tmp_path: Path, screenshots: Path) -> None:
+    rng = np.random.default_rng(5)
+    tensors = {
+        "conv1/kernel": rng.normal(size=(3, 3, 16, 32)).astype(np.float32),
+        "conv1/bias": np.zeros(32, np.float32),
+        "dense/kernel": (np.linspace(-1, 1, 900)[None, :] * np.linspace(0, 2, 1200)[:, None]).astype(np.float32),
+    }
+    tensors["dense/kernel"][:40, :40] = np.nan
+    path = ws.save(tensors, tmp_path / "cnn.ckpt")
+    with running(path) as server:
+        browser.get(server.url)
+        wait_for(browser, "document.body.dataset.ready === '1'")
+        browser.find_element("css selector", '#tree .row[data-name="conv1/kernel"]').click()
+        wait_for(browser, "!document.getElementById('heat-channel-box').hidden")
+        browser.execute_script(
+            "const box = document.getElementById('heat-channel'); box.value = '3';"
+            "box.dispatchEvent(new Event('change'));"
+        )
+        wait_for(browser, "document.getElementById('heat-note').textContent.startsWith('output channel 3')")
+        wait_for(browser, "document.getElementById('heat').dataset.cells === '16x9'")
+        browser.execute_script("document.getElementById('heat-panel').scrollIntoView()")
+        shoot(browser, screenshots / "6-conv-channel.png")
+
+        browser.find_element("css selector", '#tree .row[data-name="dense/kernel"]').click()
+        wait_for(browser, "document.getElementById('heat-note').textContent.includes('block')")
+        note = text_of(browser, "#heat-note")
+        assert "each cell is the mean of a" in note and "1,600 NaN or infinite values left out" in note
+        assert text_of(browser, "#t-stats td[data-key=nans]") == "1,600"
+        browser.execute_script("document.getElementById('hist-panel').scrollIntoView()")
+        shoot(browser, screenshots / "7-large-matrix.png")

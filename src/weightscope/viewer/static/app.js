@@ -629,6 +629,7 @@ function drawHistogram(canvas, edges, series, log) {
   const scaleCount = (count) => (log ? Math.log10(1 + count) : count);
   let top = 1;
   for (const item of series) for (const count of item.counts) top = Math.max(top, scaleCount(count));
+  top *= 1.05; // room above the highest bar
   const x = (value) => margin.left + ((value - low) / (high - low || 1)) * plotWidth;
   const y = (scaled) => margin.top + plotHeight - (scaled / top) * plotHeight;
   // grid and axes
@@ -767,7 +768,9 @@ function drawHeatmap(canvas, answer) {
     const centre = columns <= 16 && !answer.downsampled ? 0.5 : 0;
     context.fillText(String(tick), margin.left + ((tick + centre) / columns) * drawWidth, margin.top + drawHeight + 4);
   }
-  context.fillText(answer.shape.length > 2 ? "column (dimensions 1… flattened)" : "column", margin.left + drawWidth / 2, margin.top + drawHeight + 20);
+  let columnLabel = answer.shape.length > 2 ? "column (dimensions 1… flattened)" : "column";
+  if (answer.channel !== null) columnLabel = "kernel position (flattened)";
+  context.fillText(columnLabel, margin.left + drawWidth / 2, margin.top + drawHeight + 20);
   context.textAlign = "right";
   context.textBaseline = "middle";
   const rowTicks = rows <= 16 && !answer.downsampled ? [...Array(rows).keys()] : niceTicks(0, rows, Math.max(2, Math.floor(drawHeight / 40)));
@@ -779,7 +782,7 @@ function drawHeatmap(canvas, answer) {
   context.translate(14, margin.top + drawHeight / 2);
   context.rotate(-Math.PI / 2);
   context.textAlign = "center";
-  context.fillText("row", 0, 0);
+  context.fillText(answer.channel !== null ? "input channel" : "row", 0, 0);
   context.restore();
   // colour bar
   const barLeft = margin.left + drawWidth + 16;
