@@ -421,3 +421,20 @@ def test_zip_needing_a_newer_zip_version_is_unsupported(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(ws.UnsupportedFormatError, match="zip file version"):
         ws.open(path)
+
+
+def test_deeply_nested_values_in_messages_are_shown_bounded(tmp_path: Path) -> None:
+    # A tuple nested 3,000 deep in a refused call's arguments, a persistent id, or the first
+    # pickle of a legacy file: its repr in the error message raised RecursionError.
+    nested = b"(" * 3000 + b"t" * 3000
+    storage = b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04"
+    for body, match in (
+        (b"ccollections\nOrderedDict\n" + nested + b"\x85R", r"OrderedDict called with arguments \(\(\(\(\(\.\.\.\)"),
+        (storage + nested + b"tQ", "a persistent id that is not a storage"),
+    ):
+        with pytest.raises(ws.CorruptCheckpointError, match=match):
+            ws.open(_torch_zip(tmp_path / "nested.pt", b"\x80\x02" + body + b"."))
+    legacy = tmp_path / "legacy.pt"
+    legacy.write_bytes(b"\x80\x02" + nested + b".")
+    with pytest.raises(ws.UnsupportedFormatError, match=r"not torch\.save's"):
+        ws.open(legacy, format="pytorch")

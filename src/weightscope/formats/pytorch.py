@@ -67,6 +67,7 @@ import mmap
 import os
 import pickletools
 import re
+import reprlib
 import struct
 import zipfile
 from collections.abc import Callable
@@ -470,11 +471,23 @@ class _Unpickler:
         self._record(known.name, "", False)
 
 
+_SHOWN = reprlib.Repr()  # (keyword arguments only from Python 3.12)
+_SHOWN.maxlevel, _SHOWN.maxtuple, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 4, 8, 8, 8, 60, 60
+
+
+def _show(value: object, limit: int) -> str:
+    """A pickled value in a message: nesting, length and size bounded (a plain repr of a tuple
+    nested 100,000 deep raises RecursionError)."""
+    return _SHOWN.repr(value)[:limit]
+
+
 def _storage(pid: object, where: str, length: int = 5) -> _Storage:
     """The storage a persistent id names: ``('storage', class, key, location, numel)``, and in
     the legacy format a sixth item, the view metadata, which torch has written as None since 1.0."""
     if isinstance(pid, tuple) and len(pid) == length == 6 and pid[5] is not None:
-        raise UnsupportedFormatError(f"{where}: a legacy storage view ({pid[5]!r:.100}); torch writes none since 1.0")
+        raise UnsupportedFormatError(
+            f"{where}: a legacy storage view ({_show(pid[5], 100)}); torch writes none since 1.0"
+        )
     if not (
         isinstance(pid, tuple)
         and len(pid) == length
@@ -486,7 +499,7 @@ def _storage(pid: object, where: str, length: int = 5) -> _Storage:
         and _is_int(pid[4])
         and pid[4] >= 0
     ):
-        raise CorruptCheckpointError(f"{where}: a persistent id that is not a storage: {pid!r:.200}")
+        raise CorruptCheckpointError(f"{where}: a persistent id that is not a storage: {_show(pid, 200)}")
     assert pid[1].element is not None
     return _Storage(pid[2], pid[1].element, pid[4])
 
@@ -506,7 +519,7 @@ def _call(function: object, args: object, where: str) -> Any:
         return args[0]
     if name == "_codecs.encode" and len(args) == 2 and isinstance(args[0], str) and args[1] == "latin1":
         return args[0].encode("latin1")
-    raise CorruptCheckpointError(f"{where}: {function.qualname} called with arguments {args!r:.200}")
+    raise CorruptCheckpointError(f"{where}: {function.qualname} called with arguments {_show(args, 200)}")
 
 
 def _rebuild_tensor(name: str, args: tuple[Any, ...], where: str) -> _Tensor:
@@ -529,7 +542,7 @@ def _rebuild_tensor(name: str, args: tuple[Any, ...], where: str) -> _Tensor:
         valid = isinstance(dtype, _Global) and dtype.kind == "dtype"
         element = dtype.element if valid else element
     if not valid:
-        raise CorruptCheckpointError(f"{where}: {name} called with arguments {args!r:.200}")
+        raise CorruptCheckpointError(f"{where}: {name} called with arguments {_show(args, 200)}")
     return _Tensor(storage, element, offset, shape, stride)
 
 
@@ -630,15 +643,17 @@ def _read_legacy(source: FileSource, path: Path) -> _Legacy:
             raise CorruptCheckpointError(f"{path}: the {label} pickle names a storage")
         storages = storages or unpickler.storages
         if index == 0 and (not _is_int(value) or value != LEGACY_MAGIC):
-            raise UnsupportedFormatError(f"{path}: a pickle, but not torch.save's: it starts with {value!r:.80}")
+            raise UnsupportedFormatError(f"{path}: a pickle, but not torch.save's: it starts with {_show(value, 80)}")
         if index == 1 and (not _is_int(value) or value != LEGACY_PROTOCOL):
-            raise UnsupportedFormatError(f"{path}: legacy protocol version {value!r:.80}; weightscope reads 1001")
+            raise UnsupportedFormatError(f"{path}: legacy protocol version {_show(value, 80)}; weightscope reads 1001")
         if index == 2 and not (isinstance(value, dict) and isinstance(value.get("little_endian"), bool)):
-            raise CorruptCheckpointError(f"{path}: the system info is not a dict with little_endian: {value!r:.200}")
+            raise CorruptCheckpointError(
+                f"{path}: the system info is not a dict with little_endian: {_show(value, 200)}"
+            )
         values.append(value)
     keys = values[4]
     if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys) or len(set(keys)) != len(keys):
-        raise CorruptCheckpointError(f"{path}: the storage keys are not a list of distinct strings: {keys!r:.200}")
+        raise CorruptCheckpointError(f"{path}: the storage keys are not a list of distinct strings: {_show(keys, 200)}")
     order = "little" if values[2]["little_endian"] else "big"
     located: dict[str, _Stored] = {}
     for key in keys:
