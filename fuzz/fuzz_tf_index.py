@@ -1,0 +1,153 @@
+"""Fuzz the TensorFlow ``.index`` reader: the sorted table, the bundle header, every entry.
+
+The input is a whole ``.index`` file; the data file beside it is one fixed valid file,
+written once, so that entries pointing into it read real bytes (and checksums hold)
+wherever the mutated index still says what the seed said.
+"""
+
+from __future__ import annotations
+
+import fuzzlib
+import numpy as np
+
+with fuzzlib.instrumented():
+    from weightscope import _proto
+    from weightscope._crc32c import crc32c
+    from weightscope.containers.table import (
+        FOOTER_SIZE,
+        TRAILER_SIZE,
+        build_table,
+        iter_block,
+        iter_table,
+        mask_crc,
+        read_varint,
+    )
+    from weightscope.errors import WeightscopeError
+    from weightscope.formats.tensorflow import _slice_key, data_file_name, save
+    from weightscope.sources import FileSource
+
+
+def _patch_atheris_array_compare_leak() -> None:
+    """Compare numpy arrays without atheris: its ``_trace_cmp`` (3.0.0) keeps two references to an array result.
+
+    Every array comparison in the instrumented reader would leak its result, and the
+    process would reach the 2 GiB limit after some ten thousand inputs. Arrays are not
+    what the comparison feedback is for; everything else still goes to atheris.
+    """
+    import operator
+
+    import atheris
+    from atheris.version_dependent import CMP_OP_SHIFT_AMOUNT
+
+    native = atheris._trace_cmp
+    compare = (operator.lt, operator.le, operator.eq, operator.ne, operator.gt, operator.ge)
+
+    def trace_cmp(left: object, right: object, op: int, counter: int, is_const: bool) -> object:
+        if isinstance(left, np.ndarray) or isinstance(right, np.ndarray):
+            return compare[op >> CMP_OP_SHIFT_AMOUNT](left, right)
+        return native(left, right, op, counter, is_const)
+
+    if getattr(native, "__name__", "") != "trace_cmp":
+        atheris._trace_cmp = trace_cmp
+
+
+_patch_atheris_array_compare_leak()
+
+DIRECTORY = fuzzlib.SCRATCH / "tf_index"
+PREFIX = DIRECTORY / "model.ckpt"
+TENSORS = {
+    "dense/kernel": np.arange(12, dtype=np.float32).reshape(3, 4),
+    "dense/bias": np.ones(4, np.float16),
+    "global_step": np.array(7, np.int64),
+    "names": np.array([b"a", b"bc", b""], dtype=object),
+    "label": np.array(b"scalar string", dtype=object),
+    "empty": np.zeros((0, 3), np.int8),
+    "flags": np.array([True, False]),
+}
+save(TENSORS, PREFIX, update_state=False)  # the fixed data file, and the first seed's index
+SEED_INDEX = (DIRECTORY / "model.ckpt.index").read_bytes()
+assert (DIRECTORY / data_file_name("model.ckpt", 0, 1)).is_file()
+
+
+def _entries() -> list[tuple[bytes, bytes]]:
+    source = FileSource(DIRECTORY / "model.ckpt.index")
+    try:
+        return list(iter_table(source))
+    finally:
+        source.close()
+
+
+def seeds() -> list[bytes]:
+    """The index ``save`` wrote; one of 600 entries; the same with snappy blocks; a partitioned variable."""
+    entries = _entries()
+    header, tensors = entries[0], dict(entries[1:])
+    kernel = tensors[b"dense/kernel"]
+    many = [header, *sorted((f"layer{i:04d}/kernel".encode(), kernel) for i in range(600))]
+    # A partitioned variable of two slices, both stored as dense/kernel's bytes (3 x 4 each).
+    full = _proto.BundleEntryProto.FromString(kernel)
+    full.ClearField("offset")
+    full.ClearField("size")
+    full.ClearField("crc32c")
+    full.shape.dim[0].size = 6
+    for start in (0, 3):
+        piece = full.slices.add()
+        piece.extent.add(start=start, length=3)
+        piece.extent.add()
+    sliced = sorted(
+        [
+            (_slice_key(b"part", [(0, 3), (0, -1)]), kernel),
+            (_slice_key(b"part", [(3, 3), (0, -1)]), kernel),
+            (b"part", full.SerializeToString()),
+            *tensors.items(),
+        ]
+    )
+    return [
+        SEED_INDEX,
+        build_table(many),
+        build_table(entries, snappy=True),
+        build_table([header, *sliced]),
+    ]
+
+
+def _fix_block(data: bytearray, offset: int, size: int) -> bool:
+    """Give the block at ``offset`` the checksum its (mutated) bytes have; False if it lies outside ``data``."""
+    if not 0 <= offset <= offset + size + TRAILER_SIZE <= len(data):
+        return False
+    crc = mask_crc(crc32c(bytes(data[offset + size : offset + size + 1]), crc32c(bytes(data[offset : offset + size]))))
+    data[offset + size + 1 : offset + size + TRAILER_SIZE] = crc.to_bytes(4, "little")
+    return True
+
+
+def with_checksums(data: bytes) -> bytes:
+    """``data`` with the checksums of the index block and of the data blocks it names made right.
+
+    A mutated table nearly always fails its block checksum first; half of the inputs are
+    mended so that the fuzzer reaches the block, entry and bundle parsers behind it.
+    """
+    fixed = bytearray(data)
+    try:
+        footer = fixed[-FOOTER_SIZE:]
+        _, pos = read_varint(footer, 0, "footer")
+        _, pos = read_varint(footer, pos, "footer")
+        offset, pos = read_varint(footer, pos, "footer")
+        size, _ = read_varint(footer, pos, "footer")
+        if len(fixed) < FOOTER_SIZE or not _fix_block(fixed, offset, size) or fixed[offset + size]:
+            return bytes(fixed)
+        for _, handle in iter_block(bytes(fixed[offset : offset + size]), "index block"):
+            block_offset, pos = read_varint(handle, 0, "handle")
+            block_size, _ = read_varint(handle, pos, "handle")
+            _fix_block(fixed, block_offset, block_size)
+    except WeightscopeError:
+        pass
+    return bytes(fixed)
+
+
+def one_input(data: bytes) -> None:
+    if len(data) % 2 == 0:
+        data = with_checksums(data)
+    (DIRECTORY / "model.ckpt.index").write_bytes(data)
+    fuzzlib.exercise(PREFIX, "tensorflow")
+
+
+if __name__ == "__main__":
+    fuzzlib.run(one_input, seeds())

@@ -1,0 +1,95 @@
+"""Fuzz the TF2 object graph reader: ``_CHECKPOINTABLE_OBJECT_GRAPH``, names and roles.
+
+The input is a serialized ``TrackableObjectGraph``. Each one is stored as the scalar
+string tensor ``_CHECKPOINTABLE_OBJECT_GRAPH`` of a valid checkpoint (index built with
+weightscope's table builder, checksums right), beside a variable for every checkpoint
+key the seed graphs name, so that the reader gets past the bundle to the graph parser.
+Seeds: the graphs of two real Keras 3 checkpoints (``seeds/tf_object_graph/README.md``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fuzzlib
+import numpy as np
+
+with fuzzlib.instrumented():
+    from weightscope import _proto
+    from weightscope.containers.table import build_table, iter_table
+    from weightscope.formats.tensorflow import _string_tensor_bytes, data_file_name, save
+    from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY
+    from weightscope.sources import FileSource
+
+
+def _patch_atheris_array_compare_leak() -> None:
+    """Compare numpy arrays without atheris: its ``_trace_cmp`` (3.0.0) keeps two references to an array result.
+
+    Every array comparison in the instrumented reader would leak its result, and the
+    process would reach the 2 GiB limit after some ten thousand inputs. Arrays are not
+    what the comparison feedback is for; everything else still goes to atheris.
+    """
+    import operator
+
+    import atheris
+    from atheris.version_dependent import CMP_OP_SHIFT_AMOUNT
+
+    native = atheris._trace_cmp
+    compare = (operator.lt, operator.le, operator.eq, operator.ne, operator.gt, operator.ge)
+
+    def trace_cmp(left: object, right: object, op: int, counter: int, is_const: bool) -> object:
+        if isinstance(left, np.ndarray) or isinstance(right, np.ndarray):
+            return compare[op >> CMP_OP_SHIFT_AMOUNT](left, right)
+        return native(left, right, op, counter, is_const)
+
+    if getattr(native, "__name__", "") != "trace_cmp":
+        atheris._trace_cmp = trace_cmp
+
+
+_patch_atheris_array_compare_leak()
+
+SEEDS = Path(__file__).resolve().parent / "seeds" / "tf_object_graph"
+DIRECTORY = fuzzlib.SCRATCH / "tf_object_graph"
+PREFIX = DIRECTORY / "model.ckpt"
+DATA = DIRECTORY / data_file_name("model.ckpt", 0, 1)
+
+
+def seeds() -> list[bytes]:
+    """The object graphs of the Keras 3 fixtures."""
+    return [path.read_bytes() for path in sorted(SEEDS.glob("*.pb"))]
+
+
+def _variables() -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The data and index entries (header first) of one small variable per key of the seeds."""
+    keys = {
+        attribute.checkpoint_key
+        for seed in seeds()
+        for node in _proto.TrackableObjectGraph.FromString(seed).nodes
+        for attribute in node.attributes
+    }
+    keys.discard(OBJECT_GRAPH_KEY)
+    save({key: np.full(2, i, np.float32) for i, key in enumerate(sorted(keys))}, PREFIX, update_state=False)
+    source = FileSource(f"{PREFIX}.index")
+    try:
+        entries = list(iter_table(source))
+    finally:
+        source.close()
+    return DATA.read_bytes(), entries
+
+
+VARIABLE_DATA, ENTRIES = _variables()
+
+
+def one_input(data: bytes) -> None:
+    payload, checksum = _string_tensor_bytes(np.array(data, dtype=object), OBJECT_GRAPH_KEY)
+    entry = _proto.BundleEntryProto(dtype=7, offset=len(VARIABLE_DATA), size=len(payload), crc32c=checksum)
+    entry.shape.SetInParent()
+    DATA.write_bytes(VARIABLE_DATA + payload)
+    Path(f"{PREFIX}.index").write_bytes(
+        build_table(sorted([*ENTRIES, (OBJECT_GRAPH_KEY.encode(), entry.SerializeToString())]))
+    )
+    fuzzlib.exercise(PREFIX, "tensorflow")
+
+
+if __name__ == "__main__":
+    fuzzlib.run(one_input, seeds())
