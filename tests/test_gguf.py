@@ -343,3 +343,20 @@ def test_broken_files_are_refused_quickly(case: str, tmp_path: Path, capsys: pyt
     started = time.perf_counter()
     assert_refused(path, error, message, capsys)
     assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("dims", "code"),
+    [([0, 2**63], 0), ([2**40, 0, 2**40], 0), ([32, 0, 2**57], int(Q.Q4_0))],
+    ids=["f32 (2^63, 0)", "f32 (2^40, 0, 2^40)", "q4_0 (2^57, 0, 32) as float32"],
+)
+def test_an_empty_tensor_numpy_cannot_shape_is_refused(tmp_path: Path, dims: list[int], code: int) -> None:
+    # Found by the corpus review: a 0 dimension made the size check pass, then numpy raised
+    # ValueError ("Maximum allowed dimension exceeded", "array is too big") on reading.
+    path = tmp_path / "empty.gguf"
+    path.write_bytes(_file([], [_info(b"w", dims, code)], b""))
+    with pytest.raises(UnsupportedFormatError, match="larger than numpy can hold"):
+        ws.open(path)
+    path.write_bytes(_file([], [_info(b"w", [32, 0, 2**55], int(Q.Q4_0))], b""))
+    with ws.open(path) as checkpoint:
+        assert checkpoint["w"].shape == (2**55, 0, 32)

@@ -421,6 +421,8 @@ def gguf_entries() -> dict[str, bytes]:
             [(b"a", [8], F32, 0), (b"b", [8], F32, 0)], eight + b"\0" * 32
         ),
         "TruncatedFileError--offset-past-the-end.gguf": gguf_file([(b"w", [8], F32, 2**40)], eight),
+        "UnsupportedFormatError--empty-tensor-with-a-2-63-dimension.gguf": gguf_file([(b"w", [0, 2**63], F32, 0)], b""),
+        "UnsupportedFormatError--empty-q4-0-tensor-2-57-rows.gguf": gguf_file([(b"w", [32, 0, 2**57], Q4_0, 0)], b""),
         "UnsupportedFormatError--unknown-quant-type.gguf": gguf_file([(b"w", [32], 99, 0)], b"\0" * 32),
         "CorruptCheckpointError--quantised-row-not-whole-blocks.gguf": gguf_file([(b"w", [33], Q4_0, 0)], b"\0" * 64),
         "TruncatedFileError--quantised-data-cut-short.gguf": gguf_file([(b"w", [64], Q4_0, 0)], b"\0" * 18),

@@ -253,7 +253,10 @@ class GgufCheckpoint(FileCheckpoint):
                     f"{where} of {element.name} has rows of {dims[0]} elements, not whole blocks of {block}"
                 )
             dtype, nbytes = np.dtype(np.uint8), count // block * size
-        if max(nbytes, count) >= _NUMPY_MAX_BYTES:
+        # An empty tensor's other dimensions count too: numpy cannot make (2^63, 0) or (2^40, 0, 2^40);
+        # a quantised one is read as float32.
+        itemsize = dtype.itemsize if element.dtype is not None else 4
+        if max(nbytes, math.prod(length for length in dims if length) * itemsize) >= _NUMPY_MAX_BYTES:
             raise UnsupportedFormatError(f"{where} has shape {list(shape)}, larger than numpy can hold")
         if offset % alignment:
             raise CorruptCheckpointError(f"{where} has offset {offset}, not a multiple of the alignment {alignment}")
