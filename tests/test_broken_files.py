@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import weightscope as ws
@@ -148,3 +150,42 @@ def test_bad_snappy_block_is_corrupt(
     _rebuild_index(seed_copy, snappy=True)
     with pytest.raises(ws.CorruptCheckpointError, match=message):
         ws.open(seed_copy)
+
+
+def _rewrite_index(prefix: Path, change: Callable[[bytes, bytes], bytes]) -> None:
+    """Rebuild the index of ``prefix`` with each entry's value passed through ``change(key, value)``."""
+    from weightscope.containers.table import build_table, iter_table
+    from weightscope.sources import FileSource
+
+    source = FileSource(_index(prefix))
+    try:
+        entries = [(key, change(key, value)) for key, value in iter_table(source)]
+    finally:
+        source.close()
+    _index(prefix).write_bytes(build_table(entries))
+
+
+def test_overlapping_tensors_are_corrupt(tmp_path: Path) -> None:
+    from weightscope import _proto
+
+    prefix = ws.save({"a": np.arange(4, dtype=np.float32), "b": np.ones(4, np.float32)}, tmp_path / "model.ckpt")
+
+    def overlap(key: bytes, value: bytes) -> bytes:
+        if key != b"b":
+            return value
+        entry = _proto.BundleEntryProto.FromString(value)
+        entry.offset = 8  # into a's 16 bytes
+        return entry.SerializeToString()
+
+    _rewrite_index(prefix, overlap)
+    with pytest.raises(ws.CorruptCheckpointError, match=r"tensors 'a' \(bytes 0..16\) and 'b' \(bytes 8..24\) overlap"):
+        ws.open(prefix)
+
+
+def test_an_empty_object_graph_is_corrupt(tmp_path: Path) -> None:
+    """Found by fuzz_tf_object_graph: a graph without nodes (not even the root) made roles an IndexError."""
+    prefix = ws.save(
+        {"x": np.zeros(2, np.float32), "_CHECKPOINTABLE_OBJECT_GRAPH": np.array(b"", object)}, tmp_path / "m"
+    )
+    with ws.open(prefix) as ckpt, pytest.raises(ws.CorruptCheckpointError, match="no nodes, not even the root"):
+        ckpt.role("x")

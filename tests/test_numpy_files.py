@@ -147,8 +147,9 @@ BROKEN_NPY = {
     "a header missing a key": (_npy("{'descr': '<f4', 'shape': (2,)}"), ws.CorruptCheckpointError, "not a dict of"),
     "a negative dimension": (_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,)}"), ws.CorruptCheckpointError, r"shape \(-2,\)"),  # noqa: E501
     "an unknown descr": (_npy("{'descr': '<q9', 'fortran_order': False, 'shape': (2,)}"), ws.UnsupportedFormatError, "not a dtype"),  # noqa: E501
-    "an object array": (_npy("{'descr': '|O', 'fortran_order': False, 'shape': (2,)}"), ws.UnsupportedFormatError, "tensor 'broken' holds Python objects \\(pickle\\); weightscope never unpickles"),  # noqa: E501
-    "objects in a field": (_npy("{'descr': [('a', '<i4'), ('b', '|O')], 'fortran_order': False, 'shape': ()}"), ws.UnsupportedFormatError, "holds Python objects"),  # noqa: E501
+    "an object array": (_npy("{'descr': '|O', 'fortran_order': False, 'shape': (2,)}"), ws.RefusedError, "tensor 'broken' holds Python objects \\(pickle\\); weightscope never unpickles"),  # noqa: E501
+    "objects in a field": (_npy("{'descr': [('a', '<i4'), ('b', '|O')], 'fortran_order': False, 'shape': ()}"), ws.RefusedError, "holds Python objects"),  # noqa: E501
+    "a huge shape (2**64 elements)": (_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296)}", b"\0" * 8), ws.TruncatedFileError, r"'broken' has \d+ bytes of data; shape \[4294967296, 4294967296\] of float64 needs 147573952589676412928"),  # noqa: E501
     "data shorter than the shape": (_npy(GOOD_HEADER, b"\0" * 7), ws.TruncatedFileError, "'broken' has 7 bytes of data; shape \\[2\\] of float32 needs 8"),  # noqa: E501
 }
 # fmt: on
@@ -169,7 +170,7 @@ def test_damaged_npy_files_raise_their_typed_error(
 def test_pickled_object_array_made_by_numpy_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "objects.npy"
     np.save(path, np.array([1, "two", None], dtype=object), allow_pickle=True)
-    assert_refused(path, ws.UnsupportedFormatError, "'objects' holds Python objects", capsys)
+    assert_refused(path, ws.RefusedError, "'objects' holds Python objects", capsys)
 
 
 def _patch(path: Path, offset: int, value: bytes) -> None:
@@ -238,7 +239,7 @@ def test_npz_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert_refused(path, ws.CorruptCheckpointError, "not a readable zip archive", capsys)
     path = tmp_path / "objects.npz"
     np.savez(path, fine=np.arange(2), objects=np.array([{}], dtype=object), allow_pickle=True)
-    assert_refused(path, ws.UnsupportedFormatError, "member 'objects.npy' holds Python objects", capsys)
+    assert_refused(path, ws.RefusedError, "member 'objects.npy' holds Python objects", capsys)
     path = tmp_path / "bzip2.npz"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_BZIP2) as archive:
         archive.writestr("x.npy", b"")

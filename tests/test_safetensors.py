@@ -156,6 +156,11 @@ BROKEN = {
         "a hole of 4 bytes .* before tensor 'b'",
     ),
     "bytes after the last tensor": (_file(A, b"\0" * 9), ws.CorruptCheckpointError, "1 bytes .* after the last tensor"),
+    "a huge shape whose offsets match it": (  # 2**62 elements: past the end of the file, before any allocation
+        _file({"a": _entry("F32", [1 << 31, 1 << 31], 0, 1 << 64)}, b"\0" * 8),
+        ws.TruncatedFileError,
+        "'a': bytes .* past the end of the file",
+    ),
     "metadata that is not strings": (
         _file(A | {"__metadata__": {"epoch": 3}}, b"\0" * 8), ws.CorruptCheckpointError, "__metadata__ is not a map"
     ),

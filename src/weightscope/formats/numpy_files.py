@@ -17,7 +17,7 @@ the file, a header that is not a literal dict of those three keys (parsed with
 ``ast.literal_eval``, never ``eval``), a shape that is not a tuple of non-negative ints,
 a descriptor numpy does not know, and data shorter than the shape needs. Object arrays
 (``descr`` ``'|O'``, or fields holding objects) are stored as pickles: they are refused,
-never unpickled.
+never unpickled (``RefusedError``: loading them would run the pickle).
 
 ``.npz`` (``np.savez``, ``np.savez_compressed``): a zip archive of ``.npy`` members, one
 per array, named after the array plus ``.npy``. Members are stored (read as views of the
@@ -73,6 +73,7 @@ from weightscope.containers.zip import (
 )
 from weightscope.errors import (
     CorruptCheckpointError,
+    RefusedError,
     TruncatedFileError,
     UnsupportedFormatError,
     UsageError,
@@ -132,10 +133,8 @@ def read_array_header(head: bytes | memoryview, what: str) -> ArrayHeader:
     except Exception as error:  # hostile descriptors make numpy raise all kinds of errors
         raise UnsupportedFormatError(f"{what} has descr {descr!r}, not a dtype numpy knows ({error})") from None
     if dtype.hasobject:
-        raise UnsupportedFormatError(f"{what} holds Python objects (pickle); weightscope never unpickles")
+        raise RefusedError(f"{what} holds Python objects (pickle); weightscope never unpickles")
     shape += dtype.shape  # a subarray dtype adds its dimensions, as in any numpy array
-    if math.prod(size for size in shape if size) * dtype.base.itemsize >= _NUMPY_MAX_BYTES:
-        raise UnsupportedFormatError(f"{what} has shape {shape}, larger than numpy can hold")
     return ArrayHeader(dtype.base, shape, fortran_order, start + length)
 
 
@@ -165,6 +164,11 @@ class NumpyCheckpoint(FileCheckpoint):
             raise TruncatedFileError(
                 f"{self.path}: tensor '{name}' has {member.size - header.size} bytes of data; "
                 f"shape {list(header.shape)} of {header.dtype} needs {nbytes}"
+            )
+        # Only a shape with a zero in it gets here with more bytes than a file holds.
+        if math.prod(size for size in header.shape if size) * header.dtype.itemsize >= _NUMPY_MAX_BYTES:
+            raise UnsupportedFormatError(
+                f"{self.path}: tensor '{name}' has shape {header.shape}, larger than numpy can hold"
             )
         offset = member.start if member.deflated else member.start + header.size
         info = TensorInfo(name, header.dtype, header.shape, nbytes, header.dtype.name, str(self.path), offset, name)

@@ -132,13 +132,14 @@ class SafetensorsCheckpoint(FileCheckpoint):
                 f"{where}: data_offsets [{begin}, {end}] hold {end - begin} bytes; "
                 f"shape {shape} of {element.name} needs {nbytes}"
             )
-        if math.prod(size for size in shape if size) * dtype.itemsize >= _NUMPY_MAX_BYTES:
-            raise UnsupportedFormatError(f"{where} has shape {shape}, larger than numpy can hold")
         if start + end > self._source.size:
             raise TruncatedFileError(
                 f"{where}: bytes {start + begin}..{start + end} lie past the end of the file "
                 f"({self._source.size} bytes)"
             )
+        # Only a shape with a zero in it gets here with more bytes than a file holds.
+        if math.prod(size for size in shape if size) * dtype.itemsize >= _NUMPY_MAX_BYTES:
+            raise UnsupportedFormatError(f"{where} has shape {shape}, larger than numpy can hold")
         return TensorInfo(name, dtype, tuple(shape), nbytes, element.name, str(self.path), start + begin, name)
 
     def _check_layout(self, infos: list[TensorInfo], start: int) -> None:

@@ -30,8 +30,9 @@ decoders and is listed but not read; ``resource`` is never stored.
 
 A reader must refuse: a missing or unparsable header, ``num_shards`` < 1, an unknown
 dtype, an unknown rank or negative dimension, a numeric ``size`` that is not elements ×
-item size, ``shard_id`` ≥ ``num_shards``, ``offset + size`` past the shard's end, and a
-checksum mismatch (unless verification is turned off).
+item size, ``shard_id`` ≥ ``num_shards``, ``offset + size`` past the shard's end, two
+entries whose bytes overlap (TF writes every tensor's bytes once, one after another), and
+a checksum mismatch (unless verification is turned off).
 
 Opening reads the whole index at once: ``read_table`` parses its blocks with numpy,
 ``decode_entries`` (``weightscope.formats._bundle_index``) decodes the entries laid out
@@ -310,6 +311,8 @@ class TensorFlowCheckpoint(Checkpoint):
         display = list(map(readable.get, names, names)) if readable else names
         infos: list[TensorInfo] = []
         checksums = np.zeros(len(names), np.int64)
+        # Where each entry's bytes lie: (shard, offset, size), checked for overlaps at the end.
+        extents = np.zeros((3, len(names)), np.int64)
         odd: list[int] = []  # entries for protobuf and _describe
         files = np.array([str(source.path) for source in self._shards], object)
         for start in range(0, len(names), _CHUNK):
@@ -329,6 +332,7 @@ class TensorFlowCheckpoint(Checkpoint):
             # tuple.__new__ is TensorInfo._make without its check of the field count.
             infos += map(tuple.__new__, repeat(TensorInfo), zip(*columns, strict=True))
             checksums[start:stop] = entries.crc32c
+            extents[:, start:stop] = shard, entries.offset, np.where(plain, entries.size, 0)
             odd += (np.flatnonzero(~plain) + start).tolist()
         partitioned: list[tuple[int, TensorInfo, list[object]]] = []
         for i in odd:
@@ -339,6 +343,9 @@ class TensorFlowCheckpoint(Checkpoint):
             infos[i] = infos[i]._replace(name=display[i])
             if entry.slices and not key.startswith(b"\x00"):  # type: ignore[attr-defined]
                 partitioned.append((i, infos[i], list(entry.slices)))  # type: ignore[attr-defined]
+            else:  # (a partitioned variable's own entry holds no bytes: its slices do)
+                extents[:, i] = self._shards.index(self._shard_of_file[infos[i].file]), infos[i].offset, infos[i].nbytes
+        self._check_overlaps(extents, names)
         # Keys of slices start with byte 0, so they sort first.
         num_slices = 0
         while num_slices < len(names) and names[num_slices].startswith("\x00"):
@@ -352,6 +359,21 @@ class TensorFlowCheckpoint(Checkpoint):
             infos.sort(key=itemgetter(0))
         self._infos = dict(zip(map(itemgetter(0), infos), infos, strict=True))
         self._checksum_columns = (names[num_slices:], checksums[num_slices:])
+
+    def _check_overlaps(self, extents: np.ndarray, names: list[str]) -> None:
+        """Refuse two entries whose bytes overlap: TensorFlow writes each tensor's bytes once, apart."""
+        shard, offset, size = extents
+        stored = np.flatnonzero(size > 0)
+        order = stored[np.lexsort((offset[stored], shard[stored]))]
+        end = offset[order] + size[order]
+        clash = np.flatnonzero((shard[order][1:] == shard[order][:-1]) & (offset[order][1:] < end[:-1]))
+        if len(clash):
+            first, second = order[clash[0]], order[clash[0] + 1]
+            raise CorruptCheckpointError(
+                f"{self._index.path}: tensors '{names[first]}' (bytes {offset[first]}..{end[clash[0]]}) and "
+                f"'{names[second]}' (bytes {offset[second]}..{offset[second] + size[second]}) overlap "
+                f"in {self._shards[int(shard[first])].path}"
+            )
 
     def _check_entries(self, entries: Entries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each entry's element type (index into ELEMENT_TYPES) and shard, and which pass every check.

@@ -100,6 +100,8 @@ class ObjectGraph:
 
         nodes = _parse(_proto.TrackableObjectGraph, self._serialized).nodes
         count = len(nodes)
+        if not count:
+            raise CorruptCheckpointError(f"{OBJECT_GRAPH_KEY} has no nodes, not even the root")
         for node in nodes:
             for reference in node.children:
                 if not 0 <= reference.node_id < count:
