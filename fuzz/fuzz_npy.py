@@ -7,6 +7,9 @@ import io
 import fuzzlib
 import numpy as np
 
+with fuzzlib.instrumented():
+    import weightscope.formats.numpy_files  # noqa: F401 - instrumented for coverage; fuzzlib.exercise opens the files
+
 
 def _patch_atheris_array_compare_leak() -> None:
     """Compare numpy arrays without atheris: its ``_trace_cmp`` (3.0.0) keeps two references to an array result.
