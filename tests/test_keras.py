@@ -381,3 +381,25 @@ def test_keras_zip_member_leaving_the_archive_is_corrupt(tmp_path: Path, name: s
     members = {"config.json": b"{}", "model.weights.h5": _weights_h5(tmp_path), name: b"echo"}
     with pytest.raises(CorruptCheckpointError, match="outside the archive"):
         ws.open(_keras_zip(tmp_path / "m.keras", members))
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunks never written", "contiguous, never written"])
+def test_a_dataset_claiming_far_more_than_it_stores_is_refused_before_reading(tmp_path: Path, chunked: bool) -> None:
+    # Found reviewing the h5py path: an 8 KB file with a chunked dataset of shape (2^40,) made
+    # h5py allocate 4 TiB (MemoryError); 2^28 floats would have been allocated and filled.
+    path = tmp_path / "bomb.weights.h5"
+    with h5py.File(path, "w") as file:
+        variables = file.create_group("layers/dense/vars")
+        if chunked:
+            variables.create_dataset("0", shape=(2**40,), dtype="f4", chunks=(2**20,), compression="gzip")
+        else:
+            variables.create_dataset("0", shape=(2**28,), dtype="f4")
+    with pytest.raises(UnsupportedFormatError, match="more than weightscope inflates"):
+        ws.open(path)
+    with h5py.File(path, "a") as file:  # a modest ratio is read
+        file.create_dataset("small", data=np.zeros((256, 256), np.float32), chunks=(64, 64), compression="gzip")
+        del file["layers/dense/vars/0"]
+        file["layers/dense/vars/0"] = file["small"]
+        del file["small"]
+    with ws.open(path) as checkpoint:
+        assert checkpoint["dense/vars/0"].shape == (256, 256)

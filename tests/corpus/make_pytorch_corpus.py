@@ -551,6 +551,12 @@ def keras_entries() -> dict[str, bytes]:
                 archive.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
         return buffer.getvalue()
 
+    import h5py
+
+    with h5py.File(path, "w") as file:  # a dataset of 2^40 floats that stores nothing: 4 TiB if read whole
+        file.create_group("layers/dense/vars").create_dataset("0", shape=(2**40,), dtype="<f4", chunks=(1024,))
+    unwritten = path.read_bytes()
+    path.unlink()
     meta = b'{"keras_version": "3.10.0"}'
     good = {"metadata.json": meta, "config.json": config, "model.weights.h5": weights}
     valid = keras_zip(good)
@@ -567,6 +573,9 @@ def keras_entries() -> dict[str, bytes]:
         "ChecksumMismatchError--weights-crc-wrong.keras": bytes(damaged),
         "CorruptCheckpointError--weights-not-hdf5.keras": keras_zip({**good, "model.weights.h5": b"\0" * 64}),
         "CorruptCheckpointError--truncated-zip.keras": valid[: len(valid) // 2],
+        "UnsupportedFormatError--weights-dataset-of-4-tib-storing-nothing.keras": keras_zip(
+            {**good, "model.weights.h5": unwritten}
+        ),
     }
 
 

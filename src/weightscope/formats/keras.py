@@ -78,7 +78,7 @@ from weightscope.atomic import atomic_files
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.containers.zip import check_crc, escapes, inflate, is_deflated, member_start, read_directory
 from weightscope.dtypes import BY_NAME
-from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError
+from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError, WeightscopeError
 from weightscope.layers import TensorRole
 from weightscope.writing import Tensors, as_tensors
 
@@ -90,6 +90,12 @@ CONFIG_MEMBER = "config.json"
 WEIGHTS_MEMBER = "model.weights.h5"
 # The attribute of a ``vars`` group in which weightscope's writer records its variables' names.
 WRITTEN_NAMES = "weight_names"
+# A dataset h5py reads (chunked, filtered, or never written) is allocated whole at its
+# logical size, which a few stored bytes can claim without limit (gzip of zeros, a
+# scale-offset constant, chunks never written read as the fill value): refused past
+# deflate's own bound, as zip members are.
+MAX_INFLATION = 1032
+INFLATION_SLACK = 1 << 20
 # Keras 3 layer classes -> their variables in ``weights`` order, with the config flag
 # (``None``: always present) each depends on.
 _LAYER_WEIGHTS: dict[str, tuple[tuple[str, str | None], ...]] = {
@@ -147,6 +153,10 @@ class KerasCheckpoint(FileCheckpoint):
             if config is not None:
                 self._metadata[CONFIG_MEMBER] = json.dumps(config)
             self._infos = {info.name: info for info in self._describe_all(config)}
+        except WeightscopeError:  # already says what is wrong (and is a ValueError: not rewrapped below)
+            if self._file is not None:
+                self._file.close()
+            raise
         except (OSError, KeyError, ValueError, RuntimeError, TypeError) as error:
             # h5py raises TypeError for some damaged metadata (an attribute's unknown string encoding).
             if self._file is not None:
@@ -263,11 +273,17 @@ class KerasCheckpoint(FileCheckpoint):
             raise UnsupportedFormatError(f"{self.path}: tensor '{name}' has HDF5 type {dataset.dtype}, not numeric")
         offset = dataset.id.get_offset()
         contiguous = dataset.chunks is None and offset is not None
+        stored, logical = dataset.id.get_storage_size(), dataset.size * dtype.itemsize
+        if not contiguous and logical > stored * MAX_INFLATION + INFLATION_SLACK:
+            raise UnsupportedFormatError(
+                f"{self.path}: tensor '{name}' ({dataset.name}) holds {logical} bytes in {stored} stored: more than "
+                f"weightscope inflates (at most {MAX_INFLATION} times; a decompression bomb?)"
+            )
         return TensorInfo(
             name,
             dtype,
             tuple(dataset.shape),
-            dataset.size * dtype.itemsize if contiguous else dataset.id.get_storage_size(),
+            logical if contiguous else stored,
             element.name,
             str(self.path),
             offset if contiguous else -1,
@@ -287,6 +303,10 @@ class KerasCheckpoint(FileCheckpoint):
         assert self._file is not None
         try:
             data = self._file[info.key][()]
+        except MemoryError:
+            raise UnsupportedFormatError(
+                f"{self.path}: tensor '{info.name}' of shape {list(info.shape)} does not fit in memory"
+            ) from None
         except (OSError, KeyError, ValueError, TypeError) as error:
             raise CorruptCheckpointError(f"{self.path}: cannot read tensor '{info.name}' ({error})") from None
         return np.asarray(data).view(info.dtype).reshape(info.shape)
@@ -329,7 +349,7 @@ def _vars_groups(root: h5py.Group) -> Iterator[tuple[str, h5py.Group]]:
 
     def visit(path: str | bytes, item: Any) -> None:
         if not isinstance(path, str):  # h5py gives a link name that is not UTF-8 as bytes
-            raise CorruptCheckpointError(f"an object name that is not UTF-8: {path!r:.80}")
+            raise ValueError(f"an object name that is not UTF-8: {path!r:.80}")  # -> CorruptCheckpointError
         if path.rsplit("/", 1)[-1] == "vars" and len(item):
             offsets = [item[key].id.get_offset() for key in item if key.isdigit()]
             first = min((offset for offset in offsets if offset is not None), default=float("inf"))
