@@ -189,3 +189,64 @@ def test_an_empty_object_graph_is_corrupt(tmp_path: Path) -> None:
     )
     with ws.open(prefix) as ckpt, pytest.raises(ws.CorruptCheckpointError, match="no nodes, not even the root"):
         ckpt.role("x")
+
+
+def _entry_change(name: bytes, change: Callable[[object], None]) -> Callable[[bytes, bytes], bytes]:
+    from weightscope import _proto
+
+    def rewrite(key: bytes, value: bytes) -> bytes:
+        if key != name:
+            return value
+        entry = _proto.BundleEntryProto.FromString(value)
+        change(entry)
+        return entry.SerializeToString()
+
+    return rewrite
+
+
+def test_a_string_tensor_of_no_bytes_claiming_2_60_strings_is_corrupt_before_any_allocation(tmp_path: Path) -> None:
+    prefix = ws.save({"s": np.array([b"a"], object)}, tmp_path / "model.ckpt")
+
+    def huge(entry: object) -> None:
+        entry.shape.ClearField("dim")  # type: ignore[attr-defined]
+        entry.shape.dim.add(size=1 << 30)  # type: ignore[attr-defined]
+        entry.shape.dim.add(size=1 << 30)  # type: ignore[attr-defined]
+        entry.size = 0  # type: ignore[attr-defined]
+
+    _rewrite_index(prefix, _entry_change(b"s", huge))
+    with ws.open(prefix) as ckpt, pytest.raises(ws.CorruptCheckpointError, match="1152921504606846976 strings"):
+        ckpt["s"]
+
+
+def test_slices_must_cover_the_partitioned_variable(tmp_path: Path) -> None:
+    """A full shape of 2**62 elements with one small slice is refused, not allocated."""
+    from weightscope import _proto
+    from weightscope.containers.table import build_table, iter_table
+    from weightscope.formats.tensorflow import _slice_key
+    from weightscope.sources import FileSource
+
+    prefix = ws.save({"part": np.arange(12, dtype=np.float32).reshape(3, 4)}, tmp_path / "model.ckpt")
+    source = FileSource(_index(prefix))
+    try:
+        header, (_, stored) = list(iter_table(source))
+    finally:
+        source.close()
+
+    def partitioned(rows: int) -> list[tuple[bytes, bytes]]:
+        full = _proto.BundleEntryProto.FromString(stored)
+        for field in ("offset", "size", "crc32c"):
+            full.ClearField(field)
+        full.shape.dim[0].size = rows
+        piece = full.slices.add()
+        piece.extent.add(start=0, length=3)
+        piece.extent.add()
+        return [header, (_slice_key(b"part", [(0, 3), (0, -1)]), stored), (b"part", full.SerializeToString())]
+
+    _index(prefix).write_bytes(build_table(partitioned(3)))
+    with ws.open(prefix) as ckpt:  # one slice that is the whole: reads
+        assert ckpt["part"].tolist() == np.arange(12, dtype=np.float32).reshape(3, 4).tolist()
+    _index(prefix).write_bytes(build_table(partitioned(1 << 60)))
+    with pytest.raises(
+        ws.CorruptCheckpointError, match="the slices of 'part' hold 12 elements of its 4611686018427387904"
+    ):
+        ws.open(prefix)

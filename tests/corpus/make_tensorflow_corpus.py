@@ -208,6 +208,15 @@ def tensorflow_entries() -> dict[str, tuple[bytes, bytes]]:
         table(_with(entries, b"vocab", dims(1 << 31, 1 << 31))),
         data,
     )
+
+    def no_bytes(entry: _proto.BundleEntryProto) -> None:
+        dims(1 << 30, 1 << 30)(entry)
+        entry.size = 0
+
+    found["CorruptCheckpointError--string-tensor-of-no-bytes-claiming-2-60-strings"] = (
+        table(_with(entries, b"vocab", no_bytes)),
+        data,
+    )
     found["CorruptCheckpointError--size-not-elements-times-itemsize"] = (
         table(_with(entries, b"dense/kernel", dims(2, 2))),
         data,

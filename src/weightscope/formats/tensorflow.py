@@ -442,6 +442,7 @@ class TensorFlowCheckpoint(Checkpoint):
         name = info.key
         parts: list[_Part] = []
         total = 0
+        covered = 0  # elements, which must be the whole tensor's
         for slice_proto in slices:
             extents = []
             index = []
@@ -466,6 +467,12 @@ class TensorFlowCheckpoint(Checkpoint):
                 )
             parts.append((key, tuple(index)))
             total += slice_info.nbytes
+            covered += math.prod(expected)
+        if covered != math.prod(info.shape):
+            raise CorruptCheckpointError(
+                f"{self._index.path}: the slices of '{name}' hold {covered} elements of its "
+                f"{math.prod(info.shape)} (shape {list(info.shape)})"
+            )
         self._partitions[name] = parts
         return info._replace(nbytes=total)
 
@@ -473,10 +480,12 @@ class TensorFlowCheckpoint(Checkpoint):
     def _read(self, info: TensorInfo) -> np.ndarray:
         parts = self._partitions.get(info.key)
         if parts is not None:
+            # The slices first: each is checked against its bytes, so the whole (which they
+            # cover, see _add_partitioned) is allocated only once they are all there.
+            pieces = [(index, self._read_entry(*self._slice_entries[key])) for key, index in parts]
             full = np.empty(info.shape, dtype=info.dtype)
-            for key, index in parts:
-                slice_info, checksum = self._slice_entries[key]
-                full[index] = self._read_entry(slice_info, checksum)
+            for index, piece in pieces:
+                full[index] = piece
             full.flags.writeable = False
             return full
         return self._read_entry(info, self._checksum(info.key))
@@ -513,9 +522,9 @@ class TensorFlowCheckpoint(Checkpoint):
     def _read_strings(self, info: TensorInfo, checksum: int, data: memoryview) -> np.ndarray:
         what = f"{self.prefix}: string tensor '{info.name}'"
         count = info.size
-        if count == 0 or len(data) == 0:
+        if count == 0:
             return np.empty(info.shape, dtype=object)
-        if count > len(data):
+        if count + 4 > len(data):  # a length byte per string at least, and the lengths' checksum
             raise CorruptCheckpointError(f"{what}: {count} strings cannot fit in {len(data)} bytes")
         lengths = []
         pos = 0
