@@ -531,6 +531,8 @@ class TensorFlowCheckpoint(Checkpoint):
         crc = 0
         for _ in range(count):
             length, pos = read_varint(data, pos, what)
+            if length > len(data):  # (and so below 2**64, which a 10-byte varint may exceed)
+                raise CorruptCheckpointError(f"{what}: a string of {length} bytes in an entry of {len(data)}")
             lengths.append(length)
             crc = crc32c(struct.pack("<I" if length <= 0xFFFFFFFF else "<Q", length), crc)
         if pos + 4 + sum(lengths) != len(data):
