@@ -589,3 +589,11 @@ def test_odd_header_goes_through_protobuf_and_still_reads(tmp_path: Path) -> Non
     Path(f"{prefix}.index").write_bytes(build_table([(b"", odd), *entries[1:]]))
     with ws.open(prefix) as ckpt:
         np.testing.assert_array_equal(ckpt["w"], np.arange(3, dtype=np.float32))
+
+
+def test_a_varint_over_64_bits_is_corrupt() -> None:
+    from weightscope.containers.table import read_varint
+
+    assert read_varint(b"\xff" * 9 + b"\x01", 0, "test") == ((1 << 64) - 1, 10)
+    with pytest.raises(ws.CorruptCheckpointError, match="over 64 bits"):
+        read_varint(b"\xff" * 9 + b"\x7f", 0, "test")

@@ -67,6 +67,8 @@ def read_varint(data: bytes | memoryview, pos: int, what: str) -> tuple[int, int
         pos += 1
         result |= (byte & 0x7F) << shift
         if byte < 0x80:
+            if shift == 63 and byte > 1:
+                raise CorruptCheckpointError(f"varint in {what} is over 64 bits")
             return result, pos
         shift += 7
         if shift > 63:
