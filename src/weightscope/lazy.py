@@ -35,6 +35,7 @@ install hint ``pip install 'weightscope[dask]'``. Importing this module imports 
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -220,13 +221,22 @@ def _key_name(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_.-]+", "_", name)[:80] or "tensor"
 
 
+def _stamp(source: TensorSource) -> tuple[int, int] | None:
+    """The file's modification time and size: a rewritten file gets new task keys, never cached results."""
+    try:
+        status = os.stat(source.file or source.checkpoint)
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size
+
+
 def source_array(source: TensorSource, chunk_bytes: int = CHUNK_BYTES) -> Any:
     """A dask array of ``source``'s values: one ``read_chunk`` task per chunk of its first axis."""
     require_dask()
     import dask.array as da
     from dask.base import tokenize
 
-    key = f"weightscope-{_key_name(source.name)}-{tokenize(source, chunk_bytes)}"
+    key = f"weightscope-{_key_name(source.name)}-{tokenize(source, chunk_bytes, _stamp(source))}"
     bounds = source.bounds(chunk_bytes)
     if not source.shape:
         graph = {(key,): (read_chunk, source, 0, 1)}
