@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 import zipfile
 from pathlib import Path
 
@@ -438,3 +439,36 @@ def test_deeply_nested_values_in_messages_are_shown_bounded(tmp_path: Path) -> N
     legacy.write_bytes(b"\x80\x02" + nested + b".")
     with pytest.raises(ws.UnsupportedFormatError, match=r"not torch\.save's"):
         ws.open(legacy, format="pytorch")
+
+
+def _legacy_head() -> bytes:
+    """The first three pickles of a legacy file: magic number, protocol version, system info."""
+    info = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
+    return pickle.dumps(0x1950A86A20F9469CFC6C, 2) + pickle.dumps(1001, 2) + pickle.dumps(info, 2)
+
+
+def _laughs(depth: int) -> bytes:
+    """A list of lists, each holding the one before twice through the memo: 2^depth leaves."""
+    body = b"](]K\x01a\x94" + b"".join(b"](" + (b"h" + bytes([i])) * 2 + b"e\x94" for i in range(depth)) + b"e"
+    return b"\x80\x02" + body + b"."
+
+
+def test_values_shared_through_the_memo_are_walked_within_a_budget(tmp_path: Path) -> None:
+    # Found reviewing the walk: 846 bytes naming 2^30 values took 40 s before an error.
+    path = _torch_zip(tmp_path / "laughs.pt", _laughs(30))
+    started = time.perf_counter()
+    with pytest.raises(ws.CorruptCheckpointError, match="reaches more than 12008 values"):
+        ws.open(path)
+    assert time.perf_counter() - started < 1
+    legacy = tmp_path / "legacy-laughs.pt"
+    legacy.write_bytes(_legacy_head() + _laughs(30) + b"\x80\x02](e.")
+    with pytest.raises(ws.CorruptCheckpointError, match="reaches more than"):
+        ws.open(legacy)
+    # the same state dict saved under ten keys is still read, every name listed
+    model = _model()
+    shared = tmp_path / "shared.pt"
+    torch.save(
+        {f"copy{index}": model.state_dict() for index in range(10)} | {"same": [model.state_dict()] * 10}, shared
+    )
+    with ws.open(shared) as checkpoint:
+        assert len(checkpoint) == 20 * len(model.state_dict())

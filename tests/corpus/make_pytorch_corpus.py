@@ -88,6 +88,12 @@ def tensor(
     )
 
 
+def laughs(depth: int) -> bytes:
+    """A list of lists, each holding the one before twice through the memo: 2^depth leaves from a few bytes."""
+    body = b"](]K\x01a\x94" + b"".join(b"](" + (b"h" + bytes([i])) * 2 + b"e\x94" for i in range(depth)) + b"e"
+    return pickle2(body)
+
+
 FOUR = np.arange(4, dtype="<f4").tobytes()  # the storage "0" of the valid files
 VALID = pickle2(ordered_dict(("weight", tensor("0", 4, (2, 2), (2, 1)))))
 
@@ -260,6 +266,7 @@ def pytorch_entries() -> dict[str, bytes]:
     # REDUCE of an allowed name with arguments of the wrong kinds: malformed, nothing is called.
     entries.update({f"CorruptCheckpointError--{name}.pt": torch_zip(body) for name, body in corrupt_args.items()})
     entries["TruncatedFileError--pickle-ends-inside-a-string.pt"] = torch_zip(VALID[:40])
+    entries["CorruptCheckpointError--memo-shared-lists-naming-2-30-values.pt"] = torch_zip(laughs(30))
 
     # the zip around the pickle
     valid = torch_zip(VALID)
@@ -320,6 +327,7 @@ def pytorch_entries() -> dict[str, bytes]:
     entries["RefusedError--legacy-build-setstate.pt"] = legacy(
         pickle2(glob("torch._utils", "_rebuild_tensor_v2") + b"}" + text("__setstate__") + text("x") + b"sb")
     )
+    entries["CorruptCheckpointError--legacy-memo-shared-lists-naming-2-30-values.pt"] = legacy(laughs(30), {})
     whole = legacy(saved)
     entries["TruncatedFileError--legacy-storage-cut-short.pt"] = whole[:-6]
     entries["TruncatedFileError--legacy-storage-count-missing.pt"] = whole[: -(len(FOUR) + 4)]

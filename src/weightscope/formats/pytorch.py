@@ -121,6 +121,12 @@ MAX_CONTAINERS = 10_000_000
 MAX_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL
 _NUMPY_MAX_BYTES = 1 << 63
 MAX_NESTING = 200  # dict and list levels between the saved object and a tensor
+# Values the walk over the saved object may visit, per byte of its pickle (plus a floor): a
+# value reached twice through the memo is walked twice, so 30 lists each holding the one
+# before twice would make 2^30 visits from 850 bytes. A torch.save file spends tens of
+# bytes per tensor; even a state dict saved under ten keys stays far below this.
+VISITS_PER_BYTE = 8
+MIN_VISITS = 10_000
 _PICKLE_MEMBER = re.compile(r"^[^/]+/data\.pkl$")
 _KEY_TYPES = (str, int, float, bool, type(None), bytes)  # hashing anything else may recurse without bound
 _SCALARS = (str, int, float, bool, type(None))
@@ -628,6 +634,7 @@ class _Legacy(NamedTuple):
     saved: Any
     little_endian: bool
     storages: dict[str, _Stored]  # by key: the raw bytes after each one's element count
+    pickled: int  # bytes of the saved object's pickle
 
 
 def _read_legacy(source: FileSource, path: Path) -> _Legacy:
@@ -635,9 +642,12 @@ def _read_legacy(source: FileSource, path: Path) -> _Legacy:
     data, position = _whole(source), 0
     values: list[Any] = []
     storages: dict[str, _Storage] = {}
+    pickled = 0
     for index, label in enumerate(LEGACY_PICKLES):
         unpickler = _Unpickler(data, f"{path}: the {label} pickle", start=position, pid_length=6)
         value = unpickler.load()
+        if index == 3:
+            pickled = unpickler.position - position
         position = unpickler.position
         if unpickler.storages and index != 3:
             raise CorruptCheckpointError(f"{path}: the {label} pickle names a storage")
@@ -670,7 +680,7 @@ def _read_legacy(source: FileSource, path: Path) -> _Legacy:
         source.read(position + 8, size, f"storage '{key}'")  # bounds-checked: TruncatedFileError past the end
         located[key] = _Stored(position + 8, size, 0)
         position += 8 + size
-    return _Legacy(values[3], order == "little", located)
+    return _Legacy(values[3], order == "little", located, pickled)
 
 
 def scan(path: str | os.PathLike[str]) -> list[ScanEntry]:
@@ -713,6 +723,7 @@ class PyTorchCheckpoint(FileCheckpoint):
         self._tensors: dict[str, _Tensor] = {}
         self._verified: set[str] = set()
         self._visits = 0
+        self._max_visits = MAX_CONTAINERS
         self._legacy: dict[str, _Stored] | None = None  # a legacy file's storages by key
         super().__init__(path, verify=verify)
 
@@ -721,6 +732,7 @@ class PyTorchCheckpoint(FileCheckpoint):
             legacy = _read_legacy(self._source, self.path)
             self._legacy = legacy.storages
             self._byteorder = "<" if legacy.little_endian else ">"
+            self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * legacy.pickled)
             self._walk(legacy.saved, "", 0, optimizer=False)
             return
         self._folder, self._members = _members(self._source, self.path)
@@ -731,6 +743,7 @@ class PyTorchCheckpoint(FileCheckpoint):
         pickle_name = f"{self._folder}/data.pkl"
         data = bytes(self._member_bytes(pickle_name))
         saved = _Unpickler(data, str(self.path)).load()
+        self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * len(data))
         self._walk(saved, "", 0, optimizer=False)
 
     def _member_text(self, name: str) -> str | None:
@@ -749,8 +762,13 @@ class PyTorchCheckpoint(FileCheckpoint):
     def _walk(self, value: Any, name: str, depth: int, *, optimizer: bool) -> None:
         """Name the tensors in dicts and lists by their dotted path; note scalar leaves as metadata."""
         self._visits += 1
-        if depth > MAX_NESTING or self._visits > MAX_CONTAINERS:
-            raise CorruptCheckpointError(f"{self.path}: the saved object nests deeper or wider than weightscope reads")
+        if depth > MAX_NESTING:
+            raise CorruptCheckpointError(f"{self.path}: the saved object nests deeper than {MAX_NESTING} levels")
+        if self._visits > self._max_visits:
+            raise CorruptCheckpointError(
+                f"{self.path}: the saved object reaches more than {self._max_visits} values (shared through the "
+                "pickle's memo, a small pickle can name exponentially many)"
+            )
         if isinstance(value, _Tensor):
             self._add(name or self.path.stem, value, optimizer)
         elif isinstance(value, dict):
