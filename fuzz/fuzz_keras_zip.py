@@ -2,7 +2,8 @@
 
 The weights file inside stays one of the seeds' own: inputs whose ``model.weights.h5``
 bytes are not a seed's are skipped, because the HDF5 C library under h5py loops forever
-on some damaged files (HDF5 1.14.6), which no Python code can bound; so only the zip and
+on some damaged files and crashes on others (HDF5 1.14.6, h5py 3.14.0: see
+``weightscope.formats.keras``), which no Python code can bound or catch; so only the zip and
 the JSON config around a valid weights file are fuzzed here, and damaged weights reach
 h5py only if their CRC-32 still matches.
 """

@@ -56,8 +56,11 @@ Arrays of contiguous, unfiltered datasets are views of the file's bytes (found a
 checked against their CRC-32 (``verify``, the default) before ``json`` or ``h5py`` reads them;
 inside HDF5 there are no checksums beyond its own filters, which ``h5py`` checks as it reads.
 HDF5 files are parsed by the HDF5 C library, which some damaged files send into an endless
-loop (HDF5 1.14.6, a global heap read for a variable-length string attribute): weightscope
-cannot bound that from Python, so untrusted ``.h5`` files are not fuzzed and not promised.
+loop or crash with a segmentation fault (HDF5 1.14.6 under h5py 3.14.0, both while reading a
+variable-length string attribute: a global heap object's size, or the string's type bits,
+changed by one byte): weightscope cannot bound that from Python, so untrusted ``.h5`` files
+(and HDF5 inside a ``.keras`` zip, whose CRC only catches accidents) are not fuzzed and not
+promised.
 """
 
 from __future__ import annotations
