@@ -262,3 +262,16 @@ def test_a_string_length_of_2_70_is_corrupt(tmp_path: Path) -> None:
         for verify in (True, False):
             with ws.open(prefix, verify=verify) as ckpt, pytest.raises(ws.CorruptCheckpointError, match=message):
                 ckpt["s"]
+
+
+def test_more_dimensions_than_numpy_holds_are_unsupported(tmp_path: Path) -> None:
+    prefix = ws.save({"x": np.zeros(1, np.float32)}, tmp_path / "model.ckpt")
+
+    def rank_70(entry: object) -> None:
+        entry.shape.ClearField("dim")  # type: ignore[attr-defined]
+        for _ in range(70):
+            entry.shape.dim.add(size=1)  # type: ignore[attr-defined]
+
+    _rewrite_index(prefix, _entry_change(b"x", rank_70))
+    with pytest.raises(ws.UnsupportedFormatError, match="'x' has 70 dimensions; numpy arrays hold"):
+        ws.open(prefix)

@@ -150,6 +150,7 @@ BROKEN_NPY = {
     "an object array": (_npy("{'descr': '|O', 'fortran_order': False, 'shape': (2,)}"), ws.RefusedError, "tensor 'broken' holds Python objects \\(pickle\\); weightscope never unpickles"),  # noqa: E501
     "objects in a field": (_npy("{'descr': [('a', '<i4'), ('b', '|O')], 'fortran_order': False, 'shape': ()}"), ws.RefusedError, "holds Python objects"),  # noqa: E501
     "a huge shape (2**64 elements)": (_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296)}", b"\0" * 8), ws.TruncatedFileError, r"'broken' has \d+ bytes of data; shape \[4294967296, 4294967296\] of float64 needs 147573952589676412928"),  # noqa: E501
+    "70 dimensions": (_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (" + "1," * 70 + ")}", b"\0" * 4), ws.UnsupportedFormatError, "70 dimensions; numpy arrays hold"),  # noqa: E501
     "data shorter than the shape": (_npy(GOOD_HEADER, b"\0" * 7), ws.TruncatedFileError, "'broken' has 7 bytes of data; shape \\[2\\] of float32 needs 8"),  # noqa: E501
 }
 # fmt: on

@@ -161,6 +161,12 @@ BROKEN = {
         ws.TruncatedFileError,
         "'a': bytes .* past the end of the file",
     ),
+    "an int of 5000 digits": (  # json raises a plain ValueError past Python's 4300 digits
+        _file(b'{"a": {"dtype": "F32", "shape": [1' + b"0" * 5000 + b'], "data_offsets": [0, 4]}}', b"\0" * 4),
+        ws.CorruptCheckpointError,
+        "not UTF-8 JSON",
+    ),
+    "70 dimensions": (_file({"a": _entry("F32", [1] * 70, 0, 4)}, b"\0" * 4), ws.UnsupportedFormatError, "70 dim"),
     "metadata that is not strings": (
         _file(A | {"__metadata__": {"epoch": 3}}, b"\0" * 8), ws.CorruptCheckpointError, "__metadata__ is not a map"
     ),

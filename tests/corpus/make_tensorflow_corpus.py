@@ -217,6 +217,7 @@ def tensorflow_entries() -> dict[str, tuple[bytes, bytes]]:
         table(_with(entries, b"vocab", no_bytes)),
         data,
     )
+    found["UnsupportedFormatError--70-dimensions"] = (table(_with(entries, b"global_step", dims(*[1] * 70))), data)
     found["CorruptCheckpointError--size-not-elements-times-itemsize"] = (
         table(_with(entries, b"dense/kernel", dims(2, 2))),
         data,
@@ -327,6 +328,12 @@ def safetensors_entries() -> dict[str, bytes]:
         "TruncatedFileError--offsets-past-the-end.safetensors": _safetensors(
             {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, data
         ),
+        "UnsupportedFormatError--70-dimensions.safetensors": _safetensors(
+            {"a": {"dtype": "F32", "shape": [1] * 70, "data_offsets": [0, 4]}}, data[:4]
+        ),
+        "CorruptCheckpointError--an-int-of-5000-digits.safetensors": _safetensors(
+            None, data, raw_header=b'{"a": {"dtype": "F32", "shape": [1' + b"0" * 5000 + b'], "data_offsets": [0, 8]}}'
+        ),
         "UnsupportedFormatError--unknown-dtype.safetensors": _safetensors(
             {"a": {"dtype": "F128", "shape": [1], "data_offsets": [0, 8]}}, data
         ),
@@ -421,6 +428,9 @@ def numpy_entries() -> dict[str, bytes]:
             "'fortran_order': False, 'shape': (1,), }"
         ),
         "CorruptCheckpointError--header-over-the-limit.npy": _npy(" " * 20_000, version=(2, 0)),
+        "UnsupportedFormatError--70-dimensions.npy": _npy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (" + "1, " * 70 + "), }", b"\0" * 4
+        ),
         "UnsupportedFormatError--version-9.npy": _npy(good, b"\0" * 8, version=(9, 0)),
         "UnsupportedFormatError--unknown-descr.npy": _npy(
             "{'descr': '<q9', 'fortran_order': False, 'shape': (2,), }", b"\0" * 8

@@ -87,6 +87,8 @@ _VERSIONS = {(1, 0): ("<H", "latin1"), (2, 0): ("<I", "latin1"), (3, 0): ("<I", 
 _HEAD_SIZE = len(MAGIC) + 2 + 4 + MAX_HEADER_SIZE  # the most bytes a header can take
 _KEYS = {"descr", "fortran_order", "shape"}
 _NUMPY_MAX_BYTES = 1 << 63  # numpy's sizes are signed 64-bit, even of arrays with no elements
+# numpy's arrays hold at most this many dimensions (NPY_MAXDIMS: 32 before numpy 2).
+_NUMPY_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0b1" else 32
 
 
 class ArrayHeader(NamedTuple):
@@ -135,6 +137,8 @@ def read_array_header(head: bytes | memoryview, what: str) -> ArrayHeader:
     if dtype.hasobject:
         raise RefusedError(f"{what} holds Python objects (pickle); weightscope never unpickles")
     shape += dtype.shape  # a subarray dtype adds its dimensions, as in any numpy array
+    if len(shape) > _NUMPY_MAX_RANK:
+        raise UnsupportedFormatError(f"{what} has {len(shape)} dimensions; numpy arrays hold {_NUMPY_MAX_RANK}")
     return ArrayHeader(dtype.base, shape, fortran_order, start + length)
 
 

@@ -59,6 +59,8 @@ MAX_HEADER_SIZE = 100_000_000  # the reference implementation's limit
 METADATA_KEY = "__metadata__"
 _HEADER_LENGTH = struct.Struct("<Q")
 _NUMPY_MAX_BYTES = 1 << 63  # numpy's sizes are signed 64-bit, even of arrays with no elements
+# numpy's arrays hold at most this many dimensions (NPY_MAXDIMS: 32 before numpy 2).
+_NUMPY_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0b1" else 32
 
 
 class SafetensorsCheckpoint(FileCheckpoint):
@@ -79,7 +81,7 @@ class SafetensorsCheckpoint(FileCheckpoint):
         text = self._source.read(_HEADER_LENGTH.size, length, "the JSON header")
         try:
             header = json.loads(bytes(text).decode("utf-8"), object_pairs_hook=self._unique_keys)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:  # ValueError: JSON, ints over 4300 digits
             raise CorruptCheckpointError(f"{self.path}: the header is not UTF-8 JSON ({error})") from None
         if not isinstance(header, dict):
             raise CorruptCheckpointError(f"{self.path}: the header is a JSON {type(header).__name__}, not an object")
@@ -116,6 +118,8 @@ class SafetensorsCheckpoint(FileCheckpoint):
             )
         if not isinstance(shape, list) or not all(type(size) is int and size >= 0 for size in shape):
             raise CorruptCheckpointError(f"{where} has shape {shape!r}; expected a list of non-negative integers")
+        if len(shape) > _NUMPY_MAX_RANK:
+            raise UnsupportedFormatError(f"{where} has {len(shape)} dimensions; numpy arrays hold {_NUMPY_MAX_RANK}")
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2

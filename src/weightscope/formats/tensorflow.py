@@ -90,6 +90,8 @@ from weightscope.writing import Tensors, as_tensors
 
 CONSUMER_VERSION = 1
 MAX_SHARDS = 1 << 20
+# numpy's arrays hold at most this many dimensions (NPY_MAXDIMS: 32 before numpy 2).
+_NUMPY_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0b1" else 32
 STATE_FILE = "checkpoint"
 SAVED_MODEL_FILE = "saved_model.pb"
 _DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
@@ -417,6 +419,8 @@ class TensorFlowCheckpoint(Checkpoint):
         shape = tuple(dim.size for dim in shape_proto.dim)
         if any(size < 0 for size in shape):
             raise CorruptCheckpointError(f"{where} has a negative dimension in shape {list(shape)}")
+        if len(shape) > _NUMPY_MAX_RANK:
+            raise UnsupportedFormatError(f"{where} has {len(shape)} dimensions; numpy arrays hold {_NUMPY_MAX_RANK}")
         shard, offset, size = entry.shard_id, entry.offset, entry.size  # type: ignore[attr-defined]
         if not 0 <= shard < num_shards:
             raise CorruptCheckpointError(f"{where} is in shard {shard}, but there are {num_shards}")
