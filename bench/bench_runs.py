@@ -37,6 +37,7 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import pickle  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -77,10 +78,33 @@ def make_run(directory: Path, count: int, mib: int) -> list[Path]:
     return paths
 
 
-def timed_run(run: list[runs.RunCheckpoint], **options: object) -> tuple[float, runs.RunStats]:
+def _cpu_seconds(client: object = None) -> float:
+    """CPU time of this process (all its threads), and of the cluster's worker processes."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    seconds = usage.ru_utime + usage.ru_stime
+    if client is not None:
+
+        def worker_cpu() -> float:
+            import psutil
+
+            times = psutil.Process().cpu_times()
+            return float(times.user + times.system)
+
+        seconds += sum(client.run(worker_cpu).values())  # type: ignore[attr-defined]
+    return seconds
+
+
+CPU: dict[str, Samples] = {}
+
+
+def timed_run(run: list[runs.RunCheckpoint], name: str, **options: object) -> tuple[float, runs.RunStats]:
+    client = options.get("client")
+    cpu = _cpu_seconds(client)
     start = time.perf_counter()
     result = runs.run_stats(run, **options)  # type: ignore[arg-type]
-    return time.perf_counter() - start, result
+    wall = time.perf_counter() - start
+    CPU.setdefault(name, Samples()).add(_cpu_seconds(client) - cpu)
+    return wall, result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _ in range(args.reps):
             for name in ("sync", "threads"):
                 print(f"run stats, {name} ...", flush=True)
-                seconds, results[name] = timed_run(run, scheduler=name)
+                seconds, results[name] = timed_run(run, name, scheduler=name)
                 times[name].add(seconds)
                 print(f"  {format_seconds(seconds)}", flush=True)
         defaults = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
@@ -125,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     report.context.append(f"workers of {name}: MALLOC_TRIM_THRESHOLD_ {', '.join(map(str, trims))}")
                     for _ in range(args.reps):
                         print(f"run stats, 2-process LocalCluster ({name}) ...", flush=True)
-                        seconds, results[name] = timed_run(run, client=client)
+                        seconds, results[name] = timed_run(run, name, client=client)
                         times[name].add(seconds)
                         print(f"  {format_seconds(seconds)}", flush=True)
             report.context.append(f"LocalCluster ({name}) start-up, not in the times: {format_seconds(startup)}")
@@ -143,14 +167,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     benchlib.time_figure(times[name]), ratio, f"{ratio:.2f}x", None)
             )  # fmt: skip
         best = min(times[name].median for name in labels)
+        used = ", ".join(
+            f"{name} {CPU[name].median:.1f} s CPU = {CPU[name].median / times[name].median:.2f} cores busy"
+            for name in variants
+        )
+        report.context.append(
+            f"CPU time (this process and the workers): {used}. The speed-up is bounded by the cores the "
+            "machine gives the run: 'cores busy' well under the worker count means other processes hold the "
+            "cores (see the load average), not that the tasks wait on each other"
+        )
         report.context.append(
             f"throughput: single thread {total / GIB / base.median:.2f} GiB/s, "
             f"best parallel {total / GIB / best:.2f} GiB/s"
         )
         report.context.append(
             "Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap threshold "
-            "at 128 KiB: every larger numpy temporary is then a fresh mapping whose pages fault in; tasks sum "
-            f"in pieces of {runs.TASK_ELEMENTS} elements (64 KiB as float64) to stay under it, the chunk "
+            "at 128 KiB and trims the heap's free top beyond 64 KiB: larger numpy temporaries then fault their "
+            f"pages in afresh each time; tasks sum in pieces of {runs.TASK_ELEMENTS} elements "
+            f"({runs.TASK_ELEMENTS * 8 // 1024} KiB as float64) to keep under it; the chunk "
             "buffers themselves still pay it (distributed.nanny.pre-spawn-environ drops it)"
         )
 

@@ -58,11 +58,13 @@ from weightscope.lazy import CHUNK_BYTES, INSTALL_HINT, TensorSource, require_da
 from weightscope.output import json_float
 
 WINDOW = 8  # consecutive checkpoints per task: each task re-reads one earlier chunk and the first's
-# A task's values are summed in pieces of this many elements: 64 KiB once widened to float64,
-# so the temporaries stay in L2 cache and under glibc's mmap threshold (Dask's workers pin it
-# at 128 KiB with MALLOC_TRIM_THRESHOLD_, and then every larger temporary is a fresh mapping
-# whose pages fault in). Measured on a 16 MiB task: 6x faster than 512 Ki-element pieces.
-TASK_ELEMENTS = 8192
+# A task's values are summed in pieces of this many elements: 32 KiB once widened to float64,
+# so the temporaries stay in cache and small for glibc. Dask's workers run with
+# MALLOC_TRIM_THRESHOLD_=65536, which pins the mmap threshold at 128 KiB and trims the heap
+# whenever 64 KiB lie free at its top: larger temporaries then fault their pages in afresh
+# on every allocation. Measured (bench/bench_runs.py): 512 Ki-element pieces cost such a
+# worker 4-5x the CPU; 4096 costs it under 2x, and one thread ~1.3x what 8192 does.
+TASK_ELEMENTS = 4096
 # Progress: (tasks done, tasks in all).
 Progress = Callable[[int, int], None]
 
