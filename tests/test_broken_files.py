@@ -275,3 +275,17 @@ def test_more_dimensions_than_numpy_holds_are_unsupported(tmp_path: Path) -> Non
     _rewrite_index(prefix, _entry_change(b"x", rank_70))
     with pytest.raises(ws.UnsupportedFormatError, match="'x' has 70 dimensions; numpy arrays hold"):
         ws.open(prefix)
+
+
+def test_a_header_claiming_2_20_shards_fails_at_the_first_missing_one_at_once(tmp_path: Path) -> None:
+    import time
+
+    from weightscope import _proto
+
+    prefix = ws.save({"x": np.zeros(1, np.float32)}, tmp_path / "model.ckpt")
+    header = _proto.BundleHeaderProto(num_shards=1 << 20).SerializeToString()
+    _rewrite_index(prefix, lambda key, value: header if key == b"" else value)
+    start = time.perf_counter()
+    with pytest.raises(ws.CheckpointNotFoundError, match=r"model.ckpt.data-00000-of-1048576: data shard missing"):
+        ws.open(prefix)
+    assert time.perf_counter() - start < 0.5

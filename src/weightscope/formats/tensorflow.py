@@ -289,10 +289,12 @@ class TensorFlowCheckpoint(Checkpoint):
         if not 1 <= header.num_shards <= MAX_SHARDS:
             raise CorruptCheckpointError(f"{index_path}: header claims {header.num_shards} shards")
         self._big_endian = header.endianness == _BIG_ENDIAN
-        shard_names = [data_file_name(str(self.prefix), shard, header.num_shards) for shard in range(header.num_shards)]
-        for name in shard_names:
+        shard_names = []
+        for shard in range(header.num_shards):  # a missing one stops the loop: a header may claim 2**20
+            name = data_file_name(str(self.prefix), shard, header.num_shards)
             if not os.path.isfile(name):
                 raise CheckpointNotFoundError(f"{name}: data shard missing (the index {index_path} names it)")
+            shard_names.append(name)
         self._shards = [FileSource(name) for name in shard_names]
         self._shard_of_file = {str(shard.path): shard for shard in self._shards}
         # Tens of thousands of new tuples would set off collections that find nothing to free.
