@@ -21,6 +21,7 @@ from weightscope.errors import (
     CorruptCheckpointError,
     RefusedError,
     TruncatedFileError,
+    UnsupportedFormatError,
 )
 from weightscope.formats.onnx import OnnxCheckpoint
 
@@ -275,3 +276,22 @@ def test_external_location_that_is_no_file_is_corrupt(external: Path, location: 
     _rewrite(external, "location", location)
     with pytest.raises(CorruptCheckpointError, match=r"is not a file|NUL"):
         ws.open(external)
+
+
+@pytest.mark.parametrize("field", ["raw_data", "float_data"])
+def test_more_dimensions_than_numpy_holds_are_unsupported(tmp_path: Path, field: str) -> None:
+    # Found after the TensorFlow readers' same bug: 65 dimensions made numpy raise ValueError.
+    path = tmp_path / "deep.onnx"
+    for rank in (64, 65):
+        tensor = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1] * rank)
+        if field == "raw_data":
+            tensor.raw_data = b"\0" * 4
+        else:
+            tensor.float_data.append(1.0)
+        path.write_bytes(_model_bytes(tensor))
+        if rank == 64:
+            with ws.open(path) as checkpoint:
+                assert checkpoint["w"].ndim == 64
+        else:
+            with pytest.raises(UnsupportedFormatError, match="65 dimensions; numpy arrays hold 64"):
+                ws.open(path)

@@ -472,3 +472,11 @@ def test_values_shared_through_the_memo_are_walked_within_a_budget(tmp_path: Pat
     )
     with ws.open(shared) as checkpoint:
         assert len(checkpoint) == 20 * len(model.state_dict())
+
+
+def test_more_dimensions_than_numpy_holds_are_unsupported(tmp_path: Path) -> None:
+    # Found after the TensorFlow readers' same bug: 65 dimensions made numpy raise ValueError.
+    with ws.open(_one_tensor_zip(tmp_path / "ok.pt", (1,) * 64, (1,) * 64)) as checkpoint:
+        assert checkpoint["t"].ndim == 64
+    with pytest.raises(ws.UnsupportedFormatError, match="65 dimensions; numpy arrays hold 64"):
+        ws.open(_one_tensor_zip(tmp_path / "deep.pt", (1,) * 65, (1,) * 65))

@@ -304,6 +304,7 @@ def pytorch_entries() -> dict[str, bytes]:
     entries["CorruptCheckpointError--size-2-62-elements.pt"] = one((2**31, 2**31), (2**31, 1))
     entries["UnsupportedFormatError--size-2-64-zero-strides.pt"] = one((2**32, 2**32), (0, 0))
     entries["UnsupportedFormatError--empty-tensor-with-a-2-70-dimension.pt"] = one((0, 2**70), (1, 1))
+    entries["UnsupportedFormatError--70-dimensions.pt"] = one((1,) * 70, (1,) * 70)
     entries["CorruptCheckpointError--huge-stride.pt"] = one((2, 2), (2**62, 1))
     entries["TruncatedFileError--huge-numel-in-persistent-id.pt"] = torch_zip(
         pickle2(ordered_dict(("t", tensor("0", 2**62, (4,), (1,)))))
@@ -525,6 +526,9 @@ def onnx_entries() -> dict[str, bytes]:
         "CorruptCheckpointError--negative-dims.onnx": model(raw(-1, b"")),
         "UnsupportedFormatError--huge-dims.onnx": model(
             TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2**31, 2**31, 2**31], raw_data=b"")
+        ),
+        "UnsupportedFormatError--70-dimensions.onnx": model(
+            TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1] * 70, raw_data=b"\0" * 4)
         ),
         "UnsupportedFormatError--unknown-data-type.onnx": model(
             TensorProto(name="w", data_type=99, dims=[1], raw_data=b"\0")

@@ -66,6 +66,8 @@ from weightscope.sources import FileSource
 MAX_MODEL_SIZE = (1 << 31) - 1  # protobuf's limit on one message
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 _NUMPY_MAX_BYTES = 1 << 63
+# numpy's arrays hold at most this many dimensions (NPY_MAXDIMS: 32 before numpy 2).
+_NUMPY_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0b1" else 32
 _FOUR_BIT = {"int4", "uint4"}
 
 # The typed field that holds each element type's values when there is no raw_data.
@@ -156,6 +158,8 @@ class OnnxCheckpoint(FileCheckpoint):
             raise CorruptCheckpointError(f"{self.path}: an initializer has no name")
         where = f"{self.path}: initializer '{name}'"
         shape = tuple(tensor.dims)
+        if len(shape) > _NUMPY_MAX_RANK:
+            raise UnsupportedFormatError(f"{where} has {len(shape)} dimensions; numpy arrays hold {_NUMPY_MAX_RANK}")
         if any(size < 0 for size in shape):
             raise CorruptCheckpointError(f"{where} has dims {list(shape)}; expected non-negative sizes")
         element = BY_ONNX.get(tensor.data_type)

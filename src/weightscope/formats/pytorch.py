@@ -120,6 +120,8 @@ MAX_STACK = 10_000_000
 MAX_CONTAINERS = 10_000_000
 MAX_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL
 _NUMPY_MAX_BYTES = 1 << 63
+# numpy's arrays hold at most this many dimensions (NPY_MAXDIMS: 32 before numpy 2).
+_NUMPY_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0b1" else 32
 MAX_NESTING = 200  # dict and list levels between the saved object and a tensor
 # Values the walk over the saved object may visit, per byte of its pickle (plus a floor): a
 # value reached twice through the memo is walked twice, so 30 lists each holding the one
@@ -844,6 +846,10 @@ class PyTorchCheckpoint(FileCheckpoint):
             member_name = f"{self._folder}/data/{storage.key}"
             member = self._members.get(member_name)
         what = f"{self.path}: tensor '{name}'"
+        if len(tensor.shape) > _NUMPY_MAX_RANK:
+            raise UnsupportedFormatError(
+                f"{what} has {len(tensor.shape)} dimensions; numpy arrays hold {_NUMPY_MAX_RANK}"
+            )
         if member is None:
             raise CorruptCheckpointError(f"{what}: its storage '{member_name}' is missing")
         storage_bytes = storage.numel * BY_NAME[storage.element].dtype.itemsize  # type: ignore[union-attr]
