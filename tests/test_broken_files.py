@@ -138,6 +138,7 @@ def test_snappy_compressed_index_reads_the_same(seed_copy: Path) -> None:
     [
         (b"\x05\xff\xff\xff\xff", "not valid snappy data"),
         (b"\xff\xff\xff\xff\xff\xff\x0f\x00", "claims 70368744177663 bytes uncompressed"),
+        (b"\xb1\x01" + b"\x00" * 6, "claims 177 bytes uncompressed, more than snappy makes of 8"),  # 22 x 8 = 176
     ],
 )
 def test_bad_snappy_block_is_corrupt(

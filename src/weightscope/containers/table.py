@@ -46,6 +46,7 @@ FOOTER_SIZE = 48
 TRAILER_SIZE = 5
 NO_COMPRESSION = 0
 SNAPPY_COMPRESSION = 1
+SNAPPY_MAX_RATIO = 22
 _MASK_DELTA = 0xA282EAD8
 _U32 = struct.Struct("<I")
 
@@ -103,10 +104,13 @@ def _snappy_decompress(contents: memoryview, source: FileSource, offset: int, wh
     import cramjam  # only snappy-compressed tables pay for the import
 
     length, _ = read_varint(contents, 0, what)
-    # A block can never legitimately decompress to more than the whole index would
-    # hold; refuse before allocating so a crafted length cannot exhaust memory.
-    if length > 64 * max(source.size, 1 << 20):
-        raise CorruptCheckpointError(f"{source.path}: {what} at {offset} claims {length} bytes uncompressed")
+    # Snappy's densest element is a 3-byte copy of 64 bytes: no block inflates more than
+    # 22-fold. Refuse a longer claim before the decompressor allocates it.
+    if length > SNAPPY_MAX_RATIO * len(contents):
+        raise CorruptCheckpointError(
+            f"{source.path}: {what} at {offset} claims {length} bytes uncompressed, "
+            f"more than snappy makes of {len(contents)}"
+        )
     try:
         return bytes(cramjam.snappy.decompress_raw(bytes(contents)))
     except Exception as error:  # cramjam raises its own DecompressionError
