@@ -219,8 +219,8 @@ def test_a_string_tensor_of_no_bytes_claiming_2_60_strings_is_corrupt_before_any
         ckpt["s"]
 
 
-def test_slices_must_cover_the_partitioned_variable(tmp_path: Path) -> None:
-    """A full shape of 2**62 elements with one small slice is refused, not allocated."""
+def test_slices_must_cover_the_partitioned_variable_and_be_of_its_type(tmp_path: Path) -> None:
+    """A full shape of 2**62 elements with one small slice is refused, not allocated; a slice of another type too."""
     from weightscope import _proto
     from weightscope.containers.table import build_table, iter_table
     from weightscope.formats.tensorflow import _slice_key
@@ -233,8 +233,9 @@ def test_slices_must_cover_the_partitioned_variable(tmp_path: Path) -> None:
     finally:
         source.close()
 
-    def partitioned(rows: int) -> list[tuple[bytes, bytes]]:
+    def partitioned(rows: int, dtype: int = 1) -> list[tuple[bytes, bytes]]:
         full = _proto.BundleEntryProto.FromString(stored)
+        full.dtype = dtype  # type: ignore[assignment]
         for field in ("offset", "size", "crc32c"):
             full.ClearField(field)
         full.shape.dim[0].size = rows
@@ -246,6 +247,9 @@ def test_slices_must_cover_the_partitioned_variable(tmp_path: Path) -> None:
     _index(prefix).write_bytes(build_table(partitioned(3)))
     with ws.open(prefix) as ckpt:  # one slice that is the whole: reads
         assert ckpt["part"].tolist() == np.arange(12, dtype=np.float32).reshape(3, 4).tolist()
+    _index(prefix).write_bytes(build_table(partitioned(3, dtype=9)))  # the whole int64, its slice float32
+    with pytest.raises(ws.CorruptCheckpointError, match="'part' is stored as float32, the variable is int64"):
+        ws.open(prefix)
     _index(prefix).write_bytes(build_table(partitioned(1 << 60)))
     with pytest.raises(
         ws.CorruptCheckpointError, match="the slices of 'part' hold 12 elements of its 4611686018427387904"

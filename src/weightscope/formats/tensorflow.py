@@ -469,6 +469,11 @@ class TensorFlowCheckpoint(Checkpoint):
             if key not in self._slice_entries:
                 raise CorruptCheckpointError(f"{self._index.path}: slice {extents} of '{name}' has no entry")
             slice_info, _ = self._slice_entries[key]
+            if slice_info.type_name != info.type_name:
+                raise CorruptCheckpointError(
+                    f"{self._index.path}: slice {extents} of '{name}' is stored as {slice_info.type_name}, "
+                    f"the variable is {info.type_name}"
+                )
             expected = tuple(s.stop - s.start for s in index)
             if slice_info.shape != expected:
                 raise CorruptCheckpointError(
