@@ -184,8 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap threshold "
             "at 128 KiB and trims the heap's free top beyond 64 KiB: larger numpy temporaries then fault their "
             f"pages in afresh each time; tasks sum in pieces of {runs.TASK_ELEMENTS} elements "
-            f"({runs.TASK_ELEMENTS * 8 // 1024} KiB as float64) to keep under it; the chunk "
-            "buffers themselves still pay it (distributed.nanny.pre-spawn-environ drops it)"
+            f"({runs.TASK_ELEMENTS * 8 // 1024} KiB as float64) and map their chunks rather than copy them, "
+            "yet such workers still spend more CPU (above); dropping the variable from "
+            "distributed.nanny.pre-spawn-environ removes the difference"
         )
 
         sample = results["threads"]
@@ -229,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "consumes another's arrays, so a worker on any machine reads its own ranges from the shared storage "
             "(NFS, a parallel file system, a local copy) and ships back only figures; the work is "
             "tensors x chunks x windows independent tasks (one huge checkpoint spreads chunk by chunk), and "
-            "the client merges a few hundred bytes per task. Time then falls with workers until storage "
+            "the client merges the ~2 KiB of figures each task returns. Time then falls with workers until storage "
             "bandwidth (bytes read above, over the aggregate read rate) or the task count bounds it"
         )
         report.context.append(f"load average at end: {load_average()} (other processes share these cores)")

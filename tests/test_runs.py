@@ -147,6 +147,15 @@ def test_run_on_a_two_process_cluster_equals_the_single_process_path(run_dir: Pa
     assert seen[-1] == (clustered.tasks, clustered.tasks) and len(seen) == clustered.tasks
     workers = client.run(lambda: __import__("os").getpid())  # type: ignore[attr-defined]
     assert len(set(workers.values())) == 2
+    address = client.scheduler.address  # type: ignore[attr-defined]
+    by_address = run_stats(run_dir, chunk_bytes=SMALL_CHUNKS, window=3, scheduler=address)
+    assert by_address.tensors == clustered.tensors
+    command = ["runs", "stats", str(run_dir), "--json", "--scheduler", address, "--progress"]
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 0, result.output
+    threads = CliRunner().invoke(cli, ["runs", "stats", str(run_dir), "--json"])
+    assert json.loads(result.stdout) == json.loads(threads.stdout)
+    assert "tasks (100%)" in result.stderr
 
 
 def test_multi_shard_checkpoint_on_the_cluster(tf_checkpoints: dict[str, Path], client: object) -> None:

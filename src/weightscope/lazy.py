@@ -5,8 +5,8 @@ chunks of about 64 MiB. Each chunk is one task holding only plain, picklable val
 file's path, the byte offset, the stored dtype and the shape (a ``TensorSource``) — never
 an open handle, so the graph runs on threads here or on the workers of a
 ``dask.distributed`` cluster that see the same path (shared storage). A task reads its
-byte range with ``np.fromfile`` and converts it to native byte order; nothing else of the
-file is touched.
+byte range by mapping it (``np.memmap``: the page cache's pages, no copy) and converts it
+to native byte order where the file's differs (a copy); nothing else of the file is touched.
 
 Which tensors are plain bytes at ``info.file`` / ``info.offset`` (``raw`` sources):
 
@@ -112,7 +112,8 @@ class TensorSource:
         return self.offset + start * row_bytes, (stop - start) * row_bytes
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` (the scalar itself for a 0-d tensor), a fresh native-order array."""
+        """Rows ``[start, stop)`` (the scalar itself for a 0-d tensor) in native byte order; read-only
+        when they are mapped from the file as they are."""
         if not self.raw:
             return _read_through_reader(self, start, stop)
         assert self.file is not None and self.stored is not None
@@ -126,26 +127,29 @@ class TensorSource:
 
 
 def _read_range(file: str, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
-    """``count`` elements of ``dtype`` from byte ``offset`` of ``file``: the only bytes a chunk touches."""
+    """``count`` elements of ``dtype`` from byte ``offset`` of ``file``: the only bytes a chunk touches.
+
+    Mapped read-only (``np.memmap``), not copied: the values are the page cache's pages,
+    read as the task walks them, and no buffer of the chunk's size is allocated.
+    """
     if count == 0:
         return np.empty(0, dtype)
-    values = np.fromfile(file, dtype=dtype, count=count, offset=offset)
-    if values.size != count:
-        raise TruncatedFileError(
-            f"{file}: EOF reading {count * dtype.itemsize} bytes at {offset}: got {values.size * dtype.itemsize}"
-        )
-    return values
+    length = count * dtype.itemsize
+    size = os.path.getsize(file)
+    if offset + length > size:
+        raise TruncatedFileError(f"{file}: EOF reading {length} bytes at {offset}: got {max(0, size - offset)}")
+    return np.memmap(file, dtype=dtype, mode="r", offset=offset, shape=(count,)).view(np.ndarray)
 
 
 def _native(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``values`` in native byte order as ``dtype`` (swapped in place: the array is the task's own)."""
+    """``values`` in native byte order as ``dtype`` (a swapped copy when the file's order is not native)."""
     if values.dtype.itemsize == 1 or values.dtype.isnative:
         return values.view(dtype)
     if values.dtype.kind in "biufc":
-        return values.byteswap(inplace=True).view(values.dtype.newbyteorder("=")).view(dtype)
+        return values.byteswap().view(values.dtype.newbyteorder("=")).view(dtype)
     # ml_dtypes (bfloat16, float8 ...): swap the bytes as unsigned integers of their width
     unsigned = np.dtype(f"u{values.dtype.itemsize}")
-    return values.view(unsigned).byteswap(inplace=True).view(dtype)
+    return values.view(unsigned).byteswap().view(dtype)
 
 
 def _read_through_reader(source: TensorSource, start: int, stop: int) -> np.ndarray:

@@ -15,8 +15,8 @@ How it runs: the client opens each checkpoint's index only and builds one Dask g
 A task covers one chunk (about 64 MiB of rows along the first axis) of one tensor across
 a window of consecutive checkpoints: it reads exactly those byte ranges from the files
 (``weightscope.lazy.TensorSource``: path, offset, dtype; never an open handle), keeps the
-previous checkpoint's chunk to compare with, and returns only figures (a few hundred
-bytes) — ``analysis._chunk_figures`` and ``analysis._pair_figures``, merged on the client
+previous checkpoint's chunk to compare with, and returns only figures (about 2 KiB
+for a window of 8) — ``analysis._chunk_figures`` and ``analysis._pair_figures``, merged on the client
 in chunk order with ``analysis._Partial.merge``, as ``weightscope stats`` merges them.
 Since the graph never moves arrays between tasks, a worker on any machine that sees the
 same paths (shared storage) reads its own ranges there, and a single huge checkpoint is
