@@ -52,7 +52,9 @@ bench: $(STAMP_TEST)
 # Every fuzz harness for FUZZ_RUNS executions (libFuzzer prints "Done N runs" for each).
 FUZZ_RUNS ?= 200000
 fuzz: $(STAMP_TEST)
-	cd fuzz && for harness in fuzz_*.py; do echo "== $$harness"; ../$(BIN)/python $$harness -runs=$(FUZZ_RUNS) 2>&1 | grep -E "^Done|ERROR|Traceback" || exit 1; done
+	scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && cd fuzz && for harness in fuzz_*.py; do \
+		echo "== $$harness"; WEIGHTSCOPE_FUZZ_SCRATCH=$$scratch ../$(BIN)/python $$harness -runs=$(FUZZ_RUNS) 2>&1 \
+		| grep -E "^Done|ERROR|Traceback" || exit 1; done
 
 clean:
 	rm -rf $(VENV) checkpoint build dist

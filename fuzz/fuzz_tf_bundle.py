@@ -16,32 +16,6 @@ with fuzzlib.instrumented():
     from weightscope.formats.tensorflow import data_file_name, save
 
 
-def _patch_atheris_array_compare_leak() -> None:
-    """Compare numpy arrays without atheris: its ``_trace_cmp`` (3.0.0) keeps two references to an array result.
-
-    Every array comparison in the instrumented reader would leak its result, and the
-    process would reach the 2 GiB limit after some ten thousand inputs. Arrays are not
-    what the comparison feedback is for; everything else still goes to atheris.
-    """
-    import operator
-
-    import atheris
-    from atheris.version_dependent import CMP_OP_SHIFT_AMOUNT
-
-    native = atheris._trace_cmp
-    compare = (operator.lt, operator.le, operator.eq, operator.ne, operator.gt, operator.ge)
-
-    def trace_cmp(left: object, right: object, op: int, counter: int, is_const: bool) -> object:
-        if isinstance(left, np.ndarray) or isinstance(right, np.ndarray):
-            return compare[op >> CMP_OP_SHIFT_AMOUNT](left, right)
-        return native(left, right, op, counter, is_const)
-
-    if getattr(native, "__name__", "") != "trace_cmp":
-        atheris._trace_cmp = trace_cmp
-
-
-_patch_atheris_array_compare_leak()
-
 DIRECTORY = fuzzlib.SCRATCH / "tf_bundle"
 PREFIX = DIRECTORY / "model.ckpt"
 DATA = DIRECTORY / data_file_name("model.ckpt", 0, 1)

@@ -18,8 +18,11 @@ every committed finding in ``fuzz/regressions/<harness>/``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import operator
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
@@ -27,6 +30,30 @@ from pathlib import Path
 
 import atheris
 import numpy as np
+
+
+def _patch_atheris_array_compare_leak() -> None:
+    """Compare numpy arrays without atheris: its ``_trace_cmp`` (3.0.0) keeps two references to an array result.
+
+    Every array comparison in the instrumented reader would leak its result, and the
+    process would reach the 2 GiB limit after some ten thousand inputs. Arrays are not
+    what the comparison feedback is for; everything else still goes to atheris.
+    """
+    from atheris.version_dependent import CMP_OP_SHIFT_AMOUNT
+
+    native = atheris._trace_cmp
+    compare = (operator.lt, operator.le, operator.eq, operator.ne, operator.gt, operator.ge)
+
+    def trace_cmp(left: object, right: object, op: int, counter: int, is_const: bool) -> object:
+        if isinstance(left, np.ndarray) or isinstance(right, np.ndarray):
+            return compare[op >> CMP_OP_SHIFT_AMOUNT](left, right)
+        return native(left, right, op, counter, is_const)
+
+    if getattr(native, "__name__", "") != "trace_cmp":
+        atheris._trace_cmp = trace_cmp
+
+
+_patch_atheris_array_compare_leak()
 
 
 def instrumented() -> contextlib.AbstractContextManager[None]:
@@ -39,8 +66,23 @@ with instrumented():
     from weightscope.errors import WeightscopeError
 
 ROOT = Path(__file__).resolve().parent
+
+
 # Inputs are written to memory, not disk, where the machine has /dev/shm.
-SCRATCH = Path(tempfile.mkdtemp(prefix="weightscope-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+def _scratch() -> Path:
+    """Where inputs are written: ``$WEIGHTSCOPE_FUZZ_SCRATCH`` (whoever set it removes it: libFuzzer
+    ends the process from C, past Python's exit handlers), else a directory in memory removed at exit."""
+    given = os.environ.get("WEIGHTSCOPE_FUZZ_SCRATCH")
+    if given:
+        return Path(tempfile.mkdtemp(prefix="fuzz-", dir=given))
+    directory = Path(
+        tempfile.mkdtemp(prefix="weightscope-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    )
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
+
+
+SCRATCH = _scratch()
 LIBFUZZER_DEFAULTS = ["-timeout=1", "-rss_limit_mb=2048", "-malloc_limit_mb=1024", "-max_len=65536"]
 
 

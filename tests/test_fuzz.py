@@ -7,6 +7,7 @@ no longer runs, or a finding that comes back, fails the suite.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -33,17 +34,22 @@ def _load(harness: Path) -> ModuleType:
 
 @pytest.mark.parametrize("harness", HARNESSES, ids=[path.stem for path in HARNESSES])
 def test_a_short_fuzz_run_finds_nothing(harness: Path, tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    findings = tmp_path / "findings"
+    findings.mkdir()
     result = subprocess.run(
-        [sys.executable, str(harness), "-runs=4000", "-max_total_time=6", f"-artifact_prefix={tmp_path}/"],
+        [sys.executable, str(harness), "-runs=4000", "-max_total_time=6", f"-artifact_prefix={findings}/"],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=FUZZ,
+        env={**os.environ, "WEIGHTSCOPE_FUZZ_SCRATCH": str(scratch)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     done = re.search(r"Done (\d+) runs", result.stderr)
     assert done is not None and int(done.group(1)) > 0, result.stderr[-3000:]
-    assert list(tmp_path.iterdir()) == []  # no crash, timeout or out-of-memory input written
+    assert list(findings.iterdir()) == []  # no crash, timeout or out-of-memory input written
 
 
 @pytest.mark.parametrize("harness", HARNESSES, ids=[path.stem for path in HARNESSES])
