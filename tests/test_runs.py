@@ -249,6 +249,7 @@ def nan_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_find_nan_finds_the_first_step(nan_run: Path) -> None:
     found = {finding.name: finding for finding in find_nan(nan_run, chunk_bytes=64)}
+    assert find_nan(nan_run, chunk_bytes=64, scheduler="processes", workers=2) == list(found.values())
     assert (found["b.weight"].step, found["b.weight"].nans, found["b.weight"].infs) == (700, 1, 0)
     assert (found["a.weight"].step, found["a.weight"].nans, found["a.weight"].infs) == (1500, 0, 1)
     result = CliRunner().invoke(cli, ["runs", "find-nan", str(nan_run), "--json", "--scheduler", "sync"])

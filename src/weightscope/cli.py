@@ -553,7 +553,7 @@ scheduler_option = click.option(
     "--scheduler",
     metavar="tcp://HOST:PORT",
     default=None,
-    help="A Dask cluster's scheduler to run on (default: threads here; 'sync' for one thread).",
+    help="A Dask cluster's scheduler to run on (default: threads here; 'processes', or 'sync' for one thread).",
 )
 progress_option = click.option(
     "--progress/--no-progress", default=None, help="Report tasks done on stderr (default: when it is a terminal)."

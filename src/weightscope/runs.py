@@ -398,7 +398,9 @@ def execute(
     progress: Progress | None = None,
 ) -> list[Any]:
     """Compute ``keys`` of the task graph: on ``client`` (a ``dask.distributed.Client``), on the cluster
-    at ``scheduler`` (``tcp://host:port``), in one thread (``"sync"``), or on local threads (the default)."""
+    at ``scheduler`` (``tcp://host:port``), in one thread (``"sync"``), in local processes
+    (``"processes"``: the figures hold the GIL for part of each piece, so processes scale where
+    threads may not), or on local threads (the default)."""
     dask = require_dask()
     if client is not None:
         return _on_client(client, graph, keys, progress)
@@ -419,8 +421,14 @@ def execute(
         import dask.local
 
         get = dask.local.get_sync
+    elif scheduler in ("processes", "multiprocessing"):
+        import dask.multiprocessing
+
+        def get(graph: dict[Any, Any], keys: list[Any]) -> Any:
+            return dask.multiprocessing.get(graph, keys, num_workers=workers)
+
     else:
-        raise UsageError(f"unknown scheduler {scheduler!r}: threads, sync, or a cluster's tcp://HOST:PORT")
+        raise UsageError(f"unknown scheduler {scheduler!r}: threads, processes, sync, or a cluster's tcp://HOST:PORT")
     if progress is None:
         return list(get(graph, keys))
     from dask.callbacks import Callback
