@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -235,3 +236,40 @@ def test_big_endian_bundle_reads_in_native_order(tmp_path: Path) -> None:
             assert ckpt[name].dtype == np.asarray(value).dtype
             np.testing.assert_array_equal(ckpt[name], value)
         assert not ckpt.verify()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'model_checkpoint_path: "model.ckpt-30"\nall_model_checkpoint_paths: "model.ckpt-10"\n'
+        'all_model_checkpoint_paths: "model.ckpt-30"\nall_model_checkpoint_timestamps: 1795710709.8241646\n'
+        "all_model_checkpoint_timestamps: 1.7e9\nlast_preserved_timestamp: 1795710000.5\n",
+        'model_checkpoint_path: "dir \\"q\\"/caf\\303\\251\\\\x\\n"\n',
+        "model_checkpoint_path: 'single quoted, which only protobuf reads'\n",
+        'model_checkpoint_path: "a" # a comment\n',
+        "",
+    ],
+    ids=["tensorflow's lines", "escapes", "single quotes", "comment", "empty"],
+)
+def test_checkpoint_state_is_read_as_protobuf_reads_it(tmp_path: Path, text: str) -> None:
+    from weightscope.formats.tensorflow import _parse_checkpoint_state, read_checkpoint_state
+
+    (tmp_path / "checkpoint").write_text(text, encoding="utf-8")
+    assert read_checkpoint_state(tmp_path) == _parse_checkpoint_state(text, tmp_path / "checkpoint")
+
+
+def test_checkpoint_state_with_an_unknown_field_is_corrupt(tmp_path: Path) -> None:
+    from weightscope.formats.tensorflow import read_checkpoint_state
+
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "a"\nnonsense: 3\n', encoding="utf-8")
+    with pytest.raises(ws.CorruptCheckpointError, match="not a CheckpointState"):
+        read_checkpoint_state(tmp_path)
+
+
+def test_listing_a_directory_imports_neither_protobuf_nor_numpy_ma(seed_copy: Path) -> None:
+    code = "import sys; from weightscope.cli import main; main(['ls', sys.argv[1]]); print(sorted(sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code, str(seed_copy.parent)], capture_output=True, text=True)
+    assert result.returncode == 0 and "layer1/kernel" in result.stdout
+    modules = set(ast.literal_eval(result.stdout.splitlines()[-1]))
+    assert "weightscope.formats.tensorflow" in modules
+    assert not modules & {"google.protobuf", "numpy.ma"}
