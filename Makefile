@@ -32,13 +32,14 @@ lint: $(STAMP_TEST)
 	$(BIN)/ruff format --check src tests bench scripts fuzz
 	$(BIN)/python scripts/gen_proto.py --check
 
-# The browser tests drive Debian's Chromium; installed when missing (as root, as CI runs).
-CHROMIUM := /usr/bin/chromium
-$(CHROMIUM):
+# The browser tests drive Debian's Chromium through its driver (which depends on the
+# browser); installed when missing (as root, as CI runs).
+CHROMEDRIVER := /usr/bin/chromedriver
+$(CHROMEDRIVER):
 	apt-get update
 	apt-get install -y --no-install-recommends chromium chromium-driver
 
-test: $(STAMP_TEST) lint $(CHROMIUM)
+test: $(STAMP_TEST) lint $(CHROMEDRIVER)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP_TEST)
