@@ -12,15 +12,17 @@ import difflib
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from weightscope.errors import TensorNotFoundError, WeightscopeError
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
-from weightscope.sources import FileSource
+from weightscope.sources import AnyPath, as_path, open_source
+
+if TYPE_CHECKING:
+    from weightscope.remote import RemotePath
 
 
 class TensorInfo(NamedTuple):
@@ -51,7 +53,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
     format: str = ""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: AnyPath) -> None:
         self.path = path
         self._infos: dict[str, TensorInfo] = {}
         self._aliases: dict[str, str] = {}  # stored key -> name, where the two differ
@@ -168,15 +170,15 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
 
 class FileCheckpoint(Checkpoint):
-    """A checkpoint that is one file, mapped as ``self._source``; ``_load`` reads its index.
+    """A checkpoint that is one file, mapped (or, remote, read by range) as ``self._source``; ``_load`` reads its index.
 
     Subclasses set their own attributes before calling this ``__init__``, which loads.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
-        super().__init__(Path(path))
+    def __init__(self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True) -> None:
+        super().__init__(as_path(path))
         self.verify_checksums = verify
-        self._source = FileSource(path)
+        self._source = open_source(self.path)
         try:
             self._load()
         except BaseException:

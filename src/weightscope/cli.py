@@ -23,11 +23,24 @@ from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError
 from weightscope.layers import naming_convention
 from weightscope.output import dumps_json, format_bytes, format_shape, json_values, render_table, safe_text
+from weightscope.sources import as_path
 
 if TYPE_CHECKING:
     from weightscope.analysis import TensorDiff
 
 PATH = click.Path(path_type=Path)
+
+
+class _CheckpointPath(click.ParamType):
+    """A checkpoint to read: a local ``Path``, or a URL (``s3://``, ``https://``, ...) as a ``RemotePath``."""
+
+    name = "path"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return as_path(value)
+
+
+CHECKPOINT = _CheckpointPath()
 
 
 def _echo(text: str = "", *, err: bool = False) -> None:
@@ -46,6 +59,8 @@ def cli(traceback: bool) -> None:
 
 
 def _open(path: Path, *, verify: bool = True, step: int | None = None) -> Checkpoint:
+    if step is not None and not isinstance(path, Path):
+        raise UsageError(f"{path}: --step picks from a local directory's history; name the remote checkpoint itself")
     if step is not None:
         from weightscope.history import select_step
 
@@ -75,7 +90,7 @@ def _row(ckpt: Checkpoint, info: TensorInfo) -> dict[str, Any]:
 
 
 @cli.command("ls")
-@click.argument("path", type=PATH)
+@click.argument("path", type=CHECKPOINT)
 @click.option("--all", "show_all", is_flag=True, help="Also list optimizer state and bookkeeping.")
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
 @click.option("--keys", "show_keys", is_flag=True, help="Also show the key each tensor is stored under.")
@@ -121,7 +136,7 @@ def _count_kinds(kinds: Iterable[str]) -> str:
 
 
 @cli.command("show")
-@click.argument("path", type=PATH)
+@click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Values as JSON, with dtype and shape.")
 @click.option("--npy", "npy", type=PATH, metavar="OUT", help="Save the (single) tensor as a .npy file.")
@@ -173,7 +188,7 @@ def _save_npy(array: np.ndarray, out: Path) -> None:
 
 
 @cli.command("layers")
-@click.argument("path", type=PATH)
+@click.argument("path", type=CHECKPOINT)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of layers.")
 @step_option
 def layers_command(path: Path, as_json: bool, step: int | None) -> None:
@@ -226,7 +241,7 @@ def _figure(value: float | int | None) -> str:
 
 
 @cli.command("stats")
-@click.argument("path", type=PATH)
+@click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1)
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
 @click.option("--all", "show_all", is_flag=True, help="Also optimizer state and bookkeeping.")
@@ -283,8 +298,8 @@ def _diff_row(tensor: TensorDiff) -> list[str]:
 
 
 @cli.command("diff")
-@click.argument("a", type=PATH)
-@click.argument("b", type=PATH)
+@click.argument("a", type=CHECKPOINT)
+@click.argument("b", type=CHECKPOINT)
 @click.option("--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance, as in numpy.isclose.")
 @click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance.")
 @click.option("--all", "show_all", is_flag=True, help="List equal tensors too.")
@@ -319,7 +334,7 @@ def diff_command(
 
 
 @cli.command("verify")
-@click.argument("path", type=PATH)
+@click.argument("path", type=CHECKPOINT)
 @step_option
 def verify_command(path: Path, step: int | None) -> None:
     """Check every block and tensor checksum; exit non-zero naming what is damaged."""
@@ -362,7 +377,7 @@ class _ProgressBar:
 
 
 @cli.command("convert")
-@click.argument("source", type=PATH)
+@click.argument("source", type=CHECKPOINT)
 @click.argument("destination", type=PATH)
 @click.option(
     "--to",
@@ -437,7 +452,7 @@ def convert_command(
 
 
 @cli.command("summary")
-@click.argument("path", type=PATH)
+@click.argument("path", type=CHECKPOINT)
 @click.option(
     "--json",
     "as_json",
@@ -492,7 +507,7 @@ def summary_command(path: Path, as_json: bool, step: int | None) -> None:
 
 
 @cli.command("plot")
-@click.argument("path", type=PATH)
+@click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1, required=True)
 @click.option(
     "--out",
@@ -510,7 +525,9 @@ def summary_command(path: Path, as_json: bool, step: int | None) -> None:
 )
 @click.option("--log", is_flag=True, help="Histogram: a log-scale count axis.")
 @click.option("--bins", type=int, default=None, help="Histogram: the number of bins (default 100).")
-@click.option("--compare", type=PATH, metavar="PATH2", help="Histogram: overlay the same tensor of this checkpoint.")
+@click.option(
+    "--compare", type=CHECKPOINT, metavar="PATH2", help="Histogram: overlay the same tensor of this checkpoint."
+)
 @click.option("--size", default="800x600", show_default=True, metavar="WxH", help="The image's size in pixels.")
 def plot_command(
     path: Path,
@@ -709,8 +726,8 @@ def runs_convert_command(
 
 
 @cli.command("view")
-@click.argument("path", type=PATH)
-@click.argument("path2", type=PATH, required=False)
+@click.argument("path", type=CHECKPOINT)
+@click.argument("path2", type=CHECKPOINT, required=False)
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="The port on 127.0.0.1 (0: a free one)."
 )
@@ -794,7 +811,7 @@ def history_command(path: Path, as_json: bool) -> None:
 
 
 @cli.command("scan")
-@click.argument("path", type=PATH)
+@click.argument("path", type=CHECKPOINT)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {opcode, name, allowed, count}.")
 def scan_command(path: Path, as_json: bool) -> None:
     """List the globals and calls a PyTorch checkpoint's pickle names, without running any.

@@ -3,6 +3,13 @@
 A source hands out read-only byte ranges of one file as memoryviews over a memory map,
 checking every range against the real file length first (with Python ints, so no
 offset can wrap around). Formats read through sources and never call ``open()``.
+
+A checkpoint named by a URL (``s3://``, ``gs://``, ``https://``, any fsspec protocol)
+gets a ``weightscope.remote.RemotePath`` instead of a ``Path`` and a ``RemoteSource``
+instead of a ``FileSource``: the same interface, answered by range requests. The
+helpers below (``as_path``, ``open_source``, ``plus``) pick one or the other; a local
+path stays a ``Path`` and a ``FileSource``, and ``weightscope.remote`` (and fsspec) is
+never imported for it.
 """
 
 from __future__ import annotations
@@ -11,8 +18,52 @@ import contextlib
 import mmap
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from weightscope.errors import CheckpointNotFoundError, TruncatedFileError
+
+if TYPE_CHECKING:
+    from weightscope.remote import RemotePath, RemoteSource
+
+AnyPath: TypeAlias = "Path | RemotePath"
+AnySource: TypeAlias = "FileSource | RemoteSource"
+
+
+def is_url(path: object) -> bool:
+    """Whether ``path`` is a URL (``scheme://...``, the scheme two characters or more: not ``C:``)."""
+    if not isinstance(path, str):
+        return False
+    scheme, separator, _ = path.partition("://")
+    return bool(separator) and len(scheme) > 1 and scheme.replace("+", "").replace("-", "").replace(".", "").isalnum()
+
+
+def as_path(path: str | os.PathLike[str] | RemotePath, storage_options: dict[str, Any] | None = None) -> AnyPath:
+    """A ``Path`` for a local path (as ever), a ``RemotePath`` for a URL."""
+    if isinstance(path, Path):
+        return path
+    if isinstance(path, str) and is_url(path):
+        if path.startswith("file://"):
+            return Path(path[len("file://") :])
+        from weightscope.remote import RemotePath
+
+        return RemotePath(path, storage_options=storage_options)
+    if isinstance(path, str | os.PathLike):
+        return Path(path)
+    return path  # already a RemotePath
+
+
+def open_source(path: AnyPath) -> AnySource:
+    """The byte source of a file: mapped if local, read by range requests if remote."""
+    if isinstance(path, Path):
+        return FileSource(path)
+    return path.open_source()
+
+
+def plus(path: AnyPath, text: str) -> AnyPath:
+    """``path`` with ``text`` appended to its name: a prefix's ``.index`` and ``.data-…`` files."""
+    if isinstance(path, Path):
+        return Path(f"{path}{text}")
+    return path.plus(text)
 
 
 class FileSource:
@@ -53,12 +104,12 @@ class FileSource:
             self._map = None
 
 
-def file_ends_with(path: str | os.PathLike[str], magic: bytes) -> bool:
+def file_ends_with(path: str | os.PathLike[str] | RemotePath, magic: bytes) -> bool:
     """Whether ``path`` is a regular file whose last bytes are ``magic`` (a trailing signature)."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file() or path.stat().st_size < len(magic):
         return False
-    source = FileSource(path)
+    source = open_source(path)
     try:
         return source.read(source.size - len(magic), len(magic), "trailing magic") == magic
     finally:

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightscope.errors import CheckpointNotFoundError, UnsupportedFormatError
-from weightscope.sources import FileSource, file_ends_with
+from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, plus
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
     from weightscope.checkpoint import Checkpoint
+    from weightscope.remote import RemotePath
     from weightscope.writing import Tensors
 
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 _TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
 
 
-def _sniff_tensorflow(path: Path) -> bool:
+def _sniff_tensorflow(path: AnyPath) -> bool:
     if path.is_dir():
         return any((path / name).is_file() for name in ("checkpoint", "saved_model.pb")) or any(path.glob("*.index"))
     if path.name == "checkpoint" and path.is_file():
@@ -37,7 +38,7 @@ def _sniff_tensorflow(path: Path) -> bool:
     if file_ends_with(path, _TABLE_MAGIC):
         return True  # an index, or a V1 checkpoint, which the reader refuses by name
     text = str(path)
-    return text.endswith(".index") or ".data-" in path.name or Path(text + ".index").is_file()
+    return text.endswith(".index") or ".data-" in path.name or plus(path, ".index").is_file()
 
 
 # The readers' magic numbers, here so that sniffing imports no reader.
@@ -46,29 +47,29 @@ _ZIP_MAGIC = b"PK\x03\x04"  # a zip's first local file header
 _ZIP_NAME_LENGTH = slice(26, 28)  # in that header; the name follows its 30 bytes
 
 
-def _head(path: Path, length: int) -> bytes:
+def _head(path: AnyPath, length: int) -> bytes:
     """The first ``length`` bytes of a regular file (fewer if it is shorter, none if it is no file)."""
     if not path.is_file():
         return b""
-    source = FileSource(path)
+    source = open_source(path)
     try:
         return bytes(source.read(0, min(length, source.size), "magic"))
     finally:
         source.close()
 
 
-def _sniff_safetensors(path: Path) -> bool:
+def _sniff_safetensors(path: AnyPath) -> bool:
     head = _head(path, 9)  # the header length, then the JSON object's "{"
     if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 9:
         return True
     return path.suffix == ".safetensors"
 
 
-def _sniff_npy(path: Path) -> bool:
+def _sniff_npy(path: AnyPath) -> bool:
     return _head(path, len(_NPY_MAGIC)) == _NPY_MAGIC or path.suffix == ".npy"
 
 
-def _sniff_npz(path: Path) -> bool:
+def _sniff_npz(path: AnyPath) -> bool:
     if path.suffix == ".npz":
         return True
     head = _head(path, 30 + 0xFFFF)
@@ -84,7 +85,7 @@ _PYTORCH_MEMBERS = (b"/data.pkl", b"/.format_version", b"/byteorder", b"/version
 _PYTORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little") + b"."
 
 
-def _sniff_pytorch(path: Path) -> bool:
+def _sniff_pytorch(path: AnyPath) -> bool:
     head = _head(path, 30 + 0xFFFF)
     if head.startswith(_PYTORCH_LEGACY_HEAD):
         return True
@@ -95,7 +96,7 @@ def _sniff_pytorch(path: Path) -> bool:
 _GGUF_MAGIC = b"GGUF"
 
 
-def _sniff_gguf(path: Path) -> bool:
+def _sniff_gguf(path: AnyPath) -> bool:
     return _head(path, len(_GGUF_MAGIC)) == _GGUF_MAGIC or path.suffix == ".gguf"
 
 
@@ -103,12 +104,14 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _KERAS_MEMBERS = {"config.json", "model.weights.h5"}
 
 
-def _sniff_keras(path: Path) -> bool:
+def _sniff_keras(path: AnyPath) -> bool:
     head = _head(path, len(_HDF5_MAGIC))
     if head == _HDF5_MAGIC or path.suffix in (".h5", ".hdf5", ".keras"):
         return True
     if not head.startswith(_ZIP_MAGIC):
         return False
+    if not isinstance(path, Path):
+        return False  # a remote .keras zip: h5py reads local files only, so it is no format to offer
     try:
         with zipfile.ZipFile(path) as archive:
             return set(archive.namelist()) >= _KERAS_MEMBERS
@@ -116,7 +119,7 @@ def _sniff_keras(path: Path) -> bool:
         return False
 
 
-def _sniff_onnx(path: Path) -> bool:
+def _sniff_onnx(path: AnyPath) -> bool:
     # ONNX has no magic, and a ModelProto's usual first byte (0x08: field 1, ir_version) is
     # too weak to claim a file by: the suffix decides, and the reader refuses what does not parse.
     return path.suffix == ".onnx"
@@ -127,7 +130,7 @@ class Format:
     name: str
     description: str
     target: str  # "module:Class"
-    sniff: Callable[[Path], bool]
+    sniff: Callable[[AnyPath], bool]
     writer: str | None = None  # "module:function", for formats weightscope can write
     requires: str | None = None  # an optional module the reader needs, installed by ``weightscope[<extra>]``
     extra: str | None = None
@@ -207,21 +210,51 @@ FORMATS: dict[str, Format] = {
 }
 
 
-def open_checkpoint(path: str | os.PathLike[str], *, format: str | None = None, verify: bool = True) -> Checkpoint:
-    """Open the checkpoint at ``path``, choosing its format from its content."""
-    path = Path(path)
+def open_checkpoint(
+    path: str | os.PathLike[str] | RemotePath,
+    *,
+    format: str | None = None,
+    verify: bool = True,
+    storage_options: dict[str, Any] | None = None,
+) -> Checkpoint:
+    """Open the checkpoint at ``path``, choosing its format from its content.
+
+    ``path`` may be a URL (``s3://bucket/run/ckpt-1000``, ``gs://…``, ``https://…``: any
+    fsspec protocol, with ``pip install 'weightscope[remote]'``): then the index is
+    fetched, and later only the byte ranges of the tensors read. ``storage_options``
+    go to the fsspec filesystem (credentials, endpoint, ...).
+    """
+    path = as_path(path, storage_options)
+    if isinstance(path, Path):
+        return _open(path, format, verify)
+    path.store.pin()  # the blocks read to sniff the format serve the reader too
+    try:
+        return _open(path, format, verify)
+    finally:
+        path.store.unpin()
+
+
+def _open(path: AnyPath, format: str | None, verify: bool) -> Checkpoint:
     if format is not None:
         if format not in FORMATS:
             raise UnsupportedFormatError(f"unknown format {format!r}; known: {', '.join(sorted(FORMATS))}")
-        return FORMATS[format].load()(path, verify=verify)  # type: ignore[call-arg]
+        return _reader(FORMATS[format], path)(path, verify=verify)  # type: ignore[call-arg]
     for candidate in FORMATS.values():
         if candidate.sniff(path):
-            return candidate.load()(path, verify=verify)  # type: ignore[call-arg]
-    if not path.exists() and not Path(f"{path}.index").exists():
+            return _reader(candidate, path)(path, verify=verify)  # type: ignore[call-arg]
+    if not path.exists() and not plus(path, ".index").exists():
         raise CheckpointNotFoundError(f"{path}: no such file or checkpoint prefix")
     if path.is_dir():
         raise CheckpointNotFoundError(f"{path}: a directory with no checkpoint in it that weightscope knows")
     raise UnsupportedFormatError(f"{path}: not a checkpoint format weightscope knows ({', '.join(FORMATS)})")
+
+
+def _reader(entry: Format, path: AnyPath) -> type[Checkpoint]:
+    if entry.name == "keras" and not isinstance(path, Path):
+        raise UnsupportedFormatError(
+            f"{path}: Keras files are read through h5py, which reads local files only; download it first"
+        )
+    return entry.load()
 
 
 def save_checkpoint(

@@ -61,7 +61,7 @@ from weightscope.errors import (
     UnsupportedFormatError,
     WeightscopeError,
 )
-from weightscope.sources import FileSource
+from weightscope.sources import AnyPath, AnySource, open_source
 
 MAX_MODEL_SIZE = (1 << 31) - 1  # protobuf's limit on one message
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
@@ -94,7 +94,7 @@ class OnnxCheckpoint(FileCheckpoint):
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
         """Open ``path``; with ``verify``, reading an external tensor checks its file's SHA1 checksum."""
         self._tensors: dict[str, Any] = {}  # name -> TensorProto, for tensors inside the model
-        self._external: dict[str, FileSource] = {}  # resolved path -> its source
+        self._external: dict[str, AnySource] = {}  # resolved path -> its source
         self._checksums: dict[str, str] = {}  # tensor name -> expected SHA1 hex digest
         self._verified: set[tuple[str, str]] = set()  # (file, digest) pairs found good
         self._digests: dict[str, str] = {}  # external file -> the SHA1 of all of it, hashed once
@@ -225,7 +225,7 @@ class OnnxCheckpoint(FileCheckpoint):
         file = self._resolve(location, where)
         source = self._external.get(str(file))
         if source is None:
-            source = self._external[str(file)] = FileSource(file)
+            source = self._external[str(file)] = open_source(file)
         offset = _non_negative(entries.get("offset", "0"), "offset", where)
         available = source.size - offset
         length = _non_negative(entries["length"], "length", where) if "length" in entries else max(available, 0)
@@ -242,7 +242,7 @@ class OnnxCheckpoint(FileCheckpoint):
         name: str = tensor.name
         return TensorInfo(name, element.dtype, shape, nbytes, element.name, str(file), offset, name)  # type: ignore[arg-type]
 
-    def _resolve(self, location: str, where: str) -> Path:
+    def _resolve(self, location: str, where: str) -> AnyPath:
         """The external file ``location`` names, which must lie inside the model's folder."""
         folder = self.path.resolve().parent
         if Path(location).is_absolute() or location.startswith(("/", "\\")) or ":" in location[:2]:
@@ -277,7 +277,7 @@ class OnnxCheckpoint(FileCheckpoint):
             return _from_bytes(memoryview(tensor.raw_data), element, info)
         return _from_typed(tensor, element, info)
 
-    def _check(self, info: TensorInfo, source: FileSource, data: memoryview) -> None:
+    def _check(self, info: TensorInfo, source: AnySource, data: memoryview) -> None:
         expected = self._checksums[info.name]
         if (info.file, expected) in self._verified:
             return

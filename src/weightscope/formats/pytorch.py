@@ -87,7 +87,7 @@ from weightscope.errors import (
     UnsupportedFormatError,
 )
 from weightscope.layers import TensorRole
-from weightscope.sources import FileSource
+from weightscope.sources import FileSource, as_path, open_source
 
 # Legacy storage classes (torch.<Name>) -> element type.
 STORAGE_TYPES: dict[str, str] = {
@@ -690,8 +690,8 @@ def scan(path: str | os.PathLike[str]) -> list[ScanEntry]:
 
     Nothing is imported, called or read beyond the pickle; a refused opcode ends the scan.
     """
-    path = Path(path)
-    source = FileSource(path)
+    path = as_path(path)
+    source = open_source(path)
     found: dict[tuple[str, str, bool], int] = {}
     try:
         if _is_legacy(source):

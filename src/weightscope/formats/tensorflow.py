@@ -56,7 +56,7 @@ from collections.abc import Mapping
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -86,8 +86,12 @@ from weightscope.errors import (
 from weightscope.formats._bundle_index import Entries, Header, decode_entries, decode_header
 from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
 from weightscope.layers import TensorRole
-from weightscope.sources import FileSource, file_ends_with
+from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, plus
 from weightscope.writing import Tensors, as_tensors
+
+if TYPE_CHECKING:
+    from weightscope.remote import RemotePath
+    from weightscope.sources import AnySource
 
 CONSUMER_VERSION = 1
 MAX_SHARDS = 1 << 20
@@ -120,7 +124,7 @@ _STATE_STRINGS = ("model_checkpoint_path", "all_model_checkpoint_paths")
 _STATE_NUMBERS = ("all_model_checkpoint_timestamps", "last_preserved_timestamp")
 
 
-def read_checkpoint_state(directory: Path) -> CheckpointState | None:
+def read_checkpoint_state(directory: AnyPath) -> CheckpointState | None:
     """The directory's ``checkpoint`` file, or None where there is none.
 
     The lines TensorFlow writes are read directly (importing protobuf's text parser costs
@@ -158,7 +162,7 @@ def read_checkpoint_state(directory: Path) -> CheckpointState | None:
     )
 
 
-def _parse_checkpoint_state(text: str, path: Path) -> CheckpointState:
+def _parse_checkpoint_state(text: str, path: AnyPath) -> CheckpointState:
     from google.protobuf import text_format
 
     from weightscope import _proto
@@ -175,26 +179,37 @@ def _parse_checkpoint_state(text: str, path: Path) -> CheckpointState:
     )
 
 
-def state_path(directory: Path, recorded: str) -> Path:
+def state_path(directory: AnyPath, recorded: str) -> AnyPath:
     """Where a path recorded in a ``checkpoint`` file is now.
 
     TF records paths relative to the directory, or absolute ones. A prefix of that name
-    beside the state file wins, so a copied or moved directory opens its own files.
+    beside the state file wins, so a copied or moved directory opens its own files. (In
+    a remote directory an absolute path names the machine that saved it: only the prefix
+    beside the state file is looked for.)
     """
     if not os.path.isabs(recorded):
         return directory / recorded
     beside = directory / Path(recorded).name
+    if not isinstance(directory, Path):
+        return beside
     return beside if Path(f"{beside}.index").is_file() else Path(recorded)
 
 
-def _is_v1_checkpoint(path: Path) -> bool:
+def _is_v1_checkpoint(path: AnyPath) -> bool:
     """A single file ending with the table magic: what TF1's V1 ``Saver`` wrote."""
     return path.is_file() and path.stat().st_size >= FOOTER_SIZE and file_ends_with(path, MAGIC_BYTES)
 
 
-def resolve_prefix(path: Path) -> Path:
-    """The checkpoint prefix meant by a prefix, ``.index``, ``.data-…`` or directory path."""
-    if path.is_file() and path.name == STATE_FILE:
+def _drop_tail(path: AnyPath, count: int) -> AnyPath:
+    """``path`` less the last ``count`` characters of its name."""
+    if isinstance(path, Path):
+        return Path(str(path)[:-count])
+    return path.with_name(path.name[:-count])
+
+
+def resolve_prefix(path: AnyPath) -> AnyPath:
+    """The checkpoint prefix meant by a prefix, ``.index``, ``.data-…`` or directory path (local or a URL)."""
+    if path.name == STATE_FILE and path.is_file():
         path = path.parent
     if path.is_dir() and (path / SAVED_MODEL_FILE).is_file():
         prefix = path / "variables" / "variables"  # a SavedModel keeps its weights here
@@ -214,21 +229,22 @@ def resolve_prefix(path: Path) -> Path:
                     f"{path}: holds {len(indexes)} checkpoints and no '{STATE_FILE}' file "
                     f"naming the newest; name one of: {names}"
                 )
-            prefix = Path(str(indexes[0])[: -len(".index")])
+            prefix = _drop_tail(indexes[0], len(".index"))
     elif path.name.endswith(".index"):
-        prefix = Path(str(path)[: -len(".index")])
-    elif match := _DATA_SUFFIX.search(str(path)):
-        prefix = Path(str(path)[: match.start()])
+        prefix = _drop_tail(path, len(".index"))
+    elif match := _DATA_SUFFIX.search(path.name):
+        prefix = _drop_tail(path, len(path.name) - match.start())
     else:
         prefix = path
-    if not Path(f"{prefix}.index").is_file() and _is_v1_checkpoint(prefix):
+    index = plus(prefix, ".index")
+    if not index.is_file() and _is_v1_checkpoint(prefix):
         raise UnsupportedFormatError(
             f"{prefix}: a TensorFlow V1 checkpoint (the single-file format of before 2017), which weightscope "
             "does not read; convert it with TensorFlow: restore it with tf.compat.v1.train.Saver and save it "
             "again (V2 is the default)"
         )
-    if not Path(f"{prefix}.index").is_file():
-        raise CheckpointNotFoundError(f"{prefix}.index: no such file (checkpoint prefix {prefix})")
+    if not index.is_file():
+        raise CheckpointNotFoundError(f"{index}: no such file (checkpoint prefix {prefix})")
     return prefix
 
 
@@ -286,20 +302,22 @@ class TensorFlowCheckpoint(Checkpoint):
 
     format = "tensorflow"
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True, readable_names: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True, readable_names: bool = True
+    ) -> None:
         """Open the checkpoint ``path`` names; ``readable_names=False`` keeps TF2's stored keys as names."""
-        prefix = resolve_prefix(Path(path))
+        prefix = resolve_prefix(as_path(path))
         super().__init__(prefix)
         self.prefix = prefix
         self.verify_checksums = verify
-        self._index = FileSource(f"{prefix}.index")
+        self._index = open_source(plus(prefix, ".index"))
         self._slice_entries: dict[bytes, tuple[TensorInfo, int]] = {}  # slice key -> (info, crc32c)
         self._partitions: dict[str, list[_Part]] = {}
         # Each tensor's stored crc32c, by name: the names in index order (sorted as bytes).
         self._checksum_columns: tuple[list[str], np.ndarray] = ([], np.zeros(0, np.int64))
         self._big_endian = False
-        self._shards: list[FileSource] = []
-        self._shard_of_file: dict[str, FileSource] = {}
+        self._shards: list[AnySource] = []
+        self._shard_of_file: dict[str, AnySource] = {}
         self._readable_names = readable_names
         try:
             self._load_index()
@@ -342,13 +360,13 @@ class TensorFlowCheckpoint(Checkpoint):
         if not 1 <= header.num_shards <= MAX_SHARDS:
             raise CorruptCheckpointError(f"{index_path}: header claims {header.num_shards} shards")
         self._big_endian = header.endianness == _BIG_ENDIAN
-        shard_names = []
+        shard_paths = []
         for shard in range(header.num_shards):  # a missing one stops the loop: a header may claim 2**20
-            name = data_file_name(str(self.prefix), shard, header.num_shards)
-            if not os.path.isfile(name):
+            name = plus(self.prefix, data_file_name("", shard, header.num_shards))
+            if not name.is_file():
                 raise CheckpointNotFoundError(f"{name}: data shard missing (the index {index_path} names it)")
-            shard_names.append(name)
-        self._shards = [FileSource(name) for name in shard_names]
+            shard_paths.append(name)
+        self._shards = [open_source(name) for name in shard_paths]
         self._shard_of_file = {str(shard.path): shard for shard in self._shards}
         # Tens of thousands of new tuples would set off collections that find nothing to free.
         collecting = gc.isenabled()

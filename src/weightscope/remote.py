@@ -1,0 +1,346 @@
+"""Remote checkpoints: URLs (``s3://``, ``gs://``, ``http(s)://``, any fsspec protocol) read by the byte range.
+
+Two small pieces stand in for ``pathlib.Path`` and ``FileSource`` when a checkpoint is
+named by a URL, so the formats' path resolution and reading work unchanged:
+
+- ``RemotePath``: the part of ``Path`` the formats use (``name``, ``stem``, ``suffix``,
+  ``parent``, ``/``, ``exists``, ``is_file``, ``is_dir``, ``glob``, ``stat``,
+  ``read_text``, ``resolve``, ``is_relative_to``) over one ``RemoteStore``.
+- ``RemoteSource``: ``FileSource``'s ``read(offset, length, what)`` answered by range
+  requests. A read of at least ``block_size`` bytes (a tensor, usually) fetches exactly
+  its range in one request; a smaller one (a header, an index block, a small tensor)
+  fetches ``block_size`` bytes from its offset (the read-ahead, clipped at the end of the
+  object; an object no larger than that, as most TensorFlow indexes are, whole) into a
+  small LRU cache that the next small reads are answered from.
+
+Every read returns a memoryview over bytes of its own (a copy, never a view of a cached
+block), so arrays made from it are owned and read-only, and closing frees the cache.
+
+A ``RemoteStore`` belongs to one ``weightscope.open`` call: the fsspec filesystem, what
+is known of each object (its size, or that it is missing), the cache, and counters of
+the requests made and bytes fetched (``checkpoint.path.store.bytes_fetched``).
+
+fsspec is optional (``pip install 'weightscope[remote]'``) and imported only here; a
+local path never imports this module. Credentials and endpoints are fsspec's business:
+``weightscope.open(url, storage_options={...})`` passes them to the filesystem, and
+fsspec's environment configuration (``FSSPEC_S3_ENDPOINT_URL``, ``AWS_*``) applies too.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+from weightscope.errors import CheckpointNotFoundError, TruncatedFileError, UsageError, WeightscopeError
+
+BLOCK_SIZE = 1 << 20  # the read-ahead of small reads, and the size from which a read is fetched exactly
+CACHED_BLOCKS = 4
+_NO_LISTING = ("http", "https")  # HTTP has no directories: a URL ending in "/" is taken for one
+
+
+class RemoteError(WeightscopeError, OSError):
+    """A remote object could not be read: a network error, a refused request, a server's error."""
+
+
+def _import_fsspec() -> Any:
+    try:
+        import fsspec
+    except ImportError:
+        raise UsageError(
+            "reading a checkpoint by URL needs fsspec (and the filesystem for its protocol, e.g. s3fs, gcsfs, "
+            "aiohttp): pip install 'weightscope[remote]'"
+        ) from None
+    return fsspec
+
+
+class RemoteStore:
+    """One filesystem, what is known of its objects, and the read-ahead cache, shared by paths and sources."""
+
+    def __init__(
+        self,
+        protocol: str,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        block_size: int = BLOCK_SIZE,
+        cached_blocks: int = CACHED_BLOCKS,
+    ) -> None:
+        fsspec = _import_fsspec()
+        self.protocol = protocol
+        try:
+            self.fs = fsspec.filesystem(protocol, **(storage_options or {}))
+        except ImportError as error:
+            raise UsageError(
+                f"reading {protocol}:// URLs needs a filesystem fsspec did not find ({error}): "
+                "pip install 'weightscope[remote]' (s3, http) or the protocol's package (gcsfs for gs://)"
+            ) from None
+        except ValueError as error:
+            raise UsageError(f"{protocol}:// is not a protocol fsspec knows ({error})") from None
+        self.block_size = block_size
+        self.cached_blocks = cached_blocks
+        self.requests = 0
+        self.bytes_fetched = 0
+        self._infos: dict[str, dict[str, Any] | None] = {}
+        self._blocks: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._open: Counter[str] = Counter()
+        self._pinned = 0
+        self._lock = threading.Lock()
+
+    # -- what is known of objects ----------------------------------------------------------
+    def info(self, url: str) -> dict[str, Any] | None:
+        """fsspec's info of ``url`` (size, type), or None where there is no such object; asked once."""
+        if url not in self._infos:
+            try:
+                info = self.fs.info(url)
+            except FileNotFoundError:
+                info = None
+            except Exception as error:  # network libraries raise their own types: name the URL, keep it typed
+                raise RemoteError(f"{url}: {type(error).__name__}: {error}") from error
+            self._infos[url] = info
+        return self._infos[url]
+
+    def size(self, url: str) -> int:
+        info = self.info(url)
+        if info is None or info.get("type") == "directory":
+            raise CheckpointNotFoundError(f"{url}: no such object")
+        size = info.get("size")
+        if not isinstance(size, int) or size < 0:
+            raise RemoteError(f"{url}: the server does not say how large the object is")
+        return size
+
+    # -- fetching --------------------------------------------------------------------------
+    def fetch(self, url: str, start: int, end: int, size: int, what: str) -> bytes:
+        """The bytes ``[start, end)`` of ``url`` (``size`` bytes long), in one request."""
+        if end <= start:
+            return b""
+        try:
+            data = self.fs.cat_file(url, start=start, end=end)
+        except FileNotFoundError:
+            raise CheckpointNotFoundError(f"{url}: no such object") from None
+        except WeightscopeError:
+            raise
+        except Exception as error:  # network libraries raise their own types: name the URL, keep it typed
+            raise RemoteError(f"{url}: {type(error).__name__} reading {what} at {start}: {error}") from error
+        with self._lock:
+            self.requests += 1
+            self.bytes_fetched += len(data)
+        if len(data) > end - start and len(data) == size:
+            data = data[start:end]  # a server that ignores Range sends the whole object
+        if len(data) != end - start:
+            raise TruncatedFileError(
+                f"{url}: EOF reading {what} at {start}: expected {end - start} bytes, got {min(len(data), end - start)}"
+            )
+        return bytes(data)
+
+    def read(self, url: str, offset: int, length: int, size: int, what: str) -> bytes:
+        """``length`` bytes at ``offset``: exactly fetched when large, else from (or into) the cache."""
+        if length >= self.block_size:
+            return self.fetch(url, offset, offset + length, size, what)
+        with self._lock:
+            for (cached_url, start), block in reversed(self._blocks.items()):
+                if cached_url == url and start <= offset and offset + length <= start + len(block):
+                    self._blocks.move_to_end((url, start))
+                    return block[offset - start : offset - start + length]
+        start = 0 if size <= self.block_size else offset  # a small object (an index, a state file) whole, at once
+        block = self.fetch(url, start, min(size, start + self.block_size), size, what)
+        with self._lock:
+            self._blocks[(url, start)] = block
+            while len(self._blocks) > self.cached_blocks:
+                self._blocks.popitem(last=False)
+        return block[offset - start : offset - start + length]
+
+    # -- lifetime: a source's blocks go when its last source closes (not while opening) -----
+    def opened(self, url: str) -> None:
+        self._open[url] += 1
+
+    def closed(self, url: str) -> None:
+        self._open[url] = max(0, self._open[url] - 1)
+        if not self._pinned:
+            self._evict()
+
+    def pin(self) -> None:
+        """Keep blocks while a checkpoint is being opened: its format is sniffed from them first."""
+        self._pinned += 1
+
+    def unpin(self) -> None:
+        self._pinned -= 1
+        if not self._pinned:
+            self._evict()
+
+    def _evict(self) -> None:
+        with self._lock:
+            for key in [key for key in self._blocks if not self._open[key[0]]]:
+                del self._blocks[key]
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``("s3", "bucket/key")`` from ``"s3://bucket/key"``."""
+    protocol, _, rest = url.partition("://")
+    return protocol.lower(), rest
+
+
+class RemotePath:
+    """A URL with the part of ``pathlib.Path``'s interface the formats use."""
+
+    def __init__(self, url: str, store: RemoteStore | None = None, *, storage_options: dict[str, Any] | None = None):
+        protocol, rest = split_url(str(url))
+        self.store = store if store is not None else RemoteStore(protocol, storage_options)
+        self._protocol = protocol
+        # HTTP has no directories: a trailing "/" is what says a URL names one.
+        self._dir_hint = rest.endswith("/") and protocol in _NO_LISTING
+        rest = rest.rstrip("/")
+        self._rest = rest
+        self._url = f"{protocol}://{rest}"
+
+    def _with_rest(self, rest: str, *, directory: bool = False) -> RemotePath:
+        path = RemotePath.__new__(RemotePath)
+        path.store, path._protocol = self.store, self._protocol
+        path._rest = rest.rstrip("/")
+        path._url = f"{self._protocol}://{path._rest}"
+        path._dir_hint = directory and self._protocol in _NO_LISTING
+        return path
+
+    # -- names -----------------------------------------------------------------------------
+    def __str__(self) -> str:
+        return self._url
+
+    def __repr__(self) -> str:
+        return f"RemotePath({self._url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemotePath) and other._url == self._url
+
+    def __hash__(self) -> int:
+        return hash(self._url)
+
+    def __lt__(self, other: RemotePath) -> bool:
+        return self._url < other._url
+
+    @property
+    def name(self) -> str:
+        if "/" not in self._rest:
+            return ""  # a bucket or host, like Path("/").name
+        return self._rest.rsplit("/", 1)[1]
+
+    @property
+    def stem(self) -> str:
+        name = self.name
+        dot = name.rfind(".")
+        return name[:dot] if dot > 0 else name
+
+    @property
+    def suffix(self) -> str:
+        name = self.name
+        dot = name.rfind(".")
+        return name[dot:] if 0 < dot < len(name) - 1 else ""
+
+    @property
+    def parent(self) -> RemotePath:
+        if "/" not in self._rest:
+            return self
+        return self._with_rest(self._rest.rsplit("/", 1)[0], directory=True)
+
+    def __truediv__(self, name: str | RemotePath) -> RemotePath:
+        return self._with_rest(f"{self._rest}/{name}")
+
+    def with_name(self, name: str) -> RemotePath:
+        return self.parent / name
+
+    def plus(self, text: str) -> RemotePath:
+        """This URL with ``text`` appended: the ``.index`` or ``.data-…`` file of a prefix."""
+        return self._with_rest(self._rest + text)
+
+    def resolve(self) -> RemotePath:
+        """With ``.`` and ``..`` folded away (never above the bucket or host)."""
+        host, _, key = self._rest.partition("/")
+        key = posixpath.normpath("/" + key).lstrip("/") if key else ""
+        return self._with_rest(f"{host}/{key}" if key else host, directory=self._dir_hint)
+
+    def is_relative_to(self, other: RemotePath) -> bool:
+        return self._url == other._url or self._url.startswith(other._url + "/")
+
+    def is_absolute(self) -> bool:
+        return True
+
+    # -- the objects -----------------------------------------------------------------------
+    def info(self) -> dict[str, Any] | None:
+        if self._dir_hint:
+            return {"type": "directory", "size": 0}
+        return self.store.info(self._url)
+
+    def exists(self) -> bool:
+        return self.info() is not None
+
+    def is_file(self) -> bool:
+        info = self.info()
+        return info is not None and info.get("type") != "directory"
+
+    def is_dir(self) -> bool:
+        info = self.info()
+        return info is not None and info.get("type") == "directory"
+
+    def stat(self) -> SimpleNamespace:
+        return SimpleNamespace(st_size=self.store.size(self._url))
+
+    def glob(self, pattern: str) -> Iterator[RemotePath]:
+        """The objects directly in this directory whose names match ``pattern`` (none over HTTP)."""
+        if self._protocol in _NO_LISTING:
+            return iter(())
+        try:
+            entries = self.store.fs.ls(self._url, detail=True)
+        except FileNotFoundError:
+            return iter(())
+        except Exception as error:
+            raise RemoteError(f"{self._url}: {type(error).__name__} listing it: {error}") from error
+        found = []
+        for entry in entries:
+            name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+            if fnmatch.fnmatchcase(name, pattern):
+                child = self / name
+                self.store._infos.setdefault(child._url, entry)
+                found.append(child)
+        return iter(sorted(found))
+
+    def read_bytes(self) -> bytes:
+        size = self.store.size(self._url)
+        return self.store.fetch(self._url, 0, size, size, "the file")
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def open_source(self) -> RemoteSource:
+        return RemoteSource(self)
+
+
+class RemoteSource:
+    """``FileSource`` for a remote object: range-checked reads, answered by range requests."""
+
+    def __init__(self, path: RemotePath) -> None:
+        self.path = path
+        self._store = path.store
+        self._url = str(path)
+        self.size = self._store.size(self._url)
+        self._open = True
+        self._store.opened(self._url)
+
+    def read(self, offset: int, length: int, what: str) -> memoryview:
+        """The bytes ``[offset, offset + length)``, owned; ``what`` names them in errors."""
+        if offset < 0 or length < 0:
+            raise TruncatedFileError(f"{self.path}: {what} has a negative offset or length ({offset}, {length})")
+        if offset + length > self.size:
+            available = max(0, self.size - offset)
+            raise TruncatedFileError(
+                f"{self.path}: EOF reading {what} at {offset}: expected {length} bytes, got {available}"
+            )
+        if length == 0:
+            return memoryview(b"")
+        return memoryview(self._store.read(self._url, offset, length, self.size, what))
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._store.closed(self._url)
