@@ -10,6 +10,7 @@ import functools
 import http.server
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -57,6 +58,7 @@ def served(tf_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFac
     ws.save(small, root / "model.pt", format="pytorch")
     np.savez(root / "arrays.npz", **{name.replace("/", "_"): array for name, array in small.items()})
     names |= {"safetensors": "model.safetensors", "pytorch": "model.pt", "npz": "arrays.npz"}
+    names |= _gguf_and_onnx(root, small)
     # ~64 MiB in 512 tensors of 128 KiB, and one of 4 MiB, in one TensorFlow checkpoint.
     big = {f"block{i:03d}/kernel": np.full(32768, i, np.float32) for i in range(512)}
     big["embedding/table"] = np.arange(MiB, dtype=np.float32)
@@ -64,6 +66,35 @@ def served(tf_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFac
     ws.save(big, root / "big.safetensors", format="safetensors")
     names |= {"big": "big/ckpt-1000", "big_safetensors": "big.safetensors"}
     return {"root": root, "names": names}
+
+
+def _gguf_and_onnx(root: Path, tensors: dict[str, np.ndarray]) -> dict[str, str]:
+    """A GGUF file, and an ONNX model whose initializers are external data in a file beside it."""
+    gguf = pytest.importorskip("gguf")
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    writer = gguf.GGUFWriter(root / "model.gguf", "llama")
+    writer.add_string("general.name", "remote")
+    for name, array in tensors.items():
+        if array.dtype.kind == "f":
+            writer.add_tensor(name, array.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    initializers = [numpy_helper.from_array(array, name.replace("/", "_")) for name, array in tensors.items()]
+    graph = helper.make_graph([], "weights", [], [], initializer=initializers)
+    (root / "onnx").mkdir()
+    onnx.save_model(
+        helper.make_model(graph),
+        root / "onnx" / "model.onnx",
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    return {"gguf": "model.gguf", "onnx": "onnx/model.onnx"}
 
 
 def local(served: dict[str, Any], which: str) -> Path:
@@ -114,7 +145,7 @@ def s3_url(served: dict[str, Any], which: str) -> str:
     return f"s3://{BUCKET}/{served['names'][which]}"
 
 
-@pytest.mark.parametrize("name", ["seed", "sharded", "safetensors", "pytorch", "npz"])
+@pytest.mark.parametrize("name", ["seed", "sharded", "safetensors", "pytorch", "npz", "gguf", "onnx"])
 def test_s3_checkpoint_reads_as_the_local_file_bit_for_bit(
     s3: dict[str, Any], served: dict[str, Any], name: str
 ) -> None:
@@ -267,7 +298,7 @@ def _sent() -> int:
     return _RangeHandler.sent[0]
 
 
-@pytest.mark.parametrize("name", ["seed", "sharded", "safetensors", "pytorch", "npz"])
+@pytest.mark.parametrize("name", ["seed", "sharded", "safetensors", "pytorch", "npz", "gguf", "onnx"])
 def test_http_checkpoint_reads_as_the_local_file_bit_for_bit(http_root: str, served: dict[str, Any], name: str) -> None:
     before = _sent()
     url = f"{http_root}/{served['names'][name]}"
@@ -326,6 +357,15 @@ def test_http_server_error_is_a_typed_error_naming_the_url(
     assert isinstance(caught.value, ws.WeightscopeError) and isinstance(caught.value, OSError)
     assert main(["ls", url]) == int(caught.value.exit_status)
     assert url in capsys.readouterr().err
+
+
+def test_http_unreachable_server_is_a_remote_error_naming_the_url() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/run/model.safetensors"
+    with pytest.raises(RemoteError, match=re.escape(url)):
+        ws.open(url)
 
 
 # -- without fsspec, and on the local path ---------------------------------------------------

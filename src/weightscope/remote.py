@@ -96,7 +96,8 @@ class RemoteStore:
         if url not in self._infos:
             try:
                 info = self.fs.info(url)
-            except FileNotFoundError:
+            except FileNotFoundError as error:
+                _raise_if_unreachable(url, error)
                 info = None
             except Exception as error:  # network libraries raise their own types: name the URL, keep it typed
                 raise RemoteError(f"{url}: {type(error).__name__}: {error}") from error
@@ -175,6 +176,16 @@ class RemoteStore:
         with self._lock:
             for key in [key for key in self._blocks if not self._open[key[0]]]:
                 del self._blocks[key]
+
+
+def _raise_if_unreachable(url: str, error: FileNotFoundError) -> None:
+    """fsspec's HTTP filesystem reports any failure to stat a URL as FileNotFoundError; a
+    refused connection or a server error is no answer about the object, so it is not one."""
+    cause = error.__cause__
+    status = getattr(cause, "status", None)
+    unreachable = isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError)
+    if unreachable or (isinstance(status, int) and status not in (404, 410)):
+        raise RemoteError(f"{url}: {type(cause).__name__}: {cause}") from error
 
 
 def split_url(url: str) -> tuple[str, str]:
