@@ -35,7 +35,6 @@ from pathlib import Path
 import benchlib
 import numpy as np
 from benchlib import (
-    GIB,
     MIB,
     AnonymousPeak,
     Report,
@@ -70,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with benchlib.work_directory(args, "weightscope-bench-convert-") as workdir:
         report.context.append(f"load average at start: {load_average()}")
         nbytes = args.mib * MIB // args.tensors * args.tensors
-        size = f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB else f"{nbytes / MIB:.0f} MiB"
+        size = benchlib.size_label(nbytes)
         print(f"writing a {size} TensorFlow checkpoint under {workdir} ...", flush=True)
         prefix = make_input(workdir, args.tensors, nbytes)
         data_file = Path(f"{prefix}.data-00000-of-00001")

@@ -56,7 +56,6 @@ import safetensors
 import safetensors.numpy
 import torch
 from benchlib import (
-    GIB,
     MIB,
     Report,
     Row,
@@ -282,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with benchlib.work_directory(args, "weightscope-bench-formats-") as workdir:
         report.context.append(f"load average at start: {load_average()}")
         nbytes = args.mib * MIB // args.tensors * args.tensors
-        size = f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB else f"{nbytes / MIB:.0f} MiB"
+        size = benchlib.size_label(nbytes)
         print(f"writing {size} ({args.tensors} float32 tensors) twice under {workdir} ...", flush=True)
         start = time.perf_counter()
         st_path, pt_path, _ = make_inputs(workdir, args.tensors, nbytes)

@@ -187,6 +187,11 @@ def argument_parser(description: str, quick: str) -> argparse.ArgumentParser:
     return parser
 
 
+def size_label(nbytes: int) -> str:
+    """``1.00 GiB`` or ``64 MiB``: how a row names the size of its input."""
+    return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB else f"{nbytes / MIB:.0f} MiB"
+
+
 def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 

@@ -11,7 +11,7 @@ import fnmatch
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -350,6 +350,12 @@ def verify_command(path: Path, step: int | None) -> None:
     _echo(f"OK: {count} tensors, {format_bytes(total)} verified")
 
 
+def _convention_option(flag: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--layout`` or ``--names``: keep what the file has, or take PyTorch's or TensorFlow's convention."""
+    choice = click.Choice(["keep", "pytorch", "tensorflow"])
+    return click.option(flag, type=choice, default="keep", show_default=True, help=help)
+
+
 class _ProgressBar:
     """Tensors and bytes done, redrawn on stderr; shown only on a terminal, after the first second."""
 
@@ -385,19 +391,11 @@ class _ProgressBar:
     type=click.Choice(["tensorflow", "safetensors", "pytorch", "npz", "keras"]),
     help="Output format (default: from DESTINATION's name; TensorFlow for a bare prefix).",
 )
-@click.option(
-    "--layout",
-    type=click.Choice(["keep", "pytorch", "tensorflow"]),
-    default="keep",
-    show_default=True,
-    help="Permute weights to this framework's layout (dense [out, in] vs [in, out], convolutions).",
+@_convention_option(
+    "--layout", "Permute weights to this framework's layout (dense [out, in] vs [in, out], convolutions)."
 )
-@click.option(
-    "--names",
-    type=click.Choice(["keep", "pytorch", "tensorflow"]),
-    default="keep",
-    show_default=True,
-    help="Rename to this framework's convention (layer1/kernel <-> layer1.weight, BatchNorm's four).",
+@_convention_option(
+    "--names", "Rename to this framework's convention (layer1/kernel <-> layer1.weight, BatchNorm's four)."
 )
 @click.option("--include-optimizer", is_flag=True, help="Also write optimizer state (weights only by default).")
 @click.option("--filter", "pattern", metavar="GLOB", help="Only tensors whose source name matches this glob.")
