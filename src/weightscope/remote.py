@@ -28,6 +28,7 @@ fsspec's environment configuration (``FSSPEC_S3_ENDPOINT_URL``, ``AWS_*``) appli
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import posixpath
 import threading
@@ -86,6 +87,7 @@ class RemoteStore:
         self.bytes_fetched = 0
         self._infos: dict[str, dict[str, Any] | None] = {}
         self._blocks: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._prefetched: dict[str, list[tuple[int, bytes]]] = {}  # by URL, sorted by offset
         self._open: Counter[str] = Counter()
         self._pinned = 0
         self._lock = threading.Lock()
@@ -137,10 +139,43 @@ class RemoteStore:
             )
         return bytes(data)
 
+    def prefetch(self, url: str, ranges: list[tuple[int, int]], size: int) -> None:
+        """Fetch ``(offset, length)`` ranges concurrently (fsspec's ``cat_ranges``) for later small reads."""
+        ranges = sorted((offset, min(size, offset + length)) for offset, length in ranges if 0 <= offset < size)
+        if not ranges:
+            return
+        try:
+            found = self.fs.cat_ranges([url] * len(ranges), [r[0] for r in ranges], [r[1] for r in ranges])
+        except Exception:  # a hint only: the reads that follow fetch what is missing, and raise what is wrong
+            return
+        kept = self._prefetched.setdefault(url, [])
+        for (start, end), data in zip(ranges, found, strict=True):
+            if isinstance(data, bytes | bytearray):
+                with self._lock:
+                    self.requests += 1
+                    self.bytes_fetched += len(data)
+                if len(data) == end - start:
+                    kept.append((start, bytes(data)))
+        kept.sort(key=lambda item: item[0])
+
+    def _from_prefetched(self, url: str, offset: int, length: int) -> bytes | None:
+        kept = self._prefetched.get(url)
+        if not kept:
+            return None
+        i = bisect.bisect_right(kept, offset, key=lambda item: item[0]) - 1
+        if i >= 0:
+            start, data = kept[i]
+            if offset + length <= start + len(data):
+                return data[offset - start : offset - start + length]
+        return None
+
     def read(self, url: str, offset: int, length: int, size: int, what: str) -> bytes:
         """``length`` bytes at ``offset``: exactly fetched when large, else from (or into) the cache."""
         if length >= self.block_size:
             return self.fetch(url, offset, offset + length, size, what)
+        prefetched = self._from_prefetched(url, offset, length)
+        if prefetched is not None:
+            return prefetched
         with self._lock:
             for (cached_url, start), block in reversed(self._blocks.items()):
                 if cached_url == url and start <= offset and offset + length <= start + len(block):
@@ -176,6 +211,8 @@ class RemoteStore:
         with self._lock:
             for key in [key for key in self._blocks if not self._open[key[0]]]:
                 del self._blocks[key]
+            for url in [url for url in self._prefetched if not self._open[url]]:
+                del self._prefetched[url]
 
 
 def _raise_if_unreachable(url: str, error: FileNotFoundError) -> None:
@@ -350,6 +387,10 @@ class RemoteSource:
         if length == 0:
             return memoryview(b"")
         return memoryview(self._store.read(self._url, offset, length, self.size, what))
+
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """Fetch ``(offset, length)`` ranges at once, concurrently, for the small reads that follow."""
+        self._store.prefetch(self._url, ranges, self.size)
 
     def close(self) -> None:
         if self._open:

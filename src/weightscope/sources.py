@@ -114,3 +114,19 @@ def file_ends_with(path: str | os.PathLike[str] | RemotePath, magic: bytes) -> b
         return source.read(source.size - len(magic), len(magic), "trailing magic") == magic
     finally:
         source.close()
+
+
+def prefetch(source: AnySource, ranges: list[tuple[int, int]]) -> None:
+    """Fetch the byte ranges ``(offset, length)`` of a remote source at once, concurrently,
+    for the small reads that follow (a zip's local headers); a mapped file needs nothing."""
+    if not isinstance(source, FileSource):
+        source.prefetch(ranges)
+
+
+def read_head(source: AnySource, offset: int, length: int, limit: int, what: str) -> memoryview:
+    """The bytes ``[offset, offset + length)``, checked against the file's end as a read of
+    them all is, but from a remote source only the first ``limit`` of them (a mapped file's
+    are all a view away)."""
+    if isinstance(source, FileSource) or offset + length > source.size:
+        return source.read(offset, length, what)
+    return source.read(offset, min(length, limit), what)

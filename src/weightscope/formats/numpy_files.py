@@ -78,6 +78,7 @@ from weightscope.errors import (
     UnsupportedFormatError,
     UsageError,
 )
+from weightscope.sources import prefetch, read_head
 from weightscope.writing import Tensors, array_bytes, as_tensors
 
 MAGIC = b"\x93NUMPY"
@@ -85,6 +86,10 @@ MAX_HEADER_SIZE = 10_000  # np.load's limit (max_header_size) for files it does 
 # Version -> the header length's struct and the header's encoding.
 _VERSIONS = {(1, 0): ("<H", "latin1"), (2, 0): ("<I", "latin1"), (3, 0): ("<I", "utf8")}
 _HEAD_SIZE = len(MAGIC) + 2 + 4 + MAX_HEADER_SIZE  # the most bytes a header can take
+# Remote reads: what is fetched of a member at first (np.save pads its headers to 64 or 128 bytes).
+_USUAL_HEAD_SIZE = 512
+_LOCAL_HEADER_SIZE = 30
+_EXTRA_SLACK = 64
 _KEYS = {"descr", "fortran_order", "shape"}
 _NUMPY_MAX_BYTES = 1 << 63  # numpy's sizes are signed 64-bit, even of arrays with no elements
 # numpy's arrays hold at most this many dimensions (NPY_MAXDIMS: 32 before numpy 2).
@@ -209,6 +214,9 @@ class NpzCheckpoint(NumpyCheckpoint):
 
     def _load(self) -> None:
         entries = read_directory(self._source, self.path)
+        # Remote: every member's local header and the start of its .npy header at once.
+        span = _LOCAL_HEADER_SIZE + _EXTRA_SLACK + _USUAL_HEAD_SIZE
+        prefetch(self._source, [(entry.header_offset, span + len(entry.orig_filename.encode())) for entry in entries])
         for entry in entries:
             name = entry.filename.removesuffix(".npy")
             if name in self._members:
@@ -220,15 +228,35 @@ class NpzCheckpoint(NumpyCheckpoint):
         what = f"{self.path}: member '{entry.filename}'"
         deflated = is_deflated(entry, what)
         start = member_start(self._source, entry, what)
-        data = self._source.read(start, entry.compress_size, f"member '{entry.filename}'")
-        head: bytes | memoryview = data[:_HEAD_SIZE]
-        if deflated:
-            try:
-                head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, _HEAD_SIZE)
-            except zlib.error as error:
-                raise CorruptCheckpointError(f"{what}: damaged deflate stream ({error})") from None
+        # Mapped, the whole member is a view; remote, the header's usual size is fetched, then more if it says so.
+        limit = _USUAL_HEAD_SIZE
+        while True:
+            data = read_head(self._source, start, entry.compress_size, limit, f"member '{entry.filename}'")
+            head: bytes | memoryview = data[:_HEAD_SIZE]
+            if deflated:
+                try:
+                    head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, _HEAD_SIZE)
+                except zlib.error as error:
+                    if len(data) < entry.compress_size:  # the stream cut short here, maybe mid-symbol
+                        limit = entry.compress_size
+                        continue
+                    raise CorruptCheckpointError(f"{what}: damaged deflate stream ({error})") from None
+            if len(data) == entry.compress_size or len(head) >= min(_header_length(head), _HEAD_SIZE):
+                break  # (a header claiming more than _HEAD_SIZE is refused by read_array_header)
+            limit = _HEAD_SIZE if not deflated else entry.compress_size
         header = read_array_header(head, what)
         return _Member(start, entry.compress_size, entry.file_size, deflated, entry.CRC, header)
+
+
+def _header_length(head: bytes | memoryview) -> int:
+    """How many bytes the ``.npy`` header at the start of ``head`` takes, as far as its first
+    bytes say (magic, version, then its length as 2 bytes in version 1, 4 after); only how
+    much to fetch is decided by it: ``read_array_header`` checks the header."""
+    if len(head) < len(MAGIC) + 2 + 4:
+        return len(MAGIC) + 2 + 4
+    if head[len(MAGIC)] == 1:
+        return len(MAGIC) + 4 + int.from_bytes(head[len(MAGIC) + 2 : len(MAGIC) + 4], "little")
+    return len(MAGIC) + 6 + int.from_bytes(head[len(MAGIC) + 2 : len(MAGIC) + 6], "little")
 
 
 # -- writing -------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ from weightscope.errors import (
     UnsupportedFormatError,
 )
 from weightscope.layers import TensorRole
-from weightscope.sources import FileSource, as_path, open_source
+from weightscope.sources import FileSource, as_path, open_source, prefetch
 
 # Legacy storage classes (torch.<Name>) -> element type.
 STORAGE_TYPES: dict[str, str] = {
@@ -586,6 +586,8 @@ def _members(source: FileSource, path: Path) -> tuple[str, dict[str, _Stored]]:
     """The archive's folder name and its stored members by name."""
     members: dict[str, _Stored] = {}
     entries = read_directory(source, path)
+    # Remote: every member's local header at once (30 bytes, the name, PyTorch's alignment padding).
+    prefetch(source, [(entry.header_offset, 30 + len(entry.orig_filename.encode()) + 128) for entry in entries])
     for entry in entries:
         what = f"{path}: member '{entry.filename}'"
         if escapes(entry.filename):
