@@ -23,7 +23,7 @@ import pytest
 
 import weightscope as ws
 from weightscope.cli import main
-from weightscope.remote import BLOCK_SIZE, RemoteError
+from weightscope.remote import FIRST_READ_AHEAD, RemoteError
 
 pytest.importorskip("fsspec")
 pytest.importorskip("s3fs")
@@ -184,11 +184,11 @@ def test_s3_listing_a_large_checkpoint_fetches_its_index_only(s3: dict[str, Any]
         assert table.tobytes() == np.arange(MiB, dtype=np.float32).tobytes()
         assert store.bytes_fetched - listed == 4 * MiB  # exactly the tensor's range
         before = store.bytes_fetched
-        small = ckpt["block007/kernel"]  # 128 KiB: fetched with the read-ahead, the next ones from it
+        small = ckpt["block007/kernel"]  # 128 KiB: fetched with the read-ahead
         assert (small == 7).all()
-        assert store.bytes_fetched - before == BLOCK_SIZE
-        assert (ckpt["block008/kernel"] == 8).all()
-        assert store.bytes_fetched - before == BLOCK_SIZE
+        assert store.bytes_fetched - before == 131072 + FIRST_READ_AHEAD
+        assert (ckpt["block007/kernel"] == 7).all()  # from the cache
+        assert store.bytes_fetched - before == 131072 + FIRST_READ_AHEAD
     # The issue's target: one 4 MiB tensor of a large checkpoint for less than index + 4 MiB + 1 MiB.
     assert listed + 4 * MiB < index_size + 5 * MiB
 
@@ -196,11 +196,12 @@ def test_s3_listing_a_large_checkpoint_fetches_its_index_only(s3: dict[str, Any]
 def test_s3_safetensors_listing_fetches_its_header_and_the_read_ahead(
     s3: dict[str, Any], served: dict[str, Any]
 ) -> None:
+    header = int.from_bytes(local(served, "big_safetensors").read_bytes()[:8], "little")
     with ws.open(s3_url(served, "big_safetensors"), storage_options=s3["options"]) as ckpt:
         store = ckpt.path.store
         assert len(ckpt) == 513
         listed = store.bytes_fetched
-        assert listed <= BLOCK_SIZE + 8  # the header inside the first block, the trailing bytes sniffed
+        assert listed <= 8 + header + 3 * FIRST_READ_AHEAD  # the header, its read-ahead, 8 bytes sniffed at the end
         assert (ckpt["embedding/table"] == np.arange(MiB, dtype=np.float32)).all()
         assert store.bytes_fetched - listed == 4 * MiB
 
@@ -346,10 +347,11 @@ def test_http_listing_a_large_zip_fetches_its_directory_and_headers(
     with ws.open(f"{http_root}/{served['names'][name]}") as ckpt:
         assert len(ckpt) == 128
         listed = _sent() - before
-        # The first block (read to sniff the format), then about a kilobyte a member.
-        assert listed < BLOCK_SIZE + 128 * 1024
+        # 64 KiB read to sniff the format, the directory, data.pkl, and a few hundred bytes a member.
+        assert listed < 4 * FIRST_READ_AHEAD + 128 * 1024
         assert (ckpt["block100.kernel"] == 100).all()
-        assert 65536 * 4 <= _sent() - before - listed <= BLOCK_SIZE  # a small tensor comes with the read-ahead
+        # The tensor (npz: its member, the .npy header first), and the read-ahead.
+        assert 65536 * 4 + FIRST_READ_AHEAD <= _sent() - before - listed <= 65536 * 4 + 128 + FIRST_READ_AHEAD
         assert _sent() - before == ckpt.path.store.bytes_fetched
 
 
@@ -361,6 +363,20 @@ def test_http_ls_through_the_cli_fetches_the_index_only(
     assert main(["ls", f"{http_root}/{served['names']['big']}"]) == 0
     assert "embedding/table" in capsys.readouterr().out
     assert _sent() - before <= index_size
+
+
+def test_cli_verifies_diffs_and_converts_a_remote_checkpoint(
+    http_root: str, served: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"{http_root}/{served['names']['sharded']}"
+    assert main(["verify", url]) == 0
+    assert main(["diff", url, str(local(served, "sharded"))]) == 0
+    capsys.readouterr()
+    assert main(["convert", url, str(tmp_path / "copy" / "ckpt")]) == 0
+    with ws.open(tmp_path / "copy" / "ckpt") as copy, ws.open(local(served, "sharded")) as expected:
+        assert "model/kernel" in copy  # (convert leaves TF2's bookkeeping out)
+        for name in copy:
+            assert copy[name].tolist() == expected[name].tolist()
 
 
 def test_http_missing_object_is_checkpoint_not_found(http_root: str) -> None:

@@ -7,11 +7,14 @@ named by a URL, so the formats' path resolution and reading work unchanged:
   ``parent``, ``/``, ``exists``, ``is_file``, ``is_dir``, ``glob``, ``stat``,
   ``read_text``, ``resolve``, ``is_relative_to``) over one ``RemoteStore``.
 - ``RemoteSource``: ``FileSource``'s ``read(offset, length, what)`` answered by range
-  requests. A read of at least ``block_size`` bytes (a tensor, usually) fetches exactly
-  its range in one request; a smaller one (a header, an index block, a small tensor)
-  fetches ``block_size`` bytes from its offset (the read-ahead, clipped at the end of the
-  object; an object no larger than that, as most TensorFlow indexes are, whole) into a
-  small LRU cache that the next small reads are answered from.
+  requests. A read of at least ``block_size`` (1 MiB) fetches exactly its range in one
+  request: a tensor, usually. An object no larger than that (most TensorFlow indexes,
+  state files) is fetched whole at its first read. A smaller read of a larger object (a
+  header, an index block, a small tensor) fetches its range and a read-ahead after it:
+  64 KiB after a jump, doubling (to 1 MiB) while the reads continue where the last fetch
+  ended, as an index or a long header read in pieces does. What was fetched goes to a
+  small LRU cache (four fetches) that the next small reads are answered from. A zip's
+  readers ask for every member's local header at once (``prefetch``: concurrent requests).
 
 Every read returns a memoryview over bytes of its own (a copy, never a view of a cached
 block), so arrays made from it are owned and read-only, and closing frees the cache.
@@ -39,7 +42,8 @@ from typing import Any
 
 from weightscope.errors import CheckpointNotFoundError, TruncatedFileError, UsageError, WeightscopeError
 
-BLOCK_SIZE = 1 << 20  # the read-ahead of small reads, and the size from which a read is fetched exactly
+BLOCK_SIZE = 1 << 20  # reads this large are fetched exactly; objects this small whole; the most read-ahead
+FIRST_READ_AHEAD = 64 << 10  # fetched past a small read after a jump; doubled while reads continue
 CACHED_BLOCKS = 4
 _NO_LISTING = ("http", "https")  # HTTP has no directories: a URL ending in "/" is taken for one
 
@@ -68,6 +72,7 @@ class RemoteStore:
         storage_options: dict[str, Any] | None = None,
         *,
         block_size: int = BLOCK_SIZE,
+        first_read_ahead: int = FIRST_READ_AHEAD,
         cached_blocks: int = CACHED_BLOCKS,
     ) -> None:
         fsspec = _import_fsspec()
@@ -82,12 +87,15 @@ class RemoteStore:
         except ValueError as error:
             raise UsageError(f"{protocol}:// is not a protocol fsspec knows ({error})") from None
         self.block_size = block_size
+        self.first_read_ahead = first_read_ahead
         self.cached_blocks = cached_blocks
         self.requests = 0
         self.bytes_fetched = 0
         self._infos: dict[str, dict[str, Any] | None] = {}
         self._blocks: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._prefetched: dict[str, list[tuple[int, bytes]]] = {}  # by URL, sorted by offset
+        self._last: dict[str, tuple[int, int]] = {}  # by URL: the range its last small read fetched
+        self._window: dict[str, int] = {}  # by URL: the read-ahead of that fetch
         self._open: Counter[str] = Counter()
         self._pinned = 0
         self._lock = threading.Lock()
@@ -181,13 +189,26 @@ class RemoteStore:
                 if cached_url == url and start <= offset and offset + length <= start + len(block):
                     self._blocks.move_to_end((url, start))
                     return block[offset - start : offset - start + length]
-        start = 0 if size <= self.block_size else offset  # a small object (an index, a state file) whole, at once
-        block = self.fetch(url, start, min(size, start + self.block_size), size, what)
+        if size <= self.block_size:
+            start, end = 0, size  # a small object (an index, a state file) whole, at once
+        else:
+            start, end = offset, min(size, offset + length + self._read_ahead(url, offset))
+        block = self.fetch(url, start, end, size, what)
         with self._lock:
+            self._last[url] = (start, end)
             self._blocks[(url, start)] = block
             while len(self._blocks) > self.cached_blocks:
                 self._blocks.popitem(last=False)
         return block[offset - start : offset - start + length]
+
+    def _read_ahead(self, url: str, offset: int) -> int:
+        """How far past a small read to fetch: ``first_read_ahead`` after a jump, twice the last
+        (to ``block_size``) when the read continues the last fetch (an index or header read in pieces)."""
+        last_start, last_end = self._last.get(url, (-1, -1))
+        previous = self._window.get(url, 0)
+        window = min(2 * previous, self.block_size) if last_start <= offset <= last_end else self.first_read_ahead
+        self._window[url] = max(window, self.first_read_ahead)
+        return self._window[url]
 
     # -- lifetime: a source's blocks go when its last source closes (not while opening) -----
     def opened(self, url: str) -> None:
