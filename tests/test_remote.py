@@ -419,6 +419,15 @@ def test_without_fsspec_a_url_says_how_to_install_it(monkeypatch: pytest.MonkeyP
     assert main(["ls", "https://example.invalid/model.safetensors"]) == ws.UsageError.exit_status
 
 
+def test_an_unknown_protocol_or_option_is_a_typed_error(http_root: str) -> None:
+    with pytest.raises(ws.UsageError, match="nosuchproto"):
+        ws.open("nosuchproto://bucket/model.safetensors")
+    for url in ("s3://bucket/model.safetensors", f"{http_root}/model.safetensors"):
+        # The filesystems take any keyword, and fail on it at the first request.
+        with pytest.raises(RemoteError, match=re.escape(url) + ".*no_such_option"):
+            ws.open(url, storage_options={"no_such_option": 1})
+
+
 def test_local_ls_imports_neither_fsspec_nor_the_remote_module(served: dict[str, Any]) -> None:
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "weightscope", "ls", str(local(served, "seed"))],

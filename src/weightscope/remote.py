@@ -86,6 +86,8 @@ class RemoteStore:
             ) from None
         except ValueError as error:
             raise UsageError(f"{protocol}:// is not a protocol fsspec knows ({error})") from None
+        except TypeError as error:
+            raise UsageError(f"storage_options the {protocol}:// filesystem does not take: {error}") from None
         self.block_size = block_size
         self.first_read_ahead = first_read_ahead
         self.cached_blocks = cached_blocks
@@ -237,13 +239,15 @@ class RemoteStore:
 
 
 def _raise_if_unreachable(url: str, error: FileNotFoundError) -> None:
-    """fsspec's HTTP filesystem reports any failure to stat a URL as FileNotFoundError; a
-    refused connection or a server error is no answer about the object, so it is not one."""
+    """fsspec's HTTP filesystem reports any failure to stat a URL as FileNotFoundError. Only
+    a 404 or 410, or a cloud API's own answer (a botocore error: no such bucket), says the
+    object is missing; a refused connection, a server error or a bad option says nothing of it."""
     cause = error.__cause__
-    status = getattr(cause, "status", None)
-    unreachable = isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError)
-    if unreachable or (isinstance(status, int) and status not in (404, 410)):
-        raise RemoteError(f"{url}: {type(cause).__name__}: {cause}") from error
+    if cause is None or isinstance(cause, FileNotFoundError) or isinstance(getattr(cause, "response", None), dict):
+        return
+    if getattr(cause, "status", None) in (404, 410):
+        return
+    raise RemoteError(f"{url}: {type(cause).__name__}: {cause}") from error
 
 
 def split_url(url: str) -> tuple[str, str]:
