@@ -378,6 +378,7 @@ def browser() -> Iterator[Any]:
     # Not a skip: make test installs both, and a skipped browser test is not a passed one.
     assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "needs Debian's chromium and chromium-driver: run make test"
     from selenium import webdriver
+
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
