@@ -48,6 +48,7 @@ bench: $(STAMP_TEST)
 	$(BIN)/python bench/bench_formats.py
 	$(BIN)/python bench/bench_convert.py
 	$(BIN)/python bench/bench_stats.py
+	$(BIN)/python bench/bench_remote.py
 	$(BIN)/python bench/bench_runs.py
 
 # Every fuzz harness for FUZZ_RUNS executions (libFuzzer prints "Done N runs" for each).
