@@ -41,6 +41,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from weightscope.errors import CheckpointNotFoundError, TruncatedFileError, UsageError, WeightscopeError
+from weightscope.sources import check_range
 
 BLOCK_SIZE = 1 << 20  # reads this large are fetched exactly; objects this small whole; the most read-ahead
 FIRST_READ_AHEAD = 64 << 10  # fetched past a small read after a jump; doubled while reads continue
@@ -402,13 +403,7 @@ class RemoteSource:
 
     def read(self, offset: int, length: int, what: str) -> memoryview:
         """The bytes ``[offset, offset + length)``, owned; ``what`` names them in errors."""
-        if offset < 0 or length < 0:
-            raise TruncatedFileError(f"{self.path}: {what} has a negative offset or length ({offset}, {length})")
-        if offset + length > self.size:
-            available = max(0, self.size - offset)
-            raise TruncatedFileError(
-                f"{self.path}: EOF reading {what} at {offset}: expected {length} bytes, got {available}"
-            )
+        check_range(self.path, offset, length, self.size, what)
         if length == 0:
             return memoryview(b"")
         return memoryview(self._store.read(self._url, offset, length, self.size, what))

@@ -66,6 +66,15 @@ def plus(path: AnyPath, text: str) -> AnyPath:
     return path.plus(text)
 
 
+def check_range(path: object, offset: int, length: int, size: int, what: str) -> None:
+    """Refuse a range that is negative or runs past the end of a file of ``size`` bytes (Python ints: no wrap)."""
+    if offset < 0 or length < 0:
+        raise TruncatedFileError(f"{path}: {what} has a negative offset or length ({offset}, {length})")
+    if offset + length > size:
+        available = max(0, size - offset)
+        raise TruncatedFileError(f"{path}: EOF reading {what} at {offset}: expected {length} bytes, got {available}")
+
+
 class FileSource:
     """A local file, memory-mapped read-only on first use."""
 
@@ -87,13 +96,7 @@ class FileSource:
 
     def read(self, offset: int, length: int, what: str) -> memoryview:
         """The bytes ``[offset, offset + length)``; ``what`` names them in errors."""
-        if offset < 0 or length < 0:
-            raise TruncatedFileError(f"{self.path}: {what} has a negative offset or length ({offset}, {length})")
-        if offset + length > self.size:
-            available = max(0, self.size - offset)
-            raise TruncatedFileError(
-                f"{self.path}: EOF reading {what} at {offset}: expected {length} bytes, got {available}"
-            )
+        check_range(self.path, offset, length, self.size, what)
         return memoryview(self._mapping())[offset : offset + length]
 
     def close(self) -> None:
