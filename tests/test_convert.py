@@ -297,3 +297,12 @@ def test_refusals_leave_nothing_behind(tmp_path: Path, tf_checkpoints: dict[str,
     with pytest.raises(ws.UsageError, match="no tensors to convert"):
         convert(source, tmp_path / "out" / "model.ckpt", pattern="nothing*")
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (64, 64), (65, 4097)])
+def test_large_kernels_are_transposed_tile_by_tile_exactly(tmp_path: Path, shape: tuple[int, int]) -> None:
+    kernel = RNG.standard_normal(shape).astype(">f4")  # big-endian too: the tiles are written little-endian
+    source = ws.save({"dense/kernel": kernel}, tmp_path / "tf" / "model.ckpt")
+    convert(source, tmp_path / "out.safetensors", layout="pytorch", names="pytorch")
+    with ws.open(tmp_path / "out.safetensors") as converted:
+        assert_same_tensor(converted["dense.weight"], kernel.T.astype("<f4"))
