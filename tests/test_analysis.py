@@ -196,3 +196,14 @@ def test_tensor_diff_of_nans_and_infinities() -> None:
     assert other.status == "different" and other.mismatched == 1
     close = tensor_diff("t", "t", a, a + np.float32(1e-3), rtol=0, atol=2e-3)
     assert close.status == "equal" and close.max_abs == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_diff_ignores_byte_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    values = np.arange(6, dtype="<f4")
+    np.savez(tmp_path / "little.npz", w=values)
+    np.savez(tmp_path / "big.npz", w=values.astype(">f4"))
+    assert main(["diff", str(tmp_path / "little.npz"), str(tmp_path / "big.npz")]) == 0
+    assert "1 equal" in capsys.readouterr().out
+    np.savez(tmp_path / "wider.npz", w=values.astype(">f8"))
+    assert main(["diff", str(tmp_path / "little.npz"), str(tmp_path / "wider.npz"), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["tensors"][0]["status"] == "dtype"

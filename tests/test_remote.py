@@ -439,3 +439,15 @@ def test_local_ls_imports_neither_fsspec_nor_the_remote_module(served: dict[str,
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "weightscope.sources" in imported
     assert not {"fsspec", "weightscope.remote", "s3fs", "aiohttp"} & imported
+
+
+def test_dask_arrays_of_a_remote_checkpoint_are_refused_with_a_typed_error(tmp_path: Path) -> None:
+    import fsspec
+
+    path = ws.save({"w": np.ones(4, np.float32)}, tmp_path / "m.safetensors", format="safetensors")
+    fsspec.filesystem("memory").pipe("/weightscope-test/m.safetensors", path.read_bytes())
+    with (
+        ws.open("memory://weightscope-test/m.safetensors") as ckpt,
+        pytest.raises(ws.UnsupportedFormatError, match="not by URL"),
+    ):
+        ckpt.to_dask("w")

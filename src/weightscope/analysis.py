@@ -28,7 +28,7 @@ import functools
 import math
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -332,10 +332,11 @@ def tensor_diff(
     if shapes[0] != shapes[1]:
         return TensorDiff(name, other, "shape", dtypes, shapes)
     kinds = (_numeric_kind(a.dtype), _numeric_kind(b.dtype))
-    if None in kinds or a.dtype != b.dtype:
-        if a.dtype == b.dtype and a.tolist() == b.tolist():  # strings, records: equal or not
+    same_type = a.dtype.newbyteorder("=") == b.dtype.newbyteorder("=")  # byte order is storage, not type
+    if None in kinds or not same_type:
+        if same_type and a.tolist() == b.tolist():  # strings, records: equal or not
             return TensorDiff(name, other, "equal", dtypes, shapes)
-        return TensorDiff(name, other, "dtype" if a.dtype != b.dtype else "different", dtypes, shapes)
+        return TensorDiff(name, other, "different" if same_type else "dtype", dtypes, shapes)
     figures = _DiffPartial()
     for left, right in _aligned(chunks(a), chunks(b)):
         _pair_figures(left, right, rtol, atol, figures)
@@ -392,6 +393,20 @@ def _same_layout(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return a, b, None
 
 
+def _compare_by_name(a: Checkpoint, b: Checkpoint, name: str, rtol: float, atol: float) -> TensorDiff:
+    left, right, moved = _same_layout(a[name], b[name])
+    return tensor_diff(name, name, left, right, moved, rtol=rtol, atol=atol)
+
+
+def _compare_planned(
+    a: Checkpoint, b: Checkpoint, mine: PlannedTensor, theirs: PlannedTensor, rtol: float, atol: float
+) -> TensorDiff:
+    """Two tensors the layer model matched, both in PyTorch's layout."""
+    moved = None if mine.permutation == theirs.permutation else "both in PyTorch's layout"
+    left, right = mine.transform(a[mine.source]), theirs.transform(b[theirs.source])
+    return tensor_diff(mine.source, theirs.source, left, right, moved, rtol=rtol, atol=atol)
+
+
 def _canonical_names(ckpt: Checkpoint, names: set[str]) -> dict[str, PlannedTensor]:
     """The tensors ``names`` under PyTorch-convention names, each with its move to PyTorch's layout."""
     from weightscope.convert import plan
@@ -422,7 +437,11 @@ def checkpoint_diff(
 
     names_a, names_b = compared(a), compared(b)
     common = set(names_a) & set(names_b)
-    pairs = [(name, name, *_same_layout(a[name], b[name])) for name in names_a if name in common]
+    # Each comparison reads its own pair inside its task: reading them all first would hold
+    # every inflated (or downloaded) tensor of both checkpoints at once.
+    jobs: list[Callable[[], TensorDiff]] = [
+        functools.partial(_compare_by_name, a, b, name, rtol, atol) for name in names_a if name in common
+    ]
     rest_a = {name for name in names_a if name not in common}
     rest_b = {name for name in names_b if name not in common}
     matched_by = "name"
@@ -431,14 +450,12 @@ def checkpoint_diff(
         for key, tensor in canonical_a.items():
             if key in canonical_b:
                 other = canonical_b[key]
-                pairs.append(
-                    (tensor.source, other.source, tensor.transform(a[tensor.source]), other.transform(b[other.source]))
-                )
+                jobs.append(functools.partial(_compare_planned, a, b, tensor, other, rtol, atol))
                 rest_a.discard(tensor.source)
                 rest_b.discard(other.source)
                 matched_by = "name and layer model" if common else "layer model"
     with ThreadPoolExecutor(_workers()) as pool:
-        tensors = list(pool.map(lambda pair: tensor_diff(*pair, rtol=rtol, atol=atol), pairs))
+        tensors = list(pool.map(lambda job: job(), jobs))
     only_a = [name for name in names_a if name in rest_a]
     only_b = [name for name in names_b if name in rest_b]
     return CheckpointDiff(str(a.path), str(b.path), rtol, atol, tensors, only_a, only_b, matched_by)

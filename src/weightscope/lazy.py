@@ -38,6 +38,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -206,6 +207,10 @@ def _stored_dtype(ckpt: Checkpoint, info: TensorInfo) -> np.dtype | None:
 
 def tensor_source(ckpt: Checkpoint, name: str) -> TensorSource:
     """Where tensor ``name`` of ``ckpt`` is: a byte range when it is plain bytes, else the reader."""
+    if not isinstance(ckpt.path, Path):
+        raise UnsupportedFormatError(
+            f"{ckpt.path}: dask reads checkpoints on this machine or a shared filesystem, not by URL; download it first"
+        )
     info = ckpt.info(name)
     native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype
     path = str(ckpt.path.resolve())
