@@ -10,9 +10,13 @@ of keeping chains of ``if`` statements of their own. ``string`` elements are Pyt
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from weightscope.errors import UnsupportedFormatError
 
 
 @dataclass(frozen=True)
@@ -128,3 +132,22 @@ def tensorflow_code(dtype: np.dtype) -> int:
 
 
 BY_NAME: dict[str, ElementType] = {t.name: t for t in ELEMENT_TYPES}
+
+
+# numpy's own limits, which a file's shape must fit before any array is made: sizes are
+# signed 64-bit (even of arrays with no elements), and arrays hold at most NPY_MAXDIMS
+# dimensions (32 before numpy 2).
+NUMPY_MAX_BYTES = 1 << 63
+NUMPY_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0b1" else 32
+
+
+def check_rank(shape: Sequence[int], what: str) -> None:
+    """Refuse more dimensions than numpy holds; ``what`` names the tensor."""
+    if len(shape) > NUMPY_MAX_RANK:
+        raise UnsupportedFormatError(f"{what} has {len(shape)} dimensions; numpy arrays hold {NUMPY_MAX_RANK}")
+
+
+def check_size(shape: Sequence[int], itemsize: int, what: str, nbytes: int = 0) -> None:
+    """Refuse a shape (or a byte count) larger than numpy can hold, counting only non-zero sizes."""
+    if max(nbytes, math.prod(size for size in shape if size) * itemsize) >= NUMPY_MAX_BYTES:
+        raise UnsupportedFormatError(f"{what} has shape {list(shape)}, larger than numpy can hold")

@@ -57,7 +57,7 @@ from operator import attrgetter
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.dtypes import BY_GGUF
+from weightscope.dtypes import BY_GGUF, check_size
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
 
 MAGIC = b"GGUF"
@@ -68,7 +68,6 @@ MAX_ARRAY_LENGTH = 100_000_000
 MAX_STRING_LENGTH = 64 << 20
 MAX_NAME_LENGTH = 0xFFFF
 SUMMARY_LENGTH = 16  # arrays longer than this are summarised in ``metadata``
-_NUMPY_MAX_BYTES = 1 << 63
 
 _HEADER = struct.Struct("<4sIQQ")
 _U32 = struct.Struct("<I")
@@ -256,8 +255,7 @@ class GgufCheckpoint(FileCheckpoint):
         # An empty tensor's other dimensions count too: numpy cannot make (2^63, 0) or (2^40, 0, 2^40);
         # a quantised one is read as float32.
         itemsize = dtype.itemsize if element.dtype is not None else 4
-        if max(nbytes, math.prod(length for length in dims if length) * itemsize) >= _NUMPY_MAX_BYTES:
-            raise UnsupportedFormatError(f"{where} has shape {list(shape)}, larger than numpy can hold")
+        check_size(shape, itemsize, where, nbytes)
         if offset % alignment:
             raise CorruptCheckpointError(f"{where} has offset {offset}, not a multiple of the alignment {alignment}")
         if start + offset + nbytes > self._source.size:

@@ -71,6 +71,7 @@ from weightscope.containers.zip import (
     member_start,
     read_directory,
 )
+from weightscope.dtypes import check_rank, check_size
 from weightscope.errors import (
     CorruptCheckpointError,
     RefusedError,
@@ -91,9 +92,6 @@ _USUAL_HEAD_SIZE = 512
 _LOCAL_HEADER_SIZE = 30
 _EXTRA_SLACK = 64
 _KEYS = {"descr", "fortran_order", "shape"}
-_NUMPY_MAX_BYTES = 1 << 63  # numpy's sizes are signed 64-bit, even of arrays with no elements
-# numpy's arrays hold at most this many dimensions (NPY_MAXDIMS: 32 before numpy 2).
-_NUMPY_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0b1" else 32
 
 
 class ArrayHeader(NamedTuple):
@@ -142,8 +140,7 @@ def read_array_header(head: bytes | memoryview, what: str) -> ArrayHeader:
     if dtype.hasobject:
         raise RefusedError(f"{what} holds Python objects (pickle); weightscope never unpickles")
     shape += dtype.shape  # a subarray dtype adds its dimensions, as in any numpy array
-    if len(shape) > _NUMPY_MAX_RANK:
-        raise UnsupportedFormatError(f"{what} has {len(shape)} dimensions; numpy arrays hold {_NUMPY_MAX_RANK}")
+    check_rank(shape, what)
     return ArrayHeader(dtype.base, shape, fortran_order, start + length)
 
 
@@ -175,10 +172,7 @@ class NumpyCheckpoint(FileCheckpoint):
                 f"shape {list(header.shape)} of {header.dtype} needs {nbytes}"
             )
         # Only a shape with a zero in it gets here with more bytes than a file holds.
-        if math.prod(size for size in header.shape if size) * header.dtype.itemsize >= _NUMPY_MAX_BYTES:
-            raise UnsupportedFormatError(
-                f"{self.path}: tensor '{name}' has shape {header.shape}, larger than numpy can hold"
-            )
+        check_size(header.shape, header.dtype.itemsize, f"{self.path}: tensor '{name}'")
         offset = member.start if member.deflated else member.start + header.size
         info = TensorInfo(name, header.dtype, header.shape, nbytes, header.dtype.name, str(self.path), offset, name)
         self._infos[name] = info

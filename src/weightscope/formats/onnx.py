@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.dtypes import BY_ONNX, ElementType
+from weightscope.dtypes import BY_ONNX, ElementType, check_rank, check_size
 from weightscope.errors import (
     ChecksumMismatchError,
     CorruptCheckpointError,
@@ -65,9 +65,6 @@ from weightscope.sources import AnyPath, AnySource, open_source
 
 MAX_MODEL_SIZE = (1 << 31) - 1  # protobuf's limit on one message
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
-_NUMPY_MAX_BYTES = 1 << 63
-# numpy's arrays hold at most this many dimensions (NPY_MAXDIMS: 32 before numpy 2).
-_NUMPY_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0b1" else 32
 _FOUR_BIT = {"int4", "uint4"}
 
 # The typed field that holds each element type's values when there is no raw_data.
@@ -158,8 +155,7 @@ class OnnxCheckpoint(FileCheckpoint):
             raise CorruptCheckpointError(f"{self.path}: an initializer has no name")
         where = f"{self.path}: initializer '{name}'"
         shape = tuple(tensor.dims)
-        if len(shape) > _NUMPY_MAX_RANK:
-            raise UnsupportedFormatError(f"{where} has {len(shape)} dimensions; numpy arrays hold {_NUMPY_MAX_RANK}")
+        check_rank(shape, where)
         if any(size < 0 for size in shape):
             raise CorruptCheckpointError(f"{where} has dims {list(shape)}; expected non-negative sizes")
         element = BY_ONNX.get(tensor.data_type)
@@ -169,8 +165,7 @@ class OnnxCheckpoint(FileCheckpoint):
         if dtype is None:
             raise UnsupportedFormatError(f"{where} has data type {element.name}, which numpy holds no type for")
         count = math.prod(shape)
-        if math.prod(size for size in shape if size) * dtype.itemsize >= _NUMPY_MAX_BYTES:
-            raise UnsupportedFormatError(f"{where} has shape {list(shape)}, larger than numpy can hold")
+        check_size(shape, dtype.itemsize, where)
         nbytes = _stored_size(element, count)
         if tensor.data_location == _EXTERNAL:
             return self._describe_external(tensor, element, shape, nbytes, where)

@@ -79,7 +79,7 @@ import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.containers.zip import check_crc, escapes, member_start, read_directory
-from weightscope.dtypes import BY_NAME, ElementType
+from weightscope.dtypes import BY_NAME, ElementType, check_rank, check_size
 from weightscope.errors import (
     CorruptCheckpointError,
     RefusedError,
@@ -119,9 +119,6 @@ MAX_MEMO = 10_000_000
 MAX_STACK = 10_000_000
 MAX_CONTAINERS = 10_000_000
 MAX_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL
-_NUMPY_MAX_BYTES = 1 << 63
-# numpy's arrays hold at most this many dimensions (NPY_MAXDIMS: 32 before numpy 2).
-_NUMPY_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0b1" else 32
 MAX_NESTING = 200  # dict and list levels between the saved object and a tensor
 # Values the walk over the saved object may visit, per byte of its pickle (plus a floor): a
 # value reached twice through the memo is walked twice, so 30 lists each holding the one
@@ -848,10 +845,7 @@ class PyTorchCheckpoint(FileCheckpoint):
             member_name = f"{self._folder}/data/{storage.key}"
             member = self._members.get(member_name)
         what = f"{self.path}: tensor '{name}'"
-        if len(tensor.shape) > _NUMPY_MAX_RANK:
-            raise UnsupportedFormatError(
-                f"{what} has {len(tensor.shape)} dimensions; numpy arrays hold {_NUMPY_MAX_RANK}"
-            )
+        check_rank(tensor.shape, what)
         if member is None:
             raise CorruptCheckpointError(f"{what}: its storage '{member_name}' is missing")
         storage_bytes = storage.numel * BY_NAME[storage.element].dtype.itemsize  # type: ignore[union-attr]
@@ -872,8 +866,7 @@ class PyTorchCheckpoint(FileCheckpoint):
                 f"reach element {last} of a storage of {capacity}"
             )
         # A view with zero strides fits any storage; an empty one any shape: numpy holds neither past 2^63 bytes.
-        if math.prod(length for length in tensor.shape if length) * dtype.itemsize >= _NUMPY_MAX_BYTES:
-            raise UnsupportedFormatError(f"{what} has shape {list(tensor.shape)}, larger than numpy can hold")
+        check_size(tensor.shape, dtype.itemsize, what)
         offset = member.start + tensor.offset * dtype.itemsize
         info = TensorInfo(name, dtype, tensor.shape, size * dtype.itemsize, element.name, str(self.path), offset, name)
         self._infos[name] = info

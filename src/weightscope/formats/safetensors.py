@@ -51,16 +51,13 @@ from numpy.typing import ArrayLike
 
 from weightscope.atomic import atomic_write
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.dtypes import BY_SAFETENSORS, ELEMENT_TYPES
+from weightscope.dtypes import BY_SAFETENSORS, ELEMENT_TYPES, check_rank, check_size
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
 from weightscope.writing import Tensors, array_bytes, as_tensors
 
 MAX_HEADER_SIZE = 100_000_000  # the reference implementation's limit
 METADATA_KEY = "__metadata__"
 _HEADER_LENGTH = struct.Struct("<Q")
-_NUMPY_MAX_BYTES = 1 << 63  # numpy's sizes are signed 64-bit, even of arrays with no elements
-# numpy's arrays hold at most this many dimensions (NPY_MAXDIMS: 32 before numpy 2).
-_NUMPY_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0b1" else 32
 
 
 class SafetensorsCheckpoint(FileCheckpoint):
@@ -118,8 +115,7 @@ class SafetensorsCheckpoint(FileCheckpoint):
             )
         if not isinstance(shape, list) or not all(type(size) is int and size >= 0 for size in shape):
             raise CorruptCheckpointError(f"{where} has shape {shape!r}; expected a list of non-negative integers")
-        if len(shape) > _NUMPY_MAX_RANK:
-            raise UnsupportedFormatError(f"{where} has {len(shape)} dimensions; numpy arrays hold {_NUMPY_MAX_RANK}")
+        check_rank(shape, where)
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
@@ -142,8 +138,7 @@ class SafetensorsCheckpoint(FileCheckpoint):
                 f"({self._source.size} bytes)"
             )
         # Only a shape with a zero in it gets here with more bytes than a file holds.
-        if math.prod(size for size in shape if size) * dtype.itemsize >= _NUMPY_MAX_BYTES:
-            raise UnsupportedFormatError(f"{where} has shape {shape}, larger than numpy can hold")
+        check_size(shape, dtype.itemsize, where)
         return TensorInfo(name, dtype, tuple(shape), nbytes, element.name, str(self.path), start + begin, name)
 
     def _check_layout(self, infos: list[TensorInfo], start: int) -> None:

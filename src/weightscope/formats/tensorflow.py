@@ -74,7 +74,7 @@ from weightscope.containers.table import (
     read_table,
     read_varint,
 )
-from weightscope.dtypes import ELEMENT_TYPES, ElementType, from_tensorflow, tensorflow_code
+from weightscope.dtypes import ELEMENT_TYPES, ElementType, check_rank, from_tensorflow, tensorflow_code
 from weightscope.errors import (
     CheckpointNotFoundError,
     ChecksumMismatchError,
@@ -95,8 +95,6 @@ if TYPE_CHECKING:
 
 CONSUMER_VERSION = 1
 MAX_SHARDS = 1 << 20
-# numpy's arrays hold at most this many dimensions (NPY_MAXDIMS: 32 before numpy 2).
-_NUMPY_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0b1" else 32
 STATE_FILE = "checkpoint"
 SAVED_MODEL_FILE = "saved_model.pb"
 _DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
@@ -496,8 +494,7 @@ class TensorFlowCheckpoint(Checkpoint):
         shape = tuple(dim.size for dim in shape_proto.dim)
         if any(size < 0 for size in shape):
             raise CorruptCheckpointError(f"{where} has a negative dimension in shape {list(shape)}")
-        if len(shape) > _NUMPY_MAX_RANK:
-            raise UnsupportedFormatError(f"{where} has {len(shape)} dimensions; numpy arrays hold {_NUMPY_MAX_RANK}")
+        check_rank(shape, where)
         shard, offset, size = entry.shard_id, entry.offset, entry.size  # type: ignore[attr-defined]
         if not 0 <= shard < num_shards:
             raise CorruptCheckpointError(f"{where} is in shard {shard}, but there are {num_shards}")
