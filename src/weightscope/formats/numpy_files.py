@@ -55,12 +55,10 @@ import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-from numpy.typing import ArrayLike
 
-from weightscope.atomic import atomic_write
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.containers.zip import (
     ZIP_NAME_MAX,
@@ -80,7 +78,11 @@ from weightscope.errors import (
     UsageError,
 )
 from weightscope.sources import prefetch, read_head
-from weightscope.writing import Tensors, array_bytes, as_tensors
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from weightscope.writing import Tensors
 
 MAGIC = b"\x93NUMPY"
 MAX_HEADER_SIZE = 10_000  # np.load's limit (max_header_size) for files it does not trust
@@ -308,6 +310,9 @@ def save(tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"{target} is a directory; give a file name such as {target / 'weights.npz'}")
+    from weightscope.atomic import atomic_write
+    from weightscope.writing import array_bytes, as_tensors
+
     source = as_tensors(tensors)
     plan = []
     for name in source.names():

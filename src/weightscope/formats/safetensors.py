@@ -44,16 +44,18 @@ import sys
 from collections.abc import Mapping
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import ArrayLike
 
-from weightscope.atomic import atomic_write
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.dtypes import BY_SAFETENSORS, ELEMENT_TYPES, check_rank, check_size
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
-from weightscope.writing import Tensors, array_bytes, as_tensors
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from weightscope.writing import Tensors
 
 MAX_HEADER_SIZE = 100_000_000  # the reference implementation's limit
 METADATA_KEY = "__metadata__"
@@ -207,6 +209,9 @@ def save(
         isinstance(metadata, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
     ):
         raise UsageError("safetensors metadata must map strings to strings")
+    from weightscope.atomic import atomic_write
+    from weightscope.writing import array_bytes, as_tensors
+
     source = as_tensors(tensors)
     plan: list[tuple[str, str, np.dtype, tuple[int, ...]]] = []
     for name in source.names():
