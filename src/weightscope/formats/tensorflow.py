@@ -87,7 +87,7 @@ from weightscope.formats._bundle_index import Entries, Header, decode_entries, d
 from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
 from weightscope.layers import TensorRole
 from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, plus
-from weightscope.writing import Tensors, as_tensors
+from weightscope.writing import Tensors, as_tensors, little_endian
 
 if TYPE_CHECKING:
     from weightscope.remote import RemotePath
@@ -774,7 +774,7 @@ def save(
                         entry.dtype = tensorflow_code(array.dtype.newbyteorder("="))
                     except ValueError as error:
                         raise UsageError(f"tensor '{name}': {error}") from None
-                    raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).reshape(-1)
+                    raw = little_endian(array).reshape(-1)
                     raw_bytes = raw.view(np.uint8)
                     data.write(raw_bytes)
                     checksum = mask_crc(crc32c(raw_bytes))
