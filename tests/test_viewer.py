@@ -26,12 +26,12 @@ import numpy as np
 import pytest
 
 import weightscope as ws
-from weightscope.analysis import checkpoint_diff, tensor_stats
+from weightscope.analysis import checkpoint_diff, diff_order, tensor_stats
 from weightscope.output import dumps_json, json_values
 from weightscope.plot import bin_edges, block_means, finite_range, histogram
 from weightscope.summary import summarize
 from weightscope.viewer import ViewerServer, make_server
-from weightscope.viewer.server import TOKEN_HEADER, diff_order, flat_values
+from weightscope.viewer.server import TOKEN_HEADER, flat_values
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

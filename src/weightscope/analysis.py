@@ -347,6 +347,13 @@ def tensor_diff(
     return TensorDiff(name, other, status, dtypes, shapes, figures.max_abs, relative, cosine, figures.mismatched, moved)
 
 
+def diff_order(tensor: TensorDiff) -> tuple[int, float]:
+    """Most changed first: different tensors by relative L2 change (None: from zero, first), mismatches, equal."""
+    if tensor.status == "different":
+        return 0, -(math.inf if tensor.relative_l2 is None else tensor.relative_l2)
+    return {"shape": 1, "dtype": 2}.get(tensor.status, 3), 0.0
+
+
 @dataclass
 class CheckpointDiff:
     """Two checkpoints compared tensor by tensor: matched pairs, and what only one side has."""

@@ -309,7 +309,7 @@ def diff_command(
     a: Path, b: Path, rtol: float, atol: float, show_all: bool, include_optimizer: bool, as_json: bool
 ) -> None:
     """Compare two checkpoints tensor by tensor, across formats; exit 0 if equal, 1 if they differ."""
-    from weightscope.analysis import checkpoint_diff
+    from weightscope.analysis import checkpoint_diff, diff_order
 
     if rtol < 0 or atol < 0:
         raise UsageError("tolerances must not be negative")
@@ -319,7 +319,7 @@ def diff_command(
         _echo(dumps_json(result.to_json()))
     else:
         changed = [tensor for tensor in result.tensors if show_all or tensor.status != "equal"]
-        changed.sort(key=lambda tensor: -(tensor.relative_l2 or 0.0) if tensor.status == "different" else 0.0)
+        changed.sort(key=diff_order)
         rows = [_diff_row(tensor) for tensor in changed]
         if rows:
             header = ["tensor", "status", "max |a-b|", "rel. L2", "cosine", "elements off"]

@@ -67,7 +67,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from weightscope.analysis import TensorDiff, TensorStats, checkpoint_diff, chunks, tensor_stats
+from weightscope.analysis import TensorStats, checkpoint_diff, chunks, diff_order, tensor_stats
 from weightscope.checkpoint import Checkpoint
 from weightscope.convert import _layout
 from weightscope.errors import TensorNotFoundError, UsageError, WeightscopeError
@@ -122,13 +122,6 @@ class ApiError(Exception):
 def static_file(name: str) -> bytes:
     """One of the page's files, from inside the installed package."""
     return resources.files("weightscope.viewer").joinpath("static", name).read_bytes()
-
-
-def diff_order(tensor: TensorDiff) -> tuple[int, float]:
-    """Most changed first: different tensors by relative L2 change (None: from zero, first), mismatches, equal."""
-    if tensor.status == "different":
-        return 0, -(math.inf if tensor.relative_l2 is None else tensor.relative_l2)
-    return {"shape": 1, "dtype": 2}.get(tensor.status, 3), 0.0
 
 
 def channel_order(name: str, shape: Sequence[int], role: str | None) -> tuple[int, ...] | None:
