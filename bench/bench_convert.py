@@ -42,7 +42,6 @@ from benchlib import (
     interleave,
     load_average,
     rate_figure,
-    source_state,
     status_kib,
     warm_page_cache,
 )
@@ -125,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.context.append(f"load average at end: {load_average()}")
         benchlib.print_report(
             report,
-            title="weightscope convert vs a plain copy" + (" (--quick)" if args.quick else ""),
-            versions=f"numpy {np.__version__}, weightscope {ws.__version__}" + source_state(ws.__file__),
+            title="weightscope convert vs a plain copy",
+            quick=args.quick,
+            versions=f"numpy {np.__version__}, weightscope {ws.__version__}",
             repetitions=f"{args.reps} per variant, interleaved, after 1 warm-up each (ratios: copy / convert time);",
             baseline="copy + fsync",
         )

@@ -63,7 +63,6 @@ from benchlib import (
     interleave,
     load_average,
     rate_figure,
-    source_state,
     warm_page_cache,
 )
 
@@ -249,8 +248,9 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
     )
     benchlib.print_report(
         report,
-        title="weightscope vs safetensors and PyTorch" + (" (--quick)" if args.quick else ""),
-        versions=versions + source_state(ws.__file__),
+        title="weightscope vs safetensors and PyTorch",
+        quick=args.quick,
+        versions=versions,
         repetitions=f"{args.reps} per variant, interleaved, after 1 warm-up each (ratios: library / weightscope time);",
         baseline="library",
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import benchlib
 import numpy as np
-from benchlib import MIB, Report, Row, load_average, source_state
+from benchlib import MIB, Report, Row, load_average
 
 import weightscope as ws
 
@@ -87,8 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.context.append(f"load average at end: {load_average()}")
         benchlib.print_report(
             report,
-            title="weightscope on a loopback S3 server" + (" (--quick)" if args.quick else ""),
-            versions=f"weightscope {ws.__version__}" + source_state(ws.__file__),
+            title="weightscope on a loopback S3 server",
+            quick=args.quick,
+            versions=f"weightscope {ws.__version__}",
             repetitions="one run (the byte count does not vary);",
             baseline="target",
         )

@@ -46,7 +46,7 @@ from pathlib import Path  # noqa: E402
 
 import benchlib  # noqa: E402
 import numpy as np  # noqa: E402
-from benchlib import GIB, MIB, Report, Row, Samples, format_seconds, load_average, source_state, warm_page_cache  # noqa: E402
+from benchlib import GIB, MIB, Report, Row, Samples, format_seconds, load_average, warm_page_cache  # noqa: E402
 
 import weightscope as ws  # noqa: E402
 from weightscope import runs  # noqa: E402
@@ -238,9 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         benchlib.print_report(
             report,
-            title="weightscope runs stats over a training run" + (" (--quick)" if args.quick else ""),
+            title="weightscope runs stats over a training run",
+            quick=args.quick,
             versions=f"numpy {np.__version__}, dask {dask.__version__}, distributed {distributed.__version__}, "
-            f"weightscope {ws.__version__}" + source_state(ws.__file__),
+            f"weightscope {ws.__version__}",
             repetitions=f"{args.reps} per variant;",
             baseline="one thread",
         )

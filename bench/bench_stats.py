@@ -35,7 +35,6 @@ from benchlib import (
     interleave,
     load_average,
     rate_figure,
-    source_state,
     status_kib,
     warm_page_cache,
 )
@@ -111,8 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.context.append(f"load average at end: {load_average()}")
         benchlib.print_report(
             report,
-            title="weightscope stats on one huge tensor" + (" (--quick)" if args.quick else ""),
-            versions=f"numpy {np.__version__}, weightscope {ws.__version__}" + source_state(ws.__file__),
+            title="weightscope stats on one huge tensor",
+            quick=args.quick,
+            versions=f"numpy {np.__version__}, weightscope {ws.__version__}",
             repetitions=f"{args.reps} per variant, interleaved, after 1 warm-up each;",
             baseline="baseline",
         )

@@ -70,7 +70,6 @@ from benchlib import (
     interleave,
     load_average,
     rate_figure,
-    source_state,
     time_figure,
     warm_page_cache,
 )
@@ -497,8 +496,9 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
     versions = f"tensorflow {tf.__version__}, numpy {np.__version__}, weightscope {ws.__version__}"
     benchlib.print_report(
         report,
-        title="weightscope vs TensorFlow" + (" (--quick)" if args.quick else ""),
-        versions=versions + source_state(ws.__file__),
+        title="weightscope vs TensorFlow",
+        quick=args.quick,
+        versions=versions,
         repetitions=f"CLI {args.cli_reps}, in-process {args.reps} per side, after 1 warm-up each;",
         baseline="TensorFlow",
     )

@@ -144,8 +144,16 @@ def source_state(module_file: str | None) -> str:
     return f" (git {commit}{', with uncommitted changes' if status else ''})"
 
 
-def print_report(report: Report, *, title: str, versions: str, repetitions: str, baseline: str) -> None:
-    """The run's description, the table of rows, the context and checks, and the verdict."""
+def print_report(
+    report: Report, *, title: str, versions: str, repetitions: str, baseline: str, quick: bool = False
+) -> None:
+    """The run's description, the table of rows, the context and checks, and the verdict.
+
+    ``versions`` gets the weightscope source's git state appended, and the title says
+    ``(--quick)`` for a quick run.
+    """
+    title += " (--quick)" if quick else ""
+    versions += source_state(getattr(sys.modules.get("weightscope"), "__file__", None))
     cores = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     print()
