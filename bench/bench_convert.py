@@ -40,7 +40,6 @@ from benchlib import (
     Report,
     Row,
     interleave,
-    load_average,
     rate_figure,
     status_kib,
     warm_page_cache,
@@ -65,8 +64,7 @@ def make_input(workdir: Path, tensors: int, total_bytes: int) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     report = Report()
-    with benchlib.work_directory(args, "weightscope-bench-convert-") as workdir:
-        report.context.append(f"load average at start: {load_average()}")
+    with benchlib.work_directory(args, "weightscope-bench-convert-", report) as workdir:
         nbytes = args.mib * MIB // args.tensors * args.tensors
         size = benchlib.size_label(nbytes)
         print(f"writing a {size} TensorFlow checkpoint under {workdir} ...", flush=True)
@@ -121,7 +119,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 np.array_equal(source[name], written[name]) for name in list(source)[:2]
             )
         report.check(same, f"the safetensors output {'equals' if same else 'differs from'} the source")
-        report.context.append(f"load average at end: {load_average()}")
         benchlib.print_report(
             report,
             title="weightscope convert vs a plain copy",

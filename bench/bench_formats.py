@@ -61,7 +61,6 @@ from benchlib import (
     Row,
     Samples,
     interleave,
-    load_average,
     rate_figure,
     warm_page_cache,
 )
@@ -278,8 +277,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     report = Report()
-    with benchlib.work_directory(args, "weightscope-bench-formats-") as workdir:
-        report.context.append(f"load average at start: {load_average()}")
+    with benchlib.work_directory(args, "weightscope-bench-formats-", report) as workdir:
         nbytes = args.mib * MIB // args.tensors * args.tensors
         size = benchlib.size_label(nbytes)
         print(f"writing {size} ({args.tensors} float32 tensors) twice under {workdir} ...", flush=True)
@@ -290,7 +288,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         compare_safetensors(st_path, nbytes, size, args.reps, report)
         compare_pytorch(pt_path, nbytes, size, args.reps, report)
         report.context.extend(raw_bandwidth(st_path, nbytes, args.reps))
-        report.context.append(f"load average at end: {load_average()}")
         print_report(report, args)
     return 1 if report.failed else 0
 

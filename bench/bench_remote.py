@@ -23,7 +23,7 @@ from pathlib import Path
 
 import benchlib
 import numpy as np
-from benchlib import MIB, Report, Row, load_average
+from benchlib import MIB, Report, Row
 
 import weightscope as ws
 
@@ -45,8 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ[key] = "bench"
     os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
-    with benchlib.work_directory(args, "weightscope-bench-remote-") as workdir:
-        report.context.append(f"load average at start: {load_average()}")
+    with benchlib.work_directory(args, "weightscope-bench-remote-", report) as workdir:
         prefix = make_input(workdir, args.mib * MIB)
         index_size = Path(f"{prefix}.index").stat().st_size
         data_size = Path(f"{prefix}.data-00000-of-00001").stat().st_size
@@ -84,7 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({4 / read_at:.0f} MiB/s over loopback from moto)"
         )
         report.check(same, f"the tensor read from S3 {'holds' if same else 'does not hold'} the values written")
-        report.context.append(f"load average at end: {load_average()}")
         benchlib.print_report(
             report,
             title="weightscope on a loopback S3 server",

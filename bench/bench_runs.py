@@ -233,7 +233,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "the client merges the ~2 KiB of figures each task returns. Time then falls with workers until storage "
             "bandwidth (bytes read above, over the aggregate read rate) or the task count bounds it"
         )
-        report.context.append(f"load average at end: {load_average()} (other processes share these cores)")
         import distributed
 
         benchlib.print_report(

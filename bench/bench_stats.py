@@ -33,7 +33,6 @@ from benchlib import (
     Report,
     Row,
     interleave,
-    load_average,
     rate_figure,
     status_kib,
     warm_page_cache,
@@ -61,8 +60,7 @@ def make_input(workdir: Path, elements: int) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     report = Report()
-    with benchlib.work_directory(args, "weightscope-bench-stats-") as workdir:
-        report.context.append(f"load average at start: {load_average()}")
+    with benchlib.work_directory(args, "weightscope-bench-stats-", report) as workdir:
         nbytes = int(args.gib * GIB) // (4 * 4096) * (4 * 4096)
         print(f"writing a {nbytes / GIB:.2f} GiB float32 tensor under {workdir} ...", flush=True)
         path = make_input(workdir, nbytes // 4)
@@ -107,7 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         same = np.isclose(part.mean, wide.mean(), rtol=1e-9, atol=1e-12) and np.isclose(part.std, wide.std(), rtol=1e-9)
         report.check(bool(same), f"mean and std of a 64 Mi-element slice {'equal' if same else 'differ from'} numpy's")
         ckpt.close()
-        report.context.append(f"load average at end: {load_average()}")
         benchlib.print_report(
             report,
             title="weightscope stats on one huge tensor",

@@ -68,7 +68,6 @@ from benchlib import (
     Row,
     Samples,
     interleave,
-    load_average,
     rate_figure,
     time_figure,
     warm_page_cache,
@@ -537,14 +536,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     os.environ.update(TF_QUIET)
     report = Report()
-    with benchlib.work_directory(args, "weightscope-bench-") as workdir:
+    with benchlib.work_directory(args, "weightscope-bench-", report) as workdir:
         env = child_environment(workdir)
-        report.context.append(f"load average at start: {load_average()}")
         manifest = make_inputs(workdir, args, env, report)
         compare_cli(str(manifest["small"]), workdir, args.cli_reps, env, report)
         compare_listing(str(manifest["many"]), int(manifest["many_count"]), args.reps, report)
         compare_full_read(manifest, args.reps, report)
-        report.context.append(f"load average at end: {load_average()}")
         print_report(report, args)
     return 1 if report.failed else 0
 

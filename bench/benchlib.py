@@ -153,6 +153,7 @@ def print_report(
     ``(--quick)`` for a quick run.
     """
     title += " (--quick)" if quick else ""
+    report.context.append(f"load average at end: {load_average()}")
     versions += source_state(getattr(sys.modules.get("weightscope"), "__file__", None))
     cores = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
@@ -205,8 +206,11 @@ def load_average() -> str:
 
 
 @contextlib.contextmanager
-def work_directory(args: argparse.Namespace, prefix: str) -> Iterator[Path]:
-    """A fresh directory for a run's inputs under ``--workdir`` (or /tmp), removed unless ``--keep``."""
+def work_directory(args: argparse.Namespace, prefix: str, report: Report | None = None) -> Iterator[Path]:
+    """A fresh directory for a run's inputs under ``--workdir`` (or /tmp), removed unless ``--keep``;
+    the load average at its start goes into ``report``."""
+    if report is not None:
+        report.context.append(f"load average at start: {load_average()}")
     parent = args.workdir or Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
