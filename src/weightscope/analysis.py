@@ -68,7 +68,7 @@ def chunks(array: np.ndarray, elements: int = CHUNK_ELEMENTS) -> Iterator[np.nda
         yield from chunks(np.ascontiguousarray(array[start : start + rows]), elements)
 
 
-def _wide(chunk: np.ndarray) -> np.ndarray:
+def widened(chunk: np.ndarray) -> np.ndarray:
     """The chunk as float64 (or complex128): bfloat16, float8 and float16 need widening to add up."""
     if chunk.dtype.kind == "c":
         return chunk.astype(np.complex128)
@@ -96,7 +96,7 @@ class TensorStats:
         return document
 
 
-def _numeric_kind(dtype: np.dtype) -> str | None:
+def numeric_kind(dtype: np.dtype) -> str | None:
     """'f' (floating, bfloat16 and float8 included), 'c', 'i' (integers, int4 included), 'b', or None."""
     if dtype.names is not None:
         return None  # TF's quantized types are records
@@ -106,7 +106,7 @@ def _numeric_kind(dtype: np.dtype) -> str | None:
 
 
 @dataclass
-class _Partial:
+class StatsPartial:
     """The figures of some of a tensor's values, to be merged with the rest's."""
 
     count: int = 0  # values other than NaN
@@ -120,14 +120,14 @@ class _Partial:
     nans: int = 0
     infs: int = 0
 
-    def merge(self, other: _Partial) -> _Partial:
+    def merge(self, other: StatsPartial) -> StatsPartial:
         total = self.count + other.count
         delta = other.mean - self.mean
         mean = self.mean + delta * other.count / total if total else 0.0
         m2 = self.m2 + other.m2 + (delta * delta * self.count * other.count / total if total else 0.0)
         lows = [value for value in (self.low, other.low) if value is not None]
         highs = [value for value in (self.high, other.high) if value is not None]
-        return _Partial(
+        return StatsPartial(
             total,
             self.total + other.total,
             mean,
@@ -141,8 +141,8 @@ class _Partial:
         )
 
 
-def _chunk_figures(chunk: np.ndarray, kind: str) -> _Partial:
-    """One chunk's figures; ``kind`` is what ``_numeric_kind`` says of its dtype.
+def chunk_stats(chunk: np.ndarray, kind: str) -> StatsPartial:
+    """One chunk's figures; ``kind`` is what ``numeric_kind`` says of its dtype.
 
     Exact figures (zeros, NaNs, min, max) are taken on numpy's own types as stored, half
     the bytes of float64; sums on float64. The deviations are taken from the chunk's first
@@ -153,10 +153,10 @@ def _chunk_figures(chunk: np.ndarray, kind: str) -> _Partial:
         return _figures(chunk, kind)
 
 
-def _figures(chunk: np.ndarray, kind: str) -> _Partial:
-    partial = _Partial(zeros=int(chunk.size - np.count_nonzero(chunk)))
-    exact = chunk if chunk.dtype.type.__module__ == "numpy" else _wide(chunk)
-    wide = _wide(chunk)
+def _figures(chunk: np.ndarray, kind: str) -> StatsPartial:
+    partial = StatsPartial(zeros=int(chunk.size - np.count_nonzero(chunk)))
+    exact = chunk if chunk.dtype.type.__module__ == "numpy" else widened(chunk)
+    wide = widened(chunk)
     if kind in "fc" and not np.isfinite(exact).all():
         missing = np.isnan(wide)
         partial.nans = int(np.count_nonzero(missing))
@@ -192,18 +192,17 @@ def tensor_stats(
 ) -> TensorStats:
     """The statistics of one tensor, read chunk by chunk (on ``pool``'s threads, if given)."""
     shape = tuple(array.shape)
-    kind = _numeric_kind(array.dtype)
+    kind = numeric_kind(array.dtype)
     if kind is None:
         return TensorStats(name, str(array.dtype), shape, array.size)
-    total = _Partial()
     if pool is None:
-        for chunk in chunks(array, elements):
-            total = total.merge(_chunk_figures(chunk, kind))
+        total = stats_partial(array, kind, elements)
     else:
+        total = StatsPartial()
         # A window of chunks in flight: bounded memory, every thread busy.
-        pending: deque[Future[_Partial]] = deque()
+        pending: deque[Future[StatsPartial]] = deque()
         for chunk in chunks(array, elements):
-            pending.append(pool.submit(_chunk_figures, chunk, kind))
+            pending.append(pool.submit(chunk_stats, chunk, kind))
             if len(pending) > pool._max_workers:
                 total = total.merge(pending.popleft().result())
         while pending:
@@ -211,8 +210,10 @@ def tensor_stats(
     return stats_from_partial(name, array.dtype, shape, kind, total)
 
 
-def stats_from_partial(name: str, dtype: np.dtype, shape: tuple[int, ...], kind: str, total: _Partial) -> TensorStats:
-    """The statistics of a tensor whose chunks' figures, merged, are ``total`` (``kind``: ``_numeric_kind``)."""
+def stats_from_partial(
+    name: str, dtype: np.dtype, shape: tuple[int, ...], kind: str, total: StatsPartial
+) -> TensorStats:
+    """The statistics of a tensor whose chunks' figures, merged, are ``total`` (``kind``: ``numeric_kind``)."""
     figures: dict[str, Any] = {"l2": math.sqrt(total.squares), "zeros": total.zeros}
     figures.update(nans=total.nans, infs=total.infs)
     if kind != "c" and total.count:
@@ -244,7 +245,9 @@ def checkpoint_stats(ckpt: Checkpoint, names: Iterable[str]) -> list[TensorStats
 # -- differences ----------------------------------------------------------------------------
 
 
-def _aligned(first: Iterator[np.ndarray], second: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def aligned_chunks(
+    first: Iterator[np.ndarray], second: Iterator[np.ndarray]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Pieces of two flat value streams of equal length, cut at the same element positions."""
     left = right = np.empty(0)
     while True:
@@ -260,7 +263,9 @@ def _aligned(first: Iterator[np.ndarray], second: Iterator[np.ndarray]) -> Itera
 
 
 @dataclass
-class _DiffPartial:
+class DiffPartial:
+    """The figures of a difference over some of two tensors' values, to be merged with the rest's."""
+
     max_abs: float = 0.0
     mismatched: int = 0
     dot: float = 0.0
@@ -268,13 +273,54 @@ class _DiffPartial:
     b_squares: float = 0.0
     d_squares: float = 0.0
 
+    def merge(self, other: DiffPartial) -> DiffPartial:
+        return DiffPartial(
+            max(self.max_abs, other.max_abs),
+            self.mismatched + other.mismatched,
+            self.dot + other.dot,
+            self.a_squares + other.a_squares,
+            self.b_squares + other.b_squares,
+            self.d_squares + other.d_squares,
+        )
 
-def _pair_figures(a: np.ndarray, b: np.ndarray, rtol: float, atol: float, into: _DiffPartial) -> None:
+    @property
+    def relative_l2(self) -> float | None:
+        """||a - b|| / ||a||; 0 for two zero tensors, None when a is zero and b is not."""
+        reference = math.sqrt(self.a_squares)
+        if reference:
+            return math.sqrt(self.d_squares) / reference
+        return 0.0 if not self.d_squares else None
+
+    @property
+    def cosine(self) -> float | None:
+        a_norm, b_norm = math.sqrt(self.a_squares), math.sqrt(self.b_squares)
+        return self.dot / (a_norm * b_norm) if a_norm and b_norm else None
+
+
+def stats_partial(array: np.ndarray, kind: str, elements: int = CHUNK_ELEMENTS) -> StatsPartial:
+    """The statistics' figures of a whole (numeric) array, chunk by chunk, in order."""
+    total = StatsPartial()
+    for chunk in chunks(array, elements):
+        total = total.merge(chunk_stats(chunk, kind))
+    return total
+
+
+def diff_partial(
+    a: np.ndarray, b: np.ndarray, rtol: float = 0.0, atol: float = 0.0, elements: int = CHUNK_ELEMENTS
+) -> DiffPartial:
+    """The difference's figures of two arrays of one shape, chunk by chunk, in order."""
+    figures = DiffPartial()
+    for left, right in aligned_chunks(chunks(a, elements), chunks(b, elements)):
+        pair_diff(left, right, rtol, atol, figures)
+    return figures
+
+
+def pair_diff(a: np.ndarray, b: np.ndarray, rtol: float, atol: float, into: DiffPartial) -> None:
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN here, and handled as such
-        _pair(_wide(a), _wide(b), rtol, atol, into)
+        _pair(widened(a), widened(b), rtol, atol, into)
 
 
-def _pair(a: np.ndarray, b: np.ndarray, rtol: float, atol: float, into: _DiffPartial) -> None:
+def _pair(a: np.ndarray, b: np.ndarray, rtol: float, atol: float, into: DiffPartial) -> None:
     same = (a == b) | (np.isnan(a) & np.isnan(b))
     gap = np.abs(a - b)
     close = same | (gap <= atol + rtol * np.abs(b))
@@ -331,20 +377,26 @@ def tensor_diff(
     shapes = (tuple(a.shape), tuple(b.shape))
     if shapes[0] != shapes[1]:
         return TensorDiff(name, other, "shape", dtypes, shapes)
-    kinds = (_numeric_kind(a.dtype), _numeric_kind(b.dtype))
+    kinds = (numeric_kind(a.dtype), numeric_kind(b.dtype))
     same_type = a.dtype.newbyteorder("=") == b.dtype.newbyteorder("=")  # byte order is storage, not type
     if None in kinds or not same_type:
         if same_type and a.tolist() == b.tolist():  # strings, records: equal or not
             return TensorDiff(name, other, "equal", dtypes, shapes)
         return TensorDiff(name, other, "different" if same_type else "dtype", dtypes, shapes)
-    figures = _DiffPartial()
-    for left, right in _aligned(chunks(a), chunks(b)):
-        _pair_figures(left, right, rtol, atol, figures)
-    a_norm, b_norm = math.sqrt(figures.a_squares), math.sqrt(figures.b_squares)
-    relative = math.sqrt(figures.d_squares) / a_norm if a_norm else (0.0 if not figures.d_squares else None)
-    cosine = figures.dot / (a_norm * b_norm) if a_norm and b_norm else None
+    figures = diff_partial(a, b, rtol, atol)
     status = "equal" if not figures.mismatched else "different"
-    return TensorDiff(name, other, status, dtypes, shapes, figures.max_abs, relative, cosine, figures.mismatched, moved)
+    return TensorDiff(
+        name,
+        other,
+        status,
+        dtypes,
+        shapes,
+        figures.max_abs,
+        figures.relative_l2,
+        figures.cosine,
+        figures.mismatched,
+        moved,
+    )
 
 
 def diff_order(tensor: TensorDiff) -> tuple[int, float]:

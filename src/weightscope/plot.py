@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from weightscope.analysis import CHUNK_ELEMENTS, _numeric_kind, _wide, chunks, tensor_stats
+from weightscope.analysis import CHUNK_ELEMENTS, chunks, numeric_kind, tensor_stats, widened
 from weightscope.atomic import atomic_write
 from weightscope.errors import TensorNotFoundError, UnsupportedFormatError, UsageError
 from weightscope.output import format_shape, safe_text
@@ -86,7 +86,7 @@ def finite_range(array: np.ndarray, elements: int = CHUNK_ELEMENTS) -> FiniteRan
     # The statistics' minimum and maximum include the infinities: one more pass without them.
     low, high = math.inf, -math.inf
     for chunk in chunks(array, elements):
-        wide = _wide(chunk)
+        wide = widened(chunk)
         wide = wide[np.isfinite(wide)]
         if wide.size:
             low, high = min(low, float(wide.min())), max(high, float(wide.max()))
@@ -140,7 +140,7 @@ def histogram(
         edges = bin_edges([value_range], bins)
     counts = np.zeros(len(edges) - 1, dtype=np.int64)
     for chunk in chunks(array, elements):
-        wide = _wide(chunk)
+        wide = widened(chunk)
         if value_range.nans or value_range.infs:
             wide = wide[np.isfinite(wide)]
         # Equal-width bins: numpy's fast path, which counts exactly as the explicit edges would.
@@ -197,7 +197,7 @@ def block_means(array: np.ndarray, cells: tuple[int, int], elements: int = CHUNK
     for top in range(0, rows, band):
         values = _row_band(array, top, min(rows, top + band))
         for left in range(0, columns, piece):
-            wide = _wide(values[:, left : left + piece])
+            wide = widened(values[:, left : left + piece])
             row_starts = np.arange(0, wide.shape[0], block_rows)
             column_starts = np.arange(0, wide.shape[1], block_columns)
             finite = np.isfinite(wide)
@@ -222,7 +222,7 @@ def block_means(array: np.ndarray, cells: tuple[int, int], elements: int = CHUNK
 
 
 def _check_plottable(name: str, dtype: np.dtype, shape: Sequence[int]) -> None:
-    kind = _numeric_kind(dtype)
+    kind = numeric_kind(dtype)
     if kind not in ("f", "i", "b"):
         what = "complex numbers" if kind == "c" else f"{'strings' if dtype.kind == 'O' else dtype} values"
         raise UsageError(f"cannot plot '{safe_text(name)}': it holds {what}, not real numbers")
@@ -459,7 +459,7 @@ def heatmap_figure(tensor: Tensor, *, size: tuple[int, int] = DEFAULT_SIZE) -> t
         return height - margin_top - margin_bottom - _NOTE_LINE * lines, width - margin_left - margin_right
 
     possible = []
-    if _numeric_kind(tensor.array.dtype) == "f":  # NaN and infinities are possible
+    if numeric_kind(tensor.array.dtype) == "f":  # NaN and infinities are possible
         possible = [_left_out_cells_note(max(2, rows * columns)), _GREY_NOTE]
     plot_pixels = room(possible)
     if rows > plot_pixels[0] or columns > plot_pixels[1]:

@@ -16,8 +16,8 @@ A task covers one chunk (about 64 MiB of rows along the first axis) of one tenso
 a window of consecutive checkpoints: it reads exactly those byte ranges from the files
 (``weightscope.lazy.TensorSource``: path, offset, dtype; never an open handle), keeps the
 previous checkpoint's chunk to compare with, and returns only figures (about 2 KiB
-for a window of 8) — ``analysis._chunk_figures`` and ``analysis._pair_figures``, merged on the client
-in chunk order with ``analysis._Partial.merge``, as ``weightscope stats`` merges them.
+for a window of 8) — ``analysis.chunk_stats`` and ``analysis.pair_diff``, merged on the client
+in chunk order with ``analysis.StatsPartial.merge``, as ``weightscope stats`` merges them.
 Since the graph never moves arrays between tasks, a worker on any machine that sees the
 same paths (shared storage) reads its own ranges there, and a single huge checkpoint is
 spread over workers chunk by chunk. The same graph runs on local threads (the default),
@@ -40,18 +40,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from weightscope.analysis import (
+    DiffPartial,
+    StatsPartial,
     TensorStats,
-    _aligned,
-    _chunk_figures,
-    _DiffPartial,
-    _numeric_kind,
-    _pair_figures,
-    _Partial,
-    chunks,
+    diff_partial,
+    numeric_kind,
     stats_from_partial,
+    stats_partial,
 )
 from weightscope.errors import CheckpointNotFoundError, UsageError
 from weightscope.lazy import CHUNK_BYTES, INSTALL_HINT, TensorSource, require_dask, tensor_source
@@ -245,21 +241,7 @@ def _rows_bytes(source: TensorSource, start: int, stop: int) -> int:
     return source.byte_range(start, stop)[1]
 
 
-_Figures = tuple[_Partial, _DiffPartial | None, _DiffPartial | None]
-
-
-def _difference(reference: np.ndarray, values: np.ndarray) -> _DiffPartial:
-    figures = _DiffPartial()
-    for left, right in _aligned(chunks(reference, TASK_ELEMENTS), chunks(values, TASK_ELEMENTS)):
-        _pair_figures(left, right, 0.0, 0.0, figures)
-    return figures
-
-
-def _figures(values: np.ndarray, kind: str) -> _Partial:
-    total = _Partial()
-    for piece in chunks(values, TASK_ELEMENTS):
-        total = total.merge(_chunk_figures(piece, kind))
-    return total
+_Figures = tuple[StatsPartial, DiffPartial | None, DiffPartial | None]
 
 
 def run_job(job: _Job) -> list[_Figures]:
@@ -272,12 +254,12 @@ def run_job(job: _Job) -> list[_Figures]:
         to_previous = to_first = None
         if job.compare:
             if member.linked and previous is not None:
-                to_previous = _difference(previous, values)
+                to_previous = diff_partial(previous, values, elements=TASK_ELEMENTS)
             if member.first:
-                first, to_first = values, _DiffPartial()
+                first, to_first = values, DiffPartial()
             elif first is not None:
-                to_first = _difference(first, values)
-        results.append((_figures(values, member.kind), to_previous, to_first))
+                to_first = diff_partial(first, values, elements=TASK_ELEMENTS)
+        results.append((stats_partial(values, member.kind, TASK_ELEMENTS), to_previous, to_first))
         previous = values
     return results
 
@@ -343,7 +325,7 @@ def _plan(
             names = []
             for name in _selected(ckpt, pattern, include_all):
                 source = tensor_source(ckpt, name)
-                if not source.numeric or _numeric_kind(source.dtype) is None:
+                if not source.numeric or numeric_kind(source.dtype) is None:
                     continue  # strings and records have no figures
                 names.append(name)
                 group = groups.setdefault((name, source.shape), _Group(name, source.shape))
@@ -365,7 +347,7 @@ def _plan(
                 for offset, (position, source) in enumerate(part):
                     linked = position - 1 in by_position and (offset > 0 or begin > 0)
                     linked = linked and (offset == 0 or part[offset - 1][0] == position - 1)
-                    kind = _numeric_kind(source.dtype)
+                    kind = numeric_kind(source.dtype)
                     assert kind is not None
                     members.append(_Member(source, kind, linked, position == 0))
                 before = by_position.get(part[0][0] - 1) if compare and begin > 0 else None
@@ -453,15 +435,6 @@ def _on_client(client: Any, graph: dict[Any, Any], keys: list[Any], progress: Pr
     return list(client.gather(futures))
 
 
-def _relative(figures: _DiffPartial | None) -> float | None:
-    if figures is None:
-        return None
-    reference = math.sqrt(figures.a_squares)
-    if reference:
-        return math.sqrt(figures.d_squares) / reference
-    return 0.0 if not figures.d_squares else None
-
-
 def run_stats(
     run: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | list[RunCheckpoint],
     *,
@@ -507,28 +480,24 @@ def run_stats(
         for name in names:
             partial, to_previous, to_first = totals[(position, name)]
             source = sources[(position, name)]
-            kind = _numeric_kind(source.dtype)
+            kind = numeric_kind(source.dtype)
             assert kind is not None
             stats = stats_from_partial(name, source.dtype, source.shape, kind, partial)
             rows.append(
                 RunTensorStats(
-                    str(checkpoint.path), checkpoint.step, stats, _relative(to_previous), _relative(to_first)
+                    str(checkpoint.path), checkpoint.step, stats, _relative_l2(to_previous), _relative_l2(to_first)
                 )
             )
     return RunStats(checkpoints, rows, len(plan.keys), plan.bytes_read, plan.largest)
 
 
-def _add(total: _DiffPartial | None, part: _DiffPartial | None) -> _DiffPartial | None:
-    if total is None or part is None:
-        return None
-    return _DiffPartial(
-        max(total.max_abs, part.max_abs),
-        total.mismatched + part.mismatched,
-        total.dot + part.dot,
-        total.a_squares + part.a_squares,
-        total.b_squares + part.b_squares,
-        total.d_squares + part.d_squares,
-    )
+def _add(total: DiffPartial | None, part: DiffPartial | None) -> DiffPartial | None:
+    """Merge, where a difference exists on both sides (None: not comparable, e.g. a change of shape)."""
+    return None if total is None or part is None else total.merge(part)
+
+
+def _relative_l2(figures: DiffPartial | None) -> float | None:
+    return None if figures is None else figures.relative_l2
 
 
 def find_nan(
