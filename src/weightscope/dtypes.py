@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,17 +119,31 @@ def from_tensorflow(code: int) -> ElementType | None:
     return BY_TENSORFLOW.get(code - 100 if code > 100 else code)
 
 
+def element_for(dtype: np.dtype, accepts: Callable[[ElementType], bool]) -> ElementType | None:
+    """The first element type ``accepts`` takes whose numpy dtype is ``dtype`` (byte order aside), or None.
+
+    ml_dtypes' types are skipped while ml_dtypes is not imported: no array can be of one
+    yet, and a writer need not import it to learn so.
+    """
+    native = np.dtype(dtype).newbyteorder("=")
+    for element in ELEMENT_TYPES:
+        if element.numpy_name is None or not accepts(element):
+            continue
+        if element.numpy_name.startswith("ml_dtypes.") and "ml_dtypes" not in sys.modules:
+            continue
+        if element.dtype == native:
+            return element
+    return None
+
+
 def tensorflow_code(dtype: np.dtype) -> int:
     """The TensorFlow ``DataType`` code a writer stores for a numpy dtype."""
-    dtype = np.dtype(dtype)
-    for element in ELEMENT_TYPES:
-        # Quantized types share their numpy dtype with the plain integers (int8 with
-        # qint8, uint16 with quint16); an array is written as the plain integer type.
-        if element.name.startswith(("qint", "quint")) or element.tensorflow is None:
-            continue
-        if element.dtype == dtype:
-            return element.tensorflow
-    raise ValueError(f"no TensorFlow type holds numpy dtype {dtype}")
+    # Quantized types share their numpy dtype with the plain integers (int8 with qint8,
+    # uint16 with quint16); an array is written as the plain integer type.
+    element = element_for(dtype, lambda e: e.tensorflow is not None and not e.name.startswith(("qint", "quint")))
+    if element is None or element.tensorflow is None:
+        raise ValueError(f"no TensorFlow type holds numpy dtype {np.dtype(dtype)}")
+    return element.tensorflow
 
 
 BY_NAME: dict[str, ElementType] = {t.name: t for t in ELEMENT_TYPES}

@@ -31,7 +31,6 @@ import math
 import os
 import pickle
 import struct
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from numpy.typing import ArrayLike
 
 from weightscope.atomic import atomic_write
 from weightscope.containers.zip import ZipWriter
-from weightscope.dtypes import ELEMENT_TYPES, ElementType
+from weightscope.dtypes import ElementType, element_for
 from weightscope.errors import UsageError
 from weightscope.formats.pytorch import STORAGE_TYPES, TORCH_DTYPES
 from weightscope.writing import Tensors, array_bytes, as_tensors
@@ -55,15 +54,10 @@ _BYTEORDER = b"little"
 
 
 def _element(name: str, dtype: np.dtype) -> ElementType:
-    native = dtype.newbyteorder("=")
-    for element in ELEMENT_TYPES:
-        if element.name not in TORCH_DTYPES or element.numpy_name is None:
-            continue
-        if element.numpy_name.startswith("ml_dtypes.") and "ml_dtypes" not in sys.modules:
-            continue  # no array can be of these types yet: no need to import ml_dtypes
-        if element.dtype == native:
-            return element
-    raise UsageError(f"tensor '{name}': PyTorch holds no {dtype}")
+    element = element_for(dtype, lambda e: e.name in TORCH_DTYPES)
+    if element is None:
+        raise UsageError(f"tensor '{name}': PyTorch holds no {dtype}")
+    return element
 
 
 class _Pickle:

@@ -40,7 +40,6 @@ import json
 import math
 import os
 import struct
-import sys
 from collections.abc import Mapping
 from operator import attrgetter
 from pathlib import Path
@@ -49,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.dtypes import BY_SAFETENSORS, ELEMENT_TYPES, check_rank, check_size
+from weightscope.dtypes import BY_SAFETENSORS, check_rank, check_size, element_for
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
 
 if TYPE_CHECKING:
@@ -180,15 +179,10 @@ _ALIGNMENT = 8  # the header is padded so that the data starts at a multiple of 
 
 
 def _code(name: str, dtype: np.dtype) -> str:
-    native = dtype.newbyteorder("=")
-    for element in ELEMENT_TYPES:
-        if element.safetensors is None or element.numpy_name is None:
-            continue
-        if element.numpy_name.startswith("ml_dtypes.") and "ml_dtypes" not in sys.modules:
-            continue  # no array can be of these types yet: no need to import ml_dtypes
-        if element.dtype == native:
-            return element.safetensors
-    raise UsageError(f"tensor '{name}': safetensors holds no {dtype}")
+    element = element_for(dtype, lambda e: e.safetensors is not None)
+    if element is None or element.safetensors is None:
+        raise UsageError(f"tensor '{name}': safetensors holds no {dtype}")
+    return element.safetensors
 
 
 def save(
