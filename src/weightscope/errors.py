@@ -66,6 +66,10 @@ class UnsupportedFormatError(WeightscopeError, ValueError):
     exit_status = ExitStatus.UNSUPPORTED
 
 
+class LimitExceededError(UnsupportedFormatError):
+    """A file asks for more memory or work than its size justifies: a cap (``weightscope.limits``) to raise."""
+
+
 class UsageError(WeightscopeError, ValueError):
     """The caller asked for something that does not make sense."""
 

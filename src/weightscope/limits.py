@@ -1,0 +1,101 @@
+"""Resource caps: how much a file may make weightscope allocate, relative to its size.
+
+The rule (README, security model): reading a file — opening, listing, ``scan``,
+``verify``, ``stats``, ``summary`` — uses at most ``64 MiB + 8 × the file's size`` of
+memory, and no tensor is materialised at more than ``expansion`` times the bytes it
+stores (a stride-0 view of one value, a compressed chunk) unless the user raises the cap.
+Every reader takes its caps from here, so a cap is one number with one name, and a
+refusal names the variable that raises it:
+
+- ``WEIGHTSCOPE_MAX_MEMORY``: bytes (``4GiB``, ``512MiB``, ``1000000``) a reader may
+  build from one file, replacing ``64 MiB + 8 × size``;
+- ``WEIGHTSCOPE_MAX_EXPANSION``: how many times its stored bytes one tensor may become
+  when materialised (default 1024, above zip's and snappy's best ratios).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from weightscope.errors import LimitExceededError
+
+MEMORY_BASE = 64 << 20
+MEMORY_PER_FILE_BYTE = 8
+DEFAULT_EXPANSION = 1024
+MEMORY_VARIABLE = "WEIGHTSCOPE_MAX_MEMORY"
+EXPANSION_VARIABLE = "WEIGHTSCOPE_MAX_EXPANSION"
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS.update({"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40})
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+
+
+def parse_size(text: str) -> int:
+    """``4GiB``, ``512MB``, ``1000`` as bytes; a ``ValueError`` for anything else."""
+    match = _SIZE.fullmatch(text)
+    unit = match and _UNITS.get(match.group(2).lower())
+    if not match or unit is None:
+        raise ValueError(f"not a size: {text!r} (a number of bytes, or with KiB, MiB, GiB, KB, MB, GB)")
+    return int(float(match.group(1)) * unit)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The caps in force for one file of ``file_size`` bytes."""
+
+    memory: int
+    expansion: int
+
+    @classmethod
+    def for_size(cls, file_size: int) -> Limits:
+        """The caps for a file of ``file_size`` bytes: the rule, or the environment's override."""
+        memory = MEMORY_BASE + MEMORY_PER_FILE_BYTE * max(0, file_size)
+        expansion = DEFAULT_EXPANSION
+        if os.environ.get(MEMORY_VARIABLE):
+            memory = _from_environment(MEMORY_VARIABLE, parse_size)
+        if os.environ.get(EXPANSION_VARIABLE):
+            expansion = _from_environment(EXPANSION_VARIABLE, int)
+        return cls(memory, expansion)
+
+    def check_memory(self, needed: int, what: str, where: object) -> None:
+        """Refuse building ``needed`` bytes for ``what`` from ``where`` beyond the memory cap."""
+        if needed > self.memory:
+            raise LimitExceededError(
+                f"{where}: {what} needs {needed:,} bytes, over the cap of {self.memory:,} for this file "
+                f"(64 MiB + 8 x its size); set {MEMORY_VARIABLE} to raise it"
+            )
+
+    def check_expansion(self, materialised: int, stored: int, what: str, where: object) -> None:
+        """Refuse making ``materialised`` bytes out of ``stored`` ones beyond the expansion cap."""
+        if materialised > self.expansion * max(stored, 1):
+            raise LimitExceededError(
+                f"{where}: {what} would become {materialised:,} bytes from {stored:,} stored, over "
+                f"{self.expansion}x; set {EXPANSION_VARIABLE} to raise the cap"
+            )
+
+
+class Budget:
+    """Memory spent while parsing one file, charged as structures are built."""
+
+    def __init__(self, limits: Limits, where: object) -> None:
+        self.limits = limits
+        self.where = where
+        self.spent = 0
+
+    def spend(self, nbytes: int, what: str) -> None:
+        self.spent += nbytes
+        self.limits.check_memory(self.spent, what, self.where)
+
+
+def _from_environment(variable: str, parse: Callable[[str], int]) -> int:
+    text = os.environ[variable]
+    try:
+        value = parse(text)
+    except ValueError as error:
+        raise LimitExceededError(f"{variable}={text!r} is not a number: {error}") from None
+    if value <= 0:
+        raise LimitExceededError(f"{variable}={text!r} must be positive")
+    return int(value)
