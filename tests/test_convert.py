@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import safetensors.numpy
 import torch
 from conftest import assert_same_tensor
 from tf_fixtures import _keras3, _tf
@@ -294,7 +296,7 @@ def test_refusals_leave_nothing_behind(tmp_path: Path, tf_checkpoints: dict[str,
         convert(source, tmp_path / "out" / "model.ckpt", names="pytorch")
     with pytest.raises(ws.UsageError, match="is the checkpoint being converted"):
         convert(source, source)
-    with pytest.raises(ws.UsageError, match="no tensors to convert"):
+    with pytest.raises(ws.UnsupportedFormatError, match="no tensors to convert; left out: 2 not matched by nothing"):
         convert(source, tmp_path / "out" / "model.ckpt", pattern="nothing*")
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
@@ -306,3 +308,124 @@ def test_large_kernels_are_transposed_tile_by_tile_exactly(tmp_path: Path, shape
     convert(source, tmp_path / "out.safetensors", layout="pytorch", names="pytorch")
     with ws.open(tmp_path / "out.safetensors") as converted:
         assert_same_tensor(converted["dense.weight"], kernel.T.astype("<f4"))
+
+
+# -- the destination's name, TensorFlow's state file, exit statuses --------------------------
+
+
+def _torch_file(path: Path, **extra: torch.Tensor) -> Path:
+    """A small model's state dict saved by torch."""
+    torch.manual_seed(0)
+    state = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Linear(5, 2)).state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(OrderedDict({**state, **extra}), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("r.onnx", "reads onnx files ending .onnx but does not write them"),
+        ("r.gguf", "reads gguf files ending .gguf but does not write them"),
+        ("r.h5", r"reads keras files ending \.h5 but does not write them \(its writer writes \.weights\.h5\)"),
+        ("r.keras", "reads keras files ending .keras"),
+        ("r.npy", "reads npy files"),
+        ("r.safetensor", r"'\.safetensor' names no format weightscope writes \(did you mean \.safetensors\?\)"),
+        ("r.v2", "'.v2' names no format weightscope writes;"),
+        ("r.index", "a TensorFlow checkpoint is written at its prefix; give the name without .index"),
+    ],
+)
+def test_a_destination_whose_name_names_no_writer_is_refused(
+    tmp_path: Path, name: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _torch_file(tmp_path / "in" / "model.pt")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["convert", str(source), str(out / name)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert re.search(says, err)
+    assert ".safetensors, .npz, .pt/.pth/.bin (pytorch), .weights.h5 (keras)" in err and "--to" in err
+    assert list(out.iterdir()) == []
+    with pytest.raises(ws.UsageError, match=says):
+        ws.save({"w": np.zeros(2, np.float32)}, out / name)
+    assert list(out.iterdir()) == []
+
+
+def test_tensorflow_is_written_at_a_bare_prefix_or_when_asked(tmp_path: Path) -> None:
+    tf = _tf()
+    source = _torch_file(tmp_path / "in" / "model.pt")
+    for destination, to in [("ckpt-100", None), ("model.ckpt", None), ("model.ckpt-7", None), ("r.onnx", "tensorflow")]:
+        result = convert(source, tmp_path / destination, to=to)
+        assert result.format == "tensorflow"
+        reader = tf.train.load_checkpoint(str(tmp_path / destination))
+        assert sorted(reader.get_variable_to_shape_map()) == ["0.bias", "0.weight", "1.bias", "1.weight"]
+    assert (tmp_path / "r.onnx.index").is_file()
+
+
+@pytest.mark.parametrize(
+    ("suffix", "load"),
+    [
+        (".safetensors", lambda path: safetensors.numpy.load_file(path)),
+        (".pt", lambda path: {name: value.numpy() for name, value in torch.load(path, weights_only=True).items()}),
+        (".npz", lambda path: dict(np.load(path))),
+        (".ckpt", lambda path: {name: _tf().train.load_checkpoint(str(path)).get_tensor(name) for name in ("w", "b")}),
+    ],
+)
+def test_ws_save_writes_the_format_its_suffix_names(tmp_path: Path, suffix: str, load: Any) -> None:
+    tensors = {"w": _random(2, 3), "b": np.arange(3, dtype=np.int64)}
+    path = ws.save(tensors, tmp_path / f"x{suffix}")
+    assert path == tmp_path / f"x{suffix}"
+    assert suffix == ".ckpt" or path.is_file()  # a TensorFlow checkpoint is a prefix
+    loaded = load(path)
+    for name, value in tensors.items():
+        assert_same_tensor(loaded[name], value)
+
+
+def test_a_checkpoint_directory_beside_a_tensorflow_prefix_is_left_and_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where a user stands after `make run`: a directory called checkpoint.
+    tf = _tf()
+    source = _torch_file(tmp_path / "in" / "model.pt")
+    (tmp_path / "checkpoint").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert", str(source), "model"]) == 0
+    captured = capsys.readouterr()
+    assert "checkpoint is a directory, not TensorFlow's checkpoint state file: left as it is" in captured.err
+    assert "wrote 4 tensors" in captured.out
+    assert (tmp_path / "checkpoint").is_dir() and list((tmp_path / "checkpoint").iterdir()) == []
+    reader = tf.train.load_checkpoint(str(tmp_path / "model"))
+    assert sorted(reader.get_variable_to_shape_map()) == ["0.bias", "0.weight", "1.bias", "1.weight"]
+    with pytest.warns(UserWarning, match="checkpoint is a directory"):
+        ws.save({"w": np.ones(2, np.float32)}, tmp_path / "saved")
+    with ws.open(tmp_path / "saved") as ckpt:
+        assert ckpt["w"].tolist() == [1.0, 1.0]
+
+
+def test_a_failure_while_moving_into_place_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = _torch_file(tmp_path / "in" / "model.pt")
+    out = tmp_path / "out"
+    out.mkdir()
+    replace = os.replace
+
+    def fail_on_the_index(old: str, new: str) -> None:
+        if Path(new) == out / "model.index":  # the data file is in place by now
+            raise OSError(28, "No space left on device")
+        replace(old, new)
+
+    monkeypatch.setattr(os, "replace", fail_on_the_index)
+    with pytest.raises(OSError, match="No space left"):
+        convert(source, out / "model")
+    assert list(out.iterdir()) == []
+
+
+def test_nothing_to_convert_and_an_unholdable_dtype_are_unsupported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _torch_file(tmp_path / "in" / "model.pt", phase=torch.zeros(3, dtype=torch.complex128))
+    assert main(["convert", str(source), str(tmp_path / "out.safetensors")]) == 5
+    assert "tensor 'phase': safetensors holds no complex128" in capsys.readouterr().err
+    assert main(["convert", str(source), str(tmp_path / "out.npz"), "--filter", "nothing*"]) == 5
+    assert "no tensors to convert; left out: 5 not matched by nothing*" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in"]

@@ -413,7 +413,7 @@ def convert_command(
     step: int | None,
 ) -> None:
     """Write SOURCE's weights to DESTINATION in another format, layout or naming; verified before it appears."""
-    from weightscope.convert import convert
+    from weightscope.convert import convert, left_out
 
     progress = _ProgressBar(f"converting {safe_text(source.name)}")
     with _open(source, step=step) as ckpt:
@@ -432,6 +432,8 @@ def convert_command(
             progress.finish()
     for name, why in result.ambiguous.items():
         _note(f"kept as is: '{safe_text(name)}': {why}")
+    for note in result.notes:
+        _note(safe_text(note))
     if as_json:
         _echo(dumps_json(result.to_json()))
         return
@@ -445,8 +447,7 @@ def convert_command(
         f"({result.format}, verified) in {result.seconds:.2f} s"
     )
     if result.skipped:
-        kinds = _count_kinds(reason.split(" (")[0] for reason in result.skipped.values())
-        _echo(f"left out: {kinds}")
+        _echo(f"left out: {left_out(result.skipped)}")
 
 
 @cli.command("summary")

@@ -22,6 +22,7 @@ leaves nothing at the destination that a reader accepts.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
@@ -36,21 +37,12 @@ import numpy as np
 
 from weightscope._crc32c import crc32c
 from weightscope.checkpoint import Checkpoint
-from weightscope.errors import ChecksumMismatchError, UsageError
+from weightscope.errors import ChecksumMismatchError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole, split_name
 from weightscope.writing import little_endian
 
 LAYOUTS = ("keep", "pytorch", "tensorflow")
 NAMINGS = ("keep", "pytorch", "tensorflow")
-# What a destination's file name says about its format, for ``to=None``.
-_SUFFIX_FORMATS = (
-    (".safetensors", "safetensors"),
-    (".pt", "pytorch"),
-    (".pth", "pytorch"),
-    (".bin", "pytorch"),
-    (".npz", "npz"),
-    (".weights.h5", "keras"),
-)
 
 # Progress: (tensors written, tensors in all, bytes written, bytes in all).
 Progress = Callable[[int, int, int, int], None]
@@ -93,6 +85,7 @@ class Conversion:
     skipped: dict[str, str] = field(default_factory=dict)  # source name -> why
     ambiguous: dict[str, str] = field(default_factory=dict)  # source name -> why kept as is
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what else the user should know (a state file not written)
 
     @property
     def nbytes(self) -> int:
@@ -119,6 +112,7 @@ class Conversion:
             ],
             "skipped": self.skipped,
             "ambiguous": self.ambiguous,
+            "notes": self.notes,
         }
 
 
@@ -205,14 +199,6 @@ def _norm_layers(ckpt: Checkpoint, names: list[str]) -> set[str]:
 # -- the plan --------------------------------------------------------------------------------
 
 
-def format_for(destination: Path, to: str | None) -> str:
-    """The output format: ``to``, else what the destination's name says, else TensorFlow."""
-    if to is not None:
-        return to
-    lowered = destination.name.lower()
-    return next((format for suffix, format in _SUFFIX_FORMATS if lowered.endswith(suffix)), "tensorflow")
-
-
 def plan(
     ckpt: Checkpoint,
     *,
@@ -229,7 +215,7 @@ def plan(
     for name in ckpt:
         role: TensorRole = ckpt.role(name)
         if pattern is not None and not fnmatch.fnmatchcase(name, pattern):
-            skipped[name] = f"does not match {pattern}"
+            skipped[name] = f"not matched by {pattern}"
         elif role.kind == "bookkeeping":
             skipped[name] = "bookkeeping"
         elif role.kind == "optimizer" and not include_optimizer:
@@ -268,6 +254,15 @@ def plan(
             )
         seen[tensor.name] = tensor.source
     return planned, skipped, ambiguous
+
+
+def left_out(skipped: dict[str, str]) -> str:
+    """What the plan left out, counted by reason: ``1 bookkeeping, 10 optimizer state``."""
+    counts: dict[str, int] = {}
+    for reason in skipped.values():
+        kind = reason.split(" (")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
 
 
 # -- streaming -------------------------------------------------------------------------------
@@ -334,10 +329,21 @@ def _check_written(path: Path, format: str, expected: dict[str, int], planned: l
 
 
 def _move_into_place(work: Path, destination: Path) -> None:
-    """Rename the written files beside ``destination``: data first, the index (which readers look for) last."""
-    files = sorted(work.iterdir(), key=lambda path: (path.name.endswith(".index"), path.name))
-    for path in files:
-        os.replace(path, destination.parent / path.name)
+    """Rename the written files beside ``destination``: data first, then the index (which readers look
+    for), then TensorFlow's state file; when one cannot be, those already moved are removed again."""
+    from weightscope.formats.tensorflow import STATE_FILE
+
+    files = sorted(work.iterdir(), key=lambda path: (path.name == STATE_FILE, path.name.endswith(".index"), path.name))
+    moved: list[Path] = []
+    try:
+        for path in files:
+            os.replace(path, destination.parent / path.name)
+            moved.append(destination.parent / path.name)
+    except BaseException:
+        for path in moved:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        raise
 
 
 def convert(
@@ -356,11 +362,12 @@ def convert(
     Weights only unless ``include_optimizer``; ``pattern`` keeps the names matching a glob;
     ``layout`` and ``names`` take tensors to PyTorch's or TensorFlow's conventions.
     """
-    from weightscope.formats import load_writer, open_checkpoint
+    from weightscope.formats import format_to_write, load_writer, open_checkpoint
+    from weightscope.formats.tensorflow import STATE_FILE, planned_state
 
     started = time.perf_counter()
     destination = Path(destination)
-    format = format_for(destination, to)
+    format = format_to_write(destination, to)
     writer = load_writer(format)
     if destination.is_dir():
         raise UsageError(f"{destination} is a directory; give the file (or checkpoint prefix) to write")
@@ -372,9 +379,11 @@ def convert(
             ckpt, layout=layout, names=names, include_optimizer=include_optimizer, pattern=pattern
         )
         if not planned:
-            raise UsageError(f"{ckpt.path}: no tensors to convert ({len(skipped)} left out)")
+            why = f"left out: {left_out(skipped)}" if skipped else "it holds none"
+            raise UnsupportedFormatError(f"{ckpt.path}: no tensors to convert; {why}")
         tensors = PlannedTensors(ckpt, planned, progress)
         destination.parent.mkdir(parents=True, exist_ok=True)
+        notes: list[str] = []
         with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work:
             staged = Path(work) / destination.name
             if format == "tensorflow":
@@ -382,11 +391,13 @@ def convert(
             else:
                 writer(tensors, staged)
             _check_written(staged, format, tensors.checksums, planned)
+            if format == "tensorflow":
+                state, not_recorded = planned_state(destination)
+                if state is not None:
+                    (Path(work) / STATE_FILE).write_bytes(state)
+                if not_recorded is not None:
+                    notes.append(not_recorded)
             _move_into_place(Path(work), destination)
-        if format == "tensorflow":
-            from weightscope.formats.tensorflow import write_checkpoint_state
-
-            write_checkpoint_state(destination)
     finally:
         if ckpt is not source:
             ckpt.close()
@@ -400,4 +411,5 @@ def convert(
         skipped,
         ambiguous,
         time.perf_counter() - started,
+        notes,
     )
