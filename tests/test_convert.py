@@ -429,3 +429,101 @@ def test_nothing_to_convert_and_an_unholdable_dtype_are_unsupported(
     assert main(["convert", str(source), str(tmp_path / "out.npz"), "--filter", "nothing*"]) == 5
     assert "no tensors to convert; left out: 5 not matched by nothing*" in capsys.readouterr().err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in"]
+
+
+# -- what info says is what reading gives; a quantised GGUF converts --------------------------
+
+
+def _framework_files(directory: Path) -> list[Path]:
+    """A small file of each format, made by its own framework, with the dtypes each holds."""
+    import gguf
+    import ml_dtypes
+    import onnx
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(3)
+    paths = [directory / name for name in ("t.pt", "n.npz", "one.npy", "s.safetensors", "g.gguf", "o.onnx")]
+    torch.save(
+        {
+            "f": torch.randn(3, 4),
+            "t": torch.randn(3, 4).t(),
+            "h": torch.randn(2).half(),
+            "bf": torch.randn(2).bfloat16(),
+            "f8": torch.randn(4).to(torch.float8_e4m3fn),
+            "i": torch.arange(3),
+            "u16": torch.zeros(3, dtype=torch.uint16),
+            "b": torch.tensor([True]),
+            "c": torch.randn(2, dtype=torch.complex64),
+        },
+        paths[0],
+    )
+    np.savez(paths[1], be=np.arange(4, dtype=">f4"), le=np.arange(3.0), b=np.array([True]), c=np.zeros(2, complex))
+    np.save(paths[2], np.arange(5, dtype=">i8"))
+    bf16, f8 = np.zeros(2, ml_dtypes.bfloat16), np.zeros(2, ml_dtypes.float8_e5m2)
+    safetensors.numpy.save_file({"a": np.arange(3, dtype=np.float32), "bf": bf16, "f8": f8}, paths[3])
+    writer = gguf.GGUFWriter(paths[4], "llama")
+    for qtype in (gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_1):
+        quantised = gguf.quants.quantize(rng.normal(size=(2, 64)).astype(np.float32), qtype)
+        writer.add_tensor(qtype.name, quantised, raw_dtype=qtype)
+    writer.add_tensor("f16", np.ones(3, np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    initializers = [
+        numpy_helper.from_array(np.arange(4, dtype=np.float32).reshape(2, 2), "w"),
+        numpy_helper.from_array(np.arange(3, dtype=np.int64), "i"),
+        onnx.helper.make_tensor("i4", onnx.TensorProto.INT4, [3], [1, -2, 3]),
+        onnx.helper.make_tensor("bf", onnx.TensorProto.BFLOAT16, [2], [1.0, 2.0]),
+    ]
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [], initializer=initializers)), paths[5])
+    keras = _keras3()
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    model.save_weights(directory / "k.weights.h5")
+    return [*paths, directory / "k.weights.h5"]
+
+
+def test_info_says_the_dtype_and_shape_reading_gives_in_every_format(
+    tmp_path: Path, tf_checkpoints: dict[str, Path]
+) -> None:
+    readable = [path for name, path in tf_checkpoints.items() if name != "v1"]  # V1 is refused by name
+    paths = [*_framework_files(tmp_path), *readable]
+    quantised = 0
+    for path in paths:
+        with ws.open(path) as ckpt:
+            assert len(ckpt)
+            for name in ckpt:
+                info, array = ckpt.info(name), ckpt[name]
+                assert (info.dtype, info.shape) == (array.dtype, array.shape), (path, name)
+                quantised += info.type_name in ("q8_0", "q4_1")
+    assert quantised == 2  # the GGUF's stored type is still said: type_name
+
+
+def test_a_quantised_gguf_converts_to_what_gguf_py_dequantises(tmp_path: Path) -> None:
+    import gguf
+
+    from weightscope.formats.gguf import QUANT_SIZES
+
+    rng = np.random.default_rng(5)
+    source = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(source, "llama")
+    quantised = {}
+    for qtype in (gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0, gguf.GGMLQuantizationType.Q5_1):
+        quantised[f"blk.0.{qtype.name.lower()}.weight"] = (
+            gguf.quants.quantize(rng.normal(size=(4, 64)).astype(np.float32), qtype),
+            qtype,
+        )
+    for name, (data, qtype) in quantised.items():
+        writer.add_tensor(name, data, raw_dtype=qtype)
+    writer.add_tensor("output_norm.weight", rng.normal(size=8).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with ws.open(source) as ckpt:
+        assert {ckpt.info(name).type_name for name in quantised} <= set(QUANT_SIZES)
+    result = convert(source, tmp_path / "model.safetensors")
+    assert sorted(tensor.name for tensor in result.tensors) == sorted([*quantised, "output_norm.weight"])
+    converted = safetensors.numpy.load_file(tmp_path / "model.safetensors")
+    for name, (data, qtype) in quantised.items():
+        assert_same_tensor(converted[name], gguf.quants.dequantize(data, qtype))

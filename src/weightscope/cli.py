@@ -110,7 +110,7 @@ def ls_command(
             return
     header = ["name", "dtype", "shape", "size"] + (["key"] if show_keys else [])
     rows = [
-        [safe_text(info.name), info.type_name, format_shape(info.shape), format_bytes(info.nbytes)]
+        [safe_text(info.name), info.type_label, format_shape(info.shape), format_bytes(info.nbytes)]
         + ([safe_text(info.key)] if show_keys else [])
         for info in shown
     ]
