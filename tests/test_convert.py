@@ -527,3 +527,48 @@ def test_a_quantised_gguf_converts_to_what_gguf_py_dequantises(tmp_path: Path) -
     converted = safetensors.numpy.load_file(tmp_path / "model.safetensors")
     for name, (data, qtype) in quantised.items():
         assert_same_tensor(converted[name], gguf.quants.dequantize(data, qtype))
+
+
+# -- dtypes: diff across them, convert --dtype ----------------------------------------------
+
+
+@pytest.mark.parametrize("cast", ["float16", "bfloat16"])
+def test_diff_across_dtypes_gives_the_figures_and_says_the_types(
+    tmp_path: Path, cast: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _torch_file(tmp_path / "a.pt")
+    state = torch.load(source, weights_only=True)
+    torch.save(OrderedDict((name, value.to(getattr(torch, cast))) for name, value in state.items()), tmp_path / "b.pt")
+    assert main(["diff", str(source), str(tmp_path / "b.pt"), "--json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert {tensor["name"] for tensor in document["tensors"]} == set(state)
+    for tensor in document["tensors"]:
+        a = state[tensor["name"]].double().numpy()
+        b = state[tensor["name"]].to(getattr(torch, cast)).double().numpy()
+        assert tensor["status"] == "different" and tensor["dtype"] == ["float32", cast]
+        assert tensor["max_abs"] == np.abs(a - b).max() > 0
+        assert tensor["mismatched"] == np.count_nonzero(a != b)
+    assert main(["diff", str(source), str(tmp_path / "b.pt"), "--atol", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert f"4 tensors compared (matched by name): 4 equal\nof other dtypes: 4 float32 vs {cast}" in out
+    assert main(["diff", str(source), str(tmp_path / "b.pt")]) == 1
+    assert f"different (float32 vs {cast})" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cast", ["float16", "bfloat16", "float32"])
+def test_convert_casts_floating_tensors_and_says_so(
+    tmp_path: Path, cast: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _torch_file(tmp_path / "in.pt", steps=torch.arange(3), scale=torch.ones(2, dtype=torch.float64))
+    state = torch.load(source, weights_only=True)
+    out = tmp_path / "out.pt"
+    assert main(["convert", str(source), str(out), "--dtype", cast]) == 0
+    target = getattr(torch, cast)
+    floating = [name for name, value in state.items() if value.is_floating_point() and value.dtype != target]
+    assert f"cast to {cast}: {len(floating)} tensors" in capsys.readouterr().out
+    converted = torch.load(out, weights_only=True)
+    for name, value in state.items():
+        expected = value.to(getattr(torch, cast)) if value.is_floating_point() else value
+        assert converted[name].dtype == expected.dtype
+        assert torch.equal(converted[name].view(torch.uint8), expected.view(torch.uint8))  # torch's rounding, bitwise
+    assert main(["convert", str(source), str(tmp_path / "bad.pt"), "--dtype", "int8"]) == 2

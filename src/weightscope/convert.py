@@ -36,13 +36,16 @@ from typing import Any
 import numpy as np
 
 from weightscope._crc32c import crc32c
+from weightscope.analysis import numeric_kind
 from weightscope.checkpoint import Checkpoint
+from weightscope.dtypes import BY_NAME
 from weightscope.errors import ChecksumMismatchError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole, split_name
 from weightscope.writing import little_endian
 
 LAYOUTS = ("keep", "pytorch", "tensorflow")
 NAMINGS = ("keep", "pytorch", "tensorflow")
+CASTS = ("float16", "bfloat16", "float32")  # what ``dtype`` casts floating tensors to
 
 # Progress: (tensors written, tensors in all, bytes written, bytes in all).
 Progress = Callable[[int, int, int, int], None]
@@ -59,6 +62,7 @@ class PlannedTensor:
     permutation: tuple[int, ...] | None = None  # axes of the source, in output order
     reshape: tuple[int, ...] | None = None  # applied after the permutation
     layout: str = "kept"  # what was decided, in words
+    cast_from: np.dtype | None = None  # the source's type, when cast to ``dtype`` on the way
 
     @property
     def nbytes(self) -> int:
@@ -69,6 +73,8 @@ class PlannedTensor:
             array = array.transpose(self.permutation)
         if self.reshape is not None:
             array = np.ascontiguousarray(array).reshape(self.reshape)
+        if self.cast_from is not None:
+            array = array.astype(self.dtype)  # one copy, as a permutation's: the tensor at hand only
         return array
 
 
@@ -86,6 +92,7 @@ class Conversion:
     ambiguous: dict[str, str] = field(default_factory=dict)  # source name -> why kept as is
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what else the user should know (a state file not written)
+    dtype: str | None = None  # what floating tensors were cast to, if anything
 
     @property
     def nbytes(self) -> int:
@@ -98,6 +105,7 @@ class Conversion:
             "format": self.format,
             "layout": self.layout,
             "names": self.names,
+            "dtype": self.dtype,
             "nbytes": self.nbytes,
             "seconds": round(self.seconds, 3),
             "tensors": [
@@ -107,6 +115,7 @@ class Conversion:
                     "dtype": str(tensor.dtype),
                     "shape": list(tensor.shape),
                     "layout": tensor.layout,
+                    "cast_from": None if tensor.cast_from is None else str(tensor.cast_from),
                 }
                 for tensor in self.tensors
             ],
@@ -206,10 +215,18 @@ def plan(
     names: str = "keep",
     include_optimizer: bool = False,
     pattern: str | None = None,
+    dtype: str | None = None,
 ) -> tuple[list[PlannedTensor], dict[str, str], dict[str, str]]:
-    """The output tensors, what is left out (and why), and what was kept for want of a layout."""
+    """The output tensors, what is left out (and why), and what was kept for want of a layout.
+
+    With ``dtype`` (float16, bfloat16 or float32) every floating tensor of another type
+    is cast to it; integers, booleans, complex numbers and strings are written as they are.
+    """
     if layout not in LAYOUTS or names not in NAMINGS:
         raise UsageError(f"layout and names are one of {', '.join(LAYOUTS)}; not {layout!r}, {names!r}")
+    if dtype is not None and dtype not in CASTS:
+        raise UsageError(f"dtype is one of {', '.join(CASTS)}; not {dtype!r}")
+    cast = None if dtype is None else BY_NAME[dtype].dtype
     skipped: dict[str, str] = {}
     chosen: list[str] = []
     for name in ckpt:
@@ -244,7 +261,20 @@ def plan(
         permutation, reshape, what = decision
         shape = tuple(info.shape[axis] for axis in permutation) if permutation else info.shape
         new_name = name if names == "keep" or role.kind == "optimizer" else _rename(name, names, norm_layers)
-        planned.append(PlannedTensor(new_name, name, info.dtype, tuple(reshape or shape), permutation, reshape, what))
+        native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype
+        casts = cast is not None and numeric_kind(info.dtype) == "f" and native != cast
+        planned.append(
+            PlannedTensor(
+                new_name,
+                name,
+                cast if casts else info.dtype,  # type: ignore[arg-type]
+                tuple(reshape or shape),
+                permutation,
+                reshape,
+                what,
+                info.dtype if casts else None,
+            )
+        )
     seen: dict[str, str] = {}
     for tensor in planned:
         if tensor.name in seen:
@@ -355,12 +385,14 @@ def convert(
     names: str = "keep",
     include_optimizer: bool = False,
     pattern: str | None = None,
+    dtype: str | None = None,
     progress: Progress | None = None,
 ) -> Conversion:
     """Write ``source``'s weights to ``destination`` as format ``to`` (by default from its name).
 
     Weights only unless ``include_optimizer``; ``pattern`` keeps the names matching a glob;
-    ``layout`` and ``names`` take tensors to PyTorch's or TensorFlow's conventions.
+    ``layout`` and ``names`` take tensors to PyTorch's or TensorFlow's conventions; ``dtype``
+    (float16, bfloat16, float32) casts the floating tensors on the way.
     """
     from weightscope.formats import format_to_write, load_writer, open_checkpoint
     from weightscope.formats.tensorflow import STATE_FILE, planned_state
@@ -376,7 +408,7 @@ def convert(
         if ckpt.path.resolve() in (destination.resolve(), Path(f"{destination}.index").resolve()):
             raise UsageError(f"{destination} is the checkpoint being converted; write to another path")
         planned, skipped, ambiguous = plan(
-            ckpt, layout=layout, names=names, include_optimizer=include_optimizer, pattern=pattern
+            ckpt, layout=layout, names=names, include_optimizer=include_optimizer, pattern=pattern, dtype=dtype
         )
         if not planned:
             why = f"left out: {left_out(skipped)}" if skipped else "it holds none"
@@ -412,4 +444,5 @@ def convert(
         ambiguous,
         time.perf_counter() - started,
         notes,
+        dtype,
     )
