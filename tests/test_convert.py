@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import safetensors
 import safetensors.numpy
 import torch
 from conftest import assert_same_tensor
@@ -572,3 +573,20 @@ def test_convert_casts_floating_tensors_and_says_so(
         assert converted[name].dtype == expected.dtype
         assert torch.equal(converted[name].view(torch.uint8), expected.view(torch.uint8))  # torch's rounding, bitwise
     assert main(["convert", str(source), str(tmp_path / "bad.pt"), "--dtype", "int8"]) == 2
+
+
+def test_safetensors_of_pytorch_names_say_format_pt(tmp_path: Path, tf_checkpoints: dict[str, Path]) -> None:
+    # transformers' load_state_dict refuses a safetensors file unless
+    # safe_open(...).metadata().get("format") is one of pt, tf, flax, mlx (before 4.48.2, a file with no
+    # metadata at all raised AttributeError).
+    seed = tf_checkpoints["seed"]
+    written = {
+        "from-tensorflow": convert(seed, tmp_path / "a.safetensors", layout="pytorch", names="pytorch"),
+        "from-pytorch": convert(_torch_file(tmp_path / "in.pt"), tmp_path / "b.safetensors"),
+        "tensorflow-names": convert(seed, tmp_path / "c.safetensors"),
+    }
+    metadata = {}
+    for case, result in written.items():
+        with safetensors.safe_open(result.destination, framework="pt") as opened:
+            metadata[case] = opened.metadata()
+    assert metadata == {"from-tensorflow": {"format": "pt"}, "from-pytorch": {"format": "pt"}, "tensorflow-names": None}

@@ -358,6 +358,16 @@ def _check_written(path: Path, format: str, expected: dict[str, int], planned: l
                 raise ChecksumMismatchError(f"{path}: '{tensor.name}' reads back with other values than were written")
 
 
+# What safetensors files of PyTorch weights say (safetensors.torch's save_pretrained writes it;
+# transformers refuses a file whose metadata lacks a format, and older releases one with none).
+PYTORCH_SAFETENSORS_METADATA = {"format": "pt"}
+
+
+def _pytorch_names(planned: list[PlannedTensor]) -> bool:
+    """Whether the tensors are named as PyTorch names them: module paths joined by dots, no '/'."""
+    return all("/" not in tensor.name for tensor in planned)
+
+
 def _move_into_place(work: Path, destination: Path) -> None:
     """Rename the written files beside ``destination``: data first, then the index (which readers look
     for), then TensorFlow's state file; when one cannot be, those already moved are removed again."""
@@ -418,10 +428,12 @@ def convert(
         notes: list[str] = []
         with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work:
             staged = Path(work) / destination.name
+            options: dict[str, Any] = {}
             if format == "tensorflow":
-                writer(tensors, staged, update_state=False)
-            else:
-                writer(tensors, staged)
+                options["update_state"] = False  # written below, once the files are in place
+            if format == "safetensors" and _pytorch_names(planned):
+                options["metadata"] = PYTORCH_SAFETENSORS_METADATA
+            writer(tensors, staged, **options)
             _check_written(staged, format, tensors.checksums, planned)
             if format == "tensorflow":
                 state, not_recorded = planned_state(destination)
