@@ -590,3 +590,50 @@ def test_safetensors_of_pytorch_names_say_format_pt(tmp_path: Path, tf_checkpoin
         with safetensors.safe_open(result.destination, framework="pt") as opened:
             metadata[case] = opened.metadata()
     assert metadata == {"from-tensorflow": {"format": "pt"}, "from-pytorch": {"format": "pt"}, "tensorflow-names": None}
+
+
+def _training_checkpoints(directory: Path) -> dict[str, Path]:
+    """Training checkpoints as people save them with torch: model, optimizer (Adam's state.<id>.exp_avg...)."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 2))
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 2)).sum().backward()
+    optimizer.step()
+    saved = {
+        "tutorial.pt": {
+            "epoch": 3,
+            "model_state_dict": model.state_dict(),
+            "optimizer_state_dict": optimizer.state_dict(),
+        },
+        "lightning.pt": {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]},
+        "legacy.pt": {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
+        "optimizer.pt": optimizer.state_dict(),
+    }
+    paths = {}
+    for name, value in saved.items():
+        paths[name] = directory / name
+        torch.save(value, paths[name], _use_new_zipfile_serialization=name != "legacy.pt")
+    return paths
+
+
+def test_optimizer_state_of_pytorch_training_checkpoints_is_converted_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, path in _training_checkpoints(tmp_path).items():
+        with ws.open(path) as ckpt:
+            kinds = {tensor: ckpt.role(tensor).kind for tensor in ckpt}
+        optimizer = {tensor for tensor, kind in kinds.items() if kind == "optimizer"}
+        assert any(tensor.endswith("state.0.exp_avg") for tensor in optimizer), name
+        assert main(["ls", str(path), "--json"]) == 0
+        listed = {row["name"] for row in json.loads(capsys.readouterr().out)}  # what ls calls the weights
+        assert not listed & optimizer
+        if name == "optimizer.pt":
+            assert not listed
+            assert main(["convert", str(path), str(tmp_path / f"{name}.npz")]) == 5
+            assert f"left out: {len(optimizer)} optimizer state" in capsys.readouterr().err
+        else:
+            weights = convert(path, tmp_path / f"{name}.npz")
+            assert {tensor.source for tensor in weights.tensors} == listed
+            assert sorted(np.load(tmp_path / f"{name}.npz").files) == sorted(listed)
+        everything = convert(path, tmp_path / f"{name}-all.npz", include_optimizer=True)
+        assert {tensor.source for tensor in everything.tensors} == listed | optimizer
