@@ -411,13 +411,15 @@ def test_a_failure_while_moving_into_place_leaves_nothing(tmp_path: Path, monkey
     replace = os.replace
 
     def fail_on_the_index(old: str, new: str) -> None:
-        if Path(new) == out / "model.index":  # the data file is in place by now
+        if Path(new).name == "model.index" and ".weightscope-convert-" not in str(new):  # the data is in place
             raise OSError(28, "No space left on device")
         replace(old, new)
 
     monkeypatch.setattr(os, "replace", fail_on_the_index)
     with pytest.raises(OSError, match="No space left"):
         convert(source, out / "model")
+    with pytest.raises(OSError, match="No space left"):
+        convert(source, out / "new" / "folders" / "model")  # the folders it made go too
     assert list(out.iterdir()) == []
 
 

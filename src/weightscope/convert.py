@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -368,6 +368,20 @@ def _pytorch_names(planned: list[PlannedTensor]) -> bool:
     return all("/" not in tensor.name for tensor in planned)
 
 
+@contextlib.contextmanager
+def _folder_for(destination: Path) -> Iterator[None]:
+    """``destination``'s folder, made (with its parents) for the block, and removed again if the block fails."""
+    made = [folder for folder in (destination.parent, *destination.parent.parents) if not folder.exists()]
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in made:  # deepest first, and only while empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
 def _move_into_place(work: Path, destination: Path) -> None:
     """Rename the written files beside ``destination``: data first, then the index (which readers look
     for), then TensorFlow's state file; when one cannot be, those already moved are removed again."""
@@ -424,9 +438,11 @@ def convert(
             why = f"left out: {left_out(skipped)}" if skipped else "it holds none"
             raise UnsupportedFormatError(f"{ckpt.path}: no tensors to convert; {why}")
         tensors = PlannedTensors(ckpt, planned, progress)
-        destination.parent.mkdir(parents=True, exist_ok=True)
         notes: list[str] = []
-        with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work:
+        with (
+            _folder_for(destination),
+            tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work,
+        ):
             staged = Path(work) / destination.name
             options: dict[str, Any] = {}
             if format == "tensorflow":
