@@ -261,20 +261,13 @@ def plan(
         permutation, reshape, what = decision
         shape = tuple(info.shape[axis] for axis in permutation) if permutation else info.shape
         new_name = name if names == "keep" or role.kind == "optimizer" else _rename(name, names, norm_layers)
+        output = info.dtype
+        cast_from: np.dtype | None = None
         native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype
-        casts = cast is not None and numeric_kind(info.dtype) == "f" and native != cast
-        planned.append(
-            PlannedTensor(
-                new_name,
-                name,
-                cast if casts else info.dtype,  # type: ignore[arg-type]
-                tuple(reshape or shape),
-                permutation,
-                reshape,
-                what,
-                info.dtype if casts else None,
-            )
-        )
+        if cast is not None and numeric_kind(info.dtype) == "f" and native != cast:
+            output, cast_from = cast, info.dtype
+        shape = tuple(reshape or shape)
+        planned.append(PlannedTensor(new_name, name, output, shape, permutation, reshape, what, cast_from))
     seen: dict[str, str] = {}
     for tensor in planned:
         if tensor.name in seen:
