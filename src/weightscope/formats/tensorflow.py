@@ -787,12 +787,13 @@ def save(
                 entry.shape.SetInParent()  # TF always writes the shape, even a scalar's
                 for size in spec.shape:
                     entry.shape.dim.add(size=size)
+                payload: bytes | np.ndarray
                 if code == _STRING_CODE:
                     payload, checksum = _string_tensor_bytes(array, spec.name)
-                    size = len(payload)
                 else:
-                    raw = little_endian(array).reshape(-1).view(np.uint8)
-                    payload, checksum, size = raw, mask_crc(crc32c(raw)), raw.nbytes
+                    payload = little_endian(array).reshape(-1).view(np.uint8)
+                    checksum = mask_crc(crc32c(payload))
+                size = len(payload)  # bytes: a flat uint8 view has one element per byte
                 data.write(payload)
                 del array, payload
                 entry.offset, entry.size, entry.crc32c = offset, size, checksum
