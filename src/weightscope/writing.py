@@ -92,9 +92,10 @@ def plan_specs(source: Tensors, target: Path, stored_as: Callable[[str], Hashabl
         if not isinstance(name, str) or not name:
             raise UsageError(f"tensor names must be non-empty strings, not {name!r}")
         key = name if stored_as is None else stored_as(name)
+        if key in seen and seen[key] == name:
+            raise UsageError(f"{target}: tensor '{name}' is given twice")
         if key in seen:
-            twice = f"tensor '{name}' is given twice" if seen[key] == name else f"'{seen[key]}' and '{name}'"
-            raise UsageError(f"{target}: {twice}" + ("" if seen[key] == name else " would be stored alike"))
+            raise UsageError(f"{target}: tensors '{seen[key]}' and '{name}' would be stored under one name")
         seen[key] = name
         dtype, shape = source.spec(name)
         specs.append(Spec(name, np.dtype(dtype), tuple(int(size) for size in shape)))
