@@ -71,15 +71,17 @@ def test_ls_hides_optimizer_state(tf_checkpoints: dict[str, Path], capsys: pytes
     assert lines[0].split() == ["name", "dtype", "shape", "size"]
     assert [line.split()[0] for line in lines[2:6]] == ["layer1/bias", "layer1/kernel", "layer2/bias", "layer2/kernel"]
     assert "4 tensors, 27 parameters, 108 B" in out
-    assert "hidden: 10 optimizer state (--all shows them)" in out
+    assert "hidden: 10 optimizer state tensors (--all shows them)" in out
     status, out, _ = run(capsys, "ls", "--all", tf_checkpoints["seed"])
-    assert "14 tensors, 83 parameters" in out and "beta1_power" in out
+    assert "14 tensors, 27 parameters, 56 optimizer state values, 332 B" in out and "beta1_power" in out
 
 
 def test_ls_json_and_filter(tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "ls", "--json", "--all", "--filter", "layer1/*", tf_checkpoints["seed"])
     assert status == 0
-    rows = json.loads(out)
+    document = json.loads(out)
+    assert (document["format"], document["metadata"], document["hidden"]) == ("tensorflow", {}, {})
+    rows = document["tensors"]
     assert [row["name"] for row in rows] == [
         "layer1/bias",
         "layer1/bias/Adam",
@@ -88,8 +90,17 @@ def test_ls_json_and_filter(tf_checkpoints: dict[str, Path], capsys: pytest.Capt
         "layer1/kernel/Adam",
         "layer1/kernel/Adam_1",
     ]
-    assert rows[3] == {"name": "layer1/kernel", "dtype": "float32", "shape": [2, 5], "nbytes": 40, "role": "weight"}
-    assert rows[4]["role"] == "optimizer" and rows[4]["of"] == "layer1/kernel"
+    assert rows[3] == {
+        "name": "layer1/kernel",
+        "dtype": "float32",
+        "shape": [2, 5],
+        "nbytes": 40,
+        "role": "weight",
+        "kind": "parameter",
+    }
+    assert rows[4]["role"] == rows[4]["kind"] == "optimizer" and rows[4]["of"] == "layer1/kernel"
+    status, out, _ = run(capsys, "ls", "--json", tf_checkpoints["seed"])
+    assert json.loads(out)["hidden"] == {"optimizer": 10}
 
 
 def test_layers(tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
