@@ -99,7 +99,7 @@ def _row(ckpt: Checkpoint, info: TensorInfo) -> dict[str, Any]:
     "--json",
     "as_json",
     is_flag=True,
-    help="JSON: {path, format, tensors: [{name, dtype, shape, nbytes, role, kind}], hidden: {kind: tensors}, metadata}.",
+    help="JSON: {path, format, tensors: [{name, dtype, shape, nbytes, role, kind}], hidden: {kind: count}, metadata}.",
 )
 @step_option
 def ls_command(
@@ -536,7 +536,7 @@ def summary_command(path: Path, as_json: bool, step: int | None) -> None:
         ("optimizer slot values", summary.optimizer_slots, "per variable"),
         ("other optimizer values", summary.optimizer_other, others),
         ("bookkeeping values", summary.bookkeeping, ""),
-        ("values in all", summary.in_all, f"{strings} string tensor{'s' * (strings != 1)} not counted" if strings else ""),
+        ("values in all", summary.in_all, f"{strings} string tensor{'s' * (strings != 1)} not counted" * bool(strings)),
     ]
     digits = max(len(f"{count:,}") for _, count, _ in totals)
     _echo()
