@@ -530,13 +530,14 @@ def summary_command(path: Path, as_json: bool, step: int | None) -> None:
     if len(summary.optimizer_other_names) > 4:
         others += ", ..."
     strings = summary.string_tensors
+    uncounted = f"{strings} string tensor{'s' * (strings != 1)} not counted" if strings else ""
     totals = [
         ("parameters (trainable)", summary.parameters, ""),
         ("buffers (non-trainable)", summary.buffers, "running statistics" if summary.buffers else ""),
         ("optimizer slot values", summary.optimizer_slots, "per variable"),
         ("other optimizer values", summary.optimizer_other, others),
         ("bookkeeping values", summary.bookkeeping, ""),
-        ("values in all", summary.in_all, f"{strings} string tensor{'s' * (strings != 1)} not counted" * bool(strings)),
+        ("values in all", summary.in_all, uncounted),
     ]
     digits = max(len(f"{count:,}") for _, count, _ in totals)
     _echo()
