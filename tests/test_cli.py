@@ -217,3 +217,33 @@ def test_formats_lists_every_reader_and_what_it_needs(
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "h5py" else real_find_spec(name))
     status, out, _ = run(capsys, "formats")
     assert "needs h5py: pip install 'weightscope[keras]'" in out
+
+
+def test_stats_all_reports_every_readable_tensor_and_each_damaged_one(
+    seed_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ws.open(seed_copy) as ckpt:
+        names = list(ckpt)
+        damaged = ["layer1/kernel/Adam", "layer2/bias"]
+        infos = [ckpt.info(name) for name in damaged]
+    for info in infos:
+        data = Path(info.file)
+        raw = bytearray(data.read_bytes())
+        raw[info.offset + 1] ^= 0xFF
+        data.write_bytes(raw)
+    status, out, err = run(capsys, "stats", "--all", seed_copy)
+    assert status == ExitStatus.CORRUPT
+    shown = [line.split()[0] for line in out.splitlines()[2:]]
+    assert shown == [name for name in names if name not in damaged]  # every other tensor's figures
+    assert all(f"'{name}'" in err for name in damaged)
+    assert "2 of 14 tensors could not be read" in err
+    status, out, err = run(capsys, "stats", "--all", "--json", seed_copy)
+    assert status == ExitStatus.CORRUPT
+    rows = json.loads(out)
+    assert [row["name"] for row in rows] == names
+    with ws.open(seed_copy, verify=False) as ckpt:
+        for row in rows:
+            if row["name"] in damaged:
+                assert set(row) == {"name", "dtype", "shape", "error"} and "checksum" in row["error"].lower()
+            else:
+                assert row["l2"] == pytest.approx(float(np.linalg.norm(ckpt[row["name"]].astype(np.float64))))

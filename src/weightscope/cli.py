@@ -26,7 +26,7 @@ from weightscope.output import dumps_json, format_bytes, format_shape, json_valu
 from weightscope.sources import as_path
 
 if TYPE_CHECKING:
-    from weightscope.analysis import TensorDiff
+    from weightscope.analysis import TensorDiff, TensorStats
 
 PATH = click.Path(path_type=Path)
 
@@ -293,13 +293,17 @@ def _figure(value: float | int | None) -> str:
     "--json",
     "as_json",
     is_flag=True,
-    help="A JSON list of {name, dtype, shape, count, min, max, mean, std, l2, zeros, nans, infs}.",
+    help="A JSON list of {name, dtype, shape, count, min, max, mean, std, l2, zeros, nans, infs} "
+    "({name, dtype, shape, error} for a tensor that cannot be read).",
 )
 @step_option
 def stats_command(
     path: Path, names: tuple[str, ...], pattern: str | None, show_all: bool, as_json: bool, step: int | None
 ) -> None:
-    """Per tensor: min, max, mean, std, L2 norm, zeros, NaNs, infinities; any size, in bounded memory."""
+    """Per tensor: min, max, mean, std, L2 norm, zeros, NaNs, infinities; any size, in bounded memory.
+
+    A tensor that cannot be read (damaged) is named on stderr, the others' figures still given; exit 4.
+    """
     from weightscope.analysis import checkpoint_stats
 
     with _open(path, step=step) as ckpt:
@@ -312,10 +316,26 @@ def stats_command(
                 if (pattern is None or fnmatch.fnmatchcase(name, pattern))
                 and (show_all or ckpt.role(name).kind == "parameter")
             ]
-        results = checkpoint_stats(ckpt, chosen)
+        errors: dict[str, WeightscopeError] = {}
+        results = checkpoint_stats(ckpt, chosen, errors=errors)
+        damaged = {
+            name: {"name": name, "dtype": info.type_name, "shape": list(info.shape), "error": str(error)}
+            for name, error in errors.items()
+            for info in [ckpt.info(name)]
+        }
     if as_json:
-        _echo(dumps_json([result.to_json() for result in results]))
-        return
+        rows_by_name = {result.name: result.to_json() for result in results} | damaged
+        _echo(dumps_json([rows_by_name[name] for name in chosen]))
+    else:
+        _stats_table(results)
+    for error in errors.values():
+        _note(f"error: {safe_text(str(error))}")
+    if errors:
+        _note(f"{len(errors)} of {len(chosen)} tensors could not be read; the others' figures are above")
+        raise SystemExit(int(next(iter(errors.values())).exit_status))
+
+
+def _stats_table(results: Sequence[TensorStats]) -> None:
     header = ["name", "dtype", "shape", "min", "max", "mean", "std", "l2", "zeros", "nans", "infs"]
     rows = [
         [safe_text(result.name), result.dtype, format_shape(result.shape)]
