@@ -20,7 +20,7 @@ import numpy as np
 
 import weightscope
 from weightscope.checkpoint import Checkpoint, TensorInfo
-from weightscope.errors import ExitStatus, UsageError, WeightscopeError
+from weightscope.errors import ExitStatus, UsageError, WeightscopeError, os_error_status, reason
 from weightscope.layers import naming_convention
 from weightscope.output import dumps_json, format_bytes, format_shape, json_values, render_table, safe_text
 from weightscope.sources import as_path
@@ -936,8 +936,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Output piped into `head` and closed: not an error of ours.
             sys.stderr.close()
             return 0
-        status = error.exit_status if isinstance(error, WeightscopeError) else ExitStatus.ERROR
-        _note(f"error: {safe_text(str(error))}")
+        if isinstance(error, WeightscopeError):
+            status, message = error.exit_status, str(error)
+        else:  # the system's words and the file, not Python's "[Errno N] ...": a missing folder, a full disk
+            status, message = os_error_status(error), reason(error)
+        _note(f"error: {safe_text(message)}")
         return int(status)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else 0

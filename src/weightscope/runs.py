@@ -53,7 +53,7 @@ from weightscope.analysis import (
     stats_from_partial,
     stats_partial,
 )
-from weightscope.errors import CheckpointNotFoundError, UsageError
+from weightscope.errors import CheckpointNotFoundError, UsageError, reason
 from weightscope.lazy import CHUNK_BYTES, INSTALL_HINT, TensorSource, require_dask, tensor_source
 from weightscope.output import json_float
 
@@ -416,7 +416,11 @@ def execute(
             from distributed import Client
         except ImportError:
             raise _missing_distributed() from None
-        with Client(scheduler) as owned:
+        try:
+            owned = Client(scheduler)
+        except OSError as error:  # distributed's words: "Timed out trying to connect to ... after 30 s"
+            raise UsageError(f"no Dask scheduler answered at {scheduler} ({reason(error)})") from None
+        with owned:
             return _on_client(owned, graph, keys, progress)
     if scheduler in (None, "threads", "threading"):
         import dask.threaded
