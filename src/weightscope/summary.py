@@ -56,7 +56,8 @@ its roles and shapes:
         "parameters": int,        # learned values (Keras: trainable)
         "buffers": int,           # running statistics (Keras: non-trainable)
         "optimizer_slots": int,   # values of per-variable optimizer state (Adam's m and v, ...)
-        "optimizer_other": int,   # optimizer values of no one variable (beta1_power, iteration, ...)
+        "optimizer_other": int,   # optimizer values attached to no variable (beta1_power, iteration, ...,
+                                  # or PyTorch state.N.* whose variable the file does not say)
         "bookkeeping": int,       # global_step, save_counter, num_batches_tracked, ...
         "in_all": int,            # every value: the sum of the five above
         "string_tensors": int     # tensors of strings, not counted anywhere
