@@ -66,6 +66,7 @@ def training(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in model.parameters()),
         "buffers": sum(b.numel() for name, b in model.named_buffers() if "running_" in name),
         "bookkeeping": sum(b.numel() for name, b in model.named_buffers() if "num_batches_tracked" in name),
+        "torch_buffers": sum(b.numel() for b in model.buffers()),
         "state_tensors": len(state),
         "state_values": sum(value.numel() for value in state),
         "state_names": sorted(_flat("optimizer.", saved["state"])),
@@ -146,6 +147,8 @@ def test_ls_layers_and_summary_label_units(training: dict[str, Any], capsys: pyt
     assert totals["parameters (trainable)"] == str(training["parameters"])
     assert totals["buffers (non-trainable)"] == str(training["buffers"])
     assert totals["bookkeeping values"] == str(training["bookkeeping"])  # num_batches_tracked
+    # torch's buffers(): the running statistics, and num_batches_tracked, which weightscope calls bookkeeping
+    assert training["buffers"] + training["bookkeeping"] == training["torch_buffers"] == 9
 
 
 def test_len_is_what_ls_shows_and_hides(training: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
