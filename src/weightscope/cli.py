@@ -625,8 +625,9 @@ def runs_group() -> None:
 
     RUN is a directory (its 'checkpoint' file's history, else every checkpoint in it and in
     its Trainer checkpoint-N/ folders), a glob, or one checkpoint. Steps come from the
-    names (model.ckpt-100, step=100, checkpoint-500, ...), never a model's digits (resnet18). Local threads by default; --scheduler tcp://HOST:PORT runs
-    the same tasks on a Dask cluster whose workers see the same paths.
+    names (model.ckpt-100, step=100, checkpoint-500, ...), never a model's digits (resnet18).
+    Local threads by default; --scheduler tcp://HOST:PORT runs the same tasks on a Dask
+    cluster whose workers see the same paths.
     """
 
 
