@@ -136,7 +136,7 @@ def test_run_is_found_in_its_state_file_with_steps(run_dir: Path) -> None:
         ("global_step123/mp_rank_00_model_states.pt", 123),
         ("epoch=3-step=100.ckpt", 100),
         ("checkpoint-500/model.safetensors", 500),
-        ("iter_0000100/model.pt", 100),
+        ("iter_0000100/mp_rank_00/model_optim_rng.pt", 100),
         ("resnet18-step1.pth", 1),
         ("resnet18.pth", None),
         ("vgg16-397923af.pth", None),

@@ -9,7 +9,7 @@ too when asked, else the index file's modification time stands in).
 A checkpoint's step (``step_of``) comes from, in order: the saver's ``-N`` suffix of a
 TensorFlow prefix (what the state file lists, or an ``.index`` beside its data: savers
 append the global step or save counter so); else a pattern that says "step" in the name of
-the file or of the directory holding it — ``ckpt-123`` (``model.ckpt-123``), ``step123``,
+the file or of the two folders above it — ``ckpt-123`` (``model.ckpt-123``), ``step123``,
 ``step_123``, ``step-123``, ``step=123``, ``global_step123`` (DeepSpeed),
 ``epoch=3-step=100`` (Lightning: the step), ``checkpoint-500`` (Hugging Face Trainer's
 directories), ``iter_0000100`` (Megatron). Any other digits (``resnet18.pth``,
@@ -43,13 +43,13 @@ class HistoryEntry:
 
 
 def step_of(path: Path, *, tensorflow_prefix: bool = False) -> int | None:
-    """The step ``path``'s name (or its directory's) states, by the rules above; None where none does.
+    """The step ``path``'s name (or its folder's, or that folder's) states, by the rules above; None where none does.
 
     ``tensorflow_prefix``: ``path`` is a TensorFlow checkpoint prefix, whose ``-N`` a saver appended.
     """
     if tensorflow_prefix and (match := _SAVER_SUFFIX.search(path.name)):
         return int(match.group(1))
-    for name in (path.name, path.parent.name):
+    for name in (path.name, path.parent.name, path.parent.parent.name):  # Megatron: iter_N/mp_rank_00/x.pt
         found = _STEP_PATTERNS.findall(name)
         if found:
             return int(found[-1])  # epoch=3-step=100: the last is the step
