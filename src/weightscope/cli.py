@@ -110,8 +110,14 @@ def ls_command(
         infos = [info for info in ckpt.infos() if pattern is None or fnmatch.fnmatchcase(info.name, pattern)]
         roles = {info.name: ckpt.role(info.name) for info in infos}
         metadata = ckpt.metadata
-        shown = [info for info in infos if show_all or roles[info.name].kind == "parameter"]
-        hidden = [roles[info.name].category for info in infos if not (show_all or roles[info.name].kind == "parameter")]
+        shown: list[TensorInfo] = []
+        hidden: list[str] = []  # the categories of the tensors left out
+        for info in infos:
+            role = roles[info.name]
+            if show_all or role.kind == "parameter":
+                shown.append(info)
+            else:
+                hidden.append(role.category)
         if as_json:
             document = {
                 "path": str(ckpt.path),
