@@ -315,6 +315,7 @@ def test_system_errors_are_one_clear_line_without_errno(
     import socket
 
     import dask
+    import distributed  # noqa: F401 - its defaults in dask's config before the setting below is undone
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "folder").mkdir()
