@@ -71,15 +71,17 @@ def test_ls_hides_optimizer_state(tf_checkpoints: dict[str, Path], capsys: pytes
     assert lines[0].split() == ["name", "dtype", "shape", "size"]
     assert [line.split()[0] for line in lines[2:6]] == ["layer1/bias", "layer1/kernel", "layer2/bias", "layer2/kernel"]
     assert "4 tensors, 27 parameters, 108 B" in out
-    assert "hidden: 10 optimizer state (--all shows them)" in out
+    assert "hidden: 10 optimizer state tensors (--all shows them)" in out
     status, out, _ = run(capsys, "ls", "--all", tf_checkpoints["seed"])
-    assert "14 tensors, 83 parameters" in out and "beta1_power" in out
+    assert "14 tensors, 27 parameters, 56 optimizer state values, 332 B" in out and "beta1_power" in out
 
 
 def test_ls_json_and_filter(tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "ls", "--json", "--all", "--filter", "layer1/*", tf_checkpoints["seed"])
     assert status == 0
-    rows = json.loads(out)
+    document = json.loads(out)
+    assert (document["format"], document["metadata"], document["hidden"]) == ("tensorflow", {}, {})
+    rows = document["tensors"]
     assert [row["name"] for row in rows] == [
         "layer1/bias",
         "layer1/bias/Adam",
@@ -88,8 +90,17 @@ def test_ls_json_and_filter(tf_checkpoints: dict[str, Path], capsys: pytest.Capt
         "layer1/kernel/Adam",
         "layer1/kernel/Adam_1",
     ]
-    assert rows[3] == {"name": "layer1/kernel", "dtype": "float32", "shape": [2, 5], "nbytes": 40, "role": "weight"}
-    assert rows[4]["role"] == "optimizer" and rows[4]["of"] == "layer1/kernel"
+    assert rows[3] == {
+        "name": "layer1/kernel",
+        "dtype": "float32",
+        "shape": [2, 5],
+        "nbytes": 40,
+        "role": "weight",
+        "kind": "parameter",
+    }
+    assert rows[4]["role"] == rows[4]["kind"] == "optimizer" and rows[4]["of"] == "layer1/kernel"
+    status, out, _ = run(capsys, "ls", "--json", tf_checkpoints["seed"])
+    assert json.loads(out)["hidden"] == {"optimizer": 10}
 
 
 def test_layers(tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -206,3 +217,117 @@ def test_formats_lists_every_reader_and_what_it_needs(
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "h5py" else real_find_spec(name))
     status, out, _ = run(capsys, "formats")
     assert "needs h5py: pip install 'weightscope[keras]'" in out
+
+
+def test_stats_all_reports_every_readable_tensor_and_each_damaged_one(
+    seed_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ws.open(seed_copy) as ckpt:
+        names = list(ckpt)
+        damaged = ["layer1/kernel/Adam", "layer2/bias"]
+        infos = [ckpt.info(name) for name in damaged]
+    for info in infos:
+        data = Path(info.file)
+        raw = bytearray(data.read_bytes())
+        raw[info.offset + 1] ^= 0xFF
+        data.write_bytes(raw)
+    status, out, err = run(capsys, "stats", "--all", seed_copy)
+    assert status == ExitStatus.CORRUPT
+    shown = [line.split()[0] for line in out.splitlines()[2:]]
+    assert shown == [name for name in names if name not in damaged]  # every other tensor's figures
+    assert all(f"'{name}'" in err for name in damaged)
+    assert "2 of 14 tensors could not be read" in err
+    status, out, err = run(capsys, "stats", "--all", "--json", seed_copy)
+    assert status == ExitStatus.CORRUPT
+    rows = json.loads(out)
+    assert [row["name"] for row in rows] == names
+    with ws.open(seed_copy, verify=False) as ckpt:
+        for row in rows:
+            if row["name"] in damaged:
+                assert set(row) == {"name", "dtype", "shape", "error"} and "checksum" in row["error"].lower()
+            else:
+                assert row["l2"] == pytest.approx(float(np.linalg.norm(ckpt[row["name"]].astype(np.float64))))
+
+
+def test_ls_json_carries_the_files_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.ones(4, 2)).sum().backward()
+    optimizer.step()
+    training = tmp_path / "train.pt"
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3}, training)
+    status, out, _ = run(capsys, "ls", "--json", training)
+    document = json.loads(out)
+    assert status == 0 and document["format"] == "pytorch" and document["path"] == str(training)
+    assert document["metadata"]["epoch"] == "3" and document["metadata"]["optimizer.param_groups.0.lr"] == "0.001"
+    assert [row["name"] for row in document["tensors"]] == [f"model.{name}" for name in model.state_dict()][:-1]
+    assert document["hidden"] == {"bookkeeping": 1, "optimizer": 3 * len(list(model.parameters()))}
+    flat = tmp_path / "flat.safetensors"
+    save_file(model.state_dict(), flat, metadata={"format": "pt", "epoch": "3"})
+    status, out, _ = run(capsys, "ls", "--json", flat)
+    assert json.loads(out)["metadata"] == {"format": "pt", "epoch": "3"}
+
+
+def test_view_on_a_busy_port_names_it_and_suggests_port_0(
+    tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, out, err = run(capsys, "view", "--no-browser", "--port", port, tf_checkpoints["seed"])
+    assert status == ExitStatus.USAGE and out == ""
+    assert err == (
+        f"weightscope: error: cannot listen on 127.0.0.1 port {port}: Address already in use; "
+        "--port 0 picks a free port\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["show", "{seed}", "layer1/kernel", "--npy", "{folder}"], ExitStatus.USAGE, "{folder}: Is a directory"),
+        # making the folder: the file is in the way
+        (["plot", "{seed}", "layer1/kernel", "--out", "{file}/x.png"], ExitStatus.ERROR, "{file}: File exists"),
+        (["convert", "{seed}", "{file}/x.npz"], ExitStatus.ERROR, "{file}: File exists"),
+        (["demo", "--steps", "1", "--data", "{missing}", "--out", "{folder}/m"], ExitStatus.NOT_FOUND, "{missing}"),
+        (["demo", "--steps", "1", "--out", "{file}/m/model.ckpt"], ExitStatus.NOT_FOUND, "{file}"),
+        (["runs", "stats", "--scheduler", "tcp://127.0.0.1:{closed}", "{seed}"], ExitStatus.USAGE, "no Dask scheduler"),
+        (["ls", "http://127.0.0.1:{closed}/x.safetensors"], ExitStatus.ERROR, "127.0.0.1:{closed}"),
+    ],
+    ids=["npy-to-folder", "plot-under-file", "convert-under-file", "demo-data", "demo-out", "scheduler", "remote"],
+)
+def test_system_errors_are_one_clear_line_without_errno(
+    tf_checkpoints: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    status: int,
+    message: str,
+) -> None:
+    import socket
+
+    import dask
+    import distributed  # noqa: F401 - its defaults in dask's config before the setting below is undone
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("not a folder")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    values = {"seed": tf_checkpoints["seed"], "folder": "folder", "file": "file", "missing": "missing.npy"}
+    values["closed"] = closed
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        code, _, err = run(capsys, *[arg.format(**values) for arg in args])
+    assert code == status, err
+    assert err.startswith("weightscope: error:") and err.count("\n") == 1
+    assert message.format(**values) in err
+    assert "[Errno" not in err and ".tmp" not in err and "Traceback" not in err

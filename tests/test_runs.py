@@ -124,6 +124,98 @@ def test_run_is_found_in_its_state_file_with_steps(run_dir: Path) -> None:
     assert [entry.step for entry in glob_found] == sorted(entry.step for entry in found)  # type: ignore[type-var]
 
 
+@pytest.mark.parametrize(
+    ("name", "step"),
+    [
+        ("model.ckpt-123", 123),
+        ("ckpt-3.safetensors", 3),
+        ("step123.pt", 123),
+        ("step_123.pt", 123),
+        ("step-123.pt", 123),
+        ("step=123.pt", 123),
+        ("global_step123/mp_rank_00_model_states.pt", 123),
+        ("epoch=3-step=100.ckpt", 100),
+        ("checkpoint-500/model.safetensors", 500),
+        ("iter_0000100/mp_rank_00/model_optim_rng.pt", 100),
+        ("resnet18-step1.pth", 1),
+        ("resnet18.pth", None),
+        ("vgg16-397923af.pth", None),
+        ("bert-base-uncased-3.bin", None),
+        ("epoch=3.ckpt", None),
+        ("laststep12.pt", None),
+        ("checkpoint.pt", None),
+    ],
+)
+def test_step_is_read_from_explicit_patterns_only(name: str, step: int | None) -> None:
+    from weightscope.history import step_of
+
+    assert step_of(Path(name)) == step
+
+
+def test_model_name_digits_are_not_steps_modification_time_orders(tmp_path: Path) -> None:
+    import os
+
+    import torch
+
+    model = torch.nn.Linear(2, 2)
+    for name, written in (("resnet18-step1.pth", 1000), ("resnet18.pth", 2000), ("resnet50.pth", 1500)):
+        torch.save(model.state_dict(), tmp_path / name)
+        os.utime(tmp_path / name, (written, written))
+    found = find_checkpoints(tmp_path)
+    assert [(entry.path.name, entry.step) for entry in found] == [
+        ("resnet18-step1.pth", 1),
+        ("resnet50.pth", None),
+        ("resnet18.pth", None),
+    ]
+    result = CliRunner().invoke(cli, ["runs", "stats", "--json", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert [entry["step"] for entry in json.loads(result.output)["checkpoints"]] == [1, None, None]
+
+
+def test_trainer_directories_are_a_run_in_step_order(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    model = torch.nn.Linear(3, 2)
+    for step in (500, 1000, 50):  # written in this order: the steps, not the times, order them
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        with torch.no_grad():
+            model.weight.fill_(step)
+        save_file(model.state_dict(), folder / "model.safetensors")
+        torch.save({"state": {}, "param_groups": []}, folder / "optimizer.pt")
+    found = find_checkpoints(tmp_path)
+    assert [(entry.path.parent.name, entry.step) for entry in found] == [
+        ("checkpoint-50", 50),
+        ("checkpoint-500", 500),
+        ("checkpoint-1000", 1000),
+    ]
+    stats = run_stats(tmp_path, pattern="weight", scheduler="sync")
+    assert [row.stats.mean for row in stats.tensors] == [50, 500, 1000]
+    done = run_convert(tmp_path, tmp_path / "out", to="npz", scheduler="sync")
+    assert sorted(Path(entry["destination"]).name for entry in done) == [
+        "checkpoint-1000.npz",
+        "checkpoint-50.npz",
+        "checkpoint-500.npz",
+    ]
+
+
+def test_history_and_runs_share_the_step_parser(tmp_path: Path) -> None:
+    """A TF saver's ``-N``, listed by the state file: the same step in ``history`` and ``runs``."""
+    from weightscope.history import checkpoint_history
+
+    for step in (7, 3):
+        ws.save({"dense/kernel": np.full((2, 2), step, np.float32)}, tmp_path / f"resnet18-{step}")
+    (tmp_path / "checkpoint").write_text(
+        'model_checkpoint_path: "resnet18-7"\nall_model_checkpoint_paths: "resnet18-3"\n'
+        'all_model_checkpoint_paths: "resnet18-7"\n'
+    )
+    assert [entry.step for entry in checkpoint_history(tmp_path)] == [3, 7]
+    assert [entry.step for entry in find_checkpoints(tmp_path)] == [3, 7]
+    (tmp_path / "checkpoint").unlink()  # no state file: an index beside its data still marks a saver's prefix
+    assert [entry.step for entry in find_checkpoints(tmp_path)] == [3, 7]
+
+
 def test_run_on_threads_equals_the_single_process_path(run_dir: Path) -> None:
     paths = [entry.path for entry in find_checkpoints(run_dir)]
     threads = run_stats(run_dir, chunk_bytes=SMALL_CHUNKS, window=3)
@@ -315,8 +407,8 @@ def test_ls_does_not_import_dask(run_dir: Path) -> None:
 
 def test_changes_are_none_across_a_change_of_shape(tmp_path: Path) -> None:
     for k, rows in enumerate((4, 4, 6, 6)):
-        ws.save({"w": np.full((rows, 3), k + 1.0)}, tmp_path / f"s-{k}.npz", format="npz")
-    result = run_stats(str(tmp_path / "s-*.npz"), chunk_bytes=24, window=2)
+        ws.save({"w": np.full((rows, 3), k + 1.0)}, tmp_path / f"step-{k}.npz", format="npz")
+    result = run_stats(str(tmp_path / "step-*.npz"), chunk_bytes=24, window=2)
     changes = [(row.step, row.change_previous, row.change_first) for row in result.tensors]
     assert changes[0] == (0, None, 0.0)
     assert changes[1] == (1, pytest.approx(1.0), pytest.approx(1.0))

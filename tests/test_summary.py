@@ -43,13 +43,13 @@ def test_seed_is_two_dense_layers_with_adam(
     status, out, err = run(capsys, "summary", tf_checkpoints["seed"])
     assert status == 0 and err == ""
     rows = {line.split()[0]: line for line in out.splitlines()[2:4]}
-    assert "Dense 2 → 5" in rows["layer1"] and rows["layer1"].split()[-3:] == ["15", "15", "30"]
-    assert "Dense 5 → 2" in rows["layer2"] and rows["layer2"].split()[-3:] == ["12", "12", "24"]
-    assert total_line(out, "trainable parameters") == "trainable parameters: 27"
-    assert total_line(out, "non-trainable parameters") == "non-trainable parameters: 0"
+    assert "Dense 2 → 5" in rows["layer1"] and rows["layer1"].split()[-3:] == ["15", "0", "30"]
+    assert "Dense 5 → 2" in rows["layer2"] and rows["layer2"].split()[-3:] == ["12", "0", "24"]
+    assert total_line(out, "parameters (trainable)") == "parameters (trainable): 27"
+    assert total_line(out, "buffers (non-trainable)") == "buffers (non-trainable): 0"
     assert total_line(out, "optimizer slot values") == "optimizer slot values: 54 (per variable)"
     assert total_line(out, "other optimizer values") == "other optimizer values: 2 (beta1_power, beta2_power)"
-    assert total_line(out, "in all") == "in all: 83"
+    assert total_line(out, "values in all") == "values in all: 83"
     assert total_line(out, "bytes by dtype") == "bytes by dtype: float32 332 B"
 
     document = summary_json(capsys, tf_checkpoints["seed"])
@@ -60,8 +60,7 @@ def test_seed_is_two_dense_layers_with_adam(
     assert document["totals"] == {
         "layers": 2,
         "parameters": 27,
-        "trainable": 27,
-        "non_trainable": 0,
+        "buffers": 0,
         "optimizer_slots": 54,
         "optimizer_other": 2,
         "bookkeeping": 0,
@@ -76,14 +75,13 @@ def test_json_schema_is_stable(tf_checkpoints: dict[str, Path], capsys: pytest.C
     document = summary_json(capsys, tf_checkpoints["keras3_cnn"])
     assert list(document) == ["layers", "totals", "optimizer_other", "bytes_by_dtype"]
     for layer in document["layers"]:
-        assert list(layer) == ["name", "kind", "description", "parameters", "trainable", "optimizer_state", "roles"]
-        assert all(isinstance(layer[key], int) for key in ("parameters", "trainable", "optimizer_state"))
+        assert list(layer) == ["name", "kind", "description", "parameters", "buffers", "optimizer_state", "roles"]
+        assert all(isinstance(layer[key], int) for key in ("parameters", "buffers", "optimizer_state"))
         assert all(isinstance(shape, list) for shape in layer["roles"].values())
     assert list(document["totals"]) == [
         "layers",
         "parameters",
-        "trainable",
-        "non_trainable",
+        "buffers",
         "optimizer_slots",
         "optimizer_other",
         "bookkeeping",
@@ -102,24 +100,22 @@ def test_keras3_cnn_counts_as_keras_does(tf_checkpoints: dict[str, Path], capsys
             continue  # Flatten
         sizes = [math.prod(shape) for shape in layer["shapes"]]
         trainable = sum(size for size, flag in zip(sizes, layer["trainable"], strict=True) if flag)
-        expected[layer["name"]] = (KERAS_KINDS[layer["class"]], sum(sizes), trainable, 2 * trainable)  # Adam: m, v
+        # parameters are Keras' trainable weights, buffers its non-trainable ones; Adam: m, v
+        expected[layer["name"]] = (KERAS_KINDS[layer["class"]], trainable, sum(sizes) - trainable, 2 * trainable)
     document = summary_json(capsys, prefix)
     got = {
-        layer["name"]: (layer["kind"], layer["parameters"], layer["trainable"], layer["optimizer_state"])
+        layer["name"]: (layer["kind"], layer["parameters"], layer["buffers"], layer["optimizer_state"])
         for layer in document["layers"]
     }
     assert got == expected
     descriptions = {layer["name"]: layer["description"] for layer in document["layers"]}
     assert descriptions == {"conv1": "Conv2D 3×3 3 → 8", "bn1": "BatchNorm 8", "dense1": "Dense 288 → 4"}
 
-    count_params = sum(parameters for _, parameters, _, _ in expected.values())  # model.count_params()
-    trainable = sum(trainable for _, _, trainable, _ in expected.values())
+    count_params = sum(parameters + buffers for _, parameters, buffers, _ in expected.values())  # model.count_params()
+    trainable = sum(trainable for _, trainable, _, _ in expected.values())
     totals = document["totals"]
-    assert (totals["parameters"], totals["trainable"], totals["non_trainable"]) == (
-        count_params,
-        trainable,
-        count_params - trainable,
-    )
+    assert (totals["parameters"], totals["buffers"]) == (trainable, count_params - trainable)
+    assert totals["buffers"] > 0  # bn1's moving mean and variance
     assert totals["optimizer_slots"] == 2 * trainable
     assert sorted(document["optimizer_other"]) == ["adam/iteration", "adam/learning_rate"]
     assert totals["optimizer_other"] == 2 and totals["string_tensors"] == 1  # _CHECKPOINTABLE_OBJECT_GRAPH
@@ -132,10 +128,10 @@ def test_keras3_cnn_counts_as_keras_does(tf_checkpoints: dict[str, Path], capsys
     assert status == 0
     assert "Conv2D 3×3 3 → 8" in out and "BatchNorm 8" in out and "Dense 288 → 4" in out
     assert (
-        total_line(out, "non-trainable parameters")
-        == f"non-trainable parameters: {count_params - trainable} (running statistics)"
+        total_line(out, "buffers (non-trainable)")
+        == f"buffers (non-trainable): {count_params - trainable} (running statistics)"
     )
-    assert total_line(out, "in all") == f"in all: {totals['in_all']:,} (1 string tensor not counted)"
+    assert total_line(out, "values in all") == f"values in all: {totals['in_all']:,} (1 string tensor not counted)"
 
 
 class _Net(torch.nn.Module):
@@ -171,14 +167,10 @@ def test_pytorch_state_dict_kinds_and_counts_match_the_modules(
         trainable = sum(p.numel() for p in module.parameters())
         statistics = sum(b.numel() for name, b in module.named_buffers() if name.startswith("running_"))
         assert (layer["kind"], layer["description"]) == descriptions[layer["name"]]
-        assert (layer["parameters"], layer["trainable"], layer["optimizer_state"]) == (
-            trainable + statistics,
-            trainable,
-            0,
-        )
+        assert (layer["parameters"], layer["buffers"], layer["optimizer_state"]) == (trainable, statistics, 0)
     totals = document["totals"]
-    assert totals["trainable"] == sum(p.numel() for p in net.parameters())
-    assert totals["non_trainable"] == 32  # bn's running mean and variance
+    assert totals["parameters"] == sum(p.numel() for p in net.parameters())
+    assert totals["buffers"] == 32  # bn's running mean and variance
     assert totals["bookkeeping"] == 1  # bn.num_batches_tracked
     assert totals["in_all"] == sum(t.numel() for t in net.state_dict().values())
     assert document["bytes_by_dtype"] == {
@@ -200,7 +192,7 @@ def test_pytorch_adam_state_counts_per_layer(tmp_path: Path) -> None:
     assert [(layer.name, layer.description) for layer in summary.layers] == [("0", "Dense 2 → 5"), ("2", "Dense 5 → 2")]
     # exp_avg and exp_avg_sq of each parameter, and its step (a scalar per parameter in PyTorch)
     assert [layer.optimizer_state for layer in summary.layers] == [2 * 15 + 2, 2 * 12 + 2]
-    assert summary.optimizer_slots == 2 * 27 + 4 and summary.trainable == 27
+    assert summary.optimizer_slots == 2 * 27 + 4 and summary.parameters == 27
 
 
 def test_unknown_and_ambiguous_layers_are_not_guessed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -254,7 +246,7 @@ def test_unknown_and_ambiguous_layers_are_not_guessed(tmp_path: Path, capsys: py
     status, out, _ = run(capsys, "summary", path)
     assert status == 0
     (row,) = [line for line in out.splitlines() if line.startswith("mystery ")]
-    assert "? weight [2, 3, 4]" in row and row.split()[-3:] == ["24", "24", "0"]
+    assert "? weight [2, 3, 4]" in row and row.split()[-3:] == ["24", "0", "0"]
 
 
 def test_pytorch_lone_1d_weight_is_a_norm_only_where_the_name_says(

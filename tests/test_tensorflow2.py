@@ -58,7 +58,7 @@ def test_keras3_checkpoint_lists_layer_names(
         "sequential/layer2/kernel",
     ]
     assert "_trainable_variables" not in out
-    assert "hidden: 1 bookkeeping, 10 optimizer state" in out
+    assert "hidden: 1 bookkeeping tensor, 10 optimizer state tensors" in out
     assert main(["ls", "--keys", str(path)]) == 0
     out = capsys.readouterr().out
     assert "optimizer/_trainable_variables/0/.ATTRIBUTES/VARIABLE_VALUE" in out

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightscope.checkpoint import Checkpoint
+from weightscope.errors import WeightscopeError
 from weightscope.output import json_float
 
 if TYPE_CHECKING:
@@ -227,19 +228,37 @@ def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def checkpoint_stats(ckpt: Checkpoint, names: Iterable[str]) -> list[TensorStats]:
+def checkpoint_stats(
+    ckpt: Checkpoint, names: Iterable[str], errors: dict[str, WeightscopeError] | None = None
+) -> list[TensorStats]:
     """Statistics of the named tensors, in order, on a few threads (numpy releases the GIL).
 
     Small tensors are spread over the threads whole; a large one is spread chunk by chunk.
+    With ``errors``, a tensor that cannot be read (a checksum that does not match, bytes
+    missing) is left out and its error put in ``errors`` under its name, in order, so one
+    damaged tensor hides no other's figures; without, the first such error is raised.
     """
     names = list(names)
+    failed: dict[str, WeightscopeError] = {}
+
+    def figures(name: str, pool: ThreadPoolExecutor | None = None) -> TensorStats | None:
+        try:
+            return tensor_stats(name, ckpt[name], pool=pool)
+        except WeightscopeError as error:
+            if errors is None:
+                raise
+            failed[name] = error
+            return None
+
     with ThreadPoolExecutor(_workers()) as pool:
         large = {name for name in names if ckpt.info(name).size > CHUNK_ELEMENTS}
         small = [name for name in names if name not in large]
-        results = dict(zip(small, pool.map(lambda name: tensor_stats(name, ckpt[name]), small), strict=True))
+        results = dict(zip(small, pool.map(figures, small), strict=True))
         for name in large:
-            results[name] = tensor_stats(name, ckpt[name], pool=pool)
-    return [results[name] for name in names]
+            results[name] = figures(name, pool)
+    if errors is not None:
+        errors.update((name, failed[name]) for name in names if name in failed)
+    return [stats for stats in (results[name] for name in names) if stats is not None]
 
 
 # -- differences ----------------------------------------------------------------------------

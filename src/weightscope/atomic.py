@@ -29,9 +29,12 @@ class AtomicFiles:
 
     def create(self, target: str | os.PathLike[str]) -> BinaryIO:
         target = Path(target)
-        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - committed or removed by the owner
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-        )
+        try:
+            handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - committed or removed by the owner
+                dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+            )
+        except OSError as error:
+            raise _naming(error, target.parent) from None
         # Temporary files are created private (0600); give the result the mode any
         # other new file of this user would get.
         os.chmod(handle.name, 0o666 & ~_umask())
@@ -40,7 +43,10 @@ class AtomicFiles:
 
     def commit(self) -> None:
         for temporary, target in self._pending:
-            os.replace(temporary, target)
+            try:
+                os.replace(temporary, target)
+            except OSError as error:
+                raise _naming(error, target) from None
         self._pending = []
 
     def discard(self) -> None:
@@ -48,6 +54,11 @@ class AtomicFiles:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
         self._pending = []
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """The same error about ``path``, the user's, rather than a temporary file's name."""
+    return type(error)(error.errno, error.strerror, str(path))
 
 
 @contextlib.contextmanager

@@ -20,13 +20,13 @@ import numpy as np
 
 import weightscope
 from weightscope.checkpoint import Checkpoint, TensorInfo
-from weightscope.errors import ExitStatus, UsageError, WeightscopeError
+from weightscope.errors import ExitStatus, UsageError, WeightscopeError, os_error_status, reason
 from weightscope.layers import naming_convention
 from weightscope.output import dumps_json, format_bytes, format_shape, json_values, render_table, safe_text
 from weightscope.sources import as_path
 
 if TYPE_CHECKING:
-    from weightscope.analysis import TensorDiff
+    from weightscope.analysis import TensorDiff, TensorStats
 
 PATH = click.Path(path_type=Path)
 
@@ -81,6 +81,7 @@ def _row(ckpt: Checkpoint, info: TensorInfo) -> dict[str, Any]:
         "shape": list(info.shape),
         "nbytes": info.nbytes,
         "role": role.label,
+        "kind": role.category,
     }
     if role.owner is not None:
         row["of"] = role.owner
@@ -94,7 +95,12 @@ def _row(ckpt: Checkpoint, info: TensorInfo) -> dict[str, Any]:
 @click.option("--all", "show_all", is_flag=True, help="Also list optimizer state and bookkeeping.")
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
 @click.option("--keys", "show_keys", is_flag=True, help="Also show the key each tensor is stored under.")
-@click.option("--json", "as_json", is_flag=True, help="A JSON list of {name, dtype, shape, nbytes, role}.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON: {path, format, tensors: [{name, dtype, shape, nbytes, role, kind}], hidden: {kind: count}, metadata}.",
+)
 @step_option
 def ls_command(
     path: Path, show_all: bool, pattern: str | None, show_keys: bool, as_json: bool, step: int | None
@@ -102,11 +108,25 @@ def ls_command(
     """List the tensors of a checkpoint: name, dtype, shape, size."""
     with _open(path, step=step) as ckpt:
         infos = [info for info in ckpt.infos() if pattern is None or fnmatch.fnmatchcase(info.name, pattern)]
-        kinds = {info.name: ckpt.role(info.name).kind for info in infos}
+        roles = {info.name: ckpt.role(info.name) for info in infos}
         metadata = ckpt.metadata
-        shown = [info for info in infos if show_all or kinds[info.name] == "parameter"]
+        shown: list[TensorInfo] = []
+        hidden: list[str] = []  # the categories of the tensors left out
+        for info in infos:
+            role = roles[info.name]
+            if show_all or role.kind == "parameter":
+                shown.append(info)
+            else:
+                hidden.append(role.category)
         if as_json:
-            _echo(dumps_json([_row(ckpt, info) for info in shown]))
+            document = {
+                "path": str(ckpt.path),
+                "format": ckpt.format,
+                "tensors": [_row(ckpt, info) for info in shown],
+                "hidden": _tally(hidden),
+                "metadata": metadata,
+            }
+            _echo(dumps_json(document))
             return
     header = ["name", "dtype", "shape", "size"] + (["key"] if show_keys else [])
     rows = [
@@ -115,24 +135,47 @@ def ls_command(
         for info in shown
     ]
     _echo(render_table(header, rows, right=[3]))
-    parameters = sum(info.size for info in shown)
+    values = dict.fromkeys(_VALUE_LABELS, 0)
+    for info in shown:
+        values[roles[info.name].category] += 0 if info.type_name == "string" else info.size
+    counted = [
+        f"{values[category]:,} {noun}{'s' * (values[category] != 1)}{note}"
+        for category, (noun, note) in _VALUE_LABELS.items()
+        if values[category]
+    ]
     nbytes = sum(info.nbytes for info in shown)
-    _echo(f"{len(shown)} tensors, {parameters:,} parameters, {format_bytes(nbytes)}")
-    hidden = "" if show_all else _count_kinds(kind for kind in kinds.values() if kind != "parameter")
+    _echo(f"{len(shown)} tensors, {', '.join(counted or ['0 parameters'])}, {format_bytes(nbytes)}")
     if hidden:
-        _echo(f"hidden: {hidden} (--all shows them)")
+        _echo(f"hidden: {_count_kinds(hidden, unit='tensor')} (--all shows them)")
     for key, value in metadata.items():
         # A model's whole config can be a metadata value: show its start.
         shown_value = value if len(value) <= 100 else f"{value[:100]}… ({len(value):,} characters)"
         _echo(f"metadata: {safe_text(key)} = {safe_text(shown_value)}")
 
 
-def _count_kinds(kinds: Iterable[str]) -> str:
+# What ``ls`` sums, by ``TensorRole.category``: values (elements), never tensors; (noun, note).
+_VALUE_LABELS = {
+    "parameter": ("parameter", ""),
+    "buffer": ("buffer value", " (running statistics)"),
+    "optimizer": ("optimizer state value", ""),
+    "bookkeeping": ("bookkeeping value", ""),
+}
+
+
+def _tally(kinds: Iterable[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for kind in kinds:
+    for kind in sorted(kinds):
         counts[kind] = counts.get(kind, 0) + 1
-    labels = {"optimizer": "optimizer state", "bookkeeping": "bookkeeping"}
-    return ", ".join(f"{count} {labels.get(kind, kind)}" for kind, count in sorted(counts.items()))
+    return counts
+
+
+def _count_kinds(kinds: Iterable[str], unit: str = "") -> str:
+    """``1 bookkeeping tensor, 10 optimizer state tensors``: each kind's count, with ``unit`` (plural past one)."""
+    labels = {"optimizer": "optimizer state"}
+    return ", ".join(
+        f"{count} {labels.get(kind, kind)}" + (f" {unit}{'s' * (count != 1)}" if unit else "")
+        for kind, count in _tally(kinds).items()
+    )
 
 
 @cli.command("show")
@@ -200,6 +243,7 @@ def layers_command(path: Path, as_json: bool, step: int | None) -> None:
                 "layer": layer.name,
                 "parameters": {role: _row(ckpt, info) for role, info in layer.parameters.items()},
                 "parameter_count": layer.parameter_count,
+                "buffer_count": layer.buffer_count,
                 "optimizer_state": {
                     owner: {slot: info.name for slot, info in slots.items()}
                     for owner, slots in layer.optimizer_state.items()
@@ -210,6 +254,7 @@ def layers_command(path: Path, as_json: bool, step: int | None) -> None:
     if as_json:
         _echo(dumps_json(document))
         return
+    buffers = any(layer.buffer_count for layer in layers.values())
     rows = []
     for layer in layers.values():
         weight, bias = layer.weight, layer.bias
@@ -225,11 +270,16 @@ def layers_command(path: Path, as_json: bool, step: int | None) -> None:
                 f"{format_shape(bias.shape)} {safe_text(bias.name)}" if bias else "-",
                 ", ".join(others) or "-",
                 f"{layer.parameter_count:,}",
+                *([f"{layer.buffer_count:,}"] if buffers else []),
                 str(sum(len(slots) for slots in layer.optimizer_state.values())),
             ]
         )
-    _echo(render_table(["layer", "weight", "bias", "other", "parameters", "optimizer state"], rows, right=[4, 5]))
-    _echo(f"{len(layers)} layers, {sum(layer.parameter_count for layer in layers.values()):,} parameters")
+    header = ["layer", "weight", "bias", "other", "parameters", *(["buffers"] if buffers else []), "optimizer tensors"]
+    _echo(render_table(header, rows, right=list(range(4, len(header)))))
+    totals = f"{len(layers)} layers, {sum(layer.parameter_count for layer in layers.values()):,} parameters"
+    if buffers:
+        totals += f", {sum(layer.buffer_count for layer in layers.values()):,} buffer values (running statistics)"
+    _echo(totals)
 
 
 def _figure(value: float | int | None) -> str:
@@ -249,13 +299,17 @@ def _figure(value: float | int | None) -> str:
     "--json",
     "as_json",
     is_flag=True,
-    help="A JSON list of {name, dtype, shape, count, min, max, mean, std, l2, zeros, nans, infs}.",
+    help="A JSON list of {name, dtype, shape, count, min, max, mean, std, l2, zeros, nans, infs} "
+    "({name, dtype, shape, error} for a tensor that cannot be read).",
 )
 @step_option
 def stats_command(
     path: Path, names: tuple[str, ...], pattern: str | None, show_all: bool, as_json: bool, step: int | None
 ) -> None:
-    """Per tensor: min, max, mean, std, L2 norm, zeros, NaNs, infinities; any size, in bounded memory."""
+    """Per tensor: min, max, mean, std, L2 norm, zeros, NaNs, infinities; any size, in bounded memory.
+
+    A tensor that cannot be read (damaged) is named on stderr, the others' figures still given; exit 4.
+    """
     from weightscope.analysis import checkpoint_stats
 
     with _open(path, step=step) as ckpt:
@@ -268,10 +322,26 @@ def stats_command(
                 if (pattern is None or fnmatch.fnmatchcase(name, pattern))
                 and (show_all or ckpt.role(name).kind == "parameter")
             ]
-        results = checkpoint_stats(ckpt, chosen)
+        errors: dict[str, WeightscopeError] = {}
+        results = checkpoint_stats(ckpt, chosen, errors=errors)
+        damaged = {
+            name: {"name": name, "dtype": info.type_name, "shape": list(info.shape), "error": str(error)}
+            for name, error in errors.items()
+            for info in [ckpt.info(name)]
+        }
     if as_json:
-        _echo(dumps_json([result.to_json() for result in results]))
-        return
+        rows_by_name = {result.name: result.to_json() for result in results} | damaged
+        _echo(dumps_json([rows_by_name[name] for name in chosen]))
+    else:
+        _stats_table(results)
+    for error in errors.values():
+        _note(f"error: {safe_text(str(error))}")
+    if errors:
+        _note(f"{len(errors)} of {len(chosen)} tensors could not be read; the others' figures are above")
+        raise SystemExit(int(next(iter(errors.values())).exit_status))
+
+
+def _stats_table(results: Sequence[TensorStats]) -> None:
     header = ["name", "dtype", "shape", "min", "max", "mean", "std", "l2", "zeros", "nans", "infs"]
     rows = [
         [safe_text(result.name), result.dtype, format_shape(result.shape)]
@@ -425,7 +495,7 @@ def convert_command(
     step: int | None,
 ) -> None:
     """Write SOURCE's weights to DESTINATION in another format, layout or naming; verified before it appears."""
-    from weightscope.convert import convert, left_out
+    from weightscope.convert import convert
 
     progress = _ProgressBar(f"converting {safe_text(source.name)}")
     with _open(source, step=step) as ckpt:
@@ -463,7 +533,8 @@ def convert_command(
     if cast:
         _echo(f"cast to {result.dtype}: {len(cast)} tensors ({_count_kinds(str(tensor.cast_from) for tensor in cast)})")
     if result.skipped:
-        _echo(f"left out: {left_out(result.skipped)}")
+        kinds = _count_kinds((reason.split(" (")[0] for reason in result.skipped.values()), unit="tensor")
+        _echo(f"left out: {kinds}")
 
 
 @cli.command("summary")
@@ -472,15 +543,15 @@ def convert_command(
     "--json",
     "as_json",
     is_flag=True,
-    help="JSON: {layers: [{name, kind, description, parameters, trainable, optimizer_state, roles}], "
-    "totals: {layers, parameters, trainable, non_trainable, optimizer_slots, optimizer_other, bookkeeping, "
+    help="JSON: {layers: [{name, kind, description, parameters, buffers, optimizer_state, roles}], "
+    "totals: {layers, parameters, buffers, optimizer_slots, optimizer_other, bookkeeping, "
     "in_all, string_tensors}, optimizer_other: [names], bytes_by_dtype: {dtype: bytes}} "
     "(described in weightscope.summary).",
 )
 @step_option
 def summary_command(path: Path, as_json: bool, step: int | None) -> None:
     """The network the weights describe: each layer's kind (Dense 2 → 5, Conv2D 3×3 3 → 16, ...; ? where the
-    weights leave doubt), its parameters, trainable ones, optimizer state; then totals of every value and bytes."""
+    weights leave doubt), its parameter, buffer and optimizer values; then totals of every value and bytes."""
     from weightscope.summary import summarize
 
     with _open(path, step=step) as ckpt:
@@ -493,23 +564,24 @@ def summary_command(path: Path, as_json: bool, step: int | None) -> None:
             safe_text(layer.name),
             safe_text(layer.description),
             f"{layer.parameters:,}",
-            f"{layer.trainable:,}",
+            f"{layer.buffers:,}",
             f"{layer.optimizer_state:,}",
         ]
         for layer in summary.layers
     ]
-    _echo(render_table(["layer", "kind", "parameters", "trainable", "optimizer state"], rows, right=[2, 3, 4]))
+    _echo(render_table(["layer", "kind", "parameters", "buffers", "optimizer values"], rows, right=[2, 3, 4]))
     others = ", ".join(safe_text(name) for name in summary.optimizer_other_names[:4])
     if len(summary.optimizer_other_names) > 4:
         others += ", ..."
     strings = summary.string_tensors
+    uncounted = f"{strings} string tensor{'s' * (strings != 1)} not counted" if strings else ""
     totals = [
-        ("trainable parameters", summary.trainable, ""),
-        ("non-trainable parameters", summary.non_trainable, "running statistics" if summary.non_trainable else ""),
+        ("parameters (trainable)", summary.parameters, ""),
+        ("buffers (non-trainable)", summary.buffers, "running statistics" if summary.buffers else ""),
         ("optimizer slot values", summary.optimizer_slots, "per variable"),
         ("other optimizer values", summary.optimizer_other, others),
-        ("bookkeeping", summary.bookkeeping, ""),
-        ("in all", summary.in_all, f"{strings} string tensor{'s' * (strings != 1)} not counted" if strings else ""),
+        ("bookkeeping values", summary.bookkeeping, ""),
+        ("values in all", summary.in_all, uncounted),
     ]
     digits = max(len(f"{count:,}") for _, count, _ in totals)
     _echo()
@@ -575,9 +647,11 @@ def plot_command(
 def runs_group() -> None:
     """Whole training runs: stats, drift, NaNs and conversion of many checkpoints, on Dask (weightscope[dask]).
 
-    RUN is a directory (its 'checkpoint' file's history, else every checkpoint in it), a
-    glob, or one checkpoint. Local threads by default; --scheduler tcp://HOST:PORT runs
-    the same tasks on a Dask cluster whose workers see the same paths.
+    RUN is a directory (its 'checkpoint' file's history, else every checkpoint in it and in
+    its Trainer checkpoint-N/ folders), a glob, or one checkpoint. Steps come from the
+    names (model.ckpt-100, step=100, checkpoint-500, ...), never a model's digits (resnet18).
+    Local threads by default; --scheduler tcp://HOST:PORT runs the same tasks on a Dask
+    cluster whose workers see the same paths.
     """
 
 
@@ -888,8 +962,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Output piped into `head` and closed: not an error of ours.
             sys.stderr.close()
             return 0
-        status = error.exit_status if isinstance(error, WeightscopeError) else ExitStatus.ERROR
-        _note(f"error: {safe_text(str(error))}")
+        if isinstance(error, WeightscopeError):
+            status, message = error.exit_status, str(error)
+        else:  # the system's words and the file, not Python's "[Errno N] ...": a missing folder, a full disk
+            status, message = os_error_status(error), reason(error)
+        _note(f"error: {safe_text(message)}")
         return int(status)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import weightscope
-from weightscope.errors import UsageError
+from weightscope.errors import UsageError, reason
 from weightscope.layers import classify
 
 ENGINES = ("numpy", "tensorflow")
@@ -42,8 +42,8 @@ def load_data(options: DemoOptions, rng: np.random.Generator) -> np.ndarray:
         return rng.normal(0, 1, (options.samples, 2)).astype(np.float32)
     try:
         data = np.load(options.data, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"{options.data}: not a numpy .npy array ({error})") from None
+    except ValueError as error:  # an OSError (no such file) goes up as it is: the command line names the file
+        raise UsageError(f"{options.data}: not a numpy .npy array ({reason(error)})") from None
     if data.ndim != 2 or data.shape[1] != 2 or data.shape[0] == 0 or data.dtype.kind not in "fiu":
         raise UsageError(f"{options.data}: expected a non-empty N×2 numeric array, got {data.dtype} {data.shape}")
     return data.astype(np.float32)

@@ -80,3 +80,25 @@ class RefusedError(WeightscopeError, ValueError):
     """The file would run code when loaded (a pickle naming a function outside the allow-list)."""
 
     exit_status = ExitStatus.REFUSED
+
+
+def reason(error: BaseException) -> str:
+    """An exception's own words on one line, for a message: an ``OSError`` as ``FILE: what the system
+    says`` (never Python's ``[Errno N] ...: 'FILE'``), anything else as its text, else its type's name."""
+    if isinstance(error, OSError) and error.strerror:
+        if error.filename is None:
+            return str(error.strerror)
+        where = f"{error.filename} -> {error.filename2}" if error.filename2 is not None else str(error.filename)
+        return f"{where}: {error.strerror}"
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def os_error_status(error: OSError) -> ExitStatus:
+    """The exit status of an ``OSError`` that reached the command line: a path that is not there is
+    not found (3), a directory where a file was wanted is usage (2), anything else other (7)."""
+    if isinstance(error, FileNotFoundError | NotADirectoryError):
+        return ExitStatus.NOT_FOUND
+    if isinstance(error, IsADirectoryError):
+        return ExitStatus.USAGE
+    return ExitStatus.ERROR

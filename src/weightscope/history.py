@@ -1,9 +1,20 @@
-"""A directory's checkpoint history: every checkpoint its ``checkpoint`` file lists.
+"""A directory's checkpoint history: every checkpoint its ``checkpoint`` file lists; and the one
+step parser ``history`` and ``runs`` share.
 
 TensorFlow's savers keep the last few checkpoints of a run (``model.ckpt-1000``,
 ``model.ckpt-2000``, …) and list them in the directory's ``checkpoint`` state file,
 oldest first, with the time each was written (TF2 records it; TF1 ``Saver`` records it
 too when asked, else the index file's modification time stands in).
+
+A checkpoint's step (``step_of``) comes from, in order: the saver's ``-N`` suffix of a
+TensorFlow prefix (what the state file lists, or an ``.index`` beside its data: savers
+append the global step or save counter so); else a pattern that says "step" in the name of
+the file or of the two folders above it — ``ckpt-123`` (``model.ckpt-123``), ``step123``,
+``step_123``, ``step-123``, ``step=123``, ``global_step123`` (DeepSpeed),
+``epoch=3-step=100`` (Lightning: the step), ``checkpoint-500`` (Hugging Face Trainer's
+directories), ``iter_0000100`` (Megatron). Any other digits (``resnet18.pth``,
+``vgg16-397923af.pth``) are a model's name, never a step: such a run is ordered by the
+files' modification times.
 """
 
 from __future__ import annotations
@@ -15,7 +26,11 @@ from pathlib import Path
 from weightscope.errors import CheckpointNotFoundError, UsageError
 from weightscope.formats.tensorflow import read_checkpoint_state, state_path
 
-_STEP = re.compile(r"-(\d+)$")
+_SAVER_SUFFIX = re.compile(r"-(\d+)$")
+_STEP_PATTERNS = re.compile(
+    r"(?:^|[^a-z0-9])(?:step|ckpt|checkpoint|iter)(?:[_=-]|(?<=step))(\d+)(?![0-9])",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -27,9 +42,18 @@ class HistoryEntry:
     exists: bool
 
 
-def step_of(prefix: Path) -> int | None:
-    match = _STEP.search(prefix.name)
-    return int(match.group(1)) if match else None
+def step_of(path: Path, *, tensorflow_prefix: bool = False) -> int | None:
+    """The step ``path``'s name (or its folder's, or that folder's) states, by the rules above; None where none does.
+
+    ``tensorflow_prefix``: ``path`` is a TensorFlow checkpoint prefix, whose ``-N`` a saver appended.
+    """
+    if tensorflow_prefix and (match := _SAVER_SUFFIX.search(path.name)):
+        return int(match.group(1))
+    for name in (path.name, path.parent.name, path.parent.parent.name):  # Megatron: iter_N/mp_rank_00/x.pt
+        found = _STEP_PATTERNS.findall(name)
+        if found:
+            return int(found[-1])  # epoch=3-step=100: the last is the step
+    return None
 
 
 def checkpoint_history(directory: str | Path) -> list[HistoryEntry]:
@@ -52,7 +76,8 @@ def checkpoint_history(directory: str | Path) -> list[HistoryEntry]:
         timestamp = times[position] if len(times) == len(recorded) else None
         if timestamp is None and exists:
             timestamp = index.stat().st_mtime
-        entries.append(HistoryEntry(prefix, step_of(prefix), timestamp, path == state.model_checkpoint_path, exists))
+        step = step_of(prefix, tensorflow_prefix=True)
+        entries.append(HistoryEntry(prefix, step, timestamp, path == state.model_checkpoint_path, exists))
     return entries
 
 

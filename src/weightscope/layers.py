@@ -36,6 +36,11 @@ PARAMETER_ROLES: Mapping[str, str] = {
     "running_var": "running_var",
 }
 
+# Roles that are buffers, not parameters: running statistics, updated by the forward pass rather than
+# learned (PyTorch's buffers(), not parameters(); Keras' non-trainable weights). PyTorch's third
+# BatchNorm buffer, num_batches_tracked, is a counter: bookkeeping.
+BUFFER_ROLES = frozenset({"running_mean", "running_var"})
+
 # What each framework calls a role, to explain a miss ("TensorFlow calls it kernel").
 FRAMEWORK_NAMES: Mapping[str, str] = {
     "kernel": "TensorFlow and Keras",
@@ -69,6 +74,16 @@ OPTIMIZER_GLOBALS = re.compile(r"(?:^|/)(beta[12]_power(?:_\d+)?)$")
 BOOKKEEPING = re.compile(
     r"^(?:global_step|save_counter(?:/.*)?|_CHECKPOINTABLE_OBJECT_GRAPH)$|(?:^|[./])num_batches_tracked$"
 )
+# PyTorch's ``optimizer.state_dict()["state"]``, flattened (``optimizer.state.0.exp_avg``): the slots
+# torch.optim's optimizers keep per parameter index.
+TORCH_SLOTS = frozenset(
+    {
+        "step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg", "grad_avg",
+        "acc_delta", "sum", "exp_inf", "mu_product", "eta", "mu", "ax", "prev", "step_size",
+        "row_var", "col_var", "variance", "d", "prev_flat_grad",
+    }
+)  # fmt: skip
+TORCH_STATE = re.compile(r"(?:^|\.)state\.\d+\.(?P<slot>[A-Za-z_]+)$")
 TF2_SLOT = re.compile(r"^(?P<owner>.+)/\.OPTIMIZER_SLOT/(?P<optimizer>.+)/(?P<slot>[^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$")
 TF2_ATTRIBUTE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -81,6 +96,16 @@ class TensorRole:
     layer: str | None = None  # for parameters: the layer's name
     role: str | None = None  # for parameters: weight, bias, scale, ...; else the slot
     owner: str | None = None  # for optimizer state: the variable it belongs to
+
+    @property
+    def buffer(self) -> bool:
+        """Whether it is a layer's buffer (running statistics) rather than a learned parameter."""
+        return self.kind == "parameter" and self.role in BUFFER_ROLES
+
+    @property
+    def category(self) -> str:
+        """What counts tally it under: "parameter", "buffer", "optimizer" or "bookkeeping"."""
+        return "buffer" if self.buffer else self.kind
 
     @property
     def label(self) -> str:
@@ -105,6 +130,8 @@ def classify(name: str) -> TensorRole:
         return TensorRole("optimizer", role=match.group(1))
     if match := TF2_SLOT.match(name):
         return TensorRole("optimizer", role=match["slot"], owner=match["owner"] + TF2_ATTRIBUTE)
+    if (match := TORCH_STATE.search(name)) and match["slot"] in TORCH_SLOTS:
+        return TensorRole("optimizer", role=match["slot"])
     if name.startswith(("optimizer/", "Adam/", "SGD/", "RMSprop/")):
         return TensorRole("optimizer", role=split_name(name)[1])
     parent, last = split_name(name)
@@ -117,7 +144,7 @@ def classify(name: str) -> TensorRole:
 
 @dataclass(frozen=True)
 class Layer:
-    """A layer's parameters by role, with the optimizer state of each of them."""
+    """A layer's parameters (and buffers) by role, with the optimizer state of each of them."""
 
     name: str
     parameters: Mapping[str, TensorInfo]  # role -> tensor
@@ -134,7 +161,13 @@ class Layer:
 
     @property
     def parameter_count(self) -> int:
-        return sum(info.size for info in self.parameters.values())
+        """Values of the learned parameters: buffers left out, as PyTorch's ``parameters()`` leaves them."""
+        return sum(info.size for role, info in self.parameters.items() if role not in BUFFER_ROLES)
+
+    @property
+    def buffer_count(self) -> int:
+        """Values of the buffers (running statistics): Keras' non-trainable weights."""
+        return sum(info.size for role, info in self.parameters.items() if role in BUFFER_ROLES)
 
 
 def group_layers(infos: Iterable[TensorInfo], role_of: Callable[[str], TensorRole]) -> dict[str, Layer]:

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
-from weightscope.errors import CheckpointNotFoundError, TruncatedFileError, UsageError, WeightscopeError
+from weightscope.errors import CheckpointNotFoundError, TruncatedFileError, UsageError, WeightscopeError, reason
 from weightscope.sources import check_range
 
 BLOCK_SIZE = 1 << 20  # reads this large are fetched exactly; objects this small whole; the most read-ahead
@@ -113,7 +113,7 @@ class RemoteStore:
                 _raise_if_unreachable(url, error)
                 info = None
             except Exception as error:  # network libraries raise their own types: name the URL, keep it typed
-                raise RemoteError(f"{url}: {type(error).__name__}: {error}") from error
+                raise RemoteError(f"{url}: {type(error).__name__}: {reason(error)}") from error
             self._infos[url] = info
         return self._infos[url]
 
@@ -138,7 +138,7 @@ class RemoteStore:
         except WeightscopeError:
             raise
         except Exception as error:  # network libraries raise their own types: name the URL, keep it typed
-            raise RemoteError(f"{url}: {type(error).__name__} reading {what} at {start}: {error}") from error
+            raise RemoteError(f"{url}: {type(error).__name__} reading {what} at {start}: {reason(error)}") from error
         with self._lock:
             self.requests += 1
             self.bytes_fetched += len(data)
@@ -248,7 +248,7 @@ def _raise_if_unreachable(url: str, error: FileNotFoundError) -> None:
         return
     if getattr(cause, "status", None) in (404, 410):
         return
-    raise RemoteError(f"{url}: {type(cause).__name__}: {cause}") from error
+    raise RemoteError(f"{url}: {type(cause).__name__}: {reason(cause)}") from error
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -369,7 +369,7 @@ class RemotePath:
         except FileNotFoundError:
             return iter(())
         except Exception as error:
-            raise RemoteError(f"{self._url}: {type(error).__name__} listing it: {error}") from error
+            raise RemoteError(f"{self._url}: {type(error).__name__} listing it: {reason(error)}") from error
         found = []
         for entry in entries:
             name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]

@@ -1,9 +1,13 @@
 """Whole training runs: every checkpoint's tensors, their drift over the run, NaNs, conversion — on Dask.
 
 A run is a directory's checkpoints (its ``checkpoint`` state file's history, oldest
-first, or else every checkpoint file in it, in step order), a glob, or a list of paths.
-Each checkpoint's step is the one its prefix or file name ends with (``model.ckpt-1000``,
-``ckpt-3.safetensors``).
+first, or else every checkpoint file in it, and the weights of each Hugging Face Trainer
+``checkpoint-N/`` directory in it), a glob, or a list of paths. Each checkpoint's step is
+what ``weightscope.history.step_of`` reads from its name (``model.ckpt-1000``,
+``ckpt-3.safetensors``, ``step=100``, ``checkpoint-500/model.safetensors``, ...; never a
+model name's digits, as in ``resnet18.pth``). The checkpoints are in step order where
+every one has a step of its own, else in the order their files were written (modification
+time), steps shown where known.
 
 ``run_stats`` gives, per checkpoint and tensor, the figures of ``weightscope stats``
 (norm, mean, std, NaN and infinity counts, ...) and the relative change
@@ -49,7 +53,7 @@ from weightscope.analysis import (
     stats_from_partial,
     stats_partial,
 )
-from weightscope.errors import CheckpointNotFoundError, UsageError
+from weightscope.errors import CheckpointNotFoundError, UsageError, reason
 from weightscope.lazy import CHUNK_BYTES, INSTALL_HINT, TensorSource, require_dask, tensor_source
 from weightscope.output import json_float
 
@@ -66,12 +70,13 @@ Progress = Callable[[int, int], None]
 
 _SUFFIXES = (".safetensors", ".npz", ".npy", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".h5", ".keras")
 _DATA_FILE = re.compile(r"\.data-\d{5}-of-\d{5}$")
-_TRAILING_NUMBER = re.compile(r"(\d+)$")
+# The weights in a Hugging Face Trainer ``checkpoint-N/`` directory (beside optimizer.pt, rng_state.pth, ...).
+_TRAINER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)
 class RunCheckpoint:
-    """One checkpoint of a run: where it is and the step it was saved at (None if its name has none)."""
+    """One checkpoint of a run: where it is and the step it was saved at (None if its name states none)."""
 
     path: Path
     step: int | None
@@ -81,19 +86,40 @@ class RunCheckpoint:
         return self.path.name
 
 
+def _is_tensorflow_prefix(path: Path) -> bool:
+    return Path(f"{path}.index").is_file()
+
+
 def step_of_name(path: Path) -> int | None:
-    """The number a checkpoint's name ends with, file suffix aside: ``model.ckpt-1000``, ``ckpt-3.safetensors``."""
-    name = path.name
-    for suffix in (".weights.h5", *_SUFFIXES, ".index"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    match = _TRAILING_NUMBER.search(name)
-    return int(match.group(1)) if match else None
+    """The step a checkpoint's name states (``weightscope.history.step_of``), None where it states none."""
+    from weightscope.history import step_of
+
+    return step_of(path, tensorflow_prefix=_is_tensorflow_prefix(path))
+
+
+def _written(path: Path) -> float:
+    """When a checkpoint was written: its file's (a TF prefix's index file's) modification time."""
+    index = Path(f"{path}.index")
+    return (index if index.is_file() else path).stat().st_mtime
+
+
+def _in_order(entries: list[RunCheckpoint]) -> list[RunCheckpoint]:
+    """By step where every checkpoint has a step of its own; else by the time each was written, steps
+    kept where distinct (a number shared by several, a directory's, orders nothing)."""
+    steps = [entry.step for entry in entries]
+    if None not in steps and len(set(steps)) == len(steps):
+        return sorted(entries, key=lambda entry: (entry.step or 0, entry.path.name))
+    if len({step for step in steps if step is not None}) != len([step for step in steps if step is not None]):
+        entries = [RunCheckpoint(entry.path, None) for entry in entries]
+    return sorted(entries, key=lambda entry: (_written(entry.path), entry.path.name))
 
 
 def _as_checkpoint(path: Path) -> Path | None:
-    """The checkpoint a file stands for (a TF prefix for its index and data files); None for other files."""
+    """The checkpoint a file stands for (a TF prefix for its index and data files; the weights of a
+    Trainer's ``checkpoint-N/`` directory); None for other files."""
+    if path.is_dir():
+        found = [path / name for name in _TRAINER_WEIGHTS if (path / name).is_file()]
+        return found[0] if found and step_of_name(found[0]) is not None else None
     if path.name == "checkpoint" or path.name.endswith(".tempstate"):
         return None
     if path.name.endswith(".index"):
@@ -128,8 +154,7 @@ def find_checkpoints(run: str | os.PathLike[str] | Sequence[str | os.PathLike[st
         paths = [_as_checkpoint(path) or path]
     if not paths:
         raise CheckpointNotFoundError(f"{text}: no checkpoints found")
-    found = _unique([RunCheckpoint(path, step_of_name(path)) for path in paths])
-    return sorted(found, key=lambda entry: (entry.step is None, entry.step or 0, entry.path.name))
+    return _in_order(_unique([RunCheckpoint(path, step_of_name(path)) for path in paths]))
 
 
 def _unique(entries: Iterable[RunCheckpoint]) -> list[RunCheckpoint]:
@@ -391,7 +416,11 @@ def execute(
             from distributed import Client
         except ImportError:
             raise _missing_distributed() from None
-        with Client(scheduler) as owned:
+        try:
+            owned = Client(scheduler)
+        except OSError as error:  # distributed's words: "Timed out trying to connect to ... after 30 s"
+            raise UsageError(f"no Dask scheduler answered at {scheduler} ({reason(error)})") from None
+        with owned:
             return _on_client(owned, graph, keys, progress)
     if scheduler in (None, "threads", "threading"):
         import dask.threaded
@@ -523,7 +552,7 @@ _EXTENSIONS = {"safetensors": ".safetensors", "npz": ".npz", "pytorch": ".pt", "
 
 
 def _converted_name(path: Path, to: str) -> str:
-    name = path.name
+    name = path.parent.name if path.name in _TRAINER_WEIGHTS else path.name  # checkpoint-500/model.safetensors
     for suffix in (".weights.h5", *_SUFFIXES):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]

@@ -2,11 +2,14 @@
 
 ``summarize(ckpt)`` gives one row per layer (in the order ``Checkpoint.layers()`` gives
 them: the order in which the checkpoint first names each layer), with the kind of layer
-its parameters' roles and shapes show, and the counts Keras would give: parameters,
-trainable parameters (a BatchNorm's running mean and variance are not trainable), and
-the optimizer-state values attached to the layer's variables. Below them, totals of every
-value in the checkpoint, counted as TensorFlow counts (the elements of every tensor but
-the string ones, such as ``_CHECKPOINTABLE_OBJECT_GRAPH``), and bytes by dtype.
+its parameters' roles and shapes show, and its values by what they are: parameters (the
+learned ones: PyTorch's ``parameters()``, Keras' trainable weights), buffers (a BatchNorm's
+running mean and variance: PyTorch's buffers, Keras' non-trainable weights, so Keras'
+``count_params()`` is parameters + buffers), and the optimizer-state values attached to the
+layer's variables. Every count is of values (elements), not tensors. Below them, totals of
+every value in the checkpoint, counted as TensorFlow counts (the elements of every tensor but
+the string ones, such as ``_CHECKPOINTABLE_OBJECT_GRAPH``; PyTorch's ``num_batches_tracked``
+is bookkeeping), and bytes by dtype.
 
 Kinds are named only where roles, names and shapes agree; anything else is ``?`` with
 its roles and shapes:
@@ -42,19 +45,19 @@ its roles and shapes:
                                    # SeparableConv2D, BatchNorm, LayerNorm, GroupNorm,
                                    # InstanceNorm, RMSNorm, Embedding, or "?"
           "description": str,      # "Dense 2 → 5", "? weight [2, 5, 3]", ...
-          "parameters": int,       # values of the layer's parameters, running statistics included
-          "trainable": int,        # less running mean and variance
+          "parameters": int,       # values of the layer's learned parameters
+          "buffers": int,          # values of its running mean and variance
           "optimizer_state": int,  # values of optimizer slots attached to its variables
           "roles": {role: [int, ...]}  # each parameter's shape, by role
         }, ...
       ],
       "totals": {
         "layers": int,
-        "parameters": int,        # trainable + non_trainable
-        "trainable": int,
-        "non_trainable": int,     # running statistics
+        "parameters": int,        # learned values (Keras: trainable)
+        "buffers": int,           # running statistics (Keras: non-trainable)
         "optimizer_slots": int,   # values of per-variable optimizer state (Adam's m and v, ...)
-        "optimizer_other": int,   # optimizer values of no one variable (beta1_power, iteration, ...)
+        "optimizer_other": int,   # optimizer values attached to no variable (beta1_power, iteration, ...,
+                                  # or PyTorch state.N.* whose variable the file does not say)
         "bookkeeping": int,       # global_step, save_counter, num_batches_tracked, ...
         "in_all": int,            # every value: the sum of the five above
         "string_tensors": int     # tensors of strings, not counted anywhere
@@ -72,9 +75,8 @@ from typing import Any
 
 from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.convert import _EMBEDDING, _layout
-from weightscope.layers import Layer, split_name
+from weightscope.layers import BUFFER_ROLES, Layer, split_name
 
-RUNNING_STATISTICS = ("running_mean", "running_var")
 _NORM_NAMES = (("group", "GroupNorm"), ("instance", "InstanceNorm"), ("rms", "RMSNorm"), ("batch", "BatchNorm"))
 
 
@@ -86,7 +88,7 @@ class LayerSummary:
     kind: str
     description: str
     parameters: int
-    trainable: int
+    buffers: int
     optimizer_state: int
     roles: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -96,7 +98,7 @@ class LayerSummary:
             "kind": self.kind,
             "description": self.description,
             "parameters": self.parameters,
-            "trainable": self.trainable,
+            "buffers": self.buffers,
             "optimizer_state": self.optimizer_state,
             "roles": {role: list(shape) for role, shape in self.roles.items()},
         }
@@ -107,8 +109,8 @@ class Summary:
     """The layers, and every value of the checkpoint counted by what it is for."""
 
     layers: list[LayerSummary]
-    trainable: int
-    non_trainable: int
+    parameters: int
+    buffers: int
     optimizer_slots: int
     optimizer_other: int
     bookkeeping: int
@@ -117,12 +119,8 @@ class Summary:
     bytes_by_dtype: dict[str, int]
 
     @property
-    def parameters(self) -> int:
-        return self.trainable + self.non_trainable
-
-    @property
     def in_all(self) -> int:
-        return self.parameters + self.optimizer_slots + self.optimizer_other + self.bookkeeping
+        return self.parameters + self.buffers + self.optimizer_slots + self.optimizer_other + self.bookkeeping
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -130,8 +128,7 @@ class Summary:
             "totals": {
                 "layers": len(self.layers),
                 "parameters": self.parameters,
-                "trainable": self.trainable,
-                "non_trainable": self.non_trainable,
+                "buffers": self.buffers,
                 "optimizer_slots": self.optimizer_slots,
                 "optimizer_other": self.optimizer_other,
                 "bookkeeping": self.bookkeeping,
@@ -151,7 +148,7 @@ def values(info: TensorInfo) -> int:
 def summarize(ckpt: Checkpoint) -> Summary:
     """The network ``ckpt``'s weights describe, and every value it holds counted by kind."""
     layers = [_summarize_layer(layer) for layer in ckpt.layers().values()]
-    counts = {"trainable": 0, "non_trainable": 0, "optimizer_slots": 0, "optimizer_other": 0, "bookkeeping": 0}
+    counts = {"parameters": 0, "buffers": 0, "optimizer_slots": 0, "optimizer_other": 0, "bookkeeping": 0}
     other_names: list[str] = []
     strings = 0
     by_dtype: dict[str, int] = {}
@@ -162,7 +159,7 @@ def summarize(ckpt: Checkpoint) -> Summary:
             continue
         role = ckpt.role(info.name)
         if role.kind == "parameter":
-            counts["non_trainable" if role.role in RUNNING_STATISTICS else "trainable"] += info.size
+            counts["buffers" if role.buffer else "parameters"] += info.size
         elif role.kind == "optimizer" and role.owner is not None:
             counts["optimizer_slots"] += info.size
         elif role.kind == "optimizer":
@@ -181,16 +178,15 @@ def summarize(ckpt: Checkpoint) -> Summary:
 
 
 def _summarize_layer(layer: Layer) -> LayerSummary:
-    parameters = sum(values(info) for info in layer.parameters.values())
-    running = sum(values(info) for role, info in layer.parameters.items() if role in RUNNING_STATISTICS)
+    buffers = sum(values(info) for role, info in layer.parameters.items() if role in BUFFER_ROLES)
     state = sum(values(info) for slots in layer.optimizer_state.values() for info in slots.values())
     kind, description = describe(layer)
     return LayerSummary(
         name=layer.name,
         kind=kind,
         description=description,
-        parameters=parameters,
-        trainable=parameters - running,
+        parameters=sum(values(info) for info in layer.parameters.values()) - buffers,
+        buffers=buffers,
         optimizer_state=state,
         roles={role: info.shape for role, info in layer.parameters.items()},
     )
@@ -228,9 +224,9 @@ def _norm(layer: Layer) -> tuple[str, str] | None:
         parameters["scale"] = parameters.pop("weight")
         if "bias" in parameters:
             parameters["offset"] = parameters.pop("bias")
-        elif not parameters.keys() & set(RUNNING_STATISTICS) and "norm" not in _layer_word(layer):
+        elif not parameters.keys() & BUFFER_ROLES and "norm" not in _layer_word(layer):
             return None  # a lone 1-D weight: a PReLU's looks the same
-    if not parameters.keys() <= {"scale", "offset", *RUNNING_STATISTICS}:
+    if not parameters.keys() <= {"scale", "offset", *BUFFER_ROLES}:
         return None
     anchor = parameters.get("running_mean", parameters.get("scale"))
     if anchor is None or len(anchor.shape) != 1:
@@ -238,8 +234,8 @@ def _norm(layer: Layer) -> tuple[str, str] | None:
     size = anchor.shape[0]
     if not all(_vector(info, size) for info in parameters.values()):
         return None
-    if parameters.keys() & set(RUNNING_STATISTICS):
-        if not parameters.keys() >= set(RUNNING_STATISTICS):
+    if parameters.keys() & BUFFER_ROLES:
+        if not parameters.keys() >= BUFFER_ROLES:
             return None
         kind = "BatchNorm"
     else:

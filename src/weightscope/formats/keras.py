@@ -81,7 +81,7 @@ from weightscope.atomic import atomic_files
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.containers.zip import check_crc, escapes, inflate, is_deflated, member_start, read_directory
 from weightscope.dtypes import BY_NAME
-from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError, WeightscopeError
+from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError, WeightscopeError, reason
 from weightscope.layers import TensorRole
 from weightscope.writing import Spec, Tensors, as_tensors, checked, little_endian, plan_specs
 
@@ -164,7 +164,7 @@ class KerasCheckpoint(FileCheckpoint):
             # h5py raises TypeError for some damaged metadata (an attribute's unknown string encoding).
             if self._file is not None:
                 self._file.close()
-            raise CorruptCheckpointError(f"{self.path}: not a readable Keras HDF5 file ({error})") from None
+            raise CorruptCheckpointError(f"{self.path}: not a readable Keras HDF5 file ({reason(error)})") from None
 
     def _open_zip(self) -> tuple[dict[str, Any], memoryview | bytes]:
         """The ``.keras`` zip's config and the bytes of its weights file."""
@@ -311,7 +311,7 @@ class KerasCheckpoint(FileCheckpoint):
                 f"{self.path}: tensor '{info.name}' of shape {list(info.shape)} does not fit in memory"
             ) from None
         except (OSError, KeyError, ValueError, TypeError) as error:
-            raise CorruptCheckpointError(f"{self.path}: cannot read tensor '{info.name}' ({error})") from None
+            raise CorruptCheckpointError(f"{self.path}: cannot read tensor '{info.name}' ({reason(error)})") from None
         return np.asarray(data).view(info.dtype).reshape(info.shape)
 
     def _close(self) -> None:

@@ -70,7 +70,7 @@ import numpy as np
 from weightscope.analysis import TensorStats, checkpoint_diff, chunks, diff_order, tensor_stats
 from weightscope.checkpoint import Checkpoint
 from weightscope.convert import _layout
-from weightscope.errors import TensorNotFoundError, UsageError, WeightscopeError
+from weightscope.errors import TensorNotFoundError, UsageError, WeightscopeError, reason
 from weightscope.output import dumps_json, json_values
 from weightscope.plot import (
     DEFAULT_BINS,
@@ -458,7 +458,12 @@ class ViewerServer(http.server.ThreadingHTTPServer):
     def __init__(self, checkpoints: Sequence[Checkpoint], port: int = 0, token: str | None = None) -> None:
         self.viewer = Viewer(checkpoints)
         self.token = token or secrets.token_urlsafe(32)
-        super().__init__(("127.0.0.1", port), _Handler)
+        try:
+            super().__init__(("127.0.0.1", port), _Handler)
+        except OSError as error:  # a port in use, or below 1024 without the right
+            raise UsageError(
+                f"cannot listen on 127.0.0.1 port {port}: {error.strerror or reason(error)}; --port 0 picks a free port"
+            ) from None
 
     @property
     def port(self) -> int:

@@ -293,7 +293,7 @@ async function loadSummary() {
   const rows = summary.layers;
   const table = el("table", { class: "grid selectable", id: "s-layers" });
   table.append(
-    el("thead", null, el("tr", null, el("th", { text: "layer" }), el("th", { text: "kind" }), el("th", { class: "num", text: "parameters" }), el("th", { class: "num", text: "trainable" }), el("th", { class: "num", text: "optimizer state" })))
+    el("thead", null, el("tr", null, el("th", { text: "layer" }), el("th", { text: "kind" }), el("th", { class: "num", text: "parameters" }), el("th", { class: "num", text: "buffers" }), el("th", { class: "num", text: "optimizer values" })))
   );
   const body = el("tbody");
   table.append(body);
@@ -309,7 +309,7 @@ async function loadSummary() {
           el("td", { text: layer.name }),
           el("td", { text: layer.description }),
           el("td", { class: "num", text: fmt(layer.parameters) }),
-          el("td", { class: "num", text: fmt(layer.trainable) }),
+          el("td", { class: "num", text: fmt(layer.buffers) }),
           el("td", { class: "num", text: fmt(layer.optimizer_state) })
         )
       );
@@ -323,12 +323,12 @@ async function loadSummary() {
   const totalsTable = el("table", { class: "kv" });
   kv(totalsTable, [
     ["layers", fmt(totals.layers)],
-    ["trainable parameters", fmt(totals.trainable)],
-    ["non-trainable parameters", fmt(totals.non_trainable)],
+    ["parameters (trainable)", fmt(totals.parameters)],
+    ["buffers (non-trainable)", fmt(totals.buffers)],
     ["optimizer slot values", fmt(totals.optimizer_slots)],
     ["other optimizer values", fmt(totals.optimizer_other)],
-    ["bookkeeping", fmt(totals.bookkeeping)],
-    ["in all", fmt(totals.in_all)],
+    ["bookkeeping values", fmt(totals.bookkeeping)],
+    ["values in all", fmt(totals.in_all)],
     ["string tensors", fmt(totals.string_tensors)],
   ]);
   const bytesTable = el("table", { class: "kv" });
