@@ -297,7 +297,9 @@ class _Archive:
         ordered = sorted(members, key=lambda member: member.header_offset)
         first = ordered[0].header_offset if ordered else directory
         if first:
-            raise self._refuse(f"{first} bytes before the first member (PyTorch would not read this file as a zip)")
+            raise self._refuse(
+                f"{first} bytes before the first member (what another reader may take for a member or a file)"
+            )
         for member, following in zip(ordered, [*ordered[1:], None], strict=True):
             end = member.start + member.compress_size
             if following is None and end > directory:
