@@ -100,6 +100,7 @@ class _Archive:
     def __init__(self, source: AnySource, path: str) -> None:
         self._source = source
         self._path = path
+        self._directory = 0  # where the central directory starts, once the end records are read
 
     def _refuse(self, reason: str) -> CorruptCheckpointError:
         return CorruptCheckpointError(f"{self._path}: {reason}")
@@ -172,17 +173,17 @@ class _Archive:
                     else "they overlap"
                 )
             )
-        directory = self._read(directory_offset, directory_size, "the central directory")
-        entries = self._entries(directory, count)
+        self._directory = directory_offset
+        entries = self._entries(self._read(directory_offset, directory_size, "the central directory"), count)
         # Remote: every local header (with its name, and usual padding) at once.
-        prefetch(self._source, [(entry[6], _LOCAL_GUESS + len(entry[0])) for entry in entries])
-        members = [self._confirm(*entry, directory_offset) for entry in entries]
+        prefetch(self._source, [(entry[7], _LOCAL_GUESS + len(entry[1])) for entry in entries])
+        members = [self._confirm(*entry) for entry in entries]
         self._check_layout(members, directory_offset)
         return members
 
-    def _entries(self, directory: bytes, count: int) -> list[tuple[bytes, int, int, int, int, int, int]]:
-        """Each directory entry's name, flags, method, CRC-32, compressed size, size and local header offset."""
-        entries: list[tuple[bytes, int, int, int, int, int, int]] = []
+    def _entries(self, directory: bytes, count: int) -> list[tuple[str, bytes, int, int, int, int, int, int]]:
+        """Each directory entry's name (decoded, raw), flags, method, CRC-32, sizes and local header offset."""
+        entries: list[tuple[str, bytes, int, int, int, int, int, int]] = []
         names: set[str] = set()
         folded: dict[bytes, str] = {}  # ASCII-lowercased name -> name
         position = 0
@@ -220,7 +221,7 @@ class _Archive:
                 raise self._refuse(f"members '{other}' and '{name}' differ only in case (PyTorch reads them as one)")
             names.add(name)
             folded[raw.lower()] = name
-            entries.append((raw, flags, method, crc, compressed, size, offset))
+            entries.append((name, raw, flags, method, crc, compressed, size, offset))
         if position != len(directory):
             raise self._refuse(
                 f"the central directory is {len(directory)} bytes, but its {count} entries take {position}"
@@ -261,35 +262,38 @@ class _Archive:
         return widened[0], widened[1], widened[2]
 
     def _confirm(
-        self, raw: bytes, flags: int, method: int, crc: int, compressed: int, size: int, offset: int, directory: int
+        self, name: str, raw: bytes, flags: int, method: int, crc: int, compressed: int, size: int, offset: int
     ) -> Member:
-        """The member once its local header agrees with its directory entry."""
-        name = self._name(raw, flags)
-        what = f"member '{name}'"
-        if offset + _LOCAL.size > directory:
-            raise self._refuse(f"{what}: its local header at {offset} is not before the central directory")
-        fields = _LOCAL.unpack(self._read(offset, _LOCAL.size, f"the local header of '{name}'"))
+        """The member once its local header agrees with its directory entry (one read: the header and name)."""
+        if offset + _LOCAL.size + len(raw) > self._directory:
+            raise self._refuse(f"member '{name}': its local header at {offset} is not before the central directory")
+        header = self._read(offset, _LOCAL.size + len(raw), f"the local header of '{name}'")
+        fields = _LOCAL.unpack_from(header)
         signature, _, local_flags, local_method, _, _, local_crc, local_compressed, local_size = fields[:9]
         name_length, extra_length = fields[9:]
+        start = offset + _LOCAL.size + name_length + extra_length
         if signature != LOCAL_SIGNATURE:
-            raise self._refuse(f"{what}: no local header for it at {offset}")
-        header = self._read(offset + _LOCAL.size, name_length + extra_length, f"the local header of '{name}'")
-        if header[:name_length] != raw:
-            raise self._refuse(f"{what}: its local header at {offset} names '{self._name(header[:name_length], 0)}'")
+            raise self._refuse(f"member '{name}': no local header for it at {offset}")
+        if name_length != len(raw) or header[_LOCAL.size :] != raw:
+            local = self._read(offset + _LOCAL.size, name_length, f"the local header of '{name}'")
+            raise self._refuse(f"member '{name}': its local header at {offset} names '{self._name(local, 0)}'")
         if local_flags != flags or local_method != method:
             raise self._refuse(
-                f"{what}: its local header's flags {local_flags:#x} and method {local_method} differ from "
+                f"member '{name}': its local header's flags {local_flags:#x} and method {local_method} differ from "
                 f"its directory entry's ({flags:#x}, {method})"
             )
-        local_size, local_compressed, _ = self._widen(
-            header[name_length:], (local_size, local_compressed, 0), f"{what}'s local header"
-        )
-        if not flags & _DATA_DESCRIPTOR and (local_crc, local_compressed, local_size) != (crc, compressed, size):
-            raise self._refuse(
-                f"{what}: its local header's CRC-32 and sizes ({local_crc:#010x}, {local_compressed}, {local_size}) "
-                f"differ from its directory entry's ({crc:#010x}, {compressed}, {size})"
+        if flags & _DATA_DESCRIPTOR:
+            return Member(name, raw, flags, method, crc, compressed, size, offset, start)
+        if _WIDE in (local_size, local_compressed):  # read from the local zip64 extra field (np.savez writes one)
+            extra = self._read(start - extra_length, extra_length, f"the local header of '{name}'")
+            local_size, local_compressed, _ = self._widen(
+                extra, (local_size, local_compressed, 0), f"member '{name}''s local header"
             )
-        start = offset + _LOCAL.size + name_length + extra_length
+        if (local_crc, local_compressed, local_size) != (crc, compressed, size):
+            raise self._refuse(
+                f"member '{name}': its local header's CRC-32 and sizes ({local_crc:#010x}, {local_compressed}, "
+                f"{local_size}) differ from its directory entry's ({crc:#010x}, {compressed}, {size})"
+            )
         return Member(name, raw, flags, method, crc, compressed, size, offset, start)
 
     def _check_layout(self, members: list[Member], directory: int) -> None:
