@@ -131,8 +131,10 @@ class _Archive:
             )
         if comment and _END_SIGNATURE in tail[position + 1 :]:
             raise self._refuse("a second end of central directory record in the archive's comment")
-        if disk or directory_disk or here != count:
+        if disk or directory_disk:
             raise self._refuse("a zip split over several disks")
+        if here != count:
+            raise self._refuse(f"the end record counts {here} entries on this disk but {count} in all")
         return end, count, directory_size, directory_offset
 
     def _zip64(self, end: int, count: int, directory_size: int, directory_offset: int) -> tuple[int, int, int, int]:
@@ -149,8 +151,10 @@ class _Archive:
         signature, length, _, _, record_disk, directory_disk, here, total, size64, offset64 = fields
         if signature != _ZIP64_END_SIGNATURE or length != _ZIP64_END.size - 12:
             raise self._refuse(f"no zip64 end record of {_ZIP64_END.size} bytes at {expected}")
-        if disk or disks != 1 or record_disk or directory_disk or here != total:
+        if disk or disks != 1 or record_disk or directory_disk:
             raise self._refuse("a zip split over several disks")
+        if here != total:
+            raise self._refuse(f"the zip64 end record counts {here} entries on this disk but {total} in all")
         for name, narrow, wide, sentinel in (
             ("entry count", count, total, 0xFFFF),
             ("directory size", directory_size, size64, _WIDE),
