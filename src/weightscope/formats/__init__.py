@@ -90,7 +90,11 @@ def _sniff_pytorch(path: AnyPath) -> bool:
         return False
     source = open_source(path)
     try:
-        if torch_kind(source, path) != "zip":  # torch.load's own decision (a tar is claimed to be refused)
+        try:
+            kind = torch_kind(source, path)  # torch.load's own decision
+        except WeightscopeError:
+            kind = "legacy"  # torch.load fails on it too: claimed by the legacy head, the reader says why
+        if kind != "zip":  # (a tar starting as torch.save's pickles is claimed, to be refused)
             return bytes(source.read(0, min(source.size, len(_PYTORCH_LEGACY_HEAD)), "magic")) == _PYTORCH_LEGACY_HEAD
         head = bytes(source.read(0, min(source.size, 30 + 0xFFFF), "the first local header"))
     finally:
