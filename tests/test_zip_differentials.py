@@ -30,7 +30,7 @@ from weightscope.sources import FileSource
 sys.path.insert(0, str(Path(__file__).resolve().parent / "corpus"))  # the corpus scripts, as they import each other
 from make_pytorch_corpus import FOUR, VALID, differential_entries, legacy, ordered_dict, pickle2, tensor
 from make_pytorch_corpus import torch_members as members_of
-from zip_crafting import stored_zip, two_directories
+from zip_crafting import end_record, members_and_directory, stored_zip, two_directories
 
 # What each refusal must name.
 REASONS = {
@@ -222,10 +222,16 @@ def _npy(value: float) -> bytes:
     return buffer.getvalue()
 
 
+def _unlisted_first(hidden: tuple[str, bytes], listed: tuple[str, bytes]) -> bytes:
+    before, _ = members_and_directory([hidden])
+    body, directory = members_and_directory([listed], start=len(before))
+    return before + body + directory + end_record(1, len(directory), len(before) + len(body))
+
+
 NPZ_FORGERIES = {
     # zipfile (np.load) reads the second directory; miniz would read the first
     "two directories": two_directories([("x.npy", _npy(1.0))], [("x.npy", _npy(2.0))]),
-    "bytes before the end record": stored_zip([("x.npy", _npy(1.0))], between=b"junk"),
+    "a member no directory entry lists": _unlisted_first(("x.npy", _npy(1.0)), ("x.npy", _npy(2.0))),
     "names differing in case": stored_zip([("x.npy", _npy(1.0)), ("X.npy", _npy(2.0))]),
     "a name cut at a NUL": stored_zip([("x.npy\0.txt", _npy(1.0))]),
     "a directory past its stated entries": stored_zip([("x.npy", _npy(1.0)), ("y.npy", _npy(2.0))], count=1),
