@@ -54,6 +54,7 @@ REASONS = {
     "zip64-locator-points-elsewhere": "places the zip64 end record at 618, not at 626",
     "zip-bytes-before-the-first-member": r"\d+ bytes before the first member",
     "legacy-pickles-that-are-also-a-tar": "a tar archive, which torch.load reads as the format of PyTorch before 0.4",
+    "storage-member-larger-than-its-storage": "its storage is 16 bytes; 'archive/data/0' holds 24",
 }
 # Not claimed as PyTorch (it is no zip, and no torch.save pickle starts it): read as PyTorch, it is refused.
 FORCED = {"protocol-0-pickle-before-a-zip": errors.RefusedError}

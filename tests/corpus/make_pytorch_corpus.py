@@ -418,6 +418,10 @@ def differential_entries(run: Callable[[str], str] = shell) -> dict[str, bytes]:
             valid, zip64={"offset": 4}
         ),
         "CorruptCheckpointError--zip64-locator-points-elsewhere.pt": stored_zip(valid, zip64={"locator": -8}),
+        # torch.load refuses a storage record longer than the storage the pickle names
+        "CorruptCheckpointError--storage-member-larger-than-its-storage.pt": stored_zip(
+            [*valid[:2], ("archive/data/0", FOUR + bytes(8)), *valid[3:]]
+        ),
     }
     # data before the first member: a local header no directory entry lists, then the members
     hidden = struct.pack("<4s22xH2x", b"PK\x03\x04", 16) + b"archive/data.pkl" + evil("hidden")

@@ -40,7 +40,7 @@ member's, every member must be in it, and records are looked up by their UTF-8 b
 ASCII case ignored, as miniz looks them up. A reader must also refuse: a member name that
 is absolute or holds a ``..`` part, no ``<folder>/data.pkl``, a TorchScript archive
 (``constants.pkl``: ``torch.load`` hands it to ``torch.jit.load``), compressed members,
-a persistent id naming a missing member or a storage larger than its member, a
+a persistent id naming a missing member or a storage of another size than its member, a
 ``byteorder`` other than exactly ``little`` or ``big``, a pickle that ends early, and two
 tensors reached by the same dotted name. ``scan`` lists the globals and calls a pickle names,
 without evaluating anything, for a look before opening.
@@ -884,6 +884,10 @@ class PyTorchCheckpoint(FileCheckpoint):
         if storage_bytes > member.size:
             raise TruncatedFileError(
                 f"{what}: its storage needs {storage_bytes} bytes; '{member_name}' has {member.size}"
+            )
+        if storage_bytes != member.size:  # torch.load refuses a record of any other size
+            raise CorruptCheckpointError(
+                f"{what}: its storage is {storage_bytes} bytes; '{member_name}' holds {member.size}"
             )
         size = math.prod(tensor.shape)
         capacity = storage_bytes // dtype.itemsize
