@@ -182,8 +182,9 @@ def test_diff_reports_shapes_dtypes_and_tensors_on_one_side(tmp_path: Path, caps
     b = ws.save(second, tmp_path / "b.safetensors", format="safetensors")
     assert main(["diff", str(a), str(b), "--json"]) == 1
     document = json.loads(capsys.readouterr().out)
-    statuses = {tensor["name"]: tensor["status"] for tensor in document["tensors"]}
-    assert statuses == {"x/kernel": "shape", "y/bias": "dtype"}
+    statuses = {tensor["name"]: (tensor["status"], tensor["dtype"]) for tensor in document["tensors"]}
+    # Numbers of two types are compared by value; the types are said.
+    assert statuses == {"x/kernel": ("shape", ["float32", "float32"]), "y/bias": ("equal", ["float32", "float64"])}
     assert document["only_a"] == ["only/bias"] and document["only_b"] == ["extra/bias"]
     assert main(["diff", str(a), str(b), "--rtol", "-1"]) == 2
 
@@ -205,5 +206,9 @@ def test_diff_ignores_byte_order(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["diff", str(tmp_path / "little.npz"), str(tmp_path / "big.npz")]) == 0
     assert "1 equal" in capsys.readouterr().out
     np.savez(tmp_path / "wider.npz", w=values.astype(">f8"))
-    assert main(["diff", str(tmp_path / "little.npz"), str(tmp_path / "wider.npz"), "--json"]) == 1
-    assert json.loads(capsys.readouterr().out)["tensors"][0]["status"] == "dtype"
+    assert main(["diff", str(tmp_path / "little.npz"), str(tmp_path / "wider.npz"), "--json"]) == 0
+    compared = json.loads(capsys.readouterr().out)["tensors"][0]
+    assert (compared["status"], compared["dtype"], compared["max_abs"]) == ("equal", ["float32", "float64"], 0.0)
+    np.savez(tmp_path / "strings.npz", w=np.array(list("abcdef")))
+    assert main(["diff", str(tmp_path / "little.npz"), str(tmp_path / "strings.npz"), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["tensors"][0]["status"] == "dtype"  # not both numbers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+import safetensors
+import safetensors.numpy
 import torch
 from conftest import assert_same_tensor
 from tf_fixtures import _keras3, _tf
@@ -294,7 +297,7 @@ def test_refusals_leave_nothing_behind(tmp_path: Path, tf_checkpoints: dict[str,
         convert(source, tmp_path / "out" / "model.ckpt", names="pytorch")
     with pytest.raises(ws.UsageError, match="is the checkpoint being converted"):
         convert(source, source)
-    with pytest.raises(ws.UsageError, match="no tensors to convert"):
+    with pytest.raises(ws.UnsupportedFormatError, match="no tensors to convert; left out: 2 not matched by nothing"):
         convert(source, tmp_path / "out" / "model.ckpt", pattern="nothing*")
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
@@ -306,3 +309,333 @@ def test_large_kernels_are_transposed_tile_by_tile_exactly(tmp_path: Path, shape
     convert(source, tmp_path / "out.safetensors", layout="pytorch", names="pytorch")
     with ws.open(tmp_path / "out.safetensors") as converted:
         assert_same_tensor(converted["dense.weight"], kernel.T.astype("<f4"))
+
+
+# -- the destination's name, TensorFlow's state file, exit statuses --------------------------
+
+
+def _torch_file(path: Path, **extra: torch.Tensor) -> Path:
+    """A small model's state dict saved by torch."""
+    torch.manual_seed(0)
+    state = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Linear(5, 2)).state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(OrderedDict({**state, **extra}), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("r.onnx", "reads onnx files ending .onnx but does not write them"),
+        ("r.gguf", "reads gguf files ending .gguf but does not write them"),
+        ("r.h5", r"reads keras files ending \.h5 but does not write them \(its writer writes \.weights\.h5\)"),
+        ("r.keras", "reads keras files ending .keras"),
+        ("r.npy", "reads npy files"),
+        ("r.safetensor", r"'\.safetensor' names no format weightscope writes \(did you mean \.safetensors\?\)"),
+        ("r.v2", "'.v2' names no format weightscope writes;"),
+        ("r.index", "a TensorFlow checkpoint is written at its prefix; give the name without .index"),
+    ],
+)
+def test_a_destination_whose_name_names_no_writer_is_refused(
+    tmp_path: Path, name: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _torch_file(tmp_path / "in" / "model.pt")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["convert", str(source), str(out / name)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert re.search(says, err)
+    assert ".safetensors, .npz, .pt/.pth/.bin (pytorch), .weights.h5 (keras)" in err and "--to" in err
+    assert list(out.iterdir()) == []
+    with pytest.raises(ws.UsageError, match=says):
+        ws.save({"w": np.zeros(2, np.float32)}, out / name)
+    assert list(out.iterdir()) == []
+
+
+def test_tensorflow_is_written_at_a_bare_prefix_or_when_asked(tmp_path: Path) -> None:
+    tf = _tf()
+    source = _torch_file(tmp_path / "in" / "model.pt")
+    for destination, to in [("ckpt-100", None), ("model.ckpt", None), ("model.ckpt-7", None), ("r.onnx", "tensorflow")]:
+        result = convert(source, tmp_path / destination, to=to)
+        assert result.format == "tensorflow"
+        reader = tf.train.load_checkpoint(str(tmp_path / destination))
+        assert sorted(reader.get_variable_to_shape_map()) == ["0.bias", "0.weight", "1.bias", "1.weight"]
+    assert (tmp_path / "r.onnx.index").is_file()
+
+
+@pytest.mark.parametrize(
+    ("suffix", "load"),
+    [
+        (".safetensors", lambda path: safetensors.numpy.load_file(path)),
+        (".pt", lambda path: {name: value.numpy() for name, value in torch.load(path, weights_only=True).items()}),
+        (".npz", lambda path: dict(np.load(path))),
+        (".ckpt", lambda path: {name: _tf().train.load_checkpoint(str(path)).get_tensor(name) for name in ("w", "b")}),
+    ],
+)
+def test_ws_save_writes_the_format_its_suffix_names(tmp_path: Path, suffix: str, load: Any) -> None:
+    tensors = {"w": _random(2, 3), "b": np.arange(3, dtype=np.int64)}
+    path = ws.save(tensors, tmp_path / f"x{suffix}")
+    assert path == tmp_path / f"x{suffix}"
+    assert suffix == ".ckpt" or path.is_file()  # a TensorFlow checkpoint is a prefix
+    loaded = load(path)
+    for name, value in tensors.items():
+        assert_same_tensor(loaded[name], value)
+
+
+def test_a_checkpoint_directory_beside_a_tensorflow_prefix_is_left_and_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where a user stands after `make run`: a directory called checkpoint.
+    tf = _tf()
+    source = _torch_file(tmp_path / "in" / "model.pt")
+    (tmp_path / "checkpoint").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert", str(source), "model"]) == 0
+    captured = capsys.readouterr()
+    assert "checkpoint is a directory, not TensorFlow's checkpoint state file: left as it is" in captured.err
+    assert "wrote 4 tensors" in captured.out
+    assert (tmp_path / "checkpoint").is_dir() and list((tmp_path / "checkpoint").iterdir()) == []
+    reader = tf.train.load_checkpoint(str(tmp_path / "model"))
+    assert sorted(reader.get_variable_to_shape_map()) == ["0.bias", "0.weight", "1.bias", "1.weight"]
+    with pytest.warns(UserWarning, match="checkpoint is a directory"):
+        ws.save({"w": np.ones(2, np.float32)}, tmp_path / "saved")
+    with ws.open(tmp_path / "saved") as ckpt:
+        assert ckpt["w"].tolist() == [1.0, 1.0]
+
+
+def test_a_failure_while_moving_into_place_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = _torch_file(tmp_path / "in" / "model.pt")
+    out = tmp_path / "out"
+    out.mkdir()
+    replace = os.replace
+
+    def fail_on_the_index(old: str, new: str) -> None:
+        if Path(new).name == "model.index" and ".weightscope-convert-" not in str(new):  # the data is in place
+            raise OSError(28, "No space left on device")
+        replace(old, new)
+
+    monkeypatch.setattr(os, "replace", fail_on_the_index)
+    with pytest.raises(OSError, match="No space left"):
+        convert(source, out / "model")
+    with pytest.raises(OSError, match="No space left"):
+        convert(source, out / "new" / "folders" / "model")  # the folders it made go too
+    assert list(out.iterdir()) == []
+
+
+def test_nothing_to_convert_and_an_unholdable_dtype_are_unsupported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _torch_file(tmp_path / "in" / "model.pt", phase=torch.zeros(3, dtype=torch.complex128))
+    assert main(["convert", str(source), str(tmp_path / "out.safetensors")]) == 5
+    assert "tensor 'phase': safetensors holds no complex128" in capsys.readouterr().err
+    assert main(["convert", str(source), str(tmp_path / "out.npz"), "--filter", "nothing*"]) == 5
+    assert "no tensors to convert; left out: 5 not matched by nothing*" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in"]
+
+
+# -- what info says is what reading gives; a quantised GGUF converts --------------------------
+
+
+def _framework_files(directory: Path) -> list[Path]:
+    """A small file of each format, made by its own framework, with the dtypes each holds."""
+    import gguf
+    import ml_dtypes
+    import onnx
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(3)
+    paths = [directory / name for name in ("t.pt", "n.npz", "one.npy", "s.safetensors", "g.gguf", "o.onnx")]
+    torch.save(
+        {
+            "f": torch.randn(3, 4),
+            "t": torch.randn(3, 4).t(),
+            "h": torch.randn(2).half(),
+            "bf": torch.randn(2).bfloat16(),
+            "f8": torch.randn(4).to(torch.float8_e4m3fn),
+            "i": torch.arange(3),
+            "u16": torch.zeros(3, dtype=torch.uint16),
+            "b": torch.tensor([True]),
+            "c": torch.randn(2, dtype=torch.complex64),
+        },
+        paths[0],
+    )
+    np.savez(paths[1], be=np.arange(4, dtype=">f4"), le=np.arange(3.0), b=np.array([True]), c=np.zeros(2, complex))
+    np.save(paths[2], np.arange(5, dtype=">i8"))
+    bf16, f8 = np.zeros(2, ml_dtypes.bfloat16), np.zeros(2, ml_dtypes.float8_e5m2)
+    safetensors.numpy.save_file({"a": np.arange(3, dtype=np.float32), "bf": bf16, "f8": f8}, paths[3])
+    writer = gguf.GGUFWriter(paths[4], "llama")
+    for qtype in (gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_1):
+        quantised = gguf.quants.quantize(rng.normal(size=(2, 64)).astype(np.float32), qtype)
+        writer.add_tensor(qtype.name, quantised, raw_dtype=qtype)
+    writer.add_tensor("f16", np.ones(3, np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    initializers = [
+        numpy_helper.from_array(np.arange(4, dtype=np.float32).reshape(2, 2), "w"),
+        numpy_helper.from_array(np.arange(3, dtype=np.int64), "i"),
+        onnx.helper.make_tensor("i4", onnx.TensorProto.INT4, [3], [1, -2, 3]),
+        onnx.helper.make_tensor("bf", onnx.TensorProto.BFLOAT16, [2], [1.0, 2.0]),
+    ]
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [], initializer=initializers)), paths[5])
+    keras = _keras3()
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    model.save_weights(directory / "k.weights.h5")
+    return [*paths, directory / "k.weights.h5"]
+
+
+def test_info_says_the_dtype_and_shape_reading_gives_in_every_format(
+    tmp_path: Path, tf_checkpoints: dict[str, Path]
+) -> None:
+    readable = [path for name, path in tf_checkpoints.items() if name != "v1"]  # V1 is refused by name
+    paths = [*_framework_files(tmp_path), *readable]
+    quantised = 0
+    for path in paths:
+        with ws.open(path) as ckpt:
+            assert len(ckpt)
+            for name in ckpt:
+                info, array = ckpt.info(name), ckpt[name]
+                assert (info.dtype, info.shape) == (array.dtype, array.shape), (path, name)
+                quantised += info.type_name in ("q8_0", "q4_1")
+    assert quantised == 2  # the GGUF's stored type is still said: type_name
+
+
+def test_a_quantised_gguf_converts_to_what_gguf_py_dequantises(tmp_path: Path) -> None:
+    import gguf
+
+    from weightscope.formats.gguf import QUANT_SIZES
+
+    rng = np.random.default_rng(5)
+    source = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(source, "llama")
+    quantised = {}
+    for qtype in (gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0, gguf.GGMLQuantizationType.Q5_1):
+        quantised[f"blk.0.{qtype.name.lower()}.weight"] = (
+            gguf.quants.quantize(rng.normal(size=(4, 64)).astype(np.float32), qtype),
+            qtype,
+        )
+    for name, (data, qtype) in quantised.items():
+        writer.add_tensor(name, data, raw_dtype=qtype)
+    writer.add_tensor("output_norm.weight", rng.normal(size=8).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with ws.open(source) as ckpt:
+        assert {ckpt.info(name).type_name for name in quantised} <= set(QUANT_SIZES)
+    result = convert(source, tmp_path / "model.safetensors")
+    assert sorted(tensor.name for tensor in result.tensors) == sorted([*quantised, "output_norm.weight"])
+    converted = safetensors.numpy.load_file(tmp_path / "model.safetensors")
+    for name, (data, qtype) in quantised.items():
+        assert_same_tensor(converted[name], gguf.quants.dequantize(data, qtype))
+
+
+# -- dtypes: diff across them, convert --dtype ----------------------------------------------
+
+
+@pytest.mark.parametrize("cast", ["float16", "bfloat16"])
+def test_diff_across_dtypes_gives_the_figures_and_says_the_types(
+    tmp_path: Path, cast: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _torch_file(tmp_path / "a.pt")
+    state = torch.load(source, weights_only=True)
+    torch.save(OrderedDict((name, value.to(getattr(torch, cast))) for name, value in state.items()), tmp_path / "b.pt")
+    assert main(["diff", str(source), str(tmp_path / "b.pt"), "--json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert {tensor["name"] for tensor in document["tensors"]} == set(state)
+    for tensor in document["tensors"]:
+        a = state[tensor["name"]].double().numpy()
+        b = state[tensor["name"]].to(getattr(torch, cast)).double().numpy()
+        assert tensor["status"] == "different" and tensor["dtype"] == ["float32", cast]
+        assert tensor["max_abs"] == np.abs(a - b).max() > 0
+        assert tensor["mismatched"] == np.count_nonzero(a != b)
+    assert main(["diff", str(source), str(tmp_path / "b.pt"), "--atol", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert f"4 tensors compared (matched by name): 4 equal\nof other dtypes: 4 float32 vs {cast}" in out
+    assert main(["diff", str(source), str(tmp_path / "b.pt")]) == 1
+    assert f"different (float32 vs {cast})" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cast", ["float16", "bfloat16", "float32"])
+def test_convert_casts_floating_tensors_and_says_so(
+    tmp_path: Path, cast: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _torch_file(tmp_path / "in.pt", steps=torch.arange(3), scale=torch.ones(2, dtype=torch.float64))
+    state = torch.load(source, weights_only=True)
+    out = tmp_path / "out.pt"
+    assert main(["convert", str(source), str(out), "--dtype", cast]) == 0
+    target = getattr(torch, cast)
+    floating = [name for name, value in state.items() if value.is_floating_point() and value.dtype != target]
+    assert f"cast to {cast}: {len(floating)} tensors" in capsys.readouterr().out
+    converted = torch.load(out, weights_only=True)
+    for name, value in state.items():
+        expected = value.to(getattr(torch, cast)) if value.is_floating_point() else value
+        assert converted[name].dtype == expected.dtype
+        assert torch.equal(converted[name].view(torch.uint8), expected.view(torch.uint8))  # torch's rounding, bitwise
+    assert main(["convert", str(source), str(tmp_path / "bad.pt"), "--dtype", "int8"]) == 2
+
+
+def test_safetensors_of_pytorch_names_say_format_pt(tmp_path: Path, tf_checkpoints: dict[str, Path]) -> None:
+    # transformers' load_state_dict refuses a safetensors file unless
+    # safe_open(...).metadata().get("format") is one of pt, tf, flax, mlx (before 4.48.2, a file with no
+    # metadata at all raised AttributeError).
+    seed = tf_checkpoints["seed"]
+    written = {
+        "from-tensorflow": convert(seed, tmp_path / "a.safetensors", layout="pytorch", names="pytorch"),
+        "from-pytorch": convert(_torch_file(tmp_path / "in.pt"), tmp_path / "b.safetensors"),
+        "tensorflow-names": convert(seed, tmp_path / "c.safetensors"),
+    }
+    metadata = {}
+    for case, result in written.items():
+        with safetensors.safe_open(result.destination, framework="pt") as opened:
+            metadata[case] = opened.metadata()
+    assert metadata == {"from-tensorflow": {"format": "pt"}, "from-pytorch": {"format": "pt"}, "tensorflow-names": None}
+
+
+def _training_checkpoints(directory: Path) -> dict[str, Path]:
+    """Training checkpoints as people save them with torch: model, optimizer (Adam's state.<id>.exp_avg...)."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 2))
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 2)).sum().backward()
+    optimizer.step()
+    saved = {
+        "tutorial.pt": {
+            "epoch": 3,
+            "model_state_dict": model.state_dict(),
+            "optimizer_state_dict": optimizer.state_dict(),
+        },
+        "lightning.pt": {"state_dict": model.state_dict(), "optimizer_states": [optimizer.state_dict()]},
+        "legacy.pt": {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
+        "optimizer.pt": optimizer.state_dict(),
+    }
+    paths = {}
+    for name, value in saved.items():
+        paths[name] = directory / name
+        torch.save(value, paths[name], _use_new_zipfile_serialization=name != "legacy.pt")
+    return paths
+
+
+def test_optimizer_state_of_pytorch_training_checkpoints_is_converted_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, path in _training_checkpoints(tmp_path).items():
+        with ws.open(path) as ckpt:
+            kinds = {tensor: ckpt.role(tensor).kind for tensor in ckpt}
+        optimizer = {tensor for tensor, kind in kinds.items() if kind == "optimizer"}
+        assert any(tensor.endswith("state.0.exp_avg") for tensor in optimizer), name
+        assert main(["ls", str(path), "--json"]) == 0
+        listed = {row["name"] for row in json.loads(capsys.readouterr().out)}  # what ls calls the weights
+        assert not listed & optimizer
+        if name == "optimizer.pt":
+            assert not listed
+            assert main(["convert", str(path), str(tmp_path / f"{name}.npz")]) == 5
+            assert f"left out: {len(optimizer)} optimizer state" in capsys.readouterr().err
+        else:
+            weights = convert(path, tmp_path / f"{name}.npz")
+            assert {tensor.source for tensor in weights.tensors} == listed
+            assert sorted(np.load(tmp_path / f"{name}.npz").files) == sorted(listed)
+        everything = convert(path, tmp_path / f"{name}-all.npz", include_optimizer=True)
+        assert {tensor.source for tensor in everything.tensors} == listed | optimizer

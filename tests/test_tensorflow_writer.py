@@ -104,17 +104,21 @@ def test_saved_checkpoint_reads_back(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("tensors", "message"),
+    ("tensors", "error", "message"),
     [
-        ({"": np.zeros(1)}, "non-empty strings"),
-        ({"when": np.array(["2020-01-01"], dtype="datetime64[D]")}, "no TensorFlow type"),
-        ({"mixed": np.array([b"a", 3], dtype=object)}, "only bytes or str"),
+        ({"": np.zeros(1)}, ws.UsageError, "non-empty strings"),
+        (
+            {"when": np.array(["2020-01-01"], dtype="datetime64[D]")},
+            ws.UnsupportedFormatError,  # a type the format cannot hold: exit 5
+            "no TensorFlow type",
+        ),
+        ({"mixed": np.array([b"a", 3], dtype=object)}, ws.UsageError, "only bytes or str"),
     ],
 )
 def test_unwritable_tensors_are_refused_and_nothing_is_left(
-    tmp_path: Path, tensors: dict[str, np.ndarray], message: str
+    tmp_path: Path, tensors: dict[str, np.ndarray], error: type[ws.WeightscopeError], message: str
 ) -> None:
-    with pytest.raises(ws.UsageError, match=message):
+    with pytest.raises(error, match=message):
         ws.save(tensors, tmp_path / "model.ckpt")
     assert list(tmp_path.iterdir()) == []
 

@@ -180,8 +180,11 @@ def test_weightscope_save_writes_each_format(writer: Writer, tmp_path: Path) -> 
 )
 def test_refused_before_any_file_is_made(writer: Writer, tensors: dict, message: str, tmp_path: Path) -> None:
     tensors = {"first": np.ones(3, np.float32), **tensors}  # refused even after a good tensor
-    with pytest.raises(ws.UsageError, match=message):
+    # A type the format cannot hold is unsupported (exit 5); a name it cannot hold, a usage error (2).
+    error = ws.UnsupportedFormatError if "holds no" in message else ws.UsageError
+    with pytest.raises(error, match=message) as caught:
         writer.save(tensors, tmp_path / "out" / f"model{writer.suffix}")
+    assert type(caught.value) is error
     assert list(tmp_path.iterdir()) == []
 
 
@@ -191,23 +194,53 @@ def test_a_directory_is_no_target(writer: Writer, tmp_path: Path) -> None:
         writer.save({"w": np.zeros(1)}, tmp_path)
 
 
+# Every writer, TensorFlow's and Keras's included, by the suffix ws.save knows it by.
+EVERY_WRITER = {
+    "safetensors": ".safetensors",
+    "npz": ".npz",
+    "pytorch": ".pt",
+    "keras": ".weights.h5",
+    "tensorflow": ".ckpt",
+}
+
+
 class _Lying:
-    """A ``Tensors`` whose array is not what its spec said."""
+    """A ``Tensors`` whose names or arrays are not what it planned: a Keras-shaped dense layer."""
+
+    def __init__(self, names: list[str], array: np.ndarray) -> None:
+        self._names, self._array = names, array
 
     def names(self) -> list[str]:
-        return ["w"]
+        return self._names
 
     def spec(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
-        return np.dtype(np.float32), (2,)
+        return np.dtype(np.float32), (2, 2)
 
     def array(self, name: str) -> np.ndarray:
-        return np.zeros(3, np.float32)
+        return self._array
 
 
-@pytest.mark.parametrize("writer", WRITERS, ids=str)
-def test_an_array_unlike_its_spec_is_refused_and_nothing_is_left(writer: Writer, tmp_path: Path) -> None:
-    with pytest.raises(ws.UsageError, match=r"tensor 'w': planned as float32 of shape \[2\].* shape \[3\]"):
-        writer.save(_Lying(), tmp_path / f"model{writer.suffix}")
+@pytest.mark.parametrize("format", EVERY_WRITER)
+@pytest.mark.parametrize(
+    ("array", "found"),
+    [(np.zeros((3, 2), np.float64), r"float64 of shape \[3, 2\]"), (np.zeros((2, 2), np.int32), "int32")],
+    ids=["dtype and shape", "dtype"],
+)
+def test_an_array_unlike_its_plan_is_refused_and_nothing_is_left(
+    format: str, array: np.ndarray, found: str, tmp_path: Path
+) -> None:
+    tensors = _Lying(["dense/kernel"], array)
+    message = rf"tensor 'dense/kernel': planned as float32 of shape \[2, 2\], but its array is {found}"
+    with pytest.raises(ws.UsageError, match=message):
+        ws.save(tensors, tmp_path / f"model{EVERY_WRITER[format]}", format=format)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("format", EVERY_WRITER)
+def test_a_name_given_twice_is_refused_before_a_file_is_made(format: str, tmp_path: Path) -> None:
+    tensors = _Lying(["dense/kernel", "dense/bias", "dense/kernel"], np.zeros((2, 2), np.float32))
+    with pytest.raises(ws.UsageError, match="tensor 'dense/kernel' is given twice"):
+        ws.save(tensors, tmp_path / f"model{EVERY_WRITER[format]}", format=format)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -346,7 +346,7 @@ class TensorDiff:
 
     name: str
     other: str
-    status: str  # "equal", "different", "shape" or "dtype" (mismatches: values not compared)
+    status: str  # "equal", "different", "shape" or "dtype" (shapes, or types not both numbers: values not compared)
     dtype: tuple[str, str]
     shape: tuple[tuple[int, ...], tuple[int, ...]]
     max_abs: float | None = None
@@ -372,17 +372,20 @@ def tensor_diff(
     rtol: float = 0.0,
     atol: float = 0.0,
 ) -> TensorDiff:
-    """Compare two tensors value by value, chunk by chunk."""
-    dtypes = (str(a.dtype), str(b.dtype))
+    """Compare two tensors value by value, chunk by chunk.
+
+    Numbers of two types (float32 against its float16 conversion) are compared by value in
+    float64 (complex128), wider than either; ``dtype`` keeps both types, for the caller to note.
+    """
+    dtypes = (str(a.dtype.newbyteorder("=")), str(b.dtype.newbyteorder("=")))  # types; byte order is storage
     shapes = (tuple(a.shape), tuple(b.shape))
     if shapes[0] != shapes[1]:
         return TensorDiff(name, other, "shape", dtypes, shapes)
     kinds = (numeric_kind(a.dtype), numeric_kind(b.dtype))
-    same_type = a.dtype.newbyteorder("=") == b.dtype.newbyteorder("=")  # byte order is storage, not type
-    if None in kinds or not same_type:
-        if same_type and a.tolist() == b.tolist():  # strings, records: equal or not
+    if None in kinds:
+        if dtypes[0] == dtypes[1] and a.tolist() == b.tolist():  # strings, records: equal or not
             return TensorDiff(name, other, "equal", dtypes, shapes)
-        return TensorDiff(name, other, "different" if same_type else "dtype", dtypes, shapes)
+        return TensorDiff(name, other, "different" if dtypes[0] == dtypes[1] else "dtype", dtypes, shapes)
     figures = diff_partial(a, b, rtol, atol)
     status = "equal" if not figures.mismatched else "different"
     return TensorDiff(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from weightscope.dtypes import BY_NAME
 from weightscope.errors import TensorNotFoundError, WeightscopeError
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
 from weightscope.sources import AnyPath, as_path, open_source
@@ -34,10 +35,10 @@ class TensorInfo(NamedTuple):
     """
 
     name: str
-    dtype: np.dtype  # object for strings
+    dtype: np.dtype  # what reading gives (object for strings, float32 for a dequantised GGUF tensor)
     shape: tuple[int, ...]
     nbytes: int  # bytes the tensor occupies in its file
-    type_name: str  # the format-neutral element type: float32, bfloat16, string, ...
+    type_name: str  # the stored element type, format-neutral: float32, bfloat16, string, q4_k, ...
     file: str  # where the bytes live
     offset: int
     key: str  # the name the file stores it under; TF2 object-graph keys differ from ``name``
@@ -46,6 +47,14 @@ class TensorInfo(NamedTuple):
     def size(self) -> int:
         """The number of elements."""
         return math.prod(self.shape)
+
+    @property
+    def type_label(self) -> str:
+        """The stored type, and the type reading gives where no numpy type holds it (``q4_k → float32``)."""
+        element = BY_NAME.get(self.type_name)
+        if element is not None and element.dtype is None:
+            return f"{self.type_name} → {self.dtype.name}"
+        return self.type_name
 
 
 class Checkpoint(Mapping[str, np.ndarray]):

@@ -110,7 +110,7 @@ def ls_command(
             return
     header = ["name", "dtype", "shape", "size"] + (["key"] if show_keys else [])
     rows = [
-        [safe_text(info.name), info.type_name, format_shape(info.shape), format_bytes(info.nbytes)]
+        [safe_text(info.name), info.type_label, format_shape(info.shape), format_bytes(info.nbytes)]
         + ([safe_text(info.key)] if show_keys else [])
         for info in shown
     ]
@@ -291,8 +291,11 @@ def _diff_row(tensor: TensorDiff) -> list[str]:
         status += " " + " vs ".join(map(format_shape, tensor.shape))
     elif status == "dtype":
         status += " " + " vs ".join(tensor.dtype)
-    if tensor.moved:
-        status += f" ({tensor.moved})"
+    notes = [tensor.moved] if tensor.moved else []
+    if status in ("equal", "different") and tensor.dtype[0] != tensor.dtype[1]:
+        notes.append(" vs ".join(tensor.dtype))
+    if notes:
+        status += f" ({', '.join(notes)})"
     figures = (tensor.max_abs, tensor.relative_l2, tensor.cosine, tensor.mismatched)
     return [name, status, *map(_figure, figures)]
 
@@ -326,6 +329,10 @@ def diff_command(
             _echo(render_table(header, rows, right=[2, 3, 4, 5]))
         counts = _count_kinds(tensor.status for tensor in result.tensors)
         _echo(f"{len(result.tensors)} tensors compared (matched by {result.matched_by}): {counts or 'none'}")
+        retyped = [t for t in result.tensors if t.status in ("equal", "different") and t.dtype[0] != t.dtype[1]]
+        if retyped:
+            pairs = _count_kinds(" vs ".join(tensor.dtype) for tensor in retyped)
+            _echo(f"of other dtypes: {pairs}; their values compared in float64")
         for side, names in (("A", result.only_a), ("B", result.only_b)):
             if names:
                 _echo(f"only in {side}: {', '.join(safe_text(name) for name in names)}")
@@ -389,7 +396,8 @@ class _ProgressBar:
     "--to",
     "to",
     type=click.Choice(["tensorflow", "safetensors", "pytorch", "npz", "keras"]),
-    help="Output format (default: from DESTINATION's name; TensorFlow for a bare prefix).",
+    help="Output format (default: from DESTINATION's name: .safetensors, .pt/.pth/.bin, .npz, .weights.h5, "
+    "and TensorFlow for a prefix with no suffix or ending .ckpt).",
 )
 @_convention_option(
     "--layout", "Permute weights to this framework's layout (dense [out, in] vs [in, out], convolutions)."
@@ -399,6 +407,9 @@ class _ProgressBar:
 )
 @click.option("--include-optimizer", is_flag=True, help="Also write optimizer state (weights only by default).")
 @click.option("--filter", "pattern", metavar="GLOB", help="Only tensors whose source name matches this glob.")
+@click.option(
+    "--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), help="Cast the floating tensors to this type."
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON summary of what was written.")
 @step_option
 def convert_command(
@@ -409,11 +420,12 @@ def convert_command(
     names: str,
     include_optimizer: bool,
     pattern: str | None,
+    dtype: str | None,
     as_json: bool,
     step: int | None,
 ) -> None:
     """Write SOURCE's weights to DESTINATION in another format, layout or naming; verified before it appears."""
-    from weightscope.convert import convert
+    from weightscope.convert import convert, left_out
 
     progress = _ProgressBar(f"converting {safe_text(source.name)}")
     with _open(source, step=step) as ckpt:
@@ -426,12 +438,15 @@ def convert_command(
                 names=names,
                 include_optimizer=include_optimizer,
                 pattern=pattern,
+                dtype=dtype,
                 progress=progress,
             )
         finally:
             progress.finish()
     for name, why in result.ambiguous.items():
         _note(f"kept as is: '{safe_text(name)}': {why}")
+    for note in result.notes:
+        _note(safe_text(note))
     if as_json:
         _echo(dumps_json(result.to_json()))
         return
@@ -444,9 +459,11 @@ def convert_command(
         f"wrote {len(result.tensors)} tensors, {format_bytes(result.nbytes)}, to {safe_text(result.destination)} "
         f"({result.format}, verified) in {result.seconds:.2f} s"
     )
+    cast = [tensor for tensor in result.tensors if tensor.cast_from is not None]
+    if cast:
+        _echo(f"cast to {result.dtype}: {len(cast)} tensors ({_count_kinds(str(tensor.cast_from) for tensor in cast)})")
     if result.skipped:
-        kinds = _count_kinds(reason.split(" (")[0] for reason in result.skipped.values())
-        _echo(f"left out: {kinds}")
+        _echo(f"left out: {left_out(result.skipped)}")
 
 
 @cli.command("summary")

@@ -22,12 +22,13 @@ leaves nothing at the destination that a reader accepts.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,22 +36,16 @@ from typing import Any
 import numpy as np
 
 from weightscope._crc32c import crc32c
+from weightscope.analysis import numeric_kind
 from weightscope.checkpoint import Checkpoint
-from weightscope.errors import ChecksumMismatchError, UsageError
+from weightscope.dtypes import BY_NAME
+from weightscope.errors import ChecksumMismatchError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole, split_name
 from weightscope.writing import little_endian
 
 LAYOUTS = ("keep", "pytorch", "tensorflow")
 NAMINGS = ("keep", "pytorch", "tensorflow")
-# What a destination's file name says about its format, for ``to=None``.
-_SUFFIX_FORMATS = (
-    (".safetensors", "safetensors"),
-    (".pt", "pytorch"),
-    (".pth", "pytorch"),
-    (".bin", "pytorch"),
-    (".npz", "npz"),
-    (".weights.h5", "keras"),
-)
+CASTS = ("float16", "bfloat16", "float32")  # what ``dtype`` casts floating tensors to
 
 # Progress: (tensors written, tensors in all, bytes written, bytes in all).
 Progress = Callable[[int, int, int, int], None]
@@ -67,6 +62,7 @@ class PlannedTensor:
     permutation: tuple[int, ...] | None = None  # axes of the source, in output order
     reshape: tuple[int, ...] | None = None  # applied after the permutation
     layout: str = "kept"  # what was decided, in words
+    cast_from: np.dtype | None = None  # the source's type, when cast to ``dtype`` on the way
 
     @property
     def nbytes(self) -> int:
@@ -77,6 +73,8 @@ class PlannedTensor:
             array = array.transpose(self.permutation)
         if self.reshape is not None:
             array = np.ascontiguousarray(array).reshape(self.reshape)
+        if self.cast_from is not None:
+            array = array.astype(self.dtype)  # one copy, as a permutation's: the tensor at hand only
         return array
 
 
@@ -93,6 +91,8 @@ class Conversion:
     skipped: dict[str, str] = field(default_factory=dict)  # source name -> why
     ambiguous: dict[str, str] = field(default_factory=dict)  # source name -> why kept as is
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what else the user should know (a state file not written)
+    dtype: str | None = None  # what floating tensors were cast to, if anything
 
     @property
     def nbytes(self) -> int:
@@ -105,6 +105,7 @@ class Conversion:
             "format": self.format,
             "layout": self.layout,
             "names": self.names,
+            "dtype": self.dtype,
             "nbytes": self.nbytes,
             "seconds": round(self.seconds, 3),
             "tensors": [
@@ -114,11 +115,13 @@ class Conversion:
                     "dtype": str(tensor.dtype),
                     "shape": list(tensor.shape),
                     "layout": tensor.layout,
+                    "cast_from": None if tensor.cast_from is None else str(tensor.cast_from),
                 }
                 for tensor in self.tensors
             ],
             "skipped": self.skipped,
             "ambiguous": self.ambiguous,
+            "notes": self.notes,
         }
 
 
@@ -205,14 +208,6 @@ def _norm_layers(ckpt: Checkpoint, names: list[str]) -> set[str]:
 # -- the plan --------------------------------------------------------------------------------
 
 
-def format_for(destination: Path, to: str | None) -> str:
-    """The output format: ``to``, else what the destination's name says, else TensorFlow."""
-    if to is not None:
-        return to
-    lowered = destination.name.lower()
-    return next((format for suffix, format in _SUFFIX_FORMATS if lowered.endswith(suffix)), "tensorflow")
-
-
 def plan(
     ckpt: Checkpoint,
     *,
@@ -220,16 +215,24 @@ def plan(
     names: str = "keep",
     include_optimizer: bool = False,
     pattern: str | None = None,
+    dtype: str | None = None,
 ) -> tuple[list[PlannedTensor], dict[str, str], dict[str, str]]:
-    """The output tensors, what is left out (and why), and what was kept for want of a layout."""
+    """The output tensors, what is left out (and why), and what was kept for want of a layout.
+
+    With ``dtype`` (float16, bfloat16 or float32) every floating tensor of another type
+    is cast to it; integers, booleans, complex numbers and strings are written as they are.
+    """
     if layout not in LAYOUTS or names not in NAMINGS:
         raise UsageError(f"layout and names are one of {', '.join(LAYOUTS)}; not {layout!r}, {names!r}")
+    if dtype is not None and dtype not in CASTS:
+        raise UsageError(f"dtype is one of {', '.join(CASTS)}; not {dtype!r}")
+    cast = None if dtype is None else BY_NAME[dtype].dtype
     skipped: dict[str, str] = {}
     chosen: list[str] = []
     for name in ckpt:
         role: TensorRole = ckpt.role(name)
         if pattern is not None and not fnmatch.fnmatchcase(name, pattern):
-            skipped[name] = f"does not match {pattern}"
+            skipped[name] = f"not matched by {pattern}"
         elif role.kind == "bookkeeping":
             skipped[name] = "bookkeeping"
         elif role.kind == "optimizer" and not include_optimizer:
@@ -258,7 +261,13 @@ def plan(
         permutation, reshape, what = decision
         shape = tuple(info.shape[axis] for axis in permutation) if permutation else info.shape
         new_name = name if names == "keep" or role.kind == "optimizer" else _rename(name, names, norm_layers)
-        planned.append(PlannedTensor(new_name, name, info.dtype, tuple(reshape or shape), permutation, reshape, what))
+        output = info.dtype
+        cast_from: np.dtype | None = None
+        native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype
+        if cast is not None and numeric_kind(info.dtype) == "f" and native != cast:
+            output, cast_from = cast, info.dtype
+        shape = tuple(reshape or shape)
+        planned.append(PlannedTensor(new_name, name, output, shape, permutation, reshape, what, cast_from))
     seen: dict[str, str] = {}
     for tensor in planned:
         if tensor.name in seen:
@@ -268,6 +277,15 @@ def plan(
             )
         seen[tensor.name] = tensor.source
     return planned, skipped, ambiguous
+
+
+def left_out(skipped: dict[str, str]) -> str:
+    """What the plan left out, counted by reason: ``1 bookkeeping, 10 optimizer state``."""
+    counts: dict[str, int] = {}
+    for reason in skipped.values():
+        kind = reason.split(" (")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
 
 
 # -- streaming -------------------------------------------------------------------------------
@@ -333,11 +351,46 @@ def _check_written(path: Path, format: str, expected: dict[str, int], planned: l
                 raise ChecksumMismatchError(f"{path}: '{tensor.name}' reads back with other values than were written")
 
 
+# What safetensors files of PyTorch weights say (safetensors.torch's save_pretrained writes it;
+# transformers refuses a file whose metadata lacks a format, and older releases one with none).
+PYTORCH_SAFETENSORS_METADATA = {"format": "pt"}
+
+
+def _pytorch_names(planned: list[PlannedTensor]) -> bool:
+    """Whether the tensors are named as PyTorch names them: module paths joined by dots, no '/'."""
+    return all("/" not in tensor.name for tensor in planned)
+
+
+@contextlib.contextmanager
+def _folder_for(destination: Path) -> Iterator[None]:
+    """``destination``'s folder, made (with its parents) for the block, and removed again if the block fails."""
+    made = [folder for folder in (destination.parent, *destination.parent.parents) if not folder.exists()]
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in made:  # deepest first, and only while empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
 def _move_into_place(work: Path, destination: Path) -> None:
-    """Rename the written files beside ``destination``: data first, the index (which readers look for) last."""
-    files = sorted(work.iterdir(), key=lambda path: (path.name.endswith(".index"), path.name))
-    for path in files:
-        os.replace(path, destination.parent / path.name)
+    """Rename the written files beside ``destination``: data first, then the index (which readers look
+    for), then TensorFlow's state file; when one cannot be, those already moved are removed again."""
+    from weightscope.formats.tensorflow import STATE_FILE
+
+    files = sorted(work.iterdir(), key=lambda path: (path.name == STATE_FILE, path.name.endswith(".index"), path.name))
+    moved: list[Path] = []
+    try:
+        for path in files:
+            os.replace(path, destination.parent / path.name)
+            moved.append(destination.parent / path.name)
+    except BaseException:
+        for path in moved:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        raise
 
 
 def convert(
@@ -349,18 +402,21 @@ def convert(
     names: str = "keep",
     include_optimizer: bool = False,
     pattern: str | None = None,
+    dtype: str | None = None,
     progress: Progress | None = None,
 ) -> Conversion:
     """Write ``source``'s weights to ``destination`` as format ``to`` (by default from its name).
 
     Weights only unless ``include_optimizer``; ``pattern`` keeps the names matching a glob;
-    ``layout`` and ``names`` take tensors to PyTorch's or TensorFlow's conventions.
+    ``layout`` and ``names`` take tensors to PyTorch's or TensorFlow's conventions; ``dtype``
+    (float16, bfloat16, float32) casts the floating tensors on the way.
     """
-    from weightscope.formats import load_writer, open_checkpoint
+    from weightscope.formats import format_to_write, load_writer, open_checkpoint
+    from weightscope.formats.tensorflow import STATE_FILE, planned_state
 
     started = time.perf_counter()
     destination = Path(destination)
-    format = format_for(destination, to)
+    format = format_to_write(destination, to)
     writer = load_writer(format)
     if destination.is_dir():
         raise UsageError(f"{destination} is a directory; give the file (or checkpoint prefix) to write")
@@ -369,24 +425,32 @@ def convert(
         if ckpt.path.resolve() in (destination.resolve(), Path(f"{destination}.index").resolve()):
             raise UsageError(f"{destination} is the checkpoint being converted; write to another path")
         planned, skipped, ambiguous = plan(
-            ckpt, layout=layout, names=names, include_optimizer=include_optimizer, pattern=pattern
+            ckpt, layout=layout, names=names, include_optimizer=include_optimizer, pattern=pattern, dtype=dtype
         )
         if not planned:
-            raise UsageError(f"{ckpt.path}: no tensors to convert ({len(skipped)} left out)")
+            why = f"left out: {left_out(skipped)}" if skipped else "it holds none"
+            raise UnsupportedFormatError(f"{ckpt.path}: no tensors to convert; {why}")
         tensors = PlannedTensors(ckpt, planned, progress)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work:
+        notes: list[str] = []
+        with (
+            _folder_for(destination),
+            tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work,
+        ):
             staged = Path(work) / destination.name
+            options: dict[str, Any] = {}
             if format == "tensorflow":
-                writer(tensors, staged, update_state=False)
-            else:
-                writer(tensors, staged)
+                options["update_state"] = False  # written below, once the files are in place
+            if format == "safetensors" and _pytorch_names(planned):
+                options["metadata"] = PYTORCH_SAFETENSORS_METADATA
+            writer(tensors, staged, **options)
             _check_written(staged, format, tensors.checksums, planned)
+            if format == "tensorflow":
+                state, not_recorded = planned_state(destination)
+                if state is not None:
+                    (Path(work) / STATE_FILE).write_bytes(state)
+                if not_recorded is not None:
+                    notes.append(not_recorded)
             _move_into_place(Path(work), destination)
-        if format == "tensorflow":
-            from weightscope.formats.tensorflow import write_checkpoint_state
-
-            write_checkpoint_state(destination)
     finally:
         if ckpt is not source:
             ckpt.close()
@@ -400,4 +464,6 @@ def convert(
         skipped,
         ambiguous,
         time.perf_counter() - started,
+        notes,
+        dtype,
     )

@@ -110,7 +110,7 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None]) -> Path:
             optimizer_state=state or None,
             on_step=on_step,
         )
-        weightscope.save(dict(sorted(variables.items())), options.out)
+        weightscope.save(dict(sorted(variables.items())), options.out, format="tensorflow")
     echo(f"model saved in path: {options.out}")
     with weightscope.open(options.out) as ckpt:
         echo(str(ckpt["layer1/kernel"]))  # TensorFlow calls the weight matrix "kernel"

@@ -6,11 +6,18 @@ each array go before asking for the next. Conversions hand writers a ``Tensors``
 arrays are memory-mapped views of the source (or one transposed copy at a time), so no
 two full copies of a checkpoint are ever in memory. ``as_tensors`` wraps a plain mapping
 of name to array-like, which is what ``weightscope.save`` is usually given.
+
+Every writer plans with ``plan_specs`` (each name once, refused before a file is made) and
+checks each array against its plan with ``checked`` (or ``array_bytes``) before writing
+its bytes: a ``Tensors`` whose arrays are not what it promised writes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -40,9 +47,6 @@ class MappingTensors:
     """``Tensors`` over a mapping of name to array-like (numpy arrays, views, lists)."""
 
     def __init__(self, tensors: Mapping[str, ArrayLike]) -> None:
-        for name in tensors:
-            if not isinstance(name, str) or not name:
-                raise UsageError(f"tensor names must be non-empty strings, not {name!r}")
         self._tensors = tensors
 
     def names(self) -> list[str]:
@@ -63,19 +67,59 @@ def as_tensors(tensors: Tensors | Mapping[str, ArrayLike]) -> Tensors:
     return MappingTensors(tensors)
 
 
-def array_bytes(array: np.ndarray, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    """``array``'s elements as flat little-endian C-order bytes, once checked against the planned spec.
+@dataclass(frozen=True)
+class Spec:
+    """One tensor as a writer plans it, before any of its data is read."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def plan_specs(source: Tensors, target: Path, stored_as: Callable[[str], Hashable] | None = None) -> list[Spec]:
+    """Every tensor's planned dtype and shape, each name checked to be given once, before a byte is written.
+
+    ``stored_as`` maps a name to what the format stores it under (an ``.npz`` member, an
+    index key): two names stored alike are refused too, since the second would hide the first.
+    """
+    specs: list[Spec] = []
+    seen: dict[Hashable, str] = {}
+    for name in source.names():
+        if not isinstance(name, str) or not name:
+            raise UsageError(f"tensor names must be non-empty strings, not {name!r}")
+        key = name if stored_as is None else stored_as(name)
+        if key in seen and seen[key] == name:
+            raise UsageError(f"{target}: tensor '{name}' is given twice")
+        if key in seen:
+            raise UsageError(f"{target}: tensors '{seen[key]}' and '{name}' would be stored under one name")
+        seen[key] = name
+        dtype, shape = source.spec(name)
+        specs.append(Spec(name, np.dtype(dtype), tuple(int(size) for size in shape)))
+    return specs
+
+
+def checked(array: ArrayLike, spec: Spec) -> np.ndarray:
+    """``array`` as numpy, refused unless it has the dtype (in any byte order) and shape ``spec`` planned."""
+    array = np.asarray(array)
+    if array.shape != spec.shape or array.dtype.newbyteorder("=") != spec.dtype.newbyteorder("="):
+        raise UsageError(
+            f"tensor '{spec.name}': planned as {spec.dtype} of shape {list(spec.shape)}, "
+            f"but its array is {array.dtype} of shape {list(array.shape)}"
+        )
+    return array
+
+
+def array_bytes(array: ArrayLike, spec: Spec) -> np.ndarray:
+    """``array``'s elements as flat little-endian C-order bytes, once checked against ``spec``.
 
     A contiguous little-endian array is viewed, not copied; a non-contiguous or big-endian
     one is copied (one tensor at a time, see ``little_endian``).
     """
-    array = np.asarray(array)
-    if array.shape != tuple(shape) or array.dtype.newbyteorder("=") != dtype.newbyteorder("="):
-        raise UsageError(
-            f"tensor '{name}': planned as {dtype} of shape {list(shape)}, "
-            f"but its array is {array.dtype} of shape {list(array.shape)}"
-        )
-    return little_endian(array).reshape(-1).view(np.uint8)
+    return little_endian(checked(array, spec)).reshape(-1).view(np.uint8)
 
 
 _TILE = 64  # rows and columns of a transpose tile: two 64x64 float32 tiles stay in L1

@@ -6,16 +6,18 @@ looks at the path (and at most a few bytes) without importing the reader.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightscope.containers.zip import LOCAL_SIGNATURE, read_directory
-from weightscope.errors import CheckpointNotFoundError, UnsupportedFormatError, WeightscopeError
+from weightscope.errors import CheckpointNotFoundError, UnsupportedFormatError, UsageError, WeightscopeError
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, plus
 
@@ -144,6 +146,8 @@ class Format:
     target: str  # "module:Class"
     sniff: Callable[[AnyPath], bool]
     writer: str | None = None  # "module:function", for formats weightscope can write
+    suffixes: tuple[str, ...] = ()  # how its files' names end (lower case)
+    writes: tuple[str, ...] = ()  # the endings its writer writes: a destination's name chooses the writer by them
     requires: str | None = None  # an optional module the reader needs, installed by ``weightscope[<extra>]``
     extra: str | None = None
 
@@ -170,6 +174,8 @@ FORMATS: dict[str, Format] = {
         "weightscope.formats.tensorflow:TensorFlowCheckpoint",
         _sniff_tensorflow,
         writer="weightscope.formats.tensorflow:save",
+        suffixes=(".ckpt",),
+        writes=(".ckpt",),  # and a prefix with no suffix, or ending .ckpt-<step>: see format_to_write
     ),
     "safetensors": Format(
         "safetensors",
@@ -177,12 +183,15 @@ FORMATS: dict[str, Format] = {
         "weightscope.formats.safetensors:SafetensorsCheckpoint",
         _sniff_safetensors,
         writer="weightscope.formats.safetensors:save",
+        suffixes=(".safetensors",),
+        writes=(".safetensors",),
     ),
     "npy": Format(
         "npy",
         "NumPy array (.npy): one tensor, named after the file",
         "weightscope.formats.numpy_files:NpyCheckpoint",
         _sniff_npy,
+        suffixes=(".npy",),
     ),
     "npz": Format(
         "npz",
@@ -190,6 +199,8 @@ FORMATS: dict[str, Format] = {
         "weightscope.formats.numpy_files:NpzCheckpoint",
         _sniff_npz,
         writer="weightscope.formats.numpy_files:save",
+        suffixes=(".npz",),
+        writes=(".npz",),
     ),
     "pytorch": Format(
         "pytorch",
@@ -197,6 +208,8 @@ FORMATS: dict[str, Format] = {
         "weightscope.formats.pytorch:PyTorchCheckpoint",
         _sniff_pytorch,
         writer="weightscope.formats.pytorch_writer:save",
+        suffixes=(".pt", ".pth", ".bin"),
+        writes=(".pt", ".pth", ".bin"),
     ),
     "keras": Format(
         "keras",
@@ -204,6 +217,8 @@ FORMATS: dict[str, Format] = {
         "weightscope.formats.keras:KerasCheckpoint",
         _sniff_keras,
         writer="weightscope.formats.keras:save",
+        suffixes=(".weights.h5", ".h5", ".hdf5", ".keras"),
+        writes=(".weights.h5",),  # Keras 3's layout; Keras reads a plain .h5 as tf-keras's
         requires="h5py",
         extra="keras",
     ),
@@ -212,12 +227,14 @@ FORMATS: dict[str, Format] = {
         "GGUF (llama.cpp, .gguf): typed metadata, then aligned tensors, quantised ones dequantised on read",
         "weightscope.formats.gguf:GgufCheckpoint",
         _sniff_gguf,
+        suffixes=(".gguf",),
     ),
     "onnx": Format(
         "onnx",
         "ONNX model (.onnx): the graph's initializers, inline or as external data beside the model",
         "weightscope.formats.onnx:OnnxCheckpoint",
         _sniff_onnx,
+        suffixes=(".onnx",),
     ),
 }
 
@@ -270,11 +287,76 @@ def _reader(entry: Format, path: AnyPath) -> type[Checkpoint]:
 
 
 def save_checkpoint(
-    tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str], *, format: str = "tensorflow"
+    tensors: Tensors | Mapping[str, ArrayLike],
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
 ) -> Path:
-    """Write ``tensors`` (name -> array, or a ``writing.Tensors``) as a checkpoint of ``format`` at ``path``."""
-    written: Path = load_writer(format)(tensors, path)
+    """Write ``tensors`` (name -> array, or a ``writing.Tensors``) as a checkpoint at ``path``; returns its path.
+
+    The format is ``format``, else the one ``path``'s name ends with (``.safetensors``,
+    ``.pt``/``.pth``/``.bin``, ``.npz``, ``.weights.h5``; a TensorFlow prefix has no suffix
+    or ends ``.ckpt``): any other ending is refused (see ``format_to_write``).
+    """
+    written: Path = load_writer(format_to_write(Path(path), format))(tensors, path)
     return written
+
+
+# A TensorFlow checkpoint's prefix as TensorFlow's savers name it: ``model.ckpt``, ``model.ckpt-1000``.
+_TENSORFLOW_PREFIX = re.compile(r"\.ckpt(-\d+)?$")
+_TENSORFLOW_FILE = re.compile(r"\.index$|\.data-\d{5}-of-\d{5}$")
+
+
+def format_to_write(path: Path, format: str | None = None) -> str:
+    """The format to write ``path`` in: ``format`` when given, else the one its name's ending says.
+
+    A TensorFlow checkpoint is written at a prefix: a name with no suffix (``ckpt-1000``),
+    or ending ``.ckpt`` or ``.ckpt-<step>``. Any other ending must be one a writer writes:
+    one of a format weightscope only reads (``.onnx``, ``.gguf``, a Keras ``.h5``), a
+    TensorFlow file's own (``.index``) or an unknown one (``.safetensor``) is refused with
+    a UsageError that lists the endings written, rather than guessed.
+    """
+    if format is not None:
+        load_writer(format)  # refused now when it is no format weightscope writes
+        return format
+    name = path.name.lower()
+    endings = sorted(
+        ((suffix, entry) for entry in FORMATS.values() for suffix in entry.suffixes), key=lambda item: -len(item[0])
+    )
+    for suffix, entry in endings:
+        if name.endswith(suffix) and suffix in entry.writes:
+            return entry.name
+        if name.endswith(suffix):
+            also = f" (its writer writes {', '.join(entry.writes)})" if entry.writes else ""
+            raise UsageError(
+                f"{path}: weightscope reads {entry.name} files ending {suffix} but does not write them{also}; "
+                f"{_written()}"
+            )
+    if found := _TENSORFLOW_FILE.search(name):
+        raise UsageError(
+            f"{path}: a TensorFlow checkpoint is written at its prefix; give the name without {found[0]}, or "
+            f"{_written()}"
+        )
+    suffix = Path(name).suffix
+    if not suffix or _TENSORFLOW_PREFIX.search(name):
+        return "tensorflow"
+    written = [ending for entry in FORMATS.values() for ending in entry.writes]
+    close = difflib.get_close_matches(suffix, written, n=1, cutoff=0.7)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise UsageError(f"{path}: '{suffix}' names no format weightscope writes{hint}; {_written()}")
+
+
+def _written() -> str:
+    """The endings the writers write, for a refusal."""
+    endings = [
+        "/".join(entry.writes) + ("" if entry.name in entry.writes[0] else f" ({entry.name})")
+        for entry in FORMATS.values()
+        if entry.writer and entry.name != "tensorflow"
+    ]
+    return (
+        f"write {', '.join(endings)}, or a TensorFlow checkpoint at a prefix with no suffix or ending .ckpt; "
+        "or name the format (--to, or format= in Python)"
+    )
 
 
 def load_writer(format: str) -> Callable[..., Path]:

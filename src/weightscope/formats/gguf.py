@@ -251,11 +251,10 @@ class GgufCheckpoint(FileCheckpoint):
                 raise CorruptCheckpointError(
                     f"{where} of {element.name} has rows of {dims[0]} elements, not whole blocks of {block}"
                 )
-            dtype, nbytes = np.dtype(np.uint8), count // block * size
-        # An empty tensor's other dimensions count too: numpy cannot make (2^63, 0) or (2^40, 0, 2^40);
-        # a quantised one is read as float32.
-        itemsize = dtype.itemsize if element.dtype is not None else 4
-        check_size(shape, itemsize, where, nbytes)
+            # Read dequantised: its info says float32 (what reading gives), its type_name the stored type.
+            dtype, nbytes = np.dtype(np.float32), count // block * size
+        # An empty tensor's other dimensions count too: numpy cannot make (2^63, 0) or (2^40, 0, 2^40).
+        check_size(shape, dtype.itemsize, where, nbytes)
         if offset % alignment:
             raise CorruptCheckpointError(f"{where} has offset {offset}, not a multiple of the alignment {alignment}")
         if start + offset + nbytes > self._source.size:

@@ -82,7 +82,7 @@ from weightscope.containers.zip import Member, check_crc, escapes, inflate, is_d
 from weightscope.dtypes import BY_NAME
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError, WeightscopeError
 from weightscope.layers import TensorRole
-from weightscope.writing import Tensors, as_tensors
+from weightscope.writing import Spec, Tensors, as_tensors, checked, little_endian, plan_specs
 
 if TYPE_CHECKING:
     import h5py
@@ -556,7 +556,7 @@ class _Layer:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.variables: dict[str, tuple[str, np.dtype, tuple[int, ...]]] = {}  # variable -> tensor, dtype, shape
+        self.variables: dict[str, Spec] = {}  # variable -> its tensor's plan
         self.class_name = ""
         self.ordered: list[str] = []  # tensor names, in the class's variable order
 
@@ -572,12 +572,12 @@ class _Layer:
                 f"{', '.join('/'.join(names) for names in slots)} (always {', '.join(sorted(required)) or 'one'})"
             )
         self.class_name = class_name
-        self.ordered = [self.variables[name][0] for name in ordered]
+        self.ordered = [self.variables[name].name for name in ordered]
 
     def infer(self) -> str:
         """The Keras class the variables' names and shapes (and, for a convolution, the layer's name) tell."""
         given = set(self.variables)
-        shape = {name: spec[2] for name, spec in self.variables.items()}
+        shape = {name: spec.shape for name, spec in self.variables.items()}
         if given == {"embeddings"}:
             return "Embedding"
         if {"moving_mean", "moving_variance"} <= given:
@@ -621,11 +621,15 @@ class _Layer:
         )
 
 
-def _plan_layers(source: Tensors, layers: Mapping[str, str] | None) -> tuple[str, list[tuple[str, _Layer]]]:
+def _plan_layers(
+    source: Tensors, target: Path, layers: Mapping[str, str] | None
+) -> tuple[str, list[tuple[str, _Layer]]]:
     """(model prefix, [(group path, layer)]): every tensor placed in its layer's ``vars``, or UsageError."""
     prefixes: set[str] = set()
     found: dict[str, _Layer] = {}
-    for name in source.names():
+    # A layer's variable is stored under the layer and its place: <model>/ does not tell two apart.
+    for spec in plan_specs(source, target, lambda name: tuple(name.split("/")[-2:])):
+        name = spec.name
         parts = name.split("/")
         if parts[0] == "optimizer":
             raise UsageError(f"tensor '{name}': optimizer state is not written to a Keras weights file")
@@ -640,13 +644,11 @@ def _plan_layers(source: Tensors, layers: Mapping[str, str] | None) -> tuple[str
         if len(prefixes) > 1:
             raise UsageError(f"tensor '{name}': tensors of several models ({', '.join(sorted(prefixes))})")
         layer = found.setdefault(parts[-2], _Layer(parts[-2]))
-        if parts[-1] in layer.variables:
-            raise UsageError(f"tensor '{name}' is given twice")
-        dtype, shape = source.spec(name)
-        dtype = np.dtype(dtype)
-        if dtype.name not in _WRITABLE_DTYPES:
-            raise UsageError(f"tensor '{name}': a Keras weights file holds no {dtype} ({', '.join(_WRITABLE_DTYPES)})")
-        layer.variables[parts[-1]] = (name, dtype, tuple(shape))
+        if spec.dtype.name not in _WRITABLE_DTYPES:
+            raise UnsupportedFormatError(
+                f"tensor '{name}': a Keras weights file holds no {spec.dtype} ({', '.join(sorted(_WRITABLE_DTYPES))})"
+            )
+        layer.variables[parts[-1]] = spec
     if layers is None:
         order = list(found.values())
         for layer in order:
@@ -705,7 +707,7 @@ def save(
     if target.is_dir():
         raise UsageError(f"{target} is a directory; give a file name such as {target / 'model.weights.h5'}")
     source = as_tensors(tensors)
-    prefix, placed = _plan_layers(source, layers)
+    prefix, placed = _plan_layers(source, target, layers)
     try:
         import h5py
     except ImportError:
@@ -726,14 +728,10 @@ def save(
                 if layer.ordered:
                     variables.attrs[WRITTEN_NAMES] = np.array(layer.ordered, dtype=h5py.string_dtype())
                 for index, name in enumerate(layer.ordered):
-                    _, dtype, shape = layer.variables[name.rsplit("/", 1)[-1]]
-                    array = np.asarray(source.array(name))
-                    if array.shape != shape or array.dtype.newbyteorder("=") != dtype.newbyteorder("="):
-                        raise UsageError(
-                            f"tensor '{name}' is {array.dtype} {list(array.shape)}, planned as {dtype} {list(shape)}"
-                        )
-                    dataset = variables.create_dataset(str(index), data=np.asarray(array, dtype.newbyteorder("<")))
-                    if dtype.name == "bfloat16":
+                    spec = layer.variables[name.rsplit("/", 1)[-1]]
+                    array = little_endian(checked(source.array(name), spec))
+                    dataset = variables.create_dataset(str(index), data=array)
+                    if spec.dtype.name == "bfloat16":
                         dataset.attrs["dtype"] = "bfloat16"
                     del array
             file.flush()

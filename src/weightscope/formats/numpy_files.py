@@ -279,14 +279,16 @@ def _member_name(name: str) -> str:
 def npy_header(name: str, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     """The ``.npy`` header ``np.save`` writes for a little-endian C-order array of ``dtype`` and ``shape``."""
     if dtype.kind not in "biufcV" or dtype.fields is not None or dtype.subdtype is not None:
-        raise UsageError(f"tensor '{name}': .npz holds no {dtype}; it holds bool, integers, floats and complex")
+        raise UnsupportedFormatError(
+            f"tensor '{name}': .npz holds no {dtype}; it holds bool, integers, floats and complex"
+        )
     descr = np.lib.format.dtype_to_descr(dtype.newbyteorder("<"))
     try:
         loaded = np.lib.format.descr_to_dtype(descr)
     except TypeError:
         loaded = None
     if dtype.kind == "V" or loaded != dtype.newbyteorder("<"):  # ml_dtypes' types: '<V2', '<f1', ...
-        raise UsageError(
+        raise UnsupportedFormatError(
             f"tensor '{name}': .npz holds no {dtype}: np.save records it as {descr!r}, which np.load "
             "reads back as another type; write safetensors or pytorch, or cast"
         )
@@ -310,24 +312,16 @@ def save(tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str
     if target.is_dir():
         raise UsageError(f"{target} is a directory; give a file name such as {target / 'weights.npz'}")
     from weightscope.atomic import atomic_write
-    from weightscope.writing import array_bytes, as_tensors
+    from weightscope.writing import array_bytes, as_tensors, plan_specs
 
     source = as_tensors(tensors)
-    plan = []
-    for name in source.names():
-        member = _member_name(name)
-        dtype, shape = source.spec(name)
-        shape = tuple(shape)
-        header = npy_header(name, np.dtype(dtype), shape)
-        plan.append((name, member, np.dtype(dtype), shape, header, math.prod(shape) * np.dtype(dtype).itemsize))
-    if len({member for _, member, *_ in plan}) != len(plan):
-        raise UsageError(f"{target}: a tensor name is given twice")
+    plan = [(spec, npy_header(spec.name, spec.dtype, spec.shape)) for spec in plan_specs(source, target, _member_name)]
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(target) as handle:
         archive = ZipWriter(handle, align=64)
-        for name, member, dtype, shape, header, nbytes in plan:
-            data = array_bytes(source.array(name), name, dtype, shape)
-            archive.add(member, len(header) + nbytes, (header, data))
+        for spec, header in plan:
+            data = array_bytes(source.array(spec.name), spec)
+            archive.add(_member_name(spec.name), len(header) + spec.nbytes, (header, data))
             del data
         archive.close()
     return target

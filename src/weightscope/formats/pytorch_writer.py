@@ -40,9 +40,9 @@ from numpy.typing import ArrayLike
 from weightscope.atomic import atomic_write
 from weightscope.containers.zip import ZipWriter
 from weightscope.dtypes import ElementType, element_for
-from weightscope.errors import UsageError
+from weightscope.errors import UnsupportedFormatError, UsageError
 from weightscope.formats.pytorch import STORAGE_TYPES, TORCH_DTYPES
-from weightscope.writing import Tensors, array_bytes, as_tensors
+from weightscope.writing import Tensors, array_bytes, as_tensors, plan_specs
 
 FOLDER = "archive"
 ALIGNMENT = 64  # torch's storage alignment, recorded in .storage_alignment
@@ -56,7 +56,7 @@ _BYTEORDER = b"little"
 def _element(name: str, dtype: np.dtype) -> ElementType:
     element = element_for(dtype, lambda e: e.name in TORCH_DTYPES)
     if element is None:
-        raise UsageError(f"tensor '{name}': PyTorch holds no {dtype}")
+        raise UnsupportedFormatError(f"tensor '{name}': PyTorch holds no {dtype}")
     return element
 
 
@@ -204,16 +204,14 @@ def save(tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str
     if target.is_dir():
         raise UsageError(f"{target} is a directory; give a file name such as {target / 'model.pt'}")
     source = as_tensors(tensors)
+    specs = plan_specs(source, target)
     plan: list[tuple[str, ElementType, tuple[int, ...]]] = []
-    for name in source.names():
+    for spec in specs:
         try:
-            name.encode("utf-8")
+            spec.name.encode("utf-8")
         except UnicodeEncodeError:
-            raise UsageError(f"tensor {name!r}: the name is not valid UTF-8 text") from None
-        dtype, shape = source.spec(name)
-        plan.append((name, _element(name, np.dtype(dtype)), tuple(shape)))
-    if len({name for name, *_ in plan}) != len(plan):
-        raise UsageError(f"{target}: a tensor name is given twice")
+            raise UsageError(f"tensor {spec.name!r}: the name is not valid UTF-8 text") from None
+        plan.append((spec.name, _element(spec.name, spec.dtype), spec.shape))
     pickled = _data_pkl(plan)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(target) as handle:
@@ -227,9 +225,8 @@ def save(tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str
         add(".format_version", len(_FORMAT_VERSION), _FORMAT_VERSION)
         add(".storage_alignment", len(str(ALIGNMENT)), str(ALIGNMENT).encode("ascii"))
         add("byteorder", len(_BYTEORDER), _BYTEORDER)
-        for key, (name, element, shape) in enumerate(plan):
-            assert element.dtype is not None
-            data = array_bytes(source.array(name), name, element.dtype, shape)
+        for key, spec in enumerate(specs):
+            data = array_bytes(source.array(spec.name), spec)
             add(f"data/{key}", data.nbytes, data)
             del data
         add("version", len(_VERSION), _VERSION)

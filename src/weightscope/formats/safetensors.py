@@ -181,7 +181,7 @@ _ALIGNMENT = 8  # the header is padded so that the data starts at a multiple of 
 def _code(name: str, dtype: np.dtype) -> str:
     element = element_for(dtype, lambda e: e.safetensors is not None)
     if element is None or element.safetensors is None:
-        raise UsageError(f"tensor '{name}': safetensors holds no {dtype}")
+        raise UnsupportedFormatError(f"tensor '{name}': safetensors holds no {dtype}")
     return element.safetensors
 
 
@@ -204,24 +204,21 @@ def save(
     ):
         raise UsageError("safetensors metadata must map strings to strings")
     from weightscope.atomic import atomic_write
-    from weightscope.writing import array_bytes, as_tensors
+    from weightscope.writing import array_bytes, as_tensors, plan_specs
 
     source = as_tensors(tensors)
-    plan: list[tuple[str, str, np.dtype, tuple[int, ...]]] = []
-    for name in source.names():
-        if name == METADATA_KEY:
-            raise UsageError(f"tensor '{name}': the name is reserved for the header's metadata")
-        dtype, shape = source.spec(name)
-        plan.append((name, _code(name, np.dtype(dtype)), np.dtype(dtype), tuple(shape)))
-    if len({name for name, *_ in plan}) != len(plan):
-        raise UsageError(f"{target}: a tensor name is given twice")
-    plan.sort(key=lambda entry: (-_RANK[entry[1]], entry[0]))
+    specs = plan_specs(source, target)
+    plan = []
+    for spec in specs:
+        if spec.name == METADATA_KEY:
+            raise UsageError(f"tensor '{spec.name}': the name is reserved for the header's metadata")
+        plan.append((_code(spec.name, spec.dtype), spec))
+    plan.sort(key=lambda entry: (-_RANK[entry[0]], entry[1].name))
     header: dict[str, Any] = {} if metadata is None else {METADATA_KEY: dict(metadata)}
     offset = 0
-    for name, code, dtype, shape in plan:
-        end = offset + math.prod(shape) * dtype.itemsize
-        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, end]}
-        offset = end
+    for code, spec in plan:
+        header[spec.name] = {"dtype": code, "shape": list(spec.shape), "data_offsets": [offset, offset + spec.nbytes]}
+        offset += spec.nbytes
     try:
         text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     except UnicodeEncodeError as error:
@@ -232,6 +229,6 @@ def save(
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(target) as handle:
         handle.write(_HEADER_LENGTH.pack(len(text)) + text)
-        for name, _, dtype, shape in plan:
-            handle.write(array_bytes(source.array(name), name, dtype, shape))
+        for _, spec in plan:
+            handle.write(array_bytes(source.array(spec.name), spec))
     return target

@@ -52,6 +52,7 @@ import math
 import os
 import re
 import struct
+import warnings
 from collections.abc import Mapping
 from itertools import repeat
 from operator import itemgetter
@@ -62,7 +63,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from weightscope._crc32c import crc32c
-from weightscope.atomic import atomic_files, atomic_write
+from weightscope.atomic import atomic_files
 from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.containers.table import (
     FOOTER_SIZE,
@@ -87,7 +88,7 @@ from weightscope.formats._bundle_index import Entries, Header, decode_entries, d
 from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
 from weightscope.layers import TensorRole
 from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, plus
-from weightscope.writing import Tensors, as_tensors, little_endian
+from weightscope.writing import Spec, Tensors, as_tensors, checked, little_endian, plan_specs
 
 if TYPE_CHECKING:
     from weightscope.remote import RemotePath
@@ -96,6 +97,7 @@ if TYPE_CHECKING:
 CONSUMER_VERSION = 1
 MAX_SHARDS = 1 << 20
 STATE_FILE = "checkpoint"
+_STRING_CODE = 7  # DT_STRING
 SAVED_MODEL_FILE = "saved_model.pb"
 _DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
 _BIG_ENDIAN = 1
@@ -735,53 +737,68 @@ def _string_tensor_bytes(array: np.ndarray, name: str) -> tuple[bytes, int]:
     return bytes(lengths) + length_checksum + body, mask_crc(crc32c(body, crc))
 
 
+def _stored_key(name: str) -> bytes:
+    try:
+        return name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise UsageError(f"tensor {name!r}: the name is not valid UTF-8 text") from None
+
+
+def _tensorflow_type(spec: Spec) -> int:
+    if spec.dtype.kind == "O":
+        return _STRING_CODE
+    try:
+        return tensorflow_code(spec.dtype.newbyteorder("="))
+    except ValueError as error:
+        raise UnsupportedFormatError(f"tensor '{spec.name}': {error}") from None
+
+
 def save(
     tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str], *, update_state: bool = True
 ) -> Path:
     """Write ``tensors`` as a TensorFlow checkpoint at prefix ``path``; returns the prefix.
 
-    Tensor data goes to the data file in the mapping's order, streamed from the arrays
-    (memory-mapped views included); the index lists them sorted, as TensorFlow does.
-    Both files are written under temporary names and renamed into place only when
-    complete, data first. With ``update_state`` the directory's ``checkpoint`` file is
-    updated the way TensorFlow's savers do: this prefix becomes the newest, earlier
-    entries are kept.
+    Every tensor is planned (name, type, shape) before a file is made, and each array is
+    checked against its plan before its bytes are written. Tensor data goes to the data
+    file in the mapping's order, streamed from the arrays (memory-mapped views included);
+    the index lists them sorted, as TensorFlow does. With ``update_state`` the directory's
+    ``checkpoint`` file is updated the way TensorFlow's savers do: this prefix becomes the
+    newest, earlier entries are kept (where ``checkpoint`` is a directory, it is left as
+    it is and a warning says so). All files are written under temporary names and renamed
+    into place only when all are complete: data, index, then the state file.
     """
     from weightscope import _proto
 
     prefix = Path(path)
     if prefix.is_dir():
         raise UsageError(f"{prefix} is a directory; give a checkpoint prefix such as {prefix / 'model.ckpt'}")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
     source = as_tensors(tensors)
+    specs = plan_specs(source, prefix, _stored_key)
+    types = [_tensorflow_type(spec) for spec in specs]
+    state, not_recorded = planned_state(prefix) if update_state else (None, None)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
     entries: list[tuple[bytes, bytes]] = []
     with atomic_files() as files:
         with files.create(data_file_name(str(prefix), 0, 1)) as data:
             offset = 0
-            for name in source.names():
-                array = source.array(name)
-                entry = _proto.BundleEntryProto()
+            for spec, code in zip(specs, types, strict=True):
+                array = checked(source.array(spec.name), spec)
+                entry = _proto.BundleEntryProto(dtype=code)
                 entry.shape.SetInParent()  # TF always writes the shape, even a scalar's
-                for size in array.shape:
+                for size in spec.shape:
                     entry.shape.dim.add(size=size)
-                if array.dtype.kind == "O":
-                    entry.dtype = 7
-                    payload, checksum = _string_tensor_bytes(array, name)
-                    data.write(payload)
-                    size = len(payload)
+                payload: bytes | np.ndarray
+                if code == _STRING_CODE:
+                    payload, checksum = _string_tensor_bytes(array, spec.name)
                 else:
-                    try:
-                        entry.dtype = tensorflow_code(array.dtype.newbyteorder("="))
-                    except ValueError as error:
-                        raise UsageError(f"tensor '{name}': {error}") from None
-                    raw = little_endian(array).reshape(-1)
-                    raw_bytes = raw.view(np.uint8)
-                    data.write(raw_bytes)
-                    checksum = mask_crc(crc32c(raw_bytes))
-                    size = raw_bytes.nbytes
+                    payload = little_endian(array).reshape(-1).view(np.uint8)
+                    checksum = mask_crc(crc32c(payload))
+                size = len(payload)  # bytes: a flat uint8 view has one element per byte
+                data.write(payload)
+                del array, payload
                 entry.offset, entry.size, entry.crc32c = offset, size, checksum
                 offset += size
-                entries.append((name.encode("utf-8", "surrogateescape"), entry.SerializeToString()))
+                entries.append((_stored_key(spec.name), entry.SerializeToString()))
             data.flush()
             os.fsync(data.fileno())
         entries.sort()
@@ -791,21 +808,34 @@ def save(
             index.write(build_table([(b"", header.SerializeToString()), *entries]))
             index.flush()
             os.fsync(index.fileno())
-    if update_state:
-        write_checkpoint_state(prefix)
+        if state is not None:
+            with files.create(prefix.parent / STATE_FILE) as handle:
+                handle.write(state)
+                handle.flush()
+                os.fsync(handle.fileno())
+    if not_recorded is not None:
+        warnings.warn(not_recorded, stacklevel=2)
     return prefix
 
 
-def write_checkpoint_state(prefix: Path) -> None:
-    """Make ``prefix`` the newest checkpoint in its directory's ``checkpoint`` file."""
+def planned_state(prefix: Path) -> tuple[bytes | None, str | None]:
+    """The directory's ``checkpoint`` file with ``prefix`` made the newest (earlier entries kept,
+    as TensorFlow's savers keep them), or None and why it cannot be: a ``checkpoint`` there
+    that is not a regular file (a directory called ``checkpoint``) is left as it is."""
     from google.protobuf import text_format
 
     from weightscope import _proto
 
     directory = prefix.parent
+    path = directory / STATE_FILE
+    if path.exists() and not path.is_file():
+        what = "a directory" if path.is_dir() else "not a regular file"
+        return None, (
+            f"{path} is {what}, not TensorFlow's checkpoint state file: left as it is, so the new checkpoint "
+            f"is not recorded there (open it by its prefix, {prefix})"
+        )
     previous = read_checkpoint_state(directory)
     recorded = prefix.name  # relative to the directory, as TF records paths it saved there
     paths = [p for p in (previous.all_model_checkpoint_paths if previous else []) if p != recorded]
     state = _proto.CheckpointState(model_checkpoint_path=recorded, all_model_checkpoint_paths=[*paths, recorded])
-    with atomic_write(directory / STATE_FILE) as handle:
-        handle.write(text_format.MessageToString(state).encode("utf-8"))
+    return text_format.MessageToString(state).encode("utf-8"), None
