@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from zip_crafting import end_record, members_and_directory, stored_zip, tar_polyglot, two_directories
 
 from weightscope.containers.zip import ZipWriter
 
@@ -341,6 +342,106 @@ def pytorch_entries() -> dict[str, bytes]:
         pickle2(ordered_dict(("weight", tensor("0", 4, (2, 2), (-2, 1), legacy=True))))
     )
     entries["CorruptCheckpointError--legacy-key-not-typed.pt"] = legacy(saved, storages={"1": FOUR})
+    entries.update(differential_entries())
+    return entries
+
+
+# -- files two readers read differently -------------------------------------------------------
+
+
+def torch_members(pickled: bytes, *extra: tuple[str, bytes]) -> list[tuple[str, bytes]]:
+    """The members of a ``torch.save`` zip holding ``pickled`` and the storage "0", and ``extra``."""
+    return [("archive/data.pkl", pickled), ("archive/byteorder", b"little"), ("archive/data/0", FOUR), *extra,
+            ("archive/version", b"3\n")]  # fmt: skip
+
+
+def differential_entries(run: Callable[[str], str] = shell) -> dict[str, bytes]:
+    """Files that zip readers, or ``torch.load`` and a reader of their pickles, read differently.
+
+    In those whose pickle would run ``run(name)``, the benign state dict ``VALID`` is what
+    ``zipfile`` (or a reader taking the file for a zip) sees, the command what ``torch.load``
+    runs. ``tests/test_zip_differentials.py`` loads each with torch to show it.
+    """
+
+    def evil(name: str, length: int = 0) -> bytes:
+        return pickle2(call(glob("os", "system"), text(run(name)))).ljust(length, b".")  # STOPs after the first
+
+    valid = torch_members(VALID)
+    padded = len(VALID)
+    entries = {
+        # miniz reads the directory where the end record says, zipfile the one right before it
+        "CorruptCheckpointError--zip-two-central-directories.pt": two_directories(
+            torch_members(evil("two-directories", padded)), valid
+        ),
+        # miniz looks names up ignoring ASCII case (and finds DATA.PKL), zipfile exactly
+        "CorruptCheckpointError--zip-data-pkl-twice-differing-in-case.pt": stored_zip(
+            torch_members(VALID, ("archive/DATA.PKL", evil("case")))
+        ),
+        "CorruptCheckpointError--zip-data-pkl-twice.pt": stored_zip(
+            torch_members(VALID, ("archive/data.pkl", evil("twice")))
+        ),
+        # torch.load reads a file not starting with PK\3\4 as pickles: this one's first runs os.system
+        "UnsupportedFormatError--protocol-0-pickle-before-a-zip.pt": b"cos\nsystem\n(S'"
+        + run("before-zip").encode()
+        + b"'\ntR."
+        + stored_zip(valid),
+        "CorruptCheckpointError--zip-bytes-between-directory-and-end.pt": stored_zip(valid, between=b"junk"),
+        "CorruptCheckpointError--zip-directory-offset-off-by-4.pt": stored_zip(valid, stated_offset_shift=-4),
+        "CorruptCheckpointError--zip-entry-count-one-short.pt": stored_zip(valid, count=len(valid) - 1),
+        "CorruptCheckpointError--zip-comment-holding-an-end-record.pt": stored_zip(
+            valid, comment=end_record(0, 0, 0) + b"!"
+        ),
+        # zipfile cuts the name at the NUL (and reads it as data.pkl), miniz does not
+        "CorruptCheckpointError--zip-name-with-a-nul.pt": stored_zip(
+            [valid[-1], ("archive/data.pkl\0.txt", VALID), *valid[1:-1]]
+        ),
+        "CorruptCheckpointError--zip-local-header-names-another-member.pt": stored_zip(
+            valid, local={"archive/data/0": {"name": b"archive/data/1"}}
+        ),
+        "CorruptCheckpointError--zip-local-header-crc-differs.pt": stored_zip(
+            valid, local={"archive/data/0": {"crc": 0}}
+        ),
+        "CorruptCheckpointError--zip-local-header-size-differs.pt": stored_zip(
+            valid, local={"archive/data/0": {"size": 8}}
+        ),
+        "CorruptCheckpointError--zip-local-header-method-differs.pt": stored_zip(
+            valid, local={"archive/data/0": {"method": 8}}
+        ),
+        "CorruptCheckpointError--zip-members-overlap.pt": stored_zip(
+            valid, local={"archive/byteorder": {"size": 40}}, central={"archive/byteorder": {"size": 40}}
+        ),
+        "CorruptCheckpointError--zip-member-outside-the-folder.pt": stored_zip([*valid, ("other/x", b"x")]),
+        "UnsupportedFormatError--torchscript-constants-pkl.pt": stored_zip(
+            [*valid, ("archive/constants.pkl", evil("constants"))]
+        ),
+        "CorruptCheckpointError--zip64-directory-offset-contradicts-end-record.pt": stored_zip(
+            valid, zip64={"offset": 4}
+        ),
+        "CorruptCheckpointError--zip64-locator-points-elsewhere.pt": stored_zip(valid, zip64={"locator": -8}),
+        # torch.load refuses a storage record longer than the storage the pickle names
+        "CorruptCheckpointError--storage-member-larger-than-its-storage.pt": stored_zip(
+            [*valid[:2], ("archive/data/0", FOUR + bytes(8)), *valid[3:]]
+        ),
+    }
+    # data before the first member: a local header no directory entry lists, then the members
+    hidden = struct.pack("<4s22xH2x", b"PK\x03\x04", 16) + b"archive/data.pkl" + evil("hidden")
+    body, directory = members_and_directory(valid, start=len(hidden))
+    entries["CorruptCheckpointError--zip-bytes-before-the-first-member.pt"] = (
+        hidden + body + directory + end_record(len(valid), len(directory), len(hidden) + len(body))
+    )
+    # legacy pickles whose first 512 bytes are also a tar header: torch.load reads the tar's members
+    room = b"X" + struct.pack("<I", 512 - 41) + bytes(512 - 41)  # a string from byte 41 to 512
+    info = pickle2(b"}(" + text("room") + room + text("little_endian") + b"\x88u")
+    saved = pickle2(ordered_dict(("weight", tensor("0", 4, (2, 2), (2, 1), legacy=True))))
+    # torch's tar loader: no storages and no storage views, no tensors, then the pickle it runs
+    tar_members = {
+        "storages": pickle2(integer(0)) + pickle2(b"]"),
+        "tensors": pickle2(integer(0)),
+        "pickle": evil("tar"),
+    }
+    entries["UnsupportedFormatError--legacy-pickles-that-are-also-a-tar.pt"] = tar_polyglot(
+        legacy(saved, info=info), tar_members
+    )
     return entries
 
 

@@ -1,82 +1,330 @@
-"""The zip archive of PyTorch checkpoints and ``.npz`` files: its directory and members.
+"""The zip archive of PyTorch checkpoints, ``.npz`` and ``.keras`` files: its directory and members.
 
-The central directory is parsed by ``zipfile`` over the file's bytes (through a
-read-only file object over a ``FileSource``). A member's bytes start after its local
-header: 30 bytes (signature ``PK\\x03\\x04`` first, the name and extra field lengths at
-26 and 28), the name, then the extra field. A reader must refuse an unreadable
-directory, encrypted members, a local header that is missing or names another member,
-compression methods other than stored (0) and deflate (8), a stored member whose two
-sizes differ, and a deflated member declaring more bytes than deflate can produce from
-its compressed size (a zip bomb) — before inflating anything.
+Two readers meet every zip weightscope reads: Python's ``zipfile`` (``np.load``, Keras)
+and miniz (``torch.load``). They disagree on some archives, and an archive they read
+differently shows one set of tensors here and loads another there. ``read_directory``
+therefore parses the end record, the zip64 records, the central directory and every
+local header itself, and refuses (``CorruptCheckpointError``, naming the reason) any
+archive on which the two could disagree:
+
+- the end record is not at the end of the file (the last ``PK\\x05\\x06`` not followed by
+  exactly its 22 bytes and comment), or its counts, size and offset contradict the zip64
+  end record (which must sit just before its locator, where the locator says);
+- bytes before the first member (``torch.load`` reads a file that does not start with a
+  local header as its legacy format), or between the central directory and the end
+  records (``zipfile`` then shifts every offset by their length, miniz does not): the
+  directory must end where the end records begin, at the offset they state;
+- a directory whose entries do not fill it exactly (``zipfile`` reads entries until its
+  size is used, miniz reads the count), or malformed extra fields;
+- names holding NUL (``zipfile`` cuts them there), two entries of one name, or of names
+  equal ignoring ASCII case (miniz looks names up that way);
+- a local header that is missing or disagrees with its directory entry in name, flags,
+  compression method or, unless a data descriptor follows the data, CRC-32 and sizes;
+- members overlapping each other or the central directory.
+
+Encrypted members are unsupported (miniz refuses the whole archive). Then a reader must
+refuse compression methods other than stored (0) and deflate (8), a stored member whose two
+sizes differ, and a deflated member declaring more bytes than deflate can produce from its
+compressed size (a zip bomb) — before inflating anything (``is_deflated``).
 """
 
 from __future__ import annotations
 
-import errno
-import io
 import struct
-import zipfile
 from collections.abc import Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
 
 from zlib_ng import zlib_ng
 
 from weightscope.errors import ChecksumMismatchError, CorruptCheckpointError, UnsupportedFormatError, UsageError
-from weightscope.sources import FileSource
+from weightscope.sources import AnySource, prefetch
 
 if TYPE_CHECKING:
     import numpy as np
 
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra field length
-_LOCAL_SIGNATURE = b"PK\x03\x04"
+STORED, DEFLATED = 0, 8
+LOCAL_SIGNATURE = b"PK\x03\x04"
+_CENTRAL_SIGNATURE = b"PK\x01\x02"
+_END_SIGNATURE = b"PK\x05\x06"
+_ZIP64_END_SIGNATURE = b"PK\x06\x06"
+_ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
+_ENCRYPTED = 0x1 | 0x40 | 0x2000  # encrypted, strong encryption, masked local header
+_PATCHED = 0x20  # compressed patched data: zipfile refuses it
+_DATA_DESCRIPTOR = 0x8  # CRC-32 and sizes follow the data; the local header's are zero
 _UTF8_NAME_FLAG = 0x800
+_ZIP64_EXTRA = 0x0001
+_MAX_EXTRACT_VERSION = 63  # zipfile refuses archives needing a later zip version
+_WIDE = 0xFFFFFFFF  # a 4-byte field whose value is in the zip64 extra field or end record
 # Deflate writes at least 2 bits for a run of 258 bytes: at most ~1032 bytes out per byte
 # in, plus the stream's fixed costs for tiny members.
 DEFLATE_MAX_RATIO = 1032
 DEFLATE_SLACK = 1024
+_LOCAL_GUESS = 30 + 128  # bytes of a local header fetched with its name (PyTorch pads up to 63)
 
 
-def read_directory(source: FileSource, path: Path) -> list[zipfile.ZipInfo]:
-    """The members the zip's central directory lists, in its order."""
-    try:
-        with zipfile.ZipFile(_SourceFile(source)) as archive:
-            return archive.infolist()
-    except (zipfile.BadZipFile, struct.error, ValueError, EOFError, OSError) as error:
-        raise CorruptCheckpointError(f"{path}: not a readable zip archive ({error})") from None
-    except NotImplementedError as error:  # a member needing a newer zip version than zipfile reads
-        raise UnsupportedFormatError(f"{path}: a zip archive weightscope cannot read ({error})") from None
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member of a zip, as its directory entry lists it and its local header confirms.
+
+    The attribute names are ``zipfile.ZipInfo``'s, for the fields both have.
+    """
+
+    filename: str  # decoded as zipfile decodes it: UTF-8 when flagged, else cp437
+    raw_name: bytes  # as stored: what miniz (PyTorch) compares, ASCII case ignored
+    flag_bits: int
+    compress_type: int
+    CRC: int
+    compress_size: int
+    file_size: int
+    header_offset: int
+    start: int  # file offset of the member's stored bytes, after its local header
 
 
-def escapes(name: str) -> bool:
-    """Whether a member's name is absolute or climbs out of the archive with ``..`` (a path traversal)."""
-    parts = name.replace("\\", "/").split("/")
-    return name.startswith(("/", "\\")) or ":" in name[:2] or ".." in parts
+def read_directory(source: AnySource, path: object) -> list[Member]:
+    """The members the zip's central directory lists, in its order, once nothing in the
+    archive could make another zip reader see different ones (see the module's docstring)."""
+    return _Archive(source, f"{path}").members()
 
 
-def member_start(source: FileSource, entry: zipfile.ZipInfo, what: str) -> int:
-    """The file offset of the member's stored bytes, checked against its local header."""
-    if entry.flag_bits & 1:
-        raise UnsupportedFormatError(f"{what} is encrypted")
-    local = source.read(entry.header_offset, _LOCAL_HEADER.size, f"local header of '{entry.filename}'")
-    signature, name_length, extra_length = _LOCAL_HEADER.unpack(local)
-    name_start = entry.header_offset + _LOCAL_HEADER.size
-    stored_name = source.read(name_start, name_length, f"local header of '{entry.filename}'")
-    encoding = "utf-8" if entry.flag_bits & _UTF8_NAME_FLAG else "cp437"
-    if signature != _LOCAL_SIGNATURE or bytes(stored_name).decode(encoding, "replace") != entry.orig_filename:
-        raise CorruptCheckpointError(f"{what}: no local header for it at {entry.header_offset}")
-    return name_start + name_length + extra_length
+_END = struct.Struct("<4sHHHHIIH")
+_ZIP64_END = struct.Struct("<4sQHHIIQQQQ")
+_ZIP64_LOCATOR = struct.Struct("<4sIQI")
+_CENTRAL = struct.Struct("<4sBBBBHHHHIIIHHHHHII")  # the version needed is one byte and an OS, as zipfile reads it
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
 
 
-def is_deflated(entry: zipfile.ZipInfo, what: str) -> bool:
+class _Archive:
+    """One pass over a zip's structure; ``members()`` refuses what two readers could read differently."""
+
+    def __init__(self, source: AnySource, path: str) -> None:
+        self._source = source
+        self._path = path
+        self._directory = 0  # where the central directory starts, once the end records are read
+
+    def _refuse(self, reason: str) -> CorruptCheckpointError:
+        return CorruptCheckpointError(f"{self._path}: {reason}")
+
+    def _read(self, offset: int, length: int, what: str) -> bytes:
+        if offset < 0 or offset + length > self._source.size:
+            raise self._refuse(f"{what} at {offset} runs past the end of the file ({self._source.size} bytes)")
+        return bytes(self._source.read(offset, length, what))
+
+    def _end_record(self) -> tuple[int, int, int, int]:
+        """The end record's position, and the entry count, size and offset of the directory it states."""
+        size = self._source.size
+        tail_start = max(0, size - _END.size - 0xFFFF)
+        tail = self._read(tail_start, size - tail_start, "the end of the zip")
+        # The last signature with room for the record after it (miniz searches so) ...
+        position = tail.rfind(_END_SIGNATURE, 0, max(0, len(tail) - _END.size + 4))
+        if position < 0:
+            raise self._refuse("not a readable zip archive (no end of central directory record)")
+        fields = _END.unpack_from(tail, position)
+        _, disk, directory_disk, here, count, directory_size, directory_offset, comment = fields
+        end = tail_start + position
+        # ... must end the file with its comment, in which zipfile (searching for the last
+        # signature anywhere) finds none.
+        if end + _END.size + comment != size:
+            raise self._refuse(
+                f"the end of central directory record at {end} and its {comment}-byte comment "
+                f"end at {end + _END.size + comment}, not at the end of the file ({size})"
+            )
+        if comment and _END_SIGNATURE in tail[position + 1 :]:
+            raise self._refuse("a second end of central directory record in the archive's comment")
+        if disk or directory_disk:
+            raise self._refuse("a zip split over several disks")
+        if here != count:
+            raise self._refuse(f"the end record counts {here} entries on this disk but {count} in all")
+        return end, count, directory_size, directory_offset
+
+    def _zip64(self, end: int, count: int, directory_size: int, directory_offset: int) -> tuple[int, int, int, int]:
+        """Where the end records begin, and the directory's count, size and offset, zip64 records read."""
+        locator = end - _ZIP64_LOCATOR.size
+        if locator < 0 or self._read(locator, 4, "the zip64 locator") != _ZIP64_LOCATOR_SIGNATURE:
+            return end, count, directory_size, directory_offset
+        _, disk, record, disks = _ZIP64_LOCATOR.unpack(self._read(locator, _ZIP64_LOCATOR.size, "the zip64 locator"))
+        expected = locator - _ZIP64_END.size
+        # zipfile reads the zip64 end record just before the locator, miniz where the locator says.
+        if record != expected or expected < 0:
+            raise self._refuse(f"the zip64 locator places the zip64 end record at {record}, not at {expected}")
+        fields = _ZIP64_END.unpack(self._read(expected, _ZIP64_END.size, "the zip64 end record"))
+        signature, length, _, _, record_disk, directory_disk, here, total, size64, offset64 = fields
+        if signature != _ZIP64_END_SIGNATURE or length != _ZIP64_END.size - 12:
+            raise self._refuse(f"no zip64 end record of {_ZIP64_END.size} bytes at {expected}")
+        if disk or disks != 1 or record_disk or directory_disk:
+            raise self._refuse("a zip split over several disks")
+        if here != total:
+            raise self._refuse(f"the zip64 end record counts {here} entries on this disk but {total} in all")
+        for name, narrow, wide, sentinel in (
+            ("entry count", count, total, 0xFFFF),
+            ("directory size", directory_size, size64, _WIDE),
+            ("directory offset", directory_offset, offset64, _WIDE),
+        ):
+            if narrow not in (wide, sentinel):
+                raise self._refuse(f"the end record's {name} ({narrow}) contradicts the zip64 end record's ({wide})")
+        return expected, total, size64, offset64
+
+    def members(self) -> list[Member]:
+        ends_at, count, directory_size, directory_offset = self._zip64(*self._end_record())
+        # zipfile finds the directory right before the end records, miniz at the offset they state.
+        if directory_offset + directory_size != ends_at:
+            raise self._refuse(
+                f"the end record places a {directory_size}-byte central directory at {directory_offset}, "
+                f"but the end records start at {ends_at}: "
+                + (
+                    f"{ends_at - directory_offset - directory_size} bytes (another directory?) lie between them"
+                    if directory_offset + directory_size < ends_at
+                    else "they overlap"
+                )
+            )
+        self._directory = directory_offset
+        entries = self._entries(self._read(directory_offset, directory_size, "the central directory"), count)
+        # Remote: every local header (with its name, and usual padding) at once.
+        prefetch(self._source, [(entry[7], _LOCAL_GUESS + len(entry[1])) for entry in entries])
+        members = [self._confirm(*entry) for entry in entries]
+        self._check_layout(members, directory_offset)
+        return members
+
+    def _entries(self, directory: bytes, count: int) -> list[tuple[str, bytes, int, int, int, int, int, int]]:
+        """Each directory entry's name (decoded, raw), flags, method, CRC-32, sizes and local header offset."""
+        entries: list[tuple[str, bytes, int, int, int, int, int, int]] = []
+        names: set[str] = set()
+        folded: dict[bytes, str] = {}  # ASCII-lowercased name -> name
+        position = 0
+        for index in range(count):
+            if position + _CENTRAL.size > len(directory):
+                raise self._refuse(f"the central directory holds fewer than the {count} entries it should")
+            fields = _CENTRAL.unpack_from(directory, position)
+            signature, _, _, version, _, flags, method, _, _, crc, compressed, size, name_length = fields[:13]
+            extra_length, comment_length, disk, _, _, offset = fields[13:]
+            if signature != _CENTRAL_SIGNATURE:
+                raise self._refuse(f"central directory entry {index} has no signature")
+            name_start = position + _CENTRAL.size
+            position = name_start + name_length + extra_length + comment_length
+            if position > len(directory):
+                raise self._refuse(f"central directory entry {index} runs past the directory's end")
+            raw = directory[name_start : name_start + name_length]
+            name = self._name(raw, flags)
+            if version > _MAX_EXTRACT_VERSION:
+                raise UnsupportedFormatError(
+                    f"{self._path}: member '{name}' needs zip file version {version / 10:.1f}; "
+                    f"zip readers read up to {_MAX_EXTRACT_VERSION / 10:.1f}"
+                )
+            if flags & _ENCRYPTED:
+                raise UnsupportedFormatError(f"{self._path}: member '{name}' is encrypted")
+            if flags & _PATCHED:
+                raise UnsupportedFormatError(f"{self._path}: member '{name}' holds compressed patched data")
+            if disk:
+                raise self._refuse("a zip split over several disks")
+            extra = directory[name_start + name_length : name_start + name_length + extra_length]
+            size, compressed, offset = self._widen(extra, (size, compressed, offset), f"member '{name}'")
+            if name in names:
+                raise self._refuse(f"two members named '{name}'")
+            if raw.lower() in folded:
+                other = folded[raw.lower()]
+                raise self._refuse(f"members '{other}' and '{name}' differ only in case (PyTorch reads them as one)")
+            names.add(name)
+            folded[raw.lower()] = name
+            entries.append((name, raw, flags, method, crc, compressed, size, offset))
+        if position != len(directory):
+            raise self._refuse(
+                f"the central directory is {len(directory)} bytes, but its {count} entries take {position}"
+            )
+        return entries
+
+    def _name(self, raw: bytes, flags: int) -> str:
+        if b"\0" in raw:
+            raise self._refuse(f"a member name holding a NUL byte ({raw[:200]!r})")
+        try:
+            return raw.decode("utf-8" if flags & _UTF8_NAME_FLAG else "cp437")
+        except UnicodeDecodeError:
+            raise self._refuse(f"a member name flagged UTF-8 that is not ({raw[:200]!r})") from None
+
+    def _widen(self, extra: bytes, values: tuple[int, int, int], what: str) -> tuple[int, int, int]:
+        """``(size, compressed size, offset)`` with each 0xFFFFFFFF read from the zip64 extra field, in that order."""
+        wide: bytes | None = None
+        position = 0
+        while position < len(extra):
+            if position + 4 > len(extra):
+                raise self._refuse(f"{what}: a malformed extra field")
+            kind, length = struct.unpack_from("<HH", extra, position)
+            if position + 4 + length > len(extra):
+                raise self._refuse(f"{what}: a malformed extra field")
+            if kind == _ZIP64_EXTRA:
+                if wide is not None:
+                    raise self._refuse(f"{what}: two zip64 extra fields")
+                wide = extra[position + 4 : position + 4 + length]
+            position += 4 + length
+        needed = [index for index, value in enumerate(values) if value == _WIDE]
+        if not needed:
+            return values
+        if wide is None or len(wide) < 8 * len(needed):
+            raise self._refuse(f"{what}: its sizes or offset need a zip64 extra field it lacks")
+        widened = list(values)
+        for slot, index in enumerate(needed):
+            (widened[index],) = struct.unpack_from("<Q", wide, 8 * slot)
+        return widened[0], widened[1], widened[2]
+
+    def _confirm(
+        self, name: str, raw: bytes, flags: int, method: int, crc: int, compressed: int, size: int, offset: int
+    ) -> Member:
+        """The member once its local header agrees with its directory entry (one read: the header and name)."""
+        if offset + _LOCAL.size + len(raw) > self._directory:
+            raise self._refuse(f"member '{name}': its local header at {offset} is not before the central directory")
+        header = self._read(offset, _LOCAL.size + len(raw), f"the local header of '{name}'")
+        fields = _LOCAL.unpack_from(header)
+        signature, _, local_flags, local_method, _, _, local_crc, local_compressed, local_size = fields[:9]
+        name_length, extra_length = fields[9:]
+        start = offset + _LOCAL.size + name_length + extra_length
+        if signature != LOCAL_SIGNATURE:
+            raise self._refuse(f"member '{name}': no local header for it at {offset}")
+        if name_length != len(raw) or header[_LOCAL.size :] != raw:
+            local = self._read(offset + _LOCAL.size, name_length, f"the local header of '{name}'")
+            raise self._refuse(f"member '{name}': its local header at {offset} names '{self._name(local, 0)}'")
+        if local_flags != flags or local_method != method:
+            raise self._refuse(
+                f"member '{name}': its local header's flags {local_flags:#x} and method {local_method} differ from "
+                f"its directory entry's ({flags:#x}, {method})"
+            )
+        if flags & _DATA_DESCRIPTOR:
+            return Member(name, raw, flags, method, crc, compressed, size, offset, start)
+        if _WIDE in (local_size, local_compressed):  # read from the local zip64 extra field (np.savez writes one)
+            extra = self._read(start - extra_length, extra_length, f"the local header of '{name}'")
+            local_size, local_compressed, _ = self._widen(
+                extra, (local_size, local_compressed, 0), f"member '{name}''s local header"
+            )
+        if (local_crc, local_compressed, local_size) != (crc, compressed, size):
+            raise self._refuse(
+                f"member '{name}': its local header's CRC-32 and sizes ({local_crc:#010x}, {local_compressed}, "
+                f"{local_size}) differ from its directory entry's ({crc:#010x}, {compressed}, {size})"
+            )
+        return Member(name, raw, flags, method, crc, compressed, size, offset, start)
+
+    def _check_layout(self, members: list[Member], directory: int) -> None:
+        """No bytes before the first member, and no member overlapping another or the directory."""
+        ordered = sorted(members, key=lambda member: member.header_offset)
+        first = ordered[0].header_offset if ordered else directory
+        if first:
+            raise self._refuse(
+                f"{first} bytes before the first member (what another reader may take for a member or a file)"
+            )
+        for member, following in zip(ordered, [*ordered[1:], None], strict=True):
+            end = member.start + member.compress_size
+            if following is None and end > directory:
+                raise self._refuse(f"member '{member.filename}' runs into the central directory at {directory}")
+            if following is not None and end > following.header_offset:
+                raise self._refuse(f"members '{member.filename}' and '{following.filename}' overlap")
+
+
+def is_deflated(entry: Member, what: str) -> bool:
     """Whether the member is deflated (else stored), once its method and sizes are checked."""
-    if entry.compress_type == zipfile.ZIP_STORED:
+    if entry.compress_type == STORED:
         if entry.compress_size != entry.file_size:
             raise CorruptCheckpointError(
                 f"{what} is stored uncompressed, yet its sizes differ ({entry.compress_size}, {entry.file_size})"
             )
         return False
-    if entry.compress_type != zipfile.ZIP_DEFLATED:
+    if entry.compress_type != DEFLATED:
         raise UnsupportedFormatError(
             f"{what} is compressed with zip method {entry.compress_type}; weightscope reads stored and deflated"
         )
@@ -86,6 +334,12 @@ def is_deflated(entry: zipfile.ZipInfo, what: str) -> bool:
             "more than deflate can produce (a zip bomb?)"
         )
     return True
+
+
+def escapes(name: str) -> bool:
+    """Whether a member's name is absolute or climbs out of the archive with ``..`` (a path traversal)."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ":" in name[:2] or ".." in parts
 
 
 # zlib-ng computes CRC-32 with carry-less multiplication (PCLMULQDQ/VPCLMULQDQ): ~32 GiB/s
@@ -114,36 +368,6 @@ def inflate(compressed: bytes | memoryview, size: int, what: str) -> bytes:
             f"{what}: the deflate stream does not inflate to the {size} bytes the zip directory declares"
         )
     return data
-
-
-class _SourceFile(io.RawIOBase):
-    """A read-only file object over a ``FileSource``: ``zipfile`` reads the directory through it."""
-
-    def __init__(self, source: FileSource) -> None:
-        self._source = source
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        position = offset + (0, self._position, self._source.size)[whence]
-        if position < 0:
-            raise OSError(errno.EINVAL, "negative seek position")
-        self._position = position
-        return position
-
-    def tell(self) -> int:
-        return self._position
-
-    def readinto(self, buffer: Any) -> int:
-        length = max(0, min(len(buffer), self._source.size - self._position))
-        buffer[:length] = self._source.read(self._position, length, "the zip directory")
-        self._position += length
-        return length
 
 
 # -- writing -------------------------------------------------------------------------------

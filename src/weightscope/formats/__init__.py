@@ -11,13 +11,14 @@ import importlib
 import importlib.util
 import os
 import re
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightscope.errors import CheckpointNotFoundError, UnsupportedFormatError, UsageError
+from weightscope.containers.zip import LOCAL_SIGNATURE, read_directory
+from weightscope.errors import CheckpointNotFoundError, UnsupportedFormatError, UsageError, WeightscopeError
+from weightscope.formats._torch_kind import torch_kind
 from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, plus
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ def _sniff_tensorflow(path: AnyPath) -> bool:
 
 # The readers' magic numbers, here so that sniffing imports no reader.
 _NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGIC = b"PK\x03\x04"  # a zip's first local file header
 _ZIP_NAME_LENGTH = slice(26, 28)  # in that header; the name follows its 30 bytes
 
 
@@ -76,7 +76,7 @@ def _sniff_npz(path: AnyPath) -> bool:
         return True
     head = _head(path, 30 + 0xFFFF)
     name_end = 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")
-    return head.startswith(_ZIP_MAGIC) and head[30:name_end].endswith(b".npy")
+    return head.startswith(LOCAL_SIGNATURE) and head[30:name_end].endswith(b".npy")
 
 
 _PYTORCH_MEMBERS = (b"/data.pkl", b"/.format_version", b"/byteorder", b"/version")
@@ -88,11 +88,21 @@ _PYTORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(1
 
 
 def _sniff_pytorch(path: AnyPath) -> bool:
-    head = _head(path, 30 + 0xFFFF)
-    if head.startswith(_PYTORCH_LEGACY_HEAD):
-        return True
+    if not path.is_file():
+        return False
+    source = open_source(path)
+    try:
+        try:
+            kind = torch_kind(source, path)  # torch.load's own decision
+        except WeightscopeError:
+            kind = "legacy"  # torch.load fails on it too: claimed by the legacy head, the reader says why
+        if kind != "zip":  # (a tar starting as torch.save's pickles is claimed, to be refused)
+            return bytes(source.read(0, min(source.size, len(_PYTORCH_LEGACY_HEAD)), "magic")) == _PYTORCH_LEGACY_HEAD
+        head = bytes(source.read(0, min(source.size, 30 + 0xFFFF), "the first local header"))
+    finally:
+        source.close()
     name = head[30 : 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")]
-    return head.startswith(_ZIP_MAGIC) and name.count(b"/") == 1 and name.endswith(_PYTORCH_MEMBERS)
+    return name.count(b"/") == 1 and name.endswith(_PYTORCH_MEMBERS)
 
 
 _GGUF_MAGIC = b"GGUF"
@@ -110,15 +120,17 @@ def _sniff_keras(path: AnyPath) -> bool:
     head = _head(path, len(_HDF5_MAGIC))
     if head == _HDF5_MAGIC or path.suffix in (".h5", ".hdf5", ".keras"):
         return True
-    if not head.startswith(_ZIP_MAGIC):
+    if not head.startswith(LOCAL_SIGNATURE):
         return False
     if not isinstance(path, Path):
         return False  # a remote .keras zip: h5py reads local files only, so it is no format to offer
+    source = open_source(path)
     try:
-        with zipfile.ZipFile(path) as archive:
-            return set(archive.namelist()) >= _KERAS_MEMBERS
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return False
+        return {member.filename for member in read_directory(source, path)} >= _KERAS_MEMBERS
+    except WeightscopeError:
+        return False  # a zip weightscope refuses is no .keras file it reads
+    finally:
+        source.close()
 
 
 def _sniff_onnx(path: AnyPath) -> bool:

@@ -69,7 +69,6 @@ import io
 import json
 import os
 import re
-import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,7 +78,7 @@ from numpy.typing import ArrayLike
 
 from weightscope.atomic import atomic_files
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.containers.zip import check_crc, escapes, inflate, is_deflated, member_start, read_directory
+from weightscope.containers.zip import Member, check_crc, escapes, inflate, is_deflated, read_directory
 from weightscope.dtypes import BY_NAME
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError, WeightscopeError, reason
 from weightscope.layers import TensorRole
@@ -185,11 +184,11 @@ class KerasCheckpoint(FileCheckpoint):
             raise CorruptCheckpointError(f"{self.path}: {CONFIG_MEMBER} is a JSON {type(config).__name__}")
         return config, self._member(members[WEIGHTS_MEMBER])
 
-    def _member(self, entry: zipfile.ZipInfo) -> memoryview | bytes:
+    def _member(self, entry: Member) -> memoryview | bytes:
         """A member's bytes: a view of the file if stored, else inflated into memory after a size check."""
         what = f"{self.path}: member '{entry.filename}'"
         deflated = is_deflated(entry, what)
-        stored = self._source.read(member_start(self._source, entry, what), entry.compress_size, what)
+        stored = self._source.read(entry.start, entry.compress_size, what)
         data = inflate(stored, entry.file_size, what) if deflated else stored
         if self.verify_checksums:  # before h5py or json sees a damaged member
             check_crc(data, entry.CRC, what)

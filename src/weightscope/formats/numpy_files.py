@@ -23,10 +23,10 @@ never unpickled (``RefusedError``: loading them would run the pickle).
 per array, named after the array plus ``.npy``. Members are stored (read as views of the
 mapped file: their data starts after the member's local header, 30 bytes plus the name
 and extra field lengths that header gives) or deflated (inflated into memory when read).
-The zip's central directory is parsed by ``zipfile`` over the file's bytes. A reader
-must also refuse: an unreadable directory, two members of one name, encrypted members and
-other compression methods, a local header that is missing or names another member, a
-stored member whose sizes differ, a deflated member declaring more bytes than deflate can
+The zip's structure is checked as ``weightscope.containers.zip`` says (an archive that
+``zipfile``, which ``np.load`` uses, could read differently is refused). A reader must
+also refuse: two members of one name once ``.npy`` is dropped, encrypted members and
+other compression methods, a stored member whose sizes differ, a deflated member declaring more bytes than deflate can
 produce from its compressed size (a zip bomb: refused before inflating anything), a
 deflate stream that does not inflate to exactly the declared size, and (unless
 verification is off) a CRC-32 that does not match the member's bytes.
@@ -51,7 +51,6 @@ import io
 import math
 import os
 import struct
-import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,11 +61,11 @@ import numpy as np
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.containers.zip import (
     ZIP_NAME_MAX,
+    Member,
     ZipWriter,
     check_crc,
     inflate,
     is_deflated,
-    member_start,
     read_directory,
 )
 from weightscope.dtypes import check_rank, check_size
@@ -212,18 +211,18 @@ class NpzCheckpoint(NumpyCheckpoint):
         entries = read_directory(self._source, self.path)
         # Remote: every member's local header and the start of its .npy header at once.
         span = _LOCAL_HEADER_SIZE + _EXTRA_SLACK + _USUAL_HEAD_SIZE
-        prefetch(self._source, [(entry.header_offset, span + len(entry.orig_filename.encode())) for entry in entries])
+        prefetch(self._source, [(entry.header_offset, span + len(entry.raw_name)) for entry in entries])
         for entry in entries:
             name = entry.filename.removesuffix(".npy")
             if name in self._members:
                 raise CorruptCheckpointError(f"{self.path}: two members named '{entry.filename}'")
             self._add(name, self._locate(entry))
 
-    def _locate(self, entry: zipfile.ZipInfo) -> _Member:
+    def _locate(self, entry: Member) -> _Member:
         """Where the member's bytes are, and its ``.npy`` header; checked against its local header."""
         what = f"{self.path}: member '{entry.filename}'"
         deflated = is_deflated(entry, what)
-        start = member_start(self._source, entry, what)
+        start = entry.start
         # Mapped, the whole member is a view; remote, the header's usual size is fetched, then more if it says so.
         limit = _USUAL_HEAD_SIZE
         while True:

@@ -33,12 +33,17 @@ containers made are capped. A tensor's offset, shape and strides are checked wit
 ints against its storage before numpy sees them, and arrays are read-only views of the
 mapped file.
 
-A reader must also refuse: an unreadable zip, a member name that is absolute or holds a
-``..`` part, zero or several ``data.pkl`` folders,
-compressed or encrypted members, a persistent id naming a missing member or a storage
-larger than its member, a ``byteorder`` other than ``little`` or ``big``, a pickle that
-ends early, and two tensors reached by the same dotted name. ``scan`` lists the globals
-and calls a pickle names, without evaluating anything, for a look before opening.
+The zip is read as ``torch.load`` reads it (see ``weightscope.formats._torch_kind`` for
+how it tells a zip from the legacy format, and ``weightscope.containers.zip`` for the
+archives refused because zip readers could read them differently): the folder is the first
+member's, every member must be in it, and records are looked up by their UTF-8 bytes with
+ASCII case ignored, as miniz looks them up. A reader must also refuse: a member name that
+is absolute or holds a ``..`` part, no ``<folder>/data.pkl``, a TorchScript archive
+(``constants.pkl``: ``torch.load`` hands it to ``torch.jit.load``), compressed members,
+a persistent id naming a missing member or a storage of another size than its member, a
+``byteorder`` other than exactly ``little`` or ``big``, a pickle that ends early, and two
+tensors reached by the same dotted name. ``scan`` lists the globals and calls a pickle names,
+without evaluating anything, for a look before opening.
 
 The legacy format (``torch.save(..., _use_new_zipfile_serialization=False)``, the only one
 before 1.6) is one file of consecutive pickles, each with its own memo: the magic number
@@ -47,9 +52,10 @@ before 1.6) is one file of consecutive pickles, each with its own memo: the magi
 list of storage keys. Then, for each key in that order, the storage: its element count as
 an 8-byte int64 (in the file's byte order), then ``count`` x element-size raw bytes. In the
 saved object a storage's persistent id has a sixth item, the view metadata, always None
-since PyTorch 1.0. A file is read as legacy when it starts with a pickle (``PROTO``) rather
-than a zip; the sniffer claims one only by torch's exact first 15 bytes (``PROTO 2``, the
-magic as ``LONG1``, ``STOP``). All five pickles go through the same allow-list unpickler
+since PyTorch 1.0. A file is read as legacy when ``torch.load`` would: it does not start
+with ``PK\\x03\\x04`` and ``tarfile`` does not open it (a tar is refused). The sniffer
+claims one only by torch's exact first 15 bytes (``PROTO 2``, the magic as ``LONG1``,
+``STOP``). All five pickles go through the same allow-list unpickler
 (the same globals, no others; a storage named in any pickle but the saved object is refused),
 storages are memory-mapped read-only at their offsets, and a reader refuses: a magic number
 or protocol version that is not torch's, a system info without ``little_endian``, storage
@@ -66,10 +72,8 @@ import math
 import mmap
 import os
 import pickletools
-import re
 import reprlib
 import struct
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +82,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.containers.zip import check_crc, escapes, member_start, read_directory
+from weightscope.containers.zip import STORED, check_crc, escapes, read_directory
 from weightscope.dtypes import BY_NAME, ElementType, check_rank, check_size
 from weightscope.errors import (
     CorruptCheckpointError,
@@ -86,8 +90,9 @@ from weightscope.errors import (
     TruncatedFileError,
     UnsupportedFormatError,
 )
+from weightscope.formats._torch_kind import torch_kind
 from weightscope.layers import TensorRole
-from weightscope.sources import FileSource, as_path, open_source, prefetch
+from weightscope.sources import FileSource, as_path, open_source
 
 # Legacy storage classes (torch.<Name>) -> element type.
 STORAGE_TYPES: dict[str, str] = {
@@ -126,7 +131,6 @@ MAX_NESTING = 200  # dict and list levels between the saved object and a tensor
 # bytes per tensor; even a state dict saved under ten keys stays far below this.
 VISITS_PER_BYTE = 8
 MIN_VISITS = 10_000
-_PICKLE_MEMBER = re.compile(r"^[^/]+/data\.pkl$")
 _KEY_TYPES = (str, int, float, bool, type(None), bytes)  # hashing anything else may recurse without bound
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -579,25 +583,50 @@ class _Stored(NamedTuple):
     crc: int
 
 
-def _members(source: FileSource, path: Path) -> tuple[str, dict[str, _Stored]]:
-    """The archive's folder name and its stored members by name."""
-    members: dict[str, _Stored] = {}
+class _Archive(NamedTuple):
+    """A PyTorch zip's members as ``torch.load`` finds them: ``<folder>/<record>``, the folder
+    the first member's, looked up by UTF-8 bytes with ASCII case ignored (miniz's lookup)."""
+
+    folder: bytes
+    members: dict[bytes, _Stored]  # by lowercased name
+
+    def name(self, record: str) -> str:
+        return f"{self.folder.decode('utf-8', 'replace')}/{record}"
+
+    def find(self, record: str, path: Path) -> _Stored | None:
+        try:
+            key = self.folder + b"/" + record.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CorruptCheckpointError(f"{path}: a record name PyTorch cannot look up: {record!r}") from None
+        return self.members.get(key.lower())
+
+
+def _members(source: FileSource, path: Path) -> _Archive:
+    """The archive's folder and stored members, refused where torch.load would read others or none."""
+    members: dict[bytes, _Stored] = {}
     entries = read_directory(source, path)
-    # Remote: every member's local header at once (30 bytes, the name, PyTorch's alignment padding).
-    prefetch(source, [(entry.header_offset, 30 + len(entry.orig_filename.encode()) + 128) for entry in entries])
+    if not entries:
+        raise CorruptCheckpointError(f"{path}: an empty zip; a PyTorch zip holds data.pkl")
+    folder, slash, _ = entries[0].raw_name.partition(b"/")
     for entry in entries:
         what = f"{path}: member '{entry.filename}'"
         if escapes(entry.filename):
             raise CorruptCheckpointError(f"{what}: a member name outside the archive's folder")
-        if entry.filename in members:
-            raise CorruptCheckpointError(f"{path}: two members named '{entry.filename}'")
-        if entry.compress_type != zipfile.ZIP_STORED or entry.compress_size != entry.file_size:
+        if not slash or not entry.raw_name.startswith(folder + b"/"):
+            raise CorruptCheckpointError(
+                f"{what} is outside the archive's folder (that of the first member): torch.load refuses the file"
+            )
+        if entry.compress_type != STORED or entry.compress_size != entry.file_size:
             raise UnsupportedFormatError(f"{what} is compressed; PyTorch stores its members uncompressed")
-        members[entry.filename] = _Stored(member_start(source, entry, what), entry.file_size, entry.CRC)
-    pickles = [name for name in members if _PICKLE_MEMBER.match(name)]
-    if len(pickles) != 1:
-        raise CorruptCheckpointError(f"{path}: {len(pickles)} '<folder>/data.pkl' members; a PyTorch zip has one")
-    return pickles[0].partition("/")[0], members
+        members[entry.raw_name.lower()] = _Stored(entry.start, entry.file_size, entry.CRC)
+    if any(entry.raw_name == folder + b"/constants.pkl" for entry in entries):
+        raise UnsupportedFormatError(
+            f"{path}: a TorchScript archive (torch.jit.save): torch.load hands it to torch.jit.load"
+        )
+    archive = _Archive(folder, members)
+    if archive.find("data.pkl", path) is None:
+        raise CorruptCheckpointError(f"{path}: no '{archive.name('data.pkl')}' member; a PyTorch zip has one")
+    return archive
 
 
 def _read_member(source: FileSource, path: Path, name: str, member: _Stored, verify: bool) -> memoryview:
@@ -617,9 +646,14 @@ LEGACY_HEAD = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little") + b"."
 LEGACY_PICKLES = ("magic number", "protocol version", "system info", "saved object", "storage keys")
 
 
-def _is_legacy(source: FileSource) -> bool:
-    """Whether the file starts with a pickle (PROTO) rather than a zip: then it is read as legacy."""
-    return source.size > 0 and bytes(source.read(0, 1, "magic")) == b"\x80"
+def _is_legacy(source: FileSource, path: Path) -> bool:
+    """Whether torch.load reads the file as the legacy format (a stream of pickles) rather than as a zip."""
+    kind = torch_kind(source, path)
+    if kind == "tar":
+        raise UnsupportedFormatError(
+            f"{path}: a tar archive, which torch.load reads as the format of PyTorch before 0.4; weightscope does not"
+        )
+    return kind == "legacy"
 
 
 def _whole(source: FileSource) -> bytes | mmap.mmap:
@@ -693,7 +727,7 @@ def scan(path: str | os.PathLike[str]) -> list[ScanEntry]:
     source = open_source(path)
     found: dict[tuple[str, str, bool], int] = {}
     try:
-        if _is_legacy(source):
+        if _is_legacy(source, path):
             data, position = _whole(source), 0
             for _ in LEGACY_PICKLES:
                 unpickler = _Unpickler(data, f"{path}", scan=True, start=position, pid_length=6)
@@ -704,9 +738,10 @@ def scan(path: str | os.PathLike[str]) -> list[ScanEntry]:
                     break
                 position = unpickler.position
         else:
-            folder, members = _members(source, path)
-            name = f"{folder}/data.pkl"
-            unpickler = _Unpickler(bytes(_read_member(source, path, name, members[name], True)), f"{path}", scan=True)
+            archive = _members(source, path)
+            name, member = archive.name("data.pkl"), archive.find("data.pkl", path)
+            assert member is not None  # _members checked it
+            unpickler = _Unpickler(bytes(_read_member(source, path, name, member, True)), f"{path}", scan=True)
             unpickler.load()
             found = unpickler.found
     finally:
@@ -722,42 +757,39 @@ class PyTorchCheckpoint(FileCheckpoint):
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
         """Open ``path``; with ``verify``, a member's CRC-32 is checked when it is first read."""
         self._tensors: dict[str, _Tensor] = {}
-        self._verified: set[str] = set()
+        self._verified: set[_Stored] = set()
         self._visits = 0
         self._max_visits = MAX_CONTAINERS
         self._legacy: dict[str, _Stored] | None = None  # a legacy file's storages by key
         super().__init__(path, verify=verify)
 
     def _load(self) -> None:
-        if _is_legacy(self._source):
+        if _is_legacy(self._source, self.path):
             legacy = _read_legacy(self._source, self.path)
             self._legacy = legacy.storages
             self._byteorder = "<" if legacy.little_endian else ">"
             self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * legacy.pickled)
             self._walk(legacy.saved, "", 0, optimizer=False)
             return
-        self._folder, self._members = _members(self._source, self.path)
-        order = self._member_text("byteorder") or "little"
-        if order not in ("little", "big"):
-            raise CorruptCheckpointError(f"{self.path}: byteorder is {order!r}; expected 'little' or 'big'")
-        self._byteorder = "<" if order == "little" else ">"
-        pickle_name = f"{self._folder}/data.pkl"
-        data = bytes(self._member_bytes(pickle_name))
+        self._archive = _members(self._source, self.path)
+        # torch.load takes the record's bytes as they are: b"little", b"big", or an error
+        order = bytes(self._member_bytes("byteorder")) if self._archive.find("byteorder", self.path) else b"little"
+        if order not in (b"little", b"big"):
+            raise CorruptCheckpointError(f"{self.path}: byteorder is {order[:80]!r}; expected 'little' or 'big'")
+        self._byteorder = "<" if order == b"little" else ">"
+        data = bytes(self._member_bytes("data.pkl"))
         saved = _Unpickler(data, str(self.path)).load()
         self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * len(data))
         self._walk(saved, "", 0, optimizer=False)
 
-    def _member_text(self, name: str) -> str | None:
-        if f"{self._folder}/{name}" not in self._members:
-            return None
-        return bytes(self._member_bytes(f"{self._folder}/{name}")).decode("ascii", "replace").strip()
-
-    def _member_bytes(self, name: str) -> memoryview:
-        if name not in self._members:
+    def _member_bytes(self, record: str) -> memoryview:
+        """The bytes of ``<folder>/<record>``, found as torch.load finds it."""
+        name, member = self._archive.name(record), self._archive.find(record, self.path)
+        if member is None:
             raise CorruptCheckpointError(f"{self.path}: no member '{name}'")
-        verify = self.verify_checksums and name not in self._verified
-        data = _read_member(self._source, self.path, name, self._members[name], verify)
-        self._verified.add(name)
+        verify = self.verify_checksums and member not in self._verified
+        data = _read_member(self._source, self.path, name, member, verify)
+        self._verified.add(member)
         return data
 
     def _walk(self, value: Any, name: str, depth: int, *, optimizer: bool) -> None:
@@ -842,8 +874,8 @@ class PyTorchCheckpoint(FileCheckpoint):
         if self._legacy is not None:
             member_name, member = storage.key, self._legacy.get(storage.key)
         else:
-            member_name = f"{self._folder}/data/{storage.key}"
-            member = self._members.get(member_name)
+            member_name = self._archive.name(f"data/{storage.key}")
+            member = self._archive.find(f"data/{storage.key}", self.path)
         what = f"{self.path}: tensor '{name}'"
         check_rank(tensor.shape, what)
         if member is None:
@@ -852,6 +884,10 @@ class PyTorchCheckpoint(FileCheckpoint):
         if storage_bytes > member.size:
             raise TruncatedFileError(
                 f"{what}: its storage needs {storage_bytes} bytes; '{member_name}' has {member.size}"
+            )
+        if storage_bytes != member.size:  # torch.load refuses a record of any other size
+            raise CorruptCheckpointError(
+                f"{what}: its storage is {storage_bytes} bytes; '{member_name}' holds {member.size}"
             )
         size = math.prod(tensor.shape)
         capacity = storage_bytes // dtype.itemsize
@@ -884,7 +920,7 @@ class PyTorchCheckpoint(FileCheckpoint):
             stored = self._legacy[tensor.storage.key]
             data = self._source.read(stored.start, stored.size, f"storage '{tensor.storage.key}'")
         else:
-            data = self._member_bytes(f"{self._folder}/data/{tensor.storage.key}")
+            data = self._member_bytes(f"data/{tensor.storage.key}")
         strides = tuple(step * info.dtype.itemsize for step in tensor.stride)
         return np.ndarray(
             info.shape, info.dtype, buffer=data, offset=tensor.offset * info.dtype.itemsize, strides=strides
