@@ -14,7 +14,6 @@ never imported for it.
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 from pathlib import Path
@@ -100,11 +99,15 @@ class FileSource:
         return memoryview(self._mapping())[offset : offset + length]
 
     def close(self) -> None:
-        if self._map is not None:
-            # Arrays handed out may still view the map; then it is unmapped when they go.
-            with contextlib.suppress(BufferError):
-                self._map.close()
-            self._map = None
+        """Let go of the map: it is unmapped at once if nothing views it, else when the last view goes.
+
+        ``mmap.close()`` is never called: an array made by ``np.ndarray(buffer=memoryview)``
+        keeps the ``mmap`` object as its ``base`` without holding a buffer export, so the
+        map would close under it (and reading it crash the interpreter). Every array and
+        memoryview over the map holds a reference to it instead, and the mmap unmaps
+        itself when the last one is gone.
+        """
+        self._map = None
 
 
 def file_ends_with(path: str | os.PathLike[str] | RemotePath, magic: bytes) -> bool:
