@@ -22,7 +22,15 @@ import weightscope
 from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError
 from weightscope.layers import naming_convention
-from weightscope.output import dumps_json, format_bytes, format_shape, json_values, render_table, safe_text
+from weightscope.output import (
+    dumps_json,
+    format_bytes,
+    format_shape,
+    json_values,
+    render_table,
+    safe_text,
+    terminal_text,
+)
 from weightscope.sources import as_path
 
 if TYPE_CHECKING:
@@ -43,8 +51,11 @@ class _CheckpointPath(click.ParamType):
 CHECKPOINT = _CheckpointPath()
 
 
-def _echo(text: str = "", *, err: bool = False) -> None:
-    click.echo(text, err=err)
+def _echo(text: str = "", *, err: bool = False, nl: bool = True, redraw: bool = False) -> None:
+    """Everything the command writes passes here: whatever a file put in it, no control
+    character reaches the terminal (cells are escaped first too, to keep tables aligned).
+    ``redraw`` starts at the beginning of the line (a progress line drawn over itself)."""
+    click.echo(("\r" if redraw else "") + terminal_text(text), err=err, nl=nl)
 
 
 def _note(text: str) -> None:
@@ -214,7 +225,7 @@ def layers_command(path: Path, as_json: bool, step: int | None) -> None:
     for layer in layers.values():
         weight, bias = layer.weight, layer.bias
         others = [
-            f"{role} {format_shape(info.shape)}"
+            f"{safe_text(role)} {format_shape(info.shape)}"
             for role, info in layer.parameters.items()
             if role not in ("weight", "bias")
         ]
@@ -371,15 +382,15 @@ class _ProgressBar:
         fraction = nbytes / total_bytes if total_bytes else 1.0
         bar = "#" * int(fraction * 30)
         line = (
-            f"\r{self._label} [{bar:<30}] {tensors}/{total_tensors} tensors, "
+            f"{self._label} [{bar:<30}] {tensors}/{total_tensors} tensors, "
             f"{format_bytes(nbytes)} of {format_bytes(total_bytes)}"
         )
-        click.echo(line, nl=False, err=True)
+        _echo(line, nl=False, err=True, redraw=True)
         self._shown = True
 
     def finish(self) -> None:
         if self._shown:
-            click.echo(err=True)
+            _echo(err=True)
 
 
 @cli.command("convert")
@@ -587,7 +598,7 @@ def _task_progress(enabled: bool | None) -> Any:
         if percent != shown[0]:
             shown[0] = percent
             line = f"weightscope: {done}/{total} tasks ({percent}%)"
-            click.echo(f"\r{line}" if terminal else line, err=True, nl=done == total or not terminal)
+            _echo(line, err=True, nl=done == total or not terminal, redraw=terminal)
 
     return report
 
@@ -741,7 +752,7 @@ def view_command(path: Path, path2: Path | None, port: int, no_browser: bool) ->
 
     with contextlib.ExitStack() as stack:
         checkpoints = [stack.enter_context(_open(item)) for item in (path, path2) if item is not None]
-        serve(checkpoints, port, open_browser=not no_browser, echo=lambda text: click.echo(text))
+        serve(checkpoints, port, open_browser=not no_browser, echo=_echo)
 
 
 @cli.command("formats")

@@ -11,14 +11,30 @@ from typing import Any
 
 import numpy as np
 
-# C0 and C1 control characters and DEL, and the lone surrogates that stand for bytes
-# which were not UTF-8: printed raw, they could rewrite the user's terminal.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# What must never reach a terminal raw: C0 and C1 control characters and DEL (escape
+# sequences, OSC hyperlinks, CSI), the lone surrogates that stand for bytes which were not
+# UTF-8 (no terminal encoding can write them), the bidirectional overrides, embeddings and
+# isolates (text shown in another order than it is stored: "Trojan Source") and the
+# Unicode line and paragraph separators. Strings read from a file can hold any of them.
+_UNSAFE_BEYOND_C0 = "\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(f"[\x00-\x1f{_UNSAFE_BEYOND_C0}]")
+_UNSAFE_IN_JSON = re.compile(f"[{_UNSAFE_BEYOND_C0}]")  # json.dumps escapes C0 itself
 
 
 def safe_text(text: str) -> str:
-    """``text`` with control characters shown as escapes (``\\x1b``) instead of acted on."""
+    """``text`` with every character a terminal would act on shown as an escape (``\\x1b``, ``\\u202e``).
+
+    The one escaping function for terminals: the command line passes everything it writes
+    through it (``terminal_text``), names from files included. Idempotent: escapes are ASCII.
+    """
     return _UNSAFE.sub(lambda match: _escape(match.group()), text)
+
+
+def terminal_text(text: str) -> str:
+    """Lines for a terminal: each through ``safe_text``, the newlines between them kept."""
+    if _UNSAFE.search(text) is None:
+        return text
+    return "\n".join(safe_text(line) for line in text.split("\n"))
 
 
 def _escape(char: str) -> str:
@@ -96,4 +112,15 @@ def json_float(value: float) -> float | str:
 
 
 def dumps_json(document: Any, indent: int | None = 2) -> str:
-    return json.dumps(document, indent=indent, ensure_ascii=False, allow_nan=False)
+    """JSON text that is valid UTF-8 and safe on a terminal, and loads back to the same strings.
+
+    Non-ASCII text stays as it is, except the characters ``safe_text`` escapes, which are
+    written as JSON's ``\\uXXXX`` escapes. A lone surrogate in a name (a safetensors
+    header's ``"\\ud800"``, or a byte that was not UTF-8, held as U+DC80..U+DCFF) becomes
+    the escape ``"\\ud800"``: the text stays valid UTF-8, and ``json.loads`` gives back
+    the very string that names the tensor.
+    """
+    text = json.dumps(document, indent=indent, ensure_ascii=False, allow_nan=False)
+    # Outside strings JSON is ASCII, and json.dumps has escaped quotes and backslashes, so
+    # each such character is inside a string, where \uXXXX means exactly it.
+    return _UNSAFE_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
