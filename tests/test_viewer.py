@@ -308,6 +308,36 @@ def test_values_of_a_strided_tensor_copy_only_what_is_asked() -> None:
     assert flat_values(array, 29, 9).tolist() == [array.reshape(-1)[29]]
 
 
+def test_every_route_answers_for_names_with_lone_surrogates(tmp_path: Path) -> None:
+    # torch.save writes such names (pickle text is "surrogatepass"). The answers escape them as
+    # JSON does ("\\ud800"); a URL cannot carry one, so the page asks by the escaped form the
+    # command line prints, which the server resolves to the tensor.
+    import torch
+
+    weight, bias = "layer\ud800.weight", "bias\udcff"
+    torch.save({weight: torch.arange(6.0).reshape(2, 3), bias: torch.ones(2)}, tmp_path / "a.pt")
+    torch.save({weight: torch.arange(6.0).reshape(2, 3) * 2, bias: torch.ones(2)}, tmp_path / "b.pt")
+    with running(tmp_path / "a.pt", tmp_path / "b.pt") as server:
+        printed = quote("layer\\ud800.weight")
+        for route in API:
+            status, body = request(server, f"/api/{route}?file=0&name={printed}")
+            assert status == 200, (route, body)
+            json.loads(body.decode("utf-8"))  # strict UTF-8
+        assert [row["name"] for row in api(server, "tensors", file=0)["tensors"]] == [weight, bias]
+        assert api(server, "tensor", file=1, name="layer\\ud800.weight")["name"] == weight
+        assert api(server, "values", file=0, name="bias\\xff")["values"] == [1.0, 1.0]
+        assert api(server, "values", file=1, name="layer\\ud800.weight")["values"] == [0, 2, 4, 6, 8, 10]
+        assert {row["name"] for row in api(server, "diff")["tensors"]} == {weight, bias}
+
+
+def test_values_of_records_are_objects_by_field(tmp_path: Path) -> None:
+    records = np.array([(1, 2.5), (3, np.nan)], [("a", "<i4"), ("b", "<f8")])
+    np.save(tmp_path / "records.npy", records)
+    with running(tmp_path / "records.npy") as server:
+        answer = api(server, "values", file=0, name="records")
+        assert answer["values"] == [{"a": 1, "b": 2.5}, {"a": 3, "b": "NaN"}]
+
+
 def test_diff_and_overlaid_histograms(diff_server: ViewerServer, seed: Path, changed: Path) -> None:
     with ws.open(seed) as a, ws.open(changed) as b:
         expected = checkpoint_diff(a, b)

@@ -82,14 +82,30 @@ def json_values(array: np.ndarray) -> Any:
     """Array values as JSON-ready nested lists.
 
     Non-finite floats become the strings "NaN", "Infinity", "-Infinity" (JSON has no
-    such numbers); complex numbers become [real, imag]; strings are decoded as UTF-8
-    with undecodable bytes escaped; bfloat16 and float8 values become Python floats.
+    such numbers); complex numbers become [real, imag]; strings (bytes or text) are
+    decoded as UTF-8 with undecodable bytes escaped; bfloat16 and float8 values become
+    Python floats; raw bytes (numpy's void) become hex strings; a structured element
+    becomes an object of its fields, each converted by these rules; datetimes become ISO
+    8601 strings and timedeltas whole counts of their unit (the dtype names it), "NaT"
+    where not a time.
     """
-    if array.dtype.kind == "O":
-        return np.vectorize(_json_bytes, otypes=[object])(array).tolist() if array.size else array.tolist()
-    if array.dtype.kind == "c":
+    kind = array.dtype.kind
+    if array.dtype.names is not None:
+        fields = {name: json_values(array[name]) for name in array.dtype.names}
+        return _by_element(fields, array.shape)
+    if kind in "OSU":
+        return np.vectorize(_json_text, otypes=[object])(array).tolist() if array.size else array.tolist()
+    if array.dtype.type is np.void:  # raw bytes; ml_dtypes' floats are of kind V too, but not np.void
+        return np.vectorize(lambda value: bytes(value).hex(), otypes=[object])(array).tolist()
+    if kind == "M":
+        return np.datetime_as_string(array).tolist()
+    if kind == "m":
+        counts = array.astype(np.int64).astype(object)
+        counts[np.isnat(array)] = "NaT"
+        return counts.tolist()
+    if kind == "c":
         return json_values(np.stack([array.real, array.imag], axis=-1))
-    if array.dtype.kind in "biu":
+    if kind in "biu":
         return array.tolist()
     with np.errstate(invalid="ignore"):  # NaNs are expected here, and spelled out below
         values = array.astype(np.float64)
@@ -98,8 +114,15 @@ def json_values(array: np.ndarray) -> Any:
         return np.vectorize(json_float, otypes=[object])(values).tolist()
 
 
-def _json_bytes(value: bytes) -> str:
-    return value.decode("utf-8", "backslashreplace")
+def _by_element(fields: dict[str, Any], shape: tuple[int, ...]) -> Any:
+    """Nested lists of ``shape`` whose items are objects {field: value}, from each field's nested lists."""
+    if not shape:
+        return fields
+    return [_by_element({name: values[i] for name, values in fields.items()}, shape[1:]) for i in range(shape[0])]
+
+
+def _json_text(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "backslashreplace")
 
 
 def json_float(value: float) -> float | str:

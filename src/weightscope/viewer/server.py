@@ -391,11 +391,7 @@ class Viewer:
         info = ckpt.info(name)
         offset = self._int(params, "offset", 0, 0, max(0, info.size - 1))
         limit = self._int(params, "limit", DEFAULT_VALUES, 1, MAX_VALUES)
-        piece = flat_values(ckpt[name], offset, limit)
-        try:
-            values = json_values(piece)
-        except (TypeError, ValueError):  # records (TensorFlow's quantized types): as numpy prints them
-            values = [str(value) for value in piece.tolist()]
+        values = json_values(flat_values(ckpt[name], offset, limit))
         return {
             "file": file,
             "name": name,
