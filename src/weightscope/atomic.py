@@ -3,16 +3,90 @@
 A crash or a kill part way leaves every target as it was (absent, or the old file);
 the temporary files are removed on any error. Several files (a checkpoint's data and
 index) are renamed together in the order they were created, once all are complete.
+
+A stop signal (SIGTERM, SIGHUP, SIGINT) while files are being written is turned into an
+exception (``Interrupted``) where the main thread is, so that the same cleanup runs and
+no temporary file is left behind; a second signal acts as it would have (see
+``interruptible``). SIGKILL cannot be caught: what it leaves is hidden, and no reader
+takes it for a checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from types import FrameType
+from typing import Any, BinaryIO
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name))
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal arrived while files were being written; raised so that cleanup runs on the way out.
+
+    A ``KeyboardInterrupt``, as Python makes of SIGINT, so code that already stops cleanly
+    on Ctrl-C stops cleanly on SIGTERM and SIGHUP too. ``exit_status`` is the shell's
+    convention for a process ended by signal N: 128 + N.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """While active, SIGTERM, SIGHUP and SIGINT raise ``Interrupted`` in the main thread.
+
+    Installed only from the main thread (the only one Python lets handle signals) and only
+    over the handlers a process starts with (the default action; Python's own
+    KeyboardInterrupt for SIGINT): a program's own handlers are left alone, and so is an
+    ignored signal (``nohup``). The first signal puts the previous handlers back before it
+    raises, so a second one during cleanup acts as it always would; they are restored on
+    the way out in any case. Nested uses install nothing more.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        restore()
+        raise Interrupted(signum)
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        restore()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Stop signals wait (blocked, then delivered) while a group of files is renamed into place."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _umask() -> int:
@@ -29,19 +103,21 @@ class AtomicFiles:
 
     def create(self, target: str | os.PathLike[str]) -> BinaryIO:
         target = Path(target)
-        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - committed or removed by the owner
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-        )
+        with _signals_held():  # no moment when the file exists and discard() does not know it
+            handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - committed or removed by the owner
+                dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+            )
+            self._pending.append((handle.name, target))
         # Temporary files are created private (0600); give the result the mode any
         # other new file of this user would get.
         os.chmod(handle.name, 0o666 & ~_umask())
-        self._pending.append((handle.name, target))
         return handle  # type: ignore[return-value]
 
     def commit(self) -> None:
-        for temporary, target in self._pending:
-            os.replace(temporary, target)
-        self._pending = []
+        with _signals_held():  # all of the group or, on an error, what was renamed so far
+            for temporary, target in self._pending:
+                os.replace(temporary, target)
+            self._pending = []
 
     def discard(self) -> None:
         for temporary, _ in self._pending:
@@ -53,12 +129,13 @@ class AtomicFiles:
 @contextlib.contextmanager
 def atomic_files() -> Iterator[AtomicFiles]:
     files = AtomicFiles()
-    try:
-        yield files
-        files.commit()
-    except BaseException:
-        files.discard()
-        raise
+    with interruptible():
+        try:
+            yield files
+            files.commit()
+        except BaseException:
+            files.discard()
+            raise
 
 
 @contextlib.contextmanager

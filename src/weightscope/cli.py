@@ -19,6 +19,7 @@ import click
 import numpy as np
 
 import weightscope
+from weightscope.atomic import Interrupted
 from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError
 from weightscope.layers import naming_convention
@@ -872,9 +873,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.ClickException as error:
         error.show()
         return int(ExitStatus.USAGE)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as error:
         _note("interrupted")
-        return 130
+        return error.exit_status if isinstance(error, Interrupted) else 130  # 128 + the signal's number
     except (WeightscopeError, OSError) as error:
         if "--traceback" in args:
             raise

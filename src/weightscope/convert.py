@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from weightscope._crc32c import crc32c
+from weightscope.atomic import interruptible
 from weightscope.checkpoint import Checkpoint
 from weightscope.errors import ChecksumMismatchError, UsageError
 from weightscope.layers import TensorRole, split_name
@@ -375,7 +376,10 @@ def convert(
             raise UsageError(f"{ckpt.path}: no tensors to convert ({len(skipped)} left out)")
         tensors = PlannedTensors(ckpt, planned, progress)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work:
+        with (
+            interruptible(),
+            tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work,
+        ):
             staged = Path(work) / destination.name
             if format == "tensorflow":
                 writer(tensors, staged, update_state=False)
