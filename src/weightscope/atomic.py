@@ -103,21 +103,19 @@ class AtomicFiles:
 
     def create(self, target: str | os.PathLike[str]) -> BinaryIO:
         target = Path(target)
-        with _signals_held():  # no moment when the file exists and discard() does not know it
-            handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - committed or removed by the owner
-                dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-            )
-            self._pending.append((handle.name, target))
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - committed or removed by the owner
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+        )
         # Temporary files are created private (0600); give the result the mode any
         # other new file of this user would get.
         os.chmod(handle.name, 0o666 & ~_umask())
+        self._pending.append((handle.name, target))
         return handle  # type: ignore[return-value]
 
     def commit(self) -> None:
-        with _signals_held():  # all of the group or, on an error, what was renamed so far
-            for temporary, target in self._pending:
-                os.replace(temporary, target)
-            self._pending = []
+        for temporary, target in self._pending:
+            os.replace(temporary, target)
+        self._pending = []
 
     def discard(self) -> None:
         for temporary, _ in self._pending:
@@ -132,7 +130,8 @@ def atomic_files() -> Iterator[AtomicFiles]:
     with interruptible():
         try:
             yield files
-            files.commit()
+            with _signals_held():  # the group is renamed whole (or up to an error), not cut by a signal
+                files.commit()
         except BaseException:
             files.discard()
             raise
