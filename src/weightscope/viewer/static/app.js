@@ -1,7 +1,15 @@
 // weightscope view: the page. Plain JavaScript, no libraries; every figure comes from the server's JSON API.
 "use strict";
 
+// The token comes in the address once; the server has answered it with a cookie, so the
+// address is rewritten without it (out of the address bar, the history and bookmarks).
 const TOKEN = new URLSearchParams(location.search).get("token") || "";
+if (TOKEN) {
+  const rest = new URLSearchParams(location.search);
+  rest.delete("token");
+  const query = rest.toString();
+  history.replaceState(history.state, "", location.pathname + (query ? `?${query}` : "") + location.hash);
+}
 const ROW = 22; // pixels per tree row
 const VALUES_PAGE = 50;
 const COLOURS = ["#1f77b4", "#ff7f0e"];
@@ -56,7 +64,8 @@ function urlText(text) {
 async function api(path, params) {
   const query = new URLSearchParams();
   for (const [key, value] of Object.entries(params || {})) query.set(key, urlText(value));
-  const response = await fetch(`/api/${path}?${query}`, { headers: { "X-Weightscope-Token": TOKEN } });
+  const headers = TOKEN ? { "X-Weightscope-Token": TOKEN } : {}; // else the cookie, after a reload
+  const response = await fetch(`/api/${path}?${query}`, { headers, credentials: "same-origin" });
   let document_ = null;
   try {
     document_ = await response.json();
