@@ -8,9 +8,11 @@ on stderr and the exit status of its kind; ``--traceback`` shows the stack inste
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -871,14 +873,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exit:
         return exit.exit_code
     except click.exceptions.ClickException as error:
-        error.show()
+        shown = io.StringIO()
+        error.show(file=shown)
+        _echo(shown.getvalue().removesuffix("\n"), err=True)
         return int(ExitStatus.USAGE)
     except (click.exceptions.Abort, KeyboardInterrupt) as error:
         _note("interrupted")
         return error.exit_status if isinstance(error, Interrupted) else 130  # 128 + the signal's number
     except (WeightscopeError, OSError) as error:
-        if "--traceback" in args:
-            raise
+        if "--traceback" in args:  # the stack, escaped as everything else is, then the one line
+            _echo(traceback.format_exc().removesuffix("\n"), err=True)
         if isinstance(error, BrokenPipeError):
             # Output piped into `head` and closed: not an error of ours.
             sys.stderr.close()
@@ -888,6 +892,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(status)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else 0
+    except Exception:  # a bug of ours; its stack, whose messages may quote a file, escaped all the same
+        _echo(traceback.format_exc().removesuffix("\n"), err=True)
+        _note("error: an unexpected error (a bug in weightscope: please report it with the stack above)")
+        return int(ExitStatus.ERROR)
     return 0
 
 

@@ -84,7 +84,7 @@ from weightscope.analysis import TensorStats, checkpoint_diff, chunks, diff_orde
 from weightscope.checkpoint import Checkpoint
 from weightscope.convert import _layout
 from weightscope.errors import TensorNotFoundError, UsageError, WeightscopeError
-from weightscope.output import dumps_json, json_values
+from weightscope.output import dumps_json, json_values, terminal_text
 from weightscope.plot import (
     DEFAULT_BINS,
     MAX_BINS,
@@ -542,7 +542,7 @@ class ViewerServer(http.server.ThreadingHTTPServer):
         except WeightscopeError as error:
             return _json(422, {"error": str(error)})
         except Exception as error:
-            traceback.print_exc(file=sys.stderr)
+            sys.stderr.write(terminal_text(traceback.format_exc()))  # a bug; its messages may quote the file
             return _json(500, {"error": f"{type(error).__name__}: {error}"})
 
 
