@@ -585,6 +585,25 @@ def test_page_opened_from_the_redirect_file_drops_the_token_and_reloads_by_cooki
     assert seed_server.token not in browser.execute_script("return location.href")
 
 
+def test_page_shows_a_tensor_whose_name_holds_a_lone_surrogate(browser: Any, tmp_path: Path) -> None:
+    import torch
+
+    weight = "layer\ud800/kernel"
+    torch.save({weight: torch.arange(6.0).reshape(2, 3), "layer\ud800/bias": torch.ones(3)}, tmp_path / "s.pt")
+    with running(tmp_path / "s.pt") as server:
+        browser.get(server.url)
+        wait_for(browser, "document.body.dataset.ready === '1'")
+        # chromedriver takes no lone surrogate in a script: the page's own name is built in JavaScript.
+        row = "[...document.querySelectorAll('#tree .row')].find((row) => row.dataset.name === NAME)"
+        row = row.replace("NAME", "'layer' + String.fromCharCode(0xd800) + '/kernel'")
+        wait_for(browser, row)
+        browser.execute_script(f"{row}.click()")
+        wait_for(browser, "document.querySelector('#t-info td[data-key=shape]')")
+        assert text_of(browser, "#t-info td[data-key=shape]") == "[2, 3]"
+        wait_for(browser, "document.querySelectorAll('#values tbody tr').length === 6")
+        assert browser.execute_script("return document.getElementById('error').hidden")
+
+
 def test_page_searches_20000_tensors(browser: Any, many: Path, screenshots: Path) -> None:
     with running(many) as server:
         browser.get(server.url)
