@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from weightscope.atomic import Interrupted, atomic_write, interruptible
+from weightscope.atomic import Interrupted, atomic_files, atomic_write, interruptible
 
 SOURCE = Path(__file__).parents[1] / "src"
 MiB = 1 << 20
@@ -100,3 +100,24 @@ def test_handlers_of_the_program_are_left_alone(tmp_path: Path) -> None:
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_a_signal_during_the_renames_waits_until_the_group_is_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replace = os.replace
+
+    def signalled_replace(source: str, target: Path) -> None:
+        if not list(tmp_path.glob("*.index")) and not list(tmp_path.glob("*.data")):
+            os.kill(os.getpid(), signal.SIGTERM)  # mid-commit, before the first rename
+            time.sleep(0.05)  # the handler has run by now, and must not have raised
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", signalled_replace)
+    with pytest.raises(Interrupted), atomic_files() as files:
+        for name in ("model.data", "model.index"):
+            with files.create(tmp_path / name) as handle:
+                handle.write(name.encode())
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.data", "model.index"]  # whole, no temporary
+    assert (tmp_path / "model.index").read_bytes() == b"model.index"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

@@ -60,6 +60,9 @@ def interruptible() -> Iterator[None]:
     previous: dict[int, Any] = {}
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        if _held is not None:  # files being renamed into place: after that
+            _held.append(signum)
+            return
         restore()
         raise Interrupted(signum)
 
@@ -76,17 +79,27 @@ def interruptible() -> Iterator[None]:
         restore()
 
 
+# While the main thread renames a group of files into place: the stop signals that arrived
+# meanwhile, raised again once it is done (None: not renaming). Not a signal mask: a signal
+# sent to the process may be taken by any thread, and Python runs its handler in the main
+# thread whichever did.
+_held: list[int] | None = None
+
+
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Stop signals wait (blocked, then delivered) while a group of files is renamed into place."""
-    if threading.current_thread() is not threading.main_thread():
+    """Stop signals wait while a group of files is renamed into place, then act."""
+    global _held
+    if _held is not None or threading.current_thread() is not threading.main_thread():
         yield
         return
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    _held = []
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        arrived, _held = _held, None
+        if arrived:
+            signal.raise_signal(arrived[0])
 
 
 def _umask() -> int:
