@@ -166,7 +166,7 @@ def show_command(
         resolved = []
         for name in names:
             actual = ckpt.resolve(name)
-            if actual != name:
+            if safe_text(actual) != safe_text(name):  # not a name asked for as printed
                 convention = naming_convention(actual)
                 reason = f" ({convention})" if convention else ""
                 _note(f"'{safe_text(name)}' is '{safe_text(actual)}' in this checkpoint{reason}")
