@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.numpy import save_file
 
 SOURCE = Path(__file__).parents[1] / "src"
@@ -191,3 +192,15 @@ def test_terminal_text_keeps_newlines_and_escapes_the_rest() -> None:
         assert shown == f"{safe_text(line)}\n{safe_text(line)}"
         assert FORBIDDEN.search(shown) is None and terminal_text(shown) == shown  # idempotent
     assert terminal_text("\udcff\ud800") == "\\xff\\ud800"  # a byte that was not UTF-8; a lone surrogate
+
+
+def test_the_progress_bar_on_a_terminal_escapes_the_file_name(capsys: pytest.CaptureFixture[str]) -> None:
+    from weightscope.cli import _ProgressBar
+
+    bar = _ProgressBar(f"converting {OSC_LINK}{C1}.pt")
+    bar._enabled, bar._started = True, bar._started - 2  # a terminal, a conversion past its first second
+    bar(1, 2, 512, 1024)
+    bar.finish()
+    err = capsys.readouterr().err
+    assert err.startswith("\rconverting \\x1b]8;;http://evil.example/\\x07\\x9b31m.pt [###") and err.endswith("\n")
+    assert FORBIDDEN.search(err.replace("\r", "", 1)) is None
