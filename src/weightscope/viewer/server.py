@@ -80,11 +80,12 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+import weightscope.output
 from weightscope.analysis import TensorStats, checkpoint_diff, chunks, diff_order, tensor_stats
 from weightscope.checkpoint import Checkpoint
 from weightscope.convert import _layout
 from weightscope.errors import TensorNotFoundError, UsageError, WeightscopeError
-from weightscope.output import dumps_json, json_values, terminal_text
+from weightscope.output import dumps_json, json_values
 from weightscope.plot import (
     DEFAULT_BINS,
     MAX_BINS,
@@ -542,7 +543,8 @@ class ViewerServer(http.server.ThreadingHTTPServer):
         except WeightscopeError as error:
             return _json(422, {"error": str(error)})
         except Exception as error:
-            sys.stderr.write(terminal_text(traceback.format_exc()))  # a bug; its messages may quote the file
+            # A bug: its stack, whose messages may quote the file, escaped as the command line writes.
+            sys.stderr.write(weightscope.output.terminal_text(traceback.format_exc()))
             return _json(500, {"error": f"{type(error).__name__}: {error}"})
 
 
