@@ -19,7 +19,6 @@ import numpy as np
 
 from weightscope.errors import TensorNotFoundError, WeightscopeError
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
-from weightscope.output import safe_text
 from weightscope.sources import AnyPath, as_path, open_source
 
 if TYPE_CHECKING:
@@ -118,6 +117,8 @@ class Checkpoint(Mapping[str, np.ndarray]):
         A name holding a lone surrogate (JSON's ``"\\ud800"``) or a control character can be
         neither typed nor sent in a URL; the escaped form the tools print opens it instead.
         """
+        from weightscope.output import safe_text
+
         shown = safe_text(name)
         matches = [other for other in self._infos if safe_text(other) == shown]
         return matches[0] if len(matches) == 1 else None

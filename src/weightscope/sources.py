@@ -99,14 +99,10 @@ class FileSource:
         return memoryview(self._mapping())[offset : offset + length]
 
     def close(self) -> None:
-        """Let go of the map: it is unmapped at once if nothing views it, else when the last view goes.
-
-        ``mmap.close()`` is never called: an array made by ``np.ndarray(buffer=memoryview)``
-        keeps the ``mmap`` object as its ``base`` without holding a buffer export, so the
-        map would close under it (and reading it crash the interpreter). Every array and
-        memoryview over the map holds a reference to it instead, and the mmap unmaps
-        itself when the last one is gone.
-        """
+        # Dropped, not closed: arrays handed out may still view the map, and numpy keeps the
+        # mmap itself as their base (not the memoryview, whose export it releases), so
+        # mmap.close() would succeed and unmap their bytes under them. CPython unmaps it when
+        # the last of them goes (at once, when there are none).
         self._map = None
 
 
