@@ -187,7 +187,8 @@ def test_the_page_opened_with_the_token_sets_a_cookie_that_stands_for_it(seed_se
     assert "Set-Cookie" not in _get(seed_server, f"/api/files?token={seed_server.token}", {})[1]  # the page sets it
 
 
-def test_the_browser_gets_a_private_file_not_the_token(seed: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_the_browser_gets_a_private_file_not_the_token(seed: Path, tmp_path: Path, stop: signal.Signals) -> None:
     # $BROWSER is what webbrowser runs: a script that records what it was given, and the file then.
     record = tmp_path / "record"
     fake = tmp_path / "browser"
@@ -219,9 +220,9 @@ def test_the_browser_gets_a_private_file_not_the_token(seed: Path, tmp_path: Pat
         assert f'<meta http-equiv="refresh" content="0;url={url}">' in page
         handed = Path(argument.removeprefix("file://"))
         assert handed.exists()
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=20)
-        assert process.returncode == 0
+        process.send_signal(stop)
+        out, _ = process.communicate(timeout=20)
+        assert process.returncode == 0 and "stopped" in out
         assert not handed.exists() and not handed.parent.exists()  # removed when the server stops
     finally:
         if process.poll() is None:

@@ -82,6 +82,7 @@ import numpy as np
 
 import weightscope.output
 from weightscope.analysis import TensorStats, checkpoint_diff, chunks, diff_order, tensor_stats
+from weightscope.atomic import interruptible
 from weightscope.checkpoint import Checkpoint
 from weightscope.convert import _layout
 from weightscope.errors import TensorNotFoundError, UsageError, WeightscopeError
@@ -575,6 +576,7 @@ def serve(
         echo(f"open {server.url}")
         echo("(Ctrl-C stops the server)")
         with contextlib.ExitStack() as stack:
+            stack.enter_context(interruptible())  # SIGTERM and SIGHUP stop it as Ctrl-C does: the file goes too
             if open_browser:
                 page = stack.enter_context(redirect_file(server.url))
                 with contextlib.suppress(webbrowser.Error):
