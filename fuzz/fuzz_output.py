@@ -24,6 +24,11 @@ with fuzzlib.instrumented():
 FORBIDDEN = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
+def paired(text: str) -> str:
+    """``text`` with surrogate pairs made the characters they encode."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+
+
 def _file(name: str, key: str, value: str) -> bytes:
     header = {name: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "__metadata__": {key: value}}
     text = json.dumps(header).encode()  # ASCII: a lone surrogate as the escape "\ud800"
@@ -37,6 +42,7 @@ def seeds() -> list[bytes]:
         "\x1b]8;;http://x/\x07a\x1b[2J".encode("utf-16-le"),
         "\x9b31m\u202eb\u2028c\u2066".encode("utf-16-le"),
         "d\ud800e\udcff".encode("utf-16-le", "surrogatepass"),
+        "f\ud83d\ude00g".encode("utf-16-le", "surrogatepass"),
     ]
 
 
@@ -58,8 +64,10 @@ def one_input(data: bytes) -> None:
             assert escape(shown) == shown  # escapes are left as they are
         text = dumps_json(document)
         assert FORBIDDEN.search(text.replace("\n", "")) is None, ascii(text)
-        assert json.loads(text.encode("utf-8")) == document
+        loaded = [{"name": paired(read), "metadata": {paired(k): paired(v) for k, v in ckpt.metadata.items()}}]
+        assert json.loads(text.encode("utf-8")) == loaded  # as JSON reads them: a surrogate pair is one character
         assert ckpt.resolve(safe_text(read)) == read  # the printed name opens the tensor
+        assert ckpt.resolve(paired(read)) == read  # and so does the name JSON gives back
         assert ckpt.resolve(read) == read
 
 

@@ -92,6 +92,22 @@ def test_convert_refuses_a_name_it_cannot_write_in_one_escaped_line(surrogate_pt
     assert list(tmp_path.iterdir()) == [surrogate_pt]
 
 
+def test_a_surrogate_pair_is_the_character_it_encodes(tmp_path: Path) -> None:
+    # Two code points in the pickle (surrogatepass), which JSON can only write as one character.
+    name = "emoji\ud83d\ude00.weight"
+    torch.save({name: torch.ones(2)}, tmp_path / "pair.pt")
+    status, out, _ = _weightscope("ls", "--json", str(tmp_path / "pair.pt"))
+    assert status == 0 and "emoji\U0001f600.weight" in out  # raw UTF-8, not escapes
+    (row,) = json.loads(out)
+    assert row["name"] == "emoji\U0001f600.weight"
+    status, out, _ = _weightscope("ls", str(tmp_path / "pair.pt"))
+    assert "emoji\U0001f600.weight" in out
+    status, out, _ = _weightscope("show", "--json", str(tmp_path / "pair.pt"), row["name"])
+    assert status == 0 and json.loads(out)[row["name"]]["values"] == [1.0, 1.0]
+    with ws.open(tmp_path / "pair.pt") as ckpt:
+        assert ckpt.resolve(row["name"]) == name
+
+
 def test_scan_json_of_a_global_named_with_a_lone_surrogate(tmp_path: Path) -> None:
     module, function = "os\ud800", "system"
     pickled = b"\x80\x04"

@@ -21,13 +21,26 @@ _UNSAFE = re.compile(f"[\x00-\x1f{_UNSAFE_BEYOND_C0}]")
 _UNSAFE_IN_JSON = re.compile(f"[{_UNSAFE_BEYOND_C0}]")  # json.dumps escapes C0 itself
 
 
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+
 def safe_text(text: str) -> str:
     """``text`` with every character a terminal would act on shown as an escape (``\\x1b``, ``\\u202e``).
 
     The one escaping function for terminals: the command line passes everything it writes
     through it (``terminal_text``), names from files included. Idempotent: escapes are ASCII.
+    A high surrogate followed by a low one is shown as the character the pair encodes, as
+    JSON reads them.
     """
-    return _UNSAFE.sub(lambda match: _escape(match.group()), text)
+    return _UNSAFE.sub(lambda match: _escape(match.group()), _paired(text))
+
+
+def _paired(text: str) -> str:
+    """``text`` with each pair of surrogates (a pickle may hold them as two characters) made
+    the one character it encodes in UTF-16, which is what JSON's ``"\\ud83d\\ude00"`` means."""
+    if _SURROGATE_PAIR.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
 def terminal_text(text: str) -> str:
@@ -141,9 +154,11 @@ def dumps_json(document: Any, indent: int | None = 2) -> str:
     written as JSON's ``\\uXXXX`` escapes. A lone surrogate in a name (a safetensors
     header's ``"\\ud800"``, or a byte that was not UTF-8, held as U+DC80..U+DCFF) becomes
     the escape ``"\\ud800"``: the text stays valid UTF-8, and ``json.loads`` gives back
-    the very string that names the tensor.
+    the very string that names the tensor. A pair of surrogates is written as the
+    character it encodes (JSON cannot tell the two apart); that character's name, as
+    ``safe_text`` shows it too, resolves to the tensor (``Checkpoint.resolve``).
     """
-    text = json.dumps(document, indent=indent, ensure_ascii=False, allow_nan=False)
+    text = _paired(json.dumps(document, indent=indent, ensure_ascii=False, allow_nan=False))
     # Outside strings JSON is ASCII, and json.dumps has escaped quotes and backslashes, so
     # each such character is inside a string, where \uXXXX means exactly it.
     return _UNSAFE_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
