@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+import weightscope as ws
 from weightscope.atomic import Interrupted, atomic_files, atomic_write, interruptible
 
 SOURCE = Path(__file__).parents[1] / "src"
@@ -121,3 +122,38 @@ def test_a_signal_during_the_renames_waits_until_the_group_is_in_place(
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.data", "model.index"]  # whole, no temporary
     assert (tmp_path / "model.index").read_bytes() == b"model.index"
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_sigterm_during_runs_convert_finishes_what_it_started_and_starts_nothing(tmp_path: Path) -> None:
+    run, out = tmp_path / "run", tmp_path / "out"
+    run.mkdir()
+    for step in range(8):  # 32 MiB each, in threads: two at a time on this machine
+        tensors = {f"layer{i}.weight": np.full(2 * MiB, step, np.float32) for i in range(4)}
+        save_file(tensors, str(run / f"ckpt-{step}.safetensors"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "weightscope", "runs", "convert", str(run), "--to", "pytorch", "--out", str(out)],
+        env={**os.environ, "PYTHONPATH": str(SOURCE)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not out.is_dir() or not any(path.is_file() and path.stat().st_size for path in out.rglob("*")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no temporary file appeared"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    written = sorted(out.iterdir())
+    assert all(not path.name.startswith(".") for path in written)  # no work directory left
+    assert 0 < len(written) < 8  # those under way were finished, the rest never started
+    for path in written:  # each one complete
+        step = int(path.stem.removeprefix("ckpt-"))
+        with ws.open(path) as converted:
+            assert sorted(converted) == [f"layer{i}.weight" for i in range(4)]
+            assert all((converted[name] == step).all() for name in converted)

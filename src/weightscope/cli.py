@@ -21,7 +21,7 @@ import click
 import numpy as np
 
 import weightscope
-from weightscope.atomic import Interrupted
+from weightscope.atomic import Interrupted, interruptible
 from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError
 from weightscope.layers import naming_convention
@@ -722,14 +722,18 @@ def runs_convert_command(
     """Convert every checkpoint of a run, a task per checkpoint, into DIR."""
     from weightscope.runs import run_convert
 
-    done = run_convert(
-        run,
-        out,
-        to=to,
-        scheduler=scheduler,
-        progress=_task_progress(progress),
-        include_optimizer=include_optimizer,
-    )
+    # A stop signal raises here, in the main thread; the conversions under way in the workers
+    # finish (Python joins them on the way out) and those not started do not: nothing is left
+    # half-written.
+    with interruptible():
+        done = run_convert(
+            run,
+            out,
+            to=to,
+            scheduler=scheduler,
+            progress=_task_progress(progress),
+            include_optimizer=include_optimizer,
+        )
     if as_json:
         _echo(dumps_json(done))
         return
