@@ -158,9 +158,12 @@ def test_errors_are_one_line_with_a_status_per_kind(
     assert out == ""
 
 
-def test_traceback_flag_shows_the_stack(tf_checkpoints: dict[str, Path]) -> None:
-    with pytest.raises(ws.TensorNotFoundError):
-        main(["--traceback", "show", str(tf_checkpoints["seed"]), "nope"])
+def test_traceback_flag_shows_the_stack(tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--traceback", "show", str(tf_checkpoints["seed"]), "no\x1b[2Jpe"]) == ExitStatus.NOT_FOUND
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and "TensorNotFoundError" in err
+    assert "\x1b" not in err and "no\\x1b[2Jpe" in err  # escaped, as everything written is
+    assert err.splitlines()[-1].startswith("weightscope: error: no tensor 'no\\x1b[2Jpe' in ")
 
 
 def test_module_entry_point(tf_checkpoints: dict[str, Path]) -> None:

@@ -31,7 +31,7 @@ from weightscope.output import dumps_json, json_values
 from weightscope.plot import bin_edges, block_means, finite_range, histogram
 from weightscope.summary import summarize
 from weightscope.viewer import ViewerServer, make_server
-from weightscope.viewer.server import TOKEN_HEADER, flat_values
+from weightscope.viewer.server import TOKEN_HEADER, flat_values, redirect_file
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -155,6 +155,79 @@ def test_every_request_for_data_needs_the_token(seed_server: ViewerServer) -> No
     assert status == 200 and b"<canvas" in body
     for static in ("/static/app.js", "/static/style.css"):  # the page's code and style: no secrets
         assert request(seed_server, static, token=None)[0] == 200
+
+
+def _get(server: ViewerServer, target: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """The status and headers of a GET with these headers (and the right Host)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        connection.request("GET", target, headers={"Host": f"127.0.0.1:{server.port}", **headers})
+        response = connection.getresponse()
+        response.read()
+        return response.status, dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def test_the_page_opened_with_the_token_sets_a_cookie_that_stands_for_it(seed_server: ViewerServer) -> None:
+    status, headers = _get(seed_server, f"/?token={seed_server.token}", {})
+    assert status == 200
+    cookie = headers["Set-Cookie"]
+    assert cookie == f"weightscope-token-{seed_server.port}={seed_server.token}; HttpOnly; SameSite=Strict; Path=/"
+    jar = {"Cookie": cookie.split(";")[0]}
+    assert _get(seed_server, "/", jar)[0] == 200  # a reload: the address no longer has the token
+    for route in API:
+        assert _get(seed_server, f"/api/{route}?file=0&name=layer1/kernel", jar)[0] in (200, 404)  # 404: no diff
+    assert "Set-Cookie" not in _get(seed_server, "/", jar)[1]  # set once
+    wrong = {"Cookie": f"weightscope-token-{seed_server.port}=x{seed_server.token}"}
+    other_port = {"Cookie": f"weightscope-token-{seed_server.port + 1}={seed_server.token}"}
+    for refused in (wrong, other_port, {"Cookie": "garbage;;=\x00"}, {}):
+        assert _get(seed_server, "/api/files", refused)[0] == 403
+        assert _get(seed_server, "/", refused)[0] == 403
+    assert "Set-Cookie" not in _get(seed_server, f"/api/files?token={seed_server.token}", {})[1]  # the page sets it
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_the_browser_gets_a_private_file_not_the_token(seed: Path, tmp_path: Path, stop: signal.Signals) -> None:
+    # $BROWSER is what webbrowser runs: a script that records what it was given, and the file then.
+    record = tmp_path / "record"
+    fake = tmp_path / "browser"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'page="${1#file://}"\n'
+        f'{{ echo "$@"; stat -c %a "$page"; stat -c %a "$(dirname "$page")"; cat "$page"; }} > {record}\n'
+    )
+    fake.chmod(0o700)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "weightscope", "view", str(seed)],
+        env={**os.environ, "BROWSER": str(fake)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not record.exists() or "</html>" not in record.read_text():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert process.stdout is not None
+        url = next(line for line in iter(process.stdout.readline, "") if line.startswith("open "))[5:].strip()
+        token = url.split("token=")[1]
+        argument, file_mode, directory_mode, *page = record.read_text().splitlines()
+        assert token not in argument and argument.startswith("file:///") and argument.endswith(".html")
+        assert (file_mode, directory_mode) == ("600", "700")
+        assert f'<meta http-equiv="refresh" content="0;url={url}">' in page
+        handed = Path(argument.removeprefix("file://"))
+        assert handed.exists()
+        process.send_signal(stop)
+        out, _ = process.communicate(timeout=20)
+        assert process.returncode == 0 and "stopped" in out
+        assert not handed.exists() and not handed.parent.exists()  # removed when the server stops
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_a_foreign_host_header_is_refused(seed_server: ViewerServer) -> None:
@@ -306,6 +379,36 @@ def test_values_of_a_strided_tensor_copy_only_what_is_asked() -> None:
     array = np.arange(60, dtype=np.float32).reshape(6, 10)[:, ::2]  # not contiguous
     assert flat_values(array, 7, 9).tolist() == array.reshape(-1)[7:16].tolist()
     assert flat_values(array, 29, 9).tolist() == [array.reshape(-1)[29]]
+
+
+def test_every_route_answers_for_names_with_lone_surrogates(tmp_path: Path) -> None:
+    # torch.save writes such names (pickle text is "surrogatepass"). The answers escape them as
+    # JSON does ("\\ud800"); a URL cannot carry one, so the page asks by the escaped form the
+    # command line prints, which the server resolves to the tensor.
+    import torch
+
+    weight, bias = "layer\ud800.weight", "bias\udcff"
+    torch.save({weight: torch.arange(6.0).reshape(2, 3), bias: torch.ones(2)}, tmp_path / "a.pt")
+    torch.save({weight: torch.arange(6.0).reshape(2, 3) * 2, bias: torch.ones(2)}, tmp_path / "b.pt")
+    with running(tmp_path / "a.pt", tmp_path / "b.pt") as server:
+        printed = quote("layer\\ud800.weight")
+        for route in API:
+            status, body = request(server, f"/api/{route}?file=0&name={printed}")
+            assert status == 200, (route, body)
+            json.loads(body.decode("utf-8"))  # strict UTF-8
+        assert [row["name"] for row in api(server, "tensors", file=0)["tensors"]] == [weight, bias]
+        assert api(server, "tensor", file=1, name="layer\\ud800.weight")["name"] == weight
+        assert api(server, "values", file=0, name="bias\\xff")["values"] == [1.0, 1.0]
+        assert api(server, "values", file=1, name="layer\\ud800.weight")["values"] == [0, 2, 4, 6, 8, 10]
+        assert {row["name"] for row in api(server, "diff")["tensors"]} == {weight, bias}
+
+
+def test_values_of_records_are_objects_by_field(tmp_path: Path) -> None:
+    records = np.array([(1, 2.5), (3, np.nan)], [("a", "<i4"), ("b", "<f8")])
+    np.save(tmp_path / "records.npy", records)
+    with running(tmp_path / "records.npy") as server:
+        answer = api(server, "values", file=0, name="records")
+        assert answer["values"] == [{"a": 1, "b": 2.5}, {"a": 3, "b": "NaN"}]
 
 
 def test_diff_and_overlaid_histograms(diff_server: ViewerServer, seed: Path, changed: Path) -> None:
@@ -464,6 +567,42 @@ def test_page_shows_the_seed_and_its_layer1_kernel(
     shoot(browser, screenshots / "2-layer1-kernel.png")
     browser.execute_script("document.getElementById('values-panel').scrollIntoView()")
     shoot(browser, screenshots / "3-layer1-kernel-values.png")
+
+
+def test_page_opened_from_the_redirect_file_drops_the_token_and_reloads_by_cookie(
+    browser: Any, seed_server: ViewerServer
+) -> None:
+    browser.delete_all_cookies()
+    with redirect_file(seed_server.url) as page:
+        browser.get(page.as_uri())
+        wait_for(browser, "location.protocol === 'http:' && document.body.dataset.ready === '1'")
+    wait_for(browser, "document.querySelector('#s-layers tbody tr')")
+    assert browser.execute_script("return location.href") == f"http://127.0.0.1:{seed_server.port}/"
+    assert browser.execute_script("return document.cookie") == ""  # HttpOnly: not for scripts
+    browser.refresh()  # no token in the address now: the cookie opens the page and its API
+    wait_for(browser, "document.body.dataset.ready === '1'")
+    wait_for(browser, "document.querySelector('#s-layers tbody tr')")
+    assert "Dense 2 → 5" in text_of(browser, "#s-layers")
+    assert seed_server.token not in browser.execute_script("return location.href")
+
+
+def test_page_shows_a_tensor_whose_name_holds_a_lone_surrogate(browser: Any, tmp_path: Path) -> None:
+    import torch
+
+    weight = "layer\ud800/kernel"
+    torch.save({weight: torch.arange(6.0).reshape(2, 3), "layer\ud800/bias": torch.ones(3)}, tmp_path / "s.pt")
+    with running(tmp_path / "s.pt") as server:
+        browser.get(server.url)
+        wait_for(browser, "document.body.dataset.ready === '1'")
+        # chromedriver takes no lone surrogate in a script: the page's own name is built in JavaScript.
+        row = "[...document.querySelectorAll('#tree .row')].find((row) => row.dataset.name === NAME)"
+        row = row.replace("NAME", "'layer' + String.fromCharCode(0xd800) + '/kernel'")
+        wait_for(browser, row)
+        browser.execute_script(f"{row}.click()")
+        wait_for(browser, "document.querySelector('#t-info td[data-key=shape]')")
+        assert text_of(browser, "#t-info td[data-key=shape]") == "[2, 3]"
+        wait_for(browser, "document.querySelectorAll('#values tbody tr').length === 6")
+        assert browser.execute_script("return document.getElementById('error').hidden")
 
 
 def test_page_searches_20000_tensors(browser: Any, many: Path, screenshots: Path) -> None:

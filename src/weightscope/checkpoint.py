@@ -115,10 +115,22 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """
         if name in self:
             return self.info(name).name
-        found = find_by_role(name, self.layers())
+        found = find_by_role(name, self.layers()) or self._by_shown_name(name)
         if found is None:
             raise self._not_found(name)
         return found
+
+    def _by_shown_name(self, name: str) -> str | None:
+        """The one tensor whose name reads as ``name`` once both are escaped as printed (``safe_text``).
+
+        A name holding a lone surrogate (JSON's ``"\\ud800"``) or a control character can be
+        neither typed nor sent in a URL; the escaped form the tools print opens it instead.
+        """
+        from weightscope.output import safe_text
+
+        shown = safe_text(name)
+        matches = [other for other in self._infos if safe_text(other) == shown]
+        return matches[0] if len(matches) == 1 else None
 
     def _not_found(self, name: str) -> TensorNotFoundError:
         where = f"no tensor '{name}' in {self.path}"

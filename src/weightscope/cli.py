@@ -8,9 +8,11 @@ on stderr and the exit status of its kind; ``--traceback`` shows the stack inste
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,10 +21,19 @@ import click
 import numpy as np
 
 import weightscope
+from weightscope.atomic import Interrupted, interruptible
 from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError, os_error_status, reason
 from weightscope.layers import naming_convention
-from weightscope.output import dumps_json, format_bytes, format_shape, json_values, render_table, safe_text
+from weightscope.output import (
+    dumps_json,
+    format_bytes,
+    format_shape,
+    json_values,
+    render_table,
+    safe_text,
+    terminal_text,
+)
 from weightscope.sources import as_path
 
 if TYPE_CHECKING:
@@ -43,8 +54,11 @@ class _CheckpointPath(click.ParamType):
 CHECKPOINT = _CheckpointPath()
 
 
-def _echo(text: str = "", *, err: bool = False) -> None:
-    click.echo(text, err=err)
+def _echo(text: str = "", *, err: bool = False, nl: bool = True, redraw: bool = False) -> None:
+    """Everything the command writes passes here: whatever a file put in it, no control
+    character reaches the terminal (cells are escaped first too, to keep tables aligned).
+    ``redraw`` starts at the beginning of the line (a progress line drawn over itself)."""
+    click.echo(("\r" if redraw else "") + terminal_text(text), err=err, nl=nl)
 
 
 def _note(text: str) -> None:
@@ -195,7 +209,7 @@ def show_command(
         resolved = []
         for name in names:
             actual = ckpt.resolve(name)
-            if actual != name:
+            if safe_text(actual) != safe_text(name):  # not a name asked for as printed
                 convention = naming_convention(actual)
                 reason = f" ({convention})" if convention else ""
                 _note(f"'{safe_text(name)}' is '{safe_text(actual)}' in this checkpoint{reason}")
@@ -259,7 +273,7 @@ def layers_command(path: Path, as_json: bool, step: int | None) -> None:
     for layer in layers.values():
         weight, bias = layer.weight, layer.bias
         others = [
-            f"{role} {format_shape(info.shape)}"
+            f"{safe_text(role)} {format_shape(info.shape)}"
             for role, info in layer.parameters.items()
             if role not in ("weight", "bias")
         ]
@@ -448,15 +462,15 @@ class _ProgressBar:
         fraction = nbytes / total_bytes if total_bytes else 1.0
         bar = "#" * int(fraction * 30)
         line = (
-            f"\r{self._label} [{bar:<30}] {tensors}/{total_tensors} tensors, "
+            f"{self._label} [{bar:<30}] {tensors}/{total_tensors} tensors, "
             f"{format_bytes(nbytes)} of {format_bytes(total_bytes)}"
         )
-        click.echo(line, nl=False, err=True)
+        _echo(line, nl=False, err=True, redraw=True)
         self._shown = True
 
     def finish(self) -> None:
         if self._shown:
-            click.echo(err=True)
+            _echo(err=True)
 
 
 @cli.command("convert")
@@ -678,7 +692,7 @@ def _task_progress(enabled: bool | None) -> Any:
         if percent != shown[0]:
             shown[0] = percent
             line = f"weightscope: {done}/{total} tasks ({percent}%)"
-            click.echo(f"\r{line}" if terminal else line, err=True, nl=done == total or not terminal)
+            _echo(line, err=True, nl=done == total or not terminal, redraw=terminal)
 
     return report
 
@@ -799,14 +813,18 @@ def runs_convert_command(
     """Convert every checkpoint of a run, a task per checkpoint, into DIR."""
     from weightscope.runs import run_convert
 
-    done = run_convert(
-        run,
-        out,
-        to=to,
-        scheduler=scheduler,
-        progress=_task_progress(progress),
-        include_optimizer=include_optimizer,
-    )
+    # A stop signal raises here, in the main thread; the conversions under way in the workers
+    # finish (Python joins them on the way out) and those not started do not: nothing is left
+    # half-written.
+    with interruptible():
+        done = run_convert(
+            run,
+            out,
+            to=to,
+            scheduler=scheduler,
+            progress=_task_progress(progress),
+            include_optimizer=include_optimizer,
+        )
     if as_json:
         _echo(dumps_json(done))
         return
@@ -832,7 +850,7 @@ def view_command(path: Path, path2: Path | None, port: int, no_browser: bool) ->
 
     with contextlib.ExitStack() as stack:
         checkpoints = [stack.enter_context(_open(item)) for item in (path, path2) if item is not None]
-        serve(checkpoints, port, open_browser=not no_browser, echo=lambda text: click.echo(text))
+        serve(checkpoints, port, open_browser=not no_browser, echo=_echo)
 
 
 @cli.command("formats")
@@ -950,14 +968,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exit:
         return exit.exit_code
     except click.exceptions.ClickException as error:
-        error.show()
+        shown = io.StringIO()
+        error.show(file=shown)
+        _echo(shown.getvalue().removesuffix("\n"), err=True)
         return int(ExitStatus.USAGE)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as error:
         _note("interrupted")
-        return 130
+        return error.exit_status if isinstance(error, Interrupted) else 130  # 128 + the signal's number
     except (WeightscopeError, OSError) as error:
-        if "--traceback" in args:
-            raise
+        if "--traceback" in args:  # the stack, escaped as everything else is, then the one line
+            _echo(traceback.format_exc().removesuffix("\n"), err=True)
         if isinstance(error, BrokenPipeError):
             # Output piped into `head` and closed: not an error of ours.
             sys.stderr.close()
@@ -970,6 +990,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(status)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else 0
+    except Exception:  # a bug of ours; its stack, whose messages may quote a file, escaped all the same
+        _echo(traceback.format_exc().removesuffix("\n"), err=True)
+        _note("error: an unexpected error (a bug in weightscope: please report it with the stack above)")
+        return int(ExitStatus.ERROR)
     return 0
 
 

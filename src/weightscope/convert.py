@@ -37,6 +37,7 @@ import numpy as np
 
 from weightscope._crc32c import crc32c
 from weightscope.analysis import numeric_kind
+from weightscope.atomic import interruptible
 from weightscope.checkpoint import Checkpoint
 from weightscope.dtypes import BY_NAME
 from weightscope.errors import ChecksumMismatchError, UnsupportedFormatError, UsageError
@@ -433,6 +434,7 @@ def convert(
         tensors = PlannedTensors(ckpt, planned, progress)
         notes: list[str] = []
         with (
+            interruptible(),
             _folder_for(destination),
             tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work,
         ):

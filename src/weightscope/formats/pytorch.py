@@ -277,7 +277,17 @@ class _Unpickler:
         }
 
     def load(self) -> Any:
-        """The pickled object; stops at its STOP opcode."""
+        """The pickled object; stops at its STOP opcode.
+
+        The data is let go of at the end: the opcode table's methods make the unpickler a
+        reference cycle, which would keep a closed file mapped until the next garbage collection.
+        """
+        try:
+            return self._load()
+        finally:
+            self.data = b""
+
+    def _load(self) -> Any:
         while True:
             opcode = self._unsigned(1)
             if opcode == ord("."):

@@ -2,7 +2,14 @@
 
 Security, as Jupyter does it: the URL printed carries a random token
 (``secrets.token_urlsafe``), which the page (``/?token=...``) and every API request
-(``?token=...`` or the header ``X-Weightscope-Token``) must carry, else 403; a request
+(``?token=...`` or the header ``X-Weightscope-Token``) must carry, else 403. The first
+answer to a request with the token sets a cookie holding it (``HttpOnly``,
+``SameSite=Strict``, ``Path=/``, named for the port), accepted in place of the token, and
+the page drops the token from its address (``history.replaceState``), so it stays out of
+the address bar, the history and bookmarks. The browser is not given the token on its
+command line (which other local users can read in ``/proc``): it is opened on a file only
+the user can read (0600, in a private temporary directory) whose page redirects to the
+address with the token, and which is removed when the server stops. A request
 whose ``Host`` header is not ``127.0.0.1:PORT`` or ``localhost:PORT`` is refused (403),
 so that a web page whose name was rebound to 127.0.0.1 cannot read the answers; the
 request's path is matched exactly (never decoded, never joined to a directory) against
@@ -52,22 +59,30 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import html
+import http.cookies
 import http.server
 import math
+import os
 import secrets
+import shutil
 import sys
+import tempfile
 import threading
 import traceback
 import webbrowser
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import numpy as np
 
+import weightscope.output
 from weightscope.analysis import TensorStats, checkpoint_diff, chunks, diff_order, tensor_stats
+from weightscope.atomic import interruptible
 from weightscope.checkpoint import Checkpoint
 from weightscope.convert import _layout
 from weightscope.errors import TensorNotFoundError, UsageError, WeightscopeError, reason
@@ -391,11 +406,7 @@ class Viewer:
         info = ckpt.info(name)
         offset = self._int(params, "offset", 0, 0, max(0, info.size - 1))
         limit = self._int(params, "limit", DEFAULT_VALUES, 1, MAX_VALUES)
-        piece = flat_values(ckpt[name], offset, limit)
-        try:
-            values = json_values(piece)
-        except (TypeError, ValueError):  # records (TensorFlow's quantized types): as numpy prints them
-            values = [str(value) for value in piece.tolist()]
+        values = json_values(flat_values(ckpt[name], offset, limit))
         return {
             "file": file,
             "name": name,
@@ -434,13 +445,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._answer(send_body=False)
 
     def _answer(self, send_body: bool) -> None:
-        status, content_type, body = self.server.answer(
-            self.path, self.headers.get_all("Host") or [], self.headers.get(TOKEN_HEADER)
+        status, content_type, body, headers = self.server.answer(
+            self.path,
+            self.headers.get_all("Host") or [],
+            self.headers.get(TOKEN_HEADER),
+            self.headers.get_all("Cookie") or [],
         )
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        for header, value in _SECURITY_HEADERS.items():
+        for header, value in {**_SECURITY_HEADERS, **headers}.items():
             self.send_header(header, value)
         self.end_headers()
         if send_body:
@@ -473,11 +487,29 @@ class ViewerServer(http.server.ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/?token={self.token}"
 
+    @property
+    def cookie_name(self) -> str:
+        """The cookie that stands for the token: one per port, as browsers keep cookies per host, not port."""
+        return f"weightscope-token-{self.port}"
+
     def _token_ok(self, given: str | None) -> bool:
         return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
 
-    def answer(self, target: str, hosts: list[str], header_token: str | None) -> tuple[int, str, bytes]:
-        """(status, content type, body) for a GET of ``target`` (the request line's path and query)."""
+    def _cookie_token(self, cookies: Sequence[str]) -> str | None:
+        """The token the request's cookie holds, if it has this server's cookie."""
+        for header in cookies:
+            jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
+            with contextlib.suppress(http.cookies.CookieError):
+                jar.load(header)
+                if self.cookie_name in jar:
+                    return jar[self.cookie_name].value
+        return None
+
+    def answer(
+        self, target: str, hosts: list[str], header_token: str | None, cookies: Sequence[str] = ()
+    ) -> tuple[int, str, bytes, dict[str, str]]:
+        """(status, content type, body, further headers) for a GET of ``target`` (the request line's
+        path and query), given its ``Host``, token and ``Cookie`` headers."""
         if len(hosts) != 1:
             return _text(400, "one Host header, please")
         if hosts[0].lower() not in (f"127.0.0.1:{self.port}", f"localhost:{self.port}"):
@@ -490,12 +522,17 @@ class ViewerServer(http.server.ThreadingHTTPServer):
             params = {key: values[-1] for key, values in parsed.items()}
         except ValueError:
             return _text(400, "too many query parameters")
-        token_ok = self._token_ok(header_token) or self._token_ok(params.pop("token", None))
+        token_given = self._token_ok(header_token) or self._token_ok(params.pop("token", None))
+        cookie_ok = self._token_ok(self._cookie_token(cookies))
+        token_ok = token_given or cookie_ok
         if path in STATIC:
             name, content_type = STATIC[path]
             if name in _PAGES and not token_ok:
                 return _text(403, "open the address weightscope view printed: it carries the token")
-            return 200, content_type, static_file(name)
+            headers = {}
+            if name in _PAGES and not cookie_ok:  # the page, opened with the token: a cookie from now on
+                headers["Set-Cookie"] = f"{self.cookie_name}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+            return 200, content_type, static_file(name), headers
         route = self.viewer.routes.get(path)
         if route is None:
             return _text(404, "not found")
@@ -512,16 +549,17 @@ class ViewerServer(http.server.ThreadingHTTPServer):
         except WeightscopeError as error:
             return _json(422, {"error": str(error)})
         except Exception as error:
-            traceback.print_exc(file=sys.stderr)
+            # A bug: its stack, whose messages may quote the file, escaped as the command line writes.
+            sys.stderr.write(weightscope.output.terminal_text(traceback.format_exc()))
             return _json(500, {"error": f"{type(error).__name__}: {error}"})
 
 
-def _text(status: int, message: str) -> tuple[int, str, bytes]:
-    return status, "text/plain; charset=utf-8", (message + "\n").encode()
+def _text(status: int, message: str) -> tuple[int, str, bytes, dict[str, str]]:
+    return status, "text/plain; charset=utf-8", (message + "\n").encode(), {}
 
 
-def _json(status: int, document: Any) -> tuple[int, str, bytes]:
-    return status, "application/json", dumps_json(document, indent=None).encode()
+def _json(status: int, document: Any) -> tuple[int, str, bytes, dict[str, str]]:
+    return status, "application/json", dumps_json(document, indent=None).encode(), {}
 
 
 def make_server(checkpoints: Sequence[Checkpoint], port: int = 0, token: str | None = None) -> ViewerServer:
@@ -542,10 +580,46 @@ def serve(
         echo(f"weightscope view: {shown}")
         echo(f"open {server.url}")
         echo("(Ctrl-C stops the server)")
-        if open_browser:
-            with contextlib.suppress(webbrowser.Error):
-                webbrowser.open(server.url)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            echo("stopped")
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(interruptible())  # SIGTERM and SIGHUP stop it as Ctrl-C does: the file goes too
+            if open_browser:
+                page = stack.enter_context(redirect_file(server.url))
+                with contextlib.suppress(webbrowser.Error):
+                    webbrowser.open(page.as_uri())
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                echo("stopped")
+
+
+_REDIRECT = """<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="0;url={url}">
+<title>weightscope view</title>
+</head>
+<body>
+<p>This page should take you to weightscope view. If it does not, <a href="{url}">open weightscope view</a>.</p>
+</body>
+</html>
+"""
+
+
+@contextlib.contextmanager
+def redirect_file(url: str) -> Iterator[Path]:
+    """A page that redirects to ``url``, in a file only this user can read, removed on the way out.
+
+    Handed to the browser instead of ``url`` itself, as Jupyter does: a browser's command
+    line can be read by every local user (``/proc/PID/cmdline``), and ``url`` carries the
+    token. The file is created 0600 in a new directory that is 0700 (``mkdtemp``).
+    """
+    directory = Path(tempfile.mkdtemp(prefix="weightscope-view-"))
+    try:
+        page = directory / "open.html"
+        descriptor = os.open(page, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(_REDIRECT.format(url=html.escape(url, quote=True)))
+        yield page
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

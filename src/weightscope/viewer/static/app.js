@@ -1,7 +1,15 @@
 // weightscope view: the page. Plain JavaScript, no libraries; every figure comes from the server's JSON API.
 "use strict";
 
+// The token comes in the address once; the server has answered it with a cookie, so the
+// address is rewritten without it (out of the address bar, the history and bookmarks).
 const TOKEN = new URLSearchParams(location.search).get("token") || "";
+if (TOKEN) {
+  const rest = new URLSearchParams(location.search);
+  rest.delete("token");
+  const query = rest.toString();
+  history.replaceState(history.state, "", location.pathname + (query ? `?${query}` : "") + location.hash);
+}
 const ROW = 22; // pixels per tree row
 const VALUES_PAGE = 50;
 const COLOURS = ["#1f77b4", "#ff7f0e"];
@@ -40,9 +48,24 @@ function el(tag, attributes, ...children) {
   return node;
 }
 
+// A lone surrogate cannot travel in a URL (it would arrive as U+FFFD): such a name is sent as
+// the command line prints it (weightscope.output.safe_text: \xNN for U+DC80..U+DCFF, which
+// stand for bytes that were not UTF-8, else \uXXXX), which the server resolves to the tensor.
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+function urlText(text) {
+  return String(text).replace(LONE_SURROGATE, (char) => {
+    const code = char.charCodeAt(0);
+    if (code >= 0xdc80 && code <= 0xdcff) return `\\x${(code - 0xdc00).toString(16).padStart(2, "0")}`;
+    return `\\u${code.toString(16)}`;
+  });
+}
+
 async function api(path, params) {
-  const query = new URLSearchParams(params || {});
-  const response = await fetch(`/api/${path}?${query}`, { headers: { "X-Weightscope-Token": TOKEN } });
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params || {})) query.set(key, urlText(value));
+  const headers = TOKEN ? { "X-Weightscope-Token": TOKEN } : {}; // else the cookie, after a reload
+  const response = await fetch(`/api/${path}?${query}`, { headers, credentials: "same-origin" });
   let document_ = null;
   try {
     document_ = await response.json();
@@ -70,6 +93,10 @@ function fmt(value) {
   if (typeof value === "string") return value; // "NaN", "Infinity"
   if (typeof value === "boolean") return String(value);
   if (Array.isArray(value)) return `(${value.map(fmt).join(", ")})`; // complex: [real, imag]
+  if (typeof value === "object") {
+    // a structured element: {field: value}
+    return `{${Object.entries(value).map(([field, item]) => `${field}: ${fmt(item)}`).join(", ")}}`;
+  }
   if (Number.isInteger(value) && Math.abs(value) < 1e15) return value.toLocaleString("en-US");
   if (value === 0) return "0";
   const magnitude = Math.abs(value);
