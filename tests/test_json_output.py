@@ -49,7 +49,7 @@ def test_ls_json_writes_lone_surrogates_as_json_escapes(surrogate_pt: Path) -> N
     status, out, _ = _weightscope("ls", "--json", str(surrogate_pt))
     assert status == 0
     assert "\\ud800" in out and "\\udcff" in out  # escaped, not raw (raw could not be UTF-8)
-    names = [row["name"] for row in json.loads(out)]
+    names = [row["name"] for row in json.loads(out)["tensors"]]
     assert sorted(names) == sorted([NAME, OTHER])
     with ws.open(surrogate_pt) as ckpt:  # the names JSON gives back open the tensors
         assert ckpt[NAME].tolist() == [[0, 1, 2], [3, 4, 5]]
@@ -98,7 +98,7 @@ def test_a_surrogate_pair_is_the_character_it_encodes(tmp_path: Path) -> None:
     torch.save({name: torch.ones(2)}, tmp_path / "pair.pt")
     status, out, _ = _weightscope("ls", "--json", str(tmp_path / "pair.pt"))
     assert status == 0 and "emoji\U0001f600.weight" in out  # raw UTF-8, not escapes
-    (row,) = json.loads(out)
+    (row,) = json.loads(out)["tensors"]
     assert row["name"] == "emoji\U0001f600.weight"
     status, out, _ = _weightscope("ls", str(tmp_path / "pair.pt"))
     assert "emoji\U0001f600.weight" in out
