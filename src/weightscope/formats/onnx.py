@@ -33,7 +33,8 @@ A reader must refuse: a file larger than 2 GiB, bytes that do not parse as a
 name or a name given twice, negative dims, an unknown or unsupported data type, data in
 no field or in a field the type does not use, a count or byte length other than the
 shape needs, external data with no ``location``, a location that is absolute or escapes
-the model's folder (after ``..`` and symlinks are resolved: ``RefusedError``), an offset
+the model's folder (after ``..`` and symlinks are resolved, and for a model read over HTTP
+after percent-decoding, as the URL is requested: ``%2e%2e/x`` is ``../x``; ``RefusedError``), an offset
 or length that is not a non-negative integer or lies past the end of the external file,
 and string tensors stored externally. ``verify`` checks each external file's SHA1
 ``checksum`` where one is given (the digest of the tensor's own bytes is accepted too,
