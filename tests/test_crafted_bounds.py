@@ -292,3 +292,28 @@ def test_hdf5_dataset_stored_in_a_fifo_or_made_of_one_is_refused_without_reading
         with pytest.raises(ws.UnsupportedFormatError, match="keeps its data in another file"):
             ws.open(path)
         run_bounded(path, start_seconds=start_seconds).assert_within("UnsupportedFormatError")
+
+
+def test_hdf5_groups_nested_800_deep_are_refused_at_once(tmp_path: Path, start_seconds: float) -> None:
+    # Every lookup walks the path from the root: 1.9 MB of nested layers took 10 s to list.
+    path = tmp_path / "deep.weights.h5"
+    with h5py.File(path, "w") as file:
+        group = file.create_group("layers")
+        for _ in range(800):
+            group = group.create_group("l")
+            group.create_group("vars").create_dataset("0", data=np.zeros(1, np.float32))
+    with pytest.raises(ws.UnsupportedFormatError, match="nested over 64 groups deep"):
+        ws.open(path)
+    run_bounded(path, start_seconds=start_seconds).assert_within("UnsupportedFormatError")
+
+
+def test_hdf5_groups_nested_as_keras_nests_models_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "nested.weights.h5"
+    with h5py.File(path, "w") as file:
+        group = file
+        for depth in range(10):  # ten models, each inside the one before
+            group = group.create_group(f"layers/functional_{depth}")
+            group.create_group("vars").attrs["name"] = f"model{depth}"
+        group.create_group("layers/dense/vars").create_dataset("0", data=np.ones(2, np.float32))
+    with ws.open(path) as ckpt:
+        assert list(ckpt) == ["/".join(f"model{depth}" for depth in range(10)) + "/dense/vars/0"]

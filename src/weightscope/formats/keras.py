@@ -102,6 +102,9 @@ WRITTEN_NAMES = "weight_names"
 # bytes it is refused past the expansion cap (``weightscope.limits``). Each chunk is
 # inflated whole, whatever part of it the dataset uses: its declared size is checked too.
 INFLATION_SLACK = 1 << 20
+# Groups within groups a file may nest (``layers/functional/layers/dense/vars`` is 5): HDF5
+# finds an object by its path from the root, so each lookup costs its depth.
+MAX_NESTING = 64
 # Memory charged per attribute element beyond its bytes: a Python object and a slot.
 _ATTRIBUTE_ELEMENT_COST = 64
 _GLOBAL_HEAP = b"GCOL"  # the signature of a global heap collection, where variable-length data lives
@@ -244,6 +247,7 @@ class KerasCheckpoint(FileCheckpoint):
         infos: list[TensorInfo] = []
         trainable: list[TensorInfo] = []  # the layer variables an optimizer may train, in model order
         optimizer: list[TensorInfo] = []
+        shown: dict[str, tuple[str, ...]] = {}  # object path -> its display name's parts, for _display_name
         for path, variables in _vars_groups(root):
             indices = sorted((key for key in variables if key.isdigit()), key=int)
             if path.split("/")[0] == "optimizer" or not path:
@@ -252,7 +256,7 @@ class KerasCheckpoint(FileCheckpoint):
                 optimizer.extend(found if path == "optimizer" else [])
                 infos.extend(found)
                 continue
-            layer = _display_name(root, path)
+            layer = _display_name(root, path, shown)
             layer_config = layer_configs.get(_text(variables.attrs.get("name", "")))
             names = _weight_names(layer_config, len(indices))
             labels = [f"{layer}/{weight}" for weight in names] if names else []
@@ -330,13 +334,18 @@ class KerasCheckpoint(FileCheckpoint):
         def visit(name: bytes, link: Any) -> bytes | None:
             # Low level, names as bytes: h5py's own visit fails on a name that is not UTF-8, and an
             # exception raised in here reaches Python as a SystemError; returning stops the visit.
-            if link.type not in (h5py.h5l.TYPE_HARD, h5py.h5l.TYPE_SOFT):
+            if link.type not in (h5py.h5l.TYPE_HARD, h5py.h5l.TYPE_SOFT) or name.count(b"/") >= MAX_NESTING:
                 return name
             if link.type == h5py.h5l.TYPE_HARD:
                 objects.append(name)
             return None
 
         outside = root.id.links.visit(visit, info=True)
+        if outside is not None and outside.count(b"/") >= MAX_NESTING:
+            raise UnsupportedFormatError(
+                f"{self.path}: '{_text(outside)[:200]}...' is nested over {MAX_NESTING} groups deep; Keras nests "
+                "a group per model and layer, and HDF5 looks every path up from the root (deeper is quadratic)"
+            )
         if outside is not None:
             value = root.id.links.get_val(outside)
             target = f" to {_text(value[0])!r}" if isinstance(value, tuple) else ""
@@ -456,18 +465,26 @@ def _vars_groups(root: h5py.Group) -> Iterator[tuple[str, h5py.Group]]:
     return ((path, item) for _, path, item in sorted(found, key=lambda entry: entry[0]))
 
 
-def _display_name(root: h5py.Group, path: str) -> str:
-    """``layers/dense`` -> ``layer1``: each object by its user name, collections (``layers``) left out."""
-    parts: list[str] = []
-    prefix = ""
-    for part in path.split("/"):
-        prefix = f"{prefix}/{part}" if prefix else part
+def _display_name(root: h5py.Group, path: str, shown: dict[str, tuple[str, ...]]) -> str:
+    """``layers/dense`` -> ``layer1``: each object by its user name, collections (``layers``) left out.
+
+    ``shown`` keeps each object path's parts: a path's parents are looked up once, not once
+    per object under them (objects nested thousands deep made that cubic).
+    """
+    pending: list[str] = []
+    prefix = path
+    while prefix and prefix not in shown:
+        pending.append(prefix)
+        prefix = prefix.rpartition("/")[0]
+    parts = shown.get(prefix, ())
+    for prefix in reversed(pending):
+        part = prefix.rpartition("/")[2]
         variables = root.get(f"{prefix}/vars")
-        if variables is None:
-            if part != "layers":
-                parts.append(part)
-            continue
-        parts.append(_text(variables.attrs.get("name", part)))
+        if variables is not None:
+            parts += (_text(variables.attrs.get("name", part)),)
+        elif part != "layers":
+            parts += (part,)
+        shown[prefix] = parts
     return "/".join(parts)
 
 
