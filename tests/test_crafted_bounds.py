@@ -317,3 +317,28 @@ def test_hdf5_groups_nested_as_keras_nests_models_still_read(tmp_path: Path) -> 
         group.create_group("layers/dense/vars").create_dataset("0", data=np.ones(2, np.float32))
     with ws.open(path) as ckpt:
         assert list(ckpt) == ["/".join(f"model{depth}" for depth in range(10)) + "/dense/vars/0"]
+
+
+# -- ONNX: a message per two bytes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field",
+    [b"\x42\x00", b"\x72\x00", b"graph"],
+    ids=["empty opset imports", "empty metadata entries", "empty initializers"],
+)
+def test_onnx_of_500000_empty_messages_is_refused_before_parsing(
+    tmp_path: Path, start_seconds: float, field: bytes
+) -> None:
+    # Parsing made 28-74 MB of messages of these 1 MB files: 100 MB would make 7 GB.
+    if field == b"graph":
+        initializers = b"\x2a\x00" * 500_000
+        field = b"\x3a" + encode_varint(len(initializers)) + initializers
+        count = 1
+    else:
+        count = 500_000
+    path = tmp_path / "messages.onnx"
+    path.write_bytes(b"\x08\x07" + field * count)  # ir_version 7, then the messages
+    with pytest.raises(ws.LimitExceededError, match="parsing the model's protocol buffer"):
+        ws.open(path)
+    run_bounded(path, start_seconds=start_seconds).assert_within("LimitExceededError")
