@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.containers.table import read_varint
 from weightscope.dtypes import BY_ONNX, ElementType, check_rank, check_size
 from weightscope.errors import (
     ChecksumMismatchError,
@@ -63,7 +64,6 @@ from weightscope.errors import (
     UnsupportedFormatError,
     WeightscopeError,
 )
-from weightscope.containers.table import read_varint
 from weightscope.limits import Budget, Limits
 from weightscope.sources import AnyPath, AnySource, open_source
 
