@@ -91,7 +91,7 @@ def tf_growing_keys_in_short_intervals(folder: Path) -> Path:
             elif step:
                 shared = len(previous)
             else:  # a new stem: what it shares with the last key, as LevelDB's writer shares it
-                shared = next(i for i, (old, new) in enumerate(zip(previous, key, strict=False)) if old != new)
+                shared = next((i for i, (old, new) in enumerate(zip(previous, key, strict=False)) if old != new), 0)
             keys.append((shared, key[shared:]))
             previous = key
     return _tf_checkpoint(folder / "steps.ckpt", keys, 128)
@@ -342,3 +342,14 @@ def test_onnx_of_500000_empty_messages_is_refused_before_parsing(
     with pytest.raises(ws.LimitExceededError, match="parsing the model's protocol buffer"):
         ws.open(path)
     run_bounded(path, start_seconds=start_seconds).assert_within("LimitExceededError")
+
+
+def test_keras_zip_whose_config_is_megabytes_of_tiny_json_objects_is_refused_before_parsing(tmp_path: Path) -> None:
+    # 3 MB of [{}] inflate within the cap but would parse to 100 MB of Python objects.
+    path = tmp_path / "objects.keras"
+    weights = _keras3_weights(tmp_path / "model.weights.h5").read_bytes()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", b'{"a": [' + b",".join([b"[{}]"] * 600_000) + b"]}")
+        archive.writestr("model.weights.h5", weights)
+    with pytest.raises(ws.LimitExceededError, match=r"parsing config\.json"):
+        ws.open(path)
