@@ -180,7 +180,7 @@ class GgufCheckpoint(FileCheckpoint):
             budget.spend(sys.getsizeof(key) + sys.getsizeof(values[key]) + _ENTRY_COST, "the metadata")
         self._metadata = values
         self._count(n_tensors, _MIN_TENSOR_INFO, "the tensor count")
-        entries = []
+        entries: list[tuple[str, list[int], int, int]] = []
         for _ in range(n_tensors):
             entries.append(self._tensor_info())
             budget.spend(sys.getsizeof(entries[-1][0]) + _TENSOR_COST, "the tensor infos")
