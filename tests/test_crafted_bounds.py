@@ -353,3 +353,19 @@ def test_keras_zip_whose_config_is_megabytes_of_tiny_json_objects_is_refused_bef
         archive.writestr("model.weights.h5", weights)
     with pytest.raises(ws.LimitExceededError, match=r"parsing config\.json"):
         ws.open(path)
+
+
+def test_hdf5_chunk_inflating_past_the_expansion_cap_is_refused_and_the_cap_can_be_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _keras3_weights(tmp_path / "zeros.weights.h5")
+    with h5py.File(path, "a") as file:  # 10 values in a chunk of 4 MiB of zeros, about 4 KB stored
+        file["layers/dense/vars"].create_dataset(
+            "2", data=np.zeros(10, np.float32), maxshape=(None,), chunks=(MiB,), compression=9
+        )
+    monkeypatch.setenv("WEIGHTSCOPE_MAX_EXPANSION", "100")
+    with pytest.raises(ws.LimitExceededError, match=r"the chunk at \(0,\) of tensor .* over 100x"):
+        ws.open(path)
+    monkeypatch.setenv("WEIGHTSCOPE_MAX_EXPANSION", "2000")
+    with ws.open(path) as ckpt:
+        assert not ckpt["dense/vars/2"].any()

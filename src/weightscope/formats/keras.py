@@ -100,7 +100,8 @@ WRITTEN_NAMES = "weight_names"
 # logical size, which a few stored bytes can claim without limit (gzip of zeros, a
 # scale-offset constant, chunks never written read as the fill value): beyond this many
 # bytes it is refused past the expansion cap (``weightscope.limits``). Each chunk is
-# inflated whole, whatever part of it the dataset uses: its declared size is checked too.
+# inflated whole, whatever part of it the dataset uses: its declared size is checked too
+# (against the memory cap, and past this many bytes against the expansion cap).
 INFLATION_SLACK = 1 << 20
 # Groups within groups a file may nest (``layers/functional/layers/dense/vars`` is 5): HDF5
 # finds an object by its path from the root, so each lookup costs its depth.
@@ -316,8 +317,8 @@ class KerasCheckpoint(FileCheckpoint):
         10 values of a dataset whose one chunk declares 512 MiB."""
         chunk = math.prod(dataset.chunks) * dataset.dtype.itemsize
         self._limits.check_memory(chunk, f"a chunk of {what}", self.path)
-        if not dataset.id.get_create_plist().get_nfilters():
-            return  # each chunk is stored as it is read
+        if chunk <= INFLATION_SLACK or not dataset.id.get_create_plist().get_nfilters():
+            return  # small, or stored as it is read
 
         def check(info: Any) -> None:
             self._limits.check_expansion(chunk, info.size, f"the chunk at {info.chunk_offset} of {what}", self.path)
