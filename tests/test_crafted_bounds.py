@@ -185,21 +185,39 @@ def _keras3_weights(path: Path) -> Path:
     return path
 
 
+def _strings_naming_one(path: Path, many: np.ndarray, count: int) -> None:
+    """Add the attribute ``many`` (``count`` strings of 7 bytes), then point each of its strings at
+    one stored string of 300 KB."""
+    with h5py.File(path, "a") as file:
+        file.attrs["big"] = "x" * 300_000
+        file.attrs["many"] = many
+    raw = bytearray(path.read_bytes())
+    big = raw.index(struct.pack("<I", 300_000))  # its record: length, heap collection, index
+    records = re.search(rb"(?:\x07\x00\x00\x00.{12}){%d}" % count, raw, re.DOTALL)
+    assert records is not None
+    raw[records.start() : records.end()] = raw[big : big + 16] * count
+    path.write_bytes(bytes(raw))
+
+
 def test_hdf5_attribute_of_thousands_of_strings_naming_one_stored_string_is_refused(
     tmp_path: Path, start_seconds: float
 ) -> None:
     # 3,000 variable-length strings, each pointing at the same 300 KB string in the global
     # heap: 430 KB of file made h5py build 900 MB on opening (1.7 GB resident).
     path = _keras3_weights(tmp_path / "strings.weights.h5")
-    with h5py.File(path, "a") as file:
-        file.attrs["big"] = "x" * 300_000
-        file.attrs["many"] = np.array(["zzzzzzz"] * 3_000, dtype=h5py.string_dtype())
-    raw = bytearray(path.read_bytes())
-    big = raw.index(struct.pack("<I", 300_000))  # its record: length, heap collection, index
-    many = re.search(rb"(?:\x07\x00\x00\x00.{12}){3000}", raw, re.DOTALL)
-    assert many is not None
-    raw[many.start() : many.end()] = raw[big : big + 16] * 3_000
-    path.write_bytes(bytes(raw))
+    _strings_naming_one(path, np.array(["zzzzzzz"] * 3_000, dtype=h5py.string_dtype()), 3_000)
+    with pytest.raises(ws.LimitExceededError, match="attribute 'many'"):
+        ws.open(path)
+    run_bounded(path, start_seconds=start_seconds).assert_within("LimitExceededError")
+
+
+def test_hdf5_one_compound_value_of_400_strings_naming_one_stored_string_is_refused(
+    tmp_path: Path, start_seconds: float
+) -> None:
+    # One element, but 400 variable-length fields in it: 120 MB.
+    path = _keras3_weights(tmp_path / "compound.weights.h5")
+    fields = np.dtype([(f"f{i}", h5py.string_dtype()) for i in range(400)])
+    _strings_naming_one(path, np.array(tuple(["zzzzzzz"] * 400), dtype=fields), 400)
     with pytest.raises(ws.LimitExceededError, match="attribute 'many'"):
         ws.open(path)
     run_bounded(path, start_seconds=start_seconds).assert_within("LimitExceededError")

@@ -368,11 +368,15 @@ class KerasCheckpoint(FileCheckpoint):
         """
         for name in item.attrs:
             attribute = item.attrs.get_id(name)
-            count = attribute.get_space().get_simple_extent_npoints()
-            dtype = attribute.dtype
-            if count > 1 and dtype.hasobject:
-                each = dtype.itemsize + self._largest_heap_collection() + _ATTRIBUTE_ELEMENT_COST
-                self._budget.spend(count * each, f"attribute '{_text(name)}' of {item.name}")
+            objects = attribute.get_space().get_simple_extent_npoints() * _objects_per_element(attribute.dtype)
+            if objects < 0:
+                raise UnsupportedFormatError(
+                    f"{self.path}: attribute '{_text(name)}' of {item.name} holds variable-length data within "
+                    "variable-length data; not read"
+                )
+            if objects > 1:
+                each = self._largest_heap_collection() + _ATTRIBUTE_ELEMENT_COST
+                self._budget.spend(objects * each, f"attribute '{_text(name)}' of {item.name}")
 
     def _largest_heap_collection(self) -> int:
         """The size of the largest global heap collection in the file (bounded by the file's end)."""
@@ -424,6 +428,21 @@ class KerasCheckpoint(FileCheckpoint):
             self._file = None
         self._bytes = b""
         super()._close()
+
+
+def _objects_per_element(dtype: np.dtype) -> int:
+    """How many variable-length values (h5py's object fields) one element of ``dtype`` holds;
+    -1 if one holds more variable-length values itself (a list of strings)."""
+    if dtype.fields:
+        counts = [_objects_per_element(field[0]) for field in dtype.fields.values()]
+        return -1 if -1 in counts else sum(counts)
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        return math.prod(shape) * _objects_per_element(base)
+    if dtype.kind != "O":
+        return 0
+    base = _h5py().check_vlen_dtype(dtype)
+    return -1 if isinstance(base, np.dtype) and base.hasobject else 1
 
 
 def _is_text(value: object) -> bool:
