@@ -387,3 +387,18 @@ def test_hdf5_chunk_inflating_past_the_expansion_cap_is_refused_and_the_cap_can_
     monkeypatch.setenv("WEIGHTSCOPE_MAX_EXPANSION", "2000")
     with ws.open(path) as ckpt:
         assert not ckpt["dense/vars/2"].any()
+
+
+def test_a_fifo_swapped_in_after_the_check_is_refused_on_its_descriptor(
+    fifo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race: the path was a regular file when checked, a FIFO when opened. Opened
+    # non-blocking, the FIFO answers at once, and fstat on the descriptor refuses it.
+    from weightscope import sources
+
+    regular = os.stat(__file__)
+    monkeypatch.setattr(sources.os, "stat", lambda path: regular)
+    started = time.monotonic()
+    with pytest.raises(ws.UnsupportedFormatError, match="a FIFO, not a regular file"):
+        sources.open_regular(fifo)
+    assert time.monotonic() - started < 5
