@@ -26,6 +26,7 @@ from weightscope.formats import _bundle_index
 from weightscope.formats import tensorflow as tensorflow_module
 from weightscope.formats._bundle_index import MAX_RANK, decode_entries
 from weightscope.formats.tensorflow import resolve_prefix
+from weightscope.limits import Budget, Limits
 from weightscope.sources import FileSource
 
 U64 = (1 << 64) - 1
@@ -49,7 +50,10 @@ def _read(path: Path, vectorised: bool = True) -> tuple[table_module.Table, list
     """The table read both ways; ``vectorised``: whether ``read_table`` should take its fast path."""
     source = FileSource(path)
     try:
-        assert (table_module._parse_blocks(list(table_module._blocks(source))) is not None) == vectorised
+        budget = Budget(Limits.for_size(source.size), path)
+        assert (
+            table_module._parse_blocks(list(table_module._blocks(source, budget)), budget) is not None
+        ) == vectorised
         return read_table(source), list(iter_table(source))
     finally:
         source.close()
@@ -384,7 +388,7 @@ def slow_paths(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
         return entries
 
     def turn_off() -> None:
-        monkeypatch.setattr(table_module, "_parse_blocks", lambda blocks: None)
+        monkeypatch.setattr(table_module, "_parse_blocks", lambda blocks, budget: None)
         monkeypatch.setattr(tensorflow_module, "decode_entries", nothing_decoded)
 
     return turn_off

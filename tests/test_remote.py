@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -236,17 +237,19 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
     """
 
     sent: ClassVar[list[int]] = [0]
+    requested: ClassVar[list[str]] = []  # every request's path, as the server received it
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _target(self) -> tuple[str, Path | None]:
+        self.requested.append(self.path)
         path = self.path.split("?", 1)[0]
         mode = ""
         for prefix in ("/short/", "/error/"):
             if path.startswith(prefix):
                 mode, path = prefix.strip("/"), path[len(prefix) - 1 :]
-        file = Path(self.directory) / path.lstrip("/")
+        file = Path(self.directory) / urllib.parse.unquote(path.lstrip("/"))  # as servers decode it
         return mode, file if file.is_file() else None
 
     def do_HEAD(self) -> None:
@@ -315,6 +318,43 @@ def test_http_checkpoint_reads_as_the_local_file_bit_for_bit(http_root: str, ser
     url = f"{http_root}/{served['names'][name]}"
     ckpt = assert_same_as_local(url, local(served, name))
     assert _sent() - before == ckpt.path.store.bytes_fetched  # nothing transferred past the store's count
+
+
+def _onnx_with_external_location(path: Path, location: str) -> None:
+    """A model of one float32 initializer [4] whose bytes are external data at ``location``."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    tensor = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4], data_location=TensorProto.EXTERNAL)
+    tensor.external_data.add(key="location", value=location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(helper.make_model(helper.make_graph([], "g", [], [], initializer=[tensor])), path)
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["%2e%2e/secret.bin", "%2E%2E/secret.bin", "..%2fsecret.bin", "sub/..%5c..%5csecret.bin", ".%2e/secret.bin"],
+)
+def test_http_onnx_external_data_escaping_its_folder_once_decoded_is_refused_before_any_request(
+    http_root: str, served: dict[str, Any], location: str
+) -> None:
+    # The HTTP client decodes %2e%2e to .. and folds it: the folder check must see the same.
+    root = Path(served["root"])
+    (root / "secret.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    _onnx_with_external_location(root / "escape" / "model.onnx", location)
+    _RangeHandler.requested.clear()
+    with pytest.raises(ws.RefusedError, match="escapes the model's folder"):
+        ws.open(f"{http_root}/escape/model.onnx")
+    assert _RangeHandler.requested and all(path.startswith("/escape/") for path in _RangeHandler.requested)
+
+
+def test_http_onnx_external_data_in_a_folder_with_a_space_is_read(http_root: str, served: dict[str, Any]) -> None:
+    root = Path(served["root"])
+    (root / "spaced" / "sub dir").mkdir(parents=True, exist_ok=True)
+    (root / "spaced" / "sub dir" / "w.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    _onnx_with_external_location(root / "spaced" / "model.onnx", "sub dir/w.bin")
+    with ws.open(f"{http_root}/spaced/model.onnx") as ckpt:
+        assert ckpt["w"].tolist() == [0, 1, 2, 3]
 
 
 def test_http_directory_url_opens_its_newest_checkpoint(http_root: str, served: dict[str, Any]) -> None:

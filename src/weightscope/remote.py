@@ -35,6 +35,7 @@ import bisect
 import fnmatch
 import posixpath
 import threading
+import urllib.parse
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -47,6 +48,9 @@ BLOCK_SIZE = 1 << 20  # reads this large are fetched exactly; objects this small
 FIRST_READ_AHEAD = 64 << 10  # fetched past a small read after a jump; doubled while reads continue
 CACHED_BLOCKS = 4
 _NO_LISTING = ("http", "https")  # HTTP has no directories: a URL ending in "/" is taken for one
+# Protocols whose clients and servers percent-decode a URL's path before resolving its dot
+# segments: there ``%2e%2e/x`` (or ``..%2fx``, ``..%5cx``) is ``../x``.
+_DECODED = ("http", "https")
 
 
 class RemoteError(WeightscopeError, OSError):
@@ -329,9 +333,19 @@ class RemotePath:
         return self._with_rest(self._rest + text)
 
     def resolve(self) -> RemotePath:
-        """With ``.`` and ``..`` folded away (never above the bucket or host)."""
+        """With ``.`` and ``..`` folded away (never above the bucket or host), as the URL that is requested.
+
+        Over HTTP the path is first percent-decoded, and a backslash taken for a slash, as
+        clients and servers do, then folded, then encoded again in full: what is checked
+        (``is_relative_to``) is then exactly what is fetched, with nothing left for the client
+        or the server to normalise (``%2e%2e/secret.bin`` is ``../secret.bin`` here too).
+        """
         host, _, key = self._rest.partition("/")
+        if self._protocol in _DECODED:
+            key = urllib.parse.unquote(key).replace("\\", "/")
         key = posixpath.normpath("/" + key).lstrip("/") if key else ""
+        if self._protocol in _DECODED:
+            key = urllib.parse.quote(key, safe="/")
         return self._with_rest(f"{host}/{key}" if key else host, directory=self._dir_hint)
 
     def is_relative_to(self, other: RemotePath) -> bool:

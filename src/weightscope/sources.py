@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from weightscope.errors import CheckpointNotFoundError, TruncatedFileError
+from weightscope.errors import CheckpointNotFoundError, TruncatedFileError, UnsupportedFormatError
 
 if TYPE_CHECKING:
     from weightscope.remote import RemotePath, RemoteSource
@@ -74,23 +75,53 @@ def check_range(path: object, offset: int, length: int, size: int, what: str) ->
         raise TruncatedFileError(f"{path}: EOF reading {what} at {offset}: expected {length} bytes, got {available}")
 
 
+def _refuse_unless_regular(path: Path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise UnsupportedFormatError(f"{path}: {kind}, not a regular file; weightscope reads regular files only")
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of ``path``, which must be a regular file.
+
+    Checked before opening, and again on the descriptor, opened non-blocking: a FIFO (or
+    a device) swapped in between would otherwise block the open, or every read, forever.
+    """
+    try:
+        _refuse_unless_regular(path, os.stat(path).st_mode)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{path}: no such file") from None
+    try:
+        _refuse_unless_regular(path, os.fstat(descriptor).st_mode)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
 class FileSource:
-    """A local file, memory-mapped read-only on first use."""
+    """A local regular file, memory-mapped read-only on first use."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         try:
-            self.size = self.path.stat().st_size
+            status = self.path.stat()
         except FileNotFoundError:
             raise CheckpointNotFoundError(f"{self.path}: no such file") from None
+        _refuse_unless_regular(self.path, status.st_mode)
+        self.size = status.st_size
         self._map: mmap.mmap | None = None
 
     def _mapping(self) -> mmap.mmap | bytes:
         if self.size == 0:
             return b""  # mmap cannot map an empty file
         if self._map is None:
-            with open(self.path, "rb") as handle:
-                self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            descriptor = open_regular(self.path)
+            try:
+                self._map = mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
+            finally:
+                os.close(descriptor)
         return self._map
 
     def read(self, offset: int, length: int, what: str) -> memoryview:

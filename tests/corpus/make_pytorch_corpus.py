@@ -686,7 +686,7 @@ def keras_entries() -> dict[str, bytes]:
         "ChecksumMismatchError--weights-crc-wrong.keras": bytes(damaged),
         "CorruptCheckpointError--weights-not-hdf5.keras": keras_zip({**good, "model.weights.h5": b"\0" * 64}),
         "CorruptCheckpointError--truncated-zip.keras": valid[: len(valid) // 2],
-        "UnsupportedFormatError--weights-dataset-of-4-tib-storing-nothing.keras": keras_zip(
+        "LimitExceededError--weights-dataset-of-4-tib-storing-nothing.keras": keras_zip(
             {**good, "model.weights.h5": unwritten}
         ),
     }

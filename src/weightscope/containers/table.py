@@ -38,6 +38,7 @@ from weightscope.errors import (
     TruncatedFileError,
     UnsupportedFormatError,
 )
+from weightscope.limits import Budget, Limits
 from weightscope.sources import FileSource
 
 MAGIC = 0xDB4775248B80FB57
@@ -48,6 +49,13 @@ NO_COMPRESSION = 0
 SNAPPY_COMPRESSION = 1
 SNAPPY_MAX_RATIO = 22
 _MASK_DELTA = 0xA282EAD8
+# Memory charged per key (``weightscope.limits.Budget``): decoded as UTF-8 with
+# surrogateescape, a key takes up to 2 bytes a byte, plus its ``str`` and list slot.
+# Keys share prefixes, so a few bytes per entry can describe keys growing by one byte
+# each (``a``, ``aa``, ``aaa``...: 320 KB of index, 1.4 GB of keys): charged, they are
+# refused at the cap instead.
+_KEY_BYTE_COST = 2
+_KEY_COST = 80
 _U32 = struct.Struct("<I")
 
 
@@ -117,8 +125,11 @@ def _snappy_decompress(contents: memoryview, source: FileSource, offset: int, wh
         raise CorruptCheckpointError(f"{source.path}: {what} at {offset} is not valid snappy data ({error})") from None
 
 
-def iter_block(block: bytes | memoryview, what: str) -> Iterator[tuple[bytes, bytes]]:
-    """The (key, value) pairs of one block, keys made whole from their shared prefixes."""
+def iter_block(block: bytes | memoryview, what: str, budget: Budget | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """The (key, value) pairs of one block, keys made whole from their shared prefixes.
+
+    Each key is charged to ``budget`` as it is made, if one is given.
+    """
     size = len(block)
     if size < 4:
         raise CorruptCheckpointError(f"{what} is {size} bytes, too short for a block")
@@ -142,6 +153,8 @@ def iter_block(block: bytes | memoryview, what: str) -> Iterator[tuple[bytes, by
         end = pos + non_shared + value_length
         if shared > len(key) or end > limit:
             raise CorruptCheckpointError(f"{what}: entry at {pos} runs past the block")
+        if budget is not None:
+            budget.spend(_KEY_BYTE_COST * (shared + non_shared) + _KEY_COST, "decoding the index's keys")
         key = key[:shared] + block[pos : pos + non_shared]
         yield key, bytes(block[pos + non_shared : end])
         pos = end
@@ -170,7 +183,7 @@ class Table:
 _Block = tuple[bytes, int, bytes | memoryview]
 
 
-def _blocks(source: FileSource) -> Iterator[_Block]:
+def _blocks(source: FileSource, budget: Budget) -> Iterator[_Block]:
     """The data blocks of the table in ``source``, in order, each read and checked when reached."""
     if source.size < FOOTER_SIZE:
         raise TruncatedFileError(f"{source.path}: {source.size} bytes, too short for a table footer of {FOOTER_SIZE}")
@@ -184,17 +197,17 @@ def _blocks(source: FileSource) -> Iterator[_Block]:
     _, _, pos = _read_handle(footer, 0, "footer")  # the metaindex is always empty
     index_offset, index_size, _ = _read_handle(footer, pos, "footer")
     index = read_block(source, index_offset, index_size, "index block")
-    for separator, handle in iter_block(index, f"{source.path}: index block"):
+    for separator, handle in iter_block(index, f"{source.path}: index block", budget):
         offset, size, _ = _read_handle(handle, 0, "block handle")
         yield separator, offset, read_block(source, offset, size, "data block")
 
 
-def _entries(source: FileSource, blocks: Iterable[_Block]) -> Iterator[tuple[bytes, bytes]]:
+def _entries(source: FileSource, blocks: Iterable[_Block], budget: Budget) -> Iterator[tuple[bytes, bytes]]:
     previous: bytes | None = None
     for separator, offset, block in blocks:
         what = f"data block at {offset}"
         last = None
-        for key, value in iter_block(block, f"{source.path}: {what}"):
+        for key, value in iter_block(block, f"{source.path}: {what}", budget):
             if previous is not None and key <= previous:
                 raise CorruptCheckpointError(f"{source.path}: keys out of order in {what} ({key!r} after {previous!r})")
             previous = last = key
@@ -203,13 +216,22 @@ def _entries(source: FileSource, blocks: Iterable[_Block]) -> Iterator[tuple[byt
             raise CorruptCheckpointError(f"{source.path}: {what} holds keys beyond its index separator")
 
 
-def iter_table(source: FileSource) -> Iterator[tuple[bytes, bytes]]:
-    """Every (key, value) of the table in ``source``, in order, checked on the way, entry by entry."""
-    return _entries(source, _blocks(source))
+def _budget(source: FileSource, budget: Budget | None) -> Budget:
+    return Budget(Limits.for_size(source.size), source.path) if budget is None else budget
 
 
-def read_table(source: FileSource) -> Table:
-    """The whole table in ``source``, every block checked.
+def iter_table(source: FileSource, budget: Budget | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """Every (key, value) of the table in ``source``, in order, checked on the way, entry by entry.
+
+    Keys are charged to ``budget`` (by default, the caps for ``source``'s size).
+    """
+    budget = _budget(source, budget)
+    return _entries(source, _blocks(source, budget), budget)
+
+
+def read_table(source: FileSource, budget: Budget | None = None) -> Table:
+    """The whole table in ``source``, every block checked, its keys charged to ``budget``
+    (by default, the caps for ``source``'s size): a ``LimitExceededError`` past them.
 
     Blocks laid out the usual way (restart points at entry boundaries, prefixes shared
     only within a restart interval, keys in order) are parsed by ``_parse_blocks`` with
@@ -217,13 +239,14 @@ def read_table(source: FileSource) -> Table:
     entry as ``iter_table`` does, which is also what raises the precise error for a
     table that breaks the format.
     """
-    blocks = list(_blocks(source))
-    parsed = _parse_blocks(blocks)
+    budget = _budget(source, budget)
+    blocks = list(_blocks(source, budget))
+    parsed = _parse_blocks(blocks, budget)
     if parsed is not None:
         return parsed
     keys: list[str] = []
     values: list[bytes] = []
-    for key, value in _entries(source, blocks):
+    for key, value in _entries(source, blocks, budget):
         keys.append(key.decode("utf-8", "surrogateescape"))
         values.append(value)
     lengths = np.fromiter(map(len, values), np.int64, len(values))
@@ -281,7 +304,7 @@ def decode_varints(windows: np.ndarray, size: int = 8) -> tuple[np.ndarray, np.n
     return bits.astype(np.int64), lengths
 
 
-def _parse_blocks(blocks: list[_Block]) -> Table | None:
+def _parse_blocks(blocks: list[_Block], budget: Budget) -> Table | None:
     """Every block at once with numpy; None where the blocks are not laid out the usual way.
 
     Each restart interval is a chain of entries that starts with a whole key (shared 0)
@@ -300,7 +323,7 @@ def _parse_blocks(blocks: list[_Block]) -> Table | None:
     steps = _follow(windows, interval_starts, interval_ends)
     if steps is None:
         return None
-    return _keys(blocks, last_intervals, steps, data, windows)
+    return _keys(blocks, last_intervals, steps, data, windows, budget)
 
 
 def _intervals(blocks: list[_Block]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]] | None:
@@ -372,7 +395,12 @@ def _follow(windows: np.ndarray, pos: np.ndarray, end: np.ndarray) -> list[_Step
 
 
 def _keys(
-    blocks: list[_Block], last_intervals: list[int], steps: list[_Step], data: np.ndarray, windows: np.ndarray
+    blocks: list[_Block],
+    last_intervals: list[int],
+    steps: list[_Step],
+    data: np.ndarray,
+    windows: np.ndarray,
+    budget: Budget,
 ) -> Table | None:
     """The table, its keys rebuilt, checked and decoded a step at a time; None if unusual.
 
@@ -393,6 +421,8 @@ def _keys(
         counts[step[0]] += 1
     first = np.cumsum(counts) - counts
     n = int(counts.sum())
+    key_bytes = sum(int(step[3].sum()) for step in steps)
+    budget.spend(_KEY_BYTE_COST * key_bytes + _KEY_COST * n, "decoding the index's keys")
     current = np.empty((num_intervals, width), np.uint8)
     current_windows = byte_windows(current.reshape(-1))
     lengths = np.zeros(num_intervals, np.int64)  # of each interval's key so far

@@ -51,6 +51,8 @@ import functools
 import math
 import os
 import struct
+import sys
+from collections import Counter
 from collections.abc import Callable
 from operator import attrgetter
 
@@ -59,6 +61,7 @@ import numpy as np
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.dtypes import BY_GGUF, check_size
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
+from weightscope.limits import Budget, Limits
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -93,6 +96,12 @@ _SCALARS: dict[int, tuple[str, np.dtype]] = {
 # The fewest bytes one tensor info takes: a name length, n_dims, one dimension, type, offset.
 _MIN_TENSOR_INFO = 8 + 4 + 8 + 4 + 8
 _MIN_KEY_VALUE = 8 + 4 + 1  # a key length, a value type, a one-byte value
+# Memory charged (``weightscope.limits.Budget``) per metadata entry and per tensor beyond
+# their names' and values' own ``str`` objects: a dict slot; a TensorInfo with its shape,
+# integers and the entry it was made from. A file of the smallest entries costs about
+# 10 times its size, so the cap refuses only files made of little else.
+_ENTRY_COST = 32
+_TENSOR_COST = 320
 
 # GGML type name -> (elements per block, bytes per block): gguf-py's GGML_QUANT_SIZES.
 # fmt: off
@@ -156,6 +165,7 @@ class GgufCheckpoint(FileCheckpoint):
                 f"{self.path}: GGUF version {version}; weightscope reads versions 2 and 3 (little-endian)"
             )
         self._count(n_values, _MIN_KEY_VALUE, "the metadata count")
+        budget = Budget(Limits.for_size(self._source.size), self.path)
         values: dict[str, str] = {}
         alignment = DEFAULT_ALIGNMENT
         for _ in range(n_values):
@@ -167,15 +177,20 @@ class GgufCheckpoint(FileCheckpoint):
             if key == "general.alignment":
                 alignment = self._alignment(kind)
             values[key] = self._value(kind, f"metadata '{key}'")
+            budget.spend(sys.getsizeof(key) + sys.getsizeof(values[key]) + _ENTRY_COST, "the metadata")
         self._metadata = values
         self._count(n_tensors, _MIN_TENSOR_INFO, "the tensor count")
-        entries = [self._tensor_info() for _ in range(n_tensors)]
+        entries: list[tuple[str, list[int], int, int]] = []
+        for _ in range(n_tensors):
+            entries.append(self._tensor_info())
+            budget.spend(sys.getsizeof(entries[-1][0]) + _TENSOR_COST, "the tensor infos")
         start = -(-self._position // alignment) * alignment
         infos = [self._describe(name, dims, code, offset, start, alignment) for name, dims, code, offset in entries]
         self._check_overlap(infos)
         self._infos = {info.name: info for info in infos}
         if len(self._infos) != len(infos):
-            twice = next(name for name, *_ in entries if [entry[0] for entry in entries].count(name) > 1)
+            counts = Counter(name for name, *_ in entries)  # one pass: a list per name was quadratic
+            twice = next(name for name, count in counts.items() if count > 1)
             raise CorruptCheckpointError(f"{self.path}: tensor '{twice}' is given twice")
 
     def _text(self, data: memoryview) -> str:
@@ -208,8 +223,12 @@ class GgufCheckpoint(FileCheckpoint):
             raise UnsupportedFormatError(f"{self.path}: {what} is an array of arrays")
         if kind == _STRING:
             self._count(count, 8, what, MAX_ARRAY_LENGTH)
-            strings = [self._string(f"element {index} of {what}") for index in range(count)]
+            # Each element is checked, but only a short array's are kept: a million empty
+            # strings (8 MB of lengths) would otherwise become a million views and texts.
+            strings = [self._string(f"element {index} of {what}") for index in range(min(count, SUMMARY_LENGTH + 1))]
             if count > SUMMARY_LENGTH:
+                for index in range(len(strings), count):
+                    self._string(f"element {index} of {what}")
                 return f"[{count} strings]"
             return "[" + ", ".join(repr(self._text(text)) for text in strings) + "]"
         if kind not in _SCALARS:

@@ -67,8 +67,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
+import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +84,7 @@ from weightscope.containers.zip import Member, check_crc, escapes, inflate, is_d
 from weightscope.dtypes import BY_NAME
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError, WeightscopeError, reason
 from weightscope.layers import TensorRole
+from weightscope.limits import JSON_BYTE_COST, Budget, Limits
 from weightscope.writing import Spec, Tensors, as_tensors, checked, little_endian, plan_specs
 
 if TYPE_CHECKING:
@@ -94,10 +97,17 @@ WEIGHTS_MEMBER = "model.weights.h5"
 WRITTEN_NAMES = "weight_names"
 # A dataset h5py reads (chunked, filtered, or never written) is allocated whole at its
 # logical size, which a few stored bytes can claim without limit (gzip of zeros, a
-# scale-offset constant, chunks never written read as the fill value): refused past
-# deflate's own bound, as zip members are.
-MAX_INFLATION = 1032
+# scale-offset constant, chunks never written read as the fill value): beyond this many
+# bytes it is refused past the expansion cap (``weightscope.limits``). Each chunk is
+# inflated whole, whatever part of it the dataset uses: its declared size is checked too
+# (against the memory cap, and past this many bytes against the expansion cap).
 INFLATION_SLACK = 1 << 20
+# Groups within groups a file may nest (``layers/functional/layers/dense/vars`` is 5): HDF5
+# finds an object by its path from the root, so each lookup costs its depth.
+MAX_NESTING = 64
+# Memory charged per attribute element beyond its bytes: a Python object and a slot.
+_ATTRIBUTE_ELEMENT_COST = 64
+_GLOBAL_HEAP = b"GCOL"  # the signature of a global heap collection, where variable-length data lives
 # Keras 3 layer classes -> their variables in ``weights`` order, with the config flag
 # (``None``: always present) each depends on.
 _LAYER_WEIGHTS: dict[str, tuple[tuple[str, str | None], ...]] = {
@@ -134,11 +144,14 @@ class KerasCheckpoint(FileCheckpoint):
         """Open ``path``; with ``verify``, a ``.keras`` zip's members are checked against their CRC-32."""
         self._file: h5py.File | None = None
         self._bytes: memoryview | bytes = b""  # the HDF5 file's bytes: dataset offsets index them
+        self._largest_heap: int | None = None  # the largest global heap collection, once looked for
         super().__init__(path, verify=verify)
 
     # -- opening ---------------------------------------------------------------------------
     def _load(self) -> None:
         h5py = _h5py()
+        self._limits = Limits.for_size(self._source.size)
+        self._budget = Budget(self._limits, self.path)
         head = bytes(self._source.read(0, min(len(HDF5_MAGIC), self._source.size), "magic"))
         config: dict[str, Any] | None = None
         if head == HDF5_MAGIC:
@@ -151,7 +164,8 @@ class KerasCheckpoint(FileCheckpoint):
             raise CorruptCheckpointError(f"{self.path}: neither an HDF5 file nor a .keras zip (bad magic {head!r})")
         try:
             self._file = h5py.File(opened, "r")
-            self._metadata = {key: _text(value) for key, value in self._file.attrs.items() if _is_text(value)}
+            self._check_structure(self._file)
+            self._metadata = self._root_texts(self._file)
             if config is not None:
                 self._metadata[CONFIG_MEMBER] = json.dumps(config)
             self._infos = {info.name: info for info in self._describe_all(config)}
@@ -176,8 +190,10 @@ class KerasCheckpoint(FileCheckpoint):
         missing = [name for name in (CONFIG_MEMBER, WEIGHTS_MEMBER) if name not in members]
         if missing:
             raise UnsupportedFormatError(f"{self.path}: a zip without {', '.join(missing)}; not a .keras file")
+        text = self._member(members[CONFIG_MEMBER])
+        self._budget.spend(len(text) * JSON_BYTE_COST, f"parsing {CONFIG_MEMBER}")
         try:
-            config = json.loads(bytes(self._member(members[CONFIG_MEMBER])))
+            config = json.loads(bytes(text))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
             raise CorruptCheckpointError(f"{self.path}: {CONFIG_MEMBER} is not JSON ({error})") from None
         if not isinstance(config, dict):
@@ -189,6 +205,8 @@ class KerasCheckpoint(FileCheckpoint):
         what = f"{self.path}: member '{entry.filename}'"
         deflated = is_deflated(entry, what)
         stored = self._source.read(entry.start, entry.compress_size, what)
+        if deflated:
+            self._budget.spend(entry.file_size, f"inflating member '{entry.filename}'")
         data = inflate(stored, entry.file_size, what) if deflated else stored
         if self.verify_checksums:  # before h5py or json sees a damaged member
             check_crc(data, entry.CRC, what)
@@ -229,6 +247,7 @@ class KerasCheckpoint(FileCheckpoint):
         infos: list[TensorInfo] = []
         trainable: list[TensorInfo] = []  # the layer variables an optimizer may train, in model order
         optimizer: list[TensorInfo] = []
+        shown: dict[str, tuple[str, ...]] = {}  # object path -> its display name's parts, for _display_name
         for path, variables in _vars_groups(root):
             indices = sorted((key for key in variables if key.isdigit()), key=int)
             if path.split("/")[0] == "optimizer" or not path:
@@ -237,7 +256,7 @@ class KerasCheckpoint(FileCheckpoint):
                 optimizer.extend(found if path == "optimizer" else [])
                 infos.extend(found)
                 continue
-            layer = _display_name(root, path)
+            layer = _display_name(root, path, shown)
             layer_config = layer_configs.get(_text(variables.attrs.get("name", "")))
             names = _weight_names(layer_config, len(indices))
             labels = [f"{layer}/{weight}" for weight in names] if names else []
@@ -268,7 +287,7 @@ class KerasCheckpoint(FileCheckpoint):
                 f"{self.path}: tensor '{name}' ({dataset.name}) keeps its data in another file; not read"
             )
         dtype = dataset.dtype
-        if _text(dataset.attrs.get("dtype", "")) == "bfloat16" and dtype.itemsize == 2:
+        if dtype.itemsize == 2 and _text(dataset.attrs.get("dtype", "")) == "bfloat16":
             dtype = BY_NAME["bfloat16"].dtype
         element = BY_NAME.get(dtype.name)
         if element is None:
@@ -276,11 +295,11 @@ class KerasCheckpoint(FileCheckpoint):
         offset = dataset.id.get_offset()
         contiguous = dataset.chunks is None and offset is not None
         stored, logical = dataset.id.get_storage_size(), dataset.size * dtype.itemsize
-        if not contiguous and logical > stored * MAX_INFLATION + INFLATION_SLACK:
-            raise UnsupportedFormatError(
-                f"{self.path}: tensor '{name}' ({dataset.name}) holds {logical} bytes in {stored} stored: more than "
-                f"weightscope inflates (at most {MAX_INFLATION} times; a decompression bomb?)"
-            )
+        what = f"tensor '{name}' ({dataset.name})"
+        if not contiguous and logical > INFLATION_SLACK:
+            self._limits.check_expansion(logical, stored, what, self.path)
+        if dataset.chunks is not None:
+            self._check_chunks(dataset, what)
         return TensorInfo(
             name,
             dtype,
@@ -291,6 +310,95 @@ class KerasCheckpoint(FileCheckpoint):
             offset if contiguous else -1,
             dataset.name.lstrip("/"),
         )
+
+    def _check_chunks(self, dataset: Any, what: str) -> None:
+        """Refuse a chunk that inflates past the caps: HDF5 inflates each chunk whole, even for
+        10 values of a dataset whose one chunk declares 512 MiB."""
+        chunk = math.prod(dataset.chunks) * dataset.dtype.itemsize
+        self._limits.check_memory(chunk, f"a chunk of {what}", self.path)
+        if chunk <= INFLATION_SLACK or not dataset.id.get_create_plist().get_nfilters():
+            return  # small, or stored as it is read
+
+        def check(info: Any) -> None:
+            self._limits.check_expansion(chunk, info.size, f"the chunk at {info.chunk_offset} of {what}", self.path)
+
+        dataset.id.chunk_iter(check)
+
+    def _check_structure(self, root: h5py.File) -> None:
+        """Before anything is read: refuse a link out of the file (HDF5 would open the file it
+        names, which may be anything, a FIFO that never answers included), and any attribute
+        whose variable-length elements could make more than the caps allow."""
+        h5py = _h5py()
+        objects: list[bytes] = []
+
+        def visit(name: bytes, link: Any) -> bytes | None:
+            # Low level, names as bytes: h5py's own visit fails on a name that is not UTF-8, and an
+            # exception raised in here reaches Python as a SystemError; returning stops the visit.
+            if link.type not in (h5py.h5l.TYPE_HARD, h5py.h5l.TYPE_SOFT) or name.count(b"/") >= MAX_NESTING:
+                return name
+            if link.type == h5py.h5l.TYPE_HARD:
+                objects.append(name)
+            return None
+
+        outside = root.id.links.visit(visit, info=True)
+        if outside is not None and outside.count(b"/") >= MAX_NESTING:
+            raise UnsupportedFormatError(
+                f"{self.path}: '{_text(outside)[:200]}...' is nested over {MAX_NESTING} groups deep; Keras nests "
+                "a group per model and layer, and HDF5 looks every path up from the root (deeper is quadratic)"
+            )
+        if outside is not None:
+            value = root.id.links.get_val(outside)
+            target = f" to {_text(value[0])!r}" if isinstance(value, tuple) else ""
+            raise UnsupportedFormatError(
+                f"{self.path}: '{_text(outside)}' is a link out of the file{target}; weightscope reads one file only"
+            )
+        self._check_attributes(root)
+        for name in objects:
+            self._check_attributes(root[name])
+
+    def _check_attributes(self, item: Any) -> None:
+        """Charge ``item``'s attributes of variable-length elements before anything reads them.
+
+        HDF5 keeps each element in the global heap and copies it out per element: thousands
+        of elements naming one stored string of 300 KB make a gigabyte. Nothing says how
+        long an element is before reading it, but none is longer than the largest global
+        heap collection: an array attribute is charged that much per element. (One value
+        can be no larger than the file.)
+        """
+        for name in item.attrs:
+            attribute = item.attrs.get_id(name)
+            objects = attribute.get_space().get_simple_extent_npoints() * _objects_per_element(attribute.dtype)
+            if objects < 0:
+                raise UnsupportedFormatError(
+                    f"{self.path}: attribute '{_text(name)}' of {item.name} holds variable-length data within "
+                    "variable-length data; not read"
+                )
+            if objects > 1:
+                each = self._largest_heap_collection() + _ATTRIBUTE_ELEMENT_COST
+                self._budget.spend(objects * each, f"attribute '{_text(name)}' of {item.name}")
+
+    def _largest_heap_collection(self) -> int:
+        """The size of the largest global heap collection in the file (bounded by the file's end)."""
+        if self._largest_heap is None:
+            largest = 0
+            for match in re.finditer(_GLOBAL_HEAP, self._bytes):  # signature, version, 3 reserved, size
+                if match.start() + 16 <= len(self._bytes):
+                    (size,) = struct.unpack_from("<Q", self._bytes, match.start() + 8)
+                    largest = max(largest, min(size, len(self._bytes) - match.start()))
+            self._largest_heap = largest
+        return self._largest_heap
+
+    def _root_texts(self, root: h5py.File) -> dict[str, str]:
+        """The root's text attributes (a ``.h5``'s ``model_config``, ``keras_version``...), charged as read."""
+        texts: dict[str, str] = {}
+        for key in root.attrs:
+            if root.attrs.get_id(key).get_space().get_simple_extent_npoints() != 1:
+                continue  # an array: never text
+            value = root.attrs[key]
+            if _is_text(value):
+                texts[key] = _text(value)
+                self._budget.spend(len(texts[key]) * 4 + _ATTRIBUTE_ELEMENT_COST, f"root attribute '{key}'")
+        return texts
 
     # -- reading -----------------------------------------------------------------------------
     def _read(self, info: TensorInfo) -> np.ndarray:
@@ -319,6 +427,21 @@ class KerasCheckpoint(FileCheckpoint):
             self._file = None
         self._bytes = b""
         super()._close()
+
+
+def _objects_per_element(dtype: np.dtype) -> int:
+    """How many variable-length values (h5py's object fields) one element of ``dtype`` holds;
+    -1 if one holds more variable-length values itself (a list of strings)."""
+    if dtype.fields:
+        counts = [_objects_per_element(field[0]) for field in dtype.fields.values()]
+        return -1 if -1 in counts else sum(counts)
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        return math.prod(shape) * _objects_per_element(base)
+    if dtype.kind != "O":
+        return 0
+    base = _h5py().check_vlen_dtype(dtype)
+    return -1 if isinstance(base, np.dtype) and base.hasobject else 1
 
 
 def _is_text(value: object) -> bool:
@@ -361,18 +484,26 @@ def _vars_groups(root: h5py.Group) -> Iterator[tuple[str, h5py.Group]]:
     return ((path, item) for _, path, item in sorted(found, key=lambda entry: entry[0]))
 
 
-def _display_name(root: h5py.Group, path: str) -> str:
-    """``layers/dense`` -> ``layer1``: each object by its user name, collections (``layers``) left out."""
-    parts: list[str] = []
-    prefix = ""
-    for part in path.split("/"):
-        prefix = f"{prefix}/{part}" if prefix else part
+def _display_name(root: h5py.Group, path: str, shown: dict[str, tuple[str, ...]]) -> str:
+    """``layers/dense`` -> ``layer1``: each object by its user name, collections (``layers``) left out.
+
+    ``shown`` keeps each object path's parts: a path's parents are looked up once, not once
+    per object under them (objects nested thousands deep made that cubic).
+    """
+    pending: list[str] = []
+    prefix = path
+    while prefix and prefix not in shown:
+        pending.append(prefix)
+        prefix = prefix.rpartition("/")[0]
+    parts = shown.get(prefix, ())
+    for prefix in reversed(pending):
+        part = prefix.rpartition("/")[2]
         variables = root.get(f"{prefix}/vars")
-        if variables is None:
-            if part != "layers":
-                parts.append(part)
-            continue
-        parts.append(_text(variables.attrs.get("name", part)))
+        if variables is not None:
+            parts += (_text(variables.attrs.get("name", part)),)
+        elif part != "layers":
+            parts += (part,)
+        shown[prefix] = parts
     return "/".join(parts)
 
 

@@ -33,7 +33,8 @@ A reader must refuse: a file larger than 2 GiB, bytes that do not parse as a
 name or a name given twice, negative dims, an unknown or unsupported data type, data in
 no field or in a field the type does not use, a count or byte length other than the
 shape needs, external data with no ``location``, a location that is absolute or escapes
-the model's folder (after ``..`` and symlinks are resolved: ``RefusedError``), an offset
+the model's folder (after ``..`` and symlinks are resolved, and for a model read over HTTP
+after percent-decoding, as the URL is requested: ``%2e%2e/x`` is ``../x``; ``RefusedError``), an offset
 or length that is not a non-negative integer or lies past the end of the external file,
 and string tensors stored externally. ``verify`` checks each external file's SHA1
 ``checksum`` where one is given (the digest of the tensor's own bytes is accepted too,
@@ -46,12 +47,14 @@ import hashlib
 import math
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.containers.table import read_varint
 from weightscope.dtypes import BY_ONNX, ElementType, check_rank, check_size
 from weightscope.errors import (
     ChecksumMismatchError,
@@ -61,6 +64,7 @@ from weightscope.errors import (
     UnsupportedFormatError,
     WeightscopeError,
 )
+from weightscope.limits import Budget, Limits
 from weightscope.sources import AnyPath, AnySource, open_source
 
 MAX_MODEL_SIZE = (1 << 31) - 1  # protobuf's limit on one message
@@ -110,6 +114,9 @@ class OnnxCheckpoint(FileCheckpoint):
                 "models that large must keep their weights as external data"
             )
         data = bytes(self._source.read(0, size, "the model"))
+        # Before parsing: two bytes of protobuf can make a message of 150 (an empty initializer).
+        budget = Budget(Limits.for_size(size), self.path)
+        budget.spend(2 * size + _parsed_cost(data), "parsing the model's protocol buffer")
         try:
             model = OnnxModelProto.FromString(data)
         except (DecodeError, RuntimeError, ValueError) as error:
@@ -303,6 +310,72 @@ class OnnxCheckpoint(FileCheckpoint):
 
 
 BY_ONNX_NAME: dict[str, ElementType] = {element.name: element for element in BY_ONNX.values()}
+
+# What parsing makes beyond the bytes it keeps (measured with upb protobuf: an empty
+# TensorProto of 2 bytes takes about 150): a message per element of the repeated message
+# fields below, an 8-byte value per byte of a packed varint field (int64 from one byte).
+_MESSAGE_COST = 160
+_MODEL_MESSAGES = {8, 14}  # ModelProto: opset_import, metadata_props
+_GRAPH = 7
+_GRAPH_TENSORS = {5: False, 15: True}  # GraphProto: initializer, sparse_initializer (sparse?)
+_SPARSE_TENSORS = {1, 2}  # SparseTensorProto: values, indices
+_TENSOR_MESSAGES = {6, 13}  # TensorProto: string_data, external_data
+_PACKED_VARINTS = {1, 5, 7, 11}  # TensorProto: dims, int32_data, int64_data, uint64_data
+
+
+def _parsed_cost(data: bytes) -> int:
+    """Bytes of objects parsing ``data`` as a ModelProto makes beyond it, from a walk of its fields."""
+    cost = 0
+    for number, start, end in _length_delimited(data, 0, len(data)):
+        if number in _MODEL_MESSAGES:
+            cost += _MESSAGE_COST
+        elif number == _GRAPH:
+            for kind, tensor_start, tensor_end in _length_delimited(data, start, end):
+                if kind in _GRAPH_TENSORS:
+                    cost += _MESSAGE_COST
+                    if _GRAPH_TENSORS[kind]:
+                        for part, part_start, part_end in _length_delimited(data, tensor_start, tensor_end):
+                            if part in _SPARSE_TENSORS:
+                                cost += _MESSAGE_COST + _tensor_cost(data, part_start, part_end)
+                    else:
+                        cost += _tensor_cost(data, tensor_start, tensor_end)
+    return cost
+
+
+def _tensor_cost(data: bytes, start: int, end: int) -> int:
+    cost = 0
+    for number, field_start, field_end in _length_delimited(data, start, end):
+        if number in _TENSOR_MESSAGES:
+            cost += _MESSAGE_COST
+        elif number in _PACKED_VARINTS:
+            cost += 8 * (field_end - field_start)
+    return cost
+
+
+def _length_delimited(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(field number, start, end) of each length-delimited field in ``data[start:end]``, the
+    others skipped; stops where the bytes stop making sense (parsing will say why)."""
+    pos = start
+    try:
+        while pos < end:
+            tag, pos = read_varint(data, pos, "a protobuf tag")
+            wire = tag & 7
+            if wire == 0:
+                _, pos = read_varint(data, pos, "a protobuf varint")
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            elif wire == 2:
+                length, pos = read_varint(data, pos, "a protobuf length")
+                if pos + length > end:
+                    return
+                yield tag >> 3, pos, pos + length
+                pos += length
+            else:
+                return
+    except CorruptCheckpointError:
+        return
 
 
 def _text(value: str | bytes, what: str) -> str:

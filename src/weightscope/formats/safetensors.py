@@ -40,6 +40,7 @@ import json
 import math
 import os
 import struct
+from collections import Counter
 from collections.abc import Mapping
 from operator import attrgetter
 from pathlib import Path
@@ -50,6 +51,7 @@ import numpy as np
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.dtypes import BY_SAFETENSORS, check_rank, check_size, element_for
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
+from weightscope.limits import JSON_BYTE_COST, Limits
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -77,6 +79,8 @@ class SafetensorsCheckpoint(FileCheckpoint):
                 f"{self.path}: header length {length} exceeds the format's limit of {MAX_HEADER_SIZE} bytes"
             )
         text = self._source.read(_HEADER_LENGTH.size, length, "the JSON header")
+        # Before parsing: a few bytes of JSON make dozens of bytes of Python objects.
+        Limits.for_size(self._source.size).check_memory(length * JSON_BYTE_COST, "parsing the JSON header", self.path)
         try:
             header = json.loads(bytes(text).decode("utf-8"), object_pairs_hook=self._unique_keys)
         except (UnicodeDecodeError, ValueError, RecursionError) as error:  # ValueError: JSON, ints over 4300 digits
@@ -95,8 +99,8 @@ class SafetensorsCheckpoint(FileCheckpoint):
     def _unique_keys(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         found = dict(pairs)
         if len(found) != len(pairs):
-            names = [name for name, _ in pairs]
-            twice = next(name for name in names if names.count(name) > 1)
+            counts = Counter(name for name, _ in pairs)  # one pass: names.count(name) per name was quadratic
+            twice = next(name for name, count in counts.items() if count > 1)
             raise CorruptCheckpointError(f"{self.path}: the header names '{twice}' twice")
         return found
 

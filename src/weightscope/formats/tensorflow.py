@@ -390,6 +390,7 @@ class TensorFlowCheckpoint(Checkpoint):
         extents = np.zeros((3, len(names)), np.int64)
         odd: list[int] = []  # entries for protobuf and _describe
         files = np.array([str(source.path) for source in self._shards], object)
+        shard_numbers = {file: number for number, file in enumerate(files.tolist())}  # not list.index per entry
         for start in range(0, len(names), _CHUNK):
             stop = min(start + _CHUNK, len(names))
             entries = decode_entries(table.data, table.starts[start + 1 : stop + 1], table.ends[start + 1 : stop + 1])
@@ -419,7 +420,7 @@ class TensorFlowCheckpoint(Checkpoint):
             if entry.slices and not key.startswith(b"\x00"):  # type: ignore[attr-defined]
                 partitioned.append((i, infos[i], list(entry.slices)))  # type: ignore[attr-defined]
             else:  # (a partitioned variable's own entry holds no bytes: its slices do)
-                extents[:, i] = self._shards.index(self._shard_of_file[infos[i].file]), infos[i].offset, infos[i].nbytes
+                extents[:, i] = shard_numbers[infos[i].file], infos[i].offset, infos[i].nbytes
         self._check_overlaps(extents, names)
         # Keys of slices start with byte 0, so they sort first.
         num_slices = 0
