@@ -120,6 +120,21 @@ class StatsPartial:
     nans: int = 0
     infs: int = 0
 
+    def repeated(self, times: int) -> StatsPartial:
+        """The figures of these values each repeated ``times`` times: mean, extremes and deviation unchanged."""
+        return StatsPartial(
+            self.count * times,
+            self.total * times,
+            self.mean,
+            self.m2 * times,
+            self.low,
+            self.high,
+            self.squares * times,
+            self.zeros * times,
+            self.nans * times,
+            self.infs * times,
+        )
+
     def merge(self, other: StatsPartial) -> StatsPartial:
         total = self.count + other.count
         delta = other.mean - self.mean
@@ -188,13 +203,21 @@ def _ones(size: int) -> np.ndarray:
 
 
 def tensor_stats(
-    name: str, array: np.ndarray, elements: int = CHUNK_ELEMENTS, pool: ThreadPoolExecutor | None = None
+    name: str,
+    array: np.ndarray,
+    elements: int = CHUNK_ELEMENTS,
+    pool: ThreadPoolExecutor | None = None,
+    shape: tuple[int, ...] | None = None,
 ) -> TensorStats:
-    """The statistics of one tensor, read chunk by chunk (on ``pool``'s threads, if given)."""
-    shape = tuple(array.shape)
+    """The statistics of one tensor, read chunk by chunk (on ``pool``'s threads, if given).
+
+    With ``shape``, ``array`` stands for a tensor of that shape repeating each of its values alike
+    (``Checkpoint.without_repeats``): the figures are the tensor's.
+    """
+    shape = tuple(array.shape) if shape is None else shape
     kind = numeric_kind(array.dtype)
     if kind is None:
-        return TensorStats(name, str(array.dtype), shape, array.size)
+        return TensorStats(name, str(array.dtype), shape, math.prod(shape))
     if pool is None:
         total = stats_partial(array, kind, elements)
     else:
@@ -207,6 +230,8 @@ def tensor_stats(
                 total = total.merge(pending.popleft().result())
         while pending:
             total = total.merge(pending.popleft().result())
+    if array.size:
+        total = total.repeated(math.prod(shape) // array.size)
     return stats_from_partial(name, array.dtype, shape, kind, total)
 
 
@@ -230,15 +255,20 @@ def _workers() -> int:
 def checkpoint_stats(ckpt: Checkpoint, names: Iterable[str]) -> list[TensorStats]:
     """Statistics of the named tensors, in order, on a few threads (numpy releases the GIL).
 
-    Small tensors are spread over the threads whole; a large one is spread chunk by chunk.
+    Small tensors are spread over the threads whole; a large one is spread chunk by chunk. A view repeating
+    stored values (a stride of 0) is summed over the values it stores, each counted as often as it repeats.
     """
     names = list(names)
+
+    def stats(name: str, pool: ThreadPoolExecutor | None = None) -> TensorStats:
+        return tensor_stats(name, ckpt.without_repeats(name), pool=pool, shape=ckpt.info(name).shape)
+
     with ThreadPoolExecutor(_workers()) as pool:
         large = {name for name in names if ckpt.info(name).size > CHUNK_ELEMENTS}
         small = [name for name in names if name not in large]
-        results = dict(zip(small, pool.map(lambda name: tensor_stats(name, ckpt[name]), small), strict=True))
+        results = dict(zip(small, pool.map(stats, small), strict=True))
         for name in large:
-            results[name] = tensor_stats(name, ckpt[name], pool=pool)
+            results[name] = stats(name, pool)
     return [results[name] for name in names]
 
 
