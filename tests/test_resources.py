@@ -35,7 +35,11 @@ from corpus.make_pytorch_corpus import (
     text,
     torch_zip,
 )
+from corpus.make_tensorflow_corpus import _valid_checkpoint
 
+from weightscope import _proto
+from weightscope._crc32c import crc32c
+from weightscope.containers.table import FOOTER_SIZE, MAGIC_BYTES, NO_COMPRESSION, encode_varint, mask_crc
 from weightscope.errors import ExitStatus
 
 TESTS = Path(__file__).resolve().parent
@@ -132,11 +136,39 @@ def _npz_of_many_members(count: int) -> bytes:
     return buffer.getvalue()
 
 
+def _tensorflow_keys_growing_by_one_byte(count: int) -> dict[str, bytes]:
+    """An index of ``count`` empty tensors named ``a``, ``aa``, ``aaa``... in one block and one restart interval:
+    each entry stores one byte of its key, the keys hold count^2 / 2 (20,000: 320 KB of index, 200 MB of keys)."""
+    _, data, entries = _valid_checkpoint()
+    empty = _proto.BundleEntryProto(dtype=1, crc32c=mask_crc(crc32c(b"")))  # DT_FLOAT
+    empty.shape.dim.add(size=0)
+    value = empty.SerializeToString()
+    header = entries[0][1]
+    body = encode_varint(0) + encode_varint(0) + encode_varint(len(header)) + header
+    step = encode_varint(1) + encode_varint(len(value)) + b"a" + value
+    body += b"".join(encode_varint(shared) + step for shared in range(count))
+    index = bytearray()
+
+    def block(entries: bytes) -> bytes:  # the block, its restart array of one, its trailer; its handle
+        start = len(index)
+        contents = entries + struct.pack("<II", 0, 1)
+        index.extend(contents + bytes([NO_COMPRESSION]))
+        index.extend(struct.pack("<I", mask_crc(crc32c(bytes([NO_COMPRESSION]), crc32c(contents)))))
+        return encode_varint(start) + encode_varint(len(contents))
+
+    data_handle = block(body)
+    metaindex_handle = block(b"")
+    index_handle = block(encode_varint(0) + encode_varint(1) + encode_varint(len(data_handle)) + b"b" + data_handle)
+    index.extend((metaindex_handle + index_handle).ljust(FOOTER_SIZE - 8, b"\0") + MAGIC_BYTES)
+    return {"model.ckpt.index": bytes(index), "model.ckpt.data-00000-of-00001": data}
+
+
 def _stride_zero_pytorch(shape: tuple[int, ...], stride: tuple[int, ...]) -> bytes:
     return torch_zip(pickle2(ordered_dict(("t", tensor("0", 4, shape, stride)))))
 
 
-CRAFTED: dict[str, Callable[[], bytes]] = {
+# Each makes a file, or the files of a folder holding a TensorFlow prefix ``model.ckpt``.
+CRAFTED: dict[str, Callable[[], bytes | dict[str, bytes]]] = {
     "pytorch-one-string-shown-20000-times.pt": lambda: _pickle_referencing_one_string(20_000, 100_000),
     "pytorch-2-17-tensor-names-from-a-memo.pt": lambda: _pickle_naming_tensors_exponentially(17, 120_000),
     "pytorch-2-million-memoize-opcodes.pt": lambda: _pickle_of_memoize_opcodes(2_000_000),
@@ -149,6 +181,7 @@ CRAFTED: dict[str, Callable[[], bytes]] = {
     "gguf-30000-tensors.gguf": lambda: _gguf_of_many_tensors(30_000),
     "keras-config-inflating-to-256-mib.keras": lambda: _keras_with_inflating_config(256 << 20),
     "npz-20000-members.npz": lambda: _npz_of_many_members(20_000),
+    "tensorflow-20000-keys-growing-by-one-byte": lambda: _tensorflow_keys_growing_by_one_byte(20_000),
 }
 
 CORPUS_ENTRIES = sorted(
@@ -177,6 +210,9 @@ def _environment() -> dict[str, str]:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("WEIGHTSCOPE_")}
     environment["PYTHONPATH"] = os.pathsep.join([str(SOURCE), environment.get("PYTHONPATH", "")])
     environment["OPENBLAS_NUM_THREADS"] = "1"  # as the README advises for one process per core
+    # glibc reserves 64 MiB of address space for each thread's malloc arena: RLIMIT_AS counts it, though nothing uses
+    # it, and a thread of stats would fail its first malloc. One arena: what is counted is what is allocated.
+    environment["MALLOC_ARENA_MAX"] = "1"
     return environment
 
 
@@ -189,9 +225,15 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         path, size = _target(entry)
         jobs[f"corpus/{entry.parent.name}/{entry.name}"] = {"path": str(path), "size": size}
     for name, make in CRAFTED.items():
-        path = work / name
-        path.write_bytes(make())
-        jobs[f"crafted/{name}"] = {"path": str(path), "size": path.stat().st_size}
+        made = make()
+        if isinstance(made, bytes):
+            (work / name).write_bytes(made)
+        else:
+            (work / name).mkdir()
+            for file, contents in made.items():
+                (work / name / file).write_bytes(contents)
+        path, size = _target(work / name)
+        jobs[f"crafted/{name}"] = {"path": str(path), "size": size}
     for job in jobs.values():
         job["commands"] = [[*command, job["path"]] for command in COMMANDS]
     slack = _interpreter_start()
