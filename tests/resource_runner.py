@@ -1,15 +1,16 @@
 """Run weightscope commands on files, each in a fork under the resource rule's memory and time (test_resources.py).
 
-``python tests/resource_runner.py JOBS RESULTS SLACK SCRATCH``: JOBS is a JSON list of ``{"path", "size", "commands"}``
-(``size``: the input's bytes; ``commands``: argument lists for ``weightscope.cli.main``, the path among them).
-The runner imports weightscope, numpy and every format's module once, measures its own address space (the
-baseline), then forks once per file and command: the child sets ``RLIMIT_AS`` to the baseline + 64 MiB + 8 x
-the file's size and a CPU-time alarm of 1 s per MiB + 1 s, runs the command with its output discarded and its
-stderr kept, and exits with the command's status. The parent waits the CPU budget plus SLACK
-seconds of wall time, then kills it if it used the CPU less than 5% of that time (blocked), and
-otherwise waits on, up to 10 times. RESULTS gets one record per command: status, the signal that ended it,
-whether it was killed as blocked, CPU seconds, peak resident memory, and the end of its stderr (kept in
-SCRATCH meanwhile).
+``python tests/resource_runner.py JOBS RESULTS SLACK SCRATCH``: JOBS is a JSON list of ``{"path", "size",
+"commands"}`` (``size``: the input's bytes; ``commands``: argument lists for ``weightscope.cli.main``, the path
+among them). The runner imports weightscope, numpy and every format's module once, then forks once per file and
+command, measuring its own address space (the baseline) before each fork. The child sets ``RLIMIT_AS`` to the
+baseline + 64 MiB + 8 x the file's size and a CPU-time alarm (``ITIMER_PROF``, ending it by ``SIGPROF``) of 1 s
+per MiB + 1 s, runs the command with its output discarded and its stderr kept, and exits with the command's
+status. The parent waits the CPU budget plus SLACK seconds of wall time at a time: a child that used the CPU
+less than 5% of such a stretch is blocked, and killed; one that keeps running on a loaded machine is waited for,
+up to 10 stretches. RESULTS gets one record per command: status (negative: the signal that ended it), whether
+it was killed as blocked, CPU seconds, peak resident memory, and the end of its stderr (kept in SCRATCH
+meanwhile).
 
 The runner starts nothing else and holds no lock while it forks: weightscope's readers are single-threaded at
 open, so a fork of this process is a fresh command without the interpreter's start.
@@ -107,8 +108,9 @@ def _hung(handle: int, pid: int, interval: float) -> bool:
     return True
 
 
-def run_one(argv: list[str], size: int, baseline: int, slack: float, stderr_path: str) -> dict[str, Any]:
+def run_one(argv: list[str], size: int, slack: float, stderr_path: str) -> dict[str, Any]:
     """Run ``main(argv)`` in a fork under the limits for an input of ``size`` bytes; what happened."""
+    baseline = address_space()  # what the fork starts with: this process as it is now
     limit = baseline + memory_budget(size)
     cpu = cpu_budget(size)
     stderr_fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -151,13 +153,10 @@ def run(jobs: list[dict[str, Any]], slack: float, scratch: str) -> dict[str, Any
             importlib.import_module(reader.requires)
     for module in ("weightscope.analysis", "weightscope.summary", "weightscope.layers"):
         importlib.import_module(module)
-    baseline = address_space()
     results = [
-        run_one(argv, job["size"], baseline, slack, os.path.join(scratch, "stderr"))
-        for job in jobs
-        for argv in job["commands"]
+        run_one(argv, job["size"], slack, os.path.join(scratch, "stderr")) for job in jobs for argv in job["commands"]
     ]
-    return {"baseline": baseline, "version": weightscope.__version__, "results": results}
+    return {"version": weightscope.__version__, "results": results}
 
 
 if __name__ == "__main__":

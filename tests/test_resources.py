@@ -217,14 +217,22 @@ def _environment() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Every input's five commands, run by two runners at once: {input: [result, ...]}, and the runners' facts."""
+def outcomes(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The selected inputs' five commands, run by two runners at once: {"inputs": {input: [result, ...]}}."""
     work = tmp_path_factory.mktemp("resources")
+    selected = {INPUTS[0]} | {
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.module is sys.modules[__name__] and hasattr(item, "callspec")
+    }
     jobs: dict[str, dict[str, Any]] = {}
     for entry in CORPUS_ENTRIES:
         path, size = _target(entry)
-        jobs[f"corpus/{entry.parent.name}/{entry.name}"] = {"path": str(path), "size": size}
+        if f"corpus/{entry.parent.name}/{entry.name}" in selected:
+            jobs[f"corpus/{entry.parent.name}/{entry.name}"] = {"path": str(path), "size": size}
     for name, make in CRAFTED.items():
+        if f"crafted/{name}" not in selected:
+            continue
         made = make()
         if isinstance(made, bytes):
             (work / name).write_bytes(made)
