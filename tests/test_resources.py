@@ -85,13 +85,16 @@ def _pickle_of_colliding_int_keys(count: int) -> bytes:
     return torch_zip(pickle2(b"}(" + pairs + b"u"))
 
 
-def _safetensors_of_many_tensors(count: int) -> bytes:
-    """A legitimate file of ``count`` one-value tensors: duplicate-name checks must not be quadratic."""
-    header = {
-        f"t{index:07d}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * index, 4 * index + 4]}
-        for index in range(count)
-    }
-    encoded = json.dumps(header, separators=(",", ":")).encode()
+def _safetensors_of_many_tensors(count: int, *, last_name_twice: bool = False) -> bytes:
+    """``count`` one-value tensors (the last two named alike, if asked): finding the name twice is not quadratic."""
+    names = [f"t{index:07d}" for index in range(count)]
+    if last_name_twice:
+        names[-1] = names[-2]
+    entries = (
+        json.dumps(name) + ":" + json.dumps({"dtype": "F32", "shape": [1], "data_offsets": [4 * index, 4 * index + 4]})
+        for index, name in enumerate(names)
+    )
+    encoded = ("{" + ",".join(entries) + "}").encode()
     encoded += b" " * (-len(encoded) % 8)
     return struct.pack("<Q", len(encoded)) + encoded + bytes(4 * count)
 
@@ -102,9 +105,12 @@ def _gguf_of_empty_strings(count: int) -> bytes:
     return gguf_file([], b"", metadata=metadata, count=1)
 
 
-def _gguf_of_many_tensors(count: int) -> bytes:
-    """``count`` one-float tensors with distinct names: the duplicate check must not rebuild a list per name."""
-    tensors = [(f"t{index:07d}".encode(), [1], 0, 32 * index) for index in range(count)]
+def _gguf_of_many_tensors(count: int, *, last_name_twice: bool = False) -> bytes:
+    """``count`` one-float tensors (the last two named alike, if asked): the duplicate check is not quadratic."""
+    names = [f"t{index:07d}".encode() for index in range(count)]
+    if last_name_twice:
+        names[-1] = names[-2]
+    tensors = [(name, [1], 0, 32 * index) for index, name in enumerate(names)]
     return gguf_file(tensors, bytes(32 * count))
 
 
@@ -194,6 +200,14 @@ CRAFTED: dict[str, tuple[Callable[[], bytes | dict[str, bytes]], set[int]]] = {
     "pytorch-stride-0-2-62-bytes.pt": (lambda: _stride_zero_pytorch((2**30, 2**30), (0, 0)), {OK}),
     "pytorch-stride-0-expand-within-the-cap.pt": (lambda: _stride_zero_pytorch((1024, 4), (0, 1)), {OK}),
     "safetensors-30000-tensors.safetensors": (lambda: _safetensors_of_many_tensors(30_000), {OK}),
+    "safetensors-30000-tensors-the-last-name-twice.safetensors": (
+        lambda: _safetensors_of_many_tensors(30_000, last_name_twice=True),
+        {CORRUPT},
+    ),
+    "gguf-30000-tensors-the-last-name-twice.gguf": (
+        lambda: _gguf_of_many_tensors(30_000, last_name_twice=True),
+        {CORRUPT},
+    ),
     "gguf-a-million-empty-strings.gguf": (lambda: _gguf_of_empty_strings(1_000_000), {OK, LIMIT}),
     "gguf-30000-tensors.gguf": (lambda: _gguf_of_many_tensors(30_000), {OK}),
     "keras-config-inflating-to-256-mib.keras": (lambda: _keras_with_inflating_config(256 << 20), {OK, LIMIT}),
