@@ -265,7 +265,6 @@ def checkpoint_stats(ckpt: Checkpoint, names: Iterable[str]) -> list[TensorStats
     stored values (a stride of 0) is summed over the values it stores, each counted as often as it repeats.
     """
     names = list(names)
-
     with ThreadPoolExecutor(_workers()) as pool:
         large = {name for name in names if ckpt.info(name).size > CHUNK_ELEMENTS}
         # Small tensors go to the threads in batches of about a chunk: a task per tensor costs more than its figures.
@@ -296,7 +295,7 @@ def _batch_stats(ckpt: Checkpoint, names: list[str]) -> list[TensorStats]:
     (biases, step counters, a crafted file) would take seconds one by one, and take milliseconds side by side.
     """
     groups: dict[np.dtype, list[tuple[str, np.ndarray]]] = {}
-    results = []
+    results: list[TensorStats] = []
     for name in names:
         values = ckpt.without_repeats(name)
         if 0 < values.size <= SMALL_ELEMENTS and numeric_kind(values.dtype) in ("f", "i", "b"):
@@ -414,7 +413,7 @@ class DiffPartial:
 
 def stats_partial(array: np.ndarray, kind: str, elements: int = CHUNK_ELEMENTS) -> StatsPartial:
     """The statistics' figures of a whole (numeric) array, chunk by chunk, in order."""
-    total = None  # a tensor of one chunk, most of them, needs no merge
+    total: StatsPartial | None = None  # a tensor of one chunk, most of them, needs no merge
     for chunk in chunks(array, elements):
         partial = chunk_stats(chunk, kind)
         total = partial if total is None else total.merge(partial)

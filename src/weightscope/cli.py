@@ -51,7 +51,7 @@ def _note(text: str) -> None:
     _echo(f"weightscope: {text}", err=True)
 
 
-def _raise_cap(variable: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+def _cap_callback(variable: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
     """An option's callback setting ``variable`` (``weightscope.limits``) for this command, as if set outside."""
 
     def set_variable(context: click.Context, parameter: click.Parameter, value: Any) -> Any:
@@ -79,14 +79,14 @@ def _raise_cap(variable: str) -> Callable[[click.Context, click.Parameter, Any],
     "--max-memory",
     metavar="SIZE",
     expose_value=False,
-    callback=_raise_cap("WEIGHTSCOPE_MAX_MEMORY"),
+    callback=_cap_callback("WEIGHTSCOPE_MAX_MEMORY"),
     help="Memory one file may make a reader build (4GiB, 512MiB; default 64 MiB + 8 x the file's size).",
 )
 @click.option(
     "--max-expansion",
     type=click.IntRange(min=1),
     expose_value=False,
-    callback=_raise_cap("WEIGHTSCOPE_MAX_EXPANSION"),
+    callback=_cap_callback("WEIGHTSCOPE_MAX_EXPANSION"),
     help="Times its stored bytes a tensor may become when read whole (a stride-0 view; default 1024).",
 )
 def cli(traceback: bool) -> None:
