@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import weightscope as ws
 from weightscope.analysis import checkpoint_stats, tensor_stats
 from weightscope.cli import main
 from weightscope.errors import ExitStatus, LimitExceededError
-from weightscope.limits import EXPANSION_VARIABLE
+from weightscope.limits import EXPANSION_VARIABLE, MEMORY_VARIABLE
 
 
 def _views() -> dict[str, torch.Tensor]:
@@ -136,19 +137,24 @@ def test_raising_the_cap_reads_the_view(tmp_path: Path, monkeypatch: pytest.Monk
         assert ckpt["x"].sum() == 4096 * 3
 
 
-def test_the_max_expansion_option_raises_the_cap_for_its_command_only(
+def test_the_cap_options_raise_the_caps_for_their_command_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(EXPANSION_VARIABLE, raising=False)
+    monkeypatch.delenv(MEMORY_VARIABLE, raising=False)
     path = tmp_path / "wide.pt"
     torch.save({"x": torch.arange(3.0).expand(4096, 3)}, path)
     npy = tmp_path / "x.npy"
     assert _run(capsys, "show", "--npy", npy, path, "x")[0] == ExitStatus.UNSUPPORTED
     assert _run(capsys, "--max-expansion", "4096", "show", "--npy", npy, path, "x")[0] == 0
     assert np.array_equal(np.load(npy), torch.arange(3.0).expand(4096, 3).numpy())
-    assert EXPANSION_VARIABLE not in __import__("os").environ
+    assert EXPANSION_VARIABLE not in os.environ
     status, _, err = _run(capsys, "--max-expansion", "0", "ls", path)
     assert status == ExitStatus.USAGE and "--max-expansion" in err
+    status, _, err = _run(capsys, "--max-memory", "lots", "ls", path)
+    assert status == ExitStatus.USAGE and "not a size" in err
+    assert _run(capsys, "--max-memory", "1GiB", "ls", path)[0] == 0
+    assert MEMORY_VARIABLE not in os.environ
 
 
 def test_overlapping_windows_past_the_cap_are_refused_by_stats_too(
