@@ -11,7 +11,8 @@ import pytest
 from conftest import seed_copy  # noqa: F401 - a fixture
 
 import weightscope as ws
-from weightscope.analysis import checkpoint_stats, tensor_diff, tensor_stats
+from weightscope.analysis import TensorStats, checkpoint_stats, tensor_diff, tensor_stats
+from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.cli import main
 from weightscope.convert import convert
 
@@ -50,7 +51,11 @@ def _expected(array: np.ndarray) -> dict[str, float | int | None]:
 
 
 def _assert_stats_match(name: str, array: np.ndarray, elements: int) -> None:
-    stats = tensor_stats(name, array, elements=elements)
+    _assert_figures(tensor_stats(name, array, elements=elements), array)
+
+
+def _assert_figures(stats: TensorStats, array: np.ndarray) -> None:
+    name = stats.name
     assert stats.count == array.size and stats.shape == array.shape
     expected = _expected(array)
     # Summation rounding grows with the magnitudes added: a tolerance on their scale.
@@ -76,18 +81,21 @@ def test_stats_equal_numpy_on_every_fixture(tf_checkpoints: dict[str, Path], fix
         assert [result.name for result in results] == list(ckpt)
 
 
+AWKWARD = [
+    np.array([1.0, np.nan, -np.inf, 0.0, 3.5], np.float32),
+    np.array([np.nan, np.nan], np.float64),
+    np.arange(-5, 7, dtype=np.int8).reshape(3, 4)[:, ::2],  # not contiguous
+    np.array([[True, False], [True, True]]),
+    np.linspace(-3, 3, 101, dtype=np.float32).astype(ml_dtypes.bfloat16).reshape(101, 1).T,
+    np.array([1 + 2j, 0, np.nan], np.complex64),
+    np.zeros((0, 4), np.float32),
+    np.array(2.5, np.float16),
+]
+
+
 @pytest.mark.parametrize(
     "array",
-    [
-        np.array([1.0, np.nan, -np.inf, 0.0, 3.5], np.float32),
-        np.array([np.nan, np.nan], np.float64),
-        np.arange(-5, 7, dtype=np.int8).reshape(3, 4)[:, ::2],  # not contiguous
-        np.array([[True, False], [True, True]]),
-        np.linspace(-3, 3, 101, dtype=np.float32).astype(ml_dtypes.bfloat16).reshape(101, 1).T,
-        np.array([1 + 2j, 0, np.nan], np.complex64),
-        np.zeros((0, 4), np.float32),
-        np.array(2.5, np.float16),
-    ],
+    AWKWARD,
     ids=["nan-inf", "all-nan", "strided-int8", "bool", "bfloat16-transposed", "complex", "empty", "scalar"],
 )
 def test_stats_of_awkward_tensors(array: np.ndarray) -> None:
@@ -95,6 +103,40 @@ def test_stats_of_awkward_tensors(array: np.ndarray) -> None:
     stats = tensor_stats("t", array)
     if array.dtype.kind == "c" or not np.count_nonzero(~np.isnan(array.astype(np.complex128))):
         assert stats.mean is None and stats.min is None
+
+
+class _InMemory(Checkpoint):
+    """Arrays as a checkpoint, for figures taken by ``checkpoint_stats`` (which sums small tensors side by side)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        super().__init__(Path("memory"))
+        self._arrays = arrays
+        for name, array in arrays.items():
+            self._infos[name] = TensorInfo(name, array.dtype, array.shape, array.nbytes, str(array.dtype), "", 0, name)
+
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        return self._arrays[info.name]
+
+    def _close(self) -> None:
+        pass
+
+
+def test_checkpoint_stats_of_many_small_tensors_side_by_side_equal_numpys() -> None:
+    arrays = {f"awkward{index}": array for index, array in enumerate(AWKWARD)}
+    arrays.update(
+        {
+            "both-infinities": np.array([np.inf, 1.0, -np.inf], np.float32),
+            "big-int64": np.array([2**62, -(2**62) + 1, 7], np.int64),
+            "big-endian": np.arange(6, dtype=">f8").reshape(2, 3) / 3,
+            "expanded": np.broadcast_to(np.array([1.5, np.nan, -2.0], np.float16), (5, 3)),
+            "near-large": np.linspace(1e8, 1e8 + 1, 4097),  # past the side-by-side size: alone
+        }
+    )
+    arrays.update({f"one{index}": np.array([index / 7], np.float32) for index in range(300)})
+    results = checkpoint_stats(_InMemory(arrays), list(arrays))
+    assert [result.name for result in results] == list(arrays)
+    for result in results:
+        _assert_figures(result, arrays[result.name])
 
 
 def test_stats_command_lists_figures_and_warns_of_nans(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

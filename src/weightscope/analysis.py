@@ -121,6 +121,21 @@ class StatsPartial:
     nans: int = 0
     infs: int = 0
 
+    def repeated(self, times: int) -> StatsPartial:
+        """The figures of these values each repeated ``times`` times: mean, extremes and deviation unchanged."""
+        return StatsPartial(
+            self.count * times,
+            self.total * times,
+            self.mean,
+            self.m2 * times,
+            self.low,
+            self.high,
+            self.squares * times,
+            self.zeros * times,
+            self.nans * times,
+            self.infs * times,
+        )
+
     def merge(self, other: StatsPartial) -> StatsPartial:
         total = self.count + other.count
         delta = other.mean - self.mean
@@ -189,13 +204,21 @@ def _ones(size: int) -> np.ndarray:
 
 
 def tensor_stats(
-    name: str, array: np.ndarray, elements: int = CHUNK_ELEMENTS, pool: ThreadPoolExecutor | None = None
+    name: str,
+    array: np.ndarray,
+    elements: int = CHUNK_ELEMENTS,
+    pool: ThreadPoolExecutor | None = None,
+    shape: tuple[int, ...] | None = None,
 ) -> TensorStats:
-    """The statistics of one tensor, read chunk by chunk (on ``pool``'s threads, if given)."""
-    shape = tuple(array.shape)
+    """The statistics of one tensor, read chunk by chunk (on ``pool``'s threads, if given).
+
+    With ``shape``, ``array`` stands for a tensor of that shape repeating each of its values alike
+    (``Checkpoint.without_repeats``): the figures are the tensor's.
+    """
+    shape = tuple(array.shape) if shape is None else shape
     kind = numeric_kind(array.dtype)
     if kind is None:
-        return TensorStats(name, str(array.dtype), shape, array.size)
+        return TensorStats(name, str(array.dtype), shape, math.prod(shape))
     if pool is None:
         total = stats_partial(array, kind, elements)
     else:
@@ -208,6 +231,8 @@ def tensor_stats(
                 total = total.merge(pending.popleft().result())
         while pending:
             total = total.merge(pending.popleft().result())
+    if array.size and array.size != math.prod(shape):
+        total = total.repeated(math.prod(shape) // array.size)
     return stats_from_partial(name, array.dtype, shape, kind, total)
 
 
@@ -221,7 +246,13 @@ def stats_from_partial(
         figures.update(min=total.low, max=total.high, mean=total.mean, std=math.sqrt(total.m2 / total.count))
         if total.infs:  # as numpy: the mean is +-inf (or NaN for both signs), the deviation undefined
             figures.update(mean=total.total / total.count, std=math.nan)
-    return TensorStats(name, str(dtype), shape, math.prod(shape), **figures)
+    return TensorStats(name, _type_name(dtype), shape, math.prod(shape), **figures)
+
+
+@functools.lru_cache(maxsize=64)
+def _type_name(dtype: np.dtype) -> str:
+    """``str(dtype)``, which takes numpy 5 us: as long as a small tensor's figures."""
+    return str(dtype)
 
 
 def _workers() -> int:
@@ -233,32 +264,115 @@ def checkpoint_stats(
 ) -> list[TensorStats]:
     """Statistics of the named tensors, in order, on a few threads (numpy releases the GIL).
 
-    Small tensors are spread over the threads whole; a large one is spread chunk by chunk.
-    With ``errors``, a tensor that cannot be read (a checksum that does not match, bytes
-    missing) is left out and its error put in ``errors`` under its name, in order, so one
-    damaged tensor hides no other's figures; without, the first such error is raised.
+    Small tensors are spread over the threads in batches; a large one is spread chunk by chunk. A view repeating
+    stored values (a stride of 0) is summed over the values it stores, each counted as often as it repeats.
+    With ``errors``, a tensor that cannot be read (a checksum that does not match, bytes missing) is left out
+    and its error put in ``errors`` under its name, in order, so one damaged tensor hides no other's figures;
+    without, the first such error is raised.
     """
     names = list(names)
     failed: dict[str, WeightscopeError] = {}
-
-    def figures(name: str, pool: ThreadPoolExecutor | None = None) -> TensorStats | None:
-        try:
-            return tensor_stats(name, ckpt[name], pool=pool)
-        except WeightscopeError as error:
-            if errors is None:
-                raise
-            failed[name] = error
-            return None
-
     with ThreadPoolExecutor(_workers()) as pool:
         large = {name for name in names if ckpt.info(name).size > CHUNK_ELEMENTS}
-        small = [name for name in names if name not in large]
-        results = dict(zip(small, pool.map(figures, small), strict=True))
+        # Small tensors go to the threads in batches of about a chunk: a task per tensor costs more than its figures.
+        batches: list[list[str]] = [[]]
+        elements = 0
+        for name in names:
+            if name not in large:
+                elements += ckpt.info(name).size + 1
+                batches[-1].append(name)
+                if elements >= CHUNK_ELEMENTS:
+                    batches.append([])
+                    elements = 0
+        results: dict[str, TensorStats] = {}
+        for batch in pool.map(functools.partial(_batch_stats, ckpt, failed), batches):
+            results.update((result.name, result) for result in batch)
         for name in large:
-            results[name] = figures(name, pool)
+            try:
+                results[name] = tensor_stats(name, ckpt.without_repeats(name), pool=pool, shape=ckpt.info(name).shape)
+            except WeightscopeError as error:
+                failed[name] = error
+    in_order = [name for name in names if name in failed]
+    if in_order and errors is None:
+        raise failed[in_order[0]]
     if errors is not None:
-        errors.update((name, failed[name]) for name in names if name in failed)
-    return [stats for stats in (results[name] for name in names) if stats is not None]
+        errors.update((name, failed[name]) for name in in_order)
+    return [results[name] for name in names if name in results]
+
+
+SMALL_ELEMENTS = 4096  # a tensor this small is summed with others of its type (segment by segment) in one pass
+
+
+def _batch_stats(ckpt: Checkpoint, failed: dict[str, WeightscopeError], names: list[str]) -> list[TensorStats]:
+    """Statistics of small tensors: those of one real type together, in a few numpy calls; others one by one.
+
+    numpy spends some 30 us on each call whatever its size, a dozen calls a tensor: 30,000 one-value tensors
+    (biases, step counters, a crafted file) would take seconds one by one, and take milliseconds side by side.
+    """
+    groups: dict[np.dtype, list[tuple[str, np.ndarray]]] = {}
+    results: list[TensorStats] = []
+    for name in names:
+        try:
+            values = ckpt.without_repeats(name)
+        except WeightscopeError as error:  # a damaged tensor: named by the caller, the others still summed
+            failed[name] = error
+            continue
+        if 0 < values.size <= SMALL_ELEMENTS and numeric_kind(values.dtype) in ("f", "i", "b"):
+            groups.setdefault(values.dtype, []).append((name, values))
+        else:
+            results.append(tensor_stats(name, values, shape=ckpt.info(name).shape))
+    for dtype, members in groups.items():
+        kind = numeric_kind(dtype)
+        assert kind is not None
+        with np.errstate(invalid="ignore", over="ignore"):
+            partials = _segment_figures([values for _, values in members], kind)
+        for (name, values), partial in zip(members, partials, strict=True):
+            shape = ckpt.info(name).shape
+            if values.size != math.prod(shape):
+                partial = partial.repeated(math.prod(shape) // values.size)
+            results.append(stats_from_partial(name, dtype, shape, kind, partial))
+    return results
+
+
+def _segment_figures(arrays: list[np.ndarray], kind: str) -> list[StatsPartial]:
+    """``chunk_stats`` of each of ``arrays`` (non-empty, one real type), computed over their values side by side."""
+    sizes = np.array([array.size for array in arrays])
+    starts = np.cumsum(sizes) - sizes
+    exact = np.concatenate([array.reshape(-1) for array in arrays])
+    if exact.dtype.type.__module__ != "numpy":
+        exact = widened(exact)
+    wide = widened(exact)
+    zeros = np.add.reduceat(exact == 0, starts)
+    missing = np.isnan(wide)
+    nans = np.add.reduceat(missing, starts)
+    infs = np.add.reduceat(np.isinf(wide), starts)
+    counts = sizes - nans
+    lows, highs = np.fmin.reduceat(exact, starts), np.fmax.reduceat(exact, starts)  # both leave NaN out
+    wide[missing] = 0
+    totals = np.add.reduceat(wide, starts)
+    squares = np.add.reduceat(wide * wide, starts)
+    means = totals / np.maximum(counts, 1)
+    deviations = wide - np.repeat(means, sizes)
+    deviations[missing] = 0
+    m2s = np.where(infs > 0, 0.0, np.add.reduceat(deviations * deviations, starts))
+    partials = []
+    for index, count in enumerate(counts.tolist()):
+        low, high = (float(lows[index]), float(highs[index])) if count else (None, None)
+        partials.append(
+            StatsPartial(
+                count,
+                float(totals[index]),
+                float(means[index]),
+                float(m2s[index]),
+                low,
+                high,
+                float(squares[index]),
+                int(zeros[index]),
+                int(nans[index]),
+                int(infs[index]),
+            )
+        )
+    return partials
 
 
 # -- differences ----------------------------------------------------------------------------
@@ -318,10 +432,11 @@ class DiffPartial:
 
 def stats_partial(array: np.ndarray, kind: str, elements: int = CHUNK_ELEMENTS) -> StatsPartial:
     """The statistics' figures of a whole (numeric) array, chunk by chunk, in order."""
-    total = StatsPartial()
+    total: StatsPartial | None = None  # a tensor of one chunk, most of them, needs no merge
     for chunk in chunks(array, elements):
-        total = total.merge(chunk_stats(chunk, kind))
-    return total
+        partial = chunk_stats(chunk, kind)
+        total = partial if total is None else total.merge(partial)
+    return total or StatsPartial()
 
 
 def diff_partial(

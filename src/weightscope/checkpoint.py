@@ -20,6 +20,7 @@ import numpy as np
 from weightscope.dtypes import BY_NAME
 from weightscope.errors import TensorNotFoundError, WeightscopeError
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
+from weightscope.limits import check_view
 from weightscope.sources import AnyPath, as_path, open_source
 
 if TYPE_CHECKING:
@@ -57,6 +58,14 @@ class TensorInfo(NamedTuple):
         return self.type_name
 
 
+class StridedView(NamedTuple):
+    """How a tensor's values lie in the bytes stored for it when not one after another in C order: a PyTorch
+    view (transposed, sliced, or expanded: a stride of 0 repeats one stored value along its axis)."""
+
+    strides: tuple[int, ...]  # in elements, as torch's ``Tensor.stride()``
+    stored_nbytes: int  # the bytes its values span: less than its ``nbytes`` when they overlap
+
+
 class Checkpoint(Mapping[str, np.ndarray]):
     """A read-only mapping from tensor name to array, opened from one checkpoint."""
 
@@ -79,7 +88,23 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
     # -- the mapping -------------------------------------------------------------------
     def __getitem__(self, name: str) -> np.ndarray:
-        return self._read(self.info(name))
+        """Tensor ``name``'s values; a view repeating its stored bytes past the expansion cap is refused
+        (``LimitExceededError``, ``weightscope.limits``) before anything copies it."""
+        info = self.info(name)
+        array = self._read(info)
+        check_view(array, f"tensor '{info.name}'", self.path)
+        return array
+
+    def without_repeats(self, name: str) -> np.ndarray:
+        """Tensor ``name`` with each axis along which it repeats one value (a stride of 0, what ``torch.expand``
+        saves) cut to length 1. Each value stands for ``info(name).size // result.size`` of the tensor's alike, so
+        its statistics follow from these, however large the view; what still overlaps is held to the cap."""
+        info = self.info(name)
+        array = self._read(info)
+        if 0 in array.strides:
+            array = array[tuple(slice(0, 1) if step == 0 else slice(None) for step in array.strides)]
+        check_view(array, f"tensor '{info.name}'", self.path)
+        return array
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._infos)
@@ -96,6 +121,12 @@ class Checkpoint(Mapping[str, np.ndarray]):
         if info is None:
             raise self._not_found(name)
         return info
+
+    def view(self, name: str) -> StridedView | None:
+        """The strides and stored bytes of tensor ``name`` when it is a view (from the index alone); None when its
+        values are stored one after another, as in every format but PyTorch's."""
+        self.info(name)
+        return None
 
     def role(self, name: str) -> TensorRole:
         """What the tensor is for: a layer's weight, optimizer state of a variable, bookkeeping."""

@@ -65,9 +65,44 @@ def _note(text: str) -> None:
     _echo(f"weightscope: {text}", err=True)
 
 
+def _cap_callback(variable: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """An option's callback setting ``variable`` (``weightscope.limits``) for this command, as if set outside."""
+
+    def set_variable(context: click.Context, parameter: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            from weightscope.limits import parse_size
+
+            try:
+                parse_size(str(value))
+            except ValueError as error:
+                raise click.BadParameter(str(error)) from None
+            previous = os.environ.get(variable)
+            os.environ[variable] = str(value)
+            context.call_on_close(
+                lambda: os.environ.pop(variable, None) if previous is None else os.environ.update({variable: previous})
+            )
+        return value
+
+    return set_variable
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(weightscope.__version__, prog_name="weightscope")
 @click.option("--traceback", is_flag=True, help="Show the Python traceback of an error.")
+@click.option(
+    "--max-memory",
+    metavar="SIZE",
+    expose_value=False,
+    callback=_cap_callback("WEIGHTSCOPE_MAX_MEMORY"),
+    help="Memory one file may make a reader build (4GiB, 512MiB; default 64 MiB + 8 x the file's size).",
+)
+@click.option(
+    "--max-expansion",
+    type=click.IntRange(min=1),
+    expose_value=False,
+    callback=_cap_callback("WEIGHTSCOPE_MAX_EXPANSION"),
+    help="Times its stored bytes a tensor may become when read whole (a stride-0 view; default 1024).",
+)
 def cli(traceback: bool) -> None:
     """Read the weights of neural-network checkpoints, without their frameworks."""
 
@@ -101,7 +136,18 @@ def _row(ckpt: Checkpoint, info: TensorInfo) -> dict[str, Any]:
         row["of"] = role.owner
     if info.key != info.name:
         row["key"] = info.key
+    view = ckpt.view(info.name)
+    if view is not None:
+        row.update(strides=list(view.strides), stored_nbytes=view.stored_nbytes)
     return row
+
+
+def _size(ckpt: Checkpoint, info: TensorInfo) -> str:
+    """The tensor's bytes, and those it stores when it is a view repeating them."""
+    view = ckpt.view(info.name)
+    if view is None or view.stored_nbytes >= info.nbytes:
+        return format_bytes(info.nbytes)
+    return f"{format_bytes(info.nbytes)} (view of {format_bytes(view.stored_nbytes)}, strides {list(view.strides)})"
 
 
 @cli.command("ls")
@@ -113,7 +159,8 @@ def _row(ckpt: Checkpoint, info: TensorInfo) -> dict[str, Any]:
     "--json",
     "as_json",
     is_flag=True,
-    help="JSON: {path, format, tensors: [{name, dtype, shape, nbytes, role, kind}], hidden: {kind: count}, metadata}.",
+    help="JSON: {path, format, tensors: [{name, dtype, shape, nbytes, role, kind}], hidden: {kind: count}, metadata}; "
+    "a view adds strides and stored_nbytes.",
 )
 @step_option
 def ls_command(
@@ -144,7 +191,7 @@ def ls_command(
             return
     header = ["name", "dtype", "shape", "size"] + (["key"] if show_keys else [])
     rows = [
-        [safe_text(info.name), info.type_label, format_shape(info.shape), format_bytes(info.nbytes)]
+        [safe_text(info.name), info.type_label, format_shape(info.shape), _size(ckpt, info)]
         + ([safe_text(info.key)] if show_keys else [])
         for info in shown
     ]

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from weightscope.errors import LimitExceededError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MEMORY_BASE = 64 << 20
 MEMORY_PER_FILE_BYTE = 8
@@ -69,7 +73,7 @@ class Limits:
         if needed > self.memory:
             raise LimitExceededError(
                 f"{where}: {what} needs {needed:,} bytes, over the cap of {self.memory:,} for this file "
-                f"(64 MiB + 8 x its size); set {MEMORY_VARIABLE} to raise it"
+                f"(64 MiB + 8 x its size); set {MEMORY_VARIABLE} (or weightscope --max-memory) to raise it"
             )
 
     def check_expansion(self, materialised: int, stored: int, what: str, where: object) -> None:
@@ -77,7 +81,7 @@ class Limits:
         if materialised > self.expansion * max(stored, 1):
             raise LimitExceededError(
                 f"{where}: {what} would become {materialised:,} bytes from {stored:,} stored, over "
-                f"{self.expansion}x; set {EXPANSION_VARIABLE} to raise the cap"
+                f"{self.expansion}x; set {EXPANSION_VARIABLE} (or weightscope --max-expansion) to raise the cap"
             )
 
 
@@ -103,3 +107,26 @@ def _from_environment(variable: str, parse: Callable[[str], int]) -> int:
     if value <= 0:
         raise LimitExceededError(f"{variable}={text!r} must be positive")
     return int(value)
+
+
+def span_nbytes(shape: Sequence[int], strides: Sequence[int], itemsize: int) -> int:
+    """The bytes a view of ``shape`` and ``strides`` (in bytes) spans, from its first element to the end of its
+    last: what it stores. Less than its size x ``itemsize`` when elements overlap (a stride of 0 repeats one value)."""
+    if 0 in shape:
+        return 0
+    return itemsize + sum((length - 1) * abs(step) for length, step in zip(shape, strides, strict=True))
+
+
+def check_view(array: np.ndarray, what: str, where: object) -> None:
+    """Refuse an array whose values (each walked or copied) are more than the expansion cap times the bytes it views.
+
+    A contiguous array's values are its bytes; a view (``torch.expand``'s stride 0, ``as_strided`` windows) may
+    repeat a few stored bytes 2^40 times: that is refused, naming its shape and strides, before anything copies it.
+    """
+    if array.flags.c_contiguous or array.flags.f_contiguous:
+        return
+    stored = span_nbytes(array.shape, array.strides, array.itemsize)
+    if array.nbytes > stored:
+        strides = [step // array.itemsize for step in array.strides]
+        what = f"{what}, a view of shape {list(array.shape)} and strides {strides}"
+        Limits.for_size(0).check_expansion(array.nbytes, stored, what, where)

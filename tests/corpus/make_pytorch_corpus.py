@@ -304,6 +304,13 @@ def pytorch_entries() -> dict[str, bytes]:
     entries["CorruptCheckpointError--negative-offset.pt"] = one((2,), (1,), offset=-1)
     entries["CorruptCheckpointError--size-2-62-elements.pt"] = one((2**31, 2**31), (2**31, 1))
     entries["UnsupportedFormatError--size-2-64-zero-strides.pt"] = one((2**32, 2**32), (0, 0))
+    # Views numpy holds without copying, refused when read whole past the expansion cap (1024x the bytes viewed):
+    # torch.zeros(1).expand(2**40), and torch.arange(6143.).as_strided((4096, 2048), (1, 1)) (32 MiB of 24 KiB).
+    entries["LimitExceededError--stride-0-view-of-2-40-values.pt"] = one((2**40,), (0,))
+    windows = np.arange(6143, dtype="<f4").tobytes()
+    entries["LimitExceededError--overlapping-windows-1365x-their-bytes.pt"] = torch_zip(
+        pickle2(ordered_dict(("t", tensor("0", 6143, (4096, 2048), (1, 1))))), storages={"0": windows}
+    )
     entries["UnsupportedFormatError--empty-tensor-with-a-2-70-dimension.pt"] = one((0, 2**70), (1, 1))
     entries["UnsupportedFormatError--70-dimensions.pt"] = one((1,) * 70, (1,) * 70)
     entries["CorruptCheckpointError--huge-stride.pt"] = one((2, 2), (2**62, 1))

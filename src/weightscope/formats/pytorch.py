@@ -11,7 +11,10 @@ The file is a zip archive (see ``weightscope.containers.zip``) with one top-leve
   ``('storage', <storage class>, key, location, numel)``; the class (``torch.FloatStorage``,
   ..., or ``torch.storage.UntypedStorage`` with numel in bytes) gives the element type.
   Several tensors may view one storage, each at its own offset and strides (counted in
-  elements; a transposed tensor is not contiguous).
+  elements; a transposed tensor is not contiguous). Strides may overlap: ``torch.expand``
+  saves a stride of 0, so 4 stored bytes can be a tensor of 2^40 values. Such a view is
+  listed as what it is (``view()``: strides, stored bytes), read as a numpy view of the
+  same strides, and refused past the expansion cap (``weightscope.limits``) when read whole.
 - ``byteorder`` (``little`` or ``big``; little when missing), ``version``,
   ``.format_version``, ``.storage_alignment``, ``.data/serialization_id``.
 
@@ -81,7 +84,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.checkpoint import FileCheckpoint, StridedView, TensorInfo
 from weightscope.containers.zip import STORED, check_crc, escapes, read_directory
 from weightscope.dtypes import BY_NAME, ElementType, check_rank, check_size
 from weightscope.errors import (
@@ -92,6 +95,7 @@ from weightscope.errors import (
 )
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.layers import TensorRole
+from weightscope.limits import span_nbytes
 from weightscope.sources import FileSource, as_path, open_source
 
 # Legacy storage classes (torch.<Name>) -> element type.
@@ -935,3 +939,17 @@ class PyTorchCheckpoint(FileCheckpoint):
         return np.ndarray(
             info.shape, info.dtype, buffer=data, offset=tensor.offset * info.dtype.itemsize, strides=strides
         )
+
+    def view(self, name: str) -> StridedView | None:
+        info = self.info(name)
+        tensor = self._tensors[info.name]
+        expected = 1  # the stride of C order: a tensor whose every axis longer than 1 has it is stored in order
+        contiguous = True
+        for length, step in zip(reversed(tensor.shape), reversed(tensor.stride), strict=True):
+            contiguous = contiguous and (length == 1 or step == expected)
+            expected *= length
+        if contiguous or not info.size:
+            return None
+        itemsize = info.dtype.itemsize
+        stored = span_nbytes(tensor.shape, [step * itemsize for step in tensor.stride], itemsize)
+        return StridedView(tensor.stride, stored)
