@@ -70,7 +70,11 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
     # -- the mapping -------------------------------------------------------------------
     def __getitem__(self, name: str) -> np.ndarray:
-        return self._read(self.info(name))
+        # Read-only here, once for every format: a view of a mapped file must not be written
+        # through, and a copy (inflated, dequantised, reassembled) must behave the same.
+        array = self._read(self.info(name))
+        array.flags.writeable = False
+        return array
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._infos)

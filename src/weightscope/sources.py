@@ -14,7 +14,6 @@ never imported for it.
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 from pathlib import Path
@@ -100,11 +99,11 @@ class FileSource:
         return memoryview(self._mapping())[offset : offset + length]
 
     def close(self) -> None:
-        if self._map is not None:
-            # Arrays handed out may still view the map; then it is unmapped when they go.
-            with contextlib.suppress(BufferError):
-                self._map.close()
-            self._map = None
+        # Dropped, not closed: arrays handed out may still view the map, and numpy keeps the
+        # mmap itself as their base (not the memoryview, whose export it releases), so
+        # mmap.close() would succeed and unmap their bytes under them. CPython unmaps it when
+        # the last of them goes (at once, when there are none).
+        self._map = None
 
 
 def file_ends_with(path: str | os.PathLike[str] | RemotePath, magic: bytes) -> bool:

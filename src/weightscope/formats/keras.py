@@ -156,6 +156,7 @@ class KerasCheckpoint(FileCheckpoint):
             if config is not None:
                 self._metadata[CONFIG_MEMBER] = json.dumps(config)
             self._infos = {info.name: info for info in self._describe_all(config)}
+            self._aliases = {info.key: info.name for info in self._infos.values() if info.key != info.name}
         except WeightscopeError:  # already says what is wrong (and is a ValueError: not rewrapped below)
             if self._file is not None:
                 self._file.close()
@@ -254,7 +255,6 @@ class KerasCheckpoint(FileCheckpoint):
         renamed: dict[str, str] = {}
         for info, name, role in _name_keras3_slots(optimizer, trainable, _optimizer_layouts(root, config)) or []:
             renamed[info.name] = name
-            self._aliases[info.key] = name
             if role is not None:
                 self._roles[name] = role
         for info in infos:

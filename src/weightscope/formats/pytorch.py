@@ -877,9 +877,7 @@ class PyTorchCheckpoint(FileCheckpoint):
     def _read(self, info: TensorInfo) -> np.ndarray:
         tensor = self._tensors[info.name]
         if not info.size:
-            empty = np.empty(info.shape, info.dtype)
-            empty.flags.writeable = False
-            return empty
+            return np.empty(info.shape, info.dtype)
         if self._legacy is not None:
             stored = self._legacy[tensor.storage.key]
             data = self._source.read(stored.start, stored.size, f"storage '{tensor.storage.key}'")

@@ -569,7 +569,6 @@ class TensorFlowCheckpoint(Checkpoint):
             full = np.empty(info.shape, dtype=info.dtype)
             for index, piece in pieces:
                 full[index] = piece
-            full.flags.writeable = False
             return full
         return self._read_entry(info, self._checksum(info.key))
 
@@ -599,7 +598,6 @@ class TensorFlowCheckpoint(Checkpoint):
             array = np.frombuffer(data, dtype=dtype, count=info.size).reshape(info.shape)
             if self._big_endian:
                 array = array.astype(info.dtype)
-        array.flags.writeable = False
         return array
 
     def _read_strings(self, info: TensorInfo, checksum: int, data: memoryview) -> np.ndarray:
