@@ -174,3 +174,100 @@ def test_headers_np_load_refuses_are_corrupt(tmp_path: Path, header: str, versio
         np.load(path)
     with pytest.raises(ws.CorruptCheckpointError, match="not a Python literal"):
         ws.open(path)
+
+
+# -- Keras 3 .weights.h5 without a config: variables named as Keras 3 names them ------------------
+
+
+def _keras3_layers() -> dict[str, tuple[object, tuple[int, ...] | None, str]]:
+    """Every built-in Keras 3 layer class with weights: (layer, input shape, input kind)."""
+    import keras
+
+    layers = keras.layers
+    return {
+        "Dense": (layers.Dense(3), (4,), "one"),
+        "Dense-no-bias": (layers.Dense(3, use_bias=False), (4,), "one"),
+        "EinsumDense": (layers.EinsumDense("ab,bc->ac", output_shape=5, bias_axes="c"), (4,), "one"),
+        "EinsumDense-no-bias": (layers.EinsumDense("ab,bc->ac", output_shape=5), (4,), "one"),
+        "Embedding": (layers.Embedding(10, 3), (5,), "int"),
+        "LayerNormalization": (layers.LayerNormalization(), (4,), "one"),
+        "GroupNormalization": (layers.GroupNormalization(2), (4,), "one"),
+        "RMSNormalization": (layers.RMSNormalization(), (4,), "one"),
+        "BatchNormalization": (layers.BatchNormalization(), (4,), "one"),
+        "BatchNormalization-no-center-no-scale": (layers.BatchNormalization(center=False, scale=False), (4,), "one"),
+        "Normalization": (layers.Normalization(), (4,), "one"),
+        "PReLU": (layers.PReLU(), (4,), "one"),
+        "Attention": (layers.Attention(use_scale=True, score_mode="concat"), (5, 4), "two"),
+        "AdditiveAttention": (layers.AdditiveAttention(), (5, 4), "two"),
+        "MultiHeadAttention": (layers.MultiHeadAttention(2, 4), (5, 4), "attention"),
+        "Conv1D": (layers.Conv1D(2, 3), (8, 2), "one"),
+        "Conv2D": (layers.Conv2D(2, 3), (8, 8, 2), "one"),
+        "Conv2D-no-bias": (layers.Conv2D(2, 3, use_bias=False), (8, 8, 2), "one"),
+        "Conv3D": (layers.Conv3D(2, 2), (4, 4, 4, 2), "one"),
+        "Conv1DTranspose": (layers.Conv1DTranspose(3, 2), (8, 2), "one"),
+        "Conv2DTranspose": (layers.Conv2DTranspose(3, 2), (8, 8, 2), "one"),
+        "Conv3DTranspose": (layers.Conv3DTranspose(3, 2), (4, 4, 4, 2), "one"),
+        "DepthwiseConv1D": (layers.DepthwiseConv1D(3), (8, 2), "one"),
+        "DepthwiseConv2D": (layers.DepthwiseConv2D(3), (8, 8, 2), "one"),
+        "SeparableConv1D": (layers.SeparableConv1D(3, 3), (8, 2), "one"),
+        "SeparableConv2D": (layers.SeparableConv2D(3, 3), (8, 8, 2), "one"),
+        "LSTM": (layers.LSTM(3), (5, 4), "one"),
+        "GRU": (layers.GRU(3), (5, 4), "one"),
+        "SimpleRNN": (layers.SimpleRNN(3), (5, 4), "one"),
+        "SimpleRNN-no-bias": (layers.SimpleRNN(3, use_bias=False), (5, 4), "one"),
+        "Bidirectional": (layers.Bidirectional(layers.LSTM(3)), (5, 4), "one"),
+        "ConvLSTM1D": (layers.ConvLSTM1D(2, 3), (3, 8, 2), "one"),
+        "ConvLSTM2D": (layers.ConvLSTM2D(2, 3), (3, 8, 8, 2), "one"),
+    }
+
+
+KERAS3_LAYERS = list(_keras3_layers())
+
+
+@pytest.mark.parametrize("case", KERAS3_LAYERS)
+def test_keras3_save_weights_names_every_variable_as_keras_does(tmp_path: Path, case: str) -> None:
+    import keras
+
+    layer, shape, kind = _keras3_layers()[case]
+    inputs = keras.Input(shape, dtype="int32" if kind == "int" else "float32")
+    arguments = {"attention": (inputs, inputs), "two": ([inputs, inputs],)}.get(kind, (inputs,))
+    outputs = layer(*arguments)  # type: ignore[operator]
+    model = keras.Model(inputs, outputs)
+    for variable in model.weights:  # distinct values, so a variable read under another's name shows
+        variable.assign(np.random.default_rng(len(variable.path)).normal(size=variable.shape).astype(variable.dtype))
+    model.save_weights(tmp_path / "m.weights.h5")
+    expected = {variable.path: np.asarray(variable.numpy()) for variable in layer.weights}  # type: ignore[attr-defined]
+    assert expected
+    with ws.open(tmp_path / "m.weights.h5") as ckpt:
+        assert sorted(ckpt) == sorted(expected)
+        for name, value in expected.items():
+            np.testing.assert_array_equal(ckpt[name], value)
+
+
+def test_keras3_weights_h5_works_with_every_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import keras
+
+    from weightscope.cli import main
+
+    layers = [keras.layers.Dense(5, name="layer1"), keras.layers.Dense(2, name="layer2")]
+    model = keras.Sequential([keras.Input((2,)), *layers])
+    model.save_weights(tmp_path / "model.weights.h5")
+    path = str(tmp_path / "model.weights.h5")
+    assert main(["show", path, "layer1/weight"]) == 0
+    out, err = capsys.readouterr()
+    assert "'layer1/weight' is 'layer1/kernel'" in err
+    assert out.strip() == str(model.layers[0].kernel.numpy())
+    with ws.open(path) as ckpt:
+        layers = ckpt.layers()
+        assert layers["layer1"].weight.shape == (2, 5) and layers["layer1"].bias.shape == (5,)
+    assert main(["summary", path]) == 0
+    assert "?" not in capsys.readouterr().out
+    import tensorflow as tf
+
+    tf.train.Checkpoint(model=model).write(str(tmp_path / "tf" / "ckpt"))  # the same model, as TensorFlow saves it
+    assert main(["diff", path, str(tmp_path / "tf" / "ckpt")]) == 0
+    assert "4 tensors compared" in capsys.readouterr().out
+    assert main(["convert", path, str(tmp_path / "m.safetensors"), "--names", "pytorch", "--layout", "pytorch"]) == 0
+    capsys.readouterr()
+    with ws.open(tmp_path / "m.safetensors") as converted:
+        assert sorted(converted) == ["layer1.bias", "layer1.weight", "layer2.bias", "layer2.weight"]

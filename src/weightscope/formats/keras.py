@@ -21,10 +21,15 @@ Layouts (paths inside the HDF5 file):
 
 Names: legacy tensors are named by their ``weight_names`` without ``:0``
 (``layer1/kernel``; the stored path is the ``key``), optimizer state as
-``optimizer/<weight name>``. Keras 3 variables are ``<layer name>/<weight name>`` where
-the ``.keras`` config names them (``Dense``: kernel, bias; ``BatchNormalization``: gamma,
-beta, moving_mean, moving_variance, as ``scale``/``center`` say), else
-``<layer name>/vars/<i>``; optimizer state is ``optimizer/vars/<i>``.
+``optimizer/<weight name>``. Keras 3 variables are ``<layer name>/<weight name>``, as
+Keras 3 names them (``variable.path``): by the layer's class and its variable order
+(``_LAYER_WEIGHTS``: ``Dense``: kernel, bias; ``BatchNormalization``: gamma, beta,
+moving_mean, moving_variance; an LSTM's cell: kernel, recurrent_kernel, bias; ...), the
+class and its settings (``use_bias``, ``scale``, ``center``) from the ``.keras`` config, or
+in a ``.weights.h5`` the class from the group's name (``layers/dense_1``; a sublayer's
+from its attribute, ``query_dense``, ``cell``) with the optional variables the count
+leaves; where that is ambiguous (a BatchNormalization without one of gamma, beta) or the
+class unknown, ``<layer name>/vars/<i>``. Optimizer state is ``optimizer/vars/<i>``.
 
 Optimizer state is tied to its variable where that can be decided. A Keras 3 optimizer
 saves ``iteration``, ``learning_rate`` (not when a schedule gives it), then its slots in
@@ -99,22 +104,39 @@ WRITTEN_NAMES = "weight_names"
 # deflate's own bound, as zip members are.
 MAX_INFLATION = 1032
 INFLATION_SLACK = 1 << 20
-# Keras 3 layer classes -> their variables in ``weights`` order, with the config flag
-# (``None``: always present) each depends on.
+# Keras 3 layer classes -> their variables in ``weights`` order (``[v.path.split("/")[-1] for v in
+# layer.weights]``), each with the config setting (``None``: always present) that decides
+# whether the layer has it: a flag, or ``setting=value``. A test builds every class with real
+# Keras 3 and checks these names and orders.
+_KERNEL_AND_BIAS: tuple[tuple[str, str | None], ...] = (("kernel", None), ("bias", "use_bias"))
+_RECURRENT: tuple[tuple[str, str | None], ...] = (("kernel", None), ("recurrent_kernel", None), ("bias", "use_bias"))
 _LAYER_WEIGHTS: dict[str, tuple[tuple[str, str | None], ...]] = {
-    "Dense": (("kernel", None), ("bias", "use_bias")),
+    "Dense": _KERNEL_AND_BIAS,
+    "EinsumDense": (("kernel", None), ("bias", "bias_axes")),
     "Embedding": (("embeddings", None),),
     "LayerNormalization": (("gamma", "scale"), ("beta", "center")),
+    "GroupNormalization": (("gamma", "scale"), ("beta", "center")),
+    "RMSNormalization": (("scale", None),),
     "BatchNormalization": (("gamma", "scale"), ("beta", "center"), ("moving_mean", None), ("moving_variance", None)),
-    "DepthwiseConv1D": (("depthwise_kernel", None), ("bias", "use_bias")),
-    "DepthwiseConv2D": (("depthwise_kernel", None), ("bias", "use_bias")),
-    "SeparableConv1D": (("depthwise_kernel", None), ("pointwise_kernel", None), ("bias", "use_bias")),
-    "SeparableConv2D": (("depthwise_kernel", None), ("pointwise_kernel", None), ("bias", "use_bias")),
+    "Normalization": (("mean", None), ("variance", None), ("count", None)),
+    "PReLU": (("alpha", None),),
+    "Attention": (("scale", "use_scale"), ("concat_score_weight", "score_mode=concat")),
+    "AdditiveAttention": (("scale", "use_scale"),),
+    **{f"DepthwiseConv{rank}D": _KERNEL_AND_BIAS for rank in (1, 2)},
     **{
-        f"Conv{rank}D{kind}": (("kernel", None), ("bias", "use_bias"))
-        for rank in (1, 2, 3)
-        for kind in ("", "Transpose")
+        f"SeparableConv{rank}D": (("depthwise_kernel", None), ("pointwise_kernel", None), ("bias", "use_bias"))
+        for rank in (1, 2)
     },
+    **{f"Conv{rank}D{kind}": _KERNEL_AND_BIAS for rank in (1, 2, 3) for kind in ("", "Transpose")},
+    # The cells of the recurrent layers (LSTM, GRU, SimpleRNN, ConvLSTM1D/2D/3D, and inside Bidirectional).
+    **{cell: _RECURRENT for cell in ("LSTMCell", "GRUCell", "SimpleRNNCell", "ConvLSTMCell")},
+}
+# A layer's own sublayers are saved under the attribute that holds them
+# (``layers/multi_head_attention/query_dense``, ``layers/lstm/cell``): attribute -> class.
+# Every recurrent cell names its variables alike, so ``cell`` stands for them all.
+_SUBLAYER_CLASSES = {
+    "cell": "LSTMCell",
+    **{f"{part}_dense": "EinsumDense" for part in ("query", "key", "value", "output")},  # MultiHeadAttention
 }
 
 
@@ -241,12 +263,14 @@ class KerasCheckpoint(FileCheckpoint):
                 continue
             layer = _display_name(root, path)
             layer_config = layer_configs.get(_text(variables.attrs.get("name", "")))
-            names = _weight_names(layer_config, len(indices))
-            labels = [f"{layer}/{weight}" for weight in names] if names else []
-            if not labels and layer_config is None:
-                labels = _written_names(variables, len(indices))
+            written = _written_names(variables, len(indices)) if layer_config is None else []
+            # From the config's class and settings, or without one (Keras 3's own save_weights)
+            # from the class its group is named after.
+            names = layer_config and _weight_names(layer_config["class_name"], layer_config["config"], len(indices))
+            names = names or _weight_names(_keras3_class(path), None, len(indices))
+            labels = written or [f"{layer}/{name}" for name in names] or [f"{layer}/vars/{index}" for index in indices]
             frozen = layer_config is not None and layer_config["config"].get("trainable") is False
-            for index, label in zip(indices, labels or [f"{layer}/vars/{index}" for index in indices], strict=True):
+            for index, label in zip(indices, labels, strict=True):
                 info = self._describe(label, variables[index])
                 infos.append(info)
                 floating = info.dtype.kind in "fc" or info.type_name == "bfloat16"
@@ -397,21 +421,41 @@ def _layer_configs(node: object) -> Iterator[tuple[str, dict[str, Any]]]:
             yield from _layer_configs(value)
 
 
-def _weight_names(layer: dict[str, Any] | None, count: int) -> list[str]:
-    """The names of a layer's ``count`` variables from its config; empty if they cannot be told."""
-    if layer is None:
+def _keras3_class(path: str) -> str:
+    """The Keras class of the object saved at ``path`` in a Keras 3 weights file: a model's
+    layer's group is its class in snake case (``layers/dense_1``: the second Dense), a
+    layer's sublayer's the attribute holding it (``layers/lstm/cell``); "" if unknown."""
+    parent, _, group = path.rpartition("/")
+    if parent.rsplit("/", 1)[-1] != "layers":
+        return _SUBLAYER_CLASSES.get(group, "")
+    by_group = {_snake_case(name): name for name in _LAYER_WEIGHTS}
+    return by_group.get(group) or by_group.get(re.sub(r"_\d+$", "", group), "")
+
+
+def _weight_names(class_name: str, settings: dict[str, Any] | None, count: int) -> list[str]:
+    """The names of a layer's ``count`` variables: those its config's ``settings`` give it, or
+    without a config the one choice of its optional variables that makes ``count``; else none."""
+    variables = _LAYER_WEIGHTS.get(class_name, ())
+    if settings is not None:
+        names = [name for name, setting in variables if setting is None or _has(settings, setting)]
+        return names if len(names) == count else []
+    optional = [name for name, setting in variables if setting is not None]
+    dropped = len(variables) - count
+    if dropped not in (0, len(optional)):  # too many, too few, or more than one way to drop some
         return []
-    settings = layer["config"]
-    names = [
-        name for name, flag in _LAYER_WEIGHTS.get(layer["class_name"], ()) if flag is None or settings.get(flag, True)
-    ]
-    return names if len(names) == count else []
+    return [name for name, setting in variables if setting is None or dropped == 0]
+
+
+def _has(settings: dict[str, Any], setting: str) -> bool:
+    """Whether a layer's config turns on a variable: a flag (on by default), or ``setting=value``."""
+    key, equals, value = setting.partition("=")
+    return settings.get(key) == value if equals else bool(settings.get(key, True))
 
 
 # -- optimizer state -------------------------------------------------------------------------
 
 # Keras 3 layer variables no optimizer trains.
-_NON_TRAINABLE = frozenset({"moving_mean", "moving_variance"})
+_NON_TRAINABLE = frozenset({"moving_mean", "moving_variance", "mean", "variance", "count"})
 # A Keras 3 optimizer's ``variables``: ``iteration``, ``learning_rate`` (unless a schedule
 # gives it), then what its ``build`` adds with ``add_optimizer_variables(var_list, names)``:
 # for each trainable variable in order, one of each name (Adam: momentum, velocity of the
