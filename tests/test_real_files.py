@@ -271,3 +271,53 @@ def test_keras3_weights_h5_works_with_every_command(tmp_path: Path, capsys: pyte
     capsys.readouterr()
     with ws.open(tmp_path / "m.safetensors") as converted:
         assert sorted(converted) == ["layer1.bias", "layer1.weight", "layer2.bias", "layer2.weight"]
+
+
+# -- Keras 2 (tf-keras) full models: tensors under the layer names Keras loads by --------------
+
+_TF1_GRAPH_MODEL = """
+import sys
+import numpy as np
+import tensorflow as tf
+tf.compat.v1.disable_eager_execution()
+import tf_keras as keras
+
+def build():
+    model = keras.Sequential([
+        keras.layers.Conv2D(2, 3, input_shape=(6, 6, 1), name="conv"),
+        keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(2, name="out"),
+    ])
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+build()
+model = build()  # the graph already holds conv/ and out/: this model's variables are conv_1/..., out_1/...
+model.fit(np.ones((4, 6, 6, 1)), np.ones((4, 2)), verbose=0)
+model.save(sys.argv[1])
+names = [weight.name for weight in model.weights]
+np.savez(sys.argv[2], names=np.array(names), **{str(i): value for i, value in enumerate(model.get_weights())})
+"""
+
+
+def test_tf_keras_full_model_names_tensors_by_their_layers(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "make.py"
+    script.write_text(_TF1_GRAPH_MODEL)
+    path, expected = tmp_path / "model.h5", tmp_path / "expected.npz"
+    subprocess.run([sys.executable, str(script), str(path), str(expected)], check=True, capture_output=True)
+    with np.load(expected) as saved:
+        stored = list(saved["names"])
+        values = [saved[str(index)] for index in range(len(stored))]
+    assert stored == ["conv_1/kernel:0", "conv_1/bias:0", "out_1/kernel:0", "out_1/bias:0"]  # what Keras wrote
+    with ws.open(path) as ckpt:
+        parameters = [name for name in ckpt if ckpt.role(name).kind == "parameter"]
+        assert parameters == ["conv/kernel", "conv/bias", "out/kernel", "out/bias"]
+        for name, value in zip(parameters, values, strict=True):
+            np.testing.assert_array_equal(ckpt[name], value)
+        assert ckpt.info("model_weights/conv/conv_1/kernel:0").name == "conv/kernel"  # the stored key still opens it
+        assert ckpt.resolve("conv/weight") == "conv/kernel"
+        owners = {ckpt.role(name).owner for name in ckpt if ckpt.role(name).kind == "optimizer"} - {None}
+        assert owners == set(parameters)  # Adam's m and v, tied to the renamed variables

@@ -20,7 +20,8 @@ Layouts (paths inside the HDF5 file):
   ``assets/``. The config gives each layer's class and flags, which name its variables.
 
 Names: legacy tensors are named by their ``weight_names`` without ``:0``
-(``layer1/kernel``; the stored path is the ``key``), optimizer state as
+(``layer1/kernel``; the stored path is the ``key``), under their layer's name where TF1's
+graph made the variable scope unique (layer ``conv``, weight ``conv_1/kernel``: ``conv/kernel``), optimizer state as
 ``optimizer/<weight name>``. Keras 3 variables are ``<layer name>/<weight name>``, as
 Keras 3 names them (``variable.path``): by the layer's class and its variable order
 (``_LAYER_WEIGHTS``: ``Dense``: kernel, bias; ``BatchNormalization``: gamma, beta,
@@ -228,16 +229,18 @@ class KerasCheckpoint(FileCheckpoint):
         if not _attribute_list(weights, "layer_names"):
             raise UnsupportedFormatError(f"{self.path}: an HDF5 file with no Keras layout (no layer_names, no layers/)")
         seen: set[str] = set()
-        shapes: dict[str, tuple[int, ...]] = {}  # parameter name -> shape, to tie optimizer state to
+        shapes: dict[str, tuple[int, ...]] = {}  # parameter's weight name -> shape, to tie optimizer state to
+        names: dict[str, str] = {}  # parameter's weight name -> its name here
         for layer_name in _attribute_list(weights, "layer_names"):
             group = weights[layer_name]
             for weight_name in _attribute_list(group, "weight_names"):
-                name = weight_name.removesuffix(":0")
+                name = _layer_weight_name(layer_name, weight_name.removesuffix(":0"))
                 if name in seen:
                     name = f"{layer_name}/{name}"
                 seen.add(name)
                 info = self._describe(name, group[weight_name])
-                shapes[name] = info.shape
+                shapes[weight_name.removesuffix(":0")] = info.shape
+                names[weight_name.removesuffix(":0")] = name
                 yield info
         if "optimizer_weights" in root:
             group = root["optimizer_weights"]
@@ -245,7 +248,7 @@ class KerasCheckpoint(FileCheckpoint):
                 info = self._describe(f"optimizer/{weight_name.removesuffix(':0')}", group[weight_name])
                 owner = _legacy_slot_owner(weight_name.removesuffix(":0"), info.shape, shapes)
                 if owner is not None:
-                    self._roles[info.name] = TensorRole("optimizer", role=owner[1], owner=owner[0])
+                    self._roles[info.name] = TensorRole("optimizer", role=owner[1], owner=names[owner[0]])
                 yield info
 
     def _describe_keras3(self, root: h5py.Group, config: dict[str, Any] | None) -> Iterator[TensorInfo]:
@@ -364,6 +367,16 @@ def _attribute_list(group: h5py.Group, name: str) -> list[str]:
         values.extend(_text(value) for value in np.atleast_1d(group.attrs[f"{name}{chunk}"]))
         chunk += 1
     return values
+
+
+def _layer_weight_name(layer_name: str, weight_name: str) -> str:
+    """A tf-keras weight's name under its layer's name: TF1 graphs made variable scopes unique
+    (a second model's layer ``conv`` got variables ``conv_1/kernel``), the model config's
+    layer names did not, and Keras loads by those."""
+    scope, separator, rest = weight_name.partition("/")
+    if separator and scope != layer_name and re.fullmatch(re.escape(layer_name) + r"_\d+", scope):
+        return f"{layer_name}/{rest}"
+    return weight_name
 
 
 def _vars_groups(root: h5py.Group) -> Iterator[tuple[str, h5py.Group]]:
@@ -547,12 +560,16 @@ def _legacy_slot_owner(
     name: str, shape: tuple[int, ...], parameters: dict[str, tuple[int, ...]]
 ) -> tuple[str, str] | None:
     """(parameter, slot) of a tf-keras optimizer weight named ``Adam/m/layer1/kernel`` (the
-    optimizer of tf-keras 2.11+) or ``Adam/layer1/kernel/m`` (``optimizers.legacy``), when
-    the name holds exactly one parameter of the file and the shapes agree."""
-    _, _, rest = name.partition("/")
-    slot, _, after = rest.partition("/")
-    before, _, last = rest.rpartition("/")
-    found = {(owner, role) for owner, role in ((after, slot), (before, last)) if parameters.get(owner) == shape}
+    optimizer of tf-keras 2.11+) or ``Adam/layer1/kernel/m`` (``optimizers.legacy``), under
+    any name scope (``training/Adam/...`` in TF1 graphs), when the name holds exactly one
+    parameter of the file and the shapes agree."""
+    parts = name.split("/")
+    found = set()
+    for start in range(1, len(parts) - 1):  # the optimizer's name (and its scopes) first
+        rest = parts[start:]
+        for owner, slot in (("/".join(rest[1:]), rest[0]), ("/".join(rest[:-1]), rest[-1])):
+            if parameters.get(owner) == shape:
+                found.add((owner, slot))
     return found.pop() if len(found) == 1 else None
 
 
