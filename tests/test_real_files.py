@@ -321,3 +321,84 @@ def test_tf_keras_full_model_names_tensors_by_their_layers(tmp_path: Path) -> No
         assert ckpt.resolve("conv/weight") == "conv/kernel"
         owners = {ckpt.role(name).owner for name in ckpt if ckpt.role(name).kind == "optimizer"} - {None}
         assert owners == set(parameters)  # Adam's m and v, tied to the renamed variables
+
+
+# -- GGUF: a llama.cpp model's layers, and what verify checked -----------------------------------
+
+
+def _llama_gguf(path: Path, blocks: int = 2) -> Path:
+    """A small llama-architecture GGUF as gguf-py writes one, its tensors named by gguf-py's own table."""
+    names = gguf.TENSOR_NAMES
+    tensor = gguf.MODEL_TENSOR
+    rng = np.random.default_rng(0)
+    vocabulary, hidden, feed_forward = 300, 32, 64
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_tensor(names[tensor.TOKEN_EMBD] + ".weight", rng.normal(size=(vocabulary, hidden)).astype(np.float16))
+    for block in range(blocks):
+        shapes = {
+            tensor.ATTN_NORM: (hidden,), tensor.ATTN_Q: (hidden, hidden), tensor.ATTN_K: (hidden, hidden),
+            tensor.ATTN_V: (hidden, hidden), tensor.ATTN_OUT: (hidden, hidden), tensor.FFN_NORM: (hidden,),
+            tensor.FFN_GATE: (feed_forward, hidden), tensor.FFN_UP: (feed_forward, hidden),
+            tensor.FFN_DOWN: (hidden, feed_forward),
+        }  # fmt: skip
+        for kind, shape in shapes.items():
+            writer.add_tensor(names[kind].format(bid=block) + ".weight", rng.normal(size=shape).astype(np.float32))
+    writer.add_tensor(names[tensor.OUTPUT_NORM] + ".weight", np.ones(hidden, np.float32))
+    writer.add_tensor(names[tensor.OUTPUT] + ".weight", rng.normal(size=(vocabulary, hidden)).astype(np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_gguf_layers_are_blocks_an_embedding_and_an_lm_head(tmp_path: Path) -> None:
+    from weightscope.summary import summarize
+
+    with ws.open(_llama_gguf(tmp_path / "llama.gguf")) as ckpt:
+        layers = ckpt.layers()
+        assert list(layers) == ["token_embd", "blk.0", "blk.1", "output_norm", "output"]
+        block = layers["blk.1"]
+        assert block.parameters["attn_q"].name == "blk.1.attn_q.weight"
+        assert len(block.parameters) == 9 and block.parameter_count == 2 * 32 + 4 * 32 * 32 + 3 * 64 * 32
+        kinds = {row.name: row.description for row in summarize(ckpt).layers}
+    assert kinds["token_embd"] == "Embedding 300 × 32"
+    assert kinds["output"] == "LM head 32 → 300"
+    assert kinds["blk.0"] == "Block: 4 attention, 3 feed-forward, 2 other tensors"
+
+
+NO_CHECKSUMS = {
+    "gguf": lambda path: _llama_gguf(path / "m.gguf", blocks=1),
+    "safetensors": _safetensors,
+    "npy": _npy,
+    "onnx": _onnx,
+    "keras-h5": _keras_gzip,
+    "pytorch-legacy": _pytorch_legacy,
+}
+
+
+@pytest.mark.parametrize("make", NO_CHECKSUMS.values(), ids=NO_CHECKSUMS.keys())
+def test_verify_says_no_checksum_was_checked_where_a_format_has_none(
+    tmp_path: Path, make: Callable[[Path], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from weightscope.cli import main
+
+    path = make(tmp_path)
+    assert main(["verify", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "verified" not in out and "within the file and of its declared size" in out
+    assert "no checksums checked" in out
+
+
+WITH_CHECKSUMS = {"tensorflow": _tensorflow, "pytorch": _pytorch, "npz": _npz_deflated}
+
+
+@pytest.mark.parametrize("make", WITH_CHECKSUMS.values(), ids=WITH_CHECKSUMS.keys())
+def test_verify_says_verified_where_checksums_were_checked(
+    tmp_path: Path, make: Callable[[Path], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from weightscope.cli import main
+
+    assert main(["verify", str(make(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("OK: ") and out.rstrip().endswith(" verified")

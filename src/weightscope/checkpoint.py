@@ -52,6 +52,9 @@ class Checkpoint(Mapping[str, np.ndarray]):
     """A read-only mapping from tensor name to array, opened from one checkpoint."""
 
     format: str = ""
+    # What ``verify()`` checks each tensor's bytes against: "" where the file has no checksums
+    # (then it can only find tensors out of the file's bounds or not of their declared size).
+    checksums: str = ""
 
     def __init__(self, path: AnyPath) -> None:
         self.path = path

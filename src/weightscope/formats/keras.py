@@ -170,6 +170,7 @@ class KerasCheckpoint(FileCheckpoint):
             opened: Any = self.path
         elif head.startswith(b"PK\x03\x04"):
             config, self._bytes = self._open_zip()
+            self.checksums = "zip CRC-32"
             opened = io.BytesIO(self._bytes)
         else:
             raise CorruptCheckpointError(f"{self.path}: neither an HDF5 file nor a .keras zip (bad magic {head!r})")

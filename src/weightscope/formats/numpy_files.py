@@ -232,6 +232,7 @@ class NpzCheckpoint(NumpyCheckpoint):
     """A ``.npz`` archive: a tensor per member, named as ``np.load`` names it (without ``.npy``)."""
 
     format = "npz"
+    checksums = "zip CRC-32"
 
     def _load(self) -> None:
         entries = read_directory(self._source, self.path)

@@ -718,6 +718,7 @@ class PyTorchCheckpoint(FileCheckpoint):
     """A ``torch.save`` zip: tensors named by their dotted path in the saved dicts and lists."""
 
     format = "pytorch"
+    checksums = "zip CRC-32"
 
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
         """Open ``path``; with ``verify``, a member's CRC-32 is checked when it is first read."""
@@ -731,6 +732,7 @@ class PyTorchCheckpoint(FileCheckpoint):
     def _load(self) -> None:
         if _is_legacy(self._source):
             legacy = _read_legacy(self._source, self.path)
+            self.checksums = ""  # the legacy format has none
             self._legacy = legacy.storages
             self._byteorder = "<" if legacy.little_endian else ">"
             self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * legacy.pickled)

@@ -299,6 +299,7 @@ class TensorFlowCheckpoint(Checkpoint):
     """A TensorFlow tensor bundle, opened from any of the paths that name it."""
 
     format = "tensorflow"
+    checksums = "CRC32C"
 
     def __init__(
         self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True, readable_names: bool = True
