@@ -402,3 +402,83 @@ def test_verify_says_verified_where_checksums_were_checked(
     assert main(["verify", str(make(tmp_path))]) == 0
     out = capsys.readouterr().out
     assert out.startswith("OK: ") and out.rstrip().endswith(" verified")
+
+
+# -- ONNX weights held in Constant nodes ------------------------------------------------------------
+
+
+def _onnx_with_constants(path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """y = Reshape(Gemm(x, W, b, transB=1), shape) * half: the weights in Constant nodes, as some exporters write."""
+    rng = np.random.default_rng(0)
+    values = {
+        "fc.w": rng.normal(size=(4, 3)).astype(np.float32),
+        "fc.b": rng.normal(size=4).astype(np.float32),
+        "shape": np.array([2, 2], np.int64),
+        "half": np.array(0.5, np.float32),
+    }
+    helper = onnx.helper
+    constants = [
+        helper.make_node("Constant", [], [name], name=f"const_{name}", value=onnx.numpy_helper.from_array(value))
+        for name, value in values.items()
+    ]
+    nodes = [
+        *constants,
+        helper.make_node("Gemm", ["x", "fc.w", "fc.b"], ["h"], name="/fc/Gemm", transB=1),
+        helper.make_node("Reshape", ["h", "shape"], ["r"], name="/Reshape"),
+        helper.make_node("Mul", ["r", "half"], ["y"], name="/Mul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path, values
+
+
+def test_onnx_constant_nodes_are_tensors_and_only_weights_are_parameters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from weightscope.cli import main
+
+    path, values = _onnx_with_constants(tmp_path / "constants.onnx")
+    stored = {node.output[0]: onnx.numpy_helper.to_array(node.attribute[0].t) for node in onnx.load(path).graph.node
+              if node.op_type == "Constant"}  # fmt: skip
+    with ws.open(path) as ckpt:
+        assert sorted(ckpt) == sorted(values)
+        for name, value in stored.items():
+            assert ckpt[name].dtype == value.dtype and ckpt[name].tobytes() == value.tobytes()
+        roles = {name: (ckpt.role(name).kind, ckpt.role(name).role) for name in ckpt}
+        assert roles == {
+            "fc.w": ("parameter", "weight"),
+            "fc.b": ("parameter", "bias"),
+            "shape": ("bookkeeping", None),
+            "half": ("bookkeeping", None),
+        }
+        layers = ckpt.layers()
+        assert list(layers) == ["/fc/Gemm"]
+        assert layers["/fc/Gemm"].weight.name == "fc.w" and layers["/fc/Gemm"].bias.name == "fc.b"
+    assert main(["ls", str(path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split()[0] for line in out.splitlines()[2:] if line.startswith(("fc.", "shape ", "half "))]
+    assert rows == ["fc.w", "fc.b"] and "2 tensors, 16 parameters" in out
+    assert main(["convert", str(path), str(tmp_path / "w.safetensors")]) == 0
+    capsys.readouterr()
+    with ws.open(tmp_path / "w.safetensors") as converted:
+        assert sorted(converted) == ["fc.b", "fc.w"]
+        np.testing.assert_array_equal(converted["fc.w"], values["fc.w"])
+
+
+def test_onnx_constant_named_like_an_initializer_is_corrupt(tmp_path: Path) -> None:
+    helper = onnx.helper
+    weight = onnx.numpy_helper.from_array(np.ones(2, np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["w"], value=onnx.numpy_helper.from_array(np.zeros(2, np.float32)))],
+        "g", [], [helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, [2])], [weight],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph), tmp_path / "twice.onnx")
+    with pytest.raises(ws.CorruptCheckpointError, match="two tensors are named 'w'"):
+        ws.open(tmp_path / "twice.onnx")
