@@ -482,3 +482,70 @@ def test_onnx_constant_named_like_an_initializer_is_corrupt(tmp_path: Path) -> N
     onnx.save(helper.make_model(graph), tmp_path / "twice.onnx")
     with pytest.raises(ws.CorruptCheckpointError, match="two tensors are named 'w'"):
         ws.open(tmp_path / "twice.onnx")
+
+
+# -- files recognised but not read: each says what it is and how to get its weights out -------------
+
+
+def _torchscript(path: Path) -> Path:
+    torch.jit.script(torch.nn.Linear(2, 3)).save(str(path / "scripted.pt"))
+    return path / "scripted.pt"
+
+
+def _tflite(path: Path) -> Path:
+    import tensorflow as tf
+
+    weight = tf.constant(np.ones((2, 3), np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 2], tf.float32)])
+    def model(x: tf.Tensor) -> tf.Tensor:
+        return tf.matmul(x, weight)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([model.get_concrete_function()], model)
+    (path / "model.tflite").write_bytes(converter.convert())
+    return path / "model.tflite"
+
+
+def _plain_hdf5(path: Path) -> Path:
+    with h5py.File(path / "data.h5", "w") as file:
+        file.create_dataset("images", data=np.zeros((2, 4), np.uint8))
+        file.create_dataset("labels", data=np.arange(2))
+    return path / "data.h5"
+
+
+def _onnx_tensor(path: Path) -> Path:
+    onnx.save_tensor(onnx.numpy_helper.from_array(np.ones((2, 3), np.float32), "input_0"), str(path / "input_0.pb"))
+    return path / "input_0.pb"
+
+
+RECOGNISED = {
+    "torchscript": (_torchscript, "a TorchScript archive", "torch.jit.load"),
+    "tflite": (_tflite, "a TensorFlow Lite model", "tf.lite.Interpreter"),
+    "plain-hdf5": (_plain_hdf5, "an HDF5 file, but not a Keras weights file", "'images', 'labels'"),
+    "onnx-tensor": (_onnx_tensor, "a bare ONNX TensorProto", "onnx.load_tensor"),
+}
+
+
+@pytest.mark.parametrize(("make", "what", "way_out"), RECOGNISED.values(), ids=RECOGNISED.keys())
+def test_recognised_files_say_what_they_are(
+    tmp_path: Path, make: Callable[[Path], Path], what: str, way_out: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from weightscope.cli import main
+
+    path = make(tmp_path)
+    with pytest.raises(ws.UnsupportedFormatError) as caught:
+        ws.open(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {what}") and way_out in message
+    assert "not a checkpoint format weightscope knows" not in message
+    assert main(["ls", str(path)]) == ws.UnsupportedFormatError.exit_status
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_graph_pb_is_not_taken_for_an_onnx_tensor(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    graph = tf.function(lambda x: x * 2.0).get_concrete_function(tf.TensorSpec([2], tf.float32)).graph
+    (tmp_path / "frozen.pb").write_bytes(graph.as_graph_def().SerializeToString())
+    with pytest.raises(ws.UnsupportedFormatError, match="not a checkpoint format weightscope knows"):
+        ws.open(tmp_path / "frozen.pb")

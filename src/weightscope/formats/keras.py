@@ -228,7 +228,12 @@ class KerasCheckpoint(FileCheckpoint):
             return
         weights = root.get("model_weights", root)
         if not _attribute_list(weights, "layer_names"):
-            raise UnsupportedFormatError(f"{self.path}: an HDF5 file with no Keras layout (no layer_names, no layers/)")
+            top = ", ".join(repr(name) for name in list(root)[:5]) + (", ..." if len(root) > 5 else "") or "nothing"
+            raise UnsupportedFormatError(
+                f"{self.path}: an HDF5 file, but not a Keras weights file (no layer_names attribute, no layers/ "
+                f"group; at the top: {top}); weightscope reads Keras's layouts only. With h5py: "
+                f"h5py.File('{self.path}')[NAME][()] reads a dataset"
+            )
         seen: set[str] = set()
         shapes: dict[str, tuple[int, ...]] = {}  # parameter's weight name -> shape, to tie optimizer state to
         names: dict[str, str] = {}  # parameter's weight name -> its name here

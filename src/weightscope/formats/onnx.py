@@ -366,6 +366,27 @@ def _entries(element: ElementType, count: int) -> int:
     return count
 
 
+def is_bare_tensor(data: bytes) -> bool:
+    """Whether ``data`` is one serialized ``TensorProto`` (ONNX's test data, ``onnx.save_tensor``):
+    it parses, its data type is known and its data fill its dims exactly (which protobuf's
+    leniency alone would not tell from another message)."""
+    from google.protobuf.message import DecodeError
+
+    from weightscope._proto import OnnxTensorProto
+
+    try:
+        tensor = OnnxTensorProto.FromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        return False
+    element = BY_ONNX.get(tensor.data_type)
+    if element is None or element.dtype is None or any(size < 0 for size in tensor.dims) or len(tensor.dims) > 64:
+        return False
+    count = math.prod(tensor.dims)
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data) == _stored_size(element, count) > 0
+    return len(getattr(tensor, _FIELDS.get(element.name, _INT32_FIELD))) == _entries(element, count) > 0
+
+
 # The inputs (after the first) through which a node takes a layer's weight and bias.
 _WEIGHT_INPUTS: dict[str, tuple[str, ...]] = {
     "Gemm": ("weight", "bias"),
