@@ -549,3 +549,61 @@ def test_a_graph_pb_is_not_taken_for_an_onnx_tensor(tmp_path: Path) -> None:
     (tmp_path / "frozen.pb").write_bytes(graph.as_graph_def().SerializeToString())
     with pytest.raises(ws.UnsupportedFormatError, match="not a checkpoint format weightscope knows"):
         ws.open(tmp_path / "frozen.pb")
+
+
+# -- TensorFlow: prefixes ending in a separator, and state files from another machine ------------
+
+
+def _tf1_save(prefix: str, values: dict[str, np.ndarray]) -> str:
+    """Save ``values`` with TF1's Saver (in a graph of its own) at ``prefix``, as TF1 programs did; returns its path."""
+    import tensorflow as tf
+
+    with tf.Graph().as_default():
+        variables = [tf.compat.v1.get_variable(name, initializer=tf.constant(value)) for name, value in values.items()]
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            saved: str = saver.save(session, prefix)
+    return saved
+
+
+def test_a_tf1_prefix_ending_in_a_separator_opens_by_every_natural_path(tmp_path: Path) -> None:
+    values = {"layer1/kernel": np.arange(6, dtype=np.float32).reshape(2, 3), "layer1/bias": np.ones(3, np.float32)}
+    folder = tmp_path / "model"
+    folder.mkdir()
+    _tf1_save(f"{folder}/", values)
+    assert (folder / ".index").is_file() and (folder / ".data-00000-of-00001").is_file()  # what TF1 wrote
+    for form in (str(folder), f"{folder}/", str(folder / ".index"), str(folder / ".data-00000-of-00001")):
+        with ws.open(form) as ckpt:
+            assert sorted(ckpt) == sorted(values), form
+            for name, value in values.items():
+                np.testing.assert_array_equal(ckpt[name], value)
+    (folder / "checkpoint").unlink()  # without its state file: the directory's only index
+    with ws.open(folder) as ckpt:
+        assert sorted(ckpt) == sorted(values)
+    from weightscope.history import checkpoint_history
+
+    _tf1_save(f"{folder}/", values)
+    (entry,) = checkpoint_history(folder)
+    assert entry.exists and entry.newest
+
+
+def test_a_moved_folder_opens_its_own_checkpoint_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    values = {"w": np.arange(4, dtype=np.float32)}
+    original = tmp_path / "machine-a" / "run"
+    original.mkdir(parents=True)
+    saved = _tf1_save(str(original / "model.ckpt"), values)
+    assert f'"{saved}"' in (original / "checkpoint").read_text()  # TF1 records the absolute path
+    moved = tmp_path / "machine-b" / "run"
+    shutil.move(str(original.parent), str(moved.parent))
+    capsys.readouterr()
+    with ws.open(moved) as ckpt:
+        np.testing.assert_array_equal(ckpt["w"], values["w"])
+        assert ckpt.path == moved / "model.ckpt"
+    err = capsys.readouterr().err
+    assert f"names {saved}, which is not here" in err and str(moved / "model.ckpt") in err
+    assert err.count("\n") == 1
