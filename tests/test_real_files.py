@@ -60,6 +60,22 @@ def _keras_gzip(path: Path) -> Path:
     return path / "w.h5"
 
 
+def _keras3_model() -> object:
+    import keras
+
+    return keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="layer1"), keras.layers.BatchNormalization()])
+
+
+def _keras3_weights(path: Path) -> Path:
+    _keras3_model().save_weights(path / "m.weights.h5")  # type: ignore[attr-defined]
+    return path / "m.weights.h5"
+
+
+def _keras3_zip(path: Path) -> Path:
+    _keras3_model().save(path / "m.keras")  # type: ignore[attr-defined]
+    return path / "m.keras"
+
+
 def _gguf_quantised(path: Path) -> Path:
     writer = gguf.GGUFWriter(path / "m.gguf", "llama")
     rows = np.random.default_rng(0).normal(size=(2, 64)).astype(np.float32)
@@ -94,6 +110,8 @@ EVERY_FORMAT: dict[str, Callable[[Path], Path]] = {
     "pytorch": _pytorch,
     "pytorch-legacy": _pytorch_legacy,
     "keras-gzip": _keras_gzip,
+    "keras3-weights": _keras3_weights,
+    "keras3-zip": _keras3_zip,
     "gguf-quantised": _gguf_quantised,
     "onnx": _onnx,
 }
@@ -373,6 +391,7 @@ NO_CHECKSUMS = {
     "npy": _npy,
     "onnx": _onnx,
     "keras-h5": _keras_gzip,
+    "keras3-weights": _keras3_weights,
     "pytorch-legacy": _pytorch_legacy,
 }
 
@@ -390,7 +409,7 @@ def test_verify_says_no_checksum_was_checked_where_a_format_has_none(
     assert "no checksums checked" in out
 
 
-WITH_CHECKSUMS = {"tensorflow": _tensorflow, "pytorch": _pytorch, "npz": _npz_deflated}
+WITH_CHECKSUMS = {"tensorflow": _tensorflow, "pytorch": _pytorch, "npz": _npz_deflated, "keras3-zip": _keras3_zip}
 
 
 @pytest.mark.parametrize("make", WITH_CHECKSUMS.values(), ids=WITH_CHECKSUMS.keys())

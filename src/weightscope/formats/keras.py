@@ -275,7 +275,9 @@ class KerasCheckpoint(FileCheckpoint):
             written = _written_names(variables, len(indices)) if layer_config is None else []
             # From the config's class and settings, or without one (Keras 3's own save_weights)
             # from the class its group is named after.
-            names = layer_config and _weight_names(layer_config["class_name"], layer_config["config"], len(indices))
+            names: list[str] = []
+            if layer_config is not None:
+                names = _weight_names(layer_config["class_name"], layer_config["config"], len(indices))
             names = names or _weight_names(_keras3_class(path), None, len(indices))
             labels = written or [f"{layer}/{name}" for name in names] or [f"{layer}/vars/{index}" for index in indices]
             frozen = layer_config is not None and layer_config["config"].get("trainable") is False

@@ -165,10 +165,13 @@ class OnnxCheckpoint(FileCheckpoint):
                 raise CorruptCheckpointError(f"{self.path}: two tensors are named '{name}' (a Constant node's output)")
             info = self._describe(value, name)
             self._infos[name] = info
-            user, position = users.get(name, (None, 0))
-            where = f"{self.path}: the node using constant '{name}'"
-            layer = user and (_text(user.name, where) or (_text(user.output[0], where) if user.output else ""))
-            self._roles[name] = _constant_role(info, user and user.op_type, position, layer or name)
+            op_type, position, layer = "", 0, name
+            if name in users:
+                user, position = users[name]
+                where = f"{self.path}: the node using constant '{name}'"
+                op_type = _text(user.op_type, where)
+                layer = _text(user.name, where) or (_text(user.output[0], where) if user.output else "") or name
+            self._roles[name] = _constant_role(info, op_type, position, layer)
 
     def _describe_model(self, model: Any) -> dict[str, str]:
         where = f"{self.path}: the model's metadata"
@@ -396,12 +399,12 @@ _WEIGHT_INPUTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _constant_role(info: TensorInfo, op_type: str | None, position: int, layer: str) -> TensorRole:
+def _constant_role(info: TensorInfo, op_type: str, position: int, layer: str) -> TensorRole:
     """A Constant's tensor: a parameter if floating and not a scalar, as the ``position``-th input of the
     first node using it (an ``op_type`` named ``layer``) makes it, else a graph constant (bookkeeping)."""
     if not info.type_name.startswith(("float", "bfloat", "complex")) or not info.shape:
         return TensorRole("bookkeeping")
-    roles = _WEIGHT_INPUTS.get(op_type or "", ())
+    roles = _WEIGHT_INPUTS.get(op_type, ())
     if 1 <= position <= len(roles):
         return TensorRole("parameter", layer=layer, role=roles[position - 1])
     return classify(info.name)
