@@ -63,7 +63,8 @@ def _keras_gzip(path: Path) -> Path:
 def _keras3_model() -> object:
     import keras
 
-    return keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="layer1"), keras.layers.BatchNormalization()])
+    layers = keras.layers
+    return keras.Sequential([keras.Input((2,)), layers.Dense(3, name="layer1"), layers.BatchNormalization()])
 
 
 def _keras3_weights(path: Path) -> Path:
