@@ -512,6 +512,11 @@ def _torchscript(path: Path) -> Path:
     return path / "scripted.pt"
 
 
+def _torchscript_without_parameters(path: Path) -> Path:
+    torch.jit.script(torch.nn.ReLU()).save(str(path / "relu.pt"))  # data.pkl first: claimed as torch.save's at first
+    return path / "relu.pt"
+
+
 def _tflite(path: Path) -> Path:
     import tensorflow as tf
 
@@ -540,6 +545,7 @@ def _onnx_tensor(path: Path) -> Path:
 
 RECOGNISED = {
     "torchscript": (_torchscript, "a TorchScript archive", "torch.jit.load"),
+    "torchscript-no-parameters": (_torchscript_without_parameters, "a TorchScript archive", "torch.jit.load"),
     "tflite": (_tflite, "a TensorFlow Lite model", "tf.lite.Interpreter"),
     "plain-hdf5": (_plain_hdf5, "an HDF5 file, but not a Keras weights file", "'images', 'labels'"),
     "onnx-tensor": (_onnx_tensor, "a bare ONNX TensorProto", "onnx.load_tensor"),

@@ -9,13 +9,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import struct
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightscope.errors import CheckpointNotFoundError, UnsupportedFormatError
+from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError
 from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, plus
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def _is_torchscript(path: AnyPath) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, struct.error):
         return False
     return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names) and any(
         name.split("/")[1:2] == ["code"] for name in names
@@ -296,15 +297,26 @@ def _open(path: AnyPath, format: str | None, verify: bool) -> Checkpoint:
         return _reader(FORMATS[format], path)(path, verify=verify)  # type: ignore[call-arg]
     for candidate in FORMATS.values():
         if candidate.sniff(path):
-            return _reader(candidate, path)(path, verify=verify)  # type: ignore[call-arg]
+            try:
+                return _reader(candidate, path)(path, verify=verify)  # type: ignore[call-arg]
+            except (CorruptCheckpointError, UnsupportedFormatError):
+                _refuse_recognised(path)  # a TorchScript zip whose first member is data.pkl looks like torch.save's
+                raise
     if not path.exists() and not plus(path, ".index").exists():
         raise CheckpointNotFoundError(f"{path}: no such file or checkpoint prefix")
     if path.is_dir():
         raise CheckpointNotFoundError(f"{path}: a directory with no checkpoint in it that weightscope knows")
+    _refuse_recognised(path)
+    raise UnsupportedFormatError(f"{path}: not a checkpoint format weightscope knows ({', '.join(FORMATS)})")
+
+
+def _refuse_recognised(path: AnyPath) -> None:
+    """Raise ``UnsupportedFormatError`` saying what ``path`` is, if it is a file ``RECOGNISED`` knows."""
+    if path.is_dir():
+        return
     for recognise, what in RECOGNISED:
         if recognise(path):
             raise UnsupportedFormatError(f"{path}: {what.replace('PATH', repr(str(path)))}")
-    raise UnsupportedFormatError(f"{path}: not a checkpoint format weightscope knows ({', '.join(FORMATS)})")
 
 
 def _reader(entry: Format, path: AnyPath) -> type[Checkpoint]:
