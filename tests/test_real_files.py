@@ -633,3 +633,32 @@ def test_a_moved_folder_opens_its_own_checkpoint_and_says_so(
     err = capsys.readouterr().err
     assert f"names {saved}, which is not here" in err and str(moved / "model.ckpt") in err
     assert err.count("\n") == 1
+
+
+class _TensorAttributes(torch.nn.Module):
+    """Weights kept as plain tensor attributes, which torch.onnx.export writes as Constant nodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.w = torch.randn(4, 3, generator=generator)
+        self.b = torch.randn(4, generator=generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.w, self.b).reshape(2, 2)
+
+
+def test_torch_onnx_export_constants_are_the_weights(tmp_path: Path) -> None:
+    module = _TensorAttributes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated (the new one needs onnxscript)
+        torch.onnx.export(module, (torch.ones(1, 3),), str(tmp_path / "m.onnx"), dynamo=False)
+    graph = onnx.load(tmp_path / "m.onnx").graph
+    assert not graph.initializer  # every tensor is in a Constant node
+    with ws.open(tmp_path / "m.onnx") as ckpt:
+        layer = ckpt.layers()["/Gemm"]
+        assert layer.weight is not None and layer.bias is not None
+        np.testing.assert_array_equal(ckpt[layer.weight.name], module.w.numpy())
+        np.testing.assert_array_equal(ckpt[layer.bias.name], module.b.numpy())
+        others = [name for name in ckpt if ckpt.role(name).kind != "parameter"]
+        assert [ckpt.info(name).dtype for name in others] == [np.dtype(np.int64)]  # the Reshape's shape
