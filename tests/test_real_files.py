@@ -235,6 +235,7 @@ def _keras3_layers() -> dict[str, tuple[object, tuple[int, ...] | None, str]]:
         "SimpleRNN": (layers.SimpleRNN(3), (5, 4), "one"),
         "SimpleRNN-no-bias": (layers.SimpleRNN(3, use_bias=False), (5, 4), "one"),
         "Bidirectional": (layers.Bidirectional(layers.LSTM(3)), (5, 4), "one"),
+        "TimeDistributed": (layers.TimeDistributed(layers.Dense(3)), (5, 4), "one"),
         "ConvLSTM1D": (layers.ConvLSTM1D(2, 3), (3, 8, 2), "one"),
         "ConvLSTM2D": (layers.ConvLSTM2D(2, 3), (3, 8, 8, 2), "one"),
     }

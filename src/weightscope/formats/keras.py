@@ -28,7 +28,8 @@ Keras 3 names them (``variable.path``): by the layer's class and its variable or
 moving_mean, moving_variance; an LSTM's cell: kernel, recurrent_kernel, bias; ...), the
 class and its settings (``use_bias``, ``scale``, ``center``) from the ``.keras`` config, or
 in a ``.weights.h5`` the class from the group's name (``layers/dense_1``; a sublayer's
-from its attribute, ``query_dense``, ``cell``) with the optional variables the count
+from its attribute, ``query_dense``, ``cell``; a ``TimeDistributed`` layer's from its
+default name, ``dense_2``) with the optional variables the count
 leaves; where that is ambiguous (a BatchNormalization without one of gamma, beta) or the
 class unknown, ``<layer name>/vars/<i>``. Optimizer state is ``optimizer/vars/<i>``.
 
@@ -71,6 +72,7 @@ promised.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -271,14 +273,15 @@ class KerasCheckpoint(FileCheckpoint):
                 infos.extend(found)
                 continue
             layer = _display_name(root, path)
-            layer_config = layer_configs.get(_text(variables.attrs.get("name", "")))
+            user_name = _text(variables.attrs.get("name", ""))
+            layer_config = layer_configs.get(user_name)
             written = _written_names(variables, len(indices)) if layer_config is None else []
             # From the config's class and settings, or without one (Keras 3's own save_weights)
             # from the class its group is named after.
             names: list[str] = []
             if layer_config is not None:
                 names = _weight_names(layer_config["class_name"], layer_config["config"], len(indices))
-            names = names or _weight_names(_keras3_class(path), None, len(indices))
+            names = names or _weight_names(_keras3_class(path, user_name), None, len(indices))
             labels = written or [f"{layer}/{name}" for name in names] or [f"{layer}/vars/{index}" for index in indices]
             frozen = layer_config is not None and layer_config["config"].get("trainable") is False
             for index, label in zip(indices, labels, strict=True):
@@ -442,15 +445,24 @@ def _layer_configs(node: object) -> Iterator[tuple[str, dict[str, Any]]]:
             yield from _layer_configs(value)
 
 
-def _keras3_class(path: str) -> str:
+def _keras3_class(path: str, name: str) -> str:
     """The Keras class of the object saved at ``path`` in a Keras 3 weights file: a model's
     layer's group is its class in snake case (``layers/dense_1``: the second Dense), a
-    layer's sublayer's the attribute holding it (``layers/lstm/cell``); "" if unknown."""
+    layer's sublayer's the attribute holding it (``layers/lstm/cell``); a wrapped layer's
+    (``TimeDistributed``'s ``layer``) only its default ``name`` (``dense_2``) tells; "" if unknown."""
     parent, _, group = path.rpartition("/")
     if parent.rsplit("/", 1)[-1] != "layers":
-        return _SUBLAYER_CLASSES.get(group, "")
-    by_group = {_snake_case(name): name for name in _LAYER_WEIGHTS}
+        if group != "layer":
+            return _SUBLAYER_CLASSES.get(group, "")
+        group = name
+    by_group = _classes_by_group()
     return by_group.get(group) or by_group.get(re.sub(r"_\d+$", "", group), "")
+
+
+@functools.cache
+def _classes_by_group() -> dict[str, str]:
+    """Keras 3 group name (the class in snake case) -> the class, for the classes ``_LAYER_WEIGHTS`` knows."""
+    return {_snake_case(name): name for name in _LAYER_WEIGHTS}
 
 
 def _weight_names(class_name: str, settings: dict[str, Any] | None, count: int) -> list[str]:
