@@ -259,7 +259,7 @@ FORMATS: dict[str, Format] = {
     ),
     "onnx": Format(
         "onnx",
-        "ONNX model (.onnx): the graph's initializers, inline or as external data beside the model",
+        "ONNX model (.onnx): the graph's initializers and Constant nodes, inline or as external data beside the model",
         "weightscope.formats.onnx:OnnxCheckpoint",
         _sniff_onnx,
     ),
