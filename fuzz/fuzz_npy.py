@@ -12,7 +12,7 @@ with fuzzlib.instrumented():
 
 
 def seeds() -> list[bytes]:
-    """Files ``np.save`` writes: several dtypes and ranks, Fortran order, version 2.0 and 3.0, fields."""
+    """Files ``np.save`` writes: several dtypes and ranks, Fortran order, version 2.0 and 3.0, fields, Python 2's."""
     arrays = [
         np.arange(12, dtype=np.float32).reshape(3, 4),
         np.asfortranarray(np.arange(6, dtype=">i2").reshape(2, 3)),
@@ -31,6 +31,10 @@ def seeds() -> list[bytes]:
         buffer = io.BytesIO()
         np.lib.format.write_array(buffer, np.ones(3, np.int64), version=version)
         files.append(buffer.getvalue())
+    # Python 2's np.save wrote long integers (3L): the header numpy filters token by token.
+    header = b"{'descr': '<i8', 'fortran_order': False, 'shape': (3L,), }"
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    files.append(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + np.ones(3, "<i8").tobytes())
     return files
 
 

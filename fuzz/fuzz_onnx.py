@@ -59,6 +59,17 @@ def seeds() -> list[bytes]:
         model = helper.make_model(graph, producer_name="fuzz")
         model.metadata_props.add(key="k", value="v")
         files.append(model.SerializeToString())
+    constants = [  # weights and shapes in Constant nodes, used by a Gemm and a Reshape
+        helper.make_node("Constant", [], [name], value=value)
+        for name, value in (("cw", inside[0]), ("cb", inside[1]), ("shape", inside[3]), ("s", inside[5]))
+    ]
+    uses = [
+        helper.make_node("Gemm", ["x", "cw", "cb"], ["h"], name="fc"),
+        helper.make_node("Reshape", ["h", "shape"], ["y"]),
+    ]
+    files.append(
+        helper.make_model(helper.make_graph(constants + uses, "g", [], [], initializer=inside[:1])).SerializeToString()
+    )
     del onnx
     return files
 

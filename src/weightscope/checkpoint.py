@@ -70,6 +70,9 @@ class Checkpoint(Mapping[str, np.ndarray]):
     """A read-only mapping from tensor name to array, opened from one checkpoint."""
 
     format: str = ""
+    # What ``verify()`` checks each tensor's bytes against: "" where the file has no checksums
+    # (then it can only find tensors out of the file's bounds or not of their declared size).
+    checksums: str = ""
 
     def __init__(self, path: AnyPath) -> None:
         self.path = path
@@ -91,7 +94,10 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """Tensor ``name``'s values; a view repeating its stored bytes past the expansion cap is refused
         (``LimitExceededError``, ``weightscope.limits``) before anything copies it."""
         info = self.info(name)
+        # Read-only here, once for every format: a view of a mapped file must not be written
+        # through, and a copy (inflated, dequantised, reassembled) must behave the same.
         array = self._read(info)
+        array.flags.writeable = False
         check_view(array, f"tensor '{info.name}'", self.path)
         return array
 

@@ -136,7 +136,7 @@ _TO_TENSORFLOW = {rank: tuple(int(axis) for axis in np.argsort(order)) for rank,
 LAYOUT_PERMUTATIONS = {rank: (_TO_PYTORCH[rank], _TO_TENSORFLOW[rank]) for rank in _TO_PYTORCH}
 _KIND = {2: "dense", 3: "convolution 1D", 4: "convolution 2D", 5: "convolution 3D"}
 _TF_KERNELS = ("kernel", "pointwise_kernel")  # a SeparableConv's pointwise part is a 1×1 convolution
-_EMBEDDING = re.compile("embed", re.IGNORECASE)
+_EMBEDDING = re.compile("embe?d", re.IGNORECASE)  # llama.cpp's token_embd too
 
 
 def _layout(name: str, shape: tuple[int, ...], target: str) -> tuple[tuple[int, ...] | None, Any, str] | str:

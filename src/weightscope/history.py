@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weightscope.errors import CheckpointNotFoundError, UsageError
-from weightscope.formats.tensorflow import read_checkpoint_state, state_path
+from weightscope.formats.tensorflow import bundle_file, read_checkpoint_state, state_path
 
 _SAVER_SUFFIX = re.compile(r"-(\d+)$")
 _STEP_PATTERNS = re.compile(
@@ -71,7 +71,7 @@ def checkpoint_history(directory: str | Path) -> list[HistoryEntry]:
     entries = []
     for position, path in enumerate(recorded):
         prefix = state_path(directory, path)
-        index = Path(f"{prefix}.index")
+        index = Path(bundle_file(prefix, ".index"))
         exists = index.is_file()
         timestamp = times[position] if len(times) == len(recorded) else None
         if timestamp is None and exists:

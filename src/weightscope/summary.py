@@ -32,8 +32,12 @@ its roles and shapes:
   norm only where the name says "norm".
 - ``Embedding 30522 × 768``: a TensorFlow ``embeddings`` (or tensors named
   ``*_embeddings``), or a PyTorch 2-D weight, without a bias, in a layer whose own name
-  (its last component) contains "embed". (GPT-2's ``wte.weight``, whose name does not
-  say so, reads as a Dense layer without a bias.)
+  (its last component) contains "embed" (or llama.cpp's "embd"). (GPT-2's ``wte.weight``,
+  whose name does not say so, reads as a Dense layer without a bias.)
+- ``LM head 640 → 262144``: a top-level ``output.weight`` or ``lm_head.weight`` [vocabulary,
+  hidden] without a bias (llama.cpp's GGUF, Meta's Llama checkpoints).
+- ``Block: 4 attention, 3 feed-forward, 2 other tensors``: a GGUF transformer block
+  (``blk.N``), its tensors by llama.cpp's names (``attn_*``, ``ffn_*``, norms).
 
 ``--json`` (``Summary.to_json()``) gives this document; its keys are stable::
 
@@ -43,7 +47,7 @@ its roles and shapes:
           "name": str,             # as Checkpoint.layers() names it
           "kind": str,             # Dense, Conv1D/2D/3D, Conv2DTranspose..., DepthwiseConv2D,
                                    # SeparableConv2D, BatchNorm, LayerNorm, GroupNorm,
-                                   # InstanceNorm, RMSNorm, Embedding, or "?"
+                                   # InstanceNorm, RMSNorm, Embedding, LMHead, Block, or "?"
           "description": str,      # "Dense 2 → 5", "? weight [2, 5, 3]", ...
           "parameters": int,       # values of the layer's learned parameters
           "buffers": int,          # values of its running mean and variance
@@ -194,7 +198,8 @@ def _summarize_layer(layer: Layer) -> LayerSummary:
 
 def describe(layer: Layer) -> tuple[str, str]:
     """(kind, description) of a layer from its parameters' roles, names and shapes; ``?`` where in doubt."""
-    found = _norm(layer) or _embedding(layer) or _separable(layer) or _dense_or_convolution(layer)
+    found = _norm(layer) or _embedding(layer) or _separable(layer) or _block(layer) or _lm_head(layer)
+    found = found or _dense_or_convolution(layer)
     if found is not None:
         return found
     roles = ", ".join(f"{role} [{', '.join(map(str, info.shape))}]" for role, info in layer.parameters.items())
@@ -257,6 +262,30 @@ def _embedding(layer: Layer) -> tuple[str, str] | None:
         return "Embedding", f"Embedding {rows} × {columns}"
     tables = ", ".join(f"{_last(info)} {info.shape[0]} × {info.shape[1]}" for info in infos)
     return "Embedding", f"Embedding {tables}"
+
+
+def _block(layer: Layer) -> tuple[str, str] | None:
+    """A transformer block as llama.cpp's GGUF groups it (``blk.N``): attention, feed-forward and norm tensors."""
+    roles = list(layer.parameters)
+    attention = [role for role in roles if role.startswith("attn_") and not role.endswith("norm")]
+    feed_forward = [role for role in roles if role.startswith("ffn_") and not role.endswith("norm")]
+    if not attention or not feed_forward:
+        return None
+    norms = len(roles) - len(attention) - len(feed_forward)
+    parts = f"{len(attention)} attention, {len(feed_forward)} feed-forward, {norms} other tensors"
+    return "Block", f"Block: {parts}"
+
+
+def _lm_head(layer: Layer) -> tuple[str, str] | None:
+    """A language model's output projection: a top-level ``output`` (llama.cpp, Meta's Llama) or ``lm_head``
+    PyTorch-style weight [vocabulary, hidden], no bias."""
+    weight = layer.parameters.get("weight")
+    if weight is None or len(layer.parameters) != 1 or weight.name not in ("output.weight", "lm_head.weight"):
+        return None
+    if len(weight.shape) != 2 or weight.shape[0] <= weight.shape[1]:
+        return None  # a vocabulary outnumbers the hidden size; a classifier's few classes do not
+    vocabulary, hidden = weight.shape
+    return "LMHead", f"LM head {hidden} → {vocabulary}"
 
 
 def _separable(layer: Layer) -> tuple[str, str] | None:

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightscope.containers.zip import LOCAL_SIGNATURE, read_directory
-from weightscope.errors import CheckpointNotFoundError, UnsupportedFormatError, UsageError, WeightscopeError
+from weightscope.errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    UnsupportedFormatError,
+    UsageError,
+    WeightscopeError,
+)
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, plus
 
@@ -139,6 +145,63 @@ def _sniff_onnx(path: AnyPath) -> bool:
     return path.suffix == ".onnx"
 
 
+# Files weightscope recognises but does not read: what each is, and how to get its weights out.
+
+
+def _is_torchscript(path: AnyPath) -> bool:
+    """A ``torch.jit.save`` archive: a zip whose folder holds ``code/`` and ``constants.pkl``."""
+    if not isinstance(path, Path) or not _head(path, 4).startswith(LOCAL_SIGNATURE):
+        return False
+    source = open_source(path)
+    try:
+        names = [member.filename for member in read_directory(source, path)]
+    except WeightscopeError:
+        return False
+    finally:
+        source.close()
+    return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names) and any(
+        name.split("/")[1:2] == ["code"] for name in names
+    )
+
+
+_TFLITE_MAGIC = b"TFL3"  # the flatbuffer's file identifier, after its 4-byte root offset
+
+
+def _is_tflite(path: AnyPath) -> bool:
+    return _head(path, 8)[4:] == _TFLITE_MAGIC
+
+
+_MAX_BARE_TENSOR = 1 << 31  # protobuf's limit on one message
+
+
+def _is_onnx_tensor(path: AnyPath) -> bool:
+    if path.suffix != ".pb" or not path.is_file() or path.stat().st_size > _MAX_BARE_TENSOR:
+        return False
+    from weightscope.formats.onnx import is_bare_tensor
+
+    return is_bare_tensor(_head(path, _MAX_BARE_TENSOR))
+
+
+RECOGNISED: tuple[tuple[Callable[[AnyPath], bool], str], ...] = (
+    (
+        _is_torchscript,
+        "a TorchScript archive (torch.jit.save: code/ and constants.pkl beside the weights), not a torch.save "
+        "checkpoint; weightscope does not rebuild TorchScript modules. With torch: "
+        "torch.save(torch.jit.load(PATH).state_dict(), 'weights.pt') writes a checkpoint weightscope reads",
+    ),
+    (
+        _is_tflite,
+        "a TensorFlow Lite model (a TFL3 flatbuffer), which weightscope does not read; with TensorFlow, "
+        "tf.lite.Interpreter(model_path=PATH) lists its tensors (get_tensor_details) and reads them (get_tensor)",
+    ),
+    (
+        _is_onnx_tensor,
+        "a bare ONNX TensorProto (one tensor, as onnx.save_tensor and ONNX's test data write), not a model; "
+        "with onnx: onnx.numpy_helper.to_array(onnx.load_tensor(PATH)); np.save that to read it here",
+    ),
+)
+
+
 @dataclass(frozen=True)
 class Format:
     name: str
@@ -231,7 +294,7 @@ FORMATS: dict[str, Format] = {
     ),
     "onnx": Format(
         "onnx",
-        "ONNX model (.onnx): the graph's initializers, inline or as external data beside the model",
+        "ONNX model (.onnx): the graph's initializers and Constant nodes, inline or as external data beside the model",
         "weightscope.formats.onnx:OnnxCheckpoint",
         _sniff_onnx,
         suffixes=(".onnx",),
@@ -270,12 +333,26 @@ def _open(path: AnyPath, format: str | None, verify: bool) -> Checkpoint:
         return _reader(FORMATS[format], path)(path, verify=verify)  # type: ignore[call-arg]
     for candidate in FORMATS.values():
         if candidate.sniff(path):
-            return _reader(candidate, path)(path, verify=verify)  # type: ignore[call-arg]
+            try:
+                return _reader(candidate, path)(path, verify=verify)  # type: ignore[call-arg]
+            except (CorruptCheckpointError, UnsupportedFormatError):
+                _refuse_recognised(path)  # a TorchScript zip whose first member is data.pkl looks like torch.save's
+                raise
     if not path.exists() and not plus(path, ".index").exists():
         raise CheckpointNotFoundError(f"{path}: no such file or checkpoint prefix")
     if path.is_dir():
         raise CheckpointNotFoundError(f"{path}: a directory with no checkpoint in it that weightscope knows")
+    _refuse_recognised(path)
     raise UnsupportedFormatError(f"{path}: not a checkpoint format weightscope knows ({', '.join(FORMATS)})")
+
+
+def _refuse_recognised(path: AnyPath) -> None:
+    """Raise ``UnsupportedFormatError`` saying what ``path`` is, if it is a file ``RECOGNISED`` knows."""
+    if path.is_dir():
+        return
+    for recognise, what in RECOGNISED:
+        if recognise(path):
+            raise UnsupportedFormatError(f"{path}: {what.replace('PATH', repr(str(path)))}")
 
 
 def _reader(entry: Format, path: AnyPath) -> type[Checkpoint]:

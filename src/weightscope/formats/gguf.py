@@ -42,6 +42,9 @@ Caps: metadata arrays of at most 100,000,000 elements, strings (keys, names, val
 at most 64 MiB (a whole ``tokenizer.json`` is stored as one string), keys and tensor
 names of at most 65,535 bytes. There are no checksums: ``verify`` reads every tensor,
 which checks only bounds.
+
+Layers: a transformer block's tensors (``blk.<N>.*``) are one layer, ``blk.<N>``;
+``token_embd`` is the token embedding, ``output`` the LM head (``weightscope.summary``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import binascii
 import functools
 import math
 import os
+import re
 import struct
 import sys
 from collections import Counter
@@ -61,6 +65,7 @@ import numpy as np
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.dtypes import BY_GGUF, check_size
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
+from weightscope.layers import TensorRole
 from weightscope.limits import Budget, Limits
 
 MAGIC = b"GGUF"
@@ -115,6 +120,19 @@ QUANT_SIZES: dict[str, tuple[int, int]] = {
     "nvfp4": (64, 36),    "q1_0": (128, 18),
 }
 # fmt: on
+
+
+# llama.cpp names a transformer block's tensors ``blk.<N>.<tensor>.weight`` (gguf-py's
+# ``TENSOR_NAMES``: ``attn_q``, ``ffn_up``, ``attn_norm``, ...): one layer, ``blk.<N>``, in
+# which each tensor plays the part its name gives (``attn_q``; a bias ``attn_q.bias``).
+_BLOCK_TENSOR = re.compile(r"blk\.(\d+)\.(.+)")
+
+
+def _block_role(name: str) -> TensorRole | None:
+    match = _BLOCK_TENSOR.fullmatch(name)
+    if match is None:
+        return None
+    return TensorRole("parameter", layer=f"blk.{match[1]}", role=match[2].removesuffix(".weight"))
 
 
 class GgufCheckpoint(FileCheckpoint):
@@ -188,6 +206,7 @@ class GgufCheckpoint(FileCheckpoint):
         infos = [self._describe(name, dims, code, offset, start, alignment) for name, dims, code, offset in entries]
         self._check_overlap(infos)
         self._infos = {info.name: info for info in infos}
+        self._roles = {name: role for name in self._infos if (role := _block_role(name)) is not None}
         if len(self._infos) != len(infos):
             counts = Counter(name for name, *_ in entries)  # one pass: a list per name was quadratic
             twice = next(name for name, count in counts.items() if count > 1)

@@ -20,11 +20,18 @@ Layouts (paths inside the HDF5 file):
   ``assets/``. The config gives each layer's class and flags, which name its variables.
 
 Names: legacy tensors are named by their ``weight_names`` without ``:0``
-(``layer1/kernel``; the stored path is the ``key``), optimizer state as
-``optimizer/<weight name>``. Keras 3 variables are ``<layer name>/<weight name>`` where
-the ``.keras`` config names them (``Dense``: kernel, bias; ``BatchNormalization``: gamma,
-beta, moving_mean, moving_variance, as ``scale``/``center`` say), else
-``<layer name>/vars/<i>``; optimizer state is ``optimizer/vars/<i>``.
+(``layer1/kernel``; the stored path is the ``key``), under their layer's name where TF1's
+graph made the variable scope unique (layer ``conv``, weight ``conv_1/kernel``: ``conv/kernel``), optimizer state as
+``optimizer/<weight name>``. Keras 3 variables are ``<layer name>/<weight name>``, as
+Keras 3 names them (``variable.path``): by the layer's class and its variable order
+(``_LAYER_WEIGHTS``: ``Dense``: kernel, bias; ``BatchNormalization``: gamma, beta,
+moving_mean, moving_variance; an LSTM's cell: kernel, recurrent_kernel, bias; ...), the
+class and its settings (``use_bias``, ``scale``, ``center``) from the ``.keras`` config, or
+in a ``.weights.h5`` the class from the group's name (``layers/dense_1``; a sublayer's
+from its attribute, ``query_dense``, ``cell``; a ``TimeDistributed`` layer's from its
+default name, ``dense_2``) with the optional variables the count
+leaves; where that is ambiguous (a BatchNormalization without one of gamma, beta) or the
+class unknown, ``<layer name>/vars/<i>``. Optimizer state is ``optimizer/vars/<i>``.
 
 Optimizer state is tied to its variable where that can be decided. A Keras 3 optimizer
 saves ``iteration``, ``learning_rate`` (not when a schedule gives it), then its slots in
@@ -65,6 +72,7 @@ promised.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -108,22 +116,39 @@ MAX_NESTING = 64
 # Memory charged per attribute element beyond its bytes: a Python object and a slot.
 _ATTRIBUTE_ELEMENT_COST = 64
 _GLOBAL_HEAP = b"GCOL"  # the signature of a global heap collection, where variable-length data lives
-# Keras 3 layer classes -> their variables in ``weights`` order, with the config flag
-# (``None``: always present) each depends on.
+# Keras 3 layer classes -> their variables in ``weights`` order (``[v.path.split("/")[-1] for v in
+# layer.weights]``), each with the config setting (``None``: always present) that decides
+# whether the layer has it: a flag, or ``setting=value``. A test builds every class with real
+# Keras 3 and checks these names and orders.
+_KERNEL_AND_BIAS: tuple[tuple[str, str | None], ...] = (("kernel", None), ("bias", "use_bias"))
+_RECURRENT: tuple[tuple[str, str | None], ...] = (("kernel", None), ("recurrent_kernel", None), ("bias", "use_bias"))
 _LAYER_WEIGHTS: dict[str, tuple[tuple[str, str | None], ...]] = {
-    "Dense": (("kernel", None), ("bias", "use_bias")),
+    "Dense": _KERNEL_AND_BIAS,
+    "EinsumDense": (("kernel", None), ("bias", "bias_axes")),
     "Embedding": (("embeddings", None),),
     "LayerNormalization": (("gamma", "scale"), ("beta", "center")),
+    "GroupNormalization": (("gamma", "scale"), ("beta", "center")),
+    "RMSNormalization": (("scale", None),),
     "BatchNormalization": (("gamma", "scale"), ("beta", "center"), ("moving_mean", None), ("moving_variance", None)),
-    "DepthwiseConv1D": (("depthwise_kernel", None), ("bias", "use_bias")),
-    "DepthwiseConv2D": (("depthwise_kernel", None), ("bias", "use_bias")),
-    "SeparableConv1D": (("depthwise_kernel", None), ("pointwise_kernel", None), ("bias", "use_bias")),
-    "SeparableConv2D": (("depthwise_kernel", None), ("pointwise_kernel", None), ("bias", "use_bias")),
+    "Normalization": (("mean", None), ("variance", None), ("count", None)),
+    "PReLU": (("alpha", None),),
+    "Attention": (("scale", "use_scale"), ("concat_score_weight", "score_mode=concat")),
+    "AdditiveAttention": (("scale", "use_scale"),),
+    **{f"DepthwiseConv{rank}D": _KERNEL_AND_BIAS for rank in (1, 2)},
     **{
-        f"Conv{rank}D{kind}": (("kernel", None), ("bias", "use_bias"))
-        for rank in (1, 2, 3)
-        for kind in ("", "Transpose")
+        f"SeparableConv{rank}D": (("depthwise_kernel", None), ("pointwise_kernel", None), ("bias", "use_bias"))
+        for rank in (1, 2)
     },
+    **{f"Conv{rank}D{kind}": _KERNEL_AND_BIAS for rank in (1, 2, 3) for kind in ("", "Transpose")},
+    # The cells of the recurrent layers (LSTM, GRU, SimpleRNN, ConvLSTM1D/2D/3D, and inside Bidirectional).
+    **{cell: _RECURRENT for cell in ("LSTMCell", "GRUCell", "SimpleRNNCell", "ConvLSTMCell")},
+}
+# A layer's own sublayers are saved under the attribute that holds them
+# (``layers/multi_head_attention/query_dense``, ``layers/lstm/cell``): attribute -> class.
+# Every recurrent cell names its variables alike, so ``cell`` stands for them all.
+_SUBLAYER_CLASSES = {
+    "cell": "LSTMCell",
+    **{f"{part}_dense": "EinsumDense" for part in ("query", "key", "value", "output")},  # MultiHeadAttention
 }
 
 
@@ -159,6 +184,7 @@ class KerasCheckpoint(FileCheckpoint):
             opened: Any = self.path
         elif head.startswith(b"PK\x03\x04"):
             config, self._bytes = self._open_zip()
+            self.checksums = "zip CRC-32"
             opened = io.BytesIO(self._bytes)
         else:
             raise CorruptCheckpointError(f"{self.path}: neither an HDF5 file nor a .keras zip (bad magic {head!r})")
@@ -169,6 +195,7 @@ class KerasCheckpoint(FileCheckpoint):
             if config is not None:
                 self._metadata[CONFIG_MEMBER] = json.dumps(config)
             self._infos = {info.name: info for info in self._describe_all(config)}
+            self._aliases = {info.key: info.name for info in self._infos.values() if info.key != info.name}
         except WeightscopeError:  # already says what is wrong (and is a ValueError: not rewrapped below)
             if self._file is not None:
                 self._file.close()
@@ -220,18 +247,25 @@ class KerasCheckpoint(FileCheckpoint):
             return
         weights = root.get("model_weights", root)
         if not _attribute_list(weights, "layer_names"):
-            raise UnsupportedFormatError(f"{self.path}: an HDF5 file with no Keras layout (no layer_names, no layers/)")
+            top = ", ".join(repr(name) for name in list(root)[:5]) + (", ..." if len(root) > 5 else "") or "nothing"
+            raise UnsupportedFormatError(
+                f"{self.path}: an HDF5 file, but not a Keras weights file (no layer_names attribute, no layers/ "
+                f"group; at the top: {top}); weightscope reads Keras's layouts only. With h5py: "
+                f"h5py.File('{self.path}')[NAME][()] reads a dataset"
+            )
         seen: set[str] = set()
-        shapes: dict[str, tuple[int, ...]] = {}  # parameter name -> shape, to tie optimizer state to
+        shapes: dict[str, tuple[int, ...]] = {}  # parameter's weight name -> shape, to tie optimizer state to
+        names: dict[str, str] = {}  # parameter's weight name -> its name here
         for layer_name in _attribute_list(weights, "layer_names"):
             group = weights[layer_name]
             for weight_name in _attribute_list(group, "weight_names"):
-                name = weight_name.removesuffix(":0")
+                name = _layer_weight_name(layer_name, weight_name.removesuffix(":0"))
                 if name in seen:
                     name = f"{layer_name}/{name}"
                 seen.add(name)
                 info = self._describe(name, group[weight_name])
-                shapes[name] = info.shape
+                shapes[weight_name.removesuffix(":0")] = info.shape
+                names[weight_name.removesuffix(":0")] = name
                 yield info
         if "optimizer_weights" in root:
             group = root["optimizer_weights"]
@@ -239,7 +273,7 @@ class KerasCheckpoint(FileCheckpoint):
                 info = self._describe(f"optimizer/{weight_name.removesuffix(':0')}", group[weight_name])
                 owner = _legacy_slot_owner(weight_name.removesuffix(":0"), info.shape, shapes)
                 if owner is not None:
-                    self._roles[info.name] = TensorRole("optimizer", role=owner[1], owner=owner[0])
+                    self._roles[info.name] = TensorRole("optimizer", role=owner[1], owner=names[owner[0]])
                 yield info
 
     def _describe_keras3(self, root: h5py.Group, config: dict[str, Any] | None) -> Iterator[TensorInfo]:
@@ -257,13 +291,18 @@ class KerasCheckpoint(FileCheckpoint):
                 infos.extend(found)
                 continue
             layer = _display_name(root, path, shown)
-            layer_config = layer_configs.get(_text(variables.attrs.get("name", "")))
-            names = _weight_names(layer_config, len(indices))
-            labels = [f"{layer}/{weight}" for weight in names] if names else []
-            if not labels and layer_config is None:
-                labels = _written_names(variables, len(indices))
+            user_name = _text(variables.attrs.get("name", ""))
+            layer_config = layer_configs.get(user_name)
+            written = _written_names(variables, len(indices)) if layer_config is None else []
+            # From the config's class and settings, or without one (Keras 3's own save_weights)
+            # from the class its group is named after.
+            names: list[str] = []
+            if layer_config is not None:
+                names = _weight_names(layer_config["class_name"], layer_config["config"], len(indices))
+            names = names or _weight_names(_keras3_class(path, user_name), None, len(indices))
+            labels = written or [f"{layer}/{name}" for name in names] or [f"{layer}/vars/{index}" for index in indices]
             frozen = layer_config is not None and layer_config["config"].get("trainable") is False
-            for index, label in zip(indices, labels or [f"{layer}/vars/{index}" for index in indices], strict=True):
+            for index, label in zip(indices, labels, strict=True):
                 info = self._describe(label, variables[index])
                 infos.append(info)
                 floating = info.dtype.kind in "fc" or info.type_name == "bfloat16"
@@ -272,7 +311,6 @@ class KerasCheckpoint(FileCheckpoint):
         renamed: dict[str, str] = {}
         for info, name, role in _name_keras3_slots(optimizer, trainable, _optimizer_layouts(root, config)) or []:
             renamed[info.name] = name
-            self._aliases[info.key] = name
             if role is not None:
                 self._roles[name] = role
         for info in infos:
@@ -464,6 +502,16 @@ def _attribute_list(group: h5py.Group, name: str) -> list[str]:
     return values
 
 
+def _layer_weight_name(layer_name: str, weight_name: str) -> str:
+    """A tf-keras weight's name under its layer's name: TF1 graphs made variable scopes unique
+    (a second model's layer ``conv`` got variables ``conv_1/kernel``), the model config's
+    layer names did not, and Keras loads by those."""
+    scope, separator, rest = weight_name.partition("/")
+    if separator and scope != layer_name and re.fullmatch(re.escape(layer_name) + r"_\d+", scope):
+        return f"{layer_name}/{rest}"
+    return weight_name
+
+
 def _vars_groups(root: h5py.Group) -> Iterator[tuple[str, h5py.Group]]:
     """(object path, its ``vars`` group) for every saved object holding variables, in Keras' order.
 
@@ -527,21 +575,50 @@ def _layer_configs(node: object) -> Iterator[tuple[str, dict[str, Any]]]:
             yield from _layer_configs(value)
 
 
-def _weight_names(layer: dict[str, Any] | None, count: int) -> list[str]:
-    """The names of a layer's ``count`` variables from its config; empty if they cannot be told."""
-    if layer is None:
+def _keras3_class(path: str, name: str) -> str:
+    """The Keras class of the object saved at ``path`` in a Keras 3 weights file: a model's
+    layer's group is its class in snake case (``layers/dense_1``: the second Dense), a
+    layer's sublayer's the attribute holding it (``layers/lstm/cell``); a wrapped layer's
+    (``TimeDistributed``'s ``layer``) only its default ``name`` (``dense_2``) tells; "" if unknown."""
+    parent, _, group = path.rpartition("/")
+    if parent.rsplit("/", 1)[-1] != "layers":
+        if group != "layer":
+            return _SUBLAYER_CLASSES.get(group, "")
+        group = name
+    by_group = _classes_by_group()
+    return by_group.get(group) or by_group.get(re.sub(r"_\d+$", "", group), "")
+
+
+@functools.cache
+def _classes_by_group() -> dict[str, str]:
+    """Keras 3 group name (the class in snake case) -> the class, for the classes ``_LAYER_WEIGHTS`` knows."""
+    return {_snake_case(name): name for name in _LAYER_WEIGHTS}
+
+
+def _weight_names(class_name: str, settings: dict[str, Any] | None, count: int) -> list[str]:
+    """The names of a layer's ``count`` variables: those its config's ``settings`` give it, or
+    without a config the one choice of its optional variables that makes ``count``; else none."""
+    variables = _LAYER_WEIGHTS.get(class_name, ())
+    if settings is not None:
+        names = [name for name, setting in variables if setting is None or _has(settings, setting)]
+        return names if len(names) == count else []
+    optional = [name for name, setting in variables if setting is not None]
+    dropped = len(variables) - count
+    if dropped not in (0, len(optional)):  # too many, too few, or more than one way to drop some
         return []
-    settings = layer["config"]
-    names = [
-        name for name, flag in _LAYER_WEIGHTS.get(layer["class_name"], ()) if flag is None or settings.get(flag, True)
-    ]
-    return names if len(names) == count else []
+    return [name for name, setting in variables if setting is None or dropped == 0]
+
+
+def _has(settings: dict[str, Any], setting: str) -> bool:
+    """Whether a layer's config turns on a variable: a flag (on by default), or ``setting=value``."""
+    key, equals, value = setting.partition("=")
+    return settings.get(key) == value if equals else bool(settings.get(key, True))
 
 
 # -- optimizer state -------------------------------------------------------------------------
 
 # Keras 3 layer variables no optimizer trains.
-_NON_TRAINABLE = frozenset({"moving_mean", "moving_variance"})
+_NON_TRAINABLE = frozenset({"moving_mean", "moving_variance", "mean", "variance", "count"})
 # A Keras 3 optimizer's ``variables``: ``iteration``, ``learning_rate`` (unless a schedule
 # gives it), then what its ``build`` adds with ``add_optimizer_variables(var_list, names)``:
 # for each trainable variable in order, one of each name (Adam: momentum, velocity of the
@@ -633,12 +710,16 @@ def _legacy_slot_owner(
     name: str, shape: tuple[int, ...], parameters: dict[str, tuple[int, ...]]
 ) -> tuple[str, str] | None:
     """(parameter, slot) of a tf-keras optimizer weight named ``Adam/m/layer1/kernel`` (the
-    optimizer of tf-keras 2.11+) or ``Adam/layer1/kernel/m`` (``optimizers.legacy``), when
-    the name holds exactly one parameter of the file and the shapes agree."""
-    _, _, rest = name.partition("/")
-    slot, _, after = rest.partition("/")
-    before, _, last = rest.rpartition("/")
-    found = {(owner, role) for owner, role in ((after, slot), (before, last)) if parameters.get(owner) == shape}
+    optimizer of tf-keras 2.11+) or ``Adam/layer1/kernel/m`` (``optimizers.legacy``), under
+    any name scope (``training/Adam/...`` in TF1 graphs), when the name holds exactly one
+    parameter of the file and the shapes agree."""
+    parts = name.split("/")
+    found = set()
+    for start in range(1, len(parts) - 1):  # the optimizer's name (and its scopes) first
+        rest = parts[start:]
+        for owner, slot in (("/".join(rest[1:]), rest[0]), ("/".join(rest[:-1]), rest[-1])):
+            if parameters.get(owner) == shape:
+                found.add((owner, slot))
     return found.pop() if len(found) == 1 else None
 
 

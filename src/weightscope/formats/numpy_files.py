@@ -5,7 +5,8 @@
 - 6 bytes of magic ``\\x93NUMPY``, then the version: 2 bytes, major and minor.
 - the header length: uint16 little-endian in version 1.0, uint32 in 2.0 and 3.0.
 - the header: that many bytes, latin-1 (1.0, 2.0) or UTF-8 (3.0): the text of a Python
-  dict literal with exactly the keys ``descr`` (a dtype descriptor: ``'<f4'``, or a list
+  dict literal (Python 2 wrote long integers as ``2L`` in 1.0 and 2.0 headers, which
+  ``np.load`` accepts: so does the reader) with exactly the keys ``descr`` (a dtype descriptor: ``'<f4'``, or a list
   of fields for structured types), ``fortran_order`` (bool) and ``shape`` (a tuple of
   ints), padded with spaces and a newline so the data starts at a multiple of 64.
 - the data: elements × item size bytes in the descriptor's byte order, column-major
@@ -51,6 +52,7 @@ import io
 import math
 import os
 import struct
+import tokenize
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -123,7 +125,7 @@ def read_array_header(head: bytes | memoryview, what: str) -> ArrayHeader:
     if len(head) < start + length:
         raise TruncatedFileError(f"{what}: EOF in the .npy header: {length} bytes declared, {len(head) - start} stored")
     try:
-        fields = ast.literal_eval(bytes(head[start : start + length]).decode(encoding))
+        fields = _header_literal(bytes(head[start : start + length]).decode(encoding), version)
     except (UnicodeDecodeError, SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as error:
         raise CorruptCheckpointError(f"{what}: the .npy header is not a Python literal ({error})") from None
     if not isinstance(fields, dict) or fields.keys() != _KEYS:
@@ -143,6 +145,29 @@ def read_array_header(head: bytes | memoryview, what: str) -> ArrayHeader:
     shape += dtype.shape  # a subarray dtype adds its dimensions, as in any numpy array
     check_rank(shape, what)
     return ArrayHeader(dtype.base, shape, fortran_order, start + length)
+
+
+def _header_literal(text: str, version: tuple[int, int]) -> object:
+    """The header's dict literal, as ``np.load`` parses it: a 1.0 or 2.0 header that Python 2
+    wrote may have long integers (``(2L, 3L)``), whose ``L`` numpy's ``_filter_header`` drops
+    token by token before a second ``literal_eval``; still literals only, never ``eval``."""
+    try:
+        return ast.literal_eval(text)
+    except SyntaxError:
+        if version > (2, 0):
+            raise
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, IndentationError) as error:
+        raise SyntaxError(str(error)) from None
+    kept = []
+    after_number = False
+    for token in tokens:
+        if after_number and token.type == tokenize.NAME and token.string == "L":
+            continue  # numpy's filter keeps looking after a number's dropped L: so does this one
+        kept.append(token)
+        after_number = token.type == tokenize.NUMBER
+    return ast.literal_eval(tokenize.untokenize(kept))
 
 
 class _Member(NamedTuple):
@@ -206,6 +231,7 @@ class NpzCheckpoint(NumpyCheckpoint):
     """A ``.npz`` archive: a tensor per member, named as ``np.load`` names it (without ``.npy``)."""
 
     format = "npz"
+    checksums = "zip CRC-32"
 
     def _load(self) -> None:
         entries = read_directory(self._source, self.path)

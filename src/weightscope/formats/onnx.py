@@ -1,4 +1,4 @@
-"""ONNX models (``.onnx``): the graph's initializers, read as tensors without the onnx package.
+"""ONNX models (``.onnx``): the graph's initializers and constants, read as tensors without the onnx package.
 
 Bytes (``onnx/onnx.proto``): the whole file is one protocol buffer message, ``ModelProto``,
 with no magic number. weightscope parses it with its own subset of the messages
@@ -9,7 +9,16 @@ with no magic number. weightscope parses it with its own subset of the messages
   ``{domain, version}``), ``metadata_props`` (14) — all but the graph become metadata.
 - ``GraphProto``: ``initializer`` (5, repeated ``TensorProto``): the weights, listed in
   file order under their names; ``sparse_initializer`` (15) is not read: such tensors
-  are skipped and named in the metadata (``sparse_initializers_skipped``).
+  are skipped and named in the metadata (``sparse_initializers_skipped``); ``node`` (1,
+  ``NodeProto``: ``input`` 1, ``output`` 2, ``name`` 3, ``op_type`` 4, ``attribute`` 5,
+  ``domain`` 7): a ``Constant`` node's ``value`` attribute (``AttributeProto``: ``name``
+  1, ``t`` 5) is a tensor too, which exporters often hold weights in. It is listed after
+  the initializers under the node's output name. A floating tensor of rank 1 or more is a
+  parameter, playing the part its use gives (the second input of a ``Gemm``, ``Conv``,
+  ``ConvTranspose`` or ``MatMul`` is that node's weight, the third its bias); any other
+  constant (int64 shapes and axes, scalars, masks) is a graph constant, counted as
+  bookkeeping: no parameter, no layer. Constants given as ``value_float``, ``value_ints``
+  and the like, and those inside subgraphs, are not read.
 - ``TensorProto``: ``dims`` (1), ``data_type`` (2, the ``onnx`` column of
   ``weightscope.dtypes``), ``name`` (8), and the data in exactly one of:
 
@@ -64,6 +73,7 @@ from weightscope.errors import (
     UnsupportedFormatError,
     WeightscopeError,
 )
+from weightscope.layers import TensorRole, classify
 from weightscope.limits import Budget, Limits
 from weightscope.sources import AnyPath, AnySource, open_source
 
@@ -132,6 +142,9 @@ class OnnxCheckpoint(FileCheckpoint):
             if info.name in self._infos:
                 raise CorruptCheckpointError(f"{self.path}: two initializers are named '{info.name}'")
             self._infos[info.name] = info
+        self._add_constants(model.graph)
+        if self._infos and self._checksums.keys() >= self._infos.keys():
+            self.checksums = "SHA1"
         skipped = [
             _text(sparse.values.name, f"{self.path}: a sparse initializer") for sparse in model.graph.sparse_initializer
         ]
@@ -139,6 +152,33 @@ class OnnxCheckpoint(FileCheckpoint):
             self._metadata["sparse_initializers_skipped"] = (
                 f"{len(skipped)} not read (sparse tensors are unsupported): {', '.join(skipped)}"
             )
+
+    def _add_constants(self, graph: Any) -> None:
+        """The tensors of the graph's ``Constant`` nodes, named by their output, with their roles."""
+        users: dict[str, tuple[Any, int]] = {}  # tensor name -> (the first node using it, as which input)
+        for node in graph.node:
+            for position, used in enumerate(node.input):
+                users.setdefault(used, (node, position))
+        for node in graph.node:
+            if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+                continue
+            value = next((entry.t for entry in node.attribute if entry.name == "value" and entry.HasField("t")), None)
+            if value is None:
+                continue
+            name = _text(node.output[0], f"{self.path}: a Constant node's output")
+            if not name:
+                raise CorruptCheckpointError(f"{self.path}: a Constant node has no output name")
+            if name in self._infos:
+                raise CorruptCheckpointError(f"{self.path}: two tensors are named '{name}' (a Constant node's output)")
+            info = self._describe(value, name)
+            self._infos[name] = info
+            op_type, position, layer = "", 0, name
+            if name in users:
+                user, position = users[name]
+                where = f"{self.path}: the node using constant '{name}'"
+                op_type = _text(user.op_type, where)
+                layer = _text(user.name, where) or (_text(user.output[0], where) if user.output else "") or name
+            self._roles[name] = _constant_role(info, op_type, position, layer)
 
     def _describe_model(self, model: Any) -> dict[str, str]:
         where = f"{self.path}: the model's metadata"
@@ -156,11 +196,12 @@ class OnnxCheckpoint(FileCheckpoint):
             metadata.setdefault(_text(entry.key, where), _text(entry.value, where))
         return metadata
 
-    def _describe(self, tensor: Any) -> TensorInfo:
-        name = _text(tensor.name, f"{self.path}: an initializer's name")
+    def _describe(self, tensor: Any, constant: str | None = None) -> TensorInfo:
+        """An initializer's info, or (``constant``: its output's name) a Constant node's tensor's."""
+        name = constant or _text(tensor.name, f"{self.path}: an initializer's name")
         if not name:
             raise CorruptCheckpointError(f"{self.path}: an initializer has no name")
-        where = f"{self.path}: initializer '{name}'"
+        where = f"{self.path}: {'constant' if constant else 'initializer'} '{name}'"
         shape = tuple(tensor.dims)
         check_rank(shape, where)
         if any(size < 0 for size in shape):
@@ -175,7 +216,7 @@ class OnnxCheckpoint(FileCheckpoint):
         check_size(shape, dtype.itemsize, where)
         nbytes = _stored_size(element, count)
         if tensor.data_location == _EXTERNAL:
-            return self._describe_external(tensor, element, shape, nbytes, where)
+            return self._describe_external(tensor, name, element, shape, nbytes, where)
         if tensor.data_location != 0:
             raise CorruptCheckpointError(f"{where} has data_location {tensor.data_location}; expected 0 or 1")
         fields = [
@@ -211,7 +252,7 @@ class OnnxCheckpoint(FileCheckpoint):
         return TensorInfo(name, dtype, shape, nbytes, element.name, str(self.path), -1, name)
 
     def _describe_external(
-        self, tensor: Any, element: ElementType, shape: tuple[int, ...], nbytes: int, where: str
+        self, tensor: Any, name: str, element: ElementType, shape: tuple[int, ...], nbytes: int, where: str
     ) -> TensorInfo:
         entries: dict[str, str] = {}
         for entry in tensor.external_data:
@@ -240,8 +281,7 @@ class OnnxCheckpoint(FileCheckpoint):
                 f"{where}: external data of {length} bytes; shape {list(shape)} of {element.name} needs {nbytes}"
             )
         if "checksum" in entries:
-            self._checksums[tensor.name] = entries["checksum"].strip().lower()
-        name: str = tensor.name
+            self._checksums[name] = entries["checksum"].strip().lower()
         return TensorInfo(name, element.dtype, shape, nbytes, element.name, str(file), offset, name)  # type: ignore[arg-type]
 
     def _resolve(self, location: str, where: str) -> AnyPath:
@@ -400,6 +440,47 @@ def _entries(element: ElementType, count: int) -> int:
     if element.name in _FOUR_BIT:
         return (count + 1) // 2
     return count
+
+
+def is_bare_tensor(data: bytes) -> bool:
+    """Whether ``data`` is one serialized ``TensorProto`` (ONNX's test data, ``onnx.save_tensor``):
+    it parses, its data type is known and its data fill its dims exactly (which protobuf's
+    leniency alone would not tell from another message)."""
+    from google.protobuf.message import DecodeError
+
+    from weightscope._proto import OnnxTensorProto
+
+    try:
+        tensor = OnnxTensorProto.FromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        return False
+    element = BY_ONNX.get(tensor.data_type)
+    if element is None or element.dtype is None or any(size < 0 for size in tensor.dims) or len(tensor.dims) > 64:
+        return False
+    count = math.prod(tensor.dims)
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data) == _stored_size(element, count) > 0
+    return len(getattr(tensor, _FIELDS.get(element.name, _INT32_FIELD))) == _entries(element, count) > 0
+
+
+# The inputs (after the first) through which a node takes a layer's weight and bias.
+_WEIGHT_INPUTS: dict[str, tuple[str, ...]] = {
+    "Gemm": ("weight", "bias"),
+    "Conv": ("weight", "bias"),
+    "ConvTranspose": ("weight", "bias"),
+    "MatMul": ("weight",),
+}
+
+
+def _constant_role(info: TensorInfo, op_type: str, position: int, layer: str) -> TensorRole:
+    """A Constant's tensor: a parameter if floating and not a scalar, as the ``position``-th input of the
+    first node using it (an ``op_type`` named ``layer``) makes it, else a graph constant (bookkeeping)."""
+    if not info.type_name.startswith(("float", "bfloat", "complex")) or not info.shape:
+        return TensorRole("bookkeeping")
+    roles = _WEIGHT_INPUTS.get(op_type, ())
+    if 1 <= position <= len(roles):
+        return TensorRole("parameter", layer=layer, role=roles[position - 1])
+    return classify(info.name)
 
 
 def _non_negative(text: str, key: str, where: str) -> int:

@@ -767,6 +767,7 @@ class PyTorchCheckpoint(FileCheckpoint):
     """A ``torch.save`` zip: tensors named by their dotted path in the saved dicts and lists."""
 
     format = "pytorch"
+    checksums = "zip CRC-32"
 
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
         """Open ``path``; with ``verify``, a member's CRC-32 is checked when it is first read."""
@@ -780,6 +781,7 @@ class PyTorchCheckpoint(FileCheckpoint):
     def _load(self) -> None:
         if _is_legacy(self._source, self.path):
             legacy = _read_legacy(self._source, self.path)
+            self.checksums = ""  # the legacy format has none
             self._legacy = legacy.storages
             self._byteorder = "<" if legacy.little_endian else ">"
             self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * legacy.pickled)
@@ -927,9 +929,7 @@ class PyTorchCheckpoint(FileCheckpoint):
     def _read(self, info: TensorInfo) -> np.ndarray:
         tensor = self._tensors[info.name]
         if not info.size:
-            empty = np.empty(info.shape, info.dtype)
-            empty.flags.writeable = False
-            return empty
+            return np.empty(info.shape, info.dtype)
         if self._legacy is not None:
             stored = self._legacy[tensor.storage.key]
             data = self._source.read(stored.start, stored.size, f"storage '{tensor.storage.key}'")

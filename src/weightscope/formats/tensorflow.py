@@ -4,7 +4,10 @@ Files (``core/util/tensor_bundle/naming.cc``): ``PREFIX.index``, a sorted table
 (``weightscope.containers.table``) from tensor name to ``BundleEntryProto``, and
 ``PREFIX.data-SSSSS-of-NNNNN``, raw tensor bytes, shard numbers zero-padded to five
 digits. A directory's ``checkpoint`` file, a text ``CheckpointState``, names the newest
-prefix (relative to the directory) in ``model_checkpoint_path``.
+prefix (relative to the directory) in ``model_checkpoint_path``. A prefix ending in a
+separator (``DIR/``: TF1's savers given a directory-like prefix) makes ``DIR/.index`` and
+``DIR/.data-…``, recorded as ``.``; weightscope's prefix is then ``DIR`` and its files are
+found inside it (``bundle_file``) when ``DIR.index`` is not there.
 
 Index entries (``core/protobuf/tensor_bundle.proto``):
 
@@ -52,6 +55,7 @@ import math
 import os
 import re
 import struct
+import sys
 import warnings
 from collections.abc import Mapping
 from itertools import repeat
@@ -192,7 +196,27 @@ def state_path(directory: AnyPath, recorded: str) -> AnyPath:
     beside = directory / Path(recorded).name
     if not isinstance(directory, Path):
         return beside
-    return beside if Path(f"{beside}.index").is_file() else Path(recorded)
+    return beside if bundle_file(beside, ".index").is_file() else Path(recorded)
+
+
+def bundle_file(prefix: AnyPath, suffix: str) -> AnyPath:
+    """A bundle's file, ``PREFIX`` + ``suffix``; for a local prefix that is a directory holding
+    ``.index`` and no ``PREFIX.index`` beside it, the file inside it (TF1's ``DIR/`` prefixes)."""
+    if isinstance(prefix, Path) and not plus(prefix, ".index").is_file() and (prefix / ".index").is_file():
+        return prefix / suffix
+    return plus(prefix, suffix)
+
+
+def _note_moved(directory: AnyPath, recorded: str, prefix: AnyPath) -> None:
+    """Say on stderr when the state file names a checkpoint elsewhere (another machine's absolute
+    path, a folder since moved) and the one of that name beside it is read instead."""
+    elsewhere = os.path.isabs(recorded) and isinstance(prefix, Path) and prefix != Path(recorded)
+    if elsewhere and not bundle_file(Path(recorded), ".index").is_file():
+        print(
+            f"weightscope: {directory / STATE_FILE} names {recorded}, which is not here; "
+            f"reading {prefix}, the checkpoint of that name in this folder",
+            file=sys.stderr,
+        )
 
 
 def _is_v1_checkpoint(path: AnyPath) -> bool:
@@ -217,6 +241,7 @@ def resolve_prefix(path: AnyPath) -> AnyPath:
         state = read_checkpoint_state(path)
         if state is not None and state.model_checkpoint_path:
             prefix = state_path(path, state.model_checkpoint_path)
+            _note_moved(path, state.model_checkpoint_path, prefix)
         else:
             indexes = sorted(path.glob("*.index"))
             if not indexes:
@@ -236,7 +261,7 @@ def resolve_prefix(path: AnyPath) -> AnyPath:
         prefix = _drop_tail(path, len(path.name) - match.start())
     else:
         prefix = path
-    index = plus(prefix, ".index")
+    index = bundle_file(prefix, ".index")
     if not index.is_file() and _is_v1_checkpoint(prefix):
         raise UnsupportedFormatError(
             f"{prefix}: a TensorFlow V1 checkpoint (the single-file format of before 2017), which weightscope "
@@ -301,6 +326,7 @@ class TensorFlowCheckpoint(Checkpoint):
     """A TensorFlow tensor bundle, opened from any of the paths that name it."""
 
     format = "tensorflow"
+    checksums = "CRC32C"
 
     def __init__(
         self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True, readable_names: bool = True
@@ -310,7 +336,7 @@ class TensorFlowCheckpoint(Checkpoint):
         super().__init__(prefix)
         self.prefix = prefix
         self.verify_checksums = verify
-        self._index = open_source(plus(prefix, ".index"))
+        self._index = open_source(bundle_file(prefix, ".index"))
         self._slice_entries: dict[bytes, tuple[TensorInfo, int]] = {}  # slice key -> (info, crc32c)
         self._partitions: dict[str, list[_Part]] = {}
         # Each tensor's stored crc32c, by name: the names in index order (sorted as bytes).
@@ -362,7 +388,7 @@ class TensorFlowCheckpoint(Checkpoint):
         self._big_endian = header.endianness == _BIG_ENDIAN
         shard_paths = []
         for shard in range(header.num_shards):  # a missing one stops the loop: a header may claim 2**20
-            name = plus(self.prefix, data_file_name("", shard, header.num_shards))
+            name = bundle_file(self.prefix, data_file_name("", shard, header.num_shards))
             if not name.is_file():
                 raise CheckpointNotFoundError(f"{name}: data shard missing (the index {index_path} names it)")
             shard_paths.append(name)
@@ -572,7 +598,6 @@ class TensorFlowCheckpoint(Checkpoint):
             full = np.empty(info.shape, dtype=info.dtype)
             for index, piece in pieces:
                 full[index] = piece
-            full.flags.writeable = False
             return full
         return self._read_entry(info, self._checksum(info.key))
 
@@ -602,7 +627,6 @@ class TensorFlowCheckpoint(Checkpoint):
             array = np.frombuffer(data, dtype=dtype, count=info.size).reshape(info.shape)
             if self._big_endian:
                 array = array.astype(info.dtype)
-        array.flags.writeable = False
         return array
 
     def _read_strings(self, info: TensorInfo, checksum: int, data: memoryview) -> np.ndarray:
