@@ -13,6 +13,7 @@ import weightscope as ws
 from weightscope.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "corpus"))  # the corpus scripts import each other by name
 
 from tf_fixtures import make_fixtures
 

@@ -20,17 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from make_pytorch_corpus import FOUR, VALID, differential_entries, legacy, ordered_dict, pickle2, tensor
+from make_pytorch_corpus import torch_members as members_of
+from zip_crafting import end_record, members_and_directory, stored_zip, two_directories
 
 import weightscope as ws
 from weightscope import errors
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.formats.pytorch import ScanEntry, scan
 from weightscope.sources import FileSource
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "corpus"))  # the corpus scripts, as they import each other
-from make_pytorch_corpus import FOUR, VALID, differential_entries, legacy, ordered_dict, pickle2, tensor
-from make_pytorch_corpus import torch_members as members_of
-from zip_crafting import end_record, members_and_directory, stored_zip, two_directories
 
 # What each refusal must name.
 REASONS = {
