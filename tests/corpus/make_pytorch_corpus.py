@@ -196,7 +196,7 @@ def pytorch_entries() -> dict[str, bytes]:
         "inst-opcode": b"(" + text(shell("inst")) + b"ios\nsystem\n.",
         "inst-opcode-on-allowed-name": b"(icollections\nOrderedDict\n.",
         "obj-opcode-on-allowed-name": pickle2(b"(" + glob("collections", "OrderedDict") + b"o"),
-        "newobj-on-allowed-name": pickle2(glob("collections", "OrderedDict") + b")\x81"),
+        "newobj-on-a-storage-class": pickle2(glob("torch", "FloatStorage") + b")\x81"),
         "ext1-opcode": pickle2(b"\x82\x01"),
         "reduce-ordereddict-around-os-system": pickle2(
             call(glob("collections", "OrderedDict"), call(glob("os", "system"), text(shell("nested"))))
@@ -253,8 +253,8 @@ def pytorch_entries() -> dict[str, bytes]:
                 call(glob("collections", "OrderedDict")),
             )
         ),
-        "reduce-ordereddict-with-arguments": pickle2(
-            call(glob("collections", "OrderedDict"), b"]" + b"(" + tup(text("a"), integer(1)) + b"e")
+        "reduce-ordereddict-of-items-that-are-not-pairs": pickle2(
+            call(glob("collections", "OrderedDict"), b"]" + b"(" + tup(text("a"), integer(1), integer(2)) + b"e")
         ),
         "reduce-torch-size-of-strings": pickle2(call(glob("torch", "Size"), tup(text("x")))),
         "reduce-codecs-encode-rot13": pickle2(call(glob("_codecs", "encode"), text("abc"), text("rot13"))),
