@@ -20,7 +20,7 @@ import numpy as np
 
 import weightscope
 from weightscope.checkpoint import Checkpoint, TensorInfo
-from weightscope.errors import ExitStatus, UsageError, WeightscopeError
+from weightscope.errors import ExitStatus, RefusedError, UsageError, WeightscopeError
 from weightscope.layers import naming_convention
 from weightscope.output import dumps_json, format_bytes, format_shape, json_values, render_table, safe_text
 from weightscope.sources import as_path
@@ -814,7 +814,8 @@ def history_command(path: Path, as_json: bool) -> None:
 def scan_command(path: Path, as_json: bool) -> None:
     """List the globals and calls a PyTorch checkpoint's pickle names, without running any.
 
-    Exits 6 when any of them is outside the allow-list (opening the file would be refused).
+    Lists all it can follow, then exits as opening the file would: 6 when a name is outside
+    the allow-list (opening would be refused), 4 when the file is damaged, 0 when it opens.
     """
     from weightscope.formats.pytorch import scan
 
@@ -825,9 +826,10 @@ def scan_command(path: Path, as_json: bool) -> None:
         for entry in entries:
             _echo(safe_text(str(entry)))
     refused = sum(not entry.allowed for entry in entries)
-    if refused:
+    if isinstance(entries.verdict, RefusedError):
         _note(f"{path}: {refused} refused: opening this file would run code")
-        raise SystemExit(int(ExitStatus.REFUSED))
+    if entries.verdict is not None:
+        raise entries.verdict
 
 
 @cli.command("demo")

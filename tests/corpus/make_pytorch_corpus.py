@@ -94,6 +94,28 @@ def laughs(depth: int) -> bytes:
     return pickle2(body)
 
 
+def amplifications() -> dict[str, bytes]:
+    """Small pickles that would make weightscope build far more than their size, and a dict made slow to fill."""
+    by_int = b"".join(b"J" + struct.pack("<i", key) + b"h\x00" for key in range(1, 5000))
+    keyed = [integer(key) for key in range(1000)]
+    one_tensor = tensor("0", 4, (2, 2), (2, 1)) + b"q\x00"
+    thousand = b"}(" + keyed[0] + one_tensor + b"".join(key + b"h\x00" for key in keyed[1:]) + b"uq\x01"
+    prime = 2**61 - 1  # CPython hashes an int n as n mod this prime: its multiples all hash to 0
+    return {
+        # one 20 KB string named 5,000 times: 1 GB of metadata to show
+        "LimitExceededError--one-string-shown-5000-times": pickle2(
+            b"}(" + integer(0) + text("x" * 20_000) + b"q\x00" + by_int + b"u"
+        ),
+        # a dict of 1,000 names for one tensor, named under 850 keys: 850,000 tensors from 14 KB
+        "LimitExceededError--850000-tensors": pickle2(
+            b"}(" + keyed[0] + thousand + b"".join(key + b"h\x01" for key in keyed[1:850]) + b"u"
+        ),
+        "UnsupportedFormatError--int-keys-hashing-alike": pickle2(
+            b"}(" + b"".join(integer(prime * (index + 1)) + b"N" for index in range(300)) + b"u"
+        ),
+    }
+
+
 FOUR = np.arange(4, dtype="<f4").tobytes()  # the storage "0" of the valid files
 VALID = pickle2(ordered_dict(("weight", tensor("0", 4, (2, 2), (2, 1)))))
 
@@ -267,6 +289,11 @@ def pytorch_entries() -> dict[str, bytes]:
     entries.update({f"CorruptCheckpointError--{name}.pt": torch_zip(body) for name, body in corrupt_args.items()})
     entries["TruncatedFileError--pickle-ends-inside-a-string.pt"] = torch_zip(VALID[:40])
     entries["CorruptCheckpointError--memo-shared-lists-naming-2-30-values.pt"] = torch_zip(laughs(30))
+    entries.update({f"{name}.pt": torch_zip(body) for name, body in amplifications().items()})
+    # CPython and torch drop what a pickle leaves under its result; os.system would have run
+    entries["RefusedError--os-system-left-under-the-result.pt"] = torch_zip(
+        pickle2(call(glob("os", "system"), text(shell("under"))) + VALID[2:-1])
+    )
 
     # the zip around the pickle
     valid = torch_zip(VALID)

@@ -59,11 +59,13 @@ MAX_STACK = 10_000_000
 MAX_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL
 MAX_COLLISIONS = 256  # keys of one hash in one dict
 KEY_TYPES = (str, int, float, bool, type(None), bytes)  # hashing anything else may recurse without bound
-# What CPython spends, roughly, on what the opcodes make (64-bit): an object's header, a
-# container's slot, a dict's entry with its share of the index, a memo entry.
-OBJECT_BYTES = 64
-SLOT_BYTES = 8
-ENTRY_BYTES = 48
+# What CPython spends on what the opcodes make (64-bit), with a third more for the allocator's
+# arenas and a list's growth, so that a refusal comes while there is still room to report it:
+# an object's header (an empty dict is 64 bytes), a container's slot, a dict's entry with its
+# share of the index.
+OBJECT_BYTES = 96
+SLOT_BYTES = 16
+ENTRY_BYTES = 64
 VIEW_BYTES = 4096  # byte strings from this long are views of the stream, not copies
 
 
@@ -96,6 +98,13 @@ class ScanEntry(NamedTuple):
     def __str__(self) -> str:
         verdict = "allowed" if self.allowed else "REFUSED"
         return f"{verdict} {self.opcode} {self.name}".rstrip() + (f" (x{self.count})" if self.count > 1 else "")
+
+
+class ScanReport(list[ScanEntry]):
+    """What ``scan`` found in a file's pickles, and ``verdict``: the error opening the file raises
+    (``RefusedError`` when it names what may not run), or None when it opens."""
+
+    verdict: WeightscopeError | None = None
 
 
 class AllowList:
@@ -144,9 +153,10 @@ def ints(value: object) -> bool:
 def size_of(value: object) -> int:
     """What a value made from the pickle costs: CPython's own figure for strings, bytes and
     ints (constant time), a header for the rest (their items are charged as they are added)."""
-    if isinstance(value, str | bytes | int):
-        return sys.getsizeof(value)
-    return OBJECT_BYTES
+    return sys.getsizeof(value) + SLOT_BYTES if type(value) in _SIZED else OBJECT_BYTES
+
+
+_SIZED = {str, bytes, int}
 
 
 class Unpickler:
@@ -168,6 +178,7 @@ class Unpickler:
         self.scan = scan
         self.position = start  # a file may hold several pickles, one after another
         self.budget = budget or Budget(Limits.for_size(len(data)), where)
+        self._cap = self.budget.limits.memory
         self.stopped = False  # while scanning: the stream could not be followed to its STOP
         self.verdict: WeightscopeError | None = None  # while scanning: the first error loading would raise
         self.stack: list[Any] = []
@@ -187,17 +198,17 @@ class Unpickler:
                 "\x8f": lambda: self._push(set()),
                 "(": self._mark,
                 "X": lambda: self._push(self._text(self._unsigned(4))),
-                "\x8c": lambda: self._push(self._text(self._unsigned(1))),
-                "U": lambda: self._push(self._python2_text(self._unsigned(1))),
+                "\x8c": lambda: self._push(self._text(self._byte())),
+                "U": lambda: self._push(self._python2_text(self._byte())),
                 "T": lambda: self._push(self._python2_text(self._signed(4))),
-                "C": lambda: self._push(self._bytes(self._unsigned(1))),
+                "C": lambda: self._push(self._bytes(self._byte())),
                 "B": lambda: self._push(self._bytes(self._unsigned(4))),
                 "\x8e": lambda: self._push(self._bytes(self._unsigned(8))),
                 "\x96": lambda: self._push(self._bytes(self._unsigned(8))),  # BYTEARRAY8, kept read-only
                 "J": lambda: self._push(self._signed(4)),
-                "K": lambda: self._push(self._unsigned(1)),
+                "K": lambda: self._push(self._byte()),
                 "M": lambda: self._push(self._unsigned(2)),
-                "\x8a": lambda: self._push(self._signed(self._unsigned(1))),
+                "\x8a": lambda: self._push(self._signed(self._byte())),
                 "G": lambda: self._push(struct.unpack(">d", self._take(8))[0]),
                 "\x88": lambda: self._push(True),
                 "\x89": lambda: self._push(False),
@@ -210,10 +221,10 @@ class Unpickler:
                 "u": self._setitems,
                 "a": self._append,
                 "e": self._appends,
-                "q": lambda: self._put(self._unsigned(1)),
+                "q": lambda: self._put(self._byte()),
                 "r": lambda: self._put(self._unsigned(4)),
                 "\x94": lambda: self._put(len(self.memo)),
-                "h": lambda: self._get(self._unsigned(1)),
+                "h": lambda: self._get(self._byte()),
                 "j": lambda: self._get(self._unsigned(4)),
                 "c": self._global,
                 "\x93": self._stack_global,
@@ -237,15 +248,19 @@ class Unpickler:
             return Opaque()
 
     def _run(self) -> Any:
+        data, size, operations = self.data, len(self.data), self._ops
         while True:
-            opcode = self._unsigned(1)
-            if opcode == ord("."):
+            if self.position >= size:
+                raise TruncatedFileError(f"{self.where}: the pickle ends at {size} before its STOP opcode")
+            opcode = data[self.position]
+            self.position += 1
+            if opcode == 0x2E:  # STOP
                 if len(self.stack) != 1 or self.marks:
                     # CPython and torch return the top value and drop the rest; a stream that
                     # leaves more is refused as damaged rather than guessed at.
                     self._fail(CorruptCheckpointError(f"{self.where}: the pickle stops with {len(self.stack)} values"))
                 return self.stack[-1] if self.stack else Opaque()
-            operation = self._ops.get(opcode)
+            operation = operations.get(opcode)
             if operation is None:
                 self._unknown(opcode)
                 self.stopped = True
@@ -282,6 +297,13 @@ class Unpickler:
             self._view = memoryview(self.data).toreadonly()
         return self._view[start : self.position]
 
+    def _byte(self) -> int:
+        position = self.position
+        if position >= len(self.data):
+            raise TruncatedFileError(f"{self.where}: the pickle ends at {len(self.data)} inside an opcode's argument")
+        self.position = position + 1
+        return self.data[position]  # type: ignore[no-any-return]
+
     def _unsigned(self, width: int) -> int:
         return int.from_bytes(self._take(width), "little")
 
@@ -311,8 +333,15 @@ class Unpickler:
 
     # -- the stack
     def _push(self, value: Any) -> None:
-        self.budget.spend(size_of(value) + SLOT_BYTES, "the pickle's values")
+        self._spend(size_of(value) + SLOT_BYTES, "the pickle's values")
         self.stack.append(value)
+
+    def _spend(self, nbytes: int, what: str) -> None:
+        """``budget.spend``, inlined for the opcodes' hot path."""
+        budget = self.budget
+        budget.spent += nbytes
+        if budget.spent > self._cap:
+            budget.spend(0, what)
 
     def _pop(self) -> Any:
         if len(self.stack) <= (self.marks[-1] if self.marks else 0):
@@ -325,7 +354,7 @@ class Unpickler:
         return self.stack[-1]
 
     def _mark(self) -> None:
-        self.budget.spend(SLOT_BYTES, "the pickle's marks")
+        self._spend(SLOT_BYTES, "the pickle's marks")
         self.marks.append(len(self.stack))
 
     def _pop_mark(self) -> list[Any]:
@@ -341,7 +370,7 @@ class Unpickler:
         self._push(tuple(reversed(items)))
 
     def _proto(self) -> None:
-        if self._unsigned(1) > MAX_PROTOCOL:
+        if self._byte() > MAX_PROTOCOL:
             raise UnsupportedFormatError(f"{self.where}: a pickle protocol newer than {MAX_PROTOCOL}")
 
     def _frame(self) -> None:
@@ -363,7 +392,7 @@ class Unpickler:
         for key, value in zip(items[::2], items[1::2], strict=True):
             self.check_key(target, key)
             if target is not None:
-                self.budget.spend(ENTRY_BYTES, "the pickle's dicts")
+                self._spend(ENTRY_BYTES, "the pickle's dicts")
                 target[key] = value
 
     def dict_of(self, pairs: list[Any] | tuple[Any, ...]) -> dict[Any, Any]:
@@ -373,7 +402,7 @@ class Unpickler:
             if not isinstance(pair, list | tuple) or len(pair) != 2:
                 raise CorruptCheckpointError(f"{self.where}: a dict made of {show(pair, 100)}, not a (key, value) pair")
             self.check_key(made, pair[0])
-            self.budget.spend(ENTRY_BYTES, "the pickle's dicts")
+            self._spend(ENTRY_BYTES, "the pickle's dicts")
             made[pair[0]] = pair[1]
         return made
 
@@ -382,7 +411,7 @@ class Unpickler:
         made: set[Any] = set()
         for item in items:
             self.check_key(made, item)
-            self.budget.spend(ENTRY_BYTES, "the pickle's sets")
+            self._spend(ENTRY_BYTES, "the pickle's sets")
             made.add(item)
         return made
 
@@ -396,7 +425,7 @@ class Unpickler:
         seen = self._hashes.setdefault(id(container), {})
         hashed = hash(key)
         count = seen[hashed] = seen.get(hashed, 0) + 1
-        self.budget.spend(ENTRY_BYTES, "the pickle's dict keys")
+        self._spend(ENTRY_BYTES, "the pickle's dict keys")
         if count > MAX_COLLISIONS:
             raise UnsupportedFormatError(
                 f"{self.where}: more than {MAX_COLLISIONS} keys of one dict hash alike (crafted to take quadratic time)"
@@ -420,20 +449,21 @@ class Unpickler:
         values = self._pop_mark()
         target = self._target(list)
         if target is not None:
-            self.budget.spend(SLOT_BYTES * len(values), "the pickle's lists")
+            self._spend(SLOT_BYTES * len(values), "the pickle's lists")
             target.extend(values)
 
     def _put(self, index: int) -> None:
-        if index not in self.memo:
-            if len(self.memo) >= MAX_MEMO:
+        memo = self.memo
+        if index not in memo:
+            if len(memo) >= MAX_MEMO:
                 raise CorruptCheckpointError(f"{self.where}: the pickle memoizes more than {MAX_MEMO} values")
-            self.budget.spend(ENTRY_BYTES + size_of(index), "the pickle's memo")
-        self.memo[index] = self._top()
+            self._spend(ENTRY_BYTES + 32, "the pickle's memo")
+        memo[index] = self._top()
 
     def _get(self, index: int) -> None:
         if index not in self.memo:
             raise CorruptCheckpointError(f"{self.where}: the pickle reads memo {index}, never written")
-        self.budget.spend(SLOT_BYTES, "the pickle's values")
+        self._spend(SLOT_BYTES, "the pickle's values")
         self.stack.append(self.memo[index])
 
     # -- globals and calls

@@ -72,7 +72,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.containers.unpickler import AllowList, ScanEntry, Unpickler
+from weightscope.containers.unpickler import AllowList, ScanEntry, ScanReport, Unpickler, size_of
 from weightscope.containers.unpickler import Global as _Global
 from weightscope.containers.unpickler import ints as _ints
 from weightscope.containers.unpickler import is_int as _is_int
@@ -84,9 +84,10 @@ from weightscope.errors import (
     RefusedError,
     TruncatedFileError,
     UnsupportedFormatError,
+    WeightscopeError,
 )
 from weightscope.layers import TensorRole
-from weightscope.limits import Budget
+from weightscope.limits import Budget, Limits
 from weightscope.sources import FileSource, as_path, open_source, prefetch
 
 # Legacy storage classes (torch.<Name>) -> element type.
@@ -123,6 +124,7 @@ MAX_NESTING = 200  # dict and list levels between the saved object and a tensor
 # bytes per tensor; even a state dict saved under ten keys stays far below this.
 VISITS_PER_BYTE = 8
 MIN_VISITS = 10_000
+TENSOR_BYTES = 2048  # what one listed tensor costs: its records, its role, its row in a listing
 _PICKLE_MEMBER = re.compile(r"^[^/]+/data\.pkl$")
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -505,14 +507,14 @@ class _Legacy(NamedTuple):
     pickled: int  # bytes of the saved object's pickle
 
 
-def _read_legacy(source: FileSource, path: Path) -> _Legacy:
+def _read_legacy(source: FileSource, path: Path, budget: Budget) -> _Legacy:
     """Read the five pickles of a legacy file, then locate its storages after them."""
     data, position = _whole(source), 0
     values: list[Any] = []
     storages: dict[str, _Storage] = {}
     pickled = 0
     for index, label in enumerate(LEGACY_PICKLES):
-        unpickler = _Unpickler(data, f"{path}: the {label} pickle", start=position, pid_length=6)
+        unpickler = _Unpickler(data, f"{path}: the {label} pickle", start=position, pid_length=6, budget=budget)
         value = unpickler.load()
         if index == 3:
             pickled = unpickler.position - position
@@ -551,19 +553,24 @@ def _read_legacy(source: FileSource, path: Path) -> _Legacy:
     return _Legacy(values[3], order == "little", located, pickled)
 
 
-def scan(path: str | os.PathLike[str]) -> list[ScanEntry]:
-    """The globals and calls the checkpoint's pickle names, each marked allowed or refused.
+def scan(path: str | os.PathLike[str]) -> ScanReport:
+    """The globals and calls the checkpoint's pickles name, each marked allowed or refused, and the verdict.
 
-    Nothing is imported, called or read beyond the pickle; a refused opcode ends the scan.
+    Nothing is imported or called. The pickles are followed past refusals (and past a
+    stream that leaves values under its result) to the end or to where they cannot be
+    read, so every name before damage is listed; the verdict is what opening the file
+    raises (as ``ls`` does), so the two always agree.
     """
     path = as_path(path)
+    report = ScanReport()
     source = open_source(path)
     found: dict[tuple[str, str, bool], int] = {}
+    budget = Budget(Limits.for_size(source.size), path)
     try:
         if _is_legacy(source):
             data, position = _whole(source), 0
             for _ in LEGACY_PICKLES:
-                unpickler = _Unpickler(data, f"{path}", scan=True, start=position, pid_length=6)
+                unpickler = _Unpickler(data, f"{path}", scan=True, start=position, pid_length=6, budget=budget)
                 unpickler.load()
                 for key, count in unpickler.found.items():
                     found[key] = found.get(key, 0) + count
@@ -573,12 +580,21 @@ def scan(path: str | os.PathLike[str]) -> list[ScanEntry]:
         else:
             folder, members = _members(source, path)
             name = f"{folder}/data.pkl"
-            unpickler = _Unpickler(bytes(_read_member(source, path, name, members[name], True)), f"{path}", scan=True)
+            data = bytes(_read_member(source, path, name, members[name], True))
+            unpickler = _Unpickler(data, f"{path}", scan=True, budget=budget)
             unpickler.load()
             found = unpickler.found
+    except WeightscopeError as error:  # no pickle to follow: a broken zip, a member missing
+        report.verdict = error
     finally:
         source.close()
-    return [ScanEntry(opcode, name, allowed, count) for (opcode, name, allowed), count in found.items()]
+    report.extend(ScanEntry(opcode, name, allowed, count) for (opcode, name, allowed), count in found.items())
+    if report.verdict is None:
+        try:
+            PyTorchCheckpoint(path).close()
+        except WeightscopeError as error:
+            report.verdict = error
+    return report
 
 
 class PyTorchCheckpoint(FileCheckpoint):
@@ -588,6 +604,7 @@ class PyTorchCheckpoint(FileCheckpoint):
 
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
         """Open ``path``; with ``verify``, a member's CRC-32 is checked when it is first read."""
+        self._budget: Budget | None = None  # what reading the pickle and naming its values may spend
         self._tensors: dict[str, _Tensor] = {}
         self._verified: set[str] = set()
         self._visits = 0
@@ -596,8 +613,9 @@ class PyTorchCheckpoint(FileCheckpoint):
         super().__init__(path, verify=verify)
 
     def _load(self) -> None:
+        self._budget = Budget(Limits.for_size(self._source.size), self.path)
         if _is_legacy(self._source):
-            legacy = _read_legacy(self._source, self.path)
+            legacy = _read_legacy(self._source, self.path, self._budget)
             self._legacy = legacy.storages
             self._byteorder = "<" if legacy.little_endian else ">"
             self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * legacy.pickled)
@@ -610,7 +628,7 @@ class PyTorchCheckpoint(FileCheckpoint):
         self._byteorder = "<" if order == "little" else ">"
         pickle_name = f"{self._folder}/data.pkl"
         data = bytes(self._member_bytes(pickle_name))
-        saved = _Unpickler(data, str(self.path)).load()
+        saved = _Unpickler(data, str(self.path), budget=self._budget).load()
         self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * len(data))
         self._walk(saved, "", 0, optimizer=False)
 
@@ -637,18 +655,28 @@ class PyTorchCheckpoint(FileCheckpoint):
                 f"{self.path}: the saved object reaches more than {self._max_visits} values (shared through the "
                 "pickle's memo, a small pickle can name exponentially many)"
             )
+        # Names, tensor entries and metadata are charged as what listing them will make:
+        # one string shared through the memo becomes as many copies as places it is reached.
+        assert self._budget is not None
+        spend = self._budget.spend
         if isinstance(value, _Tensor):
+            spend(TENSOR_BYTES + size_of(name), "the tensors listed")
             self._add(name or self.path.stem, value, optimizer)
         elif isinstance(value, dict):
             is_optimizer = _is_optimizer(value)
             for key, item in value.items():
+                spend(len(name) + size_of(key), "the names of the saved values")
                 child = f"{name}.{key}" if name else str(key)
                 self._walk(item, child, depth + 1, optimizer=optimizer or (is_optimizer and key == "state"))
             self._attach_optimizer_state(value, name)
         elif isinstance(value, list | tuple) and not all(isinstance(item, _SCALARS) for item in value):
             for index, item in enumerate(value):
+                spend(len(name) + size_of(index), "the names of the saved values")
                 self._walk(item, f"{name}.{index}" if name else str(index), depth + 1, optimizer=optimizer)
         elif isinstance(value, (*_SCALARS, list, tuple)):
+            items = value if isinstance(value, list | tuple) else (value,)
+            # A repr escapes a character in at most 10 (\U0001f600): charged before it is made.
+            spend(sum(10 * len(item) if isinstance(item, str) else 32 for item in items), "the metadata shown")
             self._metadata[name] = repr(value) if isinstance(value, list | tuple) else str(value)
         elif isinstance(value, _Global):
             self._metadata[name] = value.qualname
