@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import time
 import zipfile
 from pathlib import Path
@@ -480,3 +481,42 @@ def test_more_dimensions_than_numpy_holds_are_unsupported(tmp_path: Path) -> Non
         assert checkpoint["t"].ndim == 64
     with pytest.raises(ws.UnsupportedFormatError, match="65 dimensions; numpy arrays hold 64"):
         ws.open(_one_tensor_zip(tmp_path / "deep.pt", (1,) * 65, (1,) * 65))
+
+
+# -- files Python 2 wrote (tests/legacy/make_python2_pytorch.py writes them by hand) -----------
+
+PYTHON2 = Path(__file__).resolve().parent / "legacy"
+
+
+@pytest.mark.parametrize("name", ["python2-torch0.3-state-dict.pt", "python2-torch0.4-state-dict.pt"])
+def test_python2_files_read_as_torch_loads_them(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = PYTHON2 / name
+    ops = {op.name for op, _, _ in pickletools.genops(path.read_bytes()[path.read_bytes().index(b"\x80\x02", 30) :])}
+    assert {"SHORT_BINSTRING", "BINGET", "BINPERSID"} <= ops  # a Python 2 pickle, not Python 3's
+    _assert_matches_torch(path)  # torch.load(weights_only=True), bit for bit
+    assert main(["scan", str(path)]) == 0
+    assert "REFUSED" not in capsys.readouterr().out
+    assert all(entry.allowed for entry in scan(path))
+
+
+def test_python2_training_checkpoint_reads_as_torch_loads_it() -> None:
+    # id() ints past 32 bits (INT) and a 300-byte str (BINSTRING): torch reads it with weights_only=False only
+    path = PYTHON2 / "python2-torch0.4-training.pt"
+    expected = _flatten(torch.load(path, weights_only=False))
+    with ws.open(path) as ckpt:
+        assert sorted(ckpt) == sorted(expected)
+        for name, tensor in expected.items():
+            assert_same_tensor(ckpt[name], tensor.numpy())
+        assert ckpt.metadata["optimizer.param_groups.0.params"] == "[140234567890123, 140234567890171]"
+        assert ckpt.metadata["arch"] == "resnet18"
+
+
+def test_python2_strings_that_are_not_utf8_are_unsupported(tmp_path: Path) -> None:
+    # torch.load decodes Python 2 str as UTF-8 unless told otherwise: latin-1 bytes fail there too
+    data = (PYTHON2 / "python2-torch0.4-state-dict.pt").read_bytes().replace(b"caf\xc3\xa9", b"cafe\xe9")
+    path = tmp_path / "latin1.pt"
+    path.write_bytes(data)
+    with pytest.raises(Exception, match="codec can't decode"):
+        torch.load(path, weights_only=True)
+    with pytest.raises(ws.UnsupportedFormatError, match="a Python 2 string that is not UTF-8"):
+        ws.open(path)

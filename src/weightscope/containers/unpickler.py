@@ -203,12 +203,26 @@ class Unpickler:
                 "T": lambda: self._push(self._python2_text(self._signed(4))),
                 "C": lambda: self._push(self._bytes(self._byte())),
                 "B": lambda: self._push(self._bytes(self._unsigned(4))),
+                "\x8d": lambda: self._push(self._text(self._unsigned(8))),
                 "\x8e": lambda: self._push(self._bytes(self._unsigned(8))),
                 "\x96": lambda: self._push(self._bytes(self._unsigned(8))),  # BYTEARRAY8, kept read-only
                 "J": lambda: self._push(self._signed(4)),
                 "K": lambda: self._push(self._byte()),
                 "M": lambda: self._push(self._unsigned(2)),
                 "\x8a": lambda: self._push(self._signed(self._byte())),
+                "\x8b": lambda: self._push(self._signed(self._unsigned(4))),
+                "I": self._int,
+                "L": lambda: self._push(self._number(int, self._line().removesuffix("L"))),
+                "F": lambda: self._push(self._number(float, self._line())),
+                "0": self._pop_any,
+                "1": self._pop_mark,
+                "2": lambda: self._push(self._top()),
+                "l": lambda: self._push(self._made(list(self._pop_mark()))),
+                "d": lambda: self._push(self.dict_of(self._pairs(self._pop_mark()))),
+                "\x90": self._additems,
+                "\x91": lambda: self._push(frozenset(self.set_of(self._pop_mark()))),
+                "p": lambda: self._put(self._memo_index(self._line())),
+                "g": lambda: self._get(self._memo_index(self._line())),
                 "G": lambda: self._push(struct.unpack(">d", self._take(8))[0]),
                 "\x88": lambda: self._push(True),
                 "\x89": lambda: self._push(False),
@@ -324,6 +338,48 @@ class Unpickler:
                 f"{self.where}: a Python 2 string that is not UTF-8 ({error}); torch.load reads it only when "
                 "given another encoding"
             ) from None
+
+    def _int(self) -> None:
+        # Python 2 wrote an int past 32 bits as text (protocol 0's INT, in any protocol); 00 and 01 are bools.
+        line = self._line()
+        self._push({"00": False, "01": True}.get(line) if line in ("00", "01") else self._number(int, line))
+
+    def _number(self, kind: type[int] | type[float], text: str) -> Any:
+        try:
+            return kind(text, 0) if kind is int else kind(text)  # type: ignore[call-arg]
+        except ValueError:
+            raise CorruptCheckpointError(f"{self.where}: {show(text, 60)} is not a pickled number") from None
+
+    def _memo_index(self, text: str) -> int:
+        index = self._number(int, text)
+        if not 0 <= index < 2**32:  # as LONG_BINPUT's; a larger key could be one hashing like others
+            raise UnsupportedFormatError(f"{self.where}: memo index {index} is past 2**32")
+        return int(index)
+
+    def _pop_any(self) -> None:
+        # POP: the top value or, when the stack is empty down to the last MARK, that MARK.
+        if len(self.stack) > (self.marks[-1] if self.marks else 0):
+            self.stack.pop()
+        else:
+            self._pop_mark()
+
+    def _made(self, value: list[Any]) -> list[Any]:
+        self._spend(SLOT_BYTES * len(value), "the pickle's lists")
+        return value
+
+    def _pairs(self, items: list[Any]) -> list[tuple[Any, Any]]:
+        if len(items) % 2:
+            raise CorruptCheckpointError(f"{self.where}: DICT of an odd number of values")
+        return list(zip(items[::2], items[1::2], strict=True))
+
+    def _additems(self) -> None:
+        items = self._pop_mark()
+        target = self._target(set)
+        for item in items:
+            self.check_key(target, item)
+            if target is not None:
+                self._spend(ENTRY_BYTES, "the pickle's sets")
+                target.add(item)
 
     def _line(self) -> str:
         end = self.data.find(b"\n", self.position)
