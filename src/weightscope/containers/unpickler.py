@@ -37,6 +37,7 @@ where the stream becomes unreadable and still agrees with what loading does.
 
 from __future__ import annotations
 
+import codecs
 import pickletools
 import reprlib
 import struct
@@ -66,6 +67,9 @@ KEY_TYPES = (str, int, float, bool, type(None), bytes)  # hashing anything else 
 OBJECT_BYTES = 96
 SLOT_BYTES = 16
 ENTRY_BYTES = 64
+# Opcodes that build objects by name, refused as code; any other left unread (out-of-band
+# buffers) is unsupported.
+OBJECT_OPCODES = frozenset({"INST", "OBJ", "EXT1", "EXT2", "EXT4", "NEWOBJ_EX"})
 VIEW_BYTES = 4096  # byte strings from this long are views of the stream, not copies
 
 
@@ -127,8 +131,11 @@ class AllowList:
     def persistent(self, pid: Any, unpickler: Unpickler) -> Any:
         raise RefusedError(f"{unpickler.where}: refused to load: the pickle loads a persistent id {show(pid, 100)}")
 
-    def buildable(self, target: Any) -> bool:
-        """Whether ``BUILD`` may give ``target`` a state (ignored: it never holds weights)."""
+    def build(self, target: Any, state: Any, unpickler: Unpickler) -> bool:
+        """Apply ``BUILD``'s ``state`` to ``target`` where that is inert; False where it may not be.
+
+        A dict's state is its attributes (a state dict's ``_metadata``): it holds no weights
+        and is dropped."""
         return isinstance(target, dict)
 
 
@@ -212,6 +219,10 @@ class Unpickler:
                 "\x8a": lambda: self._push(self._signed(self._byte())),
                 "\x8b": lambda: self._push(self._signed(self._unsigned(4))),
                 "I": self._int,
+                "S": lambda: self._push(self._escaped(codecs.escape_decode, quoted=True)),
+                "V": lambda: self._push(self._escaped(codecs.raw_unicode_escape_decode, quoted=False)),
+                "P": lambda: self._persistent(self._line()),
+                "\x98": lambda: self._target((bytes, memoryview)),  # READONLY_BUFFER: they all are
                 "L": lambda: self._push(self._number(int, self._line().removesuffix("L"))),
                 "F": lambda: self._push(self._number(float, self._line())),
                 "0": self._pop_any,
@@ -381,11 +392,31 @@ class Unpickler:
                 self._spend(ENTRY_BYTES, "the pickle's sets")
                 target.add(item)
 
-    def _line(self) -> str:
+    def _raw_line(self) -> bytes:
+        """The bytes up to the next newline (protocol 0's arguments), the newline stepped over."""
         end = self.data.find(b"\n", self.position)
         if end < 0:
-            raise TruncatedFileError(f"{self.where}: the pickle ends inside a GLOBAL's name")
-        return self._text(end - self.position + 1)[:-1]
+            raise TruncatedFileError(f"{self.where}: the pickle ends inside a line of text")
+        return bytes(self._take(end - self.position + 1)[:-1])
+
+    def _line(self) -> str:
+        try:
+            return self._raw_line().decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError as error:
+            raise CorruptCheckpointError(f"{self.where}: a pickled string is not UTF-8 ({error})") from None
+
+    def _escaped(self, codec: Callable[[bytes], tuple[Any, int]], quoted: bool) -> Any:
+        """Protocol 0's text strings: ``S'...'`` (Python 2 str, escaped) and ``V...`` (raw-unicode-escape)."""
+        line = self._raw_line()
+        if quoted:
+            if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
+                raise CorruptCheckpointError(f"{self.where}: a STRING that is not quoted")
+            line = line[1:-1]
+        try:
+            value = codec(line)[0]
+            return value.decode("utf-8") if isinstance(value, bytes) else value
+        except (UnicodeDecodeError, ValueError) as error:
+            raise UnsupportedFormatError(f"{self.where}: a pickled string that does not decode ({error})") from None
 
     # -- the stack
     def _push(self, value: Any) -> None:
@@ -433,7 +464,7 @@ class Unpickler:
         self._take(8)  # a frame's length only helps readers buffer
 
     # -- containers
-    def _target(self, kind: type) -> Any:
+    def _target(self, kind: type | tuple[type, ...]) -> Any:
         target = self._top()
         if isinstance(target, kind):
             return target
@@ -573,9 +604,15 @@ class Unpickler:
         return value
 
     def _build(self) -> None:
-        self._pop()  # the state: an OrderedDict's attributes (a state_dict's _metadata), never applied
+        state = self._pop()
         target = self._top()
-        if self.allow.buildable(target) or isinstance(target, Opaque):
+        if isinstance(target, Opaque):
+            return  # only while scanning
+        try:
+            if self.allow.build(target, state, self):
+                return
+        except (CorruptCheckpointError, UnsupportedFormatError, RefusedError) as error:
+            self._fail(error)
             return
         # On anything else, BUILD is how a pickle reaches an object's __setstate__ (or
         # sets attributes a later call would use): refused like the opcodes that build objects.
@@ -584,7 +621,9 @@ class Unpickler:
         self._fail(RefusedError(f"{self.where}: refused to load: the pickle sets the state of {name} (BUILD)"))
 
     def _persistent_id(self) -> None:
-        pid = self._pop()
+        self._persistent(self._pop())
+
+    def _persistent(self, pid: Any) -> None:
         try:
             value = Opaque() if isinstance(pid, Opaque) else self.allow.persistent(pid, self)
         except (CorruptCheckpointError, UnsupportedFormatError, RefusedError) as error:
@@ -596,5 +635,7 @@ class Unpickler:
         known = pickletools.code2op.get(chr(opcode))
         if known is None:
             raise CorruptCheckpointError(f"{self.where}: byte {opcode:#04x} at {self.position - 1} is no pickle opcode")
+        if known.name not in OBJECT_OPCODES:
+            raise UnsupportedFormatError(f"{self.where}: the pickle uses opcode {known.name}, which is not read")
         self._record(known.name, "", False)
         raise RefusedError(f"{self.where}: refused to load: the pickle uses opcode {known.name}")
