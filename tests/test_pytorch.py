@@ -347,11 +347,13 @@ def test_legacy_truncated_and_forged(tmp_path: Path) -> None:
     forged.write_bytes(data[:keys_end] + (count + 1).to_bytes(8, "little") + data[keys_end + 8 :])
     with pytest.raises(ws.CorruptCheckpointError, match="elements; the pickle says"):
         ws.open(forged)
-    # A plain pickle is not claimed as PyTorch.
+    # A plain pickle is not claimed as PyTorch: it is read as one.
     plain = tmp_path / "plain.pkl"
     plain.write_bytes(pickle.dumps({"a": 1}, 2))
-    with pytest.raises(ws.UnsupportedFormatError):
-        ws.open(plain)
+    with ws.open(plain) as ckpt:
+        assert ckpt.format == "pickle" and ckpt.metadata == {"a": "1"}
+    with pytest.raises(ws.UnsupportedFormatError, match="not torch.save's"):
+        ws.open(plain, format="pytorch")
 
 
 def _one_tensor_zip(path: Path, shape: tuple[int, ...], stride: tuple[int, ...], numel: int = 4) -> Path:
