@@ -352,7 +352,7 @@ def test_legacy_truncated_and_forged(tmp_path: Path) -> None:
     plain.write_bytes(pickle.dumps({"a": 1}, 2))
     with ws.open(plain) as ckpt:
         assert ckpt.format == "pickle" and ckpt.metadata == {"a": "1"}
-    with pytest.raises(ws.UnsupportedFormatError, match="not torch.save's"):
+    with pytest.raises(ws.UnsupportedFormatError, match=r"not torch\.save's"):
         ws.open(plain, format="pytorch")
 
 
