@@ -113,3 +113,19 @@ def test_an_array_state_with_the_wrong_number_of_bytes_is_corrupt(tmp_path: Path
     path.write_bytes(data.replace(b"C\x10" + raw, b"C\x0c" + raw[:12]))  # SHORT_BINBYTES of 12, not 16
     with pytest.raises(ws.CorruptCheckpointError, match="needs 16 bytes, not 12"):
         ws.open(path)
+
+
+def test_scan_lists_a_plain_pickles_names_and_agrees_with_ls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, bad = tmp_path / "params.pkl", tmp_path / "bad.pkl"
+    good.write_bytes(pickle.dumps(_params(), protocol=4))
+    bad.write_bytes(pickle.dumps({"w": np.ones(2), "x": _System()}, protocol=4))
+    assert main(["scan", str(good)]) == 0
+    assert "allowed REDUCE numpy._core.multiarray._reconstruct" in capsys.readouterr().out
+    assert main(["ls", str(bad)]) == 6
+    capsys.readouterr()
+    assert main(["scan", str(bad)]) == 6
+    out = capsys.readouterr().out
+    assert "allowed STACK_GLOBAL numpy.dtype" in out and "REFUSED STACK_GLOBAL posix.system" in out
+    assert not Path("/tmp/weightscope-pickle-marker").exists()

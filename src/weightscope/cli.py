@@ -812,12 +812,17 @@ def history_command(path: Path, as_json: bool) -> None:
 @click.argument("path", type=CHECKPOINT)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {opcode, name, allowed, count}.")
 def scan_command(path: Path, as_json: bool) -> None:
-    """List the globals and calls a PyTorch checkpoint's pickle names, without running any.
+    """List the globals and calls a PyTorch checkpoint's (or a plain pickle's) pickle names, without running any.
 
     Lists all it can follow, then exits as opening the file would: 6 when a name is outside
     the allow-list (opening would be refused), 4 when the file is damaged, 0 when it opens.
     """
-    from weightscope.formats.pytorch import scan
+    from weightscope.formats import FORMATS
+
+    if FORMATS["pickle"].sniff(path) and not FORMATS["pytorch"].sniff(path):
+        from weightscope.formats.pickle_files import scan
+    else:
+        from weightscope.formats.pytorch import scan
 
     entries = scan(path)
     if as_json:

@@ -1,6 +1,6 @@
-"""Write the PyTorch, GGUF, ONNX and Keras entries of the corpus (tests/corpus/{pytorch,gguf,onnx,keras}/).
+"""Write the PyTorch, plain pickle, GGUF, ONNX and Keras entries of the corpus (tests/corpus/{pytorch,pickle,...}/).
 
-Run ``.venv/bin/python tests/corpus/make_pytorch_corpus.py``: it replaces those four
+Run ``.venv/bin/python tests/corpus/make_pytorch_corpus.py``: it replaces those five
 folders' entries with the same bytes every time (pickles, zips and GGUF files are
 assembled by hand; no clock, no random ids). Each entry is named
 ``<ErrorClass>--<what is wrong>.<suffix>`` for the error reading it must raise. The
@@ -618,8 +618,55 @@ def keras_entries() -> dict[str, bytes]:
     }
 
 
+def array(dtype: str, shape: tuple[int, ...], data: bytes) -> bytes:
+    """What NumPy pickles for an array at protocol 3 and 4: _reconstruct, then BUILD of its state."""
+    dtype_call = call(glob("numpy", "dtype"), text(dtype), b"\x89", b"\x88")
+    dtype_state = tup(integer(3), text("<"), b"N", b"N", b"N", integer(-1), integer(-1), integer(0)) + b"b"
+    empty = call(glob("numpy.core.multiarray", "_reconstruct"), glob("numpy", "ndarray"), tup(integer(0)), b"C\x01b")
+    state = tup(
+        integer(1),
+        tup(*map(integer, shape)),
+        dtype_call + dtype_state,
+        b"\x89",
+        b"B" + struct.pack("<I", len(data)) + data,
+    )
+    return empty + state + b"b"
+
+
+def pickle_entries() -> dict[str, bytes]:
+    """Plain pickles of NumPy arrays (``params.pkl``) that must be refused."""
+    four = array("f4", (4,), FOUR)
+    entries = {
+        "RefusedError--os-system-beside-an-array": b"}("
+        + text("w")
+        + four
+        + text("x")
+        + call(glob("os", "system"), text(shell("pickle-system")))
+        + b"u",
+        "RefusedError--flax-frozendict": call(
+            glob("flax.core.frozen_dict", "FrozenDict"), b"}(" + text("w") + four + b"u"
+        ),
+        "RefusedError--jax-array-rebuild": call(glob("jax._src.array", "_reconstruct_array"), tup(text("x"))),
+        "UnsupportedFormatError--object-array": call(glob("numpy", "dtype"), text("O8"), b"\x89", b"\x88"),
+        "CorruptCheckpointError--array-bytes-shorter-than-its-shape": array("f4", (5,), FOUR),
+        "CorruptCheckpointError--array-never-given-its-state": b"}("
+        + text("w")
+        + call(glob("numpy.core.multiarray", "_reconstruct"), glob("numpy", "ndarray"), tup(integer(0)), b"C\x01b")
+        + b"u",
+        "LimitExceededError--one-string-shown-5000-times": b"}("
+        + integer(0)
+        + text("x" * 20_000)
+        + b"q\x00"
+        + b"".join(b"J" + struct.pack("<i", key) + b"h\x00" for key in range(1, 5000))
+        + b"u",
+        "TruncatedFileError--array-cut-short": four[:-6],
+    }
+    return {f"{name}.pkl": b"\x80\x04" + body + b"." for name, body in entries.items()}
+
+
 GROUPS: dict[str, Callable[[], dict[str, bytes]]] = {
     "pytorch": pytorch_entries,
+    "pickle": pickle_entries,
     "gguf": gguf_entries,
     "onnx": onnx_entries,
     "keras": keras_entries,

@@ -40,10 +40,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.containers.unpickler import AllowList, Global, Unpickler, ints, show, size_of
+from weightscope.containers.unpickler import AllowList, Global, ScanEntry, ScanReport, Unpickler, ints, show, size_of
 from weightscope.dtypes import check_rank, check_size, element_for
-from weightscope.errors import CorruptCheckpointError, RefusedError, UnsupportedFormatError
+from weightscope.errors import CorruptCheckpointError, RefusedError, UnsupportedFormatError, WeightscopeError
 from weightscope.limits import Budget, Limits
+from weightscope.sources import FileSource, as_path, open_source
 
 MAX_NESTING = 200  # dict and list levels between the pickled object and an array
 TENSOR_BYTES = 2048  # what one listed array costs: its records, its row in a listing
@@ -158,6 +159,31 @@ def _array(data: Any, dtype: np.dtype, shape: Any, fortran: bool, where: str) ->
     return array
 
 
+def _whole(source: FileSource) -> Any:
+    """The whole file, mapped: the arrays' bytes are views of it."""
+    return source.read(0, source.size, "the pickle").obj if source.size else b""
+
+
+def scan(path: str | os.PathLike[str]) -> ScanReport:
+    """The globals and calls the pickle names, each marked allowed or refused, and the verdict:
+    what opening it raises. Nothing is imported or called; refusals do not stop the listing."""
+    path = as_path(path)
+    source = open_source(path)
+    try:
+        unpickler = Unpickler(
+            _whole(source), str(path), NumpyAllowList(), scan=True, budget=Budget(Limits.for_size(source.size), path)
+        )
+        unpickler.load()
+    finally:
+        source.close()
+    report = ScanReport(ScanEntry(*key, count) for key, count in unpickler.found.items())
+    try:
+        PickleCheckpoint(path).close()
+    except WeightscopeError as error:
+        report.verdict = error
+    return report
+
+
 class PickleCheckpoint(FileCheckpoint):
     """A pickle of NumPy arrays: arrays named by their dotted path in the pickled dicts and lists."""
 
@@ -170,8 +196,7 @@ class PickleCheckpoint(FileCheckpoint):
 
     def _load(self) -> None:
         budget = Budget(Limits.for_size(self._source.size), self.path)
-        data = self._source.read(0, self._source.size, "the pickle").obj if self._source.size else b""
-        unpickler = Unpickler(data, str(self.path), NumpyAllowList(), budget=budget)
+        unpickler = Unpickler(_whole(self._source), str(self.path), NumpyAllowList(), budget=budget)
         self._walk(unpickler.load(), "", 0, budget)
 
     def _walk(self, value: Any, name: str, depth: int, budget: Budget) -> None:
