@@ -833,6 +833,7 @@ def scan_command(path: Path, as_json: bool) -> None:
     refused = sum(not entry.allowed for entry in entries)
     if isinstance(entries.verdict, RefusedError):
         _note(f"{path}: {refused} refused: opening this file would run code")
+        raise SystemExit(int(ExitStatus.REFUSED))
     if entries.verdict is not None:
         raise entries.verdict
 
