@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import struct
 import subprocess
 import sys
@@ -176,3 +177,32 @@ def test_every_tensor_of_a_valid_pickle_is_still_read(tmp_path: Path) -> None:
     body = pickle2(b"}(" + text("a") + tensor("0", 4, (2, 2), (2, 1)) + text("b") + tensor("0", 4, (4,), (1,)) + b"u")
     with ws.open(_write(tmp_path / "ok.pt", torch_zip(body))) as ckpt:
         assert sorted(ckpt) == ["a", "b"] and ckpt["a"].shape == (2, 2)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_plain_data_reads_as_pickle_loads_it_at_every_protocol(protocol: int) -> None:
+    value: dict[object, object] = {
+        "text": "naïve ☃ \U0001f600",
+        "bytes": b"\x00\xff" * 3,
+        "ints": [0, 1, -1, 255, 65535, 2**31 - 1, -(2**31), 2**63, -(2**200)],
+        "floats": (0.5, -1e300, float("inf")),
+        "nested": {1: [None, True, False], 2.5: ((),)},
+        "set": {1, 2, 3},
+        "complex": 1 + 2j,
+        "shared": [[1]] * 3,  # one list three times, through the memo
+    }
+    if protocol >= 4:
+        value["frozen"] = frozenset({"a"})
+    data = pickle.dumps(value, protocol)
+    assert _Unpickler(data, "plain").load() == pickle.loads(data)
+
+
+def test_an_int_too_long_to_print_is_unsupported() -> None:
+    # LONG4 of 1,025 bytes: Python prints no int past 4,300 digits, so none could be shown
+    for length, expected in ((1024, None), (1025, ws.UnsupportedFormatError)):
+        data = b"\x80\x04\x8b" + struct.pack("<I", length) + b"\x01" * length + b"."
+        if expected is None:
+            assert _Unpickler(data, "ok").load() == pickle.loads(data)
+        else:
+            with pytest.raises(expected, match="an int of 1025 bytes"):
+                _Unpickler(data, "bad").load()

@@ -70,7 +70,8 @@ ENTRY_BYTES = 64
 # Opcodes that build objects by name, refused as code; any other left unread (out-of-band
 # buffers) is unsupported.
 OBJECT_OPCODES = frozenset({"INST", "OBJ", "EXT1", "EXT2", "EXT4", "NEWOBJ_EX"})
-VIEW_BYTES = 4096  # byte strings from this long are views of the stream, not copies
+VIEW_BYTES = 4096
+MAX_INT_BYTES = 1024  # byte strings from this long are views of the stream, not copies
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ class Unpickler:
                 "K": lambda: self._push(self._byte()),
                 "M": lambda: self._push(self._unsigned(2)),
                 "\x8a": lambda: self._push(self._signed(self._byte())),
-                "\x8b": lambda: self._push(self._signed(self._unsigned(4))),
+                "\x8b": lambda: self._push(self._long4(self._unsigned(4))),
                 "I": self._int,
                 "S": lambda: self._push(self._escaped(codecs.escape_decode, quoted=True)),
                 "V": lambda: self._push(self._escaped(codecs.raw_unicode_escape_decode, quoted=False)),
@@ -349,6 +350,12 @@ class Unpickler:
                 f"{self.where}: a Python 2 string that is not UTF-8 ({error}); torch.load reads it only when "
                 "given another encoding"
             ) from None
+
+    def _long4(self, length: int) -> int:
+        # Python prints no int past 4,300 digits (``sys.set_int_max_str_digits``): one could not be shown.
+        if length > MAX_INT_BYTES:
+            raise UnsupportedFormatError(f"{self.where}: an int of {length} bytes (LONG4); weightscope reads 1,024")
+        return self._signed(length)
 
     def _int(self) -> None:
         # Python 2 wrote an int past 32 bits as text (protocol 0's INT, in any protocol); 00 and 01 are bools.
