@@ -102,6 +102,20 @@ def test_small_pickles_that_would_build_gigabytes_are_refused_within_the_rule(ki
         ws.open(path)
 
 
+CORPUS = Path(__file__).parent / "corpus"
+AMPLIFYING = sorted(
+    path
+    for group in ("pytorch", "pickle")
+    for path in (CORPUS / group).iterdir()
+    if path.name.startswith("LimitExceededError--") or "hashing-alike" in path.name
+)
+
+
+@pytest.mark.parametrize("path", AMPLIFYING, ids=[f"{path.parent.name}/{path.name}" for path in AMPLIFYING])
+def test_amplifying_corpus_files_are_refused_within_the_rule(path: Path) -> None:
+    assert _bounded(path)["outcome"] == path.name.partition("--")[0]
+
+
 def test_the_memory_cap_is_raised_by_its_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path / "shown.pt", _memo_string(400, 100_000))  # 40 MB of metadata to show from 100 KB
     monkeypatch.setenv("WEIGHTSCOPE_MAX_MEMORY", "16MiB")

@@ -94,11 +94,11 @@ def laughs(depth: int) -> bytes:
     return pickle2(body)
 
 
-def amplifications() -> dict[str, bytes]:
+def amplifications(legacy: bool = False) -> dict[str, bytes]:
     """Small pickles that would make weightscope build far more than their size, and a dict made slow to fill."""
     by_int = b"".join(b"J" + struct.pack("<i", key) + b"h\x00" for key in range(1, 5000))
     keyed = [integer(key) for key in range(1000)]
-    one_tensor = tensor("0", 4, (2, 2), (2, 1)) + b"q\x00"
+    one_tensor = tensor("0", 4, (2, 2), (2, 1), legacy=legacy) + b"q\x00"
     thousand = b"}(" + keyed[0] + one_tensor + b"".join(key + b"h\x00" for key in keyed[1:]) + b"uq\x01"
     prime = 2**61 - 1  # CPython hashes an int n as n mod this prime: its multiples all hash to 0
     return {
@@ -368,6 +368,9 @@ def pytorch_entries() -> dict[str, bytes]:
         pickle2(ordered_dict(("weight", tensor("0", 4, (2, 2), (-2, 1), legacy=True))))
     )
     entries["CorruptCheckpointError--legacy-key-not-typed.pt"] = legacy(saved, storages={"1": FOUR})
+    entries["LimitExceededError--legacy-850000-tensors.pt"] = legacy(
+        amplifications(legacy=True)["LimitExceededError--850000-tensors"]
+    )
     return entries
 
 
