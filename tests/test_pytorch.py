@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import pickle
 import pickletools
@@ -46,7 +47,7 @@ def _assert_matches_torch(path: Path) -> None:
                 assert ours.dtype.itemsize == tensor.element_size()
                 assert ours.tobytes() == tensor.contiguous().view(torch.uint8).numpy().tobytes()
             else:
-                assert_same_tensor(ours, tensor.numpy())
+                assert_same_tensor(ours, tensor.detach().numpy())
 
 
 def _model() -> torch.nn.Sequential:
@@ -522,3 +523,32 @@ def test_python2_strings_that_are_not_utf8_are_unsupported(tmp_path: Path) -> No
         torch.load(path, weights_only=True)
     with pytest.raises(ws.UnsupportedFormatError, match="a Python 2 string that is not UTF-8"):
         ws.open(path)
+
+
+def test_what_torch_weights_only_allows_reads_as_it_loads(tmp_path: Path) -> None:
+    # torch.load(weights_only=True) rebuilds these; weightscope lists the tensors and shows the rest
+    tagged = torch.arange(3.0)
+    tagged.note = "attribute"  # type: ignore[attr-defined]  # saved through _rebuild_from_type_v2
+    saved = {
+        "parameter": torch.nn.Parameter(torch.ones(2, 2)),
+        "tagged": tagged,
+        "counter": collections.Counter(a=2),
+        "set": {3},
+        "complex": 1 + 2j,
+        "device": torch.device("cpu"),
+        "raw": bytearray(b"\x00\x01"),
+        "size": torch.Size([2, 3]),
+    }
+    path = tmp_path / "allowed.pt"
+    torch.save(saved, path)
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["counter"] == {"a": 2} and loaded["set"] == {3} and loaded["device"] == torch.device("cpu")
+    _assert_matches_torch(path)
+    with ws.open(path) as ckpt:
+        assert ckpt.metadata["counter.a"] == "2" and ckpt.metadata["complex"] == "(1+2j)"
+        assert ckpt.metadata["device"] == "cpu" and ckpt.metadata["size"] == "(2, 3)"
+    quantised = tmp_path / "quantised.pt"
+    torch.save({"q": torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.qint8)}, quantised)
+    torch.load(quantised, weights_only=True)  # torch reads it; weightscope says what it does not read
+    with pytest.raises(ws.UnsupportedFormatError, match=r"torch\.QInt8Storage: torch loads it"):
+        ws.open(quantised)

@@ -126,7 +126,7 @@ VISITS_PER_BYTE = 8
 MIN_VISITS = 10_000
 TENSOR_BYTES = 2048  # what one listed tensor costs: its records, its role, its row in a listing
 _PICKLE_MEMBER = re.compile(r"^[^/]+/data\.pkl$")
-_SCALARS = (str, int, float, bool, type(None))
+_SCALARS = (str, int, float, bool, type(None), complex)
 
 
 # -- what torch's pickles name -------------------------------------------------------------
@@ -155,7 +155,6 @@ _CALLS = [
     *[("torch._utils", name) for name in (*_REBUILD_TENSOR, "_rebuild_parameter", "_rebuild_parameter_with_state")],
     ("torch._tensor", "_rebuild_from_type_v2"),
     ("torch.nn.parameter", "Parameter"),
-    ("torch", "Tensor"),
     ("collections", "OrderedDict"),
     ("collections", "Counter"),
     ("torch", "Size"),
@@ -176,10 +175,12 @@ _UNREAD = [
         )
     ],
     ("torch.serialization", "_get_layout"),
+    ("torch", "Tensor"),  # made bare and given its data by BUILD (set_): the old way, not read
     *[("torch", name) for name in ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine")],
     *[("torch", name) for name in ("per_channel_symmetric", "per_channel_affine_float_qparams")],
     *[("torch", f"{kind}Tensor") for kind in ("Double", "Float", "Half", "BFloat16", "Long", "Int", "Short")],
     *[("torch", f"{kind}Tensor") for kind in ("Char", "Byte", "Bool")],
+    *[("torch", f"{kind}Storage") for kind in ("QInt8", "QUInt8", "QInt32", "QUInt4x2", "QUInt2x4")],
 ]  # fmt: skip
 
 
@@ -354,6 +355,10 @@ _MAKERS: dict[str, Callable[[tuple[Any, ...], Unpickler], Any]] = {
 def _storage(pid: object, where: str, length: int = 5) -> _Storage:
     """The storage a persistent id names: ``('storage', class, key, location, numel)``, and in
     the legacy format a sixth item, the view metadata, which torch has written as None since 1.0."""
+    if isinstance(pid, tuple) and len(pid) > 1 and isinstance(pid[1], _Global) and pid[1].kind == "unread":
+        raise UnsupportedFormatError(
+            f"{where}: a storage of {pid[1].qualname}: torch loads it, but weightscope does not read quantised tensors"
+        )
     if isinstance(pid, tuple) and len(pid) == length == 6 and pid[5] is not None:
         raise UnsupportedFormatError(
             f"{where}: a legacy storage view ({_show(pid[5], 100)}); torch writes none since 1.0"
@@ -673,11 +678,11 @@ class PyTorchCheckpoint(FileCheckpoint):
             for index, item in enumerate(value):
                 spend(len(name) + size_of(index), "the names of the saved values")
                 self._walk(item, f"{name}.{index}" if name else str(index), depth + 1, optimizer=optimizer)
-        elif isinstance(value, (*_SCALARS, list, tuple)):
-            items = value if isinstance(value, list | tuple) else (value,)
+        elif isinstance(value, (*_SCALARS, list, tuple, set, frozenset)):
+            items = value if isinstance(value, list | tuple | set | frozenset) else (value,)
             # A repr escapes a character in at most 10 (\U0001f600): charged before it is made.
             spend(sum(10 * len(item) if isinstance(item, str) else 32 for item in items), "the metadata shown")
-            self._metadata[name] = repr(value) if isinstance(value, list | tuple) else str(value)
+            self._metadata[name] = str(value) if isinstance(value, str) else repr(value)
         elif isinstance(value, _Global):
             self._metadata[name] = value.qualname
         # Storages and bytes saved bare are not tensors: nothing to list.
