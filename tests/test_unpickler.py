@@ -220,3 +220,16 @@ def test_an_int_too_long_to_print_is_unsupported() -> None:
         else:
             with pytest.raises(expected, match="an int of 1025 bytes"):
                 _Unpickler(data, "bad").load()
+
+
+def test_scanning_many_distinct_names_is_bounded(tmp_path: Path) -> None:
+    # scan lists every name; each distinct one costs far more than its 8 bytes of GLOBAL
+    names = pickle2(b"(" + b"".join(b"c" + f"m\n{index:05x}\n".encode() for index in range(400_000)) + b"t")
+    path = _write(tmp_path / "names.pt", torch_zip(names))
+    report = scan(path)
+    assert isinstance(report.verdict, ws.RefusedError)
+    assert report and all(not entry.allowed for entry in report)
+    scanned = _Unpickler(names, "names", scan=True)
+    scanned.load()
+    assert isinstance(scanned.verdict, ws.RefusedError)  # the first error stays the verdict
+    assert scanned.stopped and 10_000 < len(scanned.found) < 400_000  # listed until the memory cap

@@ -564,6 +564,7 @@ class Unpickler:
     def _resolve(self, opcode: str, module: str, name: str) -> None:
         # Python 2's name for the builtins is looked up as CPython and torch.load translate it.
         found = self.allow.globals.get(("builtins" if module == "__builtin__" else module, name))
+        self._spend(size_of(module) + size_of(name), "the pickle's names")
         self._record(opcode, f"{module}.{name}", found is not None)
         if found is None:
             self._fail(RefusedError(f"{self.where}: refused to load: the file wants to call {module}.{name}"))
@@ -581,6 +582,8 @@ class Unpickler:
 
     def _record(self, opcode: str, name: str, allowed: bool) -> None:
         key = (opcode, name, allowed)
+        if key not in self.found:
+            self._spend(OBJECT_BYTES + ENTRY_BYTES + size_of(name), "the names scanned")
         self.found[key] = self.found.get(key, 0) + 1
 
     def _reduce(self) -> None:
