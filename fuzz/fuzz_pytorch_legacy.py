@@ -10,8 +10,10 @@ with fuzzlib.instrumented():
 
 
 def seeds() -> list[bytes]:
-    """``torch.save(..., _use_new_zipfile_serialization=False)`` of a state dict, a training checkpoint, every dtype."""
-    return torch_files(legacy=True)
+    """``torch.save(..., _use_new_zipfile_serialization=False)`` of a state dict, a training checkpoint, every dtype,
+    and the files Python 2 wrote (tests/legacy/)."""
+    python2 = sorted((fuzzlib.ROOT.parent / "tests" / "legacy").glob("python2-*.pt"))
+    return torch_files(legacy=True) + [path.read_bytes() for path in python2]
 
 
 def one_input(data: bytes) -> None:

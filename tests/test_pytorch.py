@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import pickle
+import pickletools
 import time
 import zipfile
 from pathlib import Path
@@ -45,7 +47,7 @@ def _assert_matches_torch(path: Path) -> None:
                 assert ours.dtype.itemsize == tensor.element_size()
                 assert ours.tobytes() == tensor.contiguous().view(torch.uint8).numpy().tobytes()
             else:
-                assert_same_tensor(ours, tensor.numpy())
+                assert_same_tensor(ours, tensor.detach().numpy())
 
 
 def _model() -> torch.nn.Sequential:
@@ -346,11 +348,13 @@ def test_legacy_truncated_and_forged(tmp_path: Path) -> None:
     forged.write_bytes(data[:keys_end] + (count + 1).to_bytes(8, "little") + data[keys_end + 8 :])
     with pytest.raises(ws.CorruptCheckpointError, match="elements; the pickle says"):
         ws.open(forged)
-    # A plain pickle is not claimed as PyTorch.
+    # A plain pickle is not claimed as PyTorch: it is read as one.
     plain = tmp_path / "plain.pkl"
     plain.write_bytes(pickle.dumps({"a": 1}, 2))
-    with pytest.raises(ws.UnsupportedFormatError):
-        ws.open(plain)
+    with ws.open(plain) as ckpt:
+        assert ckpt.format == "pickle" and ckpt.metadata == {"a": "1"}
+    with pytest.raises(ws.UnsupportedFormatError, match=r"not torch\.save's"):
+        ws.open(plain, format="pytorch")
 
 
 def _one_tensor_zip(path: Path, shape: tuple[int, ...], stride: tuple[int, ...], numel: int = 4) -> Path:
@@ -430,7 +434,7 @@ def test_deeply_nested_values_in_messages_are_shown_bounded(tmp_path: Path) -> N
     nested = b"(" * 3000 + b"t" * 3000
     storage = b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04"
     for body, match in (
-        (b"ccollections\nOrderedDict\n" + nested + b"\x85R", r"OrderedDict called with arguments \(\(\(\(\(\.\.\.\)"),
+        (b"ccollections\nOrderedDict\n" + nested + b"\x85R", r"a dict made of \(\(\(\(\(\.\.\.\)"),
         (storage + nested + b"tQ", "a persistent id that is not a storage"),
     ):
         with pytest.raises(ws.CorruptCheckpointError, match=match):
@@ -480,3 +484,71 @@ def test_more_dimensions_than_numpy_holds_are_unsupported(tmp_path: Path) -> Non
         assert checkpoint["t"].ndim == 64
     with pytest.raises(ws.UnsupportedFormatError, match="65 dimensions; numpy arrays hold 64"):
         ws.open(_one_tensor_zip(tmp_path / "deep.pt", (1,) * 65, (1,) * 65))
+
+
+# -- files Python 2 wrote (tests/legacy/make_python2_pytorch.py writes them by hand) -----------
+
+PYTHON2 = Path(__file__).resolve().parent / "legacy"
+
+
+@pytest.mark.parametrize("name", ["python2-torch0.3-state-dict.pt", "python2-torch0.4-state-dict.pt"])
+def test_python2_files_read_as_torch_loads_them(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = PYTHON2 / name
+    ops = {op.name for op, _, _ in pickletools.genops(path.read_bytes()[path.read_bytes().index(b"\x80\x02", 30) :])}
+    assert {"SHORT_BINSTRING", "BINGET", "BINPERSID"} <= ops  # a Python 2 pickle, not Python 3's
+    _assert_matches_torch(path)  # torch.load(weights_only=True), bit for bit
+    assert main(["scan", str(path)]) == 0
+    assert "REFUSED" not in capsys.readouterr().out
+    assert all(entry.allowed for entry in scan(path))
+
+
+def test_python2_training_checkpoint_reads_as_torch_loads_it() -> None:
+    # id() ints past 32 bits (INT) and a 300-byte str (BINSTRING): torch reads it with weights_only=False only
+    path = PYTHON2 / "python2-torch0.4-training.pt"
+    expected = _flatten(torch.load(path, weights_only=False))
+    with ws.open(path) as ckpt:
+        assert sorted(ckpt) == sorted(expected)
+        for name, tensor in expected.items():
+            assert_same_tensor(ckpt[name], tensor.numpy())
+        assert ckpt.metadata["optimizer.param_groups.0.params"] == "[140234567890123, 140234567890171]"
+        assert ckpt.metadata["arch"] == "resnet18"
+
+
+def test_python2_strings_that_are_not_utf8_are_unsupported(tmp_path: Path) -> None:
+    # torch.load decodes Python 2 str as UTF-8 unless told otherwise: latin-1 bytes fail there too
+    data = (PYTHON2 / "python2-torch0.4-state-dict.pt").read_bytes().replace(b"caf\xc3\xa9", b"cafe\xe9")
+    path = tmp_path / "latin1.pt"
+    path.write_bytes(data)
+    with pytest.raises(Exception, match="codec can't decode"):
+        torch.load(path, weights_only=True)
+    with pytest.raises(ws.UnsupportedFormatError, match="a Python 2 string that is not UTF-8"):
+        ws.open(path)
+
+
+def test_what_torch_weights_only_allows_reads_as_it_loads(tmp_path: Path) -> None:
+    # torch.load(weights_only=True) rebuilds these; weightscope lists the tensors and shows the rest
+    tagged = torch.arange(3.0)
+    tagged.note = "attribute"  # type: ignore[attr-defined]  # saved through _rebuild_from_type_v2
+    saved = {
+        "parameter": torch.nn.Parameter(torch.ones(2, 2)),
+        "tagged": tagged,
+        "counter": collections.Counter(a=2),
+        "set": {3},
+        "complex": 1 + 2j,
+        "device": torch.device("cpu"),
+        "raw": bytearray(b"\x00\x01"),
+        "size": torch.Size([2, 3]),
+    }
+    path = tmp_path / "allowed.pt"
+    torch.save(saved, path)
+    loaded = torch.load(path, weights_only=True)
+    assert loaded["counter"] == {"a": 2} and loaded["set"] == {3} and loaded["device"] == torch.device("cpu")
+    _assert_matches_torch(path)
+    with ws.open(path) as ckpt:
+        assert ckpt.metadata["counter.a"] == "2" and ckpt.metadata["complex"] == "(1+2j)"
+        assert ckpt.metadata["device"] == "cpu" and ckpt.metadata["size"] == "(2, 3)"
+    quantised = tmp_path / "quantised.pt"
+    torch.save({"q": torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.qint8)}, quantised)
+    torch.load(quantised, weights_only=True)  # torch reads it; weightscope says what it does not read
+    with pytest.raises(ws.UnsupportedFormatError, match=r"torch\.QInt8Storage: torch loads it"):
+        ws.open(quantised)

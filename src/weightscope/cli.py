@@ -23,7 +23,7 @@ import numpy as np
 import weightscope
 from weightscope.atomic import Interrupted, interruptible
 from weightscope.checkpoint import Checkpoint, TensorInfo
-from weightscope.errors import ExitStatus, UsageError, WeightscopeError, os_error_status, reason
+from weightscope.errors import ExitStatus, RefusedError, UsageError, WeightscopeError, os_error_status, reason
 from weightscope.layers import naming_convention
 from weightscope.output import (
     dumps_json,
@@ -978,11 +978,17 @@ def history_command(path: Path, as_json: bool) -> None:
 @click.argument("path", type=CHECKPOINT)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {opcode, name, allowed, count}.")
 def scan_command(path: Path, as_json: bool) -> None:
-    """List the globals and calls a PyTorch checkpoint's pickle names, without running any.
+    """List the globals and calls a PyTorch checkpoint's (or a plain pickle's) pickle names, without running any.
 
-    Exits 6 when any of them is outside the allow-list (opening the file would be refused).
+    Lists all it can follow, then exits as opening the file would: 6 when a name is outside
+    the allow-list (opening would be refused), 4 when the file is damaged, 0 when it opens.
     """
-    from weightscope.formats.pytorch import scan
+    from weightscope.formats import FORMATS
+
+    if FORMATS["pickle"].sniff(path) and not FORMATS["pytorch"].sniff(path):
+        from weightscope.formats.pickle_files import scan
+    else:
+        from weightscope.formats.pytorch import scan
 
     entries = scan(path)
     if as_json:
@@ -991,9 +997,11 @@ def scan_command(path: Path, as_json: bool) -> None:
         for entry in entries:
             _echo(safe_text(str(entry)))
     refused = sum(not entry.allowed for entry in entries)
-    if refused:
+    if isinstance(entries.verdict, RefusedError):
         _note(f"{path}: {refused} refused: opening this file would run code")
         raise SystemExit(int(ExitStatus.REFUSED))
+    if entries.verdict is not None:
+        raise entries.verdict
 
 
 @cli.command("demo")

@@ -1,6 +1,6 @@
-"""Write the PyTorch, GGUF, ONNX and Keras entries of the corpus (tests/corpus/{pytorch,gguf,onnx,keras}/).
+"""Write the PyTorch, plain pickle, GGUF, ONNX and Keras entries of the corpus (tests/corpus/{pytorch,pickle,...}/).
 
-Run ``.venv/bin/python tests/corpus/make_pytorch_corpus.py``: it replaces those four
+Run ``.venv/bin/python tests/corpus/make_pytorch_corpus.py``: it replaces those five
 folders' entries with the same bytes every time (pickles, zips and GGUF files are
 assembled by hand; no clock, no random ids). Each entry is named
 ``<ErrorClass>--<what is wrong>.<suffix>`` for the error reading it must raise. The
@@ -93,6 +93,28 @@ def laughs(depth: int) -> bytes:
     """A list of lists, each holding the one before twice through the memo: 2^depth leaves from a few bytes."""
     body = b"](]K\x01a\x94" + b"".join(b"](" + (b"h" + bytes([i])) * 2 + b"e\x94" for i in range(depth)) + b"e"
     return pickle2(body)
+
+
+def amplifications(legacy: bool = False) -> dict[str, bytes]:
+    """Small pickles that would make weightscope build far more than their size, and a dict made slow to fill."""
+    by_int = b"".join(b"J" + struct.pack("<i", key) + b"h\x00" for key in range(1, 5000))
+    keyed = [integer(key) for key in range(1000)]
+    one_tensor = tensor("0", 4, (2, 2), (2, 1), legacy=legacy) + b"q\x00"
+    thousand = b"}(" + keyed[0] + one_tensor + b"".join(key + b"h\x00" for key in keyed[1:]) + b"uq\x01"
+    prime = 2**61 - 1  # CPython hashes an int n as n mod this prime: its multiples all hash to 0
+    return {
+        # one 20 KB string named 5,000 times: 1 GB of metadata to show
+        "LimitExceededError--one-string-shown-5000-times": pickle2(
+            b"}(" + integer(0) + text("x" * 20_000) + b"q\x00" + by_int + b"u"
+        ),
+        # a dict of 1,000 names for one tensor, named under 850 keys: 850,000 tensors from 14 KB
+        "LimitExceededError--850000-tensors": pickle2(
+            b"}(" + keyed[0] + thousand + b"".join(key + b"h\x01" for key in keyed[1:850]) + b"u"
+        ),
+        "UnsupportedFormatError--int-keys-hashing-alike": pickle2(
+            b"}(" + b"".join(integer(prime * (index + 1)) + b"N" for index in range(300)) + b"u"
+        ),
+    }
 
 
 FOUR = np.arange(4, dtype="<f4").tobytes()  # the storage "0" of the valid files
@@ -197,7 +219,7 @@ def pytorch_entries() -> dict[str, bytes]:
         "inst-opcode": b"(" + text(shell("inst")) + b"ios\nsystem\n.",
         "inst-opcode-on-allowed-name": b"(icollections\nOrderedDict\n.",
         "obj-opcode-on-allowed-name": pickle2(b"(" + glob("collections", "OrderedDict") + b"o"),
-        "newobj-on-allowed-name": pickle2(glob("collections", "OrderedDict") + b")\x81"),
+        "newobj-on-a-storage-class": pickle2(glob("torch", "FloatStorage") + b")\x81"),
         "ext1-opcode": pickle2(b"\x82\x01"),
         "reduce-ordereddict-around-os-system": pickle2(
             call(glob("collections", "OrderedDict"), call(glob("os", "system"), text(shell("nested"))))
@@ -254,8 +276,8 @@ def pytorch_entries() -> dict[str, bytes]:
                 call(glob("collections", "OrderedDict")),
             )
         ),
-        "reduce-ordereddict-with-arguments": pickle2(
-            call(glob("collections", "OrderedDict"), b"]" + b"(" + tup(text("a"), integer(1)) + b"e")
+        "reduce-ordereddict-of-items-that-are-not-pairs": pickle2(
+            call(glob("collections", "OrderedDict"), b"]" + b"(" + tup(text("a"), integer(1), integer(2)) + b"e")
         ),
         "reduce-torch-size-of-strings": pickle2(call(glob("torch", "Size"), tup(text("x")))),
         "reduce-codecs-encode-rot13": pickle2(call(glob("_codecs", "encode"), text("abc"), text("rot13"))),
@@ -268,6 +290,11 @@ def pytorch_entries() -> dict[str, bytes]:
     entries.update({f"CorruptCheckpointError--{name}.pt": torch_zip(body) for name, body in corrupt_args.items()})
     entries["TruncatedFileError--pickle-ends-inside-a-string.pt"] = torch_zip(VALID[:40])
     entries["CorruptCheckpointError--memo-shared-lists-naming-2-30-values.pt"] = torch_zip(laughs(30))
+    entries.update({f"{name}.pt": torch_zip(body) for name, body in amplifications().items()})
+    # CPython and torch drop what a pickle leaves under its result; os.system would have run
+    entries["RefusedError--os-system-left-under-the-result.pt"] = torch_zip(
+        pickle2(call(glob("os", "system"), text(shell("under"))) + VALID[2:-1])
+    )
 
     # the zip around the pickle
     valid = torch_zip(VALID)
@@ -349,6 +376,9 @@ def pytorch_entries() -> dict[str, bytes]:
         pickle2(ordered_dict(("weight", tensor("0", 4, (2, 2), (-2, 1), legacy=True))))
     )
     entries["CorruptCheckpointError--legacy-key-not-typed.pt"] = legacy(saved, storages={"1": FOUR})
+    entries["LimitExceededError--legacy-850000-tensors.pt"] = legacy(
+        amplifications(legacy=True)["LimitExceededError--850000-tensors"]
+    )
     entries.update(differential_entries())
     return entries
 
@@ -699,8 +729,55 @@ def keras_entries() -> dict[str, bytes]:
     }
 
 
+def array(dtype: str, shape: tuple[int, ...], data: bytes) -> bytes:
+    """What NumPy pickles for an array at protocol 3 and 4: _reconstruct, then BUILD of its state."""
+    dtype_call = call(glob("numpy", "dtype"), text(dtype), b"\x89", b"\x88")
+    dtype_state = tup(integer(3), text("<"), b"N", b"N", b"N", integer(-1), integer(-1), integer(0)) + b"b"
+    empty = call(glob("numpy.core.multiarray", "_reconstruct"), glob("numpy", "ndarray"), tup(integer(0)), b"C\x01b")
+    state = tup(
+        integer(1),
+        tup(*map(integer, shape)),
+        dtype_call + dtype_state,
+        b"\x89",
+        b"B" + struct.pack("<I", len(data)) + data,
+    )
+    return empty + state + b"b"
+
+
+def pickle_entries() -> dict[str, bytes]:
+    """Plain pickles of NumPy arrays (``params.pkl``) that must be refused."""
+    four = array("f4", (4,), FOUR)
+    entries = {
+        "RefusedError--os-system-beside-an-array": b"}("
+        + text("w")
+        + four
+        + text("x")
+        + call(glob("os", "system"), text(shell("pickle-system")))
+        + b"u",
+        "RefusedError--flax-frozendict": call(
+            glob("flax.core.frozen_dict", "FrozenDict"), b"}(" + text("w") + four + b"u"
+        ),
+        "RefusedError--jax-array-rebuild": call(glob("jax._src.array", "_reconstruct_array"), tup(text("x"))),
+        "UnsupportedFormatError--object-array": call(glob("numpy", "dtype"), text("O8"), b"\x89", b"\x88"),
+        "CorruptCheckpointError--array-bytes-shorter-than-its-shape": array("f4", (5,), FOUR),
+        "CorruptCheckpointError--array-never-given-its-state": b"}("
+        + text("w")
+        + call(glob("numpy.core.multiarray", "_reconstruct"), glob("numpy", "ndarray"), tup(integer(0)), b"C\x01b")
+        + b"u",
+        "LimitExceededError--one-string-shown-5000-times": b"}("
+        + integer(0)
+        + text("x" * 20_000)
+        + b"q\x00"
+        + b"".join(b"J" + struct.pack("<i", key) + b"h\x00" for key in range(1, 5000))
+        + b"u",
+        "TruncatedFileError--array-cut-short": four[:-6],
+    }
+    return {f"{name}.pkl": b"\x80\x04" + body + b"." for name, body in entries.items()}
+
+
 GROUPS: dict[str, Callable[[], dict[str, bytes]]] = {
     "pytorch": pytorch_entries,
+    "pickle": pickle_entries,
     "gguf": gguf_entries,
     "onnx": onnx_entries,
     "keras": keras_entries,

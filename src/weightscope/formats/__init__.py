@@ -111,6 +111,16 @@ def _sniff_pytorch(path: AnyPath) -> bool:
     return name.count(b"/") == 1 and name.endswith(_PYTORCH_MEMBERS)
 
 
+_PICKLE_SUFFIXES = (".pkl", ".pickle")
+
+
+def _sniff_pickle(path: AnyPath) -> bool:
+    # A pickle of protocol 2 or later starts with PROTO and its version; older ones have no
+    # magic, so the suffix decides. (PyTorch's legacy files, pickles too, are claimed first.)
+    head = _head(path, 2)
+    return path.suffix in _PICKLE_SUFFIXES or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 _GGUF_MAGIC = b"GGUF"
 
 
@@ -273,6 +283,12 @@ FORMATS: dict[str, Format] = {
         writer="weightscope.formats.pytorch_writer:save",
         suffixes=(".pt", ".pth", ".bin"),
         writes=(".pt", ".pth", ".bin"),
+    ),
+    "pickle": Format(
+        "pickle",
+        "Pickled NumPy arrays (.pkl, .pickle; JAX/Haiku params.pkl): read by an allow-list, never unpickled",
+        "weightscope.formats.pickle_files:PickleCheckpoint",
+        _sniff_pickle,
     ),
     "keras": Format(
         "keras",

@@ -20,21 +20,18 @@ The file is a zip archive (see ``weightscope.containers.zip``) with one top-leve
 
 Members are stored uncompressed and 64-byte aligned, so storages are memory-mapped.
 
-Security model: loading a pickle normally imports and calls whatever its ``GLOBAL``
-opcodes name (``os.system``, ``eval``, ...). This reader never imports or calls
-anything. Its unpickler interprets the opcodes ``torch.save`` emits, over plain Python
-values and a few inert records of its own; a global resolves only from a fixed table
-(the tensor rebuild functions, ``collections.OrderedDict``, ``torch.Size``,
-``_codecs.encode``, the storage classes and the ``torch.<dtype>`` values), and any other
-raises ``RefusedError`` naming it as soon as its opcode is read. ``REDUCE`` runs only the
-table's functions, which are reimplemented here and check their arguments' types; other
-opcodes that build objects (``INST``, ``OBJ``, ``NEWOBJ``, ``EXT*``, ...) are refused by
-name, and so is ``BUILD`` on anything but a dict (the way to an object's ``__setstate__``);
-a call of an allowed function with arguments of the wrong kinds is a
-``CorruptCheckpointError`` (nothing is called either way). Memo size, stack depth and
-containers made are capped. A tensor's offset, shape and strides are checked with Python
-ints against its storage before numpy sees them, and arrays are read-only views of the
-mapped file.
+Security model: the pickles are read by ``weightscope.containers.unpickler``, which never
+imports or calls anything, under ``TorchAllowList``: the globals ``torch.load(weights_only=True)``
+allows (torch/_weights_only_unpickler.py), its functions reimplemented over inert values —
+the tensor rebuild functions, ``Parameter``, ``collections.OrderedDict`` and ``Counter``
+(with Python 2's list of pairs too), ``torch.Size``, ``torch.device``, ``_codecs.encode``
+(latin1), ``set``, ``complex``, ``bytearray``, the storage classes and the ``torch.<dtype>``
+values. What torch allows but holds no plain tensor (quantised, sparse, nested, meta
+tensors) resolves, and calling it is ``UnsupportedFormatError`` by name; any other global is
+``RefusedError`` as soon as its opcode is read, and so is ``BUILD`` on anything but a dict
+(the way to an object's ``__setstate__``). A tensor's offset, shape and strides are checked
+with Python ints against its storage before numpy sees them, and arrays are read-only views
+of the mapped file.
 
 The zip is read as ``torch.load`` reads it (see ``weightscope.formats._torch_kind`` for
 how it tells a zip from the legacy format, and ``weightscope.containers.zip`` for the
@@ -74,9 +71,6 @@ from __future__ import annotations
 import math
 import mmap
 import os
-import pickletools
-import reprlib
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +79,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, StridedView, TensorInfo
+from weightscope.containers.unpickler import AllowList, ScanEntry, ScanReport, Unpickler, size_of
+from weightscope.containers.unpickler import Global as _Global
+from weightscope.containers.unpickler import ints as _ints
+from weightscope.containers.unpickler import is_int as _is_int
+from weightscope.containers.unpickler import show as _show
 from weightscope.containers.zip import STORED, check_crc, escapes, read_directory
 from weightscope.dtypes import BY_NAME, ElementType, check_rank, check_size
 from weightscope.errors import (
@@ -92,10 +91,11 @@ from weightscope.errors import (
     RefusedError,
     TruncatedFileError,
     UnsupportedFormatError,
+    WeightscopeError,
 )
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.layers import TensorRole
-from weightscope.limits import span_nbytes
+from weightscope.limits import Budget, Limits, span_nbytes
 from weightscope.sources import FileSource, as_path, open_source
 
 # Legacy storage classes (torch.<Name>) -> element type.
@@ -124,10 +124,7 @@ TORCH_DTYPES: dict[str, str] = {
 }  # fmt: skip
 _UNTYPED_STORAGES = {("torch.storage", "UntypedStorage"), ("torch", "UntypedStorage")}
 
-MAX_MEMO = 10_000_000
-MAX_STACK = 10_000_000
 MAX_CONTAINERS = 10_000_000
-MAX_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL
 MAX_NESTING = 200  # dict and list levels between the saved object and a tensor
 # Values the walk over the saved object may visit, per byte of its pickle (plus a floor): a
 # value reached twice through the memo is walked twice, so 30 lists each holding the one
@@ -135,25 +132,11 @@ MAX_NESTING = 200  # dict and list levels between the saved object and a tensor
 # bytes per tensor; even a state dict saved under ten keys stays far below this.
 VISITS_PER_BYTE = 8
 MIN_VISITS = 10_000
-_KEY_TYPES = (str, int, float, bool, type(None), bytes)  # hashing anything else may recurse without bound
-_SCALARS = (str, int, float, bool, type(None))
+TENSOR_BYTES = 2048  # what one listed tensor costs: its records, its role, its row in a listing
+_SCALARS = (str, int, float, bool, type(None), complex)
 
 
-# -- the unpickler's values ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Global:
-    """A name from the allow-list: a function the unpickler reimplements, a storage class, a dtype."""
-
-    module: str
-    name: str
-    kind: str  # "call", "storage", "dtype"; "refused" only while scanning
-    element: str | None = None  # for storage classes and dtypes
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.module}.{self.name}"
+# -- what torch's pickles name -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -172,21 +155,45 @@ class _Tensor:
     stride: tuple[int, ...]
 
 
-class _Opaque:
-    """While scanning: the result of a call that was not evaluated."""
+_REBUILD_TENSOR = ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3")
+# What torch.load(weights_only=True) allows (torch/_weights_only_unpickler.py) and this reader
+# rebuilds as data: the tensor rebuild functions, parameters, dicts, sets, sizes, ...
+_CALLS = [
+    *[("torch._utils", name) for name in (*_REBUILD_TENSOR, "_rebuild_parameter", "_rebuild_parameter_with_state")],
+    ("torch._tensor", "_rebuild_from_type_v2"),
+    ("torch.nn.parameter", "Parameter"),
+    ("collections", "OrderedDict"),
+    ("collections", "Counter"),
+    ("torch", "Size"),
+    ("torch", "device"),
+    ("_codecs", "encode"),
+    ("builtins", "set"),
+    ("builtins", "complex"),
+    ("builtins", "bytearray"),
+]
+# What torch allows too but that holds no plain tensor (quantised, sparse, nested, meta, on a
+# device): no code would run, but calling them is unsupported, by name.
+_UNREAD = [
+    *[
+        ("torch._utils", f"_rebuild_{name}")
+        for name in (
+            "qtensor", "sparse_tensor", "meta_tensor_no_storage", "nested_tensor", "wrapper_subclass",
+            "device_tensor_from_numpy", "device_tensor_from_cpu_tensor",
+        )
+    ],
+    ("torch.serialization", "_get_layout"),
+    ("torch", "Tensor"),  # made bare and given its data by BUILD (set_): the old way, not read
+    *[("torch", name) for name in ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine")],
+    *[("torch", name) for name in ("per_channel_symmetric", "per_channel_affine_float_qparams")],
+    *[("torch", f"{kind}Tensor") for kind in ("Double", "Float", "Half", "BFloat16", "Long", "Int", "Short")],
+    *[("torch", f"{kind}Tensor") for kind in ("Char", "Byte", "Bool")],
+    *[("torch", f"{kind}Storage") for kind in ("QInt8", "QUInt8", "QInt32", "QUInt4x2", "QUInt2x4")],
+]  # fmt: skip
 
 
 def _allow_list() -> dict[tuple[str, str], _Global]:
-    calls = [
-        ("torch._utils", "_rebuild_tensor"),
-        ("torch._utils", "_rebuild_tensor_v2"),
-        ("torch._utils", "_rebuild_tensor_v3"),
-        ("torch._utils", "_rebuild_parameter"),
-        ("collections", "OrderedDict"),
-        ("torch", "Size"),
-        ("_codecs", "encode"),
-    ]
-    table = {(module, name): _Global(module, name, "call") for module, name in calls}
+    table = {(module, name): _Global(module, name, "call") for module, name in _CALLS}
+    table.update({(module, name): _Global(module, name, "unread") for module, name in _UNREAD})
     table.update(
         {("torch", name): _Global("torch", name, "storage", element) for name, element in STORAGE_TYPES.items()}
     )
@@ -198,315 +205,167 @@ def _allow_list() -> dict[tuple[str, str], _Global]:
 ALLOWED_GLOBALS: dict[tuple[str, str], _Global] = _allow_list()
 
 
-class ScanEntry(NamedTuple):
-    """One global or call a pickle names, as ``scan`` reports it."""
+class TorchAllowList(AllowList):
+    """``torch.load(weights_only=True)``'s allow-list, its functions rebuilt over inert values.
 
-    opcode: str  # GLOBAL, STACK_GLOBAL, REDUCE, or a refused opcode's name
-    name: str  # module.name; empty for a refused opcode
-    allowed: bool
-    count: int
+    ``pid_length`` is 5 in a zip's pickle and 6 in the legacy format; ``storages`` keeps
+    the storages the persistent ids named, by key, as first named."""
 
-    def __str__(self) -> str:
-        verdict = "allowed" if self.allowed else "REFUSED"
-        return f"{verdict} {self.opcode} {self.name}".rstrip() + (f" (x{self.count})" if self.count > 1 else "")
+    globals = ALLOWED_GLOBALS
 
+    def __init__(self, pid_length: int = 5) -> None:
+        self.pid_length = pid_length
+        self.storages: dict[str, _Storage] = {}
 
-# -- the unpickler -------------------------------------------------------------------------
+    def call(self, function: _Global, args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+        name, where = function.qualname, unpickler.where
+        if function.kind == "unread":
+            raise UnsupportedFormatError(
+                f"{where}: calls {name}: torch loads it, but weightscope does not read quantised, sparse, nested, "
+                "meta or device tensors"
+            )
+        if function.kind != "call":
+            raise RefusedError(f"{where}: refused to load: the file wants to call {name}")
+        if function.module == "torch._utils" and function.name in _REBUILD_TENSOR:
+            return _rebuild_tensor(function.name, args, where)
+        made = _MAKERS.get(name, _nothing)(args, unpickler)
+        if made is _NOTHING:
+            raise CorruptCheckpointError(f"{where}: {name} called with arguments {_show(args, 200)}")
+        return made
 
+    def new(self, cls: _Global, args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+        # NEWOBJ is cls.__new__(cls, *args): dicts and sets start empty whatever the arguments;
+        # torch makes a Parameter by calling it.
+        name = cls.qualname
+        if name in ("collections.OrderedDict", "collections.Counter"):
+            return {}
+        if name == "builtins.set":
+            return set()
+        if name in ("torch.nn.parameter.Parameter", "torch.Size", "builtins.complex"):
+            return self.call(cls, args, unpickler)
+        if cls.kind in ("call", "unread"):
+            raise UnsupportedFormatError(f"{unpickler.where}: makes a {name} (NEWOBJ), which weightscope does not read")
+        return super().new(cls, args, unpickler)
 
-def _is_int(value: object) -> bool:
-    return type(value) is int
-
-
-def _ints(value: object) -> bool:
-    return isinstance(value, tuple) and all(_is_int(item) for item in value)
-
-
-class _Unpickler:
-    """Interprets one pickle over inert values; ``scan`` records globals and calls instead of refusing."""
-
-    def __init__(
-        self, data: bytes | mmap.mmap, where: str, *, scan: bool = False, start: int = 0, pid_length: int = 5
-    ) -> None:
-        self.data = data
-        self.where = where  # "PATH: member", for messages
-        self.scan = scan
-        self.position = start  # a legacy file holds several pickles, one after another
-        self.pid_length = pid_length  # a storage's persistent id: 5 items in a zip, 6 in the legacy format
-        self.storages: dict[str, _Storage] = {}  # by key, as first named
-        self.stopped = False  # while scanning: a refused opcode ended the pickle early
-        self.stack: list[Any] = []
-        self.marks: list[int] = []
-        self.memo: dict[int, Any] = {}
-        self.containers = 0
-        self.found: dict[tuple[str, str, bool], int] = {}
-        self._ops: dict[int, Callable[[], None]] = {
-            ord(code): method
-            for code, method in {
-                "\x80": self._proto,
-                "\x95": self._frame,
-                "}": lambda: self._push(self._container({})),
-                "]": lambda: self._push(self._container([])),
-                ")": lambda: self._push(self._container(())),
-                "(": self._mark,
-                "X": lambda: self._push(self._text(self._unsigned(4))),
-                "\x8c": lambda: self._push(self._text(self._unsigned(1))),
-                "J": lambda: self._push(int.from_bytes(self._take(4), "little", signed=True)),
-                "K": lambda: self._push(self._unsigned(1)),
-                "M": lambda: self._push(self._unsigned(2)),
-                "\x8a": lambda: self._push(int.from_bytes(self._take(self._unsigned(1)), "little", signed=True)),
-                "G": lambda: self._push(struct.unpack(">d", self._take(8))[0]),
-                "\x88": lambda: self._push(True),
-                "\x89": lambda: self._push(False),
-                "N": lambda: self._push(None),
-                "\x85": lambda: self._tuple(1),
-                "\x86": lambda: self._tuple(2),
-                "\x87": lambda: self._tuple(3),
-                "t": lambda: self._push(self._container(tuple(self._pop_mark()))),
-                "s": self._setitem,
-                "u": self._setitems,
-                "a": self._append,
-                "e": self._appends,
-                "q": lambda: self._put(self._unsigned(1)),
-                "r": lambda: self._put(self._unsigned(4)),
-                "\x94": lambda: self._put(len(self.memo)),
-                "h": lambda: self._get(self._unsigned(1)),
-                "j": lambda: self._get(self._unsigned(4)),
-                "c": self._global,
-                "\x93": self._stack_global,
-                "R": self._reduce,
-                "b": self._build,
-                "Q": self._persistent_id,
-            }.items()
-        }
-
-    def load(self) -> Any:
-        """The pickled object; stops at its STOP opcode.
-
-        The data is let go of at the end: the opcode table's methods make the unpickler a
-        reference cycle, which would keep a closed file mapped until the next garbage collection.
-        """
-        try:
-            return self._load()
-        finally:
-            self.data = b""
-
-    def _load(self) -> Any:
-        while True:
-            opcode = self._unsigned(1)
-            if opcode == ord("."):
-                if len(self.stack) != 1 or self.marks:
-                    raise CorruptCheckpointError(f"{self.where}: the pickle stops with {len(self.stack)} values")
-                return self.stack[0]
-            operation = self._ops.get(opcode)
-            if operation is None:
-                self._unknown(opcode)
-                self.stopped = True
-                return _Opaque()  # only while scanning: nothing after it can be followed
-            operation()
-            if len(self.stack) > MAX_STACK or len(self.marks) > MAX_STACK:
-                raise CorruptCheckpointError(f"{self.where}: the pickle's stack grows past {MAX_STACK}")
-
-    # -- reading the opcode stream
-    def _take(self, length: int) -> bytes:
-        end = self.position + length
-        if end > len(self.data):
-            raise TruncatedFileError(f"{self.where}: the pickle ends at {len(self.data)} inside an opcode's argument")
-        chunk = self.data[self.position : end]
-        self.position = end
-        return chunk
-
-    def _unsigned(self, width: int) -> int:
-        return int.from_bytes(self._take(width), "little")
-
-    def _text(self, length: int) -> str:
-        try:
-            return self._take(length).decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError as error:
-            raise CorruptCheckpointError(f"{self.where}: a pickled string is not UTF-8 ({error})") from None
-
-    def _line(self) -> str:
-        end = self.data.find(b"\n", self.position)
-        if end < 0:
-            raise TruncatedFileError(f"{self.where}: the pickle ends inside a GLOBAL's name")
-        return self._text(end - self.position + 1)[:-1]
-
-    # -- the stack
-    def _push(self, value: Any) -> None:
-        self.stack.append(value)
-
-    def _pop(self) -> Any:
-        if len(self.stack) <= (self.marks[-1] if self.marks else 0):
-            raise CorruptCheckpointError(f"{self.where}: the pickle pops an empty stack at {self.position}")
-        return self.stack.pop()
-
-    def _top(self) -> Any:
-        if len(self.stack) <= (self.marks[-1] if self.marks else 0):
-            raise CorruptCheckpointError(f"{self.where}: the pickle reads an empty stack at {self.position}")
-        return self.stack[-1]
-
-    def _mark(self) -> None:
-        self.marks.append(len(self.stack))
-
-    def _pop_mark(self) -> list[Any]:
-        if not self.marks:
-            raise CorruptCheckpointError(f"{self.where}: the pickle has no MARK for the opcode at {self.position}")
-        start = self.marks.pop()
-        items = self.stack[start:]
-        del self.stack[start:]
-        return items
-
-    def _container(self, value: Any) -> Any:
-        self.containers += 1
-        if self.containers > MAX_CONTAINERS:
-            raise CorruptCheckpointError(f"{self.where}: the pickle makes more than {MAX_CONTAINERS} containers")
-        return value
-
-    def _tuple(self, length: int) -> None:
-        items = [self._pop() for _ in range(length)]
-        self._push(self._container(tuple(reversed(items))))
-
-    def _proto(self) -> None:
-        if self._unsigned(1) > MAX_PROTOCOL:
-            raise UnsupportedFormatError(f"{self.where}: a pickle protocol newer than {MAX_PROTOCOL}")
-
-    def _frame(self) -> None:
-        self._take(8)  # a frame's length only helps readers buffer
-
-    # -- containers
-    def _target(self, kind: type) -> Any:
-        target = self._top()
-        if isinstance(target, kind):
-            return target
-        if self.scan and isinstance(target, _Opaque):
-            return None
-        raise CorruptCheckpointError(f"{self.where}: the pickle adds items to a {type(target).__name__}")
-
-    def _set(self, items: list[Any]) -> None:
-        if len(items) % 2:
-            raise CorruptCheckpointError(f"{self.where}: SETITEMS with an odd number of values")
-        target = self._target(dict)
-        for key, value in zip(items[::2], items[1::2], strict=True):
-            if not isinstance(key, _KEY_TYPES):
-                raise UnsupportedFormatError(f"{self.where}: a dict key of type {type(key).__name__}")
-            if target is not None:
-                target[key] = value
-
-    def _setitem(self) -> None:
-        value = self._pop()
-        key = self._pop()
-        self._set([key, value])
-
-    def _setitems(self) -> None:
-        self._set(self._pop_mark())
-
-    def _append(self) -> None:
-        value = self._pop()
-        target = self._target(list)
-        if target is not None:
-            target.append(value)
-
-    def _appends(self) -> None:
-        values = self._pop_mark()
-        target = self._target(list)
-        if target is not None:
-            target.extend(values)
-
-    def _put(self, index: int) -> None:
-        if len(self.memo) >= MAX_MEMO and index not in self.memo:
-            raise CorruptCheckpointError(f"{self.where}: the pickle memoizes more than {MAX_MEMO} values")
-        self.memo[index] = self._top()
-
-    def _get(self, index: int) -> None:
-        if index not in self.memo:
-            raise CorruptCheckpointError(f"{self.where}: the pickle reads memo {index}, never written")
-        self._push(self.memo[index])
-
-    # -- globals and calls
-    def _resolve(self, opcode: str, module: str, name: str) -> None:
-        found = ALLOWED_GLOBALS.get((module, name))
-        if found is None and not self.scan:
-            raise RefusedError(f"{self.where}: refused to load: the file wants to call {module}.{name}")
-        self._record(opcode, f"{module}.{name}", found is not None)
-        self._push(found or _Global(module, name, "refused"))
-
-    def _global(self) -> None:
-        module = self._line()
-        self._resolve("GLOBAL", module, self._line())
-
-    def _stack_global(self) -> None:
-        name, module = self._pop(), self._pop()
-        if not isinstance(module, str) or not isinstance(name, str):
-            raise CorruptCheckpointError(f"{self.where}: STACK_GLOBAL of values that are not strings")
-        self._resolve("STACK_GLOBAL", module, name)
-
-    def _record(self, opcode: str, name: str, allowed: bool) -> None:
-        key = (opcode, name, allowed)
-        self.found[key] = self.found.get(key, 0) + 1
-
-    def _reduce(self) -> None:
-        args, function = self._pop(), self._pop()
-        if isinstance(function, _Global):
-            self._record("REDUCE", function.qualname, function.kind == "call")
-        if isinstance(function, _Global) and function.kind != "call" and not self.scan:
-            raise RefusedError(f"{self.where}: refused to load: the file wants to call {function.qualname}")
-        self._push(self._evaluate(lambda: _call(function, args, self.where)))
-
-    def _evaluate(self, make: Callable[[], Any]) -> Any:
-        if not self.scan:
-            return make()
-        try:
-            return make()
-        except (CorruptCheckpointError, UnsupportedFormatError, RefusedError):
-            return _Opaque()
-
-    def _build(self) -> None:
-        self._pop()  # the state: an OrderedDict's attributes (a state_dict's _metadata), never applied
-        target = self._top()
-        if isinstance(target, dict) or (self.scan and isinstance(target, _Opaque)):
-            return
-        # On anything but a dict, BUILD is how a pickle reaches an object's __setstate__ (or
-        # sets attributes a later call would use): refused like the opcodes that build objects.
-        name = target.qualname if isinstance(target, _Global) else type(target).__name__.lstrip("_")
-        if self.scan:
-            self._record("BUILD", name, False)
-            return
-        raise RefusedError(f"{self.where}: refused to load: the pickle sets the state of {name} (BUILD)")
-
-    def _persistent_id(self) -> None:
-        pid = self._pop()
-        self._push(self._evaluate(lambda: self._storage(pid)))
-
-    def _storage(self, pid: object) -> _Storage:
-        storage = _storage(pid, self.where, self.pid_length)
+    def persistent(self, pid: Any, unpickler: Unpickler) -> _Storage:
+        storage = _storage(pid, unpickler.where, self.pid_length)
         first = self.storages.setdefault(storage.key, storage)
         if self.pid_length == 6 and first != storage:
             # torch's legacy loader types a storage by its first persistent id; so must this reader.
-            raise CorruptCheckpointError(f"{self.where}: storage '{storage.key}' is named as {first} and {storage}")
+            raise CorruptCheckpointError(
+                f"{unpickler.where}: storage '{storage.key}' is named as {first} and {storage}"
+            )
         return storage
 
-    def _unknown(self, opcode: int) -> None:
-        known = pickletools.code2op.get(chr(opcode))
-        if known is None:
-            raise CorruptCheckpointError(f"{self.where}: byte {opcode:#04x} at {self.position - 1} is no pickle opcode")
-        if not self.scan:
-            raise RefusedError(f"{self.where}: refused to load: the pickle uses opcode {known.name}")
-        self._record(known.name, "", False)
+
+_NOTHING: Any = object()  # what a maker returns for arguments it does not take
 
 
-_SHOWN = reprlib.Repr()  # (keyword arguments only from Python 3.12)
-_SHOWN.maxlevel, _SHOWN.maxtuple, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 4, 8, 8, 8, 60, 60
+def _nothing(args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+    return _NOTHING
 
 
-def _show(value: object, limit: int) -> str:
-    """A pickled value in a message: nesting, length and size bounded (a plain repr of a tuple
-    nested 100,000 deep raises RecursionError)."""
-    return _SHOWN.repr(value)[:limit]
+def _parameter(args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+    # Parameter(data, requires_grad=True); _rebuild_parameter(data, requires_grad, hooks[, state])
+    valid = bool(args) and isinstance(args[0], _Tensor) and all(isinstance(flag, bool) for flag in args[1:2])
+    return args[0] if valid else _NOTHING
+
+
+def _ordered_dict(args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+    # Python 3 pickles OrderedDict() and sets its items; Python 2 passes [[key, value], ...]
+    if args == ():
+        return {}
+    if len(args) == 1 and isinstance(args[0], list | tuple):
+        return unpickler.dict_of(args[0])
+    if len(args) == 1 and isinstance(args[0], dict):
+        return unpickler.dict_of(list(args[0].items()))
+    return _NOTHING
+
+
+def _counter(args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+    if len(args) == 1 and isinstance(args[0], list | tuple):
+        counts: dict[Any, int] = unpickler.dict_of([(item, 0) for item in args[0]])
+        for item in args[0]:
+            counts[item] += 1
+        return counts
+    return _ordered_dict(args, unpickler)
+
+
+def _set(args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+    if args == ():
+        return set()
+    return unpickler.set_of(args[0]) if len(args) == 1 and isinstance(args[0], list | tuple) else _NOTHING
+
+
+def _complex(args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+    numbers = len(args) in (1, 2) and all(type(arg) in (int, float) for arg in args)
+    return complex(*args) if numbers else _NOTHING
+
+
+def _bytearray(args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+    if args == ():
+        return b""
+    if len(args) == 1 and isinstance(args[0], bytes):
+        return args[0]
+    return _encode(args, unpickler)
+
+
+def _encode(args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+    # How protocol 2 pickles bytes: _codecs.encode(text, "latin1"); the only codec torch.save uses.
+    latin1 = len(args) == 2 and isinstance(args[0], str) and args[1] in ("latin1", "latin-1")
+    if not latin1:
+        return _NOTHING
+    try:
+        return args[0].encode("latin1")
+    except UnicodeEncodeError:
+        return _NOTHING
+
+
+def _device(args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+    if len(args) == 1 and isinstance(args[0], str):
+        return args[0]
+    if len(args) == 2 and isinstance(args[0], str) and _is_int(args[1]):
+        return f"{args[0]}:{args[1]}"
+    return _NOTHING
+
+
+def _from_type(args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+    # _rebuild_from_type_v2(func, new_type, args, state): a tensor (or Parameter) with Python
+    # attributes; the attributes (state) hold no weights and are not applied.
+    if len(args) != 4 or not isinstance(args[0], _Global) or not isinstance(args[2], tuple):
+        return _NOTHING
+    if not isinstance(args[1], _Global) or args[1].qualname not in ("torch.Tensor", "torch.nn.parameter.Parameter"):
+        return _NOTHING
+    return unpickler.allow.call(args[0], args[2], unpickler)
+
+
+_MAKERS: dict[str, Callable[[tuple[Any, ...], Unpickler], Any]] = {
+    "torch._utils._rebuild_parameter": lambda args, unpickler: (
+        _parameter(args, unpickler) if len(args) == 3 else _NOTHING
+    ),
+    "torch._utils._rebuild_parameter_with_state": lambda args, unpickler: (
+        _parameter(args, unpickler) if len(args) == 4 else _NOTHING
+    ),
+    "torch.nn.parameter.Parameter": lambda args, unpickler: _parameter(args, unpickler) if len(args) <= 2 else _NOTHING,
+    "torch._tensor._rebuild_from_type_v2": _from_type,
+    "collections.OrderedDict": _ordered_dict,
+    "collections.Counter": _counter,
+    "torch.Size": lambda args, unpickler: args[0] if len(args) == 1 and _ints(args[0]) else _NOTHING,
+    "torch.device": _device,
+    "_codecs.encode": _encode,
+    "builtins.set": _set,
+    "builtins.complex": _complex,
+    "builtins.bytearray": _bytearray,
+}
 
 
 def _storage(pid: object, where: str, length: int = 5) -> _Storage:
     """The storage a persistent id names: ``('storage', class, key, location, numel)``, and in
     the legacy format a sixth item, the view metadata, which torch has written as None since 1.0."""
+    if isinstance(pid, tuple) and len(pid) > 1 and isinstance(pid[1], _Global) and pid[1].kind == "unread":
+        raise UnsupportedFormatError(
+            f"{where}: a storage of {pid[1].qualname}: torch loads it, but weightscope does not read quantised tensors"
+        )
     if isinstance(pid, tuple) and len(pid) == length == 6 and pid[5] is not None:
         raise UnsupportedFormatError(
             f"{where}: a legacy storage view ({_show(pid[5], 100)}); torch writes none since 1.0"
@@ -525,24 +384,6 @@ def _storage(pid: object, where: str, length: int = 5) -> _Storage:
         raise CorruptCheckpointError(f"{where}: a persistent id that is not a storage: {_show(pid, 200)}")
     assert pid[1].element is not None
     return _Storage(pid[2], pid[1].element, pid[4])
-
-
-def _call(function: object, args: object, where: str) -> Any:
-    """Evaluate an allowed call: the table's functions, reimplemented over inert values."""
-    if not isinstance(function, _Global) or not isinstance(args, tuple):
-        raise CorruptCheckpointError(f"{where}: REDUCE of {type(function).__name__} with {type(args).__name__}")
-    name = function.qualname
-    if name in ("torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3"):
-        return _rebuild_tensor(function.name, args, where)
-    if name == "torch._utils._rebuild_parameter" and len(args) == 3 and isinstance(args[0], _Tensor):
-        return args[0]
-    if name == "collections.OrderedDict" and args == ():
-        return {}
-    if name == "torch.Size" and len(args) == 1 and _ints(args[0]):
-        return args[0]
-    if name == "_codecs.encode" and len(args) == 2 and isinstance(args[0], str) and args[1] == "latin1":
-        return args[0].encode("latin1")
-    raise CorruptCheckpointError(f"{where}: {function.qualname} called with arguments {_show(args, 200)}")
 
 
 def _rebuild_tensor(name: str, args: tuple[Any, ...], where: str) -> _Tensor:
@@ -567,6 +408,28 @@ def _rebuild_tensor(name: str, args: tuple[Any, ...], where: str) -> _Tensor:
     if not valid:
         raise CorruptCheckpointError(f"{where}: {name} called with arguments {_show(args, 200)}")
     return _Tensor(storage, element, offset, shape, stride)
+
+
+class _Unpickler(Unpickler):
+    """The unpickler under torch's allow-list (``pid_length``: 5 in a zip's pickle, 6 in the legacy format)."""
+
+    def __init__(
+        self,
+        data: bytes | mmap.mmap,
+        where: str,
+        *,
+        scan: bool = False,
+        start: int = 0,
+        pid_length: int = 5,
+        budget: Budget | None = None,
+    ) -> None:
+        self.torch = TorchAllowList(pid_length)
+        super().__init__(data, where, self.torch, scan=scan, start=start, budget=budget)
+
+    @property
+    def storages(self) -> dict[str, _Storage]:
+        """The storages the pickle's persistent ids named, by key."""
+        return self.torch.storages
 
 
 # -- the reader ----------------------------------------------------------------------------
@@ -686,14 +549,14 @@ class _Legacy(NamedTuple):
     pickled: int  # bytes of the saved object's pickle
 
 
-def _read_legacy(source: FileSource, path: Path) -> _Legacy:
+def _read_legacy(source: FileSource, path: Path, budget: Budget) -> _Legacy:
     """Read the five pickles of a legacy file, then locate its storages after them."""
     data, position = _whole(source), 0
     values: list[Any] = []
     storages: dict[str, _Storage] = {}
     pickled = 0
     for index, label in enumerate(LEGACY_PICKLES):
-        unpickler = _Unpickler(data, f"{path}: the {label} pickle", start=position, pid_length=6)
+        unpickler = _Unpickler(data, f"{path}: the {label} pickle", start=position, pid_length=6, budget=budget)
         value = unpickler.load()
         if index == 3:
             pickled = unpickler.position - position
@@ -732,19 +595,24 @@ def _read_legacy(source: FileSource, path: Path) -> _Legacy:
     return _Legacy(values[3], order == "little", located, pickled)
 
 
-def scan(path: str | os.PathLike[str]) -> list[ScanEntry]:
-    """The globals and calls the checkpoint's pickle names, each marked allowed or refused.
+def scan(path: str | os.PathLike[str]) -> ScanReport:
+    """The globals and calls the checkpoint's pickles name, each marked allowed or refused, and the verdict.
 
-    Nothing is imported, called or read beyond the pickle; a refused opcode ends the scan.
+    Nothing is imported or called. The pickles are followed past refusals (and past a
+    stream that leaves values under its result) to the end or to where they cannot be
+    read, so every name before damage is listed; the verdict is what opening the file
+    raises (as ``ls`` does), so the two always agree.
     """
     path = as_path(path)
+    report = ScanReport()
     source = open_source(path)
     found: dict[tuple[str, str, bool], int] = {}
+    budget = Budget(Limits.for_size(source.size), path)
     try:
         if _is_legacy(source, path):
             data, position = _whole(source), 0
             for _ in LEGACY_PICKLES:
-                unpickler = _Unpickler(data, f"{path}", scan=True, start=position, pid_length=6)
+                unpickler = _Unpickler(data, f"{path}", scan=True, start=position, pid_length=6, budget=budget)
                 unpickler.load()
                 for key, count in unpickler.found.items():
                     found[key] = found.get(key, 0) + count
@@ -755,12 +623,21 @@ def scan(path: str | os.PathLike[str]) -> list[ScanEntry]:
             archive = _members(source, path)
             name, member = archive.name("data.pkl"), archive.find("data.pkl", path)
             assert member is not None  # _members checked it
-            unpickler = _Unpickler(bytes(_read_member(source, path, name, member, True)), f"{path}", scan=True)
+            data = bytes(_read_member(source, path, name, member, True))
+            unpickler = _Unpickler(data, f"{path}", scan=True, budget=budget)
             unpickler.load()
             found = unpickler.found
+    except WeightscopeError as error:  # no pickle to follow: a broken zip, a member missing
+        report.verdict = error
     finally:
         source.close()
-    return [ScanEntry(opcode, name, allowed, count) for (opcode, name, allowed), count in found.items()]
+    report.extend(ScanEntry(opcode, name, allowed, count) for (opcode, name, allowed), count in found.items())
+    if report.verdict is None:
+        try:
+            PyTorchCheckpoint(path).close()
+        except WeightscopeError as error:
+            report.verdict = error
+    return report
 
 
 class PyTorchCheckpoint(FileCheckpoint):
@@ -771,6 +648,7 @@ class PyTorchCheckpoint(FileCheckpoint):
 
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
         """Open ``path``; with ``verify``, a member's CRC-32 is checked when it is first read."""
+        self._budget: Budget | None = None  # what reading the pickle and naming its values may spend
         self._tensors: dict[str, _Tensor] = {}
         self._verified: set[_Stored] = set()
         self._visits = 0
@@ -779,8 +657,9 @@ class PyTorchCheckpoint(FileCheckpoint):
         super().__init__(path, verify=verify)
 
     def _load(self) -> None:
+        self._budget = Budget(Limits.for_size(self._source.size), self.path)
         if _is_legacy(self._source, self.path):
-            legacy = _read_legacy(self._source, self.path)
+            legacy = _read_legacy(self._source, self.path, self._budget)
             self.checksums = ""  # the legacy format has none
             self._legacy = legacy.storages
             self._byteorder = "<" if legacy.little_endian else ">"
@@ -794,7 +673,7 @@ class PyTorchCheckpoint(FileCheckpoint):
             raise CorruptCheckpointError(f"{self.path}: byteorder is {order[:80]!r}; expected 'little' or 'big'")
         self._byteorder = "<" if order == b"little" else ">"
         data = bytes(self._member_bytes("data.pkl"))
-        saved = _Unpickler(data, str(self.path)).load()
+        saved = _Unpickler(data, str(self.path), budget=self._budget).load()
         self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * len(data))
         self._walk(saved, "", 0, optimizer=False)
 
@@ -818,19 +697,29 @@ class PyTorchCheckpoint(FileCheckpoint):
                 f"{self.path}: the saved object reaches more than {self._max_visits} values (shared through the "
                 "pickle's memo, a small pickle can name exponentially many)"
             )
+        # Names, tensor entries and metadata are charged as what listing them will make:
+        # one string shared through the memo becomes as many copies as places it is reached.
+        assert self._budget is not None
+        spend = self._budget.spend
         if isinstance(value, _Tensor):
+            spend(TENSOR_BYTES + size_of(name), "the tensors listed")
             self._add(name or self.path.stem, value, optimizer)
         elif isinstance(value, dict):
             is_optimizer = _is_optimizer(value)
             for key, item in value.items():
+                spend(len(name) + size_of(key), "the names of the saved values")
                 child = f"{name}.{key}" if name else str(key)
                 self._walk(item, child, depth + 1, optimizer=optimizer or (is_optimizer and key == "state"))
             self._attach_optimizer_state(value, name)
         elif isinstance(value, list | tuple) and not all(isinstance(item, _SCALARS) for item in value):
             for index, item in enumerate(value):
+                spend(len(name) + size_of(index), "the names of the saved values")
                 self._walk(item, f"{name}.{index}" if name else str(index), depth + 1, optimizer=optimizer)
-        elif isinstance(value, (*_SCALARS, list, tuple)):
-            self._metadata[name] = repr(value) if isinstance(value, list | tuple) else str(value)
+        elif isinstance(value, (*_SCALARS, list, tuple, set, frozenset)):
+            items = value if isinstance(value, list | tuple | set | frozenset) else (value,)
+            # A repr escapes a character in at most 10 (\U0001f600): charged before it is made.
+            spend(sum(10 * len(item) if isinstance(item, str) else 32 for item in items), "the metadata shown")
+            self._metadata[name] = str(value) if isinstance(value, str) else repr(value)
         elif isinstance(value, _Global):
             self._metadata[name] = value.qualname
         # Storages and bytes saved bare are not tensors: nothing to list.
