@@ -152,7 +152,7 @@ def _keras_h5(directory: Path) -> Path:
     return path
 
 
-KERAS_EXPECTED = {"dense/vars/0": _state()["layer1.weight"], "dense/vars/1": _state()["layer1.bias"]}
+KERAS_EXPECTED = {"dense/kernel": _state()["layer1.weight"], "dense/bias": _state()["layer1.bias"]}  # Keras 3 names
 
 
 def _keras_weights(directory: Path) -> tuple[str, dict[str, np.ndarray]]:

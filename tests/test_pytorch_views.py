@@ -95,7 +95,7 @@ def test_a_2_40_value_view_is_listed_as_the_4_bytes_it_stores(
 ) -> None:
     status, out, _ = _run(capsys, "ls", "--json", expanded)
     assert status == 0
-    [row] = json.loads(out)
+    [row] = json.loads(out)["tensors"]
     assert (row["shape"], row["nbytes"], row["strides"], row["stored_nbytes"]) == ([2**40], 2**42, [0], 4)
     status, out, _ = _run(capsys, "ls", expanded)
     assert status == 0 and "4.0 TiB (view of 4 B, strides [0])" in out
@@ -112,7 +112,9 @@ def test_stats_of_a_2_40_value_view_come_from_its_stored_value(
     assert figures["l2"] == pytest.approx(math.sqrt(2**40 * 1.5**2), rel=1e-15)
 
 
-@pytest.mark.parametrize("command", [["show", "--npy", "{out}.npy"], ["show", "--json"], ["convert", "{out}.st"]])
+@pytest.mark.parametrize(
+    "command", [["show", "--npy", "{out}.npy"], ["show", "--json"], ["convert", "{out}.safetensors"]]
+)
 def test_materialising_a_2_40_value_view_is_refused_naming_the_cap(
     expanded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
@@ -163,7 +165,7 @@ def test_overlapping_windows_past_the_cap_are_refused_by_stats_too(
     path = tmp_path / "windows.pt"
     torch.save({"w": torch.arange(6143.0).as_strided((4096, 2048), (1, 1))}, path)  # 32 MiB of 24 KiB: 1365x
     status, out, _ = _run(capsys, "ls", "--json", path)
-    assert status == 0 and json.loads(out)[0]["stored_nbytes"] == 6143 * 4
+    assert status == 0 and json.loads(out)["tensors"][0]["stored_nbytes"] == 6143 * 4
     status, _, err = _run(capsys, "stats", path)
     assert status == ExitStatus.UNSUPPORTED and "strides [1, 1]" in err
     assert _run(capsys, "verify", path)[0] == 0  # the stored bytes are sound: only reading them whole is capped

@@ -145,10 +145,9 @@ def _ours(path: Path) -> dict[str, list[object]] | errors.WeightscopeError:
 
 
 def _scan(path: Path) -> list[ScanEntry] | None:
-    try:
-        return scan(path)
-    except errors.WeightscopeError:
-        return None
+    """What ``scan`` lists, or None where its verdict is that the file cannot be opened at all."""
+    report = scan(path)
+    return None if report.verdict is not None and not report else list(report)
 
 
 @pytest.mark.parametrize("entry", ENTRIES)

@@ -60,13 +60,15 @@ MAX_STACK = 10_000_000
 MAX_PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL
 MAX_COLLISIONS = 256  # keys of one hash in one dict
 KEY_TYPES = (str, int, float, bool, type(None), bytes)  # hashing anything else may recurse without bound
-# What CPython spends on what the opcodes make (64-bit), with a third more for the allocator's
-# arenas and a list's growth, so that a refusal comes while there is still room to report it:
-# an object's header (an empty dict is 64 bytes), a container's slot, a dict's entry with its
-# share of the index.
-OBJECT_BYTES = 96
-SLOT_BYTES = 16
-ENTRY_BYTES = 64
+# What CPython spends on what the opcodes make (64-bit), doubled for the allocator's arenas
+# and for a dict's or list's growth (its old and new tables live side by side while it
+# resizes: the memo of 2 million MEMOIZE opcodes peaked at 85 bytes an entry, and a third
+# more than that was not enough under RLIMIT_AS), so that a refusal comes while there is
+# still room to report it: an object's header (an empty dict is 64 bytes), a container's
+# slot, a dict's entry with its share of the index.
+OBJECT_BYTES = 144
+SLOT_BYTES = 24
+ENTRY_BYTES = 96
 # Opcodes that build objects by name, refused as code; any other left unread (out-of-band
 # buffers) is unsupported.
 OBJECT_OPCODES = frozenset({"INST", "OBJ", "EXT1", "EXT2", "EXT4", "NEWOBJ_EX"})
@@ -265,8 +267,9 @@ class Unpickler:
         """The pickled object; stops at its STOP opcode. While scanning, never raises past a refusal:
         the first error is kept in ``verdict``, and ``stopped`` says the stream could not be followed.
 
-        The data is let go of at the end: the opcode table's methods make the unpickler a
-        reference cycle, which would keep a closed file mapped until the next garbage collection.
+        The data, memo and stack are let go of at the end: the opcode table's methods make the
+        unpickler a reference cycle, which would keep a closed file mapped (and what it built
+        alive) until the next garbage collection.
         """
         try:
             return self._run()
@@ -276,8 +279,8 @@ class Unpickler:
             self.verdict = self.verdict or error
             self.stopped = True
             return Opaque()
-        finally:
-            self.data = b""
+        finally:  # what the pickle built is the result's now, or garbage: scan opens the file after this
+            self.data, self.memo, self.stack = b"", {}, []
 
     def _run(self) -> Any:
         data, size, operations = self.data, len(self.data), self._ops

@@ -88,6 +88,7 @@ from weightscope.containers.zip import STORED, check_crc, escapes, read_director
 from weightscope.dtypes import BY_NAME, ElementType, check_rank, check_size
 from weightscope.errors import (
     CorruptCheckpointError,
+    LimitExceededError,
     RefusedError,
     TruncatedFileError,
     UnsupportedFormatError,
@@ -616,6 +617,7 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
                 unpickler.load()
                 for key, count in unpickler.found.items():
                     found[key] = found.get(key, 0) + count
+                report.verdict = report.verdict or _over_budget(unpickler)
                 if unpickler.stopped:
                     break
                 position = unpickler.position
@@ -626,7 +628,7 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
             data = bytes(_read_member(source, path, name, member, True))
             unpickler = _Unpickler(data, f"{path}", scan=True, budget=budget)
             unpickler.load()
-            found = unpickler.found
+            found, report.verdict = unpickler.found, _over_budget(unpickler)
     except WeightscopeError as error:  # no pickle to follow: a broken zip, a member missing
         report.verdict = error
     finally:
@@ -638,6 +640,12 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
         except WeightscopeError as error:
             report.verdict = error
     return report
+
+
+def _over_budget(unpickler: _Unpickler) -> LimitExceededError | None:
+    """The scan's verdict when the pickle outgrew the file's memory cap: opening would stop at the same
+    opcode, and building all that again only to be told so could overrun what the first build left behind."""
+    return unpickler.verdict if isinstance(unpickler.verdict, LimitExceededError) else None
 
 
 class PyTorchCheckpoint(FileCheckpoint):
