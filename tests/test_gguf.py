@@ -16,9 +16,10 @@ from gguf import GGMLQuantizationType as Q
 
 import weightscope as ws
 from weightscope.cli import main
+from weightscope.containers.quants import QUANT_SIZES, QUANT_TYPES, _grid, _sign_patterns
 from weightscope.dtypes import BY_GGUF
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
-from weightscope.formats.gguf import _DEQUANTIZERS, QUANT_SIZES, GgufCheckpoint, _grid, _sign_patterns
+from weightscope.formats.gguf import GgufCheckpoint
 
 SHAPES = [(1,), (7,), (3, 5), (2, 3, 4), (2, 1, 3, 2)]
 PLAIN = [np.float32, np.float16, np.float64, np.int8, np.int16, np.int32, np.int64]
@@ -161,7 +162,8 @@ def test_every_type_gguf_py_dequantises_is_dequantised_and_tested() -> None:
         if block > 1 and qtype not in UNDEQUANTISABLE:
             gguf.quants.dequantize(np.zeros((1, size), np.uint8), qtype)  # raises if gguf-py cannot
             theirs.add(qtype.name.lower())
-    assert set(_DEQUANTIZERS) == theirs
+    assert set(QUANT_TYPES) == theirs
+    assert all(QUANT_TYPES[name][1:3] == QUANT_SIZES[name] for name in QUANT_TYPES)
     assert sorted(qtype.name.lower() for qtype in ALL_QUANTISED) == sorted(QUANT_SIZES)
 
 
