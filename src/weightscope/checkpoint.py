@@ -21,7 +21,8 @@ from weightscope.dtypes import BY_NAME
 from weightscope.errors import TensorNotFoundError, WeightscopeError
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
 from weightscope.limits import check_view
-from weightscope.sources import AnyPath, as_path, open_source
+from weightscope.slicing import TensorSlice
+from weightscope.sources import AnyPath, AnySource, as_path, open_source
 
 if TYPE_CHECKING:
     from weightscope.remote import RemotePath
@@ -132,6 +133,16 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """The strides and stored bytes of tensor ``name`` when it is a view (from the index alone); None when its
         values are stored one after another, as in every format but PyTorch's."""
         self.info(name)
+        return None
+
+    def slice(self, name: str) -> TensorSlice:
+        """Tensor ``name``, to be indexed: ``ckpt.slice(name)[0:10, :]`` reads only the bytes those rows take where
+        the tensor is plain bytes (unverified: see ``weightscope.slicing``), and equals ``ckpt[name][0:10, :]``."""
+        info = self.info(name)
+        return TensorSlice(self, info, self._source_of(info))
+
+    def _source_of(self, info: TensorInfo) -> AnySource | None:
+        """The open byte source holding ``info.file``, where the reader keeps one."""
         return None
 
     def role(self, name: str) -> TensorRole:
@@ -245,6 +256,9 @@ class FileCheckpoint(Checkpoint):
 
     def _load(self) -> None:
         raise NotImplementedError
+
+    def _source_of(self, info: TensorInfo) -> AnySource | None:
+        return self._source if info.file == str(self.path) else None
 
     def _close(self) -> None:
         self._source.close()
