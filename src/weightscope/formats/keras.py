@@ -89,6 +89,7 @@ from numpy.typing import ArrayLike
 from weightscope.atomic import atomic_files
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.containers.zip import Member, check_crc, escapes, inflate, is_deflated, read_directory
+from weightscope.conventions import KERAS_LAYER_VARIABLES, keras_layer_class
 from weightscope.dtypes import BY_NAME
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError, WeightscopeError, reason
 from weightscope.layers import TensorRole
@@ -725,29 +726,6 @@ def _legacy_slot_owner(
 
 # -- writing ---------------------------------------------------------------------------------
 
-# Keras 3 layer classes the writer places -> their variables in ``build()`` order, each as
-# the names it may be given by (a DepthwiseConv's ``kernel`` is tf-keras's
-# ``depthwise_kernel``), and which of them the layer always has.
-_KERNEL_BIAS = ((("kernel",), ("bias",)), {"kernel"})
-_WRITABLE: dict[str, tuple[tuple[tuple[str, ...], ...], set[str]]] = {
-    "Dense": _KERNEL_BIAS,
-    "Embedding": ((("embeddings",),), {"embeddings"}),
-    "BatchNormalization": (
-        (("gamma",), ("beta",), ("moving_mean",), ("moving_variance",)),
-        {"moving_mean", "moving_variance"},
-    ),
-    "LayerNormalization": ((("gamma",), ("beta",)), set()),
-    "GroupNormalization": ((("gamma",), ("beta",)), set()),
-    **{f"Conv{rank}D{kind}": _KERNEL_BIAS for rank in (1, 2, 3) for kind in ("", "Transpose")},
-    **{f"DepthwiseConv{rank}D": ((("kernel", "depthwise_kernel"), ("bias",)), {"kernel"}) for rank in (1, 2)},
-    **{
-        f"SeparableConv{rank}D": (
-            (("depthwise_kernel",), ("pointwise_kernel",), ("bias",)),
-            {"depthwise_kernel", "pointwise_kernel"},
-        )
-        for rank in (1, 2)
-    },
-}
 # The dtypes a Keras variable has and HDF5 holds as Keras writes them (bfloat16 as a
 # 2-byte opaque type with the attribute ``dtype="bfloat16"``).
 _WRITABLE_DTYPES = frozenset(
@@ -773,7 +751,7 @@ class _Layer:
         self.ordered: list[str] = []  # tensor names, in the class's variable order
 
     def place(self, class_name: str) -> None:
-        slots, required = _WRITABLE[class_name]
+        slots, required = KERAS_LAYER_VARIABLES[class_name]
         given = set(self.variables)
         ordered = [next(name for name in names if name in given) for names in slots if given & set(names)]
         known = {name for names in slots for name in names}
@@ -788,49 +766,7 @@ class _Layer:
 
     def infer(self) -> str:
         """The Keras class the variables' names and shapes (and, for a convolution, the layer's name) tell."""
-        given = set(self.variables)
-        shape = {name: spec.shape for name, spec in self.variables.items()}
-        if given == {"embeddings"}:
-            return "Embedding"
-        if {"moving_mean", "moving_variance"} <= given:
-            return "BatchNormalization"
-        if given and given <= {"gamma", "beta"}:
-            return "GroupNormalization" if "group_norm" in self.name.lower() else "LayerNormalization"
-        if {"depthwise_kernel", "pointwise_kernel"} <= given and len(shape["depthwise_kernel"]) in (3, 4):
-            return f"SeparableConv{len(shape['depthwise_kernel']) - 2}D"
-        kernels = given - {"bias"}
-        if kernels == {"depthwise_kernel"} and len(shape["depthwise_kernel"]) in (3, 4):
-            return f"DepthwiseConv{len(shape['depthwise_kernel']) - 2}D"
-        if kernels == {"kernel"} and len(shape["kernel"]) == 2:
-            return "Dense"
-        if kernels == {"kernel"} and len(shape["kernel"]) in (3, 4, 5):
-            return self._convolution(shape["kernel"], shape.get("bias"))
-        raise UsageError(
-            f"layer '{self.name}' holds {', '.join(f'{name} {list(shape[name])}' for name in sorted(given))}: "
-            f"not the variables of a Keras layer the writer knows ({', '.join(_WRITABLE)})"
-        )
-
-    def _convolution(self, kernel: tuple[int, ...], bias: tuple[int, ...] | None) -> str:
-        """Conv, ConvTranspose or DepthwiseConv: named so (Keras's default names are), else what the bias's
-        length allows (``[out]``, ``[out]`` second to last, ``[in * multiplier]``), plain Conv first."""
-        rank = len(kernel) - 2
-        bias_lengths = {
-            f"Conv{rank}D": kernel[-1],
-            f"Conv{rank}DTranspose": kernel[-2],
-            **({f"DepthwiseConv{rank}D": kernel[-2] * kernel[-1]} if rank in (1, 2) else {}),
-        }
-        fits = [name for name, length in bias_lengths.items() if bias is None or bias == (length,)]
-        lowered = self.name.lower()
-        named = [name for name in fits if ("transpose" in lowered) == name.endswith("Transpose")]
-        named = [name for name in named if ("depthwise" in lowered) == name.startswith("Depthwise")]
-        if named:
-            return named[0]
-        if len(fits) == 1 and "transpose" not in lowered and "depthwise" not in lowered:
-            return fits[0]
-        raise UsageError(
-            f"layer '{self.name}': a kernel {list(kernel)} with bias {list(bias) if bias else None} fits no Keras "
-            f"convolution its name allows ({', '.join(bias_lengths)}); give its class (save(..., layers=))"
-        )
+        return keras_layer_class(self.name, {name: spec.shape for name, spec in self.variables.items()})
 
 
 def _plan_layers(
@@ -873,7 +809,7 @@ def _plan_layers(
         for name, class_name in layers.items():
             layer = found.get(name, _Layer(name))
             if layer.variables:
-                if class_name not in _WRITABLE:
+                if class_name not in KERAS_LAYER_VARIABLES:
                     raise UsageError(f"layer '{name}': the writer does not know a Keras {class_name}'s variables")
                 layer.place(class_name)
             else:
