@@ -12,8 +12,10 @@ moves, compares, shows or writes them asks this module how:
   ``kernel``, PyTorch's ``weight``, Keras 2's ``kernel:0``, TF2's object paths, GGUF's
   ``weight``); ``rename`` maps TensorFlow <-> PyTorch names, BatchNorm's four tensors
   (``gamma``/``weight``, ``beta``/``bias``, ``moving_mean``/``running_mean``,
-  ``moving_variance``/``running_var``) included; ``KERAS_LAYER_VARIABLES`` gives Keras 3's
-  variables per layer class.
+  ``moving_variance``/``running_var``) included; ``KERAS_LAYER_WEIGHTS`` gives Keras 3's
+  variable names per layer class as Keras saves them (what its reader names), and
+  ``KERAS_LAYER_VARIABLES`` the classes its writer places with the names each variable may
+  be given by; ``gguf_block_parameter`` reads llama.cpp's ``blk.<N>.<tensor>`` names.
 - **layer kinds**: ``describe`` tells a layer's kind (Dense, Conv2D, BatchNorm, Embedding,
   a GGUF transformer block, ...) from its parameters' roles, names and shapes;
   ``keras_layer_class`` the Keras 3 class a writer gives a layer.
@@ -126,6 +128,20 @@ def norm_layers(names: Iterable[str], shape_of: Callable[[str], tuple[int, ...]]
     return layers
 
 
+# llama.cpp names a transformer block's tensors ``blk.<N>.<tensor>.weight`` (gguf-py's
+# ``TENSOR_NAMES``: ``attn_q``, ``ffn_up``, ``attn_norm``, ...): one layer, ``blk.<N>``, in
+# which each tensor plays the part its name gives (``attn_q``; a bias ``attn_q.bias``).
+GGUF_BLOCK_TENSOR = re.compile(r"blk\.(\d+)\.(.+)")
+
+
+def gguf_block_parameter(name: str) -> tuple[str, str] | None:
+    """(layer, role) of a GGUF block tensor: ``blk.3.attn_q.weight`` is ``attn_q`` of ``blk.3``; else None."""
+    match = GGUF_BLOCK_TENSOR.fullmatch(name)
+    if match is None:
+        return None
+    return f"blk.{match[1]}", match[2].removesuffix(".weight")
+
+
 # -- layouts ---------------------------------------------------------------------------------
 
 # The permutation of a TensorFlow weight's axes that gives PyTorch's layout, by rank:
@@ -179,6 +195,49 @@ def channel_order(name: str, shape: Sequence[int], role: str | None) -> tuple[in
 
 
 # -- Keras 3 layers -----------------------------------------------------------------------------
+
+# Keras 3 layer classes -> their variables in ``weights`` order (``[v.path.split("/")[-1] for v in
+# layer.weights]``), each with the config setting (``None``: always present) that decides
+# whether the layer has it: a flag, or ``setting=value``. A test builds every class with real
+# Keras 3 and checks these names and orders.
+_KERNEL_AND_BIAS: tuple[tuple[str, str | None], ...] = (("kernel", None), ("bias", "use_bias"))
+_RECURRENT: tuple[tuple[str, str | None], ...] = (("kernel", None), ("recurrent_kernel", None), ("bias", "use_bias"))
+KERAS_LAYER_WEIGHTS: dict[str, tuple[tuple[str, str | None], ...]] = {
+    "Dense": _KERNEL_AND_BIAS,
+    "EinsumDense": (("kernel", None), ("bias", "bias_axes")),
+    "Embedding": (("embeddings", None),),
+    "LayerNormalization": (("gamma", "scale"), ("beta", "center")),
+    "GroupNormalization": (("gamma", "scale"), ("beta", "center")),
+    "RMSNormalization": (("scale", None),),
+    "BatchNormalization": (("gamma", "scale"), ("beta", "center"), ("moving_mean", None), ("moving_variance", None)),
+    "Normalization": (("mean", None), ("variance", None), ("count", None)),
+    "PReLU": (("alpha", None),),
+    "Attention": (("scale", "use_scale"), ("concat_score_weight", "score_mode=concat")),
+    "AdditiveAttention": (("scale", "use_scale"),),
+    **{f"DepthwiseConv{rank}D": _KERNEL_AND_BIAS for rank in (1, 2)},
+    **{
+        f"SeparableConv{rank}D": (("depthwise_kernel", None), ("pointwise_kernel", None), ("bias", "use_bias"))
+        for rank in (1, 2)
+    },
+    **{f"Conv{rank}D{kind}": _KERNEL_AND_BIAS for rank in (1, 2, 3) for kind in ("", "Transpose")},
+    # The cells of the recurrent layers (LSTM, GRU, SimpleRNN, ConvLSTM1D/2D/3D, and inside Bidirectional).
+    **{cell: _RECURRENT for cell in ("LSTMCell", "GRUCell", "SimpleRNNCell", "ConvLSTMCell")},
+}
+# A layer's own sublayers are saved under the attribute that holds them
+# (``layers/multi_head_attention/query_dense``, ``layers/lstm/cell``): attribute -> class.
+# Every recurrent cell names its variables alike, so ``cell`` stands for them all.
+KERAS_SUBLAYER_CLASSES = {
+    "cell": "LSTMCell",
+    **{f"{part}_dense": "EinsumDense" for part in ("query", "key", "value", "output")},  # MultiHeadAttention
+}
+
+
+def snake_case(name: str) -> str:
+    """Keras's ``naming.to_snake_case``: how a layer's class names its group (``Conv2D`` -> ``conv2d``)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
 
 # Keras 3 layer classes a writer places -> their variables in ``build()`` order, each as
 # the names it may be given by (a DepthwiseConv's ``kernel`` is tf-keras's

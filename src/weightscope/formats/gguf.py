@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import struct
 import sys
 from collections import Counter
@@ -63,6 +62,7 @@ import numpy as np
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.containers import quants
 from weightscope.containers.quants import QUANT_SIZES
+from weightscope.conventions import gguf_block_parameter
 from weightscope.dtypes import BY_GGUF, check_size
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
 from weightscope.layers import TensorRole
@@ -109,17 +109,9 @@ _ENTRY_COST = 32
 _TENSOR_COST = 320
 
 
-# llama.cpp names a transformer block's tensors ``blk.<N>.<tensor>.weight`` (gguf-py's
-# ``TENSOR_NAMES``: ``attn_q``, ``ffn_up``, ``attn_norm``, ...): one layer, ``blk.<N>``, in
-# which each tensor plays the part its name gives (``attn_q``; a bias ``attn_q.bias``).
-_BLOCK_TENSOR = re.compile(r"blk\.(\d+)\.(.+)")
-
-
 def _block_role(name: str) -> TensorRole | None:
-    match = _BLOCK_TENSOR.fullmatch(name)
-    if match is None:
-        return None
-    return TensorRole("parameter", layer=f"blk.{match[1]}", role=match[2].removesuffix(".weight"))
+    found = gguf_block_parameter(name)
+    return None if found is None else TensorRole("parameter", layer=found[0], role=found[1])
 
 
 class GgufCheckpoint(FileCheckpoint):
