@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gguf
 import numpy as np
+import onnx
 import pytest
 import torch
 from conftest import assert_same_tensor
+from onnx import helper, numpy_helper
 
 import weightscope as ws
 from weightscope.sources import FileSource
@@ -95,6 +98,18 @@ def _gguf(path: Path) -> Path:
     return path / "m.gguf"
 
 
+def _onnx(path: Path) -> Path:  # external data, read through the reader
+    initializers = [numpy_helper.from_array(TENSOR, "t"), numpy_helper.from_array(SCALAR, "s")]
+    model = helper.make_model(helper.make_graph([], "weights", [], [], initializer=initializers))
+    onnx.save_model(model, path / "m.onnx", save_as_external_data=True, location="m.bin", size_threshold=0)
+    return path / "m.onnx"
+
+
+def _pickle(path: Path) -> Path:  # a plain pickle of numpy arrays, read through the reader
+    (path / "params.pkl").write_bytes(pickle.dumps({"t": TENSOR, "s": SCALAR}))
+    return path / "params.pkl"
+
+
 MAKERS: dict[str, Callable[[Path], Path]] = {
     "safetensors": _safetensors,
     "npy-big-endian": _npy_big_endian,
@@ -105,6 +120,8 @@ MAKERS: dict[str, Callable[[Path], Path]] = {
     "tensorflow": _tensorflow,
     "keras": _keras,
     "gguf": _gguf,
+    "onnx": _onnx,
+    "pickle": _pickle,
 }
 
 
@@ -170,8 +187,8 @@ def test_a_slice_of_plain_bytes_reads_only_the_bytes_it_takes(
         assert lengths == [4] * 6
 
 
-@pytest.mark.parametrize("fmt", ["npz-deflated", "pytorch-view", "keras"])
-def test_a_slice_of_stored_bytes_it_cannot_address_reads_the_tensor_whole(
+@pytest.mark.parametrize("fmt", ["npz-deflated", "pytorch-view", "keras", "onnx", "pickle"])
+def test_a_slice_of_bytes_it_cannot_address_is_the_whole_tensor_indexed(
     tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with ws.open(MAKERS[fmt](tmp_path)) as ckpt:
