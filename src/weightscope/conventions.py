@@ -239,28 +239,31 @@ def snake_case(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-# Keras 3 layer classes a writer places -> their variables in ``build()`` order, each as
-# the names it may be given by (a DepthwiseConv's ``kernel`` is tf-keras's
-# ``depthwise_kernel``), and which of them the layer always has.
-_KERAS_KERNEL_BIAS = ((("kernel",), ("bias",)), {"kernel"})
+# The Keras 3 layer classes a writer places (``keras_layer_class``) -> their variables as
+# ``KERAS_LAYER_WEIGHTS`` orders them, each as the names it may be given by (a DepthwiseConv's
+# ``kernel`` is tf-keras's ``depthwise_kernel``), and which of them the layer always has (those
+# no setting leaves out).
+_WRITTEN_CLASSES = (
+    "Dense",
+    "Embedding",
+    "BatchNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    *(f"Conv{rank}D{kind}" for rank in (1, 2, 3) for kind in ("", "Transpose")),
+    *(f"DepthwiseConv{rank}D" for rank in (1, 2)),
+    *(f"SeparableConv{rank}D" for rank in (1, 2)),
+)
+
+
+def _written_variables(class_name: str) -> tuple[tuple[tuple[str, ...], ...], set[str]]:
+    weights = KERAS_LAYER_WEIGHTS[class_name]
+    depthwise = class_name.startswith("DepthwiseConv")
+    names = tuple((name, "depthwise_kernel") if depthwise and name == "kernel" else (name,) for name, _ in weights)
+    return names, {name for name, setting in weights if setting is None}
+
+
 KERAS_LAYER_VARIABLES: dict[str, tuple[tuple[tuple[str, ...], ...], set[str]]] = {
-    "Dense": _KERAS_KERNEL_BIAS,
-    "Embedding": ((("embeddings",),), {"embeddings"}),
-    "BatchNormalization": (
-        (("gamma",), ("beta",), ("moving_mean",), ("moving_variance",)),
-        {"moving_mean", "moving_variance"},
-    ),
-    "LayerNormalization": ((("gamma",), ("beta",)), set()),
-    "GroupNormalization": ((("gamma",), ("beta",)), set()),
-    **{f"Conv{rank}D{kind}": _KERAS_KERNEL_BIAS for rank in (1, 2, 3) for kind in ("", "Transpose")},
-    **{f"DepthwiseConv{rank}D": ((("kernel", "depthwise_kernel"), ("bias",)), {"kernel"}) for rank in (1, 2)},
-    **{
-        f"SeparableConv{rank}D": (
-            (("depthwise_kernel",), ("pointwise_kernel",), ("bias",)),
-            {"depthwise_kernel", "pointwise_kernel"},
-        )
-        for rank in (1, 2)
-    },
+    class_name: _written_variables(class_name) for class_name in _WRITTEN_CLASSES
 }
 
 
