@@ -16,6 +16,7 @@ from gguf import GGMLQuantizationType as Q
 
 import weightscope as ws
 from weightscope.cli import main
+from weightscope.containers import quants
 from weightscope.containers.quants import QUANT_SIZES, QUANT_TYPES, _grid, _sign_patterns
 from weightscope.dtypes import BY_GGUF
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
@@ -362,3 +363,21 @@ def test_an_empty_tensor_numpy_cannot_shape_is_refused(tmp_path: Path, dims: lis
     path.write_bytes(_file([], [_info(b"w", [32, 0, 2**55], int(Q.Q4_0))], b""))
     with ws.open(path) as checkpoint:
         assert checkpoint["w"].shape == (2**55, 0, 32)
+
+
+def test_the_quants_module_dequantises_blocks_from_any_format() -> None:
+    """``weightscope.containers.quants`` knows no file: given a type's blocks and a shape, it gives the values."""
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(4, 64)).astype(np.float32)
+    for qtype in QUANTISED:
+        if gguf.GGML_QUANT_SIZES[qtype][0] > values.shape[-1]:
+            continue
+        blocks = gguf.quants.quantize(values, qtype)
+        name = qtype.name.lower()
+        assert quants.stored_nbytes(name, values.shape, "x") == blocks.nbytes
+        ours = quants.dequantize(blocks.tobytes(), name, values.shape, "x")
+        assert_same_tensor(ours, gguf.quants.dequantize(blocks, qtype).reshape(values.shape))
+    with pytest.raises(CorruptCheckpointError, match="rows of 48 elements, not whole blocks of 32"):
+        quants.stored_nbytes("q8_0", (2, 48), "x")
+    with pytest.raises(UnsupportedFormatError, match="x is quantised as q8_k, which weightscope cannot dequantise"):
+        quants.dequantize(bytes(292), "q8_k", (256,), "x")
