@@ -3,7 +3,8 @@
 A checkpoint is a context manager and a read-only mapping from tensor name to numpy
 array. ``info(name)`` answers from the index alone; arrays are read (and, where the
 format has checksums, verified) only when asked for. A format implements the small
-core — ``_infos`` filled at open, ``_read``, ``_close`` — and inherits the rest.
+core — ``_infos`` filled at open, ``_read``, ``_close`` (and ``_source_of`` where its
+tensors' bytes lie in a file other than ``path``, for slice reads) — and inherits the rest.
 """
 
 from __future__ import annotations

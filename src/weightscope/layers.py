@@ -3,8 +3,9 @@
 TensorFlow calls a dense layer's weight matrix ``kernel``, PyTorch ``weight``, Keras 2
 ``kernel:0``; all three are the *weight* of their layer. This module gives every tensor
 name a ``TensorRole``: the layer it belongs to, its role there, or that it is optimizer
-state (and of which variable) or bookkeeping. The tables below are the whole of the
-knowledge; the functions only apply them.
+state (and of which variable) or bookkeeping. The tables below (optimizer state) and
+``weightscope.conventions``' (parameter names) are the whole of the knowledge; the
+functions only apply them.
 """
 
 from __future__ import annotations
