@@ -505,7 +505,7 @@ def test_info_says_the_dtype_and_shape_reading_gives_in_every_format(
 def test_a_quantised_gguf_converts_to_what_gguf_py_dequantises(tmp_path: Path) -> None:
     import gguf
 
-    from weightscope.formats.gguf import QUANT_SIZES
+    from weightscope.containers.quants import QUANT_SIZES
 
     rng = np.random.default_rng(5)
     source = tmp_path / "model.gguf"

@@ -16,9 +16,11 @@ from gguf import GGMLQuantizationType as Q
 
 import weightscope as ws
 from weightscope.cli import main
+from weightscope.containers import quants
+from weightscope.containers.quants import QUANT_SIZES, QUANT_TYPES, _grid, _sign_patterns
 from weightscope.dtypes import BY_GGUF
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
-from weightscope.formats.gguf import _DEQUANTIZERS, QUANT_SIZES, GgufCheckpoint, _grid, _sign_patterns
+from weightscope.formats.gguf import GgufCheckpoint
 
 SHAPES = [(1,), (7,), (3, 5), (2, 3, 4), (2, 1, 3, 2)]
 PLAIN = [np.float32, np.float16, np.float64, np.int8, np.int16, np.int32, np.int64]
@@ -161,7 +163,8 @@ def test_every_type_gguf_py_dequantises_is_dequantised_and_tested() -> None:
         if block > 1 and qtype not in UNDEQUANTISABLE:
             gguf.quants.dequantize(np.zeros((1, size), np.uint8), qtype)  # raises if gguf-py cannot
             theirs.add(qtype.name.lower())
-    assert set(_DEQUANTIZERS) == theirs
+    assert set(QUANT_TYPES) == theirs
+    assert all(QUANT_TYPES[name][1:3] == QUANT_SIZES[name] for name in QUANT_TYPES)
     assert sorted(qtype.name.lower() for qtype in ALL_QUANTISED) == sorted(QUANT_SIZES)
 
 
@@ -360,3 +363,21 @@ def test_an_empty_tensor_numpy_cannot_shape_is_refused(tmp_path: Path, dims: lis
     path.write_bytes(_file([], [_info(b"w", [32, 0, 2**55], int(Q.Q4_0))], b""))
     with ws.open(path) as checkpoint:
         assert checkpoint["w"].shape == (2**55, 0, 32)
+
+
+def test_the_quants_module_dequantises_blocks_from_any_format() -> None:
+    """``weightscope.containers.quants`` knows no file: given a type's blocks and a shape, it gives the values."""
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(4, 64)).astype(np.float32)
+    for qtype in QUANTISED:
+        if gguf.GGML_QUANT_SIZES[qtype][0] > values.shape[-1]:
+            continue
+        blocks = gguf.quants.quantize(values, qtype)
+        name = qtype.name.lower()
+        assert quants.stored_nbytes(name, values.shape, "x") == blocks.nbytes
+        ours = quants.dequantize(blocks.tobytes(), name, values.shape, "x")
+        assert_same_tensor(ours, gguf.quants.dequantize(blocks, qtype).reshape(values.shape))
+    with pytest.raises(CorruptCheckpointError, match="rows of 48 elements, not whole blocks of 32"):
+        quants.stored_nbytes("q8_0", (2, 48), "x")
+    with pytest.raises(UnsupportedFormatError, match="x is quantised as q8_k, which weightscope cannot dequantise"):
+        quants.dequantize(bytes(292), "q8_k", (256,), "x")

@@ -395,6 +395,34 @@ def test_http_listing_a_large_zip_fetches_its_directory_and_headers(
         assert _sent() - before == ckpt.path.store.bytes_fetched
 
 
+@pytest.mark.parametrize(
+    ("name", "tensor"),
+    [
+        ("big", "embedding/table"),
+        ("big_safetensors", "embedding/table"),
+        ("big_pytorch", "block100.kernel"),
+        ("big_npz", "block100.kernel"),
+    ],
+)
+def test_http_slice_fetches_only_the_ranges_it_takes(
+    http_root: str, served: dict[str, Any], name: str, tensor: str
+) -> None:
+    with ws.open(local(served, name)) as local_ckpt, ws.open(f"{http_root}/{served['names'][name]}") as ckpt:
+        whole = local_ckpt[tensor]
+        before = _sent()
+        assert np.array_equal(ckpt.slice(tensor)[1000:2000], whole[1000:2000])
+        # 4000 bytes and the store's read-ahead past a small read, not the tensor's
+        assert 4000 <= _sent() - before <= 4000 + FIRST_READ_AHEAD < whole.nbytes
+    if name in ("big", "big_safetensors"):  # the 4 MiB table
+        with ws.open(f"{http_root}/{served['names'][name]}") as ckpt:
+            before = _sent()
+            assert np.array_equal(ckpt.slice(tensor)[-300_000:], whole[-300_000:])
+            assert _sent() - before == 300_000 * 4  # a large range is fetched exactly
+            before = _sent()
+            assert np.array_equal(ckpt.slice(tensor)[:: MiB // 8], whole[:: MiB // 8])
+            assert _sent() - before <= 8 * (4 + FIRST_READ_AHEAD)  # 8 elements 2 MiB apart: a range each
+
+
 def test_http_ls_through_the_cli_fetches_the_index_only(
     http_root: str, served: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:

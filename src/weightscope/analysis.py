@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightscope.checkpoint import Checkpoint
+from weightscope.conventions import LAYOUT_PERMUTATIONS
 from weightscope.errors import WeightscopeError
 from weightscope.output import json_float
 
@@ -580,8 +581,6 @@ def _same_layout(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     Same-named tensors of different shapes are one framework's layout against the
     other's when a conversion kept the names (``--layout pytorch --names keep``).
     """
-    from weightscope.convert import LAYOUT_PERMUTATIONS
-
     if a.shape != b.shape and a.ndim == b.ndim:
         for order in LAYOUT_PERMUTATIONS.get(a.ndim, ()):
             if tuple(a.shape[axis] for axis in order) == b.shape:

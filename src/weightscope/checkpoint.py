@@ -3,7 +3,8 @@
 A checkpoint is a context manager and a read-only mapping from tensor name to numpy
 array. ``info(name)`` answers from the index alone; arrays are read (and, where the
 format has checksums, verified) only when asked for. A format implements the small
-core — ``_infos`` filled at open, ``_read``, ``_close`` — and inherits the rest.
+core — ``_infos`` filled at open, ``_read``, ``_close`` (and ``_source_of`` where its
+tensors' bytes lie in a file other than ``path``, for slice reads) — and inherits the rest.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from weightscope.dtypes import BY_NAME
 from weightscope.errors import TensorNotFoundError, WeightscopeError
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
 from weightscope.limits import check_view
-from weightscope.sources import AnyPath, as_path, open_source
+from weightscope.slicing import TensorSlice
+from weightscope.sources import AnyPath, AnySource, as_path, open_source
 
 if TYPE_CHECKING:
     from weightscope.remote import RemotePath
@@ -132,6 +134,16 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """The strides and stored bytes of tensor ``name`` when it is a view (from the index alone); None when its
         values are stored one after another, as in every format but PyTorch's."""
         self.info(name)
+        return None
+
+    def slice(self, name: str) -> TensorSlice:
+        """Tensor ``name``, to be indexed: ``ckpt.slice(name)[0:10, :]`` reads only the bytes those rows take where
+        the tensor is plain bytes (unverified: see ``weightscope.slicing``), and equals ``ckpt[name][0:10, :]``."""
+        info = self.info(name)
+        return TensorSlice(self, info, self._source_of(info))
+
+    def _source_of(self, info: TensorInfo) -> AnySource | None:
+        """The open byte source holding ``info.file``, where the reader keeps one."""
         return None
 
     def role(self, name: str) -> TensorRole:
@@ -245,6 +257,9 @@ class FileCheckpoint(Checkpoint):
 
     def _load(self) -> None:
         raise NotImplementedError
+
+    def _source_of(self, info: TensorInfo) -> AnySource | None:
+        return self._source if info.file == str(self.path) else None
 
     def _close(self) -> None:
         self._source.close()

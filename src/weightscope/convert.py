@@ -10,7 +10,8 @@ name and shape, never guessed: TensorFlow and Keras call a layer's weight ``kern
 A Keras 3 DepthwiseConv calls its weight ``kernel`` like a convolution's, so only a
 layer name with "depthwise" in it (Keras's default) tells them apart. A
 tensor whose layout cannot be decided (an LSTM's ``recurrent_kernel``, a ``w`` of an
-unknown framework) is written as it is and listed as ambiguous in the result.
+unknown framework) is written as it is and listed as ambiguous in the result. The layouts
+and names are ``weightscope.conventions``'.
 
 The data is streamed from the source's memory-mapped views into the format's writer, one
 tensor (and at most one permuted copy) at a time. Everything is written into a hidden
@@ -25,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,13 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from weightscope import conventions
 from weightscope._crc32c import crc32c
 from weightscope.analysis import numeric_kind
 from weightscope.atomic import interruptible
 from weightscope.checkpoint import Checkpoint
 from weightscope.dtypes import BY_NAME
 from weightscope.errors import ChecksumMismatchError, UnsupportedFormatError, UsageError
-from weightscope.layers import TensorRole, split_name
+from weightscope.layers import TensorRole
 from weightscope.writing import little_endian
 
 LAYOUTS = ("keep", "pytorch", "tensorflow")
@@ -126,86 +127,6 @@ class Conversion:
         }
 
 
-# -- layouts ---------------------------------------------------------------------------------
-
-# The permutation of a TensorFlow weight's axes that gives PyTorch's layout, by rank:
-# dense [in, out] -> [out, in]; convolution [..spatial, in, out] -> [out, in, ..spatial]
-# (a transposed convolution's [..spatial, out, in] -> [in, out, ..spatial] is the same move).
-_TO_PYTORCH = {2: (1, 0), 3: (2, 1, 0), 4: (3, 2, 0, 1), 5: (4, 3, 0, 1, 2)}
-_TO_TENSORFLOW = {rank: tuple(int(axis) for axis in np.argsort(order)) for rank, order in _TO_PYTORCH.items()}
-LAYOUT_PERMUTATIONS = {rank: (_TO_PYTORCH[rank], _TO_TENSORFLOW[rank]) for rank in _TO_PYTORCH}
-_KIND = {2: "dense", 3: "convolution 1D", 4: "convolution 2D", 5: "convolution 3D"}
-_TF_KERNELS = ("kernel", "pointwise_kernel")  # a SeparableConv's pointwise part is a 1×1 convolution
-_EMBEDDING = re.compile("embe?d", re.IGNORECASE)  # llama.cpp's token_embd too
-
-
-def _layout(name: str, shape: tuple[int, ...], target: str) -> tuple[tuple[int, ...] | None, Any, str] | str:
-    """(permutation, reshape, what was done) taking ``name`` to ``target``'s layout, or why not."""
-    parent, last = split_name(name)
-    rank = len(shape)
-    if rank < 2 or last in ("bias", "embeddings") or (last == "weight" and _EMBEDDING.search(parent)):
-        return None, None, "kept"
-    # Keras 3 calls a DepthwiseConv's weight 'kernel' (tf-keras 'depthwise_kernel'); only the
-    # layer's name tells it from a convolution's.
-    depthwise = last == "depthwise_kernel" or (last == "kernel" and "depthwise" in split_name(parent)[1].lower())
-    tensorflow_kernel = last in _TF_KERNELS or depthwise
-    if (target == "pytorch" and last == "weight") or (target == "tensorflow" and tensorflow_kernel):
-        return None, None, "kept"  # already in the target's layout
-    if target == "pytorch" and depthwise and rank in (3, 4):
-        # [..spatial, in, multiplier] -> a grouped convolution's [in * multiplier, 1, ..spatial]
-        *spatial, channels, multiplier = shape
-        order = (rank - 2, rank - 1, *range(rank - 2))
-        return order, (channels * multiplier, 1, *spatial), f"depthwise {rank - 2}D -> grouped convolution"
-    if rank in _TO_PYTORCH and (
-        (target == "pytorch" and last in _TF_KERNELS) or (target == "tensorflow" and last == "weight")
-    ):
-        order = _TO_PYTORCH[rank] if target == "pytorch" else _TO_TENSORFLOW[rank]
-        return order, None, f"{_KIND[rank]} {list(order)}"
-    return f"'{last}' of rank {rank} has no known {target} layout"
-
-
-# -- names -----------------------------------------------------------------------------------
-
-_TF_TO_PYTORCH = {
-    "kernel": "weight",
-    "embeddings": "weight",
-    "depthwise_kernel": "weight",
-    "gamma": "weight",
-    "beta": "bias",
-    "moving_mean": "running_mean",
-    "moving_variance": "running_var",
-}
-_PYTORCH_TO_TF_NORM = {
-    "weight": "gamma",
-    "bias": "beta",
-    "running_mean": "moving_mean",
-    "running_var": "moving_variance",
-}
-
-
-def _rename(name: str, target: str, norm_layers: set[str]) -> str:
-    """``layer1/kernel`` <-> ``layer1.weight``; normalisation layers' four tensors mapped too."""
-    parent, last = split_name(name)
-    if target == "pytorch":
-        last = _TF_TO_PYTORCH.get(last, last)
-        return f"{parent.replace('/', '.')}.{last}" if parent else last
-    if parent in norm_layers:
-        last = _PYTORCH_TO_TF_NORM.get(last, last)
-    elif last == "weight":
-        last = "embeddings" if _EMBEDDING.search(parent) else "kernel"
-    return f"{parent.replace('.', '/')}/{last}" if parent else last
-
-
-def _norm_layers(ckpt: Checkpoint, names: list[str]) -> set[str]:
-    """Layers (as name parents) whose ``weight`` is a normalisation's scale: a 1-D weight, or running stats."""
-    layers = set()
-    for name in names:
-        parent, last = split_name(name)
-        if last in ("running_mean", "running_var") or (last == "weight" and len(ckpt.info(name).shape) == 1):
-            layers.add(parent)
-    return layers
-
-
 # -- the plan --------------------------------------------------------------------------------
 
 
@@ -240,7 +161,9 @@ def plan(
             skipped[name] = "optimizer state (--include-optimizer keeps it)"
         else:
             chosen.append(name)
-    norm_layers = _norm_layers(ckpt, chosen) if names == "tensorflow" else set()
+    norm_layers = set()
+    if names == "tensorflow":
+        norm_layers = conventions.norm_layers(chosen, lambda name: ckpt.info(name).shape)
     planned: list[PlannedTensor] = []
     ambiguous: dict[str, str] = {}
     for name in chosen:
@@ -251,17 +174,17 @@ def plan(
             # A slot is laid out like its variable, when it has the variable's shape.
             owner = ckpt.info(role.owner) if role.owner is not None and role.owner in ckpt else None
             if owner is not None and owner.shape == info.shape:
-                decision = _layout(owner.name, owner.shape, layout)
+                decision = conventions.layout(owner.name, owner.shape, layout)
             elif len(info.shape) >= 2:
                 decision = "optimizer state whose variable is not known"
         elif layout != "keep":
-            decision = _layout(name, info.shape, layout)
+            decision = conventions.layout(name, info.shape, layout)
         if isinstance(decision, str):
             ambiguous[name] = decision
             decision = (None, None, "kept (ambiguous)")
         permutation, reshape, what = decision
         shape = tuple(info.shape[axis] for axis in permutation) if permutation else info.shape
-        new_name = name if names == "keep" or role.kind == "optimizer" else _rename(name, names, norm_layers)
+        new_name = name if names == "keep" or role.kind == "optimizer" else conventions.rename(name, names, norm_layers)
         output = info.dtype
         cast_from: np.dtype | None = None
         native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype

@@ -78,7 +78,7 @@ ELEMENT_TYPES: tuple[ElementType, ...] = (
     ElementType("float4_e2m1fn_x2",      None,                              None,        "F4"),
     ElementType("float6_e2m3fn",         None,                              None,        "F6_E2M3"),
     ElementType("float6_e3m2fn",         None,                              None,        "F6_E3M2"),
-    # GGML's block-quantised types (sizes in weightscope.formats.gguf): no numpy dtype
+    # GGML's block-quantised types (sizes in weightscope.containers.quants): no numpy dtype
     ElementType("q4_0",                  None,                              None,        None, gguf=2),
     ElementType("q4_1",                  None,                              None,        None, gguf=3),
     ElementType("q5_0",                  None,                              None,        None, gguf=6),

@@ -3,8 +3,9 @@
 TensorFlow calls a dense layer's weight matrix ``kernel``, PyTorch ``weight``, Keras 2
 ``kernel:0``; all three are the *weight* of their layer. This module gives every tensor
 name a ``TensorRole``: the layer it belongs to, its role there, or that it is optimizer
-state (and of which variable) or bookkeeping. The tables below are the whole of the
-knowledge; the functions only apply them.
+state (and of which variable) or bookkeeping. The tables below (optimizer state) and
+``weightscope.conventions``' (parameter names) are the whole of the knowledge; the
+functions only apply them.
 """
 
 from __future__ import annotations
@@ -14,44 +15,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from weightscope.conventions import BUFFER_ROLES, FRAMEWORK_NAMES, PARAMETER_ROLES, TF2_ATTRIBUTE, split_name
+
 if TYPE_CHECKING:
     from weightscope.checkpoint import TensorInfo
-
-# The last component of a parameter's name -> its role in the layer.
-PARAMETER_ROLES: Mapping[str, str] = {
-    "kernel": "weight",
-    "_kernel": "weight",  # Keras 3's attribute, in object paths
-    "weight": "weight",
-    "weights": "weight",
-    "w": "weight",
-    "embeddings": "weight",
-    "bias": "bias",
-    "biases": "bias",
-    "b": "bias",
-    "gamma": "scale",
-    "beta": "offset",
-    "moving_mean": "running_mean",
-    "running_mean": "running_mean",
-    "moving_variance": "running_var",
-    "running_var": "running_var",
-}
-
-# Roles that are buffers, not parameters: running statistics, updated by the forward pass rather than
-# learned (PyTorch's buffers(), not parameters(); Keras' non-trainable weights). PyTorch's third
-# BatchNorm buffer, num_batches_tracked, is a counter: bookkeeping.
-BUFFER_ROLES = frozenset({"running_mean", "running_var"})
-
-# What each framework calls a role, to explain a miss ("TensorFlow calls it kernel").
-FRAMEWORK_NAMES: Mapping[str, str] = {
-    "kernel": "TensorFlow and Keras",
-    "weight": "PyTorch",
-    "gamma": "TensorFlow and Keras",
-    "beta": "TensorFlow and Keras",
-    "moving_mean": "TensorFlow and Keras",
-    "moving_variance": "TensorFlow and Keras",
-    "running_mean": "PyTorch",
-    "running_var": "PyTorch",
-}
 
 # TF1 optimizer slots: NAME/<slot>, where <slot> may carry a _N suffix when several
 # optimizers share a graph. The value is what the slot holds.
@@ -85,7 +52,6 @@ TORCH_SLOTS = frozenset(
 )  # fmt: skip
 TORCH_STATE = re.compile(r"(?:^|\.)state\.\d+\.(?P<slot>[A-Za-z_]+)$")
 TF2_SLOT = re.compile(r"^(?P<owner>.+)/\.OPTIMIZER_SLOT/(?P<optimizer>.+)/(?P<slot>[^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$")
-TF2_ATTRIBUTE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 @dataclass(frozen=True)
@@ -111,15 +77,6 @@ class TensorRole:
     def label(self) -> str:
         """One word for listings: the role of a parameter, else the kind."""
         return self.role if self.kind == "parameter" and self.role else self.kind
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """(parent path, last component): ``/`` separates TF names, ``.`` PyTorch ones."""
-    base = name.removesuffix(TF2_ATTRIBUTE)
-    base = base[:-2] if base.endswith(":0") else base
-    separator = "/" if "/" in base else "."
-    parent, _, last = base.rpartition(separator)
-    return parent, last
 
 
 def classify(name: str) -> TensorRole:

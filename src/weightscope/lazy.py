@@ -199,7 +199,7 @@ def _stored_dtype(ckpt: Checkpoint, info: TensorInfo) -> np.dtype | None:
     if ckpt.format == "pytorch":
         return dtype if _pytorch_contiguous(ckpt, info) else None  # its dtype carries the file's byte order
     if ckpt.format == "gguf":
-        from weightscope.formats.gguf import QUANT_SIZES
+        from weightscope.containers.quants import QUANT_SIZES
 
         return None if info.type_name in QUANT_SIZES else dtype
     return None

@@ -24,7 +24,7 @@ Names: legacy tensors are named by their ``weight_names`` without ``:0``
 graph made the variable scope unique (layer ``conv``, weight ``conv_1/kernel``: ``conv/kernel``), optimizer state as
 ``optimizer/<weight name>``. Keras 3 variables are ``<layer name>/<weight name>``, as
 Keras 3 names them (``variable.path``): by the layer's class and its variable order
-(``_LAYER_WEIGHTS``: ``Dense``: kernel, bias; ``BatchNormalization``: gamma, beta,
+(``KERAS_LAYER_WEIGHTS``: ``Dense``: kernel, bias; ``BatchNormalization``: gamma, beta,
 moving_mean, moving_variance; an LSTM's cell: kernel, recurrent_kernel, bias; ...), the
 class and its settings (``use_bias``, ``scale``, ``center``) from the ``.keras`` config, or
 in a ``.weights.h5`` the class from the group's name (``layers/dense_1``; a sublayer's
@@ -89,6 +89,13 @@ from numpy.typing import ArrayLike
 from weightscope.atomic import atomic_files
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.containers.zip import Member, check_crc, escapes, inflate, is_deflated, read_directory
+from weightscope.conventions import (
+    KERAS_LAYER_VARIABLES,
+    KERAS_LAYER_WEIGHTS,
+    KERAS_SUBLAYER_CLASSES,
+    keras_layer_class,
+    snake_case,
+)
 from weightscope.dtypes import BY_NAME
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError, WeightscopeError, reason
 from weightscope.layers import TensorRole
@@ -116,40 +123,6 @@ MAX_NESTING = 64
 # Memory charged per attribute element beyond its bytes: a Python object and a slot.
 _ATTRIBUTE_ELEMENT_COST = 64
 _GLOBAL_HEAP = b"GCOL"  # the signature of a global heap collection, where variable-length data lives
-# Keras 3 layer classes -> their variables in ``weights`` order (``[v.path.split("/")[-1] for v in
-# layer.weights]``), each with the config setting (``None``: always present) that decides
-# whether the layer has it: a flag, or ``setting=value``. A test builds every class with real
-# Keras 3 and checks these names and orders.
-_KERNEL_AND_BIAS: tuple[tuple[str, str | None], ...] = (("kernel", None), ("bias", "use_bias"))
-_RECURRENT: tuple[tuple[str, str | None], ...] = (("kernel", None), ("recurrent_kernel", None), ("bias", "use_bias"))
-_LAYER_WEIGHTS: dict[str, tuple[tuple[str, str | None], ...]] = {
-    "Dense": _KERNEL_AND_BIAS,
-    "EinsumDense": (("kernel", None), ("bias", "bias_axes")),
-    "Embedding": (("embeddings", None),),
-    "LayerNormalization": (("gamma", "scale"), ("beta", "center")),
-    "GroupNormalization": (("gamma", "scale"), ("beta", "center")),
-    "RMSNormalization": (("scale", None),),
-    "BatchNormalization": (("gamma", "scale"), ("beta", "center"), ("moving_mean", None), ("moving_variance", None)),
-    "Normalization": (("mean", None), ("variance", None), ("count", None)),
-    "PReLU": (("alpha", None),),
-    "Attention": (("scale", "use_scale"), ("concat_score_weight", "score_mode=concat")),
-    "AdditiveAttention": (("scale", "use_scale"),),
-    **{f"DepthwiseConv{rank}D": _KERNEL_AND_BIAS for rank in (1, 2)},
-    **{
-        f"SeparableConv{rank}D": (("depthwise_kernel", None), ("pointwise_kernel", None), ("bias", "use_bias"))
-        for rank in (1, 2)
-    },
-    **{f"Conv{rank}D{kind}": _KERNEL_AND_BIAS for rank in (1, 2, 3) for kind in ("", "Transpose")},
-    # The cells of the recurrent layers (LSTM, GRU, SimpleRNN, ConvLSTM1D/2D/3D, and inside Bidirectional).
-    **{cell: _RECURRENT for cell in ("LSTMCell", "GRUCell", "SimpleRNNCell", "ConvLSTMCell")},
-}
-# A layer's own sublayers are saved under the attribute that holds them
-# (``layers/multi_head_attention/query_dense``, ``layers/lstm/cell``): attribute -> class.
-# Every recurrent cell names its variables alike, so ``cell`` stands for them all.
-_SUBLAYER_CLASSES = {
-    "cell": "LSTMCell",
-    **{f"{part}_dense": "EinsumDense" for part in ("query", "key", "value", "output")},  # MultiHeadAttention
-}
 
 
 def _h5py() -> Any:
@@ -583,7 +556,7 @@ def _keras3_class(path: str, name: str) -> str:
     parent, _, group = path.rpartition("/")
     if parent.rsplit("/", 1)[-1] != "layers":
         if group != "layer":
-            return _SUBLAYER_CLASSES.get(group, "")
+            return KERAS_SUBLAYER_CLASSES.get(group, "")
         group = name
     by_group = _classes_by_group()
     return by_group.get(group) or by_group.get(re.sub(r"_\d+$", "", group), "")
@@ -591,14 +564,14 @@ def _keras3_class(path: str, name: str) -> str:
 
 @functools.cache
 def _classes_by_group() -> dict[str, str]:
-    """Keras 3 group name (the class in snake case) -> the class, for the classes ``_LAYER_WEIGHTS`` knows."""
-    return {_snake_case(name): name for name in _LAYER_WEIGHTS}
+    """Keras 3 group name (the class in snake case) -> the class, for the classes ``KERAS_LAYER_WEIGHTS`` knows."""
+    return {snake_case(name): name for name in KERAS_LAYER_WEIGHTS}
 
 
 def _weight_names(class_name: str, settings: dict[str, Any] | None, count: int) -> list[str]:
     """The names of a layer's ``count`` variables: those its config's ``settings`` give it, or
     without a config the one choice of its optional variables that makes ``count``; else none."""
-    variables = _LAYER_WEIGHTS.get(class_name, ())
+    variables = KERAS_LAYER_WEIGHTS.get(class_name, ())
     if settings is not None:
         names = [name for name, setting in variables if setting is None or _has(settings, setting)]
         return names if len(names) == count else []
@@ -725,42 +698,12 @@ def _legacy_slot_owner(
 
 # -- writing ---------------------------------------------------------------------------------
 
-# Keras 3 layer classes the writer places -> their variables in ``build()`` order, each as
-# the names it may be given by (a DepthwiseConv's ``kernel`` is tf-keras's
-# ``depthwise_kernel``), and which of them the layer always has.
-_KERNEL_BIAS = ((("kernel",), ("bias",)), {"kernel"})
-_WRITABLE: dict[str, tuple[tuple[tuple[str, ...], ...], set[str]]] = {
-    "Dense": _KERNEL_BIAS,
-    "Embedding": ((("embeddings",),), {"embeddings"}),
-    "BatchNormalization": (
-        (("gamma",), ("beta",), ("moving_mean",), ("moving_variance",)),
-        {"moving_mean", "moving_variance"},
-    ),
-    "LayerNormalization": ((("gamma",), ("beta",)), set()),
-    "GroupNormalization": ((("gamma",), ("beta",)), set()),
-    **{f"Conv{rank}D{kind}": _KERNEL_BIAS for rank in (1, 2, 3) for kind in ("", "Transpose")},
-    **{f"DepthwiseConv{rank}D": ((("kernel", "depthwise_kernel"), ("bias",)), {"kernel"}) for rank in (1, 2)},
-    **{
-        f"SeparableConv{rank}D": (
-            (("depthwise_kernel",), ("pointwise_kernel",), ("bias",)),
-            {"depthwise_kernel", "pointwise_kernel"},
-        )
-        for rank in (1, 2)
-    },
-}
 # The dtypes a Keras variable has and HDF5 holds as Keras writes them (bfloat16 as a
 # 2-byte opaque type with the attribute ``dtype="bfloat16"``).
 _WRITABLE_DTYPES = frozenset(
     {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
     | {"float16", "float32", "float64", "bfloat16"}
 )
-
-
-def _snake_case(name: str) -> str:
-    """Keras's ``naming.to_snake_case``: how a layer's class names its group (``Conv2D`` -> ``conv2d``)."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 class _Layer:
@@ -773,7 +716,7 @@ class _Layer:
         self.ordered: list[str] = []  # tensor names, in the class's variable order
 
     def place(self, class_name: str) -> None:
-        slots, required = _WRITABLE[class_name]
+        slots, required = KERAS_LAYER_VARIABLES[class_name]
         given = set(self.variables)
         ordered = [next(name for name in names if name in given) for names in slots if given & set(names)]
         known = {name for names in slots for name in names}
@@ -788,49 +731,7 @@ class _Layer:
 
     def infer(self) -> str:
         """The Keras class the variables' names and shapes (and, for a convolution, the layer's name) tell."""
-        given = set(self.variables)
-        shape = {name: spec.shape for name, spec in self.variables.items()}
-        if given == {"embeddings"}:
-            return "Embedding"
-        if {"moving_mean", "moving_variance"} <= given:
-            return "BatchNormalization"
-        if given and given <= {"gamma", "beta"}:
-            return "GroupNormalization" if "group_norm" in self.name.lower() else "LayerNormalization"
-        if {"depthwise_kernel", "pointwise_kernel"} <= given and len(shape["depthwise_kernel"]) in (3, 4):
-            return f"SeparableConv{len(shape['depthwise_kernel']) - 2}D"
-        kernels = given - {"bias"}
-        if kernels == {"depthwise_kernel"} and len(shape["depthwise_kernel"]) in (3, 4):
-            return f"DepthwiseConv{len(shape['depthwise_kernel']) - 2}D"
-        if kernels == {"kernel"} and len(shape["kernel"]) == 2:
-            return "Dense"
-        if kernels == {"kernel"} and len(shape["kernel"]) in (3, 4, 5):
-            return self._convolution(shape["kernel"], shape.get("bias"))
-        raise UsageError(
-            f"layer '{self.name}' holds {', '.join(f'{name} {list(shape[name])}' for name in sorted(given))}: "
-            f"not the variables of a Keras layer the writer knows ({', '.join(_WRITABLE)})"
-        )
-
-    def _convolution(self, kernel: tuple[int, ...], bias: tuple[int, ...] | None) -> str:
-        """Conv, ConvTranspose or DepthwiseConv: named so (Keras's default names are), else what the bias's
-        length allows (``[out]``, ``[out]`` second to last, ``[in * multiplier]``), plain Conv first."""
-        rank = len(kernel) - 2
-        bias_lengths = {
-            f"Conv{rank}D": kernel[-1],
-            f"Conv{rank}DTranspose": kernel[-2],
-            **({f"DepthwiseConv{rank}D": kernel[-2] * kernel[-1]} if rank in (1, 2) else {}),
-        }
-        fits = [name for name, length in bias_lengths.items() if bias is None or bias == (length,)]
-        lowered = self.name.lower()
-        named = [name for name in fits if ("transpose" in lowered) == name.endswith("Transpose")]
-        named = [name for name in named if ("depthwise" in lowered) == name.startswith("Depthwise")]
-        if named:
-            return named[0]
-        if len(fits) == 1 and "transpose" not in lowered and "depthwise" not in lowered:
-            return fits[0]
-        raise UsageError(
-            f"layer '{self.name}': a kernel {list(kernel)} with bias {list(bias) if bias else None} fits no Keras "
-            f"convolution its name allows ({', '.join(bias_lengths)}); give its class (save(..., layers=))"
-        )
+        return keras_layer_class(self.name, {name: spec.shape for name, spec in self.variables.items()})
 
 
 def _plan_layers(
@@ -873,7 +774,7 @@ def _plan_layers(
         for name, class_name in layers.items():
             layer = found.get(name, _Layer(name))
             if layer.variables:
-                if class_name not in _WRITABLE:
+                if class_name not in KERAS_LAYER_VARIABLES:
                     raise UsageError(f"layer '{name}': the writer does not know a Keras {class_name}'s variables")
                 layer.place(class_name)
             else:
@@ -882,14 +783,14 @@ def _plan_layers(
     used: dict[str, list[_Layer]] = {}
     placed = []
     for layer in order:
-        base = _snake_case(layer.class_name)
+        base = snake_case(layer.class_name)
         count = len(used.setdefault(base, []))
         used[base].append(layer)
         placed.append((f"layers/{base}" + (f"_{count}" if count else ""), layer))
     shared = [same for same in used.values() if len(same) > 1]
     if layers is None and shared:
         names = ", ".join(f"'{layer.name}'" for layer in shared[0])
-        base = _snake_case(shared[0][0].class_name)
+        base = snake_case(shared[0][0].class_name)
         raise UsageError(
             f"layers {names} are all Keras {shared[0][0].class_name}: their order in the model decides which is "
             f"layers/{base} and which layers/{base}_1, and the names do not tell it; give the model's layers "

@@ -671,6 +671,9 @@ class TensorFlowCheckpoint(Checkpoint):
                 f"computed {actual:#010x} over bytes {info.offset}..{info.offset + info.nbytes}"
             )
 
+    def _source_of(self, info: TensorInfo) -> AnySource | None:
+        return self._shard_of_file.get(info.file)
+
     def _close(self) -> None:
         for shard in self._shards:
             shard.close()

@@ -84,7 +84,7 @@ import weightscope.output
 from weightscope.analysis import TensorStats, checkpoint_diff, chunks, diff_order, tensor_stats
 from weightscope.atomic import interruptible
 from weightscope.checkpoint import Checkpoint
-from weightscope.convert import _layout
+from weightscope.conventions import channel_order
 from weightscope.errors import TensorNotFoundError, UsageError, WeightscopeError, reason
 from weightscope.output import dumps_json, json_values
 from weightscope.plot import (
@@ -137,20 +137,6 @@ class ApiError(Exception):
 def static_file(name: str) -> bytes:
     """One of the page's files, from inside the installed package."""
     return resources.files("weightscope.viewer").joinpath("static", name).read_bytes()
-
-
-def channel_order(name: str, shape: Sequence[int], role: str | None) -> tuple[int, ...] | None:
-    """For a convolution kernel, the axes that lay it out as PyTorch does: [out, in, ..spatial]; else None.
-
-    Which layout a kernel is in is ``weightscope.convert``'s decision (``kernel`` is
-    TensorFlow's [..spatial, in, out], ``weight`` PyTorch's [out, in, ..spatial]).
-    """
-    if len(shape) < 3 or role != "weight":
-        return None
-    layout = _layout(name, tuple(shape), "pytorch")
-    if isinstance(layout, str) or layout[1] is not None:
-        return None  # no known layout, or a depthwise kernel (a reshape, not a permutation)
-    return layout[0] or tuple(range(len(shape)))
 
 
 def flat_values(array: np.ndarray, offset: int, limit: int) -> np.ndarray:
