@@ -39,6 +39,9 @@ PARAMETER_ROLES: Mapping[str, str] = {
 # Roles that are buffers, not parameters: running statistics, updated by the forward pass rather than
 # learned (PyTorch's buffers(), not parameters(); Keras' non-trainable weights). PyTorch's third
 # BatchNorm buffer, num_batches_tracked, is a counter: bookkeeping.
+# The frameworks' conventions ``convert`` takes tensors to (``--layout``, ``--names``), or keeps the file's.
+CONVENTIONS = ("keep", "pytorch", "tensorflow")
+
 BUFFER_ROLES = frozenset({"running_mean", "running_var"})
 
 # What each framework calls a role, to explain a miss ("TensorFlow calls it kernel").

@@ -1,18 +1,27 @@
-"""The format registry: formats by name, imported on first use, chosen by content.
+"""The format registry: every fact about a format, by name; its reader imported on first use.
 
-Each entry names the module and class that read a format and a cheap ``sniff`` that
-looks at the path (and at most a few bytes) without importing the reader.
+Each ``Format`` says what a format is (its magic bytes and where they sit, the endings of
+its files' names, the zip members that identify it), what reads and writes it (module and
+class or function, imported only when used), what it needs (an optional dependency and its
+install hint, local files only), and what ``convert`` and ``scan`` ask of it. Sniffing,
+``convert``'s choice from a destination's name, ``runs``, ``weightscope formats`` and the
+command line's choices are all derived from these entries (fsspec's ``known_implementations``).
+
+Another package adds a format with ``register_format(Format(...))``, or by naming a
+``Format`` in the entry point group ``weightscope.formats`` (read on the registry's first use).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,26 +44,6 @@ if TYPE_CHECKING:
     from weightscope.writing import Tensors
 
 
-# The last 8 bytes of a TensorFlow index (and of a TF1 V1 single-file checkpoint).
-_TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
-
-
-def _sniff_tensorflow(path: AnyPath) -> bool:
-    if path.is_dir():
-        return any((path / name).is_file() for name in ("checkpoint", "saved_model.pb")) or any(path.glob("*.index"))
-    if path.name == "checkpoint" and path.is_file():
-        return True
-    if file_ends_with(path, _TABLE_MAGIC):
-        return True  # an index, or a V1 checkpoint, which the reader refuses by name
-    text = str(path)
-    return text.endswith(".index") or ".data-" in path.name or plus(path, ".index").is_file()
-
-
-# The readers' magic numbers, here so that sniffing imports no reader.
-_NPY_MAGIC = b"\x93NUMPY"
-_ZIP_NAME_LENGTH = slice(26, 28)  # in that header; the name follows its 30 bytes
-
-
 def _head(path: AnyPath, length: int) -> bytes:
     """The first ``length`` bytes of a regular file (fewer if it is shorter, none if it is no file)."""
     if not path.is_file():
@@ -66,26 +55,117 @@ def _head(path: AnyPath, length: int) -> bytes:
         source.close()
 
 
-def _sniff_safetensors(path: AnyPath) -> bool:
+def _zip_members(path: AnyPath) -> set[str]:
+    """The member names of the zip at ``path``; none when it is no zip weightscope reads."""
+    if not _head(path, len(LOCAL_SIGNATURE)).startswith(LOCAL_SIGNATURE):
+        return set()
+    source = open_source(path)
+    try:
+        return {member.filename for member in read_directory(source, path)}
+    except WeightscopeError:
+        return set()  # a zip weightscope refuses is no file of a format it reads
+    finally:
+        source.close()
+
+
+@dataclass(frozen=True)
+class Format:
+    """Every fact about one format; the registry's entry for it (``register_format``)."""
+
+    name: str
+    description: str
+    target: str  # the reader, "module:Class" (a ``Checkpoint``), imported on first use
+    magic: tuple[tuple[int, bytes], ...] = ()  # (offset, bytes): a file holding any one of them is of this format
+    suffixes: tuple[str, ...] = ()  # how its files' names end (lower case); a file named so is claimed too
+    members: tuple[str, ...] = ()  # the zip members that identify it (how, ``sniffer`` says)
+    # For what magic and endings cannot say: decides from the path and this entry's facts.
+    sniffer: Callable[[AnyPath, Format], bool] | None = None
+    local_only: str = ""  # why it reads local files only (never URLs); "" when it reads remote sources too
+    prefix: bool = False  # a checkpoint is a prefix naming several files (``prefix.index``), not one file
+    writer: str | None = None  # "module:function", for formats weightscope can write
+    writes: tuple[str, ...] = ()  # the endings its writer writes: a destination's name chooses the writer by them
+    requires: str | None = None  # an optional module the reader needs, installed by ``weightscope[<extra>]``
+    extra: str | None = None
+    scanner: str | None = None  # "module:function" listing the globals its pickles name (``weightscope scan``)
+    # "module:function" ``(destination, names) -> Staging``: what ``convert`` tells the writer and adds beside it.
+    staging: str | None = None
+
+    def sniff(self, path: AnyPath) -> bool:
+        """Whether ``path`` is of this format, from its name and at most a few of its bytes (no reader imported)."""
+        return _magic_or_suffix(path, self) if self.sniffer is None else self.sniffer(path, self)
+
+    def missing(self) -> str | None:
+        """How to install what this format needs, or None when it is there (nothing is imported)."""
+        if self.requires is None or importlib.util.find_spec(self.requires) is not None:
+            return None
+        return f"needs {self.requires}: pip install 'weightscope[{self.extra}]'"
+
+    def load(self) -> type[Checkpoint]:
+        reader: type[Checkpoint] = _import(self.target)
+        return reader
+
+
+@dataclass(frozen=True)
+class Staging:
+    """What ``convert`` does for a format around its writer: keyword options it passes, files it adds beside the
+    output once read back (name -> bytes, moved into place last), notes for the user, and the endings of the
+    written files to move into place after the others (the one readers look for)."""
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    last: tuple[str, ...] = ()
+
+
+def _magic_or_suffix(path: AnyPath, entry: Format) -> bool:
+    """Whether ``path`` holds one of ``entry``'s magic byte strings where it sits, or ends with one of its suffixes."""
+    if entry.magic:
+        head = _head(path, max(offset + len(magic) for offset, magic in entry.magic))
+        if any(head[offset : offset + len(magic)] == magic for offset, magic in entry.magic):
+            return True
+    return path.suffix in entry.suffixes
+
+
+def _import(target: str) -> Any:
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+# The last 8 bytes of a TensorFlow index (and of a TF1 V1 single-file checkpoint).
+_TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
+
+
+def _sniff_tensorflow(path: AnyPath, entry: Format) -> bool:
+    if path.is_dir():
+        return any((path / name).is_file() for name in ("checkpoint", "saved_model.pb")) or any(path.glob("*.index"))
+    if path.name == "checkpoint" and path.is_file():
+        return True
+    if file_ends_with(path, _TABLE_MAGIC):
+        return True  # an index, or a V1 checkpoint, which the reader refuses by name
+    text = str(path)
+    return text.endswith(".index") or ".data-" in path.name or plus(path, ".index").is_file()
+
+
+_ZIP_NAME_LENGTH = slice(26, 28)  # in a zip's first local header; the name follows its 30 bytes
+
+
+def _first_member(head: bytes) -> bytes:
+    """The name of the first member of the zip whose first bytes are ``head``."""
+    return head[30 : 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")]
+
+
+def _sniff_safetensors(path: AnyPath, entry: Format) -> bool:
     head = _head(path, 9)  # the header length, then the JSON object's "{"
     if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 9:
         return True
-    return path.suffix == ".safetensors"
+    return path.suffix in entry.suffixes
 
 
-def _sniff_npy(path: AnyPath) -> bool:
-    return _head(path, len(_NPY_MAGIC)) == _NPY_MAGIC or path.suffix == ".npy"
-
-
-def _sniff_npz(path: AnyPath) -> bool:
-    if path.suffix == ".npz":
+def _sniff_npz(path: AnyPath, entry: Format) -> bool:
+    if path.suffix in entry.suffixes:
         return True
     head = _head(path, 30 + 0xFFFF)
-    name_end = 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")
-    return head.startswith(LOCAL_SIGNATURE) and head[30:name_end].endswith(b".npy")
-
-
-_PYTORCH_MEMBERS = (b"/data.pkl", b"/.format_version", b"/byteorder", b"/version")
+    return head.startswith(LOCAL_SIGNATURE) and _first_member(head).endswith(b".npy")
 
 
 # The legacy format (torch.save before 1.6) starts with its magic number 0x1950a86a20f9469cfc6c
@@ -93,7 +173,8 @@ _PYTORCH_MEMBERS = (b"/data.pkl", b"/.format_version", b"/byteorder", b"/version
 _PYTORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little") + b"."
 
 
-def _sniff_pytorch(path: AnyPath) -> bool:
+def _sniff_pytorch(path: AnyPath, entry: Format) -> bool:
+    """A zip whose first member is one of ``entry.members`` in the archive's one folder, or the legacy head."""
     if not path.is_file():
         return False
     source = open_source(path)
@@ -107,52 +188,24 @@ def _sniff_pytorch(path: AnyPath) -> bool:
         head = bytes(source.read(0, min(source.size, 30 + 0xFFFF), "the first local header"))
     finally:
         source.close()
-    name = head[30 : 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")]
-    return name.count(b"/") == 1 and name.endswith(_PYTORCH_MEMBERS)
+    name = _first_member(head)
+    return name.count(b"/") == 1 and name.endswith(tuple(b"/" + member.encode() for member in entry.members))
 
 
-_PICKLE_SUFFIXES = (".pkl", ".pickle")
-
-
-def _sniff_pickle(path: AnyPath) -> bool:
+def _sniff_pickle(path: AnyPath, entry: Format) -> bool:
     # A pickle of protocol 2 or later starts with PROTO and its version; older ones have no
     # magic, so the suffix decides. (PyTorch's legacy files, pickles too, are claimed first.)
     head = _head(path, 2)
-    return path.suffix in _PICKLE_SUFFIXES or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+    return path.suffix in entry.suffixes or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
-_GGUF_MAGIC = b"GGUF"
-
-
-def _sniff_gguf(path: AnyPath) -> bool:
-    return _head(path, len(_GGUF_MAGIC)) == _GGUF_MAGIC or path.suffix == ".gguf"
-
-
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-_KERAS_MEMBERS = {"config.json", "model.weights.h5"}
-
-
-def _sniff_keras(path: AnyPath) -> bool:
-    head = _head(path, len(_HDF5_MAGIC))
-    if head == _HDF5_MAGIC or path.suffix in (".h5", ".hdf5", ".keras"):
+def _sniff_keras(path: AnyPath, entry: Format) -> bool:
+    """HDF5's magic or a Keras ending; or (a local file only) a zip holding all of ``entry.members``."""
+    if _magic_or_suffix(path, entry):
         return True
-    if not head.startswith(LOCAL_SIGNATURE):
-        return False
     if not isinstance(path, Path):
         return False  # a remote .keras zip: h5py reads local files only, so it is no format to offer
-    source = open_source(path)
-    try:
-        return {member.filename for member in read_directory(source, path)} >= _KERAS_MEMBERS
-    except WeightscopeError:
-        return False  # a zip weightscope refuses is no .keras file it reads
-    finally:
-        source.close()
-
-
-def _sniff_onnx(path: AnyPath) -> bool:
-    # ONNX has no magic, and a ModelProto's usual first byte (0x08: field 1, ir_version) is
-    # too weak to claim a file by: the suffix decides, and the reader refuses what does not parse.
-    return path.suffix == ".onnx"
+    return _zip_members(path) >= set(entry.members)
 
 
 # Files weightscope recognises but does not read: what each is, and how to get its weights out.
@@ -160,15 +213,9 @@ def _sniff_onnx(path: AnyPath) -> bool:
 
 def _is_torchscript(path: AnyPath) -> bool:
     """A ``torch.jit.save`` archive: a zip whose folder holds ``code/`` and ``constants.pkl``."""
-    if not isinstance(path, Path) or not _head(path, 4).startswith(LOCAL_SIGNATURE):
+    if not isinstance(path, Path):
         return False
-    source = open_source(path)
-    try:
-        names = [member.filename for member in read_directory(source, path)]
-    except WeightscopeError:
-        return False
-    finally:
-        source.close()
+    names = _zip_members(path)
     return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names) and any(
         name.split("/")[1:2] == ["code"] for name in names
     )
@@ -212,110 +259,174 @@ RECOGNISED: tuple[tuple[Callable[[AnyPath], bool], str], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Format:
-    name: str
-    description: str
-    target: str  # "module:Class"
-    sniff: Callable[[AnyPath], bool]
-    writer: str | None = None  # "module:function", for formats weightscope can write
-    suffixes: tuple[str, ...] = ()  # how its files' names end (lower case)
-    writes: tuple[str, ...] = ()  # the endings its writer writes: a destination's name chooses the writer by them
-    requires: str | None = None  # an optional module the reader needs, installed by ``weightscope[<extra>]``
-    extra: str | None = None
-
-    def missing(self) -> str | None:
-        """How to install what this format needs, or None when it is there (nothing is imported)."""
-        if self.requires is None or importlib.util.find_spec(self.requires) is not None:
-            return None
-        return f"needs {self.requires}: pip install 'weightscope[{self.extra}]'"
-
-    def load(self) -> type[Checkpoint]:
-        reader: type[Checkpoint] = _import(self.target)
-        return reader
-
-
-def _import(target: str) -> Any:
-    module, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
-FORMATS: dict[str, Format] = {
-    "tensorflow": Format(
+_BUILT_IN = (
+    Format(
         "tensorflow",
         "TensorFlow tensor bundle (prefix.index + prefix.data-*): TF1 Saver, TF2 Checkpoint",
         "weightscope.formats.tensorflow:TensorFlowCheckpoint",
-        _sniff_tensorflow,
+        sniffer=_sniff_tensorflow,
+        prefix=True,
         writer="weightscope.formats.tensorflow:save",
         suffixes=(".ckpt",),
         writes=(".ckpt",),  # and a prefix with no suffix, or ending .ckpt-<step>: see format_to_write
+        staging="weightscope.formats.tensorflow:staging",
     ),
-    "safetensors": Format(
+    Format(
         "safetensors",
         "safetensors (.safetensors): a JSON header, then raw little-endian tensors",
         "weightscope.formats.safetensors:SafetensorsCheckpoint",
-        _sniff_safetensors,
+        sniffer=_sniff_safetensors,
         writer="weightscope.formats.safetensors:save",
         suffixes=(".safetensors",),
         writes=(".safetensors",),
+        staging="weightscope.formats.safetensors:staging",
     ),
-    "npy": Format(
+    Format(
         "npy",
         "NumPy array (.npy): one tensor, named after the file",
         "weightscope.formats.numpy_files:NpyCheckpoint",
-        _sniff_npy,
+        magic=((0, b"\x93NUMPY"),),
         suffixes=(".npy",),
     ),
-    "npz": Format(
+    Format(
         "npz",
         "NumPy archive (.npz, np.savez): a zip of .npy arrays, stored or deflated",
         "weightscope.formats.numpy_files:NpzCheckpoint",
-        _sniff_npz,
+        sniffer=_sniff_npz,
         writer="weightscope.formats.numpy_files:save",
         suffixes=(".npz",),
         writes=(".npz",),
     ),
-    "pytorch": Format(
+    Format(
         "pytorch",
         "PyTorch checkpoint (torch.save, .pt/.pth/.bin; zip or legacy): pickles read by an allow-list, never run",
         "weightscope.formats.pytorch:PyTorchCheckpoint",
-        _sniff_pytorch,
+        sniffer=_sniff_pytorch,
+        members=("data.pkl", ".format_version", "byteorder", "version"),  # the first, in the archive's one folder
         writer="weightscope.formats.pytorch_writer:save",
         suffixes=(".pt", ".pth", ".bin"),
         writes=(".pt", ".pth", ".bin"),
+        scanner="weightscope.formats.pytorch:scan",
     ),
-    "pickle": Format(
+    Format(
         "pickle",
         "Pickled NumPy arrays (.pkl, .pickle; JAX/Haiku params.pkl): read by an allow-list, never unpickled",
         "weightscope.formats.pickle_files:PickleCheckpoint",
-        _sniff_pickle,
+        sniffer=_sniff_pickle,
+        suffixes=(".pkl", ".pickle"),
+        scanner="weightscope.formats.pickle_files:scan",
     ),
-    "keras": Format(
+    Format(
         "keras",
         "Keras weights (.h5, .weights.h5, .keras zip; needs h5py): tf-keras and Keras 3 layouts",
         "weightscope.formats.keras:KerasCheckpoint",
-        _sniff_keras,
+        sniffer=_sniff_keras,
+        magic=((0, b"\x89HDF\r\n\x1a\n"),),
+        members=("config.json", "model.weights.h5"),  # a .keras zip holds both
+        local_only="Keras files are read through h5py, which reads local files only",
         writer="weightscope.formats.keras:save",
         suffixes=(".weights.h5", ".h5", ".hdf5", ".keras"),
         writes=(".weights.h5",),  # Keras 3's layout; Keras reads a plain .h5 as tf-keras's
         requires="h5py",
         extra="keras",
     ),
-    "gguf": Format(
+    Format(
         "gguf",
         "GGUF (llama.cpp, .gguf): typed metadata, then aligned tensors, quantised ones dequantised on read",
         "weightscope.formats.gguf:GgufCheckpoint",
-        _sniff_gguf,
+        magic=((0, b"GGUF"),),
         suffixes=(".gguf",),
     ),
-    "onnx": Format(
+    # ONNX has no magic, and a ModelProto's usual first byte (0x08: field 1, ir_version) is
+    # too weak to claim a file by: the suffix decides, and the reader refuses what does not parse.
+    Format(
         "onnx",
         "ONNX model (.onnx): the graph's initializers and Constant nodes, inline or as external data beside the model",
         "weightscope.formats.onnx:OnnxCheckpoint",
-        _sniff_onnx,
         suffixes=(".onnx",),
     ),
-}
+)
+
+ENTRY_POINT_GROUP = "weightscope.formats"
+
+
+class FormatRegistry(Mapping[str, Format]):
+    """The formats by name, in sniffing order: the built-in ones, then those of installed packages'
+    ``weightscope.formats`` entry points (read on first use), then those registered at run time."""
+
+    def __init__(self, formats: Sequence[Format]) -> None:
+        self._formats = {entry.name: entry for entry in formats}
+        self._entry_points_read = False
+
+    def _all(self) -> dict[str, Format]:
+        if not self._entry_points_read:
+            self._entry_points_read = True
+            for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+                try:
+                    entry = point.load()
+                    if not isinstance(entry, Format):
+                        raise TypeError(f"{point.value} is a {type(entry).__name__}, not a weightscope Format")
+                except Exception as error:  # a broken plugin must not break every other format
+                    warnings.warn(f"weightscope: format entry point {point.name!r} skipped: {error}", stacklevel=3)
+                    continue
+                self._formats.setdefault(entry.name, entry)
+        return self._formats
+
+    def __getitem__(self, name: str) -> Format:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._all()))
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def add(self, entry: Format, *, replace: bool = False) -> None:
+        if entry.name in self._all() and not replace:
+            raise UsageError(f"a format named {entry.name!r} is registered already; pass replace=True to replace it")
+        self._formats[entry.name] = entry
+
+    def remove(self, name: str) -> Format:
+        if name not in self._all():
+            raise UsageError(f"no format named {name!r} is registered")
+        return self._formats.pop(name)
+
+    def writable(self) -> list[str]:
+        """The names of the formats weightscope writes, in registry order."""
+        return [entry.name for entry in self.values() if entry.writer]
+
+    def scanners(self) -> list[Format]:
+        """The formats whose pickles ``weightscope scan`` lists, in sniffing order."""
+        return [entry for entry in self.values() if entry.scanner]
+
+    def file_suffixes(self) -> tuple[str, ...]:
+        """Every ending of a one-file checkpoint's name, longest first (``.weights.h5`` before ``.h5``)."""
+        endings = {suffix for entry in self.values() if not entry.prefix for suffix in entry.suffixes}
+        return tuple(sorted(endings, key=lambda ending: (-len(ending), ending)))
+
+
+FORMATS = FormatRegistry(_BUILT_IN)
+DEFAULT_TARGET = "safetensors"  # what ``runs convert`` writes unless told
+
+
+def scanner_for(path: AnyPath) -> Callable[[AnyPath], Any]:
+    """The ``scan`` of the first format with one that claims ``path``; else the first format's with one (which
+    says what is wrong with the file)."""
+    scanners = FORMATS.scanners()
+    chosen = next((entry for entry in scanners if entry.sniff(path)), scanners[0])
+    return _import(chosen.scanner)  # type: ignore[arg-type]
+
+
+def register_format(entry: Format, *, replace: bool = False) -> None:
+    """Add ``entry`` to the registry: files it sniffs open with its reader, every command reads it, and with a
+    ``writer`` it is a target of ``save`` and ``convert``. Sniffed after the formats already registered; a name
+    taken already is refused unless ``replace``."""
+    FORMATS.add(entry, replace=replace)
+
+
+def unregister_format(name: str) -> Format:
+    """Remove format ``name`` from the registry; returns its entry (``register_format`` adds it back)."""
+    return FORMATS.remove(name)
 
 
 def open_checkpoint(
@@ -372,10 +483,8 @@ def _refuse_recognised(path: AnyPath) -> None:
 
 
 def _reader(entry: Format, path: AnyPath) -> type[Checkpoint]:
-    if entry.name == "keras" and not isinstance(path, Path):
-        raise UnsupportedFormatError(
-            f"{path}: Keras files are read through h5py, which reads local files only; download it first"
-        )
+    if entry.local_only and not isinstance(path, Path):
+        raise UnsupportedFormatError(f"{path}: {entry.local_only}; download it first")
     return entry.load()
 
 
@@ -432,7 +541,7 @@ def format_to_write(path: Path, format: str | None = None) -> str:
         )
     suffix = Path(name).suffix
     if not suffix or _TENSORFLOW_PREFIX.search(name):
-        return "tensorflow"
+        return _prefix_writer()
     written = [ending for entry in FORMATS.values() for ending in entry.writes]
     close = difflib.get_close_matches(suffix, written, n=1, cutoff=0.7)
     hint = f" (did you mean {close[0]}?)" if close else ""
@@ -444,7 +553,7 @@ def _written() -> str:
     endings = [
         "/".join(entry.writes) + ("" if entry.name in entry.writes[0] else f" ({entry.name})")
         for entry in FORMATS.values()
-        if entry.writer and entry.name != "tensorflow"
+        if entry.writer and not entry.prefix
     ]
     return (
         f"write {', '.join(endings)}, or a TensorFlow checkpoint at a prefix with no suffix or ending .ckpt; "
@@ -452,9 +561,23 @@ def _written() -> str:
     )
 
 
+def _prefix_writer() -> str:
+    """The format written at a checkpoint prefix (a name with no suffix): TensorFlow's."""
+    return next(entry.name for entry in FORMATS.values() if entry.prefix and entry.writer)
+
+
+def staging(format: str, destination: Path, names: Sequence[str]) -> Staging:
+    """What ``convert`` does around ``format``'s writer for ``destination`` (tensors ``names``): see ``Staging``."""
+    entry = FORMATS[format]
+    if entry.staging is None:
+        return Staging()
+    made: Staging = _import(entry.staging)(destination, names)
+    return made
+
+
 def load_writer(format: str) -> Callable[..., Path]:
     """The function that writes ``format``: ``writer(tensors, path) -> Path``."""
-    writable = [name for name, entry in FORMATS.items() if entry.writer]
+    writable = FORMATS.writable()
     if format not in writable:
         raise UnsupportedFormatError(f"cannot write format {format!r}; writable: {', '.join(writable)}")
     writer: Callable[..., Path] = _import(FORMATS[format].writer)  # type: ignore[arg-type]
