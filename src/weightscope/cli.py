@@ -260,7 +260,7 @@ def _count_kinds(kinds: Iterable[str], unit: str = "") -> str:
 @click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Values as JSON, with dtype and shape.")
-@click.option("--npy", "npy", type=PATH, metavar="OUT", help="Save the (single) tensor as a .npy file.")
+@click.option("--npy", type=PATH, metavar="OUT", help="Save the (single) tensor as a .npy file.")
 @click.option("--no-verify", is_flag=True, help="Skip checksum verification.")
 @step_option
 def show_command(
