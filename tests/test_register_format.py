@@ -193,3 +193,25 @@ def test_unregistered_it_is_refused_again(tmp_path: Path) -> None:
     assert ws.unregister_format("toy") is TOY
     with pytest.raises(ws.UnsupportedFormatError, match="not a checkpoint format weightscope knows"):
         ws.open(path)
+
+
+def test_an_entry_point_adds_a_format_on_the_registrys_first_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    from weightscope.formats import ENTRY_POINT_GROUP, FormatRegistry
+
+    asked: list[str] = []
+
+    def entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
+        asked.append(group)
+        return [
+            importlib.metadata.EntryPoint("toy", f"{__name__}:TOY", group),
+            importlib.metadata.EntryPoint("broken", f"{__name__}:write_toy", group),  # no Format: skipped
+        ]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    registry = FormatRegistry([])
+    assert asked == []  # nothing is read until the registry is used
+    with pytest.warns(UserWarning, match="'broken' skipped"):
+        assert list(registry) == ["toy"]
+    assert registry["toy"] is TOY and registry.writable() == [] and asked == [ENTRY_POINT_GROUP]
