@@ -37,7 +37,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -69,7 +68,6 @@ TASK_ELEMENTS = 4096
 # Progress: (tasks done, tasks in all).
 Progress = Callable[[int, int], None]
 
-_DATA_FILE = re.compile(r"\.data-\d{5}-of-\d{5}$")
 # The weights in a Hugging Face Trainer ``checkpoint-N/`` directory (beside optimizer.pt, rng_state.pth, ...).
 _TRAINER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
@@ -86,21 +84,16 @@ class RunCheckpoint:
         return self.path.name
 
 
-def _is_tensorflow_prefix(path: Path) -> bool:
-    return Path(f"{path}.index").is_file()
-
-
 def step_of_name(path: Path) -> int | None:
     """The step a checkpoint's name states (``weightscope.history.step_of``), None where it states none."""
     from weightscope.history import step_of
 
-    return step_of(path, tensorflow_prefix=_is_tensorflow_prefix(path))
+    return step_of(path, tensorflow_prefix=FORMATS.prefix_index(path) is not None)
 
 
 def _written(path: Path) -> float:
     """When a checkpoint was written: its file's (a TF prefix's index file's) modification time."""
-    index = Path(f"{path}.index")
-    return (index if index.is_file() else path).stat().st_mtime
+    return (FORMATS.prefix_index(path) or path).stat().st_mtime
 
 
 def _in_order(entries: list[RunCheckpoint]) -> list[RunCheckpoint]:
@@ -120,12 +113,8 @@ def _as_checkpoint(path: Path) -> Path | None:
     if path.is_dir():
         found = [path / name for name in _TRAINER_WEIGHTS if (path / name).is_file()]
         return found[0] if found and step_of_name(found[0]) is not None else None
-    if path.name == "checkpoint" or path.name.endswith(".tempstate"):
-        return None
-    if path.name.endswith(".index"):
-        return path.with_name(path.name[: -len(".index")])
-    if _DATA_FILE.search(path.name):
-        return path.with_name(_DATA_FILE.sub("", path.name))
+    if prefix := FORMATS.prefix_of(path):
+        return prefix
     if path.is_file() and path.name.lower().endswith(FORMATS.file_suffixes()):
         return path
     return None

@@ -81,7 +81,10 @@ class Format:
     # For what magic and endings cannot say: decides from the path and this entry's facts.
     sniffer: Callable[[AnyPath, Format], bool] | None = None
     local_only: str = ""  # why it reads local files only (never URLs); "" when it reads remote sources too
-    prefix: bool = False  # a checkpoint is a prefix naming several files (``prefix.index``), not one file
+    # A checkpoint at a prefix naming several files, not one file: the ending of the one readers look for
+    # beside the prefix (``.index``), and a pattern matching the endings of all of them (index, data shards).
+    index: str = ""
+    parts: str = ""
     writer: str | None = None  # "module:function", for formats weightscope can write
     writes: tuple[str, ...] = ()  # the endings its writer writes: a destination's name chooses the writer by them
     requires: str | None = None  # an optional module the reader needs, installed by ``weightscope[<extra>]``
@@ -93,6 +96,11 @@ class Format:
     def sniff(self, path: AnyPath) -> bool:
         """Whether ``path`` is of this format, from its name and at most a few of its bytes (no reader imported)."""
         return _magic_or_suffix(path, self) if self.sniffer is None else self.sniffer(path, self)
+
+    @property
+    def prefix(self) -> bool:
+        """Whether a checkpoint of this format is a prefix naming several files, not one file."""
+        return bool(self.index)
 
     def missing(self) -> str | None:
         """How to install what this format needs, or None when it is there (nothing is imported)."""
@@ -265,7 +273,8 @@ _BUILT_IN = (
         "TensorFlow tensor bundle (prefix.index + prefix.data-*): TF1 Saver, TF2 Checkpoint",
         "weightscope.formats.tensorflow:TensorFlowCheckpoint",
         sniffer=_sniff_tensorflow,
-        prefix=True,
+        index=".index",
+        parts=r"\.index$|\.data-\d{5}-of-\d{5}$",
         writer="weightscope.formats.tensorflow:save",
         suffixes=(".ckpt",),
         writes=(".ckpt",),  # and a prefix with no suffix, or ending .ckpt-<step>: see format_to_write
@@ -398,6 +407,20 @@ class FormatRegistry(Mapping[str, Format]):
     def scanners(self) -> list[Format]:
         """The formats whose pickles ``weightscope scan`` lists, in sniffing order."""
         return [entry for entry in self.values() if entry.scanner]
+
+    def prefix_index(self, path: Path) -> Path | None:
+        """The file readers look for beside ``path`` when it is a checkpoint prefix (``path.index``); else None."""
+        for entry in self.values():
+            if entry.index and (index := Path(f"{path}{entry.index}")).is_file():
+                return index
+        return None
+
+    def prefix_of(self, path: Path) -> Path | None:
+        """The prefix of the checkpoint whose file (index, data shard) ``path`` is; None for any other file."""
+        for entry in self.values():
+            if entry.parts and (found := re.search(entry.parts, path.name)):
+                return path.with_name(path.name[: found.start()])
+        return None
 
     def file_suffixes(self) -> tuple[str, ...]:
         """Every ending of a one-file checkpoint's name, longest first (``.weights.h5`` before ``.h5``)."""
