@@ -211,7 +211,7 @@ def _sniff_keras(path: AnyPath, entry: Format) -> bool:
     """HDF5's magic or a Keras ending; or (a local file only) a zip holding all of ``entry.members``."""
     if _magic_or_suffix(path, entry):
         return True
-    if not isinstance(path, Path):
+    if entry.local_only and not isinstance(path, Path):
         return False  # a remote .keras zip: h5py reads local files only, so it is no format to offer
     return _zip_members(path) >= set(entry.members)
 
