@@ -8,6 +8,7 @@ JSON API, dask arrays) then work on it with no other file touched.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from weightscope.errors import CorruptCheckpointError
 from weightscope.output import dumps_json
 from weightscope.summary import summarize
 from weightscope.viewer import make_server
+from weightscope.writing import Tensors, as_tensors
 
 # -- the toy format: one module's worth ---------------------------------------------------------
 #
@@ -66,6 +68,12 @@ TOY = ws.Format(
     magic=((0, TOY_MAGIC),),
     suffixes=(".toy",),
 )
+
+
+def save_toy(tensors: Tensors | dict[str, np.ndarray], path: str | Path) -> Path:
+    source = as_tensors(tensors)
+    return write_toy(Path(path), {name: source.array(name) for name in source.names()})
+
 
 # -- the tests -----------------------------------------------------------------------------------
 
@@ -215,3 +223,21 @@ def test_an_entry_point_adds_a_format_on_the_registrys_first_use(monkeypatch: py
     with pytest.warns(UserWarning, match="'broken' skipped"):
         assert list(registry) == ["toy"]
     assert registry["toy"] is TOY and registry.writable() == [] and asked == [ENTRY_POINT_GROUP]
+
+
+def test_with_a_writer_it_is_a_target_of_save_convert_and_the_command_lines_choices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = ws.save(TENSORS, tmp_path / "source.safetensors")
+    ws.register_format(dataclasses.replace(TOY, writer=f"{__name__}:save_toy", writes=(".toy",)))
+    try:
+        status, out = run(capsys, "convert", "--json", source, tmp_path / "by-name.toy")  # chosen by its ending
+        assert status == 0 and json.loads(out)["format"] == "toy"
+        status, out = run(capsys, "convert", "--json", "--to", "toy", source, tmp_path / "asked")  # a --to choice
+        assert status == 0 and json.loads(out)["format"] == "toy"
+        for written in (tmp_path / "by-name.toy", tmp_path / "asked", ws.save(TENSORS, tmp_path / "saved.toy")):
+            with ws.open(written) as ckpt:
+                assert ckpt.format == "toy" and all(np.array_equal(ckpt[n], a) for n, a in TENSORS.items())
+    finally:
+        ws.unregister_format("toy")
+    assert main(["convert", "--to", "toy", str(source), str(tmp_path / "gone")]) == 2  # no longer a choice
