@@ -87,7 +87,7 @@ def write_toy(path: Path, tensors: dict[str, np.ndarray]) -> Path:
     return path
 
 
-TENSORS = {
+TENSORS: dict[str, np.ndarray] = {
     "dense/kernel": np.arange(12, dtype=np.float32).reshape(3, 4) / 7,
     "dense/bias": np.array([0.5, -1.0, 2.0, 0.0], dtype=np.float32),
     "step": np.array(3, dtype=np.int64),
