@@ -62,7 +62,7 @@ class _WritableFormat(click.Choice):
     def __init__(self) -> None:
         super().__init__(())
 
-    @property  # type: ignore[override]
+    @property
     def choices(self) -> tuple[str, ...]:
         return tuple(FORMATS.writable())
 
