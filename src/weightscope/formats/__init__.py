@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightscope.containers.zip import LOCAL_SIGNATURE, read_directory
+from weightscope.containers.zip import LOCAL_SIGNATURE
 from weightscope.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -33,6 +33,7 @@ from weightscope.errors import (
     UsageError,
     WeightscopeError,
 )
+from weightscope.formats._sniffing import file_head, first_member, refuse_recognised, zip_members
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, plus
 
@@ -42,30 +43,6 @@ if TYPE_CHECKING:
     from weightscope.checkpoint import Checkpoint
     from weightscope.remote import RemotePath
     from weightscope.writing import Tensors
-
-
-def _head(path: AnyPath, length: int) -> bytes:
-    """The first ``length`` bytes of a regular file (fewer if it is shorter, none if it is no file)."""
-    if not path.is_file():
-        return b""
-    source = open_source(path)
-    try:
-        return bytes(source.read(0, min(length, source.size), "magic"))
-    finally:
-        source.close()
-
-
-def _zip_members(path: AnyPath) -> set[str]:
-    """The member names of the zip at ``path``; none when it is no zip weightscope reads."""
-    if not _head(path, len(LOCAL_SIGNATURE)).startswith(LOCAL_SIGNATURE):
-        return set()
-    source = open_source(path)
-    try:
-        return {member.filename for member in read_directory(source, path)}
-    except WeightscopeError:
-        return set()  # a zip weightscope refuses is no file of a format it reads
-    finally:
-        source.close()
 
 
 @dataclass(frozen=True)
@@ -128,7 +105,7 @@ class Staging:
 def _magic_or_suffix(path: AnyPath, entry: Format) -> bool:
     """Whether ``path`` holds one of ``entry``'s magic byte strings where it sits, or ends with one of its suffixes."""
     if entry.magic:
-        head = _head(path, max(offset + len(magic) for offset, magic in entry.magic))
+        head = file_head(path, max(offset + len(magic) for offset, magic in entry.magic))
         if any(head[offset : offset + len(magic)] == magic for offset, magic in entry.magic):
             return True
     return path.suffix in entry.suffixes
@@ -154,16 +131,8 @@ def _sniff_tensorflow(path: AnyPath, entry: Format) -> bool:
     return text.endswith(".index") or ".data-" in path.name or plus(path, ".index").is_file()
 
 
-_ZIP_NAME_LENGTH = slice(26, 28)  # in a zip's first local header; the name follows its 30 bytes
-
-
-def _first_member(head: bytes) -> bytes:
-    """The name of the first member of the zip whose first bytes are ``head``."""
-    return head[30 : 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")]
-
-
 def _sniff_safetensors(path: AnyPath, entry: Format) -> bool:
-    head = _head(path, 9)  # the header length, then the JSON object's "{"
+    head = file_head(path, 9)  # the header length, then the JSON object's "{"
     if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 9:
         return True
     return path.suffix in entry.suffixes
@@ -172,8 +141,8 @@ def _sniff_safetensors(path: AnyPath, entry: Format) -> bool:
 def _sniff_npz(path: AnyPath, entry: Format) -> bool:
     if path.suffix in entry.suffixes:
         return True
-    head = _head(path, 30 + 0xFFFF)
-    return head.startswith(LOCAL_SIGNATURE) and _first_member(head).endswith(b".npy")
+    head = file_head(path, 30 + 0xFFFF)
+    return head.startswith(LOCAL_SIGNATURE) and first_member(head).endswith(b".npy")
 
 
 # The legacy format (torch.save before 1.6) starts with its magic number 0x1950a86a20f9469cfc6c
@@ -196,14 +165,14 @@ def _sniff_pytorch(path: AnyPath, entry: Format) -> bool:
         head = bytes(source.read(0, min(source.size, 30 + 0xFFFF), "the first local header"))
     finally:
         source.close()
-    name = _first_member(head)
+    name = first_member(head)
     return name.count(b"/") == 1 and name.endswith(tuple(b"/" + member.encode() for member in entry.members))
 
 
 def _sniff_pickle(path: AnyPath, entry: Format) -> bool:
     # A pickle of protocol 2 or later starts with PROTO and its version; older ones have no
     # magic, so the suffix decides. (PyTorch's legacy files, pickles too, are claimed first.)
-    head = _head(path, 2)
+    head = file_head(path, 2)
     return path.suffix in entry.suffixes or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
@@ -213,58 +182,7 @@ def _sniff_keras(path: AnyPath, entry: Format) -> bool:
         return True
     if entry.local_only and not isinstance(path, Path):
         return False  # a remote .keras zip: h5py reads local files only, so it is no format to offer
-    return _zip_members(path) >= set(entry.members)
-
-
-# Files weightscope recognises but does not read: what each is, and how to get its weights out.
-
-
-def _is_torchscript(path: AnyPath) -> bool:
-    """A ``torch.jit.save`` archive: a zip whose folder holds ``code/`` and ``constants.pkl``."""
-    if not isinstance(path, Path):
-        return False
-    names = _zip_members(path)
-    return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names) and any(
-        name.split("/")[1:2] == ["code"] for name in names
-    )
-
-
-_TFLITE_MAGIC = b"TFL3"  # the flatbuffer's file identifier, after its 4-byte root offset
-
-
-def _is_tflite(path: AnyPath) -> bool:
-    return _head(path, 8)[4:] == _TFLITE_MAGIC
-
-
-_MAX_BARE_TENSOR = 1 << 31  # protobuf's limit on one message
-
-
-def _is_onnx_tensor(path: AnyPath) -> bool:
-    if path.suffix != ".pb" or not path.is_file() or path.stat().st_size > _MAX_BARE_TENSOR:
-        return False
-    from weightscope.formats.onnx import is_bare_tensor
-
-    return is_bare_tensor(_head(path, _MAX_BARE_TENSOR))
-
-
-RECOGNISED: tuple[tuple[Callable[[AnyPath], bool], str], ...] = (
-    (
-        _is_torchscript,
-        "a TorchScript archive (torch.jit.save: code/ and constants.pkl beside the weights), not a torch.save "
-        "checkpoint; weightscope does not rebuild TorchScript modules. With torch: "
-        "torch.save(torch.jit.load(PATH).state_dict(), 'weights.pt') writes a checkpoint weightscope reads",
-    ),
-    (
-        _is_tflite,
-        "a TensorFlow Lite model (a TFL3 flatbuffer), which weightscope does not read; with TensorFlow, "
-        "tf.lite.Interpreter(model_path=PATH) lists its tensors (get_tensor_details) and reads them (get_tensor)",
-    ),
-    (
-        _is_onnx_tensor,
-        "a bare ONNX TensorProto (one tensor, as onnx.save_tensor and ONNX's test data write), not a model; "
-        "with onnx: onnx.numpy_helper.to_array(onnx.load_tensor(PATH)); np.save that to read it here",
-    ),
-)
+    return zip_members(path) >= set(entry.members)
 
 
 _BUILT_IN = (
@@ -486,23 +404,14 @@ def _open(path: AnyPath, format: str | None, verify: bool) -> Checkpoint:
             try:
                 return _reader(candidate, path)(path, verify=verify)  # type: ignore[call-arg]
             except (CorruptCheckpointError, UnsupportedFormatError):
-                _refuse_recognised(path)  # a TorchScript zip whose first member is data.pkl looks like torch.save's
+                refuse_recognised(path)  # a TorchScript zip whose first member is data.pkl looks like torch.save's
                 raise
     if not path.exists() and not plus(path, ".index").exists():
         raise CheckpointNotFoundError(f"{path}: no such file or checkpoint prefix")
     if path.is_dir():
         raise CheckpointNotFoundError(f"{path}: a directory with no checkpoint in it that weightscope knows")
-    _refuse_recognised(path)
+    refuse_recognised(path)
     raise UnsupportedFormatError(f"{path}: not a checkpoint format weightscope knows ({', '.join(FORMATS)})")
-
-
-def _refuse_recognised(path: AnyPath) -> None:
-    """Raise ``UnsupportedFormatError`` saying what ``path`` is, if it is a file ``RECOGNISED`` knows."""
-    if path.is_dir():
-        return
-    for recognise, what in RECOGNISED:
-        if recognise(path):
-            raise UnsupportedFormatError(f"{path}: {what.replace('PATH', repr(str(path)))}")
 
 
 def _reader(entry: Format, path: AnyPath) -> type[Checkpoint]:
