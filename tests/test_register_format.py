@@ -218,11 +218,18 @@ def test_an_entry_point_adds_a_format_on_the_registrys_first_use(monkeypatch: py
         ]
 
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
-    registry = FormatRegistry([])
-    assert asked == []  # nothing is read until the registry is used
+    held = dataclasses.replace(TOY, name="held")
+    registry = FormatRegistry([held])
+    assert registry["held"] is held and next(iter(registry)) == "held"
+    assert asked == []  # nothing is read while the registry holds what it is asked for
     with pytest.warns(UserWarning, match="'broken' skipped"):
-        assert list(registry) == ["toy"]
+        assert list(registry) == ["held", "toy"]  # sniffed after the formats held
     assert registry["toy"] is TOY and registry.writable() == [] and asked == [ENTRY_POINT_GROUP]
+
+    late = FormatRegistry([])
+    with pytest.warns(UserWarning, match="'broken' skipped"):
+        assert late["toy"] is TOY  # a name it lacks reads the entry points
+    assert asked == [ENTRY_POINT_GROUP] * 2
 
 
 def test_with_a_writer_it_is_a_target_of_save_convert_and_the_command_lines_choices(
