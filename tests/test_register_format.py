@@ -248,3 +248,20 @@ def test_with_a_writer_it_is_a_target_of_save_convert_and_the_command_lines_choi
     finally:
         ws.unregister_format("toy")
     assert main(["convert", "--to", "toy", str(source), str(tmp_path / "gone")]) == 2  # no longer a choice
+
+
+def test_runs_finds_its_files_by_the_registrys_endings(tmp_path: Path) -> None:
+    from weightscope.runs import find_checkpoints
+
+    for step in (20, 10):
+        write_toy(tmp_path / f"ckpt-{step}.toy", TENSORS)
+    ws.register_format(TOY)
+    try:
+        assert [(entry.path.name, entry.step) for entry in find_checkpoints(tmp_path)] == [
+            ("ckpt-10.toy", 10),
+            ("ckpt-20.toy", 20),
+        ]
+    finally:
+        ws.unregister_format("toy")
+    with pytest.raises(ws.CheckpointNotFoundError):
+        find_checkpoints(tmp_path)  # unregistered, .toy is no checkpoint's ending
