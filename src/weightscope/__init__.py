@@ -20,6 +20,7 @@ from weightscope.errors import (
     UsageError,
     WeightscopeError,
 )
+from weightscope.formats import Format, register_format, unregister_format
 from weightscope.formats import open_checkpoint as open
 from weightscope.formats import save_checkpoint as save
 from weightscope.layers import Layer, TensorRole
@@ -31,6 +32,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "ChecksumMismatchError",
     "CorruptCheckpointError",
+    "Format",
     "Layer",
     "LimitExceededError",
     "RefusedError",
@@ -42,5 +44,7 @@ __all__ = [
     "UsageError",
     "WeightscopeError",
     "open",
+    "register_format",
     "save",
+    "unregister_format",
 ]

@@ -146,6 +146,13 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """The open byte source holding ``info.file``, where the reader keeps one."""
         return None
 
+    def stored_dtype(self, name: str) -> np.dtype | None:
+        """The element type, in the file's byte order, of tensor ``name`` when its values lie one after another
+        as plain bytes at ``info(name).offset`` in ``info(name).file`` (what a lazy chunk reads by range);
+        None when they do not (compressed, quantised, strided, split in parts) or the format does not say."""
+        self.info(name)
+        return None
+
     def role(self, name: str) -> TensorRole:
         """What the tensor is for: a layer's weight, optimizer state of a variable, bookkeeping."""
         name = self.info(name).name

@@ -23,7 +23,10 @@ import numpy as np
 import weightscope
 from weightscope.atomic import Interrupted, interruptible
 from weightscope.checkpoint import Checkpoint, TensorInfo
+from weightscope.conventions import CONVENTIONS
+from weightscope.demo import ENGINES
 from weightscope.errors import ExitStatus, RefusedError, UsageError, WeightscopeError, os_error_status, reason
+from weightscope.formats import DEFAULT_TARGET, FORMATS, scanner_for
 from weightscope.layers import naming_convention
 from weightscope.output import (
     dumps_json,
@@ -52,6 +55,21 @@ class _CheckpointPath(click.ParamType):
 
 
 CHECKPOINT = _CheckpointPath()
+
+
+class _WritableFormat(click.Choice):
+    """A format weightscope writes: the registry's, read when asked, so formats registered later are choices too."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(FORMATS.writable())
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass  # derived, never stored
 
 
 def _echo(text: str = "", *, err: bool = False, nl: bool = True, redraw: bool = False) -> None:
@@ -243,7 +261,7 @@ def _count_kinds(kinds: Iterable[str], unit: str = "") -> str:
 @click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Values as JSON, with dtype and shape.")
-@click.option("--npy", "npy", type=PATH, metavar="OUT", help="Save the (single) tensor as a .npy file.")
+@click.option("--npy", type=PATH, metavar="OUT", help="Save the (single) tensor as a .npy file.")
 @click.option("--no-verify", is_flag=True, help="Skip checksum verification.")
 @step_option
 def show_command(
@@ -500,7 +518,7 @@ def verify_command(path: Path, step: int | None) -> None:
 
 def _convention_option(flag: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--layout`` or ``--names``: keep what the file has, or take PyTorch's or TensorFlow's convention."""
-    choice = click.Choice(["keep", "pytorch", "tensorflow"])
+    choice = click.Choice(CONVENTIONS)
     return click.option(flag, type=choice, default="keep", show_default=True, help=help)
 
 
@@ -536,7 +554,7 @@ class _ProgressBar:
 @click.option(
     "--to",
     "to",
-    type=click.Choice(["tensorflow", "safetensors", "pytorch", "npz", "keras"]),
+    type=_WritableFormat(),
     help="Output format (default: from DESTINATION's name: .safetensors, .pt/.pth/.bin, .npz, .weights.h5, "
     "and TensorFlow for a prefix with no suffix or ending .ckpt).",
 )
@@ -848,8 +866,8 @@ def runs_find_nan_command(
 @click.argument("run")
 @click.option(
     "--to",
-    type=click.Choice(["safetensors", "pytorch", "npz", "keras", "tensorflow"]),
-    default="safetensors",
+    type=_WritableFormat(),
+    default=DEFAULT_TARGET,
     show_default=True,
     help="The format to write.",
 )
@@ -914,8 +932,6 @@ def view_command(path: Path, path2: Path | None, port: int, no_browser: bool) ->
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {name, description, writable, missing}.")
 def formats_command(as_json: bool) -> None:
     """The formats weightscope reads (and writes), and what any of them still needs."""
-    from weightscope.formats import FORMATS
-
     rows = [
         {
             "name": entry.name,
@@ -983,14 +999,7 @@ def scan_command(path: Path, as_json: bool) -> None:
     Lists all it can follow, then exits as opening the file would: 6 when a name is outside
     the allow-list (opening would be refused), 4 when the file is damaged, 0 when it opens.
     """
-    from weightscope.formats import FORMATS
-
-    if FORMATS["pickle"].sniff(path) and not FORMATS["pytorch"].sniff(path):
-        from weightscope.formats.pickle_files import scan
-    else:
-        from weightscope.formats.pytorch import scan
-
-    entries = scan(path)
+    entries = scanner_for(path)(path)
     if as_json:
         _echo(dumps_json([entry._asdict() for entry in entries]))
     else:
@@ -1005,7 +1014,7 @@ def scan_command(path: Path, as_json: bool) -> None:
 
 
 @cli.command("demo")
-@click.option("--engine", type=click.Choice(["numpy", "tensorflow"]), default="numpy", show_default=True)
+@click.option("--engine", type=click.Choice(ENGINES), default=ENGINES[0], show_default=True)
 @click.option("--out", type=PATH, default=Path("checkpoint/model.ckpt"), show_default=True)
 @click.option("--steps", type=int, default=1000, show_default=True)
 @click.option("--lr", "learning_rate", type=float, default=0.01, show_default=True)

@@ -66,6 +66,9 @@ PARAMETER_ROLES: Mapping[str, str] = {
 # BatchNorm buffer, num_batches_tracked, is a counter: bookkeeping.
 BUFFER_ROLES = frozenset({"running_mean", "running_var"})
 
+# The frameworks' conventions ``convert`` takes tensors to (``--layout``, ``--names``), or keeps the file's.
+CONVENTIONS = ("keep", "pytorch", "tensorflow")
+
 # What each framework calls a role, to explain a miss ("TensorFlow calls it kernel").
 FRAMEWORK_NAMES: Mapping[str, str] = {
     "kernel": "TensorFlow and Keras",

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,13 +40,16 @@ from weightscope._crc32c import crc32c
 from weightscope.analysis import numeric_kind
 from weightscope.atomic import interruptible
 from weightscope.checkpoint import Checkpoint
+from weightscope.conventions import CONVENTIONS
 from weightscope.dtypes import BY_NAME
 from weightscope.errors import ChecksumMismatchError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole
 from weightscope.writing import little_endian
 
-LAYOUTS = ("keep", "pytorch", "tensorflow")
-NAMINGS = ("keep", "pytorch", "tensorflow")
+if TYPE_CHECKING:
+    from weightscope.formats import Staging
+
+LAYOUTS = NAMINGS = CONVENTIONS
 CASTS = ("float16", "bfloat16", "float32")  # what ``dtype`` casts floating tensors to
 
 # Progress: (tensors written, tensors in all, bytes written, bytes in all).
@@ -275,16 +278,6 @@ def _check_written(path: Path, format: str, expected: dict[str, int], planned: l
                 raise ChecksumMismatchError(f"{path}: '{tensor.name}' reads back with other values than were written")
 
 
-# What safetensors files of PyTorch weights say (safetensors.torch's save_pretrained writes it;
-# transformers refuses a file whose metadata lacks a format, and older releases one with none).
-PYTORCH_SAFETENSORS_METADATA = {"format": "pt"}
-
-
-def _pytorch_names(planned: list[PlannedTensor]) -> bool:
-    """Whether the tensors are named as PyTorch names them: module paths joined by dots, no '/'."""
-    return all("/" not in tensor.name for tensor in planned)
-
-
 @contextlib.contextmanager
 def _folder_for(destination: Path) -> Iterator[None]:
     """``destination``'s folder, made (with its parents) for the block, and removed again if the block fails."""
@@ -299,12 +292,16 @@ def _folder_for(destination: Path) -> Iterator[None]:
         raise
 
 
-def _move_into_place(work: Path, destination: Path) -> None:
-    """Rename the written files beside ``destination``: data first, then the index (which readers look
-    for), then TensorFlow's state file; when one cannot be, those already moved are removed again."""
-    from weightscope.formats.tensorflow import STATE_FILE
-
-    files = sorted(work.iterdir(), key=lambda path: (path.name == STATE_FILE, path.name.endswith(".index"), path.name))
+def _move_into_place(work: Path, destination: Path, staged: Staging) -> None:
+    """Rename the written files beside ``destination``: data first, then the index (those ending as
+    ``staged.last`` says, which readers look for), then the staging's own files (TensorFlow's state file);
+    when one cannot be, those already moved are removed again."""
+    for name, data in staged.files.items():
+        (work / name).write_bytes(data)
+    files = sorted(
+        work.iterdir(),
+        key=lambda path: (path.name in staged.files, path.name.endswith(staged.last), path.name),
+    )
     moved: list[Path] = []
     try:
         for path in files:
@@ -335,8 +332,7 @@ def convert(
     ``layout`` and ``names`` take tensors to PyTorch's or TensorFlow's conventions; ``dtype``
     (float16, bfloat16, float32) casts the floating tensors on the way.
     """
-    from weightscope.formats import format_to_write, load_writer, open_checkpoint
-    from weightscope.formats.tensorflow import STATE_FILE, planned_state
+    from weightscope.formats import format_to_write, load_writer, open_checkpoint, staging
 
     started = time.perf_counter()
     destination = Path(destination)
@@ -361,21 +357,11 @@ def convert(
             _folder_for(destination),
             tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work,
         ):
-            staged = Path(work) / destination.name
-            options: dict[str, Any] = {}
-            if format == "tensorflow":
-                options["update_state"] = False  # written below, once the files are in place
-            if format == "safetensors" and _pytorch_names(planned):
-                options["metadata"] = PYTORCH_SAFETENSORS_METADATA
-            writer(tensors, staged, **options)
-            _check_written(staged, format, tensors.checksums, planned)
-            if format == "tensorflow":
-                state, not_recorded = planned_state(destination)
-                if state is not None:
-                    (Path(work) / STATE_FILE).write_bytes(state)
-                if not_recorded is not None:
-                    notes.append(not_recorded)
-            _move_into_place(Path(work), destination)
+            staged = staging(format, destination, [tensor.name for tensor in planned])
+            writer(tensors, Path(work) / destination.name, **staged.options)
+            _check_written(Path(work) / destination.name, format, tensors.checksums, planned)
+            notes.extend(staged.notes)
+            _move_into_place(Path(work), destination, staged)
     finally:
         if ckpt is not source:
             ckpt.close()

@@ -136,6 +136,12 @@ def element_for(dtype: np.dtype, accepts: Callable[[ElementType], bool]) -> Elem
     return None
 
 
+def little_endian_dtype(dtype: np.dtype) -> np.dtype:
+    """``dtype`` stored little-endian: numpy's numeric types wider than a byte get the order, others
+    (one byte, ml_dtypes' types, bytes) have none to get."""
+    return dtype.newbyteorder("<") if dtype.itemsize > 1 and dtype.kind in "biufc" else dtype
+
+
 def tensorflow_code(dtype: np.dtype) -> int:
     """The TensorFlow ``DataType`` code a writer stores for a numpy dtype."""
     # Quantized types share their numpy dtype with the plain integers (int8 with qint8,

@@ -163,46 +163,12 @@ def _read_through_reader(source: TensorSource, start: int, stop: int) -> np.ndar
         return np.array(array[start:stop])
 
 
-def _pytorch_contiguous(ckpt: Checkpoint, info: TensorInfo) -> bool:
-    tensor = ckpt._tensors[info.name]  # type: ignore[attr-defined]
-    expected, step = [], 1
-    for size in reversed(info.shape):
-        expected.append(step)
-        step *= size
-    expected.reverse()
-    # A dimension of size 1 may carry any stride; it moves nowhere.
-    return all(size == 1 or have == want for size, have, want in zip(info.shape, tensor.stride, expected, strict=True))
-
-
 def _stored_dtype(ckpt: Checkpoint, info: TensorInfo) -> np.dtype | None:
     """The dtype (with the file's byte order) of a tensor stored as plain contiguous bytes; None otherwise."""
     dtype = info.dtype
     if dtype.kind == "O" or dtype.names is not None or info.offset < 0:
         return None
-    little = dtype.newbyteorder("<") if dtype.itemsize > 1 and dtype.kind in "biufc" else dtype
-    if ckpt.format == "safetensors":
-        return little
-    if ckpt.format in ("npy", "npz"):
-        member = ckpt._members[info.name]  # type: ignore[attr-defined]
-        if member.deflated or member.header.fortran_order:
-            return None
-        stored: np.dtype = member.header.dtype
-        return stored
-    if ckpt.format == "tensorflow":
-        if info.key in ckpt._partitions or info.type_name == "string":  # type: ignore[attr-defined]
-            return None
-        if ckpt._big_endian:  # type: ignore[attr-defined]
-            if dtype.itemsize > 1 and dtype.kind not in "biufc":
-                return None  # ml_dtypes' types, big-endian: the reader swaps them
-            return dtype.newbyteorder(">") if dtype.itemsize > 1 else dtype
-        return little
-    if ckpt.format == "pytorch":
-        return dtype if _pytorch_contiguous(ckpt, info) else None  # its dtype carries the file's byte order
-    if ckpt.format == "gguf":
-        from weightscope.containers.quants import QUANT_SIZES
-
-        return None if info.type_name in QUANT_SIZES else dtype
-    return None
+    return ckpt.stored_dtype(info.name)
 
 
 def tensor_source(ckpt: Checkpoint, name: str) -> TensorSource:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -54,6 +53,7 @@ from weightscope.analysis import (
     stats_partial,
 )
 from weightscope.errors import CheckpointNotFoundError, UsageError, reason
+from weightscope.formats import DEFAULT_TARGET, FORMATS
 from weightscope.lazy import CHUNK_BYTES, INSTALL_HINT, TensorSource, require_dask, tensor_source
 from weightscope.output import json_float
 
@@ -68,8 +68,6 @@ TASK_ELEMENTS = 4096
 # Progress: (tasks done, tasks in all).
 Progress = Callable[[int, int], None]
 
-_SUFFIXES = (".safetensors", ".npz", ".npy", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".h5", ".keras")
-_DATA_FILE = re.compile(r"\.data-\d{5}-of-\d{5}$")
 # The weights in a Hugging Face Trainer ``checkpoint-N/`` directory (beside optimizer.pt, rng_state.pth, ...).
 _TRAINER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
@@ -86,21 +84,16 @@ class RunCheckpoint:
         return self.path.name
 
 
-def _is_tensorflow_prefix(path: Path) -> bool:
-    return Path(f"{path}.index").is_file()
-
-
 def step_of_name(path: Path) -> int | None:
     """The step a checkpoint's name states (``weightscope.history.step_of``), None where it states none."""
     from weightscope.history import step_of
 
-    return step_of(path, tensorflow_prefix=_is_tensorflow_prefix(path))
+    return step_of(path, tensorflow_prefix=FORMATS.prefix_index(path) is not None)
 
 
 def _written(path: Path) -> float:
     """When a checkpoint was written: its file's (a TF prefix's index file's) modification time."""
-    index = Path(f"{path}.index")
-    return (index if index.is_file() else path).stat().st_mtime
+    return (FORMATS.prefix_index(path) or path).stat().st_mtime
 
 
 def _in_order(entries: list[RunCheckpoint]) -> list[RunCheckpoint]:
@@ -120,13 +113,9 @@ def _as_checkpoint(path: Path) -> Path | None:
     if path.is_dir():
         found = [path / name for name in _TRAINER_WEIGHTS if (path / name).is_file()]
         return found[0] if found and step_of_name(found[0]) is not None else None
-    if path.name == "checkpoint" or path.name.endswith(".tempstate"):
-        return None
-    if path.name.endswith(".index"):
-        return path.with_name(path.name[: -len(".index")])
-    if _DATA_FILE.search(path.name):
-        return path.with_name(_DATA_FILE.sub("", path.name))
-    if path.is_file() and path.name.lower().endswith(_SUFFIXES):
+    if prefix := FORMATS.prefix_of(path):
+        return prefix
+    if path.is_file() and path.name.lower().endswith(FORMATS.file_suffixes()):
         return path
     return None
 
@@ -548,16 +537,17 @@ def find_nan(
 
 # -- conversion -----------------------------------------------------------------------------
 
-_EXTENSIONS = {"safetensors": ".safetensors", "npz": ".npz", "pytorch": ".pt", "keras": ".weights.h5", "tensorflow": ""}
-
 
 def _converted_name(path: Path, to: str) -> str:
+    """The name ``path`` converted to format ``to`` gets: its stem and the first ending ``to``'s writer writes
+    (none for a checkpoint written at a prefix)."""
     name = path.parent.name if path.name in _TRAINER_WEIGHTS else path.name  # checkpoint-500/model.safetensors
-    for suffix in (".weights.h5", *_SUFFIXES):
+    for suffix in FORMATS.file_suffixes():
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
-    return name + _EXTENSIONS[to]
+    target = FORMATS[to]
+    return name + ("" if target.prefix else target.writes[0])
 
 
 def convert_one(source: str, destination: str, to: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -572,7 +562,7 @@ def run_convert(
     run: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | list[RunCheckpoint],
     out: str | os.PathLike[str],
     *,
-    to: str = "safetensors",
+    to: str = DEFAULT_TARGET,
     scheduler: str | None = None,
     client: Any = None,
     workers: int | None = None,
@@ -584,8 +574,8 @@ def run_convert(
     ``options`` go to ``weightscope.convert.convert`` (``layout``, ``names``, ``include_optimizer``, ``pattern``).
     """
     require_dask()
-    if to not in _EXTENSIONS:
-        raise UsageError(f"cannot write format {to!r}; writable: {', '.join(_EXTENSIONS)}")
+    if to not in FORMATS.writable():
+        raise UsageError(f"cannot write format {to!r}; writable: {', '.join(FORMATS.writable())}")
     if isinstance(run, list) and run and all(isinstance(entry, RunCheckpoint) for entry in run):
         checkpoints: list[RunCheckpoint] = list(run)  # type: ignore[arg-type]
     else:

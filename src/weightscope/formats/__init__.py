@@ -1,22 +1,31 @@
-"""The format registry: formats by name, imported on first use, chosen by content.
+"""The format registry: every fact about a format, by name; its reader imported on first use.
 
-Each entry names the module and class that read a format and a cheap ``sniff`` that
-looks at the path (and at most a few bytes) without importing the reader.
+Each ``Format`` says what a format is (its magic bytes and where they sit, the endings of
+its files' names, the zip members that identify it), what reads and writes it (module and
+class or function, imported only when used), what it needs (an optional dependency and its
+install hint, local files only), and what ``convert`` and ``scan`` ask of it. Sniffing,
+``convert``'s choice from a destination's name, ``runs``, ``weightscope formats`` and the
+command line's choices are all derived from these entries (fsspec's ``known_implementations``).
+
+Another package adds a format with ``register_format(Format(...))``, or by naming a
+``Format`` in the entry point group ``weightscope.formats`` (read on the registry's first use).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightscope.containers.zip import LOCAL_SIGNATURE, read_directory
+from weightscope.containers.zip import LOCAL_SIGNATURE
 from weightscope.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -24,6 +33,7 @@ from weightscope.errors import (
     UsageError,
     WeightscopeError,
 )
+from weightscope.formats._sniffing import file_head, first_member, refuse_recognised, zip_members
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, plus
 
@@ -35,11 +45,82 @@ if TYPE_CHECKING:
     from weightscope.writing import Tensors
 
 
+@dataclass(frozen=True)
+class Format:
+    """Every fact about one format; the registry's entry for it (``register_format``)."""
+
+    name: str
+    description: str
+    target: str  # the reader, "module:Class" (a ``Checkpoint``), imported on first use
+    magic: tuple[tuple[int, bytes], ...] = ()  # (offset, bytes): a file holding any one of them is of this format
+    suffixes: tuple[str, ...] = ()  # how its files' names end (lower case); a file named so is claimed too
+    members: tuple[str, ...] = ()  # the zip members that identify it (how, ``sniffer`` says)
+    # For what magic and endings cannot say: decides from the path and this entry's facts.
+    sniffer: Callable[[AnyPath, Format], bool] | None = None
+    local_only: str = ""  # why it reads local files only (never URLs); "" when it reads remote sources too
+    # A checkpoint at a prefix naming several files, not one file: the ending of the one readers look for
+    # beside the prefix (``.index``), and a pattern matching the endings of all of them (index, data shards).
+    index: str = ""
+    parts: str = ""
+    writer: str | None = None  # "module:function", for formats weightscope can write
+    writes: tuple[str, ...] = ()  # the endings its writer writes: a destination's name chooses the writer by them
+    requires: str | None = None  # an optional module the reader needs, installed by ``weightscope[<extra>]``
+    extra: str | None = None
+    scanner: str | None = None  # "module:function" listing the globals its pickles name (``weightscope scan``)
+    # "module:function" ``(destination, names) -> Staging``: what ``convert`` tells the writer and adds beside it.
+    staging: str | None = None
+
+    def sniff(self, path: AnyPath) -> bool:
+        """Whether ``path`` is of this format, from its name and at most a few of its bytes (no reader imported)."""
+        return _magic_or_suffix(path, self) if self.sniffer is None else self.sniffer(path, self)
+
+    @property
+    def prefix(self) -> bool:
+        """Whether a checkpoint of this format is a prefix naming several files, not one file."""
+        return bool(self.index)
+
+    def missing(self) -> str | None:
+        """How to install what this format needs, or None when it is there (nothing is imported)."""
+        if self.requires is None or importlib.util.find_spec(self.requires) is not None:
+            return None
+        return f"needs {self.requires}: pip install 'weightscope[{self.extra}]'"
+
+    def load(self) -> type[Checkpoint]:
+        reader: type[Checkpoint] = _import(self.target)
+        return reader
+
+
+@dataclass(frozen=True)
+class Staging:
+    """What ``convert`` does for a format around its writer: keyword options it passes, files it adds beside the
+    output once read back (name -> bytes, moved into place last), notes for the user, and the endings of the
+    written files to move into place after the others (the one readers look for)."""
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    last: tuple[str, ...] = ()
+
+
+def _magic_or_suffix(path: AnyPath, entry: Format) -> bool:
+    """Whether ``path`` holds one of ``entry``'s magic byte strings where it sits, or ends with one of its suffixes."""
+    if entry.magic:
+        head = file_head(path, max(offset + len(magic) for offset, magic in entry.magic))
+        if any(head[offset : offset + len(magic)] == magic for offset, magic in entry.magic):
+            return True
+    return path.suffix in entry.suffixes
+
+
+def _import(target: str) -> Any:
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 # The last 8 bytes of a TensorFlow index (and of a TF1 V1 single-file checkpoint).
 _TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
 
 
-def _sniff_tensorflow(path: AnyPath) -> bool:
+def _sniff_tensorflow(path: AnyPath, entry: Format) -> bool:
     if path.is_dir():
         return any((path / name).is_file() for name in ("checkpoint", "saved_model.pb")) or any(path.glob("*.index"))
     if path.name == "checkpoint" and path.is_file():
@@ -50,42 +131,18 @@ def _sniff_tensorflow(path: AnyPath) -> bool:
     return text.endswith(".index") or ".data-" in path.name or plus(path, ".index").is_file()
 
 
-# The readers' magic numbers, here so that sniffing imports no reader.
-_NPY_MAGIC = b"\x93NUMPY"
-_ZIP_NAME_LENGTH = slice(26, 28)  # in that header; the name follows its 30 bytes
-
-
-def _head(path: AnyPath, length: int) -> bytes:
-    """The first ``length`` bytes of a regular file (fewer if it is shorter, none if it is no file)."""
-    if not path.is_file():
-        return b""
-    source = open_source(path)
-    try:
-        return bytes(source.read(0, min(length, source.size), "magic"))
-    finally:
-        source.close()
-
-
-def _sniff_safetensors(path: AnyPath) -> bool:
-    head = _head(path, 9)  # the header length, then the JSON object's "{"
+def _sniff_safetensors(path: AnyPath, entry: Format) -> bool:
+    head = file_head(path, 9)  # the header length, then the JSON object's "{"
     if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 9:
         return True
-    return path.suffix == ".safetensors"
+    return path.suffix in entry.suffixes
 
 
-def _sniff_npy(path: AnyPath) -> bool:
-    return _head(path, len(_NPY_MAGIC)) == _NPY_MAGIC or path.suffix == ".npy"
-
-
-def _sniff_npz(path: AnyPath) -> bool:
-    if path.suffix == ".npz":
+def _sniff_npz(path: AnyPath, entry: Format) -> bool:
+    if path.suffix in entry.suffixes:
         return True
-    head = _head(path, 30 + 0xFFFF)
-    name_end = 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")
-    return head.startswith(LOCAL_SIGNATURE) and head[30:name_end].endswith(b".npy")
-
-
-_PYTORCH_MEMBERS = (b"/data.pkl", b"/.format_version", b"/byteorder", b"/version")
+    head = file_head(path, 30 + 0xFFFF)
+    return head.startswith(LOCAL_SIGNATURE) and first_member(head).endswith(b".npy")
 
 
 # The legacy format (torch.save before 1.6) starts with its magic number 0x1950a86a20f9469cfc6c
@@ -93,7 +150,8 @@ _PYTORCH_MEMBERS = (b"/data.pkl", b"/.format_version", b"/byteorder", b"/version
 _PYTORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little") + b"."
 
 
-def _sniff_pytorch(path: AnyPath) -> bool:
+def _sniff_pytorch(path: AnyPath, entry: Format) -> bool:
+    """A zip whose first member is one of ``entry.members`` in the archive's one folder, or the legacy head."""
     if not path.is_file():
         return False
     source = open_source(path)
@@ -107,215 +165,220 @@ def _sniff_pytorch(path: AnyPath) -> bool:
         head = bytes(source.read(0, min(source.size, 30 + 0xFFFF), "the first local header"))
     finally:
         source.close()
-    name = head[30 : 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")]
-    return name.count(b"/") == 1 and name.endswith(_PYTORCH_MEMBERS)
+    name = first_member(head)
+    return name.count(b"/") == 1 and name.endswith(tuple(b"/" + member.encode() for member in entry.members))
 
 
-_PICKLE_SUFFIXES = (".pkl", ".pickle")
-
-
-def _sniff_pickle(path: AnyPath) -> bool:
+def _sniff_pickle(path: AnyPath, entry: Format) -> bool:
     # A pickle of protocol 2 or later starts with PROTO and its version; older ones have no
     # magic, so the suffix decides. (PyTorch's legacy files, pickles too, are claimed first.)
-    head = _head(path, 2)
-    return path.suffix in _PICKLE_SUFFIXES or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+    head = file_head(path, 2)
+    return path.suffix in entry.suffixes or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
-_GGUF_MAGIC = b"GGUF"
-
-
-def _sniff_gguf(path: AnyPath) -> bool:
-    return _head(path, len(_GGUF_MAGIC)) == _GGUF_MAGIC or path.suffix == ".gguf"
-
-
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-_KERAS_MEMBERS = {"config.json", "model.weights.h5"}
-
-
-def _sniff_keras(path: AnyPath) -> bool:
-    head = _head(path, len(_HDF5_MAGIC))
-    if head == _HDF5_MAGIC or path.suffix in (".h5", ".hdf5", ".keras"):
+def _sniff_keras(path: AnyPath, entry: Format) -> bool:
+    """HDF5's magic or a Keras ending; or (a local file only) a zip holding all of ``entry.members``."""
+    if _magic_or_suffix(path, entry):
         return True
-    if not head.startswith(LOCAL_SIGNATURE):
-        return False
-    if not isinstance(path, Path):
+    if entry.local_only and not isinstance(path, Path):
         return False  # a remote .keras zip: h5py reads local files only, so it is no format to offer
-    source = open_source(path)
-    try:
-        return {member.filename for member in read_directory(source, path)} >= _KERAS_MEMBERS
-    except WeightscopeError:
-        return False  # a zip weightscope refuses is no .keras file it reads
-    finally:
-        source.close()
+    return zip_members(path) >= set(entry.members)
 
 
-def _sniff_onnx(path: AnyPath) -> bool:
-    # ONNX has no magic, and a ModelProto's usual first byte (0x08: field 1, ir_version) is
-    # too weak to claim a file by: the suffix decides, and the reader refuses what does not parse.
-    return path.suffix == ".onnx"
-
-
-# Files weightscope recognises but does not read: what each is, and how to get its weights out.
-
-
-def _is_torchscript(path: AnyPath) -> bool:
-    """A ``torch.jit.save`` archive: a zip whose folder holds ``code/`` and ``constants.pkl``."""
-    if not isinstance(path, Path) or not _head(path, 4).startswith(LOCAL_SIGNATURE):
-        return False
-    source = open_source(path)
-    try:
-        names = [member.filename for member in read_directory(source, path)]
-    except WeightscopeError:
-        return False
-    finally:
-        source.close()
-    return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names) and any(
-        name.split("/")[1:2] == ["code"] for name in names
-    )
-
-
-_TFLITE_MAGIC = b"TFL3"  # the flatbuffer's file identifier, after its 4-byte root offset
-
-
-def _is_tflite(path: AnyPath) -> bool:
-    return _head(path, 8)[4:] == _TFLITE_MAGIC
-
-
-_MAX_BARE_TENSOR = 1 << 31  # protobuf's limit on one message
-
-
-def _is_onnx_tensor(path: AnyPath) -> bool:
-    if path.suffix != ".pb" or not path.is_file() or path.stat().st_size > _MAX_BARE_TENSOR:
-        return False
-    from weightscope.formats.onnx import is_bare_tensor
-
-    return is_bare_tensor(_head(path, _MAX_BARE_TENSOR))
-
-
-RECOGNISED: tuple[tuple[Callable[[AnyPath], bool], str], ...] = (
-    (
-        _is_torchscript,
-        "a TorchScript archive (torch.jit.save: code/ and constants.pkl beside the weights), not a torch.save "
-        "checkpoint; weightscope does not rebuild TorchScript modules. With torch: "
-        "torch.save(torch.jit.load(PATH).state_dict(), 'weights.pt') writes a checkpoint weightscope reads",
-    ),
-    (
-        _is_tflite,
-        "a TensorFlow Lite model (a TFL3 flatbuffer), which weightscope does not read; with TensorFlow, "
-        "tf.lite.Interpreter(model_path=PATH) lists its tensors (get_tensor_details) and reads them (get_tensor)",
-    ),
-    (
-        _is_onnx_tensor,
-        "a bare ONNX TensorProto (one tensor, as onnx.save_tensor and ONNX's test data write), not a model; "
-        "with onnx: onnx.numpy_helper.to_array(onnx.load_tensor(PATH)); np.save that to read it here",
-    ),
-)
-
-
-@dataclass(frozen=True)
-class Format:
-    name: str
-    description: str
-    target: str  # "module:Class"
-    sniff: Callable[[AnyPath], bool]
-    writer: str | None = None  # "module:function", for formats weightscope can write
-    suffixes: tuple[str, ...] = ()  # how its files' names end (lower case)
-    writes: tuple[str, ...] = ()  # the endings its writer writes: a destination's name chooses the writer by them
-    requires: str | None = None  # an optional module the reader needs, installed by ``weightscope[<extra>]``
-    extra: str | None = None
-
-    def missing(self) -> str | None:
-        """How to install what this format needs, or None when it is there (nothing is imported)."""
-        if self.requires is None or importlib.util.find_spec(self.requires) is not None:
-            return None
-        return f"needs {self.requires}: pip install 'weightscope[{self.extra}]'"
-
-    def load(self) -> type[Checkpoint]:
-        reader: type[Checkpoint] = _import(self.target)
-        return reader
-
-
-def _import(target: str) -> Any:
-    module, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
-FORMATS: dict[str, Format] = {
-    "tensorflow": Format(
+_BUILT_IN = (
+    Format(
         "tensorflow",
         "TensorFlow tensor bundle (prefix.index + prefix.data-*): TF1 Saver, TF2 Checkpoint",
         "weightscope.formats.tensorflow:TensorFlowCheckpoint",
-        _sniff_tensorflow,
+        sniffer=_sniff_tensorflow,
+        index=".index",
+        parts=r"\.index$|\.data-\d{5}-of-\d{5}$",
         writer="weightscope.formats.tensorflow:save",
         suffixes=(".ckpt",),
         writes=(".ckpt",),  # and a prefix with no suffix, or ending .ckpt-<step>: see format_to_write
+        staging="weightscope.formats.tensorflow:staging",
     ),
-    "safetensors": Format(
+    Format(
         "safetensors",
         "safetensors (.safetensors): a JSON header, then raw little-endian tensors",
         "weightscope.formats.safetensors:SafetensorsCheckpoint",
-        _sniff_safetensors,
+        sniffer=_sniff_safetensors,
         writer="weightscope.formats.safetensors:save",
         suffixes=(".safetensors",),
         writes=(".safetensors",),
+        staging="weightscope.formats.safetensors:staging",
     ),
-    "npy": Format(
+    Format(
         "npy",
         "NumPy array (.npy): one tensor, named after the file",
         "weightscope.formats.numpy_files:NpyCheckpoint",
-        _sniff_npy,
+        magic=((0, b"\x93NUMPY"),),
         suffixes=(".npy",),
     ),
-    "npz": Format(
+    Format(
         "npz",
         "NumPy archive (.npz, np.savez): a zip of .npy arrays, stored or deflated",
         "weightscope.formats.numpy_files:NpzCheckpoint",
-        _sniff_npz,
+        sniffer=_sniff_npz,
         writer="weightscope.formats.numpy_files:save",
         suffixes=(".npz",),
         writes=(".npz",),
     ),
-    "pytorch": Format(
+    Format(
         "pytorch",
         "PyTorch checkpoint (torch.save, .pt/.pth/.bin; zip or legacy): pickles read by an allow-list, never run",
         "weightscope.formats.pytorch:PyTorchCheckpoint",
-        _sniff_pytorch,
+        sniffer=_sniff_pytorch,
+        members=("data.pkl", ".format_version", "byteorder", "version"),  # the first, in the archive's one folder
         writer="weightscope.formats.pytorch_writer:save",
         suffixes=(".pt", ".pth", ".bin"),
         writes=(".pt", ".pth", ".bin"),
+        scanner="weightscope.formats.pytorch:scan",
     ),
-    "pickle": Format(
+    Format(
         "pickle",
         "Pickled NumPy arrays (.pkl, .pickle; JAX/Haiku params.pkl): read by an allow-list, never unpickled",
         "weightscope.formats.pickle_files:PickleCheckpoint",
-        _sniff_pickle,
+        sniffer=_sniff_pickle,
+        suffixes=(".pkl", ".pickle"),
+        scanner="weightscope.formats.pickle_files:scan",
     ),
-    "keras": Format(
+    Format(
         "keras",
         "Keras weights (.h5, .weights.h5, .keras zip; needs h5py): tf-keras and Keras 3 layouts",
         "weightscope.formats.keras:KerasCheckpoint",
-        _sniff_keras,
+        sniffer=_sniff_keras,
+        magic=((0, b"\x89HDF\r\n\x1a\n"),),
+        members=("config.json", "model.weights.h5"),  # a .keras zip holds both
+        local_only="Keras files are read through h5py, which reads local files only",
         writer="weightscope.formats.keras:save",
         suffixes=(".weights.h5", ".h5", ".hdf5", ".keras"),
         writes=(".weights.h5",),  # Keras 3's layout; Keras reads a plain .h5 as tf-keras's
         requires="h5py",
         extra="keras",
     ),
-    "gguf": Format(
+    Format(
         "gguf",
         "GGUF (llama.cpp, .gguf): typed metadata, then aligned tensors, quantised ones dequantised on read",
         "weightscope.formats.gguf:GgufCheckpoint",
-        _sniff_gguf,
+        magic=((0, b"GGUF"),),
         suffixes=(".gguf",),
     ),
-    "onnx": Format(
+    # ONNX has no magic, and a ModelProto's usual first byte (0x08: field 1, ir_version) is
+    # too weak to claim a file by: the suffix decides, and the reader refuses what does not parse.
+    Format(
         "onnx",
         "ONNX model (.onnx): the graph's initializers and Constant nodes, inline or as external data beside the model",
         "weightscope.formats.onnx:OnnxCheckpoint",
-        _sniff_onnx,
         suffixes=(".onnx",),
     ),
-}
+)
+
+ENTRY_POINT_GROUP = "weightscope.formats"
+
+
+class FormatRegistry(Mapping[str, Format]):
+    """The formats by name, in sniffing order: the built-in ones and those registered since, then those named by
+    installed packages' ``weightscope.formats`` entry points. These are read the first time the registry is asked
+    for more than it holds (a name it lacks, its length, iterating past its last entry): opening a file that a
+    format already held claims reads no package metadata (some 30 ms)."""
+
+    def __init__(self, formats: Sequence[Format]) -> None:
+        self._formats = {entry.name: entry for entry in formats}
+        self._entry_points_read = False
+
+    def _read_entry_points(self) -> list[str]:
+        """Add the formats the entry points name (the first time only); the names added."""
+        if self._entry_points_read:
+            return []
+        self._entry_points_read = True
+        added = []
+        for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                entry = point.load()
+                if not isinstance(entry, Format):
+                    raise TypeError(f"{point.value} is a {type(entry).__name__}, not a weightscope Format")
+            except Exception as error:  # a broken plugin must not break every other format
+                warnings.warn(f"weightscope: format entry point {point.name!r} skipped: {error}", stacklevel=3)
+                continue
+            if entry.name not in self._formats:
+                self._formats[entry.name] = entry
+                added.append(entry.name)
+        return added
+
+    def __getitem__(self, name: str) -> Format:
+        if name not in self._formats:
+            self._read_entry_points()
+        return self._formats[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from list(self._formats)
+        yield from self._read_entry_points()
+
+    def __len__(self) -> int:
+        self._read_entry_points()
+        return len(self._formats)
+
+    def add(self, entry: Format, *, replace: bool = False) -> None:
+        if entry.name in self and not replace:
+            raise UsageError(f"a format named {entry.name!r} is registered already; pass replace=True to replace it")
+        self._formats[entry.name] = entry
+
+    def remove(self, name: str) -> Format:
+        if name not in self:
+            raise UsageError(f"no format named {name!r} is registered")
+        return self._formats.pop(name)
+
+    def writable(self) -> list[str]:
+        """The names of the formats weightscope writes, in registry order."""
+        return [entry.name for entry in self.values() if entry.writer]
+
+    def scanners(self) -> list[Format]:
+        """The formats whose pickles ``weightscope scan`` lists, in sniffing order."""
+        return [entry for entry in self.values() if entry.scanner]
+
+    def prefix_index(self, path: Path) -> Path | None:
+        """The file readers look for beside ``path`` when it is a checkpoint prefix (``path.index``); else None."""
+        for entry in self.values():
+            if entry.index and (index := Path(f"{path}{entry.index}")).is_file():
+                return index
+        return None
+
+    def prefix_of(self, path: Path) -> Path | None:
+        """The prefix of the checkpoint whose file (index, data shard) ``path`` is; None for any other file."""
+        for entry in self.values():
+            if entry.parts and (found := re.search(entry.parts, path.name)):
+                return path.with_name(path.name[: found.start()])
+        return None
+
+    def file_suffixes(self) -> tuple[str, ...]:
+        """Every ending of a one-file checkpoint's name, longest first (``.weights.h5`` before ``.h5``)."""
+        endings = {suffix for entry in self.values() if not entry.prefix for suffix in entry.suffixes}
+        return tuple(sorted(endings, key=lambda ending: (-len(ending), ending)))
+
+
+FORMATS = FormatRegistry(_BUILT_IN)
+DEFAULT_TARGET = "safetensors"  # what ``runs convert`` writes unless told
+
+
+def scanner_for(path: AnyPath) -> Callable[[AnyPath], Any]:
+    """The ``scan`` of the first format with one that claims ``path``; else the first format's with one (which
+    says what is wrong with the file)."""
+    scanners = FORMATS.scanners()
+    chosen = next((entry for entry in scanners if entry.sniff(path)), scanners[0])
+    return _import(chosen.scanner)  # type: ignore[arg-type]
+
+
+def register_format(entry: Format, *, replace: bool = False) -> None:
+    """Add ``entry`` to the registry: files it sniffs open with its reader, every command reads it, and with a
+    ``writer`` it is a target of ``save`` and ``convert``. Sniffed after the formats already registered; a name
+    taken already is refused unless ``replace``."""
+    FORMATS.add(entry, replace=replace)
+
+
+def unregister_format(name: str) -> Format:
+    """Remove format ``name`` from the registry; returns its entry (``register_format`` adds it back)."""
+    return FORMATS.remove(name)
 
 
 def open_checkpoint(
@@ -352,30 +415,19 @@ def _open(path: AnyPath, format: str | None, verify: bool) -> Checkpoint:
             try:
                 return _reader(candidate, path)(path, verify=verify)  # type: ignore[call-arg]
             except (CorruptCheckpointError, UnsupportedFormatError):
-                _refuse_recognised(path)  # a TorchScript zip whose first member is data.pkl looks like torch.save's
+                refuse_recognised(path)  # a TorchScript zip whose first member is data.pkl looks like torch.save's
                 raise
     if not path.exists() and not plus(path, ".index").exists():
         raise CheckpointNotFoundError(f"{path}: no such file or checkpoint prefix")
     if path.is_dir():
         raise CheckpointNotFoundError(f"{path}: a directory with no checkpoint in it that weightscope knows")
-    _refuse_recognised(path)
+    refuse_recognised(path)
     raise UnsupportedFormatError(f"{path}: not a checkpoint format weightscope knows ({', '.join(FORMATS)})")
 
 
-def _refuse_recognised(path: AnyPath) -> None:
-    """Raise ``UnsupportedFormatError`` saying what ``path`` is, if it is a file ``RECOGNISED`` knows."""
-    if path.is_dir():
-        return
-    for recognise, what in RECOGNISED:
-        if recognise(path):
-            raise UnsupportedFormatError(f"{path}: {what.replace('PATH', repr(str(path)))}")
-
-
 def _reader(entry: Format, path: AnyPath) -> type[Checkpoint]:
-    if entry.name == "keras" and not isinstance(path, Path):
-        raise UnsupportedFormatError(
-            f"{path}: Keras files are read through h5py, which reads local files only; download it first"
-        )
+    if entry.local_only and not isinstance(path, Path):
+        raise UnsupportedFormatError(f"{path}: {entry.local_only}; download it first")
     return entry.load()
 
 
@@ -432,7 +484,7 @@ def format_to_write(path: Path, format: str | None = None) -> str:
         )
     suffix = Path(name).suffix
     if not suffix or _TENSORFLOW_PREFIX.search(name):
-        return "tensorflow"
+        return _prefix_writer()
     written = [ending for entry in FORMATS.values() for ending in entry.writes]
     close = difflib.get_close_matches(suffix, written, n=1, cutoff=0.7)
     hint = f" (did you mean {close[0]}?)" if close else ""
@@ -444,7 +496,7 @@ def _written() -> str:
     endings = [
         "/".join(entry.writes) + ("" if entry.name in entry.writes[0] else f" ({entry.name})")
         for entry in FORMATS.values()
-        if entry.writer and entry.name != "tensorflow"
+        if entry.writer and not entry.prefix
     ]
     return (
         f"write {', '.join(endings)}, or a TensorFlow checkpoint at a prefix with no suffix or ending .ckpt; "
@@ -452,9 +504,23 @@ def _written() -> str:
     )
 
 
+def _prefix_writer() -> str:
+    """The format written at a checkpoint prefix (a name with no suffix): TensorFlow's."""
+    return next(entry.name for entry in FORMATS.values() if entry.prefix and entry.writer)
+
+
+def staging(format: str, destination: Path, names: Sequence[str]) -> Staging:
+    """What ``convert`` does around ``format``'s writer for ``destination`` (tensors ``names``): see ``Staging``."""
+    entry = FORMATS[format]
+    if entry.staging is None:
+        return Staging()
+    made: Staging = _import(entry.staging)(destination, names)
+    return made
+
+
 def load_writer(format: str) -> Callable[..., Path]:
     """The function that writes ``format``: ``writer(tensors, path) -> Path``."""
-    writable = [name for name, entry in FORMATS.items() if entry.writer]
+    writable = FORMATS.writable()
     if format not in writable:
         raise UnsupportedFormatError(f"cannot write format {format!r}; writable: {', '.join(writable)}")
     writer: Callable[..., Path] = _import(FORMATS[format].writer)  # type: ignore[arg-type]

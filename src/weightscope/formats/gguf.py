@@ -288,6 +288,10 @@ class GgufCheckpoint(FileCheckpoint):
                 previous = info
 
     # -- reading tensors -------------------------------------------------------------
+    def stored_dtype(self, name: str) -> np.dtype | None:
+        info = self.info(name)
+        return None if info.type_name in QUANT_SIZES else info.dtype  # quantised blocks are no plain elements
+
     def _read(self, info: TensorInfo) -> np.ndarray:
         data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
         if info.type_name not in QUANT_SIZES:

@@ -204,6 +204,13 @@ class NumpyCheckpoint(FileCheckpoint):
         self._infos[name] = info
         self._members[name] = member
 
+    def stored_dtype(self, name: str) -> np.dtype | None:
+        member = self._members[self.info(name).name]
+        if member.deflated or member.header.fortran_order:
+            return None
+        stored: np.dtype = member.header.dtype  # with the header's byte order
+        return stored
+
     def _read(self, info: TensorInfo) -> np.ndarray:
         member = self._members[info.name]
         data: bytes | memoryview = self._source.read(member.start, member.stored_size, f"tensor '{info.name}'")

@@ -837,6 +837,10 @@ class PyTorchCheckpoint(FileCheckpoint):
             info.shape, info.dtype, buffer=data, offset=tensor.offset * info.dtype.itemsize, strides=strides
         )
 
+    def stored_dtype(self, name: str) -> np.dtype | None:
+        # Its dtype carries the file's byte order; a view is not plain bytes in order.
+        return None if self.view(name) is not None else self.info(name).dtype
+
     def view(self, name: str) -> StridedView | None:
         info = self.info(name)
         tensor = self._tensors[info.name]

@@ -41,7 +41,7 @@ import math
 import os
 import struct
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,13 +49,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.dtypes import BY_SAFETENSORS, check_rank, check_size, element_for
+from weightscope.dtypes import BY_SAFETENSORS, check_rank, check_size, element_for, little_endian_dtype
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
 from weightscope.limits import JSON_BYTE_COST, Limits
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
+    from weightscope.formats import Staging
     from weightscope.writing import Tensors
 
 MAX_HEADER_SIZE = 100_000_000  # the reference implementation's limit
@@ -71,6 +72,9 @@ class SafetensorsCheckpoint(FileCheckpoint):
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
         """Open ``path``; ``verify`` is accepted for the common signature (the format has no checksums)."""
         super().__init__(path, verify=verify)
+
+    def stored_dtype(self, name: str) -> np.dtype | None:
+        return little_endian_dtype(self.info(name).dtype)  # every tensor is raw little-endian bytes
 
     def _load(self) -> None:
         (length,) = _HEADER_LENGTH.unpack(self._source.read(0, _HEADER_LENGTH.size, "the header length"))
@@ -236,3 +240,16 @@ def save(
         for _, spec in plan:
             handle.write(array_bytes(source.array(spec.name), spec))
     return target
+
+
+# What safetensors files of PyTorch weights say (safetensors.torch's save_pretrained writes it;
+# transformers refuses a file whose metadata lacks a format, and older releases one with none).
+PYTORCH_METADATA = {"format": "pt"}
+
+
+def staging(destination: Path, names: Sequence[str]) -> Staging:
+    """What ``convert`` tells this writer: tensors named as PyTorch names them (module paths joined by dots,
+    no '/') are marked as PyTorch's in the metadata."""
+    from weightscope.formats import Staging
+
+    return Staging(options={"metadata": PYTORCH_METADATA} if all("/" not in name for name in names) else {})

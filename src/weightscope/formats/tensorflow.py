@@ -57,7 +57,7 @@ import re
 import struct
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
@@ -79,7 +79,14 @@ from weightscope.containers.table import (
     read_table,
     read_varint,
 )
-from weightscope.dtypes import ELEMENT_TYPES, ElementType, check_rank, from_tensorflow, tensorflow_code
+from weightscope.dtypes import (
+    ELEMENT_TYPES,
+    ElementType,
+    check_rank,
+    from_tensorflow,
+    little_endian_dtype,
+    tensorflow_code,
+)
 from weightscope.errors import (
     CheckpointNotFoundError,
     ChecksumMismatchError,
@@ -95,6 +102,7 @@ from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, p
 from weightscope.writing import Spec, Tensors, as_tensors, checked, little_endian, plan_specs
 
 if TYPE_CHECKING:
+    from weightscope.formats import Staging
     from weightscope.remote import RemotePath
     from weightscope.sources import AnySource
 
@@ -589,6 +597,17 @@ class TensorFlowCheckpoint(Checkpoint):
         return info._replace(nbytes=total)
 
     # -- reading -----------------------------------------------------------------------
+    def stored_dtype(self, name: str) -> np.dtype | None:
+        info = self.info(name)
+        if info.key in self._partitions or info.type_name == "string":
+            return None  # stored in parts, or as strings
+        dtype = info.dtype
+        if not self._big_endian:
+            return little_endian_dtype(dtype)
+        if dtype.itemsize > 1 and dtype.kind not in "biufc":
+            return None  # ml_dtypes' types, big-endian: the reader swaps them
+        return dtype.newbyteorder(">") if dtype.itemsize > 1 else dtype
+
     def _read(self, info: TensorInfo) -> np.ndarray:
         parts = self._partitions.get(info.key)
         if parts is not None:
@@ -867,3 +886,17 @@ def planned_state(prefix: Path) -> tuple[bytes | None, str | None]:
     paths = [p for p in (previous.all_model_checkpoint_paths if previous else []) if p != recorded]
     state = _proto.CheckpointState(model_checkpoint_path=recorded, all_model_checkpoint_paths=[*paths, recorded])
     return text_format.MessageToString(state).encode("utf-8"), None
+
+
+def staging(destination: Path, names: Sequence[str]) -> Staging:
+    """What ``convert`` does around this writer: the state file is not updated by it but planned here and moved
+    into place last, after the index (which readers look for), itself after the data."""
+    from weightscope.formats import Staging
+
+    state, not_recorded = planned_state(destination)
+    return Staging(
+        options={"update_state": False},
+        files={} if state is None else {STATE_FILE: state},
+        notes=() if not_recorded is None else (not_recorded,),
+        last=(".index",),
+    )

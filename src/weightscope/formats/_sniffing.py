@@ -1,0 +1,100 @@
+"""The bytes sniffing looks at (a file's head, a zip's members), and the files weightscope recognises but
+does not read: what each is, and how to get its weights out. Imports no reader."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from weightscope.containers.zip import LOCAL_SIGNATURE, read_directory
+from weightscope.errors import UnsupportedFormatError, WeightscopeError
+from weightscope.sources import AnyPath, open_source
+
+
+def file_head(path: AnyPath, length: int) -> bytes:
+    """The first ``length`` bytes of a regular file (fewer if it is shorter, none if it is no file)."""
+    if not path.is_file():
+        return b""
+    source = open_source(path)
+    try:
+        return bytes(source.read(0, min(length, source.size), "magic"))
+    finally:
+        source.close()
+
+
+def zip_members(path: AnyPath) -> set[str]:
+    """The member names of the zip at ``path``; none when it is no zip weightscope reads."""
+    if not file_head(path, len(LOCAL_SIGNATURE)).startswith(LOCAL_SIGNATURE):
+        return set()
+    source = open_source(path)
+    try:
+        return {member.filename for member in read_directory(source, path)}
+    except WeightscopeError:
+        return set()  # a zip weightscope refuses is no file of a format it reads
+    finally:
+        source.close()
+
+
+_ZIP_NAME_LENGTH = slice(26, 28)  # in a zip's first local header; the name follows its 30 bytes
+
+
+def first_member(head: bytes) -> bytes:
+    """The name of the first member of the zip whose first bytes are ``head``."""
+    return head[30 : 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")]
+
+
+def _is_torchscript(path: AnyPath) -> bool:
+    """A ``torch.jit.save`` archive: a zip whose folder holds ``code/`` and ``constants.pkl``."""
+    if not isinstance(path, Path):
+        return False
+    names = zip_members(path)
+    return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names) and any(
+        name.split("/")[1:2] == ["code"] for name in names
+    )
+
+
+_TFLITE_MAGIC = b"TFL3"  # the flatbuffer's file identifier, after its 4-byte root offset
+
+
+def _is_tflite(path: AnyPath) -> bool:
+    return file_head(path, 8)[4:] == _TFLITE_MAGIC
+
+
+_MAX_BARE_TENSOR = 1 << 31  # protobuf's limit on one message
+
+
+def _is_onnx_tensor(path: AnyPath) -> bool:
+    if path.suffix != ".pb" or not path.is_file() or path.stat().st_size > _MAX_BARE_TENSOR:
+        return False
+    from weightscope.formats.onnx import is_bare_tensor
+
+    return is_bare_tensor(file_head(path, _MAX_BARE_TENSOR))
+
+
+RECOGNISED: tuple[tuple[Callable[[AnyPath], bool], str], ...] = (
+    (
+        _is_torchscript,
+        "a TorchScript archive (torch.jit.save: code/ and constants.pkl beside the weights), not a torch.save "
+        "checkpoint; weightscope does not rebuild TorchScript modules. With torch: "
+        "torch.save(torch.jit.load(PATH).state_dict(), 'weights.pt') writes a checkpoint weightscope reads",
+    ),
+    (
+        _is_tflite,
+        "a TensorFlow Lite model (a TFL3 flatbuffer), which weightscope does not read; with TensorFlow, "
+        "tf.lite.Interpreter(model_path=PATH) lists its tensors (get_tensor_details) and reads them (get_tensor)",
+    ),
+    (
+        _is_onnx_tensor,
+        "a bare ONNX TensorProto (one tensor, as onnx.save_tensor and ONNX's test data write), not a model; "
+        "with onnx: onnx.numpy_helper.to_array(onnx.load_tensor(PATH)); np.save that to read it here",
+    ),
+)
+
+
+def refuse_recognised(path: AnyPath) -> None:
+    """Raise ``UnsupportedFormatError`` saying what ``path`` is, if it is a file ``RECOGNISED`` knows."""
+    if path.is_dir():
+        return
+    for recognise, what in RECOGNISED:
+        if recognise(path):
+            raise UnsupportedFormatError(f"{path}: {what.replace('PATH', repr(str(path)))}")
