@@ -38,6 +38,7 @@ class Maker:
     big_endian: bool = False  # stores big-endian arrays as such
     names: tuple[str, ...] = ("/", ".", "unicode")  # the SPECIAL_NAMES it holds
     remote: bool = True  # weightscope reads it over HTTP
+    chunked_dask: bool = True  # Dask reads its plain tensors chunk by chunk (weightscope.lazy's raw sources)
     eager_checksum: bool = False  # one checksum over every tensor's bytes is checked at open (a .keras zip member's)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -206,9 +207,9 @@ MAKERS: list[Maker] = [
     Maker("pytorch-legacy", "pytorch", lambda d, t: _torch(d, t, legacy=True), (*_NUMPY, "bfloat16")),
     Maker("npy", "npy", _npy, _NUMPY, big_endian=True, names=(".", "unicode")),
     Maker("npz-stored", "npz", lambda d, t: _npz(d, t, compressed=False), _NUMPY, big_endian=True),
-    Maker("npz-deflated", "npz", lambda d, t: _npz(d, t, compressed=True), _NUMPY, big_endian=True),
-    Maker("pickle-2", "pickle", lambda d, t: _pickle(d, t, protocol=2), _NUMPY, big_endian=True),
-    Maker("pickle-5", "pickle", lambda d, t: _pickle(d, t, protocol=5), _NUMPY, big_endian=True),
+    Maker("npz-deflated", "npz", lambda d, t: _npz(d, t, compressed=True), _NUMPY, big_endian=True, chunked_dask=False),
+    Maker("pickle-2", "pickle", lambda d, t: _pickle(d, t, protocol=2), _NUMPY, big_endian=True, chunked_dask=False),
+    Maker("pickle-5", "pickle", lambda d, t: _pickle(d, t, protocol=5), _NUMPY, big_endian=True, chunked_dask=False),
     Maker(
         "gguf",
         "gguf",
@@ -217,9 +218,11 @@ MAKERS: list[Maker] = [
         scalars=False,
         empty=False,
     ),
-    Maker("onnx", "onnx", lambda d, t: _onnx(d, t, external=False), (*_NUMPY, "bfloat16")),
-    Maker("onnx-external", "onnx", lambda d, t: _onnx(d, t, external=True), (*_NUMPY, "bfloat16")),
-    Maker("keras-weights-h5", "keras", _keras_weights, _NUMPY, big_endian=True, remote=False),
-    Maker("keras-zip", "keras", _keras_zip, _NUMPY, big_endian=True, remote=False, eager_checksum=True),
+    Maker("onnx", "onnx", lambda d, t: _onnx(d, t, external=False), (*_NUMPY, "bfloat16"), chunked_dask=False),
+    Maker("onnx-external", "onnx", lambda d, t: _onnx(d, t, external=True), (*_NUMPY, "bfloat16"), chunked_dask=False),
+    Maker("keras-weights-h5", "keras", _keras_weights, _NUMPY, big_endian=True, remote=False, chunked_dask=False),
+    Maker(
+        "keras-zip", "keras", _keras_zip, _NUMPY, big_endian=True, remote=False, eager_checksum=True, chunked_dask=False
+    ),
     Maker("tensorflow", "tensorflow", _tensorflow, (*_NUMPY, "bfloat16")),
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import shutil
 import signal
@@ -38,6 +39,7 @@ from conformance_makers import MAKERS, Maker, Written, tensors_for
 from test_writers import NPZ, PYTORCH, SAFETENSORS, Writer, _assert_all_equal, _tensors
 
 import weightscope as ws
+from weightscope.cli import main
 from weightscope.formats import keras as keras_format
 from weightscope.formats import tensorflow as tensorflow_format
 
@@ -200,11 +202,26 @@ def test_remote_reads_as_local(maker: Maker, written: Written, made_root: Path, 
         assert_same_as_local(f"{http_root}/{path.relative_to(made_root).as_posix()}", path)
 
 
-def test_dask_equals_eager(written: Written) -> None:
+def test_dask_equals_eager_in_one_chunk_and_in_many(maker: Maker, written: Written) -> None:
     for path, expected in written:
         with ws.open(path) as ckpt:
             for name in expected:
-                assert_bits_equal(ckpt.to_dask(name).compute(), ckpt[name], name)
+                eager = ckpt[name]
+                assert_bits_equal(ckpt.to_dask(name).compute(), eager, name)
+                chunked = ckpt.to_dask(name, chunk_bytes=4096)  # the large tensor in ~290 chunks, each its own range
+                assert_bits_equal(chunked.compute(), eager, name)
+                if name == "large":  # plain bytes are read chunk by chunk; others whole, by one task (lazy.py)
+                    assert (chunked.npartitions > 1) == maker.chunked_dask
+
+
+def test_ls_json_lists_every_tensor_as_info_says(written: Written, capsys: pytest.CaptureFixture[str]) -> None:
+    for path, expected in written:
+        assert main(["ls", "--all", "--json", str(path)]) == 0
+        listed = {tensor["name"]: tensor for tensor in json.loads(capsys.readouterr().out)["tensors"]}
+        assert sorted(listed) == sorted(expected)
+        with ws.open(path) as ckpt:
+            for name, tensor in listed.items():
+                assert (tensor["shape"], tensor["nbytes"]) == (list(ckpt.info(name).shape), ckpt.info(name).nbytes)
 
 
 def _cuts(file: Path, expected: dict[str, np.ndarray]) -> set[int]:
@@ -229,7 +246,8 @@ def test_a_truncated_copy_is_refused_as_truncated_or_corrupt(maker: Maker, writt
                 try:
                     with ws.open(copy, format=maker.format) as ckpt:
                         values = {name: ckpt[name] for name in ckpt}
-                except ws.CorruptCheckpointError:  # TruncatedFileError and ChecksumMismatchError are ones
+                except ws.CorruptCheckpointError as error:  # TruncatedFileError and ChecksumMismatchError are ones
+                    assert str(copy.parent) in str(error) and "\n" not in str(error), (file.name, cut)  # names the file
                     continue
                 except Exception as error:  # the contract: nothing else
                     pytest.fail(f"{file.name} cut at {cut} of {file.stat().st_size}: {type(error).__name__}: {error}")
@@ -310,6 +328,7 @@ SLOW_SAVE = """
 import sys, time
 import numpy as np
 import weightscope as ws
+from weightscope.cli import main
 
 class Slow:  # a Tensors whose second array takes a minute to come
     def names(self):
