@@ -144,7 +144,10 @@ def _gguf(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
     path = directory / "model.gguf"
     writer = gguf.GGUFWriter(path, "llama")
     for name, array in tensors.items():
-        writer.add_tensor(name, np.ascontiguousarray(array))
+        if array.dtype == dtype("bfloat16"):  # gguf-py takes bfloat16 as its bits, with the type named
+            writer.add_tensor(name, array.view(np.uint16), raw_dtype=gguf.GGMLQuantizationType.BF16)
+        else:
+            writer.add_tensor(name, np.ascontiguousarray(array))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -210,14 +213,7 @@ MAKERS: list[Maker] = [
     Maker("npz-deflated", "npz", lambda d, t: _npz(d, t, compressed=True), _NUMPY, big_endian=True, chunked_dask=False),
     Maker("pickle-2", "pickle", lambda d, t: _pickle(d, t, protocol=2), _NUMPY, big_endian=True, chunked_dask=False),
     Maker("pickle-5", "pickle", lambda d, t: _pickle(d, t, protocol=5), _NUMPY, big_endian=True, chunked_dask=False),
-    Maker(
-        "gguf",
-        "gguf",
-        _gguf,
-        ("int8", "int16", "int32", "int64", "float16", "float32", "float64"),
-        scalars=False,
-        empty=False,
-    ),
+    Maker("gguf", "gguf", _gguf, ("int8", "int16", "int32", "int64", "float16", "float32", "float64", "bfloat16")),
     Maker("onnx", "onnx", lambda d, t: _onnx(d, t, external=False), (*_NUMPY, "bfloat16"), chunked_dask=False),
     Maker("onnx-external", "onnx", lambda d, t: _onnx(d, t, external=True), (*_NUMPY, "bfloat16"), chunked_dask=False),
     Maker("keras-weights-h5", "keras", _keras_weights, _NUMPY, big_endian=True, remote=False, chunked_dask=False),
