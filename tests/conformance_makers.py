@@ -16,6 +16,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -24,6 +25,7 @@ Written = list[tuple[Path, dict[str, np.ndarray]]]  # each file to open, and the
 
 _INTS = ("int8", "int16", "int32", "int64", "uint8")
 _NUMPY = ("bool", *_INTS, "uint16", "uint32", "uint64", "float16", "float32", "float64", "complex64", "complex128")
+_FLOAT8 = ("float8_e4m3fn", "float8_e5m2")
 SPECIAL_NAMES = {"/": "layer/0/kernel", ".": "encoder.block.0.weight", "unicode": "ünïcødé_層_重み"}
 
 
@@ -95,8 +97,9 @@ def _torch(directory: Path, tensors: dict[str, np.ndarray], *, legacy: bool) -> 
     import torch
 
     def tensor(array: np.ndarray) -> torch.Tensor:
-        if array.dtype == dtype("bfloat16"):  # torch takes no ml_dtypes array: the same bits, viewed
-            return torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
+        if array.dtype.name in (*_FLOAT8, "bfloat16"):  # torch takes no ml_dtypes array: the same bits, viewed
+            bits = np.int16 if array.dtype.itemsize == 2 else np.uint8
+            return torch.from_numpy(array.view(bits).copy()).view(getattr(torch, array.dtype.name))
         return torch.from_numpy(array)  # a transposed or sliced array stays a strided view: torch saves it so
 
     path = directory / "model.pt"
@@ -169,19 +172,21 @@ def _onnx(directory: Path, tensors: dict[str, np.ndarray], *, external: bool) ->
     return _one(path, tensors)
 
 
-def _keras_h5(path: Path, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Keras 3's layout, by h5py: ``layers/<layer>/vars/<index>``, each tensor a layer of one variable."""
+def _keras_h5(path: Path, tensors: dict[str, np.ndarray], **storage: Any) -> dict[str, np.ndarray]:
+    """Keras 3's layout, by h5py: ``layers/<layer>/vars/<index>``, each tensor a layer of one variable; ``storage``
+    as ``create_dataset`` takes it (chunks, compression)."""
     import h5py
 
     with h5py.File(path, "w") as file:
         for name, array in tensors.items():
-            file.create_group(f"layers/{name}/vars")["0"] = array
+            chunked = storage if array.ndim and array.size else {}  # h5py chunks no scalar or empty dataset
+            file.create_group(f"layers/{name}/vars").create_dataset("0", data=array, **chunked)
     return {f"{name}/vars/0": array for name, array in tensors.items()}
 
 
-def _keras_weights(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+def _keras_weights(directory: Path, tensors: dict[str, np.ndarray], **storage: Any) -> Written:
     path = directory / "model.weights.h5"
-    return [(path, _keras_h5(path, tensors))]
+    return [(path, _keras_h5(path, tensors, **storage))]
 
 
 def _keras_zip(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
@@ -205,9 +210,9 @@ def _tensorflow(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
 
 
 MAKERS: list[Maker] = [
-    Maker("safetensors", "safetensors", _safetensors, (*_NUMPY[:-2], "bfloat16")),
-    Maker("pytorch-zip", "pytorch", lambda d, t: _torch(d, t, legacy=False), (*_NUMPY, "bfloat16")),
-    Maker("pytorch-legacy", "pytorch", lambda d, t: _torch(d, t, legacy=True), (*_NUMPY, "bfloat16")),
+    Maker("safetensors", "safetensors", _safetensors, (*_NUMPY[:-2], "bfloat16", *_FLOAT8)),
+    Maker("pytorch-zip", "pytorch", lambda d, t: _torch(d, t, legacy=False), (*_NUMPY, "bfloat16", *_FLOAT8)),
+    Maker("pytorch-legacy", "pytorch", lambda d, t: _torch(d, t, legacy=True), (*_NUMPY, "bfloat16", *_FLOAT8)),
     Maker("npy", "npy", _npy, _NUMPY, big_endian=True, names=(".", "unicode")),
     Maker("npz-stored", "npz", lambda d, t: _npz(d, t, compressed=False), _NUMPY, big_endian=True),
     Maker("npz-deflated", "npz", lambda d, t: _npz(d, t, compressed=True), _NUMPY, big_endian=True, chunked_dask=False),
@@ -218,7 +223,16 @@ MAKERS: list[Maker] = [
     Maker("onnx-external", "onnx", lambda d, t: _onnx(d, t, external=True), (*_NUMPY, "bfloat16"), chunked_dask=False),
     Maker("keras-weights-h5", "keras", _keras_weights, _NUMPY, big_endian=True, remote=False, chunked_dask=False),
     Maker(
+        "keras-h5-gzip",
+        "keras",
+        lambda d, t: _keras_weights(d, t, chunks=True, compression="gzip", shuffle=True),
+        _NUMPY,
+        big_endian=True,
+        remote=False,
+        chunked_dask=False,
+    ),
+    Maker(
         "keras-zip", "keras", _keras_zip, _NUMPY, big_endian=True, remote=False, eager_checksum=True, chunked_dask=False
     ),
-    Maker("tensorflow", "tensorflow", _tensorflow, (*_NUMPY, "bfloat16")),
+    Maker("tensorflow", "tensorflow", _tensorflow, (*_NUMPY, "bfloat16", *_FLOAT8)),
 ]

@@ -127,7 +127,8 @@ def _garbage(file: Path, expected: dict[str, np.ndarray], rng: np.random.Generat
     """Garbage for where the tensors' bytes are in ``file``, found without asking the reader: every place a
     tensor's bytes occur (as given, in native order, or as a protocol-2 pickle holds them: decoded as Latin-1,
     encoded as UTF-8, which its garbage keeps valid and as long), for tensors of 16 bytes or more; in a deflated
-    zip member, where they are compressed with the member's header, the second half of its compressed bytes."""
+    zip member, where they are compressed with the member's header, the second half of its compressed bytes;
+    every chunk of a chunked HDF5 dataset."""
     data = file.read_bytes()
     found = []
     for array in expected.values():
@@ -144,6 +145,16 @@ def _garbage(file: Path, expected: dict[str, np.ndarray], rng: np.random.Generat
         else:  # the UTF-8 of Latin-1 text: its characters shuffled
             text = stored.decode("utf-8")
             garbage.append((start, "".join(text[i] for i in rng.permutation(len(text))).encode("utf-8")))
+    if h5py.is_hdf5(file):  # chunked (compressed) datasets: their chunks, where HDF5's chunk index says
+
+        def chunks(_: str, dataset: object) -> None:
+            if isinstance(dataset, h5py.Dataset) and dataset.chunks is not None:
+                for index in range(dataset.id.get_num_chunks()):
+                    chunk = dataset.id.get_chunk_info(index)
+                    garbage.append((chunk.byte_offset, rng.integers(0, 256, chunk.size, np.uint8).tobytes()))
+
+        with h5py.File(file, "r") as hdf5:
+            hdf5.visititems(chunks)
     if zipfile.is_zipfile(file):
         with zipfile.ZipFile(file) as archive:
             for member in archive.infolist():
