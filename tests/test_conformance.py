@@ -376,3 +376,4 @@ def test_killed_save_leaves_the_earlier_files_intact(writer: Writer, tmp_path: P
     assert _files_at(tmp_path) == before  # no file added, changed or removed: temporaries are dot-files
     with ws.open(path) as ckpt:
         assert_bits_equal(ckpt["dense/kernel"], first["dense/kernel"], "dense/kernel")
+        assert not ckpt.verify()
