@@ -104,6 +104,7 @@ def test_every_tensor_reads_bit_for_bit_read_only_as_its_info_says(maker: Maker,
                 array = ckpt[name]
                 info = ckpt.info(name)
                 assert (info.dtype, info.shape) == (array.dtype, array.shape), name
+                assert info.type_name == native(want).dtype.name, name  # what it is stored as: uint16, not quint16
                 assert not array.flags.writeable, name
                 assert_bits_equal(array, want, name)
             assert not ckpt.verify()
