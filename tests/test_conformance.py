@@ -236,6 +236,15 @@ def test_ls_json_lists_every_tensor_as_info_says(written: Written, capsys: pytes
                 assert (tensor["shape"], tensor["nbytes"]) == (list(ckpt.info(name).shape), ckpt.info(name).nbytes)
 
 
+def test_converts_to_pytorch_bit_for_bit(written: Written, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, expected = written[0]  # PyTorch holds every dtype of every maker
+    assert main(["convert", str(path), str(tmp_path / "out.pt")]) == 0, capsys.readouterr().err
+    with ws.open(tmp_path / "out.pt") as converted:
+        assert sorted(converted) == sorted(expected)
+        for name, want in expected.items():
+            assert_bits_equal(converted[name], want, name)
+
+
 def _cuts(file: Path, expected: dict[str, np.ndarray]) -> set[int]:
     """Where to cut ``file``: after 1 byte, mid-header (half way to the first tensor data), mid-data (of the
     largest tensor), 1 byte short; the data found as ``_garbage`` finds it, without asking the reader."""
