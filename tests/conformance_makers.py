@@ -40,6 +40,7 @@ class Maker:
     big_endian: bool = False  # stores big-endian arrays as such
     names: tuple[str, ...] = ("/", ".", "unicode")  # the SPECIAL_NAMES it holds
     remote: bool = True  # weightscope reads it over HTTP
+    inline_data: bool = False  # listing parses the tensors' bytes too (they lie inside a pickle or a protobuf)
     chunked_dask: bool = True  # Dask reads its plain tensors chunk by chunk (weightscope.lazy's raw sources)
     eager_checksum: bool = False  # one checksum over every tensor's bytes is checked at open (a .keras zip member's)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
@@ -212,14 +213,43 @@ def _tensorflow(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
 MAKERS: list[Maker] = [
     Maker("safetensors", "safetensors", _safetensors, (*_NUMPY[:-2], "bfloat16", *_FLOAT8)),
     Maker("pytorch-zip", "pytorch", lambda d, t: _torch(d, t, legacy=False), (*_NUMPY, "bfloat16", *_FLOAT8)),
-    Maker("pytorch-legacy", "pytorch", lambda d, t: _torch(d, t, legacy=True), (*_NUMPY, "bfloat16", *_FLOAT8)),
+    Maker(
+        "pytorch-legacy",
+        "pytorch",
+        lambda d, t: _torch(d, t, legacy=True),
+        (*_NUMPY, "bfloat16", *_FLOAT8),
+        inline_data=True,
+    ),
     Maker("npy", "npy", _npy, _NUMPY, big_endian=True, names=(".", "unicode")),
     Maker("npz-stored", "npz", lambda d, t: _npz(d, t, compressed=False), _NUMPY, big_endian=True),
     Maker("npz-deflated", "npz", lambda d, t: _npz(d, t, compressed=True), _NUMPY, big_endian=True, chunked_dask=False),
-    Maker("pickle-2", "pickle", lambda d, t: _pickle(d, t, protocol=2), _NUMPY, big_endian=True, chunked_dask=False),
-    Maker("pickle-5", "pickle", lambda d, t: _pickle(d, t, protocol=5), _NUMPY, big_endian=True, chunked_dask=False),
+    Maker(
+        "pickle-2",
+        "pickle",
+        lambda d, t: _pickle(d, t, protocol=2),
+        _NUMPY,
+        big_endian=True,
+        chunked_dask=False,
+        inline_data=True,
+    ),
+    Maker(
+        "pickle-5",
+        "pickle",
+        lambda d, t: _pickle(d, t, protocol=5),
+        _NUMPY,
+        big_endian=True,
+        chunked_dask=False,
+        inline_data=True,
+    ),
     Maker("gguf", "gguf", _gguf, ("int8", "int16", "int32", "int64", "float16", "float32", "float64", "bfloat16")),
-    Maker("onnx", "onnx", lambda d, t: _onnx(d, t, external=False), (*_NUMPY, "bfloat16"), chunked_dask=False),
+    Maker(
+        "onnx",
+        "onnx",
+        lambda d, t: _onnx(d, t, external=False),
+        (*_NUMPY, "bfloat16"),
+        chunked_dask=False,
+        inline_data=True,
+    ),
     Maker("onnx-external", "onnx", lambda d, t: _onnx(d, t, external=True), (*_NUMPY, "bfloat16"), chunked_dask=False),
     Maker("keras-weights-h5", "keras", _keras_weights, _NUMPY, big_endian=True, remote=False, chunked_dask=False),
     Maker(

@@ -42,6 +42,7 @@ import weightscope as ws
 from weightscope.cli import main
 from weightscope.formats import keras as keras_format
 from weightscope.formats import tensorflow as tensorflow_format
+from weightscope.remote import FIRST_READ_AHEAD
 
 # -- the files, made once per session -------------------------------------------------------------
 _MADE: dict[str, Written] = {}
@@ -214,6 +215,23 @@ def test_remote_reads_as_local(maker: Maker, written: Written, made_root: Path, 
         assert_same_as_local(f"{http_root}/{path.relative_to(made_root).as_posix()}", path)
 
 
+def test_remote_listing_fetches_no_tensor_data(maker: Maker, written: Written, made_root: Path, http_root: str) -> None:
+    """Listing over HTTP fetches the index and read-aheads (less than half the large tensor), not the tensors;
+    where they lie inside what must be parsed to list (a pickle, a protobuf), the file once and read-aheads (five
+    at most), not more."""
+    if not maker.remote:
+        return  # test_remote_reads_as_local: refused
+    path, expected = next((path, expected) for path, expected in written if "large" in expected)
+    total = sum(file.stat().st_size for file in _files(path))
+    with ws.open(f"{http_root}/{path.relative_to(made_root).as_posix()}") as ckpt:
+        list(ckpt.infos())
+        fetched = ckpt.path.store.bytes_fetched
+    if maker.inline_data:
+        assert fetched <= total + 5 * FIRST_READ_AHEAD
+    else:
+        assert fetched < expected["large"].nbytes // 2
+
+
 def test_dask_equals_eager_in_one_chunk_and_in_many(maker: Maker, written: Written) -> None:
     for path, expected in written:
         with ws.open(path) as ckpt:
@@ -350,6 +368,7 @@ import sys, time
 import numpy as np
 import weightscope as ws
 from weightscope.cli import main
+from weightscope.remote import FIRST_READ_AHEAD
 
 class Slow:  # a Tensors whose second array takes a minute to come
     def names(self):
