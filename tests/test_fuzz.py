@@ -1,7 +1,8 @@
 """The fuzz harnesses (fuzz/): each runs briefly and finds nothing; every committed finding stays fixed.
 
 ``make fuzz`` runs them for long; here each gets a few seconds, so that a harness that
-no longer runs, or a finding that comes back, fails the suite.
+no longer runs, or a finding that comes back, fails the suite. Every test here is marked
+``fuzz``: ``make test`` runs them; ``pytest -m 'not fuzz'`` leaves them out, ``-m fuzz`` runs only them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pytest
 
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
 HARNESSES = sorted(FUZZ.glob("fuzz_*.py"))
+
+pytestmark = pytest.mark.fuzz
 
 
 def _load(harness: Path) -> ModuleType:

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
-import os
-import signal
 import struct
-import subprocess
-import sys
-import textwrap
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,20 +125,6 @@ def _assert_all_equal(expected: dict[str, np.ndarray], got: dict[str, np.ndarray
 
 
 @pytest.mark.parametrize("writer", WRITERS, ids=str)
-def test_the_library_and_weightscope_read_back_every_tensor(writer: Writer, tmp_path: Path) -> None:
-    tensors = _tensors(writer)
-    path = writer.save(tensors, tmp_path / f"model{writer.suffix}")
-    assert path == tmp_path / f"model{writer.suffix}"
-    assert [entry.name for entry in tmp_path.iterdir()] == [path.name]
-    for read in writer.readers:
-        _assert_all_equal(tensors, read(path), ordered=writer.keeps_order)
-    with ws.open(path) as ckpt:
-        assert ckpt.format == writer.format
-        _assert_all_equal(tensors, {name: ckpt[name] for name in ckpt}, ordered=False)
-        assert not ckpt.verify()
-
-
-@pytest.mark.parametrize("writer", WRITERS, ids=str)
 def test_weightscope_save_writes_each_format(writer: Writer, tmp_path: Path) -> None:
     tensors = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, dtype=np.int64)}
     path = ws.save(tensors, tmp_path / f"model{writer.suffix}", format=writer.format)
@@ -242,47 +223,6 @@ def test_a_name_given_twice_is_refused_before_a_file_is_made(format: str, tmp_pa
     with pytest.raises(ws.UsageError, match="tensor 'dense/kernel' is given twice"):
         ws.save(tensors, tmp_path / f"model{EVERY_WRITER[format]}", format=format)
     assert list(tmp_path.iterdir()) == []
-
-
-SLOW_SAVE = """
-import sys, time
-import numpy as np
-import weightscope as ws
-
-class Slow:  # a Tensors whose second array takes a minute to come
-    def names(self):
-        return ["a", "b"]
-
-    def spec(self, name):
-        return np.dtype(np.float32), ((1 << 20,) if name == "a" else (4,))
-
-    def array(self, name):
-        if name == "b":  # "a" is written by now
-            print("writing", flush=True)
-            time.sleep(60)
-        return np.ones(self.spec(name)[1], np.float32)
-
-ws.save(Slow(), sys.argv[1], format=sys.argv[2])
-"""
-
-
-@pytest.mark.parametrize("writer", WRITERS, ids=str)
-def test_killed_save_leaves_the_earlier_file_intact(writer: Writer, tmp_path: Path) -> None:
-    path = tmp_path / f"model{writer.suffix}"
-    writer.save({"w": np.arange(3, dtype=np.float32)}, path)
-    before = path.read_bytes()
-    process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(SLOW_SAVE), str(path), writer.format],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None and process.stdout.readline() == "writing\n"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert [entry.name for entry in tmp_path.iterdir() if not entry.name.startswith(".")] == [path.name]
-    assert path.read_bytes() == before
-    with ws.open(path) as ckpt:
-        np.testing.assert_array_equal(ckpt["w"], np.arange(3, dtype=np.float32))
 
 
 # -- the bytes the libraries write -----------------------------------------------------------

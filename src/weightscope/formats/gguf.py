@@ -11,7 +11,8 @@ little-endian:
   string is a uint64 byte length then the bytes (UTF-8 by the spec; llama.cpp does not
   check, so neither do we: they are shown with replacement characters). An array is a
   uint32 element type, a uint64 count, then the elements, packed.
-- the tensor infos, one per tensor: the name as a string; uint32 ``n_dims`` (1..4);
+- the tensor infos, one per tensor: the name as a string; uint32 ``n_dims`` (0..4: ggml
+  reads 0 as a scalar, and gguf-py writes a 0-d array so);
   ``n_dims`` uint64 dimensions in GGML order, innermost first (the numpy shape is them
   reversed); uint32 GGML type (the ``gguf`` column of ``weightscope.dtypes``); uint64
   offset, relative to the data section.
@@ -98,8 +99,8 @@ _SCALARS: dict[int, tuple[str, np.dtype]] = {
         (12, "float64", "<f8"),
     )
 }
-# The fewest bytes one tensor info takes: a name length, n_dims, one dimension, type, offset.
-_MIN_TENSOR_INFO = 8 + 4 + 8 + 4 + 8
+# The fewest bytes one tensor info takes: a name length, n_dims, no dimension (a scalar), type, offset.
+_MIN_TENSOR_INFO = 8 + 4 + 4 + 8
 _MIN_KEY_VALUE = 8 + 4 + 1  # a key length, a value type, a one-byte value
 # Memory charged (``weightscope.limits.Budget``) per metadata entry and per tensor beyond
 # their names' and values' own ``str`` objects: a dict slot; a TensorInfo with its shape,
@@ -243,9 +244,9 @@ class GgufCheckpoint(FileCheckpoint):
         at = self._position
         name = self._text(self._string(f"the name of the tensor info at {at}", MAX_NAME_LENGTH))
         n_dims = self._uint(_U32, f"the dimension count of tensor '{name}'")
-        if not 1 <= n_dims <= MAX_DIMS:
+        if n_dims > MAX_DIMS:
             raise CorruptCheckpointError(
-                f"{self.path}: tensor '{name}' at {at} has {n_dims} dimensions; GGML allows 1 to {MAX_DIMS}"
+                f"{self.path}: tensor '{name}' at {at} has {n_dims} dimensions; GGML allows 0 to {MAX_DIMS}"
             )
         dims = list(struct.unpack(f"<{n_dims}Q", self._take(8 * n_dims, f"the dimensions of tensor '{name}'")))
         code = self._uint(_U32, f"the type of tensor '{name}'")

@@ -38,7 +38,7 @@ weights as external data, which weightscope maps read-only and never copies. Ten
 inside the model are copies held by the parsed message (their ``offset`` is -1).
 
 A reader must refuse: a file larger than 2 GiB, bytes that do not parse as a
-``ModelProto`` or that hold neither an IR version nor a graph, an initializer with no
+``ModelProto`` or that hold no graph (as a cut file may), an initializer with no
 name or a name given twice, negative dims, an unknown or unsupported data type, data in
 no field or in a field the type does not use, a count or byte length other than the
 shape needs, external data with no ``location``, a location that is absolute or escapes
@@ -134,8 +134,8 @@ class OnnxCheckpoint(FileCheckpoint):
                 f"{self.path}: not an ONNX model: the protobuf does not parse ({error})"
             ) from None
         del data
-        if not model.ir_version and not model.HasField("graph"):
-            raise CorruptCheckpointError(f"{self.path}: not an ONNX model: no ir_version and no graph")
+        if not model.HasField("graph"):  # onnx.save writes it after ir_version, producer...: 2 bytes parse as a model
+            raise CorruptCheckpointError(f"{self.path}: not an ONNX model, or one cut short: it holds no graph")
         self._metadata = self._describe_model(model)
         for tensor in model.graph.initializer:
             info = self._describe(tensor)

@@ -228,7 +228,8 @@ class PickleCheckpoint(FileCheckpoint):
     def _add(self, name: str, array: np.ndarray) -> None:
         if name in self._arrays:
             raise UnsupportedFormatError(f"{self.path}: two tensors are named '{name}'")
-        element = element_for(array.dtype, lambda element: True)
+        # The type numpy names it (uint16), not a quantized type sharing its numpy dtype (TensorFlow's quint16).
+        element = element_for(array.dtype, lambda element: element.name == array.dtype.name)
         if element is None:
             raise UnsupportedFormatError(f"{self.path}: tensor '{name}' has dtype {array.dtype}")
         self._arrays[name] = array

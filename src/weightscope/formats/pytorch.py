@@ -97,7 +97,7 @@ from weightscope.errors import (
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.layers import TensorRole
 from weightscope.limits import Budget, Limits, span_nbytes
-from weightscope.sources import FileSource, as_path, open_source
+from weightscope.sources import FileSource, as_path, check_range, open_source
 
 # Legacy storage classes (torch.<Name>) -> element type.
 STORAGE_TYPES: dict[str, str] = {
@@ -590,7 +590,8 @@ def _read_legacy(source: FileSource, path: Path, budget: Budget) -> _Legacy:
                 f"{path}: storage '{key}' holds {count} elements; the pickle says {storage.numel}"
             )
         size = count * BY_NAME[storage.element].dtype.itemsize  # type: ignore[union-attr]
-        source.read(position + 8, size, f"storage '{key}'")  # bounds-checked: TruncatedFileError past the end
+        # TruncatedFileError past the end, from the size alone: reading would fetch every storage of a remote file
+        check_range(path, position + 8, size, source.size, f"storage '{key}'")
         located[key] = _Stored(position + 8, size, 0)
         position += 8 + size
     return _Legacy(values[3], order == "little", located, pickled)

@@ -1,0 +1,268 @@
+"""The makers of the conformance suite (tests/test_conformance.py): each writes tensors with a format's REAL library.
+
+A format joins the suite by adding a ``Maker`` to ``MAKERS``: a function that writes the
+given tensors (name -> numpy array) with the format's own library and returns the files
+made, each with the tensors a reader should find in it (named as the reader names them),
+and what the format can hold (dtypes, 0-d and empty tensors, big-endian, which characters
+names may have, whether weightscope reads it remotely). ``tensors_for(maker)`` is the
+matrix every maker is given: one tensor of every dtype it holds, 0-d, empty, 1-element,
+large (> 1 MiB), non-contiguous sources, big-endian where it holds it, and the names.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+Written = list[tuple[Path, dict[str, np.ndarray]]]  # each file to open, and the tensors in it as read
+
+_INTS = ("int8", "int16", "int32", "int64", "uint8")
+_NUMPY = ("bool", *_INTS, "uint16", "uint32", "uint64", "float16", "float32", "float64", "complex64", "complex128")
+_FLOAT8 = ("float8_e4m3fn", "float8_e5m2")
+SPECIAL_NAMES = {"/": "layer/0/kernel", ".": "encoder.block.0.weight", "unicode": "ünïcødé_層_重み"}
+
+
+@dataclass(frozen=True)
+class Maker:
+    name: str
+    format: str  # weightscope's name for it
+    write: Callable[[Path, dict[str, np.ndarray]], Written]
+    dtypes: tuple[str, ...]
+    scalars: bool = True  # holds 0-d tensors
+    empty: bool = True  # holds tensors with a 0 in their shape
+    big_endian: bool = False  # stores big-endian arrays as such
+    names: tuple[str, ...] = ("/", ".", "unicode")  # the SPECIAL_NAMES it holds
+    remote: bool = True  # weightscope reads it over HTTP
+    inline_data: bool = False  # listing parses the tensors' bytes too (they lie inside a pickle or a protobuf)
+    chunked_dask: bool = True  # Dask reads its plain tensors chunk by chunk (weightscope.lazy's raw sources)
+    eager_checksum: bool = False  # one checksum over every tensor's bytes is checked at open (a .keras zip member's)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def dtype(name: str) -> np.dtype:
+    return np.dtype(getattr(ml_dtypes, name, None) or name)
+
+
+def random_bits(kind: np.dtype, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Random bits (NaNs with payloads and all) of ``kind``; bools 0 or 1."""
+    rng = np.random.default_rng(seed)
+    if kind == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(bool)
+    count = int(np.prod(shape)) * kind.itemsize
+    return rng.integers(0, 256, size=count, dtype=np.uint8).view(kind).reshape(shape)
+
+
+def tensors_for(maker: Maker) -> dict[str, np.ndarray]:
+    """The dtype x shape x name matrix ``maker`` can hold; non-contiguous arrays are handed over as they are."""
+    tensors = {f"dtype_{name}": random_bits(dtype(name), (2, 3), seed) for seed, name in enumerate(maker.dtypes)}
+    transposed = random_bits(np.dtype(np.float32), (3, 4), 101).T
+    sliced = random_bits(np.dtype(np.float32), (5, 6), 102)[1:4, ::2]
+    assert not transposed.flags.c_contiguous and not sliced.flags.c_contiguous
+    tensors |= {
+        "one_element": np.array([7], np.int32),
+        "large": random_bits(np.dtype(np.float32), (300_000,), 103),  # 1.14 MiB
+        "transposed": transposed,
+        "sliced": sliced,
+        "rank4": random_bits(np.dtype(np.float32), (2, 1, 3, 2), 104),
+    }
+    if maker.scalars:
+        tensors["scalar"] = np.array(2.5, np.float64 if "float64" in maker.dtypes else np.float32)
+    if maker.empty:
+        tensors["empty"] = np.zeros((3, 0, 2), np.float32)
+    if maker.big_endian:
+        tensors |= {
+            "big_endian_f4": np.arange(6, dtype=">f4").reshape(2, 3),
+            "big_endian_i8": np.arange(-3, 3, dtype=">i8"),
+        }
+    for kind in maker.names:
+        tensors[SPECIAL_NAMES[kind]] = np.arange(4, dtype=np.float32).reshape(2, 2) + len(kind)
+    return tensors | maker.extra
+
+
+# -- the makers -----------------------------------------------------------------------------
+def _one(path: Path, tensors: dict[str, np.ndarray]) -> Written:
+    return [(path, dict(tensors))]
+
+
+def _torch(directory: Path, tensors: dict[str, np.ndarray], *, legacy: bool) -> Written:
+    import torch
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        if array.dtype.name in (*_FLOAT8, "bfloat16"):  # torch takes no ml_dtypes array: the same bits, viewed
+            bits = np.int16 if array.dtype.itemsize == 2 else np.uint8
+            return torch.from_numpy(array.view(bits).copy()).view(getattr(torch, array.dtype.name))
+        return torch.from_numpy(array)  # a transposed or sliced array stays a strided view: torch saves it so
+
+    path = directory / "model.pt"
+    torch.save(
+        {name: tensor(array) for name, array in tensors.items()}, path, _use_new_zipfile_serialization=not legacy
+    )
+    return _one(path, tensors)
+
+
+def _safetensors(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+    from safetensors.numpy import save_file
+
+    path = directory / "model.safetensors"
+    save_file({name: np.ascontiguousarray(array) for name, array in tensors.items()}, str(path))
+    return _one(path, tensors)
+
+
+def _npy(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+    """One .npy file per tensor, each in a directory of its own (a .npy holds one array, named after its file)."""
+    written: Written = []
+    for number, (name, array) in enumerate(tensors.items()):
+        path = directory / str(number) / f"{name}.npy"
+        path.parent.mkdir()
+        np.save(path, array)
+        written.append((path, {name: array}))
+    return written
+
+
+def _npz(directory: Path, tensors: dict[str, np.ndarray], *, compressed: bool) -> Written:
+    path = directory / "arrays.npz"
+    (np.savez_compressed if compressed else np.savez)(path, **tensors)
+    return _one(path, tensors)
+
+
+def _pickle(directory: Path, tensors: dict[str, np.ndarray], *, protocol: int) -> Written:
+    path = directory / "params.pkl"
+    with open(path, "wb") as file:
+        pickle.dump(dict(tensors), file, protocol=protocol)
+    return _one(path, tensors)
+
+
+def _gguf(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+    import gguf
+
+    path = directory / "model.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    for name, array in tensors.items():
+        if array.dtype == dtype("bfloat16"):  # gguf-py takes bfloat16 as its bits, with the type named
+            writer.add_tensor(name, array.view(np.uint16), raw_dtype=gguf.GGMLQuantizationType.BF16)
+        else:
+            writer.add_tensor(name, np.ascontiguousarray(array))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return _one(path, tensors)
+
+
+def _onnx(directory: Path, tensors: dict[str, np.ndarray], *, external: bool) -> Written:
+    import onnx
+    from onnx import helper, numpy_helper
+
+    initializers = [numpy_helper.from_array(np.ascontiguousarray(array), name) for name, array in tensors.items()]
+    model = helper.make_model(helper.make_graph([], "weights", [], [], initializer=initializers))
+    path = directory / "model.onnx"
+    if external:
+        onnx.save_model(model, path, save_as_external_data=True, location="weights.bin", size_threshold=0)
+    else:
+        onnx.save_model(model, path)
+    return _one(path, tensors)
+
+
+def _keras_h5(path: Path, tensors: dict[str, np.ndarray], **storage: Any) -> dict[str, np.ndarray]:
+    """Keras 3's layout, by h5py: ``layers/<layer>/vars/<index>``, each tensor a layer of one variable; ``storage``
+    as ``create_dataset`` takes it (chunks, compression)."""
+    import h5py
+
+    with h5py.File(path, "w") as file:
+        for name, array in tensors.items():
+            chunked = storage if array.ndim and array.size else {}  # h5py chunks no scalar or empty dataset
+            file.create_group(f"layers/{name}/vars").create_dataset("0", data=array, **chunked)
+    return {f"{name}/vars/0": array for name, array in tensors.items()}
+
+
+def _keras_weights(directory: Path, tensors: dict[str, np.ndarray], **storage: Any) -> Written:
+    path = directory / "model.weights.h5"
+    return [(path, _keras_h5(path, tensors, **storage))]
+
+
+def _keras_zip(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+    weights = directory / "model.weights.h5"
+    expected = _keras_h5(weights, tensors)
+    path = directory / "model.keras"
+    with zipfile.ZipFile(path, "w") as archive:  # stored, as Keras writes it
+        archive.writestr("config.json", b"{}")
+        archive.write(weights, "model.weights.h5")
+    weights.unlink()
+    return [(path, expected)]
+
+
+def _tensorflow(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+    from tf_fixtures import _save_v2, _tf
+
+    tf = _tf()
+    prefix = directory / "model.ckpt"
+    _save_v2(tf, prefix, [(name, tf.as_dtype(array.dtype).name, array) for name, array in tensors.items()])
+    return _one(prefix, tensors)
+
+
+MAKERS: list[Maker] = [
+    Maker("safetensors", "safetensors", _safetensors, (*_NUMPY[:-2], "bfloat16", *_FLOAT8)),
+    Maker("pytorch-zip", "pytorch", lambda d, t: _torch(d, t, legacy=False), (*_NUMPY, "bfloat16", *_FLOAT8)),
+    Maker(
+        "pytorch-legacy",
+        "pytorch",
+        lambda d, t: _torch(d, t, legacy=True),
+        (*_NUMPY, "bfloat16", *_FLOAT8),
+        inline_data=True,
+    ),
+    Maker("npy", "npy", _npy, _NUMPY, big_endian=True, names=(".", "unicode")),
+    Maker("npz-stored", "npz", lambda d, t: _npz(d, t, compressed=False), _NUMPY, big_endian=True),
+    Maker("npz-deflated", "npz", lambda d, t: _npz(d, t, compressed=True), _NUMPY, big_endian=True, chunked_dask=False),
+    Maker(
+        "pickle-2",
+        "pickle",
+        lambda d, t: _pickle(d, t, protocol=2),
+        _NUMPY,
+        big_endian=True,
+        chunked_dask=False,
+        inline_data=True,
+    ),
+    Maker(
+        "pickle-5",
+        "pickle",
+        lambda d, t: _pickle(d, t, protocol=5),
+        _NUMPY,
+        big_endian=True,
+        chunked_dask=False,
+        inline_data=True,
+    ),
+    Maker("gguf", "gguf", _gguf, ("int8", "int16", "int32", "int64", "float16", "float32", "float64", "bfloat16")),
+    Maker(
+        "onnx",
+        "onnx",
+        lambda d, t: _onnx(d, t, external=False),
+        (*_NUMPY, "bfloat16"),
+        chunked_dask=False,
+        inline_data=True,
+    ),
+    Maker("onnx-external", "onnx", lambda d, t: _onnx(d, t, external=True), (*_NUMPY, "bfloat16"), chunked_dask=False),
+    Maker("keras-weights-h5", "keras", _keras_weights, _NUMPY, big_endian=True, remote=False, chunked_dask=False),
+    Maker(
+        "keras-h5-gzip",
+        "keras",
+        lambda d, t: _keras_weights(d, t, chunks=True, compression="gzip", shuffle=True),
+        _NUMPY,
+        big_endian=True,
+        remote=False,
+        chunked_dask=False,
+    ),
+    Maker(
+        "keras-zip", "keras", _keras_zip, _NUMPY, big_endian=True, remote=False, eager_checksum=True, chunked_dask=False
+    ),
+    Maker("tensorflow", "tensorflow", _tensorflow, (*_NUMPY, "bfloat16", *_FLOAT8)),
+]
