@@ -244,6 +244,27 @@ def test_dask_equals_eager_in_one_chunk_and_in_many(maker: Maker, written: Writt
                     assert (chunked.npartitions > 1) == maker.chunked_dask
 
 
+def _slice_keys(shape: tuple[int, ...]) -> list[Any]:
+    """Index expressions for a tensor of ``shape``: rows, steps, negative ends, Ellipsis, a single element."""
+    if not shape:
+        return [(), ...]
+    keys: list[Any] = [slice(None), slice(1, None, 2), slice(-3, None), (..., slice(0, 1))]
+    if shape[0]:
+        keys += [0, -1, (slice(0, 1), ...)]
+    return keys
+
+
+def test_a_slice_equals_the_whole_read_sliced(written: Written) -> None:
+    for path, expected in written:
+        with ws.open(path) as ckpt:
+            for name in expected:
+                whole = ckpt[name]
+                for key in _slice_keys(whole.shape):
+                    part = np.asarray(ckpt.slice(name)[key])
+                    assert_bits_equal(part, np.asarray(whole[key]), f"{name}[{key}]")
+                    assert not part.flags.writeable or part.ndim == 0, name
+
+
 def test_ls_json_lists_every_tensor_as_info_says(written: Written, capsys: pytest.CaptureFixture[str]) -> None:
     for path, expected in written:
         assert main(["ls", "--all", "--json", str(path)]) == 0
