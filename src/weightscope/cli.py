@@ -916,7 +916,7 @@ def formats_command(as_json: bool) -> None:
     """The formats weightscope reads (and writes), and what any of them still needs."""
     from weightscope.formats import FORMATS
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": entry.name,
             "description": entry.description,

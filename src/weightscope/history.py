@@ -71,7 +71,8 @@ def checkpoint_history(directory: str | Path) -> list[HistoryEntry]:
     entries = []
     for position, path in enumerate(recorded):
         prefix = state_path(directory, path)
-        index = Path(bundle_file(prefix, ".index"))
+        index = bundle_file(prefix, ".index")
+        assert isinstance(prefix, Path) and isinstance(index, Path)  # a local directory's files are local
         exists = index.is_file()
         timestamp = times[position] if len(times) == len(recorded) else None
         if timestamp is None and exists:

@@ -248,7 +248,7 @@ def source_array(source: TensorSource, chunk_bytes: int = CHUNK_BYTES) -> Any:
     key = f"weightscope-{_key_name(source.name)}-{tokenize(source, chunk_bytes, _stamp(source))}"
     bounds = source.bounds(chunk_bytes)
     if not source.shape:
-        graph = {(key,): (read_chunk, source, 0, 1)}
+        graph: dict[tuple[Any, ...], tuple[Any, ...]] = {(key,): (read_chunk, source, 0, 1)}
         return da.Array(graph, key, (), dtype=source.dtype)
     tail = (0,) * (len(source.shape) - 1)
     graph = {(key, i, *tail): (read_chunk, source, start, stop) for i, (start, stop) in enumerate(bounds)}

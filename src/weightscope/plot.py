@@ -27,6 +27,7 @@ existing file at the output path is replaced, as plotting tools do.
 from __future__ import annotations
 
 import math
+import os
 import re
 import textwrap
 from collections.abc import Sequence
@@ -327,7 +328,7 @@ def _layout(
     return _Layout(figure, axes, size, (plot_height, plot_width))
 
 
-def save_png(figure: Figure, out: str | Path) -> Path:
+def save_png(figure: Figure, out: str | os.PathLike[str]) -> Path:
     """Write the figure to ``out`` as a PNG of its exact pixel size, atomically (replacing any file there)."""
     from matplotlib.transforms import Bbox
 

@@ -486,7 +486,7 @@ def run_stats(
     if chunk_bytes < 1 or window < 1:
         raise UsageError("chunk_bytes and window must be positive")
     if isinstance(run, list) and run and all(isinstance(entry, RunCheckpoint) for entry in run):
-        checkpoints: list[RunCheckpoint] = list(run)  # type: ignore[arg-type]
+        checkpoints: list[RunCheckpoint] = list(run)
     else:
         checkpoints = find_checkpoints(run)  # type: ignore[arg-type]
     plan = _plan(
@@ -587,7 +587,7 @@ def run_convert(
     if to not in _EXTENSIONS:
         raise UsageError(f"cannot write format {to!r}; writable: {', '.join(_EXTENSIONS)}")
     if isinstance(run, list) and run and all(isinstance(entry, RunCheckpoint) for entry in run):
-        checkpoints: list[RunCheckpoint] = list(run)  # type: ignore[arg-type]
+        checkpoints: list[RunCheckpoint] = list(run)
     else:
         checkpoints = find_checkpoints(run)  # type: ignore[arg-type]
     directory = Path(out).resolve()

@@ -38,13 +38,14 @@ where the stream becomes unreadable and still agrees with what loading does.
 from __future__ import annotations
 
 import codecs
+import mmap
 import pickletools
 import reprlib
 import struct
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from weightscope.errors import (
     CorruptCheckpointError,
@@ -98,7 +99,7 @@ class ScanEntry(NamedTuple):
     opcode: str  # GLOBAL, STACK_GLOBAL, REDUCE, NEWOBJ, or a refused opcode's name
     name: str  # module.name; empty for a refused opcode
     allowed: bool
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count: the field name is scan's public record
 
     def __str__(self) -> str:
         verdict = "allowed" if self.allowed else "REFUSED"
@@ -121,7 +122,7 @@ class AllowList:
     the wrong kinds and ``RefusedError`` on what may not be called at all.
     """
 
-    globals: Mapping[tuple[str, str], Global] = {}
+    globals: ClassVar[Mapping[tuple[str, str], Global]] = {}
 
     def call(self, function: Global, args: tuple[Any, ...], unpickler: Unpickler) -> Any:
         raise RefusedError(f"{unpickler.where}: refused to load: the file wants to call {function.qualname}")
@@ -172,7 +173,7 @@ class Unpickler:
 
     def __init__(
         self,
-        data: bytes | bytearray | memoryview | Any,
+        data: bytes | mmap.mmap,
         where: str,
         allow: AllowList,
         *,
@@ -318,7 +319,7 @@ class Unpickler:
 
     def _take(self, length: int) -> bytes:
         start = self._advance(length)
-        return self.data[start : self.position]  # type: ignore[no-any-return]
+        return self.data[start : self.position]
 
     def _bytes(self, length: int) -> bytes | memoryview:
         """A pickled byte string: a long one as a read-only view of the stream (a NumPy array's data, not copied)."""
@@ -334,7 +335,7 @@ class Unpickler:
         if position >= len(self.data):
             raise TruncatedFileError(f"{self.where}: the pickle ends at {len(self.data)} inside an opcode's argument")
         self.position = position + 1
-        return self.data[position]  # type: ignore[no-any-return]
+        return self.data[position]
 
     def _unsigned(self, width: int) -> int:
         return int.from_bytes(self._take(width), "little")
@@ -370,7 +371,7 @@ class Unpickler:
 
     def _number(self, kind: type[int] | type[float], text: str) -> Any:
         try:
-            return kind(text, 0) if kind is int else kind(text)  # type: ignore[call-arg]
+            return kind(text, 0) if kind is int else kind(text)
         except ValueError:
             raise CorruptCheckpointError(f"{self.where}: {show(text, 60)} is not a pickled number") from None
 
@@ -648,7 +649,7 @@ class Unpickler:
         self._push(value)
 
     def _unknown(self, opcode: int) -> None:
-        known = pickletools.code2op.get(chr(opcode))
+        known = pickletools.code2op.get(chr(opcode))  # type: ignore[attr-defined]  # public, but not in typeshed
         if known is None:
             raise CorruptCheckpointError(f"{self.where}: byte {opcode:#04x} at {self.position - 1} is no pickle opcode")
         if known.name not in OBJECT_OPCODES:

@@ -686,7 +686,7 @@ def _name_keras3_slots(
 ) -> list[tuple[TensorInfo, str, TensorRole | None]] | None:
     """Each optimizer variable with its name (``optimizer/layer1/kernel/momentum``) and role,
     when exactly one layout fits their count and every slot has its variable's shape."""
-    fits = []
+    fits: list[list[tuple[TensorInfo, str, TensorRole | None]]] = []
     for leading, blocks in layouts:
         slots = [(slot, variable) for block in blocks for variable in trainable for slot in block]
         if len(optimizer) != len(leading) + len(slots) or not slots:

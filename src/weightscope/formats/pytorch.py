@@ -73,8 +73,7 @@ import mmap
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -96,7 +95,7 @@ from weightscope.errors import (
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.layers import TensorRole
 from weightscope.limits import Budget, Limits, span_nbytes
-from weightscope.sources import FileSource, as_path, open_source
+from weightscope.sources import AnyPath, AnySource, as_path, open_source
 
 # Legacy storage classes (torch.<Name>) -> element type.
 STORAGE_TYPES: dict[str, str] = {
@@ -470,7 +469,7 @@ class _Archive(NamedTuple):
     def name(self, record: str) -> str:
         return f"{self.folder.decode('utf-8', 'replace')}/{record}"
 
-    def find(self, record: str, path: Path) -> _Stored | None:
+    def find(self, record: str, path: AnyPath) -> _Stored | None:
         try:
             key = self.folder + b"/" + record.encode("utf-8")
         except UnicodeEncodeError:
@@ -478,7 +477,7 @@ class _Archive(NamedTuple):
         return self.members.get(key.lower())
 
 
-def _members(source: FileSource, path: Path) -> _Archive:
+def _members(source: AnySource, path: AnyPath) -> _Archive:
     """The archive's folder and stored members, refused where torch.load would read others or none."""
     members: dict[bytes, _Stored] = {}
     entries = read_directory(source, path)
@@ -506,7 +505,7 @@ def _members(source: FileSource, path: Path) -> _Archive:
     return archive
 
 
-def _read_member(source: FileSource, path: Path, name: str, member: _Stored, verify: bool) -> memoryview:
+def _read_member(source: AnySource, path: AnyPath, name: str, member: _Stored, verify: bool) -> memoryview:
     data = source.read(member.start, member.size, f"member '{name}'")
     if verify:
         check_crc(data, member.crc, f"{path}: member '{name}'")
@@ -523,7 +522,7 @@ LEGACY_HEAD = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little") + b"."
 LEGACY_PICKLES = ("magic number", "protocol version", "system info", "saved object", "storage keys")
 
 
-def _is_legacy(source: FileSource, path: Path) -> bool:
+def _is_legacy(source: AnySource, path: AnyPath) -> bool:
     """Whether torch.load reads the file as the legacy format (a stream of pickles) rather than as a zip."""
     kind = torch_kind(source, path)
     if kind == "tar":
@@ -533,7 +532,7 @@ def _is_legacy(source: FileSource, path: Path) -> bool:
     return kind == "legacy"
 
 
-def _whole(source: FileSource) -> bytes | mmap.mmap:
+def _whole(source: AnySource) -> bytes | mmap.mmap:
     """The whole mapped file, for an unpickler to read the pickles at its start without copying the rest."""
     if source.size == 0:
         return b""
@@ -549,7 +548,7 @@ class _Legacy(NamedTuple):
     pickled: int  # bytes of the saved object's pickle
 
 
-def _read_legacy(source: FileSource, path: Path, budget: Budget) -> _Legacy:
+def _read_legacy(source: AnySource, path: AnyPath, budget: Budget) -> _Legacy:
     """Read the five pickles of a legacy file, then locate its storages after them."""
     data, position = _whole(source), 0
     values: list[Any] = []
@@ -576,7 +575,7 @@ def _read_legacy(source: FileSource, path: Path, budget: Budget) -> _Legacy:
     keys = values[4]
     if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys) or len(set(keys)) != len(keys):
         raise CorruptCheckpointError(f"{path}: the storage keys are not a list of distinct strings: {_show(keys, 200)}")
-    order = "little" if values[2]["little_endian"] else "big"
+    order: Literal["little", "big"] = "little" if values[2]["little_endian"] else "big"
     located: dict[str, _Stored] = {}
     for key in keys:
         storage = storages.get(key)
@@ -603,16 +602,16 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
     read, so every name before damage is listed; the verdict is what opening the file
     raises (as ``ls`` does), so the two always agree.
     """
-    path = as_path(path)
+    location = as_path(path)
     report = ScanReport()
-    source = open_source(path)
+    source = open_source(location)
     found: dict[tuple[str, str, bool], int] = {}
-    budget = Budget(Limits.for_size(source.size), path)
+    budget = Budget(Limits.for_size(source.size), location)
     try:
-        if _is_legacy(source, path):
+        if _is_legacy(source, location):
             data, position = _whole(source), 0
             for _ in LEGACY_PICKLES:
-                unpickler = _Unpickler(data, f"{path}", scan=True, start=position, pid_length=6, budget=budget)
+                unpickler = _Unpickler(data, f"{location}", scan=True, start=position, pid_length=6, budget=budget)
                 unpickler.load()
                 for key, count in unpickler.found.items():
                     found[key] = found.get(key, 0) + count
@@ -620,11 +619,11 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
                     break
                 position = unpickler.position
         else:
-            archive = _members(source, path)
-            name, member = archive.name("data.pkl"), archive.find("data.pkl", path)
+            archive = _members(source, location)
+            name, member = archive.name("data.pkl"), archive.find("data.pkl", location)
             assert member is not None  # _members checked it
-            data = bytes(_read_member(source, path, name, member, True))
-            unpickler = _Unpickler(data, f"{path}", scan=True, budget=budget)
+            data = bytes(_read_member(source, location, name, member, True))
+            unpickler = _Unpickler(data, f"{location}", scan=True, budget=budget)
             unpickler.load()
             found = unpickler.found
     except WeightscopeError as error:  # no pickle to follow: a broken zip, a member missing
@@ -654,6 +653,7 @@ class PyTorchCheckpoint(FileCheckpoint):
         self._visits = 0
         self._max_visits = MAX_CONTAINERS
         self._legacy: dict[str, _Stored] | None = None  # a legacy file's storages by key
+        self._byteorder: Literal["<", ">"] = "<"
         super().__init__(path, verify=verify)
 
     def _load(self) -> None:

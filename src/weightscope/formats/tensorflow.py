@@ -151,7 +151,7 @@ def read_checkpoint_state(directory: AnyPath) -> CheckpointState | None:
             return _parse_checkpoint_state(text, path)
         if match[2] is not None:
             try:
-                value: Any = codecs.escape_decode(match[2].encode("utf-8"))[0].decode("utf-8")  # type: ignore[attr-defined]
+                value: Any = codecs.escape_decode(match[2].encode("utf-8"))[0].decode("utf-8")
             except (ValueError, UnicodeDecodeError):
                 return _parse_checkpoint_state(text, path)
         else:
@@ -243,7 +243,7 @@ def resolve_prefix(path: AnyPath) -> AnyPath:
             prefix = state_path(path, state.model_checkpoint_path)
             _note_moved(path, state.model_checkpoint_path, prefix)
         else:
-            indexes = sorted(path.glob("*.index"))
+            indexes: list[AnyPath] = sorted(path.glob("*.index"), key=str)  # one folder: as by name
             if not indexes:
                 raise CheckpointNotFoundError(
                     f"{path}: a directory with no checkpoint in it (no '{STATE_FILE}' file, no *.index)"
@@ -443,8 +443,8 @@ class TensorFlowCheckpoint(Checkpoint):
             entry = _parse("BundleEntryProto", table.value(i + 1), f"{self._index.path}: entry {key!r}")
             infos[i], checksums[i] = self._describe(name, entry, len(self._shards))
             infos[i] = infos[i]._replace(name=display[i])
-            if entry.slices and not key.startswith(b"\x00"):  # type: ignore[attr-defined]
-                partitioned.append((i, infos[i], list(entry.slices)))  # type: ignore[attr-defined]
+            if entry.slices and not key.startswith(b"\x00"):
+                partitioned.append((i, infos[i], list(entry.slices)))
             else:  # (a partitioned variable's own entry holds no bytes: its slices do)
                 extents[:, i] = shard_numbers[infos[i].file], infos[i].offset, infos[i].nbytes
         self._check_overlaps(extents, names)
@@ -690,7 +690,7 @@ def _column(values: np.ndarray, index: np.ndarray) -> list[object]:
     """``values[index]`` as a list; quicker when the index is all one (one dtype, one shard)."""
     if len(index) and not (index != index[0]).any():
         return [values[index[0]]] * len(index)
-    return values[index].tolist()  # type: ignore[no-any-return]
+    return values[index].tolist()
 
 
 def _shapes(rank: np.ndarray, dims: np.ndarray) -> list[tuple[int, ...]]:
@@ -812,11 +812,11 @@ def save(
                 entry.shape.SetInParent()  # TF always writes the shape, even a scalar's
                 for size in spec.shape:
                     entry.shape.dim.add(size=size)
-                payload: bytes | np.ndarray
+                payload: bytes | memoryview
                 if code == _STRING_CODE:
                     payload, checksum = _string_tensor_bytes(array, spec.name)
                 else:
-                    payload = little_endian(array).reshape(-1).view(np.uint8)
+                    payload = little_endian(array).reshape(-1).view(np.uint8).data
                     checksum = mask_crc(crc32c(payload))
                 size = len(payload)  # bytes: a flat uint8 view has one element per byte
                 data.write(payload)
