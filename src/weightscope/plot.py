@@ -231,6 +231,11 @@ def _check_plottable(name: str, dtype: np.dtype, shape: Sequence[int]) -> None:
         raise UsageError(f"cannot plot '{safe_text(name)}': it has no elements (shape {format_shape(shape)})")
 
 
+def require_matplotlib() -> None:
+    """Raise the install hint now when matplotlib is missing: before any work that would need it."""
+    _matplotlib()
+
+
 def _matplotlib() -> tuple[Any, Any, Any]:
     """matplotlib, its ``Figure`` and the Agg canvas; imported here, never at weightscope's import."""
     try:
