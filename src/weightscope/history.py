@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weightscope.errors import CheckpointNotFoundError, UsageError
-from weightscope.formats.tensorflow import bundle_file, read_checkpoint_state, state_path
+from weightscope.formats.tf_state import bundle_file, read_checkpoint_state, state_path
 
 _SAVER_SUFFIX = re.compile(r"-(\d+)$")
 _STEP_PATTERNS = re.compile(

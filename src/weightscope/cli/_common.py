@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +14,7 @@ import click
 import weightscope
 from weightscope.checkpoint import Checkpoint
 from weightscope.errors import UsageError
-from weightscope.output import terminal_text
+from weightscope.output import dumps_json, render_table, terminal_text
 from weightscope.sources import as_path
 
 PATH = click.Path(path_type=Path)
@@ -60,6 +60,31 @@ def _echo(text: str = "", *, err: bool = False, nl: bool = True, redraw: bool = 
     ``redraw`` starts at the beginning of the line (a progress line drawn over itself)."""
     env = environment()
     click.echo(("\r" if redraw else "") + terminal_text(text), file=env.stderr if err else env.stdout, err=err, nl=nl)
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a command's result goes (huggingface_hub's ``cli/_output.py``): the command makes its
+    records once; with ``--json`` they are printed as a JSON list, else as a table of the cells
+    ``cells`` makes of each record (or ``empty``, when given, for no records)."""
+
+    as_json: bool
+
+    def records(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        header: Sequence[str],
+        cells: Callable[[Mapping[str, Any]], Sequence[str]],
+        *,
+        right: Sequence[int] = (),
+        empty: str | None = None,
+    ) -> None:
+        if self.as_json:
+            _echo(dumps_json(list(records)))
+        elif records or empty is None:
+            _echo(render_table(header, [cells(record) for record in records], right=right))
+        else:
+            _echo(empty)
 
 
 def _note(text: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from weightscope.cli._common import (
     _VALUE_LABELS,
     CHECKPOINT,
     PATH,
+    Output,
     _count_kinds,
     _echo,
     _note,
@@ -265,14 +266,16 @@ def formats_command(as_json: bool) -> None:
         }
         for entry in FORMATS.values()
     ]
-    if as_json:
-        _echo(dumps_json(rows))
-        return
-    table = [
-        [row["name"], "read, write" if row["writable"] else "read", row["missing"] or "ready", row["description"]]
-        for row in rows
-    ]
-    _echo(render_table(["format", "can", "status", "what it is"], table))
+    Output(as_json).records(
+        rows,
+        ["format", "can", "status", "what it is"],
+        lambda row: [
+            row["name"],
+            "read, write" if row["writable"] else "read",
+            row["missing"] or "ready",
+            row["description"],
+        ],
+    )
 
 
 @click.command("history")
@@ -284,34 +287,28 @@ def history_command(path: Path, as_json: bool) -> None:
 
     from weightscope.history import checkpoint_history
 
-    entries = checkpoint_history(path)
-    if as_json:
-        document = [
-            {
-                "prefix": str(entry.prefix),
-                "step": entry.step,
-                "timestamp": entry.timestamp,
-                "newest": entry.newest,
-                "exists": entry.exists,
-            }
-            for entry in entries
-        ]
-        _echo(dumps_json(document))
-        return
-    rows = []
-    for entry in entries:
+    def cells(entry: Mapping[str, Any]) -> list[str]:
         written = "-"
-        if entry.timestamp is not None:
-            written = datetime.datetime.fromtimestamp(entry.timestamp).astimezone().isoformat(timespec="seconds")
-        rows.append(
-            [
-                "*" if entry.newest else "",
-                "-" if entry.step is None else str(entry.step),
-                written,
-                safe_text(str(entry.prefix)) + ("" if entry.exists else "  (missing)"),
-            ]
-        )
-    _echo(render_table(["", "step", "written", "checkpoint"], rows, right=[1]))
+        if entry["timestamp"] is not None:
+            written = datetime.datetime.fromtimestamp(entry["timestamp"]).astimezone().isoformat(timespec="seconds")
+        return [
+            "*" if entry["newest"] else "",
+            "-" if entry["step"] is None else str(entry["step"]),
+            written,
+            safe_text(entry["prefix"]) + ("" if entry["exists"] else "  (missing)"),
+        ]
+
+    records = [
+        {
+            "prefix": str(entry.prefix),
+            "step": entry.step,
+            "timestamp": entry.timestamp,
+            "newest": entry.newest,
+            "exists": entry.exists,
+        }
+        for entry in checkpoint_history(path)
+    ]
+    Output(as_json).records(records, ["", "step", "written", "checkpoint"], cells, right=[1])
 
 
 @click.command("scan")

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from weightscope.atomic import interruptible
-from weightscope.cli._common import PATH, _echo, _figure, _note, environment
+from weightscope.cli._common import PATH, Output, _echo, _figure, _note, environment
 from weightscope.errors import ExitStatus
 from weightscope.output import dumps_json, format_bytes, render_table, safe_text
 
@@ -73,7 +73,8 @@ def runs_stats_command(
     progress: bool | None,
 ) -> None:
     """Per checkpoint and tensor: norm, mean, std, NaNs, infinities, change from the previous and the first."""
-    from weightscope.runs import plot_drift, run_stats
+    from weightscope.runs import run_stats
+    from weightscope.runs_plot import plot_drift
 
     if plot_out is not None:
         from weightscope.plot import require_matplotlib
@@ -125,22 +126,19 @@ def runs_find_nan_command(
     from weightscope.runs import find_nan
 
     found = find_nan(run, pattern=pattern, include_all=show_all, scheduler=scheduler, progress=_task_progress(progress))
-    if as_json:
-        _echo(dumps_json([finding.to_json() for finding in found]))
-    elif found:
-        rows = [
-            [
-                safe_text(finding.name),
-                "-" if finding.step is None else str(finding.step),
-                safe_text(finding.checkpoint),
-                str(finding.nans),
-                str(finding.infs),
-            ]
-            for finding in found
-        ]
-        _echo(render_table(["tensor", "step", "first checkpoint", "NaN", "Inf"], rows, right=[1, 3, 4]))
-    else:
-        _echo("no NaNs or infinities in any checkpoint")
+    Output(as_json).records(
+        [finding.to_json() for finding in found],
+        ["tensor", "step", "first checkpoint", "NaN", "Inf"],
+        lambda finding: [
+            safe_text(finding["name"]),
+            "-" if finding["step"] is None else str(finding["step"]),
+            safe_text(finding["checkpoint"]),
+            str(finding["nans"]),
+            str(finding["infs"]),
+        ],
+        right=[1, 3, 4],
+        empty="no NaNs or infinities in any checkpoint",
+    )
     if found:
         raise SystemExit(int(ExitStatus.DIFFERENT))
 

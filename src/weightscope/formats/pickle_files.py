@@ -40,7 +40,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.containers.unpickler import AllowList, Global, ScanEntry, ScanReport, Unpickler, ints, show, size_of
+from weightscope.containers.allow_list import AllowList, Global, ScanEntry, ScanReport, ints, show
+from weightscope.containers.unpickler import Unpickler, size_of
 from weightscope.dtypes import check_rank, check_size, element_for
 from weightscope.errors import CorruptCheckpointError, RefusedError, UnsupportedFormatError, WeightscopeError
 from weightscope.limits import Budget, Limits
