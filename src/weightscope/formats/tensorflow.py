@@ -52,7 +52,6 @@ import bisect
 import gc
 import math
 import os
-import re
 import struct
 import warnings
 from collections.abc import Mapping
@@ -86,6 +85,7 @@ from weightscope.errors import (
 )
 from weightscope.formats._bundle_entries import _column, _header_by_protobuf, _key_bytes, _numpy_dtype, _parse, _shapes
 from weightscope.formats._bundle_index import Entries, decode_entries, decode_header
+from weightscope.formats._ordered_code import _slice_key
 from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
 from weightscope.formats.tf_state import STATE_FILE, bundle_file, read_checkpoint_state, resolve_prefix
 from weightscope.layers import TensorRole
@@ -100,9 +100,6 @@ CONSUMER_VERSION = 1
 MAX_SHARDS = 1 << 20
 _STRING_CODE = 7  # DT_STRING
 _BIG_ENDIAN = 1
-# OrderedCode escapes the bytes 00 and FF inside a string (in one pass).
-_ESCAPE = re.compile(rb"[\x00\xff]")
-_ESCAPES = {b"\x00": b"\x00\xff", b"\xff": b"\xff\x00"}
 
 
 def data_file_name(prefix: str, shard: int, num_shards: int) -> str:
@@ -125,36 +122,6 @@ _TYPE_NAMES = np.array([element.name for element in ELEMENT_TYPES], object)
 _CHUNK = 8192
 # A slice of a partitioned variable: its key, and where it goes in the full tensor.
 _Part = tuple[bytes, tuple[slice, ...]]
-
-
-def _slice_key(name: bytes, extents: list[tuple[int, int]]) -> bytes:
-    """TensorFlow's OrderedCode key of one slice of a partitioned variable."""
-    escaped = _ESCAPE.sub(lambda match: _ESCAPES[match.group()], name)
-    key = bytearray(b"\x00" + escaped + b"\x00\x01")
-    rank = len(extents)
-    rank_bytes = rank.to_bytes((rank.bit_length() + 7) // 8, "big")
-    key += bytes([len(rank_bytes)]) + rank_bytes
-    for start, length in extents:
-        key += _signed_increasing(start) + _signed_increasing(length)
-    return bytes(key)
-
-
-_HEADER_BITS = ((0, 0), (0x80, 0), (0xC0, 0), (0xE0, 0), (0xF0, 0), (0xF8, 0), (0xFC, 0),
-                (0xFE, 0), (0xFF, 0), (0xFF, 0x80), (0xFF, 0xC0))  # fmt: skip
-
-
-def _signed_increasing(value: int) -> bytes:
-    """OrderedCode's WriteSignedNumIncreasing."""
-    magnitude = ~value if value < 0 else value
-    length = (magnitude.bit_length() + 7) // 7
-    encoded = bytearray((value & ((1 << (8 * length)) - 1)).to_bytes(length, "big"))
-    if value < 0 and length > 8:
-        encoded = bytearray(b"\xff" * (length - 8)) + encoded[length - 8 :]
-    first, second = _HEADER_BITS[length]
-    encoded[0] ^= first
-    if length > 1:
-        encoded[1] ^= second
-    return bytes(encoded)
 
 
 class TensorFlowCheckpoint(Checkpoint):
