@@ -91,6 +91,14 @@ from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.containers.zip import Member, check_crc, escapes, inflate, is_deflated, read_directory
 from weightscope.dtypes import BY_NAME
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError, WeightscopeError, reason
+from weightscope.formats.keras_h5 import (
+    _attribute_list,
+    _display_name,
+    _is_text,
+    _layer_weight_name,
+    _text,
+    _vars_groups,
+)
 from weightscope.layers import TensorRole
 from weightscope.limits import JSON_BYTE_COST, Budget, Limits
 from weightscope.writing import Spec, Tensors, as_tensors, checked, little_endian, plan_specs
@@ -480,79 +488,6 @@ def _objects_per_element(dtype: np.dtype) -> int:
         return 0
     base = _h5py().check_vlen_dtype(dtype)
     return -1 if isinstance(base, np.dtype) and base.hasobject else 1
-
-
-def _is_text(value: object) -> bool:
-    return isinstance(value, str | bytes)
-
-
-def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _attribute_list(group: h5py.Group, name: str) -> list[str]:
-    """A list attribute, joined from ``name0``, ``name1``… when Keras split a long one."""
-    if name in group.attrs:
-        return [_text(value) for value in np.atleast_1d(group.attrs[name])]
-    values: list[str] = []
-    chunk = 0
-    while f"{name}{chunk}" in group.attrs:
-        values.extend(_text(value) for value in np.atleast_1d(group.attrs[f"{name}{chunk}"]))
-        chunk += 1
-    return values
-
-
-def _layer_weight_name(layer_name: str, weight_name: str) -> str:
-    """A tf-keras weight's name under its layer's name: TF1 graphs made variable scopes unique
-    (a second model's layer ``conv`` got variables ``conv_1/kernel``), the model config's
-    layer names did not, and Keras loads by those."""
-    scope, separator, rest = weight_name.partition("/")
-    if separator and scope != layer_name and re.fullmatch(re.escape(layer_name) + r"_\d+", scope):
-        return f"{layer_name}/{rest}"
-    return weight_name
-
-
-def _vars_groups(root: h5py.Group) -> Iterator[tuple[str, h5py.Group]]:
-    """(object path, its ``vars`` group) for every saved object holding variables, in Keras' order.
-
-    HDF5 lists links by name (``dense_10`` before ``dense_2``); Keras writes objects in
-    model order, so the file offset of each object's first contiguous dataset restores it.
-    """
-    found: list[tuple[float, str, h5py.Group]] = []
-
-    def visit(path: str | bytes, item: Any) -> None:
-        if not isinstance(path, str):  # h5py gives a link name that is not UTF-8 as bytes
-            raise ValueError(f"an object name that is not UTF-8: {path!r:.80}")  # -> CorruptCheckpointError
-        if path.rsplit("/", 1)[-1] == "vars" and len(item):
-            offsets = [item[key].id.get_offset() for key in item if key.isdigit()]
-            first = min((offset for offset in offsets if offset is not None), default=float("inf"))
-            found.append((first, path.removesuffix("vars").rstrip("/"), item))
-
-    root.visititems(visit)
-    return ((path, item) for _, path, item in sorted(found, key=lambda entry: entry[0]))
-
-
-def _display_name(root: h5py.Group, path: str, shown: dict[str, tuple[str, ...]]) -> str:
-    """``layers/dense`` -> ``layer1``: each object by its user name, collections (``layers``) left out.
-
-    ``shown`` keeps each object path's parts: a path's parents are looked up once, not once
-    per object under them (objects nested thousands deep made that cubic).
-    """
-    pending: list[str] = []
-    prefix = path
-    while prefix and prefix not in shown:
-        pending.append(prefix)
-        prefix = prefix.rpartition("/")[0]
-    parts = shown.get(prefix, ())
-    for prefix in reversed(pending):
-        part = prefix.rpartition("/")[2]
-        variables = root.get(f"{prefix}/vars")
-        if variables is not None:
-            parts += (_text(variables.attrs.get("name", part)),)
-        elif part != "layers":
-            parts += (part,)
-        shown[prefix] = parts
-    return "/".join(parts)
 
 
 def _written_names(variables: h5py.Group, count: int) -> list[str]:
