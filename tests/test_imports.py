@@ -17,6 +17,12 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "weightscope"
 GENERATED = {"weightscope._proto.descriptor"}
 MAX_LINES = 650
+# Modules still over the limit, each with where its excess goes. An entry fails the test once its
+# module fits (then delete the entry), so none outlives its reason.
+PENDING = {
+    "weightscope.formats.keras": "its writer (_Layer, _plan_layers, save) moves to formats/keras_writer.py "
+    "once the quants branch's edits to those functions are merged",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -145,4 +151,7 @@ def test_no_module_over_the_line_limit() -> None:
         for name, path in _modules().items()
         if name not in GENERATED and (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
-    assert not long, f"modules over {MAX_LINES} lines (split them where a seam is): {long}"
+    assert not {name: count for name, count in long.items() if name not in PENDING}, (
+        f"modules over {MAX_LINES} lines (split them where a seam is): {long}"
+    )
+    assert set(PENDING) <= set(long), f"now within {MAX_LINES} lines: delete from PENDING {set(PENDING) - set(long)}"
