@@ -30,6 +30,7 @@ run: $(STAMP_RUN)
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check src tests bench scripts fuzz
 	$(BIN)/ruff format --check src tests bench scripts fuzz
+	$(BIN)/mypy
 	$(BIN)/python scripts/gen_proto.py --check
 
 # The browser tests drive Debian's Chromium through its driver (which depends on the

@@ -18,7 +18,7 @@ import fuzzlib
 import numpy as np
 
 with fuzzlib.instrumented():
-    from weightscope.formats.keras import save
+    from weightscope.formats.keras_writer import save
 
 WEIGHTS: set[bytes] = set()
 

@@ -334,3 +334,16 @@ def test_system_errors_are_one_clear_line_without_errno(
     assert err.startswith("weightscope: error:") and err.count("\n") == 1
     assert message.format(**values) in err
     assert "[Errno" not in err and ".tmp" not in err and "Traceback" not in err
+
+
+def test_main_writes_to_the_environment_it_is_given(capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from weightscope.cli import Environment
+
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["formats", "--json"], env=Environment(stdout=out, stderr=err)) == 0
+    assert '"name": "tensorflow"' in out.getvalue() and err.getvalue() == ""
+    assert main(["ls", "/no/such/file.pt"], env=Environment(stdout=out, stderr=err)) != 0
+    assert err.getvalue().startswith("weightscope: error: ") and "/no/such/file.pt" in err.getvalue()
+    assert capsys.readouterr() == ("", "")  # nothing reached the process's own streams

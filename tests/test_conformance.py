@@ -40,7 +40,7 @@ from test_writers import NPZ, PYTORCH, SAFETENSORS, Writer, _assert_all_equal, _
 
 import weightscope as ws
 from weightscope.cli import main
-from weightscope.formats import keras as keras_format
+from weightscope.formats import keras_writer as keras_format
 from weightscope.formats import tensorflow as tensorflow_format
 from weightscope.remote import FIRST_READ_AHEAD
 

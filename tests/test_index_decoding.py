@@ -22,6 +22,7 @@ import weightscope as ws
 from weightscope import _proto
 from weightscope.containers import table as table_module
 from weightscope.containers.table import build_table, encode_varint, iter_table, read_table
+from weightscope.formats import _bundle_entries as bundle_entries
 from weightscope.formats import _bundle_index
 from weightscope.formats import tensorflow as tensorflow_module
 from weightscope.formats._bundle_index import MAX_RANK, decode_entries
@@ -528,11 +529,11 @@ def test_shape_tuples_are_exact_even_when_hashes_collide(monkeypatch: pytest.Mon
     rank = rng.integers(0, 4, 3000)
     dims = np.where(np.arange(3) < rank[:, None], rng.choice(np.array(sizes), (3000, 3)), 1)
     expected = [tuple(int(size) for size in row[:r]) for row, r in zip(dims, rank, strict=True)]
-    shapes = tensorflow_module._shapes(rank, dims)
+    shapes = bundle_entries._shapes(rank, dims)
     assert shapes == expected
     assert len({id(shape) for shape in shapes}) == len(set(expected))  # one tuple per distinct shape
-    monkeypatch.setattr(tensorflow_module, "_HASH_MULTIPLIER", np.uint64(0))  # only the last dim counts
-    shapes = tensorflow_module._shapes(rank, dims)
+    monkeypatch.setattr(bundle_entries, "_HASH_MULTIPLIER", np.uint64(0))  # only the last dim counts
+    shapes = bundle_entries._shapes(rank, dims)
     assert shapes == expected
     assert all(type(size) is int for shape in shapes for size in shape)
 

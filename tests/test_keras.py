@@ -19,7 +19,7 @@ from tf_fixtures import _keras3, _tf_keras, _training_data, _two_dense_layers
 import weightscope as ws
 from weightscope.cli import main
 from weightscope.errors import ChecksumMismatchError, CorruptCheckpointError, UnsupportedFormatError
-from weightscope.formats.keras import save
+from weightscope.formats.keras_writer import save
 
 
 def _trained_dense(keras: Any) -> Any:

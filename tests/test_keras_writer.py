@@ -17,7 +17,7 @@ from tf_fixtures import _keras3, _tf
 import weightscope as ws
 from weightscope.convert import convert
 from weightscope.errors import UnsupportedFormatError, UsageError
-from weightscope.formats import keras as keras_format
+from weightscope.formats import keras_writer as keras_format
 
 
 def _cnn(keras: Any) -> Any:

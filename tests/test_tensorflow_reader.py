@@ -252,14 +252,14 @@ def test_big_endian_bundle_reads_in_native_order(tmp_path: Path) -> None:
     ids=["tensorflow's lines", "escapes", "single quotes", "comment", "empty"],
 )
 def test_checkpoint_state_is_read_as_protobuf_reads_it(tmp_path: Path, text: str) -> None:
-    from weightscope.formats.tensorflow import _parse_checkpoint_state, read_checkpoint_state
+    from weightscope.formats.tf_state import _parse_checkpoint_state, read_checkpoint_state
 
     (tmp_path / "checkpoint").write_text(text, encoding="utf-8")
     assert read_checkpoint_state(tmp_path) == _parse_checkpoint_state(text, tmp_path / "checkpoint")
 
 
 def test_checkpoint_state_with_an_unknown_field_is_corrupt(tmp_path: Path) -> None:
-    from weightscope.formats.tensorflow import read_checkpoint_state
+    from weightscope.formats.tf_state import read_checkpoint_state
 
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "a"\nnonsense: 3\n', encoding="utf-8")
     with pytest.raises(ws.CorruptCheckpointError, match="not a CheckpointState"):

@@ -195,7 +195,7 @@ def test_terminal_text_keeps_newlines_and_escapes_the_rest() -> None:
 
 
 def test_the_progress_bar_on_a_terminal_escapes_the_file_name(capsys: pytest.CaptureFixture[str]) -> None:
-    from weightscope.cli import _ProgressBar
+    from weightscope.cli.convert import _ProgressBar
 
     bar = _ProgressBar(f"converting {OSC_LINK}{C1}.pt")
     bar._enabled, bar._started = True, bar._started - 2  # a terminal, a conversion past its first second

@@ -37,6 +37,7 @@ import numpy as np
 
 from weightscope.checkpoint import Checkpoint
 from weightscope.conventions import LAYOUT_PERMUTATIONS
+from weightscope.dtypes import numeric_kind
 from weightscope.errors import WeightscopeError
 from weightscope.output import json_float
 
@@ -96,15 +97,6 @@ class TensorStats:
         document = _finite(asdict(self))
         document["shape"] = list(self.shape)
         return document
-
-
-def numeric_kind(dtype: np.dtype) -> str | None:
-    """'f' (floating, bfloat16 and float8 included), 'c', 'i' (integers, int4 included), 'b', or None."""
-    if dtype.names is not None:
-        return None  # TF's quantized types are records
-    if dtype.kind == "V" and dtype.type.__module__.startswith("ml_dtypes"):
-        return "i" if "int" in dtype.name else "f"
-    return {"f": "f", "c": "c", "i": "i", "u": "i", "b": "b"}.get(dtype.kind)
 
 
 @dataclass

@@ -37,11 +37,10 @@ import numpy as np
 
 from weightscope import conventions
 from weightscope._crc32c import crc32c
-from weightscope.analysis import numeric_kind
 from weightscope.atomic import interruptible
 from weightscope.checkpoint import Checkpoint
 from weightscope.conventions import CONVENTIONS
-from weightscope.dtypes import BY_NAME
+from weightscope.dtypes import BY_NAME, numeric_kind
 from weightscope.errors import ChecksumMismatchError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole
 from weightscope.writing import little_endian

@@ -172,3 +172,12 @@ def check_size(shape: Sequence[int], itemsize: int, what: str, nbytes: int = 0) 
     """Refuse a shape (or a byte count) larger than numpy can hold, counting only non-zero sizes."""
     if max(nbytes, math.prod(size for size in shape if size) * itemsize) >= NUMPY_MAX_BYTES:
         raise UnsupportedFormatError(f"{what} has shape {list(shape)}, larger than numpy can hold")
+
+
+def numeric_kind(dtype: np.dtype) -> str | None:
+    """'f' (floating, bfloat16 and float8 included), 'c', 'i' (integers, int4 included), 'b', or None."""
+    if dtype.names is not None:
+        return None  # TF's quantized types are records
+    if dtype.kind == "V" and dtype.type.__module__.startswith("ml_dtypes"):
+        return "i" if "int" in dtype.name else "f"
+    return {"f": "f", "c": "c", "i": "i", "u": "i", "b": "b"}.get(dtype.kind)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weightscope.errors import CheckpointNotFoundError, UsageError
-from weightscope.formats.tensorflow import bundle_file, read_checkpoint_state, state_path
+from weightscope.formats.tf_state import bundle_file, read_checkpoint_state, state_path
 
 _SAVER_SUFFIX = re.compile(r"-(\d+)$")
 _STEP_PATTERNS = re.compile(
@@ -71,7 +71,8 @@ def checkpoint_history(directory: str | Path) -> list[HistoryEntry]:
     entries = []
     for position, path in enumerate(recorded):
         prefix = state_path(directory, path)
-        index = Path(bundle_file(prefix, ".index"))
+        index = bundle_file(prefix, ".index")
+        assert isinstance(prefix, Path) and isinstance(index, Path)  # a local directory's files are local
         exists = index.is_file()
         timestamp = times[position] if len(times) == len(recorded) else None
         if timestamp is None and exists:

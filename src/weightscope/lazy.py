@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,7 @@ class TensorSource:
 
     checkpoint: str  # the path the checkpoint opens from
     format: str
+    reader: Callable[..., Checkpoint]  # its reader's class, which reopens it in a worker: reader(checkpoint, verify=)
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype  # the values' dtype, in native byte order
@@ -154,9 +156,7 @@ def _native(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _read_through_reader(source: TensorSource, start: int, stop: int) -> np.ndarray:
-    from weightscope.formats import open_checkpoint
-
-    with open_checkpoint(source.checkpoint, format=source.format) as ckpt:
+    with source.reader(source.checkpoint, verify=True) as ckpt:
         array = ckpt[source.name]
         if not source.shape:
             return np.array(array)
@@ -182,9 +182,9 @@ def tensor_source(ckpt: Checkpoint, name: str) -> TensorSource:
     path = str(ckpt.path.resolve())
     stored = _stored_dtype(ckpt, info) if info.size else None
     if stored is None:
-        return TensorSource(path, ckpt.format, info.name, tuple(info.shape), native)
+        return TensorSource(path, ckpt.format, type(ckpt), info.name, tuple(info.shape), native)
     file = str(type(ckpt.path)(info.file).resolve())
-    return TensorSource(path, ckpt.format, info.name, tuple(info.shape), native, file, info.offset, stored)
+    return TensorSource(path, ckpt.format, type(ckpt), info.name, tuple(info.shape), native, file, info.offset, stored)
 
 
 def read_chunk(source: TensorSource, start: int, stop: int) -> np.ndarray:
@@ -214,7 +214,7 @@ def source_array(source: TensorSource, chunk_bytes: int = CHUNK_BYTES) -> Any:
     key = f"weightscope-{_key_name(source.name)}-{tokenize(source, chunk_bytes, _stamp(source))}"
     bounds = source.bounds(chunk_bytes)
     if not source.shape:
-        graph = {(key,): (read_chunk, source, 0, 1)}
+        graph: dict[tuple[Any, ...], tuple[Any, ...]] = {(key,): (read_chunk, source, 0, 1)}
         return da.Array(graph, key, (), dtype=source.dtype)
     tail = (0,) * (len(source.shape) - 1)
     graph = {(key, i, *tail): (read_chunk, source, start, stop) for i, (start, stop) in enumerate(bounds)}
@@ -240,12 +240,10 @@ def to_dask(ckpt: Checkpoint, name: str | None = None, *, chunk_bytes: int | Non
     return source_array(tensor_source(ckpt, ckpt.resolve(name)), size)
 
 
-def _verify(checkpoint: str, format: str, name: str) -> str | None:
+def _verify(checkpoint: str, reader: Callable[..., Checkpoint], name: str) -> str | None:
     """Read ``name`` whole with checksums checked; the problem found, or None."""
-    from weightscope.formats import open_checkpoint
-
     try:
-        with open_checkpoint(checkpoint, format=format, verify=True) as ckpt:
+        with reader(checkpoint, verify=True) as ckpt:
             ckpt[name]
     except WeightscopeError as error:
         return str(error)
@@ -258,7 +256,7 @@ def verification(ckpt: Checkpoint, names: list[str] | None = None) -> Any:
     dask = require_dask()
     path = str(ckpt.path.resolve())
     chosen = list(ckpt) if names is None else [ckpt.resolve(name) for name in names]
-    checks = [dask.delayed(_verify, pure=True)(path, ckpt.format, name) for name in chosen]
+    checks = [dask.delayed(_verify, pure=True)(path, type(ckpt), name) for name in chosen]
 
     def damaged(results: list[str | None]) -> dict[str, str]:
         return {name: problem for name, problem in zip(chosen, results, strict=True) if problem is not None}

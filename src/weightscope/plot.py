@@ -27,6 +27,7 @@ existing file at the output path is replaced, as plotting tools do.
 from __future__ import annotations
 
 import math
+import os
 import re
 import textwrap
 from collections.abc import Sequence
@@ -230,6 +231,11 @@ def _check_plottable(name: str, dtype: np.dtype, shape: Sequence[int]) -> None:
         raise UsageError(f"cannot plot '{safe_text(name)}': it has no elements (shape {format_shape(shape)})")
 
 
+def require_matplotlib() -> None:
+    """Raise the install hint now when matplotlib is missing: before any work that would need it."""
+    _matplotlib()
+
+
 def _matplotlib() -> tuple[Any, Any, Any]:
     """matplotlib, its ``Figure`` and the Agg canvas; imported here, never at weightscope's import."""
     try:
@@ -327,7 +333,7 @@ def _layout(
     return _Layout(figure, axes, size, (plot_height, plot_width))
 
 
-def save_png(figure: Figure, out: str | Path) -> Path:
+def save_png(figure: Figure, out: str | os.PathLike[str]) -> Path:
     """Write the figure to ``out`` as a PNG of its exact pixel size, atomically (replacing any file there)."""
     from matplotlib.transforms import Bbox
 

@@ -41,8 +41,8 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+from weightscope.bounds import check_range
 from weightscope.errors import CheckpointNotFoundError, TruncatedFileError, UsageError, WeightscopeError, reason
-from weightscope.sources import check_range
 
 BLOCK_SIZE = 1 << 20  # reads this large are fetched exactly; objects this small whole; the most read-ahead
 FIRST_READ_AHEAD = 64 << 10  # fetched past a small read after a jump; doubled while reads continue

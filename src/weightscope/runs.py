@@ -475,7 +475,7 @@ def run_stats(
     if chunk_bytes < 1 or window < 1:
         raise UsageError("chunk_bytes and window must be positive")
     if isinstance(run, list) and run and all(isinstance(entry, RunCheckpoint) for entry in run):
-        checkpoints: list[RunCheckpoint] = list(run)  # type: ignore[arg-type]
+        checkpoints: list[RunCheckpoint] = list(run)
     else:
         checkpoints = find_checkpoints(run)  # type: ignore[arg-type]
     plan = _plan(
@@ -577,7 +577,7 @@ def run_convert(
     if to not in FORMATS.writable():
         raise UsageError(f"cannot write format {to!r}; writable: {', '.join(FORMATS.writable())}")
     if isinstance(run, list) and run and all(isinstance(entry, RunCheckpoint) for entry in run):
-        checkpoints: list[RunCheckpoint] = list(run)  # type: ignore[arg-type]
+        checkpoints: list[RunCheckpoint] = list(run)
     else:
         checkpoints = find_checkpoints(run)  # type: ignore[arg-type]
     directory = Path(out).resolve()
@@ -596,52 +596,3 @@ def run_convert(
         for i, (name, path) in enumerate(targets.items())
     }
     return execute(graph, list(graph), scheduler=scheduler, client=client, workers=workers, progress=progress)
-
-
-# -- the drift plot -------------------------------------------------------------------------
-
-
-def plot_drift(stats: RunStats, out: str | os.PathLike[str], *, size: tuple[int, int] = (1000, 720)) -> Path:
-    """A PNG of each layer's relative change from the first checkpoint (top) and from the previous one.
-
-    A line per layer, drawn from the layer's largest tensor (its kernel or weight, not
-    the bias); steps on the x axis (checkpoint positions when the names carry no steps).
-    Needs matplotlib (``weightscope[plot]``); drawn on a ``Figure`` with the Agg canvas,
-    never pyplot.
-    """
-    from weightscope.layers import split_name
-    from weightscope.plot import _matplotlib, check_size, save_png
-
-    check_size(size)
-    _, figure_class, canvas_class = _matplotlib()
-    steps_known = all(entry.step is not None for entry in stats.checkpoints)
-    position = {str(entry.path): index for index, entry in enumerate(stats.checkpoints)}
-    layers: dict[str, list[RunTensorStats]] = {}
-    largest: dict[str, int] = {}
-    for name, rows in stats.by_name().items():
-        layer = split_name(name)[0] or name
-        count = rows[0].stats.count
-        if count > largest.get(layer, -1):
-            largest[layer], layers[layer] = count, rows
-    width, height = size
-    figure = figure_class(figsize=(width / 100, height / 100), dpi=100, facecolor="white")
-    canvas_class(figure)
-    axes_first, axes_previous = figure.subplots(2, 1, sharex=True)
-    for layer, rows in sorted(layers.items()):
-        xs = [row.step if steps_known else position[row.checkpoint] for row in rows]
-        axes_first.plot(xs, [_plotted(row.change_first) for row in rows], marker=".", label=layer)
-        axes_previous.plot(xs, [_plotted(row.change_previous) for row in rows], marker=".", label=layer)
-    axes_first.set_ylabel("change from first")
-    axes_previous.set_ylabel("change from previous")
-    axes_previous.set_xlabel("step" if steps_known else "checkpoint")
-    axes_first.set_title(f"weight drift per layer over {len(stats.checkpoints)} checkpoints", fontsize=10)
-    if len(layers) <= 20:
-        axes_first.legend(fontsize=7, loc="upper left")
-    for axes in (axes_first, axes_previous):
-        axes.grid(True, color="0.9")
-    figure.subplots_adjust(left=0.09, right=0.98, top=0.94, bottom=0.08, hspace=0.12)
-    return save_png(figure, out)
-
-
-def _plotted(value: float | None) -> float:
-    return math.nan if value is None else value

@@ -20,7 +20,8 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from weightscope.errors import CheckpointNotFoundError, TruncatedFileError, UnsupportedFormatError
+from weightscope.bounds import check_range
+from weightscope.errors import CheckpointNotFoundError, UnsupportedFormatError
 
 if TYPE_CHECKING:
     from weightscope.remote import RemotePath, RemoteSource
@@ -64,15 +65,6 @@ def plus(path: AnyPath, text: str) -> AnyPath:
     if isinstance(path, Path):
         return Path(f"{path}{text}")
     return path.plus(text)
-
-
-def check_range(path: object, offset: int, length: int, size: int, what: str) -> None:
-    """Refuse a range that is negative or runs past the end of a file of ``size`` bytes (Python ints: no wrap)."""
-    if offset < 0 or length < 0:
-        raise TruncatedFileError(f"{path}: {what} has a negative offset or length ({offset}, {length})")
-    if offset + length > size:
-        available = max(0, size - offset)
-        raise TruncatedFileError(f"{path}: EOF reading {what} at {offset}: expected {length} bytes, got {available}")
 
 
 def _refuse_unless_regular(path: Path, mode: int) -> None:

@@ -681,7 +681,7 @@ def onnx_entries() -> dict[str, bytes]:
 
 
 def keras_entries() -> dict[str, bytes]:
-    from weightscope.formats.keras import save
+    from weightscope.formats.keras_writer import save
 
     path = HERE / "keras-weights.tmp.h5"
     save({"dense/kernel": np.arange(6, dtype="<f4").reshape(3, 2), "dense/bias": np.ones(2, "<f4")}, path)

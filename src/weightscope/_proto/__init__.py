@@ -6,6 +6,8 @@ when both live in one process (the tests import them as oracles).
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import descriptor_pool, message_factory
 
 from weightscope._proto.descriptor import FILE_DESCRIPTOR, ONNX_FILE_DESCRIPTOR
@@ -16,7 +18,7 @@ _POOL.AddSerializedFile(FILE_DESCRIPTOR)
 _POOL.AddSerializedFile(ONNX_FILE_DESCRIPTOR)
 
 
-def _message(name: str, package: str = "weightscope.tf") -> type:
+def _message(name: str, package: str = "weightscope.tf") -> Any:  # a class built at run time
     return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"{package}.{name}"))
 
 

@@ -39,7 +39,7 @@ from weightscope.errors import (
     UnsupportedFormatError,
 )
 from weightscope.limits import Budget, Limits
-from weightscope.sources import FileSource
+from weightscope.sources import AnySource
 
 MAGIC = 0xDB4775248B80FB57
 MAGIC_BYTES = struct.pack("<Q", MAGIC)  # 57 fb 80 8b 24 75 47 db, the file's last 8 bytes
@@ -84,7 +84,7 @@ def read_varint(data: bytes | memoryview, pos: int, what: str) -> tuple[int, int
             raise CorruptCheckpointError(f"varint in {what} is longer than 10 bytes")
 
 
-def read_block(source: FileSource, offset: int, size: int, what: str) -> bytes | memoryview:
+def read_block(source: AnySource, offset: int, size: int, what: str) -> bytes | memoryview:
     """The checked, decompressed contents of the block at ``offset``.
 
     An uncompressed block is a view of ``source``, valid while it is open: no copy.
@@ -108,7 +108,7 @@ def read_block(source: FileSource, offset: int, size: int, what: str) -> bytes |
     )
 
 
-def _snappy_decompress(contents: memoryview, source: FileSource, offset: int, what: str) -> bytes:
+def _snappy_decompress(contents: memoryview, source: AnySource, offset: int, what: str) -> bytes:
     import cramjam  # only snappy-compressed tables pay for the import
 
     length, _ = read_varint(contents, 0, what)
@@ -183,7 +183,7 @@ class Table:
 _Block = tuple[bytes, int, bytes | memoryview]
 
 
-def _blocks(source: FileSource, budget: Budget) -> Iterator[_Block]:
+def _blocks(source: AnySource, budget: Budget) -> Iterator[_Block]:
     """The data blocks of the table in ``source``, in order, each read and checked when reached."""
     if source.size < FOOTER_SIZE:
         raise TruncatedFileError(f"{source.path}: {source.size} bytes, too short for a table footer of {FOOTER_SIZE}")
@@ -202,7 +202,7 @@ def _blocks(source: FileSource, budget: Budget) -> Iterator[_Block]:
         yield separator, offset, read_block(source, offset, size, "data block")
 
 
-def _entries(source: FileSource, blocks: Iterable[_Block], budget: Budget) -> Iterator[tuple[bytes, bytes]]:
+def _entries(source: AnySource, blocks: Iterable[_Block], budget: Budget) -> Iterator[tuple[bytes, bytes]]:
     previous: bytes | None = None
     for separator, offset, block in blocks:
         what = f"data block at {offset}"
@@ -216,11 +216,11 @@ def _entries(source: FileSource, blocks: Iterable[_Block], budget: Budget) -> It
             raise CorruptCheckpointError(f"{source.path}: {what} holds keys beyond its index separator")
 
 
-def _budget(source: FileSource, budget: Budget | None) -> Budget:
+def _budget(source: AnySource, budget: Budget | None) -> Budget:
     return Budget(Limits.for_size(source.size), source.path) if budget is None else budget
 
 
-def iter_table(source: FileSource, budget: Budget | None = None) -> Iterator[tuple[bytes, bytes]]:
+def iter_table(source: AnySource, budget: Budget | None = None) -> Iterator[tuple[bytes, bytes]]:
     """Every (key, value) of the table in ``source``, in order, checked on the way, entry by entry.
 
     Keys are charged to ``budget`` (by default, the caps for ``source``'s size).
@@ -229,7 +229,7 @@ def iter_table(source: FileSource, budget: Budget | None = None) -> Iterator[tup
     return _entries(source, _blocks(source, budget), budget)
 
 
-def read_table(source: FileSource, budget: Budget | None = None) -> Table:
+def read_table(source: AnySource, budget: Budget | None = None) -> Table:
     """The whole table in ``source``, every block checked, its keys charged to ``budget``
     (by default, the caps for ``source``'s size): a ``LimitExceededError`` past them.
 
@@ -460,8 +460,8 @@ def _keys(
             last_keys[finished] = current[finished]
     if not _increasing(last_keys[:-1], lengths[:-1], first_keys[1:], first_lengths[1:]):
         return None
-    for (separator, _, _), interval in zip(blocks, last_intervals, strict=True):
-        if interval >= 0 and last_keys[interval, : lengths[interval]].tobytes() > separator:
+    for (separator, _, _), last in zip(blocks, last_intervals, strict=True):
+        if last >= 0 and last_keys[last, : lengths[last]].tobytes() > separator:
             return None
     in_order = np.empty(n, object)
     in_order[places] = np.fromiter(names, object, n)
@@ -496,7 +496,7 @@ def _decode_keys(keys: np.ndarray, lengths: np.ndarray) -> list[str]:
     names: list[str] = []
     for start in range(0, len(keys), rows):
         within = columns <= lengths[start : start + rows].astype(np.int32)[:, None]  # int32: quicker
-        names += str(memoryview(keys[start : start + rows][within]), "utf-8", "surrogateescape").split(_NEWLINE)
+        names += str(keys[start : start + rows][within].data, "utf-8", "surrogateescape").split(_NEWLINE)
         names.pop()  # what follows the last separator
     if len(names) == len(keys):
         return names

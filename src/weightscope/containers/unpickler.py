@@ -38,14 +38,14 @@ where the stream becomes unreadable and still agrees with what loading does.
 from __future__ import annotations
 
 import codecs
+import mmap
 import pickletools
-import reprlib
 import struct
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
 
+from weightscope.containers.allow_list import AllowList, Global, show
 from weightscope.errors import (
     CorruptCheckpointError,
     RefusedError,
@@ -76,88 +76,8 @@ VIEW_BYTES = 4096
 MAX_INT_BYTES = 1024  # byte strings from this long are views of the stream, not copies
 
 
-@dataclass(frozen=True)
-class Global:
-    """A name from an allow-list: a function the allow-list reimplements, a class, a constant."""
-
-    module: str
-    name: str
-    kind: str  # the allow-list's own word ("call", "storage", "dtype", ...); "refused" only while scanning
-    element: str | None = None  # for storage classes and dtypes
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.module}.{self.name}"
-
-
 class Opaque:
     """While scanning: the result of a call that was not evaluated."""
-
-
-class ScanEntry(NamedTuple):
-    """One global or call a pickle names, as ``scan`` reports it."""
-
-    opcode: str  # GLOBAL, STACK_GLOBAL, REDUCE, NEWOBJ, or a refused opcode's name
-    name: str  # module.name; empty for a refused opcode
-    allowed: bool
-    count: int
-
-    def __str__(self) -> str:
-        verdict = "allowed" if self.allowed else "REFUSED"
-        return f"{verdict} {self.opcode} {self.name}".rstrip() + (f" (x{self.count})" if self.count > 1 else "")
-
-
-class ScanReport(list[ScanEntry]):
-    """What ``scan`` found in a file's pickles, and ``verdict``: the error opening the file raises
-    (``RefusedError`` when it names what may not run), or None when it opens."""
-
-    verdict: WeightscopeError | None = None
-
-
-class AllowList:
-    """What one kind of pickle may name, and what its functions make; subclasses fill it in.
-
-    ``globals`` maps ``(module, name)`` to the ``Global`` it resolves to; ``call``
-    (``REDUCE``), ``new`` (``NEWOBJ``) and ``persistent`` (``BINPERSID``) build inert
-    values from checked arguments, raising ``CorruptCheckpointError`` on arguments of
-    the wrong kinds and ``RefusedError`` on what may not be called at all.
-    """
-
-    globals: Mapping[tuple[str, str], Global] = {}
-
-    def call(self, function: Global, args: tuple[Any, ...], unpickler: Unpickler) -> Any:
-        raise RefusedError(f"{unpickler.where}: refused to load: the file wants to call {function.qualname}")
-
-    def new(self, cls: Global, args: tuple[Any, ...], unpickler: Unpickler) -> Any:
-        raise RefusedError(f"{unpickler.where}: refused to load: the file wants to make a {cls.qualname} (NEWOBJ)")
-
-    def persistent(self, pid: Any, unpickler: Unpickler) -> Any:
-        raise RefusedError(f"{unpickler.where}: refused to load: the pickle loads a persistent id {show(pid, 100)}")
-
-    def build(self, target: Any, state: Any, unpickler: Unpickler) -> bool:
-        """Apply ``BUILD``'s ``state`` to ``target`` where that is inert; False where it may not be.
-
-        A dict's state is its attributes (a state dict's ``_metadata``): it holds no weights
-        and is dropped."""
-        return isinstance(target, dict)
-
-
-_SHOWN = reprlib.Repr()  # (keyword arguments only from Python 3.12)
-_SHOWN.maxlevel, _SHOWN.maxtuple, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 4, 8, 8, 8, 60, 60
-
-
-def show(value: object, limit: int) -> str:
-    """A pickled value in a message: nesting, length and size bounded (a plain repr of a tuple
-    nested 100,000 deep raises RecursionError)."""
-    return _SHOWN.repr(value)[:limit]
-
-
-def is_int(value: object) -> bool:
-    return type(value) is int
-
-
-def ints(value: object) -> bool:
-    return isinstance(value, tuple) and all(is_int(item) for item in value)
 
 
 def size_of(value: object) -> int:
@@ -174,7 +94,7 @@ class Unpickler:
 
     def __init__(
         self,
-        data: bytes | bytearray | memoryview | Any,
+        data: bytes | mmap.mmap,
         where: str,
         allow: AllowList,
         *,
@@ -321,7 +241,7 @@ class Unpickler:
 
     def _take(self, length: int) -> bytes:
         start = self._advance(length)
-        return self.data[start : self.position]  # type: ignore[no-any-return]
+        return self.data[start : self.position]
 
     def _bytes(self, length: int) -> bytes | memoryview:
         """A pickled byte string: a long one as a read-only view of the stream (a NumPy array's data, not copied)."""
@@ -337,7 +257,7 @@ class Unpickler:
         if position >= len(self.data):
             raise TruncatedFileError(f"{self.where}: the pickle ends at {len(self.data)} inside an opcode's argument")
         self.position = position + 1
-        return self.data[position]  # type: ignore[no-any-return]
+        return self.data[position]
 
     def _unsigned(self, width: int) -> int:
         return int.from_bytes(self._take(width), "little")
@@ -373,7 +293,7 @@ class Unpickler:
 
     def _number(self, kind: type[int] | type[float], text: str) -> Any:
         try:
-            return kind(text, 0) if kind is int else kind(text)  # type: ignore[call-arg]
+            return kind(text, 0) if kind is int else kind(text)
         except ValueError:
             raise CorruptCheckpointError(f"{self.where}: {show(text, 60)} is not a pickled number") from None
 
@@ -651,7 +571,7 @@ class Unpickler:
         self._push(value)
 
     def _unknown(self, opcode: int) -> None:
-        known = pickletools.code2op.get(chr(opcode))
+        known = pickletools.code2op.get(chr(opcode))  # type: ignore[attr-defined]  # public, but not in typeshed
         if known is None:
             raise CorruptCheckpointError(f"{self.where}: byte {opcode:#04x} at {self.position - 1} is no pickle opcode")
         if known.name not in OBJECT_OPCODES:

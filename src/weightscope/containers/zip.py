@@ -361,7 +361,7 @@ def inflate(compressed: bytes | memoryview, size: int, what: str) -> bytes:
     inflater = zlib_ng.decompressobj(-zlib_ng.MAX_WBITS)
     try:
         data = inflater.decompress(compressed, size + 1)  # one byte more shows a lie
-    except zlib_ng.error as error:
+    except zlib_ng.error as error:  # type: ignore[misc]  # zlib_ng's stub declares error an instance
         raise CorruptCheckpointError(f"{what}: damaged deflate stream ({error})") from None
     if len(data) != size or not inflater.eof:
         raise CorruptCheckpointError(
@@ -417,7 +417,8 @@ class ZipWriter:
         )
         handle.write(encoded + extra)
         crc = written = 0
-        for chunk in chunks:
+        for piece in chunks:
+            chunk = piece if isinstance(piece, bytes | memoryview) else piece.data  # numpy's stubs: no buffer protocol
             crc = crc32(chunk, crc)
             written += memoryview(chunk).nbytes
             handle.write(chunk)

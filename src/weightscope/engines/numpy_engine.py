@@ -232,9 +232,9 @@ def _ftz(x: np.ndarray) -> np.ndarray:
     return np.where(np.abs(x) < _TINY, _F32(0) * x, x)
 
 
-def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+def _fma(a: np.ndarray | np.float32, b: np.ndarray | np.float32, c: np.ndarray | np.float32) -> np.ndarray:
     """``a * b + c`` rounded once to float32 (the float32 product is exact in float64)."""
-    return (a.astype(np.float64) * b + c).astype(_F32)
+    return np.asarray((a.astype(np.float64) * b + c).astype(_F32))
 
 
 _SGEMM_BLOCK_K = 384  # oneDNN's no-copy sgemm K block on AVX-512
@@ -287,7 +287,7 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # oneDNN's jit eltwise exp (jit_uni_eltwise_injector: exp_compute_vector_fwd).
 def _hex_f32(bits: int) -> np.float32:
-    return np.array(bits, dtype=np.uint32).view(_F32)[()]
+    return np.uint32(bits).view(_F32)
 
 
 _EXP_LOG2E = _hex_f32(0x3FB8AA3B)
@@ -306,7 +306,7 @@ def _onednn_exp(x: np.ndarray) -> np.ndarray:
     # 2^(n-1) built in the exponent field (then doubled), so that n = 128 stays finite.
     scale = ((n - _ONE).astype(np.int32) + 127) << 23
     scale = np.where(underflow, 0, scale).astype(np.uint32).view(_F32)
-    p = _EXP_POLY[4]
+    p: np.ndarray | np.float32 = _EXP_POLY[4]
     for coefficient in (*_EXP_POLY[3::-1], _ONE):
         p = _fma(p, r, coefficient)
     return _ftz(_ftz(p * scale) * _F32(2))  # results below FLT_MIN flush to 0, as in TF

@@ -41,7 +41,7 @@ _BYTE = np.uint64(0xFF)
 _LOW_32 = np.uint64(0xFFFFFFFF)
 # (field number, tag byte) in the order TensorFlow writes them: all varints (wire type
 # 0) but the shape (2, length-delimited) and the crc32c (6, fixed32).
-_FIELDS = ((1, 0x08), (2, 0x12), (3, 0x18), (4, 0x20), (5, 0x28), (6, 0x35))
+_FIELDS: tuple[tuple[int, int], ...] = ((1, 0x08), (2, 0x12), (3, 0x18), (4, 0x20), (5, 0x28), (6, 0x35))
 _DTYPE_AND_SHAPE = np.uint64(0x00120008)  # tags 08 and 12, and the high bits of the bytes after them clear
 _DTYPE_AND_SHAPE_MASK = np.uint64(0x80FF80FF)
 _DIM_TAG = 0x12  # TensorShapeProto.dim
@@ -95,6 +95,7 @@ def decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> En
         if not everywhere and not present.any():
             continue
         after = window >> np.uint64(8)
+        length: np.ndarray | int
         if number == 6:
             value, length = (after & _LOW_32).astype(np.int64), 4
         else:

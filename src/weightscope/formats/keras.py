@@ -79,28 +79,30 @@ import math
 import os
 import re
 import struct
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import ArrayLike
 
-from weightscope.atomic import atomic_files
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.containers.zip import Member, check_crc, escapes, inflate, is_deflated, read_directory
 from weightscope.conventions import (
-    KERAS_LAYER_VARIABLES,
     KERAS_LAYER_WEIGHTS,
     KERAS_SUBLAYER_CLASSES,
-    keras_layer_class,
     snake_case,
 )
 from weightscope.dtypes import BY_NAME
-from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError, WeightscopeError, reason
+from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, WeightscopeError, reason
+from weightscope.formats.keras_h5 import (
+    _attribute_list,
+    _display_name,
+    _is_text,
+    _layer_weight_name,
+    _text,
+    _vars_groups,
+)
 from weightscope.layers import TensorRole
 from weightscope.limits import JSON_BYTE_COST, Budget, Limits
-from weightscope.writing import Spec, Tensors, as_tensors, checked, little_endian, plan_specs
 
 if TYPE_CHECKING:
     import h5py
@@ -455,79 +457,6 @@ def _objects_per_element(dtype: np.dtype) -> int:
     return -1 if isinstance(base, np.dtype) and base.hasobject else 1
 
 
-def _is_text(value: object) -> bool:
-    return isinstance(value, str | bytes)
-
-
-def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _attribute_list(group: h5py.Group, name: str) -> list[str]:
-    """A list attribute, joined from ``name0``, ``name1``… when Keras split a long one."""
-    if name in group.attrs:
-        return [_text(value) for value in np.atleast_1d(group.attrs[name])]
-    values: list[str] = []
-    chunk = 0
-    while f"{name}{chunk}" in group.attrs:
-        values.extend(_text(value) for value in np.atleast_1d(group.attrs[f"{name}{chunk}"]))
-        chunk += 1
-    return values
-
-
-def _layer_weight_name(layer_name: str, weight_name: str) -> str:
-    """A tf-keras weight's name under its layer's name: TF1 graphs made variable scopes unique
-    (a second model's layer ``conv`` got variables ``conv_1/kernel``), the model config's
-    layer names did not, and Keras loads by those."""
-    scope, separator, rest = weight_name.partition("/")
-    if separator and scope != layer_name and re.fullmatch(re.escape(layer_name) + r"_\d+", scope):
-        return f"{layer_name}/{rest}"
-    return weight_name
-
-
-def _vars_groups(root: h5py.Group) -> Iterator[tuple[str, h5py.Group]]:
-    """(object path, its ``vars`` group) for every saved object holding variables, in Keras' order.
-
-    HDF5 lists links by name (``dense_10`` before ``dense_2``); Keras writes objects in
-    model order, so the file offset of each object's first contiguous dataset restores it.
-    """
-    found: list[tuple[float, str, h5py.Group]] = []
-
-    def visit(path: str | bytes, item: Any) -> None:
-        if not isinstance(path, str):  # h5py gives a link name that is not UTF-8 as bytes
-            raise ValueError(f"an object name that is not UTF-8: {path!r:.80}")  # -> CorruptCheckpointError
-        if path.rsplit("/", 1)[-1] == "vars" and len(item):
-            offsets = [item[key].id.get_offset() for key in item if key.isdigit()]
-            first = min((offset for offset in offsets if offset is not None), default=float("inf"))
-            found.append((first, path.removesuffix("vars").rstrip("/"), item))
-
-    root.visititems(visit)
-    return ((path, item) for _, path, item in sorted(found, key=lambda entry: entry[0]))
-
-
-def _display_name(root: h5py.Group, path: str, shown: dict[str, tuple[str, ...]]) -> str:
-    """``layers/dense`` -> ``layer1``: each object by its user name, collections (``layers``) left out.
-
-    ``shown`` keeps each object path's parts: a path's parents are looked up once, not once
-    per object under them (objects nested thousands deep made that cubic).
-    """
-    pending: list[str] = []
-    prefix = path
-    while prefix and prefix not in shown:
-        pending.append(prefix)
-        prefix = prefix.rpartition("/")[0]
-    parts = shown.get(prefix, ())
-    for prefix in reversed(pending):
-        part = prefix.rpartition("/")[2]
-        variables = root.get(f"{prefix}/vars")
-        if variables is not None:
-            parts += (_text(variables.attrs.get("name", part)),)
-        elif part != "layers":
-            parts += (part,)
-        shown[prefix] = parts
-    return "/".join(parts)
-
-
 def _written_names(variables: h5py.Group, count: int) -> list[str]:
     """The full names weightscope's writer lists in a ``vars`` group's ``weight_names``
     (Keras never writes it), when there is one per variable; else none."""
@@ -659,7 +588,7 @@ def _name_keras3_slots(
 ) -> list[tuple[TensorInfo, str, TensorRole | None]] | None:
     """Each optimizer variable with its name (``optimizer/layer1/kernel/momentum``) and role,
     when exactly one layout fits their count and every slot has its variable's shape."""
-    fits = []
+    fits: list[list[tuple[TensorInfo, str, TensorRole | None]]] = []
     for leading, blocks in layouts:
         slots = [(slot, variable) for block in blocks for variable in trainable for slot in block]
         if len(optimizer) != len(leading) + len(slots) or not slots:
@@ -694,160 +623,3 @@ def _legacy_slot_owner(
             if parameters.get(owner) == shape:
                 found.add((owner, slot))
     return found.pop() if len(found) == 1 else None
-
-
-# -- writing ---------------------------------------------------------------------------------
-
-# The dtypes a Keras variable has and HDF5 holds as Keras writes them (bfloat16 as a
-# 2-byte opaque type with the attribute ``dtype="bfloat16"``).
-_WRITABLE_DTYPES = frozenset(
-    {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
-    | {"float16", "float32", "float64", "bfloat16"}
-)
-
-
-class _Layer:
-    """One layer of the file: its user name, Keras class, and its tensors in Keras's order."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.variables: dict[str, Spec] = {}  # variable -> its tensor's plan
-        self.class_name = ""
-        self.ordered: list[str] = []  # tensor names, in the class's variable order
-
-    def place(self, class_name: str) -> None:
-        slots, required = KERAS_LAYER_VARIABLES[class_name]
-        given = set(self.variables)
-        ordered = [next(name for name in names if name in given) for names in slots if given & set(names)]
-        known = {name for names in slots for name in names}
-        canonical = {names[0] for names in slots if given & set(names)}
-        if given - known or not required <= canonical or not given or len(ordered) != len(given):
-            raise UsageError(
-                f"layer '{self.name}' holds {', '.join(sorted(given)) or 'nothing'}; a Keras {class_name} holds "
-                f"{', '.join('/'.join(names) for names in slots)} (always {', '.join(sorted(required)) or 'one'})"
-            )
-        self.class_name = class_name
-        self.ordered = [self.variables[name].name for name in ordered]
-
-    def infer(self) -> str:
-        """The Keras class the variables' names and shapes (and, for a convolution, the layer's name) tell."""
-        return keras_layer_class(self.name, {name: spec.shape for name, spec in self.variables.items()})
-
-
-def _plan_layers(
-    source: Tensors, target: Path, layers: Mapping[str, str] | None
-) -> tuple[str, list[tuple[str, _Layer]]]:
-    """(model prefix, [(group path, layer)]): every tensor placed in its layer's ``vars``, or UsageError."""
-    prefixes: set[str] = set()
-    found: dict[str, _Layer] = {}
-    # A layer's variable is stored under the layer and its place: <model>/ does not tell two apart.
-    for spec in plan_specs(source, target, lambda name: tuple(name.split("/")[-2:])):
-        name = spec.name
-        parts = name.split("/")
-        if parts[0] == "optimizer":
-            raise UsageError(f"tensor '{name}': optimizer state is not written to a Keras weights file")
-        if len(parts) < 2 or len(parts) > 3 or not all(parts):
-            raise UsageError(
-                f"tensor '{name}': not <layer>/<variable> (or <model>/<layer>/<variable>); "
-                "nested models and layers without a name are not written"
-            )
-        if parts[-2] == "vars" and parts[-1].isdigit():
-            raise UsageError(f"tensor '{name}': a variable named by its index; name it (kernel, bias, ...)")
-        prefixes.add("/".join(parts[:-2]))
-        if len(prefixes) > 1:
-            raise UsageError(f"tensor '{name}': tensors of several models ({', '.join(sorted(prefixes))})")
-        layer = found.setdefault(parts[-2], _Layer(parts[-2]))
-        if spec.dtype.name not in _WRITABLE_DTYPES:
-            raise UnsupportedFormatError(
-                f"tensor '{name}': a Keras weights file holds no {spec.dtype} ({', '.join(sorted(_WRITABLE_DTYPES))})"
-            )
-        layer.variables[parts[-1]] = spec
-    if layers is None:
-        order = list(found.values())
-        for layer in order:
-            layer.place(layer.infer())
-    else:
-        missing = [name for name in found if name not in layers]
-        if missing:
-            raise UsageError(f"layers {', '.join(missing)} hold tensors but are not among the given layers")
-        order = []
-        for name, class_name in layers.items():
-            layer = found.get(name, _Layer(name))
-            if layer.variables:
-                if class_name not in KERAS_LAYER_VARIABLES:
-                    raise UsageError(f"layer '{name}': the writer does not know a Keras {class_name}'s variables")
-                layer.place(class_name)
-            else:
-                layer.class_name = class_name
-            order.append(layer)
-    used: dict[str, list[_Layer]] = {}
-    placed = []
-    for layer in order:
-        base = snake_case(layer.class_name)
-        count = len(used.setdefault(base, []))
-        used[base].append(layer)
-        placed.append((f"layers/{base}" + (f"_{count}" if count else ""), layer))
-    shared = [same for same in used.values() if len(same) > 1]
-    if layers is None and shared:
-        names = ", ".join(f"'{layer.name}'" for layer in shared[0])
-        base = snake_case(shared[0][0].class_name)
-        raise UsageError(
-            f"layers {names} are all Keras {shared[0][0].class_name}: their order in the model decides which is "
-            f"layers/{base} and which layers/{base}_1, and the names do not tell it; give the model's layers "
-            "in order (weightscope.formats.keras.save(..., layers={layer.name: class name}))"
-        )
-    return prefixes.pop() if prefixes else "", placed
-
-
-def save(
-    tensors: Tensors | Mapping[str, ArrayLike],
-    path: str | os.PathLike[str],
-    *,
-    layers: Mapping[str, str] | None = None,
-) -> Path:
-    """Write ``tensors`` as a Keras 3 ``.weights.h5`` at ``path`` that ``model.load_weights`` accepts.
-
-    Names are ``<layer>/<variable>`` (``dense/kernel``), optionally under one shared model
-    prefix (``cnn/dense/kernel``). Keras finds a layer's variables by its class and its
-    place among the model's layers of that class (``layers/dense``, ``layers/dense_1``…),
-    not by its name: the class is told by the variables (and a convolution's by its
-    name and bias), and layers that share a class are refused, since their order is not
-    in the names, unless ``layers`` gives the model's layers in order as name -> Keras
-    class (``{layer.name: type(layer).__name__ for layer in model.layers}``). Everything
-    is checked before a file is made; the file appears at ``path`` only once complete.
-    """
-    target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"{target} is a directory; give a file name such as {target / 'model.weights.h5'}")
-    source = as_tensors(tensors)
-    prefix, placed = _plan_layers(source, target, layers)
-    try:
-        import h5py
-    except ImportError:
-        raise UnsupportedFormatError("writing Keras files needs h5py: pip install 'weightscope[keras]'") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_files() as files:
-        handle = files.create(target)
-        temporary = handle.name
-        handle.close()
-        with h5py.File(temporary, "w") as file:
-            model = file.create_group("vars")
-            if prefix:
-                model.attrs["name"] = prefix
-            file.create_group("layers")
-            for group_path, layer in placed:
-                variables = file.create_group(group_path).create_group("vars")
-                variables.attrs["name"] = layer.name
-                if layer.ordered:
-                    variables.attrs[WRITTEN_NAMES] = np.array(layer.ordered, dtype=h5py.string_dtype())
-                for index, name in enumerate(layer.ordered):
-                    spec = layer.variables[name.rsplit("/", 1)[-1]]
-                    array = little_endian(checked(source.array(name), spec))
-                    dataset = variables.create_dataset(str(index), data=array)
-                    if spec.dtype.name == "bfloat16":
-                        dataset.attrs["dtype"] = "bfloat16"
-                    del array
-            file.flush()
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-    return target

@@ -56,7 +56,7 @@ import tokenize
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
@@ -219,7 +219,7 @@ class NumpyCheckpoint(FileCheckpoint):
         if self.verify_checksums and member.crc is not None:
             where = f" over its zip member at {member.start}"
             check_crc(data, member.crc, f"{self.path}: tensor '{info.name}'", where)
-        order = "F" if member.header.fortran_order else "C"
+        order: Literal["F", "C"] = "F" if member.header.fortran_order else "C"
         return np.ndarray(info.shape, info.dtype, buffer=data, offset=member.header.size, order=order)
 
 

@@ -294,7 +294,11 @@ class OnnxCheckpoint(FileCheckpoint):
         if "\0" in location:
             raise CorruptCheckpointError(f"{where}: external data path {location!r} holds a NUL byte")
         resolved = (folder / location).resolve()
-        if not resolved.is_relative_to(folder):
+        if isinstance(folder, Path):
+            inside = isinstance(resolved, Path) and resolved.is_relative_to(folder)
+        else:
+            inside = not isinstance(resolved, Path) and resolved.is_relative_to(folder)
+        if not inside:
             raise RefusedError(
                 f"{where}: external data path '{location}' escapes the model's folder {folder} (to {resolved})"
             )

@@ -40,11 +40,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
-from weightscope.containers.unpickler import AllowList, Global, ScanEntry, ScanReport, Unpickler, ints, show, size_of
+from weightscope.containers.allow_list import AllowList, Global, ScanEntry, ScanReport, ints, show
+from weightscope.containers.unpickler import Unpickler, size_of
 from weightscope.dtypes import check_rank, check_size, element_for
 from weightscope.errors import CorruptCheckpointError, RefusedError, UnsupportedFormatError, WeightscopeError
 from weightscope.limits import Budget, Limits
-from weightscope.sources import FileSource, as_path, open_source
+from weightscope.sources import AnySource, as_path, open_source
 
 MAX_NESTING = 200  # dict and list levels between the pickled object and an array
 TENSOR_BYTES = 2048  # what one listed array costs: its records, its row in a listing
@@ -159,7 +160,7 @@ def _array(data: Any, dtype: np.dtype, shape: Any, fortran: bool, where: str) ->
     return array
 
 
-def _whole(source: FileSource) -> Any:
+def _whole(source: AnySource) -> Any:
     """The whole file, mapped: the arrays' bytes are views of it."""
     return source.read(0, source.size, "the pickle").obj if source.size else b""
 
@@ -167,11 +168,15 @@ def _whole(source: FileSource) -> Any:
 def scan(path: str | os.PathLike[str]) -> ScanReport:
     """The globals and calls the pickle names, each marked allowed or refused, and the verdict:
     what opening it raises. Nothing is imported or called; refusals do not stop the listing."""
-    path = as_path(path)
-    source = open_source(path)
+    location = as_path(path)
+    source = open_source(location)
     try:
         unpickler = Unpickler(
-            _whole(source), str(path), NumpyAllowList(), scan=True, budget=Budget(Limits.for_size(source.size), path)
+            _whole(source),
+            str(location),
+            NumpyAllowList(),
+            scan=True,
+            budget=Budget(Limits.for_size(source.size), location),
         )
         unpickler.load()
     finally:

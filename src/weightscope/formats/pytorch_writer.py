@@ -41,7 +41,7 @@ from weightscope.atomic import atomic_write
 from weightscope.containers.zip import ZipWriter
 from weightscope.dtypes import ElementType, element_for
 from weightscope.errors import UnsupportedFormatError, UsageError
-from weightscope.formats.pytorch import STORAGE_TYPES, TORCH_DTYPES
+from weightscope.formats.pytorch_pickle import STORAGE_TYPES, TORCH_DTYPES
 from weightscope.writing import Tensors, array_bytes, as_tensors, plan_specs
 
 FOLDER = "archive"

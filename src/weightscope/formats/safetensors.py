@@ -238,7 +238,7 @@ def save(
     with atomic_write(target) as handle:
         handle.write(_HEADER_LENGTH.pack(len(text)) + text)
         for _, spec in plan:
-            handle.write(array_bytes(source.array(spec.name), spec))
+            handle.write(array_bytes(source.array(spec.name), spec).data)
     return target
 
 

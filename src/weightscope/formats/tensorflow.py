@@ -49,19 +49,16 @@ entry (TensorFlow's own listing: 13-17 ms).
 from __future__ import annotations
 
 import bisect
-import codecs
 import gc
 import math
 import os
-import re
 import struct
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -70,8 +67,6 @@ from weightscope._crc32c import crc32c
 from weightscope.atomic import atomic_files
 from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.containers.table import (
-    FOOTER_SIZE,
-    MAGIC_BYTES,
     Table,
     build_table,
     encode_varint,
@@ -81,7 +76,6 @@ from weightscope.containers.table import (
 )
 from weightscope.dtypes import (
     ELEMENT_TYPES,
-    ElementType,
     check_rank,
     from_tensorflow,
     little_endian_dtype,
@@ -95,10 +89,13 @@ from weightscope.errors import (
     UnsupportedFormatError,
     UsageError,
 )
-from weightscope.formats._bundle_index import Entries, Header, decode_entries, decode_header
+from weightscope.formats._bundle_entries import _column, _header_by_protobuf, _key_bytes, _numpy_dtype, _parse, _shapes
+from weightscope.formats._bundle_index import Entries, decode_entries, decode_header
+from weightscope.formats._ordered_code import _slice_key
 from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
+from weightscope.formats.tf_state import STATE_FILE, bundle_file, read_checkpoint_state, resolve_prefix
 from weightscope.layers import TensorRole
-from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, plus
+from weightscope.sources import as_path, open_source
 from weightscope.writing import Spec, Tensors, as_tensors, checked, little_endian, plan_specs
 
 if TYPE_CHECKING:
@@ -108,177 +105,12 @@ if TYPE_CHECKING:
 
 CONSUMER_VERSION = 1
 MAX_SHARDS = 1 << 20
-STATE_FILE = "checkpoint"
 _STRING_CODE = 7  # DT_STRING
-SAVED_MODEL_FILE = "saved_model.pb"
-_DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
 _BIG_ENDIAN = 1
-# OrderedCode escapes the bytes 00 and FF inside a string (in one pass).
-_ESCAPE = re.compile(rb"[\x00\xff]")
-_ESCAPES = {b"\x00": b"\x00\xff", b"\xff": b"\xff\x00"}
 
 
 def data_file_name(prefix: str, shard: int, num_shards: int) -> str:
     return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
-
-
-class CheckpointState(NamedTuple):
-    """A directory's ``checkpoint`` file: the newest prefix, and the ones the saver keeps."""
-
-    model_checkpoint_path: str
-    all_model_checkpoint_paths: list[str]
-    all_model_checkpoint_timestamps: list[float]
-
-
-# One field a line, as TensorFlow writes the file: a C-escaped string or a number.
-_STATE_LINE = re.compile(r'\s*(\w+)\s*:\s*(?:"((?:[^"\\]|\\.)*)"|([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?))\s*')
-_STATE_STRINGS = ("model_checkpoint_path", "all_model_checkpoint_paths")
-_STATE_NUMBERS = ("all_model_checkpoint_timestamps", "last_preserved_timestamp")
-
-
-def read_checkpoint_state(directory: AnyPath) -> CheckpointState | None:
-    """The directory's ``checkpoint`` file, or None where there is none.
-
-    The lines TensorFlow writes are read directly (importing protobuf's text parser costs
-    ~20 ms of a command's start); anything else goes to protobuf's parser, which knows
-    the whole text format.
-    """
-    path = directory / STATE_FILE
-    if not path.is_file():
-        return None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise CorruptCheckpointError(f"{path}: not a CheckpointState text proto ({error})") from None
-    fields: dict[str, list[Any]] = {name: [] for name in (*_STATE_STRINGS, *_STATE_NUMBERS)}
-    for line in text.splitlines():
-        match = _STATE_LINE.fullmatch(line)
-        if not line.strip():
-            continue
-        if match is None or match[1] not in fields or (match[2] is None) != (match[1] in _STATE_NUMBERS):
-            return _parse_checkpoint_state(text, path)
-        if match[2] is not None:
-            try:
-                value: Any = codecs.escape_decode(match[2].encode("utf-8"))[0].decode("utf-8")  # type: ignore[attr-defined]
-            except (ValueError, UnicodeDecodeError):
-                return _parse_checkpoint_state(text, path)
-        else:
-            value = float(match[3])
-        fields[match[1]].append(value)
-    if len(fields["model_checkpoint_path"]) > 1 or len(fields["last_preserved_timestamp"]) > 1:
-        return _parse_checkpoint_state(text, path)
-    return CheckpointState(
-        (fields["model_checkpoint_path"] or [""])[0],
-        fields["all_model_checkpoint_paths"],
-        fields["all_model_checkpoint_timestamps"],
-    )
-
-
-def _parse_checkpoint_state(text: str, path: AnyPath) -> CheckpointState:
-    from google.protobuf import text_format
-
-    from weightscope import _proto
-
-    state = _proto.CheckpointState()
-    try:
-        text_format.Parse(text, state)
-    except text_format.ParseError as error:
-        raise CorruptCheckpointError(f"{path}: not a CheckpointState text proto ({error})") from None
-    return CheckpointState(
-        state.model_checkpoint_path,
-        list(state.all_model_checkpoint_paths),
-        list(state.all_model_checkpoint_timestamps),
-    )
-
-
-def state_path(directory: AnyPath, recorded: str) -> AnyPath:
-    """Where a path recorded in a ``checkpoint`` file is now.
-
-    TF records paths relative to the directory, or absolute ones. A prefix of that name
-    beside the state file wins, so a copied or moved directory opens its own files. (In
-    a remote directory an absolute path names the machine that saved it: only the prefix
-    beside the state file is looked for.)
-    """
-    if not os.path.isabs(recorded):
-        return directory / recorded
-    beside = directory / Path(recorded).name
-    if not isinstance(directory, Path):
-        return beside
-    return beside if bundle_file(beside, ".index").is_file() else Path(recorded)
-
-
-def bundle_file(prefix: AnyPath, suffix: str) -> AnyPath:
-    """A bundle's file, ``PREFIX`` + ``suffix``; for a local prefix that is a directory holding
-    ``.index`` and no ``PREFIX.index`` beside it, the file inside it (TF1's ``DIR/`` prefixes)."""
-    if isinstance(prefix, Path) and not plus(prefix, ".index").is_file() and (prefix / ".index").is_file():
-        return prefix / suffix
-    return plus(prefix, suffix)
-
-
-def _note_moved(directory: AnyPath, recorded: str, prefix: AnyPath) -> None:
-    """Say on stderr when the state file names a checkpoint elsewhere (another machine's absolute
-    path, a folder since moved) and the one of that name beside it is read instead."""
-    elsewhere = os.path.isabs(recorded) and isinstance(prefix, Path) and prefix != Path(recorded)
-    if elsewhere and not bundle_file(Path(recorded), ".index").is_file():
-        print(
-            f"weightscope: {directory / STATE_FILE} names {recorded}, which is not here; "
-            f"reading {prefix}, the checkpoint of that name in this folder",
-            file=sys.stderr,
-        )
-
-
-def _is_v1_checkpoint(path: AnyPath) -> bool:
-    """A single file ending with the table magic: what TF1's V1 ``Saver`` wrote."""
-    return path.is_file() and path.stat().st_size >= FOOTER_SIZE and file_ends_with(path, MAGIC_BYTES)
-
-
-def _drop_tail(path: AnyPath, count: int) -> AnyPath:
-    """``path`` less the last ``count`` characters of its name."""
-    if isinstance(path, Path):
-        return Path(str(path)[:-count])
-    return path.with_name(path.name[:-count])
-
-
-def resolve_prefix(path: AnyPath) -> AnyPath:
-    """The checkpoint prefix meant by a prefix, ``.index``, ``.data-…`` or directory path (local or a URL)."""
-    if path.name == STATE_FILE and path.is_file():
-        path = path.parent
-    if path.is_dir() and (path / SAVED_MODEL_FILE).is_file():
-        prefix = path / "variables" / "variables"  # a SavedModel keeps its weights here
-    elif path.is_dir():
-        state = read_checkpoint_state(path)
-        if state is not None and state.model_checkpoint_path:
-            prefix = state_path(path, state.model_checkpoint_path)
-            _note_moved(path, state.model_checkpoint_path, prefix)
-        else:
-            indexes = sorted(path.glob("*.index"))
-            if not indexes:
-                raise CheckpointNotFoundError(
-                    f"{path}: a directory with no checkpoint in it (no '{STATE_FILE}' file, no *.index)"
-                )
-            if len(indexes) > 1:
-                names = ", ".join(index.name[: -len(".index")] for index in indexes[:5])
-                raise UsageError(
-                    f"{path}: holds {len(indexes)} checkpoints and no '{STATE_FILE}' file "
-                    f"naming the newest; name one of: {names}"
-                )
-            prefix = _drop_tail(indexes[0], len(".index"))
-    elif path.name.endswith(".index"):
-        prefix = _drop_tail(path, len(".index"))
-    elif match := _DATA_SUFFIX.search(path.name):
-        prefix = _drop_tail(path, len(path.name) - match.start())
-    else:
-        prefix = path
-    index = bundle_file(prefix, ".index")
-    if not index.is_file() and _is_v1_checkpoint(prefix):
-        raise UnsupportedFormatError(
-            f"{prefix}: a TensorFlow V1 checkpoint (the single-file format of before 2017), which weightscope "
-            "does not read; convert it with TensorFlow: restore it with tf.compat.v1.train.Saver and save it "
-            "again (V2 is the default)"
-        )
-    if not index.is_file():
-        raise CheckpointNotFoundError(f"{index}: no such file (checkpoint prefix {prefix})")
-    return prefix
 
 
 _ELEMENTS_BY_NAME = {element.name: element for element in ELEMENT_TYPES}
@@ -295,39 +127,8 @@ _TYPE_NAMES = np.array([element.name for element in ELEMENT_TYPES], object)
 # malloc serves from its heap; larger ones are mapped and unmapped every time (measured:
 # 5 ns an element against 20-30, most of it page faults).
 _CHUNK = 8192
-_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 # A slice of a partitioned variable: its key, and where it goes in the full tensor.
 _Part = tuple[bytes, tuple[slice, ...]]
-
-
-def _slice_key(name: bytes, extents: list[tuple[int, int]]) -> bytes:
-    """TensorFlow's OrderedCode key of one slice of a partitioned variable."""
-    escaped = _ESCAPE.sub(lambda match: _ESCAPES[match.group()], name)
-    key = bytearray(b"\x00" + escaped + b"\x00\x01")
-    rank = len(extents)
-    rank_bytes = rank.to_bytes((rank.bit_length() + 7) // 8, "big")
-    key += bytes([len(rank_bytes)]) + rank_bytes
-    for start, length in extents:
-        key += _signed_increasing(start) + _signed_increasing(length)
-    return bytes(key)
-
-
-_HEADER_BITS = ((0, 0), (0x80, 0), (0xC0, 0), (0xE0, 0), (0xF0, 0), (0xF8, 0), (0xFC, 0),
-                (0xFE, 0), (0xFF, 0), (0xFF, 0x80), (0xFF, 0xC0))  # fmt: skip
-
-
-def _signed_increasing(value: int) -> bytes:
-    """OrderedCode's WriteSignedNumIncreasing."""
-    magnitude = ~value if value < 0 else value
-    length = (magnitude.bit_length() + 7) // 7
-    encoded = bytearray((value & ((1 << (8 * length)) - 1)).to_bytes(length, "big"))
-    if value < 0 and length > 8:
-        encoded = bytearray(b"\xff" * (length - 8)) + encoded[length - 8 :]
-    first, second = _HEADER_BITS[length]
-    encoded[0] ^= first
-    if length > 1:
-        encoded[1] ^= second
-    return bytes(encoded)
 
 
 class TensorFlowCheckpoint(Checkpoint):
@@ -451,8 +252,8 @@ class TensorFlowCheckpoint(Checkpoint):
             entry = _parse("BundleEntryProto", table.value(i + 1), f"{self._index.path}: entry {key!r}")
             infos[i], checksums[i] = self._describe(name, entry, len(self._shards))
             infos[i] = infos[i]._replace(name=display[i])
-            if entry.slices and not key.startswith(b"\x00"):  # type: ignore[attr-defined]
-                partitioned.append((i, infos[i], list(entry.slices)))  # type: ignore[attr-defined]
+            if entry.slices and not key.startswith(b"\x00"):
+                partitioned.append((i, infos[i], list(entry.slices)))
             else:  # (a partitioned variable's own entry holds no bytes: its slices do)
                 extents[:, i] = shard_numbers[infos[i].file], infos[i].offset, infos[i].nbytes
         self._check_overlaps(extents, names)
@@ -698,71 +499,6 @@ class TensorFlowCheckpoint(Checkpoint):
             shard.close()
 
 
-def _key_bytes(name: str) -> bytes:
-    """The index key of a tensor name: keys are sorted as bytes."""
-    return name.encode("utf-8", "surrogateescape")
-
-
-def _numpy_dtype(element: ElementType) -> np.dtype:
-    """The dtype a tensor of ``element`` reads as: object for types numpy cannot hold."""
-    return element.dtype if element.dtype is not None else np.dtype(object)
-
-
-def _column(values: np.ndarray, index: np.ndarray) -> list[object]:
-    """``values[index]`` as a list; quicker when the index is all one (one dtype, one shard)."""
-    if len(index) and not (index != index[0]).any():
-        return [values[index[0]]] * len(index)
-    return values[index].tolist()  # type: ignore[no-any-return]
-
-
-def _shapes(rank: np.ndarray, dims: np.ndarray) -> list[tuple[int, ...]]:
-    """Shape tuples of Python ints from ranks and dims (1 past the rank), one tuple per distinct shape.
-
-    Checkpoints repeat a few shapes many times. Sharing one tuple among them saves making
-    (and garbage-collecting) one per tensor. Rows are grouped by a key: the rank and dims
-    packed into 64 bits where they fit (4 bits of rank, the rest shared by the dims),
-    else a hash, and then the rows are compared.
-    """
-    bits = 60 // max(dims.shape[1], 1)
-    packed = dims.shape[1] < 16 and int(dims.max(initial=0)) < 1 << bits
-    key = rank.astype(np.uint64)
-    for column in dims.T.astype(np.uint64):
-        key = (key << np.uint64(bits)) | column if packed else key * _HASH_MULTIPLIER + column  # hash: wraps
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    if packed or ((rank[first][inverse] == rank).all() and (dims[first][inverse] == dims).all()):
-        distinct = np.fromiter(_shape_tuples(rank[first], dims[first]), object, len(first))
-        return distinct[inverse].tolist()
-    return _shape_tuples(rank, dims)  # two shapes hashed alike: one tuple each
-
-
-def _shape_tuples(rank: np.ndarray, dims: np.ndarray) -> list[tuple[int, ...]]:
-    """One shape tuple per row, built a rank at a time."""
-    shapes = np.empty(len(rank), object)
-    for r in sorted(set(rank.tolist())):  # not np.unique: in numpy 2.4 it imports numpy.ma (15 ms)
-        rows = np.flatnonzero(rank == r)
-        tuples = zip(*dims[rows, :r].T.tolist(), strict=True) if r else repeat((), len(rows))
-        shapes[rows] = np.fromiter(tuples, object, len(rows))
-    return shapes.tolist()
-
-
-def _header_by_protobuf(value: bytes, what: str) -> Header:
-    header = _parse("BundleHeaderProto", value, what)
-    version = header.version
-    return Header(header.num_shards, header.endianness, version.min_consumer, tuple(version.bad_consumers))
-
-
-def _parse(message: str, value: bytes, what: str) -> Any:
-    """The protobuf ``message`` (a name in ``weightscope._proto``) in ``value``."""
-    from google.protobuf.message import DecodeError
-
-    from weightscope import _proto  # imported on first need: the common path decodes by hand
-
-    try:
-        return getattr(_proto, message).FromString(value)
-    except DecodeError as error:
-        raise CorruptCheckpointError(f"{what} is not a valid protocol buffer ({error})") from None
-
-
 # -- writing ---------------------------------------------------------------------------
 def _string_tensor_bytes(array: np.ndarray, name: str) -> tuple[bytes, int]:
     """The bytes of a string tensor as TensorFlow writes them, and its entry checksum."""
@@ -834,11 +570,11 @@ def save(
                 entry.shape.SetInParent()  # TF always writes the shape, even a scalar's
                 for size in spec.shape:
                     entry.shape.dim.add(size=size)
-                payload: bytes | np.ndarray
+                payload: bytes | memoryview
                 if code == _STRING_CODE:
                     payload, checksum = _string_tensor_bytes(array, spec.name)
                 else:
-                    payload = little_endian(array).reshape(-1).view(np.uint8)
+                    payload = little_endian(array).reshape(-1).view(np.uint8).data
                     checksum = mask_crc(crc32c(payload))
                 size = len(payload)  # bytes: a flat uint8 view has one element per byte
                 data.write(payload)

@@ -203,7 +203,7 @@ class Viewer:
         if text not in [str(index) for index in range(len(self.checkpoints))]:
             files = "file 0 and file 1" if len(self.checkpoints) > 1 else "file 0"
             raise ApiError(404, f"no file {text!r}: this viewer has {files}")
-        return int(text)  # type: ignore[arg-type]
+        return int(text)
 
     def _name(self, ckpt: Checkpoint, params: dict[str, str], key: str = "name") -> str:
         name = params.get(key)
@@ -228,11 +228,11 @@ class Viewer:
 
     def _stats(self, file: int, name: str) -> TensorStats:
         ckpt = self.checkpoints[file]
-        return self._recently(("stats", file, name), lambda: tensor_stats(name, ckpt[name]))  # type: ignore[no-any-return]
+        return self._recently(("stats", file, name), lambda: tensor_stats(name, ckpt[name]))
 
     def _range(self, file: int, name: str) -> FiniteRange:
         ckpt = self.checkpoints[file]
-        return self._recently(("range", file, name), lambda: finite_range(ckpt[name]))  # type: ignore[no-any-return]
+        return self._recently(("range", file, name), lambda: finite_range(ckpt[name]))
 
     def _plottable(self, ckpt: Checkpoint, name: str) -> None:
         info = ckpt.info(name)
@@ -266,7 +266,7 @@ class Viewer:
                 for slots in layer.optimizer_state.values():
                     for info in slots.values():
                         layer_of[info.name] = layer.name
-            rows = []
+            rows: list[dict[str, Any]] = []
             for info in ckpt.infos():
                 role = ckpt.role(info.name)
                 rows.append(
@@ -284,7 +284,7 @@ class Viewer:
                 )
             return rows, {row["name"]: index for index, row in enumerate(rows)}
 
-        return self._computed_once(("rows", file), compute)  # type: ignore[no-any-return]
+        return self._computed_once(("rows", file), compute)
 
     def tensors(self, params: dict[str, str]) -> dict[str, Any]:
         file = self._file(params)
@@ -292,7 +292,7 @@ class Viewer:
 
     def summary(self, params: dict[str, str]) -> dict[str, Any]:
         file = self._file(params)
-        return self._computed_once(("summary", file), lambda: summarize(self.checkpoints[file]).to_json())  # type: ignore[no-any-return]
+        return self._computed_once(("summary", file), lambda: summarize(self.checkpoints[file]).to_json())
 
     def tensor(self, params: dict[str, str]) -> dict[str, Any]:
         file = self._file(params)
@@ -410,13 +410,13 @@ class Viewer:
         include_optimizer = params.get("optimizer") == "1"
 
         def compute() -> dict[str, Any]:
-            result = checkpoint_diff(*self.checkpoints, include_optimizer=include_optimizer)
+            result = checkpoint_diff(self.checkpoints[0], self.checkpoints[1], include_optimizer=include_optimizer)
             result.tensors = sorted(result.tensors, key=diff_order)
             document = result.to_json()
             document["include_optimizer"] = include_optimizer
             return document
 
-        return self._computed_once(("diff", include_optimizer), compute)  # type: ignore[no-any-return]
+        return self._computed_once(("diff", include_optimizer), compute)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -1,0 +1,136 @@
+"""The ``weightscope`` command: thin functions over the library.
+
+Each command opens a checkpoint, asks the library, and formats the answer as a table
+or, with ``--json``, as JSON. ``main`` turns every ``WeightscopeError`` into one line
+on stderr and the exit status of its kind; ``--traceback`` shows the stack instead.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+import weightscope
+from weightscope.atomic import Interrupted
+from weightscope.cli import compare, convert, inspect, runs, serve
+from weightscope.cli._common import _ENVIRONMENT, Environment, _echo, _note
+from weightscope.errors import ExitStatus, WeightscopeError, os_error_status, reason
+from weightscope.output import safe_text
+
+__all__ = ["Environment", "cli", "main"]
+
+
+def _cap_callback(variable: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """An option's callback setting ``variable`` (``weightscope.limits``) for this command, as if set outside."""
+
+    def set_variable(context: click.Context, parameter: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            from weightscope.limits import parse_size
+
+            try:
+                parse_size(str(value))
+            except ValueError as error:
+                raise click.BadParameter(str(error)) from None
+            previous = os.environ.get(variable)
+            os.environ[variable] = str(value)
+            context.call_on_close(
+                lambda: os.environ.pop(variable, None) if previous is None else os.environ.update({variable: previous})
+            )
+        return value
+
+    return set_variable
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(weightscope.__version__, prog_name="weightscope")
+@click.option("--traceback", is_flag=True, help="Show the Python traceback of an error.")
+@click.option(
+    "--max-memory",
+    metavar="SIZE",
+    expose_value=False,
+    callback=_cap_callback("WEIGHTSCOPE_MAX_MEMORY"),
+    help="Memory one file may make a reader build (4GiB, 512MiB; default 64 MiB + 8 x the file's size).",
+)
+@click.option(
+    "--max-expansion",
+    type=click.IntRange(min=1),
+    expose_value=False,
+    callback=_cap_callback("WEIGHTSCOPE_MAX_EXPANSION"),
+    help="Times its stored bytes a tensor may become when read whole (a stride-0 view; default 1024).",
+)
+def cli(traceback: bool) -> None:
+    """Read the weights of neural-network checkpoints, without their frameworks."""
+
+
+def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
+    """Run the command line on ``argv`` (default: the process's arguments) in ``env`` (default:
+    the process's streams); returns the exit status."""
+    token = _ENVIRONMENT.set(env or Environment())
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        _ENVIRONMENT.reset(token)
+
+
+def _run(args: list[str]) -> int:
+    try:
+        # Not cli.main(): it turns every EOFError into "Aborted!", and TruncatedFileError
+        # is an EOFError.
+        with cli.make_context("weightscope", list(args)) as context:  # click consumes its list
+            cli.invoke(context)
+    except click.exceptions.Exit as exit:
+        return exit.exit_code
+    except click.exceptions.ClickException as error:
+        shown = io.StringIO()
+        error.show(file=shown)
+        _echo(shown.getvalue().removesuffix("\n"), err=True)
+        return int(ExitStatus.USAGE)
+    except (click.exceptions.Abort, KeyboardInterrupt) as error:
+        _note("interrupted")
+        return error.exit_status if isinstance(error, Interrupted) else 130  # 128 + the signal's number
+    except (WeightscopeError, OSError) as error:
+        if "--traceback" in args:  # the stack, escaped as everything else is, then the one line
+            _echo(traceback.format_exc().removesuffix("\n"), err=True)
+        if isinstance(error, BrokenPipeError):
+            # Output piped into `head` and closed: not an error of ours.
+            sys.stderr.close()
+            return 0
+        if isinstance(error, WeightscopeError):
+            status, message = error.exit_status, str(error)
+        else:  # the system's words and the file, not Python's "[Errno N] ...": a missing folder, a full disk
+            status, message = os_error_status(error), reason(error)
+        _note(f"error: {safe_text(message)}")
+        return int(status)
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else 0
+    except Exception:  # a bug of ours; its stack, whose messages may quote a file, escaped all the same
+        _echo(traceback.format_exc().removesuffix("\n"), err=True)
+        _note("error: an unexpected error (a bug in weightscope: please report it with the stack above)")
+        return int(ExitStatus.ERROR)
+    return 0
+
+
+for _command in (
+    inspect.ls_command,
+    inspect.show_command,
+    inspect.layers_command,
+    inspect.verify_command,
+    inspect.scan_command,
+    inspect.formats_command,
+    inspect.history_command,
+    compare.stats_command,
+    compare.diff_command,
+    compare.summary_command,
+    compare.plot_command,
+    convert.convert_command,
+    runs.runs_group,
+    serve.view_command,
+    serve.demo_command,
+):
+    cli.add_command(_command)

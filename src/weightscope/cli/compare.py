@@ -1,0 +1,243 @@
+"""Commands that measure and compare: stats, diff, summary, plot."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _echo, _figure, _note, _open, step_option
+from weightscope.errors import ExitStatus, UsageError, WeightscopeError
+from weightscope.output import dumps_json, format_bytes, format_shape, render_table, safe_text
+
+if TYPE_CHECKING:
+    from weightscope.analysis import TensorDiff, TensorStats
+
+
+@click.command("stats")
+@click.argument("path", type=CHECKPOINT)
+@click.argument("names", nargs=-1)
+@click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
+@click.option("--all", "show_all", is_flag=True, help="Also optimizer state and bookkeeping.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="A JSON list of {name, dtype, shape, count, min, max, mean, std, l2, zeros, nans, infs} "
+    "({name, dtype, shape, error} for a tensor that cannot be read).",
+)
+@step_option
+def stats_command(
+    path: Path, names: tuple[str, ...], pattern: str | None, show_all: bool, as_json: bool, step: int | None
+) -> None:
+    """Per tensor: min, max, mean, std, L2 norm, zeros, NaNs, infinities; any size, in bounded memory.
+
+    A tensor that cannot be read (damaged) is named on stderr, the others' figures still given; exit 4.
+    """
+    from weightscope.analysis import checkpoint_stats
+
+    with _open(path, step=step) as ckpt:
+        if names:
+            chosen = [ckpt.resolve(name) for name in names]
+        else:
+            chosen = [
+                name
+                for name in ckpt
+                if (pattern is None or fnmatch.fnmatchcase(name, pattern))
+                and (show_all or ckpt.role(name).kind == "parameter")
+            ]
+        errors: dict[str, WeightscopeError] = {}
+        results = checkpoint_stats(ckpt, chosen, errors=errors)
+        damaged = {
+            name: {"name": name, "dtype": info.type_name, "shape": list(info.shape), "error": str(error)}
+            for name, error in errors.items()
+            for info in [ckpt.info(name)]
+        }
+    if as_json:
+        rows_by_name = {result.name: result.to_json() for result in results} | damaged
+        _echo(dumps_json([rows_by_name[name] for name in chosen]))
+    else:
+        _stats_table(results)
+    for error in errors.values():
+        _note(f"error: {safe_text(str(error))}")
+    if errors:
+        _note(f"{len(errors)} of {len(chosen)} tensors could not be read; the others' figures are above")
+        raise SystemExit(int(next(iter(errors.values())).exit_status))
+
+
+def _stats_table(results: Sequence[TensorStats]) -> None:
+    header = ["name", "dtype", "shape", "min", "max", "mean", "std", "l2", "zeros", "nans", "infs"]
+    rows = [
+        [safe_text(result.name), result.dtype, format_shape(result.shape)]
+        + [_figure(getattr(result, field)) for field in header[3:]]
+        for result in results
+    ]
+    _echo(render_table(header, rows, right=list(range(3, len(header)))))
+    problems = [result.name for result in results if result.nans or result.infs]
+    if problems:
+        _note(f"{len(problems)} tensors hold NaN or infinite values: {', '.join(map(safe_text, problems[:5]))}")
+
+
+def _diff_row(tensor: TensorDiff) -> list[str]:
+    name = safe_text(tensor.name) + ("" if tensor.other == tensor.name else f" ~ {safe_text(tensor.other)}")
+    status = tensor.status
+    if status == "shape":
+        status += " " + " vs ".join(map(format_shape, tensor.shape))
+    elif status == "dtype":
+        status += " " + " vs ".join(tensor.dtype)
+    notes = [tensor.moved] if tensor.moved else []
+    if status in ("equal", "different") and tensor.dtype[0] != tensor.dtype[1]:
+        notes.append(" vs ".join(tensor.dtype))
+    if notes:
+        status += f" ({', '.join(notes)})"
+    figures = (tensor.max_abs, tensor.relative_l2, tensor.cosine, tensor.mismatched)
+    return [name, status, *map(_figure, figures)]
+
+
+@click.command("diff")
+@click.argument("a", type=CHECKPOINT)
+@click.argument("b", type=CHECKPOINT)
+@click.option("--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance, as in numpy.isclose.")
+@click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance.")
+@click.option("--all", "show_all", is_flag=True, help="List equal tensors too.")
+@click.option("--include-optimizer", is_flag=True, help="Compare optimizer state too (weights only by default).")
+@click.option("--json", "as_json", is_flag=True, help="A JSON document: {equal, tensors: [...], only_a, only_b}.")
+def diff_command(
+    a: Path, b: Path, rtol: float, atol: float, show_all: bool, include_optimizer: bool, as_json: bool
+) -> None:
+    """Compare two checkpoints tensor by tensor, across formats; exit 0 if equal, 1 if they differ."""
+    from weightscope.analysis import checkpoint_diff, diff_order
+
+    if rtol < 0 or atol < 0:
+        raise UsageError("tolerances must not be negative")
+    with _open(a) as first, _open(b) as second:
+        result = checkpoint_diff(first, second, rtol=rtol, atol=atol, include_optimizer=include_optimizer)
+    if as_json:
+        _echo(dumps_json(result.to_json()))
+    else:
+        changed = [tensor for tensor in result.tensors if show_all or tensor.status != "equal"]
+        changed.sort(key=diff_order)
+        rows = [_diff_row(tensor) for tensor in changed]
+        if rows:
+            header = ["tensor", "status", "max |a-b|", "rel. L2", "cosine", "elements off"]
+            _echo(render_table(header, rows, right=[2, 3, 4, 5]))
+        counts = _count_kinds(tensor.status for tensor in result.tensors)
+        _echo(f"{len(result.tensors)} tensors compared (matched by {result.matched_by}): {counts or 'none'}")
+        retyped = [t for t in result.tensors if t.status in ("equal", "different") and t.dtype[0] != t.dtype[1]]
+        if retyped:
+            pairs = _count_kinds(" vs ".join(tensor.dtype) for tensor in retyped)
+            _echo(f"of other dtypes: {pairs}; their values compared in float64")
+        for side, names in (("A", result.only_a), ("B", result.only_b)):
+            if names:
+                _echo(f"only in {side}: {', '.join(safe_text(name) for name in names)}")
+    if not result.equal:
+        raise SystemExit(int(ExitStatus.DIFFERENT))
+
+
+@click.command("summary")
+@click.argument("path", type=CHECKPOINT)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON: {layers: [{name, kind, description, parameters, buffers, optimizer_state, roles}], "
+    "totals: {layers, parameters, buffers, optimizer_slots, optimizer_other, bookkeeping, "
+    "in_all, string_tensors}, optimizer_other: [names], bytes_by_dtype: {dtype: bytes}} "
+    "(described in weightscope.summary).",
+)
+@step_option
+def summary_command(path: Path, as_json: bool, step: int | None) -> None:
+    """The network the weights describe: each layer's kind (Dense 2 → 5, Conv2D 3×3 3 → 16, ...; ? where the
+    weights leave doubt), its parameter, buffer and optimizer values; then totals of every value and bytes."""
+    from weightscope.summary import summarize
+
+    with _open(path, step=step) as ckpt:
+        summary = summarize(ckpt)
+    if as_json:
+        _echo(dumps_json(summary.to_json()))
+        return
+    rows = [
+        [
+            safe_text(layer.name),
+            safe_text(layer.description),
+            f"{layer.parameters:,}",
+            f"{layer.buffers:,}",
+            f"{layer.optimizer_state:,}",
+        ]
+        for layer in summary.layers
+    ]
+    _echo(render_table(["layer", "kind", "parameters", "buffers", "optimizer values"], rows, right=[2, 3, 4]))
+    others = ", ".join(safe_text(name) for name in summary.optimizer_other_names[:4])
+    if len(summary.optimizer_other_names) > 4:
+        others += ", ..."
+    strings = summary.string_tensors
+    uncounted = f"{strings} string tensor{'s' * (strings != 1)} not counted" if strings else ""
+    totals = [
+        ("parameters (trainable)", summary.parameters, ""),
+        ("buffers (non-trainable)", summary.buffers, "running statistics" if summary.buffers else ""),
+        ("optimizer slot values", summary.optimizer_slots, "per variable"),
+        ("other optimizer values", summary.optimizer_other, others),
+        ("bookkeeping values", summary.bookkeeping, ""),
+        ("values in all", summary.in_all, uncounted),
+    ]
+    digits = max(len(f"{count:,}") for _, count, _ in totals)
+    _echo()
+    for label, count, note in totals:
+        _echo(f"{label + ':':<26}{count:>{digits},}" + (f"  ({note})" if note else ""))
+    _echo(
+        "bytes by dtype: "
+        + ", ".join(f"{dtype} {format_bytes(count)}" for dtype, count in summary.bytes_by_dtype.items())
+    )
+
+
+@click.command("plot")
+@click.argument("path", type=CHECKPOINT)
+@click.argument("names", nargs=-1, required=True)
+@click.option(
+    "--out",
+    type=PATH,
+    required=True,
+    metavar="FILE.png",
+    help="The PNG to write (replaced if it exists); with several NAMEs, FILE-<name>.png for each.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["hist", "heatmap"]),
+    default="hist",
+    show_default=True,
+    help="A histogram of the values, or the tensor as a matrix (block means when larger than the image).",
+)
+@click.option("--log", is_flag=True, help="Histogram: a log-scale count axis.")
+@click.option("--bins", type=int, default=None, help="Histogram: the number of bins (default 100).")
+@click.option(
+    "--compare", type=CHECKPOINT, metavar="PATH2", help="Histogram: overlay the same tensor of this checkpoint."
+)
+@click.option("--size", default="800x600", show_default=True, metavar="WxH", help="The image's size in pixels.")
+def plot_command(
+    path: Path,
+    names: tuple[str, ...],
+    out: Path,
+    kind: str,
+    log: bool,
+    bins: int | None,
+    compare: Path | None,
+    size: str,
+) -> None:
+    """Draw tensors as PNG images, any size in bounded memory (needs matplotlib: weightscope[plot])."""
+    import contextlib
+
+    from weightscope.plot import parse_size, plot_checkpoint
+
+    pixels = parse_size(size)
+    with contextlib.ExitStack() as stack:
+        ckpt = stack.enter_context(_open(path))
+        other = stack.enter_context(_open(compare)) if compare is not None else None
+        plots = plot_checkpoint(ckpt, names, out, kind=kind, log=log, bins=bins, compare=other, size=pixels)
+    for plot in plots:
+        against = "" if plot.other is None else f" against B's '{safe_text(plot.other)}'"
+        _echo(f"wrote {safe_text(str(plot.path))}: {plot.kind} of '{safe_text(plot.name)}'{against}")
+        for note in plot.notes:
+            _echo(f"  {note}")

@@ -1,0 +1,134 @@
+"""The convert command, and its progress bar."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from weightscope.cli._common import (
+    CHECKPOINT,
+    PATH,
+    _count_kinds,
+    _echo,
+    _note,
+    _open,
+    _WritableFormat,
+    environment,
+    step_option,
+)
+from weightscope.conventions import CONVENTIONS
+from weightscope.output import dumps_json, format_bytes, format_shape, render_table, safe_text
+
+
+def _convention_option(flag: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--layout`` or ``--names``: keep what the file has, or take PyTorch's or TensorFlow's convention."""
+    choice = click.Choice(CONVENTIONS)
+    return click.option(flag, type=choice, default="keep", show_default=True, help=help)
+
+
+class _ProgressBar:
+    """Tensors and bytes done, redrawn on stderr; shown only on a terminal, after the first second."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._started = time.monotonic()
+        self._shown = False
+        self._enabled = environment().stderr_isatty
+
+    def __call__(self, tensors: int, total_tensors: int, nbytes: int, total_bytes: int) -> None:
+        if not self._enabled or time.monotonic() - self._started < 1:
+            return
+        fraction = nbytes / total_bytes if total_bytes else 1.0
+        bar = "#" * int(fraction * 30)
+        line = (
+            f"{self._label} [{bar:<30}] {tensors}/{total_tensors} tensors, "
+            f"{format_bytes(nbytes)} of {format_bytes(total_bytes)}"
+        )
+        _echo(line, nl=False, err=True, redraw=True)
+        self._shown = True
+
+    def finish(self) -> None:
+        if self._shown:
+            _echo(err=True)
+
+
+@click.command("convert")
+@click.argument("source", type=CHECKPOINT)
+@click.argument("destination", type=PATH)
+@click.option(
+    "--to",
+    "to",
+    type=_WritableFormat(),
+    help="Output format (default: from DESTINATION's name: .safetensors, .pt/.pth/.bin, .npz, .weights.h5, "
+    "and TensorFlow for a prefix with no suffix or ending .ckpt).",
+)
+@_convention_option(
+    "--layout", "Permute weights to this framework's layout (dense [out, in] vs [in, out], convolutions)."
+)
+@_convention_option(
+    "--names", "Rename to this framework's convention (layer1/kernel <-> layer1.weight, BatchNorm's four)."
+)
+@click.option("--include-optimizer", is_flag=True, help="Also write optimizer state (weights only by default).")
+@click.option("--filter", "pattern", metavar="GLOB", help="Only tensors whose source name matches this glob.")
+@click.option(
+    "--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), help="Cast the floating tensors to this type."
+)
+@click.option("--json", "as_json", is_flag=True, help="A JSON summary of what was written.")
+@step_option
+def convert_command(
+    source: Path,
+    destination: Path,
+    to: str | None,
+    layout: str,
+    names: str,
+    include_optimizer: bool,
+    pattern: str | None,
+    dtype: str | None,
+    as_json: bool,
+    step: int | None,
+) -> None:
+    """Write SOURCE's weights to DESTINATION in another format, layout or naming; verified before it appears."""
+    from weightscope.convert import convert
+
+    progress = _ProgressBar(f"converting {safe_text(source.name)}")
+    with _open(source, step=step) as ckpt:
+        try:
+            result = convert(
+                ckpt,
+                destination,
+                to=to,
+                layout=layout,
+                names=names,
+                include_optimizer=include_optimizer,
+                pattern=pattern,
+                dtype=dtype,
+                progress=progress,
+            )
+        finally:
+            progress.finish()
+    for name, why in result.ambiguous.items():
+        _note(f"kept as is: '{safe_text(name)}': {why}")
+    for note in result.notes:
+        _note(safe_text(note))
+    if as_json:
+        _echo(dumps_json(result.to_json()))
+        return
+    rows = [
+        [safe_text(tensor.source), safe_text(tensor.name), format_shape(tensor.shape), tensor.layout]
+        for tensor in result.tensors
+    ]
+    _echo(render_table(["source", "written as", "shape", "layout"], rows))
+    _echo(
+        f"wrote {len(result.tensors)} tensors, {format_bytes(result.nbytes)}, to {safe_text(result.destination)} "
+        f"({result.format}, verified) in {result.seconds:.2f} s"
+    )
+    cast = [tensor for tensor in result.tensors if tensor.cast_from is not None]
+    if cast:
+        _echo(f"cast to {result.dtype}: {len(cast)} tensors ({_count_kinds(str(tensor.cast_from) for tensor in cast)})")
+    if result.skipped:
+        kinds = _count_kinds((reason.split(" (")[0] for reason in result.skipped.values()), unit="tensor")
+        _echo(f"left out: {kinds}")

@@ -1,0 +1,189 @@
+"""The runs group: statistics, NaN hunting and conversion over a directory of checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from weightscope.atomic import interruptible
+from weightscope.cli._common import PATH, Output, _echo, _figure, _note, _WritableFormat, environment
+from weightscope.errors import ExitStatus
+from weightscope.formats import DEFAULT_TARGET
+from weightscope.output import dumps_json, format_bytes, render_table, safe_text
+
+
+@click.group("runs")
+def runs_group() -> None:
+    """Whole training runs: stats, drift, NaNs and conversion of many checkpoints, on Dask (weightscope[dask]).
+
+    RUN is a directory (its 'checkpoint' file's history, else every checkpoint in it and in
+    its Trainer checkpoint-N/ folders), a glob, or one checkpoint. Steps come from the
+    names (model.ckpt-100, step=100, checkpoint-500, ...), never a model's digits (resnet18).
+    Local threads by default; --scheduler tcp://HOST:PORT runs the same tasks on a Dask
+    cluster whose workers see the same paths.
+    """
+
+
+scheduler_option = click.option(
+    "--scheduler",
+    metavar="tcp://HOST:PORT",
+    default=None,
+    help="A Dask cluster's scheduler to run on (default: threads here; 'processes', or 'sync' for one thread).",
+)
+
+
+progress_option = click.option(
+    "--progress/--no-progress", default=None, help="Report tasks done on stderr (default: when it is a terminal)."
+)
+
+
+def _task_progress(enabled: bool | None) -> Any:
+    terminal = environment().stderr_isatty
+    if not (terminal if enabled is None else enabled):
+        return None
+    shown = [-1]
+    step = 1 if terminal else 10  # a line per tenth when stderr is a file
+
+    def report(done: int, total: int) -> None:
+        percent = done * 100 // max(1, total) // step * step
+        if percent != shown[0]:
+            shown[0] = percent
+            line = f"weightscope: {done}/{total} tasks ({percent}%)"
+            _echo(line, err=True, nl=done == total or not terminal, redraw=terminal)
+
+    return report
+
+
+@runs_group.command("stats")
+@click.argument("run")
+@click.option("--filter", "pattern", metavar="GLOB", help="Only tensors whose names match this glob.")
+@click.option("--all", "show_all", is_flag=True, help="Every numeric tensor, not only the weights.")
+@click.option("--json", "as_json", is_flag=True, help="JSON: {checkpoints: [...], tensors: [...]}.")
+@click.option("--plot", "plot_out", type=PATH, metavar="FILE.png", help="Also draw each layer's drift over steps.")
+@scheduler_option
+@progress_option
+def runs_stats_command(
+    run: str,
+    pattern: str | None,
+    show_all: bool,
+    as_json: bool,
+    plot_out: Path | None,
+    scheduler: str | None,
+    progress: bool | None,
+) -> None:
+    """Per checkpoint and tensor: norm, mean, std, NaNs, infinities, change from the previous and the first."""
+    from weightscope.runs import run_stats
+    from weightscope.runs_plot import plot_drift
+
+    if plot_out is not None:
+        from weightscope.plot import require_matplotlib
+
+        require_matplotlib()  # the install hint before any work
+    result = run_stats(
+        run, pattern=pattern, include_all=show_all, scheduler=scheduler, progress=_task_progress(progress)
+    )
+    if as_json:
+        _echo(dumps_json(result.to_json()))
+    else:
+        rows = [
+            [
+                "-" if row.step is None else str(row.step),
+                safe_text(Path(row.checkpoint).name),
+                safe_text(row.name),
+                _figure(row.norm),
+                _figure(row.stats.mean),
+                _figure(row.stats.std),
+                str(row.stats.nans),
+                str(row.stats.infs),
+                _figure(row.change_previous),
+                _figure(row.change_first),
+            ]
+            for row in result.tensors
+        ]
+        header = ["step", "checkpoint", "tensor", "norm", "mean", "std", "NaN", "Inf", "Δ prev", "Δ first"]
+        _echo(render_table(header, rows, right=[0, 3, 4, 5, 6, 7, 8, 9]))
+        _echo(
+            f"{len(result.checkpoints)} checkpoints, {len(result.tensors)} tensors, {result.tasks} tasks "
+            f"reading {format_bytes(result.bytes_read)}"
+        )
+    if plot_out is not None:
+        written = plot_drift(result, plot_out)
+        _note(f"wrote {safe_text(str(written))}")
+
+
+@runs_group.command("find-nan")
+@click.argument("run")
+@click.option("--filter", "pattern", metavar="GLOB", help="Only tensors whose names match this glob.")
+@click.option("--all", "show_all", is_flag=True, help="Every numeric tensor, not only the weights.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of {name, checkpoint, step, nans, infs}.")
+@scheduler_option
+@progress_option
+def runs_find_nan_command(
+    run: str, pattern: str | None, show_all: bool, as_json: bool, scheduler: str | None, progress: bool | None
+) -> None:
+    """Per tensor, the first checkpoint with NaNs or infinities; exit 1 if there is one, 0 if none."""
+    from weightscope.runs import find_nan
+
+    found = find_nan(run, pattern=pattern, include_all=show_all, scheduler=scheduler, progress=_task_progress(progress))
+    Output(as_json).records(
+        [finding.to_json() for finding in found],
+        ["tensor", "step", "first checkpoint", "NaN", "Inf"],
+        lambda finding: [
+            safe_text(finding["name"]),
+            "-" if finding["step"] is None else str(finding["step"]),
+            safe_text(finding["checkpoint"]),
+            str(finding["nans"]),
+            str(finding["infs"]),
+        ],
+        right=[1, 3, 4],
+        empty="no NaNs or infinities in any checkpoint",
+    )
+    if found:
+        raise SystemExit(int(ExitStatus.DIFFERENT))
+
+
+@runs_group.command("convert")
+@click.argument("run")
+@click.option(
+    "--to",
+    type=_WritableFormat(),
+    default=DEFAULT_TARGET,
+    show_default=True,
+    help="The format to write.",
+)
+@click.option("--out", type=PATH, required=True, metavar="DIR", help="The directory to write the files into.")
+@click.option("--include-optimizer", is_flag=True, help="Also write optimizer state (weights only by default).")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of {source, destination, tensors, nbytes}.")
+@scheduler_option
+@progress_option
+def runs_convert_command(
+    run: str,
+    to: str,
+    out: Path,
+    include_optimizer: bool,
+    as_json: bool,
+    scheduler: str | None,
+    progress: bool | None,
+) -> None:
+    """Convert every checkpoint of a run, a task per checkpoint, into DIR."""
+    from weightscope.runs import run_convert
+
+    # A stop signal raises here, in the main thread; the conversions under way in the workers
+    # finish (Python joins them on the way out) and those not started do not: nothing is left
+    # half-written.
+    with interruptible():
+        done = run_convert(
+            run,
+            out,
+            to=to,
+            scheduler=scheduler,
+            progress=_task_progress(progress),
+            include_optimizer=include_optimizer,
+        )
+    if as_json:
+        _echo(dumps_json(done))
+        return
+    for entry in done:
+        _echo(f"wrote {safe_text(entry['destination'])}: {entry['tensors']} tensors, {format_bytes(entry['nbytes'])}")
