@@ -38,7 +38,7 @@ import numpy as np
 from weightscope.checkpoint import Checkpoint
 from weightscope.conventions import LAYOUT_PERMUTATIONS
 from weightscope.dtypes import numeric_kind
-from weightscope.errors import WeightscopeError
+from weightscope.errors import WeightscopeError, kept
 from weightscope.output import json_float
 
 if TYPE_CHECKING:
@@ -284,7 +284,7 @@ def checkpoint_stats(
             try:
                 results[name] = tensor_stats(name, ckpt.without_repeats(name), pool=pool, shape=ckpt.info(name).shape)
             except WeightscopeError as error:
-                failed[name] = error
+                failed[name] = kept(error)
     in_order = [name for name in names if name in failed]
     if in_order and errors is None:
         raise failed[in_order[0]]
@@ -308,7 +308,7 @@ def _batch_stats(ckpt: Checkpoint, failed: dict[str, WeightscopeError], names: l
         try:
             values = ckpt.without_repeats(name)
         except WeightscopeError as error:  # a damaged tensor: named by the caller, the others still summed
-            failed[name] = error
+            failed[name] = kept(error)
             continue
         if 0 < values.size <= SMALL_ELEMENTS and numeric_kind(values.dtype) in ("f", "i", "b"):
             groups.setdefault(values.dtype, []).append((name, values))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from weightscope.dtypes import BY_NAME
-from weightscope.errors import TensorNotFoundError, WeightscopeError
+from weightscope.errors import TensorNotFoundError, WeightscopeError, kept
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
 from weightscope.limits import check_view
 from weightscope.slicing import TensorSlice
@@ -215,7 +215,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
             try:
                 self._read(info)
             except WeightscopeError as error:
-                problems.append(error)
+                problems.append(kept(error))
         return problems
 
     def to_dask(self, name: str | None = None, *, chunk_bytes: int | None = None) -> Any:

@@ -102,3 +102,13 @@ def os_error_status(error: OSError) -> ExitStatus:
     if isinstance(error, IsADirectoryError):
         return ExitStatus.USAGE
     return ExitStatus.ERROR
+
+
+def kept(error: WeightscopeError) -> WeightscopeError:
+    """``error`` without its traceback, to be kept after its ``except`` block (a verdict, a list of problems).
+
+    A kept traceback holds the frames it passed through, and they hold the error: a cycle that keeps
+    every array and memory map those frames saw alive (a file descriptor each) until a full garbage
+    collection, which a process opening thousands of damaged files may not reach for a long while.
+    """
+    return error.with_traceback(None)

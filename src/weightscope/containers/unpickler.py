@@ -52,6 +52,7 @@ from weightscope.errors import (
     TruncatedFileError,
     UnsupportedFormatError,
     WeightscopeError,
+    kept,
 )
 from weightscope.limits import Budget, Limits
 
@@ -196,7 +197,7 @@ class Unpickler:
         except WeightscopeError as error:
             if not self.scan:
                 raise
-            self.verdict = self.verdict or error
+            self.verdict = self.verdict or kept(error)
             self.stopped = True
             return Opaque()
         finally:  # what the pickle built is the result's now, or garbage: scan opens the file after this
@@ -228,7 +229,7 @@ class Unpickler:
         """Raise ``error``, or while scanning note it (the first one is the verdict) and go on."""
         if not self.scan:
             raise error
-        self.verdict = self.verdict or error
+        self.verdict = self.verdict or kept(error)
 
     # -- reading the opcode stream
     def _advance(self, length: int) -> int:

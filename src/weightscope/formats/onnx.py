@@ -72,6 +72,7 @@ from weightscope.errors import (
     TruncatedFileError,
     UnsupportedFormatError,
     WeightscopeError,
+    kept,
 )
 from weightscope.layers import TensorRole, classify
 from weightscope.limits import Budget, Limits
@@ -344,7 +345,7 @@ class OnnxCheckpoint(FileCheckpoint):
             try:
                 self._read_checked(info, True)
             except WeightscopeError as error:
-                problems.append(error)
+                problems.append(kept(error))
         return problems
 
     def _close(self) -> None:

@@ -43,7 +43,7 @@ from weightscope.checkpoint import FileCheckpoint, TensorInfo
 from weightscope.containers.allow_list import AllowList, Global, ScanEntry, ScanReport, ints, show
 from weightscope.containers.unpickler import Unpickler, size_of
 from weightscope.dtypes import check_rank, check_size, element_for
-from weightscope.errors import CorruptCheckpointError, RefusedError, UnsupportedFormatError, WeightscopeError
+from weightscope.errors import CorruptCheckpointError, RefusedError, UnsupportedFormatError, WeightscopeError, kept
 from weightscope.limits import Budget, Limits
 from weightscope.sources import AnySource, as_path, open_source
 
@@ -185,7 +185,7 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
     try:
         PickleCheckpoint(path).close()
     except WeightscopeError as error:
-        report.verdict = error
+        report.verdict = kept(error)
     return report
 
 

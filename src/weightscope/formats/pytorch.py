@@ -90,6 +90,7 @@ from weightscope.errors import (
     TruncatedFileError,
     UnsupportedFormatError,
     WeightscopeError,
+    kept,
 )
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.formats.pytorch_pickle import _Storage, _Tensor, _Unpickler
@@ -307,7 +308,7 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
             unpickler.load()
             found, report.verdict = unpickler.found, _over_budget(unpickler)
     except WeightscopeError as error:  # no pickle to follow: a broken zip, a member missing
-        report.verdict = error
+        report.verdict = kept(error)
     finally:
         source.close()
     report.extend(ScanEntry(opcode, name, allowed, count) for (opcode, name, allowed), count in found.items())
@@ -315,7 +316,7 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
         try:
             PyTorchCheckpoint(path).close()
         except WeightscopeError as error:
-            report.verdict = error
+            report.verdict = kept(error)
     return report
 
 
