@@ -22,11 +22,11 @@ from weightscope.dtypes import BY_NAME
 from weightscope.errors import TensorNotFoundError, WeightscopeError, kept
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
 from weightscope.limits import check_view
-from weightscope.slicing import TensorSlice
 from weightscope.sources import AnyPath, AnySource, as_path, open_source
 
 if TYPE_CHECKING:
     from weightscope.remote import RemotePath
+    from weightscope.slicing import TensorSlice
 
 
 class TensorInfo(NamedTuple):
@@ -140,6 +140,8 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """Tensor ``name``, to be indexed: ``ckpt.slice(name)[0:10, :]`` reads only the bytes those rows take where
         the tensor is plain bytes (unverified: see ``weightscope.slicing``), and equals ``ckpt[name][0:10, :]``."""
         info = self.info(name)
+        from weightscope.slicing import TensorSlice  # lazy, and what it needs: listing never slices
+
         return TensorSlice(self, info, self._source_of(info))
 
     def _source_of(self, info: TensorInfo) -> AnySource | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 import re
@@ -293,6 +292,8 @@ class FormatRegistry(Mapping[str, Format]):
             return []
         self._entry_points_read = True
         added = []
+        import importlib.metadata  # only when asked: it imports email, csv and more (~2 MiB) at start-up
+
         for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             try:
                 entry = point.load()
