@@ -17,7 +17,6 @@ byte source would not be.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import shutil
@@ -26,7 +25,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,16 +190,10 @@ def test_listing_touches_no_tensor_data(maker: Maker, written: Written, tmp_path
 
 @pytest.fixture(scope="session")
 def http_root(made_root: Path) -> Iterator[str]:
-    from test_remote import _RangeHandler, _Server
+    from test_remote import serving
 
-    server = _Server(("127.0.0.1", 0), functools.partial(_RangeHandler, directory=str(made_root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(made_root) as root:
+        yield root
 
 
 def test_remote_reads_as_local(maker: Maker, written: Written, made_root: Path, http_root: str) -> None:

@@ -6,6 +6,7 @@ store's own count of what it fetched, and for HTTP the server's count of body by
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
@@ -295,10 +296,10 @@ class _Server(http.server.ThreadingHTTPServer):
     request_queue_size = 1024  # prefetches come many at once: socketserver's 5 would drop them (1 s retries)
 
 
-@pytest.fixture(scope="module")
-def http_root(served: dict[str, Any]) -> Iterator[str]:
-    handler = functools.partial(_RangeHandler, directory=str(served["root"]))
-    server = _Server(("127.0.0.1", 0), handler)
+@contextlib.contextmanager
+def serving(directory: Path) -> Iterator[str]:
+    """A loopback HTTP server answering range requests for ``directory``'s files, for the block; its root URL."""
+    server = _Server(("127.0.0.1", 0), functools.partial(_RangeHandler, directory=str(directory)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -306,6 +307,12 @@ def http_root(served: dict[str, Any]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def http_root(served: dict[str, Any]) -> Iterator[str]:
+    with serving(served["root"]) as root:
+        yield root
 
 
 def _sent() -> int:
