@@ -28,6 +28,7 @@ import fnmatch
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,12 +206,14 @@ def plan(
     return planned, skipped, ambiguous
 
 
+def skipped_kinds(skipped: dict[str, str]) -> list[str]:
+    """Why each tensor was left out, without the hint: ``optimizer state``, ``bookkeeping``, ``not matched by …``."""
+    return [reason.split(" (")[0] for reason in skipped.values()]
+
+
 def left_out(skipped: dict[str, str]) -> str:
     """What the plan left out, counted by reason: ``1 bookkeeping, 10 optimizer state``."""
-    counts: dict[str, int] = {}
-    for reason in skipped.values():
-        kind = reason.split(" (")[0]
-        counts[kind] = counts.get(kind, 0) + 1
+    counts = Counter(skipped_kinds(skipped))
     return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
 
 

@@ -92,7 +92,7 @@ def convert_command(
     step: int | None,
 ) -> None:
     """Write SOURCE's weights to DESTINATION in another format, layout or naming; verified before it appears."""
-    from weightscope.convert import convert
+    from weightscope.convert import convert, skipped_kinds
 
     progress = _ProgressBar(f"converting {safe_text(source.name)}")
     with _open(source, step=step) as ckpt:
@@ -130,5 +130,4 @@ def convert_command(
     if cast:
         _echo(f"cast to {result.dtype}: {len(cast)} tensors ({_count_kinds(str(tensor.cast_from) for tensor in cast)})")
     if result.skipped:
-        kinds = _count_kinds((reason.split(" (")[0] for reason in result.skipped.values()), unit="tensor")
-        _echo(f"left out: {kinds}")
+        _echo(f"left out: {_count_kinds(skipped_kinds(result.skipped), unit='tensor')}")
