@@ -123,7 +123,7 @@ class TensorSource:
         offset, length = self.byte_range(start, stop)
         count = length // max(1, self.dtype.itemsize)
         values = _read_range(self.file, offset, count, self.stored)
-        values = _native(values, self.dtype)
+        values = native_order(values, self.dtype)
         if not self.shape:
             return values.reshape(())
         return values.reshape((stop - start, *self.shape[1:]))
@@ -144,7 +144,7 @@ def _read_range(file: str, offset: int, count: int, dtype: np.dtype) -> np.ndarr
     return np.memmap(file, dtype=dtype, mode="r", offset=offset, shape=(count,)).view(np.ndarray)
 
 
-def _native(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def native_order(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``values`` in native byte order as ``dtype`` (a swapped copy when the file's order is not native)."""
     if values.dtype.itemsize == 1 or values.dtype.isnative:
         return values.view(dtype)
@@ -163,7 +163,7 @@ def _read_through_reader(source: TensorSource, start: int, stop: int) -> np.ndar
         return np.array(array[start:stop])
 
 
-def _stored_dtype(ckpt: Checkpoint, info: TensorInfo) -> np.dtype | None:
+def plain_dtype(ckpt: Checkpoint, info: TensorInfo) -> np.dtype | None:
     """The dtype (with the file's byte order) of a tensor stored as plain contiguous bytes; None otherwise."""
     dtype = info.dtype
     if dtype.kind == "O" or dtype.names is not None or info.offset < 0:
@@ -180,7 +180,7 @@ def tensor_source(ckpt: Checkpoint, name: str) -> TensorSource:
     info = ckpt.info(name)
     native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype
     path = str(ckpt.path.resolve())
-    stored = _stored_dtype(ckpt, info) if info.size else None
+    stored = plain_dtype(ckpt, info) if info.size else None
     if stored is None:
         return TensorSource(path, ckpt.format, type(ckpt), info.name, tuple(info.shape), native)
     file = str(type(ckpt.path)(info.file).resolve())

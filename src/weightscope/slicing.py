@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from weightscope.lazy import _native, _stored_dtype
+from weightscope.lazy import native_order, plain_dtype
 
 if TYPE_CHECKING:
     from weightscope.checkpoint import Checkpoint, TensorInfo
@@ -79,7 +79,7 @@ class TensorSlice:
         self._ckpt = ckpt
         self.info = info
         self._source = source
-        self._stored = _stored_dtype(ckpt, info) if source is not None else None
+        self._stored = plain_dtype(ckpt, info) if source is not None else None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -125,7 +125,7 @@ class TensorSlice:
             else:
                 values = _gather(source, self.info.offset + start, shape, strides, stored, runs, what)
         if stored != self.info.dtype:
-            values = _native(np.ascontiguousarray(values), self.info.dtype)
+            values = native_order(np.ascontiguousarray(values), self.info.dtype)
         # numpy gives a scalar for a 0-d result, unless the key holds an Ellipsis
         return values[()] if not values.shape and Ellipsis not in key else values
 
