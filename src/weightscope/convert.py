@@ -17,8 +17,9 @@ The data is streamed from the source's memory-mapped views into the format's wri
 tensor (and at most one permuted copy) at a time. Everything is written into a hidden
 directory beside the destination, read back and compared tensor by tensor (CRC32C of
 the values that were handed to the writer, plus the format's own checksums) and only
-then renamed into place, data files before index files: a conversion killed part way
-leaves nothing at the destination that a reader accepts.
+then renamed into place, in the order the writer committed its files (data files before
+index files): a conversion killed part way leaves nothing at the destination that a
+reader accepts.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,7 @@ from weightscope.conventions import CONVENTIONS
 from weightscope.dtypes import BY_NAME, numeric_kind
 from weightscope.errors import ChecksumMismatchError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole
-from weightscope.writing import little_endian
+from weightscope.writing import check_target, little_endian
 
 if TYPE_CHECKING:
     from weightscope.formats import Staging
@@ -98,6 +99,7 @@ class Conversion:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what else the user should know (a state file not written)
     dtype: str | None = None  # what floating tensors were cast to, if anything
+    files: list[str] = field(default_factory=list)  # the files written, in the order they were moved into place
 
     @property
     def nbytes(self) -> int:
@@ -127,6 +129,7 @@ class Conversion:
             "skipped": self.skipped,
             "ambiguous": self.ambiguous,
             "notes": self.notes,
+            "files": self.files,
         }
 
 
@@ -294,19 +297,15 @@ def _folder_for(destination: Path) -> Iterator[None]:
         raise
 
 
-def _move_into_place(work: Path, destination: Path, staged: Staging) -> None:
-    """Rename the written files beside ``destination``: data first, then the index (those ending as
-    ``staged.last`` says, which readers look for), then the staging's own files (TensorFlow's state file);
-    when one cannot be, those already moved are removed again."""
+def _move_into_place(work: Path, written: Sequence[Path], destination: Path, staged: Staging) -> list[Path]:
+    """Rename the written files beside ``destination`` in the order the writer committed them (data before the
+    index readers look for), then the staging's own files (TensorFlow's state file); when one cannot be, those
+    already moved are removed again. The files at their new places, in that order."""
     for name, data in staged.files.items():
         (work / name).write_bytes(data)
-    files = sorted(
-        work.iterdir(),
-        key=lambda path: (path.name in staged.files, path.name.endswith(staged.last), path.name),
-    )
     moved: list[Path] = []
     try:
-        for path in files:
+        for path in [*written, *(work / name for name in staged.files)]:
             os.replace(path, destination.parent / path.name)
             moved.append(destination.parent / path.name)
     except BaseException:
@@ -314,6 +313,7 @@ def _move_into_place(work: Path, destination: Path, staged: Staging) -> None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         raise
+    return moved
 
 
 def convert(
@@ -334,17 +334,17 @@ def convert(
     ``layout`` and ``names`` take tensors to PyTorch's or TensorFlow's conventions; ``dtype``
     (float16, bfloat16, float32) casts the floating tensors on the way.
     """
-    from weightscope.formats import format_to_write, load_writer, open_checkpoint, staging
+    from weightscope.formats import FORMATS, format_to_write, load_writer, open_checkpoint, staging
 
     started = time.perf_counter()
     destination = Path(destination)
     format = format_to_write(destination, to)
     writer = load_writer(format)
-    if destination.is_dir():
-        raise UsageError(f"{destination} is a directory; give the file (or checkpoint prefix) to write")
+    check_target(destination, writer.holds)
     ckpt = source if isinstance(source, Checkpoint) else open_checkpoint(source)
     try:
-        if ckpt.path.resolve() in (destination.resolve(), Path(f"{destination}.index").resolve()):
+        index = FORMATS.prefix_index(destination)  # a checkpoint at the prefix: readers open this file
+        if ckpt.path.resolve() in {destination.resolve(), (index or destination).resolve()}:
             raise UsageError(f"{destination} is the checkpoint being converted; write to another path")
         planned, skipped, ambiguous = plan(
             ckpt, layout=layout, names=names, include_optimizer=include_optimizer, pattern=pattern, dtype=dtype
@@ -360,10 +360,10 @@ def convert(
             tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work,
         ):
             staged = staging(format, destination, [tensor.name for tensor in planned])
-            writer(tensors, Path(work) / destination.name, **staged.options)
+            written = writer.write(tensors, Path(work) / destination.name, **staged.options)
             _check_written(Path(work) / destination.name, format, tensors.checksums, planned)
             notes.extend(staged.notes)
-            _move_into_place(Path(work), destination, staged)
+            files = _move_into_place(Path(work), written, destination, staged)
     finally:
         if ckpt is not source:
             ckpt.close()
@@ -379,4 +379,5 @@ def convert(
         time.perf_counter() - started,
         notes,
         dtype,
+        [str(path) for path in files],
     )

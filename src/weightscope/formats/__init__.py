@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from weightscope.checkpoint import Checkpoint
     from weightscope.remote import RemotePath
-    from weightscope.writing import Tensors
+    from weightscope.writing import Tensors, Writer
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Format:
     # beside the prefix (``.index``), and a pattern matching the endings of all of them (index, data shards).
     index: str = ""
     parts: str = ""
-    writer: str | None = None  # "module:function", for formats weightscope can write
+    writer: str | None = None  # "module:object", a ``writing.Writer``, for formats weightscope can write
     writes: tuple[str, ...] = ()  # the endings its writer writes: a destination's name chooses the writer by them
     requires: str | None = None  # an optional module the reader needs, installed by ``weightscope[<extra>]``
     extra: str | None = None
@@ -92,13 +92,11 @@ class Format:
 @dataclass(frozen=True)
 class Staging:
     """What ``convert`` does for a format around its writer: keyword options it passes, files it adds beside the
-    output once read back (name -> bytes, moved into place last), notes for the user, and the endings of the
-    written files to move into place after the others (the one readers look for)."""
+    output once read back (name -> bytes, moved into place after the writer's own), and notes for the user."""
 
     options: Mapping[str, Any] = field(default_factory=dict)
     files: Mapping[str, bytes] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
-    last: tuple[str, ...] = ()
 
 
 def _magic_or_suffix(path: AnyPath, entry: Format) -> bool:
@@ -192,7 +190,7 @@ _BUILT_IN = (
         sniffer=_sniff_tensorflow,
         index=".index",
         parts=r"\.index$|\.data-\d{5}-of-\d{5}$",
-        writer="weightscope.formats.tensorflow:save",
+        writer="weightscope.formats.tensorflow:WRITER",
         suffixes=(".ckpt",),
         writes=(".ckpt",),  # and a prefix with no suffix, or ending .ckpt-<step>: see format_to_write
         staging="weightscope.formats.tensorflow:staging",
@@ -202,7 +200,7 @@ _BUILT_IN = (
         "safetensors (.safetensors): a JSON header, then raw little-endian tensors",
         "weightscope.formats.safetensors:SafetensorsCheckpoint",
         sniffer=_sniff_safetensors,
-        writer="weightscope.formats.safetensors:save",
+        writer="weightscope.formats.safetensors:WRITER",
         suffixes=(".safetensors",),
         writes=(".safetensors",),
         staging="weightscope.formats.safetensors:staging",
@@ -219,7 +217,7 @@ _BUILT_IN = (
         "NumPy archive (.npz, np.savez): a zip of .npy arrays, stored or deflated",
         "weightscope.formats.numpy_files:NpzCheckpoint",
         sniffer=_sniff_npz,
-        writer="weightscope.formats.numpy_files:save",
+        writer="weightscope.formats.numpy_files:WRITER",
         suffixes=(".npz",),
         writes=(".npz",),
     ),
@@ -229,7 +227,7 @@ _BUILT_IN = (
         "weightscope.formats.pytorch:PyTorchCheckpoint",
         sniffer=_sniff_pytorch,
         members=("data.pkl", ".format_version", "byteorder", "version"),  # the first, in the archive's one folder
-        writer="weightscope.formats.pytorch_writer:save",
+        writer="weightscope.formats.pytorch_writer:WRITER",
         suffixes=(".pt", ".pth", ".bin"),
         writes=(".pt", ".pth", ".bin"),
         scanner="weightscope.formats.pytorch:scan",
@@ -250,7 +248,7 @@ _BUILT_IN = (
         magic=((0, b"\x89HDF\r\n\x1a\n"),),
         members=("config.json", "model.weights.h5"),  # a .keras zip holds both
         local_only="Keras files are read through h5py, which reads local files only",
-        writer="weightscope.formats.keras_writer:save",
+        writer="weightscope.formats.keras_writer:WRITER",
         suffixes=(".weights.h5", ".h5", ".hdf5", ".keras"),
         writes=(".weights.h5",),  # Keras 3's layout; Keras reads a plain .h5 as tf-keras's
         requires="h5py",
@@ -444,8 +442,8 @@ def save_checkpoint(
     ``.pt``/``.pth``/``.bin``, ``.npz``, ``.weights.h5``; a TensorFlow prefix has no suffix
     or ends ``.ckpt``): any other ending is refused (see ``format_to_write``).
     """
-    written: Path = load_writer(format_to_write(Path(path), format))(tensors, path)
-    return written
+    load_writer(format_to_write(Path(path), format)).write(tensors, path)
+    return Path(path)
 
 
 # A TensorFlow checkpoint's prefix as TensorFlow's savers name it: ``model.ckpt``, ``model.ckpt-1000``.
@@ -519,10 +517,10 @@ def staging(format: str, destination: Path, names: Sequence[str]) -> Staging:
     return made
 
 
-def load_writer(format: str) -> Callable[..., Path]:
-    """The function that writes ``format``: ``writer(tensors, path) -> Path``."""
+def load_writer(format: str) -> Writer:
+    """What writes ``format``: its files' limits, and ``write(tensors, path) -> [files in commit order]``."""
     writable = FORMATS.writable()
     if format not in writable:
         raise UnsupportedFormatError(f"cannot write format {format!r}; writable: {', '.join(writable)}")
-    writer: Callable[..., Path] = _import(FORMATS[format].writer)  # type: ignore[arg-type]
+    writer: Writer = _import(FORMATS[format].writer)  # type: ignore[arg-type]
     return writer

@@ -96,7 +96,7 @@ from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
 from weightscope.formats.tf_state import STATE_FILE, bundle_file, read_checkpoint_state, resolve_prefix
 from weightscope.layers import TensorRole
 from weightscope.sources import as_path, open_source
-from weightscope.writing import Spec, Tensors, as_tensors, checked, little_endian, plan_specs
+from weightscope.writing import Holds, Tensors, Writer, checked, little_endian, plan
 
 if TYPE_CHECKING:
     from weightscope.formats import Staging
@@ -521,19 +521,19 @@ def _string_tensor_bytes(array: np.ndarray, name: str) -> tuple[bytes, int]:
 
 
 def _stored_key(name: str) -> bytes:
-    try:
-        return name.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raise UsageError(f"tensor {name!r}: the name is not valid UTF-8 text") from None
+    return name.encode("utf-8", "surrogateescape")  # a name read from a file as bytes is written as those bytes
 
 
-def _tensorflow_type(spec: Spec) -> int:
-    if spec.dtype.kind == "O":
-        return _STRING_CODE
-    try:
-        return tensorflow_code(spec.dtype.newbyteorder("="))
-    except ValueError as error:
-        raise UnsupportedFormatError(f"tensor '{spec.name}': {error}") from None
+# What the files hold: every type with a TensorFlow code and a numpy dtype (strings as object arrays); names
+# are the index's keys, bytes that need not be UTF-8.
+HOLDS = Holds(
+    "TensorFlow",
+    "model.ckpt",
+    target="a checkpoint prefix",
+    dtypes=frozenset(e.name for e in ELEMENT_TYPES if e.tensorflow is not None and e.numpy_name is not None),
+    name_errors="surrogateescape",
+    stored_as=_stored_key,
+)
 
 
 def save(
@@ -550,19 +550,26 @@ def save(
     it is and a warning says so). All files are written under temporary names and renamed
     into place only when all are complete: data, index, then the state file.
     """
+    write(tensors, path, update_state=update_state)
+    return Path(path)
+
+
+def write(
+    tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str], *, update_state: bool = True
+) -> list[Path]:
+    """``save``, returning the files written in the order they were renamed into place (the registry's
+    ``Writer``): data, index, then the state file when updated."""
     from weightscope import _proto
 
     prefix = Path(path)
-    if prefix.is_dir():
-        raise UsageError(f"{prefix} is a directory; give a checkpoint prefix such as {prefix / 'model.ckpt'}")
-    source = as_tensors(tensors)
-    specs = plan_specs(source, prefix, _stored_key)
-    types = [_tensorflow_type(spec) for spec in specs]
+    source, specs = plan(tensors, prefix, HOLDS)
+    types = [_STRING_CODE if spec.dtype.kind == "O" else tensorflow_code(spec.dtype) for spec in specs]
     state, not_recorded = planned_state(prefix) if update_state else (None, None)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     entries: list[tuple[bytes, bytes]] = []
+    written = [Path(data_file_name(str(prefix), 0, 1)), Path(f"{prefix}.index")]
     with atomic_files() as files:
-        with files.create(data_file_name(str(prefix), 0, 1)) as data:
+        with files.create(written[0]) as data:
             offset = 0
             for spec, code in zip(specs, types, strict=True):
                 array = checked(source.array(spec.name), spec)
@@ -587,18 +594,22 @@ def save(
         entries.sort()
         header = _proto.BundleHeaderProto(num_shards=1)
         header.version.producer = 1
-        with files.create(f"{prefix}.index") as index:
+        with files.create(written[1]) as index:
             index.write(build_table([(b"", header.SerializeToString()), *entries]))
             index.flush()
             os.fsync(index.fileno())
         if state is not None:
-            with files.create(prefix.parent / STATE_FILE) as handle:
+            written.append(prefix.parent / STATE_FILE)
+            with files.create(written[2]) as handle:
                 handle.write(state)
                 handle.flush()
                 os.fsync(handle.fileno())
     if not_recorded is not None:
-        warnings.warn(not_recorded, stacklevel=2)
-    return prefix
+        warnings.warn(not_recorded, stacklevel=3)
+    return written
+
+
+WRITER = Writer(HOLDS, write)
 
 
 def planned_state(prefix: Path) -> tuple[bytes | None, str | None]:
@@ -626,7 +637,7 @@ def planned_state(prefix: Path) -> tuple[bytes | None, str | None]:
 
 def staging(destination: Path, names: Sequence[str]) -> Staging:
     """What ``convert`` does around this writer: the state file is not updated by it but planned here and moved
-    into place last, after the index (which readers look for), itself after the data."""
+    into place last, after the data and the index the writer wrote."""
     from weightscope.formats import Staging
 
     state, not_recorded = planned_state(destination)
@@ -634,5 +645,4 @@ def staging(destination: Path, names: Sequence[str]) -> Staging:
         options={"update_state": False},
         files={} if state is None else {STATE_FILE: state},
         notes=() if not_recorded is None else (not_recorded,),
-        last=(".index",),
     )
