@@ -39,13 +39,14 @@ import numpy as np
 
 from weightscope import conventions
 from weightscope._crc32c import crc32c
-from weightscope.atomic import interruptible
+from weightscope.atomic import atomic_folder, interruptible
 from weightscope.checkpoint import Checkpoint
 from weightscope.conventions import CONVENTIONS
 from weightscope.dtypes import BY_NAME, numeric_kind
 from weightscope.errors import ChecksumMismatchError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole
-from weightscope.writing import check_target, little_endian
+from weightscope.shards import model_files, parse_size, write_set
+from weightscope.writing import Writer, check_folder, check_target, little_endian
 
 if TYPE_CHECKING:
     from weightscope.formats import Staging
@@ -316,6 +317,45 @@ def _move_into_place(work: Path, written: Sequence[Path], destination: Path, sta
     return moved
 
 
+@dataclass(frozen=True)
+class _ModelFolder:
+    """A conversion's model folder: written whole into a hidden folder, read back shard by shard, the source
+    model's own files copied in, then renamed into place."""
+
+    writer: Writer
+    model_file: str
+    format: str
+    max_shard_size: int | str
+    staged: Staging
+
+    def write(
+        self,
+        ckpt: Checkpoint,
+        tensors: PlannedTensors,
+        planned: list[PlannedTensor],
+        destination: Path,
+        notes: list[str],
+    ) -> list[Path]:
+        from weightscope.formats import model_file_names
+
+        copied, not_copied = model_files(ckpt.path, model_file_names())
+        by_name = {tensor.name: tensor for tensor in planned}
+        with atomic_folder(destination) as work:
+            written = write_set(self.writer, self.model_file, tensors, work, self.max_shard_size, **self.staged.options)
+            for shard, names in written.shards.items():
+                expected = {name: tensors.checksums[name] for name in names}
+                _check_written(shard, self.format, expected, [by_name[name] for name in names])
+            for name, data in copied.items():
+                (work / name).write_bytes(data)
+        if len(written.shards) > 1:
+            notes.append(f"a model folder of {len(written.shards)} shards and their index, {written.files[-1].name}")
+        if copied:
+            notes.append(f"copied {', '.join(copied)} from the source model")
+        if not_copied:
+            notes.append(f"not copied (the model's weights only, and its config): {', '.join(not_copied)}")
+        return [destination / path.name for path in written.files] + [destination / name for name in copied]
+
+
 def convert(
     source: str | os.PathLike[str] | Checkpoint,
     destination: str | os.PathLike[str],
@@ -327,20 +367,38 @@ def convert(
     pattern: str | None = None,
     dtype: str | None = None,
     progress: Progress | None = None,
+    max_shard_size: int | str | None = None,
 ) -> Conversion:
     """Write ``source``'s weights to ``destination`` as format ``to`` (by default from its name).
 
     Weights only unless ``include_optimizer``; ``pattern`` keeps the names matching a glob;
     ``layout`` and ``names`` take tensors to PyTorch's or TensorFlow's conventions; ``dtype``
-    (float16, bfloat16, float32) casts the floating tensors on the way.
+    (float16, bfloat16, float32) casts the floating tensors on the way. With ``max_shard_size``
+    ``destination`` is a Hugging Face model folder (safetensors unless ``to`` says pytorch):
+    shards of at most that size and their index, with the source model's ``config.json`` and
+    ``generation_config.json`` (see ``weightscope.shards``).
     """
-    from weightscope.formats import FORMATS, format_to_write, load_writer, open_checkpoint, staging
+    from weightscope.formats import (
+        DEFAULT_TARGET,
+        FORMATS,
+        format_to_write,
+        load_writer,
+        open_checkpoint,
+        set_writer,
+        staging,
+    )
 
     started = time.perf_counter()
     destination = Path(destination)
-    format = format_to_write(destination, to)
-    writer = load_writer(format)
-    check_target(destination, writer.holds)
+    if max_shard_size is None:
+        format = format_to_write(destination, to)
+        writer, model_file = load_writer(format), ""
+        check_target(destination, writer.holds)
+    else:
+        format = to or DEFAULT_TARGET
+        writer, model_file = set_writer(format)
+        parse_size(max_shard_size)  # refused before the source is opened
+        check_folder(destination)
     ckpt = source if isinstance(source, Checkpoint) else open_checkpoint(source)
     try:
         index = FORMATS.prefix_index(destination)  # a checkpoint at the prefix: readers open this file
@@ -353,17 +411,19 @@ def convert(
             why = f"left out: {left_out(skipped)}" if skipped else "it holds none"
             raise UnsupportedFormatError(f"{ckpt.path}: no tensors to convert; {why}")
         tensors = PlannedTensors(ckpt, planned, progress)
-        notes: list[str] = []
-        with (
-            interruptible(),
-            _folder_for(destination),
-            tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work,
-        ):
-            staged = staging(format, destination, [tensor.name for tensor in planned])
-            written = writer.write(tensors, Path(work) / destination.name, **staged.options)
-            _check_written(Path(work) / destination.name, format, tensors.checksums, planned)
-            notes.extend(staged.notes)
-            files = _move_into_place(Path(work), written, destination, staged)
+        staged = staging(format, destination, [tensor.name for tensor in planned])
+        notes: list[str] = list(staged.notes)
+        with interruptible(), _folder_for(destination):
+            if max_shard_size is None:
+                with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work:
+                    written = writer.write(tensors, Path(work) / destination.name, **staged.options)
+                    _check_written(Path(work) / destination.name, format, tensors.checksums, planned)
+                    files = _move_into_place(Path(work), written, destination, staged)
+            else:
+                model = _ModelFolder(writer, model_file, format, max_shard_size, staged)
+                files = model.write(ckpt, tensors, planned, destination, notes)
+                if dtype is not None and destination / "config.json" in files:
+                    notes.append(f"config.json is copied as it was: its dtype is the source's; the weights are {dtype}")
     finally:
         if ckpt is not source:
             ckpt.close()

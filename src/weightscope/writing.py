@@ -114,6 +114,15 @@ def check_target(target: Path, holds: Holds) -> None:
         raise UsageError(f"{target} is a directory; give {holds.target} such as {target / holds.example}")
 
 
+def check_folder(target: Path) -> None:
+    """The one check of where a model folder is written: not a file, and no folder with files in it already (the
+    folder is written whole, or not at all)."""
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} is a file; give the folder to write the model folder as")
+    if target.is_dir() and any(target.iterdir()):
+        raise UsageError(f"{target} is a folder with files in it; give a new or empty folder to write the model in")
+
+
 def plan(tensors: Tensors | Mapping[str, ArrayLike], target: Path, holds: Holds) -> tuple[Tensors, list[Spec]]:
     """The tensors as a ``Tensors``, and every tensor's planned dtype and shape, before a byte is written.
 

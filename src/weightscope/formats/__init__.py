@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from weightscope.checkpoint import Checkpoint
     from weightscope.remote import RemotePath
+    from weightscope.shards import ShardNames
     from weightscope.writing import Tensors, Writer
 
 
@@ -68,6 +69,9 @@ class Format:
     scanner: str | None = None  # "module:function" listing the globals its pickles name (``weightscope scan``)
     # "module:function" ``(destination, names) -> Staging``: what ``convert`` tells the writer and adds beside it.
     staging: str | None = None
+    # The weights file of a Hugging Face model folder kept in this format; its shards and index are named after it
+    # (``weightscope.shards``). "" for a format no model folder is kept in.
+    model_file: str = ""
 
     def sniff(self, path: AnyPath) -> bool:
         """Whether ``path`` is of this format, from its name and at most a few of its bytes (no reader imported)."""
@@ -204,6 +208,7 @@ _BUILT_IN = (
         suffixes=(".safetensors",),
         writes=(".safetensors",),
         staging="weightscope.formats.safetensors:staging",
+        model_file="model.safetensors",
     ),
     Format(
         "npy",
@@ -231,6 +236,7 @@ _BUILT_IN = (
         suffixes=(".pt", ".pth", ".bin"),
         writes=(".pt", ".pth", ".bin"),
         scanner="weightscope.formats.pytorch:scan",
+        model_file="pytorch_model.bin",
     ),
     Format(
         "pickle",
@@ -435,15 +441,52 @@ def save_checkpoint(
     path: str | os.PathLike[str],
     *,
     format: str | None = None,
+    max_shard_size: int | str | None = None,
 ) -> Path:
     """Write ``tensors`` (name -> array, or a ``writing.Tensors``) as a checkpoint at ``path``; returns its path.
 
     The format is ``format``, else the one ``path``'s name ends with (``.safetensors``,
     ``.pt``/``.pth``/``.bin``, ``.npz``, ``.weights.h5``; a TensorFlow prefix has no suffix
     or ends ``.ckpt``): any other ending is refused (see ``format_to_write``).
+
+    With ``max_shard_size`` (``"5GB"``, ``"500MB"``, ``"2GiB"``, bytes) ``path`` is a folder, written whole or not at
+    all, that holds a Hugging Face model: shards of at most that size and their index, named and grouped as
+    ``huggingface_hub`` and transformers' ``save_pretrained`` do, in ``format`` (safetensors unless told; or pytorch's
+    ``pytorch_model-0000N-of-0000M.bin``); see ``weightscope.shards``.
     """
-    load_writer(format_to_write(Path(path), format)).write(tensors, path)
-    return Path(path)
+    if max_shard_size is None:
+        load_writer(format_to_write(Path(path), format)).write(tensors, path)
+        return Path(path)
+    from weightscope.atomic import atomic_folder
+    from weightscope.shards import write_set
+    from weightscope.writing import as_tensors, check_folder
+
+    format = format or DEFAULT_TARGET
+    writer, model_file = set_writer(format)
+    folder = Path(path)
+    check_folder(folder)
+    source = as_tensors(tensors)
+    options = staging(format, folder, source.names()).options  # what convert tells the writer: pt's metadata
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_folder(folder) as work:
+        write_set(writer, model_file, source, work, max_shard_size, **options)
+    return folder
+
+
+def set_writer(format: str) -> tuple[Writer, str]:
+    """The writer of ``format`` and the weights file of a model folder kept in it; refused for a format none is."""
+    writer = load_writer(format)
+    kept = [entry.name for entry in FORMATS.values() if entry.model_file and entry.writer]
+    if not FORMATS[format].model_file:
+        raise UsageError(f"no Hugging Face model folder is kept in {format}; a sharded folder is {' or '.join(kept)}")
+    return writer, FORMATS[format].model_file
+
+
+def model_file_names() -> list[ShardNames]:
+    """The names of every model folder's weights files (file, shards, index), of the formats that name one."""
+    from weightscope.shards import ShardNames
+
+    return [ShardNames(entry.model_file) for entry in FORMATS.values() if entry.model_file]
 
 
 # A TensorFlow checkpoint's prefix as TensorFlow's savers name it: ``model.ckpt``, ``model.ckpt-1000``.
