@@ -267,6 +267,25 @@ class _Failing:
         return np.ones(300, np.float32)
 
 
+@pytest.mark.parametrize(
+    ("tensors", "error", "message"),
+    [
+        (
+            {"w": np.zeros(2), "c": np.zeros(2, np.complex128)},
+            ws.UnsupportedFormatError,
+            "safetensors holds no complex128",
+        ),
+        ({"w": np.zeros(2), "__metadata__": np.zeros(2)}, ws.UsageError, "'__metadata__': the name is reserved"),
+    ],
+)
+def test_a_tensor_no_shard_can_hold_is_refused_before_any_folder_is_made(
+    tensors: dict[str, np.ndarray], error: type[Exception], message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(error, match=message):
+        ws.save(tensors, tmp_path / "new" / "out", max_shard_size=8)  # the first shard would be written by then
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_failure_part_way_leaves_no_folder(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="went away"):
         ws.save(_Failing(), tmp_path / "out", max_shard_size="1KB")

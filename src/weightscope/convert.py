@@ -45,7 +45,7 @@ from weightscope.conventions import CONVENTIONS
 from weightscope.dtypes import BY_NAME, numeric_kind
 from weightscope.errors import ChecksumMismatchError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole
-from weightscope.shards import model_files, parse_size, write_set
+from weightscope.shards import model_files, parse_size, plan_set
 from weightscope.writing import Writer, check_folder, check_target, little_endian
 
 if TYPE_CHECKING:
@@ -340,8 +340,9 @@ class _ModelFolder:
 
         copied, not_copied = model_files(ckpt.path, model_file_names())
         by_name = {tensor.name: tensor for tensor in planned}
+        shards = plan_set(self.writer, self.model_file, tensors, destination, self.max_shard_size)
         with atomic_folder(destination) as work:
-            written = write_set(self.writer, self.model_file, tensors, work, self.max_shard_size, **self.staged.options)
+            written = shards.write(work, **self.staged.options)
             for shard, names in written.shards.items():
                 expected = {name: tensors.checksums[name] for name in names}
                 _check_written(shard, self.format, expected, [by_name[name] for name in names])

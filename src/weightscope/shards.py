@@ -147,34 +147,48 @@ class WrittenSet:
     shards: dict[Path, list[str]]
 
 
-def write_set(
-    writer: Writer,
-    model_file: str,
-    tensors: Tensors | Mapping[str, ArrayLike],
-    folder: Path,
-    max_shard_size: int | str,
-    **options: Any,
-) -> WrittenSet:
-    """Write ``tensors`` into ``folder`` (which exists) as a model folder of ``writer``'s format: shards of at most
-    ``max_shard_size`` bytes (one over it alone in its own) and their index, or the one file when all fit."""
+@dataclass(frozen=True)
+class PlannedSet:
+    """A model folder planned, before a byte is written: its tensors in shards, and the files it will hold."""
+
+    writer: Writer
+    names: ShardNames
+    source: Tensors
+    shards: list[list[Spec]]
+
+    @property
+    def files(self) -> list[str]:
+        """The shards' names, then the index's; or the one file."""
+        count = len(self.shards)
+        if count == 1:
+            return [self.names.model_file]
+        return [*(self.names.shard(number, count) for number in range(1, count + 1)), self.names.index]
+
+    def write(self, folder: Path, **options: Any) -> WrittenSet:
+        """Write the shards (each by the format's writer, given ``options``), then the index, into ``folder``."""
+        files = [folder / name for name in self.files]
+        written: dict[Path, list[str]] = {}
+        for path, shard in zip(files, self.shards, strict=False):  # the index, last, is no shard
+            self.writer.write(_Part(self.source, shard), path, **options)
+            written[path] = [spec.name for spec in shard]
+        if len(self.shards) > 1:
+            index = {
+                "metadata": {"total_size": sum(spec.nbytes for shard in self.shards for spec in shard)},
+                "weight_map": {name: path.name for path, names in written.items() for name in names},
+            }
+            files[-1].write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return WrittenSet(files, written)
+
+
+def plan_set(
+    writer: Writer, model_file: str, tensors: Tensors | Mapping[str, ArrayLike], folder: Path, max_shard_size: int | str
+) -> PlannedSet:
+    """``tensors`` planned as a model folder at ``folder`` of ``writer``'s format, in shards of at most
+    ``max_shard_size`` bytes (one over it alone in its own), all refused before a file is made as ``writing.plan``
+    refuses them."""
     limit = parse_size(max_shard_size)
-    names = ShardNames(model_file)
-    source, specs = plan(tensors, folder / model_file, writer.holds)  # every shard's tensors refused before any file
-    groups = split(specs, limit)
-    count = len(groups)
-    files = [folder / (names.shard(number, count) if count > 1 else model_file) for number in range(1, count + 1)]
-    shards: dict[Path, list[str]] = {}
-    for path, group in zip(files, groups, strict=True):
-        writer.write(_Part(source, group), path, **options)
-        shards[path] = [spec.name for spec in group]
-    if count > 1:
-        index = {
-            "metadata": {"total_size": sum(spec.nbytes for spec in specs)},
-            "weight_map": {name: path.name for path, group in shards.items() for name in group},
-        }
-        files.append(folder / names.index)
-        files[-1].write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return WrittenSet(files, shards)
+    source, specs = plan(tensors, folder / model_file, writer.holds)
+    return PlannedSet(writer, ShardNames(model_file), source, split(specs, limit))
 
 
 def model_files(source: AnyPath, claims: Sequence[ShardNames]) -> tuple[dict[str, bytes], list[str]]:

@@ -458,18 +458,18 @@ def save_checkpoint(
         load_writer(format_to_write(Path(path), format)).write(tensors, path)
         return Path(path)
     from weightscope.atomic import atomic_folder
-    from weightscope.shards import write_set
-    from weightscope.writing import as_tensors, check_folder
+    from weightscope.shards import plan_set
+    from weightscope.writing import check_folder
 
     format = format or DEFAULT_TARGET
     writer, model_file = set_writer(format)
     folder = Path(path)
     check_folder(folder)
-    source = as_tensors(tensors)
-    options = staging(format, folder, source.names()).options  # what convert tells the writer: pt's metadata
+    planned = plan_set(writer, model_file, tensors, folder, max_shard_size)
+    options = staging(format, folder, planned.source.names()).options  # what convert tells the writer: pt's metadata
     folder.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(folder) as work:
-        write_set(writer, model_file, source, work, max_shard_size, **options)
+        planned.write(work, **options)
     return folder
 
 
