@@ -199,6 +199,62 @@ def test_a_transformers_model_converted_to_shards_loads_and_computes_the_same(
             assert loaded.lm_head.weight.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()
 
 
+def _tensorflow_checkpoint(state_dict: dict[str, torch.Tensor], prefix: Path) -> Path:
+    """A TensorFlow checkpoint of the model's weights as TensorFlow names and lays them out, written by TensorFlow:
+    ``model/layers/0/self_attn/q_proj/kernel`` ``[in, out]``, ``.../embeddings``, a normalisation's ``gamma``."""
+    import tensorflow as tf
+
+    roots: dict[str, Any] = {}
+    for name, tensor in state_dict.items():
+        *path, last = name.split(".")
+        values = tensor.numpy()
+        if last == "weight" and values.ndim == 1:
+            last = "gamma"
+        elif last == "weight" and "embed" in path[-1]:
+            last = "embeddings"
+        elif last == "weight":
+            last, values = "kernel", values.T
+        module = roots.setdefault(path[0], tf.Module())
+        for part, following in zip(path[1:], [*path[2:], None], strict=False):  # (lm_head: no parts)
+            if part.isdigit():  # a list of blocks: model/layers/0
+                continue
+            if following is not None and following.isdigit():
+                blocks = getattr(module, part, None) or []
+                while len(blocks) <= int(following):
+                    blocks.append(tf.Module())
+                setattr(module, part, blocks)
+                module = getattr(module, part)[int(following)]
+                continue
+            if not hasattr(module, part):
+                setattr(module, part, tf.Module())
+            module = getattr(module, part)
+        setattr(module, last, tf.Variable(values))
+    return Path(tf.train.Checkpoint(**roots).write(str(prefix)))
+
+
+def test_a_tensorflow_checkpoint_of_a_model_becomes_a_folder_transformers_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import transformers
+
+    model = _tiny_model("llama", tied=False)
+    prefix = _tensorflow_checkpoint(model.state_dict(), tmp_path / "tf" / "model.ckpt")
+    with ws.open(prefix) as ckpt:
+        assert "model/layers/1/self_attn/q_proj/kernel" in ckpt and "lm_head/kernel" in ckpt
+    out = tmp_path / "bin"
+    argv = ["convert", str(prefix), str(out), "--names", "pytorch", "--layout", "pytorch", "--to", "pytorch"]
+    assert main([*argv, "--max-shard-size", "4KB"]) == 0
+    capsys.readouterr()
+    index = json.loads((out / "pytorch_model.bin.index.json").read_text())
+    assert set(index["weight_map"]) == set(model.state_dict())  # every name mapped to transformers'
+    model.config.save_pretrained(
+        out
+    )  # a TensorFlow checkpoint has no config.json: the model's, as transformers writes it
+    model.generation_config.save_pretrained(out)
+    loaded = transformers.LlamaForCausalLM.from_pretrained(out).eval()
+    torch.testing.assert_close(_logits(loaded), _logits(model), rtol=0, atol=0)
+
+
 def test_the_model_files_of_a_file_that_is_no_models_weights_are_not_copied(tmp_path: Path) -> None:
     source = ws.save({"w": np.ones((4, 4), np.float32)}, tmp_path / "in" / "weights.pt")
     (tmp_path / "in" / "config.json").write_text('{"a Keras": "config"}')
