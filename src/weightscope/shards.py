@@ -16,7 +16,9 @@ them (``huggingface_hub/serialization/_base.py``, ``split_state_dict_into_shards
 - shards named ``<stem>-{i:05d}-of-{n:05d}<suffix>`` from 1 (``model-00001-of-00003.safetensors``),
   and ``<model_file>.index.json`` (``model.safetensors.index.json``) holding
   ``{"metadata": {"total_size": <bytes of every tensor>}, "weight_map": {name: shard}}``,
-  written as transformers writes it (``indent=2``, keys sorted, a final newline);
+  written as transformers writes it (``indent=2``, keys sorted, a final newline; without the
+  ``total_parameters`` transformers adds, which counts a model's parameters but not its
+  buffers: the names do not tell them apart);
 - everything in one shard: the one file ``<model_file>`` and no index.
 
 Sizes are given as huggingface_hub parses them (``parse_size_to_int``): a number and
