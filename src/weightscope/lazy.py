@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightscope.errors import TruncatedFileError, UnsupportedFormatError, WeightscopeError
+from weightscope.sources import local_path
 
 if TYPE_CHECKING:
     from weightscope.checkpoint import Checkpoint, TensorInfo
@@ -173,17 +174,18 @@ def plain_dtype(ckpt: Checkpoint, info: TensorInfo) -> np.dtype | None:
 
 def tensor_source(ckpt: Checkpoint, name: str) -> TensorSource:
     """Where tensor ``name`` of ``ckpt`` is: a byte range when it is plain bytes, else the reader."""
-    if not isinstance(ckpt.path, Path):
+    local = local_path(ckpt.path)
+    if local is None:
         raise UnsupportedFormatError(
             f"{ckpt.path}: dask reads checkpoints on this machine or a shared filesystem, not by URL; download it first"
         )
     info = ckpt.info(name)
     native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype
-    path = str(ckpt.path.resolve())
+    path = str(local.resolve())
     stored = plain_dtype(ckpt, info) if info.size else None
     if stored is None:
         return TensorSource(path, ckpt.format, type(ckpt), info.name, tuple(info.shape), native)
-    file = str(type(ckpt.path)(info.file).resolve())
+    file = str(Path(info.file).resolve())
     return TensorSource(path, ckpt.format, type(ckpt), info.name, tuple(info.shape), native, file, info.offset, stored)
 
 
