@@ -39,7 +39,6 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -174,18 +173,17 @@ def plain_dtype(ckpt: Checkpoint, info: TensorInfo) -> np.dtype | None:
 
 def tensor_source(ckpt: Checkpoint, name: str) -> TensorSource:
     """Where tensor ``name`` of ``ckpt`` is: a byte range when it is plain bytes, else the reader."""
-    local = local_path(ckpt.path)
-    if local is None:
+    if local_path(ckpt.path) is None:
         raise UnsupportedFormatError(
             f"{ckpt.path}: dask reads checkpoints on this machine or a shared filesystem, not by URL; download it first"
         )
     info = ckpt.info(name)
     native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype
-    path = str(local.resolve())
+    path = str(ckpt.path.resolve())
     stored = plain_dtype(ckpt, info) if info.size else None
     if stored is None:
         return TensorSource(path, ckpt.format, type(ckpt), info.name, tuple(info.shape), native)
-    file = str(Path(info.file).resolve())
+    file = str(type(ckpt.path)(info.file).resolve())
     return TensorSource(path, ckpt.format, type(ckpt), info.name, tuple(info.shape), native, file, info.offset, stored)
 
 
