@@ -16,7 +16,7 @@ from weightscope.checkpoint import Checkpoint
 from weightscope.errors import UsageError
 from weightscope.formats import FORMATS
 from weightscope.output import dumps_json, render_table, terminal_text
-from weightscope.sources import as_path
+from weightscope.sources import as_path, local_path
 
 PATH = click.Path(path_type=Path)
 
@@ -108,7 +108,7 @@ def _note(text: str) -> None:
 
 
 def _open(path: Path, *, verify: bool = True, step: int | None = None) -> Checkpoint:
-    if step is not None and not isinstance(path, Path):
+    if step is not None and local_path(path) is None:
         raise UsageError(f"{path}: --step picks from a local directory's history; name the remote checkpoint itself")
     if step is not None:
         from weightscope.history import select_step
