@@ -19,7 +19,7 @@ import weightscope
 from weightscope.atomic import Interrupted
 from weightscope.cli import compare, convert, inspect, runs, serve
 from weightscope.cli._environment import Environment
-from weightscope.cli._output import Output
+from weightscope.cli._output import Group, Output
 from weightscope.errors import ExitStatus, WeightscopeError, os_error_status, reason
 from weightscope.output import safe_text
 
@@ -43,8 +43,21 @@ def _cap_callback(variable: str) -> Callable[[click.Context, click.Parameter, An
     return set_variable
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(weightscope.__version__, prog_name="weightscope")
+def _show_version(context: click.Context, parameter: click.Parameter, value: bool) -> None:
+    if value and not context.resilient_parsing:
+        Output(context.ensure_object(Environment)).text(f"weightscope, version {weightscope.__version__}")
+        context.exit()
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 @click.option("--traceback", is_flag=True, help="Show the Python traceback of an error.")
 @click.option(
     "--max-memory",

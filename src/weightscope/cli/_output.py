@@ -81,6 +81,29 @@ class Output:
         self.env.write(terminal_text(text) + "\n")
 
 
+def _show_help(context: click.Context, parameter: click.Parameter, value: bool) -> None:
+    if value and not context.resilient_parsing:
+        Output(context.ensure_object(Environment)).text(context.get_help())
+        context.exit()
+
+
+class Command(click.Command):
+    """A command whose ``--help`` goes to the run's ``Environment``, as the rest of its output does."""
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.callback = _show_help
+        return option
+
+
+class Group(Command, click.Group):
+    """A group of ``Command``s (and of such groups), its own ``--help`` theirs."""
+
+    command_class = Command
+    group_class = type  # click's way to say: groups of this class
+
+
 def pass_output(command: Callable[..., T]) -> Callable[..., T]:
     """Call ``command`` with the run's ``Output`` first: to the ``Environment`` ``main`` was given
     (the process's when click runs the command itself), as JSON when its ``--json`` flag (the

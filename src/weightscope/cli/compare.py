@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _figure, _open, step_option
-from weightscope.cli._output import Output, pass_output
+from weightscope.cli._output import Command, Output, pass_output
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError
 from weightscope.output import format_bytes, format_shape, render_table, safe_text
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from weightscope.summary import Summary
 
 
-@click.command("stats")
+@click.command("stats", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1)
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
@@ -101,7 +101,7 @@ def _diff_row(tensor: TensorDiff) -> list[str]:
     return [name, status, *map(_figure, figures)]
 
 
-@click.command("diff")
+@click.command("diff", cls=Command)
 @click.argument("a", type=CHECKPOINT)
 @click.argument("b", type=CHECKPOINT)
 @click.option("--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance, as in numpy.isclose.")
@@ -143,7 +143,7 @@ def _diff_text(result: CheckpointDiff, show_all: bool) -> Iterator[str]:
             yield f"only in {side}: {', '.join(safe_text(name) for name in names)}"
 
 
-@click.command("summary")
+@click.command("summary", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.option(
     "--json",
@@ -200,7 +200,7 @@ def _summary_text(summary: Summary) -> Iterator[str]:
     )
 
 
-@click.command("plot")
+@click.command("plot", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1, required=True)
 @click.option(

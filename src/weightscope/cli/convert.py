@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _open, _WritableFormat, step_option
-from weightscope.cli._output import Output, pass_output
+from weightscope.cli._output import Command, Output, pass_output
 from weightscope.conventions import CONVENTIONS
 from weightscope.output import format_bytes, format_shape, render_table, safe_text
 
@@ -50,7 +50,7 @@ class _ProgressBar:
             self._out.err()
 
 
-@click.command("convert")
+@click.command("convert", cls=Command)
 @click.argument("source", type=CHECKPOINT)
 @click.argument("destination", type=PATH)
 @click.option(

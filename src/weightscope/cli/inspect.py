@@ -13,7 +13,7 @@ import numpy as np
 
 from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.cli._common import _VALUE_LABELS, CHECKPOINT, PATH, _counted, _open, _tally, step_option
-from weightscope.cli._output import Output, pass_output
+from weightscope.cli._output import Command, Output, pass_output
 from weightscope.errors import ExitStatus, RefusedError, UsageError
 from weightscope.formats import FORMATS, scanner_for
 from weightscope.layers import naming_convention
@@ -48,7 +48,7 @@ def _size(row: Mapping[str, Any]) -> str:
     return f"{format_bytes(row['nbytes'])} (view of {format_bytes(stored)}, strides {row['strides']})"
 
 
-@click.command("ls")
+@click.command("ls", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.option("--all", "show_all", is_flag=True, help="Also list optimizer state and bookkeeping.")
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
@@ -112,7 +112,7 @@ def _ls_text(listing: Mapping[str, Any], labels: Sequence[str], show_keys: bool)
         yield f"metadata: {safe_text(key)} = {safe_text(shown_value)}"
 
 
-@click.command("show")
+@click.command("show", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Values as JSON, with dtype and shape.")
@@ -169,7 +169,7 @@ def _save_npy(array: np.ndarray, out: Path) -> None:
         np.save(handle, array, allow_pickle=False)
 
 
-@click.command("layers")
+@click.command("layers", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of layers.")
 @step_option
@@ -223,7 +223,7 @@ def _layers_text(layers: Sequence[Mapping[str, Any]]) -> Iterator[str]:
     yield totals
 
 
-@click.command("verify")
+@click.command("verify", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @step_option
 @pass_output
@@ -251,7 +251,7 @@ def verify_command(out: Output, path: Path, step: int | None) -> None:
         )
 
 
-@click.command("formats")
+@click.command("formats", cls=Command)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {name, description, writable, missing}.")
 @pass_output
 def formats_command(out: Output) -> None:
@@ -277,7 +277,7 @@ def formats_command(out: Output) -> None:
     )
 
 
-@click.command("history")
+@click.command("history", cls=Command)
 @click.argument("path", type=PATH)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {prefix, step, timestamp, newest, exists}.")
 @pass_output
@@ -311,7 +311,7 @@ def history_command(out: Output, path: Path) -> None:
     out.records(records, ["", "step", "written", "checkpoint"], cells, right=[1])
 
 
-@click.command("scan")
+@click.command("scan", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {opcode, name, allowed, count}.")
 @pass_output

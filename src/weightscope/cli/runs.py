@@ -10,7 +10,7 @@ import click
 
 from weightscope.atomic import interruptible
 from weightscope.cli._common import PATH, _figure, _WritableFormat
-from weightscope.cli._output import Output, pass_output
+from weightscope.cli._output import Group, Output, pass_output
 from weightscope.errors import ExitStatus
 from weightscope.formats import DEFAULT_TARGET
 from weightscope.output import format_bytes, render_table, safe_text
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from weightscope.runs import RunStats
 
 
-@click.group("runs")
+@click.group("runs", cls=Group)
 def runs_group() -> None:
     """Whole training runs: stats, drift, NaNs and conversion of many checkpoints, on Dask (weightscope[dask]).
 

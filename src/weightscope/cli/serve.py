@@ -8,11 +8,11 @@ from typing import Any
 import click
 
 from weightscope.cli._common import CHECKPOINT, PATH, _open
-from weightscope.cli._output import Output, pass_output
+from weightscope.cli._output import Command, Output, pass_output
 from weightscope.demo import ENGINES
 
 
-@click.command("view")
+@click.command("view", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.argument("path2", type=CHECKPOINT, required=False)
 @click.option(
@@ -34,7 +34,7 @@ def view_command(out: Output, path: Path, path2: Path | None, port: int, no_brow
         serve(checkpoints, port, open_browser=not no_browser, echo=out.text)
 
 
-@click.command("demo")
+@click.command("demo", cls=Command)
 @click.option("--engine", type=click.Choice(ENGINES), default=ENGINES[0], show_default=True)
 @click.option("--out", type=PATH, default=Path("checkpoint/model.ckpt"), show_default=True)
 @click.option("--steps", type=int, default=1000, show_default=True)
