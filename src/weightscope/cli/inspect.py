@@ -16,12 +16,11 @@ from weightscope.cli._common import _VALUE_LABELS, CHECKPOINT, PATH, _counted, _
 from weightscope.cli._output import Command, Output, pass_output
 from weightscope.errors import ExitStatus, RefusedError, UsageError
 from weightscope.formats import FORMATS, scanner_for
-from weightscope.layers import naming_convention
+from weightscope.layers import TensorRole, naming_convention
 from weightscope.output import format_bytes, format_shape, json_values, render_table, safe_text
 
 
-def _row(ckpt: Checkpoint, info: TensorInfo) -> dict[str, Any]:
-    role = ckpt.role(info.name)
+def _row(ckpt: Checkpoint, info: TensorInfo, role: TensorRole) -> dict[str, Any]:
     row: dict[str, Any] = {
         "name": info.name,
         "dtype": info.type_name,
@@ -67,17 +66,19 @@ def ls_command(out: Output, path: Path, show_all: bool, pattern: str | None, sho
     with _open(path, step=step) as ckpt:
         infos = [info for info in ckpt.infos() if pattern is None or fnmatch.fnmatchcase(info.name, pattern)]
         shown: list[TensorInfo] = []
+        rows: list[dict[str, Any]] = []
         hidden: list[str] = []  # the categories of the tensors left out
         for info in infos:
             role = ckpt.role(info.name)
             if show_all or role.kind == "parameter":
                 shown.append(info)
+                rows.append(_row(ckpt, info, role))
             else:
                 hidden.append(role.category)
         listing = {
             "path": str(ckpt.path),
             "format": ckpt.format,
-            "tensors": [_row(ckpt, info) for info in shown],
+            "tensors": rows,
             "hidden": _tally(hidden),
             "metadata": ckpt.metadata,
         }
@@ -180,7 +181,7 @@ def layers_command(out: Output, path: Path, step: int | None) -> None:
         layers = [
             {
                 "layer": layer.name,
-                "parameters": {role: _row(ckpt, info) for role, info in layer.parameters.items()},
+                "parameters": {role: _row(ckpt, info, ckpt.role(info.name)) for role, info in layer.parameters.items()},
                 "parameter_count": layer.parameter_count,
                 "buffer_count": layer.buffer_count,
                 "optimizer_state": {
