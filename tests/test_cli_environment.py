@@ -14,6 +14,7 @@ import pytest
 
 import weightscope as ws
 from weightscope.cli import Environment, main
+from weightscope.output import render_table
 
 CLI = Path(__file__).resolve().parent.parent / "src" / "weightscope" / "cli"
 
@@ -75,6 +76,26 @@ def test_json_mode_prints_only_the_result(tf_checkpoints: dict[str, Path]) -> No
         assert json.loads(out.getvalue())
         if command[0] == "show":
             assert "'layer1/weight' is 'layer1/kernel'" in err.getvalue()
+
+
+def test_the_sink_makes_only_the_form_asked_for() -> None:
+    from weightscope.cli._output import Output
+
+    def never(data: object) -> list[str]:
+        raise AssertionError("made the form not asked for")
+
+    # the table's column as wide as the escaped cell: aligned as shown
+    for as_json, expected in ((False, "name    n\n------  -\nx\\x1by  1\n"), (True, '[\n  {\n    "n": 1\n  }\n]\n')):
+        env, out, _ = _environment()
+        sink = Output(env, as_json=as_json)
+        if as_json:
+            sink.result([{"n": 1}], never)
+        else:
+            sink.result(
+                [{"n": 1}], lambda rows: [render_table(["name", "n"], [["x\x1by", str(rows[0]["n"])]])], to_json=never
+            )
+        sink.text("words for people, never inside the JSON")
+        assert out.getvalue() == expected + ("" if as_json else "words for people, never inside the JSON\n")
 
 
 # What only cli/_environment.py may touch: the process's streams, variables and terminal.

@@ -1,8 +1,10 @@
 """The ``weightscope`` command: thin functions over the library.
 
-Each command opens a checkpoint, asks the library, and formats the answer as a table
-or, with ``--json``, as JSON. ``main`` turns every ``WeightscopeError`` into one line
-on stderr and the exit status of its kind; ``--traceback`` shows the stack instead.
+Each command opens a checkpoint, asks the library, and hands the answer, as data, to the
+``Output`` sink (``_output.py``), which prints it as a table or text or, with ``--json``, as
+JSON, on the streams of the ``Environment`` (``_environment.py``) ``main`` runs in. ``main``
+turns every ``WeightscopeError`` into one line on stderr and the exit status of its kind;
+``--traceback`` shows the stack instead.
 """
 
 from __future__ import annotations
