@@ -39,12 +39,12 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from weightscope.errors import TruncatedFileError, UnsupportedFormatError, WeightscopeError
+from weightscope.sources import local_path
 
 if TYPE_CHECKING:
     from weightscope.checkpoint import Checkpoint, TensorInfo
@@ -173,7 +173,7 @@ def plain_dtype(ckpt: Checkpoint, info: TensorInfo) -> np.dtype | None:
 
 def tensor_source(ckpt: Checkpoint, name: str) -> TensorSource:
     """Where tensor ``name`` of ``ckpt`` is: a byte range when it is plain bytes, else the reader."""
-    if not isinstance(ckpt.path, Path):
+    if local_path(ckpt.path) is None:
         raise UnsupportedFormatError(
             f"{ckpt.path}: dask reads checkpoints on this machine or a shared filesystem, not by URL; download it first"
         )

@@ -78,7 +78,6 @@ from weightscope.errors import (
     UnsupportedFormatError,
     UsageError,
 )
-from weightscope.sources import prefetch, read_head
 from weightscope.writing import Holds, Writer, array_bytes, plan
 
 if TYPE_CHECKING:
@@ -245,7 +244,7 @@ class NpzCheckpoint(NumpyCheckpoint):
         entries = read_directory(self._source, self.path)
         # Remote: every member's local header and the start of its .npy header at once.
         span = _LOCAL_HEADER_SIZE + _EXTRA_SLACK + _USUAL_HEAD_SIZE
-        prefetch(self._source, [(entry.header_offset, span + len(entry.raw_name)) for entry in entries])
+        self._source.prefetch([(entry.header_offset, span + len(entry.raw_name)) for entry in entries])
         for entry in entries:
             name = entry.filename.removesuffix(".npy")
             if name in self._members:
@@ -260,7 +259,7 @@ class NpzCheckpoint(NumpyCheckpoint):
         # Mapped, the whole member is a view; remote, the header's usual size is fetched, then more if it says so.
         limit = _USUAL_HEAD_SIZE
         while True:
-            data = read_head(self._source, start, entry.compress_size, limit, f"member '{entry.filename}'")
+            data = self._source.read_head(start, entry.compress_size, limit, f"member '{entry.filename}'")
             head: bytes | memoryview = data[:_HEAD_SIZE]
             if deflated:
                 try:

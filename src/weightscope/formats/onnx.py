@@ -76,7 +76,7 @@ from weightscope.errors import (
 )
 from weightscope.layers import TensorRole, classify
 from weightscope.limits import Budget, Limits
-from weightscope.sources import AnyPath, AnySource, open_source
+from weightscope.sources import AnyPath, AnySource, inside, open_source
 
 MAX_MODEL_SIZE = (1 << 31) - 1  # protobuf's limit on one message
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
@@ -295,11 +295,7 @@ class OnnxCheckpoint(FileCheckpoint):
         if "\0" in location:
             raise CorruptCheckpointError(f"{where}: external data path {location!r} holds a NUL byte")
         resolved = (folder / location).resolve()
-        if isinstance(folder, Path):
-            inside = isinstance(resolved, Path) and resolved.is_relative_to(folder)
-        else:
-            inside = not isinstance(resolved, Path) and resolved.is_relative_to(folder)
-        if not inside:
+        if not inside(resolved, folder):
             raise RefusedError(
                 f"{where}: external data path '{location}' escapes the model's folder {folder} (to {resolved})"
             )
