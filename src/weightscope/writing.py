@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -95,7 +95,7 @@ class Holds:
     example: str  # a name the writer writes, offered when given a directory: "model.safetensors"
     target: str = "a file name"  # what the writer is given: a file name, a checkpoint prefix
     dtypes: frozenset[str] | None = None  # the element types it holds (``weightscope.dtypes`` names); None: any
-    reserved: frozenset[str] = frozenset()  # names the format keeps for itself
+    reserved: Mapping[str, str] = field(default_factory=dict)  # names the format keeps for itself -> for what
     name_errors: str = "strict"  # how a name is encoded to UTF-8 ("surrogateescape": bytes read from a file)
     stored_as: Callable[[str], Hashable] | None = None  # what a name is stored under (an .npz member, an index key)
     max_name_bytes: int | None = None  # of a name as stored, in UTF-8
@@ -139,7 +139,7 @@ def plan(tensors: Tensors | Mapping[str, ArrayLike], target: Path, holds: Holds)
         if not isinstance(name, str) or not name:
             raise UsageError(f"tensor names must be non-empty strings, not {name!r}")
         if name in holds.reserved:
-            raise UsageError(f"tensor '{name}': the name is reserved for the format's own use")
+            raise UsageError(f"tensor '{name}': the name is reserved for {holds.reserved[name]}")
         try:
             name.encode("utf-8", holds.name_errors)
         except UnicodeEncodeError:

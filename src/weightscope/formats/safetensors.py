@@ -199,7 +199,7 @@ HOLDS = Holds(
     "safetensors",
     "model.safetensors",
     dtypes=frozenset(e.name for e in ELEMENT_TYPES if e.safetensors is not None and e.numpy_name is not None),
-    reserved=frozenset({METADATA_KEY}),
+    reserved={METADATA_KEY: "the header's metadata"},
     max_header=MAX_HEADER_SIZE,
 )
 
