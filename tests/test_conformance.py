@@ -39,7 +39,7 @@ from test_writers import NPZ, PYTORCH, SAFETENSORS, Writer, _assert_all_equal, _
 import weightscope as ws
 from weightscope.cli import main
 from weightscope.formats import keras_writer as keras_format
-from weightscope.formats import tensorflow as tensorflow_format
+from weightscope.formats import tensorflow_writer as tensorflow_format
 from weightscope.remote import FIRST_READ_AHEAD
 
 # -- the files, made once per session -------------------------------------------------------------

@@ -194,10 +194,10 @@ _BUILT_IN = (
         sniffer=_sniff_tensorflow,
         index=".index",
         parts=r"\.index$|\.data-\d{5}-of-\d{5}$",
-        writer="weightscope.formats.tensorflow:WRITER",
+        writer="weightscope.formats.tensorflow_writer:WRITER",
         suffixes=(".ckpt",),
         writes=(".ckpt",),  # and a prefix with no suffix, or ending .ckpt-<step>: see format_to_write
-        staging="weightscope.formats.tensorflow:staging",
+        staging="weightscope.formats.tensorflow_writer:staging",
     ),
     Format(
         "safetensors",
