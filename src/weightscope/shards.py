@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
     from weightscope.sources import AnyPath
 
-DEFAULT_MAX_SHARD_SIZE = "5GB"  # huggingface_hub's (transformers' save_pretrained: 50GB)
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]I?B)?\s*", re.IGNORECASE)
 # The files save_pretrained writes beside the weights, which describe the model they are the weights of.
