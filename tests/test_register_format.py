@@ -19,7 +19,7 @@ import pytest
 
 import weightscope as ws
 from weightscope.analysis import tensor_stats
-from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, TensorInfo
 from weightscope.cli import main
 from weightscope.errors import CorruptCheckpointError
 from weightscope.output import dumps_json
@@ -53,12 +53,8 @@ class ToyCheckpoint(FileCheckpoint):
             self._infos[name] = TensorInfo(name, dtype, shape, nbytes, dtype.name, str(self.path), offset, name)
             offset += nbytes
 
-    def _read(self, info: TensorInfo) -> np.ndarray:
-        data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
-        return np.ndarray(info.shape, info.dtype.newbyteorder("<"), buffer=data)
-
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        return self.info(name).dtype.newbyteorder("<")
+    def _extent(self, info: TensorInfo) -> Extent:
+        return Extent(info.file, info.offset, info.nbytes, info.dtype.newbyteorder("<"))
 
 
 TOY = ws.Format(

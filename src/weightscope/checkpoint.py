@@ -3,8 +3,11 @@
 A checkpoint is a context manager and a read-only mapping from tensor name to numpy
 array. ``info(name)`` answers from the index alone; arrays are read (and, where the
 format has checksums, verified) only when asked for. A format implements the small
-core — ``_infos`` filled at open, ``_read``, ``_close`` (and ``_source_of`` where its
-tensors' bytes lie in a file other than ``path``, for slice reads) — and inherits the rest.
+core — ``_infos`` filled at open, ``_extent(info)`` (where a tensor's stored bytes are:
+an ``Extent``), ``_close`` (and ``_source_of`` where its tensors' bytes lie in a file other
+than ``path``) — and inherits the rest: one read path turns a plain extent into a verified
+read-only view, and dask chunks and slices read the same extents by range. A reader
+overrides ``_read`` only for the tensors it must decode (inflate, dequantise, reassemble).
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from weightscope.dtypes import BY_NAME
-from weightscope.errors import TensorNotFoundError, WeightscopeError, kept
+from weightscope.dtypes import BY_NAME, native_order
+from weightscope.errors import ChecksumMismatchError, TensorNotFoundError, WeightscopeError, kept
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
 from weightscope.limits import check_view
 from weightscope.sources import AnyPath, AnySource, as_path, open_source
@@ -60,6 +64,44 @@ class TensorInfo(NamedTuple):
         return self.type_name
 
 
+class Extent(NamedTuple):
+    """Where one tensor's stored bytes are, from the index alone: what the base class reads (``Checkpoint._read``),
+    and what dask chunks (``weightscope.lazy``) and slices (``weightscope.slicing``) read by range.
+
+    Plain bytes (``compression == ""``) are ``nbytes`` bytes of ``dtype`` at ``offset`` of ``file``: in C order
+    one after another when ``strides`` is None, else laid out by those element strides (a PyTorch view).
+    """
+
+    file: str
+    offset: int
+    nbytes: int  # the bytes stored: compressed or quantised ones as they are in the file
+    dtype: np.dtype  # the stored element type, in the file's byte order (uint8 for compressed or quantised bytes)
+    strides: tuple[int, ...] | None = None  # in elements, as torch's ``Tensor.stride()``; None: C order, in a row
+    compression: str = ""  # how the bytes decode: "" (plain), "deflate", "strings", a quantisation type ("q4_k")
+    checksum: str = ""  # what the index checks the bytes by: "" (nothing), "crc32c" (masked), "crc32"
+    expected: int | None = None  # the checksum the index holds (of the decoded bytes where compressed)
+    checked: tuple[int, int] | None = None  # (offset, nbytes) the checksum covers when more than these bytes:
+    # a zip member holding a header, or a PyTorch storage several tensors view
+
+
+def _crc32c(data: bytes | memoryview) -> int:
+    from weightscope._crc32c import crc32c
+    from weightscope.containers.table import mask_crc
+
+    return mask_crc(crc32c(data))
+
+
+def _crc32(data: bytes | memoryview) -> int:
+    return zlib.crc32(data)
+
+
+# A checksum kind: how errors name it, and its function of the bytes.
+CHECKSUMS: dict[str, tuple[str, Callable[[bytes | memoryview], int]]] = {
+    "crc32c": ("checksum", _crc32c),  # TensorFlow's, masked as LevelDB masks it
+    "crc32": ("CRC-32", _crc32),  # a zip member's
+}
+
+
 class StridedView(NamedTuple):
     """How a tensor's values lie in the bytes stored for it when not one after another in C order: a PyTorch
     view (transposed, sliced, or expanded: a stride of 0 repeats one stored value along its axis)."""
@@ -83,10 +125,62 @@ class Checkpoint(Mapping[str, np.ndarray]):
         self._metadata: dict[str, str] = {}  # filled by formats that carry any
         self._roles: dict[str, TensorRole] = {}  # where the format knows better than the name
         self._lazy_roles: Callable[[], dict[str, TensorRole]] | None = None  # fills _roles on first use
+        self._verified_spans: set[tuple[str, int, int]] = set()  # checked spans (file, offset, nbytes) found sound
+        self.verify_checksums = True
 
     # -- the per-format core ---------------------------------------------------------
+    def _extent(self, info: TensorInfo) -> Extent | None:
+        """Where ``info``'s stored bytes are; None where no single extent describes them."""
+        return None
+
     def _read(self, info: TensorInfo) -> np.ndarray:
-        raise NotImplementedError
+        """The tensor's values from its plain extent: a read-only view of the source's bytes (a native-order copy
+        where the file's byte order is not), checked against the extent's checksum when ``verify_checksums``.
+        Readers whose tensors must be decoded (inflated, dequantised, reassembled) override this for those."""
+        extent = self._extent(info)
+        if extent is None or extent.compression:
+            raise NotImplementedError(f"{type(self).__name__} reads no tensor of {extent}")
+        return self._read_extent(info, extent)
+
+    def _read_extent(self, info: TensorInfo, extent: Extent) -> np.ndarray:
+        """``info``'s values from the plain bytes of ``extent``: see ``_read``."""
+        source = self._source_of(extent.file)
+        assert source is not None, extent.file
+        checked = self._checked(info, extent, source) if extent.checksum and self.verify_checksums else None
+        data: memoryview | bytes = b""
+        if checked is not None:
+            data = checked
+        elif extent.nbytes:
+            data = source.read(extent.offset, extent.nbytes, f"tensor '{info.name}'")
+        if not info.size:
+            return np.ndarray(info.shape, info.dtype, buffer=data[:0])
+        itemsize = extent.dtype.itemsize
+        strides = None if extent.strides is None else tuple(step * itemsize for step in extent.strides)
+        array = np.ndarray(info.shape, extent.dtype, buffer=data, strides=strides)  # read-only: the map is
+        if extent.dtype != info.dtype:
+            array = native_order(np.ascontiguousarray(array), info.dtype)
+        return array
+
+    def _checked(self, info: TensorInfo, extent: Extent, source: AnySource) -> memoryview | None:
+        """The extent's bytes, read with the span its checksum covers and found to match it; None where that span
+        (shared by the tensors viewing one storage) was checked before."""
+        label, function = CHECKSUMS[extent.checksum]
+        start, length = extent.checked or (extent.offset, extent.nbytes)
+        span = (extent.file, start, length)
+        if extent.checked is not None and span in self._verified_spans:
+            return None
+        data = source.read(start, length, f"tensor '{info.name}'")
+        actual = function(data)
+        if actual != extent.expected:
+            where = f"bytes {start}..{start + length}" if extent.checked is None else f"its zip member at {start}"
+            raise ChecksumMismatchError(
+                f"{extent.file}: tensor '{info.name}' is damaged: stored {label} {extent.expected:#010x}, "
+                f"computed {actual:#010x} over {where}"
+            )
+        if extent.checked is not None:
+            self._verified_spans.add(span)
+        inner = extent.offset - start
+        return data[inner : inner + extent.nbytes] if extent.nbytes and 0 <= inner <= length - extent.nbytes else None
 
     def _close(self) -> None:
         raise NotImplementedError
@@ -130,11 +224,19 @@ class Checkpoint(Mapping[str, np.ndarray]):
             raise self._not_found(name)
         return info
 
+    def extent(self, name: str) -> Extent | None:
+        """Where tensor ``name``'s stored bytes are (file, offset, stored type and byte order, strides, compression,
+        checksum), from the index alone. None where no single extent describes them: a TensorFlow variable
+        partitioned in slices, a tensor inside an HDF5 or ONNX model's structure, an unpickled array."""
+        return self._extent(self.info(name))
+
     def view(self, name: str) -> StridedView | None:
         """The strides and stored bytes of tensor ``name`` when it is a view (from the index alone); None when its
         values are stored one after another, as in every format but PyTorch's."""
-        self.info(name)
-        return None
+        extent = self.extent(name)
+        if extent is None or extent.strides is None:
+            return None
+        return StridedView(extent.strides, extent.nbytes)
 
     def slice(self, name: str) -> TensorSlice:
         """Tensor ``name``, to be indexed: ``ckpt.slice(name)[0:10, :]`` reads only the bytes those rows take where
@@ -142,17 +244,11 @@ class Checkpoint(Mapping[str, np.ndarray]):
         info = self.info(name)
         from weightscope.slicing import TensorSlice  # lazy, and what it needs: listing never slices
 
-        return TensorSlice(self, info, self._source_of(info))
+        extent = self._extent(info)
+        return TensorSlice(self, info, extent, None if extent is None else self._source_of(extent.file))
 
-    def _source_of(self, info: TensorInfo) -> AnySource | None:
-        """The open byte source holding ``info.file``, where the reader keeps one."""
-        return None
-
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        """The element type, in the file's byte order, of tensor ``name`` when its values lie one after another
-        as plain bytes at ``info(name).offset`` in ``info(name).file`` (what a lazy chunk reads by range);
-        None when they do not (compressed, quantised, strided, split in parts) or the format does not say."""
-        self.info(name)
+    def _source_of(self, file: str) -> AnySource | None:
+        """The open byte source holding ``file`` (an extent's), where the reader keeps one."""
         return None
 
     def role(self, name: str) -> TensorRole:
@@ -267,8 +363,8 @@ class FileCheckpoint(Checkpoint):
     def _load(self) -> None:
         raise NotImplementedError
 
-    def _source_of(self, info: TensorInfo) -> AnySource | None:
-        return self._source if info.file == str(self.path) else None
+    def _source_of(self, file: str) -> AnySource | None:
+        return self._source if file == str(self.path) else None
 
     def _close(self) -> None:
         self._source.close()

@@ -60,11 +60,11 @@ from operator import attrgetter
 
 import numpy as np
 
-from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, TensorInfo
 from weightscope.containers import quants
 from weightscope.containers.quants import QUANT_SIZES
 from weightscope.conventions import gguf_block_parameter
-from weightscope.dtypes import BY_GGUF, check_size
+from weightscope.dtypes import BY_GGUF, check_size, little_endian_dtype
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
 from weightscope.layers import TensorRole
 from weightscope.limits import Budget, Limits
@@ -289,12 +289,13 @@ class GgufCheckpoint(FileCheckpoint):
                 previous = info
 
     # -- reading tensors -------------------------------------------------------------
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        info = self.info(name)
-        return None if info.type_name in QUANT_SIZES else info.dtype  # quantised blocks are no plain elements
+    def _extent(self, info: TensorInfo) -> Extent:
+        if info.type_name in QUANT_SIZES:  # quantised blocks are no plain elements
+            return Extent(info.file, info.offset, info.nbytes, np.dtype(np.uint8), compression=info.type_name)
+        return Extent(info.file, info.offset, info.nbytes, little_endian_dtype(info.dtype))
 
     def _read(self, info: TensorInfo) -> np.ndarray:
-        data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
         if info.type_name not in QUANT_SIZES:
-            return np.ndarray(info.shape, info.dtype, buffer=data)  # read-only: the map is
+            return super()._read(info)
+        data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
         return quants.dequantize(data, info.type_name, info.shape, f"{self.path}: tensor '{info.name}'")

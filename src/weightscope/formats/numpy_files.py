@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
-from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, TensorInfo
 from weightscope.containers.zip import (
     ZIP_NAME_MAX,
     Member,
@@ -204,18 +204,27 @@ class NumpyCheckpoint(FileCheckpoint):
         self._infos[name] = info
         self._members[name] = member
 
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        member = self._members[self.info(name).name]
-        if member.deflated or member.header.fortran_order:
-            return None
-        stored: np.dtype = member.header.dtype  # with the header's byte order
-        return stored
+    def _extent(self, info: TensorInfo) -> Extent:
+        member = self._members[info.name]
+        checksum = "" if member.crc is None else "crc32"
+        if member.deflated:  # the CRC-32 is of the inflated member: its .npy header, then the array
+            return Extent(
+                info.file, member.start, member.stored_size, np.dtype(np.uint8), None, "deflate", checksum, member.crc
+            )
+        header = member.header
+        strides = None
+        if header.fortran_order and len(header.shape) > 1:
+            strides = tuple(math.prod(header.shape[:axis]) for axis in range(len(header.shape)))
+        checked = None if member.crc is None else (member.start, member.stored_size)  # the member, header too
+        offset = member.start + header.size
+        return Extent(info.file, offset, info.nbytes, header.dtype, strides, "", checksum, member.crc, checked)
 
     def _read(self, info: TensorInfo) -> np.ndarray:
         member = self._members[info.name]
+        if not member.deflated:
+            return super()._read(info)
         data: bytes | memoryview = self._source.read(member.start, member.stored_size, f"tensor '{info.name}'")
-        if member.deflated:
-            data = inflate(data, member.size, f"{self.path}: tensor '{info.name}'")
+        data = inflate(data, member.size, f"{self.path}: tensor '{info.name}'")
         if self.verify_checksums and member.crc is not None:
             where = f" over its zip member at {member.start}"
             check_crc(data, member.crc, f"{self.path}: tensor '{info.name}'", where)

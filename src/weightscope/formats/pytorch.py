@@ -73,10 +73,8 @@ import mmap
 import os
 from typing import Any, Literal, NamedTuple
 
-import numpy as np
-
 from weightscope.bounds import check_range
-from weightscope.checkpoint import FileCheckpoint, StridedView, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, TensorInfo
 from weightscope.containers.allow_list import Global as _Global
 from weightscope.containers.allow_list import ScanEntry, ScanReport
 from weightscope.containers.allow_list import is_int as _is_int
@@ -335,7 +333,7 @@ class PyTorchCheckpoint(FileCheckpoint):
     def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
         """Open ``path``; with ``verify``, a member's CRC-32 is checked when it is first read."""
         self._budget: Budget | None = None  # what reading the pickle and naming its values may spend
-        self._tensors: dict[str, _Tensor] = {}
+        self._tensors: dict[str, tuple[_Tensor, _Stored]] = {}  # name -> the tensor and its storage's bytes
         self._verified: set[_Stored] = set()
         self._visits = 0
         self._max_visits = MAX_CONTAINERS
@@ -498,38 +496,28 @@ class PyTorchCheckpoint(FileCheckpoint):
         offset = member.start + tensor.offset * dtype.itemsize
         info = TensorInfo(name, dtype, tensor.shape, size * dtype.itemsize, element.name, str(self.path), offset, name)
         self._infos[name] = info
-        self._tensors[name] = tensor
+        self._tensors[name] = tensor, member
         if optimizer:
             self._roles[name] = TensorRole("optimizer", role=name.rpartition(".")[2])
 
-    def _read(self, info: TensorInfo) -> np.ndarray:
-        tensor = self._tensors[info.name]
-        if not info.size:
-            return np.empty(info.shape, info.dtype)
-        if self._legacy is not None:
-            stored = self._legacy[tensor.storage.key]
-            data = self._source.read(stored.start, stored.size, f"storage '{tensor.storage.key}'")
-        else:
-            data = self._member_bytes(f"data/{tensor.storage.key}")
-        strides = tuple(step * info.dtype.itemsize for step in tensor.stride)
-        return np.ndarray(
-            info.shape, info.dtype, buffer=data, offset=tensor.offset * info.dtype.itemsize, strides=strides
-        )
-
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        # Its dtype carries the file's byte order; a view is not plain bytes in order.
-        return None if self.view(name) is not None else self.info(name).dtype
-
-    def view(self, name: str) -> StridedView | None:
-        info = self.info(name)
-        tensor = self._tensors[info.name]
+    def _extent(self, info: TensorInfo) -> Extent:
+        tensor, member = self._tensors[info.name]
         expected = 1  # the stride of C order: a tensor whose every axis longer than 1 has it is stored in order
         contiguous = True
         for length, step in zip(reversed(tensor.shape), reversed(tensor.stride), strict=True):
             contiguous = contiguous and (length == 1 or step == expected)
             expected *= length
-        if contiguous or not info.size:
-            return None
-        itemsize = info.dtype.itemsize
-        stored = span_nbytes(tensor.shape, [step * itemsize for step in tensor.stride], itemsize)
-        return StridedView(tensor.stride, stored)
+        strides, nbytes = None, info.nbytes
+        if not info.size:
+            nbytes = 0
+        elif not contiguous:
+            itemsize = info.dtype.itemsize
+            strides, nbytes = (
+                tensor.stride,
+                span_nbytes(tensor.shape, [step * itemsize for step in tensor.stride], itemsize),
+            )
+        if self._legacy is not None:  # the legacy format has no checksums
+            return Extent(info.file, info.offset, nbytes, info.dtype, strides)
+        # The zip's CRC-32 covers the whole storage, which views of it share: checked once.
+        checked = (member.start, member.size)
+        return Extent(info.file, info.offset, nbytes, info.dtype, strides, "", "crc32", member.crc, checked)

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, TensorInfo
 from weightscope.dtypes import BY_SAFETENSORS, check_rank, check_size, element_for, little_endian_dtype
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
 from weightscope.limits import JSON_BYTE_COST, Limits
@@ -73,8 +73,8 @@ class SafetensorsCheckpoint(FileCheckpoint):
         """Open ``path``; ``verify`` is accepted for the common signature (the format has no checksums)."""
         super().__init__(path, verify=verify)
 
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        return little_endian_dtype(self.info(name).dtype)  # every tensor is raw little-endian bytes
+    def _extent(self, info: TensorInfo) -> Extent:
+        return Extent(info.file, info.offset, info.nbytes, little_endian_dtype(info.dtype))  # raw little-endian
 
     def _load(self) -> None:
         (length,) = _HEADER_LENGTH.unpack(self._source.read(0, _HEADER_LENGTH.size, "the header length"))
@@ -170,10 +170,6 @@ class SafetensorsCheckpoint(FileCheckpoint):
                 f"{self.path}: {self._source.size - position} bytes at {position} after the last tensor; "
                 "tensors must fill the data buffer to the end of the file"
             )
-
-    def _read(self, info: TensorInfo) -> np.ndarray:
-        data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
-        return np.ndarray(info.shape, info.dtype, buffer=data)  # read-only: the map is
 
 
 # The reference's ``Dtype`` enum, in declaration order: its writer sorts tensors by dtype,

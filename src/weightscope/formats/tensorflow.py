@@ -65,7 +65,7 @@ from numpy.typing import ArrayLike
 
 from weightscope._crc32c import crc32c
 from weightscope.atomic import atomic_files
-from weightscope.checkpoint import Checkpoint, TensorInfo
+from weightscope.checkpoint import Checkpoint, Extent, TensorInfo
 from weightscope.containers.table import (
     Table,
     build_table,
@@ -398,16 +398,23 @@ class TensorFlowCheckpoint(Checkpoint):
         return info._replace(nbytes=total)
 
     # -- reading -----------------------------------------------------------------------
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        info = self.info(name)
-        if info.key in self._partitions or info.type_name == "string":
-            return None  # stored in parts, or as strings
-        dtype = info.dtype
-        if not self._big_endian:
-            return little_endian_dtype(dtype)
-        if dtype.itemsize > 1 and dtype.kind not in "biufc":
-            return None  # ml_dtypes' types, big-endian: the reader swaps them
-        return dtype.newbyteorder(">") if dtype.itemsize > 1 else dtype
+    def _extent(self, info: TensorInfo) -> Extent | None:
+        if info.key in self._partitions:
+            return None  # stored in parts, each its own entry
+        return self._entry_extent(info, self._checksum(info.key))
+
+    def _entry_extent(self, info: TensorInfo, checksum: int) -> Extent:
+        """Where entry ``info``'s bytes are: plain numbers in the bundle's byte order, or a type to decode
+        (strings: varint lengths, their checksum, the bytes; TensorFlow's own types: its C++ decoders)."""
+        element = _ELEMENTS_BY_NAME[info.type_name]
+        dtype = little_endian_dtype(info.dtype)
+        if element.dtype is None or dtype.kind == "O":
+            return Extent(
+                info.file, info.offset, info.nbytes, np.dtype(np.uint8), None, element.name, "crc32c", checksum
+            )
+        if self._big_endian and dtype.itemsize > 1:
+            dtype = dtype.newbyteorder(">")  # ml_dtypes' types too: the base swaps them as unsigned integers
+        return Extent(info.file, info.offset, info.nbytes, dtype, None, "", "crc32c", checksum)
 
     def _read(self, info: TensorInfo) -> np.ndarray:
         parts = self._partitions.get(info.key)
@@ -429,25 +436,16 @@ class TensorFlowCheckpoint(Checkpoint):
         return int(checksums[i])
 
     def _read_entry(self, info: TensorInfo, checksum: int) -> np.ndarray:
-        element = _ELEMENTS_BY_NAME[info.type_name]
-        if element.dtype is None:
+        extent = self._entry_extent(info, checksum)
+        if not extent.compression:
+            return self._read_extent(info, extent)
+        if extent.compression != "string":
             raise UnsupportedFormatError(
-                f"{self.prefix}: tensor '{info.name}' is a {element.name} tensor, "
+                f"{self.prefix}: tensor '{info.name}' is a {extent.compression} tensor, "
                 "which only TensorFlow's own C++ decoders can read"
             )
         data = self._shard_of_file[info.file].read(info.offset, info.nbytes, f"tensor '{info.name}'")
-        if element.name == "string":
-            return self._read_strings(info, checksum, data)
-        if self.verify_checksums:
-            self._check(info, mask_crc(crc32c(data)), checksum)
-        dtype = info.dtype.newbyteorder(">") if self._big_endian else info.dtype
-        if info.size == 0:
-            array = np.empty(info.shape, dtype=info.dtype)
-        else:
-            array = np.frombuffer(data, dtype=dtype, count=info.size).reshape(info.shape)
-            if self._big_endian:
-                array = array.astype(info.dtype)
-        return array
+        return self._read_strings(info, checksum, data)
 
     def _read_strings(self, info: TensorInfo, checksum: int, data: memoryview) -> np.ndarray:
         what = f"{self.prefix}: string tensor '{info.name}'"
@@ -491,8 +489,8 @@ class TensorFlowCheckpoint(Checkpoint):
                 f"computed {actual:#010x} over bytes {info.offset}..{info.offset + info.nbytes}"
             )
 
-    def _source_of(self, info: TensorInfo) -> AnySource | None:
-        return self._shard_of_file.get(info.file)
+    def _source_of(self, file: str) -> AnySource | None:
+        return self._shard_of_file.get(file)
 
     def _close(self) -> None:
         for shard in self._shards:
