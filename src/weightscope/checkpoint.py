@@ -3,7 +3,7 @@
 A checkpoint is a context manager and a read-only mapping from tensor name to numpy
 array. ``info(name)`` answers from the index alone; arrays are read (and, where the
 format has checksums, verified) only when asked for. A format implements the small
-core — ``_infos`` filled at open, ``_extent(info)`` (where a tensor's stored bytes are:
+core — ``_load()`` returning the ``Index`` found at open, ``_extent(info)`` (where a tensor's stored bytes are:
 an ``Extent``), ``_close`` (and ``_source_of`` where its tensors' bytes lie in a file other
 than ``path``) — and inherits the rest: one read path turns a plain extent into a verified
 read-only view, and dask chunks and slices read the same extents by range. A reader
@@ -17,6 +17,7 @@ import math
 import os
 import zlib
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -110,6 +111,17 @@ class StridedView(NamedTuple):
     stored_nbytes: int  # the bytes its values span: less than its ``nbytes`` when they overlap
 
 
+@dataclass
+class Index:
+    """What a reader finds when it opens a checkpoint (its ``_load`` returns one), from the index alone."""
+
+    infos: dict[str, TensorInfo] = field(default_factory=dict)  # by name, in the order listed
+    aliases: dict[str, str] = field(default_factory=dict)  # stored key -> name, where the two differ
+    metadata: dict[str, str] = field(default_factory=dict)  # free-form strings the file carries
+    roles: dict[str, TensorRole] = field(default_factory=dict)  # where the format knows better than the name
+    lazy_roles: Callable[[], dict[str, TensorRole]] | None = None  # more roles, found on first use
+
+
 class Checkpoint(Mapping[str, np.ndarray]):
     """A read-only mapping from tensor name to array, opened from one checkpoint."""
 
@@ -120,13 +132,17 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
     def __init__(self, path: AnyPath) -> None:
         self.path = path
-        self._infos: dict[str, TensorInfo] = {}
-        self._aliases: dict[str, str] = {}  # stored key -> name, where the two differ
-        self._metadata: dict[str, str] = {}  # filled by formats that carry any
-        self._roles: dict[str, TensorRole] = {}  # where the format knows better than the name
-        self._lazy_roles: Callable[[], dict[str, TensorRole]] | None = None  # fills _roles on first use
+        self._install(Index())
         self._verified_spans: set[tuple[str, int, int]] = set()  # checked spans (file, offset, nbytes) found sound
         self.verify_checksums = True
+
+    def _install(self, index: Index) -> None:
+        """Answer listing, ``info``, ``metadata`` and ``role`` from ``index`` (what a reader's ``_load`` found)."""
+        self._infos = index.infos
+        self._aliases = index.aliases
+        self._metadata = index.metadata
+        self._roles = index.roles
+        self._lazy_roles = index.lazy_roles
 
     # -- the per-format core ---------------------------------------------------------
     def _extent(self, info: TensorInfo) -> Extent | None:
@@ -345,22 +361,20 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
 
 class FileCheckpoint(Checkpoint):
-    """A checkpoint that is one file, mapped (or, remote, read by range) as ``self._source``; ``_load`` reads its index.
-
-    Subclasses set their own attributes before calling this ``__init__``, which loads.
-    """
+    """A checkpoint that is one file, mapped (or, remote, read by range) as ``self._source``; ``_load`` reads its index
+    (setting the reader's own attributes as it goes) and returns it."""
 
     def __init__(self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True) -> None:
         super().__init__(as_path(path))
         self.verify_checksums = verify
         self._source = open_source(self.path)
         try:
-            self._load()
+            self._install(self._load())
         except BaseException:
             self._source.close()
             raise
 
-    def _load(self) -> None:
+    def _load(self) -> Index:
         raise NotImplementedError
 
     def _source_of(self, file: str) -> AnySource | None:

@@ -65,7 +65,7 @@ from numpy.typing import ArrayLike
 
 from weightscope._crc32c import crc32c
 from weightscope.atomic import atomic_files
-from weightscope.checkpoint import Checkpoint, Extent, TensorInfo
+from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
 from weightscope.containers.table import (
     Table,
     build_table,
@@ -155,12 +155,13 @@ class TensorFlowCheckpoint(Checkpoint):
         self._shard_of_file: dict[str, AnySource] = {}
         self._readable_names = readable_names
         try:
-            self._load_index()
+            self._install(self._load_index())
         finally:
             self._index.close()
 
-    def _read_object_graph(self, table: Table) -> dict[str, str]:
-        """TF2 checkpoints: their names from the object graph (key -> name), roles for later."""
+    def _read_object_graph(self, table: Table, index: Index) -> dict[str, str]:
+        """TF2 checkpoints: their names from the object graph (key -> name, also ``index``'s aliases), roles for
+        later."""
         try:
             position = table.keys.index(OBJECT_GRAPH_KEY)
         except ValueError:
@@ -172,16 +173,16 @@ class TensorFlowCheckpoint(Checkpoint):
             raise CorruptCheckpointError(f"{self.prefix}: {OBJECT_GRAPH_KEY} is not a scalar string")
         graph = ObjectGraph(tensor[()], set(table.keys))
         names = graph.names
-        self._aliases = names  # key -> name; a name that is its own key is harmless here
+        index.aliases = names  # key -> name; a name that is its own key is harmless here
 
         def roles() -> dict[str, TensorRole]:
             found = {names[key]: role for key, role in graph.roles().items()}
             return found | {OBJECT_GRAPH_KEY: TensorRole("bookkeeping")}
 
-        self._lazy_roles = roles
+        index.lazy_roles = roles
         return names
 
-    def _load_index(self) -> None:
+    def _load_index(self) -> Index:
         index_path = self._index.path
         table = read_table(self._index)
         if not table.keys or table.keys[0] != "":
@@ -206,13 +207,17 @@ class TensorFlowCheckpoint(Checkpoint):
         # Tens of thousands of new tuples would set off collections that find nothing to free.
         collecting = gc.isenabled()
         gc.disable()
+        index = Index()
         try:
-            self._load_entries(table, self._read_object_graph(table) if self._readable_names else {})
+            index.infos = self._load_entries(
+                table, self._read_object_graph(table, index) if self._readable_names else {}
+            )
         finally:
             if collecting:
                 gc.enable()
+        return index
 
-    def _load_entries(self, table: Table, readable: dict[str, str]) -> None:
+    def _load_entries(self, table: Table, readable: dict[str, str]) -> dict[str, TensorInfo]:
         """Every entry but the header: decoded and checked a chunk at a time, odd ones one by one.
 
         ``readable`` renames stored keys (TF2's object-graph keys) for display.
@@ -268,8 +273,8 @@ class TensorFlowCheckpoint(Checkpoint):
         infos = infos[num_slices:]
         if readable:  # in order of the names shown: code point order is UTF-8 byte order, TF's
             infos.sort(key=itemgetter(0))
-        self._infos = dict(zip(map(itemgetter(0), infos), infos, strict=True))
         self._checksum_columns = (names[num_slices:], checksums[num_slices:])
+        return dict(zip(map(itemgetter(0), infos), infos, strict=True))
 
     def _check_overlaps(self, extents: np.ndarray, names: list[str]) -> None:
         """Refuse two entries whose bytes overlap: TensorFlow writes each tensor's bytes once, apart."""
