@@ -13,9 +13,9 @@ overrides ``_read`` only for the tensors it must decode (inflate, dequantise, re
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
-import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -85,22 +85,22 @@ class Extent(NamedTuple):
     # a zip member holding a header, or a PyTorch storage several tensors view
 
 
-def _crc32c(data: bytes | memoryview) -> int:
-    from weightscope._crc32c import crc32c
-    from weightscope.containers.table import mask_crc
-
-    return mask_crc(crc32c(data))
+CHECKSUM_LABELS = {"crc32c": "checksum", "crc32": "CRC-32"}  # a checksum kind, as errors name it
 
 
-def _crc32(data: bytes | memoryview) -> int:
-    return zlib.crc32(data)
+@functools.cache
+def checksum_function(kind: str) -> Callable[[bytes | memoryview], int]:
+    """The function of the bytes a checksum kind is: imported when first asked for (listing checks nothing)."""
+    if kind == "crc32c":  # TensorFlow's, masked as LevelDB masks it
+        from weightscope._crc32c import crc32c
+        from weightscope.containers.table import mask_crc
 
+        return lambda data: mask_crc(crc32c(data))
+    if kind == "crc32":  # a zip member's, zlib-ng's (7x zlib's)
+        from weightscope.containers.zip import crc32
 
-# A checksum kind: how errors name it, and its function of the bytes.
-CHECKSUMS: dict[str, tuple[str, Callable[[bytes | memoryview], int]]] = {
-    "crc32c": ("checksum", _crc32c),  # TensorFlow's, masked as LevelDB masks it
-    "crc32": ("CRC-32", _crc32),  # a zip member's
-}
+        return crc32
+    raise KeyError(kind)
 
 
 class StridedView(NamedTuple):
@@ -162,41 +162,39 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """``info``'s values from the plain bytes of ``extent``: see ``_read``."""
         source = self._source_of(extent.file)
         assert source is not None, extent.file
-        checked = self._checked(info, extent, source) if extent.checksum and self.verify_checksums else None
-        data: memoryview | bytes = b""
-        if checked is not None:
-            data = checked
-        elif extent.nbytes:
-            data = source.read(extent.offset, extent.nbytes, f"tensor '{info.name}'")
-        if not info.size:
+        data = self._checked(info, extent, source) if extent.checksum and self.verify_checksums else None
+        if data is None:
+            data = source.read(extent.offset, extent.nbytes, f"tensor '{info.name}'") if extent.nbytes else b""
+        if not extent.nbytes:  # an empty tensor (no other takes no bytes): its strides and offset are moot
             return np.ndarray(info.shape, info.dtype, buffer=data[:0])
-        itemsize = extent.dtype.itemsize
-        strides = None if extent.strides is None else tuple(step * itemsize for step in extent.strides)
-        array = np.ndarray(info.shape, extent.dtype, buffer=data, strides=strides)  # read-only: the map is
-        if extent.dtype != info.dtype:
+        if extent.strides is None:
+            array = np.ndarray(info.shape, extent.dtype, buffer=data)  # read-only: the map is
+        else:
+            strides = tuple(step * extent.dtype.itemsize for step in extent.strides)
+            array = np.ndarray(info.shape, extent.dtype, buffer=data, strides=strides)
+        if extent.dtype is not info.dtype and extent.dtype != info.dtype:
             array = native_order(np.ascontiguousarray(array), info.dtype)
         return array
 
-    def _checked(self, info: TensorInfo, extent: Extent, source: AnySource) -> memoryview | None:
+    def _checked(self, info: TensorInfo, extent: Extent, source: AnySource) -> memoryview | bytes | None:
         """The extent's bytes, read with the span its checksum covers and found to match it; None where that span
         (shared by the tensors viewing one storage) was checked before."""
-        label, function = CHECKSUMS[extent.checksum]
         start, length = extent.checked or (extent.offset, extent.nbytes)
-        span = (extent.file, start, length)
-        if extent.checked is not None and span in self._verified_spans:
+        if extent.checked is not None and (extent.file, start, length) in self._verified_spans:
             return None
         data = source.read(start, length, f"tensor '{info.name}'")
-        actual = function(data)
+        actual = checksum_function(extent.checksum)(data)
         if actual != extent.expected:
             where = f"bytes {start}..{start + length}" if extent.checked is None else f"its zip member at {start}"
             raise ChecksumMismatchError(
-                f"{extent.file}: tensor '{info.name}' is damaged: stored {label} {extent.expected:#010x}, "
-                f"computed {actual:#010x} over {where}"
+                f"{extent.file}: tensor '{info.name}' is damaged: stored {CHECKSUM_LABELS[extent.checksum]} "
+                f"{extent.expected:#010x}, computed {actual:#010x} over {where}"
             )
-        if extent.checked is not None:
-            self._verified_spans.add(span)
+        if extent.checked is None:
+            return data
+        self._verified_spans.add((extent.file, start, length))
         inner = extent.offset - start
-        return data[inner : inner + extent.nbytes] if extent.nbytes and 0 <= inner <= length - extent.nbytes else None
+        return data[inner : inner + extent.nbytes] if 0 <= inner <= length - extent.nbytes else None
 
     def _close(self) -> None:
         raise NotImplementedError
