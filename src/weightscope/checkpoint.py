@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -85,7 +86,7 @@ class Extent(NamedTuple):
     # a zip member holding a header, or a PyTorch storage several tensors view
 
 
-CHECKSUM_LABELS = {"crc32c": "checksum", "crc32": "CRC-32"}  # a checksum kind, as errors name it
+CHECKSUM_LABELS = {"crc32c": "checksum", "crc32": "CRC-32", "sha1": "SHA1"}  # a checksum kind, as errors name it
 
 
 @functools.cache
@@ -100,6 +101,8 @@ def checksum_function(kind: str) -> Callable[[bytes | memoryview], int]:
         from weightscope.containers.zip import crc32
 
         return crc32
+    if kind == "sha1":  # ONNX's external files', the digest as a number
+        return lambda data: int.from_bytes(hashlib.sha1(data).digest(), "big")
     raise KeyError(kind)
 
 

@@ -17,11 +17,12 @@ and in C order (``compression == ""`` and ``strides is None``), read at its file
   bundle's byte order);
 * PyTorch zip and legacy files: C-contiguous tensors (storage offset allowed, strides must
   be C order's);
-* GGUF: the plain element types.
+* GGUF: the plain element types;
+* ONNX: tensors in external data files, but the 4-bit types.
 
 Every other tensor — deflated npz members, Fortran-order arrays, strided PyTorch views,
-partitioned TensorFlow variables, strings, quantised GGUF types, Keras (HDF5) and ONNX
-tensors — is one chunk, whose task reopens the checkpoint (by path and format) and reads
+partitioned TensorFlow variables, strings, quantised GGUF types, Keras (HDF5) tensors and
+ONNX tensors inside the model — is one chunk, whose task reopens the checkpoint (by path and format) and reads
 the tensor through its reader.
 
 Checksums: a chunk cannot check a checksum taken over the whole tensor (TensorFlow's

@@ -9,13 +9,13 @@ every axis is taken by an integer.
 
 Where a tensor's values are plain bytes in C order (its ``Checkpoint.extent`` uncompressed,
 with no strides: the tensors ``weightscope.lazy`` reads by range: safetensors, npy and stored npz members,
-TensorFlow bundle tensors, contiguous PyTorch tensors, GGUF's unquantised types), only the
+TensorFlow bundle tensors, contiguous PyTorch tensors, GGUF's unquantised types, ONNX external data), only the
 bytes between the first and the last element selected are read: locally a view of the
 mapped file, whose pages are touched only where the selection lies; remotely the ranges
 requested. A sparse selection (less than half of the bytes between its ends) is read run
 by run (each run of elements adjacent in the file), up to ``MAX_RUNS`` of them: a column
 of a remote matrix fetches its elements' ranges, not the matrix. Any other tensor
-(compressed, strided, quantised, partitioned, strings, HDF5, ONNX) and any other index
+(compressed, strided, quantised, partitioned, strings, HDF5, inside an ONNX model) and any other index
 (arrays, masks) is read whole through the reader, then indexed.
 
 Checksums: a slice cannot check a checksum taken over the whole tensor (TensorFlow's

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import string
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,9 +62,9 @@ from typing import Any
 
 import numpy as np
 
-from weightscope.checkpoint import FileCheckpoint, Index, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.containers.table import read_varint
-from weightscope.dtypes import BY_ONNX, ElementType, check_rank, check_size
+from weightscope.dtypes import BY_ONNX, ElementType, check_rank, check_size, little_endian_dtype
 from weightscope.errors import (
     ChecksumMismatchError,
     CorruptCheckpointError,
@@ -307,6 +308,25 @@ class OnnxCheckpoint(FileCheckpoint):
         return resolved
 
     # -- reading -------------------------------------------------------------------------
+    def _extent(self, info: TensorInfo) -> Extent | None:
+        """An external tensor's bytes (raw, little-endian; 4-bit types two to a byte); None for a tensor inside
+        the model, whose bytes protobuf parsing copied. A SHA1 recorded is of the whole external file."""
+        if info.name in self._tensors:
+            return None
+        digest = self._checksums.get(info.name)
+        checksum, expected, checked = "", None, None
+        if digest is not None:
+            checksum, checked = "sha1", (0, self._external[info.file].size)
+            expected = int(digest, 16) if len(digest) == 40 and set(digest) <= set(string.hexdigits) else None
+        if info.type_name in _FOUR_BIT:
+            dtype, compression = np.dtype(np.uint8), info.type_name
+        else:
+            dtype, compression = little_endian_dtype(info.dtype), ""
+        return Extent(info.file, info.offset, info.nbytes, dtype, None, compression, checksum, expected, checked)
+
+    def _source_of(self, file: str) -> AnySource | None:
+        return self._external.get(file) or super()._source_of(file)
+
     def _read(self, info: TensorInfo) -> np.ndarray:
         return self._read_checked(info, self.verify_checksums)
 
