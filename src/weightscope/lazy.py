@@ -18,12 +18,13 @@ and in C order (``compression == ""`` and ``strides is None``), read at its file
 * PyTorch zip and legacy files: C-contiguous tensors (storage offset allowed, strides must
   be C order's);
 * GGUF: the plain element types;
-* ONNX: tensors in external data files, but the 4-bit types.
+* ONNX: tensors in external data files, but the 4-bit types;
+* Keras HDF5 files (not ``.keras`` zips): contiguous datasets.
 
 Every other tensor — deflated npz members, Fortran-order arrays, strided PyTorch views,
-partitioned TensorFlow variables, strings, quantised GGUF types, Keras (HDF5) tensors and
-ONNX tensors inside the model — is one chunk, whose task reopens the checkpoint (by path and format) and reads
-the tensor through its reader.
+partitioned TensorFlow variables, strings, quantised GGUF types, chunked (filtered) HDF5
+datasets, tensors in a ``.keras`` zip or inside an ONNX model — is one chunk, whose task
+reopens the checkpoint (by path and format) and reads the tensor through its reader.
 
 Checksums: a chunk cannot check a checksum taken over the whole tensor (TensorFlow's
 CRC32C, a zip member's CRC-32), so chunk reads are unverified. ``verification(ckpt)``

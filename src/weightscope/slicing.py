@@ -8,14 +8,15 @@ what ``ckpt[name][key]`` gives, bit for bit: an array (read-only), or a numpy sc
 every axis is taken by an integer.
 
 Where a tensor's values are plain bytes in C order (its ``Checkpoint.extent`` uncompressed,
-with no strides: the tensors ``weightscope.lazy`` reads by range: safetensors, npy and stored npz members,
-TensorFlow bundle tensors, contiguous PyTorch tensors, GGUF's unquantised types, ONNX external data), only the
-bytes between the first and the last element selected are read: locally a view of the
-mapped file, whose pages are touched only where the selection lies; remotely the ranges
-requested. A sparse selection (less than half of the bytes between its ends) is read run
-by run (each run of elements adjacent in the file), up to ``MAX_RUNS`` of them: a column
-of a remote matrix fetches its elements' ranges, not the matrix. Any other tensor
-(compressed, strided, quantised, partitioned, strings, HDF5, inside an ONNX model) and any other index
+with no strides: the tensors ``weightscope.lazy`` reads by range: safetensors, npy and
+stored npz members, TensorFlow bundle tensors, contiguous PyTorch tensors, GGUF's
+unquantised types, ONNX external data, contiguous HDF5 datasets), only the bytes between the
+first and the last element selected are read: locally a view of the mapped file, whose pages
+are touched only where the selection lies; remotely the ranges requested. A sparse selection
+(less than half of the bytes between its ends) is read run by run (each run of elements
+adjacent in the file), up to ``MAX_RUNS`` of them: a column of a remote matrix fetches its
+elements' ranges, not the matrix. Any other tensor (compressed, strided, quantised,
+partitioned, strings, chunked HDF5, in a .keras zip or an ONNX model) and any other index
 (arrays, masks) is read whole through the reader, then indexed.
 
 Checksums: a slice cannot check a checksum taken over the whole tensor (TensorFlow's

@@ -83,7 +83,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightscope.checkpoint import FileCheckpoint, Index, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.containers.zip import Member, check_crc, escapes, inflate, is_deflated, read_directory
 from weightscope.conventions import (
     KERAS_LAYER_WEIGHTS,
@@ -143,6 +143,7 @@ class KerasCheckpoint(FileCheckpoint):
     _file: h5py.File | None = None
     _bytes: memoryview | bytes = b""  # the HDF5 file's bytes: dataset offsets index them
     _largest_heap: int | None = None  # the largest global heap collection, once looked for
+    _in_zip = False  # the HDF5 file is a .keras zip's member: dataset offsets are the member's, not the file's
 
     # -- opening ---------------------------------------------------------------------------
     def _load(self) -> Index:
@@ -156,6 +157,7 @@ class KerasCheckpoint(FileCheckpoint):
             opened: Any = self.path
         elif head.startswith(b"PK\x03\x04"):
             config, self._bytes = self._open_zip()
+            self._in_zip = True
             self.checksums = "zip CRC-32"
             opened = io.BytesIO(self._bytes)
         else:
@@ -415,6 +417,13 @@ class KerasCheckpoint(FileCheckpoint):
         return texts
 
     # -- reading -----------------------------------------------------------------------------
+    def _extent(self, info: TensorInfo) -> Extent | None:
+        """A contiguous dataset's bytes in an HDF5 file; None for a chunked one (h5py reads it, through its
+        filters) and inside a ``.keras`` zip (its bytes are the member's, maybe inflated)."""
+        if info.offset < 0 or self._in_zip:
+            return None
+        return Extent(info.file, info.offset, info.nbytes, info.dtype)
+
     def _read(self, info: TensorInfo) -> np.ndarray:
         if info.offset >= 0:
             end = info.offset + info.nbytes
