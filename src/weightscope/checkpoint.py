@@ -248,8 +248,8 @@ class Checkpoint(Mapping[str, np.ndarray]):
         return self._extent(self.info(name))
 
     def view(self, name: str) -> StridedView | None:
-        """The strides and stored bytes of tensor ``name`` when it is a view (from the index alone); None when its
-        values are stored one after another, as in every format but PyTorch's."""
+        """The strides and stored bytes of tensor ``name`` when its values are not stored one after another in C
+        order (a PyTorch view, a Fortran-order npy array), from the index alone; None when they are."""
         extent = self.extent(name)
         if extent is None or extent.strides is None:
             return None
