@@ -136,10 +136,11 @@ def element_for(dtype: np.dtype, accepts: Callable[[ElementType], bool]) -> Elem
     return None
 
 
-@functools.cache  # a new dtype each call otherwise: it is asked for at every read
 def little_endian_dtype(dtype: np.dtype) -> np.dtype:
     """``dtype`` stored little-endian: numpy's numeric types wider than a byte get the order, others
     (one byte, ml_dtypes' types, bytes) have none to get."""
+    if dtype.isnative and sys.byteorder == "little":
+        return dtype  # as it is: a new dtype would be made at every read
     return dtype.newbyteorder("<") if dtype.itemsize > 1 and dtype.kind in "biufc" else dtype
 
 
