@@ -139,7 +139,7 @@ def show_command(
         for name in names:
             actual = ckpt.resolve(name)
             if safe_text(actual) != safe_text(name):  # not a name asked for as printed
-                convention = naming_convention(actual)
+                convention = naming_convention(actual) if name not in ckpt else None  # else an alias (a tied head)
                 reason = f" ({convention})" if convention else ""
                 _note(f"'{safe_text(name)}' is '{safe_text(actual)}' in this checkpoint{reason}")
             resolved.append(actual)
