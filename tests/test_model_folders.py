@@ -225,7 +225,9 @@ def test_unlisted_shards_and_a_wrong_total_size_are_notes(models: dict[str, Path
         )
 
 
-def test_a_shard_is_opened_only_when_one_of_its_tensors_is_asked_for(models: dict[str, Path], tmp_path: Path) -> None:
+def test_a_shard_is_opened_only_when_one_of_its_tensors_is_asked_for(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = shutil.copytree(models["tied"], tmp_path / "lazy")
     (folder / "model-00006-of-00006.safetensors").write_bytes(b"not a safetensors file")
     with ws.open(folder) as ckpt:
@@ -236,6 +238,9 @@ def test_a_shard_is_opened_only_when_one_of_its_tensors_is_asked_for(models: dic
             ckpt[broken]
         problems = ckpt.verify()
         assert len(problems) == 1 and "model-00006-of-00006" in str(problems[0])
+    status, out, err = run(capsys, "verify", folder)
+    assert status == 4 and out.startswith("DAMAGED ") and "model-00006-of-00006.safetensors" in out
+    assert "1 of 20 tensors damaged" in err
 
 
 def _weight_map(folder: Path) -> dict[str, str]:
@@ -473,3 +478,19 @@ def test_runs_over_trainer_folders_of_shards(models: dict[str, Path], tmp_path: 
         assert norm == pytest.approx(
             float(np.linalg.norm(_stored(models[name])["model.norm.weight"].astype(np.float64)))
         )
+
+
+def test_a_folder_over_http_fetches_each_file_once_to_list(models: dict[str, Path]) -> None:
+    """A folder URL (HTTP lists nothing: the names transformers loads are asked for) and an index URL read as
+    the local files; listing fetches the index, config.json and each shard's header — the whole of each shard
+    here, as these are smaller than a read-ahead block (``weightscope.remote``) — each once."""
+    from test_remote import assert_same_as_local, serving
+
+    folder = models["untied"]
+    files = ["model.safetensors.index.json", "config.json", *sorted(set(_weight_map(folder).values()))]
+    with serving(folder.parent) as root:
+        assert_same_as_local(f"{root}/untied/model.safetensors.index.json", folder / "model.safetensors.index.json")
+        with ws.open(f"{root}/untied/") as ckpt:
+            assert ckpt.format == "folder" and len(list(ckpt.infos())) == 21
+            assert ckpt.path.store.bytes_fetched <= sum((folder / name).stat().st_size for name in files)
+            assert _bits_equal(ckpt["lm_head.weight"], _stored(folder)["lm_head.weight"])

@@ -235,8 +235,8 @@ def verify_command(path: Path, step: int | None) -> None:
     tensor read and checked against the file's bounds and its declared size, and say so."""
     with _open(path, step=step) as ckpt:
         problems = ckpt.verify()
-        total = sum(info.nbytes for info in ckpt.infos())
         count = len(ckpt)
+        total = 0 if problems else sum(info.nbytes for info in ckpt.infos())  # a damaged shard has no infos to sum
         checksums, kind = ckpt.checksums, ckpt.format
     for problem in problems:
         _echo(f"DAMAGED {safe_text(str(problem))}")
