@@ -53,6 +53,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -115,7 +116,7 @@ class ModelFolderCheckpoint(Checkpoint):
             folder = self.path
             if self.path.is_dir():
                 self.format = "folder"
-                chosen, notes = choose_weights(self.path, FORMATS.file_suffixes())
+                chosen, notes = choose_weights(self.path, FORMATS.file_suffixes(), _claimed)
                 self._notes += notes
             elif not self.path.is_file():
                 raise CheckpointNotFoundError(f"{self.path}: no such file or folder")
@@ -152,12 +153,14 @@ class ModelFolderCheckpoint(Checkpoint):
         found = INDEX.match(index.name)
         ending = found["ext"] if found else None
         self._shard_format = shard_format(ending) if ending else None
-        folder = index.resolve().parent
+        folder = index.parent.resolve()  # the index's folder, not its link's (a Hugging Face cache's blobs/)
+        blobs = _cache_blobs(folder)
         for tensor, shard in weight_map.items():
             if shard not in self._shards:
-                file = confined(folder, shard, str(index), "shard path")
+                confined(folder, shard, str(index), "shard path", also=blobs)
                 if ending and not shard.endswith(ending):
                     raise CorruptCheckpointError(f"{index}: shard '{shard}' does not end {ending}, as its index does")
+                file = folder / shard
                 if not file.is_file():
                     raise CheckpointNotFoundError(f"{index}: shard '{shard}' is missing (no {file})")
                 self._shards[shard] = file
@@ -390,6 +393,24 @@ class ModelFolderCheckpoint(Checkpoint):
         opened, self._opened = self._opened, {}
         for ckpt in opened.values():
             ckpt.close()
+
+
+def _cache_blobs(folder: AnyPath) -> Path | None:
+    """The ``blobs/`` folder of the Hugging Face cache ``folder`` is a snapshot (or a subfolder) of, if it is one:
+    ``models--org--name/snapshots/<revision>/`` holds links to ``models--org--name/blobs/<hash>``."""
+    if not isinstance(folder, Path):
+        return None
+    for parent in folder.parents:
+        if parent.name == "snapshots":
+            blobs = parent.parent / "blobs"
+            return blobs if blobs.is_dir() else None
+    return None
+
+
+def _claimed(file: AnyPath) -> bool:
+    """Whether a format other than this module's claims ``file`` by its content (or name, where that decides)."""
+    own = FORMATS["folder"].target
+    return any(entry.sniff(file) for entry in FORMATS.values() if entry.target != own)
 
 
 def shard_format(ending: str) -> str:
