@@ -237,26 +237,26 @@ class ModelFolderCheckpoint(Checkpoint):
             return ckpt
         ckpt = open_checkpoint(self._shards[shard], format=self._shard_format, verify=self.verify_checksums)
         try:
-            self._check_shard(shard, ckpt)
+            self._take(shard, ckpt)
         except BaseException:
             ckpt.close()
             raise
         self._opened[shard] = ckpt
         self.checksums = ckpt.checksums
-        for name in self._listed[shard]:
-            self._infos[name] = ckpt.info(name)
         return ckpt
 
-    def _check_shard(self, shard: str, ckpt: Checkpoint) -> None:
+    def _take(self, shard: str, ckpt: Checkpoint) -> None:
+        """The infos of the tensors the index puts in ``shard``, from its reader ``ckpt``, checked against it."""
         where = self._shards[shard]
-        missing = [name for name in self._listed[shard] if name not in ckpt]
+        infos = {info.name: info for info in ckpt.infos()}
+        missing = [name for name in self._listed[shard] if name not in infos]
         if missing:
             raise CorruptCheckpointError(
                 f"{where}: holds no tensor '{missing[0]}', which the index {self._index} puts in it"
                 + (f" ({len(missing)} such tensors)" if len(missing) > 1 else "")
             )
         unlisted = []
-        for name in ckpt:
+        for name in infos:
             other = self._where.get(name)
             if other is None:
                 unlisted.append(name)
@@ -270,6 +270,8 @@ class ModelFolderCheckpoint(Checkpoint):
                 f"{where}: {len(unlisted)} tensor(s) the index does not list, left out as transformers leaves them: "
                 + ", ".join(unlisted[:5])
             )
+        for name in self._listed[shard]:
+            self._infos[name] = infos[name]
 
     def _complete_infos(self) -> None:
         """Open every shard (headers only), so that every tensor's info is known, in the index's order."""
