@@ -543,3 +543,31 @@ def test_a_folder_of_an_onnx_model_and_its_external_data(tmp_path: Path) -> None
     )
     with ws.open(tmp_path) as ckpt:
         assert ckpt.files == [tmp_path / "model.onnx"] and _bits_equal(ckpt["w"], array)
+
+
+@pytest.mark.parametrize("name", ["tied", "fp16", "untied"])
+def test_values_by_dtype_are_the_hubs_parameter_count(
+    models: dict[str, Path], name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """huggingface_hub's own count (``SafetensorsRepoMetadata.parameter_count``, what the Hub shows), made from
+    the shards' headers as ``get_safetensors_metadata`` makes it, equals summary's values by dtype."""
+    from huggingface_hub.utils import SafetensorsFileMetadata, SafetensorsRepoMetadata, TensorInfo
+
+    folder = models[name]
+    weight_map = _weight_map(folder)
+    files = {}
+    for shard in sorted(set(weight_map.values())):
+        data = (folder / shard).read_bytes()
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+        metadata = header.pop("__metadata__", {})
+        tensors = {
+            key: TensorInfo(entry["dtype"], entry["shape"], tuple(entry["data_offsets"]))
+            for key, entry in header.items()
+        }
+        files[shard] = SafetensorsFileMetadata(metadata=metadata, tensors=tensors)
+    hub = SafetensorsRepoMetadata(metadata=None, sharded=True, weight_map=weight_map, files_metadata=files)
+    status, out, _ = run(capsys, "summary", "--json", folder)
+    names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+    assert status == 0 and json.loads(out)["values_by_dtype"] == {
+        names[dtype]: count for dtype, count in hub.parameter_count.items()
+    }
