@@ -410,7 +410,7 @@ def _shard_paths(index: AnyPath, weight_map: dict[str, str]) -> dict[str, AnyPat
         confined(folder, shard, str(index), "shard path", also=blobs)
         if ending and not shard.endswith(ending):
             raise CorruptCheckpointError(f"{index}: shard '{shard}' does not end {ending}, as its index does")
-        file = folder / shard
+        file = index.parent / shard  # as the user named the folder, in messages and infos
         if not file.is_file():
             raise CheckpointNotFoundError(f"{index}: shard '{shard}' is missing (no {file})")
         paths[shard] = file
