@@ -139,6 +139,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
         self._install(Index())
         self._verified_spans: set[tuple[str, int, int]] = set()  # checked spans (file, offset, nbytes) found sound
         self.verify_checksums = True
+        self._notes: list[str] = []  # what the reader found worth saying that is no error
 
     def _install(self, index: Index) -> None:
         """Answer listing, ``info``, ``metadata`` and ``role`` from ``index`` (what a reader's ``_load`` found)."""
@@ -319,6 +320,12 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """Free-form strings the file carries beside its tensors (safetensors' ``__metadata__``,
         GGUF's key/values, a PyTorch checkpoint's scalars, Keras' attributes)."""
         return dict(self._metadata)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the reader found worth telling that is no error, so far (a model folder's choice among its weight
+        files, shards its index does not list); the command line prints them on stderr."""
+        return list(self._notes)
 
     def layers(self) -> dict[str, Layer]:
         """The parameters grouped by layer, with their optimizer state attached."""

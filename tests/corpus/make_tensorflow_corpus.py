@@ -40,7 +40,7 @@ from weightscope.containers.table import (  # noqa: E402
     mask_crc,
     read_varint,
 )
-from weightscope.formats import numpy_files, tensorflow  # noqa: E402
+from weightscope.formats import numpy_files, tensorflow_writer  # noqa: E402
 from weightscope.sources import FileSource  # noqa: E402
 
 INDEX = "model.ckpt.index"
@@ -58,7 +58,7 @@ Entries = list[tuple[bytes, bytes]]
 def _valid_checkpoint() -> tuple[bytes, bytes, Entries]:
     """The index, the data and the index entries (header first) of a small valid checkpoint."""
     with tempfile.TemporaryDirectory() as directory:
-        prefix = tensorflow.save(TENSORS, Path(directory) / "model.ckpt", update_state=False)
+        prefix = tensorflow_writer.save(TENSORS, Path(directory) / "model.ckpt", update_state=False)
         index = Path(f"{prefix}.index").read_bytes()
         data = Path(f"{prefix}.data-00000-of-00001").read_bytes()
         source = FileSource(f"{prefix}.index")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import click
 
 import weightscope
 from weightscope.checkpoint import Checkpoint
+from weightscope.cli._environment import Environment
+from weightscope.cli._output import Output
 from weightscope.errors import UsageError
 from weightscope.formats import FORMATS
 from weightscope.sources import as_path, local_path
@@ -44,14 +47,22 @@ class _WritableFormat(click.Choice):
         pass  # derived, never stored
 
 
-def _open(path: Path, *, verify: bool = True, step: int | None = None) -> Checkpoint:
+@contextmanager
+def _open(path: Path, *, verify: bool = True, step: int | None = None) -> Iterator[Checkpoint]:
+    """The checkpoint at ``path``, closed on leaving; its notes (``Checkpoint.notes``) on stderr then."""
     if step is not None and local_path(path) is None:
         raise UsageError(f"{path}: --step picks from a local directory's history; name the remote checkpoint itself")
     if step is not None:
         from weightscope.history import select_step
 
         path = select_step(path, step)
-    return weightscope.open(path, verify=verify)
+    with weightscope.open(path, verify=verify) as ckpt:
+        try:
+            yield ckpt
+        finally:
+            output = Output(click.get_current_context().ensure_object(Environment))
+            for note in ckpt.notes:
+                output.note(note)
 
 
 step_option = click.option(

@@ -198,6 +198,10 @@ def _summary_text(summary: Summary) -> Iterator[str]:
     yield "bytes by dtype: " + ", ".join(
         f"{dtype} {format_bytes(count)}" for dtype, count in summary.bytes_by_dtype.items()
     )
+    if summary.model:
+        yield f"values by dtype: {', '.join(f'{dtype} {count:,}' for dtype, count in summary.values_by_dtype.items())}"
+        yield f"memory to load (weights as stored): {format_bytes(sum(summary.bytes_by_dtype.values()))}"
+        yield "model: " + ", ".join(f"{fact} {safe_text(value)}" for fact, value in summary.model.items())
 
 
 @click.command("plot", cls=Command)

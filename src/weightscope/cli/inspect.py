@@ -132,7 +132,7 @@ def show_command(
         for name in names:
             actual = ckpt.resolve(name)
             if safe_text(actual) != safe_text(name):  # not a name asked for as printed
-                convention = naming_convention(actual)
+                convention = naming_convention(actual) if name not in ckpt else None  # else an alias (a tied head)
                 reason = f" ({convention})" if convention else ""
                 out.note(f"'{safe_text(name)}' is '{safe_text(actual)}' in this checkpoint{reason}")
             resolved.append(actual)
@@ -235,8 +235,8 @@ def verify_command(out: Output, path: Path, step: int | None) -> None:
     tensor read and checked against the file's bounds and its declared size, and say so."""
     with _open(path, step=step) as ckpt:
         problems = ckpt.verify()
-        total = sum(info.nbytes for info in ckpt.infos())
         count = len(ckpt)
+        total = 0 if problems else sum(info.nbytes for info in ckpt.infos())  # a damaged shard has no infos to sum
         checksums, kind = ckpt.checksums, ckpt.format
     for problem in problems:
         out.text(f"DAMAGED {safe_text(str(problem))}")
@@ -321,16 +321,34 @@ def scan_command(out: Output, path: Path) -> None:
 
     Lists all it can follow, then exits as opening the file would: 6 when a name is outside
     the allow-list (opening would be refused), 4 when the file is damaged, 0 when it opens.
+    A model folder (or a set's index, or one shard) has each of its weight files scanned.
     """
-    entries = scanner_for(path)(path)
+    from weightscope.formats.model_folder import weight_files
+
+    files = weight_files(path)
+    scanned = [(file, scanner_for(file)(file)) for file in files]
+
+    def lines(scanned: list[tuple[Any, Any]]) -> Iterator[str]:
+        for file, entries in scanned:
+            if len(files) > 1:
+                yield f"{safe_text(str(file))}:"
+            for entry in entries:
+                yield ("  " if len(files) > 1 else "") + safe_text(str(entry))
+
     out.result(
-        entries,
-        lambda entries: (safe_text(str(entry)) for entry in entries),
-        to_json=lambda entries: [entry._asdict() for entry in entries],
+        scanned,
+        lines,
+        to_json=lambda scanned: [
+            entry._asdict() | ({"file": str(file)} if len(files) > 1 else {})
+            for file, entries in scanned
+            for entry in entries
+        ],
     )
-    refused = sum(not entry.allowed for entry in entries)
-    if isinstance(entries.verdict, RefusedError):
-        out.note(f"{path}: {refused} refused: opening this file would run code")
+    refused = [(file, entries) for file, entries in scanned if isinstance(entries.verdict, RefusedError)]
+    for file, entries in refused:
+        out.note(f"{file}: {sum(not entry.allowed for entry in entries)} refused: opening this file would run code")
+    if refused:
         raise SystemExit(int(ExitStatus.REFUSED))
-    if entries.verdict is not None:
-        raise entries.verdict
+    for _, entries in scanned:
+        if entries.verdict is not None:
+            raise entries.verdict
