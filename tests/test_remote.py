@@ -288,8 +288,12 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{start + len(body) - 1}/{size}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.sent[0] += len(body)  # before the client has it, which may return at once
+        self.count(file, len(body))  # before the client has it, which may return at once
         self.wfile.write(body)
+
+    def count(self, file: Path, sent: int) -> None:
+        """Record ``sent`` body bytes of ``file`` (a subclass counts by file too)."""
+        self.sent[0] += sent
 
 
 class _Server(http.server.ThreadingHTTPServer):
