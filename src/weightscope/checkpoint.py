@@ -83,6 +83,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
         self._metadata: dict[str, str] = {}  # filled by formats that carry any
         self._roles: dict[str, TensorRole] = {}  # where the format knows better than the name
         self._lazy_roles: Callable[[], dict[str, TensorRole]] | None = None  # fills _roles on first use
+        self._notes: list[str] = []  # what the reader found worth saying that is no error
 
     # -- the per-format core ---------------------------------------------------------
     def _read(self, info: TensorInfo) -> np.ndarray:
@@ -205,6 +206,12 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """Free-form strings the file carries beside its tensors (safetensors' ``__metadata__``,
         GGUF's key/values, a PyTorch checkpoint's scalars, Keras' attributes)."""
         return dict(self._metadata)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the reader found worth telling that is no error, so far (a model folder's choice among its weight
+        files, shards its index does not list); the command line prints them on stderr."""
+        return list(self._notes)
 
     def layers(self) -> dict[str, Layer]:
         """The parameters grouped by layer, with their optimizer state attached."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,14 +108,21 @@ def _note(text: str) -> None:
     _echo(f"weightscope: {text}", err=True)
 
 
-def _open(path: Path, *, verify: bool = True, step: int | None = None) -> Checkpoint:
+@contextmanager
+def _open(path: Path, *, verify: bool = True, step: int | None = None) -> Iterator[Checkpoint]:
+    """The checkpoint at ``path``, closed on leaving; its notes (``Checkpoint.notes``) printed on stderr then."""
     if step is not None and not isinstance(path, Path):
         raise UsageError(f"{path}: --step picks from a local directory's history; name the remote checkpoint itself")
     if step is not None:
         from weightscope.history import select_step
 
         path = select_step(path, step)
-    return weightscope.open(path, verify=verify)
+    with weightscope.open(path, verify=verify) as ckpt:
+        try:
+            yield ckpt
+        finally:
+            for note in ckpt.notes:
+                _note(note)
 
 
 step_option = click.option(

@@ -32,6 +32,7 @@ from weightscope.errors import (
     UsageError,
     WeightscopeError,
 )
+from weightscope.formats._folder_choice import is_set
 from weightscope.formats._sniffing import file_head, first_member, refuse_recognised, zip_members
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, plus
@@ -130,6 +131,14 @@ def _sniff_tensorflow(path: AnyPath, entry: Format) -> bool:
     return text.endswith(".index") or ".data-" in path.name or plus(path, ".index").is_file()
 
 
+def _sniff_folder(path: AnyPath, entry: Format) -> bool:
+    return path.is_dir()  # after TensorFlow's: a folder no other format claims (the reader says what is in it)
+
+
+def _sniff_set(path: AnyPath, entry: Format) -> bool:
+    return is_set(path)
+
+
 def _sniff_safetensors(path: AnyPath, entry: Format) -> bool:
     head = file_head(path, 9)  # the header length, then the JSON object's "{"
     if len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 9:
@@ -196,6 +205,20 @@ _BUILT_IN = (
         suffixes=(".ckpt",),
         writes=(".ckpt",),  # and a prefix with no suffix, or ending .ckpt-<step>: see format_to_write
         staging="weightscope.formats.tensorflow:staging",
+    ),
+    Format(
+        "folder",
+        "A model folder (Hugging Face save_pretrained, diffusers component, Trainer checkpoint-N/): the weights "
+        "transformers would load (one file or a sharded set), with config.json's facts",
+        "weightscope.formats.model_folder:ModelFolderCheckpoint",
+        sniffer=_sniff_folder,
+    ),
+    Format(
+        "sharded",
+        "A sharded set as one checkpoint: by its index (model.safetensors.index.json, pytorch_model.bin.index.json, "
+        "diffusers'), by any one shard, or a GGUF split (-00001-of-00003.gguf)",
+        "weightscope.formats.model_folder:ModelFolderCheckpoint",
+        sniffer=_sniff_set,
     ),
     Format(
         "safetensors",

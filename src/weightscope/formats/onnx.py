@@ -57,18 +57,17 @@ import math
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.confine import confined
 from weightscope.containers.table import read_varint
 from weightscope.dtypes import BY_ONNX, ElementType, check_rank, check_size
 from weightscope.errors import (
     ChecksumMismatchError,
     CorruptCheckpointError,
-    RefusedError,
     TruncatedFileError,
     UnsupportedFormatError,
     WeightscopeError,
@@ -287,25 +286,7 @@ class OnnxCheckpoint(FileCheckpoint):
 
     def _resolve(self, location: str, where: str) -> AnyPath:
         """The external file ``location`` names, which must lie inside the model's folder."""
-        folder = self.path.resolve().parent
-        if Path(location).is_absolute() or location.startswith(("/", "\\")) or ":" in location[:2]:
-            raise RefusedError(
-                f"{where}: external data path '{location}' is absolute; it must lie in the model's folder"
-            )
-        if "\0" in location:
-            raise CorruptCheckpointError(f"{where}: external data path {location!r} holds a NUL byte")
-        resolved = (folder / location).resolve()
-        if isinstance(folder, Path):
-            inside = isinstance(resolved, Path) and resolved.is_relative_to(folder)
-        else:
-            inside = not isinstance(resolved, Path) and resolved.is_relative_to(folder)
-        if not inside:
-            raise RefusedError(
-                f"{where}: external data path '{location}' escapes the model's folder {folder} (to {resolved})"
-            )
-        if resolved.exists() and not resolved.is_file():
-            raise CorruptCheckpointError(f"{where}: external data path '{location}' is not a file ({resolved})")
-        return resolved
+        return confined(self.path.resolve().parent, location, where, "external data path")
 
     # -- reading -------------------------------------------------------------------------
     def _read(self, info: TensorInfo) -> np.ndarray:

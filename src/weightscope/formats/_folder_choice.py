@@ -1,0 +1,161 @@
+"""Which file of a model folder holds its weights, as transformers and diffusers choose; the names of sets.
+
+Imports no reader: the registry's sniffers use it (``weightscope.formats.model_folder`` is the reader).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, UsageError, WeightscopeError
+from weightscope.limits import JSON_BYTE_COST, Limits
+from weightscope.sources import AnyPath, open_source
+
+# ``model.safetensors.index.json``, ``pytorch_model.bin.index.json``, ``model.safetensors.index.fp16.json``.
+INDEX = re.compile(r"^(?P<stem>.+?)(?P<ext>\.safetensors|\.bin)\.index(?:\.(?P<variant>[^.]+))?\.json$")
+# ``model-00001-of-00005.safetensors``, ``model.fp16-00001-of-00006.safetensors``, ``pytorch_model-00001-of-00002.bin``.
+SHARD = re.compile(
+    r"^(?P<stem>.+?)(?:\.(?P<variant>[^.-]+))?-(?P<number>\d{5})-of-(?P<count>\d{5})(?P<ext>\.safetensors|\.bin)$"
+)
+# llama.cpp's gguf-split: ``<prefix>-00001-of-00003.gguf``.
+SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<number>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+# What transformers loads from a folder, first that exists (``_get_resolved_checkpoint_files``); diffusers alike.
+LOAD_ORDER = (
+    ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"),
+    (
+        "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.safetensors.index.json",
+        "diffusion_pytorch_model.bin",
+        "diffusion_pytorch_model.bin.index.json",
+    ),
+)
+_VARIANT = re.compile(
+    r"^(?:model|pytorch_model|diffusion_pytorch_model)(?:\.(?P<single>[^.-]+)\.(?:safetensors|bin)"
+    r"|\.(?:safetensors|bin)\.index\.(?P<index>[^.]+)\.json)$"
+)
+# What a Trainer's ``checkpoint-N/`` holds beside the model: never its weights.
+_NOT_WEIGHTS = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|training_args\.bin|rng_state(_\d+)?\.pth)$")
+MAX_JSON = 256 << 20  # an index of a million tensors is some 100 MB
+
+
+def read_json(path: AnyPath, what: str) -> Any:
+    """The JSON document at ``path`` (``what`` it is, for errors), a name given twice in an object refused."""
+    source = open_source(path)
+    try:
+        if source.size > MAX_JSON:
+            raise CorruptCheckpointError(f"{path}: {what} of {source.size:,} bytes, over the limit of {MAX_JSON:,}")
+        Limits.for_size(source.size).check_memory(source.size * JSON_BYTE_COST, f"parsing {what}", path)
+        text = bytes(source.read(0, source.size, what))
+    finally:
+        source.close()
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        document = dict(pairs)
+        if len(document) != len(pairs):
+            twice = next(key for number, (key, _) in enumerate(pairs) if key in dict(pairs[:number]))
+            raise CorruptCheckpointError(f"{path}: {what} names '{twice}' twice")
+        return document
+
+    try:
+        return json.loads(text.decode("utf-8"), object_pairs_hook=unique)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        if isinstance(error, CorruptCheckpointError):
+            raise
+        raise CorruptCheckpointError(f"{path}: {what} is not UTF-8 JSON ({error})") from None
+
+
+def _files(folder: AnyPath) -> list[str]:
+    """The names of the files in ``folder``; over HTTP, which lists nothing, those of ``LOAD_ORDER`` that exist."""
+    listed: list[AnyPath] = list(folder.glob("*"))
+    if listed:
+        return sorted(path.name for path in listed if path.is_file())
+    return [name for order in LOAD_ORDER for name in order if (folder / name).is_file()]
+
+
+def choose_weights(folder: AnyPath, endings: tuple[str, ...]) -> tuple[AnyPath, list[str]]:
+    """The file (or index) holding ``folder``'s weights, and notes on the choice; ``endings`` are those of weight
+    files' names. Raises ``UsageError`` when several unrelated weight files are there, ``CheckpointNotFoundError``
+    when none is."""
+    names = _files(folder)
+    present = set(names)
+    for order in LOAD_ORDER:
+        found = [name for name in order if name in present]
+        if found:
+            notes = []
+            if len(found) > 1:
+                notes.append(
+                    f"{folder}: read {found[0]}, as transformers loads it first; not read: {', '.join(found[1:])}"
+                )
+            return folder / found[0], notes
+    variants: dict[str, list[str]] = {}
+    for name in names:
+        if found_variant := _VARIANT.match(name):
+            variants.setdefault(found_variant["single"] or found_variant["index"], []).append(name)
+    if len(variants) == 1:
+        ((variant, files),) = variants.items()
+        chosen = min(files, key=lambda name: (".bin" in name, ".index" in name))
+        notes = [f"{folder}: read the {variant} variant, {chosen}"]
+        return folder / chosen, notes
+    if len(variants) > 1:
+        listed = ", ".join(f"{variant} ({', '.join(files)})" for variant, files in sorted(variants.items()))
+        raise UsageError(f"{folder}: weights in several variants: {listed}; name the file (or index) to read")
+    candidates = _weight_files(names, endings)
+    if len(candidates) == 1:
+        return folder / candidates[0], []
+    if candidates:
+        raise UsageError(
+            f"{folder}: several weight files, none of them the one transformers loads: {', '.join(candidates)}; "
+            "name the one to read"
+        )
+    if "model_index.json" in present:
+        parts = sorted(path.name for path in folder.glob("*") if path.is_dir())
+        raise UsageError(
+            f"{folder}: a diffusers pipeline, whose components are folders ({', '.join(parts)}); name one to read"
+        )
+    raise CheckpointNotFoundError(f"{folder}: a directory with no checkpoint in it that weightscope knows")
+
+
+def _weight_files(names: list[str], endings: tuple[str, ...]) -> list[str]:
+    """The weight files (or sets: an index, a GGUF split's first part) among ``names``."""
+    indexed = any(INDEX.match(name) for name in names)
+    chosen = []
+    for name in names:
+        if INDEX.match(name):
+            chosen.append(name)
+        elif (split := SPLIT.match(name)) is not None:
+            if int(split["number"]) == 1:
+                chosen.append(name)
+        elif name.lower().endswith(endings) and not _NOT_WEIGHTS.match(name) and not (indexed and SHARD.match(name)):
+            chosen.append(name)
+    return chosen
+
+
+def index_of(shard: AnyPath) -> AnyPath | None:
+    """The index of the set ``shard`` belongs to: the one its name implies, else the one in its folder naming it."""
+    found = SHARD.match(shard.name)
+    if found is None:
+        return None
+    variant = f".{found['variant']}" if found["variant"] else ""
+    implied = shard.with_name(f"{found['stem']}{found['ext']}.index{variant}.json")
+    if implied.is_file():
+        return implied
+    for index in shard.parent.glob(f"*{found['ext']}.index*.json"):
+        try:
+            document: Any = read_json(index, "the index")
+        except WeightscopeError:
+            continue
+        weight_map = document.get("weight_map") if isinstance(document, dict) else None
+        if isinstance(weight_map, dict) and shard.name in weight_map.values():
+            return index
+    return None
+
+
+def is_set(path: AnyPath) -> bool:
+    """Whether ``path`` is an index, a GGUF split's part, or a shard of a set with an index (the registry's sniffer)."""
+    name = path.name
+    if INDEX.match(name) or SPLIT.match(name):
+        return path.is_file()
+    return bool(SHARD.match(name)) and path.is_file() and index_of(path) is not None

@@ -1,0 +1,394 @@
+"""Model folders and sharded sets: a folder, an index, any one shard or a GGUF split, opened as one checkpoint.
+
+What is opened (facts: huggingface_hub ``serialization/_base.py``, transformers ``modeling_utils.py``
+``_get_resolved_checkpoint_files`` and ``utils/hub.py`` ``get_checkpoint_shard_files``, llama.cpp
+``gguf-split``; restated in ``shared/formats/next-formats.md`` section 1):
+
+- **An index**, ``<stem>.safetensors.index.json`` or ``<stem>.bin.index.json`` (a variant
+  ``<stem>.safetensors.index.fp16.json``): a UTF-8 JSON object ``{"metadata": {...},
+  "weight_map": {tensor: shard}}``. The index is the authority, as transformers loads: the
+  tensors are its ``weight_map``'s names, in its order, each read from the shard it names
+  (``model-00001-of-00005.safetensors``, ``pytorch_model-00001-of-00005.bin``, diffusers'
+  ``diffusion_pytorch_model-…``, a variant ``model.fp16-00001-of-00006.safetensors``).
+  ``metadata.total_size`` is the shards' storage bytes (informational: shared storage is
+  counted once); other string values that name a stored tensor are huggingface_hub's
+  record of a shared tensor it dropped (``"lm_head.weight": "embed.weight"``): aliases.
+- **A shard** of such a set: the set, found through the index its name implies (``<stem>
+  [.variant]-NNNNN-of-MMMMM.ext`` -> ``<stem>.ext.index[.variant].json``) or else the one
+  index in its folder that names it. A shard with no index is just a file.
+- **A GGUF split** ``<prefix>-NNNNN-of-MMMMM.gguf`` (any part): every part, each a complete
+  GGUF file whose ``split.no`` (0-based) is its place, ``split.count`` the parts and
+  ``split.tensors.count`` (in every part) the tensors of them all; the other metadata
+  (architecture, tokenizer) is the first part's.
+- **A folder**: the file transformers (or diffusers) would load, first that exists:
+  ``model.safetensors``, ``model.safetensors.index.json``, ``pytorch_model.bin``,
+  ``pytorch_model.bin.index.json`` (``diffusion_pytorch_model.*`` likewise) — safetensors is
+  preferred over bin and a note says so; else one variant's (``model.fp16.safetensors``);
+  else the folder's one weights file (or set). ``config.json`` beside it is read as JSON
+  (never run: an ``auto_map`` naming remote code is reported): its facts are metadata
+  ``config.<key>``. Where ``tie_word_embeddings`` is not false and ``lm_head.weight`` is not
+  stored, it is listed as tied to the input embeddings and read under its name as that array.
+
+Shards open lazily: opening reads the index (and checks every shard it names is there);
+a shard's header is read the first time one of its tensors (or every tensor, for a
+listing) is asked for; ``verify`` opens and checks every shard. Every shard closes with
+the checkpoint.
+
+A reader must refuse: an index that is not a JSON object with a ``weight_map`` of strings,
+or names a tensor twice; a shard path that is absolute or climbs out of the folder
+(``RefusedError``, as ONNX external data: ``weightscope.confine``), or ends otherwise than
+the index (a ``.bin`` in a safetensors set); a shard the index names that is missing
+(``CheckpointNotFoundError`` naming it); a shard that lacks a tensor the index puts in it,
+or holds one the index puts in another; GGUF parts missing, out of place (``split.no``), of
+another count, holding a tensor twice, or fewer or more tensors than ``split.tensors.count``.
+A folder with several unrelated weight files (or variants) is a ``UsageError`` listing them.
+Notes, not errors: shards in the folder the index does not name, a ``total_size`` other
+than the shards' bytes, tensors a shard holds that the index does not list (left out).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from weightscope.checkpoint import Checkpoint, StridedView, TensorInfo
+from weightscope.confine import confined
+from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, WeightscopeError, kept
+from weightscope.formats import FORMATS, open_checkpoint
+from weightscope.formats._folder_choice import INDEX, SHARD, SPLIT, choose_weights, index_of, read_json
+from weightscope.layers import Layer, TensorRole
+from weightscope.sources import AnyPath, as_path
+
+if TYPE_CHECKING:
+    from weightscope.remote import RemotePath
+    from weightscope.slicing import TensorSlice
+
+# The keys of config.json kept as metadata ``config.<key>`` (the names vary by model family).
+_CONFIG_KEYS = (
+    "architectures",
+    "model_type",
+    "hidden_size",
+    "n_embd",
+    "d_model",
+    "num_hidden_layers",
+    "n_layer",
+    "num_layers",
+    "num_attention_heads",
+    "n_head",
+    "num_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "vocab_size",
+    "dtype",
+    "torch_dtype",
+    "tie_word_embeddings",
+    "auto_map",
+)
+_TIED_HEAD = "lm_head.weight"
+# The input embeddings an LM head is tied to, by the names transformers' models give them, most likely first.
+_EMBEDDINGS = re.compile(r"(^|\.)(embed_tokens|wte|word_embeddings|shared|embed_in|tok_embeddings)\.weight$")
+
+
+class ModelFolderCheckpoint(Checkpoint):
+    """A model folder, a sharded set (by its index or any shard) or a GGUF split, read through each shard's reader."""
+
+    format = "sharded"
+
+    def __init__(self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True) -> None:
+        super().__init__(as_path(path))
+        self.verify_checksums = verify
+        self._shards: dict[str, AnyPath] = {}  # each shard, by its name in the index, -> its path
+        self._opened: dict[str, Checkpoint] = {}
+        self._where: dict[str, str] = {}  # tensor -> the name of its shard, in the index's order
+        self._listed: dict[str, list[str]] = {}  # shard name -> the tensors the index puts in it
+        self._shard_format: str | None = None  # the shards' format, None: each sniffed
+        self._index: AnyPath | None = None
+        self._total_size: int | None = None
+        self._complete = False
+        try:
+            folder = self.path
+            if self.path.is_dir():
+                self.format = "folder"
+                chosen, notes = choose_weights(self.path, FORMATS.file_suffixes())
+                self._notes += notes
+            elif not self.path.is_file():
+                raise CheckpointNotFoundError(f"{self.path}: no such file or folder")
+            else:
+                chosen, folder = self.path, self.path.parent
+            self._open_chosen(chosen)
+            self._read_config(folder)
+        except BaseException:
+            self._close()
+            raise
+
+    # -- opening -------------------------------------------------------------------------
+    def _open_chosen(self, file: AnyPath) -> None:
+        if INDEX.match(file.name):
+            self._load_index(file)
+        elif SPLIT.match(file.name):
+            self._load_split(file)
+        elif SHARD.match(file.name) and (index := index_of(file)) is not None:
+            self._load_index(index)
+        else:  # one file: the set of one
+            self._shards[file.name] = file
+            self._add_opened(file.name, open_checkpoint(file, verify=self.verify_checksums))
+            self._metadata.update(self._opened[file.name].metadata)
+            self._complete = True
+
+    def _load_index(self, index: AnyPath) -> None:
+        self._index = index
+        document = read_json(index, "the index")
+        weight_map = document.get("weight_map") if isinstance(document, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+            raise CorruptCheckpointError(f"{index}: not an index: no 'weight_map' object of tensor names to shards")
+        found = INDEX.match(index.name)
+        ending = found["ext"] if found else None
+        self._shard_format = shard_format(ending) if ending else None
+        folder = index.resolve().parent
+        for tensor, shard in weight_map.items():
+            if shard not in self._shards:
+                file = confined(folder, shard, str(index), "shard path")
+                if ending and not shard.endswith(ending):
+                    raise CorruptCheckpointError(f"{index}: shard '{shard}' does not end {ending}, as its index does")
+                if not file.is_file():
+                    raise CheckpointNotFoundError(f"{index}: shard '{shard}' is missing (no {file})")
+                self._shards[shard] = file
+                self._listed[shard] = []
+            self._where[tensor] = shard
+            self._listed[shard].append(tensor)
+        metadata = document.get("metadata", {})
+        for key, value in metadata.items() if isinstance(metadata, dict) else ():
+            self._metadata[str(key)] = value if isinstance(value, str) else json.dumps(value)
+            if key == "total_size" and isinstance(value, int | str) and str(value).isdigit():
+                self._total_size = int(value)
+            elif isinstance(value, str) and value in weight_map and key not in weight_map:
+                self._aliases[key] = value  # huggingface_hub's record of a shared tensor it dropped
+        self._note_unlisted(index, found)
+
+    def _note_unlisted(self, index: AnyPath, found: re.Match[str] | None) -> None:
+        """A note naming the shards of this set's name in the folder that the index does not name."""
+        if found is None:
+            return
+        variant = f".{found['variant']}" if found["variant"] else ""
+        pattern = f"{found['stem']}{variant}-*-of-*{found['ext']}"
+        unlisted = sorted(file.name for file in index.parent.glob(pattern) if file.name not in self._shards)
+        if unlisted:
+            self._notes.append(
+                f"{index.parent}: {len(unlisted)} shard(s) the index does not name, not read: {', '.join(unlisted)}"
+            )
+
+    def _load_split(self, file: AnyPath) -> None:
+        """Every part of the GGUF split ``file`` is one of, checked as llama.cpp's loader checks them."""
+        found = SPLIT.match(file.name)
+        assert found is not None
+        count = int(found["count"])
+        self._shard_format = "gguf"
+        for number in range(1, count + 1):
+            part = file.with_name(f"{found['prefix']}-{number:05d}-of-{count:05d}.gguf")
+            if not part.is_file():
+                raise CheckpointNotFoundError(f"{file}: part {number} of the split is missing (no {part})")
+            self._shards[part.name] = part
+            ckpt = open_checkpoint(part, format=self._shard_format, verify=self.verify_checksums)
+            self._add_opened(part.name, ckpt)
+            keys = ckpt.metadata
+            if keys.get("split.no") != str(number - 1) or keys.get("split.count") != str(count):
+                raise CorruptCheckpointError(
+                    f"{part}: split.no {keys.get('split.no')!r} of split.count {keys.get('split.count')!r}; "
+                    f"its name makes it part {number - 1} (0-based) of {count}"
+                )
+            for name in ckpt:
+                if name in self._where:
+                    raise CorruptCheckpointError(f"{part}: tensor '{name}' is in {self._where[name]} too")
+                self._where[name] = part.name
+                self._infos[name] = ckpt.info(name)
+            if number == 1:
+                self._metadata.update(keys)
+        declared = self._metadata.get("split.tensors.count")
+        if declared != str(len(self._where)):
+            raise CorruptCheckpointError(
+                f"{file}: split.tensors.count is {declared!r}, but the {count} parts hold {len(self._where)} tensors"
+            )
+        self._complete = True
+
+    def _add_opened(self, shard: str, ckpt: Checkpoint) -> None:
+        self._opened[shard] = ckpt
+        self.checksums = ckpt.checksums
+        self._listed.setdefault(shard, [])
+
+    def _shard(self, shard: str) -> Checkpoint:
+        """The reader of ``shard``, opened (and checked against the index) on first use."""
+        ckpt = self._opened.get(shard)
+        if ckpt is not None:
+            return ckpt
+        ckpt = open_checkpoint(self._shards[shard], format=self._shard_format, verify=self.verify_checksums)
+        try:
+            self._check_shard(shard, ckpt)
+        except BaseException:
+            ckpt.close()
+            raise
+        self._opened[shard] = ckpt
+        self.checksums = ckpt.checksums
+        for name in self._listed[shard]:
+            self._infos[name] = ckpt.info(name)
+        return ckpt
+
+    def _check_shard(self, shard: str, ckpt: Checkpoint) -> None:
+        where = self._shards[shard]
+        missing = [name for name in self._listed[shard] if name not in ckpt]
+        if missing:
+            raise CorruptCheckpointError(
+                f"{where}: holds no tensor '{missing[0]}', which the index {self._index} puts in it"
+                + (f" ({len(missing)} such tensors)" if len(missing) > 1 else "")
+            )
+        unlisted = []
+        for name in ckpt:
+            other = self._where.get(name)
+            if other is None:
+                unlisted.append(name)
+            elif other != shard:
+                raise CorruptCheckpointError(
+                    f"{where}: holds tensor '{name}', which the index {self._index} puts in {other}: "
+                    "the same tensor in two shards"
+                )
+        if unlisted:
+            self._notes.append(
+                f"{where}: {len(unlisted)} tensor(s) the index does not list, left out as transformers leaves them: "
+                + ", ".join(unlisted[:5])
+            )
+
+    def _complete_infos(self) -> None:
+        """Open every shard (headers only), so that every tensor's info is known, in the index's order."""
+        if self._complete:
+            return
+        for shard in self._shards:
+            self._shard(shard)
+        self._infos = {name: self._infos[name] for name in self._where}
+        self._complete = True
+        stored = sum(info.nbytes for info in self._infos.values())
+        if self._total_size is not None and self._total_size != stored:
+            self._notes.append(
+                f"{self._index}: total_size says {self._total_size:,} bytes; the tensors it lists take {stored:,}"
+            )
+
+    # -- config.json ---------------------------------------------------------------------
+    def _read_config(self, folder: AnyPath) -> None:
+        config = folder / "config.json"
+        if not config.is_file():
+            return
+        try:
+            document = read_json(config, "config.json")
+        except WeightscopeError as error:
+            self._notes.append(f"config.json not read: {error}")
+            return
+        if not isinstance(document, dict):
+            self._notes.append(f"{config}: not a JSON object; not read")
+            return
+        for key in _CONFIG_KEYS:
+            if key in document:
+                value = document[key]
+                shown = ", ".join(map(str, value)) if key == "architectures" and isinstance(value, list) else value
+                self._metadata[f"config.{key}"] = shown if isinstance(shown, str) else json.dumps(shown)
+        if "auto_map" in document:
+            self._notes.append(
+                f"{config}: auto_map names custom code ({self._metadata['config.auto_map']}), which "
+                "transformers runs only with trust_remote_code; weightscope runs nothing"
+            )
+        if document.get("tie_word_embeddings", True) is not False:
+            self._tie_head()
+
+    def _tie_head(self) -> None:
+        """``lm_head.weight`` as an alias of the input embeddings, where it is not stored (transformers ties it)."""
+        if _TIED_HEAD in self._where or _TIED_HEAD in self._aliases:
+            return
+        sources = [name for name in self._where if _EMBEDDINGS.search(name)]
+        if not sources:
+            return
+        source = min(sources, key=lambda name: (name.count("."), name))  # model.embed_tokens before deeper ones
+        self._aliases[_TIED_HEAD] = source
+        self._metadata[f"tied.{_TIED_HEAD}"] = source
+        self._notes.append(
+            f"'{_TIED_HEAD}' is not stored: tied to '{source}' (tie_word_embeddings), read under its name as that array"
+        )
+
+    # -- the mapping ---------------------------------------------------------------------
+    def _name_of(self, name: str) -> tuple[str, str]:
+        """The stored tensor ``name`` means (itself, or what it is an alias of) and its shard."""
+        actual = name if name in self._where else self._aliases.get(name, "")
+        shard = self._where.get(actual)
+        if shard is None:
+            raise self._not_found(name)
+        return actual, shard
+
+    def info(self, name: str) -> TensorInfo:
+        actual, shard = self._name_of(name)
+        self._shard(shard)
+        return self._infos[actual]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._where or name in self._aliases
+
+    def infos(self) -> Iterator[TensorInfo]:
+        self._complete_infos()
+        return iter(self._infos.values())
+
+    def layers(self) -> dict[str, Layer]:
+        self._complete_infos()
+        return super().layers()
+
+    def role(self, name: str) -> TensorRole:
+        actual, shard = self._name_of(name)
+        return self._shard(shard).role(actual)
+
+    def view(self, name: str) -> StridedView | None:
+        actual, shard = self._name_of(name)
+        return self._shard(shard).view(actual)
+
+    def slice(self, name: str) -> TensorSlice:
+        actual, shard = self._name_of(name)
+        return self._shard(shard).slice(actual)
+
+    def stored_dtype(self, name: str) -> np.dtype | None:
+        actual, shard = self._name_of(name)
+        return self._shard(shard).stored_dtype(actual)
+
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        return self._shard(self._where[info.name])[info.name]
+
+    @property
+    def files(self) -> list[AnyPath]:
+        """The files the weights are read from: each shard (not the index or config.json)."""
+        return list(self._shards.values())
+
+    def verify(self) -> list[WeightscopeError]:
+        """Every shard opened, checked against the index, and verified; the problems found, if any."""
+        problems: list[WeightscopeError] = []
+        for shard in self._shards:
+            try:
+                problems += self._shard(shard).verify()
+            except WeightscopeError as error:
+                problems.append(kept(error))
+        if not problems:
+            self._complete_infos()
+        return problems
+
+    def _close(self) -> None:
+        opened, self._opened = self._opened, {}
+        for ckpt in opened.values():
+            ckpt.close()
+
+
+def shard_format(ending: str) -> str:
+    """The format of a set's shards by their ending (``.bin``: PyTorch's): the first registered that claims it."""
+    own = FORMATS["folder"].target
+    return next(entry.name for entry in FORMATS.values() if ending in entry.suffixes and entry.target != own)
