@@ -26,7 +26,8 @@ MARKERS = Path("/tmp")
 
 
 def _target(entry: Path) -> Path:
-    return entry / "model.ckpt" if entry.is_dir() else entry
+    """The file to open: an entry's own, a TensorFlow prefix's ``model.ckpt`` in it, or else the folder itself."""
+    return entry / "model.ckpt" if (entry / "model.ckpt.index").is_file() else entry
 
 
 def _read_everything(path: Path) -> None:

@@ -73,7 +73,14 @@ def test_seed_is_two_dense_layers_with_adam(
 
 def test_json_schema_is_stable(tf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     document = summary_json(capsys, tf_checkpoints["keras3_cnn"])
-    assert list(document) == ["layers", "totals", "optimizer_other", "bytes_by_dtype"]
+    assert list(document) == [
+        "layers",
+        "totals",
+        "optimizer_other",
+        "bytes_by_dtype",
+        "values_by_dtype",
+        "model",
+    ]
     for layer in document["layers"]:
         assert list(layer) == ["name", "kind", "description", "parameters", "buffers", "optimizer_state", "roles"]
         assert all(isinstance(layer[key], int) for key in ("parameters", "buffers", "optimizer_state"))

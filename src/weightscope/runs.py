@@ -2,10 +2,12 @@
 
 A run is a directory's checkpoints (its ``checkpoint`` state file's history, oldest
 first, or else every checkpoint file in it, and the weights of each Hugging Face Trainer
-``checkpoint-N/`` directory in it), a glob, or a list of paths. Each checkpoint's step is
-what ``weightscope.history.step_of`` reads from its name (``model.ckpt-1000``,
-``ckpt-3.safetensors``, ``step=100``, ``checkpoint-500/model.safetensors``, ...; never a
-model name's digits, as in ``resnet18.pth``). The checkpoints are in step order where
+``checkpoint-N/`` directory in it: its ``model.safetensors``, or the folder itself when its
+weights are sharded), a glob, or a list of paths. Each checkpoint's step is a Trainer
+folder's ``trainer_state.json`` ``global_step``, else what ``weightscope.history.step_of``
+reads from its name (``model.ckpt-1000``, ``ckpt-3.safetensors``, ``step=100``,
+``checkpoint-500/model.safetensors``, ...; never a model name's digits, as in
+``resnet18.pth``). The checkpoints are in step order where
 every one has a step of its own, else in the order their files were written (modification
 time), steps shown where known.
 
@@ -52,8 +54,9 @@ from weightscope.analysis import (
     stats_from_partial,
     stats_partial,
 )
-from weightscope.errors import CheckpointNotFoundError, UsageError, reason
+from weightscope.errors import CheckpointNotFoundError, UsageError, WeightscopeError, reason
 from weightscope.formats import DEFAULT_TARGET, FORMATS
+from weightscope.formats._folder_choice import INDEX, read_json
 from weightscope.lazy import CHUNK_BYTES, INSTALL_HINT, TensorSource, require_dask, tensor_source
 from weightscope.output import json_float
 
@@ -85,10 +88,28 @@ class RunCheckpoint:
 
 
 def step_of_name(path: Path) -> int | None:
-    """The step a checkpoint's name states (``weightscope.history.step_of``), None where it states none."""
+    """The step a checkpoint was saved at: its Trainer folder's ``trainer_state.json`` ``global_step``, else what
+    its name states (``weightscope.history.step_of``); None where neither says."""
     from weightscope.history import step_of
 
+    folder = path if path.is_dir() else path.parent
+    if path.is_dir() or path.name in _TRAINER_WEIGHTS:
+        step = _trainer_step(folder / "trainer_state.json")
+        if step is not None:
+            return step
     return step_of(path, tensorflow_prefix=FORMATS.prefix_index(path) is not None)
+
+
+def _trainer_step(state: Path) -> int | None:
+    """``global_step`` of a Trainer's ``trainer_state.json``; None where there is none (or it is no such file)."""
+    if not state.is_file():
+        return None
+    try:
+        document = read_json(state, "the Trainer's state")
+    except WeightscopeError:
+        return None
+    step = document.get("global_step") if isinstance(document, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
 
 
 def _written(path: Path) -> float:
@@ -112,6 +133,8 @@ def _as_checkpoint(path: Path) -> Path | None:
     Trainer's ``checkpoint-N/`` directory); None for other files."""
     if path.is_dir():
         found = [path / name for name in _TRAINER_WEIGHTS if (path / name).is_file()]
+        if not found and any(INDEX.match(file.name) for file in path.iterdir()):
+            found = [path]  # sharded weights: the folder is the checkpoint
         return found[0] if found and step_of_name(found[0]) is not None else None
     if prefix := FORMATS.prefix_of(path):
         return prefix

@@ -67,7 +67,14 @@ its roles and shapes:
         "string_tensors": int     # tensors of strings, not counted anywhere
       },
       "optimizer_other": [str, ...],   # the names of the tensors counted in optimizer_other
-      "bytes_by_dtype": {dtype: int}   # bytes in the files, by element type, largest first
+      "bytes_by_dtype": {dtype: int},  # bytes in the files, by element type, largest first: the memory
+                                       # loading the weights as stored takes (weights only)
+      "values_by_dtype": {dtype: int}, # every stored tensor's values by element type, as the Hugging Face
+                                       # Hub counts a repository's parameters (a tied tensor stored once)
+      "model": {fact: str}             # what the checkpoint says of the model, where it does (a model
+                                       # folder's config.json, a GGUF's general.* keys): architecture,
+                                       # model_type, hidden_size, layers, heads, dtype, tied_embeddings,
+                                       # auto_map (custom code named, never run); {} where it says nothing
     }
 """
 
@@ -119,6 +126,8 @@ class Summary:
     string_tensors: int
     optimizer_other_names: list[str]
     bytes_by_dtype: dict[str, int]
+    values_by_dtype: dict[str, int] = field(default_factory=dict)
+    model: dict[str, str] = field(default_factory=dict)
 
     @property
     def in_all(self) -> int:
@@ -139,6 +148,8 @@ class Summary:
             },
             "optimizer_other": list(self.optimizer_other_names),
             "bytes_by_dtype": dict(self.bytes_by_dtype),
+            "values_by_dtype": dict(self.values_by_dtype),
+            "model": dict(self.model),
         }
 
 
@@ -154,8 +165,10 @@ def summarize(ckpt: Checkpoint) -> Summary:
     other_names: list[str] = []
     strings = 0
     by_dtype: dict[str, int] = {}
+    values_by_dtype: dict[str, int] = {}
     for info in ckpt.infos():
         by_dtype[info.type_name] = by_dtype.get(info.type_name, 0) + info.nbytes
+        values_by_dtype[info.type_name] = values_by_dtype.get(info.type_name, 0) + values(info)
         if info.type_name == "string":
             strings += 1
             continue
@@ -175,8 +188,35 @@ def summarize(ckpt: Checkpoint) -> Summary:
         string_tensors=strings,
         optimizer_other_names=other_names,
         bytes_by_dtype=bytes_by_dtype,
+        values_by_dtype={dtype: values_by_dtype[dtype] for dtype in bytes_by_dtype if values_by_dtype[dtype]},
+        model=model_facts(ckpt.metadata),
         **counts,
     )
+
+
+# Each fact of ``Summary.model``: the metadata keys that state it, first found wins: a model folder's
+# ``config.<key>`` (the names differ by family: GPT-2's n_embd, T5's d_model), GGUF's ``<architecture>.<key>``.
+_MODEL_FACTS = {
+    "architecture": ("config.architectures", "general.architecture"),
+    "model_type": ("config.model_type",),
+    "hidden_size": ("config.hidden_size", "config.n_embd", "config.d_model", "{arch}.embedding_length"),
+    "layers": ("config.num_hidden_layers", "config.n_layer", "config.num_layers", "{arch}.block_count"),
+    "heads": ("config.num_attention_heads", "config.n_head", "config.num_heads", "{arch}.attention.head_count"),
+    "dtype": ("config.dtype", "config.torch_dtype"),
+    "tied_embeddings": ("config.tie_word_embeddings",),
+    "auto_map": ("config.auto_map",),
+}
+
+
+def model_facts(metadata: Mapping[str, str]) -> dict[str, str]:
+    """What ``metadata`` says of the model (``Summary.model``): its architecture, sizes and dtype."""
+    arch = metadata.get("general.architecture", "")
+    facts = {}
+    for fact, keys in _MODEL_FACTS.items():
+        found = next((metadata[key.format(arch=arch)] for key in keys if key.format(arch=arch) in metadata), None)
+        if found is not None:
+            facts[fact] = found.strip('"')
+    return facts
 
 
 def _summarize_layer(layer: Layer) -> LayerSummary:

@@ -191,6 +191,10 @@ def summary_command(path: Path, as_json: bool, step: int | None) -> None:
         "bytes by dtype: "
         + ", ".join(f"{dtype} {format_bytes(count)}" for dtype, count in summary.bytes_by_dtype.items())
     )
+    if summary.model:
+        _echo(f"values by dtype: {', '.join(f'{dtype} {count:,}' for dtype, count in summary.values_by_dtype.items())}")
+        _echo(f"memory to load (weights as stored): {format_bytes(sum(summary.bytes_by_dtype.values()))}")
+        _echo("model: " + ", ".join(f"{fact} {safe_text(value)}" for fact, value in summary.model.items()))
 
 
 @click.command("plot")

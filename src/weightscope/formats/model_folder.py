@@ -136,8 +136,10 @@ class ModelFolderCheckpoint(Checkpoint):
             self._load_index(index)
         else:  # one file: the set of one
             self._shards[file.name] = file
-            self._add_opened(file.name, open_checkpoint(file, verify=self.verify_checksums))
-            self._metadata.update(self._opened[file.name].metadata)
+            ckpt = open_checkpoint(file, verify=self.verify_checksums)
+            self._add_opened(file.name, ckpt)
+            self._metadata.update(ckpt.metadata)
+            self._add_tensors(file.name, ckpt)
             self._complete = True
 
     def _load_index(self, index: AnyPath) -> None:
@@ -201,11 +203,7 @@ class ModelFolderCheckpoint(Checkpoint):
                     f"{part}: split.no {keys.get('split.no')!r} of split.count {keys.get('split.count')!r}; "
                     f"its name makes it part {number - 1} (0-based) of {count}"
                 )
-            for name in ckpt:
-                if name in self._where:
-                    raise CorruptCheckpointError(f"{part}: tensor '{name}' is in {self._where[name]} too")
-                self._where[name] = part.name
-                self._infos[name] = ckpt.info(name)
+            self._add_tensors(part.name, ckpt)
             if number == 1:
                 self._metadata.update(keys)
         declared = self._metadata.get("split.tensors.count")
@@ -214,6 +212,14 @@ class ModelFolderCheckpoint(Checkpoint):
                 f"{file}: split.tensors.count is {declared!r}, but the {count} parts hold {len(self._where)} tensors"
             )
         self._complete = True
+
+    def _add_tensors(self, shard: str, ckpt: Checkpoint) -> None:
+        """Every tensor of ``ckpt`` (shard ``shard``, opened whole: there is no index), in its order."""
+        for name in ckpt:
+            if name in self._where:
+                raise CorruptCheckpointError(f"{self._shards[shard]}: tensor '{name}' is in {self._where[name]} too")
+            self._where[name] = shard
+            self._infos[name] = ckpt.info(name)
 
     def _add_opened(self, shard: str, ckpt: Checkpoint) -> None:
         self._opened[shard] = ckpt

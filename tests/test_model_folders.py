@@ -1,0 +1,356 @@
+"""Model folders as one checkpoint (issue 18): made by transformers, huggingface_hub, safetensors and gguf-py.
+
+Every tensor read through a folder, an index or any one shard equals what the real libraries load, bit for bit;
+each command takes a folder; broken sets give their typed errors (more in tests/corpus/folder/).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import weightscope as ws
+from weightscope.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    status = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _llama(tie: bool, seed: int = 0) -> Any:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=tie,
+    )
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny Llamas saved by transformers (safetensors shards of ~20 KB, an fp16 variant, one file) and by
+    huggingface_hub (bin shards; safetensors shards recording a shared tensor it dropped)."""
+    from huggingface_hub import save_torch_state_dict
+
+    root = tmp_path_factory.mktemp("folders")
+    tied, untied = _llama(True), _llama(False, seed=1)
+    tied.save_pretrained(root / "tied", max_shard_size="20KB")
+    untied.save_pretrained(root / "untied", max_shard_size="20KB")
+    _llama(True).half().save_pretrained(root / "fp16", max_shard_size="20KB", variant="fp16")
+    tied.save_pretrained(root / "single")
+    (root / "bin").mkdir()
+    (root / "hub").mkdir()
+    state = {name: tensor for name, tensor in tied.state_dict().items() if name != "lm_head.weight"}
+    save_torch_state_dict(state, root / "bin", max_shard_size="20KB", safe_serialization=False)
+    shutil.copy(root / "tied" / "config.json", root / "bin" / "config.json")
+    save_torch_state_dict(tied.state_dict(), root / "hub", max_shard_size="20KB")  # lm_head shares the embeddings
+    return {path.name: path for path in root.iterdir()}
+
+
+def _stored(folder: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a folder's shards as safetensors or torch loads each shard (the index's shards only)."""
+    import torch
+    from safetensors.numpy import load_file
+
+    (index,) = folder.glob("*.index*.json")
+    weight_map = json.loads(index.read_text())["weight_map"]
+    loaded: dict[str, np.ndarray] = {}
+    for shard in sorted(set(weight_map.values())):
+        if shard.endswith(".bin"):
+            loaded |= {name: tensor.numpy() for name, tensor in torch.load(folder / shard, weights_only=True).items()}
+        else:
+            loaded |= load_file(str(folder / shard))
+    return {name: loaded[name] for name in weight_map}
+
+
+def _bits_equal(ours: np.ndarray, theirs: np.ndarray) -> bool:
+    return ours.dtype == theirs.dtype and ours.shape == theirs.shape and ours.tobytes() == theirs.tobytes()
+
+
+@pytest.mark.parametrize("name", ["tied", "untied", "bin", "fp16", "hub"])
+def test_a_folder_an_index_and_any_shard_read_as_the_libraries_load(models: dict[str, Path], name: str) -> None:
+    folder = models[name]
+    expected = _stored(folder)
+    (index,) = folder.glob("*.index*.json")
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    assert len(shards) > 2
+    for path, format in [(folder, "folder"), (index, "sharded"), (folder / shards[-1], "sharded")]:
+        with ws.open(path) as ckpt:
+            assert ckpt.format == format
+            assert list(ckpt) == list(expected)  # the index's names, in its order
+            for tensor, want in expected.items():
+                assert _bits_equal(ckpt[tensor], want), tensor
+                assert ckpt.info(tensor).file == str(folder / json.loads(index.read_text())["weight_map"][tensor])
+            assert not ckpt.verify()
+
+
+@pytest.mark.parametrize("name", ["tied", "untied", "bin"])
+def test_every_tensor_equals_what_transformers_loads(models: dict[str, Path], name: str) -> None:
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(models[name])
+    with ws.open(models[name]) as ckpt:
+        for tensor, value in model.state_dict().items():  # lm_head.weight too: stored, or tied to the embeddings
+            assert _bits_equal(ckpt[tensor], value.numpy()), tensor
+        assert ("lm_head.weight" in list(ckpt)) == (name == "untied")
+
+
+def test_a_tied_head_is_reported_and_read_as_the_embeddings(
+    models: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ws.open(models["tied"]) as ckpt:
+        assert "lm_head.weight" in ckpt and "lm_head.weight" not in list(ckpt)
+        assert ckpt["lm_head.weight"] is not None
+        assert _bits_equal(ckpt["lm_head.weight"], ckpt["model.embed_tokens.weight"])
+        assert ckpt.metadata["tied.lm_head.weight"] == "model.embed_tokens.weight"
+        assert any("tied to 'model.embed_tokens.weight'" in note for note in ckpt.notes)
+    with ws.open(models["untied"]) as ckpt:
+        assert "tied.lm_head.weight" not in ckpt.metadata and not ckpt.notes
+    status, _, err = run(capsys, "ls", models["tied"])
+    assert status == 0 and "'lm_head.weight' is not stored: tied to 'model.embed_tokens.weight'" in err
+    # huggingface_hub drops the shared name and records it in the index's metadata: an alias too
+    with ws.open(models["hub"]) as ckpt:
+        kept = json.loads((models["hub"] / "model.safetensors.index.json").read_text())["metadata"]
+        dropped = next(name for name, value in kept.items() if isinstance(value, str) and value in ckpt)
+        assert dropped not in list(ckpt) and _bits_equal(ckpt[dropped], ckpt[kept[dropped]])
+
+
+def test_config_is_read_and_summary_counts_as_the_hub(
+    models: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from transformers import LlamaForCausalLM
+
+    status, out, _ = run(capsys, "summary", "--json", models["tied"])
+    document = json.loads(out)
+    assert status == 0
+    assert document["model"] == {
+        "architecture": "LlamaForCausalLM",
+        "model_type": "llama",
+        "hidden_size": "32",
+        "layers": "2",
+        "heads": "4",
+        "dtype": "float32",
+        "tied_embeddings": "true",
+    }
+    model = LlamaForCausalLM.from_pretrained(models["tied"])
+    assert document["values_by_dtype"] == {"float32": model.num_parameters()}  # the tied head counted once
+    index = json.loads((models["tied"] / "model.safetensors.index.json").read_text())
+    assert document["bytes_by_dtype"] == {"float32": index["metadata"]["total_size"]}
+    status, out, _ = run(capsys, "summary", models["fp16"])
+    assert "values by dtype: float16 22,688" in out and "memory to load (weights as stored): 44.3 KiB" in out
+    assert "model: architecture LlamaForCausalLM, model_type llama" in out
+
+
+def test_auto_map_is_reported_never_run(models: dict[str, Path], tmp_path: Path) -> None:
+    folder = shutil.copytree(models["single"], tmp_path / "custom")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "modeling_evil.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w')\n")
+    with ws.open(folder) as ckpt:
+        assert "modeling_evil.EvilModel" in ckpt.metadata["config.auto_map"]
+        assert any("auto_map" in note and "runs nothing" in note for note in ckpt.notes)
+        list(ckpt.infos())
+    assert not (tmp_path / "ran").exists()
+
+
+def test_the_folder_choice_follows_transformers(models: dict[str, Path], tmp_path: Path) -> None:
+    with ws.open(models["single"]) as ckpt:  # one model.safetensors and config.json
+        assert ckpt.format == "folder" and ckpt.files == [models["single"] / "model.safetensors"]
+        assert ckpt.metadata["config.architectures"] == "LlamaForCausalLM"
+    with ws.open(models["fp16"]) as ckpt:  # only a variant: it, said so
+        assert ckpt.info("model.norm.weight").dtype == np.float16
+        assert any("fp16 variant" in note for note in ckpt.notes)
+    both = shutil.copytree(models["bin"], tmp_path / "both")
+    shutil.copy(models["single"] / "model.safetensors", both)
+    with ws.open(both) as ckpt:  # safetensors over bin, as transformers loads, said so
+        assert ckpt.files == [both / "model.safetensors"]
+        assert ckpt.notes[0].endswith(
+            "read model.safetensors, as transformers loads it first; not read: pytorch_model.bin.index.json"
+        )
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(models["single"] / "model.safetensors", other / "weights.safetensors")
+    (other / "optimizer.pt").write_bytes(b"")  # a Trainer's, never weights
+    with ws.open(other) as ckpt:  # one weights file, whatever its name
+        assert ckpt.files == [other / "weights.safetensors"] and len(ckpt) == 20 and not ckpt.notes
+
+
+def test_several_weight_files_or_variants_ask_which(models: dict[str, Path], tmp_path: Path, capsys: Any) -> None:
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("a.safetensors", "b.pt"):
+        shutil.copy(models["single"] / "model.safetensors", folder / name)
+    status, _, err = run(capsys, "ls", folder)
+    assert status == 2 and "several weight files" in err and "a.safetensors, b.pt" in err
+    variants = shutil.copytree(models["fp16"], tmp_path / "variants")
+    shutil.copy(models["single"] / "model.safetensors", variants / "model.bf16.safetensors")
+    status, _, err = run(capsys, "ls", variants)
+    assert status == 2 and "several variants: bf16 (model.bf16.safetensors), fp16" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    status, _, err = run(capsys, "ls", empty)
+    assert status == 3 and "no checkpoint in it" in err
+
+
+# -- the checks of a set ------------------------------------------------------------------------
+def test_unlisted_shards_and_a_wrong_total_size_are_notes(models: dict[str, Path], tmp_path: Path) -> None:
+    folder = shutil.copytree(models["tied"], tmp_path / "set")
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    index["metadata"]["total_size"] += 4
+    index_path.write_text(json.dumps(index))
+    shutil.copy(folder / "model-00001-of-00006.safetensors", folder / "model-00007-of-00006.safetensors")
+    with ws.open(folder) as ckpt:
+        assert any("model-00007-of-00006.safetensors" in note and "does not name" in note for note in ckpt.notes)
+        list(ckpt.infos())
+        total = index["metadata"]["total_size"]
+        assert any(
+            f"total_size says {total:,} bytes; the tensors it lists take {total - 4:,}" in note for note in ckpt.notes
+        )
+
+
+def test_a_shard_is_opened_only_when_one_of_its_tensors_is_asked_for(models: dict[str, Path], tmp_path: Path) -> None:
+    folder = shutil.copytree(models["tied"], tmp_path / "lazy")
+    (folder / "model-00006-of-00006.safetensors").write_bytes(b"not a safetensors file")
+    with ws.open(folder) as ckpt:
+        assert len(ckpt) == 20
+        assert ckpt["model.embed_tokens.weight"].shape == (128, 32)  # from shard 1
+        broken = next(name for name, info in _weight_map(folder).items() if info.endswith("00006-of-00006.safetensors"))
+        with pytest.raises(ws.CorruptCheckpointError, match=r"model-00006-of-00006\.safetensors"):
+            ckpt[broken]
+        problems = ckpt.verify()
+        assert len(problems) == 1 and "model-00006-of-00006" in str(problems[0])
+
+
+def _weight_map(folder: Path) -> dict[str, str]:
+    (index,) = folder.glob("*.index*.json")
+    return json.loads(index.read_text())["weight_map"]  # type: ignore[no-any-return]
+
+
+def test_a_shard_from_the_index_of_another_ending_or_folder_is_refused(models: dict[str, Path], tmp_path: Path) -> None:
+    folder = shutil.copytree(models["tied"], tmp_path / "set")
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    for shard, error in [("sub/../../x.safetensors", ws.RefusedError), ("C:/x.safetensors", ws.RefusedError)]:
+        index["weight_map"]["model.norm.weight"] = shard
+        index_path.write_text(json.dumps(index))
+        with pytest.raises(error, match="shard path"):
+            ws.open(folder)
+
+
+# -- GGUF splits -------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def gguf_split(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], dict[str, np.ndarray]]:
+    """A two-block llama GGUF, split two tensors a part by gguf-py (as llama.cpp's gguf-split cuts it)."""
+    import gguf
+
+    root = tmp_path_factory.mktemp("split")
+    rng = np.random.default_rng(0)
+    tensors = {"token_embd.weight": rng.standard_normal((16, 8), np.float32)}
+    for block in range(2):
+        for part in ("attn_q", "attn_k", "ffn_up"):
+            tensors[f"blk.{block}.{part}.weight"] = rng.standard_normal((8, 8), np.float32).astype(np.float16)
+    writer = gguf.GGUFWriter(root / "tiny.gguf", "llama", split_max_tensors=2)
+    writer.add_block_count(2)
+    writer.add_embedding_length(8)
+    writer.add_head_count(2)
+    for name, array in tensors.items():
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return sorted(root.glob("*.gguf")), tensors
+
+
+def test_a_gguf_split_opens_as_one_model_from_any_part(
+    gguf_split: tuple[list[Path], dict[str, np.ndarray]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gguf
+
+    parts, tensors = gguf_split
+    assert [part.name for part in parts] == [f"tiny-0000{n}-of-00004.gguf" for n in range(1, 5)]
+    theirs = {tensor.name: np.asarray(tensor.data) for part in parts for tensor in gguf.GGUFReader(part).tensors}
+    for path in (parts[0], parts[2], parts[0].parent):
+        with ws.open(path) as ckpt:
+            assert sorted(ckpt) == sorted(tensors) == sorted(theirs)
+            for name, array in tensors.items():
+                assert _bits_equal(ckpt[name], theirs[name]) and _bits_equal(ckpt[name], array)
+            assert ckpt.metadata["general.architecture"] == "llama" and ckpt.metadata["split.count"] == "4"
+            assert not ckpt.verify()
+    status, out, _ = run(capsys, "layers", parts[1])
+    assert status == 0 and "blk.0" in out and "blk.1" in out
+    status, out, _ = run(capsys, "summary", "--json", parts[3])
+    document = json.loads(out)
+    assert [layer["kind"] for layer in document["layers"] if layer["name"].startswith("blk.")] == ["Block", "Block"]
+    assert document["model"] == {"architecture": "llama", "hidden_size": "8", "layers": "2", "heads": "2"}
+
+
+def test_a_gguf_split_whose_tensor_count_disagrees_is_refused(tmp_path: Path) -> None:
+    import gguf
+
+    for number in range(2):  # each part by hand, with gguf-split's keys, one declaring 3 tensors in all
+        writer = gguf.GGUFWriter(tmp_path / f"bad-0000{number + 1}-of-00002.gguf", "llama")
+        writer.add_uint16("split.no", number)
+        writer.add_uint16("split.count", 2)
+        writer.add_int32("split.tensors.count", 3)
+        writer.add_tensor(f"t{number}", np.zeros(4, np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    with pytest.raises(ws.CorruptCheckpointError, match=r"split.tensors.count is '3', but the 2 parts hold 2"):
+        ws.open(tmp_path / "bad-00002-of-00002.gguf")
+
+
+# -- diffusers' names --------------------------------------------------------------------------
+def test_diffusers_components_and_variants(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A pipeline's unet/ sharded as diffusers names it (written with safetensors and huggingface_hub's
+    splitting, indexes as diffusers writes them: sorted keys), an fp16 variant of vae/; the root asks which."""
+    from huggingface_hub import split_state_dict_into_shards_factory
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(1)
+    unet = {f"down_blocks.{n}.conv.weight": rng.standard_normal((8, 4, 3, 3), np.float32) for n in range(3)}
+    split = split_state_dict_into_shards_factory(
+        unet,
+        get_storage_size=lambda array: array.nbytes,
+        filename_pattern="diffusion_pytorch_model{suffix}.safetensors",
+        max_shard_size=1500,
+    )
+    (tmp_path / "unet").mkdir()
+    for shard, names in split.filename_to_tensors.items():
+        save_file({name: unet[name] for name in names}, str(tmp_path / "unet" / shard), metadata={"format": "pt"})
+    index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        json.dumps(index, indent=2, sort_keys=True) + "\n"
+    )
+    (tmp_path / "vae").mkdir()
+    vae = {"decoder.conv_in.weight": rng.standard_normal((4, 4), np.float32).astype(np.float16)}
+    save_file(vae, str(tmp_path / "vae" / "diffusion_pytorch_model.fp16.safetensors"))
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+
+    assert len(split.filename_to_tensors) == 3
+    with ws.open(tmp_path / "unet") as ckpt:
+        assert list(ckpt) == sorted(unet)
+        assert all(_bits_equal(ckpt[name], array) for name, array in unet.items())
+    with ws.open(tmp_path / "vae") as ckpt:
+        assert _bits_equal(ckpt["decoder.conv_in.weight"], vae["decoder.conv_in.weight"])
+    status, _, err = run(capsys, "ls", tmp_path)
+    assert status == 2 and "a diffusers pipeline, whose components are folders (unet, vae)" in err
