@@ -389,8 +389,9 @@ class ModelFolderCheckpoint(Checkpoint):
         return problems
 
     def _close(self) -> None:
-        opened, self._opened = self._opened, {}
-        for ckpt in opened.values():
+        # Kept, closed: what their indexes say (views, roles) is still answered after closing, as a
+        # file's is, instead of each shard being opened again (and left open) to answer it.
+        for ckpt in self._opened.values():
             ckpt.close()
 
 
