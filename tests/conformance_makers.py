@@ -11,6 +11,7 @@ large (> 1 MiB), non-contiguous sources, big-endian where it holds it, and the n
 
 from __future__ import annotations
 
+import json
 import pickle
 import zipfile
 from collections.abc import Callable
@@ -118,6 +119,33 @@ def _safetensors(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
     return _one(path, tensors)
 
 
+def _sharded(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+    """Shards cut by huggingface_hub's rules (the large tensor alone), written by safetensors, and the index as
+    huggingface_hub writes it: the set opened by its index."""
+    from huggingface_hub import split_state_dict_into_shards_factory
+    from safetensors.numpy import save_file
+
+    split = split_state_dict_into_shards_factory(
+        tensors,
+        get_storage_size=lambda array: array.nbytes,
+        filename_pattern="model{suffix}.safetensors",
+        max_shard_size=100_000,
+    )
+    assert split.is_sharded
+    for shard, names in split.filename_to_tensors.items():
+        shard_tensors = {name: np.ascontiguousarray(tensors[name]) for name in names}
+        save_file(shard_tensors, str(directory / shard), metadata={"format": "pt"})
+    index = directory / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": split.metadata, "weight_map": split.tensor_to_filename}, indent=2))
+    return _one(index, tensors)
+
+
+def _gguf_split(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+    """gguf-py's split (as llama.cpp's gguf-split cuts it), four tensors a part: the set opened by its first part."""
+    _gguf(directory, tensors, split_max_tensors=4)
+    return _one(directory / f"model-00001-of-{len(list(directory.glob('*.gguf'))):05d}.gguf", tensors)
+
+
 def _npy(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
     """One .npy file per tensor, each in a directory of its own (a .npy holds one array, named after its file)."""
     written: Written = []
@@ -142,11 +170,11 @@ def _pickle(directory: Path, tensors: dict[str, np.ndarray], *, protocol: int) -
     return _one(path, tensors)
 
 
-def _gguf(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+def _gguf(directory: Path, tensors: dict[str, np.ndarray], split_max_tensors: int = 0) -> Written:
     import gguf
 
     path = directory / "model.gguf"
-    writer = gguf.GGUFWriter(path, "llama")
+    writer = gguf.GGUFWriter(path, "llama", split_max_tensors=split_max_tensors)
     for name, array in tensors.items():
         if array.dtype == dtype("bfloat16"):  # gguf-py takes bfloat16 as its bits, with the type named
             writer.add_tensor(name, array.view(np.uint16), raw_dtype=gguf.GGMLQuantizationType.BF16)
@@ -265,4 +293,11 @@ MAKERS: list[Maker] = [
         "keras-zip", "keras", _keras_zip, _NUMPY, big_endian=True, remote=False, eager_checksum=True, chunked_dask=False
     ),
     Maker("tensorflow", "tensorflow", _tensorflow, (*_NUMPY, "bfloat16", *_FLOAT8)),
+    Maker("sharded-safetensors", "sharded", _sharded, (*_NUMPY[:-2], "bfloat16", *_FLOAT8)),
+    Maker(
+        "gguf-split",
+        "sharded",
+        _gguf_split,
+        ("int8", "int16", "int32", "int64", "float16", "float32", "float64", "bfloat16"),
+    ),
 ]

@@ -139,7 +139,7 @@ def show_command(
         for name in names:
             actual = ckpt.resolve(name)
             if safe_text(actual) != safe_text(name):  # not a name asked for as printed
-                convention = naming_convention(actual)
+                convention = naming_convention(actual) if name not in ckpt else None  # else an alias (a tied head)
                 reason = f" ({convention})" if convention else ""
                 _note(f"'{safe_text(name)}' is '{safe_text(actual)}' in this checkpoint{reason}")
             resolved.append(actual)
@@ -235,8 +235,8 @@ def verify_command(path: Path, step: int | None) -> None:
     tensor read and checked against the file's bounds and its declared size, and say so."""
     with _open(path, step=step) as ckpt:
         problems = ckpt.verify()
-        total = sum(info.nbytes for info in ckpt.infos())
         count = len(ckpt)
+        total = 0 if problems else sum(info.nbytes for info in ckpt.infos())  # a damaged shard has no infos to sum
         checksums, kind = ckpt.checksums, ckpt.format
     for problem in problems:
         _echo(f"DAMAGED {safe_text(str(problem))}")

@@ -27,7 +27,8 @@ What is opened (facts: huggingface_hub ``serialization/_base.py``, transformers 
   else the folder's one weights file (or set). ``config.json`` beside it is read as JSON
   (never run: an ``auto_map`` naming remote code is reported): its facts are metadata
   ``config.<key>``. Where ``tie_word_embeddings`` is not false and ``lm_head.weight`` is not
-  stored, it is listed as tied to the input embeddings and read under its name as that array.
+  stored (transformers ties it at load), metadata ``tied.lm_head.weight`` names the input
+  embeddings it is tied to, and it reads under its name as that array (an alias: not listed).
 
 Shards open lazily: opening reads the index (and checks every shard it names is there);
 a shard's header is read the first time one of its tensors (or every tensor, for a
@@ -316,10 +317,7 @@ class ModelFolderCheckpoint(Checkpoint):
             return
         source = min(sources, key=lambda name: (name.count("."), name))  # model.embed_tokens before deeper ones
         self._aliases[_TIED_HEAD] = source
-        self._metadata[f"tied.{_TIED_HEAD}"] = source
-        self._notes.append(
-            f"'{_TIED_HEAD}' is not stored: tied to '{source}' (tie_word_embeddings), read under its name as that array"
-        )
+        self._metadata[f"tied.{_TIED_HEAD}"] = source  # what ls shows: reported as metadata, not a note every time
 
     # -- the mapping ---------------------------------------------------------------------
     def _name_of(self, name: str) -> tuple[str, str]:
