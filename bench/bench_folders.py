@@ -5,9 +5,11 @@ Run from the repository root::
     .venv/bin/python bench/bench_folders.py [--workdir DIR] [--keep] [--quick] [--shards N] [--tensors N]
 
 The input is written into a fresh directory under /tmp (or ``--workdir``), removed at the
-end unless ``--keep``: ``--tensors`` float32 tensors of 32 x 32 (4 KiB) in ``--shards``
-shards written by ``safetensors.numpy.save_file`` and named as huggingface_hub names
-them (``model-00001-of-00200.safetensors``), with ``model.safetensors.index.json``
+end unless ``--keep``: ``--tensors`` float32 tensors of 32 x 32 (4 KiB), named as a
+mixture-of-experts model's (``model.layers.12.mlp.experts.345.gate_proj.weight``: 100,000
+is the order of DeepSeek-V3's count), in ``--shards`` shards written by
+``safetensors.numpy.save_file`` and named as huggingface_hub names them
+(``model-00001-of-00200.safetensors``), with ``model.safetensors.index.json``
 (``metadata.total_size``, ``weight_map``) and a ``config.json``. Each shard is 2 MiB by
 default, more than the remote store fetches whole, so its header is fetched by range.
 
@@ -24,7 +26,7 @@ default, more than the remote store fetches whole, so its header is fetched by r
    against what summary needs: the index, config.json and each shard's header (its
    8-byte length and the JSON). Target (issue 18): moved <= 1.1 x needed.
 
-``--quick``: 20 shards of 50 tensors.
+``--quick``: 20 shards of 300 tensors (1.2 MiB each).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def make_folder(folder: Path, shards: int, tensors: int) -> list[Path]:
     for shard in range(shards):
         count = per_shard + (shard < extra)
         name = f"model-{shard + 1:05d}-of-{shards:05d}.safetensors"
-        arrays = {f"model.layers.{done + i}.weight": np.full(SHAPE, done + i, np.float32) for i in range(count)}
+        arrays = {tensor_name(done + i): np.full(SHAPE, done + i, np.float32) for i in range(count)}
         safetensors.numpy.save_file(arrays, str(folder / name))
         weight_map |= dict.fromkeys(arrays, name)
         paths.append(folder / name)
@@ -73,6 +75,13 @@ def make_folder(folder: Path, shards: int, tensors: int) -> list[Path]:
     (folder / INDEX).write_text(json.dumps({"metadata": {"total_size": total_size}, "weight_map": weight_map}))
     (folder / "config.json").write_text(json.dumps(CONFIG))
     return paths
+
+
+def tensor_name(number: int) -> str:
+    """A mixture-of-experts model's names (as DeepSeek's or Qwen's): 64 layers of experts' three projections."""
+    layer, rest = divmod(number, 1563)
+    expert, projection = divmod(rest, 3)
+    return f"model.layers.{layer}.mlp.experts.{expert}.{('gate', 'up', 'down')[projection]}_proj.weight"
 
 
 def header_bytes(shard: Path) -> int:
@@ -119,7 +128,7 @@ def compare_listing(folder: Path, shards: list[Path], tensors: int, reps: int, r
     counts = (st_keys(), st_shapes(), ws_list())
     report.check(counts == (tensors,) * 3, f"tensors listed by each: {counts} (expected {tensors:,})")
     with ws.open(folder) as ckpt:
-        last = f"model.layers.{tensors - 1}.weight"
+        last = tensor_name(tensors - 1)
         same = len(ckpt) == tensors and bool((ckpt[last] == tensors - 1).all()) and ckpt[last].shape == SHAPE
     report.check(same, f"the folder {'opens as' if same else 'does NOT open as'} one checkpoint of every tensor")
 
@@ -208,13 +217,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = benchlib.argument_parser(__doc__.split("\n\n")[0], quick="20 shards of 50 tensors")
+    parser = benchlib.argument_parser(__doc__.split("\n\n")[0], quick="20 shards of 300 tensors")
     parser.add_argument("--shards", type=int, help="number of shards (200; quick 20)")
-    parser.add_argument("--tensors", type=int, help="number of tensors (100,000; quick 1,000)")
+    parser.add_argument("--tensors", type=int, help="number of tensors (100,000; quick 6,000)")
     parser.add_argument("--reps", type=int, default=5, help="timed rounds of the listing (5)")
     args = parser.parse_args(argv)
     args.shards = args.shards or (20 if args.quick else 200)
-    args.tensors = args.tensors or (1000 if args.quick else 100_000)
+    args.tensors = args.tensors or (6000 if args.quick else 100_000)
     if not 0 < args.shards <= args.tensors:
         parser.error("--shards must be between 1 and --tensors")
     return args
