@@ -8,6 +8,7 @@ store's own count, so a read-ahead inside the client would show.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import subprocess
@@ -218,3 +219,42 @@ def test_the_loopback_hub_serves_hf_hub_download_and_paginated_listings(
     assert sum("cursor=" in request for request in fresh.requests) == 1
     (info,) = api.get_paths_info(REPO, ["model.safetensors", "missing.bin"])
     assert info.size == (folders["main"] / "model.safetensors").stat().st_size and info.lfs is not None
+
+
+def test_a_folder_opens_through_paginated_listings(fresh: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repository listed one entry a page (``Link: rel="next"``): the folder's files are all found."""
+    monkeypatch.setattr(fresh, "page_size", 1)
+    with ws.open(f"hf://{REPO}") as ckpt:
+        assert ckpt.format == "folder" and list(ckpt) == sorted(_tensors(1))
+        assert ckpt.metadata["config.model_type"] == "toy"
+    assert sum("cursor=" in request for request in fresh.requests) >= 1
+
+
+def test_an_index_naming_a_shard_outside_its_repository_is_refused_before_any_request_for_it(
+    fresh: Hub, tmp_path: Path
+) -> None:
+    """A weight_map entry climbing out of the repository (into another one of the same owner, or
+    of another revision) is refused as ONNX external data is, and nothing is asked of the Hub for it."""
+    for shard in ("../other/model.safetensors", "../../evil/model/model.safetensors", "/org/other/x.safetensors"):
+        folder = tmp_path / str(abs(hash(shard)))
+        folder.mkdir()
+        index = {"metadata": {}, "weight_map": {"w": shard}}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+        fresh.add("org/climbing", folder)
+        fresh.reset()
+        with pytest.raises(ws.RefusedError):
+            ws.open("hf://org/climbing/model.safetensors.index.json")
+        assert not [request for request in fresh.requests if "other" in request or "evil" in request]
+
+
+def test_each_open_sees_the_repository_as_it_is_now(fresh: Hub, tmp_path: Path) -> None:
+    """HfFileSystem keeps its listings (sizes) per instance, and instances per process: each open makes its own."""
+    folder = tmp_path / "changing"
+    folder.mkdir()
+    ws.save({"a": np.zeros(3, np.float32)}, folder / "model.safetensors", format="safetensors")
+    fresh.add("org/changing", folder)
+    with ws.open("hf://org/changing/model.safetensors") as ckpt:
+        assert list(ckpt) == ["a"]
+    ws.save({"a": np.ones(3, np.float32), "b": np.arange(1000.0)}, folder / "model.safetensors", format="safetensors")
+    with ws.open("hf://org/changing/model.safetensors") as ckpt:  # as after a new commit on main
+        assert list(ckpt) == ["a", "b"] and ckpt["b"].tolist() == list(np.arange(1000.0))

@@ -63,6 +63,9 @@ class RemoteError(WeightscopeError, OSError):
 
 # Protocols whose fsspec filesystem another package provides: that package, and the extra installing it.
 _PROVIDERS = {"hf": ("huggingface_hub", "hub")}
+# Filesystems made afresh for each store: HfFileSystem's instances (shared in a process) keep every
+# listing, file sizes with them, for good: a repository's later commit would be read at the old sizes.
+_FRESH: dict[str, dict[str, Any]] = {"hf": {"skip_instance_cache": True}}
 
 
 def _import_fsspec(protocol: str) -> Any:
@@ -97,8 +100,9 @@ class RemoteStore:
     ) -> None:
         fsspec = _import_fsspec(protocol)
         self.protocol = protocol
+        options = {**_FRESH.get(protocol, {}), **(storage_options or {})}
         try:
-            self.fs = fsspec.filesystem(protocol, **(storage_options or {}))
+            self.fs = fsspec.filesystem(protocol, **options)
         except ImportError as error:
             if protocol in _PROVIDERS:
                 raise _missing_provider(protocol) from None
