@@ -17,7 +17,11 @@ model repositories:
 - ``HEAD`` and ``GET /{id}/resolve/{rev}/{path}``: the file, ``Range: bytes=a-b`` answered
   206 with exactly those bytes (test_remote's range handler); headers ``X-Repo-Commit``,
   ``ETag`` (the git blob id), and for LFS files ``X-Linked-Etag`` (the sha256) and
-  ``X-Linked-Size``; a missing file is 404 ``EntryNotFound``.
+  ``X-Linked-Size``; a missing file is 404 ``EntryNotFound``. An LFS file is answered, as
+  on the Hub, by a 302 (with those headers) to its CDN URL, here ``/{id}/cdn/{commit}/{path}``
+  on a second port, another origin (the client sends it no token, as to the real CDN, whose
+  URLs are signed), which the client follows with its Range header (``lfs_redirects=False``
+  serves it directly).
 
 Entries are the Hub's: ``{"type": "file", "oid": git blob sha1, "size", "path", "lfs":
 {"oid": sha256, "size", "pointerSize"}}`` (weights files are LFS files, as on the Hub) and
@@ -28,7 +32,7 @@ for private repositories).
 
 Each ``Hub`` counts what it sent: body bytes per file (``file_bytes``, keyed
 ``"ORG/MODEL/path"``), bytes of API answers (``api_bytes``), every request (``requests``)
-and every ``Authorization`` header received (``authorizations``).
+and every ``Authorization`` header received (``authorizations``; by the CDN: ``cdn_authorizations``).
 """
 
 from __future__ import annotations
@@ -69,11 +73,14 @@ class Hub:
     """Repositories served, and the counts of what was sent."""
 
     page_size: int = 1000
+    lfs_redirects: bool = True  # LFS files' resolve answered 302 to the CDN, as the Hub does
+    cdn: str = ""  # the CDN's address: this server's handler on another port (another origin)
     repos: dict[str, Repo] = field(default_factory=dict)
     file_bytes: Counter[str] = field(default_factory=Counter)
     api_bytes: int = 0
     requests: list[str] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)
+    cdn_authorizations: list[str] = field(default_factory=list)  # tokens sent to the CDN: none should be
     _entries: dict[tuple[Path, int, int], dict[str, Any]] = field(default_factory=dict)
 
     def add(self, repo_id: str, folder: Path, revision: str = "main", *, token: str | None = None) -> str:
@@ -97,6 +104,7 @@ class Hub:
         self.api_bytes = 0
         self.requests.clear()
         self.authorizations.clear()
+        self.cdn_authorizations.clear()
 
     # -- what a request names ------------------------------------------------------------------
     def revision(self, repo_id: str, text: str) -> tuple[str, Path, str] | None:
@@ -184,49 +192,86 @@ class _HubHandler(_RangeHandler):
         self._json(status, {"error": code}, {"X-Error-Code": code})
 
     # -- resolve: the range handler's GET and HEAD, of the file the URL names ------------------
-    def _target(self) -> tuple[str, Path | None]:
-        self.hub.requests.append(f"{self.command} {self.path}")
-        parts = urllib.parse.urlsplit(self.path).path.split("/", 4)  # "", ns, name, "resolve", rest
+    def _located(self) -> tuple[str, str, Path, str] | None:
+        """The repository, commit, folder and path of the file a ``resolve`` (or CDN) URL names; None
+        (the error headers set) if there is none."""
+        parts = urllib.parse.urlsplit(self.path).path.split("/", 4)  # "", ns, name, "resolve" or "cdn", rest
         self.hub_headers = {"X-Error-Code": "EntryNotFound"}
-        if len(parts) < 5 or parts[3] != "resolve":
-            return "", None
+        if len(parts) < 5 or parts[3] not in ("resolve", "cdn"):
+            return None
         repo_id = f"{parts[1]}/{parts[2]}"
-        if self._repo(repo_id) is None:
-            return "", None
-        found = self.hub.revision(repo_id, parts[4])
+        if parts[3] == "cdn" and "Authorization" in self.headers:
+            self.hub.cdn_authorizations.append(self.headers["Authorization"])
+        if parts[3] == "resolve" and self._repo(repo_id) is None:  # the CDN's URLs are signed: no token asked
+            return None
+        found = self.hub.revision(repo_id, parts[4]) if repo_id in self.hub.repos else None
         if found is None:
             self.hub_headers = {"X-Error-Code": "RevisionNotFound"}
-            return "", None
+            return None
         commit, folder, path = found
         path = urllib.parse.unquote(path)
-        file = folder / path
-        if not path or ".." in path.split("/") or not file.is_file():
+        if not path or ".." in path.split("/") or not (folder / path).is_file():
+            return None
+        return repo_id, commit, folder, path
+
+    def _target(self) -> tuple[str, Path | None]:
+        located = self._located()
+        if located is None:
             return "", None
+        repo_id, commit, folder, path = located
         entry = self.hub.entry(folder, path)
-        self.hub_headers = {"X-Repo-Commit": commit, "ETag": f'"{entry["oid"]}"'}
-        if "lfs" in entry:
-            self.hub_headers |= {"X-Linked-Etag": f'"{entry["lfs"]["oid"]}"', "X-Linked-Size": str(entry["size"])}
+        self.hub_headers = {"ETag": f'"{entry["lfs"]["oid"] if "lfs" in entry else entry["oid"]}"'}
+        if "/resolve/" in self.path:
+            self.hub_headers = self._file_headers(commit, entry)
         self.counted_as = f"{repo_id}/{path}"
-        return "", file
+        return "", folder / path
+
+    @staticmethod
+    def _file_headers(commit: str, entry: dict[str, Any]) -> dict[str, str]:
+        headers = {"X-Repo-Commit": commit, "ETag": f'"{entry["oid"]}"'}
+        if "lfs" in entry:
+            headers |= {"X-Linked-Etag": f'"{entry["lfs"]["oid"]}"', "X-Linked-Size": str(entry["size"])}
+        return headers
+
+    def _redirected(self) -> bool:
+        """An LFS file's ``resolve`` answered as the Hub does: 302 to the CDN (here, this server's ``cdn``
+        route), with the file's headers; the client follows it, its Range header with it."""
+        if not self.hub.lfs_redirects or "/resolve/" not in self.path:
+            return False
+        located = self._located()
+        if located is None:
+            return False
+        repo_id, commit, folder, path = located
+        entry = self.hub.entry(folder, path)
+        if "lfs" not in entry:
+            return False
+        self.hub_headers = self._file_headers(commit, entry)
+        self.send_response(302)
+        self.send_header("Location", f"{self.hub.cdn}/{repo_id}/cdn/{commit}/{urllib.parse.quote(path)}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's names)
+        self.hub.requests.append(f"{self.command} {self.path}")
         if self.path.startswith("/api/"):
             self._api()
-        else:
+        elif not self._redirected():
             super().do_GET()
 
     def do_HEAD(self) -> None:  # noqa: N802
+        self.hub.requests.append(f"{self.command} {self.path}")
         if self.path.startswith("/api/"):
             self._api()
-        else:
+        elif not self._redirected():
             super().do_HEAD()
 
     def do_POST(self) -> None:  # noqa: N802
+        self.hub.requests.append(f"{self.command} {self.path}")
         self._api()
 
     # -- the API --------------------------------------------------------------------------------
     def _api(self) -> None:
-        self.hub.requests.append(f"{self.command} {self.path}")
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
         if url.path == "/api/agent-harnesses":  # the client's once-a-day fetch of AI agents' names (User-Agent)
@@ -278,14 +323,17 @@ class _HubHandler(_RangeHandler):
 @contextlib.contextmanager
 def serving_hub(hub: Hub) -> Iterator[str]:
     """``hub`` answering on a loopback port, for the block; its endpoint (what ``HF_ENDPOINT`` names)."""
-    server = _Server(("127.0.0.1", 0), functools.partial(_HubHandler, hub=hub, directory="/nonexistent"))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    handler = functools.partial(_HubHandler, hub=hub, directory="/nonexistent")
+    servers = [_Server(("127.0.0.1", 0), handler) for _ in range(2)]  # the Hub, and its CDN (another origin)
+    hub.cdn = f"http://127.0.0.1:{servers[1].server_address[1]}"
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{servers[0].server_address[1]}"
     finally:
-        server.shutdown()
-        server.server_close()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
 
 
 @contextlib.contextmanager

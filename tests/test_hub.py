@@ -101,6 +101,9 @@ def test_a_file_at_each_revision_form_reads_as_the_file_served_there(
     # The revision reached the server as HfFileSystem sends it: one quoted path segment.
     quoted = "refs%2Fpr%2F1" if folder == "pr" else revision.lstrip("@") or "main"
     assert f"GET /{REPO}/resolve/{quoted}/model.safetensors" in fresh.requests
+    # ... and was sent on, as the Hub sends LFS files, to the CDN, at the revision's commit.
+    commit = fresh.commit(REPO, "refs/pr/1" if folder == "pr" else "main")
+    assert f"GET /{REPO}/cdn/{commit}/model.safetensors" in fresh.requests
     assert fresh.authorizations == []  # no token anywhere: none sent
 
 
@@ -194,6 +197,7 @@ def test_the_users_token_from_hf_token_or_the_token_file_is_sent_and_never_print
         assert done.returncode == 0, done.stderr
         assert "embed.weight" in done.stdout and token not in done.stdout + done.stderr
         assert set(fresh.authorizations) == {f"Bearer {token}"}
+        assert fresh.cdn_authorizations == [] and any("/cdn/" in request for request in fresh.requests)
         assert fresh.file_bytes["org/private/model.safetensors"] > 0
     # A wrong token: refused as the Hub does, and neither token printed.
     done = _cli(fresh, url, HF_TOKEN="hf_wrong_token_77")
