@@ -493,3 +493,42 @@ def test_a_folder_over_http_fetches_each_file_once_to_list(models: dict[str, Pat
             assert ckpt.format == "folder" and len(list(ckpt.infos())) == 21
             assert ckpt.path.store.bytes_fetched <= sum((folder / name).stat().st_size for name in files)
             assert _bits_equal(ckpt["lm_head.weight"], _stored(folder)["lm_head.weight"])
+
+
+def test_a_hugging_face_cache_snapshot_whose_files_link_to_its_blobs(models: dict[str, Path], tmp_path: Path) -> None:
+    """The cache's layout (huggingface_hub ``file_download``): ``snapshots/<revision>/<file>`` are relative links
+    to ``blobs/<hash>``; the shards' links lead out of the snapshot's folder, into the cache's blobs only."""
+    import hashlib
+
+    repo = tmp_path / "hub" / "models--org--tiny"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for file in models["tied"].iterdir():
+        blob = hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.copy(file, repo / "blobs" / blob)
+        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", blob))
+    with ws.open(snapshot) as ckpt:
+        expected = _stored(models["tied"])
+        assert list(ckpt) == list(expected) and all(_bits_equal(ckpt[n], a) for n, a in expected.items())
+        assert ckpt.metadata["config.architectures"] == "LlamaForCausalLM"
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.copy(models["tied"] / "model-00001-of-00006.safetensors", outside)
+    (snapshot / "model-00001-of-00006.safetensors").unlink()
+    (snapshot / "model-00001-of-00006.safetensors").symlink_to(outside)  # a link out of the cache: refused
+    with pytest.raises(ws.RefusedError, match="escapes the model's folder"):
+        ws.open(snapshot)
+
+
+def test_a_folder_of_an_onnx_model_and_its_external_data(tmp_path: Path) -> None:
+    """``weights.bin`` ends as a PyTorch file does, but no format claims its raw bytes: the model is the one."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    model = helper.make_model(helper.make_graph([], "g", [], [], initializer=[numpy_helper.from_array(array, "w")]))
+    onnx.save_model(
+        model, tmp_path / "model.onnx", save_as_external_data=True, location="weights.bin", size_threshold=0
+    )
+    with ws.open(tmp_path) as ckpt:
+        assert ckpt.files == [tmp_path / "model.onnx"] and _bits_equal(ckpt["w"], array)

@@ -223,9 +223,12 @@ INPUTS = [f"corpus/{path.parent.name}/{path.name}" for path in CORPUS_ENTRIES] +
 
 
 def _target(entry: Path) -> tuple[Path, int]:
-    """The path a command names for a corpus entry (a folder holds a TensorFlow prefix), and its bytes."""
+    """The path a command names for a corpus entry (a folder: the TensorFlow prefix in it, else the folder), and its
+    bytes."""
     if entry.is_dir():
-        return entry / "model.ckpt", sum(path.stat().st_size for path in entry.rglob("*") if path.is_file())
+        prefix = entry / "model.ckpt"
+        target = prefix if Path(f"{prefix}.index").is_file() else entry
+        return target, sum(path.stat().st_size for path in entry.rglob("*") if path.is_file())
     return entry, entry.stat().st_size
 
 

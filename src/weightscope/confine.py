@@ -4,7 +4,9 @@ A file may name other files it needs beside it (``location`` in an ONNX TensorPr
 shard in a ``model.safetensors.index.json``). A hostile one names ``/etc/passwd``,
 ``C:\\secrets``, ``../../home/you/.ssh/id_rsa`` or, over HTTP, ``%2e%2e/x``: every such path
 is refused unless it lies inside the folder of the file naming it, after ``.``, ``..`` and
-symbolic links are resolved (a remote path's ``resolve`` folds them as the server would).
+symbolic links are resolved (a remote path's ``resolve`` folds them as the server would). One
+other place may be allowed: the ``blobs/`` folder of a Hugging Face cache, which its
+``snapshots/<revision>/`` files link into.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ from weightscope.errors import CorruptCheckpointError, RefusedError
 from weightscope.sources import AnyPath
 
 
-def confined(folder: AnyPath, location: str, where: str, what: str) -> AnyPath:
-    """The file ``location`` names, relative to ``folder`` (resolved), which it must lie inside; ``where`` names
-    the file that names it and ``what`` the kind of path (``external data path``) in errors."""
+def confined(folder: AnyPath, location: str, where: str, what: str, *, also: Path | None = None) -> AnyPath:
+    """The file ``location`` names, relative to ``folder`` (resolved), which it must lie inside (or inside ``also``,
+    where given, once symbolic links are followed); ``where`` names the file that names it and ``what`` the kind
+    of path (``external data path``) in errors."""
     if Path(location).is_absolute() or location.startswith(("/", "\\")) or ":" in location[:2]:
         raise RefusedError(f"{where}: {what} '{location}' is absolute; it must lie in the model's folder")
     if "\0" in location:
         raise CorruptCheckpointError(f"{where}: {what} {location!r} holds a NUL byte")
     resolved = (folder / location).resolve()
     if isinstance(folder, Path):
-        inside = isinstance(resolved, Path) and resolved.is_relative_to(folder)
+        inside = isinstance(resolved, Path) and (
+            resolved.is_relative_to(folder) or (also is not None and resolved.is_relative_to(also))
+        )
     else:
         inside = not isinstance(resolved, Path) and resolved.is_relative_to(folder)
     if not inside:

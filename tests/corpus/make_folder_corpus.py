@@ -93,13 +93,6 @@ def index_without_a_weight_map(directory: Path) -> None:
     (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": 1}}))
 
 
-def several_weight_files(directory: Path) -> None:
-    from safetensors.numpy import save_file
-
-    save_file({"a": TENSORS["embed.weight"]}, str(directory / "encoder.safetensors"))
-    save_file({"b": TENSORS["head.weight"]}, str(directory / "decoder.safetensors"))
-
-
 def _gguf_split(directory: Path, *, tensors: int = 6) -> list[Path]:
     import gguf
 
@@ -144,7 +137,6 @@ MAKERS: dict[str, Callable[[Path], None]] = {
     "CorruptCheckpointError--bin-shard-in-a-safetensors-index": bin_shard_in_a_safetensors_index,
     "CorruptCheckpointError--tensor-named-twice-in-the-index": tensor_named_twice_in_the_index,
     "CorruptCheckpointError--index-without-a-weight-map": index_without_a_weight_map,
-    "UsageError--several-weight-files": several_weight_files,
     "CheckpointNotFoundError--gguf-split-part-missing": gguf_split_part_missing,
     "CorruptCheckpointError--gguf-split-parts-out-of-place": gguf_split_parts_out_of_place,
     "CorruptCheckpointError--gguf-split-fewer-parts-than-counted": gguf_split_fewer_parts_than_counted,

@@ -208,15 +208,13 @@ _BUILT_IN = (
     ),
     Format(
         "folder",
-        "A model folder (Hugging Face save_pretrained, diffusers component, Trainer checkpoint-N/): the weights "
-        "transformers would load (one file or a sharded set), with config.json's facts",
+        "model folder (save_pretrained, a diffusers component, checkpoint-N/): the weights transformers loads",
         "weightscope.formats.model_folder:ModelFolderCheckpoint",
         sniffer=_sniff_folder,
     ),
     Format(
         "sharded",
-        "A sharded set as one checkpoint: by its index (model.safetensors.index.json, pytorch_model.bin.index.json, "
-        "diffusers'), by any one shard, or a GGUF split (-00001-of-00003.gguf)",
+        "sharded set by its index (model.safetensors.index.json, ...) or any shard; a GGUF split (-00001-of-N.gguf)",
         "weightscope.formats.model_folder:ModelFolderCheckpoint",
         sniffer=_sniff_set,
     ),

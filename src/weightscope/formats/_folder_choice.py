@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, UsageError, WeightscopeError
@@ -89,10 +90,13 @@ def _files(folder: AnyPath) -> list[str]:
     return [name for order in LOAD_ORDER for name in order if (folder / name).is_file()]
 
 
-def choose_weights(folder: AnyPath, endings: tuple[str, ...]) -> tuple[AnyPath, list[str]]:
+def choose_weights(
+    folder: AnyPath, endings: tuple[str, ...], readable: Callable[[AnyPath], bool]
+) -> tuple[AnyPath, list[str]]:
     """The file (or index) holding ``folder``'s weights, and notes on the choice; ``endings`` are those of weight
-    files' names. Raises ``UsageError`` when several unrelated weight files are there, ``CheckpointNotFoundError``
-    when none is."""
+    files' names, and ``readable`` tells a file a format claims by its content among several (an ONNX model's
+    external data ``weights.bin`` is no PyTorch file). Raises ``UsageError`` when several unrelated weight files
+    are there, ``CheckpointNotFoundError`` when none is."""
     names = _files(folder)
     present = set(names)
     for order in LOAD_ORDER:
@@ -117,6 +121,8 @@ def choose_weights(folder: AnyPath, endings: tuple[str, ...]) -> tuple[AnyPath, 
         listed = ", ".join(f"{variant} ({', '.join(files)})" for variant, files in sorted(variants.items()))
         raise UsageError(f"{folder}: weights in several variants: {listed}; name the file (or index) to read")
     candidates = _weight_files(names, endings)
+    if len(candidates) > 1:
+        candidates = [name for name in candidates if readable(folder / name)] or candidates
     if len(candidates) == 1:
         return folder / candidates[0], []
     if candidates:

@@ -53,6 +53,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -115,7 +116,7 @@ class ModelFolderCheckpoint(Checkpoint):
             folder = self.path
             if self.path.is_dir():
                 self.format = "folder"
-                chosen, notes = choose_weights(self.path, FORMATS.file_suffixes())
+                chosen, notes = choose_weights(self.path, FORMATS.file_suffixes(), _claimed)
                 self._notes += notes
             elif not self.path.is_file():
                 raise CheckpointNotFoundError(f"{self.path}: no such file or folder")
@@ -152,12 +153,14 @@ class ModelFolderCheckpoint(Checkpoint):
         found = INDEX.match(index.name)
         ending = found["ext"] if found else None
         self._shard_format = shard_format(ending) if ending else None
-        folder = index.resolve().parent
+        folder = index.parent.resolve()  # the index's folder, not its link's (a Hugging Face cache's blobs/)
+        blobs = _cache_blobs(folder)
         for tensor, shard in weight_map.items():
             if shard not in self._shards:
-                file = confined(folder, shard, str(index), "shard path")
+                confined(folder, shard, str(index), "shard path", also=blobs)
                 if ending and not shard.endswith(ending):
                     raise CorruptCheckpointError(f"{index}: shard '{shard}' does not end {ending}, as its index does")
+                file = folder / shard
                 if not file.is_file():
                     raise CheckpointNotFoundError(f"{index}: shard '{shard}' is missing (no {file})")
                 self._shards[shard] = file
@@ -234,26 +237,26 @@ class ModelFolderCheckpoint(Checkpoint):
             return ckpt
         ckpt = open_checkpoint(self._shards[shard], format=self._shard_format, verify=self.verify_checksums)
         try:
-            self._check_shard(shard, ckpt)
+            self._take(shard, ckpt)
         except BaseException:
             ckpt.close()
             raise
         self._opened[shard] = ckpt
         self.checksums = ckpt.checksums
-        for name in self._listed[shard]:
-            self._infos[name] = ckpt.info(name)
         return ckpt
 
-    def _check_shard(self, shard: str, ckpt: Checkpoint) -> None:
+    def _take(self, shard: str, ckpt: Checkpoint) -> None:
+        """The infos of the tensors the index puts in ``shard``, from its reader ``ckpt``, checked against it."""
         where = self._shards[shard]
-        missing = [name for name in self._listed[shard] if name not in ckpt]
+        infos = {info.name: info for info in ckpt.infos()}
+        missing = [name for name in self._listed[shard] if name not in infos]
         if missing:
             raise CorruptCheckpointError(
                 f"{where}: holds no tensor '{missing[0]}', which the index {self._index} puts in it"
                 + (f" ({len(missing)} such tensors)" if len(missing) > 1 else "")
             )
         unlisted = []
-        for name in ckpt:
+        for name in infos:
             other = self._where.get(name)
             if other is None:
                 unlisted.append(name)
@@ -267,6 +270,8 @@ class ModelFolderCheckpoint(Checkpoint):
                 f"{where}: {len(unlisted)} tensor(s) the index does not list, left out as transformers leaves them: "
                 + ", ".join(unlisted[:5])
             )
+        for name in self._listed[shard]:
+            self._infos[name] = infos[name]
 
     def _complete_infos(self) -> None:
         """Open every shard (headers only), so that every tensor's info is known, in the index's order."""
@@ -391,6 +396,24 @@ class ModelFolderCheckpoint(Checkpoint):
         # file's is, instead of each shard being opened again (and left open) to answer it.
         for ckpt in self._opened.values():
             ckpt.close()
+
+
+def _cache_blobs(folder: AnyPath) -> Path | None:
+    """The ``blobs/`` folder of the Hugging Face cache ``folder`` is a snapshot (or a subfolder) of, if it is one:
+    ``models--org--name/snapshots/<revision>/`` holds links to ``models--org--name/blobs/<hash>``."""
+    if not isinstance(folder, Path):
+        return None
+    for parent in folder.parents:
+        if parent.name == "snapshots":
+            blobs = parent.parent / "blobs"
+            return blobs if blobs.is_dir() else None
+    return None
+
+
+def _claimed(file: AnyPath) -> bool:
+    """Whether a format other than this module's claims ``file`` by its content (or name, where that decides)."""
+    own = FORMATS["folder"].target
+    return any(entry.sniff(file) for entry in FORMATS.values() if entry.target != own)
 
 
 def shard_format(ending: str) -> str:
