@@ -71,10 +71,7 @@ def hub(folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture
 def fresh(hub: Hub) -> Hub:
-    """The hub with its counts at zero and HfFileSystem's cached listings dropped."""
-    import huggingface_hub
-
-    huggingface_hub.HfFileSystem.clear_instance_cache()
+    """The hub with its counts at zero."""
     hub.reset()
     return hub
 

@@ -176,10 +176,6 @@ def test_ls_summary_and_show_of_every_form_equal_local_and_move_the_index_header
 ) -> None:
     where: Where = request.getfixturevalue(transport)
     url, local = _url(where, form, layout), _local(folder, form, layout)
-    if transport == "hf":
-        import huggingface_hub
-
-        huggingface_hub.HfFileSystem.clear_instance_cache()  # its cached listings: each test lists afresh
     # A shard's URL is first looked at as a TensorFlow index might be: its last 8 bytes (the table's magic),
     # before its name claims it for the set.
     sniffed = 8 if form == "shard" else 0
