@@ -46,6 +46,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny Llamas saved by transformers (safetensors shards of ~20 KB, an fp16 variant, one file) and by
     huggingface_hub (bin shards; safetensors shards recording a shared tensor it dropped)."""
     from huggingface_hub import save_torch_state_dict
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     root = tmp_path_factory.mktemp("folders")
     tied, untied = _llama(True), _llama(False, seed=1)
@@ -53,6 +54,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     untied.save_pretrained(root / "untied", max_shard_size="20KB")
     _llama(True).half().save_pretrained(root / "fp16", max_shard_size="20KB", variant="fp16")
     tied.save_pretrained(root / "single")
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=2, n_head=2))
+    gpt2.save_pretrained(root / "gpt2", max_shard_size="10KB")  # ties by its class's default
     (root / "bin").mkdir()
     (root / "hub").mkdir()
     state = {name: tensor for name, tensor in tied.state_dict().items() if name != "lm_head.weight"}
@@ -99,15 +102,23 @@ def test_a_folder_an_index_and_any_shard_read_as_the_libraries_load(models: dict
             assert not ckpt.verify()
 
 
-@pytest.mark.parametrize("name", ["tied", "untied", "bin"])
+@pytest.mark.parametrize("name", ["tied", "untied", "bin", "gpt2"])
 def test_every_tensor_equals_what_transformers_loads(models: dict[str, Path], name: str) -> None:
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    model = LlamaForCausalLM.from_pretrained(models[name])
+    model = AutoModelForCausalLM.from_pretrained(models[name])
     with ws.open(models[name]) as ckpt:
         for tensor, value in model.state_dict().items():  # lm_head.weight too: stored, or tied to the embeddings
             assert _bits_equal(ckpt[tensor], value.numpy()), tensor
         assert ("lm_head.weight" in list(ckpt)) == (name == "untied")
+
+
+def test_a_base_model_has_no_head_to_tie(models: dict[str, Path], tmp_path: Path) -> None:
+    folder = shutil.copytree(models["tied"], tmp_path / "base")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"architectures": ["LlamaModel"]}))
+    with ws.open(folder) as ckpt:
+        assert "lm_head.weight" not in ckpt and "tied.lm_head.weight" not in ckpt.metadata
 
 
 def test_a_tied_head_is_reported_and_read_as_the_embeddings(
@@ -532,3 +543,31 @@ def test_a_folder_of_an_onnx_model_and_its_external_data(tmp_path: Path) -> None
     )
     with ws.open(tmp_path) as ckpt:
         assert ckpt.files == [tmp_path / "model.onnx"] and _bits_equal(ckpt["w"], array)
+
+
+@pytest.mark.parametrize("name", ["tied", "fp16", "untied"])
+def test_values_by_dtype_are_the_hubs_parameter_count(
+    models: dict[str, Path], name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """huggingface_hub's own count (``SafetensorsRepoMetadata.parameter_count``, what the Hub shows), made from
+    the shards' headers as ``get_safetensors_metadata`` makes it, equals summary's values by dtype."""
+    from huggingface_hub.utils import SafetensorsFileMetadata, SafetensorsRepoMetadata, TensorInfo
+
+    folder = models[name]
+    weight_map = _weight_map(folder)
+    files = {}
+    for shard in sorted(set(weight_map.values())):
+        data = (folder / shard).read_bytes()
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+        metadata = header.pop("__metadata__", {})
+        tensors = {
+            key: TensorInfo(entry["dtype"], entry["shape"], tuple(entry["data_offsets"]))
+            for key, entry in header.items()
+        }
+        files[shard] = SafetensorsFileMetadata(metadata=metadata, tensors=tensors)
+    hub = SafetensorsRepoMetadata(metadata=None, sharded=True, weight_map=weight_map, files_metadata=files)
+    status, out, _ = run(capsys, "summary", "--json", folder)
+    names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+    assert status == 0 and json.loads(out)["values_by_dtype"] == {
+        names[dtype]: count for dtype, count in hub.parameter_count.items()
+    }

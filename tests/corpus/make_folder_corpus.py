@@ -113,6 +113,10 @@ def gguf_split_part_missing(directory: Path) -> None:
     _gguf_split(directory)[1].unlink()
 
 
+def gguf_split_first_part_missing(directory: Path) -> None:
+    _gguf_split(directory)[0].unlink()
+
+
 def gguf_split_parts_out_of_place(directory: Path) -> None:
     first, second, _ = _gguf_split(directory)
     first.rename(directory / "swap")
@@ -138,6 +142,7 @@ MAKERS: dict[str, Callable[[Path], None]] = {
     "CorruptCheckpointError--tensor-named-twice-in-the-index": tensor_named_twice_in_the_index,
     "CorruptCheckpointError--index-without-a-weight-map": index_without_a_weight_map,
     "CheckpointNotFoundError--gguf-split-part-missing": gguf_split_part_missing,
+    "CheckpointNotFoundError--gguf-split-first-part-missing": gguf_split_first_part_missing,
     "CorruptCheckpointError--gguf-split-parts-out-of-place": gguf_split_parts_out_of_place,
     "CorruptCheckpointError--gguf-split-fewer-parts-than-counted": gguf_split_fewer_parts_than_counted,
 }

@@ -139,14 +139,17 @@ def choose_weights(
 
 
 def _weight_files(names: list[str], endings: tuple[str, ...]) -> list[str]:
-    """The weight files (or sets: an index, a GGUF split's first part) among ``names``."""
+    """The weight files (or sets: an index, a GGUF split's first part there, which opens them all) among ``names``
+    (sorted)."""
     indexed = any(INDEX.match(name) for name in names)
     chosen = []
+    splits = set()
     for name in names:
         if INDEX.match(name):
             chosen.append(name)
         elif (split := SPLIT.match(name)) is not None:
-            if int(split["number"]) == 1:
+            if (split["prefix"], split["count"]) not in splits:
+                splits.add((split["prefix"], split["count"]))
                 chosen.append(name)
         elif name.lower().endswith(endings) and not _NOT_WEIGHTS.match(name) and not (indexed and SHARD.match(name)):
             chosen.append(name)

@@ -92,6 +92,8 @@ _CONFIG_KEYS = (
     "auto_map",
 )
 _TIED_HEAD = "lm_head.weight"
+# The model classes with an ``lm_head`` transformers ties to the input embeddings (a base model has none).
+_LM_HEAD = re.compile(r"(ForCausalLM|LMHeadModel|ForConditionalGeneration)$")
 # The input embeddings an LM head is tied to, by the names transformers' models give them, most likely first.
 _EMBEDDINGS = re.compile(r"(^|\.)(embed_tokens|wte|word_embeddings|shared|embed_in|tok_embeddings)\.weight$")
 
@@ -310,7 +312,10 @@ class ModelFolderCheckpoint(Checkpoint):
                 f"{config}: auto_map names custom code ({self._metadata['config.auto_map']}), which "
                 "transformers runs only with trust_remote_code; weightscope runs nothing"
             )
-        if document.get("tie_word_embeddings", True) is not False:
+        heads = [
+            name for name in document.get("architectures") or () if isinstance(name, str) and _LM_HEAD.search(name)
+        ]
+        if heads and document.get("tie_word_embeddings", True) is not False:  # True: PretrainedConfig's default
             self._tie_head()
 
     def _tie_head(self) -> None:
