@@ -126,7 +126,6 @@ def test_a_tied_head_is_reported_and_read_as_the_embeddings(
 ) -> None:
     with ws.open(models["tied"]) as ckpt:
         assert "lm_head.weight" in ckpt and "lm_head.weight" not in list(ckpt)
-        assert ckpt["lm_head.weight"] is not None
         assert _bits_equal(ckpt["lm_head.weight"], ckpt["model.embed_tokens.weight"])
         assert ckpt.metadata["tied.lm_head.weight"] == "model.embed_tokens.weight"
     with ws.open(models["untied"]) as ckpt:
@@ -571,3 +570,34 @@ def test_values_by_dtype_are_the_hubs_parameter_count(
     assert status == 0 and json.loads(out)["values_by_dtype"] == {
         names[dtype]: count for dtype, count in hub.parameter_count.items()
     }
+
+
+class _Calls:
+    """Pickled as a call of ``os.getcwd`` (harmless, and outside the allow-list)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        import os
+
+        return os.getcwd, ()
+
+
+def test_scan_a_folder_scans_each_shard(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    folder = shutil.copytree(models["bin"], tmp_path / "bin")
+    shards = sorted(set(_weight_map(folder).values()))
+    status, out, _ = run(capsys, "scan", folder)
+    assert status == 0 and [line for line in out.splitlines() if not line.startswith("  ")] == [
+        f"{(folder / shard).resolve()}:" for shard in shards
+    ]
+    state = torch.load(folder / shards[1], weights_only=True)
+    torch.save({**state, "extra": _Calls()}, folder / shards[1])
+    status, out, err = run(capsys, "scan", "--json", folder / shards[0])  # a shard: its set
+    refused = [entry for entry in json.loads(out) if not entry["allowed"]]
+    assert {Path(entry["file"]).name for entry in refused} == {shards[1]}
+    assert "posix.getcwd" in {entry["name"] for entry in refused}
+    assert status == 6 and err == (
+        f"weightscope: {(folder / shards[1]).resolve()}: {len(refused)} refused: opening this file would run code\n"
+    )

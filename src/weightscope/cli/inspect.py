@@ -318,16 +318,32 @@ def scan_command(path: Path, as_json: bool) -> None:
 
     Lists all it can follow, then exits as opening the file would: 6 when a name is outside
     the allow-list (opening would be refused), 4 when the file is damaged, 0 when it opens.
+    A model folder (or a set's index, or one shard) has each of its weight files scanned.
     """
-    entries = scanner_for(path)(path)
+    from weightscope.formats.model_folder import weight_files
+
+    files = weight_files(path)
+    scanned = [(file, scanner_for(file)(file)) for file in files]
     if as_json:
-        _echo(dumps_json([entry._asdict() for entry in entries]))
+        _echo(
+            dumps_json([entry._asdict() | _scanned_file(file, files) for file, entries in scanned for entry in entries])
+        )
     else:
-        for entry in entries:
-            _echo(safe_text(str(entry)))
-    refused = sum(not entry.allowed for entry in entries)
-    if isinstance(entries.verdict, RefusedError):
-        _note(f"{path}: {refused} refused: opening this file would run code")
+        for file, entries in scanned:
+            if len(files) > 1:
+                _echo(f"{safe_text(str(file))}:")
+            for entry in entries:
+                _echo(("  " if len(files) > 1 else "") + safe_text(str(entry)))
+    refused = [(file, entries) for file, entries in scanned if isinstance(entries.verdict, RefusedError)]
+    for file, entries in refused:
+        _note(f"{file}: {sum(not entry.allowed for entry in entries)} refused: opening this file would run code")
+    if refused:
         raise SystemExit(int(ExitStatus.REFUSED))
-    if entries.verdict is not None:
-        raise entries.verdict
+    for _, entries in scanned:
+        if entries.verdict is not None:
+            raise entries.verdict
+
+
+def _scanned_file(file: Any, files: Sequence[Any]) -> dict[str, str]:
+    """The ``file`` key of a scan's JSON entry, where several files were scanned."""
+    return {"file": str(file)} if len(files) > 1 else {}

@@ -54,7 +54,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -148,25 +148,12 @@ class ModelFolderCheckpoint(Checkpoint):
 
     def _load_index(self, index: AnyPath) -> None:
         self._index = index
-        document = read_json(index, "the index")
-        weight_map = document.get("weight_map") if isinstance(document, dict) else None
-        if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
-            raise CorruptCheckpointError(f"{index}: not an index: no 'weight_map' object of tensor names to shards")
+        document, weight_map = _read_index(index)
         found = INDEX.match(index.name)
-        ending = found["ext"] if found else None
-        self._shard_format = shard_format(ending) if ending else None
-        folder = index.parent.resolve()  # the index's folder, not its link's (a Hugging Face cache's blobs/)
-        blobs = _cache_blobs(folder)
+        self._shard_format = shard_format(found["ext"]) if found else None
+        self._shards = _shard_paths(index, weight_map)
+        self._listed = {shard: [] for shard in self._shards}
         for tensor, shard in weight_map.items():
-            if shard not in self._shards:
-                confined(folder, shard, str(index), "shard path", also=blobs)
-                if ending and not shard.endswith(ending):
-                    raise CorruptCheckpointError(f"{index}: shard '{shard}' does not end {ending}, as its index does")
-                file = folder / shard
-                if not file.is_file():
-                    raise CheckpointNotFoundError(f"{index}: shard '{shard}' is missing (no {file})")
-                self._shards[shard] = file
-                self._listed[shard] = []
             self._where[tensor] = shard
             self._listed[shard].append(tensor)
         metadata = document.get("metadata", {})
@@ -401,6 +388,51 @@ class ModelFolderCheckpoint(Checkpoint):
         # file's is, instead of each shard being opened again (and left open) to answer it.
         for ckpt in self._opened.values():
             ckpt.close()
+
+
+def _read_index(index: AnyPath) -> tuple[dict[str, Any], dict[str, str]]:
+    """The index's JSON object and its weight map, which must map names to strings."""
+    document = read_json(index, "the index")
+    weight_map = document.get("weight_map") if isinstance(document, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+        raise CorruptCheckpointError(f"{index}: not an index: no 'weight_map' object of tensor names to shards")
+    return document, weight_map
+
+
+def _shard_paths(index: AnyPath, weight_map: dict[str, str]) -> dict[str, AnyPath]:
+    """Each shard the index names, in the order it first names them, -> its path: confined to the index's folder,
+    of the index's ending, and there."""
+    found = INDEX.match(index.name)
+    ending = found["ext"] if found else None
+    folder = index.parent.resolve()  # the index's folder, not its link's (a Hugging Face cache's blobs/)
+    blobs = _cache_blobs(folder)
+    paths: dict[str, AnyPath] = {}
+    for shard in dict.fromkeys(weight_map.values()):
+        confined(folder, shard, str(index), "shard path", also=blobs)
+        if ending and not shard.endswith(ending):
+            raise CorruptCheckpointError(f"{index}: shard '{shard}' does not end {ending}, as its index does")
+        file = index.parent / shard  # as the user named the folder, in messages and infos
+        if not file.is_file():
+            raise CheckpointNotFoundError(f"{index}: shard '{shard}' is missing (no {file})")
+        paths[shard] = file
+    return paths
+
+
+def weight_files(path: AnyPath) -> list[AnyPath]:
+    """The files the weights at ``path`` are in: a folder's (the one chosen as ``ModelFolderCheckpoint`` chooses
+    it), a set's shards (by its index, or any shard), a GGUF split's parts, else ``path`` itself; found from names
+    and the index alone, nothing else read (what ``weightscope scan`` scans)."""
+    chosen = choose_weights(path, FORMATS.file_suffixes(), _claimed)[0] if path.is_dir() else path
+    if SHARD.match(chosen.name) and (index := index_of(chosen)) is not None:
+        chosen = index
+    if INDEX.match(chosen.name):
+        return list(_shard_paths(chosen, _read_index(chosen)[1]).values())
+    if found := SPLIT.match(chosen.name):
+        count = int(found["count"])
+        return [
+            chosen.with_name(f"{found['prefix']}-{number:05d}-of-{count:05d}.gguf") for number in range(1, count + 1)
+        ]
+    return [chosen]
 
 
 def _cache_blobs(folder: AnyPath) -> Path | None:
