@@ -278,8 +278,8 @@ MAKERS: list[Maker] = [
         chunked_dask=False,
         inline_data=True,
     ),
-    Maker("onnx-external", "onnx", lambda d, t: _onnx(d, t, external=True), (*_NUMPY, "bfloat16"), chunked_dask=False),
-    Maker("keras-weights-h5", "keras", _keras_weights, _NUMPY, big_endian=True, remote=False, chunked_dask=False),
+    Maker("onnx-external", "onnx", lambda d, t: _onnx(d, t, external=True), (*_NUMPY, "bfloat16")),
+    Maker("keras-weights-h5", "keras", _keras_weights, _NUMPY, big_endian=True, remote=False),
     Maker(
         "keras-h5-gzip",
         "keras",

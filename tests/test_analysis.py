@@ -12,7 +12,7 @@ from conftest import seed_copy  # noqa: F401 - a fixture
 
 import weightscope as ws
 from weightscope.analysis import TensorStats, checkpoint_stats, tensor_diff, tensor_stats
-from weightscope.checkpoint import Checkpoint, TensorInfo
+from weightscope.checkpoint import Checkpoint, Index, TensorInfo
 from weightscope.cli import main
 from weightscope.convert import convert
 
@@ -111,8 +111,10 @@ class _InMemory(Checkpoint):
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
         super().__init__(Path("memory"))
         self._arrays = arrays
-        for name, array in arrays.items():
-            self._infos[name] = TensorInfo(name, array.dtype, array.shape, array.nbytes, str(array.dtype), "", 0, name)
+        infos = {
+            name: TensorInfo(name, a.dtype, a.shape, a.nbytes, str(a.dtype), "", 0, name) for name, a in arrays.items()
+        }
+        self._install(Index(infos))
 
     def _read(self, info: TensorInfo) -> np.ndarray:
         return self._arrays[info.name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -11,14 +12,16 @@ import numpy as np
 import pytest
 
 import weightscope as ws
-from weightscope.cli import main
+from weightscope.cli import Environment, main
 from weightscope.errors import ExitStatus
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    status = main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    return status, out, err
+    """The command's status, stdout and stderr, in an Environment of its own: nothing reaches the process's."""
+    out, err = io.StringIO(), io.StringIO()
+    status = main([str(arg) for arg in args], env=Environment(stdout=out, stderr=err))
+    assert capsys.readouterr() == ("", "")
+    return status, out.getvalue(), err.getvalue()
 
 
 def test_show_layer1_weight_prints_the_kernel(
@@ -337,10 +340,6 @@ def test_system_errors_are_one_clear_line_without_errno(
 
 
 def test_main_writes_to_the_environment_it_is_given(capsys: pytest.CaptureFixture[str]) -> None:
-    import io
-
-    from weightscope.cli import Environment
-
     out, err = io.StringIO(), io.StringIO()
     assert main(["formats", "--json"], env=Environment(stdout=out, stderr=err)) == 0
     assert '"name": "tensorflow"' in out.getvalue() and err.getvalue() == ""

@@ -92,7 +92,7 @@ def test_a_folder_an_index_and_any_shard_read_as_the_libraries_load(models: dict
     (index,) = folder.glob("*.index*.json")
     shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     assert len(shards) > 2
-    for path, format in [(folder, "folder"), (index, "sharded"), (folder / shards[-1], "sharded")]:
+    for path, format in [(folder, "model-folder"), (index, "sharded"), (folder / shards[-1], "sharded")]:
         with ws.open(path) as ckpt:
             assert ckpt.format == format
             assert list(ckpt) == list(expected)  # the index's names, in its order
@@ -180,7 +180,7 @@ def test_auto_map_is_reported_never_run(models: dict[str, Path], tmp_path: Path)
 
 def test_the_folder_choice_follows_transformers(models: dict[str, Path], tmp_path: Path) -> None:
     with ws.open(models["single"]) as ckpt:  # one model.safetensors and config.json
-        assert ckpt.format == "folder" and ckpt.files == [models["single"] / "model.safetensors"]
+        assert ckpt.format == "model-folder" and ckpt.files == [models["single"] / "model.safetensors"]
         assert ckpt.metadata["config.architectures"] == "LlamaForCausalLM"
     with ws.open(models["fp16"]) as ckpt:  # only a variant: it, said so
         assert ckpt.info("model.norm.weight").dtype == np.float16
@@ -376,7 +376,7 @@ def test_ls_show_layers_verify_stats_on_a_folder(models: dict[str, Path], capsys
     expected = _stored(folder)
     status, out, _ = run(capsys, "ls", "--json", folder)
     listed = json.loads(out)
-    assert status == 0 and listed["format"] == "folder"
+    assert status == 0 and listed["format"] == "model-folder"
     assert {row["name"]: row["shape"] for row in listed["tensors"]} == {n: list(a.shape) for n, a in expected.items()}
     status, out, err = run(capsys, "show", "--json", folder, "model.norm.weight", "lm_head.weight")
     shown = json.loads(out)
@@ -500,7 +500,7 @@ def test_a_folder_over_http_fetches_each_file_once_to_list(models: dict[str, Pat
     with serving(folder.parent) as root:
         assert_same_as_local(f"{root}/untied/model.safetensors.index.json", folder / "model.safetensors.index.json")
         with ws.open(f"{root}/untied/") as ckpt:
-            assert ckpt.format == "folder" and len(list(ckpt.infos())) == 21
+            assert ckpt.format == "model-folder" and len(list(ckpt.infos())) == 21
             assert ckpt.path.store.bytes_fetched <= sum((folder / name).stat().st_size for name in files)
             assert _bits_equal(ckpt["lm_head.weight"], _stored(folder)["lm_head.weight"])
 

@@ -19,7 +19,7 @@ import pytest
 
 import weightscope as ws
 from weightscope.analysis import tensor_stats
-from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.cli import main
 from weightscope.errors import CorruptCheckpointError
 from weightscope.output import dumps_json
@@ -39,26 +39,23 @@ _TOY_MAX_HEADER = 1 << 16
 class ToyCheckpoint(FileCheckpoint):
     format = "toy"
 
-    def _load(self) -> None:
+    def _load(self) -> Index:
         head = bytes(self._source.read(0, min(self._source.size, _TOY_MAX_HEADER), "the header"))
         end = head.find(b"\n\n")
         if not head.startswith(TOY_MAGIC) or end < 0:
             raise CorruptCheckpointError(f"{self.path}: no toy header")
-        offset = end + 2
+        offset, index = end + 2, Index()
         for line in head[len(TOY_MAGIC) : end].decode().splitlines():
             name, dtype_name, shape_text = line.split(" ")
             dtype = np.dtype(dtype_name)
             shape = tuple(int(size) for size in shape_text.split(",") if size)
             nbytes = int(np.prod(shape)) * dtype.itemsize
-            self._infos[name] = TensorInfo(name, dtype, shape, nbytes, dtype.name, str(self.path), offset, name)
+            index.infos[name] = TensorInfo(name, dtype, shape, nbytes, dtype.name, str(self.path), offset, name)
             offset += nbytes
+        return index
 
-    def _read(self, info: TensorInfo) -> np.ndarray:
-        data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
-        return np.ndarray(info.shape, info.dtype.newbyteorder("<"), buffer=data)
-
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        return self.info(name).dtype.newbyteorder("<")
+    def _extent(self, info: TensorInfo) -> Extent:
+        return Extent(info.file, info.offset, info.nbytes, info.dtype.newbyteorder("<"))
 
 
 TOY = ws.Format(

@@ -10,6 +10,7 @@ UTF-8 holding none of those characters, and no traceback.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -19,7 +20,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from safetensors.numpy import save_file
 
 SOURCE = Path(__file__).parents[1] / "src"
@@ -194,13 +194,18 @@ def test_terminal_text_keeps_newlines_and_escapes_the_rest() -> None:
     assert terminal_text("\udcff\ud800") == "\\xff\\ud800"  # a byte that was not UTF-8; a lone surrogate
 
 
-def test_the_progress_bar_on_a_terminal_escapes_the_file_name(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_progress_bar_on_a_terminal_escapes_the_file_name() -> None:
+    from weightscope.cli import Environment
+    from weightscope.cli._output import Output
     from weightscope.cli.convert import _ProgressBar
 
-    bar = _ProgressBar(f"converting {OSC_LINK}{C1}.pt")
-    bar._enabled, bar._started = True, bar._started - 2  # a terminal, a conversion past its first second
+    stderr = io.StringIO()  # a terminal's
+    bar = _ProgressBar(
+        Output(Environment(stdout=io.StringIO(), stderr=stderr, stderr_isatty=True)), f"converting {OSC_LINK}{C1}.pt"
+    )
+    bar._started -= 2  # a conversion past its first second
     bar(1, 2, 512, 1024)
     bar.finish()
-    err = capsys.readouterr().err
+    err = stderr.getvalue()
     assert err.startswith("\rconverting \\x1b]8;;http://evil.example/\\x07\\x9b31m.pt [###") and err.endswith("\n")
     assert FORBIDDEN.search(err.replace("\r", "", 1)) is None

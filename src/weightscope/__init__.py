@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from weightscope.checkpoint import Checkpoint, TensorInfo
+from weightscope.checkpoint import Checkpoint, Extent, TensorInfo
 from weightscope.errors import (
     CheckpointNotFoundError,
     ChecksumMismatchError,
@@ -32,6 +32,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "ChecksumMismatchError",
     "CorruptCheckpointError",
+    "Extent",
     "Format",
     "Layer",
     "LimitExceededError",

@@ -3,23 +3,29 @@
 A checkpoint is a context manager and a read-only mapping from tensor name to numpy
 array. ``info(name)`` answers from the index alone; arrays are read (and, where the
 format has checksums, verified) only when asked for. A format implements the small
-core — ``_infos`` filled at open, ``_read``, ``_close`` (and ``_source_of`` where its
-tensors' bytes lie in a file other than ``path``, for slice reads) — and inherits the rest.
+core — ``_load()`` returning the ``Index`` found at open, ``_extent(info)`` (where a tensor's stored bytes are:
+an ``Extent``), ``_close`` (and ``_source_of`` where its tensors' bytes lie in a file other
+than ``path``) — and inherits the rest: one read path turns a plain extent into a verified
+read-only view, and dask chunks and slices read the same extents by range. A reader
+overrides ``_read`` only for the tensors it must decode (inflate, dequantise, reassemble).
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from weightscope.dtypes import BY_NAME
-from weightscope.errors import TensorNotFoundError, WeightscopeError, kept
+from weightscope.dtypes import BY_NAME, native_order
+from weightscope.errors import ChecksumMismatchError, TensorNotFoundError, WeightscopeError, kept
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
 from weightscope.limits import check_view
 from weightscope.sources import AnyPath, AnySource, as_path, open_source
@@ -60,12 +66,63 @@ class TensorInfo(NamedTuple):
         return self.type_name
 
 
+class Extent(NamedTuple):
+    """Where one tensor's stored bytes are, from the index alone: what the base class reads (``Checkpoint._read``),
+    and what dask chunks (``weightscope.lazy``) and slices (``weightscope.slicing``) read by range.
+
+    Plain bytes (``compression == ""``) are ``nbytes`` bytes of ``dtype`` at ``offset`` of ``file``: in C order
+    one after another when ``strides`` is None, else laid out by those element strides (a PyTorch view).
+    """
+
+    file: str
+    offset: int
+    nbytes: int  # the bytes stored: compressed or quantised ones as they are in the file
+    dtype: np.dtype  # the stored element type, in the file's byte order (uint8 for compressed or quantised bytes)
+    strides: tuple[int, ...] | None = None  # in elements, as torch's ``Tensor.stride()``; None: C order, in a row
+    compression: str = ""  # how the bytes decode: "" (plain), "deflate", "strings", a quantisation type ("q4_k")
+    checksum: str = ""  # what the index checks the bytes by: "" (nothing), "crc32c" (masked), "crc32"
+    expected: int | None = None  # the checksum the index holds (of the decoded bytes where compressed)
+    checked: tuple[int, int] | None = None  # (offset, nbytes) the checksum covers when more than these bytes:
+    # a zip member holding a header, or a PyTorch storage several tensors view
+
+
+CHECKSUM_LABELS = {"crc32c": "checksum", "crc32": "CRC-32", "sha1": "SHA1"}  # a checksum kind, as errors name it
+
+
+@functools.cache
+def checksum_function(kind: str) -> Callable[[bytes | memoryview], int]:
+    """The function of the bytes a checksum kind is: imported when first asked for (listing checks nothing)."""
+    if kind == "crc32c":  # TensorFlow's, masked as LevelDB masks it
+        from weightscope._crc32c import crc32c
+        from weightscope.containers.table import mask_crc
+
+        return lambda data: mask_crc(crc32c(data))
+    if kind == "crc32":  # a zip member's, zlib-ng's (7x zlib's)
+        from weightscope.containers.zip import crc32
+
+        return crc32
+    if kind == "sha1":  # ONNX's external files', the digest as a number
+        return lambda data: int.from_bytes(hashlib.sha1(data).digest(), "big")
+    raise KeyError(kind)
+
+
 class StridedView(NamedTuple):
     """How a tensor's values lie in the bytes stored for it when not one after another in C order: a PyTorch
     view (transposed, sliced, or expanded: a stride of 0 repeats one stored value along its axis)."""
 
     strides: tuple[int, ...]  # in elements, as torch's ``Tensor.stride()``
     stored_nbytes: int  # the bytes its values span: less than its ``nbytes`` when they overlap
+
+
+@dataclass
+class Index:
+    """What a reader finds when it opens a checkpoint (its ``_load`` returns one), from the index alone."""
+
+    infos: dict[str, TensorInfo] = field(default_factory=dict)  # by name, in the order listed
+    aliases: dict[str, str] = field(default_factory=dict)  # stored key -> name, where the two differ
+    metadata: dict[str, str] = field(default_factory=dict)  # free-form strings the file carries
+    roles: dict[str, TensorRole] = field(default_factory=dict)  # where the format knows better than the name
+    lazy_roles: Callable[[], dict[str, TensorRole]] | None = None  # more roles, found on first use
 
 
 class Checkpoint(Mapping[str, np.ndarray]):
@@ -78,16 +135,70 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
     def __init__(self, path: AnyPath) -> None:
         self.path = path
-        self._infos: dict[str, TensorInfo] = {}
-        self._aliases: dict[str, str] = {}  # stored key -> name, where the two differ
-        self._metadata: dict[str, str] = {}  # filled by formats that carry any
-        self._roles: dict[str, TensorRole] = {}  # where the format knows better than the name
-        self._lazy_roles: Callable[[], dict[str, TensorRole]] | None = None  # fills _roles on first use
+        self._install(Index())
+        self._verified_spans: set[tuple[str, int, int]] = set()  # checked spans (file, offset, nbytes) found sound
+        self.verify_checksums = True
         self._notes: list[str] = []  # what the reader found worth saying that is no error
 
+    def _install(self, index: Index) -> None:
+        """Answer listing, ``info``, ``metadata`` and ``role`` from ``index`` (what a reader's ``_load`` found)."""
+        self._infos = index.infos
+        self._aliases = index.aliases
+        self._metadata = index.metadata
+        self._roles = index.roles
+        self._lazy_roles = index.lazy_roles
+
     # -- the per-format core ---------------------------------------------------------
+    def _extent(self, info: TensorInfo) -> Extent | None:
+        """Where ``info``'s stored bytes are; None where no single extent describes them."""
+        return None
+
     def _read(self, info: TensorInfo) -> np.ndarray:
-        raise NotImplementedError
+        """The tensor's values from its plain extent: a read-only view of the source's bytes (a native-order copy
+        where the file's byte order is not), checked against the extent's checksum when ``verify_checksums``.
+        Readers whose tensors must be decoded (inflated, dequantised, reassembled) override this for those."""
+        extent = self._extent(info)
+        if extent is None or extent.compression:
+            raise NotImplementedError(f"{type(self).__name__} reads no tensor of {extent}")
+        return self._read_extent(info, extent)
+
+    def _read_extent(self, info: TensorInfo, extent: Extent) -> np.ndarray:
+        """``info``'s values from the plain bytes of ``extent``: see ``_read``."""
+        source = self._source_of(extent.file)
+        assert source is not None, extent.file
+        data = self._checked(info, extent, source) if extent.checksum and self.verify_checksums else None
+        if data is None:
+            data = source.read(extent.offset, extent.nbytes, f"tensor '{info.name}'") if extent.nbytes else b""
+        if not extent.nbytes:  # an empty tensor (no other takes no bytes): its strides and offset are moot
+            return np.ndarray(info.shape, info.dtype, buffer=data[:0])
+        if extent.strides is None:
+            array = np.ndarray(info.shape, extent.dtype, buffer=data)  # read-only: the map is
+        else:
+            strides = tuple(step * extent.dtype.itemsize for step in extent.strides)
+            array = np.ndarray(info.shape, extent.dtype, buffer=data, strides=strides)
+        if extent.dtype is not info.dtype and extent.dtype != info.dtype:
+            array = native_order(np.ascontiguousarray(array), info.dtype)
+        return array
+
+    def _checked(self, info: TensorInfo, extent: Extent, source: AnySource) -> memoryview | bytes | None:
+        """The extent's bytes, read with the span its checksum covers and found to match it; None where that span
+        (shared by the tensors viewing one storage) was checked before."""
+        start, length = extent.checked or (extent.offset, extent.nbytes)
+        if extent.checked is not None and (extent.file, start, length) in self._verified_spans:
+            return None
+        data = source.read(start, length, f"tensor '{info.name}'")
+        actual = checksum_function(extent.checksum)(data)
+        if actual != extent.expected:
+            where = f"bytes {start}..{start + length}" if extent.checked is None else f"its zip member at {start}"
+            raise ChecksumMismatchError(
+                f"{extent.file}: tensor '{info.name}' is damaged: stored {CHECKSUM_LABELS[extent.checksum]} "
+                f"{extent.expected:#010x}, computed {actual:#010x} over {where}"
+            )
+        if extent.checked is None:
+            return data
+        self._verified_spans.add((extent.file, start, length))
+        inner = extent.offset - start
+        return data[inner : inner + extent.nbytes] if 0 <= inner <= length - extent.nbytes else None
 
     def _close(self) -> None:
         raise NotImplementedError
@@ -131,11 +242,19 @@ class Checkpoint(Mapping[str, np.ndarray]):
             raise self._not_found(name)
         return info
 
+    def extent(self, name: str) -> Extent | None:
+        """Where tensor ``name``'s stored bytes are (file, offset, stored type and byte order, strides, compression,
+        checksum), from the index alone. None where no single extent describes them: a TensorFlow variable
+        partitioned in slices, a tensor inside an HDF5 or ONNX model's structure, an unpickled array."""
+        return self._extent(self.info(name))
+
     def view(self, name: str) -> StridedView | None:
-        """The strides and stored bytes of tensor ``name`` when it is a view (from the index alone); None when its
-        values are stored one after another, as in every format but PyTorch's."""
-        self.info(name)
-        return None
+        """The strides and stored bytes of tensor ``name`` when its values are not stored one after another in C
+        order (a PyTorch view, a Fortran-order npy array), from the index alone; None when they are."""
+        extent = self.extent(name)
+        if extent is None or extent.strides is None:
+            return None
+        return StridedView(extent.strides, extent.nbytes)
 
     def slice(self, name: str) -> TensorSlice:
         """Tensor ``name``, to be indexed: ``ckpt.slice(name)[0:10, :]`` reads only the bytes those rows take where
@@ -143,17 +262,11 @@ class Checkpoint(Mapping[str, np.ndarray]):
         info = self.info(name)
         from weightscope.slicing import TensorSlice  # lazy, and what it needs: listing never slices
 
-        return TensorSlice(self, info, self._source_of(info))
+        extent = self._extent(info)
+        return TensorSlice(self, info, extent, None if extent is None else self._source_of(extent.file))
 
-    def _source_of(self, info: TensorInfo) -> AnySource | None:
-        """The open byte source holding ``info.file``, where the reader keeps one."""
-        return None
-
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        """The element type, in the file's byte order, of tensor ``name`` when its values lie one after another
-        as plain bytes at ``info(name).offset`` in ``info(name).file`` (what a lazy chunk reads by range);
-        None when they do not (compressed, quantised, strided, split in parts) or the format does not say."""
-        self.info(name)
+    def _source_of(self, file: str) -> AnySource | None:
+        """The open byte source holding ``file`` (an extent's), where the reader keeps one."""
         return None
 
     def role(self, name: str) -> TensorRole:
@@ -256,26 +369,24 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
 
 class FileCheckpoint(Checkpoint):
-    """A checkpoint that is one file, mapped (or, remote, read by range) as ``self._source``; ``_load`` reads its index.
-
-    Subclasses set their own attributes before calling this ``__init__``, which loads.
-    """
+    """A checkpoint that is one file, mapped (or, remote, read by range) as ``self._source``; ``_load`` reads its index
+    (setting the reader's own attributes as it goes) and returns it."""
 
     def __init__(self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True) -> None:
         super().__init__(as_path(path))
         self.verify_checksums = verify
         self._source = open_source(self.path)
         try:
-            self._load()
+            self._install(self._load())
         except BaseException:
             self._source.close()
             raise
 
-    def _load(self) -> None:
+    def _load(self) -> Index:
         raise NotImplementedError
 
-    def _source_of(self, info: TensorInfo) -> AnySource | None:
-        return self._source if info.file == str(self.path) else None
+    def _source_of(self, file: str) -> AnySource | None:
+        return self._source if file == str(self.path) else None
 
     def _close(self) -> None:
         self._source.close()

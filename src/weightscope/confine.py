@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from weightscope.errors import CorruptCheckpointError, RefusedError
-from weightscope.sources import AnyPath
+from weightscope.sources import AnyPath, inside
 
 
 def confined(folder: AnyPath, location: str, where: str, what: str, *, also: Path | None = None) -> AnyPath:
@@ -26,13 +26,7 @@ def confined(folder: AnyPath, location: str, where: str, what: str, *, also: Pat
     if "\0" in location:
         raise CorruptCheckpointError(f"{where}: {what} {location!r} holds a NUL byte")
     resolved = (folder / location).resolve()
-    if isinstance(folder, Path):
-        inside = isinstance(resolved, Path) and (
-            resolved.is_relative_to(folder) or (also is not None and resolved.is_relative_to(also))
-        )
-    else:
-        inside = not isinstance(resolved, Path) and resolved.is_relative_to(folder)
-    if not inside:
+    if not (inside(resolved, folder) or (also is not None and inside(resolved, also))):
         raise RefusedError(f"{where}: {what} '{location}' escapes the model's folder {folder} (to {resolved})")
     if resolved.exists() and not resolved.is_file():
         raise CorruptCheckpointError(f"{where}: {what} '{location}' is not a file ({resolved})")

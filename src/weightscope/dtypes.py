@@ -139,6 +139,8 @@ def element_for(dtype: np.dtype, accepts: Callable[[ElementType], bool]) -> Elem
 def little_endian_dtype(dtype: np.dtype) -> np.dtype:
     """``dtype`` stored little-endian: numpy's numeric types wider than a byte get the order, others
     (one byte, ml_dtypes' types, bytes) have none to get."""
+    if dtype.isnative and sys.byteorder == "little":
+        return dtype  # as it is: a new dtype would be made at every read
     return dtype.newbyteorder("<") if dtype.itemsize > 1 and dtype.kind in "biufc" else dtype
 
 
@@ -181,3 +183,14 @@ def numeric_kind(dtype: np.dtype) -> str | None:
     if dtype.kind == "V" and dtype.type.__module__.startswith("ml_dtypes"):
         return "i" if "int" in dtype.name else "f"
     return {"f": "f", "c": "c", "i": "i", "u": "i", "b": "b"}.get(dtype.kind)
+
+
+def native_order(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` in native byte order as ``dtype`` (a swapped copy when the file's order is not native)."""
+    if values.dtype.itemsize == 1 or values.dtype.isnative:
+        return values.view(dtype)
+    if values.dtype.kind in "biufc":
+        return values.byteswap().view(values.dtype.newbyteorder("=")).view(dtype)
+    # ml_dtypes (bfloat16, float8 ...): swap the bytes as unsigned integers of their width
+    unsigned = np.dtype(f"u{values.dtype.itemsize}")
+    return values.view(unsigned).byteswap().view(dtype)

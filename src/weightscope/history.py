@@ -25,6 +25,7 @@ from pathlib import Path
 
 from weightscope.errors import CheckpointNotFoundError, UsageError
 from weightscope.formats.tf_state import bundle_file, read_checkpoint_state, state_path
+from weightscope.sources import local_path
 
 _SAVER_SUFFIX = re.compile(r"-(\d+)$")
 _STEP_PATTERNS = re.compile(
@@ -70,9 +71,9 @@ def checkpoint_history(directory: str | Path) -> list[HistoryEntry]:
     times = list(state.all_model_checkpoint_timestamps)
     entries = []
     for position, path in enumerate(recorded):
-        prefix = state_path(directory, path)
+        prefix = local_path(state_path(directory, path))
+        assert prefix is not None  # a local directory's files are local
         index = bundle_file(prefix, ".index")
-        assert isinstance(prefix, Path) and isinstance(index, Path)  # a local directory's files are local
         exists = index.is_file()
         timestamp = times[position] if len(times) == len(recorded) else None
         if timestamp is None and exists:

@@ -8,7 +8,8 @@ an open handle, so the graph runs on threads here or on the workers of a
 byte range by mapping it (``np.memmap``: the page cache's pages, no copy) and converts it
 to native byte order where the file's differs (a copy); nothing else of the file is touched.
 
-Which tensors are plain bytes at ``info.file`` / ``info.offset`` (``raw`` sources):
+Which tensors are plain bytes (``raw`` sources): those whose ``Checkpoint.extent`` is uncompressed
+and in C order (``compression == ""`` and ``strides is None``), read at its file and offset as its dtype:
 
 * safetensors: every tensor (little-endian);
 * npy, and npz members stored uncompressed, in C order (the header's dtype gives the byte order);
@@ -16,12 +17,14 @@ Which tensors are plain bytes at ``info.file`` / ``info.offset`` (``raw`` source
   bundle's byte order);
 * PyTorch zip and legacy files: C-contiguous tensors (storage offset allowed, strides must
   be C order's);
-* GGUF: the plain element types.
+* GGUF: the plain element types;
+* ONNX: tensors in external data files, but the 4-bit types;
+* Keras HDF5 files (not ``.keras`` zips): contiguous datasets.
 
 Every other tensor — deflated npz members, Fortran-order arrays, strided PyTorch views,
-partitioned TensorFlow variables, strings, quantised GGUF types, Keras (HDF5) and ONNX
-tensors — is one chunk, whose task reopens the checkpoint (by path and format) and reads
-the tensor through its reader.
+partitioned TensorFlow variables, strings, quantised GGUF types, chunked (filtered) HDF5
+datasets, tensors in a ``.keras`` zip or inside an ONNX model — is one chunk, whose task
+reopens the checkpoint (by path and format) and reads the tensor through its reader.
 
 Checksums: a chunk cannot check a checksum taken over the whole tensor (TensorFlow's
 CRC32C, a zip member's CRC-32), so chunk reads are unverified. ``verification(ckpt)``
@@ -39,15 +42,16 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from weightscope.dtypes import native_order
 from weightscope.errors import TruncatedFileError, UnsupportedFormatError, WeightscopeError
+from weightscope.sources import local_path
 
 if TYPE_CHECKING:
-    from weightscope.checkpoint import Checkpoint, TensorInfo
+    from weightscope.checkpoint import Checkpoint, Extent, TensorInfo
 
 INSTALL_HINT = "pip install 'weightscope[dask]'"
 CHUNK_BYTES = 64 << 20  # a chunk's bytes as stored: large enough to amortise a task, small enough to spread
@@ -144,17 +148,6 @@ def _read_range(file: str, offset: int, count: int, dtype: np.dtype) -> np.ndarr
     return np.memmap(file, dtype=dtype, mode="r", offset=offset, shape=(count,)).view(np.ndarray)
 
 
-def native_order(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``values`` in native byte order as ``dtype`` (a swapped copy when the file's order is not native)."""
-    if values.dtype.itemsize == 1 or values.dtype.isnative:
-        return values.view(dtype)
-    if values.dtype.kind in "biufc":
-        return values.byteswap().view(values.dtype.newbyteorder("=")).view(dtype)
-    # ml_dtypes (bfloat16, float8 ...): swap the bytes as unsigned integers of their width
-    unsigned = np.dtype(f"u{values.dtype.itemsize}")
-    return values.view(unsigned).byteswap().view(dtype)
-
-
 def _read_through_reader(source: TensorSource, start: int, stop: int) -> np.ndarray:
     with source.reader(source.checkpoint, verify=True) as ckpt:
         array = ckpt[source.name]
@@ -163,28 +156,30 @@ def _read_through_reader(source: TensorSource, start: int, stop: int) -> np.ndar
         return np.array(array[start:stop])
 
 
-def plain_dtype(ckpt: Checkpoint, info: TensorInfo) -> np.dtype | None:
-    """The dtype (with the file's byte order) of a tensor stored as plain contiguous bytes; None otherwise."""
+def is_plain(info: TensorInfo, extent: Extent | None) -> bool:
+    """Whether ``extent`` holds ``info``'s numeric values as plain bytes in C order, one after another."""
     dtype = info.dtype
-    if dtype.kind == "O" or dtype.names is not None or info.offset < 0:
-        return None
-    return ckpt.stored_dtype(info.name)
+    if extent is None or dtype.kind == "O" or dtype.names is not None or not info.size:
+        return False
+    return not extent.compression and extent.strides is None
 
 
 def tensor_source(ckpt: Checkpoint, name: str) -> TensorSource:
     """Where tensor ``name`` of ``ckpt`` is: a byte range when it is plain bytes, else the reader."""
-    if not isinstance(ckpt.path, Path):
+    if local_path(ckpt.path) is None:
         raise UnsupportedFormatError(
             f"{ckpt.path}: dask reads checkpoints on this machine or a shared filesystem, not by URL; download it first"
         )
     info = ckpt.info(name)
     native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype
     path = str(ckpt.path.resolve())
-    stored = plain_dtype(ckpt, info) if info.size else None
-    if stored is None:
+    extent = ckpt.extent(info.name)
+    if extent is None or not is_plain(info, extent):
         return TensorSource(path, ckpt.format, type(ckpt), info.name, tuple(info.shape), native)
-    file = str(type(ckpt.path)(info.file).resolve())
-    return TensorSource(path, ckpt.format, type(ckpt), info.name, tuple(info.shape), native, file, info.offset, stored)
+    file = str(type(ckpt.path)(extent.file).resolve())
+    return TensorSource(
+        path, ckpt.format, type(ckpt), info.name, tuple(info.shape), native, file, extent.offset, extent.dtype
+    )
 
 
 def read_chunk(source: TensorSource, start: int, stop: int) -> np.ndarray:

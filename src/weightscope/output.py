@@ -77,8 +77,16 @@ def format_bytes(count: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _cell(text: str) -> str:
+    # Printable ASCII (most cells: figures, shapes, most names) holds nothing to escape.
+    return text if text.isascii() and text.isprintable() else safe_text(text)
+
+
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
-    """A plain aligned table; columns listed in ``right`` are right-aligned."""
+    """A plain aligned table; columns listed in ``right`` are right-aligned. Every cell is shown
+    through ``safe_text`` (names from a file among them), so escapes keep the columns aligned."""
+    header = [_cell(cell) for cell in header]
+    rows = [[_cell(cell) for cell in row] for row in rows]
     widths = [max([width(header[i])] + [width(row[i]) for row in rows]) for i in range(len(header))]
 
     def pad(cell: str, column: int) -> str:

@@ -1,20 +1,22 @@
 """Remote checkpoints: URLs (``s3://``, ``gs://``, ``http(s)://``, ``hf://``, any fsspec protocol) read by range.
 
 Two small pieces stand in for ``pathlib.Path`` and ``FileSource`` when a checkpoint is
-named by a URL, so the formats' path resolution and reading work unchanged:
+named by a URL, so the formats' path resolution and reading work unchanged (what differs,
+``weightscope.sources`` answers: ``local_path``, ``plus``, ``inside``, ``opening``):
 
 - ``RemotePath``: the part of ``Path`` the formats use (``name``, ``stem``, ``suffix``,
   ``parent``, ``/``, ``exists``, ``is_file``, ``is_dir``, ``glob``, ``stat``,
   ``read_text``, ``resolve``, ``is_relative_to``) over one ``RemoteStore``.
-- ``RemoteSource``: ``FileSource``'s ``read(offset, length, what)`` answered by range
-  requests. A read of at least ``block_size`` (1 MiB) fetches exactly its range in one
-  request: a tensor, usually. An object no larger than that (most TensorFlow indexes,
-  state files) is fetched whole at its first read. A smaller read of a larger object (a
-  header, an index block, a small tensor) fetches its range and a read-ahead after it:
-  64 KiB after a jump, doubling (to 1 MiB) while the reads continue where the last fetch
-  ended, as an index or a long header read in pieces does. What was fetched goes to a
-  small LRU cache (four fetches) that the next small reads are answered from. A zip's
-  readers ask for every member's local header at once (``prefetch``: concurrent requests).
+- ``RemoteSource``: the ``ByteSource`` protocol (``read``, ``read_head``, ``prefetch``, a
+  ``local_path`` of None) answered by range requests. A read of at least ``block_size``
+  (1 MiB) fetches exactly its range in one request: a tensor, usually. An object no
+  larger than that (most TensorFlow indexes, state files) is fetched whole at its first
+  read. A smaller read of a larger object (a header, an index block, a small tensor)
+  fetches its range and a read-ahead after it: 64 KiB after a jump, doubling (to 1 MiB)
+  while the reads continue where the last fetch ended, as an index or a long header read
+  in pieces does. What was fetched goes to a small LRU cache (four fetches) that the next
+  small reads are answered from. A zip's readers ask for every member's local header at
+  once (``prefetch``: concurrent requests).
 
 Every read returns a memoryview over bytes of its own (a copy, never a view of a cached
 block), so arrays made from it are owned and read-only, and closing frees the cache.
@@ -35,6 +37,7 @@ fsspec's environment configuration (``FSSPEC_S3_ENDPOINT_URL``, ``AWS_*``) appli
 from __future__ import annotations
 
 import bisect
+import contextlib
 import fnmatch
 import posixpath
 import sys
@@ -42,6 +45,7 @@ import threading
 import urllib.parse
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -249,14 +253,16 @@ class RemoteStore:
         if not self._pinned:
             self._evict()
 
-    def pin(self) -> None:
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
         """Keep blocks while a checkpoint is being opened: its format is sniffed from them first."""
         self._pinned += 1
-
-    def unpin(self) -> None:
-        self._pinned -= 1
-        if not self._pinned:
-            self._evict()
+        try:
+            yield
+        finally:
+            self._pinned -= 1
+            if not self._pinned:
+                self._evict()
 
     def _evict(self) -> None:
         with self._lock:
@@ -465,7 +471,7 @@ class RemotePath:
 
 
 class RemoteSource:
-    """``FileSource`` for a remote object: range-checked reads, answered by range requests."""
+    """A ``ByteSource`` for a remote object: range-checked reads, answered by range requests."""
 
     def __init__(self, path: RemotePath) -> None:
         self.path = path
@@ -475,12 +481,20 @@ class RemoteSource:
         self._open = True
         self._store.opened(self._url)
 
+    @property
+    def local_path(self) -> Path | None:
+        return None  # no memory map, no local-only library
+
     def read(self, offset: int, length: int, what: str) -> memoryview:
         """The bytes ``[offset, offset + length)``, owned; ``what`` names them in errors."""
         check_range(self.path, offset, length, self.size, what)
         if length == 0:
             return memoryview(b"")
         return memoryview(self._store.read(self._url, offset, length, self.size, what))
+
+    def read_head(self, offset: int, length: int, limit: int, what: str) -> memoryview:
+        """The first ``limit`` bytes of ``[offset, offset + length)``, after checking all of it lies in the object."""
+        return self.read(offset, length if offset + length > self.size else min(length, limit), what)
 
     def prefetch(self, ranges: list[tuple[int, int]]) -> None:
         """Fetch ``(offset, length)`` ranges at once, concurrently, for the small reads that follow."""

@@ -7,15 +7,16 @@ ones too), ``Ellipsis`` and ``None`` (a new axis of length 1), as numpy takes th
 what ``ckpt[name][key]`` gives, bit for bit: an array (read-only), or a numpy scalar when
 every axis is taken by an integer.
 
-Where a tensor's values are plain bytes in C order at ``info.file`` / ``info.offset`` (the
-tensors ``weightscope.lazy`` reads by range: safetensors, npy and stored npz members,
-TensorFlow bundle tensors, contiguous PyTorch tensors, GGUF's unquantised types), only the
-bytes between the first and the last element selected are read: locally a view of the
-mapped file, whose pages are touched only where the selection lies; remotely the ranges
-requested. A sparse selection (less than half of the bytes between its ends) is read run
-by run (each run of elements adjacent in the file), up to ``MAX_RUNS`` of them: a column
-of a remote matrix fetches its elements' ranges, not the matrix. Any other tensor
-(compressed, strided, quantised, partitioned, strings, HDF5, ONNX) and any other index
+Where a tensor's values are plain bytes in C order (its ``Checkpoint.extent`` uncompressed,
+with no strides: the tensors ``weightscope.lazy`` reads by range: safetensors, npy and
+stored npz members, TensorFlow bundle tensors, contiguous PyTorch tensors, GGUF's
+unquantised types, ONNX external data, contiguous HDF5 datasets), only the bytes between the
+first and the last element selected are read: locally a view of the mapped file, whose pages
+are touched only where the selection lies; remotely the ranges requested. A sparse selection
+(less than half of the bytes between its ends) is read run by run (each run of elements
+adjacent in the file), up to ``MAX_RUNS`` of them: a column of a remote matrix fetches its
+elements' ranges, not the matrix. Any other tensor (compressed, strided, quantised,
+partitioned, strings, chunked HDF5, in a .keras zip or an ONNX model) and any other index
 (arrays, masks) is read whole through the reader, then indexed.
 
 Checksums: a slice cannot check a checksum taken over the whole tensor (TensorFlow's
@@ -34,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from weightscope.lazy import native_order, plain_dtype
+from weightscope.dtypes import native_order
+from weightscope.lazy import is_plain
 
 if TYPE_CHECKING:
-    from weightscope.checkpoint import Checkpoint, TensorInfo
+    from weightscope.checkpoint import Checkpoint, Extent, TensorInfo
     from weightscope.sources import AnySource
 
 MAX_RUNS = 4096  # more runs than this are fetched as the one range that spans them
@@ -75,11 +77,11 @@ def _selection(shape: tuple[int, ...], itemsize: int, key: tuple[Any, ...]) -> S
 class TensorSlice:
     """Tensor ``info.name`` of ``ckpt``, to be indexed: ``ckpt.slice(name)[key]`` reads only what ``key`` takes."""
 
-    def __init__(self, ckpt: Checkpoint, info: TensorInfo, source: AnySource | None) -> None:
+    def __init__(self, ckpt: Checkpoint, info: TensorInfo, extent: Extent | None, source: AnySource | None) -> None:
         self._ckpt = ckpt
         self.info = info
+        self._extent = extent if is_plain(info, extent) else None
         self._source = source
-        self._stored = plain_dtype(ckpt, info) if source is not None else None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -100,15 +102,16 @@ class TensorSlice:
 
     def __getitem__(self, key: Any) -> Any:
         parts = _basic(key)
-        if parts is None or self._stored is None or self._source is None:
+        if parts is None or self._extent is None or self._source is None:
             values = self._ckpt[self.info.name][key]
         else:
-            values = self._read(parts, self._source, self._stored)
+            values = self._read(parts, self._source, self._extent)
         if isinstance(values, np.ndarray):
             values.flags.writeable = False
         return values
 
-    def _read(self, key: tuple[Any, ...], source: AnySource, stored: np.dtype) -> Any:
+    def _read(self, key: tuple[Any, ...], source: AnySource, extent: Extent) -> Any:
+        stored = extent.dtype
         itemsize = stored.itemsize
         shape, strides, start = _selection(self.shape, itemsize, key)
         if 0 in shape:
@@ -120,10 +123,10 @@ class TensorSlice:
             what = f"tensor '{self.info.name}'"
             needed = math.prod(shape) * itemsize
             if 2 * needed >= high - low or runs is None:
-                data = source.read(self.info.offset + low, high - low, what)
+                data = source.read(extent.offset + low, high - low, what)
                 values = np.ndarray(shape, stored, buffer=data, offset=start - low, strides=strides)
             else:
-                values = _gather(source, self.info.offset + start, shape, strides, stored, runs, what)
+                values = _gather(source, extent.offset + start, shape, strides, stored, runs, what)
         if stored != self.info.dtype:
             values = native_order(np.ascontiguousarray(values), self.info.dtype)
         # numpy gives a scalar for a 0-d result, unless the key holds an Ellipsis

@@ -1,13 +1,17 @@
 """Byte sources: the one place that opens files.
 
-A source hands out read-only byte ranges of one file as memoryviews over a memory map,
-checking every range against the real file length first (with Python ints, so no
-offset can wrap around). Formats read through sources and never call ``open()``.
+A source hands out read-only byte ranges of one file as memoryviews, checking every range
+against the real file length first (with Python ints, so no offset can wrap around).
+Formats read through sources and never call ``open()``. ``ByteSource`` is the whole
+contract between a reader and the bytes it reads: ``path`` (its name in messages), ``size``,
+``read``, ``read_head``, ``prefetch``, ``local_path`` and ``close``. ``FileSource`` answers
+it over a memory map; any object that answers it can back a reader.
 
 A checkpoint named by a URL (``s3://``, ``gs://``, ``https://``, any fsspec protocol)
 gets a ``weightscope.remote.RemotePath`` instead of a ``Path`` and a ``RemoteSource``
-instead of a ``FileSource``: the same interface, answered by range requests. The
-helpers below (``as_path``, ``open_source``, ``plus``) pick one or the other; a local
+instead of a ``FileSource``, answered by range requests. What code asks of a path of
+either kind is answered here (``as_path``, ``local_path``, ``open_source``, ``plus``,
+``inside``, ``opening``), so no other module tells the two apart by their types; a local
 path stays a ``Path`` and a ``FileSource``, and ``weightscope.remote`` (and fsspec) is
 never imported for it.
 """
@@ -17,17 +21,57 @@ from __future__ import annotations
 import mmap
 import os
 import stat
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from weightscope.bounds import check_range
 from weightscope.errors import CheckpointNotFoundError, UnsupportedFormatError
 
 if TYPE_CHECKING:
-    from weightscope.remote import RemotePath, RemoteSource
+    from weightscope.remote import RemotePath
 
 AnyPath: TypeAlias = "Path | RemotePath"
-AnySource: TypeAlias = "FileSource | RemoteSource"
+
+
+class ByteSource(Protocol):
+    """The bytes of one file, local or not: all a reader may ask of them."""
+
+    @property
+    def path(self) -> AnyPath:
+        """What the bytes are named by in messages (and told apart by: a bundle's shards)."""
+        ...
+
+    @property
+    def size(self) -> int:
+        """The file's length in bytes."""
+        ...
+
+    @property
+    def local_path(self) -> Path | None:
+        """The local file these bytes are, or None: what may be memory-mapped or handed to a local-only library."""
+        ...
+
+    def read(self, offset: int, length: int, what: str) -> memoryview:
+        """The read-only bytes ``[offset, offset + length)``, checked against ``size`` first; ``what`` names them in
+        errors (``TruncatedFileError`` past the end)."""
+        ...
+
+    def read_head(self, offset: int, length: int, limit: int, what: str) -> memoryview:
+        """The bytes ``[offset, offset + length)``, checked against the end as a read of them all is, of which a
+        source may return only the first ``limit`` when more cost a fetch (a compressed member's first block)."""
+        ...
+
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """A hint: the ``(offset, length)`` ranges the small reads that follow will ask for (a zip's local headers)."""
+        ...
+
+    def close(self) -> None:
+        """Let the bytes go; views already handed out stay valid."""
+        ...
+
+
+AnySource: TypeAlias = ByteSource  # the name the formats' signatures use
 
 
 def is_url(path: object) -> bool:
@@ -53,8 +97,13 @@ def as_path(path: str | os.PathLike[str] | RemotePath, storage_options: dict[str
     return path  # already a RemotePath
 
 
-def open_source(path: AnyPath) -> AnySource:
-    """The byte source of a file: mapped if local, read by range requests if remote."""
+def local_path(path: AnyPath) -> Path | None:
+    """The local file or folder ``path`` names; None for a URL (no memory map, no local-only library, no history)."""
+    return path if isinstance(path, Path) else None
+
+
+def open_source(path: AnyPath) -> ByteSource:
+    """The byte source of a file: mapped if local, else the path's own (range requests for a URL)."""
     if isinstance(path, Path):
         return FileSource(path)
     return path.open_source()
@@ -65,6 +114,21 @@ def plus(path: AnyPath, text: str) -> AnyPath:
     if isinstance(path, Path):
         return Path(f"{path}{text}")
     return path.plus(text)
+
+
+def inside(path: AnyPath, folder: AnyPath) -> bool:
+    """Whether resolved ``path`` lies in resolved ``folder``: a local file in a local folder, a URL under a URL."""
+    if isinstance(folder, Path):
+        return isinstance(path, Path) and path.is_relative_to(folder)
+    return not isinstance(path, Path) and path.is_relative_to(folder)
+
+
+def opening(path: AnyPath) -> AbstractContextManager[None]:
+    """The context to open a checkpoint at ``path`` in: a URL's store keeps the blocks read to sniff its
+    format, which its reader reads next; a local file needs nothing."""
+    if isinstance(path, Path):
+        return nullcontext()
+    return path.store.pinned()
 
 
 def _refuse_unless_regular(path: Path, mode: int) -> None:
@@ -116,10 +180,21 @@ class FileSource:
                 os.close(descriptor)
         return self._map
 
+    @property
+    def local_path(self) -> Path:
+        return self.path  # mappable, and a file a local-only library (h5py) may open
+
     def read(self, offset: int, length: int, what: str) -> memoryview:
         """The bytes ``[offset, offset + length)``; ``what`` names them in errors."""
         check_range(self.path, offset, length, self.size, what)
         return memoryview(self._mapping())[offset : offset + length]
+
+    def read_head(self, offset: int, length: int, limit: int, what: str) -> memoryview:
+        """All of ``[offset, offset + length)``: a mapped file's bytes are all a view away."""
+        return self.read(offset, length, what)
+
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """Nothing: a mapped file's small reads cost no request."""
 
     def close(self) -> None:
         # Dropped, not closed: arrays handed out may still view the map, and numpy keeps the
@@ -139,19 +214,3 @@ def file_ends_with(path: str | os.PathLike[str] | RemotePath, magic: bytes) -> b
         return source.read(source.size - len(magic), len(magic), "trailing magic") == magic
     finally:
         source.close()
-
-
-def prefetch(source: AnySource, ranges: list[tuple[int, int]]) -> None:
-    """Fetch the byte ranges ``(offset, length)`` of a remote source at once, concurrently,
-    for the small reads that follow (a zip's local headers); a mapped file needs nothing."""
-    if not isinstance(source, FileSource):
-        source.prefetch(ranges)
-
-
-def read_head(source: AnySource, offset: int, length: int, limit: int, what: str) -> memoryview:
-    """The bytes ``[offset, offset + length)``, checked against the file's end as a read of
-    them all is, but from a remote source only the first ``limit`` of them (a mapped file's
-    are all a view away)."""
-    if isinstance(source, FileSource) or offset + length > source.size:
-        return source.read(offset, length, what)
-    return source.read(offset, min(length, limit), what)

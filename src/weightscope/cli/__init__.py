@@ -1,14 +1,15 @@
 """The ``weightscope`` command: thin functions over the library.
 
-Each command opens a checkpoint, asks the library, and formats the answer as a table
-or, with ``--json``, as JSON. ``main`` turns every ``WeightscopeError`` into one line
-on stderr and the exit status of its kind; ``--traceback`` shows the stack instead.
+Each command opens a checkpoint, asks the library, and hands the answer, as data, to the
+``Output`` sink (``_output.py``), which prints it as a table or text or, with ``--json``, as
+JSON, on the streams of the ``Environment`` (``_environment.py``) ``main`` runs in. ``main``
+turns every ``WeightscopeError`` into one line on stderr and the exit status of its kind;
+``--traceback`` shows the stack instead.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -19,7 +20,8 @@ import click
 import weightscope
 from weightscope.atomic import Interrupted
 from weightscope.cli import compare, convert, inspect, runs, serve
-from weightscope.cli._common import _ENVIRONMENT, Environment, _echo, _note
+from weightscope.cli._environment import Environment
+from weightscope.cli._output import Group, Output
 from weightscope.errors import ExitStatus, WeightscopeError, os_error_status, reason
 from weightscope.output import safe_text
 
@@ -37,18 +39,27 @@ def _cap_callback(variable: str) -> Callable[[click.Context, click.Parameter, An
                 parse_size(str(value))
             except ValueError as error:
                 raise click.BadParameter(str(error)) from None
-            previous = os.environ.get(variable)
-            os.environ[variable] = str(value)
-            context.call_on_close(
-                lambda: os.environ.pop(variable, None) if previous is None else os.environ.update({variable: previous})
-            )
+            context.call_on_close(Environment.export(variable, str(value)))
         return value
 
     return set_variable
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(weightscope.__version__, prog_name="weightscope")
+def _show_version(context: click.Context, parameter: click.Parameter, value: bool) -> None:
+    if value and not context.resilient_parsing:
+        Output(context.ensure_object(Environment)).text(f"weightscope, version {weightscope.__version__}")
+        context.exit()
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 @click.option("--traceback", is_flag=True, help="Show the Python traceback of an error.")
 @click.option(
     "--max-memory",
@@ -70,48 +81,46 @@ def cli(traceback: bool) -> None:
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     """Run the command line on ``argv`` (default: the process's arguments) in ``env`` (default:
-    the process's streams); returns the exit status."""
-    token = _ENVIRONMENT.set(env or Environment())
-    try:
-        return _run(list(sys.argv[1:] if argv is None else argv))
-    finally:
-        _ENVIRONMENT.reset(token)
+    the process's streams and terminal); returns the exit status."""
+    return _run(list(sys.argv[1:] if argv is None else argv), env or Environment())
 
 
-def _run(args: list[str]) -> int:
+def _run(args: list[str], env: Environment) -> int:
+    out = Output(env)
     try:
         # Not cli.main(): it turns every EOFError into "Aborted!", and TruncatedFileError
-        # is an EOFError.
-        with cli.make_context("weightscope", list(args)) as context:  # click consumes its list
+        # is an EOFError. Commands find ``env`` as the context's object (``pass_output``);
+        # click consumes its list of arguments.
+        with cli.make_context("weightscope", list(args), obj=env, terminal_width=env.help_width) as context:
             cli.invoke(context)
     except click.exceptions.Exit as exit:
         return exit.exit_code
     except click.exceptions.ClickException as error:
         shown = io.StringIO()
         error.show(file=shown)
-        _echo(shown.getvalue().removesuffix("\n"), err=True)
+        out.err(shown.getvalue().removesuffix("\n"))
         return int(ExitStatus.USAGE)
     except (click.exceptions.Abort, KeyboardInterrupt) as error:
-        _note("interrupted")
+        out.note("interrupted")
         return error.exit_status if isinstance(error, Interrupted) else 130  # 128 + the signal's number
     except (WeightscopeError, OSError) as error:
         if "--traceback" in args:  # the stack, escaped as everything else is, then the one line
-            _echo(traceback.format_exc().removesuffix("\n"), err=True)
+            out.err(traceback.format_exc().removesuffix("\n"))
         if isinstance(error, BrokenPipeError):
             # Output piped into `head` and closed: not an error of ours.
-            sys.stderr.close()
+            env.stderr.close()
             return 0
         if isinstance(error, WeightscopeError):
             status, message = error.exit_status, str(error)
         else:  # the system's words and the file, not Python's "[Errno N] ...": a missing folder, a full disk
             status, message = os_error_status(error), reason(error)
-        _note(f"error: {safe_text(message)}")
+        out.note(f"error: {safe_text(message)}")
         return int(status)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else 0
     except Exception:  # a bug of ours; its stack, whose messages may quote a file, escaped all the same
-        _echo(traceback.format_exc().removesuffix("\n"), err=True)
-        _note("error: an unexpected error (a bug in weightscope: please report it with the stack above)")
+        out.err(traceback.format_exc().removesuffix("\n"))
+        out.note("error: an unexpected error (a bug in weightscope: please report it with the stack above)")
         return int(ExitStatus.ERROR)
     return 0
 

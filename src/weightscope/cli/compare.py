@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _echo, _figure, _note, _open, step_option
+from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _figure, _open, step_option
+from weightscope.cli._output import Command, Output, pass_output
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError
-from weightscope.output import dumps_json, format_bytes, format_shape, render_table, safe_text
+from weightscope.output import format_bytes, format_shape, render_table, safe_text
 
 if TYPE_CHECKING:
-    from weightscope.analysis import TensorDiff, TensorStats
+    from weightscope.analysis import CheckpointDiff, TensorDiff, TensorStats
+    from weightscope.summary import Summary
 
 
-@click.command("stats")
+@click.command("stats", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1)
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
@@ -30,8 +32,9 @@ if TYPE_CHECKING:
     "({name, dtype, shape, error} for a tensor that cannot be read).",
 )
 @step_option
+@pass_output
 def stats_command(
-    path: Path, names: tuple[str, ...], pattern: str | None, show_all: bool, as_json: bool, step: int | None
+    out: Output, path: Path, names: tuple[str, ...], pattern: str | None, show_all: bool, step: int | None
 ) -> None:
     """Per tensor: min, max, mean, std, L2 norm, zeros, NaNs, infinities; any size, in bounded memory.
 
@@ -56,33 +59,34 @@ def stats_command(
             for name, error in errors.items()
             for info in [ckpt.info(name)]
         }
-    if as_json:
+
+    def in_order(results: Sequence[TensorStats]) -> list[dict[str, object]]:
         rows_by_name = {result.name: result.to_json() for result in results} | damaged
-        _echo(dumps_json([rows_by_name[name] for name in chosen]))
-    else:
-        _stats_table(results)
+        return [rows_by_name[name] for name in chosen]
+
+    out.result(results, lambda results: _stats_text(results, out.note), to_json=in_order)
     for error in errors.values():
-        _note(f"error: {safe_text(str(error))}")
+        out.note(f"error: {safe_text(str(error))}")
     if errors:
-        _note(f"{len(errors)} of {len(chosen)} tensors could not be read; the others' figures are above")
+        out.note(f"{len(errors)} of {len(chosen)} tensors could not be read; the others' figures are above")
         raise SystemExit(int(next(iter(errors.values())).exit_status))
 
 
-def _stats_table(results: Sequence[TensorStats]) -> None:
+def _stats_text(results: Sequence[TensorStats], note: Callable[[str], None]) -> Iterator[str]:
     header = ["name", "dtype", "shape", "min", "max", "mean", "std", "l2", "zeros", "nans", "infs"]
     rows = [
-        [safe_text(result.name), result.dtype, format_shape(result.shape)]
+        [result.name, result.dtype, format_shape(result.shape)]
         + [_figure(getattr(result, field)) for field in header[3:]]
         for result in results
     ]
-    _echo(render_table(header, rows, right=list(range(3, len(header)))))
+    yield render_table(header, rows, right=list(range(3, len(header))))
     problems = [result.name for result in results if result.nans or result.infs]
     if problems:
-        _note(f"{len(problems)} tensors hold NaN or infinite values: {', '.join(map(safe_text, problems[:5]))}")
+        note(f"{len(problems)} tensors hold NaN or infinite values: {', '.join(map(safe_text, problems[:5]))}")
 
 
 def _diff_row(tensor: TensorDiff) -> list[str]:
-    name = safe_text(tensor.name) + ("" if tensor.other == tensor.name else f" ~ {safe_text(tensor.other)}")
+    name = tensor.name + ("" if tensor.other == tensor.name else f" ~ {tensor.other}")
     status = tensor.status
     if status == "shape":
         status += " " + " vs ".join(map(format_shape, tensor.shape))
@@ -97,7 +101,7 @@ def _diff_row(tensor: TensorDiff) -> list[str]:
     return [name, status, *map(_figure, figures)]
 
 
-@click.command("diff")
+@click.command("diff", cls=Command)
 @click.argument("a", type=CHECKPOINT)
 @click.argument("b", type=CHECKPOINT)
 @click.option("--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance, as in numpy.isclose.")
@@ -105,39 +109,41 @@ def _diff_row(tensor: TensorDiff) -> list[str]:
 @click.option("--all", "show_all", is_flag=True, help="List equal tensors too.")
 @click.option("--include-optimizer", is_flag=True, help="Compare optimizer state too (weights only by default).")
 @click.option("--json", "as_json", is_flag=True, help="A JSON document: {equal, tensors: [...], only_a, only_b}.")
+@pass_output
 def diff_command(
-    a: Path, b: Path, rtol: float, atol: float, show_all: bool, include_optimizer: bool, as_json: bool
+    out: Output, a: Path, b: Path, rtol: float, atol: float, show_all: bool, include_optimizer: bool
 ) -> None:
     """Compare two checkpoints tensor by tensor, across formats; exit 0 if equal, 1 if they differ."""
-    from weightscope.analysis import checkpoint_diff, diff_order
+    from weightscope.analysis import checkpoint_diff
 
     if rtol < 0 or atol < 0:
         raise UsageError("tolerances must not be negative")
     with _open(a) as first, _open(b) as second:
         result = checkpoint_diff(first, second, rtol=rtol, atol=atol, include_optimizer=include_optimizer)
-    if as_json:
-        _echo(dumps_json(result.to_json()))
-    else:
-        changed = [tensor for tensor in result.tensors if show_all or tensor.status != "equal"]
-        changed.sort(key=diff_order)
-        rows = [_diff_row(tensor) for tensor in changed]
-        if rows:
-            header = ["tensor", "status", "max |a-b|", "rel. L2", "cosine", "elements off"]
-            _echo(render_table(header, rows, right=[2, 3, 4, 5]))
-        counts = _count_kinds(tensor.status for tensor in result.tensors)
-        _echo(f"{len(result.tensors)} tensors compared (matched by {result.matched_by}): {counts or 'none'}")
-        retyped = [t for t in result.tensors if t.status in ("equal", "different") and t.dtype[0] != t.dtype[1]]
-        if retyped:
-            pairs = _count_kinds(" vs ".join(tensor.dtype) for tensor in retyped)
-            _echo(f"of other dtypes: {pairs}; their values compared in float64")
-        for side, names in (("A", result.only_a), ("B", result.only_b)):
-            if names:
-                _echo(f"only in {side}: {', '.join(safe_text(name) for name in names)}")
+    out.result(result, lambda result: _diff_text(result, show_all), to_json=lambda result: result.to_json())
     if not result.equal:
         raise SystemExit(int(ExitStatus.DIFFERENT))
 
 
-@click.command("summary")
+def _diff_text(result: CheckpointDiff, show_all: bool) -> Iterator[str]:
+    from weightscope.analysis import diff_order
+
+    changed = sorted((tensor for tensor in result.tensors if show_all or tensor.status != "equal"), key=diff_order)
+    if changed:
+        header = ["tensor", "status", "max |a-b|", "rel. L2", "cosine", "elements off"]
+        yield render_table(header, [_diff_row(tensor) for tensor in changed], right=[2, 3, 4, 5])
+    counts = _count_kinds(tensor.status for tensor in result.tensors)
+    yield f"{len(result.tensors)} tensors compared (matched by {result.matched_by}): {counts or 'none'}"
+    retyped = [t for t in result.tensors if t.status in ("equal", "different") and t.dtype[0] != t.dtype[1]]
+    if retyped:
+        pairs = _count_kinds(" vs ".join(tensor.dtype) for tensor in retyped)
+        yield f"of other dtypes: {pairs}; their values compared in float64"
+    for side, names in (("A", result.only_a), ("B", result.only_b)):
+        if names:
+            yield f"only in {side}: {', '.join(safe_text(name) for name in names)}"
+
+
+@click.command("summary", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.option(
     "--json",
@@ -149,27 +155,29 @@ def diff_command(
     "(described in weightscope.summary).",
 )
 @step_option
-def summary_command(path: Path, as_json: bool, step: int | None) -> None:
+@pass_output
+def summary_command(out: Output, path: Path, step: int | None) -> None:
     """The network the weights describe: each layer's kind (Dense 2 → 5, Conv2D 3×3 3 → 16, ...; ? where the
     weights leave doubt), its parameter, buffer and optimizer values; then totals of every value and bytes."""
     from weightscope.summary import summarize
 
     with _open(path, step=step) as ckpt:
         summary = summarize(ckpt)
-    if as_json:
-        _echo(dumps_json(summary.to_json()))
-        return
+    out.result(summary, _summary_text, to_json=lambda summary: summary.to_json())
+
+
+def _summary_text(summary: Summary) -> Iterator[str]:
     rows = [
         [
-            safe_text(layer.name),
-            safe_text(layer.description),
+            layer.name,
+            layer.description,
             f"{layer.parameters:,}",
             f"{layer.buffers:,}",
             f"{layer.optimizer_state:,}",
         ]
         for layer in summary.layers
     ]
-    _echo(render_table(["layer", "kind", "parameters", "buffers", "optimizer values"], rows, right=[2, 3, 4]))
+    yield render_table(["layer", "kind", "parameters", "buffers", "optimizer values"], rows, right=[2, 3, 4])
     others = ", ".join(safe_text(name) for name in summary.optimizer_other_names[:4])
     if len(summary.optimizer_other_names) > 4:
         others += ", ..."
@@ -184,24 +192,24 @@ def summary_command(path: Path, as_json: bool, step: int | None) -> None:
         ("values in all", summary.in_all, uncounted),
     ]
     digits = max(len(f"{count:,}") for _, count, _ in totals)
-    _echo()
+    yield ""
     for label, count, note in totals:
-        _echo(f"{label + ':':<26}{count:>{digits},}" + (f"  ({note})" if note else ""))
-    _echo(
-        "bytes by dtype: "
-        + ", ".join(f"{dtype} {format_bytes(count)}" for dtype, count in summary.bytes_by_dtype.items())
+        yield f"{label + ':':<26}{count:>{digits},}" + (f"  ({note})" if note else "")
+    yield "bytes by dtype: " + ", ".join(
+        f"{dtype} {format_bytes(count)}" for dtype, count in summary.bytes_by_dtype.items()
     )
     if summary.model:
-        _echo(f"values by dtype: {', '.join(f'{dtype} {count:,}' for dtype, count in summary.values_by_dtype.items())}")
-        _echo(f"memory to load (weights as stored): {format_bytes(sum(summary.bytes_by_dtype.values()))}")
-        _echo("model: " + ", ".join(f"{fact} {safe_text(value)}" for fact, value in summary.model.items()))
+        yield f"values by dtype: {', '.join(f'{dtype} {count:,}' for dtype, count in summary.values_by_dtype.items())}"
+        yield f"memory to load (weights as stored): {format_bytes(sum(summary.bytes_by_dtype.values()))}"
+        yield "model: " + ", ".join(f"{fact} {safe_text(value)}" for fact, value in summary.model.items())
 
 
-@click.command("plot")
+@click.command("plot", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1, required=True)
 @click.option(
     "--out",
+    "image",
     type=PATH,
     required=True,
     metavar="FILE.png",
@@ -220,10 +228,12 @@ def summary_command(path: Path, as_json: bool, step: int | None) -> None:
     "--compare", type=CHECKPOINT, metavar="PATH2", help="Histogram: overlay the same tensor of this checkpoint."
 )
 @click.option("--size", default="800x600", show_default=True, metavar="WxH", help="The image's size in pixels.")
+@pass_output
 def plot_command(
+    out: Output,
     path: Path,
     names: tuple[str, ...],
-    out: Path,
+    image: Path,
     kind: str,
     log: bool,
     bins: int | None,
@@ -239,9 +249,9 @@ def plot_command(
     with contextlib.ExitStack() as stack:
         ckpt = stack.enter_context(_open(path))
         other = stack.enter_context(_open(compare)) if compare is not None else None
-        plots = plot_checkpoint(ckpt, names, out, kind=kind, log=log, bins=bins, compare=other, size=pixels)
+        plots = plot_checkpoint(ckpt, names, image, kind=kind, log=log, bins=bins, compare=other, size=pixels)
     for plot in plots:
         against = "" if plot.other is None else f" against B's '{safe_text(plot.other)}'"
-        _echo(f"wrote {safe_text(str(plot.path))}: {plot.kind} of '{safe_text(plot.name)}'{against}")
+        out.text(f"wrote {safe_text(str(plot.path))}: {plot.kind} of '{safe_text(plot.name)}'{against}")
         for note in plot.notes:
-            _echo(f"  {note}")
+            out.text(f"  {note}")

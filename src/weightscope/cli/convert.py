@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from weightscope.cli._common import (
-    CHECKPOINT,
-    PATH,
-    _count_kinds,
-    _echo,
-    _note,
-    _open,
-    _WritableFormat,
-    environment,
-    step_option,
-)
+from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _open, _WritableFormat, step_option
+from weightscope.cli._output import Command, Output, pass_output
 from weightscope.conventions import CONVENTIONS
-from weightscope.output import dumps_json, format_bytes, format_shape, render_table, safe_text
+from weightscope.output import format_bytes, format_shape, render_table, safe_text
+
+if TYPE_CHECKING:
+    from weightscope.convert import Conversion
 
 
 def _convention_option(flag: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -33,14 +27,14 @@ def _convention_option(flag: str, help: str) -> Callable[[Callable[..., Any]], C
 class _ProgressBar:
     """Tensors and bytes done, redrawn on stderr; shown only on a terminal, after the first second."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, out: Output, label: str) -> None:
+        self._out = out
         self._label = label
         self._started = time.monotonic()
         self._shown = False
-        self._enabled = environment().stderr_isatty
 
     def __call__(self, tensors: int, total_tensors: int, nbytes: int, total_bytes: int) -> None:
-        if not self._enabled or time.monotonic() - self._started < 1:
+        if not self._out.env.stderr_isatty or time.monotonic() - self._started < 1:
             return
         fraction = nbytes / total_bytes if total_bytes else 1.0
         bar = "#" * int(fraction * 30)
@@ -48,15 +42,15 @@ class _ProgressBar:
             f"{self._label} [{bar:<30}] {tensors}/{total_tensors} tensors, "
             f"{format_bytes(nbytes)} of {format_bytes(total_bytes)}"
         )
-        _echo(line, nl=False, err=True, redraw=True)
+        self._out.err(line, redraw=True, end=False)
         self._shown = True
 
     def finish(self) -> None:
         if self._shown:
-            _echo(err=True)
+            self._out.err()
 
 
-@click.command("convert")
+@click.command("convert", cls=Command)
 @click.argument("source", type=CHECKPOINT)
 @click.argument("destination", type=PATH)
 @click.option(
@@ -79,7 +73,9 @@ class _ProgressBar:
 )
 @click.option("--json", "as_json", is_flag=True, help="A JSON summary of what was written.")
 @step_option
+@pass_output
 def convert_command(
+    out: Output,
     source: Path,
     destination: Path,
     to: str | None,
@@ -88,13 +84,12 @@ def convert_command(
     include_optimizer: bool,
     pattern: str | None,
     dtype: str | None,
-    as_json: bool,
     step: int | None,
 ) -> None:
     """Write SOURCE's weights to DESTINATION in another format, layout or naming; verified before it appears."""
-    from weightscope.convert import convert, skipped_kinds
+    from weightscope.convert import convert
 
-    progress = _ProgressBar(f"converting {safe_text(source.name)}")
+    progress = _ProgressBar(out, f"converting {safe_text(source.name)}")
     with _open(source, step=step) as ckpt:
         try:
             result = convert(
@@ -111,23 +106,23 @@ def convert_command(
         finally:
             progress.finish()
     for name, why in result.ambiguous.items():
-        _note(f"kept as is: '{safe_text(name)}': {why}")
+        out.note(f"kept as is: '{safe_text(name)}': {why}")
     for note in result.notes:
-        _note(safe_text(note))
-    if as_json:
-        _echo(dumps_json(result.to_json()))
-        return
-    rows = [
-        [safe_text(tensor.source), safe_text(tensor.name), format_shape(tensor.shape), tensor.layout]
-        for tensor in result.tensors
-    ]
-    _echo(render_table(["source", "written as", "shape", "layout"], rows))
-    _echo(
+        out.note(safe_text(note))
+    out.result(result, _convert_text, to_json=lambda result: result.to_json())
+
+
+def _convert_text(result: Conversion) -> Iterator[str]:
+    from weightscope.convert import skipped_kinds
+
+    rows = [[tensor.source, tensor.name, format_shape(tensor.shape), tensor.layout] for tensor in result.tensors]
+    yield render_table(["source", "written as", "shape", "layout"], rows)
+    yield (
         f"wrote {len(result.tensors)} tensors, {format_bytes(result.nbytes)}, to {safe_text(result.destination)} "
         f"({result.format}, verified) in {result.seconds:.2f} s"
     )
     cast = [tensor for tensor in result.tensors if tensor.cast_from is not None]
     if cast:
-        _echo(f"cast to {result.dtype}: {len(cast)} tensors ({_count_kinds(str(tensor.cast_from) for tensor in cast)})")
+        yield f"cast to {result.dtype}: {len(cast)} tensors ({_count_kinds(str(tensor.cast_from) for tensor in cast)})"
     if result.skipped:
-        _echo(f"left out: {_count_kinds(skipped_kinds(result.skipped), unit='tensor')}")
+        yield f"left out: {_count_kinds(skipped_kinds(result.skipped), unit='tensor')}"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,26 +12,15 @@ import click
 import numpy as np
 
 from weightscope.checkpoint import Checkpoint, TensorInfo
-from weightscope.cli._common import (
-    _VALUE_LABELS,
-    CHECKPOINT,
-    PATH,
-    Output,
-    _count_kinds,
-    _echo,
-    _note,
-    _open,
-    _tally,
-    step_option,
-)
+from weightscope.cli._common import _VALUE_LABELS, CHECKPOINT, PATH, _counted, _open, _tally, step_option
+from weightscope.cli._output import Command, Output, pass_output
 from weightscope.errors import ExitStatus, RefusedError, UsageError
 from weightscope.formats import FORMATS, scanner_for
-from weightscope.layers import naming_convention
-from weightscope.output import dumps_json, format_bytes, format_shape, json_values, render_table, safe_text
+from weightscope.layers import TensorRole, naming_convention
+from weightscope.output import format_bytes, format_shape, json_values, render_table, safe_text
 
 
-def _row(ckpt: Checkpoint, info: TensorInfo) -> dict[str, Any]:
-    role = ckpt.role(info.name)
+def _row(ckpt: Checkpoint, info: TensorInfo, role: TensorRole) -> dict[str, Any]:
     row: dict[str, Any] = {
         "name": info.name,
         "dtype": info.type_name,
@@ -49,15 +39,15 @@ def _row(ckpt: Checkpoint, info: TensorInfo) -> dict[str, Any]:
     return row
 
 
-def _size(ckpt: Checkpoint, info: TensorInfo) -> str:
+def _size(row: Mapping[str, Any]) -> str:
     """The tensor's bytes, and those it stores when it is a view repeating them."""
-    view = ckpt.view(info.name)
-    if view is None or view.stored_nbytes >= info.nbytes:
-        return format_bytes(info.nbytes)
-    return f"{format_bytes(info.nbytes)} (view of {format_bytes(view.stored_nbytes)}, strides {list(view.strides)})"
+    stored = row.get("stored_nbytes")
+    if stored is None or stored >= row["nbytes"]:
+        return format_bytes(row["nbytes"])
+    return f"{format_bytes(row['nbytes'])} (view of {format_bytes(stored)}, strides {row['strides']})"
 
 
-@click.command("ls")
+@click.command("ls", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.option("--all", "show_all", is_flag=True, help="Also list optimizer state and bookkeeping.")
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
@@ -70,66 +60,69 @@ def _size(ckpt: Checkpoint, info: TensorInfo) -> str:
     "a view adds strides and stored_nbytes.",
 )
 @step_option
-def ls_command(
-    path: Path, show_all: bool, pattern: str | None, show_keys: bool, as_json: bool, step: int | None
-) -> None:
+@pass_output
+def ls_command(out: Output, path: Path, show_all: bool, pattern: str | None, show_keys: bool, step: int | None) -> None:
     """List the tensors of a checkpoint: name, dtype, shape, size."""
     with _open(path, step=step) as ckpt:
         infos = [info for info in ckpt.infos() if pattern is None or fnmatch.fnmatchcase(info.name, pattern)]
-        roles = {info.name: ckpt.role(info.name) for info in infos}
-        metadata = ckpt.metadata
         shown: list[TensorInfo] = []
+        rows: list[dict[str, Any]] = []
         hidden: list[str] = []  # the categories of the tensors left out
         for info in infos:
-            role = roles[info.name]
+            role = ckpt.role(info.name)
             if show_all or role.kind == "parameter":
                 shown.append(info)
+                rows.append(_row(ckpt, info, role))
             else:
                 hidden.append(role.category)
-        if as_json:
-            document = {
-                "path": str(ckpt.path),
-                "format": ckpt.format,
-                "tensors": [_row(ckpt, info) for info in shown],
-                "hidden": _tally(hidden),
-                "metadata": metadata,
-            }
-            _echo(dumps_json(document))
-            return
+        listing = {
+            "path": str(ckpt.path),
+            "format": ckpt.format,
+            "tensors": rows,
+            "hidden": _tally(hidden),
+            "metadata": ckpt.metadata,
+        }
+    labels = [info.type_label for info in shown]  # the dtype column: a quantised type with the type read as
+    out.result(listing, lambda listing: _ls_text(listing, labels, show_keys))
+
+
+def _ls_text(listing: Mapping[str, Any], labels: Sequence[str], show_keys: bool) -> Iterator[str]:
+    rows = listing["tensors"]
     header = ["name", "dtype", "shape", "size"] + (["key"] if show_keys else [])
-    rows = [
-        [safe_text(info.name), info.type_label, format_shape(info.shape), _size(ckpt, info)]
-        + ([safe_text(info.key)] if show_keys else [])
-        for info in shown
+    cells = [
+        [row["name"], label, format_shape(row["shape"]), _size(row)]
+        + ([row.get("key", row["name"])] if show_keys else [])
+        for row, label in zip(rows, labels, strict=True)
     ]
-    _echo(render_table(header, rows, right=[3]))
+    yield render_table(header, cells, right=[3])
     values = dict.fromkeys(_VALUE_LABELS, 0)
-    for info in shown:
-        values[roles[info.name].category] += 0 if info.type_name == "string" else info.size
+    for row in rows:
+        values[row["kind"]] += 0 if row["dtype"] == "string" else math.prod(row["shape"])
     counted = [
         f"{values[category]:,} {noun}{'s' * (values[category] != 1)}{note}"
         for category, (noun, note) in _VALUE_LABELS.items()
         if values[category]
     ]
-    nbytes = sum(info.nbytes for info in shown)
-    _echo(f"{len(shown)} tensors, {', '.join(counted or ['0 parameters'])}, {format_bytes(nbytes)}")
-    if hidden:
-        _echo(f"hidden: {_count_kinds(hidden, unit='tensor')} (--all shows them)")
-    for key, value in metadata.items():
+    nbytes = sum(row["nbytes"] for row in rows)
+    yield f"{len(rows)} tensors, {', '.join(counted or ['0 parameters'])}, {format_bytes(nbytes)}"
+    if listing["hidden"]:
+        yield f"hidden: {_counted(listing['hidden'], unit='tensor')} (--all shows them)"
+    for key, value in listing["metadata"].items():
         # A model's whole config can be a metadata value: show its start.
         shown_value = value if len(value) <= 100 else f"{value[:100]}… ({len(value):,} characters)"
-        _echo(f"metadata: {safe_text(key)} = {safe_text(shown_value)}")
+        yield f"metadata: {safe_text(key)} = {safe_text(shown_value)}"
 
 
-@click.command("show")
+@click.command("show", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Values as JSON, with dtype and shape.")
 @click.option("--npy", type=PATH, metavar="OUT", help="Save the (single) tensor as a .npy file.")
 @click.option("--no-verify", is_flag=True, help="Skip checksum verification.")
 @step_option
+@pass_output
 def show_command(
-    path: Path, names: Sequence[str], as_json: bool, npy: Path | None, no_verify: bool, step: int | None
+    out: Output, path: Path, names: Sequence[str], npy: Path | None, no_verify: bool, step: int | None
 ) -> None:
     """Print tensor values as numpy prints them. A role name (layer1/weight) works too."""
     if npy is not None and len(names) != 1:
@@ -141,27 +134,31 @@ def show_command(
             if safe_text(actual) != safe_text(name):  # not a name asked for as printed
                 convention = naming_convention(actual) if name not in ckpt else None  # else an alias (a tied head)
                 reason = f" ({convention})" if convention else ""
-                _note(f"'{safe_text(name)}' is '{safe_text(actual)}' in this checkpoint{reason}")
+                out.note(f"'{safe_text(name)}' is '{safe_text(actual)}' in this checkpoint{reason}")
             resolved.append(actual)
         if npy is not None:
             _save_npy(ckpt[resolved[0]], npy)
-            _note(f"saved '{safe_text(resolved[0])}' to {npy}")
+            out.note(f"saved '{safe_text(resolved[0])}' to {npy}")
             return
-        if as_json:
-            document = {}
-            for name in resolved:
-                info, array = ckpt.info(name), ckpt[name]
-                document[name] = {
-                    "dtype": info.type_name,
-                    "shape": list(info.shape),
-                    "values": json_values(array),
-                }
-            _echo(dumps_json(document, indent=None))
-            return
-        for name in resolved:
-            if len(resolved) > 1:
-                _echo(f"{safe_text(name)}:")
-            _echo(str(ckpt[name]))
+        # Each tensor is read as it is shown: what a damaged one stops comes after it.
+        out.result(
+            resolved, lambda names: _values_text(ckpt, names), to_json=lambda names: _values(ckpt, names), indent=None
+        )
+
+
+def _values(ckpt: Checkpoint, names: Sequence[str]) -> dict[str, Any]:
+    document = {}
+    for name in names:
+        info = ckpt.info(name)
+        document[name] = {"dtype": info.type_name, "shape": list(info.shape), "values": json_values(ckpt[name])}
+    return document
+
+
+def _values_text(ckpt: Checkpoint, names: Sequence[str]) -> Iterator[str]:
+    for name in names:
+        if len(names) > 1:
+            yield f"{safe_text(name)}:"
+        yield str(ckpt[name])
 
 
 def _save_npy(array: np.ndarray, out: Path) -> None:
@@ -173,18 +170,18 @@ def _save_npy(array: np.ndarray, out: Path) -> None:
         np.save(handle, array, allow_pickle=False)
 
 
-@click.command("layers")
+@click.command("layers", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of layers.")
 @step_option
-def layers_command(path: Path, as_json: bool, step: int | None) -> None:
+@pass_output
+def layers_command(out: Output, path: Path, step: int | None) -> None:
     """One row per layer: weight and bias shapes, where they came from, parameter count."""
     with _open(path, step=step) as ckpt:
-        layers = ckpt.layers()
-        document = [
+        layers = [
             {
                 "layer": layer.name,
-                "parameters": {role: _row(ckpt, info) for role, info in layer.parameters.items()},
+                "parameters": {role: _row(ckpt, info, ckpt.role(info.name)) for role, info in layer.parameters.items()},
                 "parameter_count": layer.parameter_count,
                 "buffer_count": layer.buffer_count,
                 "optimizer_state": {
@@ -192,43 +189,46 @@ def layers_command(path: Path, as_json: bool, step: int | None) -> None:
                     for owner, slots in layer.optimizer_state.items()
                 },
             }
-            for layer in layers.values()
+            for layer in ckpt.layers().values()
         ]
-    if as_json:
-        _echo(dumps_json(document))
-        return
-    buffers = any(layer.buffer_count for layer in layers.values())
+    out.result(layers, _layers_text)
+
+
+def _layers_text(layers: Sequence[Mapping[str, Any]]) -> Iterator[str]:
+    def shaped(row: Mapping[str, Any] | None) -> str:
+        return f"{format_shape(row['shape'])} {row['name']}" if row else "-"
+
+    buffers = any(layer["buffer_count"] for layer in layers)
     rows = []
-    for layer in layers.values():
-        weight, bias = layer.weight, layer.bias
+    for layer in layers:
+        parameters = layer["parameters"]
         others = [
-            f"{safe_text(role)} {format_shape(info.shape)}"
-            for role, info in layer.parameters.items()
-            if role not in ("weight", "bias")
+            f"{role} {format_shape(row['shape'])}" for role, row in parameters.items() if role not in ("weight", "bias")
         ]
         rows.append(
             [
-                safe_text(layer.name),
-                f"{format_shape(weight.shape)} {safe_text(weight.name)}" if weight else "-",
-                f"{format_shape(bias.shape)} {safe_text(bias.name)}" if bias else "-",
+                layer["layer"],
+                shaped(parameters.get("weight")),
+                shaped(parameters.get("bias")),
                 ", ".join(others) or "-",
-                f"{layer.parameter_count:,}",
-                *([f"{layer.buffer_count:,}"] if buffers else []),
-                str(sum(len(slots) for slots in layer.optimizer_state.values())),
+                f"{layer['parameter_count']:,}",
+                *([f"{layer['buffer_count']:,}"] if buffers else []),
+                str(sum(len(slots) for slots in layer["optimizer_state"].values())),
             ]
         )
     header = ["layer", "weight", "bias", "other", "parameters", *(["buffers"] if buffers else []), "optimizer tensors"]
-    _echo(render_table(header, rows, right=list(range(4, len(header)))))
-    totals = f"{len(layers)} layers, {sum(layer.parameter_count for layer in layers.values()):,} parameters"
+    yield render_table(header, rows, right=list(range(4, len(header))))
+    totals = f"{len(layers)} layers, {sum(layer['parameter_count'] for layer in layers):,} parameters"
     if buffers:
-        totals += f", {sum(layer.buffer_count for layer in layers.values()):,} buffer values (running statistics)"
-    _echo(totals)
+        totals += f", {sum(layer['buffer_count'] for layer in layers):,} buffer values (running statistics)"
+    yield totals
 
 
-@click.command("verify")
+@click.command("verify", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @step_option
-def verify_command(path: Path, step: int | None) -> None:
+@pass_output
+def verify_command(out: Output, path: Path, step: int | None) -> None:
     """Check every block and tensor checksum; exit non-zero naming what is damaged.
 
     Formats without checksums (safetensors, GGUF, .npy, ONNX, HDF5, legacy PyTorch) have each
@@ -239,22 +239,23 @@ def verify_command(path: Path, step: int | None) -> None:
         total = 0 if problems else sum(info.nbytes for info in ckpt.infos())  # a damaged shard has no infos to sum
         checksums, kind = ckpt.checksums, ckpt.format
     for problem in problems:
-        _echo(f"DAMAGED {safe_text(str(problem))}")
+        out.text(f"DAMAGED {safe_text(str(problem))}")
     if problems:
-        _note(f"{len(problems)} of {count} tensors damaged")
+        out.note(f"{len(problems)} of {count} tensors damaged")
         raise SystemExit(int(ExitStatus.CORRUPT))
     if checksums:
-        _echo(f"OK: {count} tensors, {format_bytes(total)} verified")
+        out.text(f"OK: {count} tensors, {format_bytes(total)} verified")
     else:
-        _echo(
+        out.text(
             f"OK: {count} tensors, {format_bytes(total)} read, each within the file and of its declared size; "
             f"no checksums checked: this {kind} file has none, so changed values cannot be detected"
         )
 
 
-@click.command("formats")
+@click.command("formats", cls=Command)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {name, description, writable, missing}.")
-def formats_command(as_json: bool) -> None:
+@pass_output
+def formats_command(out: Output) -> None:
     """The formats weightscope reads (and writes), and what any of them still needs."""
     rows: list[dict[str, Any]] = [
         {
@@ -265,7 +266,7 @@ def formats_command(as_json: bool) -> None:
         }
         for entry in FORMATS.values()
     ]
-    Output(as_json).records(
+    out.records(
         rows,
         ["format", "can", "status", "what it is"],
         lambda row: [
@@ -277,10 +278,11 @@ def formats_command(as_json: bool) -> None:
     )
 
 
-@click.command("history")
+@click.command("history", cls=Command)
 @click.argument("path", type=PATH)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {prefix, step, timestamp, newest, exists}.")
-def history_command(path: Path, as_json: bool) -> None:
+@pass_output
+def history_command(out: Output, path: Path) -> None:
     """The checkpoints a directory's 'checkpoint' file lists, oldest first (* the newest)."""
     import datetime
 
@@ -294,7 +296,7 @@ def history_command(path: Path, as_json: bool) -> None:
             "*" if entry["newest"] else "",
             "-" if entry["step"] is None else str(entry["step"]),
             written,
-            safe_text(entry["prefix"]) + ("" if entry["exists"] else "  (missing)"),
+            entry["prefix"] + ("" if entry["exists"] else "  (missing)"),
         ]
 
     records = [
@@ -307,13 +309,14 @@ def history_command(path: Path, as_json: bool) -> None:
         }
         for entry in checkpoint_history(path)
     ]
-    Output(as_json).records(records, ["", "step", "written", "checkpoint"], cells, right=[1])
+    out.records(records, ["", "step", "written", "checkpoint"], cells, right=[1])
 
 
-@click.command("scan")
+@click.command("scan", cls=Command)
 @click.argument("path", type=CHECKPOINT)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {opcode, name, allowed, count}.")
-def scan_command(path: Path, as_json: bool) -> None:
+@pass_output
+def scan_command(out: Output, path: Path) -> None:
     """List the globals and calls a PyTorch checkpoint's (or a plain pickle's) pickle names, without running any.
 
     Lists all it can follow, then exits as opening the file would: 6 when a name is outside
@@ -324,26 +327,28 @@ def scan_command(path: Path, as_json: bool) -> None:
 
     files = weight_files(path)
     scanned = [(file, scanner_for(file)(file)) for file in files]
-    if as_json:
-        _echo(
-            dumps_json([entry._asdict() | _scanned_file(file, files) for file, entries in scanned for entry in entries])
-        )
-    else:
+
+    def lines(scanned: list[tuple[Any, Any]]) -> Iterator[str]:
         for file, entries in scanned:
             if len(files) > 1:
-                _echo(f"{safe_text(str(file))}:")
+                yield f"{safe_text(str(file))}:"
             for entry in entries:
-                _echo(("  " if len(files) > 1 else "") + safe_text(str(entry)))
+                yield ("  " if len(files) > 1 else "") + safe_text(str(entry))
+
+    out.result(
+        scanned,
+        lines,
+        to_json=lambda scanned: [
+            entry._asdict() | ({"file": str(file)} if len(files) > 1 else {})
+            for file, entries in scanned
+            for entry in entries
+        ],
+    )
     refused = [(file, entries) for file, entries in scanned if isinstance(entries.verdict, RefusedError)]
     for file, entries in refused:
-        _note(f"{file}: {sum(not entry.allowed for entry in entries)} refused: opening this file would run code")
+        out.note(f"{file}: {sum(not entry.allowed for entry in entries)} refused: opening this file would run code")
     if refused:
         raise SystemExit(int(ExitStatus.REFUSED))
     for _, entries in scanned:
         if entries.verdict is not None:
             raise entries.verdict
-
-
-def _scanned_file(file: Any, files: Sequence[Any]) -> dict[str, str]:
-    """The ``file`` key of a scan's JSON entry, where several files were scanned."""
-    return {"file": str(file)} if len(files) > 1 else {}

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from weightscope.atomic import interruptible
-from weightscope.cli._common import PATH, Output, _echo, _figure, _note, _WritableFormat, environment
+from weightscope.cli._common import PATH, _figure, _WritableFormat
+from weightscope.cli._output import Group, Output, pass_output
 from weightscope.errors import ExitStatus
 from weightscope.formats import DEFAULT_TARGET
-from weightscope.output import dumps_json, format_bytes, render_table, safe_text
+from weightscope.output import format_bytes, render_table, safe_text
+
+if TYPE_CHECKING:
+    from weightscope.runs import RunStats
 
 
-@click.group("runs")
+@click.group("runs", cls=Group)
 def runs_group() -> None:
     """Whole training runs: stats, drift, NaNs and conversion of many checkpoints, on Dask (weightscope[dask]).
 
@@ -39,8 +44,8 @@ progress_option = click.option(
 )
 
 
-def _task_progress(enabled: bool | None) -> Any:
-    terminal = environment().stderr_isatty
+def _task_progress(out: Output, enabled: bool | None) -> Any:
+    terminal = out.env.stderr_isatty
     if not (terminal if enabled is None else enabled):
         return None
     shown = [-1]
@@ -51,7 +56,7 @@ def _task_progress(enabled: bool | None) -> Any:
         if percent != shown[0]:
             shown[0] = percent
             line = f"weightscope: {done}/{total} tasks ({percent}%)"
-            _echo(line, err=True, nl=done == total or not terminal, redraw=terminal)
+            out.err(line, redraw=bool(terminal), end=done == total or not terminal)
 
     return report
 
@@ -64,11 +69,12 @@ def _task_progress(enabled: bool | None) -> Any:
 @click.option("--plot", "plot_out", type=PATH, metavar="FILE.png", help="Also draw each layer's drift over steps.")
 @scheduler_option
 @progress_option
+@pass_output
 def runs_stats_command(
+    out: Output,
     run: str,
     pattern: str | None,
     show_all: bool,
-    as_json: bool,
     plot_out: Path | None,
     scheduler: str | None,
     progress: bool | None,
@@ -82,35 +88,36 @@ def runs_stats_command(
 
         require_matplotlib()  # the install hint before any work
     result = run_stats(
-        run, pattern=pattern, include_all=show_all, scheduler=scheduler, progress=_task_progress(progress)
+        run, pattern=pattern, include_all=show_all, scheduler=scheduler, progress=_task_progress(out, progress)
     )
-    if as_json:
-        _echo(dumps_json(result.to_json()))
-    else:
-        rows = [
-            [
-                "-" if row.step is None else str(row.step),
-                safe_text(Path(row.checkpoint).name),
-                safe_text(row.name),
-                _figure(row.norm),
-                _figure(row.stats.mean),
-                _figure(row.stats.std),
-                str(row.stats.nans),
-                str(row.stats.infs),
-                _figure(row.change_previous),
-                _figure(row.change_first),
-            ]
-            for row in result.tensors
-        ]
-        header = ["step", "checkpoint", "tensor", "norm", "mean", "std", "NaN", "Inf", "Δ prev", "Δ first"]
-        _echo(render_table(header, rows, right=[0, 3, 4, 5, 6, 7, 8, 9]))
-        _echo(
-            f"{len(result.checkpoints)} checkpoints, {len(result.tensors)} tensors, {result.tasks} tasks "
-            f"reading {format_bytes(result.bytes_read)}"
-        )
+    out.result(result, _run_stats_text, to_json=lambda result: result.to_json())
     if plot_out is not None:
         written = plot_drift(result, plot_out)
-        _note(f"wrote {safe_text(str(written))}")
+        out.note(f"wrote {safe_text(str(written))}")
+
+
+def _run_stats_text(result: RunStats) -> Iterator[str]:
+    rows = [
+        [
+            "-" if row.step is None else str(row.step),
+            Path(row.checkpoint).name,
+            row.name,
+            _figure(row.norm),
+            _figure(row.stats.mean),
+            _figure(row.stats.std),
+            str(row.stats.nans),
+            str(row.stats.infs),
+            _figure(row.change_previous),
+            _figure(row.change_first),
+        ]
+        for row in result.tensors
+    ]
+    header = ["step", "checkpoint", "tensor", "norm", "mean", "std", "NaN", "Inf", "Δ prev", "Δ first"]
+    yield render_table(header, rows, right=[0, 3, 4, 5, 6, 7, 8, 9])
+    yield (
+        f"{len(result.checkpoints)} checkpoints, {len(result.tensors)} tensors, {result.tasks} tasks "
+        f"reading {format_bytes(result.bytes_read)}"
+    )
 
 
 @runs_group.command("find-nan")
@@ -120,20 +127,23 @@ def runs_stats_command(
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {name, checkpoint, step, nans, infs}.")
 @scheduler_option
 @progress_option
+@pass_output
 def runs_find_nan_command(
-    run: str, pattern: str | None, show_all: bool, as_json: bool, scheduler: str | None, progress: bool | None
+    out: Output, run: str, pattern: str | None, show_all: bool, scheduler: str | None, progress: bool | None
 ) -> None:
     """Per tensor, the first checkpoint with NaNs or infinities; exit 1 if there is one, 0 if none."""
     from weightscope.runs import find_nan
 
-    found = find_nan(run, pattern=pattern, include_all=show_all, scheduler=scheduler, progress=_task_progress(progress))
-    Output(as_json).records(
+    found = find_nan(
+        run, pattern=pattern, include_all=show_all, scheduler=scheduler, progress=_task_progress(out, progress)
+    )
+    out.records(
         [finding.to_json() for finding in found],
         ["tensor", "step", "first checkpoint", "NaN", "Inf"],
         lambda finding: [
-            safe_text(finding["name"]),
+            finding["name"],
             "-" if finding["step"] is None else str(finding["step"]),
-            safe_text(finding["checkpoint"]),
+            finding["checkpoint"],
             str(finding["nans"]),
             str(finding["infs"]),
         ],
@@ -153,17 +163,18 @@ def runs_find_nan_command(
     show_default=True,
     help="The format to write.",
 )
-@click.option("--out", type=PATH, required=True, metavar="DIR", help="The directory to write the files into.")
+@click.option("--out", "folder", type=PATH, required=True, metavar="DIR", help="The directory to write the files into.")
 @click.option("--include-optimizer", is_flag=True, help="Also write optimizer state (weights only by default).")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {source, destination, tensors, nbytes}.")
 @scheduler_option
 @progress_option
+@pass_output
 def runs_convert_command(
+    out: Output,
     run: str,
     to: str,
-    out: Path,
+    folder: Path,
     include_optimizer: bool,
-    as_json: bool,
     scheduler: str | None,
     progress: bool | None,
 ) -> None:
@@ -176,14 +187,16 @@ def runs_convert_command(
     with interruptible():
         done = run_convert(
             run,
-            out,
+            folder,
             to=to,
             scheduler=scheduler,
-            progress=_task_progress(progress),
+            progress=_task_progress(out, progress),
             include_optimizer=include_optimizer,
         )
-    if as_json:
-        _echo(dumps_json(done))
-        return
-    for entry in done:
-        _echo(f"wrote {safe_text(entry['destination'])}: {entry['tensors']} tensors, {format_bytes(entry['nbytes'])}")
+    out.result(
+        done,
+        lambda done: (
+            f"wrote {safe_text(entry['destination'])}: {entry['tensors']} tensors, {format_bytes(entry['nbytes'])}"
+            for entry in done
+        ),
+    )

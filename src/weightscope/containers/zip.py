@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from zlib_ng import zlib_ng
 
 from weightscope.errors import ChecksumMismatchError, CorruptCheckpointError, UnsupportedFormatError, UsageError
-from weightscope.sources import AnySource, prefetch
+from weightscope.sources import AnySource
 
 if TYPE_CHECKING:
     import numpy as np
@@ -180,7 +180,7 @@ class _Archive:
         self._directory = directory_offset
         entries = self._entries(self._read(directory_offset, directory_size, "the central directory"), count)
         # Remote: every local header (with its name, and usual padding) at once.
-        prefetch(self._source, [(entry[7], _LOCAL_GUESS + len(entry[1])) for entry in entries])
+        self._source.prefetch([(entry[7], _LOCAL_GUESS + len(entry[1])) for entry in entries])
         members = [self._confirm(*entry) for entry in entries]
         self._check_layout(members, directory_offset)
         return members

@@ -35,7 +35,7 @@ from weightscope.errors import (
 from weightscope.formats._folder_choice import is_set
 from weightscope.formats._sniffing import file_head, first_member, refuse_recognised, zip_members
 from weightscope.formats._torch_kind import torch_kind
-from weightscope.sources import AnyPath, as_path, file_ends_with, open_source, plus
+from weightscope.sources import AnyPath, as_path, file_ends_with, local_path, open_source, opening, plus
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -188,7 +188,7 @@ def _sniff_keras(path: AnyPath, entry: Format) -> bool:
     """HDF5's magic or a Keras ending; or (a local file only) a zip holding all of ``entry.members``."""
     if _magic_or_suffix(path, entry):
         return True
-    if entry.local_only and not isinstance(path, Path):
+    if entry.local_only and local_path(path) is None:
         return False  # a remote .keras zip: h5py reads local files only, so it is no format to offer
     return zip_members(path) >= set(entry.members)
 
@@ -207,7 +207,7 @@ _BUILT_IN = (
         staging="weightscope.formats.tensorflow:staging",
     ),
     Format(
-        "folder",
+        "model-folder",
         "model folder (save_pretrained, a diffusers component, checkpoint-N/): the weights transformers loads",
         "weightscope.formats.model_folder:ModelFolderCheckpoint",
         sniffer=_sniff_folder,
@@ -418,13 +418,8 @@ def open_checkpoint(
     go to the fsspec filesystem (credentials, endpoint, ...).
     """
     path = as_path(path, storage_options)
-    if isinstance(path, Path):
+    with opening(path):  # a URL's blocks read to sniff the format serve the reader too
         return _open(path, format, verify)
-    path.store.pin()  # the blocks read to sniff the format serve the reader too
-    try:
-        return _open(path, format, verify)
-    finally:
-        path.store.unpin()
 
 
 def _open(path: AnyPath, format: str | None, verify: bool) -> Checkpoint:
@@ -448,7 +443,7 @@ def _open(path: AnyPath, format: str | None, verify: bool) -> Checkpoint:
 
 
 def _reader(entry: Format, path: AnyPath) -> type[Checkpoint]:
-    if entry.local_only and not isinstance(path, Path):
+    if entry.local_only and local_path(path) is None:
         raise UnsupportedFormatError(f"{path}: {entry.local_only}; download it first")
     return entry.load()
 

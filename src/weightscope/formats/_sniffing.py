@@ -4,11 +4,10 @@ does not read: what each is, and how to get its weights out. Imports no reader."
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from weightscope.containers.zip import LOCAL_SIGNATURE, read_directory
 from weightscope.errors import UnsupportedFormatError, WeightscopeError
-from weightscope.sources import AnyPath, open_source
+from weightscope.sources import AnyPath, local_path, open_source
 
 
 def file_head(path: AnyPath, length: int) -> bytes:
@@ -45,7 +44,7 @@ def first_member(head: bytes) -> bytes:
 
 def _is_torchscript(path: AnyPath) -> bool:
     """A ``torch.jit.save`` archive: a zip whose folder holds ``code/`` and ``constants.pkl``."""
-    if not isinstance(path, Path):
+    if local_path(path) is None:
         return False
     names = zip_members(path)
     return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names) and any(

@@ -52,7 +52,6 @@ Layers: a transformer block's tensors (``blk.<N>.*``) are one layer, ``blk.<N>``
 from __future__ import annotations
 
 import math
-import os
 import struct
 import sys
 from collections import Counter
@@ -60,11 +59,11 @@ from operator import attrgetter
 
 import numpy as np
 
-from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.containers import quants
 from weightscope.containers.quants import QUANT_SIZES
 from weightscope.conventions import gguf_block_parameter
-from weightscope.dtypes import BY_GGUF, check_size
+from weightscope.dtypes import BY_GGUF, check_size, little_endian_dtype
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
 from weightscope.layers import TensorRole
 from weightscope.limits import Budget, Limits
@@ -120,10 +119,7 @@ class GgufCheckpoint(FileCheckpoint):
 
     format = "gguf"
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
-        """Open ``path``; ``verify`` is accepted for the common signature (the format has no checksums)."""
-        self._position = 0
-        super().__init__(path, verify=verify)
+    _position = 0  # where the index is read next
 
     # -- reading the index ---------------------------------------------------------
     def _take(self, length: int, what: str) -> memoryview:
@@ -154,7 +150,7 @@ class GgufCheckpoint(FileCheckpoint):
                 f"but only {remaining} bytes remain after offset {self._position}"
             )
 
-    def _load(self) -> None:
+    def _load(self) -> Index:
         magic, version, n_tensors, n_values = _HEADER.unpack(self._take(_HEADER.size, "the GGUF header"))
         if magic != MAGIC:
             raise CorruptCheckpointError(f"{self.path}: magic {bytes(magic)!r}, expected {MAGIC!r}")
@@ -176,7 +172,6 @@ class GgufCheckpoint(FileCheckpoint):
                 alignment = self._alignment(kind)
             values[key] = self._value(kind, f"metadata '{key}'")
             budget.spend(sys.getsizeof(key) + sys.getsizeof(values[key]) + _ENTRY_COST, "the metadata")
-        self._metadata = values
         self._count(n_tensors, _MIN_TENSOR_INFO, "the tensor count")
         entries: list[tuple[str, list[int], int, int]] = []
         for _ in range(n_tensors):
@@ -185,12 +180,13 @@ class GgufCheckpoint(FileCheckpoint):
         start = -(-self._position // alignment) * alignment
         infos = [self._describe(name, dims, code, offset, start, alignment) for name, dims, code, offset in entries]
         self._check_overlap(infos)
-        self._infos = {info.name: info for info in infos}
-        self._roles = {name: role for name in self._infos if (role := _block_role(name)) is not None}
-        if len(self._infos) != len(infos):
+        by_name = {info.name: info for info in infos}
+        if len(by_name) != len(infos):
             counts = Counter(name for name, *_ in entries)  # one pass: a list per name was quadratic
             twice = next(name for name, count in counts.items() if count > 1)
             raise CorruptCheckpointError(f"{self.path}: tensor '{twice}' is given twice")
+        roles = {name: role for name in by_name if (role := _block_role(name)) is not None}
+        return Index(by_name, metadata=values, roles=roles)
 
     def _text(self, data: memoryview) -> str:
         return bytes(data).decode("utf-8", errors="replace")
@@ -289,12 +285,13 @@ class GgufCheckpoint(FileCheckpoint):
                 previous = info
 
     # -- reading tensors -------------------------------------------------------------
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        info = self.info(name)
-        return None if info.type_name in QUANT_SIZES else info.dtype  # quantised blocks are no plain elements
+    def _extent(self, info: TensorInfo) -> Extent:
+        if info.type_name in QUANT_SIZES:  # quantised blocks are no plain elements
+            return Extent(info.file, info.offset, info.nbytes, np.dtype(np.uint8), compression=info.type_name)
+        return Extent(info.file, info.offset, info.nbytes, little_endian_dtype(info.dtype))
 
     def _read(self, info: TensorInfo) -> np.ndarray:
-        data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
         if info.type_name not in QUANT_SIZES:
-            return np.ndarray(info.shape, info.dtype, buffer=data)  # read-only: the map is
+            return super()._read(info)
+        data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
         return quants.dequantize(data, info.type_name, info.shape, f"{self.path}: tensor '{info.name}'")

@@ -76,7 +76,6 @@ import functools
 import io
 import json
 import math
-import os
 import re
 import struct
 from collections.abc import Iterator
@@ -84,7 +83,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.containers.zip import Member, check_crc, escapes, inflate, is_deflated, read_directory
 from weightscope.conventions import (
     KERAS_LAYER_WEIGHTS,
@@ -140,15 +139,14 @@ class KerasCheckpoint(FileCheckpoint):
 
     format = "keras"
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
-        """Open ``path``; with ``verify``, a ``.keras`` zip's members are checked against their CRC-32."""
-        self._file: h5py.File | None = None
-        self._bytes: memoryview | bytes = b""  # the HDF5 file's bytes: dataset offsets index them
-        self._largest_heap: int | None = None  # the largest global heap collection, once looked for
-        super().__init__(path, verify=verify)
+    # With ``verify``, a ``.keras`` zip's members are checked against their CRC-32.
+    _file: h5py.File | None = None
+    _bytes: memoryview | bytes = b""  # the HDF5 file's bytes: dataset offsets index them
+    _largest_heap: int | None = None  # the largest global heap collection, once looked for
+    _in_zip = False  # the HDF5 file is a .keras zip's member: dataset offsets are the member's, not the file's
 
     # -- opening ---------------------------------------------------------------------------
-    def _load(self) -> None:
+    def _load(self) -> Index:
         h5py = _h5py()
         self._limits = Limits.for_size(self._source.size)
         self._budget = Budget(self._limits, self.path)
@@ -159,6 +157,7 @@ class KerasCheckpoint(FileCheckpoint):
             opened: Any = self.path
         elif head.startswith(b"PK\x03\x04"):
             config, self._bytes = self._open_zip()
+            self._in_zip = True
             self.checksums = "zip CRC-32"
             opened = io.BytesIO(self._bytes)
         else:
@@ -166,11 +165,12 @@ class KerasCheckpoint(FileCheckpoint):
         try:
             self._file = h5py.File(opened, "r")
             self._check_structure(self._file)
-            self._metadata = self._root_texts(self._file)
+            index = Index(metadata=self._root_texts(self._file))
             if config is not None:
-                self._metadata[CONFIG_MEMBER] = json.dumps(config)
-            self._infos = {info.name: info for info in self._describe_all(config)}
-            self._aliases = {info.key: info.name for info in self._infos.values() if info.key != info.name}
+                index.metadata[CONFIG_MEMBER] = json.dumps(config)
+            index.infos = {info.name: info for info in self._describe_all(config, index.roles)}
+            index.aliases = {info.key: info.name for info in index.infos.values() if info.key != info.name}
+            return index
         except WeightscopeError:  # already says what is wrong (and is a ValueError: not rewrapped below)
             if self._file is not None:
                 self._file.close()
@@ -214,11 +214,12 @@ class KerasCheckpoint(FileCheckpoint):
             check_crc(data, entry.CRC, what)
         return data
 
-    def _describe_all(self, config: dict[str, Any] | None) -> Iterator[TensorInfo]:
+    def _describe_all(self, config: dict[str, Any] | None, roles: dict[str, TensorRole]) -> Iterator[TensorInfo]:
+        """Each tensor's info, in Keras' order; the roles of those whose role their place says, into ``roles``."""
         assert self._file is not None
         root = self._file
         if "layers" in root or "optimizer" in root:  # Keras 3
-            yield from self._describe_keras3(root, config)
+            yield from self._describe_keras3(root, config, roles)
             return
         weights = root.get("model_weights", root)
         if not _attribute_list(weights, "layer_names"):
@@ -248,10 +249,12 @@ class KerasCheckpoint(FileCheckpoint):
                 info = self._describe(f"optimizer/{weight_name.removesuffix(':0')}", group[weight_name])
                 owner = _legacy_slot_owner(weight_name.removesuffix(":0"), info.shape, shapes)
                 if owner is not None:
-                    self._roles[info.name] = TensorRole("optimizer", role=owner[1], owner=names[owner[0]])
+                    roles[info.name] = TensorRole("optimizer", role=owner[1], owner=names[owner[0]])
                 yield info
 
-    def _describe_keras3(self, root: h5py.Group, config: dict[str, Any] | None) -> Iterator[TensorInfo]:
+    def _describe_keras3(
+        self, root: h5py.Group, config: dict[str, Any] | None, roles: dict[str, TensorRole]
+    ) -> Iterator[TensorInfo]:
         layer_configs = dict(_layer_configs(config)) if config is not None else {}
         infos: list[TensorInfo] = []
         trainable: list[TensorInfo] = []  # the layer variables an optimizer may train, in model order
@@ -287,7 +290,7 @@ class KerasCheckpoint(FileCheckpoint):
         for info, name, role in _name_keras3_slots(optimizer, trainable, _optimizer_layouts(root, config)) or []:
             renamed[info.name] = name
             if role is not None:
-                self._roles[name] = role
+                roles[name] = role
         for info in infos:
             yield info._replace(name=renamed[info.name]) if info.name in renamed else info
 
@@ -414,6 +417,13 @@ class KerasCheckpoint(FileCheckpoint):
         return texts
 
     # -- reading -----------------------------------------------------------------------------
+    def _extent(self, info: TensorInfo) -> Extent | None:
+        """A contiguous dataset's bytes in an HDF5 file; None for a chunked one (h5py reads it, through its
+        filters) and inside a ``.keras`` zip (its bytes are the member's, maybe inflated)."""
+        if info.offset < 0 or self._in_zip:
+            return None
+        return Extent(info.file, info.offset, info.nbytes, info.dtype)
+
     def _read(self, info: TensorInfo) -> np.ndarray:
         if info.offset >= 0:
             end = info.offset + info.nbytes

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightscope.checkpoint import Checkpoint, StridedView, TensorInfo
+from weightscope.checkpoint import Checkpoint, Extent, StridedView, TensorInfo
 from weightscope.confine import confined
 from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, WeightscopeError, kept
 from weightscope.formats import FORMATS, open_checkpoint
@@ -117,7 +117,7 @@ class ModelFolderCheckpoint(Checkpoint):
         try:
             folder = self.path
             if self.path.is_dir():
-                self.format = "folder"
+                self.format = "model-folder"
                 chosen, notes = choose_weights(self.path, FORMATS.file_suffixes(), _claimed)
                 self._notes += notes
             elif not self.path.is_file():
@@ -359,9 +359,8 @@ class ModelFolderCheckpoint(Checkpoint):
         actual, shard = self._name_of(name)
         return self._shard(shard).slice(actual)
 
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        actual, shard = self._name_of(name)
-        return self._shard(shard).stored_dtype(actual)
+    def _extent(self, info: TensorInfo) -> Extent | None:
+        return self._shard(self._where[info.name]).extent(info.name)
 
     def _read(self, info: TensorInfo) -> np.ndarray:
         return self._shard(self._where[info.name])[info.name]
@@ -447,13 +446,16 @@ def _cache_blobs(folder: AnyPath) -> Path | None:
     return None
 
 
+def _own(target: str) -> bool:
+    """Whether a registry entry's reader ``target`` is this module's (the model-folder and sharded entries)."""
+    return target == f"{__name__}:{ModelFolderCheckpoint.__name__}"
+
+
 def _claimed(file: AnyPath) -> bool:
     """Whether a format other than this module's claims ``file`` by its content (or name, where that decides)."""
-    own = FORMATS["folder"].target
-    return any(entry.sniff(file) for entry in FORMATS.values() if entry.target != own)
+    return any(entry.sniff(file) for entry in FORMATS.values() if not _own(entry.target))
 
 
 def shard_format(ending: str) -> str:
     """The format of a set's shards by their ending (``.bin``: PyTorch's): the first registered that claims it."""
-    own = FORMATS["folder"].target
-    return next(entry.name for entry in FORMATS.values() if ending in entry.suffixes and entry.target != own)
+    return next(entry.name for entry in FORMATS.values() if ending in entry.suffixes and not _own(entry.target))

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
-from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.containers.zip import (
     ZIP_NAME_MAX,
     Member,
@@ -78,7 +78,6 @@ from weightscope.errors import (
     UnsupportedFormatError,
     UsageError,
 )
-from weightscope.sources import prefetch, read_head
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -184,12 +183,9 @@ class _Member(NamedTuple):
 class NumpyCheckpoint(FileCheckpoint):
     """Arrays in the ``.npy`` format: a format lists its members in ``_load``."""
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
-        """Open ``path``; with ``verify``, a zip member's CRC-32 is checked whenever it is read."""
-        self._members: dict[str, _Member] = {}
-        super().__init__(path, verify=verify)
+    _members: dict[str, _Member]  # by tensor name: where its .npy bytes are
 
-    def _add(self, name: str, member: _Member) -> None:
+    def _add(self, index: Index, name: str, member: _Member) -> None:
         header = member.header
         nbytes = math.prod(header.shape) * header.dtype.itemsize
         if header.size + nbytes > member.size:
@@ -201,21 +197,30 @@ class NumpyCheckpoint(FileCheckpoint):
         check_size(header.shape, header.dtype.itemsize, f"{self.path}: tensor '{name}'")
         offset = member.start if member.deflated else member.start + header.size
         info = TensorInfo(name, header.dtype, header.shape, nbytes, header.dtype.name, str(self.path), offset, name)
-        self._infos[name] = info
+        index.infos[name] = info
         self._members[name] = member
 
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        member = self._members[self.info(name).name]
-        if member.deflated or member.header.fortran_order:
-            return None
-        stored: np.dtype = member.header.dtype  # with the header's byte order
-        return stored
+    def _extent(self, info: TensorInfo) -> Extent:
+        member = self._members[info.name]
+        checksum = "" if member.crc is None else "crc32"
+        if member.deflated:  # the CRC-32 is of the inflated member: its .npy header, then the array
+            return Extent(
+                info.file, member.start, member.stored_size, np.dtype(np.uint8), None, "deflate", checksum, member.crc
+            )
+        header = member.header
+        strides = None
+        if header.fortran_order and len(header.shape) > 1:
+            strides = tuple(math.prod(header.shape[:axis]) for axis in range(len(header.shape)))
+        checked = None if member.crc is None else (member.start, member.stored_size)  # the member, header too
+        offset = member.start + header.size
+        return Extent(info.file, offset, info.nbytes, header.dtype, strides, "", checksum, member.crc, checked)
 
     def _read(self, info: TensorInfo) -> np.ndarray:
         member = self._members[info.name]
+        if not member.deflated:
+            return super()._read(info)
         data: bytes | memoryview = self._source.read(member.start, member.stored_size, f"tensor '{info.name}'")
-        if member.deflated:
-            data = inflate(data, member.size, f"{self.path}: tensor '{info.name}'")
+        data = inflate(data, member.size, f"{self.path}: tensor '{info.name}'")
         if self.verify_checksums and member.crc is not None:
             where = f" over its zip member at {member.start}"
             check_crc(data, member.crc, f"{self.path}: tensor '{info.name}'", where)
@@ -228,10 +233,12 @@ class NpyCheckpoint(NumpyCheckpoint):
 
     format = "npy"
 
-    def _load(self) -> None:
+    def _load(self) -> Index:
         head = self._source.read(0, min(self._source.size, _HEAD_SIZE), "the .npy header")
         header = read_array_header(head, f"{self.path}: tensor '{self.path.stem}'")
-        self._add(self.path.stem, _Member(0, self._source.size, self._source.size, False, None, header))
+        index, self._members = Index(), {}
+        self._add(index, self.path.stem, _Member(0, self._source.size, self._source.size, False, None, header))
+        return index
 
 
 class NpzCheckpoint(NumpyCheckpoint):
@@ -240,16 +247,18 @@ class NpzCheckpoint(NumpyCheckpoint):
     format = "npz"
     checksums = "zip CRC-32"
 
-    def _load(self) -> None:
+    def _load(self) -> Index:
         entries = read_directory(self._source, self.path)
+        index, self._members = Index(), {}
         # Remote: every member's local header and the start of its .npy header at once.
         span = _LOCAL_HEADER_SIZE + _EXTRA_SLACK + _USUAL_HEAD_SIZE
-        prefetch(self._source, [(entry.header_offset, span + len(entry.raw_name)) for entry in entries])
+        self._source.prefetch([(entry.header_offset, span + len(entry.raw_name)) for entry in entries])
         for entry in entries:
             name = entry.filename.removesuffix(".npy")
             if name in self._members:
                 raise CorruptCheckpointError(f"{self.path}: two members named '{entry.filename}'")
-            self._add(name, self._locate(entry))
+            self._add(index, name, self._locate(entry))
+        return index
 
     def _locate(self, entry: Member) -> _Member:
         """Where the member's bytes are, and its ``.npy`` header; checked against its local header."""
@@ -259,7 +268,7 @@ class NpzCheckpoint(NumpyCheckpoint):
         # Mapped, the whole member is a view; remote, the header's usual size is fetched, then more if it says so.
         limit = _USUAL_HEAD_SIZE
         while True:
-            data = read_head(self._source, start, entry.compress_size, limit, f"member '{entry.filename}'")
+            data = self._source.read_head(start, entry.compress_size, limit, f"member '{entry.filename}'")
             head: bytes | memoryview = data[:_HEAD_SIZE]
             if deflated:
                 try:

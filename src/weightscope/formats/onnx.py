@@ -54,17 +54,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
+import string
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.confine import confined
 from weightscope.containers.table import read_varint
-from weightscope.dtypes import BY_ONNX, ElementType, check_rank, check_size
+from weightscope.dtypes import BY_ONNX, ElementType, check_rank, check_size, little_endian_dtype
 from weightscope.errors import (
     ChecksumMismatchError,
     CorruptCheckpointError,
@@ -102,17 +102,16 @@ class OnnxCheckpoint(FileCheckpoint):
 
     format = "onnx"
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
-        """Open ``path``; with ``verify``, reading an external tensor checks its file's SHA1 checksum."""
-        self._tensors: dict[str, Any] = {}  # name -> TensorProto, for tensors inside the model
-        self._external: dict[str, AnySource] = {}  # resolved path -> its source
-        self._checksums: dict[str, str] = {}  # tensor name -> expected SHA1 hex digest
-        self._verified: set[tuple[str, str]] = set()  # (file, digest) pairs found good
-        self._digests: dict[str, str] = {}  # external file -> the SHA1 of all of it, hashed once
-        super().__init__(path, verify=verify)
+    # With ``verify``, reading an external tensor checks its file's SHA1 checksum.
+    _tensors: dict[str, Any]  # name -> TensorProto, for tensors inside the model
+    _external: dict[str, AnySource]  # resolved path -> its source
+    _checksums: dict[str, str]  # tensor name -> expected SHA1 hex digest
+    _verified: set[tuple[str, str]]  # (file, digest) pairs found good
+    _digests: dict[str, str]  # external file -> the SHA1 of all of it, hashed once
 
     # -- loading -----------------------------------------------------------------------
-    def _load(self) -> None:
+    def _load(self) -> Index:
+        self._tensors, self._external, self._checksums, self._verified, self._digests = {}, {}, {}, set(), {}
         from google.protobuf.message import DecodeError
 
         from weightscope._proto import OnnxModelProto
@@ -136,24 +135,25 @@ class OnnxCheckpoint(FileCheckpoint):
         del data
         if not model.HasField("graph"):  # onnx.save writes it after ir_version, producer...: 2 bytes parse as a model
             raise CorruptCheckpointError(f"{self.path}: not an ONNX model, or one cut short: it holds no graph")
-        self._metadata = self._describe_model(model)
+        index = Index(metadata=self._describe_model(model))
         for tensor in model.graph.initializer:
             info = self._describe(tensor)
-            if info.name in self._infos:
+            if info.name in index.infos:
                 raise CorruptCheckpointError(f"{self.path}: two initializers are named '{info.name}'")
-            self._infos[info.name] = info
-        self._add_constants(model.graph)
-        if self._infos and self._checksums.keys() >= self._infos.keys():
+            index.infos[info.name] = info
+        self._add_constants(index, model.graph)
+        if index.infos and self._checksums.keys() >= index.infos.keys():
             self.checksums = "SHA1"
         skipped = [
             _text(sparse.values.name, f"{self.path}: a sparse initializer") for sparse in model.graph.sparse_initializer
         ]
         if skipped:
-            self._metadata["sparse_initializers_skipped"] = (
+            index.metadata["sparse_initializers_skipped"] = (
                 f"{len(skipped)} not read (sparse tensors are unsupported): {', '.join(skipped)}"
             )
+        return index
 
-    def _add_constants(self, graph: Any) -> None:
+    def _add_constants(self, index: Index, graph: Any) -> None:
         """The tensors of the graph's ``Constant`` nodes, named by their output, with their roles."""
         users: dict[str, tuple[Any, int]] = {}  # tensor name -> (the first node using it, as which input)
         for node in graph.node:
@@ -168,17 +168,17 @@ class OnnxCheckpoint(FileCheckpoint):
             name = _text(node.output[0], f"{self.path}: a Constant node's output")
             if not name:
                 raise CorruptCheckpointError(f"{self.path}: a Constant node has no output name")
-            if name in self._infos:
+            if name in index.infos:
                 raise CorruptCheckpointError(f"{self.path}: two tensors are named '{name}' (a Constant node's output)")
             info = self._describe(value, name)
-            self._infos[name] = info
+            index.infos[name] = info
             op_type, position, layer = "", 0, name
             if name in users:
                 user, position = users[name]
                 where = f"{self.path}: the node using constant '{name}'"
                 op_type = _text(user.op_type, where)
                 layer = _text(user.name, where) or (_text(user.output[0], where) if user.output else "") or name
-            self._roles[name] = _constant_role(info, op_type, position, layer)
+            index.roles[name] = _constant_role(info, op_type, position, layer)
 
     def _describe_model(self, model: Any) -> dict[str, str]:
         where = f"{self.path}: the model's metadata"
@@ -289,6 +289,25 @@ class OnnxCheckpoint(FileCheckpoint):
         return confined(self.path.resolve().parent, location, where, "external data path")
 
     # -- reading -------------------------------------------------------------------------
+    def _extent(self, info: TensorInfo) -> Extent | None:
+        """An external tensor's bytes (raw, little-endian; 4-bit types two to a byte); None for a tensor inside
+        the model, whose bytes protobuf parsing copied. A SHA1 recorded is of the whole external file."""
+        if info.name in self._tensors:
+            return None
+        digest = self._checksums.get(info.name)
+        checksum, expected, checked = "", None, None
+        if digest is not None:
+            checksum, checked = "sha1", (0, self._external[info.file].size)
+            expected = int(digest, 16) if len(digest) == 40 and set(digest) <= set(string.hexdigits) else None
+        if info.type_name in _FOUR_BIT:
+            dtype, compression = np.dtype(np.uint8), info.type_name
+        else:
+            dtype, compression = little_endian_dtype(info.dtype), ""
+        return Extent(info.file, info.offset, info.nbytes, dtype, None, compression, checksum, expected, checked)
+
+    def _source_of(self, file: str) -> AnySource | None:
+        return self._external.get(file) or super()._source_of(file)
+
     def _read(self, info: TensorInfo) -> np.ndarray:
         return self._read_checked(info, self.verify_checksums)
 

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.checkpoint import FileCheckpoint, Index, TensorInfo
 from weightscope.containers.allow_list import AllowList, Global, ScanEntry, ScanReport, ints, show
 from weightscope.containers.unpickler import Unpickler, size_of
 from weightscope.dtypes import check_rank, check_size, element_for
@@ -194,17 +194,16 @@ class PickleCheckpoint(FileCheckpoint):
 
     format = "pickle"
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
-        """Open ``path``; nothing in it is imported or called."""
-        self._arrays: dict[str, np.ndarray] = {}
-        super().__init__(path, verify=verify)
+    _arrays: dict[str, np.ndarray]  # by name: the arrays rebuilt (nothing in the file is imported or called)
 
-    def _load(self) -> None:
+    def _load(self) -> Index:
         budget = Budget(Limits.for_size(self._source.size), self.path)
         unpickler = Unpickler(_whole(self._source), str(self.path), NumpyAllowList(), budget=budget)
-        self._walk(unpickler.load(), "", 0, budget)
+        index, self._arrays = Index(), {}
+        self._walk(index, unpickler.load(), "", 0, budget)
+        return index
 
-    def _walk(self, value: Any, name: str, depth: int, budget: Budget) -> None:
+    def _walk(self, index: Index, value: Any, name: str, depth: int, budget: Budget) -> None:
         """Name the arrays by their dotted path; note scalar leaves as metadata. Each value is walked
         once per place it is reached (the memo can share it), charged as the names it makes."""
         if depth > MAX_NESTING:
@@ -215,22 +214,22 @@ class PickleCheckpoint(FileCheckpoint):
             value = value.array
         if isinstance(value, np.ndarray):
             budget.spend(TENSOR_BYTES + size_of(name), "the tensors listed")
-            self._add(name or self.path.stem, value)
+            self._add(index, name or self.path.stem, value)
         elif isinstance(value, dict | list | tuple) and not (
             isinstance(value, list | tuple) and all(isinstance(item, _SCALARS) for item in value)
         ):
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
                 budget.spend(len(name) + size_of(key), "the names of the pickled values")
-                self._walk(item, f"{name}.{key}" if name else str(key), depth + 1, budget)
+                self._walk(index, item, f"{name}.{key}" if name else str(key), depth + 1, budget)
         elif isinstance(value, (*_SCALARS, list, tuple)):
             leaves = value if isinstance(value, list | tuple) else (value,)
             budget.spend(sum(10 * len(item) if isinstance(item, str) else 32 for item in leaves), "the metadata")
-            self._metadata[name] = repr(value) if isinstance(value, list | tuple) else str(value)
+            index.metadata[name] = repr(value) if isinstance(value, list | tuple) else str(value)
         elif isinstance(value, _DType | Global):
-            self._metadata[name] = str(value.dtype if isinstance(value, _DType) else value.qualname)
+            index.metadata[name] = str(value.dtype if isinstance(value, _DType) else value.qualname)
 
-    def _add(self, name: str, array: np.ndarray) -> None:
+    def _add(self, index: Index, name: str, array: np.ndarray) -> None:
         if name in self._arrays:
             raise UnsupportedFormatError(f"{self.path}: two tensors are named '{name}'")
         # The type numpy names it (uint16), not a quantized type sharing its numpy dtype (TensorFlow's quint16).
@@ -238,7 +237,7 @@ class PickleCheckpoint(FileCheckpoint):
         if element is None:
             raise UnsupportedFormatError(f"{self.path}: tensor '{name}' has dtype {array.dtype}")
         self._arrays[name] = array
-        self._infos[name] = TensorInfo(
+        index.infos[name] = TensorInfo(
             name, array.dtype, array.shape, array.nbytes, element.name, str(self.path), 0, name
         )
 

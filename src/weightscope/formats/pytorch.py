@@ -73,10 +73,8 @@ import mmap
 import os
 from typing import Any, Literal, NamedTuple
 
-import numpy as np
-
 from weightscope.bounds import check_range
-from weightscope.checkpoint import FileCheckpoint, StridedView, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.containers.allow_list import Global as _Global
 from weightscope.containers.allow_list import ScanEntry, ScanReport
 from weightscope.containers.allow_list import is_int as _is_int
@@ -332,27 +330,25 @@ class PyTorchCheckpoint(FileCheckpoint):
     format = "pytorch"
     checksums = "zip CRC-32"
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
-        """Open ``path``; with ``verify``, a member's CRC-32 is checked when it is first read."""
-        self._budget: Budget | None = None  # what reading the pickle and naming its values may spend
-        self._tensors: dict[str, _Tensor] = {}
-        self._verified: set[_Stored] = set()
-        self._visits = 0
-        self._max_visits = MAX_CONTAINERS
-        self._legacy: dict[str, _Stored] | None = None  # a legacy file's storages by key
-        self._byteorder: Literal["<", ">"] = "<"
-        super().__init__(path, verify=verify)
+    _budget: Budget  # what reading the pickle and naming its values may spend
+    _tensors: dict[str, tuple[_Tensor, _Stored]]  # name -> the tensor and its storage's bytes
+    _verified: set[_Stored]  # records (data.pkl, byteorder) whose CRC-32 was found sound
+    _visits = 0
+    _max_visits = MAX_CONTAINERS
+    _legacy: dict[str, _Stored] | None = None  # a legacy file's storages by key
+    _byteorder: Literal["<", ">"] = "<"
 
-    def _load(self) -> None:
+    def _load(self) -> Index:
         self._budget = Budget(Limits.for_size(self._source.size), self.path)
+        self._tensors, self._verified, index = {}, set(), Index()
         if _is_legacy(self._source, self.path):
             legacy = _read_legacy(self._source, self.path, self._budget)
             self.checksums = ""  # the legacy format has none
             self._legacy = legacy.storages
             self._byteorder = "<" if legacy.little_endian else ">"
             self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * legacy.pickled)
-            self._walk(legacy.saved, "", 0, optimizer=False)
-            return
+            self._walk(index, legacy.saved, "", 0, optimizer=False)
+            return index
         self._archive = _members(self._source, self.path)
         # torch.load takes the record's bytes as they are: b"little", b"big", or an error
         order = bytes(self._member_bytes("byteorder")) if self._archive.find("byteorder", self.path) else b"little"
@@ -362,7 +358,8 @@ class PyTorchCheckpoint(FileCheckpoint):
         data = bytes(self._member_bytes("data.pkl"))
         saved = _Unpickler(data, str(self.path), budget=self._budget).load()
         self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * len(data))
-        self._walk(saved, "", 0, optimizer=False)
+        self._walk(index, saved, "", 0, optimizer=False)
+        return index
 
     def _member_bytes(self, record: str) -> memoryview:
         """The bytes of ``<folder>/<record>``, found as torch.load finds it."""
@@ -374,7 +371,7 @@ class PyTorchCheckpoint(FileCheckpoint):
         self._verified.add(member)
         return data
 
-    def _walk(self, value: Any, name: str, depth: int, *, optimizer: bool) -> None:
+    def _walk(self, index: Index, value: Any, name: str, depth: int, *, optimizer: bool) -> None:
         """Name the tensors in dicts and lists by their dotted path; note scalar leaves as metadata."""
         self._visits += 1
         if depth > MAX_NESTING:
@@ -386,32 +383,31 @@ class PyTorchCheckpoint(FileCheckpoint):
             )
         # Names, tensor entries and metadata are charged as what listing them will make:
         # one string shared through the memo becomes as many copies as places it is reached.
-        assert self._budget is not None
         spend = self._budget.spend
         if isinstance(value, _Tensor):
             spend(TENSOR_BYTES + size_of(name), "the tensors listed")
-            self._add(name or self.path.stem, value, optimizer)
+            self._add(index, name or self.path.stem, value, optimizer)
         elif isinstance(value, dict):
             is_optimizer = _is_optimizer(value)
             for key, item in value.items():
                 spend(len(name) + size_of(key), "the names of the saved values")
                 child = f"{name}.{key}" if name else str(key)
-                self._walk(item, child, depth + 1, optimizer=optimizer or (is_optimizer and key == "state"))
-            self._attach_optimizer_state(value, name)
+                self._walk(index, item, child, depth + 1, optimizer=optimizer or (is_optimizer and key == "state"))
+            self._attach_optimizer_state(index, value, name)
         elif isinstance(value, list | tuple) and not all(isinstance(item, _SCALARS) for item in value):
-            for index, item in enumerate(value):
-                spend(len(name) + size_of(index), "the names of the saved values")
-                self._walk(item, f"{name}.{index}" if name else str(index), depth + 1, optimizer=optimizer)
+            for position, item in enumerate(value):
+                spend(len(name) + size_of(position), "the names of the saved values")
+                self._walk(index, item, f"{name}.{position}" if name else str(position), depth + 1, optimizer=optimizer)
         elif isinstance(value, (*_SCALARS, list, tuple, set, frozenset)):
             items = value if isinstance(value, list | tuple | set | frozenset) else (value,)
             # A repr escapes a character in at most 10 (\U0001f600): charged before it is made.
             spend(sum(10 * len(item) if isinstance(item, str) else 32 for item in items), "the metadata shown")
-            self._metadata[name] = str(value) if isinstance(value, str) else repr(value)
+            index.metadata[name] = str(value) if isinstance(value, str) else repr(value)
         elif isinstance(value, _Global):
-            self._metadata[name] = value.qualname
+            index.metadata[name] = value.qualname
         # Storages and bytes saved bare are not tensors: nothing to list.
 
-    def _attach_optimizer_state(self, saved: dict[Any, Any], name: str) -> None:
+    def _attach_optimizer_state(self, found: Index, saved: dict[Any, Any], name: str) -> None:
         """Name the parameter each optimizer state tensor belongs to, where a training
         checkpoint (``{"model": model.state_dict(), "optimizer": optimizer.state_dict()}``)
         lets it be decided; otherwise leave the state without an owner.
@@ -449,12 +445,12 @@ class PyTorchCheckpoint(FileCheckpoint):
                 if not isinstance(tensor, _Tensor):
                     continue  # an int step, older torch: metadata
                 tensor_name = f"{state_name}.{index}.{slot}"
-                if tensor.shape not in (parameter.shape, ()) or tensor_name not in self._infos:
+                if tensor.shape not in (parameter.shape, ()) or tensor_name not in found.infos:
                     return
                 roles[tensor_name] = TensorRole("optimizer", role=str(slot), owner=f"{model_name}.{parameters[index]}")
-        self._roles.update(roles)
+        found.roles.update(roles)
 
-    def _add(self, name: str, tensor: _Tensor, optimizer: bool) -> None:
+    def _add(self, index: Index, name: str, tensor: _Tensor, optimizer: bool) -> None:
         if name in self._tensors:
             raise UnsupportedFormatError(f"{self.path}: two tensors are named '{name}'")
         element: ElementType = BY_NAME[tensor.element]
@@ -497,39 +493,29 @@ class PyTorchCheckpoint(FileCheckpoint):
         check_size(tensor.shape, dtype.itemsize, what)
         offset = member.start + tensor.offset * dtype.itemsize
         info = TensorInfo(name, dtype, tensor.shape, size * dtype.itemsize, element.name, str(self.path), offset, name)
-        self._infos[name] = info
-        self._tensors[name] = tensor
+        index.infos[name] = info
+        self._tensors[name] = tensor, member
         if optimizer:
-            self._roles[name] = TensorRole("optimizer", role=name.rpartition(".")[2])
+            index.roles[name] = TensorRole("optimizer", role=name.rpartition(".")[2])
 
-    def _read(self, info: TensorInfo) -> np.ndarray:
-        tensor = self._tensors[info.name]
-        if not info.size:
-            return np.empty(info.shape, info.dtype)
-        if self._legacy is not None:
-            stored = self._legacy[tensor.storage.key]
-            data = self._source.read(stored.start, stored.size, f"storage '{tensor.storage.key}'")
-        else:
-            data = self._member_bytes(f"data/{tensor.storage.key}")
-        strides = tuple(step * info.dtype.itemsize for step in tensor.stride)
-        return np.ndarray(
-            info.shape, info.dtype, buffer=data, offset=tensor.offset * info.dtype.itemsize, strides=strides
-        )
-
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        # Its dtype carries the file's byte order; a view is not plain bytes in order.
-        return None if self.view(name) is not None else self.info(name).dtype
-
-    def view(self, name: str) -> StridedView | None:
-        info = self.info(name)
-        tensor = self._tensors[info.name]
+    def _extent(self, info: TensorInfo) -> Extent:
+        tensor, member = self._tensors[info.name]
         expected = 1  # the stride of C order: a tensor whose every axis longer than 1 has it is stored in order
         contiguous = True
         for length, step in zip(reversed(tensor.shape), reversed(tensor.stride), strict=True):
             contiguous = contiguous and (length == 1 or step == expected)
             expected *= length
-        if contiguous or not info.size:
-            return None
-        itemsize = info.dtype.itemsize
-        stored = span_nbytes(tensor.shape, [step * itemsize for step in tensor.stride], itemsize)
-        return StridedView(tensor.stride, stored)
+        strides, nbytes = None, info.nbytes
+        if not info.size:
+            nbytes = 0
+        elif not contiguous:
+            itemsize = info.dtype.itemsize
+            strides, nbytes = (
+                tensor.stride,
+                span_nbytes(tensor.shape, [step * itemsize for step in tensor.stride], itemsize),
+            )
+        if self._legacy is not None:  # the legacy format has no checksums
+            return Extent(info.file, info.offset, nbytes, info.dtype, strides)
+        # The zip's CRC-32 covers the whole storage, which views of it share: checked once.
+        checked = (member.start, member.size)
+        return Extent(info.file, info.offset, nbytes, info.dtype, strides, "", "crc32", member.crc, checked)

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightscope.checkpoint import FileCheckpoint, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.dtypes import BY_SAFETENSORS, check_rank, check_size, element_for, little_endian_dtype
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
 from weightscope.limits import JSON_BYTE_COST, Limits
@@ -69,14 +69,10 @@ class SafetensorsCheckpoint(FileCheckpoint):
 
     format = "safetensors"
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
-        """Open ``path``; ``verify`` is accepted for the common signature (the format has no checksums)."""
-        super().__init__(path, verify=verify)
+    def _extent(self, info: TensorInfo) -> Extent:
+        return Extent(info.file, info.offset, info.nbytes, little_endian_dtype(info.dtype))  # raw little-endian
 
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        return little_endian_dtype(self.info(name).dtype)  # every tensor is raw little-endian bytes
-
-    def _load(self) -> None:
+    def _load(self) -> Index:
         (length,) = _HEADER_LENGTH.unpack(self._source.read(0, _HEADER_LENGTH.size, "the header length"))
         if length > MAX_HEADER_SIZE:
             raise CorruptCheckpointError(
@@ -94,11 +90,10 @@ class SafetensorsCheckpoint(FileCheckpoint):
         metadata = header.pop(METADATA_KEY, {})
         if not isinstance(metadata, dict) or not all(isinstance(value, str) for value in metadata.values()):
             raise CorruptCheckpointError(f"{self.path}: {METADATA_KEY} is not a map of strings to strings")
-        self._metadata = metadata
         start = _HEADER_LENGTH.size + length
         infos = [self._describe(name, entry, start) for name, entry in header.items()]
         self._check_layout(infos, start)
-        self._infos = {info.name: info for info in sorted(infos, key=attrgetter("name"))}
+        return Index({info.name: info for info in sorted(infos, key=attrgetter("name"))}, metadata=metadata)
 
     def _unique_keys(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         found = dict(pairs)
@@ -170,10 +165,6 @@ class SafetensorsCheckpoint(FileCheckpoint):
                 f"{self.path}: {self._source.size - position} bytes at {position} after the last tensor; "
                 "tensors must fill the data buffer to the end of the file"
             )
-
-    def _read(self, info: TensorInfo) -> np.ndarray:
-        data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
-        return np.ndarray(info.shape, info.dtype, buffer=data)  # read-only: the map is
 
 
 # The reference's ``Dtype`` enum, in declaration order: its writer sorts tensors by dtype,

@@ -65,7 +65,7 @@ from numpy.typing import ArrayLike
 
 from weightscope._crc32c import crc32c
 from weightscope.atomic import atomic_files
-from weightscope.checkpoint import Checkpoint, TensorInfo
+from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
 from weightscope.containers.table import (
     Table,
     build_table,
@@ -155,12 +155,13 @@ class TensorFlowCheckpoint(Checkpoint):
         self._shard_of_file: dict[str, AnySource] = {}
         self._readable_names = readable_names
         try:
-            self._load_index()
+            self._install(self._load_index())
         finally:
             self._index.close()
 
-    def _read_object_graph(self, table: Table) -> dict[str, str]:
-        """TF2 checkpoints: their names from the object graph (key -> name), roles for later."""
+    def _read_object_graph(self, table: Table, index: Index) -> dict[str, str]:
+        """TF2 checkpoints: their names from the object graph (key -> name, also ``index``'s aliases), roles for
+        later."""
         try:
             position = table.keys.index(OBJECT_GRAPH_KEY)
         except ValueError:
@@ -172,16 +173,16 @@ class TensorFlowCheckpoint(Checkpoint):
             raise CorruptCheckpointError(f"{self.prefix}: {OBJECT_GRAPH_KEY} is not a scalar string")
         graph = ObjectGraph(tensor[()], set(table.keys))
         names = graph.names
-        self._aliases = names  # key -> name; a name that is its own key is harmless here
+        index.aliases = names  # key -> name; a name that is its own key is harmless here
 
         def roles() -> dict[str, TensorRole]:
             found = {names[key]: role for key, role in graph.roles().items()}
             return found | {OBJECT_GRAPH_KEY: TensorRole("bookkeeping")}
 
-        self._lazy_roles = roles
+        index.lazy_roles = roles
         return names
 
-    def _load_index(self) -> None:
+    def _load_index(self) -> Index:
         index_path = self._index.path
         table = read_table(self._index)
         if not table.keys or table.keys[0] != "":
@@ -206,13 +207,17 @@ class TensorFlowCheckpoint(Checkpoint):
         # Tens of thousands of new tuples would set off collections that find nothing to free.
         collecting = gc.isenabled()
         gc.disable()
+        index = Index()
         try:
-            self._load_entries(table, self._read_object_graph(table) if self._readable_names else {})
+            index.infos = self._load_entries(
+                table, self._read_object_graph(table, index) if self._readable_names else {}
+            )
         finally:
             if collecting:
                 gc.enable()
+        return index
 
-    def _load_entries(self, table: Table, readable: dict[str, str]) -> None:
+    def _load_entries(self, table: Table, readable: dict[str, str]) -> dict[str, TensorInfo]:
         """Every entry but the header: decoded and checked a chunk at a time, odd ones one by one.
 
         ``readable`` renames stored keys (TF2's object-graph keys) for display.
@@ -268,8 +273,8 @@ class TensorFlowCheckpoint(Checkpoint):
         infos = infos[num_slices:]
         if readable:  # in order of the names shown: code point order is UTF-8 byte order, TF's
             infos.sort(key=itemgetter(0))
-        self._infos = dict(zip(map(itemgetter(0), infos), infos, strict=True))
         self._checksum_columns = (names[num_slices:], checksums[num_slices:])
+        return dict(zip(map(itemgetter(0), infos), infos, strict=True))
 
     def _check_overlaps(self, extents: np.ndarray, names: list[str]) -> None:
         """Refuse two entries whose bytes overlap: TensorFlow writes each tensor's bytes once, apart."""
@@ -398,16 +403,23 @@ class TensorFlowCheckpoint(Checkpoint):
         return info._replace(nbytes=total)
 
     # -- reading -----------------------------------------------------------------------
-    def stored_dtype(self, name: str) -> np.dtype | None:
-        info = self.info(name)
-        if info.key in self._partitions or info.type_name == "string":
-            return None  # stored in parts, or as strings
-        dtype = info.dtype
-        if not self._big_endian:
-            return little_endian_dtype(dtype)
-        if dtype.itemsize > 1 and dtype.kind not in "biufc":
-            return None  # ml_dtypes' types, big-endian: the reader swaps them
-        return dtype.newbyteorder(">") if dtype.itemsize > 1 else dtype
+    def _extent(self, info: TensorInfo) -> Extent | None:
+        if info.key in self._partitions:
+            return None  # stored in parts, each its own entry
+        return self._entry_extent(info, self._checksum(info.key))
+
+    def _entry_extent(self, info: TensorInfo, checksum: int) -> Extent:
+        """Where entry ``info``'s bytes are: plain numbers in the bundle's byte order, or a type to decode
+        (strings: varint lengths, their checksum, the bytes; TensorFlow's own types: its C++ decoders)."""
+        element = _ELEMENTS_BY_NAME[info.type_name]
+        dtype = little_endian_dtype(info.dtype)
+        if element.dtype is None or dtype.kind == "O":
+            return Extent(
+                info.file, info.offset, info.nbytes, np.dtype(np.uint8), None, element.name, "crc32c", checksum
+            )
+        if self._big_endian and dtype.itemsize > 1:
+            dtype = dtype.newbyteorder(">")  # ml_dtypes' types too: the base swaps them as unsigned integers
+        return Extent(info.file, info.offset, info.nbytes, dtype, None, "", "crc32c", checksum)
 
     def _read(self, info: TensorInfo) -> np.ndarray:
         parts = self._partitions.get(info.key)
@@ -429,25 +441,16 @@ class TensorFlowCheckpoint(Checkpoint):
         return int(checksums[i])
 
     def _read_entry(self, info: TensorInfo, checksum: int) -> np.ndarray:
-        element = _ELEMENTS_BY_NAME[info.type_name]
-        if element.dtype is None:
+        extent = self._entry_extent(info, checksum)
+        if not extent.compression:
+            return self._read_extent(info, extent)
+        if extent.compression != "string":
             raise UnsupportedFormatError(
-                f"{self.prefix}: tensor '{info.name}' is a {element.name} tensor, "
+                f"{self.prefix}: tensor '{info.name}' is a {extent.compression} tensor, "
                 "which only TensorFlow's own C++ decoders can read"
             )
         data = self._shard_of_file[info.file].read(info.offset, info.nbytes, f"tensor '{info.name}'")
-        if element.name == "string":
-            return self._read_strings(info, checksum, data)
-        if self.verify_checksums:
-            self._check(info, mask_crc(crc32c(data)), checksum)
-        dtype = info.dtype.newbyteorder(">") if self._big_endian else info.dtype
-        if info.size == 0:
-            array = np.empty(info.shape, dtype=info.dtype)
-        else:
-            array = np.frombuffer(data, dtype=dtype, count=info.size).reshape(info.shape)
-            if self._big_endian:
-                array = array.astype(info.dtype)
-        return array
+        return self._read_strings(info, checksum, data)
 
     def _read_strings(self, info: TensorInfo, checksum: int, data: memoryview) -> np.ndarray:
         what = f"{self.prefix}: string tensor '{info.name}'"
@@ -491,8 +494,8 @@ class TensorFlowCheckpoint(Checkpoint):
                 f"computed {actual:#010x} over bytes {info.offset}..{info.offset + info.nbytes}"
             )
 
-    def _source_of(self, info: TensorInfo) -> AnySource | None:
-        return self._shard_of_file.get(info.file)
+    def _source_of(self, file: str) -> AnySource | None:
+        return self._shard_of_file.get(file)
 
     def _close(self) -> None:
         for shard in self._shards:

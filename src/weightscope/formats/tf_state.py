@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from weightscope.containers.table import FOOTER_SIZE, MAGIC_BYTES
 from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedFormatError, UsageError
-from weightscope.sources import AnyPath, file_ends_with, plus
+from weightscope.sources import AnyPath, file_ends_with, local_path, plus
 
 STATE_FILE = "checkpoint"
 
@@ -103,7 +103,7 @@ def state_path(directory: AnyPath, recorded: str) -> AnyPath:
     if not os.path.isabs(recorded):
         return directory / recorded
     beside = directory / Path(recorded).name
-    if not isinstance(directory, Path):
+    if local_path(directory) is None:
         return beside
     return beside if bundle_file(beside, ".index").is_file() else Path(recorded)
 
@@ -111,7 +111,7 @@ def state_path(directory: AnyPath, recorded: str) -> AnyPath:
 def bundle_file(prefix: AnyPath, suffix: str) -> AnyPath:
     """A bundle's file, ``PREFIX`` + ``suffix``; for a local prefix that is a directory holding
     ``.index`` and no ``PREFIX.index`` beside it, the file inside it (TF1's ``DIR/`` prefixes)."""
-    if isinstance(prefix, Path) and not plus(prefix, ".index").is_file() and (prefix / ".index").is_file():
+    if local_path(prefix) is not None and not plus(prefix, ".index").is_file() and (prefix / ".index").is_file():
         return prefix / suffix
     return plus(prefix, suffix)
 
@@ -119,7 +119,8 @@ def bundle_file(prefix: AnyPath, suffix: str) -> AnyPath:
 def _note_moved(directory: AnyPath, recorded: str, prefix: AnyPath) -> None:
     """Say on stderr when the state file names a checkpoint elsewhere (another machine's absolute
     path, a folder since moved) and the one of that name beside it is read instead."""
-    elsewhere = os.path.isabs(recorded) and isinstance(prefix, Path) and prefix != Path(recorded)
+    local = local_path(prefix)
+    elsewhere = os.path.isabs(recorded) and local is not None and local != Path(recorded)
     if elsewhere and not bundle_file(Path(recorded), ".index").is_file():
         print(
             f"weightscope: {directory / STATE_FILE} names {recorded}, which is not here; "
@@ -135,9 +136,7 @@ def _is_v1_checkpoint(path: AnyPath) -> bool:
 
 def _drop_tail(path: AnyPath, count: int) -> AnyPath:
     """``path`` less the last ``count`` characters of its name."""
-    if isinstance(path, Path):
-        return Path(str(path)[:-count])
-    return path.with_name(path.name[:-count])
+    return path.parent / path.name[:-count]
 
 
 def resolve_prefix(path: AnyPath) -> AnyPath:

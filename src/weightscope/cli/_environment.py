@@ -1,0 +1,69 @@
+"""The terminal facts the commands depend on (httpie's ``Environment``).
+
+The one module of the command line that looks at the process: its standard streams, whether
+stderr is a terminal, the terminal's width, the encoding text is written in, and the variables
+the library reads. Commands get an ``Environment`` (``main(argv, env=...)``) and read none of
+these themselves, so a test hands them StringIO streams and a width instead of patching ``sys``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO
+
+import click
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where text goes and what the terminal is. Every field defaults to the process's own.
+
+    ``stderr_isatty`` (None: ask ``stderr``) decides progress lines; ``terminal_width`` the width help
+    text wraps to; ``encoding`` (None: ``stdout``'s, else UTF-8) and ``errors`` how a character
+    the streams cannot encode is written: as an escape (``\\u4e2d``), never a crash.
+    """
+
+    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+    stderr_isatty: bool | None = None
+    terminal_width: int = field(default_factory=lambda: shutil.get_terminal_size().columns)
+    encoding: str | None = None
+    errors: str = "backslashreplace"
+
+    def __post_init__(self) -> None:
+        if self.stderr_isatty is None:
+            object.__setattr__(self, "stderr_isatty", self.stderr.isatty())
+        if self.encoding is None:
+            object.__setattr__(self, "encoding", getattr(self.stdout, "encoding", None) or "utf-8")
+
+    def write(self, text: str, *, err: bool = False) -> None:
+        """``text`` on stdout (stderr if ``err``), each character the encoding lacks as ``errors`` says."""
+        encoding = self.encoding or "utf-8"
+        if not text.isascii() and codecs.lookup(encoding).name != "utf-8":
+            text = text.encode(encoding, self.errors).decode(encoding)
+        click.echo(text, file=self.stderr if err else self.stdout, nl=False)
+
+    @property
+    def help_width(self) -> int:
+        """The width click wraps help to on this terminal (click's own rule, given the width from here)."""
+        return max(min(self.terminal_width, 80) - 2, 50)
+
+    @staticmethod
+    def export(variable: str, value: str) -> Callable[[], None]:
+        """Set ``variable`` in the process environment the library (and the workers it starts) read, as if
+        set outside; returns what puts the previous value back."""
+        previous = os.environ.get(variable)
+        os.environ[variable] = value
+
+        def restore() -> None:
+            if previous is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = previous
+
+        return restore

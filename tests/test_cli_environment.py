@@ -1,0 +1,172 @@
+"""The command line's shape: its output through one sink, its terminal facts from an injected Environment,
+nothing private taken from the library."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import weightscope as ws
+from weightscope.cli import Environment, main
+from weightscope.output import render_table
+
+CLI = Path(__file__).resolve().parent.parent / "src" / "weightscope" / "cli"
+
+
+def _environment(**facts: object) -> tuple[Environment, io.StringIO, io.StringIO]:
+    out, err = io.StringIO(), io.StringIO()
+    return Environment(stdout=out, stderr=err, **facts), out, err  # type: ignore[arg-type]
+
+
+def test_help_and_version_go_to_the_environment_at_its_width(capsys: pytest.CaptureFixture[str]) -> None:
+    widths = {}
+    for columns in (60, 200):
+        env, out, err = _environment(terminal_width=columns)
+        assert main(["convert", "--help"], env=env) == 0
+        assert (
+            out.getvalue().startswith("Usage: weightscope convert [OPTIONS] SOURCE DESTINATION\n")
+            and not err.getvalue()
+        )
+        widths[columns] = max(len(line) for line in out.getvalue().splitlines())
+    assert widths[60] <= 58 < widths[200] <= 78  # click's rule: the terminal's width less 2, at most 78
+    env, out, _ = _environment()
+    assert main(["runs", "stats", "--help"], env=env) == 0 and "Usage: weightscope runs stats" in out.getvalue()
+    env, out, _ = _environment()
+    assert main(["--version"], env=env) == 0 and out.getvalue() == f"weightscope, version {ws.__version__}\n"
+    assert capsys.readouterr() == ("", "")  # nothing reached the process's own streams
+
+
+def test_progress_is_drawn_only_on_a_terminal(tmp_path: Path) -> None:
+    for step in (10, 20):
+        ws.save({"layer1/kernel": np.full((2, 2), step, np.float32)}, tmp_path / f"model.ckpt-{step}")
+    for terminal in (True, False):
+        env, out, err = _environment(stderr_isatty=terminal)
+        assert main(["runs", "find-nan", "--scheduler", "sync", str(tmp_path)], env=env) == 0
+        assert out.getvalue() == "no NaNs or infinities in any checkpoint\n"
+        if terminal:  # one line drawn over itself, ended once all is done
+            assert err.getvalue().startswith("\rweightscope: ") and err.getvalue().endswith("tasks (100%)\n")
+            assert err.getvalue().count("\n") == 1
+        else:
+            assert err.getvalue() == ""
+
+
+def test_what_the_terminal_cannot_encode_is_escaped_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    ws.save({"caf\xe9/\u4e2d": np.ones(2, np.float32)}, path)
+    env, out, err = _environment(encoding="ascii")
+    assert main(["ls", str(path)], env=env) == 0 and err.getvalue() == ""
+    assert "caf\\xe9/\\u4e2d  float32" in out.getvalue() and out.getvalue().isascii()
+    env, out, _ = _environment()  # UTF-8: as it is
+    assert main(["ls", "--json", str(path)], env=env) == 0
+    assert json.loads(out.getvalue())["tensors"][0]["name"] == "caf\xe9/\u4e2d"
+
+
+def test_json_mode_prints_only_the_result(tf_checkpoints: dict[str, Path]) -> None:
+    """Under --json stdout is one JSON document, whatever the command says in words (on stderr)."""
+    prefix = str(tf_checkpoints["seed"])
+    for command in (["ls"], ["layers"], ["stats"], ["summary"], ["show", "layer1/weight"], ["diff", prefix]):
+        env, out, err = _environment()
+        assert main([command[0], "--json", prefix, *command[1:]], env=env) == 0, err.getvalue()
+        assert json.loads(out.getvalue())
+        if command[0] == "show":
+            assert "'layer1/weight' is 'layer1/kernel'" in err.getvalue()
+
+
+def test_the_sink_makes_only_the_form_asked_for() -> None:
+    from weightscope.cli._output import Output
+
+    def never(data: object) -> list[str]:
+        raise AssertionError("made the form not asked for")
+
+    # the table's column as wide as the escaped cell: aligned as shown
+    for as_json, expected in ((False, "name    n\n------  -\nx\\x1by  1\n"), (True, '[\n  {\n    "n": 1\n  }\n]\n')):
+        env, out, _ = _environment()
+        sink = Output(env, as_json=as_json)
+        if as_json:
+            sink.result([{"n": 1}], never)
+        else:
+            sink.result(
+                [{"n": 1}], lambda rows: [render_table(["name", "n"], [["x\x1by", str(rows[0]["n"])]])], to_json=never
+            )
+        sink.text("words for people, never inside the JSON")
+        assert out.getvalue() == expected + ("" if as_json else "words for people, never inside the JSON\n")
+
+
+# What only cli/_environment.py may touch: the process's streams, variables and terminal.
+PROCESS_FACTS = re.compile(
+    r"\bsys\.(?:stdout|stderr|stdin|__stdout__|__stderr__)\b|\bos\.(?:environ|getenv|putenv)\b|\benviron\b"
+    r"|get_terminal_size|\.isatty\(|get_text_stream|get_binary_stream"
+)
+
+
+def test_no_command_reads_the_process_terminal_itself() -> None:
+    found = {
+        f"{path.name}:{number}": line.strip()
+        for path in sorted(CLI.glob("*.py"))
+        if path.name != "_environment.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if PROCESS_FACTS.search(line)
+    }
+    assert not found, f"read through the Environment instead: {found}"
+    assert PROCESS_FACTS.search((CLI / "_environment.py").read_text(encoding="utf-8"))  # the pattern finds them
+
+
+def _private_uses(source: str) -> list[str]:
+    """The library's private names (``_x``, and modules ``_x``) that ``source`` imports or reaches through
+    an imported library module; ``weightscope.cli``'s own are the command's, not the library's."""
+
+    def library(module: str) -> bool:
+        return (module == "weightscope" or module.startswith("weightscope.")) and not module.startswith(
+            "weightscope.cli"
+        )
+
+    def private(name: str) -> bool:
+        return any(part.startswith("_") and not part.startswith("__") for part in name.split("."))
+
+    found = []
+    bound: set[str] = set()  # names bound to library modules or objects
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if library(alias.name):
+                    found += [alias.name] if private(alias.name) else []
+                    bound.add(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.module and library(node.module):
+            for alias in node.names:
+                if private(node.module) or private(alias.name):
+                    found.append(f"{node.module}.{alias.name}")
+                bound.add(alias.asname or alias.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in bound:
+                found.append(f"{ast.unparse(node)}")
+    return found
+
+
+def test_the_private_name_finder_finds_them() -> None:
+    source = (
+        "import weightscope\nimport weightscope._proto.descriptor\nfrom weightscope.lazy import _chunks, plain\n"
+        "from weightscope import formats\nfrom weightscope.cli._common import _open\n"
+        "def f(x):\n    formats._sniff(x); weightscope.checkpoint._x; x._asdict(); plain.__name__\n"
+    )
+    assert sorted(_private_uses(source)) == [
+        "formats._sniff",
+        "weightscope._proto.descriptor",
+        "weightscope.checkpoint._x",
+        "weightscope.lazy._chunks",
+    ]
+
+
+def test_the_command_line_uses_no_private_name_of_the_library() -> None:
+    found = {path.name: uses for path in sorted(CLI.glob("*.py")) if (uses := _private_uses(path.read_text("utf-8")))}
+    assert not found, f"make them public in the library, or keep them there: {found}"
