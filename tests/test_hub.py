@@ -226,7 +226,7 @@ def test_a_folder_opens_through_paginated_listings(fresh: Hub, monkeypatch: pyte
     """The repository listed one entry a page (``Link: rel="next"``): the folder's files are all found."""
     monkeypatch.setattr(fresh, "page_size", 1)
     with ws.open(f"hf://{REPO}") as ckpt:
-        assert ckpt.format == "folder" and list(ckpt) == sorted(_tensors(1))
+        assert ckpt.format == "model-folder" and list(ckpt) == sorted(_tensors(1))
         assert ckpt.metadata["config.model_type"] == "toy"
     assert sum("cursor=" in request for request in fresh.requests) >= 1
 

@@ -196,7 +196,7 @@ def test_a_folder_read_through_the_api_fetches_each_shard_once_then_exactly_the_
     where: Where = request.getfixturevalue(transport)
     url = _url(where, "folder", layout)
     with ws.open(folder) as expected, ws.open(url, storage_options=where["options"]) as ckpt:
-        assert ckpt.format == expected.format == "folder"
+        assert ckpt.format == expected.format == "model-folder"
         assert list(ckpt) == list(expected)
         assert ckpt.metadata == expected.metadata
         listed, _ = _moved(where, fetched, lambda: list(ckpt.infos()))
