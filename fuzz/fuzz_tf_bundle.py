@@ -13,7 +13,8 @@ import numpy as np
 with fuzzlib.instrumented():
     import weightscope as ws
     from weightscope.errors import WeightscopeError
-    from weightscope.formats.tensorflow import data_file_name, save
+    from weightscope.formats.tensorflow import data_file_name
+    from weightscope.formats.tensorflow_writer import save
 
 
 DIRECTORY = fuzzlib.SCRATCH / "tf_bundle"

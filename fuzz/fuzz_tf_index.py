@@ -23,7 +23,8 @@ with fuzzlib.instrumented():
         read_varint,
     )
     from weightscope.errors import WeightscopeError
-    from weightscope.formats.tensorflow import _slice_key, data_file_name, save
+    from weightscope.formats.tensorflow import _slice_key, data_file_name
+    from weightscope.formats.tensorflow_writer import save
     from weightscope.sources import FileSource
 
 

@@ -17,7 +17,8 @@ import numpy as np
 with fuzzlib.instrumented():
     from weightscope import _proto
     from weightscope.containers.table import build_table, iter_table
-    from weightscope.formats.tensorflow import _string_tensor_bytes, data_file_name, save
+    from weightscope.formats.tensorflow import data_file_name
+    from weightscope.formats.tensorflow_writer import _string_tensor_bytes, save
     from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY
     from weightscope.sources import FileSource
 

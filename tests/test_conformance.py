@@ -42,7 +42,7 @@ from test_writers import NPZ, PYTORCH, SAFETENSORS, Writer, _assert_all_equal, _
 import weightscope as ws
 from weightscope.cli import main
 from weightscope.formats import keras_writer as keras_format
-from weightscope.formats import tensorflow as tensorflow_format
+from weightscope.formats import tensorflow_writer as tensorflow_format
 from weightscope.remote import FIRST_READ_AHEAD
 
 # -- the files, made once per session -------------------------------------------------------------
@@ -406,7 +406,7 @@ def _writer_tensors(writer: Writer) -> dict[str, np.ndarray]:
 
 
 # The files a writer makes, where not the one at the path given (a TensorFlow prefix names none).
-MADE = {"tensorflow": ["checkpoint", "model.ckpt.data-00000-of-00001", "model.ckpt.index"]}
+MADE = {"tensorflow": ["model.ckpt.data-00000-of-00001", "model.ckpt.index", "checkpoint"]}  # in commit order
 
 
 def _files_at(directory: Path) -> dict[str, bytes]:
@@ -425,6 +425,25 @@ def test_the_library_and_weightscope_read_back_every_tensor(writer: Writer, tmp_
         assert not ckpt.verify()
     for read in writer.readers:
         _assert_all_equal(tensors, read(path), ordered=writer.keeps_order)
+
+
+@pytest.mark.parametrize("writer", EVERY_WRITER, ids=str)
+def test_the_writer_declares_what_it_holds_and_returns_its_files_in_commit_order(
+    writer: Writer, tmp_path: Path
+) -> None:
+    from weightscope.formats import load_writer
+
+    registered = load_writer(writer.format)
+    held = registered.holds.dtypes
+    assert held is not None or writer is NPZ  # .npz's types are checked as each member's header is laid out
+    assert held is None or set(writer.dtypes) <= held  # every type the matrix writes is declared
+    if writer in (SAFETENSORS, PYTORCH):
+        assert held == set(writer.dtypes)  # and the matrix is every type it holds
+    written = registered.write(_writer_tensors(writer), tmp_path / f"model{writer.suffix}")
+    assert [path.parent for path in written] == [tmp_path] * len(written)
+    assert [path.name for path in written] == MADE.get(writer.format, [f"model{writer.suffix}"])  # the index last
+    with pytest.raises(ws.UsageError, match=f"is a directory; give .* such as {tmp_path / registered.holds.example}"):
+        registered.write(_writer_tensors(writer), tmp_path)  # the one output-path check, in the shared plan
 
 
 SLOW_SAVE = """

@@ -201,6 +201,10 @@ def test_ambiguous_tensors_are_kept_and_reported(tmp_path: Path, capsys: pytest.
     }
     assert "kept as is: 'lstm/recurrent_kernel'" in captured.err
     assert "\r" not in captured.err  # no progress bar when stderr is not a terminal
+    out = tmp_path / "out"  # the files moved into place, in that order: data, the index naming it, the state file
+    assert document["files"] == [str(out / name) for name in ("model.ckpt.data-00000-of-00001", "model.ckpt.index")] + [
+        str(out / "checkpoint")
+    ]
 
 
 def test_pytorch_names_map_to_tensorflow_names(tmp_path: Path) -> None:
@@ -297,6 +301,12 @@ def test_refusals_leave_nothing_behind(tmp_path: Path, tf_checkpoints: dict[str,
         convert(source, tmp_path / "out" / "model.ckpt", names="pytorch")
     with pytest.raises(ws.UsageError, match="is the checkpoint being converted"):
         convert(source, source)
+    with pytest.raises(ws.UsageError, match="is the checkpoint being converted"):
+        convert(f"{source}.index", source)  # opened by its index, written at its prefix
+    with pytest.raises(
+        ws.UsageError, match=f"is a directory; give a file name such as {tmp_path / 'model.safetensors'}"
+    ):
+        convert(source, tmp_path, to="safetensors")  # the writer's output-path check, before the source is opened
     with pytest.raises(ws.UnsupportedFormatError, match="no tensors to convert; left out: 2 not matched by nothing"):
         convert(source, tmp_path / "out" / "model.ckpt", pattern="nothing*")
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

@@ -25,7 +25,7 @@ from weightscope.errors import CorruptCheckpointError
 from weightscope.output import dumps_json
 from weightscope.summary import summarize
 from weightscope.viewer import make_server
-from weightscope.writing import Tensors, as_tensors
+from weightscope.writing import Holds, Tensors, Writer, plan
 
 # -- the toy format: one module's worth ---------------------------------------------------------
 #
@@ -67,9 +67,12 @@ TOY = ws.Format(
 )
 
 
-def save_toy(tensors: Tensors | dict[str, np.ndarray], path: str | Path) -> Path:
-    source = as_tensors(tensors)
-    return write_toy(Path(path), {name: source.array(name) for name in source.names()})
+def save_toy(tensors: Tensors | dict[str, np.ndarray], path: str | Path) -> list[Path]:
+    source, specs = plan(tensors, Path(path), TOY_WRITER.holds)  # names and the output path checked
+    return [write_toy(Path(path), {spec.name: source.array(spec.name) for spec in specs})]
+
+
+TOY_WRITER = Writer(Holds("toy", "model.toy"), save_toy)
 
 
 # -- the tests -----------------------------------------------------------------------------------
@@ -233,7 +236,7 @@ def test_with_a_writer_it_is_a_target_of_save_convert_and_the_command_lines_choi
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = ws.save(TENSORS, tmp_path / "source.safetensors")
-    ws.register_format(dataclasses.replace(TOY, writer=f"{__name__}:save_toy", writes=(".toy",)))
+    ws.register_format(dataclasses.replace(TOY, writer=f"{__name__}:TOY_WRITER", writes=(".toy",)))
     try:
         status, out = run(capsys, "convert", "--json", source, tmp_path / "by-name.toy")  # chosen by its ending
         assert status == 0 and json.loads(out)["format"] == "toy"

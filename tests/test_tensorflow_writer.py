@@ -110,7 +110,7 @@ def test_saved_checkpoint_reads_back(tmp_path: Path) -> None:
         (
             {"when": np.array(["2020-01-01"], dtype="datetime64[D]")},
             ws.UnsupportedFormatError,  # a type the format cannot hold: exit 5
-            "no TensorFlow type",
+            "TensorFlow holds no datetime64",
         ),
         ({"mixed": np.array([b"a", 3], dtype=object)}, ws.UsageError, "only bytes or str"),
     ],

@@ -2,7 +2,9 @@
 
 A crash or a kill part way leaves every target as it was (absent, or the old file);
 the temporary files are removed on any error. Several files (a checkpoint's data and
-index) are renamed together in the order they were created, once all are complete.
+index) are renamed together in the order they were created, once all are complete. A
+folder of files (a model folder's shards and index) is written in a hidden folder beside
+its target and renamed into place whole (``atomic_folder``).
 
 A stop signal (SIGTERM, SIGHUP, SIGINT) while files are being written is turned into an
 exception (``Interrupted``) where the main thread is, so that the same cleanup runs and
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -168,3 +171,26 @@ def atomic_write(target: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """A folder written whole or not at all: the block fills a hidden folder beside ``target``, renamed to it when the
+    block succeeds (``target`` absent, or an empty folder, which the rename replaces), removed when it fails."""
+    target = Path(target)
+    try:
+        work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    except OSError as error:
+        raise _naming(error, target.parent) from None
+    os.chmod(work, 0o777 & ~_umask())  # made private (0700): the mode any other new folder of this user gets
+    with interruptible():
+        try:
+            yield work
+            with _signals_held():
+                try:
+                    os.replace(work, target)
+                except OSError as error:
+                    raise _naming(error, target) from None
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise

@@ -17,8 +17,9 @@ The data is streamed from the source's memory-mapped views into the format's wri
 tensor (and at most one permuted copy) at a time. Everything is written into a hidden
 directory beside the destination, read back and compared tensor by tensor (CRC32C of
 the values that were handed to the writer, plus the format's own checksums) and only
-then renamed into place, data files before index files: a conversion killed part way
-leaves nothing at the destination that a reader accepts.
+then renamed into place, in the order the writer committed its files (data files before
+index files): a conversion killed part way leaves nothing at the destination that a
+reader accepts.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,13 +39,14 @@ import numpy as np
 
 from weightscope import conventions
 from weightscope._crc32c import crc32c
-from weightscope.atomic import interruptible
+from weightscope.atomic import atomic_folder, interruptible
 from weightscope.checkpoint import Checkpoint
 from weightscope.conventions import CONVENTIONS
 from weightscope.dtypes import BY_NAME, numeric_kind
 from weightscope.errors import ChecksumMismatchError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole
-from weightscope.writing import little_endian
+from weightscope.shards import model_files, parse_size, plan_set
+from weightscope.writing import Writer, check_folder, check_target, little_endian
 
 if TYPE_CHECKING:
     from weightscope.formats import Staging
@@ -98,6 +100,7 @@ class Conversion:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what else the user should know (a state file not written)
     dtype: str | None = None  # what floating tensors were cast to, if anything
+    files: list[str] = field(default_factory=list)  # the files written, in the order they were moved into place
 
     @property
     def nbytes(self) -> int:
@@ -127,6 +130,7 @@ class Conversion:
             "skipped": self.skipped,
             "ambiguous": self.ambiguous,
             "notes": self.notes,
+            "files": self.files,
         }
 
 
@@ -294,19 +298,15 @@ def _folder_for(destination: Path) -> Iterator[None]:
         raise
 
 
-def _move_into_place(work: Path, destination: Path, staged: Staging) -> None:
-    """Rename the written files beside ``destination``: data first, then the index (those ending as
-    ``staged.last`` says, which readers look for), then the staging's own files (TensorFlow's state file);
-    when one cannot be, those already moved are removed again."""
+def _move_into_place(work: Path, written: Sequence[Path], destination: Path, staged: Staging) -> list[Path]:
+    """Rename the written files beside ``destination`` in the order the writer committed them (data before the
+    index readers look for), then the staging's own files (TensorFlow's state file); when one cannot be, those
+    already moved are removed again. The files at their new places, in that order."""
     for name, data in staged.files.items():
         (work / name).write_bytes(data)
-    files = sorted(
-        work.iterdir(),
-        key=lambda path: (path.name in staged.files, path.name.endswith(staged.last), path.name),
-    )
     moved: list[Path] = []
     try:
-        for path in files:
+        for path in [*written, *(work / name for name in staged.files)]:
             os.replace(path, destination.parent / path.name)
             moved.append(destination.parent / path.name)
     except BaseException:
@@ -314,6 +314,47 @@ def _move_into_place(work: Path, destination: Path, staged: Staging) -> None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         raise
+    return moved
+
+
+@dataclass(frozen=True)
+class _ModelFolder:
+    """A conversion's model folder: written whole into a hidden folder, read back shard by shard, the source
+    model's own files copied in, then renamed into place."""
+
+    writer: Writer
+    model_file: str
+    format: str
+    max_shard_size: int | str
+    staged: Staging
+
+    def write(
+        self,
+        ckpt: Checkpoint,
+        tensors: PlannedTensors,
+        planned: list[PlannedTensor],
+        destination: Path,
+        notes: list[str],
+    ) -> list[Path]:
+        from weightscope.formats import model_file_names
+
+        copied, not_copied = model_files(ckpt.path, model_file_names())
+        by_name = {tensor.name: tensor for tensor in planned}
+        shards = plan_set(self.writer, self.model_file, tensors, destination, self.max_shard_size)
+        with atomic_folder(destination) as work:
+            written = shards.write(work, **self.staged.options)
+            for shard, names in written.shards.items():
+                expected = {name: tensors.checksums[name] for name in names}
+                _check_written(shard, self.format, expected, [by_name[name] for name in names])
+            for name, data in copied.items():
+                (work / name).write_bytes(data)
+        if len(written.shards) > 1:
+            notes.append(f"a model folder of {len(written.shards)} shards and their index, {written.files[-1].name}")
+        if copied:
+            notes.append(f"copied {', '.join(copied)} from the source model")
+        if not_copied:
+            notes.append(f"not copied (the model's weights only, and its config): {', '.join(not_copied)}")
+        return [destination / path.name for path in written.files] + [destination / name for name in copied]
 
 
 def convert(
@@ -327,24 +368,42 @@ def convert(
     pattern: str | None = None,
     dtype: str | None = None,
     progress: Progress | None = None,
+    max_shard_size: int | str | None = None,
 ) -> Conversion:
     """Write ``source``'s weights to ``destination`` as format ``to`` (by default from its name).
 
     Weights only unless ``include_optimizer``; ``pattern`` keeps the names matching a glob;
     ``layout`` and ``names`` take tensors to PyTorch's or TensorFlow's conventions; ``dtype``
-    (float16, bfloat16, float32) casts the floating tensors on the way.
+    (float16, bfloat16, float32) casts the floating tensors on the way. With ``max_shard_size``
+    ``destination`` is a Hugging Face model folder (safetensors unless ``to`` says pytorch):
+    shards of at most that size and their index, with the source model's ``config.json`` and
+    ``generation_config.json`` (see ``weightscope.shards``).
     """
-    from weightscope.formats import format_to_write, load_writer, open_checkpoint, staging
+    from weightscope.formats import (
+        DEFAULT_TARGET,
+        FORMATS,
+        format_to_write,
+        load_writer,
+        open_checkpoint,
+        set_writer,
+        staging,
+    )
 
     started = time.perf_counter()
     destination = Path(destination)
-    format = format_to_write(destination, to)
-    writer = load_writer(format)
-    if destination.is_dir():
-        raise UsageError(f"{destination} is a directory; give the file (or checkpoint prefix) to write")
+    if max_shard_size is None:
+        format = format_to_write(destination, to)
+        writer, model_file = load_writer(format), ""
+        check_target(destination, writer.holds)
+    else:
+        format = to or DEFAULT_TARGET
+        writer, model_file = set_writer(format)
+        parse_size(max_shard_size)  # refused before the source is opened
+        check_folder(destination)
     ckpt = source if isinstance(source, Checkpoint) else open_checkpoint(source)
     try:
-        if ckpt.path.resolve() in (destination.resolve(), Path(f"{destination}.index").resolve()):
+        index = FORMATS.prefix_index(destination)  # a checkpoint at the prefix: readers open this file
+        if ckpt.path.resolve() in {destination.resolve(), (index or destination).resolve()}:
             raise UsageError(f"{destination} is the checkpoint being converted; write to another path")
         planned, skipped, ambiguous = plan(
             ckpt, layout=layout, names=names, include_optimizer=include_optimizer, pattern=pattern, dtype=dtype
@@ -353,17 +412,19 @@ def convert(
             why = f"left out: {left_out(skipped)}" if skipped else "it holds none"
             raise UnsupportedFormatError(f"{ckpt.path}: no tensors to convert; {why}")
         tensors = PlannedTensors(ckpt, planned, progress)
-        notes: list[str] = []
-        with (
-            interruptible(),
-            _folder_for(destination),
-            tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work,
-        ):
-            staged = staging(format, destination, [tensor.name for tensor in planned])
-            writer(tensors, Path(work) / destination.name, **staged.options)
-            _check_written(Path(work) / destination.name, format, tensors.checksums, planned)
-            notes.extend(staged.notes)
-            _move_into_place(Path(work), destination, staged)
+        staged = staging(format, destination, [tensor.name for tensor in planned])
+        notes: list[str] = list(staged.notes)
+        with interruptible(), _folder_for(destination):
+            if max_shard_size is None:
+                with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work:
+                    written = writer.write(tensors, Path(work) / destination.name, **staged.options)
+                    _check_written(Path(work) / destination.name, format, tensors.checksums, planned)
+                    files = _move_into_place(Path(work), written, destination, staged)
+            else:
+                model = _ModelFolder(writer, model_file, format, max_shard_size, staged)
+                files = model.write(ckpt, tensors, planned, destination, notes)
+                if dtype is not None and destination / "config.json" in files:
+                    notes.append(f"config.json is copied as it was: its dtype is the source's; the weights are {dtype}")
     finally:
         if ckpt is not source:
             ckpt.close()
@@ -379,4 +440,5 @@ def convert(
         time.perf_counter() - started,
         notes,
         dtype,
+        [str(path) for path in files],
     )

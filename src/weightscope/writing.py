@@ -7,23 +7,30 @@ arrays are memory-mapped views of the source (or one transposed copy at a time),
 two full copies of a checkpoint are ever in memory. ``as_tensors`` wraps a plain mapping
 of name to array-like, which is what ``weightscope.save`` is usually given.
 
-Every writer plans with ``plan_specs`` (each name once, refused before a file is made) and
-checks each array against its plan with ``checked`` (or ``array_bytes``) before writing
-its bytes: a ``Tensors`` whose arrays are not what it promised writes nothing.
+Every writer declares what its files hold as data (``Holds``: the element types, names it
+keeps for itself, how long a stored name may be, the largest header) and plans with
+``plan``: the one output-path check (a directory is no file to write), then each name once
+and valid, each dtype one the format holds, all refused before a file is made. It checks
+each array against its plan with ``checked`` (or ``array_bytes``) before writing its bytes:
+a ``Tensors`` whose arrays are not what it promised writes nothing. A writer (``Writer``,
+what the registry names) returns the files it wrote in the order it committed them, data
+before the index that names it, so that ``convert`` moves and reports any format's files
+the same way.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from weightscope.errors import UsageError
+from weightscope.dtypes import element_for
+from weightscope.errors import UnsupportedFormatError, UsageError
 
 
 @runtime_checkable
@@ -80,26 +87,98 @@ class Spec:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-def plan_specs(source: Tensors, target: Path, stored_as: Callable[[str], Hashable] | None = None) -> list[Spec]:
-    """Every tensor's planned dtype and shape, each name checked to be given once, before a byte is written.
+@dataclass(frozen=True)
+class Holds:
+    """What a format's files can hold, declared by its writer as data; ``plan`` checks every tensor against it."""
 
-    ``stored_as`` maps a name to what the format stores it under (an ``.npz`` member, an
-    index key): two names stored alike are refused too, since the second would hide the first.
+    format: str  # the format as a refusal names it: "safetensors holds no complex128"
+    example: str  # a name the writer writes, offered when given a directory: "model.safetensors"
+    target: str = "a file name"  # what the writer is given: a file name, a checkpoint prefix
+    dtypes: frozenset[str] | None = None  # the element types it holds (``weightscope.dtypes`` names); None: any
+    reserved: Mapping[str, str] = field(default_factory=dict)  # names the format keeps for itself -> for what
+    name_errors: str = "strict"  # how a name is encoded to UTF-8 ("surrogateescape": bytes read from a file)
+    stored_as: Callable[[str], Hashable] | None = None  # what a name is stored under (an .npz member, an index key)
+    max_name_bytes: int | None = None  # of a name as stored, in UTF-8
+    names: str = "names"  # what those stored names are, for a refusal: "zip member names"
+    max_header: int | None = None  # bytes of the header the writer lays out
+
+    def check_header(self, target: Path, size: int) -> None:
+        """Refuse a header of ``size`` bytes over the format's limit."""
+        if self.max_header is not None and size > self.max_header:
+            raise UsageError(f"{target}: a header of {size} bytes, over the format's limit of {self.max_header}")
+
+
+def check_target(target: Path, holds: Holds) -> None:
+    """The one check of where a writer writes: a directory is no file (or checkpoint prefix) to write."""
+    if target.is_dir():
+        raise UsageError(f"{target} is a directory; give {holds.target} such as {target / holds.example}")
+
+
+def check_folder(target: Path) -> None:
+    """The one check of where a model folder is written: not a file, and no folder with files in it already (the
+    folder is written whole, or not at all)."""
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} is a file; give the folder to write the model folder as")
+    if target.is_dir() and any(target.iterdir()):
+        raise UsageError(f"{target} is a folder with files in it; give a new or empty folder to write the model in")
+
+
+def plan(tensors: Tensors | Mapping[str, ArrayLike], target: Path, holds: Holds) -> tuple[Tensors, list[Spec]]:
+    """The tensors as a ``Tensors``, and every tensor's planned dtype and shape, before a byte is written.
+
+    ``target`` must be no directory; each name is a non-empty string given once, encodable as
+    the format stores it, not one the format keeps for itself, not longer than it holds, and
+    not stored like another's (``holds.stored_as``: the second would hide the first); each
+    dtype is one the format holds.
     """
+    check_target(target, holds)
+    source = as_tensors(tensors)
     specs: list[Spec] = []
     seen: dict[Hashable, str] = {}
     for name in source.names():
         if not isinstance(name, str) or not name:
             raise UsageError(f"tensor names must be non-empty strings, not {name!r}")
-        key = name if stored_as is None else stored_as(name)
+        if name in holds.reserved:
+            raise UsageError(f"tensor '{name}': the name is reserved for {holds.reserved[name]}")
+        try:
+            name.encode("utf-8", holds.name_errors)
+        except UnicodeEncodeError:
+            raise UsageError(f"tensor {name!r}: the name is not valid UTF-8 text") from None
+        key = name if holds.stored_as is None else holds.stored_as(name)
         if key in seen and seen[key] == name:
             raise UsageError(f"{target}: tensor '{name}' is given twice")
         if key in seen:
             raise UsageError(f"{target}: tensors '{seen[key]}' and '{name}' would be stored under one name")
         seen[key] = name
+        if holds.max_name_bytes is not None and isinstance(key, str | bytes):
+            size = len(key.encode("utf-8", holds.name_errors) if isinstance(key, str) else key)
+            if size > holds.max_name_bytes:
+                raise UsageError(
+                    f"tensor '{name[:40]}...': a name of {size} bytes; {holds.names} hold {holds.max_name_bytes}"
+                )
         dtype, shape = source.spec(name)
-        specs.append(Spec(name, np.dtype(dtype), tuple(int(size) for size in shape)))
-    return specs
+        spec = Spec(name, np.dtype(dtype), tuple(int(size) for size in shape))
+        if holds.dtypes is not None and not _any_of(holds.dtypes, spec.dtype):
+            raise UnsupportedFormatError(
+                f"tensor '{name}': {holds.format} holds no {spec.dtype} ({', '.join(sorted(holds.dtypes))})"
+            )
+        specs.append(spec)
+    return source, specs
+
+
+def _any_of(names: frozenset[str], dtype: np.dtype) -> bool:
+    """Whether ``dtype`` is that of one of the element types ``names``."""
+    return element_for(dtype, lambda element: element.name in names) is not None
+
+
+@dataclass(frozen=True)
+class Writer:
+    """A format's writer, as the registry names it: what its files hold, and ``write(tensors, path, **options)``,
+    which plans with ``plan`` and returns the files it wrote in the order it committed them (an index after the
+    data it names, so a reader never finds an index before its data)."""
+
+    holds: Holds
+    write: Callable[..., Sequence[Path]]
 
 
 def checked(array: ArrayLike, spec: Spec) -> np.ndarray:

@@ -71,6 +71,12 @@ class _ProgressBar:
 @click.option(
     "--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), help="Cast the floating tensors to this type."
 )
+@click.option(
+    "--max-shard-size",
+    metavar="SIZE",
+    help="Write DESTINATION as a Hugging Face model folder (safetensors, or --to pytorch): shards of at most SIZE "
+    "(5GB = 5*10**9 bytes, 500MB, 2GiB) and their index, with the source model's config.json.",
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON summary of what was written.")
 @step_option
 @pass_output
@@ -84,6 +90,7 @@ def convert_command(
     include_optimizer: bool,
     pattern: str | None,
     dtype: str | None,
+    max_shard_size: str | None,
     step: int | None,
 ) -> None:
     """Write SOURCE's weights to DESTINATION in another format, layout or naming; verified before it appears."""
@@ -102,6 +109,7 @@ def convert_command(
                 pattern=pattern,
                 dtype=dtype,
                 progress=progress,
+                max_shard_size=max_shard_size,
             )
         finally:
             progress.finish()

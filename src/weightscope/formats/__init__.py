@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
     from weightscope.checkpoint import Checkpoint
     from weightscope.remote import RemotePath
-    from weightscope.writing import Tensors
+    from weightscope.shards import ShardNames
+    from weightscope.writing import Tensors, Writer
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,16 @@ class Format:
     # beside the prefix (``.index``), and a pattern matching the endings of all of them (index, data shards).
     index: str = ""
     parts: str = ""
-    writer: str | None = None  # "module:function", for formats weightscope can write
+    writer: str | None = None  # "module:object", a ``writing.Writer``, for formats weightscope can write
     writes: tuple[str, ...] = ()  # the endings its writer writes: a destination's name chooses the writer by them
     requires: str | None = None  # an optional module the reader needs, installed by ``weightscope[<extra>]``
     extra: str | None = None
     scanner: str | None = None  # "module:function" listing the globals its pickles name (``weightscope scan``)
     # "module:function" ``(destination, names) -> Staging``: what ``convert`` tells the writer and adds beside it.
     staging: str | None = None
+    # The weights file of a Hugging Face model folder kept in this format; its shards and index are named after it
+    # (``weightscope.shards``). "" for a format no model folder is kept in.
+    model_file: str = ""
 
     def sniff(self, path: AnyPath) -> bool:
         """Whether ``path`` is of this format, from its name and at most a few of its bytes (no reader imported)."""
@@ -93,13 +97,11 @@ class Format:
 @dataclass(frozen=True)
 class Staging:
     """What ``convert`` does for a format around its writer: keyword options it passes, files it adds beside the
-    output once read back (name -> bytes, moved into place last), notes for the user, and the endings of the
-    written files to move into place after the others (the one readers look for)."""
+    output once read back (name -> bytes, moved into place after the writer's own), and notes for the user."""
 
     options: Mapping[str, Any] = field(default_factory=dict)
     files: Mapping[str, bytes] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
-    last: tuple[str, ...] = ()
 
 
 def _magic_or_suffix(path: AnyPath, entry: Format) -> bool:
@@ -201,10 +203,10 @@ _BUILT_IN = (
         sniffer=_sniff_tensorflow,
         index=".index",
         parts=r"\.index$|\.data-\d{5}-of-\d{5}$",
-        writer="weightscope.formats.tensorflow:save",
+        writer="weightscope.formats.tensorflow_writer:WRITER",
         suffixes=(".ckpt",),
         writes=(".ckpt",),  # and a prefix with no suffix, or ending .ckpt-<step>: see format_to_write
-        staging="weightscope.formats.tensorflow:staging",
+        staging="weightscope.formats.tensorflow_writer:staging",
     ),
     Format(
         "model-folder",
@@ -223,10 +225,11 @@ _BUILT_IN = (
         "safetensors (.safetensors): a JSON header, then raw little-endian tensors",
         "weightscope.formats.safetensors:SafetensorsCheckpoint",
         sniffer=_sniff_safetensors,
-        writer="weightscope.formats.safetensors:save",
+        writer="weightscope.formats.safetensors:WRITER",
         suffixes=(".safetensors",),
         writes=(".safetensors",),
         staging="weightscope.formats.safetensors:staging",
+        model_file="model.safetensors",
     ),
     Format(
         "npy",
@@ -240,7 +243,7 @@ _BUILT_IN = (
         "NumPy archive (.npz, np.savez): a zip of .npy arrays, stored or deflated",
         "weightscope.formats.numpy_files:NpzCheckpoint",
         sniffer=_sniff_npz,
-        writer="weightscope.formats.numpy_files:save",
+        writer="weightscope.formats.numpy_files:WRITER",
         suffixes=(".npz",),
         writes=(".npz",),
     ),
@@ -250,10 +253,11 @@ _BUILT_IN = (
         "weightscope.formats.pytorch:PyTorchCheckpoint",
         sniffer=_sniff_pytorch,
         members=("data.pkl", ".format_version", "byteorder", "version"),  # the first, in the archive's one folder
-        writer="weightscope.formats.pytorch_writer:save",
+        writer="weightscope.formats.pytorch_writer:WRITER",
         suffixes=(".pt", ".pth", ".bin"),
         writes=(".pt", ".pth", ".bin"),
         scanner="weightscope.formats.pytorch:scan",
+        model_file="pytorch_model.bin",
     ),
     Format(
         "pickle",
@@ -271,7 +275,7 @@ _BUILT_IN = (
         magic=((0, b"\x89HDF\r\n\x1a\n"),),
         members=("config.json", "model.weights.h5"),  # a .keras zip holds both
         local_only="Keras files are read through h5py, which reads local files only",
-        writer="weightscope.formats.keras_writer:save",
+        writer="weightscope.formats.keras_writer:WRITER",
         suffixes=(".weights.h5", ".h5", ".hdf5", ".keras"),
         writes=(".weights.h5",),  # Keras 3's layout; Keras reads a plain .h5 as tf-keras's
         requires="h5py",
@@ -453,15 +457,52 @@ def save_checkpoint(
     path: str | os.PathLike[str],
     *,
     format: str | None = None,
+    max_shard_size: int | str | None = None,
 ) -> Path:
     """Write ``tensors`` (name -> array, or a ``writing.Tensors``) as a checkpoint at ``path``; returns its path.
 
     The format is ``format``, else the one ``path``'s name ends with (``.safetensors``,
     ``.pt``/``.pth``/``.bin``, ``.npz``, ``.weights.h5``; a TensorFlow prefix has no suffix
     or ends ``.ckpt``): any other ending is refused (see ``format_to_write``).
+
+    With ``max_shard_size`` (``"5GB"``, ``"500MB"``, ``"2GiB"``, bytes) ``path`` is a folder, written whole or not at
+    all, that holds a Hugging Face model: shards of at most that size and their index, named and grouped as
+    ``huggingface_hub`` and transformers' ``save_pretrained`` do, in ``format`` (safetensors unless told; or pytorch's
+    ``pytorch_model-0000N-of-0000M.bin``); see ``weightscope.shards``.
     """
-    written: Path = load_writer(format_to_write(Path(path), format))(tensors, path)
-    return written
+    if max_shard_size is None:
+        load_writer(format_to_write(Path(path), format)).write(tensors, path)
+        return Path(path)
+    from weightscope.atomic import atomic_folder
+    from weightscope.shards import plan_set
+    from weightscope.writing import check_folder
+
+    format = format or DEFAULT_TARGET
+    writer, model_file = set_writer(format)
+    folder = Path(path)
+    check_folder(folder)
+    planned = plan_set(writer, model_file, tensors, folder, max_shard_size)
+    options = staging(format, folder, planned.source.names()).options  # what convert tells the writer: pt's metadata
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_folder(folder) as work:
+        planned.write(work, **options)
+    return folder
+
+
+def set_writer(format: str) -> tuple[Writer, str]:
+    """The writer of ``format`` and the weights file of a model folder kept in it; refused for a format none is."""
+    writer = load_writer(format)
+    kept = [entry.name for entry in FORMATS.values() if entry.model_file and entry.writer]
+    if not FORMATS[format].model_file:
+        raise UsageError(f"no Hugging Face model folder is kept in {format}; a sharded folder is {' or '.join(kept)}")
+    return writer, FORMATS[format].model_file
+
+
+def model_file_names() -> list[ShardNames]:
+    """The names of every model folder's weights files (file, shards, index), of the formats that name one."""
+    from weightscope.shards import ShardNames
+
+    return [ShardNames(entry.model_file) for entry in FORMATS.values() if entry.model_file]
 
 
 # A TensorFlow checkpoint's prefix as TensorFlow's savers name it: ``model.ckpt``, ``model.ckpt-1000``.
@@ -535,10 +576,10 @@ def staging(format: str, destination: Path, names: Sequence[str]) -> Staging:
     return made
 
 
-def load_writer(format: str) -> Callable[..., Path]:
-    """The function that writes ``format``: ``writer(tensors, path) -> Path``."""
+def load_writer(format: str) -> Writer:
+    """What writes ``format``: its files' limits, and ``write(tensors, path) -> [files in commit order]``."""
     writable = FORMATS.writable()
     if format not in writable:
         raise UnsupportedFormatError(f"cannot write format {format!r}; writable: {', '.join(writable)}")
-    writer: Callable[..., Path] = _import(FORMATS[format].writer)  # type: ignore[arg-type]
+    writer: Writer = _import(FORMATS[format].writer)  # type: ignore[arg-type]
     return writer

@@ -20,7 +20,7 @@ from weightscope.conventions import (
 )
 from weightscope.errors import UnsupportedFormatError, UsageError
 from weightscope.formats.keras import WRITTEN_NAMES
-from weightscope.writing import Spec, Tensors, as_tensors, checked, little_endian, plan_specs
+from weightscope.writing import Holds, Spec, Tensors, Writer, checked, little_endian, plan
 
 # -- writing ---------------------------------------------------------------------------------
 
@@ -60,14 +60,20 @@ class _Layer:
         return keras_layer_class(self.name, {name: spec.shape for name, spec in self.variables.items()})
 
 
-def _plan_layers(
-    source: Tensors, target: Path, layers: Mapping[str, str] | None
-) -> tuple[str, list[tuple[str, _Layer]]]:
+# What the files hold; a layer's variable is stored under the layer and its place: <model>/ does not tell two apart.
+HOLDS = Holds(
+    "a Keras weights file",
+    "model.weights.h5",
+    dtypes=_WRITABLE_DTYPES,
+    stored_as=lambda name: tuple(name.split("/")[-2:]),
+)
+
+
+def _plan_layers(specs: list[Spec], layers: Mapping[str, str] | None) -> tuple[str, list[tuple[str, _Layer]]]:
     """(model prefix, [(group path, layer)]): every tensor placed in its layer's ``vars``, or UsageError."""
     prefixes: set[str] = set()
     found: dict[str, _Layer] = {}
-    # A layer's variable is stored under the layer and its place: <model>/ does not tell two apart.
-    for spec in plan_specs(source, target, lambda name: tuple(name.split("/")[-2:])):
+    for spec in specs:
         name = spec.name
         parts = name.split("/")
         if parts[0] == "optimizer":
@@ -83,10 +89,6 @@ def _plan_layers(
         if len(prefixes) > 1:
             raise UsageError(f"tensor '{name}': tensors of several models ({', '.join(sorted(prefixes))})")
         layer = found.setdefault(parts[-2], _Layer(parts[-2]))
-        if spec.dtype.name not in _WRITABLE_DTYPES:
-            raise UnsupportedFormatError(
-                f"tensor '{name}': a Keras weights file holds no {spec.dtype} ({', '.join(sorted(_WRITABLE_DTYPES))})"
-            )
         layer.variables[parts[-1]] = spec
     if layers is None:
         order = list(found.values())
@@ -142,11 +144,20 @@ def save(
     class (``{layer.name: type(layer).__name__ for layer in model.layers}``). Everything
     is checked before a file is made; the file appears at ``path`` only once complete.
     """
+    write(tensors, path, layers=layers)
+    return Path(path)
+
+
+def write(
+    tensors: Tensors | Mapping[str, ArrayLike],
+    path: str | os.PathLike[str],
+    *,
+    layers: Mapping[str, str] | None = None,
+) -> list[Path]:
+    """``save``, returning the one file written (the registry's ``Writer``)."""
     target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"{target} is a directory; give a file name such as {target / 'model.weights.h5'}")
-    source = as_tensors(tensors)
-    prefix, placed = _plan_layers(source, target, layers)
+    source, specs = plan(tensors, target, HOLDS)
+    prefix, placed = _plan_layers(specs, layers)
     try:
         import h5py
     except ImportError:
@@ -176,4 +187,7 @@ def save(
             file.flush()
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
-    return target
+    return [target]
+
+
+WRITER = Writer(HOLDS, write)

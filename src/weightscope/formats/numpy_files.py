@@ -78,6 +78,7 @@ from weightscope.errors import (
     UnsupportedFormatError,
     UsageError,
 )
+from weightscope.writing import Holds, Writer, array_bytes, plan
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -307,15 +308,12 @@ def _member_name(name: str) -> str:
             f"tensor '{name}': not a safe .npz member path (no leading '/', no empty, '.' or '..' "
             "components, no '\\' or NUL)"
         )
-    try:
-        encoded = f"{name}.npy".encode()
-    except UnicodeEncodeError:
-        raise UsageError(f"tensor {name!r}: the name is not valid UTF-8 text") from None
-    if len(encoded) > ZIP_NAME_MAX:
-        raise UsageError(
-            f"tensor '{name[:40]}...': a name of {len(encoded)} bytes; zip member names hold {ZIP_NAME_MAX}"
-        )
     return f"{name}.npy"
+
+
+# What the files hold: names as zip members. Types are checked as ``npy_header`` lays each one out (whether
+# np.load reads back the type np.save records), which says why one is not held.
+HOLDS = Holds(".npz", "weights.npz", stored_as=_member_name, max_name_bytes=ZIP_NAME_MAX, names="zip member names")
 
 
 def npy_header(name: str, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
@@ -350,20 +348,26 @@ def save(tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str
     The members are laid out from the tensors' specs, then each array is streamed in
     turn; the file appears at ``path`` only once complete.
     """
-    target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"{target} is a directory; give a file name such as {target / 'weights.npz'}")
-    from weightscope.atomic import atomic_write
-    from weightscope.writing import array_bytes, as_tensors, plan_specs
+    write(tensors, path)
+    return Path(path)
 
-    source = as_tensors(tensors)
-    plan = [(spec, npy_header(spec.name, spec.dtype, spec.shape)) for spec in plan_specs(source, target, _member_name)]
+
+def write(tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str]) -> list[Path]:
+    """``save``, returning the one file written (the registry's ``Writer``)."""
+    from weightscope.atomic import atomic_write
+
+    target = Path(path)
+    source, specs = plan(tensors, target, HOLDS)
+    members = [(spec, npy_header(spec.name, spec.dtype, spec.shape)) for spec in specs]
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(target) as handle:
         archive = ZipWriter(handle, align=64)
-        for spec, header in plan:
+        for spec, header in members:
             data = array_bytes(source.array(spec.name), spec)
             archive.add(_member_name(spec.name), len(header) + spec.nbytes, (header, data))
             del data
         archive.close()
-    return target
+    return [target]
+
+
+WRITER = Writer(HOLDS, write)

@@ -40,9 +40,8 @@ from numpy.typing import ArrayLike
 from weightscope.atomic import atomic_write
 from weightscope.containers.zip import ZipWriter
 from weightscope.dtypes import ElementType, element_for
-from weightscope.errors import UnsupportedFormatError, UsageError
 from weightscope.formats.pytorch_pickle import STORAGE_TYPES, TORCH_DTYPES
-from weightscope.writing import Tensors, array_bytes, as_tensors, plan_specs
+from weightscope.writing import Holds, Tensors, Writer, array_bytes, plan
 
 FOLDER = "archive"
 ALIGNMENT = 64  # torch's storage alignment, recorded in .storage_alignment
@@ -53,10 +52,13 @@ _VERSION = b"3\n"
 _BYTEORDER = b"little"
 
 
-def _element(name: str, dtype: np.dtype) -> ElementType:
+# What the files hold: the types torch has (a typed storage class, or a dtype of their own).
+HOLDS = Holds("PyTorch", "model.pt", dtypes=frozenset(TORCH_DTYPES))
+
+
+def _element(dtype: np.dtype) -> ElementType:
     element = element_for(dtype, lambda e: e.name in TORCH_DTYPES)
-    if element is None:
-        raise UnsupportedFormatError(f"tensor '{name}': PyTorch holds no {dtype}")
+    assert element is not None  # planned: a type the format holds
     return element
 
 
@@ -200,19 +202,16 @@ def save(tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str
     The pickle is planned from the tensors' specs, then each array is streamed into its
     storage member; the file appears at ``path`` only once complete. Returns the path.
     """
+    write(tensors, path)
+    return Path(path)
+
+
+def write(tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str]) -> list[Path]:
+    """``save``, returning the one file written (the registry's ``Writer``)."""
     target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"{target} is a directory; give a file name such as {target / 'model.pt'}")
-    source = as_tensors(tensors)
-    specs = plan_specs(source, target)
-    plan: list[tuple[str, ElementType, tuple[int, ...]]] = []
-    for spec in specs:
-        try:
-            spec.name.encode("utf-8")
-        except UnicodeEncodeError:
-            raise UsageError(f"tensor {spec.name!r}: the name is not valid UTF-8 text") from None
-        plan.append((spec.name, _element(spec.name, spec.dtype), spec.shape))
-    pickled = _data_pkl(plan)
+    source, specs = plan(tensors, target, HOLDS)
+    pickled = _data_pkl([(spec.name, _element(spec.dtype), spec.shape) for spec in specs])
+
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(target) as handle:
         archive = ZipWriter(handle, align=ALIGNMENT)
@@ -233,4 +232,7 @@ def save(tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str
         identifier = _serialization_id(records)
         add(".data/serialization_id", len(identifier), identifier)
         archive.close()
-    return target
+    return [target]
+
+
+WRITER = Writer(HOLDS, write)

@@ -49,9 +49,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
-from weightscope.dtypes import BY_SAFETENSORS, check_rank, check_size, element_for, little_endian_dtype
+from weightscope.dtypes import (
+    BY_SAFETENSORS,
+    ELEMENT_TYPES,
+    check_rank,
+    check_size,
+    element_for,
+    little_endian_dtype,
+)
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
 from weightscope.limits import JSON_BYTE_COST, Limits
+from weightscope.writing import Holds, Writer, array_bytes, plan
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -177,10 +185,19 @@ _RANK = {code: rank for rank, code in enumerate(_REFERENCE_ORDER)}
 _ALIGNMENT = 8  # the header is padded so that the data starts at a multiple of this
 
 
-def _code(name: str, dtype: np.dtype) -> str:
+# What the files hold: every type of the table with a numpy dtype and a code.
+HOLDS = Holds(
+    "safetensors",
+    "model.safetensors",
+    dtypes=frozenset(e.name for e in ELEMENT_TYPES if e.safetensors is not None and e.numpy_name is not None),
+    reserved={METADATA_KEY: "the header's metadata"},
+    max_header=MAX_HEADER_SIZE,
+)
+
+
+def _code(dtype: np.dtype) -> str:
     element = element_for(dtype, lambda e: e.safetensors is not None)
-    if element is None or element.safetensors is None:
-        raise UnsupportedFormatError(f"tensor '{name}': safetensors holds no {dtype}")
+    assert element is not None and element.safetensors is not None  # planned: a type the format holds
     return element.safetensors
 
 
@@ -195,27 +212,29 @@ def save(
     The header is planned from the tensors' specs, then each array is streamed in the
     header's order; the file appears at ``path`` only once complete. Returns the path.
     """
+    write(tensors, path, metadata=metadata)
+    return Path(path)
+
+
+def write(
+    tensors: Tensors | Mapping[str, ArrayLike],
+    path: str | os.PathLike[str],
+    *,
+    metadata: Mapping[str, str] | None = None,
+) -> list[Path]:
+    """``save``, returning the one file written (the registry's ``Writer``)."""
     target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"{target} is a directory; give a file name such as {target / 'model.safetensors'}")
     if metadata is not None and not (
         isinstance(metadata, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
     ):
         raise UsageError("safetensors metadata must map strings to strings")
     from weightscope.atomic import atomic_write
-    from weightscope.writing import array_bytes, as_tensors, plan_specs
 
-    source = as_tensors(tensors)
-    specs = plan_specs(source, target)
-    plan = []
-    for spec in specs:
-        if spec.name == METADATA_KEY:
-            raise UsageError(f"tensor '{spec.name}': the name is reserved for the header's metadata")
-        plan.append((_code(spec.name, spec.dtype), spec))
-    plan.sort(key=lambda entry: (-_RANK[entry[0]], entry[1].name))
+    source, specs = plan(tensors, target, HOLDS)
+    planned = sorted(((_code(spec.dtype), spec) for spec in specs), key=lambda entry: (-_RANK[entry[0]], entry[1].name))
     header: dict[str, Any] = {} if metadata is None else {METADATA_KEY: dict(metadata)}
     offset = 0
-    for code, spec in plan:
+    for code, spec in planned:
         header[spec.name] = {"dtype": code, "shape": list(spec.shape), "data_offsets": [offset, offset + spec.nbytes]}
         offset += spec.nbytes
     try:
@@ -223,14 +242,16 @@ def save(
     except UnicodeEncodeError as error:
         raise UsageError(f"{target}: a tensor name or metadata string is not valid UTF-8 text ({error})") from None
     text += b" " * (-len(text) % _ALIGNMENT)
-    if len(text) > MAX_HEADER_SIZE:
-        raise UsageError(f"{target}: a header of {len(text)} bytes, over the format's limit of {MAX_HEADER_SIZE}")
+    HOLDS.check_header(target, len(text))
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(target) as handle:
         handle.write(_HEADER_LENGTH.pack(len(text)) + text)
-        for _, spec in plan:
+        for _, spec in planned:
             handle.write(array_bytes(source.array(spec.name), spec).data)
-    return target
+    return [target]
+
+
+WRITER = Writer(HOLDS, write)
 
 
 # What safetensors files of PyTorch weights say (safetensors.torch's save_pretrained writes it;

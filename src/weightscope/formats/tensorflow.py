@@ -53,23 +53,16 @@ import gc
 import math
 import os
 import struct
-import warnings
-from collections.abc import Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.typing import ArrayLike
 
 from weightscope._crc32c import crc32c
-from weightscope.atomic import atomic_files
 from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
 from weightscope.containers.table import (
     Table,
-    build_table,
-    encode_varint,
     mask_crc,
     read_table,
     read_varint,
@@ -79,7 +72,6 @@ from weightscope.dtypes import (
     check_rank,
     from_tensorflow,
     little_endian_dtype,
-    tensorflow_code,
 )
 from weightscope.errors import (
     CheckpointNotFoundError,
@@ -87,19 +79,16 @@ from weightscope.errors import (
     CorruptCheckpointError,
     TruncatedFileError,
     UnsupportedFormatError,
-    UsageError,
 )
 from weightscope.formats._bundle_entries import _column, _header_by_protobuf, _key_bytes, _numpy_dtype, _parse, _shapes
 from weightscope.formats._bundle_index import Entries, decode_entries, decode_header
 from weightscope.formats._ordered_code import _slice_key
 from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
-from weightscope.formats.tf_state import STATE_FILE, bundle_file, read_checkpoint_state, resolve_prefix
+from weightscope.formats.tf_state import bundle_file, resolve_prefix
 from weightscope.layers import TensorRole
 from weightscope.sources import as_path, open_source
-from weightscope.writing import Spec, Tensors, as_tensors, checked, little_endian, plan_specs
 
 if TYPE_CHECKING:
-    from weightscope.formats import Staging
     from weightscope.remote import RemotePath
     from weightscope.sources import AnySource
 
@@ -500,142 +489,3 @@ class TensorFlowCheckpoint(Checkpoint):
     def _close(self) -> None:
         for shard in self._shards:
             shard.close()
-
-
-# -- writing ---------------------------------------------------------------------------
-def _string_tensor_bytes(array: np.ndarray, name: str) -> tuple[bytes, int]:
-    """The bytes of a string tensor as TensorFlow writes them, and its entry checksum."""
-    strings = []
-    for value in array.ravel():
-        if isinstance(value, str):
-            value = value.encode("utf-8")
-        if not isinstance(value, bytes | np.bytes_):
-            raise UsageError(f"tensor '{name}': an object array must hold only bytes or str")
-        strings.append(bytes(value))
-    crc = 0
-    lengths = bytearray()
-    for value in strings:
-        lengths += encode_varint(len(value))
-        crc = crc32c(struct.pack("<I" if len(value) <= 0xFFFFFFFF else "<Q", len(value)), crc)
-    length_checksum = struct.pack("<I", mask_crc(crc))
-    crc = crc32c(length_checksum, crc)
-    body = b"".join(strings)
-    return bytes(lengths) + length_checksum + body, mask_crc(crc32c(body, crc))
-
-
-def _stored_key(name: str) -> bytes:
-    try:
-        return name.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raise UsageError(f"tensor {name!r}: the name is not valid UTF-8 text") from None
-
-
-def _tensorflow_type(spec: Spec) -> int:
-    if spec.dtype.kind == "O":
-        return _STRING_CODE
-    try:
-        return tensorflow_code(spec.dtype.newbyteorder("="))
-    except ValueError as error:
-        raise UnsupportedFormatError(f"tensor '{spec.name}': {error}") from None
-
-
-def save(
-    tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str], *, update_state: bool = True
-) -> Path:
-    """Write ``tensors`` as a TensorFlow checkpoint at prefix ``path``; returns the prefix.
-
-    Every tensor is planned (name, type, shape) before a file is made, and each array is
-    checked against its plan before its bytes are written. Tensor data goes to the data
-    file in the mapping's order, streamed from the arrays (memory-mapped views included);
-    the index lists them sorted, as TensorFlow does. With ``update_state`` the directory's
-    ``checkpoint`` file is updated the way TensorFlow's savers do: this prefix becomes the
-    newest, earlier entries are kept (where ``checkpoint`` is a directory, it is left as
-    it is and a warning says so). All files are written under temporary names and renamed
-    into place only when all are complete: data, index, then the state file.
-    """
-    from weightscope import _proto
-
-    prefix = Path(path)
-    if prefix.is_dir():
-        raise UsageError(f"{prefix} is a directory; give a checkpoint prefix such as {prefix / 'model.ckpt'}")
-    source = as_tensors(tensors)
-    specs = plan_specs(source, prefix, _stored_key)
-    types = [_tensorflow_type(spec) for spec in specs]
-    state, not_recorded = planned_state(prefix) if update_state else (None, None)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    entries: list[tuple[bytes, bytes]] = []
-    with atomic_files() as files:
-        with files.create(data_file_name(str(prefix), 0, 1)) as data:
-            offset = 0
-            for spec, code in zip(specs, types, strict=True):
-                array = checked(source.array(spec.name), spec)
-                entry = _proto.BundleEntryProto(dtype=code)
-                entry.shape.SetInParent()  # TF always writes the shape, even a scalar's
-                for size in spec.shape:
-                    entry.shape.dim.add(size=size)
-                payload: bytes | memoryview
-                if code == _STRING_CODE:
-                    payload, checksum = _string_tensor_bytes(array, spec.name)
-                else:
-                    payload = little_endian(array).reshape(-1).view(np.uint8).data
-                    checksum = mask_crc(crc32c(payload))
-                size = len(payload)  # bytes: a flat uint8 view has one element per byte
-                data.write(payload)
-                del array, payload
-                entry.offset, entry.size, entry.crc32c = offset, size, checksum
-                offset += size
-                entries.append((_stored_key(spec.name), entry.SerializeToString()))
-            data.flush()
-            os.fsync(data.fileno())
-        entries.sort()
-        header = _proto.BundleHeaderProto(num_shards=1)
-        header.version.producer = 1
-        with files.create(f"{prefix}.index") as index:
-            index.write(build_table([(b"", header.SerializeToString()), *entries]))
-            index.flush()
-            os.fsync(index.fileno())
-        if state is not None:
-            with files.create(prefix.parent / STATE_FILE) as handle:
-                handle.write(state)
-                handle.flush()
-                os.fsync(handle.fileno())
-    if not_recorded is not None:
-        warnings.warn(not_recorded, stacklevel=2)
-    return prefix
-
-
-def planned_state(prefix: Path) -> tuple[bytes | None, str | None]:
-    """The directory's ``checkpoint`` file with ``prefix`` made the newest (earlier entries kept,
-    as TensorFlow's savers keep them), or None and why it cannot be: a ``checkpoint`` there
-    that is not a regular file (a directory called ``checkpoint``) is left as it is."""
-    from google.protobuf import text_format
-
-    from weightscope import _proto
-
-    directory = prefix.parent
-    path = directory / STATE_FILE
-    if path.exists() and not path.is_file():
-        what = "a directory" if path.is_dir() else "not a regular file"
-        return None, (
-            f"{path} is {what}, not TensorFlow's checkpoint state file: left as it is, so the new checkpoint "
-            f"is not recorded there (open it by its prefix, {prefix})"
-        )
-    previous = read_checkpoint_state(directory)
-    recorded = prefix.name  # relative to the directory, as TF records paths it saved there
-    paths = [p for p in (previous.all_model_checkpoint_paths if previous else []) if p != recorded]
-    state = _proto.CheckpointState(model_checkpoint_path=recorded, all_model_checkpoint_paths=[*paths, recorded])
-    return text_format.MessageToString(state).encode("utf-8"), None
-
-
-def staging(destination: Path, names: Sequence[str]) -> Staging:
-    """What ``convert`` does around this writer: the state file is not updated by it but planned here and moved
-    into place last, after the index (which readers look for), itself after the data."""
-    from weightscope.formats import Staging
-
-    state, not_recorded = planned_state(destination)
-    return Staging(
-        options={"update_state": False},
-        files={} if state is None else {STATE_FILE: state},
-        notes=() if not_recorded is None else (not_recorded,),
-        last=(".index",),
-    )
