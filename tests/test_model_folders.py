@@ -601,3 +601,26 @@ def test_scan_a_folder_scans_each_shard(
     assert status == 6 and err == (
         f"weightscope: {(folder / shards[1]).resolve()}: {len(refused)} refused: opening this file would run code\n"
     )
+
+
+def test_a_folder_converted_to_bin_shards_reads_back_equal(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Read as a folder, written as one (weightscope.shards), read back as one: the same tensors, the same
+    config, and transformers loads it."""
+    from transformers import LlamaForCausalLM
+
+    out = tmp_path / "as-bin"
+    status, _, err = run(capsys, "convert", models["tied"], out, "--to", "pytorch", "--max-shard-size", "20KB")
+    assert status == 0, err
+    assert (out / "config.json").read_bytes() == (models["tied"] / "config.json").read_bytes()
+    expected = _stored(models["tied"])
+    with ws.open(out) as ckpt:
+        assert ckpt.format == "model-folder" and len(ckpt.files) > 2
+        assert all(file.name.startswith("pytorch_model-") for file in ckpt.files)
+        assert sorted(ckpt) == sorted(expected) and all(_bits_equal(ckpt[n], a) for n, a in expected.items())
+        assert _bits_equal(ckpt["lm_head.weight"], expected["model.embed_tokens.weight"])
+    status, out_text, _ = run(capsys, "diff", "--json", models["tied"], out)
+    assert status == 0 and json.loads(out_text)["equal"] is True
+    model = LlamaForCausalLM.from_pretrained(out)
+    assert _bits_equal(model.lm_head.weight.detach().numpy(), expected["model.embed_tokens.weight"])
