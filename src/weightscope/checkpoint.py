@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -102,6 +101,8 @@ def checksum_function(kind: str) -> Callable[[bytes | memoryview], int]:
 
         return crc32
     if kind == "sha1":  # ONNX's external files', the digest as a number
+        import hashlib  # here: OpenSSL's libraries add ~3 MiB to every command's resident size otherwise
+
         return lambda data: int.from_bytes(hashlib.sha1(data).digest(), "big")
     raise KeyError(kind)
 

@@ -24,13 +24,15 @@ import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
-from numpy.typing import ArrayLike
 
 from weightscope.dtypes import element_for
 from weightscope.errors import UnsupportedFormatError, UsageError
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 
 @runtime_checkable
