@@ -51,6 +51,7 @@ bench: $(STAMP_TEST)
 	$(BIN)/python bench/bench_stats.py
 	$(BIN)/python bench/bench_remote.py
 	$(BIN)/python bench/bench_runs.py
+	$(BIN)/python bench/bench_folders.py
 
 # Every fuzz harness for FUZZ_RUNS executions (libFuzzer prints "Done N runs" for each).
 FUZZ_RUNS ?= 200000

@@ -125,8 +125,10 @@ def assert_same_as_local(url: str, path: Path, **options: Any) -> ws.Checkpoint:
 
 
 # -- S3, served by moto on loopback ----------------------------------------------------------
-@pytest.fixture(scope="module")
-def s3(served: dict[str, Any]) -> Iterator[dict[str, Any]]:
+@contextlib.contextmanager
+def s3_serving(root: Path, skipped: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """Bucket ``BUCKET`` holding ``root``'s files (but those named in ``skipped``) on a loopback moto
+    server, for the block; the storage options that reach it, and its endpoint."""
     with pytest.MonkeyPatch.context() as env:
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
             env.setenv(key, "testing")
@@ -139,14 +141,20 @@ def s3(served: dict[str, Any]) -> Iterator[dict[str, Any]]:
         import s3fs
 
         uploader = s3fs.S3FileSystem(skip_instance_cache=True, **options)
-        uploader.mkdir(BUCKET)
-        for file in sorted(Path(served["root"]).rglob("*")):
-            if file.is_file() and file.name not in ("big.pt", "big.npz"):  # those are served over HTTP only
-                uploader.put_file(str(file), f"{BUCKET}/{file.relative_to(served['root'])}")
+        uploader.makedirs(BUCKET, exist_ok=True)  # moto's state is the process's: an earlier server's bucket is here
+        for file in sorted(root.rglob("*")):
+            if file.is_file() and file.name not in skipped:
+                uploader.put_file(str(file), f"{BUCKET}/{file.relative_to(root)}")
         try:
             yield {"options": options, "endpoint": endpoint}
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(served: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    with s3_serving(Path(served["root"]), skipped=("big.pt", "big.npz")) as s3:  # those two: served over HTTP only
+        yield s3
 
 
 def s3_url(served: dict[str, Any], which: str) -> str:
@@ -288,8 +296,12 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{start + len(body) - 1}/{size}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.sent[0] += len(body)  # before the client has it, which may return at once
+        self.count(file, len(body))  # before the client has it, which may return at once
         self.wfile.write(body)
+
+    def count(self, file: Path, sent: int) -> None:
+        """Record ``sent`` body bytes of ``file`` (a subclass counts by file too)."""
+        self.sent[0] += sent
 
 
 class _Server(http.server.ThreadingHTTPServer):

@@ -1,4 +1,4 @@
-"""Remote checkpoints: URLs (``s3://``, ``gs://``, ``http(s)://``, any fsspec protocol) read by the byte range.
+"""Remote checkpoints: URLs (``s3://``, ``gs://``, ``http(s)://``, ``hf://``, any fsspec protocol) read by range.
 
 Two small pieces stand in for ``pathlib.Path`` and ``FileSource`` when a checkpoint is
 named by a URL, so the formats' path resolution and reading work unchanged (what differs,
@@ -29,6 +29,9 @@ fsspec is optional (``pip install 'weightscope[remote]'``) and imported only her
 local path never imports this module. Credentials and endpoints are fsspec's business:
 ``weightscope.open(url, storage_options={...})`` passes them to the filesystem, and
 fsspec's environment configuration (``FSSPEC_S3_ENDPOINT_URL``, ``AWS_*``) applies too.
+``hf://ORG/NAME[@REVISION]/path`` is huggingface_hub's ``HfFileSystem`` (``pip install
+'weightscope[hub]'``), which finds the user's token itself (``HF_TOKEN``, the token file
+``hf auth login`` writes) and the Hub's address in ``HF_ENDPOINT``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import bisect
 import contextlib
 import fnmatch
 import posixpath
+import sys
 import threading
 import urllib.parse
 from collections import Counter, OrderedDict
@@ -61,15 +65,29 @@ class RemoteError(WeightscopeError, OSError):
     """A remote object could not be read: a network error, a refused request, a server's error."""
 
 
-def _import_fsspec() -> Any:
+# Protocols whose fsspec filesystem another package provides: that package, and the extra installing it.
+_PROVIDERS = {"hf": ("huggingface_hub", "hub")}
+# Filesystems made afresh for each store: HfFileSystem's instances (shared in a process) keep every
+# listing, file sizes with them, for good: a repository's later commit would be read at the old sizes.
+_FRESH: dict[str, dict[str, Any]] = {"hf": {"skip_instance_cache": True}}
+
+
+def _import_fsspec(protocol: str) -> Any:
     try:
         import fsspec
     except ImportError:
+        if protocol in _PROVIDERS:
+            raise _missing_provider(protocol) from None
         raise UsageError(
             "reading a checkpoint by URL needs fsspec (and the filesystem for its protocol, e.g. s3fs, gcsfs, "
             "aiohttp): pip install 'weightscope[remote]'"
         ) from None
     return fsspec
+
+
+def _missing_provider(protocol: str) -> UsageError:
+    package, extra = _PROVIDERS[protocol]
+    return UsageError(f"reading {protocol}:// URLs needs {package}: pip install 'weightscope[{extra}]'")
 
 
 class RemoteStore:
@@ -84,11 +102,14 @@ class RemoteStore:
         first_read_ahead: int = FIRST_READ_AHEAD,
         cached_blocks: int = CACHED_BLOCKS,
     ) -> None:
-        fsspec = _import_fsspec()
+        fsspec = _import_fsspec(protocol)
         self.protocol = protocol
+        options = {**_FRESH.get(protocol, {}), **(storage_options or {})}
         try:
-            self.fs = fsspec.filesystem(protocol, **(storage_options or {}))
+            self.fs = fsspec.filesystem(protocol, **options)
         except ImportError as error:
+            if protocol in _PROVIDERS:
+                raise _missing_provider(protocol) from None
             raise UsageError(
                 f"reading {protocol}:// URLs needs a filesystem fsspec did not find ({error}): "
                 "pip install 'weightscope[remote]' (s3, http) or the protocol's package (gcsfs for gs://)"
@@ -97,6 +118,7 @@ class RemoteStore:
             raise UsageError(f"{protocol}:// is not a protocol fsspec knows ({error})") from None
         except TypeError as error:
             raise UsageError(f"storage_options the {protocol}:// filesystem does not take: {error}") from None
+        self._cat_options, self._cat_ranges_options = _unbuffered(fsspec, self.fs)
         self.block_size = block_size
         self.first_read_ahead = first_read_ahead
         self.cached_blocks = cached_blocks
@@ -140,7 +162,7 @@ class RemoteStore:
         if end <= start:
             return b""
         try:
-            data = self.fs.cat_file(url, start=start, end=end)
+            data = self.fs.cat_file(url, start=start, end=end, **self._cat_options)
         except FileNotFoundError:
             raise CheckpointNotFoundError(f"{url}: no such object") from None
         except WeightscopeError:
@@ -164,7 +186,8 @@ class RemoteStore:
         if not ranges:
             return
         try:
-            found = self.fs.cat_ranges([url] * len(ranges), [r[0] for r in ranges], [r[1] for r in ranges])
+            starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
+            found = self.fs.cat_ranges([url] * len(ranges), starts, ends, **self._cat_ranges_options)
         except Exception:  # a hint only: the reads that follow fetch what is missing, and raise what is wrong
             return
         kept = self._prefetched.setdefault(url, [])
@@ -249,6 +272,26 @@ class RemoteStore:
                 del self._prefetched[url]
 
 
+def _unbuffered(fsspec: Any, fs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Options for ``fs.cat_file`` and ``fs.cat_ranges`` that fetch exactly the range asked for.
+
+    fsspec's generic ``cat_file`` (and the ``cat_ranges`` that calls it) reads through
+    ``open()``, whose file object fetches a read-ahead of its own past each read (5 MiB by
+    default): a filesystem that keeps them (``HfFileSystem``, for one) is asked for no cache,
+    the store deciding what is fetched. Filesystems with their own ``cat_file`` (s3fs, HTTP)
+    fetch exactly the range already, and are passed nothing.
+    """
+    generic = fsspec.AbstractFileSystem
+
+    def inherited(method: Any, name: str) -> bool:  # async filesystems' methods are per-instance wrappers
+        return getattr(method, "__func__", None) is getattr(generic, name)
+
+    if not inherited(fs.cat_file, "cat_file"):
+        return {}, {}
+    options = {"cache_type": "none"}
+    return options, options if inherited(fs.cat_ranges, "cat_ranges") else {}
+
+
 def _raise_if_unreachable(url: str, error: FileNotFoundError) -> None:
     """fsspec's HTTP filesystem reports any failure to stat a URL as FileNotFoundError. Only
     a 404 or 410, or a cloud API's own answer (a botocore error: no such bucket), says the
@@ -256,6 +299,11 @@ def _raise_if_unreachable(url: str, error: FileNotFoundError) -> None:
     cause = error.__cause__
     if cause is None or isinstance(cause, FileNotFoundError) or isinstance(getattr(cause, "response", None), dict):
         return
+    hub = sys.modules.get("huggingface_hub.errors")  # imported by HfFileSystem, the only one raising its errors
+    if hub is not None and isinstance(cause, hub.RepositoryNotFoundError | hub.RevisionNotFoundError):
+        # The Hub says so of a repository that is private or gated too, to a request without a token:
+        # HfFileSystem's words say that, and nothing in the repository (or revision) can be read.
+        raise CheckpointNotFoundError(f"{url}: {reason(error)}") from error
     if getattr(cause, "status", None) in (404, 410):
         return
     raise RemoteError(f"{url}: {type(cause).__name__}: {reason(cause)}") from error
@@ -267,11 +315,23 @@ def split_url(url: str) -> tuple[str, str]:
     return protocol.lower(), rest
 
 
+def _check_hub_url(rest: str) -> None:
+    """An ``hf://`` URL starts with a repository, ``ORG/NAME`` (after ``datasets/`` or ``spaces/``):
+    HfFileSystem refuses anything else with a ValueError, which would read as the server's error."""
+    parts = rest.split("/")
+    if parts[0] in ("models", "datasets", "spaces"):
+        parts = parts[1:]
+    if len(parts) < 2 or not parts[0] or "@" in parts[0] or not parts[1].partition("@")[0]:
+        raise UsageError(f"hf://{rest}: not a Hub URL; one is hf://ORG/NAME[@REVISION][/PATH]")
+
+
 class RemotePath:
     """A URL with the part of ``pathlib.Path``'s interface the formats use."""
 
     def __init__(self, url: str, store: RemoteStore | None = None, *, storage_options: dict[str, Any] | None = None):
         protocol, rest = split_url(str(url))
+        if protocol == "hf":
+            _check_hub_url(rest)
         self.store = store if store is not None else RemoteStore(protocol, storage_options)
         self._protocol = protocol
         # HTTP has no directories: a trailing "/" is what says a URL names one.

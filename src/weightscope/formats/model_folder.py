@@ -64,7 +64,7 @@ from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, 
 from weightscope.formats import FORMATS, open_checkpoint
 from weightscope.formats._folder_choice import INDEX, SHARD, SPLIT, choose_weights, index_of, read_json
 from weightscope.layers import Layer, TensorRole
-from weightscope.sources import AnyPath, as_path
+from weightscope.sources import AnyPath, as_path, local_path
 
 if TYPE_CHECKING:
     from weightscope.remote import RemotePath
@@ -383,8 +383,9 @@ class ModelFolderCheckpoint(Checkpoint):
         return problems
 
     def _close(self) -> None:
-        opened, self._opened = self._opened, {}
-        for ckpt in opened.values():
+        # Kept, closed: what their indexes say (views, roles) is still answered after closing, as a
+        # file's is, instead of each shard being opened again (and left open) to answer it.
+        for ckpt in self._opened.values():
             ckpt.close()
 
 
@@ -436,9 +437,10 @@ def weight_files(path: AnyPath) -> list[AnyPath]:
 def _cache_blobs(folder: AnyPath) -> Path | None:
     """The ``blobs/`` folder of the Hugging Face cache ``folder`` is a snapshot (or a subfolder) of, if it is one:
     ``models--org--name/snapshots/<revision>/`` holds links to ``models--org--name/blobs/<hash>``."""
-    if not isinstance(folder, Path):
+    local = local_path(folder)
+    if local is None:
         return None
-    for parent in folder.parents:
+    for parent in local.parents:
         if parent.name == "snapshots":
             blobs = parent.parent / "blobs"
             return blobs if blobs.is_dir() else None
