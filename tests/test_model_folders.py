@@ -395,6 +395,27 @@ def test_ls_show_layers_verify_stats_on_a_folder(models: dict[str, Path], capsys
     )
 
 
+def test_verify_a_folder_says_what_it_checked_in_each_shard(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    shards = len(set(_weight_map(models["tied"]).values()))
+    status, out, _ = run(capsys, "verify", models["tied"])
+    assert status == 0 and out.startswith("OK: 20 tensors, 88.6 KiB read, each within its shard")
+    assert f"no checksums checked: the {shards} safetensors shards have none, so changed values" in out
+    bins = sorted(set(_weight_map(models["bin"]).values()))
+    status, out, _ = run(capsys, "verify", models["bin"])
+    assert status == 0 and out.endswith(f"verified: zip CRC-32 in the {len(bins)} pytorch shards checked\n"), out
+    status, out, _ = run(capsys, "verify", models["single"])  # a folder of one file: as for the file
+    assert status == 0 and "no checksums checked: this safetensors file has none" in out
+    folder = shutil.copytree(models["bin"], tmp_path / "legacy")  # one shard in torch's legacy format: no checksums
+    torch.save(torch.load(folder / bins[0], weights_only=True), folder / bins[0], _use_new_zipfile_serialization=False)
+    status, out, _ = run(capsys, "verify", folder)
+    assert status == 0 and f"zip CRC-32 in the {len(bins) - 1} pytorch shards (" in out
+    assert f"no checksums in the 1 pytorch shard ({bins[0]}), so changed values cannot be detected there" in out
+
+
 def test_diff_folder_against_folder_file_and_bin_folder(
     models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -382,6 +382,10 @@ class ModelFolderCheckpoint(Checkpoint):
             self._complete_infos()
         return problems
 
+    def checked_files(self) -> list[tuple[AnyPath, str, str]]:
+        """Each shard opened so far (all of them once verified), with its format and checksums."""
+        return [(self._shards[shard], ckpt.format, ckpt.checksums) for shard, ckpt in self._opened.items()]
+
     def _close(self) -> None:
         # Kept, closed: what their indexes say (views, roles) is still answered after closing, as a
         # file's is, instead of each shard being opened again (and left open) to answer it.
