@@ -200,6 +200,26 @@ def test_the_folder_choice_follows_transformers(models: dict[str, Path], tmp_pat
         assert ckpt.files == [other / "weights.safetensors"] and len(ckpt) == 20 and not ckpt.notes
 
 
+def test_the_names_looked_for_are_the_registrys_as_transformers_and_diffusers_name_them() -> None:
+    from transformers import utils
+
+    from weightscope.formats import model_file_names
+    from weightscope.formats._folder_choice import load_order
+
+    transformers, diffusers = load_order(model_file_names())
+    assert transformers == (
+        utils.SAFE_WEIGHTS_NAME,
+        utils.SAFE_WEIGHTS_INDEX_NAME,
+        utils.WEIGHTS_NAME,
+        utils.WEIGHTS_INDEX_NAME,
+    )
+    # diffusers.utils.constants (not installed here): SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME and their indexes
+    assert diffusers == tuple(
+        f"diffusion_pytorch_model.{ending}"
+        for ending in ("safetensors", "safetensors.index.json", "bin", "bin.index.json")
+    )
+
+
 def test_several_weight_files_or_variants_ask_which(models: dict[str, Path], tmp_path: Path, capsys: Any) -> None:
     folder = tmp_path / "two"
     folder.mkdir()
