@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny_models import tiny_gpt2, tiny_llama
 
 import weightscope as ws
 from weightscope.cli import main
@@ -24,38 +25,19 @@ def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, st
     return status, out, err
 
 
-def _llama(tie: bool, seed: int = 0) -> Any:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=tie,
-    )
-    return LlamaForCausalLM(config)
-
-
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny Llamas saved by transformers (safetensors shards of ~20 KB, an fp16 variant, one file) and by
     huggingface_hub (bin shards; safetensors shards recording a shared tensor it dropped)."""
     from huggingface_hub import save_torch_state_dict
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     root = tmp_path_factory.mktemp("folders")
-    tied, untied = _llama(True), _llama(False, seed=1)
+    tied, untied = tiny_llama(True), tiny_llama(False, seed=1)
     tied.save_pretrained(root / "tied", max_shard_size="20KB")
     untied.save_pretrained(root / "untied", max_shard_size="20KB")
-    _llama(True).half().save_pretrained(root / "fp16", max_shard_size="20KB", variant="fp16")
+    tiny_llama(True).half().save_pretrained(root / "fp16", max_shard_size="20KB", variant="fp16")
     tied.save_pretrained(root / "single")
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=2, n_head=2))
-    gpt2.save_pretrained(root / "gpt2", max_shard_size="10KB")  # ties by its class's default
+    tiny_gpt2(positions=16).save_pretrained(root / "gpt2", max_shard_size="10KB")  # ties by its class's default
     (root / "bin").mkdir()
     (root / "hub").mkdir()
     state = {name: tensor for name, tensor in tied.state_dict().items() if name != "lm_head.weight"}
