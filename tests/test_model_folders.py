@@ -202,6 +202,17 @@ def test_the_names_looked_for_are_the_registrys_as_transformers_and_diffusers_na
     )
 
 
+def test_ls_json_holds_the_notes(models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    both = shutil.copytree(models["bin"], tmp_path / "both")
+    shutil.copy(models["single"] / "model.safetensors", both)
+    status, out, err = run(capsys, "ls", "--json", both)
+    notes = json.loads(out)["notes"]
+    assert status == 0 and len(notes) == 1 and notes[0].endswith("not read: pytorch_model.bin.index.json")
+    assert err == f"weightscope: {notes[0]}\n"  # on stderr as well
+    status, out, err = run(capsys, "ls", "--json", models["tied"])
+    assert status == 0 and json.loads(out)["notes"] == [] and not err
+
+
 def test_several_weight_files_or_variants_ask_which(models: dict[str, Path], tmp_path: Path, capsys: Any) -> None:
     folder = tmp_path / "two"
     folder.mkdir()

@@ -82,6 +82,7 @@ def ls_command(out: Output, path: Path, show_all: bool, pattern: str | None, sho
             "tensors": rows,
             "hidden": _tally(hidden),
             "metadata": ckpt.metadata,
+            "notes": ckpt.notes,  # also on stderr, as for every command
         }
     labels = [info.type_label for info in shown]  # the dtype column: a quantised type with the type read as
     out.result(listing, lambda listing: _ls_text(listing, labels, show_keys))
