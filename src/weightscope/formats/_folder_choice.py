@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, UsageError, WeightscopeError
 from weightscope.limits import Limits
-from weightscope.shards import ShardNames
 from weightscope.sources import AnyPath, open_source
+
+if TYPE_CHECKING:
+    from weightscope.shards import ShardNames
 
 # ``model.safetensors.index.json``, ``pytorch_model.bin.index.json``, ``model.safetensors.index.fp16.json``.
 INDEX = re.compile(r"^(?P<stem>.+?)(?P<ext>\.safetensors|\.bin)\.index(?:\.(?P<variant>[^.]+))?\.json$")
@@ -31,6 +33,8 @@ _DIFFUSERS_STEM = "diffusion_pytorch_model"
 def load_order(weights: Sequence[ShardNames]) -> list[tuple[str, ...]]:
     """What transformers loads from a folder, first that exists (``_get_resolved_checkpoint_files``): each of
     ``weights`` (the registry's ``model_file_names()``, safetensors' first) and its index; then diffusers' alike."""
+    from weightscope.shards import ShardNames  # (the writers' module: not imported at start-up)
+
     diffusers = [ShardNames(_DIFFUSERS_STEM + "." + names.model_file.rpartition(".")[2]) for names in weights]
     return [tuple(name for names in kind for name in (names.model_file, names.index)) for kind in (weights, diffusers)]
 
