@@ -427,6 +427,10 @@ def test_verify_a_folder_says_what_it_checked_in_each_shard(
     status, out, _ = run(capsys, "verify", folder)
     assert status == 0 and f"zip CRC-32 in the {len(bins) - 1} pytorch shards (" in out
     assert f"no checksums in the 1 pytorch shard ({bins[0]}), so changed values cannot be detected there" in out
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "model.safetensors.index.json").write_text('{"metadata": {}, "weight_map": {}}')
+    status, out, _ = run(capsys, "verify", tmp_path / "none")
+    assert status == 0 and out == "OK: 0 tensors, 0 B read: there is no shard to check (the index names none)\n"
 
 
 def test_diff_folder_against_folder_file_and_bin_folder(

@@ -253,7 +253,7 @@ def _what_verify_checked(files: list[tuple[AnyPath, str, str]]) -> str:
     that each tensor is within its file and of its declared size; a model folder's shards grouped by format."""
     unchecked_text = "so changed values cannot be detected"
     if not files:
-        return "read: no file holds any"
+        return "read: there is no shard to check (the index names none)"
     if len(files) == 1:
         ((_, kind, checksums),) = files
         if checksums:
