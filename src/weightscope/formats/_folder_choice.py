@@ -123,8 +123,9 @@ def choose_weights(
                 )
             return folder / found[0], notes
     variants: dict[str, list[str]] = {}
+    variant_name = _variant(order)
     for name in names:
-        if found_variant := _variant(order).match(name):
+        if found_variant := variant_name.match(name):
             variants.setdefault(found_variant["single"] or found_variant["index"], []).append(name)
     if len(variants) == 1:
         ((variant, files),) = variants.items()
