@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny_models import tiny_gpt2, tiny_llama
 
 import weightscope as ws
 from weightscope.cli import main
@@ -24,38 +25,19 @@ def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, st
     return status, out, err
 
 
-def _llama(tie: bool, seed: int = 0) -> Any:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=tie,
-    )
-    return LlamaForCausalLM(config)
-
-
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny Llamas saved by transformers (safetensors shards of ~20 KB, an fp16 variant, one file) and by
     huggingface_hub (bin shards; safetensors shards recording a shared tensor it dropped)."""
     from huggingface_hub import save_torch_state_dict
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     root = tmp_path_factory.mktemp("folders")
-    tied, untied = _llama(True), _llama(False, seed=1)
+    tied, untied = tiny_llama(True), tiny_llama(False, seed=1)
     tied.save_pretrained(root / "tied", max_shard_size="20KB")
     untied.save_pretrained(root / "untied", max_shard_size="20KB")
-    _llama(True).half().save_pretrained(root / "fp16", max_shard_size="20KB", variant="fp16")
+    tiny_llama(True).half().save_pretrained(root / "fp16", max_shard_size="20KB", variant="fp16")
     tied.save_pretrained(root / "single")
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=2, n_head=2))
-    gpt2.save_pretrained(root / "gpt2", max_shard_size="10KB")  # ties by its class's default
+    tiny_gpt2(positions=16).save_pretrained(root / "gpt2", max_shard_size="10KB")  # ties by its class's default
     (root / "bin").mkdir()
     (root / "hub").mkdir()
     state = {name: tensor for name, tensor in tied.state_dict().items() if name != "lm_head.weight"}
@@ -198,6 +180,37 @@ def test_the_folder_choice_follows_transformers(models: dict[str, Path], tmp_pat
     (other / "optimizer.pt").write_bytes(b"")  # a Trainer's, never weights
     with ws.open(other) as ckpt:  # one weights file, whatever its name
         assert ckpt.files == [other / "weights.safetensors"] and len(ckpt) == 20 and not ckpt.notes
+
+
+def test_the_names_looked_for_are_the_registrys_as_transformers_and_diffusers_name_them() -> None:
+    from transformers import utils
+
+    from weightscope.formats import model_file_names
+    from weightscope.formats._folder_choice import load_order
+
+    transformers, diffusers = load_order(model_file_names())
+    assert transformers == (
+        utils.SAFE_WEIGHTS_NAME,
+        utils.SAFE_WEIGHTS_INDEX_NAME,
+        utils.WEIGHTS_NAME,
+        utils.WEIGHTS_INDEX_NAME,
+    )
+    # diffusers.utils.constants (not installed here): SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME and their indexes
+    assert diffusers == tuple(
+        f"diffusion_pytorch_model.{ending}"
+        for ending in ("safetensors", "safetensors.index.json", "bin", "bin.index.json")
+    )
+
+
+def test_ls_json_holds_the_notes(models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    both = shutil.copytree(models["bin"], tmp_path / "both")
+    shutil.copy(models["single"] / "model.safetensors", both)
+    status, out, err = run(capsys, "ls", "--json", both)
+    notes = json.loads(out)["notes"]
+    assert status == 0 and len(notes) == 1 and notes[0].endswith("not read: pytorch_model.bin.index.json")
+    assert err == f"weightscope: {notes[0]}\n"  # on stderr as well
+    status, out, err = run(capsys, "ls", "--json", models["tied"])
+    assert status == 0 and json.loads(out)["notes"] == [] and not err
 
 
 def test_several_weight_files_or_variants_ask_which(models: dict[str, Path], tmp_path: Path, capsys: Any) -> None:
@@ -393,6 +406,31 @@ def test_ls_show_layers_verify_stats_on_a_folder(models: dict[str, Path], capsys
     assert rows["model.layers.0.mlp.up_proj.weight"]["mean"] == pytest.approx(
         float(expected["model.layers.0.mlp.up_proj.weight"].astype(np.float64).mean())
     )
+
+
+def test_verify_a_folder_says_what_it_checked_in_each_shard(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    shards = len(set(_weight_map(models["tied"]).values()))
+    status, out, _ = run(capsys, "verify", models["tied"])
+    assert status == 0 and out.startswith("OK: 20 tensors, 88.6 KiB read, each within its shard")
+    assert f"no checksums checked: the {shards} safetensors shards have none, so changed values" in out
+    bins = sorted(set(_weight_map(models["bin"]).values()))
+    status, out, _ = run(capsys, "verify", models["bin"])
+    assert status == 0 and out.endswith(f"verified: zip CRC-32 in the {len(bins)} pytorch shards checked\n"), out
+    status, out, _ = run(capsys, "verify", models["single"])  # a folder of one file: as for the file
+    assert status == 0 and "no checksums checked: this safetensors file has none" in out
+    folder = shutil.copytree(models["bin"], tmp_path / "legacy")  # one shard in torch's legacy format: no checksums
+    torch.save(torch.load(folder / bins[0], weights_only=True), folder / bins[0], _use_new_zipfile_serialization=False)
+    status, out, _ = run(capsys, "verify", folder)
+    assert status == 0 and f"zip CRC-32 in the {len(bins) - 1} pytorch shards (" in out
+    assert f"no checksums in the 1 pytorch shard ({bins[0]}), so changed values cannot be detected there" in out
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "model.safetensors.index.json").write_text('{"metadata": {}, "weight_map": {}}')
+    status, out, _ = run(capsys, "verify", tmp_path / "none")
+    assert status == 0 and out == "OK: 0 tensors, 0 B read: there is no shard to check (the index names none)\n"
 
 
 def test_diff_folder_against_folder_file_and_bin_folder(

@@ -472,6 +472,28 @@ def test_http_missing_object_is_checkpoint_not_found(http_root: str) -> None:
             ws.open(url)
 
 
+def test_a_bare_host_url_is_its_root_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    with serving(tmp_path / "empty") as root:  # http://127.0.0.1:PORT, no path: not a prefix to add ".index" to
+        with pytest.raises(ws.CheckpointNotFoundError, match=re.escape(root) + ": a directory with no checkpoint"):
+            ws.open(root)
+        assert main(["ls", root]) == int(ws.CheckpointNotFoundError.exit_status)
+        err = capsys.readouterr().err
+        assert err == f"weightscope: error: {root}: a directory with no checkpoint in it that weightscope knows\n"
+    tensors = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    ws.save(tensors, tmp_path / "model" / "model.safetensors")
+    with serving(tmp_path / "model") as root, ws.open(root) as ckpt:  # transformers' names tried in turn
+        assert ckpt.format == "model-folder" and ckpt["w"].tolist() == tensors["w"].tolist()
+
+
+@pytest.mark.parametrize("port", ["99999", "80x"])
+def test_a_url_whose_port_is_no_port_is_a_usage_error(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{port}/model.safetensors"
+    with pytest.raises(ws.UsageError, match=re.escape(url) + ": not a URL: .*[Pp]ort"):
+        ws.open(url)
+    assert main(["ls", url]) == int(ws.UsageError.exit_status) and "Traceback" not in capsys.readouterr().err
+
+
 def test_http_short_read_is_truncated_file_error(http_root: str, served: dict[str, Any]) -> None:
     url = f"{http_root}/short/{served['names']['safetensors']}"
     with pytest.raises(ws.TruncatedFileError, match=re.escape(url) + ".*expected"):

@@ -19,6 +19,7 @@ import safetensors
 import torch
 from huggingface_hub import save_torch_state_dict, split_torch_state_dict_into_shards
 from huggingface_hub.serialization._base import parse_size_to_int
+from tiny_models import tiny_gpt2, tiny_llama
 
 import weightscope as ws
 from weightscope.cli import main
@@ -124,25 +125,7 @@ def test_a_size_that_is_no_size_is_refused(size: Any, tmp_path: Path) -> None:
 
 
 def _tiny_model(kind: str, tied: bool) -> Any:
-    import transformers
-
-    torch.manual_seed(0)
-    if kind == "llama":
-        config = transformers.LlamaConfig(
-            vocab_size=64,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=32,
-            tie_word_embeddings=tied,
-        )
-        return transformers.LlamaForCausalLM(config).eval()
-    config = transformers.GPT2Config(
-        vocab_size=64, n_embd=16, n_layer=2, n_head=2, n_positions=32, tie_word_embeddings=tied
-    )
-    return transformers.GPT2LMHeadModel(config).eval()
+    return tiny_llama(tied, width=16) if kind == "llama" else tiny_gpt2(tied=tied)
 
 
 def _logits(model: Any) -> torch.Tensor:
@@ -197,6 +180,34 @@ def test_a_transformers_model_converted_to_shards_loads_and_computes_the_same(
         torch.testing.assert_close(_logits(loaded), expected, rtol=0, atol=0)
         if tied:
             assert loaded.lm_head.weight.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_sharded_folder_to_safetensors_shards_to_bin_shards_loads_and_computes_the_same(
+    tied: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import transformers
+
+    model = tiny_llama(tied, width=16)
+    expected = _logits(model)
+    saved = tmp_path / "saved"
+    model.save_pretrained(saved, max_shard_size="3KB")
+    stored = json.loads((saved / "model.safetensors.index.json").read_text())["weight_map"]
+    assert len(set(stored.values())) > 2 and ("lm_head.weight" in stored) != tied
+    out1, out2 = tmp_path / "out1", tmp_path / "out2"
+    assert main(["convert", str(saved), f"{out1}/", "--max-shard-size", "2KB"]) == 0  # safetensors shards
+    assert main(["convert", str(out1), f"{out2}/", "--to", "pytorch", "--max-shard-size", "2KB"]) == 0  # bin shards
+    capsys.readouterr()
+    for out, index_name in [(out1, "model.safetensors.index.json"), (out2, "pytorch_model.bin.index.json")]:
+        index = json.loads((out / index_name).read_text())
+        assert set(index["weight_map"]) == set(stored) and len(set(index["weight_map"].values())) > 2
+        assert (out / "config.json").read_bytes() == (saved / "config.json").read_bytes()
+        loaded = transformers.LlamaForCausalLM.from_pretrained(out).eval()
+        torch.testing.assert_close(_logits(loaded), expected, rtol=0, atol=0)
+        if tied:
+            assert loaded.lm_head.weight.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()
+    assert main(["diff", "--json", str(out1), str(out2)]) == 0
+    assert json.loads(capsys.readouterr().out)["equal"] is True
 
 
 def _tensorflow_checkpoint(state_dict: dict[str, torch.Tensor], prefix: Path) -> Path:

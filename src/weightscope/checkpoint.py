@@ -331,6 +331,10 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """The parameters grouped by layer, with their optimizer state attached."""
         return group_layers(self._infos.values(), self.role)
 
+    def checked_files(self) -> list[tuple[AnyPath, str, str]]:
+        """Each file ``verify()`` reads, with its format and the checksums it checks there ("" none)."""
+        return [(self.path, self.format, self.checksums)]
+
     def verify(self) -> list[WeightscopeError]:
         """Read every tensor with its checksum checked; the problems found, if any."""
         problems: list[WeightscopeError] = []

@@ -332,10 +332,15 @@ class RemotePath:
         protocol, rest = split_url(str(url))
         if protocol == "hf":
             _check_hub_url(rest)
+        if protocol in _DECODED:
+            try:
+                urllib.parse.urlsplit(str(url)).port  # noqa: B018 - parsing it is the check
+            except ValueError as error:
+                raise UsageError(f"{url}: not a URL: {reason(error)}") from None
         self.store = store if store is not None else RemoteStore(protocol, storage_options)
         self._protocol = protocol
-        # HTTP has no directories: a trailing "/" is what says a URL names one.
-        self._dir_hint = rest.endswith("/") and protocol in _NO_LISTING
+        # HTTP has no directories: a trailing "/" is what says a URL names one, as a bare host names its root.
+        self._dir_hint = (rest.endswith("/") or "/" not in rest) and protocol in _NO_LISTING
         rest = rest.rstrip("/")
         self._rest = rest
         self._url = f"{protocol}://{rest}"

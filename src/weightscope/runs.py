@@ -55,7 +55,7 @@ from weightscope.analysis import (
     stats_partial,
 )
 from weightscope.errors import CheckpointNotFoundError, UsageError, WeightscopeError, reason
-from weightscope.formats import DEFAULT_TARGET, FORMATS
+from weightscope.formats import DEFAULT_TARGET, FORMATS, model_file_names
 from weightscope.formats._folder_choice import INDEX, read_json
 from weightscope.lazy import CHUNK_BYTES, INSTALL_HINT, TensorSource, require_dask, tensor_source
 from weightscope.output import json_float
@@ -71,8 +71,11 @@ TASK_ELEMENTS = 4096
 # Progress: (tasks done, tasks in all).
 Progress = Callable[[int, int], None]
 
-# The weights in a Hugging Face Trainer ``checkpoint-N/`` directory (beside optimizer.pt, rng_state.pth, ...).
-_TRAINER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+def _trainer_weights() -> list[str]:
+    """The weights in a Hugging Face Trainer ``checkpoint-N/`` directory (beside optimizer.pt, rng_state.pth, ...):
+    the registry's model files, safetensors' first."""
+    return [names.model_file for names in model_file_names()]
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def step_of_name(path: Path) -> int | None:
     from weightscope.history import step_of
 
     folder = path if path.is_dir() else path.parent
-    if path.is_dir() or path.name in _TRAINER_WEIGHTS:
+    if path.is_dir() or path.name in _trainer_weights():
         step = _trainer_step(folder / "trainer_state.json")
         if step is not None:
             return step
@@ -132,7 +135,7 @@ def _as_checkpoint(path: Path) -> Path | None:
     """The checkpoint a file stands for (a TF prefix for its index and data files; the weights of a
     Trainer's ``checkpoint-N/`` directory); None for other files."""
     if path.is_dir():
-        found = [path / name for name in _TRAINER_WEIGHTS if (path / name).is_file()]
+        found = [path / name for name in _trainer_weights() if (path / name).is_file()]
         if not found and any(INDEX.match(file.name) for file in path.iterdir()):
             found = [path]  # sharded weights: the folder is the checkpoint
         return found[0] if found and step_of_name(found[0]) is not None else None
@@ -564,7 +567,7 @@ def find_nan(
 def _converted_name(path: Path, to: str) -> str:
     """The name ``path`` converted to format ``to`` gets: its stem and the first ending ``to``'s writer writes
     (none for a checkpoint written at a prefix)."""
-    name = path.parent.name if path.name in _TRAINER_WEIGHTS else path.name  # checkpoint-500/model.safetensors
+    name = path.parent.name if path.name in _trainer_weights() else path.name  # checkpoint-500/model.safetensors
     for suffix in FORMATS.file_suffixes():
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]

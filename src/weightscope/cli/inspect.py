@@ -18,6 +18,7 @@ from weightscope.errors import ExitStatus, RefusedError, UsageError
 from weightscope.formats import FORMATS, scanner_for
 from weightscope.layers import TensorRole, naming_convention
 from weightscope.output import format_bytes, format_shape, json_values, render_table, safe_text
+from weightscope.sources import AnyPath
 
 
 def _row(ckpt: Checkpoint, info: TensorInfo, role: TensorRole) -> dict[str, Any]:
@@ -81,6 +82,7 @@ def ls_command(out: Output, path: Path, show_all: bool, pattern: str | None, sho
             "tensors": rows,
             "hidden": _tally(hidden),
             "metadata": ckpt.metadata,
+            "notes": ckpt.notes,  # also on stderr, as for every command
         }
     labels = [info.type_label for info in shown]  # the dtype column: a quantised type with the type read as
     out.result(listing, lambda listing: _ls_text(listing, labels, show_keys))
@@ -237,19 +239,46 @@ def verify_command(out: Output, path: Path, step: int | None) -> None:
         problems = ckpt.verify()
         count = len(ckpt)
         total = 0 if problems else sum(info.nbytes for info in ckpt.infos())  # a damaged shard has no infos to sum
-        checksums, kind = ckpt.checksums, ckpt.format
+        files = ckpt.checked_files()
     for problem in problems:
         out.text(f"DAMAGED {safe_text(str(problem))}")
     if problems:
         out.note(f"{len(problems)} of {count} tensors damaged")
         raise SystemExit(int(ExitStatus.CORRUPT))
-    if checksums:
-        out.text(f"OK: {count} tensors, {format_bytes(total)} verified")
-    else:
-        out.text(
-            f"OK: {count} tensors, {format_bytes(total)} read, each within the file and of its declared size; "
-            f"no checksums checked: this {kind} file has none, so changed values cannot be detected"
+    out.text(f"OK: {count} tensors, {format_bytes(total)} {_what_verify_checked(files)}")
+
+
+def _what_verify_checked(files: list[tuple[AnyPath, str, str]]) -> str:
+    """What ``verify`` checked in ``files`` (path, format, checksums): checksums where they have them, else only
+    that each tensor is within its file and of its declared size; a model folder's shards grouped by format."""
+    unchecked_text = "so changed values cannot be detected"
+    if not files:
+        return "read: there is no shard to check (the index names none)"
+    if len(files) == 1:
+        ((_, kind, checksums),) = files
+        if checksums:
+            return "verified"
+        return (
+            "read, each within the file and of its declared size; "
+            f"no checksums checked: this {kind} file has none, {unchecked_text}"
         )
+    groups: dict[tuple[str, str], list[str]] = {}
+    for file, kind, checksums in files:
+        groups.setdefault((kind, checksums), []).append(safe_text(file.name))
+    mixed = len({bool(checksums) for _, checksums in groups}) > 1
+
+    def shards(kind: str, names: list[str]) -> str:
+        listed = f" ({', '.join(names)})" if mixed else ""
+        return f"the {len(names)} {kind} shard{'s' if len(names) > 1 else ''}{listed}"
+
+    checked = [f"{checksums} in {shards(kind, names)}" for (kind, checksums), names in groups.items() if checksums]
+    unchecked = [shards(kind, names) for (kind, checksums), names in groups.items() if not checksums]
+    if not unchecked:
+        return f"verified: {'; '.join(checked)} checked"
+    within = "read, each within its shard and of its declared size; "
+    if checked:
+        return f"{within}{'; '.join(checked)} checked; no checksums in {', '.join(unchecked)}, {unchecked_text} there"
+    return f"{within}no checksums checked: {' and '.join(unchecked)} have none, {unchecked_text}"
 
 
 @click.command("formats", cls=Command)

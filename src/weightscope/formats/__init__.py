@@ -71,7 +71,8 @@ class Format:
     # "module:function" ``(destination, names) -> Staging``: what ``convert`` tells the writer and adds beside it.
     staging: str | None = None
     # The weights file of a Hugging Face model folder kept in this format; its shards and index are named after it
-    # (``weightscope.shards``). "" for a format no model folder is kept in.
+    # (``weightscope.shards``). "" for a format no model folder is kept in. A folder holding several is read as
+    # transformers reads it: the first format's in this registry's order (safetensors before pytorch).
     model_file: str = ""
 
     def sniff(self, path: AnyPath) -> bool:

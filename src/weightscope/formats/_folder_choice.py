@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, UsageError, WeightscopeError
 from weightscope.limits import Limits
 from weightscope.sources import AnyPath, open_source
+
+if TYPE_CHECKING:
+    from weightscope.shards import ShardNames
 
 # ``model.safetensors.index.json``, ``pytorch_model.bin.index.json``, ``model.safetensors.index.fp16.json``.
 INDEX = re.compile(r"^(?P<stem>.+?)(?P<ext>\.safetensors|\.bin)\.index(?:\.(?P<variant>[^.]+))?\.json$")
@@ -23,20 +26,30 @@ SHARD = re.compile(
 # llama.cpp's gguf-split: ``<prefix>-00001-of-00003.gguf``.
 SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<number>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
-# What transformers loads from a folder, first that exists (``_get_resolved_checkpoint_files``); diffusers alike.
-LOAD_ORDER = (
-    ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"),
-    (
-        "diffusion_pytorch_model.safetensors",
-        "diffusion_pytorch_model.safetensors.index.json",
-        "diffusion_pytorch_model.bin",
-        "diffusion_pytorch_model.bin.index.json",
-    ),
-)
-_VARIANT = re.compile(
-    r"^(?:model|pytorch_model|diffusion_pytorch_model)(?:\.(?P<single>[^.-]+)\.(?:safetensors|bin)"
-    r"|\.(?:safetensors|bin)\.index\.(?P<index>[^.]+)\.json)$"
-)
+# diffusers names its weights the same in every format: this stem and the format's ending.
+_DIFFUSERS_STEM = "diffusion_pytorch_model"
+
+
+def load_order(weights: Sequence[ShardNames]) -> list[tuple[str, ...]]:
+    """What transformers loads from a folder, first that exists (``_get_resolved_checkpoint_files``): each of
+    ``weights`` (the registry's ``model_file_names()``, safetensors' first) and its index; then diffusers' alike."""
+    from weightscope.shards import ShardNames  # (the writers' module: not imported at start-up)
+
+    diffusers = [ShardNames(_DIFFUSERS_STEM + "." + names.model_file.rpartition(".")[2]) for names in weights]
+    return [tuple(name for names in kind for name in (names.model_file, names.index)) for kind in (weights, diffusers)]
+
+
+def _variant(order: list[tuple[str, ...]]) -> re.Pattern[str]:
+    """A variant's weights file or index (``model.fp16.safetensors``, ``pytorch_model.bin.index.fp16.json``) of
+    the files of ``load_order``."""
+    files = [name for names in order for name in names[::2]]
+    stems = "|".join(sorted({re.escape(name.rpartition(".")[0]) for name in files}))
+    endings = "|".join(sorted({re.escape(name.rpartition(".")[2]) for name in files}))
+    return re.compile(
+        rf"^(?:{stems})(?:\.(?P<single>[^.-]+)\.(?:{endings})|\.(?:{endings})\.index\.(?P<index>[^.]+)\.json)$"
+    )
+
+
 # What a Trainer's ``checkpoint-N/`` holds beside the model: never its weights.
 _NOT_WEIGHTS = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|training_args\.bin|rng_state(_\d+)?\.pth)$")
 MAX_JSON = 256 << 20  # an index of a million tensors is some 100 MB
@@ -82,25 +95,26 @@ def read_json(path: AnyPath, what: str) -> Any:
         raise CorruptCheckpointError(f"{path}: {what} is not UTF-8 JSON ({error})") from None
 
 
-def _files(folder: AnyPath) -> list[str]:
-    """The names of the files in ``folder``; over HTTP, which lists nothing, those of ``LOAD_ORDER`` that exist."""
+def _files(folder: AnyPath, order: list[tuple[str, ...]]) -> list[str]:
+    """The names of the files in ``folder``; over HTTP, which lists nothing, those of ``order`` that exist."""
     listed: list[AnyPath] = list(folder.glob("*"))
     if listed:
         return sorted(path.name for path in listed if path.is_file())
-    return [name for order in LOAD_ORDER for name in order if (folder / name).is_file()]
+    return [name for names in order for name in names if (folder / name).is_file()]
 
 
 def choose_weights(
-    folder: AnyPath, endings: tuple[str, ...], readable: Callable[[AnyPath], bool]
+    folder: AnyPath, endings: tuple[str, ...], weights: Sequence[ShardNames], readable: Callable[[AnyPath], bool]
 ) -> tuple[AnyPath, list[str]]:
     """The file (or index) holding ``folder``'s weights, and notes on the choice; ``endings`` are those of weight
-    files' names, and ``readable`` tells a file a format claims by its content among several (an ONNX model's
-    external data ``weights.bin`` is no PyTorch file). Raises ``UsageError`` when several unrelated weight files
-    are there, ``CheckpointNotFoundError`` when none is."""
-    names = _files(folder)
+    files' names, ``weights`` the names transformers looks for (see ``load_order``), and ``readable`` tells a file a
+    format claims by its content among several (an ONNX model's external data ``weights.bin`` is no PyTorch file).
+    Raises ``UsageError`` when several unrelated weight files are there, ``CheckpointNotFoundError`` when none is."""
+    order = load_order(weights)
+    names = _files(folder, order)
     present = set(names)
-    for order in LOAD_ORDER:
-        found = [name for name in order if name in present]
+    for kind in order:
+        found = [name for name in kind if name in present]
         if found:
             notes = []
             if len(found) > 1:
@@ -109,8 +123,9 @@ def choose_weights(
                 )
             return folder / found[0], notes
     variants: dict[str, list[str]] = {}
+    variant_name = _variant(order)
     for name in names:
-        if found_variant := _VARIANT.match(name):
+        if found_variant := variant_name.match(name):
             variants.setdefault(found_variant["single"] or found_variant["index"], []).append(name)
     if len(variants) == 1:
         ((variant, files),) = variants.items()

@@ -61,7 +61,7 @@ import numpy as np
 from weightscope.checkpoint import Checkpoint, Extent, StridedView, TensorInfo
 from weightscope.confine import confined
 from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, WeightscopeError, kept
-from weightscope.formats import FORMATS, open_checkpoint
+from weightscope.formats import FORMATS, model_file_names, open_checkpoint
 from weightscope.formats._folder_choice import INDEX, SHARD, SPLIT, choose_weights, index_of, read_json
 from weightscope.layers import Layer, TensorRole
 from weightscope.sources import AnyPath, as_path, local_path
@@ -118,7 +118,7 @@ class ModelFolderCheckpoint(Checkpoint):
             folder = self.path
             if self.path.is_dir():
                 self.format = "model-folder"
-                chosen, notes = choose_weights(self.path, FORMATS.file_suffixes(), _claimed)
+                chosen, notes = choose_weights(self.path, FORMATS.file_suffixes(), model_file_names(), _claimed)
                 self._notes += notes
             elif not self.path.is_file():
                 raise CheckpointNotFoundError(f"{self.path}: no such file or folder")
@@ -382,6 +382,10 @@ class ModelFolderCheckpoint(Checkpoint):
             self._complete_infos()
         return problems
 
+    def checked_files(self) -> list[tuple[AnyPath, str, str]]:
+        """Each shard opened so far (all of them once verified), with its format and checksums."""
+        return [(self._shards[shard], ckpt.format, ckpt.checksums) for shard, ckpt in self._opened.items()]
+
     def _close(self) -> None:
         # Kept, closed: what their indexes say (views, roles) is still answered after closing, as a
         # file's is, instead of each shard being opened again (and left open) to answer it.
@@ -421,7 +425,7 @@ def weight_files(path: AnyPath) -> list[AnyPath]:
     """The files the weights at ``path`` are in: a folder's (the one chosen as ``ModelFolderCheckpoint`` chooses
     it), a set's shards (by its index, or any shard), a GGUF split's parts, else ``path`` itself; found from names
     and the index alone, nothing else read (what ``weightscope scan`` scans)."""
-    chosen = choose_weights(path, FORMATS.file_suffixes(), _claimed)[0] if path.is_dir() else path
+    chosen = choose_weights(path, FORMATS.file_suffixes(), model_file_names(), _claimed)[0] if path.is_dir() else path
     if SHARD.match(chosen.name) and (index := index_of(chosen)) is not None:
         chosen = index
     if INDEX.match(chosen.name):
