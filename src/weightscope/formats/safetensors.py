@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
+from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo, collection_paused
 from weightscope.dtypes import (
     BY_SAFETENSORS,
     ELEMENT_TYPES,
@@ -103,15 +103,16 @@ class SafetensorsCheckpoint(FileCheckpoint):
         # Before parsing: a few bytes of JSON make dozens of bytes of Python objects.
         cost = json_cost(text, _HEADER_SEPARATOR_COST)
         Limits.for_size(self._source.size).check_memory(cost, "parsing the JSON header", self.path)
-        try:
-            # Each JSON object a tuple of its (key, value) pairs: made in C, where a hook refusing a name given
-            # twice is a Python call per tensor; arrays stay lists, so an object is never taken for an array.
-            parsed = json.loads(text.decode("utf-8"), object_pairs_hook=tuple)
-        except (UnicodeDecodeError, ValueError, RecursionError) as error:  # ValueError: JSON, ints over 4300 digits
-            raise CorruptCheckpointError(f"{self.path}: the header is not UTF-8 JSON ({error})") from None
-        del text  # parsed: its bytes are not kept while the index is built
         start = _HEADER_LENGTH.size + length
-        return self._written(parsed, start) or self._per_tensor(parsed, start)
+        with collection_paused():
+            try:
+                # Each JSON object a tuple of its (key, value) pairs: made in C, where a hook refusing a name given
+                # twice is a Python call per tensor; arrays stay lists, so an object is never taken for an array.
+                parsed = json.loads(text.decode("utf-8"), object_pairs_hook=tuple)
+            except (UnicodeDecodeError, ValueError, RecursionError) as error:  # ValueError: JSON, ints > 4300 digits
+                raise CorruptCheckpointError(f"{self.path}: the header is not UTF-8 JSON ({error})") from None
+            del text  # parsed: its bytes are not kept while the index is built
+            return self._written(parsed, start) or self._per_tensor(parsed, start)
 
     def _written(self, parsed: object, start: int) -> Index | None:
         """The index of a header as the reference writes it, every check of ``_per_tensor`` made a column at a time
