@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ import weightscope as ws
 from weightscope.cli import main
 from weightscope.dtypes import ELEMENT_TYPES
 from weightscope.formats import FORMATS
-from weightscope.formats.safetensors import SafetensorsCheckpoint
+from weightscope.formats.safetensors import _HEADER_COSTS, SafetensorsCheckpoint
+from weightscope.limits import MEMORY_VARIABLE, Limits, json_cost
 
 READABLE = [element for element in ELEMENT_TYPES if element.safetensors and element.dtype is not None]
 # The safetensors library's numpy loader has no float8 types; its parser still checks their files.
@@ -190,3 +192,27 @@ def test_ls_shows_the_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["ls", str(path)]) == 0
     out = capsys.readouterr().out
     assert "metadata: format = pt" in out and "metadata: note = \\x1b[2J" in out
+
+
+def test_100_000_tiny_tensors_open_within_the_memory_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header of 100,000 one-value tensors (7 MB) was charged 32 bytes a byte (212 MB) and refused over its cap
+    of 123 MB; charged by its structure it opens, its real peak under the cap and under the charge."""
+    monkeypatch.delenv(MEMORY_VARIABLE, raising=False)
+    path = tmp_path / "tiny.safetensors"
+    save_file({f"t{number}": np.full((), number, np.float32) for number in range(100_000)}, str(path))
+    with path.open("rb") as handle:
+        header = handle.read(8 + int.from_bytes(handle.read(8), "little"))[8:]
+    tracemalloc.start()
+    try:
+        with ws.open(path) as ckpt:
+            infos = list(ckpt.infos())
+            peak = tracemalloc.get_traced_memory()[1]
+            last = ckpt["t99999"]
+    finally:
+        tracemalloc.stop()
+    with safetensors.safe_open(str(path), framework="numpy") as reference:
+        assert [info.name for info in infos] == list(reference.keys())
+        assert last == reference.get_tensor("t99999") == 99_999
+    assert {(info.shape, info.type_name, info.nbytes) for info in infos} == {((), "float32", 4)}
+    assert peak <= Limits.for_size(path.stat().st_size).memory
+    assert peak <= json_cost(header, **_HEADER_COSTS)  # the charge is an upper bound: honest

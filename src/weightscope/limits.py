@@ -42,13 +42,20 @@ JSON_BYTE_COST = 32
 JSON_SEPARATOR_COST = 96
 
 
-def json_cost(text: bytes, separator_cost: int = JSON_SEPARATOR_COST) -> int:
+def json_cost(text: bytes, separator: int = JSON_SEPARATOR_COST, array: int | None = None, string: int = 0) -> int:
     """An upper bound of the memory parsing ``text`` takes: the bytes, their decoded copy, the strings' text, and
-    each object, entry and element at ``separator_cost`` bytes (what the parse builds for one, measured).
+    each object, entry and element at ``separator`` bytes (what the parse builds for one, measured), each array
+    (``[``) at ``array`` where that differs, each string (two quotes) at ``string`` where not in ``separator``.
     ``JSON_BYTE_COST`` per byte holds for any JSON, but charges an index (long names, few separators: some 3.5
     bytes built per byte, measured) nine times what it takes: a 100,000-tensor index of 6.5 MB would need 200 MB."""
-    separators = sum(text.count(mark) for mark in (b"{", b"[", b",", b":"))
-    return 4 * len(text) + separator_cost * separators
+    arrays = text.count(b"[")
+    others = sum(text.count(mark) for mark in (b"{", b",", b":"))
+    return (
+        4 * len(text)
+        + separator * others
+        + (separator if array is None else array) * arrays
+        + string * (text.count(b'"') // 2)
+    )
 
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
