@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
 import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,8 @@ import weightscope as ws
 from weightscope.cli import main
 from weightscope.dtypes import ELEMENT_TYPES
 from weightscope.formats import FORMATS
-from weightscope.formats.safetensors import SafetensorsCheckpoint
+from weightscope.formats.safetensors import _HEADER_COSTS, SafetensorsCheckpoint
+from weightscope.limits import MEMORY_VARIABLE, Limits, json_cost
 
 READABLE = [element for element in ELEMENT_TYPES if element.safetensors and element.dtype is not None]
 # The safetensors library's numpy loader has no float8 types; its parser still checks their files.
@@ -190,3 +193,93 @@ def test_ls_shows_the_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["ls", str(path)]) == 0
     out = capsys.readouterr().out
     assert "metadata: format = pt" in out and "metadata: note = \\x1b[2J" in out
+
+
+def test_100_000_tiny_tensors_open_within_the_memory_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header of 100,000 one-value tensors (7 MB) was charged 32 bytes a byte (212 MB) and refused over its cap
+    of 123 MB; charged by its structure it opens, its real peak under the cap and under the charge."""
+    monkeypatch.delenv(MEMORY_VARIABLE, raising=False)
+    path = tmp_path / "tiny.safetensors"
+    save_file({f"t{number}": np.full((), number, np.float32) for number in range(100_000)}, str(path))
+    with path.open("rb") as handle:
+        header = handle.read(8 + int.from_bytes(handle.read(8), "little"))[8:]
+    tracemalloc.start()
+    try:
+        with ws.open(path) as ckpt:
+            infos = list(ckpt.infos())
+            peak = tracemalloc.get_traced_memory()[1]
+            last = ckpt["t99999"]
+    finally:
+        tracemalloc.stop()
+    with safetensors.safe_open(str(path), framework="numpy") as reference:
+        assert [info.name for info in infos] == list(reference.keys())
+        assert last == reference.get_tensor("t99999") == 99_999
+    assert {(info.shape, info.type_name, info.nbytes) for info in infos} == {((), "float32", 4)}
+    assert peak <= Limits.for_size(path.stat().st_size).memory
+    assert peak <= json_cost(header, **_HEADER_COSTS)  # the charge is an upper bound: honest
+
+
+def test_a_header_laid_out_otherwise_reads_the_same(tmp_path: Path) -> None:
+    """The header as save_file writes it is checked a column at a time; the same tensors with each entry's fields
+    in another order (checked tensor by tensor) give the same infos and arrays."""
+    rng = np.random.default_rng(7)
+    tensors = _tensors([element for element in READABLE if element.name in ("float32", "bfloat16", "int64")], rng)
+    tensors = {name: array for name, array in tensors.items() if array.size}  # empty ones take the other path
+    written = tmp_path / "written.safetensors"
+    save_file(tensors, str(written))
+    data = written.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    reordered = {name: dict(reversed(entry.items())) for name, entry in header.items()}
+    text = json.dumps(reordered, separators=(",", ":")).encode().ljust(length)
+    assert len(text) == length and text != data[8 : 8 + length]
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(data[:8] + text + data[8 + length :])
+    with ws.open(written) as ckpt, ws.open(other) as same:
+        assert [info._replace(file="") for info in ckpt.infos()] == [info._replace(file="") for info in same.infos()]
+        for name, array in tensors.items():
+            assert_same_tensor(ckpt[name], array)
+            assert_same_tensor(same[name], array)
+
+
+def test_the_column_path_accepts_only_what_the_per_tensor_path_accepts(tmp_path: Path) -> None:
+    """Headers mutated at random (JSON tokens swapped in, characters cut): wherever the column-at-a-time path
+    returns an index, the per-tensor checks accept the header too and give the same index; nothing else raises."""
+    tensors = {
+        "a": np.ones((2, 3), np.float32),
+        "b": np.arange(4),
+        "c": np.ones((), np.float16),
+        "d": np.ones(3, np.uint8),
+    }
+    path = tmp_path / "base.safetensors"
+    save_file(tensors, str(path), metadata={"k": "v"})
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header, start = data[8 : 8 + length].decode(), 8 + length
+    reader = SafetensorsCheckpoint(path)
+    tokens = ["0", "1", "-1", "true", "1.0", "[]", "{}", '"F32"', '"U8"', "null", "4", "12", "[2,3]", "[0,4]", '"a"']
+    tokens += [f'"{word}"' for word in ("__metadata__", "dtype", "shape", "data_offsets")]
+    rng = random.Random(18)
+    agreed = 0
+    for _ in range(20_000):
+        text = list(header)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(text))
+            if rng.random() < 0.6:
+                text[at : at + rng.randint(0, 4)] = rng.choice(tokens)
+            else:
+                del text[at : at + rng.randint(1, 3)]
+        try:
+            parsed = json.loads("".join(text), object_pairs_hook=tuple)
+        except ValueError:
+            continue
+        fast = reader._written(parsed, start)
+        try:
+            checked = reader._per_tensor(parsed, start)
+        except ws.WeightscopeError:
+            assert fast is None, "".join(text)
+            continue
+        if fast is not None:
+            assert (list(fast.infos.items()), fast.metadata) == (list(checked.infos.items()), checked.metadata)
+            agreed += 1
+    assert agreed > 50  # enough mutants (renamed tensors, other metadata, same values) take the column path

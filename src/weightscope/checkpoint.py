@@ -12,8 +12,10 @@ overrides ``_read`` only for the tensors it must decode (inflate, dequantise, re
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import gc
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -124,6 +126,19 @@ class Index:
     metadata: dict[str, str] = field(default_factory=dict)  # free-form strings the file carries
     roles: dict[str, TensorRole] = field(default_factory=dict)  # where the format knows better than the name
     lazy_roles: Callable[[], dict[str, TensorRole]] | None = None  # more roles, found on first use
+
+
+@contextlib.contextmanager
+def collection_paused() -> Iterator[None]:
+    """No garbage collection inside: an index's tens of thousands of new tuples (parsed, then made infos) would set
+    off collections that walk every object alive and find nothing to free (none of them makes a cycle)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 class Checkpoint(Mapping[str, np.ndarray]):

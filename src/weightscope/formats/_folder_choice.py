@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, UsageError, WeightscopeError
-from weightscope.limits import Limits
+from weightscope.limits import Limits, json_cost
 from weightscope.sources import AnyPath, open_source
 
 if TYPE_CHECKING:
@@ -55,20 +55,6 @@ _NOT_WEIGHTS = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|training_ar
 MAX_JSON = 256 << 20  # an index of a million tensors is some 100 MB
 
 
-# What ``json.loads`` builds, at most, per separator (``{ [ , :``: each starts an object, entry or element):
-# measured (CPython 3.11, tracemalloc) ``[[],...]`` 32 bytes, ``[{"a":1},...]`` 64; strings' text on top.
-_JSON_SEPARATOR_COST = 96
-
-
-def _json_cost(text: bytes) -> int:
-    """An upper bound of the memory parsing ``text`` takes: the bytes, their decoded copy, the strings' text, and
-    each object, entry and element. ``JSON_BYTE_COST`` per byte holds for any JSON, but charges an index (long
-    names, few separators: some 3.5 bytes built per byte, measured) nine times what it takes: a 100,000-tensor
-    index of 6.5 MB would need 200 MB."""
-    separators = sum(text.count(mark) for mark in (b"{", b"[", b",", b":"))
-    return 4 * len(text) + _JSON_SEPARATOR_COST * separators
-
-
 def read_json(path: AnyPath, what: str) -> Any:
     """The JSON document at ``path`` (``what`` it is, for errors), a name given twice in an object refused."""
     source = open_source(path)
@@ -78,7 +64,7 @@ def read_json(path: AnyPath, what: str) -> Any:
         text = bytes(source.read(0, source.size, what))
     finally:
         source.close()
-    Limits.for_size(len(text)).check_memory(_json_cost(text), f"parsing {what}", path)
+    Limits.for_size(len(text)).check_memory(json_cost(text), f"parsing {what}", path)
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         document = dict(pairs)

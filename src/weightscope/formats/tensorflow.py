@@ -49,7 +49,6 @@ entry (TensorFlow's own listing: 13-17 ms).
 from __future__ import annotations
 
 import bisect
-import gc
 import math
 import os
 import struct
@@ -60,7 +59,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from weightscope._crc32c import crc32c
-from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
+from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo, collection_paused
 from weightscope.containers.table import (
     Table,
     mask_crc,
@@ -193,17 +192,11 @@ class TensorFlowCheckpoint(Checkpoint):
             shard_paths.append(name)
         self._shards = [open_source(name) for name in shard_paths]
         self._shard_of_file = {str(shard.path): shard for shard in self._shards}
-        # Tens of thousands of new tuples would set off collections that find nothing to free.
-        collecting = gc.isenabled()
-        gc.disable()
         index = Index()
-        try:
+        with collection_paused():
             index.infos = self._load_entries(
                 table, self._read_object_graph(table, index) if self._readable_names else {}
             )
-        finally:
-            if collecting:
-                gc.enable()
         return index
 
     def _load_entries(self, table: Table, readable: dict[str, str]) -> dict[str, TensorInfo]:
