@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "corpus"))  # the corpus scripts import each other by name
 
 from tf_fixtures import make_fixtures
+
+# The signal tests send SIGINT and SIGHUP to weightscope and expect its handlers. A run started in the
+# background by a non-interactive shell, or under nohup, inherits both ignored, and weightscope (rightly)
+# leaves an ignored signal ignored: give the suite and its children the defaults an interactive run has.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

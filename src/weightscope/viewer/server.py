@@ -568,11 +568,11 @@ def serve(
         echo("(Ctrl-C stops the server)")
         with contextlib.ExitStack() as stack:
             stack.enter_context(interruptible())  # SIGTERM and SIGHUP stop it as Ctrl-C does: the file goes too
-            if open_browser:
-                page = stack.enter_context(redirect_file(server.url))
-                with contextlib.suppress(webbrowser.Error):
-                    webbrowser.open(page.as_uri())
-            try:
+            try:  # a stop while the browser starts stops the server as cleanly as one while it serves
+                if open_browser:
+                    page = stack.enter_context(redirect_file(server.url))
+                    with contextlib.suppress(webbrowser.Error):
+                        webbrowser.open(page.as_uri())
                 server.serve_forever()
             except KeyboardInterrupt:
                 echo("stopped")
