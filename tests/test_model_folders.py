@@ -281,6 +281,25 @@ def test_a_shard_from_the_index_of_another_ending_or_folder_is_refused(models: d
             ws.open(folder)
 
 
+def test_a_name_given_twice_anywhere_in_the_index_is_refused(models: dict[str, Path], tmp_path: Path) -> None:
+    """The index parses without a hook and counts its entries: a ':' in a name must not hide a duplicate."""
+    folder = shutil.copytree(models["tied"], tmp_path / "set")
+    index_path = folder / "model.safetensors.index.json"
+    text = index_path.read_text()
+    index = json.loads(text)
+    shard = index["weight_map"]["model.norm.weight"]
+    entry = f'"model.norm.weight": "{shard}"'
+    assert entry in json.dumps(index)
+    twice_in_map = json.dumps(index).replace(entry, f"{entry}, {entry}")
+    metadata = json.dumps({**index, "metadata": {"a:b": 1}}).replace('"a:b": 1', '"a:b": 1, "x": [{"k": 1, "k": 2}]')
+    for document, twice in [(twice_in_map, "model.norm.weight"), (metadata, "k")]:
+        index_path.write_text(document)
+        with pytest.raises(ws.CorruptCheckpointError, match=f"names '{twice}' twice"):
+            ws.open(folder)
+    index_path.write_text(json.dumps({**index, "metadata": {"a:b": {"c:d": [{":": ":"}]}}}))  # colons, no duplicate
+    assert sorted(ws.open(folder)) == sorted(index["weight_map"])
+
+
 # -- GGUF splits -------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def gguf_split(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], dict[str, np.ndarray]]:
