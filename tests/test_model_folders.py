@@ -121,6 +121,24 @@ def test_a_tied_head_is_reported_and_read_as_the_embeddings(
         assert dropped not in list(ckpt) and _bits_equal(ckpt[dropped], ckpt[kept[dropped]])
 
 
+@pytest.mark.parametrize(
+    ("names", "tied"),
+    [
+        (["x.y.embed_tokens.weight", "z.wte.weight", "z.wte.bias"], "z.wte.weight"),  # no likely name: the scan
+        (["a.wte.weight", "model.embed_tokens.weight"], "model.embed_tokens.weight"),  # where transformers keeps it
+    ],
+)
+def test_the_head_is_tied_to_the_likely_embeddings_else_the_shallowest(
+    tmp_path: Path, names: list[str], tied: str
+) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({name: np.full((2, 2), i, np.float32) for i, name in enumerate(names)}, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    with ws.open(tmp_path) as ckpt:
+        assert ckpt.metadata["tied.lm_head.weight"] == tied and _bits_equal(ckpt["lm_head.weight"], ckpt[tied])
+
+
 def test_config_is_read_and_summary_counts_as_the_hub(
     models: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

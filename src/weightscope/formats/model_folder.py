@@ -101,6 +101,10 @@ _EMBEDDING_NAMES = ("embed_tokens", "wte", "word_embeddings", "shared", "embed_i
 _EMBEDDINGS = re.compile(rf"(^|\.)({'|'.join(_EMBEDDING_NAMES)})\.weight$")
 # Which names end as one does: a C call per name where the pattern's search is ten times that (100,000 names).
 _EMBEDDING_ENDING = methodcaller("endswith", tuple(f"{name}.weight" for name in _EMBEDDING_NAMES))
+# Where transformers' models keep them (Llama, Qwen; GPT-2, Bloom; GPT-NeoX; T5, BART): looked up before a scan.
+_LIKELY_EMBEDDINGS = tuple(
+    f"{prefix}{name}.weight" for prefix in ("", "model.", "transformer.", "gpt_neox.") for name in _EMBEDDING_NAMES
+)
 
 
 class ModelFolderCheckpoint(Checkpoint):
@@ -317,7 +321,9 @@ class ModelFolderCheckpoint(Checkpoint):
         """``lm_head.weight`` as an alias of the input embeddings, where it is not stored (transformers ties it)."""
         if _TIED_HEAD in self._where or _TIED_HEAD in self._aliases:
             return
-        sources = [name for name in filter(_EMBEDDING_ENDING, self._where) if _EMBEDDINGS.search(name)]
+        sources = [name for name in _LIKELY_EMBEDDINGS if name in self._where] or [
+            name for name in filter(_EMBEDDING_ENDING, self._where) if _EMBEDDINGS.search(name)
+        ]
         if not sources:
             return
         source = min(sources, key=lambda name: (name.count("."), name))  # model.embed_tokens before deeper ones
