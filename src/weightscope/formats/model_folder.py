@@ -119,6 +119,7 @@ class ModelFolderCheckpoint(Checkpoint):
         self._opened: dict[str, Checkpoint] = {}
         self._where: dict[str, str] = {}  # tensor -> the name of its shard, in the index's order
         self._counts: Counter[str] | None = None  # shard name -> how many tensors the index puts in it, once asked
+        self._taken: dict[str, dict[str, TensorInfo]] = {}  # shard name -> the infos of its tensors, once opened
         self._shard_format: str | None = None  # the shards' format, None: each sniffed
         self._index: AnyPath | None = None
         self._total_size: int | None = None
@@ -245,7 +246,7 @@ class ModelFolderCheckpoint(Checkpoint):
         if self._counts is None:
             self._counts = Counter(self._where.values())
         if self._counts[shard] == len(infos) and set(map(self._where.get, infos)) == {shard}:
-            self._infos.update(infos)  # the shard holds what the index puts in it, no more: the common case
+            self._taken[shard] = infos  # the shard holds what the index puts in it, no more: the common case
             return
         where = self._shards[shard]
         listed = [name for name, other in self._where.items() if other == shard]
@@ -270,8 +271,7 @@ class ModelFolderCheckpoint(Checkpoint):
                 f"{where}: {len(unlisted)} tensor(s) the index does not list, left out as transformers leaves them: "
                 + ", ".join(unlisted[:5])
             )
-        for name in listed:
-            self._infos[name] = infos[name]
+        self._taken[shard] = {name: infos[name] for name in listed}
 
     def _complete_infos(self) -> None:
         """Open every shard (headers only), so that every tensor's info is known, in the index's order."""
@@ -280,7 +280,9 @@ class ModelFolderCheckpoint(Checkpoint):
         with collection_paused():  # 100,000 infos of 200 shards
             for shard in self._shards:
                 self._shard(shard)
-        self._infos = dict(zip(self._where, map(self._infos.__getitem__, self._where), strict=True))
+        # Each tensor's info from its shard's, in the index's order: C loops, no shared dict updated then rebuilt.
+        shard_infos = map(self._taken.__getitem__, self._where.values())
+        self._infos = dict(zip(self._where, map(dict.__getitem__, shard_infos, self._where), strict=True))
         self._complete = True
         stored = sum(info.nbytes for info in self._infos.values())
         if self._total_size is not None and self._total_size != stored:
@@ -342,7 +344,7 @@ class ModelFolderCheckpoint(Checkpoint):
     def info(self, name: str) -> TensorInfo:
         actual, shard = self._name_of(name)
         self._shard(shard)
-        return self._infos[actual]
+        return self._taken[shard][actual] if shard in self._taken else self._infos[actual]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
