@@ -292,7 +292,14 @@ def test_a_shard_from_the_index_of_another_ending_or_folder_is_refused(models: d
     folder = shutil.copytree(models["tied"], tmp_path / "set")
     index_path = folder / "model.safetensors.index.json"
     index = json.loads(index_path.read_text())
-    for shard, error in [("sub/../../x.safetensors", ws.RefusedError), ("C:/x.safetensors", ws.RefusedError)]:
+    (folder / "sub.safetensors").mkdir()
+    (folder / "up.safetensors").symlink_to(Path("..", "x.safetensors"))
+    for shard, error in [
+        ("sub/../../x.safetensors", ws.RefusedError),
+        ("C:/x.safetensors", ws.RefusedError),
+        ("up.safetensors", ws.RefusedError),  # one name, a link out of the folder
+        ("sub.safetensors", ws.CorruptCheckpointError),  # one name, a folder: "is not a file"
+    ]:
         index["weight_map"]["model.norm.weight"] = shard
         index_path.write_text(json.dumps(index))
         with pytest.raises(error, match="shard path"):
