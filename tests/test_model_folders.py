@@ -121,6 +121,24 @@ def test_a_tied_head_is_reported_and_read_as_the_embeddings(
         assert dropped not in list(ckpt) and _bits_equal(ckpt[dropped], ckpt[kept[dropped]])
 
 
+@pytest.mark.parametrize(
+    ("names", "tied"),
+    [
+        (["x.y.embed_tokens.weight", "z.wte.weight", "z.wte.bias"], "z.wte.weight"),  # no likely name: the scan
+        (["a.wte.weight", "model.embed_tokens.weight"], "model.embed_tokens.weight"),  # where transformers keeps it
+    ],
+)
+def test_the_head_is_tied_to_the_likely_embeddings_else_the_shallowest(
+    tmp_path: Path, names: list[str], tied: str
+) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({name: np.full((2, 2), i, np.float32) for i, name in enumerate(names)}, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    with ws.open(tmp_path) as ckpt:
+        assert ckpt.metadata["tied.lm_head.weight"] == tied and _bits_equal(ckpt["lm_head.weight"], ckpt[tied])
+
+
 def test_config_is_read_and_summary_counts_as_the_hub(
     models: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -274,11 +292,37 @@ def test_a_shard_from_the_index_of_another_ending_or_folder_is_refused(models: d
     folder = shutil.copytree(models["tied"], tmp_path / "set")
     index_path = folder / "model.safetensors.index.json"
     index = json.loads(index_path.read_text())
-    for shard, error in [("sub/../../x.safetensors", ws.RefusedError), ("C:/x.safetensors", ws.RefusedError)]:
+    (folder / "sub.safetensors").mkdir()
+    (folder / "up.safetensors").symlink_to(Path("..", "x.safetensors"))
+    for shard, error in [
+        ("sub/../../x.safetensors", ws.RefusedError),
+        ("C:/x.safetensors", ws.RefusedError),
+        ("up.safetensors", ws.RefusedError),  # one name, a link out of the folder
+        ("sub.safetensors", ws.CorruptCheckpointError),  # one name, a folder: "is not a file"
+    ]:
         index["weight_map"]["model.norm.weight"] = shard
         index_path.write_text(json.dumps(index))
         with pytest.raises(error, match="shard path"):
             ws.open(folder)
+
+
+def test_a_name_given_twice_anywhere_in_the_index_is_refused(models: dict[str, Path], tmp_path: Path) -> None:
+    """The index parses without a hook and counts its entries: a ':' in a name must not hide a duplicate."""
+    folder = shutil.copytree(models["tied"], tmp_path / "set")
+    index_path = folder / "model.safetensors.index.json"
+    text = index_path.read_text()
+    index = json.loads(text)
+    shard = index["weight_map"]["model.norm.weight"]
+    entry = f'"model.norm.weight": "{shard}"'
+    assert entry in json.dumps(index)
+    twice_in_map = json.dumps(index).replace(entry, f"{entry}, {entry}")
+    metadata = json.dumps({**index, "metadata": {"a:b": 1}}).replace('"a:b": 1', '"a:b": 1, "x": [{"k": 1, "k": 2}]')
+    for document, twice in [(twice_in_map, "model.norm.weight"), (metadata, "k")]:
+        index_path.write_text(document)
+        with pytest.raises(ws.CorruptCheckpointError, match=f"names '{twice}' twice"):
+            ws.open(folder)
+    index_path.write_text(json.dumps({**index, "metadata": {"a:b": {"c:d": [{":": ":"}]}}}))  # colons, no duplicate
+    assert sorted(ws.open(folder)) == sorted(index["weight_map"])
 
 
 # -- GGUF splits -------------------------------------------------------------------------------

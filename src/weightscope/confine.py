@@ -11,6 +11,8 @@ other place may be allowed: the ``blobs/`` folder of a Hugging Face cache, which
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from weightscope.errors import CorruptCheckpointError, RefusedError
@@ -25,6 +27,15 @@ def confined(folder: AnyPath, location: str, where: str, what: str, *, also: Pat
         raise RefusedError(f"{where}: {what} '{location}' is absolute; it must lie in the model's folder")
     if "\0" in location:
         raise CorruptCheckpointError(f"{where}: {what} {location!r} holds a NUL byte")
+    if isinstance(folder, Path) and location not in (".", "..") and "/" not in location and "\\" not in location:
+        # One name in the (resolved) folder, a file or nothing (no link): itself. One lstat, not resolve's walk.
+        joined = folder / location
+        try:
+            mode = os.lstat(joined).st_mode
+        except OSError:
+            mode = 0
+        if not mode or stat.S_ISREG(mode):
+            return joined
     resolved = (folder / location).resolve()
     if not (inside(resolved, folder) or (also is not None and inside(resolved, also))):
         raise RefusedError(f"{where}: {what} '{location}' escapes the model's folder {folder} (to {resolved})")

@@ -74,11 +74,32 @@ def read_json(path: AnyPath, what: str) -> Any:
         return document
 
     try:
-        return json.loads(text.decode("utf-8"), object_pairs_hook=unique)
+        decoded = text.decode("utf-8")
+        document = json.loads(decoded)
+        if _entries(document) == text.count(b":"):  # each entry has its own ':', so no name given twice
+            return document
+        del document  # a ':' inside a string, or a name given twice: the hook finds which, if any
+        return json.loads(decoded, object_pairs_hook=unique)
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         if isinstance(error, CorruptCheckpointError):
             raise
         raise CorruptCheckpointError(f"{path}: {what} is not UTF-8 JSON ({error})") from None
+
+
+_SCALARS = {str, int, float, bool, type(None)}
+
+
+def _entries(document: Any) -> int:
+    """How many entries the objects in a parsed JSON ``document`` hold, a loop in C over a container of scalars."""
+    count = 0
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        count += len(value) if isinstance(value, dict) else 0
+        if not _SCALARS.issuperset(map(type, items)):
+            pending.extend(item for item in items if isinstance(item, (dict, list)))
+    return count
 
 
 def _files(folder: AnyPath, order: list[tuple[str, ...]]) -> list[str]:

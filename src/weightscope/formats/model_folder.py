@@ -101,6 +101,10 @@ _EMBEDDING_NAMES = ("embed_tokens", "wte", "word_embeddings", "shared", "embed_i
 _EMBEDDINGS = re.compile(rf"(^|\.)({'|'.join(_EMBEDDING_NAMES)})\.weight$")
 # Which names end as one does: a C call per name where the pattern's search is ten times that (100,000 names).
 _EMBEDDING_ENDING = methodcaller("endswith", tuple(f"{name}.weight" for name in _EMBEDDING_NAMES))
+# Where transformers' models keep them (Llama, Qwen; GPT-2, Bloom; GPT-NeoX; T5, BART): looked up before a scan.
+_LIKELY_EMBEDDINGS = tuple(
+    f"{prefix}{name}.weight" for prefix in ("", "model.", "transformer.", "gpt_neox.") for name in _EMBEDDING_NAMES
+)
 
 
 class ModelFolderCheckpoint(Checkpoint):
@@ -115,6 +119,7 @@ class ModelFolderCheckpoint(Checkpoint):
         self._opened: dict[str, Checkpoint] = {}
         self._where: dict[str, str] = {}  # tensor -> the name of its shard, in the index's order
         self._counts: Counter[str] | None = None  # shard name -> how many tensors the index puts in it, once asked
+        self._taken: dict[str, dict[str, TensorInfo]] = {}  # shard name -> the infos of its tensors, once opened
         self._shard_format: str | None = None  # the shards' format, None: each sniffed
         self._index: AnyPath | None = None
         self._total_size: int | None = None
@@ -241,7 +246,7 @@ class ModelFolderCheckpoint(Checkpoint):
         if self._counts is None:
             self._counts = Counter(self._where.values())
         if self._counts[shard] == len(infos) and set(map(self._where.get, infos)) == {shard}:
-            self._infos.update(infos)  # the shard holds what the index puts in it, no more: the common case
+            self._taken[shard] = infos  # the shard holds what the index puts in it, no more: the common case
             return
         where = self._shards[shard]
         listed = [name for name, other in self._where.items() if other == shard]
@@ -266,8 +271,7 @@ class ModelFolderCheckpoint(Checkpoint):
                 f"{where}: {len(unlisted)} tensor(s) the index does not list, left out as transformers leaves them: "
                 + ", ".join(unlisted[:5])
             )
-        for name in listed:
-            self._infos[name] = infos[name]
+        self._taken[shard] = {name: infos[name] for name in listed}
 
     def _complete_infos(self) -> None:
         """Open every shard (headers only), so that every tensor's info is known, in the index's order."""
@@ -276,7 +280,9 @@ class ModelFolderCheckpoint(Checkpoint):
         with collection_paused():  # 100,000 infos of 200 shards
             for shard in self._shards:
                 self._shard(shard)
-        self._infos = dict(zip(self._where, map(self._infos.__getitem__, self._where), strict=True))
+        # Each tensor's info from its shard's, in the index's order: C loops, no shared dict updated then rebuilt.
+        shard_infos = map(self._taken.__getitem__, self._where.values())
+        self._infos = dict(zip(self._where, map(dict.__getitem__, shard_infos, self._where), strict=True))
         self._complete = True
         stored = sum(info.nbytes for info in self._infos.values())
         if self._total_size is not None and self._total_size != stored:
@@ -317,7 +323,9 @@ class ModelFolderCheckpoint(Checkpoint):
         """``lm_head.weight`` as an alias of the input embeddings, where it is not stored (transformers ties it)."""
         if _TIED_HEAD in self._where or _TIED_HEAD in self._aliases:
             return
-        sources = [name for name in filter(_EMBEDDING_ENDING, self._where) if _EMBEDDINGS.search(name)]
+        sources = [name for name in _LIKELY_EMBEDDINGS if name in self._where] or [
+            name for name in filter(_EMBEDDING_ENDING, self._where) if _EMBEDDINGS.search(name)
+        ]
         if not sources:
             return
         source = min(sources, key=lambda name: (name.count("."), name))  # model.embed_tokens before deeper ones
@@ -336,7 +344,7 @@ class ModelFolderCheckpoint(Checkpoint):
     def info(self, name: str) -> TensorInfo:
         actual, shard = self._name_of(name)
         self._shard(shard)
-        return self._infos[actual]
+        return self._taken[shard][actual] if shard in self._taken else self._infos[actual]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
