@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 
 from weightscope.errors import CorruptCheckpointError, RefusedError
-from weightscope.sources import AnyPath, inside
+from weightscope.sources import AnyPath, inside, local_path
 
 
 def confined(folder: AnyPath, location: str, where: str, what: str, *, also: Path | None = None) -> AnyPath:
@@ -27,9 +27,10 @@ def confined(folder: AnyPath, location: str, where: str, what: str, *, also: Pat
         raise RefusedError(f"{where}: {what} '{location}' is absolute; it must lie in the model's folder")
     if "\0" in location:
         raise CorruptCheckpointError(f"{where}: {what} {location!r} holds a NUL byte")
-    if isinstance(folder, Path) and location not in (".", "..") and "/" not in location and "\\" not in location:
+    local = local_path(folder)
+    if local is not None and location not in (".", "..") and "/" not in location and "\\" not in location:
         # One name in the (resolved) folder, a file or nothing (no link): itself. One lstat, not resolve's walk.
-        joined = folder / location
+        joined = local / location
         try:
             mode = os.lstat(joined).st_mode
         except OSError:
