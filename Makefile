@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test lint bench fuzz clean
+.PHONY: run test lint bench fuzz clean fixtures-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,5 +60,13 @@ fuzz: $(STAMP_TEST)
 		echo "== $$harness"; WEIGHTSCOPE_FUZZ_SCRATCH=$$scratch ../$(BIN)/python $$harness -runs=$(FUZZ_RUNS) 2>&1 \
 		| grep -E "^Done|ERROR|Traceback" || exit 1; done
 
+# The fixture makers' own environment (DeepSpeed, JAX/Flax/Orbax, tensorstore): separate from .venv so that
+# `make test` stays lean; torch first, from its pinned CPU build, so nothing pulls a CUDA build.
+FIXTURES_VENV := .venv-fixtures
+fixtures-env: pyproject.toml
+	test -x $(FIXTURES_VENV)/bin/python || $(PYTHON) -m venv $(FIXTURES_VENV)
+	$(FIXTURES_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(FIXTURES_VENV)/bin/python -m pip install --quiet -e '.[fixtures]'
+
 clean:
-	rm -rf $(VENV) checkpoint build dist
+	rm -rf $(VENV) $(FIXTURES_VENV) checkpoint build dist
