@@ -207,16 +207,24 @@ def test_the_names_looked_for_are_the_registrys_as_transformers_and_diffusers_na
     from weightscope.formats._folder_choice import load_order
 
     transformers, diffusers = load_order(model_file_names())
+    # then transformers 4's FLAX_WEIGHTS_NAME and FLAX_WEIGHTS_INDEX_NAME (transformers 5 has no Flax models)
     assert transformers == (
         utils.SAFE_WEIGHTS_NAME,
         utils.SAFE_WEIGHTS_INDEX_NAME,
         utils.WEIGHTS_NAME,
         utils.WEIGHTS_INDEX_NAME,
+        "flax_model.msgpack",
+        "flax_model.msgpack.index.json",
     )
-    # diffusers.utils.constants (not installed here): SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME and their indexes
-    assert diffusers == tuple(
-        f"diffusion_pytorch_model.{ending}"
-        for ending in ("safetensors", "safetensors.index.json", "bin", "bin.index.json")
+    # diffusers.utils.constants (not installed here): SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME and their indexes,
+    # FLAX_WEIGHTS_NAME
+    assert diffusers == (
+        *(
+            f"diffusion_pytorch_model.{ending}"
+            for ending in ("safetensors", "safetensors.index.json", "bin", "bin.index.json")
+        ),
+        "diffusion_flax_model.msgpack",
+        "diffusion_flax_model.msgpack.index.json",
     )
 
 

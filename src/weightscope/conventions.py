@@ -162,7 +162,7 @@ def layout(name: str, shape: tuple[int, ...], target: str) -> tuple[tuple[int, .
     """(permutation, reshape, what was done) taking ``name`` to ``target``'s layout, or why not."""
     parent, last = split_name(name)
     rank = len(shape)
-    if rank < 2 or last in ("bias", "embeddings") or (last == "weight" and EMBEDDING.search(parent)):
+    if rank < 2 or last in ("bias", "embeddings", "embedding") or (last == "weight" and EMBEDDING.search(parent)):
         return None, None, "kept"
     # Keras 3 calls a DepthwiseConv's weight 'kernel' (tf-keras 'depthwise_kernel'); only the
     # layer's name tells it from a convolution's.
@@ -382,7 +382,7 @@ def _embedding(layer: Layer) -> tuple[str, str] | None:
     if not infos or any(len(info.shape) != 2 for info in infos):
         return None
     pytorch = len(infos) == 1 and _last(infos[0]) == "weight" and EMBEDDING.search(_layer_word(layer))
-    if not pytorch and not all(_last(info).endswith("embeddings") for info in infos):
+    if not pytorch and not all(_last(info).endswith(("embeddings", "embedding")) for info in infos):  # Flax's
         return None
     if len(infos) == 1:
         rows, columns = infos[0].shape

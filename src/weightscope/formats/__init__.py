@@ -297,6 +297,15 @@ _BUILT_IN = (
         "weightscope.formats.onnx:OnnxCheckpoint",
         suffixes=(".onnx",),
     ),
+    # msgpack has no magic (a map's first byte is all there is): the suffix decides, and the reader refuses the rest.
+    Format(
+        "flax-msgpack",
+        "Flax msgpack (flax.serialization.to_bytes, the Hub's flax_model.msgpack): a tree of arrays, names as flax "
+        "flattens them",
+        "weightscope.formats.flax_msgpack:FlaxMsgpackCheckpoint",
+        suffixes=(".msgpack",),
+        model_file="flax_model.msgpack",
+    ),
 )
 
 ENTRY_POINT_GROUP = "weightscope.formats"

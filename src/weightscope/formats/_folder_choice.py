@@ -18,16 +18,19 @@ if TYPE_CHECKING:
     from weightscope.shards import ShardNames
 
 # ``model.safetensors.index.json``, ``pytorch_model.bin.index.json``, ``model.safetensors.index.fp16.json``.
-INDEX = re.compile(r"^(?P<stem>.+?)(?P<ext>\.safetensors|\.bin)\.index(?:\.(?P<variant>[^.]+))?\.json$")
-# ``model-00001-of-00005.safetensors``, ``model.fp16-00001-of-00006.safetensors``, ``pytorch_model-00001-of-00002.bin``.
+INDEX = re.compile(r"^(?P<stem>.+?)(?P<ext>\.safetensors|\.bin|\.msgpack)\.index(?:\.(?P<variant>[^.]+))?\.json$")
+# ``model-00001-of-00005.safetensors``, ``model.fp16-00001-of-00006.safetensors``, ``pytorch_model-00001-of-00002.bin``,
+# transformers 4's ``flax_model-00001-of-00002.msgpack``.
 SHARD = re.compile(
-    r"^(?P<stem>.+?)(?:\.(?P<variant>[^.-]+))?-(?P<number>\d{5})-of-(?P<count>\d{5})(?P<ext>\.safetensors|\.bin)$"
+    r"^(?P<stem>.+?)(?:\.(?P<variant>[^.-]+))?-(?P<number>\d{5})-of-(?P<count>\d{5})"
+    r"(?P<ext>\.safetensors|\.bin|\.msgpack)$"
 )
 # llama.cpp's gguf-split: ``<prefix>-00001-of-00003.gguf``.
 SPLIT = re.compile(r"^(?P<prefix>.+)-(?P<number>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
-# diffusers names its weights the same in every format: this stem and the format's ending.
-_DIFFUSERS_STEM = "diffusion_pytorch_model"
+# diffusers names its weights transformers' names with this prefix (``diffusion_flax_model.msgpack``), and calls
+# transformers' ``model.safetensors`` ``diffusion_pytorch_model.safetensors``.
+_DIFFUSERS_PREFIX = "diffusion_"
 
 
 def load_order(weights: Sequence[ShardNames]) -> list[tuple[str, ...]]:
@@ -35,8 +38,13 @@ def load_order(weights: Sequence[ShardNames]) -> list[tuple[str, ...]]:
     ``weights`` (the registry's ``model_file_names()``, safetensors' first) and its index; then diffusers' alike."""
     from weightscope.shards import ShardNames  # (the writers' module: not imported at start-up)
 
-    diffusers = [ShardNames(_DIFFUSERS_STEM + "." + names.model_file.rpartition(".")[2]) for names in weights]
+    diffusers = [ShardNames(_diffusers_name(names.model_file)) for names in weights]
     return [tuple(name for names in kind for name in (names.model_file, names.index)) for kind in (weights, diffusers)]
+
+
+def _diffusers_name(model_file: str) -> str:
+    stem, _, ending = model_file.rpartition(".")
+    return f"{_DIFFUSERS_PREFIX}{stem if stem.endswith('_model') else 'pytorch_model'}.{ending}"
 
 
 def _variant(order: list[tuple[str, ...]]) -> re.Pattern[str]:

@@ -1,0 +1,162 @@
+"""MessagePack (https://github.com/msgpack/msgpack/blob/master/spec.md), decoded without copying payloads.
+
+Every value starts with one byte that says its type; numbers that follow are big-endian:
+
+- ``0x00..0x7f`` positive fixint, ``0xe0..0xff`` negative fixint (the byte itself);
+- ``0x80..0x8f`` fixmap of ``byte & 0x0f`` key/value pairs, ``0xde``/``0xdf`` map16/map32;
+- ``0x90..0x9f`` fixarray of ``byte & 0x0f`` values, ``0xdc``/``0xdd`` array16/array32;
+- ``0xa0..0xbf`` fixstr of ``byte & 0x1f`` UTF-8 bytes, ``0xd9``/``0xda``/``0xdb`` str8/16/32;
+- ``0xc0`` nil, ``0xc2`` false, ``0xc3`` true (``0xc1`` is never used);
+- ``0xc4``/``0xc5``/``0xc6`` bin8/16/32: a length, then that many bytes;
+- ``0xc7``/``0xc8``/``0xc9`` ext8/16/32: a length, a signed type byte, then the payload; ``0xd4..0xd8`` fixext of
+  1, 2, 4, 8, 16 bytes: the type byte, then the payload;
+- ``0xca`` float32, ``0xcb`` float64; ``0xcc..0xcf`` uint8..64; ``0xd0..0xd3`` int8..64.
+
+``decode`` returns maps as dicts (in file order), arrays as lists, strings as ``str``, and bin and ext payloads as
+``Bin``/``Ext`` byte ranges of the source: nothing large is copied, so a tensor stays where the file holds it.
+
+A reader must refuse: a value past the end of its bounds; ``0xc1``; a string that is not UTF-8; a map or array
+counting more entries than the bytes left could hold (each value takes at least one byte), checked before anything
+is allocated; nesting deeper than ``MAX_DEPTH``; a map key that is a map, an array or a payload, or one given twice.
+Memory is charged to a ``weightscope.limits.Budget`` per value made.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, NamedTuple
+
+from weightscope.errors import CorruptCheckpointError, TruncatedFileError
+from weightscope.limits import Budget
+from weightscope.sources import AnySource
+
+MAX_DEPTH = 64  # flax's trees are a few levels deep; Python's recursion is not spent by a hostile file
+_VALUE_COST = 96  # a dict or list slot and the object in it (an int, a float, a small str or tuple), charged each
+
+
+class Bin(NamedTuple):
+    """A bin value: ``length`` bytes at ``offset`` of the source."""
+
+    offset: int
+    length: int
+
+
+class Ext(NamedTuple):
+    """An extension value: type ``code`` (-128..127) and its ``length`` bytes of payload at ``offset``."""
+
+    code: int
+    offset: int
+    length: int
+
+
+# Fixed-size heads: the struct of the number that follows the type byte.
+_LENGTHS = {
+    0xC4: ">B", 0xC5: ">H", 0xC6: ">I",  # bin
+    0xC7: ">B", 0xC8: ">H", 0xC9: ">I",  # ext
+    0xD9: ">B", 0xDA: ">H", 0xDB: ">I",  # str
+    0xDC: ">H", 0xDD: ">I",  # array
+    0xDE: ">H", 0xDF: ">I",  # map
+}  # fmt: skip
+_NUMBERS = {
+    0xCA: ">f", 0xCB: ">d",  # float32, float64
+    0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q",  # uint8..64
+    0xD0: ">b", 0xD1: ">h", 0xD2: ">i", 0xD3: ">q",  # int8..64
+}  # fmt: skip
+_FIXEXT = {0xD4: 1, 0xD5: 2, 0xD6: 4, 0xD7: 8, 0xD8: 16}
+_CONSTANTS = {0xC0: None, 0xC2: False, 0xC3: True}
+
+
+class Decoder:
+    """Reads msgpack values from ``source`` within ``[start, end)``; ``where`` names the file in errors."""
+
+    def __init__(self, source: AnySource, start: int, end: int, where: object, budget: Budget) -> None:
+        self.source = source
+        self.position = start
+        self.end = end
+        self.where = where
+        self.budget = budget
+
+    def _take(self, length: int, what: str) -> memoryview:
+        if length > self.end - self.position:
+            raise TruncatedFileError(
+                f"{self.where}: {what} at {self.position} needs {length} bytes; {self.end - self.position} remain"
+            )
+        data = self.source.read(self.position, length, what)
+        self.position += length
+        return data
+
+    def _number(self, layout: str, what: str) -> Any:
+        return struct.unpack(layout, self._take(struct.calcsize(layout), what))[0]
+
+    def _count(self, count: int, least: int, what: str, at: int) -> None:
+        if count * least > self.end - self.position:
+            raise TruncatedFileError(
+                f"{self.where}: {what} at {at} holds {count:,} entries, at least {count * least:,} bytes; "
+                f"{self.end - self.position:,} remain"
+            )
+
+    def decode(self, depth: int = 0) -> Any:
+        """The value at the current position (and past it)."""
+        at = self.position
+        head = self._take(1, "a msgpack value")[0]
+        self.budget.spend(_VALUE_COST, "the msgpack tree")
+        if head <= 0x7F or head >= 0xE0:
+            return head if head <= 0x7F else head - 0x100
+        if head in _CONSTANTS:
+            return _CONSTANTS[head]
+        if head in _NUMBERS:
+            return self._number(_NUMBERS[head], "a number")
+        if 0xA0 <= head <= 0xBF or head in (0xD9, 0xDA, 0xDB):
+            length = head & 0x1F if head <= 0xBF else self._number(_LENGTHS[head], "a string's length")
+            return self._text(length, at)
+        if head in (0xC4, 0xC5, 0xC6):
+            length = self._number(_LENGTHS[head], "a bin's length")
+            self._take(length, "a bin")
+            return Bin(self.position - length, length)
+        if head in (0xC7, 0xC8, 0xC9) or head in _FIXEXT:
+            length = _FIXEXT[head] if head in _FIXEXT else self._number(_LENGTHS[head], "an ext's length")
+            code = self._number(">b", "an ext's type")
+            self._take(length, f"an ext of type {code}")
+            return Ext(code, self.position - length, length)
+        if depth >= MAX_DEPTH:
+            raise CorruptCheckpointError(f"{self.where}: msgpack values at {at} nest deeper than {MAX_DEPTH} levels")
+        if 0x90 <= head <= 0x9F or head in (0xDC, 0xDD):
+            count = head & 0x0F if head <= 0x9F else self._number(_LENGTHS[head], "an array's length")
+            self._count(count, 1, "an array", at)
+            return [self.decode(depth + 1) for _ in range(count)]
+        if 0x80 <= head <= 0x8F or head in (0xDE, 0xDF):
+            count = head & 0x0F if head <= 0x8F else self._number(_LENGTHS[head], "a map's length")
+            self._count(count, 2, "a map", at)
+            return self._map(count, depth, at)
+        raise CorruptCheckpointError(f"{self.where}: byte 0x{head:02x} at {at} starts no msgpack value")
+
+    def _text(self, length: int, at: int) -> str:
+        data = self._take(length, "a string")
+        self.budget.spend(length, "the msgpack tree")
+        try:
+            return str(data, "utf-8")
+        except UnicodeDecodeError:
+            raise CorruptCheckpointError(f"{self.where}: the string at {at} is not UTF-8") from None
+
+    def _map(self, count: int, depth: int, at: int) -> dict[Any, Any]:
+        mapping: dict[Any, Any] = {}
+        for _ in range(count):
+            key_at = self.position
+            key = self.decode(depth + 1)
+            if isinstance(key, (dict, list, Bin, Ext)):
+                raise CorruptCheckpointError(f"{self.where}: the map at {at} has a key at {key_at} that is no scalar")
+            if key in mapping:
+                raise CorruptCheckpointError(f"{self.where}: the map at {at} gives key {key!r} twice")
+            mapping[key] = self.decode(depth + 1)
+        return mapping
+
+
+def decode_all(source: AnySource, start: int, end: int, where: object, budget: Budget, what: str) -> Any:
+    """The one value ``[start, end)`` holds (``what`` it is, for errors); bytes left after it are refused."""
+    decoder = Decoder(source, start, end, where, budget)
+    value = decoder.decode()
+    if decoder.position != end:
+        raise CorruptCheckpointError(
+            f"{where}: {what} ends at {decoder.position}, {end - decoder.position} bytes before its end at {end}"
+        )
+    return value

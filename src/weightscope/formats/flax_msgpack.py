@@ -1,0 +1,265 @@
+"""Flax msgpack: ``flax.serialization.to_bytes`` / ``msgpack_serialize``, and the Hub's ``flax_model.msgpack``.
+
+Bytes (``flax/serialization.py``): the whole file is one MessagePack value (``weightscope.containers.msgpack``),
+``msgpack.packb(state_dict)`` of the state dict flax makes of the object: a map from string keys to maps, arrays
+and leaves (``to_state_dict`` turns lists, tuples and named tuples into maps keyed ``"0"``, ``"1"``, … or by field;
+``msgpack_serialize`` of a plain tree keeps lists as msgpack arrays). Leaves:
+
+- **ext type 1, ndarray**: the payload is itself msgpack, an array of three: the shape (an array of ints), the
+  dtype's numpy name (a str: ``float32``, ``bfloat16``, ``int8``, …) and the C-order bytes (a bin), in the writing
+  machine's byte order (little-endian in practice: flax writes no byte order);
+- **ext type 3, numpy scalar**: the same, of shape ``[]`` (restored as a numpy scalar);
+- **ext type 2, Python complex**: the payload is msgpack ``[real, imag]`` (two floats);
+- any other msgpack value: ints, floats, strings, booleans, nil (a ``TrainState``'s ``step``).
+
+An array over ``MAX_CHUNK_SIZE`` (2**30) bytes is written as a map ``{"__msgpack_chunked_array__": true, "shape":
+{"0": d0, …}, "chunks": {"0": ndarray, …}}`` of flat pieces of at most that size; ``msgpack_restore`` joins them
+(``np.concatenate``, then ``reshape``) wherever such a map is the top level or a value in a map.
+
+Names are the keys' path joined by ``/``, as ``flax.traverse_util.flatten_dict(sep="/")`` makes them:
+``params/Dense_0/kernel``, ``opt_state/0/mu/Dense_0/kernel``. Arrays are read-only views of the file's bytes
+(their offsets are recorded as the tree is walked; nothing is copied); a chunked array is joined when read. Every
+other leaf, and an empty map or array, is metadata (its ``repr``, as msgpack_restore gives it).
+
+Layers: a name's last component is the tensor's role in the layer its path names, and Flax's collections
+(``params``, ``batch_stats``) name no layer: ``params/Dense_0/kernel`` is the weight of
+layer ``Dense_0`` (a kernel [in, out], as TensorFlow's), ``batch_stats/BatchNorm_0/mean`` its running mean; a
+``scale`` and ``bias`` are a norm's scale and offset. Optax's state (``opt_state/<i>/<slot>/<path>``: Adam's ``mu``
+and ``nu``, momentum's ``trace``) is optimizer state of the parameter ``params/<path>``.
+
+A reader must refuse (beyond the container's refusals): a top level that is no map or array; an ndarray payload
+that is not ``[shape, dtype name, bin]`` or has bytes left after it; a negative or non-integer dimension; a dtype
+name outside the allow-list below (an object or structured dtype above all: ``np.dtype`` is never called on the
+file's string); bytes that are not the shape's size; a chunked array whose shape or chunks are not numbered maps of
+the right kind, whose chunks differ in dtype or trailing dimensions, or add up to another size; a name given twice.
+There are no checksums: ``verify`` reads every tensor, which checks bounds only.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
+from weightscope.containers.msgpack import Bin, Ext, decode_all
+from weightscope.conventions import PARAMETER_ROLES
+from weightscope.dtypes import BY_NAME, ElementType, check_rank, check_size, little_endian_dtype, native_order
+from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError
+from weightscope.layers import TensorRole
+from weightscope.limits import Budget, Limits
+
+NDARRAY, NATIVE_COMPLEX, NPSCALAR = 1, 2, 3  # flax's _MsgpackExtType
+CHUNKED = "__msgpack_chunked_array__"
+SEPARATOR = "/"
+# The dtype names flax writes (``arr.dtype.name``) that read as what they say: those of the dtype table whose dtype
+# numpy names so (TensorFlow's qint8, stored as int8, and object strings are left out).
+DTYPES: dict[str, ElementType] = {
+    name: element
+    for name, element in BY_NAME.items()
+    if element.numpy_name not in (None, "object") and element.dtype is not None and element.dtype.name == name
+}
+# Flax's collections: the first component of a variable's name, naming no layer.
+COLLECTIONS = frozenset({"params", "batch_stats"})
+OPTIMIZER_STATE = "opt_state"  # a TrainState's optax state
+# Flax's parameter names whose role is not PARAMETER_ROLES' (BatchNorm's statistics, Embed's table).
+FLAX_ROLES = {"scale": "scale", "mean": "running_mean", "var": "running_var", "embedding": "weight"}
+_INFO_COST = 320  # a TensorInfo with its shape, the tuples of its chunks, a dict slot (as gguf's)
+
+
+@dataclass(frozen=True)
+class _Array:
+    """An ndarray leaf: its element type, shape, and bytes in the file."""
+
+    element: ElementType
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+class FlaxMsgpackCheckpoint(FileCheckpoint):
+    """A Flax msgpack file: its arrays, named by their path in the tree, as read-only views of the file."""
+
+    format = "flax-msgpack"
+
+    def _load(self) -> Index:
+        size = self._source.size
+        self._budget = Budget(Limits.for_size(size), self.path)
+        tree = decode_all(self._source, 0, size, self.path, self._budget, "the msgpack tree")
+        if not isinstance(tree, (dict, list)):
+            raise UnsupportedFormatError(f"{self.path}: a msgpack file holding {_kind(tree)}, not a tree of arrays")
+        self._chunks: dict[str, list[_Array]] = {}
+        infos: dict[str, TensorInfo] = {}
+        metadata: dict[str, str] = {}
+        self._walk(tree, "", True, infos, metadata)
+        return Index(infos, metadata=metadata, lazy_roles=lambda: _roles(list(infos)))
+
+    def _walk(
+        self, value: Any, name: str, in_map: bool, infos: dict[str, TensorInfo], metadata: dict[str, str]
+    ) -> None:
+        """Record ``value`` at ``name`` (a map's value, or the top level, where ``in_map``) and what is under it."""
+        if isinstance(value, dict) and value and not (in_map and CHUNKED in value):
+            for key, item in value.items():
+                self._walk(item, f"{name}{key}{SEPARATOR}", True, infos, metadata)
+            return
+        if isinstance(value, list) and value:
+            for number, item in enumerate(value):
+                self._walk(item, f"{name}{number}{SEPARATOR}", False, infos, metadata)
+            return
+        name = name[: -len(SEPARATOR)]
+        if name in infos or name in metadata:
+            raise CorruptCheckpointError(f"{self.path}: '{name}' is given twice")
+        if isinstance(value, dict) and value:  # a chunked array (an empty map is metadata)
+            pieces = self._pieces(value, name)
+            shape = _chunked_shape(value, pieces, f"{self.path}: '{name}'")
+            array = _Array(pieces[0].element, shape, pieces[0].offset, sum(piece.nbytes for piece in pieces))
+            self._chunks[name] = pieces
+        elif isinstance(value, Ext) and value.code in (NDARRAY, NPSCALAR):
+            array = self._array(value, f"{self.path}: '{name}'")
+        else:
+            metadata[name] = self._leaf(value, name)
+            return
+        self._budget.spend(_INFO_COST + sys.getsizeof(name), "the tensor infos")
+        element = array.element
+        assert element.dtype is not None  # DTYPES holds numpy's types only
+        infos[name] = TensorInfo(
+            name, element.dtype, array.shape, array.nbytes, element.name, str(self.path), array.offset, name
+        )
+
+    def _array(self, ext: Ext, where: str) -> _Array:
+        """The ndarray an ext of type 1 or 3 holds: ``[shape, dtype name, bytes]``, itself msgpack."""
+        what = f"the ndarray payload of {where.partition(': ')[2]}"
+        inner = decode_all(self._source, ext.offset, ext.offset + ext.length, self.path, self._budget, what)
+        if not (isinstance(inner, list) and len(inner) == 3 and isinstance(inner[2], Bin)):
+            raise CorruptCheckpointError(f"{where}: its ndarray payload is no [shape, dtype, bytes] but {inner!r:.80}")
+        shape, dtype_name, data = inner
+        if not isinstance(shape, list) or not all(type(size) is int and size >= 0 for size in shape):
+            raise CorruptCheckpointError(f"{where}: shape {shape!r:.80} is not a list of sizes")
+        if isinstance(dtype_name, Bin):  # flax reads the name as bytes: a bin serves as well as a str
+            dtype_name = str(self._source.read(dtype_name.offset, min(dtype_name.length, 64), what), "utf-8", "replace")
+        element = DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
+        if element is None:
+            raise UnsupportedFormatError(f"{where}: dtype {dtype_name!r:.80} is none weightscope reads")
+        assert element.dtype is not None
+        check_rank(shape, where)
+        check_size(shape, element.dtype.itemsize, where)
+        expected = math.prod(shape) * element.dtype.itemsize
+        if data.length != expected:
+            raise CorruptCheckpointError(
+                f"{where}: {data.length} bytes for shape {shape} of {dtype_name}, which takes {expected}"
+            )
+        return _Array(element, tuple(shape), data.offset, data.length)
+
+    def _pieces(self, chunked: dict[Any, Any], name: str) -> list[_Array]:
+        where = f"{self.path}: chunked array '{name}'"
+        chunks = _numbered(chunked.get("chunks"), f"{where}: its chunks")
+        if not chunks or not all(isinstance(chunk, Ext) and chunk.code in (NDARRAY, NPSCALAR) for chunk in chunks):
+            raise CorruptCheckpointError(f"{where}: its chunks are no ndarrays")
+        pieces = [self._array(chunk, f"{where}, chunk {number}") for number, chunk in enumerate(chunks)]
+        first = pieces[0]
+        for number, piece in enumerate(pieces):
+            if piece.element != first.element or not piece.shape or piece.shape[1:] != first.shape[1:]:
+                raise CorruptCheckpointError(
+                    f"{where}: chunk {number} is {piece.element.name} {list(piece.shape)}, which does not join "
+                    f"chunk 0's {first.element.name} {list(first.shape)}"
+                )
+        return pieces
+
+    def _leaf(self, value: Any, name: str) -> str:
+        """What msgpack_restore gives for a leaf that is no array, as text."""
+        if isinstance(value, Ext) and value.code == NATIVE_COMPLEX:
+            parts = decode_all(self._source, value.offset, value.offset + value.length, self.path, self._budget, name)
+            if not (isinstance(parts, list) and len(parts) == 2 and all(_real(part) for part in parts)):
+                raise CorruptCheckpointError(f"{self.path}: complex '{name}' is no [real, imag] but {parts!r:.80}")
+            return repr(complex(parts[0], parts[1]))
+        if isinstance(value, Ext):
+            return f"ExtType(code={value.code}, data=<{value.length} bytes>)"
+        if isinstance(value, Bin):
+            return f"<{value.length} bytes>"
+        return repr(value)
+
+    # -- reading tensors -------------------------------------------------------------
+    def _extent(self, info: TensorInfo) -> Extent | None:
+        if info.name in self._chunks:
+            return None  # joined from its chunks
+        return Extent(info.file, info.offset, info.nbytes, little_endian_dtype(info.dtype))
+
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        pieces = self._chunks.get(info.name)
+        if pieces is None:
+            return super()._read(info)
+        joined = np.empty(info.nbytes, np.uint8)
+        at = 0
+        for piece in pieces:
+            joined[at : at + piece.nbytes] = self._source.read(piece.offset, piece.nbytes, f"tensor '{info.name}'")
+            at += piece.nbytes
+        array = native_order(joined.view(little_endian_dtype(info.dtype)).reshape(info.shape), info.dtype)
+        array.flags.writeable = False
+        return array
+
+
+def _kind(value: Any) -> str:
+    """What a msgpack value is, with its article: 'an int', 'a bin'."""
+    kind = {Bin: "bin", Ext: "ext value", type(None): "nil"}.get(type(value), type(value).__name__)
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
+def _real(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _numbered(value: Any, where: str) -> list[Any]:
+    """The values of a map keyed ``"0"``, ``"1"``, … in that order (flax's ``_dict_to_tuple``)."""
+    if not isinstance(value, dict) or set(value) != {str(number) for number in range(len(value))}:
+        raise CorruptCheckpointError(f"{where} are no map keyed 0, 1, …")
+    return [value[str(number)] for number in range(len(value))]
+
+
+def _chunked_shape(chunked: dict[Any, Any], pieces: list[_Array], where: str) -> tuple[int, ...]:
+    shape = _numbered(chunked.get("shape"), f"{where}: its shape's sizes")
+    if not all(type(size) is int and size >= 0 for size in shape):
+        raise CorruptCheckpointError(f"{where}: shape {shape!r:.80} is not a list of sizes")
+    element = pieces[0].element
+    assert element.dtype is not None
+    check_rank(shape, where)
+    check_size(shape, element.dtype.itemsize, where)
+    stored = sum(piece.nbytes for piece in pieces)
+    if stored != math.prod(shape) * element.dtype.itemsize:
+        raise CorruptCheckpointError(
+            f"{where}: its chunks hold {stored} bytes; shape {shape} of {element.name} takes "
+            f"{math.prod(shape) * element.dtype.itemsize}"
+        )
+    return tuple(shape)
+
+
+def _roles(names: list[str]) -> dict[str, TensorRole]:
+    """The roles Flax's and optax's names give (see the module's docstring)."""
+    known = set(names)
+    roles = {}
+    for name in names:
+        parts = name.split(SEPARATOR)
+        if OPTIMIZER_STATE in parts[:-1]:
+            roles[name] = _optimizer_role(parts, parts.index(OPTIMIZER_STATE), known)
+        elif len(parts) > 1 + (parts[0] in COLLECTIONS):
+            roles[name] = _parameter_role(parts[parts[0] in COLLECTIONS : -1], parts[-1], known, name)
+    return roles
+
+
+def _parameter_role(layer: list[str], last: str, known: set[str], name: str) -> TensorRole:
+    role = FLAX_ROLES.get(last) or PARAMETER_ROLES.get(last, last)
+    if role == "bias" and name.removesuffix(last) + "scale" in known:
+        role = "offset"  # a norm's
+    return TensorRole("parameter", layer=SEPARATOR.join(layer), role=role)
+
+
+def _optimizer_role(parts: list[str], state: int, known: set[str]) -> TensorRole:
+    """Optax's state of the parameter its path names (``opt_state/0/mu/Dense_0/kernel``), else of none (``count``)."""
+    for start in range(state + 2, len(parts)):
+        path = SEPARATOR.join(parts[start:])
+        owner = next((candidate for candidate in (f"params{SEPARATOR}{path}", path) if candidate in known), None)
+        if owner is not None and OPTIMIZER_STATE not in owner.split(SEPARATOR):
+            return TensorRole("optimizer", role=parts[start - 1], owner=owner)
+    return TensorRole("optimizer", role=parts[-1])
