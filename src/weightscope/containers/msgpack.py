@@ -13,12 +13,13 @@ Every value starts with one byte that says its type; numbers that follow are big
 - ``0xca`` float32, ``0xcb`` float64; ``0xcc..0xcf`` uint8..64; ``0xd0..0xd3`` int8..64.
 
 ``decode`` returns maps as dicts (in file order), arrays as lists, strings as ``str``, and bin and ext payloads as
-``Bin``/``Ext`` byte ranges of the source: nothing large is copied, so a tensor stays where the file holds it.
+``Bin``/``Ext`` byte ranges of the source: nothing large is copied, so a tensor stays where the file holds it. An
+ext type whose payload is itself msgpack (flax's ndarrays) is decoded in place when asked for.
 
 A reader must refuse: a value past the end of its bounds; ``0xc1``; a string that is not UTF-8; a map or array
 counting more entries than the bytes left could hold (each value takes at least one byte), checked before anything
 is allocated; nesting deeper than ``MAX_DEPTH``; a map key that is a map, an array or a payload, or one given twice.
-Memory is charged to a ``weightscope.limits.Budget`` per value made.
+Memory is charged to a ``weightscope.limits.Budget`` as each map or array is opened, by the entries it counts.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from weightscope.limits import Budget
 from weightscope.sources import AnySource
 
 MAX_DEPTH = 64  # flax's trees are a few levels deep; Python's recursion is not spent by a hostile file
-_VALUE_COST = 96  # a dict or list slot and the object in it (an int, a float, a small str or tuple), charged each
+# Memory charged per byte a map's or array's entries take at least (one a value): a dict or list slot and the object
+# in it (an int, a float, a small str or tuple). A string's characters take no more than its bytes in the file.
+_VALUE_COST = 96
 
 
 class Bin(NamedTuple):
@@ -42,11 +45,13 @@ class Bin(NamedTuple):
 
 
 class Ext(NamedTuple):
-    """An extension value: type ``code`` (-128..127) and its ``length`` bytes of payload at ``offset``."""
+    """An extension value: type ``code`` (-128..127) and its ``length`` bytes of payload at ``offset``; ``value``, the
+    payload decoded as one msgpack value where the decoder was told that type's payloads are msgpack, else None."""
 
     code: int
     offset: int
     length: int
+    value: Any = None
 
 
 # Fixed-size heads: the struct of the number that follows the type byte.
@@ -66,58 +71,81 @@ _FIXEXT = {0xD4: 1, 0xD5: 2, 0xD6: 4, 0xD7: 8, 0xD8: 16}
 _CONSTANTS = {0xC0: None, 0xC2: False, 0xC3: True}
 
 
+_WINDOW = 1 << 16  # bytes read at a time: the tree's heads lie between payloads that are skipped, never read
+
+
 class Decoder:
     """Reads msgpack values from ``source`` within ``[start, end)``; ``where`` names the file in errors."""
 
-    def __init__(self, source: AnySource, start: int, end: int, where: object, budget: Budget) -> None:
+    def __init__(
+        self, source: AnySource, start: int, end: int, where: object, budget: Budget, nested: frozenset[int]
+    ) -> None:
         self.source = source
+        self.nested = nested  # the ext types whose payload is itself one msgpack value, decoded in place
         self.position = start
         self.end = end
         self.where = where
         self.budget = budget
+        self._window = memoryview(b"")  # the source's bytes from ``_window_start`` on
+        self._window_start = start
 
     def _take(self, length: int, what: str) -> memoryview:
-        if length > self.end - self.position:
-            raise TruncatedFileError(
-                f"{self.where}: {what} at {self.position} needs {length} bytes; {self.end - self.position} remain"
-            )
-        data = self.source.read(self.position, length, what)
-        self.position += length
-        return data
+        """The next ``length`` bytes, from the window (refilled from the source where it falls short)."""
+        at = self.position
+        if length > self.end - at:
+            raise TruncatedFileError(f"{self.where}: {what} at {at} needs {length} bytes; {self.end - at} remain")
+        offset = at - self._window_start
+        if offset + length > len(self._window):
+            self._window = self.source.read(at, min(max(length, _WINDOW), self.end - at), what)
+            self._window_start, offset = at, 0
+        self.position = at + length
+        return self._window[offset : offset + length]
+
+    def _skip(self, length: int, what: str) -> int:
+        """Pass over a payload of ``length`` bytes without reading it; where it starts."""
+        at = self.position
+        if length > self.end - at:
+            raise TruncatedFileError(f"{self.where}: {what} at {at} needs {length} bytes; {self.end - at} remain")
+        self.position = at + length
+        return at
 
     def _number(self, layout: str, what: str) -> Any:
         return struct.unpack(layout, self._take(struct.calcsize(layout), what))[0]
 
     def _count(self, count: int, least: int, what: str, at: int) -> None:
+        """Refuse ``count`` entries of at least ``least`` bytes each that the bytes left cannot hold; charge them."""
         if count * least > self.end - self.position:
             raise TruncatedFileError(
                 f"{self.where}: {what} at {at} holds {count:,} entries, at least {count * least:,} bytes; "
                 f"{self.end - self.position:,} remain"
             )
+        self.budget.spend(count * least * _VALUE_COST, "the msgpack tree")
 
     def decode(self, depth: int = 0) -> Any:
         """The value at the current position (and past it)."""
         at = self.position
         head = self._take(1, "a msgpack value")[0]
-        self.budget.spend(_VALUE_COST, "the msgpack tree")
-        if head <= 0x7F or head >= 0xE0:
-            return head if head <= 0x7F else head - 0x100
+        if head <= 0x7F:
+            return head
+        if head >= 0xE0:
+            return head - 0x100
+        if 0xA0 <= head <= 0xBF:
+            return self._text(head & 0x1F, at)
         if head in _CONSTANTS:
             return _CONSTANTS[head]
         if head in _NUMBERS:
             return self._number(_NUMBERS[head], "a number")
-        if 0xA0 <= head <= 0xBF or head in (0xD9, 0xDA, 0xDB):
-            length = head & 0x1F if head <= 0xBF else self._number(_LENGTHS[head], "a string's length")
-            return self._text(length, at)
+        if head in (0xD9, 0xDA, 0xDB):
+            return self._text(self._number(_LENGTHS[head], "a string's length"), at)
         if head in (0xC4, 0xC5, 0xC6):
             length = self._number(_LENGTHS[head], "a bin's length")
-            self._take(length, "a bin")
-            return Bin(self.position - length, length)
+            return Bin(self._skip(length, "a bin"), length)
         if head in (0xC7, 0xC8, 0xC9) or head in _FIXEXT:
             length = _FIXEXT[head] if head in _FIXEXT else self._number(_LENGTHS[head], "an ext's length")
             code = self._number(">b", "an ext's type")
-            self._take(length, f"an ext of type {code}")
-            return Ext(code, self.position - length, length)
+            if code in self.nested:
+                return self._nested(code, length, depth)
+            return Ext(code, self._skip(length, f"an ext of type {code}"), length)
         if depth >= MAX_DEPTH:
             raise CorruptCheckpointError(f"{self.where}: msgpack values at {at} nest deeper than {MAX_DEPTH} levels")
         if 0x90 <= head <= 0x9F or head in (0xDC, 0xDD):
@@ -130,9 +158,22 @@ class Decoder:
             return self._map(count, depth, at)
         raise CorruptCheckpointError(f"{self.where}: byte 0x{head:02x} at {at} starts no msgpack value")
 
+    def _nested(self, code: int, length: int, depth: int) -> Ext:
+        """An ext whose payload is one msgpack value, filling it exactly."""
+        start, end = self.position, self._skip(length, f"an ext of type {code}") + length
+        self.position, self.end, outer_end = start, end, self.end
+        try:
+            value = self.decode(depth + 1)
+            if self.position != end:
+                raise CorruptCheckpointError(
+                    f"{self.where}: the ext of type {code} at {start} holds {end - self.position} bytes after its value"
+                )
+        finally:
+            self.end = outer_end
+        return Ext(code, start, length, value)
+
     def _text(self, length: int, at: int) -> str:
         data = self._take(length, "a string")
-        self.budget.spend(length, "the msgpack tree")
         try:
             return str(data, "utf-8")
         except UnicodeDecodeError:
@@ -151,9 +192,12 @@ class Decoder:
         return mapping
 
 
-def decode_all(source: AnySource, start: int, end: int, where: object, budget: Budget, what: str) -> Any:
-    """The one value ``[start, end)`` holds (``what`` it is, for errors); bytes left after it are refused."""
-    decoder = Decoder(source, start, end, where, budget)
+def decode_all(
+    source: AnySource, start: int, end: int, where: object, budget: Budget, what: str, nested: frozenset[int]
+) -> Any:
+    """The one value ``[start, end)`` holds (``what`` it is, for errors), with the payloads of the ext types
+    ``nested`` decoded too (``Ext.value``); bytes left after it are refused."""
+    decoder = Decoder(source, start, end, where, budget, nested)
     value = decoder.decode()
     if decoder.position != end:
         raise CorruptCheckpointError(

@@ -17,9 +17,10 @@ An array over ``MAX_CHUNK_SIZE`` (2**30) bytes is written as a map ``{"__msgpack
 (``np.concatenate``, then ``reshape``) wherever such a map is the top level or a value in a map.
 
 Names are the keys' path joined by ``/``, as ``flax.traverse_util.flatten_dict(sep="/")`` makes them:
-``params/Dense_0/kernel``, ``opt_state/0/mu/Dense_0/kernel``. Arrays are read-only views of the file's bytes
-(their offsets are recorded as the tree is walked; nothing is copied); a chunked array is joined when read. Every
-other leaf, and an empty map or array, is metadata (its ``repr``, as msgpack_restore gives it).
+``params/Dense_0/kernel``, ``opt_state/0/mu/Dense_0/kernel``; a list's arrays are named by their place
+(``layers/0``), and a list of plain values is one leaf (as ``flatten_dict`` keeps it). Arrays are read-only views of
+the file's bytes (their offsets are recorded as the tree is walked; nothing is copied); a chunked array is joined
+when read. Every other leaf, and an empty map or array, is metadata (its ``repr``, as msgpack_restore gives it).
 
 Layers: a name's last component is the tensor's role in the layer its path names, and Flax's collections
 (``params``, ``batch_stats``) name no layer: ``params/Dense_0/kernel`` is the weight of
@@ -53,6 +54,7 @@ from weightscope.layers import TensorRole
 from weightscope.limits import Budget, Limits
 
 NDARRAY, NATIVE_COMPLEX, NPSCALAR = 1, 2, 3  # flax's _MsgpackExtType
+_NESTED = frozenset({NDARRAY, NATIVE_COMPLEX, NPSCALAR})  # their payloads are msgpack
 CHUNKED = "__msgpack_chunked_array__"
 SEPARATOR = "/"
 # The dtype names flax writes (``arr.dtype.name``) that read as what they say: those of the dtype table whose dtype
@@ -67,6 +69,8 @@ COLLECTIONS = frozenset({"params", "batch_stats"})
 OPTIMIZER_STATE = "opt_state"  # a TrainState's optax state
 # Flax's parameter names whose role is not PARAMETER_ROLES' (BatchNorm's statistics, Embed's table).
 FLAX_ROLES = {"scale": "scale", "mean": "running_mean", "var": "running_var", "embedding": "weight"}
+_SCALARS = frozenset({int, float, str, bool, type(None)})
+_SHOWN = 16  # the values of a longer list of scalars shown in its metadata
 _INFO_COST = 320  # a TensorInfo with its shape, the tuples of its chunks, a dict slot (as gguf's)
 
 
@@ -88,7 +92,7 @@ class FlaxMsgpackCheckpoint(FileCheckpoint):
     def _load(self) -> Index:
         size = self._source.size
         self._budget = Budget(Limits.for_size(size), self.path)
-        tree = decode_all(self._source, 0, size, self.path, self._budget, "the msgpack tree")
+        tree = decode_all(self._source, 0, size, self.path, self._budget, "the msgpack tree", _NESTED)
         if not isinstance(tree, (dict, list)):
             raise UnsupportedFormatError(f"{self.path}: a msgpack file holding {_kind(tree)}, not a tree of arrays")
         self._chunks: dict[str, list[_Array]] = {}
@@ -103,9 +107,15 @@ class FlaxMsgpackCheckpoint(FileCheckpoint):
         """Record ``value`` at ``name`` (a map's value, or the top level, where ``in_map``) and what is under it."""
         if isinstance(value, dict) and value and not (in_map and CHUNKED in value):
             for key, item in value.items():
-                self._walk(item, f"{name}{key}{SEPARATOR}", True, infos, metadata)
+                if type(item) in _SCALARS:  # most leaves that are no arrays: no call each
+                    leaf = f"{name}{key}"
+                    if leaf in metadata or leaf in infos:
+                        raise CorruptCheckpointError(f"{self.path}: '{leaf}' is given twice")
+                    metadata[leaf] = repr(item)
+                else:
+                    self._walk(item, f"{name}{key}{SEPARATOR}", True, infos, metadata)
             return
-        if isinstance(value, list) and value:
+        if isinstance(value, list) and not _SCALARS.issuperset(map(type, value)):
             for number, item in enumerate(value):
                 self._walk(item, f"{name}{number}{SEPARATOR}", False, infos, metadata)
             return
@@ -131,15 +141,15 @@ class FlaxMsgpackCheckpoint(FileCheckpoint):
 
     def _array(self, ext: Ext, where: str) -> _Array:
         """The ndarray an ext of type 1 or 3 holds: ``[shape, dtype name, bytes]``, itself msgpack."""
-        what = f"the ndarray payload of {where.partition(': ')[2]}"
-        inner = decode_all(self._source, ext.offset, ext.offset + ext.length, self.path, self._budget, what)
+        inner = ext.value
         if not (isinstance(inner, list) and len(inner) == 3 and isinstance(inner[2], Bin)):
             raise CorruptCheckpointError(f"{where}: its ndarray payload is no [shape, dtype, bytes] but {inner!r:.80}")
         shape, dtype_name, data = inner
         if not isinstance(shape, list) or not all(type(size) is int and size >= 0 for size in shape):
             raise CorruptCheckpointError(f"{where}: shape {shape!r:.80} is not a list of sizes")
         if isinstance(dtype_name, Bin):  # flax reads the name as bytes: a bin serves as well as a str
-            dtype_name = str(self._source.read(dtype_name.offset, min(dtype_name.length, 64), what), "utf-8", "replace")
+            text = self._source.read(dtype_name.offset, min(dtype_name.length, 64), f"the dtype of {where}")
+            dtype_name = str(text, "utf-8", "replace")
         element = DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
         if element is None:
             raise UnsupportedFormatError(f"{where}: dtype {dtype_name!r:.80} is none weightscope reads")
@@ -171,7 +181,7 @@ class FlaxMsgpackCheckpoint(FileCheckpoint):
     def _leaf(self, value: Any, name: str) -> str:
         """What msgpack_restore gives for a leaf that is no array, as text."""
         if isinstance(value, Ext) and value.code == NATIVE_COMPLEX:
-            parts = decode_all(self._source, value.offset, value.offset + value.length, self.path, self._budget, name)
+            parts = value.value
             if not (isinstance(parts, list) and len(parts) == 2 and all(_real(part) for part in parts)):
                 raise CorruptCheckpointError(f"{self.path}: complex '{name}' is no [real, imag] but {parts!r:.80}")
             return repr(complex(parts[0], parts[1]))
@@ -179,6 +189,8 @@ class FlaxMsgpackCheckpoint(FileCheckpoint):
             return f"ExtType(code={value.code}, data=<{value.length} bytes>)"
         if isinstance(value, Bin):
             return f"<{value.length} bytes>"
+        if isinstance(value, list) and len(value) > _SHOWN:  # scalars, as flatten_dict keeps a list: one leaf
+            return f"[{', '.join(map(repr, value[:_SHOWN]))}, … ({len(value):,} values)]"
         return repr(value)
 
     # -- reading tensors -------------------------------------------------------------
