@@ -17,6 +17,7 @@ byte source would not be.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ import h5py
 import numpy as np
 import pytest
 from conformance_makers import MAKERS, Maker, Written, tensors_for
+from test_flax_msgpack import flax_restore
 from test_writers import NPZ, PYTORCH, SAFETENSORS, Writer, _assert_all_equal, _tensors
 
 import weightscope as ws
@@ -389,7 +391,15 @@ TENSORFLOW = Writer(
     keeps_order=False,
 )
 KERAS = Writer("keras", ".weights.h5", keras_format.save, (), (_load_keras,), keeps_order=False)
-EVERY_WRITER = [SAFETENSORS, NPZ, PYTORCH, TENSORFLOW, KERAS]
+FLAX = Writer(
+    "flax-msgpack",
+    ".msgpack",
+    functools.partial(ws.save, format="flax-msgpack"),
+    (*NPZ.dtypes, "bfloat16"),
+    (flax_restore,),
+    keeps_order=True,
+)
+EVERY_WRITER = [SAFETENSORS, NPZ, PYTORCH, TENSORFLOW, KERAS, FLAX]
 
 
 def _writer_tensors(writer: Writer) -> dict[str, np.ndarray]:

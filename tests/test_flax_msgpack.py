@@ -24,6 +24,34 @@ EXPECTED: dict[str, dict[str, dict[str, Any]]] = json.loads((FIXTURES / "expecte
 FILES = sorted(EXPECTED)
 
 
+def flax_restore(path: Path) -> dict[str, np.ndarray]:
+    """The arrays ``flax.serialization.msgpack_restore`` gives for ``path``, flattened with ``/``: msgpack (the library
+    flax reads with) and flax's ext hook, ``_ndarray_from_bytes`` and ``_unchunk``, restated (flax is not installed
+    here; the committed fixtures hold flax's own answers)."""
+    import ml_dtypes
+    import msgpack
+
+    def ndarray(data: bytes) -> np.ndarray:
+        shape, name, buffer = msgpack.unpackb(data, raw=True)
+        dtype = ml_dtypes.bfloat16 if name == b"bfloat16" else np.dtype(name)
+        return np.frombuffer(buffer, dtype=dtype, count=-1, offset=0).reshape(shape, order="C")
+
+    def hook(code: int, data: bytes) -> Any:
+        return ndarray(data) if code in (1, 3) else msgpack.ExtType(code, data)
+
+    def flatten(tree: Any, prefix: str) -> dict[str, np.ndarray]:
+        if isinstance(tree, dict) and "__msgpack_chunked_array__" in tree:
+            shape = tuple(tree["shape"][str(number)] for number in range(len(tree["shape"])))
+            chunks = [tree["chunks"][str(number)] for number in range(len(tree["chunks"]))]
+            return {prefix[:-1]: np.concatenate(chunks).reshape(shape)}
+        if isinstance(tree, dict):
+            return {k: v for key, value in tree.items() for k, v in flatten(value, f"{prefix}{key}/").items()}
+        return {prefix[:-1]: tree}
+
+    restored = msgpack.unpackb(path.read_bytes(), ext_hook=hook, raw=False, strict_map_key=False)
+    return flatten(restored, "")
+
+
 @pytest.fixture(scope="module")
 def restored() -> dict[str, np.ndarray]:
     with np.load(FIXTURES / "expected.npz") as stored:
@@ -135,3 +163,43 @@ def test_transformers_order_puts_flax_weights_after_safetensors_and_bin(tmp_path
         assert ckpt.notes == [
             f"{folder}: read pytorch_model.bin, as transformers loads it first; not read: flax_model.msgpack"
         ]
+
+
+@pytest.mark.parametrize("file", ["hf_flax/flax_model.msgpack", "variables.msgpack", "writer_reference.msgpack"])
+def test_written_back_the_bytes_are_flaxs(file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if file == "writer_reference.msgpack":  # flax's msgpack_serialize with its chunk size set to 64 bytes: so here
+        monkeypatch.setattr("weightscope.formats.flax_msgpack.MAX_CHUNK_SIZE", 64)
+    with ws.open(FIXTURES / file, format="flax-msgpack") as ckpt:
+        written = ws.save(ckpt, tmp_path / "out.msgpack")
+        assert any(ckpt.extent(name) is None for name in ckpt) == (file == "writer_reference.msgpack")  # chunked
+    assert written.read_bytes() == (FIXTURES / file).read_bytes()
+
+
+def test_a_sharded_folder_is_written_as_transformers_4_cut_it(tmp_path: Path) -> None:
+    with ws.open(FIXTURES / "hf_flax") as ckpt:
+        folder = ws.save(ckpt, tmp_path / "out", format="flax-msgpack", max_shard_size=2000)
+    expected = sorted(path.name for path in (FIXTURES / "hf_flax_sharded").glob("flax_model*"))
+    assert sorted(path.name for path in folder.iterdir()) == expected
+    for name in expected[:-1]:  # the shards, byte for byte
+        assert (folder / name).read_bytes() == (FIXTURES / "hf_flax_sharded" / name).read_bytes()
+    index = json.loads((folder / expected[-1]).read_text())
+    assert index == json.loads((FIXTURES / "hf_flax_sharded" / expected[-1]).read_text())
+
+
+def test_what_flax_cannot_read_back_is_refused_before_writing(tmp_path: Path) -> None:
+    import ml_dtypes
+
+    with pytest.raises(ws.UnsupportedFormatError, match="float8_e4m3fn"):
+        ws.save({"a": np.zeros(2, ml_dtypes.float8_e4m3fn)}, tmp_path / "a.msgpack")
+    with pytest.raises(ws.UsageError, match="'a' is a tensor too"):
+        ws.save({"a": np.zeros(2), "a/b": np.zeros(2)}, tmp_path / "b.msgpack")
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_restated_restore_agrees_with_flaxs_answers(restored: dict[str, np.ndarray]) -> None:
+    for file in ("train_state.msgpack", "chunked.msgpack", "variables.msgpack"):  # (what test_conformance reads by)
+        arrays = {name: value for name, value in flax_restore(FIXTURES / file).items() if isinstance(value, np.ndarray)}
+        assert sorted(arrays) == sorted(name for name, leaf in EXPECTED[file].items() if "dtype" in leaf)
+        for name, array in arrays.items():
+            assert array.tobytes() == restored[f"{file}:{name}"].tobytes()
+            assert array.dtype.name == EXPECTED[file][name]["dtype"]

@@ -303,7 +303,9 @@ _BUILT_IN = (
         "Flax msgpack (flax.serialization.to_bytes, the Hub's flax_model.msgpack): a tree of arrays, names as flax "
         "flattens them",
         "weightscope.formats.flax_msgpack:FlaxMsgpackCheckpoint",
+        writer="weightscope.formats.flax_msgpack:WRITER",
         suffixes=(".msgpack",),
+        writes=(".msgpack",),
         model_file="flax_model.msgpack",
     ),
 )

@@ -39,19 +39,34 @@ There are no checksums: ``verify`` reads every tensor, which checks bounds only.
 from __future__ import annotations
 
 import math
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.containers.msgpack import Bin, Ext, decode_all
 from weightscope.conventions import PARAMETER_ROLES
-from weightscope.dtypes import BY_NAME, ElementType, check_rank, check_size, little_endian_dtype, native_order
-from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError
+from weightscope.dtypes import (
+    BY_NAME,
+    ElementType,
+    check_rank,
+    check_size,
+    element_for,
+    little_endian_dtype,
+    native_order,
+)
+from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole
 from weightscope.limits import Budget, Limits
+from weightscope.writing import Holds, Spec, Tensors, Writer, array_bytes, plan
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 NDARRAY, NATIVE_COMPLEX, NPSCALAR = 1, 2, 3  # flax's _MsgpackExtType
 _NESTED = frozenset({NDARRAY, NATIVE_COMPLEX, NPSCALAR})  # their payloads are msgpack
@@ -275,3 +290,115 @@ def _optimizer_role(parts: list[str], state: int, known: set[str]) -> TensorRole
         if owner is not None and OPTIMIZER_STATE not in owner.split(SEPARATOR):
             return TensorRole("optimizer", role=parts[start - 1], owner=owner)
     return TensorRole("optimizer", role=parts[-1])
+
+
+# -- writing -------------------------------------------------------------------------
+# What flax's msgpack_restore reads back: numpy's own types by their names, and bfloat16 (``_dtype_from_name``);
+# np.dtype knows no other ml_dtypes name, so float8s and int4 are left out.
+WRITTEN_DTYPES = frozenset(
+    {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
+    | {"float16", "float32", "float64", "complex64", "complex128", "bfloat16"}
+)
+HOLDS = Holds("Flax msgpack", "flax_model.msgpack", dtypes=WRITTEN_DTYPES)
+MAX_CHUNK_SIZE = 1 << 30  # flax's: a larger array is written as a chunked map of flat pieces of at most this size
+_Tree = dict[str, "_Tree | Spec"]
+
+
+def _packed_length(head: int, length: int, widths: tuple[tuple[int, int], ...]) -> bytes:
+    """The head of a str, bin, ext, map or array of ``length``: its first byte and big-endian length of the
+    smallest width that holds it (``widths``: (largest length, byte) pairs, smallest first; a fix- form's byte
+    is ``head`` plus the length)."""
+    for largest, byte in widths:
+        if length <= largest:
+            size = {0xFF: 1, 0xFFFF: 2, 0xFFFFFFFF: 4, 2**64 - 1: 8}.get(largest, 0)
+            return bytes([head + length]) if size == 0 else bytes([byte]) + length.to_bytes(size, "big")
+    raise UsageError(f"a msgpack value of {length:,} entries or bytes is over msgpack's limit")
+
+
+def _text(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return _packed_length(0xA0, len(data), ((31, 0), (0xFF, 0xD9), (0xFFFF, 0xDA), (0xFFFFFFFF, 0xDB))) + data
+
+
+def _map_head(count: int) -> bytes:
+    return _packed_length(0x80, count, ((15, 0), (0xFFFF, 0xDE), (0xFFFFFFFF, 0xDF)))
+
+
+def _int(value: int) -> bytes:
+    """A size as msgpack packs it: in the fewest bytes."""
+    return _packed_length(0, value, ((0x7F, 0), (0xFF, 0xCC), (0xFFFF, 0xCD), (0xFFFFFFFF, 0xCE), (2**64 - 1, 0xCF)))
+
+
+def _ndarray_head(dtype_name: str, shape: tuple[int, ...], nbytes: int) -> bytes:
+    """An ndarray ext's head and its payload up to the data: ``packb((shape, dtype name, data))`` less the data."""
+    dims = _packed_length(0x90, len(shape), ((15, 0), (0xFFFF, 0xDC), (0xFFFFFFFF, 0xDD)))
+    payload = b"\x93" + dims + b"".join(_int(size) for size in shape) + _text(dtype_name)
+    payload += _packed_length(0, nbytes, ((0xFF, 0xC4), (0xFFFF, 0xC5), (0xFFFFFFFF, 0xC6)))
+    size = len(payload) + nbytes
+    head = {1: b"\xd4", 2: b"\xd5", 4: b"\xd6", 8: b"\xd7", 16: b"\xd8"}.get(size)
+    if head is None:
+        head = _packed_length(0, size, ((0xFF, 0xC7), (0xFFFF, 0xC8), (0xFFFFFFFF, 0xC9)))
+    return head + bytes([NDARRAY]) + payload
+
+
+def _unflatten(specs: list[Spec]) -> _Tree:
+    """The tree ``params/Dense_0/kernel`` names make (``flax.traverse_util.unflatten_dict(sep="/")``)."""
+    tree: _Tree = {}
+    for spec in specs:
+        *path, last = spec.name.split(SEPARATOR)
+        node = tree
+        for depth, part in enumerate(path):
+            child = node.setdefault(part, {})
+            if isinstance(child, Spec):
+                raise UsageError(f"tensor '{spec.name}': '{SEPARATOR.join(path[: depth + 1])}' is a tensor too")
+            node = child
+        if last in node:
+            raise UsageError(f"tensor '{spec.name}': its name is also the path of other tensors")
+        node[last] = spec
+    return tree
+
+
+def write(tensors: Tensors | Mapping[str, ArrayLike], path: str | os.PathLike[str]) -> list[Path]:
+    """Write ``tensors`` as ``flax.serialization.to_bytes`` writes their tree (names split at ``/``): what
+    ``msgpack_restore`` reads back. Arrays over flax's chunk size are written chunked, as flax writes them."""
+    from weightscope.atomic import atomic_write
+
+    target = Path(path)
+    source, specs = plan(tensors, target, HOLDS)
+    tree = _unflatten(specs)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(target) as handle:
+
+        def put(node: _Tree) -> None:
+            handle.write(_map_head(len(node)))
+            for key, value in node.items():
+                handle.write(_text(key))
+                if isinstance(value, dict):
+                    put(value)
+                else:
+                    _put_array(handle, value, array_bytes(source.array(value.name), value))
+
+        put(tree)
+    return [target]
+
+
+def _put_array(handle: BinaryIO, spec: Spec, data: np.ndarray) -> None:
+    element = element_for(spec.dtype, lambda element: element.name in WRITTEN_DTYPES)
+    assert element is not None  # planned
+    if spec.nbytes <= MAX_CHUNK_SIZE:
+        handle.write(_ndarray_head(element.name, spec.shape, spec.nbytes))
+        handle.write(data.data)
+        return
+    step = max(1, MAX_CHUNK_SIZE // spec.dtype.itemsize) * spec.dtype.itemsize  # flax's chunk, in bytes
+    handle.write(_map_head(3) + _text(CHUNKED) + b"\xc3" + _text("shape") + _map_head(len(spec.shape)))
+    for number, size in enumerate(spec.shape):
+        handle.write(_text(str(number)) + _int(size))
+    starts = range(0, spec.nbytes, step)
+    handle.write(_text("chunks") + _map_head(len(starts)))
+    for number, start in enumerate(starts):
+        piece = data[start : start + step]
+        handle.write(_text(str(number)) + _ndarray_head(element.name, (len(piece) // spec.dtype.itemsize,), len(piece)))
+        handle.write(piece.data)
+
+
+WRITER = Writer(HOLDS, write)
