@@ -180,6 +180,22 @@ def _tensorflow_keys_growing_by_one_byte(count: int) -> dict[str, bytes]:
     return {"model.ckpt.index": bytes(index), "model.ckpt.data-00000-of-00001": data}
 
 
+def _flax_map(entries: list[bytes]) -> bytes:
+    """A Flax msgpack file: one map32 of ``entries`` (each a key then a value, packed)."""
+    return b"\xdf" + struct.pack(">I", len(entries)) + b"".join(entries)
+
+
+def _flax_of_many_tensors(count: int) -> bytes:
+    """``count`` one-float ndarrays (ext 1: ``[[1], "float32", 4 bytes]``), named ``t0000000``...."""
+    payload = b"\x93\x91\x01\xa7float32\xc4\x04" + bytes(4)
+    return _flax_map([b"\xa8" + f"t{index:07d}".encode() + b"\xc7\x11\x01" + payload for index in range(count)])
+
+
+def _flax_of_empty_maps(count: int) -> bytes:
+    """``count`` keys (uint32s) each holding an empty map: each a metadata leaf."""
+    return _flax_map([b"\xce" + struct.pack(">I", index) + b"\x80" for index in range(count)])
+
+
 def _stride_zero_pytorch(shape: tuple[int, ...], stride: tuple[int, ...]) -> bytes:
     return torch_zip(pickle2(ordered_dict(("t", tensor("0", 4, shape, stride)))))
 
@@ -213,6 +229,12 @@ CRAFTED: dict[str, tuple[Callable[[], bytes | dict[str, bytes]], set[int]]] = {
     "keras-config-inflating-to-256-mib.keras": (lambda: _keras_with_inflating_config(256 << 20), {OK, LIMIT}),
     "keras-10-values-in-a-128-mib-chunk.weights.h5": (lambda: _hdf5_of_one_large_chunk(2**25), {OK, LIMIT}),
     "npz-20000-members.npz": (lambda: _npz_of_many_members(20_000), {OK}),
+    "flax-30000-tensors.msgpack": (lambda: _flax_of_many_tensors(30_000), {OK}),
+    "flax-a-million-empty-maps.msgpack": (lambda: _flax_of_empty_maps(1_000_000), {OK, LIMIT}),
+    "flax-a-million-nils-in-a-list.msgpack": (
+        lambda: b"\x81\xa1a\xdd" + struct.pack(">I", 10**6) + b"\xc0" * 10**6,
+        {OK, LIMIT},
+    ),
     "tensorflow-20000-keys-growing-by-one-byte": (lambda: _tensorflow_keys_growing_by_one_byte(20_000), {OK, LIMIT}),
 }
 
