@@ -203,3 +203,14 @@ def test_the_restated_restore_agrees_with_flaxs_answers(restored: dict[str, np.n
         for name, array in arrays.items():
             assert array.tobytes() == restored[f"{file}:{name}"].tobytes()
             assert array.dtype.name == EXPECTED[file][name]["dtype"]
+
+
+def test_over_http_files_and_folders_read_as_local() -> None:
+    from test_remote import assert_same_as_local, serving
+
+    with serving(FIXTURES) as root:
+        for file in ("train_state.msgpack", "chunked.msgpack", "dtypes.msgpack"):
+            assert_same_as_local(f"{root}/{file}", FIXTURES / file).close()
+        with ws.open(f"{root}/hf_flax_sharded/") as remote, ws.open(FIXTURES / "hf_flax_sharded") as local:
+            assert list(remote) == list(local)
+            assert all(remote[name].tobytes() == local[name].tobytes() for name in local)
