@@ -94,6 +94,8 @@ def split_name(name: str) -> tuple[str, str]:
 TF_TO_PYTORCH = {
     "kernel": "weight",
     "embeddings": "weight",
+    "embedding": "weight",  # Flax's Embed
+    "scale": "weight",  # Flax's norms (and Keras 3's RMSNormalization)
     "depthwise_kernel": "weight",
     "gamma": "weight",
     "beta": "bias",
