@@ -74,8 +74,8 @@ class _ProgressBar:
 @click.option(
     "--max-shard-size",
     metavar="SIZE",
-    help="Write DESTINATION as a Hugging Face model folder (safetensors, or --to pytorch): shards of at most SIZE "
-    "(5GB = 5*10**9 bytes, 500MB, 2GiB) and their index, with the source model's config.json.",
+    help="Write DESTINATION as a Hugging Face model folder (safetensors, or --to pytorch, flax-msgpack): shards of "
+    "at most SIZE (5GB = 5*10**9 bytes, 500MB, 2GiB) and their index, with the source model's config.json.",
 )
 @click.option("--json", "as_json", is_flag=True, help="A JSON summary of what was written.")
 @step_option
