@@ -214,3 +214,12 @@ def test_over_http_files_and_folders_read_as_local() -> None:
         with ws.open(f"{root}/hf_flax_sharded/") as remote, ws.open(FIXTURES / "hf_flax_sharded") as local:
             assert list(remote) == list(local)
             assert all(remote[name].tobytes() == local[name].tobytes() for name in local)
+
+
+def test_scan_finds_no_code_in_a_msgpack_tree(capsys: pytest.CaptureFixture[str]) -> None:
+    # train_state.msgpack starts 0x83, a fixmap of 3 (which pickle's opcodes read as EXT2): it is never read as one
+    assert (FIXTURES / "train_state.msgpack").read_bytes()[0] == 0x83
+    assert main(["scan", str(FIXTURES / "train_state.msgpack")]) == 0
+    assert capsys.readouterr() == ("", "")
+    broken = Path(__file__).resolve().parent / "corpus" / "flax" / "TruncatedFileError--cut-inside-a-tensor.msgpack"
+    assert main(["scan", str(broken)]) == 4  # what opening it gives

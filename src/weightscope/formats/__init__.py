@@ -306,6 +306,7 @@ _BUILT_IN = (
         writer="weightscope.formats.flax_msgpack:WRITER",
         suffixes=(".msgpack",),
         writes=(".msgpack",),
+        scanner="weightscope.formats.flax_msgpack:scan",  # nothing to list: read as a pickle, its bytes look like one
         model_file="flax_model.msgpack",
     ),
 )
