@@ -155,6 +155,16 @@ def test_a_hub_folder_reads_flax_model_msgpack_single_or_sharded() -> None:
         assert ckpt.format == "flax-msgpack"
 
 
+def test_a_legacy_flax_checkpoint_file_is_known_by_its_name_and_first_byte(tmp_path: Path) -> None:
+    legacy = FIXTURES / "legacy" / "checkpoint_3"  # flax.training.checkpoints.save_checkpoint, Orbax off
+    with ws.open(legacy) as ckpt, ws.open(FIXTURES / "variables.msgpack") as same:
+        assert ckpt.format == "flax-msgpack" and list(ckpt) == list(same)
+    other = tmp_path / "checkpoint_3"
+    other.write_bytes(b"\x00" + legacy.read_bytes())  # no msgpack map first: not claimed
+    with pytest.raises(ws.UnsupportedFormatError, match="not a checkpoint format"):
+        ws.open(other)
+
+
 def test_transformers_order_puts_flax_weights_after_safetensors_and_bin(tmp_path: Path) -> None:
     folder = shutil.copytree(FIXTURES / "hf_flax", tmp_path / "both")
     ws.save({"lm_head.weight": np.ones((2, 2), np.float32)}, folder / "pytorch_model.bin")
