@@ -69,6 +69,7 @@ _NUMBERS = {
 }  # fmt: skip
 _FIXEXT = {0xD4: 1, 0xD5: 2, 0xD6: 4, 0xD7: 8, 0xD8: 16}
 _CONSTANTS = {0xC0: None, 0xC2: False, 0xC3: True}
+_STRUCTS = {layout: struct.Struct(layout) for layout in (*_LENGTHS.values(), *_NUMBERS.values(), ">b")}
 
 
 _WINDOW = 1 << 16  # bytes read at a time: the tree's heads lie between payloads that are skipped, never read
@@ -110,7 +111,8 @@ class Decoder:
         return at
 
     def _number(self, layout: str, what: str) -> Any:
-        return struct.unpack(layout, self._take(struct.calcsize(layout), what))[0]
+        unpacker = _STRUCTS[layout]
+        return unpacker.unpack(self._take(unpacker.size, what))[0]
 
     def _count(self, count: int, least: int, what: str, at: int) -> None:
         """Refuse ``count`` entries of at least ``least`` bytes each that the bytes left cannot hold; charge them."""
