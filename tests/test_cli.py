@@ -217,7 +217,10 @@ def test_formats_lists_every_reader_and_what_it_needs(
     rows = {row["name"]: row for row in json.loads(out)}
     assert status == 0 and set(rows) == set(FORMATS) >= {"tensorflow", "safetensors", "pytorch", "keras", "gguf"}
     writable = {name for name, row in rows.items() if row["writable"]}
-    assert writable == {"tensorflow", "safetensors", "npz", "pytorch", "keras"} and not rows["gguf"]["writable"]
+    assert (
+        writable == {"tensorflow", "safetensors", "npz", "pytorch", "keras", "flax-msgpack"}
+        and not rows["gguf"]["writable"]
+    )
     assert all(row["missing"] is None for row in rows.values())  # make test installs every optional part
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "h5py" else real_find_spec(name))
