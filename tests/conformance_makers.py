@@ -238,6 +238,35 @@ def _tensorflow(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
     return _one(prefix, tensors)
 
 
+def flax_bytes(tensors: dict[str, np.ndarray]) -> bytes:
+    """What ``flax.serialization.msgpack_serialize`` writes for the tree ``tensors``' names make (split at ``/``),
+    by msgpack (the library flax packs with) and flax's ``_msgpack_ext_pack`` restated: flax is not installed in the
+    test venv (test_flax_msgpack holds this to bytes flax wrote)."""
+    import msgpack
+
+    def pack(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            payload = msgpack.packb((value.shape, value.dtype.name, value.tobytes("C")), use_bin_type=True)
+            return msgpack.ExtType(1, payload)
+        return value
+
+    tree: dict[str, Any] = {}
+    for name, array in tensors.items():
+        *path, last = name.split("/")
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = array
+    packed: bytes = msgpack.packb(tree, default=pack, strict_types=True)
+    return packed
+
+
+def _flax(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+    path = directory / "model.msgpack"
+    path.write_bytes(flax_bytes(tensors))
+    return _one(path, tensors)
+
+
 MAKERS: list[Maker] = [
     Maker("safetensors", "safetensors", _safetensors, (*_NUMPY[:-2], "bfloat16", *_FLOAT8)),
     Maker("pytorch-zip", "pytorch", lambda d, t: _torch(d, t, legacy=False), (*_NUMPY, "bfloat16", *_FLOAT8)),
@@ -293,6 +322,7 @@ MAKERS: list[Maker] = [
         "keras-zip", "keras", _keras_zip, _NUMPY, big_endian=True, remote=False, eager_checksum=True, chunked_dask=False
     ),
     Maker("tensorflow", "tensorflow", _tensorflow, (*_NUMPY, "bfloat16", *_FLOAT8)),
+    Maker("flax-msgpack", "flax-msgpack", _flax, (*_NUMPY, "bfloat16")),
     Maker("sharded-safetensors", "sharded", _sharded, (*_NUMPY[:-2], "bfloat16", *_FLOAT8)),
     Maker(
         "gguf-split",

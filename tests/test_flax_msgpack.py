@@ -233,3 +233,12 @@ def test_scan_finds_no_code_in_a_msgpack_tree(capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr() == ("", "")
     broken = Path(__file__).resolve().parent / "corpus" / "flax" / "TruncatedFileError--cut-inside-a-tensor.msgpack"
     assert main(["scan", str(broken)]) == 4  # what opening it gives
+
+
+def test_the_conformance_maker_writes_as_flax_does() -> None:
+    from conformance_makers import flax_bytes
+
+    for file in ("variables.msgpack", "hf_flax/flax_model.msgpack"):
+        with ws.open(FIXTURES / file) as ckpt:
+            tensors = {name: np.array(ckpt[name]) for name in ckpt}
+        assert flax_bytes(tensors) == (FIXTURES / file).read_bytes()
