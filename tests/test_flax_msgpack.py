@@ -242,3 +242,13 @@ def test_the_conformance_maker_writes_as_flax_does() -> None:
         with ws.open(FIXTURES / file) as ckpt:
             tensors = {name: np.array(ckpt[name]) for name in ckpt}
         assert flax_bytes(tensors) == (FIXTURES / file).read_bytes()
+
+
+def test_a_lone_array_is_named_after_its_file(tmp_path: Path) -> None:
+    from conformance_makers import flax_bytes
+
+    whole = flax_bytes({"x": np.arange(6, dtype=np.int16).reshape(2, 3)})
+    lone = tmp_path / "weights.msgpack"
+    lone.write_bytes(whole[3:])  # the ndarray alone, without the map {"x": ...} (1 byte and a 1-byte key)
+    with ws.open(lone) as ckpt:
+        assert list(ckpt) == ["weights"] and ckpt["weights"].tolist() == [[0, 1, 2], [3, 4, 5]]

@@ -12,6 +12,8 @@ and leaves (``to_state_dict`` turns lists, tuples and named tuples into maps key
 - **ext type 2, Python complex**: the payload is msgpack ``[real, imag]`` (two floats);
 - any other msgpack value: ints, floats, strings, booleans, nil (a ``TrainState``'s ``step``).
 
+A file holding one array (``msgpack_serialize(array)``) names it after the file, as a ``.npy`` file is.
+
 An array over ``MAX_CHUNK_SIZE`` (2**30) bytes is written as a map ``{"__msgpack_chunked_array__": true, "shape":
 {"0": d0, …}, "chunks": {"0": ndarray, …}}`` of flat pieces of at most that size; ``msgpack_restore`` joins them
 (``np.concatenate``, then ``reshape``) wherever such a map is the top level or a value in a map.
@@ -109,7 +111,7 @@ class FlaxMsgpackCheckpoint(FileCheckpoint):
         size = self._source.size
         self._budget = Budget(Limits.for_size(size), self.path)
         tree = decode_all(self._source, 0, size, self.path, self._budget, "the msgpack tree", _NESTED)
-        if not isinstance(tree, (dict, list)):
+        if not isinstance(tree, (dict, list)) and not (isinstance(tree, Ext) and tree.code in (NDARRAY, NPSCALAR)):
             raise UnsupportedFormatError(f"{self.path}: a msgpack file holding {_kind(tree)}, not a tree of arrays")
         self._chunks: dict[str, list[_Array]] = {}
         infos: dict[str, TensorInfo] = {}
@@ -135,7 +137,7 @@ class FlaxMsgpackCheckpoint(FileCheckpoint):
             for number, item in enumerate(value):
                 self._walk(item, f"{name}{number}{SEPARATOR}", False, infos, metadata)
             return
-        name = name[: -len(SEPARATOR)]
+        name = name[: -len(SEPARATOR)] or self.path.name.removesuffix(".msgpack")  # a lone array: named as its file
         if name in infos or name in metadata:
             raise CorruptCheckpointError(f"{self.path}: '{name}' is given twice")
         if isinstance(value, dict) and value:  # a chunked array (an empty map is metadata)
