@@ -1,0 +1,247 @@
+"""Zarr arrays as tensorstore writes them for Orbax: v2 ``.zarray`` and v3 ``zarr.json`` metadata, chunks by key.
+
+Read (``docs/formats`` 4.3, checked on Orbax's own files): a regular chunk grid in C order; v2 with no filters
+and no compressor or ``{"id": "zstd"}`` (``dimension_separator`` ``.`` or ``/``; a scalar's chunk is ``0``);
+v3 with ``bytes`` (either endian), an optional ``zstd``, alone or inside ``sharding_indexed`` (inner chunks,
+then at the shard's end an index of ``(offset, nbytes)`` uint64 LE per inner chunk, ``2^64-1`` for none, with
+its CRC-32C when ``index_codecs`` says so; keys ``c/i/j``). Data types by name: numpy's integer, float and bool
+types, and tensorstore's ``bfloat16`` and float8 names. A missing chunk holds the fill value (``null``: zero,
+as tensorstore reads it). Every chunk must decode to exactly its chunk's bytes (edge chunks are full-size);
+others are refused, and a zstd frame is decoded into a buffer of that size, never more.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from weightscope._crc32c import crc32c
+from weightscope.containers.ocdbt import zstd_decode
+from weightscope.dtypes import BY_NAME, check_rank, check_size
+from weightscope.errors import ChecksumMismatchError, CorruptCheckpointError, LimitExceededError, UnsupportedFormatError
+
+METADATA_V2 = ".zarray"
+METADATA_V3 = "zarr.json"
+_V2_NUMERIC = re.compile(r"[<>|][biuf]\d{1,2}")
+_NONE = (1 << 64) - 1
+ChunkReader = Callable[[str], "bytes | memoryview | None"]  # a chunk's stored bytes by key; None where missing
+
+
+class ZarrArray(NamedTuple):
+    shape: tuple[int, ...]
+    dtype: np.dtype  # the stored type, in its byte order
+    type_name: str  # weightscope's name of it (``bfloat16``)
+    chunks: tuple[int, ...]  # the grid's chunk (a v3 shard's) shape
+    compressed: bool  # zstd
+    fill: Any
+    separator: str
+    zarr3: bool
+    inner: tuple[int, ...] | None = None  # a v3 shard's inner chunk shape
+    index_crc: bool = False
+
+    def chunk_keys(self) -> Iterator[tuple[tuple[int, ...], str]]:
+        """Each chunk's grid position and key, in C order."""
+        counts = [-(-size // chunk) if chunk else 0 for size, chunk in zip(self.shape, self.chunks, strict=True)]
+        for position in itertools.product(*(range(count) for count in counts)):
+            if self.zarr3:
+                yield position, self.separator.join(("c", *map(str, position)))
+            else:
+                yield position, self.separator.join(map(str, position)) or "0"
+
+
+def _fail(where: object, problem: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f"{where}: {problem}")
+
+
+def _dims(value: object, what: str, where: object, *, positive: bool = False) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(type(item) is int and item >= int(positive) for item in value):
+        raise _fail(where, f"{what} {value!r} is not a list of {'positive' if positive else 'non-negative'} integers")
+    check_rank(value, f"{where}")
+    return tuple(value)
+
+
+def _element(name: object, where: object) -> tuple[np.dtype, str]:
+    """The numpy type and weightscope name of a zarr data type name (v2 ``<f4``/``bfloat16``, v3 ``float32``)."""
+    if isinstance(name, str) and _V2_NUMERIC.fullmatch(name):
+        dtype = np.dtype(name)  # matched: a plain integer, float or bool type, never an object or record
+        entry = BY_NAME.get(dtype.name)
+        if entry is not None and entry.dtype == dtype.newbyteorder("="):
+            return dtype, entry.name
+    entry = BY_NAME.get(name) if isinstance(name, str) else None
+    if entry is None or entry.dtype is None or entry.dtype.kind == "O" or entry.name.startswith(("q", "string")):
+        raise UnsupportedFormatError(f"{where}: zarr data type {name!r} is not one weightscope reads")
+    return entry.dtype, entry.name
+
+
+def _fill(value: object, dtype: np.dtype, where: object) -> Any:
+    if value is None:
+        return 0
+    if isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity"):
+        return float(value.replace("Infinity", "inf"))
+    if isinstance(value, bool | int | float):
+        return value
+    raise UnsupportedFormatError(f"{where}: fill value {value!r} is not one weightscope reads")
+
+
+def parse(text: bytes | memoryview, where: object) -> ZarrArray:
+    """An array's metadata from its ``.zarray`` or ``zarr.json`` text."""
+    try:
+        meta = json.loads(bytes(text))
+    except (ValueError, RecursionError) as error:
+        raise _fail(where, f"zarr metadata is no JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise _fail(where, "zarr metadata is no JSON object")
+    version = meta.get("zarr_format")
+    if version == 2:
+        array = _parse_v2(meta, where)
+    elif version == 3:
+        array = _parse_v3(meta, where)
+    else:
+        raise UnsupportedFormatError(f"{where}: zarr_format {version!r} is not 2 or 3")
+    if len(array.chunks) != len(array.shape) or (array.inner is not None and len(array.inner) != len(array.shape)):
+        raise _fail(where, f"chunk shape {list(array.chunks)} does not match shape {list(array.shape)}")
+    check_size(array.shape, array.dtype.itemsize, f"{where}")
+    check_size(array.chunks, array.dtype.itemsize, f"{where}")
+    return array
+
+
+def _parse_v2(meta: dict[str, Any], where: object) -> ZarrArray:
+    dtype, name = _element(meta.get("dtype"), where)
+    compressor = meta.get("compressor")
+    if compressor is not None and compressor != {"id": "zstd", **{k: v for k, v in compressor.items() if k != "id"}}:
+        raise UnsupportedFormatError(f"{where}: zarr compressor {compressor!r} is not read (zstd or none)")
+    if meta.get("filters") not in (None, []):
+        raise UnsupportedFormatError(f"{where}: zarr filters {meta['filters']!r} are not read")
+    if meta.get("order", "C") != "C":
+        raise UnsupportedFormatError(f"{where}: zarr order {meta.get('order')!r} is not read (C only)")
+    separator = meta.get("dimension_separator", ".")
+    if separator not in (".", "/"):
+        raise _fail(where, f"dimension_separator {separator!r} is neither '.' nor '/'")
+    shape = _dims(meta.get("shape"), "shape", where)
+    chunks = _dims(meta.get("chunks"), "chunks", where, positive=True)
+    return ZarrArray(shape, dtype, name, chunks, compressor is not None, _fill(meta.get("fill_value"), dtype, where),
+                     separator, zarr3=False)  # fmt: skip
+
+
+def _codecs(codecs: object, where: object) -> tuple[Literal["<", ">"], bool]:
+    """The byte order and whether zstd follows, from a v3 codec list ``[bytes, zstd?]``."""
+    if not isinstance(codecs, list) or not codecs or not all(isinstance(codec, dict) for codec in codecs):
+        raise _fail(where, f"zarr codecs {codecs!r} are no list of objects")
+    first, *rest = codecs
+    if first.get("name") != "bytes" or [codec.get("name") for codec in rest] not in ([], ["zstd"]):
+        names = [codec.get("name") for codec in codecs]
+        raise UnsupportedFormatError(f"{where}: zarr codecs {names} are not read (bytes, then zstd or nothing)")
+    endian = (first.get("configuration") or {}).get("endian", "little")
+    if endian not in ("little", "big"):
+        raise _fail(where, f"byte order {endian!r}")
+    return "<" if endian == "little" else ">", bool(rest)
+
+
+def _parse_v3(meta: dict[str, Any], where: object) -> ZarrArray:
+    if meta.get("node_type") != "array":
+        raise UnsupportedFormatError(f"{where}: zarr node type {meta.get('node_type')!r} is no array")
+    dtype, name = _element(meta.get("data_type"), where)
+    grid = meta.get("chunk_grid") or {}
+    if not isinstance(grid, dict) or grid.get("name") != "regular":
+        raise UnsupportedFormatError(f"{where}: zarr chunk grid {grid!r} is not read (regular only)")
+    chunks = _dims((grid.get("configuration") or {}).get("chunk_shape"), "chunk_shape", where, positive=True)
+    encoding = meta.get("chunk_key_encoding") or {"name": "default"}
+    separator = (encoding.get("configuration") or {}).get(
+        "separator", "/" if encoding.get("name") == "default" else "."
+    )
+    if encoding.get("name") != "default" or separator not in (".", "/"):
+        raise UnsupportedFormatError(f"{where}: zarr chunk key encoding {encoding!r} is not read")
+    codecs = meta.get("codecs")
+    inner: tuple[int, ...] | None = None
+    index_crc = False
+    sharded = isinstance(codecs, list) and len(codecs) == 1 and isinstance(codecs[0], dict)
+    if sharded and codecs[0].get("name") == "sharding_indexed":  # type: ignore[index]
+        config = codecs[0].get("configuration") or {}  # type: ignore[index]
+        inner = _dims(config.get("chunk_shape"), "inner chunk_shape", where, positive=True)
+        if len(inner) != len(chunks) or any(shard % part for shard, part in zip(chunks, inner, strict=True)):
+            raise _fail(where, f"inner chunks {list(inner)} do not tile shards of {list(chunks)}")
+        if config.get("index_location", "end") != "end":
+            raise UnsupportedFormatError(f"{where}: a shard index at the start is not read")
+        index = [codec.get("name") for codec in config.get("index_codecs") or [] if isinstance(codec, dict)]
+        if index not in (["bytes"], ["bytes", "crc32c"]):
+            raise UnsupportedFormatError(f"{where}: shard index codecs {index} are not read")
+        index_crc = index == ["bytes", "crc32c"]
+        codecs = config.get("codecs")
+    order, compressed = _codecs(codecs, where)
+    dtype = dtype.newbyteorder(order) if dtype.itemsize > 1 else dtype
+    shape = _dims(meta.get("shape"), "shape", where)
+    fill = _fill(meta.get("fill_value"), dtype, where)
+    return ZarrArray(shape, dtype, name, chunks, compressed, fill, separator, True, inner, index_crc)
+
+
+def _decoded(array: ZarrArray, stored: bytes | memoryview, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """One chunk's values: exactly ``shape``'s bytes once decoded."""
+    expected = math.prod(shape) * array.dtype.itemsize
+    if array.compressed:
+        try:
+            data = zstd_decode(stored, expected, "its zstd frame", what)
+        except LimitExceededError:
+            raise CorruptCheckpointError(
+                f"{what} decodes to more than the {expected} bytes of a chunk of {list(shape)}"
+            ) from None
+    else:
+        data = np.frombuffer(stored, np.uint8)
+    if data.size != expected:
+        raise CorruptCheckpointError(f"{what} holds {data.size} bytes, not the {expected} of a chunk of {list(shape)}")
+    return data.view(array.dtype).reshape(shape)
+
+
+def _shard(array: ZarrArray, stored: bytes | memoryview, what: str) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """A v3 shard's inner chunks that are present: (position in the shard, values)."""
+    assert array.inner is not None
+    counts = [shard // part for shard, part in zip(array.chunks, array.inner, strict=True)]
+    index_bytes = 16 * math.prod(counts) + 4 * array.index_crc
+    if len(stored) < index_bytes:
+        raise CorruptCheckpointError(f"{what} is {len(stored)} bytes, shorter than its index of {index_bytes}")
+    index = bytes(stored[len(stored) - index_bytes :])
+    if array.index_crc:
+        computed, kept = crc32c(index[:-4]), int.from_bytes(index[-4:], "little")
+        if computed != kept:
+            raise ChecksumMismatchError(
+                f"{what}'s index is damaged: stored CRC-32C {kept:#010x}, computed {computed:#010x}"
+            )
+    pairs = np.frombuffer(index, "<u8", count=2 * math.prod(counts)).reshape(-1, 2)
+    body = len(stored) - index_bytes
+    for (offset, nbytes), position in zip(pairs.tolist(), itertools.product(*map(range, counts)), strict=True):
+        if offset == _NONE and nbytes == _NONE:
+            continue
+        if offset + nbytes > body:
+            raise CorruptCheckpointError(f"{what}: inner chunk {list(position)} at {offset}..{offset + nbytes} "
+                                         f"lies outside the shard's {body} bytes of chunks")  # fmt: skip
+        yield position, _decoded(array, stored[offset : offset + nbytes], array.inner, f"{what} chunk {position}")
+
+
+def assemble(array: ZarrArray, read: ChunkReader, what: str) -> np.ndarray:
+    """The whole array from its chunks (``read`` gives each one's stored bytes by key), in native byte order."""
+    out = np.full(array.shape, array.fill, array.dtype.newbyteorder("="))
+    for position, key in array.chunk_keys():
+        stored = read(key)
+        if stored is None:
+            continue
+        where = f"{what} chunk {key}"
+        if array.inner is None:
+            pieces: Iterator[tuple[tuple[int, ...], np.ndarray]] = iter(
+                [((0,) * len(position), _decoded(array, stored, array.chunks, where))]
+            )
+            step = array.chunks
+        else:
+            pieces = _shard(array, stored, where)
+            step = array.inner
+        for inner, values in pieces:
+            start = [outer * chunk + part * size for outer, chunk, part, size in
+                     zip(position, array.chunks, inner, step, strict=True)]  # fmt: skip
+            target = tuple(slice(begin, min(begin + size, total)) for begin, size, total in
+                           zip(start, step, array.shape, strict=True))  # fmt: skip
+            out[target] = values[tuple(slice(0, piece.stop - piece.start) for piece in target)]
+    return out
