@@ -298,7 +298,10 @@ class Database:
             cursor = decode_object(data, BTREE_NODE_MAGIC, self.budget.limits.memory, what, self.root)
             self.budget.spend(len(cursor.data), "the B+tree's nodes")
             if (height := cursor.byte()) != node.height:
-                raise cursor.fail(f"its height is {height} where its parent says {node.height}")
+                raise cursor.fail(
+                    f"its height is {height} where its parent's says {node.height} (a node below its own level: "
+                    "a cycle, or a reference to the wrong node)"
+                )
             files = _data_files(cursor, node.base)
             count = cursor.varint()
             if not 1 <= count <= _MAX_ARITY or count > len(cursor.data):
