@@ -222,6 +222,7 @@ class Database:
         self.budget = budget
         self.values: dict[str, Value] = {}
         root_node = self._read_manifest()
+        self.height = -1 if root_node is None else root_node.height  # the B+tree's root's (-1: an empty tree)
         if root_node is not None:
             self._walk(root_node)
 

@@ -39,7 +39,7 @@ class ZarrArray(NamedTuple):
     type_name: str  # weightscope's name of it (``bfloat16``)
     chunks: tuple[int, ...]  # the grid's chunk (a v3 shard's) shape
     compressed: bool  # zstd
-    fill: Any
+    fill: np.ndarray  # 0-d, of the array's type
     separator: str
     zarr3: bool
     inner: tuple[int, ...] | None = None  # a v3 shard's inner chunk shape
@@ -69,7 +69,10 @@ def _dims(value: object, what: str, where: object, *, positive: bool = False) ->
 def _element(name: object, where: object) -> tuple[np.dtype, str]:
     """The numpy type and weightscope name of a zarr data type name (v2 ``<f4``/``bfloat16``, v3 ``float32``)."""
     if isinstance(name, str) and _V2_NUMERIC.fullmatch(name):
-        dtype = np.dtype(name)  # matched: a plain integer, float or bool type, never an object or record
+        try:
+            dtype = np.dtype(name)  # matched: a plain integer, float or bool type, never an object or record
+        except TypeError:
+            raise UnsupportedFormatError(f"{where}: zarr data type {name!r} is not one weightscope reads") from None
         entry = BY_NAME.get(dtype.name)
         if entry is not None and entry.dtype == dtype.newbyteorder("="):
             return dtype, entry.name
@@ -79,14 +82,27 @@ def _element(name: object, where: object) -> tuple[np.dtype, str]:
     return entry.dtype, entry.name
 
 
-def _fill(value: object, dtype: np.dtype, where: object) -> Any:
+def _object(value: object, what: str, where: object) -> dict[str, Any]:
+    """``value`` when it is a JSON object (an absent one is empty), else an error naming ``what`` it should be."""
     if value is None:
-        return 0
-    if isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity"):
-        return float(value.replace("Infinity", "inf"))
-    if isinstance(value, bool | int | float):
-        return value
-    raise UnsupportedFormatError(f"{where}: fill value {value!r} is not one weightscope reads")
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(where, f"zarr {what} {value!r} is no JSON object")
+    return value
+
+
+def _fill(value: object, dtype: np.dtype, where: object) -> np.ndarray:
+    """The fill value as a 0-d array of the array's (native) type."""
+    if value is None:
+        value = 0
+    elif isinstance(value, str) and value in ("NaN", "Infinity", "-Infinity"):
+        value = float(value.replace("Infinity", "inf"))
+    elif not isinstance(value, bool | int | float):
+        raise UnsupportedFormatError(f"{where}: fill value {value!r} is not one weightscope reads")
+    try:
+        return np.asarray(value, dtype=dtype.newbyteorder("="))
+    except (OverflowError, ValueError):
+        raise _fail(where, f"fill value {value!r} is no {dtype.name}") from None
 
 
 def parse(text: bytes | memoryview, where: object) -> ZarrArray:
@@ -114,7 +130,7 @@ def parse(text: bytes | memoryview, where: object) -> ZarrArray:
 def _parse_v2(meta: dict[str, Any], where: object) -> ZarrArray:
     dtype, name = _element(meta.get("dtype"), where)
     compressor = meta.get("compressor")
-    if compressor is not None and compressor != {"id": "zstd", **{k: v for k, v in compressor.items() if k != "id"}}:
+    if compressor is not None and _object(compressor, "compressor", where).get("id") != "zstd":
         raise UnsupportedFormatError(f"{where}: zarr compressor {compressor!r} is not read (zstd or none)")
     if meta.get("filters") not in (None, []):
         raise UnsupportedFormatError(f"{where}: zarr filters {meta['filters']!r} are not read")
@@ -137,7 +153,7 @@ def _codecs(codecs: object, where: object) -> tuple[Literal["<", ">"], bool]:
     if first.get("name") != "bytes" or [codec.get("name") for codec in rest] not in ([], ["zstd"]):
         names = [codec.get("name") for codec in codecs]
         raise UnsupportedFormatError(f"{where}: zarr codecs {names} are not read (bytes, then zstd or nothing)")
-    endian = (first.get("configuration") or {}).get("endian", "little")
+    endian = _object(first.get("configuration"), "bytes codec", where).get("endian", "little")
     if endian not in ("little", "big"):
         raise _fail(where, f"byte order {endian!r}")
     return "<" if endian == "little" else ">", bool(rest)
@@ -147,12 +163,13 @@ def _parse_v3(meta: dict[str, Any], where: object) -> ZarrArray:
     if meta.get("node_type") != "array":
         raise UnsupportedFormatError(f"{where}: zarr node type {meta.get('node_type')!r} is no array")
     dtype, name = _element(meta.get("data_type"), where)
-    grid = meta.get("chunk_grid") or {}
-    if not isinstance(grid, dict) or grid.get("name") != "regular":
+    grid = _object(meta.get("chunk_grid"), "chunk grid", where)
+    if grid.get("name") != "regular":
         raise UnsupportedFormatError(f"{where}: zarr chunk grid {grid!r} is not read (regular only)")
-    chunks = _dims((grid.get("configuration") or {}).get("chunk_shape"), "chunk_shape", where, positive=True)
-    encoding = meta.get("chunk_key_encoding") or {"name": "default"}
-    separator = (encoding.get("configuration") or {}).get(
+    chunks = _dims(_object(grid.get("configuration"), "grid", where).get("chunk_shape"), "chunk_shape", where,
+                   positive=True)  # fmt: skip
+    encoding = _object(meta.get("chunk_key_encoding"), "chunk key encoding", where) or {"name": "default"}
+    separator = _object(encoding.get("configuration"), "chunk key encoding", where).get(
         "separator", "/" if encoding.get("name") == "default" else "."
     )
     if encoding.get("name") != "default" or separator not in (".", "/"):
@@ -162,13 +179,15 @@ def _parse_v3(meta: dict[str, Any], where: object) -> ZarrArray:
     index_crc = False
     sharded = isinstance(codecs, list) and len(codecs) == 1 and isinstance(codecs[0], dict)
     if sharded and codecs[0].get("name") == "sharding_indexed":  # type: ignore[index]
-        config = codecs[0].get("configuration") or {}  # type: ignore[index]
+        config = _object(codecs[0].get("configuration"), "sharding", where)  # type: ignore[index]
         inner = _dims(config.get("chunk_shape"), "inner chunk_shape", where, positive=True)
         if len(inner) != len(chunks) or any(shard % part for shard, part in zip(chunks, inner, strict=True)):
             raise _fail(where, f"inner chunks {list(inner)} do not tile shards of {list(chunks)}")
         if config.get("index_location", "end") != "end":
             raise UnsupportedFormatError(f"{where}: a shard index at the start is not read")
-        index = [codec.get("name") for codec in config.get("index_codecs") or [] if isinstance(codec, dict)]
+        index_codecs = config.get("index_codecs")
+        index = [_object(codec, "codec", where).get("name") for codec in index_codecs or []] if isinstance(
+            index_codecs, list) else None  # fmt: skip
         if index not in (["bytes"], ["bytes", "crc32c"]):
             raise UnsupportedFormatError(f"{where}: shard index codecs {index} are not read")
         index_crc = index == ["bytes", "crc32c"]
