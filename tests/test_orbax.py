@@ -209,3 +209,24 @@ def test_a_damaged_shard_index_is_a_checksum_mismatch(tmp_path: Path) -> None:
         with pytest.raises(ws.ChecksumMismatchError, match="index is damaged"):
             ckpt["a"]
         assert [type(problem) for problem in ckpt.verify()] == [ws.ChecksumMismatchError]
+
+
+def test_the_storage_is_described(tmp_path: Path) -> None:
+    with ws.open(RUN) as ckpt:
+        assert ckpt.metadata["orbax.storage"] == (
+            "OCDBT, zarr v2: written by 1 process, read from manifest.ocdbt; 21 chunks"
+        )  # 14 arrays of one chunk, the bfloat16 table of 7
+        assert ckpt.info("table").nbytes == sum(
+            len(value) for key, value in _values(RUN / "1" / "default").items() if key.startswith("table/0.")
+        )
+    with ws.open(FIXTURES / "no_ocdbt") as ckpt:
+        assert ckpt.metadata["orbax.storage"] == "zarr v2, a folder per array (no OCDBT)"
+        assert ckpt.info("table").nbytes == (FIXTURES / "no_ocdbt" / "table" / "0.0").stat().st_size
+
+
+def _values(item_folder: Path) -> dict[str, bytes]:
+    database = Database(item_folder)
+    try:
+        return {key: bytes(database.read(key)) for key in database.values}
+    finally:
+        database.close()

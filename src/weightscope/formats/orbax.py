@@ -39,6 +39,7 @@ _TMP = ".orbax-checkpoint-tmp"
 _STEP_NAME = re.compile(r"(?:.*_)?(\d+)")
 _OPTIMIZER_ROOTS = ("opt_state", "optimizer", "optimizer_state")
 _ARRAY_TYPES = ("jax.Array", "np.ndarray", "scalar")
+_META = (zarr.METADATA_V2, zarr.METADATA_V3)
 
 
 def is_item(path: Path) -> bool:
@@ -146,20 +147,20 @@ class OrbaxCheckpoint(Checkpoint):
             step, folder = found[-1]
             listed = ", ".join(str(number) for number, _ in found)
             self._notes.append(f"{self.path}: the newest of steps {listed}, step {step}; --step picks another")
-        self.step_folder = folder
         items = [("", folder)] if is_item(folder) else [(child.name, child) for child in sorted(folder.iterdir())
                                                          if child.is_dir() and is_item(child)]  # fmt: skip
         if not items:
             raise CheckpointNotFoundError(f"{folder}: an Orbax step with no item (no {TREE} beside its arrays)")
         if len(items) == 1:
             items = [("", items[0][1])]
+        self._storage: dict[str, str] = {}
         self._limits = Limits.for_size(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()))
         budget = Budget(self._limits, folder)
         index = Index()
         for prefix, item in items:
             self._load_item(index, prefix, item, budget)
         index.roles = _roles(list(index.infos))
-        index.metadata = self._step_metadata(folder)
+        index.metadata = self._step_metadata(folder) | self._storage
         return index
 
     def _load_item(self, index: Index, prefix: str, item: Path, budget: Budget) -> None:
@@ -173,6 +174,7 @@ class OrbaxCheckpoint(Checkpoint):
                 self._databases.append(database)
                 stored.update((key, (database, key)) for key in database.values)
         chunk_bytes = self._chunk_bytes(stored)
+        self._describe(prefix, item, document, stored)
         skipped = []
         for keys, value_type in _tree(item):
             name = "/".join([prefix, *keys] if prefix else keys)
@@ -193,13 +195,35 @@ class OrbaxCheckpoint(Checkpoint):
                 file, offset, nbytes = chunk_bytes.get(param, (str(item / MANIFEST), 0, 0))
             else:
                 file, offset = str(item / param), 0
-                nbytes = sum(
-                    p.stat().st_size for p in (item / param).iterdir() if not p.name.startswith((".", "zarr."))
-                )
+                chunks = [path for path in (item / param).rglob("*") if path.is_file() and path.name not in _META]
+                nbytes = sum(path.stat().st_size for path in chunks)
             index.infos[name] = TensorInfo(name, meta.dtype.newbyteorder("="), meta.shape, nbytes, meta.type_name,
                                            file, offset, param)  # fmt: skip
         if skipped:
             self._notes.append(f"{item}: not read: {', '.join(skipped)}")
+
+    def _describe(
+        self, prefix: str, item: Path, document: dict[str, Any], stored: dict[str, tuple[Database, str]]
+    ) -> None:
+        """What ``summary``'s sharding facts say of an item: its storage, databases, chunks and data files."""
+        label = f"orbax.{prefix}." if prefix else "orbax."
+        layout = "zarr3" if document.get("use_zarr3") else "zarr v2"
+        databases = [database for database in self._databases if any(found[0] is database for found in
+                                                                      stored.values())]  # fmt: skip
+        if not document.get("use_ocdbt", True):
+            self._storage[f"{label}storage"] = f"{layout}, a folder per array (no OCDBT)"
+            return
+        names = [str(database.manifest.relative_to(item)) for database in databases]
+        processes = len([path for path in item.glob("ocdbt.process_*") if path.is_dir()])
+        self._storage[f"{label}storage"] = (
+            f"OCDBT, {layout}: written by {processes} process{'es' * (processes != 1)}, read from "
+            f"{', '.join(names)}; {sum(1 for key in stored if key.rpartition('/')[2] not in _META)} chunks"
+        )
+        files = {str(file): size for database in databases for file, size in database.files.items()}
+        if files:
+            shown = sorted(files.items(), key=lambda pair: -pair[1])
+            listed = ", ".join(f"{file} {size:,} B" for file, size in shown[:8])
+            self._storage[f"{label}data_files"] = f"{len(files)}: {listed}" + (", ..." if len(files) > 8 else "")
 
     @staticmethod
     def _ocdbt_reader(stored: dict[str, tuple[Database, str]], param: str) -> zarr.ChunkReader:
@@ -224,7 +248,7 @@ class OrbaxCheckpoint(Checkpoint):
         found: dict[str, tuple[str, int, int]] = {}
         for key, (database, _) in stored.items():
             param, _, chunk = key.partition("/")
-            if chunk in (zarr.METADATA_V2, zarr.METADATA_V3):
+            if chunk in _META:
                 continue
             value = database.values[key]
             file, offset, nbytes = found.get(param, (str(database.manifest), 0, 0))
