@@ -73,20 +73,21 @@ class Value(NamedTuple):
     inline: bytes | None
 
 
-def zstd_decode(data: bytes | memoryview, cap: int, what: str, where: object) -> np.ndarray:
-    """One zstd frame's bytes, at most ``cap`` of them (a frame claiming more is refused before it is decoded
-    further: the buffer is the cap's size, never grown), as a uint8 array."""
+def zstd_decode(
+    data: bytes | memoryview, cap: int, what: str, where: object, into: np.ndarray | None = None
+) -> np.ndarray:
+    """One zstd frame's bytes, at most ``cap`` of them, as a uint8 array (``into``'s first bytes where given: a
+    contiguous uint8 array of ``cap`` bytes). A frame decoding to more is refused once it has filled the buffer,
+    which is never grown (a zstd bomb costs the cap, not what it claims)."""
     import cramjam  # only zstd-compressed objects pay for the import
 
-    out = np.empty(cap + 1, np.uint8)  # pages untouched until written: a cap of 64 MiB costs what it holds
+    out = np.empty(cap, np.uint8) if into is None else into  # pages untouched until written
     try:
-        size = cramjam.zstd.decompress_into(bytes(data), out)  # type: ignore[arg-type]  # numpy is a Buffer
+        size = cramjam.zstd.decompress_into(data, out)  # type: ignore[arg-type]  # numpy is a Buffer
     except cramjam.DecompressionError as error:
         if "whole buffer" in str(error):
             raise LimitExceededError(f"{where}: {what} decompresses to more than {cap:,} bytes") from None
         raise CorruptCheckpointError(f"{where}: {what}: damaged zstd data ({error})") from None
-    if size > cap:
-        raise LimitExceededError(f"{where}: {what} decompresses to more than {cap:,} bytes")
     return out[:size]
 
 

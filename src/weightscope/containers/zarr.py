@@ -199,28 +199,32 @@ def _parse_v3(meta: dict[str, Any], where: object) -> ZarrArray:
     return ZarrArray(shape, dtype, name, chunks, compressed, fill, separator, True, inner, index_crc)
 
 
-def _decoded(array: ZarrArray, stored: bytes | memoryview, shape: tuple[int, ...], what: str) -> np.ndarray:
-    """One chunk's values: exactly ``shape``'s bytes once decoded."""
+def _decode(array: ZarrArray, stored: bytes | memoryview, shape: tuple[int, ...], what: str, into: np.ndarray) -> None:
+    """Decode one chunk of ``shape`` into ``into`` (its values, of the array's type, in the file's byte order), which
+    it must fill exactly: a chunk of any other size, decoded or stored, is refused."""
     expected = math.prod(shape) * array.dtype.itemsize
-    if array.compressed:
-        try:
-            data = zstd_decode(stored, expected, "its zstd frame", what)
-        except LimitExceededError:
-            raise CorruptCheckpointError(
-                f"{what} decodes to more than the {expected} bytes of a chunk of {list(shape)}"
-            ) from None
-    else:
-        data = np.frombuffer(stored, np.uint8)
-    if data.size != expected:
-        raise CorruptCheckpointError(f"{what} holds {data.size} bytes, not the {expected} of a chunk of {list(shape)}")
-    return data.view(array.dtype).reshape(shape)
+    target = into.reshape(-1).view(np.uint8)
+    if not array.compressed:
+        if len(stored) != expected:
+            raise CorruptCheckpointError(f"{what} holds {len(stored)} bytes, not the {expected} of a chunk of "
+                                         f"{list(shape)}")  # fmt: skip
+        target[:] = np.frombuffer(stored, np.uint8)
+        return
+    try:
+        size = zstd_decode(stored, expected, "its zstd frame", what, into=target).size
+    except LimitExceededError:
+        raise CorruptCheckpointError(
+            f"{what} decodes to more than the {expected} bytes of a chunk of {list(shape)}"
+        ) from None
+    if size != expected:
+        raise CorruptCheckpointError(f"{what} decodes to {size} bytes, not the {expected} of a chunk of {list(shape)}")
 
 
-def _shard(array: ZarrArray, stored: bytes | memoryview, what: str) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
-    """A v3 shard's inner chunks that are present: (position in the shard, values)."""
+def _shard(array: ZarrArray, stored: bytes | memoryview, what: str) -> list[bytes | memoryview | None]:
+    """A v3 shard's inner chunks' stored bytes, in C order (None for those not stored), its index checked."""
     assert array.inner is not None
-    counts = [shard // part for shard, part in zip(array.chunks, array.inner, strict=True)]
-    index_bytes = 16 * math.prod(counts) + 4 * array.index_crc
+    count = math.prod(shard // part for shard, part in zip(array.chunks, array.inner, strict=True))
+    index_bytes = 16 * count + 4 * array.index_crc
     if len(stored) < index_bytes:
         raise CorruptCheckpointError(f"{what} is {len(stored)} bytes, shorter than its index of {index_bytes}")
     index = bytes(stored[len(stored) - index_bytes :])
@@ -230,37 +234,47 @@ def _shard(array: ZarrArray, stored: bytes | memoryview, what: str) -> Iterator[
             raise ChecksumMismatchError(
                 f"{what}'s index is damaged: stored CRC-32C {kept:#010x}, computed {computed:#010x}"
             )
-    pairs = np.frombuffer(index, "<u8", count=2 * math.prod(counts)).reshape(-1, 2)
     body = len(stored) - index_bytes
-    for (offset, nbytes), position in zip(pairs.tolist(), itertools.product(*map(range, counts)), strict=True):
+    pieces: list[bytes | memoryview | None] = []
+    for number, (offset, nbytes) in enumerate(np.frombuffer(index, "<u8", count=2 * count).reshape(-1, 2).tolist()):
         if offset == _NONE and nbytes == _NONE:
-            continue
-        if offset + nbytes > body:
-            raise CorruptCheckpointError(f"{what}: inner chunk {list(position)} at {offset}..{offset + nbytes} "
-                                         f"lies outside the shard's {body} bytes of chunks")  # fmt: skip
-        yield position, _decoded(array, stored[offset : offset + nbytes], array.inner, f"{what} chunk {position}")
+            pieces.append(None)
+        elif offset + nbytes > body:
+            raise CorruptCheckpointError(f"{what}: inner chunk {number} at {offset}..{offset + nbytes} lies outside "
+                                         f"the shard's {body} bytes of chunks")  # fmt: skip
+        else:
+            pieces.append(stored[offset : offset + nbytes])
+    return pieces
 
 
 def assemble(array: ZarrArray, read: ChunkReader, what: str) -> np.ndarray:
-    """The whole array from its chunks (``read`` gives each one's stored bytes by key), in native byte order."""
-    out = np.full(array.shape, array.fill, array.dtype.newbyteorder("="))
+    """The whole array from its chunks (``read`` gives each one's stored bytes by key), in native byte order.
+
+    A chunk lying whole and contiguous in the array (one covering the array, or whole rows of it) is decoded in
+    place; an edge chunk, or one in another byte order, through a buffer of its own."""
+    native = array.dtype.newbyteorder("=")
+    out = np.empty(array.shape, native)
+    inner = array.inner or array.chunks
+    per_shard = [shard // part for shard, part in zip(array.chunks, inner, strict=True)]
     for position, key in array.chunk_keys():
         stored = read(key)
-        if stored is None:
-            continue
         where = f"{what} chunk {key}"
         if array.inner is None:
-            pieces: Iterator[tuple[tuple[int, ...], np.ndarray]] = iter(
-                [((0,) * len(position), _decoded(array, stored, array.chunks, where))]
-            )
-            step = array.chunks
+            pieces: list[bytes | memoryview | None] = [stored]
         else:
-            pieces = _shard(array, stored, where)
-            step = array.inner
-        for inner, values in pieces:
-            start = [outer * chunk + part * size for outer, chunk, part, size in
-                     zip(position, array.chunks, inner, step, strict=True)]  # fmt: skip
-            target = tuple(slice(begin, min(begin + size, total)) for begin, size, total in
-                           zip(start, step, array.shape, strict=True))  # fmt: skip
-            out[target] = values[tuple(slice(0, piece.stop - piece.start) for piece in target)]
+            pieces = [None] * math.prod(per_shard) if stored is None else _shard(array, stored, where)
+        for part, piece in zip(itertools.product(*map(range, per_shard)), pieces, strict=True):
+            start = [outer * chunk + index * size for outer, chunk, index, size in
+                     zip(position, array.chunks, part, inner, strict=True)]  # fmt: skip
+            target = tuple(slice(min(begin, total), min(begin + size, total)) for begin, size, total in
+                           zip(start, inner, array.shape, strict=True))  # fmt: skip
+            region = out[(*target, Ellipsis)]  # a view, also of a 0-d array
+            if piece is None:
+                region[...] = array.fill
+            elif region.shape == inner and region.flags.c_contiguous and array.dtype == native:
+                _decode(array, piece, inner, where, region)
+            else:
+                buffer = np.empty(inner, array.dtype)
+                _decode(array, piece, inner, where, buffer)
+                region[...] = buffer[tuple(slice(0, cut.stop - cut.start) for cut in target)]
     return out
