@@ -73,22 +73,42 @@ class Value(NamedTuple):
     inline: bytes | None
 
 
+def _content_size(frame: bytes | memoryview) -> int | None:
+    """The decoded size a zstd frame's header declares (``Frame_Content_Size``), or None where it declares none."""
+    if len(frame) < 6 or bytes(frame[:4]) != b"\x28\xb5\x2f\xfd":
+        return None
+    descriptor = frame[4]
+    single = (descriptor >> 5) & 1
+    start = 5 + (1 - single) + (0, 1, 2, 4)[descriptor & 3]
+    width = (single, 2, 4, 8)[descriptor >> 6]
+    if not width or len(frame) < start + width:
+        return None
+    return int.from_bytes(frame[start : start + width], "little") + (256 if width == 2 else 0)
+
+
 def zstd_decode(
     data: bytes | memoryview, cap: int, what: str, where: object, into: np.ndarray | None = None
 ) -> np.ndarray:
-    """One zstd frame's bytes, at most ``cap`` of them, as a uint8 array (``into``'s first bytes where given: a
-    contiguous uint8 array of ``cap`` bytes). A frame decoding to more is refused once it has filled the buffer,
-    which is never grown (a zstd bomb costs the cap, not what it claims)."""
+    """One zstd frame's bytes, at most ``cap`` of them, as a uint8 array: ``into``'s first bytes where given (a
+    contiguous uint8 array of ``cap`` bytes), else a buffer of the size the frame declares (one claiming more than
+    ``cap`` is refused before decoding), or, where it declares none, one grown fourfold while the frame fills it,
+    never past ``cap``: a zstd bomb costs the cap at most, never what it would decode to."""
     import cramjam  # only zstd-compressed objects pay for the import
 
-    out = np.empty(cap, np.uint8) if into is None else into  # pages untouched until written
-    try:
-        size = cramjam.zstd.decompress_into(data, out)  # type: ignore[arg-type]  # numpy is a Buffer
-    except cramjam.DecompressionError as error:
-        if "whole buffer" in str(error):
-            raise LimitExceededError(f"{where}: {what} decompresses to more than {cap:,} bytes") from None
-        raise CorruptCheckpointError(f"{where}: {what}: damaged zstd data ({error})") from None
-    return out[:size]
+    declared = None if into is not None else _content_size(data)
+    if declared is not None and declared > cap:
+        raise LimitExceededError(f"{where}: {what} declares {declared:,} bytes decoded, over the cap of {cap:,}")
+    size = cap if into is not None else declared if declared is not None else min(cap, max(1 << 16, 8 * len(data)))
+    while True:
+        out = np.empty(size, np.uint8) if into is None else into  # pages untouched until written
+        try:
+            return out[: cramjam.zstd.decompress_into(data, out)]  # type: ignore[arg-type]  # numpy is a Buffer
+        except cramjam.DecompressionError as error:
+            if "whole buffer" not in str(error):
+                raise CorruptCheckpointError(f"{where}: {what}: damaged zstd data ({error})") from None
+        if size >= cap:
+            raise LimitExceededError(f"{where}: {what} decompresses to more than {cap:,} bytes")
+        size = min(cap, 4 * size)
 
 
 class _Cursor:
@@ -221,6 +241,7 @@ class Database:
         if budget is None:
             budget = Budget(Limits.for_size(self._total_size()), root)
         self.budget = budget
+        self._node_cap = budget.limits.memory // 4  # one node's decoded bytes: room left for what is built of it
         self.values: dict[str, Value] = {}
         root_node = self._read_manifest()
         self.height = -1 if root_node is None else root_node.height  # the B+tree's root's (-1: an empty tree)
@@ -249,7 +270,7 @@ class Database:
 
     def _read_manifest(self) -> _Node | None:
         data = self.manifest.read_bytes()
-        cursor = decode_object(data, MANIFEST_MAGIC, self.budget.limits.memory, "the manifest", self.manifest)
+        cursor = decode_object(data, MANIFEST_MAGIC, self._node_cap, "the manifest", self.manifest)
         cursor.take(16)  # uuid
         kind = cursor.varint(8)
         if kind != 0:
@@ -297,7 +318,7 @@ class Database:
             data = self._read(node.file, node.offset, node.length, f"B+tree node of height {node.height}")
             self.budget.spend(2 * node.length, "the B+tree's nodes")
             what = f"B+tree node at {node.offset} of {node.file}"
-            cursor = decode_object(data, BTREE_NODE_MAGIC, self.budget.limits.memory, what, self.root)
+            cursor = decode_object(data, BTREE_NODE_MAGIC, self._node_cap, what, self.root)
             self.budget.spend(len(cursor.data), "the B+tree's nodes")
             if (height := cursor.byte()) != node.height:
                 raise cursor.fail(

@@ -268,7 +268,7 @@ def assemble(array: ZarrArray, read: ChunkReader, what: str) -> np.ndarray:
                      zip(position, array.chunks, part, inner, strict=True)]  # fmt: skip
             target = tuple(slice(min(begin, total), min(begin + size, total)) for begin, size, total in
                            zip(start, inner, array.shape, strict=True))  # fmt: skip
-            region = out[(*target, Ellipsis)]  # a view, also of a 0-d array
+            region = out[target] if target else out[...]  # a view, also of a 0-d array
             if piece is None:
                 region[...] = array.fill
             elif region.shape == inner and region.flags.c_contiguous and array.dtype == native:
