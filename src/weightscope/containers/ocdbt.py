@@ -24,6 +24,8 @@ Read without tensorstore, as tensorstore's ``kvstore/ocdbt/format`` decodes it (
   child's keys are relative to its entry's key cut to ``subtree_common_prefix_len``. Leaf entries hold
   ``value_len[n]``, ``value_kind`` **one byte each** (the format page says varint; the codec reads a byte:
   0 inline, 1 out of line), ``file_id`` and ``offset`` of the out-of-line ones, then the inline values.
+- The zstd frames tensorstore writes declare their decoded size (``Frame_Content_Size``): a node is decoded into a
+  buffer of that size, checked against the cap first.
 
 Hostile databases: a child must be one level below its parent (so no path cycles and the depth is at most 255),
 every reference must lie inside its file and every data file inside the database's folder, a node may decode to

@@ -5,9 +5,9 @@ and no compressor or ``{"id": "zstd"}`` (``dimension_separator`` ``.`` or ``/``;
 v3 with ``bytes`` (either endian), an optional ``zstd``, alone or inside ``sharding_indexed`` (inner chunks,
 then at the shard's end an index of ``(offset, nbytes)`` uint64 LE per inner chunk, ``2^64-1`` for none, with
 its CRC-32C when ``index_codecs`` says so; keys ``c/i/j``). Data types by name: numpy's integer, float and bool
-types, and tensorstore's ``bfloat16`` and float8 names. A missing chunk holds the fill value (``null``: zero,
-as tensorstore reads it). Every chunk must decode to exactly its chunk's bytes (edge chunks are full-size);
-others are refused, and a zstd frame is decoded into a buffer of that size, never more.
+types, and tensorstore's ``bfloat16`` and float8 names. A missing chunk holds the fill value (``null``: zero, as
+tensorstore 0.1.86 reads it: checked). Every chunk must decode to exactly its chunk's bytes (edge chunks are
+full-size); others are refused, and a zstd frame is decoded into a buffer of that size, never more.
 """
 
 from __future__ import annotations

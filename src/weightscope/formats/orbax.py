@@ -76,10 +76,9 @@ class _Array(NamedTuple):
     read: zarr.ChunkReader
 
 
-def _tree(item: Path) -> list[tuple[list[str], str]]:
+def _tree(item: Path, document: dict[str, Any]) -> list[tuple[list[str], str]]:
     """Each leaf of an item's ``_METADATA``: its key path and value type, in the file's order."""
-    document = read_json(item / TREE, "Orbax's tree metadata")
-    tree = document.get("tree_metadata") if isinstance(document, dict) else None
+    tree = document.get("tree_metadata")
     if not isinstance(tree, dict):
         raise CorruptCheckpointError(f"{item / TREE}: no 'tree_metadata' object")
     leaves = []
@@ -176,7 +175,7 @@ class OrbaxCheckpoint(Checkpoint):
         chunk_bytes = self._chunk_bytes(stored)
         self._describe(prefix, item, document, stored)
         skipped = []
-        for keys, value_type in _tree(item):
+        for keys, value_type in _tree(item, document):
             name = "/".join([prefix, *keys] if prefix else keys)
             param = ".".join(keys)
             if value_type not in _ARRAY_TYPES:
