@@ -5,8 +5,7 @@ Run from the repository root::
     .venv/bin/python bench/bench_orbax.py [--workdir DIR] [--keep] [--quick] [--mib N] [--framework-python PY]
 
 The input is made by the real Orbax (``StandardCheckpointer``: OCDBT, zarr v2, zstd) in the fixtures
-environment (``--framework-python``, default ``/work/fixenv/bin/python``, as ``make fixtures-env`` builds it;
-``.venv-fixtures/bin/python`` also works): 16 float32 arrays of random normal values, 256 MiB in all by default
+environment (``--framework-python``, default ``.venv-fixtures/bin/python``, which ``make fixtures-env`` builds): 16 float32 arrays of random normal values, 256 MiB in all by default
 (``--mib``). Where that Python has no Orbax the benchmark says so and stops: it makes nothing else.
 
 Each round, interleaved after one uncounted warm-up of each:
@@ -81,7 +80,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = benchlib.argument_parser(__doc__.splitlines()[0], "64 MiB, 2 rounds")
     parser.add_argument("--mib", type=int, default=256, help="the checkpoint's size (default 256)")
     parser.add_argument("--reps", type=int, default=5, help="rounds (default 5)")
-    parser.add_argument("--framework-python", default="/work/fixenv/bin/python", help="a Python with orbax")
+    parser.add_argument("--framework-python", default=".venv-fixtures/bin/python", help="a Python with orbax")
     args = parser.parse_args(argv)
     if args.quick:
         args.mib, args.reps = 64, 2
