@@ -4,9 +4,10 @@ Run from the repository root::
 
     .venv/bin/python bench/bench_orbax.py [--workdir DIR] [--keep] [--quick] [--mib N] [--framework-python PY]
 
-The input is made by the real Orbax (``StandardCheckpointer``: OCDBT, zarr v2, zstd) in the fixtures
-environment (``--framework-python``, default ``.venv-fixtures/bin/python``, which ``make fixtures-env`` builds): 16 float32 arrays of random normal values, 256 MiB in all by default
-(``--mib``). Where that Python has no Orbax the benchmark says so and stops: it makes nothing else.
+The input is made by the real Orbax (``StandardCheckpointer``: OCDBT, zarr v2, zstd) in the fixtures environment
+(``--framework-python``, default ``.venv-fixtures/bin/python``, which ``make fixtures-env`` builds; measured here
+with ``/work/fixenv/bin/python``): 16 float32 arrays of random normal values, 256 MiB in all by default (``--mib``).
+Where that Python has no Orbax the benchmark says so and stops: it makes nothing else.
 
 Each round, interleaved after one uncounted warm-up of each:
 
