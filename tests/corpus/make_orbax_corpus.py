@@ -75,6 +75,12 @@ def zstd_bomb_node(folder: Path) -> None:
     item(folder, encoded(BTREE_NODE_MAGIC, bytes(80 << 20), zstd=True))  # 80 MiB of zeros in a few KB
 
 
+def million_entries_of_zeros(folder: Path) -> None:
+    count = 1 << 20  # the most a node may have: columns of zero varints, which zstd shrinks to a few bytes
+    body = bytes([0]) + varint(0) + varint(count) + bytes(count - 1) + bytes(count) + bytes(1000)
+    item(folder, encoded(BTREE_NODE_MAGIC, body, zstd=True))
+
+
 def data_file_outside_the_folder(folder: Path) -> None:
     root = node(leaf(VALUES))
     item(folder, root, manifest_bytes=manifest(["../outside"], 0, 0, len(root)))
@@ -121,6 +127,7 @@ BROKEN: dict[str, Callable[[Path], None]] = {
     "TruncatedFileError--value-past-the-end-of-its-file": value_past_the_end_of_its_file,
     "CorruptCheckpointError--node-names-itself-a-cycle": node_cycle,
     "LimitExceededError--zstd-bomb-node": zstd_bomb_node,
+    "LimitExceededError--million-entry-node-of-zeros": million_entries_of_zeros,
     "RefusedError--data-file-outside-the-folder": data_file_outside_the_folder,
     "CheckpointNotFoundError--data-file-missing": data_file_missing,
     "UnsupportedFormatError--numbered-manifest": numbered_manifest,
