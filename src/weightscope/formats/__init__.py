@@ -135,6 +135,8 @@ def _sniff_tensorflow(path: AnyPath, entry: Format) -> bool:
 
 
 def _sniff_orbax(path: AnyPath, entry: Format) -> bool:
+    if local_path(path) is None or not path.is_dir():
+        return False  # a file: no reader module imported to say so
     from weightscope.formats.orbax import sniff  # a few stats of a folder's names; nothing read
 
     return sniff(path, entry)
