@@ -17,7 +17,7 @@ import cramjam
 import ml_dtypes
 import numpy as np
 import pytest
-from ocdbt_crafting import interior, item, leaf, node
+from ocdbt_crafting import VALUES, interior, item, leaf, node
 
 import weightscope as ws
 from weightscope._crc32c import crc32c
@@ -230,3 +230,16 @@ def _values(item_folder: Path) -> dict[str, bytes]:
         return {key: bytes(database.read(key)) for key in database.values}
     finally:
         database.close()
+
+
+def test_a_step_of_several_items_names_each_by_its_item(tmp_path: Path) -> None:
+    step = tmp_path / "run" / "7"
+    for name in ("state", "ema"):
+        item(step / name, node(leaf(VALUES)))
+    (step / "_CHECKPOINT_METADATA").write_text(json.dumps({"item_handlers": {}, "commit_timestamp_nsecs": 10**18}))
+    (step / "metrics").mkdir()  # a JSON item: no arrays, not listed
+    (step / "metrics" / "metrics").write_text("{}")
+    with ws.open(tmp_path / "run") as ckpt:
+        assert sorted(ckpt) == ["ema/a", "state/a"]
+        assert ckpt["state/a"].tobytes() == bytes(range(24))
+    assert [(entry.step, entry.timestamp) for entry in checkpoint_history(tmp_path / "run")] == [(7, 1e9)]
