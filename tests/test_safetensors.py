@@ -242,9 +242,10 @@ def test_a_header_laid_out_otherwise_reads_the_same(tmp_path: Path) -> None:
             assert_same_tensor(same[name], array)
 
 
-def test_the_column_path_accepts_only_what_the_per_tensor_path_accepts(tmp_path: Path) -> None:
-    """Headers mutated at random (JSON tokens swapped in, characters cut): wherever the column-at-a-time path
-    returns an index, the per-tensor checks accept the header too and give the same index; nothing else raises."""
+def test_the_column_paths_accept_only_what_the_per_tensor_path_accepts(tmp_path: Path) -> None:
+    """Headers mutated at random (JSON tokens swapped in, characters cut): wherever a column-at-a-time path (on
+    the parsed header, or on its text) returns an index, the per-tensor checks accept the header too and give the
+    same index; where json refuses the text, the text path returns nothing; nothing else raises."""
     tensors = {
         "a": np.ones((2, 3), np.float32),
         "b": np.arange(4),
@@ -259,8 +260,9 @@ def test_the_column_path_accepts_only_what_the_per_tensor_path_accepts(tmp_path:
     reader = SafetensorsCheckpoint(path)
     tokens = ["0", "1", "-1", "true", "1.0", "[]", "{}", '"F32"', '"U8"', "null", "4", "12", "[2,3]", "[0,4]", '"a"']
     tokens += [f'"{word}"' for word in ("__metadata__", "dtype", "shape", "data_offsets")]
+    tokens += [" ", "\n", "\\", '\\"', "\\u0041", "\t", "00", "-0", "1e3", ",", ":", '"', "é"]
     rng = random.Random(18)
-    agreed = 0
+    agreed = compacted = 0
     for _ in range(20_000):
         text = list(header)
         for _ in range(rng.randint(1, 3)):
@@ -272,14 +274,18 @@ def test_the_column_path_accepts_only_what_the_per_tensor_path_accepts(tmp_path:
         try:
             parsed = json.loads("".join(text), object_pairs_hook=tuple)
         except ValueError:
+            assert reader._compact("".join(text).encode(), start) is None, "".join(text)
             continue
         fast = reader._written(parsed, start)
+        compact = reader._compact("".join(text).encode(), start)
         try:
             checked = reader._per_tensor(parsed, start)
         except ws.WeightscopeError:
-            assert fast is None, "".join(text)
+            assert fast is None and compact is None, "".join(text)
             continue
-        if fast is not None:
-            assert (list(fast.infos.items()), fast.metadata) == (list(checked.infos.items()), checked.metadata)
-            agreed += 1
-    assert agreed > 50  # enough mutants (renamed tensors, other metadata, same values) take the column path
+        for index in (fast, compact):
+            if index is not None:
+                assert (list(index.infos.items()), index.metadata) == (list(checked.infos.items()), checked.metadata)
+        agreed += fast is not None
+        compacted += compact is not None
+    assert agreed > 50 and compacted > 50  # enough mutants (renamed tensors, other metadata) take the column paths

@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -295,6 +295,10 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
     def infos(self) -> Iterator[TensorInfo]:
         return iter(self._infos.values())
+
+    def by_name(self) -> Mapping[str, TensorInfo]:
+        """Every tensor's info by its name, in the order listed: a read-only view of the index, not a copy."""
+        return MappingProxyType(self._infos)
 
     def resolve(self, name: str) -> str:
         """The tensor ``name`` means: itself, or the tensor playing the role it names.

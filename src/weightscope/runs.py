@@ -57,6 +57,7 @@ from weightscope.analysis import (
 from weightscope.errors import CheckpointNotFoundError, UsageError, WeightscopeError, reason
 from weightscope.formats import DEFAULT_TARGET, FORMATS, model_file_names
 from weightscope.formats._folder_choice import INDEX, read_json
+from weightscope.formats.orbax import steps as orbax_steps
 from weightscope.lazy import CHUNK_BYTES, INSTALL_HINT, TensorSource, require_dask, tensor_source
 from weightscope.output import json_float
 
@@ -159,7 +160,7 @@ def find_checkpoints(run: str | os.PathLike[str] | Sequence[str | os.PathLike[st
         candidates = [Path(match) for match in sorted(glob.glob(text))]
         paths = [found for found in map(_as_checkpoint, candidates) if found is not None]
     elif path.is_dir():
-        if (path / "checkpoint").is_file():
+        if (path / "checkpoint").is_file() or orbax_steps(path):
             from weightscope.history import checkpoint_history
 
             entries = [entry for entry in checkpoint_history(path) if entry.exists]

@@ -58,6 +58,13 @@ def tensor_not_in_its_shard(directory: Path) -> None:
     _index(directory, weight_map | {"head.weight": "model-00001-of-00002.safetensors"})
 
 
+def another_tensor_in_its_place(directory: Path) -> None:
+    """As many tensors in the shard as the index puts there, but not the same: it lists one the shard lacks."""
+    weight_map = _set(directory, _TWO)
+    del weight_map["layer.0.weight"]
+    _index(directory, weight_map | {"layer.1.weight": "model-00001-of-00002.safetensors"})
+
+
 def tensor_in_two_shards(directory: Path) -> None:
     shards = {**_TWO, "model-00002-of-00002.safetensors": ["layer.0.bias", "head.weight", "embed.weight"]}
     _index(directory, _set(directory, shards))
@@ -135,6 +142,7 @@ def gguf_split_fewer_parts_than_counted(directory: Path) -> None:
 MAKERS: dict[str, Callable[[Path], None]] = {
     "CheckpointNotFoundError--shard-missing": shard_missing,
     "CorruptCheckpointError--tensor-not-in-its-shard": tensor_not_in_its_shard,
+    "CorruptCheckpointError--tensor-not-in-its-shard-another-in-its-place": another_tensor_in_its_place,
     "CorruptCheckpointError--tensor-in-two-shards": tensor_in_two_shards,
     "RefusedError--shard-path-climbs-out": shard_path_climbs_out,
     "RefusedError--shard-path-absolute": shard_path_absolute,

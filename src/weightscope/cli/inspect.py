@@ -312,7 +312,7 @@ def formats_command(out: Output) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {prefix, step, timestamp, newest, exists}.")
 @pass_output
 def history_command(out: Output, path: Path) -> None:
-    """The checkpoints a directory's 'checkpoint' file lists, oldest first (* the newest)."""
+    """The checkpoints a directory's 'checkpoint' file (or Orbax manager) lists, oldest first (* the newest)."""
     import datetime
 
     from weightscope.history import checkpoint_history

@@ -134,6 +134,14 @@ def _sniff_tensorflow(path: AnyPath, entry: Format) -> bool:
     return text.endswith(".index") or ".data-" in path.name or plus(path, ".index").is_file()
 
 
+def _sniff_orbax(path: AnyPath, entry: Format) -> bool:
+    if local_path(path) is None or not path.is_dir():
+        return False  # a file: no reader module imported to say so
+    from weightscope.formats.orbax import sniff  # a few stats of a folder's names; nothing read
+
+    return sniff(path, entry)
+
+
 def _sniff_folder(path: AnyPath, entry: Format) -> bool:
     return path.is_dir()  # after TensorFlow's: a folder no other format claims (the reader says what is in it)
 
@@ -211,6 +219,13 @@ def _sniff_keras(path: AnyPath, entry: Format) -> bool:
 
 
 _BUILT_IN = (
+    Format(
+        "orbax",
+        "Orbax checkpoint (JAX): an item or step folder, or a CheckpointManager's steps; OCDBT or zarr folders",
+        "weightscope.formats.orbax:OrbaxCheckpoint",
+        sniffer=_sniff_orbax,
+        local_only="an Orbax checkpoint is a folder of many files, read on this machine only",
+    ),
     Format(
         "tensorflow",
         "TensorFlow tensor bundle (prefix.index + prefix.data-*): TF1 Saver, TF2 Checkpoint",

@@ -39,7 +39,9 @@ A reader must refuse: an index that is not a JSON object with a ``weight_map`` o
 or names a tensor twice; a shard path that is absolute or climbs out of the folder
 (``RefusedError``, as ONNX external data: ``weightscope.confine``), or ends otherwise than
 the index (a ``.bin`` in a safetensors set); a shard the index names that is missing
-(``CheckpointNotFoundError`` naming it); a shard that lacks a tensor the index puts in it,
+(``CheckpointNotFoundError`` naming it); a shard that lacks a tensor the index puts in it
+(found when that tensor, or every tensor, is asked for: a shard holding as many tensors as
+the index puts in it is taken as holding them, each name checked as it is looked up),
 or holds one the index puts in another; GGUF parts missing, out of place (``split.no``), of
 another count, holding a tensor twice, or fewer or more tensors than ``split.tensors.count``.
 A folder with several unrelated weight files (or variants) is a ``UsageError`` listing them.
@@ -53,8 +55,8 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator
-from operator import methodcaller
+from collections.abc import Iterator, Mapping
+from operator import getitem, methodcaller
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,7 +121,7 @@ class ModelFolderCheckpoint(Checkpoint):
         self._opened: dict[str, Checkpoint] = {}
         self._where: dict[str, str] = {}  # tensor -> the name of its shard, in the index's order
         self._counts: Counter[str] | None = None  # shard name -> how many tensors the index puts in it, once asked
-        self._taken: dict[str, dict[str, TensorInfo]] = {}  # shard name -> the infos of its tensors, once opened
+        self._taken: dict[str, Mapping[str, TensorInfo]] = {}  # shard name -> the infos of its tensors, once opened
         self._shard_format: str | None = None  # the shards' format, None: each sniffed
         self._index: AnyPath | None = None
         self._total_size: int | None = None
@@ -242,12 +244,19 @@ class ModelFolderCheckpoint(Checkpoint):
 
     def _take(self, shard: str, ckpt: Checkpoint) -> None:
         """The infos of the tensors the index puts in ``shard``, from its reader ``ckpt``, checked against it."""
-        infos = dict(zip(ckpt, ckpt.infos(), strict=True))  # a reader's infos by name, in its order
+        infos = ckpt.by_name()  # a reader's infos by name, in its order
         if self._counts is None:
             self._counts = Counter(self._where.values())
-        if self._counts[shard] == len(infos) and set(map(self._where.get, infos)) == {shard}:
-            self._taken[shard] = infos  # the shard holds what the index puts in it, no more: the common case
+        if self._counts[shard] == len(infos):
+            # As many tensors as the index puts in it: the same ones unless one it lists is missing, which looking
+            # its names up finds (``info``, ``_complete_infos``) and ``_check_names`` then names.
+            self._taken[shard] = infos
             return
+        self._taken[shard] = self._check_names(shard, infos)
+
+    def _check_names(self, shard: str, infos: Mapping[str, TensorInfo]) -> dict[str, TensorInfo]:
+        """The infos of the tensors the index puts in ``shard`` (which holds ``infos``): an error naming one it
+        lists that the shard lacks, or one the shard holds that the index puts in another; a note of the others."""
         where = self._shards[shard]
         listed = [name for name, other in self._where.items() if other == shard]
         missing = [name for name in listed if name not in infos]
@@ -271,7 +280,7 @@ class ModelFolderCheckpoint(Checkpoint):
                 f"{where}: {len(unlisted)} tensor(s) the index does not list, left out as transformers leaves them: "
                 + ", ".join(unlisted[:5])
             )
-        self._taken[shard] = {name: infos[name] for name in listed}
+        return {name: infos[name] for name in listed}
 
     def _complete_infos(self) -> None:
         """Open every shard (headers only), so that every tensor's info is known, in the index's order."""
@@ -282,7 +291,12 @@ class ModelFolderCheckpoint(Checkpoint):
                 self._shard(shard)
         # Each tensor's info from its shard's, in the index's order: C loops, no shared dict updated then rebuilt.
         shard_infos = map(self._taken.__getitem__, self._where.values())
-        self._infos = dict(zip(self._where, map(dict.__getitem__, shard_infos, self._where), strict=True))
+        try:
+            self._infos = dict(zip(self._where, map(getitem, shard_infos, self._where), strict=True))
+        except KeyError:  # a shard lacks a tensor the index puts in it: which, and where
+            for shard, infos in self._taken.items():
+                self._check_names(shard, infos)
+            raise
         self._complete = True
         stored = sum(info.nbytes for info in self._infos.values())
         if self._total_size is not None and self._total_size != stored:
@@ -333,17 +347,21 @@ class ModelFolderCheckpoint(Checkpoint):
         self._metadata[f"tied.{_TIED_HEAD}"] = source  # what ls shows: reported as metadata, not a note every time
 
     # -- the mapping ---------------------------------------------------------------------
-    def _name_of(self, name: str) -> tuple[str, str]:
-        """The stored tensor ``name`` means (itself, or what it is an alias of) and its shard."""
+    def _located(self, name: str) -> tuple[Checkpoint, str, str]:
+        """The reader of the shard that holds tensor ``name``, that shard and the name it has there: checked to
+        be there (``_take`` took a shard's names on trust where their count was the index's)."""
         actual = name if name in self._where else self._aliases.get(name, "")
         shard = self._where.get(actual)
         if shard is None:
             raise self._not_found(name)
-        return actual, shard
+        ckpt = self._shard(shard)
+        taken = self._taken.get(shard)
+        if taken is not None and actual not in taken:
+            self._check_names(shard, taken)  # which raises: the index puts it there
+        return ckpt, shard, actual
 
     def info(self, name: str) -> TensorInfo:
-        actual, shard = self._name_of(name)
-        self._shard(shard)
+        _, shard, actual = self._located(name)
         return self._taken[shard][actual] if shard in self._taken else self._infos[actual]
 
     def __iter__(self) -> Iterator[str]:
@@ -364,16 +382,16 @@ class ModelFolderCheckpoint(Checkpoint):
         return super().layers()
 
     def role(self, name: str) -> TensorRole:
-        actual, shard = self._name_of(name)
-        return self._shard(shard).role(actual)
+        ckpt, _, actual = self._located(name)
+        return ckpt.role(actual)
 
     def view(self, name: str) -> StridedView | None:
-        actual, shard = self._name_of(name)
-        return self._shard(shard).view(actual)
+        ckpt, _, actual = self._located(name)
+        return ckpt.view(actual)
 
     def slice(self, name: str) -> TensorSlice:
-        actual, shard = self._name_of(name)
-        return self._shard(shard).slice(actual)
+        ckpt, _, actual = self._located(name)
+        return ckpt.slice(actual)
 
     def _extent(self, info: TensorInfo) -> Extent | None:
         return self._shard(self._where[info.name]).extent(info.name)

@@ -39,12 +39,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from itertools import chain, repeat
-from operator import attrgetter, mul, sub
+from itertools import accumulate, chain, repeat
+from operator import add, attrgetter, itemgetter, mul, sub
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,14 @@ _PLAIN = {
     if element.dtype is not None
 }
 _new_info: Callable[[Iterable[object]], TensorInfo] = partial(tuple.__new__, TensorInfo)  # as TensorInfo advises
+# The reference writer's compact header, read from its text (``_compact``): with no escape and no control character
+# in it, splitting at every '"' alternates what lies between strings and their contents, each tensor ten pieces:
+# name, ':{', 'dtype', ':', code, ',', 'shape', ':[2,3],', 'data_offsets', ':[0,24]},' (the last ':[0,24]}}').
+_ESCAPES = bytes(range(0x20)) + b"\\"  # a control character, or a backslash: strings that need json's decoder
+_FIXED = ((1, ":{"), (2, "dtype"), (3, ":"), (5, ","), (6, "shape"), (8, "data_offsets"))
+_NUMBER = "(?:0|[1-9][0-9]*)"  # JSON's non-negative integers: no sign, no leading zero
+_SHAPE = re.compile(rf":\[(?:{_NUMBER}(?:,{_NUMBER})*)?\],")
+_SPAN = ":[{},{}]}},"  # a tensor's data_offsets, and the end of its entry
 
 
 class SafetensorsCheckpoint(FileCheckpoint):
@@ -107,6 +116,9 @@ class SafetensorsCheckpoint(FileCheckpoint):
         Limits.for_size(self._source.size).check_memory(cost, "parsing the JSON header", self.path)
         start = _HEADER_LENGTH.size + length
         with collection_paused():
+            compact = self._compact(text, start)
+            if compact is not None:
+                return compact
             try:
                 # Each JSON object a tuple of its (key, value) pairs: made in C, where a hook refusing a name given
                 # twice is a Python call per tensor; arrays stay lists, so an object is never taken for an array.
@@ -115,6 +127,56 @@ class SafetensorsCheckpoint(FileCheckpoint):
                 raise CorruptCheckpointError(f"{self.path}: the header is not UTF-8 JSON ({error})") from None
             del text  # parsed: its bytes are not kept while the index is built
             return self._written(parsed, start) or self._per_tensor(parsed, start)
+
+    def _compact(self, text: bytes, start: int) -> Index | None:
+        """The index of a header in the reference writer's compact layout, taken from its text a column at a time
+        (C loops over all tensors, no JSON objects made): every check of ``_per_tensor`` made on the columns. None
+        where the header is laid out otherwise or any check fails: ``_written`` and ``_per_tensor`` then take it."""
+        body = text.rstrip(b" ")  # the writer's padding
+        if len(body.translate(None, _ESCAPES)) != len(body) or not body.startswith(b'{"'):
+            return None
+        try:
+            pieces = body.decode("utf-8").split('"')
+        except UnicodeDecodeError:
+            return None  # json's message names it
+        found = _leading_metadata(pieces)
+        if found is None:
+            return None
+        metadata, first = found
+        del pieces[:first]
+        count = len(pieces) // 10
+        if not pieces or len(pieces) % 10 or any(pieces[at::10] != [word] * count for at, word in _FIXED):
+            return None
+        names, codes, shapes = pieces[0::10], pieces[4::10], pieces[7::10]
+        if not (distinct_codes := {*codes}) <= _PLAIN.keys():
+            return None
+        kinds: dict[str, tuple[np.dtype[Any], tuple[int, ...], int, str]] = {}  # code + shape text -> what it means
+        for shape_text in {*shapes}:
+            if not _SHAPE.fullmatch(shape_text):
+                return None
+            shape = tuple(map(int, shape_text[2:-2].split(","))) if len(shape_text) > 4 else ()  # one per shape
+            if len(shape) > NUMPY_MAX_RANK or 0 in shape:
+                return None  # an empty tensor: check_size's case
+            for code in distinct_codes:
+                dtype, itemsize, type_name = _PLAIN[code]
+                kinds[code + shape_text] = (dtype, shape, math.prod(shape) * itemsize, type_name)
+        dtypes, dims, nbytes, type_names = zip(*map(kinds.__getitem__, map(add, codes, shapes)), strict=True)
+        # Listed in their data's order, the tensors tile the buffer: each one's offsets are known from the sizes
+        # before it, and the header's text must spell exactly those (so they are JSON's integers, no sign, no
+        # leading zero, and every check of the offsets holds).
+        ends = list(accumulate(nbytes))
+        begins = [0, *ends[:-1]]
+        spans = '"'.join(map(_SPAN.format, begins, ends))
+        if spans[:-1] + "}" != '"'.join(pieces[9::10]) or start + ends[-1] != self._source.size:
+            return None
+        del pieces
+        file, offsets_in_file = str(self.path), map(start.__add__, begins)
+        infos = list(map(_new_info, zip(names, dtypes, dims, nbytes, type_names, repeat(file), offsets_in_file, names)))
+        infos.sort()  # by name (a name given twice is found below, so no other field is compared)
+        by_name = dict(zip(map(itemgetter(0), infos), infos, strict=True))
+        if len(by_name) != count or METADATA_KEY in by_name:
+            return None
+        return Index(by_name, metadata=metadata)
 
     def _written(self, parsed: object, start: int) -> Index | None:
         """The index of a header as the reference writes it, every check of ``_per_tensor`` made a column at a time
@@ -258,6 +320,29 @@ class SafetensorsCheckpoint(FileCheckpoint):
                 f"{self.path}: {self._source.size - position} bytes at {position} after the last tensor; "
                 "tensors must fill the data buffer to the end of the file"
             )
+
+
+def _leading_metadata(pieces: list[str]) -> tuple[dict[str, str], int] | None:
+    """``__metadata__`` at the head of a compact header split at its '"' (``_compact``), and the index of the first
+    tensor's name; None where the head is anything else (not a map of strings, a key given twice)."""
+    if pieces[0] != "{":
+        return None
+    if pieces[1] != METADATA_KEY:
+        return {}, 1
+    if pieces[2] == ":{},":
+        return {}, 3
+    if pieces[2] != ":{":
+        return None
+    metadata: dict[str, str] = {}
+    for at in range(3, len(pieces) - 3, 4):
+        if pieces[at + 1] != ":" or pieces[at] in metadata:
+            return None
+        metadata[pieces[at]] = pieces[at + 2]
+        if pieces[at + 3] == "},":
+            return metadata, at + 4
+        if pieces[at + 3] != ",":
+            return None
+    return None
 
 
 # The reference's ``Dtype`` enum, in declaration order: its writer sorts tensors by dtype,
