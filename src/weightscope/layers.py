@@ -99,6 +99,38 @@ def classify(name: str) -> TensorRole:
     return TensorRole("parameter", layer=parent or name, role=role)
 
 
+# A JAX training state's tree (Flax's TrainState, saved by Orbax or flax.serialization), its names joined by "/":
+# optax's state under one of these roots mirrors the parameters' paths (``opt_state/0/mu/params/Dense_0/kernel``).
+OPTAX_ROOTS = ("opt_state", "optimizer", "optimizer_state")
+
+
+def jax_tree_roles(names: list[str]) -> dict[str, TensorRole]:
+    """The optimizer state among a JAX tree's ``names``, each attached to the parameter whose path it ends with (the
+    one parameter so named: an ambiguous ending attaches nothing), and a top-level ``step`` as bookkeeping."""
+    state = [name for name in names if name.split("/", 1)[0] in OPTAX_ROOTS]
+    stated = set(state)
+    parameters = [name for name in names if name not in stated]
+    ends: dict[str, str | None] = {}
+    for name in parameters:
+        parts = name.split("/")
+        for start in range(len(parts)):
+            end = "/".join(parts[start:])
+            ends[end] = None if end in ends and ends[end] != name else name
+    roles = {}
+    for name in state:
+        parts = name.split("/")
+        role = TensorRole("optimizer", role=parts[-1])
+        for slot in range(1, len(parts) - 1):
+            owner = ends.get("/".join(parts[slot + 1 :]))
+            if owner is not None:
+                role = TensorRole("optimizer", role=parts[slot], owner=owner)
+                break
+        roles[name] = role
+    if "step" in ends:
+        roles["step"] = TensorRole("bookkeeping")
+    return roles
+
+
 @dataclass(frozen=True)
 class Layer:
     """A layer's parameters (and buffers) by role, with the optimizer state of each of them."""

@@ -28,7 +28,8 @@ Layers: a name's last component is the tensor's role in the layer its path names
 (``params``, ``batch_stats``) name no layer: ``params/Dense_0/kernel`` is the weight of
 layer ``Dense_0`` (a kernel [in, out], as TensorFlow's), ``batch_stats/BatchNorm_0/mean`` its running mean; a
 ``scale`` and ``bias`` are a norm's scale and offset. Optax's state (``opt_state/<i>/<slot>/<path>``: Adam's ``mu``
-and ``nu``, momentum's ``trace``) is optimizer state of the parameter ``params/<path>``.
+and ``nu``, momentum's ``trace``) is optimizer state of the parameter whose path ends with ``<path>``
+(``weightscope.layers.jax_tree_roles``, as for Orbax).
 
 A reader must refuse (beyond the container's refusals): a top level that is no map or array; an ndarray payload
 that is not ``[shape, dtype name, bin]`` or has bytes left after it; a negative or non-integer dimension; a dtype
@@ -64,7 +65,7 @@ from weightscope.dtypes import (
     native_order,
 )
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError, WeightscopeError, kept
-from weightscope.layers import TensorRole
+from weightscope.layers import TensorRole, jax_tree_roles
 from weightscope.limits import Budget, Limits
 from weightscope.writing import Holds, Spec, Tensors, Writer, array_bytes, plan
 
@@ -84,7 +85,6 @@ DTYPES: dict[str, ElementType] = {
 }
 # Flax's collections: the first component of a variable's name, naming no layer.
 COLLECTIONS = frozenset({"params", "batch_stats"})
-OPTIMIZER_STATE = "opt_state"  # a TrainState's optax state
 # Flax's parameter names whose role is not PARAMETER_ROLES' (BatchNorm's statistics, Embed's table).
 FLAX_ROLES = {"scale": "scale", "mean": "running_mean", "var": "running_var", "embedding": "weight"}
 _SCALARS = frozenset({int, float, str, bool, type(None)})
@@ -277,14 +277,12 @@ def _chunked_shape(chunked: dict[Any, Any], pieces: list[_Array], where: str) ->
 
 
 def _roles(names: list[str]) -> dict[str, TensorRole]:
-    """The roles Flax's and optax's names give (see the module's docstring)."""
+    """The roles optax's and Flax's names give (see the module's docstring)."""
+    roles = jax_tree_roles(names)
     known = set(names)
-    roles = {}
     for name in names:
         parts = name.split(SEPARATOR)
-        if OPTIMIZER_STATE in parts[:-1]:
-            roles[name] = _optimizer_role(parts, parts.index(OPTIMIZER_STATE), known)
-        elif len(parts) > 1 + (parts[0] in COLLECTIONS):
+        if name not in roles and len(parts) > 1 + (parts[0] in COLLECTIONS):
             roles[name] = _parameter_role(parts[parts[0] in COLLECTIONS : -1], parts[-1], known, name)
     return roles
 
@@ -294,16 +292,6 @@ def _parameter_role(layer: list[str], last: str, known: set[str], name: str) -> 
     if role == "bias" and name.removesuffix(last) + "scale" in known:
         role = "offset"  # a norm's
     return TensorRole("parameter", layer=SEPARATOR.join(layer), role=role)
-
-
-def _optimizer_role(parts: list[str], state: int, known: set[str]) -> TensorRole:
-    """Optax's state of the parameter its path names (``opt_state/0/mu/Dense_0/kernel``), else of none (``count``)."""
-    for start in range(state + 2, len(parts)):
-        path = SEPARATOR.join(parts[start:])
-        owner = next((candidate for candidate in (f"params{SEPARATOR}{path}", path) if candidate in known), None)
-        if owner is not None and OPTIMIZER_STATE not in owner.split(SEPARATOR):
-            return TensorRole("optimizer", role=parts[start - 1], owner=owner)
-    return TensorRole("optimizer", role=parts[-1])
 
 
 # -- writing -------------------------------------------------------------------------

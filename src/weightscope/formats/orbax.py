@@ -29,7 +29,7 @@ from weightscope.containers import zarr
 from weightscope.containers.ocdbt import MANIFEST, Database, open_databases
 from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError
 from weightscope.formats._folder_choice import read_json
-from weightscope.layers import TensorRole
+from weightscope.layers import jax_tree_roles
 from weightscope.limits import Budget, Limits
 from weightscope.sources import AnyPath, as_path
 
@@ -37,7 +37,6 @@ TREE = "_METADATA"
 STEP = "_CHECKPOINT_METADATA"
 _TMP = ".orbax-checkpoint-tmp"
 _STEP_NAME = re.compile(r"(?:.*_)?(\d+)")
-_OPTIMIZER_ROOTS = ("opt_state", "optimizer", "optimizer_state")
 _ARRAY_TYPES = ("jax.Array", "np.ndarray", "scalar")
 _META = (zarr.METADATA_V2, zarr.METADATA_V3)
 
@@ -94,31 +93,6 @@ def _tree(item: Path, document: dict[str, Any]) -> list[tuple[list[str], str]]:
     return leaves
 
 
-def _roles(names: list[str]) -> dict[str, TensorRole]:
-    """The optimizer state among ``names`` (under an optax state), each attached to the parameter it mirrors."""
-    state = [name for name in names if name.split("/", 1)[0] in _OPTIMIZER_ROOTS]
-    parameters = [name for name in names if name not in state]
-    ends: dict[str, str | None] = {}
-    for name in parameters:
-        parts = name.split("/")
-        for start in range(len(parts)):
-            end = "/".join(parts[start:])
-            ends[end] = None if end in ends and ends[end] != name else name
-    roles = {}
-    for name in state:
-        parts = name.split("/")
-        role = TensorRole("optimizer", role=parts[-1])
-        for slot in range(1, len(parts) - 1):
-            owner = ends.get("/".join(parts[slot + 1 :]))
-            if owner is not None:
-                role = TensorRole("optimizer", role=parts[slot], owner=owner)
-                break
-        roles[name] = role
-    if "step" in parameters:
-        roles["step"] = TensorRole("bookkeeping")
-    return roles
-
-
 class OrbaxCheckpoint(Checkpoint):
     """An Orbax checkpoint: every array of its items, named by their key paths (see the module's text)."""
 
@@ -158,7 +132,7 @@ class OrbaxCheckpoint(Checkpoint):
         index = Index()
         for prefix, item in items:
             self._load_item(index, prefix, item, budget)
-        index.roles = _roles(list(index.infos))
+        index.roles = jax_tree_roles(list(index.infos))
         index.metadata = self._step_metadata(folder) | self._storage
         return index
 
