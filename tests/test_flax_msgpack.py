@@ -1,7 +1,9 @@
 """Flax msgpack files read without Flax: every tensor equals what flax's own msgpack_restore gave, bit for bit.
 
 The fixtures (tests/fixtures/flax/) and flax's answers for them (expected.npz, expected.json) were made by
-``make_flax.py`` beside them, with flax, jax and optax (the fixtures venv); none of those is imported here.
+``make_flax.py`` beside them, with flax, jax and optax (the fixtures venv); the Hub folders and what transformers 4
+loads from them into PyTorch by ``make_flax_hub.py``, with transformers 4.46 (5 has no Flax models). None of those
+is imported here.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from weightscope.cli import main
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "flax"
 EXPECTED: dict[str, dict[str, dict[str, Any]]] = json.loads((FIXTURES / "expected.json").read_text())
 FILES = sorted(EXPECTED)
+PYTORCH_CONVENTION = ["--names", "pytorch", "--layout", "pytorch"]
 
 
 def flax_restore(path: Path) -> dict[str, np.ndarray]:
@@ -163,6 +166,25 @@ def test_a_legacy_flax_checkpoint_file_is_known_by_its_name_and_first_byte(tmp_p
     other.write_bytes(b"\x00" + legacy.read_bytes())  # no msgpack map first: not claimed
     with pytest.raises(ws.UnsupportedFormatError, match="not a checkpoint format"):
         ws.open(other)
+
+
+def test_converted_with_pytorch_names_and_layout_it_is_what_transformers_loads_from_flax(tmp_path: Path) -> None:
+    # hf_flax_in_pytorch.npz: transformers 4's GPT2LMHeadModel.from_pretrained(hf_flax, from_flax=True) state dict
+    out = tmp_path / "model"
+    assert main(["convert", str(FIXTURES / "hf_flax"), str(out / "model.safetensors"), *PYTORCH_CONVENTION]) == 0
+    converted = load_file(str(out / "model.safetensors"))
+    with np.load(FIXTURES / "hf_flax_in_pytorch.npz") as loaded:
+        assert sorted(converted) == sorted(set(loaded.files) - {"lm_head.weight"})  # the head: tied to wte
+        for name, array in converted.items():
+            assert array.dtype == loaded[name].dtype and array.tobytes() == loaded[name].tobytes(), name
+    from transformers import GPT2LMHeadModel  # and transformers 5 loads the converted folder
+
+    shutil.copy(FIXTURES / "hf_flax" / "config.json", out)
+    model = GPT2LMHeadModel.from_pretrained(out)
+    assert np.array_equal(model.lm_head.weight.detach().numpy(), converted["transformer.wte.weight"])
+    assert np.array_equal(
+        model.transformer.h[1].mlp.c_fc.weight.detach().numpy(), converted["transformer.h.1.mlp.c_fc.weight"]
+    )
 
 
 def test_transformers_order_puts_flax_weights_after_safetensors_and_bin(tmp_path: Path) -> None:
