@@ -126,7 +126,12 @@ class Decoder:
     def decode(self, depth: int = 0) -> Any:
         """The value at the current position (and past it)."""
         at = self.position
-        head = self._take(1, "a msgpack value")[0]
+        window, offset = self._window, at - self._window_start
+        if at < self.end and offset < len(window):  # the window holds the head (most are): no call to take it
+            head = window[offset]
+            self.position = at + 1
+        else:
+            head = self._take(1, "a msgpack value")[0]
         if head <= 0x7F:
             return head
         if head >= 0xE0:

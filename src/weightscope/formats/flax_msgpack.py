@@ -74,6 +74,7 @@ if TYPE_CHECKING:
 
 NDARRAY, NATIVE_COMPLEX, NPSCALAR = 1, 2, 3  # flax's _MsgpackExtType
 _NESTED = frozenset({NDARRAY, NATIVE_COMPLEX, NPSCALAR})  # their payloads are msgpack
+_ARRAYS = frozenset({NDARRAY, NPSCALAR})
 CHUNKED = "__msgpack_chunked_array__"
 SEPARATOR = "/"
 # The dtype names flax writes (``arr.dtype.name``) that read as what they say: those of the dtype table whose dtype
@@ -109,9 +110,10 @@ class FlaxMsgpackCheckpoint(FileCheckpoint):
 
     def _load(self) -> Index:
         size = self._source.size
+        self._file = str(self.path)  # made once: each tensor's info and errors name it
         self._budget = Budget(Limits.for_size(size), self.path)
         tree = decode_all(self._source, 0, size, self.path, self._budget, "the msgpack tree", _NESTED)
-        if not isinstance(tree, (dict, list)) and not (isinstance(tree, Ext) and tree.code in (NDARRAY, NPSCALAR)):
+        if not isinstance(tree, (dict, list)) and not (isinstance(tree, Ext) and tree.code in _ARRAYS):
             raise UnsupportedFormatError(f"{self.path}: a msgpack file holding {_kind(tree)}, not a tree of arrays")
         self._chunks: dict[str, list[_Array]] = {}
         infos: dict[str, TensorInfo] = {}
@@ -125,11 +127,9 @@ class FlaxMsgpackCheckpoint(FileCheckpoint):
         """Record ``value`` at ``name`` (a map's value, or the top level, where ``in_map``) and what is under it."""
         if isinstance(value, dict) and value and not (in_map and CHUNKED in value):
             for key, item in value.items():
-                if type(item) in _SCALARS:  # most leaves that are no arrays: no call each
-                    leaf = f"{name}{key}"
-                    if leaf in metadata or leaf in infos:
-                        raise CorruptCheckpointError(f"{self.path}: '{leaf}' is given twice")
-                    metadata[leaf] = repr(item)
+                kind = type(item)
+                if kind in _SCALARS or (kind is Ext and item.code in _ARRAYS):  # most leaves: no call to walk each
+                    self._leaf(item, f"{name}{key}", infos, metadata)
                 else:
                     self._walk(item, f"{name}{key}{SEPARATOR}", True, infos, metadata)
             return
@@ -137,24 +137,28 @@ class FlaxMsgpackCheckpoint(FileCheckpoint):
             for number, item in enumerate(value):
                 self._walk(item, f"{name}{number}{SEPARATOR}", False, infos, metadata)
             return
-        name = name[: -len(SEPARATOR)] or self.path.name.removesuffix(".msgpack")  # a lone array: named as its file
+        # a leaf; a lone array, the top level, is named as its file
+        self._leaf(value, name[: -len(SEPARATOR)] or self.path.name.removesuffix(".msgpack"), infos, metadata)
+
+    def _leaf(self, value: Any, name: str, infos: dict[str, TensorInfo], metadata: dict[str, str]) -> None:
+        """Record the leaf ``value`` at ``name``: a tensor, or metadata."""
         if name in infos or name in metadata:
-            raise CorruptCheckpointError(f"{self.path}: '{name}' is given twice")
-        if isinstance(value, dict) and value:  # a chunked array (an empty map is metadata)
+            raise CorruptCheckpointError(f"{self._file}: '{name}' is given twice")
+        if isinstance(value, Ext) and value.code in _ARRAYS:
+            array = self._array(value, f"{self._file}: '{name}'")
+        elif isinstance(value, dict) and value:  # a chunked array (an empty map is metadata)
             pieces = self._pieces(value, name)
-            shape = _chunked_shape(value, pieces, f"{self.path}: '{name}'")
+            shape = _chunked_shape(value, pieces, f"{self._file}: '{name}'")
             array = _Array(pieces[0].element, shape, pieces[0].offset, sum(piece.nbytes for piece in pieces))
             self._chunks[name] = pieces
-        elif isinstance(value, Ext) and value.code in (NDARRAY, NPSCALAR):
-            array = self._array(value, f"{self.path}: '{name}'")
         else:
-            metadata[name] = self._leaf(value, name)
+            metadata[name] = self._text(value, name)
             return
         self._budget.spend(_INFO_COST + sys.getsizeof(name), "the tensor infos")
         element = array.element
         assert element.dtype is not None  # DTYPES holds numpy's types only
         infos[name] = TensorInfo(
-            name, element.dtype, array.shape, array.nbytes, element.name, str(self.path), array.offset, name
+            name, element.dtype, array.shape, array.nbytes, element.name, self._file, array.offset, name
         )
 
     def _array(self, ext: Ext, where: str) -> _Array:
@@ -182,9 +186,9 @@ class FlaxMsgpackCheckpoint(FileCheckpoint):
         return _Array(element, tuple(shape), data.offset, data.length)
 
     def _pieces(self, chunked: dict[Any, Any], name: str) -> list[_Array]:
-        where = f"{self.path}: chunked array '{name}'"
+        where = f"{self._file}: chunked array '{name}'"
         chunks = _numbered(chunked.get("chunks"), f"{where}: its chunks")
-        if not chunks or not all(isinstance(chunk, Ext) and chunk.code in (NDARRAY, NPSCALAR) for chunk in chunks):
+        if not chunks or not all(isinstance(chunk, Ext) and chunk.code in _ARRAYS for chunk in chunks):
             raise CorruptCheckpointError(f"{where}: its chunks are no ndarrays")
         pieces = [self._array(chunk, f"{where}, chunk {number}") for number, chunk in enumerate(chunks)]
         first = pieces[0]
@@ -196,7 +200,7 @@ class FlaxMsgpackCheckpoint(FileCheckpoint):
                 )
         return pieces
 
-    def _leaf(self, value: Any, name: str) -> str:
+    def _text(self, value: Any, name: str) -> str:
         """What msgpack_restore gives for a leaf that is no array, as text."""
         if isinstance(value, Ext) and value.code == NATIVE_COMPLEX:
             parts = value.value
