@@ -57,7 +57,7 @@ class _ProgressBar:
     "--to",
     "to",
     type=_WritableFormat(),
-    help="Output format (default: from DESTINATION's name: .safetensors, .pt/.pth/.bin, .npz, .weights.h5, "
+    help="Output format (default: from DESTINATION's name: .safetensors, .pt/.pth/.bin, .npz, .weights.h5, .msgpack, "
     "and TensorFlow for a prefix with no suffix or ending .ckpt).",
 )
 @_convention_option(
