@@ -243,3 +243,26 @@ def test_a_step_of_several_items_names_each_by_its_item(tmp_path: Path) -> None:
         assert sorted(ckpt) == ["ema/a", "state/a"]
         assert ckpt["state/a"].tobytes() == bytes(range(24))
     assert [(entry.step, entry.timestamp) for entry in checkpoint_history(tmp_path / "run")] == [(7, 1e9)]
+
+
+def test_a_large_array_decodes_its_chunks_on_threads_as_one_thread_does() -> None:
+    """Over 4 MiB, chunks (edge ones too) are decoded on a few threads: the array equals the one the values were
+    chunked from; a damaged chunk among them is the error raised, the first in order when two are."""
+    from weightscope.containers import zarr
+
+    values = np.random.default_rng(5).standard_normal((1100, 1030)).astype("<f4")  # 4.3 MiB, 5 x 5 chunks
+    meta = {"zarr_format": 2, "shape": [1100, 1030], "chunks": [256, 256], "dtype": "<f4",
+            "compressor": {"id": "zstd", "level": 1}, "fill_value": None, "order": "C", "filters": None}  # fmt: skip
+    array = zarr.parse(json.dumps(meta).encode(), "test")
+    stored: dict[str, bytes] = {}
+    for row in range(5):
+        for column in range(5):
+            block = np.zeros((256, 256), "<f4")
+            part = values[row * 256 : (row + 1) * 256, column * 256 : (column + 1) * 256]
+            block[: part.shape[0], : part.shape[1]] = part
+            stored[f"{row}.{column}"] = bytes(cramjam.zstd.compress(block.tobytes()))
+    assert zarr._WORKERS >= 2 and values.nbytes >= zarr._PARALLEL_BYTES
+    assert np.array_equal(zarr.assemble(array, stored.get, "test"), values)
+    damaged = stored | {"1.3": stored["1.3"][:-9], "4.0": stored["4.0"][:-9]}
+    with pytest.raises(ws.CorruptCheckpointError, match=r"chunk 1\.3"):
+        zarr.assemble(array, damaged.get, "test")
