@@ -33,7 +33,7 @@ from weightscope.errors import (
     WeightscopeError,
 )
 from weightscope.formats._folder_choice import is_set
-from weightscope.formats._sniffing import file_head, first_member, refuse_recognised, zip_members
+from weightscope.formats._sniffing import file_head, first_member, is_tag, latest_tag, refuse_recognised, zip_members
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.sources import AnyPath, as_path, file_ends_with, local_path, open_source, opening, plus
 
@@ -134,6 +134,15 @@ def _sniff_tensorflow(path: AnyPath, entry: Format) -> bool:
     return text.endswith(".index") or ".data-" in path.name or plus(path, ".index").is_file()
 
 
+def _sniff_deepspeed(path: AnyPath, entry: Format) -> bool:
+    """A folder holding ``*_model_states.pt`` (a tag's, ``global_stepN/``), or whose ``latest`` names one."""
+    if not path.is_dir():
+        return False
+    tag = latest_tag(path)
+    folder = path / tag if tag is not None and is_tag(tag) and not any(path.glob(entry.members[0])) else path
+    return folder.is_dir() and any(folder.glob(entry.members[0]))
+
+
 def _sniff_folder(path: AnyPath, entry: Format) -> bool:
     return path.is_dir()  # after TensorFlow's: a folder no other format claims (the reader says what is in it)
 
@@ -208,6 +217,14 @@ _BUILT_IN = (
         suffixes=(".ckpt",),
         writes=(".ckpt",),  # and a prefix with no suffix, or ending .ckpt-<step>: see format_to_write
         staging="weightscope.formats.tensorflow_writer:staging",
+    ),
+    Format(
+        "deepspeed",
+        "DeepSpeed ZeRO checkpoint (stages 1-3: latest + global_stepN/ rank files), consolidated as zero_to_fp32 does",
+        "weightscope.formats.deepspeed:DeepSpeedCheckpoint",
+        sniffer=_sniff_deepspeed,
+        members=("*_model_states.pt",),  # what a tag's folder holds (a glob)
+        local_only="a DeepSpeed checkpoint is a folder of rank files, read from a local disk",
     ),
     Format(
         "model-folder",

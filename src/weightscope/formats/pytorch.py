@@ -356,10 +356,14 @@ class PyTorchCheckpoint(FileCheckpoint):
             raise CorruptCheckpointError(f"{self.path}: byteorder is {order[:80]!r}; expected 'little' or 'big'")
         self._byteorder = "<" if order == b"little" else ">"
         data = bytes(self._member_bytes("data.pkl"))
-        saved = _Unpickler(data, str(self.path), budget=self._budget).load()
+        saved = self._unpickle(data)
         self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * len(data))
         self._walk(index, saved, "", 0, optimizer=False)
         return index
+
+    def _unpickle(self, data: bytes) -> Any:
+        """The saved object of a zip's ``data.pkl``, under torch's allow-list."""
+        return _Unpickler(data, str(self.path), budget=self._budget).load()
 
     def _member_bytes(self, record: str) -> memoryview:
         """The bytes of ``<folder>/<record>``, found as torch.load finds it."""
