@@ -255,7 +255,20 @@ class DeepSpeedCheckpoint(Checkpoint):
                 index.metadata[key] = str(model[key])
         index.metadata["zero_stage"] = str(self.stage)
         index.metadata["ranks"] = str(world)
+        index.metadata["sharding"] = self._sharding(index)
         return index
+
+    def _sharding(self, index: Index) -> str:
+        """One line for ``summary``: the stage and ranks, the files, the dtypes of the two copies, the optimizer."""
+        from weightscope.output import format_bytes
+
+        files = sum(rank.path.stat().st_size for rank in self._files)
+        module = ", ".join(sorted(set(self.module_dtypes.values()))) or "none saved"
+        slots = sorted({role.role for role in index.roles.values() if role.role and "module" not in role.role})
+        return (
+            f"ZeRO stage {self.stage} over {self.world_size} ranks ({len(self._files)} rank files, "
+            f"{format_bytes(files)}); master weights float32, module {module}; optimizer state {', '.join(slots)}"
+        )
 
     def _open(self, file: Path) -> _RankFile:
         rank = _RankFile(file, verify=self.verify_checksums)

@@ -1,0 +1,224 @@
+"""DeepSpeed ZeRO checkpoints (issue 19 item 2): made by DeepSpeed itself (tests/fixtures/deepspeed/make_zero.py).
+
+Every consolidated tensor equals what DeepSpeed's ``get_fp32_state_dict_from_zero_checkpoint`` gives, bit for bit;
+the optimizer's moments equal what DeepSpeed gathers (``safe_get_full_optimizer_state``); the converted file loads in
+torch; damaged folders give typed errors naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import weightscope as ws
+from weightscope.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures" / "deepspeed"
+STAGES = (1, 2, 3)
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    status = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def as_torch(array: np.ndarray) -> torch.Tensor:
+    """Our array as torch holds it (bfloat16 by its bits)."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
+def assert_bits(ours: np.ndarray, theirs: torch.Tensor, name: str) -> None:
+    mine = as_torch(ours)
+    assert mine.dtype == theirs.dtype and mine.shape == theirs.shape, name
+    assert mine.contiguous().view(torch.uint8).tolist() == theirs.contiguous().view(torch.uint8).tolist(), name
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_fp32_weights_equal_zero_to_fp32(stage: int) -> None:
+    expected = load_file(FIXTURES / f"stage{stage}" / "expected.safetensors")
+    with ws.open(FIXTURES / f"stage{stage}") as ckpt:
+        assert ckpt.format == "deepspeed" and ckpt.metadata["zero_stage"] == str(stage)
+        for name, tensor in expected.items():
+            assert_bits(ckpt[name], tensor, name)
+        weights = [name for name in ckpt if ckpt.role(name).kind != "optimizer"]
+        extra = set(weights) - set(expected)
+        # ZeRO-1 keeps no fp32 copy of frozen parameters (zero_to_fp32 leaves them out): read from the module
+        assert extra == ({"frozen.weight", "frozen.bias"} if stage == 1 else set())
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_moments_equal_deepspeeds_gathered_state(stage: int) -> None:
+    moments = load_file(FIXTURES / f"stage{stage}" / "moments.safetensors")
+    with ws.open(FIXTURES / f"stage{stage}") as ckpt:
+        listed = {name for name in ckpt if ckpt.role(name).role in ("exp_avg", "exp_avg_sq")}
+        assert listed == set(moments)
+        for name, tensor in moments.items():
+            assert_bits(ckpt[name], tensor, name)
+            role = ckpt.role(name)
+            assert role.kind == "optimizer" and role.owner == name.split(".", 2)[2].rpartition(".")[0]
+        layers = ckpt.layers()
+        state = layers["hidden"].optimizer_state
+        assert state["hidden.weight"]["exp_avg"].name == "optimizer.state.hidden.weight.exp_avg"
+        assert state["hidden.bias"]["exp_avg_sq"].name == "optimizer.state.hidden.bias.exp_avg_sq"
+
+
+@pytest.mark.parametrize("stage", (1, 2))
+def test_module_weights_listed_as_saved(stage: int) -> None:
+    module = load_file(FIXTURES / f"stage{stage}" / "module.safetensors")
+    with ws.open(FIXTURES / f"stage{stage}") as ckpt:
+        copies = [name for name in ckpt if name.startswith("module.")]
+        assert copies == [
+            f"module.{name}" for name in ("embed.weight", "hidden.weight", "hidden.bias", "out.weight", "out.bias")
+        ]
+        for name in copies:
+            assert ckpt.info(name).type_name == "bfloat16"
+            assert_bits(ckpt[name], module[name.removeprefix("module.")], name)
+            assert ckpt.role(name).kind == "optimizer" and ckpt.role(name).owner == name.removeprefix("module.")
+
+
+def test_tag_folder_opens_as_the_checkpoint() -> None:
+    with ws.open(FIXTURES / "stage3") as root, ws.open(FIXTURES / "stage3" / "global_step2") as step:
+        assert list(root) == list(step)
+        assert all(np.array_equal(root[name], step[name]) for name in root)
+        assert root.notes == [f"{FIXTURES / 'stage3'}: the tag in latest: global_step2"]
+        assert step.notes == []
+
+
+@pytest.mark.parametrize("stage", (2, 3))
+def test_convert_to_safetensors_loads_in_torch(stage: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "model.safetensors"
+    status, printed, _ = run(capsys, "convert", FIXTURES / f"stage{stage}" / "global_step2", out, "--to", "safetensors")
+    assert status == 0, printed
+    # the moments; stage 2 also the module's bf16 copies (stage 3 saves none)
+    assert f"left out: {15 if stage == 2 else 10} optimizer state tensors" in printed
+    written = load_file(out)
+    expected = load_file(FIXTURES / f"stage{stage}" / "expected.safetensors")
+    assert sorted(written) == sorted(expected)
+    for name, tensor in expected.items():
+        assert torch.equal(written[name], tensor) and written[name].dtype == tensor.dtype, name
+
+
+def test_summary_ls_verify(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "summary", FIXTURES / "stage3")
+    assert status == 0 and "sharding ZeRO stage 3 over 2 ranks (4 rank files" in out, out
+    assert "master weights float32, module bfloat16; optimizer state exp_avg, exp_avg_sq" in out, out
+    status, out, _ = run(capsys, "verify", FIXTURES / "stage2")
+    assert status == 0 and out.startswith("OK: 24 tensors") and "3 pytorch" in out, out
+    status, out, _ = run(capsys, "ls", FIXTURES / "stage2")
+    assert status == 0 and "embed.weight" in out and "zero_stage = 2" in out
+
+
+# -- damage ---------------------------------------------------------------------------------------------------------
+
+
+def damaged(tmp_path: Path, stage: int) -> Path:
+    target = tmp_path / f"stage{stage}"
+    shutil.copytree(FIXTURES / f"stage{stage}", target)
+    return target
+
+
+def rewrite(path: Path, change: Callable[[bytes], bytes]) -> None:
+    """Rewrite the pickle of a torch zip (its data.pkl), the archive's other members kept."""
+    with zipfile.ZipFile(path) as archive:
+        members = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members:
+            archive.writestr(name, change(data) if name.endswith("/data.pkl") else data)
+
+
+def after(key: bytes, old: bytes, new: bytes) -> Callable[[bytes], bytes]:
+    """Replace the first ``old`` after the pickled string ``key``."""
+
+    def change(data: bytes) -> bytes:
+        start = data.index(key) + len(key)
+        at = data.index(old, start)
+        return data[:at] + new + data[at + len(old) :]
+
+    return change
+
+
+def optim(folder: Path, rank: int) -> Path:
+    return next(folder.glob(f"global_step2/*zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"))
+
+
+def test_other_global_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = damaged(tmp_path, 2)
+    rewrite(
+        optim(folder, 1), lambda data: data.replace(b"deepspeed.runtime.fp16.loss_scaler\nLossScaler", b"os\nsystem")
+    )
+    with pytest.raises(ws.RefusedError, match=r"rank_1_mp_rank_00_optim_states.pt.*wants to call os.system"):
+        ws.open(folder)
+    status, _, err = run(capsys, "ls", folder)
+    assert status == 6 and "os.system" in err and "Traceback" not in err
+
+
+def test_enum_of_no_stage_is_refused(tmp_path: Path) -> None:
+    folder = damaged(tmp_path, 2)
+    rewrite(optim(folder, 0), after(b"ZeroStageEnum", b"K\x02", b"K\x07"))
+    with pytest.raises(ws.CorruptCheckpointError, match=r"ZeroStageEnum\(7,\): no ZeRO stage"):
+        ws.open(folder)
+
+
+def test_missing_rank_file(tmp_path: Path) -> None:
+    folder = damaged(tmp_path, 3)
+    optim(folder, 1).unlink()
+    with pytest.raises(ws.CheckpointNotFoundError, match=r"1 \*_optim_states.pt files for a world size of 2"):
+        ws.open(folder)
+    folder = damaged(tmp_path / "model", 3)
+    (folder / "global_step2" / "zero_pp_rank_1_mp_rank_00_model_states.pt").unlink()
+    with pytest.raises(ws.CheckpointNotFoundError, match=r"1 \*_model_states.pt files for a ZeRO-3 world size of 2"):
+        ws.open(folder)
+
+
+def test_world_sizes_disagree(tmp_path: Path) -> None:
+    folder = damaged(tmp_path, 2)
+    rewrite(optim(folder, 1), after(b"partition_count", b"K\x02", b"K\x03"))
+    with pytest.raises(ws.CorruptCheckpointError, match=r"rank 1 says stage 2, partition_count \[3\]; rank 0 says"):
+        ws.open(folder)
+
+
+@pytest.mark.parametrize("stage", (2, 3))
+def test_partitions_that_do_not_add_up(tmp_path: Path, stage: int) -> None:
+    folder = damaged(tmp_path, stage)
+    model = folder / "global_step2" / f"{'zero_pp_rank_0_' if stage == 3 else ''}mp_rank_00_model_states.pt"
+    # param_shapes' embed.weight [7, 5] becomes [9, 5]: more than the partitions hold
+    rewrite(model, after(b"param_shapes", b"K\x07K\x05\x86", b"K\x09K\x05\x86"))
+    with pytest.raises(ws.CorruptCheckpointError, match="the partitions do not add up"):
+        ws.open(folder)
+
+
+def test_stage3_ranks_disagree(tmp_path: Path) -> None:
+    folder = damaged(tmp_path, 3)
+    shutil.copy(optim(FIXTURES / "stage2", 0), optim(folder, 1))  # a stage 2 rank among stage 3 ones
+    with pytest.raises(ws.CorruptCheckpointError, match="rank 1 says stage 2"):
+        ws.open(folder)
+
+
+def test_truncated_rank_file(tmp_path: Path) -> None:
+    folder = damaged(tmp_path, 3)
+    path = optim(folder, 1)
+    path.write_bytes(path.read_bytes()[:-300])
+    with pytest.raises(ws.CorruptCheckpointError, match=re.escape(path.name)):
+        ws.open(folder)
+
+
+def test_bad_tags(tmp_path: Path) -> None:
+    folder = damaged(tmp_path, 2)
+    (folder / "latest").write_text("global_step9")
+    with pytest.raises(ws.CheckpointNotFoundError, match="names 'global_step9', which is no folder"):
+        ws.open(folder, format="deepspeed")
+    (folder / "latest").write_text("../stage2")
+    with pytest.raises(ws.CorruptCheckpointError, match="not a tag naming a folder beside it"):
+        ws.open(folder, format="deepspeed")
