@@ -7,6 +7,7 @@ torch; damaged folders give typed errors naming what is wrong.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import zipfile
@@ -222,3 +223,20 @@ def test_bad_tags(tmp_path: Path) -> None:
     (folder / "latest").write_text("../stage2")
     with pytest.raises(ws.CorruptCheckpointError, match="not a tag naming a folder beside it"):
         ws.open(folder, format="deepspeed")
+
+
+def test_run_of_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run folder of several global_stepN/ folders: history, --step and runs take them as its checkpoints."""
+    for step, stage in ((2, 2), (10, 3)):
+        shutil.copytree(FIXTURES / f"stage{stage}" / "global_step2", tmp_path / f"global_step{step}")
+    (tmp_path / "latest").write_text("global_step10")
+    status, out, _ = run(capsys, "history", tmp_path)
+    assert status == 0 and re.search(r"\*\s+10 .*global_step10", out) and re.search(r"^\s+2 .*global_step2$", out, re.M)
+    status, out, _ = run(capsys, "ls", "--step", 2, tmp_path)
+    assert status == 0 and "zero_stage = 2" in out
+    status, out, err = run(capsys, "ls", "--step", 3, tmp_path)
+    assert status == 2 and "no checkpoint of step 3 in its history (steps: 2, 10)" in err
+    status, out, _ = run(capsys, "runs", "stats", "--json", tmp_path)
+    assert status == 0
+    steps = [entry["step"] for entry in json.loads(out)["checkpoints"]]
+    assert steps == [2, 10]

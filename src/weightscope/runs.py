@@ -138,6 +138,8 @@ def _as_checkpoint(path: Path) -> Path | None:
         found = [path / name for name in _trainer_weights() if (path / name).is_file()]
         if not found and any(INDEX.match(file.name) for file in path.iterdir()):
             found = [path]  # sharded weights: the folder is the checkpoint
+        if not found and any(entry.step_folders and entry.sniff(path) for entry in FORMATS.values()):
+            found = [path]  # a step's folder (DeepSpeed's global_stepN/)
         return found[0] if found and step_of_name(found[0]) is not None else None
     if prefix := FORMATS.prefix_of(path):
         return prefix

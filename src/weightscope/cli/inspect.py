@@ -312,10 +312,11 @@ def formats_command(out: Output) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {prefix, step, timestamp, newest, exists}.")
 @pass_output
 def history_command(out: Output, path: Path) -> None:
-    """The checkpoints a directory's 'checkpoint' file lists, oldest first (* the newest)."""
+    """The checkpoints a directory's 'checkpoint' file lists, else those of the run in it (DeepSpeed's
+    global_stepN/ folders), oldest first (* the newest)."""
     import datetime
 
-    from weightscope.history import checkpoint_history
+    from weightscope.history import run_history
 
     def cells(entry: Mapping[str, Any]) -> list[str]:
         written = "-"
@@ -336,7 +337,7 @@ def history_command(out: Output, path: Path) -> None:
             "newest": entry.newest,
             "exists": entry.exists,
         }
-        for entry in checkpoint_history(path)
+        for entry in run_history(path)
     ]
     out.records(records, ["", "step", "written", "checkpoint"], cells, right=[1])
 

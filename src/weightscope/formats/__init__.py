@@ -74,6 +74,9 @@ class Format:
     # (``weightscope.shards``). "" for a format no model folder is kept in. A folder holding several is read as
     # transformers reads it: the first format's in this registry's order (safetensors before pytorch).
     model_file: str = ""
+    # Whether a training run keeps one checkpoint of this format per step, each a folder (DeepSpeed's
+    # ``global_stepN/``): ``runs`` and ``--step`` take such folders of a run folder as its checkpoints.
+    step_folders: bool = False
 
     def sniff(self, path: AnyPath) -> bool:
         """Whether ``path`` is of this format, from its name and at most a few of its bytes (no reader imported)."""
@@ -225,6 +228,7 @@ _BUILT_IN = (
         sniffer=_sniff_deepspeed,
         members=("*_model_states.pt",),  # what a tag's folder holds (a glob)
         local_only="a DeepSpeed checkpoint is a folder of rank files, read from a local disk",
+        step_folders=True,
     ),
     Format(
         "model-folder",
