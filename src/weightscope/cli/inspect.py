@@ -316,7 +316,7 @@ def history_command(out: Output, path: Path) -> None:
     global_stepN/ folders), oldest first (* the newest)."""
     import datetime
 
-    from weightscope.history import run_history
+    from weightscope.steps import run_history
 
     def cells(entry: Mapping[str, Any]) -> list[str]:
         written = "-"
