@@ -1,4 +1,5 @@
 """DeepSpeed ZeRO checkpoints (issue 19 item 2): made by DeepSpeed itself (tests/fixtures/deepspeed/make_zero.py).
+More broken folders in tests/corpus/deepspeed/ (make_deepspeed_corpus.py).
 
 Every consolidated tensor equals what DeepSpeed's ``get_fp32_state_dict_from_zero_checkpoint`` gives, bit for bit;
 the optimizer's moments equal what DeepSpeed gathers (``safe_get_full_optimizer_state``); the converted file loads in
@@ -10,13 +11,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from make_deepspeed_corpus import after, rewrite
 from safetensors.torch import load_file
 
 import weightscope as ws
@@ -130,26 +130,6 @@ def damaged(tmp_path: Path, stage: int) -> Path:
     return target
 
 
-def rewrite(path: Path, change: Callable[[bytes], bytes]) -> None:
-    """Rewrite the pickle of a torch zip (its data.pkl), the archive's other members kept."""
-    with zipfile.ZipFile(path) as archive:
-        members = [(info.filename, archive.read(info)) for info in archive.infolist()]
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
-        for name, data in members:
-            archive.writestr(name, change(data) if name.endswith("/data.pkl") else data)
-
-
-def after(key: bytes, old: bytes, new: bytes) -> Callable[[bytes], bytes]:
-    """Replace the first ``old`` after the pickled string ``key``."""
-
-    def change(data: bytes) -> bytes:
-        start = data.index(key) + len(key)
-        at = data.index(old, start)
-        return data[:at] + new + data[at + len(old) :]
-
-    return change
-
-
 def optim(folder: Path, rank: int) -> Path:
     return next(folder.glob(f"global_step2/*zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"))
 
@@ -187,6 +167,10 @@ def test_world_sizes_disagree(tmp_path: Path) -> None:
     folder = damaged(tmp_path, 2)
     rewrite(optim(folder, 1), after(b"partition_count", b"K\x02", b"K\x03"))
     with pytest.raises(ws.CorruptCheckpointError, match=r"rank 1 says stage 2, partition_count \[3\]; rank 0 says"):
+        ws.open(folder)
+    folder = damaged(tmp_path / "model", 2)
+    rewrite(folder / "global_step2" / "mp_rank_00_model_states.pt", after(b"dp_world_size", b"K\x02", b"K\x03"))
+    with pytest.raises(ws.CorruptCheckpointError, match="dp_world_size 3; the optimizer's partition_count says 2"):
         ws.open(folder)
 
 
@@ -240,3 +224,14 @@ def test_run_of_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert status == 0
     steps = [entry["step"] for entry in json.loads(out)["checkpoints"]]
     assert steps == [2, 10]
+
+
+def test_scan_lists_deepspeeds_names_as_allowed(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "scan", FIXTURES / "stage2")
+    assert status == 0 and "REFUSED" not in out
+    for name in ("ZeroStageEnum", "LossScaler", "fragment_address"):
+        assert re.search(rf"allowed (NEWOBJ|REDUCE) deepspeed\..*\.{name}", out), out
+    refused = Path(__file__).parent / "corpus" / "deepspeed" / "RefusedError--os-system-in-an-optimizer-pickle"
+    status, out, err = run(capsys, "scan", refused)
+    assert "opening this file would run code" in err
+    assert status == 6 and "REFUSED GLOBAL os.system" in out

@@ -351,11 +351,13 @@ def scan_command(out: Output, path: Path) -> None:
 
     Lists all it can follow, then exits as opening the file would: 6 when a name is outside
     the allow-list (opening would be refused), 4 when the file is damaged, 0 when it opens.
-    A model folder (or a set's index, or one shard) has each of its weight files scanned.
+    A model folder (or a set's index, or one shard) has each of its weight files scanned; a folder a format with
+    a scan of its own claims (a DeepSpeed checkpoint) is scanned by it, as one.
     """
     from weightscope.formats.model_folder import weight_files
 
-    files = weight_files(path)
+    whole = path.is_dir() and any(entry.sniff(path) for entry in FORMATS.scanners())
+    files = [path] if whole else weight_files(path)
     scanned = [(file, scanner_for(file)(file)) for file in files]
 
     def lines(scanned: list[tuple[Any, Any]]) -> Iterator[str]:

@@ -229,6 +229,7 @@ _BUILT_IN = (
         members=("*_model_states.pt",),  # what a tag's folder holds (a glob)
         local_only="a DeepSpeed checkpoint is a folder of rank files, read from a local disk",
         step_folders=True,
+        scanner="weightscope.formats.deepspeed:scan",
     ),
     Format(
         "model-folder",

@@ -61,7 +61,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from weightscope.checkpoint import Checkpoint, Index, TensorInfo
-from weightscope.containers.allow_list import Global, is_int, show
+from weightscope.containers.allow_list import Global, ScanEntry, ScanReport, is_int, show
 from weightscope.containers.unpickler import Unpickler
 from weightscope.errors import (
     CheckpointNotFoundError,
@@ -71,9 +71,11 @@ from weightscope.errors import (
     kept,
 )
 from weightscope.formats._sniffing import is_tag, latest_tag
-from weightscope.formats.pytorch import PyTorchCheckpoint
+from weightscope.formats.pytorch import TENSOR_BYTES, PyTorchCheckpoint
+from weightscope.formats.pytorch import scan as scan_pytorch
 from weightscope.formats.pytorch_pickle import ALLOWED_GLOBALS, TorchAllowList, _Tensor, _Unpickler
 from weightscope.layers import TensorRole
+from weightscope.limits import Budget, Limits
 from weightscope.sources import AnyPath, as_path
 
 MODEL_FILES = "*_model_states.pt"
@@ -215,6 +217,8 @@ class DeepSpeedCheckpoint(Checkpoint):
             raise CheckpointNotFoundError(f"{folder}: no {OPTIM_FILES} file: the optimizer's rank files are missing")
         self.model_files = [self._open(file) for file in models]
         self.optim_files = [self._open(file) for file in optims]
+        # What listing may spend: a tensor's record per name, charged as the PyTorch reader charges its own
+        self._budget = Budget(Limits.for_size(sum(rank.path.stat().st_size for rank in self._files)), folder)
         model = self._model_state(self.model_files[0])
         optimizer = self._optimizer_state(self.optim_files[0])
         self.stage = _stage(optimizer.get("zero_stage"), self.optim_files[0].path)
@@ -227,6 +231,11 @@ class DeepSpeedCheckpoint(Checkpoint):
             raise CheckpointNotFoundError(
                 f"{folder}: {len(optims)} {OPTIM_FILES} files for a world size of {world} (partition_count): "
                 "a rank's file is missing, or an older checkpoint's files are mixed in"
+            )
+        saved_world = model.get("dp_world_size", world)
+        if saved_world != world:
+            raise CorruptCheckpointError(
+                f"{models[0]}: dp_world_size {show(saved_world, 40)}; the optimizer's partition_count says {world}"
             )
         if self.stage == 3 and len(models) != world:
             raise CheckpointNotFoundError(
@@ -282,6 +291,8 @@ class DeepSpeedCheckpoint(Checkpoint):
         saved = rank.saved
         if not isinstance(saved.get("module"), dict) or not isinstance(saved.get("buffer_names", []), list):
             raise CorruptCheckpointError(f"{rank.path}: no 'module' state dict: not a DeepSpeed model-states file")
+        if not isinstance(saved.get("shared_params") or {}, dict):
+            raise CorruptCheckpointError(f"{rank.path}: shared_params is {show(saved['shared_params'], 80)}, no dict")
         return dict(saved)
 
     def _optimizer_state(self, rank: _RankFile) -> dict[Any, Any]:
@@ -306,6 +317,7 @@ class DeepSpeedCheckpoint(Checkpoint):
     ) -> None:
         """List ``name``: ``shape``, read from ``pieces`` as ``kind`` (its dtype and type name)."""
         dtype, type_name = kind
+        self._budget.spend(TENSOR_BYTES + 2 * len(name), "the tensors listed")
         first = self._files[pieces[0].file] if pieces else self.model_files[0]
         size = math.prod(shape)
         info = TensorInfo(name, dtype, shape, size * dtype.itemsize, type_name, str(first.path), 0, name)
@@ -405,7 +417,10 @@ class DeepSpeedCheckpoint(Checkpoint):
 
     def _flat(self, shapes: list[dict[str, tuple[int, ...]]]) -> dict[str, tuple[list[Piece], int]]:
         """Stage 3: each parameter's slot on every rank, rank after rank, cut to its size."""
-        groups = len(self._optimizer_state(self.optim_files[0]).get("fp32_flat_groups") or [])
+        flat_groups = self._optimizer_state(self.optim_files[0]).get("fp32_flat_groups")
+        if not isinstance(flat_groups, list):
+            raise CorruptCheckpointError(f"{self.optim_files[0].path}: fp32_flat_groups is {show(flat_groups, 80)}")
+        groups = len(flat_groups)
         per_rank = [[self._group_slice(rank, group) for group in range(groups)] for rank in self.optim_files]
         sizes = [info.size for info in per_rank[0]]
         for rank, infos in zip(self.optim_files[1:], per_rank[1:], strict=False):
@@ -452,8 +467,6 @@ class DeepSpeedCheckpoint(Checkpoint):
 
     def _aliases_of(self, index: Index, model: dict[Any, Any]) -> None:
         shared = model.get("shared_params") or {}
-        if not isinstance(shared, dict):
-            raise CorruptCheckpointError(f"{self.model_files[0].path}: shared_params is no dict")
         for alias, name in shared.items():
             if isinstance(alias, str) and name in self._plans and alias not in self._plans:
                 plan, info = self._plans[name], index.infos[name]
@@ -545,6 +558,26 @@ class DeepSpeedCheckpoint(Checkpoint):
     def _close(self) -> None:
         for rank in self._files:
             rank.close()
+
+
+def scan(path: str | os.PathLike[str]) -> ScanReport:
+    """The globals and calls the tag folder's rank files' pickles name, each file's under DeepSpeed's allow-list
+    (``weightscope.formats.pytorch.scan``), counted together; the verdict is what opening the folder raises."""
+    folder, _ = tag_folder(Path(path))
+    report, found = ScanReport(), dict[tuple[str, str, bool], int]()
+    for file in sorted([*folder.glob(MODEL_FILES), *folder.glob(OPTIM_FILES)], key=_natural):
+        scanned = scan_pytorch(file, allow=_DeepSpeedAllowList, reader=_RankFile)
+        for entry in scanned:
+            key = (entry.opcode, entry.name, entry.allowed)
+            found[key] = found.get(key, 0) + entry.count
+        report.verdict = report.verdict or scanned.verdict
+    report.extend(ScanEntry(opcode, name, allowed, count) for (opcode, name, allowed), count in found.items())
+    if report.verdict is None:
+        try:
+            DeepSpeedCheckpoint(path).close()
+        except WeightscopeError as error:
+            report.verdict = kept(error)
+    return report
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
