@@ -263,7 +263,6 @@ class DeepSpeedCheckpoint(Checkpoint):
             if isinstance(model.get(key), int | str) and not isinstance(model.get(key), bool):
                 index.metadata[key] = str(model[key])
         index.metadata["zero_stage"] = str(self.stage)
-        index.metadata["ranks"] = str(world)
         index.metadata["sharding"] = self._sharding(index)
         return index
 
