@@ -235,3 +235,69 @@ def test_scan_lists_deepspeeds_names_as_allowed(capsys: pytest.CaptureFixture[st
     status, out, err = run(capsys, "scan", refused)
     assert "opening this file would run code" in err
     assert status == 6 and "REFUSED GLOBAL os.system" in out
+
+
+def _fake_deepspeed(monkeypatch: pytest.MonkeyPatch) -> tuple[type, type]:
+    """DeepSpeed's pickled names, as torch.save records them (module and class name), without DeepSpeed."""
+    import enum
+    import sys
+    import types
+
+    class ZeroStageEnum(int, enum.Enum):
+        weights = 3
+
+    class LossScaler:
+        def __init__(self, scale: float) -> None:
+            self.cur_scale, self.dynamic = scale, False
+
+    for cls, module in (
+        (ZeroStageEnum, "deepspeed.runtime.zero.config"),
+        (LossScaler, "deepspeed.runtime.fp16.loss_scaler"),
+    ):
+        made = types.ModuleType(module)
+        setattr(made, cls.__name__, cls)
+        cls.__module__, cls.__qualname__ = module, cls.__name__
+        monkeypatch.setitem(sys.modules, module, made)
+    return ZeroStageEnum, LossScaler
+
+
+def test_stage3_reads_one_tensor_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ZeRO-3 checkpoint of 8 parameters of 4 MiB over 2 ranks, in the fixture's layout: reading one parameter
+    allocates that parameter (its pieces are views of the mapped rank files), never a rank's flat partition."""
+    import math
+    import tracemalloc
+    from collections import OrderedDict
+
+    stage, scaler = _fake_deepspeed(monkeypatch)
+    shapes = OrderedDict((f"layers.{i}.weight", torch.Size([1025, 1023])) for i in range(8))
+    full = {name: torch.randn(shape) for name, shape in shapes.items()}
+    parts: list[list[torch.Tensor]] = [[], []]
+    for name, shape in shapes.items():
+        part = math.ceil(shape.numel() / 2)
+        padded = torch.cat([full[name].reshape(-1), torch.zeros(2 * part - shape.numel())])
+        parts[0].append(padded[:part])
+        parts[1].append(padded[part:])
+    step = tmp_path / "global_step1"
+    step.mkdir()
+    for rank in range(2):
+        model = {"module": {}, "buffer_names": [], "param_shapes": [shapes], "shared_params": {}, "dp_world_size": 2}
+        model |= {"frozen_param_shapes": OrderedDict(), "frozen_param_fragments": OrderedDict()}
+        torch.save(model, step / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt")
+        flat = torch.cat(parts[rank])
+        state = {
+            "zero_stage": stage.weights,
+            "loss_scaler": scaler(1.0),
+            "partition_count": 2,
+            "fp32_flat_groups": [flat],
+        }
+        torch.save({"optimizer_state_dict": state}, step / f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
+    with ws.open(step) as ckpt:
+        assert list(ckpt) == list(shapes) and ckpt.metadata["zero_stage"] == "3"
+        assert "LossScaler" in (step / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt").read_bytes().decode("latin1")
+        for name in shapes:
+            tracemalloc.start()
+            array = ckpt[name]
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert torch.equal(torch.from_numpy(np.array(array)), full[name]), name
+            assert array.nbytes <= peak < array.nbytes + (1 << 20), (name, peak)  # one tensor, not 16 MiB of flat
