@@ -16,6 +16,7 @@ from pathlib import Path
 import fuzzlib
 
 with fuzzlib.instrumented():
+    # instrumented for coverage, used by fuzzlib.exercise
     import weightscope.formats.deepspeed
     import weightscope.formats.pytorch_pickle  # noqa: F401
 
