@@ -138,8 +138,9 @@ def _sniff_tensorflow(path: AnyPath, entry: Format) -> bool:
 
 
 def _sniff_deepspeed(path: AnyPath, entry: Format) -> bool:
-    """A folder holding ``*_model_states.pt`` (a tag's, ``global_stepN/``), or whose ``latest`` names one."""
-    if not path.is_dir():
+    """A local folder holding ``*_model_states.pt`` (a tag's, ``global_stepN/``), or whose ``latest`` names one
+    (a remote folder is not listed for it: the reader reads local files only)."""
+    if local_path(path) is None or not path.is_dir():
         return False
     tag = latest_tag(path)
     folder = path / tag if tag is not None and is_tag(tag) and not any(path.glob(entry.members[0])) else path
