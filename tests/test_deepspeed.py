@@ -89,6 +89,17 @@ def test_module_weights_listed_as_saved(stage: int) -> None:
             assert ckpt.role(name).kind == "optimizer" and ckpt.role(name).owner == name.removeprefix("module.")
 
 
+def test_trainer_folder_with_weights_beside(tmp_path: Path) -> None:
+    """A Trainer's checkpoint-N/ with ZeRO's files and the module's weights: read as ZeRO's, with a note."""
+    folder = damaged(tmp_path, 2)
+    shutil.copy(FIXTURES / "stage2" / "module.safetensors", folder / "model.safetensors")
+    with ws.open(folder) as ckpt:
+        assert ckpt.format == "deepspeed"
+        assert any("it also holds model.safetensors" in note for note in ckpt.notes), ckpt.notes
+    with ws.open(folder / "model.safetensors") as module:
+        assert module.info("embed.weight").type_name == "bfloat16"
+
+
 def test_tag_folder_opens_as_the_checkpoint() -> None:
     with ws.open(FIXTURES / "stage3") as root, ws.open(FIXTURES / "stage3" / "global_step2") as step:
         assert list(root) == list(step)

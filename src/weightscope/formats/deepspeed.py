@@ -70,6 +70,7 @@ from weightscope.errors import (
     WeightscopeError,
     kept,
 )
+from weightscope.formats import model_file_names
 from weightscope.formats._sniffing import is_tag, latest_tag
 from weightscope.formats.pytorch import TENSOR_BYTES, PyTorchCheckpoint
 from weightscope.formats.pytorch import scan as scan_pytorch
@@ -209,6 +210,7 @@ class DeepSpeedCheckpoint(Checkpoint):
         self.folder = folder
         if found:
             self._notes.append(f"{self.path}: {found}")
+            self._note_weights_beside(Path(str(self.path)))
         models = sorted(folder.glob(MODEL_FILES), key=_natural)
         optims = sorted(folder.glob(OPTIM_FILES), key=_natural)
         if not models:
@@ -277,6 +279,16 @@ class DeepSpeedCheckpoint(Checkpoint):
             f"ZeRO stage {self.stage} over {self.world_size} ranks ({len(self._files)} rank files, "
             f"{format_bytes(files)}); master weights float32, module {module}; optimizer state {', '.join(slots)}"
         )
+
+    def _note_weights_beside(self, root: Path) -> None:
+        """A Trainer's ``checkpoint-N/`` holds the ZeRO files and may hold the model's weights too: say so."""
+        names = model_file_names()
+        beside = sorted(entry.name for entry in root.iterdir() if any(kind.claims(entry.name) for kind in names))
+        if beside:
+            self._notes.append(
+                f"{root}: read as DeepSpeed's ZeRO checkpoint; it also holds {', '.join(beside)} (the module's "
+                "weights as saved: open that file by name to read them)"
+            )
 
     def _open(self, file: Path) -> _RankFile:
         rank = _RankFile(file, verify=self.verify_checksums)
