@@ -312,3 +312,13 @@ def test_stage3_reads_one_tensor_at_a_time(tmp_path: Path, monkeypatch: pytest.M
             tracemalloc.stop()
             assert torch.equal(torch.from_numpy(np.array(array)), full[name]), name
             assert array.nbytes <= peak < array.nbytes + (1 << 20), (name, peak)  # one tensor, not 16 MiB of flat
+
+
+def test_convert_to_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``convert RUN/global_stepN out/``: a destination ending in '/' is a model folder (5GB shards: one file)."""
+    status, printed, _ = run(capsys, "convert", FIXTURES / "stage3" / "global_step2", f"{tmp_path / 'out'}/")
+    assert status == 0, printed
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["model.safetensors"]
+    written = load_file(tmp_path / "out" / "model.safetensors")
+    expected = load_file(FIXTURES / "stage3" / "expected.safetensors")
+    assert sorted(written) == sorted(expected) and all(torch.equal(written[name], expected[name]) for name in expected)
