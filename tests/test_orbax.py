@@ -23,8 +23,8 @@ import weightscope as ws
 from weightscope._crc32c import crc32c
 from weightscope.cli import Environment, main
 from weightscope.containers.ocdbt import Database
-from weightscope.history import checkpoint_history, select_step
 from weightscope.runs import find_checkpoints
+from weightscope.steps import run_history, select_step
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "orbax"
 RUN = FIXTURES / "run"
@@ -82,7 +82,7 @@ def test_optimizer_state_is_attached_to_its_parameter() -> None:
 
 
 def test_history_steps_and_runs_list_the_managers_steps() -> None:
-    entries = checkpoint_history(RUN)
+    entries = run_history(RUN)
     assert [(entry.step, entry.prefix.name, entry.newest) for entry in entries] == [(0, "0", False), (1, "1", True)]
     assert select_step(RUN, 0) == RUN / "0"
     assert [(found.step, found.path.name) for found in find_checkpoints(RUN)] == [(0, "0"), (1, "1")]
@@ -129,7 +129,7 @@ def test_the_per_process_databases_are_read_when_the_merge_is_missing(tmp_path: 
 def test_an_unfinished_step_is_left_out(tmp_path: Path) -> None:
     run = shutil.copytree(RUN, tmp_path / "run")
     (run / "1").rename(run / "2.orbax-checkpoint-tmp-1234")
-    assert [entry.step for entry in checkpoint_history(run)] == [0]
+    assert [entry.step for entry in run_history(run)] == [0]
     with ws.open(run) as ckpt:
         assert int(ckpt["step"]) == 0
 
@@ -242,7 +242,7 @@ def test_a_step_of_several_items_names_each_by_its_item(tmp_path: Path) -> None:
     with ws.open(tmp_path / "run") as ckpt:
         assert sorted(ckpt) == ["ema/a", "state/a"]
         assert ckpt["state/a"].tobytes() == bytes(range(24))
-    assert [(entry.step, entry.timestamp) for entry in checkpoint_history(tmp_path / "run")] == [(7, 1e9)]
+    assert [entry.step for entry in run_history(tmp_path / "run")] == [7]
 
 
 def test_a_large_array_decodes_its_chunks_on_threads_as_one_thread_does() -> None:
