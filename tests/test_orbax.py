@@ -23,8 +23,8 @@ import weightscope as ws
 from weightscope._crc32c import crc32c
 from weightscope.cli import Environment, main
 from weightscope.containers.ocdbt import Database
-from weightscope.history import checkpoint_history, select_step
 from weightscope.runs import find_checkpoints
+from weightscope.steps import run_history, select_step
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "orbax"
 RUN = FIXTURES / "run"
@@ -82,7 +82,7 @@ def test_optimizer_state_is_attached_to_its_parameter() -> None:
 
 
 def test_history_steps_and_runs_list_the_managers_steps() -> None:
-    entries = checkpoint_history(RUN)
+    entries = run_history(RUN)
     assert [(entry.step, entry.prefix.name, entry.newest) for entry in entries] == [(0, "0", False), (1, "1", True)]
     assert select_step(RUN, 0) == RUN / "0"
     assert [(found.step, found.path.name) for found in find_checkpoints(RUN)] == [(0, "0"), (1, "1")]
@@ -129,7 +129,7 @@ def test_the_per_process_databases_are_read_when_the_merge_is_missing(tmp_path: 
 def test_an_unfinished_step_is_left_out(tmp_path: Path) -> None:
     run = shutil.copytree(RUN, tmp_path / "run")
     (run / "1").rename(run / "2.orbax-checkpoint-tmp-1234")
-    assert [entry.step for entry in checkpoint_history(run)] == [0]
+    assert [entry.step for entry in run_history(run)] == [0]
     with ws.open(run) as ckpt:
         assert int(ckpt["step"]) == 0
 
@@ -242,4 +242,27 @@ def test_a_step_of_several_items_names_each_by_its_item(tmp_path: Path) -> None:
     with ws.open(tmp_path / "run") as ckpt:
         assert sorted(ckpt) == ["ema/a", "state/a"]
         assert ckpt["state/a"].tobytes() == bytes(range(24))
-    assert [(entry.step, entry.timestamp) for entry in checkpoint_history(tmp_path / "run")] == [(7, 1e9)]
+    assert [entry.step for entry in run_history(tmp_path / "run")] == [7]
+
+
+def test_a_large_array_decodes_its_chunks_on_threads_as_one_thread_does() -> None:
+    """Over 4 MiB, chunks (edge ones too) are decoded on a few threads: the array equals the one the values were
+    chunked from; a damaged chunk among them is the error raised, the first in order when two are."""
+    from weightscope.containers import zarr
+
+    values = np.random.default_rng(5).standard_normal((1100, 1030)).astype("<f4")  # 4.3 MiB, 5 x 5 chunks
+    meta = {"zarr_format": 2, "shape": [1100, 1030], "chunks": [256, 256], "dtype": "<f4",
+            "compressor": {"id": "zstd", "level": 1}, "fill_value": None, "order": "C", "filters": None}  # fmt: skip
+    array = zarr.parse(json.dumps(meta).encode(), "test")
+    stored: dict[str, bytes] = {}
+    for row in range(5):
+        for column in range(5):
+            block = np.zeros((256, 256), "<f4")
+            part = values[row * 256 : (row + 1) * 256, column * 256 : (column + 1) * 256]
+            block[: part.shape[0], : part.shape[1]] = part
+            stored[f"{row}.{column}"] = bytes(cramjam.zstd.compress(block.tobytes()))
+    assert zarr._WORKERS >= 2 and values.nbytes >= zarr._PARALLEL_BYTES
+    assert np.array_equal(zarr.assemble(array, stored.get, "test"), values)
+    damaged = stored | {"1.3": stored["1.3"][:-9], "4.0": stored["4.0"][:-9]}
+    with pytest.raises(ws.CorruptCheckpointError, match=r"chunk 1\.3"):
+        zarr.assemble(array, damaged.get, "test")

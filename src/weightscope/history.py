@@ -23,8 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from weightscope.errors import CheckpointNotFoundError, UsageError
-from weightscope.formats.orbax import history as orbax_history
+from weightscope.errors import CheckpointNotFoundError
 from weightscope.formats.tf_state import bundle_file, read_checkpoint_state, state_path
 from weightscope.sources import local_path
 
@@ -59,13 +58,10 @@ def step_of(path: Path, *, tensorflow_prefix: bool = False) -> int | None:
 
 
 def checkpoint_history(directory: str | Path) -> list[HistoryEntry]:
-    """The checkpoints ``directory``'s state file lists (an Orbax manager's folder: its steps), oldest first."""
+    """The checkpoints ``directory``'s state file lists, oldest first."""
     directory = Path(directory)
     if directory.is_file() and directory.name == "checkpoint":
         directory = directory.parent
-    if orbax_steps := orbax_history(directory):  # an Orbax CheckpointManager's folder of steps
-        newest = orbax_steps[-1][0]
-        return [HistoryEntry(folder, step, when, step == newest, True) for step, folder, when in orbax_steps]
     state = read_checkpoint_state(directory) if directory.is_dir() else None
     if state is None:
         raise CheckpointNotFoundError(f"{directory}: no 'checkpoint' state file listing a history")
@@ -85,13 +81,3 @@ def checkpoint_history(directory: str | Path) -> list[HistoryEntry]:
         step = step_of(prefix, tensorflow_prefix=True)
         entries.append(HistoryEntry(prefix, step, timestamp, path == state.model_checkpoint_path, exists))
     return entries
-
-
-def select_step(directory: str | Path, step: int) -> Path:
-    """The prefix of the checkpoint saved at ``step`` in ``directory``'s history."""
-    entries = checkpoint_history(directory)
-    for entry in entries:
-        if entry.step == step:
-            return entry.prefix
-    steps = ", ".join(str(entry.step) for entry in entries if entry.step is not None) or "none"
-    raise UsageError(f"{directory}: no checkpoint of step {step} in its history (steps: {steps})")

@@ -57,7 +57,6 @@ from weightscope.analysis import (
 from weightscope.errors import CheckpointNotFoundError, UsageError, WeightscopeError, reason
 from weightscope.formats import DEFAULT_TARGET, FORMATS, model_file_names
 from weightscope.formats._folder_choice import INDEX, read_json
-from weightscope.formats.orbax import steps as orbax_steps
 from weightscope.lazy import CHUNK_BYTES, INSTALL_HINT, TensorSource, require_dask, tensor_source
 from weightscope.output import json_float
 
@@ -101,7 +100,14 @@ def step_of_name(path: Path) -> int | None:
         step = _trainer_step(folder / "trainer_state.json")
         if step is not None:
             return step
+    if path.name.isascii() and path.name.isdigit() and _step_folder(path):
+        return int(path.name)  # an Orbax manager's step folder, named by its step alone
     return step_of(path, tensorflow_prefix=FORMATS.prefix_index(path) is not None)
+
+
+def _step_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder of a format a run keeps one of per step (``Format.step_folders``)."""
+    return path.is_dir() and any(entry.step_folders and entry.sniff(path) for entry in FORMATS.values())
 
 
 def _trainer_step(state: Path) -> int | None:
@@ -139,6 +145,8 @@ def _as_checkpoint(path: Path) -> Path | None:
         found = [path / name for name in _trainer_weights() if (path / name).is_file()]
         if not found and any(INDEX.match(file.name) for file in path.iterdir()):
             found = [path]  # sharded weights: the folder is the checkpoint
+        if not found and _step_folder(path):
+            found = [path]  # a step's folder (DeepSpeed's global_stepN/, an Orbax manager's N/)
         return found[0] if found and step_of_name(found[0]) is not None else None
     if prefix := FORMATS.prefix_of(path):
         return prefix
@@ -160,7 +168,7 @@ def find_checkpoints(run: str | os.PathLike[str] | Sequence[str | os.PathLike[st
         candidates = [Path(match) for match in sorted(glob.glob(text))]
         paths = [found for found in map(_as_checkpoint, candidates) if found is not None]
     elif path.is_dir():
-        if (path / "checkpoint").is_file() or orbax_steps(path):
+        if (path / "checkpoint").is_file():
             from weightscope.history import checkpoint_history
 
             entries = [entry for entry in checkpoint_history(path) if entry.exists]

@@ -205,6 +205,7 @@ _MODEL_FACTS = {
     "dtype": ("config.dtype", "config.torch_dtype"),
     "tied_embeddings": ("config.tie_word_embeddings",),
     "auto_map": ("config.auto_map",),
+    "sharding": ("sharding",),  # a training checkpoint's ranks (DeepSpeed ZeRO's stage, world size, dtypes)
 }
 
 

@@ -15,8 +15,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -30,6 +33,8 @@ METADATA_V2 = ".zarray"
 METADATA_V3 = "zarr.json"
 _V2_NUMERIC = re.compile(r"[<>|][biuf]\d{1,2}")
 _NONE = (1 << 64) - 1
+_WORKERS = max(1, min(4, os.cpu_count() or 1))  # threads decoding one array's chunks
+_PARALLEL_BYTES = 4 << 20  # below this an array's chunks are decoded in the calling thread
 ChunkReader = Callable[[str], "bytes | memoryview | None"]  # a chunk's stored bytes by key; None where missing
 
 
@@ -251,11 +256,14 @@ def assemble(array: ZarrArray, read: ChunkReader, what: str) -> np.ndarray:
     """The whole array from its chunks (``read`` gives each one's stored bytes by key), in native byte order.
 
     A chunk lying whole and contiguous in the array (one covering the array, or whole rows of it) is decoded in
-    place; an edge chunk, or one in another byte order, through a buffer of its own."""
+    place; an edge chunk, or one in another byte order, through a buffer of its own. The stored bytes are looked up
+    in order, then decoded on a few threads where there are several chunks of some size (zstd releases the GIL, as
+    tensorstore decodes on its own threads); the first chunk in order that fails is the error raised."""
     native = array.dtype.newbyteorder("=")
     out = np.empty(array.shape, native)
     inner = array.inner or array.chunks
     per_shard = [shard // part for shard, part in zip(array.chunks, inner, strict=True)]
+    jobs: list[Callable[[], None]] = []
     for position, key in array.chunk_keys():
         stored = read(key)
         where = f"{what} chunk {key}"
@@ -268,13 +276,26 @@ def assemble(array: ZarrArray, read: ChunkReader, what: str) -> np.ndarray:
                      zip(position, array.chunks, part, inner, strict=True)]  # fmt: skip
             target = tuple(slice(min(begin, total), min(begin + size, total)) for begin, size, total in
                            zip(start, inner, array.shape, strict=True))  # fmt: skip
-            region = out[target] if target else out[...]  # a view, also of a 0-d array
-            if piece is None:
-                region[...] = array.fill
-            elif region.shape == inner and region.flags.c_contiguous and array.dtype == native:
-                _decode(array, piece, inner, where, region)
-            else:
-                buffer = np.empty(inner, array.dtype)
-                _decode(array, piece, inner, where, buffer)
-                region[...] = buffer[tuple(slice(0, cut.stop - cut.start) for cut in target)]
+            jobs.append(partial(_place, array, piece, where, out[target] if target else out[...], target))
+    workers = min(len(jobs), _WORKERS) if out.nbytes >= _PARALLEL_BYTES else 1
+    if workers < 2:
+        for job in jobs:
+            job()
+        return out
+    with ThreadPoolExecutor(workers) as pool:
+        for done in [pool.submit(job) for job in jobs]:
+            done.result()
     return out
+
+
+def _place(array: ZarrArray, piece: bytes | memoryview | None, where: str, region: np.ndarray, target: tuple) -> None:
+    """One chunk's values (the fill value where it is not stored) into ``region``, its view of the array."""
+    inner = array.inner or array.chunks
+    if piece is None:
+        region[...] = array.fill
+    elif region.shape == inner and region.flags.c_contiguous and array.dtype == region.dtype:
+        _decode(array, piece, inner, where, region)
+    else:
+        buffer = np.empty(inner, array.dtype)
+        _decode(array, piece, inner, where, buffer)
+        region[...] = buffer[tuple(slice(0, cut.stop - cut.start) for cut in target)]

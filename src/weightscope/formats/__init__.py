@@ -33,7 +33,7 @@ from weightscope.errors import (
     WeightscopeError,
 )
 from weightscope.formats._folder_choice import is_set
-from weightscope.formats._sniffing import file_head, first_member, refuse_recognised, zip_members
+from weightscope.formats._sniffing import file_head, first_member, is_tag, latest_tag, refuse_recognised, zip_members
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.sources import AnyPath, as_path, file_ends_with, local_path, open_source, opening, plus
 
@@ -74,6 +74,10 @@ class Format:
     # (``weightscope.shards``). "" for a format no model folder is kept in. A folder holding several is read as
     # transformers reads it: the first format's in this registry's order (safetensors before pytorch).
     model_file: str = ""
+    # Whether a training run keeps one checkpoint of this format per step, each a folder (DeepSpeed's
+    # ``global_stepN/``, an Orbax manager's ``N/``): ``runs``, ``history`` and ``--step`` take such folders of a run
+    # folder as its checkpoints.
+    step_folders: bool = False
 
     def sniff(self, path: AnyPath) -> bool:
         """Whether ``path`` is of this format, from its name and at most a few of its bytes (no reader imported)."""
@@ -140,6 +144,16 @@ def _sniff_orbax(path: AnyPath, entry: Format) -> bool:
     from weightscope.formats.orbax import sniff  # a few stats of a folder's names; nothing read
 
     return sniff(path, entry)
+
+
+def _sniff_deepspeed(path: AnyPath, entry: Format) -> bool:
+    """A local folder holding ``*_model_states.pt`` (a tag's, ``global_stepN/``), or whose ``latest`` names one
+    (a remote folder is not listed for it: the reader reads local files only)."""
+    if local_path(path) is None or not path.is_dir():
+        return False
+    tag = latest_tag(path)
+    folder = path / tag if tag is not None and is_tag(tag) and not any(path.glob(entry.members[0])) else path
+    return folder.is_dir() and any(folder.glob(entry.members[0]))
 
 
 def _sniff_folder(path: AnyPath, entry: Format) -> bool:
@@ -225,6 +239,7 @@ _BUILT_IN = (
         "weightscope.formats.orbax:OrbaxCheckpoint",
         sniffer=_sniff_orbax,
         local_only="an Orbax checkpoint is a folder of many files, read on this machine only",
+        step_folders=True,
     ),
     Format(
         "tensorflow",
@@ -237,6 +252,16 @@ _BUILT_IN = (
         suffixes=(".ckpt",),
         writes=(".ckpt",),  # and a prefix with no suffix, or ending .ckpt-<step>: see format_to_write
         staging="weightscope.formats.tensorflow_writer:staging",
+    ),
+    Format(
+        "deepspeed",
+        "DeepSpeed ZeRO checkpoint (stages 1-3: latest + global_stepN/ rank files), consolidated as zero_to_fp32 does",
+        "weightscope.formats.deepspeed:DeepSpeedCheckpoint",
+        sniffer=_sniff_deepspeed,
+        members=("*_model_states.pt",),  # what a tag's folder holds (a glob)
+        local_only="a DeepSpeed checkpoint is a folder of rank files, read from a local disk",
+        step_folders=True,
+        scanner="weightscope.formats.deepspeed:scan",
     ),
     Format(
         "model-folder",

@@ -34,6 +34,23 @@ def zip_members(path: AnyPath) -> set[str]:
         source.close()
 
 
+MAX_TAG = 255  # the longest tag a DeepSpeed ``latest`` file is read for (a folder's name)
+
+
+def latest_tag(folder: AnyPath) -> str | None:
+    """The tag ``folder/latest`` holds (DeepSpeed's newest step: ``global_step1000``); None without one. A tag that
+    could name no folder beside it (empty, a path, too long) is returned for the reader to refuse."""
+    latest = folder / "latest"
+    if not latest.is_file():
+        return None
+    return file_head(latest, MAX_TAG + 1).decode("utf-8", "replace").strip()
+
+
+def is_tag(text: str) -> bool:
+    """Whether ``text`` can name a folder beside ``latest``: one path component, not ``.`` or ``..``."""
+    return 0 < len(text) <= MAX_TAG and text not in (".", "..") and not any(mark in text for mark in "/\\\0")
+
+
 _ZIP_NAME_LENGTH = slice(26, 28)  # in a zip's first local header; the name follows its 30 bytes
 
 

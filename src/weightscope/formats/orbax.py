@@ -248,18 +248,3 @@ class OrbaxCheckpoint(Checkpoint):
     def _close(self) -> None:
         for database in self._databases:
             database.close()
-
-
-def history(path: Path) -> list[tuple[int, Path, float]]:
-    """A manager folder's steps, oldest first: (step, folder, when it was committed, in seconds)."""
-    found = []
-    for step, folder in steps(path):
-        when: float | None = None
-        if (folder / STEP).is_file():
-            try:
-                document: Any = json.loads((folder / STEP).read_bytes()[: 1 << 20])
-                when = document.get("commit_timestamp_nsecs") / 1e9
-            except (ValueError, TypeError, AttributeError):
-                when = None
-        found.append((step, folder, when if when is not None else folder.stat().st_mtime))
-    return found
