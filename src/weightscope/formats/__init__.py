@@ -33,7 +33,15 @@ from weightscope.errors import (
     WeightscopeError,
 )
 from weightscope.formats._folder_choice import is_set
-from weightscope.formats._sniffing import file_head, first_member, is_tag, latest_tag, refuse_recognised, zip_members
+from weightscope.formats._sniffing import (
+    file_head,
+    first_member,
+    is_flax_checkpoint,
+    is_tag,
+    latest_tag,
+    refuse_recognised,
+    zip_members,
+)
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.sources import AnyPath, as_path, file_ends_with, local_path, open_source, opening, plus
 
@@ -209,18 +217,8 @@ def _sniff_pickle(path: AnyPath, entry: Format) -> bool:
     return path.suffix in entry.suffixes or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
-# flax.training.checkpoints.save_checkpoint without Orbax: ``<dir>/checkpoint_<step>``, to_bytes of the state.
-_FLAX_CHECKPOINT = re.compile(r"^checkpoint_[-+]?\d+(?:\.\d+)?$")
-
-
-def _sniff_flax(path: AnyPath, entry: Format) -> bool:
-    """A ``.msgpack`` file; or one named as Flax's legacy checkpoints are whose first byte starts a msgpack map."""
-    if path.suffix in entry.suffixes:
-        return True
-    if not _FLAX_CHECKPOINT.match(path.name):
-        return False
-    head = file_head(path, 1)
-    return len(head) == 1 and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF))
+def _sniff_flax(path: AnyPath, entry: Format) -> bool:  # msgpack has no magic: a suffix, or a legacy checkpoint
+    return path.suffix in entry.suffixes or is_flax_checkpoint(path)
 
 
 def _sniff_keras(path: AnyPath, entry: Format) -> bool:
@@ -351,12 +349,9 @@ _BUILT_IN = (
         "weightscope.formats.onnx:OnnxCheckpoint",
         suffixes=(".onnx",),
     ),
-    # msgpack has no magic (a map's first byte is all there is): the suffix decides (or the name of a legacy Flax
-    # checkpoint), and the reader refuses the rest.
     Format(
         "flax-msgpack",
-        "Flax msgpack (flax.serialization.to_bytes, the Hub's flax_model.msgpack, legacy checkpoint_<step> files): a "
-        "tree of arrays, names as flax flattens them",
+        "Flax msgpack (flax.serialization.to_bytes, flax_model.msgpack, checkpoint_<step>): flax's tree of arrays",
         "weightscope.formats.flax_msgpack:FlaxMsgpackCheckpoint",
         sniffer=_sniff_flax,
         writer="weightscope.formats.flax_msgpack:WRITER",

@@ -3,6 +3,7 @@ does not read: what each is, and how to get its weights out. Imports no reader."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from weightscope.containers.zip import LOCAL_SIGNATURE, read_directory
@@ -49,6 +50,18 @@ def latest_tag(folder: AnyPath) -> str | None:
 def is_tag(text: str) -> bool:
     """Whether ``text`` can name a folder beside ``latest``: one path component, not ``.`` or ``..``."""
     return 0 < len(text) <= MAX_TAG and text not in (".", "..") and not any(mark in text for mark in "/\\\0")
+
+
+# flax.training.checkpoints.save_checkpoint without Orbax: ``<dir>/checkpoint_<step>``, to_bytes of the state.
+_FLAX_CHECKPOINT = re.compile(r"^checkpoint_[-+]?\d+(?:\.\d+)?$")
+
+
+def is_flax_checkpoint(path: AnyPath) -> bool:
+    """Whether ``path`` is named as Flax's legacy checkpoints are and its first byte starts a msgpack map."""
+    if not _FLAX_CHECKPOINT.match(path.name):
+        return False
+    head = file_head(path, 1)
+    return len(head) == 1 and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF))
 
 
 _ZIP_NAME_LENGTH = slice(26, 28)  # in a zip's first local header; the name follows its 30 bytes
