@@ -18,7 +18,8 @@ ext type whose payload is itself msgpack (flax's ndarrays) is decoded in place w
 
 A reader must refuse: a value past the end of its bounds; ``0xc1``; a string that is not UTF-8; a map or array
 counting more entries than the bytes left could hold (each value takes at least one byte), checked before anything
-is allocated; nesting deeper than ``MAX_DEPTH``; a map key that is a map, an array or a payload, or one given twice.
+is allocated; nesting deeper than ``MAX_DEPTH``; a map key that is a map, an array or a payload, or one given twice;
+an ext decoded in place whose value does not fill its payload exactly.
 Memory is charged to a ``weightscope.limits.Budget`` as each map or array is opened, by the entries it counts.
 """
 
