@@ -73,6 +73,7 @@ _CONSTANTS = {0xC0: None, 0xC2: False, 0xC3: True}
 _STRUCTS = {layout: struct.Struct(layout) for layout in (*_LENGTHS.values(), *_NUMBERS.values(), ">b")}
 
 
+_CHARGED_AT_ONCE = 1 << 20  # memory charged to the budget a batch at a time: a call per map or array costs 5%
 _WINDOW = 1 << 16  # bytes read at a time: the tree's heads lie between payloads that are skipped, never read
 
 
@@ -88,6 +89,7 @@ class Decoder:
         self.end = end
         self.where = where
         self.budget = budget
+        self._unspent = 0  # memory of the values decoded, not yet charged to the budget
         self._window = memoryview(b"")  # the source's bytes from ``_window_start`` on
         self._window_start = start
 
@@ -116,13 +118,21 @@ class Decoder:
         return unpacker.unpack(self._take(unpacker.size, what))[0]
 
     def _count(self, count: int, least: int, what: str, at: int) -> None:
-        """Refuse ``count`` entries of at least ``least`` bytes each that the bytes left cannot hold; charge them."""
+        """Refuse ``count`` entries of at least ``least`` bytes each that the bytes left cannot hold; charge them
+        (a batch at a time: ``flush``)."""
         if count * least > self.end - self.position:
             raise TruncatedFileError(
                 f"{self.where}: {what} at {at} holds {count:,} entries, at least {count * least:,} bytes; "
                 f"{self.end - self.position:,} remain"
             )
-        self.budget.spend(count * least * _VALUE_COST, "the msgpack tree")
+        self._unspent += count * least * _VALUE_COST
+        if self._unspent > _CHARGED_AT_ONCE:
+            self.flush()
+
+    def flush(self) -> None:
+        """Charge the memory of the values decoded so far to the budget."""
+        self.budget.spend(self._unspent, "the msgpack tree")
+        self._unspent = 0
 
     def decode(self, depth: int = 0) -> Any:
         """The value at the current position (and past it)."""
@@ -148,6 +158,12 @@ class Decoder:
         if head in (0xC4, 0xC5, 0xC6):
             length = self._number(_LENGTHS[head], "a bin's length")
             return Bin(self._skip(length, "a bin"), length)
+        if head == 0xC7 and at + 3 <= self.end and offset + 3 <= len(window):  # ext8, the usual: read in place
+            length, code = window[offset + 1], window[offset + 2]
+            code, self.position = code - 256 if code > 127 else code, at + 3
+            if code in self.nested:
+                return self._nested(code, length, depth)
+            return Ext(code, self._skip(length, f"an ext of type {code}"), length)
         if head in (0xC7, 0xC8, 0xC9) or head in _FIXEXT:
             length = _FIXEXT[head] if head in _FIXEXT else self._number(_LENGTHS[head], "an ext's length")
             code = self._number(">b", "an ext's type")
@@ -207,6 +223,7 @@ def decode_all(
     ``nested`` decoded too (``Ext.value``); bytes left after it are refused."""
     decoder = Decoder(source, start, end, where, budget, nested)
     value = decoder.decode()
+    decoder.flush()
     if decoder.position != end:
         raise CorruptCheckpointError(
             f"{where}: {what} ends at {decoder.position}, {end - decoder.position} bytes before its end at {end}"

@@ -65,7 +65,7 @@ from weightscope.dtypes import (
     native_order,
 )
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError, WeightscopeError, kept
-from weightscope.layers import TensorRole, jax_tree_roles
+from weightscope.layers import TensorRole, classify, jax_tree_roles
 from weightscope.limits import Budget, Limits
 from weightscope.writing import Holds, Spec, Tensors, Writer, array_bytes, plan
 
@@ -286,8 +286,12 @@ def _roles(names: list[str]) -> dict[str, TensorRole]:
     known = set(names)
     for name in names:
         parts = name.split(SEPARATOR)
-        if name not in roles and len(parts) > 1 + (parts[0] in COLLECTIONS):
+        if name in roles:
+            continue
+        if len(parts) > 1 + (parts[0] in COLLECTIONS):
             roles[name] = _parameter_role(parts[parts[0] in COLLECTIONS : -1], parts[-1], known, name)
+        else:
+            roles[name] = classify(name)  # once: listings and layers ask each name's role again
     return roles
 
 
