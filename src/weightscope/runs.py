@@ -3,9 +3,10 @@
 A run is a directory's checkpoints (its ``checkpoint`` state file's history, oldest
 first, or else every checkpoint file in it, and the weights of each Hugging Face Trainer
 ``checkpoint-N/`` directory in it: its ``model.safetensors``, or the folder itself when its
-weights are sharded), a glob, or a list of paths. Each checkpoint's step is a Trainer
-folder's ``trainer_state.json`` ``global_step``, else what ``weightscope.history.step_of``
-reads from its name (``model.ckpt-1000``, ``ckpt-3.safetensors``, ``step=100``,
+weights are sharded; a step folder that is itself one checkpoint, as torchtitan's DCP
+``step-100/``), a glob, or a list of paths. Each checkpoint's step is a Trainer folder's
+``trainer_state.json`` ``global_step``, else what ``weightscope.history.step_of`` reads
+from its name (``model.ckpt-1000``, ``ckpt-3.safetensors``, ``step=100``,
 ``checkpoint-500/model.safetensors``, ...; never a model name's digits, as in
 ``resnet18.pth``). The checkpoints are in step order where
 every one has a step of its own, else in the order their files were written (modification
@@ -134,6 +135,8 @@ def _in_order(entries: list[RunCheckpoint]) -> list[RunCheckpoint]:
 def _as_checkpoint(path: Path) -> Path | None:
     """The checkpoint a file stands for (a TF prefix for its index and data files; the weights of a
     Trainer's ``checkpoint-N/`` directory); None for other files."""
+    if path.is_dir() and FORMATS.folder_checkpoint(path):  # torchtitan's step-100/: a DCP folder
+        return path if step_of_name(path) is not None else None
     if path.is_dir():
         found = [path / name for name in _trainer_weights() if (path / name).is_file()]
         if not found and any(INDEX.match(file.name) for file in path.iterdir()):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _open, _WritableFormat, step_option
+from weightscope.cli._common import CHECKPOINT, _count_kinds, _open, _WritableFormat, step_option
 from weightscope.cli._output import Command, Output, pass_output
 from weightscope.conventions import CONVENTIONS
 from weightscope.output import format_bytes, format_shape, render_table, safe_text
@@ -52,7 +52,7 @@ class _ProgressBar:
 
 @click.command("convert", cls=Command)
 @click.argument("source", type=CHECKPOINT)
-@click.argument("destination", type=PATH)
+@click.argument("destination", type=click.Path())  # as typed: "out/" names a model folder
 @click.option(
     "--to",
     "to",
@@ -83,7 +83,7 @@ class _ProgressBar:
 def convert_command(
     out: Output,
     source: Path,
-    destination: Path,
+    destination: str,
     to: str | None,
     layout: str,
     names: str,

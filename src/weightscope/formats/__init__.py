@@ -74,6 +74,7 @@ class Format:
     # (``weightscope.shards``). "" for a format no model folder is kept in. A folder holding several is read as
     # transformers reads it: the first format's in this registry's order (safetensors before pytorch).
     model_file: str = ""
+    folder: bool = False  # a checkpoint of this format is a folder (DCP's): a run's step folder is one checkpoint
 
     def sniff(self, path: AnyPath) -> bool:
         """Whether ``path`` is of this format, from its name and at most a few of its bytes (no reader imported)."""
@@ -132,6 +133,23 @@ def _sniff_tensorflow(path: AnyPath, entry: Format) -> bool:
         return True  # an index, or a V1 checkpoint, which the reader refuses by name
     text = str(path)
     return text.endswith(".index") or ".data-" in path.name or plus(path, ".index").is_file()
+
+
+# PyTorch DCP (weightscope.formats.dcp): its metadata file, its data files' ending, and the shards of its
+# safetensors storage (HuggingFaceStorageWriter with save_distributed).
+_DCP_METADATA = ".metadata"
+_DCP_SHARD = re.compile(r"^shard-\d{5}-model-\d{5}-of-\d{5}\.safetensors$")
+
+
+def _sniff_dcp(path: AnyPath, entry: Format) -> bool:
+    """A folder holding ``.metadata`` and ``*.distcp`` files (or that ``.metadata``), or DCP's safetensors shards."""
+    folder = path.parent if path.name == _DCP_METADATA else path
+    if not folder.is_dir():
+        return False
+    if (folder / _DCP_METADATA).is_file():
+        return path is not folder or any(folder.glob(f"*{entry.suffixes[0]}"))
+    local = local_path(folder)
+    return path is folder and local is not None and any(_DCP_SHARD.match(name) for name in os.listdir(local))
 
 
 def _sniff_folder(path: AnyPath, entry: Format) -> bool:
@@ -208,6 +226,14 @@ _BUILT_IN = (
         suffixes=(".ckpt",),
         writes=(".ckpt",),  # and a prefix with no suffix, or ending .ckpt-<step>: see format_to_write
         staging="weightscope.formats.tensorflow_writer:staging",
+    ),
+    Format(
+        "dcp",
+        "PyTorch Distributed Checkpoint (DCP: FSDP, torchtitan, Megatron torch_dist): .metadata + __R_I.distcp",
+        "weightscope.formats.dcp:DcpCheckpoint",
+        sniffer=_sniff_dcp,
+        suffixes=(".distcp",),  # its data files' (a folder of them is the checkpoint)
+        folder=True,
     ),
     Format(
         "model-folder",
@@ -377,6 +403,10 @@ class FormatRegistry(Mapping[str, Format]):
             if entry.parts and (found := re.search(entry.parts, path.name)):
                 return path.with_name(path.name[: found.start()])
         return None
+
+    def folder_checkpoint(self, path: Path) -> bool:
+        """Whether folder ``path`` is one checkpoint of a format whose checkpoints are folders (a DCP step)."""
+        return any(entry.folder and entry.sniff(path) for entry in self.values())
 
     def file_suffixes(self) -> tuple[str, ...]:
         """Every ending of a one-file checkpoint's name, longest first (``.weights.h5`` before ``.h5``)."""

@@ -1,0 +1,651 @@
+"""PyTorch Distributed Checkpoint (DCP): a folder of ``.metadata`` and ``__R_I.distcp`` files, read without torch.
+
+What FSDP2, torchtitan, accelerate, Megatron-Core ``torch_dist`` and NeMo 2 write with
+``torch.distributed.checkpoint.save`` (facts from torch's own ``distributed/checkpoint/``:
+``filesystem.py``, ``metadata.py``, ``_nested_dict.py``, ``hf_storage.py``, ``_hf_utils.py``):
+
+- **The folder**: ``.metadata`` (one pickle, written by the coordinator: ``__{rank}.metadata``
+  only when saved without collectives, not read here) and the data files
+  ``__{rank}_{i}.distcp`` (``i`` counts the writer's thread buckets: ``__0_0.distcp``,
+  ``__1_0.distcp`` with the default of one thread per rank). Opening ``.metadata`` itself opens
+  its folder.
+- **The ``.metadata`` pickle** (protocol 4; ``pickle.dump`` of a ``Metadata``): dataclass
+  instances, each made by ``NEWOBJ`` of its class with no arguments, then ``BUILD`` with its
+  attributes as a dict, except ``TensorProperties``, whose ``BUILD`` state is the 5-tuple
+  ``(dtype, layout, requires_grad, _MEM_FORMAT_ENCODING(n), pin_memory)``.
+  ``Metadata``: ``state_dict_metadata`` {fqn: ``TensorStorageMetadata(properties, size,
+  chunks)`` | ``BytesStorageMetadata()``}, ``planner_data`` {fqn: the path of keys and list
+  indices the fqn was flattened from}, ``storage_data`` {``MetadataIndex(fqn, offset,
+  index)``: ``_StorageInfo(relative_path, offset, length[, transform_descriptors])``},
+  ``storage_meta`` (``StorageMeta``: checkpoint id, a ``str`` or a pickled path object, save
+  id, modules), ``version`` (``"1.0.0"``; missing in older files; other attributes, such as
+  Megatron's ``mcore_data``, are kept and ignored). ``ChunkStorageMetadata(offsets, sizes)``;
+  sizes and offsets are ``torch.Size`` (``REDUCE`` of a tuple of ints). A ``MetadataIndex``
+  matches a chunk by ``(fqn, offset)``: its ``index`` is only a hint. Dtypes are the globals
+  ``torch.float32`` ...; the layout is ``torch.serialization._get_layout('torch.strided')``.
+  ``_StorageInfo`` drops None fields, so ``transform_descriptors`` may be absent.
+- **Each stored item is a complete ``torch.save`` zip** at ``offset`` of its file, ``length``
+  bytes long (a file holds its bytes items first, then its tensor chunks, largest first when
+  bucketed; ``PK\\x03\\x04`` at every offset): a tensor item holds exactly its chunk (shape =
+  the chunk's ``sizes``, the writer clones views of larger storages); a bytes item (a value
+  that was no tensor: a float, a list of strings, an optimizer's ``param_groups`` entry) is
+  ``torch.save(value)``. Both are read
+  by ``weightscope.formats.pytorch``'s reader over that byte range only, under torch's
+  ``weights_only`` allow-list.
+- **Names**: a state dict's nested dicts and lists are flattened, the fqn the path's parts
+  joined by ``.`` (``model.layers.0.weight``); lists of scalars and tuples are one bytes
+  item. ``get_state_dict(model, optimizer)`` keys optimizer state by parameter fqn:
+  ``optim.state.<fqn>.exp_avg`` with path ``('optim', 'state', '<fqn>', 'exp_avg')`` (the
+  fqn is one part, dots and all), ``step`` a 0-d tensor, and ``optim.param_groups.0.lr``
+  ... bytes items; a plain ``optimizer.state_dict()`` keys it by parameter index
+  (``optim.state.0.exp_avg``). The tensors are listed under their fqns; optimizer state whose
+  path names a listed parameter is attached to it (``TensorRole``).
+- **Sharded tensors** (DTensor, FSDP, TP): one chunk per shard, each its own item; the tensor
+  is ``size``, its chunks placed at their ``offsets`` (uneven: FSDP2 gives rank 0 of 7 rows 4).
+  A tensor or bytes item that is no DTensor is saved once (replicated values deduplicated).
+
+Variants: the **Hugging Face safetensors storage** (``HuggingFaceStorageWriter(path,
+save_distributed=True)``) writes no pickle: one safetensors file per rank,
+``shard-{rank+1:05d}-model-{i:05d}-of-{n:05d}.safetensors``, each tensor that rank's chunk,
+its offsets in ``__metadata__["DCP_SHARDING_INFO"]`` (JSON ``{fqn: {"saved_offsets": [..]}}``;
+none: offsets 0); the full size is the largest ``offset + shape`` per axis. **Megatron-Core**
+``torch_dist``: a DCP folder with ``metadata.json`` (``{"sharded_backend": "torch_dist"}``) and
+``common.pt`` (a plain ``torch.save`` of the non-sharded state, listed beside the DCP tensors;
+one whose pickle names other globals, such as ``argparse.Namespace``, is left out with a note).
+
+Security model: ``.metadata`` is read by ``weightscope.containers.unpickler`` under
+``DcpAllowList``: exactly the classes above (as inert records), ``torch.Size``, the dtypes,
+``_get_layout`` of a string, the memory-format enum by value and ``pathlib``'s path classes
+(as strings); any other global is ``RefusedError`` naming it, before anything is built. Items
+are read as ``torch.save`` files are (``weightscope.formats.pytorch``), each confined to its
+byte range.
+
+A reader must refuse: a ``.metadata`` that is not such a ``Metadata``; a data file that
+is missing (``CheckpointNotFoundError``) or named outside the folder (``RefusedError``); an
+item that runs past its file's end (``TruncatedFileError``), is not a torch.save zip, or holds
+a tensor of another dtype or shape than its chunk; chunks of another rank than their tensor,
+outside it, overlapping, or leaving holes; a chunk with no storage entry; transform
+descriptors (``stream.zstd/1`` needs torch's optional ``pyzstd``: not read here, refused by
+name); safetensors-serialized items (torch's own reader fails on them too). A Megatron
+``common.pt`` whose pickle names a global outside the allow-list is not read (a note).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from weightscope.bounds import check_range
+from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
+from weightscope.confine import confined
+from weightscope.containers.allow_list import AllowList, Global, ints, show
+from weightscope.containers.unpickler import Unpickler, size_of
+from weightscope.dtypes import BY_NAME, check_rank, check_size
+from weightscope.errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    LimitExceededError,
+    UnsupportedFormatError,
+    WeightscopeError,
+    kept,
+)
+from weightscope.formats._folder_choice import read_json
+from weightscope.formats.pytorch import PyTorchCheckpoint
+from weightscope.formats.pytorch_pickle import TORCH_DTYPES, _Unpickler
+from weightscope.layers import TORCH_SLOTS, TensorRole
+from weightscope.limits import Budget, Limits
+from weightscope.sources import AnyPath, AnySource, as_path, open_source
+
+if TYPE_CHECKING:
+    from weightscope.remote import RemotePath
+
+METADATA = ".metadata"
+DATA_SUFFIX = ".distcp"
+HF_SHARD = re.compile(r"^shard-\d{5}-model-\d{5}-of-\d{5}\.safetensors$")
+HF_SHARDING_KEY = "DCP_SHARDING_INFO"
+MEGATRON_CONFIG = "metadata.json"
+MEGATRON_COMMON = "common.pt"
+ZIP_HEAD = b"PK\x03\x04"
+# Pairs of chunks compared for overlap, at most: a sweep along the first axis compares only chunks whose rows
+# meet (FSDP's shards none, a 2-D mesh's a row of them), so only a crafted file comes near this.
+MAX_PAIRS = 4_000_000
+ENTRY_BYTES = 2048  # what one listed tensor or chunk costs: its records, its row in a listing
+
+_METADATA_MODULE = "torch.distributed.checkpoint.metadata"
+_CLASSES = (
+    *[
+        (_METADATA_MODULE, name)
+        for name in (
+            "Metadata",
+            "TensorStorageMetadata",
+            "BytesStorageMetadata",
+            "ChunkStorageMetadata",
+            "TensorProperties",
+            "MetadataIndex",
+            "StorageMeta",
+        )
+    ],
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    ("torch.distributed._shard.sharded_tensor.metadata", "TensorProperties"),  # where torch 2.0-2.1 kept it
+)
+_PATHS = [
+    (module, name)
+    for module in ("pathlib", "pathlib._local")
+    for name in ("Path", "PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath")
+]
+_CALLS = [("torch", "Size"), ("torch.serialization", "_get_layout"), (_METADATA_MODULE, "_MEM_FORMAT_ENCODING")]
+MEMORY_FORMATS = ("contiguous_format", "channels_last", "preserve_format")  # _MEM_FORMAT_ENCODING's values 0, 1, 2
+
+
+@dataclass(eq=False)  # hashed by identity: a MetadataIndex is a dict key, and nothing in the file chooses its hash
+class _Record:
+    """An instance of one of DCP's metadata classes, as inert attributes."""
+
+    kind: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.attributes.get(name, default)
+
+
+class DcpAllowList(AllowList):
+    """DCP's metadata classes as records, ``torch.Size`` as tuples, dtypes, layouts and paths as names."""
+
+    globals: ClassVar[dict[tuple[str, str], Global]] = {
+        **{key: Global(*key, "class") for key in _CLASSES},
+        **{key: Global(*key, "call") for key in _CALLS},
+        **{key: Global(*key, "path") for key in _PATHS},
+        **{("torch", name): Global("torch", name, "dtype", element) for name, element in TORCH_DTYPES.items()},
+    }
+
+    def call(self, function: Global, args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+        name = function.name
+        if name == "Size" and len(args) == 1 and ints(args[0]):
+            return args[0]
+        if name == "_get_layout" and len(args) == 1 and isinstance(args[0], str):
+            return args[0]
+        if name == "_MEM_FORMAT_ENCODING" and len(args) == 1 and args[0] in range(len(MEMORY_FORMATS)):
+            return MEMORY_FORMATS[args[0]]
+        if function.kind == "path" and all(isinstance(part, str) for part in args):
+            return "/".join(args)
+        return (
+            super().call(function, args, unpickler)
+            if function.kind == "class"
+            else self._bad(function, args, unpickler)
+        )
+
+    def _bad(self, function: Global, args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+        raise CorruptCheckpointError(f"{unpickler.where}: {function.qualname} called with arguments {show(args, 200)}")
+
+    def new(self, cls: Global, args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+        if cls.kind == "class" and args == ():
+            return _Record(cls.name)
+        if cls.kind == "path":
+            return self.call(cls, args, unpickler)
+        return super().new(cls, args, unpickler)
+
+    def build(self, target: Any, state: Any, unpickler: Unpickler) -> bool:
+        if not isinstance(target, _Record):
+            return super().build(target, state, unpickler)
+        if target.kind == "TensorProperties" and isinstance(state, tuple) and len(state) == 5:
+            names = ("dtype", "layout", "requires_grad", "memory_format", "pin_memory")
+            state = dict(zip(names, state, strict=True))
+        if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
+            raise CorruptCheckpointError(f"{unpickler.where}: a {target.kind} given the state {show(state, 200)}")
+        target.attributes.update(state)
+        return True
+
+
+class _MetadataUnpickler(Unpickler):
+    """The unpickler of ``.metadata``: ``storage_data`` is keyed by ``MetadataIndex`` records."""
+
+    def check_key(self, container: object, key: object) -> None:
+        if not isinstance(key, _Record):  # hashed by identity: no collisions to craft
+            super().check_key(container, key)
+
+
+class _Chunk(NamedTuple):
+    """One stored piece of a tensor: where it sits in the tensor, and where its item is."""
+
+    offsets: tuple[int, ...]
+    sizes: tuple[int, ...]
+    file: str  # the data file, as the metadata names it (relative to the folder)
+    offset: int  # of the item (a torch.save zip) in the file; for the safetensors variant, of the tensor's bytes
+    length: int
+
+
+@dataclass
+class _Sharded:
+    """A tensor of the checkpoint: its size and type, and its chunks."""
+
+    size: tuple[int, ...]
+    element: str
+    chunks: list[_Chunk]
+
+
+class _Window:
+    """``length`` bytes at ``start`` of another source, as a source of their own: one stored item."""
+
+    def __init__(self, source: AnySource, start: int, length: int, label: str) -> None:
+        self._source, self._start, self.size = source, start, length
+        self.path = Path(label)  # what messages name: the data file and the item's offset
+
+    @property
+    def local_path(self) -> Path | None:
+        return None
+
+    def read(self, offset: int, length: int, what: str) -> memoryview:
+        check_range(self.path, offset, length, self.size, what)
+        return self._source.read(self._start + offset, length, what)
+
+    def read_head(self, offset: int, length: int, limit: int, what: str) -> memoryview:
+        return self.read(offset, length, what)
+
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """Nothing: the item's bytes are its file's."""
+
+    def close(self) -> None:
+        """Nothing: the file's source is the checkpoint's to close."""
+
+
+class _Item(PyTorchCheckpoint):
+    """One stored item: the torch.save zip in a window of a data file, read as ``PyTorchCheckpoint`` reads a file."""
+
+    def __init__(self, window: _Window, *, verify: bool) -> None:
+        Checkpoint.__init__(self, window.path)
+        self.verify_checksums = verify
+        self._source = window
+        self._install(self._load())
+
+    def value(self) -> Any:
+        """The object saved (a bytes item's value), unpickled under torch's allow-list."""
+        return _Unpickler(bytes(self._member_bytes("data.pkl")), str(self.path), budget=self._budget).load()
+
+
+class DcpCheckpoint(Checkpoint):
+    """A DCP folder: each tensor reassembled from its chunks, each chunk read from its own byte range."""
+
+    format = "dcp"
+    checksums = "zip CRC-32"
+
+    def __init__(self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True) -> None:
+        location = as_path(path)
+        super().__init__(location.parent if location.name == METADATA else location)
+        self.verify_checksums = verify
+        self._sources: dict[str, AnySource] = {}
+        self._tensors: dict[str, _Sharded] = {}
+        self._items: dict[tuple[str, int], _Item] = {}  # (file, offset) -> the item, once read
+        self._common: PyTorchCheckpoint | None = None
+        self._safetensors = False
+        try:
+            self._install(self._load())
+        except BaseException:
+            self._close()
+            raise
+
+    # -- opening -----------------------------------------------------------------------
+    def _load(self) -> Index:
+        folder = self.path
+        if not (folder / METADATA).is_file():
+            return self._load_safetensors(folder)
+        source = self._open(METADATA)
+        budget = Budget(Limits.for_size(source.size), folder / METADATA)
+        data = bytes(source.read(0, source.size, "the metadata pickle"))
+        unpickler = _MetadataUnpickler(data, str(folder / METADATA), DcpAllowList(), budget=budget)
+        metadata = unpickler.load()
+        index = Index()
+        self._read_metadata(metadata, index, budget)
+        self._load_megatron(folder, index)
+        return index
+
+    def _open(self, name: str) -> AnySource:
+        """The source of data file ``name`` (confined to the folder), opened once."""
+        key = str(self.path / name)
+        if key not in self._sources:
+            where = str(self.path / METADATA)
+            file = confined(self.path, name, where, "data file")
+            if not file.is_file():
+                raise CheckpointNotFoundError(f"{self.path}: data file '{name}' is missing ({where} names it)")
+            self._sources[key] = open_source(file)
+        return self._sources[key]
+
+    def _read_metadata(self, metadata: Any, index: Index, budget: Budget) -> None:
+        where = self.path / METADATA
+        if not isinstance(metadata, _Record) or metadata.kind != "Metadata":
+            raise CorruptCheckpointError(f"{where}: not a DCP Metadata but {show(metadata, 100)}")
+        entries, paths = metadata.get("state_dict_metadata"), metadata.get("planner_data") or {}
+        storage = metadata.get("storage_data")
+        if not isinstance(entries, dict) or not isinstance(storage, dict) or not isinstance(paths, dict):
+            raise CorruptCheckpointError(f"{where}: a Metadata without state_dict_metadata and storage_data dicts")
+        if isinstance(version := metadata.get("version"), str):
+            index.metadata["dcp.version"] = version
+        items = _storage_items(storage, where)
+        for fqn, entry in entries.items():
+            if not isinstance(fqn, str) or not isinstance(entry, _Record):
+                raise CorruptCheckpointError(f"{where}: entry {show(fqn, 100)} is {show(entry, 100)}")
+            budget.spend(ENTRY_BYTES + size_of(fqn), "the tensors listed")
+            if entry.kind == "BytesStorageMetadata":
+                self._bytes_entry(fqn, items, index)
+            elif entry.kind == "TensorStorageMetadata":
+                self._tensor_entry(fqn, entry, items, index, budget)
+            else:
+                raise CorruptCheckpointError(f"{where}: entry '{fqn}' is a {entry.kind}")
+        index.roles.update(_optimizer_roles(index.infos, paths))
+
+    def _tensor_entry(self, fqn: str, entry: _Record, items: dict[Any, Any], index: Index, budget: Budget) -> None:
+        where = f"{self.path / METADATA}: tensor '{fqn}'"
+        properties, size, chunks = entry.get("properties"), entry.get("size"), entry.get("chunks")
+        dtype = properties.get("dtype") if isinstance(properties, _Record) else None
+        if not isinstance(dtype, Global) or dtype.kind != "dtype" or not ints(size) or not isinstance(chunks, list):
+            raise CorruptCheckpointError(f"{where}: not a dtype, a size and a list of chunks: {show(entry, 200)}")
+        assert dtype.element is not None
+        check_rank(size, where)
+        placed = []
+        for chunk in chunks:
+            offsets: Any = chunk.get("offsets") if isinstance(chunk, _Record) else None
+            sizes: Any = chunk.get("sizes") if isinstance(chunk, _Record) else None
+            if not (ints(offsets) and ints(sizes)):
+                raise CorruptCheckpointError(f"{where}: a chunk that is not offsets and sizes: {show(chunk, 200)}")
+            stored = items.get((fqn, offsets))
+            if stored is None:
+                raise CorruptCheckpointError(f"{where}: no storage entry for its chunk at {list(offsets)}")
+            budget.spend(ENTRY_BYTES, "the chunks listed")
+            placed.append(_Chunk(offsets, sizes, *stored))
+        _check_chunks(where, size, placed)
+        self._add_tensor(index, fqn, _Sharded(size, dtype.element, placed))
+
+    def _add_tensor(self, index: Index, fqn: str, tensor: _Sharded) -> None:
+        dtype = BY_NAME[tensor.element].dtype
+        assert dtype is not None
+        check_size(tensor.size, dtype.itemsize, f"{self.path}: tensor '{fqn}'")
+        first = tensor.chunks[0] if tensor.chunks else _Chunk((), (), "", 0, 0)
+        nbytes = math.prod(tensor.size) * dtype.itemsize
+        file = str(self.path / first.file) if first.file else str(self.path)
+        index.infos[fqn] = TensorInfo(fqn, dtype, tensor.size, nbytes, tensor.element, file, first.offset, fqn)
+        self._tensors[fqn] = tensor
+
+    def _bytes_entry(self, fqn: str, items: dict[Any, Any], index: Index) -> None:
+        """A value that was no tensor: shown as metadata, as torch.save's scalars are."""
+        stored = items.get((fqn, None))
+        if stored is None:
+            raise CorruptCheckpointError(f"{self.path / METADATA}: no storage entry for bytes entry '{fqn}'")
+        try:
+            value = self._item(*stored).value()
+        except WeightscopeError as error:
+            self._notes.append(f"bytes entry '{fqn}' not read: {error}")
+            return
+        index.metadata[fqn] = value if isinstance(value, str) else show(value, 1000)
+
+    def _load_megatron(self, folder: AnyPath, index: Index) -> None:
+        """Megatron-Core's ``common.pt`` beside the DCP files (``metadata.json`` says torch_dist): its tensors
+        listed with the others; left out with a note where its pickle names what the allow-list refuses."""
+        config, common = folder / MEGATRON_CONFIG, folder / MEGATRON_COMMON
+        if not common.is_file():
+            return
+        if config.is_file():
+            backend = read_json(config, "Megatron's checkpoint config")
+            if isinstance(backend, dict):
+                index.metadata["megatron.sharded_backend"] = str(backend.get("sharded_backend"))
+        try:
+            self._common = PyTorchCheckpoint(common, verify=self.verify_checksums)
+        except WeightscopeError as error:
+            self._notes.append(f"{common}: not read: {error}")
+            return
+        for info in self._common.infos():
+            if info.name in index.infos:
+                raise CorruptCheckpointError(f"{common}: tensor '{info.name}' is in the DCP files too")
+            index.infos[info.name] = info
+        index.metadata.update({f"common.{key}": value for key, value in self._common.metadata.items()})
+
+    def _load_safetensors(self, folder: AnyPath) -> Index:
+        """The Hugging Face storage variant: each rank's safetensors shard, its chunks' offsets in its metadata."""
+        from weightscope.formats.safetensors import SafetensorsCheckpoint
+
+        self._safetensors = True
+        found: dict[str, tuple[str, list[_Chunk]]] = {}
+        index = Index()
+        for file in sorted(folder.iterdir(), key=lambda file: file.name):  # type: ignore[union-attr]
+            if not HF_SHARD.match(file.name):
+                continue
+            with SafetensorsCheckpoint(file, verify=self.verify_checksums) as shard:
+                offsets = _sharding_info(shard.metadata.get(HF_SHARDING_KEY), file)
+                for info in shard.infos():
+                    place = offsets.get(info.name, (0,) * len(info.shape))
+                    extent = shard.extent(info.name)
+                    if not ints(place) or len(place) != len(info.shape) or extent is None:
+                        raise CorruptCheckpointError(f"{file}: tensor '{info.name}' has offsets {show(place, 100)}")
+                    element, chunks = found.setdefault(info.name, (info.type_name, []))
+                    if element != info.type_name:
+                        raise CorruptCheckpointError(f"{file}: tensor '{info.name}' is {info.type_name}, not {element}")
+                    chunks.append(_Chunk(place, info.shape, file.name, extent.offset, extent.nbytes))
+        for name, (element, chunks) in found.items():
+            rank = len(chunks[0].sizes)
+            if any(len(chunk.sizes) != rank for chunk in chunks):
+                raise CorruptCheckpointError(f"{folder}: tensor '{name}' has chunks of different ranks")
+            size = tuple(max(chunk.offsets[axis] + chunk.sizes[axis] for chunk in chunks) for axis in range(rank))
+            _check_chunks(f"{folder}: tensor '{name}'", size, chunks)
+            self._add_tensor(index, name, _Sharded(size, element, chunks))
+        return index
+
+    # -- reading -----------------------------------------------------------------------
+    def _item(self, file: str, offset: int, length: int) -> _Item:
+        """The torch.save zip at ``offset`` of data file ``file``, ``length`` bytes; read once."""
+        key = (file, offset)
+        if key not in self._items:
+            source = self._open(file)
+            label = f"{self.path / file}@{offset}"
+            check_range(self.path / file, offset, length, source.size, f"the item at {offset}")
+            if bytes(source.read(offset, min(4, length), "the item's head")) != ZIP_HEAD:
+                raise UnsupportedFormatError(
+                    f"{label}: not a torch.save zip (a safetensors-serialized DCP item?); weightscope reads "
+                    "torch.save items"
+                )
+            self._items[key] = _Item(_Window(source, offset, length, label), verify=self.verify_checksums)
+        return self._items[key]
+
+    def _chunk_extent(self, name: str, chunk: _Chunk) -> tuple[TensorInfo, Extent]:
+        """The chunk as a tensor of its own, and where its values are in its data file."""
+        info = self._infos[name]
+        what = f"{self.path / chunk.file}: chunk {list(chunk.offsets)} of '{name}'"
+        stored = TensorInfo(name, info.dtype, chunk.sizes, 0, info.type_name, str(self.path / chunk.file), 0, name)
+        if self._safetensors:
+            self._open(chunk.file)
+            nbytes = math.prod(chunk.sizes) * info.dtype.itemsize
+            little = info.dtype.newbyteorder("<")
+            return stored._replace(nbytes=nbytes), Extent(stored.file, chunk.offset, nbytes, little)
+        item = self._item(chunk.file, chunk.offset, chunk.length)
+        if len(item) != 1:
+            raise CorruptCheckpointError(f"{what}: its item holds {len(item)} tensors, not one")
+        held = next(item.infos())
+        if held.shape != chunk.sizes or held.type_name != info.type_name:
+            raise CorruptCheckpointError(
+                f"{what}: its item holds a {held.type_name} tensor of shape {list(held.shape)}, "
+                f"not {info.type_name} {list(chunk.sizes)}"
+            )
+        extent = item._extent(held)
+        start = chunk.offset
+        checked = None if extent.checked is None else (start + extent.checked[0], extent.checked[1])
+        moved = extent._replace(file=stored.file, offset=start + extent.offset, checked=checked)
+        return stored._replace(nbytes=held.nbytes), moved
+
+    def _extent(self, info: TensorInfo) -> Extent | None:
+        """A tensor stored whole in one chunk is that chunk's extent; a sharded one has none."""
+        tensor = self._tensors.get(info.name)
+        if tensor is None or len(tensor.chunks) != 1 or tensor.chunks[0].sizes != tensor.size:
+            return None
+        return self._chunk_extent(info.name, tensor.chunks[0])[1]
+
+    def _source_of(self, file: str) -> AnySource | None:
+        return self._sources.get(file)
+
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        if info.name not in self._tensors:
+            assert self._common is not None
+            return self._common[info.name]
+        tensor = self._tensors[info.name]
+        if (extent := self._extent(info)) is not None:
+            return self._read_extent(info, extent)
+        values = np.empty(tensor.size, info.dtype)
+        for chunk in tensor.chunks:
+            part, extent = self._chunk_extent(info.name, chunk)
+            place = tuple(
+                slice(start, start + length) for start, length in zip(chunk.offsets, chunk.sizes, strict=True)
+            )
+            values[place] = self._read_extent(part, extent)
+        return values
+
+    # -- what it is --------------------------------------------------------------------
+    def chunks(self, name: str) -> list[tuple[tuple[int, ...], tuple[int, ...], str]]:
+        """Tensor ``name``'s chunks: (offsets, sizes, data file), in the metadata's order."""
+        tensor = self._tensors.get(self.info(name).name)
+        return [] if tensor is None else [(chunk.offsets, chunk.sizes, chunk.file) for chunk in tensor.chunks]
+
+    def sharding(self) -> dict[str, Any]:
+        """How the checkpoint is sharded: its ranks, chunks per tensor (tensors by count) and bytes per file."""
+        files = sorted({chunk.file for tensor in self._tensors.values() for chunk in tensor.chunks})
+        ranks = {
+            match[1] for file in files if (match := re.match(r"__(\d+)_\d+", file) or re.match(r"shard-(\d+)", file))
+        }
+        counts: dict[int, int] = {}
+        for tensor in self._tensors.values():
+            counts[len(tensor.chunks)] = counts.get(len(tensor.chunks), 0) + 1
+        sizes = {file: (self.path / file).stat().st_size for file in files if (self.path / file).is_file()}
+        return {"ranks": len(ranks), "chunks_per_tensor": dict(sorted(counts.items())), "bytes_per_file": sizes}
+
+    def checked_files(self) -> list[tuple[AnyPath, str, str]]:
+        metadata = str(self.path / METADATA)
+        return [(as_path(file), self.format, self.checksums) for file in self._sources if file != metadata]
+
+    def verify(self) -> list[WeightscopeError]:
+        """Every chunk's item read and checked (its bounds, its zip's CRC-32), every tensor reassembled."""
+        problems: list[WeightscopeError] = []
+        for name, tensor in self._tensors.items():
+            for chunk in tensor.chunks:
+                try:
+                    part, extent = self._chunk_extent(name, chunk)
+                    self._read_extent(part, extent)
+                except WeightscopeError as error:
+                    problems.append(kept(error))
+        if self._common is not None:
+            problems += self._common.verify()
+        return problems
+
+    def _close(self) -> None:
+        for source in self._sources.values():
+            source.close()
+        if self._common is not None:
+            self._common.close()
+
+
+def _storage_items(storage: dict[Any, Any], where: AnyPath) -> dict[tuple[str, Any], tuple[str, int, int]]:
+    """``storage_data`` as ``(fqn, offsets or None) -> (file, offset, length)``, every entry checked."""
+    items: dict[tuple[str, Any], tuple[str, int, int]] = {}
+    for key, info in storage.items():
+        fqn: Any = key.get("fqn") if isinstance(key, _Record) else None
+        offset: Any = key.get("offset") if isinstance(key, _Record) else None
+        ok = isinstance(key, _Record) and key.kind == "MetadataIndex" and isinstance(fqn, str)
+        if not ok or not (offset is None or ints(offset)):
+            raise CorruptCheckpointError(f"{where}: a storage key that is not a MetadataIndex: {show(key, 200)}")
+        file = info.get("relative_path") if isinstance(info, _Record) else None
+        start, length = (info.get("offset"), info.get("length")) if isinstance(info, _Record) else (None, None)
+        if not (isinstance(file, str) and type(start) is int and type(length) is int and min(start, length) >= 0):
+            raise CorruptCheckpointError(f"{where}: '{fqn}' is stored at {show(info, 200)}")
+        descriptors = info.get("transform_descriptors")
+        if descriptors:
+            raise UnsupportedFormatError(
+                f"{where}: '{fqn}' is stored through transforms {show(descriptors, 100)} (stream.zstd needs torch's "
+                "optional pyzstd); weightscope reads items stored as they are"
+            )
+        items[(fqn, offset)] = (file, start, length)
+    return items
+
+
+def _check_chunks(where: str, size: tuple[int, ...], chunks: list[_Chunk]) -> None:
+    """Refuse chunks of another rank than the tensor, outside it, overlapping, or leaving holes."""
+    if not chunks:
+        if math.prod(size):
+            raise CorruptCheckpointError(f"{where}: a tensor of shape {list(size)} with no chunks")
+        return
+    for chunk in chunks:
+        if len(chunk.offsets) != len(size) or len(chunk.sizes) != len(size):
+            raise CorruptCheckpointError(
+                f"{where}: chunk {list(chunk.offsets)} + {list(chunk.sizes)} is not of the tensor's rank {len(size)}"
+            )
+        if any(
+            start < 0 or length < 0 or start + length > whole
+            for start, length, whole in zip(*chunk[:2], size, strict=True)
+        ):
+            raise CorruptCheckpointError(
+                f"{where}: chunk at {list(chunk.offsets)} of shape {list(chunk.sizes)} lies outside {list(size)}"
+            )
+    pairs = 0
+    ordered = sorted((chunk for chunk in chunks if math.prod(chunk.sizes)), key=lambda chunk: chunk.offsets)
+    active: list[_Chunk] = []
+    for chunk in ordered:  # a sweep along the first axis: only chunks whose rows meet can overlap
+        row = chunk.offsets[0] if chunk.offsets else 0
+        active = [other for other in active if not other.offsets or other.offsets[0] + other.sizes[0] > row]
+        for other in active:
+            pairs += 1
+            if all(
+                a < b + m and b < a + n
+                for a, n, b, m in zip(chunk.offsets, chunk.sizes, other.offsets, other.sizes, strict=True)
+            ):
+                raise CorruptCheckpointError(
+                    f"{where}: chunks at {list(other.offsets)} and {list(chunk.offsets)} overlap"
+                )
+        if pairs > MAX_PAIRS:
+            raise LimitExceededError(f"{where}: more than {MAX_PAIRS:,} pairs of chunks to compare for overlap")
+        active.append(chunk)
+    covered = sum(math.prod(chunk.sizes) for chunk in chunks)
+    if covered != math.prod(size):
+        raise CorruptCheckpointError(
+            f"{where}: its chunks hold {covered} of its {math.prod(size)} values: they leave holes"
+        )
+
+
+def _sharding_info(text: str | None, file: AnyPath) -> dict[str, Any]:
+    """The saved offsets of each tensor of a DCP safetensors shard, by name ({} where it says none)."""
+    if text is None:
+        return {}
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise CorruptCheckpointError(f"{file}: {HF_SHARDING_KEY} is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise CorruptCheckpointError(f"{file}: {HF_SHARDING_KEY} is not a JSON object")
+    offsets = {}
+    for name, entry in document.items():
+        place = entry.get("saved_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(place, list) and all(type(item) is int for item in place)):
+            raise CorruptCheckpointError(f"{file}: {HF_SHARDING_KEY} gives '{name}' offsets {show(entry, 100)}")
+        offsets[name] = tuple(place)
+    return offsets
+
+
+def _optimizer_roles(infos: dict[str, TensorInfo], paths: dict[Any, Any]) -> dict[str, TensorRole]:
+    """Optimizer state (``optim.state.<parameter>.<slot>``, by its flattening path) attached to its parameter:
+    the one listed tensor, not itself optimizer state, named ``<parameter>`` or ``<prefix>.<parameter>``."""
+    states: dict[str, tuple[str, str]] = {}
+    for name in infos:
+        path = paths.get(name)
+        if isinstance(path, tuple) and len(path) >= 4 and path[-3] == "state" and path[-1] in TORCH_SLOTS:
+            states[name] = (str(path[-2]), str(path[-1]))
+    owners: dict[str, list[str]] = {}
+    for name in infos:
+        if name not in states:
+            owners.setdefault(name, []).append(name)
+            for position, character in enumerate(name):
+                if character == ".":
+                    owners.setdefault(name[position + 1 :], []).append(name)
+    roles = {}
+    for name, (parameter, slot) in states.items():
+        found = owners.get(parameter, [])
+        roles[name] = TensorRole("optimizer", role=slot, owner=found[0] if len(found) == 1 else None)
+    return roles
