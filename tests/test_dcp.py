@@ -1,0 +1,247 @@
+"""PyTorch DCP folders read without torch: every tensor as torch's own ``dcp_to_torch_save`` gives it, bit for bit.
+
+Single-process checkpoints are saved live with ``torch.distributed.checkpoint.save``; the 2-rank FSDP2 ones are
+the committed fixtures of ``tests/fixtures/dcp/make_dcp_fixtures.py``, compared with torch run live on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint._nested_dict import flatten_state_dict
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+import weightscope as ws
+from weightscope.cli import main
+from weightscope.runs import find_checkpoints
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dcp"
+
+
+def save(state: dict[str, Any], folder: Path) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "assuming the intent is to save in a single process"
+        dcp.save(state, checkpoint_id=folder)
+    return folder
+
+
+def oracle(folder: Path, tmp_path: Path) -> dict[str, Any]:
+    """What torch makes of the folder: ``dcp_to_torch_save``, loaded, flattened as DCP names it."""
+    out = tmp_path / f"{folder.name}.pt"
+    dcp_to_torch_save(folder, out)
+    flat, _ = flatten_state_dict(torch.load(out, weights_only=True))
+    return flat
+
+
+def same_bits(array: np.ndarray, tensor: torch.Tensor) -> bool:
+    ours = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    theirs = tensor.contiguous().reshape(-1).view(torch.uint8).numpy()
+    return array.shape == tuple(tensor.shape) and np.array_equal(ours, theirs)
+
+
+def assert_as_torch(folder: Path, tmp_path: Path) -> dict[str, Any]:
+    expected = oracle(folder, tmp_path)
+    tensors = {name: value for name, value in expected.items() if isinstance(value, torch.Tensor)}
+    with ws.open(folder) as ckpt:
+        assert ckpt.format == "dcp"
+        assert sorted(ckpt) == sorted(tensors)
+        for name, tensor in tensors.items():
+            assert ckpt.info(name).type_name == str(tensor.dtype).removeprefix("torch."), name
+            assert same_bits(ckpt[name], tensor), name
+        assert ckpt.verify() == []
+    return expected
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    state = {
+        "model": {
+            "layer.weight": torch.randn(7, 5),
+            "layer.bias": torch.randn(5).to(torch.bfloat16),
+            "count": torch.tensor(3),
+            "empty": torch.zeros(0, 4, dtype=torch.float16),
+            "flags": torch.tensor([True, False]),
+            "view": torch.arange(24, dtype=torch.int32).reshape(4, 6).t(),  # not contiguous: saved as a clone
+        },
+        "extra": {"lr": 0.1, "names": ["x", "y"], "pair": (1, 2), "nested": [torch.ones(2), {"deep": torch.ones(1)}]},
+        "step": 5,
+    }
+    return save(state, tmp_path / "mixed")
+
+
+def test_single_process_checkpoint_reads_as_torch_converts_it(mixed: Path, tmp_path: Path) -> None:
+    expected = assert_as_torch(mixed, tmp_path)
+    with ws.open(mixed) as ckpt:
+        assert ckpt.metadata["step"] == "5" and ckpt.metadata["extra.names"] == "['x', 'y']"
+        assert ckpt.metadata["extra.pair"] == "(1, 2)" and ckpt.metadata["dcp.version"] == "1.0.0"
+        assert {"extra.nested.0", "extra.nested.1.deep"} <= set(ckpt) and expected["extra.lr"] == 0.1
+        assert ckpt.extent("model.layer.weight") is not None  # one chunk: a plain extent (slices, dask)
+        assert np.array_equal(ckpt.slice("model.layer.weight")[2:4], ckpt["model.layer.weight"][2:4])
+        assert ckpt.sharding() == {
+            "ranks": 1,
+            "chunks_per_tensor": {1: len(ckpt)},
+            "bytes_per_file": {"__0_0.distcp": (mixed / "__0_0.distcp").stat().st_size},
+        }
+
+
+def test_metadata_file_opens_its_folder(mixed: Path) -> None:
+    with ws.open(mixed / ".metadata") as ckpt:
+        assert ckpt.path == mixed and "model.layer.weight" in ckpt
+
+
+def test_fsdp2_two_ranks_uneven_chunks_and_adam_state(tmp_path: Path) -> None:
+    folder = FIXTURES / "fsdp2_adam"
+    assert_as_torch(folder, tmp_path)
+    with ws.open(folder) as ckpt:
+        assert ckpt.chunks("model.0.weight") == [((0, 0), (4, 5), "__0_0.distcp"), ((4, 0), (3, 5), "__1_0.distcp")]
+        assert ckpt.extent("model.0.weight") is None  # sharded: reassembled on read
+        role = ckpt.role("optim.state.0.weight.exp_avg_sq")
+        assert (role.kind, role.role, role.owner) == ("optimizer", "exp_avg_sq", "model.0.weight")
+        assert ckpt.role("optim.state.2.bias.step").owner == "model.2.bias"
+        assert set(ckpt.layers()["0"].optimizer_state["model.0.weight"]) == {"exp_avg", "exp_avg_sq", "step"}
+        assert ckpt.metadata["optim.param_groups.0.params"] == "['0.weight', '0.bias', '2.weight', '2.bias']"
+        assert ckpt.sharding()["ranks"] == 2  # type: ignore[index]
+
+
+def test_hf_safetensors_storage_reads_as_torch_loads_it() -> None:
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    folder = FIXTURES / "hf_sharded"
+    with ws.open(folder) as ckpt, ws.open(FIXTURES / "fsdp2_adam") as whole:
+        names = sorted(ckpt)
+        assert names == ["0.bias", "0.weight", "2.bias", "2.weight"] and ckpt.sharding()["ranks"] == 2  # type: ignore[index]
+        expected = {name: torch.empty(ckpt.info(name).shape) for name in names}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dcp.load(expected, storage_reader=HuggingFaceStorageReader(str(folder)))
+        for name in names:
+            assert same_bits(ckpt[name], expected[name]), name
+            assert np.array_equal(ckpt[name], whole[f"model.{name}"])
+        assert ckpt.verify() == []
+
+
+def test_megatron_common_pt_is_listed_beside(tmp_path: Path) -> None:
+    folder = save({"decoder.weight": torch.ones(2, 3)}, tmp_path / "iter_0000100")
+    (folder / "metadata.json").write_text(json.dumps({"sharded_backend": "torch_dist", "sharded_backend_version": 1}))
+    torch.save({"embedding": torch.arange(4.0), "iteration": 100}, folder / "common.pt")
+    with ws.open(folder) as ckpt:
+        assert sorted(ckpt) == ["decoder.weight", "embedding"]
+        assert np.array_equal(ckpt["embedding"], np.arange(4.0, dtype=np.float32))
+        assert ckpt.metadata["common.iteration"] == "100" and ckpt.metadata["megatron.sharded_backend"] == "torch_dist"
+    import argparse
+
+    torch.save({"args": argparse.Namespace(lr=1.0)}, folder / "common.pt")
+    with ws.open(folder) as ckpt:
+        assert sorted(ckpt) == ["decoder.weight"]
+        assert any("argparse.Namespace" in note for note in ckpt.notes)
+
+
+class _Evil:
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (os.getcwd, ())
+
+
+def test_metadata_naming_another_global_is_refused(mixed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with open(mixed / ".metadata", "rb") as file:
+        metadata = pickle.load(file)
+    metadata.storage_meta.modules = [_Evil()]
+    with open(mixed / ".metadata", "wb") as file:
+        pickle.dump(metadata, file)
+    with pytest.raises(ws.RefusedError, match=r"\.metadata: refused to load: the file wants to call posix\.getcwd"):
+        ws.open(mixed)
+    assert main(["ls", str(mixed)]) == 6
+    assert "posix.getcwd" in capsys.readouterr().err
+
+
+def test_convert_to_a_file_and_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors.torch import load_file
+
+    folder = FIXTURES / "fsdp2_adam"
+    expected = oracle(folder, tmp_path)
+    assert main(["convert", str(folder), str(tmp_path / "out.safetensors")]) == 0
+    assert main(["convert", str(folder), f"{tmp_path / 'out'}/", "--to", "safetensors"]) == 0
+    for written in (tmp_path / "out.safetensors", tmp_path / "out" / "model.safetensors"):
+        loaded = load_file(written)
+        assert sorted(loaded) == ["model.0.bias", "model.0.weight", "model.2.bias", "model.2.weight"]
+        assert all(torch.equal(loaded[name], expected[name]) for name in loaded)
+    assert main(["diff", str(folder), str(tmp_path / "out.safetensors")]) == 0
+
+
+def test_summary_shows_the_sharding(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", str(FIXTURES / "fsdp2_adam")]) == 0
+    assert "sharding: 2 ranks; tensors by chunks: 4 in 1, 12 in 2; files: __0_0.distcp" in capsys.readouterr().out
+
+
+def test_runs_takes_step_folders(tmp_path: Path) -> None:
+    for step in (200, 100):
+        save({"w": torch.full((3,), float(step))}, tmp_path / "checkpoint" / f"step-{step}")
+    found = find_checkpoints(tmp_path / "checkpoint")
+    assert [(entry.path.name, entry.step) for entry in found] == [("step-100", 100), ("step-200", 200)]
+
+
+def _rewrite(folder: Path, change: Any) -> None:
+    with open(folder / ".metadata", "rb") as file:
+        metadata = pickle.load(file)
+    change(metadata)
+    with open(folder / ".metadata", "wb") as file:
+        pickle.dump(metadata, file)
+
+
+def _chunks(metadata: Any, name: str) -> Any:
+    return metadata.state_dict_metadata[name].chunks
+
+
+def _move(metadata: Any, name: str, chunk: int, offsets: tuple[int, ...]) -> None:
+    """Chunk ``chunk`` of ``name`` placed at ``offsets``, its storage entry with it."""
+    from torch.distributed.checkpoint.metadata import MetadataIndex
+
+    moved = _chunks(metadata, name)[chunk]
+    stored = metadata.storage_data.pop(MetadataIndex(name, moved.offsets))
+    moved.offsets = torch.Size(offsets)
+    metadata.storage_data[MetadataIndex(name, moved.offsets)] = stored
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        (
+            lambda m: setattr(_chunks(m, "model.0.weight")[1], "offsets", torch.Size([4])),
+            ws.CorruptCheckpointError,
+            "no storage entry",
+        ),
+        (
+            lambda m: setattr(_chunks(m, "model.0.weight")[1], "sizes", torch.Size([4, 5])),
+            ws.CorruptCheckpointError,
+            "lies outside",
+        ),
+        (
+            lambda m: _move(m, "model.0.weight", 1, (3, 0)),
+            ws.CorruptCheckpointError,
+            "overlap",
+        ),
+        (lambda m: _chunks(m, "model.0.weight").pop(), ws.CorruptCheckpointError, "leave holes"),
+        (
+            lambda m: setattr(m.state_dict_metadata["model.0.weight"], "size", torch.Size([7, 5, 1])),
+            ws.CorruptCheckpointError,
+            "rank",
+        ),
+    ],
+    ids=["chunk-rank", "outside", "overlap", "hole", "tensor-rank"],
+)
+def test_bad_chunk_geometry(tmp_path: Path, change: Any, error: type[Exception], message: str) -> None:
+    import shutil
+
+    folder = Path(shutil.copytree(FIXTURES / "fsdp2_adam", tmp_path / "copy"))
+    _rewrite(folder, change)
+    with pytest.raises(error, match=message):
+        ws.open(folder)
