@@ -146,9 +146,9 @@ def _sniff_dcp(path: AnyPath, entry: Format) -> bool:
     folder = path.parent if path.name == _DCP_METADATA else path
     if not folder.is_dir():
         return False
-    if (folder / _DCP_METADATA).is_file():
-        return path is not folder or any(folder.glob(f"*{entry.suffixes[0]}"))
     local = local_path(folder)
+    if (folder / _DCP_METADATA).is_file():
+        return path is not folder or local is None or any(local.glob(f"*{entry.suffixes[0]}"))
     return path is folder and local is not None and any(_DCP_SHARD.match(name) for name in os.listdir(local))
 
 
@@ -233,6 +233,7 @@ _BUILT_IN = (
         "weightscope.formats.dcp:DcpCheckpoint",
         sniffer=_sniff_dcp,
         suffixes=(".distcp",),  # its data files' (a folder of them is the checkpoint)
+        local_only="a DCP folder is read from local files only (its files are found by listing it)",
         folder=True,
     ),
     Format(

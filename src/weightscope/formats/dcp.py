@@ -365,10 +365,12 @@ class DcpCheckpoint(Checkpoint):
         dtype = BY_NAME[tensor.element].dtype
         assert dtype is not None
         check_size(tensor.size, dtype.itemsize, f"{self.path}: tensor '{fqn}'")
-        first = tensor.chunks[0] if tensor.chunks else _Chunk((), (), "", 0, 0)
         nbytes = math.prod(tensor.size) * dtype.itemsize
-        file = str(self.path / first.file) if first.file else str(self.path)
-        index.infos[fqn] = TensorInfo(fqn, dtype, tensor.size, nbytes, tensor.element, file, first.offset, fqn)
+        info = TensorInfo(fqn, dtype, tensor.size, nbytes, tensor.element, str(self.path), 0, fqn)
+        if tensor.chunks:  # where its (first) chunk's values are: the one item per tensor read at open
+            first = self._chunk_extent(info, tensor.chunks[0])[1]
+            info = info._replace(file=first.file, offset=first.offset)
+        index.infos[fqn] = info
         self._tensors[fqn] = tensor
 
     def _bytes_entry(self, fqn: str, items: dict[Any, Any], index: Index) -> None:
@@ -450,16 +452,18 @@ class DcpCheckpoint(Checkpoint):
             self._items[key] = _Item(_Window(source, offset, length, label), verify=self.verify_checksums)
         return self._items[key]
 
-    def _chunk_extent(self, name: str, chunk: _Chunk) -> tuple[TensorInfo, Extent]:
-        """The chunk as a tensor of its own, and where its values are in its data file."""
-        info = self._infos[name]
+    def _chunk_extent(self, info: TensorInfo, chunk: _Chunk) -> tuple[TensorInfo, Extent]:
+        """The chunk of tensor ``info`` as a tensor of its own, and where its values are in its data file."""
+        name = info.name
         what = f"{self.path / chunk.file}: chunk {list(chunk.offsets)} of '{name}'"
         stored = TensorInfo(name, info.dtype, chunk.sizes, 0, info.type_name, str(self.path / chunk.file), 0, name)
         if self._safetensors:
             self._open(chunk.file)
             nbytes = math.prod(chunk.sizes) * info.dtype.itemsize
             little = info.dtype.newbyteorder("<")
-            return stored._replace(nbytes=nbytes), Extent(stored.file, chunk.offset, nbytes, little)
+            return stored._replace(nbytes=nbytes, offset=chunk.offset), Extent(
+                stored.file, chunk.offset, nbytes, little
+            )
         item = self._item(chunk.file, chunk.offset, chunk.length)
         if len(item) != 1:
             raise CorruptCheckpointError(f"{what}: its item holds {len(item)} tensors, not one")
@@ -473,14 +477,14 @@ class DcpCheckpoint(Checkpoint):
         start = chunk.offset
         checked = None if extent.checked is None else (start + extent.checked[0], extent.checked[1])
         moved = extent._replace(file=stored.file, offset=start + extent.offset, checked=checked)
-        return stored._replace(nbytes=held.nbytes), moved
+        return stored._replace(nbytes=held.nbytes, offset=moved.offset), moved
 
     def _extent(self, info: TensorInfo) -> Extent | None:
         """A tensor stored whole in one chunk is that chunk's extent; a sharded one has none."""
         tensor = self._tensors.get(info.name)
         if tensor is None or len(tensor.chunks) != 1 or tensor.chunks[0].sizes != tensor.size:
             return None
-        return self._chunk_extent(info.name, tensor.chunks[0])[1]
+        return self._chunk_extent(info, tensor.chunks[0])[1]
 
     def _source_of(self, file: str) -> AnySource | None:
         return self._sources.get(file)
@@ -494,7 +498,7 @@ class DcpCheckpoint(Checkpoint):
             return self._read_extent(info, extent)
         values = np.empty(tensor.size, info.dtype)
         for chunk in tensor.chunks:
-            part, extent = self._chunk_extent(info.name, chunk)
+            part, extent = self._chunk_extent(info, chunk)
             place = tuple(
                 slice(start, start + length) for start, length in zip(chunk.offsets, chunk.sizes, strict=True)
             )
@@ -529,7 +533,7 @@ class DcpCheckpoint(Checkpoint):
         for name, tensor in self._tensors.items():
             for chunk in tensor.chunks:
                 try:
-                    part, extent = self._chunk_extent(name, chunk)
+                    part, extent = self._chunk_extent(self._infos[name], chunk)
                     self._read_extent(part, extent)
                 except WeightscopeError as error:
                     problems.append(kept(error))
