@@ -120,18 +120,9 @@ ENTRY_BYTES = 2048  # what one listed tensor or chunk costs: its records, its ro
 
 _METADATA_MODULE = "torch.distributed.checkpoint.metadata"
 _CLASSES = (
-    *[
-        (_METADATA_MODULE, name)
-        for name in (
-            "Metadata",
-            "TensorStorageMetadata",
-            "BytesStorageMetadata",
-            "ChunkStorageMetadata",
-            "TensorProperties",
-            "MetadataIndex",
-            "StorageMeta",
-        )
-    ],
+    *[(_METADATA_MODULE, name) for name in ("Metadata", "TensorStorageMetadata", "BytesStorageMetadata")],
+    *[(_METADATA_MODULE, name) for name in ("ChunkStorageMetadata", "TensorProperties", "MetadataIndex")],
+    (_METADATA_MODULE, "StorageMeta"),
     ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
     ("torch.distributed._shard.sharded_tensor.metadata", "TensorProperties"),  # where torch 2.0-2.1 kept it
 )
@@ -175,13 +166,8 @@ class DcpAllowList(AllowList):
             return MEMORY_FORMATS[args[0]]
         if function.kind == "path" and all(isinstance(part, str) for part in args):
             return "/".join(args)
-        return (
-            super().call(function, args, unpickler)
-            if function.kind == "class"
-            else self._bad(function, args, unpickler)
-        )
-
-    def _bad(self, function: Global, args: tuple[Any, ...], unpickler: Unpickler) -> Any:
+        if function.kind == "class":  # called, not made by NEWOBJ: not how pickle makes a dataclass
+            return super().call(function, args, unpickler)
         raise CorruptCheckpointError(f"{unpickler.where}: {function.qualname} called with arguments {show(args, 200)}")
 
     def new(self, cls: Global, args: tuple[Any, ...], unpickler: Unpickler) -> Any:
@@ -427,6 +413,8 @@ class DcpCheckpoint(Checkpoint):
                     if element != info.type_name:
                         raise CorruptCheckpointError(f"{file}: tensor '{info.name}' is {info.type_name}, not {element}")
                     chunks.append(_Chunk(place, info.shape, file.name, extent.offset, extent.nbytes))
+        if not found:
+            raise CheckpointNotFoundError(f"{folder}: no {METADATA} and no DCP safetensors shards")
         for name, (element, chunks) in found.items():
             rank = len(chunks[0].sizes)
             if any(len(chunk.sizes) != rank for chunk in chunks):
@@ -443,12 +431,12 @@ class DcpCheckpoint(Checkpoint):
         if key not in self._items:
             source = self._open(file)
             label = f"{self.path / file}@{offset}"
-            check_range(self.path / file, offset, length, source.size, f"the item at {offset}")
-            if bytes(source.read(offset, min(4, length), "the item's head")) != ZIP_HEAD:
-                raise UnsupportedFormatError(
-                    f"{label}: not a torch.save zip (a safetensors-serialized DCP item?); weightscope reads "
-                    "torch.save items"
-                )
+            check_range(self.path / file, offset, length, source.size, "an item")
+            head = bytes(source.read(offset, min(9, length), "the item's head"))
+            if head[8:] == b"{" and not head.startswith(ZIP_HEAD):  # serialization_format=SAFETENSORS
+                raise UnsupportedFormatError(f"{label}: a safetensors-serialized item; weightscope reads torch.save's")
+            if not head.startswith(ZIP_HEAD):
+                raise CorruptCheckpointError(f"{label}: not a torch.save zip (it starts {head[:4]!r})")
             self._items[key] = _Item(_Window(source, offset, length, label), verify=self.verify_checksums)
         return self._items[key]
 
