@@ -130,6 +130,17 @@ def test_hf_safetensors_storage_reads_as_torch_loads_it() -> None:
         assert ckpt.verify() == []
 
 
+def test_zstd_items_read_as_torch_reads_them() -> None:
+    expected = np.load(FIXTURES / "zstd_expected.npz")  # made by torch with zstandard: make_dcp_zstd.py
+    with ws.open(FIXTURES / "zstd") as ckpt:
+        assert sorted(ckpt) == sorted(expected.files) and ckpt.metadata["lr"] == "0.5"
+        for name in expected.files:
+            values = ckpt[name]
+            assert np.array_equal(values.view(np.uint16) if values.dtype.name == "bfloat16" else values, expected[name])
+            assert ckpt.extent(name) is None  # compressed: read through its decompressed item
+        assert ckpt.verify() == []
+
+
 def test_megatron_common_pt_is_listed_beside(tmp_path: Path) -> None:
     folder = save({"decoder.weight": torch.ones(2, 3)}, tmp_path / "iter_0000100")
     (folder / "metadata.json").write_text(json.dumps({"sharded_backend": "torch_dist", "sharded_backend_version": 1}))

@@ -108,6 +108,19 @@ def _flip_data(folder: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _zstd_bomb(folder: Path) -> None:
+    """The second chunk (60 bytes of values) a zstd stream of 64 MiB, appended to its data file."""
+    import cramjam
+
+    metadata = _metadata(folder)
+    stored = _stored(metadata, [4, 0])
+    path = folder / stored.relative_path
+    bomb = bytes(cramjam.zstd.compress(bytes(64 << 20)))
+    stored.offset, stored.length, stored.transform_descriptors = path.stat().st_size, len(bomb), ["stream.zstd/1"]
+    path.write_bytes(path.read_bytes() + bomb)
+    _write_metadata(folder, metadata)
+
+
 ENTRIES: dict[str, Callable[[Path], None]] = {
     "RefusedError--metadata-names-os-system": _edit(lambda m: setattr(m, "planner_data", {"w": _Payload()})),
     "RefusedError--data-file-outside-the-folder": _edit(
@@ -133,9 +146,13 @@ ENTRIES: dict[str, Callable[[Path], None]] = {
     "CorruptCheckpointError--item-is-the-wrong-range": _edit(
         lambda m: setattr(_stored(m, [4, 0]), "offset", _stored(m, [4, 0]).offset + 1)
     ),
-    "UnsupportedFormatError--zstd-transform": _edit(
+    "UnsupportedFormatError--unknown-transform": _edit(
+        lambda m: setattr(_stored(m, [4, 0]), "transform_descriptors", ["stream.lz4/1"])
+    ),
+    "CorruptCheckpointError--zstd-item-is-no-zstd-stream": _edit(
         lambda m: setattr(_stored(m, [4, 0]), "transform_descriptors", ["stream.zstd/1"])
     ),
+    "LimitExceededError--zstd-bomb": _zstd_bomb,
     "ChecksumMismatchError--chunk-bytes-flipped": _flip_data,
 }
 

@@ -1,73 +1,58 @@
 """PyTorch Distributed Checkpoint (DCP): a folder of ``.metadata`` and ``__R_I.distcp`` files, read without torch.
 
 What FSDP2, torchtitan, accelerate, Megatron-Core ``torch_dist`` and NeMo 2 write with
-``torch.distributed.checkpoint.save`` (facts from torch's own ``distributed/checkpoint/``:
-``filesystem.py``, ``metadata.py``, ``_nested_dict.py``, ``hf_storage.py``, ``_hf_utils.py``):
+``torch.distributed.checkpoint.save`` (facts from torch 2.13's ``distributed/checkpoint/``: ``filesystem.py``,
+``metadata.py``, ``_nested_dict.py``, ``_extension.py``, ``hf_storage.py``; ``shared/formats/next-formats.md``
+section 2, corrected where it was wrong):
 
-- **The folder**: ``.metadata`` (one pickle, written by the coordinator: ``__{rank}.metadata``
-  only when saved without collectives, not read here) and the data files
-  ``__{rank}_{i}.distcp`` (``i`` counts the writer's thread buckets: ``__0_0.distcp``,
-  ``__1_0.distcp`` with the default of one thread per rank). Opening ``.metadata`` itself opens
-  its folder.
-- **The ``.metadata`` pickle** (protocol 4; ``pickle.dump`` of a ``Metadata``): dataclass
-  instances, each made by ``NEWOBJ`` of its class with no arguments, then ``BUILD`` with its
-  attributes as a dict, except ``TensorProperties``, whose ``BUILD`` state is the 5-tuple
-  ``(dtype, layout, requires_grad, _MEM_FORMAT_ENCODING(n), pin_memory)``.
-  ``Metadata``: ``state_dict_metadata`` {fqn: ``TensorStorageMetadata(properties, size,
-  chunks)`` | ``BytesStorageMetadata()``}, ``planner_data`` {fqn: the path of keys and list
-  indices the fqn was flattened from}, ``storage_data`` {``MetadataIndex(fqn, offset,
-  index)``: ``_StorageInfo(relative_path, offset, length[, transform_descriptors])``},
-  ``storage_meta`` (``StorageMeta``: checkpoint id, a ``str`` or a pickled path object, save
-  id, modules), ``version`` (``"1.0.0"``; missing in older files; other attributes, such as
-  Megatron's ``mcore_data``, are kept and ignored). ``ChunkStorageMetadata(offsets, sizes)``;
-  sizes and offsets are ``torch.Size`` (``REDUCE`` of a tuple of ints). A ``MetadataIndex``
-  matches a chunk by ``(fqn, offset)``: its ``index`` is only a hint. Dtypes are the globals
-  ``torch.float32`` ...; the layout is ``torch.serialization._get_layout('torch.strided')``.
-  ``_StorageInfo`` drops None fields, so ``transform_descriptors`` may be absent.
-- **Each stored item is a complete ``torch.save`` zip** at ``offset`` of its file, ``length``
-  bytes long (a file holds its bytes items first, then its tensor chunks, largest first when
-  bucketed; ``PK\\x03\\x04`` at every offset): a tensor item holds exactly its chunk (shape =
-  the chunk's ``sizes``, the writer clones views of larger storages); a bytes item (a value
-  that was no tensor: a float, a list of strings, an optimizer's ``param_groups`` entry) is
-  ``torch.save(value)``. Both are read
-  by ``weightscope.formats.pytorch``'s reader over that byte range only, under torch's
-  ``weights_only`` allow-list.
-- **Names**: a state dict's nested dicts and lists are flattened, the fqn the path's parts
-  joined by ``.`` (``model.layers.0.weight``); lists of scalars and tuples are one bytes
-  item. ``get_state_dict(model, optimizer)`` keys optimizer state by parameter fqn:
-  ``optim.state.<fqn>.exp_avg`` with path ``('optim', 'state', '<fqn>', 'exp_avg')`` (the
-  fqn is one part, dots and all), ``step`` a 0-d tensor, and ``optim.param_groups.0.lr``
-  ... bytes items; a plain ``optimizer.state_dict()`` keys it by parameter index
-  (``optim.state.0.exp_avg``). The tensors are listed under their fqns; optimizer state whose
-  path names a listed parameter is attached to it (``TensorRole``).
-- **Sharded tensors** (DTensor, FSDP, TP): one chunk per shard, each its own item; the tensor
-  is ``size``, its chunks placed at their ``offsets`` (uneven: FSDP2 gives rank 0 of 7 rows 4).
-  A tensor or bytes item that is no DTensor is saved once (replicated values deduplicated).
+- **The folder**: ``.metadata`` (one pickle by the coordinator; per-rank ``__{rank}.metadata``, written without
+  collectives, is not read) and data files ``__{rank}_{i}.distcp`` (``i``: the writer's thread bucket). The
+  folder, or its ``.metadata``, opens it. (``HuggingFaceStorageWriter`` without ``save_distributed`` also
+  writes a ``.metadata``, but as a JSON index beside ``model-0000N-of-0000M.safetensors``: no DCP folder.)
+- **``.metadata``** (``pickle.dump``, protocol 4): each dataclass made by ``NEWOBJ`` of its class with no
+  arguments and ``BUILD`` of its attributes as a dict; ``TensorProperties``' state is the 5-tuple ``(dtype,
+  layout, requires_grad, _MEM_FORMAT_ENCODING(n), pin_memory)``. ``Metadata``: ``state_dict_metadata`` {fqn:
+  ``TensorStorageMetadata(properties, size, chunks)`` | ``BytesStorageMetadata()``}, ``planner_data`` {fqn:
+  the path of keys and list indices it was flattened from}, ``storage_data`` {``MetadataIndex(fqn, offset,
+  index)``: ``_StorageInfo(relative_path, offset, length[, transform_descriptors])``} (a chunk is matched by
+  ``(fqn, offset)``: ``index`` is a hint), ``storage_meta`` (its checkpoint id may be a pickled path object),
+  ``version`` (``"1.0.0"``; absent in old files; other attributes, such as Megatron's ``mcore_data``, are
+  ignored). ``ChunkStorageMetadata(offsets, sizes)``; sizes are ``torch.Size`` (``REDUCE`` of a tuple of ints),
+  dtypes the globals ``torch.float32`` ..., the layout ``torch.serialization._get_layout('torch.strided')``.
+- **Items**: each storage entry is a complete ``torch.save`` zip, ``length`` bytes at ``offset`` (a file holds
+  its bytes items first, then its tensors): a tensor item holds exactly its chunk (the writer clones views of
+  larger storages), a bytes item ``torch.save(value)`` of a value that was no tensor (a float, a list of
+  strings, a ``param_groups`` entry). Both are read by ``weightscope.formats.pytorch``'s reader over that byte
+  range only, under torch's ``weights_only`` allow-list; bytes items are shown as metadata. With
+  ``transform_descriptors == ["stream.zstd/1"]`` (``FileSystemWriter(_extensions=[ZStandard()])``: torch needs
+  ``zstandard`` or ``pyzstd``; the one transform it registers) the range is a zstd stream of the zip,
+  decompressed (by cramjam) into a buffer of the chunk's size plus ``ITEM_OVERHEAD``, which a bomb cannot outgrow.
+- **Names**: nested dicts and lists are flattened, the fqn the path's parts joined by ``.``; lists of scalars
+  and tuples are one bytes item. ``get_state_dict(model, optimizer)`` keys optimizer state by parameter name,
+  one part of the path (``optim.state.0.weight.exp_avg`` is ``('optim', 'state', '0.weight', 'exp_avg')``),
+  ``step`` a 0-d tensor, ``optim.param_groups.0.lr`` ... bytes items; it is attached to the one listed
+  parameter named so (or ``<prefix>.<name>``: ``model.0.weight``) as its optimizer state (``TensorRole``).
+- **Sharded tensors** (DTensor: FSDP, TP): one chunk per shard, each its own item, placed at its ``offsets``
+  in ``size`` (uneven: FSDP2 splits 7 rows 4 + 3). Tensors and bytes that are no DTensor are saved once.
 
-Variants: the **Hugging Face safetensors storage** (``HuggingFaceStorageWriter(path,
-save_distributed=True)``) writes no pickle: one safetensors file per rank,
-``shard-{rank+1:05d}-model-{i:05d}-of-{n:05d}.safetensors``, each tensor that rank's chunk,
-its offsets in ``__metadata__["DCP_SHARDING_INFO"]`` (JSON ``{fqn: {"saved_offsets": [..]}}``;
-none: offsets 0); the full size is the largest ``offset + shape`` per axis. **Megatron-Core**
-``torch_dist``: a DCP folder with ``metadata.json`` (``{"sharded_backend": "torch_dist"}``) and
-``common.pt`` (a plain ``torch.save`` of the non-sharded state, listed beside the DCP tensors;
-one whose pickle names other globals, such as ``argparse.Namespace``, is left out with a note).
+Variants: the **safetensors storage** (``HuggingFaceStorageWriter(path, save_distributed=True)``) writes no
+``.metadata``: one ``shard-{rank+1:05d}-model-{i:05d}-of-{n:05d}.safetensors`` per rank, each tensor that
+rank's chunk, its offsets in ``__metadata__["DCP_SHARDING_INFO"]`` (JSON ``{fqn: {"saved_offsets": [..]}}``;
+none: 0), the full size the largest ``offset + shape`` per axis. **Megatron-Core** ``torch_dist``: a DCP folder
+with ``metadata.json`` (``{"sharded_backend": "torch_dist"}``) and ``common.pt`` (``torch.save`` of the
+non-sharded state: its tensors listed beside; one naming globals outside the allow-list, such as
+``argparse.Namespace``, left out with a note).
 
-Security model: ``.metadata`` is read by ``weightscope.containers.unpickler`` under
-``DcpAllowList``: exactly the classes above (as inert records), ``torch.Size``, the dtypes,
-``_get_layout`` of a string, the memory-format enum by value and ``pathlib``'s path classes
-(as strings); any other global is ``RefusedError`` naming it, before anything is built. Items
-are read as ``torch.save`` files are (``weightscope.formats.pytorch``), each confined to its
-byte range.
+Security model: ``.metadata`` is read by ``weightscope.containers.unpickler`` under ``DcpAllowList``: exactly
+the classes above (as inert records), ``torch.Size``, the dtypes, ``_get_layout`` of a string, the memory-format
+enum by value and ``pathlib``'s path classes (as strings); any other global is ``RefusedError`` naming it.
 
-A reader must refuse: a ``.metadata`` that is not such a ``Metadata``; a data file that
-is missing (``CheckpointNotFoundError``) or named outside the folder (``RefusedError``); an
-item that runs past its file's end (``TruncatedFileError``), is not a torch.save zip, or holds
-a tensor of another dtype or shape than its chunk; chunks of another rank than their tensor,
-outside it, overlapping, or leaving holes; a chunk with no storage entry; transform
-descriptors (``stream.zstd/1`` needs torch's optional ``pyzstd``: not read here, refused by
-name); safetensors-serialized items (torch's own reader fails on them too). A Megatron
-``common.pt`` whose pickle names a global outside the allow-list is not read (a note).
+A reader must refuse: a ``.metadata`` that is not such a ``Metadata``; a data file missing
+(``CheckpointNotFoundError``) or outside the folder (``RefusedError``); an item past its file's end
+(``TruncatedFileError``), that is no torch.save zip (a safetensors-serialized one: unsupported; torch fails on
+them too), or holds another dtype or shape than its chunk; chunks of another rank than their tensor, outside it,
+overlapping or leaving holes; a chunk with no storage entry; other transforms; a zstd stream that is not one,
+or outgrows its bound (``LimitExceededError``).
 """
 
 from __future__ import annotations
@@ -76,6 +61,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -107,12 +93,13 @@ if TYPE_CHECKING:
     from weightscope.remote import RemotePath
 
 METADATA = ".metadata"
-DATA_SUFFIX = ".distcp"
 HF_SHARD = re.compile(r"^shard-\d{5}-model-\d{5}-of-\d{5}\.safetensors$")
 HF_SHARDING_KEY = "DCP_SHARDING_INFO"
 MEGATRON_CONFIG = "metadata.json"
 MEGATRON_COMMON = "common.pt"
 ZIP_HEAD = b"PK\x03\x04"
+ZSTD = "stream.zstd"  # the one transform torch registers (_extension.py ZStandard), version 1
+ITEM_OVERHEAD = 1 << 20  # what a torch.save zip holds beside its one tensor's bytes, at most: a zstd stream's bound
 # Pairs of chunks compared for overlap, at most: a sweep along the first axis compares only chunks whose rows
 # meet (FSDP's shards none, a 2-D mesh's a row of them), so only a crafted file comes near this.
 MAX_PAIRS = 4_000_000
@@ -126,11 +113,7 @@ _CLASSES = (
     ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
     ("torch.distributed._shard.sharded_tensor.metadata", "TensorProperties"),  # where torch 2.0-2.1 kept it
 )
-_PATHS = [
-    (module, name)
-    for module in ("pathlib", "pathlib._local")
-    for name in ("Path", "PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath")
-]
+_PATHS = [(module, name) for module in ("pathlib", "pathlib._local") for name in ("PosixPath", "WindowsPath", "Path")]
 _CALLS = [("torch", "Size"), ("torch.serialization", "_get_layout"), (_METADATA_MODULE, "_MEM_FORMAT_ENCODING")]
 MEMORY_FORMATS = ("contiguous_format", "channels_last", "preserve_format")  # _MEM_FORMAT_ENCODING's values 0, 1, 2
 
@@ -205,6 +188,7 @@ class _Chunk(NamedTuple):
     file: str  # the data file, as the metadata names it (relative to the folder)
     offset: int  # of the item (a torch.save zip) in the file; for the safetensors variant, of the tensor's bytes
     length: int
+    transformed: bool = False  # a zstd stream of the item (``stream.zstd/1``)
 
 
 @dataclass
@@ -219,8 +203,8 @@ class _Sharded:
 class _Window:
     """``length`` bytes at ``start`` of another source, as a source of their own: one stored item."""
 
-    def __init__(self, source: AnySource, start: int, length: int, label: str) -> None:
-        self._source, self._start, self.size = source, start, length
+    def __init__(self, source: AnySource | memoryview, start: int, length: int, label: str) -> None:
+        self._source, self._start, self.size = source, start, length  # a memoryview: a decompressed item
         self.path = Path(label)  # what messages name: the data file and the item's offset
 
     @property
@@ -229,13 +213,15 @@ class _Window:
 
     def read(self, offset: int, length: int, what: str) -> memoryview:
         check_range(self.path, offset, length, self.size, what)
+        if isinstance(self._source, memoryview):
+            return self._source[self._start + offset : self._start + offset + length]
         return self._source.read(self._start + offset, length, what)
 
     def read_head(self, offset: int, length: int, limit: int, what: str) -> memoryview:
         return self.read(offset, length, what)
 
     def prefetch(self, ranges: list[tuple[int, int]]) -> None:
-        """Nothing: the item's bytes are its file's."""
+        """Nothing: the item's bytes are its file's (or in memory)."""
 
     def close(self) -> None:
         """Nothing: the file's source is the checkpoint's to close."""
@@ -353,7 +339,7 @@ class DcpCheckpoint(Checkpoint):
         check_size(tensor.size, dtype.itemsize, f"{self.path}: tensor '{fqn}'")
         nbytes = math.prod(tensor.size) * dtype.itemsize
         info = TensorInfo(fqn, dtype, tensor.size, nbytes, tensor.element, str(self.path), 0, fqn)
-        if tensor.chunks:  # where its (first) chunk's values are: the one item per tensor read at open
+        if tensor.chunks and not tensor.chunks[0].transformed:  # where its first chunk's values are: read at open
             first = self._chunk_extent(info, tensor.chunks[0])[1]
             info = info._replace(file=first.file, offset=first.offset)
         index.infos[fqn] = info
@@ -365,7 +351,7 @@ class DcpCheckpoint(Checkpoint):
         if stored is None:
             raise CorruptCheckpointError(f"{self.path / METADATA}: no storage entry for bytes entry '{fqn}'")
         try:
-            value = self._item(*stored).value()
+            value = self._item(_Chunk((), (), *stored), Limits.for_size(stored[2]).memory).value()
         except WeightscopeError as error:
             self._notes.append(f"bytes entry '{fqn}' not read: {error}")
             return
@@ -425,34 +411,32 @@ class DcpCheckpoint(Checkpoint):
         return index
 
     # -- reading -----------------------------------------------------------------------
-    def _item(self, file: str, offset: int, length: int) -> _Item:
-        """The torch.save zip at ``offset`` of data file ``file``, ``length`` bytes; read once."""
-        key = (file, offset)
-        if key not in self._items:
-            source = self._open(file)
-            label = f"{self.path / file}@{offset}"
-            check_range(self.path / file, offset, length, source.size, "an item")
-            head = bytes(source.read(offset, min(9, length), "the item's head"))
-            if head[8:] == b"{" and not head.startswith(ZIP_HEAD):  # serialization_format=SAFETENSORS
-                raise UnsupportedFormatError(f"{label}: a safetensors-serialized item; weightscope reads torch.save's")
-            if not head.startswith(ZIP_HEAD):
-                raise CorruptCheckpointError(f"{label}: not a torch.save zip (it starts {head[:4]!r})")
-            self._items[key] = _Item(_Window(source, offset, length, label), verify=self.verify_checksums)
-        return self._items[key]
+    def _item(self, chunk: _Chunk, bound: int) -> _Item:
+        """The torch.save zip a storage entry locates, read once; a zstd stream's decompressed (within ``bound``
+        bytes) each time it is asked for, never kept: reading every tensor holds one at a time."""
+        key = (chunk.file, chunk.offset)
+        if key in self._items:
+            return self._items[key]
+        source = self._open(chunk.file)
+        label = f"{self.path / chunk.file}@{chunk.offset}"
+        check_range(self.path / chunk.file, chunk.offset, chunk.length, source.size, "an item")
+        window = _Window(source, chunk.offset, chunk.length, label)
+        if chunk.transformed:
+            window = _decompressed(window, bound)
+        head = bytes(window.read(0, min(9, window.size), "the item's head"))
+        if head[8:] == b"{" and not head.startswith(ZIP_HEAD):  # serialization_format=SAFETENSORS
+            raise UnsupportedFormatError(f"{label}: a safetensors-serialized item; weightscope reads torch.save's")
+        if not head.startswith(ZIP_HEAD):
+            raise CorruptCheckpointError(f"{label}: not a torch.save zip (it starts {head[:4]!r})")
+        item = _Item(window, verify=self.verify_checksums)
+        if not chunk.transformed:
+            self._items[key] = item
+        return item
 
-    def _chunk_extent(self, info: TensorInfo, chunk: _Chunk) -> tuple[TensorInfo, Extent]:
-        """The chunk of tensor ``info`` as a tensor of its own, and where its values are in its data file."""
-        name = info.name
-        what = f"{self.path / chunk.file}: chunk {list(chunk.offsets)} of '{name}'"
-        stored = TensorInfo(name, info.dtype, chunk.sizes, 0, info.type_name, str(self.path / chunk.file), 0, name)
-        if self._safetensors:
-            self._open(chunk.file)
-            nbytes = math.prod(chunk.sizes) * info.dtype.itemsize
-            little = info.dtype.newbyteorder("<")
-            return stored._replace(nbytes=nbytes, offset=chunk.offset), Extent(
-                stored.file, chunk.offset, nbytes, little
-            )
-        item = self._item(chunk.file, chunk.offset, chunk.length)
+    def _chunk_item(self, info: TensorInfo, chunk: _Chunk) -> tuple[_Item, TensorInfo]:
+        """The item holding a chunk of tensor ``info``, and the tensor in it: of the chunk's shape and type."""
+        what = f"{self.path / chunk.file}: chunk {list(chunk.offsets)} of '{info.name}'"
+        item = self._item(chunk, math.prod(chunk.sizes) * info.dtype.itemsize + ITEM_OVERHEAD)
         if len(item) != 1:
             raise CorruptCheckpointError(f"{what}: its item holds {len(item)} tensors, not one")
         held = next(item.infos())
@@ -461,18 +445,35 @@ class DcpCheckpoint(Checkpoint):
                 f"{what}: its item holds a {held.type_name} tensor of shape {list(held.shape)}, "
                 f"not {info.type_name} {list(chunk.sizes)}"
             )
+        return item, held
+
+    def _chunk_extent(self, info: TensorInfo, chunk: _Chunk) -> tuple[TensorInfo, Extent]:
+        """A plain chunk of tensor ``info`` as a tensor of its own, and where its values are in its data file."""
+        file = str(self.path / chunk.file)
+        stored = TensorInfo(info.name, info.dtype, chunk.sizes, 0, info.type_name, file, 0, info.name)
+        if self._safetensors:
+            self._open(chunk.file)
+            nbytes = math.prod(chunk.sizes) * info.dtype.itemsize
+            extent = Extent(file, chunk.offset, nbytes, info.dtype.newbyteorder("<"))
+            return stored._replace(nbytes=nbytes, offset=chunk.offset), extent
+        item, held = self._chunk_item(info, chunk)
         extent = item._extent(held)
-        start = chunk.offset
-        checked = None if extent.checked is None else (start + extent.checked[0], extent.checked[1])
-        moved = extent._replace(file=stored.file, offset=start + extent.offset, checked=checked)
+        checked = None if extent.checked is None else (chunk.offset + extent.checked[0], extent.checked[1])
+        moved = extent._replace(file=file, offset=chunk.offset + extent.offset, checked=checked)
         return stored._replace(nbytes=held.nbytes, offset=moved.offset), moved
 
+    def _chunk_values(self, info: TensorInfo, chunk: _Chunk) -> np.ndarray:
+        if chunk.transformed:
+            item, held = self._chunk_item(info, chunk)
+            return item[held.name]
+        return self._read_extent(*self._chunk_extent(info, chunk))
+
     def _extent(self, info: TensorInfo) -> Extent | None:
-        """A tensor stored whole in one chunk is that chunk's extent; a sharded one has none."""
+        """A tensor stored whole in one plain chunk is that chunk's extent; a sharded or compressed one has none."""
         tensor = self._tensors.get(info.name)
         if tensor is None or len(tensor.chunks) != 1 or tensor.chunks[0].sizes != tensor.size:
             return None
-        return self._chunk_extent(info, tensor.chunks[0])[1]
+        return None if tensor.chunks[0].transformed else self._chunk_extent(info, tensor.chunks[0])[1]
 
     def _source_of(self, file: str) -> AnySource | None:
         return self._sources.get(file)
@@ -482,15 +483,14 @@ class DcpCheckpoint(Checkpoint):
             assert self._common is not None
             return self._common[info.name]
         tensor = self._tensors[info.name]
-        if (extent := self._extent(info)) is not None:
-            return self._read_extent(info, extent)
+        if len(tensor.chunks) == 1 and tensor.chunks[0].sizes == tensor.size:
+            return self._chunk_values(info, tensor.chunks[0])
         values = np.empty(tensor.size, info.dtype)
         for chunk in tensor.chunks:
-            part, extent = self._chunk_extent(info, chunk)
             place = tuple(
                 slice(start, start + length) for start, length in zip(chunk.offsets, chunk.sizes, strict=True)
             )
-            values[place] = self._read_extent(part, extent)
+            values[place] = self._chunk_values(info, chunk)
         return values
 
     # -- what it is --------------------------------------------------------------------
@@ -505,9 +505,7 @@ class DcpCheckpoint(Checkpoint):
         ranks = {
             match[1] for file in files if (match := re.match(r"__(\d+)_\d+", file) or re.match(r"shard-(\d+)", file))
         }
-        counts: dict[int, int] = {}
-        for tensor in self._tensors.values():
-            counts[len(tensor.chunks)] = counts.get(len(tensor.chunks), 0) + 1
+        counts = Counter(len(tensor.chunks) for tensor in self._tensors.values())
         sizes = {file: (self.path / file).stat().st_size for file in files if (self.path / file).is_file()}
         return {"ranks": len(ranks), "chunks_per_tensor": dict(sorted(counts.items())), "bytes_per_file": sizes}
 
@@ -521,8 +519,7 @@ class DcpCheckpoint(Checkpoint):
         for name, tensor in self._tensors.items():
             for chunk in tensor.chunks:
                 try:
-                    part, extent = self._chunk_extent(self._infos[name], chunk)
-                    self._read_extent(part, extent)
+                    self._chunk_values(self._infos[name], chunk)
                 except WeightscopeError as error:
                     problems.append(kept(error))
         if self._common is not None:
@@ -536,9 +533,9 @@ class DcpCheckpoint(Checkpoint):
             self._common.close()
 
 
-def _storage_items(storage: dict[Any, Any], where: AnyPath) -> dict[tuple[str, Any], tuple[str, int, int]]:
-    """``storage_data`` as ``(fqn, offsets or None) -> (file, offset, length)``, every entry checked."""
-    items: dict[tuple[str, Any], tuple[str, int, int]] = {}
+def _storage_items(storage: dict[Any, Any], where: AnyPath) -> dict[tuple[str, Any], tuple[str, int, int, bool]]:
+    """``storage_data`` as ``(fqn, offsets or None) -> (file, offset, length, zstd)``, every entry checked."""
+    items: dict[tuple[str, Any], tuple[str, int, int, bool]] = {}
     for key, info in storage.items():
         fqn: Any = key.get("fqn") if isinstance(key, _Record) else None
         offset: Any = key.get("offset") if isinstance(key, _Record) else None
@@ -549,22 +546,36 @@ def _storage_items(storage: dict[Any, Any], where: AnyPath) -> dict[tuple[str, A
         start, length = (info.get("offset"), info.get("length")) if isinstance(info, _Record) else (None, None)
         if not (isinstance(file, str) and type(start) is int and type(length) is int and min(start, length) >= 0):
             raise CorruptCheckpointError(f"{where}: '{fqn}' is stored at {show(info, 200)}")
-        descriptors = info.get("transform_descriptors")
-        if descriptors:
+        descriptors = info.get("transform_descriptors") or []
+        name, _, version = descriptors[0].partition("/") if len(descriptors) == 1 else ("", "", "")
+        if descriptors and (name != ZSTD or version.partition(".")[0] != "1"):
             raise UnsupportedFormatError(
-                f"{where}: '{fqn}' is stored through transforms {show(descriptors, 100)} (stream.zstd needs torch's "
-                "optional pyzstd); weightscope reads items stored as they are"
+                f"{where}: '{fqn}' is stored through transforms {show(descriptors, 100)}; weightscope reads "
+                f"{ZSTD}/1 (zstd) or none"
             )
-        items[(fqn, offset)] = (file, start, length)
+        items[(fqn, offset)] = (file, start, length, bool(descriptors))
     return items
+
+
+def _decompressed(window: _Window, bound: int) -> _Window:
+    """The item a zstd stream holds, refused where it would be more than ``bound`` bytes (decompressed into a
+    buffer of that size, which it cannot outgrow: a bomb stops when the buffer is full)."""
+    import cramjam
+
+    output = bytearray(bound + 1)
+    try:
+        written = cramjam.zstd.decompress_into(bytes(window.read(0, window.size, "a zstd stream")), output)
+    except cramjam.DecompressionError as error:
+        if "whole buffer" in str(error):  # cramjam's word for output that outgrew the buffer
+            raise LimitExceededError(f"{window.path}: a zstd stream of more than {bound:,} bytes") from None
+        raise CorruptCheckpointError(f"{window.path}: not a zstd stream ({error})") from None
+    if written > bound:
+        raise LimitExceededError(f"{window.path}: a zstd stream of more than {bound:,} bytes")
+    return _Window(memoryview(output)[:written], 0, written, str(window.path))
 
 
 def _check_chunks(where: str, size: tuple[int, ...], chunks: list[_Chunk]) -> None:
     """Refuse chunks of another rank than the tensor, outside it, overlapping, or leaving holes."""
-    if not chunks:
-        if math.prod(size):
-            raise CorruptCheckpointError(f"{where}: a tensor of shape {list(size)} with no chunks")
-        return
     for chunk in chunks:
         if len(chunk.offsets) != len(size) or len(chunk.sizes) != len(size):
             raise CorruptCheckpointError(
@@ -596,7 +607,7 @@ def _check_chunks(where: str, size: tuple[int, ...], chunks: list[_Chunk]) -> No
             raise LimitExceededError(f"{where}: more than {MAX_PAIRS:,} pairs of chunks to compare for overlap")
         active.append(chunk)
     covered = sum(math.prod(chunk.sizes) for chunk in chunks)
-    if covered != math.prod(size):
+    if covered != math.prod(size):  # none overlap and none lies outside: fewer values are holes
         raise CorruptCheckpointError(
             f"{where}: its chunks hold {covered} of its {math.prod(size)} values: they leave holes"
         )
@@ -604,16 +615,12 @@ def _check_chunks(where: str, size: tuple[int, ...], chunks: list[_Chunk]) -> No
 
 def _sharding_info(text: str | None, file: AnyPath) -> dict[str, Any]:
     """The saved offsets of each tensor of a DCP safetensors shard, by name ({} where it says none)."""
-    if text is None:
-        return {}
     try:
-        document = json.loads(text)
+        document = json.loads(text or "{}")
     except ValueError as error:
         raise CorruptCheckpointError(f"{file}: {HF_SHARDING_KEY} is not JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise CorruptCheckpointError(f"{file}: {HF_SHARDING_KEY} is not a JSON object")
     offsets = {}
-    for name, entry in document.items():
+    for name, entry in document.items() if isinstance(document, dict) else [(HF_SHARDING_KEY, document)]:
         place = entry.get("saved_offsets") if isinstance(entry, dict) else None
         if not (isinstance(place, list) and all(type(item) is int for item in place)):
             raise CorruptCheckpointError(f"{file}: {HF_SHARDING_KEY} gives '{name}' offsets {show(entry, 100)}")
