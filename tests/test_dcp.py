@@ -22,7 +22,7 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 import weightscope as ws
 from weightscope.cli import main
-from weightscope.runs import find_checkpoints
+from weightscope.runs import find_checkpoints, run_stats
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dcp"
 
@@ -194,10 +194,18 @@ def test_summary_shows_the_sharding(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_runs_takes_step_folders(tmp_path: Path) -> None:
-    for step in (200, 100):
-        save({"w": torch.full((3,), float(step))}, tmp_path / "checkpoint" / f"step-{step}")
-    found = find_checkpoints(tmp_path / "checkpoint")
+    import shutil
+
+    run = tmp_path / "checkpoint"
+    shutil.copytree(FIXTURES / "fsdp2_adam", run / "step-100")  # sharded: read through the reader
+    with ws.open(run / "step-100") as first:
+        doubled = {name: torch.from_numpy(first[name] * 2) for name in first if name.startswith("model.")}
+    save(doubled, run / "step-200")  # one chunk each: read by byte range
+    found = find_checkpoints(run)
     assert [(entry.path.name, entry.step) for entry in found] == [("step-100", 100), ("step-200", 200)]
+    stats = run_stats(run, scheduler="sync").by_name()["model.0.weight"]
+    assert [entry.step for entry in stats] == [100, 200]
+    assert stats[1].stats.l2 == pytest.approx(2 * stats[0].stats.l2) and stats[1].change_first == pytest.approx(1.0)
 
 
 def _rewrite(folder: Path, change: Any) -> None:
