@@ -100,8 +100,8 @@ MEGATRON_COMMON = "common.pt"
 ZIP_HEAD = b"PK\x03\x04"
 ZSTD = "stream.zstd"  # the one transform torch registers (_extension.py ZStandard), version 1
 ITEM_OVERHEAD = 1 << 20  # what a torch.save zip holds beside its one tensor's bytes, at most: a zstd stream's bound
-# Pairs of chunks compared for overlap, at most: a sweep along the first axis compares only chunks whose rows
-# meet (FSDP's shards none, a 2-D mesh's a row of them), so only a crafted file comes near this.
+# Pairs of chunks compared for overlap, at most: a sweep along the axis cut most compares only chunks that meet
+# along it (FSDP's or TP's shards none, a 2-D mesh's a row of them), so only a crafted file comes near this.
 MAX_PAIRS = 4_000_000
 ENTRY_BYTES = 2048  # what one listed tensor or chunk costs: its records, its row in a listing
 
@@ -588,12 +588,12 @@ def _check_chunks(where: str, size: tuple[int, ...], chunks: list[_Chunk]) -> No
             raise CorruptCheckpointError(
                 f"{where}: chunk at {list(chunk.offsets)} of shape {list(chunk.sizes)} lies outside {list(size)}"
             )
-    pairs = 0
-    ordered = sorted((chunk for chunk in chunks if math.prod(chunk.sizes)), key=lambda chunk: chunk.offsets)
+    pairs, filled = 0, [chunk for chunk in chunks if math.prod(chunk.sizes)]
+    axis = max(range(len(size)), key=lambda axis: len({chunk.offsets[axis] for chunk in filled}), default=0)
     active: list[_Chunk] = []
-    for chunk in ordered:  # a sweep along the first axis: only chunks whose rows meet can overlap
-        row = chunk.offsets[0] if chunk.offsets else 0
-        active = [other for other in active if not other.offsets or other.offsets[0] + other.sizes[0] > row]
+    for chunk in sorted(filled, key=lambda chunk: chunk.offsets[axis : axis + 1]):  # a sweep along that axis
+        start = chunk.offsets[axis] if chunk.offsets else 0
+        active = [other for other in active if not other.offsets or other.offsets[axis] + other.sizes[axis] > start]
         for other in active:
             pairs += 1
             if all(
