@@ -94,9 +94,10 @@ def test_single_process_checkpoint_reads_as_torch_converts_it(mixed: Path, tmp_p
         }
 
 
-def test_metadata_file_opens_its_folder(mixed: Path) -> None:
-    with ws.open(mixed / ".metadata") as ckpt:
-        assert ckpt.path == mixed and "model.layer.weight" in ckpt
+def test_metadata_or_a_data_file_opens_its_folder(mixed: Path) -> None:
+    for file in (".metadata", "__0_0.distcp"):
+        with ws.open(mixed / file) as ckpt:
+            assert ckpt.format == "dcp" and ckpt.path == mixed and "model.layer.weight" in ckpt
 
 
 def test_fsdp2_two_ranks_uneven_chunks_and_adam_state(tmp_path: Path) -> None:

@@ -137,18 +137,18 @@ def _sniff_tensorflow(path: AnyPath, entry: Format) -> bool:
 
 # PyTorch DCP (weightscope.formats.dcp): its metadata file, its data files' ending, and the shards of its
 # safetensors storage (HuggingFaceStorageWriter with save_distributed).
-_DCP_METADATA = ".metadata"
+_DCP_METADATA, _DCP_DATA = ".metadata", ".distcp"
 _DCP_SHARD = re.compile(r"^shard-\d{5}-model-\d{5}-of-\d{5}\.safetensors$")
 
 
 def _sniff_dcp(path: AnyPath, entry: Format) -> bool:
-    """A folder holding ``.metadata`` and ``*.distcp`` files (or that ``.metadata``), or DCP's safetensors shards."""
-    folder = path.parent if path.name == _DCP_METADATA else path
+    """A folder holding ``.metadata`` and ``*.distcp`` files (or one of those files), or DCP's safetensors shards."""
+    folder = path.parent if path.name == _DCP_METADATA or path.suffix == _DCP_DATA else path
     if not folder.is_dir():
         return False
     local = local_path(folder)
     if (folder / _DCP_METADATA).is_file():
-        return path is not folder or local is None or any(local.glob(f"*{entry.suffixes[0]}"))
+        return path is not folder or local is None or any(local.glob(f"*{_DCP_DATA}"))
     return path is folder and local is not None and any(_DCP_SHARD.match(name) for name in os.listdir(local))
 
 
@@ -232,7 +232,6 @@ _BUILT_IN = (
         "PyTorch Distributed Checkpoint (DCP: FSDP, torchtitan, Megatron torch_dist): .metadata + __R_I.distcp",
         "weightscope.formats.dcp:DcpCheckpoint",
         sniffer=_sniff_dcp,
-        suffixes=(".distcp",),  # its data files' (a folder of them is the checkpoint)
         local_only="a DCP folder is read from local files only (its files are found by listing it)",
         folder=True,
     ),

@@ -249,7 +249,7 @@ class DcpCheckpoint(Checkpoint):
 
     def __init__(self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True) -> None:
         location = as_path(path)
-        super().__init__(location.parent if location.name == METADATA else location)
+        super().__init__(location.parent if location.name == METADATA or location.suffix == ".distcp" else location)
         self.verify_checksums = verify
         self._sources: dict[str, AnySource] = {}
         self._tensors: dict[str, _Sharded] = {}
