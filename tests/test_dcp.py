@@ -192,6 +192,10 @@ def test_convert_to_a_file_and_a_folder(tmp_path: Path, capsys: pytest.CaptureFi
 def test_summary_shows_the_sharding(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["summary", str(FIXTURES / "fsdp2_adam")]) == 0
     assert "sharding: 2 ranks; tensors by chunks: 4 in 1, 12 in 2; files: __0_0.distcp" in capsys.readouterr().out
+    assert main(["summary", "--json", str(FIXTURES / "fsdp2_adam")]) == 0
+    sizes = {name: (FIXTURES / "fsdp2_adam" / name).stat().st_size for name in ("__0_0.distcp", "__1_0.distcp")}
+    sharding = json.loads(capsys.readouterr().out)["sharding"]
+    assert sharding == {"ranks": 2, "chunks_per_tensor": {"1": 4, "2": 12}, "bytes_per_file": sizes}
 
 
 def test_runs_takes_step_folders(tmp_path: Path) -> None:
