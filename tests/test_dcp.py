@@ -175,6 +175,30 @@ def test_metadata_naming_another_global_is_refused(mixed: Path, capsys: pytest.C
     assert "posix.getcwd" in capsys.readouterr().err
 
 
+def test_deeply_nested_metadata_is_refused_without_recursing(mixed: Path) -> None:
+    import sys
+
+    from torch.distributed.checkpoint.metadata import ChunkStorageMetadata
+
+    chain: Any = None
+    for _ in range(5000):
+        chain = ChunkStorageMetadata(chain, torch.Size([1]))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)  # for pickle.dump's own recursion
+    try:
+        (mixed / ".metadata").write_bytes(pickle.dumps(chain))
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(ws.CorruptCheckpointError, match="not a DCP Metadata but ChunkStorageMetadata"):
+        ws.open(mixed)
+
+
+def test_a_tuple_of_tensors_is_one_bytes_entry_noted(tmp_path: Path) -> None:
+    folder = save({"w": torch.ones(2), "pair": (torch.ones(2), torch.zeros(3))}, tmp_path / "pair")
+    with ws.open(folder) as ckpt:
+        assert list(ckpt) == ["w"] and ckpt.notes == ["bytes entry 'pair' holds 2 tensors, not listed"]
+
+
 def test_convert_to_a_file_and_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from safetensors.torch import load_file
 

@@ -95,8 +95,7 @@ if TYPE_CHECKING:
 METADATA = ".metadata"
 HF_SHARD = re.compile(r"^shard-\d{5}-model-\d{5}-of-\d{5}\.safetensors$")
 HF_SHARDING_KEY = "DCP_SHARDING_INFO"
-MEGATRON_CONFIG = "metadata.json"
-MEGATRON_COMMON = "common.pt"
+MEGATRON_CONFIG, MEGATRON_COMMON = "metadata.json", "common.pt"
 ZIP_HEAD = b"PK\x03\x04"
 ZSTD = "stream.zstd"  # the one transform torch registers (_extension.py ZStandard), version 1
 ITEM_OVERHEAD = 1 << 20  # what a torch.save zip holds beside its one tensor's bytes, at most: a zstd stream's bound
@@ -118,12 +117,15 @@ _CALLS = [("torch", "Size"), ("torch.serialization", "_get_layout"), (_METADATA_
 MEMORY_FORMATS = ("contiguous_format", "channels_last", "preserve_format")  # _MEM_FORMAT_ENCODING's values 0, 1, 2
 
 
-@dataclass(eq=False)  # hashed by identity: a MetadataIndex is a dict key, and nothing in the file chooses its hash
+@dataclass(eq=False, repr=False)  # hashed by identity: a MetadataIndex is a dict key; nothing in the file chooses it
 class _Record:
     """An instance of one of DCP's metadata classes, as inert attributes."""
 
     kind: str
     attributes: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # not its attributes': records nest as deep as the pickle makes them
+        return f"{self.kind}({', '.join(map(str, self.attributes))})"
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.attributes.get(name, default)
@@ -191,8 +193,7 @@ class _Chunk(NamedTuple):
     transformed: bool = False  # a zstd stream of the item (``stream.zstd/1``)
 
 
-@dataclass
-class _Sharded:
+class _Sharded(NamedTuple):
     """A tensor of the checkpoint: its size and type, and its chunks."""
 
     size: tuple[int, ...]
@@ -206,10 +207,7 @@ class _Window:
     def __init__(self, source: AnySource | memoryview, start: int, length: int, label: str) -> None:
         self._source, self._start, self.size = source, start, length  # a memoryview: a decompressed item
         self.path = Path(label)  # what messages name: the data file and the item's offset
-
-    @property
-    def local_path(self) -> Path | None:
-        return None
+        self.local_path: Path | None = None  # nothing to map on its own
 
     def read(self, offset: int, length: int, what: str) -> memoryview:
         check_range(self.path, offset, length, self.size, what)
@@ -351,10 +349,13 @@ class DcpCheckpoint(Checkpoint):
         if stored is None:
             raise CorruptCheckpointError(f"{self.path / METADATA}: no storage entry for bytes entry '{fqn}'")
         try:
-            value = self._item(_Chunk((), (), *stored), Limits.for_size(stored[2]).memory).value()
+            item = self._item(_Chunk((), (), *stored), Limits.for_size(stored[2]).memory)
+            value = item.value()
         except WeightscopeError as error:
             self._notes.append(f"bytes entry '{fqn}' not read: {error}")
             return
+        if len(item):  # a tuple of tensors is saved whole, as one bytes item
+            self._notes.append(f"bytes entry '{fqn}' holds {len(item)} tensors, not listed")
         index.metadata[fqn] = value if isinstance(value, str) else show(value, 1000)
 
     def _load_megatron(self, folder: AnyPath, index: Index) -> None:
@@ -502,9 +503,7 @@ class DcpCheckpoint(Checkpoint):
     def sharding(self) -> dict[str, Any]:
         """How the checkpoint is sharded: its ranks, chunks per tensor (tensors by count) and bytes per file."""
         files = sorted({chunk.file for tensor in self._tensors.values() for chunk in tensor.chunks})
-        ranks = {
-            match[1] for file in files if (match := re.match(r"__(\d+)_\d+", file) or re.match(r"shard-(\d+)", file))
-        }
+        ranks = {re.sub(r"_\d+\.distcp$|-model-.*$", "", file) for file in files}  # __R_I.distcp, shard-R-model-...
         counts = Counter(len(tensor.chunks) for tensor in self._tensors.values())
         sizes = {file: (self.path / file).stat().st_size for file in files if (self.path / file).is_file()}
         return {"ranks": len(ranks), "chunks_per_tensor": dict(sorted(counts.items())), "bytes_per_file": sizes}
