@@ -199,6 +199,23 @@ def test_a_tuple_of_tensors_is_one_bytes_entry_noted(tmp_path: Path) -> None:
         assert list(ckpt) == ["w"] and ckpt.notes == ["bytes entry 'pair' holds 2 tensors, not listed"]
 
 
+def test_scan_lists_what_metadata_names(mixed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from weightscope.formats.dcp import scan
+
+    report = scan(mixed)
+    assert report.verdict is None and all(entry.allowed for entry in report)
+    assert {"torch.distributed.checkpoint.metadata.Metadata", "torch.Size"} <= {entry.name for entry in report}
+    assert main(["scan", str(mixed)]) == 0
+    metadata = pickle.loads((mixed / ".metadata").read_bytes())
+    metadata.storage_meta.modules = [_Evil()]
+    (mixed / ".metadata").write_bytes(pickle.dumps(metadata))
+    report = scan(mixed / ".metadata")
+    assert [entry.name for entry in report if not entry.allowed] == ["posix.getcwd", "posix.getcwd"]
+    assert isinstance(report.verdict, ws.RefusedError)
+    assert main(["scan", str(mixed)]) == 6
+    assert "opening this file would run code" in capsys.readouterr().err
+
+
 def test_convert_to_a_file_and_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from safetensors.torch import load_file
 

@@ -233,6 +233,7 @@ _BUILT_IN = (
         "weightscope.formats.dcp:DcpCheckpoint",
         sniffer=_sniff_dcp,
         local_only="a DCP folder is read from local files only (its files are found by listing it)",
+        scanner="weightscope.formats.dcp:scan",
         folder=True,
     ),
     Format(
@@ -419,10 +420,10 @@ DEFAULT_TARGET = "safetensors"  # what ``runs convert`` writes unless told
 
 
 def scanner_for(path: AnyPath) -> Callable[[AnyPath], Any]:
-    """The ``scan`` of the first format with one that claims ``path``; else the first format's with one (which
-    says what is wrong with the file)."""
+    """The ``scan`` of the first format with one that claims ``path``; else the first one-file format's with one
+    (which says what is wrong with the file)."""
     scanners = FORMATS.scanners()
-    chosen = next((entry for entry in scanners if entry.sniff(path)), scanners[0])
+    chosen = next((entry for entry in scanners if entry.sniff(path)), next(e for e in scanners if not e.folder))
     return _import(chosen.scanner)  # type: ignore[arg-type]
 
 

@@ -43,9 +43,10 @@ with ``metadata.json`` (``{"sharded_backend": "torch_dist"}``) and ``common.pt``
 non-sharded state: its tensors listed beside; one naming globals outside the allow-list, such as
 ``argparse.Namespace``, left out with a note).
 
-Security model: ``.metadata`` is read by ``weightscope.containers.unpickler`` under ``DcpAllowList``: exactly
-the classes above (as inert records), ``torch.Size``, the dtypes, ``_get_layout`` of a string, the memory-format
-enum by value and ``pathlib``'s path classes (as strings); any other global is ``RefusedError`` naming it.
+Security model: ``.metadata`` is read by ``weightscope.containers.unpickler`` under ``DcpAllowList``
+(``weightscope.formats.dcp_pickle``): exactly the classes above (as inert records), ``torch.Size``, the dtypes,
+``_get_layout`` of a string, the memory-format enum by value and ``pathlib``'s path classes (as strings); any
+other global is ``RefusedError`` naming it. ``scan`` lists what it names without building anything.
 
 A reader must refuse: a ``.metadata`` that is not such a ``Metadata``; a data file missing
 (``CheckpointNotFoundError``) or outside the folder (``RefusedError``); an item past its file's end
@@ -62,17 +63,16 @@ import math
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from weightscope.bounds import check_range
 from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
 from weightscope.confine import confined
-from weightscope.containers.allow_list import AllowList, Global, ints, show
-from weightscope.containers.unpickler import Unpickler, size_of
+from weightscope.containers.allow_list import Global, ScanEntry, ScanReport, ints, show
+from weightscope.containers.unpickler import size_of
 from weightscope.dtypes import BY_NAME, check_rank, check_size
 from weightscope.errors import (
     CheckpointNotFoundError,
@@ -83,8 +83,9 @@ from weightscope.errors import (
     kept,
 )
 from weightscope.formats._folder_choice import read_json
+from weightscope.formats.dcp_pickle import DcpAllowList, _MetadataUnpickler, _Record
 from weightscope.formats.pytorch import PyTorchCheckpoint
-from weightscope.formats.pytorch_pickle import TORCH_DTYPES, _Unpickler
+from weightscope.formats.pytorch_pickle import _Unpickler
 from weightscope.layers import TORCH_SLOTS, TensorRole
 from weightscope.limits import Budget, Limits
 from weightscope.sources import AnyPath, AnySource, as_path, open_source
@@ -103,83 +104,6 @@ ITEM_OVERHEAD = 1 << 20  # what a torch.save zip holds beside its one tensor's b
 # along it (FSDP's or TP's shards none, a 2-D mesh's a row of them), so only a crafted file comes near this.
 MAX_PAIRS = 4_000_000
 ENTRY_BYTES = 2048  # what one listed tensor or chunk costs: its records, its row in a listing
-
-_METADATA_MODULE = "torch.distributed.checkpoint.metadata"
-_CLASSES = (
-    *[(_METADATA_MODULE, name) for name in ("Metadata", "TensorStorageMetadata", "BytesStorageMetadata")],
-    *[(_METADATA_MODULE, name) for name in ("ChunkStorageMetadata", "TensorProperties", "MetadataIndex")],
-    (_METADATA_MODULE, "StorageMeta"),
-    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
-    ("torch.distributed._shard.sharded_tensor.metadata", "TensorProperties"),  # where torch 2.0-2.1 kept it
-)
-_PATHS = [(module, name) for module in ("pathlib", "pathlib._local") for name in ("PosixPath", "WindowsPath", "Path")]
-_CALLS = [("torch", "Size"), ("torch.serialization", "_get_layout"), (_METADATA_MODULE, "_MEM_FORMAT_ENCODING")]
-MEMORY_FORMATS = ("contiguous_format", "channels_last", "preserve_format")  # _MEM_FORMAT_ENCODING's values 0, 1, 2
-
-
-@dataclass(eq=False, repr=False)  # hashed by identity: a MetadataIndex is a dict key; nothing in the file chooses it
-class _Record:
-    """An instance of one of DCP's metadata classes, as inert attributes."""
-
-    kind: str
-    attributes: dict[str, Any] = field(default_factory=dict)
-
-    def __repr__(self) -> str:  # not its attributes': records nest as deep as the pickle makes them
-        return f"{self.kind}({', '.join(map(str, self.attributes))})"
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.attributes.get(name, default)
-
-
-class DcpAllowList(AllowList):
-    """DCP's metadata classes as records, ``torch.Size`` as tuples, dtypes, layouts and paths as names."""
-
-    globals: ClassVar[dict[tuple[str, str], Global]] = {
-        **{key: Global(*key, "class") for key in _CLASSES},
-        **{key: Global(*key, "call") for key in _CALLS},
-        **{key: Global(*key, "path") for key in _PATHS},
-        **{("torch", name): Global("torch", name, "dtype", element) for name, element in TORCH_DTYPES.items()},
-    }
-
-    def call(self, function: Global, args: tuple[Any, ...], unpickler: Unpickler) -> Any:
-        name = function.name
-        if name == "Size" and len(args) == 1 and ints(args[0]):
-            return args[0]
-        if name == "_get_layout" and len(args) == 1 and isinstance(args[0], str):
-            return args[0]
-        if name == "_MEM_FORMAT_ENCODING" and len(args) == 1 and args[0] in range(len(MEMORY_FORMATS)):
-            return MEMORY_FORMATS[args[0]]
-        if function.kind == "path" and all(isinstance(part, str) for part in args):
-            return "/".join(args)
-        if function.kind == "class":  # called, not made by NEWOBJ: not how pickle makes a dataclass
-            return super().call(function, args, unpickler)
-        raise CorruptCheckpointError(f"{unpickler.where}: {function.qualname} called with arguments {show(args, 200)}")
-
-    def new(self, cls: Global, args: tuple[Any, ...], unpickler: Unpickler) -> Any:
-        if cls.kind == "class" and args == ():
-            return _Record(cls.name)
-        if cls.kind == "path":
-            return self.call(cls, args, unpickler)
-        return super().new(cls, args, unpickler)
-
-    def build(self, target: Any, state: Any, unpickler: Unpickler) -> bool:
-        if not isinstance(target, _Record):
-            return super().build(target, state, unpickler)
-        if target.kind == "TensorProperties" and isinstance(state, tuple) and len(state) == 5:
-            names = ("dtype", "layout", "requires_grad", "memory_format", "pin_memory")
-            state = dict(zip(names, state, strict=True))
-        if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
-            raise CorruptCheckpointError(f"{unpickler.where}: a {target.kind} given the state {show(state, 200)}")
-        target.attributes.update(state)
-        return True
-
-
-class _MetadataUnpickler(Unpickler):
-    """The unpickler of ``.metadata``: ``storage_data`` is keyed by ``MetadataIndex`` records."""
-
-    def check_key(self, container: object, key: object) -> None:
-        if not isinstance(key, _Record):  # hashed by identity: no collisions to craft
-            super().check_key(container, key)
 
 
 class _Chunk(NamedTuple):
@@ -265,11 +189,8 @@ class DcpCheckpoint(Checkpoint):
         folder = self.path
         if not (folder / METADATA).is_file():
             return self._load_safetensors(folder)
-        source = self._open(METADATA)
-        budget = Budget(Limits.for_size(source.size), folder / METADATA)
-        data = bytes(source.read(0, source.size, "the metadata pickle"))
-        unpickler = _MetadataUnpickler(data, str(folder / METADATA), DcpAllowList(), budget=budget)
-        metadata = unpickler.load()
+        unpickler = _metadata_unpickler(self._open(METADATA), folder / METADATA, scan=False)
+        metadata, budget = unpickler.load(), unpickler.budget
         index = Index()
         self._read_metadata(metadata, index, budget)
         self._load_megatron(folder, index)
@@ -530,6 +451,37 @@ class DcpCheckpoint(Checkpoint):
             source.close()
         if self._common is not None:
             self._common.close()
+
+
+def _metadata_unpickler(source: AnySource, path: AnyPath, *, scan: bool) -> _MetadataUnpickler:
+    return _MetadataUnpickler(
+        bytes(source.read(0, source.size, "the metadata pickle")),
+        str(path),
+        DcpAllowList(),
+        scan=scan,
+        budget=Budget(Limits.for_size(source.size), path),
+    )
+
+
+def scan(path: str | os.PathLike[str]) -> ScanReport:
+    """The globals and calls ``.metadata`` names (of the DCP folder at ``path``, or that file), each marked allowed
+    or refused, and the verdict: what opening the folder raises. Nothing is imported or called."""
+    location = as_path(path)
+    metadata = location if location.name == METADATA else location / METADATA
+    report = ScanReport()  # none in the safetensors storage: no pickle to scan
+    if metadata.is_file():
+        source = open_source(metadata)
+        try:
+            unpickler = _metadata_unpickler(source, metadata, scan=True)
+            unpickler.load()
+        finally:
+            source.close()
+        report.extend(ScanEntry(*key, count) for key, count in unpickler.found.items())
+    try:
+        DcpCheckpoint(location).close()
+    except WeightscopeError as error:
+        report.verdict = kept(error)
+    return report
 
 
 def _storage_items(storage: dict[Any, Any], where: AnyPath) -> dict[tuple[str, Any], tuple[str, int, int, bool]]:
