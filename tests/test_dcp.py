@@ -131,6 +131,23 @@ def test_hf_safetensors_storage_reads_as_torch_loads_it() -> None:
         assert ckpt.verify() == []
 
 
+def test_megatron_optimizer_state_keys_attach_to_their_parameter(tmp_path: Path) -> None:
+    # Megatron-Core names sharded optimizer state optimizer.state.<slot>.<parameter key>, in a flat state dict
+    flat = {"decoder.layers.linear.weight": torch.ones(4, 2), "embedding.word_embeddings.weight": torch.ones(8, 2)}
+    flat |= {
+        f"optimizer.state.{slot}.{name}": torch.zeros(value.shape)
+        for name, value in list(flat.items())
+        for slot in ("exp_avg", "fp32_param")
+    }
+    with ws.open(save(flat, tmp_path / "iter_0000010")) as ckpt:
+        role = ckpt.role("optimizer.state.fp32_param.decoder.layers.linear.weight")
+        assert (role.kind, role.role, role.owner) == ("optimizer", "fp32_param", "decoder.layers.linear.weight")
+        assert (
+            ckpt.role("optimizer.state.exp_avg.embedding.word_embeddings.weight").owner
+            == "embedding.word_embeddings.weight"
+        )
+
+
 def test_zstd_items_read_as_torch_reads_them() -> None:
     expected = np.load(FIXTURES / "zstd_expected.npz")  # made by torch with zstandard: make_dcp_zstd.py
     with ws.open(FIXTURES / "zstd") as ckpt:
@@ -148,6 +165,7 @@ def test_megatron_common_pt_is_listed_beside(tmp_path: Path) -> None:
     torch.save({"embedding": torch.arange(4.0), "iteration": 100}, folder / "common.pt")
     with ws.open(folder) as ckpt:
         assert sorted(ckpt) == ["decoder.weight", "embedding"]
+        assert ckpt.role("decoder.weight").kind == "parameter"
         assert np.array_equal(ckpt["embedding"], np.arange(4.0, dtype=np.float32))
         assert ckpt.metadata["common.iteration"] == "100" and ckpt.metadata["megatron.sharded_backend"] == "torch_dist"
     import argparse

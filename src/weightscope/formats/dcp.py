@@ -31,7 +31,8 @@ section 2, corrected where it was wrong):
   and tuples are one bytes item. ``get_state_dict(model, optimizer)`` keys optimizer state by parameter name,
   one part of the path (``optim.state.0.weight.exp_avg`` is ``('optim', 'state', '0.weight', 'exp_avg')``),
   ``step`` a 0-d tensor, ``optim.param_groups.0.lr`` ... bytes items; it is attached to the one listed
-  parameter named so (or ``<prefix>.<name>``: ``model.0.weight``) as its optimizer state (``TensorRole``).
+  parameter named so (or ``<prefix>.<name>``: ``model.0.weight``) as its optimizer state (``TensorRole``), as is
+  Megatron-Core's ``optimizer.state.exp_avg.<parameter key>`` (one path part: Megatron flattens its own keys).
 - **Sharded tensors** (DTensor: FSDP, TP): one chunk per shard, each its own item, placed at its ``offsets``
   in ``size`` (uneven: FSDP2 splits 7 rows 4 + 3). Tensors and bytes that are no DTensor are saved once.
 
@@ -97,6 +98,10 @@ METADATA = ".metadata"
 HF_SHARD = re.compile(r"^shard-\d{5}-model-\d{5}-of-\d{5}\.safetensors$")
 HF_SHARDING_KEY = "DCP_SHARDING_INFO"
 MEGATRON_CONFIG, MEGATRON_COMMON = "metadata.json", "common.pt"
+# Megatron-Core's optimizer state keys (dist_checkpointing/optimizer.py): optimizer.state.<slot>.<parameter key>, its
+# distributed optimizer's fp32 master weights under the slots fp32_param (or param).
+MEGATRON_STATE = "optimizer.state."
+MEGATRON_SLOTS = TORCH_SLOTS | {"fp32_param", "param"}
 ZIP_HEAD = b"PK\x03\x04"
 ZSTD = "stream.zstd"  # the one transform torch registers (_extension.py ZStandard), version 1
 ITEM_OVERHEAD = 1 << 20  # what a torch.save zip holds beside its one tensor's bytes, at most: a zstd stream's bound
@@ -580,13 +585,17 @@ def _sharding_info(text: str | None, file: AnyPath) -> dict[str, Any]:
 
 
 def _optimizer_roles(infos: dict[str, TensorInfo], paths: dict[Any, Any]) -> dict[str, TensorRole]:
-    """Optimizer state (``optim.state.<parameter>.<slot>``, by its flattening path) attached to its parameter:
-    the one listed tensor, not itself optimizer state, named ``<parameter>`` or ``<prefix>.<parameter>``."""
+    """Optimizer state (``optim.state.<parameter>.<slot>``, by its flattening path; Megatron-Core's one-part
+    ``optimizer.state.<slot>.<parameter>``) attached to its parameter: the one listed tensor, not itself optimizer
+    state, named ``<parameter>`` or ``<prefix>.<parameter>``."""
     states: dict[str, tuple[str, str]] = {}
     for name in infos:
         path = paths.get(name)
+        slot, _, parameter = name.removeprefix(MEGATRON_STATE).partition(".")
         if isinstance(path, tuple) and len(path) >= 4 and path[-3] == "state" and path[-1] in TORCH_SLOTS:
             states[name] = (str(path[-2]), str(path[-1]))
+        elif name.startswith(MEGATRON_STATE) and slot in MEGATRON_SLOTS and parameter:
+            states[name] = (parameter, slot)
     owners: dict[str, list[str]] = {}
     for name in infos:
         if name not in states:
