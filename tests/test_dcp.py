@@ -114,7 +114,7 @@ def test_fsdp2_two_ranks_uneven_chunks_and_adam_state(tmp_path: Path) -> None:
         assert ckpt.sharding()["ranks"] == 2  # type: ignore[index]
 
 
-def test_hf_safetensors_storage_reads_as_torch_loads_it() -> None:
+def test_hf_safetensors_storage_reads_as_torch_loads_it(capsys: pytest.CaptureFixture[str]) -> None:
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 
     folder = FIXTURES / "hf_sharded"
@@ -129,6 +129,8 @@ def test_hf_safetensors_storage_reads_as_torch_loads_it() -> None:
             assert same_bits(ckpt[name], expected[name]), name
             assert np.array_equal(ckpt[name], whole[f"model.{name}"])
         assert ckpt.verify() == []
+    assert main(["verify", str(folder)]) == 0
+    assert "no checksums checked: the 2 dcp shards have none" in capsys.readouterr().out
 
 
 def test_megatron_optimizer_state_keys_attach_to_their_parameter(tmp_path: Path) -> None:

@@ -309,7 +309,7 @@ class DcpCheckpoint(Checkpoint):
         """The Hugging Face storage variant: each rank's safetensors shard, its chunks' offsets in its metadata."""
         from weightscope.formats.safetensors import SafetensorsCheckpoint
 
-        self._safetensors = True
+        self._safetensors, self.checksums = True, ""  # safetensors files hold none
         found: dict[str, tuple[str, list[_Chunk]]] = {}
         index = Index()
         for file in sorted(folder.iterdir(), key=lambda file: file.name):  # type: ignore[union-attr]
@@ -436,7 +436,8 @@ class DcpCheckpoint(Checkpoint):
 
     def checked_files(self) -> list[tuple[AnyPath, str, str]]:
         metadata = str(self.path / METADATA)
-        return [(as_path(file), self.format, self.checksums) for file in self._sources if file != metadata]
+        common = self._common.checked_files() if self._common is not None else []
+        return [(as_path(file), self.format, self.checksums) for file in self._sources if file != metadata] + common
 
     def verify(self) -> list[WeightscopeError]:
         """Every chunk's item read and checked (its bounds, its zip's CRC-32), every tensor reassembled."""
