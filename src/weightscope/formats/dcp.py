@@ -516,19 +516,20 @@ def _storage_items(storage: dict[Any, Any], where: AnyPath) -> dict[tuple[str, A
 
 def _decompressed(window: _Window, bound: int) -> _Window:
     """The item a zstd stream holds, refused where it would be more than ``bound`` bytes (decompressed into a
-    buffer of that size, which it cannot outgrow: a bomb stops when the buffer is full)."""
+    buffer of that size, which it cannot outgrow: a bomb stops when the buffer is full; left uninitialised, its
+    pages are only those written)."""
     import cramjam
 
-    output = bytearray(bound + 1)
+    output = np.empty(bound + 1, np.uint8)
     try:
-        written = cramjam.zstd.decompress_into(bytes(window.read(0, window.size, "a zstd stream")), output)
+        written = cramjam.zstd.decompress_into(bytes(window.read(0, window.size, "a zstd stream")), output.data)
     except cramjam.DecompressionError as error:
         if "whole buffer" in str(error):  # cramjam's word for output that outgrew the buffer
             raise LimitExceededError(f"{window.path}: a zstd stream of more than {bound:,} bytes") from None
         raise CorruptCheckpointError(f"{window.path}: not a zstd stream ({error})") from None
     if written > bound:
         raise LimitExceededError(f"{window.path}: a zstd stream of more than {bound:,} bytes")
-    return _Window(memoryview(output)[:written], 0, written, str(window.path))
+    return _Window(memoryview(output.data)[:written], 0, written, str(window.path))
 
 
 def _check_chunks(where: str, size: tuple[int, ...], chunks: list[_Chunk]) -> None:
