@@ -114,6 +114,28 @@ def test_fsdp2_two_ranks_uneven_chunks_and_adam_state(tmp_path: Path) -> None:
         assert ckpt.sharding()["ranks"] == 2  # type: ignore[index]
 
 
+def test_ranks_saved_without_collectives_are_one_checkpoint(tmp_path: Path) -> None:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    folder = FIXTURES / "no_collectives"  # __0.metadata and __1.metadata: each lists what its rank wrote
+    with ws.open(folder / "__1.metadata") as ckpt, ws.open(FIXTURES / "fsdp2_adam") as whole:
+        assert ckpt.path == folder and sorted(ckpt) == sorted([*(name for name in whole if "model" in name), "seen"])
+        assert ckpt.chunks("model.0.weight") == [((0, 0), (4, 5), "__0_0.distcp"), ((4, 0), (3, 5), "__1_0.distcp")]
+        for name in ckpt:
+            if name != "seen":
+                assert np.array_equal(ckpt[name], whole[name]), name
+        ranks = [FileSystemReader(folder).read_metadata(rank=rank) for rank in (0, 1)]
+        assert [metadata.state_dict_metadata["seen"].chunks[0].offsets for metadata in ranks] == [(), ()]
+        assert ckpt["seen"] == 0.0  # both ranks saved their own value: rank 0's is read
+        assert ckpt.verify() == []
+    (folder_copy := tmp_path / "copy").mkdir()
+    for file in ("__1.metadata", "__1_0.distcp"):
+        (folder_copy / file).write_bytes((folder / file).read_bytes())
+    (folder_copy / "__0_0.distcp").write_bytes((folder / "__0_0.distcp").read_bytes())
+    with pytest.raises(ws.CheckpointNotFoundError, match=r"__0\.metadata is missing"):
+        ws.open(folder_copy, format="dcp")
+
+
 def test_hf_safetensors_storage_reads_as_torch_loads_it(capsys: pytest.CaptureFixture[str]) -> None:
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 

@@ -142,12 +142,13 @@ _DCP_SHARD = re.compile(r"^shard-\d{5}-model-\d{5}-of-\d{5}\.safetensors$")
 
 
 def _sniff_dcp(path: AnyPath, entry: Format) -> bool:
-    """A folder holding ``.metadata`` and ``*.distcp`` files (or one of those files), or DCP's safetensors shards."""
-    folder = path.parent if path.name == _DCP_METADATA or path.suffix == _DCP_DATA else path
+    """A folder holding ``.metadata`` (or rank 0's ``__0.metadata``) and ``*.distcp`` files, or one of those files;
+    or DCP's safetensors shards."""
+    folder = path.parent if path.name == _DCP_METADATA or path.suffix in (_DCP_METADATA, _DCP_DATA) else path
     if not folder.is_dir():
         return False
     local = local_path(folder)
-    if (folder / _DCP_METADATA).is_file():
+    if (folder / _DCP_METADATA).is_file() or (folder / f"__0{_DCP_METADATA}").is_file():
         return path is not folder or local is None or any(local.glob(f"*{_DCP_DATA}"))
     return path is folder and local is not None and any(_DCP_SHARD.match(name) for name in os.listdir(local))
 

@@ -5,9 +5,10 @@ What FSDP2, torchtitan, accelerate, Megatron-Core ``torch_dist`` and NeMo 2 writ
 ``metadata.py``, ``_nested_dict.py``, ``_extension.py``, ``hf_storage.py``; ``shared/formats/next-formats.md``
 section 2, corrected where it was wrong):
 
-- **The folder**: ``.metadata`` (one pickle by the coordinator; per-rank ``__{rank}.metadata``, written without
-  collectives, is not read) and data files ``__{rank}_{i}.distcp`` (``i``: the writer's thread bucket). The
-  folder, or its ``.metadata``, opens it. (``HuggingFaceStorageWriter`` without ``save_distributed`` also
+- **The folder**: ``.metadata`` (one pickle by the coordinator; saved with ``use_collectives=False``, each rank's
+  own ``__{rank}.metadata`` of what it wrote, merged here: chunks gathered, what several ranks saved, such as
+  replicated values, taken from the first) and data files ``__{rank}_{i}.distcp`` (``i``: the writer's thread
+  bucket). The folder, or any file of it, opens it. (``HuggingFaceStorageWriter`` without ``save_distributed`` also
   writes a ``.metadata``, but as a JSON index beside ``model-0000N-of-0000M.safetensors``: no DCP folder.)
 - **``.metadata``** (``pickle.dump``, protocol 4): each dataclass made by ``NEWOBJ`` of its class with no
   arguments and ``BUILD`` of its attributes as a dict; ``TensorProperties``' state is the 5-tuple ``(dtype,
@@ -84,17 +85,18 @@ from weightscope.errors import (
     kept,
 )
 from weightscope.formats._folder_choice import read_json
-from weightscope.formats.dcp_pickle import DcpAllowList, _MetadataUnpickler, _Record
+from weightscope.formats.dcp_pickle import DcpAllowList, _merged, _MetadataUnpickler, _Record
 from weightscope.formats.pytorch import PyTorchCheckpoint
 from weightscope.formats.pytorch_pickle import _Unpickler
 from weightscope.layers import TORCH_SLOTS, TensorRole
 from weightscope.limits import Budget, Limits
-from weightscope.sources import AnyPath, AnySource, as_path, open_source
+from weightscope.sources import AnyPath, AnySource, as_path, local_path, open_source
 
 if TYPE_CHECKING:
     from weightscope.remote import RemotePath
 
 METADATA = ".metadata"
+RANK_METADATA = re.compile(r"^__(\d+)\.metadata$")  # each rank's own, saved without collectives
 HF_SHARD = re.compile(r"^shard-\d{5}-model-\d{5}-of-\d{5}\.safetensors$")
 HF_SHARDING_KEY = "DCP_SHARDING_INFO"
 MEGATRON_CONFIG, MEGATRON_COMMON = "metadata.json", "common.pt"
@@ -176,7 +178,8 @@ class DcpCheckpoint(Checkpoint):
 
     def __init__(self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True) -> None:
         location = as_path(path)
-        super().__init__(location.parent if location.name == METADATA or location.suffix == ".distcp" else location)
+        inside = location.name == METADATA or location.suffix in (METADATA, ".distcp")  # a file of the folder
+        super().__init__(location.parent if inside else location)
         self.verify_checksums = verify
         self._sources: dict[str, AnySource] = {}
         self._tensors: dict[str, _Sharded] = {}
@@ -192,12 +195,13 @@ class DcpCheckpoint(Checkpoint):
     # -- opening -----------------------------------------------------------------------
     def _load(self) -> Index:
         folder = self.path
-        if not (folder / METADATA).is_file():
+        names = [METADATA] if (folder / METADATA).is_file() else _rank_metadata(folder)
+        if not names:
             return self._load_safetensors(folder)
-        unpickler = _metadata_unpickler(self._open(METADATA), folder / METADATA, scan=False)
-        metadata, budget = unpickler.load(), unpickler.budget
+        unpicklers = [_metadata_unpickler(self._open(name), folder / name, scan=False) for name in names]
+        loaded = [unpickler.load() for unpickler in unpicklers]
         index = Index()
-        self._read_metadata(metadata, index, budget)
+        self._read_metadata(loaded[0] if len(loaded) == 1 else _merged(loaded, folder), index, unpicklers[0].budget)
         self._load_megatron(folder, index)
         return index
 
@@ -459,6 +463,18 @@ class DcpCheckpoint(Checkpoint):
             self._common.close()
 
 
+def _rank_metadata(folder: AnyPath) -> list[str]:
+    """The per-rank ``__{rank}.metadata`` files of a folder saved without collectives, rank 0 up; [] for none."""
+    local = local_path(folder)
+    found = sorted(
+        int(match[1]) for file in (local.iterdir() if local else []) if (match := RANK_METADATA.match(file.name))
+    )
+    if found and found != list(range(len(found))):
+        missing = min(set(range(found[-1] + 1)) - set(found))
+        raise CheckpointNotFoundError(f"{folder}: __{missing}{METADATA} is missing (ranks {found} saved theirs)")
+    return [f"__{rank}{METADATA}" for rank in found]
+
+
 def _metadata_unpickler(source: AnySource, path: AnyPath, *, scan: bool) -> _MetadataUnpickler:
     return _MetadataUnpickler(
         bytes(source.read(0, source.size, "the metadata pickle")),
@@ -510,7 +526,7 @@ def _storage_items(storage: dict[Any, Any], where: AnyPath) -> dict[tuple[str, A
                 f"{where}: '{fqn}' is stored through transforms {show(descriptors, 100)}; weightscope reads "
                 f"{ZSTD}/1 (zstd) or none"
             )
-        items[(fqn, offset)] = (file, start, length, bool(descriptors))
+        items.setdefault((fqn, offset), (file, start, length, bool(descriptors)))  # ranks' copies: the first
     return items
 
 

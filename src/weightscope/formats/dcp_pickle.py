@@ -1,5 +1,6 @@
 """What a DCP ``.metadata`` pickle names, as this reader rebuilds it: ``DcpAllowList`` (DCP's metadata classes as
-inert records, ``torch.Size``, dtypes, layouts and paths) and the unpickler under it.
+inert records, ``torch.Size``, dtypes, layouts and paths), the unpickler under it, and ``_merged``: the one
+``Metadata`` of the ranks' own ``__{rank}.metadata`` (saved without collectives).
 
 The pickle's layout, and the security model, are in ``weightscope.formats.dcp``'s docstring.
 """
@@ -13,6 +14,7 @@ from weightscope.containers.allow_list import AllowList, Global, ints, show
 from weightscope.containers.unpickler import Unpickler
 from weightscope.errors import CorruptCheckpointError
 from weightscope.formats.pytorch_pickle import TORCH_DTYPES
+from weightscope.sources import AnyPath
 
 _METADATA_MODULE = "torch.distributed.checkpoint.metadata"
 _CLASSES = (
@@ -90,3 +92,40 @@ class _MetadataUnpickler(Unpickler):
     def check_key(self, container: object, key: object) -> None:
         if not isinstance(key, _Record):  # hashed by identity: no collisions to craft
             super().check_key(container, key)
+
+
+def _merged(records: list[Any], folder: AnyPath) -> _Record:
+    """One ``Metadata`` of the ranks' own (each lists the chunks it wrote): each tensor's chunks gathered, a chunk or
+    bytes entry several ranks saved (a replicated value: not deduplicated without collectives) taken from the first."""
+    entries: dict[Any, Any] = {}
+    paths: dict[Any, Any] = {}
+    storage: dict[Any, Any] = {}  # keyed by records: every rank's kept; the reader takes the first rank's
+    held_by: dict[Any, set[Any]] = {}  # each tensor's chunk offsets so far
+    for rank, record in enumerate(records):
+        mine = [
+            record.get(key) if isinstance(record, _Record) else None for key in ("state_dict_metadata", "storage_data")
+        ]
+        planned = record.get("planner_data") or {} if isinstance(record, _Record) else None
+        if not (isinstance(mine[0], dict) and isinstance(mine[1], dict) and isinstance(planned, dict)):
+            raise CorruptCheckpointError(f"{folder}/__{rank}.metadata: not a DCP Metadata but {show(record, 100)}")
+        paths |= {key: path for key, path in planned.items() if key not in paths}
+        storage |= mine[1]
+        for fqn, entry in mine[0].items():
+            first = entries.setdefault(fqn, entry)
+            chunks, more = (item.get("chunks") if isinstance(item, _Record) else None for item in (first, entry))
+            if not (isinstance(chunks, list) and isinstance(more, list)):
+                continue  # a bytes entry (the first rank's), or a malformed one the reader refuses
+            if fqn not in held_by:  # the first rank's chunks
+                held_by[fqn] = {place for chunk in chunks if ints(place := _offsets(chunk))}
+            for chunk in more if first is not entry else []:
+                place = _offsets(chunk)
+                if ints(place) and place in held_by[fqn]:
+                    continue  # saved by an earlier rank too
+                chunks.append(chunk)
+                if ints(place):
+                    held_by[fqn].add(place)
+    return _Record("Metadata", {"state_dict_metadata": entries, "planner_data": paths, "storage_data": storage})
+
+
+def _offsets(chunk: Any) -> Any:
+    return chunk.get("offsets") if isinstance(chunk, _Record) else None
