@@ -128,6 +128,10 @@ def test_ranks_saved_without_collectives_are_one_checkpoint(tmp_path: Path) -> N
         assert [metadata.state_dict_metadata["seen"].chunks[0].offsets for metadata in ranks] == [(), ()]
         assert ckpt["seen"] == 0.0  # both ranks saved their own value: rank 0's is read
         assert ckpt.verify() == []
+    from weightscope.formats.dcp import scan
+
+    report = scan(folder)  # both ranks' metadata
+    assert report.verdict is None and [entry.count for entry in report if entry.name.endswith(".Metadata")] == [2, 2]
     (folder_copy := tmp_path / "copy").mkdir()
     for file in ("__1.metadata", "__1_0.distcp"):
         (folder_copy / file).write_bytes((folder / file).read_bytes())

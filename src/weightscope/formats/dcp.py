@@ -486,19 +486,23 @@ def _metadata_unpickler(source: AnySource, path: AnyPath, *, scan: bool) -> _Met
 
 
 def scan(path: str | os.PathLike[str]) -> ScanReport:
-    """The globals and calls ``.metadata`` names (of the DCP folder at ``path``, or that file), each marked allowed
-    or refused, and the verdict: what opening the folder raises. Nothing is imported or called."""
+    """The globals and calls ``.metadata`` names (or each rank's ``__N.metadata``) of the DCP folder at ``path`` (or
+    of the file), each marked allowed or refused, and the verdict: what opening the folder raises. Nothing is
+    imported or called; the safetensors storage has no pickle to scan."""
     location = as_path(path)
-    metadata = location if location.name == METADATA else location / METADATA
-    report = ScanReport()  # none in the safetensors storage: no pickle to scan
-    if metadata.is_file():
-        source = open_source(metadata)
+    folder = location if location.is_dir() else location.parent
+    names = [METADATA] if (folder / METADATA).is_file() else _rank_metadata(folder)
+    found: dict[tuple[str, str, bool], int] = {}
+    for name in names:
+        source = open_source(folder / name)
         try:
-            unpickler = _metadata_unpickler(source, metadata, scan=True)
+            unpickler = _metadata_unpickler(source, folder / name, scan=True)
             unpickler.load()
         finally:
             source.close()
-        report.extend(ScanEntry(*key, count) for key, count in unpickler.found.items())
+        for key, count in unpickler.found.items():
+            found[key] = found.get(key, 0) + count
+    report = ScanReport(ScanEntry(*key, count) for key, count in found.items())
     try:
         DcpCheckpoint(location).close()
     except WeightscopeError as error:
