@@ -274,6 +274,10 @@ def test_convert_to_a_file_and_a_folder(tmp_path: Path, capsys: pytest.CaptureFi
         assert sorted(loaded) == ["model.0.bias", "model.0.weight", "model.2.bias", "model.2.weight"]
         assert all(torch.equal(loaded[name], expected[name]) for name in loaded)
     assert main(["diff", str(folder), str(tmp_path / "out.safetensors")]) == 0
+    assert main(["convert", str(folder), str(tmp_path / "all.safetensors"), "--include-optimizer"]) == 0
+    loaded = load_file(tmp_path / "all.safetensors")
+    assert sorted(loaded) == sorted(name for name, value in expected.items() if isinstance(value, torch.Tensor))
+    assert all(torch.equal(loaded[name], expected[name]) for name in loaded)
 
 
 def test_summary_shows_the_sharding(capsys: pytest.CaptureFixture[str]) -> None:
