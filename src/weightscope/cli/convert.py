@@ -53,7 +53,7 @@ class _ProgressBar:
 
 @click.command("convert", cls=Command)
 @click.argument("source", type=CHECKPOINT)
-@click.argument("destination", type=click.Path())
+@click.argument("destination", type=click.Path())  # as typed: "out/" names a model folder
 @click.option(
     "--to",
     "to",

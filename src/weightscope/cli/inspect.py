@@ -347,7 +347,8 @@ def history_command(out: Output, path: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {opcode, name, allowed, count}.")
 @pass_output
 def scan_command(out: Output, path: Path) -> None:
-    """List the globals and calls a PyTorch checkpoint's (or a plain pickle's) pickle names, without running any.
+    """List the globals and calls a PyTorch checkpoint's (or a plain pickle's, a DCP folder's .metadata) pickle names,
+    without running any.
 
     Lists all it can follow, then exits as opening the file would: 6 when a name is outside
     the allow-list (opening would be refused), 4 when the file is damaged, 0 when it opens.
@@ -356,8 +357,7 @@ def scan_command(out: Output, path: Path) -> None:
     """
     from weightscope.formats.model_folder import weight_files
 
-    whole = path.is_dir() and any(entry.sniff(path) for entry in FORMATS.scanners())
-    files = [path] if whole else weight_files(path)
+    files = [path] if FORMATS.folder_checkpoint(path) else weight_files(path)  # a DCP folder: its .metadata
     scanned = [(file, scanner_for(file)(file)) for file in files]
 
     def lines(scanned: list[tuple[Any, Any]]) -> Iterator[str]:

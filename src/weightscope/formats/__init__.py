@@ -36,10 +36,11 @@ from weightscope.formats._folder_choice import is_set
 from weightscope.formats._sniffing import (
     file_head,
     first_member,
-    is_flax_checkpoint,
-    is_tag,
-    latest_tag,
     refuse_recognised,
+    sniff_dcp,
+    sniff_deepspeed,
+    sniff_flax,
+    sniff_orbax,
     zip_members,
 )
 from weightscope.formats._torch_kind import torch_kind
@@ -82,9 +83,9 @@ class Format:
     # (``weightscope.shards``). "" for a format no model folder is kept in. A folder holding several is read as
     # transformers reads it: the first format's in this registry's order (safetensors before pytorch).
     model_file: str = ""
-    # Whether a training run keeps one checkpoint of this format per step, each a folder (DeepSpeed's
-    # ``global_stepN/``, an Orbax manager's ``N/``): ``runs``, ``history`` and ``--step`` take such folders of a run
-    # folder as its checkpoints.
+    # Whether a checkpoint of this format is a folder that a training run keeps one of per step (DCP's
+    # ``step-100/``, DeepSpeed's ``global_stepN/``, an Orbax manager's ``N/``): ``runs``, ``history`` and ``--step``
+    # take such folders of a run folder as its checkpoints, ``scan`` the folder whole.
     step_folders: bool = False
 
     def sniff(self, path: AnyPath) -> bool:
@@ -146,24 +147,6 @@ def _sniff_tensorflow(path: AnyPath, entry: Format) -> bool:
     return text.endswith(".index") or ".data-" in path.name or plus(path, ".index").is_file()
 
 
-def _sniff_orbax(path: AnyPath, entry: Format) -> bool:
-    if local_path(path) is None or not path.is_dir():
-        return False  # a file: no reader module imported to say so
-    from weightscope.formats.orbax import sniff  # a few stats of a folder's names; nothing read
-
-    return sniff(path, entry)
-
-
-def _sniff_deepspeed(path: AnyPath, entry: Format) -> bool:
-    """A local folder holding ``*_model_states.pt`` (a tag's, ``global_stepN/``), or whose ``latest`` names one
-    (a remote folder is not listed for it: the reader reads local files only)."""
-    if local_path(path) is None or not path.is_dir():
-        return False
-    tag = latest_tag(path)
-    folder = path / tag if tag is not None and is_tag(tag) and not any(path.glob(entry.members[0])) else path
-    return folder.is_dir() and any(folder.glob(entry.members[0]))
-
-
 def _sniff_folder(path: AnyPath, entry: Format) -> bool:
     return path.is_dir()  # after TensorFlow's: a folder no other format claims (the reader says what is in it)
 
@@ -217,10 +200,6 @@ def _sniff_pickle(path: AnyPath, entry: Format) -> bool:
     return path.suffix in entry.suffixes or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
-def _sniff_flax(path: AnyPath, entry: Format) -> bool:  # msgpack has no magic: a suffix, or a legacy checkpoint
-    return path.suffix in entry.suffixes or is_flax_checkpoint(path)
-
-
 def _sniff_keras(path: AnyPath, entry: Format) -> bool:
     """HDF5's magic or a Keras ending; or (a local file only) a zip holding all of ``entry.members``."""
     if _magic_or_suffix(path, entry):
@@ -235,7 +214,7 @@ _BUILT_IN = (
         "orbax",
         "Orbax checkpoint (JAX): an item or step folder, or a CheckpointManager's steps; OCDBT or zarr folders",
         "weightscope.formats.orbax:OrbaxCheckpoint",
-        sniffer=_sniff_orbax,
+        sniffer=sniff_orbax,
         local_only="an Orbax checkpoint is a folder of many files, read on this machine only",
         step_folders=True,
     ),
@@ -255,11 +234,20 @@ _BUILT_IN = (
         "deepspeed",
         "DeepSpeed ZeRO checkpoint (stages 1-3: latest + global_stepN/ rank files), consolidated as zero_to_fp32 does",
         "weightscope.formats.deepspeed:DeepSpeedCheckpoint",
-        sniffer=_sniff_deepspeed,
+        sniffer=sniff_deepspeed,
         members=("*_model_states.pt",),  # what a tag's folder holds (a glob)
         local_only="a DeepSpeed checkpoint is a folder of rank files, read from a local disk",
         step_folders=True,
         scanner="weightscope.formats.deepspeed:scan",
+    ),
+    Format(
+        "dcp",
+        "PyTorch Distributed Checkpoint (DCP: FSDP, torchtitan, Megatron torch_dist): .metadata + __R_I.distcp",
+        "weightscope.formats.dcp:DcpCheckpoint",
+        sniffer=sniff_dcp,
+        local_only="a DCP folder is read from local files only (its files are found by listing it)",
+        scanner="weightscope.formats.dcp:scan",
+        step_folders=True,
     ),
     Format(
         "model-folder",
@@ -353,7 +341,7 @@ _BUILT_IN = (
         "flax-msgpack",
         "Flax msgpack (flax.serialization.to_bytes, flax_model.msgpack, checkpoint_<step>): flax's tree of arrays",
         "weightscope.formats.flax_msgpack:FlaxMsgpackCheckpoint",
-        sniffer=_sniff_flax,
+        sniffer=sniff_flax,
         writer="weightscope.formats.flax_msgpack:WRITER",
         suffixes=(".msgpack",),
         writes=(".msgpack",),
@@ -441,6 +429,10 @@ class FormatRegistry(Mapping[str, Format]):
                 return path.with_name(path.name[: found.start()])
         return None
 
+    def folder_checkpoint(self, path: Path) -> bool:
+        """Whether folder ``path`` is one checkpoint of a format whose checkpoints are folders (a DCP step)."""
+        return any(entry.step_folders and entry.sniff(path) for entry in self.values())
+
     def file_suffixes(self) -> tuple[str, ...]:
         """Every ending of a one-file checkpoint's name, longest first (``.weights.h5`` before ``.h5``)."""
         endings = {suffix for entry in self.values() if not entry.prefix for suffix in entry.suffixes}
@@ -452,10 +444,10 @@ DEFAULT_TARGET = "safetensors"  # what ``runs convert`` writes unless told
 
 
 def scanner_for(path: AnyPath) -> Callable[[AnyPath], Any]:
-    """The ``scan`` of the first format with one that claims ``path``; else the first format's with one (which
-    says what is wrong with the file)."""
+    """The ``scan`` of the first format with one that claims ``path``; else the first one-file format's with one
+    (which says what is wrong with the file)."""
     scanners = FORMATS.scanners()
-    chosen = next((entry for entry in scanners if entry.sniff(path)), scanners[0])
+    chosen = next((entry for entry in scanners if entry.sniff(path)), next(e for e in scanners if not e.step_folders))
     return _import(chosen.scanner)  # type: ignore[arg-type]
 
 

@@ -3,12 +3,17 @@ does not read: what each is, and how to get its weights out. Imports no reader."
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from weightscope.containers.zip import LOCAL_SIGNATURE, read_directory
 from weightscope.errors import UnsupportedFormatError, WeightscopeError
 from weightscope.sources import AnyPath, local_path, open_source
+
+if TYPE_CHECKING:
+    from weightscope.formats import Format
 
 
 def file_head(path: AnyPath, length: int) -> bytes:
@@ -56,8 +61,11 @@ def is_tag(text: str) -> bool:
 _FLAX_CHECKPOINT = re.compile(r"^checkpoint_[-+]?\d+(?:\.\d+)?$")
 
 
-def is_flax_checkpoint(path: AnyPath) -> bool:
-    """Whether ``path`` is named as Flax's legacy checkpoints are and its first byte starts a msgpack map."""
+def sniff_flax(path: AnyPath, entry: Format) -> bool:
+    """A ``.msgpack`` file; or (msgpack has no magic) one named as Flax's legacy checkpoints are whose first byte
+    starts a msgpack map."""
+    if path.suffix in entry.suffixes:
+        return True
     if not _FLAX_CHECKPOINT.match(path.name):
         return False
     head = file_head(path, 1)
@@ -127,3 +135,42 @@ def refuse_recognised(path: AnyPath) -> None:
     for recognise, what in RECOGNISED:
         if recognise(path):
             raise UnsupportedFormatError(f"{path}: {what.replace('PATH', repr(str(path)))}")
+
+
+# -- folder formats' sniffers (the registry's entries name them) ------------------------------------------
+
+
+def sniff_orbax(path: AnyPath, entry: Format) -> bool:
+    if local_path(path) is None or not path.is_dir():
+        return False  # a file: no reader module imported to say so
+    from weightscope.formats.orbax import sniff  # a few stats of a folder's names; nothing read
+
+    return sniff(path, entry)
+
+
+def sniff_deepspeed(path: AnyPath, entry: Format) -> bool:
+    """A local folder holding ``*_model_states.pt`` (a tag's, ``global_stepN/``), or whose ``latest`` names one
+    (a remote folder is not listed for it: the reader reads local files only)."""
+    if local_path(path) is None or not path.is_dir():
+        return False
+    tag = latest_tag(path)
+    folder = path / tag if tag is not None and is_tag(tag) and not any(path.glob(entry.members[0])) else path
+    return folder.is_dir() and any(folder.glob(entry.members[0]))
+
+
+# PyTorch DCP (weightscope.formats.dcp): its metadata file, its data files' ending, and the shards of its
+# safetensors storage (HuggingFaceStorageWriter with save_distributed).
+_DCP_METADATA, _DCP_DATA = ".metadata", ".distcp"
+_DCP_SHARD = re.compile(r"^shard-\d{5}-model-\d{5}-of-\d{5}\.safetensors$")
+
+
+def sniff_dcp(path: AnyPath, entry: Format) -> bool:
+    """A folder holding ``.metadata`` (or rank 0's ``__0.metadata``) and ``*.distcp`` files, or one of those files;
+    or DCP's safetensors shards."""
+    folder = path.parent if path.name == _DCP_METADATA or path.suffix in (_DCP_METADATA, _DCP_DATA) else path
+    if not folder.is_dir():
+        return False
+    local = local_path(folder)
+    if (folder / _DCP_METADATA).is_file() or (folder / f"__0{_DCP_METADATA}").is_file():
+        return path is not folder or local is None or any(local.glob(f"*{_DCP_DATA}"))
+    return path is folder and local is not None and any(_DCP_SHARD.match(name) for name in os.listdir(local))
