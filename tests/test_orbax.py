@@ -266,3 +266,14 @@ def test_a_large_array_decodes_its_chunks_on_threads_as_one_thread_does() -> Non
     damaged = stored | {"1.3": stored["1.3"][:-9], "4.0": stored["4.0"][:-9]}
     with pytest.raises(ws.CorruptCheckpointError, match=r"chunk 1\.3"):
         zarr.assemble(array, damaged.get, "test")
+
+
+def test_scan_lists_nothing_and_exits_as_opening_does() -> None:
+    """An Orbax folder names no code: scan lists nothing, exits 0 where it opens and with the error it raises where
+    it does not (a damaged entry of the corpus)."""
+    status, out, _ = run_cli("scan", RUN)
+    assert (status, out) == (0, "")
+    broken = next(path for path in sorted((Path(__file__).parent / "corpus" / "orbax").iterdir()) if path.is_dir())
+    expected = getattr(ws.errors, broken.name.split("--", 1)[0])
+    status, out, err = run_cli("scan", broken)
+    assert out == "" and status == expected.exit_status and err.startswith("weightscope: error:")

@@ -7,11 +7,11 @@ The interpreter that consults one is ``weightscope.containers.unpickler``.
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from weightscope.errors import RefusedError, WeightscopeError
+from weightscope.errors import RefusedError, WeightscopeError, kept
 
 if TYPE_CHECKING:
     from weightscope.containers.unpickler import Unpickler
@@ -49,6 +49,17 @@ class ScanReport(list[ScanEntry]):
     (``RefusedError`` when it names what may not run), or None when it opens."""
 
     verdict: WeightscopeError | None = None
+
+
+def nothing_named(reader: Callable[[Any], Any], path: Any) -> ScanReport:
+    """``scan`` of a format that names no code at all (a msgpack tree, an Orbax folder of arrays): nothing is
+    listed; the verdict is what opening ``path`` with ``reader`` raises, as for a pickle."""
+    report = ScanReport()
+    try:
+        reader(path).close()
+    except WeightscopeError as error:
+        report.verdict = kept(error)
+    return report
 
 
 class AllowList:

@@ -217,6 +217,7 @@ _BUILT_IN = (
         sniffer=sniff_orbax,
         local_only="an Orbax checkpoint is a folder of many files, read on this machine only",
         step_folders=True,
+        scanner="weightscope.formats.orbax:scan",  # nothing to list: arrays and JSON name no code
     ),
     Format(
         "tensorflow",

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
-from weightscope.containers.allow_list import ScanReport
+from weightscope.containers.allow_list import ScanReport, nothing_named
 from weightscope.containers.msgpack import Bin, Ext, decode_all
 from weightscope.conventions import PARAMETER_ROLES
 from weightscope.dtypes import (
@@ -64,7 +64,7 @@ from weightscope.dtypes import (
     little_endian_dtype,
     native_order,
 )
-from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError, WeightscopeError, kept
+from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole, classify, jax_tree_roles
 from weightscope.limits import Budget, Limits
 from weightscope.writing import Holds, Spec, Tensors, Writer, array_bytes, plan
@@ -238,12 +238,7 @@ class FlaxMsgpackCheckpoint(FileCheckpoint):
 def scan(path: str | os.PathLike[str]) -> ScanReport:
     """``weightscope scan``: a msgpack tree names no global and calls nothing, so nothing is listed; the verdict is
     what opening the file raises, as for a pickle (a file of this format is never read as a pickle)."""
-    report = ScanReport()
-    try:
-        FlaxMsgpackCheckpoint(path).close()
-    except WeightscopeError as error:
-        report.verdict = kept(error)
-    return report
+    return nothing_named(FlaxMsgpackCheckpoint, path)
 
 
 def _kind(value: Any) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 from weightscope.checkpoint import Checkpoint, Index, TensorInfo
 from weightscope.confine import confined
 from weightscope.containers import zarr
+from weightscope.containers.allow_list import ScanReport, nothing_named
 from weightscope.containers.ocdbt import MANIFEST, Database, open_databases
 from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError
 from weightscope.formats._folder_choice import read_json
@@ -248,3 +249,9 @@ class OrbaxCheckpoint(Checkpoint):
     def _close(self) -> None:
         for database in self._databases:
             database.close()
+
+
+def scan(path: str | os.PathLike[str]) -> ScanReport:
+    """``weightscope scan``: an Orbax checkpoint is arrays and JSON, and names no code; nothing is listed, the
+    verdict is what opening it raises."""
+    return nothing_named(OrbaxCheckpoint, path)
