@@ -58,8 +58,10 @@ class _ProgressBar:
     "--to",
     "to",
     type=_WritableFormat(),
-    help="Output format (default: from DESTINATION's name: .safetensors, .pt/.pth/.bin, .npz, .weights.h5, .msgpack, "
-    "and TensorFlow for a prefix with no suffix or ending .ckpt).",
+    metavar="FORMAT",  # the choices, listed in the help, wrap there; as a metavar they made a line no width holds
+    help="Output format: a format weightscope writes ('weightscope formats' lists them). Default: from DESTINATION's "
+    "name: .safetensors, .pt/.pth/.bin, .npz, .weights.h5, .msgpack, and TensorFlow for a prefix with no suffix or "
+    "ending .ckpt.",
 )
 @_convention_option(
     "--layout", "Permute weights to this framework's layout (dense [out, in] vs [in, out], convolutions)."

@@ -32,7 +32,7 @@ from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError
 from weightscope.formats._folder_choice import read_json
 from weightscope.layers import jax_tree_roles
 from weightscope.limits import Budget, Limits
-from weightscope.sources import AnyPath, as_path
+from weightscope.sources import AnyPath, as_path, local_path
 
 TREE = "_METADATA"
 STEP = "_CHECKPOINT_METADATA"
@@ -68,7 +68,8 @@ def steps(path: Path) -> list[tuple[int, Path]]:
 
 
 def sniff(path: AnyPath, entry: object) -> bool:
-    return isinstance(path, Path) and (is_step(path) or bool(steps(path)))
+    local = local_path(path)
+    return local is not None and (is_step(local) or bool(steps(local)))
 
 
 class _Array(NamedTuple):
@@ -112,9 +113,9 @@ class OrbaxCheckpoint(Checkpoint):
             raise
 
     def _load(self) -> Index:
-        folder = self.path
-        if not isinstance(folder, Path) or not folder.is_dir():
-            raise CheckpointNotFoundError(f"{folder}: not an Orbax checkpoint folder")
+        folder = local_path(self.path)
+        if folder is None or not folder.is_dir():
+            raise CheckpointNotFoundError(f"{self.path}: not an Orbax checkpoint folder")
         folder = folder.resolve()
         found = steps(folder)
         if found:
@@ -211,7 +212,8 @@ class OrbaxCheckpoint(Checkpoint):
     def _folder_reader(item: Path, param: str) -> zarr.ChunkReader:
         def read(key: str) -> bytes | memoryview | None:
             path = confined(item, f"{param}/{key}", str(item / TREE), "array chunk")
-            return path.read_bytes() if isinstance(path, Path) and path.is_file() else None
+            local = local_path(path)
+            return local.read_bytes() if local is not None and local.is_file() else None
 
         return read
 
