@@ -105,6 +105,11 @@ ELEMENT_TYPES: tuple[ElementType, ...] = (
     ElementType("mxfp4",                 None,                              None,        None, gguf=39),
     ElementType("nvfp4",                 None,                              None,        None, gguf=40),
     ElementType("q1_0",                  None,                              None,        None, gguf=41),
+    # Quantisation schemes stored as several tensors (weightscope.quant): the type a logical weight is listed as
+    *(ElementType(scheme, None, None, None) for scheme in (
+        "fp8_block", "fp8_scaled", "mxfp4_moe", "nvfp4_packed", "int_packed", "gptq", "awq", "bnb_nf4", "bnb_fp4",
+        "bnb_int8",
+    )),
 )
 # fmt: on
 

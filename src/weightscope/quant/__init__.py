@@ -1,0 +1,116 @@
+"""Quantised weights stored as several tensors (issue 20): recognised, grouped, and dequantised as their makers do.
+
+``ws.open(path, dequantize=True)`` (or ``Dequantized(ckpt)``) gives a checkpoint whose quantised weights are each one
+tensor under its logical name, read dequantised bit for bit as the reference implementation does it, in that
+reference's output dtype (``dtype=`` casts it, rounding to nearest even); the tensors of no scheme stay as they are.
+Its ``quantized`` maps each logical name to its ``QuantizedWeight`` (scheme, stored parts, effective bits per weight),
+and ``raw`` is the checkpoint as stored: without ``dequantize`` every part is read as stored, as before. This is what
+GGUF's reader does for its block types, one level up: listing says ``fp8_block → float32`` as it says ``q4_k →
+float32``.
+
+Schemes and references (checked against their source; ``weightscope.quant.kernels`` holds the arithmetic):
+
+- ``fp8_block``: DeepSeek-V3 ``X.weight`` F8_E4M3 + ``X.weight_scale_inv`` F32, blocks of the config's
+  ``weight_block_size`` (128x128), edge blocks partial. transformers' ``Fp8Dequantize`` returns float32 when the
+  scales are float32 (the note said bfloat16: that is DeepSeek's converter's default dtype); ``dtype="bfloat16"``
+  gives the converter's values. transformers refuses shapes the grid does not divide; DeepSeek's kernel and this
+  read them. uint8 scales are E8M0 exponents.
+- ``fp8_scaled``: compressed-tensors float-quantized, ``X.weight`` FP8 + ``X.weight_scale`` (one value or one a row):
+  ``w.to(s.dtype) * s``, in the scale's dtype.
+- ``mxfp4_moe``: gpt-oss ``*_blocks`` + ``*_scales``, transformers ``_convert_moe_packed_tensors``: bfloat16
+  ``[E, G*32, R]``.
+- ``nvfp4_packed``: compressed-tensors NVFP4 (``weight_packed`` U8, ``weight_scale`` F8_E4M3,
+  ``weight_global_scale``): bfloat16.
+- ``int_packed``: compressed-tensors pack-quantized (0.20.1's dense packing, ``weight_zero_point`` packed along dim
+  0): in the scale's dtype.
+- ``gptq`` (AutoGPTQ ``qlinear_cuda_old``; v1 stores zero - 1, ``checkpoint_format: gptq_v2`` the zero; 2/4/8 bits,
+  3-bit refused) and ``awq`` (AutoAWQ ``dequantize_gemm``, gemm layout only): float16 ``[in, out]`` as the reference
+  returns it (``nn.Linear`` holds its transpose).
+- ``bnb_nf4`` / ``bnb_fp4`` (nested or not) and ``bnb_int8``: bitsandbytes' serialized state; 4-bit values high
+  nibble first, in the quant state's dtype; int8 ``q * SCB / 127`` in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
+from weightscope.errors import UsageError
+from weightscope.layers import TensorRole
+from weightscope.quant.schemes import SCHEMES, QuantizedWeight, dequantize, recognise
+from weightscope.sources import AnyPath, AnySource
+
+__all__ = ["SCHEMES", "Dequantized", "QuantizedWeight", "recognise"]
+
+
+class Dequantized(Checkpoint):
+    """``raw`` with each quantised weight one tensor, read dequantised (``dtype``: cast to it; None: the
+    reference's own)."""
+
+    def __init__(self, raw: Checkpoint, dtype: np.dtype | str | None = None) -> None:
+        super().__init__(raw.path)
+        self.raw = raw
+        self.format, self.checksums, self.verify_checksums = raw.format, raw.checksums, raw.verify_checksums
+        self.dtype = None if dtype is None else _float_dtype(dtype)
+        self.quantized = recognise(raw)
+        owner = {part: weight for weight in self.quantized.values() for part in weight.parts}
+        infos: dict[str, TensorInfo] = {}
+        for info in raw.infos():
+            weight = owner.get(info.name)
+            if weight is None:
+                infos[info.name] = info
+            elif info.name == weight.parts[0]:
+                infos[weight.name] = self._logical(weight, info)
+        self._install(Index(infos, metadata=raw.metadata))
+
+    def _logical(self, weight: QuantizedWeight, packed: TensorInfo) -> TensorInfo:
+        dtype = self.dtype or weight.dtype
+        return packed._replace(name=weight.name, dtype=dtype, shape=weight.shape, nbytes=weight.nbytes,
+                               type_name=weight.scheme)  # fmt: skip
+
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        weight = self.quantized.get(info.name)
+        if weight is None:
+            return self.raw._read(info)
+        values = dequantize(self.raw, weight)
+        return values if values.dtype == info.dtype else values.astype(info.dtype)
+
+    def _extent(self, info: TensorInfo) -> Extent | None:
+        return None if info.name in self.quantized else self.raw._extent(info)
+
+    def _source_of(self, file: str) -> AnySource | None:
+        return self.raw._source_of(file)
+
+    def role(self, name: str) -> TensorRole:
+        name = self.info(name).name
+        return super().role(name) if name in self.quantized else self.raw.role(name)
+
+    def checked_files(self) -> list[tuple[AnyPath, str, str]]:
+        return self.raw.checked_files()
+
+    @property
+    def notes(self) -> list[str]:
+        return self.raw.notes
+
+    def _close(self) -> None:
+        self.raw.close()
+
+
+def _float_dtype(dtype: np.dtype | str) -> np.dtype:
+    from weightscope.dtypes import BY_NAME, numeric_kind
+
+    element = BY_NAME.get(str(dtype))
+    try:
+        resolved = element.dtype if element is not None else np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved is None or numeric_kind(resolved) != "f":
+        raise UsageError(f"dequantising gives floating-point values; {dtype} is no float dtype")
+    return resolved
+
+
+def quantized_weights(ckpt: Checkpoint) -> Iterator[QuantizedWeight]:
+    """The quantised weights of ``ckpt`` (a ``Dequantized`` one's, or recognised in a raw one)."""
+    yield from (ckpt.quantized if isinstance(ckpt, Dequantized) else recognise(ckpt)).values()
