@@ -32,8 +32,6 @@ Schemes and references (checked against their source; ``weightscope.quant.kernel
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
@@ -42,19 +40,33 @@ from weightscope.layers import TensorRole
 from weightscope.quant.schemes import SCHEMES, QuantizedWeight, dequantize, recognise
 from weightscope.sources import AnyPath, AnySource
 
-__all__ = ["SCHEMES", "Dequantized", "QuantizedWeight", "recognise"]
+__all__ = [
+    "SCHEMES",
+    "Dequantized",
+    "QuantizedWeight",
+    "grouped",
+    "quantized_parts",
+    "recognise",
+    "scheme_totals",
+]
 
 
 class Dequantized(Checkpoint):
     """``raw`` with each quantised weight one tensor, read dequantised (``dtype``: cast to it; None: the
     reference's own)."""
 
-    def __init__(self, raw: Checkpoint, dtype: np.dtype | str | None = None) -> None:
+    def __init__(
+        self,
+        raw: Checkpoint,
+        dtype: np.dtype | str | None = None,
+        *,
+        quantized: dict[str, QuantizedWeight] | None = None,
+    ) -> None:
         super().__init__(raw.path)
         self.raw = raw
         self.format, self.checksums, self.verify_checksums = raw.format, raw.checksums, raw.verify_checksums
         self.dtype = None if dtype is None else _float_dtype(dtype)
-        self.quantized = recognise(raw)
+        self.quantized = recognise(raw) if quantized is None else quantized
         owner = {part: weight for weight in self.quantized.values() for part in weight.parts}
         infos: dict[str, TensorInfo] = {}
         for info in raw.infos():
@@ -111,6 +123,29 @@ def _float_dtype(dtype: np.dtype | str) -> np.dtype:
     return resolved
 
 
-def quantized_weights(ckpt: Checkpoint) -> Iterator[QuantizedWeight]:
-    """The quantised weights of ``ckpt`` (a ``Dequantized`` one's, or recognised in a raw one)."""
-    yield from (ckpt.quantized if isinstance(ckpt, Dequantized) else recognise(ckpt)).values()
+def quantized_parts(ckpt: Checkpoint) -> dict[str, str]:
+    """Each stored part of a quantised weight in ``ckpt`` -> that weight's name; none where ``ckpt`` dequantises."""
+    if isinstance(ckpt, Dequantized):
+        return {}
+    return {part: weight.name for weight in recognise(ckpt).values() for part in weight.parts}
+
+
+def grouped(ckpt: Checkpoint) -> Checkpoint:
+    """``ckpt`` with its quantised weights each one tensor (a ``Dequantized`` view), or itself where it has none."""
+    found = recognise(ckpt)
+    return Dequantized(ckpt, quantized=found) if found else ckpt
+
+
+def scheme_totals(ckpt: Checkpoint) -> dict[str, dict[str, float]]:
+    """Per scheme of ``ckpt``'s quantised weights: how many weights, their values, stored bytes and effective bits
+    per weight (scales, zero points and index maps included)."""
+    totals: dict[str, dict[str, float]] = {}
+    weights = ckpt.quantized if isinstance(ckpt, Dequantized) else recognise(ckpt)
+    for weight in weights.values():
+        entry = totals.setdefault(weight.scheme, {"weights": 0, "values": 0, "bytes": 0})
+        entry["weights"] += 1
+        entry["values"] += weight.size
+        entry["bytes"] += weight.nbytes
+    for entry in totals.values():
+        entry["bits_per_weight"] = round(entry["bytes"] * 8 / entry["values"], 3) if entry["values"] else 0.0
+    return totals

@@ -67,6 +67,8 @@ def recognise(ckpt: Checkpoint) -> dict[str, QuantizedWeight]:
     config = quantization_config(ckpt)
     found: dict[str, QuantizedWeight] = {}
     for name in infos:
+        if not name.endswith(_SUFFIXES):  # one C call for the names of no scheme: most, in most files
+            continue
         for suffix, make in _RECOGNISERS:
             if name.endswith(suffix):
                 weight = make(ckpt, infos, name[: -len(suffix)], config)
@@ -87,18 +89,27 @@ def _weight(
 
 def _fp8_block(ckpt: Checkpoint, infos: Mapping[str, TensorInfo], base: str, config: dict[str, Any]) -> Any:
     """DeepSeek-V3's ``X.weight`` (1-byte float) + ``X.weight_scale_inv``; the block from the config, else 128x128
-    where the rounded-up grid fits, else what divides (transformers derives it so)."""
+    where the rounded-up grid fits, else what divides (transformers derives it so), else the power of two whose
+    rounded-up grid fits (a ragged weight with no config, which weightscope itself writes by ``convert``)."""
     weight, scale = infos.get(base), infos[base + "_scale_inv"]
     if weight is None or weight.dtype.itemsize != 1 or len(weight.shape) < 2 or len(scale.shape) < 2:
         return None
     rows, cols = weight.shape[-2:]
     block = config.get("weight_block_size")
     if not (isinstance(block, list) and len(block) == 2 and all(type(b) is int and b > 0 for b in block)):
-        srows, scols = scale.shape[-2:]
-        fits = (-(-rows // 128), -(-cols // 128)) == (srows, scols)
-        block = [128, 128] if fits or not srows or not scols else [max(rows // srows, 1), max(cols // scols, 1)]
+        block = [_block_side(rows, scale.shape[-2]), _block_side(cols, scale.shape[-1])]
     dtype = scale.dtype if scale.dtype.kind == "f" and scale.dtype.itemsize >= 2 else BF16
     return _weight(infos, base, "fp8_block", [base, base + "_scale_inv"], weight.shape, dtype=dtype, block=block)
+
+
+def _block_side(size: int, blocks: int) -> int:
+    """The side of the blocks ``blocks`` scales a row (or column) of ``size`` values stand for (see ``_fp8_block``)."""
+    if blocks <= 0 or -(-size // 128) == blocks:
+        return 128
+    if size % blocks == 0:
+        return size // blocks
+    side = next((1 << power for power in range(31) if -(-size // (1 << power)) == blocks), None)
+    return side or max(size // blocks, 1)  # none fits: dequantising names the scale's shape
 
 
 def _fp8_scaled(ckpt: Checkpoint, infos: Mapping[str, TensorInfo], base: str, config: dict[str, Any]) -> Any:
@@ -237,6 +248,7 @@ _RECOGNISERS: tuple[tuple[str, Recogniser], ...] = (
     (_BNB_STATE + "fp4", lambda ckpt, infos, base, config: _bnb_4bit("fp4", ckpt, infos, base)),
     ("SCB", _bnb_int8),
 )
+_SUFFIXES = tuple(suffix for suffix, _ in _RECOGNISERS)
 
 
 class _Broken:
