@@ -188,3 +188,34 @@ def test_broken_parts_are_corrupt_naming_the_weight(
     assert f"quantised weight '{weight}'" in str(caught.value) and message in str(caught.value)
     status, _, err = run("show", "--dequantize", path, weight)
     assert status == int(CorruptCheckpointError.exit_status) and f"'{weight}'" in err
+
+
+def test_packed_f4_reads_as_torch_lays_it_and_writes_back_the_same_bytes(tmp_path: Path) -> None:
+    raw = torch.randint(0, 256, (3, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    source = tmp_path / "f4.safetensors"
+    save_file({"x": raw.view(torch.float4_e2m1fn_x2), "y": torch.ones(2)}, source)  # F4, shape [3, 8]
+    with ws.open(source) as ckpt:
+        x = ckpt["x"]
+        assert x.dtype == ml_dtypes.float4_e2m1fn and x.shape == (3, 8)
+        low_first = torch.stack([raw & 15, raw >> 4], dim=-1).reshape(3, 8).numpy()  # torch's x2: low nibble first
+        assert x.view(np.uint8).tolist() == low_first.tolist()
+        ws.save({"x": x, "y": ckpt["y"]}, tmp_path / "again.safetensors")
+    assert (tmp_path / "again.safetensors").read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize("code", ["F6_E2M3", "F6_E3M2"])
+def test_packed_f6_reads_four_codes_from_three_bytes_and_writes_them_back(tmp_path: Path, code: str) -> None:
+    data = bytes(range(7, 7 + 12))  # 16 six-bit codes
+    header = json.dumps({"x": {"dtype": code, "shape": [4, 4], "data_offsets": [0, 12]}}).encode()
+    header += b" " * (-len(header) % 8)
+    source = tmp_path / "f6.safetensors"
+    source.write_bytes(len(header).to_bytes(8, "little") + header + data)
+    with ws.open(source) as ckpt:
+        x = ckpt["x"]
+    stream = int.from_bytes(data, "little")  # element k at bits 6k..6k+5 of the little-endian stream
+    assert x.view(np.uint8).reshape(-1).tolist() == [(stream >> (6 * k)) & 63 for k in range(16)]
+    assert x.dtype == np.dtype(getattr(ml_dtypes, code.replace("F6_", "float6_").lower() + "fn"))
+    ws.save({"x": x}, tmp_path / "again.safetensors")
+    assert (tmp_path / "again.safetensors").read_bytes()[-12:] == data
+    with pytest.raises(UsageError, match="no whole number of bytes"):
+        ws.save({"x": x[:1, :1]}, tmp_path / "odd.safetensors")

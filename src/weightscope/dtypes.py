@@ -75,9 +75,10 @@ ELEMENT_TYPES: tuple[ElementType, ...] = (
     ElementType("int4",                  "ml_dtypes.int4",                  29,          None, onnx=22),
     ElementType("uint4",                 "ml_dtypes.uint4",                 30,          None, onnx=21),
     ElementType("float8_e8m0fnu",        "ml_dtypes.float8_e8m0fnu",        None,        "F8_E8M0", onnx=24),
-    ElementType("float4_e2m1fn_x2",      None,                              None,        "F4"),
-    ElementType("float6_e2m3fn",         None,                              None,        "F6_E2M3"),
-    ElementType("float6_e3m2fn",         None,                              None,        "F6_E3M2"),
+    # safetensors' sub-byte types, packed in its files (PACKED_BITS), read one element a byte as ml_dtypes holds them
+    ElementType("float4_e2m1fn",         "ml_dtypes.float4_e2m1fn",         None,        "F4"),
+    ElementType("float6_e2m3fn",         "ml_dtypes.float6_e2m3fn",         None,        "F6_E2M3"),
+    ElementType("float6_e3m2fn",         "ml_dtypes.float6_e3m2fn",         None,        "F6_E3M2"),
     # GGML's block-quantised types (sizes in weightscope.containers.quants): no numpy dtype
     ElementType("q4_0",                  None,                              None,        None, gguf=2),
     ElementType("q4_1",                  None,                              None,        None, gguf=3),
@@ -160,6 +161,24 @@ def tensorflow_code(dtype: np.dtype) -> int:
 
 
 BY_NAME: dict[str, ElementType] = {t.name: t for t in ELEMENT_TYPES}
+
+# The element types stored packed, by their bits: element k at bits k*b..k*b+b-1 of a little-endian bit stream (two
+# FP4 codes a byte, the first in the low nibble, as torch's float4_e2m1fn_x2 and the OCP MX formats lay them; four FP6
+# codes in three bytes). safetensors (0.8) stores the bytes as given, counting ``elements * bits / 8`` of them, and
+# refuses a count of bits that is no whole number of bytes.
+PACKED_BITS = {"float4_e2m1fn": 4, "float6_e2m3fn": 6, "float6_e3m2fn": 6}
+
+
+def unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """The first ``count`` ``bits``-bit codes of the bytes ``data`` (a little-endian bit stream), one a uint8."""
+    stream = np.unpackbits(data.reshape(-1), bitorder="little")[: count * bits]
+    return np.packbits(stream.reshape(count, bits), axis=-1, bitorder="little").reshape(count)
+
+
+def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
+    """``unpack_bits`` undone: the low ``bits`` bits of each uint8 of ``codes``, as a little-endian bit stream."""
+    stream = np.unpackbits(codes.reshape(-1, 1), axis=-1, bitorder="little")[:, :bits]
+    return np.packbits(stream.reshape(-1), bitorder="little")
 
 
 # numpy's own limits, which a file's shape must fit before any array is made: sizes are

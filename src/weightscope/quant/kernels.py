@@ -42,8 +42,26 @@ def fp8_block(weight: np.ndarray, scale_inv: np.ndarray, block: tuple[int, int])
     float32; a partial block at the edge has its own scale. uint8 scales are E8M0 exponents (``2**(b - 127)``)."""
     scales = _e8m0(scale_inv) if scale_inv.dtype == np.uint8 else scale_inv.astype(F32)
     rows, cols = weight.shape[-2:]
-    expanded = np.repeat(np.repeat(scales, block[0], axis=-2)[..., :rows, :], block[1], axis=-1)[..., :cols]
-    return np.multiply(weight.astype(F32), expanded, dtype=F32)
+    out = as_float32(weight)
+    flat, grid = out.reshape(-1, rows, cols), scales.reshape(-1, *scales.shape[-2:])
+    for matrix, matrix_scales in zip(flat, grid, strict=True):  # a block row at a time: one row of scales, widened
+        for index, scale_row in enumerate(matrix_scales):
+            rows_of_block = matrix[index * block[0] : (index + 1) * block[0]]
+            np.multiply(rows_of_block, np.repeat(scale_row, block[1])[:cols], out=rows_of_block)
+    return out
+
+
+def as_float32(values: np.ndarray) -> np.ndarray:
+    """A one-byte float type's values as float32, by a table of its 256 codes (a gather: several times ml_dtypes'
+    element-wise cast), NaNs as that cast makes them."""
+    if values.dtype.itemsize != 1:
+        return values.astype(F32)
+    return _codes_table(values.dtype)[values.view(np.uint8)]
+
+
+@functools.cache
+def _codes_table(dtype: np.dtype) -> np.ndarray:
+    return np.arange(256, dtype=np.uint8).view(dtype).astype(F32)
 
 
 def _e8m0(exponents: np.ndarray) -> np.ndarray:
@@ -55,7 +73,7 @@ def _e8m0(exponents: np.ndarray) -> np.ndarray:
 def fp8_scaled(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """compressed-tensors' float-quantized FP8 per tensor or per channel (``_dequantize``): ``w.to(s.dtype) * s``,
     in the scale's dtype; a per-channel scale ``[out, 1]`` broadcasts along each row."""
-    return exact_product(weight.astype(F32), scale.astype(F32), scale.dtype)
+    return exact_product(as_float32(weight), scale.astype(F32), scale.dtype)
 
 
 def gpt_oss_mxfp4(blocks: np.ndarray, scales: np.ndarray, dtype: np.dtype = BF16) -> np.ndarray:
@@ -63,12 +81,25 @@ def gpt_oss_mxfp4(blocks: np.ndarray, scales: np.ndarray, dtype: np.dtype = BF16
     32 sharing one E8M0 scale ``[E, R, G]``; ``torch.ldexp(LUT[code], scale - 127)`` in ``dtype`` — a true ldexp
     (``0.5 * 2**128`` is ``2**127``, ``0 * 2**128`` is 0; only what exceeds the type's range is ``inf``), exact in
     float32 for every code and scale, then reshaped ``[E, R, G*32]`` and transposed to ``[E, G*32, R]``."""
-    values = e2m1_values()[nibbles(blocks, low_first=True)]
+    # Each byte's two values (low nibble first) from one table; ldexp as two exact products, v * 2**(e-1) * 2: only
+    # the second can overflow, to inf exactly where ldexp does (2**128 itself is no float32: v * inf would be NaN).
+    values = _pairs_table()[blocks].reshape(*blocks.shape[:-1], 32)
+    half = np.ldexp(np.float32(1), np.arange(-128, 128, dtype=np.int32)).astype(F32)[scales]
     with np.errstate(over="ignore"):
-        product = np.ldexp(values, (scales.astype(np.int32) - 127)[..., None]).astype(F32)
+        np.multiply(values, half[..., None], out=values)
+        np.multiply(values, np.float32(2), out=values)
     experts, rows, groups, _ = blocks.shape
-    out = product.reshape(experts, rows, groups * 32)
-    return np.ascontiguousarray((out if dtype == F32 else out.astype(dtype)).transpose(0, 2, 1))
+    out = values.reshape(experts, rows, groups * 32)
+    if dtype == BF16:  # exact in bfloat16 (two significant bits, float32's exponents): its upper half
+        out = out.view(np.uint16)[..., 1::2].view(BF16) if np.little_endian else out.astype(BF16)
+    return np.ascontiguousarray(out.astype(dtype, copy=False).transpose(0, 2, 1))
+
+
+@functools.cache
+def _pairs_table() -> np.ndarray:
+    """Byte -> the float32 values of its two FP4 codes, low nibble first."""
+    codes = np.arange(256, dtype=np.uint8)
+    return e2m1_values()[np.stack([codes & 0x0F, codes >> 4], axis=-1)]
 
 
 def nvfp4(packed: np.ndarray, scale: np.ndarray, global_scale: np.ndarray, group: int) -> np.ndarray:
