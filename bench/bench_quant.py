@@ -25,11 +25,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import benchlib
+import ml_dtypes
 import numpy as np
 import torch
 from benchlib import MIB, AnonymousPeak, Report, Row, interleave, rate_figure, status_kib, warm_page_cache
 from safetensors import safe_open
-from safetensors.torch import save_file
 from transformers.integrations.finegrained_fp8 import Fp8Dequantize
 from transformers.integrations.mxfp4 import _convert_moe_packed_tensors
 
@@ -45,20 +45,20 @@ def make_inputs(workdir: Path, mib: int) -> tuple[Path, Path]:
     scale = torch.rand((FP8_SHAPE[0] // 128, FP8_SHAPE[1] // 128), generator=generator) * 0.01
     count = max(1, mib * MIB // (weight.numel() + scale.numel() * 4))
     fp8 = workdir / "fp8.safetensors"
-    tensors = {}
+    tensors: dict[str, np.ndarray] = {}
     for index in range(count):
-        tensors[f"layers.{index}.weight"] = weight
-        tensors[f"layers.{index}.weight_scale_inv"] = scale
-    save_file(tensors, fp8)
+        tensors[f"layers.{index}.weight"] = weight.view(torch.uint8).numpy().view(ml_dtypes.float8_e4m3fn)
+        tensors[f"layers.{index}.weight_scale_inv"] = scale.numpy()
+    ws.save(tensors, fp8)  # one array under every name (safetensors' save_file refuses shared memory)
     blocks = torch.randint(0, 256, MX_SHAPE, dtype=torch.uint8, generator=generator)
     scales = torch.randint(118, 130, MX_SHAPE[:-1], dtype=torch.uint8, generator=generator)
     count = max(1, mib * MIB // (blocks.numel() + scales.numel()))
     mx = workdir / "mxfp4.safetensors"
-    tensors = {}
+    tensors: dict[str, np.ndarray] = {}
     for index in range(count):
-        tensors[f"layers.{index}.mlp.experts.down_proj_blocks"] = blocks
-        tensors[f"layers.{index}.mlp.experts.down_proj_scales"] = scales
-    save_file(tensors, mx)
+        tensors[f"layers.{index}.mlp.experts.down_proj_blocks"] = blocks.numpy()
+        tensors[f"layers.{index}.mlp.experts.down_proj_scales"] = scales.numpy()
+    ws.save(tensors, mx)
     return fp8, mx
 
 
