@@ -153,7 +153,7 @@ def broken(tmp_path: Path, name: str, change: dict[str, torch.Tensor], drop: tup
         shutil.copytree(source, folder)
         target = folder / "model.safetensors"
     else:
-        folder.mkdir()
+        folder.mkdir(parents=True)
         target = folder / source.name
     tensors = load_file(target if source.is_dir() else source)
     tensors.update(change)
@@ -219,3 +219,28 @@ def test_packed_f6_reads_four_codes_from_three_bytes_and_writes_them_back(tmp_pa
     assert (tmp_path / "again.safetensors").read_bytes()[-12:] == data
     with pytest.raises(UsageError, match="no whole number of bytes"):
         ws.save({"x": x[:1, :1]}, tmp_path / "odd.safetensors")
+
+
+def _state(tensor: torch.Tensor, **changes: object) -> torch.Tensor:
+    state = json.loads(bytes(tensor.numpy()).decode())
+    state.update(changes)
+    return torch.tensor(list(json.dumps(state).encode()), dtype=torch.uint8)
+
+
+def test_a_hostile_quant_state_is_refused_or_costs_nothing(tmp_path: Path) -> None:
+    stored = load_file(fixture("bnb"))
+    key = "fp4.weight.quant_state.bitsandbytes__fp4"
+    # Blocks of 2**40 values: the one block the 63 values fill, the same values, no 2**40-element scale row.
+    path = broken(tmp_path / "huge", "bnb", {key: _state(stored[key], blocksize=1 << 40)})
+    with ws.open(path, dequantize=True) as ckpt, ws.open(EXPECTED) as expected:
+        assert same_bits(ckpt["fp4.weight"], expected["bnb/fp4.weight"])
+    nf4 = "nf4.weight.quant_state.bitsandbytes__nf4"
+    for name, change, drop, message in (
+        ("negative", {key: _state(stored[key], shape=[-7, 9])}, (), "shape \\[-7, 9\\]"),
+        ("not json", {key: torch.tensor([123, 34], dtype=torch.uint8)}, (), "its quant state"),
+        ("no nested absmax", {}, ("nf4.weight.nested_absmax",), "no nf4.weight.nested_absmax is stored"),
+        ("huge state", {nf4: torch.full((70000,), 32, dtype=torch.uint8)}, (), "a quant state of 70000 bytes"),
+    ):
+        path = broken(tmp_path / name.replace(" ", "_"), "bnb", change, drop)
+        with pytest.raises(CorruptCheckpointError, match=message):
+            ws.open(path, dequantize=True)

@@ -42,6 +42,7 @@ def fp8_block(weight: np.ndarray, scale_inv: np.ndarray, block: tuple[int, int])
     float32; a partial block at the edge has its own scale. uint8 scales are E8M0 exponents (``2**(b - 127)``)."""
     scales = _e8m0(scale_inv) if scale_inv.dtype == np.uint8 else scale_inv.astype(F32)
     rows, cols = weight.shape[-2:]
+    block = (min(block[0], max(rows, 1)), min(block[1], max(cols, 1)))  # a block past the edge: the edge's
     out = as_float32(weight)
     flat, grid = out.reshape(-1, rows, cols), scales.reshape(-1, *scales.shape[-2:])
     for matrix, matrix_scales in zip(flat, grid, strict=True):  # a block row at a time: one row of scales, widened
@@ -180,7 +181,8 @@ def bnb_absmax(absmax: np.ndarray, nested: tuple[np.ndarray, np.ndarray, int, fl
         return absmax.astype(F32).reshape(-1)
     code, nested_absmax, block, offset = nested
     looked = code.astype(F32)[absmax.reshape(-1).astype(np.intp)]
-    scaled = np.multiply(looked, np.repeat(nested_absmax.astype(F32).reshape(-1), block)[: looked.size], dtype=F32)
+    widened = np.repeat(nested_absmax.astype(F32).reshape(-1), min(block, looked.size))[: looked.size]
+    scaled = np.multiply(looked, widened, dtype=F32)
     return np.add(scaled, np.float32(offset), dtype=F32)[:count]
 
 
@@ -188,7 +190,7 @@ def bnb_4bit(packed: np.ndarray, absmax: np.ndarray, code: np.ndarray, block: in
     """bitsandbytes' ``dequantize_4bit`` (NF4/FP4): codes high nibble first, ``quant_map[code] * absmax[i // block]``
     in float32, the first ``count`` values."""
     codes = nibbles(packed.reshape(-1, 1), low_first=False).reshape(-1)[:count]
-    scales = np.repeat(absmax, block)[:count]
+    scales = np.repeat(absmax, min(block, count))[:count]
     return np.multiply(code.astype(F32)[codes], scales, dtype=F32)
 
 

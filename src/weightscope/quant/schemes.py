@@ -26,6 +26,7 @@ from weightscope.quant.kernels import BF16, F32
 
 CONFIG_KEY = "config.quantization_config"  # the metadata value a model folder keeps its config's entry under
 _BNB_STATE = ".quant_state.bitsandbytes__"
+_MAX_STATE = 65536  # bytes of a bitsandbytes quant state's JSON: a few hundred in practice
 _DTYPES = {"bfloat16": BF16, "float16": np.dtype(np.float16), "float32": F32}
 
 
@@ -142,7 +143,7 @@ def _packed(ckpt: Checkpoint, infos: Mapping[str, TensorInfo], base: str, config
         group = cols // scale.shape[-1] if scale.shape and scale.shape[-1] else 16
         parts.append(base + "_global_scale")
         return _weight(infos, base, "nvfp4_packed", parts, (rows, cols), dtype=BF16, group=group)
-    if base + "_shape" not in infos:
+    if base + "_shape" not in infos or infos[base + "_shape"].size != 2:
         return None
     parts.append(base + "_shape")
     shape = tuple(int(size) for size in np.asarray(ckpt[base + "_shape"]).reshape(-1))
@@ -159,6 +160,8 @@ def _packed(ckpt: Checkpoint, infos: Mapping[str, TensorInfo], base: str, config
                 f"{candidates or 'no'} bit widths; the config's quantization_config names none"
             )
         bits = candidates[0]
+    if not 1 <= bits <= 8:
+        raise UnsupportedFormatError(f"{ckpt.path}: quantised weight '{base}': {bits}-bit packing (1 to 8 are known)")
     symmetric = groups.get("symmetric", base + "_zero_point" not in infos)
     if base + "_zero_point" in infos:
         parts.append(base + "_zero_point")
@@ -214,16 +217,25 @@ def _bnb_4bit(kind: str, ckpt: Checkpoint, infos: Mapping[str, TensorInfo], weig
     base = weight + _BNB_STATE + kind
     if weight not in infos or weight + ".absmax" not in infos or weight + ".quant_map" not in infos:
         return None
+    where = f"{ckpt.path}: quantised weight '{weight}'"
+    if infos[base].nbytes > _MAX_STATE:
+        raise CorruptCheckpointError(f"{where}: a quant state of {infos[base].nbytes} bytes (at most {_MAX_STATE})")
     try:
         state = json.loads(bytes(np.asarray(ckpt[base]).astype(np.uint8)).decode())
         shape, block, dtype = tuple(int(s) for s in state["shape"]), int(state["blocksize"]), _DTYPES[state["dtype"]]
-    except (ValueError, KeyError, TypeError) as error:
-        raise CorruptCheckpointError(f"{ckpt.path}: quantised weight '{weight}': its quant state: {error}") from None
+        nested = None
+        if "nested_blocksize" in state:
+            nested = (int(state["nested_blocksize"]), float(state.get("nested_offset", 0.0)))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CorruptCheckpointError(f"{where}: its quant state: {error!r}") from None
+    if min(shape, default=0) < 0 or block <= 0:
+        raise CorruptCheckpointError(f"{where}: its quant state gives shape {list(shape)}, blocks of {block}")
     parts = [weight, weight + ".absmax", weight + ".quant_map"]
-    nested = None
-    if "nested_blocksize" in state:
+    if nested is not None:
         parts += [weight + ".nested_absmax", weight + ".nested_quant_map"]
-        nested = (int(state["nested_blocksize"]), float(state.get("nested_offset", 0.0)))
+    missing = [part for part in parts if part not in infos]
+    if missing:
+        raise CorruptCheckpointError(f"{where}: its quant state is nested, but no {missing[0]} is stored")
     parts.append(base)
     return _weight(infos, weight, f"bnb_{kind}", parts, shape, dtype=dtype, block=block, nested=nested)
 
