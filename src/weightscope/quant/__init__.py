@@ -18,16 +18,21 @@ Schemes and references (checked against their source; ``weightscope.quant.kernel
 - ``fp8_scaled``: compressed-tensors float-quantized, ``X.weight`` FP8 + ``X.weight_scale`` (one value or one a row):
   ``w.to(s.dtype) * s``, in the scale's dtype.
 - ``mxfp4_moe``: gpt-oss ``*_blocks`` + ``*_scales``, transformers ``_convert_moe_packed_tensors``: bfloat16
-  ``[E, G*32, R]``.
+  ``[E, G*32, R]``. ``torch.ldexp`` is a true ldexp, not ``x * 2.0**e``: a scale byte of 255 makes ``0.5 * 2**128 =
+  2**127`` and ``0 * 2**128 = 0`` (the note's ``ldexp`` said as much; a float32 ``2**128`` factor would give inf
+  and NaN), checked on such bytes.
 - ``nvfp4_packed``: compressed-tensors NVFP4 (``weight_packed`` U8, ``weight_scale`` F8_E4M3,
   ``weight_global_scale``): bfloat16.
 - ``int_packed``: compressed-tensors pack-quantized (0.20.1's dense packing, ``weight_zero_point`` packed along dim
   0): in the scale's dtype.
-- ``gptq`` (AutoGPTQ ``qlinear_cuda_old``; v1 stores zero - 1, ``checkpoint_format: gptq_v2`` the zero; 2/4/8 bits,
-  3-bit refused) and ``awq`` (AutoAWQ ``dequantize_gemm``, gemm layout only): float16 ``[in, out]`` as the reference
-  returns it (``nn.Linear`` holds its transpose).
-- ``bnb_nf4`` / ``bnb_fp4`` (nested or not) and ``bnb_int8``: bitsandbytes' serialized state; 4-bit values high
-  nibble first, in the quant state's dtype; int8 ``q * SCB / 127`` in float32.
+- ``gptq`` (AutoGPTQ ``qlinear_cuda``'s torch path, with ``g_idx``; v1 stores zero - 1, read back as the masked
+  field plus one, so a stored 15 is 16 at 4 bits, not ``(z + 1) & 15`` as the note has it;
+  ``checkpoint_format: gptq_v2`` the zero; 2/4/8 bits, 3-bit refused) and ``awq`` (AutoAWQ ``dequantize_gemm``,
+  gemm layout only): float16 ``[in, out]`` as the reference returns it (``nn.Linear`` holds its transpose).
+- ``bnb_nf4`` / ``bnb_fp4`` (nested or not) and ``bnb_int8``: bitsandbytes' serialized state (checked with
+  bitsandbytes 0.50.2 on CPU, which the note left unverified); 4-bit values high nibble first, in the quant state's
+  dtype; int8 ``q * SCB * float32(1/127)`` in float32 (a product, as ``int8_vectorwise_dequant`` has it: not a
+  division by 127, which rounds otherwise).
 """
 
 from __future__ import annotations
