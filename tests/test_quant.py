@@ -244,3 +244,18 @@ def test_a_hostile_quant_state_is_refused_or_costs_nothing(tmp_path: Path) -> No
         path = broken(tmp_path / name.replace(" ", "_"), "bnb", change, drop)
         with pytest.raises(CorruptCheckpointError, match=message):
             ws.open(path, dequantize=True)
+
+
+def test_gptq_v2_stores_the_zero_itself(tmp_path: Path) -> None:
+    """GPTQModel's ``convert_gptq_v1_to_v2_format`` adds one to each zero field: the same weight, read as v2."""
+    prefix = "model.layers.0.self_attn.q_proj."
+    stored = load_file(fixture("gptq") / "model.safetensors")
+    words = stored[prefix + "qzeros"].numpy().view(np.uint32)
+    fields = [(words >> (4 * j)) & 15 for j in range(8)]
+    repacked = sum(((field + 1) << (4 * j) for j, field in enumerate(fields)), np.zeros_like(words))
+    path = broken(tmp_path, "gptq", {prefix + "qzeros": torch.from_numpy(repacked.view(np.int32))})
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "quantization_config": {
+        **config["quantization_config"], "checkpoint_format": "gptq_v2"}}))  # fmt: skip
+    with ws.open(path, dequantize=True) as ckpt, ws.open(EXPECTED) as expected:
+        assert same_bits(ckpt[prefix + "weight"], expected["gptq/" + prefix + "weight"])
