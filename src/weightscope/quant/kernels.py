@@ -84,16 +84,20 @@ def gpt_oss_mxfp4(blocks: np.ndarray, scales: np.ndarray, dtype: np.dtype = BF16
     float32 for every code and scale, then reshaped ``[E, R, G*32]`` and transposed to ``[E, G*32, R]``."""
     # Each byte's two values (low nibble first) from one table; ldexp as two exact products, v * 2**(e-1) * 2: only
     # the second can overflow, to inf exactly where ldexp does (2**128 itself is no float32: v * inf would be NaN).
-    values = _pairs_table()[blocks].reshape(*blocks.shape[:-1], 32)
-    half = np.ldexp(np.float32(1), np.arange(-128, 128, dtype=np.int32)).astype(F32)[scales]
-    with np.errstate(over="ignore"):
-        np.multiply(values, half[..., None], out=values)
-        np.multiply(values, np.float32(2), out=values)
     experts, rows, groups, _ = blocks.shape
-    out = values.reshape(experts, rows, groups * 32)
-    if dtype == BF16:  # exact in bfloat16 (two significant bits, float32's exponents): its upper half
-        out = out.view(np.uint16)[..., 1::2].view(BF16) if np.little_endian else out.astype(BF16)
-    return np.ascontiguousarray(out.astype(dtype, copy=False).transpose(0, 2, 1))
+    out = np.empty((experts, groups * 32, rows), dtype)
+    powers = np.ldexp(np.float32(1), np.arange(-128, 128, dtype=np.int32)).astype(F32)
+    for expert in range(experts):  # one expert's float32 values at a time: memory of the output's order, not 2x it
+        values = _pairs_table()[blocks[expert]].reshape(rows, groups, 32)
+        with np.errstate(over="ignore"):
+            np.multiply(values, powers[scales[expert]][..., None], out=values)
+            np.multiply(values, np.float32(2), out=values)
+        matrix = values.reshape(rows, groups * 32)
+        if dtype == BF16 and np.little_endian:  # exact in bfloat16 (two significant bits, float32's exponents)
+            out[expert] = matrix.view(np.uint16)[:, 1::2].view(BF16).T
+        else:
+            out[expert] = matrix.T
+    return out
 
 
 @functools.cache
