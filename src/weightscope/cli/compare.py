@@ -160,7 +160,8 @@ def _diff_text(result: CheckpointDiff, show_all: bool) -> Iterator[str]:
     help="JSON: {layers: [{name, kind, description, parameters, buffers, optimizer_state, roles}], "
     "totals: {layers, parameters, buffers, optimizer_slots, optimizer_other, bookkeeping, "
     "in_all, string_tensors}, optimizer_other: [names], bytes_by_dtype: {dtype: bytes}} "
-    "(described in weightscope.summary).",
+    "(described in weightscope.summary); with quantised weights, quantized: {scheme: {weights, values, bytes, "
+    "bits_per_weight}}.",
 )
 @step_option
 @pass_output
