@@ -95,7 +95,7 @@ def test_ls_lists_a_quantised_weight_once_and_all_its_parts_with_all() -> None:
     assert status == 0
     (row,) = json.loads(out)["tensors"]
     assert row["name"] == "model.layers.0.self_attn.q_proj.weight" and row["dtype"] == "gptq"
-    assert row["shape"] == [64, 24] and len(row["parts"]) == 4
+    assert row["shape"] == [24, 64] and len(row["parts"]) == 4
     assert row["bits_per_weight"] == round(row["nbytes"] * 8 / (64 * 24), 3)
     status, out, _ = run("ls", "--all", fixture("gptq"))
     assert status == 0 and "q_proj.qweight" in out and "q_proj.g_idx" in out and "gptq →" not in out

@@ -28,7 +28,8 @@ Schemes and references (checked against their source; ``weightscope.quant.kernel
 - ``gptq`` (AutoGPTQ ``qlinear_cuda``'s torch path, with ``g_idx``; v1 stores zero - 1, read back as the masked
   field plus one, so a stored 15 is 16 at 4 bits, not ``(z + 1) & 15`` as the note has it;
   ``checkpoint_format: gptq_v2`` the zero; 2/4/8 bits, 3-bit refused) and ``awq`` (AutoAWQ ``dequantize_gemm``,
-  gemm layout only): float16 ``[in, out]`` as the reference returns it (``nn.Linear`` holds its transpose).
+  gemm layout only): float16, the reference's ``[in, out]`` values transposed to ``[out, in]`` as ``nn.Linear``
+  (and the model before quantisation) holds them, so that ``diff --dequantize`` aligns them with the original.
 - ``bnb_nf4`` / ``bnb_fp4`` (nested or not) and ``bnb_int8``: bitsandbytes' serialized state (checked with
   bitsandbytes 0.50.2 on CPU, which the note left unverified); 4-bit values high nibble first, in the quant state's
   dtype; int8 ``q * SCB * float32(1/127)`` in float32 (a product, as ``int8_vectorwise_dequant`` has it: not a

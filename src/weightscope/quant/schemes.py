@@ -182,7 +182,7 @@ def _weight_args(config: dict[str, Any]) -> dict[str, Any]:
 def _gptq_awq(ckpt: Checkpoint, infos: Mapping[str, TensorInfo], base: str, config: dict[str, Any]) -> Any:
     """``X.qweight`` + ``X.qzeros`` + ``X.scales`` (+ ``X.g_idx``): AWQ's gemm packs along output columns
     (``qweight [in, out/8]``), GPTQ along input rows (``[in*b/32, out]``). The logical weight is ``X.weight``, as
-    the reference gives it: ``[in, out]``."""
+    nn.Linear holds it, ``[out, in]``: the reference's ``[in, out]`` values, transposed."""
     qweight, qzeros, scales = infos[base + "qweight"], infos.get(base + "qzeros"), infos.get(base + "scales")
     if qzeros is None or scales is None or len(qweight.shape) != 2 or len(scales.shape) != 2:
         return None
@@ -195,7 +195,7 @@ def _gptq_awq(ckpt: Checkpoint, infos: Mapping[str, TensorInfo], base: str, conf
             raise UnsupportedFormatError(f"{ckpt.path}: quantised weight '{base}qweight': AWQ {version} layout")
         rows = qweight.shape[0]
         group = rows // scales.shape[0] if scales.shape[0] else 0
-        return _weight(infos, base + "weight", "awq", parts, (rows, out), dtype=scales.dtype, group=group)
+        return _weight(infos, base + "weight", "awq", parts, (out, rows), dtype=scales.dtype, group=group)
     bits = config.get("bits")
     if base + "g_idx" in infos:
         parts.append(base + "g_idx")
@@ -208,7 +208,7 @@ def _gptq_awq(ckpt: Checkpoint, infos: Mapping[str, TensorInfo], base: str, conf
     if bits not in (2, 4, 8):
         raise UnsupportedFormatError(f"{ckpt.path}: quantised weight '{base}qweight': GPTQ {bits}-bit packing")
     v1 = config.get("checkpoint_format", "gptq") != "gptq_v2"
-    return _weight(infos, base + "weight", "gptq", parts, (inputs, out), dtype=scales.dtype, bits=bits, v1=v1)
+    return _weight(infos, base + "weight", "gptq", parts, (out, inputs), dtype=scales.dtype, bits=bits, v1=v1)
 
 
 def _bnb_4bit(kind: str, ckpt: Checkpoint, infos: Mapping[str, TensorInfo], weight: str) -> Any:
@@ -336,7 +336,7 @@ def _int_packed_values(weight: QuantizedWeight, parts: list[np.ndarray], broken:
 
 def _gptq_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
     qweight, qzeros, scales = parts[:3]
-    (inputs, out), bits = weight.shape, weight.settings["bits"]
+    (out, inputs), bits = weight.shape, weight.settings["bits"]
     per_word = 32 // bits
     broken.shape("qweight", qweight, (-(-inputs // per_word), out))
     broken.expect(inputs % per_word == 0, f"{inputs} input rows do not fill {bits}-bit words")
@@ -348,16 +348,16 @@ def _gptq_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Brok
     else:
         broken.expect(groups > 0 and inputs % groups == 0, f"{inputs} input rows make no {groups} equal groups")
         g_idx = np.arange(inputs) // (inputs // groups)
-    return kernels.gptq(qweight, qzeros, scales, g_idx, bits, weight.settings["v1"])
+    return np.ascontiguousarray(kernels.gptq(qweight, qzeros, scales, g_idx, bits, weight.settings["v1"]).T)
 
 
 def _awq_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
     qweight, qzeros, scales = parts
-    (inputs, out), group = weight.shape, weight.settings["group"]
+    (out, inputs), group = weight.shape, weight.settings["group"]
     broken.expect(out % 8 == 0 and group > 0 and inputs % group == 0, f"scales {list(scales.shape)} fit no groups")
     broken.shape("qweight", qweight, (inputs, out // 8))
     broken.shape("qzeros", qzeros, (inputs // group, out // 8))
-    return kernels.awq(qweight, qzeros, scales, group)
+    return np.ascontiguousarray(kernels.awq(qweight, qzeros, scales, group).T)
 
 
 def _bnb_4bit_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
