@@ -259,3 +259,39 @@ def test_gptq_v2_stores_the_zero_itself(tmp_path: Path) -> None:
         **config["quantization_config"], "checkpoint_format": "gptq_v2"}}))  # fmt: skip
     with ws.open(path, dequantize=True) as ckpt, ws.open(EXPECTED) as expected:
         assert same_bits(ckpt[prefix + "weight"], expected["gptq/" + prefix + "weight"])
+
+
+def test_parts_of_other_types_than_their_scheme_stores_are_not_taken_for_it(tmp_path: Path) -> None:
+    """Names of a scheme over tensors of other types: read as stored, or refused naming the weight; never a crash."""
+    quant_state = np.frombuffer(b'{"shape":[2,4],"blocksize":64,"dtype":"float32"}', np.uint8).copy()
+    cases = {
+        "nvfp4 codes in int32": {
+            "p.weight_packed": np.full((2, 4), 1 << 30, np.int32),
+            "p.weight_scale": np.ones((2, 1), np.float32),
+            "p.weight_global_scale": np.ones(1, np.float32),
+        },
+        "mxfp4 scales in int32": {"e_blocks": np.zeros((1, 2, 1, 16), np.uint8), "e_scales": np.full((1, 2, 1), 999)},
+        "bnb codes in int32": {
+            "w.weight": np.full((4, 1), 1 << 20, np.int32),
+            "w.weight.absmax": np.ones(1, np.float32),
+            "w.weight.quant_map": np.ones(16, np.float32),
+            "w.weight.quant_state.bitsandbytes__nf4": quant_state,
+        },
+    }
+    for name, tensors in cases.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.safetensors"
+        ws.save(tensors, path)
+        with ws.open(path, dequantize=True) as ckpt:
+            assert sorted(ckpt) == sorted(tensors), name  # no scheme: every part as stored
+    path = tmp_path / "gptq_float_g_idx.safetensors"
+    ws.save(
+        {
+            "l.qweight": np.zeros((1, 8), np.int32),
+            "l.qzeros": np.zeros((1, 1), np.int32),
+            "l.scales": np.ones((1, 8), np.float16),
+            "l.g_idx": np.full(8, 0.5, np.float32),
+        },
+        path,
+    )
+    with ws.open(path, dequantize=True) as ckpt, pytest.raises(CorruptCheckpointError, match="g_idx is float32"):
+        ckpt["l.weight"]

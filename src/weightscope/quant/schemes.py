@@ -124,7 +124,7 @@ def _fp8_scaled(ckpt: Checkpoint, infos: Mapping[str, TensorInfo], base: str, co
 def _mxfp4(ckpt: Checkpoint, infos: Mapping[str, TensorInfo], base: str, config: dict[str, Any]) -> Any:
     """gpt-oss's ``…_proj_blocks`` U8 ``[E, R, G, 16]`` + ``…_proj_scales`` U8 ``[E, R, G]``: ``[E, G*32, R]``."""
     blocks, scales = infos[base + "_blocks"], infos.get(base + "_scales")
-    if scales is None or blocks.dtype != np.uint8 or len(blocks.shape) != 4:
+    if scales is None or blocks.dtype != np.uint8 or scales.dtype != np.uint8 or len(blocks.shape) != 4:
         return None
     experts, rows, groups, _ = blocks.shape
     parts = [base + "_blocks", base + "_scales"]
@@ -139,6 +139,8 @@ def _packed(ckpt: Checkpoint, infos: Mapping[str, TensorInfo], base: str, config
         return None
     parts = [base + "_packed", base + "_scale"]
     if base + "_global_scale" in infos:
+        if packed.dtype != np.uint8:
+            return None
         rows, cols = packed.shape[0], packed.shape[1] * 2
         group = cols // scale.shape[-1] if scale.shape and scale.shape[-1] else 16
         parts.append(base + "_global_scale")
@@ -216,6 +218,8 @@ def _bnb_4bit(kind: str, ckpt: Checkpoint, infos: Mapping[str, TensorInfo], weig
     a U8 tensor of UTF-8 JSON named ``X.weight.quant_state.bitsandbytes__nf4`` (or ``fp4``)."""
     base = weight + _BNB_STATE + kind
     if weight not in infos or weight + ".absmax" not in infos or weight + ".quant_map" not in infos:
+        return None
+    if infos[weight].dtype != np.uint8:
         return None
     where = f"{ckpt.path}: quantised weight '{weight}'"
     if infos[base].nbytes > _MAX_STATE:
@@ -344,6 +348,7 @@ def _gptq_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Brok
     broken.shape("qzeros", qzeros, (groups, -(-out // per_word)))
     if len(parts) == 4:
         g_idx = parts[3].reshape(-1)
+        broken.expect(g_idx.dtype.kind in "iu", f"g_idx is {g_idx.dtype}; expected integers")
         broken.expect(bool(((g_idx >= 0) & (g_idx < groups)).all()), f"g_idx names groups outside 0..{groups - 1}")
     else:
         broken.expect(groups > 0 and inputs % groups == 0, f"{inputs} input rows make no {groups} equal groups")
