@@ -95,20 +95,39 @@ def _one(path: Path, tensors: dict[str, np.ndarray]) -> Written:
     return [(path, dict(tensors))]
 
 
+def _torch_tensor(array: np.ndarray) -> Any:
+    import torch
+
+    if array.dtype.name in (*_FLOAT8, "bfloat16"):  # torch takes no ml_dtypes array: the same bits, viewed
+        bits = np.int16 if array.dtype.itemsize == 2 else np.uint8
+        return torch.from_numpy(array.view(bits).copy()).view(getattr(torch, array.dtype.name))
+    return torch.from_numpy(array)  # a transposed or sliced array stays a strided view: torch saves it so
+
+
 def _torch(directory: Path, tensors: dict[str, np.ndarray], *, legacy: bool) -> Written:
     import torch
 
-    def tensor(array: np.ndarray) -> torch.Tensor:
-        if array.dtype.name in (*_FLOAT8, "bfloat16"):  # torch takes no ml_dtypes array: the same bits, viewed
-            bits = np.int16 if array.dtype.itemsize == 2 else np.uint8
-            return torch.from_numpy(array.view(bits).copy()).view(getattr(torch, array.dtype.name))
-        return torch.from_numpy(array)  # a transposed or sliced array stays a strided view: torch saves it so
-
     path = directory / "model.pt"
     torch.save(
-        {name: tensor(array) for name, array in tensors.items()}, path, _use_new_zipfile_serialization=not legacy
+        {name: _torch_tensor(array) for name, array in tensors.items()},
+        path,
+        _use_new_zipfile_serialization=not legacy,
     )
     return _one(path, tensors)
+
+
+def _dcp(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+    """``torch.distributed.checkpoint.save`` in one process: the folder of ``.metadata`` and ``__0_0.distcp``, opened
+    by its ``.metadata`` (which opens the folder): the files the suite damages are the folder's."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    folder = directory / "dcp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "assuming the intent is to save in a single process"
+        dcp.save({name: _torch_tensor(array) for name, array in tensors.items()}, checkpoint_id=folder)
+    return _one(folder / ".metadata", tensors)
 
 
 def _safetensors(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
@@ -293,6 +312,7 @@ MAKERS: list[Maker] = [
         "keras-zip", "keras", _keras_zip, _NUMPY, big_endian=True, remote=False, eager_checksum=True, chunked_dask=False
     ),
     Maker("tensorflow", "tensorflow", _tensorflow, (*_NUMPY, "bfloat16", *_FLOAT8)),
+    Maker("dcp", "dcp", _dcp, (*_NUMPY, "bfloat16", *_FLOAT8), remote=False),
     Maker("sharded-safetensors", "sharded", _sharded, (*_NUMPY[:-2], "bfloat16", *_FLOAT8)),
     Maker(
         "gguf-split",

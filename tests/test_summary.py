@@ -80,7 +80,9 @@ def test_json_schema_is_stable(tf_checkpoints: dict[str, Path], capsys: pytest.C
         "bytes_by_dtype",
         "values_by_dtype",
         "model",
+        "sharding",
     ]
+    assert document["sharding"] is None  # saved whole (a DCP folder's ranks and chunks: tests/test_dcp.py)
     for layer in document["layers"]:
         assert list(layer) == ["name", "kind", "description", "parameters", "buffers", "optimizer_state", "roles"]
         assert all(isinstance(layer[key], int) for key in ("parameters", "buffers", "optimizer_state"))

@@ -350,6 +350,11 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """The parameters grouped by layer, with their optimizer state attached."""
         return group_layers(self._infos.values(), self.role)
 
+    def sharding(self) -> dict[str, Any] | None:
+        """How a checkpoint saved by several ranks is split: ``ranks``, ``chunks_per_tensor`` (chunk count -> tensors),
+        ``bytes_per_file``; None for one saved whole."""
+        return None
+
     def checked_files(self) -> list[tuple[AnyPath, str, str]]:
         """Each file ``verify()`` reads, with its format and the checksums it checks there ("" none)."""
         return [(self.path, self.format, self.checksums)]

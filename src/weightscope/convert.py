@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 LAYOUTS = NAMINGS = CONVENTIONS
 CASTS = ("float16", "bfloat16", "float32")  # what ``dtype`` casts floating tensors to
+FOLDER_SHARD_SIZE = "5GB"  # huggingface_hub's save_torch_state_dict default: the shards of a folder named "out/"
 
 # Progress: (tensors written, tensors in all, bytes written, bytes in all).
 Progress = Callable[[int, int, int, int], None]
@@ -388,7 +389,8 @@ def convert(
     (float16, bfloat16, float32) casts the floating tensors on the way. With ``max_shard_size``
     ``destination`` is a Hugging Face model folder (safetensors unless ``to`` says pytorch):
     shards of at most that size and their index, with the source model's ``config.json`` and
-    ``generation_config.json`` (see ``weightscope.shards``).
+    ``generation_config.json`` (see ``weightscope.shards``); so is a ``destination`` ending in ``/``, in shards of
+    huggingface_hub's default size (``FOLDER_SHARD_SIZE``).
     """
     from weightscope.formats import (
         DEFAULT_TARGET,
@@ -401,6 +403,8 @@ def convert(
     )
 
     started = time.perf_counter()
+    if max_shard_size is None and os.fspath(destination).endswith(("/", os.sep)):
+        max_shard_size = FOLDER_SHARD_SIZE  # a folder named ("out/"): a model folder, as huggingface_hub shards it
     destination = Path(destination)
     if max_shard_size is None:
         format = format_to_write(destination, to)

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from weightscope.errors import CheckpointNotFoundError, UsageError
+from weightscope.errors import CheckpointNotFoundError
 from weightscope.formats.tf_state import bundle_file, read_checkpoint_state, state_path
 from weightscope.sources import local_path
 
@@ -81,13 +81,3 @@ def checkpoint_history(directory: str | Path) -> list[HistoryEntry]:
         step = step_of(prefix, tensorflow_prefix=True)
         entries.append(HistoryEntry(prefix, step, timestamp, path == state.model_checkpoint_path, exists))
     return entries
-
-
-def select_step(directory: str | Path, step: int) -> Path:
-    """The prefix of the checkpoint saved at ``step`` in ``directory``'s history."""
-    entries = checkpoint_history(directory)
-    for entry in entries:
-        if entry.step == step:
-            return entry.prefix
-    steps = ", ".join(str(entry.step) for entry in entries if entry.step is not None) or "none"
-    raise UsageError(f"{directory}: no checkpoint of step {step} in its history (steps: {steps})")

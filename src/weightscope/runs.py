@@ -3,9 +3,10 @@
 A run is a directory's checkpoints (its ``checkpoint`` state file's history, oldest
 first, or else every checkpoint file in it, and the weights of each Hugging Face Trainer
 ``checkpoint-N/`` directory in it: its ``model.safetensors``, or the folder itself when its
-weights are sharded), a glob, or a list of paths. Each checkpoint's step is a Trainer
-folder's ``trainer_state.json`` ``global_step``, else what ``weightscope.history.step_of``
-reads from its name (``model.ckpt-1000``, ``ckpt-3.safetensors``, ``step=100``,
+weights are sharded; a step folder that is itself one checkpoint, as torchtitan's DCP
+``step-100/``), a glob, or a list of paths. Each checkpoint's step is a Trainer folder's
+``trainer_state.json`` ``global_step``, else what ``weightscope.history.step_of`` reads
+from its name (``model.ckpt-1000``, ``ckpt-3.safetensors``, ``step=100``,
 ``checkpoint-500/model.safetensors``, ...; never a model name's digits, as in
 ``resnet18.pth``). The checkpoints are in step order where
 every one has a step of its own, else in the order their files were written (modification
@@ -100,6 +101,8 @@ def step_of_name(path: Path) -> int | None:
         step = _trainer_step(folder / "trainer_state.json")
         if step is not None:
             return step
+    if path.name.isascii() and path.name.isdigit() and path.is_dir() and FORMATS.folder_checkpoint(path):
+        return int(path.name)  # an Orbax manager's step folder, named by its step alone
     return step_of(path, tensorflow_prefix=FORMATS.prefix_index(path) is not None)
 
 
@@ -138,6 +141,8 @@ def _as_checkpoint(path: Path) -> Path | None:
         found = [path / name for name in _trainer_weights() if (path / name).is_file()]
         if not found and any(INDEX.match(file.name) for file in path.iterdir()):
             found = [path]  # sharded weights: the folder is the checkpoint
+        if not found and FORMATS.folder_checkpoint(path):
+            found = [path]  # a step's folder (torchtitan's DCP step-100/, DeepSpeed's global_stepN/, Orbax's N/)
         return found[0] if found and step_of_name(found[0]) is not None else None
     if prefix := FORMATS.prefix_of(path):
         return prefix

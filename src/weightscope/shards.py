@@ -56,6 +56,7 @@ _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]I?B)?\s*", re.IGNORECASE)
 # The files save_pretrained writes beside the weights, which describe the model they are the weights of.
 MODEL_FILES = ("config.json", "generation_config.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
+DEFAULT_SHARD_SIZE = "5GB"  # save_pretrained's and huggingface_hub's default max_shard_size
 _MAX_MODEL_FILE = 16 << 20  # a config larger than this is no config: refused, not copied
 
 

@@ -75,6 +75,8 @@ its roles and shapes:
                                        # folder's config.json, a GGUF's general.* keys): architecture,
                                        # model_type, hidden_size, layers, heads, dtype, tied_embeddings,
                                        # auto_map (custom code named, never run); {} where it says nothing
+      "sharding": {"ranks": int, "chunks_per_tensor": {str: int}, "bytes_per_file": {file: int}} | None
+                                       # how ranks saved it (a DCP folder); None for a checkpoint saved whole
     }
 """
 
@@ -128,6 +130,7 @@ class Summary:
     bytes_by_dtype: dict[str, int]
     values_by_dtype: dict[str, int] = field(default_factory=dict)
     model: dict[str, str] = field(default_factory=dict)
+    sharding: dict[str, Any] | None = None  # ``Checkpoint.sharding()``: ranks, chunks per tensor, bytes per file
 
     @property
     def in_all(self) -> int:
@@ -150,6 +153,7 @@ class Summary:
             "bytes_by_dtype": dict(self.bytes_by_dtype),
             "values_by_dtype": dict(self.values_by_dtype),
             "model": dict(self.model),
+            "sharding": self.sharding,
         }
 
 
@@ -190,6 +194,7 @@ def summarize(ckpt: Checkpoint) -> Summary:
         bytes_by_dtype=bytes_by_dtype,
         values_by_dtype={dtype: values_by_dtype[dtype] for dtype in bytes_by_dtype if values_by_dtype[dtype]},
         model=model_facts(ckpt.metadata),
+        sharding=ckpt.sharding(),
         **counts,
     )
 
@@ -205,6 +210,7 @@ _MODEL_FACTS = {
     "dtype": ("config.dtype", "config.torch_dtype"),
     "tied_embeddings": ("config.tie_word_embeddings",),
     "auto_map": ("config.auto_map",),
+    "sharding": ("sharding",),  # a training checkpoint's ranks (DeepSpeed ZeRO's stage, world size, dtypes)
 }
 
 

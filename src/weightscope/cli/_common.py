@@ -56,7 +56,7 @@ def _open(
     if step is not None and local_path(path) is None:
         raise UsageError(f"{path}: --step picks from a local directory's history; name the remote checkpoint itself")
     if step is not None:
-        from weightscope.history import select_step
+        from weightscope.steps import select_step
 
         path = select_step(path, step)
     with weightscope.open(path, verify=verify, dequantize=dequantize) as ckpt:

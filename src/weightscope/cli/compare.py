@@ -222,6 +222,12 @@ def _summary_text(summary: Summary, schemes: dict[str, dict[str, float]]) -> Ite
         yield f"values by dtype: {', '.join(f'{dtype} {count:,}' for dtype, count in summary.values_by_dtype.items())}"
         yield f"memory to load (weights as stored): {format_bytes(sum(summary.bytes_by_dtype.values()))}"
         yield "model: " + ", ".join(f"{fact} {safe_text(value)}" for fact, value in summary.model.items())
+    if summary.sharding:
+        chunks = ", ".join(f"{count} in {chunks}" for chunks, count in summary.sharding["chunks_per_tensor"].items())
+        files = ", ".join(
+            f"{safe_text(file)} {format_bytes(size)}" for file, size in summary.sharding["bytes_per_file"].items()
+        )
+        yield f"sharding: {summary.sharding['ranks']} ranks; tensors by chunks: {chunks}; files: {files}"
 
 
 @click.command("plot", cls=Command)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +12,6 @@ import click
 
 from weightscope.cli._common import (
     CHECKPOINT,
-    PATH,
     _count_kinds,
     _open,
     _WritableFormat,
@@ -60,7 +60,7 @@ class _ProgressBar:
 
 @click.command("convert", cls=Command)
 @click.argument("source", type=CHECKPOINT)
-@click.argument("destination", type=PATH)
+@click.argument("destination", type=click.Path())  # as typed: "out/" names a model folder
 @click.option(
     "--to",
     "to",
@@ -83,7 +83,8 @@ class _ProgressBar:
     "--max-shard-size",
     metavar="SIZE",
     help="Write DESTINATION as a Hugging Face model folder (safetensors, or --to pytorch): shards of at most SIZE "
-    "(5GB = 5*10**9 bytes, 500MB, 2GiB) and their index, with the source model's config.json.",
+    "(5GB = 5*10**9 bytes, 500MB, 2GiB) and their index, with the source model's config.json. A DESTINATION "
+    "ending in '/' is such a folder, of 5GB shards unless told.",
 )
 @click.option("--json", "as_json", is_flag=True, help="A JSON summary of what was written.")
 @dequantize_option
@@ -92,7 +93,7 @@ class _ProgressBar:
 def convert_command(
     out: Output,
     source: Path,
-    destination: Path,
+    destination: str,
     to: str | None,
     layout: str,
     names: str,
@@ -106,12 +107,16 @@ def convert_command(
     """Write SOURCE's weights to DESTINATION in another format, layout or naming; verified before it appears."""
     from weightscope.convert import convert
 
+    if destination.endswith(("/", os.sep)) and max_shard_size is None:  # out/: a model folder, as save_pretrained's
+        from weightscope.shards import DEFAULT_SHARD_SIZE
+
+        max_shard_size = DEFAULT_SHARD_SIZE
     progress = _ProgressBar(out, f"converting {safe_text(source.name)}")
     with _open(source, step=step, dequantize=dequantize) as ckpt:
         try:
             result = convert(
                 ckpt,
-                destination,
+                Path(destination),
                 to=to,
                 layout=layout,
                 names=names,

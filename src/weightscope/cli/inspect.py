@@ -341,10 +341,11 @@ def formats_command(out: Output) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {prefix, step, timestamp, newest, exists}.")
 @pass_output
 def history_command(out: Output, path: Path) -> None:
-    """The checkpoints a directory's 'checkpoint' file lists, oldest first (* the newest)."""
+    """The checkpoints a directory's 'checkpoint' file lists, else those of the run in it (DeepSpeed's
+    global_stepN/ folders, an Orbax manager's steps), oldest first (* the newest)."""
     import datetime
 
-    from weightscope.history import checkpoint_history
+    from weightscope.steps import run_history
 
     def cells(entry: Mapping[str, Any]) -> list[str]:
         written = "-"
@@ -365,7 +366,7 @@ def history_command(out: Output, path: Path) -> None:
             "newest": entry.newest,
             "exists": entry.exists,
         }
-        for entry in checkpoint_history(path)
+        for entry in run_history(path)
     ]
     out.records(records, ["", "step", "written", "checkpoint"], cells, right=[1])
 
@@ -375,15 +376,17 @@ def history_command(out: Output, path: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {opcode, name, allowed, count}.")
 @pass_output
 def scan_command(out: Output, path: Path) -> None:
-    """List the globals and calls a PyTorch checkpoint's (or a plain pickle's) pickle names, without running any.
+    """List the globals and calls a PyTorch checkpoint's (or a plain pickle's, a DCP folder's .metadata) pickle names,
+    without running any.
 
     Lists all it can follow, then exits as opening the file would: 6 when a name is outside
     the allow-list (opening would be refused), 4 when the file is damaged, 0 when it opens.
-    A model folder (or a set's index, or one shard) has each of its weight files scanned.
+    A model folder (or a set's index, or one shard) has each of its weight files scanned; a folder a format with
+    a scan of its own claims (a DeepSpeed checkpoint) is scanned by it, as one.
     """
     from weightscope.formats.model_folder import weight_files
 
-    files = weight_files(path)
+    files = [path] if FORMATS.folder_checkpoint(path) else weight_files(path)  # a DCP folder: its .metadata
     scanned = [(file, scanner_for(file)(file)) for file in files]
 
     def lines(scanned: list[tuple[Any, Any]]) -> Iterator[str]:

@@ -33,7 +33,15 @@ from weightscope.errors import (
     WeightscopeError,
 )
 from weightscope.formats._folder_choice import is_set
-from weightscope.formats._sniffing import file_head, first_member, refuse_recognised, zip_members
+from weightscope.formats._sniffing import (
+    file_head,
+    first_member,
+    refuse_recognised,
+    sniff_dcp,
+    sniff_deepspeed,
+    sniff_orbax,
+    zip_members,
+)
 from weightscope.formats._torch_kind import torch_kind
 from weightscope.sources import AnyPath, as_path, file_ends_with, local_path, open_source, opening, plus
 
@@ -74,6 +82,10 @@ class Format:
     # (``weightscope.shards``). "" for a format no model folder is kept in. A folder holding several is read as
     # transformers reads it: the first format's in this registry's order (safetensors before pytorch).
     model_file: str = ""
+    # Whether a checkpoint of this format is a folder that a training run keeps one of per step (DCP's
+    # ``step-100/``, DeepSpeed's ``global_stepN/``, an Orbax manager's ``N/``): ``runs``, ``history`` and ``--step``
+    # take such folders of a run folder as its checkpoints, ``scan`` the folder whole.
+    step_folders: bool = False
 
     def sniff(self, path: AnyPath) -> bool:
         """Whether ``path`` is of this format, from its name and at most a few of its bytes (no reader imported)."""
@@ -198,6 +210,14 @@ def _sniff_keras(path: AnyPath, entry: Format) -> bool:
 
 _BUILT_IN = (
     Format(
+        "orbax",
+        "Orbax checkpoint (JAX): an item or step folder, or a CheckpointManager's steps; OCDBT or zarr folders",
+        "weightscope.formats.orbax:OrbaxCheckpoint",
+        sniffer=sniff_orbax,
+        local_only="an Orbax checkpoint is a folder of many files, read on this machine only",
+        step_folders=True,
+    ),
+    Format(
         "tensorflow",
         "TensorFlow tensor bundle (prefix.index + prefix.data-*): TF1 Saver, TF2 Checkpoint",
         "weightscope.formats.tensorflow:TensorFlowCheckpoint",
@@ -208,6 +228,25 @@ _BUILT_IN = (
         suffixes=(".ckpt",),
         writes=(".ckpt",),  # and a prefix with no suffix, or ending .ckpt-<step>: see format_to_write
         staging="weightscope.formats.tensorflow_writer:staging",
+    ),
+    Format(
+        "deepspeed",
+        "DeepSpeed ZeRO checkpoint (stages 1-3: latest + global_stepN/ rank files), consolidated as zero_to_fp32 does",
+        "weightscope.formats.deepspeed:DeepSpeedCheckpoint",
+        sniffer=sniff_deepspeed,
+        members=("*_model_states.pt",),  # what a tag's folder holds (a glob)
+        local_only="a DeepSpeed checkpoint is a folder of rank files, read from a local disk",
+        step_folders=True,
+        scanner="weightscope.formats.deepspeed:scan",
+    ),
+    Format(
+        "dcp",
+        "PyTorch Distributed Checkpoint (DCP: FSDP, torchtitan, Megatron torch_dist): .metadata + __R_I.distcp",
+        "weightscope.formats.dcp:DcpCheckpoint",
+        sniffer=sniff_dcp,
+        local_only="a DCP folder is read from local files only (its files are found by listing it)",
+        scanner="weightscope.formats.dcp:scan",
+        step_folders=True,
     ),
     Format(
         "model-folder",
@@ -378,6 +417,10 @@ class FormatRegistry(Mapping[str, Format]):
                 return path.with_name(path.name[: found.start()])
         return None
 
+    def folder_checkpoint(self, path: Path) -> bool:
+        """Whether folder ``path`` is one checkpoint of a format whose checkpoints are folders (a DCP step)."""
+        return any(entry.step_folders and entry.sniff(path) for entry in self.values())
+
     def file_suffixes(self) -> tuple[str, ...]:
         """Every ending of a one-file checkpoint's name, longest first (``.weights.h5`` before ``.h5``)."""
         endings = {suffix for entry in self.values() if not entry.prefix for suffix in entry.suffixes}
@@ -389,10 +432,10 @@ DEFAULT_TARGET = "safetensors"  # what ``runs convert`` writes unless told
 
 
 def scanner_for(path: AnyPath) -> Callable[[AnyPath], Any]:
-    """The ``scan`` of the first format with one that claims ``path``; else the first format's with one (which
-    says what is wrong with the file)."""
+    """The ``scan`` of the first format with one that claims ``path``; else the first one-file format's with one
+    (which says what is wrong with the file)."""
     scanners = FORMATS.scanners()
-    chosen = next((entry for entry in scanners if entry.sniff(path)), scanners[0])
+    chosen = next((entry for entry in scanners if entry.sniff(path)), next(e for e in scanners if not e.step_folders))
     return _import(chosen.scanner)  # type: ignore[arg-type]
 
 

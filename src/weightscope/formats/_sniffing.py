@@ -3,11 +3,17 @@ does not read: what each is, and how to get its weights out. Imports no reader."
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from weightscope.containers.zip import LOCAL_SIGNATURE, read_directory
 from weightscope.errors import UnsupportedFormatError, WeightscopeError
 from weightscope.sources import AnyPath, local_path, open_source
+
+if TYPE_CHECKING:
+    from weightscope.formats import Format
 
 
 def file_head(path: AnyPath, length: int) -> bytes:
@@ -32,6 +38,23 @@ def zip_members(path: AnyPath) -> set[str]:
         return set()  # a zip weightscope refuses is no file of a format it reads
     finally:
         source.close()
+
+
+MAX_TAG = 255  # the longest tag a DeepSpeed ``latest`` file is read for (a folder's name)
+
+
+def latest_tag(folder: AnyPath) -> str | None:
+    """The tag ``folder/latest`` holds (DeepSpeed's newest step: ``global_step1000``); None without one. A tag that
+    could name no folder beside it (empty, a path, too long) is returned for the reader to refuse."""
+    latest = folder / "latest"
+    if not latest.is_file():
+        return None
+    return file_head(latest, MAX_TAG + 1).decode("utf-8", "replace").strip()
+
+
+def is_tag(text: str) -> bool:
+    """Whether ``text`` can name a folder beside ``latest``: one path component, not ``.`` or ``..``."""
+    return 0 < len(text) <= MAX_TAG and text not in (".", "..") and not any(mark in text for mark in "/\\\0")
 
 
 _ZIP_NAME_LENGTH = slice(26, 28)  # in a zip's first local header; the name follows its 30 bytes
@@ -97,3 +120,42 @@ def refuse_recognised(path: AnyPath) -> None:
     for recognise, what in RECOGNISED:
         if recognise(path):
             raise UnsupportedFormatError(f"{path}: {what.replace('PATH', repr(str(path)))}")
+
+
+# -- folder formats' sniffers (the registry's entries name them) ------------------------------------------
+
+
+def sniff_orbax(path: AnyPath, entry: Format) -> bool:
+    if local_path(path) is None or not path.is_dir():
+        return False  # a file: no reader module imported to say so
+    from weightscope.formats.orbax import sniff  # a few stats of a folder's names; nothing read
+
+    return sniff(path, entry)
+
+
+def sniff_deepspeed(path: AnyPath, entry: Format) -> bool:
+    """A local folder holding ``*_model_states.pt`` (a tag's, ``global_stepN/``), or whose ``latest`` names one
+    (a remote folder is not listed for it: the reader reads local files only)."""
+    if local_path(path) is None or not path.is_dir():
+        return False
+    tag = latest_tag(path)
+    folder = path / tag if tag is not None and is_tag(tag) and not any(path.glob(entry.members[0])) else path
+    return folder.is_dir() and any(folder.glob(entry.members[0]))
+
+
+# PyTorch DCP (weightscope.formats.dcp): its metadata file, its data files' ending, and the shards of its
+# safetensors storage (HuggingFaceStorageWriter with save_distributed).
+_DCP_METADATA, _DCP_DATA = ".metadata", ".distcp"
+_DCP_SHARD = re.compile(r"^shard-\d{5}-model-\d{5}-of-\d{5}\.safetensors$")
+
+
+def sniff_dcp(path: AnyPath, entry: Format) -> bool:
+    """A folder holding ``.metadata`` (or rank 0's ``__0.metadata``) and ``*.distcp`` files, or one of those files;
+    or DCP's safetensors shards."""
+    folder = path.parent if path.name == _DCP_METADATA or path.suffix in (_DCP_METADATA, _DCP_DATA) else path
+    if not folder.is_dir():
+        return False
+    local = local_path(folder)
+    if (folder / _DCP_METADATA).is_file() or (folder / f"__0{_DCP_METADATA}").is_file():
+        return path is not folder or local is None or any(local.glob(f"*{_DCP_DATA}"))
+    return path is folder and local is not None and any(_DCP_SHARD.match(name) for name in os.listdir(local))

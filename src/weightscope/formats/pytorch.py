@@ -91,7 +91,7 @@ from weightscope.errors import (
     kept,
 )
 from weightscope.formats._torch_kind import torch_kind
-from weightscope.formats.pytorch_pickle import _Storage, _Tensor, _Unpickler
+from weightscope.formats.pytorch_pickle import TorchAllowList, _Storage, _Tensor, _Unpickler
 from weightscope.layers import TensorRole
 from weightscope.limits import Budget, Limits, span_nbytes
 from weightscope.sources import AnyPath, AnySource, as_path, open_source
@@ -272,13 +272,19 @@ def _read_legacy(source: AnySource, path: AnyPath, budget: Budget) -> _Legacy:
     return _Legacy(values[3], order == "little", located, pickled)
 
 
-def scan(path: str | os.PathLike[str]) -> ScanReport:
+def scan(
+    path: str | os.PathLike[str],
+    *,
+    allow: type[TorchAllowList] = TorchAllowList,
+    reader: type[PyTorchCheckpoint] | None = None,
+) -> ScanReport:
     """The globals and calls the checkpoint's pickles name, each marked allowed or refused, and the verdict.
 
     Nothing is imported or called. The pickles are followed past refusals (and past a
     stream that leaves values under its result) to the end or to where they cannot be
     read, so every name before damage is listed; the verdict is what opening the file
-    raises (as ``ls`` does), so the two always agree.
+    raises (as ``ls`` does), so the two always agree. ``allow`` and ``reader`` are a wider allow-list and the
+    reader under it (DeepSpeed's rank files).
     """
     location = as_path(path)
     report = ScanReport()
@@ -302,7 +308,7 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
             name, member = archive.name("data.pkl"), archive.find("data.pkl", location)
             assert member is not None  # _members checked it
             data = bytes(_read_member(source, location, name, member, True))
-            unpickler = _Unpickler(data, f"{location}", scan=True, budget=budget)
+            unpickler = _Unpickler(data, f"{location}", scan=True, budget=budget, allow=allow())
             unpickler.load()
             found, report.verdict = unpickler.found, _over_budget(unpickler)
     except WeightscopeError as error:  # no pickle to follow: a broken zip, a member missing
@@ -312,7 +318,7 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
     report.extend(ScanEntry(opcode, name, allowed, count) for (opcode, name, allowed), count in found.items())
     if report.verdict is None:
         try:
-            PyTorchCheckpoint(path).close()
+            (reader or PyTorchCheckpoint)(path).close()
         except WeightscopeError as error:
             report.verdict = kept(error)
     return report
@@ -356,10 +362,14 @@ class PyTorchCheckpoint(FileCheckpoint):
             raise CorruptCheckpointError(f"{self.path}: byteorder is {order[:80]!r}; expected 'little' or 'big'")
         self._byteorder = "<" if order == b"little" else ">"
         data = bytes(self._member_bytes("data.pkl"))
-        saved = _Unpickler(data, str(self.path), budget=self._budget).load()
+        saved = self._unpickle(data)
         self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * len(data))
         self._walk(index, saved, "", 0, optimizer=False)
         return index
+
+    def _unpickle(self, data: bytes) -> Any:
+        """The saved object of a zip's ``data.pkl``, under torch's allow-list."""
+        return _Unpickler(data, str(self.path), budget=self._budget).load()
 
     def _member_bytes(self, record: str) -> memoryview:
         """The bytes of ``<folder>/<record>``, found as torch.load finds it."""

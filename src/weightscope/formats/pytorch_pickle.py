@@ -323,7 +323,8 @@ def _rebuild_tensor(name: str, args: tuple[Any, ...], where: str) -> _Tensor:
 
 
 class _Unpickler(Unpickler):
-    """The unpickler under torch's allow-list (``pid_length``: 5 in a zip's pickle, 6 in the legacy format)."""
+    """The unpickler under torch's allow-list (``pid_length``: 5 in a zip's pickle, 6 in the legacy format), or
+    under ``allow``, a wider one (DeepSpeed's pickles)."""
 
     def __init__(
         self,
@@ -334,8 +335,9 @@ class _Unpickler(Unpickler):
         start: int = 0,
         pid_length: int = 5,
         budget: Budget | None = None,
+        allow: TorchAllowList | None = None,
     ) -> None:
-        self.torch = TorchAllowList(pid_length)
+        self.torch = allow or TorchAllowList(pid_length)
         super().__init__(data, where, self.torch, scan=scan, start=start, budget=budget)
 
     @property
