@@ -52,6 +52,7 @@ bench: $(STAMP_TEST)
 	$(BIN)/python bench/bench_remote.py
 	$(BIN)/python bench/bench_runs.py
 	$(BIN)/python bench/bench_folders.py
+	$(BIN)/python bench/bench_quant.py
 	$(BIN)/python bench/bench_orbax.py
 
 # Every fuzz harness for FUZZ_RUNS executions (libFuzzer prints "Done N runs" for each).

@@ -448,7 +448,9 @@ def test_the_writer_declares_what_it_holds_and_returns_its_files_in_commit_order
     assert held is not None or writer is NPZ  # .npz's types are checked as each member's header is laid out
     assert held is None or set(writer.dtypes) <= held  # every type the matrix writes is declared
     if writer in (SAFETENSORS, PYTORCH):
-        assert held == set(writer.dtypes)  # and the matrix is every type it holds
+        # and the matrix is every type it holds, but safetensors' packed sub-byte types, which its torch loader (0.8)
+        # does not read: test_quant holds them to safetensors.torch.save's bytes
+        assert held - {"float4_e2m1fn", "float6_e2m3fn", "float6_e3m2fn"} == set(writer.dtypes)
     written = registered.write(_writer_tensors(writer), tmp_path / f"model{writer.suffix}")
     assert [path.parent for path in written] == [tmp_path] * len(written)
     assert [path.name for path in written] == MADE.get(writer.format, [f"model{writer.suffix}"])  # the index last

@@ -151,18 +151,26 @@ def plan(
 
     With ``dtype`` (float16, bfloat16 or float32) every floating tensor of another type
     is cast to it; integers, booleans, complex numbers and strings are written as they are.
+    The stored parts of a quantised weight (``weightscope.quant``: packed values, scales, zero points) are written
+    as they are, under their names, neither cast nor permuted; a checkpoint opened with ``dequantize`` has each as
+    one tensor of float values instead, which is cast and permuted as any other.
     """
     if layout not in LAYOUTS or names not in NAMINGS:
         raise UsageError(f"layout and names are one of {', '.join(LAYOUTS)}; not {layout!r}, {names!r}")
     if dtype is not None and dtype not in CASTS:
         raise UsageError(f"dtype is one of {', '.join(CASTS)}; not {dtype!r}")
     cast = None if dtype is None else BY_NAME[dtype].dtype
+    from weightscope.quant import quantized_parts
+
+    parts = quantized_parts(ckpt)
     skipped: dict[str, str] = {}
     chosen: list[str] = []
     for name in ckpt:
         role: TensorRole = ckpt.role(name)
         if pattern is not None and not fnmatch.fnmatchcase(name, pattern):
             skipped[name] = f"not matched by {pattern}"
+        elif name in parts:
+            chosen.append(name)
         elif role.kind == "bookkeeping":
             skipped[name] = "bookkeeping"
         elif role.kind == "optimizer" and not include_optimizer:
@@ -178,7 +186,9 @@ def plan(
         info = ckpt.info(name)
         role = ckpt.role(name)
         decision: tuple[Any, Any, str] | str = (None, None, "kept")
-        if layout != "keep" and role.kind == "optimizer":
+        if name in parts:
+            decision = (None, None, f"kept: part of quantised '{parts[name]}'")
+        elif layout != "keep" and role.kind == "optimizer":
             # A slot is laid out like its variable, when it has the variable's shape.
             owner = ckpt.info(role.owner) if role.owner is not None and role.owner in ckpt else None
             if owner is not None and owner.shape == info.shape:
@@ -192,11 +202,12 @@ def plan(
             decision = (None, None, "kept (ambiguous)")
         permutation, reshape, what = decision
         shape = tuple(info.shape[axis] for axis in permutation) if permutation else info.shape
-        new_name = name if names == "keep" or role.kind == "optimizer" else conventions.rename(name, names, norm_layers)
+        keep_name = names == "keep" or role.kind == "optimizer" or name in parts
+        new_name = name if keep_name else conventions.rename(name, names, norm_layers)
         output = info.dtype
         cast_from: np.dtype | None = None
         native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype
-        if cast is not None and numeric_kind(info.dtype) == "f" and native != cast:
+        if cast is not None and numeric_kind(info.dtype) == "f" and native != cast and name not in parts:
             output, cast_from = cast, info.dtype
         shape = tuple(reshape or shape)
         planned.append(PlannedTensor(new_name, name, output, shape, permutation, reshape, what, cast_from))

@@ -75,9 +75,10 @@ ELEMENT_TYPES: tuple[ElementType, ...] = (
     ElementType("int4",                  "ml_dtypes.int4",                  29,          None, onnx=22),
     ElementType("uint4",                 "ml_dtypes.uint4",                 30,          None, onnx=21),
     ElementType("float8_e8m0fnu",        "ml_dtypes.float8_e8m0fnu",        None,        "F8_E8M0", onnx=24),
-    ElementType("float4_e2m1fn_x2",      None,                              None,        "F4"),
-    ElementType("float6_e2m3fn",         None,                              None,        "F6_E2M3"),
-    ElementType("float6_e3m2fn",         None,                              None,        "F6_E3M2"),
+    # safetensors' sub-byte types, packed in its files (PACKED_BITS), read one element a byte as ml_dtypes holds them
+    ElementType("float4_e2m1fn",         "ml_dtypes.float4_e2m1fn",         None,        "F4"),
+    ElementType("float6_e2m3fn",         "ml_dtypes.float6_e2m3fn",         None,        "F6_E2M3"),
+    ElementType("float6_e3m2fn",         "ml_dtypes.float6_e3m2fn",         None,        "F6_E3M2"),
     # GGML's block-quantised types (sizes in weightscope.containers.quants): no numpy dtype
     ElementType("q4_0",                  None,                              None,        None, gguf=2),
     ElementType("q4_1",                  None,                              None,        None, gguf=3),
@@ -105,6 +106,11 @@ ELEMENT_TYPES: tuple[ElementType, ...] = (
     ElementType("mxfp4",                 None,                              None,        None, gguf=39),
     ElementType("nvfp4",                 None,                              None,        None, gguf=40),
     ElementType("q1_0",                  None,                              None,        None, gguf=41),
+    # Quantisation schemes stored as several tensors (weightscope.quant): the type a logical weight is listed as
+    *(ElementType(scheme, None, None, None) for scheme in (
+        "fp8_block", "fp8_scaled", "mxfp4_moe", "nvfp4_packed", "int_packed", "gptq", "awq", "bnb_nf4", "bnb_fp4",
+        "bnb_int8",
+    )),
 )
 # fmt: on
 
@@ -155,6 +161,40 @@ def tensorflow_code(dtype: np.dtype) -> int:
 
 
 BY_NAME: dict[str, ElementType] = {t.name: t for t in ELEMENT_TYPES}
+
+# The element types stored packed, by their bits: element k at bits k*b..k*b+b-1 of a little-endian bit stream (two
+# FP4 codes a byte, the first in the low nibble, as torch's float4_e2m1fn_x2 and the OCP MX formats lay them; four FP6
+# codes in three bytes: an order for FP6 no reference here writes, the same rule carried on). safetensors (0.8) stores
+# the bytes as given, counting ``elements * bits / 8`` of them, and refuses a count of bits that is no whole number of
+# bytes.
+PACKED_BITS = {"float4_e2m1fn": 4, "float6_e2m3fn": 6, "float6_e3m2fn": 6}
+
+
+def unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """The ``count`` ``bits``-bit codes (4 or 6) of the bytes ``data``, a little-endian bit stream, one a uint8; no
+    temporary larger than the result (a file of one such tensor stays within the memory a file may make)."""
+    data = data.reshape(-1)
+    if bits == 4:
+        codes = np.empty(count, np.uint8)
+        np.bitwise_and(data, 0x0F, out=codes[0::2])
+        np.right_shift(data, 4, out=codes[1::2])
+        return codes
+    b0, b1, b2 = data[0::3], data[1::3], data[2::3]  # four 6-bit codes in each three bytes
+    codes = np.empty((count // 4, 4), np.uint8)
+    np.bitwise_and(b0, 0x3F, out=codes[:, 0])
+    np.bitwise_or(b0 >> 6, (b1 & 0x0F) << 2, out=codes[:, 1])
+    np.bitwise_or(b1 >> 4, (b2 & 0x03) << 4, out=codes[:, 2])
+    np.right_shift(b2, 2, out=codes[:, 3])
+    return codes.reshape(count)
+
+
+def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
+    """``unpack_bits`` undone: the low ``bits`` bits (4 or 6) of each uint8 of ``codes``, a little-endian bit stream."""
+    codes = codes.reshape(-1) & ((1 << bits) - 1)
+    if bits == 4:
+        return codes[0::2] | (codes[1::2] << 4)
+    c0, c1, c2, c3 = codes[0::4], codes[1::4], codes[2::4], codes[3::4]
+    return np.stack([c0 | (c1 << 6), (c1 >> 2) | (c2 << 4), (c2 >> 4) | (c3 << 2)], axis=-1).reshape(-1)
 
 
 # numpy's own limits, which a file's shape must fit before any array is made: sizes are

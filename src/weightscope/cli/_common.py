@@ -48,15 +48,18 @@ class _WritableFormat(click.Choice):
 
 
 @contextmanager
-def _open(path: Path, *, verify: bool = True, step: int | None = None) -> Iterator[Checkpoint]:
-    """The checkpoint at ``path``, closed on leaving; its notes (``Checkpoint.notes``) on stderr then."""
+def _open(
+    path: Path, *, verify: bool = True, step: int | None = None, dequantize: bool = False
+) -> Iterator[Checkpoint]:
+    """The checkpoint at ``path``, closed on leaving; its notes (``Checkpoint.notes``) on stderr then; with
+    ``dequantize`` its quantised weights each one tensor, read dequantised (``weightscope.quant``)."""
     if step is not None and local_path(path) is None:
         raise UsageError(f"{path}: --step picks from a local directory's history; name the remote checkpoint itself")
     if step is not None:
         from weightscope.steps import select_step
 
         path = select_step(path, step)
-    with weightscope.open(path, verify=verify) as ckpt:
+    with weightscope.open(path, verify=verify, dequantize=dequantize) as ckpt:
         try:
             yield ckpt
         finally:
@@ -65,6 +68,12 @@ def _open(path: Path, *, verify: bool = True, step: int | None = None) -> Iterat
                 output.note(note)
 
 
+dequantize_option = click.option(
+    "--dequantize",
+    is_flag=True,
+    help="Read each weight stored quantised as several tensors (FP8 + scales, MXFP4, NVFP4, GPTQ, AWQ, "
+    "bitsandbytes, compressed-tensors) as one tensor of its values, as its reference implementation dequantises it.",
+)
 step_option = click.option(
     "--step", type=int, default=None, help="From a directory's history, the checkpoint of this step."
 )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _figure, _open, step_option
+from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _figure, _open, dequantize_option, step_option
 from weightscope.cli._output import Command, Output, pass_output
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError
 from weightscope.output import format_bytes, format_shape, render_table, safe_text
@@ -31,10 +31,17 @@ if TYPE_CHECKING:
     help="A JSON list of {name, dtype, shape, count, min, max, mean, std, l2, zeros, nans, infs} "
     "({name, dtype, shape, error} for a tensor that cannot be read).",
 )
+@dequantize_option
 @step_option
 @pass_output
 def stats_command(
-    out: Output, path: Path, names: tuple[str, ...], pattern: str | None, show_all: bool, step: int | None
+    out: Output,
+    path: Path,
+    names: tuple[str, ...],
+    pattern: str | None,
+    show_all: bool,
+    dequantize: bool,
+    step: int | None,
 ) -> None:
     """Per tensor: min, max, mean, std, L2 norm, zeros, NaNs, infinities; any size, in bounded memory.
 
@@ -42,7 +49,7 @@ def stats_command(
     """
     from weightscope.analysis import checkpoint_stats
 
-    with _open(path, step=step) as ckpt:
+    with _open(path, step=step, dequantize=dequantize) as ckpt:
         if names:
             chosen = [ckpt.resolve(name) for name in names]
         else:
@@ -109,16 +116,17 @@ def _diff_row(tensor: TensorDiff) -> list[str]:
 @click.option("--all", "show_all", is_flag=True, help="List equal tensors too.")
 @click.option("--include-optimizer", is_flag=True, help="Compare optimizer state too (weights only by default).")
 @click.option("--json", "as_json", is_flag=True, help="A JSON document: {equal, tensors: [...], only_a, only_b}.")
+@dequantize_option
 @pass_output
 def diff_command(
-    out: Output, a: Path, b: Path, rtol: float, atol: float, show_all: bool, include_optimizer: bool
+    out: Output, a: Path, b: Path, rtol: float, atol: float, show_all: bool, include_optimizer: bool, dequantize: bool
 ) -> None:
     """Compare two checkpoints tensor by tensor, across formats; exit 0 if equal, 1 if they differ."""
     from weightscope.analysis import checkpoint_diff
 
     if rtol < 0 or atol < 0:
         raise UsageError("tolerances must not be negative")
-    with _open(a) as first, _open(b) as second:
+    with _open(a, dequantize=dequantize) as first, _open(b, dequantize=dequantize) as second:
         result = checkpoint_diff(first, second, rtol=rtol, atol=atol, include_optimizer=include_optimizer)
     out.result(result, lambda result: _diff_text(result, show_all), to_json=lambda result: result.to_json())
     if not result.equal:
@@ -152,21 +160,28 @@ def _diff_text(result: CheckpointDiff, show_all: bool) -> Iterator[str]:
     help="JSON: {layers: [{name, kind, description, parameters, buffers, optimizer_state, roles}], "
     "totals: {layers, parameters, buffers, optimizer_slots, optimizer_other, bookkeeping, "
     "in_all, string_tensors}, optimizer_other: [names], bytes_by_dtype: {dtype: bytes}} "
-    "(described in weightscope.summary).",
+    "(described in weightscope.summary); with quantised weights, quantized: {scheme: {weights, values, bytes, "
+    "bits_per_weight}}.",
 )
 @step_option
 @pass_output
 def summary_command(out: Output, path: Path, step: int | None) -> None:
     """The network the weights describe: each layer's kind (Dense 2 → 5, Conv2D 3×3 3 → 16, ...; ? where the
     weights leave doubt), its parameter, buffer and optimizer values; then totals of every value and bytes."""
+    from weightscope.quant import grouped, scheme_totals
     from weightscope.summary import summarize
 
-    with _open(path, step=step) as ckpt:
-        summary = summarize(ckpt)
-    out.result(summary, _summary_text, to_json=lambda summary: summary.to_json())
+    with _open(path, step=step) as raw:
+        ckpt = grouped(raw)  # a weight stored quantised counts as its values, its bytes as all its parts'
+        summary, schemes = summarize(ckpt), scheme_totals(ckpt)
+    out.result(
+        summary,
+        lambda summary: _summary_text(summary, schemes),
+        to_json=lambda summary: {**summary.to_json(), **({"quantized": schemes} if schemes else {})},
+    )
 
 
-def _summary_text(summary: Summary) -> Iterator[str]:
+def _summary_text(summary: Summary, schemes: dict[str, dict[str, float]]) -> Iterator[str]:
     rows = [
         [
             layer.name,
@@ -198,6 +213,11 @@ def _summary_text(summary: Summary) -> Iterator[str]:
     yield "bytes by dtype: " + ", ".join(
         f"{dtype} {format_bytes(count)}" for dtype, count in summary.bytes_by_dtype.items()
     )
+    for scheme, total in schemes.items():
+        yield (
+            f"quantised {scheme}: {total['weights']:,} weights, {total['values']:,} values in "
+            f"{format_bytes(int(total['bytes']))}, {total['bits_per_weight']:g} bits per weight"
+        )
     if summary.model:
         yield f"values by dtype: {', '.join(f'{dtype} {count:,}' for dtype, count in summary.values_by_dtype.items())}"
         yield f"memory to load (weights as stored): {format_bytes(sum(summary.bytes_by_dtype.values()))}"
@@ -234,6 +254,7 @@ def _summary_text(summary: Summary) -> Iterator[str]:
     "--compare", type=CHECKPOINT, metavar="PATH2", help="Histogram: overlay the same tensor of this checkpoint."
 )
 @click.option("--size", default="800x600", show_default=True, metavar="WxH", help="The image's size in pixels.")
+@dequantize_option
 @pass_output
 def plot_command(
     out: Output,
@@ -245,6 +266,7 @@ def plot_command(
     bins: int | None,
     compare: Path | None,
     size: str,
+    dequantize: bool,
 ) -> None:
     """Draw tensors as PNG images, any size in bounded memory (needs matplotlib: weightscope[plot])."""
     import contextlib
@@ -253,8 +275,8 @@ def plot_command(
 
     pixels = parse_size(size)
     with contextlib.ExitStack() as stack:
-        ckpt = stack.enter_context(_open(path))
-        other = stack.enter_context(_open(compare)) if compare is not None else None
+        ckpt = stack.enter_context(_open(path, dequantize=dequantize))
+        other = stack.enter_context(_open(compare, dequantize=dequantize)) if compare is not None else None
         plots = plot_checkpoint(ckpt, names, image, kind=kind, log=log, bins=bins, compare=other, size=pixels)
     for plot in plots:
         against = "" if plot.other is None else f" against B's '{safe_text(plot.other)}'"

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from weightscope.cli._common import CHECKPOINT, _count_kinds, _open, _WritableFormat, step_option
+from weightscope.cli._common import (
+    CHECKPOINT,
+    _count_kinds,
+    _open,
+    _WritableFormat,
+    dequantize_option,
+    step_option,
+)
 from weightscope.cli._output import Command, Output, pass_output
 from weightscope.conventions import CONVENTIONS
 from weightscope.output import format_bytes, format_shape, render_table, safe_text
@@ -82,6 +89,7 @@ class _ProgressBar:
     "DESTINATION ending in '/' is such a folder, of 5GB shards unless told.",
 )
 @click.option("--json", "as_json", is_flag=True, help="A JSON summary of what was written.")
+@dequantize_option
 @step_option
 @pass_output
 def convert_command(
@@ -95,6 +103,7 @@ def convert_command(
     pattern: str | None,
     dtype: str | None,
     max_shard_size: str | None,
+    dequantize: bool,
     step: int | None,
 ) -> None:
     """Write SOURCE's weights to DESTINATION in another format, layout or naming; verified before it appears."""
@@ -105,7 +114,7 @@ def convert_command(
 
         max_shard_size = DEFAULT_SHARD_SIZE
     progress = _ProgressBar(out, f"converting {safe_text(source.name)}")
-    with _open(source, step=step) as ckpt:
+    with _open(source, step=step, dequantize=dequantize) as ckpt:
         try:
             result = convert(
                 ckpt,

@@ -12,7 +12,16 @@ import click
 import numpy as np
 
 from weightscope.checkpoint import Checkpoint, TensorInfo
-from weightscope.cli._common import _VALUE_LABELS, CHECKPOINT, PATH, _counted, _open, _tally, step_option
+from weightscope.cli._common import (
+    _VALUE_LABELS,
+    CHECKPOINT,
+    PATH,
+    _counted,
+    _open,
+    _tally,
+    dequantize_option,
+    step_option,
+)
 from weightscope.cli._output import Command, Output, pass_output
 from weightscope.errors import ExitStatus, RefusedError, UsageError
 from weightscope.formats import FORMATS, scanner_for
@@ -58,13 +67,18 @@ def _size(row: Mapping[str, Any]) -> str:
     "as_json",
     is_flag=True,
     help="JSON: {path, format, tensors: [{name, dtype, shape, nbytes, role, kind}], hidden: {kind: count}, metadata}; "
-    "a view adds strides and stored_nbytes.",
+    "a view adds strides and stored_nbytes; a quantised weight scheme, parts and bits_per_weight (--all: its parts).",
 )
 @step_option
 @pass_output
 def ls_command(out: Output, path: Path, show_all: bool, pattern: str | None, show_keys: bool, step: int | None) -> None:
-    """List the tensors of a checkpoint: name, dtype, shape, size."""
-    with _open(path, step=step) as ckpt:
+    """List the tensors of a checkpoint: name, dtype, shape, size. A weight stored quantised as several tensors is
+    listed once, as its scheme, parts and bits per weight (--all lists its parts as stored)."""
+    from weightscope.quant import grouped
+
+    with _open(path, step=step) as raw:
+        ckpt = raw if show_all else grouped(raw)
+        quantized = getattr(ckpt, "quantized", {})
         infos = [info for info in ckpt.infos() if pattern is None or fnmatch.fnmatchcase(info.name, pattern)]
         shown: list[TensorInfo] = []
         rows: list[dict[str, Any]] = []
@@ -74,6 +88,11 @@ def ls_command(out: Output, path: Path, show_all: bool, pattern: str | None, sho
             if show_all or role.kind == "parameter":
                 shown.append(info)
                 rows.append(_row(ckpt, info, role))
+                weight = quantized.get(info.name)
+                if weight is not None:
+                    rows[-1].update(
+                        scheme=weight.scheme, parts=list(weight.parts), bits_per_weight=round(weight.bits_per_weight, 3)
+                    )
             else:
                 hidden.append(role.category)
         listing = {
@@ -84,7 +103,10 @@ def ls_command(out: Output, path: Path, show_all: bool, pattern: str | None, sho
             "metadata": ckpt.metadata,
             "notes": ckpt.notes,  # also on stderr, as for every command
         }
-    labels = [info.type_label for info in shown]  # the dtype column: a quantised type with the type read as
+    labels = [  # the dtype column: a quantised type with the type read as; a scheme's bits and parts
+        info.type_label + (f" ({row['bits_per_weight']:g} bits, {len(row['parts'])} parts)" if "parts" in row else "")
+        for info, row in zip(shown, rows, strict=True)
+    ]
     out.result(listing, lambda listing: _ls_text(listing, labels, show_keys))
 
 
@@ -121,15 +143,22 @@ def _ls_text(listing: Mapping[str, Any], labels: Sequence[str], show_keys: bool)
 @click.option("--json", "as_json", is_flag=True, help="Values as JSON, with dtype and shape.")
 @click.option("--npy", type=PATH, metavar="OUT", help="Save the (single) tensor as a .npy file.")
 @click.option("--no-verify", is_flag=True, help="Skip checksum verification.")
+@dequantize_option
 @step_option
 @pass_output
 def show_command(
-    out: Output, path: Path, names: Sequence[str], npy: Path | None, no_verify: bool, step: int | None
+    out: Output,
+    path: Path,
+    names: Sequence[str],
+    npy: Path | None,
+    no_verify: bool,
+    dequantize: bool,
+    step: int | None,
 ) -> None:
     """Print tensor values as numpy prints them. A role name (layer1/weight) works too."""
     if npy is not None and len(names) != 1:
         raise UsageError("--npy saves one tensor; name exactly one")
-    with _open(path, verify=not no_verify, step=step) as ckpt:
+    with _open(path, verify=not no_verify, step=step, dequantize=dequantize) as ckpt:
         resolved = []
         for name in names:
             actual = ckpt.resolve(name)

@@ -470,8 +470,13 @@ def open_checkpoint(
     format: str | None = None,
     verify: bool = True,
     storage_options: dict[str, Any] | None = None,
+    dequantize: bool | str = False,
 ) -> Checkpoint:
     """Open the checkpoint at ``path``, choosing its format from its content.
+
+    ``dequantize=True`` reads each weight stored quantised as several tensors (FP8 with scales, MXFP4, NVFP4,
+    compressed-tensors, GPTQ, AWQ, bitsandbytes) as one tensor of its dequantised values, bit for bit as its
+    reference implementation gives them (``weightscope.quant``); a dtype name (``"bfloat16"``) casts them to it.
 
     ``path`` may be a URL (``s3://bucket/run/ckpt-1000``, ``gs://…``, ``https://…``: any
     fsspec protocol, with ``pip install 'weightscope[remote]'``): then the index is
@@ -480,7 +485,16 @@ def open_checkpoint(
     """
     path = as_path(path, storage_options)
     with opening(path):  # a URL's blocks read to sniff the format serve the reader too
-        return _open(path, format, verify)
+        ckpt = _open(path, format, verify)
+    if dequantize is False:
+        return ckpt
+    from weightscope.quant import Dequantized
+
+    try:
+        return Dequantized(ckpt, None if dequantize is True else dequantize)
+    except BaseException:
+        ckpt.close()
+        raise
 
 
 def _open(path: AnyPath, format: str | None, verify: bool) -> Checkpoint:

@@ -94,6 +94,7 @@ _CONFIG_KEYS = (
     "torch_dtype",
     "tie_word_embeddings",
     "auto_map",
+    "quantization_config",  # weightscope.quant reads the scheme's settings from it
 )
 _TIED_HEAD = "lm_head.weight"
 # The model classes with an ``lm_head`` transformers ties to the input embeddings (a base model has none).

@@ -13,8 +13,9 @@ Bytes (``safetensors/src/tensor.rs``, the reference implementation):
 
 Dtype codes are the ``safetensors`` column of ``weightscope.dtypes``: BOOL, U8, I8, I16,
 U16, F16, BF16, I32, U32, F32, C64, F64, I64, U64 and the float8 types F8_E5M2, F8_E4M3,
-F8_E4M3FNUZ, F8_E5M2FNUZ, F8_E8M0 (those via ``ml_dtypes``). The packed sub-byte types F4,
-F6_E2M3 and F6_E3M2 have no numpy type: a file holding one is refused as unsupported.
+F8_E4M3FNUZ, F8_E5M2FNUZ, F8_E8M0 (those via ``ml_dtypes``). The sub-byte types F4, F6_E2M3 and
+F6_E3M2 are stored packed (``weightscope.dtypes.PACKED_BITS``: ``elements * bits / 8`` bytes, a whole number), read
+unpacked to ml_dtypes' float4_e2m1fn / float6_e2m3fn / float6_e3m2fn and written packed again, bit for bit.
 
 A reader must refuse: a header length over the limit or past the end of the file, a
 header that is not UTF-8 JSON or not an object, a name given twice, an unknown dtype, a
@@ -56,14 +57,17 @@ from weightscope.dtypes import (
     BY_SAFETENSORS,
     ELEMENT_TYPES,
     NUMPY_MAX_RANK,
+    PACKED_BITS,
     check_rank,
     check_size,
     element_for,
     little_endian_dtype,
+    pack_bits,
+    unpack_bits,
 )
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
 from weightscope.limits import Limits, json_cost
-from weightscope.writing import Holds, Writer, array_bytes, plan
+from weightscope.writing import Holds, Spec, Writer, array_bytes, plan
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -83,7 +87,7 @@ _HEADER_COSTS = {"separator": 48, "array": 96, "string": 56}
 _PLAIN = {
     code: (element.dtype, element.dtype.itemsize, element.name)
     for code, element in BY_SAFETENSORS.items()
-    if element.dtype is not None
+    if element.dtype is not None and element.name not in PACKED_BITS
 }
 _new_info: Callable[[Iterable[object]], TensorInfo] = partial(tuple.__new__, TensorInfo)  # as TensorInfo advises
 # The reference writer's compact header, read from its text (``_compact``): with no escape and no control character
@@ -102,7 +106,15 @@ class SafetensorsCheckpoint(FileCheckpoint):
     format = "safetensors"
 
     def _extent(self, info: TensorInfo) -> Extent:
+        if info.type_name in PACKED_BITS:  # sub-byte codes, packed
+            return Extent(info.file, info.offset, info.nbytes, np.dtype(np.uint8), compression=info.type_name)
         return Extent(info.file, info.offset, info.nbytes, little_endian_dtype(info.dtype))  # raw little-endian
+
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        if info.type_name not in PACKED_BITS:
+            return super()._read(info)
+        data = np.frombuffer(self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'"), np.uint8)
+        return unpack_bits(data, PACKED_BITS[info.type_name], info.size).view(info.dtype).reshape(info.shape)
 
     def _load(self) -> Index:
         (length,) = _HEADER_LENGTH.unpack(self._source.read(0, _HEADER_LENGTH.size, "the header length"))
@@ -285,7 +297,12 @@ class SafetensorsCheckpoint(FileCheckpoint):
                 f"{where} has data_offsets {offsets!r}; expected [begin, end] with 0 <= begin <= end"
             )
         begin, end = offsets
-        nbytes = math.prod(shape) * dtype.itemsize
+        bits = math.prod(shape) * PACKED_BITS.get(element.name, dtype.itemsize * 8)
+        if bits % 8:
+            raise CorruptCheckpointError(
+                f"{where}: shape {shape} of {code} fills {bits} bits, no whole number of bytes"
+            )
+        nbytes = bits // 8
         if end - begin != nbytes:
             raise CorruptCheckpointError(
                 f"{where}: data_offsets [{begin}, {end}] hold {end - begin} bytes; "
@@ -405,8 +422,9 @@ def write(
     header: dict[str, Any] = {} if metadata is None else {METADATA_KEY: dict(metadata)}
     offset = 0
     for code, spec in planned:
-        header[spec.name] = {"dtype": code, "shape": list(spec.shape), "data_offsets": [offset, offset + spec.nbytes]}
-        offset += spec.nbytes
+        nbytes = _stored_nbytes(code, spec)
+        header[spec.name] = {"dtype": code, "shape": list(spec.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     try:
         text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     except UnicodeEncodeError as error:
@@ -416,9 +434,24 @@ def write(
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(target) as handle:
         handle.write(_HEADER_LENGTH.pack(len(text)) + text)
-        for _, spec in planned:
-            handle.write(array_bytes(source.array(spec.name), spec).data)
+        for code, spec in planned:
+            data = array_bytes(source.array(spec.name), spec)
+            bits = PACKED_BITS.get(BY_SAFETENSORS[code].name)
+            handle.write((data if bits is None else pack_bits(data, bits)).data)
     return [target]
+
+
+def _stored_nbytes(code: str, spec: Spec) -> int:
+    """The bytes ``spec`` takes in the file: its elements', or their bits packed; a count of bits that fills no whole
+    number of bytes is refused, as the reference refuses it."""
+    bits = PACKED_BITS.get(BY_SAFETENSORS[code].name)
+    if bits is None:
+        return spec.nbytes
+    if math.prod(spec.shape) * bits % 8:
+        raise UsageError(
+            f"tensor '{spec.name}': {list(spec.shape)} values of {bits} bits fill no whole number of bytes"
+        )
+    return math.prod(spec.shape) * bits // 8
 
 
 WRITER = Writer(HOLDS, write)
