@@ -30,7 +30,6 @@ from weightscope.errors import (
     CorruptCheckpointError,
     UnsupportedFormatError,
     UsageError,
-    WeightscopeError,
 )
 from weightscope.formats._folder_choice import is_set
 from weightscope.formats._sniffing import (
@@ -41,10 +40,11 @@ from weightscope.formats._sniffing import (
     sniff_deepspeed,
     sniff_flax,
     sniff_orbax,
+    sniff_pytorch,
+    sniff_tensorflow,
     zip_members,
 )
-from weightscope.formats._torch_kind import torch_kind
-from weightscope.sources import AnyPath, as_path, file_ends_with, local_path, open_source, opening, plus
+from weightscope.sources import AnyPath, as_path, local_path, opening, plus
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -132,21 +132,6 @@ def _import(target: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-# The last 8 bytes of a TensorFlow index (and of a TF1 V1 single-file checkpoint).
-_TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
-
-
-def _sniff_tensorflow(path: AnyPath, entry: Format) -> bool:
-    if path.is_dir():
-        return any((path / name).is_file() for name in ("checkpoint", "saved_model.pb")) or any(path.glob("*.index"))
-    if path.name == "checkpoint" and path.is_file():
-        return True
-    if file_ends_with(path, _TABLE_MAGIC):
-        return True  # an index, or a V1 checkpoint, which the reader refuses by name
-    text = str(path)
-    return text.endswith(".index") or ".data-" in path.name or plus(path, ".index").is_file()
-
-
 def _sniff_folder(path: AnyPath, entry: Format) -> bool:
     return path.is_dir()  # after TensorFlow's: a folder no other format claims (the reader says what is in it)
 
@@ -167,30 +152,6 @@ def _sniff_npz(path: AnyPath, entry: Format) -> bool:
         return True
     head = file_head(path, 30 + 0xFFFF)
     return head.startswith(LOCAL_SIGNATURE) and first_member(head).endswith(b".npy")
-
-
-# The legacy format (torch.save before 1.6) starts with its magic number 0x1950a86a20f9469cfc6c
-# pickled at protocol 2: PROTO 2, LONG1 of 10 bytes, STOP.
-_PYTORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little") + b"."
-
-
-def _sniff_pytorch(path: AnyPath, entry: Format) -> bool:
-    """A zip whose first member is one of ``entry.members`` in the archive's one folder, or the legacy head."""
-    if not path.is_file():
-        return False
-    source = open_source(path)
-    try:
-        try:
-            kind = torch_kind(source, path)  # torch.load's own decision
-        except WeightscopeError:
-            kind = "legacy"  # torch.load fails on it too: claimed by the legacy head, the reader says why
-        if kind != "zip":  # (a tar starting as torch.save's pickles is claimed, to be refused)
-            return bytes(source.read(0, min(source.size, len(_PYTORCH_LEGACY_HEAD)), "magic")) == _PYTORCH_LEGACY_HEAD
-        head = bytes(source.read(0, min(source.size, 30 + 0xFFFF), "the first local header"))
-    finally:
-        source.close()
-    name = first_member(head)
-    return name.count(b"/") == 1 and name.endswith(tuple(b"/" + member.encode() for member in entry.members))
 
 
 def _sniff_pickle(path: AnyPath, entry: Format) -> bool:
@@ -223,7 +184,7 @@ _BUILT_IN = (
         "tensorflow",
         "TensorFlow tensor bundle (prefix.index + prefix.data-*): TF1 Saver, TF2 Checkpoint",
         "weightscope.formats.tensorflow:TensorFlowCheckpoint",
-        sniffer=_sniff_tensorflow,
+        sniffer=sniff_tensorflow,
         index=".index",
         parts=r"\.index$|\.data-\d{5}-of-\d{5}$",
         writer="weightscope.formats.tensorflow_writer:WRITER",
@@ -293,7 +254,7 @@ _BUILT_IN = (
         "pytorch",
         "PyTorch checkpoint (torch.save, .pt/.pth/.bin; zip or legacy): pickles read by an allow-list, never run",
         "weightscope.formats.pytorch:PyTorchCheckpoint",
-        sniffer=_sniff_pytorch,
+        sniffer=sniff_pytorch,
         members=("data.pkl", ".format_version", "byteorder", "version"),  # the first, in the archive's one folder
         writer="weightscope.formats.pytorch_writer:WRITER",
         suffixes=(".pt", ".pth", ".bin"),

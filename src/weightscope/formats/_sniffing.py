@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from weightscope.containers.zip import LOCAL_SIGNATURE, read_directory
 from weightscope.errors import UnsupportedFormatError, WeightscopeError
-from weightscope.sources import AnyPath, local_path, open_source
+from weightscope.formats._torch_kind import torch_kind
+from weightscope.sources import AnyPath, file_ends_with, local_path, open_source, plus
 
 if TYPE_CHECKING:
     from weightscope.formats import Format
@@ -135,6 +136,48 @@ def refuse_recognised(path: AnyPath) -> None:
     for recognise, what in RECOGNISED:
         if recognise(path):
             raise UnsupportedFormatError(f"{path}: {what.replace('PATH', repr(str(path)))}")
+
+
+# -- sniffers the registry's entries name ---------------------------------------------------------------------
+
+
+# The last 8 bytes of a TensorFlow index (and of a TF1 V1 single-file checkpoint).
+_TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
+
+
+def sniff_tensorflow(path: AnyPath, entry: Format) -> bool:
+    if path.is_dir():
+        return any((path / name).is_file() for name in ("checkpoint", "saved_model.pb")) or any(path.glob("*.index"))
+    if path.name == "checkpoint" and path.is_file():
+        return True
+    if file_ends_with(path, _TABLE_MAGIC):
+        return True  # an index, or a V1 checkpoint, which the reader refuses by name
+    text = str(path)
+    return text.endswith(".index") or ".data-" in path.name or plus(path, ".index").is_file()
+
+
+# The legacy format (torch.save before 1.6) starts with its magic number 0x1950a86a20f9469cfc6c
+# pickled at protocol 2: PROTO 2, LONG1 of 10 bytes, STOP.
+_PYTORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little") + b"."
+
+
+def sniff_pytorch(path: AnyPath, entry: Format) -> bool:
+    """A zip whose first member is one of ``entry.members`` in the archive's one folder, or the legacy head."""
+    if not path.is_file():
+        return False
+    source = open_source(path)
+    try:
+        try:
+            kind = torch_kind(source, path)  # torch.load's own decision
+        except WeightscopeError:
+            kind = "legacy"  # torch.load fails on it too: claimed by the legacy head, the reader says why
+        if kind != "zip":  # (a tar starting as torch.save's pickles is claimed, to be refused)
+            return bytes(source.read(0, min(source.size, len(_PYTORCH_LEGACY_HEAD)), "magic")) == _PYTORCH_LEGACY_HEAD
+        head = bytes(source.read(0, min(source.size, 30 + 0xFFFF), "the first local header"))
+    finally:
+        source.close()
+    name = first_member(head)
+    return name.count(b"/") == 1 and name.endswith(tuple(b"/" + member.encode() for member in entry.members))
 
 
 # -- folder formats' sniffers (the registry's entries name them) ------------------------------------------
