@@ -14,6 +14,9 @@ dequantised values ``q`` against the original ``w``, chunk by chunk in float64:
   ``k = ceil(0.001 * size)`` (the top 0.1% largest-magnitude original weights, ties at ``t`` included; None when
   there is no error).
 
+Pairs where either value is NaN or infinite are left out of every figure and counted (``nonfinite``); the outliers'
+threshold is taken among the original's finite values.
+
 A layer's figures are those of its tensors' values taken together (sums of squares, products and counts added; its
 outliers are each tensor's own), a layer being a name up to its block number (``model.layers.3``) or, outside
 blocks, the module (``lm_head``, ``model.norm``).
@@ -139,7 +142,11 @@ def quantized_type(ckpt: Checkpoint, name: str) -> str | None:
     """The quantised type ``name`` is read from (``q4_0``, ``fp8_block``): one with no numpy dtype; else None."""
     info = ckpt.info(name)
     element = BY_NAME.get(info.type_name)
-    return info.type_name if element is not None and element.numpy_name is None and info.dtype.kind == "f" else None
+    return (
+        info.type_name
+        if element is not None and element.numpy_name is None and numeric_kind(info.dtype) == "f"
+        else None
+    )
 
 
 def has_quantized(ckpt: Checkpoint) -> bool:
@@ -157,6 +164,7 @@ class ErrorPartial:
     dot: float = 0.0
     d_squares: float = 0.0
     outlier_squares: float = 0.0
+    nonfinite: int = 0  # pairs left out: NaN or infinite on either side
 
     def merge(self, other: ErrorPartial) -> ErrorPartial:
         return ErrorPartial(*(max(x, y) if key == "max_abs" else x + y for key, x, y in self._zipped(other)))
@@ -177,16 +185,26 @@ class ErrorPartial:
 
 
 def error_partial(original: np.ndarray, quantised: np.ndarray) -> ErrorPartial:
-    """The sums of ``original`` against ``quantised`` (one shape), chunk by chunk; outliers as the module says."""
+    """The sums of ``original`` against ``quantised`` (one shape), chunk by chunk; outliers as the module says.
+
+    Pairs where either value is NaN or infinite are left out of every sum (and counted in ``nonfinite``), as ``diff``
+    leaves them out of its norms."""
     total = ErrorPartial()
     if not original.size:
         return total
     magnitudes = np.abs(original.reshape(-1).astype(np.float64 if original.itemsize > 4 else np.float32))
+    magnitudes = magnitudes[np.isfinite(magnitudes)]
     k = math.ceil(OUTLIER_FRACTION * magnitudes.size)
-    threshold = float(np.partition(magnitudes, magnitudes.size - k)[magnitudes.size - k])
+    threshold = float(np.partition(magnitudes, magnitudes.size - k)[magnitudes.size - k]) if k else math.inf
     del magnitudes
     for left, right in aligned_chunks(chunks(original), chunks(quantised)):
         w, q = widened(left), widened(right)
+        finite = np.isfinite(w) & np.isfinite(q)
+        if not finite.all():
+            total.nonfinite += int(finite.size - np.count_nonzero(finite))
+            w, q = w[finite], q[finite]
+        if not w.size:
+            continue
         d = w - q
         squares = d * d
         total.count += w.size
@@ -216,7 +234,7 @@ class TensorError:
         document: dict[str, Any] = {key: getattr(self, key) for key in ("name", "other", "layer", "type", "status")}
         document["shape"] = [list(shape) for shape in self.shape]
         document["moved"] = self.moved
-        document["count"] = self.partial.count
+        document["count"], document["nonfinite"] = self.partial.count, self.partial.nonfinite
         return document | _finite(self.partial.figures())
 
 
@@ -256,7 +274,7 @@ class QuantizationError:
             "matched_by": self.matched_by,
             "tensors": [tensor.to_json() for tensor in self.tensors],
             "layers": [
-                {"layer": layer, "count": partial.count} | _finite(partial.figures())
+                {"layer": layer, "count": partial.count, "nonfinite": partial.nonfinite} | _finite(partial.figures())
                 for layer, partial in self.layers.items()
             ],
             "only_original": self.only_original,
