@@ -162,6 +162,14 @@ def test_either_side_may_be_the_quantised_one() -> None:
     assert json.loads(backward) == json.loads(forward)
 
 
+def test_two_quantised_sides_or_none_are_a_plain_diff() -> None:
+    for a, b in ((fixture("gptq"), fixture("gptq")), (GGUF, GGUF), (HF, HF)):
+        status, out, err = run("diff", "--json", a, b)
+        assert status == 0, err
+        document = json.loads(out)
+        assert document["equal"] and "only_a" in document and "layers" not in document
+
+
 def test_text_output_and_the_plot_per_layer(tmp_path: Path) -> None:
     image = tmp_path / "error.png"
     status, out, err = run("diff", HF, GGUF, "--plot", image)

@@ -163,10 +163,10 @@ def diff_command(
             from weightscope.plot import require_matplotlib
 
             require_matplotlib()
-        first, second = grouped(first), grouped(second)
-        quantised = has_quantized(first), has_quantized(second)
+        views = grouped(first), grouped(second)  # a scheme's parts as one weight, read dequantised
+        quantised = has_quantized(views[0]), has_quantized(views[1])
         if quantised[0] != quantised[1]:
-            original, copy = (second, first) if quantised[0] else (first, second)
+            original, copy = (views[1], views[0]) if quantised[0] else views
             _quantization_error(out, original, copy, show_all, image)
             return
         if image is not None:
@@ -209,8 +209,9 @@ def _error_text(result: QuantizationError, show_all: bool) -> Iterator[str]:
     exact = sum(tensor.status == "compared" and not tensor.partial.d_squares for tensor in result.tensors)
     yield (
         f"{len(result.tensors)} tensors of {safe_text(result.quantised)} measured against {safe_text(result.original)}"
-        f" (matched by {result.matched_by}; {exact} exact); outliers: the top 0.1% largest |original| of each tensor"
+        f" (matched by {result.matched_by}; {exact} exact)"
     )
+    yield "outliers' share: of the squared error, the part on each tensor's 0.1% largest |original| values"
     for side, names in (("the original", result.only_original), ("the quantised", result.only_quantised)):
         if names:
             yield f"only in {side}: {', '.join(safe_text(name) for name in names)}"
