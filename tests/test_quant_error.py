@@ -117,6 +117,7 @@ def test_llama_gguf_aligns_with_its_original_with_no_names_given_and_figures_equ
     by_layer: dict[str, list[dict[str, float]]] = {}
     for row in document["tensors"]:
         w, q = original[row["name"]], reference[row["other"]]
+        assert row["shape"] == [list(w.shape), list(w.shape)] and q.shape == w.shape  # GGML's [in, out] reversed
         kind = row["other"].split(".")[-2]
         if kind in heads:  # the test's own inverse: compare in GGUF's order, the original permuted as llama.cpp does
             w = llama_permute(w, heads[kind])
@@ -155,11 +156,18 @@ def test_the_rotary_permutation_is_undone_value_for_value() -> None:
     assert rows["model.layers.0.self_attn.q_proj.weight"]["rmse"] == 0.0
 
 
-def test_either_side_may_be_the_quantised_one() -> None:
+def test_either_side_may_be_the_quantised_one_and_the_original_of_any_format(tmp_path: Path) -> None:
+    import torch
+
     _, forward, _ = run("diff", "--json", HF, GGUF)
     status, backward, _ = run("diff", "--json", GGUF, HF)
     assert status == ExitStatus.DIFFERENT
     assert json.loads(backward) == json.loads(forward)
+    pickled = tmp_path / "llama.pt"
+    torch.save({name: torch.from_numpy(value) for name, value in load_file(HF / "model.safetensors").items()}, pickled)
+    status, other, _ = run("diff", "--json", pickled, GGUF)
+    assert status == ExitStatus.DIFFERENT
+    assert json.loads(other)["tensors"] == json.loads(forward)["tensors"]
 
 
 def test_two_quantised_sides_or_none_are_a_plain_diff() -> None:
@@ -214,6 +222,24 @@ def test_scheme_figures_equal_numpys_on_the_reference_dequantisation(tmp_path: P
         assert rows[weight]["nonfinite"] == np.count_nonzero(~(np.isfinite(w) & np.isfinite(q)))
     if name == "mxfp4":  # its scale byte 255 makes infinities in the reference: left out, and counted
         assert next(iter(rows.values()))["nonfinite"] > 0
+
+
+def test_an_original_of_another_framework_is_matched_by_the_layer_model(tmp_path: Path) -> None:
+    reference = _expected_values()["ct_int4/proj.weight"]
+    original = reference.astype(np.float32) + np.random.default_rng(4).normal(0, 0.1, reference.shape)
+    np.savez(tmp_path / "tf.npz", **{"proj/kernel": np.ascontiguousarray(original.T, dtype=np.float32)})  # [in, out]
+    status, out, _ = run("diff", "--json", tmp_path / "tf.npz", fixture("ct_int4"))
+    assert status == ExitStatus.DIFFERENT
+    document = json.loads(out)
+    assert document["matched_by"] == "layer model" and document["only_original"] == []
+    (row,) = document["tensors"]
+    assert (row["name"], row["other"], row["layer"], row["moved"]) == (
+        "proj/kernel",
+        "proj.weight",
+        "proj",
+        "both in PyTorch's layout",
+    )
+    assert_figures(row, numpy_figures(numpy_sums(original.astype(np.float32), reference)), "proj")
 
 
 def _expected_values() -> dict[str, np.ndarray]:

@@ -296,13 +296,17 @@ def layer_of(name: str) -> str:
 Reader = Callable[[], np.ndarray]
 
 
-def _compare(quantised: Checkpoint, name: str, other: str, moved: str | None, w: Reader, q: Reader) -> TensorError:
+def _compare(
+    quantised: Checkpoint, key: str, name: str, other: str, moved: str | None, w: Reader, q: Reader
+) -> TensorError:
+    """``name`` of the original against ``other``, matched under ``key`` (a Hugging Face or PyTorch name)."""
     first, second = w(), q()
     kind = quantized_type(quantised, other) or quantised.info(other).type_name
     shapes = (tuple(first.shape), tuple(second.shape))
+    found = (name, other, layer_of(key), kind, shapes)
     if shapes[0] != shapes[1] or None in (numeric_kind(first.dtype), numeric_kind(second.dtype)):
-        return TensorError(name, other, layer_of(name), kind, shapes, "shape", moved)
-    return TensorError(name, other, layer_of(name), kind, shapes, "compared", moved, error_partial(first, second))
+        return TensorError(*found, "shape", moved)
+    return TensorError(*found, "compared", moved, error_partial(first, second))
 
 
 def quantization_error(original: Checkpoint, quantised: Checkpoint) -> QuantizationError:
@@ -321,7 +325,7 @@ def quantization_error(original: Checkpoint, quantised: Checkpoint) -> Quantizat
                 functools.partial(aligned.read, original),
                 functools.partial(other.read, quantised),
             )
-            jobs.append(functools.partial(_compare, quantised, aligned.source, other.source, moved, *readers))
+            jobs.append(functools.partial(_compare, quantised, name, aligned.source, other.source, moved, *readers))
     rest_mine = {aligned.source for name, aligned in mine.items() if name not in theirs}
     rest_theirs = {aligned.source for name, aligned in theirs.items() if name not in mine}
     matched_by, named = "name", bool(jobs)
@@ -332,7 +336,8 @@ def quantization_error(original: Checkpoint, quantised: Checkpoint) -> Quantizat
                 counterpart = canonical_theirs[key]
                 moved = None if planned.permutation == counterpart.permutation else "both in PyTorch's layout"
                 readers = (_planned_reader(original, planned), _planned_reader(quantised, counterpart))
-                jobs.append(functools.partial(_compare, quantised, planned.source, counterpart.source, moved, *readers))
+                job = functools.partial(_compare, quantised, key, planned.source, counterpart.source, moved, *readers)
+                jobs.append(job)
                 rest_mine.discard(planned.source)
                 rest_theirs.discard(counterpart.source)
                 matched_by = "name and layer model" if named else "layer model"
