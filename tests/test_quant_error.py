@@ -186,6 +186,8 @@ def test_text_output_and_the_plot_per_layer(tmp_path: Path) -> None:
     assert "model.layers.0.self_attn.q_proj.weight" not in out  # exact: listed only with --all
     assert "21 tensors of" in out and "6 exact" in out
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {image}" in err
+    status, _, err = run("diff", HF, GGUF, "--atol", "0.1")
+    assert status == ExitStatus.DIFFERENT and "do not apply to a quantisation error" in err
     status, _, err = run("diff", HF, HF, "--plot", image)
     assert status == ExitStatus.USAGE and "--plot" in err
 

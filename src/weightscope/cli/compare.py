@@ -167,6 +167,8 @@ def diff_command(
         quantised = has_quantized(views[0]), has_quantized(views[1])
         if quantised[0] != quantised[1]:
             original, copy = (views[1], views[0]) if quantised[0] else views
+            if rtol or atol or include_optimizer:
+                out.note("--rtol, --atol and --include-optimizer do not apply to a quantisation error: ignored")
             _quantization_error(out, original, copy, show_all, image)
             return
         if image is not None:

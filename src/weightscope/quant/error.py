@@ -195,7 +195,9 @@ def error_partial(original: np.ndarray, quantised: np.ndarray) -> ErrorPartial:
     magnitudes = np.abs(original.reshape(-1).astype(np.float64 if original.itemsize > 4 else np.float32))
     magnitudes = magnitudes[np.isfinite(magnitudes)]
     k = math.ceil(OUTLIER_FRACTION * magnitudes.size)
-    threshold = float(np.partition(magnitudes, magnitudes.size - k)[magnitudes.size - k]) if k else math.inf
+    if k:
+        magnitudes.partition(magnitudes.size - k)  # in place: no second copy of the tensor
+    threshold = float(magnitudes[magnitudes.size - k]) if k else math.inf
     del magnitudes
     for left, right in aligned_chunks(chunks(original), chunks(quantised)):
         w, q = widened(left), widened(right)
