@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file
 import weightscope as ws
 from weightscope.cli import Environment, main
 from weightscope.errors import CorruptCheckpointError, ExitStatus
-from weightscope.quant.error import gguf_llama_names, layer_of, quantization_error
+from weightscope.quant.error import Aligned, gguf_llama_names, layer_of, quantization_error
 
 HERE = Path(__file__).parent / "fixtures" / "quant"
 EXPECTED = HERE / "expected.safetensors"
@@ -249,29 +249,52 @@ def _expected_values() -> dict[str, np.ndarray]:
         return {key: np.array(ckpt[key]) for key in ckpt}
 
 
-def test_the_ggufs_head_counts_are_checked(tmp_path: Path) -> None:
-    def write(path: Path, heads: int | None, rows: int) -> Path:
-        writer = gguf.GGUFWriter(path, "llama")
-        if heads is not None:
-            writer.add_head_count(heads)
-        writer.add_tensor("blk.0.attn_q.weight", np.ones((rows, 32), np.float32))
-        up = gguf.quants.quantize(np.ones((8, 32), np.float32), gguf.GGMLQuantizationType.Q8_0)
-        writer.add_tensor("blk.0.ffn_up.weight", up, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        return path
+def write_gguf(path: Path, tensors: dict[str, np.ndarray], heads: int | None = None) -> Path:
+    """A llama GGUF of ``tensors`` (2-D float32 ones ending in ``ffn_up.weight`` stored Q8_0), with gguf-py."""
+    writer = gguf.GGUFWriter(path, "llama")
+    if heads is not None:
+        writer.add_head_count(heads)
+    for name, values in tensors.items():
+        if name.endswith("ffn_up.weight"):
+            kind = gguf.GGMLQuantizationType.Q8_0
+            writer.add_tensor(name, gguf.quants.quantize(values, kind), raw_dtype=kind)
+        else:
+            writer.add_tensor(name, values)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
 
+
+def test_a_name_the_file_already_holds_is_not_given_to_another(tmp_path: Path) -> None:
+    path = write_gguf(
+        tmp_path / "clash.gguf",
+        {"output.weight": np.ones((4, 32), np.float32), "lm_head.weight": np.zeros((4, 32), np.float32)},
+    )
+    with ws.open(path) as ckpt:
+        assert gguf_llama_names(ckpt, list(ckpt)) == {
+            name: Aligned(name) for name in ("output.weight", "lm_head.weight")
+        }
+
+
+def test_the_ggufs_head_counts_are_checked(tmp_path: Path) -> None:
     for heads, rows, message in ((4, 12, "12 rows"), (None, 16, "no llama.attention.head_count"), (0, 16, "is 0")):
-        path = write(tmp_path / f"q{heads}-{rows}.gguf", heads, rows)
-        with ws.open(path) as ckpt, pytest.raises(CorruptCheckpointError, match=message):
-            original = {
-                "model.layers.0.self_attn.q_proj.weight": np.ones((rows, 32), np.float32),
-                "model.layers.0.mlp.up_proj.weight": np.ones((8, 32), np.float32),
-            }
-            save_file(original, tmp_path / "hf.safetensors")
-            with ws.open(tmp_path / "hf.safetensors") as hf:
-                quantization_error(hf, ckpt)
+        tensors = {
+            "blk.0.attn_q.weight": np.ones((rows, 32), np.float32),
+            "blk.0.ffn_up.weight": np.ones((8, 32), np.float32),
+        }
+        path = write_gguf(tmp_path / f"q{heads}-{rows}.gguf", tensors, heads)
+        original = {
+            "model.layers.0.self_attn.q_proj.weight": tensors["blk.0.attn_q.weight"],
+            "model.layers.0.mlp.up_proj.weight": tensors["blk.0.ffn_up.weight"],
+        }
+        save_file(original, tmp_path / "hf.safetensors")
+        with (
+            ws.open(path) as ckpt,
+            ws.open(tmp_path / "hf.safetensors") as hf,
+            pytest.raises(CorruptCheckpointError, match=message),
+        ):
+            quantization_error(hf, ckpt)
         status, _, err = run("diff", tmp_path / "hf.safetensors", path)
         assert status == ExitStatus.CORRUPT and message in err and "Traceback" not in err

@@ -106,19 +106,24 @@ def gguf_llama_names(ckpt: Checkpoint, names: list[str]) -> dict[str, Aligned]:
     if architecture is None:
         return {name: Aligned(name) for name in names}
     aligned: dict[str, Aligned] = {}
+    taken = set(names)
     for name in names:
         match = _GGUF_NAME.fullmatch(name)
         table = GGUF_LLAMA_NAMES if match is None or match[1] is None else GGUF_LLAMA_BLOCK_NAMES
-        if match is None or match[2] not in table:
-            aligned[name] = Aligned(name)
+        if match is None or match[2] not in table or _hf_name(match, table) in taken:
+            aligned[name] = Aligned(name)  # no mapping, or its Hugging Face name is taken by a tensor of the file
             continue
-        block, tensor, kind = match.groups()
-        prefix = "" if block is None else f"model.layers.{block}."
+        block, tensor, _ = match.groups()
         heads = 0
         if architecture in ROTARY_PERMUTED and block is not None and tensor in _PERMUTED_HEADS:
             heads = _heads(ckpt, f"{architecture}.attention.", _PERMUTED_HEADS[tensor], int(block))
-        aligned[f"{prefix}{table[tensor]}.{kind}"] = Aligned(name, heads)
+        aligned[_hf_name(match, table)] = Aligned(name, heads)
     return aligned
+
+
+def _hf_name(match: re.Match[str], table: dict[str, str]) -> str:
+    block, tensor, kind = match.groups()
+    return ("" if block is None else f"model.layers.{block}.") + f"{table[tensor]}.{kind}"
 
 
 def _heads(ckpt: Checkpoint, prefix: str, key: str, block: int) -> int:
