@@ -298,3 +298,15 @@ def test_the_ggufs_head_counts_are_checked(tmp_path: Path) -> None:
             quantization_error(hf, ckpt)
         status, _, err = run("diff", tmp_path / "hf.safetensors", path)
         assert status == ExitStatus.CORRUPT and message in err and "Traceback" not in err
+
+
+def test_a_pair_of_other_shapes_is_named_not_measured(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "up.gguf", {"blk.0.ffn_up.weight": np.ones((8, 32), np.float32)})
+    save_file({"model.layers.0.mlp.up_proj.weight": np.ones((32, 8), np.float32)}, tmp_path / "hf.safetensors")
+    status, out, _ = run("diff", "--json", tmp_path / "hf.safetensors", path)
+    assert status == ExitStatus.DIFFERENT
+    (row,) = json.loads(out)["tensors"]
+    assert row["status"] == "shape" and row["shape"] == [[32, 8], [8, 32]] and row["rmse"] is None
+    assert json.loads(out)["layers"] == []
+    status, out, _ = run("diff", tmp_path / "hf.safetensors", path)
+    assert status == ExitStatus.DIFFERENT and "shape [32, 8] vs [8, 32]" in out
