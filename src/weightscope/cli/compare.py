@@ -202,16 +202,19 @@ def _error_text(result: QuantizationError, show_all: bool) -> Iterator[str]:
         for tensor in result.tensors
         if show_all or tensor.status != "compared" or tensor.partial.d_squares
     ]  # fmt: skip
-    yield render_table(["tensor", "stored as", *header], rows, right=list(range(2, 7)))
+    if rows:
+        yield render_table(["tensor", "stored as", *header], rows, right=list(range(2, 7)))
+        yield ""
     layers = [
         [layer] + [_figure(partial.figures()[key]) for key in figures] for layer, partial in result.layers.items()
     ]
-    yield ""
-    yield render_table(["layer", *header], layers, right=list(range(1, 6)))
+    if layers:
+        yield render_table(["layer", *header], layers, right=list(range(1, 6)))
     exact = sum(tensor.status == "compared" and not tensor.partial.d_squares for tensor in result.tensors)
+    shapes = sum(tensor.status == "shape" for tensor in result.tensors)
     yield (
         f"{len(result.tensors)} tensors of {safe_text(result.quantised)} measured against {safe_text(result.original)}"
-        f" (matched by {result.matched_by}; {exact} exact)"
+        f" (matched by {result.matched_by}; {exact} exact" + (f", {shapes} of other shapes)" if shapes else ")")
     )
     yield "outliers' share: of the squared error, the part on each tensor's 0.1% largest |original| values"
     for side, names in (("the original", result.only_original), ("the quantised", result.only_quantised)):
