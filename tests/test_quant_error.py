@@ -216,6 +216,7 @@ def test_scheme_figures_equal_numpys_on_the_reference_dequantisation(tmp_path: P
     save_file(originals, path)
     status, out, err = run("diff", "--json", path, fixture(name))
     assert status == ExitStatus.DIFFERENT, err
+    assert run("diff", "--json", "--dequantize", path, fixture(name))[1] == out  # the same, asked for or not
     rows = {row["name"]: row for row in json.loads(out)["tensors"]}
     for weight, reference in expected.items():
         assert rows[weight]["type"] not in ("float32", "float16", "bfloat16")
