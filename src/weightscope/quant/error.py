@@ -28,7 +28,10 @@ lists GGML's dimensions reversed). llama.cpp's ``convert_hf_to_gguf.py`` (``Llam
 of ``q_proj`` and ``k_proj`` (weights and biases) for its rotary embedding,
 ``w.reshape(n_head, 2, rows // n_head // 2, *rest).swapaxes(1, 2).reshape(w.shape)`` with ``n_head`` the file's
 ``llama.attention.head_count`` for ``q`` and ``head_count_kv`` for ``k``; for ``general.architecture`` ``llama``
-that is undone here from those metadata, so the user names no tensors and no head counts.
+that is undone here from those metadata, so the user names no tensors and no head counts. (A file the converter
+made from Meta- or Mistral-format weights, which it does not permute, says nothing of it: its q and k would show as
+large errors; other architectures' converters that permute are not undone.) Two GGUF files (F16 against Q4_K) are
+both named so and compared the same way.
 """
 
 from __future__ import annotations
