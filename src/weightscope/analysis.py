@@ -594,7 +594,7 @@ def _compare_planned(
     return tensor_diff(mine.source, theirs.source, left, right, moved, rtol=rtol, atol=atol)
 
 
-def _canonical_names(ckpt: Checkpoint, names: set[str]) -> dict[str, PlannedTensor]:
+def canonical_names(ckpt: Checkpoint, names: set[str]) -> dict[str, PlannedTensor]:
     """The tensors ``names`` under PyTorch-convention names, each with its move to PyTorch's layout."""
     from weightscope.convert import plan
 
@@ -633,7 +633,7 @@ def checkpoint_diff(
     rest_b = {name for name in names_b if name not in common}
     matched_by = "name"
     if rest_a and rest_b:
-        canonical_a, canonical_b = _canonical_names(a, rest_a), _canonical_names(b, rest_b)
+        canonical_a, canonical_b = canonical_names(a, rest_a), canonical_names(b, rest_b)
         for key, tensor in canonical_a.items():
             if key in canonical_b:
                 other = canonical_b[key]

@@ -16,6 +16,8 @@ from weightscope.output import format_bytes, format_shape, render_table, safe_te
 
 if TYPE_CHECKING:
     from weightscope.analysis import CheckpointDiff, TensorDiff, TensorStats
+    from weightscope.checkpoint import Checkpoint
+    from weightscope.quant.error import QuantizationError
     from weightscope.summary import Summary
 
 
@@ -115,22 +117,109 @@ def _diff_row(tensor: TensorDiff) -> list[str]:
 @click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance.")
 @click.option("--all", "show_all", is_flag=True, help="List equal tensors too.")
 @click.option("--include-optimizer", is_flag=True, help="Compare optimizer state too (weights only by default).")
-@click.option("--json", "as_json", is_flag=True, help="A JSON document: {equal, tensors: [...], only_a, only_b}.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="A JSON document: {equal, tensors: [...], only_a, only_b}; when one side is quantised, the quantisation "
+    "error: {original, quantised, outlier_fraction, matched_by, tensors: [{name, other, layer, type, shape, rmse, "
+    "max_abs, snr_db, cosine, outlier_share, ...}], layers: [{layer, count, rmse, ...}], only_original, "
+    "only_quantised}.",
+)
+@click.option(
+    "--plot",
+    "image",
+    type=PATH,
+    metavar="FILE.png",
+    help="When one side is quantised: a PNG of the error (RMSE, SNR) per layer (needs weightscope[plot]).",
+)
 @dequantize_option
 @pass_output
 def diff_command(
-    out: Output, a: Path, b: Path, rtol: float, atol: float, show_all: bool, include_optimizer: bool, dequantize: bool
+    out: Output,
+    a: Path,
+    b: Path,
+    rtol: float,
+    atol: float,
+    show_all: bool,
+    include_optimizer: bool,
+    image: Path | None,
+    dequantize: bool,
 ) -> None:
-    """Compare two checkpoints tensor by tensor, across formats; exit 0 if equal, 1 if they differ."""
+    """Compare two checkpoints tensor by tensor, across formats; exit 0 if equal, 1 if they differ.
+
+    When one side holds quantised weights (GGUF's block types, or a scheme --dequantize reads) and the other does
+    not, each weight is measured against its original instead (names and llama.cpp's Q/K permutation undone, see
+    weightscope.quant.error): RMSE, max |error|, SNR, cosine and the outliers' share, per tensor and per layer.
+    """
     from weightscope.analysis import checkpoint_diff
+    from weightscope.quant import grouped
+    from weightscope.quant.error import has_quantized
 
     if rtol < 0 or atol < 0:
         raise UsageError("tolerances must not be negative")
     with _open(a, dequantize=dequantize) as first, _open(b, dequantize=dequantize) as second:
+        if image is not None:
+            from weightscope.plot import require_matplotlib
+
+            require_matplotlib()
+        views = grouped(first), grouped(second)  # a scheme's parts as one weight, read dequantised
+        quantised = has_quantized(views[0]), has_quantized(views[1])
+        if quantised[0] != quantised[1]:
+            original, copy = (views[1], views[0]) if quantised[0] else views
+            if rtol or atol or include_optimizer:
+                out.note("--rtol, --atol and --include-optimizer do not apply to a quantisation error: ignored")
+            _quantization_error(out, original, copy, show_all, image)
+            return
+        if image is not None:
+            raise UsageError("--plot draws a quantisation error: one side must hold quantised weights, the other not")
         result = checkpoint_diff(first, second, rtol=rtol, atol=atol, include_optimizer=include_optimizer)
     out.result(result, lambda result: _diff_text(result, show_all), to_json=lambda result: result.to_json())
     if not result.equal:
         raise SystemExit(int(ExitStatus.DIFFERENT))
+
+
+def _quantization_error(
+    out: Output, original: Checkpoint, copy: Checkpoint, show_all: bool, image: Path | None
+) -> None:
+    from weightscope.quant.error import plot_layers, quantization_error
+
+    result = quantization_error(original, copy)
+    out.result(result, lambda result: _error_text(result, show_all), to_json=lambda result: result.to_json())
+    if image is not None:
+        out.note(f"wrote {safe_text(str(plot_layers(result, image, size=(1000, 600))))}: quantisation error per layer")
+    if not result.equal:
+        raise SystemExit(int(ExitStatus.DIFFERENT))
+
+
+def _error_text(result: QuantizationError, show_all: bool) -> Iterator[str]:
+    figures = ["rmse", "max_abs", "snr_db", "cosine", "outlier_share"]
+    header = ["RMSE", "max |error|", "SNR dB", "cosine", "outliers' share"]
+    rows = [
+        [tensor.name + ("" if tensor.other == tensor.name else f" ~ {tensor.other}"), tensor.type]
+        + ([_figure(tensor.partial.figures()[key]) for key in figures] if tensor.status == "compared" else
+           ["shape " + " vs ".join(map(format_shape, tensor.shape)), *"----"])
+        for tensor in result.tensors
+        if show_all or tensor.status != "compared" or tensor.partial.d_squares
+    ]  # fmt: skip
+    if rows:
+        yield render_table(["tensor", "stored as", *header], rows, right=list(range(2, 7)))
+        yield ""
+    layers = [
+        [layer] + [_figure(partial.figures()[key]) for key in figures] for layer, partial in result.layers.items()
+    ]
+    if layers:
+        yield render_table(["layer", *header], layers, right=list(range(1, 6)))
+    exact = sum(tensor.status == "compared" and not tensor.partial.d_squares for tensor in result.tensors)
+    shapes = sum(tensor.status == "shape" for tensor in result.tensors)
+    yield (
+        f"{len(result.tensors)} tensors of {safe_text(result.quantised)} measured against {safe_text(result.original)}"
+        f" (matched by {result.matched_by}; {exact} exact" + (f", {shapes} of other shapes)" if shapes else ")")
+    )
+    yield "outliers' share: of the squared error, the part on each tensor's 0.1% largest |original| values"
+    for side, names in (("the original", result.only_original), ("the quantised", result.only_quantised)):
+        if names:
+            yield f"only in {side}: {', '.join(safe_text(name) for name in names)}"
 
 
 def _diff_text(result: CheckpointDiff, show_all: bool) -> Iterator[str]:

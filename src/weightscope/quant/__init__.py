@@ -34,6 +34,8 @@ Schemes and references (checked against their source; ``weightscope.quant.kernel
   bitsandbytes 0.50.2 on CPU, which the note left unverified); 4-bit values high nibble first, in the quant state's
   dtype; int8 ``q * SCB * float32(1/127)`` in float32 (a product, as ``int8_vectorwise_dequant`` has it: not a
   division by 127, which rounds otherwise).
+
+``weightscope.quant.error`` measures what quantising cost (``diff ORIGINAL QUANTISED``), GGUF's block types included.
 """
 
 from __future__ import annotations
