@@ -397,6 +397,28 @@ class Checkpoint(Mapping[str, np.ndarray]):
         return f"<{type(self).__name__} {str(self.path)!r}: {len(self)} tensors>"
 
 
+class FolderCheckpoint(Checkpoint):
+    """A checkpoint that is a local folder of files its reader opens as it reads the index: ``_prepare`` sets up what
+    ``_close`` releases, ``_load`` reads the index (opening files as it goes) and returns it; when it fails, what it
+    opened is closed."""
+
+    def __init__(self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True) -> None:
+        super().__init__(as_path(path))
+        self.verify_checksums = verify
+        self._prepare()
+        try:
+            self._install(self._load())
+        except BaseException:
+            self._close()
+            raise
+
+    def _prepare(self) -> None:
+        """Set the attributes ``_load`` fills and ``_close`` releases: nothing is open yet."""
+
+    def _load(self) -> Index:
+        raise NotImplementedError
+
+
 class FileCheckpoint(Checkpoint):
     """A checkpoint that is one file, mapped (or, remote, read by range) as ``self._source``; ``_load`` reads its index
     (setting the reader's own attributes as it goes) and returns it."""

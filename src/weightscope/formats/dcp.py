@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from weightscope.bounds import check_range
-from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
+from weightscope.checkpoint import Checkpoint, Extent, FolderCheckpoint, Index, TensorInfo
 from weightscope.confine import confined
 from weightscope.containers.allow_list import Global, ScanEntry, ScanReport, ints, show
 from weightscope.containers.unpickler import size_of
@@ -170,7 +170,7 @@ class _Item(PyTorchCheckpoint):
         return _Unpickler(bytes(self._member_bytes("data.pkl")), str(self.path), budget=self._budget).load()
 
 
-class DcpCheckpoint(Checkpoint):
+class DcpCheckpoint(FolderCheckpoint):
     """A DCP folder: each tensor reassembled from its chunks, each chunk read from its own byte range."""
 
     format = "dcp"
@@ -179,18 +179,14 @@ class DcpCheckpoint(Checkpoint):
     def __init__(self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True) -> None:
         location = as_path(path)
         inside = location.name == METADATA or location.suffix in (METADATA, ".distcp")  # a file of the folder
-        super().__init__(location.parent if inside else location)
-        self.verify_checksums = verify
+        super().__init__(location.parent if inside else location, verify=verify)
+
+    def _prepare(self) -> None:
         self._sources: dict[str, AnySource] = {}
         self._tensors: dict[str, _Sharded] = {}
         self._items: dict[tuple[str, int], _Item] = {}  # (file, offset) -> the item, once read
         self._common: PyTorchCheckpoint | None = None
         self._safetensors = False
-        try:
-            self._install(self._load())
-        except BaseException:
-            self._close()
-            raise
 
     # -- opening -----------------------------------------------------------------------
     def _load(self) -> Index:

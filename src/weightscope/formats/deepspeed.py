@@ -60,7 +60,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from weightscope.checkpoint import Checkpoint, Index, TensorInfo
+from weightscope.checkpoint import FolderCheckpoint, Index, TensorInfo
 from weightscope.containers.allow_list import Global, ScanEntry, ScanReport, is_int, show
 from weightscope.containers.unpickler import Unpickler
 from weightscope.errors import (
@@ -77,7 +77,7 @@ from weightscope.formats.pytorch import scan as scan_pytorch
 from weightscope.formats.pytorch_pickle import ALLOWED_GLOBALS, TorchAllowList, _Tensor, _Unpickler
 from weightscope.layers import TensorRole
 from weightscope.limits import Budget, Limits
-from weightscope.sources import AnyPath, as_path
+from weightscope.sources import AnyPath
 
 MODEL_FILES = "*_model_states.pt"
 OPTIM_FILES = "*_optim_states.pt"
@@ -187,22 +187,15 @@ class Plan(NamedTuple):
 FLOAT32 = (np.dtype("float32"), "float32")
 
 
-class DeepSpeedCheckpoint(Checkpoint):
+class DeepSpeedCheckpoint(FolderCheckpoint):
     """A DeepSpeed ZeRO checkpoint folder (or one tag's folder), consolidated as ``zero_to_fp32`` does."""
 
     format = "deepspeed"
     checksums = "zip CRC-32"
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
-        super().__init__(as_path(path))
-        self.verify_checksums = verify
+    def _prepare(self) -> None:
         self._files: list[_RankFile] = []
         self._plans: dict[str, Plan] = {}
-        try:
-            self._install(self._load())
-        except BaseException:
-            self._close()
-            raise
 
     # -- opening
     def _load(self) -> Index:
@@ -559,12 +552,7 @@ class DeepSpeedCheckpoint(Checkpoint):
         problems: list[WeightscopeError] = []
         for rank in self._files:
             problems += rank.verify()
-        for info in self._infos.values():
-            try:
-                self._read(info)
-            except WeightscopeError as error:
-                problems.append(kept(error))
-        return problems
+        return problems + super().verify()
 
     def _close(self) -> None:
         for rank in self._files:

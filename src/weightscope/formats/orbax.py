@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from weightscope.checkpoint import Checkpoint, Index, TensorInfo
+from weightscope.checkpoint import FolderCheckpoint, Index, TensorInfo
 from weightscope.confine import confined
 from weightscope.containers import zarr
 from weightscope.containers.allow_list import ScanReport, nothing_named
@@ -32,7 +32,7 @@ from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError
 from weightscope.formats._folder_choice import read_json
 from weightscope.layers import jax_tree_roles
 from weightscope.limits import Budget, Limits
-from weightscope.sources import AnyPath, as_path, local_path
+from weightscope.sources import AnyPath, local_path
 
 TREE = "_METADATA"
 STEP = "_CHECKPOINT_METADATA"
@@ -95,22 +95,15 @@ def _tree(item: Path, document: dict[str, Any]) -> list[tuple[list[str], str]]:
     return leaves
 
 
-class OrbaxCheckpoint(Checkpoint):
+class OrbaxCheckpoint(FolderCheckpoint):
     """An Orbax checkpoint: every array of its items, named by their key paths (see the module's text)."""
 
     format = "orbax"
     checksums = "crc32c"  # OCDBT's nodes and manifests (at open), zarr3 shard indices
 
-    def __init__(self, path: str | os.PathLike[str], *, verify: bool = True) -> None:
-        super().__init__(as_path(path))
-        self.verify_checksums = verify
+    def _prepare(self) -> None:
         self._databases: list[Database] = []
         self._arrays: dict[str, _Array] = {}
-        try:
-            self._install(self._load())
-        except BaseException:
-            self._close()
-            raise
 
     def _load(self) -> Index:
         folder = local_path(self.path)
