@@ -309,6 +309,20 @@ def test_a_slice_equals_the_whole_read_sliced(written: Written) -> None:
                     assert not part.flags.writeable or part.ndim == 0, name
 
 
+def test_arrays_gives_every_tensor_in_order_as_indexing_does(written: Written) -> None:
+    """``ckpt.arrays()`` (read ahead on threads where the reader says it may) equals ``ckpt[name]`` name by name, in
+    the checkpoint's order; and in the order asked for a list of names."""
+    for path, _ in written:
+        with ws.open(path) as ckpt:
+            names = list(ckpt)
+            given = list(ckpt.arrays())
+            assert [name for name, _ in given] == names
+            for name, array in given:
+                assert_bits_equal(array, ckpt[name], name)
+                assert not array.flags.writeable, name
+            assert [name for name, _ in ckpt.arrays(names[::-1])] == names[::-1]
+
+
 def test_ls_json_lists_every_tensor_as_info_says(written: Written, capsys: pytest.CaptureFixture[str]) -> None:
     for path, expected in written:
         assert main(["ls", "--all", "--json", str(path)]) == 0

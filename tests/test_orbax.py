@@ -277,3 +277,30 @@ def test_scan_lists_nothing_and_exits_as_opening_does() -> None:
     expected = getattr(ws.errors, broken.name.split("--", 1)[0])
     status, out, err = run_cli("scan", broken)
     assert out == "" and status == expected.exit_status and err.startswith("weightscope: error:")
+
+
+def test_arrays_reads_ahead_in_order_and_raises_where_the_error_comes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``arrays()`` on threads (Orbax decodes off the GIL) gives every array in order, as ``ckpt[name]`` does; a
+    tensor that fails raises where it comes, after the ones before it were given."""
+    from weightscope.formats.orbax import OrbaxCheckpoint
+
+    with ws.open(RUN) as ckpt:
+        assert ckpt.concurrent_reads
+        given = list(ckpt.arrays())
+        assert [name for name, _ in given] == list(ckpt)
+        assert all(np.array_equal(array, ckpt[name]) and not array.flags.writeable for name, array in given)
+        names = list(ckpt)
+        broken = names[len(names) // 2]
+        read = OrbaxCheckpoint._read
+
+        def failing(self: OrbaxCheckpoint, info: ws.TensorInfo) -> np.ndarray:
+            if info.name == broken:
+                raise ws.CorruptCheckpointError(f"tensor '{broken}' is damaged")
+            return read(self, info)
+
+        monkeypatch.setattr(OrbaxCheckpoint, "_read", failing)
+        seen = []
+        with pytest.raises(ws.CorruptCheckpointError, match="damaged"):
+            for name, _ in ckpt.arrays():
+                seen.append(name)
+        assert seen == names[: len(names) // 2]

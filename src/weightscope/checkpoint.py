@@ -18,7 +18,7 @@ import functools
 import gc
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -141,6 +141,9 @@ def collection_paused() -> Iterator[None]:
             gc.enable()
 
 
+_READ_AHEAD = max(1, min(4, os.cpu_count() or 1))  # ``arrays``' threads, and tensors held at once
+
+
 class Checkpoint(Mapping[str, np.ndarray]):
     """A read-only mapping from tensor name to array, opened from one checkpoint."""
 
@@ -148,6 +151,8 @@ class Checkpoint(Mapping[str, np.ndarray]):
     # What ``verify()`` checks each tensor's bytes against: "" where the file has no checksums
     # (then it can only find tensors out of the file's bounds or not of their declared size).
     checksums: str = ""
+    # Whether tensors may be read on several threads at once, each decoded off the GIL (``arrays`` reads ahead).
+    concurrent_reads: bool = False
 
     def __init__(self, path: AnyPath) -> None:
         self.path = path
@@ -230,6 +235,27 @@ class Checkpoint(Mapping[str, np.ndarray]):
         array.flags.writeable = False
         check_view(array, f"tensor '{info.name}'", self.path)
         return array
+
+    def arrays(self, names: Iterable[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """Each named tensor (every one, by default) with its values, in order, as ``self[name]`` gives them. Where
+        the reader decodes its tensors on threads of its own (``concurrent_reads``: zstd and zlib release the GIL)
+        the next few are read ahead while one is used (one per thread, besides the one in use); an error is raised
+        where its tensor comes in the order."""
+        wanted = list(self if names is None else names)
+        workers = min(_READ_AHEAD, len(wanted)) if self.concurrent_reads else 1
+        if workers < 2:
+            yield from ((name, self[name]) for name in wanted)
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            pending = deque(pool.submit(self.__getitem__, name) for name in wanted[:workers])
+            for number, name in enumerate(wanted):
+                array = pending.popleft().result()
+                if number + workers < len(wanted):
+                    pending.append(pool.submit(self.__getitem__, wanted[number + workers]))
+                yield name, array
 
     def without_repeats(self, name: str) -> np.ndarray:
         """Tensor ``name`` with each axis along which it repeats one value (a stride of 0, what ``torch.expand``

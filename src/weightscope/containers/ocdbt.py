@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -274,6 +275,7 @@ class Database:
         if not self.manifest.is_file():
             raise CheckpointNotFoundError(f"{root}: no {MANIFEST}")
         self._sources: dict[str, ByteSource] = {}
+        self._opening = threading.Lock()
         self.files: dict[str, int] = {}  # data file (relative) -> bytes of values it holds
         if budget is None:
             budget = Budget(Limits.for_size(self._total_size()), root)
@@ -289,13 +291,14 @@ class Database:
         return sum(path.stat().st_size for path in self.root.rglob("*") if path.is_file())
 
     def _source(self, file: str) -> ByteSource:
-        source = self._sources.get(file)
-        if source is None:
-            path = confined(self.root, file, str(self.manifest), "data file")
-            if not path.is_file():
-                raise CheckpointNotFoundError(f"{self.manifest}: data file {file} is missing")
-            source = self._sources[file] = open_source(path)
-        return source
+        with self._opening:  # tensors may be read on several threads (Checkpoint.arrays): each file opened once
+            source = self._sources.get(file)
+            if source is None:
+                path = confined(self.root, file, str(self.manifest), "data file")
+                if not path.is_file():
+                    raise CheckpointNotFoundError(f"{self.manifest}: data file {file} is missing")
+                source = self._sources[file] = open_source(path)
+            return source
 
     def _read(self, file: str, offset: int, length: int, what: str) -> memoryview:
         source = self._source(file)

@@ -100,6 +100,7 @@ class OrbaxCheckpoint(FolderCheckpoint):
 
     format = "orbax"
     checksums = "crc32c"  # OCDBT's nodes and manifests (at open), zarr3 shard indices
+    concurrent_reads = True  # the tree is read at open; a chunk's zstd frame decodes off the GIL
 
     def _prepare(self) -> None:
         self._databases: list[Database] = []
