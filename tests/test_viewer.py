@@ -42,10 +42,10 @@ API = ["files", "tensors", "summary", "tensor", "histogram", "heatmap", "values"
 
 
 @contextlib.contextmanager
-def running(*paths: Path) -> Iterator[ViewerServer]:
-    """A viewer of ``paths`` serving on a free port in a thread of this process."""
+def running(*paths: Path, dequantize: bool = False) -> Iterator[ViewerServer]:
+    """A viewer of ``paths`` serving on a free port in a thread of this process (as ``view [--dequantize]``)."""
     with contextlib.ExitStack() as stack:
-        checkpoints = [stack.enter_context(ws.open(path)) for path in paths]
+        checkpoints = [stack.enter_context(ws.open(path, dequantize=dequantize)) for path in paths]
         server = stack.enter_context(make_server(checkpoints))
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -347,6 +347,27 @@ def test_histogram_heatmap_and_values(seed_server: ViewerServer, seed: Path) -> 
         assert request(seed_server, f"/api/histogram?file=0&name=layer1/kernel&{bad}")[0] == 400
     assert request(seed_server, "/api/values?file=0&name=layer1/kernel&offset=10")[0] == 400
     assert request(seed_server, "/api/heatmap?file=0&name=layer1/kernel&channel=0")[0] == 400  # not a convolution
+
+
+def test_a_quantised_weight_is_shown_dequantised_with_dequantize() -> None:
+    """``view --dequantize`` (a checkpoint opened dequantised) lists the logical weight and gives the values its
+    reference's dequantisation gives; without it, the parts as stored."""
+    quant = Path(__file__).parent / "fixtures" / "quant"
+    with ws.open(quant / "expected.safetensors") as expected:
+        want = expected["awq/mlp.up_proj.weight"].reshape(-1)
+    with running(quant / "awq", dequantize=True) as server:
+        names = [row["name"] for row in api(server, "tensors", file=0)["tensors"]]
+        assert "mlp.up_proj.weight" in names and "mlp.up_proj.qweight" not in names
+        answer = api(server, "values", file=0, name="mlp.up_proj.weight", offset=0, limit=want.size)
+        assert answer["values"] == as_json(json_values(want))
+    with running(quant / "awq") as server:
+        assert "mlp.up_proj.qweight" in [row["name"] for row in api(server, "tensors", file=0)["tensors"]]
+    assert (
+        "--dequantize"
+        in subprocess.run(
+            [sys.executable, "-m", "weightscope", "view", "--help"], capture_output=True, text=True, check=True
+        ).stdout
+    )
 
 
 def test_convolution_kernels_by_output_channel(tmp_path: Path) -> None:

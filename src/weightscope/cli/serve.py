@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from weightscope.cli._common import CHECKPOINT, PATH, _open
+from weightscope.cli._common import CHECKPOINT, PATH, _open, dequantize_option
 from weightscope.cli._output import Command, Output, pass_output
 from weightscope.demo import ENGINES
 
@@ -19,8 +19,9 @@ from weightscope.demo import ENGINES
     "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="The port on 127.0.0.1 (0: a free one)."
 )
 @click.option("--no-browser", is_flag=True, help="Only print the address; do not open a browser.")
+@dequantize_option
 @pass_output
-def view_command(out: Output, path: Path, path2: Path | None, port: int, no_browser: bool) -> None:
+def view_command(out: Output, path: Path, path2: Path | None, port: int, no_browser: bool, dequantize: bool) -> None:
     """Look at a checkpoint (or compare two) in the browser: layers, statistics, histograms, heatmaps, values.
 
     A local server on 127.0.0.1 with a random token in the address it prints; Ctrl-C stops it.
@@ -30,7 +31,9 @@ def view_command(out: Output, path: Path, path2: Path | None, port: int, no_brow
     from weightscope.viewer import serve
 
     with contextlib.ExitStack() as stack:
-        checkpoints = [stack.enter_context(_open(item)) for item in (path, path2) if item is not None]
+        checkpoints = [
+            stack.enter_context(_open(item, dequantize=dequantize)) for item in (path, path2) if item is not None
+        ]
         serve(checkpoints, port, open_browser=not no_browser, echo=out.text)
 
 
