@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+# The fixture makers' own environment (see fixtures-env below); the benches of training stacks use it too.
+FIXTURES_VENV := .venv-fixtures
+FIXTURES_STAMP := $(FIXTURES_VENV)/.installed
 
 .PHONY: run test lint bench fuzz clean fixtures-env
 
@@ -43,7 +46,7 @@ $(CHROMEDRIVER):
 test: $(STAMP_TEST) lint $(CHROMEDRIVER)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP_TEST)
+bench: $(STAMP_TEST) $(FIXTURES_STAMP)
 	$(BIN)/python bench/bench_tensorflow.py
 	$(BIN)/python bench/bench_object_graph.py
 	$(BIN)/python bench/bench_formats.py
@@ -53,6 +56,8 @@ bench: $(STAMP_TEST)
 	$(BIN)/python bench/bench_runs.py
 	$(BIN)/python bench/bench_folders.py
 	$(BIN)/python bench/bench_quant.py
+	$(BIN)/python bench/bench_dcp.py
+	$(BIN)/python bench/bench_zero.py
 	$(BIN)/python bench/bench_orbax.py
 
 # Every fuzz harness for FUZZ_RUNS executions (libFuzzer prints "Done N runs" for each).
@@ -64,11 +69,12 @@ fuzz: $(STAMP_TEST)
 
 # The fixture makers' own environment (DeepSpeed, JAX/Flax/Orbax, tensorstore): separate from .venv so that
 # `make test` stays lean; torch first, from its pinned CPU build, so nothing pulls a CUDA build.
-FIXTURES_VENV := .venv-fixtures
-fixtures-env: pyproject.toml
+fixtures-env: $(FIXTURES_STAMP)
+$(FIXTURES_STAMP): pyproject.toml
 	test -x $(FIXTURES_VENV)/bin/python || $(PYTHON) -m venv $(FIXTURES_VENV)
 	$(FIXTURES_VENV)/bin/python -m pip install --quiet torch==2.13.0
 	$(FIXTURES_VENV)/bin/python -m pip install --quiet -e '.[fixtures]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) $(FIXTURES_VENV) checkpoint build dist
