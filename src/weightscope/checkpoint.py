@@ -141,7 +141,7 @@ def collection_paused() -> Iterator[None]:
             gc.enable()
 
 
-_READ_AHEAD = max(1, min(4, os.cpu_count() or 1))  # ``arrays``' threads, and tensors held at once
+_READ_AHEAD = min(4, (os.cpu_count() or 1) + 1)  # ``arrays``' threads (one more than cores: a thread waits on page faults)
 
 
 class Checkpoint(Mapping[str, np.ndarray]):
