@@ -1,0 +1,395 @@
+"""Outliers and health of every weight: kurtosis, super weights, dead rows and columns, NaN/Inf, flags.
+
+``checkpoint_health(ckpt)`` gives, per floating tensor (weights only unless ``include_all``):
+
+* ``count`` finite values, ``nans``, ``infs``; ``mean``, ``std`` (population) and the excess
+  ``kurtosis`` (Fisher's, population moments: 0 for a normal distribution) of the finite values;
+* ``max_abs`` and ``max_over_std`` = ``max_abs / std``;
+* ``super_weights``: the ``top`` largest-magnitude finite entries, each with its coordinates in
+  the tensor's shape, its value and ``ratio`` = ``|value| / std`` (ties: the first in C order first);
+* for a tensor of two or more axes, seen as a matrix ``(shape[0], prod(shape[1:]))`` (a Linear
+  ``(out, in)`` weight as it is; a conv kernel's columns are its ``in x kh x kw`` positions, flat):
+  ``dead_rows`` and ``dead_columns``, each ``{zero, constant, indices}`` — how many rows (columns)
+  are all zero, how many hold one other value throughout, and the first ``LISTED`` of their indices
+  (columns: the flat index over ``shape[1:]``). A row is judged when it has two or more values, a
+  column when there are two or more rows;
+* ``spectral_norm``: the largest singular value of that matrix by power iteration on ``AᵀA``
+  (float64, a fixed start vector, until it moves by less than ``TOLERANCE`` relatively or after
+  ``ITERATIONS`` passes; ``power_iterations`` says how many it took — a lower bound always, exact
+  to the tolerance once converged). Not the spectra module's (weightwatcher's per-position) figure
+  for conv kernels;
+* ``flags``: what the ``Rules`` find: ``nan``, ``inf``, ``exploding variance`` (std x sqrt(fan-in)
+  above ``Rules.variance``: He/LeCun initialisation gives about 1 to 1.4, so a unit input's output
+  grows that many times more), ``near-zero spectral norm`` (below ``Rules.spectral``: the layer
+  passes almost nothing on), ``super weight`` (max/std above ``Rules.super_ratio``; a normal
+  tensor of 10⁹ values has about 6), ``dead rows``, ``dead columns``.
+
+How it runs: as ``weightscope.runs``, each tensor is cut into row chunks of about 64 MiB
+(``weightscope.lazy.TensorSource``: byte ranges, no open handles); a task computes one chunk's
+partial figures (moments, counts, its top entries, its dead rows, its columns' minima and maxima)
+and one more task per matrix its power iteration, reading the rows again on each pass. The client
+merges the partials in chunk order, so results are the same bit for bit on local threads (the
+default), in one thread (``scheduler="sync"``), in processes or on a ``dask.distributed`` cluster.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from weightscope.analysis import CHUNK_ELEMENTS, widened
+from weightscope.dtypes import numeric_kind
+from weightscope.lazy import CHUNK_BYTES, TensorSource, tensor_source
+from weightscope.output import json_float
+
+if TYPE_CHECKING:
+    from weightscope.checkpoint import Checkpoint
+
+TOP = 5  # super weights reported per tensor
+LISTED = 20  # dead row / column indices kept per tensor
+ITERATIONS = 200
+TOLERANCE = 1e-9
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The thresholds that flag a tensor (see the module's description)."""
+
+    variance: float = 10.0
+    spectral: float = 1e-4
+    super_ratio: float = 50.0
+
+
+@dataclass
+class _Lines:
+    """Dead rows (or columns): how many are zero, how many constant but not zero, the first indices of either."""
+
+    zero: int = 0
+    constant: int = 0
+    indices: list[int] = field(default_factory=list)
+
+    def add(self, zero: np.ndarray, constant: np.ndarray, offset: int) -> None:
+        self.zero += int(zero.sum())
+        self.constant += int(constant.sum())
+        if len(self.indices) < LISTED:
+            found = np.flatnonzero(zero | constant)[: LISTED - len(self.indices)]
+            self.indices.extend(int(index) + offset for index in found)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"zero": self.zero, "constant": self.constant, "indices": self.indices}
+
+
+@dataclass
+class HealthPartial:
+    """Figures of some rows of a tensor; ``merge`` joins those of the rows after them."""
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0  # sums of the powers of the deviations from the mean
+    m3: float = 0.0
+    m4: float = 0.0
+    nans: int = 0
+    infs: int = 0
+    top: list[tuple[float, int]] = field(default_factory=list)  # (value, flat index), largest |value| first
+    rows: _Lines = field(default_factory=_Lines)
+    column_min: np.ndarray | None = None
+    column_max: np.ndarray | None = None
+
+    def merge(self, other: HealthPartial, top: int) -> HealthPartial:
+        a, b = self, other
+        n = a.count + b.count
+        merged = HealthPartial(nans=a.nans + b.nans, infs=a.infs + b.infs, count=n)
+        if not a.count or not b.count:
+            moments = b if a.count == 0 else a
+            merged.mean, merged.m2, merged.m3, merged.m4 = moments.mean, moments.m2, moments.m3, moments.m4
+        else:
+            delta, na, nb = b.mean - a.mean, a.count, b.count
+            merged.mean = a.mean + delta * nb / n
+            merged.m2 = a.m2 + b.m2 + delta**2 * na * nb / n
+            merged.m3 = a.m3 + b.m3 + delta**3 * na * nb * (na - nb) / n**2 + 3 * delta * (na * b.m2 - nb * a.m2) / n
+            merged.m4 = (
+                a.m4
+                + b.m4
+                + delta**4 * na * nb * (na * na - na * nb + nb * nb) / n**3
+                + 6 * delta**2 * (na * na * b.m2 + nb * nb * a.m2) / n**2
+                + 4 * delta * (na * b.m3 - nb * a.m3) / n
+            )
+        merged.top = _largest(a.top + b.top, top)
+        merged.rows = _Lines(a.rows.zero + b.rows.zero, a.rows.constant + b.rows.constant, a.rows.indices[:])
+        merged.rows.indices.extend(b.rows.indices[: LISTED - len(merged.rows.indices)])
+        if a.column_min is None or b.column_min is None or a.column_max is None or b.column_max is None:
+            merged.column_min = a.column_min if b.column_min is None else b.column_min
+            merged.column_max = a.column_max if b.column_max is None else b.column_max
+        else:
+            merged.column_min = np.minimum(a.column_min, b.column_min)
+            merged.column_max = np.maximum(a.column_max, b.column_max)
+        return merged
+
+
+def _largest(entries: list[tuple[float, int]], top: int) -> list[tuple[float, int]]:
+    return sorted(entries, key=lambda entry: (-abs(entry[0]), entry[1]))[:top]
+
+
+def _blocks(source: TensorSource, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Rows ``[start, stop)`` as float64 matrices of about ``CHUNK_ELEMENTS`` values, with their first row."""
+    values = source.read_rows(start, stop)
+    width = max(1, source.row_elements) if source.shape else 1
+    matrix = values.reshape(-1, width)
+    step = max(1, CHUNK_ELEMENTS // width)
+    for first in range(0, matrix.shape[0], step):
+        yield start + first, widened(matrix[first : first + step])
+
+
+def _block_partial(block: np.ndarray, first_row: int, top: int, matrix: bool) -> HealthPartial:
+    flat = block.reshape(-1)
+    finite_mask = np.isfinite(flat)
+    finite = flat[finite_mask]
+    nans = int(np.isnan(flat).sum())
+    partial = HealthPartial(count=int(finite.size), nans=nans, infs=int(flat.size - finite.size - nans))
+    if finite.size:
+        partial.mean = float(finite.mean())
+        deviation = finite - partial.mean
+        squared = deviation * deviation
+        partial.m2 = float(squared.sum())
+        partial.m3 = float((squared * deviation).sum())
+        partial.m4 = float((squared * squared).sum())
+        magnitude = np.where(finite_mask, np.abs(flat), -1.0)
+        keep = min(top, finite.size)
+        chosen = np.argpartition(-magnitude, keep - 1)[:keep] if keep < flat.size else np.arange(flat.size)
+        offset = first_row * block.shape[1]
+        partial.top = _largest([(float(flat[i]), int(i) + offset) for i in chosen if finite_mask[i]], top)
+    if matrix:
+        low, high = block.min(axis=1), block.max(axis=1)  # NaN in a row: neither zero nor constant
+        if block.shape[1] >= 2:
+            zero = (low == 0) & (high == 0)
+            partial.rows.add(zero, (low == high) & ~zero, first_row)
+        partial.column_min, partial.column_max = block.min(axis=0), block.max(axis=0)
+    return partial
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """A task: the partial figures of rows ``[start, stop)`` of one tensor. Plain values only."""
+
+    source: TensorSource
+    start: int
+    stop: int
+    top: int
+
+
+def chunk_job(job: _Chunk) -> HealthPartial:
+    matrix = len(job.source.shape) >= 2
+    total = HealthPartial()
+    for first, block in _blocks(job.source, job.start, job.stop):
+        total = total.merge(_block_partial(block, first, job.top, matrix), job.top)
+    return total
+
+
+@dataclass(frozen=True)
+class _Spectral:
+    """A task: the spectral norm of one matrix by power iteration, reading its chunks on every pass."""
+
+    source: TensorSource
+    chunk_bytes: int
+
+
+def spectral_job(job: _Spectral) -> tuple[float, int]:
+    """``(sigma, passes)``: the largest singular value of the tensor seen as a matrix, and the passes it took."""
+    source = job.source
+    bounds = source.bounds(job.chunk_bytes)
+    held = None if source.raw else list(_blocks(source, 0, source.shape[0]))  # a reader's tensor: read once
+
+    def blocks() -> Iterator[tuple[int, np.ndarray]]:
+        if held is not None:
+            return iter(held)
+        return (block for start, stop in bounds for block in _blocks(source, start, stop))
+
+    vector = np.random.default_rng(0).standard_normal(source.row_elements)
+    vector /= np.linalg.norm(vector)
+    sigma = 0.0
+    for passes in range(1, ITERATIONS + 1):
+        product = np.zeros_like(vector)
+        for _, block in blocks():
+            product += block.T @ (block @ vector)
+        eigenvalue = float(vector @ product)
+        length = float(np.linalg.norm(product))
+        estimate = math.sqrt(max(eigenvalue, 0.0))
+        if not math.isfinite(length) or length == 0.0:
+            return (estimate if math.isfinite(length) else math.nan), passes
+        vector = product / length
+        if abs(estimate - sigma) <= TOLERANCE * estimate:
+            return estimate, passes
+        sigma = estimate
+    return sigma, ITERATIONS
+
+
+@dataclass(frozen=True)
+class SuperWeight:
+    coordinates: tuple[int, ...]
+    value: float
+    ratio: float | None  # |value| / std; None when std is 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"coordinates": list(self.coordinates), "value": self.value, "ratio": self.ratio}
+
+
+@dataclass(frozen=True)
+class TensorHealth:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    count: int
+    nans: int
+    infs: int
+    mean: float | None
+    std: float | None
+    kurtosis: float | None
+    max_abs: float | None
+    max_over_std: float | None
+    super_weights: list[SuperWeight]
+    dead_rows: dict[str, Any] | None
+    dead_columns: dict[str, Any] | None
+    spectral_norm: float | None
+    power_iterations: int | None
+    flags: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            key: json_float(value) if isinstance(value, float) else value for key, value in self.__dict__.items()
+        }
+        document["shape"] = list(self.shape)
+        document["super_weights"] = [weight.to_json() for weight in self.super_weights]
+        return document
+
+
+def _coordinates(index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(index, shape))
+
+
+def _result(source: TensorSource, partial: HealthPartial, spectral: tuple[float, int] | None, rules: Rules) -> Any:
+    n = partial.count
+    std = math.sqrt(partial.m2 / n) if n else None
+    kurtosis = n * partial.m4 / partial.m2**2 - 3.0 if n and partial.m2 > 0 else None
+    max_abs = abs(partial.top[0][0]) if partial.top else None
+    ratio = max_abs / std if max_abs is not None and std else None
+    weights = [
+        SuperWeight(_coordinates(index, source.shape), value, abs(value) / std if std else None)
+        for value, index in partial.top
+    ]
+    rows = columns = None
+    if len(source.shape) >= 2:
+        rows = partial.rows.to_json() if source.row_elements >= 2 else None
+        if source.shape[0] >= 2 and partial.column_min is not None and partial.column_max is not None:
+            low, high = partial.column_min, partial.column_max
+            zero = (low == 0) & (high == 0)
+            lines = _Lines()
+            lines.add(zero, (low == high) & ~zero, 0)
+            columns = lines.to_json()
+    sigma = spectral[0] if spectral is not None else None
+    flags = ["nan"] * bool(partial.nans) + ["inf"] * bool(partial.infs)
+    if std is not None and len(source.shape) >= 2 and std * math.sqrt(source.row_elements) > rules.variance:
+        flags.append("exploding variance")
+    if sigma is not None and sigma < rules.spectral:
+        flags.append("near-zero spectral norm")
+    if ratio is not None and ratio > rules.super_ratio:
+        flags.append("super weight")
+    flags += ["dead rows"] * bool(rows and rows["zero"] + rows["constant"])
+    flags += ["dead columns"] * bool(columns and columns["zero"] + columns["constant"])
+    return TensorHealth(
+        source.name,
+        str(source.dtype),
+        source.shape,
+        n,
+        partial.nans,
+        partial.infs,
+        partial.mean if n else None,
+        std,
+        kurtosis,
+        max_abs,
+        ratio,
+        weights,
+        rows,
+        columns,
+        sigma if sigma is None or math.isfinite(sigma) else None,
+        spectral[1] if spectral is not None else None,
+        flags,
+    )
+
+
+@dataclass(frozen=True)
+class Health:
+    tensors: list[TensorHealth]
+    tasks: int
+
+    @property
+    def flagged(self) -> list[TensorHealth]:
+        return [tensor for tensor in self.tensors if tensor.flags]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tensors": [tensor.to_json() for tensor in self.tensors], "tasks": self.tasks}
+
+
+def checkpoint_health(
+    ckpt: Checkpoint,
+    names: list[str] | None = None,
+    *,
+    pattern: str | None = None,
+    include_all: bool = False,
+    top: int = TOP,
+    rules: Rules = Rules(),
+    scheduler: str | None = None,
+    client: Any = None,
+    workers: int | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+    progress: Progress | None = None,
+) -> Health:
+    """The health of ``names`` (default: the weights matching ``pattern``, all tensors with ``include_all``)
+    of ``ckpt``: local threads by default, else ``weightscope.runs.execute``'s ``scheduler`` or ``client``."""
+    from weightscope.runs import _selected, execute
+
+    chosen = [ckpt.resolve(name) for name in names] if names else _selected(ckpt, pattern, include_all)
+    sources = [tensor_source(ckpt, name) for name in chosen]
+    sources = [source for source in sources if source.numeric and numeric_kind(source.dtype) == "f"]
+    graph: dict[Any, Any] = {}
+    keys: list[Any] = []
+    for number, source in enumerate(sources):
+        for chunk, (start, stop) in enumerate(source.bounds(chunk_bytes)):
+            keys.append(("weightscope-health", number, chunk))
+            graph[keys[-1]] = (chunk_job, _Chunk(source, start, stop, top))
+        if len(source.shape) >= 2 and source.shape[0] * source.row_elements:
+            keys.append(("weightscope-health-spectral", number))
+            graph[keys[-1]] = (spectral_job, _Spectral(source, chunk_bytes))
+    if scheduler is None and client is None:
+        results = _on_threads(graph, keys, workers, progress)
+    else:
+        results = execute(graph, keys, scheduler=scheduler, client=client, workers=workers, progress=progress)
+    partials: dict[int, HealthPartial] = {}
+    spectra: dict[int, tuple[float, int]] = {}
+    for key, value in zip(keys, results, strict=True):
+        if key[0] == "weightscope-health":
+            partials[key[1]] = partials[key[1]].merge(value, top) if key[1] in partials else value
+        else:
+            spectra[key[1]] = value
+    tensors = [
+        _result(source, partials.get(number, HealthPartial()), spectra.get(number), rules)
+        for number, source in enumerate(sources)
+    ]
+    return Health(tensors, len(keys))
+
+
+def _on_threads(graph: dict[Any, Any], keys: list[Any], workers: int | None, progress: Progress | None) -> list[Any]:
+    from weightscope.analysis import _workers
+
+    with ThreadPoolExecutor(workers or _workers()) as pool:
+        futures = [pool.submit(*graph[key]) for key in keys]
+        for done, future in enumerate(futures, start=1):
+            future.result()
+            if progress is not None:
+                progress(done, len(futures))
+        return [future.result() for future in futures]
