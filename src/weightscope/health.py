@@ -161,7 +161,9 @@ def _block_partial(block: np.ndarray, first_row: int, top: int, matrix: bool) ->
         partial.m4 = float((squared * squared).sum())
         magnitude = np.where(finite_mask, np.abs(flat), -1.0)
         keep = min(top, finite.size)
-        chosen = np.argpartition(-magnitude, keep - 1)[:keep] if keep < flat.size else np.arange(flat.size)
+        kth = np.partition(magnitude, flat.size - keep)[flat.size - keep]  # ties: the first in C order
+        above = np.flatnonzero(magnitude > kth)
+        chosen = np.concatenate([above, np.flatnonzero(magnitude == kth)[: keep - above.size]])
         offset = first_row * block.shape[1]
         partial.top = _largest([(float(flat[i]), int(i) + offset) for i in chosen if finite_mask[i]], top)
     if matrix:
