@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from safetensors.numpy import save_file
 
 import weightscope as ws
+from weightscope import health
 from weightscope.cli import cli, main
 from weightscope.errors import ExitStatus
 from weightscope.health import Health, TensorHealth, checkpoint_health
@@ -102,15 +103,18 @@ def test_figures_equal_numpy_and_torch_over_the_whole_tensor(model: Path) -> Non
         if array.ndim >= 2:
             matrix = torch.from_numpy(values.reshape(array.shape[0], -1))
             sigma = float(torch.linalg.matrix_norm(matrix, ord=2))
-            assert result.spectral_norm == pytest.approx(sigma, rel=1e-6, abs=1e-12)
+            assert result.spectral_norm == pytest.approx(sigma, rel=1e-10, abs=1e-12)
             assert result.spectral_norm <= sigma * (1 + 1e-12)  # power iteration gives a lower bound
         else:
             assert result.spectral_norm is None
 
 
-def test_chunking_changes_nothing_beyond_rounding_and_schedulers_change_nothing(model: Path) -> None:
+def test_chunking_changes_nothing_beyond_rounding_and_schedulers_change_nothing(
+    model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with ws.open(model) as ckpt:
         whole = checkpoint_health(ckpt)
+        monkeypatch.setattr(health, "HELD_BYTES", 0)  # every pass of the spectral norm reads the chunks again
         threads = checkpoint_health(ckpt, chunk_bytes=SMALL_CHUNKS)
         sync = checkpoint_health(ckpt, chunk_bytes=SMALL_CHUNKS, scheduler="sync")
         dask_threads = checkpoint_health(ckpt, chunk_bytes=SMALL_CHUNKS, scheduler="threads")
@@ -121,7 +125,7 @@ def test_chunking_changes_nothing_beyond_rounding_and_schedulers_change_nothing(
         assert entries[0] == entries[1]
         assert (a.dead_rows, a.dead_columns, a.flags) == (b.dead_rows, b.dead_columns, b.flags)
         assert a.std == pytest.approx(b.std, rel=1e-12, abs=0)
-        assert a.spectral_norm == (None if b.spectral_norm is None else pytest.approx(b.spectral_norm, rel=1e-9, abs=0))
+        assert a.spectral_norm == (None if b.spectral_norm is None else pytest.approx(b.spectral_norm, rel=1e-11))
 
 
 def test_two_process_cluster_equals_the_single_process_path(model: Path, client: object) -> None:

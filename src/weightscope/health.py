@@ -13,11 +13,13 @@
   are all zero, how many hold one other value throughout, and the first ``LISTED`` of their indices
   (columns: the flat index over ``shape[1:]``). A row is judged when it has two or more values, a
   column when there are two or more rows;
-* ``spectral_norm``: the largest singular value of that matrix by power iteration on ``AᵀA``
-  (float64, a fixed start vector, until it moves by less than ``TOLERANCE`` relatively or after
-  ``ITERATIONS`` passes; ``power_iterations`` says how many it took — a lower bound always, exact
-  to the tolerance once converged). Not the spectra module's (weightwatcher's per-position) figure
-  for conv kernels;
+* ``spectral_norm``: the largest singular value of that matrix, by power iteration on ``AᵀA`` kept
+  as a Krylov basis (Lanczos, fully reorthogonalised; float64, a fixed start vector) until the
+  estimate moves by less than ``TOLERANCE`` relatively or after ``ITERATIONS`` passes over the
+  matrix; ``power_iterations`` says how many it took. A lower bound always, to about 1e-12 once
+  converged (tens of passes where plain power iteration takes hundreds: a random 4096 x 1024
+  matrix, 77 against 500+). For a conv kernel this is the ``(out, in x kh x kw)`` matrix's norm,
+  not the per-position figures of the spectra module (weightwatcher's);
 * ``flags``: what the ``Rules`` find: ``nan``, ``inf``, ``exploding variance`` (std x sqrt(fan-in)
   above ``Rules.variance``: He/LeCun initialisation gives about 1 to 1.4, so a unit input's output
   grows that many times more), ``near-zero spectral norm`` (below ``Rules.spectral``: the layer
@@ -52,8 +54,9 @@ if TYPE_CHECKING:
 
 TOP = 5  # super weights reported per tensor
 LISTED = 20  # dead row / column indices kept per tensor
-ITERATIONS = 200
-TOLERANCE = 1e-9
+ITERATIONS = 128  # at most: the basis holds this many vectors of a row's length
+TOLERANCE = 1e-12
+HELD_BYTES = 128 << 20  # a matrix up to this size as float64 is widened once for all passes
 Progress = Callable[[int, int], None]
 
 
@@ -136,9 +139,12 @@ def _largest(entries: list[tuple[float, int]], top: int) -> list[tuple[float, in
     return sorted(entries, key=lambda entry: (-abs(entry[0]), entry[1]))[:top]
 
 
-def _blocks(source: TensorSource, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Rows ``[start, stop)`` as float64 matrices of about ``CHUNK_ELEMENTS`` values, with their first row."""
-    values = source.read_rows(start, stop)
+def _blocks(
+    source: TensorSource, start: int, stop: int, values: np.ndarray | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Rows ``[start, stop)`` (read now unless given as ``values``) as float64 matrices of about
+    ``CHUNK_ELEMENTS`` values, each with its first row's index: one widened block at a time."""
+    values = source.read_rows(start, stop) if values is None else values
     width = max(1, source.row_elements) if source.shape else 1
     matrix = values.reshape(-1, width)
     step = max(1, CHUNK_ELEMENTS // width)
@@ -202,32 +208,48 @@ class _Spectral:
 
 
 def spectral_job(job: _Spectral) -> tuple[float, int]:
-    """``(sigma, passes)``: the largest singular value of the tensor seen as a matrix, and the passes it took."""
+    """``(sigma, passes)``: the largest singular value of the tensor seen as a matrix ``A``, and the passes
+    over ``A`` it took: Lanczos on ``AᵀA`` (power iteration keeping every direction it went through, fully
+    reorthogonalised), from a fixed start vector; the largest Ritz value, a lower bound rising to it."""
     source = job.source
     bounds = source.bounds(job.chunk_bytes)
-    held = None if source.raw else list(_blocks(source, 0, source.shape[0]))  # a reader's tensor: read once
+    widened_bytes = source.shape[0] * source.row_elements * 8
+    held = None if source.raw else source.read_rows(0, source.shape[0])  # a reader's tensor: read once
+    if widened_bytes <= HELD_BYTES:  # widened once, not on every pass
+        held = widened(source.read_rows(0, source.shape[0]) if held is None else held)
 
-    def blocks() -> Iterator[tuple[int, np.ndarray]]:
-        if held is not None:
-            return iter(held)
-        return (block for start, stop in bounds for block in _blocks(source, start, stop))
+    def product(vector: np.ndarray) -> np.ndarray:
+        if held is not None and held.dtype == np.float64:
+            matrix = held.reshape(source.shape[0], -1)
+            return matrix.T @ (matrix @ vector)
+        total = np.zeros_like(vector)
+        for start, stop in bounds:
+            for _, block in _blocks(source, start, stop, None if held is None else held[start:stop]):
+                total += block.T @ (block @ vector)
+        return total
 
-    vector = np.random.default_rng(0).standard_normal(source.row_elements)
-    vector /= np.linalg.norm(vector)
+    start = np.random.default_rng(0).standard_normal(source.row_elements)
+    basis = [start / np.linalg.norm(start)]
+    alphas: list[float] = []
+    betas: list[float] = []
     sigma = 0.0
     for passes in range(1, ITERATIONS + 1):
-        product = np.zeros_like(vector)
-        for _, block in blocks():
-            product += block.T @ (block @ vector)
-        eigenvalue = float(vector @ product)
-        length = float(np.linalg.norm(product))
-        estimate = math.sqrt(max(eigenvalue, 0.0))
-        if not math.isfinite(length) or length == 0.0:
-            return (estimate if math.isfinite(length) else math.nan), passes
-        vector = product / length
-        if abs(estimate - sigma) <= TOLERANCE * estimate:
+        following = product(basis[-1])
+        alphas.append(float(basis[-1] @ following))
+        seen = np.array(basis)
+        for _ in range(2):  # twice is enough (Kahan): the Krylov basis stays orthonormal in floating point
+            following -= seen.T @ (seen @ following)
+        tridiagonal = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+        if not np.isfinite(tridiagonal).all():
+            return math.nan, passes
+        estimate = math.sqrt(max(float(np.linalg.eigvalsh(tridiagonal)[-1]), 0.0))
+        length = float(np.linalg.norm(following))
+        done = length <= 1e-14 * estimate * estimate or len(basis) == source.row_elements
+        if done or abs(estimate - sigma) <= TOLERANCE * estimate:
             return estimate, passes
         sigma = estimate
+        betas.append(length)
+        basis.append(following / length)
     return sigma, ITERATIONS
 
 
