@@ -34,7 +34,12 @@ def weights() -> dict[str, np.ndarray]:
     conv[6] = -1.5  # a constant output channel
     norm = rng.standard_normal(64).astype(np.float32)
     norm[3], norm[10], norm[11] = np.nan, np.inf, -np.inf
+    wide = (rng.standard_normal((64, 40)) * 0.1).astype(np.float32)  # 3 chunks of rows
+    wide[:, 3] = 0.5  # a constant column across the chunks
+    wide[:-1, 8] = 0.5  # constant but for the last chunk's last row
+    wide[:25, 12], wide[25:, 12] = 0.5, 0.25  # constant in each chunk, another value in each
     return {
+        "wide.weight": wide,
         "linear.weight": linear,
         "conv.weight": conv,
         "norm.weight": norm,
@@ -80,6 +85,8 @@ def test_injected_super_weight_dead_lines_and_non_finite_values_are_found(model:
     assert found["zero.weight"].flags == ["near-zero spectral norm", "dead rows", "dead columns"]
     assert found["loud.weight"].flags == ["exploding variance"]
     assert found["half.weight"].flags == []
+    assert found["wide.weight"].dead_columns == {"zero": 0, "constant": 1, "indices": [3]}
+    assert found["wide.weight"].dead_rows == {"zero": 0, "constant": 0, "indices": []}
 
 
 def test_figures_equal_numpy_and_torch_over_the_whole_tensor(model: Path) -> None:
@@ -163,7 +170,7 @@ def test_cli_one_screen_report_and_errors(model: Path, tmp_path: Path, capsys: p
     result = CliRunner().invoke(cli, ["health", str(model)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "6 floating tensors checked, 5 flagged" and len(lines) <= 25
+    assert lines[0] == "7 floating tensors checked, 6 flagged" and len(lines) <= 25
     assert any(line.startswith("linear.weight") and "[17, 123]" in line for line in lines)
     assert "dead rows of linear.weight: 1 zero, 0 constant: 42" in lines
     only = CliRunner().invoke(cli, ["health", str(model), "half.weight", "--json", "--top", "2"])

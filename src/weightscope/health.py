@@ -28,7 +28,8 @@
 
 How it runs: as ``weightscope.runs``, each tensor is cut into row chunks of about 64 MiB
 (``weightscope.lazy.TensorSource``: byte ranges, no open handles); a task computes one chunk's
-partial figures (moments, counts, its top entries, its dead rows, its columns' minima and maxima)
+partial figures (moments, counts, its top entries, its dead rows, which columns hold one value in it:
+a bit each, and its first row in the stored precision)
 and one more task per matrix its power iteration, reading the rows again on each pass. The client
 merges the partials in chunk order, so results are the same bit for bit on local threads (the
 default), in one thread (``scheduler="sync"``), in processes or on a ``dask.distributed`` cluster.
@@ -101,8 +102,8 @@ class HealthPartial:
     infs: int = 0
     top: list[tuple[float, int]] = field(default_factory=list)  # (value, flat index), largest |value| first
     rows: _Lines = field(default_factory=_Lines)
-    column_min: np.ndarray | None = None
-    column_max: np.ndarray | None = None
+    column_value: np.ndarray | None = None  # the first row, as float32 where that holds the stored values
+    column_constant: np.ndarray | None = None  # packed bits: the column holds column_value in every row
 
     def merge(self, other: HealthPartial, top: int) -> HealthPartial:
         a, b = self, other
@@ -126,12 +127,13 @@ class HealthPartial:
         merged.top = _largest(a.top + b.top, top)
         merged.rows = _Lines(a.rows.zero + b.rows.zero, a.rows.constant + b.rows.constant, a.rows.indices[:])
         merged.rows.indices.extend(b.rows.indices[: LISTED - len(merged.rows.indices)])
-        if a.column_min is None or b.column_min is None or a.column_max is None or b.column_max is None:
-            merged.column_min = a.column_min if b.column_min is None else b.column_min
-            merged.column_max = a.column_max if b.column_max is None else b.column_max
+        if a.column_value is None or b.column_value is None or a.column_constant is None or b.column_constant is None:
+            merged.column_value = a.column_value if b.column_value is None else b.column_value
+            merged.column_constant = a.column_constant if b.column_constant is None else b.column_constant
         else:
-            merged.column_min = np.minimum(a.column_min, b.column_min)
-            merged.column_max = np.maximum(a.column_max, b.column_max)
+            same = np.packbits(a.column_value == b.column_value)
+            merged.column_value = a.column_value
+            merged.column_constant = a.column_constant & b.column_constant & same
         return merged
 
 
@@ -152,7 +154,7 @@ def _blocks(
         yield start + first, widened(matrix[first : first + step])
 
 
-def _block_partial(block: np.ndarray, first_row: int, top: int, matrix: bool) -> HealthPartial:
+def _block_partial(block: np.ndarray, first_row: int, top: int, matrix: bool, narrow: bool) -> HealthPartial:
     flat = block.reshape(-1)
     finite_mask = np.isfinite(flat)
     finite = flat[finite_mask]
@@ -177,7 +179,9 @@ def _block_partial(block: np.ndarray, first_row: int, top: int, matrix: bool) ->
         if block.shape[1] >= 2:
             zero = (low == 0) & (high == 0)
             partial.rows.add(zero, (low == high) & ~zero, first_row)
-        partial.column_min, partial.column_max = block.min(axis=0), block.max(axis=0)
+        first = block[0].astype(np.float32) if narrow else block[0]  # exact: the values were no wider
+        partial.column_value = first
+        partial.column_constant = np.packbits((block == block[0]).all(axis=0))  # NaN: never constant
     return partial
 
 
@@ -192,10 +196,10 @@ class _Chunk:
 
 
 def chunk_job(job: _Chunk) -> HealthPartial:
-    matrix = len(job.source.shape) >= 2
+    matrix, narrow = len(job.source.shape) >= 2, job.source.dtype.itemsize <= 4
     total = HealthPartial()
     for first, block in _blocks(job.source, job.start, job.stop):
-        total = total.merge(_block_partial(block, first, job.top, matrix), job.top)
+        total = total.merge(_block_partial(block, first, job.top, matrix, narrow), job.top)
     return total
 
 
@@ -309,11 +313,11 @@ def _result(source: TensorSource, partial: HealthPartial, spectral: tuple[float,
     rows = columns = None
     if len(source.shape) >= 2:
         rows = partial.rows.to_json() if source.row_elements >= 2 else None
-        if source.shape[0] >= 2 and partial.column_min is not None and partial.column_max is not None:
-            low, high = partial.column_min, partial.column_max
-            zero = (low == 0) & (high == 0)
+        if source.shape[0] >= 2 and partial.column_value is not None and partial.column_constant is not None:
+            constant = np.unpackbits(partial.column_constant, count=source.row_elements).astype(bool)
+            zero = constant & (partial.column_value == 0)
             lines = _Lines()
-            lines.add(zero, (low == high) & ~zero, 0)
+            lines.add(zero, constant & ~zero, 0)
             columns = lines.to_json()
     sigma = spectral[0] if spectral is not None else None
     flags = ["nan"] * bool(partial.nans) + ["inf"] * bool(partial.infs)
