@@ -184,3 +184,26 @@ def test_cli_one_screen_report_and_errors(model: Path, tmp_path: Path, capsys: p
     assert main(["health", str(broken)]) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("weightscope: error: ") and str(broken) in err
+
+
+def test_a_sharded_hugging_face_folder(tmp_path: Path) -> None:
+    """A model folder of six shards and an index: the super weight put in found by its name and coordinates."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, vocab_size=500
+    )
+    model = transformers.BertModel(config)
+    with torch.no_grad():
+        model.encoder.layer[1].output.dense.weight[3, 77] = 5.0
+    model.save_pretrained(tmp_path, max_shard_size="100KB")
+    assert len(list(tmp_path.glob("*.safetensors"))) > 1
+    with ws.open(tmp_path) as ckpt:
+        threads = checkpoint_health(ckpt)
+        single = checkpoint_health(ckpt, scheduler="sync")
+    assert threads.to_json() == single.to_json()
+    found = by_name(threads)
+    dense = found["encoder.layer.1.output.dense.weight"]
+    assert dense.flags == ["super weight"] and dense.super_weights[0].coordinates == (3, 77)
+    embedding = found["embeddings.word_embeddings.weight"]  # BERT's padding row starts at zero
+    assert embedding.dead_rows == {"zero": 1, "constant": 0, "indices": [config.pad_token_id]}
