@@ -207,3 +207,14 @@ def test_a_sharded_hugging_face_folder(tmp_path: Path) -> None:
     assert dense.flags == ["super weight"] and dense.super_weights[0].coordinates == (3, 77)
     embedding = found["embeddings.word_embeddings.weight"]  # BERT's padding row starts at zero
     assert embedding.dead_rows == {"zero": 1, "constant": 0, "indices": [config.pad_token_id]}
+
+
+def test_a_basis_capped_by_memory_still_gives_a_lower_bound(model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(health, "BASIS_BYTES", 8 * 200 * 3)  # three vectors of linear.weight's rows
+    with ws.open(model) as ckpt:
+        capped = by_name(checkpoint_health(ckpt, ["linear.weight", "loud.weight"]))
+    sigma = float(torch.linalg.matrix_norm(torch.from_numpy(weights()["loud.weight"]).double(), ord=2))
+    assert capped["linear.weight"].power_iterations == 3
+    loud = capped["loud.weight"]  # rows of 32 values: 18 vectors fit
+    assert loud.power_iterations is not None and loud.power_iterations <= 18
+    assert loud.spectral_norm is not None and 0.9 * sigma < loud.spectral_norm <= sigma * (1 + 1e-12)

@@ -18,8 +18,9 @@
   estimate moves by less than ``TOLERANCE`` relatively or after ``ITERATIONS`` passes over the
   matrix; ``power_iterations`` says how many it took. A lower bound always, to about 1e-12 once
   converged (tens of passes where plain power iteration takes hundreds: a random 4096 x 1024
-  matrix, 77 against 500+). For a conv kernel this is the ``(out, in x kh x kw)`` matrix's norm,
-  not the per-position figures of the spectra module (weightwatcher's);
+  matrix, 77 against 500+; a matrix with rows of more than ``BASIS_BYTES / 8 / ITERATIONS`` values
+  gets fewer passes, as many as fit its basis in ``BASIS_BYTES``). For a conv kernel this is the
+  ``(out, in x kh x kw)`` matrix's norm, not the per-position figures of the spectra module's;
 * ``flags``: what the ``Rules`` find: ``nan``, ``inf``, ``exploding variance`` (std x sqrt(fan-in)
   above ``Rules.variance``: He/LeCun initialisation gives about 1 to 1.4, so a unit input's output
   grows that many times more), ``near-zero spectral norm`` (below ``Rules.spectral``: the layer
@@ -58,6 +59,7 @@ LISTED = 20  # dead row / column indices kept per tensor
 ITERATIONS = 128  # at most: the basis holds this many vectors of a row's length
 TOLERANCE = 1e-12
 HELD_BYTES = 128 << 20  # a matrix up to this size as float64 is widened once for all passes
+BASIS_BYTES = 64 << 20  # the Krylov basis's vectors stop there (at least 2): a lower bound for very wide matrices
 Progress = Callable[[int, int], None]
 
 
@@ -237,7 +239,8 @@ def spectral_job(job: _Spectral) -> tuple[float, int]:
     alphas: list[float] = []
     betas: list[float] = []
     sigma = 0.0
-    for passes in range(1, ITERATIONS + 1):
+    steps = min(ITERATIONS, max(2, BASIS_BYTES // (8 * source.row_elements)))
+    for passes in range(1, steps + 1):
         following = product(basis[-1])
         alphas.append(float(basis[-1] @ following))
         seen = np.array(basis)
@@ -254,7 +257,7 @@ def spectral_job(job: _Spectral) -> tuple[float, int]:
         sigma = estimate
         betas.append(length)
         basis.append(following / length)
-    return sigma, ITERATIONS
+    return sigma, steps
 
 
 @dataclass(frozen=True)
