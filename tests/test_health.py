@@ -218,3 +218,31 @@ def test_a_basis_capped_by_memory_still_gives_a_lower_bound(model: Path, monkeyp
     loud = capped["loud.weight"]  # rows of 32 values: 18 vectors fit
     assert loud.power_iterations is not None and loud.power_iterations <= 18
     assert loud.spectral_norm is not None and 0.9 * sigma < loud.spectral_norm <= sigma * (1 + 1e-12)
+
+
+def test_a_damaged_tensor_is_named_and_the_others_still_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A deflated npz member whose bytes were changed: its CRC-32 fails when read; the other's health is given."""
+    import zipfile
+
+    path = tmp_path / "damaged.npz"
+    rng = np.random.default_rng(3)
+    good = rng.standard_normal((64, 64)).astype(np.float32)
+    good[5, 6] = 40.0
+    np.savez_compressed(path, a=good, b=rng.standard_normal((64, 64)).astype(np.float32))
+    member = zipfile.ZipFile(path).getinfo("b.npy")
+    data = bytearray(path.read_bytes())
+    start = member.header_offset + 30 + len("b.npy") + 200
+    data[start : start + 50] = bytes(value ^ 0xFF for value in data[start : start + 50])
+    path.write_bytes(bytes(data))
+    with ws.open(path) as ckpt:
+        result = checkpoint_health(ckpt, scheduler="sync")
+    assert [tensor.name for tensor in result.tensors] == ["a"] and list(result.failed) == ["b"]
+    assert result.tensors[0].super_weights[0].coordinates == (5, 6)
+    assert result.failed["b"].message.startswith(f"{path}: tensor 'b'")
+    status = main(["health", str(path), "--json"])
+    assert status == result.failed["b"].exit_status != 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["failed"] == [{"name": "b", "error": result.failed["b"].message}]
+    assert "1 tensors could not be read" in captured.err

@@ -48,6 +48,7 @@ import numpy as np
 
 from weightscope.analysis import CHUNK_ELEMENTS, widened
 from weightscope.dtypes import numeric_kind
+from weightscope.errors import WeightscopeError
 from weightscope.lazy import CHUNK_BYTES, TensorSource, tensor_source
 from weightscope.output import json_float
 
@@ -195,6 +196,22 @@ class _Chunk:
     start: int
     stop: int
     top: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A tensor that could not be read (damaged): the error's one line and its exit status."""
+
+    message: str
+    exit_status: int
+
+
+def _guarded(task: Callable[[Any], Any], job: Any) -> Any:
+    """The task's result, or the typed error of a tensor that cannot be read as plain values any process can send."""
+    try:
+        return task(job)
+    except WeightscopeError as error:
+        return Failure(str(error), int(error.exit_status))
 
 
 def chunk_job(job: _Chunk) -> HealthPartial:
@@ -357,13 +374,15 @@ def _result(source: TensorSource, partial: HealthPartial, spectral: tuple[float,
 class Health:
     tensors: list[TensorHealth]
     tasks: int
+    failed: dict[str, Failure] = field(default_factory=dict)  # tensors that could not be read, by name
 
     @property
     def flagged(self) -> list[TensorHealth]:
         return [tensor for tensor in self.tensors if tensor.flags]
 
     def to_json(self) -> dict[str, Any]:
-        return {"tensors": [tensor.to_json() for tensor in self.tensors], "tasks": self.tasks}
+        failed = [{"name": name, "error": failure.message} for name, failure in self.failed.items()]
+        return {"tensors": [tensor.to_json() for tensor in self.tensors], "failed": failed, "tasks": self.tasks}
 
 
 def checkpoint_health(
@@ -392,26 +411,30 @@ def checkpoint_health(
     for number, source in enumerate(sources):
         for chunk, (start, stop) in enumerate(source.bounds(chunk_bytes)):
             keys.append(("weightscope-health", number, chunk))
-            graph[keys[-1]] = (chunk_job, _Chunk(source, start, stop, top))
+            graph[keys[-1]] = (_guarded, chunk_job, _Chunk(source, start, stop, top))
         if len(source.shape) >= 2 and source.shape[0] * source.row_elements:
             keys.append(("weightscope-health-spectral", number))
-            graph[keys[-1]] = (spectral_job, _Spectral(source, chunk_bytes))
+            graph[keys[-1]] = (_guarded, spectral_job, _Spectral(source, chunk_bytes))
     if scheduler is None and client is None:
         results = _on_threads(graph, keys, workers, progress)
     else:
         results = execute(graph, keys, scheduler=scheduler, client=client, workers=workers, progress=progress)
     partials: dict[int, HealthPartial] = {}
     spectra: dict[int, tuple[float, int]] = {}
+    failed: dict[int, Failure] = {}
     for key, value in zip(keys, results, strict=True):
-        if key[0] == "weightscope-health":
+        if isinstance(value, Failure):
+            failed.setdefault(key[1], value)
+        elif key[0] == "weightscope-health":
             partials[key[1]] = partials[key[1]].merge(value, top) if key[1] in partials else value
         else:
             spectra[key[1]] = value
     tensors = [
         _result(source, partials.get(number, HealthPartial()), spectra.get(number), rules)
         for number, source in enumerate(sources)
+        if number not in failed
     ]
-    return Health(tensors, len(keys))
+    return Health(tensors, len(keys), {sources[number].name: failure for number, failure in sorted(failed.items())})
 
 
 def _on_threads(graph: dict[Any, Any], keys: list[Any], workers: int | None, progress: Progress | None) -> list[Any]:

@@ -31,7 +31,7 @@ SHOWN = 20  # flagged tensors listed on the screen (all of them in --json)
     is_flag=True,
     help="JSON: {tensors: [{name, dtype, shape, count, nans, infs, mean, std, kurtosis, max_abs, max_over_std, "
     "super_weights: [{coordinates, value, ratio}], dead_rows, dead_columns: {zero, constant, indices}, "
-    "spectral_norm, power_iterations, flags}], tasks}.",
+    "spectral_norm, power_iterations, flags}], failed: [{name, error}], tasks}.",
 )
 @scheduler_option
 @progress_option
@@ -64,6 +64,11 @@ def health_command(
             progress=_task_progress(out, progress),
         )
     out.result(result, _health_text, to_json=lambda result: result.to_json())
+    for failure in result.failed.values():
+        out.note(f"error: {safe_text(failure.message)}")
+    if result.failed:
+        out.note(f"{len(result.failed)} tensors could not be read; the others' health is above")
+        raise SystemExit(next(iter(result.failed.values())).exit_status)
 
 
 def _lines(lines: dict[str, object] | None) -> str:
