@@ -141,7 +141,8 @@ def collection_paused() -> Iterator[None]:
             gc.enable()
 
 
-_READ_AHEAD = min(4, (os.cpu_count() or 1) + 1)  # ``arrays``' threads (one more than cores: a thread waits on page faults)
+# ``arrays``' threads: one more than the cores, as a thread waits on page faults while the others decode
+_READ_AHEAD = min(4, (os.cpu_count() or 1) + 1)
 
 
 class Checkpoint(Mapping[str, np.ndarray]):
