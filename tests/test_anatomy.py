@@ -1,0 +1,203 @@
+"""The anatomy of a fine-tune (``diff --anatomy``) and ``extract-lora``, against torch and PEFT (issue 21 item 2).
+
+The fixtures are made here: a small torch model, a LoRA of rank 4 on two of its Linears merged into it by PEFT,
+a few steps of full fine-tuning of it; PEFT loads the extracted adapter onto the base.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import peft
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import weightscope as ws
+from weightscope.anatomy import anatomy, energy_rank, layer_anatomy
+from weightscope.cli import Environment, main
+from weightscope.lora import extract_lora
+
+RANK = 4
+TARGETS = ["blocks.0.up", "blocks.1.down"]
+
+
+class Model(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(20, 24)
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.ModuleDict({"up": torch.nn.Linear(24, 48), "down": torch.nn.Linear(48, 24)}) for _ in range(2)
+        )
+        self.norm = torch.nn.LayerNorm(24)
+        self.head = torch.nn.Linear(24, 7, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = x + block["down"](torch.relu(block["up"](x)))
+        return self.head(self.norm(x))
+
+
+def base_model() -> Model:
+    torch.manual_seed(0)
+    return Model()
+
+
+def save(model: torch.nn.Module, path: Path) -> Path:
+    save_file({name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("anatomy")
+    paths = {"base": save(base_model(), folder / "base.safetensors")}
+    for key, seed in (("lora", 1), ("lora2", 2)):
+        config = peft.LoraConfig(r=RANK, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False)
+        model = base_model()
+        torch.manual_seed(seed)
+        tuned = peft.get_peft_model(model, config)  # lora_B random, not zero: a trained adapter's stand-in
+        paths[key] = save(tuned.merge_and_unload(), folder / f"{key}.safetensors")
+    model = base_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    torch.manual_seed(3)
+    for _ in range(3):
+        tokens = torch.randint(0, 20, (8, 5))
+        loss = torch.nn.functional.cross_entropy(model(tokens).reshape(-1, 7), torch.randint(0, 7, (40,)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    paths["full"] = save(model, folder / "full.safetensors")
+    return paths
+
+
+def run(*args: object) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = main([str(arg) for arg in args], env=Environment(stdout=out, stderr=err))
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_anatomy_finds_the_loras_rank_and_layers_exactly(models: dict[str, Path]) -> None:
+    with ws.open(models["base"]) as base, ws.open(models["lora"]) as tuned:
+        result = anatomy(base, tuned)
+    changed = {layer.name: layer for layer in result.changed}
+    assert set(changed) == {f"{target}.weight" for target in TARGETS}
+    assert all(layer.rank == RANK for layer in changed.values()) and result.lora_rank() == RANK
+    for layer in changed.values():
+        values = np.array(layer.singular_values)
+        assert values[RANK - 1] > 1e3 * layer.tolerance > values[RANK]  # the rank stands far out of the rounding
+        assert 1 <= layer.rank_90 <= layer.rank_99 <= RANK
+    assert {layer.status for layer in result.layers} == {"changed", "equal"}
+
+
+def test_figures_equal_numpys_definitions(models: dict[str, Path]) -> None:
+    base, tuned = load_file(models["base"]), load_file(models["full"])
+    name = "blocks.0.up.weight"
+    w, t = base[name].double().numpy(), tuned[name].double().numpy()
+    layer = layer_anatomy(name, base[name].numpy(), tuned[name].numpy())
+    delta = t - w
+    assert layer.relative_change == pytest.approx(np.linalg.norm(delta) / np.linalg.norm(w), rel=1e-12)
+    cosine = (delta * w).sum() / np.linalg.norm(delta) / np.linalg.norm(w)
+    assert layer.cosine == pytest.approx(cosine, rel=1e-9, abs=1e-12)
+    values = np.linalg.svd(delta, compute_uv=False)
+    share = np.cumsum(values**2) / np.sum(values**2)
+    assert layer.rank_90 == int(np.argmax(share >= 0.9)) + 1 and layer.rank_99 == int(np.argmax(share >= 0.99)) + 1
+    assert layer.rank is not None and layer.rank > RANK  # a full fine-tune's change is of full rank
+    # intruders: each top tuned left singular vector's best |cosine| with the base's, computed by torch
+    tuned_u = torch.linalg.svd(tuned[name].double(), full_matrices=False)[0][:, :10]
+    base_u = torch.linalg.svd(base[name].double(), full_matrices=False)[0]
+    best = (base_u.T @ tuned_u).abs().max(dim=0).values.numpy()
+    np.testing.assert_allclose(layer.similarity, best, rtol=1e-9)
+    assert layer.intruders == int(np.sum(best < 0.5))
+    assert energy_rank(np.array([3.0, 1.0, 0.0]), 0.9) == 1 and energy_rank(np.zeros(3), 0.9) == 0
+
+
+def test_an_intruder_direction_is_found() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((256, 128)).astype(np.float32)
+    u, v = rng.standard_normal(256), rng.standard_normal(128)
+    t = w + (100 * np.outer(u, v) / np.linalg.norm(u)).astype(np.float32)  # a new direction, stronger than any
+    layer = layer_anatomy("w", w, t)
+    assert layer.intruders == 1 and layer.similarity[0] < 0.5 and min(layer.similarity[1:]) > 0.5
+    assert layer.rank == 1
+    rescaled = layer_anatomy("w", w, 1.5 * w)
+    assert rescaled.intruders == 0 and rescaled.cosine == pytest.approx(1.0) and rescaled.rank == 128  # ΔW = W / 2
+
+
+def test_sign_agreement_of_two_fine_tunes(models: dict[str, Path]) -> None:
+    tensors = {key: load_file(models[key]) for key in ("base", "lora", "lora2")}
+    with ws.open(models["base"]) as base, ws.open(models["lora"]) as a, ws.open(models["lora2"]) as b:
+        result = anatomy(base, a, b)
+        same = anatomy(base, a, a)
+    for layer in result.changed:
+        d1 = (tensors["lora"][layer.name] - tensors["base"][layer.name]).numpy()
+        d2 = (tensors["lora2"][layer.name] - tensors["base"][layer.name]).numpy()
+        both = (d1 != 0) & (d2 != 0)
+        assert layer.sign_agreement == pytest.approx(np.mean(np.sign(d1[both]) == np.sign(d2[both])))
+        assert 0.3 < layer.sign_agreement < 0.7  # independent adapters agree by chance
+    assert all(layer.sign_agreement == 1.0 for layer in same.changed)
+
+
+def test_extract_lora_loads_into_peft_and_reproduces_the_merged_weights(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "adapter"
+    with ws.open(models["base"]) as base, ws.open(models["lora"]) as tuned:
+        extraction = extract_lora(base, tuned, out, RANK)
+    assert sorted(layer.module for layer in extraction.layers) == TARGETS and extraction.left_out == []
+    loaded = peft.PeftModel.from_pretrained(base_model(), out)
+    merged = {name: tensor.detach() for name, tensor in loaded.merge_and_unload().state_dict().items()}
+    expected = load_file(models["lora"])
+    assert merged.keys() == expected.keys()
+    for name, tensor in expected.items():
+        scale = float(tensor.abs().max())
+        torch.testing.assert_close(merged[name], tensor, rtol=0, atol=4 * torch.finfo(torch.float32).eps * scale)
+    for layer in extraction.layers:
+        error = (merged[f"{layer.module}.weight"] - expected[f"{layer.module}.weight"]).abs().max().item()
+        assert error <= 2 * layer.max_abs + 1e-7  # the error reported is the error PEFT gives, to rounding
+        assert layer.max_abs < 1e-6
+
+
+def test_extract_lora_of_a_full_fine_tune_leaves_out_what_lora_cannot_hold(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    with ws.open(models["base"]) as base, ws.open(models["full"]) as tuned:
+        extraction = extract_lora(base, tuned, tmp_path / "adapter", 2)
+    assert "embed.weight" in extraction.left_out and "norm.weight" in extraction.left_out
+    assert "blocks.0.up.bias" in extraction.left_out
+    assert "head.weight" in {f"{layer.module}.weight" for layer in extraction.layers}
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 2 and config["peft_type"] == "LORA"
+    loaded = peft.PeftModel.from_pretrained(base_model(), tmp_path / "adapter")
+    merged = loaded.merge_and_unload().state_dict()
+    expected, base = load_file(models["full"]), load_file(models["base"])
+    for layer in extraction.layers:
+        name = f"{layer.module}.weight"
+        error = torch.linalg.norm(merged[name] - expected[name]) / torch.linalg.norm(expected[name] - base[name])
+        assert float(error) == pytest.approx(layer.relative_error, rel=1e-3)
+        assert 0 < layer.relative_error < 1
+
+
+def test_cli_diff_anatomy_and_extract_lora(models: dict[str, Path], tmp_path: Path) -> None:
+    status, out, err = run("diff", models["base"], models["lora"], "--anatomy", "--json")
+    assert status == 1, err
+    document = json.loads(out)
+    assert document["lora_rank"] == RANK
+    assert {layer["name"] for layer in document["layers"] if layer["status"] == "changed"} == {
+        f"{target}.weight" for target in TARGETS
+    }
+    status, out, err = run("diff", models["base"], models["lora"], "--anatomy", "--second", models["lora2"])
+    assert status == 1 and "blocks.0.up.weight" in out and "could be a LoRA of rank 4" in out, (out, err)
+    status, out, err = run("diff", models["base"], models["base"], "--anatomy")
+    assert status == 0 and "0 of" in out
+    status, out, err = run("extract-lora", models["base"], models["lora"], tmp_path / "a", "--rank", RANK)
+    assert status == 0, err
+    assert (tmp_path / "a" / "adapter_model.safetensors").is_file() and "blocks.1.down" in out
+    status, out, err = run("extract-lora", models["base"], models["lora"], tmp_path / "b", "--rank", 0)
+    assert status == 2 and "rank" in err
+    status, out, err = run("diff", models["base"], models["lora"], "--second", models["lora2"])
+    assert status == 2 and "--anatomy" in err
