@@ -133,6 +133,15 @@ def _diff_row(tensor: TensorDiff) -> list[str]:
     metavar="FILE.png",
     help="When one side is quantised: a PNG of the error (RMSE, SNR) per layer (needs weightscope[plot]).",
 )
+@click.option(
+    "--anatomy",
+    is_flag=True,
+    help="A as the base, B a fine-tune of it: per weight the relative change, the rank of the change (above float "
+    "rounding; for 90%, 99% of its energy), its cosine with the base, intruder directions (weightscope.anatomy).",
+)
+@click.option(
+    "--second", "second_tune", type=CHECKPOINT, metavar="PATH", help="With --anatomy: another fine-tune of A."
+)
 @dequantize_option
 @pass_output
 def diff_command(
@@ -144,6 +153,8 @@ def diff_command(
     show_all: bool,
     include_optimizer: bool,
     image: Path | None,
+    anatomy: bool,
+    second_tune: Path | None,
     dequantize: bool,
 ) -> None:
     """Compare two checkpoints tensor by tensor, across formats; exit 0 if equal, 1 if they differ.
@@ -158,6 +169,12 @@ def diff_command(
 
     if rtol < 0 or atol < 0:
         raise UsageError("tolerances must not be negative")
+    if second_tune is not None and not anatomy:
+        raise UsageError("--second names another fine-tune for --anatomy")
+    if anatomy:
+        from weightscope.cli.anatomy import anatomy_of
+
+        return anatomy_of(out, a, b, second_tune, show_all, dequantize)
     with _open(a, dequantize=dequantize) as first, _open(b, dequantize=dequantize) as second:
         if image is not None:
             from weightscope.plot import require_matplotlib
