@@ -201,3 +201,34 @@ def test_cli_diff_anatomy_and_extract_lora(models: dict[str, Path], tmp_path: Pa
     assert status == 2 and "rank" in err
     status, out, err = run("diff", models["base"], models["lora"], "--second", models["lora2"])
     assert status == 2 and "--anatomy" in err
+
+
+def test_weights_without_figures_are_named_not_a_crash(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 5)).astype(np.float32)
+    nan = w.copy()
+    nan[2, 3] = np.nan
+    base = {"a.weight": w, "b.weight": w, "c.weight": w, "d": np.arange(4, dtype=np.int64), "gone": w}
+    tuned = {"a.weight": nan, "b.weight": w[:5], "c.weight": w + 1, "d": np.arange(4, dtype=np.int64)[::-1], "new": w}
+    ws.save(base, tmp_path / "base.safetensors")
+    ws.save(tuned, tmp_path / "tuned.safetensors")
+    status, out, err = run("diff", tmp_path / "base.safetensors", tmp_path / "tuned.safetensors", "--anatomy", "--json")
+    assert status == 1, err
+    document = json.loads(out)
+    statuses = {layer["name"]: layer["status"] for layer in document["layers"]}
+    assert statuses == {"a.weight": "not finite", "b.weight": "shape", "c.weight": "changed", "d": "changed"}
+    assert document["only_base"] == ["gone"] and document["only_tuned"] == ["new"]
+    ranks = {layer["name"]: layer["rank"] for layer in document["layers"]}
+    assert ranks["c.weight"] == 1 and ranks["d"] is None  # w + 1: a rank-1 change; a vector has no rank
+
+
+def test_the_rounding_tolerance_follows_the_stored_type() -> None:
+    import ml_dtypes
+
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((32, 16))
+    delta = np.outer(rng.standard_normal(32), rng.standard_normal(16))
+    for dtype in (np.float32, np.float16, np.dtype(ml_dtypes.bfloat16)):
+        base = w.astype(dtype)
+        tuned = (base.astype(np.float64) + delta).astype(dtype)  # a rank-1 change, rounded to the stored type
+        assert layer_anatomy("w", base, tuned).rank == 1, dtype

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightscope.analysis import _finite, _workers
+from weightscope.dtypes import numeric_kind
 
 if TYPE_CHECKING:
     from weightscope.checkpoint import Checkpoint
@@ -47,7 +48,8 @@ class LayerAnatomy:
 
     name: str
     shape: tuple[int, ...]
-    status: str  # "changed", "equal", "shape" (the two differ in shape: nothing else measured)
+    status: str  # "changed", "equal", or nothing else measured: "shape" (the two differ in shape), "not real"
+    # (complex, strings: no figure defined), "not finite" (NaN or infinity in either)
     relative_change: float | None = None
     cosine: float | None = None
     rank: int | None = None
@@ -98,7 +100,7 @@ def epsilon(*dtypes: np.dtype) -> float:
     """The machine epsilon of the least precise of ``dtypes`` (integers: exact), no less than 64 float64 ulps."""
     values = [64 * float(np.finfo(np.float64).eps)]
     for dtype in dtypes:
-        if dtype.kind in "fc" or dtype.kind == "V":
+        if numeric_kind(dtype) == "f":
             try:
                 values.append(float(np.finfo(dtype).eps))
             except ValueError:  # an ml_dtypes type numpy's finfo does not know
@@ -144,7 +146,12 @@ def layer_anatomy(
     shape = tuple(base.shape)
     if base.shape != tuned.shape or (second is not None and second.shape != base.shape):
         return LayerAnatomy(name, shape, "shape")
+    arrays = [base, tuned] + ([] if second is None else [second])
+    if any(numeric_kind(array.dtype) not in ("f", "i", "b") for array in arrays):
+        return LayerAnatomy(name, shape, "not real")
     w, t = base.astype(np.float64), tuned.astype(np.float64)
+    if not (np.isfinite(w).all() and np.isfinite(t).all()):
+        return LayerAnatomy(name, shape, "not finite")
     delta = t - w
     if not np.any(delta):
         return LayerAnatomy(name, shape, "equal", relative_change=0.0)

@@ -39,8 +39,8 @@ def _anatomy_text(result: Anatomy, show_all: bool) -> Iterator[str]:
     rows = [
         [layer.name, format_shape(layer.shape)]
         + (
-            ["shape " + format_shape(layer.shape) + " differs", *"------"]
-            if layer.status == "shape"
+            [{"shape": "shapes differ"}.get(layer.status, layer.status), *"------"]
+            if layer.status not in ("changed", "equal")
             else [
                 _figure(layer.relative_change),
                 _figure(layer.cosine),
