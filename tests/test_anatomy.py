@@ -232,3 +232,22 @@ def test_the_rounding_tolerance_follows_the_stored_type() -> None:
         base = w.astype(dtype)
         tuned = (base.astype(np.float64) + delta).astype(dtype)  # a rank-1 change, rounded to the stored type
         assert layer_anatomy("w", base, tuned).rank == 1, dtype
+
+
+def test_a_llamas_lora_found_and_extracted_from_its_folders(tmp_path: Path) -> None:
+    from tiny_models import tiny_llama
+
+    tiny_llama(False).save_pretrained(tmp_path / "base")
+    config = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft.get_peft_model(tiny_llama(False), config).merge_and_unload().save_pretrained(tmp_path / "tuned")
+    status, out, err = run("diff", tmp_path / "base", tmp_path / "tuned", "--anatomy", "--json")
+    document = json.loads(out)
+    assert status == 1 and document["lora_rank"] == 8, err
+    changed = {layer["name"] for layer in document["layers"] if layer["status"] == "changed"}
+    assert changed == {f"model.layers.{i}.self_attn.{p}.weight" for i in range(2) for p in ("q_proj", "v_proj")}
+    status, out, err = run("extract-lora", tmp_path / "base", tmp_path / "tuned", tmp_path / "adapter", "--rank", 8)
+    assert status == 0, err
+    merged = peft.PeftModel.from_pretrained(tiny_llama(False), tmp_path / "adapter").merge_and_unload().state_dict()
+    expected = load_file(tmp_path / "tuned" / "model.safetensors")
+    for name, tensor in expected.items():
+        torch.testing.assert_close(merged[name], tensor, rtol=0, atol=4e-7 * float(tensor.abs().max()))
