@@ -251,3 +251,17 @@ def test_a_llamas_lora_found_and_extracted_from_its_folders(tmp_path: Path) -> N
     expected = load_file(tmp_path / "tuned" / "model.safetensors")
     for name, tensor in expected.items():
         torch.testing.assert_close(merged[name], tensor, rtol=0, atol=4e-7 * float(tensor.abs().max()))
+
+
+def test_layers_narrower_than_the_rank_keep_their_own_in_the_rank_pattern(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    with ws.open(models["base"]) as base, ws.open(models["full"]) as tuned:
+        extraction = extract_lora(base, tuned, tmp_path / "adapter", 30)
+    assert {layer.module: layer.rank for layer in extraction.layers}["head"] == 7
+    merged = peft.PeftModel.from_pretrained(base_model(), tmp_path / "adapter").merge_and_unload().state_dict()
+    expected = load_file(models["full"])
+    for layer in extraction.layers:  # every matrix at its full rank: the change held whole
+        name = f"{layer.module}.weight"
+        assert layer.relative_error < 1e-5
+        torch.testing.assert_close(merged[name], expected[name], rtol=0, atol=1e-6)
