@@ -192,6 +192,8 @@ def test_cli_diff_anatomy_and_extract_lora(models: dict[str, Path], tmp_path: Pa
     }
     status, out, err = run("diff", models["base"], models["lora"], "--anatomy", "--second", models["lora2"])
     assert status == 1 and "blocks.0.up.weight" in out and "could be a LoRA of rank 4" in out, (out, err)
+    status, out, err = run("diff", models["base"], models["full"], "--anatomy", "--intruders", 0, "--json")
+    assert status == 1 and all(layer["intruders"] is None for layer in json.loads(out)["layers"]), err
     status, out, err = run("diff", models["base"], models["base"], "--anatomy")
     assert status == 0 and "0 of" in out
     status, out, err = run("extract-lora", models["base"], models["lora"], tmp_path / "a", "--rank", RANK)
@@ -199,8 +201,9 @@ def test_cli_diff_anatomy_and_extract_lora(models: dict[str, Path], tmp_path: Pa
     assert (tmp_path / "a" / "adapter_model.safetensors").is_file() and "blocks.1.down" in out
     status, out, err = run("extract-lora", models["base"], models["lora"], tmp_path / "b", "--rank", 0)
     assert status == 2 and "rank" in err
-    status, out, err = run("diff", models["base"], models["lora"], "--second", models["lora2"])
-    assert status == 2 and "--anatomy" in err
+    for option in (["--second", models["lora2"]], ["--intruders", 3]):
+        status, out, err = run("diff", models["base"], models["lora"], *option)
+        assert status == 2 and "--anatomy" in err, option
 
 
 def test_weights_without_figures_are_named_not_a_crash(tmp_path: Path) -> None:
@@ -265,3 +268,18 @@ def test_layers_narrower_than_the_rank_keep_their_own_in_the_rank_pattern(
         name = f"{layer.module}.weight"
         assert layer.relative_error < 1e-5
         torch.testing.assert_close(merged[name], expected[name], rtol=0, atol=1e-6)
+
+
+def test_the_randomized_spectrum_of_a_low_rank_change_equals_numpys() -> None:
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((300, 200)).astype(np.float32)
+    low = (w + 0.01 * rng.standard_normal((300, 6)) @ rng.standard_normal((6, 200))).astype(np.float32)
+    full = (w + 0.01 * rng.standard_normal((300, 200))).astype(np.float32)
+    for tuned, rank in ((low, 6), (full, 200)):
+        layer = layer_anatomy("w", w, tuned, top=0)
+        exact = np.linalg.svd(tuned.astype(np.float64) - w.astype(np.float64), compute_uv=False)
+        assert layer.rank == rank == int(np.sum(exact > layer.tolerance))
+        np.testing.assert_allclose(layer.singular_values[:rank], exact[:rank], rtol=1e-9)
+        assert (len(layer.singular_values) == 16) == (rank == 6)  # the low rank on 16 random columns, not 200
+        share = np.cumsum(exact**2) / np.sum(exact**2)
+        assert layer.rank_99 == int(np.argmax(share >= 0.99)) + 1 and layer.similarity == []

@@ -18,8 +18,10 @@ For every weight both hold by name (parameters only), with W the base's and ΔW 
 - ``sign_agreement`` (with a second fine-tune of the same base): of the elements both changes move, the
   fraction both move the same way (0.5 is chance).
 
-Matrices are decomposed exactly (``numpy.linalg.svd``, whole in memory, on a few threads); there is no
-randomized path yet, so a matrix of n × m float64 values needs about 3 · 8nm bytes at once.
+Matrices are held whole in float64, several at once on a few threads (a matrix of n × m values needs about
+5 · 8nm bytes). A change of low rank is found on a randomized range, with its rank certified exact
+(``change_spectrum``); any other by ``numpy.linalg.svd``, as are the singular vectors intruders compare
+(``top=0`` skips them: for a 4096 × 4096 matrix they take seconds to a minute).
 """
 
 from __future__ import annotations
@@ -123,6 +125,29 @@ def energy_rank(singular_values: np.ndarray, share: float) -> int:
     return int(np.searchsorted(energy, share * energy[-1] * (1 - 1e-12)) + 1)
 
 
+def change_spectrum(delta: np.ndarray, tolerance: float, start: int = 16) -> np.ndarray:
+    """ΔW's singular values above ``tolerance`` (and what is known of the others), the largest first.
+
+    A change of low rank (a LoRA's) is found on a randomized range Q of k columns, k = ``start``, 2·start, ...,
+    while 4k <= min(m, n): once ‖ΔW − QQᵀΔW‖_F = ρ <= ``tolerance`` with no singular value of QᵀΔW within ρ below
+    it, Weyl's inequality puts each σ_i(ΔW) in [σ_i(QᵀΔW), σ_i(QᵀΔW) + ρ] and all the others at most ρ, so the
+    count above ``tolerance`` is exact and the energies off by at most ρ² in all; those k values are returned.
+    Otherwise (a full fine-tune) numpy's exact SVD gives them all.
+    """
+    rows, columns = delta.shape
+    random = np.random.default_rng(0)
+    k = start
+    while 4 * k <= min(rows, columns):
+        q = np.linalg.qr(delta @ random.standard_normal((columns, k)))[0]
+        small = q.T @ delta
+        residual = float(np.linalg.norm(delta - q @ small))
+        values = np.linalg.svd(small, compute_uv=False)
+        if residual <= tolerance and not np.any((values > tolerance - residual) & (values <= tolerance)):
+            return values
+        k *= 2
+    return np.linalg.svd(delta, compute_uv=False)
+
+
 def intruder_similarity(base: np.ndarray, tuned: np.ndarray, top: int = INTRUDER_TOP) -> list[float]:
     """For each of ``tuned``'s ``top`` largest left singular vectors, its largest |cosine| with any of ``base``'s."""
     if top < 1:
@@ -166,8 +191,8 @@ def layer_anatomy(
     if base.ndim < 2:
         return LayerAnatomy(name, shape, "changed", relative, cosine, sign_agreement=agreement)
     matrix = as_matrix(delta)
-    values = np.linalg.svd(matrix, compute_uv=False)
     tolerance = epsilon(base.dtype, tuned.dtype) * (norm_w + float(np.linalg.norm(t)))
+    values = change_spectrum(matrix, tolerance)
     similarity = intruder_similarity(as_matrix(w), as_matrix(t), top)
     return LayerAnatomy(
         name,
@@ -179,7 +204,7 @@ def layer_anatomy(
         rank_90=energy_rank(values, ENERGIES[0]),
         rank_99=energy_rank(values, ENERGIES[1]),
         tolerance=tolerance,
-        intruders=sum(value < threshold for value in similarity),
+        intruders=sum(value < threshold for value in similarity) if top > 0 else None,
         similarity=similarity,
         sign_agreement=agreement,
         singular_values=[float(value) for value in values],

@@ -19,15 +19,17 @@ if TYPE_CHECKING:
     from weightscope.lora import Extraction
 
 
-def anatomy_of(out: Output, base: Path, tuned: Path, second: Path | None, show_all: bool, dequantize: bool) -> None:
+def anatomy_of(
+    out: Output, base: Path, tuned: Path, second: Path | None, top: int | None, show_all: bool, dequantize: bool
+) -> None:
     """``diff --anatomy``: each weight's change; exit 1 when any weight changed, as ``diff``."""
-    from weightscope.anatomy import anatomy
+    from weightscope.anatomy import INTRUDER_TOP, anatomy
 
     with contextlib.ExitStack() as stack:
         first = stack.enter_context(_open(base, dequantize=dequantize))
         other = stack.enter_context(_open(tuned, dequantize=dequantize))
         third = stack.enter_context(_open(second, dequantize=dequantize)) if second is not None else None
-        result = anatomy(first, other, third)
+        result = anatomy(first, other, third, top=INTRUDER_TOP if top is None else top)
     out.result(result, lambda result: _anatomy_text(result, show_all), to_json=lambda result: result.to_json())
     if result.changed or result.only_base or result.only_tuned:
         raise SystemExit(int(ExitStatus.DIFFERENT))

@@ -140,6 +140,14 @@ def _diff_row(tensor: TensorDiff) -> list[str]:
     "rounding; for 90%, 99% of its energy), its cosine with the base, intruder directions (weightscope.anatomy).",
 )
 @click.option(
+    "--intruders",
+    "top",
+    type=click.IntRange(min=0),
+    metavar="K",
+    help="With --anatomy: look for intruders among the tuned matrices' K top directions (default 10; 0: not at "
+    "all, much faster on large matrices).",
+)
+@click.option(
     "--second", "second_tune", type=CHECKPOINT, metavar="PATH", help="With --anatomy: another fine-tune of A."
 )
 @dequantize_option
@@ -154,6 +162,7 @@ def diff_command(
     include_optimizer: bool,
     image: Path | None,
     anatomy: bool,
+    top: int | None,
     second_tune: Path | None,
     dequantize: bool,
 ) -> None:
@@ -169,12 +178,12 @@ def diff_command(
 
     if rtol < 0 or atol < 0:
         raise UsageError("tolerances must not be negative")
-    if second_tune is not None and not anatomy:
-        raise UsageError("--second names another fine-tune for --anatomy")
+    if (second_tune is not None or top is not None) and not anatomy:
+        raise UsageError("--second and --intruders go with --anatomy")
     if anatomy:
         from weightscope.cli.anatomy import anatomy_of
 
-        return anatomy_of(out, a, b, second_tune, show_all, dequantize)
+        return anatomy_of(out, a, b, second_tune, top, show_all, dequantize)
     with _open(a, dequantize=dequantize) as first, _open(b, dequantize=dequantize) as second:
         if image is not None:
             from weightscope.plot import require_matplotlib
