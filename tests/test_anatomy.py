@@ -201,6 +201,10 @@ def test_cli_diff_anatomy_and_extract_lora(models: dict[str, Path], tmp_path: Pa
     assert (tmp_path / "a" / "adapter_model.safetensors").is_file() and "blocks.1.down" in out
     status, out, err = run("extract-lora", models["base"], models["lora"], tmp_path / "b", "--rank", 0)
     assert status == 2 and "rank" in err
+    status, out, err = run("extract-lora", models["base"], models["lora"], tmp_path / "a", "--rank", RANK)
+    assert status == 2 and "folder with files in it" in err  # refused before any work, the adapter kept
+    status, out, err = run("extract-lora", models["base"], models["base"], tmp_path / "c", "--rank", RANK)
+    assert status == 2 and "changes no Linear weight" in err and not (tmp_path / "c").exists()
     for option in (["--second", models["lora2"]], ["--intruders", 3]):
         status, out, err = run("diff", models["base"], models["lora"], *option)
         assert status == 2 and "--anatomy" in err, option

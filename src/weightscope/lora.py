@@ -94,10 +94,14 @@ def extract_lora(
     """Write to the folder ``out`` a PEFT LoRA adapter of ``rank`` holding what ``tuned`` changed in ``base``."""
     from weightscope.atomic import atomic_folder
     from weightscope.formats import save_checkpoint
+    from weightscope.writing import check_folder
 
     if rank < 1:
         raise UsageError(f"the LoRA's rank must be at least 1, not {rank}")
+    check_folder(Path(out))
     held, left_out = linear_weights(base, anatomy(base, tuned, top=0))
+    if not held:
+        raise UsageError(f"{tuned.path} changes no Linear weight of {base.path}: no LoRA adapter to write")
     tensors: dict[str, np.ndarray] = {}
     layers, ranks = [], {}
     for name in held:
