@@ -1,12 +1,14 @@
 """A PEFT LoRA adapter extracted from a base checkpoint and a fine-tune of it (``weightscope extract-lora``).
 
-For each changed Linear weight (a 2-D ``*.weight`` not in an Embedding layer), ΔW = tuned − base in float64 is cut
-to its ``rank`` largest singular directions, ΔW ≈ U_r S_r V_rᵀ, stored balanced as ``lora_B = U_r √S_r``
-(out × r) and ``lora_A = √S_r V_rᵀ`` (r × in), float32, with ``lora_alpha = r`` so PEFT's scale α/r is 1: PEFT
-loads the adapter onto the base and its merge gives base + lora_B · lora_A. Each layer's error is measured as
-that merge in float32 against the tuned weight: the largest |difference| and its Frobenius norm relative to
-‖ΔW‖_F. The adapter names its modules exactly (``target_modules`` a regular expression PEFT matches whole).
-Other changed tensors (biases, norms, kernels, embeddings) a LoRA does not hold: they are listed as left out.
+For each changed Linear or Embedding weight (a 2-D ``*.weight``; an Embedding as ``weightscope.summary`` finds
+it), ΔW = tuned − base in float64 is cut to its ``rank`` largest singular directions, ΔW ≈ U_r S_r V_rᵀ, stored
+balanced as ``lora_B = U_r √S_r`` (out × r) and ``lora_A = √S_r V_rᵀ`` (r × in), float32, with ``lora_alpha = r``
+so PEFT's scale α/r is 1: PEFT loads the adapter onto the base and its merge gives base + lora_B · lora_A. An
+Embedding's change is stored as PEFT stores it, transposed (``lora_embedding_A`` r × vocabulary,
+``lora_embedding_B`` width × r). Each layer's error is measured as that merge in float32 against the tuned
+weight: the largest |difference| and its Frobenius norm relative to ‖ΔW‖_F. The adapter names its modules exactly
+(``target_modules`` a regular expression PEFT matches whole). Other changed tensors (biases, norms, kernels) a
+LoRA does not hold: they are listed as left out, with those not measured (of other shapes, not finite).
 """
 
 from __future__ import annotations
@@ -69,16 +71,18 @@ def _embeddings(ckpt: Checkpoint) -> set[str]:
     return {layer.name for layer in summarize(ckpt).layers if layer.kind == "Embedding"}
 
 
-def linear_weights(ckpt: Checkpoint, result: Anatomy) -> tuple[list[str], list[str]]:
-    """The changed weights a LoRA holds (Linear weights), and the changed tensors it does not."""
+def adapted_weights(ckpt: Checkpoint, result: Anatomy) -> tuple[dict[str, bool], list[str]]:
+    """The changed weights a LoRA holds (2-D ``*.weight``s: a Linear's or, True, an Embedding's), and the tensors
+    it does not (other changed ones, and those not measured: of other shapes, not finite)."""
     embeddings = _embeddings(ckpt)
-    held: list[str] = []
+    held: dict[str, bool] = {}
     left: list[str] = []
-    for layer in result.changed:
-        module = layer.name.removesuffix(".weight")
-        linear = len(layer.shape) == 2 and layer.name.endswith(".weight") and module not in embeddings
-        (held if linear else left).append(layer.name)
-    return held, left + [layer.name for layer in result.layers if layer.status == "shape"]
+    for layer in result.layers:
+        if layer.status == "changed" and len(layer.shape) == 2 and layer.name.endswith(".weight"):
+            held[layer.name] = layer.name.removesuffix(".weight") in embeddings
+        elif layer.status != "equal":
+            left.append(layer.name)
+    return held, left
 
 
 def factors(delta: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,21 +103,28 @@ def extract_lora(
     if rank < 1:
         raise UsageError(f"the LoRA's rank must be at least 1, not {rank}")
     check_folder(Path(out))
-    held, left_out = linear_weights(base, anatomy(base, tuned, top=0))
+    held, left_out = adapted_weights(base, anatomy(base, tuned, top=0))
     if not held:
-        raise UsageError(f"{tuned.path} changes no Linear weight of {base.path}: no LoRA adapter to write")
+        raise UsageError(f"{tuned.path} changes no Linear or Embedding weight of {base.path}: no LoRA adapter to write")
     tensors: dict[str, np.ndarray] = {}
     layers, ranks = [], {}
-    for name in held:
+    for name, embedding in held.items():
         w, t = base[name], tuned[name]
         module = name.removesuffix(".weight")
         r = min(rank, *w.shape)
-        b, a = factors(t.astype(np.float64) - w.astype(np.float64), r)
-        tensors[f"base_model.model.{module}.lora_A.weight"] = a
-        tensors[f"base_model.model.{module}.lora_B.weight"] = b
-        merged = w.astype(np.float32) + b @ a
+        delta = t.astype(np.float64) - w.astype(np.float64)
+        if embedding:  # PEFT's Embedding adds (B·A)ᵀ: A is r × vocabulary, B width × r
+            b, a = factors(delta.T, r)
+            tensors[f"base_model.model.{module}.lora_embedding_A"] = a
+            tensors[f"base_model.model.{module}.lora_embedding_B"] = b
+            merged = w.astype(np.float32) + (b @ a).T
+        else:
+            b, a = factors(delta, r)
+            tensors[f"base_model.model.{module}.lora_A.weight"] = a
+            tensors[f"base_model.model.{module}.lora_B.weight"] = b
+            merged = w.astype(np.float32) + b @ a
         error = merged.astype(np.float64) - t.astype(np.float64)
-        change = float(np.linalg.norm(t.astype(np.float64) - w.astype(np.float64)))
+        change = float(np.linalg.norm(delta))
         layers.append(
             ExtractedLayer(module, tuple(w.shape), r, float(np.abs(error).max()), float(np.linalg.norm(error)) / change)
         )
