@@ -89,8 +89,8 @@ def extract_lora_command(
 ) -> None:
     """Write a PEFT LoRA adapter (OUT/adapter_model.safetensors, adapter_config.json) of what TUNED changed in BASE.
 
-    Each changed Linear or Embedding weight's change is cut to its RANK largest singular directions; the error is that of
-    PEFT's merge (base + B·A in float32) against TUNED: the largest |difference|, and relative to the change.
+    Each changed Linear or Embedding weight's change is cut to its RANK largest singular directions; the error is
+    that of PEFT's merge (base + B·A in float32) against TUNED: the largest |difference|, and relative to the change.
     Changed tensors a LoRA does not hold (biases, norms, kernels) are named.
     """
     from weightscope.lora import extract_lora
