@@ -226,6 +226,10 @@ def test_weights_without_figures_are_named_not_a_crash(tmp_path: Path) -> None:
     assert document["only_base"] == ["gone"] and document["only_tuned"] == ["new"]
     ranks = {layer["name"]: layer["rank"] for layer in document["layers"]}
     assert ranks["c.weight"] == 1 and ranks["d"] is None  # w + 1: a rank-1 change; a vector has no rank
+    ws.save({"\x1b[2Jevil.weight": w}, tmp_path / "a.safetensors")
+    ws.save({"\x1b[2Jevil.weight": w + 1}, tmp_path / "b.safetensors")
+    status, out, err = run("diff", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--anatomy")
+    assert status == 1 and "\\x1b[2Jevil.weight" in out and "\x1b" not in out + err  # a name escaped, never acted on
 
 
 def test_the_rounding_tolerance_follows_the_stored_type() -> None:
