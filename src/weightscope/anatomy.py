@@ -26,6 +26,8 @@ Matrices are held whole in float64, several at once on a few threads (a matrix o
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -222,21 +224,48 @@ def anatomy(
     *,
     top: int = INTRUDER_TOP,
     threshold: float = INTRUDER_SIMILARITY,
+    scheduler: str | None = None,
+    client: Any = None,
 ) -> Anatomy:
-    """What ``tuned`` (and ``second``, another fine-tune of ``base``) changed in ``base``'s weights, by name."""
+    """What ``tuned`` (and ``second``, another fine-tune of ``base``) changed in ``base``'s weights, by name.
+
+    On a few local threads by default; with ``scheduler`` or ``client`` (as ``weightscope.runs.execute`` takes
+    them: ``"sync"``, ``"processes"``, a cluster's ``tcp://HOST:PORT``, a ``dask.distributed.Client``) a Dask task
+    per weight, which opens the checkpoints by their paths (so they must be paths its workers can open) and
+    gives the same figures.
+    """
     names_base, names_tuned = parameters(base), parameters(tuned)
     held = set(names_tuned) & (set(parameters(second)) if second is not None else set(names_tuned))
     common = [name for name in names_base if name in held]
+    paths = (str(base.path), str(tuned.path), None if second is None else str(second.path))
+    if scheduler is not None or client is not None:
+        from weightscope.runs import execute
 
-    def job(name: str) -> Callable[[], LayerAnatomy]:
-        return lambda: layer_anatomy(
-            name, base[name], tuned[name], None if second is None else second[name], top=top, threshold=threshold
-        )
+        token = uuid.uuid4().hex
+        graph = {
+            (f"weightscope-anatomy-{token}", i): (_opened_layer_anatomy, paths, name, top, threshold)
+            for i, name in enumerate(common)
+        }
+        layers = execute(graph, list(graph), scheduler=scheduler, client=client)
+    else:
 
-    with ThreadPoolExecutor(_workers()) as pool:  # numpy's SVD releases the GIL
-        layers = list(pool.map(lambda work: work(), [job(name) for name in common]))
+        def job(name: str) -> Callable[[], LayerAnatomy]:
+            return lambda: layer_anatomy(
+                name, base[name], tuned[name], None if second is None else second[name], top=top, threshold=threshold
+            )
+
+        with ThreadPoolExecutor(_workers()) as pool:  # numpy's SVD releases the GIL
+            layers = list(pool.map(lambda work: work(), [job(name) for name in common]))
     only_base = [name for name in names_base if name not in held]
     only_tuned = [name for name in names_tuned if name not in set(names_base)]
-    return Anatomy(
-        str(base.path), str(tuned.path), None if second is None else str(second.path), layers, only_base, only_tuned
-    )
+    return Anatomy(*paths, layers, only_base, only_tuned)
+
+
+def _opened_layer_anatomy(paths: tuple[str, str, str | None], name: str, top: int, threshold: float) -> LayerAnatomy:
+    """A Dask task: ``layer_anatomy`` of ``name`` in the checkpoints at ``paths``, opened here."""
+    from weightscope.formats import open_checkpoint
+
+    with contextlib.ExitStack() as stack:
+        base, tuned, *second = [stack.enter_context(open_checkpoint(path)) for path in paths if path is not None]
+        other = second[0][name] if second else None
+        return layer_anatomy(name, base[name], tuned[name], other, top=top, threshold=threshold)

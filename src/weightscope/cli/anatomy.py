@@ -11,7 +11,7 @@ import click
 
 from weightscope.cli._common import CHECKPOINT, PATH, _figure, _open
 from weightscope.cli._output import Command, Output, pass_output
-from weightscope.errors import ExitStatus
+from weightscope.errors import ExitStatus, UsageError
 from weightscope.output import format_shape, render_table, safe_text
 
 if TYPE_CHECKING:
@@ -20,7 +20,14 @@ if TYPE_CHECKING:
 
 
 def anatomy_of(
-    out: Output, base: Path, tuned: Path, second: Path | None, top: int | None, show_all: bool, dequantize: bool
+    out: Output,
+    base: Path,
+    tuned: Path,
+    second: Path | None,
+    top: int | None,
+    scheduler: str | None,
+    show_all: bool,
+    dequantize: bool,
 ) -> None:
     """``diff --anatomy``: each weight's change; exit 1 when any weight changed, as ``diff``."""
     from weightscope.anatomy import INTRUDER_TOP, anatomy
@@ -29,7 +36,9 @@ def anatomy_of(
         first = stack.enter_context(_open(base, dequantize=dequantize))
         other = stack.enter_context(_open(tuned, dequantize=dequantize))
         third = stack.enter_context(_open(second, dequantize=dequantize)) if second is not None else None
-        result = anatomy(first, other, third, top=INTRUDER_TOP if top is None else top)
+        if scheduler is not None and dequantize:
+            raise UsageError("--dequantize reads on this machine: not with --scheduler")
+        result = anatomy(first, other, third, top=INTRUDER_TOP if top is None else top, scheduler=scheduler)
     out.result(result, lambda result: _anatomy_text(result, show_all), to_json=lambda result: result.to_json())
     if result.changed or result.only_base or result.only_tuned:
         raise SystemExit(int(ExitStatus.DIFFERENT))

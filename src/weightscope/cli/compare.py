@@ -11,6 +11,7 @@ import click
 
 from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _figure, _open, dequantize_option, step_option
 from weightscope.cli._output import Command, Output, pass_output
+from weightscope.cli.runs import scheduler_option
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError
 from weightscope.output import format_bytes, format_shape, render_table, safe_text
 
@@ -147,6 +148,7 @@ def _diff_row(tensor: TensorDiff) -> list[str]:
     help="With --anatomy: look for intruders among the tuned matrices' K top directions (default 10; 0: not at "
     "all, much faster on large matrices).",
 )
+@scheduler_option
 @click.option(
     "--second", "second_tune", type=CHECKPOINT, metavar="PATH", help="With --anatomy: another fine-tune of A."
 )
@@ -163,6 +165,7 @@ def diff_command(
     image: Path | None,
     anatomy: bool,
     top: int | None,
+    scheduler: str | None,
     second_tune: Path | None,
     dequantize: bool,
 ) -> None:
@@ -178,12 +181,12 @@ def diff_command(
 
     if rtol < 0 or atol < 0:
         raise UsageError("tolerances must not be negative")
-    if (second_tune is not None or top is not None) and not anatomy:
-        raise UsageError("--second and --intruders go with --anatomy")
+    if (second_tune is not None or top is not None or scheduler is not None) and not anatomy:
+        raise UsageError("--second, --intruders and --scheduler go with --anatomy")
     if anatomy:
         from weightscope.cli.anatomy import anatomy_of
 
-        return anatomy_of(out, a, b, second_tune, top, show_all, dequantize)
+        return anatomy_of(out, a, b, second_tune, top, scheduler, show_all, dequantize)
     with _open(a, dequantize=dequantize) as first, _open(b, dequantize=dequantize) as second:
         if image is not None:
             from weightscope.plot import require_matplotlib
