@@ -138,9 +138,9 @@ def _diff_row(tensor: TensorDiff) -> list[str]:
     "--anatomy",
     is_flag=True,
     help="A as the base, B a fine-tune of it: per weight the relative change, the rank of the change (above float "
-    "rounding; for 90%, 99% of its energy), its cosine with the base, intruder directions (weightscope.anatomy); its --json: {base, tuned, second, "
-    "lora_rank, layers: [{name, shape, status, relative_change, cosine, rank, rank_90, rank_99, ...}], only_base, "
-    "only_tuned}.",
+    "rounding; for 90%, 99% of its energy), its cosine with the base, intruder directions (weightscope.anatomy); "
+    "its --json: {base, tuned, second, lora_rank, layers: [{name, shape, status, relative_change, cosine, rank, "
+    "rank_90, rank_99, ...}], only_base, only_tuned}.",
 )
 @click.option(
     "--intruders",
