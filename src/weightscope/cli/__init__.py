@@ -19,7 +19,7 @@ import click
 
 import weightscope
 from weightscope.atomic import Interrupted
-from weightscope.cli import compare, convert, health, inspect, runs, serve
+from weightscope.cli import anatomy, compare, convert, health, inspect, runs, serve
 from weightscope.cli._environment import Environment
 from weightscope.cli._output import Group, Output
 from weightscope.errors import ExitStatus, WeightscopeError, os_error_status, reason
@@ -138,6 +138,7 @@ for _command in (
     compare.summary_command,
     compare.plot_command,
     health.health_command,
+    anatomy.extract_lora_command,
     convert.convert_command,
     runs.runs_group,
     serve.view_command,

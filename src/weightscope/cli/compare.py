@@ -11,6 +11,7 @@ import click
 
 from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _figure, _open, dequantize_option, step_option
 from weightscope.cli._output import Command, Output, pass_output
+from weightscope.cli.runs import scheduler_option
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError
 from weightscope.output import format_bytes, format_shape, render_table, safe_text
 
@@ -133,6 +134,26 @@ def _diff_row(tensor: TensorDiff) -> list[str]:
     metavar="FILE.png",
     help="When one side is quantised: a PNG of the error (RMSE, SNR) per layer (needs weightscope[plot]).",
 )
+@click.option(
+    "--anatomy",
+    is_flag=True,
+    help="A as the base, B a fine-tune of it: per weight the relative change, the rank of the change (above float "
+    "rounding; for 90%, 99% of its energy), its cosine with the base, intruder directions (weightscope.anatomy); "
+    "its --json: {base, tuned, second, lora_rank, layers: [{name, shape, status, relative_change, cosine, rank, "
+    "rank_90, rank_99, ...}], only_base, only_tuned}.",
+)
+@click.option(
+    "--intruders",
+    "top",
+    type=click.IntRange(min=0),
+    metavar="K",
+    help="With --anatomy: look for intruders among the tuned matrices' K top directions (default 10; 0: not at "
+    "all, much faster on large matrices).",
+)
+@scheduler_option
+@click.option(
+    "--second", "second_tune", type=CHECKPOINT, metavar="PATH", help="With --anatomy: another fine-tune of A."
+)
 @dequantize_option
 @pass_output
 def diff_command(
@@ -144,6 +165,10 @@ def diff_command(
     show_all: bool,
     include_optimizer: bool,
     image: Path | None,
+    anatomy: bool,
+    top: int | None,
+    scheduler: str | None,
+    second_tune: Path | None,
     dequantize: bool,
 ) -> None:
     """Compare two checkpoints tensor by tensor, across formats; exit 0 if equal, 1 if they differ.
@@ -158,6 +183,12 @@ def diff_command(
 
     if rtol < 0 or atol < 0:
         raise UsageError("tolerances must not be negative")
+    if (second_tune is not None or top is not None or scheduler is not None) and not anatomy:
+        raise UsageError("--second, --intruders and --scheduler go with --anatomy")
+    if anatomy:
+        from weightscope.cli.anatomy import anatomy_of
+
+        return anatomy_of(out, a, b, second_tune, top, scheduler, show_all, dequantize)
     with _open(a, dequantize=dequantize) as first, _open(b, dequantize=dequantize) as second:
         if image is not None:
             from weightscope.plot import require_matplotlib
