@@ -33,7 +33,9 @@ only those ``k`` eigenvalues, and so do the entropy and effective rank (the MP c
 and stable rank stay exact.
 
 Vectors (biases, norms' scales), embeddings (rows are lookups, not a map), tensors of other ranks and matrices
-with fewer than 8 singular values (weightwatcher's ``min_evals``) are skipped, each with its reason.
+with fewer than 8 singular values (weightwatcher's ``min_evals``) are skipped, each with its reason, and so are
+matrices holding NaN or infinities (no SVD of them means anything). A matrix of zeros has no power-law fit and
+an effective rank of 0.
 """
 
 from __future__ import annotations
@@ -308,9 +310,8 @@ def spectrum(name: str, array: np.ndarray, *, top: int | None = None) -> Spectru
     spikes: tuple[int, float] | tuple[None, None] = (None, None)
     if bound == 0.0 and total > 0:
         spikes = marchenko_pastur(evals, n, m)
-    shares = values / np.sum(values) if total > 0 else values
-    with np.errstate(divide="ignore", invalid="ignore"):
-        effective = float(np.exp(-np.sum(shares[shares > 0] * np.log(shares[shares > 0]))))
+    shares = values[values > 0] / np.sum(values)
+    effective = float(np.exp(-np.sum(shares * np.log(shares)))) if total > 0 else 0.0
     return Spectrum(
         name=name,
         shape=tuple(array.shape),
@@ -348,7 +349,10 @@ def checkpoint_spectra(
         reason = skip_reason(name, info.shape, numeric_kind(info.dtype))
         if reason is not None:
             return Skipped(name, info.shape, reason)
-        return spectrum(name, ckpt[name], top=top)
+        array = ckpt[name]
+        if not np.isfinite(array).all():
+            return Skipped(name, info.shape, "holds NaN or infinite values (see stats)")
+        return spectrum(name, array, top=top)
 
     with ThreadPoolExecutor(workers or _workers()) as pool:
         return list(pool.map(one, names))

@@ -1,0 +1,152 @@
+"""Spectral figures (weightscope.spectra, ``weightscope spectra``) against weightwatcher's on the same weights.
+
+weightwatcher needs pandas, scikit-learn, scipy and powerlaw beside torch: it ran in the fixtures environment
+(tests/fixtures/spectra/make_spectra.py) on a torch model, and its per-layer DataFrame is committed beside the
+model's weights; these tests compute the figures from the weights file and compare.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import weightscope as ws
+from weightscope.cli import Environment, main
+from weightscope.spectra import Skipped, Spectrum, checkpoint_spectra, randomized_singular_values, spectrum
+
+HERE = Path(__file__).parent / "fixtures" / "spectra"
+MODEL = HERE / "model.safetensors"
+WEIGHTWATCHER = {row["name"]: row for row in json.loads((HERE / "weightwatcher.json").read_text())}
+
+
+def _close(ours: float | int | None, theirs: float, rtol: float = 1e-8) -> bool:
+    """Within weightwatcher's own precision: its JSON holds 10 decimals."""
+    return ours is not None and abs(ours - theirs) <= rtol * abs(theirs) + 1e-10
+
+
+@pytest.mark.parametrize("layer", sorted(WEIGHTWATCHER))
+def test_figures_equal_weightwatchers(layer: str) -> None:
+    """Every layer weightwatcher analysed (the embedding too, through the API: the command skips it)."""
+    theirs = WEIGHTWATCHER[layer]
+    with ws.open(MODEL) as ckpt:
+        ours = spectrum(f"{layer}.weight", ckpt[f"{layer}.weight"])
+    # weightwatcher scales each conv slice by 1/sqrt(2) (conv2d_norm): its eigenvalues are half the true ones.
+    scale = 0.5 if theirs["layer_type"] == "conv2d" else 1.0
+    assert (ours.n, ours.m, ours.matrices) == (theirs["N"], theirs["M"], theirs["rf"])
+    assert len(ours.singular_values) == theirs["num_evals"]
+    assert _close(scale * ours.spectral_norm**2, theirs["spectral_norm"])
+    assert _close(scale * ours.frobenius_norm**2, theirs["norm"])
+    assert _close(ours.stable_rank, theirs["stable_rank"])
+    assert _close(ours.entropy, theirs["entropy"])
+    assert _close(ours.alpha, theirs["alpha"])
+    assert ours.xmin is not None and _close(scale * ours.xmin, theirs["xmin"])
+    assert _close(ours.ks_distance, theirs["D"])
+    assert _close(ours.alpha_error, theirs["sigma"])
+    assert ours.tail == theirs["num_pl_spikes"]
+    assert ours.mp_spikes == theirs["num_spikes"]
+    assert _close(ours.mp_sigma, theirs["sigma_mp"])
+
+
+def test_the_fixture_exercises_each_path() -> None:
+    """A heavy tail with MP spikes, the small-N fit, convs of both sizes: else the comparison above proves less."""
+    assert any(row["num_spikes"] > 0 for row in WEIGHTWATCHER.values())
+    assert any(row["num_evals"] < 20 for row in WEIGHTWATCHER.values())
+    assert {row["layer_type"] for row in WEIGHTWATCHER.values()} >= {"dense", "conv2d", "embedding"}
+
+
+def test_singular_values_equal_torchs() -> None:
+    with ws.open(MODEL) as ckpt:
+        for name in ("fc1.weight", "fc2.weight", "head.weight"):
+            weight = ckpt[name]
+            expected = torch.linalg.svdvals(torch.tensor(weight, dtype=torch.float64)).numpy()
+            np.testing.assert_allclose(spectrum(name, weight).singular_values, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_tensorflow_conv_layout_gives_the_same_spectrum() -> None:
+    """(kh, kw, in, out) is found as weightwatcher finds it: the same slices as PyTorch's (out, in, kh, kw)."""
+    with ws.open(MODEL) as ckpt:
+        kernel = ckpt["conv.weight"]
+    torch_layout = spectrum("conv", kernel)
+    tf_layout = spectrum("conv", np.ascontiguousarray(kernel.transpose(2, 3, 1, 0)))
+    np.testing.assert_allclose(tf_layout.singular_values, torch_layout.singular_values, rtol=1e-12)
+    assert tf_layout.alpha == pytest.approx(torch_layout.alpha, rel=1e-12)
+
+
+def test_randomized_values_stay_within_the_stated_bound() -> None:
+    generator = np.random.default_rng(5)
+    left, _ = np.linalg.qr(generator.standard_normal((300, 200)))
+    right, _ = np.linalg.qr(generator.standard_normal((200, 200)))
+    matrix = (left * (1.0 / np.arange(1, 201) ** 1.5)) @ right.T  # a decaying spectrum, as trained layers have
+    exact = np.linalg.svd(matrix, compute_uv=False)
+    values, bound = randomized_singular_values(matrix, 20)
+    assert 0 < bound < 0.05 * exact[0]
+    assert np.all(np.abs(values - exact[:20]) <= bound)
+    assert np.all(values <= exact[:20] + 1e-12)  # a projection's singular values never exceed the matrix's
+    low_rank = left[:, :5] @ right[:, :5].T
+    values, bound = randomized_singular_values(low_rank, 5)
+    assert bound < 1e-6 and np.allclose(values, 1.0)
+    result = spectrum("m", matrix, top=20)
+    assert result.method == "randomized" and result.error_bound > 0 and result.mp_spikes is None
+    assert result.frobenius_norm == pytest.approx(np.linalg.norm(matrix), rel=1e-12)  # exact on every path
+
+
+def test_skipped_with_reasons() -> None:
+    with ws.open(MODEL) as ckpt:
+        results = {result.name: result for result in checkpoint_spectra(ckpt, list(ckpt))}
+    reasons = {name: result.reason for name, result in results.items() if isinstance(result, Skipped)}
+    assert "embedding" in reasons["embed.weight"]
+    assert "vector" in reasons["norm.weight"] and "vector" in reasons["fc1.bias"]
+    assert "min_evals" in reasons["tiny.weight"]
+    assert sorted(name for name, result in results.items() if isinstance(result, Spectrum)) == sorted(
+        f"{layer}.weight" for layer in WEIGHTWATCHER if layer != "embed"
+    )
+
+
+def test_non_finite_and_zero_matrices(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    bad = np.ones((10, 12), np.float32)
+    bad[3, 4] = np.nan
+    path = tmp_path / "odd.safetensors"
+    save_file({"bad.weight": bad, "zero.weight": np.zeros((10, 12), np.float32)}, str(path))
+    with ws.open(path) as ckpt:
+        bad_result, zero_result = checkpoint_spectra(ckpt, ["bad.weight", "zero.weight"])
+    assert isinstance(bad_result, Skipped) and "NaN" in bad_result.reason
+    assert isinstance(zero_result, Spectrum)
+    assert (zero_result.spectral_norm, zero_result.alpha, zero_result.effective_rank) == (0.0, None, 0.0)
+
+
+def _run(*args: object) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = main([str(arg) for arg in args], env=Environment(stdout=out, stderr=err))
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_command_json_equals_the_api() -> None:
+    status, out, err = _run("spectra", MODEL, "--json")
+    assert status == 0, err
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["embed.weight"]["skipped"].startswith("an embedding")
+    fc2 = rows["fc2.weight"]
+    assert fc2["mp_spikes"] == WEIGHTWATCHER["fc2"]["num_spikes"] == 3
+    assert _close(fc2["alpha"], WEIGHTWATCHER["fc2"]["alpha"])
+    with ws.open(MODEL) as ckpt:
+        assert fc2 == spectrum("fc2.weight", ckpt["fc2.weight"]).to_json()
+
+
+def test_command_table_and_names() -> None:
+    status, out, err = _run("spectra", MODEL, "fc2.weight", "head.weight")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["name", "shape", "spectral"] and len(lines) == 4
+    assert lines[2].startswith("fc2.weight") and lines[2].split()[-1] == "3"
+    status, out, err = _run("spectra", MODEL, "fc2.weight", "--top", "5", "--json", "--values")
+    (row,) = json.loads(out)
+    assert row["method"] == "randomized" and len(row["singular_values"]) == 5
+    status, out, err = _run("spectra", MODEL, "--filter", "*.bias")
+    assert status == 0 and "skipped 7 (a vector" in err  # seven biases
