@@ -17,7 +17,14 @@ import torch
 
 import weightscope as ws
 from weightscope.cli import Environment, main
-from weightscope.spectra import Skipped, Spectrum, checkpoint_spectra, randomized_singular_values, spectrum
+from weightscope.spectra import (
+    Skipped,
+    Spectrum,
+    checkpoint_spectra,
+    path_spectra,
+    randomized_singular_values,
+    spectrum,
+)
 
 HERE = Path(__file__).parent / "fixtures" / "spectra"
 MODEL = HERE / "model.safetensors"
@@ -150,3 +157,38 @@ def test_command_table_and_names() -> None:
     assert row["method"] == "randomized" and len(row["singular_values"]) == 5
     status, out, err = _run("spectra", MODEL, "--filter", "*.bias")
     assert status == 0 and "skipped 7 (a vector" in err  # seven biases
+
+
+def test_threads_single_process_and_a_cluster_agree() -> None:
+    """Threads (the default), one thread, and a LocalCluster of 2 worker processes: the same figures, bit for bit."""
+    distributed = pytest.importorskip("distributed")
+    with ws.open(MODEL) as ckpt:
+        names = list(ckpt)
+        on_threads = [result.to_json() for result in checkpoint_spectra(ckpt, names)]
+        with_values = [result.to_json(True) for result in checkpoint_spectra(ckpt, names, top=6, workers=1)]
+    single = [result.to_json() for result in path_spectra(str(MODEL), names, scheduler="sync")]
+    with (
+        distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        on_cluster = [result.to_json() for result in path_spectra(str(MODEL), names, client=client)]
+        randomized = [result.to_json(True) for result in path_spectra(str(MODEL), names, top=6, client=client)]
+    assert on_threads == single == on_cluster
+    # The randomized path's products sum in an order that depends on BLAS's threads (one a Dask worker): equal
+    # to rounding, not bit for bit.
+    for ours, theirs in zip(with_values, randomized, strict=True):
+        assert ours.keys() == theirs.keys() and ours.get("skipped") == theirs.get("skipped")
+        if "singular_values" in ours:
+            np.testing.assert_allclose(theirs["singular_values"], ours["singular_values"], rtol=1e-12)
+            for key in ("spectral_norm", "stable_rank", "entropy", "alpha", "xmin", "error_bound"):
+                assert theirs[key] == (None if ours[key] is None else pytest.approx(ours[key], rel=1e-9, abs=1e-12))
+    assert sum("alpha" in row for row in on_cluster) == 5
+
+
+def test_command_on_a_scheduler() -> None:
+    status, out, err = _run("spectra", MODEL, "--json", "--scheduler", "sync")
+    assert status == 0, err
+    status, threaded, err = _run("spectra", MODEL, "--json")
+    assert json.loads(out) == json.loads(threaded)
+    status, out, err = _run("spectra", MODEL, "--scheduler", "bogus")
+    assert status != 0 and "unknown scheduler" in err

@@ -41,6 +41,7 @@ an effective rank of 0.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ import numpy as np
 from weightscope.checkpoint import Checkpoint
 from weightscope.conventions import EMBEDDING
 from weightscope.dtypes import numeric_kind
+from weightscope.formats import open_checkpoint
 from weightscope.output import json_float
 
 MIN_EVALS = 8  # weightwatcher's min_evals: fewer singular values than this and a layer is skipped
@@ -101,7 +103,8 @@ class Skipped:
     shape: tuple[int, ...]
     reason: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, values: bool = False) -> dict[str, Any]:
+        """As ``Spectrum.to_json``'s (``values`` has none to add)."""
         return {"name": self.name, "shape": list(self.shape), "skipped": self.reason}
 
 
@@ -158,8 +161,7 @@ def randomized_singular_values(
         basis, _ = np.linalg.qr(matrix @ basis)
     projected = basis.T @ matrix
     values = np.linalg.svd(projected, compute_uv=False)[:k]
-    residual = max(0.0, float(np.sum(matrix * matrix)) - float(np.sum(projected * projected)))
-    return values, math.sqrt(residual)
+    return values, float(np.linalg.norm(matrix - basis @ projected))
 
 
 def _rank(values: np.ndarray, n: int) -> int:
@@ -336,23 +338,41 @@ def spectrum(name: str, array: np.ndarray, *, top: int | None = None) -> Spectru
     )
 
 
+def _one(ckpt: Checkpoint, name: str, top: int | None) -> Spectrum | Skipped:
+    info = ckpt.info(name)
+    reason = skip_reason(name, info.shape, numeric_kind(info.dtype))
+    if reason is not None:
+        return Skipped(name, info.shape, reason)
+    array = ckpt[name]
+    if not np.isfinite(array).all():
+        return Skipped(name, info.shape, "holds NaN or infinite values (see stats)")
+    return spectrum(name, array, top=top)
+
+
 def checkpoint_spectra(
     ckpt: Checkpoint, names: Iterable[str], *, top: int | None = None, workers: int | None = None
 ) -> list[Spectrum | Skipped]:
     """Spectra of the named tensors, in order, on a few threads (numpy's SVD releases the GIL); others skipped."""
     from weightscope.analysis import _workers
 
-    names = list(names)
-
-    def one(name: str) -> Spectrum | Skipped:
-        info = ckpt.info(name)
-        reason = skip_reason(name, info.shape, numeric_kind(info.dtype))
-        if reason is not None:
-            return Skipped(name, info.shape, reason)
-        array = ckpt[name]
-        if not np.isfinite(array).all():
-            return Skipped(name, info.shape, "holds NaN or infinite values (see stats)")
-        return spectrum(name, array, top=top)
-
     with ThreadPoolExecutor(workers or _workers()) as pool:
-        return list(pool.map(one, names))
+        return list(pool.map(lambda name: _one(ckpt, name, top), names))
+
+
+def _task(path: str, name: str, top: int | None) -> Spectrum | Skipped:
+    """A Dask task: one tensor's spectrum, the checkpoint opened where the task runs."""
+    with open_checkpoint(path) as ckpt:
+        return _one(ckpt, name, top)
+
+
+def path_spectra(
+    path: str, names: Iterable[str], *, top: int | None = None, scheduler: str | None = None, client: Any = None
+) -> list[Spectrum | Skipped]:
+    """``checkpoint_spectra`` of the checkpoint at ``path`` as Dask tasks, one a tensor: on a cluster's
+    ``scheduler`` (``tcp://host:port``) or ``client``, or ``"threads"``, ``"processes"``, ``"sync"`` as
+    ``weightscope.runs.execute`` takes them; every worker must see ``path``. The results equal the threads'."""
+    from weightscope.runs import execute
+
+    token = uuid.uuid4().hex  # a cluster keeps results by key: another call's must not be taken for this one's
+    graph = {(f"weightscope-spectra-{token}", index): (_task, str(path), name, top) for index, name in enumerate(names)}
+    return list(execute(graph, list(graph), scheduler=scheduler, client=client))

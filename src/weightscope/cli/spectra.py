@@ -11,6 +11,8 @@ import click
 
 from weightscope.cli._common import CHECKPOINT, _figure, _open, dequantize_option, step_option
 from weightscope.cli._output import Command, Output, pass_output
+from weightscope.cli.runs import scheduler_option
+from weightscope.errors import UsageError
 from weightscope.output import format_shape, render_table, safe_text
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     "stable_rank, entropy, effective_rank, alpha, xmin, ks_distance, alpha_error, tail, mp_spikes, mp_sigma} "
     "({name, shape, skipped} for a tensor without a spectrum).",
 )
+@scheduler_option
 @dequantize_option
 @step_option
 @pass_output
@@ -47,13 +50,14 @@ def spectra_command(
     pattern: str | None,
     top: int | None,
     values: bool,
+    scheduler: str | None,
     dequantize: bool,
     step: int | None,
 ) -> None:
     """Per weight matrix: singular values, spectral and Frobenius norms, stable and effective rank, the
     power-law alpha of its eigenvalue spectrum and the Marchenko-Pastur spike count, as weightwatcher computes
     them. Conv kernels are taken per spatial position; vectors, embeddings and tiny matrices are skipped."""
-    from weightscope.spectra import Spectrum, checkpoint_spectra
+    from weightscope.spectra import checkpoint_spectra, path_spectra
 
     with _open(path, step=step, dequantize=dequantize) as ckpt:
         if names:
@@ -64,10 +68,15 @@ def spectra_command(
                 for name in ckpt
                 if (pattern is None or fnmatch.fnmatchcase(name, pattern)) and ckpt.role(name).kind == "parameter"
             ]
-        results = checkpoint_spectra(ckpt, chosen, top=top)
+        if scheduler is None:
+            results = checkpoint_spectra(ckpt, chosen, top=top)
+    if scheduler is not None:  # Dask tasks, each opening the file where it runs (a step or dequantizing: not yet)
+        if step is not None or dequantize:
+            raise UsageError("--scheduler reads the file as it is: without --step or --dequantize")
+        results = path_spectra(str(path), chosen, top=top, scheduler=scheduler)
 
     def to_json(results: Sequence[Spectrum | Skipped]) -> list[dict[str, object]]:
-        return [result.to_json(values) if isinstance(result, Spectrum) else result.to_json() for result in results]
+        return [result.to_json(values) for result in results]
 
     out.result(results, lambda results: _spectra_text(results, out.note), to_json=to_json)
 
