@@ -156,7 +156,7 @@ def test_command_table_and_names() -> None:
     (row,) = json.loads(out)
     assert row["method"] == "randomized" and len(row["singular_values"]) == 5
     status, out, err = _run("spectra", MODEL, "--filter", "*.bias")
-    assert status == 0 and "skipped 7 (a vector" in err  # seven biases
+    assert status == 0 and "skipped 7, a vector" in err  # seven biases
 
 
 def test_threads_single_process_and_a_cluster_agree() -> None:

@@ -112,4 +112,4 @@ def _spectra_text(results: Sequence[Spectrum | Skipped], note: Callable[[str], N
             skipped.setdefault(result.reason, []).append(result.name)
     for reason, skipped_names in skipped.items():
         shown = ", ".join(map(safe_text, skipped_names[:4])) + (", ..." if len(skipped_names) > 4 else "")
-        note(f"skipped {len(skipped_names)} ({reason}): {shown}")
+        note(f"skipped {len(skipped_names)}, {reason}: {shown}")
