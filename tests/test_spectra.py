@@ -192,3 +192,28 @@ def test_command_on_a_scheduler() -> None:
     assert json.loads(out) == json.loads(threaded)
     status, out, err = _run("spectra", MODEL, "--scheduler", "bogus")
     assert status != 0 and "unknown scheduler" in err
+
+
+def test_fused_qkv_split_where_names_show_it(tmp_path: Path) -> None:
+    """GPT-2's c_attn (in, 3 x out) and a Linear's qkv (3 x out, in): three spectra each, as the parts alone give."""
+    from safetensors.numpy import save_file
+
+    generator = np.random.default_rng(3)
+    gpt2 = generator.standard_normal((16, 48)).astype(np.float32)
+    linear = generator.standard_normal((48, 16)).astype(np.float32)
+    grouped = generator.standard_normal((32, 16)).astype(np.float32)  # grouped-query: not split
+    path = tmp_path / "attn.safetensors"
+    save_file({"h.0.attn.c_attn.weight": gpt2, "blk.qkv.weight": linear, "gqa.qkv.weight": grouped}, str(path))
+    with ws.open(path) as ckpt:
+        results = {result.name: result for result in checkpoint_spectra(ckpt, list(ckpt))}
+    assert sorted(results) == sorted(
+        [f"h.0.attn.c_attn.weight[{part}]" for part in "qkv"]
+        + [f"blk.qkv.weight[{part}]" for part in "qkv"]
+        + ["gqa.qkv.weight"]
+    )
+    for index, part in enumerate("qkv"):
+        alone = spectrum("part", gpt2[:, 16 * index : 16 * (index + 1)])
+        split = results[f"h.0.attn.c_attn.weight[{part}]"]
+        assert isinstance(split, Spectrum)
+        np.testing.assert_array_equal(split.singular_values, alone.singular_values)
+        assert results[f"blk.qkv.weight[{part}]"].shape == (16, 16)

@@ -32,6 +32,9 @@ a randomized range finder (Halko, Martinsson and Tropp, with power iterations) g
 only those ``k`` eigenvalues, and so do the entropy and effective rank (the MP count is not given); the norms
 and stable rank stay exact.
 
+A fused attention projection (``qkv``, ``c_attn``, ``query_key_value`` in its name, one side three times the
+other) is split into its query, key and value matrices, each with its own spectrum.
+
 Vectors (biases, norms' scales), embeddings (rows are lookups, not a map), tensors of other ranks and matrices
 with fewer than 8 singular values (weightwatcher's ``min_evals``) are skipped, each with its reason, and so are
 matrices holding NaN or infinities (no SVD of them means anything). A matrix of zeros has no power-law fit and
@@ -41,6 +44,7 @@ an effective rank of 0.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -338,15 +342,30 @@ def spectrum(name: str, array: np.ndarray, *, top: int | None = None) -> Spectru
     )
 
 
-def _one(ckpt: Checkpoint, name: str, top: int | None) -> Spectrum | Skipped:
+FUSED_QKV = re.compile(r"qkv|c_attn|query_key_value", re.IGNORECASE)  # Wqkv, GPT-2's c_attn, Falcon/GPT-NeoX
+
+
+def fused_parts(name: str, array: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """A fused attention projection (by its name) split into its query, key and value matrices, when one side
+    is three times the other (equal heads: grouped-query attention's unequal parts need the config); otherwise
+    the matrix itself. The parts are named ``NAME[q]``, ``NAME[k]``, ``NAME[v]``."""
+    if array.ndim == 2 and FUSED_QKV.search(name):
+        rows, columns = array.shape
+        axis = 0 if rows == 3 * columns else 1 if columns == 3 * rows else None
+        if axis is not None:
+            return [(f"{name}[{part}]", piece) for part, piece in zip("qkv", np.split(array, 3, axis), strict=True)]
+    return [(name, array)]
+
+
+def _one(ckpt: Checkpoint, name: str, top: int | None) -> list[Spectrum | Skipped]:
     info = ckpt.info(name)
     reason = skip_reason(name, info.shape, numeric_kind(info.dtype))
     if reason is not None:
-        return Skipped(name, info.shape, reason)
+        return [Skipped(name, info.shape, reason)]
     array = ckpt[name]
     if not np.isfinite(array).all():
-        return Skipped(name, info.shape, "holds NaN or infinite values (see stats)")
-    return spectrum(name, array, top=top)
+        return [Skipped(name, info.shape, "holds NaN or infinite values (see stats)")]
+    return [spectrum(part, piece, top=top) for part, piece in fused_parts(name, array)]
 
 
 def checkpoint_spectra(
@@ -356,10 +375,10 @@ def checkpoint_spectra(
     from weightscope.analysis import _workers
 
     with ThreadPoolExecutor(workers or _workers()) as pool:
-        return list(pool.map(lambda name: _one(ckpt, name, top), names))
+        return [result for results in pool.map(lambda name: _one(ckpt, name, top), names) for result in results]
 
 
-def _task(path: str, name: str, top: int | None) -> Spectrum | Skipped:
+def _task(path: str, name: str, top: int | None) -> list[Spectrum | Skipped]:
     """A Dask task: one tensor's spectrum, the checkpoint opened where the task runs."""
     with open_checkpoint(path) as ckpt:
         return _one(ckpt, name, top)
@@ -375,4 +394,4 @@ def path_spectra(
 
     token = uuid.uuid4().hex  # a cluster keeps results by key: another call's must not be taken for this one's
     graph = {(f"weightscope-spectra-{token}", index): (_task, str(path), name, top) for index, name in enumerate(names)}
-    return list(execute(graph, list(graph), scheduler=scheduler, client=client))
+    return [result for results in execute(graph, list(graph), scheduler=scheduler, client=client) for result in results]
