@@ -217,3 +217,18 @@ def test_fused_qkv_split_where_names_show_it(tmp_path: Path) -> None:
         assert isinstance(split, Spectrum)
         np.testing.assert_array_equal(split.singular_values, alone.singular_values)
         assert results[f"blk.qkv.weight[{part}]"].shape == (16, 16)
+
+
+def test_plot_kind_spectrum(tmp_path: Path) -> None:
+    import struct
+
+    out = tmp_path / "esd.png"
+    status, text, err = _run("plot", MODEL, "fc2.weight", "--kind", "spectrum", "--out", out, "--size", "640x480")
+    assert status == 0, err
+    assert "alpha 1.874 from xmin 0.2198; 3 MP spikes" in text
+    header = out.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (640, 480)
+    status, text, err = _run("plot", MODEL, "fc1.bias", "--kind", "spectrum", "--out", out)
+    assert status != 0 and "has no spectrum: a vector" in err
+    status, text, err = _run("plot", MODEL, "fc2.weight", "--kind", "spectrum", "--log", "--out", out)
+    assert status != 0 and "for --kind hist" in err
