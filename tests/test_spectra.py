@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +29,17 @@ from weightscope.spectra import (
 
 HERE = Path(__file__).parent / "fixtures" / "spectra"
 MODEL = HERE / "model.safetensors"
-WEIGHTWATCHER = {row["name"]: row for row in json.loads((HERE / "weightwatcher.json").read_text())}
+DIGITS = HERE / "digits.safetensors"  # a small conv net trained on scikit-learn's digits
+
+
+def _figures(name: str) -> dict[str, dict[str, object]]:
+    return {row["name"]: row for row in json.loads((HERE / name).read_text())}
+
+
+WEIGHTWATCHER = _figures("weightwatcher.json")
+CASES = [(MODEL, layer, row) for layer, row in WEIGHTWATCHER.items()] + [
+    (DIGITS, layer, row) for layer, row in _figures("weightwatcher_digits.json").items()
+]
 
 
 def _close(ours: float | int | None, theirs: float, rtol: float = 1e-8) -> bool:
@@ -36,11 +47,10 @@ def _close(ours: float | int | None, theirs: float, rtol: float = 1e-8) -> bool:
     return ours is not None and abs(ours - theirs) <= rtol * abs(theirs) + 1e-10
 
 
-@pytest.mark.parametrize("layer", sorted(WEIGHTWATCHER))
-def test_figures_equal_weightwatchers(layer: str) -> None:
+@pytest.mark.parametrize(("path", "layer", "theirs"), CASES, ids=[f"{path.stem}-{layer}" for path, layer, _ in CASES])
+def test_figures_equal_weightwatchers(path: Path, layer: str, theirs: dict[str, Any]) -> None:
     """Every layer weightwatcher analysed (the embedding too, through the API: the command skips it)."""
-    theirs = WEIGHTWATCHER[layer]
-    with ws.open(MODEL) as ckpt:
+    with ws.open(path) as ckpt:
         ours = spectrum(f"{layer}.weight", ckpt[f"{layer}.weight"])
     # weightwatcher scales each conv slice by 1/sqrt(2) (conv2d_norm): its eigenvalues are half the true ones.
     scale = 0.5 if theirs["layer_type"] == "conv2d" else 1.0
@@ -59,11 +69,15 @@ def test_figures_equal_weightwatchers(layer: str) -> None:
     assert _close(ours.mp_sigma, theirs["sigma_mp"])
 
 
-def test_the_fixture_exercises_each_path() -> None:
-    """A heavy tail with MP spikes, the small-N fit, convs of both sizes: else the comparison above proves less."""
-    assert any(row["num_spikes"] > 0 for row in WEIGHTWATCHER.values())
-    assert any(row["num_evals"] < 20 for row in WEIGHTWATCHER.values())
-    assert {row["layer_type"] for row in WEIGHTWATCHER.values()} >= {"dense", "conv2d", "embedding"}
+def test_the_fixtures_exercise_each_path() -> None:
+    """A heavy tail with MP spikes, the small-N fit, convs (one with a single input channel), a trained net's
+    layers: else the comparison above proves less."""
+    rows = [row for _, _, row in CASES]
+    assert sum(row["num_spikes"] > 0 for row in rows) >= 3
+    assert any(row["num_evals"] < 20 for row in rows)
+    assert any(row["layer_type"] == "conv2d" and row["M"] == 1 for row in rows)
+    assert {row["layer_type"] for row in rows} >= {"dense", "conv2d", "embedding"}
+    assert len({path for path, _, _ in CASES}) == 2
 
 
 def test_singular_values_equal_torchs() -> None:

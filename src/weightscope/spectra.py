@@ -36,9 +36,9 @@ A fused attention projection (``qkv``, ``c_attn``, ``query_key_value`` in its na
 other) is split into its query, key and value matrices, each with its own spectrum.
 
 Vectors (biases, norms' scales), embeddings (rows are lookups, not a map), tensors of other ranks and matrices
-with fewer than 8 singular values (weightwatcher's ``min_evals``) are skipped, each with its reason, and so are
-matrices holding NaN or infinities (no SVD of them means anything). A matrix of zeros has no power-law fit and
-an effective rank of 0.
+with fewer than 8 singular values, a conv kernel's pooled (weightwatcher's ``min_evals``), are skipped, each
+with its reason, and so are matrices holding NaN or infinities (no SVD of them means anything). A matrix of
+zeros has no power-law fit and an effective rank of 0.
 """
 
 from __future__ import annotations
@@ -123,15 +123,17 @@ def skip_reason(name: str, shape: tuple[int, ...], kind: str | None) -> str | No
     parent = name.rsplit(".", 1)[0] if "." in name else name
     if EMBEDDING.search(parent):
         return "an embedding: its rows are looked up, not a linear map"
-    if min(_matrix_sides(shape)) < MIN_EVALS:
+    if _singular_value_count(shape) < MIN_EVALS:
         return f"fewer than {MIN_EVALS} singular values (weightwatcher's min_evals)"
     return None
 
 
-def _matrix_sides(shape: tuple[int, ...]) -> tuple[int, int]:
+def _singular_value_count(shape: tuple[int, ...]) -> int:
+    """How many singular values a weight has: a conv kernel's slices' pooled (weightwatcher's M * rf)."""
     if len(shape) == 2:
-        return shape[0], shape[1]
-    return (shape[0], shape[1]) if shape[0] + shape[1] >= shape[2] + shape[3] else (shape[2], shape[3])
+        return min(shape)
+    channels, spatial = (shape[:2], shape[2:]) if shape[0] + shape[1] >= shape[2] + shape[3] else (shape[2:], shape[:2])
+    return min(channels) * spatial[0] * spatial[1]
 
 
 def matrices(array: np.ndarray) -> Iterator[np.ndarray]:
