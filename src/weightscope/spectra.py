@@ -225,26 +225,30 @@ def fit_power_law(evals: np.ndarray) -> PowerLaw | None:
     return PowerLaw(float(alphas[best]), float(data[best]), float(distances[best]), float(errors[best]))
 
 
-def _triangular_density(samples: np.ndarray, grid: np.ndarray, bandwidth: float) -> np.ndarray:
-    """scikit-learn's KernelDensity(kernel="linear") of 1-D samples at the grid's points."""
-    distance = np.abs(grid[:, None] - samples[None, :]) / bandwidth
-    return np.sum(np.clip(1.0 - distance, 0.0, None), axis=1) / (len(samples) * bandwidth)
-
-
-def _mp_residual(sigma: float, evals: np.ndarray, q: float, bandwidth: float = 0.1) -> float:
-    """weightwatcher's resid_mp (allresid=False): squared misfit of the MP (or quarter-circle) law to the KDE."""
-    grid = np.linspace(0, np.max(evals) + 0.5, 1000)
-    density = _triangular_density(evals, grid, bandwidth)
+def _density(samples: np.ndarray, bandwidth: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """weightwatcher's density of the samples: scikit-learn's KernelDensity(kernel="linear") on 1000 points from
+    0 to max + 0.5, the points where it is above 0.01 kept. Summed a block of samples at a time (a few MiB)."""
+    grid = np.linspace(0, np.max(samples) + 0.5, 1000)
+    density = np.zeros_like(grid)
+    for start in range(0, len(samples), 1024):
+        distance = np.abs(grid[:, None] - samples[None, start : start + 1024]) / bandwidth
+        density += np.sum(np.clip(1.0 - distance, 0.0, None), axis=1)
+    density /= len(samples) * bandwidth
     keep = density > 0.01
-    x, y = grid[keep], density[keep]
+    return grid[keep], density[keep]
+
+
+def _mp_residual(sigma: float, x: np.ndarray, y: np.ndarray, q: float) -> float:
+    """weightwatcher's resid_mp (allresid=False): squared misfit of the MP (or quarter-circle) law to the
+    density ``y`` at ``x`` (the density is the same for every sigma: made once, by ``_density``)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         if q == 1:
             law = np.nan_to_num(1 / (np.pi * sigma * sigma) * np.sqrt(4 - x**2))
         else:
             high = (sigma * (1 + np.sqrt(1 / q))) ** 2
             low = (sigma * (1 - np.sqrt(1 / q))) ** 2
-            peak = x[np.where(y == max(y))][0]
-            if high < peak or high > max(x) or low > peak:
+            peak = x[np.argmax(y)]
+            if high < peak or high > x[-1] or low > peak:
                 return float(len(y) * 1000.0**2)
             law = np.nan_to_num(1 / (2 * np.pi * sigma * sigma * x / q) * np.sqrt((high - x) * (x - low)))
     return float(np.sum((law - y) ** 2))
@@ -293,8 +297,9 @@ def marchenko_pastur(evals: np.ndarray, n: int, m: int) -> tuple[int, float]:
     scale = math.sqrt(np.max(scaled) / (1 + 1 / math.sqrt(q)) ** 2)
     samples = np.sqrt(scaled) if q == 1 else scaled
     grid = np.mgrid[slice(0.05 * scale, 2.0 * scale, 0.01 * scale)]
-    residuals = [_mp_residual(float(sigma), samples, q) for sigma in grid]
-    sigma = _nelder_mead(lambda value: _mp_residual(value, samples, q), float(grid[int(np.argmin(residuals))]))
+    x, y = _density(samples)
+    residuals = [_mp_residual(float(sigma), x, y, q) for sigma in grid]
+    sigma = _nelder_mead(lambda value: _mp_residual(value, x, y, q), float(grid[int(np.argmin(residuals))]))
     bulk_max = (sigma * (1 + 1 / math.sqrt(q))) ** 2
     tracy_widom = 1 / math.sqrt(q) * bulk_max ** (2 / 3) * m ** (-2 / 3)
     return int(np.count_nonzero(scaled > bulk_max + math.sqrt(tracy_widom))), sigma
