@@ -175,7 +175,8 @@ def test_command_table_and_names() -> None:
 
 def test_threads_single_process_and_a_cluster_agree() -> None:
     """Threads (the default), one thread, and a LocalCluster of 2 worker processes: the same figures, bit for bit."""
-    distributed = pytest.importorskip("distributed")
+    import distributed
+
     with ws.open(MODEL) as ckpt:
         names = list(ckpt)
         on_threads = [result.to_json() for result in checkpoint_spectra(ckpt, names)]
@@ -246,3 +247,10 @@ def test_plot_kind_spectrum(tmp_path: Path) -> None:
     assert status != 0 and "has no spectrum: a vector" in err
     status, text, err = _run("plot", MODEL, "fc2.weight", "--kind", "spectrum", "--log", "--out", out)
     assert status != 0 and "for --kind hist" in err
+
+
+def test_progress_on_threads_and_on_a_scheduler() -> None:
+    for extra in ((), ("--scheduler", "sync")):
+        status, _, err = _run("spectra", DIGITS, "--progress", *extra)
+        assert status == 0, err
+        assert "weightscope: 8/8 tasks (100%)" in err  # 4 weights, 4 biases

@@ -47,7 +47,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -376,13 +376,24 @@ def _one(ckpt: Checkpoint, name: str, top: int | None) -> list[Spectrum | Skippe
 
 
 def checkpoint_spectra(
-    ckpt: Checkpoint, names: Iterable[str], *, top: int | None = None, workers: int | None = None
+    ckpt: Checkpoint,
+    names: Iterable[str],
+    *,
+    top: int | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Spectrum | Skipped]:
-    """Spectra of the named tensors, in order, on a few threads (numpy's SVD releases the GIL); others skipped."""
+    """Spectra of the named tensors, in order, on a few threads (numpy's SVD releases the GIL); others skipped.
+    ``progress(done, total)`` is called as each tensor is done."""
     from weightscope.analysis import _workers
 
+    names = list(names)
     with ThreadPoolExecutor(workers or _workers()) as pool:
-        return [result for results in pool.map(lambda name: _one(ckpt, name, top), names) for result in results]
+        futures = [pool.submit(_one, ckpt, name, top) for name in names]
+        if progress is not None:
+            for done, _ in enumerate(as_completed(futures), start=1):
+                progress(done, len(futures))
+        return [result for future in futures for result in future.result()]
 
 
 def _task(path: str, name: str, top: int | None) -> list[Spectrum | Skipped]:
@@ -392,7 +403,13 @@ def _task(path: str, name: str, top: int | None) -> list[Spectrum | Skipped]:
 
 
 def path_spectra(
-    path: str, names: Iterable[str], *, top: int | None = None, scheduler: str | None = None, client: Any = None
+    path: str,
+    names: Iterable[str],
+    *,
+    top: int | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Spectrum | Skipped]:
     """``checkpoint_spectra`` of the checkpoint at ``path`` as Dask tasks, one a tensor: on a cluster's
     ``scheduler`` (``tcp://host:port``) or ``client``, or ``"threads"``, ``"processes"``, ``"sync"`` as
@@ -401,4 +418,5 @@ def path_spectra(
 
     token = uuid.uuid4().hex  # a cluster keeps results by key: another call's must not be taken for this one's
     graph = {(f"weightscope-spectra-{token}", index): (_task, str(path), name, top) for index, name in enumerate(names)}
-    return [result for results in execute(graph, list(graph), scheduler=scheduler, client=client) for result in results]
+    done = execute(graph, list(graph), scheduler=scheduler, client=client, progress=progress)
+    return [result for results in done for result in results]

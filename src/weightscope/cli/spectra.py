@@ -11,7 +11,7 @@ import click
 
 from weightscope.cli._common import CHECKPOINT, _figure, _open, dequantize_option, step_option
 from weightscope.cli._output import Command, Output, pass_output
-from weightscope.cli.runs import scheduler_option
+from weightscope.cli.runs import _task_progress, progress_option, scheduler_option
 from weightscope.errors import UsageError
 from weightscope.output import format_shape, render_table, safe_text
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     "({name, shape, skipped} for a tensor without a spectrum).",
 )
 @scheduler_option
+@progress_option
 @dequantize_option
 @step_option
 @pass_output
@@ -51,6 +52,7 @@ def spectra_command(
     top: int | None,
     values: bool,
     scheduler: str | None,
+    progress: bool | None,
     dequantize: bool,
     step: int | None,
 ) -> None:
@@ -69,11 +71,11 @@ def spectra_command(
                 if (pattern is None or fnmatch.fnmatchcase(name, pattern)) and ckpt.role(name).kind == "parameter"
             ]
         if scheduler is None:
-            results = checkpoint_spectra(ckpt, chosen, top=top)
+            results = checkpoint_spectra(ckpt, chosen, top=top, progress=_task_progress(out, progress))
     if scheduler is not None:  # Dask tasks, each opening the file where it runs (a step or dequantizing: not yet)
         if step is not None or dequantize:
             raise UsageError("--scheduler reads the file as it is: without --step or --dequantize")
-        results = path_spectra(str(path), chosen, top=top, scheduler=scheduler)
+        results = path_spectra(str(path), chosen, top=top, scheduler=scheduler, progress=_task_progress(out, progress))
 
     def to_json(results: Sequence[Spectrum | Skipped]) -> list[dict[str, object]]:
         return [result.to_json(values) for result in results]
