@@ -76,6 +76,7 @@ def test_the_fixtures_exercise_each_path() -> None:
     assert sum(row["num_spikes"] > 0 for row in rows) >= 3
     assert any(row["num_evals"] < 20 for row in rows)
     assert any(row["layer_type"] == "conv2d" and row["M"] == 1 for row in rows)
+    assert any(row["N"] == row["M"] and row["num_spikes"] > 0 for row in rows)  # Q = 1: the quarter-circle law
     assert {row["layer_type"] for row in rows} >= {"dense", "conv2d", "embedding"}
     assert len({path for path, _, _ in CASES}) == 2
 
@@ -170,7 +171,7 @@ def test_command_table_and_names() -> None:
     (row,) = json.loads(out)
     assert row["method"] == "randomized" and len(row["singular_values"]) == 5
     status, out, err = _run("spectra", MODEL, "--filter", "*.bias")
-    assert status == 0 and "skipped 7, a vector" in err  # seven biases
+    assert status == 0 and "skipped 8, a vector" in err  # eight biases
 
 
 def test_threads_single_process_and_a_cluster_agree() -> None:
@@ -197,7 +198,7 @@ def test_threads_single_process_and_a_cluster_agree() -> None:
             np.testing.assert_allclose(theirs["singular_values"], ours["singular_values"], rtol=1e-12)
             for key in ("spectral_norm", "stable_rank", "entropy", "alpha", "xmin", "error_bound"):
                 assert theirs[key] == (None if ours[key] is None else pytest.approx(ours[key], rel=1e-9, abs=1e-12))
-    assert sum("alpha" in row for row in on_cluster) == 5
+    assert sum("alpha" in row for row in on_cluster) == 6
 
 
 def test_command_on_a_scheduler() -> None:
