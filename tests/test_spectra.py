@@ -135,9 +135,11 @@ def test_non_finite_and_zero_matrices(tmp_path: Path) -> None:
     bad = np.ones((10, 12), np.float32)
     bad[3, 4] = np.nan
     path = tmp_path / "odd.safetensors"
-    save_file({"bad.weight": bad, "zero.weight": np.zeros((10, 12), np.float32)}, str(path))
+    integers = np.ones((10, 12), np.int8)
+    save_file({"bad.weight": bad, "zero.weight": np.zeros((10, 12), np.float32), "q.weight": integers}, str(path))
     with ws.open(path) as ckpt:
-        bad_result, zero_result = checkpoint_spectra(ckpt, ["bad.weight", "zero.weight"])
+        bad_result, zero_result, integer_result = checkpoint_spectra(ckpt, ["bad.weight", "zero.weight", "q.weight"])
+    assert isinstance(integer_result, Skipped) and "--dequantize" in integer_result.reason
     assert isinstance(bad_result, Skipped) and "NaN" in bad_result.reason
     assert isinstance(zero_result, Spectrum)
     assert (zero_result.spectral_norm, zero_result.alpha, zero_result.effective_rank) == (0.0, None, 0.0)

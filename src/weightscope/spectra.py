@@ -114,6 +114,8 @@ class Skipped:
 
 def skip_reason(name: str, shape: tuple[int, ...], kind: str | None) -> str | None:
     """Why a tensor gets no spectrum, or None if it does."""
+    if kind == "i":
+        return "integers (quantised weights? --dequantize gives their values)"
     if kind != "f":
         return "not a real floating-point tensor"
     if len(shape) not in (2, 4):
