@@ -312,7 +312,8 @@ def spectrum(name: str, array: np.ndarray, *, top: int | None = None) -> Spectru
     pieces = [piece.astype(np.float64) for piece in matrices(array)]
     n, m = max(pieces[0].shape), min(pieces[0].shape)
     bound = 0.0
-    if top is not None and top < m:
+    randomized = top is not None and top < m
+    if top is not None and randomized:
         found = [randomized_singular_values(piece, top) for piece in pieces]
         values = np.sort(np.concatenate([piece_values for piece_values, _ in found]))[::-1]
         bound = max(piece_bound for _, piece_bound in found)
@@ -323,7 +324,7 @@ def spectrum(name: str, array: np.ndarray, *, top: int | None = None) -> Spectru
     largest = float(values[0])
     fit = fit_power_law(evals[evals > EVALS_THRESHOLD])
     spikes: tuple[int, float] | tuple[None, None] = (None, None)
-    if bound == 0.0 and total > 0:
+    if not randomized and total > 0:
         spikes = marchenko_pastur(evals, n, m)
     shares = values[values > 0] / np.sum(values)
     effective = float(np.exp(-np.sum(shares * np.log(shares)))) if total > 0 else 0.0
@@ -333,7 +334,7 @@ def spectrum(name: str, array: np.ndarray, *, top: int | None = None) -> Spectru
         n=n,
         m=m,
         matrices=len(pieces),
-        method="exact" if bound == 0.0 and (top is None or top >= m) else "randomized",
+        method="randomized" if randomized else "exact",
         error_bound=bound,
         singular_values=values,
         spectral_norm=largest,
