@@ -59,6 +59,7 @@ bench: $(STAMP_TEST) $(FIXTURES_STAMP)
 	$(BIN)/python bench/bench_dcp.py
 	$(BIN)/python bench/bench_zero.py
 	$(BIN)/python bench/bench_orbax.py
+	$(BIN)/python bench/bench_spectra.py
 
 # Every fuzz harness for FUZZ_RUNS executions (libFuzzer prints "Done N runs" for each).
 FUZZ_RUNS ?= 200000

@@ -99,6 +99,8 @@ def _commands(files: dict[str, Path], out: Path) -> list[tuple[list[str], set[in
         (["layers", "--json", a], {0}),
         (["stats", a], {0}),
         (["stats", "--all", "--json", a], {0}),
+        (["spectra", a], {0}),
+        (["spectra", "--json", a], {0}),
         (["diff", a, b], {1}),
         (["diff", "--all", a, b], {1}),
         (["diff", "--json", a, b], {1}),

@@ -19,7 +19,7 @@ import click
 
 import weightscope
 from weightscope.atomic import Interrupted
-from weightscope.cli import anatomy, compare, convert, health, inspect, runs, serve
+from weightscope.cli import anatomy, compare, convert, health, inspect, runs, serve, spectra
 from weightscope.cli._environment import Environment
 from weightscope.cli._output import Group, Output
 from weightscope.errors import ExitStatus, WeightscopeError, os_error_status, reason
@@ -137,6 +137,7 @@ for _command in (
     compare.diff_command,
     compare.summary_command,
     compare.plot_command,
+    spectra.spectra_command,
     health.health_command,
     anatomy.extract_lora_command,
     convert.convert_command,

@@ -363,10 +363,11 @@ def _summary_text(summary: Summary, schemes: dict[str, dict[str, float]]) -> Ite
 )
 @click.option(
     "--kind",
-    type=click.Choice(["hist", "heatmap"]),
+    type=click.Choice(["hist", "heatmap", "spectrum"]),
     default="hist",
     show_default=True,
-    help="A histogram of the values, or the tensor as a matrix (block means when larger than the image).",
+    help="A histogram of the values, the tensor as a matrix (block means when larger than the image), "
+    "or a matrix's eigenvalue spectrum on log-log axes with its power-law fit (weightscope spectra).",
 )
 @click.option("--log", is_flag=True, help="Histogram: a log-scale count axis.")
 @click.option("--bins", type=int, default=None, help="Histogram: the number of bins (default 100).")
@@ -397,7 +398,14 @@ def plot_command(
     with contextlib.ExitStack() as stack:
         ckpt = stack.enter_context(_open(path, dequantize=dequantize))
         other = stack.enter_context(_open(compare, dequantize=dequantize)) if compare is not None else None
-        plots = plot_checkpoint(ckpt, names, image, kind=kind, log=log, bins=bins, compare=other, size=pixels)
+        if kind == "spectrum":
+            from weightscope.spectra_plot import plot_spectra
+
+            if log or bins is not None or other is not None:
+                raise UsageError("--log, --bins and --compare are for --kind hist")
+            plots = plot_spectra(ckpt, names, image, size=pixels)
+        else:
+            plots = plot_checkpoint(ckpt, names, image, kind=kind, log=log, bins=bins, compare=other, size=pixels)
     for plot in plots:
         against = "" if plot.other is None else f" against B's '{safe_text(plot.other)}'"
         out.text(f"wrote {safe_text(str(plot.path))}: {plot.kind} of '{safe_text(plot.name)}'{against}")

@@ -1,0 +1,117 @@
+"""The spectra command: weightwatcher's per-matrix spectral figures, from the files alone."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from weightscope.cli._common import CHECKPOINT, _figure, _open, dequantize_option, step_option
+from weightscope.cli._output import Command, Output, pass_output
+from weightscope.cli.runs import _task_progress, progress_option, scheduler_option
+from weightscope.errors import UsageError
+from weightscope.output import format_shape, render_table, safe_text
+
+if TYPE_CHECKING:
+    from weightscope.spectra import Skipped, Spectrum
+
+
+@click.command("spectra", cls=Command)
+@click.argument("path", type=CHECKPOINT)
+@click.argument("names", nargs=-1)
+@click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    metavar="K",
+    help="Only the K largest singular values of each matrix, randomized, each within the bound given "
+    "(for matrices too large to decompose whole; the alpha fit then sees only those).",
+)
+@click.option("--values", is_flag=True, help="With --json, every singular value too.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="A JSON list of {name, shape, n, m, matrices, method, error_bound, spectral_norm, frobenius_norm, "
+    "stable_rank, entropy, effective_rank, alpha, xmin, ks_distance, alpha_error, tail, mp_spikes, mp_sigma} "
+    "({name, shape, skipped} for a tensor without a spectrum).",
+)
+@scheduler_option
+@progress_option
+@dequantize_option
+@step_option
+@pass_output
+def spectra_command(
+    out: Output,
+    path: Path,
+    names: tuple[str, ...],
+    pattern: str | None,
+    top: int | None,
+    values: bool,
+    scheduler: str | None,
+    progress: bool | None,
+    dequantize: bool,
+    step: int | None,
+) -> None:
+    """Per weight matrix: singular values, spectral and Frobenius norms, stable and effective rank, the
+    power-law alpha of its eigenvalue spectrum and the Marchenko-Pastur spike count, as weightwatcher computes
+    them. Conv kernels are taken per spatial position; vectors, embeddings and tiny matrices are skipped."""
+    from weightscope.spectra import checkpoint_spectra, path_spectra
+
+    with _open(path, step=step, dequantize=dequantize) as ckpt:
+        if names:
+            chosen = [ckpt.resolve(name) for name in names]
+        else:
+            chosen = [
+                name
+                for name in ckpt
+                if (pattern is None or fnmatch.fnmatchcase(name, pattern)) and ckpt.role(name).kind == "parameter"
+            ]
+        if scheduler is None:
+            results = checkpoint_spectra(ckpt, chosen, top=top, progress=_task_progress(out, progress))
+    if scheduler is not None:  # Dask tasks, each opening the file where it runs (a step or dequantizing: not yet)
+        if step is not None or dequantize:
+            raise UsageError("--scheduler reads the file as it is: without --step or --dequantize")
+        results = path_spectra(str(path), chosen, top=top, scheduler=scheduler, progress=_task_progress(out, progress))
+
+    def to_json(results: Sequence[Spectrum | Skipped]) -> list[dict[str, object]]:
+        return [result.to_json(values) for result in results]
+
+    out.result(results, lambda results: _spectra_text(results, out.note), to_json=to_json)
+
+
+def _spectra_text(results: Sequence[Spectrum | Skipped], note: Callable[[str], None]) -> Iterator[str]:
+    from weightscope.spectra import Spectrum
+
+    header = ["name", "shape", "spectral", "frobenius", "stable rank", "eff. rank", "entropy", "alpha", "MP spikes"]
+    rows = [
+        [result.name, format_shape(result.shape)]
+        + [
+            _figure(value)
+            for value in (
+                result.spectral_norm,
+                result.frobenius_norm,
+                result.stable_rank,
+                result.effective_rank,
+                result.entropy,
+                result.alpha,
+                result.mp_spikes,
+            )
+        ]
+        for result in results
+        if isinstance(result, Spectrum)
+    ]
+    yield render_table(header, rows, right=list(range(2, len(header))))
+    bounds = [result.error_bound for result in results if isinstance(result, Spectrum) and result.method != "exact"]
+    if bounds:
+        note(f"randomized: every singular value within {max(bounds):.3g} of the true one")
+    skipped: dict[str, list[str]] = {}
+    for result in results:
+        if not isinstance(result, Spectrum):
+            skipped.setdefault(result.reason, []).append(result.name)
+    for reason, skipped_names in skipped.items():
+        shown = ", ".join(map(safe_text, skipped_names[:4])) + (", ..." if len(skipped_names) > 4 else "")
+        note(f"skipped {len(skipped_names)}, {reason}: {shown}")

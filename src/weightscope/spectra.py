@@ -1,0 +1,425 @@
+"""Spectral metrics of weight matrices, as weightwatcher computes them, from the files alone.
+
+For each weight matrix ``W`` (a dense layer's 2-D weight; a 4-D convolution kernel taken, as weightwatcher does,
+as one matrix per spatial position, their singular values pooled) the singular values ``s`` and the empirical
+spectral density (ESD: the eigenvalues ``s**2`` of ``W^T W``) give:
+
+- ``spectral_norm`` (``s_max``), ``frobenius_norm`` (``sqrt(sum s**2)``), ``stable_rank``
+  (``||W||_F**2 / s_max**2``; weightwatcher's ``stable_rank``; its ``spectral_norm`` and ``norm`` are the squares
+  ``s_max**2`` and ``||W||_F**2``);
+- ``entropy``: weightwatcher's ``matrix_entropy``, the Shannon entropy of ``p = s**2 / sum s**2`` over
+  ``log(rank)``, 0 for one direction, 1 for all equal; ``effective_rank``: ``exp`` of the Shannon entropy of
+  ``s / sum s`` (Roy and Vetterli's), a number of directions;
+- ``alpha``, ``xmin``, ``ks_distance`` (``D``), ``alpha_error`` (``sigma``), ``tail``: the power-law fit
+  ``p(x) ~ x**-alpha`` of the ESD's eigenvalues above 1e-5 by weightwatcher's own method (its default
+  ``pl_package="ww"``, which replaced the ``powerlaw`` package's ``Fit``): for every candidate ``xmin`` among
+  the eigenvalues, the maximum-likelihood ``alpha = 1 + n / sum log(x / xmin)`` over the ``n`` eigenvalues
+  ``>= xmin``, and the ``xmin`` whose Kolmogorov-Smirnov distance between the fitted and the empirical tail is
+  least; with fewer than 20 eigenvalues, its small-N variant (bias-corrected ``alpha = 1 + (n - 1) / ...``,
+  tails of at least 8 values);
+- ``mp_spikes``: weightwatcher's Marchenko-Pastur count (``analyze(mp_fit=True)``'s ``num_spikes``): the ESD
+  scaled to mean 1, a linear-kernel density (bandwidth 0.1) fitted by the MP law's ``sigma`` on weightwatcher's
+  grid and polished by Nelder-Mead, and the eigenvalues above the bulk edge plus its Tracy-Widom margin counted.
+
+Convolutions: weightwatcher multiplies each kernel slice by ``1/sqrt(2)`` first (its ``conv2d_norm``, with
+``conv2d_count`` 1), so its ``spectral_norm``, ``norm`` and ``xmin`` of a Conv2D are half the true figures given
+here; ``alpha``, ``stable_rank``, ``entropy`` and the MP count do not change with a scale.
+
+Singular values are exact (``numpy.linalg.svd`` in float64) unless ``top`` asks for only the largest ``k``: then
+a randomized range finder (Halko, Martinsson and Tropp, with power iterations) gives them, each within
+``error_bound`` of the true value, a bound computed, not assumed: ``||W - Q Q^T W||_F`` for the basis ``Q`` found
+(Weyl: ``s_i(QQ^T W) <= s_i(W) <= s_i(QQ^T W) + ||(I - QQ^T) W||_2``). The power-law fit and MP count then see
+only those ``k`` eigenvalues, and so do the entropy and effective rank (the MP count is not given); the norms
+and stable rank stay exact.
+
+A fused attention projection (``qkv``, ``c_attn``, ``query_key_value`` in its name, one side three times the
+other) is split into its query, key and value matrices, each with its own spectrum.
+
+Vectors (biases, norms' scales), embeddings (rows are lookups, not a map), tensors of other ranks and matrices
+with fewer than 8 singular values, a conv kernel's pooled (weightwatcher's ``min_evals``), are skipped, each
+with its reason, and so are matrices holding NaN or infinities (no SVD of them means anything). A matrix of
+zeros has no power-law fit and an effective rank of 0.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from weightscope.checkpoint import Checkpoint
+from weightscope.conventions import EMBEDDING
+from weightscope.dtypes import numeric_kind
+from weightscope.formats import open_checkpoint
+from weightscope.output import json_float
+
+MIN_EVALS = 8  # weightwatcher's min_evals: fewer singular values than this and a layer is skipped
+EVALS_THRESHOLD = 1e-5  # weightwatcher's EVALS_THRESH: eigenvalues at or below are left out of the power-law fit
+SMALL_N = 20  # weightwatcher's SMALL_N_CUTOFF: fewer eigenvalues than this and its small-N fit is used
+EPSILON = 1e-10  # weightwatcher's EPSILON in matrix_entropy
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """The spectral figures of one weight matrix (or a convolution's matrices, pooled); see the module."""
+
+    name: str
+    shape: tuple[int, ...]
+    n: int  # the larger side of each matrix
+    m: int  # the smaller
+    matrices: int  # 1, or a convolution's spatial positions
+    method: str  # "exact" or "randomized"
+    error_bound: float  # every singular value is within this of the true one (0 for exact)
+    singular_values: np.ndarray = field(repr=False)  # descending, all matrices' pooled
+    spectral_norm: float
+    frobenius_norm: float
+    stable_rank: float
+    entropy: float
+    effective_rank: float
+    alpha: float | None
+    xmin: float | None
+    ks_distance: float | None
+    alpha_error: float | None
+    tail: int | None  # eigenvalues >= xmin (weightwatcher's num_pl_spikes)
+    mp_spikes: int | None
+    mp_sigma: float | None
+
+    def to_json(self, values: bool = False) -> dict[str, Any]:
+        document: dict[str, Any] = {"name": self.name, "shape": list(self.shape)}
+        for key in self.__dataclass_fields__:
+            if key not in ("name", "shape", "singular_values"):
+                value = getattr(self, key)
+                document[key] = json_float(value) if isinstance(value, float) else value
+        if values:
+            document["singular_values"] = [float(value) for value in self.singular_values]
+        return document
+
+
+@dataclass(frozen=True)
+class Skipped:
+    name: str
+    shape: tuple[int, ...]
+    reason: str
+
+    def to_json(self, values: bool = False) -> dict[str, Any]:
+        """As ``Spectrum.to_json``'s (``values`` has none to add)."""
+        return {"name": self.name, "shape": list(self.shape), "skipped": self.reason}
+
+
+def skip_reason(name: str, shape: tuple[int, ...], kind: str | None) -> str | None:
+    """Why a tensor gets no spectrum, or None if it does."""
+    if kind == "i":
+        return "integers (quantised weights? --dequantize gives their values)"
+    if kind != "f":
+        return "not a real floating-point tensor"
+    if len(shape) not in (2, 4):
+        return (
+            "a vector (bias, norm scale)" if len(shape) < 2 else f"{len(shape)}-D: neither a matrix nor a conv kernel"
+        )
+    parent = name.rsplit(".", 1)[0] if "." in name else name
+    if EMBEDDING.search(parent):
+        return "an embedding: its rows are looked up, not a linear map"
+    if _singular_value_count(shape) < MIN_EVALS:
+        return f"fewer than {MIN_EVALS} singular values (weightwatcher's min_evals)"
+    return None
+
+
+def _singular_value_count(shape: tuple[int, ...]) -> int:
+    """How many singular values a weight has: a conv kernel's slices' pooled (weightwatcher's M * rf)."""
+    if len(shape) == 2:
+        return min(shape)
+    channels, spatial = (shape[:2], shape[2:]) if shape[0] + shape[1] >= shape[2] + shape[3] else (shape[2:], shape[:2])
+    return min(channels) * spatial[0] * spatial[1]
+
+
+def matrices(array: np.ndarray) -> Iterator[np.ndarray]:
+    """The matrices weightwatcher takes from a weight: itself, or a conv kernel's one per spatial position.
+
+    Channels are where weightwatcher finds them: on the two axes whose sizes add up to more (PyTorch's
+    ``(out, in, kh, kw)``, or TensorFlow's ``(kh, kw, in, out)``).
+    """
+    if array.ndim == 2:
+        yield array
+        return
+    if sum(array.shape[:2]) >= sum(array.shape[2:]):
+        for i in range(array.shape[2]):
+            for j in range(array.shape[3]):
+                yield array[:, :, i, j]
+    else:
+        for i in range(array.shape[0]):
+            for j in range(array.shape[1]):
+                yield array[i, j]
+
+
+def randomized_singular_values(
+    matrix: np.ndarray, k: int, *, oversample: int = 10, iterations: int = 4, seed: int = 0
+) -> tuple[np.ndarray, float]:
+    """The ``k`` largest singular values (descending) and a bound on each one's error (see the module)."""
+    generator = np.random.default_rng(seed)
+    width = min(min(matrix.shape), k + oversample)
+    basis, _ = np.linalg.qr(matrix @ generator.standard_normal((matrix.shape[1], width)))
+    for _ in range(iterations):  # power iterations, re-orthonormalised: the basis turns to the top directions
+        basis, _ = np.linalg.qr(matrix.T @ basis)
+        basis, _ = np.linalg.qr(matrix @ basis)
+    projected = basis.T @ matrix
+    values = np.linalg.svd(projected, compute_uv=False)[:k]
+    return values, float(np.linalg.norm(matrix - basis @ projected))
+
+
+def _rank(values: np.ndarray, n: int) -> int:
+    """weightwatcher's matrix_rank: singular values above ``max * n * eps``."""
+    return int(np.count_nonzero(values > np.max(values) * n * np.finfo(np.float64).eps))
+
+
+def matrix_entropy(values: np.ndarray, n: int) -> float:
+    """weightwatcher's matrix_entropy of singular values ``values`` of matrices with larger side ``n``."""
+    evals = values * values
+    p = evals / np.sum(evals) + EPSILON
+    return float(-np.sum(p * np.log(p)) / np.log(_rank(values, n) + EPSILON))
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    alpha: float
+    xmin: float
+    ks_distance: float
+    alpha_error: float
+
+
+def fit_power_law(evals: np.ndarray) -> PowerLaw | None:
+    """weightwatcher's power-law fit (its ``WWFit``, xmin and xmax unset) of eigenvalues, or None if it fails."""
+    data = np.sort(np.asarray(evals, dtype=np.float64))
+    count = len(data)
+    if count < 2:
+        return None
+    logs = np.log(data)
+    # sum(log x[i:]) for each i, from the end; n_i = count - i values in each tail
+    tails = np.cumsum(logs[::-1])[::-1][:-1]
+    sizes = count - np.arange(count - 1, dtype=np.float64)
+    spread = tails - sizes * logs[:-1]
+    alphas = np.zeros(count - 1)
+    distances = np.ones(count - 1)
+    small = count < SMALL_N
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for i in range(count - 1):
+            n = count - i
+            if small:
+                if n < MIN_EVALS or spread[i] <= 1e-12:
+                    continue
+                alphas[i] = 1.0 + (n - 1.0) / spread[i]
+            else:
+                alphas[i] = 1.0 + n / spread[i]
+            if alphas[i] > 1:
+                fitted = 1 - (data[i:] / data[i]) ** (1 - alphas[i])
+                distances[i] = np.max(np.abs(fitted - np.arange(n) / n))
+        errors = (alphas - 1) / np.sqrt(sizes)
+    # WWFit's small-N fit picks the xmin minimising D - 0.868 / sqrt(n), but its constructor then takes the
+    # least D whichever fit ran: what weightwatcher reports, so what is reproduced here.
+    best = int(np.argmin(distances))
+    if distances[best] >= 1 or not np.isfinite(alphas[best]):
+        return None  # no tail fitted (weightwatcher's small-N fallback to the whole range is not reproduced)
+    return PowerLaw(float(alphas[best]), float(data[best]), float(distances[best]), float(errors[best]))
+
+
+def _density(samples: np.ndarray, bandwidth: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """weightwatcher's density of the samples: scikit-learn's KernelDensity(kernel="linear") on 1000 points from
+    0 to max + 0.5, the points where it is above 0.01 kept. Summed a block of samples at a time (a few MiB)."""
+    grid = np.linspace(0, np.max(samples) + 0.5, 1000)
+    density = np.zeros_like(grid)
+    for start in range(0, len(samples), 1024):
+        distance = np.abs(grid[:, None] - samples[None, start : start + 1024]) / bandwidth
+        density += np.sum(np.clip(1.0 - distance, 0.0, None), axis=1)
+    density /= len(samples) * bandwidth
+    keep = density > 0.01
+    return grid[keep], density[keep]
+
+
+def _mp_residual(sigma: float, x: np.ndarray, y: np.ndarray, q: float) -> float:
+    """weightwatcher's resid_mp (allresid=False): squared misfit of the MP (or quarter-circle) law to the
+    density ``y`` at ``x`` (the density is the same for every sigma: made once, by ``_density``)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if q == 1:
+            law = np.nan_to_num(1 / (np.pi * sigma * sigma) * np.sqrt(4 - x**2))
+        else:
+            high = (sigma * (1 + np.sqrt(1 / q))) ** 2
+            low = (sigma * (1 - np.sqrt(1 / q))) ** 2
+            peak = x[np.argmax(y)]
+            if high < peak or high > x[-1] or low > peak:
+                return float(len(y) * 1000.0**2)
+            law = np.nan_to_num(1 / (2 * np.pi * sigma * sigma * x / q) * np.sqrt((high - x) * (x - low)))
+    return float(np.sum((law - y) ** 2))
+
+
+def _nelder_mead(function: Callable[[float], float], start: float, tolerance: float = 1e-4) -> float:
+    """scipy.optimize.fmin in one dimension with its defaults (the polish after scipy.optimize.brute)."""
+    simplex = [start, 1.05 * start if start != 0 else 0.00025]
+    values = [function(point) for point in simplex]
+    calls, iterations = 2, 1
+    order = np.argsort(values)
+    simplex, values = [simplex[i] for i in order], [values[i] for i in order]
+    while calls < 200 and iterations < 200:
+        if abs(simplex[1] - simplex[0]) <= tolerance and abs(values[0] - values[1]) <= tolerance:
+            break
+        centre = simplex[0]
+        reflected = 2 * centre - simplex[1]
+        value = function(reflected)
+        calls += 1
+        if value < values[0]:
+            expanded = 3 * centre - 2 * simplex[1]
+            expanded_value = function(expanded)
+            calls += 1
+            simplex[1], values[1] = (expanded, expanded_value) if expanded_value < value else (reflected, value)
+        else:  # with two points the reflection never lands between them: contract, outside or inside, or shrink
+            outside = value < values[1]
+            contracted = 1.5 * centre - 0.5 * simplex[1] if outside else 0.5 * centre + 0.5 * simplex[1]
+            contracted_value = function(contracted)
+            calls += 1
+            if contracted_value <= value if outside else contracted_value < values[1]:
+                simplex[1], values[1] = contracted, contracted_value
+            else:
+                simplex[1] = simplex[0] + 0.5 * (simplex[1] - simplex[0])
+                values[1] = function(simplex[1])
+                calls += 1
+        iterations += 1
+        order = np.argsort(values, kind="stable")
+        simplex, values = [simplex[i] for i in order], [values[i] for i in order]
+    return simplex[0]
+
+
+def marchenko_pastur(evals: np.ndarray, n: int, m: int) -> tuple[int, float]:
+    """weightwatcher's mp_fit: (eigenvalues out of the MP bulk, the fitted sigma)."""
+    q = n / m
+    scaled = evals * (len(evals) / np.sum(evals))
+    scale = math.sqrt(np.max(scaled) / (1 + 1 / math.sqrt(q)) ** 2)
+    samples = np.sqrt(scaled) if q == 1 else scaled
+    grid = np.mgrid[slice(0.05 * scale, 2.0 * scale, 0.01 * scale)]
+    x, y = _density(samples)
+    residuals = [_mp_residual(float(sigma), x, y, q) for sigma in grid]
+    sigma = _nelder_mead(lambda value: _mp_residual(value, x, y, q), float(grid[int(np.argmin(residuals))]))
+    bulk_max = (sigma * (1 + 1 / math.sqrt(q))) ** 2
+    tracy_widom = 1 / math.sqrt(q) * bulk_max ** (2 / 3) * m ** (-2 / 3)
+    return int(np.count_nonzero(scaled > bulk_max + math.sqrt(tracy_widom))), sigma
+
+
+def spectrum(name: str, array: np.ndarray, *, top: int | None = None) -> Spectrum:
+    """The spectral figures of a 2-D weight or a 4-D conv kernel (see the module); ``top``: randomized, k values."""
+    pieces = [piece.astype(np.float64) for piece in matrices(array)]
+    n, m = max(pieces[0].shape), min(pieces[0].shape)
+    bound = 0.0
+    randomized = top is not None and top < m
+    if top is not None and randomized:
+        found = [randomized_singular_values(piece, top) for piece in pieces]
+        values = np.sort(np.concatenate([piece_values for piece_values, _ in found]))[::-1]
+        bound = max(piece_bound for _, piece_bound in found)
+    else:
+        values = np.sort(np.concatenate([np.linalg.svd(piece, compute_uv=False) for piece in pieces]))[::-1]
+    evals = np.sort(values * values)
+    total = float(sum(np.sum(piece * piece) for piece in pieces))  # exact, whatever the path
+    largest = float(values[0])
+    fit = fit_power_law(evals[evals > EVALS_THRESHOLD])
+    spikes: tuple[int, float] | tuple[None, None] = (None, None)
+    if not randomized and total > 0:
+        spikes = marchenko_pastur(evals, n, m)
+    shares = values[values > 0] / np.sum(values)
+    effective = float(np.exp(-np.sum(shares * np.log(shares)))) if total > 0 else 0.0
+    return Spectrum(
+        name=name,
+        shape=tuple(array.shape),
+        n=n,
+        m=m,
+        matrices=len(pieces),
+        method="randomized" if randomized else "exact",
+        error_bound=bound,
+        singular_values=values,
+        spectral_norm=largest,
+        frobenius_norm=math.sqrt(total),
+        stable_rank=total / (largest * largest) if largest > 0 else 0.0,
+        entropy=matrix_entropy(values, n) if total > 0 else 0.0,
+        effective_rank=effective,
+        alpha=None if fit is None else fit.alpha,
+        xmin=None if fit is None else fit.xmin,
+        ks_distance=None if fit is None else fit.ks_distance,
+        alpha_error=None if fit is None else fit.alpha_error,
+        tail=None if fit is None else int(np.count_nonzero(evals >= fit.xmin)),
+        mp_spikes=spikes[0],
+        mp_sigma=spikes[1],
+    )
+
+
+FUSED_QKV = re.compile(r"qkv|c_attn|query_key_value", re.IGNORECASE)  # Wqkv, GPT-2's c_attn, Falcon/GPT-NeoX
+
+
+def fused_parts(name: str, array: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """A fused attention projection (by its name) split into its query, key and value matrices, when one side
+    is three times the other (equal heads: grouped-query attention's unequal parts need the config); otherwise
+    the matrix itself. The parts are named ``NAME[q]``, ``NAME[k]``, ``NAME[v]``."""
+    if array.ndim == 2 and FUSED_QKV.search(name):
+        rows, columns = array.shape
+        axis = 0 if rows == 3 * columns else 1 if columns == 3 * rows else None
+        if axis is not None:
+            return [(f"{name}[{part}]", piece) for part, piece in zip("qkv", np.split(array, 3, axis), strict=True)]
+    return [(name, array)]
+
+
+def _one(ckpt: Checkpoint, name: str, top: int | None) -> list[Spectrum | Skipped]:
+    info = ckpt.info(name)
+    reason = skip_reason(name, info.shape, numeric_kind(info.dtype))
+    if reason is not None:
+        return [Skipped(name, info.shape, reason)]
+    array = ckpt[name]
+    if not np.isfinite(array).all():
+        return [Skipped(name, info.shape, "holds NaN or infinite values (see stats)")]
+    return [spectrum(part, piece, top=top) for part, piece in fused_parts(name, array)]
+
+
+def checkpoint_spectra(
+    ckpt: Checkpoint,
+    names: Iterable[str],
+    *,
+    top: int | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Spectrum | Skipped]:
+    """Spectra of the named tensors, in order, on a few threads (numpy's SVD releases the GIL); others skipped.
+    ``progress(done, total)`` is called as each tensor is done."""
+    from weightscope.analysis import _workers
+
+    names = list(names)
+    with ThreadPoolExecutor(workers or _workers()) as pool:
+        futures = [pool.submit(_one, ckpt, name, top) for name in names]
+        if progress is not None:
+            for done, _ in enumerate(as_completed(futures), start=1):
+                progress(done, len(futures))
+        return [result for future in futures for result in future.result()]
+
+
+def _task(path: str, name: str, top: int | None) -> list[Spectrum | Skipped]:
+    """A Dask task: one tensor's spectrum, the checkpoint opened where the task runs."""
+    with open_checkpoint(path) as ckpt:
+        return _one(ckpt, name, top)
+
+
+def path_spectra(
+    path: str,
+    names: Iterable[str],
+    *,
+    top: int | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Spectrum | Skipped]:
+    """``checkpoint_spectra`` of the checkpoint at ``path`` as Dask tasks, one a tensor: on a cluster's
+    ``scheduler`` (``tcp://host:port``) or ``client``, or ``"threads"``, ``"processes"``, ``"sync"`` as
+    ``weightscope.runs.execute`` takes them; every worker must see ``path``. The results equal the threads'."""
+    from weightscope.runs import execute
+
+    token = uuid.uuid4().hex  # a cluster keeps results by key: another call's must not be taken for this one's
+    graph = {(f"weightscope-spectra-{token}", index): (_task, str(path), name, top) for index, name in enumerate(names)}
+    done = execute(graph, list(graph), scheduler=scheduler, client=client, progress=progress)
+    return [result for results in done for result in results]
