@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import weightscope as ws
@@ -145,11 +146,11 @@ def _configured(where: Where) -> Iterator[None]:
         yield
 
 
-def _run(command: list[str]) -> str:
+def _run(command: list[str], expected: int = 0) -> str:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         status = main(command)
-    assert status == 0, out.getvalue()
+    assert status == expected, out.getvalue()
     return out.getvalue()
 
 
@@ -214,3 +215,37 @@ def test_a_folder_read_through_the_api_fetches_each_shard_once_then_exactly_the_
 def test_an_http_folder_url_without_its_slash_is_not_found(https: Where) -> None:
     with pytest.raises(ws.CheckpointNotFoundError):
         ws.open(https["base"])
+
+
+@pytest.mark.parametrize("transport", ["https", "s3", "hf"])
+def test_spectra_health_and_anatomy_of_a_remote_folder_equal_the_local_ones(
+    transport: str, folder: Path, layout: dict[str, Any], request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    where: Where = request.getfixturevalue(transport)
+    url = _url(where, "folder", layout)
+    # A fine-tune of the folder, local, one matrix changed by a rank-2 update: the anatomy of remote base -> local
+    # tune finds that layer and that rank, as local -> local does.
+    from safetensors.numpy import save_file
+
+    tuned = {}
+    with ws.open(folder) as base:
+        for name in base:
+            tuned[name] = np.array(base[name])
+    generator = np.random.default_rng(21)
+    update = generator.standard_normal((256, 2)) @ generator.standard_normal((2, 256))
+    tuned["model.layers.3.mlp.weight"] = (tuned["model.layers.3.mlp.weight"] + 0.1 * update).astype(np.float32)
+    save_file(tuned, str(tmp_path / "tuned.safetensors"))
+    with _configured(where):
+        for command in (["spectra", "--json"], ["health", "--json"]):
+            remote = json.loads(_run([*command, url]))
+            assert remote == json.loads(_run([*command, str(folder)]).replace(str(folder), url)), command
+            assert remote, command
+        anatomy = ["diff", "--anatomy", "--json", "--all"]
+        tune = str(tmp_path / "tuned.safetensors")
+        remote = json.loads(_run([*anatomy, url, tune], expected=1))  # they differ: diff's status 1
+        local = _run([*anatomy, str(folder), tune], expected=1).replace(str(folder), where["base"])
+        assert remote == json.loads(local)
+    assert [layer["name"] for layer in remote["layers"] if layer["status"] == "changed"] == [
+        "model.layers.3.mlp.weight"
+    ]
+    assert remote["lora_rank"] == 2

@@ -34,6 +34,8 @@ a bit each, and its first row in the stored precision)
 and one more task per matrix its power iteration, reading the rows again on each pass. The client
 merges the partials in chunk order, so results are the same bit for bit on local threads (the
 default), in one thread (``scheduler="sync"``), in processes or on a ``dask.distributed`` cluster.
+A remote checkpoint (``s3://``, ``https://``, ``hf://``) is read on local threads only, each tensor whole
+through the open checkpoint (``lazy.OpenedSource``): a worker elsewhere cannot reopen it by path.
 """
 
 from __future__ import annotations
@@ -404,7 +406,8 @@ def checkpoint_health(
     from weightscope.runs import _selected, execute
 
     chosen = [ckpt.resolve(name) for name in names] if names else _selected(ckpt, pattern, include_all)
-    sources = [tensor_source(ckpt, name) for name in chosen]
+    in_process = scheduler is None and client is None  # threads: a remote checkpoint read through ckpt
+    sources = [tensor_source(ckpt, name, in_process=in_process) for name in chosen]
     sources = [source for source in sources if source.numeric and numeric_kind(source.dtype) == "f"]
     graph: dict[Any, Any] = {}
     keys: list[Any] = []

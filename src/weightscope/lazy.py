@@ -41,7 +41,7 @@ import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -164,8 +164,27 @@ def is_plain(info: TensorInfo, extent: Extent | None) -> bool:
     return not extent.compression and extent.strides is None
 
 
-def tensor_source(ckpt: Checkpoint, name: str) -> TensorSource:
-    """Where tensor ``name`` of ``ckpt`` is: a byte range when it is plain bytes, else the reader."""
+@dataclass(frozen=True)
+class OpenedSource(TensorSource):
+    """A tensor of a checkpoint open in this process (a remote one), read whole through it: for tasks on this
+    process's threads only (an open checkpoint is not sent to other processes)."""
+
+    opened: Checkpoint | None = field(default=None, compare=False, repr=False)
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        assert self.opened is not None
+        array = self.opened[self.name]
+        return np.asarray(array) if not self.shape else np.asarray(array[start:stop])
+
+
+def tensor_source(ckpt: Checkpoint, name: str, *, in_process: bool = False) -> TensorSource:
+    """Where tensor ``name`` of ``ckpt`` is: a byte range when it is plain bytes, else the reader; with
+    ``in_process``, a remote checkpoint's tensors are read through ``ckpt`` itself (tasks on this process's
+    threads), where otherwise a remote checkpoint is refused (a worker elsewhere cannot read it by path)."""
+    if local_path(ckpt.path) is None and in_process:
+        info = ckpt.info(name)
+        native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype
+        return OpenedSource(str(ckpt.path), ckpt.format, type(ckpt), info.name, tuple(info.shape), native, opened=ckpt)
     if local_path(ckpt.path) is None:
         raise UnsupportedFormatError(
             f"{ckpt.path}: dask reads checkpoints on this machine or a shared filesystem, not by URL; download it first"
