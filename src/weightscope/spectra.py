@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 
 from weightscope.checkpoint import Checkpoint
-from weightscope.conventions import EMBEDDING
+from weightscope.conventions import CONV1D_MODELS, EMBEDDING
 from weightscope.dtypes import numeric_kind
 from weightscope.formats import open_checkpoint
 from weightscope.output import json_float
@@ -368,7 +368,6 @@ PER_HEAD_NAME = re.compile(r"query_key_value", re.IGNORECASE)  # the GPT-NeoX fa
 # Model types whose fused projection holds a head's q, k and v side by side: [heads, 3, head_dim].
 PER_HEAD_MODELS = frozenset({"gpt_neox", "gpt_neox_japanese", "bloom", "persimmon"})
 HEAD_KEYS = ("num_attention_heads", "n_head", "num_heads")  # config.json's names for the number of heads
-CONV1D_MODELS = frozenset({"gpt2", "imagegpt"})  # GPT-2's Conv1D keeps a weight as (in, out)
 
 
 @dataclass(frozen=True)
