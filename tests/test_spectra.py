@@ -367,6 +367,8 @@ def test_fused_qkv_parts_are_what_the_models_attention_takes(kind: str, tmp_path
         parts, note = fused_parts(name, ckpt[name], ckpt.metadata)
         results = {result.name: result for result in checkpoint_spectra(ckpt, [name])}
     assert note is None and [part for part, _ in parts] == [f"{name}[{part}]" for part in "qkv"]
+    tasks = path_spectra(str(tmp_path), [name], scheduler="sync")  # a Dask task reads the config where it runs
+    assert [result.to_json() for result in tasks] == [result.to_json() for result in results.values()]
     for (part, matrix), letter in zip(parts, "qkv", strict=True):
         weight = torch.from_numpy(matrix)
         projected = inputs @ (weight if kind == "gpt2-conv1d" else weight.T)  # Conv1D keeps (in, out)
@@ -394,6 +396,7 @@ def test_a_fused_projection_the_config_does_not_fit_is_left_whole(tmp_path: Path
         ({"config.num_attention_heads": "-4"}, "no number of attention heads"),
         ({"config.num_attention_heads": "true"}, "no number of attention heads"),
         ({"config.num_attention_heads": "{"}, "no number of attention heads"),
+        ({"config.num_attention_heads": "[" * 100_000}, "no number of attention heads"),
         ({"config.num_attention_heads": str(10**15)}, "no head_dim"),
         ({"config.head_dim": str(10**15)}, "neither side"),
         ({"config.model_type": "chatglm"}, None),

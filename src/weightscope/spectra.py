@@ -400,7 +400,7 @@ def _config_value(config: Mapping[str, str], *keys: str) -> Any:
         if f"config.{key}" in config:
             try:
                 return json.loads(config[f"config.{key}"])
-            except ValueError:
+            except (ValueError, RecursionError):  # a hostile file's metadata: nested past Python's stack
                 return None
     return None
 
