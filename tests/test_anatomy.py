@@ -263,6 +263,60 @@ def test_a_llamas_lora_found_and_extracted_from_its_folders(tmp_path: Path) -> N
         torch.testing.assert_close(merged[name], tensor, rtol=0, atol=4e-7 * float(tensor.abs().max()))
 
 
+GPT2_TARGETS = ["c_attn", "c_proj", "c_fc"]  # every Conv1D of its blocks
+
+
+def test_a_gpt2_conv1d_lora_found_and_extracted_with_fan_in_fan_out(tmp_path: Path) -> None:
+    """GPT-2's Conv1D keeps (in, out): the adapter says fan_in_fan_out, PEFT loads it without correcting it and
+    merges it back to the tuned weights; from the files alone (no config.json) the shapes tell the same."""
+    import shutil
+    import warnings
+
+    from tiny_models import tiny_gpt2
+
+    tiny_gpt2().save_pretrained(tmp_path / "base")
+    config = peft.LoraConfig(r=RANK, lora_alpha=8, target_modules=GPT2_TARGETS, fan_in_fan_out=True,
+                             init_lora_weights=False)  # fmt: skip
+    torch.manual_seed(5)
+    peft.get_peft_model(tiny_gpt2(), config).merge_and_unload().save_pretrained(tmp_path / "tuned")
+    status, out, err = run("diff", tmp_path / "base", tmp_path / "tuned", "--anatomy", "--json")
+    document = json.loads(out)
+    assert status == 1 and document["lora_rank"] == RANK, err
+    changed = {layer["name"] for layer in document["layers"] if layer["status"] == "changed"}
+    assert changed == {f"transformer.h.{i}.{part}.weight" for i in range(2) for part in
+                       ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}  # fmt: skip
+    expected = load_file(tmp_path / "tuned" / "model.safetensors")
+    for name, file in (("base", "base.safetensors"), ("tuned", "tuned.safetensors")):
+        shutil.copy(tmp_path / name / "model.safetensors", tmp_path / file)
+    sources = {"folders": ("base", "tuned"), "files": ("base.safetensors", "tuned.safetensors")}
+    for source, (base, tuned) in sources.items():
+        adapter = tmp_path / f"adapter-{source}"
+        status, out, err = run("extract-lora", tmp_path / base, tmp_path / tuned, adapter, "--rank", RANK, "--json")
+        assert status == 0 and len(json.loads(out)["layers"]) == 8, err
+        assert json.loads((adapter / "adapter_config.json").read_text())["fan_in_fan_out"] is True, source
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            merged = peft.PeftModel.from_pretrained(tiny_gpt2(), adapter).merge_and_unload().state_dict()
+        assert not [warning for warning in caught if "fan_in_fan_out" in str(warning.message)], source
+        for name, tensor in expected.items():
+            torch.testing.assert_close(merged[name], tensor, rtol=0, atol=4e-7 * float(tensor.abs().max()))
+
+
+def test_conv1d_and_linear_changes_together_are_refused(tmp_path: Path) -> None:
+    """An untied GPT-2 whose Linear head and Conv1D blocks both changed: PEFT's one fan_in_fan_out cannot say
+    both, so no adapter is written."""
+    from tiny_models import tiny_gpt2
+
+    tiny_gpt2(tied=False).save_pretrained(tmp_path / "base")
+    config = peft.LoraConfig(r=RANK, target_modules=["c_attn", "lm_head"], init_lora_weights=False)
+    with pytest.warns(UserWarning, match="fan_in_fan_out"):  # PEFT corrects it for the Conv1D
+        tuned = peft.get_peft_model(tiny_gpt2(tied=False), config)
+    tuned.merge_and_unload().save_pretrained(tmp_path / "tuned")
+    status, _, err = run("extract-lora", tmp_path / "base", tmp_path / "tuned", tmp_path / "adapter", "--rank", RANK)
+    assert status == 2 and "one fan_in_fan_out" in err and "lm_head" in err, err
+    assert not (tmp_path / "adapter").exists()
+
+
 def test_layers_narrower_than_the_rank_keep_their_own_in_the_rank_pattern(
     models: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -213,28 +214,201 @@ def test_command_on_a_scheduler() -> None:
 
 
 def test_fused_qkv_split_where_names_show_it(tmp_path: Path) -> None:
-    """GPT-2's c_attn (in, 3 x out) and a Linear's qkv (3 x out, in): three spectra each, as the parts alone give."""
+    """Without config.json: GPT-2's c_attn (in, 3 x out) and a Linear's qkv (3 x out, in) in thirds, three
+    spectra each, as the parts alone give; unequal parts and query_key_value (interleaved) whole, with a note."""
     from safetensors.numpy import save_file
 
     generator = np.random.default_rng(3)
     gpt2 = generator.standard_normal((16, 48)).astype(np.float32)
     linear = generator.standard_normal((48, 16)).astype(np.float32)
     grouped = generator.standard_normal((32, 16)).astype(np.float32)  # grouped-query: not split
+    neox = generator.standard_normal((48, 16)).astype(np.float32)  # thirds in shape, but interleaved per head
     path = tmp_path / "attn.safetensors"
-    save_file({"h.0.attn.c_attn.weight": gpt2, "blk.qkv.weight": linear, "gqa.qkv.weight": grouped}, str(path))
+    tensors = {"h.0.attn.c_attn.weight": gpt2, "blk.qkv.weight": linear, "gqa.qkv.weight": grouped}
+    save_file(tensors | {"h.0.attention.query_key_value.weight": neox}, str(path))
     with ws.open(path) as ckpt:
         results = {result.name: result for result in checkpoint_spectra(ckpt, list(ckpt))}
     assert sorted(results) == sorted(
         [f"h.0.attn.c_attn.weight[{part}]" for part in "qkv"]
         + [f"blk.qkv.weight[{part}]" for part in "qkv"]
-        + ["gqa.qkv.weight"]
+        + ["gqa.qkv.weight", "h.0.attention.query_key_value.weight"]
     )
     for index, part in enumerate("qkv"):
         alone = spectrum("part", gpt2[:, 16 * index : 16 * (index + 1)])
         split = results[f"h.0.attn.c_attn.weight[{part}]"]
-        assert isinstance(split, Spectrum)
+        assert isinstance(split, Spectrum) and split.note is None
         np.testing.assert_array_equal(split.singular_values, alone.singular_values)
         assert results[f"blk.qkv.weight[{part}]"].shape == (16, 16)
+    grouped_result, neox_result = results["gqa.qkv.weight"], results["h.0.attention.query_key_value.weight"]
+    assert isinstance(grouped_result, Spectrum) and "config.json" in str(grouped_result.note)
+    assert isinstance(neox_result, Spectrum) and "interleaved per head" in str(neox_result.note)
+    status, _, err = _run("spectra", path)
+    assert status == 0 and "not split into q, k, v (unequal parts" in err and "gqa.qkv.weight" in err, err
+
+
+def _phi3() -> Any:
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    config = Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)  # fmt: skip
+    return Phi3ForCausalLM(config)
+
+
+def _neox() -> Any:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    config = GPTNeoXConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=4)  # fmt: skip
+    return GPTNeoXForCausalLM(config)
+
+
+def _falcon(**options: bool | int) -> Callable[[], Any]:
+    def make() -> Any:
+        from transformers import FalconConfig, FalconForCausalLM
+
+        config = FalconConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, **options)
+        return FalconForCausalLM(config)
+
+    return make
+
+
+def _bloom() -> Any:
+    from transformers import BloomConfig, BloomForCausalLM
+
+    return BloomForCausalLM(BloomConfig(vocab_size=64, hidden_size=32, n_layer=1, n_head=4))
+
+
+def _codegen() -> Any:
+    from transformers import CodeGenConfig, CodeGenForCausalLM
+
+    return CodeGenForCausalLM(CodeGenConfig(vocab_size=64, n_embd=32, n_layer=1, n_head=4, rotary_dim=4))
+
+
+def _bigcode(multi_query: bool) -> Callable[[], Any]:
+    def make() -> Any:
+        from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
+
+        config = GPTBigCodeConfig(vocab_size=64, n_embd=32, n_layer=1, n_head=4, multi_query=multi_query)
+        return GPTBigCodeForCausalLM(config)
+
+    return make
+
+
+def _gpt2() -> Any:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=4))
+
+
+FUSED_MODELS: dict[str, Callable[[], Any]] = {
+    "phi3-gqa": _phi3,
+    "gpt_neox": _neox,
+    "falcon-new-decoder": _falcon(new_decoder_architecture=True, num_kv_heads=2),
+    "falcon-multi-query": _falcon(),  # FalconConfig's default
+    "falcon-per-head": _falcon(multi_query=False),
+    "bloom": _bloom,
+    "codegen": _codegen,
+    "gpt_bigcode-multi-query": _bigcode(True),
+    "gpt_bigcode": _bigcode(False),
+    "gpt2-conv1d": _gpt2,
+}
+
+
+def _attention_inputs(model: Any, fused: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """What the fused projection is given, and the query, key and value its model's forward hands to attention
+    (torch's scaled_dot_product_attention; Bloom's, of ALiBi without it, from its own ``_reshape``; each
+    (batch, heads, tokens, head_dim)): two tokens at position 0, where the rotary embedding is the identity,
+    for more inputs than the projection is wide."""
+    seen: dict[str, torch.Tensor] = {}
+    attention = torch.nn.functional.scaled_dot_product_attention
+    (owner,) = [module for module in model.modules() if any(child is fused for child in module.children())]
+
+    def record(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        seen.update(q=query, k=key, v=value)
+        return attention(query, key, value, *args, **kwargs)
+
+    reshape = getattr(owner, "_reshape", None)
+
+    def split(qkv: torch.Tensor) -> Any:
+        seen.update(zip("qkv", reshape(qkv), strict=True))
+        return seen["q"], seen["k"], seen["v"]
+
+    handle = fused.register_forward_hook(lambda module, inputs, output: seen.update(input=inputs[0]))
+    tokens = torch.randint(0, 64, (48, 2), generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch.nn.functional, "scaled_dot_product_attention", record)
+            if reshape is not None:
+                patch.setattr(owner, "_reshape", split)
+            model(input_ids=tokens, position_ids=torch.zeros_like(tokens))
+    finally:
+        handle.remove()
+    return seen.pop("input"), seen
+
+
+@pytest.mark.parametrize("kind", FUSED_MODELS)
+def test_fused_qkv_parts_are_what_the_models_attention_takes(kind: str, tmp_path: Path) -> None:
+    """A tiny transformers model of each layout saved as its folder: the parts read with its config.json, the
+    stored weight projecting what the fused layer is given, equal the query, key and value its forward gives
+    attention (a key/value head repeated for the query heads it serves, where the model repeats it)."""
+    from weightscope.spectra import FUSED_QKV, fused_parts
+
+    torch.manual_seed(0)
+    model = FUSED_MODELS[kind]()
+    model.config._attn_implementation = "sdpa"
+    ((module_name, fused),) = [(name, module) for name, module in model.named_modules() if FUSED_QKV.search(name)]
+    with torch.no_grad():
+        if getattr(fused, "bias", None) is not None:
+            fused.bias.zero_()  # the parts are of the weight alone
+    model.eval().save_pretrained(tmp_path)
+    inputs, attention = _attention_inputs(model, fused)
+    name = f"{module_name}.weight"
+    with ws.open(tmp_path) as ckpt:
+        parts, note = fused_parts(name, ckpt[name], ckpt.metadata)
+        results = {result.name: result for result in checkpoint_spectra(ckpt, [name])}
+    assert note is None and [part for part, _ in parts] == [f"{name}[{part}]" for part in "qkv"]
+    tasks = path_spectra(str(tmp_path), [name], scheduler="sync")  # a Dask task reads the config where it runs
+    assert [result.to_json() for result in tasks] == [result.to_json() for result in results.values()]
+    for (part, matrix), letter in zip(parts, "qkv", strict=True):
+        weight = torch.from_numpy(matrix)
+        projected = inputs @ (weight if kind == "gpt2-conv1d" else weight.T)  # Conv1D keeps (in, out)
+        expected = attention[letter]
+        heads = projected.reshape(*projected.shape[:2], -1, expected.shape[-1]).transpose(1, 2)
+        heads = heads.repeat_interleave(expected.shape[1] // heads.shape[1], dim=1)
+        torch.testing.assert_close(heads, expected, rtol=1e-5, atol=1e-6)
+        result = results[part]
+        assert isinstance(result, Spectrum) and result.note is None
+        np.testing.assert_array_equal(result.singular_values, spectrum(part, matrix).singular_values)
+
+
+def test_a_fused_projection_the_config_does_not_fit_is_left_whole(tmp_path: Path) -> None:
+    """A config.json whose heads do not give the stored rows, or that is hostile, or of a model whose
+    query_key_value weightscope does not know: the matrix whole, the reason noted, never an error."""
+    from weightscope.spectra import fused_parts
+
+    weight = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)  # (H + 2 KV) d = 64: H 4, KV 2
+    gqa = {"config.model_type": "phi3", "config.hidden_size": "32", "config.num_attention_heads": "4",
+           "config.num_key_value_heads": "2"}  # fmt: skip
+    parts, note = fused_parts("qkv_proj.weight", weight, gqa)
+    assert [part.shape for _, part in parts] == [(32, 32), (16, 32), (16, 32)] and note is None
+    for extra, reason in (
+        ({"config.num_key_value_heads": "3"}, "neither side is the 80 rows"),
+        ({"config.num_attention_heads": "-4"}, "no number of attention heads"),
+        ({"config.num_attention_heads": "true"}, "no number of attention heads"),
+        ({"config.num_attention_heads": "{"}, "no number of attention heads"),
+        ({"config.num_attention_heads": "[" * 100_000}, "no number of attention heads"),
+        ({"config.num_attention_heads": str(10**15)}, "no head_dim"),
+        ({"config.head_dim": str(10**15)}, "neither side"),
+        ({"config.model_type": "chatglm"}, None),
+    ):
+        parts, note = fused_parts("qkv_proj.weight", weight, gqa | extra)
+        assert (note is None) == (reason is None) and (reason is None or reason in str(note)), (extra, note)
+    parts, note = fused_parts("query_key_value.weight", weight, gqa | {"config.model_type": "chatglm"})
+    assert parts == [("query_key_value.weight", weight)] and "chatglm is not known" in str(note)
+    parts, note = fused_parts("qkv_proj.weight", weight, {"config.model_type": "falcon", "config.hidden_size": "32",
+                              "config.num_attention_heads": "4", "config.new_decoder_architecture": "true",
+                              "config.num_kv_heads": "3"})  # fmt: skip
+    assert len(parts) == 1 and "4 heads in 3 key/value groups" in str(note)
 
 
 def test_plot_kind_spectrum(tmp_path: Path) -> None:

@@ -158,6 +158,21 @@ LAYOUT_PERMUTATIONS = {rank: (_TO_PYTORCH[rank], _TO_TENSORFLOW[rank]) for rank 
 _KIND = {2: "dense", 3: "convolution 1D", 4: "convolution 2D", 5: "convolution 3D"}
 TF_KERNELS = ("kernel", "pointwise_kernel")  # a SeparableConv's pointwise part is a 1×1 convolution
 EMBEDDING = re.compile("embe?d", re.IGNORECASE)  # llama.cpp's token_embd too
+# transformers' Conv1D (GPT-2's, and the models built on it) keeps a Linear's weight transposed, (in, out); its
+# modules, by model type (config.json's) and name.
+CONV1D_MODELS = frozenset({"gpt2", "imagegpt", "decision_transformer", "openai-gpt"})
+CONV1D_WEIGHT = re.compile(r"(?:^|\.)(?:c_attn|q_attn|c_proj|c_fc)\.weight$")
+
+
+def conv1d_weights(shapes: Mapping[str, tuple[int, ...]], model_type: str | None) -> set[str]:
+    """The 2-D weights of ``shapes`` kept as Conv1D keeps them, (in, out): GPT-2's module names in a model of a
+    ``CONV1D_MODELS`` type; without a model type, where a ``c_attn`` is three times as wide as it is tall (GPT-2's
+    fused (in, 3 · in); GPT-BigCode's Linear ``c_attn`` is taller than wide)."""
+    named = {name for name, shape in shapes.items() if len(shape) == 2 and CONV1D_WEIGHT.search(name)}
+    if model_type is None:
+        fused = [shapes[name] for name in named if name.endswith("c_attn.weight")]
+        return named if any(shape[1] == 3 * shape[0] for shape in fused) else set()
+    return named if model_type in CONV1D_MODELS else set()
 
 
 def layout(name: str, shape: tuple[int, ...], target: str) -> tuple[tuple[int, ...] | None, Any, str] | str:

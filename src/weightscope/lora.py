@@ -9,6 +9,12 @@ Embedding's change is stored as PEFT stores it, transposed (``lora_embedding_A``
 weight: the largest |difference| and its Frobenius norm relative to ‖ΔW‖_F. The adapter names its modules exactly
 (``target_modules`` a regular expression PEFT matches whole). Other changed tensors (biases, norms, kernels) a
 LoRA does not hold: they are listed as left out, with those not measured (of other shapes, not finite).
+
+GPT-2's Conv1D (and its family's: ``conventions.conv1d_weights``, by config.json's model type or, without one, a
+``c_attn`` three times as wide as tall) keeps its weight transposed, (in, out): its ΔWᵀ is factored, the factors
+stored with the shapes a Linear's would have, and the adapter says ``fan_in_fan_out``, so that PEFT adds (B·A)ᵀ.
+A PEFT adapter has one ``fan_in_fan_out`` for all its modules: a fine-tune changing Conv1D and Linear weights
+both is refused (an Embedding's, transposed whatever the setting, goes with either).
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import numpy as np
 
 from weightscope.analysis import _finite
 from weightscope.anatomy import Anatomy, anatomy
+from weightscope.conventions import conv1d_weights
 from weightscope.errors import UsageError
+from weightscope.output import safe_text
 
 if TYPE_CHECKING:
     from weightscope.checkpoint import Checkpoint
@@ -71,15 +79,18 @@ def _embeddings(ckpt: Checkpoint) -> set[str]:
     return {layer.name for layer in summarize(ckpt).layers if layer.kind == "Embedding"}
 
 
-def adapted_weights(ckpt: Checkpoint, result: Anatomy) -> tuple[dict[str, bool], list[str]]:
-    """The changed weights a LoRA holds (2-D ``*.weight``s: a Linear's or, True, an Embedding's), and the tensors
-    it does not (other changed ones, and those not measured: of other shapes, not finite)."""
+def adapted_weights(ckpt: Checkpoint, result: Anatomy) -> tuple[dict[str, str], list[str]]:
+    """The changed weights a LoRA holds (2-D ``*.weight``s), each with its module's kind (``"Linear"``,
+    ``"Embedding"``, ``"Conv1D"``: ``conventions.conv1d_weights``), and the tensors it does not (other changed
+    ones, and those not measured: of other shapes, not finite)."""
     embeddings = _embeddings(ckpt)
-    held: dict[str, bool] = {}
+    conv1d = conv1d_weights({name: ckpt.info(name).shape for name in ckpt}, ckpt.metadata.get("config.model_type"))
+    held: dict[str, str] = {}
     left: list[str] = []
     for layer in result.layers:
         if layer.status == "changed" and len(layer.shape) == 2 and layer.name.endswith(".weight"):
-            held[layer.name] = layer.name.removesuffix(".weight") in embeddings
+            module = layer.name.removesuffix(".weight")
+            held[layer.name] = "Embedding" if module in embeddings else "Conv1D" if layer.name in conv1d else "Linear"
         elif layer.status != "equal":
             left.append(layer.name)
     return held, left
@@ -106,23 +117,31 @@ def extract_lora(
     held, left_out = adapted_weights(base, anatomy(base, tuned, top=0))
     if not held:
         raise UsageError(f"{tuned.path} changes no Linear or Embedding weight of {base.path}: no LoRA adapter to write")
+    kinds = {kind: [name.removesuffix(".weight") for name in held if held[name] == kind] for kind in set(held.values())}
+    if "Conv1D" in kinds and "Linear" in kinds:
+        raise UsageError(
+            f"{tuned.path} changes Conv1D weights, kept (in, out) ({safe_text(kinds['Conv1D'][0])}, ...), and Linear "
+            f"ones, kept (out, in) ({safe_text(kinds['Linear'][0])}, ...): a PEFT adapter has one fan_in_fan_out for "
+            "all its modules"
+        )
     tensors: dict[str, np.ndarray] = {}
     layers, ranks = [], {}
-    for name, embedding in held.items():
+    for name, kind in held.items():
         w, t = base[name], tuned[name]
         module = name.removesuffix(".weight")
         r = min(rank, *w.shape)
         delta = t.astype(np.float64) - w.astype(np.float64)
-        if embedding:  # PEFT's Embedding adds (B·A)ᵀ: A is r × vocabulary, B width × r
-            b, a = factors(delta.T, r)
+        # PEFT adds B·A to a Linear's (out, in); (B·A)ᵀ to a Conv1D's (in, out) (fan_in_fan_out) and to an
+        # Embedding's (vocabulary, width), whose A is r × vocabulary and B width × r
+        transposed = kind != "Linear"
+        b, a = factors(delta.T if transposed else delta, r)
+        if kind == "Embedding":
             tensors[f"base_model.model.{module}.lora_embedding_A"] = a
             tensors[f"base_model.model.{module}.lora_embedding_B"] = b
-            merged = w.astype(np.float32) + (b @ a).T
         else:
-            b, a = factors(delta, r)
             tensors[f"base_model.model.{module}.lora_A.weight"] = a
             tensors[f"base_model.model.{module}.lora_B.weight"] = b
-            merged = w.astype(np.float32) + b @ a
+        merged = w.astype(np.float32) + ((b @ a).T if transposed else b @ a)
         error = merged.astype(np.float64) - t.astype(np.float64)
         change = float(np.linalg.norm(delta))
         layers.append(
@@ -142,7 +161,7 @@ def extract_lora(
         "target_modules": "^(?:" + "|".join(map(re.escape, modules)) + ")$" if modules else [],
         "lora_dropout": 0.0,
         "bias": "none",
-        "fan_in_fan_out": False,
+        "fan_in_fan_out": "Conv1D" in kinds,
         "inference_mode": True,
         "init_lora_weights": True,
         "modules_to_save": None,

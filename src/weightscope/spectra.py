@@ -32,8 +32,17 @@ a randomized range finder (Halko, Martinsson and Tropp, with power iterations) g
 only those ``k`` eigenvalues, and so do the entropy and effective rank (the MP count is not given); the norms
 and stable rank stay exact.
 
-A fused attention projection (``qkv``, ``c_attn``, ``query_key_value`` in its name, one side three times the
-other) is split into its query, key and value matrices, each with its own spectrum.
+A fused attention projection (``qkv``, ``c_attn``, ``query_key_value`` in its name) is split into its query,
+key and value matrices, each with its own spectrum, as the model's forward splits its output (checked against
+transformers' models): with a model folder's config.json (``Checkpoint.metadata``'s ``config.<key>``), by its
+``model_type`` and head counts: GPT-NeoX, Bloom and Persimmon hold each head's q, k, v side by side; Falcon a
+block per key/value head (its new decoder), per head, or q then one k and v (multi-query); GPT-BigCode q then one
+k and v (multi-query) or per head; CodeGen 4 shards of q, v, k; any other ``qkv`` or ``c_attn`` (Phi-3's
+grouped-query ``qkv_proj``, GPT-2's Conv1D ``c_attn`` along its second axis) q, k, v one after the other, of
+``H * head_dim``, ``KV * head_dim`` and ``KV * head_dim`` rows. Without a config, a ``qkv`` or ``c_attn`` of one
+side three times the other is cut in thirds (equal heads). Left whole, with a note saying why: a
+``query_key_value`` of another model type or without a config (its layout differs between models), unequal
+parts without a config, and a config whose heads do not give the stored rows.
 
 Vectors (biases, norms' scales), embeddings (rows are lookups, not a map), tensors of other ranks and matrices
 with fewer than 8 singular values, a conv kernel's pooled (weightwatcher's ``min_evals``), are skipped, each
@@ -43,18 +52,19 @@ zeros has no power-law fit and an effective rank of 0.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from weightscope.checkpoint import Checkpoint
-from weightscope.conventions import EMBEDDING
+from weightscope.conventions import CONV1D_MODELS, EMBEDDING
 from weightscope.dtypes import numeric_kind
 from weightscope.formats import open_checkpoint
 from weightscope.output import json_float
@@ -89,6 +99,7 @@ class Spectrum:
     tail: int | None  # eigenvalues >= xmin (weightwatcher's num_pl_spikes)
     mp_spikes: int | None
     mp_sigma: float | None
+    note: str | None = None  # why a fused attention projection is not split into q, k, v
 
     def to_json(self, values: bool = False) -> dict[str, Any]:
         document: dict[str, Any] = {"name": self.name, "shape": list(self.shape)}
@@ -353,21 +364,124 @@ def spectrum(name: str, array: np.ndarray, *, top: int | None = None) -> Spectru
 
 
 FUSED_QKV = re.compile(r"qkv|c_attn|query_key_value", re.IGNORECASE)  # Wqkv, GPT-2's c_attn, Falcon/GPT-NeoX
+PER_HEAD_NAME = re.compile(r"query_key_value", re.IGNORECASE)  # the GPT-NeoX family's: interleaved, not thirds
+# Model types whose fused projection holds a head's q, k and v side by side: [heads, 3, head_dim].
+PER_HEAD_MODELS = frozenset({"gpt_neox", "gpt_neox_japanese", "bloom", "persimmon"})
+HEAD_KEYS = ("num_attention_heads", "n_head", "num_heads")  # config.json's names for the number of heads
 
 
-def fused_parts(name: str, array: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """A fused attention projection (by its name) split into its query, key and value matrices, when one side
-    is three times the other (equal heads: grouped-query attention's unequal parts need the config); otherwise
-    the matrix itself. The parts are named ``NAME[q]``, ``NAME[k]``, ``NAME[v]``."""
-    if array.ndim == 2 and FUSED_QKV.search(name):
+@dataclass(frozen=True)
+class FusedLayout:
+    """How a fused projection's output axis holds its query, key and value: ``groups`` blocks one after the
+    other, each the parts in ``order`` of ``sizes`` rows (Phi-3: one block (H·d, KV·d, KV·d); GPT-NeoX: a block
+    per head (d, d, d); Falcon's new decoder: a block per key/value head ((H/KV)·d, d, d); CodeGen: 4 blocks in
+    the order q, v, k)."""
+
+    groups: int
+    sizes: tuple[int, int, int]
+    order: str = "qkv"
+
+    @property
+    def total(self) -> int:
+        return self.groups * sum(self.sizes)
+
+    def rows(self) -> dict[str, np.ndarray]:
+        """The query's, key's and value's indices along the output axis, each in the order the model's forward
+        takes its rows."""
+        edges = np.cumsum((0, *self.sizes))
+        blocks = np.arange(self.total).reshape(self.groups, -1)
+        found = {part: blocks[:, edges[i] : edges[i + 1]].reshape(-1) for i, part in enumerate(self.order)}
+        return {part: found[part] for part in "qkv"}
+
+
+def _config_value(config: Mapping[str, str], *keys: str) -> Any:
+    """The first of ``config.<key>`` the metadata holds, as config.json had it (None if absent or not JSON)."""
+    for key in keys:
+        if f"config.{key}" in config:
+            try:
+                return json.loads(config[f"config.{key}"])
+            except (ValueError, RecursionError):  # a hostile file's metadata: nested past Python's stack
+                return None
+    return None
+
+
+def _count(config: Mapping[str, str], *keys: str) -> int | None:
+    value = _config_value(config, *keys)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _flag(config: Mapping[str, str], key: str, default: bool) -> bool:
+    value = _config_value(config, key)
+    return value if isinstance(value, bool) else default
+
+
+def fused_layout(name: str, config: Mapping[str, str]) -> FusedLayout | str:
+    """The layout of the fused projection ``name`` from a model folder's config.json (metadata ``config.<key>``,
+    as ``Checkpoint.metadata`` has it), as transformers' modeling code splits it; or why it cannot be told."""
+    model_type = config.get("config.model_type")
+    if PER_HEAD_NAME.search(name) and model_type not in PER_HEAD_MODELS | {"falcon"}:
+        return f"query_key_value's layout differs between models; config.json's model_type {model_type} is not known"
+    heads = _count(config, *HEAD_KEYS)
+    hidden = _count(config, "hidden_size", "n_embd", "d_model")
+    if heads is None:
+        return "config.json gives no number of attention heads"
+    head_dim = _count(config, "head_dim") or (hidden // heads if hidden is not None and hidden % heads == 0 else None)
+    if head_dim is None:
+        return "config.json gives no head_dim, nor a hidden size its heads divide"
+    if model_type in PER_HEAD_MODELS:
+        return FusedLayout(heads, (head_dim,) * 3)
+    if model_type == "codegen":  # the 4 model-parallel shards CodeGen was trained with, each its q, v, k
+        width = heads * head_dim
+        return FusedLayout(4, (width // 4,) * 3, "qvk") if width % 4 == 0 else f"CodeGen's width {width} in 4 shards"
+    if model_type == "falcon":
+        if _flag(config, "new_decoder_architecture", False):  # a block per key/value head: its queries, k, v
+            kv_heads = _count(config, "num_kv_heads") or heads
+            if heads % kv_heads:
+                return f"{heads} heads in {kv_heads} key/value groups"
+            return FusedLayout(kv_heads, (heads // kv_heads * head_dim, head_dim, head_dim))
+        multi_query = _flag(config, "multi_query", True)  # FalconConfig's default
+        return (
+            FusedLayout(1, (heads * head_dim, head_dim, head_dim))
+            if multi_query
+            else FusedLayout(heads, (head_dim,) * 3)
+        )
+    if model_type == "gpt_bigcode" and not _flag(config, "multi_query", True):
+        return FusedLayout(heads, (head_dim,) * 3)
+    kv_heads = 1 if model_type == "gpt_bigcode" else _count(config, "num_key_value_heads") or heads
+    return FusedLayout(1, (heads * head_dim, kv_heads * head_dim, kv_heads * head_dim))
+
+
+def fused_parts(
+    name: str, array: np.ndarray, config: Mapping[str, str] | None = None
+) -> tuple[list[tuple[str, np.ndarray]], str | None]:
+    """A fused attention projection (by its name) split into its query, key and value matrices, named
+    ``NAME[q]``, ``NAME[k]``, ``NAME[v]``; otherwise the matrix itself. With a model folder's config.json
+    (``config``: the checkpoint's metadata) as ``fused_layout`` reads it; without, only a ``qkv`` or ``c_attn``
+    of one side three times the other, in thirds. The note says why a fused projection is not split."""
+    whole = [(name, array)]
+    if array.ndim != 2 or not FUSED_QKV.search(name):
+        return whole, None
+    if config is None or not {"config.model_type", *(f"config.{key}" for key in HEAD_KEYS)} & config.keys():
+        if PER_HEAD_NAME.search(name):
+            return whole, "query_key_value is interleaved per head (GPT-NeoX, Bloom, Falcon): needs config.json"
         rows, columns = array.shape
-        axis = 0 if rows == 3 * columns else 1 if columns == 3 * rows else None
-        if axis is not None:
-            return [(f"{name}[{part}]", piece) for part, piece in zip("qkv", np.split(array, 3, axis), strict=True)]
-    return [(name, array)]
+        if rows != 3 * columns and columns != 3 * rows:
+            return whole, "unequal parts (grouped-query attention?) need config.json's head counts"
+        layout: FusedLayout | str = FusedLayout(1, (min(rows, columns),) * 3)
+        axes = [0 if rows == 3 * columns else 1]
+    else:
+        layout = fused_layout(name, config)
+        conv1d = config.get("config.model_type") in CONV1D_MODELS
+        axes = [1, 0] if conv1d else [0, 1]
+    if isinstance(layout, str):
+        return whole, layout
+    axis = next((axis for axis in axes if array.shape[axis] == layout.total), None)  # rows() only then: a
+    if axis is None:  # hostile config's head count never makes an index array
+        return whole, f"neither side is the {layout.total} rows config.json's heads give"
+    return [(f"{name}[{part}]", np.take(array, rows, axis)) for part, rows in layout.rows().items()], None
 
 
-def _one(ckpt: Checkpoint, name: str, top: int | None) -> list[Spectrum | Skipped]:
+def _one(ckpt: Checkpoint, name: str, top: int | None, config: Mapping[str, str]) -> list[Spectrum | Skipped]:
     info = ckpt.info(name)
     reason = skip_reason(name, info.shape, numeric_kind(info.dtype))
     if reason is not None:
@@ -375,7 +489,8 @@ def _one(ckpt: Checkpoint, name: str, top: int | None) -> list[Spectrum | Skippe
     array = ckpt[name]
     if not np.isfinite(array).all():
         return [Skipped(name, info.shape, "holds NaN or infinite values (see stats)")]
-    return [spectrum(part, piece, top=top) for part, piece in fused_parts(name, array)]
+    parts, note = fused_parts(name, array, config)
+    return [replace(spectrum(part, piece, top=top), note=note) for part, piece in parts]
 
 
 def checkpoint_spectra(
@@ -392,7 +507,8 @@ def checkpoint_spectra(
 
     names = list(names)
     with ThreadPoolExecutor(workers or _workers()) as pool:
-        futures = [pool.submit(_one, ckpt, name, top) for name in names]
+        config = ckpt.metadata
+        futures = [pool.submit(_one, ckpt, name, top, config) for name in names]
         if progress is not None:
             for done, _ in enumerate(as_completed(futures), start=1):
                 progress(done, len(futures))
@@ -402,7 +518,7 @@ def checkpoint_spectra(
 def _task(path: str, name: str, top: int | None) -> list[Spectrum | Skipped]:
     """A Dask task: one tensor's spectrum, the checkpoint opened where the task runs."""
     with open_checkpoint(path) as ckpt:
-        return _one(ckpt, name, top)
+        return _one(ckpt, name, top, ckpt.metadata)
 
 
 def path_spectra(

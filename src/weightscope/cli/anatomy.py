@@ -98,9 +98,10 @@ def extract_lora_command(
 ) -> None:
     """Write a PEFT LoRA adapter (OUT/adapter_model.safetensors, adapter_config.json) of what TUNED changed in BASE.
 
-    Each changed Linear or Embedding weight's change is cut to its RANK largest singular directions; the error is
-    that of PEFT's merge (base + B·A in float32) against TUNED: the largest |difference|, and relative to the change.
-    Changed tensors a LoRA does not hold (biases, norms, kernels) are named.
+    Each changed Linear (GPT-2's Conv1D too: fan_in_fan_out) or Embedding weight's change is cut to its RANK
+    largest singular directions; the error is that of PEFT's merge (base + B·A in float32) against TUNED: the
+    largest |difference|, and relative to the change. Changed tensors a LoRA does not hold (biases, norms, kernels)
+    are named. Conv1D and Linear changes together are refused (PEFT's one fan_in_fan_out).
     """
     from weightscope.lora import extract_lora
 

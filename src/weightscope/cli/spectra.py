@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     "as_json",
     is_flag=True,
     help="A JSON list of {name, shape, n, m, matrices, method, error_bound, spectral_norm, frobenius_norm, "
-    "stable_rank, entropy, effective_rank, alpha, xmin, ks_distance, alpha_error, tail, mp_spikes, mp_sigma} "
+    "stable_rank, entropy, effective_rank, alpha, xmin, ks_distance, alpha_error, tail, mp_spikes, mp_sigma, note} "
     "({name, shape, skipped} for a tensor without a spectrum).",
 )
 @scheduler_option
@@ -109,9 +109,17 @@ def _spectra_text(results: Sequence[Spectrum | Skipped], note: Callable[[str], N
     if bounds:
         note(f"randomized: every singular value within {max(bounds):.3g} of the true one")
     skipped: dict[str, list[str]] = {}
+    unsplit: dict[str, list[str]] = {}
     for result in results:
         if not isinstance(result, Spectrum):
             skipped.setdefault(result.reason, []).append(result.name)
+        elif result.note is not None:
+            unsplit.setdefault(result.note, []).append(result.name)
     for reason, skipped_names in skipped.items():
-        shown = ", ".join(map(safe_text, skipped_names[:4])) + (", ..." if len(skipped_names) > 4 else "")
-        note(f"skipped {len(skipped_names)}, {reason}: {shown}")
+        note(f"skipped {len(skipped_names)}, {reason}: {_names(skipped_names)}")
+    for reason, whole in unsplit.items():
+        note(f"not split into q, k, v ({safe_text(reason)}): {_names(whole)}")
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(map(safe_text, names[:4])) + (", ..." if len(names) > 4 else "")

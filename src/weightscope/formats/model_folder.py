@@ -88,6 +88,10 @@ _CONFIG_KEYS = (
     "n_head",
     "num_heads",
     "num_key_value_heads",
+    "num_kv_heads",  # Falcon's; it and the three below tell weightscope.spectra how a fused QKV is laid out
+    "head_dim",
+    "multi_query",
+    "new_decoder_architecture",
     "intermediate_size",
     "vocab_size",
     "dtype",
