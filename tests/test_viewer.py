@@ -582,6 +582,35 @@ def test_anatomy_equals_the_library_ordered_by_change(fine_tune: tuple[Path, Pat
     assert status == 404 and "two files" in json.loads(body)["error"]
 
 
+def test_a_slow_computation_holds_up_only_requests_for_the_same_answer(seed: Path) -> None:
+    from weightscope.viewer.server import Viewer
+
+    with ws.open(seed) as ckpt:
+        viewer = Viewer([ckpt])
+        started, release = threading.Event(), threading.Event()
+        calls: list[int] = []
+        answers: list[Any] = []
+
+        def slow() -> str:  # a spectrum or the anatomy of a large model
+            calls.append(1)
+            started.set()
+            release.wait(30)
+            return "slow"
+
+        same = [threading.Thread(target=lambda: answers.append(viewer._computed_once(("slow",), slow))) for _ in "ab"]
+        for thread in same:
+            thread.start()
+        assert started.wait(30)
+        other = threading.Thread(target=lambda: answers.append(viewer.tensors({"file": "0"})))
+        other.start()
+        other.join(20)
+        assert not other.is_alive() and answers[0]["tensors"]  # another key: answered while the slow one computes
+        release.set()
+        for thread in same:
+            thread.join(20)
+        assert answers[1:] == ["slow", "slow"] and calls == [1]  # computed once, both waiting for it got it
+
+
 def test_the_command_prints_its_address_and_stops_on_ctrl_c(seed: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "weightscope", "view", str(seed), "--no-browser"],

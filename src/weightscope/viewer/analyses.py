@@ -5,6 +5,8 @@ A spectrum is exact (``numpy.linalg.svd``) for a tensor of at most ``EXACT_VALUE
 takes the randomized path's ``RANDOMIZED_TOP`` largest singular values (``spectrum(top=...)``: ``method``
 ``"randomized"``, each value within ``error_bound``; no MP count), so an answer takes seconds, not minutes (a
 4096 x 4096 matrix's exact SVD takes about 20 s on two cores). The ESD comes as ``ESD_BINS`` logarithmic bins.
+Either way the matrix is held whole in float64 (8 bytes a value), as ``weightscope spectra`` holds it; the
+anatomy holds each changed pair so too, as ``diff --anatomy`` does.
 """
 
 from __future__ import annotations
