@@ -896,7 +896,7 @@ def test_page_shows_the_spectrum_of_a_matrix(browser: Any, fine_tune: tuple[Path
         assert "an embedding" in text_of(browser, "#spec-note")
         assert browser.execute_script("return document.getElementById('spec-part-box').hidden")
         browser.find_element("css selector", '#tree .row[data-name="fc1.bias"]').click()
-        wait_for(browser, "document.getElementById('t-name').textContent === 'fc1.bias'")
+        wait_for(browser, "document.querySelector('#t-info td[data-key=shape]')?.textContent === '[64]'")
         assert browser.execute_script("return document.getElementById('spec-panel').hidden")  # a vector: no panel
 
 

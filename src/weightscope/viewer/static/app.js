@@ -601,7 +601,7 @@ function showSpectrumPart() {
     ["effective rank", fmt(part.effective_rank)],
     ["MP spikes", part.mp_spikes === null ? "– (randomized SVD)" : fmt(part.mp_spikes)],
     ["entropy", fmt(part.entropy)],
-    ["matrix", `${part.n}×${part.m}${part.matrices > 1 ? ` ×${part.matrices} (kernel positions, pooled)` : ""}`],
+    ["matrix", `${part.n}×${part.m}${part.matrices > 1 ? `, ${part.matrices} pooled` : ""}`],
     ["SVD", part.method === "exact" ? "exact" : `randomized, each value ±${fmt(part.error_bound)}`],
   ];
   kv($("spec-figures"), figures);
