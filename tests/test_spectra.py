@@ -424,6 +424,9 @@ def test_plot_kind_spectrum(tmp_path: Path) -> None:
     assert status != 0 and "has no spectrum: a vector" in err
     status, text, err = _run("plot", MODEL, "fc2.weight", "--kind", "spectrum", "--log", "--out", out)
     assert status != 0 and "for --kind hist" in err
+    zeros = ws.save({"zero/kernel": np.zeros((16, 16), np.float32)}, tmp_path / "zeros.ckpt")
+    status, text, err = _run("plot", zeros, "zero/kernel", "--kind", "spectrum", "--out", out)
+    assert status == 2 and err.strip() == "weightscope: error: 'zero/kernel' has no spectrum to draw: a matrix of zeros"
 
 
 def test_progress_on_threads_and_on_a_scheduler() -> None:

@@ -27,15 +27,17 @@ import pytest
 
 import weightscope as ws
 from weightscope.analysis import checkpoint_diff, diff_order, tensor_stats
+from weightscope.anatomy import anatomy, anatomy_order
 from weightscope.output import dumps_json, json_values
 from weightscope.plot import bin_edges, block_means, finite_range, histogram
+from weightscope.spectra import skip_reason, spectrum
 from weightscope.summary import summarize
-from weightscope.viewer import ViewerServer, make_server
+from weightscope.viewer import ViewerServer, analyses, make_server
 from weightscope.viewer.server import TOKEN_HEADER, flat_values, redirect_file
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-API = ["files", "tensors", "summary", "tensor", "histogram", "heatmap", "values", "diff"]
+API = ["files", "tensors", "summary", "tensor", "histogram", "heatmap", "values", "diff", "spectrum", "anatomy"]
 
 
 # -- servers ---------------------------------------------------------------------------------
@@ -85,6 +87,31 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for dense in range(2):
             tensors[f"block_0000/dense_{dense}/kernel/{slot}"] = np.ones((3, 4), np.float32)
     return ws.save(tensors, tmp_path_factory.mktemp("many20k") / "many.ckpt")
+
+
+@pytest.fixture(scope="module")
+def fine_tune(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A base and a fine-tune of it (safetensors): ``fc1.weight`` changed by a rank-2 product, as a merged LoRA
+    (in float32), and ``fc1.bias`` moved; the fused QKV, ``fc2`` and the embedding left as they were."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(21)
+    base = {
+        "embed_tokens.weight": rng.normal(size=(100, 16)),
+        "attn.qkv.weight": rng.normal(size=(96, 32)),
+        "fc1.weight": rng.normal(size=(64, 48)),
+        "fc1.bias": rng.normal(size=64),
+        "fc2.weight": rng.normal(size=(32, 64)) * np.linspace(0.1, 3, 64) ** 2,  # a spread-out spectrum
+    }
+    base = {name: array.astype(np.float32) for name, array in base.items()}
+    tuned = dict(base)
+    b, a = rng.normal(size=(64, 2)).astype(np.float32), rng.normal(size=(2, 48)).astype(np.float32)
+    tuned["fc1.weight"] = base["fc1.weight"] + np.float32(0.1) * (b @ a)
+    tuned["fc1.bias"] = base["fc1.bias"] + np.float32(0.01)
+    folder = tmp_path_factory.mktemp("fine-tune")
+    save_file(base, folder / "base.safetensors")
+    save_file(tuned, folder / "tuned.safetensors")
+    return folder / "base.safetensors", folder / "tuned.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -451,6 +478,139 @@ def test_diff_and_overlaid_histograms(diff_server: ViewerServer, seed: Path, cha
         assert api(diff_server, "tensors", file=1)["file"] == 1
 
 
+def test_spectrum_equals_spectra_and_numpy_svd(fine_tune: tuple[Path, Path]) -> None:
+    with running(*fine_tune) as server, ws.open(fine_tune[0]) as base, ws.open(fine_tune[1]) as tuned:
+        for file, ckpt in ((0, base), (1, tuned)):
+            for name in ("fc1.weight", "fc2.weight"):
+                answer = api(server, "spectrum", file=file, name=name)
+                assert (answer["file"], answer["name"], answer["skipped"]) == (file, name, None)
+                (part,) = answer["parts"]
+                expected = spectrum(name, ckpt[name])
+                assert {key: part[key] for key in expected.to_json()} == as_json(expected.to_json())
+                assert part["method"] == "exact" and part["error_bound"] == 0
+                # the figures and the ESD against numpy's SVD of the same matrix
+                values = np.linalg.svd(ckpt[name].astype(np.float64), compute_uv=False)
+                assert part["spectral_norm"] == pytest.approx(values[0], rel=1e-12)
+                assert part["stable_rank"] == pytest.approx(np.sum(values**2) / values[0] ** 2, rel=1e-12)
+                edges, density = np.array(part["esd"]["edges"]), np.array(part["esd"]["density"])
+                assert len(edges) == analyses.ESD_BINS + 1 <= 101 and part["esd"]["eigenvalues"] == len(values)
+                assert edges[0] == pytest.approx(values[-1] ** 2, rel=1e-12)
+                assert edges[-1] == pytest.approx(values[0] ** 2, rel=1e-8)
+                counts, _ = np.histogram(values**2, edges)
+                assert np.round(density * len(values) * np.diff(edges)).astype(int).tolist() == counts.tolist()
+                assert float(np.sum(density * np.diff(edges))) == pytest.approx(1.0)
+                # the fit's line: from xmin to the largest eigenvalue, the tail's share of a power-law density
+                fit = part["fit"]
+                assert fit["x"] == [part["xmin"], pytest.approx(values[0] ** 2, rel=1e-12)]
+                tail = int(np.count_nonzero(values**2 >= part["xmin"]))
+                assert part["tail"] == tail
+                alpha = part["alpha"]
+                assert fit["density"][0] == pytest.approx(tail / len(values) * (alpha - 1) / part["xmin"], rel=1e-12)
+                slope = np.diff(np.log(fit["density"])) / np.diff(np.log(fit["x"]))
+                assert slope[0] == pytest.approx(-alpha, rel=1e-9)
+        assert api(server, "spectrum", file=0, name="fc1.weight") != api(server, "spectrum", file=1, name="fc1.weight")
+
+
+def test_spectrum_of_a_fused_qkv_has_its_three_parts(fine_tune: tuple[Path, Path]) -> None:
+    with running(fine_tune[0]) as server, ws.open(fine_tune[0]) as ckpt:
+        answer = api(server, "spectrum", file=0, name="attn.qkv.weight")
+        names = ["attn.qkv.weight[q]", "attn.qkv.weight[k]", "attn.qkv.weight[v]"]
+        assert [part["name"] for part in answer["parts"]] == names
+        for part, name, piece in zip(answer["parts"], names, np.split(ckpt["attn.qkv.weight"], 3), strict=True):
+            expected = spectrum(name, piece)
+            assert {key: part[key] for key in expected.to_json()} == as_json(expected.to_json())
+            assert part["spectral_norm"] == pytest.approx(np.linalg.svd(piece.astype(np.float64))[1][0], rel=1e-12)
+
+
+def test_spectrum_of_a_tensor_without_one_answers_why(fine_tune: tuple[Path, Path], tmp_path: Path) -> None:
+    nan = np.ones((16, 16), np.float32)
+    nan[3, 4] = np.nan
+    odd = {"nan/kernel": nan, "small/kernel": np.ones((4, 20), np.float32), "zero/kernel": np.zeros((9, 9))}
+    path = ws.save(odd, tmp_path / "odd.ckpt")
+    with running(fine_tune[0], path) as server, ws.open(fine_tune[0]) as ckpt:
+        for name in ("fc1.bias", "embed_tokens.weight"):
+            info = ckpt.info(name)
+            reason = skip_reason(name, info.shape, "f")
+            assert reason is not None
+            answer = api(server, "spectrum", file=0, name=name)
+            assert answer == {"file": 0, "name": name, "shape": list(info.shape), "skipped": reason, "parts": []}
+        assert api(server, "spectrum", file=0, name="fc1.bias")["skipped"] == "a vector (bias, norm scale)"
+        assert api(server, "spectrum", file=1, name="nan/kernel")["skipped"].startswith("holds NaN or infinite")
+        assert "fewer than 8 singular values" in api(server, "spectrum", file=1, name="small/kernel")["skipped"]
+        (zero,) = api(server, "spectrum", file=1, name="zero/kernel")["parts"]  # a spectrum, nothing to draw
+        assert (zero["spectral_norm"], zero["alpha"], zero["fit"]) == (0.0, None, None)
+        assert zero["esd"] == {"edges": [], "density": [], "eigenvalues": 0}
+        assert request(server, "/api/spectrum?file=0")[0] == 400
+        assert request(server, "/api/spectrum?file=0&name=nothing")[0] == 404
+        assert request(server, "/api/spectrum?file=2&name=fc1.weight")[0] == 404
+
+
+def test_spectrum_of_a_large_matrix_takes_the_randomized_path(
+    fine_tune: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(analyses, "EXACT_VALUES", 64 * 48 - 1)  # fc1.weight is just over the bound
+    monkeypatch.setattr(analyses, "RANDOMIZED_TOP", 12)
+    with running(fine_tune[0]) as server, ws.open(fine_tune[0]) as ckpt:
+        (part,) = api(server, "spectrum", file=0, name="fc1.weight")["parts"]
+        expected = spectrum("fc1.weight", ckpt["fc1.weight"], top=12)
+        assert {key: part[key] for key in expected.to_json()} == as_json(expected.to_json())
+        assert part["method"] == "randomized" and part["mp_spikes"] is None and part["esd"]["eigenvalues"] == 12
+        values = np.linalg.svd(ckpt["fc1.weight"].astype(np.float64), compute_uv=False)
+        assert 0 <= values[0] - part["spectral_norm"] <= part["error_bound"]  # Weyl: within the bound, from below
+        assert part["esd"]["edges"][0] <= values[11] ** 2 + 1e-9
+        assert part["esd"]["edges"][0] >= max(0.0, values[11] - part["error_bound"]) ** 2
+        assert api(server, "spectrum", file=0, name="fc2.weight")["parts"][0]["method"] == "exact"  # 2048 values
+
+
+def test_anatomy_equals_the_library_ordered_by_change(fine_tune: tuple[Path, Path], seed_server: ViewerServer) -> None:
+    with running(*fine_tune) as server, ws.open(fine_tune[0]) as base, ws.open(fine_tune[1]) as tuned:
+        answer = api(server, "anatomy")
+        expected = anatomy(base, tuned).to_json()
+        by_name = {layer["name"]: layer for layer in expected["layers"]}
+        layers = sorted(anatomy(base, tuned).layers, key=anatomy_order)
+        assert answer == as_json({**expected, "layers": [by_name[layer.name] for layer in layers]})
+        assert [layer["name"] for layer in answer["layers"][:2]] == ["fc1.weight", "fc1.bias"]
+        assert {layer["status"] for layer in answer["layers"][2:]} == {"equal"}
+        weight = answer["layers"][0]
+        assert (weight["rank"], weight["rank_90"], weight["rank_99"], answer["lora_rank"]) == (2, 2, 2, 2)
+        change = tuned["fc1.weight"].astype(np.float64) - base["fc1.weight"]
+        assert weight["relative_change"] == pytest.approx(
+            np.linalg.norm(change) / np.linalg.norm(base["fc1.weight"].astype(np.float64)), rel=1e-12
+        )
+        assert np.linalg.matrix_rank(change, tol=weight["tolerance"]) == 2
+    status, body = request(seed_server, "/api/anatomy")
+    assert status == 404 and "two files" in json.loads(body)["error"]
+
+
+def test_a_slow_computation_holds_up_only_requests_for_the_same_answer(seed: Path) -> None:
+    from weightscope.viewer.server import Viewer
+
+    with ws.open(seed) as ckpt:
+        viewer = Viewer([ckpt])
+        started, release = threading.Event(), threading.Event()
+        calls: list[int] = []
+        answers: list[Any] = []
+
+        def slow() -> str:  # a spectrum or the anatomy of a large model
+            calls.append(1)
+            started.set()
+            release.wait(30)
+            return "slow"
+
+        same = [threading.Thread(target=lambda: answers.append(viewer._computed_once(("slow",), slow))) for _ in "ab"]
+        for thread in same:
+            thread.start()
+        assert started.wait(30)
+        other = threading.Thread(target=lambda: answers.append(viewer.tensors({"file": "0"})))
+        other.start()
+        other.join(20)
+        assert not other.is_alive() and answers[0]["tensors"]  # another key: answered while the slow one computes
+        release.set()
+        for thread in same:
+            thread.join(20)
+        assert answers[1:] == ["slow", "slow"] and calls == [1]  # computed once, both waiting for it got it
+
+
 def test_the_command_prints_its_address_and_stops_on_ctrl_c(seed: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "weightscope", "view", str(seed), "--no-browser"],
@@ -665,6 +825,10 @@ def test_page_compares_two_checkpoints(browser: Any, diff_server: ViewerServer, 
     wait_for(browser, "document.getElementById('d-hist').dataset.ready === '1'")
     assert inked(browser, "d-hist") > 500
     shoot(browser, screenshots / "5-diff.png")
+    browser.find_element("css selector", "#tab-anatomy").click()  # layer1's kernel scaled: a change of full rank
+    wait_for(browser, "!document.getElementById('a-verdict').hidden")
+    assert text_of(browser, "#a-verdict").startswith("A full-rank change in 1 of the 1 changed matrices")
+    assert text_of(browser, "#a-table tr[data-name='layer1/kernel'] td[data-key=rank]") == "2"  # of [2, 5]
 
 
 def test_page_shows_convolution_channels_and_large_matrices(browser: Any, tmp_path: Path, screenshots: Path) -> None:
@@ -697,3 +861,70 @@ def test_page_shows_convolution_channels_and_large_matrices(browser: Any, tmp_pa
         assert text_of(browser, "#t-stats td[data-key=nans]") == "1,600"
         browser.execute_script("document.getElementById('hist-panel').scrollIntoView()")
         shoot(browser, screenshots / "7-large-matrix.png")
+
+
+def test_page_shows_the_spectrum_of_a_matrix(browser: Any, fine_tune: tuple[Path, Path], screenshots: Path) -> None:
+    with running(*fine_tune) as server:
+        expected = api(server, "spectrum", file=0, name="fc2.weight")["parts"][0]
+        browser.get(server.url)
+        wait_for(browser, "document.body.dataset.ready === '1'")
+        browser.find_element("css selector", '#tree .row[data-name="fc2.weight"]').click()
+        wait_for(browser, "document.getElementById('spec').dataset.ready === '1'")
+        assert inked(browser, "spec") > 2000  # bars and the fit's line
+        assert float(text_of(browser, "#spec-figures td[data-key=alpha]")) == pytest.approx(expected["alpha"], rel=1e-5)
+        stable = float(text_of(browser, "#spec-figures td[data-key='stable rank']"))
+        assert stable == pytest.approx(expected["stable_rank"], rel=1e-5)
+        assert text_of(browser, "#spec-figures td[data-key='MP spikes']") == str(expected["mp_spikes"])
+        assert text_of(browser, "#spec-figures td[data-key=SVD]") == "exact"
+        assert "32 eigenvalues" in text_of(browser, "#spec-note")
+        browser.execute_script("document.getElementById('spec-panel').scrollIntoView()")
+        shoot(browser, screenshots / "8-spectrum.png")
+
+        browser.find_element("css selector", '#tree .row[data-name="attn.qkv.weight"]').click()
+        wait_for(browser, "!document.getElementById('spec-part-box').hidden")
+        options = browser.execute_script("return [...document.querySelectorAll('#spec-part option')].map(o => o.text)")
+        assert options == ["attn.qkv.weight[q]", "attn.qkv.weight[k]", "attn.qkv.weight[v]"]
+        value = api(server, "spectrum", file=0, name="attn.qkv.weight")["parts"][2]["alpha"]
+        browser.execute_script(
+            "const box = document.getElementById('spec-part'); box.value = '2'; box.dispatchEvent(new Event('change'));"
+        )
+        shown = "Number(document.querySelector('#spec-figures td[data-key=alpha]').textContent)"
+        wait_for(browser, f"Math.abs({shown} - {value!r}) <= 1e-5 * {value!r}")  # the v part's alpha
+
+        browser.find_element("css selector", '#tree .row[data-name="embed_tokens.weight"]').click()
+        wait_for(browser, "document.getElementById('spec').dataset.ready === 'skipped'")
+        assert "an embedding" in text_of(browser, "#spec-note")
+        assert browser.execute_script("return document.getElementById('spec-part-box').hidden")
+        browser.find_element("css selector", '#tree .row[data-name="fc1.bias"]').click()
+        wait_for(browser, "document.querySelector('#t-info td[data-key=shape]')?.textContent === '[64]'")
+        assert browser.execute_script("return document.getElementById('spec-panel').hidden")  # a vector: no panel
+
+
+def test_page_shows_the_anatomy_of_a_fine_tune(browser: Any, fine_tune: tuple[Path, Path], screenshots: Path) -> None:
+    with running(*fine_tune) as server:
+        browser.get(server.url)
+        wait_for(browser, "document.body.dataset.ready === '1'")
+        browser.find_element("css selector", "#tab-anatomy").click()
+        wait_for(browser, "document.querySelector('#a-table tbody tr')")
+        rows = browser.execute_script(
+            "return [...document.querySelectorAll('#a-table tbody tr')].map(r => r.dataset.name)"
+        )
+        assert rows == ["fc1.weight", "fc1.bias"]  # the changed ones, largest change first
+        cell = "#a-table tr[data-name='fc1.weight'] td[data-key={}]"
+        assert [text_of(browser, cell.format(key)) for key in ("rank", "rank_90", "rank_99")] == ["2", "2", "2"]
+        assert text_of(browser, "#a-table tr[data-name='fc1.bias'] td[data-key=rank]") == "–"
+        assert browser.execute_script("return document.getElementById('a-verdict').dataset.rank") == "2"
+        assert "could have been a rank-2 LoRA" in text_of(browser, "#a-verdict")
+        assert "2 of 5 weights changed" in text_of(browser, "#a-counts")
+        shoot(browser, screenshots / "9-anatomy.png")
+
+        browser.find_element("css selector", "#a-equal").click()  # the equal weights too
+        wait_for(browser, "document.querySelectorAll('#a-table tbody tr').length === 5")
+        browser.find_element("css selector", "#a-table th[data-key=relative_change]").click()  # smallest first now
+        wait_for(browser, "document.querySelector('#a-table th[data-key=relative_change]').textContent.endsWith('▲')")
+        first = browser.execute_script("return document.querySelector('#a-table tbody tr').dataset.name")
+        assert first == "fc1.bias"
+        browser.find_element("css selector", "#a-table tr[data-name='fc1.weight']").click()  # the tensor, selected
+        wait_for(browser, "document.body.dataset.view === 'tensor'")
+        wait_for(browser, "document.getElementById('t-name').textContent === 'fc1.weight'")
+        wait_for(browser, "document.getElementById('spec').dataset.ready === '1'")

@@ -27,6 +27,7 @@ Matrices are held whole in float64, several at once on a few threads (a matrix o
 from __future__ import annotations
 
 import contextlib
+import math
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -98,6 +99,14 @@ class Anatomy:
             "only_base": self.only_base,
             "only_tuned": self.only_tuned,
         }
+
+
+def anatomy_order(layer: LayerAnatomy) -> tuple[int, float]:
+    """Changed weights by relative change, largest first (a change of an all-zero weight first of all), then those
+    not measured (shapes differ, not real, not finite), then equal ones: a sort key, as ``diff_order`` is."""
+    group = {"changed": 0, "equal": 2}.get(layer.status, 1)
+    change = layer.relative_change
+    return group, -(math.inf if change is None and group == 0 else change or 0.0)
 
 
 def epsilon(*dtypes: np.dtype) -> float:

@@ -363,6 +363,29 @@ def spectrum(name: str, array: np.ndarray, *, top: int | None = None) -> Spectru
     )
 
 
+def esd_density(singular_values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The ESD as drawn on log-log axes: the positive eigenvalues ``s**2`` counted in ``bins`` logarithmic bins from
+    the least to the largest, as a density (count / (eigenvalues x bin width)). (edges, density, eigenvalues);
+    no positive eigenvalue (a matrix of zeros): no bins."""
+    evals = np.sort(np.asarray(singular_values, dtype=np.float64) ** 2)
+    evals = evals[evals > 0]
+    if not evals.size:
+        return np.empty(0), np.empty(0), 0
+    low, high = float(evals[0]), float(evals[-1])
+    edges = np.geomspace(low, high * (1 + 1e-9), bins + 1) if high > low else np.array([low * 0.9, low * 1.1])
+    counts, _ = np.histogram(evals, edges)
+    return edges, counts / (len(evals) * np.diff(edges)), len(evals)
+
+
+def power_law_density(result: Spectrum, x: np.ndarray) -> np.ndarray | None:
+    """The fitted power law at eigenvalues ``x`` (from ``xmin``) as a density of all the positive eigenvalues, as
+    ``esd_density`` counts them: the tail's share times ``(alpha - 1) / xmin * (x / xmin)**-alpha``; None unfitted."""
+    if result.alpha is None or result.xmin is None or not result.tail:
+        return None
+    share = result.tail / int(np.count_nonzero(np.asarray(result.singular_values, dtype=np.float64) ** 2 > 0))
+    return share * (result.alpha - 1) / result.xmin * (np.asarray(x, dtype=np.float64) / result.xmin) ** -result.alpha
+
+
 FUSED_QKV = re.compile(r"qkv|c_attn|query_key_value", re.IGNORECASE)  # Wqkv, GPT-2's c_attn, Falcon/GPT-NeoX
 PER_HEAD_NAME = re.compile(r"query_key_value", re.IGNORECASE)  # the GPT-NeoX family's: interleaved, not thirds
 # Model types whose fused projection holds a head's q, k and v side by side: [heads, 3, head_dim].

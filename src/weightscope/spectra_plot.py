@@ -17,7 +17,7 @@ from weightscope.checkpoint import Checkpoint
 from weightscope.errors import UsageError
 from weightscope.output import safe_text
 from weightscope.plot import DEFAULT_SIZE, Plot, _layout, _matplotlib, check_size, output_paths, save_png
-from weightscope.spectra import Skipped, Spectrum, checkpoint_spectra
+from weightscope.spectra import Skipped, Spectrum, checkpoint_spectra, esd_density, power_law_density
 
 _MARGINS = (70, 20, 46, 58)  # left, right, top, bottom, in pixels
 BINS = 60
@@ -25,22 +25,16 @@ BINS = 60
 
 def spectrum_figure(result: Spectrum, file: str, *, size: tuple[int, int] = DEFAULT_SIZE) -> tuple[Any, list[str]]:
     """The figure of one matrix's ESD and power-law fit, and the notes under it."""
-    evals = np.sort(result.singular_values**2)
-    evals = evals[evals > 0]
+    edges, density, count = esd_density(result.singular_values, BINS)
     fit = "no power-law fit" if result.alpha is None else f"alpha {result.alpha:.4g} from xmin {result.xmin:.4g}"
-    notes = [f"{len(evals)} eigenvalues; {fit}; {result.mp_spikes} MP spikes; {result.method} SVD"]
+    notes = [f"{count} eigenvalues; {fit}; {result.mp_spikes} MP spikes; {result.method} SVD"]
     title = [safe_text(file), f"{safe_text(result.name)} · eigenvalue spectrum (log-log)"]
     layout = _layout(size, _MARGINS, title, notes)
     axes = layout.axes
-    low, high = float(evals[0]), float(evals[-1])
-    edges = np.geomspace(low, high * (1 + 1e-9), BINS + 1) if high > low else np.array([low * 0.9, low * 1.1])
-    counts, _ = np.histogram(evals, edges)
-    density = counts / (len(evals) * np.diff(edges))
     axes.stairs(density, edges, fill=True, color="tab:blue", alpha=0.6, label="ESD")
-    if result.alpha is not None and result.xmin is not None and result.tail:
-        x = np.geomspace(result.xmin, high, 100)
-        share = result.tail / len(evals)
-        law = share * (result.alpha - 1) / result.xmin * (x / result.xmin) ** -result.alpha
+    x = np.geomspace(result.xmin, result.spectral_norm**2, 100) if result.xmin is not None else np.empty(0)
+    law = power_law_density(result, x)
+    if law is not None:
         axes.plot(x, law, color="tab:red", label=f"power law, alpha {result.alpha:.3g}")
         axes.axvline(result.xmin, color="tab:red", linestyle=":", label="xmin")
     axes.set_xscale("log")
@@ -62,6 +56,8 @@ def plot_spectra(
     for result in results:
         if isinstance(result, Skipped):
             raise UsageError(f"'{safe_text(result.name)}' has no spectrum: {result.reason}")
+        if result.spectral_norm == 0:
+            raise UsageError(f"'{safe_text(result.name)}' has no spectrum to draw: a matrix of zeros")
     paths = output_paths(out, [result.name for result in results])
     _matplotlib()
     plots = []

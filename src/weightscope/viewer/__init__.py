@@ -2,8 +2,10 @@
 
 The page (``static/``, shipped inside the package: nothing is fetched from the
 internet) draws what a small JSON API of the server answers; the API reuses the
-library's ``tensor_stats``, ``summarize``, ``checkpoint_diff`` and the histogram and
-block-mean counting of ``weightscope.plot``. See ``weightscope.viewer.server``.
+library's ``tensor_stats``, ``summarize``, ``checkpoint_diff``, the histogram and
+block-mean counting of ``weightscope.plot``, and ``weightscope.spectra``'s and
+``weightscope.anatomy``'s figures (``weightscope.viewer.analyses``). See
+``weightscope.viewer.server``.
 """
 
 from __future__ import annotations

@@ -50,6 +50,17 @@ or 422):
     ``checkpoint_diff(file 0, file 1).to_json()`` with ``tensors`` ordered by change:
     different ones by relative L2 change, largest first, then shape and dtype
     mismatches, then equal ones.
+``/api/spectrum?file=F&name=N``
+    ``weightscope.viewer.analyses.spectrum_document``: ``{"file", "name", "shape",
+    "skipped", "parts"}``; a tensor without a spectrum (a vector, an embedding, NaN...)
+    answers 200 with ``skipped`` its reason and no parts; else a part per matrix (three for
+    a fused QKV): ``Spectrum.to_json()`` (``method`` "exact", or "randomized" for a tensor of
+    more than 4 Mi values, with its ``error_bound``), ``esd`` (``{"edges", "density",
+    "eigenvalues"}``: the eigenvalues on 60 logarithmic bins) and ``fit`` (the power law's
+    line, ``{"x": [xmin, largest], "density"}``, or null).
+``/api/anatomy``
+    ``anatomy(file 0, file 1).to_json()`` (what file 1 changed in file 0, ``diff
+    --anatomy``'s document) with ``layers`` ordered by relative change, largest first.
 
 Large tensors are summarised chunk by chunk (``weightscope.analysis.chunks``), so an
 answer takes a few chunks' worth of memory whatever the tensor's size.
@@ -98,6 +109,7 @@ from weightscope.plot import (
     histogram,
 )
 from weightscope.summary import summarize
+from weightscope.viewer.analyses import anatomy_document, spectrum_document
 
 TOKEN_HEADER = "X-Weightscope-Token"
 MAX_CELLS = 2048  # heatmap rows and columns, each
@@ -163,6 +175,7 @@ class Viewer:
         self.checkpoints = list(checkpoints)
         self._once_lock = threading.Lock()
         self._once: dict[tuple[Any, ...], Any] = {}
+        self._once_locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._recent_lock = threading.Lock()
         self._recent: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self.routes: dict[str, Callable[[dict[str, str]], Any]] = {
@@ -174,15 +187,26 @@ class Viewer:
             "/api/heatmap": self.heatmap,
             "/api/values": self.values,
             "/api/diff": self.diff,
+            "/api/spectrum": self.spectrum,
+            "/api/anatomy": self.anatomy,
         }
 
     # -- caches ------------------------------------------------------------------------
     def _computed_once(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
-        """What ``compute`` gives, computed on first use (listings, summaries, the diff)."""
+        """What ``compute`` gives, computed on first use (listings, summaries, spectra, the diff), once: a request
+        for the same key waits for it, one for another key does not (a spectrum can take seconds)."""
         with self._once_lock:
-            if key not in self._once:
-                self._once[key] = compute()
-            return self._once[key]
+            if key in self._once:
+                return self._once[key]
+            lock = self._once_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._once_lock:
+                if key in self._once:
+                    return self._once[key]
+            value = compute()
+            with self._once_lock:
+                self._once[key] = value
+            return value
 
     def _recently(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
         """What ``compute`` gives, kept for the last few tensors looked at (stats, value ranges)."""
@@ -404,9 +428,12 @@ class Viewer:
             "values": values,
         }
 
-    def diff(self, params: dict[str, str]) -> dict[str, Any]:
+    def _compared(self, what: str) -> None:
         if len(self.checkpoints) < 2:
-            raise ApiError(404, "the diff needs two files: weightscope view PATH PATH2")
+            raise ApiError(404, f"{what} needs two files: weightscope view PATH PATH2")
+
+    def diff(self, params: dict[str, str]) -> dict[str, Any]:
+        self._compared("the diff")
         include_optimizer = params.get("optimizer") == "1"
 
         def compute() -> dict[str, Any]:
@@ -417,6 +444,16 @@ class Viewer:
             return document
 
         return self._computed_once(("diff", include_optimizer), compute)
+
+    def spectrum(self, params: dict[str, str]) -> dict[str, Any]:
+        file = self._file(params)
+        ckpt = self.checkpoints[file]
+        name = self._name(ckpt, params)
+        return self._computed_once(("spectrum", file, name), lambda: {"file": file, **spectrum_document(ckpt, name)})
+
+    def anatomy(self, params: dict[str, str]) -> dict[str, Any]:
+        self._compared("the anatomy")
+        return self._computed_once(("anatomy",), lambda: anatomy_document(*self.checkpoints))
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -28,6 +28,9 @@ const state = {
   sequence: 0, // a newer selection makes older answers stale
   diff: null,
   diffSelected: null,
+  spectrum: null, // /api/spectrum answer of the selected tensor
+  anatomy: null,
+  anatomySort: { key: "relative_change", descending: true },
 };
 
 const $ = (id) => document.getElementById(id);
@@ -298,12 +301,13 @@ function debounce(action, wait) {
 // -- views --------------------------------------------------------------------------------------
 
 function showView(which) {
-  for (const name of ["summary", "tensor", "diff"]) {
+  for (const name of ["summary", "tensor", "diff", "anatomy"]) {
     $(`view-${name}`).hidden = name !== which;
     $(`tab-${name}`).classList.toggle("active", name === which);
   }
   document.body.dataset.view = which;
   if (which === "diff") loadDiff();
+  if (which === "anatomy") loadAnatomy();
   if (which === "tensor" && state.detail) requestAnimationFrame(drawTensorPlots);
 }
 
@@ -395,8 +399,13 @@ async function selectTensor(name) {
   $("t-stats").replaceChildren(el("tr", null, el("td", { class: "muted", text: "computing…" })));
   clearCanvas($("hist"));
   clearCanvas($("heat"));
+  clearCanvas($("spec"));
   $("hist-note").textContent = "";
   $("heat-note").textContent = "";
+  $("spec-note").textContent = "";
+  $("spec-figures").replaceChildren();
+  $("spec-part-box").hidden = true;
+  state.spectrum = null;
   $("values").replaceChildren();
   let detail;
   try {
@@ -436,6 +445,7 @@ async function selectTensor(name) {
   channelBox.hidden = !detail.channels;
   $("hist-panel").hidden = !detail.plottable;
   $("heat-panel").hidden = !(detail.plottable && detail.shape.length >= 2);
+  $("spec-panel").hidden = !hasSpectrum(detail);
   drawTensorPlots();
   loadValues();
 }
@@ -445,7 +455,12 @@ function drawTensorPlots() {
   if (!detail || $("view-tensor").hidden) return;
   if (detail.plottable) loadHistogram();
   if (detail.plottable && detail.shape.length >= 2) loadHeatmap();
+  if (hasSpectrum(detail)) loadSpectrum();
 }
+
+// A matrix or a convolution kernel: the server says why, if it has no spectrum after all (a vector-like
+// matrix, an embedding, NaN...).
+const hasSpectrum = (detail) => detail.plottable && (detail.shape.length === 2 || detail.shape.length === 4);
 
 async function loadHistogram() {
   const detail = state.detail;
@@ -538,6 +553,285 @@ function pageValues(offset) {
   const total = state.detail.size;
   state.valuesOffset = Math.max(0, Math.min(Number.isFinite(offset) ? offset : 0, Math.max(0, total - 1)));
   loadValues();
+}
+
+// -- the spectrum: the ESD on log-log axes with its power-law fit (as plot --kind spectrum draws it) -----
+
+async function loadSpectrum() {
+  const detail = state.detail;
+  const sequence = state.sequence;
+  try {
+    let answer = state.spectrum; // drawn again (a resize): as it was
+    if (!answer) {
+      answer = await api("spectrum", { file: state.file, name: detail.name });
+      if (sequence !== state.sequence) return;
+      state.spectrum = answer;
+      $("spec-part").replaceChildren(...answer.parts.map((part, index) => el("option", { value: index, text: part.name })));
+    }
+    const box = $("spec-part-box");
+    if (answer.skipped !== null) {
+      box.hidden = true;
+      $("spec-figures").replaceChildren();
+      const { context } = prepare($("spec"));
+      context.fillStyle = "#8390a5";
+      context.fillText(`no spectrum: ${answer.skipped}`, 12, 20);
+      $("spec").dataset.ready = "skipped";
+      $("spec-note").textContent = `no spectrum: ${answer.skipped}`;
+      return;
+    }
+    box.hidden = answer.parts.length < 2;
+    showSpectrumPart();
+  } catch (error) {
+    if (sequence === state.sequence) $("spec-note").textContent = String(error.message || error);
+  }
+}
+
+function showSpectrumPart() {
+  const part = state.spectrum.parts[Number($("spec-part").value) || 0];
+  const canvas = $("spec");
+  drawSpectrum(canvas, part);
+  canvas.dataset.ready = "1";
+  const figures = [
+    ["alpha", fmt(part.alpha)],
+    ["alpha error", fmt(part.alpha_error)],
+    ["xmin", fmt(part.xmin)],
+    ["KS distance", fmt(part.ks_distance)],
+    ["spectral norm", fmt(part.spectral_norm)],
+    ["stable rank", fmt(part.stable_rank)],
+    ["effective rank", fmt(part.effective_rank)],
+    ["MP spikes", part.mp_spikes === null ? "– (randomized SVD)" : fmt(part.mp_spikes)],
+    ["entropy", fmt(part.entropy)],
+    ["matrix", `${part.n}×${part.m}${part.matrices > 1 ? `, ${part.matrices} pooled` : ""}`],
+    ["SVD", part.method === "exact" ? "exact" : `randomized, each value ±${fmt(part.error_bound)}`],
+  ];
+  kv($("spec-figures"), figures);
+  const esd = part.esd;
+  let note = `${fmt(esd.eigenvalues)} eigenvalues of WᵀW on ${esd.density.length} logarithmic bins (density)`;
+  note += part.fit ? `; power law p(x) ~ x^−${fmt(part.alpha)} fitted to the ${fmt(part.tail)} from xmin (dotted)` : "; no power-law fit";
+  if (part.method !== "exact") note += `; the largest ${fmt(esd.eigenvalues)} only (a large matrix: randomized SVD)`;
+  $("spec-note").textContent = note;
+}
+
+// Ticks of a log10 axis from low to high (log10 values): the decades, or finer steps within one.
+function logTicks(low, high, count) {
+  const decades = [];
+  for (let power = Math.ceil(low); power <= high + 1e-9; power += 1) decades.push(power);
+  return decades.length >= 2 ? decades : niceTicks(low, high, count);
+}
+
+function drawSpectrum(canvas, part) {
+  const { context, width, height } = prepare(canvas);
+  const margin = { left: 64, right: 14, top: 26, bottom: 36 };
+  const plotWidth = width - margin.left - margin.right;
+  const plotHeight = height - margin.top - margin.bottom;
+  const { edges, density } = part.esd;
+  if (!edges.length) {
+    context.fillStyle = "#8390a5";
+    context.fillText("no positive eigenvalue: a matrix of zeros", 12, 20);
+    return;
+  }
+  const xs = [...edges, ...(part.fit ? part.fit.x : [])].map(Math.log10);
+  const ys = [...density, ...(part.fit ? part.fit.density : [])].filter((value) => value > 0).map(Math.log10);
+  let [left, right] = [Math.min(...xs), Math.max(...xs)];
+  let [bottom, top] = [Math.min(...ys), Math.max(...ys)];
+  const padX = (right - left || 1) * 0.03;
+  const padY = (top - bottom || 1) * 0.06;
+  [left, right, bottom, top] = [left - padX, right + padX, bottom - padY, top + padY];
+  const x = (value) => margin.left + ((Math.log10(value) - left) / (right - left)) * plotWidth;
+  const y = (value) => margin.top + plotHeight - ((Math.log10(value) - bottom) / (top - bottom)) * plotHeight;
+  context.strokeStyle = "#e3e7ee";
+  context.fillStyle = "#55627a";
+  context.lineWidth = 1;
+  context.textAlign = "right";
+  context.textBaseline = "middle";
+  const label = (power) => (Number.isInteger(power) ? `1e${power}` : tickText(Math.pow(10, power)));
+  for (const power of logTicks(bottom, top, 4)) {
+    const position = y(Math.pow(10, power));
+    context.beginPath();
+    context.moveTo(margin.left, position);
+    context.lineTo(margin.left + plotWidth, position);
+    context.stroke();
+    context.fillText(label(power), margin.left - 6, position);
+  }
+  context.textAlign = "center";
+  context.textBaseline = "top";
+  for (const power of logTicks(left, right, Math.max(2, Math.floor(plotWidth / 90)))) {
+    const position = x(Math.pow(10, power));
+    context.beginPath();
+    context.moveTo(position, margin.top);
+    context.lineTo(position, margin.top + plotHeight);
+    context.stroke();
+    context.fillText(label(power), position, margin.top + plotHeight + 5);
+  }
+  context.fillText("eigenvalue of WᵀW (log)", margin.left + plotWidth / 2, height - 14);
+  context.save();
+  context.translate(12, margin.top + plotHeight / 2);
+  context.rotate(-Math.PI / 2);
+  context.fillText("density (log)", 0, -6);
+  context.restore();
+  context.save();
+  context.beginPath();
+  context.rect(margin.left, margin.top, plotWidth, plotHeight);
+  context.clip();
+  context.fillStyle = COLOURS[0];
+  context.globalAlpha = 0.6;
+  density.forEach((value, bin) => {
+    if (!(value > 0)) return;
+    const barLeft = x(edges[bin]);
+    const barTop = y(value);
+    context.fillRect(barLeft, barTop, Math.max(1, x(edges[bin + 1]) - barLeft), margin.top + plotHeight - barTop);
+  });
+  context.globalAlpha = 1;
+  const legend = [[COLOURS[0], "ESD", []]];
+  if (part.fit) {
+    context.strokeStyle = "#d62728";
+    context.lineWidth = 2;
+    context.beginPath();
+    context.moveTo(x(part.fit.x[0]), y(part.fit.density[0]));
+    context.lineTo(x(part.fit.x[1]), y(part.fit.density[1]));
+    context.stroke();
+    context.setLineDash([4, 4]);
+    context.lineWidth = 1.5;
+    context.beginPath();
+    context.moveTo(x(part.xmin), margin.top);
+    context.lineTo(x(part.xmin), margin.top + plotHeight);
+    context.stroke();
+    context.setLineDash([]);
+    legend.push(["#d62728", `power law, α ${fmt(part.alpha)}`, []], ["#d62728", "xmin", [4, 4]]);
+  }
+  context.restore();
+  context.strokeStyle = "#8390a5";
+  context.strokeRect(margin.left, margin.top, plotWidth, plotHeight);
+  context.textAlign = "left";
+  context.textBaseline = "middle";
+  let legendX = margin.left;
+  for (const [colour, text, dash] of legend) {
+    context.strokeStyle = colour;
+    context.fillStyle = colour;
+    if (text === "ESD") context.fillRect(legendX, 8, 14, 10);
+    else {
+      context.setLineDash(dash);
+      context.lineWidth = 2;
+      context.beginPath();
+      context.moveTo(legendX, 13);
+      context.lineTo(legendX + 14, 13);
+      context.stroke();
+      context.setLineDash([]);
+    }
+    context.fillStyle = "#1d2330";
+    context.fillText(text, legendX + 18, 13);
+    legendX += 28 + context.measureText(text).width;
+  }
+}
+
+// -- the anatomy of the change (diff --anatomy): per weight, how much and of what rank -----------------
+
+const ANATOMY_COLUMNS = [
+  ["tensor", "name"],
+  ["shape", "shape"],
+  ["rel. change", "relative_change"],
+  ["cosine", "cosine"],
+  ["rank", "rank"],
+  ["90%", "rank_90"],
+  ["99%", "rank_99"],
+  ["intruders", "intruders"],
+];
+const UNMEASURED = { shape: "shapes differ", "not real": "not real", "not finite": "not finite" };
+
+async function loadAnatomy() {
+  if (state.anatomy) return;
+  state.anatomy = "loading";
+  try {
+    state.anatomy = await api("anatomy", {});
+    renderAnatomy();
+  } catch (error) {
+    state.anatomy = null;
+    $("a-head").textContent = String(error.message || error);
+  }
+}
+
+function anatomyValue(layer, key) {
+  if (key === "shape") return layer.shape.reduce((product, length) => product * length, 1);
+  if (key === "relative_change" && layer.status === "changed" && layer.relative_change === null) return Infinity; // of zeros
+  return layer[key];
+}
+
+function renderAnatomy() {
+  const anatomy = state.anatomy;
+  const changed = anatomy.layers.filter((layer) => layer.status === "changed");
+  $("a-head").replaceChildren(
+    el("div", null, "A (base): ", el("code", { text: anatomy.base })),
+    el("div", null, "B (tuned): ", el("code", { text: anatomy.tuned })),
+    el("div", { id: "a-counts" }, `${changed.length} of ${anatomy.layers.length} weights changed`)
+  );
+  const verdict = $("a-verdict");
+  verdict.hidden = anatomy.lora_rank === null;
+  if (anatomy.lora_rank !== null) {
+    const matrices = changed.filter((layer) => layer.rank !== null);
+    const side = (layer) => Math.min(layer.shape[0], layer.shape.slice(1).reduce((product, length) => product * length, 1));
+    const full = matrices.filter((layer) => layer.rank === side(layer));
+    const held = changed.every((layer) => layer.shape.length === 2);
+    const what = matrices.length === 1 ? "The change of the one matrix" : `The changes of the ${matrices.length} matrices`;
+    verdict.dataset.rank = anatomy.lora_rank;
+    verdict.textContent = full.length
+      ? `A full-rank change in ${full.length} of the ${matrices.length} changed matrices: no LoRA of a smaller rank holds it exactly (90% of each one's energy is in at most ${Math.max(...matrices.map((layer) => layer.rank_90))} directions).`
+      : `${what} could have been a rank-${anatomy.lora_rank} LoRA (${matrices.length === 1 ? "its" : "their largest"} rank above float rounding)${held ? "" : "; other changed tensors (biases, norms, kernels) a LoRA does not hold"}.`;
+  }
+  const { key, descending } = state.anatomySort;
+  const rows = anatomy.layers.filter((layer) => $("a-equal").checked || layer.status !== "equal");
+  const order = (layer) => (layer.status === "changed" ? 0 : layer.status === "equal" ? 2 : 1);
+  rows.sort((a, b) => {
+    if (key === "relative_change" && order(a) !== order(b)) return order(a) - order(b);
+    const [first, second] = [anatomyValue(a, key), anatomyValue(b, key)];
+    if (first === second) return 0;
+    if (first === null || first === undefined) return 1; // unmeasured last, either way
+    if (second === null || second === undefined) return -1;
+    const compared = typeof first === "string" ? first.localeCompare(second) : first - second;
+    return descending ? -compared : compared;
+  });
+  const head = el("tr");
+  ANATOMY_COLUMNS.forEach(([label, column], index) => {
+    const arrow = column === key ? (descending ? " ▼" : " ▲") : "";
+    head.append(
+      el("th", {
+        class: `sortable${index > 1 ? " num" : ""}`,
+        "data-key": column,
+        text: label + arrow,
+        onclick: () => {
+          state.anatomySort = { key: column, descending: column === key ? !descending : column !== "name" };
+          renderAnatomy();
+        },
+      })
+    );
+  });
+  const body = el("tbody");
+  for (const layer of rows.slice(0, 2000)) {
+    const measured = layer.status === "changed" || layer.status === "equal";
+    const cells = measured
+      ? [
+          fmt(layer.relative_change),
+          fmt(layer.cosine),
+          fmt(layer.rank),
+          fmt(layer.rank_90),
+          fmt(layer.rank_99),
+          layer.intruders === null ? "–" : `${layer.intruders}/${layer.similarity.length}`,
+        ]
+      : [UNMEASURED[layer.status] || layer.status, "–", "–", "–", "–", "–"];
+    body.append(
+      el(
+        "tr",
+        { "data-name": layer.name, "data-status": layer.status, onclick: () => selectTensor(layer.name) },
+        el("td", { text: layer.name }),
+        el("td", { text: shapeText(layer.shape) }),
+        ...cells.map((text, index) => el("td", { class: `num${index === 0 && !measured ? " status-shape" : ""}`, "data-key": ANATOMY_COLUMNS[index + 2][1], text }))
+      )
+    );
+  }
+  $("a-table").replaceChildren(el("thead", null, head), body);
+  const only = [];
+  if (anatomy.only_base.length) only.push(el("div", null, `only in A (${anatomy.only_base.length}): ${anatomy.only_base.slice(0, 50).join(", ")}`));
+  if (anatomy.only_tuned.length) only.push(el("div", null, `only in B (${anatomy.only_tuned.length}): ${anatomy.only_tuned.slice(0, 50).join(", ")}`));
+  $("a-only").replaceChildren(...only);
 }
 
 // -- the diff --------------------------------------------------------------------------------
@@ -861,6 +1155,9 @@ async function start() {
   $("tab-summary").addEventListener("click", () => showView("summary"));
   $("tab-tensor").addEventListener("click", () => showView("tensor"));
   $("tab-diff").addEventListener("click", () => showView("diff"));
+  $("tab-anatomy").addEventListener("click", () => showView("anatomy"));
+  $("spec-part").addEventListener("change", () => state.spectrum && showSpectrumPart());
+  $("a-equal").addEventListener("change", () => state.anatomy && renderAnatomy());
   $("hist-bins").addEventListener("change", () => state.detail && loadHistogram());
   $("hist-log").addEventListener("change", () => state.detail && loadHistogram());
   $("heat-channel").addEventListener("change", () => state.detail && loadHeatmap());
@@ -875,6 +1172,7 @@ async function start() {
     $("files").textContent = files.files.map((file) => `${files.compare ? (file.file ? "B: " : "A: ") : ""}${file.path}`).join("   ");
     document.title = `weightscope view · ${files.files.map((file) => file.path.split("/").pop()).join(" vs ")}`;
     $("tab-diff").hidden = !files.compare;
+    $("tab-anatomy").hidden = !files.compare;
     $("file-switch").hidden = !files.compare;
     $("file-select").replaceChildren(...files.files.map((file) => el("option", { value: file.file, text: `${file.file ? "B" : "A"}: ${file.path.split("/").pop()}` })));
     await openFile(0);
