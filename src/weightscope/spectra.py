@@ -504,7 +504,12 @@ def fused_parts(
     return [(f"{name}[{part}]", np.take(array, rows, axis)) for part, rows in layout.rows().items()], None
 
 
-def _one(ckpt: Checkpoint, name: str, top: int | None, config: Mapping[str, str]) -> list[Spectrum | Skipped]:
+def tensor_spectra(
+    ckpt: Checkpoint, name: str, top: int | None = None, config: Mapping[str, str] | None = None
+) -> list[Spectrum | Skipped]:
+    """The spectrum of tensor ``name`` (three for a fused QKV: see ``fused_parts``, with ``config``, by default
+    ``ckpt.metadata``), or why it has none."""
+    config = ckpt.metadata if config is None else config
     info = ckpt.info(name)
     reason = skip_reason(name, info.shape, numeric_kind(info.dtype))
     if reason is not None:
@@ -531,7 +536,7 @@ def checkpoint_spectra(
     names = list(names)
     with ThreadPoolExecutor(workers or _workers()) as pool:
         config = ckpt.metadata
-        futures = [pool.submit(_one, ckpt, name, top, config) for name in names]
+        futures = [pool.submit(tensor_spectra, ckpt, name, top, config) for name in names]
         if progress is not None:
             for done, _ in enumerate(as_completed(futures), start=1):
                 progress(done, len(futures))
@@ -541,7 +546,7 @@ def checkpoint_spectra(
 def _task(path: str, name: str, top: int | None) -> list[Spectrum | Skipped]:
     """A Dask task: one tensor's spectrum, the checkpoint opened where the task runs."""
     with open_checkpoint(path) as ckpt:
-        return _one(ckpt, name, top, ckpt.metadata)
+        return tensor_spectra(ckpt, name, top)
 
 
 def path_spectra(

@@ -18,7 +18,7 @@ import numpy as np
 
 from weightscope.anatomy import anatomy, anatomy_order
 from weightscope.checkpoint import Checkpoint
-from weightscope.spectra import Skipped, Spectrum, _one, esd_density, power_law_density
+from weightscope.spectra import Skipped, Spectrum, esd_density, power_law_density, tensor_spectra
 
 EXACT_VALUES = 1 << 22  # 4 Mi values: a 2048 x 2048 matrix, a few seconds of exact SVD
 RANDOMIZED_TOP = 128
@@ -32,7 +32,7 @@ def spectrum_document(ckpt: Checkpoint, name: str) -> dict[str, Any]:
     the largest eigenvalue, ``{"x": [xmin, largest], "density": [...]}`` (straight on log-log axes), or null."""
     info = ckpt.info(name)
     top = None if info.size <= EXACT_VALUES else RANDOMIZED_TOP
-    results = _one(ckpt, name, top)
+    results = tensor_spectra(ckpt, name, top)
     document: dict[str, Any] = {"name": name, "shape": list(info.shape), "skipped": None, "parts": []}
     for result in results:
         if isinstance(result, Skipped):
