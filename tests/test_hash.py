@@ -155,7 +155,7 @@ def test_verify_manifest_passes_and_fails_accordingly(tmp_path: Path) -> None:
     assert lines[2].startswith("DIFFERENT conv.bias: sha256 ")
     assert lines[3].startswith("DIFFERENT scale: dtype float32, manifest float64; sha256 ")
     assert len(lines) == 4
-    assert err == f"weightscope: 4 tensors do not match the manifest {receipt} (4 do)\n"
+    assert err == f"weightscope: not as the manifest {receipt} says: 1 missing, 1 extra, 2 different (4 match)\n"
 
 
 def test_a_damaged_tensor_is_listed_by_verify_and_fails_hash(tmp_path: Path) -> None:

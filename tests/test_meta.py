@@ -93,6 +93,11 @@ def test_safetensors_copied_when_the_header_grows(tmp_path: Path) -> None:
     assert _data_start(path) % 8 == 0
     assert path.stat().st_mode & 0o777 == 0o640  # the file keeps its mode
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
+    # the copy left room: the next edit is made in place
+    status, _, err = run("meta", path, "--set", "author=" + "a" * 900)
+    assert status == 0 and "in place" in err
+    assert _safetensors_read(path)[0] == {"format": "pt", "description": "x" * 500, "author": "a" * 900}
+    assert _digest(path, _data_start(path)) == data
 
 
 def test_safetensors_delete_and_show(tmp_path: Path) -> None:
@@ -108,7 +113,7 @@ def test_safetensors_delete_and_show(tmp_path: Path) -> None:
     metadata, tensors = _safetensors_read(path)
     assert metadata is None  # no __metadata__ left at all, as the reference writer writes none
     _same_tensors(tensors)
-    assert run("meta", path) == (0, "no metadata (a safetensors file)\n", "")
+    assert run("meta", path) == (0, "no metadata (a safetensors checkpoint)\n", "")
 
 
 def test_copy_forced_even_when_it_fits(tmp_path: Path) -> None:
@@ -186,7 +191,7 @@ def test_a_damaged_file_is_refused_before_anything_is_written(tmp_path: Path) ->
 
 def test_other_formats_are_shown_not_edited(tmp_path: Path) -> None:
     np.savez(tmp_path / "m.npz", **{name: array for name, array in TENSORS.items()})
-    assert run("meta", tmp_path / "m.npz") == (0, "no metadata (a npz file)\n", "")
+    assert run("meta", tmp_path / "m.npz") == (0, "no metadata (a npz checkpoint)\n", "")
     status, _, err = run("meta", tmp_path / "m.npz", "--set", "a=b")
     assert status == ExitStatus.UNSUPPORTED and "meta edits safetensors and GGUF files" in err
 

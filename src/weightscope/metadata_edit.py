@@ -6,7 +6,8 @@ under "a reader must refuse"); the edit is then planned whole in memory, and wri
 - **in place**, when the new header ends where the tensor data begins, so that no tensor moves: the
   header's bytes are written over the old ones (one ``pwrite``, then ``fsync``), the data is not
   touched. safetensors: the JSON header may be padded with spaces, so any header no longer than the
-  old one fits (padded to its length). GGUF: the data starts at the first multiple of
+  old one fits (padded to its length); a header that had to be copied is given ``SAFETENSORS_HEADROOM``
+  bytes of spaces, so the next edits fit in place. GGUF: the data starts at the first multiple of
   ``general.alignment`` after the tensor infos, and llama.cpp requires the first tensor at offset 0
   of it, so the new key/values and tensor infos must end within the last ``alignment`` bytes before
   the data (padded with zeros to it): a value of the same size, or a change smaller than the
@@ -57,6 +58,7 @@ GGUF_TYPES = {name: code for code, (name, _) in SCALAR_TYPES.items()} | {"string
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _COPY_CHUNK = 64 << 20
+SAFETENSORS_HEADROOM = 1024  # spaces a copied safetensors header keeps, so that the next edits fit in place
 
 
 @dataclass(frozen=True)
@@ -322,7 +324,7 @@ def edit_metadata(
         if fits and not copy:
             header = _U64.pack(length) + text.ljust(length, b" ")
         else:
-            padded = _aligned(len(text), 8)
+            padded = _aligned(len(text) + SAFETENSORS_HEADROOM, 8)
             header = _U64.pack(padded) + text.ljust(padded, b" ")
         need = f"the new header is {len(text)} bytes, the old one {length}"
     else:

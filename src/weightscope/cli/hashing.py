@@ -72,7 +72,13 @@ def verify_manifest(out: Output, path: Path, manifest: Path, step: int | None) -
     for error in result.unreadable:
         out.text(f"DAMAGED {safe_text(str(error))}")
     if not result.ok:
-        bad = len(result.missing) + len(result.extra) + len(result.different) + len(result.unreadable)
-        out.note(f"{bad} tensors do not match the manifest {manifest} ({result.matched} do)")
+        counts = (
+            ("missing", result.missing),
+            ("extra", result.extra),
+            ("different", result.different),
+            ("damaged", result.unreadable),
+        )
+        found = ", ".join(f"{len(listed)} {label}" for label, listed in counts if listed)
+        out.note(f"not as the manifest {manifest} says: {found} ({result.matched} match)")
         raise SystemExit(int(ExitStatus.CORRUPT))
     out.text(f"OK: {result.matched} tensors match the manifest {safe_text(str(manifest))}")

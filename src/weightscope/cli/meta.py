@@ -84,7 +84,7 @@ def _shown(entry: MetadataEntry) -> str:
 
 def _meta_text(entries: Sequence[MetadataEntry], format: str) -> Iterator[str]:
     if not entries:
-        yield f"no metadata (a {format} file)"
+        yield f"no metadata (a {format} checkpoint)"
         return
     if format == "gguf":
         yield render_table(["key", "type", "value"], [[entry.key, entry.type, _shown(entry)] for entry in entries])
