@@ -78,7 +78,7 @@ def verify_manifest(out: Output, path: Path, manifest: Path, step: int | None) -
             ("different", result.different),
             ("damaged", result.unreadable),
         )
-        found = ", ".join(f"{len(listed)} {label}" for label, listed in counts if listed)
-        out.note(f"not as the manifest {manifest} says: {found} ({result.matched} match)")
+        tally = ", ".join(f"{len(listed)} {label}" for label, listed in counts if listed)
+        out.note(f"not as the manifest {manifest} says: {tally} ({result.matched} match)")
         raise SystemExit(int(ExitStatus.CORRUPT))
     out.text(f"OK: {result.matched} tensors match the manifest {safe_text(str(manifest))}")
