@@ -100,6 +100,17 @@ def test_safetensors_copied_when_the_header_grows(tmp_path: Path) -> None:
     assert _digest(path, _data_start(path)) == data
 
 
+def test_a_symlink_stays_one_and_its_file_is_edited(tmp_path: Path) -> None:
+    target = _safetensors(tmp_path / "blob", {"format": "pt"})
+    link = tmp_path / "model.safetensors"
+    link.symlink_to(target)
+    status, _, err = run("meta", link, "--set", "description=" + "z" * 300)
+    assert status == 0 and "wrote a new file" in err
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert _safetensors_read(target)[0] == {"format": "pt", "description": "z" * 300}
+    assert sorted(os.listdir(tmp_path)) == ["blob", "model.safetensors"]
+
+
 def test_safetensors_delete_and_show(tmp_path: Path) -> None:
     path = _safetensors(tmp_path / "m.safetensors", {"format": "pt", "b": "2"})
     status, out, _ = run("meta", path, "--json")

@@ -309,7 +309,7 @@ def edit_metadata(
     the type of every key set without one of its own. Writes the header in place when the tensor data need not
     move (unless ``copy``), else a new file renamed into place; see the module's docstring.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # a symlink (a Hugging Face cache's snapshot) stays one: its file is edited
     types = dict(types or {})
     _checked_edits(path, assignments, deletions)
     with open_checkpoint(path) as ckpt:  # checks the whole file before anything is planned

@@ -28,7 +28,14 @@ from weightscope.output import format_shape, render_table, safe_text
 @pass_output
 def hash_command(out: Output, path: Path, step: int | None) -> None:
     """SHA-256 of each tensor's values (C order, little-endian: the same weights hash the same in every format) and
-    of the whole model (over the sorted lines of name, dtype, shape and digest; see weightscope.manifest)."""
+    of the whole model (over the sorted lines of name, dtype, shape and digest; see weightscope.manifest).
+
+    \b
+    Examples:
+      weightscope hash model.safetensors
+      weightscope hash --json model.safetensors > model.manifest.json
+      weightscope verify --manifest model.manifest.json downloaded/model.safetensors
+    """
     with _open(path, step=step) as ckpt:
         tensors: dict[str, TensorDigest] = {}
         for found in digests(ckpt):

@@ -52,7 +52,14 @@ def meta_command(
 ) -> None:
     """Show a checkpoint's metadata; with --set/--delete, edit a safetensors file's __metadata__ or a GGUF file's
     key/values without rewriting the weights: the header alone is rewritten in place when the tensor data need not
-    move, else the file is copied to a new one renamed into place (which of the two happened is said)."""
+    move, else the file is copied to a new one renamed into place (which of the two happened is said).
+
+    \b
+    Examples:
+      weightscope meta model.safetensors
+      weightscope meta model.safetensors --set author=me --delete format
+      weightscope meta model.gguf --set llama.context_length=8192 --set t.seed=7 --type t.seed=uint32
+    """
     written: dict[str, Any] | None = None
     if assignments or deletions:
         local = local_path(path)

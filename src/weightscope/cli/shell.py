@@ -67,8 +67,14 @@ def respond(command: click.Command, instruction: str, env: Environment) -> int:
 @pass_output
 def completion_command(out: Output, shell: str) -> None:
     """Print the completion script for SHELL: commands, options, file names and the tensor names of the
-    checkpoint on the line. Load it with: eval "$(weightscope completion bash)" in ~/.bashrc; the same with zsh in
-    ~/.zshrc; weightscope completion fish > ~/.config/fish/completions/weightscope.fish."""
+    checkpoint on the line. Load it from ~/.bashrc or ~/.zshrc, or save it as fish's.
+
+    \b
+    Examples:
+      eval "$(weightscope completion bash)"
+      eval "$(weightscope completion zsh)"
+      weightscope completion fish > ~/.config/fish/completions/weightscope.fish
+    """
     completion_class = get_completion_class(shell)
     assert completion_class is not None  # one of click's own: the choice allows no other
     root = click.get_current_context().find_root().command
