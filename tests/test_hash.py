@@ -72,7 +72,7 @@ def three_formats(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def _manifest(path: Path) -> dict[str, Any]:
+def _manifest(path: Path | str) -> dict[str, Any]:
     status, out, err = run("hash", "--json", path)
     assert (status, err) == (0, ""), err
     document: dict[str, Any] = json.loads(out)
@@ -221,3 +221,14 @@ def test_hash_text_output(tmp_path: Path) -> None:
     assert lines[0].split() == ["name", "dtype", "shape", "sha256"]
     assert lines[2].split() == ["a", "float16", "[4]", document["tensors"]["a"]["sha256"]]
     assert lines[-1] == f"model sha256 {document['model_sha256']} (2 tensors)"
+
+
+def test_a_remote_checkpoint_hashes_as_the_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_remote import serving
+
+    save_file(_weights(), tmp_path / "model.safetensors")
+    monkeypatch.setattr(manifest, "CHUNK_BYTES", 40)  # several range reads per tensor
+    with serving(tmp_path) as root:
+        remote = _manifest(f"{root}/model.safetensors")
+    assert remote["tensors"] == _oracle(_weights())["tensors"]
+    assert remote["model_sha256"] == _manifest(tmp_path / "model.safetensors")["model_sha256"]
