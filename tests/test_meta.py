@@ -100,6 +100,26 @@ def test_safetensors_copied_when_the_header_grows(tmp_path: Path) -> None:
     assert _digest(path, _data_start(path)) == data
 
 
+def test_copied_through_python_where_the_kernel_cannot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _safetensors(tmp_path / "m.safetensors", {"format": "pt"})
+    data = _digest(path, _data_start(path))
+    kernel_copy = os.copy_file_range
+    calls = []
+
+    def five_bytes_then_cannot(source: int, target: int, count: int, *offsets: int) -> int:
+        calls.append(count)
+        if len(calls) > 1:  # after a first part was copied: the fallback starts over
+            raise OSError(18, "Invalid cross-device link")
+        return kernel_copy(source, target, 5, *offsets)
+
+    monkeypatch.setattr(os, "copy_file_range", five_bytes_then_cannot)
+    status, _, err = run("meta", path, "--set", "description=" + "x" * 300)
+    assert status == 0 and "wrote a new file" in err
+    assert len(calls) == 2
+    assert _safetensors_read(path)[0] == {"format": "pt", "description": "x" * 300}
+    assert _digest(path, _data_start(path)) == data
+
+
 def test_a_symlink_stays_one_and_its_file_is_edited(tmp_path: Path) -> None:
     target = _safetensors(tmp_path / "blob", {"format": "pt"})
     link = tmp_path / "model.safetensors"
