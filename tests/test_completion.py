@@ -156,3 +156,12 @@ def test_an_unknown_shell_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     )
     status, out, err = run("completion", "tcsh")
     assert status == ExitStatus.USAGE and "'tcsh' is not one of 'bash', 'zsh', 'fish'" in err
+
+
+def test_names_a_shell_would_split_or_act_on_are_not_offered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "odd.safetensors"
+    zero = np.zeros(1, np.float32)
+    save_file({"layer one.weight": zero, "layer\x1b[31m.weight": zero, "layer\n.bias": zero, "layer.ok": zero}, path)
+    monkeypatch.setenv("COMP_WORDS", f"weightscope show {path} layer")
+    monkeypatch.setenv("COMP_CWORD", "3")
+    assert run(completion="bash_complete") == (0, "plain,layer.ok\n", "")

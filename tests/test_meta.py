@@ -328,6 +328,7 @@ def test_gguf_metadata_shown_with_types(gguf_file: Path) -> None:
         (["--set", "general.alignment=64"], "general.alignment places the tensor data"),
         (["--delete", "general.alignment"], "general.alignment places the tensor data"),
         (["--set", "a=1", "--type", "a=uint128"], "unknown GGUF type 'uint128'"),
+        (["--set", "a=1", "--type", "b=uint8"], "a type for 'b', which no --set sets"),
     ],
 )
 def test_gguf_mistakes_are_one_line_and_change_nothing(gguf_file: Path, args: list[str], message: str) -> None:

@@ -312,6 +312,9 @@ def edit_metadata(
     path = Path(os.path.realpath(path))  # a symlink (a Hugging Face cache's snapshot) stays one: its file is edited
     types = dict(types or {})
     _checked_edits(path, assignments, deletions)
+    untyped = set(types) - {"", *(key for key, _ in assignments)}
+    if untyped:
+        raise UsageError(f"{path}: a type for '{sorted(untyped)[0]}', which no --set sets")
     with open_checkpoint(path) as ckpt:  # checks the whole file before anything is planned
         format = ckpt.format
     if format not in EDITABLE:

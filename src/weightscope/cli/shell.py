@@ -10,6 +10,8 @@ click; a checkpoint path completes as a file name; the tensor names of ``show``,
 
 from __future__ import annotations
 
+import warnings
+
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
@@ -33,18 +35,21 @@ def complete_tensor_names(context: click.Context, parameter: click.Parameter, in
         return []
     from weightscope.formats import open_checkpoint
 
-    try:
-        with open_checkpoint(path) as ckpt:
-            found = []
-            for info in ckpt.infos():
-                # a name a shell would split or act on (a newline, an escape) cannot be offered as it is
-                if info.name.startswith(incomplete) and safe_text(info.name) == info.name and " " not in info.name:
-                    found.append(CompletionItem(info.name, help=f"{info.type_label} {format_shape(info.shape)}"))
-                    if len(found) == MAX_COMPLETIONS:
-                        break
-            return found
-    except Exception:  # completion must never show a traceback in the middle of a command line
-        return []
+    found: list[CompletionItem] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nothing may reach the terminal in the middle of a command line
+        try:
+            with open_checkpoint(path) as ckpt:
+                for info in ckpt.infos():
+                    # a name a shell would split or act on (a space, a newline, an escape) is not offered
+                    name = info.name
+                    if name.startswith(incomplete) and safe_text(name) == name and " " not in name:
+                        found.append(CompletionItem(name, help=f"{info.type_label} {format_shape(info.shape)}"))
+                        if len(found) == MAX_COMPLETIONS:
+                            break
+        except Exception:  # never a traceback in the middle of a command line
+            return []
+    return found
 
 
 def respond(command: click.Command, instruction: str, env: Environment) -> int:
