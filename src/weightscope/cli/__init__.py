@@ -19,7 +19,7 @@ import click
 
 import weightscope
 from weightscope.atomic import Interrupted
-from weightscope.cli import anatomy, compare, convert, health, inspect, runs, serve, spectra
+from weightscope.cli import anatomy, compare, convert, hashing, health, inspect, meta, runs, serve, shell, spectra
 from weightscope.cli._environment import Environment
 from weightscope.cli._output import Group, Output
 from weightscope.errors import ExitStatus, WeightscopeError, os_error_status, reason
@@ -81,8 +81,12 @@ def cli(traceback: bool) -> None:
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     """Run the command line on ``argv`` (default: the process's arguments) in ``env`` (default:
-    the process's streams and terminal); returns the exit status."""
-    return _run(list(sys.argv[1:] if argv is None else argv), env or Environment())
+    the process's streams and terminal); returns the exit status. Under click's completion protocol
+    (``env.completion``) it answers the shell instead (``weightscope.cli.shell``)."""
+    env = env or Environment()
+    if env.completion:
+        return shell.respond(cli, env.completion, env)
+    return _run(list(sys.argv[1:] if argv is None else argv), env)
 
 
 def _run(args: list[str], env: Environment) -> int:
@@ -144,5 +148,8 @@ for _command in (
     runs.runs_group,
     serve.view_command,
     serve.demo_command,
+    meta.meta_command,
+    hashing.hash_command,
+    shell.completion_command,
 ):
     cli.add_command(_command)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
 import weightscope
 from weightscope.checkpoint import Checkpoint
@@ -27,6 +28,9 @@ class _CheckpointPath(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         return as_path(value)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        return [CompletionItem(incomplete, type="file")]  # the shell completes file names, as for click.Path
 
 
 CHECKPOINT = _CheckpointPath()

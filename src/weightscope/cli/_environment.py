@@ -25,7 +25,8 @@ class Environment:
 
     ``stderr_isatty`` (None: ask ``stderr``) decides progress lines; ``terminal_width`` the width help
     text wraps to; ``encoding`` (None: ``stdout``'s, else UTF-8) and ``errors`` how a character
-    the streams cannot encode is written: as an escape (``\\u4e2d``), never a crash.
+    the streams cannot encode is written: as an escape (``\\u4e2d``), never a crash. ``completion`` is
+    click's shell-completion instruction (``_WEIGHTSCOPE_COMPLETE``: ``bash_source``, ...), None outside one.
     """
 
     stdout: IO[str] = field(default_factory=lambda: sys.stdout)
@@ -34,6 +35,7 @@ class Environment:
     terminal_width: int = field(default_factory=lambda: shutil.get_terminal_size().columns)
     encoding: str | None = None
     errors: str = "backslashreplace"
+    completion: str | None = field(default_factory=lambda: os.environ.get("_WEIGHTSCOPE_COMPLETE"))
 
     def __post_init__(self) -> None:
         if self.stderr_isatty is None:

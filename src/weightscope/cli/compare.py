@@ -12,6 +12,7 @@ import click
 from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _figure, _open, dequantize_option, step_option
 from weightscope.cli._output import Command, Output, pass_output
 from weightscope.cli.runs import scheduler_option
+from weightscope.cli.shell import complete_tensor_names
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError
 from weightscope.output import format_bytes, format_shape, render_table, safe_text
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 @click.command("stats", cls=Command)
 @click.argument("path", type=CHECKPOINT)
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete_tensor_names)
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
 @click.option("--all", "show_all", is_flag=True, help="Also optimizer state and bookkeeping.")
 @click.option(
@@ -352,7 +353,7 @@ def _summary_text(summary: Summary, schemes: dict[str, dict[str, float]]) -> Ite
 
 @click.command("plot", cls=Command)
 @click.argument("path", type=CHECKPOINT)
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_tensor_names)
 @click.option(
     "--out",
     "image",

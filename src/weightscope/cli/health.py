@@ -11,6 +11,7 @@ import click
 from weightscope.cli._common import CHECKPOINT, _figure, _open, step_option
 from weightscope.cli._output import Command, Output, pass_output
 from weightscope.cli.runs import _task_progress, progress_option, scheduler_option
+from weightscope.cli.shell import complete_tensor_names
 from weightscope.output import format_shape, render_table, safe_text
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ SHOWN = 20  # flagged tensors listed on the screen (all of them in --json)
 
 @click.command("health", cls=Command)
 @click.argument("path", type=CHECKPOINT)
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete_tensor_names)
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
 @click.option("--all", "show_all", is_flag=True, help="Also optimizer state and bookkeeping.")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Super weights kept per tensor.")

@@ -23,6 +23,7 @@ from weightscope.cli._common import (
     step_option,
 )
 from weightscope.cli._output import Command, Output, pass_output
+from weightscope.cli.shell import complete_tensor_names
 from weightscope.errors import ExitStatus, RefusedError, UsageError
 from weightscope.formats import FORMATS, scanner_for
 from weightscope.layers import TensorRole, naming_convention
@@ -139,7 +140,7 @@ def _ls_text(listing: Mapping[str, Any], labels: Sequence[str], show_keys: bool)
 
 @click.command("show", cls=Command)
 @click.argument("path", type=CHECKPOINT)
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_tensor_names)
 @click.option("--json", "as_json", is_flag=True, help="Values as JSON, with dtype and shape.")
 @click.option("--npy", type=PATH, metavar="OUT", help="Save the (single) tensor as a .npy file.")
 @click.option("--no-verify", is_flag=True, help="Skip checksum verification.")
@@ -257,13 +258,26 @@ def _layers_text(layers: Sequence[Mapping[str, Any]]) -> Iterator[str]:
 
 @click.command("verify", cls=Command)
 @click.argument("path", type=CHECKPOINT)
+@click.option(
+    "--manifest",
+    type=PATH,
+    metavar="FILE",
+    help="Check each tensor's SHA-256 against this manifest ('weightscope hash --json' makes one).",
+)
 @step_option
 @pass_output
-def verify_command(out: Output, path: Path, step: int | None) -> None:
+def verify_command(out: Output, path: Path, manifest: Path | None, step: int | None) -> None:
     """Check every block and tensor checksum; exit non-zero naming what is damaged.
 
     Formats without checksums (safetensors, GGUF, .npy, ONNX, HDF5, legacy PyTorch) have each
-    tensor read and checked against the file's bounds and its declared size, and say so."""
+    tensor read and checked against the file's bounds and its declared size, and say so. With
+    --manifest, every tensor is hashed and held against the manifest: missing, extra and different
+    tensors are listed (exit 4 when any is)."""
+    if manifest is not None:
+        from weightscope.cli.hashing import verify_manifest
+
+        verify_manifest(out, path, manifest, step)
+        return
     with _open(path, step=step) as ckpt:
         problems = ckpt.verify()
         count = len(ckpt)

@@ -12,6 +12,7 @@ import click
 from weightscope.cli._common import CHECKPOINT, _figure, _open, dequantize_option, step_option
 from weightscope.cli._output import Command, Output, pass_output
 from weightscope.cli.runs import _task_progress, progress_option, scheduler_option
+from weightscope.cli.shell import complete_tensor_names
 from weightscope.errors import UsageError
 from weightscope.output import format_shape, render_table, safe_text
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 @click.command("spectra", cls=Command)
 @click.argument("path", type=CHECKPOINT)
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete_tensor_names)
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
 @click.option(
     "--top",

@@ -77,12 +77,12 @@ MAX_STRING_LENGTH = 64 << 20
 MAX_NAME_LENGTH = 0xFFFF
 SUMMARY_LENGTH = 16  # arrays longer than this are summarised in ``metadata``
 
-_HEADER = struct.Struct("<4sIQQ")
+HEADER = struct.Struct("<4sIQQ")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_STRING, _ARRAY = 8, 9
+STRING_TYPE, ARRAY_TYPE = 8, 9
 # Metadata value types of fixed size: their name and little-endian numpy dtype.
-_SCALARS: dict[int, tuple[str, np.dtype]] = {
+SCALAR_TYPES: dict[int, tuple[str, np.dtype]] = {
     code: (name, np.dtype(numpy))
     for code, name, numpy in (
         (0, "uint8", "<u1"),
@@ -151,7 +151,7 @@ class GgufCheckpoint(FileCheckpoint):
             )
 
     def _load(self) -> Index:
-        magic, version, n_tensors, n_values = _HEADER.unpack(self._take(_HEADER.size, "the GGUF header"))
+        magic, version, n_tensors, n_values = HEADER.unpack(self._take(HEADER.size, "the GGUF header"))
         if magic != MAGIC:
             raise CorruptCheckpointError(f"{self.path}: magic {bytes(magic)!r}, expected {MAGIC!r}")
         if version not in VERSIONS:
@@ -202,21 +202,21 @@ class GgufCheckpoint(FileCheckpoint):
 
     def _value(self, kind: int, what: str) -> str:
         """The value of type ``kind`` at the current position, as text."""
-        if kind == _STRING:
+        if kind == STRING_TYPE:
             return self._text(self._string(what))
-        if kind == _ARRAY:
+        if kind == ARRAY_TYPE:
             return self._array(what)
-        if kind not in _SCALARS:
+        if kind not in SCALAR_TYPES:
             raise CorruptCheckpointError(f"{self.path}: {what} has unknown value type {kind}")
-        dtype = _SCALARS[kind][1]
+        dtype = SCALAR_TYPES[kind][1]
         return str(np.frombuffer(self._take(dtype.itemsize, what), dtype)[0].item())
 
     def _array(self, what: str) -> str:
         kind = self._uint(_U32, f"the element type of {what}")
         count = self._uint(_U64, f"the length of {what}")
-        if kind == _ARRAY:
+        if kind == ARRAY_TYPE:
             raise UnsupportedFormatError(f"{self.path}: {what} is an array of arrays")
-        if kind == _STRING:
+        if kind == STRING_TYPE:
             self._count(count, 8, what, MAX_ARRAY_LENGTH)
             # Each element is checked, but only a short array's are kept: a million empty
             # strings (8 MB of lengths) would otherwise become a million views and texts.
@@ -226,9 +226,9 @@ class GgufCheckpoint(FileCheckpoint):
                     self._string(f"element {index} of {what}")
                 return f"[{count} strings]"
             return "[" + ", ".join(repr(self._text(text)) for text in strings) + "]"
-        if kind not in _SCALARS:
+        if kind not in SCALAR_TYPES:
             raise CorruptCheckpointError(f"{self.path}: {what} has unknown element type {kind}")
-        name, dtype = _SCALARS[kind]
+        name, dtype = SCALAR_TYPES[kind]
         self._count(count, dtype.itemsize, what, MAX_ARRAY_LENGTH)
         if count > SUMMARY_LENGTH:
             self._position += count * dtype.itemsize  # within the file: _count checked
