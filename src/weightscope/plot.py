@@ -3,11 +3,12 @@
 Both are computed chunk by chunk (``weightscope.analysis.chunks``), so a tensor larger
 than memory is drawn with a few chunks' worth of it:
 
-* a histogram (``histogram``): the bin edges span the tensor's finite minimum and
-  maximum (``tensor_stats``), then each chunk's values are counted with ``np.histogram``
-  and the counts added up; NaN and infinite values are left out, and counted in a note
-  on the figure. The counts equal ``np.histogram`` of the whole array's finite values
-  with the same edges. Two tensors (``compare``) share one set of edges.
+* a histogram (``weightscope.histograms``, shared with the viewer and notebooks): the
+  bin edges span the tensor's finite minimum and maximum (``tensor_stats``), then each
+  chunk's values are counted with ``np.histogram`` and the counts added up; NaN and
+  infinite values are left out, and counted in a note on the figure. The counts equal
+  ``np.histogram`` of the whole array's finite values with the same edges. Two tensors
+  (``compare``) share one set of edges.
 * a heatmap (``block_means``): the tensor as a matrix (a vector is one row; a tensor of
   rank 3 or more is reshaped to [first dimension, the rest], said on the figure). A
   matrix with more rows or columns than the plot has pixels is shrunk honestly: each
