@@ -30,7 +30,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -93,8 +93,8 @@ class TensorStats:
     _repr_html_ = stats_html
 
     def to_json(self) -> dict[str, Any]:
-        document = finite_figures(asdict(replace(self, histogram=None)))
-        del document["histogram"]  # pictures are no figures: a notebook draws it
+        document = finite_figures(asdict(self))
+        del document["histogram"]  # a picture's counts, no figure: a notebook draws it
         document["shape"] = list(self.shape)
         return document
 
