@@ -108,6 +108,37 @@ def test_views_equal_torch_load_with_their_strides(tmp_path: Path) -> None:
             assert _mapped_file(ours.data_ptr()) == str(path)
 
 
+def _gguf(path: Path, state: dict[str, np.ndarray]) -> None:
+    import gguf
+
+    writer = gguf.GGUFWriter(path, "llama")
+    for name, array in state.items():
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize("kind", ["npy", "gguf", "tensorflow", "npz stored"])
+def test_other_formats_plain_tensors_are_views_of_the_file_too(kind: str, tmp_path: Path) -> None:
+    values = np.arange(24, dtype=np.float32).reshape(4, 6)
+    if kind == "npy":
+        np.save(path := tmp_path / "kernel.npy", values)
+    elif kind == "gguf":
+        _gguf(path := tmp_path / "model.gguf", {"kernel": values})
+    elif kind == "tensorflow":  # written as TensorFlow writes it (byte-identical: tests/test_tensorflow_writer.py)
+        ws.save({"kernel": values}, path := tmp_path / "model.ckpt")
+    else:
+        np.savez(path := tmp_path / "model.npz", kernel=values)
+    with ws.open(path, framework="torch") as ckpt:
+        tensor = ckpt["kernel"]
+        extent = ckpt.extent("kernel")
+        assert torch.equal(tensor, torch.from_numpy(values))
+    assert _mapped_file(tensor.data_ptr()) == extent.file
+    assert tensor.data_ptr() == tensor.untyped_storage().data_ptr() + extent.offset
+
+
 def test_decoded_big_endian_and_unaligned_tensors_are_copies_that_equal_the_oracle(tmp_path: Path) -> None:
     values = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.savez_compressed(tmp_path / "deflated.npz", kernel=values)
