@@ -3,6 +3,9 @@
 >>> import weightscope as ws
 >>> with ws.open("checkpoint/model.ckpt") as ckpt:   # doctest: +SKIP
 ...     kernel = ckpt["layer1/kernel"]
+
+``dir(weightscope)`` lists the public API (``__all__``); the modules under it (``weightscope.analysis``, ...) are
+imported by name.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from weightscope.errors import (
     WeightscopeError,
 )
 from weightscope.formats import Format, register_format, unregister_format
-from weightscope.formats import open_checkpoint as open
 from weightscope.formats import save_checkpoint as save
+from weightscope.frameworks import load_checkpoint as load
+from weightscope.frameworks import open_checkpoint as open
 from weightscope.layers import Layer, TensorRole
 
 __version__ = "0.1.0"
@@ -44,8 +48,15 @@ __all__ = [
     "UnsupportedFormatError",
     "UsageError",
     "WeightscopeError",
+    "__version__",
+    "load",
     "open",
     "register_format",
     "save",
     "unregister_format",
 ]
+
+
+def __dir__() -> list[str]:
+    """The public API only: not the submodules imported along the way, nor ``annotations``."""
+    return sorted(__all__)

@@ -30,7 +30,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,17 +39,14 @@ from weightscope.checkpoint import Checkpoint
 from weightscope.conventions import LAYOUT_PERMUTATIONS
 from weightscope.dtypes import numeric_kind
 from weightscope.errors import WeightscopeError, kept
-from weightscope.output import json_float
+from weightscope.notebook import diff_html, stats_html
+from weightscope.output import finite_figures
 
 if TYPE_CHECKING:
     from weightscope.convert import PlannedTensor
+    from weightscope.histograms import Histogram
 
 CHUNK_ELEMENTS = 1 << 19  # 512 Ki elements: 4 MiB once widened to float64, so a chunk stays in cache
-
-
-def _finite(document: dict[str, Any]) -> dict[str, Any]:
-    """Float figures JSON can hold: NaN and the infinities as strings."""
-    return {key: json_float(value) if isinstance(value, float) else value for key, value in document.items()}
 
 
 def chunks(array: np.ndarray, elements: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
@@ -92,9 +89,12 @@ class TensorStats:
     zeros: int | None = None
     nans: int | None = None
     infs: int | None = None
+    histogram: Histogram | None = field(default=None, compare=False, repr=False)  # ``histograms.stats_with_histogram``
+    _repr_html_ = stats_html
 
     def to_json(self) -> dict[str, Any]:
-        document = _finite(asdict(self))
+        document = finite_figures(asdict(self))
+        del document["histogram"]  # a picture's counts, no figure: a notebook draws it
         document["shape"] = list(self.shape)
         return document
 
@@ -483,7 +483,7 @@ class TensorDiff:
     moved: str | None = None  # how a layout difference was undone before comparing, if there was one
 
     def to_json(self) -> dict[str, Any]:
-        document = _finite(asdict(self))
+        document = finite_figures(asdict(self))
         document["dtype"] = list(self.dtype)
         document["shape"] = [list(shape) for shape in self.shape]
         return document
@@ -548,6 +548,7 @@ class CheckpointDiff:
     only_a: list[str]
     only_b: list[str]
     matched_by: str  # "name", or "layer model" when names were normalised across frameworks
+    _repr_html_ = diff_html
 
     @property
     def equal(self) -> bool:

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightscope.analysis import _finite, _workers
+from weightscope.analysis import _workers
 from weightscope.dtypes import numeric_kind
+from weightscope.output import finite_figures
 
 if TYPE_CHECKING:
     from weightscope.checkpoint import Checkpoint
@@ -68,7 +69,7 @@ class LayerAnatomy:
 
     def to_json(self) -> dict[str, Any]:
         document = {key: value for key, value in self.__dict__.items() if key != "singular_values"}
-        return _finite({**document, "shape": list(self.shape)})
+        return finite_figures({**document, "shape": list(self.shape)})
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from weightscope.dtypes import BY_NAME, native_order
 from weightscope.errors import ChecksumMismatchError, TensorNotFoundError, WeightscopeError, kept
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
 from weightscope.limits import check_view
+from weightscope.notebook import checkpoint_html, checkpoint_title
 from weightscope.sources import AnyPath, AnySource, as_path, open_source
 
 if TYPE_CHECKING:
@@ -149,6 +150,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
     """A read-only mapping from tensor name to array, opened from one checkpoint."""
 
     format: str = ""
+    title: str = ""  # what people call the format ("PyTorch checkpoint"): ``Format.title``, set by ``ws.open``
     # What ``verify()`` checks each tensor's bytes against: "" where the file has no checksums
     # (then it can only find tensors out of the file's bounds or not of their declared size).
     checksums: str = ""
@@ -374,7 +376,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
         return list(self._notes)
 
     def layers(self) -> dict[str, Layer]:
-        """The parameters grouped by layer, with their optimizer state attached."""
+        """The parameters grouped by layer, with their optimizer state attached (``Layers``: a table in a notebook)."""
         return group_layers(self._infos.values(), self.role)
 
     def sharding(self) -> dict[str, Any] | None:
@@ -421,7 +423,9 @@ class Checkpoint(Mapping[str, np.ndarray]):
         self.close()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {str(self.path)!r}: {len(self)} tensors>"
+        return f"<{checkpoint_title(self)}>"
+
+    _repr_html_ = checkpoint_html
 
 
 class FolderCheckpoint(Checkpoint):

@@ -234,3 +234,17 @@ def native_order(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     # ml_dtypes (bfloat16, float8 ...): swap the bytes as unsigned integers of their width
     unsigned = np.dtype(f"u{values.dtype.itemsize}")
     return values.view(unsigned).byteswap().view(dtype)
+
+
+# The element types PyTorch holds, under the names this table gives them (``torch.bfloat16``): what
+# ``ws.open(path, framework="torch")`` hands out and ``ws.save`` takes. The others (int4, float4, strings) it has not.
+# fmt: off
+TORCH_TYPES = frozenset((
+    "bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32",
+    "float64", "complex64", "complex128", "float8_e5m2", "float8_e4m3fn", "float8_e5m2fnuz", "float8_e4m3fnuz",
+    "float8_e8m0fnu",
+))
+# fmt: on
+# What the bits of an ml_dtypes type (bfloat16, float8) are viewed as on the way to or from PyTorch: an integer type
+# of its width that both numpy and PyTorch hold.
+INTEGER_OF_WIDTH = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}

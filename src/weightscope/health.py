@@ -52,6 +52,7 @@ from weightscope.analysis import CHUNK_ELEMENTS, widened
 from weightscope.dtypes import numeric_kind
 from weightscope.errors import WeightscopeError
 from weightscope.lazy import CHUNK_BYTES, TensorSource, tensor_source
+from weightscope.notebook import health_html
 from weightscope.output import json_float
 
 if TYPE_CHECKING:
@@ -377,6 +378,7 @@ class Health:
     tensors: list[TensorHealth]
     tasks: int
     failed: dict[str, Failure] = field(default_factory=dict)  # tensors that could not be read, by name
+    _repr_html_ = health_html
 
     @property
     def flagged(self) -> list[TensorHealth]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from weightscope.conventions import BUFFER_ROLES, FRAMEWORK_NAMES, PARAMETER_ROLES, TF2_ATTRIBUTE, split_name
+from weightscope.notebook import layers_html
 
 if TYPE_CHECKING:
     from weightscope.checkpoint import TensorInfo
@@ -159,7 +160,13 @@ class Layer:
         return sum(info.size for role, info in self.parameters.items() if role in BUFFER_ROLES)
 
 
-def group_layers(infos: Iterable[TensorInfo], role_of: Callable[[str], TensorRole]) -> dict[str, Layer]:
+class Layers(dict[str, Layer]):
+    """Layers by name, in the order the checkpoint first names each (``Checkpoint.layers()``); a table in a notebook."""
+
+    _repr_html_ = layers_html
+
+
+def group_layers(infos: Iterable[TensorInfo], role_of: Callable[[str], TensorRole]) -> Layers:
     """Group tensors into layers, attaching optimizer state to its variable.
 
     Layers are named by their path less any first component all of them share (Keras
@@ -182,10 +189,10 @@ def group_layers(infos: Iterable[TensorInfo], role_of: Callable[[str], TensorRol
             layer = owner_layer[role.owner]
             state.setdefault(layer, {}).setdefault(role.owner, {})[role.role] = info
     shared = _shared_first_component(list(parameters))
-    return {
-        path[len(shared) :]: Layer(path[len(shared) :], tensors, state.get(path, {}))
+    return Layers(
+        (path[len(shared) :], Layer(path[len(shared) :], tensors, state.get(path, {})))
         for path, tensors in parameters.items()
-    }
+    )
 
 
 def _shared_first_component(paths: list[str]) -> str:

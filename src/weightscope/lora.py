@@ -27,11 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightscope.analysis import _finite
 from weightscope.anatomy import Anatomy, anatomy
 from weightscope.conventions import conv1d_weights
 from weightscope.errors import UsageError
-from weightscope.output import safe_text
+from weightscope.output import finite_figures, safe_text
 
 if TYPE_CHECKING:
     from weightscope.checkpoint import Checkpoint
@@ -49,7 +48,7 @@ class ExtractedLayer:
     relative_error: float  # ‖base + B·A − tuned‖_F / ‖tuned − base‖_F
 
     def to_json(self) -> dict[str, Any]:
-        return _finite({**self.__dict__, "shape": list(self.shape)})
+        return finite_figures({**self.__dict__, "shape": list(self.shape)})
 
 
 @dataclass(frozen=True)

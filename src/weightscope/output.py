@@ -77,6 +77,23 @@ def format_bytes(count: int) -> str:
     raise AssertionError("unreachable")
 
 
+def format_count(count: int, noun: str) -> str:
+    """``count`` of ``noun`` as people read a model's size: ``1 value``, ``999 values``, ``11.7 M values``."""
+    if count < 1000:
+        return f"{count} {noun}{'s' * (count != 1)}"
+    scaled = float(count)
+    for unit in ("k", "M", "G", "T"):
+        scaled /= 1000
+        if scaled < 999.95 or unit == "T":
+            return f"{scaled:.1f} {unit} {noun}s"
+    raise AssertionError("unreachable")
+
+
+def finite_figures(document: dict[str, Any]) -> dict[str, Any]:
+    """Float figures JSON can hold: NaN and the infinities as strings (``json_float``)."""
+    return {key: json_float(value) if isinstance(value, float) else value for key, value in document.items()}
+
+
 def _cell(text: str) -> str:
     # Printable ASCII (most cells: figures, shapes, most names) holds nothing to escape.
     return text if text.isascii() and text.isprintable() else safe_text(text)

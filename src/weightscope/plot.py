@@ -3,11 +3,12 @@
 Both are computed chunk by chunk (``weightscope.analysis.chunks``), so a tensor larger
 than memory is drawn with a few chunks' worth of it:
 
-* a histogram (``histogram``): the bin edges span the tensor's finite minimum and
-  maximum (``tensor_stats``), then each chunk's values are counted with ``np.histogram``
-  and the counts added up; NaN and infinite values are left out, and counted in a note
-  on the figure. The counts equal ``np.histogram`` of the whole array's finite values
-  with the same edges. Two tensors (``compare``) share one set of edges.
+* a histogram (``weightscope.histograms``, shared with the viewer and notebooks): the
+  bin edges span the tensor's finite minimum and maximum (``tensor_stats``), then each
+  chunk's values are counted with ``np.histogram`` and the counts added up; NaN and
+  infinite values are left out, and counted in a note on the figure. The counts equal
+  ``np.histogram`` of the whole array's finite values with the same edges. Two tensors
+  (``compare``) share one set of edges.
 * a heatmap (``block_means``): the tensor as a matrix (a vector is one row; a tensor of
   rank 3 or more is reshaped to [first dimension, the rest], said on the figure). A
   matrix with more rows or columns than the plot has pixels is shrunk honestly: each
@@ -33,13 +34,14 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightscope.analysis import CHUNK_ELEMENTS, chunks, numeric_kind, tensor_stats, widened
+from weightscope.analysis import CHUNK_ELEMENTS, numeric_kind, widened
 from weightscope.atomic import atomic_write
 from weightscope.errors import TensorNotFoundError, UnsupportedFormatError, UsageError
+from weightscope.histograms import DEFAULT_BINS, bin_edges, check_plottable, finite_range, histogram
 from weightscope.output import format_shape, safe_text
 
 if TYPE_CHECKING:
@@ -50,7 +52,6 @@ if TYPE_CHECKING:
 INSTALL_HINT = "plotting needs matplotlib: pip install 'weightscope[plot]'"
 KINDS = ("hist", "heatmap")
 DEFAULT_SIZE = (800, 600)
-DEFAULT_BINS = 100
 MIN_SIZE = (320, 240)  # room for the title, the axes' labels and a note
 MAX_SIZE = 16384
 MAX_BINS = 100_000
@@ -67,86 +68,6 @@ _CENTRED_TICKS = 16  # up to this many rows (columns), each is labelled at its c
 
 
 # -- the figures, in bounded memory ------------------------------------------------------
-
-
-class FiniteRange(NamedTuple):
-    """The smallest and largest finite values (None if there are none), and what was left out."""
-
-    low: float | None
-    high: float | None
-    nans: int
-    infs: int
-
-
-def finite_range(array: np.ndarray, elements: int = CHUNK_ELEMENTS) -> FiniteRange:
-    """The finite minimum and maximum of a tensor, with its NaN and infinity counts."""
-    stats = tensor_stats("", array, elements)
-    nans, infs = stats.nans or 0, stats.infs or 0
-    if not infs:
-        return FiniteRange(stats.min, stats.max, nans, infs)
-    # The statistics' minimum and maximum include the infinities: one more pass without them.
-    low, high = math.inf, -math.inf
-    for chunk in chunks(array, elements):
-        wide = widened(chunk)
-        wide = wide[np.isfinite(wide)]
-        if wide.size:
-            low, high = min(low, float(wide.min())), max(high, float(wide.max()))
-    if low > high:
-        return FiniteRange(None, None, nans, infs)
-    return FiniteRange(low, high, nans, infs)
-
-
-def bin_edges(ranges: Sequence[FiniteRange], bins: int) -> np.ndarray:
-    """``bins + 1`` equal-width edges spanning every range (as ``np.histogram`` widens a single value)."""
-    lows = [item.low for item in ranges if item.low is not None]
-    highs = [item.high for item in ranges if item.high is not None]
-    low, high = (min(lows), max(highs)) if lows else (0.0, 1.0)
-    if low == high:
-        low, high = low - 0.5, high + 0.5
-    return np.linspace(low, high, bins + 1)
-
-
-@dataclass(frozen=True)
-class Histogram:
-    """Counts of a tensor's finite values in ``len(edges) - 1`` bins (the last one closed)."""
-
-    edges: np.ndarray
-    counts: np.ndarray  # int64
-    count: int  # the tensor's elements
-    nans: int
-    infs: int
-
-    @property
-    def left_out(self) -> int:
-        return self.nans + self.infs
-
-
-def histogram(
-    array: np.ndarray,
-    bins: int = DEFAULT_BINS,
-    *,
-    edges: np.ndarray | None = None,
-    value_range: FiniteRange | None = None,
-    elements: int = CHUNK_ELEMENTS,
-) -> Histogram:
-    """A histogram of the tensor's finite values, chunk by chunk.
-
-    ``edges`` (equal-width, from ``bin_edges``) are computed from the tensor's own range
-    unless given; ``value_range`` saves the pass that finds it when it is already known.
-    """
-    _check_plottable("tensor", array.dtype, array.shape)
-    if value_range is None:
-        value_range = finite_range(array, elements)
-    if edges is None:
-        edges = bin_edges([value_range], bins)
-    counts = np.zeros(len(edges) - 1, dtype=np.int64)
-    for chunk in chunks(array, elements):
-        wide = widened(chunk)
-        if value_range.nans or value_range.infs:
-            wide = wide[np.isfinite(wide)]
-        # Equal-width bins: numpy's fast path, which counts exactly as the explicit edges would.
-        counts += np.histogram(wide, bins=len(edges) - 1, range=(edges[0], edges[-1]))[0]
-    return Histogram(edges, counts, array.size, value_range.nans, value_range.infs)
 
 
 def matrix_shape(shape: Sequence[int]) -> tuple[int, int]:
@@ -186,7 +107,7 @@ def block_means(array: np.ndarray, cells: tuple[int, int], elements: int = CHUNK
     the matrix is read in bands of whole block rows, each cut into pieces of about
     ``elements`` values, so memory stays bounded whatever the tensor's size.
     """
-    _check_plottable("tensor", array.dtype, array.shape)
+    check_plottable("tensor", array.dtype, array.shape)
     rows, columns = matrix_shape(array.shape)
     block_rows = max(1, math.ceil(rows / max(1, cells[0])))
     block_columns = max(1, math.ceil(columns / max(1, cells[1])))
@@ -220,15 +141,6 @@ def block_means(array: np.ndarray, cells: tuple[int, int], elements: int = CHUNK
 
 
 # -- drawing -----------------------------------------------------------------------------
-
-
-def _check_plottable(name: str, dtype: np.dtype, shape: Sequence[int]) -> None:
-    kind = numeric_kind(dtype)
-    if kind not in ("f", "i", "b"):
-        what = "complex numbers" if kind == "c" else f"{'strings' if dtype.kind == 'O' else dtype} values"
-        raise UsageError(f"cannot plot '{safe_text(name)}': it holds {what}, not real numbers")
-    if math.prod(shape) == 0:
-        raise UsageError(f"cannot plot '{safe_text(name)}': it has no elements (shape {format_shape(shape)})")
 
 
 def require_matplotlib() -> None:
@@ -381,7 +293,7 @@ def histogram_figure(
     """The histogram of one tensor (overlaid with ``compare``'s, on shared edges); the figure and its notes."""
     tensors = [tensor] if compare is None else [tensor, compare]
     for item in tensors:
-        _check_plottable(item.name, item.array.dtype, item.array.shape)
+        check_plottable(item.name, item.array.dtype, item.array.shape)
     if not 1 <= bins <= MAX_BINS:
         raise UsageError(f"--bins must be from 1 to {MAX_BINS:,}, not {bins}")
     ranges = [finite_range(item.array) for item in tensors]
@@ -444,7 +356,7 @@ def histogram_figure(
 
 def heatmap_figure(tensor: Tensor, *, size: tuple[int, int] = DEFAULT_SIZE) -> tuple[Figure, list[str]]:
     """The tensor as a matrix in a diverging colour map centred on 0; the figure and its notes."""
-    _check_plottable(tensor.name, tensor.array.dtype, tensor.array.shape)
+    check_plottable(tensor.name, tensor.array.dtype, tensor.array.shape)
     shape = tensor.array.shape
     rows, columns = matrix_shape(shape)
     notes: list[str] = []
@@ -629,10 +541,10 @@ def plot_checkpoint(
             resolved.append((name, other))
     for name, other in resolved:
         info = ckpt.info(name)
-        _check_plottable(name, info.dtype, info.shape)
+        check_plottable(name, info.dtype, info.shape)
         if compare is not None and other is not None:
             info = compare.info(other)
-            _check_plottable(other, info.dtype, info.shape)
+            check_plottable(other, info.dtype, info.shape)
     paths = output_paths(out, [name for name, _ in resolved])
     _matplotlib()  # the install hint before any work
     plots = []

@@ -67,6 +67,7 @@ from weightscope.checkpoint import Checkpoint
 from weightscope.conventions import CONV1D_MODELS, EMBEDDING
 from weightscope.dtypes import numeric_kind
 from weightscope.formats import open_checkpoint
+from weightscope.notebook import spectrum_html
 from weightscope.output import json_float
 
 MIN_EVALS = 8  # weightwatcher's min_evals: fewer singular values than this and a layer is skipped
@@ -100,6 +101,7 @@ class Spectrum:
     mp_spikes: int | None
     mp_sigma: float | None
     note: str | None = None  # why a fused attention projection is not split into q, k, v
+    _repr_html_ = spectrum_html
 
     def to_json(self, values: bool = False) -> dict[str, Any]:
         document: dict[str, Any] = {"name": self.name, "shape": list(self.shape)}

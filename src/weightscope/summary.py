@@ -89,6 +89,7 @@ from typing import Any
 from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.conventions import BUFFER_ROLES, describe
 from weightscope.layers import Layer
+from weightscope.notebook import summary_html
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class Summary:
     values_by_dtype: dict[str, int] = field(default_factory=dict)
     model: dict[str, str] = field(default_factory=dict)
     sharding: dict[str, Any] | None = None  # ``Checkpoint.sharding()``: ranks, chunks per tensor, bytes per file
+    _repr_html_ = summary_html
 
     @property
     def in_all(self) -> int:

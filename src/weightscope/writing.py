@@ -21,6 +21,7 @@ the same way.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from weightscope.dtypes import element_for
+from weightscope.dtypes import BY_NAME, INTEGER_OF_WIDTH, TORCH_TYPES, element_for
 from weightscope.errors import UnsupportedFormatError, UsageError
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class Tensors(Protocol):
 
 
 class MappingTensors:
-    """``Tensors`` over a mapping of name to array-like (numpy arrays, views, lists)."""
+    """``Tensors`` over a mapping of name to array-like (numpy arrays, views, lists, PyTorch tensors, JAX arrays)."""
 
     def __init__(self, tensors: Mapping[str, ArrayLike]) -> None:
         self._tensors = tensors
@@ -62,11 +63,28 @@ class MappingTensors:
         return list(self._tensors)
 
     def spec(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
-        array = np.asarray(self._tensors[name])
+        array = as_array(self._tensors[name])
         return array.dtype, array.shape
 
     def array(self, name: str) -> np.ndarray:
-        return np.asarray(self._tensors[name])
+        return as_array(self._tensors[name])
+
+
+def as_array(value: ArrayLike) -> np.ndarray:
+    """``value`` as a numpy array: a PyTorch tensor detached and on the CPU (its bfloat16 and float8 viewed as
+    ml_dtypes' types of the same bits), anything else through ``np.asarray`` (JAX arrays, bfloat16 included)."""
+    torch = sys.modules.get("torch")  # a tensor of a framework never imported is no tensor of it
+    if torch is None or not isinstance(value, torch.Tensor):
+        return np.asarray(value)
+    name = str(value.dtype).removeprefix("torch.")
+    if name not in TORCH_TYPES:
+        raise UnsupportedFormatError(f"a torch.{name} tensor has no numpy type weightscope writes")
+    tensor = value.detach().cpu().resolve_conj().resolve_neg()
+    element = BY_NAME[name].dtype
+    assert element is not None, name
+    if element.type.__module__ == "numpy":
+        return np.asarray(tensor.numpy())
+    return np.asarray(tensor.view(getattr(torch, INTEGER_OF_WIDTH[element.itemsize])).numpy()).view(element)
 
 
 def as_tensors(tensors: Tensors | Mapping[str, ArrayLike]) -> Tensors:

@@ -88,6 +88,11 @@ class Format:
     # take such folders of a run folder as its checkpoints, ``scan`` the folder whole.
     step_folders: bool = False
 
+    @property
+    def title(self) -> str:
+        """What people call it, the description's start: "PyTorch checkpoint", "GGUF", "Keras weights"."""
+        return re.split(r" \(|:", self.description, maxsplit=1)[0]
+
     def sniff(self, path: AnyPath) -> bool:
         """Whether ``path`` is of this format, from its name and at most a few of its bytes (no reader imported)."""
         return _magic_or_suffix(path, self) if self.sniffer is None else self.sniffer(path, self)
@@ -219,7 +224,7 @@ _BUILT_IN = (
     ),
     Format(
         "sharded",
-        "sharded set by its index (model.safetensors.index.json, ...) or any shard; a GGUF split (-00001-of-N.gguf)",
+        "sharded set (by its index model.safetensors.index.json, ...; or any shard; a GGUF split -00001-of-N.gguf)",
         "weightscope.formats.model_folder:ModelFolderCheckpoint",
         sniffer=_sniff_set,
     ),
@@ -462,11 +467,11 @@ def _open(path: AnyPath, format: str | None, verify: bool) -> Checkpoint:
     if format is not None:
         if format not in FORMATS:
             raise UnsupportedFormatError(f"unknown format {format!r}; known: {', '.join(sorted(FORMATS))}")
-        return _reader(FORMATS[format], path)(path, verify=verify)  # type: ignore[call-arg]
+        return _read(FORMATS[format], path, verify)
     for candidate in FORMATS.values():
         if candidate.sniff(path):
             try:
-                return _reader(candidate, path)(path, verify=verify)  # type: ignore[call-arg]
+                return _read(candidate, path, verify)
             except (CorruptCheckpointError, UnsupportedFormatError):
                 refuse_recognised(path)  # a TorchScript zip whose first member is data.pkl looks like torch.save's
                 raise
@@ -478,10 +483,13 @@ def _open(path: AnyPath, format: str | None, verify: bool) -> Checkpoint:
     raise UnsupportedFormatError(f"{path}: not a checkpoint format weightscope knows ({', '.join(FORMATS)})")
 
 
-def _reader(entry: Format, path: AnyPath) -> type[Checkpoint]:
+def _read(entry: Format, path: AnyPath, verify: bool) -> Checkpoint:
+    """``path`` opened by ``entry``'s reader, named by its title."""
     if entry.local_only and local_path(path) is None:
         raise UnsupportedFormatError(f"{path}: {entry.local_only}; download it first")
-    return entry.load()
+    ckpt = entry.load()(path, verify=verify)  # type: ignore[call-arg]
+    ckpt.title = entry.title
+    return ckpt
 
 
 def save_checkpoint(

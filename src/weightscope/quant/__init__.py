@@ -72,7 +72,8 @@ class Dequantized(Checkpoint):
     ) -> None:
         super().__init__(raw.path)
         self.raw = raw
-        self.format, self.checksums, self.verify_checksums = raw.format, raw.checksums, raw.verify_checksums
+        self.format, self.title, self.checksums = raw.format, raw.title, raw.checksums
+        self.verify_checksums = raw.verify_checksums
         self.dtype = None if dtype is None else _float_dtype(dtype)
         self.quantized = recognise(raw) if quantized is None else quantized
         owner = {part: weight for weight in self.quantized.values() for part in weight.parts}

@@ -97,17 +97,9 @@ from weightscope.atomic import interruptible
 from weightscope.checkpoint import Checkpoint
 from weightscope.conventions import channel_order
 from weightscope.errors import TensorNotFoundError, UsageError, WeightscopeError, reason
+from weightscope.histograms import DEFAULT_BINS, FiniteRange, bin_edges, check_plottable, finite_range, histogram
 from weightscope.output import dumps_json, json_values
-from weightscope.plot import (
-    DEFAULT_BINS,
-    MAX_BINS,
-    FiniteRange,
-    _check_plottable,
-    bin_edges,
-    block_means,
-    finite_range,
-    histogram,
-)
+from weightscope.plot import MAX_BINS, block_means
 from weightscope.summary import summarize
 from weightscope.viewer.analyses import anatomy_document, spectrum_document
 
@@ -260,7 +252,7 @@ class Viewer:
 
     def _plottable(self, ckpt: Checkpoint, name: str) -> None:
         info = ckpt.info(name)
-        _check_plottable(name, info.dtype, info.shape)  # UsageError: 400
+        check_plottable(name, info.dtype, info.shape)  # UsageError: 400
 
     # -- the routes ------------------------------------------------------------------------
     def files(self, params: dict[str, str]) -> dict[str, Any]:
