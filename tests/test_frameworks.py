@@ -1,7 +1,7 @@
 """Framework tensors on request: ``ws.open(path, framework="torch"|"jax")``, ``ws.load``, ``ws.save`` of tensors.
 
-PyTorch's tensors are checked against ``safetensors.torch.load_file`` and ``torch.load``; JAX's (JAX is not in the
-test environment: ~370 MB installed) in the fixtures environment's Python, against ``safetensors.flax.load_file``.
+PyTorch's tensors are checked against ``safetensors.torch.load_file`` and ``torch.load``; JAX's against
+``safetensors.flax.load_file``, in a process of their own (JAX starts its runtime and threads on import).
 """
 
 from __future__ import annotations
@@ -21,12 +21,6 @@ import weightscope as ws
 from weightscope.frameworks import FrameworkCheckpoint
 
 ROOT = Path(__file__).resolve().parent.parent
-# The fixtures environment (``make fixtures-env``) of this checkout, or of the main checkout a worktree is beside.
-FIXTURES_PYTHON = next(
-    (path for path in (ROOT / ".venv-fixtures/bin/python", ROOT.parent.parent / "main/.venv-fixtures/bin/python")
-     if path.exists()),
-    ROOT / ".venv-fixtures/bin/python",
-)  # fmt: skip
 
 
 def _state() -> dict[str, torch.Tensor]:
@@ -236,13 +230,12 @@ print(json.dumps(report))
 """
 
 
-def test_jax_arrays_equal_safetensors_flax_in_the_fixtures_environment(tmp_path: Path) -> None:
+def test_jax_arrays_equal_safetensors_flax(tmp_path: Path) -> None:
     path = tmp_path / "model.safetensors"
     state = {name: tensor for name, tensor in _state().items() if name != "scale"}
     safetensors.torch.save_file(state, path)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "JAX_PLATFORMS": "cpu"}
-    command = [str(FIXTURES_PYTHON), "-c", JAX_SCRIPT, str(path), str(tmp_path / "jax.safetensors")]
-    assert FIXTURES_PYTHON.exists(), f"JAX is tested in the fixtures environment, {FIXTURES_PYTHON}: make fixtures-env"
+    command = [sys.executable, "-c", JAX_SCRIPT, str(path), str(tmp_path / "jax.safetensors")]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.splitlines()[-1])
