@@ -434,3 +434,30 @@ def test_progress_on_threads_and_on_a_scheduler() -> None:
         status, _, err = _run("spectra", DIGITS, "--progress", *extra)
         assert status == 0, err
         assert "weightscope: 8/8 tasks (100%)" in err  # 4 weights, 4 biases
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_blas_runs_one_thread_under_each_of_several_workers_and_its_own_under_one(
+    workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from threadpoolctl import threadpool_info
+
+    import weightscope.spectra as spectra_module
+
+    own = max(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+    assert own > 1  # this machine's BLAS starts a thread per core (else the case tells nothing)
+    seen: list[int] = []
+    computed = spectra_module.spectrum
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(max(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"))
+        return computed(*args, **kwargs)
+
+    monkeypatch.setattr(spectra_module, "spectrum", recording)
+    path = tmp_path / "m.safetensors"
+    generator = np.random.default_rng(5)
+    ws.save({f"layer{i}.weight": generator.standard_normal((32, 16)).astype(np.float32) for i in range(4)}, path)
+    with ws.open(path) as ckpt:
+        results = spectra_module.checkpoint_spectra(ckpt, list(ckpt), workers=workers)
+    assert len(results) == 4 and seen == [1 if workers > 1 else own] * 4
+    assert max(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas") == own  # restored

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightscope.analysis import _workers
+from weightscope.blas import one_blas_thread_each
 from weightscope.dtypes import numeric_kind
 from weightscope.output import finite_figures
 
@@ -264,7 +265,8 @@ def anatomy(
                 name, base[name], tuned[name], None if second is None else second[name], top=top, threshold=threshold
             )
 
-        with ThreadPoolExecutor(_workers()) as pool:  # numpy's SVD releases the GIL
+        workers = _workers()
+        with one_blas_thread_each(workers), ThreadPoolExecutor(workers) as pool:  # numpy's SVD releases the GIL
             layers = list(pool.map(lambda work: work(), [job(name) for name in common]))
     only_base = [name for name in names_base if name not in held]
     only_tuned = [name for name in names_tuned if name not in set(names_base)]

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightscope.analysis import CHUNK_ELEMENTS, widened
+from weightscope.blas import one_blas_thread_each
 from weightscope.dtypes import numeric_kind
 from weightscope.errors import WeightscopeError
 from weightscope.lazy import CHUNK_BYTES, TensorSource, tensor_source
@@ -445,7 +446,8 @@ def checkpoint_health(
 def _on_threads(graph: dict[Any, Any], keys: list[Any], workers: int | None, progress: Progress | None) -> list[Any]:
     from weightscope.analysis import _workers
 
-    with ThreadPoolExecutor(workers or _workers()) as pool:
+    workers = workers or _workers()
+    with one_blas_thread_each(workers), ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(*graph[key]) for key in keys]
         for done, future in enumerate(futures, start=1):
             future.result()

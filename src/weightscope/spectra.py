@@ -63,6 +63,7 @@ from typing import Any
 
 import numpy as np
 
+from weightscope.blas import one_blas_thread_each
 from weightscope.checkpoint import Checkpoint
 from weightscope.conventions import CONV1D_MODELS, EMBEDDING
 from weightscope.dtypes import numeric_kind
@@ -536,7 +537,8 @@ def checkpoint_spectra(
     from weightscope.analysis import _workers
 
     names = list(names)
-    with ThreadPoolExecutor(workers or _workers()) as pool:
+    workers = workers or _workers()
+    with one_blas_thread_each(workers), ThreadPoolExecutor(workers) as pool:
         config = ckpt.metadata
         futures = [pool.submit(tensor_spectra, ckpt, name, top, config) for name in names]
         if progress is not None:
