@@ -18,13 +18,19 @@ machine's own floor, one ``np.add.reduce`` over the same mapped float32 values (
 pass that reads every byte once, in float32, with none of the figures), for one thread
 and for two (issue 22: >= 50% of that pass on one thread, >= 1.6x that on two; the ratio
 of two threads to one is reported too). The figures are checked against numpy's on a
-64 Mi-element slice, and one thread's against two's (equal to the last bit).
+64 Mi-element slice, and one thread's against two's (equal to the last bit). For the
+reasons of a miss: the CPU time the process obtained per wall second with one thread and
+with two (on a machine shared with others, two threads may get no more than one), and the
+fused kernel's own speed on one block held in cache against ``np.add.reduce``'s on it (an
+upper bound of the kernel's speed with no memory traffic at all).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+import timeit
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,6 +51,7 @@ from benchlib import (
 
 import weightscope as ws
 from weightscope.analysis import TensorStats, checkpoint_stats, tensor_stats
+from weightscope.blocks import BLOCK_ELEMENTS, float_figures
 
 TARGET_MIB = 300
 
@@ -86,15 +93,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         two_threads: list[TensorStats] = []
         pool = ThreadPoolExecutor(2)
 
+        cpu = {"one": 0.0, "two": 0.0}  # CPU seconds of the whole process, every thread's
+
         def single() -> None:
+            start = time.process_time()
             one_thread.append(tensor_stats(name, ckpt[name]))
+            cpu["one"] += time.process_time() - start
 
         def pair() -> None:
+            start = time.process_time()
             two_threads.append(tensor_stats(name, ckpt[name], pool=pool))
+            cpu["two"] += time.process_time() - start
 
         print(f"stats over {nbytes / GIB:.2f} GiB, {args.reps} rounds ...", flush=True)
         floor_times, single_times, pair_times, our_times = interleave([floor, single, pair, ours], args.reps)
         pool.shutdown()
+        walls = {"one": sum(single_times.values), "two": sum(pair_times.values)}
+        cores = {key: cpu[key] / walls[key] * (args.reps + 1) / args.reps for key in cpu}  # the warm-up counted too
+        block = np.array(np.asarray(ckpt[name]).reshape(-1)[:BLOCK_ELEMENTS])
+        kernel = min(timeit.repeat(lambda: float_figures(block), number=200, repeat=5)) / 200
+        floor_block = min(timeit.repeat(lambda: np.add.reduce(block), number=200, repeat=5)) / 200
+        report.context.append(
+            f"cores obtained (CPU seconds per wall second): one thread {cores['one']:.2f}, two threads "
+            f"{cores['two']:.2f}; in cache (one {block.nbytes // 1024} KiB block, repeated): the fused kernel "
+            f"{block.nbytes / kernel / GIB:.2f} GiB/s, np.add.reduce {block.nbytes / floor_block / GIB:.2f} GiB/s "
+            f"({floor_block / kernel:.2f}x)"
+        )
         size = f"{nbytes / GIB:.2f} GiB"
         for what, times, target in (
             ("one thread", single_times, 0.5),
