@@ -16,13 +16,16 @@ prints for every tensor (status, max |a - b|, relative L2, cosine, mismatched co
 its threads. Reported: the time of each (medians of interleaved repetitions), the peak
 anonymous memory of each above what the process held before (``RssAnon``, sampled every
 2 ms; the mapped files' pages are page cache), and the time of one memory compare of the
-two mapped files (numpy's ``array_equal`` of their bytes, 64 MiB at a time), for scale.
+two mapped files (numpy's ``array_equal`` of their bytes, 64 MiB at a time), for scale;
+and, against that memory compare, ``checkpoint_diff`` of A and a byte copy of A: every
+tensor equal, found so by its byte compare (issue 22: at memory-compare speed).
 weightscope's statuses and largest differences are checked against numpy's.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,8 +101,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         def compare() -> None:
             memory_compare(paths)
 
+        copy = workdir / "a-copy.safetensors"
+        shutil.copyfile(paths[0], copy)
+        warm_page_cache(copy)
+        equal: list[bool] = []
+
+        def ours_equal() -> None:
+            with ws.open(paths[0]) as a, ws.open(copy) as b:
+                equal.append(checkpoint_diff(a, b).equal)
+
+        def compare_equal() -> None:
+            memory_compare((paths[0], copy))
+
         print(f"diff of 2 x {nbytes / 2 / MIB:.0f} MiB, {args.reps} rounds ...", flush=True)
-        their_times, our_times, compare_times = interleave([theirs, ours, compare], args.reps)
+        their_times, our_times, compare_times, equal_times, compare_equal_times = interleave(
+            [theirs, ours, compare, ours_equal, compare_equal], args.reps
+        )
         ratio = their_times.median / our_times.median
         changed = len(range(0, tensors, CHANGED_EVERY))
         label = f"diff 2 x {nbytes / 2 / MIB:.0f} MiB safetensors ({tensors} tensors, {changed} changed)"
@@ -109,6 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         memory_ratio = theirs_mib / max(ours_mib, 1)
         report.rows.append(Row(f"{label}: peak anonymous memory", f"{theirs_mib:.0f} MiB", f"{ours_mib:.0f} MiB",
                                memory_ratio, f"{memory_ratio:.1f}x smaller", None))  # fmt: skip
+        equal_ratio = compare_equal_times.median / equal_times.median
+        report.rows.append(Row(f"diff of A and a byte copy of A (all {tensors} equal) vs one memory compare of them",
+                               time_figure(compare_equal_times), time_figure(equal_times), equal_ratio,
+                               f"{equal_ratio:.2f}x", None))  # fmt: skip
+        report.check(all(equal), "A and its copy are found equal")
         report.context.append(
             f"one memory compare of the two mapped files (np.array_equal, 64 MiB at a time): "
             f"{time_figure(compare_times)}, {nbytes / MIB / 1024 / compare_times.median:.2f} GiB/s; "
