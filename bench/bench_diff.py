@@ -66,12 +66,14 @@ def numpy_diff(paths: tuple[Path, Path]) -> dict[str, float]:
 
 
 def memory_compare(paths: tuple[Path, Path]) -> bool:
+    """Whether two files hold the same bytes, every byte compared (no stop at the first difference)."""
     first, second = (np.memmap(path, mode="r") for path in paths)
     step = 64 * MIB
-    return all(
+    same = [
         np.array_equal(first[start : start + step], second[start : start + step])
         for start in range(0, first.size, step)
-    )
+    ]
+    return all(same)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
