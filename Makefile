@@ -52,6 +52,7 @@ bench: $(STAMP_TEST) $(FIXTURES_STAMP)
 	$(BIN)/python bench/bench_formats.py
 	$(BIN)/python bench/bench_convert.py
 	$(BIN)/python bench/bench_stats.py
+	$(BIN)/python bench/bench_diff.py
 	$(BIN)/python bench/bench_remote.py
 	$(BIN)/python bench/bench_runs.py
 	$(BIN)/python bench/bench_folders.py

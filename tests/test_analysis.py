@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import ml_dtypes
@@ -11,7 +12,9 @@ import pytest
 from conftest import seed_copy  # noqa: F401 - a fixture
 
 import weightscope as ws
+from weightscope import analysis
 from weightscope.analysis import TensorStats, checkpoint_stats, tensor_diff, tensor_stats
+from weightscope.blocks import BLOCK_ELEMENTS, CHUNK_ELEMENTS, DOT_ELEMENTS
 from weightscope.checkpoint import Checkpoint, Index, TensorInfo
 from weightscope.cli import main
 from weightscope.convert import convert
@@ -256,3 +259,141 @@ def test_diff_ignores_byte_order(tmp_path: Path, capsys: pytest.CaptureFixture[s
     np.savez(tmp_path / "strings.npz", w=np.array(list("abcdef")))
     assert main(["diff", str(tmp_path / "little.npz"), str(tmp_path / "strings.npz"), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["tensors"][0]["status"] == "dtype"  # not both numbers
+
+
+# -- the fused paths: block boundaries, the blocks that leave them, thread counts --------------------------------
+
+
+def _straddling(dtype: type | np.dtype, seed: int = 0) -> np.ndarray:
+    """Two blocks and a few values, cut so no boundary falls on a chunk's: a block of plain values, a block whose
+    mean dominates its spread (the deviations summed from the mean), and a short last one."""
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal(2 * BLOCK_ELEMENTS + 5)
+    values[BLOCK_ELEMENTS : 2 * BLOCK_ELEMENTS] = 1e4 + values[BLOCK_ELEMENTS : 2 * BLOCK_ELEMENTS] / 64
+    values[::97] = 0.0
+    return values.astype(dtype)
+
+
+FUSED_DTYPES = [np.float32, np.float64, np.float16, ml_dtypes.bfloat16, np.dtype(">f4"), np.dtype(">f8")]
+
+
+@pytest.mark.parametrize("dtype", FUSED_DTYPES, ids=["float32", "float64", "float16", "bfloat16", ">f4", ">f8"])
+@pytest.mark.parametrize("elements", [CHUNK_ELEMENTS, BLOCK_ELEMENTS + 3, DOT_ELEMENTS - 1])
+def test_fused_stats_across_block_and_chunk_boundaries_equal_numpys(dtype: type, elements: int) -> None:
+    assert CHUNK_ELEMENTS % BLOCK_ELEMENTS == 0 and BLOCK_ELEMENTS % DOT_ELEMENTS == 0  # blocks fill chunks
+    array = _straddling(dtype)
+    _assert_stats_match("t", array, elements)
+    _assert_stats_match("t", array[::-1], elements)  # not contiguous: copied a piece at a time
+
+
+@pytest.mark.parametrize(
+    "where", [-1, -6, BLOCK_ELEMENTS - 1, 0], ids=["last", "last-block", "first-block-end", "first"]
+)
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_a_block_with_a_nan_or_infinity_takes_the_general_path_alone(where: int, value: float) -> None:
+    for dtype in (np.float32, ml_dtypes.bfloat16):
+        array = _straddling(dtype)
+        array[where] = value
+        _assert_stats_match("t", array, CHUNK_ELEMENTS)
+        _assert_stats_match("t", array, BLOCK_ELEMENTS + 3)
+    quiet = _straddling(np.float32)
+    quiet.view(np.uint32)[-2] = 0x7F800001  # a signalling NaN shows in min and max too
+    assert tensor_stats("t", quiet).nans == 1
+    _assert_stats_match("t", quiet, CHUNK_ELEMENTS)
+
+
+def test_stats_on_one_thread_and_two_are_the_same_to_the_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    array = _straddling(np.float32)
+    array[-1] = np.nan
+    single = tensor_stats("t", array, elements=BLOCK_ELEMENTS + 3)
+    with ThreadPoolExecutor(2) as pool:
+        assert tensor_stats("t", array, elements=BLOCK_ELEMENTS + 3, pool=pool) == single
+    arrays = {"big": array, "small": array[:100], "ints": np.arange(CHUNK_ELEMENTS + 9, dtype=np.int32)}
+    by_threads = []
+    for threads in (1, 2):
+        monkeypatch.setattr(analysis, "_workers", lambda threads=threads: threads)
+        by_threads.append(checkpoint_stats(_InMemory(arrays), list(arrays)))
+    assert by_threads[0] == by_threads[1]
+    _assert_figures(by_threads[0][0], array)
+
+
+def _expected_diff(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> dict[str, float | int | None]:
+    """The oracle: numpy on the two whole arrays widened, by the definitions in ``analysis``'s description."""
+    x, y = a.astype(np.float64).reshape(-1), b.astype(np.float64).reshape(-1)
+    with np.errstate(invalid="ignore"):
+        same = (x == y) | (np.isnan(x) & np.isnan(y))
+        gap = np.abs(x - y)
+        close = same | (gap <= atol + rtol * np.abs(y))
+    gaps = gap[~same & ~np.isnan(gap)]
+    finite = np.isfinite(x) & np.isfinite(y)
+    xf, yf = x[finite], y[finite]
+    norms = float(np.linalg.norm(xf)), float(np.linalg.norm(yf))
+    return {
+        "mismatched": int(np.count_nonzero(~close)),
+        "max_abs": float(gaps.max()) if gaps.size else 0.0,
+        "relative_l2": float(np.linalg.norm(xf - yf)) / norms[0] if norms[0] else 0.0,
+        "cosine": float(xf @ yf) / (norms[0] * norms[1]) if norms[0] and norms[1] else None,
+    }
+
+
+def _assert_diff(a: np.ndarray, b: np.ndarray, rtol: float = 0.0, atol: float = 0.0) -> None:
+    result = tensor_diff("t", "t", a, b, rtol=rtol, atol=atol)
+    expected = _expected_diff(a, b, rtol, atol)
+    assert result.status == ("different" if expected["mismatched"] else "equal")
+    assert result.mismatched == expected["mismatched"]
+    assert result.max_abs == expected["max_abs"]  # one value's gap, no sum: exact
+    for field in ("relative_l2", "cosine"):
+        if expected[field] is None:
+            assert getattr(result, field) is None, field
+        else:
+            np.testing.assert_allclose(getattr(result, field), expected[field], rtol=1e-9, atol=1e-15, err_msg=field)
+
+
+@pytest.mark.parametrize("dtype", FUSED_DTYPES[:4], ids=["float32", "float64", "float16", "bfloat16"])
+def test_fused_diff_across_block_boundaries_equals_numpys(dtype: type) -> None:
+    a = _straddling(dtype)
+    b = a.copy()
+    b[BLOCK_ELEMENTS - 1] = a[BLOCK_ELEMENTS - 1] + 1  # the first block's last value
+    b[-3:] = -a[-3:]  # the short last block
+    _assert_diff(a, b)
+    _assert_diff(a, b, rtol=1e-3, atol=0.5)
+    _assert_diff(a, b.astype(np.float64))  # two types: by value
+    b[BLOCK_ELEMENTS + 7] = np.nan  # a NaN in the middle block: that block by the general path
+    _assert_diff(a, b)
+    a[-1] = b[-1] = np.inf
+    _assert_diff(a, b, atol=0.1)
+
+
+def test_equal_bytes_are_equal_without_arithmetic_and_equal_values_with_it() -> None:
+    a = _straddling(np.float32)
+    a[-1] = np.nan  # byte for byte the same NaN: equal
+    same = tensor_diff("t", "t", a, a.copy())
+    assert (same.status, same.max_abs, same.relative_l2, same.cosine, same.mismatched) == ("equal", 0.0, 0.0, 1.0, 0)
+    zeros = tensor_diff("t", "t", np.zeros(5, np.float32), np.zeros(5, np.float32))
+    assert (zeros.status, zeros.relative_l2, zeros.cosine) == ("equal", 0.0, None)  # no norm: no cosine
+    signed = tensor_diff("t", "t", np.array([0.0, 1.0]), np.array([-0.0, 1.0]))  # bytes differ, values do not
+    assert (signed.status, signed.mismatched, signed.max_abs) == ("equal", 0, 0.0)
+    _assert_diff(np.array([0.0, 1.0]), np.array([-0.0, 1.0]))
+
+
+def test_diff_partial_sums_equal_blocks_once_and_changed_ones_whole() -> None:
+    """``diff_partial`` (what ``runs`` merges) without the whole-tensor byte compare: equal blocks beside changed."""
+    a = _straddling(np.float32)
+    b = a.copy()
+    b[-1] += 1
+    figures = analysis.diff_partial(a, b, elements=BLOCK_ELEMENTS + 3)
+    expected = _expected_diff(a, b, 0.0, 0.0)
+    assert (figures.mismatched, figures.max_abs) == (expected["mismatched"], expected["max_abs"])
+    np.testing.assert_allclose(figures.relative_l2, expected["relative_l2"], rtol=1e-9)
+    np.testing.assert_allclose(figures.cosine, expected["cosine"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_deviation_of_values_far_from_zero_is_summed_from_the_mean(dtype: type) -> None:
+    """Where the mean dominates the spread, the sum of squares less the squared sum would cancel every digit."""
+    values = (1e4 if dtype is np.float32 else 1e6) + np.random.default_rng(1).standard_normal(3 * BLOCK_ELEMENTS + 1)
+    array = values.astype(dtype)
+    stats = tensor_stats("t", array, elements=BLOCK_ELEMENTS + 3)
+    wide = array.astype(np.float64)
+    assert stats.std == pytest.approx(float(wide.std()), rel=1e-9)
+    assert stats.mean == pytest.approx(float(wide.mean()), rel=1e-12)

@@ -2,10 +2,14 @@
 
 Every figure is computed chunk by chunk over a tensor's flat values (a memory-mapped view
 is sliced, never copied whole), so a tensor of any size is summarised with a few chunks'
-worth of memory. Floating-point values are widened to float64 per chunk; the mean and
+worth of memory. Values are widened to float64 a piece at a time; the mean and
 standard deviation are combined across chunks with Chan's parallel formulas, so the
 figures equal numpy's own (``np.nanmean`` and friends on the whole array) to summation
 rounding.
+
+Floating-point chunks take the fused path of ``weightscope.blocks``: a block of them in
+cache at a time, every figure taken of it in turn; the figures of a difference too, after
+a byte compare that finds equal tensors (and blocks) equal at the speed of memory.
 
 Statistics (``TensorStats``), NaNs left out of every figure but their count:
 ``count`` (elements), ``min``, ``max``, ``mean``, ``std`` (population, like ``np.std``),
@@ -28,13 +32,27 @@ import functools
 import math
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from weightscope.blocks import (
+    CHUNK_ELEMENTS,
+    aligned_chunks,
+    any_nonzero,
+    chunks,
+    dot,
+    float_figures,
+    fused_float,
+    fused_real,
+    identical,
+    pair_figures,
+    total,
+    widened,
+)
 from weightscope.checkpoint import Checkpoint
 from weightscope.conventions import LAYOUT_PERMUTATIONS
 from weightscope.dtypes import numeric_kind
@@ -45,34 +63,6 @@ from weightscope.output import finite_figures
 if TYPE_CHECKING:
     from weightscope.convert import PlannedTensor
     from weightscope.histograms import Histogram
-
-CHUNK_ELEMENTS = 1 << 19  # 512 Ki elements: 4 MiB once widened to float64, so a chunk stays in cache
-
-
-def chunks(array: np.ndarray, elements: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
-    """The array's values as consecutive flat pieces of at most ``elements``, in C order.
-
-    A contiguous array (a memory-mapped tensor) is sliced without copying; any other is
-    cut along its first axis, so only one piece is ever copied at a time.
-    """
-    if array.ndim == 0:
-        yield array.reshape(1)
-        return
-    if array.flags.c_contiguous:
-        flat = array.reshape(-1)
-        for start in range(0, flat.size, elements):
-            yield flat[start : start + elements]
-        return
-    rows = max(1, elements // max(1, math.prod(array.shape[1:])))
-    for start in range(0, array.shape[0], rows):
-        yield from chunks(np.ascontiguousarray(array[start : start + rows]), elements)
-
-
-def widened(chunk: np.ndarray) -> np.ndarray:
-    """The chunk as float64 (or complex128): bfloat16, float8 and float16 need widening to add up."""
-    if chunk.dtype.kind == "c":
-        return chunk.astype(np.complex128)
-    return chunk.astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -153,12 +143,18 @@ class StatsPartial:
 def chunk_stats(chunk: np.ndarray, kind: str) -> StatsPartial:
     """One chunk's figures; ``kind`` is what ``numeric_kind`` says of its dtype.
 
-    Exact figures (zeros, NaNs, min, max) are taken on numpy's own types as stored, half
-    the bytes of float64; sums on float64. The deviations are taken from the chunk's first
-    value (the shifted-data algorithm) in place, which avoids both another temporary and
-    the cancellation of the textbook sum-of-squares formula.
+    Floating-point chunks go block by block through the fused path (see the module's
+    description); the rest, and any block holding a NaN or an infinity, through the general
+    one: exact figures (zeros, NaNs, min, max) on numpy's own types as stored, sums on
+    float64, the deviations taken from the chunk's first value (the shifted-data algorithm)
+    in place, which avoids both another temporary and the cancellation of the textbook
+    sum-of-squares formula.
     """
     with np.errstate(invalid="ignore", over="ignore"):  # infinities add up to NaN or overflow, as they should
+        if kind == "f" and chunk.size and fused_float(chunk.dtype):
+            figures, left = float_figures(chunk.reshape(-1))
+            parts = [StatsPartial(*figures)] if figures else []
+            return functools.reduce(StatsPartial.merge, [_figures(block, kind) for block in left], *parts)
         return _figures(chunk, kind)
 
 
@@ -177,23 +173,15 @@ def _figures(chunk: np.ndarray, kind: str) -> StatsPartial:
     if wide.size:
         partial.count = wide.size
         partial.low, partial.high = float(exact.min()), float(exact.max())
-        partial.squares = float(np.dot(wide, wide))
-        partial.total = float(np.dot(wide, _ones(wide.size)))
+        partial.squares = dot(wide, wide)
+        partial.total = total(wide)
         partial.mean = partial.total / wide.size
         if not partial.infs:
             shift = float(wide[0])
             wide -= shift
-            shifted_sum = float(np.dot(wide, _ones(wide.size)))
-            partial.m2 = max(0.0, float(np.dot(wide, wide)) - shifted_sum * shifted_sum / wide.size)
+            shifted_sum = total(wide)
+            partial.m2 = max(0.0, dot(wide, wide) - shifted_sum * shifted_sum / wide.size)
     return partial
-
-
-@functools.lru_cache(maxsize=4)
-def _ones(size: int) -> np.ndarray:
-    """A vector of ones: a sum as a dot product runs at BLAS speed, four times numpy's add.reduce."""
-    ones = np.ones(size)
-    ones.flags.writeable = False
-    return ones
 
 
 def tensor_stats(
@@ -371,23 +359,6 @@ def _segment_figures(arrays: list[np.ndarray], kind: str) -> list[StatsPartial]:
 # -- differences ----------------------------------------------------------------------------
 
 
-def aligned_chunks(
-    first: Iterator[np.ndarray], second: Iterator[np.ndarray]
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Pieces of two flat value streams of equal length, cut at the same element positions."""
-    left = right = np.empty(0)
-    while True:
-        if not left.size:
-            left = next(first, None)  # type: ignore[arg-type]
-        if not right.size:
-            right = next(second, None)  # type: ignore[arg-type]
-        if left is None or right is None:
-            return
-        length = min(left.size, right.size)
-        yield left[:length], right[:length]
-        left, right = left[length:], right[length:]
-
-
 @dataclass
 class DiffPartial:
     """The figures of a difference over some of two tensors' values, to be merged with the rest's."""
@@ -443,8 +414,18 @@ def diff_partial(
 
 
 def pair_diff(a: np.ndarray, b: np.ndarray, rtol: float, atol: float, into: DiffPartial) -> None:
+    """Add the difference's figures of two pieces of one length to ``into``: real numbers block by block by the
+    fused path (see the module's description), the rest (complex numbers, ``longdouble``) at once."""
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN here, and handled as such
-        _pair(widened(a), widened(b), rtol, atol, into)
+        if rtol >= 0 and atol >= 0 and fused_real(a.dtype) and fused_real(b.dtype):
+            figures, left = pair_figures(a.reshape(-1), b.reshape(-1), rtol, atol)
+            fused = into.merge(DiffPartial(*figures))
+            into.max_abs, into.mismatched, into.dot = fused.max_abs, fused.mismatched, fused.dot
+            into.a_squares, into.b_squares, into.d_squares = fused.a_squares, fused.b_squares, fused.d_squares
+            for block_a, block_b in left:
+                _pair(widened(block_a), widened(block_b), rtol, atol, into)
+        else:
+            _pair(widened(a), widened(b), rtol, atol, into)
 
 
 def _pair(a: np.ndarray, b: np.ndarray, rtol: float, atol: float, into: DiffPartial) -> None:
@@ -513,6 +494,9 @@ def tensor_diff(
         if dtypes[0] == dtypes[1] and a.tolist() == b.tolist():  # strings, records: equal or not
             return TensorDiff(name, other, "equal", dtypes, shapes)
         return TensorDiff(name, other, "different" if dtypes[0] == dtypes[1] else "dtype", dtypes, shapes)
+    if a.dtype == b.dtype and fused_real(a.dtype) and identical(a, b):
+        cosine = 1.0 if any_nonzero(chunks(a)) else None  # None, as for any tensor of zeros (norm 0)
+        return TensorDiff(name, other, "equal", dtypes, shapes, 0.0, 0.0, cosine, 0, moved)
     figures = diff_partial(a, b, rtol, atol)
     status = "equal" if not figures.mismatched else "different"
     return TensorDiff(

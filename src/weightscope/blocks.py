@@ -1,0 +1,264 @@
+"""A tensor's values a piece at a time, and the fused kernels that take ``stats``' and ``diff``'s figures of them.
+
+``chunks`` cuts a tensor's flat values into pieces of ``CHUNK_ELEMENTS`` (views of a mapped
+tensor, never a copy of the whole). The fused kernels cut a floating-point chunk further,
+into blocks of ``BLOCK_ELEMENTS`` that stay in the core's cache while every figure is
+taken of them in turn. Exact figures (min, max, zeros) are taken in the stored type
+(float32 at most: narrower floats are widened to it, exactly); NaN and infinity show in
+the min and max, and a block holding either is handed back for the caller's general path.
+Only the sums are widened to float64, into a per-thread buffer, and added by BLAS dot
+products ``DOT_ELEMENTS`` at a time (a longer one starts BLAS threads of its own, which
+cost more than they add); the products of float32 values are exact in float64. The sum of
+squared deviations follows as ``a · a - (a · 1)² / n`` unless the mean dominates the
+spread, when the block's deviations from its mean are summed instead. Two tensors'
+difference takes the same path, and blocks (and whole tensors) whose bytes are the same
+are recognised by a byte compare before any arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from weightscope.dtypes import numeric_kind
+
+CHUNK_ELEMENTS = 1 << 19  # 512 Ki elements: 4 MiB once widened to float64, so a chunk stays in cache
+# 32 Ki elements: a float32 block and the float64 buffers of the fused paths (two operands and their difference),
+# under 1 MiB together, stay in a core's L2 cache while the block's figures are taken one after another.
+BLOCK_ELEMENTS = 1 << 15
+# The mean may dominate the spread this much (sum of squares / sum of squared deviations) before the deviations
+# are summed from the mean rather than derived from the sum of squares: 64 costs at most 6 bits of 53.
+CANCELLATION = 64.0
+# OpenBLAS computes a dot product of up to 10,000 elements on the calling thread, and wakes threads of its own for
+# a longer one: 8 times slower at 32 Ki elements on this 2-core machine, and worse beside this module's threads.
+DOT_ELEMENTS = 8192
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+_ONES = np.ones(DOT_ELEMENTS)
+_ONES.flags.writeable = False
+
+# A floating-point chunk's fused figures: count, sum, mean, squared deviations, min, max, sum of squares, zeros.
+FloatFigures = tuple[int, float, float, float, float, float, float, int]
+# Two pieces' fused figures: max |a - b|, values outside the tolerance, a · b, a · a, b · b, (a - b) · (a - b).
+PairFigures = tuple[float, int, float, float, float, float]
+
+
+def chunks(array: np.ndarray, elements: int = CHUNK_ELEMENTS) -> Iterator[np.ndarray]:
+    """The array's values as consecutive flat pieces of at most ``elements``, in C order.
+
+    A contiguous array (a memory-mapped tensor) is sliced without copying; any other is
+    cut along its first axis, so only one piece is ever copied at a time.
+    """
+    if array.ndim == 0:
+        yield array.reshape(1)
+        return
+    if array.flags.c_contiguous:
+        flat = array.reshape(-1)
+        for start in range(0, flat.size, elements):
+            yield flat[start : start + elements]
+        return
+    rows = max(1, elements // max(1, math.prod(array.shape[1:])))
+    for start in range(0, array.shape[0], rows):
+        yield from chunks(np.ascontiguousarray(array[start : start + rows]), elements)
+
+
+def aligned_chunks(
+    first: Iterator[np.ndarray], second: Iterator[np.ndarray]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Pieces of two flat value streams of equal length, cut at the same element positions."""
+    left = right = np.empty(0)
+    while True:
+        if not left.size:
+            left = next(first, None)  # type: ignore[arg-type]
+        if not right.size:
+            right = next(second, None)  # type: ignore[arg-type]
+        if left is None or right is None:
+            return
+        length = min(left.size, right.size)
+        yield left[:length], right[:length]
+        left, right = left[length:], right[length:]
+
+
+def widened(chunk: np.ndarray) -> np.ndarray:
+    """The chunk as float64 (or complex128): bfloat16, float8 and float16 need widening to add up."""
+    if chunk.dtype.kind == "c":
+        return chunk.astype(np.complex128)
+    return chunk.astype(np.float64)
+
+
+class _Scratch(threading.local):
+    """One thread's buffers for the fused paths, a block each: two operands widened to float64, their difference,
+    a block narrowed to float32, flags."""
+
+    def __init__(self) -> None:
+        self.wide = np.empty(BLOCK_ELEMENTS)
+        self.other = np.empty(BLOCK_ELEMENTS)
+        self.gap = np.empty(BLOCK_ELEMENTS)
+        self.single = np.empty(BLOCK_ELEMENTS, np.float32)
+        self.flags = np.empty(BLOCK_ELEMENTS, np.bool_)
+
+
+_SCRATCH = _Scratch()
+
+
+def fused_float(dtype: np.dtype) -> bool:
+    """Whether values of ``dtype`` (a floating-point type) take the fused path: all but ``longdouble``."""
+    return dtype.itemsize <= 4 or dtype.newbyteorder("=") == _FLOAT64
+
+
+def fused_real(dtype: np.dtype) -> bool:
+    """Whether values of ``dtype`` take the fused path of a difference: real numbers, but ``longdouble``."""
+    return numeric_kind(dtype) in ("f", "i", "b") and dtype.itemsize <= 8
+
+
+def _as_float64(block: np.ndarray, buffer: np.ndarray) -> np.ndarray:
+    """The block as float64: itself if it is, else widened into ``buffer``."""
+    if block.dtype == _FLOAT64:
+        return block
+    wide = buffer[: block.size]
+    np.copyto(wide, block, casting="unsafe")
+    return wide
+
+
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``a · b`` of two float64 vectors, by BLAS ``DOT_ELEMENTS`` at a time."""
+    if a.size <= DOT_ELEMENTS:
+        return float(np.dot(a, b))
+    return sum(float(np.dot(a[start : start + DOT_ELEMENTS], b[start : start + DOT_ELEMENTS]))
+               for start in range(0, a.size, DOT_ELEMENTS))  # fmt: skip
+
+
+def total(a: np.ndarray) -> float:
+    """The sum of a float64 vector, as dot products with ones: at BLAS speed, faster than numpy's add.reduce."""
+    ones = _ONES[: min(a.size, DOT_ELEMENTS)]
+    if a.size <= DOT_ELEMENTS:
+        return float(np.dot(a, ones))
+    return sum(float(np.dot(a[start : start + DOT_ELEMENTS], ones[: a.size - start]))
+               for start in range(0, a.size, DOT_ELEMENTS))  # fmt: skip
+
+
+def float_figures(flat: np.ndarray) -> tuple[FloatFigures | None, list[np.ndarray]]:
+    """A flat floating-point chunk's figures over the blocks the fused path took (None if it took none), and the
+    blocks it left (holding a NaN or an infinity, or values whose squares overflow) for the general path."""
+    count = zeros = 0
+    sum_ = squares = 0.0
+    low, high = math.inf, -math.inf
+    blocks: list[tuple[int, float, float]] = []  # each fused block's size, mean and squared deviations
+    left: list[np.ndarray] = []
+    for start in range(0, flat.size, BLOCK_ELEMENTS):
+        block = flat[start : start + BLOCK_ELEMENTS]
+        figures = _block_figures(block)
+        if figures is None:
+            left.append(block)
+            continue
+        block_sum, block_squares, m2, block_low, block_high, block_zeros = figures
+        blocks.append((block.size, block_sum / block.size, m2))
+        count += block.size
+        sum_ += block_sum
+        squares += block_squares
+        zeros += block_zeros
+        low, high = min(low, block_low), max(high, block_high)
+    if not count:
+        return None, left
+    mean = sum_ / count  # Chan's parallel formula over the blocks at once
+    m2 = sum(deviations + size * (block_mean - mean) ** 2 for size, block_mean, deviations in blocks)
+    return (count, sum_, mean, m2, low, high, squares, zeros), left
+
+
+def _block_figures(block: np.ndarray) -> tuple[float, float, float, float, float, int] | None:
+    """A block's sum, sum of squares, sum of squared deviations, min, max and zeros, or None (see above)."""
+    scratch, size = _SCRATCH, block.size
+    if block.dtype in (_FLOAT32, _FLOAT64):
+        exact = block
+    elif block.dtype.itemsize <= 4:  # float16, bfloat16, float8, float32 in the other byte order: exact in float32
+        exact = scratch.single[:size]
+        np.copyto(exact, block, casting="unsafe")
+    else:
+        exact = _as_float64(block, scratch.wide)
+    low, high = float(np.minimum.reduce(exact)), float(np.maximum.reduce(exact))  # a NaN shows in both
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    wide = _as_float64(exact, scratch.wide)
+    sum_, squares = total(wide), dot(wide, wide)
+    if not math.isfinite(squares):  # float64 values beyond 1e154
+        return None
+    flags = scratch.flags[:size]
+    np.equal(exact, 0, out=flags)
+    zeros = int(np.count_nonzero(flags))
+    mean = sum_ / size
+    m2 = squares - sum_ * mean
+    if m2 * CANCELLATION < squares:  # the mean dominates: the deviations themselves, lest the difference cancel
+        deviations = scratch.wide[:size]
+        np.subtract(wide, mean, out=deviations)
+        rest = total(deviations)
+        m2 = dot(deviations, deviations) - rest * rest / size
+    return sum_, squares, max(0.0, m2), low, high, zeros
+
+
+def pair_figures(
+    a: np.ndarray, b: np.ndarray, rtol: float, atol: float
+) -> tuple[PairFigures, list[tuple[np.ndarray, np.ndarray]]]:
+    """Two flat real pieces' figures over the blocks the fused path took, and the pairs of blocks it left (a NaN
+    or an infinity in either, or squares overflowing) for the general path. ``rtol`` and ``atol`` >= 0."""
+    sums = [0.0, 0.0, 0.0, 0.0]  # a · b, a · a, b · b, gap · gap
+    max_abs, mismatched = 0.0, 0
+    left: list[tuple[np.ndarray, np.ndarray]] = []
+    for start in range(0, a.size, BLOCK_ELEMENTS):
+        pair = a[start : start + BLOCK_ELEMENTS], b[start : start + BLOCK_ELEMENTS]
+        figures = _block_pair(*pair, rtol, atol)
+        if figures is None:
+            left.append(pair)
+            continue
+        for index in range(4):
+            sums[index] += figures[2 + index]
+        max_abs, mismatched = max(max_abs, figures[0]), mismatched + figures[1]
+    return (max_abs, mismatched, sums[0], sums[1], sums[2], sums[3]), left
+
+
+def _block_pair(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> PairFigures | None:
+    scratch, size = _SCRATCH, a.size
+    left = _as_float64(a, scratch.wide)
+    a_squares = dot(left, left)
+    if a.dtype == b.dtype and math.isfinite(a_squares) and same_bytes(a, b, scratch.flags[:size]):
+        return 0.0, 0, a_squares, a_squares, a_squares, 0.0  # the same values: no gap, and the three sums are one
+    right = _as_float64(b, scratch.other)
+    b_squares = dot(right, right)
+    if not (math.isfinite(a_squares) and math.isfinite(b_squares)):
+        return None
+    products = dot(left, right)
+    gap = scratch.gap[:size]
+    np.subtract(left, right, out=gap)
+    np.abs(gap, out=gap)
+    gap_squares, max_abs = dot(gap, gap), float(np.maximum.reduce(gap))
+    bound: np.ndarray | float = 0.0
+    if rtol or atol:  # as numpy's isclose: within atol + rtol * |b|
+        bound = scratch.other[:size]
+        np.abs(right, out=bound)
+        np.multiply(bound, rtol, out=bound)
+        np.add(bound, atol, out=bound)
+    flags = scratch.flags[:size]
+    np.greater(gap, bound, out=flags)  # finite values: a - b is 0 exactly when a == b
+    return max_abs, int(np.count_nonzero(flags)), products, a_squares, b_squares, gap_squares
+
+
+def same_bytes(a: np.ndarray, b: np.ndarray, flags: np.ndarray | None = None) -> bool:
+    """Whether two flat pieces of one type hold the same bytes, compared as unsigned integers of the type's width."""
+    unsigned = np.dtype(f"u{a.dtype.itemsize}")
+    return not np.not_equal(a.view(unsigned), b.view(unsigned), out=flags).any()
+
+
+def identical(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays of one real type and shape hold the same bytes, at the speed of a memory compare: chunk
+    by chunk, stopping at the first that differs."""
+    return all(same_bytes(left, right) for left, right in aligned_chunks(chunks(a), chunks(b)))
+
+
+def any_nonzero(pieces: Iterable[np.ndarray]) -> bool:
+    """Whether real values hold a finite value other than 0, looked for a piece at a time until one is found."""
+    for piece in pieces:
+        wide = widened(piece)
+        if np.count_nonzero(np.isfinite(wide) & (wide != 0)):
+            return True
+    return False
