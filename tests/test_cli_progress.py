@@ -17,13 +17,14 @@ import pytest
 import weightscope as ws
 from weightscope.analysis import checkpoint_diff, checkpoint_stats
 
-RATE = re.compile(r"\d[\d.]* ?[kMG]?(B|tensors|tasks|weights)/s")
+# tqdm's rate: so many a second, or (below one) so many seconds each
+RATE = re.compile(r"\d[\d.]* ?([kMG]?B|tensors|tasks|weights)/s|\d[\d.]*s/ ?(tensors|tasks|weights)")
 
 
-def _run(*args: object, terminal: bool = True) -> tuple[int, str, str]:
+def _run(*args: object, terminal: bool = True, delay: str = "0") -> tuple[int, str, str]:
     """``weightscope ARGS`` in a process of its own, stderr on a pseudo-terminal (else a pipe): its exit status,
-    stdout and stderr. The bar is drawn from the start (``WEIGHTSCOPE_PROGRESS_DELAY=0``), 120 columns wide."""
-    env = {**os.environ, "WEIGHTSCOPE_PROGRESS_DELAY": "0", "COLUMNS": "120"}
+    stdout and stderr. The bar is drawn after ``delay`` seconds (from the start by default), 120 columns wide."""
+    env = {**os.environ, "WEIGHTSCOPE_PROGRESS_DELAY": delay, "COLUMNS": "120"}
     command = [sys.executable, "-m", "weightscope", *map(str, args)]
     if not terminal:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -62,8 +63,8 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _final(stderr: str) -> str:
-    """The bar as it was left: the last of the lines drawn over each other."""
-    return stderr.replace("\r\n", "\n").rstrip("\n").split("\r")[-1]
+    """The bar as it was left: the last of the lines drawn over each other (notes may follow it)."""
+    return stderr.replace("\r\n", "\n").split("\r")[-1].split("\n")[0]
 
 
 def test_stats_draws_bytes_tensors_and_rate_on_a_terminal_only(big: Path) -> None:
@@ -72,13 +73,14 @@ def test_stats_draws_bytes_tensors_and_rate_on_a_terminal_only(big: Path) -> Non
     final = _final(err)
     assert final.startswith("stats big.safetensors: 100%") and "24.0M/24.0M" in final and "6/6 tensors" in final
     assert RATE.search(final), final
-    assert err.count("\r") > 2  # drawn over itself as the work went on
+    assert err.count("\r") >= 2  # drawn first, then over itself (each tenth of a second of work, and at its end)
     piped = _run("stats", big, terminal=False)
     assert piped == (0, out, "")  # the same table; nothing on a pipe
     for quiet in (["--json"], ["-q"], ["--quiet"]):
         args = [*quiet, "stats", big] if quiet[0] != "--json" else ["stats", "--json", big]
         status, printed, err = _run(*args)
         assert status == 0 and printed and err == "", (quiet, err)
+    assert _run("stats", big, delay="60")[::2] == (0, "")  # work done before the delay: no bar at all
 
 
 @pytest.mark.parametrize(

@@ -96,10 +96,9 @@ class Output:
         finally:
             progress.close()
 
-    def err(self, text: str = "", *, redraw: bool = False, end: bool = True) -> None:
-        """``text`` on stderr as it is (a progress line, a stack); ``redraw`` draws it over the line
-        before, ``end=False`` leaves the line open for the next one."""
-        self.env.write(("\r" if redraw else "") + terminal_text(text) + ("\n" if end else ""), err=True)
+    def err(self, text: str) -> None:
+        """``text`` on stderr as it is, a line (a progress line off a terminal, a stack), ``--quiet`` or not."""
+        self.env.write(terminal_text(text) + "\n", err=True)
 
     def _line(self, text: str) -> None:
         self.env.write(terminal_text(text) + "\n")
