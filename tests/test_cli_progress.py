@@ -92,8 +92,14 @@ def test_stats_draws_bytes_tensors_and_rate_on_a_terminal_only(big: Path) -> Non
         (["health", "{big}"], "health big.safetensors: 100%", "tasks/s"),
         (["spectra", "{big}", "--top", "8"], "spectra big.safetensors: 100%", "tasks/s"),
         (["diff", "--anatomy", "--intruders", "0", "{big}", "{other}"], "diff --anatomy big.safetensors", "weights/s"),
+        (["plot", "{big}", "layer0.weight", "layer1.weight", "--out", "{tmp}/h.png"], "plot big.safetensors", "2/2"),
+        (
+            ["plot", "{big}", "layer0.weight", "--kind", "spectrum", "--out", "{tmp}/s.png"],
+            "plot big.safetensors",
+            "1/1",
+        ),
     ],
-    ids=["verify", "diff", "convert", "health", "spectra", "anatomy"],
+    ids=["verify", "diff", "convert", "health", "spectra", "anatomy", "plot", "plot-spectrum"],
 )
 def test_long_commands_draw_their_bar(big: Path, tmp_path: Path, args: list[str], label: str, counted: str) -> None:
     def words(tmp: Path) -> list[str]:

@@ -30,7 +30,7 @@ import math
 import os
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -602,12 +602,13 @@ def plot_checkpoint(
     bins: int | None = None,
     compare: Checkpoint | None = None,
     size: tuple[int, int] = DEFAULT_SIZE,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Plot]:
     """Draw each named tensor (a role name such as ``layer1/weight`` works too) to its own PNG.
 
     Every name, option and dtype is checked before the first file is written; the
-    pictures are then drawn and written one at a time. ``log``, ``bins`` and ``compare``
-    are for histograms.
+    pictures are then drawn and written one at a time (``progress(done, total)`` told of
+    each). ``log``, ``bins`` and ``compare`` are for histograms.
     """
     if kind not in KINDS:
         raise UsageError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -628,11 +629,9 @@ def plot_checkpoint(
         if (name, other) not in resolved:
             resolved.append((name, other))
     for name, other in resolved:
-        info = ckpt.info(name)
-        _check_plottable(name, info.dtype, info.shape)
+        _check_plottable(name, ckpt.info(name).dtype, ckpt.info(name).shape)
         if compare is not None and other is not None:
-            info = compare.info(other)
-            _check_plottable(other, info.dtype, info.shape)
+            _check_plottable(other, compare.info(other).dtype, compare.info(other).shape)
     paths = output_paths(out, [name for name, _ in resolved])
     _matplotlib()  # the install hint before any work
     plots = []
@@ -646,4 +645,6 @@ def plot_checkpoint(
         path.parent.mkdir(parents=True, exist_ok=True)
         save_png(figure, path)
         plots.append(Plot(name, path, kind, other, notes))
+        if progress is not None:
+            progress(len(plots), len(resolved))
     return plots

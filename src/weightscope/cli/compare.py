@@ -440,14 +440,17 @@ def plot_command(
     with contextlib.ExitStack() as stack:
         ckpt = stack.enter_context(_open(path, dequantize=dequantize))
         other = stack.enter_context(_open(compare, dequantize=dequantize)) if compare is not None else None
+        bar = stack.enter_context(out.progress(0, len(names), f"plot {path.name}"))
         if kind == "spectrum":
             from weightscope.spectra_plot import plot_spectra
 
             if log or bins is not None or other is not None:
                 raise UsageError("--log, --bins and --compare are for --kind hist")
-            plots = plot_spectra(ckpt, names, image, size=pixels)
+            plots = plot_spectra(ckpt, names, image, size=pixels, progress=bar.tasks)
         else:
-            plots = plot_checkpoint(ckpt, names, image, kind=kind, log=log, bins=bins, compare=other, size=pixels)
+            plots = plot_checkpoint(
+                ckpt, names, image, kind=kind, log=log, bins=bins, compare=other, size=pixels, progress=bar.tasks
+            )
     for plot in plots:
         against = "" if plot.other is None else f" against B's '{safe_text(plot.other)}'"
         out.text(f"wrote {safe_text(str(plot.path))}: {plot.kind} of '{safe_text(plot.name)}'{against}")
