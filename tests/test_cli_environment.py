@@ -60,6 +60,9 @@ def test_progress_is_drawn_only_on_a_terminal(tmp_path: Path) -> None:
     env, out, err = _environment(stderr_isatty=False)  # asked for off a terminal: a line per tenth
     assert main(["runs", "find-nan", "--scheduler", "sync", "--progress", str(tmp_path)], env=env) == 0
     assert err.getvalue() == "weightscope: 1/1 tasks (100%)\n"  # both checkpoints in one task
+    env, out, err = _environment(stderr_isatty=True, progress_delay=0)  # refused on a terminal
+    assert main(["runs", "find-nan", "--scheduler", "sync", "--no-progress", str(tmp_path)], env=env) == 0
+    assert err.getvalue() == ""
     for quiet in (["-q"], ["--quiet"]):  # silenced on a terminal too
         env, out, err = _environment(stderr_isatty=True, progress_delay=0)
         assert main([*quiet, "runs", "find-nan", "--scheduler", "sync", str(tmp_path)], env=env) == 0
