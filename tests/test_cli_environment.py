@@ -33,7 +33,10 @@ def test_help_and_version_go_to_the_environment_at_its_width(capsys: pytest.Capt
             out.getvalue().startswith("Usage: weightscope convert [OPTIONS] SOURCE DESTINATION\n")
             and not err.getvalue()
         )
-        widths[columns] = max(len(line) for line in out.getvalue().splitlines())
+        prose, examples = out.getvalue().split("Examples:\n")
+        widths[columns] = max(len(line) for line in prose.splitlines())
+        # The examples are command lines to copy, kept whole (as click keeps a \\b block), each under 80 columns.
+        assert all(len(line) <= 78 for line in examples.splitlines())
     assert widths[60] <= 58 < widths[200] <= 78  # click's rule: the terminal's width less 2, at most 78
     env, out, _ = _environment()
     assert main(["runs", "stats", "--help"], env=env) == 0 and "Usage: weightscope runs stats" in out.getvalue()
@@ -46,14 +49,24 @@ def test_progress_is_drawn_only_on_a_terminal(tmp_path: Path) -> None:
     for step in (10, 20):
         ws.save({"layer1/kernel": np.full((2, 2), step, np.float32)}, tmp_path / f"model.ckpt-{step}")
     for terminal in (True, False):
-        env, out, err = _environment(stderr_isatty=terminal)
+        env, out, err = _environment(stderr_isatty=terminal, progress_delay=0, terminal_width=100)
         assert main(["runs", "find-nan", "--scheduler", "sync", str(tmp_path)], env=env) == 0
         assert out.getvalue() == "no NaNs or infinities in any checkpoint\n"
         if terminal:  # one line drawn over itself, ended once all is done
-            assert err.getvalue().startswith("\rweightscope: ") and err.getvalue().endswith("tasks (100%)\n")
-            assert err.getvalue().count("\n") == 1
+            assert err.getvalue().startswith(f"\rruns find-nan {tmp_path.name}: ") and err.getvalue().endswith("\n")
+            assert err.getvalue().count("\n") == 1 and "100%" in err.getvalue() and " tasks/s]" in err.getvalue()
         else:
             assert err.getvalue() == ""
+    env, out, err = _environment(stderr_isatty=False)  # asked for off a terminal: a line per tenth
+    assert main(["runs", "find-nan", "--scheduler", "sync", "--progress", str(tmp_path)], env=env) == 0
+    assert err.getvalue() == "weightscope: 1/1 tasks (100%)\n"  # both checkpoints in one task
+    env, out, err = _environment(stderr_isatty=True, progress_delay=0)  # refused on a terminal
+    assert main(["runs", "find-nan", "--scheduler", "sync", "--no-progress", str(tmp_path)], env=env) == 0
+    assert err.getvalue() == ""
+    for quiet in (["-q"], ["--quiet"]):  # silenced on a terminal too
+        env, out, err = _environment(stderr_isatty=True, progress_delay=0)
+        assert main([*quiet, "runs", "find-nan", "--scheduler", "sync", str(tmp_path)], env=env) == 0
+        assert err.getvalue() == "" and out.getvalue() == "no NaNs or infinities in any checkpoint\n"
 
 
 def test_what_the_terminal_cannot_encode_is_escaped_not_a_crash(tmp_path: Path) -> None:

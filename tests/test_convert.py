@@ -64,6 +64,33 @@ def test_seed_converted_to_pytorch_gives_the_tensorflow_outputs(
     np.testing.assert_allclose(outputs, expected.numpy(), rtol=1e-6, atol=1e-7)
 
 
+def test_convert_summarises_what_it_wrote_and_lists_it_all_with_verbose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row per tensor fills a screen (102 for a ResNet-18): five (each layout's first among them), then counts;
+    --verbose lists all."""
+    tensors = {f"features.{i}.weight": _random(4, 3, 3, 3) for i in range(8)} | {"head.weight": _random(2, 4)}
+    source = ws.save(tensors, tmp_path / "in.safetensors")
+    args = ["--layout", "tensorflow", "--names", "tensorflow"]
+    assert main(["convert", str(source), str(tmp_path / "json" / "model.ckpt"), *args, "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)["tensors"]  # every tensor, as before
+    assert len(written) == 9
+    layouts: dict[str, int] = {}
+    for tensor in written:
+        layouts[tensor["layout"]] = layouts.get(tensor["layout"], 0) + 1
+    assert main(["convert", str(source), str(tmp_path / "short" / "model.ckpt"), *args]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split()[0] for line in lines[2 : lines.index("4 more: --verbose lists every tensor")]]
+    assert rows == [tensor["source"] for tensor in written[:4]] + ["head.weight"]  # each layout's first, in order
+    counted = ", ".join(f"{count} {layout}" for layout, count in sorted(layouts.items()))
+    assert f"layouts: {counted}" in lines and counted == "8 convolution 2D [2, 3, 1, 0], 1 dense [1, 0]"
+    assert "renamed: 9 of 9 tensors (to tensorflow's names)" in lines
+    assert main(["convert", str(source), str(tmp_path / "all" / "model.ckpt"), *args, "--verbose"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:11]] == [tensor["source"] for tensor in written]
+    assert lines[11].startswith("wrote 9 tensors") and not any("--verbose" in line for line in lines)
+
+
 class _ToChannelsLast(torch.nn.Module):
     """Keras flattens NHWC feature maps: a PyTorch twin must flatten in the same order."""
 

@@ -199,15 +199,12 @@ def test_terminal_text_keeps_newlines_and_escapes_the_rest() -> None:
 def test_the_progress_bar_on_a_terminal_escapes_the_file_name() -> None:
     from weightscope.cli import Environment
     from weightscope.cli._output import Output
-    from weightscope.cli.convert import _ProgressBar
 
     stderr = io.StringIO()  # a terminal's
-    bar = _ProgressBar(
-        Output(Environment(stdout=io.StringIO(), stderr=stderr, stderr_isatty=True)), f"converting {OSC_LINK}{C1}.pt"
-    )
-    bar._started -= 2  # a conversion past its first second
-    bar(1, 2, 512, 1024)
-    bar.finish()
+    env = Environment(stdout=io.StringIO(), stderr=stderr, stderr_isatty=True, progress_delay=0, terminal_width=200)
+    with Output(env).progress(0, 0, f"convert {OSC_LINK}{C1}.pt") as bar:
+        bar(1, 2, 512, 1024)  # convert's report: 1 of 2 tensors, 512 of 1024 bytes
     err = stderr.getvalue()
-    assert err.startswith("\rconverting \\x1b]8;;http://evil.example/\\x07\\x9b31m.pt [###") and err.endswith("\n")
-    assert FORBIDDEN.search(err.replace("\r", "", 1)) is None
+    assert err.startswith("\rconvert \\x1b]8;;http://evil.example/\\x07\\x9b31m.pt: ") and err.endswith("\n")
+    assert "512/1.00k" in err and "1/2 tensors" in err
+    assert FORBIDDEN.search(err.replace("\r", "")) is None

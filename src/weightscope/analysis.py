@@ -29,12 +29,13 @@ equal only NaNs, in the same places; infinities only the same infinity).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -106,18 +107,8 @@ class StatsPartial:
 
     def repeated(self, times: int) -> StatsPartial:
         """The figures of these values each repeated ``times`` times: mean, extremes and deviation unchanged."""
-        return StatsPartial(
-            self.count * times,
-            self.total * times,
-            self.mean,
-            self.m2 * times,
-            self.low,
-            self.high,
-            self.squares * times,
-            self.zeros * times,
-            self.nans * times,
-            self.infs * times,
-        )
+        scaled = ("count", "total", "m2", "squares", "zeros", "nans", "infs")
+        return replace(self, **{field: getattr(self, field) * times for field in scaled})
 
     def merge(self, other: StatsPartial) -> StatsPartial:
         total = self.count + other.count
@@ -126,18 +117,9 @@ class StatsPartial:
         m2 = self.m2 + other.m2 + (delta * delta * self.count * other.count / total if total else 0.0)
         lows = [value for value in (self.low, other.low) if value is not None]
         highs = [value for value in (self.high, other.high) if value is not None]
-        return StatsPartial(
-            total,
-            self.total + other.total,
-            mean,
-            m2,
-            min(lows) if lows else None,
-            max(highs) if highs else None,
-            self.squares + other.squares,
-            self.zeros + other.zeros,
-            self.nans + other.nans,
-            self.infs + other.infs,
-        )
+        sums = {key: getattr(self, key) + getattr(other, key) for key in ("total", "squares", "zeros", "nans", "infs")}
+        low, high = min(lows) if lows else None, max(highs) if highs else None
+        return StatsPartial(total, mean=mean, m2=m2, low=low, high=high, **sums)
 
 
 def chunk_stats(chunk: np.ndarray, kind: str) -> StatsPartial:
@@ -190,8 +172,10 @@ def tensor_stats(
     elements: int = CHUNK_ELEMENTS,
     pool: ThreadPoolExecutor | None = None,
     shape: tuple[int, ...] | None = None,
+    advance: Callable[[int, int], None] | None = None,
 ) -> TensorStats:
-    """The statistics of one tensor, read chunk by chunk (on ``pool``'s threads, if given).
+    """The statistics of one tensor, read chunk by chunk (on ``pool``'s threads, if given, each chunk's bytes
+    then told to ``advance(0, nbytes)``).
 
     With ``shape``, ``array`` stands for a tensor of that shape repeating each of its values alike
     (``Checkpoint.without_repeats``): the figures are the tensor's.
@@ -205,13 +189,15 @@ def tensor_stats(
     else:
         total = StatsPartial()
         # A window of chunks in flight: bounded memory, every thread busy.
-        pending: deque[Future[StatsPartial]] = deque()
-        for chunk in chunks(array, elements):
-            pending.append(pool.submit(chunk_stats, chunk, kind))
-            if len(pending) > pool._max_workers:
-                total = total.merge(pending.popleft().result())
-        while pending:
-            total = total.merge(pending.popleft().result())
+        pending: deque[tuple[Future[StatsPartial], int]] = deque()
+        for chunk in itertools.chain(chunks(array, elements), [None]):  # None: the end, every chunk then merged
+            if chunk is not None:
+                pending.append((pool.submit(chunk_stats, chunk, kind), chunk.nbytes))
+            while pending and (chunk is None or len(pending) > pool._max_workers):
+                future, nbytes = pending.popleft()
+                total = total.merge(future.result())
+                if advance is not None:
+                    advance(0, nbytes)
     if array.size and array.size != math.prod(shape):
         total = total.repeated(math.prod(shape) // array.size)
     return stats_from_partial(name, array.dtype, shape, kind, total)
@@ -241,7 +227,10 @@ def _workers() -> int:
 
 
 def checkpoint_stats(
-    ckpt: Checkpoint, names: Iterable[str], errors: dict[str, WeightscopeError] | None = None
+    ckpt: Checkpoint,
+    names: Iterable[str],
+    errors: dict[str, WeightscopeError] | None = None,
+    advance: Callable[[int, int], None] | None = None,
 ) -> list[TensorStats]:
     """Statistics of the named tensors, in order, on a few threads (numpy releases the GIL).
 
@@ -249,10 +238,11 @@ def checkpoint_stats(
     stored values (a stride of 0) is summed over the values it stores, each counted as often as it repeats.
     With ``errors``, a tensor that cannot be read (a checksum that does not match, bytes missing) is left out
     and its error put in ``errors`` under its name, in order, so one damaged tensor hides no other's figures;
-    without, the first such error is raised.
+    without, the first such error is raised. ``advance(tensors, nbytes)`` is told of each batch and chunk done.
     """
     names = list(names)
     failed: dict[str, WeightscopeError] = {}
+    done = advance or (lambda tensors, nbytes: None)
     with ThreadPoolExecutor(_workers()) as pool:
         large = {name for name in names if ckpt.info(name).size > CHUNK_ELEMENTS}
         # Small tensors go to the threads in batches of about a chunk: a task per tensor costs more than its figures.
@@ -266,11 +256,16 @@ def checkpoint_stats(
                     batches.append([])
                     elements = 0
         results: dict[str, TensorStats] = {}
-        for batch in pool.map(functools.partial(_batch_stats, ckpt, failed), batches):
-            results.update((result.name, result) for result in batch)
+        for batch, figures in zip(
+            batches, pool.map(functools.partial(_batch_stats, ckpt, failed), batches), strict=True
+        ):
+            results.update((result.name, result) for result in figures)
+            done(len(batch), sum(ckpt.info(name).nbytes for name in batch))
         for name in large:
             try:
-                results[name] = tensor_stats(name, ckpt.without_repeats(name), pool=pool, shape=ckpt.info(name).shape)
+                values = ckpt.without_repeats(name)
+                results[name] = tensor_stats(name, values, pool=pool, shape=ckpt.info(name).shape, advance=done)
+                done(1, ckpt.info(name).nbytes - values.nbytes)  # a view's repeats: read as one
             except WeightscopeError as error:
                 failed[name] = kept(error)
     in_order = [name for name in names if name in failed]
@@ -371,14 +366,11 @@ class DiffPartial:
     d_squares: float = 0.0
 
     def merge(self, other: DiffPartial) -> DiffPartial:
-        return DiffPartial(
-            max(self.max_abs, other.max_abs),
-            self.mismatched + other.mismatched,
-            self.dot + other.dot,
-            self.a_squares + other.a_squares,
-            self.b_squares + other.b_squares,
-            self.d_squares + other.d_squares,
+        sums = (
+            getattr(self, key) + getattr(other, key)
+            for key in ("mismatched", "dot", "a_squares", "b_squares", "d_squares")
         )
+        return DiffPartial(max(self.max_abs, other.max_abs), *sums)
 
     @property
     def relative_l2(self) -> float | None:
@@ -499,18 +491,8 @@ def tensor_diff(
         return TensorDiff(name, other, "equal", dtypes, shapes, 0.0, 0.0, cosine, 0, moved)
     figures = diff_partial(a, b, rtol, atol)
     status = "equal" if not figures.mismatched else "different"
-    return TensorDiff(
-        name,
-        other,
-        status,
-        dtypes,
-        shapes,
-        figures.max_abs,
-        figures.relative_l2,
-        figures.cosine,
-        figures.mismatched,
-        moved,
-    )
+    measured = (figures.max_abs, figures.relative_l2, figures.cosine, figures.mismatched)
+    return TensorDiff(name, other, status, dtypes, shapes, *measured, moved)
 
 
 def diff_order(tensor: TensorDiff) -> tuple[int, float]:
@@ -593,14 +575,20 @@ def canonical_names(ckpt: Checkpoint, names: set[str]) -> dict[str, PlannedTenso
 
 
 def checkpoint_diff(
-    a: Checkpoint, b: Checkpoint, rtol: float = 0.0, atol: float = 0.0, include_optimizer: bool = False
+    a: Checkpoint,
+    b: Checkpoint,
+    rtol: float = 0.0,
+    atol: float = 0.0,
+    include_optimizer: bool = False,
+    advance: Callable[[int, int], None] | None = None,
 ) -> CheckpointDiff:
     """Compare the weights (and with ``include_optimizer`` the optimizer state) of ``a`` and ``b``.
 
     Tensors are matched by name first; those left over on both sides (a TensorFlow
     checkpoint against its PyTorch conversion) by the layer model: both renamed to
     PyTorch's convention and laid out as PyTorch lays them out, so ``layer1/kernel``
-    meets ``layer1.weight``, transposed. Bookkeeping (``global_step``) is never compared.
+    meets ``layer1.weight``, transposed. Bookkeeping (``global_step``) is never compared. ``advance(2, nbytes)``
+    is told of each pair compared, the bytes of both.
     """
     kinds = ("parameter", "optimizer") if include_optimizer else ("parameter",)
 
@@ -626,8 +614,15 @@ def checkpoint_diff(
                 rest_a.discard(tensor.source)
                 rest_b.discard(other.source)
                 matched_by = "name and layer model" if common else "layer model"
+
+    def run(job: Callable[[], TensorDiff]) -> TensorDiff:
+        tensor = job()
+        if advance is not None:
+            advance(2, a.info(tensor.name).nbytes + b.info(tensor.other).nbytes)
+        return tensor
+
     with ThreadPoolExecutor(_workers()) as pool:
-        tensors = list(pool.map(lambda job: job(), jobs))
+        tensors = list(pool.map(run, jobs))
     only_a = [name for name in names_a if name in rest_a]
     only_b = [name for name in names_b if name in rest_b]
     return CheckpointDiff(str(a.path), str(b.path), rtol, atol, tensors, only_a, only_b, matched_by)

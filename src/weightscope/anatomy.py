@@ -30,14 +30,11 @@ import contextlib
 import math
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightscope.analysis import _workers
-from weightscope.blas import one_blas_thread_each
 from weightscope.dtypes import numeric_kind
 from weightscope.output import finite_figures
 
@@ -237,13 +234,14 @@ def anatomy(
     threshold: float = INTRUDER_SIMILARITY,
     scheduler: str | None = None,
     client: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Anatomy:
     """What ``tuned`` (and ``second``, another fine-tune of ``base``) changed in ``base``'s weights, by name.
 
     On a few local threads by default; with ``scheduler`` or ``client`` (as ``weightscope.runs.execute`` takes
     them: ``"sync"``, ``"processes"``, a cluster's ``tcp://HOST:PORT``, a ``dask.distributed.Client``) a Dask task
     per weight, which opens the checkpoints by their paths (so they must be paths its workers can open) and
-    gives the same figures.
+    gives the same figures. ``progress(done, total)`` is told as each weight is done.
     """
     names_base, names_tuned = parameters(base), parameters(tuned)
     held = set(names_tuned) & (set(parameters(second)) if second is not None else set(names_tuned))
@@ -257,17 +255,16 @@ def anatomy(
             (f"weightscope-anatomy-{token}", i): (_opened_layer_anatomy, paths, name, top, threshold)
             for i, name in enumerate(common)
         }
-        layers = execute(graph, list(graph), scheduler=scheduler, client=client)
+        layers = execute(graph, list(graph), scheduler=scheduler, client=client, progress=progress)
     else:
+        from weightscope.runs import on_threads
 
         def job(name: str) -> Callable[[], LayerAnatomy]:
             return lambda: layer_anatomy(
                 name, base[name], tuned[name], None if second is None else second[name], top=top, threshold=threshold
             )
 
-        workers = _workers()
-        with one_blas_thread_each(workers), ThreadPoolExecutor(workers) as pool:  # numpy's SVD releases the GIL
-            layers = list(pool.map(lambda work: work(), [job(name) for name in common]))
+        layers = on_threads([job(name) for name in common], progress)  # numpy's SVD releases the GIL
     only_base = [name for name in names_base if name not in held]
     only_tuned = [name for name in names_tuned if name not in set(names_base)]
     return Anatomy(*paths, layers, only_base, only_tuned)

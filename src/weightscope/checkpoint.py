@@ -388,14 +388,17 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """Each file ``verify()`` reads, with its format and the checksums it checks there ("" none)."""
         return [(self.path, self.format, self.checksums)]
 
-    def verify(self) -> list[WeightscopeError]:
-        """Read every tensor with its checksum checked; the problems found, if any."""
+    def verify(self, advance: Callable[[int, int], None] | None = None) -> list[WeightscopeError]:
+        """Read every tensor with its checksum checked; the problems found, if any. ``advance(1, nbytes)`` is
+        told of each tensor read (a command's progress bar)."""
         problems: list[WeightscopeError] = []
         for info in self._infos.values():
             try:
                 self._read(info)
             except WeightscopeError as error:
                 problems.append(kept(error))
+            if advance is not None:
+                advance(1, info.nbytes)
         return problems
 
     def to_dask(self, name: str | None = None, *, chunk_bytes: int | None = None) -> Any:

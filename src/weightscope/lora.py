@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,9 +104,16 @@ def factors(delta: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def extract_lora(
-    base: Checkpoint, tuned: Checkpoint, out: str | Path, rank: int, *, base_model: str | None = None
+    base: Checkpoint,
+    tuned: Checkpoint,
+    out: str | Path,
+    rank: int,
+    *,
+    base_model: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Extraction:
-    """Write to the folder ``out`` a PEFT LoRA adapter of ``rank`` holding what ``tuned`` changed in ``base``."""
+    """Write to the folder ``out`` a PEFT LoRA adapter of ``rank`` holding what ``tuned`` changed in ``base``
+    (``progress(done, total)`` told as each weight's change is measured)."""
     from weightscope.atomic import atomic_folder
     from weightscope.formats import save_checkpoint
     from weightscope.writing import check_folder
@@ -113,7 +121,7 @@ def extract_lora(
     if rank < 1:
         raise UsageError(f"the LoRA's rank must be at least 1, not {rank}")
     check_folder(Path(out))
-    held, left_out = adapted_weights(base, anatomy(base, tuned, top=0))
+    held, left_out = adapted_weights(base, anatomy(base, tuned, top=0, progress=progress))
     if not held:
         raise UsageError(f"{tuned.path} changes no Linear or Embedding weight of {base.path}: no LoRA adapter to write")
     kinds = {kind: [name.removesuffix(".weight") for name in held if held[name] == kind] for kind in set(held.values())}

@@ -31,7 +31,7 @@ import math
 import os
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -514,12 +514,13 @@ def plot_checkpoint(
     bins: int | None = None,
     compare: Checkpoint | None = None,
     size: tuple[int, int] = DEFAULT_SIZE,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Plot]:
     """Draw each named tensor (a role name such as ``layer1/weight`` works too) to its own PNG.
 
     Every name, option and dtype is checked before the first file is written; the
-    pictures are then drawn and written one at a time. ``log``, ``bins`` and ``compare``
-    are for histograms.
+    pictures are then drawn and written one at a time (``progress(done, total)`` told of
+    each). ``log``, ``bins`` and ``compare`` are for histograms.
     """
     if kind not in KINDS:
         raise UsageError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -558,4 +559,6 @@ def plot_checkpoint(
         path.parent.mkdir(parents=True, exist_ok=True)
         save_png(figure, path)
         plots.append(Plot(name, path, kind, other, notes))
+        if progress is not None:
+            progress(len(plots), len(resolved))
     return plots

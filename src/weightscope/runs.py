@@ -44,12 +44,13 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from weightscope.analysis import (
     DiffPartial,
     StatsPartial,
     TensorStats,
+    _workers,
     diff_partial,
     numeric_kind,
     stats_from_partial,
@@ -71,6 +72,7 @@ WINDOW = 8  # consecutive checkpoints per task: each task re-reads one earlier c
 TASK_ELEMENTS = 4096
 # Progress: (tasks done, tasks in all).
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 def _trainer_weights() -> list[str]:
@@ -472,6 +474,22 @@ def execute(
 
     with Callback(posttask=finished):
         return list(get(graph, keys))
+
+
+def on_threads(jobs: Sequence[Callable[[], T]], progress: Progress | None = None) -> list[T]:
+    """Each job's result, in order, the jobs run on a few local threads (BLAS held to one thread each: see
+    ``weightscope.blas``); ``progress`` told as each ends."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from weightscope.blas import one_blas_thread_each
+
+    workers = _workers()
+    with one_blas_thread_each(workers), ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        for done, _ in enumerate(as_completed(futures), start=1):
+            if progress is not None:
+                progress(done, len(futures))
+        return [future.result() for future in futures]
 
 
 def _on_client(client: Any, graph: dict[Any, Any], keys: list[Any], progress: Progress | None) -> list[Any]:

@@ -7,7 +7,7 @@ share of the eigenvalues, and ``xmin`` is marked.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +46,19 @@ def spectrum_figure(result: Spectrum, file: str, *, size: tuple[int, int] = DEFA
 
 
 def plot_spectra(
-    ckpt: Checkpoint, names: Sequence[str], out: str | Path, *, size: tuple[int, int] = DEFAULT_SIZE
+    ckpt: Checkpoint,
+    names: Sequence[str],
+    out: str | Path,
+    *,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Plot]:
-    """One PNG per named matrix (``output_paths``' naming); a tensor without a spectrum is a usage error."""
+    """One PNG per named matrix (``output_paths``' naming); a tensor without a spectrum is a usage error.
+    ``progress(done, total)`` is told as each spectrum is computed."""
     if not names:
         raise UsageError("name at least one tensor to plot")
     check_size(size)
-    results = checkpoint_spectra(ckpt, [ckpt.resolve(name) for name in dict.fromkeys(names)])
+    results = checkpoint_spectra(ckpt, [ckpt.resolve(name) for name in dict.fromkeys(names)], progress=progress)
     for result in results:
         if isinstance(result, Skipped):
             raise UsageError(f"'{safe_text(result.name)}' has no spectrum: {result.reason}")

@@ -9,6 +9,7 @@ turns every ``WeightscopeError`` into one line on stderr and the exit status of 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 import traceback
@@ -21,7 +22,7 @@ import weightscope
 from weightscope.atomic import Interrupted
 from weightscope.cli import anatomy, compare, convert, hashing, health, inspect, meta, runs, serve, shell, spectra
 from weightscope.cli._environment import Environment
-from weightscope.cli._output import Group, Output
+from weightscope.cli._output import Group, Output, examples
 from weightscope.errors import ExitStatus, WeightscopeError, os_error_status, reason
 from weightscope.output import safe_text
 
@@ -51,7 +52,16 @@ def _show_version(context: click.Context, parameter: click.Parameter, value: boo
         context.exit()
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples(
+        "weightscope ls model.safetensors",
+        "weightscope diff checkpoint/model.ckpt model.pt",
+        "weightscope convert model.ckpt model.safetensors --layout pytorch",
+        "weightscope stats --help   # any command: its options and examples",
+    ),
+)
 @click.option(
     "--version",
     is_flag=True,
@@ -61,6 +71,13 @@ def _show_version(context: click.Context, parameter: click.Parameter, value: boo
     help="Show the version and exit.",
 )
 @click.option("--traceback", is_flag=True, help="Show the Python traceback of an error.")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="No progress bars and no notes on stderr: only the results, and errors (a command's --progress still "
+    "draws its bar).",
+)
 @click.option(
     "--max-memory",
     metavar="SIZE",
@@ -75,8 +92,11 @@ def _show_version(context: click.Context, parameter: click.Parameter, value: boo
     callback=_cap_callback("WEIGHTSCOPE_MAX_EXPANSION"),
     help="Times its stored bytes a tensor may become when read whole (a stride-0 view; default 1024).",
 )
-def cli(traceback: bool) -> None:
+@click.pass_context
+def cli(context: click.Context, traceback: bool, quiet: bool) -> None:
     """Read the weights of neural-network checkpoints, without their frameworks."""
+    if quiet:  # the commands' contexts, made after this runs, take the object from here
+        context.obj = dataclasses.replace(context.ensure_object(Environment), quiet=True)
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
@@ -105,7 +125,7 @@ def _run(args: list[str], env: Environment) -> int:
         out.err(shown.getvalue().removesuffix("\n"))
         return int(ExitStatus.USAGE)
     except (click.exceptions.Abort, KeyboardInterrupt) as error:
-        out.note("interrupted")
+        out.alert("interrupted")
         return error.exit_status if isinstance(error, Interrupted) else 130  # 128 + the signal's number
     except (WeightscopeError, OSError) as error:
         if "--traceback" in args:  # the stack, escaped as everything else is, then the one line
@@ -118,13 +138,13 @@ def _run(args: list[str], env: Environment) -> int:
             status, message = error.exit_status, str(error)
         else:  # the system's words and the file, not Python's "[Errno N] ...": a missing folder, a full disk
             status, message = os_error_status(error), reason(error)
-        out.note(f"error: {safe_text(message)}")
+        out.alert(f"error: {safe_text(message)}")
         return int(status)
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else 0
     except Exception:  # a bug of ours; its stack, whose messages may quote a file, escaped all the same
         out.err(traceback.format_exc().removesuffix("\n"))
-        out.note("error: an unexpected error (a bug in weightscope: please report it with the stack above)")
+        out.alert("error: an unexpected error (a bug in weightscope: please report it with the stack above)")
         return int(ExitStatus.ERROR)
     return 0
 

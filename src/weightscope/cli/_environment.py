@@ -23,10 +23,12 @@ import click
 class Environment:
     """Where text goes and what the terminal is. Every field defaults to the process's own.
 
-    ``stderr_isatty`` (None: ask ``stderr``) decides progress lines; ``terminal_width`` the width help
-    text wraps to; ``encoding`` (None: ``stdout``'s, else UTF-8) and ``errors`` how a character
-    the streams cannot encode is written: as an escape (``\\u4e2d``), never a crash. ``completion`` is
-    click's shell-completion instruction (``_WEIGHTSCOPE_COMPLETE``: ``bash_source``, ...), None outside one.
+    ``stderr_isatty`` (None: ask ``stderr``) decides progress bars, drawn once work has gone on for
+    ``progress_delay`` seconds (``WEIGHTSCOPE_PROGRESS_DELAY``, default 0.5); ``terminal_width`` the width
+    bars and help text fit; ``encoding`` (None: ``stdout``'s, else UTF-8) and ``errors`` how a character
+    the streams cannot encode is written: as an escape (``\\u4e2d``), never a crash. ``quiet`` is the run's
+    ``--quiet``: no progress bars, no notes, only errors and the results. ``completion`` is click's
+    shell-completion instruction (``_WEIGHTSCOPE_COMPLETE``: ``bash_source``, ...), None outside one.
     """
 
     stdout: IO[str] = field(default_factory=lambda: sys.stdout)
@@ -36,6 +38,8 @@ class Environment:
     encoding: str | None = None
     errors: str = "backslashreplace"
     completion: str | None = field(default_factory=lambda: os.environ.get("_WEIGHTSCOPE_COMPLETE"))
+    progress_delay: float = field(default_factory=lambda: _seconds(os.environ.get("WEIGHTSCOPE_PROGRESS_DELAY")))
+    quiet: bool = False
 
     def __post_init__(self) -> None:
         if self.stderr_isatty is None:
@@ -45,10 +49,14 @@ class Environment:
 
     def write(self, text: str, *, err: bool = False) -> None:
         """``text`` on stdout (stderr if ``err``), each character the encoding lacks as ``errors`` says."""
+        click.echo(self.encodable(text), file=self.stderr if err else self.stdout, nl=False)
+
+    def encodable(self, text: str) -> str:
+        """``text`` with each character the streams' encoding lacks written as ``errors`` says."""
         encoding = self.encoding or "utf-8"
         if not text.isascii() and codecs.lookup(encoding).name != "utf-8":
-            text = text.encode(encoding, self.errors).decode(encoding)
-        click.echo(text, file=self.stderr if err else self.stdout, nl=False)
+            return text.encode(encoding, self.errors).decode(encoding)
+        return text
 
     @property
     def help_width(self) -> int:
@@ -69,3 +77,12 @@ class Environment:
                 os.environ[variable] = previous
 
         return restore
+
+
+def _seconds(value: str | None, default: float = 0.5) -> float:
+    """A delay in seconds from a variable; ``default`` when unset or not a number of seconds."""
+    try:
+        seconds = float(value) if value else default
+    except ValueError:
+        return default
+    return seconds if seconds >= 0 else default

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from weightscope.cli._common import CHECKPOINT, PATH, _figure, _open
-from weightscope.cli._output import Command, Output, pass_output
+from weightscope.cli._output import Command, Output, examples, pass_output
 from weightscope.errors import ExitStatus, UsageError
 from weightscope.output import format_shape, render_table, safe_text
 
@@ -38,7 +38,10 @@ def anatomy_of(
         third = stack.enter_context(_open(second, dequantize=dequantize)) if second is not None else None
         if scheduler is not None and dequantize:
             raise UsageError("--dequantize reads on this machine: not with --scheduler")
-        result = anatomy(first, other, third, top=INTRUDER_TOP if top is None else top, scheduler=scheduler)
+        with out.progress(0, 0, f"diff --anatomy {base.name} {tuned.name}", unit="weights") as bar:
+            result = anatomy(
+                first, other, third, top=INTRUDER_TOP if top is None else top, scheduler=scheduler, progress=bar.tasks
+            )
     out.result(result, lambda result: _anatomy_text(result, show_all), to_json=lambda result: result.to_json())
     if result.changed or result.only_base or result.only_tuned:
         raise SystemExit(int(ExitStatus.DIFFERENT))
@@ -80,7 +83,15 @@ def _anatomy_text(result: Anatomy, show_all: bool) -> Iterator[str]:
             yield f"only in {side}: {', '.join(safe_text(name) for name in names)}"
 
 
-@click.command("extract-lora", cls=Command)
+@click.command(
+    "extract-lora",
+    cls=Command,
+    short_help="Write a LoRA adapter of what a fine-tune changed.",
+    epilog=examples(
+        "weightscope extract-lora base/ tuned/ adapter/ --rank 8",
+        "weightscope extract-lora gpt2/ gpt2-tuned/ lora/ --rank 16 --json",
+    ),
+)
 @click.argument("base", type=CHECKPOINT)
 @click.argument("tuned", type=CHECKPOINT)
 @click.argument("out_folder", metavar="OUT", type=PATH)
@@ -105,8 +116,12 @@ def extract_lora_command(
     """
     from weightscope.lora import extract_lora
 
-    with _open(base) as first, _open(tuned) as second:
-        result = extract_lora(first, second, out_folder, rank, base_model=base_model)
+    with (
+        _open(base) as first,
+        _open(tuned) as second,
+        out.progress(0, 0, f"extract-lora {tuned.name}", unit="weights") as bar,
+    ):
+        result = extract_lora(first, second, out_folder, rank, base_model=base_model, progress=bar.tasks)
     out.result(result, _extraction_text, to_json=lambda result: result.to_json())
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _figure, _open, dequantize_option, step_option
-from weightscope.cli._output import Command, Output, pass_output
+from weightscope.cli._output import Command, Output, examples, pass_output
 from weightscope.cli.runs import scheduler_option
 from weightscope.cli.shell import complete_tensor_names
 from weightscope.errors import ExitStatus, UsageError, WeightscopeError
@@ -23,7 +23,16 @@ if TYPE_CHECKING:
     from weightscope.summary import Summary
 
 
-@click.command("stats", cls=Command)
+@click.command(
+    "stats",
+    cls=Command,
+    short_help="Min, max, mean, std, L2 norm, NaNs of each tensor.",
+    epilog=examples(
+        "weightscope stats model.safetensors",
+        "weightscope stats resnet18.pth --filter '*.weight' --json",
+        "weightscope stats checkpoint/model.ckpt layer1/kernel --all",
+    ),
+)
 @click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1, shell_complete=complete_tensor_names)
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
@@ -64,7 +73,8 @@ def stats_command(
                 and (show_all or ckpt.role(name).kind == "parameter")
             ]
         errors: dict[str, WeightscopeError] = {}
-        results = checkpoint_stats(ckpt, chosen, errors=errors)
+        with out.progress(sum(ckpt.info(name).nbytes for name in chosen), len(chosen), f"stats {path.name}") as bar:
+            results = checkpoint_stats(ckpt, chosen, errors=errors, advance=bar.advance)
         damaged = {
             name: {"name": name, "dtype": info.type_name, "shape": list(info.shape), "error": str(error)}
             for name, error in errors.items()
@@ -75,11 +85,11 @@ def stats_command(
         rows_by_name = {result.name: result.to_json() for result in results} | damaged
         return [rows_by_name[name] for name in chosen]
 
-    out.result(results, lambda results: _stats_text(results, out.note), to_json=in_order)
+    out.result(results, lambda results: _stats_text(results, out.alert), to_json=in_order)
     for error in errors.values():
-        out.note(f"error: {safe_text(str(error))}")
+        out.alert(f"error: {safe_text(str(error))}")
     if errors:
-        out.note(f"{len(errors)} of {len(chosen)} tensors could not be read; the others' figures are above")
+        out.alert(f"{len(errors)} of {len(chosen)} tensors could not be read; the others' figures are above")
         raise SystemExit(int(next(iter(errors.values())).exit_status))
 
 
@@ -112,7 +122,16 @@ def _diff_row(tensor: TensorDiff) -> list[str]:
     return [name, status, *map(_figure, figures)]
 
 
-@click.command("diff", cls=Command)
+@click.command(
+    "diff",
+    cls=Command,
+    short_help="Compare two checkpoints tensor by tensor.",
+    epilog=examples(
+        "weightscope diff checkpoint/model.ckpt model.pt   # across formats",
+        "weightscope diff a.safetensors b.safetensors --atol 1e-6 --all",
+        "weightscope diff base/ tuned/ --anatomy   # what a fine-tune changed",
+    ),
+)
 @click.argument("a", type=CHECKPOINT)
 @click.argument("b", type=CHECKPOINT)
 @click.option("--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance, as in numpy.isclose.")
@@ -200,12 +219,17 @@ def diff_command(
         if quantised[0] != quantised[1]:
             original, copy = (views[1], views[0]) if quantised[0] else views
             if rtol or atol or include_optimizer:
-                out.note("--rtol, --atol and --include-optimizer do not apply to a quantisation error: ignored")
+                out.alert("--rtol, --atol and --include-optimizer do not apply to a quantisation error: ignored")
             _quantization_error(out, original, copy, show_all, image)
             return
         if image is not None:
             raise UsageError("--plot draws a quantisation error: one side must hold quantised weights, the other not")
-        result = checkpoint_diff(first, second, rtol=rtol, atol=atol, include_optimizer=include_optimizer)
+        kinds = ("parameter", "optimizer") if include_optimizer else ("parameter",)
+        compared = [info for ckpt in (first, second) for info in ckpt.infos() if ckpt.role(info.name).kind in kinds]
+        with out.progress(sum(info.nbytes for info in compared), len(compared), f"diff {a.name} {b.name}") as bar:
+            result = checkpoint_diff(
+                first, second, rtol=rtol, atol=atol, include_optimizer=include_optimizer, advance=bar.advance
+            )
     out.result(result, lambda result: _diff_text(result, show_all), to_json=lambda result: result.to_json())
     if not result.equal:
         raise SystemExit(int(ExitStatus.DIFFERENT))
@@ -216,7 +240,8 @@ def _quantization_error(
 ) -> None:
     from weightscope.quant.error import plot_layers, quantization_error
 
-    result = quantization_error(original, copy)
+    with out.progress(0, 0, f"diff {original.path.name} {copy.path.name}", unit="tensors") as bar:
+        result = quantization_error(original, copy, progress=bar.tasks)
     out.result(result, lambda result: _error_text(result, show_all), to_json=lambda result: result.to_json())
     if image is not None:
         out.note(f"wrote {safe_text(str(plot_layers(result, image, size=(1000, 600))))}: quantisation error per layer")
@@ -272,7 +297,15 @@ def _diff_text(result: CheckpointDiff, show_all: bool) -> Iterator[str]:
             yield f"only in {side}: {', '.join(safe_text(name) for name in names)}"
 
 
-@click.command("summary", cls=Command)
+@click.command(
+    "summary",
+    cls=Command,
+    short_help="The network the weights describe, and what they count.",
+    epilog=examples(
+        "weightscope summary resnet18.pth",
+        "weightscope summary llama/ --json",
+    ),
+)
 @click.argument("path", type=CHECKPOINT)
 @click.option(
     "--json",
@@ -351,7 +384,16 @@ def _summary_text(summary: Summary, schemes: dict[str, dict[str, float]]) -> Ite
         yield f"sharding: {summary.sharding['ranks']} ranks; tensors by chunks: {chunks}; files: {files}"
 
 
-@click.command("plot", cls=Command)
+@click.command(
+    "plot",
+    cls=Command,
+    short_help="Draw tensors as PNG histograms, heatmaps or spectra.",
+    epilog=examples(
+        "weightscope plot model.pt fc.weight --out fc.png",
+        "weightscope plot a.pt fc.weight --compare b.pt --log --out fc.png",
+        "weightscope plot model.pt fc.weight --kind heatmap --out fc.png",
+    ),
+)
 @click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1, required=True, shell_complete=complete_tensor_names)
 @click.option(
@@ -399,14 +441,17 @@ def plot_command(
     with contextlib.ExitStack() as stack:
         ckpt = stack.enter_context(_open(path, dequantize=dequantize))
         other = stack.enter_context(_open(compare, dequantize=dequantize)) if compare is not None else None
+        bar = stack.enter_context(out.progress(0, len(names), f"plot {path.name}"))
         if kind == "spectrum":
             from weightscope.spectra_plot import plot_spectra
 
             if log or bins is not None or other is not None:
                 raise UsageError("--log, --bins and --compare are for --kind hist")
-            plots = plot_spectra(ckpt, names, image, size=pixels)
+            plots = plot_spectra(ckpt, names, image, size=pixels, progress=bar.tasks)
         else:
-            plots = plot_checkpoint(ckpt, names, image, kind=kind, log=log, bins=bins, compare=other, size=pixels)
+            plots = plot_checkpoint(
+                ckpt, names, image, kind=kind, log=log, bins=bins, compare=other, size=pixels, progress=bar.tasks
+            )
     for plot in plots:
         against = "" if plot.other is None else f" against B's '{safe_text(plot.other)}'"
         out.text(f"wrote {safe_text(str(plot.path))}: {plot.kind} of '{safe_text(plot.name)}'{against}")

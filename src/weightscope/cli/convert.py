@@ -1,10 +1,9 @@
-"""The convert command, and its progress bar."""
+"""The convert command."""
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +17,15 @@ from weightscope.cli._common import (
     dequantize_option,
     step_option,
 )
-from weightscope.cli._output import Command, Output, pass_output
+from weightscope.cli._output import Command, Output, examples, pass_output
 from weightscope.conventions import CONVENTIONS
 from weightscope.output import format_bytes, format_shape, render_table, safe_text
 
 if TYPE_CHECKING:
-    from weightscope.convert import Conversion
+    from weightscope.convert import Conversion, PlannedTensor
+
+
+SHOWN = 5  # tensors listed without --verbose
 
 
 def _convention_option(flag: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -32,33 +34,16 @@ def _convention_option(flag: str, help: str) -> Callable[[Callable[..., Any]], C
     return click.option(flag, type=choice, default="keep", show_default=True, help=help)
 
 
-class _ProgressBar:
-    """Tensors and bytes done, redrawn on stderr; shown only on a terminal, after the first second."""
-
-    def __init__(self, out: Output, label: str) -> None:
-        self._out = out
-        self._label = label
-        self._started = time.monotonic()
-        self._shown = False
-
-    def __call__(self, tensors: int, total_tensors: int, nbytes: int, total_bytes: int) -> None:
-        if not self._out.env.stderr_isatty or time.monotonic() - self._started < 1:
-            return
-        fraction = nbytes / total_bytes if total_bytes else 1.0
-        bar = "#" * int(fraction * 30)
-        line = (
-            f"{self._label} [{bar:<30}] {tensors}/{total_tensors} tensors, "
-            f"{format_bytes(nbytes)} of {format_bytes(total_bytes)}"
-        )
-        self._out.err(line, redraw=True, end=False)
-        self._shown = True
-
-    def finish(self) -> None:
-        if self._shown:
-            self._out.err()
-
-
-@click.command("convert", cls=Command)
+@click.command(
+    "convert",
+    cls=Command,
+    short_help="Write a checkpoint in another format, layout or naming.",
+    epilog=examples(
+        "weightscope convert checkpoint/model.ckpt model.safetensors",
+        "weightscope convert model.ckpt m.pt --layout pytorch --names pytorch",
+        "weightscope convert big.pth big/ --dtype bfloat16 --max-shard-size 2GB",
+    ),
+)
 @click.argument("source", type=CHECKPOINT)
 @click.argument("destination", type=click.Path())  # as typed: "out/" names a model folder
 @click.option(
@@ -88,7 +73,10 @@ class _ProgressBar:
     "at most SIZE (5GB = 5*10**9 bytes, 500MB, 2GiB) and their index, with the source model's config.json. A "
     "DESTINATION ending in '/' is such a folder, of 5GB shards unless told.",
 )
-@click.option("--json", "as_json", is_flag=True, help="A JSON summary of what was written.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help=f"List every tensor written (by default the first {SHOWN}, and counts)."
+)
+@click.option("--json", "as_json", is_flag=True, help="A JSON summary of what was written, every tensor in it.")
 @dequantize_option
 @step_option
 @pass_output
@@ -103,6 +91,7 @@ def convert_command(
     pattern: str | None,
     dtype: str | None,
     max_shard_size: str | None,
+    verbose: bool,
     dequantize: bool,
     step: int | None,
 ) -> None:
@@ -113,39 +102,54 @@ def convert_command(
         from weightscope.shards import DEFAULT_SHARD_SIZE
 
         max_shard_size = DEFAULT_SHARD_SIZE
-    progress = _ProgressBar(out, f"converting {safe_text(source.name)}")
-    with _open(source, step=step, dequantize=dequantize) as ckpt:
-        try:
-            result = convert(
-                ckpt,
-                Path(destination),
-                to=to,
-                layout=layout,
-                names=names,
-                include_optimizer=include_optimizer,
-                pattern=pattern,
-                dtype=dtype,
-                progress=progress,
-                max_shard_size=max_shard_size,
-            )
-        finally:
-            progress.finish()
+    with _open(source, step=step, dequantize=dequantize) as ckpt, out.progress(0, 0, f"convert {source.name}") as bar:
+        result = convert(
+            ckpt,
+            Path(destination),
+            to=to,
+            layout=layout,
+            names=names,
+            include_optimizer=include_optimizer,
+            pattern=pattern,
+            dtype=dtype,
+            progress=bar,
+            max_shard_size=max_shard_size,
+        )
     for name, why in result.ambiguous.items():
         out.note(f"kept as is: '{safe_text(name)}': {why}")
     for note in result.notes:
         out.note(safe_text(note))
-    out.result(result, _convert_text, to_json=lambda result: result.to_json())
+    out.result(result, lambda result: _convert_text(result, verbose), to_json=lambda result: result.to_json())
 
 
-def _convert_text(result: Conversion) -> Iterator[str]:
+def _sample(tensors: Sequence[PlannedTensor]) -> list[PlannedTensor]:
+    """``SHOWN`` of the tensors, in order: the first of each layout (a convolution's, a dense kernel's, one
+    kept), then the first others."""
+    firsts: dict[str, int] = {}
+    for index, tensor in enumerate(tensors):
+        firsts.setdefault(tensor.layout, index)
+    chosen = list(firsts.values())[:SHOWN]
+    chosen += [index for index in range(len(tensors)) if index not in chosen][: SHOWN - len(chosen)]
+    return [tensors[index] for index in sorted(chosen)]
+
+
+def _convert_text(result: Conversion, verbose: bool) -> Iterator[str]:
+    """What was written: every tensor with ``verbose``, else the first few, then counts of what changed."""
     from weightscope.convert import skipped_kinds
 
-    rows = [[tensor.source, tensor.name, format_shape(tensor.shape), tensor.layout] for tensor in result.tensors]
+    shown = result.tensors if verbose else _sample(result.tensors)
+    rows = [[tensor.source, tensor.name, format_shape(tensor.shape), tensor.layout] for tensor in shown]
     yield render_table(["source", "written as", "shape", "layout"], rows)
+    if len(shown) < len(result.tensors):
+        yield f"{len(result.tensors) - len(shown)} more: --verbose lists every tensor"
     yield (
         f"wrote {len(result.tensors)} tensors, {format_bytes(result.nbytes)}, to {safe_text(result.destination)} "
         f"({result.format}, verified) in {result.seconds:.2f} s"
     )
+    yield f"layouts: {_count_kinds(tensor.layout for tensor in result.tensors)}"
+    renamed = sum(tensor.name != tensor.source for tensor in result.tensors)
+    if renamed:
+        yield f"renamed: {renamed} of {len(result.tensors)} tensors (to {result.names}'s names)"
     cast = [tensor for tensor in result.tensors if tensor.cast_from is not None]
     if cast:
         yield f"cast to {result.dtype}: {len(cast)} tensors ({_count_kinds(str(tensor.cast_from) for tensor in cast)})"

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import click
 
 from weightscope.cli._common import CHECKPOINT, _figure, _open, step_option
-from weightscope.cli._output import Command, Output, pass_output
-from weightscope.cli.runs import _task_progress, progress_option, scheduler_option
+from weightscope.cli._output import Command, Output, examples, pass_output
+from weightscope.cli.runs import progress_option, scheduler_option
 from weightscope.cli.shell import complete_tensor_names
 from weightscope.output import format_shape, render_table, safe_text
 
@@ -20,7 +20,15 @@ if TYPE_CHECKING:
 SHOWN = 20  # flagged tensors listed on the screen (all of them in --json)
 
 
-@click.command("health", cls=Command)
+@click.command(
+    "health",
+    cls=Command,
+    short_help="Flag outliers, super weights, dead rows, NaN/Inf.",
+    epilog=examples(
+        "weightscope health model.safetensors",
+        "weightscope health llama/ --filter '*mlp*' --top 10 --json",
+    ),
+)
 @click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1, shell_complete=complete_tensor_names)
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
@@ -54,21 +62,15 @@ def health_command(
     weights, dead lines, NaN/Inf. On local threads; --scheduler as in 'weightscope runs'."""
     from weightscope.health import checkpoint_health
 
-    with _open(path, step=step) as ckpt:
+    with _open(path, step=step) as ckpt, out.progress(0, 0, f"health {path.name}", unit="tasks", shown=progress) as bar:
         result = checkpoint_health(
-            ckpt,
-            list(names),
-            pattern=pattern,
-            include_all=show_all,
-            top=top,
-            scheduler=scheduler,
-            progress=_task_progress(out, progress),
+            ckpt, list(names), pattern=pattern, include_all=show_all, top=top, scheduler=scheduler, progress=bar.tasks
         )
     out.result(result, _health_text, to_json=lambda result: result.to_json())
     for failure in result.failed.values():
-        out.note(f"error: {safe_text(failure.message)}")
+        out.alert(f"error: {safe_text(failure.message)}")
     if result.failed:
-        out.note(f"{len(result.failed)} tensors could not be read; the others' health is above")
+        out.alert(f"{len(result.failed)} tensors could not be read; the others' health is above")
         raise SystemExit(next(iter(result.failed.values())).exit_status)
 
 

@@ -22,9 +22,9 @@ from weightscope.cli._common import (
     dequantize_option,
     step_option,
 )
-from weightscope.cli._output import Command, Output, pass_output
+from weightscope.cli._output import Command, Output, examples, pass_output
 from weightscope.cli.shell import complete_tensor_names
-from weightscope.errors import ExitStatus, RefusedError, UsageError
+from weightscope.errors import ExitStatus, RefusedError, UsageError, WeightscopeError
 from weightscope.formats import FORMATS, scanner_for
 from weightscope.layers import TensorRole, naming_convention
 from weightscope.output import format_bytes, format_shape, json_values, render_table, safe_text
@@ -58,7 +58,16 @@ def _size(row: Mapping[str, Any]) -> str:
     return f"{format_bytes(row['nbytes'])} (view of {format_bytes(stored)}, strides {row['strides']})"
 
 
-@click.command("ls", cls=Command)
+@click.command(
+    "ls",
+    cls=Command,
+    short_help="List a checkpoint's tensors: name, dtype, shape, size.",
+    epilog=examples(
+        "weightscope ls model.safetensors",
+        "weightscope ls resnet18.pth --all --filter 'layer1.*'",
+        "weightscope ls checkpoint/model.ckpt --json",
+    ),
+)
 @click.argument("path", type=CHECKPOINT)
 @click.option("--all", "show_all", is_flag=True, help="Also list optimizer state and bookkeeping.")
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
@@ -138,7 +147,16 @@ def _ls_text(listing: Mapping[str, Any], labels: Sequence[str], show_keys: bool)
         yield f"metadata: {safe_text(key)} = {safe_text(shown_value)}"
 
 
-@click.command("show", cls=Command)
+@click.command(
+    "show",
+    cls=Command,
+    short_help="Print tensor values, as numpy prints them.",
+    epilog=examples(
+        "weightscope show checkpoint/model.ckpt layer1/kernel layer1/bias",
+        "weightscope show model.safetensors fc.weight --npy fc.npy",
+        "weightscope show model.gguf blk.0.attn_q.weight --dequantize --json",
+    ),
+)
 @click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1, required=True, shell_complete=complete_tensor_names)
 @click.option("--json", "as_json", is_flag=True, help="Values as JSON, with dtype and shape.")
@@ -202,7 +220,15 @@ def _save_npy(array: np.ndarray, out: Path) -> None:
         np.save(handle, array, allow_pickle=False)
 
 
-@click.command("layers", cls=Command)
+@click.command(
+    "layers",
+    cls=Command,
+    short_help="One row per layer: weight, bias, parameter count.",
+    epilog=examples(
+        "weightscope layers resnet18.pth",
+        "weightscope layers checkpoint/ --step 1000 --json",
+    ),
+)
 @click.argument("path", type=CHECKPOINT)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of layers.")
 @step_option
@@ -256,7 +282,16 @@ def _layers_text(layers: Sequence[Mapping[str, Any]]) -> Iterator[str]:
     yield totals
 
 
-@click.command("verify", cls=Command)
+@click.command(
+    "verify",
+    cls=Command,
+    short_help="Read every tensor, check every checksum; exit 4 if damaged.",
+    epilog=examples(
+        "weightscope verify checkpoint/model.ckpt",
+        "weightscope verify llama/   # a model folder: every shard",
+        "weightscope -q verify model.safetensors   # the verdict only",
+    ),
+)
 @click.argument("path", type=CHECKPOINT)
 @click.option(
     "--manifest",
@@ -279,14 +314,18 @@ def verify_command(out: Output, path: Path, manifest: Path | None, step: int | N
         verify_manifest(out, path, manifest, step)
         return
     with _open(path, step=step) as ckpt:
-        problems = ckpt.verify()
         count = len(ckpt)
-        total = 0 if problems else sum(info.nbytes for info in ckpt.infos())  # a damaged shard has no infos to sum
+        try:
+            total = sum(info.nbytes for info in ckpt.infos())
+        except WeightscopeError:  # a damaged shard has no infos to sum: verify names it, and reads on
+            total = 0
+        with out.progress(total, count, f"verify {path.name}") as bar:
+            problems = ckpt.verify(bar.advance)
         files = ckpt.checked_files()
     for problem in problems:
         out.text(f"DAMAGED {safe_text(str(problem))}")
     if problems:
-        out.note(f"{len(problems)} of {count} tensors damaged")
+        out.alert(f"{len(problems)} of {count} tensors damaged")
         raise SystemExit(int(ExitStatus.CORRUPT))
     out.text(f"OK: {count} tensors, {format_bytes(total)} {_what_verify_checked(files)}")
 
@@ -324,7 +363,15 @@ def _what_verify_checked(files: list[tuple[AnyPath, str, str]]) -> str:
     return f"{within}no checksums checked: {' and '.join(unchecked)} have none, {unchecked_text}"
 
 
-@click.command("formats", cls=Command)
+@click.command(
+    "formats",
+    cls=Command,
+    short_help="The formats weightscope reads and writes.",
+    epilog=examples(
+        "weightscope formats",
+        "weightscope formats --json",
+    ),
+)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {name, description, writable, missing}.")
 @pass_output
 def formats_command(out: Output) -> None:
@@ -350,7 +397,15 @@ def formats_command(out: Output) -> None:
     )
 
 
-@click.command("history", cls=Command)
+@click.command(
+    "history",
+    cls=Command,
+    short_help="The checkpoints of a training directory, oldest first.",
+    epilog=examples(
+        "weightscope history checkpoint/",
+        "weightscope history runs/ --json",
+    ),
+)
 @click.argument("path", type=PATH)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {prefix, step, timestamp, newest, exists}.")
 @pass_output
@@ -385,7 +440,15 @@ def history_command(out: Output, path: Path) -> None:
     out.records(records, ["", "step", "written", "checkpoint"], cells, right=[1])
 
 
-@click.command("scan", cls=Command)
+@click.command(
+    "scan",
+    cls=Command,
+    short_help="List what a pickle would import and call, running none.",
+    epilog=examples(
+        "weightscope scan pytorch_model.bin",
+        "weightscope scan downloaded.pt --json",
+    ),
+)
 @click.argument("path", type=CHECKPOINT)
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {opcode, name, allowed, count}.")
 @pass_output
@@ -401,7 +464,11 @@ def scan_command(out: Output, path: Path) -> None:
     from weightscope.formats.model_folder import weight_files
 
     files = [path] if FORMATS.folder_checkpoint(path) else weight_files(path)  # a DCP folder: its .metadata
-    scanned = [(file, scanner_for(file)(file)) for file in files]
+    scanned = []
+    with out.progress(0, len(files), f"scan {path.name}", unit="files") as bar:
+        for file in files:
+            scanned.append((file, scanner_for(file)(file)))
+            bar.advance()
 
     def lines(scanned: list[tuple[Any, Any]]) -> Iterator[str]:
         for file, entries in scanned:
@@ -421,7 +488,7 @@ def scan_command(out: Output, path: Path) -> None:
     )
     refused = [(file, entries) for file, entries in scanned if isinstance(entries.verdict, RefusedError)]
     for file, entries in refused:
-        out.note(f"{file}: {sum(not entry.allowed for entry in entries)} refused: opening this file would run code")
+        out.alert(f"{file}: {sum(not entry.allowed for entry in entries)} refused: opening this file would run code")
     if refused:
         raise SystemExit(int(ExitStatus.REFUSED))
     for _, entries in scanned:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from weightscope.atomic import interruptible
 from weightscope.cli._common import PATH, _figure, _WritableFormat
-from weightscope.cli._output import Group, Output, pass_output
+from weightscope.cli._output import Group, Output, examples, pass_output
 from weightscope.errors import ExitStatus
 from weightscope.formats import DEFAULT_TARGET
 from weightscope.output import format_bytes, render_table, safe_text
@@ -19,7 +19,16 @@ if TYPE_CHECKING:
     from weightscope.runs import RunStats
 
 
-@click.group("runs", cls=Group)
+@click.group(
+    "runs",
+    cls=Group,
+    short_help="Stats, NaN hunts and conversion of whole training runs.",
+    epilog=examples(
+        "weightscope runs stats checkpoint/",
+        "weightscope runs find-nan 'out/checkpoint-*'",
+        "weightscope runs convert checkpoint/ --out safetensors/",
+    ),
+)
 def runs_group() -> None:
     """Whole training runs: stats, drift, NaNs and conversion of many checkpoints, on Dask (weightscope[dask]).
 
@@ -40,28 +49,22 @@ scheduler_option = click.option(
 
 
 progress_option = click.option(
-    "--progress/--no-progress", default=None, help="Report tasks done on stderr (default: when it is a terminal)."
+    "--progress/--no-progress",
+    default=None,
+    help="Report tasks done on stderr: a bar on a terminal, else a line per tenth (default: a bar on a terminal, "
+    "without --json or --quiet).",
 )
 
 
-def _task_progress(out: Output, enabled: bool | None) -> Any:
-    terminal = out.env.stderr_isatty
-    if not (terminal if enabled is None else enabled):
-        return None
-    shown = [-1]
-    step = 1 if terminal else 10  # a line per tenth when stderr is a file
-
-    def report(done: int, total: int) -> None:
-        percent = done * 100 // max(1, total) // step * step
-        if percent != shown[0]:
-            shown[0] = percent
-            line = f"weightscope: {done}/{total} tasks ({percent}%)"
-            out.err(line, redraw=bool(terminal), end=done == total or not terminal)
-
-    return report
-
-
-@runs_group.command("stats")
+@runs_group.command(
+    "stats",
+    short_help="Each checkpoint's tensor stats, and their drift.",
+    epilog=examples(
+        "weightscope runs stats checkpoint/",
+        "weightscope runs stats 'runs/*.safetensors' --plot drift.png",
+        "weightscope runs stats out/ --scheduler tcp://10.0.0.5:8786 --json",
+    ),
+)
 @click.argument("run")
 @click.option("--filter", "pattern", metavar="GLOB", help="Only tensors whose names match this glob.")
 @click.option("--all", "show_all", is_flag=True, help="Every numeric tensor, not only the weights.")
@@ -87,9 +90,8 @@ def runs_stats_command(
         from weightscope.plot import require_matplotlib
 
         require_matplotlib()  # the install hint before any work
-    result = run_stats(
-        run, pattern=pattern, include_all=show_all, scheduler=scheduler, progress=_task_progress(out, progress)
-    )
+    with out.progress(0, 0, f"runs stats {Path(run).name}", unit="tasks", shown=progress) as bar:
+        result = run_stats(run, pattern=pattern, include_all=show_all, scheduler=scheduler, progress=bar.tasks)
     out.result(result, _run_stats_text, to_json=lambda result: result.to_json())
     if plot_out is not None:
         written = plot_drift(result, plot_out)
@@ -120,7 +122,14 @@ def _run_stats_text(result: RunStats) -> Iterator[str]:
     )
 
 
-@runs_group.command("find-nan")
+@runs_group.command(
+    "find-nan",
+    short_help="The first checkpoint where each tensor has NaNs.",
+    epilog=examples(
+        "weightscope runs find-nan checkpoint/",
+        "weightscope runs find-nan out/ --all --json",
+    ),
+)
 @click.argument("run")
 @click.option("--filter", "pattern", metavar="GLOB", help="Only tensors whose names match this glob.")
 @click.option("--all", "show_all", is_flag=True, help="Every numeric tensor, not only the weights.")
@@ -134,9 +143,8 @@ def runs_find_nan_command(
     """Per tensor, the first checkpoint with NaNs or infinities; exit 1 if there is one, 0 if none."""
     from weightscope.runs import find_nan
 
-    found = find_nan(
-        run, pattern=pattern, include_all=show_all, scheduler=scheduler, progress=_task_progress(out, progress)
-    )
+    with out.progress(0, 0, f"runs find-nan {Path(run).name}", unit="tasks", shown=progress) as bar:
+        found = find_nan(run, pattern=pattern, include_all=show_all, scheduler=scheduler, progress=bar.tasks)
     out.records(
         [finding.to_json() for finding in found],
         ["tensor", "step", "first checkpoint", "NaN", "Inf"],
@@ -154,7 +162,14 @@ def runs_find_nan_command(
         raise SystemExit(int(ExitStatus.DIFFERENT))
 
 
-@runs_group.command("convert")
+@runs_group.command(
+    "convert",
+    short_help="Convert every checkpoint of a run into a folder.",
+    epilog=examples(
+        "weightscope runs convert checkpoint/ --out converted/",
+        "weightscope runs convert run/ --to pytorch --out pt/",
+    ),
+)
 @click.argument("run")
 @click.option(
     "--to",
@@ -184,14 +199,9 @@ def runs_convert_command(
     # A stop signal raises here, in the main thread; the conversions under way in the workers
     # finish (Python joins them on the way out) and those not started do not: nothing is left
     # half-written.
-    with interruptible():
+    with interruptible(), out.progress(0, 0, f"runs convert {Path(run).name}", unit="tasks", shown=progress) as bar:
         done = run_convert(
-            run,
-            folder,
-            to=to,
-            scheduler=scheduler,
-            progress=_task_progress(out, progress),
-            include_optimizer=include_optimizer,
+            run, folder, to=to, scheduler=scheduler, progress=bar.tasks, include_optimizer=include_optimizer
         )
     out.result(
         done,

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import click
 
 from weightscope.cli._common import CHECKPOINT, _figure, _open, dequantize_option, step_option
-from weightscope.cli._output import Command, Output, pass_output
-from weightscope.cli.runs import _task_progress, progress_option, scheduler_option
+from weightscope.cli._output import Command, Output, examples, pass_output
+from weightscope.cli.runs import progress_option, scheduler_option
 from weightscope.cli.shell import complete_tensor_names
 from weightscope.errors import UsageError
 from weightscope.output import format_shape, render_table, safe_text
@@ -20,7 +20,16 @@ if TYPE_CHECKING:
     from weightscope.spectra import Skipped, Spectrum
 
 
-@click.command("spectra", cls=Command)
+@click.command(
+    "spectra",
+    cls=Command,
+    short_help="Spectral figures of each weight matrix (weightwatcher's).",
+    epilog=examples(
+        "weightscope spectra model.safetensors",
+        "weightscope spectra llama/ --filter '*.q_proj.weight' --top 64",
+        "weightscope spectra model.pt --json --values > spectra.json",
+    ),
+)
 @click.argument("path", type=CHECKPOINT)
 @click.argument("names", nargs=-1, shell_complete=complete_tensor_names)
 @click.option("--filter", "pattern", metavar="GLOB", help="Only names matching this glob.")
@@ -71,12 +80,13 @@ def spectra_command(
                 for name in ckpt
                 if (pattern is None or fnmatch.fnmatchcase(name, pattern)) and ckpt.role(name).kind == "parameter"
             ]
-        if scheduler is None:
-            results = checkpoint_spectra(ckpt, chosen, top=top, progress=_task_progress(out, progress))
-    if scheduler is not None:  # Dask tasks, each opening the file where it runs (a step or dequantizing: not yet)
-        if step is not None or dequantize:
+        if scheduler is not None and (step is not None or dequantize):
             raise UsageError("--scheduler reads the file as it is: without --step or --dequantize")
-        results = path_spectra(str(path), chosen, top=top, scheduler=scheduler, progress=_task_progress(out, progress))
+        with out.progress(0, len(chosen), f"spectra {path.name}", unit="tasks", shown=progress) as bar:
+            if scheduler is None:
+                results = checkpoint_spectra(ckpt, chosen, top=top, progress=bar.tasks)
+            else:  # Dask tasks, each opening the file where it runs (a step or dequantizing: not yet)
+                results = path_spectra(str(path), chosen, top=top, scheduler=scheduler, progress=bar.tasks)
 
     def to_json(results: Sequence[Spectrum | Skipped]) -> list[dict[str, object]]:
         return [result.to_json(values) for result in results]

@@ -65,6 +65,7 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -439,7 +440,7 @@ class DcpCheckpoint(FolderCheckpoint):
         common = self._common.checked_files() if self._common is not None else []
         return [(as_path(file), self.format, self.checksums) for file in self._sources if file != metadata] + common
 
-    def verify(self) -> list[WeightscopeError]:
+    def verify(self, advance: Callable[[int, int], None] | None = None) -> list[WeightscopeError]:
         """Every chunk's item read and checked (its bounds, its zip's CRC-32), every tensor reassembled."""
         problems: list[WeightscopeError] = []
         for name, tensor in self._tensors.items():
@@ -448,8 +449,10 @@ class DcpCheckpoint(FolderCheckpoint):
                     self._chunk_values(self._infos[name], chunk)
                 except WeightscopeError as error:
                     problems.append(kept(error))
+            if advance is not None:
+                advance(1, self._infos[name].nbytes)
         if self._common is not None:
-            problems += self._common.verify()
+            problems += self._common.verify(advance)
         return problems
 
     def _close(self) -> None:

@@ -54,6 +54,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -548,11 +549,11 @@ class DeepSpeedCheckpoint(FolderCheckpoint):
     def checked_files(self) -> list[tuple[AnyPath, str, str]]:
         return [(rank.path, "pytorch", rank.checksums) for rank in self._files]
 
-    def verify(self) -> list[WeightscopeError]:
+    def verify(self, advance: Callable[[int, int], None] | None = None) -> list[WeightscopeError]:
         problems: list[WeightscopeError] = []
         for rank in self._files:
-            problems += rank.verify()
-        return problems + super().verify()
+            problems += rank.verify(advance)
+        return problems + super().verify(advance)
 
     def _close(self) -> None:
         for rank in self._files:

@@ -55,7 +55,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from operator import getitem, methodcaller
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -409,12 +409,12 @@ class ModelFolderCheckpoint(Checkpoint):
         """The files the weights are read from: each shard (not the index or config.json)."""
         return list(self._shards.values())
 
-    def verify(self) -> list[WeightscopeError]:
+    def verify(self, advance: Callable[[int, int], None] | None = None) -> list[WeightscopeError]:
         """Every shard opened, checked against the index, and verified; the problems found, if any."""
         problems: list[WeightscopeError] = []
         for shard in self._shards:
             try:
-                problems += self._shard(shard).verify()
+                problems += self._shard(shard).verify(advance)
             except WeightscopeError as error:
                 problems.append(kept(error))
         if not problems:

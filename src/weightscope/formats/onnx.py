@@ -56,7 +56,7 @@ import hashlib
 import math
 import string
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -338,7 +338,7 @@ class OnnxCheckpoint(FileCheckpoint):
             f"{self.path}: tensor '{info.name}': SHA1 of {info.file} is {whole}, but the model records {expected}"
         )
 
-    def verify(self) -> list[WeightscopeError]:
+    def verify(self, advance: Callable[[int, int], None] | None = None) -> list[WeightscopeError]:
         """Read every tensor, checking external files' SHA1 checksums; the problems found, if any."""
         problems: list[WeightscopeError] = []
         for info in self._infos.values():
@@ -346,6 +346,8 @@ class OnnxCheckpoint(FileCheckpoint):
                 self._read_checked(info, True)
             except WeightscopeError as error:
                 problems.append(kept(error))
+            if advance is not None:
+                advance(1, info.nbytes)
         return problems
 
     def _close(self) -> None:

@@ -41,14 +41,13 @@ import math
 import os
 import re
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightscope.analysis import _workers, aligned_chunks, canonical_names, chunks, widened
+from weightscope.analysis import aligned_chunks, canonical_names, chunks, widened
 from weightscope.checkpoint import Checkpoint
 from weightscope.dtypes import BY_NAME, numeric_kind
 from weightscope.errors import CorruptCheckpointError
@@ -319,8 +318,12 @@ def _compare(
     return TensorError(*found, "compared", moved, error_partial(first, second))
 
 
-def quantization_error(original: Checkpoint, quantised: Checkpoint) -> QuantizationError:
-    """Each parameter of ``original`` against its quantised counterpart in ``quantised`` (read dequantised)."""
+def quantization_error(
+    original: Checkpoint, quantised: Checkpoint, progress: Callable[[int, int], None] | None = None
+) -> QuantizationError:
+    """Each parameter of ``original`` against its quantised counterpart in ``quantised`` (read dequantised);
+    ``progress(done, total)`` is told as each is done."""
+    from weightscope.runs import on_threads
 
     def parameters(ckpt: Checkpoint) -> dict[str, Aligned]:
         return gguf_llama_names(ckpt, [name for name in ckpt if ckpt.role(name).kind == "parameter"])
@@ -351,8 +354,7 @@ def quantization_error(original: Checkpoint, quantised: Checkpoint) -> Quantizat
                 rest_mine.discard(planned.source)
                 rest_theirs.discard(counterpart.source)
                 matched_by = "name and layer model" if named else "layer model"
-    with ThreadPoolExecutor(_workers()) as pool:
-        tensors = list(pool.map(lambda job: job(), jobs))
+    tensors = on_threads(jobs, progress)
     return QuantizationError(
         str(original.path),
         str(quantised.path),
