@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import textwrap
 from collections import OrderedDict
 from pathlib import Path
@@ -18,7 +15,7 @@ import pytest
 import safetensors
 import safetensors.numpy
 import torch
-from conftest import assert_same_tensor
+from conftest import assert_same_tensor, killed_while_writing
 from tf_fixtures import _keras3, _tf
 
 import weightscope as ws
@@ -283,12 +280,8 @@ convert(sys.argv[1], sys.argv[2], progress=slow)
 def test_killed_conversion_leaves_nothing_a_reader_accepts(tmp_path: Path, destination: str) -> None:
     source = ws.save({f"layer{i}/kernel": _random(256, 256) for i in range(4)}, tmp_path / "source" / "model.ckpt")
     out = tmp_path / "out" / destination
-    process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(SLOW_CONVERT), str(source), str(out)], stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None and process.stdout.readline() == "writing\n"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    with killed_while_writing(textwrap.dedent(SLOW_CONVERT), str(source), str(out)):
+        pass
     visible = [path for path in (tmp_path / "out").iterdir() if not path.name.startswith(".")]
     assert visible == []
     with pytest.raises(ws.CheckpointNotFoundError):
