@@ -37,9 +37,16 @@ lint: $(STAMP_TEST)
 	$(BIN)/python scripts/gen_proto.py --check
 
 # The browser tests drive Debian's Chromium through its driver (which depends on the
-# browser); installed when missing (as root, as CI runs).
+# browser); installed when missing as root (as CI runs); anyone else is told how, and
+# make stops there: the browser tests are never skipped.
 CHROMEDRIVER := /usr/bin/chromedriver
 $(CHROMEDRIVER):
+	@if [ "$$(id -u)" -ne 0 ]; then \
+		echo "make test needs Chromium and its driver for the browser tests (tests/test_viewer.py)." >&2; \
+		echo "Install them as root, then run make test again:" >&2; \
+		echo "    sudo apt-get install -y --no-install-recommends chromium chromium-driver" >&2; \
+		exit 1; \
+	fi
 	apt-get update
 	apt-get install -y --no-install-recommends chromium chromium-driver
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +71,16 @@ def assert_refused(
     assert main(["ls", str(path)]) == error.exit_status
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("weightscope: error: ") and str(path) in err
+
+
+@contextlib.contextmanager
+def killed_while_writing(program: str, *arguments: str, env: dict[str, str] | None = None) -> Iterator[None]:
+    """``python -c program arguments...`` once it has printed "writing"; SIGKILLed when the block ends, as a
+    crash mid-write would be, and waited for (its pipe closed: no ResourceWarning)."""
+    command = [sys.executable, "-c", program, *arguments]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
+        assert process.stdout is not None and process.stdout.readline() == "writing\n"
+        try:
+            yield
+        finally:
+            os.kill(process.pid, signal.SIGKILL)

@@ -22,10 +22,7 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import struct
-import subprocess
-import sys
 import textwrap
 import zipfile
 import zlib
@@ -38,6 +35,7 @@ import h5py
 import numpy as np
 import pytest
 from conformance_makers import MAKERS, Maker, Written, tensors_for
+from conftest import killed_while_writing
 from test_flax_msgpack import flax_restore
 from test_writers import NPZ, PYTORCH, SAFETENSORS, Writer, _assert_all_equal, _tensors
 
@@ -502,15 +500,9 @@ def test_killed_save_leaves_the_earlier_files_intact(writer: Writer, tmp_path: P
     first = {"dense/kernel": np.arange(6, dtype=np.float32).reshape(3, 2)}
     writer.save(first, path)
     before = _files_at(tmp_path)
-    process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(SLOW_SAVE), str(path), writer.format],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(ws.__file__).parents[1])},
-    )
-    assert process.stdout is not None and process.stdout.readline() == "writing\n"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    environment = {**os.environ, "PYTHONPATH": str(Path(ws.__file__).parents[1])}
+    with killed_while_writing(textwrap.dedent(SLOW_SAVE), str(path), writer.format, env=environment):
+        pass
     assert _files_at(tmp_path) == before  # no file added, changed or removed: temporaries are dot-files
     with ws.open(path) as ckpt:
         assert_bits_equal(ckpt["dense/kernel"], first["dense/kernel"], "dense/kernel")

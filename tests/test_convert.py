@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import textwrap
 from collections import OrderedDict
 from pathlib import Path
@@ -18,12 +15,13 @@ import pytest
 import safetensors
 import safetensors.numpy
 import torch
-from conftest import assert_same_tensor
+from conftest import assert_same_tensor, killed_while_writing
 from tf_fixtures import _keras3, _tf
 
 import weightscope as ws
 from weightscope.cli import main
 from weightscope.convert import convert
+from weightscope.renames import Renames
 
 RNG = np.random.default_rng(7)
 # The seed's Sequential in PyTorch: Linear(2, 5), Sigmoid, Linear(5, 2), Sigmoid. The
@@ -115,16 +113,16 @@ def test_keras_cnn_with_batchnorm_converted_to_pytorch_modules(tmp_path: Path) -
         layer.set_weights([_random(*w.shape) ** (2 if "variance" in w.path else 1) for w in layer.weights])
     prefix = tf.train.Checkpoint(model=model).write(str(tmp_path / "keras" / "ckpt"))
     out = tmp_path / "cnn.pt"
-    result = convert(prefix, out, layout="pytorch", names="pytorch")
+    result = convert(prefix, out, layout="pytorch", names="pytorch", renames=Renames.parse(strip_prefix="cnn."))
     assert {tensor.source: tensor.name for tensor in result.tensors} == {
-        "cnn/conv1/kernel": "cnn.conv1.weight",
-        "cnn/conv1/bias": "cnn.conv1.bias",
-        "cnn/bn1/gamma": "cnn.bn1.weight",
-        "cnn/bn1/beta": "cnn.bn1.bias",
-        "cnn/bn1/moving_mean": "cnn.bn1.running_mean",
-        "cnn/bn1/moving_variance": "cnn.bn1.running_var",
-        "cnn/dense1/kernel": "cnn.dense1.weight",
-        "cnn/dense1/bias": "cnn.dense1.bias",
+        "cnn/conv1/kernel": "conv1.weight",
+        "cnn/conv1/bias": "conv1.bias",
+        "cnn/bn1/gamma": "bn1.weight",
+        "cnn/bn1/beta": "bn1.bias",
+        "cnn/bn1/moving_mean": "bn1.running_mean",
+        "cnn/bn1/moving_variance": "bn1.running_var",
+        "cnn/dense1/kernel": "dense1.weight",
+        "cnn/dense1/bias": "dense1.bias",
     }
     network = torch.nn.Sequential(
         OrderedDict(
@@ -135,9 +133,7 @@ def test_keras_cnn_with_batchnorm_converted_to_pytorch_modules(tmp_path: Path) -
             dense1=torch.nn.Linear(288, 4),
         )
     )
-    state = {name.removeprefix("cnn."): value for name, value in torch.load(out, weights_only=True).items()}
-    missing, unexpected = network.load_state_dict(state, strict=False)
-    assert missing == [] and unexpected == []  # BatchNorm fills in a missing num_batches_tracked
+    network.load_state_dict(torch.load(out, weights_only=True))  # strict; BatchNorm fills in num_batches_tracked
     network.eval()
     inputs = _random(5, 8, 8, 3)
     expected = model(inputs, training=False).numpy()
@@ -296,6 +292,7 @@ def test_round_trip_pytorch_tensorflow_pytorch_is_bit_exact(tmp_path: Path) -> N
 SLOW_CONVERT = """
 import sys, time
 from weightscope.convert import convert
+from weightscope.renames import Renames
 
 def slow(done, total, nbytes, total_bytes):
     if done == 2:
@@ -310,12 +307,8 @@ convert(sys.argv[1], sys.argv[2], progress=slow)
 def test_killed_conversion_leaves_nothing_a_reader_accepts(tmp_path: Path, destination: str) -> None:
     source = ws.save({f"layer{i}/kernel": _random(256, 256) for i in range(4)}, tmp_path / "source" / "model.ckpt")
     out = tmp_path / "out" / destination
-    process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(SLOW_CONVERT), str(source), str(out)], stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None and process.stdout.readline() == "writing\n"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    with killed_while_writing(textwrap.dedent(SLOW_CONVERT), str(source), str(out)):
+        pass
     visible = [path for path in (tmp_path / "out").iterdir() if not path.name.startswith(".")]
     assert visible == []
     with pytest.raises(ws.CheckpointNotFoundError):

@@ -33,8 +33,8 @@ def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, st
 
 
 def as_torch(array: np.ndarray) -> torch.Tensor:
-    """Our array as torch holds it (bfloat16 by its bits)."""
-    array = np.ascontiguousarray(array)
+    """Our array as torch holds it (bfloat16 by its bits), copied: ours are read-only, which torch warns of."""
+    array = np.array(array, order="C")
     if array.dtype.name == "bfloat16":
         return torch.from_numpy(array.view(np.uint16)).view(torch.bfloat16)
     return torch.from_numpy(array)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -161,3 +162,19 @@ def test_bad_demo_input_is_one_clear_line(
     status = main(["demo", "--out", str(tmp_path / "m.ckpt"), *[arg.format(**values) for arg in args]])
     err = capsys.readouterr().err
     assert status != 0 and message in err and err.count("\n") == 1 and "[Errno" not in err
+
+
+def test_tensorflow_engine_keeps_tensorflows_native_log_off_the_terminal(tmp_path: Path) -> None:
+    # TensorFlow 2.21 logs oneDNN and CUDA notices (absl, before its log is set up) and a failed cuInit as it loads.
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    out = tmp_path / "m.ckpt"
+    program = "import sys; from weightscope.cli import main; sys.exit(main())"
+    result = subprocess.run(
+        [sys.executable, "-c", program, "demo", "--engine", "tensorflow", "--steps", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith("step: 0, loss: ") and f"model saved in path: {out}" in result.stdout

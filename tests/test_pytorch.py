@@ -525,6 +525,9 @@ def test_python2_strings_that_are_not_utf8_are_unsupported(tmp_path: Path) -> No
         ws.open(path)
 
 
+# A quantised tensor is a case torch.load still reads: made with torch's deprecated makers on purpose.
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")
 def test_what_torch_weights_only_allows_reads_as_it_loads(tmp_path: Path) -> None:
     # torch.load(weights_only=True) rebuilds these; weightscope lists the tensors and shows the rest
     tagged = torch.arange(3.0)

@@ -554,6 +554,7 @@ RECOGNISED = {
 
 
 @pytest.mark.parametrize(("make", "what", "way_out"), RECOGNISED.values(), ids=RECOGNISED.keys())
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # TorchScript files, made
 def test_recognised_files_say_what_they_are(
     tmp_path: Path, make: Callable[[Path], Path], what: str, way_out: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_same_tensor
+from conftest import assert_same_tensor, killed_while_writing
 from tf_fixtures import dtype_specs, tf_reader_values
 
 import weightscope as ws
@@ -148,12 +144,8 @@ def test_killed_save_leaves_the_earlier_checkpoint_intact(tmp_path: Path) -> Non
     prefix = tmp_path / "model.ckpt"
     ws.save({"w": np.arange(3, dtype=np.float32)}, prefix)
     before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
-    process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(SLOW_SAVE), str(prefix)], stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None and process.stdout.readline() == "writing\n"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    with killed_while_writing(textwrap.dedent(SLOW_SAVE), str(prefix)):
+        pass
     after = {path.name: path.read_bytes() for path in tmp_path.iterdir() if not path.name.startswith(".")}
     assert after == before
     with ws.open(prefix) as ckpt:

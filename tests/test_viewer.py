@@ -33,7 +33,7 @@ from weightscope.plot import bin_edges, block_means, finite_range, histogram
 from weightscope.spectra import skip_reason, spectrum
 from weightscope.summary import summarize
 from weightscope.viewer import ViewerServer, analyses, make_server
-from weightscope.viewer.server import TOKEN_HEADER, flat_values, redirect_file
+from weightscope.viewer.server import TOKEN_HEADER, file_labels, flat_values, redirect_file
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -309,7 +309,16 @@ def test_files_tensors_and_summary(seed_server: ViewerServer, seed: Path) -> Non
     with ws.open(seed) as ckpt:
         files = api(seed_server, "files")
         assert files == {
-            "files": [{"file": 0, "path": str(ckpt.path), "format": ckpt.format, "tensors": len(ckpt), "metadata": {}}],
+            "files": [
+                {
+                    "file": 0,
+                    "label": ckpt.path.name,
+                    "path": str(ckpt.path),
+                    "format": ckpt.format,
+                    "tensors": len(ckpt),
+                    "metadata": {},
+                }
+            ],
             "compare": False,
         }
         tensors = api(seed_server, "tensors", file=0)["tensors"]
@@ -933,3 +942,74 @@ def test_page_shows_the_anatomy_of_a_fine_tune(browser: Any, fine_tune: tuple[Pa
         wait_for(browser, "document.body.dataset.view === 'tensor'")
         wait_for(browser, "document.getElementById('t-name').textContent === 'fc1.weight'")
         wait_for(browser, "document.getElementById('spec').dataset.ready === '1'")
+
+
+# -- issue 23: the files called by their own names, optimizer state under its variables -----------------------------
+
+
+def _twins(seed: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The seed twice, in run1/ and run2/: two files of one name."""
+    prefixes = []
+    for run in ("run1", "run2"):
+        shutil.copytree(seed.parent, tmp_path / run)
+        prefixes.append(tmp_path / run / seed.name)
+    return prefixes[0], prefixes[1]
+
+
+def test_files_are_labelled_by_their_own_names(seed: Path, changed: Path, tmp_path: Path) -> None:
+    first, second = _twins(seed, tmp_path)
+    with running(first, second) as server:
+        files = api(server, "files")["files"]
+    assert [file["label"] for file in files] == [f"run1/{seed.name}", f"run2/{seed.name}"]
+    with running(seed, tmp_path / "run2" / seed.name) as server:  # two names told apart by the folders above
+        labels = [file["label"] for file in api(server, "files")["files"]]
+    assert labels == [f"{seed.parent.name}/{seed.name}", f"run2/{seed.name}"]
+    keras = tmp_path / "keras.safetensors"
+    ws.save({"x": np.zeros(1, np.float32)}, keras)
+    with running(keras, seed) as server:
+        assert [file["label"] for file in api(server, "files")["files"]] == ["keras.safetensors", seed.name]
+
+
+def test_page_picker_names_both_files_and_optimizer_state_sits_under_its_variables(
+    browser: Any, seed: Path, tf_checkpoints: dict[str, Path], tmp_path: Path, screenshots: Path
+) -> None:
+    first, second = _twins(seed, tmp_path)
+    with running(first, second) as server:
+        browser.get(server.url)
+        wait_for(browser, "document.body.dataset.ready === '1'")
+        options = browser.execute_script(
+            "return [...document.querySelectorAll('#file-select option')].map((option) => option.textContent)"
+        )
+        assert options == [f"A: run1/{seed.name}", f"B: run2/{seed.name}"]
+        assert browser.title == f"weightscope view · run1/{seed.name} vs run2/{seed.name}"
+    keras3 = tf_checkpoints["keras3_checkpoint"]  # Keras 3 names a slot after its variable: adam/..._momentum
+    with ws.open(keras3) as ckpt:
+        owners = {name: ckpt.role(name).owner for name in ckpt if ckpt.role(name).kind == "optimizer"}
+    momentum = next(name for name, owner in owners.items() if name.endswith("_momentum") and owner)
+    with running(keras3) as server:
+        browser.get(server.url)
+        wait_for(browser, "document.body.dataset.ready === '1'")
+        groups = browser.execute_script(
+            "return [...document.querySelectorAll('#tree .row[data-group]')].map((row) => row.dataset.group)"
+        )
+        assert {owner for owner in owners.values() if owner} <= set(groups)
+        row = browser.find_element("css selector", f'#tree .row[data-name="{momentum}"]')
+        assert row.text.split()[:2] == ["momentum", "(m)"]
+        shoot(browser, screenshots / "8-optimizer-state.png")
+        row.click()
+        wait_for(browser, "document.querySelector('#t-info td[data-key=\"of variable\"]')")
+        assert text_of(browser, '#t-info td[data-key="of variable"]') == owners[momentum]
+
+
+@pytest.mark.parametrize(
+    ("paths", "labels"),
+    [
+        (["a/model.pt", "b/model.pt"], ["a/model.pt", "b/model.pt"]),
+        (["x/a/model.pt", "y/a/model.pt"], ["x/a/model.pt", "y/a/model.pt"]),
+        (["s3://bucket/run/model.pt", "run/model.pt"], ["bucket/run/model.pt", "run/model.pt"]),
+        (["out/", "model.pt"], ["out", "model.pt"]),
+        (["same.pt", "same.pt"], ["same.pt", "same.pt"]),
+    ],
+)
+def test_file_labels_take_as_many_folders_as_tell_files_apart(paths: list[str], labels: list[str]) -> None:
+    assert file_labels(paths) == labels

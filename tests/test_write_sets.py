@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,7 @@ import numpy as np
 import pytest
 import safetensors
 import torch
+from conftest import killed_while_writing
 from huggingface_hub import save_torch_state_dict, split_torch_state_dict_into_shards
 from huggingface_hub.serialization._base import parse_size_to_int
 from tiny_models import tiny_gpt2, tiny_llama
@@ -384,17 +382,10 @@ ws.save(Slow(), sys.argv[1], format=sys.argv[2], max_shard_size="1KB")
 @pytest.mark.parametrize("format", ["safetensors", "pytorch"])
 def test_a_killed_write_leaves_no_folder(format: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(SLOW_SET), str(out), format],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(ws.__file__).parents[1])},
-    )
-    assert process.stdout is not None and process.stdout.readline() == "writing\n"
-    hidden = [path for path in tmp_path.iterdir() if path.name.startswith(".")]
-    assert len(hidden) == 1 and len(list(hidden[0].iterdir())) >= 2  # shards written, in the hidden folder
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    environment = {**os.environ, "PYTHONPATH": str(Path(ws.__file__).parents[1])}
+    with killed_while_writing(textwrap.dedent(SLOW_SET), str(out), format, env=environment):
+        hidden = [path for path in tmp_path.iterdir() if path.name.startswith(".")]
+        assert len(hidden) == 1 and len(list(hidden[0].iterdir())) >= 2  # shards written, in the hidden folder
     assert _visible(tmp_path) == []  # no folder: what SIGKILL leaves is hidden
     with pytest.raises(ws.CheckpointNotFoundError):
         ws.open(out)

@@ -25,6 +25,7 @@ reader accepts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import os
 import tempfile
@@ -45,6 +46,7 @@ from weightscope.conventions import CONVENTIONS
 from weightscope.dtypes import BY_NAME, numeric_kind
 from weightscope.errors import ChecksumMismatchError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole
+from weightscope.renames import Renames
 from weightscope.shards import model_files, parse_size, plan_set
 from weightscope.writing import Writer, check_folder, check_target, little_endian
 
@@ -211,6 +213,11 @@ def plan(
             output, cast_from = cast, info.dtype
         shape = tuple(reshape or shape)
         planned.append(PlannedTensor(new_name, name, output, shape, permutation, reshape, what, cast_from))
+    _check_unique(planned)
+    return planned, skipped, ambiguous
+
+
+def _check_unique(planned: list[PlannedTensor]) -> None:
     seen: dict[str, str] = {}
     for tensor in planned:
         if tensor.name in seen:
@@ -219,7 +226,19 @@ def plan(
                 "convert them separately (--filter) or keep the names"
             )
         seen[tensor.name] = tensor.source
-    return planned, skipped, ambiguous
+
+
+def renamed(planned: list[PlannedTensor], renames: Renames, notes: list[str]) -> list[PlannedTensor]:
+    """``planned`` under the names ``renames`` gives (after ``--names``); a key map's names that no tensor has
+    are said in ``notes``, two tensors given one name refused."""
+    unused = renames.unused(tensor.name for tensor in planned)
+    if unused:
+        more = f" and {len(unused) - 3} more" if len(unused) > 3 else ""
+        shown = ", ".join(f"'{name}'" for name in unused[:3]) + more
+        notes.append(f"the key map names {len(unused)} tensors there are not: {shown}")
+    result = [dataclasses.replace(tensor, name=renames.apply(tensor.name)) for tensor in planned]
+    _check_unique(result)
+    return result
 
 
 def skipped_kinds(skipped: dict[str, str]) -> list[str]:
@@ -381,6 +400,7 @@ def convert(
     dtype: str | None = None,
     progress: Progress | None = None,
     max_shard_size: int | str | None = None,
+    renames: Renames | None = None,
 ) -> Conversion:
     """Write ``source``'s weights to ``destination`` as format ``to`` (by default from its name).
 
@@ -390,7 +410,8 @@ def convert(
     ``destination`` is a Hugging Face model folder (safetensors unless ``to`` says pytorch):
     shards of at most that size and their index, with the source model's ``config.json`` and
     ``generation_config.json`` (see ``weightscope.shards``); so is a ``destination`` ending in ``/``, in shards of
-    huggingface_hub's default size (``FOLDER_SHARD_SIZE``).
+    huggingface_hub's default size (``FOLDER_SHARD_SIZE``). ``renames`` (``weightscope.renames``: a prefix
+    stripped, ``FROM=TO`` rules, a key map) renames the tensors after ``names``.
     """
     from weightscope.formats import (
         DEFAULT_TARGET,
@@ -426,9 +447,12 @@ def convert(
         if not planned:
             why = f"left out: {left_out(skipped)}" if skipped else "it holds none"
             raise UnsupportedFormatError(f"{ckpt.path}: no tensors to convert; {why}")
+        rename_notes: list[str] = []
+        if renames:
+            planned = renamed(planned, renames, rename_notes)
         tensors = PlannedTensors(ckpt, planned, progress)
         staged = staging(format, destination, [tensor.name for tensor in planned])
-        notes: list[str] = list(staged.notes)
+        notes: list[str] = [*rename_notes, *staged.notes]
         with interruptible(), _folder_for(destination):
             if max_shard_size is None:
                 with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work:

@@ -61,6 +61,27 @@ def _convention_option(flag: str, help: str) -> Callable[[Callable[..., Any]], C
 @_convention_option(
     "--names", "Rename to this framework's convention (layer1/kernel <-> layer1.weight, BatchNorm's four)."
 )
+@click.option(
+    "--strip-prefix",
+    metavar="PREFIX",
+    help="After --names, remove PREFIX from the names starting with it (Keras's model name: --strip-prefix cnn.).",
+)
+@click.option(
+    "--rename",
+    "rename",
+    metavar="FROM=TO",
+    multiple=True,
+    help="After --names and --strip-prefix, rename the names FROM matches whole: a glob whose '*' TO gives back in "
+    "order ('layer1.*=0.*'), or re:REGEX=REPLACEMENT ('re:block(\\d+)\\.(.*)=layers.\\1.\\2'). Repeatable, "
+    "applied in turn.",
+)
+@click.option(
+    "--key-map",
+    "key_map",
+    metavar="FILE.json",
+    type=click.Path(dir_okay=False),
+    help="Last, rename exactly by a JSON object of old name to new name.",
+)
 @click.option("--include-optimizer", is_flag=True, help="Also write optimizer state (weights only by default).")
 @click.option("--filter", "pattern", metavar="GLOB", help="Only tensors whose source name matches this glob.")
 @click.option(
@@ -87,6 +108,9 @@ def convert_command(
     to: str | None,
     layout: str,
     names: str,
+    strip_prefix: str | None,
+    rename: tuple[str, ...],
+    key_map: str | None,
     include_optimizer: bool,
     pattern: str | None,
     dtype: str | None,
@@ -97,7 +121,9 @@ def convert_command(
 ) -> None:
     """Write SOURCE's weights to DESTINATION in another format, layout or naming; verified before it appears."""
     from weightscope.convert import convert
+    from weightscope.renames import Renames, load_key_map
 
+    renames = Renames.parse(strip_prefix, rename, None if key_map is None else load_key_map(key_map))
     if destination.endswith(("/", os.sep)) and max_shard_size is None:  # out/: a model folder, as save_pretrained's
         from weightscope.shards import DEFAULT_SHARD_SIZE
 
@@ -114,6 +140,7 @@ def convert_command(
             dtype=dtype,
             progress=bar,
             max_shard_size=max_shard_size,
+            renames=renames,
         )
     for name, why in result.ambiguous.items():
         out.note(f"kept as is: '{safe_text(name)}': {why}")

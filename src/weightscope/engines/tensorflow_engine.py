@@ -14,9 +14,11 @@ TensorFlow is imported lazily, inside :func:`train_tensorflow`, after setting
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,12 +33,31 @@ class EngineUnavailableError(UsageError):
     """The engine asked for cannot run here (its framework is not installed)."""
 
 
+@contextlib.contextmanager
+def _native_log_silenced() -> Iterator[None]:
+    """File descriptor 2 on /dev/null: TensorFlow's native libraries log as they load (oneDNN, "Could not find cuda
+    drivers"), through absl before its log is initialised, which no setting turns off. Python's own errors are
+    exceptions, unaffected."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _import_tensorflow() -> Any:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"  # tf.compat.v1.layers lives in tf_keras on TF ≥ 2.16
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Read at TensorFlow's import: 3 keeps its native log to fatal errors (a CPU-only machine's failed cuInit is an
+    # ERROR line); set it in the environment to see more.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        import tensorflow as tf
-        import tf_keras  # noqa: F401
+        with _native_log_silenced():
+            import tensorflow as tf
+            import tf_keras  # noqa: F401
     except ImportError as exc:
         raise EngineUnavailableError(INSTALL_HINT) from exc
     return tf

@@ -20,7 +20,8 @@ The API (GET; every answer JSON; errors ``{"error": message}`` with status 400, 
 or 422):
 
 ``/api/files``
-    ``{"files": [{"file", "path", "format", "tensors", "metadata"}], "compare": bool}``.
+    ``{"files": [{"file", "label", "path", "format", "tensors", "metadata"}], "compare": bool}``; ``label``
+    is the file's own name, with as many of its folders as tell the two files apart (``file_labels``).
 ``/api/tensors?file=F``
     ``{"file", "tensors": [{"name", "dtype", "shape", "size", "nbytes", "kind", "role",
     "layer", "owner"}]}`` in the checkpoint's order; ``kind`` is ``parameter``,
@@ -256,10 +257,12 @@ class Viewer:
 
     # -- the routes ------------------------------------------------------------------------
     def files(self, params: dict[str, str]) -> dict[str, Any]:
+        labels = file_labels([str(ckpt.path) for ckpt in self.checkpoints])
         return {
             "files": [
                 {
                     "file": index,
+                    "label": labels[index],
                     "path": str(ckpt.path),
                     "format": ckpt.format,
                     "tensors": len(ckpt),
@@ -638,3 +641,14 @@ def redirect_file(url: str) -> Iterator[Path]:
         yield page
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def file_labels(paths: Sequence[str]) -> list[str]:
+    """What the page calls each file (a path or URL): its name, or as many trailing parts of its path as make the
+    names differ (``run1/model.ckpt`` and ``run2/model.ckpt``); the whole paths when no ending does."""
+    parts = [path.rstrip("/").split("/") for path in paths]
+    for count in range(1, max(map(len, parts)) + 1):
+        labels = ["/".join(split[-count:]) for split in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return list(paths)

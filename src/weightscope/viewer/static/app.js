@@ -182,7 +182,11 @@ function buildTree(tensors) {
 
 function leafLabel(tensor, key) {
   if (tensor.kind === "optimizer") {
-    const last = tensor.name.split(/[/.]/).pop();
+    // Grouped under its variable (role.owner): the slot alone, without the variable's name that Keras 3 repeats in
+    // it (adam/dense_kernel_momentum of dense/kernel is "momentum").
+    let last = tensor.name.split(/[/.]/).pop();
+    const flat = `${key.replace(/[/.]/g, "_")}_`;
+    if (last.startsWith(flat) && last.length > flat.length) last = last.slice(flat.length);
     return tensor.role && tensor.role !== last ? `${last} (${tensor.role})` : last;
   }
   if (tensor.name.startsWith(key)) return tensor.name.slice(key.length).replace(/^[/.]/, "") || tensor.name;
@@ -1170,11 +1174,11 @@ async function start() {
     state.files = files.files;
     state.compare = files.compare;
     $("files").textContent = files.files.map((file) => `${files.compare ? (file.file ? "B: " : "A: ") : ""}${file.path}`).join("   ");
-    document.title = `weightscope view · ${files.files.map((file) => file.path.split("/").pop()).join(" vs ")}`;
+    document.title = `weightscope view · ${files.files.map((file) => file.label).join(" vs ")}`;
     $("tab-diff").hidden = !files.compare;
     $("tab-anatomy").hidden = !files.compare;
     $("file-switch").hidden = !files.compare;
-    $("file-select").replaceChildren(...files.files.map((file) => el("option", { value: file.file, text: `${file.file ? "B" : "A"}: ${file.path.split("/").pop()}` })));
+    $("file-select").replaceChildren(...files.files.map((file) => el("option", { value: file.file, text: `${file.file ? "B" : "A"}: ${file.label}` })));
     await openFile(0);
     document.body.dataset.ready = "1";
   } catch (error) {
