@@ -36,7 +36,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import benchlib
@@ -123,33 +122,13 @@ sys.exit(status)
 """
 
 
-def _status(pid: int) -> dict[str, int]:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
-            return {
-                line.split(":")[0]: int(line.split()[1]) for line in handle if line.startswith(("RssAnon:", "VmHWM:"))
-            }
-    except (OSError, ValueError):
-        return {}
-
-
 def measured(command: list[str], env: dict[str, str]) -> dict[str, float]:
     """Run ``command``; its conversion's seconds, its wall seconds, and its peak RssAnon above its start and
     VmHWM (KiB), sampled every 5 ms."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    peak_anon = peak_hwm = 0
-    while process.poll() is None:
-        figures = _status(process.pid)
-        peak_anon = max(peak_anon, figures.get("RssAnon", 0))
-        peak_hwm = max(peak_hwm, figures.get("VmHWM", 0))
-        time.sleep(0.005)
-    out, err = process.communicate()
-    wall = time.perf_counter() - start
-    if process.returncode != 0:
-        raise SystemExit(f"{command[:3]} failed ({process.returncode}):\n{err[-3000:]}")
+    out, figures = benchlib.sampled_run(command, env)
     result = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
-    return {"seconds": float(result[1]), "wall": wall, "anon": peak_anon - int(result[2]), "hwm": peak_hwm}
+    return {"seconds": float(result[1]), "wall": figures["wall"], "anon": figures["anon"] - int(result[2]),
+            "hwm": figures["hwm"]}  # fmt: skip
 
 
 def compare(ours: Path, theirs: Path) -> tuple[bool, int]:

@@ -252,3 +252,31 @@ class AnonymousPeak:
             self._stop.set()
             thread.join()
             self._stop.clear()
+
+
+def _process_status(pid: int) -> dict[str, int]:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            return {
+                line.split(":")[0]: int(line.split()[1]) for line in handle if line.startswith(("RssAnon:", "VmHWM:"))
+            }
+    except (OSError, ValueError):
+        return {}
+
+
+def sampled_run(command: list[str], env: dict[str, str]) -> tuple[str, dict[str, float]]:
+    """Run ``command`` to its end; its stdout, and ``{"wall": seconds, "anon": peak RssAnon, "hwm": VmHWM}`` (KiB),
+    sampled from outside every 5 ms (anonymous memory: what the process made, not the files it mapped)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    peak_anon = peak_hwm = 0
+    while process.poll() is None:
+        figures = _process_status(process.pid)
+        peak_anon = max(peak_anon, figures.get("RssAnon", 0))
+        peak_hwm = max(peak_hwm, figures.get("VmHWM", 0))
+        time.sleep(0.005)
+    out, err = process.communicate()
+    wall = time.perf_counter() - start
+    if process.returncode != 0:
+        raise SystemExit(f"{command[:3]} failed ({process.returncode}):\n{err[-3000:]}")
+    return out, {"wall": wall, "anon": peak_anon, "hwm": peak_hwm}

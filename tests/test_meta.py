@@ -21,6 +21,7 @@ from safetensors.numpy import save_file
 from weightscope import metadata_edit
 from weightscope.cli import Environment, main
 from weightscope.errors import ExitStatus
+from weightscope.formats import safetensors as safetensors_format
 
 TENSORS = {
     "layer1.weight": np.arange(24, dtype=np.float32).reshape(4, 6),
@@ -172,16 +173,17 @@ def test_a_failure_while_copying_leaves_the_original(tmp_path: Path, monkeypatch
 
 def test_in_place_refused_when_the_file_changed_meanwhile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _safetensors(tmp_path / "m.safetensors", {"format": "pt"})
-    planned = metadata_edit._safetensors_header
+    editor = safetensors_format.METADATA_EDITOR
+    planned = editor.plan
 
-    def plan_then_touch(*args: Any) -> tuple[bytes, int]:
+    def plan_then_touch(*args: Any) -> Any:
         result = planned(*args)
         with open(path, "ab") as handle:
             handle.write(b"")
         os.utime(path, ns=(1, 1))
         return result
 
-    monkeypatch.setattr(metadata_edit, "_safetensors_header", plan_then_touch)
+    monkeypatch.setattr(editor, "plan", plan_then_touch)
     before = _digest(path)
     status, _, err = run("meta", path, "--set", "format=np")
     assert status == ExitStatus.USAGE and "the file changed while its metadata was being edited" in err
@@ -224,7 +226,7 @@ def test_other_formats_are_shown_not_edited(tmp_path: Path) -> None:
     np.savez(tmp_path / "m.npz", **{name: array for name, array in TENSORS.items()})
     assert run("meta", tmp_path / "m.npz") == (0, "no metadata (a npz checkpoint)\n", "")
     status, _, err = run("meta", tmp_path / "m.npz", "--set", "a=b")
-    assert status == ExitStatus.UNSUPPORTED and "meta edits safetensors and GGUF files" in err
+    assert status == ExitStatus.UNSUPPORTED and "meta edits these formats' files: safetensors, GGUF" in err
 
 
 # -- GGUF ------------------------------------------------------------------------------------------

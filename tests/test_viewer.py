@@ -33,7 +33,7 @@ from weightscope.plot import bin_edges, block_means, finite_range, histogram
 from weightscope.spectra import skip_reason, spectrum
 from weightscope.summary import summarize
 from weightscope.viewer import ViewerServer, analyses, make_server
-from weightscope.viewer.server import TOKEN_HEADER, file_labels, flat_values, redirect_file
+from weightscope.viewer.server import TOKEN_HEADER, flat_values, redirect_file
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -1012,4 +1012,4 @@ def test_page_picker_names_both_files_and_optimizer_state_sits_under_its_variabl
     ],
 )
 def test_file_labels_take_as_many_folders_as_tell_files_apart(paths: list[str], labels: list[str]) -> None:
-    assert file_labels(paths) == labels
+    assert analyses.file_labels(paths) == labels

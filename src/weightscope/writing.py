@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -239,3 +239,27 @@ def little_endian(array: np.ndarray) -> np.ndarray:
                 out[row : row + _TILE, column : column + _TILE] = array[row : row + _TILE, column : column + _TILE]
         return out
     return array.astype(dtype, order="C", copy=False)  # keeps 0-d arrays 0-d
+
+
+# -- metadata edits: what a format's editor hands weightscope.metadata_edit ---------------------------------------
+@dataclass(frozen=True)
+class MetadataEntry:
+    """One metadata value: its key, type (``string``, a GGUF scalar type, ``array[T]``) and value (an array's
+    elements when it has at most ``SUMMARY_LENGTH``, else None: ``length`` says how many)."""
+
+    key: str
+    type: str
+    value: Any
+    length: int | None = None  # an array's element count
+
+
+@dataclass(frozen=True)
+class HeaderPlan:
+    """A format's new header for an edit: ``in_place`` the bytes that replace the old header exactly (the data
+    does not move), None when they do not fit; ``copied`` the header a new file starts with, its data section
+    (the old file's from ``data_start``) after it; ``need`` the sizes that decided it, in words."""
+
+    in_place: bytes | None
+    copied: bytes
+    data_start: int
+    need: str

@@ -9,13 +9,22 @@ from typing import Any
 import click
 
 from weightscope.cli._common import CHECKPOINT, _open, step_option
-from weightscope.cli._output import Command, Output, pass_output
+from weightscope.cli._output import Command, Output, examples, pass_output
 from weightscope.errors import ExitStatus, WeightscopeError
 from weightscope.manifest import TensorDigest, compare, digests, load_manifest, manifest_json
 from weightscope.output import format_shape, render_table, safe_text
 
 
-@click.command("hash", cls=Command)
+@click.command(
+    "hash",
+    cls=Command,
+    short_help="SHA-256 of every tensor's values and of the whole model.",
+    epilog=examples(
+        "weightscope hash model.safetensors",
+        "weightscope hash --json model.safetensors",
+        "weightscope hash --step 1000 run/",
+    ),
+)
 @click.argument("path", type=CHECKPOINT)
 @click.option(
     "--json",
@@ -29,13 +38,8 @@ from weightscope.output import format_shape, render_table, safe_text
 def hash_command(out: Output, path: Path, step: int | None) -> None:
     """SHA-256 of each tensor's values (C order, little-endian: the same weights hash the same in every format) and
     of the whole model (over the sorted lines of name, dtype, shape and digest; see weightscope.manifest).
-
-    \b
-    Examples:
-      weightscope hash model.safetensors
-      weightscope hash --json model.safetensors > model.manifest.json
-      weightscope verify --manifest model.manifest.json downloaded/model.safetensors
-    """
+    Save the --json manifest (`weightscope hash --json model.safetensors > model.manifest.json`) and check a copy
+    with `weightscope verify --manifest model.manifest.json COPY`."""
     with _open(path, step=step) as ckpt:
         tensors: dict[str, TensorDigest] = {}
         for found in digests(ckpt):

@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from weightscope.cli._common import CHECKPOINT
-from weightscope.cli._output import Command, Output, pass_output
+from weightscope.cli._output import Command, Output, examples, pass_output
 from weightscope.errors import UsageError
-from weightscope.metadata_edit import GGUF_TYPES, MetadataEntry, edit_metadata, read_metadata
+from weightscope.formats.gguf import GGUF_TYPES
+from weightscope.metadata_edit import MetadataEntry, edit_metadata, read_metadata
 from weightscope.output import render_table
 from weightscope.sources import AnyPath, local_path
 
@@ -25,7 +26,16 @@ def _pair(text: str, option: str) -> tuple[str, str]:
     return key, value
 
 
-@click.command("meta", cls=Command)
+@click.command(
+    "meta",
+    cls=Command,
+    short_help="Show metadata; edit safetensors/GGUF metadata in place.",
+    epilog=examples(
+        "weightscope meta model.safetensors",
+        "weightscope meta model.safetensors --set author=me --delete format",
+        "weightscope meta model.gguf --set t.seed=7 --type t.seed=uint32",
+    ),
+)
 @click.argument("path", type=CHECKPOINT)
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Set a metadata value (repeatable).")
 @click.option("--delete", "deletions", multiple=True, metavar="KEY", help="Delete a metadata key (repeatable).")
@@ -52,14 +62,7 @@ def meta_command(
 ) -> None:
     """Show a checkpoint's metadata; with --set/--delete, edit a safetensors file's __metadata__ or a GGUF file's
     key/values without rewriting the weights: the header alone is rewritten in place when the tensor data need not
-    move, else the file is copied to a new one renamed into place (which of the two happened is said).
-
-    \b
-    Examples:
-      weightscope meta model.safetensors
-      weightscope meta model.safetensors --set author=me --delete format
-      weightscope meta model.gguf --set llama.context_length=8192 --set t.seed=7 --type t.seed=uint32
-    """
+    move, else the file is copied to a new one renamed into place (which of the two happened is said)."""
     written: dict[str, Any] | None = None
     if assignments or deletions:
         local = local_path(path)
@@ -93,7 +96,7 @@ def _meta_text(entries: Sequence[MetadataEntry], format: str) -> Iterator[str]:
     if not entries:
         yield f"no metadata (a {format} checkpoint)"
         return
-    if format == "gguf":
+    if any(entry.type != "string" for entry in entries):  # typed values (GGUF's): their types shown
         yield render_table(["key", "type", "value"], [[entry.key, entry.type, _shown(entry)] for entry in entries])
     else:
         yield render_table(["key", "value"], [[entry.key, _shown(entry)] for entry in entries])

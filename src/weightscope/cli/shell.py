@@ -16,7 +16,7 @@ import click
 from click.shell_completion import CompletionItem, get_completion_class
 
 from weightscope.cli._environment import Environment
-from weightscope.cli._output import Command, Output, pass_output
+from weightscope.cli._output import Command, Output, examples, pass_output
 from weightscope.errors import ExitStatus
 from weightscope.output import format_shape, safe_text
 from weightscope.sources import as_path, local_path
@@ -67,19 +67,18 @@ def respond(command: click.Command, instruction: str, env: Environment) -> int:
     return 0
 
 
-@click.command("completion", cls=Command)
+@click.command(
+    "completion",
+    cls=Command,
+    short_help="Print the shell completion script (bash, zsh, fish).",
+    epilog=examples("weightscope completion bash", "weightscope completion zsh", "weightscope completion fish"),
+)
 @click.argument("shell", type=click.Choice(SHELLS))
 @pass_output
 def completion_command(out: Output, shell: str) -> None:
     """Print the completion script for SHELL: commands, options, file names and the tensor names of the
-    checkpoint on the line. Load it from ~/.bashrc or ~/.zshrc, or save it as fish's.
-
-    \b
-    Examples:
-      eval "$(weightscope completion bash)"
-      eval "$(weightscope completion zsh)"
-      weightscope completion fish > ~/.config/fish/completions/weightscope.fish
-    """
+    checkpoint on the line. Load it from ~/.bashrc or ~/.zshrc (`eval "$(weightscope completion bash)"`), or save
+    fish's as ~/.config/fish/completions/weightscope.fish."""
     completion_class = get_completion_class(shell)
     assert completion_class is not None  # one of click's own: the choice allows no other
     root = click.get_current_context().find_root().command

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
     from weightscope.checkpoint import Checkpoint
+    from weightscope.metadata_edit import MetadataEditor
     from weightscope.remote import RemotePath
     from weightscope.shards import ShardNames
     from weightscope.writing import Tensors, Writer
@@ -87,6 +88,8 @@ class Format:
     # ``step-100/``, DeepSpeed's ``global_stepN/``, an Orbax manager's ``N/``): ``runs``, ``history`` and ``--step``
     # take such folders of a run folder as its checkpoints, ``scan`` the folder whole.
     step_folders: bool = False
+    # "module:object" with ``entries`` and ``plan`` (``metadata_edit.MetadataEditor``): ``meta`` edits its metadata.
+    metadata_editor: str | None = None
 
     @property
     def title(self) -> str:
@@ -111,6 +114,10 @@ class Format:
     def load(self) -> type[Checkpoint]:
         reader: type[Checkpoint] = _import(self.target)
         return reader
+
+    def editor(self) -> MetadataEditor | None:
+        """Its metadata editor (imported now), or None when ``meta`` cannot edit it."""
+        return None if self.metadata_editor is None else _import(self.metadata_editor)
 
 
 @dataclass(frozen=True)
@@ -238,6 +245,7 @@ _BUILT_IN = (
         writes=(".safetensors",),
         staging="weightscope.formats.safetensors:staging",
         model_file="model.safetensors",
+        metadata_editor="weightscope.formats.safetensors:METADATA_EDITOR",
     ),
     Format(
         "npy",
@@ -295,6 +303,7 @@ _BUILT_IN = (
         "weightscope.formats.gguf:GgufCheckpoint",
         magic=((0, b"GGUF"),),
         suffixes=(".gguf",),
+        metadata_editor="weightscope.formats.gguf:METADATA_EDITOR",
     ),
     # ONNX has no magic, and a ModelProto's usual first byte (0x08: field 1, ir_version) is
     # too weak to claim a file by: the suffix decides, and the reader refuses what does not parse.

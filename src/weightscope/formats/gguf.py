@@ -55,7 +55,10 @@ import math
 import struct
 import sys
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from operator import attrgetter
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -64,9 +67,11 @@ from weightscope.containers import quants
 from weightscope.containers.quants import QUANT_SIZES
 from weightscope.conventions import gguf_block_parameter
 from weightscope.dtypes import BY_GGUF, check_size, little_endian_dtype
-from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
+from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
 from weightscope.layers import TensorRole
 from weightscope.limits import Budget, Limits
+from weightscope.sources import FileSource
+from weightscope.writing import HeaderPlan, MetadataEntry
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -295,3 +300,193 @@ class GgufCheckpoint(FileCheckpoint):
             return super()._read(info)
         data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
         return quants.dequantize(data, info.type_name, info.shape, f"{self.path}: tensor '{info.name}'")
+
+
+# -- metadata edits (``weightscope meta``; weightscope.metadata_edit writes them) ----------------------------------
+GGUF_TYPES = {name: code for code, (name, _) in SCALAR_TYPES.items()} | {"string": STRING_TYPE}
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+class _RawEntry(NamedTuple):
+    key: str
+    key_bytes: bytes  # as stored (re-written as they were, whatever their encoding)
+    kind: int
+    value: bytes  # the bytes after the type code: a scalar, a string's length and bytes, an array's all
+
+
+class _GgufLayout(NamedTuple):
+    version: int
+    tensor_count: int
+    entries: list[_RawEntry]
+    tensor_infos: bytes
+    data_start: int
+    alignment: int
+
+
+def _gguf_entry(entry: _RawEntry) -> MetadataEntry:
+    if entry.kind == STRING_TYPE:
+        return MetadataEntry(entry.key, "string", entry.value[8:].decode("utf-8", "replace"))
+    if entry.kind in SCALAR_TYPES:
+        name, dtype = SCALAR_TYPES[entry.kind]
+        return MetadataEntry(entry.key, name, np.frombuffer(entry.value, dtype)[0].item())
+    element, count = struct.unpack_from("<IQ", entry.value)
+    if element == STRING_TYPE:
+        values: list[Any] = []
+        position = 12
+        for _ in range(min(count, SUMMARY_LENGTH)):
+            (length,) = _U64.unpack_from(entry.value, position)
+            values.append(entry.value[position + 8 : position + 8 + length].decode("utf-8", "replace"))
+            position += 8 + length
+        name = "string"
+    else:
+        name, dtype = SCALAR_TYPES[element]
+        values = np.frombuffer(entry.value, dtype, min(count, SUMMARY_LENGTH), 12).tolist()
+    return MetadataEntry(entry.key, f"array[{name}]", values if count <= SUMMARY_LENGTH else None, count)
+
+
+def _parse_gguf(path: Path) -> _GgufLayout:
+    """The key/values (raw), tensor infos (raw bytes) and data start of a GGUF file its reader has accepted."""
+    source = FileSource(path)
+    position = 0
+
+    def take(length: int, what: str) -> memoryview:
+        nonlocal position
+        data = source.read(position, length, what)
+        position += length
+        return data
+
+    def number(layout: struct.Struct, what: str) -> int:
+        value: int = layout.unpack(take(layout.size, what))[0]
+        return value
+
+    try:
+        _, version, tensor_count, value_count = HEADER.unpack(take(HEADER.size, "the GGUF header"))
+        entries = []
+        alignment = DEFAULT_ALIGNMENT
+        for _ in range(value_count):
+            key_bytes = bytes(take(number(_U64, "a key's length"), "a metadata key"))
+            key = key_bytes.decode("utf-8", "replace")
+            kind = number(_U32, f"the type of '{key}'")
+            start = position
+            if kind == STRING_TYPE:
+                take(number(_U64, f"the length of '{key}'"), f"metadata '{key}'")
+            elif kind == ARRAY_TYPE:
+                element, count = number(_U32, f"the element type of '{key}'"), number(_U64, f"the length of '{key}'")
+                if element == STRING_TYPE:
+                    for _ in range(count):
+                        take(number(_U64, f"a string's length in '{key}'"), f"a string in '{key}'")
+                else:
+                    take(count * SCALAR_TYPES[element][1].itemsize, f"metadata '{key}'")
+            else:
+                take(SCALAR_TYPES[kind][1].itemsize, f"metadata '{key}'")
+            value = bytes(source.read(start, position - start, f"metadata '{key}'"))
+            if key == "general.alignment":
+                (alignment,) = _U32.unpack(value)
+            entries.append(_RawEntry(key, key_bytes, kind, value))
+        infos_start = position
+        for _ in range(tensor_count):
+            take(number(_U64, "a tensor name's length"), "a tensor name")
+            take(8 * number(_U32, "a tensor's dimension count") + 4 + 8, "a tensor info")
+        tensor_infos = bytes(source.read(infos_start, position - infos_start, "the tensor infos"))
+    except KeyError as error:  # a type the reader accepted cannot be unknown here unless the file changed since
+        raise CorruptCheckpointError(f"{path}: unknown GGUF value type {error} (did the file change?)") from None
+    finally:
+        source.close()
+    return _GgufLayout(version, tensor_count, entries, tensor_infos, _aligned(position, alignment), alignment)
+
+
+def _aligned(offset: int, alignment: int) -> int:
+    return -(-offset // alignment) * alignment
+
+
+def _gguf_value(path: Path, key: str, text: str, type_name: str) -> tuple[int, bytes]:
+    """``text`` as a GGUF value of ``type_name``: its type code and bytes."""
+    if type_name not in GGUF_TYPES:
+        raise UsageError(f"{path}: unknown GGUF type '{type_name}'; known: {', '.join(GGUF_TYPES)}")
+    kind = GGUF_TYPES[type_name]
+    if kind == STRING_TYPE:
+        data = text.encode("utf-8", "surrogateescape")
+        return kind, _U64.pack(len(data)) + data
+    dtype = SCALAR_TYPES[kind][1]
+    wrong = UsageError(f"{path}: '{key}' is a {type_name}; '{text}' is not one")
+    if dtype.kind == "b":
+        truth = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
+        if truth is None:
+            raise wrong
+        return kind, bytes([truth])
+    try:
+        if dtype.kind in "iu":
+            number = int(text, 0)
+            if not np.iinfo(dtype).min <= number <= np.iinfo(dtype).max:
+                raise wrong
+            return kind, np.array(number, dtype).tobytes()
+        value = float(text)
+    except ValueError:
+        raise wrong from None
+    with np.errstate(over="ignore"):
+        stored = np.array(value, dtype)
+    if math.isfinite(value) and not np.isfinite(stored):
+        raise UsageError(f"{path}: '{key}' = {text} does not fit a {type_name}")
+    return kind, stored.tobytes()
+
+
+def _gguf_prefix(
+    path: Path,
+    layout: _GgufLayout,
+    assignments: Sequence[tuple[str, str]],
+    deletions: Sequence[str],
+    types: Mapping[str, str],
+) -> bytes:
+    """The new header, key/values and tensor infos (unpadded)."""
+    entries = {entry.key: entry for entry in layout.entries}
+    for key in [*deletions, *(key for key, _ in assignments)]:
+        if key == "general.alignment":
+            raise UsageError(f"{path}: general.alignment places the tensor data; convert the file to change it")
+    for key in deletions:
+        if entries.pop(key, None) is None:
+            raise UsageError(f"{path}: no metadata key '{key}' to delete")
+    for key, text in assignments:
+        old = entries.get(key)
+        type_name = types.get(key) or types.get("")
+        if type_name is None and old is not None and old.kind == ARRAY_TYPE:
+            raise UsageError(f"{path}: '{key}' is an array; meta sets scalars and strings (--delete it, or --type)")
+        if type_name is None:
+            type_name = "string" if old is None else _gguf_entry(old).type
+        kind, value = _gguf_value(path, key, text, type_name)
+        key_bytes = old.key_bytes if old is not None else key.encode("utf-8", "surrogateescape")
+        entries[key] = _RawEntry(key, key_bytes, kind, value)
+    pieces = [HEADER.pack(b"GGUF", layout.version, layout.tensor_count, len(entries))]
+    for entry in entries.values():
+        pieces += [_U64.pack(len(entry.key_bytes)), entry.key_bytes, _U32.pack(entry.kind), entry.value]
+    return b"".join([*pieces, layout.tensor_infos])
+
+
+class _MetadataEditor:
+    """Values typed as gguf-py's ``gguf_new_metadata`` types them: a key that exists keeps its type (its value
+    parsed as that type), a new key is a string unless a type is given; arrays can be deleted, not set;
+    ``general.alignment`` is neither set nor deleted (it places the data). The data starts at the first multiple
+    of ``general.alignment`` after the tensor infos, and llama.cpp requires the first tensor at offset 0 of it, so
+    an edit is written in place only when the new key/values and tensor infos end within the last ``alignment``
+    bytes before the data (padded with zeros to it): a value of the same size, or a change smaller than the padding
+    there was; any other edit is written into a new file."""
+
+    def entries(self, path: Path) -> list[MetadataEntry]:
+        return [_gguf_entry(entry) for entry in _parse_gguf(path).entries]
+
+    def plan(
+        self, path: Path, assignments: Sequence[tuple[str, str]], deletions: Sequence[str], types: Mapping[str, str]
+    ) -> HeaderPlan:
+        layout = _parse_gguf(path)
+        prefix = _gguf_prefix(path, layout, assignments, deletions, types)
+        end = _aligned(len(prefix), layout.alignment)
+        return HeaderPlan(
+            in_place=prefix.ljust(layout.data_start, b"\0") if end == layout.data_start else None,
+            copied=prefix.ljust(end, b"\0"),
+            data_start=layout.data_start,
+            need=f"the new key/values and tensor infos end at byte {len(prefix)}, "
+            f"the data starts at {layout.data_start} (alignment {layout.alignment})",
+        )
+
+
+METADATA_EDITOR = _MetadataEditor()

@@ -67,7 +67,7 @@ from weightscope.dtypes import (
 )
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
 from weightscope.limits import Limits, json_cost
-from weightscope.writing import Holds, Spec, Writer, array_bytes, plan
+from weightscope.writing import HeaderPlan, Holds, Spec, Writer, array_bytes, plan
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -468,3 +468,51 @@ def staging(destination: Path, names: Sequence[str]) -> Staging:
     from weightscope.formats import Staging
 
     return Staging(options={"metadata": PYTORCH_METADATA} if all("/" not in name for name in names) else {})
+
+
+# -- metadata edits (``weightscope meta``; weightscope.metadata_edit writes them) ----------------------------------
+METADATA_HEADROOM = 1024  # spaces a copied header keeps, so that the next edits fit in place
+
+
+class _MetadataEditor:
+    """``__metadata__`` maps strings to strings. The JSON header may be padded with spaces, so any new header no
+    longer than the old one is written in place (padded to its length); one that is longer is written into a new
+    file with ``METADATA_HEADROOM`` spaces after it, so the next edits fit in place."""
+
+    def entries(self, path: Path) -> None:
+        return None  # the reader's metadata: strings
+
+    def plan(
+        self, path: Path, assignments: Sequence[tuple[str, str]], deletions: Sequence[str], types: Mapping[str, str]
+    ) -> HeaderPlan:
+        from weightscope.sources import FileSource
+
+        if types:
+            raise UsageError(f"{path}: safetensors metadata maps strings to strings; --type is for GGUF")
+        source = FileSource(path)
+        try:
+            (length,) = _HEADER_LENGTH.unpack(source.read(0, _HEADER_LENGTH.size, "the header length"))
+            header = json.loads(bytes(source.read(_HEADER_LENGTH.size, length, "the header")))
+        finally:
+            source.close()
+        metadata = dict(header.pop(METADATA_KEY, None) or {})
+        for key in deletions:
+            if key not in metadata:
+                raise UsageError(f"{path}: no metadata key '{key}' to delete")
+            del metadata[key]
+        metadata.update(assignments)
+        edited = ({METADATA_KEY: metadata} if metadata else {}) | header  # first, as the reference writer puts it
+        try:
+            text = json.dumps(edited, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate in a name ("\ud800" in the file): kept as its escape
+            text = json.dumps(edited, separators=(",", ":")).encode("ascii")
+        padded = -(-(len(text) + METADATA_HEADROOM) // 8) * 8
+        return HeaderPlan(
+            in_place=_HEADER_LENGTH.pack(length) + text.ljust(length, b" ") if len(text) <= length else None,
+            copied=_HEADER_LENGTH.pack(padded) + text.ljust(padded, b" "),
+            data_start=_HEADER_LENGTH.size + length,
+            need=f"the new header is {len(text)} bytes, the old one {length}",
+        )
+
+
+METADATA_EDITOR = _MetadataEditor()

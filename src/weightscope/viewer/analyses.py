@@ -6,12 +6,13 @@ takes the randomized path's ``RANDOMIZED_TOP`` largest singular values (``spectr
 ``"randomized"``, each value within ``error_bound``; no MP count), so an answer takes seconds, not minutes (a
 4096 x 4096 matrix's exact SVD takes about 20 s on two cores). The ESD comes as ``ESD_BINS`` logarithmic bins.
 Either way the matrix is held whole in float64 (8 bytes a value), as ``weightscope spectra`` holds it; the
-anatomy holds each changed pair so too, as ``diff --anatomy`` does.
+anatomy holds each changed pair so too, as ``diff --anatomy`` does. ``file_labels``: what the page calls each file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -57,3 +58,14 @@ def anatomy_document(base: Checkpoint, tuned: Checkpoint) -> dict[str, Any]:
     """``anatomy(base, tuned).to_json()`` with its layers ordered by ``anatomy_order``: by change, largest first."""
     result = anatomy(base, tuned)
     return dataclasses.replace(result, layers=sorted(result.layers, key=anatomy_order)).to_json()
+
+
+def file_labels(paths: Sequence[str]) -> list[str]:
+    """What the page calls each file (a path or URL): its name, or as many trailing parts of its path as make the
+    names differ (``run1/model.ckpt`` and ``run2/model.ckpt``); the whole paths when no ending does."""
+    parts = [path.rstrip("/").split("/") for path in paths]
+    for count in range(1, max(map(len, parts)) + 1):
+        labels = ["/".join(split[-count:]) for split in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return list(paths)

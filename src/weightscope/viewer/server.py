@@ -102,7 +102,7 @@ from weightscope.histograms import DEFAULT_BINS, FiniteRange, bin_edges, check_p
 from weightscope.output import dumps_json, json_values
 from weightscope.plot import MAX_BINS, block_means
 from weightscope.summary import summarize
-from weightscope.viewer.analyses import anatomy_document, spectrum_document
+from weightscope.viewer.analyses import anatomy_document, file_labels, spectrum_document
 
 TOKEN_HEADER = "X-Weightscope-Token"
 MAX_CELLS = 2048  # heatmap rows and columns, each
@@ -641,14 +641,3 @@ def redirect_file(url: str) -> Iterator[Path]:
         yield page
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def file_labels(paths: Sequence[str]) -> list[str]:
-    """What the page calls each file (a path or URL): its name, or as many trailing parts of its path as make the
-    names differ (``run1/model.ckpt`` and ``run2/model.ckpt``); the whole paths when no ending does."""
-    parts = [path.rstrip("/").split("/") for path in paths]
-    for count in range(1, max(map(len, parts)) + 1):
-        labels = ["/".join(split[-count:]) for split in parts]
-        if len(set(labels)) == len(labels):
-            return labels
-    return list(paths)
