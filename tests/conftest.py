@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +36,17 @@ if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
 def tf_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every TensorFlow-made fixture checkpoint, by name (see tests/tf_fixtures.py)."""
     return make_fixtures(tmp_path_factory.mktemp("tf"))
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """A dask.distributed LocalCluster of 2 worker processes (a thread each) for the module, and its client."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as connected,
+    ):
+        yield connected
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import peft
@@ -346,18 +347,14 @@ def test_the_randomized_spectrum_of_a_low_rank_change_equals_numpys() -> None:
         assert layer.rank_99 == int(np.argmax(share >= 0.99)) + 1 and layer.similarity == []
 
 
-def test_on_one_thread_and_a_two_process_cluster_the_figures_equal_the_threads(models: dict[str, Path]) -> None:
-    import distributed
-
+def test_on_one_thread_and_a_two_process_cluster_the_figures_equal_the_threads(
+    models: dict[str, Path], client: Any
+) -> None:
     with ws.open(models["base"]) as base, ws.open(models["full"]) as a, ws.open(models["lora"]) as b:
         threads = anatomy(base, a, b).to_json()
         assert anatomy(base, a, b, scheduler="sync").to_json() == threads
-        with (
-            distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as lc,
-            distributed.Client(lc) as client,
-        ):
-            assert anatomy(base, a, b, client=client).to_json() == threads
-            status, out, err = run("diff", models["base"], models["full"], "--anatomy", "--second", models["lora"],
-                                   "--scheduler", lc.scheduler_address, "--json")  # fmt: skip
+        assert anatomy(base, a, b, client=client).to_json() == threads
+        status, out, err = run("diff", models["base"], models["full"], "--anatomy", "--second", models["lora"],
+                               "--scheduler", client.scheduler.address, "--json")  # fmt: skip
     assert status == 1 and json.loads(out) == json.loads(json.dumps(threads)), err
     assert sum(layer["status"] == "changed" for layer in threads["layers"]) == len(threads["layers"]) > 5

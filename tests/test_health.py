@@ -5,7 +5,6 @@ in one thread and on a 2-process Dask cluster, whatever the chunking."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -54,16 +53,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("health") / "model.safetensors"
     save_file(weights(), str(path))
     return path
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[object]:
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster,
-        distributed.Client(cluster) as connected,
-    ):
-        yield connected
 
 
 def by_name(result: Health) -> dict[str, TensorHealth]:

@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +38,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ws.save(values, directory / f"model.ckpt-{k * EVERY}")
         values = train({name: values[name] for name in parameters}, data, steps=EVERY, optimizer_state=values)
     return directory
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[object]:
-    """One LocalCluster of 2 worker processes for the module, closed at its end."""
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster,
-        distributed.Client(cluster) as connected,
-    ):
-        yield connected
 
 
 def reference(paths: list[Path], include_all: bool = False) -> list[dict[str, object]]:
