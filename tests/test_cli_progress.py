@@ -87,6 +87,7 @@ def test_stats_draws_bytes_tensors_and_rate_on_a_terminal_only(big: Path) -> Non
     ("args", "label", "counted"),
     [
         (["verify", "{big}"], "verify big.safetensors: 100%", "6/6 tensors"),
+        (["hash", "{big}"], "hash big.safetensors: 100%", "6/6 tensors"),
         (["diff", "{big}", "{other}"], "diff big.safetensors other.safetensors: 100%", "12/12 tensors"),
         (["convert", "{big}", "{tmp}/out.safetensors"], "convert big.safetensors: 100%", "6/6 tensors"),
         (["health", "{big}"], "health big.safetensors: 100%", "tasks/s"),
@@ -99,7 +100,7 @@ def test_stats_draws_bytes_tensors_and_rate_on_a_terminal_only(big: Path) -> Non
             "1/1",
         ),
     ],
-    ids=["verify", "diff", "convert", "health", "spectra", "anatomy", "plot", "plot-spectrum"],
+    ids=["verify", "hash", "diff", "convert", "health", "spectra", "anatomy", "plot", "plot-spectrum"],
 )
 def test_long_commands_draw_their_bar(big: Path, tmp_path: Path, args: list[str], label: str, counted: str) -> None:
     def words(tmp: Path) -> list[str]:

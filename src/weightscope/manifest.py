@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ import numpy as np
 from weightscope.checkpoint import Checkpoint
 from weightscope.errors import UsageError, WeightscopeError, kept
 from weightscope.lazy import is_plain
+
+Advance = Callable[[int, int], None]  # (tensors, bytes) more done
 
 CHUNK_BYTES = 16 << 20
 MANIFEST_KIND = "weightscope-manifest"
@@ -134,13 +136,16 @@ def tensor_digest(ckpt: Checkpoint, name: str) -> TensorDigest:
     return TensorDigest(name, dtype_name(dtype), tuple(info.shape), digest.hexdigest())
 
 
-def digests(ckpt: Checkpoint) -> Iterator[TensorDigest | WeightscopeError]:
-    """Each tensor's digest, in the checkpoint's order; a tensor that cannot be read, its error instead (kept)."""
+def digests(ckpt: Checkpoint, advance: Advance | None = None) -> Iterator[TensorDigest | WeightscopeError]:
+    """Each tensor's digest, in the checkpoint's order; a tensor that cannot be read, its error instead (kept).
+    ``advance(1, nbytes)`` is told as each tensor is done (a progress bar's)."""
     for name in ckpt:
         try:
             yield tensor_digest(ckpt, name)
         except WeightscopeError as error:
             yield kept(error)
+        if advance is not None:
+            advance(1, ckpt.info(name).nbytes)
 
 
 def manifest_json(tensors: Mapping[str, TensorDigest], *, path: str, format: str) -> dict[str, Any]:
@@ -216,11 +221,11 @@ class Comparison:
         return not (self.missing or self.extra or self.different or self.unreadable)
 
 
-def compare(ckpt: Checkpoint, expected: Mapping[str, TensorDigest]) -> Comparison:
-    """Hash every tensor of ``ckpt`` and hold each against its entry in ``expected``."""
+def compare(ckpt: Checkpoint, expected: Mapping[str, TensorDigest], advance: Advance | None = None) -> Comparison:
+    """Hash every tensor of ``ckpt`` and hold each against its entry in ``expected`` (``advance`` as ``digests``)."""
     present = set(ckpt)
     result = Comparison(missing=[name for name in expected if name not in present])
-    for found in digests(ckpt):
+    for found in digests(ckpt, advance):
         if isinstance(found, WeightscopeError):
             result.unreadable.append(found)
         elif found.name not in expected:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from weightscope.cli._common import CHECKPOINT, _open, step_option
-from weightscope.cli._output import Command, Output, examples, pass_output
+from weightscope.cli._output import Command, Output, Progress, examples, pass_output
 from weightscope.errors import ExitStatus, WeightscopeError
 from weightscope.manifest import TensorDigest, compare, digests, load_manifest, manifest_json
 from weightscope.output import format_shape, render_table, safe_text
+
+if TYPE_CHECKING:
+    from weightscope.checkpoint import Checkpoint
 
 
 @click.command(
@@ -40,14 +44,20 @@ def hash_command(out: Output, path: Path, step: int | None) -> None:
     of the whole model (over the sorted lines of name, dtype, shape and digest; see weightscope.manifest).
     Save the --json manifest (`weightscope hash --json model.safetensors > model.manifest.json`) and check a copy
     with `weightscope verify --manifest model.manifest.json COPY`."""
-    with _open(path, step=step) as ckpt:
+    with _open(path, step=step) as ckpt, _bar(out, ckpt, "hash") as bar:
         tensors: dict[str, TensorDigest] = {}
-        for found in digests(ckpt):
+        for found in digests(ckpt, bar.advance):
             if isinstance(found, WeightscopeError):
                 raise found
             tensors[found.name] = found
         document = manifest_json(tensors, path=str(ckpt.path), format=ckpt.format)
     out.result(document, _hash_text)
+
+
+def _bar(out: Output, ckpt: Checkpoint, verb: str) -> contextlib.AbstractContextManager[Progress]:
+    """The progress bar of hashing every tensor of ``ckpt``."""
+    infos = list(ckpt.infos())
+    return out.progress(sum(info.nbytes for info in infos), len(infos), f"{verb} {safe_text(ckpt.path.name)}")
 
 
 def _hash_text(document: dict[str, Any]) -> Iterator[str]:
@@ -63,8 +73,8 @@ def verify_manifest(out: Output, path: Path, manifest: Path, step: int | None) -
     """Check the checkpoint at ``path`` against ``manifest``: each tensor missing, extra, different or unreadable
     on a line; exit 4 (damaged) when any is."""
     expected = load_manifest(manifest)
-    with _open(path, step=step) as ckpt:
-        result = compare(ckpt, expected)
+    with _open(path, step=step) as ckpt, _bar(out, ckpt, "verify") as bar:
+        result = compare(ckpt, expected, bar.advance)
     for name in result.missing:
         out.text(f"MISSING {safe_text(name)}")
     for name in result.extra:
