@@ -905,7 +905,10 @@ def test_page_shows_the_spectrum_of_a_matrix(browser: Any, fine_tune: tuple[Path
         shown = "Number(document.querySelector('#spec-figures td[data-key=alpha]').textContent)"
         wait_for(browser, f"Math.abs({shown} - {value!r}) <= 1e-5 * {value!r}")  # the v part's alpha
 
-        browser.find_element("css selector", '#tree .row[data-name="embed_tokens.weight"]').click()
+        row = browser.find_element("css selector", '#tree .row[data-name="embed_tokens.weight"]')
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", row)  # the panel was scrolled to
+        row.click()
+        wait_for(browser, "document.getElementById('t-name').textContent === 'embed_tokens.weight'")
         wait_for(browser, "document.getElementById('spec').dataset.ready === 'skipped'")
         assert "an embedding" in text_of(browser, "#spec-note")
         assert browser.execute_script("return document.getElementById('spec-part-box').hidden")
