@@ -161,7 +161,7 @@ def _sharded(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
 
 def _gguf_split(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
     """gguf-py's split (as llama.cpp's gguf-split cuts it), four tensors a part: the set opened by its first part."""
-    _gguf(directory, tensors, split_max_tensors=4)
+    write_gguf(directory, tensors, split_max_tensors=4)
     return _one(directory / f"model-00001-of-{len(list(directory.glob('*.gguf'))):05d}.gguf", tensors)
 
 
@@ -189,7 +189,7 @@ def _pickle(directory: Path, tensors: dict[str, np.ndarray], *, protocol: int) -
     return _one(path, tensors)
 
 
-def _gguf(directory: Path, tensors: dict[str, np.ndarray], split_max_tensors: int = 0) -> Written:
+def write_gguf(directory: Path, tensors: dict[str, np.ndarray], split_max_tensors: int = 0) -> Written:
     import gguf
 
     path = directory / "model.gguf"
@@ -317,7 +317,7 @@ MAKERS: list[Maker] = [
         chunked_dask=False,
         inline_data=True,
     ),
-    Maker("gguf", "gguf", _gguf, ("int8", "int16", "int32", "int64", "float16", "float32", "float64", "bfloat16")),
+    Maker("gguf", "gguf", write_gguf, ("int8", "int16", "int32", "int64", "float16", "float32", "float64", "bfloat16")),
     Maker(
         "onnx",
         "onnx",

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from conformance_makers import write_gguf
 
 import weightscope as ws
 from weightscope.frameworks import FrameworkCheckpoint
@@ -102,25 +103,13 @@ def test_views_equal_torch_load_with_their_strides(tmp_path: Path) -> None:
             assert _mapped_file(ours.data_ptr()) == str(path)
 
 
-def _gguf(path: Path, state: dict[str, np.ndarray]) -> None:
-    import gguf
-
-    writer = gguf.GGUFWriter(path, "llama")
-    for name, array in state.items():
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
 @pytest.mark.parametrize("kind", ["npy", "gguf", "tensorflow", "npz stored"])
 def test_other_formats_plain_tensors_are_views_of_the_file_too(kind: str, tmp_path: Path) -> None:
     values = np.arange(24, dtype=np.float32).reshape(4, 6)
     if kind == "npy":
         np.save(path := tmp_path / "kernel.npy", values)
     elif kind == "gguf":
-        _gguf(path := tmp_path / "model.gguf", {"kernel": values})
+        path = write_gguf(tmp_path, {"kernel": values})[0][0]
     elif kind == "tensorflow":  # written as TensorFlow writes it (byte-identical: tests/test_tensorflow_writer.py)
         ws.save({"kernel": values}, path := tmp_path / "model.ckpt")
     else:
