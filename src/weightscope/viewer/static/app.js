@@ -394,6 +394,9 @@ async function selectTensor(name) {
   state.selected = name;
   state.valuesOffset = 0;
   const sequence = ++state.sequence;
+  // Until this tensor's answer comes, there is no tensor to draw: a redraw meanwhile (showView's, a resize)
+  // must not draw the previous one's plots under the new sequence, nor cache its spectrum as this one's.
+  state.detail = null;
   revealInTree(name);
   showView("tensor");
   $("t-empty").hidden = true;
@@ -565,7 +568,7 @@ async function loadSpectrum() {
   const detail = state.detail;
   const sequence = state.sequence;
   try {
-    let answer = state.spectrum; // drawn again (a resize): as it was
+    let answer = state.spectrum && state.spectrum.name === detail.name ? state.spectrum : null; // a resize: as it was
     if (!answer) {
       answer = await api("spectrum", { file: state.file, name: detail.name });
       if (sequence !== state.sequence) return;
