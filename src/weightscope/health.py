@@ -40,16 +40,15 @@ through the open checkpoint (``lazy.OpenedSource``): a worker elsewhere cannot r
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from weightscope.analysis import CHUNK_ELEMENTS, widened
-from weightscope.blas import one_blas_thread_each
 from weightscope.dtypes import numeric_kind
 from weightscope.errors import WeightscopeError
 from weightscope.lazy import CHUNK_BYTES, TensorSource, tensor_source
@@ -406,7 +405,7 @@ def checkpoint_health(
 ) -> Health:
     """The health of ``names`` (default: the weights matching ``pattern``, all tensors with ``include_all``)
     of ``ckpt``: local threads by default, else ``weightscope.runs.execute``'s ``scheduler`` or ``client``."""
-    from weightscope.runs import _selected, execute
+    from weightscope.runs import _selected, execute, on_threads
 
     chosen = [ckpt.resolve(name) for name in names] if names else _selected(ckpt, pattern, include_all)
     in_process = scheduler is None and client is None  # threads: a remote checkpoint read through ckpt
@@ -422,7 +421,7 @@ def checkpoint_health(
             keys.append(("weightscope-health-spectral", number))
             graph[keys[-1]] = (_guarded, spectral_job, _Spectral(source, chunk_bytes))
     if scheduler is None and client is None:
-        results = _on_threads(graph, keys, workers, progress)
+        results = on_threads([functools.partial(*graph[key]) for key in keys], progress, workers)
     else:
         results = execute(graph, keys, scheduler=scheduler, client=client, workers=workers, progress=progress)
     partials: dict[int, HealthPartial] = {}
@@ -441,16 +440,3 @@ def checkpoint_health(
         if number not in failed
     ]
     return Health(tensors, len(keys), {sources[number].name: failure for number, failure in sorted(failed.items())})
-
-
-def _on_threads(graph: dict[Any, Any], keys: list[Any], workers: int | None, progress: Progress | None) -> list[Any]:
-    from weightscope.analysis import _workers
-
-    workers = workers or _workers()
-    with one_blas_thread_each(workers), ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(*graph[key]) for key in keys]
-        for done, future in enumerate(futures, start=1):
-            future.result()
-            if progress is not None:
-                progress(done, len(futures))
-        return [future.result() for future in futures]

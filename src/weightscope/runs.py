@@ -476,14 +476,16 @@ def execute(
         return list(get(graph, keys))
 
 
-def on_threads(jobs: Sequence[Callable[[], T]], progress: Progress | None = None) -> list[T]:
-    """Each job's result, in order, the jobs run on a few local threads (BLAS held to one thread each: see
-    ``weightscope.blas``); ``progress`` told as each ends."""
+def on_threads(
+    jobs: Sequence[Callable[[], T]], progress: Progress | None = None, workers: int | None = None
+) -> list[T]:
+    """Each job's result, in order, the jobs run on ``workers`` local threads (default: a few; BLAS held to one
+    thread each: see ``weightscope.blas``); ``progress`` told as each ends."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from weightscope.blas import one_blas_thread_each
 
-    workers = _workers()
+    workers = workers or _workers()
     with one_blas_thread_each(workers), ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(job) for job in jobs]
         for done, _ in enumerate(as_completed(futures), start=1):

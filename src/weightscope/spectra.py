@@ -52,18 +52,17 @@ zeros has no power-law fit and an effective rank of 0.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from weightscope.blas import one_blas_thread_each
 from weightscope.checkpoint import Checkpoint
 from weightscope.conventions import CONV1D_MODELS, EMBEDDING
 from weightscope.dtypes import numeric_kind
@@ -534,17 +533,11 @@ def checkpoint_spectra(
 ) -> list[Spectrum | Skipped]:
     """Spectra of the named tensors, in order, on a few threads (numpy's SVD releases the GIL); others skipped.
     ``progress(done, total)`` is called as each tensor is done."""
-    from weightscope.analysis import _workers
+    from weightscope.runs import on_threads
 
-    names = list(names)
-    workers = workers or _workers()
-    with one_blas_thread_each(workers), ThreadPoolExecutor(workers) as pool:
-        config = ckpt.metadata
-        futures = [pool.submit(tensor_spectra, ckpt, name, top, config) for name in names]
-        if progress is not None:
-            for done, _ in enumerate(as_completed(futures), start=1):
-                progress(done, len(futures))
-        return [result for future in futures for result in future.result()]
+    config = ckpt.metadata
+    jobs = [functools.partial(tensor_spectra, ckpt, name, top, config) for name in names]
+    return [result for results in on_threads(jobs, progress, workers) for result in results]
 
 
 def _task(path: str, name: str, top: int | None) -> list[Spectrum | Skipped]:
