@@ -257,7 +257,7 @@ def anatomy(
         }
         layers = execute(graph, list(graph), scheduler=scheduler, client=client, progress=progress)
     else:
-        from weightscope.runs import on_threads
+        from weightscope.blas import on_threads
 
         def job(name: str) -> Callable[[], LayerAnatomy]:
             return lambda: layer_anatomy(

@@ -1,4 +1,4 @@
-"""The BLAS library's own threads while weightscope's threads each run a decomposition.
+"""Jobs on a few local threads (``on_threads``), and the BLAS library's own threads while they run.
 
 numpy's linear algebra (``svd``, ``qr``, ``matmul``) runs in OpenBLAS (or MKL), which starts as many threads of
 its own as there are cores. When the analyses (spectra, anatomy, health) give every core a matrix of its own on
@@ -12,7 +12,11 @@ BLAS's own threads, which then are the only parallelism. The limit is process-wi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -25,3 +29,19 @@ def one_blas_thread_each(workers: int) -> Iterator[None]:
 
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+def on_threads(
+    jobs: Sequence[Callable[[], T]], progress: Callable[[int, int], None] | None = None, workers: int | None = None
+) -> list[T]:
+    """Each job's result, in order, the jobs run on ``workers`` local threads (default: a few; BLAS held to one
+    thread each: ``one_blas_thread_each``); ``progress`` told as each ends."""
+    from weightscope.analysis import _workers
+
+    workers = workers or _workers()
+    with one_blas_thread_each(workers), ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        for done, _ in enumerate(as_completed(futures), start=1):
+            if progress is not None:
+                progress(done, len(futures))
+        return [future.result() for future in futures]

@@ -405,9 +405,10 @@ def checkpoint_health(
 ) -> Health:
     """The health of ``names`` (default: the weights matching ``pattern``, all tensors with ``include_all``)
     of ``ckpt``: local threads by default, else ``weightscope.runs.execute``'s ``scheduler`` or ``client``."""
-    from weightscope.runs import _selected, execute, on_threads
+    from weightscope.blas import on_threads
+    from weightscope.runs import execute, selected_names
 
-    chosen = [ckpt.resolve(name) for name in names] if names else _selected(ckpt, pattern, include_all)
+    chosen = selected_names(ckpt, names or (), pattern, include_all)
     in_process = scheduler is None and client is None  # threads: a remote checkpoint read through ckpt
     sources = [tensor_source(ckpt, name, in_process=in_process) for name in chosen]
     sources = [source for source in sources if source.numeric and numeric_kind(source.dtype) == "f"]

@@ -44,13 +44,12 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from weightscope.analysis import (
     DiffPartial,
     StatsPartial,
     TensorStats,
-    _workers,
     diff_partial,
     numeric_kind,
     stats_from_partial,
@@ -72,7 +71,6 @@ WINDOW = 8  # consecutive checkpoints per task: each task re-reads one earlier c
 TASK_ELEMENTS = 4096
 # Progress: (tasks done, tasks in all).
 Progress = Callable[[int, int], None]
-T = TypeVar("T")
 
 
 def _trainer_weights() -> list[str]:
@@ -341,9 +339,15 @@ class _Plan:
     largest: int
 
 
-def _selected(ckpt: Any, pattern: str | None, include_all: bool) -> list[str]:
+def selected_names(
+    ckpt: Any, names: Sequence[str] = (), pattern: str | None = None, include_all: bool = False
+) -> list[str]:
+    """The tensors a command works on: ``names`` as ``ckpt`` resolves them when given, else every parameter (every
+    tensor with ``include_all``) whose name matches the glob ``pattern``."""
     import fnmatch
 
+    if names:
+        return [ckpt.resolve(name) for name in names]
     names = []
     for name in ckpt:
         if not include_all and ckpt.role(name).kind != "parameter":
@@ -370,7 +374,7 @@ def _plan(
     for position, entry in enumerate(checkpoints):
         with open_checkpoint(entry.path) as ckpt:
             names = []
-            for name in _selected(ckpt, pattern, include_all):
+            for name in selected_names(ckpt, pattern=pattern, include_all=include_all):
                 source = tensor_source(ckpt, name)
                 if not source.numeric or numeric_kind(source.dtype) is None:
                     continue  # strings and records have no figures
@@ -474,24 +478,6 @@ def execute(
 
     with Callback(posttask=finished):
         return list(get(graph, keys))
-
-
-def on_threads(
-    jobs: Sequence[Callable[[], T]], progress: Progress | None = None, workers: int | None = None
-) -> list[T]:
-    """Each job's result, in order, the jobs run on ``workers`` local threads (default: a few; BLAS held to one
-    thread each: see ``weightscope.blas``); ``progress`` told as each ends."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    from weightscope.blas import one_blas_thread_each
-
-    workers = workers or _workers()
-    with one_blas_thread_each(workers), ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(job) for job in jobs]
-        for done, _ in enumerate(as_completed(futures), start=1):
-            if progress is not None:
-                progress(done, len(futures))
-        return [future.result() for future in futures]
 
 
 def _on_client(client: Any, graph: dict[Any, Any], keys: list[Any], progress: Progress | None) -> list[Any]:

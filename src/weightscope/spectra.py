@@ -533,7 +533,7 @@ def checkpoint_spectra(
 ) -> list[Spectrum | Skipped]:
     """Spectra of the named tensors, in order, on a few threads (numpy's SVD releases the GIL); others skipped.
     ``progress(done, total)`` is called as each tensor is done."""
-    from weightscope.runs import on_threads
+    from weightscope.blas import on_threads
 
     config = ckpt.metadata
     jobs = [functools.partial(tensor_spectra, ckpt, name, top, config) for name in names]

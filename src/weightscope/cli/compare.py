@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,17 +60,10 @@ def stats_command(
     A tensor that cannot be read (damaged) is named on stderr, the others' figures still given; exit 4.
     """
     from weightscope.analysis import checkpoint_stats
+    from weightscope.runs import selected_names
 
     with _open(path, step=step, dequantize=dequantize) as ckpt:
-        if names:
-            chosen = [ckpt.resolve(name) for name in names]
-        else:
-            chosen = [
-                name
-                for name in ckpt
-                if (pattern is None or fnmatch.fnmatchcase(name, pattern))
-                and (show_all or ckpt.role(name).kind == "parameter")
-            ]
+        chosen = selected_names(ckpt, names, pattern, show_all)
         errors: dict[str, WeightscopeError] = {}
         with out.progress(sum(ckpt.info(name).nbytes for name in chosen), len(chosen), f"stats {path.name}") as bar:
             results = checkpoint_stats(ckpt, chosen, errors=errors, advance=bar.advance)

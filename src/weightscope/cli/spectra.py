@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,17 +68,11 @@ def spectra_command(
     """Per weight matrix: singular values, spectral and Frobenius norms, stable and effective rank, the
     power-law alpha of its eigenvalue spectrum and the Marchenko-Pastur spike count, as weightwatcher computes
     them. Conv kernels are taken per spatial position; vectors, embeddings and tiny matrices are skipped."""
+    from weightscope.runs import selected_names
     from weightscope.spectra import checkpoint_spectra, path_spectra
 
     with _open(path, step=step, dequantize=dequantize) as ckpt:
-        if names:
-            chosen = [ckpt.resolve(name) for name in names]
-        else:
-            chosen = [
-                name
-                for name in ckpt
-                if (pattern is None or fnmatch.fnmatchcase(name, pattern)) and ckpt.role(name).kind == "parameter"
-            ]
+        chosen = selected_names(ckpt, names, pattern)
         if scheduler is not None and (step is not None or dequantize):
             raise UsageError("--scheduler reads the file as it is: without --step or --dequantize")
         with out.progress(0, len(chosen), f"spectra {path.name}", unit="tasks", shown=progress) as bar:

@@ -323,7 +323,7 @@ def quantization_error(
 ) -> QuantizationError:
     """Each parameter of ``original`` against its quantised counterpart in ``quantised`` (read dequantised);
     ``progress(done, total)`` is told as each is done."""
-    from weightscope.runs import on_threads
+    from weightscope.blas import on_threads
 
     def parameters(ckpt: Checkpoint) -> dict[str, Aligned]:
         return gguf_llama_names(ckpt, [name for name in ckpt if ckpt.role(name).kind == "parameter"])
