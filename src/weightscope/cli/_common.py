@@ -16,6 +16,7 @@ from weightscope.cli._environment import Environment
 from weightscope.cli._output import Output
 from weightscope.errors import UsageError
 from weightscope.formats import FORMATS
+from weightscope.output import safe_text
 from weightscope.sources import as_path, local_path
 
 PATH = click.Path(path_type=Path)
@@ -97,6 +98,13 @@ def _tally(kinds: Iterable[str]) -> dict[str, int]:
     for kind in sorted(kinds):
         counts[kind] = counts.get(kind, 0) + 1
     return counts
+
+
+def _only_in(*sides: tuple[str, list[str]]) -> Iterator[str]:
+    """``only in SIDE: NAMES`` for each side of a comparison that holds tensors the other lacks."""
+    for side, names in sides:
+        if names:
+            yield f"only in {side}: {', '.join(safe_text(name) for name in names)}"
 
 
 def _count_kinds(kinds: Iterable[str], unit: str = "") -> str:

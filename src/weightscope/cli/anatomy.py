@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from weightscope.cli._common import CHECKPOINT, PATH, _figure, _open
+from weightscope.cli._common import CHECKPOINT, PATH, _figure, _only_in, _open
 from weightscope.cli._output import Command, Output, examples, pass_output
 from weightscope.errors import ExitStatus, UsageError
 from weightscope.output import format_shape, render_table, safe_text
@@ -78,9 +78,7 @@ def _anatomy_text(result: Anatomy, show_all: bool) -> Iterator[str]:
             "float rounding)" + ("" if held else "; other changed tensors a LoRA does not hold")
         )
     yield "rank: of the change above float rounding; 90%, 99%: of its energy; intruders: new top directions"
-    for side, names in (("the base", result.only_base), ("the tuned", result.only_tuned)):
-        if names:
-            yield f"only in {side}: {', '.join(safe_text(name) for name in names)}"
+    yield from _only_in(("the base", result.only_base), ("the tuned", result.only_tuned))
 
 
 @click.command(

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from weightscope.cli._common import CHECKPOINT, PATH, _count_kinds, _figure, _open, dequantize_option, step_option
+from weightscope.cli._common import (
+    CHECKPOINT,
+    PATH,
+    _count_kinds,
+    _figure,
+    _only_in,
+    _open,
+    dequantize_option,
+    step_option,
+)
 from weightscope.cli._output import Command, Output, examples, pass_output
 from weightscope.cli.runs import scheduler_option
 from weightscope.cli.shell import complete_tensor_names
@@ -266,9 +275,7 @@ def _error_text(result: QuantizationError, show_all: bool) -> Iterator[str]:
         f" (matched by {result.matched_by}; {exact} exact" + (f", {shapes} of other shapes)" if shapes else ")")
     )
     yield "outliers' share: of the squared error, the part on each tensor's 0.1% largest |original| values"
-    for side, names in (("the original", result.only_original), ("the quantised", result.only_quantised)):
-        if names:
-            yield f"only in {side}: {', '.join(safe_text(name) for name in names)}"
+    yield from _only_in(("the original", result.only_original), ("the quantised", result.only_quantised))
 
 
 def _diff_text(result: CheckpointDiff, show_all: bool) -> Iterator[str]:
@@ -284,9 +291,7 @@ def _diff_text(result: CheckpointDiff, show_all: bool) -> Iterator[str]:
     if retyped:
         pairs = _count_kinds(" vs ".join(tensor.dtype) for tensor in retyped)
         yield f"of other dtypes: {pairs}; their values compared in float64"
-    for side, names in (("A", result.only_a), ("B", result.only_b)):
-        if names:
-            yield f"only in {side}: {', '.join(safe_text(name) for name in names)}"
+    yield from _only_in(("A", result.only_a), ("B", result.only_b))
 
 
 @click.command(
