@@ -181,16 +181,15 @@ def tensor_source(ckpt: Checkpoint, name: str, *, in_process: bool = False) -> T
     """Where tensor ``name`` of ``ckpt`` is: a byte range when it is plain bytes, else the reader; with
     ``in_process``, a remote checkpoint's tensors are read through ``ckpt`` itself (tasks on this process's
     threads), where otherwise a remote checkpoint is refused (a worker elsewhere cannot read it by path)."""
-    if local_path(ckpt.path) is None and in_process:
-        info = ckpt.info(name)
-        native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype
-        return OpenedSource(str(ckpt.path), ckpt.format, type(ckpt), info.name, tuple(info.shape), native, opened=ckpt)
-    if local_path(ckpt.path) is None:
+    remote = local_path(ckpt.path) is None
+    if remote and not in_process:
         raise UnsupportedFormatError(
             f"{ckpt.path}: dask reads checkpoints on this machine or a shared filesystem, not by URL; download it first"
         )
     info = ckpt.info(name)
     native = info.dtype.newbyteorder("=") if info.dtype.kind in "biufc" else info.dtype
+    if remote:
+        return OpenedSource(str(ckpt.path), ckpt.format, type(ckpt), info.name, tuple(info.shape), native, opened=ckpt)
     path = str(ckpt.path.resolve())
     extent = ckpt.extent(info.name)
     if extent is None or not is_plain(info, extent):
