@@ -646,36 +646,15 @@ function drawSpectrum(canvas, part) {
   [left, right, bottom, top] = [left - padX, right + padX, bottom - padY, top + padY];
   const x = (value) => margin.left + ((Math.log10(value) - left) / (right - left)) * plotWidth;
   const y = (value) => margin.top + plotHeight - ((Math.log10(value) - bottom) / (top - bottom)) * plotHeight;
-  context.strokeStyle = "#e3e7ee";
-  context.fillStyle = "#55627a";
-  context.lineWidth = 1;
-  context.textAlign = "right";
-  context.textBaseline = "middle";
   const label = (power) => (Number.isInteger(power) ? `1e${power}` : tickText(Math.pow(10, power)));
-  for (const power of logTicks(bottom, top, 4)) {
-    const position = y(Math.pow(10, power));
-    context.beginPath();
-    context.moveTo(margin.left, position);
-    context.lineTo(margin.left + plotWidth, position);
-    context.stroke();
-    context.fillText(label(power), margin.left - 6, position);
-  }
-  context.textAlign = "center";
-  context.textBaseline = "top";
-  for (const power of logTicks(left, right, Math.max(2, Math.floor(plotWidth / 90)))) {
-    const position = x(Math.pow(10, power));
-    context.beginPath();
-    context.moveTo(position, margin.top);
-    context.lineTo(position, margin.top + plotHeight);
-    context.stroke();
-    context.fillText(label(power), position, margin.top + plotHeight + 5);
-  }
-  context.fillText("eigenvalue of WᵀW (log)", margin.left + plotWidth / 2, height - 14);
-  context.save();
-  context.translate(12, margin.top + plotHeight / 2);
-  context.rotate(-Math.PI / 2);
-  context.fillText("density (log)", 0, -6);
-  context.restore();
+  drawAxes(
+    context,
+    { margin, plotWidth, plotHeight, height },
+    logTicks(bottom, top, 4).map((power) => [y(Math.pow(10, power)), label(power)]),
+    logTicks(left, right, Math.max(2, Math.floor(plotWidth / 90))).map((power) => [x(Math.pow(10, power)), label(power)]),
+    "eigenvalue of WᵀW (log)",
+    "density (log)"
+  );
   context.save();
   context.beginPath();
   context.rect(margin.left, margin.top, plotWidth, plotHeight);
@@ -947,6 +926,38 @@ function clearCanvas(canvas) {
   return { context, width, height };
 }
 
+// A plot's grid and axes: a line and a label at each [position, text] of the y and x ticks, and the axes' titles.
+function drawAxes(context, frame, yTicks, xTicks, xTitle, yTitle) {
+  const { margin, plotWidth, plotHeight, height } = frame;
+  context.strokeStyle = "#e3e7ee";
+  context.fillStyle = "#55627a";
+  context.lineWidth = 1;
+  context.textAlign = "right";
+  context.textBaseline = "middle";
+  for (const [position, text] of yTicks) {
+    context.beginPath();
+    context.moveTo(margin.left, position);
+    context.lineTo(margin.left + plotWidth, position);
+    context.stroke();
+    context.fillText(text, margin.left - 6, position);
+  }
+  context.textAlign = "center";
+  context.textBaseline = "top";
+  for (const [position, text] of xTicks) {
+    context.beginPath();
+    context.moveTo(position, margin.top);
+    context.lineTo(position, margin.top + plotHeight);
+    context.stroke();
+    context.fillText(text, position, margin.top + plotHeight + 5);
+  }
+  context.fillText(xTitle, margin.left + plotWidth / 2, height - 14);
+  context.save();
+  context.translate(12, margin.top + plotHeight / 2);
+  context.rotate(-Math.PI / 2);
+  context.fillText(yTitle, 0, -6);
+  context.restore();
+}
+
 function drawHistogram(canvas, edges, series, log) {
   const { context, width, height } = prepare(canvas);
   const margin = { left: 64, right: 14, top: series.length > 1 ? 26 : 10, bottom: 34 };
@@ -960,37 +971,16 @@ function drawHistogram(canvas, edges, series, log) {
   top *= 1.05; // room above the highest bar
   const x = (value) => margin.left + ((value - low) / (high - low || 1)) * plotWidth;
   const y = (scaled) => margin.top + plotHeight - (scaled / top) * plotHeight;
-  // grid and axes
-  context.strokeStyle = "#e3e7ee";
-  context.fillStyle = "#55627a";
-  context.lineWidth = 1;
-  context.textAlign = "right";
-  context.textBaseline = "middle";
   const countTicks = niceTicks(0, top, 4).filter((tick) => Number.isInteger(tick));
-  for (const tick of countTicks) {
-    const position = y(tick);
-    context.beginPath();
-    context.moveTo(margin.left, position);
-    context.lineTo(margin.left + plotWidth, position);
-    context.stroke();
-    context.fillText(log ? (tick === 0 ? "0" : `1e${tick}`) : tick.toLocaleString("en-US"), margin.left - 6, position);
-  }
-  context.textAlign = "center";
-  context.textBaseline = "top";
-  for (const tick of niceTicks(low, high, Math.max(2, Math.floor(plotWidth / 90)))) {
-    const position = x(tick);
-    context.beginPath();
-    context.moveTo(position, margin.top);
-    context.lineTo(position, margin.top + plotHeight);
-    context.stroke();
-    context.fillText(tickText(tick), position, margin.top + plotHeight + 5);
-  }
-  context.fillText("value", margin.left + plotWidth / 2, height - 14);
-  context.save();
-  context.translate(12, margin.top + plotHeight / 2);
-  context.rotate(-Math.PI / 2);
-  context.fillText(log ? "count (log)" : "count", 0, -6);
-  context.restore();
+  const countText = (tick) => (log ? (tick === 0 ? "0" : `1e${tick}`) : tick.toLocaleString("en-US"));
+  drawAxes(
+    context,
+    { margin, plotWidth, plotHeight, height },
+    countTicks.map((tick) => [y(tick), countText(tick)]),
+    niceTicks(low, high, Math.max(2, Math.floor(plotWidth / 90))).map((tick) => [x(tick), tickText(tick)]),
+    "value",
+    log ? "count (log)" : "count"
+  );
   // bars
   series.forEach((item, index) => {
     context.fillStyle = item.colour;
