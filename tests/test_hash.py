@@ -232,3 +232,31 @@ def test_a_remote_checkpoint_hashes_as_the_local_file(tmp_path: Path, monkeypatc
         remote = _manifest(f"{root}/model.safetensors")
     assert remote["tensors"] == _oracle(_weights())["tensors"]
     assert remote["model_sha256"] == _manifest(tmp_path / "model.safetensors")["model_sha256"]
+
+
+def test_a_tensorflow_checkpoint_and_its_converted_copy_have_one_model_digest(
+    tf_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """The object graph and save counter are bookkeeping: digested each, but no line of the model digest, so the
+    digest is the one its safetensors copy (which ``convert`` writes without them) has."""
+    source = tf_checkpoints["keras3_checkpoint"]
+    copy = tmp_path / "copy.safetensors"
+    assert run("convert", "--include-optimizer", source, copy)[0] == 0
+    original, converted = _manifest(source), _manifest(copy)
+    left_out = original["model_sha256_leaves_out"]
+    assert "_CHECKPOINTABLE_OBJECT_GRAPH" in left_out and set(left_out) <= set(original["tensors"])
+    assert set(original["tensors"]) - set(left_out) == set(converted["tensors"])
+    assert converted["model_sha256_leaves_out"] == []
+    assert original["model_sha256"] == converted["model_sha256"]
+    # the digest is the documented one, over the model's lines alone
+    lines = [
+        manifest.TensorDigest(name, entry["dtype"], tuple(entry["shape"]), entry["sha256"]).line()
+        for name, entry in sorted(original["tensors"].items())
+        if name not in left_out
+    ]
+    assert original["model_sha256"] == hashlib.sha256("".join(lines).encode()).hexdigest()
+    status, text, _ = run("hash", source)
+    model_tensors = len(original["tensors"]) - len(left_out)
+    assert status == 0 and text.splitlines()[-1] == (
+        f"model sha256 {original['model_sha256']} ({model_tensors} tensors; {len(left_out)} bookkeeping left out)"
+    )

@@ -13,8 +13,12 @@ same weights hash the same in every format (a safetensors file, a ``torch.save``
 - the model digest is the SHA-256 of one line per tensor, sorted by name (by Unicode code point),
   each ``NAME DTYPE SHAPE DIGEST\\n`` in UTF-8: NAME as a JSON string with every non-ASCII character
   escaped (``"layer1.weight"``), SHAPE as JSON without spaces (``[64,3,7,7]``, ``[]`` for a
-  scalar), DIGEST the tensor's hex digest. Two checkpoints have the same model digest exactly when
-  they hold tensors of the same names, dtypes, shapes and values.
+  scalar), DIGEST the tensor's hex digest. The lines are those of the model's tensors: bookkeeping
+  (a TensorFlow checkpoint's ``_CHECKPOINTABLE_OBJECT_GRAPH`` and ``save_counter``, PyTorch's
+  ``num_batches_tracked``: what ``convert`` leaves out as bookkeeping) has a digest of its own in the
+  manifest, named under ``model_sha256_leaves_out``, but no line. Two checkpoints have the same model
+  digest exactly when they hold model tensors of the same names, dtypes, shapes and values, so a
+  checkpoint and its ``convert``ed copy have the same.
 
 Hashing streams: a tensor stored as plain bytes is read ``CHUNK_BYTES`` at a time (slices of the
 mapped file, or range reads of a remote one); any other (compressed, strided, quantised) is read
@@ -28,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,12 +66,18 @@ class TensorDigest:
         return f"{json.dumps(self.name, ensure_ascii=True)} {self.dtype} {shape} {self.sha256}\n"
 
 
-def model_digest(tensors: Mapping[str, TensorDigest]) -> str:
-    """The SHA-256 over the sorted lines of ``tensors``: the whole model's digest."""
+def model_digest(tensors: Mapping[str, TensorDigest], leave_out: Collection[str] = ()) -> str:
+    """The SHA-256 over the sorted lines of ``tensors`` but those named in ``leave_out``: the whole model's digest."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        digest.update(tensors[name].line().encode("utf-8"))
+        if name not in leave_out:
+            digest.update(tensors[name].line().encode("utf-8"))
     return digest.hexdigest()
+
+
+def bookkeeping(ckpt: Checkpoint) -> list[str]:
+    """The tensors of ``ckpt`` that the model digest leaves out: its bookkeeping, in its order."""
+    return [name for name in ckpt if ckpt.role(name).kind == "bookkeeping"]
 
 
 def dtype_name(dtype: np.dtype) -> str:
@@ -148,15 +158,19 @@ def digests(ckpt: Checkpoint, advance: Advance | None = None) -> Iterator[Tensor
             advance(1, ckpt.info(name).nbytes)
 
 
-def manifest_json(tensors: Mapping[str, TensorDigest], *, path: str, format: str) -> dict[str, Any]:
-    """The manifest document: what ``hash --json`` prints and ``verify --manifest`` reads."""
+def manifest_json(
+    tensors: Mapping[str, TensorDigest], *, path: str, format: str, leave_out: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The manifest document: what ``hash --json`` prints and ``verify --manifest`` reads; ``leave_out`` names the
+    bookkeeping tensors the model digest has no line for."""
     return {
         "kind": MANIFEST_KIND,
         "version": MANIFEST_VERSION,
         "algorithm": "sha256",
         "path": path,
         "format": format,
-        "model_sha256": model_digest(tensors),
+        "model_sha256": model_digest(tensors, leave_out),
+        "model_sha256_leaves_out": list(leave_out),
         "tensors": {
             name: {"dtype": entry.dtype, "shape": list(entry.shape), "sha256": entry.sha256}
             for name, entry in tensors.items()

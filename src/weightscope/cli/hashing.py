@@ -12,7 +12,7 @@ import click
 from weightscope.cli._common import CHECKPOINT, _open, step_option
 from weightscope.cli._output import Command, Output, Progress, examples, pass_output
 from weightscope.errors import ExitStatus, WeightscopeError
-from weightscope.manifest import TensorDigest, compare, digests, load_manifest, manifest_json
+from weightscope.manifest import TensorDigest, bookkeeping, compare, digests, load_manifest, manifest_json
 from weightscope.output import format_shape, render_table, safe_text
 
 if TYPE_CHECKING:
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 @pass_output
 def hash_command(out: Output, path: Path, step: int | None) -> None:
     """SHA-256 of each tensor's values (C order, little-endian: the same weights hash the same in every format) and
-    of the whole model (over the sorted lines of name, dtype, shape and digest; see weightscope.manifest).
+    of the whole model (over the sorted lines of name, dtype, shape and digest, bookkeeping left out; see
+    weightscope.manifest).
     Save the --json manifest (`weightscope hash --json model.safetensors > model.manifest.json`) and check a copy
     with `weightscope verify --manifest model.manifest.json COPY`."""
     with _open(path, step=step) as ckpt, _bar(out, ckpt, "hash") as bar:
@@ -50,7 +51,7 @@ def hash_command(out: Output, path: Path, step: int | None) -> None:
             if isinstance(found, WeightscopeError):
                 raise found
             tensors[found.name] = found
-        document = manifest_json(tensors, path=str(ckpt.path), format=ckpt.format)
+        document = manifest_json(tensors, path=str(ckpt.path), format=ckpt.format, leave_out=bookkeeping(ckpt))
     out.result(document, _hash_text)
 
 
@@ -66,7 +67,10 @@ def _hash_text(document: dict[str, Any]) -> Iterator[str]:
         for name, entry in document["tensors"].items()
     ]
     yield render_table(["name", "dtype", "shape", "sha256"], rows)
-    yield f"model sha256 {document['model_sha256']} ({len(rows)} tensors)"
+    left_out = len(document["model_sha256_leaves_out"])
+    yield f"model sha256 {document['model_sha256']} ({len(rows) - left_out} tensors" + (
+        f"; {left_out} bookkeeping left out)" if left_out else ")"
+    )
 
 
 def verify_manifest(out: Output, path: Path, manifest: Path, step: int | None) -> None:
