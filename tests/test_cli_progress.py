@@ -16,9 +16,10 @@ import pytest
 
 import weightscope as ws
 from weightscope.analysis import checkpoint_diff, checkpoint_stats
+from weightscope.convert import convert
 
 # tqdm's rate: so many a second, or (below one) so many seconds each
-RATE = re.compile(r"\d[\d.]* ?([kMG]?B|tensors|tasks|weights)/s|\d[\d.]*s/ ?(tensors|tasks|weights)")
+RATE = re.compile(r"\d[\d.]* ?([kMG]?B|tensors|tasks|weights|shards)/s|\d[\d.]*s/ ?(tensors|tasks|weights|shards)")
 
 
 def _run(*args: object, terminal: bool = True, delay: str = "0") -> tuple[int, str, str]:
@@ -111,6 +112,26 @@ def test_long_commands_draw_their_bar(big: Path, tmp_path: Path, args: list[str]
     final = _final(err)
     assert status in (0, 1) and final.startswith(label) and counted in final and RATE.search(final), err[-500:]
     assert _run("-q", *words(tmp_path / "quiet"))[::2] == (status, "")  # the same verdict, nothing on stderr
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder of 12 shards, with its index, as huggingface_hub splits one."""
+    source = tmp_path_factory.mktemp("sharded") / "model.safetensors"
+    ws.save({f"layer{i}.weight": np.full((4, 4), i, np.float32) for i in range(12)}, source)
+    folder = source.with_name("model")
+    convert(source, f"{folder}/", max_shard_size=64)
+    assert len(list(folder.glob("*.safetensors"))) == 12
+    return folder
+
+
+@pytest.mark.parametrize("command", ["summary", "ls", "layers"])
+def test_a_folders_shards_are_counted_as_they_open(folder: Path, command: str) -> None:
+    status, out, err = _run(command, folder)
+    assert status == 0 and "layer11" in out
+    final = _final(err)
+    assert final.startswith(f"open {folder.name}: 100%") and "12/12 [" in final and "shards/s" in final, err
+    assert _run(command, folder, terminal=False) == (0, out, "")
 
 
 def test_the_library_counts_every_tensor_and_byte_once(big: Path) -> None:

@@ -384,6 +384,15 @@ class Checkpoint(Mapping[str, np.ndarray]):
         ``bytes_per_file``; None for one saved whole."""
         return None
 
+    def unopened_parts(self) -> int:
+        """How many parts (a model folder's shards) are still to be opened before every tensor's info is known:
+        0 but for readers that open their parts when first asked (``open_parts`` opens them)."""
+        return 0
+
+    def open_parts(self, advance: Callable[[int, int], None]) -> None:
+        """Open the parts ``unopened_parts`` counts, telling ``advance(1, 0)`` of each (a command's progress bar);
+        a reader that opens everything as it opens has none."""
+
     def checked_files(self) -> list[tuple[AnyPath, str, str]]:
         """Each file ``verify()`` reads, with its format and the checksums it checks there ("" none)."""
         return [(self.path, self.format, self.checksums)]

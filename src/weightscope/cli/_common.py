@@ -73,6 +73,15 @@ def _open(
                 output.note(note)
 
 
+def open_every_part(out: Output, ckpt: Checkpoint) -> None:
+    """Open the parts of ``ckpt`` not yet open (a model folder's shards: what listing every tensor waits on, a
+    request or more each when remote), with a bar counting them."""
+    pending = ckpt.unopened_parts()
+    if pending:
+        with out.progress(0, pending, f"open {safe_text(ckpt.path.name)}", unit="shards") as bar:
+            ckpt.open_parts(bar.advance)
+
+
 dequantize_option = click.option(
     "--dequantize",
     is_flag=True,

@@ -16,6 +16,7 @@ from weightscope.cli._common import (
     _only_in,
     _open,
     dequantize_option,
+    open_every_part,
     step_option,
 )
 from weightscope.cli._output import Command, Output, examples, pass_output
@@ -323,6 +324,7 @@ def summary_command(out: Output, path: Path, step: int | None) -> None:
     from weightscope.summary import summarize
 
     with _open(path, step=step) as raw:
+        open_every_part(out, raw)
         ckpt = grouped(raw)  # a weight stored quantised counts as its values, its bytes as all its parts'
         summary, schemes = summarize(ckpt), scheme_totals(ckpt)
     out.result(

@@ -20,6 +20,7 @@ from weightscope.cli._common import (
     _open,
     _tally,
     dequantize_option,
+    open_every_part,
     step_option,
 )
 from weightscope.cli._output import Command, Output, examples, pass_output
@@ -87,6 +88,7 @@ def ls_command(out: Output, path: Path, show_all: bool, pattern: str | None, sho
     from weightscope.quant import grouped
 
     with _open(path, step=step) as raw:
+        open_every_part(out, raw)
         ckpt = raw if show_all else grouped(raw)
         quantized = getattr(ckpt, "quantized", {})
         infos = [info for info in ckpt.infos() if pattern is None or fnmatch.fnmatchcase(info.name, pattern)]
@@ -236,6 +238,7 @@ def _save_npy(array: np.ndarray, out: Path) -> None:
 def layers_command(out: Output, path: Path, step: int | None) -> None:
     """One row per layer: weight and bias shapes, where they came from, parameter count."""
     with _open(path, step=step) as ckpt:
+        open_every_part(out, ckpt)
         layers = [
             {
                 "layer": layer.name,

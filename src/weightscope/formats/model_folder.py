@@ -287,13 +287,23 @@ class ModelFolderCheckpoint(Checkpoint):
             )
         return {name: infos[name] for name in listed}
 
-    def _complete_infos(self) -> None:
-        """Open every shard (headers only), so that every tensor's info is known, in the index's order."""
+    def unopened_parts(self) -> int:
+        return 0 if self._complete else len(self._shards.keys() - self._opened.keys())
+
+    def open_parts(self, advance: Callable[[int, int], None]) -> None:
+        self._complete_infos(advance)
+
+    def _complete_infos(self, advance: Callable[[int, int], None] | None = None) -> None:
+        """Open every shard (headers only), so that every tensor's info is known, in the index's order;
+        ``advance(1, 0)`` told of each shard opened."""
         if self._complete:
             return
         with collection_paused():  # 100,000 infos of 200 shards
             for shard in self._shards:
-                self._shard(shard)
+                if shard not in self._opened:
+                    self._shard(shard)
+                    if advance is not None:
+                        advance(1, 0)
         # Each tensor's info from its shard's, in the index's order: C loops, no shared dict updated then rebuilt.
         shard_infos = map(self._taken.__getitem__, self._where.values())
         try:
