@@ -36,21 +36,23 @@ lint: $(STAMP_TEST)
 	$(BIN)/mypy
 	$(BIN)/python scripts/gen_proto.py --check
 
-# The browser tests drive Debian's Chromium through its driver (which depends on the
-# browser); installed when missing as root (as CI runs); anyone else is told how, and
-# make stops there: the browser tests are never skipped.
-CHROMEDRIVER := /usr/bin/chromedriver
-$(CHROMEDRIVER):
+# Debian's programs the tests drive: Chromium through its driver (the browser tests, tests/test_viewer.py), zsh
+# and fish (their completion scripts run in them, tests/test_completion.py); installed when missing as root (as CI
+# runs); anyone else is told how, and make stops there: those tests are never skipped.
+TEST_PROGRAMS := /usr/bin/chromedriver /usr/bin/zsh /usr/bin/fish
+TEST_PACKAGES := chromium chromium-driver zsh fish
+$(TEST_PROGRAMS) &:
 	@if [ "$$(id -u)" -ne 0 ]; then \
-		echo "make test needs Chromium and its driver for the browser tests (tests/test_viewer.py)." >&2; \
+		echo "make test needs Chromium and its driver for the browser tests (tests/test_viewer.py)" >&2; \
+		echo "and zsh and fish for the completion tests (tests/test_completion.py)." >&2; \
 		echo "Install them as root, then run make test again:" >&2; \
-		echo "    sudo apt-get install -y --no-install-recommends chromium chromium-driver" >&2; \
+		echo "    sudo apt-get install -y --no-install-recommends $(TEST_PACKAGES)" >&2; \
 		exit 1; \
 	fi
 	apt-get update
-	apt-get install -y --no-install-recommends chromium chromium-driver
+	apt-get install -y --no-install-recommends $(TEST_PACKAGES)
 
-test: $(STAMP_TEST) lint $(CHROMEDRIVER)
+test: $(STAMP_TEST) lint $(TEST_PROGRAMS)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP_TEST) $(FIXTURES_STAMP)

@@ -18,6 +18,8 @@ from weightscope.cli import Environment, main
 from weightscope.errors import ExitStatus
 
 BASH = shutil.which("bash")
+ZSH = shutil.which("zsh") or "zsh"  # make test installs both (Makefile)
+FISH = shutil.which("fish") or "fish"
 
 
 def run(*args: object, completion: str | None = None) -> tuple[int, str, str]:
@@ -136,6 +138,59 @@ def test_zsh_and_fish_scripts_and_answers(model: Path, monkeypatch: pytest.Monke
         "plain,layer1.weight\tfloat32 [3, 4]",
         "plain,layer2.weight\tfloat16 [2, 3]",
     ]
+
+
+def test_fish_completes_commands_options_and_tensor_names(model: Path, on_path: dict[str, str]) -> None:
+    """The fish script, sourced in a real fish, asked what it proposes (``complete -C``, as a TAB asks it)."""
+    script = run("completion", "fish")[1]
+
+    def proposed(line: str) -> list[str]:
+        program = f"{script}\ncomplete -C {_quoted(line)}"
+        done = subprocess.run([FISH, "--no-config", "-c", program], env=on_path, capture_output=True, text=True)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        return done.stdout.splitlines()
+
+    # the whole help text: click's own script cut it at its comma
+    assert proposed("weightscope sh") == ["show\tPrint tensor values, as numpy prints them."]
+    assert {"ls", "show", "hash", "completion"} <= {line.split("\t")[0] for line in proposed("weightscope ")}
+    assert [line.split("\t")[0] for line in proposed("weightscope verify --m")] == ["--manifest"]
+    assert proposed(f"weightscope show {model} layer1.") == [
+        "layer1.bias\tfloat32 [3]",
+        "layer1.weight\tfloat32 [3, 4]",
+    ]
+
+
+def test_zsh_runs_the_script_and_gets_tensor_names(model: Path, on_path: dict[str, str]) -> None:
+    """The zsh script run in a real zsh, the words of a command line in ``words`` and ``CURRENT`` as the completion
+    system sets them; its two functions that present the answers (``_describe``, ``compadd``) print them instead."""
+    script = run("completion", "zsh")[1]
+
+    def proposed(*words: str) -> list[str]:
+        program = (
+            "compdef() { print -r -- \"compdef $*\" >&2 }\n"
+            f"{script}\n"
+            '_describe() { print -rl -- "${(@P)3}" }\n'
+            'compadd() { print -rl -- "${(@P)5}" }\n'
+            f"words=({' '.join(map(_quoted, words))}); CURRENT={len(words)}\n"
+            "_weightscope_completion\n"
+        )
+        done = subprocess.run([ZSH, "-f", "-c", program], env=on_path, capture_output=True, text=True)
+        assert done.returncode == 0 and done.stderr == "compdef _weightscope_completion weightscope\n", done.stderr
+        return done.stdout.splitlines()
+
+    assert proposed("weightscope", "sh") == ["show:Print tensor values, as numpy prints them."]
+    assert proposed("weightscope", "show", str(model), "layer1.") == [
+        "layer1.bias:float32 [3]",
+        "layer1.weight:float32 [3, 4]",
+    ]
+    assert proposed("weightscope", "show", "--n") == [
+        "--npy:Save the (single) tensor as a .npy file.",
+        "--no-verify:Skip checksum verification.",
+    ]
+
+
+def _quoted(word: str) -> str:
+    return "'" + word.replace("'", "'\\''") + "'"
 
 
 def test_completion_answers_on_the_environments_streams(

@@ -285,7 +285,7 @@ def test_a_missing_optional_part_is_a_typed_error_with_its_install_hint(extra: s
 # -- make test for a user who is not root -------------------------------------------------------
 
 
-def test_make_test_without_chromium_says_how_to_install_it_and_fails_unless_root(tmp_path: Path) -> None:
+def test_make_test_without_its_programs_says_how_to_install_them_and_fails_unless_root(tmp_path: Path) -> None:
     # `id` says a user's id, `apt-get` records that it ran: the rule under test, not this machine's root or packages.
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -295,15 +295,15 @@ def test_make_test_without_chromium_says_how_to_install_it_and_fails_unless_root
         tool.chmod(0o755)
     driver = tmp_path / "no" / "chromedriver"
     environment = {**_clean_environment(), "PATH": f"{fake}:{os.environ['PATH']}"}
-    command = ["make", "--no-print-directory", "-C", str(ROOT), f"CHROMEDRIVER={driver}", str(driver)]
+    command = ["make", "--no-print-directory", "-C", str(ROOT), f"TEST_PROGRAMS={driver}", str(driver)]
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60)
     assert result.returncode != 0
-    assert "sudo apt-get install -y --no-install-recommends chromium chromium-driver" in result.stderr
+    assert "sudo apt-get install -y --no-install-recommends chromium chromium-driver zsh fish" in result.stderr
     assert not (tmp_path / "apt-get.log").exists()
     (fake / "id").write_text("#!/bin/sh\necho 0\n")  # as root (CI): installed
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "apt-get.log").read_text().splitlines() == [
         "update",
-        "install -y --no-install-recommends chromium chromium-driver",
+        "install -y --no-install-recommends chromium chromium-driver zsh fish",
     ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 
 import click
-from click.shell_completion import CompletionItem, get_completion_class
+from click.shell_completion import CompletionItem, ShellComplete, get_completion_class
 
 from weightscope.cli._environment import Environment
 from weightscope.cli._output import Command, Output, examples, pass_output
@@ -63,8 +63,15 @@ def respond(command: click.Command, instruction: str, env: Environment) -> int:
         )
         return int(ExitStatus.USAGE)
     completion = completion_class(command, {"obj": env}, PROGRAM, COMPLETE_VARIABLE)
-    env.write(completion.source() if action == "source" else completion.complete() + "\n")
+    env.write(script(completion) if action == "source" else completion.complete() + "\n")
     return 0
+
+
+def script(completion: ShellComplete) -> str:
+    """The shell's completion script, as click writes it but for fish's: click's splits each answer at every comma,
+    cutting a help text (``Print tensor values, as numpy prints them.``) or a tensor name at its first; it is split
+    at the first only here (the answer's type, before it, never holds one)."""
+    return completion.source().replace('(string split "," $completion)', '(string split --max 1 "," $completion)')
 
 
 @click.command(
@@ -82,4 +89,4 @@ def completion_command(out: Output, shell: str) -> None:
     completion_class = get_completion_class(shell)
     assert completion_class is not None  # one of click's own: the choice allows no other
     root = click.get_current_context().find_root().command
-    out.env.write(completion_class(root, {}, PROGRAM, COMPLETE_VARIABLE).source())
+    out.env.write(script(completion_class(root, {}, PROGRAM, COMPLETE_VARIABLE)))
