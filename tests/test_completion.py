@@ -167,7 +167,7 @@ def test_zsh_runs_the_script_and_gets_tensor_names(model: Path, on_path: dict[st
 
     def proposed(*words: str) -> list[str]:
         program = (
-            "compdef() { print -r -- \"compdef $*\" >&2 }\n"
+            'compdef() { print -r -- "compdef $*" >&2 }\n'
             f"{script}\n"
             '_describe() { print -rl -- "${(@P)3}" }\n'
             'compadd() { print -rl -- "${(@P)5}" }\n'
