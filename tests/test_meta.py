@@ -310,6 +310,31 @@ def test_gguf_copied_when_the_key_values_grow(gguf_file: Path) -> None:
     assert {"key": "t.ints", "type": "array[int32]", "value": None, "length": 40} in document["metadata"]
 
 
+def test_gguf_arrays_set_as_json_checked_by_gguf_py(gguf_file: Path) -> None:
+    _, tensors, start = _gguf_read(gguf_file)
+    data = _digest(gguf_file, start)
+    status, _, err = run(
+        "meta",
+        gguf_file,
+        "--set", 'tokenizer.ggml.tokens=["<s>", "é", ""]',  # the existing key's element type: strings
+        "--set", "t.ints=[-5, 7]",  # int32, as it was
+        "--set", "t.scales=[0.5, 2, 1e-3]",
+        "--type", "t.scales=array[float32]",
+        "--set", "t.mask=[true, false]",
+        "--type", "t.mask=array[bool]",
+        "--set", "t.none=[]",
+        "--type", "t.none=array[uint64]",
+    )  # fmt: skip
+    assert status == 0, err
+    fields, new_tensors, new_start = _gguf_read(gguf_file)
+    assert fields["tokenizer.ggml.tokens"] == ([GGUFValueType.ARRAY, GGUFValueType.STRING], ["<s>", "é", ""])
+    assert fields["t.ints"] == ([GGUFValueType.ARRAY, GGUFValueType.INT32], [-5, 7])
+    assert fields["t.scales"] == ([GGUFValueType.ARRAY, GGUFValueType.FLOAT32], [0.5, 2.0, np.float32(1e-3)])
+    assert fields["t.mask"] == ([GGUFValueType.ARRAY, GGUFValueType.BOOL], [True, False])
+    assert fields["t.none"][1] == []
+    assert new_tensors == tensors and _digest(gguf_file, new_start) == data
+
+
 def test_gguf_metadata_shown_with_types(gguf_file: Path) -> None:
     status, out, err = run("meta", gguf_file)
     assert (status, err) == (0, "")
@@ -326,7 +351,12 @@ def test_gguf_metadata_shown_with_types(gguf_file: Path) -> None:
         (["--set", "llama.context_length=4294967296"], "is a uint32; '4294967296' is not one"),
         (["--set", "t.flag=maybe"], "'t.flag' is a bool; 'maybe' is not one"),
         (["--set", "llama.rope.freq_base=1e39"], "does not fit a float32"),
-        (["--set", "tokenizer.ggml.tokens=x"], "'tokenizer.ggml.tokens' is an array"),
+        (["--set", "tokenizer.ggml.tokens=x"], "'tokenizer.ggml.tokens' is an array[string]; give a JSON array of"),
+        (["--set", "tokenizer.ggml.tokens=[1]"], 'give a JSON array of strings, like ["a", "b"]'),
+        (["--set", "t.ints=[1, 2.5]"], "'t.ints' is a int32; '2.5' is not one"),
+        (["--set", "t.ints=[[1]]"], "is an array[int32]; give a JSON array of numbers"),
+        (["--set", "t.new=[300]", "--type", "t.new=array[uint8]"], "'t.new' is a uint8; '300' is not one"),
+        (["--set", "a=[1]", "--type", "a=array[array[int8]]"], "unknown GGUF type 'array[array[int8]]'"),
         (["--set", "general.alignment=64"], "general.alignment places the tensor data"),
         (["--delete", "general.alignment"], "general.alignment places the tensor data"),
         (["--set", "a=1", "--type", "a=uint128"], "unknown GGUF type 'uint128'"),

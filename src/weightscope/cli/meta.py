@@ -44,8 +44,9 @@ def _pair(text: str, option: str) -> tuple[str, str]:
     "types",
     multiple=True,
     metavar="[KEY=]TYPE",
-    help=f"GGUF: the type of a --set value ({', '.join(GGUF_TYPES)}); KEY=TYPE for one key, TYPE for every key "
-    "set. Default: the existing key's type, string for a new key.",
+    help=f"GGUF: the type of a --set value ({', '.join(GGUF_TYPES)}, or array[TYPE], whose value is a JSON array: "
+    "'[1, 2]'); KEY=TYPE for one key, TYPE for every key set. Default: the existing key's type, string for a new "
+    "key.",
 )
 @click.option("--copy", is_flag=True, help="Write a new file and rename it into place even when the header fits.")
 @click.option(

@@ -51,6 +51,7 @@ Layers: a transformer block's tensors (``blk.<N>.*``) are one layer, ``blk.<N>``
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import sys
@@ -401,9 +402,14 @@ def _aligned(offset: int, alignment: int) -> int:
 
 
 def _gguf_value(path: Path, key: str, text: str, type_name: str) -> tuple[int, bytes]:
-    """``text`` as a GGUF value of ``type_name``: its type code and bytes."""
-    if type_name not in GGUF_TYPES:
-        raise UsageError(f"{path}: unknown GGUF type '{type_name}'; known: {', '.join(GGUF_TYPES)}")
+    """``text`` as a GGUF value of ``type_name``: its type code and bytes. An ``array[TYPE]``'s text is a JSON
+    array of its elements (strings for ``array[string]``, numbers or booleans otherwise)."""
+    element_type = type_name.removeprefix("array[").removesuffix("]") if type_name.startswith("array[") else None
+    if type_name not in GGUF_TYPES and element_type not in GGUF_TYPES:
+        known = [*GGUF_TYPES, *(f"array[{name}]" for name in GGUF_TYPES)]
+        raise UsageError(f"{path}: unknown GGUF type '{type_name}'; known: {', '.join(known)}")
+    if element_type is not None:
+        return ARRAY_TYPE, _gguf_array(path, key, text, element_type)
     kind = GGUF_TYPES[type_name]
     if kind == STRING_TYPE:
         data = text.encode("utf-8", "surrogateescape")
@@ -431,6 +437,34 @@ def _gguf_value(path: Path, key: str, text: str, type_name: str) -> tuple[int, b
     return kind, stored.tobytes()
 
 
+def _gguf_array(path: Path, key: str, text: str, element_type: str) -> bytes:
+    """``text``, a JSON array, as the bytes of a GGUF array of ``element_type``: its type, count and elements."""
+    try:
+        elements = json.loads(text)
+    except (ValueError, RecursionError):
+        elements = None
+    strings = element_type == "string"
+    if not isinstance(elements, list) or not all(
+        isinstance(element, str) if strings else type(element) in (int, float, bool) for element in elements
+    ):
+        what = "strings" if strings else "numbers"
+        raise UsageError(
+            f"{path}: '{key}' is an array[{element_type}]; give a JSON array of {what}, like {_LIKE[strings]}"
+        )
+    if len(elements) > MAX_ARRAY_LENGTH:
+        raise UsageError(
+            f"{path}: '{key}' has {len(elements):,} elements; GGUF arrays hold at most {MAX_ARRAY_LENGTH:,}"
+        )
+    kind = GGUF_TYPES[element_type]
+    values = (
+        _gguf_value(path, key, element if strings else json.dumps(element), element_type)[1] for element in elements
+    )
+    return _U32.pack(kind) + _U64.pack(len(elements)) + b"".join(values)
+
+
+_LIKE = {True: '["a", "b"]', False: "[1, 2, 3]"}
+
+
 def _gguf_prefix(
     path: Path,
     layout: _GgufLayout,
@@ -449,8 +483,6 @@ def _gguf_prefix(
     for key, text in assignments:
         old = entries.get(key)
         type_name = types.get(key) or types.get("")
-        if type_name is None and old is not None and old.kind == ARRAY_TYPE:
-            raise UsageError(f"{path}: '{key}' is an array; meta sets scalars and strings (--delete it, or --type)")
         if type_name is None:
             type_name = "string" if old is None else _gguf_entry(old).type
         kind, value = _gguf_value(path, key, text, type_name)
@@ -464,7 +496,8 @@ def _gguf_prefix(
 
 class _MetadataEditor:
     """Values typed as gguf-py's ``gguf_new_metadata`` types them: a key that exists keeps its type (its value
-    parsed as that type), a new key is a string unless a type is given; arrays can be deleted, not set;
+    parsed as that type: an array's as a JSON array of its element type), a new key is a string unless a type is
+    given (``array[int32]``, ...);
     ``general.alignment`` is neither set nor deleted (it places the data). The data starts at the first multiple
     of ``general.alignment`` after the tensor infos, and llama.cpp requires the first tensor at offset 0 of it, so
     an edit is written in place only when the new key/values and tensor infos end within the last ``alignment``
