@@ -687,13 +687,22 @@ def browser() -> Iterator[Any]:
 
 
 def wait_for(driver: Any, script: str, timeout: float = 20.0) -> Any:
-    """Run ``script`` (a JavaScript expression) until it is truthy; its value."""
+    """Run ``script`` (a JavaScript expression) until it is truthy; its value. While a page loads (after a
+    navigation or a refresh) it may have no body yet: the script's error then counts as not yet, until the time
+    is up."""
+    from selenium.common.exceptions import JavascriptException
+
     deadline = time.monotonic() + timeout
     while True:
-        value = driver.execute_script(f"return ({script});")
+        try:
+            value, failed = driver.execute_script(f"return ({script});"), None
+        except JavascriptException as error:
+            value, failed = None, error
         if value:
             return value
         if time.monotonic() > deadline:
+            if failed is not None:
+                raise AssertionError(f"timed out waiting for {script}: {failed.msg}")
             errors = driver.execute_script("return document.getElementById('error').textContent")
             raise AssertionError(f"timed out waiting for {script} (page error: {errors!r})")
         time.sleep(0.05)
