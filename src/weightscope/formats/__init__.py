@@ -314,6 +314,13 @@ _BUILT_IN = (
         suffixes=(".onnx",),
     ),
     Format(
+        "executorch",
+        "ExecuTorch program (.pte): the constant tensors of every method, and a size breakdown by operator",
+        "weightscope.formats.executorch:ExecuTorchCheckpoint",
+        magic=((4, b"ET12"),),
+        suffixes=(".pte",),
+    ),
+    Format(
         "flax-msgpack",
         "Flax msgpack (flax.serialization.to_bytes, flax_model.msgpack, checkpoint_<step>): flax's tree of arrays",
         "weightscope.formats.flax_msgpack:FlaxMsgpackCheckpoint",

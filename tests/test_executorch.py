@@ -1,0 +1,192 @@
+"""ExecuTorch programs exported by executorch 1.5.1 (tests/fixtures/executorch/make_pte.py), read back without it.
+
+The oracles are committed beside the files: what ExecuTorch's own deserializer (``deserialize_pte_binary``) found in
+each program (values, operators, kernel calls, delegates, named data) and the torch tensors each stored tensor was
+made from (``expected.npz``: the module's parameters and buffers, as torch holds them).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import pytest
+from conftest import assert_same_tensor
+from safetensors.numpy import load_file
+
+import weightscope as ws
+from weightscope.cli import main
+from weightscope.dtypes import BY_EXECUTORCH
+from weightscope.formats.executorch import ExecuTorchCheckpoint, read_header
+
+FIXTURES = Path(__file__).parent / "fixtures" / "executorch"
+EXPECTED: dict[str, Any] = json.loads((FIXTURES / "expected.json").read_text())
+ARRAYS = np.load(FIXTURES / "expected.npz")
+READ = sorted(name for name in EXPECTED if name != "external.pte")
+
+
+def _name(plan: str, value: dict[str, Any]) -> str:
+    """What the reader must call a stored tensor: its recorded name, else ``<method>.values.<N>``."""
+    return value["fully_qualified_name"] or f"{plan}.values.{value['index']}"
+
+
+def _listed(expected: dict[str, Any]) -> dict[str, str]:
+    """Every name the program gives a stored tensor -> the name it is listed under: the first of the tensors holding
+    the same bytes (a constant two methods share is listed once)."""
+    first: dict[tuple[bool, int], str] = {}
+    names = {}
+    for plan in expected["plans"]:
+        for value in plan["values"]:
+            if not value["external"]:
+                name = _name(plan["name"], value)
+                names[name] = first.setdefault((value["mutable"], value["data_buffer_idx"]), name)
+    return names
+
+
+@pytest.mark.parametrize("fixture", READ)
+def test_every_stored_tensor_is_the_torch_tensor_it_was_exported_from(fixture: str) -> None:
+    expected = EXPECTED[fixture]
+    names = _listed(expected)
+    with ws.open(FIXTURES / fixture) as ckpt:
+        assert isinstance(ckpt, ExecuTorchCheckpoint)
+        assert list(ckpt) == list(dict.fromkeys(names.values()))
+        for plan in expected["plans"]:
+            for value in plan["values"]:
+                name = _name(plan["name"], value)
+                info = ckpt.info(name)
+                assert info.name == names[name]
+                element = BY_EXECUTORCH[value["scalar_type"]]
+                assert (info.type_name, info.shape, info.nbytes) == (
+                    element.name,
+                    tuple(value["sizes"]),
+                    value["nbytes"],
+                )
+                ours = ckpt[name]
+                theirs = ARRAYS[f"{fixture}:{plan['name']}:{value['index']}"]
+                if element.name == "bfloat16":  # kept as float32 in the npz, exactly
+                    theirs = theirs.astype(ml_dtypes.bfloat16)
+                assert_same_tensor(ours, theirs)
+
+
+def test_channels_last_constants_are_given_in_their_logical_order_as_a_view_of_the_stored_bytes() -> None:
+    with ws.open(FIXTURES / "conv_channels_last.pte") as ckpt:
+        (plan,) = EXPECTED["conv_channels_last.pte"]["plans"]
+        orders = {_name("forward", value): value["dim_order"] for value in plan["values"]}
+        assert orders["forward.values.0"] == [0, 2, 3, 1]
+        view = ckpt.view("forward.values.0")
+        assert view is not None and view.strides == (27, 1, 9, 3)  # [4, 3, 3, 3] stored as [4, 3, 3, 3] NHWC
+        weight = ckpt["forward.values.0"]
+        assert not weight.flags.c_contiguous and weight.base is not None
+        assert ckpt.view("forward.values.1") is None
+
+
+def test_size_breakdown_takes_each_kernel_calls_constants_from_the_program() -> None:
+    for fixture in [*READ, "external.pte"]:
+        expected = EXPECTED[fixture]
+        with ws.open(FIXTURES / fixture) as ckpt:
+            breakdown = ckpt.size_breakdown()
+        assert breakdown is not None
+        canonical = _listed(expected) | {
+            _name(plan["name"], value): _name(plan["name"], value)
+            for plan in expected["plans"]
+            for value in plan["values"]
+            if value["external"]
+        }
+        by_value = {
+            (plan["name"], value["index"]): canonical[_name(plan["name"], value)]
+            for plan in expected["plans"]
+            for value in plan["values"]
+        }
+        taken: dict[str, set[str]] = {}
+        calls: dict[str, int] = {}
+        for plan in expected["plans"]:
+            for call in plan["calls"]:
+                label = call.get("op") or f"delegate {call['delegate']}"
+                calls[label] = calls.get(label, 0) + 1
+                taken.setdefault(label, set()).update(by_value[plan["name"], index] for index in call["constants"])
+        assert {entry["operator"]: set(entry["tensors"]) for entry in breakdown["operators"]} == taken
+        assert {entry["operator"]: entry["calls"] for entry in breakdown["operators"]} == calls
+        sizes = {entry["name"]: entry["bytes"] for entry in breakdown["tensors"]}
+        assert sum(entry["bytes"] for entry in breakdown["operators"]) == sum(
+            sizes[name] for names in taken.values() for name in names
+        )
+        assert {entry["key"]: entry["bytes"] for entry in breakdown["named_data"]} == expected["named_data"]
+        assert breakdown["methods"] == [plan["name"] for plan in expected["plans"]]
+        assert breakdown["constants"] == ("inline" if expected["inline"] else "segment")
+
+
+def test_delegated_weights_are_counted_not_listed() -> None:
+    with ws.open(FIXTURES / "xnnpack.pte") as ckpt:
+        assert len(ckpt) == 0
+        breakdown = ckpt.size_breakdown()
+        notes = ckpt.notes
+    assert breakdown is not None
+    expected = EXPECTED["xnnpack.pte"]
+    (delegate,) = breakdown["delegates"]
+    assert delegate["id"] == "XnnpackBackend" == expected["plans"][0]["delegates"][0]["id"]
+    assert delegate["bytes"] == expected["delegate_bytes"][0]  # the blob ExecuTorch restores inline
+    assert breakdown["totals"]["named_data_bytes"] == sum(expected["named_data"].values()) == 128 + 32 + 96 + 12
+    assert any("XnnpackBackend" in note and "not listed" in note for note in notes)
+
+
+def test_external_constants_are_named_and_reported_not_followed() -> None:
+    with ws.open(FIXTURES / "external.pte") as ckpt:
+        assert len(ckpt) == 0
+        (note,) = ckpt.notes
+        breakdown = ckpt.size_breakdown()
+    assert "fc1.weight" in note and ".ptd" in note
+    assert breakdown is not None
+    external = {entry["name"]: entry["bytes"] for entry in breakdown["tensors"] if entry["where"] == "external"}
+    (plan,) = EXPECTED["external.pte"]["plans"]
+    assert external == {value["fully_qualified_name"]: value["nbytes"] for value in plan["values"]}
+    assert breakdown["totals"]["external_bytes"] == sum(external.values())
+
+
+def test_extended_header_is_read_as_executorch_writes_it() -> None:
+    data = (FIXTURES / "mlp.pte").read_bytes()
+    header = read_header(data[:40], len(data), "mlp.pte")
+    # _program.py: program_size includes the header; the segments start at its next multiple of 128
+    assert header.length == 32 and header.program_size < header.segment_base_offset
+    assert header.segment_base_offset == -(-header.program_size // 128) * 128
+    assert header.segment_base_offset + header.segment_data_size == len(data)
+    inline = (FIXTURES / "mlp_inline.pte").read_bytes()
+    assert read_header(inline[:40], len(inline), "mlp_inline.pte").length == 0  # no header: the file is the program
+
+
+def test_summary_json_has_the_size_breakdown(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "--json", str(FIXTURES / "conv_channels_last.pte")]) == 0
+    document = json.loads(capsys.readouterr().out)
+    breakdown = document["size_breakdown"]
+    operators = {entry["operator"]: entry for entry in breakdown["operators"]}
+    assert set(operators["aten::convolution.out"]["tensors"]) == {"forward.values.0", "forward.values.1"}
+    assert operators["aten::convolution.out"]["bytes"] == 4 * 3 * 3 * 3 * 4 + 4 * 4
+    assert breakdown["totals"]["tensor_bytes"] == sum(entry["bytes"] for entry in breakdown["tensors"])
+    assert main(["summary", str(FIXTURES / "conv_channels_last.pte")]) == 0
+    text = capsys.readouterr().out
+    assert "aten::convolution.out" in text and "taken by" in text
+    assert main(["summary", "--json", str(FIXTURES / "mlp.pte")]) == 0
+    assert "size_breakdown" in json.loads(capsys.readouterr().out)
+
+
+def test_summary_of_a_checkpoint_that_is_no_program_has_no_breakdown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws.save({"w": np.ones((2, 2), np.float32)}, tmp_path / "w.safetensors")
+    assert main(["summary", "--json", str(tmp_path / "w.safetensors")]) == 0
+    assert "size_breakdown" not in json.loads(capsys.readouterr().out)
+
+
+def test_convert_to_safetensors(tmp_path: Path) -> None:
+    for fixture in ("conv_channels_last.pte", "typed.pte", "mlp_bfloat16.pte", "two_methods.pte"):
+        out = tmp_path / fixture.replace(".pte", ".safetensors")
+        assert main(["convert", str(FIXTURES / fixture), str(out)]) == 0
+        written = load_file(out) if fixture != "mlp_bfloat16.pte" else None
+        with ws.open(FIXTURES / fixture) as ckpt, ws.open(out) as converted:
+            assert list(converted) == list(ckpt)
+            for name in ckpt:
+                assert_same_tensor(converted[name], ckpt[name])
+                if written is not None:
+                    assert_same_tensor(written[name], ckpt[name])
