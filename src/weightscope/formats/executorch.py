@@ -118,7 +118,7 @@ class _Stored:
     def __init__(self, path: object, segments: list[tuple[int, int]]) -> None:
         self.path = path
         self.segments = segments
-        self.constants: tuple[tuple[int, int], np.ndarray] | list[tuple[int, int]] | None = None
+        self.constants: tuple[tuple[int, int], np.ndarray] | list[tuple[int, int]] = []
         self.mutable: list[tuple[tuple[int, int], np.ndarray] | None] = []
 
     def subsegment(self, table: Table | None, what: str) -> tuple[tuple[int, int], np.ndarray] | None:
@@ -134,25 +134,23 @@ class _Stored:
     def locate(self, mutable: int | None, number: int, nbytes: int, what: str) -> tuple[int, tuple[int, ...]]:
         """The file offset of ``nbytes`` at ``data_buffer_idx`` ``number`` (of mutable data segment ``mutable``, or
         of the constants when None), and a key that is the same for the same stored bytes."""
-        if mutable is None:
-            found = self.constants
-            kind = "constant"
-        else:
-            if mutable >= len(self.mutable) or self.mutable[mutable] is None:
-                raise CorruptCheckpointError(f"{self.path}: {what} is in mutable data segment {mutable}, not listed")
-            found = self.mutable[mutable]
+        found = self.constants
+        kind = "constant segment" if isinstance(found, tuple) else "constant buffers"
+        if mutable is not None:
             kind = f"mutable data segment {mutable}"
+            listed = self.mutable[mutable] if mutable < len(self.mutable) else None
+            if listed is None:
+                raise CorruptCheckpointError(f"{self.path}: {what} is in {kind}, which the program does not list")
+            found = listed
         if isinstance(found, list):  # inline buffers: (position, length) each
             if number >= len(found):
                 raise CorruptCheckpointError(f"{self.path}: {what}: constant buffer {number} of {len(found)}")
             start, length = found[number]
-        elif found is not None:
+        else:
             (segment_start, segment_size), offsets = found
             if number >= len(offsets):
                 raise CorruptCheckpointError(f"{self.path}: {what}: {kind} offset {number} of {len(offsets)}")
             start, length = segment_start + int(offsets[number]), segment_size - int(offsets[number])
-        else:
-            raise CorruptCheckpointError(f"{self.path}: {what} has data_buffer_idx {number}; the program has no {kind}")
         if nbytes > length:
             raise TruncatedFileError(
                 f"{self.path}: {what}: {nbytes} bytes at {start} run past the end of its {kind} ({max(length, 0)} left)"
@@ -372,7 +370,7 @@ class ExecuTorchCheckpoint(FileCheckpoint):
         sizes = () if found is None else tuple(int(size) for size in found[: MAX_DIMS + 1])
         if len(sizes) > MAX_DIMS or any(size < 0 for size in sizes):
             raise CorruptCheckpointError(
-                f"{self.path}: {what} has sizes {list(sizes)[:MAX_DIMS]}... (0..{MAX_DIMS} dimensions, none negative)"
+                f"{self.path}: {what} has sizes {list(sizes)[:MAX_DIMS]} (0..{MAX_DIMS} dimensions, none negative)"
             )
         order = tensor.scalars(TENSOR_DIM_ORDER, "uint8", f"{what}'s dim_order")
         dim_order = tuple(range(len(sizes))) if order is None or not len(order) else tuple(int(d) for d in order)
