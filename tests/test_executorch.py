@@ -21,6 +21,7 @@ import weightscope as ws
 from weightscope.cli import main
 from weightscope.dtypes import BY_EXECUTORCH
 from weightscope.formats.executorch import ExecuTorchCheckpoint, read_header
+from weightscope.summary import summarize
 
 FIXTURES = Path(__file__).parent / "fixtures" / "executorch"
 EXPECTED: dict[str, Any] = json.loads((FIXTURES / "expected.json").read_text())
@@ -29,35 +30,35 @@ READ = sorted(name for name in EXPECTED if name != "external.pte")
 
 
 def _name(plan: str, value: dict[str, Any]) -> str:
-    """What the reader must call a stored tensor: its recorded name, else ``<method>.values.<N>``."""
+    """A name every stored tensor answers to: its recorded name, else ``<method>.values.<N>`` (an alias where the
+    reader names it after the operator taking it)."""
     return value["fully_qualified_name"] or f"{plan}.values.{value['index']}"
 
 
-def _listed(expected: dict[str, Any]) -> dict[str, str]:
-    """Every name the program gives a stored tensor -> the name it is listed under: the first of the tensors holding
-    the same bytes (a constant two methods share is listed once)."""
-    first: dict[tuple[bool, int], str] = {}
-    names = {}
+def _stored(expected: dict[str, Any]) -> dict[tuple[bool, int], list[tuple[str, dict[str, Any]]]]:
+    """The tensors held in the file (external ones aside) by where their bytes are, each with the values that take
+    them (a constant two methods share is one tensor)."""
+    found: dict[tuple[bool, int], list[tuple[str, dict[str, Any]]]] = {}
     for plan in expected["plans"]:
         for value in plan["values"]:
             if not value["external"]:
-                name = _name(plan["name"], value)
-                names[name] = first.setdefault((value["mutable"], value["data_buffer_idx"]), name)
-    return names
+                found.setdefault((value["mutable"], value["data_buffer_idx"]), []).append((plan["name"], value))
+    return found
 
 
 @pytest.mark.parametrize("fixture", READ)
 def test_every_stored_tensor_is_the_torch_tensor_it_was_exported_from(fixture: str) -> None:
     expected = EXPECTED[fixture]
-    names = _listed(expected)
+    stored = _stored(expected)
     with ws.open(FIXTURES / fixture) as ckpt:
         assert isinstance(ckpt, ExecuTorchCheckpoint)
-        assert list(ckpt) == list(dict.fromkeys(names.values()))
-        for plan in expected["plans"]:
-            for value in plan["values"]:
-                name = _name(plan["name"], value)
+        assert len(ckpt) == len(stored)
+        for values in stored.values():
+            listed = {ckpt.info(_name(plan, value)).name for plan, value in values}
+            assert len(listed) == 1  # every method's name for it leads to the one tensor listed
+            for plan, value in values:
+                name = _name(plan, value)
                 info = ckpt.info(name)
-                assert info.name == names[name]
                 element = BY_EXECUTORCH[value["scalar_type"]]
                 assert (info.type_name, info.shape, info.nbytes) == (
                     element.name,
@@ -65,22 +66,51 @@ def test_every_stored_tensor_is_the_torch_tensor_it_was_exported_from(fixture: s
                     value["nbytes"],
                 )
                 ours = ckpt[name]
-                theirs = ARRAYS[f"{fixture}:{plan['name']}:{value['index']}"]
+                theirs = ARRAYS[f"{fixture}:{plan}:{value['index']}"]
                 if element.name == "bfloat16":  # kept as float32 in the npz, exactly
                     theirs = theirs.astype(ml_dtypes.bfloat16)
                 assert_same_tensor(ours, theirs)
+
+
+@pytest.mark.parametrize("fixture", ["mlp.pte", "mlp_inline.pte", "mlp_float16.pte", "two_methods.pte"])
+def test_linear_weights_are_named_by_the_operators_taking_them_as_torch_names_them(fixture: str) -> None:
+    """``fc1.weight`` and ``fc1.bias`` become one layer's ``weight`` and ``bias`` (the program records neither name:
+    the reader follows ``permute_copy`` into ``addmm``), and ``summary`` sees torch's ``Linear(4, 8)``."""
+    layers: dict[str, set[str]] = {}
+    with ws.open(FIXTURES / fixture) as ckpt:
+        for plan in EXPECTED[fixture]["plans"]:
+            for value in plan["values"]:
+                name = ckpt.info(_name(plan["name"], value)).name
+                module, role = value["source"].rsplit(".", 1)
+                layer, own_role = name.rsplit(".", 1)
+                assert own_role == role
+                layers.setdefault(module, set()).add(layer)
+        summary = summarize(ckpt)
+    assert all(len(ours) == 1 for ours in layers.values())
+    assert len({layer for ours in layers.values() for layer in ours}) == len(layers)  # one layer per torch module
+    kinds = sorted(layer.description for layer in summary.layers)
+    assert kinds == ["Dense 4 → 8", "Dense 8 → 3"]  # Linear(4, 8), Linear(8, 3)
+
+
+def test_a_convolution_weight_is_named_and_described_as_torch_s_conv2d() -> None:
+    with ws.open(FIXTURES / "conv_channels_last.pte") as ckpt:
+        assert ckpt.info("forward.values.0").name == "forward.conv0.weight"
+        assert ckpt.info("forward.values.1").name == "forward.conv0.bias"
+        assert ckpt.info("forward.values.2").name == "forward.values.2"  # the buffer mul takes: no role
+        descriptions = {layer.name: layer.description for layer in summarize(ckpt).layers}
+    assert "Conv2D 3×3 3 → 4" in descriptions.values()  # Conv2d(3, 4, 3)
 
 
 def test_channels_last_constants_are_given_in_their_logical_order_as_a_view_of_the_stored_bytes() -> None:
     with ws.open(FIXTURES / "conv_channels_last.pte") as ckpt:
         (plan,) = EXPECTED["conv_channels_last.pte"]["plans"]
         orders = {_name("forward", value): value["dim_order"] for value in plan["values"]}
-        assert orders["forward.values.0"] == [0, 2, 3, 1]
-        view = ckpt.view("forward.values.0")
+        assert orders["forward.values.0"] == orders["forward.values.2"] == [0, 2, 3, 1]
+        view = ckpt.view("forward.conv0.weight")
         assert view is not None and view.strides == (27, 1, 9, 3)  # [4, 3, 3, 3] stored as [4, 3, 3, 3] NHWC
-        weight = ckpt["forward.values.0"]
+        weight = ckpt["forward.conv0.weight"]
         assert not weight.flags.c_contiguous and weight.base is not None
-        assert ckpt.view("forward.values.1") is None
+        assert ckpt.view("forward.conv0.bias") is None
 
 
 def test_size_breakdown_takes_each_kernel_calls_constants_from_the_program() -> None:
@@ -88,18 +118,14 @@ def test_size_breakdown_takes_each_kernel_calls_constants_from_the_program() -> 
         expected = EXPECTED[fixture]
         with ws.open(FIXTURES / fixture) as ckpt:
             breakdown = ckpt.size_breakdown()
+            by_value = {  # the name listed (an external tensor's recorded one) of every value holding data
+                (plan["name"], value["index"]): value["fully_qualified_name"]
+                if value["external"]
+                else ckpt.info(_name(plan["name"], value)).name
+                for plan in expected["plans"]
+                for value in plan["values"]
+            }
         assert breakdown is not None
-        canonical = _listed(expected) | {
-            _name(plan["name"], value): _name(plan["name"], value)
-            for plan in expected["plans"]
-            for value in plan["values"]
-            if value["external"]
-        }
-        by_value = {
-            (plan["name"], value["index"]): canonical[_name(plan["name"], value)]
-            for plan in expected["plans"]
-            for value in plan["values"]
-        }
         taken: dict[str, set[str]] = {}
         calls: dict[str, int] = {}
         for plan in expected["plans"]:
@@ -161,7 +187,7 @@ def test_summary_json_has_the_size_breakdown(capsys: pytest.CaptureFixture[str])
     document = json.loads(capsys.readouterr().out)
     breakdown = document["size_breakdown"]
     operators = {entry["operator"]: entry for entry in breakdown["operators"]}
-    assert set(operators["aten::convolution.out"]["tensors"]) == {"forward.values.0", "forward.values.1"}
+    assert set(operators["aten::convolution.out"]["tensors"]) == {"forward.conv0.weight", "forward.conv0.bias"}
     assert operators["aten::convolution.out"]["bytes"] == 4 * 3 * 3 * 3 * 4 + 4 * 4
     assert breakdown["totals"]["tensor_bytes"] == sum(entry["bytes"] for entry in breakdown["tensors"])
     assert main(["summary", str(FIXTURES / "conv_channels_last.pte")]) == 0
@@ -185,7 +211,7 @@ def test_convert_to_safetensors(tmp_path: Path) -> None:
         assert main(["convert", str(FIXTURES / fixture), str(out)]) == 0
         written = load_file(out) if fixture != "mlp_bfloat16.pte" else None
         with ws.open(FIXTURES / fixture) as ckpt, ws.open(out) as converted:
-            assert list(converted) == list(ckpt)
+            assert sorted(converted) == sorted(ckpt)  # safetensors keeps its names sorted
             for name in ckpt:
                 assert_same_tensor(converted[name], ckpt[name])
                 if written is not None:

@@ -43,10 +43,16 @@ activations, outputs) has no data in the file. A tensor's bytes are prod(sizes) 
 ``sizes`` order, as the runtime's strides do, a strided view of the stored bytes (``TensorInfo.shape`` = sizes).
 
 Names: a tensor's ``fully_qualified_name`` where the program records one (external constants, mutable buffers with
-``emit_mutable_buffer_names``); otherwise ``<method>.values.<N>``: the execution plan's name (``plan<I>`` where it is
-empty or given twice) and the index of the value in its ``values`` — stable for a file, as the runtime indexes them
-so. The exporter records no names of segment constants. A constant several methods share (the same bytes, type and
-shape) is listed once, under its first name; its others are aliases.
+``emit_mutable_buffer_names``; the exporter records none for segment constants). Otherwise the program's operators
+name it: each call of a convolution, linear (``addmm``/``mm``/``linear``), embedding, batch or layer norm kernel is
+a layer ``<method>.<kind><N>`` (``forward.conv0``, ``forward.linear1``) and the constant it takes in a weight's
+place is that layer's ``weight``, ``bias``, ``running_mean`` ... (``forward.linear0.weight``), following
+``permute_copy`` back to the constant it transposed (``torch.nn.Linear`` exports as ``permute_copy`` + ``addmm``:
+that constant is the [out, in] ``weight``; one taken untransposed is a [in, out] ``kernel``). Any other is
+``<method>.values.<N>``: the execution plan's name (``plan<I>`` where it is empty or given twice) and the index of
+the value in its ``values``, as the runtime indexes it; that name is an alias of every tensor named otherwise. All
+are stable for a file. A constant several methods share (the same bytes, type and shape) is listed once, under its
+first name; its others are aliases.
 
 Delegated weights (XNNPACK and other backends) live in the delegate's blob (inline or in a segment) or in the
 program's named data, in the backend's own layout: they are not tensors here; ``summary``'s size breakdown
@@ -210,6 +216,46 @@ def _operator(table: Table, number: int) -> str:
     return f"{name}.{overload}" if overload else name
 
 
+# The constants an operator takes by position, and what each is to the layer the call is (``_operator_roles``).
+_WEIGHT_ARGS: dict[str, tuple[str, tuple[tuple[int, str], ...]]] = {
+    "aten::convolution.out": ("conv", ((1, "weight"), (2, "bias"))),
+    "aten::linear.out": ("linear", ((1, "weight"), (2, "bias"))),
+    "aten::addmm.out": ("linear", ((2, "kernel"), (0, "bias"))),  # addmm(bias, input, mat2)
+    "aten::mm.out": ("linear", ((1, "kernel"),)),
+    "aten::embedding.out": ("embedding", ((0, "weight"),)),
+    "aten::_native_batch_norm_legit_no_training.out": (
+        "batch_norm",
+        ((1, "weight"), (2, "bias"), (3, "running_mean"), (4, "running_var")),
+    ),
+    "aten::native_layer_norm.out": ("layer_norm", ((2, "weight"), (3, "bias"))),
+}
+
+
+def _operator_names(method: str, calls: list[tuple[str, list[int]]]) -> dict[int, str]:
+    """Names for the values operators take as weights (``_WEIGHT_ARGS``), by value index: each call of one is a
+    layer ``<method>.<kind><N>`` (``forward.conv0``), the value its role there (``forward.conv0.weight``); the first
+    call taking a value names it. A weight reaching ``addmm``/``mm`` through ``permute_copy`` is a
+    ``torch.nn.Linear`` weight [out, in] (``weight``), one taken as it is a kernel [in, out] (``kernel``)."""
+    names: dict[int, str] = {}
+    transposed: dict[int, int] = {}  # a value permute_copy made -> the value it was made of
+    counts: Counter[str] = Counter()
+    for operator, args in calls:
+        if operator == "aten::permute_copy.out" and len(args) > 1:
+            transposed[args[-1]] = args[0]
+            continue
+        if operator not in _WEIGHT_ARGS:
+            continue
+        kind, positions = _WEIGHT_ARGS[operator]
+        layer = f"{method}.{kind}{counts[kind]}"
+        counts[kind] += 1
+        for position, role in positions:
+            value = args[position] if position < len(args) else -1
+            if value in transposed:
+                value, role = transposed[value], "weight" if role == "kernel" else role
+            names.setdefault(value, f"{layer}.{role}")
+    return names
+
+
 class ExecuTorchCheckpoint(FileCheckpoint):
     """A ``.pte`` program: its constant tensors (and mutable tensors' initial values) as read-only views."""
 
@@ -258,8 +304,10 @@ class ExecuTorchCheckpoint(FileCheckpoint):
             for n, table in enumerate(root.tables(PROGRAM_DELEGATE_DATA, "Program.backend_delegate_data"))
         ]
         for method, plan in zip(methods, plans, strict=True):
-            taken = self._plan_tensors(method, plan, stored, index, listed)
-            self._plan_calls(method, plan, taken, stored.segments, delegate_data)
+            calls = self._plan_calls(method, plan, self._plan_delegates(method, plan, stored.segments, delegate_data))
+            taken = self._plan_tensors(method, plan, stored, index, listed, _operator_names(method, calls))
+            for operator, args in calls:
+                self._calls.append((method, operator, list(dict.fromkeys(taken[a] for a in args if a in taken))))
         self._breakdown["named_data"] = [
             {"key": key, "bytes": stored.segments[number][1]} for key, number in self._named_data(root, stored)
         ]
@@ -296,16 +344,23 @@ class ExecuTorchCheckpoint(FileCheckpoint):
 
     # -- tensors -------------------------------------------------------------------------
     def _plan_tensors(
-        self, method: str, plan: Table, stored: _Stored, index: Index, listed: dict[tuple[Any, ...], str]
+        self,
+        method: str,
+        plan: Table,
+        stored: _Stored,
+        index: Index,
+        listed: dict[tuple[Any, ...], str],
+        derived: dict[int, str],
     ) -> dict[int, str]:
-        """List the plan's tensors that hold data; their names by value index (external ones too)."""
+        """List the plan's tensors that hold data (named as ``derived`` says where no name is recorded); their names
+        by value index (external ones too)."""
         taken: dict[int, str] = {}
         for number, value in enumerate(plan.tables(PLAN_VALUES, f"{method}.values")):
             if value.integer(0, "uint8") != TENSOR_VALUE:
                 continue
             tensor = value.table(1, f"{method}.values[{number}]")
             if tensor is not None:
-                name = self._tensor(method, number, tensor, stored, index, listed)
+                name = self._tensor(method, number, tensor, stored, index, listed, derived.get(number))
                 if name is not None:
                     taken[number] = name
         return taken
@@ -318,8 +373,10 @@ class ExecuTorchCheckpoint(FileCheckpoint):
         stored: _Stored,
         index: Index,
         listed: dict[tuple[Any, ...], str],
+        derived: str | None,
     ) -> str | None:
-        """The name tensor ``number`` of ``method`` is listed (or noted) under; None when it holds no data."""
+        """The name tensor ``number`` of ``method`` is listed (or noted) under: its recorded name, else ``derived``,
+        else ``<method>.values.<N>`` (which names it too, as an alias); None when it holds no data."""
         what = f"tensor {method}.values[{number}]"
         extra = tensor.table(TENSOR_EXTRA, f"{what}.extra_tensor_info")
         recorded = None if extra is None else extra.string(EXTRA_NAME, f"{what}'s name")
@@ -327,7 +384,8 @@ class ExecuTorchCheckpoint(FileCheckpoint):
         data_index = tensor.integer(TENSOR_DATA_BUFFER, "uint32")
         if data_index == 0 and not external:
             return None
-        name = recorded or f"{method}.values.{number}"
+        by_index = f"{method}.values.{number}"
+        name = recorded or derived or by_index
         what = f"tensor '{name}'"
         code = tensor.integer(TENSOR_SCALAR_TYPE, "int8")
         element = BY_EXECUTORCH.get(code)
@@ -351,18 +409,19 @@ class ExecuTorchCheckpoint(FileCheckpoint):
             mutable = 0 if extra is None else extra.integer(EXTRA_MUTABLE_SEGMENT, "uint64")
         offset, where = stored.locate(mutable, data_index, nbytes, what)
         key = (where, code, sizes, dim_order)
-        if key in listed:
-            if name != listed[key]:
-                index.aliases[name] = listed[key]
-            return listed[key]
-        if name in index.infos:
-            raise CorruptCheckpointError(f"{self.path}: two different tensors are named '{name}'")
-        listed[key] = name
-        index.infos[name] = TensorInfo(name, element.dtype, sizes, nbytes, element.name, str(self.path), offset, name)
-        strides = _strides(sizes, dim_order)
-        if strides is not None:
-            self._strides[name] = strides
-        return name
+        if key not in listed:
+            if name in index.infos:
+                raise CorruptCheckpointError(f"{self.path}: two different tensors are named '{name}'")
+            listed[key] = name
+            index.infos[name] = TensorInfo(
+                name, element.dtype, sizes, nbytes, element.name, str(self.path), offset, name
+            )
+            strides = _strides(sizes, dim_order)
+            if strides is not None:
+                self._strides[name] = strides
+        for alias in {name, by_index} - {listed[key]}:
+            index.aliases[alias] = listed[key]
+        return listed[key]
 
     def _shape(self, tensor: Table, what: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The tensor's sizes and dim order (the default order where none is stored), both checked."""
@@ -386,17 +445,11 @@ class ExecuTorchCheckpoint(FileCheckpoint):
         )
 
     # -- what the program does with them ---------------------------------------------------
-    def _plan_calls(
-        self,
-        method: str,
-        plan: Table,
-        taken: dict[int, str],
-        segments: list[tuple[int, int]],
-        delegate_data: list[tuple[int, int] | None],
-    ) -> None:
-        """Record each kernel or delegate call of the plan with the tensors it takes, and each delegate's bytes."""
-        operators = [_operator(table, n) for n, table in enumerate(plan.tables(PLAN_OPERATORS, f"{method}.operators"))]
-        delegates = []
+    def _plan_delegates(
+        self, method: str, plan: Table, segments: list[tuple[int, int]], delegate_data: list[tuple[int, int] | None]
+    ) -> list[str]:
+        """Record each delegate's blob bytes; their labels, as calls name them."""
+        labels = []
         for number, table in enumerate(plan.tables(PLAN_DELEGATES, f"{method}.delegates")):
             backend = table.string(0, f"{method}.delegates[{number}].id") or "?"
             reference = table.table(1, f"{method}.delegates[{number}].processed")
@@ -407,23 +460,25 @@ class ExecuTorchCheckpoint(FileCheckpoint):
                 raise CorruptCheckpointError(
                     f"{self.path}: delegate '{backend}' of {method} names blob {at} of {len(blobs)}"
                 )
-            blob = blobs[at]
-            self._delegates.append(
-                {
-                    "method": method,
-                    "id": backend,
-                    "location": "segment" if location == DELEGATE_SEGMENT else "inline",
-                    "bytes": 0 if blob is None else blob[1],
-                }
-            )
-            delegates.append(f"delegate {backend}")
+            where = "segment" if location == DELEGATE_SEGMENT else "inline"
+            bytes_ = 0 if blobs[at] is None else blobs[at][1]
+            self._delegates.append({"method": method, "id": backend, "location": where, "bytes": bytes_})
+            labels.append(f"delegate {backend}")
+        return labels
+
+    def _plan_calls(self, method: str, plan: Table, delegates: list[str]) -> list[tuple[str, list[int]]]:
+        """Each kernel or delegate call of the plan: what it calls (an operator, a delegate) and its args."""
+        operators = [_operator(table, n) for n, table in enumerate(plan.tables(PLAN_OPERATORS, f"{method}.operators"))]
+        calls = []
         for chain_number, chain in enumerate(plan.tables(PLAN_CHAINS, f"{method}.chains")):
             instructions = chain.tables(CHAIN_INSTRUCTIONS, f"{method}.chains[{chain_number}].instructions")
             for number, instruction in enumerate(instructions):
                 kind = instruction.integer(0, "uint8")
-                if kind not in (KERNEL_CALL, DELEGATE_CALL):
-                    continue
-                call = instruction.table(1, f"{method} instruction {number}")
+                call = (
+                    instruction.table(1, f"{method} instruction {number}")
+                    if kind in (KERNEL_CALL, DELEGATE_CALL)
+                    else None
+                )
                 if call is None:
                     continue
                 targets = operators if kind == KERNEL_CALL else delegates
@@ -433,10 +488,8 @@ class ExecuTorchCheckpoint(FileCheckpoint):
                         f"{self.path}: {method} instruction {number} calls {target} of {len(targets)}"
                     )
                 args = call.scalars(1, "int32", f"{method} instruction {number}'s args")
-                names = list(
-                    dict.fromkeys(taken[arg] for arg in ([] if args is None else args.tolist()) if arg in taken)
-                )
-                self._calls.append((method, targets[target], names))
+                calls.append((targets[target], [] if args is None else args.tolist()))
+        return calls
 
     def _note_unread(self) -> None:
         if self._external:
