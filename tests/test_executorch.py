@@ -216,3 +216,11 @@ def test_convert_to_safetensors(tmp_path: Path) -> None:
                 assert_same_tensor(converted[name], ckpt[name])
                 if written is not None:
                     assert_same_tensor(written[name], ckpt[name])
+
+
+def test_a_program_read_over_http_reads_as_the_local_file() -> None:
+    from test_remote import assert_same_as_local, serving
+
+    with serving(FIXTURES) as root:
+        for fixture in ("conv_channels_last.pte", "two_methods.pte", "mutable.pte"):
+            assert_same_as_local(f"{root}/{fixture}", FIXTURES / fixture)

@@ -505,8 +505,21 @@ class ExecuTorchCheckpoint(FileCheckpoint):
             )
 
     def size_breakdown(self) -> dict[str, Any]:
-        """Where the program's bytes go: by tensor (with the operators taking it), by operator, by delegate and named
-        blob; tensors in an external file too (their bytes not in this one)."""
+        """Where the program's bytes go (``summary --json``'s ``size_breakdown``)::
+
+            {"file_bytes", "program_bytes" (the flatbuffer, header included), "segment_bytes": int,
+             "constants": "segment" | "inline" | "none", "methods": [str],
+             "totals": {"tensor_bytes", "external_bytes", "delegate_bytes", "named_data_bytes",
+                        "unused_tensor_bytes" (tensors no call takes): int},
+             "tensors": [{"name", "dtype", "shape", "bytes", "where": "program" | "external",
+                          "operators": [the operators and delegates taking it]}],     # largest first
+             "operators": [{"operator": "aten::addmm.out" | "delegate <id>", "calls": int,
+                            "tensors": [names], "bytes": the bytes of those tensors}],  # largest first
+             "delegates": [{"method", "id", "location": "segment" | "inline", "bytes"}],
+             "named_data": [{"key", "bytes"}]}
+
+        A tensor several operators take counts in each one's bytes; a delegate's weights are in its blob or in
+        named data, which no call names."""
         users: dict[str, list[str]] = {}
         by_operator: dict[str, dict[str, Any]] = {}
         for _method, operator, names in self._calls:
