@@ -46,6 +46,13 @@ def _stored(expected: dict[str, Any]) -> dict[tuple[bool, int], list[tuple[str, 
     return found
 
 
+def test_scalar_types_are_executorch_s_codes_for_torch_s_dtypes() -> None:
+    codes = json.loads((FIXTURES / "scalar_types.json").read_text())
+    assert set(BY_EXECUTORCH) == set(codes["schema"].values())  # every code the schema has, no other
+    for torch_name, code in codes["torch"].items():  # the code the exporter writes for each torch dtype
+        assert BY_EXECUTORCH[code].name == torch_name
+
+
 @pytest.mark.parametrize("fixture", READ)
 def test_every_stored_tensor_is_the_torch_tensor_it_was_exported_from(fixture: str) -> None:
     expected = EXPECTED[fixture]

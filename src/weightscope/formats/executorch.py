@@ -66,7 +66,7 @@ header); every flatbuffer fault ``weightscope.flatbuffers`` refuses (offsets out
 visits over its cap); both a constant segment and inline constants; a ``data_buffer_idx``, ``segment_index`` or
 ``mutable_data_segments_idx`` out of range; a tensor whose bytes run past its segment or buffer; a negative size,
 more than 16 dimensions, a ``dim_order`` that is not a permutation of its dimensions; an unknown scalar type
-(known types with no numpy dtype — quint4x2, quint2x4, bits16 — are named in a note, not listed); a
+(known types with no numpy dtype — complex32, quint4x2, quint2x4, bits16 — are named in a note, not listed); a
 ``storage_offset`` other than 0 (``UnsupportedFormatError``, as the runtime); two different tensors of one name.
 """
 
