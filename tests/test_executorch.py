@@ -231,3 +231,13 @@ def test_a_program_read_over_http_reads_as_the_local_file() -> None:
     with serving(FIXTURES) as root:
         for fixture in ("conv_channels_last.pte", "two_methods.pte", "mutable.pte"):
             assert_same_as_local(f"{root}/{fixture}", FIXTURES / fixture)
+
+
+def test_a_tensor_of_a_type_numpy_cannot_hold_is_named_in_a_note_not_listed(tmp_path: Path) -> None:
+    from corpus.make_executorch_corpus import patched_field, tensor_of
+
+    path = tmp_path / "quint4x2.pte"
+    path.write_bytes(patched_field(lambda root: (tensor_of(root, 0), 0, 1), "<b", 16))  # QUINT4X2
+    with ws.open(path) as ckpt:
+        assert "forward.values.0" not in ckpt and len(ckpt) == 3
+        assert any("quint4x2" in note and "not listed" in note for note in ckpt.notes)

@@ -3,7 +3,8 @@
 Each is a fixture exported by ExecuTorch (tests/fixtures/executorch/) with one thing wrong: a header field, or a
 field of a table found by walking the program with weightscope's flatbuffer reader, overwritten in place; or a
 program laid out by the ``flatbuffers`` package's Builder (``shared_plans``, also a crafted input of
-tests/test_resources.py). Run from the repository root: ``.venv/bin/python tests/corpus/make_executorch_corpus.py``.
+tests/test_resources.py). Run from the repository root: ``.venv/bin/python tests/corpus/make_executorch_corpus.py``
+(``make fixtures-executorch`` runs it after remaking the fixtures).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _patched(data: bytes, position: int, layout: str, value: int) -> bytes:
     return bytes(raw)
 
 
-def _field(find: Callable[[Table], tuple[Table, int, int]], layout: str, value: int, data: bytes = MLP) -> bytes:
+def patched_field(find: Callable[[Table], tuple[Table, int, int]], layout: str, value: int, data: bytes = MLP) -> bytes:
     """``data`` with the field ``find`` picks (a table, its slot, the field's width) set to ``value``."""
     table, slot, width = find(_root(data))
     position = table.field(slot, width)
@@ -40,7 +41,7 @@ def _field(find: Callable[[Table], tuple[Table, int, int]], layout: str, value: 
     return _patched(data, position, layout, value)
 
 
-def _tensor(root: Table, value: int) -> Table:
+def tensor_of(root: Table, value: int) -> Table:
     plan = root.tables(1, "plans")[0]
     tensor = plan.tables(2, "values")[value].table(1, "tensor")
     assert tensor is not None
@@ -105,22 +106,24 @@ CASES: dict[str, Callable[[], bytes]] = {
     "CorruptCheckpointError--root-vtable-at-its-own-table": lambda: _patched(
         MLP, struct.unpack_from("<I", MLP, 0)[0], "<i", 0
     ),
-    "TruncatedFileError--segment-size-past-the-end": lambda: _field(
+    "TruncatedFileError--segment-size-past-the-end": lambda: patched_field(
         lambda root: (root.tables(4, "segments")[0], 1, 8), "<Q", 2**40
     ),
-    "CorruptCheckpointError--constant-segment-index-out-of-range": lambda: _field(
-        lambda root: (_tensor(root, 2), 5, 4), "<I", 99
+    "CorruptCheckpointError--constant-segment-index-out-of-range": lambda: patched_field(
+        lambda root: (tensor_of(root, 2), 5, 4), "<I", 99
     ),
     "TruncatedFileError--constant-offset-past-its-segment": lambda: _vector_element(
         lambda root: (_constant_segment(root), 1), 3, "<Q", 2**20
     ),
     "UnsupportedFormatError--sizes-2-31-squared": lambda: _huge_sizes(),
-    "CorruptCheckpointError--negative-size": lambda: _vector_element(lambda root: (_tensor(root, 1), 2), 0, "<i", -8),
+    "CorruptCheckpointError--negative-size": lambda: _vector_element(lambda root: (tensor_of(root, 1), 2), 0, "<i", -8),
     "CorruptCheckpointError--dim-order-not-a-permutation": lambda: _vector_element(
-        lambda root: (_tensor(root, 0), 3), 0, "<B", 1
+        lambda root: (tensor_of(root, 0), 3), 0, "<B", 1
     ),
-    "CorruptCheckpointError--unknown-scalar-type": lambda: _field(lambda root: (_tensor(root, 0), 0, 1), "<b", 99),
-    "CorruptCheckpointError--kernel-call-operator-out-of-range": lambda: _field(_second_call, "<i", 50),
+    "CorruptCheckpointError--unknown-scalar-type": lambda: patched_field(
+        lambda root: (tensor_of(root, 0), 0, 1), "<b", 99
+    ),
+    "CorruptCheckpointError--kernel-call-operator-out-of-range": lambda: patched_field(_second_call, "<i", 50),
     "LimitExceededError--one-plan-listed-4096-times": lambda: shared_plans(4096, 64),
 }
 
@@ -133,9 +136,9 @@ def _constant_segment(root: Table) -> Table:
 
 def _huge_sizes() -> bytes:
     """Both sizes of the first weight 2^31 - 1: 2^62 elements, past what numpy holds."""
-    once = _vector_element(lambda root: (_tensor(root, 0), 2), 0, "<i", 2**31 - 1)
+    once = _vector_element(lambda root: (tensor_of(root, 0), 2), 0, "<i", 2**31 - 1)
     root = _root(once)
-    found = _tensor(root, 0).vector(2, 4, "sizes")
+    found = tensor_of(root, 0).vector(2, 4, "sizes")
     assert found is not None
     return _patched(once, found[0] + 4, "<i", 2**31 - 1)
 
