@@ -305,6 +305,13 @@ _BUILT_IN = (
         suffixes=(".gguf",),
         metadata_editor="weightscope.formats.gguf:METADATA_EDITOR",
     ),
+    Format(
+        "executorch",
+        "ExecuTorch program (.pte): the constant tensors of every method, and a size breakdown by operator",
+        "weightscope.formats.executorch:ExecuTorchCheckpoint",
+        magic=((4, b"ET12"),),
+        suffixes=(".pte",),
+    ),
     # ONNX has no magic, and a ModelProto's usual first byte (0x08: field 1, ir_version) is
     # too weak to claim a file by: the suffix decides, and the reader refuses what does not parse.
     Format(
@@ -312,13 +319,6 @@ _BUILT_IN = (
         "ONNX model (.onnx): the graph's initializers and Constant nodes, inline or as external data beside the model",
         "weightscope.formats.onnx:OnnxCheckpoint",
         suffixes=(".onnx",),
-    ),
-    Format(
-        "executorch",
-        "ExecuTorch program (.pte): the constant tensors of every method, and a size breakdown by operator",
-        "weightscope.formats.executorch:ExecuTorchCheckpoint",
-        magic=((4, b"ET12"),),
-        suffixes=(".pte",),
     ),
     Format(
         "flax-msgpack",
