@@ -241,3 +241,9 @@ def test_a_tensor_of_a_type_numpy_cannot_hold_is_named_in_a_note_not_listed(tmp_
     with ws.open(path) as ckpt:
         assert "forward.values.0" not in ckpt and len(ckpt) == 3
         assert any("quint4x2" in note and "not listed" in note for note in ckpt.notes)
+
+
+def test_scan_finds_no_code_in_a_program_and_refuses_a_broken_one() -> None:
+    assert main(["scan", str(FIXTURES / "mlp.pte")]) == 0
+    broken = Path(__file__).parent / "corpus" / "executorch" / "TruncatedFileError--segments-cut-off.pte"
+    assert main(["scan", str(broken)]) == ws.TruncatedFileError.exit_status

@@ -311,6 +311,7 @@ _BUILT_IN = (
         "weightscope.formats.executorch:ExecuTorchCheckpoint",
         magic=((4, b"ET12"),),
         suffixes=(".pte",),
+        scanner="weightscope.formats.executorch:scan",  # nothing to list: operators are named, never code
     ),
     # ONNX has no magic, and a ModelProto's usual first byte (0x08: field 1, ir_version) is
     # too weak to claim a file by: the suffix decides, and the reader refuses what does not parse.

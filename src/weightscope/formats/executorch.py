@@ -73,6 +73,7 @@ more than 16 dimensions, a ``dim_order`` that is not a permutation of its dimens
 from __future__ import annotations
 
 import math
+import os
 import struct
 from collections import Counter
 from collections.abc import Iterator
@@ -82,6 +83,7 @@ from typing import Any
 import numpy as np
 
 from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
+from weightscope.containers.allow_list import ScanReport, nothing_named
 from weightscope.dtypes import BY_EXECUTORCH, check_size, little_endian_dtype
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
 from weightscope.flatbuffers import FlatBuffer, Table
@@ -561,3 +563,9 @@ class ExecuTorchCheckpoint(FileCheckpoint):
             "operators": sorted(by_operator.values(), key=lambda entry: (-entry["bytes"], entry["operator"])),
             "delegates": list(self._delegates),
         }
+
+
+def scan(path: str | os.PathLike[str]) -> ScanReport:
+    """``weightscope scan``: a program names operators by name (run by the runtime's kernels), never Python code;
+    nothing is listed, the verdict is what opening it raises."""
+    return nothing_named(ExecuTorchCheckpoint, path)
