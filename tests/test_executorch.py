@@ -79,24 +79,40 @@ def test_every_stored_tensor_is_the_torch_tensor_it_was_exported_from(fixture: s
                 assert_same_tensor(ours, theirs)
 
 
-@pytest.mark.parametrize("fixture", ["mlp.pte", "mlp_inline.pte", "mlp_float16.pte", "two_methods.pte"])
-def test_linear_weights_are_named_by_the_operators_taking_them_as_torch_names_them(fixture: str) -> None:
+_LINEAR = ["Dense 4 → 8", "Dense 8 → 3"]  # Linear(4, 8), Linear(8, 3)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "kinds"),
+    [
+        ("mlp.pte", _LINEAR),
+        ("mlp_inline.pte", _LINEAR),
+        ("mlp_float16.pte", _LINEAR),
+        ("two_methods.pte", _LINEAR),
+        # Embedding(10, 8), LayerNorm(8), BatchNorm1d(8), Linear(8, 10, bias=False); num_batches_tracked no op takes
+        ("tiny_lm.pte", ["? 8 []", "BatchNorm 8", "Dense 8 → 10", "Embedding 10 × 8", "LayerNorm 8"]),
+    ],
+)
+def test_constants_are_named_by_the_operators_taking_them_as_torch_names_them(fixture: str, kinds: list[str]) -> None:
     """``fc1.weight`` and ``fc1.bias`` become one layer's ``weight`` and ``bias`` (the program records neither name:
-    the reader follows ``permute_copy`` into ``addmm``), and ``summary`` sees torch's ``Linear(4, 8)``."""
+    the reader follows ``permute_copy`` into ``addmm``), a norm's statistics its ``running_mean`` and ``running_var``;
+    ``summary`` sees the torch modules they came from."""
     layers: dict[str, set[str]] = {}
     with ws.open(FIXTURES / fixture) as ckpt:
         for plan in EXPECTED[fixture]["plans"]:
             for value in plan["values"]:
                 name = ckpt.info(_name(plan["name"], value)).name
                 module, role = value["source"].rsplit(".", 1)
+                if role == "num_batches_tracked":
+                    assert name == _name(plan["name"], value)
+                    continue
                 layer, own_role = name.rsplit(".", 1)
                 assert own_role == role
                 layers.setdefault(module, set()).add(layer)
         summary = summarize(ckpt)
     assert all(len(ours) == 1 for ours in layers.values())
     assert len({layer for ours in layers.values() for layer in ours}) == len(layers)  # one layer per torch module
-    kinds = sorted(layer.description for layer in summary.layers)
-    assert kinds == ["Dense 4 → 8", "Dense 8 → 3"]  # Linear(4, 8), Linear(8, 3)
+    assert sorted(layer.description for layer in summary.layers) == kinds
 
 
 def test_a_convolution_weight_is_named_and_described_as_torch_s_conv2d() -> None:
