@@ -14,7 +14,8 @@ Bytes (pytorch/executorch ``schema/program.fbs``, ``schema/scalar_type.fbs``, ``
   ``DataSegment{offset (uint64), size (uint64)}``, the offset relative to ``segment_base_offset``.
 
 ``Program`` slots: version 0, ``execution_plan`` 1, ``constant_buffer`` 2 (``[Buffer{storage: [ubyte]}]``: the
-constants inline, the only form before September 2024; its index 0 is reserved), ``backend_delegate_data`` 3
+constants inline, the only form before September 2024, which the 1.5 runtime is built to refuse; its index 0 is
+reserved), ``backend_delegate_data`` 3
 (``[BackendDelegateInlineData{data}]``), ``segments`` 4, ``constant_segment`` 5 (``SubsegmentOffsets{
 segment_index (uint32), offsets: [uint64]}``: the constants' segment and each constant's offset in it; offsets[0] is
 reserved), ``mutable_data_segments`` 6 (``[SubsegmentOffsets]``: initial values of tensors the program mutates),
@@ -25,8 +26,9 @@ segment or the inline buffers, never both (the runtime refuses that).
 ``instructions``, slot 2), ``operators`` 6 (``[Operator{name, overload}]``), ``delegates`` 7 (``[BackendDelegate{id,
 processed: BackendDelegateDataReference{location (0 inline, 1 segment), index}}]``). An ``EValue`` is a union (type
 in slot 0, table in slot 1); type 5 is a ``Tensor``, whose slots are: ``scalar_type`` 0 (int8, the ``ScalarType``
-codes of ``weightscope.dtypes.EXECUTORCH_SCALAR_TYPES``: c10's numbering, BYTE 0 … FLOAT 6, DOUBLE 7, BOOL 11,
-BFLOAT16 15, FLOAT8E5M2 23, FLOAT8E4M3FN 24, UINT16 27 …), ``storage_offset`` 1 (must be 0), ``sizes`` 2
+codes of ``weightscope.dtypes.EXECUTORCH_SCALAR_TYPES``: c10's numbering, BYTE 0 … FLOAT 6, DOUBLE 7, the complex
+types 8-10 that the .fbs comments out but the exporter writes, BOOL 11, BFLOAT16 15, FLOAT8E5M2 23, FLOAT8E4M3FN 24,
+UINT16 27 …), ``storage_offset`` 1 (must be 0), ``sizes`` 2
 (``[int32]``), ``dim_order`` 3 (``[uint8]``), ``data_buffer_idx`` 5 (uint32), ``allocation_info`` 6 (a table:
 memory-planned), ``extra_tensor_info`` 9 (``ExtraTensorInfo{mutable_data_segments_idx (uint64) 0,
 fully_qualified_name 1, location 2 (0 segment, 1 external)}``). An ``Instruction`` is a union (slot 0/1): type 1 a
@@ -37,10 +39,12 @@ Which tensors hold data, as the runtime's ``getTensorDataPtr`` decides: ``locati
 a note and in the size breakdown, not listed); else ``data_buffer_idx`` > 0 without ``allocation_info`` — a
 constant, at ``constant_segment.offsets[data_buffer_idx]`` within its segment (or ``constant_buffer[data_buffer_idx]``
 inline); ``data_buffer_idx`` > 0 with ``allocation_info`` — a mutable tensor's initial value, at
-``offsets[data_buffer_idx]`` of ``mutable_data_segments[mutable_data_segments_idx]``. Every other tensor (inputs,
+``offsets[data_buffer_idx]`` of ``mutable_data_segments[mutable_data_segments_idx]`` (the schema's rule; the 1.5
+runtime reads segment 0 whatever the index, and exporters write one). Every other tensor (inputs,
 activations, outputs) has no data in the file. A tensor's bytes are prod(sizes) × the element size, laid out in
 ``dim_order`` (outermost dimension first: (0, 2, 3, 1) is channels-last): weightscope gives the tensor in its logical
 ``sizes`` order, as the runtime's strides do, a strided view of the stored bytes (``TensorInfo.shape`` = sizes).
+``shape_dynamism`` is not read: a tensor with data has its static sizes.
 
 Names: a tensor's ``fully_qualified_name`` where the program records one (external constants, mutable buffers with
 ``emit_mutable_buffer_names``; the exporter records none for segment constants). Otherwise the program's operators
