@@ -263,3 +263,21 @@ def test_scan_finds_no_code_in_a_program_and_refuses_a_broken_one() -> None:
     assert main(["scan", str(FIXTURES / "mlp.pte")]) == 0
     broken = Path(__file__).parent / "corpus" / "executorch" / "TruncatedFileError--segments-cut-off.pte"
     assert main(["scan", str(broken)]) == ws.TruncatedFileError.exit_status
+
+
+def test_a_program_laid_out_by_the_flatbuffers_package_reads_as_built(tmp_path: Path) -> None:
+    """The layout as the flatbuffers package's Builder writes it (another writer than ExecuTorch's): constants in a
+    segment after an ``eh00`` header, or inline without one."""
+    from corpus.make_executorch_corpus import built_program
+
+    values = np.arange(8, dtype="<f4")
+    path = tmp_path / "built.pte"
+    path.write_bytes(built_program([(1, "w", False), (2, None, False)], [0, 0, 16], [], values.tobytes()))
+    with ws.open(path) as ckpt:
+        assert list(ckpt) == ["w", "forward.values.1"]
+        assert_same_tensor(ckpt["w"], values[:4])
+        assert_same_tensor(ckpt["forward.values.1"], values[4:])
+    path.write_bytes(built_program([(1, None, False)], [], [b"", values[:4].tobytes()], b""))
+    with ws.open(path) as ckpt:
+        assert ckpt.metadata["executorch.constants"] == "inline"
+        assert_same_tensor(ckpt["forward.values.0"], values[:4])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,6 +93,87 @@ def shared_plans(count: int, values: int) -> bytes:
     return bytes(builder.Output())
 
 
+def _value(builder: Any, data_index: int, name: str | None = None, mutable: bool = False) -> int:
+    """An EValue holding a float32 tensor of 4 elements at ``data_index``, perhaps named, perhaps memory-planned."""
+    sizes = builder.CreateNumpyVector(np.array([4], "<i4"))
+    extra = allocation = 0
+    if name is not None:
+        text = builder.CreateString(name)
+        builder.StartObject(5)
+        builder.PrependUOffsetTRelativeSlot(1, text, 0)
+        extra = builder.EndObject()
+    if mutable:
+        builder.StartObject(3)
+        builder.PrependUint32Slot(0, 1, 0)
+        allocation = builder.EndObject()
+    builder.StartObject(10)
+    builder.PrependUOffsetTRelativeSlot(2, sizes, 0)
+    builder.PrependUint32Slot(5, data_index, 0)
+    if allocation:
+        builder.PrependUOffsetTRelativeSlot(6, allocation, 0)
+    if extra:
+        builder.PrependUOffsetTRelativeSlot(9, extra, 0)
+    builder.PrependInt8Slot(0, 6, 0)  # FLOAT
+    tensor = builder.EndObject()
+    builder.StartObject(2)
+    builder.PrependUOffsetTRelativeSlot(1, tensor, 0)
+    builder.PrependUint8Slot(0, 5, 0)  # KernelTypes.Tensor
+    return int(builder.EndObject())
+
+
+def _vector(builder: Any, offsets: list[int]) -> int:
+    builder.StartVector(4, len(offsets), 4)
+    for offset in reversed(offsets):
+        builder.PrependUOffsetTRelative(offset)
+    return int(builder.EndVector())
+
+
+def built_program(
+    values: list[tuple[int, str | None, bool]], offsets: list[int], inline: list[bytes], segment: bytes
+) -> bytes:
+    """A program laid out by the flatbuffers package: one plan ``forward`` of ``values`` ((data index, name,
+    mutable) each), the constant segment's ``offsets`` into ``segment`` (its one segment, after an ``eh00`` header
+    inserted as ExecuTorch's ``_insert_flatbuffer_header`` does), and inline constant buffers."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(0)
+    listed = _vector(builder, [_value(builder, *value) for value in values])
+    name = builder.CreateString("forward")
+    builder.StartObject(10)
+    builder.PrependUOffsetTRelativeSlot(2, listed, 0)
+    builder.PrependUOffsetTRelativeSlot(0, name, 0)
+    plans = _vector(builder, [builder.EndObject()])
+    storages = [builder.CreateByteVector(data) for data in inline]
+    buffers = []
+    for storage in storages:
+        builder.StartObject(1)
+        builder.PrependUOffsetTRelativeSlot(0, storage, 0)
+        buffers.append(builder.EndObject())
+    constant_buffer = _vector(builder, buffers)
+    builder.StartVector(8, len(offsets), 8)
+    for offset in reversed(offsets):
+        builder.PrependUint64(offset)
+    offset_vector = builder.EndVector()
+    builder.StartObject(2)
+    builder.PrependUOffsetTRelativeSlot(1, offset_vector, 0)
+    constant_segment = builder.EndObject()
+    builder.StartObject(2)
+    builder.PrependUint64Slot(1, len(segment), 0)
+    segments = _vector(builder, [builder.EndObject()])
+    builder.StartObject(8)
+    builder.PrependUOffsetTRelativeSlot(1, plans, 0)
+    builder.PrependUOffsetTRelativeSlot(2, constant_buffer, 0)
+    builder.PrependUOffsetTRelativeSlot(4, segments, 0)
+    builder.PrependUOffsetTRelativeSlot(5, constant_segment, 0)
+    builder.Finish(builder.EndObject(), file_identifier=b"ET12")
+    flat = bytes(builder.Output())
+    program_size = len(flat) + 32
+    base = -(-program_size // 128) * 128
+    header = struct.pack("<4sIQQQ", b"eh00", 32, program_size, base, len(segment))
+    program = struct.pack("<I", struct.unpack_from("<I", flat)[0] + 32) + flat[4:8] + header + flat[8:]
+    return program.ljust(base, b"\0") + segment
+
+
 CASES: dict[str, Callable[[], bytes]] = {
     "TruncatedFileError--cut-after-the-identifier": lambda: MLP[:8],
     "TruncatedFileError--cut-inside-the-header": lambda: MLP[:20],
@@ -125,6 +207,15 @@ CASES: dict[str, Callable[[], bytes]] = {
     ),
     "CorruptCheckpointError--kernel-call-operator-out-of-range": lambda: patched_field(_second_call, "<i", 50),
     "LimitExceededError--one-plan-listed-4096-times": lambda: shared_plans(4096, 64),
+    "CorruptCheckpointError--constants-both-inline-and-in-a-segment": lambda: built_program(
+        [(1, None, False)], [0, 0], [b"", bytes(16)], bytes(16)
+    ),
+    "CorruptCheckpointError--two-tensors-of-one-name": lambda: built_program(
+        [(1, "w", False), (2, "w", False)], [0, 0, 16], [], bytes(32)
+    ),
+    "CorruptCheckpointError--mutable-tensor-in-no-mutable-segment": lambda: built_program(
+        [(1, "state", True)], [0, 0], [], bytes(16)
+    ),
 }
 
 
