@@ -10,7 +10,7 @@ STAMP_TEST := $(VENV)/.installed-test
 FIXTURES_VENV := .venv-fixtures
 FIXTURES_STAMP := $(FIXTURES_VENV)/.installed
 
-.PHONY: run test lint bench fuzz clean fixtures-env
+.PHONY: run test lint bench fuzz clean fixtures-env fixtures-executorch
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -87,5 +87,15 @@ $(FIXTURES_STAMP): pyproject.toml
 	$(FIXTURES_VENV)/bin/python -m pip install --quiet -e '.[fixtures]'
 	touch $@
 
+# ExecuTorch's programs (tests/fixtures/executorch) and the broken files made of them, in an environment of their own
+# (executorch brings torchao and coremltools); torch first, from its pinned CPU build, so nothing pulls a CUDA build.
+EXECUTORCH_VENV := .venv-executorch
+fixtures-executorch: $(STAMP_TEST)
+	test -x $(EXECUTORCH_VENV)/bin/python || $(PYTHON) -m venv $(EXECUTORCH_VENV)
+	$(EXECUTORCH_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(EXECUTORCH_VENV)/bin/python -m pip install --quiet executorch==1.5.1
+	$(EXECUTORCH_VENV)/bin/python tests/fixtures/executorch/make_pte.py
+	$(BIN)/python tests/corpus/make_executorch_corpus.py
+
 clean:
-	rm -rf $(VENV) $(FIXTURES_VENV) checkpoint build dist
+	rm -rf $(VENV) $(FIXTURES_VENV) $(EXECUTORCH_VENV) checkpoint build dist

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from corpus.make_executorch_corpus import shared_plans
 from corpus.make_pytorch_corpus import (
     gguf_file,
     gguf_string,
@@ -235,6 +236,7 @@ CRAFTED: dict[str, tuple[Callable[[], bytes | dict[str, bytes]], set[int]]] = {
         lambda: b"\x81\xa1a\xdd" + struct.pack(">I", 10**6) + b"\xc0" * 10**6,
         {OK, LIMIT},
     ),
+    "executorch-one-plan-listed-100000-times.pte": (lambda: shared_plans(100_000, 64), {LIMIT}),
     "tensorflow-20000-keys-growing-by-one-byte": (lambda: _tensorflow_keys_growing_by_one_byte(20_000), {OK, LIMIT}),
 }
 

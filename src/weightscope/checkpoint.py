@@ -393,6 +393,11 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """Open the parts ``unopened_parts`` counts, telling ``advance(1, 0)`` of each (a command's progress bar);
         a reader that opens everything as it opens has none."""
 
+    def size_breakdown(self) -> dict[str, Any] | None:
+        """Where a program's bytes go, by tensor and by the operators using them (an ExecuTorch program's: see its
+        reader); None for a checkpoint that holds no program."""
+        return None
+
     def checked_files(self) -> list[tuple[AnyPath, str, str]]:
         """Each file ``verify()`` reads, with its format and the checksums it checks there ("" none)."""
         return [(self.path, self.format, self.checksums)]

@@ -79,6 +79,11 @@ ELEMENT_TYPES: tuple[ElementType, ...] = (
     ElementType("float4_e2m1fn",         "ml_dtypes.float4_e2m1fn",         None,        "F4"),
     ElementType("float6_e2m3fn",         "ml_dtypes.float6_e2m3fn",         None,        "F6_E2M3"),
     ElementType("float6_e3m2fn",         "ml_dtypes.float6_e3m2fn",         None,        "F6_E3M2"),
+    # ExecuTorch's packed and opaque types (``EXECUTORCH_SCALAR_TYPES``): no numpy dtype
+    ElementType("complex32",             None,                              None,        None),
+    ElementType("quint4x2",              None,                              None,        None),
+    ElementType("quint2x4",              None,                              None,        None),
+    ElementType("bits16",                None,                              None,        None),
     # GGML's block-quantised types (sizes in weightscope.containers.quants): no numpy dtype
     ElementType("q4_0",                  None,                              None,        None, gguf=2),
     ElementType("q4_1",                  None,                              None,        None, gguf=3),
@@ -161,6 +166,16 @@ def tensorflow_code(dtype: np.dtype) -> int:
 
 
 BY_NAME: dict[str, ElementType] = {t.name: t for t in ELEMENT_TYPES}
+# ExecuTorch's ``ScalarType`` codes (c10's numbering: exir/scalar_type.py, schema/scalar_type.fbs, where the complex
+# types 8-10 are commented out though the exporter writes them), a column of the table kept by name: its rows are
+# too wide for another.
+EXECUTORCH_SCALAR_TYPES = {
+    0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64",
+    8: "complex32", 9: "complex64", 10: "complex128", 11: "bool", 12: "qint8", 13: "quint8", 14: "qint32",
+    15: "bfloat16", 16: "quint4x2", 17: "quint2x4", 22: "bits16", 23: "float8_e5m2", 24: "float8_e4m3fn",
+    25: "float8_e5m2fnuz", 26: "float8_e4m3fnuz", 27: "uint16", 28: "uint32", 29: "uint64",
+}  # fmt: skip
+BY_EXECUTORCH: dict[int, ElementType] = {code: BY_NAME[name] for code, name in EXECUTORCH_SCALAR_TYPES.items()}
 
 # The element types stored packed, by their bits: element k at bits k*b..k*b+b-1 of a little-endian bit stream (two
 # FP4 codes a byte, the first in the low nibble, as torch's float4_e2m1fn_x2 and the OCP MX formats lay them; four FP6

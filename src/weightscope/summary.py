@@ -77,6 +77,9 @@ its roles and shapes:
                                        # auto_map (custom code named, never run); {} where it says nothing
       "sharding": {"ranks": int, "chunks_per_tensor": {str: int}, "bytes_per_file": {file: int}} | None
                                        # how ranks saved it (a DCP folder); None for a checkpoint saved whole
+      "size_breakdown": {...}          # only for a program (an ExecuTorch .pte): where its bytes go, by tensor
+                                       # (with the operators taking it), by operator, by delegate: see
+                                       # ExecuTorchCheckpoint.size_breakdown
     }
 """
 
@@ -132,6 +135,7 @@ class Summary:
     values_by_dtype: dict[str, int] = field(default_factory=dict)
     model: dict[str, str] = field(default_factory=dict)
     sharding: dict[str, Any] | None = None  # ``Checkpoint.sharding()``: ranks, chunks per tensor, bytes per file
+    size_breakdown: dict[str, Any] | None = None  # ``Checkpoint.size_breakdown()``: a program's bytes by operator
     _repr_html_ = summary_html
 
     @property
@@ -156,6 +160,7 @@ class Summary:
             "values_by_dtype": dict(self.values_by_dtype),
             "model": dict(self.model),
             "sharding": self.sharding,
+            **({"size_breakdown": self.size_breakdown} if self.size_breakdown is not None else {}),
         }
 
 
@@ -197,6 +202,7 @@ def summarize(ckpt: Checkpoint) -> Summary:
         values_by_dtype={dtype: values_by_dtype[dtype] for dtype in bytes_by_dtype if values_by_dtype[dtype]},
         model=model_facts(ckpt.metadata),
         sharding=ckpt.sharding(),
+        size_breakdown=ckpt.size_breakdown(),
         **counts,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -381,6 +381,46 @@ def _summary_text(summary: Summary, schemes: dict[str, dict[str, float]]) -> Ite
             f"{safe_text(file)} {format_bytes(size)}" for file, size in summary.sharding["bytes_per_file"].items()
         )
         yield f"sharding: {summary.sharding['ranks']} ranks; tensors by chunks: {chunks}; files: {files}"
+    if summary.size_breakdown:
+        yield from _breakdown_text(summary.size_breakdown)
+
+
+_LARGEST = 10  # tensors the size breakdown lists by name (--json lists all)
+
+
+def _breakdown_text(breakdown: dict[str, Any]) -> Iterator[str]:
+    """A program's size breakdown (``Checkpoint.size_breakdown``): its bytes by operator, its largest tensors."""
+    totals = breakdown["totals"]
+    yield ""
+    yield (
+        f"program: {format_bytes(breakdown['file_bytes'])} ({format_bytes(breakdown['program_bytes'])} flatbuffer, "
+        f"{format_bytes(breakdown['segment_bytes'])} segments); constants: {breakdown['constants']}; methods: "
+        + ", ".join(safe_text(method) for method in breakdown["methods"])
+    )
+    operators = [
+        [entry["operator"], f"{entry['calls']:,}", f"{len(entry['tensors']):,}", format_bytes(entry["bytes"])]
+        for entry in breakdown["operators"]
+    ]
+    if operators:
+        yield render_table(["operator", "calls", "tensors", "tensor bytes"], operators, right=[1, 2, 3])
+    tensors = [
+        [entry["name"], entry["dtype"], format_shape(entry["shape"]), format_bytes(entry["bytes"]),
+         ", ".join(entry["operators"]) or "(no operator)"]
+        for entry in breakdown["tensors"][:_LARGEST]
+    ]  # fmt: skip
+    if tensors:
+        more = len(breakdown["tensors"]) - len(tensors)
+        yield render_table(["tensor", "dtype", "shape", "bytes", "taken by"], tensors, right=[3])
+        if more:
+            yield f"... and {more} smaller tensors (--json lists all)"
+    for delegate in breakdown["delegates"]:
+        owner = f"{safe_text(delegate['id'])} ({safe_text(delegate['method'])})"
+        yield f"delegate {owner}: {format_bytes(delegate['bytes'])} {delegate['location']} blob, opaque"
+    if breakdown["named_data"]:
+        blobs = f"{len(breakdown['named_data'])} blobs, {format_bytes(totals['named_data_bytes'])}"
+        yield f"named data (delegates' weights, opaque): {blobs}"
+    if totals["external_bytes"]:
+        yield f"external (.ptd, not read): {format_bytes(totals['external_bytes'])}"
 
 
 @click.command(

@@ -305,6 +305,14 @@ _BUILT_IN = (
         suffixes=(".gguf",),
         metadata_editor="weightscope.formats.gguf:METADATA_EDITOR",
     ),
+    Format(
+        "executorch",
+        "ExecuTorch program (.pte): the constant tensors of every method, and a size breakdown by operator",
+        "weightscope.formats.executorch:ExecuTorchCheckpoint",
+        magic=((4, b"ET12"),),
+        suffixes=(".pte",),
+        scanner="weightscope.formats.executorch:scan",  # nothing to list: operators are named, never code
+    ),
     # ONNX has no magic, and a ModelProto's usual first byte (0x08: field 1, ir_version) is
     # too weak to claim a file by: the suffix decides, and the reader refuses what does not parse.
     Format(
