@@ -66,7 +66,7 @@ def recognise(ckpt: Checkpoint) -> dict[str, QuantizedWeight]:
     """Every quantised weight of ``ckpt``, by logical name, in the order its packed values are listed."""
     infos = ckpt.by_name()
     config = quantization_config(ckpt)
-    found: dict[str, QuantizedWeight] = {}
+    found = ckpt.stored_quantized()
     for name in infos:
         if not name.endswith(_SUFFIXES):  # one C call for the names of no scheme: most, in most files
             continue
@@ -397,6 +397,31 @@ def _bnb_int8_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _
     return kernels.int8_rows(values, scb)
 
 
+def _openvino_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
+    """An OpenVINO decompression subgraph (``weightscope.formats.openvino``) as the runtime folds it: the codes (and
+    zero point) through the first Convert's type, then subtracted and scaled in float32, reshaped, cast."""
+    codes, scale = parts[:2]
+    compute = np.dtype(weight.settings["compute"])
+    values = codes.astype(compute).astype(F32)
+    if len(parts) == 3:
+        zero = parts[2]
+        fits = _broadcasts(zero.shape, values.shape)
+        broken.expect(fits, f"zero point {list(zero.shape)} does not broadcast to the codes' {list(values.shape)}")
+        values = values - zero.astype(compute).astype(F32)
+    broken.expect(
+        _broadcasts(scale.shape, values.shape), f"scale {list(scale.shape)} does not broadcast to {list(values.shape)}"
+    )
+    values = values * scale.astype(F32)
+    return values.reshape(weight.shape).astype(weight.dtype)
+
+
+def _broadcasts(shape: tuple[int, ...], to: tuple[int, ...]) -> bool:
+    try:
+        return np.broadcast_shapes(shape, to) == to
+    except ValueError:
+        return False
+
+
 _DEQUANTIZERS: dict[str, Callable[[QuantizedWeight, list[np.ndarray], _Broken], np.ndarray]] = {
     "fp8_block": _fp8_block_values,
     "fp8_scaled": _fp8_scaled_values,
@@ -408,5 +433,6 @@ _DEQUANTIZERS: dict[str, Callable[[QuantizedWeight, list[np.ndarray], _Broken], 
     "bnb_nf4": _bnb_4bit_values,
     "bnb_fp4": _bnb_4bit_values,
     "bnb_int8": _bnb_int8_values,
+    "openvino": _openvino_values,
 }
 SCHEMES = tuple(_DEQUANTIZERS)

@@ -1,0 +1,237 @@
+"""OpenVINO IR (issue 24, item 3): every Const as the runtime reads it, compressed weights dequantised as it folds
+them, roles from the graph, conversion, and hostile XML refused.
+
+The fixtures (tests/fixtures/openvino/, made by ``make_openvino.py`` with openvino and nncf) are compared with two
+oracles: the openvino runtime installed now (``ov.Core().read_model``, its constant folding), and what the runtime
+said when the fixtures were made (``expected.npz``, ``expected.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import assert_refused
+from fixtures.openvino.make_openvino import MODELS, runtime_view
+from safetensors.numpy import load_file
+
+import weightscope as ws
+from weightscope.cli import main
+from weightscope.convert import convert
+from weightscope.errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    RefusedError,
+    TruncatedFileError,
+    UnsupportedFormatError,
+)
+from weightscope.formats.openvino import ELEMENT_TYPES
+from weightscope.quant import recognise
+from weightscope.summary import summarize
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "openvino"
+COMPRESSED = ("int8_asym", "int8_sym", "int4_asym", "int4_sym", "nf4")
+
+
+def _recorded(model: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    stored = np.load(FIXTURES / "expected.npz")
+    prefix = {kind: f"{kind}/{model}/" for kind in ("raw", "values", "dequantized")}
+    arrays = {
+        f"{kind}/{key[len(start) :]}": stored[key]
+        for kind, start in prefix.items()
+        for key in stored.files
+        if key.startswith(start)
+    }
+    return arrays, json.loads((FIXTURES / "expected.json").read_text())[model]
+
+
+ORACLES = {"live": lambda model: runtime_view(FIXTURES / f"{model}.xml"), "recorded": _recorded}
+
+
+@pytest.fixture(params=list(ORACLES), scope="module")
+def oracle(request: pytest.FixtureRequest) -> Any:
+    return ORACLES[request.param]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_const_is_what_the_runtime_reads(model: str, oracle: Any) -> None:
+    arrays, facts = oracle(model)
+    bin_bytes = (FIXTURES / f"{model}.bin").read_bytes()
+    with ws.open(FIXTURES / f"{model}.xml") as ckpt:
+        assert ckpt.format == "openvino"
+        assert sorted(info.key for info in ckpt.infos()) == sorted(facts["consts"])
+        for key, const in facts["consts"].items():
+            info = ckpt.info(key)
+            type_name, _ = ELEMENT_TYPES[const["element_type"]]
+            assert (info.type_name, list(info.shape)) == (type_name, const["shape"]), key
+            stored = bin_bytes[info.offset : info.offset + info.nbytes]
+            assert stored == arrays[f"raw/{key}"].tobytes(), key
+            values = ckpt[info.name]
+            if f"values/{key}" in arrays:  # packed: the runtime's own unpacking (and NF4 table), as float32
+                assert np.array_equal(values.astype(np.float32), arrays[f"values/{key}"].reshape(info.shape)), key
+            else:
+                assert values.dtype == info.dtype and values.tobytes() == stored, key
+
+
+def test_opening_the_bin_opens_the_pair() -> None:
+    with ws.open(FIXTURES / "int4_asym.xml") as by_xml, ws.open(FIXTURES / "int4_asym.bin") as by_bin:
+        assert list(by_xml) == list(by_bin)
+        for name in by_xml:
+            assert np.array_equal(by_xml[name], by_bin[name])
+
+
+def test_consts_sharing_bytes_read_alike() -> None:
+    with ws.open(FIXTURES / "types.xml") as ckpt:
+        assert ckpt.info("shared.a").offset == ckpt.info("shared.b").offset  # save_model stored the data once
+        assert np.array_equal(ckpt["shared.a"], np.arange(12, dtype=np.float32).reshape(3, 4))
+        assert np.array_equal(ckpt["shared.a"], ckpt["shared.b"])
+
+
+def test_fp16_compressed_weights_keep_their_names_and_type() -> None:
+    with ws.open(FIXTURES / "f16.xml") as ckpt, ws.open(FIXTURES / "f32.xml") as full:
+        assert list(ckpt) == list(full)  # fc1.weight, not fc1.weight_compressed
+        assert ckpt.info("fc1.weight").type_name == "float16"
+        assert ckpt.info("fc1.weight").key == "fc1.weight_compressed"
+        assert ckpt.resolve("fc1.weight_compressed") == "fc1.weight"
+        assert np.array_equal(ckpt["fc1.weight"], full["fc1.weight"].astype(np.float16))
+
+
+@pytest.mark.parametrize("model", ("f32", "f16", *COMPRESSED))
+def test_dequantized_weights_are_what_the_runtime_folds(model: str, oracle: Any) -> None:
+    arrays, facts = oracle(model)
+    with ws.open(FIXTURES / f"{model}.xml", dequantize=True) as ckpt:
+        for root, layer in facts["weights"].items():
+            name = layer if model == "f16" else root  # a Convert's name, or the Const's own (nncf's codes)
+            want = arrays[f"dequantized/{root}"]
+            got = ckpt[name]
+            assert got.shape == want.shape, name
+            if model in COMPRESSED:
+                assert ckpt.info(name).type_name == "openvino" and got.dtype == np.float32
+            assert np.array_equal(got.astype(np.float32), want), name  # bit for bit: no NaN among them
+
+
+@pytest.mark.parametrize("model", COMPRESSED)
+def test_without_dequantize_the_parts_are_listed_as_stored(model: str) -> None:
+    with ws.open(FIXTURES / f"{model}.xml") as ckpt:
+        weights = recognise(ckpt)
+        assert set(weights) == {"conv.weight", "fc1.weight", "fc2.kernel"}
+        fc1 = weights["fc1.weight"]
+        assert fc1.shape == (32, 64) and fc1.parts[:2] == ("fc1.weight", "fc1.weight/scale")
+        assert len(fc1.parts) == (3 if model.endswith("asym") else 2)
+        assert ckpt.role("fc1.weight/scale").role == "weight_scale"
+    with ws.open(FIXTURES / f"{model}.xml", dequantize=True) as ckpt:
+        assert "fc1.weight/scale" not in ckpt and ckpt.info("fc1.weight").shape == (32, 64)
+        assert ckpt.info("fc1.weight").type_label == "openvino → float32"
+
+
+def test_every_element_type_is_read() -> None:
+    with ws.open(FIXTURES / "types.xml") as ckpt:
+        assert {info.type_name for info in ckpt.infos()} == {name for name, _ in ELEMENT_TYPES.values()} - {
+            "float16",
+            "float32",
+        } | {"float32"}
+
+
+@pytest.mark.parametrize(("model", "dequantize"), [("f32", False), ("f16", False), ("int4_asym", True)])
+def test_layers_and_summary_show_kinds(model: str, dequantize: bool) -> None:
+    with ws.open(FIXTURES / f"{model}.xml", dequantize=dequantize) as ckpt:
+        kinds = {layer.name: layer.description for layer in summarize(ckpt).layers}
+        roles = {name: sorted(layer.parameters) for name, layer in ckpt.layers().items()}
+    assert kinds == {"conv": "Conv2D 3×3 3 → 4", "fc1": "Dense 64 → 32", "fc2": "Dense 32 → 16"}
+    assert roles == {"conv": ["bias", "weight"], "fc1": ["bias", "weight"], "fc2": ["weight"]}
+
+
+def test_convert_to_safetensors(tmp_path: Path) -> None:
+    convert(FIXTURES / "f16.xml", tmp_path / "f16.safetensors")
+    written = load_file(tmp_path / "f16.safetensors")
+    with ws.open(FIXTURES / "f16.xml") as ckpt:
+        assert set(written) == set(ckpt) - {"flatten.shape"}  # weights only: a graph constant is bookkeeping
+        for name, array in written.items():
+            assert array.dtype == ckpt[name].dtype and np.array_equal(array, ckpt[name])
+    with ws.open(FIXTURES / "nf4.xml", dequantize=True) as ckpt:
+        convert(ckpt, tmp_path / "nf4.safetensors")
+        written = load_file(tmp_path / "nf4.safetensors")
+        assert np.array_equal(written["fc1.weight"], ckpt["fc1.weight"])
+        assert written["fc1.weight"].shape == (32, 64) and "fc1.weight/scale" not in written
+
+
+def test_cli_reads_the_pair_by_its_bin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ls", str(FIXTURES / "int4_asym.bin")]) == 0
+    assert "openvino → float32 (5.25 bits, 3 parts)" in capsys.readouterr().out  # ls groups a weight's parts
+    out = tmp_path / "int4.safetensors"
+    assert main(["convert", str(FIXTURES / "int4_asym.xml"), str(out), "--dequantize"]) == 0
+    assert main(["show", str(FIXTURES / "int4_asym.bin"), "fc1.weight", "--dequantize"]) == 0
+    with ws.open(FIXTURES / "int4_asym.xml", dequantize=True) as ckpt:
+        assert np.array_equal(load_file(out)["fc1.weight"], ckpt["fc1.weight"])
+        assert str(ckpt["fc1.weight"][0, 0]) in capsys.readouterr().out
+
+
+def _copy(tmp_path: Path, model: str = "f32") -> tuple[Path, Path]:
+    xml, bin_file = tmp_path / "model.xml", tmp_path / "model.bin"
+    shutil.copy(FIXTURES / f"{model}.xml", xml)
+    shutil.copy(FIXTURES / f"{model}.bin", bin_file)
+    return xml, bin_file
+
+
+def _edit(xml: Path, old: str, new: str) -> None:
+    text = xml.read_text()
+    assert old in text
+    xml.write_text(text.replace(old, new, 1))
+
+
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?>\n<!DOCTYPE net [\n <!ENTITY a "aaaaaaaaaa">\n'
+    + "".join(f' <!ENTITY {chr(98 + n)} "{("&" + chr(97 + n) + ";") * 10}">\n' for n in range(8))
+    + ']>\n<net name="&i;" version="11"><layers/><edges/></net>\n'
+)
+EXTERNAL_ENTITY = (
+    '<?xml version="1.0"?>\n<!DOCTYPE net [<!ENTITY secret SYSTEM "file:///etc/passwd">]>\n'
+    '<net name="&secret;" version="11"><layers/><edges/></net>\n'
+)
+
+
+@pytest.mark.parametrize("text", [BILLION_LAUGHS, EXTERNAL_ENTITY], ids=["billion-laughs", "external-entity"])
+def test_doctypes_are_refused(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    xml = tmp_path / "model.xml"
+    xml.write_text(text)
+    assert_refused(xml, RefusedError, "DOCTYPE", capsys)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "error", "message"),
+    [
+        ('offset="8784"', 'offset="8800"', TruncatedFileError, "past the end"),
+        ('shape="32, 64" offset', 'shape="32, 65" offset', CorruptCheckpointError, "needs 8320"),
+        ('element_type="f32" shape="32, 64"', 'element_type="q9" shape="32, 64"', UnsupportedFormatError, "'q9'"),
+        ('shape="32, 64" offset', 'shape="32, -64" offset', CorruptCheckpointError, "not a non-negative integer"),
+        ('version="11"', 'version="7"', UnsupportedFormatError, "IR version"),
+        ('to-layer="2" to-port="1"', 'to-layer="2" to-port="0"', CorruptCheckpointError, "two edges feed"),
+        ('from-layer="0" from-port="0" to-layer="2"', 'from-layer="0" from-port="0" to-layer="99"',
+         CorruptCheckpointError, "no such layer"),
+    ],
+)  # fmt: skip
+def test_damaged_irs_are_refused(
+    tmp_path: Path, old: str, new: str, error: type[Exception], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    xml, _ = _copy(tmp_path)
+    _edit(xml, old, new)
+    assert_refused(xml, error, message, capsys)  # type: ignore[arg-type]
+
+
+def test_a_missing_bin_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    xml, bin_file = _copy(tmp_path)
+    bin_file.unlink()
+    with pytest.raises(CheckpointNotFoundError, match=r"model\.bin: missing"):
+        ws.open(xml)
+
+
+def test_not_an_ir_is_corrupt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    xml = tmp_path / "page.xml"
+    xml.write_text("<html><body/></html>")
+    assert_refused(xml, CorruptCheckpointError, "not an OpenVINO IR", capsys)
+    xml.write_text("<net version='11'><layers>")
+    assert_refused(xml, CorruptCheckpointError, "does not parse", capsys)
