@@ -110,7 +110,7 @@ def test_dequantized_weights_are_what_the_runtime_folds(model: str, oracle: Any)
             got = ckpt[name]
             assert got.shape == want.shape, name
             if model in COMPRESSED:
-                assert ckpt.info(name).type_name == "openvino" and got.dtype == np.float32
+                assert ckpt.info(name).type_name == "ov_compressed" and got.dtype == np.float32
             assert np.array_equal(got.astype(np.float32), want), name  # bit for bit: no NaN among them
 
 
@@ -125,7 +125,7 @@ def test_without_dequantize_the_parts_are_listed_as_stored(model: str) -> None:
         assert ckpt.role("fc1.weight/scale").role == "weight_scale"
     with ws.open(FIXTURES / f"{model}.xml", dequantize=True) as ckpt:
         assert "fc1.weight/scale" not in ckpt and ckpt.info("fc1.weight").shape == (32, 64)
-        assert ckpt.info("fc1.weight").type_label == "openvino → float32"
+        assert ckpt.info("fc1.weight").type_label == "ov_compressed → float32"
 
 
 def test_every_element_type_is_read() -> None:
@@ -161,7 +161,7 @@ def test_convert_to_safetensors(tmp_path: Path) -> None:
 
 def test_cli_reads_the_pair_by_its_bin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ls", str(FIXTURES / "int4_asym.bin")]) == 0
-    assert "openvino → float32 (5.25 bits, 3 parts)" in capsys.readouterr().out  # ls groups a weight's parts
+    assert "ov_compressed → float32 (5.25 bits, 3 parts)" in capsys.readouterr().out  # ls groups a weight's parts
     out = tmp_path / "int4.safetensors"
     assert main(["convert", str(FIXTURES / "int4_asym.xml"), str(out), "--dequantize"]) == 0
     assert main(["show", str(FIXTURES / "int4_asym.bin"), "fc1.weight", "--dequantize"]) == 0

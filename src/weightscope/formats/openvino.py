@@ -153,7 +153,9 @@ class OpenVinoCheckpoint(FileCheckpoint):
 
     def _describe(self, layer: Layer, graph: Graph, index: Index) -> TensorInfo:
         where = f"{graph.where}: Const '{layer.name}' (layer {layer.id})"
-        element_type = layer.data.get("element_type", "")
+        element_type = layer.data.get("element_type")
+        if element_type is None:
+            raise CorruptCheckpointError(f"{where} has no element_type")
         if element_type not in ELEMENT_TYPES:
             raise UnsupportedFormatError(f"{where} has element type {element_type!r}, which weightscope does not know")
         type_name, bits = ELEMENT_TYPES[element_type]
@@ -216,7 +218,9 @@ class OpenVinoCheckpoint(FileCheckpoint):
         parts = [codes.name, scale] + ([zero] if zero is not None else [])
         nbytes = sum(index.infos[part].nbytes for part in parts)
         settings = {"compute": chain.compute, "codes": codes.type_name}
-        weight = QuantizedWeight(codes.name, "openvino", tuple(parts), shape, np.dtype(chain.output), nbytes, settings)
+        weight = QuantizedWeight(
+            codes.name, "ov_compressed", tuple(parts), shape, np.dtype(chain.output), nbytes, settings
+        )
         self._quantized[codes.name] = weight
         return weight
 

@@ -433,6 +433,6 @@ _DEQUANTIZERS: dict[str, Callable[[QuantizedWeight, list[np.ndarray], _Broken], 
     "bnb_nf4": _bnb_4bit_values,
     "bnb_fp4": _bnb_4bit_values,
     "bnb_int8": _bnb_int8_values,
-    "openvino": _openvino_values,
+    "ov_compressed": _openvino_values,
 }
 SCHEMES = tuple(_DEQUANTIZERS)
