@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import assert_refused
-from fixtures.openvino.make_openvino import MODELS, runtime_view
+from fixtures.openvino.make_openvino import COMPRESSED, MODELS, runtime_view
 from safetensors.numpy import load_file
 
 import weightscope as ws
@@ -34,7 +34,6 @@ from weightscope.quant import recognise
 from weightscope.summary import summarize
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "openvino"
-COMPRESSED = ("int8_asym", "int8_sym", "int4_asym", "int4_sym", "nf4")
 
 
 def _recorded(model: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -121,7 +120,7 @@ def test_without_dequantize_the_parts_are_listed_as_stored(model: str) -> None:
         assert set(weights) == {"conv.weight", "fc1.weight", "fc2.kernel"}
         fc1 = weights["fc1.weight"]
         assert fc1.shape == (32, 64) and fc1.parts[:2] == ("fc1.weight", "fc1.weight/scale")
-        assert len(fc1.parts) == (3 if model.endswith("asym") else 2)
+        assert len(fc1.parts) == (2 if model in ("int8_sym", "int4_sym", "nf4") else 3)  # int2_sym: a zero point
         assert ckpt.role("fc1.weight/scale").role == "weight_scale"
     with ws.open(FIXTURES / f"{model}.xml", dequantize=True) as ckpt:
         assert "fc1.weight/scale" not in ckpt and ckpt.info("fc1.weight").shape == (32, 64)

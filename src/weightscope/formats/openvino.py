@@ -8,9 +8,10 @@ is raw bytes with no header. Either file opens the pair.
   size/>``: ``offset`` and ``size`` are bytes of the .bin (several Consts may share bytes: ``save_model`` stores
   equal data once); ``shape`` is a comma list (spaces or not; empty for a scalar). Element types: f64 f32 f16 bf16
   f8e4m3 f8e5m2, i64 … u8, boolean, and the packed ones: u4, i4 (two's complement), nf4 (the 16 NF4 values, read as
-  float32 as the runtime's Convert gives them) and f4e2m1 two to a byte, the first in the low nibble; u1 eight to a
-  byte, the first in the high bit. Other layers' ``<input>``/``<output>`` ``<port id>`` list their ports, with
-  ``<dim>`` sizes; ``<rt_info><attribute name="decompression"/>`` marks a Convert the runtime treats as decompression.
+  float32 as the runtime's Convert gives them) and f4e2m1 two to a byte, the first in the low nibble; u2 four to a
+  byte, the first in the low bits; u1 eight to a byte, the first in the high bit (u3, u6 and the others: refused).
+  Other layers' ``<input>``/``<output>`` ``<port id>`` list their ports, with ``<dim>`` sizes;
+  ``<rt_info><attribute name="decompression"/>`` marks a Convert the runtime treats as decompression.
 - ``<edge from-layer from-port to-layer to-port/>``: an output port feeding an input port (its position is the
   port's place in the layer's ``<input>``).
 
@@ -18,15 +19,16 @@ The graph names the weights: a Const is listed under its layer's ``name``, excep
 is a decompression ``Convert`` to f32 (``save_model``'s default ``compress_to_fp16=True``: ``fc.weight_compressed``
 f16 feeding ``Convert`` ``fc.weight``) is listed under the Convert's name, in its stored type (the Const's name is its
 key). A compressed weight (nncf's ``compress_weights``) is the decompression subgraph a Const of codes starts:
-``Const`` codes (u8 i8 u4 i4 nf4 f4e2m1 f8) → ``Convert`` → [``Subtract`` a zero point: a Const, or a Convert of one]
-→ ``Multiply`` a scale (the same) → [``Reshape`` by a Const] → [``Convert``]: without ``dequantize`` its parts are
+``Const`` codes (u8 i8 u4 i4 u2 nf4 f4e2m1 f8) → ``Convert`` → [``Subtract`` a zero point: a Const, or a Convert of
+one] → ``Multiply`` a scale (the same) → [``Reshape`` by a Const] → [``Convert``]: without ``dequantize`` its parts are
 listed as stored; ``ws.open(path, dequantize=True)`` (``--dequantize``) reads it as one tensor under the codes'
 name (``fc.weight``), computed as the runtime computes it (constant folding and the CPU plugin agree): the codes
 through the first Convert's type (NF4 values rounded to f16), the zero point subtracted and the scale multiplied in
 float32, not rounded to the f16 the graph names, then reshaped and cast to the last Convert's type. Roles come from
 use: a ``MatMul``'s or a ``Convolution``'s second input is its layer's weight (its layout, as for every format, is
 what its name says: ``fc.kernel`` [in, out], ``fc.weight`` [out, in]); the layer is the name's parent (``fc``), else
-the using layer's name.
+the using layer's name. nncf's other modes are listed as stored, not dequantised: NVFP4 (its scale is itself a
+product of two Consts), CB4 (a codebook ``Gather``), MXFP4 (e8m0 scales) and INT3 (u3 codes, refused).
 
 A reader must refuse: XML that does not parse, any DOCTYPE (so no entity is ever declared or expanded, and no
 external one fetched: ``RefusedError``), a root other than ``<net>``, an IR version other than 10 or 11, a Const
@@ -78,12 +80,17 @@ ELEMENT_TYPES: dict[str, tuple[str, int]] = {
     "boolean": ("bool", 8),
     "u4": ("uint4", 4),
     "i4": ("int4", 4),
+    "u2": ("uint2", 2),
     "f4e2m1": ("float4_e2m1fn", 4),
     "nf4": ("nf4", 4),
     "u1": ("uint1", 1),
 }
-# The packed types' dtypes where weightscope.dtypes has none: NF4's values, one bit a byte.
-_OWN_DTYPES: dict[str, np.dtype] = {"nf4": np.dtype(np.float32), "uint1": np.dtype(np.uint8)}
+# The packed types' dtypes where weightscope.dtypes has none: NF4's values, two bits or one a byte.
+_OWN_DTYPES: dict[str, np.dtype] = {
+    "nf4": np.dtype(np.float32),
+    "uint2": np.dtype(np.uint8),
+    "uint1": np.dtype(np.uint8),
+}
 # bitsandbytes' NF4 table, which the runtime's Convert from nf4 gives (checked against openvino 2026.4.1).
 NF4_VALUES = np.array(
     [
@@ -93,7 +100,9 @@ NF4_VALUES = np.array(
     ],
     np.float32,
 )  # fmt: skip
-CODE_TYPES = frozenset({"u8", "i8", "u4", "i4", "nf4", "f4e2m1", "f8e4m3", "f8e5m2"})  # what a compressed weight holds
+CODE_TYPES = frozenset(
+    {"u8", "i8", "u4", "i4", "u2", "nf4", "f4e2m1", "f8e4m3", "f8e5m2"}
+)  # what a compressed weight holds
 WEIGHT_USERS = {"MatMul", "Convolution", "GroupConvolution", "ConvolutionBackpropData"}
 _VERSIONS = {"10", "11"}
 _COSTS = {"layer": 768, "edge": 160, "port": 96, "dim": 48, "data": 256}  # bytes of what parsing keeps, per element
@@ -249,24 +258,24 @@ class OpenVinoCheckpoint(FileCheckpoint):
             self._extra.close()
 
 
-_PACKED = {"uint4", "int4", "float4_e2m1fn", "nf4", "uint1"}
+_PACKED = {"uint4", "int4", "float4_e2m1fn", "nf4", "uint2", "uint1"}
 
 
 def unpack(packed: np.ndarray, type_name: str, count: int) -> np.ndarray:
-    """``count`` packed elements as the runtime reads them: 4-bit ones low nibble first, 1-bit ones high bit first."""
+    """``count`` packed elements as the runtime reads them: 4- and 2-bit ones from the low bits of each byte up,
+    1-bit ones from the high bit down."""
     if type_name == "uint1":
         return np.unpackbits(packed, count=count)
-    codes = np.empty(packed.size * 2, np.uint8)
-    np.bitwise_and(packed, 0x0F, out=codes[0::2])
-    np.right_shift(packed, 4, out=codes[1::2])
-    codes = codes[:count]
+    bits = 2 if type_name == "uint2" else 4
+    codes = np.empty((packed.size, 8 // bits), np.uint8)
+    for slot in range(8 // bits):
+        np.bitwise_and(np.right_shift(packed, slot * bits), (1 << bits) - 1, out=codes[:, slot])
+    codes = codes.reshape(-1)[:count]
     if type_name == "nf4":
         return NF4_VALUES[codes]
     if type_name == "int4":
-        codes = ((codes ^ 8).astype(np.int8) - 8).astype(np.int8)
-    dtype = BY_NAME[type_name].dtype
-    assert dtype is not None
-    return codes.astype(dtype) if type_name == "int4" else codes.view(dtype)
+        return ((codes ^ 8).astype(np.int8) - 8).astype(BY_NAME["int4"].dtype)
+    return codes if type_name == "uint2" else codes.view(BY_NAME[type_name].dtype)
 
 
 def pair(path: AnyPath) -> tuple[AnyPath, AnyPath]:
