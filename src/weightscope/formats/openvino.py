@@ -273,9 +273,11 @@ def unpack(packed: np.ndarray, type_name: str, count: int) -> np.ndarray:
     codes = codes.reshape(-1)[:count]
     if type_name == "nf4":
         return NF4_VALUES[codes]
-    if type_name == "int4":
-        return ((codes ^ 8).astype(np.int8) - 8).astype(BY_NAME["int4"].dtype)
-    return codes if type_name == "uint2" else codes.view(BY_NAME[type_name].dtype)
+    if type_name == "uint2":
+        return codes
+    dtype = BY_NAME[type_name].dtype
+    assert dtype is not None
+    return ((codes ^ 8).astype(np.int8) - 8).astype(dtype) if type_name == "int4" else codes.view(dtype)
 
 
 def pair(path: AnyPath) -> tuple[AnyPath, AnyPath]:
