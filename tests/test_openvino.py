@@ -234,3 +234,24 @@ def test_not_an_ir_is_corrupt(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert_refused(xml, CorruptCheckpointError, "not an OpenVINO IR", capsys)
     xml.write_text("<net version='11'><layers>")
     assert_refused(xml, CorruptCheckpointError, "does not parse", capsys)
+
+
+def test_a_scale_that_does_not_fit_is_refused_when_dequantising(tmp_path: Path) -> None:
+    xml, _ = _copy(tmp_path, "int8_sym")
+    _edit(xml, 'shape="32, 1" offset="2196"', 'shape="1, 32" offset="2196"')
+    with ws.open(xml) as ckpt:
+        assert ckpt["fc1.weight/scale"].shape == (1, 32)  # as stored, nothing to refuse
+    with ws.open(xml, dequantize=True) as ckpt:
+        assert ckpt["fc2.kernel"].shape == (32, 16)
+        with pytest.raises(CorruptCheckpointError, match=r"'fc1.weight' \(ov_compressed\): scale \[1, 32\]"):
+            ckpt["fc1.weight"]
+
+
+def test_a_weight_of_another_size_than_its_codes_is_refused(tmp_path: Path) -> None:
+    xml, _ = _copy(tmp_path, "int4_sym")
+    text = xml.read_text()
+    start = text.index("<output>", text.index('name="fc1.weight/fq_weights_1/convert"'))  # what MatMul takes
+    end = text.index("</output>", start)
+    xml.write_text(text[:start] + text[start:end].replace("<dim>64</dim>", "<dim>65</dim>") + text[end:])
+    with pytest.raises(CorruptCheckpointError, match=r"'fc1.weight' of 2048 values is reshaped to \[32, 65\]"):
+        ws.open(xml)
