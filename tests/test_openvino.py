@@ -255,3 +255,19 @@ def test_a_weight_of_another_size_than_its_codes_is_refused(tmp_path: Path) -> N
     xml.write_text(text[:start] + text[start:end].replace("<dim>64</dim>", "<dim>65</dim>") + text[end:])
     with pytest.raises(CorruptCheckpointError, match=r"'fc1.weight' of 2048 values is reshaped to \[32, 65\]"):
         ws.open(xml)
+
+
+def test_diff_measures_what_compression_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["diff", str(FIXTURES / "f32.xml"), str(FIXTURES / "int8_asym.xml"), "--dequantize"]) == 1
+    )  # they differ
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("conv.", "fc1.", "fc2."))}
+    assert {name: row[1] for name, row in rows.items()} == {  # the biases, equal, are counted as exact
+        "conv.weight": "ov_compressed",
+        "fc1.weight": "ov_compressed",
+        "fc2.kernel": "ov_compressed",
+    }
+    with ws.open(FIXTURES / "f32.xml") as full, ws.open(FIXTURES / "int8_asym.xml", dequantize=True) as small:
+        error = np.abs(full["fc1.weight"] - small["fc1.weight"]).max()
+    assert 0 < error < 0.05 and f"{error:.6g}" in " ".join(rows["fc1.weight"])

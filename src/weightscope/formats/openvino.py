@@ -61,7 +61,7 @@ from weightscope.limits import Budget, Limits
 from weightscope.quant.schemes import QuantizedWeight
 from weightscope.sources import AnyPath, AnySource, open_source
 
-# An IR element type -> (the type's name in weightscope.dtypes, or nf4 / uint1, read as float32 / uint8; its bits).
+# An IR element type -> (the type's name in weightscope.dtypes, else in _OWN_DTYPES; its bits).
 ELEMENT_TYPES: dict[str, tuple[str, int]] = {
     "f64": ("float64", 64),
     "f32": ("float32", 32),
@@ -100,9 +100,8 @@ NF4_VALUES = np.array(
     ],
     np.float32,
 )  # fmt: skip
-CODE_TYPES = frozenset(
-    {"u8", "i8", "u4", "i4", "u2", "nf4", "f4e2m1", "f8e4m3", "f8e5m2"}
-)  # what a compressed weight holds
+# What a compressed weight's codes are stored as.
+CODE_TYPES = frozenset({"u8", "i8", "u4", "i4", "u2", "nf4", "f4e2m1", "f8e4m3", "f8e5m2"})
 WEIGHT_USERS = {"MatMul", "Convolution", "GroupConvolution", "ConvolutionBackpropData"}
 _VERSIONS = {"10", "11"}
 _COSTS = {"layer": 768, "edge": 160, "port": 96, "dim": 48, "data": 256}  # bytes of what parsing keeps, per element
@@ -152,7 +151,8 @@ class OpenVinoCheckpoint(FileCheckpoint):
         if constants and self._bin is None:
             raise CheckpointNotFoundError(f"{bin_path}: missing: the weights of {xml_path.name}")
         self._bin_file = str(bin_path)
-        index = Index(metadata={"ir_version": root["version"], "model_name": root.get("name", "")})
+        facts = {"ir_version": root["version"], "model_name": root.get("name", "")}
+        index = Index(metadata={key: value for key, value in facts.items() if value})
         keys: dict[str, str] = {}  # layer id -> the tensor's name
         for layer in constants:
             info = self._describe(layer, graph, index)
@@ -186,7 +186,7 @@ class OpenVinoCheckpoint(FileCheckpoint):
             )
         decompressed = graph.decompressed_name(layer)
         name = decompressed or layer.name or f"Const_{layer.id}"
-        if name in index.infos:
+        while name in index.infos:
             name = f"{name}#{layer.id}"  # friendly names need not be unique: the layer id tells them apart
         if decompressed and layer.name and layer.name not in index.infos:
             index.aliases.setdefault(layer.name, name)
