@@ -7,9 +7,10 @@ is raw bytes with no header. Either file opens the pair.
 - ``<layer id name type version>``: ``type="Const"`` layers hold the data, in ``<data element_type shape offset
   size/>``: ``offset`` and ``size`` are bytes of the .bin (several Consts may share bytes: ``save_model`` stores
   equal data once); ``shape`` is a comma list (spaces or not; empty for a scalar). Element types: f64 f32 f16 bf16
-  f8e4m3 f8e5m2, i64 … u8, boolean, and the packed ones: u4, i4 (two's complement), nf4 (the 16 NF4 values, read as
-  float32 as the runtime's Convert gives them) and f4e2m1 two to a byte, the first in the low nibble; u2 four to a
-  byte, the first in the low bits; u1 eight to a byte, the first in the high bit (u3, u6 and the others: refused).
+  f8e4m3 f8e5m2 f8e8m0, i64 … u8, boolean, and the packed ones: u4, i4 (two's complement), nf4 (the 16 NF4 values,
+  read as float32 as the runtime's Convert gives them) and f4e2m1 two to a byte, the first in the low nibble; u2
+  four to a byte, the first in the low bits; u1 eight to a byte, the first in the high bit (u3, u6 and others:
+  refused).
   Other layers' ``<input>``/``<output>`` ``<port id>`` list their ports, with ``<dim>`` sizes;
   ``<rt_info><attribute name="decompression"/>`` marks a Convert the runtime treats as decompression.
 - ``<edge from-layer from-port to-layer to-port/>``: an output port feeding an input port (its position is the
@@ -18,17 +19,18 @@ is raw bytes with no header. Either file opens the pair.
 The graph names the weights: a Const is listed under its layer's ``name``, except that a float Const whose one use
 is a decompression ``Convert`` to f32 (``save_model``'s default ``compress_to_fp16=True``: ``fc.weight_compressed``
 f16 feeding ``Convert`` ``fc.weight``) is listed under the Convert's name, in its stored type (the Const's name is its
-key). A compressed weight (nncf's ``compress_weights``) is the decompression subgraph a Const of codes starts:
-``Const`` codes (u8 i8 u4 i4 u2 nf4 f4e2m1 f8) → ``Convert`` → [``Subtract`` a zero point: a Const, or a Convert of
-one] → ``Multiply`` a scale (the same) → [``Reshape`` by a Const] → [``Convert``]: without ``dequantize`` its parts are
-listed as stored; ``ws.open(path, dequantize=True)`` (``--dequantize``) reads it as one tensor under the codes'
-name (``fc.weight``), computed as the runtime computes it (constant folding and the CPU plugin agree): the codes
-through the first Convert's type (NF4 values rounded to f16), the zero point subtracted and the scale multiplied in
-float32, not rounded to the f16 the graph names, then reshaped and cast to the last Convert's type. Roles come from
-use: a ``MatMul``'s or a ``Convolution``'s second input is its layer's weight (its layout, as for every format, is
-what its name says: ``fc.kernel`` [in, out], ``fc.weight`` [out, in]); the layer is the name's parent (``fc``), else
-the using layer's name. nncf's other modes are listed as stored, not dequantised: NVFP4 (its scale is itself a
-product of two Consts), CB4 (a codebook ``Gather``), MXFP4 (e8m0 scales) and INT3 (u3 codes, refused).
+key). A compressed weight (nncf's ``compress_weights``: INT8, INT4, INT2, NF4, FP8, FP4, MXFP4/8, NVFP4, CB4) is a
+decompression subgraph (``weightscope.formats._openvino_graph``): Consts feeding ``Convert``, ``Subtract``,
+``Multiply``, ``Reshape`` and ``Gather`` layers up to one whose output a layer of another kind takes, the first Const
+up the data inputs holding codes (u8 i8 u4 i4 u2 nf4 f4e2m1 f8): ``codes → Convert → [Subtract zero point] → Multiply
+scale (itself a product of Consts in NVFP4) → [Reshape] → [Convert]``, or a codebook ``Gather``ed by packed indices
+(CB4). Without ``dequantize`` its Consts are listed as stored; ``ws.open(path, dequantize=True)`` (``--dequantize``)
+reads it as one tensor under the codes' name (``fc.weight``), computed as the runtime computes it (its constant
+folding and the CPU plugin agree): each Convert casts (NF4 values rounded to f16, an NVFP4 scale product too), while
+Subtract and Multiply compute in float32, not rounded to the f16 the graph names. Roles come from use: a
+``MatMul``'s or a ``Convolution``'s second input is its layer's weight (its layout, as for every format, is what its
+name says: ``fc.kernel`` [in, out], ``fc.weight`` [out, in]); the layer is the name's parent (``fc``), else the
+using layer's name. INT3's u3 codes (and any other type not above) are refused.
 
 A reader must refuse: XML that does not parse, any DOCTYPE (so no entity is ever declared or expanded, and no
 external one fetched: ``RefusedError``), a root other than ``<net>``, an IR version other than 10 or 11, a Const
@@ -40,10 +42,6 @@ edges naming layers or ports that do not exist, two edges into one input, and ed
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
-from xml.parsers import expat
 
 import numpy as np
 
@@ -52,12 +50,11 @@ from weightscope.dtypes import BY_NAME, check_rank, check_size, little_endian_dt
 from weightscope.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
-    RefusedError,
     TruncatedFileError,
     UnsupportedFormatError,
 )
+from weightscope.formats._openvino_graph import Folded, Graph, Layer, parse_ir
 from weightscope.layers import TensorRole, classify
-from weightscope.limits import Budget, Limits
 from weightscope.quant.schemes import QuantizedWeight
 from weightscope.sources import AnyPath, AnySource, open_source
 
@@ -69,6 +66,7 @@ ELEMENT_TYPES: dict[str, tuple[str, int]] = {
     "bf16": ("bfloat16", 16),
     "f8e4m3": ("float8_e4m3fn", 8),
     "f8e5m2": ("float8_e5m2", 8),
+    "f8e8m0": ("float8_e8m0fnu", 8),
     "i64": ("int64", 64),
     "i32": ("int32", 32),
     "i16": ("int16", 16),
@@ -101,24 +99,9 @@ NF4_VALUES = np.array(
     np.float32,
 )  # fmt: skip
 # What a compressed weight's codes are stored as.
-CODE_TYPES = frozenset({"u8", "i8", "u4", "i4", "u2", "nf4", "f4e2m1", "f8e4m3", "f8e5m2"})
+CODE_TYPES = frozenset({"u8", "i8", "u4", "i4", "u2", "nf4", "f4e2m1", "f8e4m3", "f8e5m2", "f8e8m0"})
 WEIGHT_USERS = {"MatMul", "Convolution", "GroupConvolution", "ConvolutionBackpropData"}
-_VERSIONS = {"10", "11"}
-_COSTS = {"layer": 768, "edge": 160, "port": 96, "dim": 48, "data": 256}  # bytes of what parsing keeps, per element
 MAX_XML_SIZE = 1 << 30
-
-
-@dataclass
-class Layer:
-    """One ``<layer>`` as parsing keeps it."""
-
-    id: str
-    name: str
-    type: str
-    data: dict[str, str] = field(default_factory=dict)
-    inputs: list[str] = field(default_factory=list)  # input port ids, in order
-    output_dims: list[int] | None = None  # the first output port's dims
-    decompression: bool = False
 
 
 class OpenVinoCheckpoint(FileCheckpoint):
@@ -170,7 +153,7 @@ class OpenVinoCheckpoint(FileCheckpoint):
         type_name, bits = ELEMENT_TYPES[element_type]
         shape = parse_shape(layer.data.get("shape"), where)
         offset, size = (_count(layer.data.get(key), key, where) for key in ("offset", "size"))
-        dtype = _OWN_DTYPES[type_name] if type_name in _OWN_DTYPES else BY_NAME[type_name].dtype
+        dtype = dtype_of(element_type)
         assert dtype is not None
         count = math.prod(shape)
         needed = -(-count * bits // 8)
@@ -195,43 +178,26 @@ class OpenVinoCheckpoint(FileCheckpoint):
         return info
 
     def _add_roles(self, graph: Graph, keys: dict[str, str], index: Index) -> None:
+        """Roles from use; and each decompression subgraph starting from codes, recorded for ``dequantize``."""
+        for folded in graph.folded(dtype_of):
+            codes = graph.layers[folded.parts[0]]
+            if codes.data.get("element_type") in CODE_TYPES and len(folded.parts) > 1 and folded.dtype.kind == "f":
+                self._compressed(folded, [keys[part] for part in folded.parts], graph, index)
         for layer_id, name in keys.items():
-            info = index.infos[name]
-            chain = graph.decompression(layer_id) if graph.layers[layer_id].data["element_type"] in CODE_TYPES else None
-            if chain is not None:
-                weight = self._compressed(chain, keys, index, graph)
-                if weight is not None:
-                    end = graph.layers[chain.end]
-                    index.roles[name] = _use_role(graph, end, name, "weight_packed")
-                    for part, role in zip(weight.parts[1:], ("weight_scale", "weight_zero_point"), strict=False):
-                        index.roles[part] = TensorRole("parameter", index.roles[name].layer, role)
-                    continue
-            if name in index.roles:
-                continue
-            start = graph.through_conversions(layer_id)
-            index.roles[name] = _plain_role(info, graph, start, name)
+            if name not in index.roles:
+                index.roles[name] = _plain_role(index.infos[name], graph, graph.through_conversions(layer_id), name)
 
-    def _compressed(self, chain: Chain, keys: dict[str, str], index: Index, graph: Graph) -> QuantizedWeight | None:
-        """The quantised weight a decompression subgraph makes, recorded for ``dequantize``."""
-        codes = index.infos[keys[chain.codes]]
-        scale = keys.get(chain.scale)
-        zero = keys.get(chain.zero_point or "")
-        if scale is None or (chain.zero_point is not None and zero is None):
-            return None
-        end = graph.layers[chain.end]
-        shape = tuple(end.output_dims) if end.output_dims is not None else codes.shape
-        if math.prod(shape) != codes.size:
-            raise CorruptCheckpointError(
-                f"{graph.where}: compressed weight '{codes.name}' of {codes.size} values is reshaped to {list(shape)}"
-            )
-        parts = [codes.name, scale] + ([zero] if zero is not None else [])
-        nbytes = sum(index.infos[part].nbytes for part in parts)
-        settings = {"compute": chain.compute, "codes": codes.type_name}
-        weight = QuantizedWeight(
-            codes.name, "ov_compressed", tuple(parts), shape, np.dtype(chain.output), nbytes, settings
-        )
-        self._quantized[codes.name] = weight
-        return weight
+    def _compressed(self, folded: Folded, parts: list[str], graph: Graph, index: Index) -> None:
+        name = parts[0]
+        nbytes = sum(index.infos[part].nbytes for part in set(parts))
+        settings = {"program": folded.program}
+        weight = QuantizedWeight(name, "ov_compressed", tuple(parts), folded.shape, folded.dtype, nbytes, settings)
+        self._quantized[name] = weight
+        role = _use_role(graph, graph.layers[folded.end], name, "weight_packed")
+        index.roles[name] = role
+        for part in parts[1:]:
+            kind = next((word for word in ("zero_point", "scale") if part.endswith(word)), "quantization")
+            index.roles[part] = TensorRole("parameter", role.layer, f"weight_{kind}")
 
     def stored_quantized(self) -> dict[str, QuantizedWeight]:
         return dict(self._quantized)
@@ -259,6 +225,14 @@ class OpenVinoCheckpoint(FileCheckpoint):
 
 
 _PACKED = {"uint4", "int4", "float4_e2m1fn", "nf4", "uint2", "uint1"}
+
+
+def dtype_of(element_type: str) -> np.dtype | None:
+    """The numpy type an IR element type is read as; None for one weightscope does not know."""
+    if element_type not in ELEMENT_TYPES:
+        return None
+    type_name = ELEMENT_TYPES[element_type][0]
+    return _OWN_DTYPES[type_name] if type_name in _OWN_DTYPES else BY_NAME[type_name].dtype
 
 
 def unpack(packed: np.ndarray, type_name: str, count: int) -> np.ndarray:
@@ -306,219 +280,6 @@ def _count(text: str | None, what: str, where: str) -> int:
     if not stripped.isascii() or not stripped.isdigit() or len(stripped) > 20:
         raise CorruptCheckpointError(f"{where}: {what} {text[:40]!r} is not a non-negative integer")
     return int(stripped)
-
-
-class _Parsing:
-    """expat's handlers: the top-level layers and edges, kept as ``Layer``s and tuples; a DOCTYPE refused."""
-
-    def __init__(self, where: AnyPath, budget: Budget) -> None:
-        self.where, self.budget = where, budget
-        self.stack: list[str] = []
-        self.layers: dict[str, Layer] = {}
-        self.edges: list[Edge] = []
-        self.root: dict[str, str] = {}
-        self.text: list[str] = []
-        self.output_port = False
-
-    def doctype(self, *args: Any) -> int:
-        raise RefusedError(f"{self.where}: a DOCTYPE in an IR's XML (entities are never declared nor expanded)")
-
-    def start(self, tag: str, attributes: dict[str, str]) -> None:
-        self.stack.append(tag)
-        depth, path = len(self.stack), self.stack
-        self.budget.spend(_COSTS.get(tag, 16) + sum(map(len, attributes.values())), "parsing the IR's XML")
-        if depth == 1:
-            if tag != "net":
-                raise CorruptCheckpointError(f"{self.where}: not an OpenVINO IR: the root is <{tag[:40]}>, not <net>")
-            self.root = dict(attributes)
-        elif depth == 3 and path[1] == "layers" and tag == "layer":
-            layer = Layer(attributes.get("id", ""), attributes.get("name", ""), attributes.get("type", ""))
-            if not layer.id:
-                raise CorruptCheckpointError(f"{self.where}: a layer has no id")
-            if layer.id in self.layers:
-                raise CorruptCheckpointError(f"{self.where}: two layers have id {layer.id[:40]!r}")
-            self.layers[layer.id] = layer
-        elif depth == 3 and path[1] == "edges" and tag == "edge":
-            keys = ("from-layer", "from-port", "to-layer", "to-port")
-            if any(key not in attributes for key in keys):
-                raise CorruptCheckpointError(f"{self.where}: an edge lacks one of {', '.join(keys)}")
-            self.edges.append(tuple(attributes[key] for key in keys))  # type: ignore[arg-type]
-        elif depth > 3 and path[1:3] == ["layers", "layer"]:
-            self._layer_part(tag, attributes)
-
-    def _layer_part(self, tag: str, attributes: dict[str, str]) -> None:
-        layer = self.layers[next(reversed(self.layers))]
-        path = self.stack[3:]
-        if path == ["data"]:
-            layer.data = dict(attributes)
-        elif path == ["input", "port"]:
-            layer.inputs.append(attributes.get("id", ""))
-        elif path == ["output", "port"]:
-            self.output_port = layer.output_dims is None
-            if self.output_port:
-                layer.output_dims = []
-        elif path == ["output", "port", "dim"]:
-            self.text = []
-        elif path == ["rt_info", "attribute"] and attributes.get("name") == "decompression":
-            layer.decompression = True
-
-    def end(self, tag: str) -> None:
-        if self.stack[1:3] == ["layers", "layer"] and self.stack[3:] == ["output", "port", "dim"] and self.output_port:
-            dims = self.layers[next(reversed(self.layers))].output_dims
-            assert dims is not None
-            text = "".join(self.text).strip()
-            dims.append(int(text) if text.isascii() and text.isdigit() and len(text) < 20 else -1)  # -1: dynamic
-        elif self.stack[3:] == ["output", "port"]:
-            self.output_port = False
-        self.stack.pop()
-
-    def characters(self, text: str) -> None:
-        if self.stack[3:] == ["output", "port", "dim"]:
-            self.text.append(text)
-
-
-Edge = tuple[str, str, str, str]  # from-layer, from-port, to-layer, to-port
-
-
-def parse_ir(data: bytes, where: AnyPath) -> tuple[dict[str, str], dict[str, Layer], list[Edge]]:
-    """The ``<net>``'s attributes, its top-level layers (by id, in order) and edges, parsed with no DTD nor entity
-    allowed."""
-    parsing = _Parsing(where, Budget(Limits.for_size(len(data)), where))
-    parser = expat.ParserCreate()
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.StartDoctypeDeclHandler = parsing.doctype
-    parser.EntityDeclHandler = parsing.doctype
-    parser.ExternalEntityRefHandler = parsing.doctype
-    parser.StartElementHandler = parsing.start
-    parser.EndElementHandler = parsing.end
-    parser.CharacterDataHandler = parsing.characters
-    parser.buffer_text = True
-    try:
-        parser.Parse(data, True)
-    except expat.ExpatError as error:
-        raise CorruptCheckpointError(f"{where}: not an OpenVINO IR: the XML does not parse ({error})") from None
-    except RecursionError:
-        raise CorruptCheckpointError(f"{where}: XML nested too deeply") from None
-    version = parsing.root.get("version", "")
-    if version not in _VERSIONS:
-        raise UnsupportedFormatError(f"{where}: IR version {version[:40]!r}; weightscope reads versions 10 and 11")
-    return parsing.root, parsing.layers, parsing.edges
-
-
-@dataclass(frozen=True)
-class Chain:
-    """A decompression subgraph: its layers' ids, and the types it computes in and gives."""
-
-    codes: str
-    scale: str
-    zero_point: str | None
-    end: str  # the last layer: the weight as its user takes it
-    compute: str  # the numpy name of the first Convert's type
-    output: str  # of the last layer's
-
-
-class Graph:
-    """The layers and edges: who uses each output, who feeds each input; checked to make no cycle."""
-
-    def __init__(self, layers: dict[str, Layer], edges: list[Edge], where: str) -> None:
-        self.layers, self.where = layers, where
-        self.users: dict[str, list[tuple[str, int]]] = {}  # layer id -> (user id, input position), any output port
-        self.feeds: dict[tuple[str, int], str] = {}  # (layer id, input position) -> the layer feeding it
-        for source, _, target, port in edges:
-            if source not in layers or target not in layers:
-                raise CorruptCheckpointError(
-                    f"{where}: an edge joins layers {source[:40]!r}, {target[:40]!r}: no such layer"
-                )
-            inputs = layers[target].inputs
-            if port not in inputs:
-                raise CorruptCheckpointError(
-                    f"{where}: an edge ends at port {port[:40]!r} of layer {target[:40]!r}: no input"
-                )
-            position = inputs.index(port)
-            if (target, position) in self.feeds:
-                raise CorruptCheckpointError(f"{where}: two edges feed port {port[:40]!r} of layer {target[:40]!r}")
-            self.feeds[target, position] = source
-            self.users.setdefault(source, []).append((target, position))
-        self._check_acyclic()
-
-    def _check_acyclic(self) -> None:
-        waiting = {layer: 0 for layer in self.layers}
-        for target, _ in self.feeds:
-            waiting[target] += 1
-        ready = [layer for layer, count in waiting.items() if count == 0]
-        done = 0
-        while ready:
-            layer = ready.pop()
-            done += 1
-            for user, _ in self.users.get(layer, []):
-                waiting[user] -= 1
-                if waiting[user] == 0:
-                    ready.append(user)
-        if done != len(self.layers):
-            raise CorruptCheckpointError(f"{self.where}: the edges make a cycle ({len(self.layers) - done} layers)")
-
-    def only_user(self, layer: str) -> tuple[Layer, int] | None:
-        users = self.users.get(layer, [])
-        return (self.layers[users[0][0]], users[0][1]) if len(users) == 1 else None
-
-    def decompressed_name(self, const: Layer) -> str | None:
-        """The Convert's name a float Const is known by when its one use is a decompression Convert to f32."""
-        if const.data.get("element_type") not in ("f16", "bf16"):
-            return None
-        use = self.only_user(const.id)
-        if use is None or use[0].type != "Convert" or not use[0].decompression:
-            return None
-        return use[0].name if use[0].data.get("destination_type") == "f32" and use[0].name else None
-
-    def through_conversions(self, layer: str) -> str:
-        """The last of the Converts (each the one use of the one before) that ``layer``'s output goes through."""
-        for _ in range(len(self.layers)):
-            use = self.only_user(layer)
-            if use is None or use[0].type != "Convert":
-                return layer
-            layer = use[0].id
-        return layer
-
-    def _const_input(self, layer: str, position: int) -> str | None:
-        """The Const feeding input ``position`` of ``layer``, directly or through one Convert."""
-        source = self.feeds.get((layer, position))
-        if source is not None and self.layers[source].type == "Convert":
-            source = self.feeds.get((source, 0))
-        return source if source is not None and self.layers[source].type == "Const" else None
-
-    def decompression(self, codes: str) -> Chain | None:
-        """The decompression subgraph Const ``codes`` starts, or None where its uses make none."""
-        use = self.only_user(codes)
-        if use is None or use[0].type != "Convert" or use[1] != 0:
-            return None
-        compute = _numpy_name(use[0].data.get("destination_type", ""))
-        current, zero_point, scale = use[0], None, None
-        use = self.only_user(current.id)
-        if use is not None and use[0].type == "Subtract" and use[1] == 0:
-            zero_point = self._const_input(use[0].id, 1)
-            current, use = use[0], self.only_user(use[0].id)
-        if use is None or use[0].type != "Multiply" or (zero_point is None and current.type == "Subtract"):
-            return None
-        scale = self._const_input(use[0].id, 1 - use[1])
-        current, output = use[0], compute
-        use = self.only_user(current.id)
-        if use is not None and use[0].type == "Reshape" and use[1] == 0 and self._const_input(use[0].id, 1):
-            current, use = use[0], self.only_user(use[0].id)
-        if use is not None and use[0].type == "Convert":
-            current, output = use[0], _numpy_name(use[0].data.get("destination_type", ""))
-        if scale is None or compute is None or output is None:
-            return None
-        return Chain(codes, scale, zero_point, current.id, compute, output)
-
-    def users_of(self, layer: str) -> Iterator[tuple[Layer, int]]:
-        for user, position in self.users.get(layer, []):
-            yield self.layers[user], position
-
-
-def _numpy_name(element_type: str) -> str | None:
-    """A float element type's numpy name (what a decompression Convert gives), else None."""
-    names = {"f32": "float32", "f16": "float16", "f64": "float64"}
-    return names.get(element_type)
 
 
 def _use_role(graph: Graph, end: Layer, name: str, role: str) -> TensorRole:

@@ -398,28 +398,44 @@ def _bnb_int8_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _
 
 
 def _openvino_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
-    """An OpenVINO decompression subgraph (``weightscope.formats.openvino``) as the runtime folds it: the codes (and
-    zero point) through the first Convert's type, then subtracted and scaled in float32, reshaped, cast."""
-    codes, scale = parts[:2]
-    compute = np.dtype(weight.settings["compute"])
-    values = codes.astype(compute).astype(F32)
-    if len(parts) == 3:
-        zero = parts[2]
-        fits = _broadcasts(zero.shape, values.shape)
-        broken.expect(fits, f"zero point {list(zero.shape)} does not broadcast to the codes' {list(values.shape)}")
-        values = values - zero.astype(compute).astype(F32)
-    broken.expect(
-        _broadcasts(scale.shape, values.shape), f"scale {list(scale.shape)} does not broadcast to {list(values.shape)}"
-    )
-    values = values * scale.astype(F32)
-    return values.reshape(weight.shape).astype(weight.dtype)
+    """An OpenVINO decompression subgraph (``weightscope.formats._openvino_graph``) run as the runtime folds it: each
+    Convert casts (rounding as its type does), Subtract and Multiply compute in float32 without rounding to the type
+    the graph names (constant folding and the CPU plugin agree), Reshape and Gather move values; the result is cast
+    to the subgraph's type."""
+
+    def run(step: tuple[Any, ...]) -> np.ndarray:
+        kind, *args = step
+        if kind == "part":
+            return parts[args[0]]
+        if kind == "convert":
+            return run(args[1]).astype(args[0])
+        if kind == "reshape":
+            values = run(args[1])
+            broken.expect(values.size == math.prod(args[0]), f"{values.size} values are reshaped to {list(args[0])}")
+            return values.reshape(args[0])
+        if kind == "gather":
+            data, indices, axis = (run(arg) for arg in args)
+            broken.expect(axis.size == 1 and -data.ndim <= int(axis.reshape(-1)[0]) < data.ndim, "a Gather's axis")
+            along = data.shape[int(axis.reshape(-1)[0])]
+            indices = indices.astype(np.int64)
+            broken.expect(bool(((indices >= -along) & (indices < along)).all()), f"Gather indices past {along}")
+            return np.take(data, indices, axis=int(axis.reshape(-1)[0]))
+        first, second = (run(arg).astype(F32) for arg in args)
+        fits = _broadcasts(first.shape, second.shape)
+        broken.expect(fits, f"{kind} of shapes {list(first.shape)} and {list(second.shape)}, which do not broadcast")
+        return first - second if kind == "subtract" else first * second
+
+    values = run(weight.settings["program"])
+    broken.shape("the subgraph's result", values, weight.shape)
+    return values.astype(weight.dtype)
 
 
-def _broadcasts(shape: tuple[int, ...], to: tuple[int, ...]) -> bool:
+def _broadcasts(first: tuple[int, ...], second: tuple[int, ...]) -> bool:
     try:
-        return np.broadcast_shapes(shape, to) == to
+        np.broadcast_shapes(first, second)
     except ValueError:
         return False
+    return True
 
 
 _DEQUANTIZERS: dict[str, Callable[[QuantizedWeight, list[np.ndarray], _Broken], np.ndarray]] = {
