@@ -425,9 +425,10 @@ def _openvino_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _
         broken.expect(fits, f"{kind} of shapes {list(first.shape)} and {list(second.shape)}, which do not broadcast")
         return first - second if kind == "subtract" else first * second
 
-    values = run(weight.settings["program"])
-    broken.shape("the subgraph's result", values, weight.shape)
-    return values.astype(weight.dtype)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf x 0 and overflow give NaN and inf, as the runtime's do
+        values = run(weight.settings["program"])
+        broken.shape("the subgraph's result", values, weight.shape)
+        return values.astype(weight.dtype)
 
 
 def _broadcasts(first: tuple[int, ...], second: tuple[int, ...]) -> bool:
