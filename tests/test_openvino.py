@@ -244,7 +244,9 @@ def test_a_scale_that_does_not_fit_is_refused_when_dequantising(tmp_path: Path) 
         assert ckpt["fc1.weight/scale"].shape == (1, 32)  # as stored, nothing to refuse
     with ws.open(xml, dequantize=True) as ckpt:
         assert ckpt["fc2.kernel"].shape == (32, 16)
-        with pytest.raises(CorruptCheckpointError, match=r"'fc1.weight' \(ov_compressed\): multiply of shapes"):
+        with pytest.raises(
+            CorruptCheckpointError, match=r"multiply of \[32, 64\] and \[1, 32\], which do not broadcast"
+        ):
             ckpt["fc1.weight"]
 
 
@@ -274,3 +276,13 @@ def test_diff_measures_what_compression_cost(capsys: pytest.CaptureFixture[str])
     with ws.open(FIXTURES / "f32.xml") as full, ws.open(FIXTURES / "int8_asym.xml", dequantize=True) as small:
         error = np.abs(full["fc1.weight"] - small["fc1.weight"]).max()
     assert 0 < error < 0.05 and f"{error:.6g}" in " ".join(rows["fc1.weight"])
+
+
+def test_a_subgraph_making_more_values_than_its_bytes_allow_is_refused(tmp_path: Path) -> None:
+    xml, _ = _copy(tmp_path, "int8_sym")  # codes [32, 1] times a scale [1, 32] would broadcast to [32, 32]
+    _edit(xml, 'shape="32, 64" offset="148" size="2048"', 'shape="32, 1" offset="148" size="32"')
+    _edit(xml, 'shape="32, 1" offset="2196"', 'shape="1, 32" offset="2196"')
+    with ws.open(xml, dequantize=True) as ckpt, ws.open(FIXTURES / "int8_sym.xml", dequantize=True) as intact:
+        assert np.array_equal(ckpt["fc2.kernel"], intact["fc2.kernel"])
+        with pytest.raises(CorruptCheckpointError, match=r"'fc1.weight' \(ov_compressed\): 2048 values from 96 bytes"):
+            ckpt["fc1.weight"]

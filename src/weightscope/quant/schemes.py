@@ -401,7 +401,13 @@ def _openvino_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _
     """An OpenVINO decompression subgraph (``weightscope.formats._openvino_graph``) run as the runtime folds it: each
     Convert casts (rounding as its type does), Subtract and Multiply compute in float32 without rounding to the type
     the graph names (constant folding and the CPU plugin agree), Reshape and Gather move values; the result is cast
-    to the subgraph's type."""
+    to the subgraph's type. No step may make more values than the weight has, nor the weight more than eight a byte
+    of its Consts (u2 codes make four): a broadcast or a Gather cannot blow a small file up."""
+    limit = weight.size
+    broken.expect(limit <= 8 * weight.nbytes, f"{limit} values from {weight.nbytes} bytes of Consts")
+
+    def sized(shape: tuple[int, ...], what: str) -> None:
+        broken.expect(math.prod(shape) <= limit, f"{what} makes {list(shape)}, more values than the weight's {limit}")
 
     def run(step: tuple[Any, ...]) -> np.ndarray:
         kind, *args = step
@@ -416,13 +422,18 @@ def _openvino_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _
         if kind == "gather":
             data, indices, axis = (run(arg) for arg in args)
             broken.expect(axis.size == 1 and -data.ndim <= int(axis.reshape(-1)[0]) < data.ndim, "a Gather's axis")
-            along = data.shape[int(axis.reshape(-1)[0])]
+            where = int(axis.reshape(-1)[0]) % data.ndim
+            sized((*data.shape[:where], *indices.shape, *data.shape[where + 1 :]), "a Gather")
             indices = indices.astype(np.int64)
+            along = data.shape[where]
             broken.expect(bool(((indices >= -along) & (indices < along)).all()), f"Gather indices past {along}")
-            return np.take(data, indices, axis=int(axis.reshape(-1)[0]))
+            return np.take(data, indices, axis=where)
         first, second = (run(arg).astype(F32) for arg in args)
-        fits = _broadcasts(first.shape, second.shape)
-        broken.expect(fits, f"{kind} of shapes {list(first.shape)} and {list(second.shape)}, which do not broadcast")
+        shape = _broadcast(first.shape, second.shape)
+        broken.expect(
+            shape is not None, f"{kind} of {list(first.shape)} and {list(second.shape)}, which do not broadcast"
+        )
+        sized(shape or (), kind)
         return first - second if kind == "subtract" else first * second
 
     with np.errstate(invalid="ignore", over="ignore"):  # inf x 0 and overflow give NaN and inf, as the runtime's do
@@ -431,12 +442,11 @@ def _openvino_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _
         return values.astype(weight.dtype)
 
 
-def _broadcasts(first: tuple[int, ...], second: tuple[int, ...]) -> bool:
+def _broadcast(first: tuple[int, ...], second: tuple[int, ...]) -> tuple[int, ...] | None:
     try:
-        np.broadcast_shapes(first, second)
+        return np.broadcast_shapes(first, second)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 _DEQUANTIZERS: dict[str, Callable[[QuantizedWeight, list[np.ndarray], _Broken], np.ndarray]] = {
