@@ -16,6 +16,7 @@ from xml.parsers import expat
 
 import numpy as np
 
+from weightscope.dtypes import NUMPY_MAX_RANK
 from weightscope.errors import CorruptCheckpointError, RefusedError, UnsupportedFormatError
 from weightscope.limits import Budget, Limits
 from weightscope.sources import AnyPath
@@ -218,7 +219,7 @@ class Graph:
             except _NotFoldedError:
                 continue
             dims = self.layers[layer_id].output_dims
-            if dims is not None and min(dims, default=0) >= 0:
+            if dims is not None and _static(dims):
                 yield Folded(layer_id, tuple(program.parts), steps, dtype, tuple(dims))
 
     def users_of(self, layer: str) -> Iterator[tuple[Layer, int]]:
@@ -271,7 +272,7 @@ class _Program:
             return (layer.type.lower(), first, self.step(inputs[1])[0]), dtype
         if layer.type == "Reshape" and len(inputs) == 2:  # to its output's dims (the target shape's Const aside)
             dims = layer.output_dims
-            if dims is None or min(dims, default=0) < 0:
+            if dims is None or not _static(dims):
                 raise _NotFoldedError
             program, dtype = self.step(inputs[0])
             return ("reshape", tuple(dims), program), dtype
@@ -285,3 +286,8 @@ class _Program:
         if dtype is None:
             raise _NotFoldedError
         return dtype
+
+
+def _static(dims: list[int]) -> bool:
+    """Whether an output port's dims are known sizes (no dynamic one) that numpy can hold as a shape."""
+    return min(dims, default=0) >= 0 and len(dims) <= NUMPY_MAX_RANK
