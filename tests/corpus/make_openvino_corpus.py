@@ -102,6 +102,10 @@ CASES: dict[str, tuple[str, bytes | None]] = {  # name -> (XML, .bin or None for
         WEIGHTS,
     ),
     "UnsupportedFormatError--ir-version-7": (ir(version="7"), WEIGHTS),
+    "CorruptCheckpointError--elements-nested-300-deep": (
+        ir().replace("<layers>", "<layers>" + "<x>" * 300 + "</x>" * 300, 1),
+        WEIGHTS,
+    ),
 }
 
 

@@ -26,6 +26,7 @@ _VERSIONS = {"10", "11"}
 _COSTS = {"layer": 768, "edge": 160, "port": 96, "dim": 48, "data": 256}  # bytes of what parsing keeps, per element
 FOLDED = {"Convert", "Subtract", "Multiply", "Reshape", "Gather"}
 MAX_FOLDED = 32  # layers in one decompression subgraph (nncf's have 4 to 9)
+MAX_DEPTH = 256  # elements nested (an IR's are 6 deep, a loop's body a few times more); expat keeps each open one
 
 
 @dataclass
@@ -59,6 +60,8 @@ class _Parsing:
     def start(self, tag: str, attributes: dict[str, str]) -> None:
         self.stack.append(tag)
         depth, path = len(self.stack), self.stack
+        if depth > MAX_DEPTH:
+            raise CorruptCheckpointError(f"{self.where}: XML elements nested more than {MAX_DEPTH} deep")
         self.budget.spend(_COSTS.get(tag, 16) + sum(map(len, attributes.values())), "parsing the IR's XML")
         if depth == 1:
             if tag != "net":
@@ -76,7 +79,7 @@ class _Parsing:
             if any(key not in attributes for key in keys):
                 raise CorruptCheckpointError(f"{self.where}: an edge lacks one of {', '.join(keys)}")
             self.edges.append(tuple(attributes[key] for key in keys))  # type: ignore[arg-type]
-        elif depth > 3 and path[1:3] == ["layers", "layer"]:
+        elif 3 < depth <= 6 and path[1] == "layers" and path[2] == "layer":  # no slice of a deep stack (quadratic)
             self._layer_part(tag, attributes)
 
     def _layer_part(self, tag: str, attributes: dict[str, str]) -> None:
@@ -96,17 +99,17 @@ class _Parsing:
             layer.decompression = True
 
     def end(self, tag: str) -> None:
-        if self.stack[1:3] == ["layers", "layer"] and self.stack[3:] == ["output", "port", "dim"] and self.output_port:
+        if len(self.stack) == 6 and self.stack[1:] == ["layers", "layer", "output", "port", "dim"] and self.output_port:
             dims = self.layers[next(reversed(self.layers))].output_dims
             assert dims is not None
             text = "".join(self.text).strip()
             dims.append(int(text) if text.isascii() and text.isdigit() and len(text) < 20 else -1)  # -1: dynamic
-        elif self.stack[3:] == ["output", "port"]:
+        elif len(self.stack) == 5 and self.stack[3:] == ["output", "port"]:
             self.output_port = False
         self.stack.pop()
 
     def characters(self, text: str) -> None:
-        if self.stack[3:] == ["output", "port", "dim"]:
+        if len(self.stack) == 6 and self.stack[3:] == ["output", "port", "dim"]:
             self.text.append(text)
 
 
@@ -127,8 +130,6 @@ def parse_ir(data: bytes, where: AnyPath) -> tuple[dict[str, str], dict[str, Lay
         parser.Parse(data, True)
     except expat.ExpatError as error:
         raise CorruptCheckpointError(f"{where}: not an OpenVINO IR: the XML does not parse ({error})") from None
-    except RecursionError:
-        raise CorruptCheckpointError(f"{where}: XML nested too deeply") from None
     version = parsing.root.get("version", "")
     if version not in _VERSIONS:
         raise UnsupportedFormatError(f"{where}: IR version {version[:40]!r}; weightscope reads versions 10 and 11")
