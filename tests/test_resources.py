@@ -208,6 +208,16 @@ def _openvino_chain(count: int) -> bytes:
     return f'<net name="chain" version="11"><layers>{first}{layers}</layers><edges>{edges}</edges></net>'.encode()
 
 
+def _openvino_concat(count: int) -> bytes:
+    """An IR of ``count`` Parameters all feeding one Concat, each through its own port."""
+    output = '<output><port id="0"><dim>1</dim></port></output>'
+    sources = "".join(f'<layer id="{n}" name="x{n}" type="Parameter">{output}</layer>' for n in range(count))
+    ports = "".join(f'<port id="{n}"><dim>1</dim></port>' for n in range(count))
+    concat = f'<layer id="{count}" name="all" type="Concat"><input>{ports}</input></layer>'
+    edges = "".join(f'<edge from-layer="{n}" from-port="0" to-layer="{count}" to-port="{n}"/>' for n in range(count))
+    return f'<net name="wide" version="11"><layers>{sources}{concat}</layers><edges>{edges}</edges></net>'.encode()
+
+
 def _openvino_nested(depth: int) -> bytes:
     """An IR whose one layer holds ``depth`` nested elements of no meaning."""
     layer = '<layer id="0" name="x" type="ReLU">' + "<a>" * depth + "</a>" * depth + "</layer>"
@@ -255,6 +265,7 @@ CRAFTED: dict[str, tuple[Callable[[], bytes | dict[str, bytes]], set[int]]] = {
     ),
     "tensorflow-20000-keys-growing-by-one-byte": (lambda: _tensorflow_keys_growing_by_one_byte(20_000), {OK, LIMIT}),
     "openvino-100000-relus-in-a-chain.xml": (lambda: _openvino_chain(100_000), {OK, LIMIT}),
+    "openvino-a-concat-of-100000-inputs.xml": (lambda: _openvino_concat(100_000), {OK, LIMIT}),
     "openvino-a-million-nested-elements.xml": (lambda: _openvino_nested(1_000_000), {CORRUPT}),
 }
 

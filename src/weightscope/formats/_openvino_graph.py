@@ -144,17 +144,17 @@ class Graph:
         self.users: dict[str, list[tuple[str, int]]] = {}  # layer id -> (user id, input position), any output port
         self.feeds: dict[tuple[str, int], str] = {}  # (layer id, input position) -> the layer feeding it
         self.order: list[str] = []  # every layer after those feeding it
+        positions = {layer.id: {port: place for place, port in enumerate(layer.inputs)} for layer in layers.values()}
         for source, _, target, port in edges:
             if source not in layers or target not in layers:
                 raise CorruptCheckpointError(
                     f"{where}: an edge joins layers {source[:40]!r}, {target[:40]!r}: no such layer"
                 )
-            inputs = layers[target].inputs
-            if port not in inputs:
+            position = positions[target].get(port)
+            if position is None:
                 raise CorruptCheckpointError(
                     f"{where}: an edge ends at port {port[:40]!r} of layer {target[:40]!r}: no input"
                 )
-            position = inputs.index(port)
             if (target, position) in self.feeds:
                 raise CorruptCheckpointError(f"{where}: two edges feed port {port[:40]!r} of layer {target[:40]!r}")
             self.feeds[target, position] = source
