@@ -130,10 +130,8 @@ def test_without_dequantize_the_parts_are_listed_as_stored(model: str) -> None:
 
 def test_every_element_type_is_read() -> None:
     with ws.open(FIXTURES / "types.xml") as ckpt:
-        assert {info.type_name for info in ckpt.infos()} == {name for name, _ in ELEMENT_TYPES.values()} - {
-            "float16",
-            "float32",
-        } | {"float32"}
+        read = {info.type_name for info in ckpt.infos()}
+    assert read == {name for name, _ in ELEMENT_TYPES.values()} - {"float16"}  # f16 is f16.xml's
 
 
 @pytest.mark.parametrize(("model", "dequantize"), [("f32", False), ("f16", False), ("int4_asym", True)])
