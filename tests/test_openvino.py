@@ -18,6 +18,7 @@ import pytest
 from conftest import assert_refused
 from fixtures.openvino.make_openvino import COMPRESSED, MLP_COMPRESSED, MODELS, runtime_view
 from safetensors.numpy import load_file
+from test_remote import serving
 
 import weightscope as ws
 from weightscope.cli import main
@@ -166,6 +167,18 @@ def test_cli_reads_the_pair_by_its_bin(tmp_path: Path, capsys: pytest.CaptureFix
     with ws.open(FIXTURES / "int4_asym.xml", dequantize=True) as ckpt:
         assert np.array_equal(load_file(out)["fc1.weight"], ckpt["fc1.weight"])
         assert str(ckpt["fc1.weight"][0, 0]) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("file", ["int4_asym.xml", "int4_asym.bin"])
+def test_an_ir_over_http_reads_as_the_local_one(file: str) -> None:
+    with (
+        serving(FIXTURES) as root,
+        ws.open(f"{root}/{file}", dequantize=True) as remote,
+        ws.open(FIXTURES / "int4_asym.xml", dequantize=True) as local,
+    ):
+        assert list(remote) == list(local)
+        for name in local:
+            assert remote[name].tobytes() == local[name].tobytes(), name
 
 
 def _copy(tmp_path: Path, model: str = "f32") -> tuple[Path, Path]:
