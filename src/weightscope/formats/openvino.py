@@ -36,7 +36,11 @@ A reader must refuse: XML that does not parse, any DOCTYPE (so no entity is ever
 external one fetched: ``RefusedError``), a root other than ``<net>``, an IR version other than 10 or 11, a Const
 with no or a malformed ``shape``, ``offset`` or ``size``, an element type it does not know, a ``size`` other than the
 shape needs, bytes past the end of the .bin (``TruncatedFileError``), a missing .bin, shapes larger than numpy holds,
-edges naming layers or ports that do not exist, two edges into one input, and edges that make a cycle.
+elements nested over 256 deep, edges naming layers or ports that do not exist, two edges into one input, and edges
+that make a cycle; and, dequantising, a subgraph whose shapes do not fit (a scale that does not broadcast, a result of
+another shape than its last layer says) or that would make more values than its weight, or its weight more than
+eight a byte of its Consts. Only the top-level graph is read: the bodies of ``Loop``, ``TensorIterator`` and ``If``
+layers (their own ``<layers>``) are not.
 """
 
 from __future__ import annotations
