@@ -197,6 +197,34 @@ def _flax_of_empty_maps(count: int) -> bytes:
     return _flax_map([b"\xce" + struct.pack(">I", index) + b"\x80" for index in range(count)])
 
 
+def _openvino_chain(count: int) -> bytes:
+    """An OpenVINO IR of a Parameter and ``count`` ReLUs one after another (no Const: no .bin), each edge named."""
+    port = '<input><port id="0"><dim>1</dim></port></input><output><port id="1"><dim>1</dim></port></output>'
+    layers = "".join(f'<layer id="{n}" name="r{n}" type="ReLU">{port}</layer>' for n in range(1, count + 1))
+    edges = "".join(
+        f'<edge from-layer="{n - 1}" from-port="{0 if n == 1 else 1}" to-layer="{n}" to-port="0"/>'
+        for n in range(1, count + 1)
+    )
+    first = '<layer id="0" name="x" type="Parameter"><output><port id="0"><dim>1</dim></port></output></layer>'
+    return f'<net name="chain" version="11"><layers>{first}{layers}</layers><edges>{edges}</edges></net>'.encode()
+
+
+def _openvino_concat(count: int) -> bytes:
+    """An IR of ``count`` Parameters all feeding one Concat, each through its own port."""
+    output = '<output><port id="0"><dim>1</dim></port></output>'
+    sources = "".join(f'<layer id="{n}" name="x{n}" type="Parameter">{output}</layer>' for n in range(count))
+    ports = "".join(f'<port id="{n}"><dim>1</dim></port>' for n in range(count))
+    concat = f'<layer id="{count}" name="all" type="Concat"><input>{ports}</input></layer>'
+    edges = "".join(f'<edge from-layer="{n}" from-port="0" to-layer="{count}" to-port="{n}"/>' for n in range(count))
+    return f'<net name="wide" version="11"><layers>{sources}{concat}</layers><edges>{edges}</edges></net>'.encode()
+
+
+def _openvino_nested(depth: int) -> bytes:
+    """An IR whose one layer holds ``depth`` nested elements of no meaning."""
+    layer = '<layer id="0" name="x" type="ReLU">' + "<a>" * depth + "</a>" * depth + "</layer>"
+    return f'<net name="deep" version="11"><layers>{layer}</layers></net>'.encode()
+
+
 def _stride_zero_pytorch(shape: tuple[int, ...], stride: tuple[int, ...]) -> bytes:
     return torch_zip(pickle2(ordered_dict(("t", tensor("0", 4, shape, stride)))))
 
@@ -238,6 +266,9 @@ CRAFTED: dict[str, tuple[Callable[[], bytes | dict[str, bytes]], set[int]]] = {
     ),
     "executorch-one-plan-listed-100000-times.pte": (lambda: shared_plans(100_000, 64), {LIMIT}),
     "tensorflow-20000-keys-growing-by-one-byte": (lambda: _tensorflow_keys_growing_by_one_byte(20_000), {OK, LIMIT}),
+    "openvino-100000-relus-in-a-chain.xml": (lambda: _openvino_chain(100_000), {OK, LIMIT}),
+    "openvino-a-concat-of-100000-inputs.xml": (lambda: _openvino_concat(100_000), {OK, LIMIT}),
+    "openvino-a-million-nested-elements.xml": (lambda: _openvino_nested(1_000_000), {CORRUPT}),
 }
 
 CORPUS_ENTRIES = sorted(

@@ -494,5 +494,7 @@ def _dense_or_convolution(layer: Layer) -> tuple[str, str] | None:
 
 
 def _checked(layer: Layer, outputs: int, kind: str, description: str) -> tuple[str, str] | None:
-    """The guess, where the bias (if any) has one value per output."""
-    return (kind, description) if _vector(layer.bias, outputs) else None
+    """The guess, where the bias (if any) has one value per output (OpenVINO's stands [1, out, 1, 1] to broadcast)."""
+    bias = layer.bias
+    fits = _vector(bias, outputs) or (bias is not None and [size for size in bias.shape if size != 1] == [outputs])
+    return (kind, description) if fits else None

@@ -39,6 +39,7 @@ from weightscope.formats._sniffing import (
     sniff_dcp,
     sniff_deepspeed,
     sniff_flax,
+    sniff_openvino,
     sniff_orbax,
     sniff_pytorch,
     sniff_tensorflow,
@@ -234,6 +235,14 @@ _BUILT_IN = (
         "sharded set (by its index model.safetensors.index.json, ...; or any shard; a GGUF split -00001-of-N.gguf)",
         "weightscope.formats.model_folder:ModelFolderCheckpoint",
         sniffer=_sniff_set,
+    ),
+    # Before the formats whose sniffers read a .bin's first bytes: an IR's .bin is raw data, claimed by its .xml.
+    Format(
+        "openvino",
+        "OpenVINO IR (.xml + .bin): every Const of the graph, compressed weights dequantised on request",
+        "weightscope.formats.openvino:OpenVinoCheckpoint",
+        sniffer=sniff_openvino,
+        suffixes=(".xml",),
     ),
     Format(
         "safetensors",

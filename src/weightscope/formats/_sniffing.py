@@ -73,6 +73,13 @@ def sniff_flax(path: AnyPath, entry: Format) -> bool:
     return len(head) == 1 and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF))
 
 
+def sniff_openvino(path: AnyPath, entry: Format) -> bool:
+    """Any ``.xml`` (the reader says whether it is an IR), or a ``.bin`` with an ``.xml`` beside it."""
+    if path.suffix.lower() == ".bin":
+        return path.with_name(path.name[: -len(path.suffix)] + ".xml").is_file()
+    return path.suffix.lower() in entry.suffixes
+
+
 _ZIP_NAME_LENGTH = slice(26, 28)  # in a zip's first local header; the name follows its 30 bytes
 
 

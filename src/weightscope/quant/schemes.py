@@ -66,7 +66,7 @@ def recognise(ckpt: Checkpoint) -> dict[str, QuantizedWeight]:
     """Every quantised weight of ``ckpt``, by logical name, in the order its packed values are listed."""
     infos = ckpt.by_name()
     config = quantization_config(ckpt)
-    found: dict[str, QuantizedWeight] = {}
+    found = ckpt.stored_quantized()
     for name in infos:
         if not name.endswith(_SUFFIXES):  # one C call for the names of no scheme: most, in most files
             continue
@@ -397,6 +397,58 @@ def _bnb_int8_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _
     return kernels.int8_rows(values, scb)
 
 
+def _openvino_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
+    """An OpenVINO decompression subgraph (``weightscope.formats._openvino_graph``) run as the runtime folds it: each
+    Convert casts (rounding as its type does), Subtract and Multiply compute in float32 without rounding to the type
+    the graph names (constant folding and the CPU plugin agree), Reshape and Gather move values; the result is cast
+    to the subgraph's type. No step may make more values than the weight has, nor the weight more than eight a byte
+    of its Consts (u2 codes make four): a broadcast or a Gather cannot blow a small file up."""
+    limit = weight.size
+    broken.expect(limit <= 8 * weight.nbytes, f"{limit} values from {weight.nbytes} bytes of Consts")
+
+    def sized(shape: tuple[int, ...], what: str) -> None:
+        broken.expect(math.prod(shape) <= limit, f"{what} makes {list(shape)}, more values than the weight's {limit}")
+
+    def run(step: tuple[Any, ...]) -> np.ndarray:
+        kind, *args = step
+        if kind == "part":
+            return parts[args[0]]
+        if kind == "convert":
+            return run(args[1]).astype(args[0])
+        if kind == "reshape":
+            values = run(args[1])
+            broken.expect(values.size == math.prod(args[0]), f"{values.size} values are reshaped to {list(args[0])}")
+            return values.reshape(args[0])
+        if kind == "gather":
+            data, indices, axis = (run(arg) for arg in args)
+            broken.expect(axis.size == 1 and -data.ndim <= int(axis.reshape(-1)[0]) < data.ndim, "a Gather's axis")
+            where = int(axis.reshape(-1)[0]) % data.ndim
+            sized((*data.shape[:where], *indices.shape, *data.shape[where + 1 :]), "a Gather")
+            indices = indices.astype(np.int64)
+            along = data.shape[where]
+            broken.expect(bool(((indices >= -along) & (indices < along)).all()), f"Gather indices past {along}")
+            return np.take(data, indices, axis=where)
+        first, second = (run(arg).astype(F32) for arg in args)
+        shape = _broadcast(first.shape, second.shape)
+        broken.expect(
+            shape is not None, f"{kind} of {list(first.shape)} and {list(second.shape)}, which do not broadcast"
+        )
+        sized(shape or (), kind)
+        return first - second if kind == "subtract" else first * second
+
+    with np.errstate(invalid="ignore", over="ignore"):  # inf x 0 and overflow give NaN and inf, as the runtime's do
+        values = run(weight.settings["program"])
+        broken.shape("the subgraph's result", values, weight.shape)
+        return values.astype(weight.dtype)
+
+
+def _broadcast(first: tuple[int, ...], second: tuple[int, ...]) -> tuple[int, ...] | None:
+    try:
+        return np.broadcast_shapes(first, second)
+    except ValueError:
+        return None
+
+
 _DEQUANTIZERS: dict[str, Callable[[QuantizedWeight, list[np.ndarray], _Broken], np.ndarray]] = {
     "fp8_block": _fp8_block_values,
     "fp8_scaled": _fp8_scaled_values,
@@ -408,5 +460,6 @@ _DEQUANTIZERS: dict[str, Callable[[QuantizedWeight, list[np.ndarray], _Broken], 
     "bnb_nf4": _bnb_4bit_values,
     "bnb_fp4": _bnb_4bit_values,
     "bnb_int8": _bnb_int8_values,
+    "ov_compressed": _openvino_values,
 }
 SCHEMES = tuple(_DEQUANTIZERS)
