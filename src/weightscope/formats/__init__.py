@@ -42,6 +42,7 @@ from weightscope.formats._sniffing import (
     sniff_orbax,
     sniff_pytorch,
     sniff_tensorflow,
+    sniff_torchscript,
     zip_members,
 )
 from weightscope.sources import AnyPath, as_path, local_path, opening, plus
@@ -264,6 +265,13 @@ _BUILT_IN = (
         writes=(".npz",),
     ),
     Format(
+        "torchscript",
+        "TorchScript archive (torch.jit.save): the module's tensors and constants; code/ listed, never run",
+        "weightscope.formats.torchscript:TorchScriptCheckpoint",
+        sniffer=sniff_torchscript,  # before pytorch's: a zip whose first member may be data.pkl too
+        scanner="weightscope.formats.torchscript:scan",
+    ),
+    Format(
         "pytorch",
         "PyTorch checkpoint (torch.save, .pt/.pth/.bin; zip or legacy): pickles read by an allow-list, never run",
         "weightscope.formats.pytorch:PyTorchCheckpoint",
@@ -482,7 +490,7 @@ def _open(path: AnyPath, format: str | None, verify: bool) -> Checkpoint:
             try:
                 return _read(candidate, path, verify)
             except (CorruptCheckpointError, UnsupportedFormatError):
-                refuse_recognised(path)  # a TorchScript zip whose first member is data.pkl looks like torch.save's
+                refuse_recognised(path)  # claimed by its name or first bytes, yet a file RECOGNISED knows: say so
                 raise
     if not path.exists() and not plus(path, ".index").exists():
         raise CheckpointNotFoundError(f"{path}: no such file or checkpoint prefix")

@@ -81,10 +81,8 @@ def first_member(head: bytes) -> bytes:
     return head[30 : 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")]
 
 
-def _is_torchscript(path: AnyPath) -> bool:
+def sniff_torchscript(path: AnyPath, entry: Format) -> bool:
     """A ``torch.jit.save`` archive: a zip whose folder holds ``code/`` and ``constants.pkl``."""
-    if local_path(path) is None:
-        return False
     names = zip_members(path)
     return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names) and any(
         name.split("/")[1:2] == ["code"] for name in names
@@ -110,12 +108,6 @@ def _is_onnx_tensor(path: AnyPath) -> bool:
 
 
 RECOGNISED: tuple[tuple[Callable[[AnyPath], bool], str], ...] = (
-    (
-        _is_torchscript,
-        "a TorchScript archive (torch.jit.save: code/ and constants.pkl beside the weights), not a torch.save "
-        "checkpoint; weightscope does not rebuild TorchScript modules. With torch: "
-        "torch.save(torch.jit.load(PATH).state_dict(), 'weights.pt') writes a checkpoint weightscope reads",
-    ),
     (
         _is_tflite,
         "a TensorFlow Lite model (a TFL3 flatbuffer), which weightscope does not read; with TensorFlow, "

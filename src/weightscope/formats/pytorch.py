@@ -80,7 +80,7 @@ from weightscope.containers.allow_list import ScanEntry, ScanReport
 from weightscope.containers.allow_list import is_int as _is_int
 from weightscope.containers.allow_list import show as _show
 from weightscope.containers.unpickler import size_of
-from weightscope.containers.zip import STORED, check_crc, escapes, read_directory
+from weightscope.containers.zip import STORED, Member, check_crc, escapes, is_deflated, read_directory
 from weightscope.dtypes import BY_NAME, ElementType, check_rank, check_size
 from weightscope.errors import (
     CorruptCheckpointError,
@@ -142,6 +142,7 @@ class _Archive(NamedTuple):
 
     folder: bytes
     members: dict[bytes, _Stored]  # by lowercased name
+    entries: tuple[Member, ...] = ()  # a TorchScript archive's: every member, compressed ones (code/) too
 
     def name(self, record: str) -> str:
         return f"{self.folder.decode('utf-8', 'replace')}/{record}"
@@ -154,8 +155,12 @@ class _Archive(NamedTuple):
         return self.members.get(key.lower())
 
 
-def _members(source: AnySource, path: AnyPath) -> _Archive:
-    """The archive's folder and stored members, refused where torch.load would read others or none."""
+def _members(source: AnySource, path: AnyPath, *, torchscript: bool = False) -> _Archive:
+    """The archive's folder and stored members, refused where torch.load would read others or none.
+
+    With ``torchscript`` (``torch.jit.load``'s reading): ``constants.pkl`` is expected, every directory entry is
+    kept in ``entries``, and deflated members (``code/``) are allowed but left out of ``members``, except pickles
+    and storages, which must be stored."""
     members: dict[bytes, _Stored] = {}
     entries = read_directory(source, path)
     if not entries:
@@ -170,13 +175,18 @@ def _members(source: AnySource, path: AnyPath) -> _Archive:
                 f"{what} is outside the archive's folder (that of the first member): torch.load refuses the file"
             )
         if entry.compress_type != STORED or entry.compress_size != entry.file_size:
+            record = entry.raw_name[len(folder) + 1 :]
+            data = record.endswith(b".pkl") or record.startswith((b"data/", b"constants/"))
+            if torchscript and not data and is_deflated(entry, what):
+                continue
             raise UnsupportedFormatError(f"{what} is compressed; PyTorch stores its members uncompressed")
         members[entry.raw_name.lower()] = _Stored(entry.start, entry.file_size, entry.CRC)
-    if any(entry.raw_name == folder + b"/constants.pkl" for entry in entries):
+    if not torchscript and any(entry.raw_name == folder + b"/constants.pkl" for entry in entries):
         raise UnsupportedFormatError(
-            f"{path}: a TorchScript archive (torch.jit.save): torch.load hands it to torch.jit.load"
+            f"{path}: a TorchScript archive (torch.jit.save): torch.load hands it to torch.jit.load; "
+            "open it with format='torchscript'"
         )
-    archive = _Archive(folder, members)
+    archive = _Archive(folder, members, tuple(entries) if torchscript else ())
     if archive.find("data.pkl", path) is None:
         raise CorruptCheckpointError(f"{path}: no '{archive.name('data.pkl')}' member; a PyTorch zip has one")
     return archive
@@ -383,14 +393,7 @@ class PyTorchCheckpoint(FileCheckpoint):
 
     def _walk(self, index: Index, value: Any, name: str, depth: int, *, optimizer: bool) -> None:
         """Name the tensors in dicts and lists by their dotted path; note scalar leaves as metadata."""
-        self._visits += 1
-        if depth > MAX_NESTING:
-            raise CorruptCheckpointError(f"{self.path}: the saved object nests deeper than {MAX_NESTING} levels")
-        if self._visits > self._max_visits:
-            raise CorruptCheckpointError(
-                f"{self.path}: the saved object reaches more than {self._max_visits} values (shared through the "
-                "pickle's memo, a small pickle can name exponentially many)"
-            )
+        self._visit(depth)
         # Names, tensor entries and metadata are charged as what listing them will make:
         # one string shared through the memo becomes as many copies as places it is reached.
         spend = self._budget.spend
@@ -416,6 +419,17 @@ class PyTorchCheckpoint(FileCheckpoint):
         elif isinstance(value, _Global):
             index.metadata[name] = value.qualname
         # Storages and bytes saved bare are not tensors: nothing to list.
+
+    def _visit(self, depth: int) -> None:
+        """Count one value the walk reaches ``depth`` levels down; refuse past the caps."""
+        self._visits += 1
+        if depth > MAX_NESTING:
+            raise CorruptCheckpointError(f"{self.path}: the saved object nests deeper than {MAX_NESTING} levels")
+        if self._visits > self._max_visits:
+            raise CorruptCheckpointError(
+                f"{self.path}: the saved object reaches more than {self._max_visits} values (shared through the "
+                "pickle's memo, a small pickle can name exponentially many)"
+            )
 
     def _attach_optimizer_state(self, found: Index, saved: dict[Any, Any], name: str) -> None:
         """Name the parameter each optimizer state tensor belongs to, where a training
@@ -460,7 +474,9 @@ class PyTorchCheckpoint(FileCheckpoint):
                 roles[tensor_name] = TensorRole("optimizer", role=str(slot), owner=f"{model_name}.{parameters[index]}")
         found.roles.update(roles)
 
-    def _add(self, index: Index, name: str, tensor: _Tensor, optimizer: bool) -> None:
+    def _add(self, index: Index, name: str, tensor: _Tensor, optimizer: bool, folder: str = "data") -> None:
+        """List ``tensor`` as ``name``, its storage the member ``<folder>/<key>`` (a TorchScript archive's constants
+        are in ``constants/``), once its offset, shape and strides are checked against the storage."""
         if name in self._tensors:
             raise UnsupportedFormatError(f"{self.path}: two tensors are named '{name}'")
         element: ElementType = BY_NAME[tensor.element]
@@ -472,8 +488,8 @@ class PyTorchCheckpoint(FileCheckpoint):
         if self._legacy is not None:
             member_name, member = storage.key, self._legacy.get(storage.key)
         else:
-            member_name = self._archive.name(f"data/{storage.key}")
-            member = self._archive.find(f"data/{storage.key}", self.path)
+            member_name = self._archive.name(f"{folder}/{storage.key}")
+            member = self._archive.find(f"{folder}/{storage.key}", self.path)
         what = f"{self.path}: tensor '{name}'"
         check_rank(tensor.shape, what)
         if member is None:
