@@ -184,3 +184,45 @@ def test_scan_lists_globals_and_code_and_says_the_code_is_not_run(
     listed = json.loads(capsys.readouterr().out)
     assert {"opcode": "NEWOBJ", "name": "__torch__.script_models.Traced", "allowed": True, "count": 1} in listed
     assert any("never run" in entry.get("note", "") for entry in listed)
+
+
+def _rewritten(source: Path, target: Path, replaced: dict[str, bytes]) -> Path:
+    """A copy of a real archive with some members' bytes replaced, each member compressed as before."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for info in original.infolist():
+            copy.writestr(info, replaced.get(info.filename.split("/", 1)[1], original.read(info)))
+    return target
+
+
+def _payload(marker: Path) -> bytes:
+    return f"import os\nos.system('touch {marker}')\nopen({str(marker)!r}, 'w')\n".encode()
+
+
+def test_code_that_would_run_is_never_run(scripted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    marker = tmp_path / "ran"
+    code = zipfile.ZipFile(scripted).read("net/code/__torch__/script_models.py")
+    hostile = _rewritten(scripted, tmp_path / "net.pt", {"code/__torch__/script_models.py": _payload(marker) + code})
+    with ws.open(hostile) as ckpt:
+        assert len(ckpt) == len(_load(scripted).state_dict())
+        for name in ckpt:
+            np.asarray(ckpt[name])
+    assert main(["scan", str(hostile)]) == 0
+    assert "net/code/__torch__/script_models.py (" in capsys.readouterr().out
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("record", ["data.pkl", "constants.pkl"])
+def test_a_pickle_that_would_run_code_is_refused_in_one_line(
+    scripted: Path, tmp_path: Path, record: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "ran"
+    evil = b"\x80\x02cos\nsystem\nX" + len(f"touch {marker}").to_bytes(4, "little") + f"touch {marker}".encode()
+    hostile = _rewritten(scripted, tmp_path / "net.pt", {record: evil + b"\x85R."})
+    with pytest.raises(ws.RefusedError, match=f"{record}: refused to load: the file wants to call os.system"):
+        ws.open(hostile)
+    assert main(["ls", str(hostile)]) == ExitStatus.REFUSED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "os.system" in err
+    assert main(["scan", str(hostile)]) == ExitStatus.REFUSED
+    assert "REFUSED GLOBAL os.system" in capsys.readouterr().out
+    assert not marker.exists()

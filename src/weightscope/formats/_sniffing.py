@@ -82,8 +82,15 @@ def first_member(head: bytes) -> bytes:
 
 
 def sniff_torchscript(path: AnyPath, entry: Format) -> bool:
-    """A ``torch.jit.save`` archive: a zip whose folder holds ``code/`` and ``constants.pkl``."""
+    """A ``torch.jit.save`` archive: a zip whose folder holds ``code/`` and ``constants.pkl``; or, its directory
+    unreadable (cut short), whose first member is a storage (``<folder>/data/0``: ``torch.save`` writes its pickle
+    first), for the reader to say what is wrong."""
+    head = file_head(path, 30 + 0xFFFF)
+    if not head.startswith(LOCAL_SIGNATURE):
+        return False
     names = zip_members(path)
+    if not names:
+        return first_member(head).count(b"/") == 2 and first_member(head).split(b"/")[1] == b"data"
     return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names) and any(
         name.split("/")[1:2] == ["code"] for name in names
     )
