@@ -342,7 +342,7 @@ def _contents(archive: _Archive) -> tuple[str, ...]:
     for kind in storages:
         sizes = [entry.file_size for entry in archive.entries if entry.filename.startswith(kind)]
         if sizes:
-            notes.append(f"{kind}: {len(sizes)} storages, {sum(sizes)} bytes")
+            notes.append(f"{kind}: {len(sizes)} storage{'s' * (len(sizes) != 1)}, {sum(sizes)} bytes")
     notes.extend(
         f"{entry.filename} ({entry.file_size} bytes)"
         for entry in archive.entries
