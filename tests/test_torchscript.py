@@ -91,6 +91,22 @@ def test_a_scripted_module_reads_as_its_state_dict_bit_for_bit(scripted: Path) -
         assert not ckpt.verify()
 
 
+def test_a_traced_module_reads_as_its_state_dict_and_constants_bit_for_bit(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.trace(Net(seed=5).eval(), torch.randn(2, 4))
+    path = _save(module, tmp_path / "traced-net.pt")
+    state, constants = _load(path).state_dict(), _constants(path)
+    assert len(constants) == 1  # forward's literal
+    with ws.open(path) as ckpt:
+        assert list(ckpt) == [*state, *constants]
+        for name, tensor in [*state.items(), *constants.items()]:
+            _same(ckpt[name], tensor)
+        assert ckpt.info("head.weight").offset == ckpt.info("tied.weight").offset
+        assert ckpt.view("transposed").strides == (1, 6)  # type: ignore[union-attr]
+        assert ckpt.role("layers.0.bn.running_var").category == "buffer"
+
+
 def test_plain_attributes_and_scripted_objects_are_listed_by_path_as_bookkeeping(tmp_path: Path) -> None:
     path = _save(_script(Attributes()), tmp_path / "attributes.pt")
     loaded = _load(path)

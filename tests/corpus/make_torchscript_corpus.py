@@ -61,6 +61,15 @@ def archive(
     return deflating_zip(members(data, constants, storages), (f"archive/{deflated}",))
 
 
+def shared_modules(depth: int) -> bytes:
+    """Modules each holding the one before twice (as ``a`` and ``b``) through the memo: 2^depth module visits."""
+    body = module(WEIGHT) + b"q\x00"
+    for level in range(1, depth + 1):
+        before = b"h" + bytes([level - 1])
+        body += b"0" + module(("a", before), ("b", before)) + b"q" + bytes([level])
+    return pickle2(body)
+
+
 def torchscript_entries() -> dict[str, bytes]:
     whole = archive()
     return {
@@ -88,6 +97,7 @@ def torchscript_entries() -> dict[str, bytes]:
             constants=pickle2(b"(" + text("x") + b"t")
         ),
         "CorruptCheckpointError--storage-member-missing.pt": archive(storages={}),
+        "CorruptCheckpointError--modules-shared-to-name-2-30-tensors.pt": archive(shared_modules(30)),
         "CorruptCheckpointError--tensor-larger-than-its-storage.pt": archive(
             pickle2(module(("weight", tensor("0", 4, (3, 3), (3, 1)))))
         ),

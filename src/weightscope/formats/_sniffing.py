@@ -74,6 +74,7 @@ def sniff_flax(path: AnyPath, entry: Format) -> bool:
 
 
 _ZIP_NAME_LENGTH = slice(26, 28)  # in a zip's first local header; the name follows its 30 bytes
+_ZIP_EXTRA_LENGTH = slice(28, 30)  # and the extra field the name, then the data
 
 
 def first_member(head: bytes) -> bytes:
@@ -81,19 +82,23 @@ def first_member(head: bytes) -> bytes:
     return head[30 : 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")]
 
 
+# A TorchScript archive's data.pkl starts with its module's class: PROTO 2, GLOBAL '__torch__...'. No torch.save
+# pickle does (weightscope would refuse that global in one).
+_TORCHSCRIPT_PICKLE = b"\x80\x02c__torch__"
+
+
 def sniff_torchscript(path: AnyPath, entry: Format) -> bool:
-    """A ``torch.jit.save`` archive: a zip whose folder holds ``code/`` and ``constants.pkl``; or, its directory
-    unreadable (cut short), whose first member is a storage (``<folder>/data/0``: ``torch.save`` writes its pickle
-    first), for the reader to say what is wrong."""
+    """A ``torch.jit.save`` archive, by its first member alone (no directory read): a storage ``<folder>/data/<key>``
+    (``torch.save`` writes its pickle first; TorchScript writes a module's storages before it), or, a module with no
+    tensors, ``<folder>/data.pkl`` stored and starting as TorchScript's pickles do."""
     head = file_head(path, 30 + 0xFFFF)
     if not head.startswith(LOCAL_SIGNATURE):
         return False
-    names = zip_members(path)
-    if not names:
-        return first_member(head).count(b"/") == 2 and first_member(head).split(b"/")[1] == b"data"
-    return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names) and any(
-        name.split("/")[1:2] == ["code"] for name in names
-    )
+    parts = first_member(head).split(b"/")
+    if len(parts) == 3 and parts[1] == b"data" and parts[2]:
+        return True
+    start = 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little") + int.from_bytes(head[_ZIP_EXTRA_LENGTH], "little")
+    return parts[1:] == [b"data.pkl"] and head[start : start + len(_TORCHSCRIPT_PICKLE)] == _TORCHSCRIPT_PICKLE
 
 
 _TFLITE_MAGIC = b"TFL3"  # the flatbuffer's file identifier, after its 4-byte root offset
