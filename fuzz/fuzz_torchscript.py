@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 
@@ -9,7 +10,9 @@ import fuzzlib
 from fuzz_pytorch_zip import exercise_unverified
 
 with fuzzlib.instrumented():
+    from weightscope.errors import WeightscopeError
     from weightscope.formats.torchscript import TorchScriptCheckpoint, declarations, scan
+    from weightscope.limits import Budget, Limits
 
 
 def seeds() -> list[bytes]:
@@ -44,7 +47,9 @@ def one_input(data: bytes) -> None:
     fuzzlib.exercise(path, "torchscript")
     exercise_unverified(path, TorchScriptCheckpoint)
     scan(path)
-    declarations("__torch__.fuzzed", data.decode("utf-8", "replace"))  # the text read from code/, any text
+    budget = Budget(Limits.for_size(len(data)), path)
+    with contextlib.suppress(WeightscopeError):  # refused past the budget: a flood of declarations
+        declarations("__torch__.fuzzed", data.decode("utf-8", "replace"), budget.spend)  # code/'s text, any text
 
 
 if __name__ == "__main__":

@@ -41,11 +41,11 @@ VALID = pickle2(module(("training", b"\x88"), WEIGHT))
 
 
 def members(
-    data: bytes = VALID, constants: bytes = EMPTY_TUPLE, storages: dict[str, bytes] | None = None
+    data: bytes = VALID, constants: bytes = EMPTY_TUPLE, storages: dict[str, bytes] | None = None, code: str = CODE
 ) -> dict[str, bytes]:
     """A ``torch.jit.save`` archive's members: data/, data.pkl, code/, constants.pkl, version, byteorder."""
     found = {f"data/{key}": raw for key, raw in ({"0": FOUR} if storages is None else storages).items()}
-    found |= {"data.pkl": data, CODE_FILE: CODE.encode(), "constants.pkl": constants}
+    found |= {"data.pkl": data, CODE_FILE: code.encode(), "constants.pkl": constants}
     found |= {"version": b"3\n", "byteorder": b"little"}
     return {f"archive/{name}": raw for name, raw in found.items()}
 

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from weightscope.checkpoint import Index
@@ -87,6 +87,7 @@ from weightscope.limits import Budget, Limits
 from weightscope.sources import as_path, open_source
 
 MAX_CODE = 64 << 20  # bytes of one code/ file read for its declarations
+TEXT_BYTES = 5  # what a code/ file's byte may cost read: the byte, and up to 4 of its text (a str of UCS-4)
 PICKLES = ("data.pkl", "constants.pkl")
 CONSTANT = "CONSTANTS.c{}"  # a constant's name: as the code refers to it
 # Storage classes TorchScript names and torch.save does not (it writes these dtypes as untyped storages).
@@ -171,35 +172,39 @@ class TorchScriptAllowList(TorchAllowList):
 
 # -- code/: the two lines read ------------------------------------------------------------------------------
 
-_CLASS = re.compile(r"class (\w+)\b")
-_DECLARED = re.compile(r"[ \t]+__(parameters|buffers)__ = \[(.*)\][ \t]*")
+# One pass of the regular expression engine over the text, a match only where a line starts a class or declares.
+_LINES = re.compile(r"^class (\w+)|^[ \t]+__(parameters|buffers)__ = \[(.*)\][ \t]*$", re.MULTILINE)
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_ESCAPED = re.compile(r"\\(.)")
+MATCH_BYTES = 96  # what a matched line is charged: a match object and its groups, made and dropped
+NAME_BYTES = 32  # per character of a declaration's list: a name of n characters (n + 2 quoted) costs 57 + n in a list
 
 
-def declarations(qualified: str, text: str) -> dict[str, tuple[list[str], list[str]]]:
+def declarations(
+    qualified: str, text: str, spend: Callable[[int, str], None]
+) -> dict[str, tuple[list[str], list[str]]]:
     """The parameters and buffers each module class of a ``code/`` file declares, by the class's qualified name.
 
     ``qualified`` is the file's module path (``__torch__.torch.nn.modules.linear``). Only lines
-    ``class Name...`` and, indented under one, ``__parameters__ = ["a", "b", ]`` and
-    ``__buffers__ = [...]`` are looked at; a class declaring neither is no module."""
+    ``class Name...`` and, indented (in the last class before them), ``__parameters__ = ["a", "b", ]``
+    and ``__buffers__ = [...]`` are looked at (names unescaped of ``\\"`` and ``\\\\``); a class
+    declaring neither is no module. Each line matched, and a declaration's names before they are made, are
+    charged to ``spend`` (``Budget.spend``), so that a flood of them is refused in bounded time and memory."""
     found: dict[str, tuple[list[str], list[str]]] = {}
-    current: tuple[list[str], list[str]] | None = None
-    for line in text.splitlines():
-        if match := _CLASS.match(line):
-            current = ([], [])
-            name = f"{qualified}.{match[1]}"
-        elif line[:1] not in (" ", "\t"):
-            current = None  # a top-level def or import ends a class
-        elif current is not None and (declared := _DECLARED.fullmatch(line)):
-            names = [_unescape(quoted) for quoted in _QUOTED.findall(declared[2])]
-            current[0 if declared[1] == "parameters" else 1].extend(names)
-            found[name] = current
+    name = ""
+    for line in _LINES.finditer(text):
+        spend(MATCH_BYTES, "the code/ files' declarations")
+        if line[1] is not None:
+            name = f"{qualified}.{line[1]}"
+            continue
+        if not name:
+            continue  # a declaration outside any class
+        declared = found.setdefault(name, ([], []))[0 if line[2] == "parameters" else 1]
+        spend(NAME_BYTES * len(line[3]), "the code/ files' declarations")  # before the names are made
+        declared.extend(
+            _ESCAPED.sub(r"\1", quoted) if "\\" in quoted else quoted for quoted in _QUOTED.findall(line[3])
+        )
     return found
-
-
-def _unescape(quoted: str) -> str:
-    """A name as TorchScript's printer quotes it, its backslash escapes (of ``"`` and ``\\``) undone."""
-    return re.sub(r"\\(.)", r"\1", quoted)
 
 
 # -- the reader ----------------------------------------------------------------------------------------------
@@ -223,7 +228,7 @@ class TorchScriptCheckpoint(PyTorchCheckpoint):
         self._byteorder = "<" if order == b"little" else ">"
         self._declared = {}
         for record, text in self._code():
-            self._declared |= declarations(record.removesuffix(".py").replace("/", "."), text)
+            self._declared |= declarations(record.removesuffix(".py").replace("/", "."), text, self._budget.spend)
         data = bytes(self._member_bytes("data.pkl"))
         root = self._unpickle(data)
         if not isinstance(root, _Record):
@@ -259,7 +264,7 @@ class TorchScriptCheckpoint(PyTorchCheckpoint):
             what = f"{self.path}: member '{entry.filename}'"
             if entry.file_size > MAX_CODE:
                 raise LimitExceededError(f"{what} is {entry.file_size} bytes; code/ files are read up to {MAX_CODE}")
-            self._budget.spend(entry.file_size, "the code/ files' text")
+            self._budget.spend(TEXT_BYTES * entry.file_size, "the code/ files' text")
             data = self._source.read(entry.start, entry.compress_size, f"member '{entry.filename}'")
             if is_deflated(entry, what):
                 data = memoryview(inflate(data, entry.file_size, what))
