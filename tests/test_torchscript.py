@@ -242,3 +242,14 @@ def test_a_pickle_that_would_run_code_is_refused_in_one_line(
     assert main(["scan", str(hostile)]) == ExitStatus.REFUSED
     assert "REFUSED GLOBAL os.system" in capsys.readouterr().out
     assert not marker.exists()
+
+
+def test_scan_names_extra_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "with-extra.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(_script(torch.nn.Linear(2, 2)), str(path), _extra_files={"config.json": b'{"a": 1}'})
+    assert main(["scan", str(path)]) == 0
+    assert "with-extra/extra/config.json (8 bytes)" in capsys.readouterr().out.splitlines()
+    with ws.open(path) as ckpt:
+        assert list(ckpt) == ["weight", "bias"]

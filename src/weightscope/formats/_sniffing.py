@@ -88,14 +88,15 @@ _TORCHSCRIPT_PICKLE = b"\x80\x02c__torch__"
 
 
 def sniff_torchscript(path: AnyPath, entry: Format) -> bool:
-    """A ``torch.jit.save`` archive, by its first member alone (no directory read): a storage ``<folder>/data/<key>``
-    (``torch.save`` writes its pickle first; TorchScript writes a module's storages before it), or, a module with no
-    tensors, ``<folder>/data.pkl`` stored and starting as TorchScript's pickles do."""
+    """A ``torch.jit.save`` archive, by its first member alone (no directory read): an extra file
+    ``<folder>/extra/<name>`` or a storage ``<folder>/data/<key>`` (``torch.save`` writes its pickle first;
+    TorchScript writes the extra files, then a module's storages, before it), or, a module with no tensors,
+    ``<folder>/data.pkl`` stored and starting as TorchScript's pickles do."""
     head = file_head(path, 30 + 0xFFFF)
     if not head.startswith(LOCAL_SIGNATURE):
         return False
     parts = first_member(head).split(b"/")
-    if len(parts) == 3 and parts[1] == b"data" and parts[2]:
+    if (len(parts) == 3 and parts[1] == b"data" and parts[2]) or (len(parts) >= 3 and parts[1] == b"extra"):
         return True
     start = 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little") + int.from_bytes(head[_ZIP_EXTRA_LENGTH], "little")
     return parts[1:] == [b"data.pkl"] and head[start : start + len(_TORCHSCRIPT_PICKLE)] == _TORCHSCRIPT_PICKLE

@@ -25,6 +25,11 @@ aligned, so memory-mapped) holding:
   module adds ``traced_inputs.pkl`` + ``traced_inputs/`` (its example inputs); ``extra/``
   holds the files given as ``_extra_files``.
 
+The members come in the order ``extra/``, ``data/``, ``data.pkl``, ``code/``, ``constants/``,
+``constants.pkl``, ...: an archive is recognised by its first member alone (an extra file, a
+storage, or a ``data.pkl`` whose pickle starts with a ``__torch__`` class), as no ``torch.save``
+zip starts (``weightscope.formats._sniffing``).
+
 What weightscope reads: the tensors of ``data.pkl``, named by their attribute paths, and of
 ``constants.pkl``, named ``CONSTANTS.c<i>`` as the code names them. The names and order of
 ``ScriptModule.state_dict()`` need to know which attributes are parameters and buffers,
