@@ -265,13 +265,6 @@ _BUILT_IN = (
         writes=(".npz",),
     ),
     Format(
-        "torchscript",
-        "TorchScript archive (torch.jit.save): the module's tensors and constants; code/ listed, never run",
-        "weightscope.formats.torchscript:TorchScriptCheckpoint",
-        sniffer=sniff_torchscript,  # before pytorch's: a zip whose first member may be data.pkl too
-        scanner="weightscope.formats.torchscript:scan",
-    ),
-    Format(
         "pytorch",
         "PyTorch checkpoint (torch.save, .pt/.pth/.bin; zip or legacy): pickles read by an allow-list, never run",
         "weightscope.formats.pytorch:PyTorchCheckpoint",
@@ -282,6 +275,13 @@ _BUILT_IN = (
         writes=(".pt", ".pth", ".bin"),
         scanner="weightscope.formats.pytorch:scan",
         model_file="pytorch_model.bin",
+    ),
+    Format(
+        "torchscript",
+        "TorchScript archive (torch.jit.save): the module's tensors and constants; code/ listed, never run",
+        "weightscope.formats.torchscript:TorchScriptCheckpoint",
+        sniffer=sniff_torchscript,  # pytorch's sniffer leaves its archives, even one starting with data.pkl
+        scanner="weightscope.formats.torchscript:scan",
     ),
     Format(
         "pickle",

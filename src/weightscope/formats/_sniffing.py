@@ -87,19 +87,22 @@ def first_member(head: bytes) -> bytes:
 _TORCHSCRIPT_PICKLE = b"\x80\x02c__torch__"
 
 
-def sniff_torchscript(path: AnyPath, entry: Format) -> bool:
-    """A ``torch.jit.save`` archive, by its first member alone (no directory read): an extra file
-    ``<folder>/extra/<name>`` or a storage ``<folder>/data/<key>`` (``torch.save`` writes its pickle first;
-    TorchScript writes the extra files, then a module's storages, before it), or, a module with no tensors,
+def _torchscript_first(head: bytes) -> bool:
+    """Whether the zip whose first bytes are ``head`` starts as only ``torch.jit.save`` starts one: with an extra
+    file ``<folder>/extra/<name>`` or a storage ``<folder>/data/<key>`` (``torch.save`` writes its pickle first;
+    TorchScript writes the extra files, then a module's storages, before it), or, for a module with no tensors,
     ``<folder>/data.pkl`` stored and starting as TorchScript's pickles do."""
-    head = file_head(path, 30 + 0xFFFF)
-    if not head.startswith(LOCAL_SIGNATURE):
-        return False
     parts = first_member(head).split(b"/")
     if (len(parts) == 3 and parts[1] == b"data" and parts[2]) or (len(parts) >= 3 and parts[1] == b"extra"):
         return True
     start = 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little") + int.from_bytes(head[_ZIP_EXTRA_LENGTH], "little")
     return parts[1:] == [b"data.pkl"] and head[start : start + len(_TORCHSCRIPT_PICKLE)] == _TORCHSCRIPT_PICKLE
+
+
+def sniff_torchscript(path: AnyPath, entry: Format) -> bool:
+    """A ``torch.jit.save`` archive, by its first member alone (no directory read; see ``_torchscript_first``)."""
+    head = file_head(path, 30 + 0xFFFF)
+    return head.startswith(LOCAL_SIGNATURE) and _torchscript_first(head)
 
 
 _TFLITE_MAGIC = b"TFL3"  # the flatbuffer's file identifier, after its 4-byte root offset
@@ -167,7 +170,8 @@ _PYTORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(1
 
 
 def sniff_pytorch(path: AnyPath, entry: Format) -> bool:
-    """A zip whose first member is one of ``entry.members`` in the archive's one folder, or the legacy head."""
+    """A zip whose first member is one of ``entry.members`` in the archive's one folder (not a TorchScript archive's
+    data.pkl), or the legacy head."""
     if not path.is_file():
         return False
     source = open_source(path)
@@ -182,7 +186,8 @@ def sniff_pytorch(path: AnyPath, entry: Format) -> bool:
     finally:
         source.close()
     name = first_member(head)
-    return name.count(b"/") == 1 and name.endswith(tuple(b"/" + member.encode() for member in entry.members))
+    members = tuple(b"/" + member.encode() for member in entry.members)
+    return name.count(b"/") == 1 and name.endswith(members) and not _torchscript_first(head)
 
 
 # -- folder formats' sniffers (the registry's entries name them) ------------------------------------------

@@ -71,7 +71,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from weightscope.bounds import check_range
 from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
@@ -294,13 +294,15 @@ def scan(
     stream that leaves values under its result) to the end or to where they cannot be
     read, so every name before damage is listed; the verdict is what opening the file
     raises (as ``ls`` does), so the two always agree. ``allow`` and ``reader`` are a wider allow-list and the
-    reader under it (DeepSpeed's rank files).
+    reader under it (DeepSpeed's rank files, TorchScript archives: the reader says which pickles a zip holds and
+    what else of it to list).
     """
     location = as_path(path)
     report = ScanReport()
     source = open_source(location)
     found: dict[tuple[str, str, bool], int] = {}
     budget = Budget(Limits.for_size(source.size), location)
+    opener = reader or PyTorchCheckpoint
     try:
         if _is_legacy(source, location):
             data, position = _whole(source), 0
@@ -314,13 +316,19 @@ def scan(
                     break
                 position = unpickler.position
         else:
-            archive = _members(source, location)
-            name, member = archive.name("data.pkl"), archive.find("data.pkl", location)
-            assert member is not None  # _members checked it
-            data = bytes(_read_member(source, location, name, member, True))
-            unpickler = _Unpickler(data, f"{location}", scan=True, budget=budget, allow=allow())
-            unpickler.load()
-            found, report.verdict = unpickler.found, _over_budget(unpickler)
+            archive = _members(source, location, torchscript=opener.torchscript)
+            report.notes = opener.contents(archive)
+            for record in opener.pickles:
+                member = archive.find(record, location)
+                if member is None:
+                    continue  # (data.pkl: _members checked it)
+                data = bytes(_read_member(source, location, archive.name(record), member, True))
+                where = f"{location}: {record}" if opener.torchscript else f"{location}"
+                unpickler = _Unpickler(data, where, scan=True, budget=budget, allow=allow())
+                unpickler.load()
+                for key, count in unpickler.found.items():
+                    found[key] = found.get(key, 0) + count
+                report.verdict = report.verdict or _over_budget(unpickler)
     except WeightscopeError as error:  # no pickle to follow: a broken zip, a member missing
         report.verdict = kept(error)
     finally:
@@ -328,7 +336,7 @@ def scan(
     report.extend(ScanEntry(opcode, name, allowed, count) for (opcode, name, allowed), count in found.items())
     if report.verdict is None:
         try:
-            (reader or PyTorchCheckpoint)(path).close()
+            opener(path).close()
         except WeightscopeError as error:
             report.verdict = kept(error)
     return report
@@ -353,6 +361,13 @@ class PyTorchCheckpoint(FileCheckpoint):
     _max_visits = MAX_CONTAINERS
     _legacy: dict[str, _Stored] | None = None  # a legacy file's storages by key
     _byteorder: Literal["<", ">"] = "<"
+    torchscript: ClassVar[bool] = False  # its zips are read as torch.jit.load reads them (see _members)
+    pickles: ClassVar[tuple[str, ...]] = ("data.pkl",)  # the zip's pickles, which scan follows
+
+    @staticmethod
+    def contents(archive: _Archive) -> tuple[str, ...]:
+        """Lines ``scan`` adds on what the zip holds besides what its pickles name: none for ``torch.save``'s."""
+        return ()
 
     def _load(self) -> Index:
         self._budget = Budget(Limits.for_size(self._source.size), self.path)
@@ -362,20 +377,28 @@ class PyTorchCheckpoint(FileCheckpoint):
             self.checksums = ""  # the legacy format has none
             self._legacy = legacy.storages
             self._byteorder = "<" if legacy.little_endian else ">"
-            self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * legacy.pickled)
+            self._visits_for(legacy.pickled)
             self._walk(index, legacy.saved, "", 0, optimizer=False)
             return index
-        self._archive = _members(self._source, self.path)
+        self._open_zip()
+        data = bytes(self._member_bytes("data.pkl"))
+        saved = self._unpickle(data)
+        self._visits_for(len(data))
+        self._walk(index, saved, "", 0, optimizer=False)
+        return index
+
+    def _open_zip(self) -> None:
+        """Find the zip's members and the byte order its record says."""
+        self._archive = _members(self._source, self.path, torchscript=self.torchscript)
         # torch.load takes the record's bytes as they are: b"little", b"big", or an error
         order = bytes(self._member_bytes("byteorder")) if self._archive.find("byteorder", self.path) else b"little"
         if order not in (b"little", b"big"):
             raise CorruptCheckpointError(f"{self.path}: byteorder is {order[:80]!r}; expected 'little' or 'big'")
         self._byteorder = "<" if order == b"little" else ">"
-        data = bytes(self._member_bytes("data.pkl"))
-        saved = self._unpickle(data)
-        self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * len(data))
-        self._walk(index, saved, "", 0, optimizer=False)
-        return index
+
+    def _visits_for(self, pickled: int) -> None:
+        """Let the walk over a pickle of ``pickled`` bytes visit values in proportion to its size."""
+        self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * pickled)
 
     def _unpickle(self, data: bytes) -> Any:
         """The saved object of a zip's ``data.pkl``, under torch's allow-list."""

@@ -70,26 +70,19 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from weightscope.checkpoint import Index
-from weightscope.containers.allow_list import Global, ScanEntry, ScanReport
+from weightscope.containers.allow_list import Global, ScanReport
 from weightscope.containers.unpickler import ENTRY_BYTES, Unpickler, size_of
 from weightscope.containers.zip import check_crc, inflate, is_deflated
-from weightscope.errors import CorruptCheckpointError, LimitExceededError, UnsupportedFormatError, WeightscopeError
-from weightscope.errors import kept as _kept
+from weightscope.errors import CorruptCheckpointError, LimitExceededError, UnsupportedFormatError
 from weightscope.formats.pytorch import (
-    MAX_CONTAINERS,
-    MIN_VISITS,
     TENSOR_BYTES,
-    VISITS_PER_BYTE,
     PyTorchCheckpoint,
     _Archive,
-    _members,
-    _over_budget,
-    _read_member,
 )
+from weightscope.formats.pytorch import scan as scan_pytorch
 from weightscope.formats.pytorch_pickle import ALLOWED_GLOBALS, TorchAllowList, _Tensor, _Unpickler
 from weightscope.layers import TensorRole
 from weightscope.limits import Budget, Limits
-from weightscope.sources import as_path, open_source
 
 MAX_CODE = 64 << 20  # bytes of one code/ file read for its declarations
 TEXT_BYTES = 5  # what a code/ file's byte may cost read: the byte, and up to 4 of its text (a str of UCS-4)
@@ -212,6 +205,26 @@ def declarations(
     return found
 
 
+def contents(archive: _Archive) -> tuple[str, ...]:
+    """What the archive holds besides the pickles' globals: its storages counted, every other member named."""
+    folder = archive.folder.decode("utf-8", "replace")
+    notes = [
+        "a TorchScript archive: its code/ is TorchScript source, listed here, never run; weightscope does not "
+        "interpret the graph (it reads the tensors of data.pkl and constants.pkl)"
+    ]
+    storages = tuple(f"{folder}/{kind}/" for kind in ("data", "constants", "traced_inputs"))
+    for kind in storages:
+        sizes = [entry.file_size for entry in archive.entries if entry.filename.startswith(kind)]
+        if sizes:
+            notes.append(f"{kind}: {len(sizes)} storage{'s' * (len(sizes) != 1)}, {sum(sizes)} bytes")
+    notes.extend(
+        f"{entry.filename} ({entry.file_size} bytes)"
+        for entry in archive.entries
+        if not entry.filename.startswith(storages)
+    )
+    return tuple(notes)
+
+
 # -- the reader ----------------------------------------------------------------------------------------------
 
 
@@ -220,17 +233,16 @@ class TorchScriptCheckpoint(PyTorchCheckpoint):
     then its tensor constants (``CONSTANTS.c0``, ...); ``code/`` never run."""
 
     format = "torchscript"
+    torchscript = True
+    pickles = PICKLES
+    contents = staticmethod(contents)
 
     _declared: dict[str, tuple[list[str], list[str]]]  # module class -> its parameters and buffers
 
     def _load(self) -> Index:
         self._budget = Budget(Limits.for_size(self._source.size), self.path)
         self._tensors, self._verified, index = {}, set(), Index()
-        self._archive = _members(self._source, self.path, torchscript=True)
-        order = bytes(self._member_bytes("byteorder")) if self._archive.find("byteorder", self.path) else b"little"
-        if order not in (b"little", b"big"):
-            raise CorruptCheckpointError(f"{self.path}: byteorder is {order[:80]!r}; expected 'little' or 'big'")
-        self._byteorder = "<" if order == b"little" else ">"
+        self._open_zip()
         self._declared = {}
         for record, text in self._code():
             self._declared |= declarations(record.removesuffix(".py").replace("/", "."), text, self._budget.spend)
@@ -241,7 +253,7 @@ class TorchScriptCheckpoint(PyTorchCheckpoint):
                 f"{self.path}: data.pkl holds a {type(root).__name__}, not a TorchScript module"
             )
         index.metadata["module"] = root.qualname
-        self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * len(data))
+        self._visits_for(len(data))
         loose: list[tuple[str, Any, int]] = []
         if root.qualname in self._declared:
             self._walk_module(index, root, "", 0, loose)
@@ -308,54 +320,5 @@ class TorchScriptCheckpoint(PyTorchCheckpoint):
 
 def scan(path: str | os.PathLike[str]) -> ScanReport:
     """The globals and calls ``data.pkl`` and ``constants.pkl`` name, each marked allowed or refused, the archive's
-    other members as notes (its code is listed, never run), and the verdict of opening it (as ``pytorch.scan``)."""
-    location = as_path(path)
-    report = ScanReport()
-    source = open_source(location)
-    found: dict[tuple[str, str, bool], int] = {}
-    budget = Budget(Limits.for_size(source.size), location)
-    try:
-        archive = _members(source, location, torchscript=True)
-        report.notes = _contents(archive)
-        for record in PICKLES:
-            member = archive.find(record, location)
-            if member is None:
-                continue
-            data = bytes(_read_member(source, location, archive.name(record), member, True))
-            allow = TorchScriptAllowList()
-            unpickler = _Unpickler(data, f"{location}: {record}", scan=True, budget=budget, allow=allow)
-            unpickler.load()
-            for key, count in unpickler.found.items():
-                found[key] = found.get(key, 0) + count
-            report.verdict = report.verdict or _over_budget(unpickler)
-    except WeightscopeError as error:
-        report.verdict = _kept(error)
-    finally:
-        source.close()
-    report.extend(ScanEntry(opcode, name, allowed, count) for (opcode, name, allowed), count in found.items())
-    if report.verdict is None:
-        try:
-            TorchScriptCheckpoint(path).close()
-        except WeightscopeError as error:
-            report.verdict = _kept(error)
-    return report
-
-
-def _contents(archive: _Archive) -> tuple[str, ...]:
-    """What the archive holds besides the pickles' globals: its storages counted, every other member named."""
-    folder = archive.folder.decode("utf-8", "replace")
-    notes = [
-        "a TorchScript archive: its code/ is TorchScript source, listed here, never run; weightscope does not "
-        "interpret the graph (it reads the tensors of data.pkl and constants.pkl)"
-    ]
-    storages = tuple(f"{folder}/{kind}/" for kind in ("data", "constants", "traced_inputs"))
-    for kind in storages:
-        sizes = [entry.file_size for entry in archive.entries if entry.filename.startswith(kind)]
-        if sizes:
-            notes.append(f"{kind}: {len(sizes)} storage{'s' * (len(sizes) != 1)}, {sum(sizes)} bytes")
-    notes.extend(
-        f"{entry.filename} ({entry.file_size} bytes)"
-        for entry in archive.entries
-        if not entry.filename.startswith(storages)
-    )
-    return tuple(notes)
+    other members as notes (its code is listed, never run), and the verdict of opening it (``pytorch.scan``)."""
+    return scan_pytorch(path, allow=TorchScriptAllowList, reader=TorchScriptCheckpoint)
