@@ -56,10 +56,13 @@ parameters — is refused as unsupported: it would take running its code), the
 global is refused as soon as its opcode is read. ``traced_inputs.pkl`` and the
 ``.debug_pkl`` files are not read. A reader must refuse, beyond what a ``torch.save``
 zip's reader refuses: a deflated pickle or storage (code may be deflated), a ``data.pkl``
-that is not a ``__torch__`` object, record attributes that are not named by strings, a
+that is not a ``__torch__`` object, a ``__torch__`` class called (``REDUCE``: refused as
+code) or made of arguments, record attributes that are not named by strings, modules nested
+deeper or reaching more values through the memo than ``torch.save``'s walk allows, a
 ``constants.pkl`` that is not a tuple of tensors, and a ``code/`` file of more than
-``MAX_CODE`` bytes. ``scan`` lists the pickles' globals and the archive's other members
-(``code/``, ``extra/``, ...), and says that the code is not interpreted.
+``MAX_CODE`` bytes, or whose text and declarations outgrow the file's memory cap. ``scan``
+lists the pickles' globals and the archive's other members (``code/``, ``extra/``, ...), and
+says that the code is not interpreted.
 """
 
 from __future__ import annotations
