@@ -55,10 +55,10 @@ def seeds() -> list[bytes]:
     return torch_files()
 
 
-def exercise_unverified(path: Path) -> None:
+def exercise_unverified(path: Path, reader: type[PyTorchCheckpoint] = PyTorchCheckpoint) -> None:
     """``fuzzlib.exercise`` without CRC checks, so that damaged members reach the pickle and the tensors."""
     try:
-        with PyTorchCheckpoint(path, verify=False) as ckpt:
+        with reader(path, verify=False) as ckpt:
             for name in ckpt:
                 ckpt.info(name)
                 ckpt.role(name)

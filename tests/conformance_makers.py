@@ -116,6 +116,28 @@ def _torch(directory: Path, tensors: dict[str, np.ndarray], *, legacy: bool) -> 
     return _one(path, tensors)
 
 
+def write_torchscript(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+    """A scripted module whose buffers are the tensors, a dotted name's parts its submodules, by ``torch.jit.save``."""
+    import warnings
+
+    import torch
+
+    root = torch.nn.Module()
+    for name, array in tensors.items():
+        *parents, leaf = name.split(".")
+        module = root
+        for part in parents:
+            if part not in module._modules:
+                module.add_module(part, torch.nn.Module())
+            module = module._modules[part]
+        module.register_buffer(leaf, _torch_tensor(array))
+    path = directory / "scripted.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated
+        torch.jit.save(torch.jit.script(root), path)
+    return _one(path, tensors)
+
+
 def _dcp(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
     """``torch.distributed.checkpoint.save`` in one process: the folder of ``.metadata`` and ``__0_0.distcp``, opened
     by its ``.metadata`` (which opens the folder): the files the suite damages are the folder's."""
@@ -296,6 +318,7 @@ MAKERS: list[Maker] = [
         (*_NUMPY, "bfloat16", *_FLOAT8),
         inline_data=True,
     ),
+    Maker("torchscript", "torchscript", write_torchscript, (*_NUMPY, "bfloat16", *_FLOAT8)),
     Maker("npy", "npy", _npy, _NUMPY, big_endian=True, names=(".", "unicode")),
     Maker("npz-stored", "npz", lambda d, t: _npz(d, t, compressed=False), _NUMPY, big_endian=True),
     Maker("npz-deflated", "npz", lambda d, t: _npz(d, t, compressed=True), _NUMPY, big_endian=True, chunked_dask=False),

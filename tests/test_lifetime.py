@@ -95,6 +95,13 @@ def _torch(directory: Path, *, legacy: bool) -> tuple[str, dict[str, np.ndarray]
     return str(path), state
 
 
+def _torchscript(directory: Path) -> tuple[str, dict[str, np.ndarray]]:
+    from conformance_makers import write_torchscript
+
+    [(path, state)] = write_torchscript(directory, _state())
+    return str(path), state
+
+
 def _safetensors(directory: Path) -> tuple[str, dict[str, np.ndarray]]:
     from safetensors.numpy import save_file
 
@@ -176,6 +183,7 @@ MAKERS: dict[str, Maker] = {
     "safetensors": _safetensors,
     "pytorch-zip": functools.partial(_torch, legacy=False),
     "pytorch-legacy": functools.partial(_torch, legacy=True),
+    "torchscript": _torchscript,
     "npy": _npy,
     "npz-stored": functools.partial(_npz, compressed=False),
     "npz-deflated": functools.partial(_npz, compressed=True),
@@ -186,7 +194,7 @@ MAKERS: dict[str, Maker] = {
     "keras-zip": _keras_zip,
 }
 # Where the reader hands out views of the map rather than copies (a copy cannot dangle).
-VIEWS = {"safetensors", "pytorch-zip", "pytorch-legacy", "npy", "npz-stored", "gguf", "onnx-external"}
+VIEWS = {"safetensors", "pytorch-zip", "pytorch-legacy", "torchscript", "npy", "npz-stored", "gguf", "onnx-external"}
 VIEWS |= {"keras-weights-h5", "keras-zip", "tensorflow"}
 
 

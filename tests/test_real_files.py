@@ -508,16 +508,6 @@ def test_onnx_constant_named_like_an_initializer_is_corrupt(tmp_path: Path) -> N
 # -- files recognised but not read: each says what it is and how to get its weights out -------------
 
 
-def _torchscript(path: Path) -> Path:
-    torch.jit.script(torch.nn.Linear(2, 3)).save(str(path / "scripted.pt"))
-    return path / "scripted.pt"
-
-
-def _torchscript_without_parameters(path: Path) -> Path:
-    torch.jit.script(torch.nn.ReLU()).save(str(path / "relu.pt"))  # data.pkl first: claimed as torch.save's at first
-    return path / "relu.pt"
-
-
 def _tflite(path: Path) -> Path:
     import tensorflow as tf
 
@@ -545,8 +535,6 @@ def _onnx_tensor(path: Path) -> Path:
 
 
 RECOGNISED = {
-    "torchscript": (_torchscript, "a TorchScript archive", "torch.jit.load"),
-    "torchscript-no-parameters": (_torchscript_without_parameters, "a TorchScript archive", "torch.jit.load"),
     "tflite": (_tflite, "a TensorFlow Lite model", "tf.lite.Interpreter"),
     "plain-hdf5": (_plain_hdf5, "an HDF5 file, but not a Keras weights file", "'images', 'labels'"),
     "onnx-tensor": (_onnx_tensor, "a bare ONNX TensorProto", "onnx.load_tensor"),
@@ -554,7 +542,6 @@ RECOGNISED = {
 
 
 @pytest.mark.parametrize(("make", "what", "way_out"), RECOGNISED.values(), ids=RECOGNISED.keys())
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # TorchScript files, made
 def test_recognised_files_say_what_they_are(
     tmp_path: Path, make: Callable[[Path], Path], what: str, way_out: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

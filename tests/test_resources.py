@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from corpus.make_executorch_corpus import shared_plans
 from corpus.make_pytorch_corpus import (
+    deflating_zip,
     gguf_file,
     gguf_string,
     integer,
@@ -37,6 +38,8 @@ from corpus.make_pytorch_corpus import (
     torch_zip,
 )
 from corpus.make_tensorflow_corpus import _valid_checkpoint
+from corpus.make_torchscript_corpus import CODE_FILE
+from corpus.make_torchscript_corpus import members as torchscript_members
 
 from weightscope import _proto, errors
 from weightscope._crc32c import crc32c
@@ -225,6 +228,11 @@ def _openvino_nested(depth: int) -> bytes:
     return f'<net name="deep" version="11"><layers>{layer}</layers></net>'.encode()
 
 
+def _torchscript_of_code(code: str) -> bytes:
+    """A TorchScript archive whose code/ file is ``code``, deflated (to a thousandth of its size when it repeats)."""
+    return deflating_zip(torchscript_members(code=code), (f"archive/{CODE_FILE}",))
+
+
 def _stride_zero_pytorch(shape: tuple[int, ...], stride: tuple[int, ...]) -> bytes:
     return torch_zip(pickle2(ordered_dict(("t", tensor("0", 4, shape, stride)))))
 
@@ -244,6 +252,12 @@ CRAFTED: dict[str, tuple[Callable[[], bytes | dict[str, bytes]], set[int]]] = {
     "pytorch-20000-int-keys-of-one-hash.pt": (lambda: _pickle_of_colliding_int_keys(20_000), {OK, CORRUPT, LIMIT}),
     "pytorch-stride-0-2-62-bytes.pt": (lambda: _stride_zero_pytorch((2**30, 2**30), (0, 0)), {OK}),
     "pytorch-stride-0-expand-within-the-cap.pt": (lambda: _stride_zero_pytorch((1024, 4), (0, 1)), {OK}),
+    "torchscript-1-5-million-classes-in-code.pt": (lambda: _torchscript_of_code("class a\n" * 1_500_000), {OK, LIMIT}),
+    "torchscript-2-million-buffers-declared.pt": (
+        lambda: _torchscript_of_code("class Net(Module):\n  __buffers__ = [" + '"a", ' * 2_000_000 + "]\n"),
+        {OK, LIMIT},
+    ),
+    "torchscript-code-inflating-to-60-mib.pt": (lambda: _torchscript_of_code("#" * (60 << 20)), {OK, LIMIT}),
     "safetensors-30000-tensors.safetensors": (lambda: _safetensors_of_many_tensors(30_000), {OK}),
     "safetensors-30000-tensors-the-last-name-twice.safetensors": (
         lambda: _safetensors_of_many_tensors(30_000, last_name_twice=True),

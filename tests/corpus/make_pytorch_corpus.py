@@ -496,15 +496,20 @@ def replace_member(archive: bytes, old: bytes, new: bytes) -> bytes:
     return patched.replace(before, after)
 
 
-def bomb(members: dict[str, bytes], target: str, claimed: int = 0xFFFFFFF0) -> bytes:
-    """A zip whose ``target`` member is deflated and claims ``claimed`` bytes (about 4 GiB) inflated."""
+def deflating_zip(members: dict[str, bytes], deflated: tuple[str, ...]) -> bytes:
+    """A zip of ``members`` (dated 1980), those named in ``deflated`` deflated, the others stored."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in members.items():
             info = zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED if name == target else zipfile.ZIP_STORED
+            info.compress_type = zipfile.ZIP_DEFLATED if name in deflated else zipfile.ZIP_STORED
             archive.writestr(info, data)
-    data = bytearray(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def bomb(members: dict[str, bytes], target: str, claimed: int = 0xFFFFFFF0) -> bytes:
+    """A zip whose ``target`` member is deflated and claims ``claimed`` bytes (about 4 GiB) inflated."""
+    data = bytearray(deflating_zip(members, (target,)))
     encoded = target.encode()
     # the uncompressed size: at 22 in the local header, at 24 in the central directory entry
     for signature, field in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):

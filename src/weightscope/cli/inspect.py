@@ -453,11 +453,17 @@ def history_command(out: Output, path: Path) -> None:
     ),
 )
 @click.argument("path", type=CHECKPOINT)
-@click.option("--json", "as_json", is_flag=True, help="A JSON list of {opcode, name, allowed, count}.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="A JSON list of {opcode, name, allowed, count}, then {note} lines (a TorchScript archive's members).",
+)
 @pass_output
 def scan_command(out: Output, path: Path) -> None:
-    """List the globals and calls a PyTorch checkpoint's (or a plain pickle's, a DCP folder's .metadata) pickle names,
-    without running any.
+    """List the globals and calls a PyTorch checkpoint's (or a plain pickle's, a DCP folder's .metadata, a TorchScript
+    archive's) pickle names, without running any; a TorchScript archive's other members (code/, extra/) are listed
+    too, its code neither run nor interpreted.
 
     Lists all it can follow, then exits as opening the file would: 6 when a name is outside
     the allow-list (opening would be refused), 4 when the file is damaged, 0 when it opens.
@@ -477,16 +483,16 @@ def scan_command(out: Output, path: Path) -> None:
         for file, entries in scanned:
             if len(files) > 1:
                 yield f"{safe_text(str(file))}:"
-            for entry in entries:
-                yield ("  " if len(files) > 1 else "") + safe_text(str(entry))
+            for line in (*entries, *entries.notes):
+                yield ("  " if len(files) > 1 else "") + safe_text(str(line))
 
     out.result(
         scanned,
         lines,
         to_json=lambda scanned: [
-            entry._asdict() | ({"file": str(file)} if len(files) > 1 else {})
+            (entry if isinstance(entry, dict) else entry._asdict()) | ({"file": str(file)} if len(files) > 1 else {})
             for file, entries in scanned
-            for entry in entries
+            for entry in (*entries, *({"note": note} for note in entries.notes))
         ],
     )
     refused = [(file, entries) for file, entries in scanned if isinstance(entries.verdict, RefusedError)]

@@ -46,9 +46,11 @@ class ScanEntry(NamedTuple):
 
 class ScanReport(list[ScanEntry]):
     """What ``scan`` found in a file's pickles, and ``verdict``: the error opening the file raises
-    (``RefusedError`` when it names what may not run), or None when it opens."""
+    (``RefusedError`` when it names what may not run), or None when it opens; ``notes``, lines on what else the
+    file holds (a TorchScript archive's code, listed, not run)."""
 
     verdict: WeightscopeError | None = None
+    notes: tuple[str, ...] = ()
 
 
 def nothing_named(reader: Callable[[Any], Any], path: Any) -> ScanReport:

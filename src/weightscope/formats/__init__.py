@@ -41,6 +41,7 @@ from weightscope.formats._sniffing import (
     sniff_orbax,
     sniff_pytorch,
     sniff_tensorflow,
+    sniff_torchscript,
     zip_members,
 )
 from weightscope.sources import AnyPath, as_path, local_path, opening, plus
@@ -192,6 +193,13 @@ _BUILT_IN = (
         writes=(".pt", ".pth", ".bin"),
         scanner="weightscope.formats.pytorch:scan",
         model_file="pytorch_model.bin",
+    ),
+    Format(
+        "torchscript",
+        "TorchScript archive (torch.jit.save): the module's tensors and constants; code/ listed, never run",
+        "weightscope.formats.torchscript:TorchScriptCheckpoint",
+        sniffer=sniff_torchscript,  # pytorch's sniffer leaves its archives, even one starting with data.pkl
+        scanner="weightscope.formats.torchscript:scan",
     ),
     Format(
         "pickle",
@@ -408,7 +416,7 @@ def _open(path: AnyPath, format: str | None, verify: bool) -> Checkpoint:
             try:
                 return _read(candidate, path, verify)
             except (CorruptCheckpointError, UnsupportedFormatError):
-                refuse_recognised(path)  # a TorchScript zip whose first member is data.pkl looks like torch.save's
+                refuse_recognised(path)  # claimed by its name or first bytes, yet a file RECOGNISED knows: say so
                 raise
     if not path.exists() and not plus(path, ".index").exists():
         raise CheckpointNotFoundError(f"{path}: no such file or checkpoint prefix")

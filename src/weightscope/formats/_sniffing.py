@@ -81,6 +81,7 @@ def sniff_openvino(path: AnyPath, entry: Format) -> bool:
 
 
 _ZIP_NAME_LENGTH = slice(26, 28)  # in a zip's first local header; the name follows its 30 bytes
+_ZIP_EXTRA_LENGTH = slice(28, 30)  # and the extra field the name, then the data
 
 
 def first_member(head: bytes) -> bytes:
@@ -88,14 +89,27 @@ def first_member(head: bytes) -> bytes:
     return head[30 : 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little")]
 
 
-def _is_torchscript(path: AnyPath) -> bool:
-    """A ``torch.jit.save`` archive: a zip whose folder holds ``code/`` and ``constants.pkl``."""
-    if local_path(path) is None:
-        return False
-    names = zip_members(path)
-    return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names) and any(
-        name.split("/")[1:2] == ["code"] for name in names
-    )
+# A TorchScript archive's data.pkl starts with its module's class: PROTO 2, GLOBAL '__torch__...'. No torch.save
+# pickle does (weightscope would refuse that global in one).
+_TORCHSCRIPT_PICKLE = b"\x80\x02c__torch__"
+
+
+def _torchscript_first(head: bytes) -> bool:
+    """Whether the zip whose first bytes are ``head`` starts as only ``torch.jit.save`` starts one: with an extra
+    file ``<folder>/extra/<name>`` or a storage ``<folder>/data/<key>`` (``torch.save`` writes its pickle first;
+    TorchScript writes the extra files, then a module's storages, before it), or, for a module with no tensors,
+    ``<folder>/data.pkl`` stored and starting as TorchScript's pickles do."""
+    parts = first_member(head).split(b"/")
+    if (len(parts) == 3 and parts[1] == b"data" and parts[2]) or (len(parts) >= 3 and parts[1] == b"extra"):
+        return True
+    start = 30 + int.from_bytes(head[_ZIP_NAME_LENGTH], "little") + int.from_bytes(head[_ZIP_EXTRA_LENGTH], "little")
+    return parts[1:] == [b"data.pkl"] and head[start : start + len(_TORCHSCRIPT_PICKLE)] == _TORCHSCRIPT_PICKLE
+
+
+def sniff_torchscript(path: AnyPath, entry: Format) -> bool:
+    """A ``torch.jit.save`` archive, by its first member alone (no directory read; see ``_torchscript_first``)."""
+    head = file_head(path, 30 + 0xFFFF)
+    return head.startswith(LOCAL_SIGNATURE) and _torchscript_first(head)
 
 
 _TFLITE_MAGIC = b"TFL3"  # the flatbuffer's file identifier, after its 4-byte root offset
@@ -117,12 +131,6 @@ def _is_onnx_tensor(path: AnyPath) -> bool:
 
 
 RECOGNISED: tuple[tuple[Callable[[AnyPath], bool], str], ...] = (
-    (
-        _is_torchscript,
-        "a TorchScript archive (torch.jit.save: code/ and constants.pkl beside the weights), not a torch.save "
-        "checkpoint; weightscope does not rebuild TorchScript modules. With torch: "
-        "torch.save(torch.jit.load(PATH).state_dict(), 'weights.pt') writes a checkpoint weightscope reads",
-    ),
     (
         _is_tflite,
         "a TensorFlow Lite model (a TFL3 flatbuffer), which weightscope does not read; with TensorFlow, "
@@ -169,7 +177,8 @@ _PYTORCH_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(1
 
 
 def sniff_pytorch(path: AnyPath, entry: Format) -> bool:
-    """A zip whose first member is one of ``entry.members`` in the archive's one folder, or the legacy head."""
+    """A zip whose first member is one of ``entry.members`` in the archive's one folder (not a TorchScript archive's
+    data.pkl), or the legacy head."""
     if not path.is_file():
         return False
     source = open_source(path)
@@ -184,7 +193,8 @@ def sniff_pytorch(path: AnyPath, entry: Format) -> bool:
     finally:
         source.close()
     name = first_member(head)
-    return name.count(b"/") == 1 and name.endswith(tuple(b"/" + member.encode() for member in entry.members))
+    members = tuple(b"/" + member.encode() for member in entry.members)
+    return name.count(b"/") == 1 and name.endswith(members) and not _torchscript_first(head)
 
 
 # -- folder formats' sniffers (the registry's entries name them) ------------------------------------------

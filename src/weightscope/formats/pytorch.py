@@ -71,7 +71,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from weightscope.bounds import check_range
 from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
@@ -80,7 +80,7 @@ from weightscope.containers.allow_list import ScanEntry, ScanReport
 from weightscope.containers.allow_list import is_int as _is_int
 from weightscope.containers.allow_list import show as _show
 from weightscope.containers.unpickler import size_of
-from weightscope.containers.zip import STORED, check_crc, escapes, read_directory
+from weightscope.containers.zip import STORED, Member, check_crc, escapes, is_deflated, read_directory
 from weightscope.dtypes import BY_NAME, ElementType, check_rank, check_size
 from weightscope.errors import (
     CorruptCheckpointError,
@@ -142,6 +142,7 @@ class _Archive(NamedTuple):
 
     folder: bytes
     members: dict[bytes, _Stored]  # by lowercased name
+    entries: tuple[Member, ...] = ()  # a TorchScript archive's: every member, compressed ones (code/) too
 
     def name(self, record: str) -> str:
         return f"{self.folder.decode('utf-8', 'replace')}/{record}"
@@ -154,8 +155,12 @@ class _Archive(NamedTuple):
         return self.members.get(key.lower())
 
 
-def _members(source: AnySource, path: AnyPath) -> _Archive:
-    """The archive's folder and stored members, refused where torch.load would read others or none."""
+def _members(source: AnySource, path: AnyPath, *, torchscript: bool = False) -> _Archive:
+    """The archive's folder and stored members, refused where torch.load would read others or none.
+
+    With ``torchscript`` (``torch.jit.load``'s reading): ``constants.pkl`` is expected, every directory entry is
+    kept in ``entries``, and deflated members (``code/``) are allowed but left out of ``members``, except pickles
+    and storages, which must be stored."""
     members: dict[bytes, _Stored] = {}
     entries = read_directory(source, path)
     if not entries:
@@ -170,13 +175,18 @@ def _members(source: AnySource, path: AnyPath) -> _Archive:
                 f"{what} is outside the archive's folder (that of the first member): torch.load refuses the file"
             )
         if entry.compress_type != STORED or entry.compress_size != entry.file_size:
+            record = entry.raw_name[len(folder) + 1 :]
+            data = record.endswith(b".pkl") or record.startswith((b"data/", b"constants/"))
+            if torchscript and not data and is_deflated(entry, what):
+                continue
             raise UnsupportedFormatError(f"{what} is compressed; PyTorch stores its members uncompressed")
         members[entry.raw_name.lower()] = _Stored(entry.start, entry.file_size, entry.CRC)
-    if any(entry.raw_name == folder + b"/constants.pkl" for entry in entries):
+    if not torchscript and any(entry.raw_name == folder + b"/constants.pkl" for entry in entries):
         raise UnsupportedFormatError(
-            f"{path}: a TorchScript archive (torch.jit.save): torch.load hands it to torch.jit.load"
+            f"{path}: a TorchScript archive (torch.jit.save): torch.load hands it to torch.jit.load; "
+            "open it with format='torchscript'"
         )
-    archive = _Archive(folder, members)
+    archive = _Archive(folder, members, tuple(entries) if torchscript else ())
     if archive.find("data.pkl", path) is None:
         raise CorruptCheckpointError(f"{path}: no '{archive.name('data.pkl')}' member; a PyTorch zip has one")
     return archive
@@ -284,13 +294,15 @@ def scan(
     stream that leaves values under its result) to the end or to where they cannot be
     read, so every name before damage is listed; the verdict is what opening the file
     raises (as ``ls`` does), so the two always agree. ``allow`` and ``reader`` are a wider allow-list and the
-    reader under it (DeepSpeed's rank files).
+    reader under it (DeepSpeed's rank files, TorchScript archives: the reader says which pickles a zip holds and
+    what else of it to list).
     """
     location = as_path(path)
     report = ScanReport()
     source = open_source(location)
     found: dict[tuple[str, str, bool], int] = {}
     budget = Budget(Limits.for_size(source.size), location)
+    opener = reader or PyTorchCheckpoint
     try:
         if _is_legacy(source, location):
             data, position = _whole(source), 0
@@ -304,13 +316,19 @@ def scan(
                     break
                 position = unpickler.position
         else:
-            archive = _members(source, location)
-            name, member = archive.name("data.pkl"), archive.find("data.pkl", location)
-            assert member is not None  # _members checked it
-            data = bytes(_read_member(source, location, name, member, True))
-            unpickler = _Unpickler(data, f"{location}", scan=True, budget=budget, allow=allow())
-            unpickler.load()
-            found, report.verdict = unpickler.found, _over_budget(unpickler)
+            archive = _members(source, location, torchscript=opener.torchscript)
+            report.notes = opener.contents(archive)
+            for record in opener.pickles:
+                member = archive.find(record, location)
+                if member is None:
+                    continue  # (data.pkl: _members checked it)
+                data = bytes(_read_member(source, location, archive.name(record), member, True))
+                where = f"{location}: {record}" if opener.torchscript else f"{location}"
+                unpickler = _Unpickler(data, where, scan=True, budget=budget, allow=allow())
+                unpickler.load()
+                for key, count in unpickler.found.items():
+                    found[key] = found.get(key, 0) + count
+                report.verdict = report.verdict or _over_budget(unpickler)
     except WeightscopeError as error:  # no pickle to follow: a broken zip, a member missing
         report.verdict = kept(error)
     finally:
@@ -318,7 +336,7 @@ def scan(
     report.extend(ScanEntry(opcode, name, allowed, count) for (opcode, name, allowed), count in found.items())
     if report.verdict is None:
         try:
-            (reader or PyTorchCheckpoint)(path).close()
+            opener(path).close()
         except WeightscopeError as error:
             report.verdict = kept(error)
     return report
@@ -343,6 +361,13 @@ class PyTorchCheckpoint(FileCheckpoint):
     _max_visits = MAX_CONTAINERS
     _legacy: dict[str, _Stored] | None = None  # a legacy file's storages by key
     _byteorder: Literal["<", ">"] = "<"
+    torchscript: ClassVar[bool] = False  # its zips are read as torch.jit.load reads them (see _members)
+    pickles: ClassVar[tuple[str, ...]] = ("data.pkl",)  # the zip's pickles, which scan follows
+
+    @staticmethod
+    def contents(archive: _Archive) -> tuple[str, ...]:
+        """Lines ``scan`` adds on what the zip holds besides what its pickles name: none for ``torch.save``'s."""
+        return ()
 
     def _load(self) -> Index:
         self._budget = Budget(Limits.for_size(self._source.size), self.path)
@@ -352,20 +377,28 @@ class PyTorchCheckpoint(FileCheckpoint):
             self.checksums = ""  # the legacy format has none
             self._legacy = legacy.storages
             self._byteorder = "<" if legacy.little_endian else ">"
-            self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * legacy.pickled)
+            self._visits_for(legacy.pickled)
             self._walk(index, legacy.saved, "", 0, optimizer=False)
             return index
-        self._archive = _members(self._source, self.path)
+        self._open_zip()
+        data = bytes(self._member_bytes("data.pkl"))
+        saved = self._unpickle(data)
+        self._visits_for(len(data))
+        self._walk(index, saved, "", 0, optimizer=False)
+        return index
+
+    def _open_zip(self) -> None:
+        """Find the zip's members and the byte order its record says."""
+        self._archive = _members(self._source, self.path, torchscript=self.torchscript)
         # torch.load takes the record's bytes as they are: b"little", b"big", or an error
         order = bytes(self._member_bytes("byteorder")) if self._archive.find("byteorder", self.path) else b"little"
         if order not in (b"little", b"big"):
             raise CorruptCheckpointError(f"{self.path}: byteorder is {order[:80]!r}; expected 'little' or 'big'")
         self._byteorder = "<" if order == b"little" else ">"
-        data = bytes(self._member_bytes("data.pkl"))
-        saved = self._unpickle(data)
-        self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * len(data))
-        self._walk(index, saved, "", 0, optimizer=False)
-        return index
+
+    def _visits_for(self, pickled: int) -> None:
+        """Let the walk over a pickle of ``pickled`` bytes visit values in proportion to its size."""
+        self._max_visits = min(MAX_CONTAINERS, MIN_VISITS + VISITS_PER_BYTE * pickled)
 
     def _unpickle(self, data: bytes) -> Any:
         """The saved object of a zip's ``data.pkl``, under torch's allow-list."""
@@ -383,14 +416,7 @@ class PyTorchCheckpoint(FileCheckpoint):
 
     def _walk(self, index: Index, value: Any, name: str, depth: int, *, optimizer: bool) -> None:
         """Name the tensors in dicts and lists by their dotted path; note scalar leaves as metadata."""
-        self._visits += 1
-        if depth > MAX_NESTING:
-            raise CorruptCheckpointError(f"{self.path}: the saved object nests deeper than {MAX_NESTING} levels")
-        if self._visits > self._max_visits:
-            raise CorruptCheckpointError(
-                f"{self.path}: the saved object reaches more than {self._max_visits} values (shared through the "
-                "pickle's memo, a small pickle can name exponentially many)"
-            )
+        self._visit(depth)
         # Names, tensor entries and metadata are charged as what listing them will make:
         # one string shared through the memo becomes as many copies as places it is reached.
         spend = self._budget.spend
@@ -416,6 +442,17 @@ class PyTorchCheckpoint(FileCheckpoint):
         elif isinstance(value, _Global):
             index.metadata[name] = value.qualname
         # Storages and bytes saved bare are not tensors: nothing to list.
+
+    def _visit(self, depth: int) -> None:
+        """Count one value the walk reaches ``depth`` levels down; refuse past the caps."""
+        self._visits += 1
+        if depth > MAX_NESTING:
+            raise CorruptCheckpointError(f"{self.path}: the saved object nests deeper than {MAX_NESTING} levels")
+        if self._visits > self._max_visits:
+            raise CorruptCheckpointError(
+                f"{self.path}: the saved object reaches more than {self._max_visits} values (shared through the "
+                "pickle's memo, a small pickle can name exponentially many)"
+            )
 
     def _attach_optimizer_state(self, found: Index, saved: dict[Any, Any], name: str) -> None:
         """Name the parameter each optimizer state tensor belongs to, where a training
@@ -460,7 +497,9 @@ class PyTorchCheckpoint(FileCheckpoint):
                 roles[tensor_name] = TensorRole("optimizer", role=str(slot), owner=f"{model_name}.{parameters[index]}")
         found.roles.update(roles)
 
-    def _add(self, index: Index, name: str, tensor: _Tensor, optimizer: bool) -> None:
+    def _add(self, index: Index, name: str, tensor: _Tensor, optimizer: bool, folder: str = "data") -> None:
+        """List ``tensor`` as ``name``, its storage the member ``<folder>/<key>`` (a TorchScript archive's constants
+        are in ``constants/``), once its offset, shape and strides are checked against the storage."""
         if name in self._tensors:
             raise UnsupportedFormatError(f"{self.path}: two tensors are named '{name}'")
         element: ElementType = BY_NAME[tensor.element]
@@ -472,8 +511,8 @@ class PyTorchCheckpoint(FileCheckpoint):
         if self._legacy is not None:
             member_name, member = storage.key, self._legacy.get(storage.key)
         else:
-            member_name = self._archive.name(f"data/{storage.key}")
-            member = self._archive.find(f"data/{storage.key}", self.path)
+            member_name = self._archive.name(f"{folder}/{storage.key}")
+            member = self._archive.find(f"{folder}/{storage.key}", self.path)
         what = f"{self.path}: tensor '{name}'"
         check_rank(tensor.shape, what)
         if member is None:

@@ -8,9 +8,9 @@ See ``weightscope.formats.pytorch``'s docstring for the security model.
 from __future__ import annotations
 
 import mmap
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from weightscope.containers.allow_list import AllowList
 from weightscope.containers.allow_list import Global as _Global
@@ -123,7 +123,7 @@ class TorchAllowList(AllowList):
     ``pid_length`` is 5 in a zip's pickle and 6 in the legacy format; ``storages`` keeps
     the storages the persistent ids named, by key, as first named."""
 
-    globals = ALLOWED_GLOBALS
+    globals: ClassVar[Mapping[tuple[str, str], _Global]] = ALLOWED_GLOBALS
 
     def __init__(self, pid_length: int = 5) -> None:
         self.pid_length = pid_length
