@@ -33,6 +33,7 @@ from weightscope.notebook import checkpoint_html, checkpoint_title
 from weightscope.sources import AnyPath, AnySource, as_path, open_source
 
 if TYPE_CHECKING:
+    from weightscope.quant.schemes import QuantizedWeight
     from weightscope.remote import RemotePath
     from weightscope.slicing import TensorSlice
 
@@ -378,6 +379,11 @@ class Checkpoint(Mapping[str, np.ndarray]):
     def layers(self) -> dict[str, Layer]:
         """The parameters grouped by layer, with their optimizer state attached (``Layers``: a table in a notebook)."""
         return group_layers(self._infos.values(), self.role)
+
+    def recorded_quantization(self) -> dict[str, QuantizedWeight]:
+        """The quantised weights the file itself records as such (Core ML's quantisation parameters and constexpr
+        ops), by logical name: what ``dequantize`` reads them by beside the schemes it recognises by name."""
+        return {}
 
     def sharding(self) -> dict[str, Any] | None:
         """How a checkpoint saved by several ranks is split: ``ranks``, ``chunks_per_tensor`` (chunk count -> tensors),

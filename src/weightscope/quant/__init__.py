@@ -84,7 +84,9 @@ class Dequantized(Checkpoint):
                 infos[info.name] = info
             elif info.name == weight.parts[0]:
                 infos[weight.name] = self._logical(weight, info)
-        self._install(Index(infos, metadata=raw.metadata))
+        # A weight the file records as quantised plays the part its stored values do (a Core ML layer's weight).
+        roles = {name: raw.role(weight.parts[0]) for name, weight in raw.recorded_quantization().items()}
+        self._install(Index(infos, metadata=raw.metadata, roles=roles))
 
     def _logical(self, weight: QuantizedWeight, packed: TensorInfo) -> TensorInfo:
         dtype = self.dtype or weight.dtype

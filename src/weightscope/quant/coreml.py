@@ -1,0 +1,137 @@
+"""Core ML's quantised weights, dequantised step for step as coremltools 9 does it (``weightscope.formats.coreml``
+records them; ``weightscope.quant.schemes`` dispatches here by scheme):
+
+- ``coreml_linear``: a neural network's ``rawValue`` (or ``int8RawValue``) with ``linearQuantization``:
+  ``quantization_utils._dequantize_linear``, ``float64(q) * scale + bias`` per channel (one scale and bias for the
+  whole field, or one a channel along the field's axis: 0, or 1 for a deconvolution's weights; a rank-1 field is one
+  channel), stored as float32 (``floatValue``) as ``_dequantize_wp`` does.
+- ``coreml_lut``: ``lookupTableQuantization``: ``lut[q]``, float32.
+- ``mil_affine``: ``constexpr_affine_dequantize`` (iOS 16): ``optimize._utils.dequantize_by_scale_and_zp``,
+  ``(float32(q) - float32(zero_point)) * scale`` with scale and zero point along ``axis`` (or one value), in the
+  scale's dtype.
+- ``mil_blockwise``: ``constexpr_blockwise_shift_scale`` (iOS 18): ``scale * (data.astype(scale.dtype) - offset)``
+  with scale and offset repeated over blocks (each of data's sizes a multiple of theirs), numpy's arithmetic as
+  coremltools' ``decompress`` does it.
+- ``mil_lut``: ``constexpr_lut_to_dense`` (iOS 18): ``lut[block..., indices]`` where the lut is ``[blocks...,
+  palette, 1]``; vector palettes (a last size above 1) are refused.
+- ``mil_lut_packed``: ``constexpr_lut_to_dense`` (iOS 16): indices packed LSB first, ``log2(len(lut))`` bits each,
+  into a ``shape`` of the attribute's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from weightscope.quant.schemes import QuantizedWeight, _Broken
+
+
+def unpack_bits(packed: np.ndarray, bits: int, count: int, *, lsb_first: bool, signed: bool = False) -> np.ndarray:
+    """``count`` ``bits``-bit fields of ``packed`` bytes, one per byte: MILBlob packs them from each byte's least
+    significant bit up (``lsb_first``), the neural network's ``rawValue`` from its most significant bit down."""
+    stream = np.unpackbits(packed.reshape(-1).view(np.uint8), bitorder="little" if lsb_first else "big")
+    fields = stream[: count * bits].reshape(count, bits).astype(np.uint8)
+    weights = (1 << np.arange(bits, dtype=np.uint8)) if lsb_first else (1 << np.arange(bits - 1, -1, -1, dtype=np.uint8))
+    values = (fields * weights).sum(axis=1, dtype=np.uint8)
+    if signed:
+        return ((values.astype(np.int16) ^ (1 << (bits - 1))) - (1 << (bits - 1))).astype(np.int8)
+    return values
+
+
+def _coreml_linear(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
+    codes, scale = parts[0], parts[1].reshape(-1)
+    bias = parts[2].reshape(-1) if len(parts) == 3 else np.zeros(1, np.float32)
+    axis = weight.settings["axis"]
+    channels = codes.shape[axis] if axis is not None and codes.ndim > 1 else 1
+    for name, values in (("scale", scale), ("bias", bias)):
+        broken.expect(values.size in (1, channels), f"{values.size} quantisation {name} values; expected 1 or {channels}")
+    shape = [1] * codes.ndim
+    if channels > 1:
+        shape[axis] = channels
+    widened = codes.astype(np.float64)
+    values = widened * scale.astype(np.float64).reshape(shape or ()) + bias.astype(np.float64).reshape(shape or ())
+    return values.astype(np.float32)
+
+
+def _coreml_lut(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
+    codes, lut = parts[0], parts[1].reshape(-1)
+    broken.expect(int(codes.max(initial=0)) < lut.size, f"codes reach {int(codes.max(initial=0))}; the lut holds {lut.size}")
+    return lut.astype(np.float32)[codes]
+
+
+def _promoted(param: np.ndarray, data: np.ndarray, axis: int, broken: _Broken, what: str) -> np.ndarray:
+    """coremltools' ``promote_rank_to_same_as_data``, then ``repeat_data_as`` where broadcasting does not fit."""
+    if param.ndim != data.ndim:
+        broken.expect(param.ndim <= 1, f"{what} has rank {param.ndim}; expected 0, 1 or {data.ndim}")
+        broken.expect(-data.ndim <= axis < data.ndim, f"axis {axis} of a rank-{data.ndim} weight")
+        axis = axis % data.ndim
+        param = param.reshape([param.size if index == axis else 1 for index in range(data.ndim)])
+    return _repeated(param, data.shape, broken, what)
+
+
+def _repeated(param: np.ndarray, shape: tuple[int, ...], broken: _Broken, what: str) -> np.ndarray:
+    """``param`` repeated along each axis to ``shape`` (each size of ``shape`` a multiple of the param's)."""
+    for axis, (size, target) in enumerate(zip(param.shape, shape, strict=True)):
+        broken.expect(size > 0 and target % size == 0, f"{what} has shape {list(param.shape)}; not blocks of {list(shape)}")
+        if 1 < size < target:
+            param = np.repeat(param, target // size, axis=axis)
+    return param
+
+
+def _mil_affine(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
+    data, zero_point, scale = parts
+    axis = weight.settings["axis"]
+    scale = _promoted(scale, data, axis, broken, "scale")
+    zero_point = _promoted(zero_point, data, axis, broken, "zero_point")
+    values = data.astype(np.float32) - zero_point.astype(np.float32)
+    values *= scale
+    return values.astype(scale.dtype)
+
+
+def _mil_blockwise(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
+    data, scale = parts[:2]
+    broken.expect(scale.ndim == data.ndim, f"scale has rank {scale.ndim}; data has rank {data.ndim}")
+    values = data.astype(scale.dtype)
+    if len(parts) == 3:
+        broken.expect(parts[2].shape == scale.shape, f"offset has shape {list(parts[2].shape)}, scale {list(scale.shape)}")
+        values = values - _repeated(parts[2], data.shape, broken, "offset")
+    return _repeated(scale, data.shape, broken, "scale") * values
+
+
+def _mil_lut(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
+    indices, lut = parts
+    broken.expect(lut.ndim == indices.ndim + 2, f"lut has rank {lut.ndim}; indices of rank {indices.ndim} need {indices.ndim + 2}")
+    broken.expect(lut.shape[-1] == 1, f"vector palettes ({lut.shape[-1]} values an entry) are not read")
+    palette = lut.shape[-2]
+    broken.expect(int(indices.max(initial=0)) < palette, f"indices reach {int(indices.max(initial=0))}; a palette holds {palette}")
+    table = lut[..., 0]
+    blocks = []
+    for axis, (size, groups) in enumerate(zip(indices.shape, table.shape[:-1], strict=True)):
+        broken.expect(groups > 0 and size % groups == 0, f"lut has {groups} palettes along axis {axis} of {size}")
+        shape = [1] * indices.ndim
+        shape[axis] = size
+        blocks.append((np.arange(size) // (size // groups)).reshape(shape))
+    return table[(*blocks, indices.astype(np.intp))]
+
+
+def _mil_lut_packed(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
+    packed, lut = parts
+    lut = lut.reshape(-1)
+    bits = int(lut.size).bit_length() - 1
+    broken.expect(lut.size == 1 << bits and bits in (1, 2, 4, 6, 8), f"a lut of {lut.size} entries; expected 2, 4, 16, 64 or 256")
+    count = weight.size
+    broken.expect(packed.size == -(-count * bits // 8), f"indices hold {packed.size} bytes; {count} of {bits} bits need {-(-count * bits // 8)}")
+    return lut[unpack_bits(packed, bits, count, lsb_first=True)].reshape(weight.shape)
+
+
+DEQUANTIZERS: dict[str, Callable[[QuantizedWeight, list[np.ndarray], _Broken], np.ndarray]] = {
+    "coreml_linear": _coreml_linear,
+    "coreml_lut": _coreml_lut,
+    "mil_affine": _mil_affine,
+    "mil_blockwise": _mil_blockwise,
+    "mil_lut": _mil_lut,
+    "mil_lut_packed": _mil_lut_packed,
+}
