@@ -31,7 +31,9 @@ def _fields(*names: str, shape: Callable[[Any], dict[str, Shape]] = lambda param
 def _convolution(params: Any) -> dict[str, Shape]:
     groups = max(params.nGroups, 1)
     out, kernel = params.outputChannels, params.kernelChannels
-    weights = (kernel, out // groups, *params.kernelSize) if params.isDeconvolution else (out, kernel, *params.kernelSize)
+    weights = (
+        (kernel, out // groups, *params.kernelSize) if params.isDeconvolution else (out, kernel, *params.kernelSize)
+    )
     return {"weights": weights, "bias": (out,)}
 
 
@@ -99,13 +101,19 @@ LAYERS: dict[str, Fields] = {
         },
     ),
     "batchnorm": _fields(
-        "gamma", "beta", "mean", "variance", shape=lambda p: dict.fromkeys(("gamma", "beta", "mean", "variance"), (p.channels,))
+        "gamma",
+        "beta",
+        "mean",
+        "variance",
+        shape=lambda p: dict.fromkeys(("gamma", "beta", "mean", "variance"), (p.channels,)),
     ),
     "scale": _fields("scale", "bias", shape=_flat(("scale", "shapeScale"), ("bias", "shapeBias"))),
     "bias": _fields("bias", shape=_flat(("bias", "shape"))),
     "loadConstant": _fields("data", shape=_flat(("data", "shape"))),
     "loadConstantND": _fields("data", shape=_flat(("data", "shape"))),
-    "layerNormalization": _fields("gamma", "beta", shape=_flat(("gamma", "normalizedShape"), ("beta", "normalizedShape"))),
+    "layerNormalization": _fields(
+        "gamma", "beta", shape=_flat(("gamma", "normalizedShape"), ("beta", "normalizedShape"))
+    ),
     "activation": _activation,
     "simpleRecurrent": _fields(
         "weightMatrix",

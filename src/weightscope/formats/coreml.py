@@ -96,7 +96,7 @@ SUB_BYTE = {"int4": 4, "uint4": 4, "uint1": 1, "uint2": 2, "uint3": 3, "uint6": 
 # Where each TensorValue field's values go (numpy dtype of the protobuf field)
 _IMMEDIATE = {"floats": np.float32, "ints": np.int32, "bools": np.bool_, "longInts": np.int64, "doubles": np.float64}
 # constexpr ops weightscope dequantises: scheme, and its parameters in the order the scheme reads them
-_CONSTEXPR = {
+_CONSTEXPR: dict[str, tuple[str, tuple[str, ...]]] = {
     "constexpr_affine_dequantize": ("mil_affine", ("quantized_data", "zero_point", "scale")),
     "constexpr_blockwise_shift_scale": ("mil_blockwise", ("data", "scale", "offset")),
 }
@@ -170,7 +170,9 @@ class CoreMLCheckpoint(Checkpoint):
         try:
             model = CoreMLModel.FromString(data)
         except (DecodeError, RuntimeError, ValueError) as error:
-            raise CorruptCheckpointError(f"{self.model_file}: not a Core ML model: the protobuf does not parse ({error})") from None
+            raise CorruptCheckpointError(
+                f"{self.model_file}: not a Core ML model: the protobuf does not parse ({error})"
+            ) from None
         del data
         index = Index(metadata=self._describe(model))
         self._model(model, "", index)
@@ -231,7 +233,9 @@ class CoreMLCheckpoint(Checkpoint):
             pipeline = getattr(model, kind)
             pipeline = pipeline.pipeline if _PIPELINES[kind] else pipeline
             for number, inner in enumerate(pipeline.models):
-                name = pipeline.names[number] if number < len(pipeline.names) and pipeline.names[number] else str(number)
+                name = (
+                    pipeline.names[number] if number < len(pipeline.names) and pipeline.names[number] else str(number)
+                )
                 self._model(inner, f"{prefix}{name}/", index)
 
     def _add(self, index: Index, info: TensorInfo, role: TensorRole) -> None:
@@ -261,7 +265,9 @@ class CoreMLCheckpoint(Checkpoint):
         self, index: Index, name: str, weights: Any, shape: tuple[int, ...] | None, role: TensorRole, axis: int | None
     ) -> None:
         where = f"{self.model_file}: weights '{name}'"
-        held = [field for field in ("floatValue", "float16Value", "rawValue", "int8RawValue") if getattr(weights, field)]
+        held = [
+            field for field in ("floatValue", "float16Value", "rawValue", "int8RawValue") if getattr(weights, field)
+        ]
         if len(held) != 1:
             raise CorruptCheckpointError(f"{where}: values in {' and '.join(held) or 'no field'}; expected one")
         (field,) = held
@@ -275,12 +281,14 @@ class CoreMLCheckpoint(Checkpoint):
         shape = self._shape(where, shape, count, field)
         count = math.prod(shape)
         if field == "floatValue":
-            self._readers[name] = lambda: np.array(stored, np.float32).reshape(shape)
+            self._readers[name] = _floats(stored, shape)
             self._add(index, self._info(name, "float32", shape, 4 * count), role)
             return
         needed = -(-count * bits // 8)
         if len(stored) != needed:
-            raise CorruptCheckpointError(f"{where}: {field} holds {len(stored)} bytes; shape {list(shape)} of {bits}-bit values needs {needed}")
+            raise CorruptCheckpointError(
+                f"{where}: {field} holds {len(stored)} bytes; shape {list(shape)} of {bits}-bit values needs {needed}"
+            )
         if field == "float16Value":
             self._readers[name] = lambda: from_bytes(stored, "float16", shape)
             self._add(index, self._info(name, "float16", shape, needed), role)
@@ -297,10 +305,14 @@ class CoreMLCheckpoint(Checkpoint):
         check_rank(shape, where)
         needed = math.prod(shape)
         if needed != count and not (field in ("rawValue", "int8RawValue") and needed <= count):
-            raise CorruptCheckpointError(f"{where}: {field} holds {count} values; its layer's shape {list(shape)} takes {needed}")
+            raise CorruptCheckpointError(
+                f"{where}: {field} holds {count} values; its layer's shape {list(shape)} takes {needed}"
+            )
         return shape
 
-    def _nn_quantization(self, index: Index, name: str, quantization: Any, shape: tuple[int, ...], axis: int | None, where: str) -> None:
+    def _nn_quantization(
+        self, index: Index, name: str, quantization: Any, shape: tuple[int, ...], axis: int | None, where: str
+    ) -> None:
         kind = quantization.WhichOneof("QuantizationType")
         bookkeeping = TensorRole("bookkeeping")
         if kind == "linearQuantization":
@@ -309,7 +321,7 @@ class CoreMLCheckpoint(Checkpoint):
                 values = getattr(quantization.linearQuantization, field)
                 if values:
                     part = f"{name}.quantization_{field}"
-                    self._readers[part] = lambda values=values: np.array(values, np.float32)
+                    self._readers[part] = _floats(values)
                     self._add(index, self._info(part, "float32", (len(values),), 4 * len(values)), bookkeeping)
                     parts.append(part)
             if len(parts) == 1:
@@ -318,13 +330,22 @@ class CoreMLCheckpoint(Checkpoint):
         elif kind == "lookupTableQuantization":
             values = quantization.lookupTableQuantization.floatValue
             part = f"{name}.lut"
-            self._readers[part] = lambda: np.array(values, np.float32)
+            self._readers[part] = _floats(values)
             self._add(index, self._info(part, "float32", (len(values),), 4 * len(values)), bookkeeping)
             self._record(index, name, "coreml_lut", [name, part], shape, np.float32)
         else:
             raise CorruptCheckpointError(f"{where}: quantised codes with no quantisation parameters")
 
-    def _record(self, index: Index, name: str, scheme: str, parts: list[str], shape: tuple[int, ...], dtype: Any, **settings: Any) -> None:
+    def _record(
+        self,
+        index: Index,
+        name: str,
+        scheme: str,
+        parts: list[str],
+        shape: tuple[int, ...],
+        dtype: Any,
+        **settings: Any,
+    ) -> None:
         nbytes = sum(index.infos[part].nbytes for part in parts)
         self._recorded[name] = QuantizedWeight(name, scheme, tuple(parts), shape, np.dtype(dtype), nbytes, settings)
 
@@ -336,7 +357,9 @@ class CoreMLCheckpoint(Checkpoint):
             block = function.block_specializations.get(function.opset)
             if block is None:
                 if len(function.block_specializations) != 1:
-                    raise CorruptCheckpointError(f"{self.model_file}: function '{function_name}' has no block for its opset {function.opset!r}")
+                    raise CorruptCheckpointError(
+                        f"{self.model_file}: function '{function_name}' has no block for its opset {function.opset!r}"
+                    )
                 (block,) = function.block_specializations.values()
             scope = prefix + (f"{function_name}/" if len(functions) > 1 else "")
             self._operations(block.operations, scope, index)
@@ -387,7 +410,9 @@ class CoreMLCheckpoint(Checkpoint):
         if scheme and len(wanted) >= 2 and dtype_name in ("float16", "float32", "bfloat16"):
             settings: dict[str, Any] = {}
             if scheme == "mil_affine":
-                settings["axis"] = int(self._array(values["axis"], f"{name}.axis").reshape(-1)[0]) if "axis" in values else 0
+                settings["axis"] = (
+                    int(self._array(values["axis"], f"{name}.axis").reshape(-1)[0]) if "axis" in values else 0
+                )
             self._record(index, name, scheme, wanted, shape, element(dtype_name), **settings)
 
     def _tensor_type(self, value_type: Any, where: str) -> tuple[tuple[int, ...], str]:
@@ -442,13 +467,21 @@ class CoreMLCheckpoint(Checkpoint):
             self._headers_checked.add(str(file))
         offset = blob.offset
         if offset + 64 > source.size:
-            raise TruncatedFileError(f"{file}: blob metadata at {offset} lies past the end ({source.size} bytes) ({where})")
-        sentinel, code, size, data_offset, padding = _BLOB.unpack(bytes(source.read(offset, _BLOB.size, f"{file}: blob metadata")))
+            raise TruncatedFileError(
+                f"{file}: blob metadata at {offset} lies past the end ({source.size} bytes) ({where})"
+            )
+        sentinel, code, size, data_offset, padding = _BLOB.unpack(
+            bytes(source.read(offset, _BLOB.size, f"{file}: blob metadata"))
+        )
         if sentinel != _SENTINEL:
-            raise CorruptCheckpointError(f"{file}: blob metadata at {offset} has sentinel {sentinel:#x}; expected 0xdeadbeef ({where})")
+            raise CorruptCheckpointError(
+                f"{file}: blob metadata at {offset} has sentinel {sentinel:#x}; expected 0xdeadbeef ({where})"
+            )
         stored = BLOB_TYPES.get(code)
         if stored != dtype_name:
-            raise CorruptCheckpointError(f"{file}: blob at {offset} holds {stored or f'type {code}'}; {where} is {dtype_name}")
+            raise CorruptCheckpointError(
+                f"{file}: blob at {offset} holds {stored or f'type {code}'}; {where} is {dtype_name}"
+            )
         if size != nbytes or padding >= 8:
             raise CorruptCheckpointError(f"{file}: blob at {offset} holds {size} bytes; {where} needs {nbytes}")
         if data_offset < offset + 64 or data_offset + size > source.size:
@@ -476,12 +509,19 @@ class CoreMLCheckpoint(Checkpoint):
             return reader()
         if info.type_name in SUB_BYTE:
             file, offset, nbytes = self._blobs[info.name]
-            return from_bytes(self._sources[file].read(offset, nbytes, f"tensor '{info.name}'"), info.type_name, info.shape)
+            return from_bytes(
+                self._sources[file].read(offset, nbytes, f"tensor '{info.name}'"), info.type_name, info.shape
+            )
         return super()._read(info)
 
     def _close(self) -> None:
         for source in self._sources.values():
             source.close()
+
+
+def _floats(values: Any, shape: tuple[int, ...] | None = None) -> Reader:
+    """A reader of a repeated float field (held by the parsed model) as float32."""
+    return lambda: np.array(values, np.float32).reshape(shape or (len(values),))
 
 
 def _codes(stored: bytes, bits: int, shape: tuple[int, ...], signed: bool) -> np.ndarray:
@@ -497,8 +537,11 @@ def _immediate(tensor: Any, dtype_name: str, shape: tuple[int, ...], where: str)
     count = math.prod(shape)
     if kind == "bytes":
         data = tensor.bytes.values
-        if len(data) != stored_size(dtype_name, count):
-            raise CorruptCheckpointError(f"{where}: {len(data)} bytes; shape {list(shape)} of {dtype_name} needs {stored_size(dtype_name, count)}")
+        needed = stored_size(dtype_name, count)
+        if len(data) != needed:
+            raise CorruptCheckpointError(
+                f"{where}: {len(data)} bytes; shape {list(shape)} of {dtype_name} needs {needed}"
+            )
         return lambda: from_bytes(data, dtype_name, shape)
     if kind not in _IMMEDIATE:
         raise CorruptCheckpointError(f"{where}: an immediate value of {kind or 'nothing'}; expected numbers or bytes")
@@ -509,7 +552,9 @@ def _immediate(tensor: Any, dtype_name: str, shape: tuple[int, ...], where: str)
 
 
 def _floating(value: Any) -> bool:
-    return MIL_TYPES.get(value.type.tensorType.dataType, "").startswith(("float", "bfloat")) and bool(value.type.tensorType.dimensions)
+    return MIL_TYPES.get(value.type.tensorType.dataType, "").startswith(("float", "bfloat")) and bool(
+        value.type.tensorType.dimensions
+    )
 
 
 def _role(user: tuple[str, str, str] | None, scope: str) -> TensorRole:

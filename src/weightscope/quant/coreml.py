@@ -34,7 +34,9 @@ def unpack_bits(packed: np.ndarray, bits: int, count: int, *, lsb_first: bool, s
     significant bit up (``lsb_first``), the neural network's ``rawValue`` from its most significant bit down."""
     stream = np.unpackbits(packed.reshape(-1).view(np.uint8), bitorder="little" if lsb_first else "big")
     fields = stream[: count * bits].reshape(count, bits).astype(np.uint8)
-    weights = (1 << np.arange(bits, dtype=np.uint8)) if lsb_first else (1 << np.arange(bits - 1, -1, -1, dtype=np.uint8))
+    weights = (
+        (1 << np.arange(bits, dtype=np.uint8)) if lsb_first else (1 << np.arange(bits - 1, -1, -1, dtype=np.uint8))
+    )
     values = (fields * weights).sum(axis=1, dtype=np.uint8)
     if signed:
         return ((values.astype(np.int16) ^ (1 << (bits - 1))) - (1 << (bits - 1))).astype(np.int8)
@@ -47,7 +49,9 @@ def _coreml_linear(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Br
     axis = weight.settings["axis"]
     channels = codes.shape[axis] if axis is not None and codes.ndim > 1 else 1
     for name, values in (("scale", scale), ("bias", bias)):
-        broken.expect(values.size in (1, channels), f"{values.size} quantisation {name} values; expected 1 or {channels}")
+        broken.expect(
+            values.size in (1, channels), f"{values.size} quantisation {name} values; expected 1 or {channels}"
+        )
     shape = [1] * codes.ndim
     if channels > 1:
         shape[axis] = channels
@@ -58,7 +62,9 @@ def _coreml_linear(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Br
 
 def _coreml_lut(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
     codes, lut = parts[0], parts[1].reshape(-1)
-    broken.expect(int(codes.max(initial=0)) < lut.size, f"codes reach {int(codes.max(initial=0))}; the lut holds {lut.size}")
+    broken.expect(
+        int(codes.max(initial=0)) < lut.size, f"codes reach {int(codes.max(initial=0))}; the lut holds {lut.size}"
+    )
     return lut.astype(np.float32)[codes]
 
 
@@ -75,7 +81,9 @@ def _promoted(param: np.ndarray, data: np.ndarray, axis: int, broken: _Broken, w
 def _repeated(param: np.ndarray, shape: tuple[int, ...], broken: _Broken, what: str) -> np.ndarray:
     """``param`` repeated along each axis to ``shape`` (each size of ``shape`` a multiple of the param's)."""
     for axis, (size, target) in enumerate(zip(param.shape, shape, strict=True)):
-        broken.expect(size > 0 and target % size == 0, f"{what} has shape {list(param.shape)}; not blocks of {list(shape)}")
+        broken.expect(
+            size > 0 and target % size == 0, f"{what} has shape {list(param.shape)}; not blocks of {list(shape)}"
+        )
         if 1 < size < target:
             param = np.repeat(param, target // size, axis=axis)
     return param
@@ -96,17 +104,23 @@ def _mil_blockwise(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Br
     broken.expect(scale.ndim == data.ndim, f"scale has rank {scale.ndim}; data has rank {data.ndim}")
     values = data.astype(scale.dtype)
     if len(parts) == 3:
-        broken.expect(parts[2].shape == scale.shape, f"offset has shape {list(parts[2].shape)}, scale {list(scale.shape)}")
+        broken.expect(
+            parts[2].shape == scale.shape, f"offset has shape {list(parts[2].shape)}, scale {list(scale.shape)}"
+        )
         values = values - _repeated(parts[2], data.shape, broken, "offset")
     return _repeated(scale, data.shape, broken, "scale") * values
 
 
 def _mil_lut(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
     indices, lut = parts
-    broken.expect(lut.ndim == indices.ndim + 2, f"lut has rank {lut.ndim}; indices of rank {indices.ndim} need {indices.ndim + 2}")
+    broken.expect(
+        lut.ndim == indices.ndim + 2, f"lut has rank {lut.ndim}; indices of rank {indices.ndim} need {indices.ndim + 2}"
+    )
     broken.expect(lut.shape[-1] == 1, f"vector palettes ({lut.shape[-1]} values an entry) are not read")
     palette = lut.shape[-2]
-    broken.expect(int(indices.max(initial=0)) < palette, f"indices reach {int(indices.max(initial=0))}; a palette holds {palette}")
+    broken.expect(
+        int(indices.max(initial=0)) < palette, f"indices reach {int(indices.max(initial=0))}; a palette holds {palette}"
+    )
     table = lut[..., 0]
     blocks = []
     for axis, (size, groups) in enumerate(zip(indices.shape, table.shape[:-1], strict=True)):
@@ -121,9 +135,14 @@ def _mil_lut_packed(weight: QuantizedWeight, parts: list[np.ndarray], broken: _B
     packed, lut = parts
     lut = lut.reshape(-1)
     bits = int(lut.size).bit_length() - 1
-    broken.expect(lut.size == 1 << bits and bits in (1, 2, 4, 6, 8), f"a lut of {lut.size} entries; expected 2, 4, 16, 64 or 256")
+    broken.expect(
+        lut.size == 1 << bits and bits in (1, 2, 4, 6, 8), f"a lut of {lut.size} entries; expected 2, 4, 16, 64 or 256"
+    )
     count = weight.size
-    broken.expect(packed.size == -(-count * bits // 8), f"indices hold {packed.size} bytes; {count} of {bits} bits need {-(-count * bits // 8)}")
+    broken.expect(
+        packed.size == -(-count * bits // 8),
+        f"indices hold {packed.size} bytes; {count} of {bits} bits need {-(-count * bits // 8)}",
+    )
     return lut[unpack_bits(packed, bits, count, lsb_first=True)].reshape(weight.shape)
 
 
