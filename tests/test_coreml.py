@@ -11,10 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bounded import run_bounded
 
 import weightscope as ws
 from weightscope.cli import main
-from weightscope.errors import CorruptCheckpointError, RefusedError, TruncatedFileError
+from weightscope.containers.table import encode_varint
+from weightscope.errors import CorruptCheckpointError, LimitExceededError, RefusedError, TruncatedFileError
 from weightscope.formats.coreml import CoreMLCheckpoint
 from weightscope.quant import Dequantized
 
@@ -222,3 +224,13 @@ def test_truncated_model_is_refused(tmp_path: Path) -> None:
     path.write_bytes((FIXTURES / "nn_layers.mlmodel").read_bytes()[:300])
     with pytest.raises(CorruptCheckpointError):
         ws.open(path)
+
+
+def test_model_of_500000_empty_layers_is_refused_before_parsing(tmp_path: Path) -> None:
+    # Two bytes a layer on the wire, some 160 once parsed: 1 MB would make 80 MB of messages.
+    layers = b"\x0a\x00" * 500_000
+    path = tmp_path / "layers.mlmodel"
+    path.write_bytes(b"\x08\x04" + b"\xa2\x1f" + encode_varint(len(layers)) + layers)  # version 4, neuralNetwork (500)
+    with pytest.raises(LimitExceededError, match="parsing the model's protocol buffer"):
+        ws.open(path)
+    run_bounded(path).assert_within("LimitExceededError")

@@ -268,8 +268,10 @@ class CoreMLCheckpoint(Checkpoint):
         held = [
             field for field in ("floatValue", "float16Value", "rawValue", "int8RawValue") if getattr(weights, field)
         ]
-        if len(held) != 1:
-            raise CorruptCheckpointError(f"{where}: values in {' and '.join(held) or 'no field'}; expected one")
+        if not held:  # settings alone (isUpdatable), or quantisation parameters with no codes: no tensor
+            return
+        if len(held) > 1:
+            raise CorruptCheckpointError(f"{where}: values in {' and '.join(held)}; expected one field")
         (field,) = held
         stored = getattr(weights, field)
         bits = 16 if field == "float16Value" else 8
@@ -346,6 +348,8 @@ class CoreMLCheckpoint(Checkpoint):
         dtype: Any,
         **settings: Any,
     ) -> None:
+        if name in index.infos and name != parts[0]:
+            raise CorruptCheckpointError(f"{self.model_file}: two tensors are named '{name}'")
         nbytes = sum(index.infos[part].nbytes for part in parts)
         self._recorded[name] = QuantizedWeight(name, scheme, tuple(parts), shape, np.dtype(dtype), nbytes, settings)
 
@@ -376,6 +380,8 @@ class CoreMLCheckpoint(Checkpoint):
             if not op.outputs or not (op.type == "const" or op.type.startswith("constexpr_")):
                 continue
             output = op.outputs[0]
+            if not output.name:
+                raise CorruptCheckpointError(f"{self.model_file}: a {op.type} op with no output name")
             name = scope + output.name
             role = _role(users.get(output.name), scope)
             if op.type == "const":
@@ -410,9 +416,12 @@ class CoreMLCheckpoint(Checkpoint):
         if scheme and len(wanted) >= 2 and dtype_name in ("float16", "float32", "bfloat16"):
             settings: dict[str, Any] = {}
             if scheme == "mil_affine":
-                settings["axis"] = (
-                    int(self._array(values["axis"], f"{name}.axis").reshape(-1)[0]) if "axis" in values else 0
-                )
+                axis = self._array(values["axis"], f"{name}.axis").reshape(-1) if "axis" in values else np.zeros(1)
+                if axis.size != 1:
+                    raise CorruptCheckpointError(
+                        f"{self.model_file}: constexpr '{name}' has {axis.size} axes; expected 1"
+                    )
+                settings["axis"] = int(axis[0])
             self._record(index, name, scheme, wanted, shape, element(dtype_name), **settings)
 
     def _tensor_type(self, value_type: Any, where: str) -> tuple[tuple[int, ...], str]:

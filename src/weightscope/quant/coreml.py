@@ -95,8 +95,9 @@ def _mil_affine(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broke
     scale = _promoted(scale, data, axis, broken, "scale")
     zero_point = _promoted(zero_point, data, axis, broken, "zero_point")
     values = data.astype(np.float32) - zero_point.astype(np.float32)
-    values *= scale
-    return values.astype(scale.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # what the stored values make, inf and NaN included
+        values *= scale
+        return values.astype(scale.dtype)
 
 
 def _mil_blockwise(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
@@ -108,11 +109,13 @@ def _mil_blockwise(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Br
             parts[2].shape == scale.shape, f"offset has shape {list(parts[2].shape)}, scale {list(scale.shape)}"
         )
         values = values - _repeated(parts[2], data.shape, broken, "offset")
-    return _repeated(scale, data.shape, broken, "scale") * values
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _repeated(scale, data.shape, broken, "scale") * values
 
 
 def _mil_lut(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
     indices, lut = parts
+    broken.expect(indices.dtype.kind == "u", f"indices are {indices.dtype}; expected unsigned integers")
     broken.expect(
         lut.ndim == indices.ndim + 2, f"lut has rank {lut.ndim}; indices of rank {indices.ndim} need {indices.ndim + 2}"
     )
@@ -146,11 +149,30 @@ def _mil_lut_packed(weight: QuantizedWeight, parts: list[np.ndarray], broken: _B
     return lut[unpack_bits(packed, bits, count, lsb_first=True)].reshape(weight.shape)
 
 
-DEQUANTIZERS: dict[str, Callable[[QuantizedWeight, list[np.ndarray], _Broken], np.ndarray]] = {
-    "coreml_linear": _coreml_linear,
-    "coreml_lut": _coreml_lut,
-    "mil_affine": _mil_affine,
-    "mil_blockwise": _mil_blockwise,
-    "mil_lut": _mil_lut,
-    "mil_lut_packed": _mil_lut_packed,
+Dequantizer = Callable[["QuantizedWeight", list[np.ndarray], "_Broken"], np.ndarray]
+
+
+def _shaped(dequantize: Dequantizer) -> Dequantizer:
+    """``dequantize``, its values held to the shape the file declares for the weight (a constexpr op's output)."""
+
+    def checked(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
+        values = dequantize(weight, parts, broken)
+        broken.expect(
+            values.shape == weight.shape, f"values of shape {list(values.shape)}; declared {list(weight.shape)}"
+        )
+        return values
+
+    return checked
+
+
+DEQUANTIZERS: dict[str, Dequantizer] = {
+    scheme: _shaped(function)
+    for scheme, function in (
+        ("coreml_linear", _coreml_linear),
+        ("coreml_lut", _coreml_lut),
+        ("mil_affine", _mil_affine),
+        ("mil_blockwise", _mil_blockwise),
+        ("mil_lut", _mil_lut),
+        ("mil_lut_packed", _mil_lut_packed),
+    )
 }
