@@ -55,7 +55,7 @@ def _activation(params: Any) -> Iterator[tuple[str, Any, Shape]]:
 
 
 _GATES = ("update", "reset", "output")
-_LSTM_GATES = ("input", "forget", "blockInput", "output")
+_LSTM_GATES = ("inputGate", "forgetGate", "blockInput", "outputGate")  # blockInput has no "Gate"
 
 
 def _gru(params: Any) -> Iterator[tuple[str, Any, Shape]]:
@@ -70,7 +70,7 @@ def _lstm(params: Any) -> Iterator[tuple[str, Any, Shape]]:
     kinds = (("WeightMatrix", (out, inputs)), ("RecursionMatrix", (out, out)), ("BiasVector", (out,)))
     for kind, shape in kinds:
         for gate in _LSTM_GATES:
-            yield f"{gate}Gate{kind}", getattr(weights, f"{gate}Gate{kind}"), shape
+            yield f"{gate}{kind}", getattr(weights, f"{gate}{kind}"), shape
     for gate in ("input", "forget", "output"):
         yield f"{gate}GatePeepholeVector", getattr(weights, f"{gate}GatePeepholeVector"), (out,)
 
