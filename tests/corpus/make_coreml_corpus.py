@@ -122,6 +122,10 @@ def main() -> None:
         ),
         "CorruptCheckpointError--layer-named-twice.mlmodel": _network(_dense("dense", 6), _dense("dense", 6)),
         "CorruptCheckpointError--immediate-value-of-the-wrong-length.mlmodel": _program_with_bytes(6),
+        "CorruptCheckpointError--no-model-type.mlmodel": CoreMLModel(specificationVersion=4).SerializeToString(),
+        "UnsupportedFormatError--tree-ensemble.mlmodel": CoreMLModel(
+            treeEnsembleRegressor=b"\x0a\x00"
+        ).SerializeToString(),
     }
     for name, data in files.items():
         (HERE / name).write_bytes(data)

@@ -11,7 +11,8 @@ protocol buffer message, ``Model``, with no magic number; weightscope parses it 
   ``author``, ``license``, ``userDefined``: metadata), and one of ``neuralNetwork`` (500), ``neuralNetworkClassifier``
   (403), ``neuralNetworkRegressor`` (303), ``mlProgram`` (502), a ``pipeline`` (202; classifier 200, regressor 201:
   ``{pipeline}``) of ``models`` (1) named by ``names`` (2) — a pipeline's models' tensors are named
-  ``<its name or index>/<tensor>``. Other model types (trees, GLMs, SVMs, ...) hold no tensors weightscope reads.
+  ``<its name or index>/<tensor>``. Other model types (trees, GLMs, SVMs, ...; kept unparsed, as bytes) hold no
+  tensors weightscope reads: refused by name (``UnsupportedFormatError``), skipped inside a pipeline.
 - Neural networks: ``layers`` (1), each ``NeuralNetworkLayer``: ``name`` (1) and its params (the kinds and shapes are
   in ``weightscope.formats._coreml_layers``). Each ``WeightParams`` is named ``<layer>.<field>`` (``weights`` is
   ``weight``: ``dense_1.weight``, ``dense_1.bias``, ``bn.gamma``, ``gru.updateGateWeightMatrix``) and holds its
@@ -40,7 +41,8 @@ protocol buffer message, ``Model``, with no magic number; weightscope parses it 
   ``offset`` u64 (of the data, in the file), ``padding_size_in_bits`` u64, reserved. Sub-byte elements are packed
   from each byte's least significant bit up and read one per byte (int4 as int8, the others as uint8).
 
-A reader must refuse: a model larger than protobuf's 2 GiB limit, bytes that do not parse as a ``Model``, a
+A reader must refuse: a model larger than protobuf's 2 GiB limit, bytes that do not parse as a ``Model`` or that
+hold no model type (as a cut file may), a
 manifest that is no JSON object or names no model inside the package, two tensors of one name, a WeightParams with
 values in more than one field or a count its layer's shape does not take, quantised codes of other than 1 to 8 bits
 or in fewer bytes than the shape needs, a value whose type is unknown or whose dimensions are not constant, an
@@ -174,6 +176,14 @@ class CoreMLCheckpoint(Checkpoint):
                 f"{self.model_file}: not a Core ML model: the protobuf does not parse ({error})"
             ) from None
         del data
+        kind = model.WhichOneof("Type")
+        if kind is None:  # a Model's type is its last field: a cut file may hold only its description
+            raise CorruptCheckpointError(f"{self.model_file}: not a Core ML model, or one cut short: it holds no model")
+        if kind not in _NN_TYPES and kind not in _PIPELINES and kind != "mlProgram":
+            raise UnsupportedFormatError(
+                f"{self.model_file}: a Core ML {kind} model; weightscope reads the weights of neural networks, "
+                "ML programs and pipelines of them"
+            )
         index = Index(metadata=self._describe(model))
         self._model(model, "", index)
         return index
@@ -224,6 +234,8 @@ class CoreMLCheckpoint(Checkpoint):
         return metadata
 
     def _model(self, model: Any, prefix: str, index: Index) -> None:
+        """The tensors of ``model``: a pipeline's models' under their names (its other models, a scaler or a
+        feature vectorizer, hold none weightscope reads)."""
         kind = model.WhichOneof("Type")
         if kind in _NN_TYPES:
             self._network(getattr(model, kind), prefix, index)
