@@ -234,3 +234,16 @@ def test_model_of_500000_empty_layers_is_refused_before_parsing(tmp_path: Path) 
     with pytest.raises(LimitExceededError, match="parsing the model's protocol buffer"):
         ws.open(path)
     run_bounded(path).assert_within("LimitExceededError")
+
+
+def test_diff_measures_what_quantising_a_network_cost(
+    capsys: pytest.CaptureFixture[str], arrays: dict[str, Any]
+) -> None:
+    differ = main(["diff", str(FIXTURES / "nn_layers.mlmodel"), str(FIXTURES / "nn_lut3.mlmodel"), "--json"])
+    assert differ == 1  # as diff(1): they differ
+    report = {entry["name"]: entry for entry in json.loads(capsys.readouterr().out)["tensors"]}
+    original = arrays["nn_layers.mlmodel/dense_1.weight"].astype(np.float64)
+    dequantised = arrays["nn_lut3.mlmodel/dense_1.weight@dequantized"].astype(np.float64)
+    assert report["dense_1.weight"]["type"] == "coreml_lut"
+    assert report["dense_1.weight"]["rmse"] == pytest.approx(np.sqrt(np.mean((original - dequantised) ** 2)))
+    assert report["norm_1.gamma"]["rmse"] == 0  # layer norm is not quantised by quantize_weights

@@ -35,6 +35,10 @@ Schemes and references (checked against their source; ``weightscope.quant.kernel
   dtype; int8 ``q * SCB * float32(1/127)`` in float32 (a product, as ``int8_vectorwise_dequant`` has it: not a
   division by 127, which rounds otherwise).
 
+Formats that record their quantised weights as such give them by ``Checkpoint.recorded_quantization`` rather than
+by name: Core ML's ``coreml_linear``, ``coreml_lut``, ``mil_affine``, ``mil_blockwise``, ``mil_lut`` and
+``mil_lut_packed`` (``weightscope.quant.coreml``, as coremltools computes them).
+
 ``weightscope.quant.error`` measures what quantising cost (``diff ORIGINAL QUANTISED``), GGUF's block types included.
 """
 
