@@ -247,3 +247,14 @@ def test_diff_measures_what_quantising_a_network_cost(
     assert report["dense_1.weight"]["type"] == "coreml_lut"
     assert report["dense_1.weight"]["rmse"] == pytest.approx(np.sqrt(np.mean((original - dequantised) ** 2)))
     assert report["norm_1.gamma"]["rmse"] == 0  # layer norm is not quantised by quantize_weights
+
+
+@pytest.mark.parametrize("fixture", ["nn_lut3.mlmodel", "mlp_block4_ios18.mlpackage"])
+def test_read_over_http_as_the_local_files(fixture: str) -> None:
+    from test_remote import serving  # the range-answering HTTP server of the remote tests
+
+    with serving(FIXTURES) as root, ws.open(f"{root}/{fixture}") as remote, ws.open(FIXTURES / fixture) as local:
+        assert list(remote) == list(local)
+        for name in local:
+            assert remote.info(name) == local.info(name)._replace(file=remote.info(name).file)
+            _same(np.asarray(remote[name]), np.asarray(local[name]))

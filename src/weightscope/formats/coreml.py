@@ -190,7 +190,7 @@ class CoreMLCheckpoint(Checkpoint):
 
     def _model_file(self) -> AnyPath:
         """The model's protobuf: the file itself, or the one a package's manifest names."""
-        if not self.path.is_dir():
+        if self.path.suffix != ".mlpackage" and not self.path.is_dir():  # over HTTP a folder is no object
             return self.path
         manifest = self.path / "Manifest.json"
         where = f"{self.path}: Manifest.json"
