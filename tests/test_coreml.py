@@ -258,3 +258,67 @@ def test_read_over_http_as_the_local_files(fixture: str) -> None:
         for name in local:
             assert remote.info(name) == local.info(name)._replace(file=remote.info(name).file)
             _same(np.asarray(remote[name]), np.asarray(local[name]))
+
+
+def _program(ops: list[tuple[str, str, dict[str, Any]]]) -> bytes:
+    """An ML program of ``(type, output, {parameter: (MIL type code, shape, bytes) or a name})``: tensor parameters
+    of a const op are its ``val`` attribute, of any other op inline input values, or the names of other ops."""
+    from weightscope._proto import CoreMLModel
+
+    model = CoreMLModel(specificationVersion=8)
+    function = model.mlProgram.functions["main"]
+    function.opset = "CoreML8"
+    block = function.block_specializations["CoreML8"]
+
+    def typed(target: Any, code: int, shape: tuple[int, ...]) -> None:
+        target.tensorType.dataType = code
+        for size in shape:
+            target.tensorType.dimensions.add().constant.size = size
+
+    for op_type, output, parameters in ops:
+        op = block.operations.add(type=op_type)
+        op.outputs.add(name=output)
+        for parameter, given in parameters.items():
+            if isinstance(given, str):
+                op.inputs[parameter].arguments.add(name=given)
+                continue
+            code, shape, data = given
+            value = op.attributes["val"] if op_type == "const" else op.inputs[parameter].arguments.add().value
+            typed(value.type, code, shape)
+            value.immediateValue.tensor.bytes.values = data
+            if op_type == "const":
+                typed(op.outputs[0].type, code, shape)
+        if op_type != "const":
+            typed(op.outputs[0].type, 10, (2, 3))  # float16 [2, 3]
+    serialized: bytes = model.SerializeToString()
+    return serialized
+
+
+_QUANTISED = (21, (2, 3), np.arange(-3, 3, dtype=np.int8).tobytes())
+_SCALE = (10, (2,), np.array([0.5, 0.25], np.float16).tobytes())
+_ZERO = (21, (2,), np.array([1, -1], np.int8).tobytes())
+_AXIS = (23, (), np.array([0], np.int32).tobytes())
+
+
+def test_constexpr_parameters_named_or_inline_dequantise_alike(tmp_path: Path) -> None:
+    inline = {"quantized_data": _QUANTISED, "zero_point": _ZERO, "scale": _SCALE, "axis": _AXIS}
+    named = {"quantized_data": "q", "zero_point": "z", "scale": "s", "axis": _AXIS}
+    consts = [("const", "q", {"val": _QUANTISED}), ("const", "z", {"val": _ZERO}), ("const", "s", {"val": _SCALE})]
+    (tmp_path / "inline.mlmodel").write_bytes(_program([("constexpr_affine_dequantize", "w", inline)]))
+    (tmp_path / "named.mlmodel").write_bytes(_program([*consts, ("constexpr_affine_dequantize", "w", named)]))
+    inline_path, named_path = tmp_path / "inline.mlmodel", tmp_path / "named.mlmodel"
+    with ws.open(inline_path, dequantize=True) as first, ws.open(named_path, dequantize=True) as second:
+        assert list(first) == list(second) == ["w"]
+        _same(np.asarray(second["w"]), np.asarray(first["w"]))
+        # coremltools' dequantize_by_scale_and_zp of these values (checked once with coremltools 9):
+        expected = np.array([[-2.0, -1.5, -1.0], [0.25, 0.5, 0.75]], np.float16)
+        _same(np.asarray(first["w"]), expected)
+    with ws.open(tmp_path / "named.mlmodel") as raw:
+        assert raw.recorded_quantization()["w"].parts == ("q", "z", "s")
+
+
+def test_constexpr_missing_a_parameter_is_listed_not_dequantised(tmp_path: Path) -> None:
+    path = tmp_path / "partial.mlmodel"
+    path.write_bytes(_program([("constexpr_affine_dequantize", "w", {"quantized_data": _QUANTISED, "scale": _SCALE})]))
+    with ws.open(path, dequantize=True) as ckpt:
+        assert sorted(ckpt) == ["w.quantized_data", "w.scale"]

@@ -97,10 +97,11 @@ BLOB_TYPES = {
 SUB_BYTE = {"int4": 4, "uint4": 4, "uint1": 1, "uint2": 2, "uint3": 3, "uint6": 6}
 # Where each TensorValue field's values go (numpy dtype of the protobuf field)
 _IMMEDIATE = {"floats": np.float32, "ints": np.int32, "bools": np.bool_, "longInts": np.int64, "doubles": np.float64}
-# constexpr ops weightscope dequantises: scheme, and its parameters in the order the scheme reads them
-_CONSTEXPR: dict[str, tuple[str, tuple[str, ...]]] = {
-    "constexpr_affine_dequantize": ("mil_affine", ("quantized_data", "zero_point", "scale")),
-    "constexpr_blockwise_shift_scale": ("mil_blockwise", ("data", "scale", "offset")),
+# constexpr ops weightscope dequantises: scheme, the parameters it needs and one it may have, in the order it reads them
+_CONSTEXPR: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "constexpr_affine_dequantize": ("mil_affine", ("quantized_data", "zero_point", "scale"), ""),
+    "constexpr_blockwise_shift_scale": ("mil_blockwise", ("data", "scale"), "offset"),
+    "constexpr_lut_to_dense": ("mil_lut", ("indices", "lut"), ""),  # iOS 16's, with a shape: mil_lut_packed
 }
 _SETTINGS = ("axis", "shape", "vector_axis", "name")  # a constexpr op's parameters that are no tensors
 _ROLES = {"mean": "running_mean", "variance": "running_var"}  # the roles PARAMETER_ROLES does not name
@@ -403,16 +404,22 @@ class CoreMLCheckpoint(Checkpoint):
                 if value.type.tensorType.dataType != _STRING:
                     self._value(index, name, value, role if _floating(value) else TensorRole("bookkeeping"))
             else:
-                self._constexpr(index, op, name, role)
+                self._constexpr(index, op, scope, role)
 
-    def _constexpr(self, index: Index, op: Any, name: str, role: TensorRole) -> None:
-        """A constexpr op's tensor parameters as ``<output>.<parameter>``, recorded for dequantising where known."""
+    def _constexpr(self, index: Index, op: Any, scope: str, role: TensorRole) -> None:
+        """A constexpr op's tensor parameters as ``<output>.<parameter>`` (or the const ops they name, by their
+        names), recorded for dequantising where the op is one weightscope dequantises."""
+        name = scope + op.outputs[0].name
         values = dict(op.attributes.items())
-        for parameter, argument in op.inputs.items():
-            bound = [binding.value for binding in argument.arguments if binding.WhichOneof("binding") == "value"]
-            if len(bound) == 1:
-                values[parameter] = bound[0]
         parts: dict[str, str] = {}
+        for parameter, argument in op.inputs.items():
+            bound = list(argument.arguments)
+            if len(bound) == 1 and bound[0].WhichOneof("binding") == "value":
+                values[parameter] = bound[0].value
+            elif len(bound) == 1 and scope + bound[0].name in index.infos:
+                parts[parameter] = scope + bound[0].name  # a const op's value, by its name
+            else:
+                parts[parameter] = ""  # bound otherwise: the op is listed, not dequantised
         for parameter in sorted(values, key=lambda key: (key not in ("quantized_data", "data", "indices"), key)):
             if parameter in _SETTINGS or values[parameter].type.tensorType.dataType == _STRING:
                 continue
@@ -421,11 +428,12 @@ class CoreMLCheckpoint(Checkpoint):
             self._value(index, part, values[parameter], role if first else TensorRole("bookkeeping"))
             parts[parameter] = part
         shape, dtype_name = self._tensor_type(op.outputs[0].type, f"{self.model_file}: constexpr '{name}'")
-        scheme, order = _CONSTEXPR.get(op.type, ("", ()))
-        if op.type == "constexpr_lut_to_dense":
-            scheme, order = ("mil_lut_packed" if "shape" in values else "mil_lut"), ("indices", "lut")
-        wanted = [parts[key] for key in order if key in parts]
-        if scheme and len(wanted) >= 2 and dtype_name in ("float16", "float32", "bfloat16"):
+        scheme, needed, optional = _CONSTEXPR.get(op.type, ("", (), ""))
+        if scheme == "mil_lut" and "shape" in values:
+            scheme = "mil_lut_packed"
+        wanted = [parts.get(key, "") for key in needed] + ([parts[optional]] if optional in parts else [])
+        settings_bound = all(key in values for key in ("axis", "shape") if key in parts)
+        if scheme and all(wanted) and settings_bound and dtype_name in ("float16", "float32", "bfloat16"):
             settings: dict[str, Any] = {}
             if scheme == "mil_affine":
                 axis = self._array(values["axis"], f"{name}.axis").reshape(-1) if "axis" in values else np.zeros(1)
