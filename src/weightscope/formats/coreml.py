@@ -433,7 +433,10 @@ class CoreMLCheckpoint(Checkpoint):
             scheme = "mil_lut_packed"
         wanted = [parts.get(key, "") for key in needed] + ([parts[optional]] if optional in parts else [])
         settings_bound = all(key in values for key in ("axis", "shape") if key in parts)
+        if scheme == "mil_lut" and all(wanted) and index.infos[wanted[1]].shape[-1:] != (1,):
+            scheme = ""  # vector palettes (a lut entry of several values): listed, not dequantised
         if scheme and all(wanted) and settings_bound and dtype_name in ("float16", "float32", "bfloat16"):
+            index.roles[wanted[0]] = role  # a const op's values too, where the op names one
             settings: dict[str, Any] = {}
             if scheme == "mil_affine":
                 axis = self._array(values["axis"], f"{name}.axis").reshape(-1) if "axis" in values else np.zeros(1)

@@ -13,7 +13,7 @@ records them; ``weightscope.quant.schemes`` dispatches here by scheme):
   with scale and offset repeated over blocks (each of data's sizes a multiple of theirs), numpy's arithmetic as
   coremltools' ``decompress`` does it.
 - ``mil_lut``: ``constexpr_lut_to_dense`` (iOS 18): ``lut[block..., indices]`` where the lut is ``[blocks...,
-  palette, 1]``; vector palettes (a last size above 1) are refused.
+  palette, 1]`` (the reader records no vector palettes, whose last size is above 1).
 - ``mil_lut_packed``: ``constexpr_lut_to_dense`` (iOS 16): indices packed LSB first, ``log2(len(lut))`` bits each,
   into a ``shape`` of the attribute's.
 """
@@ -119,7 +119,6 @@ def _mil_lut(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) 
     broken.expect(
         lut.ndim == indices.ndim + 2, f"lut has rank {lut.ndim}; indices of rank {indices.ndim} need {indices.ndim + 2}"
     )
-    broken.expect(lut.shape[-1] == 1, f"vector palettes ({lut.shape[-1]} values an entry) are not read")
     palette = lut.shape[-2]
     broken.expect(
         int(indices.max(initial=0)) < palette, f"indices reach {int(indices.max(initial=0))}; a palette holds {palette}"
