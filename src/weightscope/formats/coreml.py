@@ -65,12 +65,11 @@ from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
 from weightscope.confine import confined
 from weightscope.containers.table import read_varint
 from weightscope.conventions import PARAMETER_ROLES
-from weightscope.dtypes import BY_NAME, check_rank, check_size, little_endian_dtype
+from weightscope.dtypes import BY_NAME, check_rank, check_size, little_endian_dtype, unpack_bits
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
 from weightscope.formats._coreml_layers import LAYERS, channel_axis
 from weightscope.layers import TensorRole
 from weightscope.limits import Budget, Limits
-from weightscope.quant.coreml import unpack_bits
 from weightscope.quant.schemes import QuantizedWeight
 from weightscope.sources import AnyPath, AnySource, as_path, open_source
 
@@ -129,9 +128,13 @@ def stored_size(name: str, count: int) -> int:
 def from_bytes(data: bytes | memoryview, name: str, shape: tuple[int, ...]) -> np.ndarray:
     """Little-endian elements (sub-byte ones packed LSB first) as an array."""
     if name in SUB_BYTE:
-        count = math.prod(shape)
-        return unpack_bits(np.frombuffer(data, np.uint8), SUB_BYTE[name], count, lsb_first=True,
-                           signed=name == "int4").reshape(shape)  # fmt: skip
+        codes = unpack_bits(np.frombuffer(data, np.uint8), SUB_BYTE[name], math.prod(shape)).reshape(shape)
+        if name != "int4":
+            return codes
+        np.bitwise_xor(codes, 8, out=codes)  # two's complement in 4 bits: 0..7 stay, 8..15 are -8..-1
+        signed = codes.view(np.int8)
+        np.subtract(signed, 8, out=signed)
+        return signed
     dtype = element(name)
     array = np.ndarray(shape, little_endian_dtype(dtype), buffer=data)
     return array if array.dtype == dtype else array.astype(dtype)
@@ -560,7 +563,7 @@ def _codes(stored: bytes, bits: int, shape: tuple[int, ...], signed: bool) -> np
     packed = np.frombuffer(stored, np.int8 if signed else np.uint8)
     if bits == 8:
         return packed[: math.prod(shape)].reshape(shape)
-    return unpack_bits(packed, bits, math.prod(shape), lsb_first=False).reshape(shape)
+    return unpack_bits(packed, bits, math.prod(shape), msb_first=True).reshape(shape)
 
 
 def _immediate(tensor: Any, dtype_name: str, shape: tuple[int, ...], where: str) -> Reader:

@@ -25,22 +25,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from weightscope.dtypes import unpack_bits
+
 if TYPE_CHECKING:
     from weightscope.quant.schemes import QuantizedWeight, _Broken
-
-
-def unpack_bits(packed: np.ndarray, bits: int, count: int, *, lsb_first: bool, signed: bool = False) -> np.ndarray:
-    """``count`` ``bits``-bit fields of ``packed`` bytes, one per byte: MILBlob packs them from each byte's least
-    significant bit up (``lsb_first``), the neural network's ``rawValue`` from its most significant bit down."""
-    stream = np.unpackbits(packed.reshape(-1).view(np.uint8), bitorder="little" if lsb_first else "big")
-    fields = stream[: count * bits].reshape(count, bits).astype(np.uint8)
-    weights = (
-        (1 << np.arange(bits, dtype=np.uint8)) if lsb_first else (1 << np.arange(bits - 1, -1, -1, dtype=np.uint8))
-    )
-    values = (fields * weights).sum(axis=1, dtype=np.uint8)
-    if signed:
-        return ((values.astype(np.int16) ^ (1 << (bits - 1))) - (1 << (bits - 1))).astype(np.int8)
-    return values
 
 
 def _coreml_linear(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
@@ -145,7 +133,7 @@ def _mil_lut_packed(weight: QuantizedWeight, parts: list[np.ndarray], broken: _B
         packed.size == -(-count * bits // 8),
         f"indices hold {packed.size} bytes; {count} of {bits} bits need {-(-count * bits // 8)}",
     )
-    return lut[unpack_bits(packed, bits, count, lsb_first=True)].reshape(weight.shape)
+    return lut[unpack_bits(packed, bits, count)].reshape(weight.shape)
 
 
 Dequantizer = Callable[["QuantizedWeight", list[np.ndarray], "_Broken"], np.ndarray]
