@@ -103,6 +103,7 @@ def main() -> None:
     _package("TruncatedFileError--blob-offset-past-end.mlpackage", _cut(300))
     _package("TruncatedFileError--weight-file-shorter-than-its-header.mlpackage", _cut(20))
     _package("UnsupportedFormatError--storage-version-1.mlpackage", _patch(4, "<I", 1))
+    _package("CheckpointNotFoundError--weight-file-missing.mlpackage", lambda package: _weights(package).unlink())
     _package("RefusedError--model-path-escapes-the-package.mlpackage", _manifest(_escape))
     _package(
         "CorruptCheckpointError--manifest-names-no-model.mlpackage", _manifest(lambda m: m.pop("rootModelIdentifier"))
