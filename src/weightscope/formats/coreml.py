@@ -56,14 +56,14 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
 from weightscope.confine import confined
-from weightscope.containers.table import read_varint
+from weightscope.containers.protobuf import parsed_cost
 from weightscope.conventions import PARAMETER_ROLES
 from weightscope.dtypes import BY_NAME, check_rank, check_size, little_endian_dtype, unpack_bits
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
@@ -602,44 +602,3 @@ def _role(user: tuple[str, str, str] | None, scope: str) -> TensorRole:
     if parameter == "x":
         return TensorRole("bookkeeping")
     return TensorRole("parameter", scope + output, PARAMETER_ROLES.get(parameter, _ROLES.get(parameter, parameter)))
-
-
-# What parsing makes beyond the bytes it keeps: about this much per message (measured for ONNX's with upb).
-_MESSAGE_COST = 160
-
-
-def parsed_cost(data: bytes, descriptor: Any) -> int:
-    """Bytes of objects parsing ``data`` as ``descriptor``'s message makes beyond it: a message's worth for each
-    message field found by walking the bytes with the schema (where they stop making sense, parsing will say)."""
-    cost = 0
-    stack = [(0, len(data), descriptor)]
-    while stack:
-        start, end, message = stack.pop()
-        cost += _MESSAGE_COST
-        for number, field_start, field_end in _fields_of(data, start, end):
-            field = message.fields_by_number.get(number)
-            if field is not None and field.message_type is not None:
-                stack.append((field_start, field_end, field.message_type))
-    return cost
-
-
-def _fields_of(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    pos = start
-    try:
-        while pos < end:
-            tag, pos = read_varint(data, pos, "a protobuf tag")
-            wire = tag & 7
-            if wire == 0:
-                _, pos = read_varint(data, pos, "a protobuf varint")
-            elif wire in (1, 5):
-                pos += 8 if wire == 1 else 4
-            elif wire == 2:
-                length, pos = read_varint(data, pos, "a protobuf length")
-                if pos + length > end:
-                    return
-                yield tag >> 3, pos, pos + length
-                pos += length
-            else:
-                return
-    except CorruptCheckpointError:
-        return
