@@ -27,10 +27,12 @@ protocol buffer message, ``Model``, with no magic number; weightscope parses it 
   opset's ``Block``'s ``operations`` 3): each ``const`` op's value (its ``val`` attribute), named by its output
   (``fc_weight_to_fp16``); a ``constexpr_*`` op's parameters (in its ``attributes`` (iOS 16) or its ``inputs`` as
   bound values (iOS 18)) as ``<output>.<parameter>`` (``fc_weight_to_fp16_quantized.quantized_data``, ``.scale``,
-  ``.zero_point``, ``.lut``, ``.indices``, ``.data``, ``.offset``), dequantised on request into ``<output>``
-  (``constexpr_affine_dequantize``, ``constexpr_blockwise_shift_scale``, ``constexpr_lut_to_dense``). With several
+  ``.zero_point``, ``.lut``, ``.indices``, ``.data``, ``.offset``; a parameter naming a const op is that op's
+  tensor), dequantised on request into ``<output>`` (``constexpr_affine_dequantize``,
+  ``constexpr_blockwise_shift_scale``, ``constexpr_lut_to_dense``; not the sparse ones, vector palettes, nor an op
+  whose axis or shape is not given inline: those are listed as their parameters only). With several
   functions, names start ``<function>/``. String constants (padding modes) are not tensors; ops in nested blocks are
-  not read. A ``Value`` (``type`` 2: ``tensorType`` ``dataType`` 1 (MIL's codes, below), ``dimensions`` 3, each
+  not read. A ``Value`` (``type`` 2: ``tensorType`` ``dataType`` 1 (MIL's codes: ``MIL_TYPES``), ``dimensions`` 3, each
   ``constant.size``) is ``immediateValue.tensor`` (3.1: ``floats`` 1, ``ints`` 2, ``bools`` 3, ``longInts`` 5,
   ``doubles`` 6, ``bytes`` 7: the elements' little-endian bytes, sub-byte types packed) or ``blobFileValue`` (5:
   ``fileName`` 1 ``@model_path/weights/weight.bin``, relative to the model's folder, and ``offset`` 2).
@@ -42,8 +44,8 @@ protocol buffer message, ``Model``, with no magic number; weightscope parses it 
   from each byte's least significant bit up and read one per byte (int4 as int8, the others as uint8).
 
 A reader must refuse: a model larger than protobuf's 2 GiB limit, bytes that do not parse as a ``Model`` or that
-hold no model type (as a cut file may), a
-manifest that is no JSON object or names no model inside the package, two tensors of one name, a WeightParams with
+hold no model type (as a cut file may), a manifest that is no JSON object or names no model inside the package,
+parsing that would make more objects than the resource budget allows, two tensors of one name, a WeightParams with
 values in more than one field or a count its layer's shape does not take, quantised codes of other than 1 to 8 bits
 or in fewer bytes than the shape needs, a value whose type is unknown or whose dimensions are not constant, an
 immediate value of the wrong count or byte length, a blob file outside the model's folder (``RefusedError``), a
