@@ -111,6 +111,7 @@ ELEMENT_TYPES: tuple[ElementType, ...] = (
     *(ElementType(scheme, None, None, None) for scheme in (
         "fp8_block", "fp8_scaled", "mxfp4_moe", "nvfp4_packed", "int_packed", "gptq", "awq", "bnb_nf4", "bnb_fp4",
         "bnb_int8", "coreml_linear", "coreml_lut", "mil_affine", "mil_blockwise", "mil_lut", "mil_lut_packed",
+        "mil_sparse", "mil_sparse_packed",
     )),
 )
 # fmt: on

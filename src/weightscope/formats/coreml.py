@@ -29,8 +29,9 @@ protocol buffer message, ``Model``, with no magic number; weightscope parses it 
   bound values (iOS 18)) as ``<output>.<parameter>`` (``fc_weight_to_fp16_quantized.quantized_data``, ``.scale``,
   ``.zero_point``, ``.lut``, ``.indices``, ``.data``, ``.offset``; a parameter naming a const op is that op's
   tensor), dequantised on request into ``<output>`` (``constexpr_affine_dequantize``,
-  ``constexpr_blockwise_shift_scale``, ``constexpr_lut_to_dense``; not the sparse ones, vector palettes, nor an op
-  whose axis or shape is not given inline: those are listed as their parameters only). With several
+  ``constexpr_blockwise_shift_scale``, ``constexpr_lut_to_dense``, ``constexpr_sparse_to_dense``; not the ops both
+  sparse and quantised (``constexpr_lut_to_sparse``, ``constexpr_sparse_blockwise_shift_scale``), vector palettes,
+  nor an op whose axis or shape is not given inline: those are listed as their parameters only). With several
   functions, names start ``<function>/``. String constants (padding modes) are not tensors; ops in nested blocks are
   not read. A ``Value`` (``type`` 2: ``tensorType`` ``dataType`` 1 (MIL's codes: ``MIL_TYPES``), ``dimensions`` 3, each
   ``constant.size``) is ``immediateValue.tensor`` (3.1: ``floats`` 1, ``ints`` 2, ``bools`` 3, ``longInts`` 5,
@@ -103,7 +104,9 @@ _CONSTEXPR: dict[str, tuple[str, tuple[str, ...], str]] = {
     "constexpr_affine_dequantize": ("mil_affine", ("quantized_data", "zero_point", "scale"), ""),
     "constexpr_blockwise_shift_scale": ("mil_blockwise", ("data", "scale"), "offset"),
     "constexpr_lut_to_dense": ("mil_lut", ("indices", "lut"), ""),  # iOS 16's, with a shape: mil_lut_packed
+    "constexpr_sparse_to_dense": ("mil_sparse", ("nonzero_data", "mask"), ""),  # iOS 16's: mil_sparse_packed
 }
+_VALUES = ("quantized_data", "data", "indices", "nonzero_data")  # the parameter holding a weight's stored values
 _SETTINGS = ("axis", "shape", "vector_axis", "name")  # a constexpr op's parameters that are no tensors
 _ROLES = {"mean": "running_mean", "variance": "running_var"}  # the roles PARAMETER_ROLES does not name
 # The ML program ops whose parameters are a layer's, by input name
@@ -425,17 +428,17 @@ class CoreMLCheckpoint(Checkpoint):
                 parts[parameter] = scope + bound[0].name  # a const op's value, by its name
             else:
                 parts[parameter] = ""  # bound otherwise: the op is listed, not dequantised
-        for parameter in sorted(values, key=lambda key: (key not in ("quantized_data", "data", "indices"), key)):
+        for parameter in sorted(values, key=lambda key: (key not in _VALUES, key)):
             if parameter in _SETTINGS or values[parameter].type.tensorType.dataType == _STRING:
                 continue
             part = f"{name}.{parameter}"
-            first = parameter in ("quantized_data", "data", "indices")
+            first = parameter in _VALUES
             self._value(index, part, values[parameter], role if first else TensorRole("bookkeeping"))
             parts[parameter] = part
         shape, dtype_name = self._tensor_type(op.outputs[0].type, f"{self.model_file}: constexpr '{name}'")
         scheme, needed, optional = _CONSTEXPR.get(op.type, ("", (), ""))
-        if scheme == "mil_lut" and "shape" in values:
-            scheme = "mil_lut_packed"
+        if scheme in ("mil_lut", "mil_sparse") and "shape" in values:
+            scheme += "_packed"
         wanted = [parts.get(key, "") for key in needed] + ([parts[optional]] if optional in parts else [])
         settings_bound = all(key in values for key in ("axis", "shape") if key in parts)
         if scheme == "mil_lut" and all(wanted) and index.infos[wanted[1]].shape[-1:] != (1,):

@@ -36,8 +36,9 @@ Schemes and references (checked against their source; ``weightscope.quant.kernel
   division by 127, which rounds otherwise).
 
 Formats that record their quantised weights as such give them by ``Checkpoint.recorded_quantization`` rather than
-by name: Core ML's ``coreml_linear``, ``coreml_lut``, ``mil_affine``, ``mil_blockwise``, ``mil_lut`` and
-``mil_lut_packed`` (``weightscope.quant.coreml``, as coremltools computes them).
+by name: Core ML's ``coreml_linear``, ``coreml_lut``, ``mil_affine``, ``mil_blockwise``, ``mil_lut``,
+``mil_lut_packed``, ``mil_sparse`` and ``mil_sparse_packed`` (``weightscope.quant.coreml``, as coremltools computes
+them).
 
 ``weightscope.quant.error`` measures what quantising cost (``diff ORIGINAL QUANTISED``), GGUF's block types included.
 """

@@ -16,6 +16,8 @@ records them; ``weightscope.quant.schemes`` dispatches here by scheme):
   palette, 1]`` (the reader records no vector palettes, whose last size is above 1).
 - ``mil_lut_packed``: ``constexpr_lut_to_dense`` (iOS 16): indices packed LSB first, ``log2(len(lut))`` bits each,
   into a ``shape`` of the attribute's.
+- ``mil_sparse``: ``constexpr_sparse_to_dense`` (iOS 18): zeros where the mask (uint1, of the weight's shape) is 0,
+  ``nonzero_data`` in order where it is 1; ``mil_sparse_packed`` (iOS 16): the mask's bits packed LSB first.
 """
 
 from __future__ import annotations
@@ -136,6 +138,20 @@ def _mil_lut_packed(weight: QuantizedWeight, parts: list[np.ndarray], broken: _B
     return lut[unpack_bits(packed, bits, count)].reshape(weight.shape)
 
 
+def _mil_sparse(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
+    values, mask = parts
+    if weight.scheme == "mil_sparse_packed":
+        count = weight.size
+        broken.expect(mask.size == -(-count // 8), f"mask holds {mask.size} bytes; {count} bits need {-(-count // 8)}")
+        mask = unpack_bits(mask, 1, count).reshape(weight.shape)
+    kept = mask != 0
+    found = int(np.count_nonzero(kept))
+    broken.expect(found == values.size, f"mask keeps {found} values; nonzero_data holds {values.size}")
+    dense = np.zeros(mask.shape, values.dtype)
+    dense[kept] = values.reshape(-1)
+    return dense
+
+
 Dequantizer = Callable[["QuantizedWeight", list[np.ndarray], "_Broken"], np.ndarray]
 
 
@@ -161,5 +177,7 @@ DEQUANTIZERS: dict[str, Dequantizer] = {
         ("mil_blockwise", _mil_blockwise),
         ("mil_lut", _mil_lut),
         ("mil_lut_packed", _mil_lut_packed),
+        ("mil_sparse", _mil_sparse),
+        ("mil_sparse_packed", _mil_sparse),
     )
 }
