@@ -93,10 +93,11 @@ def scratch_file(name: str, data: bytes) -> Path:
     return path
 
 
-def exercise(path: Path, format: str | None = None) -> None:
-    """Everything a user could ask of the file; only weightscope's own errors may come out."""
+def exercise(path: Path, format: str | None = None, *, dequantize: bool = False) -> None:
+    """Everything a user could ask of the file (``dequantize``: read with its quantised weights dequantised); only
+    weightscope's own errors may come out."""
     try:
-        with ws.open(path, format=format) as ckpt:
+        with ws.open(path, format=format, dequantize=dequantize) as ckpt:
             for name in ckpt:
                 ckpt.info(name)
                 ckpt.role(name)

@@ -29,7 +29,7 @@ import numpy as np
 import weightscope as ws
 from weightscope import errors
 import cramjam, h5py, zlib_ng, google.protobuf.message, weightscope._proto  # what readers import lazily
-from weightscope.formats import gguf, keras, numpy_files, onnx, pytorch, safetensors, tensorflow
+from weightscope.formats import coreml, gguf, keras, numpy_files, onnx, pytorch, safetensors, tensorflow
 
 def address_space():
     with open("/proc/self/status") as status:

@@ -55,8 +55,10 @@ def test_every_scheme_is_covered_and_ragged_edges_are_among_them() -> None:
         name, weight = key.split("/", 1)
         with ws.open(fixture(name)) as ckpt:
             schemes.add(recognise(ckpt)[weight].scheme)
+    from weightscope.quant.coreml import DEQUANTIZERS as COREML  # recorded by Core ML files: tests/test_coreml.py
+
     # OpenVINO's decompression subgraphs are recognised from the graph, not from names: tests/test_openvino.py
-    assert schemes == set(ws.quant.SCHEMES) - {"ov_compressed"}  # type: ignore[attr-defined]
+    assert schemes == set(ws.quant.SCHEMES) - {"ov_compressed"} - set(COREML)  # type: ignore[attr-defined]
     with ws.open(fixture("fp8_block"), dequantize=True) as ckpt:
         assert ckpt.info("ragged.weight").shape == (40, 21)  # 16x16 blocks: the last row and column of blocks partial
 

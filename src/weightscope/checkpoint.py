@@ -380,9 +380,10 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """The parameters grouped by layer, with their optimizer state attached (``Layers``: a table in a notebook)."""
         return group_layers(self._infos.values(), self.role)
 
-    def stored_quantized(self) -> dict[str, QuantizedWeight]:
-        """The quantised weights the format itself describes (an OpenVINO decompression subgraph), by logical name:
-        ``weightscope.quant`` dequantises them beside those it recognises by their names; {} for most formats."""
+    def recorded_quantization(self) -> dict[str, QuantizedWeight]:
+        """The quantised weights the file itself records as such (an OpenVINO decompression subgraph, Core ML's
+        quantisation parameters and constexpr ops), by logical name: what ``dequantize`` reads them by beside the
+        schemes ``weightscope.quant`` recognises by their names; {} for most formats."""
         return {}
 
     def sharding(self) -> dict[str, Any] | None:

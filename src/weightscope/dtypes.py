@@ -14,6 +14,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -114,7 +115,8 @@ ELEMENT_TYPES: tuple[ElementType, ...] = (
     # Quantisation schemes stored as several tensors (weightscope.quant): the type a logical weight is listed as
     *(ElementType(scheme, None, None, None) for scheme in (
         "fp8_block", "fp8_scaled", "mxfp4_moe", "nvfp4_packed", "int_packed", "gptq", "awq", "bnb_nf4", "bnb_fp4",
-        "bnb_int8", "ov_compressed",
+        "bnb_int8", "ov_compressed", "coreml_linear", "coreml_lut", "mil_affine", "mil_blockwise", "mil_lut",
+        "mil_lut_packed", "mil_sparse", "mil_sparse_packed",
     )),
 )
 # fmt: on
@@ -185,10 +187,17 @@ BY_EXECUTORCH: dict[int, ElementType] = {code: BY_NAME[name] for code, name in E
 PACKED_BITS = {"float4_e2m1fn": 4, "float6_e2m3fn": 6, "float6_e3m2fn": 6}
 
 
-def unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
-    """The ``count`` ``bits``-bit codes (4 or 6) of the bytes ``data``, a little-endian bit stream, one a uint8; no
-    temporary larger than the result (a file of one such tensor stays within the memory a file may make)."""
-    data = data.reshape(-1)
+_UNPACK_GROUPS = 1 << 16  # groups of 8 codes (``bits`` bytes each) unpacked at a time by the general path
+
+
+def unpack_bits(data: np.ndarray, bits: int, count: int, *, msb_first: bool = False) -> np.ndarray:
+    """The ``count`` ``bits``-bit codes (1 to 8) of the bytes ``data``, one a uint8: a little-endian bit stream
+    (element k at bits ``k*bits`` up), or with ``msb_first`` one read from each byte's most significant bit down
+    (Core ML's neural-network ``rawValue``); no temporary larger than the result, or than a slice of
+    ``_UNPACK_GROUPS`` groups (a file of one such tensor stays within the memory a file may make)."""
+    data = data.reshape(-1).view(np.uint8)
+    if msb_first or not ((bits == 4 and count % 2 == 0) or (bits == 6 and count % 4 == 0)):
+        return _unpack_any(data, bits, count, msb_first)
     if bits == 4:
         codes = np.empty(count, np.uint8)
         np.bitwise_and(data, 0x0F, out=codes[0::2])
@@ -201,6 +210,19 @@ def unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
     np.bitwise_or(b1 >> 4, (b2 & 0x03) << 4, out=codes[:, 2])
     np.right_shift(b2, 2, out=codes[:, 3])
     return codes.reshape(count)
+
+
+def _unpack_any(data: np.ndarray, bits: int, count: int, msb_first: bool) -> np.ndarray:
+    codes = np.empty(count, np.uint8)
+    order: Literal["big", "little"] = "big" if msb_first else "little"
+    step = _UNPACK_GROUPS * 8
+    for start in range(0, count, step):  # start * bits is a whole number of bytes: 8 codes take ``bits`` bytes
+        stop = min(start + step, count)
+        stream = np.unpackbits(data[start * bits // 8 : -(-stop * bits // 8)], bitorder=order)
+        fields = stream[: (stop - start) * bits].reshape(-1, bits)
+        packed = np.packbits(fields, axis=-1, bitorder=order)[:, 0]  # each code padded to a byte at its end
+        codes[start:stop] = packed >> (8 - bits) if msb_first else packed
+    return codes
 
 
 def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:

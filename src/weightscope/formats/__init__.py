@@ -59,6 +59,11 @@ def _sniff_folder(path: AnyPath, entry: Format) -> bool:
     return path.is_dir()  # after TensorFlow's: a folder no other format claims (the reader says what is in it)
 
 
+def _sniff_coreml(path: AnyPath, entry: Format) -> bool:
+    """A Core ML ending, or a folder holding an .mlpackage's Manifest.json (no magic: a .mlmodel is bare protobuf)."""
+    return path.suffix in entry.suffixes or (path.is_dir() and (path / "Manifest.json").is_file())
+
+
 def _sniff_set(path: AnyPath, entry: Format) -> bool:
     return is_set(path)
 
@@ -133,6 +138,13 @@ _BUILT_IN = (
         local_only="a DCP folder is read from local files only (its files are found by listing it)",
         scanner="weightscope.formats.dcp:scan",
         step_folders=True,
+    ),
+    Format(
+        "coreml",
+        "Core ML model (.mlmodel, .mlpackage folder): neural-network layer weights and ML-program constants",
+        "weightscope.formats.coreml:CoreMLCheckpoint",
+        sniffer=_sniff_coreml,
+        suffixes=(".mlmodel", ".mlpackage"),
     ),
     Format(
         "model-folder",

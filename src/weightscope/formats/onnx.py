@@ -56,14 +56,14 @@ import hashlib
 import math
 import string
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.confine import confined
-from weightscope.containers.table import read_varint
+from weightscope.containers.protobuf import MESSAGE_COST, PACKED_VARINT_COST, length_delimited
 from weightscope.dtypes import BY_ONNX, ElementType, check_rank, check_size, little_endian_dtype
 from weightscope.errors import (
     ChecksumMismatchError,
@@ -358,10 +358,8 @@ class OnnxCheckpoint(FileCheckpoint):
 
 BY_ONNX_NAME: dict[str, ElementType] = {element.name: element for element in BY_ONNX.values()}
 
-# What parsing makes beyond the bytes it keeps (measured with upb protobuf: an empty
-# TensorProto of 2 bytes takes about 150): a message per element of the repeated message
-# fields below, an 8-byte value per byte of a packed varint field (int64 from one byte).
-_MESSAGE_COST = 160
+# What parsing makes beyond the bytes it keeps (weightscope.containers.protobuf): a message per element of the
+# repeated message fields below, an 8-byte value per byte of a packed varint field (int64 from one byte).
 _MODEL_MESSAGES = {8, 14}  # ModelProto: opset_import, metadata_props
 _GRAPH = 7
 _GRAPH_TENSORS = {5: False, 15: True}  # GraphProto: initializer, sparse_initializer (sparse?)
@@ -373,17 +371,17 @@ _PACKED_VARINTS = {1, 5, 7, 11}  # TensorProto: dims, int32_data, int64_data, ui
 def _parsed_cost(data: bytes) -> int:
     """Bytes of objects parsing ``data`` as a ModelProto makes beyond it, from a walk of its fields."""
     cost = 0
-    for number, start, end in _length_delimited(data, 0, len(data)):
+    for number, start, end in length_delimited(data, 0, len(data)):
         if number in _MODEL_MESSAGES:
-            cost += _MESSAGE_COST
+            cost += MESSAGE_COST
         elif number == _GRAPH:
-            for kind, tensor_start, tensor_end in _length_delimited(data, start, end):
+            for kind, tensor_start, tensor_end in length_delimited(data, start, end):
                 if kind in _GRAPH_TENSORS:
-                    cost += _MESSAGE_COST
+                    cost += MESSAGE_COST
                     if _GRAPH_TENSORS[kind]:
-                        for part, part_start, part_end in _length_delimited(data, tensor_start, tensor_end):
+                        for part, part_start, part_end in length_delimited(data, tensor_start, tensor_end):
                             if part in _SPARSE_TENSORS:
-                                cost += _MESSAGE_COST + _tensor_cost(data, part_start, part_end)
+                                cost += MESSAGE_COST + _tensor_cost(data, part_start, part_end)
                     else:
                         cost += _tensor_cost(data, tensor_start, tensor_end)
     return cost
@@ -391,38 +389,12 @@ def _parsed_cost(data: bytes) -> int:
 
 def _tensor_cost(data: bytes, start: int, end: int) -> int:
     cost = 0
-    for number, field_start, field_end in _length_delimited(data, start, end):
+    for number, field_start, field_end in length_delimited(data, start, end):
         if number in _TENSOR_MESSAGES:
-            cost += _MESSAGE_COST
+            cost += MESSAGE_COST
         elif number in _PACKED_VARINTS:
-            cost += 8 * (field_end - field_start)
+            cost += PACKED_VARINT_COST * (field_end - field_start)
     return cost
-
-
-def _length_delimited(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """(field number, start, end) of each length-delimited field in ``data[start:end]``, the
-    others skipped; stops where the bytes stop making sense (parsing will say why)."""
-    pos = start
-    try:
-        while pos < end:
-            tag, pos = read_varint(data, pos, "a protobuf tag")
-            wire = tag & 7
-            if wire == 0:
-                _, pos = read_varint(data, pos, "a protobuf varint")
-            elif wire == 1:
-                pos += 8
-            elif wire == 5:
-                pos += 4
-            elif wire == 2:
-                length, pos = read_varint(data, pos, "a protobuf length")
-                if pos + length > end:
-                    return
-                yield tag >> 3, pos, pos + length
-                pos += length
-            else:
-                return
-    except CorruptCheckpointError:
-        return
 
 
 def _text(value: str | bytes, what: str) -> str:

@@ -203,7 +203,7 @@ class OpenVinoCheckpoint(FileCheckpoint):
             kind = next((word for word in ("zero_point", "scale") if part.endswith(word)), "quantization")
             index.roles[part] = TensorRole("parameter", role.layer, f"weight_{kind}")
 
-    def stored_quantized(self) -> dict[str, QuantizedWeight]:
+    def recorded_quantization(self) -> dict[str, QuantizedWeight]:
         return dict(self._quantized)
 
     # -- reading -------------------------------------------------------------------------

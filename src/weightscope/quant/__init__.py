@@ -35,6 +35,11 @@ Schemes and references (checked against their source; ``weightscope.quant.kernel
   dtype; int8 ``q * SCB * float32(1/127)`` in float32 (a product, as ``int8_vectorwise_dequant`` has it: not a
   division by 127, which rounds otherwise).
 
+Formats that record their quantised weights as such give them by ``Checkpoint.recorded_quantization`` rather than
+by name: Core ML's ``coreml_linear``, ``coreml_lut``, ``mil_affine``, ``mil_blockwise``, ``mil_lut``,
+``mil_lut_packed``, ``mil_sparse`` and ``mil_sparse_packed`` (``weightscope.quant.coreml``, as coremltools computes
+them).
+
 ``weightscope.quant.error`` measures what quantising cost (``diff ORIGINAL QUANTISED``), GGUF's block types included.
 """
 
@@ -84,7 +89,9 @@ class Dequantized(Checkpoint):
                 infos[info.name] = info
             elif info.name == weight.parts[0]:
                 infos[weight.name] = self._logical(weight, info)
-        self._install(Index(infos, metadata=raw.metadata))
+        # A weight the file records as quantised plays the part its stored values do (a Core ML layer's weight).
+        roles = {name: raw.role(weight.parts[0]) for name, weight in raw.recorded_quantization().items()}
+        self._install(Index(infos, metadata=raw.metadata, roles=roles))
 
     def _logical(self, weight: QuantizedWeight, packed: TensorInfo) -> TensorInfo:
         dtype = self.dtype or weight.dtype

@@ -22,6 +22,7 @@ import numpy as np
 from weightscope.checkpoint import Checkpoint, TensorInfo
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError
 from weightscope.quant import kernels
+from weightscope.quant.coreml import DEQUANTIZERS as COREML_DEQUANTIZERS
 from weightscope.quant.kernels import BF16, F32
 
 CONFIG_KEY = "config.quantization_config"  # the metadata value a model folder keeps its config's entry under
@@ -63,10 +64,11 @@ def quantization_config(ckpt: Checkpoint) -> dict[str, Any]:
 
 
 def recognise(ckpt: Checkpoint) -> dict[str, QuantizedWeight]:
-    """Every quantised weight of ``ckpt``, by logical name, in the order its packed values are listed."""
+    """Every quantised weight of ``ckpt``, by logical name, in the order its packed values are listed: those the file
+    records (``Checkpoint.recorded_quantization``), and those recognised by their tensors' names."""
     infos = ckpt.by_name()
     config = quantization_config(ckpt)
-    found = ckpt.stored_quantized()
+    found = dict(ckpt.recorded_quantization())  # a copy: the reader may keep its own
     for name in infos:
         if not name.endswith(_SUFFIXES):  # one C call for the names of no scheme: most, in most files
             continue
@@ -461,5 +463,6 @@ _DEQUANTIZERS: dict[str, Callable[[QuantizedWeight, list[np.ndarray], _Broken], 
     "bnb_fp4": _bnb_4bit_values,
     "bnb_int8": _bnb_int8_values,
     "ov_compressed": _openvino_values,
+    **COREML_DEQUANTIZERS,
 }
 SCHEMES = tuple(_DEQUANTIZERS)
