@@ -89,8 +89,10 @@ class Dequantized(Checkpoint):
                 infos[info.name] = info
             elif info.name == weight.parts[0]:
                 infos[weight.name] = self._logical(weight, info)
-        # A weight the file records as quantised plays the part its stored values do (a Core ML layer's weight).
-        roles = {name: raw.role(weight.parts[0]) for name, weight in raw.recorded_quantization().items()}
+        # A weight the file records as quantised plays the part its stored values do (a Core ML layer's weight), but
+        # where those are a packed part (OpenVINO's codes, ``weight_packed``), which its own name then tells.
+        stored_roles = {name: raw.role(weight.parts[0]) for name, weight in raw.recorded_quantization().items()}
+        roles = {name: role for name, role in stored_roles.items() if not (role.role or "").endswith("_packed")}
         self._install(Index(infos, metadata=raw.metadata, roles=roles))
 
     def _logical(self, weight: QuantizedWeight, packed: TensorInfo) -> TensorInfo:
