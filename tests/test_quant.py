@@ -55,6 +55,7 @@ def test_every_scheme_is_covered_and_ragged_edges_are_among_them() -> None:
         name, weight = key.split("/", 1)
         with ws.open(fixture(name)) as ckpt:
             schemes.add(recognise(ckpt)[weight].scheme)
+    schemes.add("tflite_affine")  # a TFLite tensor's own parameters: tests/test_tflite.py, against the interpreter
     assert schemes == set(ws.quant.SCHEMES)  # type: ignore[attr-defined]
     with ws.open(fixture("fp8_block"), dequantize=True) as ckpt:
         assert ckpt.info("ragged.weight").shape == (40, 21)  # 16x16 blocks: the last row and column of blocks partial

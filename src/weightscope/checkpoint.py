@@ -33,6 +33,7 @@ from weightscope.notebook import checkpoint_html, checkpoint_title
 from weightscope.sources import AnyPath, AnySource, as_path, open_source
 
 if TYPE_CHECKING:
+    from weightscope.quant.schemes import QuantizedWeight
     from weightscope.remote import RemotePath
     from weightscope.slicing import TensorSlice
 
@@ -378,6 +379,23 @@ class Checkpoint(Mapping[str, np.ndarray]):
     def layers(self) -> dict[str, Layer]:
         """The parameters grouped by layer, with their optimizer state attached (``Layers``: a table in a notebook)."""
         return group_layers(self._infos.values(), self.role)
+
+    def quantized_weights(self) -> dict[str, QuantizedWeight]:
+        """The weights the format itself keeps quantised with parameters outside any tensor (a TFLite tensor's
+        scales and zero points), by name, as ``weightscope.quant`` dequantises them; {} for most formats, whose
+        quantised weights ``weightscope.quant`` recognises from the tensors stored beside them."""
+        return {}
+
+    def framework_name(self, name: str) -> tuple[str, tuple[int, ...] | None] | None:
+        """Tensor ``name`` as the framework it was converted from names it in PyTorch's convention (``conv.weight``),
+        with the axes that lay it out as PyTorch does, where the format records it (a TFLite model's operators);
+        None where the layer model decides from names and shapes (``analysis.canonical_names``)."""
+        return None
+
+    def layer_kind(self, layer: Layer) -> tuple[str, str] | None:
+        """(kind, description) of ``layer`` where the format records what it is (a TFLite model's operators); None
+        where ``conventions.describe`` tells it from its parameters' names and shapes."""
+        return None
 
     def sharding(self) -> dict[str, Any] | None:
         """How a checkpoint saved by several ranks is split: ``ranks``, ``chunks_per_tensor`` (chunk count -> tensors),

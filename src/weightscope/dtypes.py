@@ -109,7 +109,7 @@ ELEMENT_TYPES: tuple[ElementType, ...] = (
     # Quantisation schemes stored as several tensors (weightscope.quant): the type a logical weight is listed as
     *(ElementType(scheme, None, None, None) for scheme in (
         "fp8_block", "fp8_scaled", "mxfp4_moe", "nvfp4_packed", "int_packed", "gptq", "awq", "bnb_nf4", "bnb_fp4",
-        "bnb_int8",
+        "bnb_int8", "tflite_affine",
     )),
 )
 # fmt: on

@@ -91,13 +91,6 @@ def _is_torchscript(path: AnyPath) -> bool:
     )
 
 
-_TFLITE_MAGIC = b"TFL3"  # the flatbuffer's file identifier, after its 4-byte root offset
-
-
-def _is_tflite(path: AnyPath) -> bool:
-    return file_head(path, 8)[4:] == _TFLITE_MAGIC
-
-
 _MAX_BARE_TENSOR = 1 << 31  # protobuf's limit on one message
 
 
@@ -115,11 +108,6 @@ RECOGNISED: tuple[tuple[Callable[[AnyPath], bool], str], ...] = (
         "a TorchScript archive (torch.jit.save: code/ and constants.pkl beside the weights), not a torch.save "
         "checkpoint; weightscope does not rebuild TorchScript modules. With torch: "
         "torch.save(torch.jit.load(PATH).state_dict(), 'weights.pt') writes a checkpoint weightscope reads",
-    ),
-    (
-        _is_tflite,
-        "a TensorFlow Lite model (a TFL3 flatbuffer), which weightscope does not read; with TensorFlow, "
-        "tf.lite.Interpreter(model_path=PATH) lists its tensors (get_tensor_details) and reads them (get_tensor)",
     ),
     (
         _is_onnx_tensor,

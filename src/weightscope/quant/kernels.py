@@ -202,3 +202,19 @@ def int8_rows(weight: np.ndarray, scb: np.ndarray) -> np.ndarray:
     """bitsandbytes' LLM.int8 weight: ``q * SCB[row] / 127`` in float32 (``int8_vectorwise_dequant``)."""
     product = np.multiply(weight.astype(F32), scb.astype(F32).reshape(-1, 1), dtype=F32)
     return np.multiply(product, np.float32(1 / 127), dtype=F32)
+
+
+def affine(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int) -> np.ndarray:
+    """TFLite's DEQUANTIZE (``reference_ops::Dequantize``, ``PerChannelDequantize``): ``scale * (q - zero_point)``
+    with one scale, or one per index along ``axis`` (zero points as many, or one for all). The runtime multiplies
+    the int32 difference by the scale in double for one scale and in float for several; both equal the product
+    in double rounded once to float32 (a float32 scale times an int32 difference is exact in double)."""
+    if scale.size > 1:
+        shape = [1] * values.ndim
+        shape[axis] = scale.size
+        scale = scale.reshape(shape)
+        zero_point = zero_point.reshape(shape) if zero_point.size > 1 else zero_point.reshape(())
+    else:
+        scale, zero_point = scale.reshape(()), zero_point.reshape(())
+    difference = values.astype(np.int64) - zero_point
+    return (scale.astype(np.float64) * difference).astype(F32)
