@@ -319,7 +319,7 @@ _BUILT_IN = (
         "weightscope.formats.tflite:TFLiteCheckpoint",
         magic=((4, b"TFL3"),),
         suffixes=(".tflite",),
-        local_only="a TFLite model's flatbuffer is walked in a memory map of a local file",
+        local_only="a TFLite model's flatbuffer is walked in place, in a memory map: local files only",
     ),
     Format(
         "flax-msgpack",

@@ -38,7 +38,9 @@ a name met twice gets ``#<tensor index>``. A tensor's part (weight, bias) comes 
 operators using it: input 1 of a convolution, depthwise convolution, fully connected layer or
 batch matmul is its weight, input 2 its bias (TRANSPOSE_CONV and CONV_3D_TRANSPOSE: 1 and
 3); a constant going through DEQUANTIZE or DENSIFY plays the part of what comes out. Its
-layer is its operator's kind and the weight's name up to its last ``/``.
+layer is the weight's name up to its last ``/``, of the kind its operator says (``layer_kind``).
+Other constants an operator takes are bookkeeping when not floating or 0-d (shapes, axes);
+the rest, and constants no operator takes, are classified by their names.
 
 For ``diff`` against the Keras model a TFLite file was converted from, each weight and bias is
 named as its Keras layer in PyTorch's convention (``framework_name``): the layer is its
@@ -239,7 +241,7 @@ class TFLiteCheckpoint(FileCheckpoint):
         tensors = subgraph.tables(0, f"{where}'s tensors")
         prefix = "" if number == 0 else (subgraph.string(4, f"{where}'s name") or f"subgraph{number}") + "/"
         names = [tensor.string(3, f"{where} tensor {i}'s name") or f"tensor{i}" for i, tensor in enumerate(tensors)]
-        parts = _parts(self.path, subgraph, len(tensors), codes, where)
+        parts, used = _parts(self.path, subgraph, len(tensors), codes, where)
         external = 0
         for position, tensor in enumerate(tensors):
             external += tensor.integer(10, "uint32") != 0
@@ -264,8 +266,8 @@ class TFLiteCheckpoint(FileCheckpoint):
             if part:
                 layer = _layer_of(prefix + names[weight])
                 index.roles[name] = TensorRole("parameter", layer=layer, role=part)
-            elif not info.type_name.startswith(("float", "bfloat")) or not info.shape:
-                index.roles[name] = TensorRole("bookkeeping")  # shapes, axes, scalars of the graph
+            elif position in used and (not info.type_name.startswith(("float", "bfloat")) or not info.shape):
+                index.roles[name] = TensorRole("bookkeeping")  # shapes, axes, scalars the graph's operators take
         return external
 
     def _describe(
@@ -320,7 +322,7 @@ class TFLiteCheckpoint(FileCheckpoint):
         values = np.frombuffer(data, stored_type)
         if info.type_name in _FOUR_BIT:
             raise UnsupportedFormatError(f"{self.path}: tensor '{info.name}': sparse 4-bit tensors are not read")
-        return densify(values, info.shape, stored.sparsity, f"{self.path}: tensor '{info.name}'", self.path)
+        return densify(values, info.shape, stored.sparsity, f"{self.path}: tensor '{info.name}'")
 
     # -- what the model says of its tensors ----------------------------------------------
     def tensor_index(self, name: str) -> tuple[int, int]:
@@ -408,9 +410,11 @@ def _operator_name(code: Table) -> str:
     return OPERATORS.get(number, f"BUILTIN_{number}")
 
 
-def _parts(path: object, subgraph: Table, count: int, codes: list[str], where: str) -> dict[int, tuple[str, str, int]]:
+def _parts(
+    path: object, subgraph: Table, count: int, codes: list[str], where: str
+) -> tuple[dict[int, tuple[str, str, int]], set[int]]:
     """Tensor index -> (operator, part, its weight's index) for the tensors the subgraph's operators use as weights
-    and biases (a bias's layer is named after its weight, whose name says it)."""
+    and biases (a bias's layer is named after its weight, whose name says it); and the tensors any operator takes."""
     uses: list[tuple[str, np.ndarray, np.ndarray]] = []
     for number, operator in enumerate(subgraph.tables(3, f"{where}'s operators")):
         code = operator.integer(0, "uint32")
@@ -431,7 +435,7 @@ def _parts(path: object, subgraph: Table, count: int, codes: list[str], where: s
     for tensor, (name, position, inputs) in consumer.items():
         weight = int(inputs[1]) if inputs.size > 1 and inputs[1] >= 0 else tensor
         parts[tensor] = (name, _WEIGHTED[name][position], weight)
-    return parts
+    return parts, {int(tensor) for _, inputs, _ in uses for tensor in inputs.tolist()}
 
 
 def _indices(operator: Table, slot: int, count: int, what: str, path: object) -> np.ndarray:

@@ -34,7 +34,7 @@ _DENSE, _SPARSE_CSR = 0, 1
 _INDEX_VECTORS = {1: "int32", 2: "uint16", 3: "uint8"}  # SparseIndexVector's members: values in slot 0
 
 
-def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: Table, where: str, path: object) -> np.ndarray:
+def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: Table, where: str) -> np.ndarray:
     """The dense tensor of ``shape`` whose non-zeros ``values`` and ``sparsity`` describe."""
     rank = len(shape)
     order = _ints(sparsity, 0, "traversal_order", where)
@@ -48,7 +48,7 @@ def densify(values: np.ndarray, shape: tuple[int, ...], sparsity: Table, where: 
     if any(not 0 <= dimension < rank for dimension in block_map):
         raise CorruptCheckpointError(f"{where}: sparsity block_map {block_map} names dimensions outside 0..{rank - 1}")
     dense = math.prod(shape)
-    Limits.for_size(0).check_expansion(dense * values.itemsize, values.nbytes, f"tensor {where}", path)
+    Limits.for_size(0).check_expansion(dense * values.itemsize, values.nbytes, "densified, it", where)
     dense_sizes = [level.integer(1, "int32") for level in levels]
     block_size = [dense_sizes[order[rank + block]] for block in range(len(block_map))]
     previous = np.zeros(1, np.int64)
