@@ -115,6 +115,61 @@ def test_dequantised_values_are_scale_times_q_minus_zero_point_as_the_runtime_co
         assert ckpt.info(quantised[0]).type_label == "tflite_affine → float32"
 
 
+def _dequantize_model(values: np.ndarray, code: int, scale: np.ndarray, zero_point: np.ndarray, axis: int) -> bytes:
+    """A model of one DEQUANTIZE operator on a constant, packed by TensorFlow's own schema code (4-bit values two a
+    byte, low nibble first)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model, subgraph = schema.ModelT(), schema.SubGraphT()
+    operator_code, operator = schema.OperatorCodeT(), schema.OperatorT()
+    operator_code.builtinCode = operator_code.deprecatedBuiltinCode = schema.BuiltinOperator.DEQUANTIZE
+    operator.opcodeIndex, operator.inputs, operator.outputs = 0, np.array([0], np.int32), np.array([1], np.int32)
+    stored = values.tobytes()
+    if code == schema.TensorType.INT4:
+        nibbles = np.append(values.reshape(-1), 0)[: values.size + values.size % 2].astype(np.uint8) & 15
+        stored = (nibbles[0::2] | nibbles[1::2] << 4).astype(np.uint8).tobytes()
+    data = schema.BufferT()
+    data.data = np.frombuffer(stored, np.uint8)
+    quantized, output, parameters = schema.TensorT(), schema.TensorT(), schema.QuantizationParametersT()
+    parameters.scale, parameters.zeroPoint, parameters.quantizedDimension = scale, zero_point, axis
+    quantized.shape, quantized.type, quantized.buffer, quantized.name = list(values.shape), code, 1, "q"
+    quantized.quantization = parameters
+    output.shape, output.type, output.buffer, output.name = list(values.shape), schema.TensorType.FLOAT32, 2, "f"
+    subgraph.tensors, subgraph.operators = [quantized, output], [operator]
+    subgraph.inputs, subgraph.outputs = np.array([], np.int32), np.array([1], np.int32)
+    model.version, model.operatorCodes, model.subgraphs = 3, [operator_code], [subgraph]
+    model.buffers = [schema.BufferT(), data, schema.BufferT()]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+# (numpy type, TFLite type, values' range, zero points' range, axis: None for one scale)
+_DEQUANTIZED = {
+    "int8-per-tensor": (np.int8, schema.TensorType.INT8, (-128, 128), (-128, 128), None),
+    "int8-per-channel-axis-0": (np.int8, schema.TensorType.INT8, (-128, 128), (-128, 128), 0),
+    "int8-per-channel-axis-1": (np.int8, schema.TensorType.INT8, (-128, 128), (0, 1), 1),
+    "uint8-per-tensor": (np.uint8, schema.TensorType.UINT8, (0, 256), (0, 256), None),
+    "int16-per-tensor": (np.int16, schema.TensorType.INT16, (-32768, 32768), (0, 1), None),
+    "int4-per-channel": (np.int8, schema.TensorType.INT4, (-8, 8), (0, 1), 0),
+}
+
+
+@pytest.mark.parametrize("case", _DEQUANTIZED)
+def test_dequantised_values_are_what_the_runtimes_dequantize_operator_outputs(case: str, tmp_path: Path) -> None:
+    kind, code, values_range, zero_range, axis = _DEQUANTIZED[case]
+    rng = np.random.default_rng(len(case))
+    values = rng.integers(*values_range, (5, 7)).astype(kind)
+    count = 1 if axis is None else values.shape[axis]
+    scale = rng.uniform(1e-4, 2.0, count).astype(np.float32)
+    zero_point = rng.integers(*zero_range, count).astype(np.int64)
+    path = tmp_path / f"{case}.tflite"
+    path.write_bytes(_dequantize_model(values, code, scale, zero_point, axis or 0))
+    interpreter = _interpreter(path)
+    interpreter.invoke()
+    with ws.open(path, dequantize=True) as ckpt:
+        assert list(ckpt) == ["q"] and ckpt.info("q").type_name == "tflite_affine"
+        assert ckpt["q"].tobytes() == interpreter.get_tensor(1).tobytes()
+
+
 def test_the_sparse_kernel_is_densified_as_the_runtimes_densify_op_does() -> None:
     path = FIXTURES / "sparse.tflite"
     interpreter = _interpreter(path)

@@ -53,8 +53,8 @@ depthwise one as ``[1, h, w, in * multiplier]`` (``_PYTORCH_AXES``). Constants t
 merged (two layers' equal biases become one tensor) are matched to the first layer only.
 
 ``ws.open(path, dequantize=True)`` reads each quantised tensor as float32, ``scale * (q -
-zero_point)`` as the runtime's DEQUANTIZE kernel computes it (the product in double, rounded
-once to float32, which equals float32's own correctly rounded product).
+zero_point)`` rounded as the runtime's DEQUANTIZE kernels round it (``quant.kernels.affine``:
+per channel one rounding; per tensor, eight at a time, a product and a sum each rounded).
 
 The 2024 schema's ``external_buffer`` (data in files beside the model) is reported in the
 metadata, not followed. A reader must refuse: a file whose identifier is not ``TFL3``, any
