@@ -170,6 +170,28 @@ def test_dequantised_values_are_what_the_runtimes_dequantize_operator_outputs(ca
         assert ckpt["q"].tobytes() == interpreter.get_tensor(1).tobytes()
 
 
+def test_string_constants_are_named_in_the_metadata_not_read(tmp_path: Path) -> None:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model, subgraph = schema.ModelT(), schema.SubGraphT()
+    model.version, model.subgraphs, model.buffers, subgraph.tensors = 3, [subgraph], [schema.BufferT()], []
+    for name, code, data in (("words", schema.TensorType.STRING, b"\1\0\0\0\x0c\0\0\0\x0d\0\0\0a"),
+                             ("weight", schema.TensorType.FLOAT32, np.ones(2, np.float32).tobytes())):  # fmt: skip
+        buffer, tensor = schema.BufferT(), schema.TensorT()
+        buffer.data = np.frombuffer(data, np.uint8)
+        tensor.shape, tensor.type, tensor.buffer, tensor.name = (
+            [1 if name == "words" else 2],
+            code,
+            len(model.buffers),
+            name,
+        )
+        model.buffers.append(buffer)
+        subgraph.tensors.append(tensor)
+    (tmp_path / "strings.tflite").write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    with ws.open(tmp_path / "strings.tflite") as ckpt:
+        assert list(ckpt) == ["weight"] and ckpt.metadata["tensors_skipped"] == "words (string)"
+
+
 def test_the_sparse_kernel_is_densified_as_the_runtimes_densify_op_does() -> None:
     path = FIXTURES / "sparse.tflite"
     interpreter = _interpreter(path)

@@ -69,6 +69,12 @@ def _segments_past_the_indices(model: Any) -> None:
     sparse.arraySegments.values = np.asarray(sparse.arraySegments.values) * 4
 
 
+def _sparse_values_cut(model: Any) -> None:
+    tensor = next(tensor for tensor in model.subgraphs[0].tensors if tensor.sparsity is not None)
+    buffer = model.buffers[tensor.buffer]
+    buffer.data = np.asarray(buffer.data)[:-1]
+
+
 def _shared_tables(count: int = 2000) -> bytes:
     """``count`` subgraphs, all one table, each listing ``count`` tensors, all one table: count² tensors to visit."""
     builder = flatbuffers.Builder(0)
@@ -145,6 +151,7 @@ CASES: dict[str, bytes] = {
         QUANTISED, lambda m: _set(_weight(m).quantization, scale=np.array([0.1, 0.2, 0.3], np.float32))
     ),
     "CorruptCheckpointError--sparse-segments-past-the-indices": _changed(SPARSE, _segments_past_the_indices),
+    "CorruptCheckpointError--sparse-values-not-whole-floats": _changed(SPARSE, _sparse_values_cut),
 }
 
 

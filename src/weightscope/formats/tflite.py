@@ -57,12 +57,15 @@ zero_point)`` rounded as the runtime's DEQUANTIZE kernels round it (``quant.kern
 per channel one rounding; per tensor, eight at a time, a product and a sum each rounded).
 
 The 2024 schema's ``external_buffer`` (data in files beside the model) is reported in the
-metadata, not followed. A reader must refuse: a file whose identifier is not ``TFL3``, any
+metadata, not followed; so are constants of type STRING, RESOURCE, VARIANT and INT2
+(``tensors_skipped``): no weights, and no numpy type for the last.
+
+A reader must refuse: a file whose identifier is not ``TFL3``, any
 offset the flatbuffer reader refuses, a tensor naming a buffer or a subgraph operator naming a
 tensor that does not exist, a negative dimension, an unknown type, data of another size than
-the shape needs (or, sparse, than the non-zeros need), an offset buffer that runs past the
-end of the file or overlaps the flatbuffer's root, and quantisation parameters whose counts
-do not fit the tensor's shape.
+the shape needs (sparse: no whole number of values, or another count than its sparsity
+places), an offset buffer that starts in the first 8 bytes or runs past the end of the file,
+and quantisation parameters whose counts do not fit the tensor's shape.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ TENSOR_TYPES: dict[int, str] = {
     15: "uint32", 16: "uint16", 17: "int4", 18: "bfloat16", 20: "uint4", 21: "float8_e4m3fn", 22: "float8_e5m2",
 }  # fmt: skip
 _FOUR_BIT = {"int4", "uint4"}
+_NOT_READ = {19: "int2", 5: "string", 13: "resource", 14: "variant"}  # no weights: listed in the metadata
 
 # BuiltinOperator codes the reader names (the others are listed as BUILTIN_<code>), and which inputs of the
 # weighted ones are their weight and bias.
@@ -248,6 +252,11 @@ class TFLiteCheckpoint(FileCheckpoint):
             number_of_buffer = tensor.integer(2, "uint32")
             if number_of_buffer == 0:
                 continue
+            if tensor.integer(1, "int8") in _NOT_READ:
+                kind = _NOT_READ[tensor.integer(1, "int8")]
+                skipped = index.metadata.get("tensors_skipped", "")
+                index.metadata["tensors_skipped"] = f"{skipped}, {prefix}{names[position]} ({kind})".lstrip(", ")
+                continue
             if number_of_buffer >= len(buffers):
                 raise CorruptCheckpointError(
                     f"{self.path}: {where} tensor {position} names buffer {number_of_buffer}; the model has "
@@ -284,7 +293,7 @@ class TFLiteCheckpoint(FileCheckpoint):
         code = tensor.integer(1, "int8")
         type_name = TENSOR_TYPES.get(code)
         element = BY_NAME.get(type_name or "")
-        if element is None or element.dtype is None or type_name in ("string", "resource", "variant"):
+        if element is None or element.dtype is None:
             raise UnsupportedFormatError(f"{where} has TFLite type {type_name or code}, which weightscope cannot read")
         dtype = element.dtype
         count = math.prod(shape)
@@ -295,6 +304,10 @@ class TFLiteCheckpoint(FileCheckpoint):
             raise CorruptCheckpointError(
                 f"{where}: its buffer holds {nbytes} bytes; shape {list(shape)} of {type_name} needs {expected}"
             )
+        if sparsity is not None and type_name in _FOUR_BIT:
+            raise UnsupportedFormatError(f"{where}: a sparse {type_name} tensor (sparse 4-bit tensors are not read)")
+        if sparsity is not None and nbytes % dtype.itemsize:
+            raise CorruptCheckpointError(f"{where}: sparse, its {nbytes} bytes are no whole number of {type_name}")
         quantization = _quantization(tensor.table(4, f"tensor '{name}''s quantization"), shape, where)
         info = TensorInfo(name, dtype, shape, nbytes, type_name, str(self.path), offset, name)  # type: ignore[arg-type]
         return info, Stored(*place, offset, nbytes, sparsity, quantization, operator)
@@ -314,14 +327,11 @@ class TFLiteCheckpoint(FileCheckpoint):
         if stored.sparsity is None and info.type_name not in _FOUR_BIT:
             return super()._read(info)
         data = self._source.read(info.offset, info.nbytes, f"tensor '{info.name}'")
-        stored_type = np.dtype(np.uint8) if info.type_name in _FOUR_BIT else little_endian_dtype(info.dtype)
         if stored.sparsity is None:
             return unpack_four_bit(np.frombuffer(data, np.uint8), info.type_name, info.shape)
         from weightscope.formats.tflite_sparsity import densify
 
-        values = np.frombuffer(data, stored_type)
-        if info.type_name in _FOUR_BIT:
-            raise UnsupportedFormatError(f"{self.path}: tensor '{info.name}': sparse 4-bit tensors are not read")
+        values = np.frombuffer(data, little_endian_dtype(info.dtype))
         return densify(values, info.shape, stored.sparsity, f"{self.path}: tensor '{info.name}'")
 
     # -- what the model says of its tensors ----------------------------------------------
