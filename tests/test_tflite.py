@@ -208,6 +208,65 @@ def test_the_sparse_kernel_is_densified_as_the_runtimes_densify_op_does() -> Non
         assert ckpt.role(name).role == "weight" and ckpt.operator(name) == "FULLY_CONNECTED"
 
 
+def _sparse_model(
+    shape: list[int], order: list[int], block_map: list[int], levels: list[Any], values: np.ndarray
+) -> bytes:
+    """A sparse float32 constant and the DENSIFY operator on it, packed by TensorFlow's own schema code; ``levels``:
+    a dense level's size, or a CSR level's (segments, indices)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    metadata = []
+    for level in levels:
+        dimension = schema.DimensionMetadataT()
+        if isinstance(level, int):
+            dimension.format, dimension.denseSize = schema.DimensionType.DENSE, level
+        else:
+            dimension.format = schema.DimensionType.SPARSE_CSR
+            segments, indices = schema.Int32VectorT(), schema.Int32VectorT()
+            segments.values, indices.values = np.array(level[0], np.int32), np.array(level[1], np.int32)
+            dimension.arraySegmentsType = dimension.arrayIndicesType = schema.SparseIndexVector.Int32Vector
+            dimension.arraySegments, dimension.arrayIndices = segments, indices
+        metadata.append(dimension)
+    sparsity = schema.SparsityParametersT()
+    sparsity.traversalOrder, sparsity.dimMetadata = np.array(order, np.int32), metadata
+    sparsity.blockMap = np.array(block_map, np.int32) if block_map else None
+    model, subgraph, code, operator = schema.ModelT(), schema.SubGraphT(), schema.OperatorCodeT(), schema.OperatorT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.DENSIFY
+    operator.opcodeIndex, operator.inputs, operator.outputs = 0, np.array([0], np.int32), np.array([1], np.int32)
+    data, sparse, dense = schema.BufferT(), schema.TensorT(), schema.TensorT()
+    data.data = np.frombuffer(values.astype(np.float32).tobytes(), np.uint8)
+    sparse.shape, sparse.buffer, sparse.name, sparse.sparsity = shape, 1, "sparse", sparsity
+    dense.shape, dense.buffer, dense.name = shape, 2, "dense"
+    subgraph.tensors, subgraph.operators = [sparse, dense], [operator]
+    subgraph.inputs, subgraph.outputs = np.array([], np.int32), np.array([1], np.int32)
+    model.version, model.operatorCodes, model.subgraphs = 3, [code], [subgraph]
+    model.buffers = [schema.BufferT(), data, schema.BufferT()]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+_SPARSE = {  # shape, traversal order, block map, levels, values
+    "csr-by-columns": ([3, 4], [1, 0], [], [4, ([0, 1, 1, 3, 4], [2, 0, 1, 2])], np.arange(1, 5)),
+    "blocks-of-1x4": ([4, 8], [0, 1, 2], [1], [4, ([0, 1, 1, 3, 4], [1, 0, 1, 0]), 4], np.arange(1, 17)),
+    "blocks-of-2x2": (
+        [4, 4], [0, 1, 2, 3], [0, 1], [2, ([0, 2, 3], [0, 1, 1]), 2, 2], np.arange(1, 13),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", _SPARSE)
+def test_block_and_column_major_sparse_tensors_densify_as_the_runtimes_densify_op_does(
+    case: str, tmp_path: Path
+) -> None:
+    path = tmp_path / f"{case}.tflite"
+    path.write_bytes(_sparse_model(*_SPARSE[case]))
+    interpreter = _interpreter(path)
+    interpreter.invoke()
+    expected = interpreter.get_tensor(1)
+    with ws.open(path) as ckpt:
+        assert list(ckpt) == ["sparse"] and ckpt.extent("sparse") is None
+        assert ckpt["sparse"].tobytes() == expected.tobytes() and np.count_nonzero(expected) == _SPARSE[case][4].size
+
+
 def test_buffers_after_the_flatbuffer_read_as_the_inline_ones() -> None:
     with ws.open(FIXTURES / "buffer_offset.tflite") as outside, ws.open(FIXTURES / "float32.tflite") as inline:
         assert outside.metadata["metadata.buffer_location"] == "outside flatbuffers"
