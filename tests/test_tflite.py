@@ -308,6 +308,13 @@ def test_subgraphs_other_than_the_first_prefix_their_tensors_names() -> None:
             assert np.array_equal(ckpt[name], interpreter.get_tensor(index, subgraph))
 
 
+def test_scan_finds_no_code_and_says_what_opening_finds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scan", str(FIXTURES / "float32.tflite")]) == 0
+    broken = FIXTURES.parent.parent / "corpus" / "tflite" / "CorruptCheckpointError--wrong-file-identifier.tflite"
+    assert main(["scan", str(broken)]) == 4
+    assert "file identifier b'TFL2' at 4, expected b'TFL3'" in capsys.readouterr().err
+
+
 def test_convert_writes_every_tensor_to_safetensors(tmp_path: Path) -> None:
     from safetensors.numpy import load_file
 

@@ -320,6 +320,7 @@ _BUILT_IN = (
         magic=((4, b"TFL3"),),
         suffixes=(".tflite",),
         local_only="a TFLite model's flatbuffer is walked in place, in a memory map: local files only",
+        scanner="weightscope.formats.tflite:scan",  # nothing to list: operators are the runtime's, no code
     ),
     Format(
         "flax-msgpack",

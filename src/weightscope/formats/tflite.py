@@ -71,6 +71,7 @@ and quantisation parameters whose counts do not fit the tensor's shape.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
+from weightscope.containers.allow_list import ScanReport, nothing_named
 from weightscope.dtypes import BY_NAME, check_rank, check_size, little_endian_dtype
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError
 from weightscope.flatbuffers import FlatBuffer, Table
@@ -385,6 +387,12 @@ class TFLiteCheckpoint(FileCheckpoint):
                 name, "tflite_affine", (name,), info.shape, np.dtype(np.float32), info.nbytes, settings
             )
         return found
+
+
+def scan(path: str | os.PathLike[str]) -> ScanReport:
+    """``weightscope scan``: a TFLite model names operators the runtime's own kernels implement (a custom one's name
+    is only a name) and holds no code to run; nothing is listed, the verdict is what opening it raises."""
+    return nothing_named(TFLiteCheckpoint, path)
 
 
 def _framework_layer(layer: str) -> str:
