@@ -248,3 +248,17 @@ TORCH_TYPES = frozenset((
 # What the bits of an ml_dtypes type (bfloat16, float8) are viewed as on the way to or from PyTorch: an integer type
 # of its width that both numpy and PyTorch hold.
 INTEGER_OF_WIDTH = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}
+
+
+def unpack_four_bit(packed: np.ndarray, type_name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """INT4/UINT4 elements two to a byte, the first in the low nibble (ONNX's and TFLite's packing; INT4
+    sign-extended), as ml_dtypes' int4/uint4 of ``shape``."""
+    count = math.prod(shape)
+    codes = np.empty(packed.size * 2, np.uint8)
+    codes[0::2], codes[1::2] = packed & 0x0F, packed >> 4
+    values = codes[:count].astype(np.int8)
+    if type_name == "int4":
+        values = (values ^ 8) - 8
+    element = BY_NAME[type_name].dtype
+    assert element is not None
+    return values.astype(element).reshape(shape)

@@ -81,7 +81,7 @@ import numpy as np
 
 from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.containers.allow_list import ScanReport, nothing_named
-from weightscope.dtypes import BY_NAME, check_rank, check_size, little_endian_dtype
+from weightscope.dtypes import BY_NAME, check_rank, check_size, little_endian_dtype, unpack_four_bit
 from weightscope.errors import CorruptCheckpointError, UnsupportedFormatError
 from weightscope.flatbuffers import FlatBuffer, Table
 from weightscope.layers import TensorRole
@@ -405,19 +405,6 @@ def _framework_layer(layer: str) -> str:
     if _TRACED.search(scope):
         parts = [_TRACED.sub("", part) for part in parts]
     return ".".join(parts)
-
-
-def unpack_four_bit(packed: np.ndarray, type_name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Elements two to a byte, the first in the low nibble (INT4 sign-extended), as ml_dtypes' int4/uint4."""
-    count = math.prod(shape)
-    codes = np.empty(packed.size * 2, np.uint8)
-    codes[0::2], codes[1::2] = packed & 0x0F, packed >> 4
-    values = codes[:count].astype(np.int8)
-    if type_name == "int4":
-        values = (values ^ 8) - 8
-    element = BY_NAME[type_name].dtype
-    assert element is not None
-    return values.astype(element).reshape(shape)
 
 
 def _operator_name(code: Table) -> str:
