@@ -27,7 +27,7 @@ from weightscope.summary import summarize
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tflite"
-DENSE_MODELS = ["float32", "float16", "dynamic_int8", "full_int8", "buffer_offset", "int4", "branches"]
+DENSE_MODELS = sorted(path.stem for path in FIXTURES.glob("*.tflite") if path.stem != "sparse")  # sparse: its own test
 QUANTISED = ["dynamic_int8", "full_int8", "int4"]
 
 
@@ -352,6 +352,15 @@ def test_the_float_model_diffs_equal_to_its_keras_model_kernels_transposed() -> 
         }
         # the converter transposed the dense kernel: Keras' [in, out] is TFLite's [out, in]
         assert np.array_equal(keras_model["dense/kernel"].T, tflite["small_1/dense_1/MatMul"])
+
+
+def test_a_tf_keras_models_scopes_are_its_layers_names() -> None:
+    with ws.open(FIXTURES / "tf_keras_model.h5") as keras_model, ws.open(FIXTURES / "tf_keras_float32.tflite") as lite:
+        result = checkpoint_diff(keras_model, lite)
+        assert result.equal and not result.only_a and not result.only_b
+        pairs = {tensor.name: tensor.other for tensor in result.tensors}
+        assert set(pairs) == {"conv/kernel", "conv/bias", "dense/kernel", "dense/bias"}
+        assert pairs["conv/kernel"] == "sequential/conv/Conv2D" and pairs["dense/kernel"] == "sequential/dense/MatMul"
 
 
 def _as_tflite_lays_it_out(name: str, keras_value: np.ndarray) -> np.ndarray:
