@@ -242,6 +242,34 @@ def _onnx(directory: Path, tensors: dict[str, np.ndarray], *, external: bool) ->
     return _one(path, tensors)
 
 
+# numpy / ml_dtypes names -> TFLite TensorType codes (LiteRT's schema.fbs)
+_TFLITE_TYPES = {
+    "float32": 0, "float16": 1, "int32": 2, "uint8": 3, "int64": 4, "bool": 6, "int16": 7, "complex64": 8, "int8": 9,
+    "float64": 10, "complex128": 11, "uint64": 12, "uint32": 15, "uint16": 16, "bfloat16": 18, "float8_e4m3fn": 21,
+    "float8_e5m2": 22,
+}  # fmt: skip
+
+
+def _tflite(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+    """A model of one subgraph whose tensors each have a buffer, packed by TensorFlow's own schema code and
+    ``flatbuffer_utils`` (what TensorFlow's tools rewrite models with)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model, subgraph = schema.ModelT(), schema.SubGraphT()
+    model.version, model.buffers, model.subgraphs, subgraph.tensors = 3, [schema.BufferT()], [subgraph], []
+    for name, array in tensors.items():
+        buffer, tensor = schema.BufferT(), schema.TensorT()
+        buffer.data = np.frombuffer(np.ascontiguousarray(array).tobytes(), np.uint8)
+        tensor.shape, tensor.type, tensor.name = list(array.shape), _TFLITE_TYPES[array.dtype.name], name
+        tensor.buffer = len(model.buffers)
+        model.buffers.append(buffer)
+        subgraph.tensors.append(tensor)
+    path = directory / "model.tflite"
+    path.write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return _one(path, tensors)
+
+
 def _keras_h5(path: Path, tensors: dict[str, np.ndarray], **storage: Any) -> dict[str, np.ndarray]:
     """Keras 3's layout, by h5py: ``layers/<layer>/vars/<index>``, each tensor a layer of one variable; ``storage``
     as ``create_dataset`` takes it (chunks, compression)."""
@@ -350,6 +378,8 @@ MAKERS: list[Maker] = [
         inline_data=True,
     ),
     Maker("onnx-external", "onnx", lambda d, t: _onnx(d, t, external=True), (*_NUMPY, "bfloat16")),
+    # A tensor with no bytes has no data to tell it from one with none: TFLite lists no empty constants.
+    Maker("tflite", "tflite", _tflite, (*_NUMPY, "bfloat16", *_FLOAT8), empty=False, remote=False),
     Maker("keras-weights-h5", "keras", _keras_weights, _NUMPY, big_endian=True, remote=False),
     Maker(
         "keras-h5-gzip",

@@ -57,6 +57,7 @@ def test_every_scheme_is_covered_and_ragged_edges_are_among_them() -> None:
             schemes.add(recognise(ckpt)[weight].scheme)
     from weightscope.quant.coreml import DEQUANTIZERS as COREML  # recorded by Core ML files: tests/test_coreml.py
 
+    schemes.add("tflite_affine")  # a TFLite tensor's own parameters: tests/test_tflite.py, against the interpreter
     # OpenVINO's decompression subgraphs are recognised from the graph, not from names: tests/test_openvino.py
     assert schemes == set(ws.quant.SCHEMES) - {"ov_compressed"} - set(COREML)  # type: ignore[attr-defined]
     with ws.open(fixture("fp8_block"), dequantize=True) as ckpt:

@@ -508,20 +508,6 @@ def test_onnx_constant_named_like_an_initializer_is_corrupt(tmp_path: Path) -> N
 # -- files recognised but not read: each says what it is and how to get its weights out -------------
 
 
-def _tflite(path: Path) -> Path:
-    import tensorflow as tf
-
-    weight = tf.constant(np.ones((2, 3), np.float32))
-
-    @tf.function(input_signature=[tf.TensorSpec([1, 2], tf.float32)])
-    def model(x: tf.Tensor) -> tf.Tensor:
-        return tf.matmul(x, weight)
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([model.get_concrete_function()], model)
-    (path / "model.tflite").write_bytes(converter.convert())
-    return path / "model.tflite"
-
-
 def _plain_hdf5(path: Path) -> Path:
     with h5py.File(path / "data.h5", "w") as file:
         file.create_dataset("images", data=np.zeros((2, 4), np.uint8))
@@ -535,7 +521,6 @@ def _onnx_tensor(path: Path) -> Path:
 
 
 RECOGNISED = {
-    "tflite": (_tflite, "a TensorFlow Lite model", "tf.lite.Interpreter"),
     "plain-hdf5": (_plain_hdf5, "an HDF5 file, but not a Keras weights file", "'images', 'labels'"),
     "onnx-tensor": (_onnx_tensor, "a bare ONNX TensorProto", "onnx.load_tensor"),
 }

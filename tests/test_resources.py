@@ -233,6 +233,78 @@ def _torchscript_of_code(code: str) -> bytes:
     return deflating_zip(torchscript_members(code=code), (f"archive/{CODE_FILE}",))
 
 
+def _tflite_model(tensors: list[tuple[str, list[int], bytes]], sparse_levels: int = 0) -> bytes:
+    """A TFLite model (flatbuffers' Builder, the schema's slots) of one subgraph holding ``tensors`` (name, shape,
+    data); with ``sparse_levels``, the first is sparse: a dense level of its first dimension's size, then a CSR level
+    whose segments give each row its share of the values in turn (the first row all of them)."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(0)
+    offsets, buffers = [], [0]
+    for number, (name, shape, data) in enumerate(tensors):
+        text, dims = builder.CreateString(name), builder.CreateNumpyVector(np.array(shape, np.int32))
+        sparsity = 0
+        if number == 0 and sparse_levels:
+            count = len(data) // 4
+            segments = np.concatenate([[0], np.full(shape[0], count)]).astype(np.int32)
+            vectors = []
+            for values in (segments, np.arange(count, dtype=np.int32)):
+                vector = builder.CreateNumpyVector(values)
+                builder.StartObject(1)
+                builder.PrependUOffsetTRelativeSlot(0, vector, 0)
+                vectors.append(builder.EndObject())
+            builder.StartObject(2)  # DimensionMetadata: DENSE of the rows
+            builder.PrependInt32Slot(1, shape[0], 0)
+            dense = builder.EndObject()
+            builder.StartObject(6)  # SPARSE_CSR: segments and indices as Int32Vector (union type 1)
+            builder.PrependInt8Slot(0, 1, 0)
+            builder.PrependUint8Slot(2, 1, 0)
+            builder.PrependUOffsetTRelativeSlot(3, vectors[0], 0)
+            builder.PrependUint8Slot(4, 1, 0)
+            builder.PrependUOffsetTRelativeSlot(5, vectors[1], 0)
+            csr = builder.EndObject()
+            order = builder.CreateNumpyVector(np.array([0, 1], np.int32))
+            builder.StartVector(4, 2, 4)
+            builder.PrependUOffsetTRelative(csr)
+            builder.PrependUOffsetTRelative(dense)
+            levels = builder.EndVector()
+            builder.StartObject(3)
+            builder.PrependUOffsetTRelativeSlot(0, order, 0)
+            builder.PrependUOffsetTRelativeSlot(2, levels, 0)
+            sparsity = builder.EndObject()
+        builder.StartObject(7)  # Tensor: shape 0, type 1 (float32), buffer 2, name 3, sparsity 6
+        builder.PrependUOffsetTRelativeSlot(0, dims, 0)
+        builder.PrependUint32Slot(2, number + 1, 0)
+        builder.PrependUOffsetTRelativeSlot(3, text, 0)
+        if sparsity:
+            builder.PrependUOffsetTRelativeSlot(6, sparsity, 0)
+        offsets.append(builder.EndObject())
+        payload = builder.CreateByteVector(data)
+        builder.StartObject(1)  # Buffer: data 0
+        builder.PrependUOffsetTRelativeSlot(0, payload, 0)
+        buffers.append(builder.EndObject())
+    builder.StartObject(1)
+    buffers[0] = builder.EndObject()  # the empty sentinel
+
+    def vector(items: list[int]) -> int:
+        builder.StartVector(4, len(items), 4)
+        for item in reversed(items):
+            builder.PrependUOffsetTRelative(item)
+        return int(builder.EndVector())
+
+    listed = vector(offsets)
+    builder.StartObject(1)
+    builder.PrependUOffsetTRelativeSlot(0, listed, 0)
+    subgraphs = vector([builder.EndObject()])
+    stored = vector(buffers)
+    builder.StartObject(5)  # Model: version 0, subgraphs 2, buffers 4
+    builder.PrependUint32Slot(0, 3, 0)
+    builder.PrependUOffsetTRelativeSlot(2, subgraphs, 0)
+    builder.PrependUOffsetTRelativeSlot(4, stored, 0)
+    builder.Finish(builder.EndObject(), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def _stride_zero_pytorch(shape: tuple[int, ...], stride: tuple[int, ...]) -> bytes:
     return torch_zip(pickle2(ordered_dict(("t", tensor("0", 4, shape, stride)))))
 
@@ -279,6 +351,18 @@ CRAFTED: dict[str, tuple[Callable[[], bytes | dict[str, bytes]], set[int]]] = {
         {OK, LIMIT},
     ),
     "executorch-one-plan-listed-100000-times.pte": (lambda: shared_plans(100_000, 64), {LIMIT}),
+    "tflite-30000-tensors.tflite": (
+        lambda: _tflite_model([(f"t{index}", [2], b"\0" * 8) for index in range(30_000)]),
+        {OK},
+    ),
+    "tflite-sparse-4-values-of-a-2-30-matrix.tflite": (
+        lambda: _tflite_model([("sparse", [2**15, 2**15], b"\0" * 16)], sparse_levels=2),
+        {OK, LIMIT},  # listed; refused where read
+    ),
+    "tflite-sparse-4-values-of-a-256-matrix.tflite": (
+        lambda: _tflite_model([("sparse", [16, 16], np.arange(1, 5, dtype=np.float32).tobytes())], sparse_levels=2),
+        {OK},
+    ),
     "tensorflow-20000-keys-growing-by-one-byte": (lambda: _tensorflow_keys_growing_by_one_byte(20_000), {OK, LIMIT}),
     "openvino-100000-relus-in-a-chain.xml": (lambda: _openvino_chain(100_000), {OK, LIMIT}),
     "openvino-a-concat-of-100000-inputs.xml": (lambda: _openvino_concat(100_000), {OK, LIMIT}),

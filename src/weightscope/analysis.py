@@ -565,6 +565,9 @@ def canonical_names(ckpt: Checkpoint, names: set[str]) -> dict[str, PlannedTenso
     """The tensors ``names`` under PyTorch-convention names, each with its move to PyTorch's layout."""
     from weightscope.convert import plan
 
+    recorded = {name: found for name in names if (found := ckpt.framework_name(name)) is not None}
+    if recorded:  # the format says which layer each tensor is of, and its layout (a TFLite model's operators)
+        return {key: _recorded(ckpt, name, key, order) for name, (key, order) in recorded.items()}
     planned, _, _ = plan(ckpt, layout="pytorch", names="pytorch", include_optimizer=True)
     by_name = {tensor.name: tensor for tensor in planned if tensor.source in names}
     prefixes = {name.split(".", 1)[0] for name in by_name}
@@ -572,6 +575,16 @@ def canonical_names(ckpt: Checkpoint, names: set[str]) -> dict[str, PlannedTenso
         prefix = prefixes.pop() + "."  # Keras's model name in front of every layer
         by_name = {name.removeprefix(prefix): tensor for name, tensor in by_name.items()}
     return by_name
+
+
+def _recorded(ckpt: Checkpoint, name: str, key: str, order: tuple[int, ...] | None) -> PlannedTensor:
+    """Tensor ``name`` as ``key``, its axes taken in ``order`` (None: as they are)."""
+    from weightscope.convert import PlannedTensor
+
+    info = ckpt.info(name)
+    shape = info.shape if order is None else tuple(info.shape[axis] for axis in order)
+    how = "recorded by the format" + ("" if order is None else f": axes {list(order)}")
+    return PlannedTensor(key, name, info.dtype, shape, order, None, how)
 
 
 def checkpoint_diff(

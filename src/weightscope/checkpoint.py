@@ -381,10 +381,22 @@ class Checkpoint(Mapping[str, np.ndarray]):
         return group_layers(self._infos.values(), self.role)
 
     def recorded_quantization(self) -> dict[str, QuantizedWeight]:
-        """The quantised weights the file itself records as such (an OpenVINO decompression subgraph, Core ML's
-        quantisation parameters and constexpr ops), by logical name: what ``dequantize`` reads them by beside the
-        schemes ``weightscope.quant`` recognises by their names; {} for most formats."""
+        """The quantised weights the file itself records as such, with parameters outside the names of any scheme
+        (a TFLite tensor's scales and zero points, an OpenVINO decompression subgraph, Core ML's quantisation
+        parameters and constexpr ops), by logical name: what ``dequantize`` reads them by beside the schemes
+        ``weightscope.quant`` recognises by their tensors' names; {} for most formats."""
         return {}
+
+    def framework_name(self, name: str) -> tuple[str, tuple[int, ...] | None] | None:
+        """Tensor ``name`` as the framework it was converted from names it in PyTorch's convention (``conv.weight``),
+        with the axes that lay it out as PyTorch does, where the format records it (a TFLite model's operators);
+        None where the layer model decides from names and shapes (``analysis.canonical_names``)."""
+        return None
+
+    def layer_kind(self, layer: Layer) -> tuple[str, str] | None:
+        """(kind, description) of ``layer`` where the format records what it is (a TFLite model's operators); None
+        where ``conventions.describe`` tells it from its parameters' names and shapes."""
+        return None
 
     def sharding(self) -> dict[str, Any] | None:
         """How a checkpoint saved by several ranks is split: ``ranks``, ``chunks_per_tensor`` (chunk count -> tensors),

@@ -116,7 +116,7 @@ ELEMENT_TYPES: tuple[ElementType, ...] = (
     *(ElementType(scheme, None, None, None) for scheme in (
         "fp8_block", "fp8_scaled", "mxfp4_moe", "nvfp4_packed", "int_packed", "gptq", "awq", "bnb_nf4", "bnb_fp4",
         "bnb_int8", "ov_compressed", "coreml_linear", "coreml_lut", "mil_affine", "mil_blockwise", "mil_lut",
-        "mil_lut_packed", "mil_sparse", "mil_sparse_packed",
+        "mil_lut_packed", "mil_sparse", "mil_sparse_packed", "tflite_affine",
     )),
 )
 # fmt: on
@@ -285,3 +285,14 @@ TORCH_TYPES = frozenset((
 # What the bits of an ml_dtypes type (bfloat16, float8) are viewed as on the way to or from PyTorch: an integer type
 # of its width that both numpy and PyTorch hold.
 INTEGER_OF_WIDTH = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}
+
+
+def unpack_four_bit(packed: np.ndarray, type_name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """INT4/UINT4 elements two to a byte, the first in the low nibble (ONNX's and TFLite's packing; INT4
+    sign-extended), as ml_dtypes' int4/uint4 of ``shape``."""
+    values = unpack_bits(packed, 4, math.prod(shape)).view(np.int8)  # codes below 16: the same values
+    if type_name == "int4":
+        values = (values ^ 8) - 8
+    element = BY_NAME[type_name].dtype
+    assert element is not None
+    return values.astype(element).reshape(shape)

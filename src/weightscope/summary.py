@@ -171,7 +171,7 @@ def values(info: TensorInfo) -> int:
 
 def summarize(ckpt: Checkpoint) -> Summary:
     """The network ``ckpt``'s weights describe, and every value it holds counted by kind."""
-    layers = [_summarize_layer(layer) for layer in ckpt.layers().values()]
+    layers = [_summarize_layer(layer, ckpt.layer_kind(layer)) for layer in ckpt.layers().values()]
     counts = {"parameters": 0, "buffers": 0, "optimizer_slots": 0, "optimizer_other": 0, "bookkeeping": 0}
     other_names: list[str] = []
     strings = 0
@@ -233,10 +233,11 @@ def model_facts(metadata: Mapping[str, str]) -> dict[str, str]:
     return facts
 
 
-def _summarize_layer(layer: Layer) -> LayerSummary:
+def _summarize_layer(layer: Layer, recorded: tuple[str, str] | None) -> LayerSummary:
+    """``layer``'s counts and kind: ``recorded`` by the format, else told from its parameters."""
     buffers = sum(values(info) for role, info in layer.parameters.items() if role in BUFFER_ROLES)
     state = sum(values(info) for slots in layer.optimizer_state.values() for info in slots.values())
-    kind, description = describe(layer)
+    kind, description = recorded or describe(layer)
     return LayerSummary(
         name=layer.name,
         kind=kind,

@@ -260,6 +260,15 @@ _BUILT_IN = (
         suffixes=(".onnx",),
     ),
     Format(
+        "tflite",
+        "TFLite model (LiteRT, .tflite): the constant tensors of every subgraph, quantised ones dequantised on request",
+        "weightscope.formats.tflite:TFLiteCheckpoint",
+        magic=((4, b"TFL3"),),
+        suffixes=(".tflite",),
+        local_only="a TFLite model's flatbuffer is walked in place, in a memory map: local files only",
+        scanner="weightscope.formats.tflite:scan",  # nothing to list: operators are the runtime's, no code
+    ),
+    Format(
         "flax-msgpack",
         "Flax msgpack (flax.serialization.to_bytes, flax_model.msgpack, checkpoint_<step>): flax's tree of arrays",
         "weightscope.formats.flax_msgpack:FlaxMsgpackCheckpoint",

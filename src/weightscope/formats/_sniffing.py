@@ -112,13 +112,6 @@ def sniff_torchscript(path: AnyPath, entry: Format) -> bool:
     return head.startswith(LOCAL_SIGNATURE) and _torchscript_first(head)
 
 
-_TFLITE_MAGIC = b"TFL3"  # the flatbuffer's file identifier, after its 4-byte root offset
-
-
-def _is_tflite(path: AnyPath) -> bool:
-    return file_head(path, 8)[4:] == _TFLITE_MAGIC
-
-
 _MAX_BARE_TENSOR = 1 << 31  # protobuf's limit on one message
 
 
@@ -131,11 +124,6 @@ def _is_onnx_tensor(path: AnyPath) -> bool:
 
 
 RECOGNISED: tuple[tuple[Callable[[AnyPath], bool], str], ...] = (
-    (
-        _is_tflite,
-        "a TensorFlow Lite model (a TFL3 flatbuffer), which weightscope does not read; with TensorFlow, "
-        "tf.lite.Interpreter(model_path=PATH) lists its tensors (get_tensor_details) and reads them (get_tensor)",
-    ),
     (
         _is_onnx_tensor,
         "a bare ONNX TensorProto (one tensor, as onnx.save_tensor and ONNX's test data write), not a model; "

@@ -64,7 +64,7 @@ import numpy as np
 from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.confine import confined
 from weightscope.containers.protobuf import MESSAGE_COST, PACKED_VARINT_COST, length_delimited
-from weightscope.dtypes import BY_ONNX, ElementType, check_rank, check_size, little_endian_dtype
+from weightscope.dtypes import BY_ONNX, ElementType, check_rank, check_size, little_endian_dtype, unpack_four_bit
 from weightscope.errors import (
     ChecksumMismatchError,
     CorruptCheckpointError,
@@ -472,22 +472,10 @@ def _non_negative(text: str, key: str, where: str) -> int:
     return value
 
 
-def _unpack_four_bit(packed: np.ndarray, element: ElementType, info: TensorInfo) -> np.ndarray:
-    """Elements two to a byte, the first in the low nibble, as one int8/uint8 per element."""
-    nibbles = np.empty(packed.size * 2, np.uint8)
-    nibbles[0::2] = packed & 0x0F
-    nibbles[1::2] = packed >> 4
-    values = nibbles[: info.size]
-    if element.name == "int4":
-        values = ((values.astype(np.int8) ^ 8) - 8).astype(np.int8)
-    assert element.dtype is not None
-    return values.astype(element.dtype).reshape(info.shape)
-
-
 def _from_bytes(data: memoryview, element: ElementType, info: TensorInfo) -> np.ndarray:
     """A tensor's raw little-endian bytes as an array (a read-only view where no unpacking is needed)."""
     if element.name in _FOUR_BIT:
-        return _unpack_four_bit(np.frombuffer(data, np.uint8), element, info)
+        return unpack_four_bit(np.frombuffer(data, np.uint8), element.name, info.shape)
     if sys.byteorder == "little" or info.dtype.itemsize == 1:
         return np.ndarray(info.shape, info.dtype, buffer=data)  # read-only: the map (or the bytes) is
     return np.ndarray(info.shape, info.dtype.newbyteorder("<"), buffer=data).astype(info.dtype)
@@ -513,7 +501,7 @@ def _from_typed(tensor: Any, element: ElementType, info: TensorInfo) -> np.ndarr
     else:
         ints = np.array(tensor.int32_data, np.int64)
         if name in _FOUR_BIT:
-            return _unpack_four_bit((ints & 0xFF).astype(np.uint8), element, info)
+            return unpack_four_bit((ints & 0xFF).astype(np.uint8), element.name, info.shape)
         if name == "bool":
             return (ints != 0).reshape(info.shape)
         if dtype.kind in "iu":

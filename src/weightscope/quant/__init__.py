@@ -49,7 +49,7 @@ import numpy as np
 
 from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
 from weightscope.errors import UsageError
-from weightscope.layers import TensorRole
+from weightscope.layers import Layer, TensorRole
 from weightscope.quant.schemes import SCHEMES, QuantizedWeight, dequantize, recognise
 from weightscope.sources import AnyPath, AnySource
 
@@ -115,10 +115,18 @@ class Dequantized(Checkpoint):
 
     def role(self, name: str) -> TensorRole:
         name = self.info(name).name
-        return super().role(name) if name in self.quantized else self.raw.role(name)
+        # A logical weight the stored tensors do not name is classified by its name; one stored under its own name
+        # (a TFLite tensor, dequantised in place) keeps the part its reader found for it.
+        return super().role(name) if name in self.quantized and name not in self.raw else self.raw.role(name)
 
     def checked_files(self) -> list[tuple[AnyPath, str, str]]:
         return self.raw.checked_files()
+
+    def framework_name(self, name: str) -> tuple[str, tuple[int, ...] | None] | None:
+        return self.raw.framework_name(name)
+
+    def layer_kind(self, layer: Layer) -> tuple[str, str] | None:
+        return self.raw.layer_kind(layer)
 
     @property
     def notes(self) -> list[str]:

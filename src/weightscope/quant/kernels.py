@@ -202,3 +202,27 @@ def int8_rows(weight: np.ndarray, scb: np.ndarray) -> np.ndarray:
     """bitsandbytes' LLM.int8 weight: ``q * SCB[row] / 127`` in float32 (``int8_vectorwise_dequant``)."""
     product = np.multiply(weight.astype(F32), scb.astype(F32).reshape(-1, 1), dtype=F32)
     return np.multiply(product, np.float32(1 / 127), dtype=F32)
+
+
+def affine(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int) -> np.ndarray:
+    """TFLite's DEQUANTIZE, ``scale * (q - zero_point)`` to float32, as its kernels round it.
+
+    Several scales (one per index along ``axis``; zero points as many, or one): ``reference_ops::
+    PerChannelDequantize``, a float product of the scale and the int32 difference, rounded once. One scale:
+    ``optimized_ops::Dequantize`` (the builtin resolver's kernel; on x86 its NEON code runs through NEON_2_SSE):
+    eight values at a time ``float(q) * scale + float(-zero_point * scale)`` in float32, the product and the sum each
+    rounded, the last ``size % 8`` as ``float(double(scale) * (q - zero_point))``. (An ARM build with FMA fuses the
+    first into one rounding: at most one unit in the last place apart where the zero point is not 0.)
+    """
+    if scale.size > 1:
+        shape = [1] * values.ndim
+        shape[axis] = scale.size
+        zero = zero_point.reshape(shape) if zero_point.size > 1 else zero_point.reshape(())
+        return (scale.reshape(shape).astype(np.float64) * (values.astype(np.int64) - zero)).astype(F32)
+    one_scale, zero_at = float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0])
+    flat = values.reshape(-1).astype(np.int64)
+    out = np.empty(flat.size, F32)
+    lanes = flat.size // 8 * 8
+    out[:lanes] = flat[:lanes].astype(F32) * np.float32(one_scale) + np.float32(-zero_at * one_scale)
+    out[lanes:] = (one_scale * (flat[lanes:] - zero_at)).astype(F32)
+    return out.reshape(values.shape)

@@ -393,6 +393,13 @@ def _bnb_4bit_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _
     return kernels.bnb_4bit(packed, scales, code, block, count).reshape(weight.shape).astype(weight.dtype)
 
 
+def _tflite_affine_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
+    (values,) = parts
+    scale, zero_point, axis = weight.settings["scale"], weight.settings["zero_point"], weight.settings["axis"]
+    broken.expect(values.shape == weight.shape, f"values of shape {list(values.shape)}; expected {list(weight.shape)}")
+    return kernels.affine(values, scale, zero_point, axis)
+
+
 def _bnb_int8_values(weight: QuantizedWeight, parts: list[np.ndarray], broken: _Broken) -> np.ndarray:
     values, scb = parts
     broken.expect(scb.size == values.shape[0], f"SCB holds {scb.size} values; expected one per row ({values.shape[0]})")
@@ -464,5 +471,6 @@ _DEQUANTIZERS: dict[str, Callable[[QuantizedWeight, list[np.ndarray], _Broken], 
     "bnb_int8": _bnb_int8_values,
     "ov_compressed": _openvino_values,
     **COREML_DEQUANTIZERS,
+    "tflite_affine": _tflite_affine_values,
 }
 SCHEMES = tuple(_DEQUANTIZERS)
