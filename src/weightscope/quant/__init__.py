@@ -89,8 +89,9 @@ class Dequantized(Checkpoint):
                 infos[info.name] = info
             elif info.name == weight.parts[0]:
                 infos[weight.name] = self._logical(weight, info)
-        # A weight the file records as quantised plays the part its stored values do (a Core ML layer's weight), but
-        # where those are a packed part (OpenVINO's codes, ``weight_packed``), which its own name then tells.
+        # A weight the file records as quantised plays the part its stored values do (a Core ML layer's weight, a
+        # TFLite tensor's found from its operators), but where those are a packed part (OpenVINO's codes,
+        # ``weight_packed``), which its own name then tells.
         stored_roles = {name: raw.role(weight.parts[0]) for name, weight in raw.recorded_quantization().items()}
         roles = {name: role for name, role in stored_roles.items() if not (role.role or "").endswith("_packed")}
         self._install(Index(infos, metadata=raw.metadata, roles=roles))
@@ -115,9 +116,9 @@ class Dequantized(Checkpoint):
 
     def role(self, name: str) -> TensorRole:
         name = self.info(name).name
-        # A logical weight the stored tensors do not name is classified by its name; one stored under its own name
-        # (a TFLite tensor, dequantised in place) keeps the part its reader found for it.
-        return super().role(name) if name in self.quantized and name not in self.raw else self.raw.role(name)
+        # A logical weight: the part its stored values play where the file records it (the index's roles, made above),
+        # else what its name says.
+        return super().role(name) if name in self.quantized else self.raw.role(name)
 
     def checked_files(self) -> list[tuple[AnyPath, str, str]]:
         return self.raw.checked_files()
