@@ -4,7 +4,7 @@ Most start from a model TensorFlow's converter made (tests/fixtures/tflite/), re
 objects (``flatbuffer_utils.read_model_from_bytearray``), given one wrong field and packed again by the same code;
 damage below the schema (offsets, vtables, identifiers, cuts) is patched into the bytes at positions that
 flatbuffers' own ``Table`` reports, and the shared-table bomb is laid out by ``flatbuffers.Builder``. Run from the
-repo root with the test env: ``/work/main/.venv/bin/python tests/corpus/make_tflite_corpus.py``.
+repo root with the test env: ``.venv/bin/python tests/corpus/make_tflite_corpus.py``.
 """
 
 from __future__ import annotations
