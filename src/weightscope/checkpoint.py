@@ -13,7 +13,6 @@ overrides ``_read`` only for the tensors it must decode (inflate, dequantise, re
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import gc
 import math
@@ -358,6 +357,8 @@ class Checkpoint(Mapping[str, np.ndarray]):
         found = find_by_role(name, self.layers())
         if found is not None:
             return TensorNotFoundError(f"{where}; {explain_role_name(name, found)}")
+        import difflib  # a name not found is the only use: not imported at every start of the command line
+
         close = difflib.get_close_matches(name, list(self._infos), n=3)
         if close:
             return TensorNotFoundError(f"{where}; did you mean {', '.join(map(repr, close))}?")
