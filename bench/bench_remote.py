@@ -66,12 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = {"client_kwargs": {"endpoint_url": f"http://{host}:{port}"}, "use_listings_cache": False}
             import s3fs
 
-            uploader = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+            # Under load moto took over a minute to store a 1 GiB object: botocore's 60 s read timeout then sent
+            # the upload again, over the one being stored (moto closed its buffer under it: a 500, then gigabytes).
+            uploader = s3fs.S3FileSystem(
+                skip_instance_cache=True, config_kwargs={"read_timeout": 900, "retries": {"max_attempts": 1}}, **options
+            )
             uploader.mkdir(BUCKET)
             for file in sorted(workdir.rglob("*")):
-                if file.is_file():  # in one PUT: moto lost a part of a multipart upload under load once
-                    key = f"{BUCKET}/{file.relative_to(workdir)}"
-                    uploader.put_file(str(file), key, chunksize=file.stat().st_size + 1)
+                if file.is_file():
+                    uploader.put_file(str(file), f"{BUCKET}/{file.relative_to(workdir)}")
             list_and_read_one(args, prefix, options, report)
             print(f"reading every tensor from moto ({args.s3_read_mib} MiB) ...", flush=True)
             compare_read_all(
