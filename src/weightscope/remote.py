@@ -58,7 +58,7 @@ BLOCK_SIZE = 1 << 20  # reads this large are fetched exactly; objects this small
 FIRST_READ_AHEAD = 64 << 10  # fetched past a small read after a jump; doubled while reads continue
 CACHED_BLOCKS = 4
 # Reads kept in flight while many tensors are read (``Checkpoint.arrays``): each a range request waiting on the
-# network, so more than the cores; bounded, as each holds its tensor's bytes (measured on a loopback S3 server).
+# network, so more than the cores; bounded, as each holds its tensor's bytes until it is used.
 IN_FLIGHT = 8
 _NO_LISTING = ("http", "https")  # HTTP has no directories: a URL ending in "/" is taken for one
 # Protocols whose clients and servers percent-decode a URL's path before resolving its dot

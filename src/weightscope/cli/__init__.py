@@ -156,7 +156,7 @@ class _Commands(MutableMapping[str, click.Command]):
 
     ``weightscope show`` then imports the inspecting commands only, not the analyses, conversion, hashing and
     viewer with what they import (a fifth of its start-up); ``--help`` and completion, which list every
-    command, import them all. The names are listed here in the order ``--help`` shows them.
+    command, import them all (``--help`` lists them sorted, as click does).
     """
 
     def __init__(self, where: dict[str, tuple[str, str]]) -> None:
