@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 
 import weightscope as ws
 from weightscope.cli import main
-from weightscope.remote import FIRST_READ_AHEAD, RemoteError
+from weightscope.remote import FIRST_READ_AHEAD, IN_FLIGHT, RemoteError
 
 pytest.importorskip("fsspec")
 pytest.importorskip("s3fs")
@@ -247,6 +248,9 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
 
     sent: ClassVar[list[int]] = [0]
     requested: ClassVar[list[str]] = []  # every request's path, as the server received it
+    in_flight: ClassVar[list[int]] = [0, 0]  # GETs being answered, and the most at once
+    delay: ClassVar[float] = 0.0  # seconds each GET waits before answering (a slow server, for in_flight)
+    lock = threading.Lock()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -272,6 +276,17 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.end_headers()
 
     def do_GET(self) -> None:
+        with self.lock:
+            self.in_flight[0] += 1
+            self.in_flight[1] = max(self.in_flight)
+        try:
+            time.sleep(self.delay)
+            self._answer_get()
+        finally:
+            with self.lock:
+                self.in_flight[0] -= 1
+
+    def _answer_get(self) -> None:
         mode, file = self._target()
         if file is None:
             self.send_error(404)
@@ -394,6 +409,31 @@ def test_http_listing_a_large_checkpoint_fetches_its_index_only(http_root: str, 
         assert _sent() - before - listed == 4 * MiB
         assert _sent() - before == ckpt.path.store.bytes_fetched
         assert ckpt.path.store.requests <= 3  # small reads coalesced into the read-ahead
+
+
+def test_http_reading_every_tensor_keeps_a_bounded_number_of_requests_in_flight(
+    http_root: str, served: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``arrays()`` of a remote checkpoint: IN_FLIGHT range requests at once, each exactly a tensor's bytes (issue 22;
+    the server answers each GET after 50 ms, so that the requests that can overlap do)."""
+    monkeypatch.setattr(_RangeHandler, "delay", 0.05)
+    with ws.open(local(served, "big")) as expected, ws.open(f"{http_root}/{served['names']['big']}") as ckpt:
+        before = _sent()
+        _RangeHandler.in_flight[1] = 0
+        names = []
+        for name, array in ckpt.arrays():
+            names.append(name)
+            assert array.tobytes() == expected[name].tobytes() and not array.flags.writeable, name
+        assert names == list(expected) and len(names) == 513
+        assert _RangeHandler.in_flight[1] == IN_FLIGHT
+        # every tensor's bytes, once, and nothing else: no read-ahead past the small ones
+        assert (
+            _sent() - before
+            == sum(info.nbytes for info in ckpt.infos())
+            == ckpt.path.store.bytes_fetched - (local(served, "big").with_name("ckpt-1000.index").stat().st_size)
+        )
+        assert (ckpt["block007/kernel"] == 7).all()  # reads one at a time afterwards, with their read-ahead again
+        assert _sent() - before == sum(info.nbytes for info in ckpt.infos()) + 131072 + FIRST_READ_AHEAD
 
 
 @pytest.mark.parametrize("name", ["big_pytorch", "big_npz"])

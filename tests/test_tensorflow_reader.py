@@ -273,3 +273,19 @@ def test_listing_a_directory_imports_neither_protobuf_nor_numpy_ma(seed_copy: Pa
     modules = set(ast.literal_eval(result.stdout.splitlines()[-1]))
     assert "weightscope.formats.tensorflow" in modules
     assert not modules & {"google.protobuf", "numpy.ma"}
+
+
+def test_showing_a_tensor_imports_no_other_command(seed_copy: Path) -> None:
+    """``show`` starts on the modules it runs: the root's commands are imported when named (issue 22)."""
+    code = (
+        "import sys; from weightscope.cli import main; main(['show', sys.argv[1], 'layer1/kernel']); "
+        "print(sorted(sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(seed_copy)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("[["), result.stderr
+    modules = set(ast.literal_eval(result.stdout.splitlines()[-1]))
+    assert "weightscope.cli.inspect" in modules
+    commands = ("compare", "convert", "hashing", "meta", "runs", "serve", "anatomy")
+    others = {f"weightscope.cli.{name}" for name in commands}
+    # the other commands', and what only a mistyped name (difflib) or a pre-0.4 PyTorch tar (tarfile) needs
+    assert not modules & (others | {"weightscope.manifest", "difflib", "tarfile", "google.protobuf"})

@@ -13,7 +13,6 @@ overrides ``_read`` only for the tensors it must decode (inflate, dequantise, re
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import gc
 import math
@@ -30,7 +29,7 @@ from weightscope.errors import ChecksumMismatchError, TensorNotFoundError, Weigh
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
 from weightscope.limits import check_view
 from weightscope.notebook import checkpoint_html, checkpoint_title
-from weightscope.sources import AnyPath, AnySource, as_path, open_source
+from weightscope.sources import AnyPath, AnySource, as_path, open_source, reading_many
 
 if TYPE_CHECKING:
     from weightscope.quant.schemes import QuantizedWeight
@@ -157,6 +156,9 @@ class Checkpoint(Mapping[str, np.ndarray]):
     checksums: str = ""
     # Whether tensors may be read on several threads at once, each decoded off the GIL (``arrays`` reads ahead).
     concurrent_reads: bool = False
+    # Whether ``self[name]`` may run on several threads at once: ``arrays`` of a remote checkpoint then keeps several
+    # reads in flight (each a range request waiting on the network; ``sources.reading_many`` says how many).
+    threadsafe_reads: bool = False
 
     def __init__(self, path: AnyPath) -> None:
         self.path = path
@@ -243,23 +245,29 @@ class Checkpoint(Mapping[str, np.ndarray]):
     def arrays(self, names: Iterable[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
         """Each named tensor (every one, by default) with its values, in order, as ``self[name]`` gives them. Where
         the reader decodes its tensors on threads of its own (``concurrent_reads``: zstd and zlib release the GIL)
-        the next few are read ahead while one is used (one per thread, besides the one in use); an error is raised
-        where its tensor comes in the order."""
+        the next few are read ahead while one is used (one per thread, besides the one in use), and so they are from
+        a remote checkpoint whose reads are ``threadsafe_reads`` (``sources.reading_many``: a bounded number of range
+        requests in flight, each fetching exactly its tensor's bytes); an error is raised where its tensor comes in
+        the order."""
         wanted = list(self if names is None else names)
-        workers = min(_READ_AHEAD, len(wanted)) if self.concurrent_reads else 1
-        if workers < 2:
-            yield from ((name, self[name]) for name in wanted)
-            return
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
+        with reading_many(self.path) as in_flight:
+            workers = _READ_AHEAD if self.concurrent_reads else 1
+            if self.concurrent_reads or self.threadsafe_reads:
+                workers = max(workers, in_flight)
+            workers = min(workers, len(wanted))
+            if workers < 2:
+                yield from ((name, self[name]) for name in wanted)
+                return
+            from collections import deque
+            from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(workers) as pool:
-            pending = deque(pool.submit(self.__getitem__, name) for name in wanted[:workers])
-            for number, name in enumerate(wanted):
-                array = pending.popleft().result()
-                if number + workers < len(wanted):
-                    pending.append(pool.submit(self.__getitem__, wanted[number + workers]))
-                yield name, array
+            with ThreadPoolExecutor(workers) as pool:
+                pending = deque(pool.submit(self.__getitem__, name) for name in wanted[:workers])
+                for number, name in enumerate(wanted):
+                    array = pending.popleft().result()
+                    if number + workers < len(wanted):
+                        pending.append(pool.submit(self.__getitem__, wanted[number + workers]))
+                    yield name, array
 
     def without_repeats(self, name: str) -> np.ndarray:
         """Tensor ``name`` with each axis along which it repeats one value (a stride of 0, what ``torch.expand``
@@ -359,6 +367,8 @@ class Checkpoint(Mapping[str, np.ndarray]):
         found = find_by_role(name, self.layers())
         if found is not None:
             return TensorNotFoundError(f"{where}; {explain_role_name(name, found)}")
+        import difflib  # a name not found is the only use: not imported at every start of the command line
+
         close = difflib.get_close_matches(name, list(self._infos), n=3)
         if close:
             return TensorNotFoundError(f"{where}; did you mean {', '.join(map(repr, close))}?")

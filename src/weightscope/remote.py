@@ -16,7 +16,9 @@ named by a URL, so the formats' path resolution and reading work unchanged (what
   while the reads continue where the last fetch ended, as an index or a long header read
   in pieces does. What was fetched goes to a small LRU cache (four fetches) that the next
   small reads are answered from. A zip's readers ask for every member's local header at
-  once (``prefetch``: concurrent requests).
+  once (``prefetch``: concurrent requests). While many tensors are read (``reading_many``:
+  ``Checkpoint.arrays``), ``IN_FLIGHT`` reads are made at once, each fetching exactly its
+  range: every range is known, so no read-ahead is fetched past one.
 
 Every read returns a memoryview over bytes of its own (a copy, never a view of a cached
 block), so arrays made from it are owned and read-only, and closing frees the cache.
@@ -55,6 +57,9 @@ from weightscope.errors import CheckpointNotFoundError, TruncatedFileError, Usag
 BLOCK_SIZE = 1 << 20  # reads this large are fetched exactly; objects this small whole; the most read-ahead
 FIRST_READ_AHEAD = 64 << 10  # fetched past a small read after a jump; doubled while reads continue
 CACHED_BLOCKS = 4
+# Reads kept in flight while many tensors are read (``Checkpoint.arrays``): each a range request waiting on the
+# network, so more than the cores; bounded, as each holds its tensor's bytes until it is used.
+IN_FLIGHT = 8
 _NO_LISTING = ("http", "https")  # HTTP has no directories: a URL ending in "/" is taken for one
 # Protocols whose clients and servers percent-decode a URL's path before resolving its dot
 # segments: there ``%2e%2e/x`` (or ``..%2fx``, ``..%5cx``) is ``../x``.
@@ -101,6 +106,7 @@ class RemoteStore:
         block_size: int = BLOCK_SIZE,
         first_read_ahead: int = FIRST_READ_AHEAD,
         cached_blocks: int = CACHED_BLOCKS,
+        in_flight: int = IN_FLIGHT,
     ) -> None:
         fsspec = _import_fsspec(protocol)
         self.protocol = protocol
@@ -122,6 +128,8 @@ class RemoteStore:
         self.block_size = block_size
         self.first_read_ahead = first_read_ahead
         self.cached_blocks = cached_blocks
+        self.in_flight = in_flight
+        self._exact = 0  # reading_many blocks running: small reads fetch their range exactly
         self.requests = 0
         self.bytes_fetched = 0
         self._infos: dict[str, dict[str, Any] | None] = {}
@@ -223,6 +231,8 @@ class RemoteStore:
                 if cached_url == url and start <= offset and offset + length <= start + len(block):
                     self._blocks.move_to_end((url, start))
                     return block[offset - start : offset - start + length]
+        if self._exact:
+            return self.fetch(url, offset, offset + length, size, what)
         if size <= self.block_size:
             start, end = 0, size  # a small object (an index, a state file) whole, at once
         else:
@@ -243,6 +253,18 @@ class RemoteStore:
         window = min(2 * previous, self.block_size) if last_start <= offset <= last_end else self.first_read_ahead
         self._window[url] = max(window, self.first_read_ahead)
         return self._window[url]
+
+    @contextlib.contextmanager
+    def reading_many(self) -> Iterator[int]:
+        """While many tensors are read at once: every read fetches exactly its range (no read-ahead); gives how
+        many reads to keep in flight."""
+        with self._lock:
+            self._exact += 1
+        try:
+            yield self.in_flight
+        finally:
+            with self._lock:
+                self._exact -= 1
 
     # -- lifetime: a source's blocks go when its last source closes (not while opening) -----
     def opened(self, url: str) -> None:

@@ -131,6 +131,15 @@ def opening(path: AnyPath) -> AbstractContextManager[None]:
     return path.store.pinned()
 
 
+def reading_many(path: AnyPath) -> AbstractContextManager[int]:
+    """The context to read many tensors of a checkpoint at ``path`` in, giving how many reads are worth having in
+    flight: for a URL, its store's bound, each read fetching exactly its range; 1 for a local file, whose reads are
+    views of its map."""
+    if isinstance(path, Path):
+        return nullcontext(1)
+    return path.store.reading_many()
+
+
 def _refuse_unless_regular(path: Path, mode: int) -> None:
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"

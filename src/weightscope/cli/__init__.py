@@ -10,17 +10,17 @@ turns every ``WeightscopeError`` into one line on stderr and the exit status of 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import io
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 import click
 
 import weightscope
 from weightscope.atomic import Interrupted
-from weightscope.cli import anatomy, compare, convert, hashing, health, inspect, meta, runs, serve, shell, spectra
 from weightscope.cli._environment import Environment
 from weightscope.cli._output import Group, Output, examples
 from weightscope.errors import ExitStatus, WeightscopeError, os_error_status, reason
@@ -105,6 +105,8 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     (``env.completion``) it answers the shell instead (``weightscope.cli.shell``)."""
     env = env or Environment()
     if env.completion:
+        from weightscope.cli import shell
+
         return shell.respond(cli, env.completion, env)
     return _run(list(sys.argv[1:] if argv is None else argv), env)
 
@@ -149,27 +151,60 @@ def _run(args: list[str], env: Environment) -> int:
     return 0
 
 
-for _command in (
-    inspect.ls_command,
-    inspect.show_command,
-    inspect.layers_command,
-    inspect.verify_command,
-    inspect.scan_command,
-    inspect.formats_command,
-    inspect.history_command,
-    compare.stats_command,
-    compare.diff_command,
-    compare.summary_command,
-    compare.plot_command,
-    spectra.spectra_command,
-    health.health_command,
-    anatomy.extract_lora_command,
-    convert.convert_command,
-    runs.runs_group,
-    serve.view_command,
-    serve.demo_command,
-    meta.meta_command,
-    hashing.hash_command,
-    shell.completion_command,
-):
-    cli.add_command(_command)
+class _Commands(MutableMapping[str, click.Command]):
+    """The root's commands, each imported from its module (``weightscope.cli.NAME``) when first asked for.
+
+    ``weightscope show`` then imports the inspecting commands only, not the analyses, conversion, hashing and
+    viewer with what they import (a fifth of its start-up); ``--help`` and completion, which list every
+    command, import them all (``--help`` lists them sorted, as click does).
+    """
+
+    def __init__(self, where: dict[str, tuple[str, str]]) -> None:
+        # name -> the command, or where it is: (module under weightscope.cli, attribute)
+        self._commands: dict[str, click.Command | tuple[str, str]] = dict(where)
+
+    def __getitem__(self, name: str) -> click.Command:
+        command = self._commands[name]
+        if isinstance(command, tuple):
+            module, attribute = command
+            command = self._commands[name] = getattr(importlib.import_module(f"weightscope.cli.{module}"), attribute)
+        return command
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._commands[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._commands[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._commands)
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+
+cli.commands = _Commands(
+    {
+        "ls": ("inspect", "ls_command"),
+        "show": ("inspect", "show_command"),
+        "layers": ("inspect", "layers_command"),
+        "verify": ("inspect", "verify_command"),
+        "scan": ("inspect", "scan_command"),
+        "formats": ("inspect", "formats_command"),
+        "history": ("inspect", "history_command"),
+        "stats": ("compare", "stats_command"),
+        "diff": ("compare", "diff_command"),
+        "summary": ("compare", "summary_command"),
+        "plot": ("compare", "plot_command"),
+        "spectra": ("spectra", "spectra_command"),
+        "health": ("health", "health_command"),
+        "extract-lora": ("anatomy", "extract_lora_command"),
+        "convert": ("convert", "convert_command"),
+        "runs": ("runs", "runs_group"),
+        "view": ("serve", "view_command"),
+        "demo": ("serve", "demo_command"),
+        "meta": ("meta", "meta_command"),
+        "hash": ("hashing", "hash_command"),
+        "completion": ("shell", "completion_command"),
+    }
+)

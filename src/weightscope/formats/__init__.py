@@ -13,7 +13,6 @@ Another package adds a format with ``register_format(Format(...))``, or by namin
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import warnings
@@ -548,6 +547,8 @@ def format_to_write(path: Path, format: str | None = None) -> str:
     if not suffix or _TENSORFLOW_PREFIX.search(name):
         return _prefix_writer()
     written = [ending for entry in FORMATS.values() for ending in entry.writes]
+    import difflib  # only a mistyped name pays for it
+
     close = difflib.get_close_matches(suffix, written, n=1, cutoff=0.7)
     hint = f" (did you mean {close[0]}?)" if close else ""
     raise UsageError(f"{path}: '{suffix}' names no format weightscope writes{hint}; {_written()}")

@@ -13,7 +13,6 @@ Imports nothing of the readers, so that sniffing stays cheap.
 
 from __future__ import annotations
 
-import tarfile
 from typing import Literal
 
 from weightscope.containers.zip import LOCAL_SIGNATURE
@@ -27,6 +26,8 @@ def torch_kind(source: AnySource, path: object) -> TorchKind:
     """``"zip"``, ``"tar"`` or ``"legacy"``: which of its readers ``torch.load(path)`` uses on the file."""
     if bytes(source.read(0, min(len(LOCAL_SIGNATURE), source.size), "magic")) == LOCAL_SIGNATURE:
         return "zip"
+    import tarfile  # only a file that is no zip pays for it (about 3 ms of every start of the command line)
+
     try:
         with tarfile.open(fileobj=_SourceFile(source), mode="r:"):  # type: ignore[call-overload]
             return "tar"

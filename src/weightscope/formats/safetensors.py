@@ -104,6 +104,7 @@ class SafetensorsCheckpoint(FileCheckpoint):
     """A ``.safetensors`` file: tensors sorted by name, arrays as read-only views of the file."""
 
     format = "safetensors"
+    threadsafe_reads = True  # the header is read at open; a read views (or fetches) its bytes
 
     def _extent(self, info: TensorInfo) -> Extent:
         if info.type_name in PACKED_BITS:  # sub-byte codes, packed

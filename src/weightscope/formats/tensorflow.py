@@ -124,6 +124,7 @@ class TensorFlowCheckpoint(Checkpoint):
 
     format = "tensorflow"
     checksums = "CRC32C"
+    threadsafe_reads = True  # the index is read at open; a read looks up its shard, reads and checks its bytes
 
     def __init__(
         self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True, readable_names: bool = True
