@@ -12,6 +12,7 @@ import struct
 import flatbuffers
 import numpy as np
 import pytest
+from corpus.flatbuffer_vectors import offset_vector
 from flatbuffers import number_types, table
 
 from weightscope.errors import CorruptCheckpointError, LimitExceededError, TruncatedFileError, WeightscopeError
@@ -38,14 +39,8 @@ def _sample() -> bytes:
     floats = builder.CreateNumpyVector(np.array([1.5, -2.25, 3e38], dtype=np.float32))
     raw = builder.CreateByteVector(bytes(range(40)))
     words = [builder.CreateString(word) for word in ("alpha", "", "gamma")]
-    builder.StartVector(4, len(words), 4)
-    for word in reversed(words):
-        builder.PrependUOffsetTRelative(word)
-    strings = builder.EndVector()
-    builder.StartVector(4, 5, 4)
-    for child in reversed([*children, shared, shared]):
-        builder.PrependUOffsetTRelative(child)
-    tables = builder.EndVector()
+    strings = offset_vector(builder, words)
+    tables = offset_vector(builder, [*children, shared, shared])
     builder.StartObject(13)
     builder.PrependInt32Slot(0, -123456, 0)
     builder.PrependUint8Slot(1, 200, 0)
@@ -189,17 +184,11 @@ def test_shared_tables_cannot_multiply_the_work_past_the_visit_cap() -> None:
     builder = flatbuffers.Builder(0)
     leaf = _child(builder, "leaf", 1)
     count = 3000
-    builder.StartVector(4, count, 4)
-    for _ in range(count):
-        builder.PrependUOffsetTRelative(leaf)
-    leaves = builder.EndVector()
+    leaves = offset_vector(builder, [leaf] * count)
     builder.StartObject(1)
     builder.PrependUOffsetTRelativeSlot(0, leaves, 0)
     middle = builder.EndObject()
-    builder.StartVector(4, count, 4)
-    for _ in range(count):
-        builder.PrependUOffsetTRelative(middle)
-    middles = builder.EndVector()
+    middles = offset_vector(builder, [middle] * count)
     builder.StartObject(1)
     builder.PrependUOffsetTRelativeSlot(0, middles, 0)
     builder.Finish(builder.EndObject())

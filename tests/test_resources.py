@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from corpus.flatbuffer_vectors import offset_vector
 from corpus.make_executorch_corpus import shared_plans
 from corpus.make_pytorch_corpus import (
     deflating_zip,
@@ -264,10 +265,7 @@ def _tflite_model(tensors: list[tuple[str, list[int], bytes]], sparse_levels: in
             builder.PrependUOffsetTRelativeSlot(5, vectors[1], 0)
             csr = builder.EndObject()
             order = builder.CreateNumpyVector(np.array([0, 1], np.int32))
-            builder.StartVector(4, 2, 4)
-            builder.PrependUOffsetTRelative(csr)
-            builder.PrependUOffsetTRelative(dense)
-            levels = builder.EndVector()
+            levels = offset_vector(builder, [dense, csr])
             builder.StartObject(3)
             builder.PrependUOffsetTRelativeSlot(0, order, 0)
             builder.PrependUOffsetTRelativeSlot(2, levels, 0)
@@ -286,17 +284,11 @@ def _tflite_model(tensors: list[tuple[str, list[int], bytes]], sparse_levels: in
     builder.StartObject(1)
     buffers[0] = builder.EndObject()  # the empty sentinel
 
-    def vector(items: list[int]) -> int:
-        builder.StartVector(4, len(items), 4)
-        for item in reversed(items):
-            builder.PrependUOffsetTRelative(item)
-        return int(builder.EndVector())
-
-    listed = vector(offsets)
+    listed = offset_vector(builder, offsets)
     builder.StartObject(1)
     builder.PrependUOffsetTRelativeSlot(0, listed, 0)
-    subgraphs = vector([builder.EndObject()])
-    stored = vector(buffers)
+    subgraphs = offset_vector(builder, [builder.EndObject()])
+    stored = offset_vector(builder, buffers)
     builder.StartObject(5)  # Model: version 0, subgraphs 2, buffers 4
     builder.PrependUint32Slot(0, 3, 0)
     builder.PrependUOffsetTRelativeSlot(2, subgraphs, 0)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from flatbuffer_vectors import offset_vector
 
 from weightscope.flatbuffers import FlatBuffer, Table
 
@@ -74,19 +75,13 @@ def shared_plans(count: int, values: int) -> bytes:
     builder.PrependUOffsetTRelativeSlot(1, tensor, 0)
     builder.PrependUint8Slot(0, 5, 0)
     value = builder.EndObject()
-    builder.StartVector(4, values, 4)
-    for _ in range(values):
-        builder.PrependUOffsetTRelative(value)
-    listed = builder.EndVector()
+    listed = offset_vector(builder, [value] * values)
     name = builder.CreateString("forward")
     builder.StartObject(10)
     builder.PrependUOffsetTRelativeSlot(2, listed, 0)
     builder.PrependUOffsetTRelativeSlot(0, name, 0)
     plan = builder.EndObject()
-    builder.StartVector(4, count, 4)
-    for _ in range(count):
-        builder.PrependUOffsetTRelative(plan)
-    plans = builder.EndVector()
+    plans = offset_vector(builder, [plan] * count)
     builder.StartObject(8)
     builder.PrependUOffsetTRelativeSlot(1, plans, 0)
     builder.Finish(builder.EndObject(), file_identifier=b"ET12")
@@ -121,13 +116,6 @@ def _value(builder: Any, data_index: int, name: str | None = None, mutable: bool
     return int(builder.EndObject())
 
 
-def _vector(builder: Any, offsets: list[int]) -> int:
-    builder.StartVector(4, len(offsets), 4)
-    for offset in reversed(offsets):
-        builder.PrependUOffsetTRelative(offset)
-    return int(builder.EndVector())
-
-
 def built_program(
     values: list[tuple[int, str | None, bool]], offsets: list[int], inline: list[bytes], segment: bytes
 ) -> bytes:
@@ -137,29 +125,29 @@ def built_program(
     import flatbuffers
 
     builder = flatbuffers.Builder(0)
-    listed = _vector(builder, [_value(builder, *value) for value in values])
+    listed = offset_vector(builder, [_value(builder, *value) for value in values])
     name = builder.CreateString("forward")
     builder.StartObject(10)
     builder.PrependUOffsetTRelativeSlot(2, listed, 0)
     builder.PrependUOffsetTRelativeSlot(0, name, 0)
-    plans = _vector(builder, [builder.EndObject()])
+    plans = offset_vector(builder, [builder.EndObject()])
     storages = [builder.CreateByteVector(data) for data in inline]
     buffers = []
     for storage in storages:
         builder.StartObject(1)
         builder.PrependUOffsetTRelativeSlot(0, storage, 0)
         buffers.append(builder.EndObject())
-    constant_buffer = _vector(builder, buffers)
+    constant_buffer = offset_vector(builder, buffers)
     builder.StartVector(8, len(offsets), 8)
     for offset in reversed(offsets):
         builder.PrependUint64(offset)
-    offset_vector = builder.EndVector()
+    offsets_vector = builder.EndVector()
     builder.StartObject(2)
-    builder.PrependUOffsetTRelativeSlot(1, offset_vector, 0)
+    builder.PrependUOffsetTRelativeSlot(1, offsets_vector, 0)
     constant_segment = builder.EndObject()
     builder.StartObject(2)
     builder.PrependUint64Slot(1, len(segment), 0)
-    segments = _vector(builder, [builder.EndObject()])
+    segments = offset_vector(builder, [builder.EndObject()])
     builder.StartObject(8)
     builder.PrependUOffsetTRelativeSlot(1, plans, 0)
     builder.PrependUOffsetTRelativeSlot(2, constant_buffer, 0)

@@ -16,6 +16,7 @@ from typing import Any
 
 import flatbuffers
 import numpy as np
+from flatbuffer_vectors import offset_vector
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
@@ -85,27 +86,18 @@ def _shared_tables(count: int = 2000) -> bytes:
     builder.PrependUint32Slot(2, 1, 0)
     builder.PrependUOffsetTRelativeSlot(3, name, 0)
     tensor = builder.EndObject()
-    builder.StartVector(4, count, 4)
-    for _ in range(count):
-        builder.PrependUOffsetTRelative(tensor)
-    tensors = builder.EndVector()
+    tensors = offset_vector(builder, [tensor] * count)
     builder.StartObject(1)  # SubGraph: tensors 0
     builder.PrependUOffsetTRelativeSlot(0, tensors, 0)
     subgraph = builder.EndObject()
-    builder.StartVector(4, count, 4)
-    for _ in range(count):
-        builder.PrependUOffsetTRelative(subgraph)
-    subgraphs = builder.EndVector()
+    subgraphs = offset_vector(builder, [subgraph] * count)
     data = builder.CreateNumpyVector(np.zeros(4, np.uint8))
     builder.StartObject(1)
     empty = builder.EndObject()
     builder.StartObject(1)  # Buffer: data 0
     builder.PrependUOffsetTRelativeSlot(0, data, 0)
     full = builder.EndObject()
-    builder.StartVector(4, 2, 4)
-    builder.PrependUOffsetTRelative(full)
-    builder.PrependUOffsetTRelative(empty)
-    buffers = builder.EndVector()
+    buffers = offset_vector(builder, [empty, full])
     builder.StartObject(5)  # Model: version 0, subgraphs 2, buffers 4
     builder.PrependUint32Slot(0, 3, 0)
     builder.PrependUOffsetTRelativeSlot(2, subgraphs, 0)
