@@ -11,14 +11,17 @@ protobuf (ONNX, Core ML) count that first, and refuse what their budget does not
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from weightscope.containers.table import read_varint
 from weightscope.errors import CorruptCheckpointError
+from weightscope.limits import Budget, Limits
 
 MESSAGE_COST = 160  # bytes of one parsed message object beyond the bytes it keeps
 PACKED_VARINT_COST = 8  # bytes of one parsed value per byte of a packed varint field (an int64 from one byte)
 # FieldDescriptor types whose values are varints: packed, one byte on the wire can be 8 once parsed
+_Message = TypeVar("_Message")
+
 _VARINT_TYPES = frozenset({3, 4, 5, 8, 13, 14, 17, 18})  # int64, uint64, int32, bool, uint32, enum, sint32, sint64
 
 
@@ -65,3 +68,16 @@ def parsed_cost(data: bytes, descriptor: Any) -> int:
             elif field.type in _VARINT_TYPES:
                 cost += PACKED_VARINT_COST * (field_end - field_start)
     return cost
+
+
+def parse_within_budget(data: bytes, message: type[_Message], cost: int, path: object, what: str) -> _Message:
+    """``data`` parsed as ``message`` (a generated class of ``weightscope._proto``), once what parsing makes (the
+    bytes twice over, and ``cost`` beyond them: ``parsed_cost``'s walk) fits the memory a file of its size may take;
+    a protobuf that does not parse is ``{path}: not {what}: the protobuf does not parse (...)``."""
+    from google.protobuf.message import DecodeError
+
+    Budget(Limits.for_size(len(data)), path).spend(2 * len(data) + cost, "parsing the model's protocol buffer")
+    try:
+        return message.FromString(data)  # type: ignore[attr-defined]
+    except (DecodeError, RuntimeError, ValueError) as error:
+        raise CorruptCheckpointError(f"{path}: not {what}: the protobuf does not parse ({error})") from None

@@ -66,13 +66,12 @@ import numpy as np
 
 from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
 from weightscope.confine import confined
-from weightscope.containers.protobuf import parsed_cost
+from weightscope.containers.protobuf import parse_within_budget, parsed_cost
 from weightscope.conventions import PARAMETER_ROLES
 from weightscope.dtypes import BY_NAME, check_rank, check_size, little_endian_dtype, unpack_bits
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError
 from weightscope.formats._coreml_layers import LAYERS, channel_axis
 from weightscope.layers import TensorRole
-from weightscope.limits import Budget, Limits
 from weightscope.quant.schemes import QuantizedWeight
 from weightscope.sources import AnyPath, AnySource, as_path, open_source
 
@@ -169,21 +168,14 @@ class CoreMLCheckpoint(Checkpoint):
     def _load(self) -> Index:
         self.model_file = self._model_file()
         source = self._open(self.model_file)
-        from google.protobuf.message import DecodeError
 
         from weightscope._proto import CoreMLModel
 
         if source.size > MAX_MODEL_SIZE:
             raise UnsupportedFormatError(f"{self.model_file}: {source.size} bytes exceed protobuf's 2 GiB limit")
         data = bytes(source.read(0, source.size, "the model"))
-        budget = Budget(Limits.for_size(source.size), self.path)
-        budget.spend(2 * len(data) + parsed_cost(data, CoreMLModel.DESCRIPTOR), "parsing the model's protocol buffer")
-        try:
-            model = CoreMLModel.FromString(data)
-        except (DecodeError, RuntimeError, ValueError) as error:
-            raise CorruptCheckpointError(
-                f"{self.model_file}: not a Core ML model: the protobuf does not parse ({error})"
-            ) from None
+        cost = parsed_cost(data, CoreMLModel.DESCRIPTOR)
+        model = parse_within_budget(data, CoreMLModel, cost, self.model_file, "a Core ML model")
         del data
         kind = model.WhichOneof("Type")
         if kind is None:  # a Model's type is its last field: a cut file may hold only its description

@@ -63,7 +63,7 @@ import numpy as np
 
 from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.confine import confined
-from weightscope.containers.protobuf import MESSAGE_COST, PACKED_VARINT_COST, length_delimited
+from weightscope.containers.protobuf import MESSAGE_COST, PACKED_VARINT_COST, length_delimited, parse_within_budget
 from weightscope.dtypes import BY_ONNX, ElementType, check_rank, check_size, little_endian_dtype, unpack_four_bit
 from weightscope.errors import (
     ChecksumMismatchError,
@@ -74,7 +74,6 @@ from weightscope.errors import (
     kept,
 )
 from weightscope.layers import TensorRole, classify
-from weightscope.limits import Budget, Limits
 from weightscope.sources import AnyPath, AnySource, open_source
 
 MAX_MODEL_SIZE = (1 << 31) - 1  # protobuf's limit on one message
@@ -112,7 +111,6 @@ class OnnxCheckpoint(FileCheckpoint):
     # -- loading -----------------------------------------------------------------------
     def _load(self) -> Index:
         self._tensors, self._external, self._checksums, self._verified, self._digests = {}, {}, {}, set(), {}
-        from google.protobuf.message import DecodeError
 
         from weightscope._proto import OnnxModelProto
 
@@ -124,14 +122,7 @@ class OnnxCheckpoint(FileCheckpoint):
             )
         data = bytes(self._source.read(0, size, "the model"))
         # Before parsing: two bytes of protobuf can make a message of 150 (an empty initializer).
-        budget = Budget(Limits.for_size(size), self.path)
-        budget.spend(2 * size + _parsed_cost(data), "parsing the model's protocol buffer")
-        try:
-            model = OnnxModelProto.FromString(data)
-        except (DecodeError, RuntimeError, ValueError) as error:
-            raise CorruptCheckpointError(
-                f"{self.path}: not an ONNX model: the protobuf does not parse ({error})"
-            ) from None
+        model = parse_within_budget(data, OnnxModelProto, _parsed_cost(data), self.path, "an ONNX model")
         del data
         if not model.HasField("graph"):  # onnx.save writes it after ir_version, producer...: 2 bytes parse as a model
             raise CorruptCheckpointError(f"{self.path}: not an ONNX model, or one cut short: it holds no graph")
