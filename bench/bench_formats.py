@@ -48,7 +48,7 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import benchlib
@@ -200,6 +200,12 @@ def compare_pytorch(path: Path, nbytes: int, size: str, reps: int, report: Repor
     add_row(report, f"torch {size}: load(mmap) vs open(verify=False), + sum", nbytes, mmap_times, unverified_times, 1)
     add_row(report, f"torch {size}: load(mmap) vs open(verify=False), arrays only", nbytes, lazy_times, view_times, 1)
     add_row(report, f"torch {size}: load(mmap)+clone vs np.array (extra)", nbytes, clone_times, copy_times, None)
+    torch_cpu, ws_cpu = reading_thread_cpu([torch_mmap, ws_read], reps)
+    ratio = torch_cpu.median / ws_cpu.median
+    report.rows.append(
+        Row(f"torch {size}: the same CRC-checked row, CPU of the reading thread (extra)",
+            benchlib.time_figure(torch_cpu), benchlib.time_figure(ws_cpu), ratio, f"{ratio:.2f}x", None)
+    )  # fmt: skip
     report.context.append(
         f"PyTorch: file read once before timing ({cold:.2f} s); each variant sums every tensor with numpy; "
         "weightscope checks each storage's zip CRC-32 on first read unless verify=False (torch.load checks none), "
@@ -213,6 +219,18 @@ def compare_pytorch(path: Path, nbytes: int, size: str, reps: int, report: Repor
         same = sorted(names) == sorted(ckpt)
         same = same and all(np.array_equal(state[n].numpy(), ckpt[n]) for n in (names[0], names[-1]))
     report.check(same, f"PyTorch: names and first/last tensors {'equal' if same else 'differ'}")
+
+
+def reading_thread_cpu(functions: list[Callable[[], object]], reps: int) -> list[Samples]:
+    """The CPU time of the thread running each function (not of threads it hands work to), ``reps`` rounds in turn:
+    what the reading costs where the machine has a core free for the checksums, however loaded it is now."""
+    samples = [Samples() for _ in functions]
+    for _ in range(reps):
+        for function, sample in zip(functions, samples, strict=True):
+            start = time.thread_time()
+            function()
+            sample.add(time.thread_time() - start)
+    return samples
 
 
 def crc_bandwidth(nbytes: int, reps: int) -> str:
