@@ -22,6 +22,7 @@ MIB = 1 << 20
 def test_pieces_are_cut_at_the_piece_size_and_thread_count() -> None:
     piece = span_checks.PIECE_BYTES
     assert piece == 16 * MIB and span_checks.MIN_AHEAD_BYTES == MIB and span_checks.AHEAD_BYTES == 256 * MIB
+    assert span_checks.AHEAD_PIECE_BYTES == 8 * MIB
     assert span_checks.pieces(0, 2) == [(0, 0)]
     assert span_checks.pieces(2 * piece - 1, 2) == [(0, 2 * piece - 1)]  # under two pieces: not split
     assert span_checks.pieces(2 * piece, 2) == [(0, piece), (piece, piece)]
@@ -55,8 +56,9 @@ def _saved(tmp_path: Path, count: int, elements: int) -> tuple[Path, dict[str, n
 
 @pytest.fixture
 def small_spans(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Read ahead spans of 1 KiB and more, up to 200 KiB past the one read, split from 2 KiB."""
+    """Read ahead spans of 1 KiB and more, up to 200 KiB past the one read, in pieces of 16 KiB; split from 2 KiB."""
     monkeypatch.setattr(span_checks, "MIN_AHEAD_BYTES", 1024)
+    monkeypatch.setattr(span_checks, "AHEAD_PIECE_BYTES", 16 * 1024)
     monkeypatch.setattr(span_checks, "AHEAD_BYTES", 200 * 1024)
     monkeypatch.setattr(span_checks, "PIECE_BYTES", 1024)
 
@@ -68,8 +70,11 @@ def test_tensors_read_ahead_equal_torchs(tmp_path: Path) -> None:
     with ws.open(path) as ckpt:
         names = list(ckpt)
         first = ckpt[names[0]]
-        # The storages of the next four tensors (4 x 64 KiB reaches 200 KiB) are being checksummed.
-        assert len(ckpt._span_checks._pending) == 4
+        # The storages of the next four tensors (4 x 64 KiB reaches 200 KiB) are being checksummed, 16 KiB a piece.
+        pending = ckpt._span_checks._pending
+        assert len(pending) == 4 and all(
+            [len(view) for _, view in pieces] == [16 * 1024] * 4 for pieces in pending.values()
+        )
         np.testing.assert_array_equal(first, loaded[names[0]].numpy())
         for name in names[1:]:
             np.testing.assert_array_equal(ckpt[name], loaded[name].numpy())
@@ -82,7 +87,7 @@ def test_a_damaged_storage_checksummed_ahead_is_refused_when_read(tmp_path: Path
     path, arrays = _saved(tmp_path, 6, 16 * 1024)
     data = bytearray(path.read_bytes())
     damaged = list(arrays)[2]
-    data[data.index(arrays[damaged].tobytes()) + 100] ^= 0x40
+    data[data.index(arrays[damaged].tobytes()) + 40_000] ^= 0x40  # in its third piece of 16 KiB
     path.write_bytes(bytes(data))
     first, second = list(arrays)[:2]
     with ws.open(path) as ckpt:

@@ -31,7 +31,7 @@ from weightscope.layers import Layer, TensorRole, classify, explain_role_name, f
 from weightscope.limits import check_view
 from weightscope.notebook import checkpoint_html, checkpoint_title
 from weightscope.sources import AnyPath, AnySource, as_path, open_source
-from weightscope.span_checks import SpanChecks
+from weightscope.span_checks import Checksum, Combine, SpanChecks
 
 if TYPE_CHECKING:
     from weightscope.remote import RemotePath
@@ -250,10 +250,8 @@ class Checkpoint(Mapping[str, np.ndarray]):
             self._listing = list(self._infos), {name: position for position, name in enumerate(self._infos)}
         return self._listing
 
-    def _span_at(
-        self, position: int
-    ) -> tuple[tuple[str, int, int], memoryview, Callable[[bytes | memoryview], int]] | None:
-        """The checked span of the tensor at ``position`` in the listing, its bytes (mapped) and checksum function,
+    def _span_at(self, position: int) -> tuple[tuple[str, int, int], memoryview, Checksum, Combine | None] | None:
+        """The checked span of the tensor at ``position`` in the listing, its bytes (mapped), checksum and combine,
         for ``SpanChecks.read_ahead``: None where there is none to check ahead; ``IndexError`` past the end."""
         name = self._listed()[0][position]
         try:
@@ -267,7 +265,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
             data = source.read(*extent.checked, f"tensor '{name}'")
         except WeightscopeError:  # its read will say so, when it is read
             return None
-        return span, memoryview(data), checksum_function(extent.checksum)
+        return span, memoryview(data), checksum_function(extent.checksum), checksum_combine(extent.checksum)
 
     def _close(self) -> None:
         raise NotImplementedError

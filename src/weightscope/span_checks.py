@@ -7,14 +7,16 @@ things take it off that thread, both under the same guarantee, since the caller 
 before the tensor is handed out:
 
 - read-ahead: when a span of a mapped (local) file is checked, the spans of the tensors listed after it, up to
-  ``AHEAD_BYTES`` past it, are checksummed on a few threads (zlib-ng's CRC-32 releases the GIL) while the
-  caller uses the tensor it has: a reader walking the tensors in order finds their checksums done;
-- a span checked on demand of ``2 * PIECE_BYTES`` or more is cut into pieces over the threads and the caller,
-  their CRC-32s joined with ``crc32_combine``.
+  ``AHEAD_BYTES`` past it, are checksummed on a few threads (zlib-ng's CRC-32 releases the GIL) in pieces of
+  ``AHEAD_PIECE_BYTES`` while the caller uses the tensor it has: a reader walking the tensors in order finds
+  their checksums done;
+- a span checked on demand of ``2 * PIECE_BYTES`` or more is cut into pieces over the threads and the caller.
 
-A piece or span still queued when the caller needs it is taken back from the queue (``Future.cancel``) and
-computed by the caller, so a caller never waits behind read-ahead, and a process forked with the pool's threads
-gone still finishes. Spans under ``MIN_AHEAD_BYTES`` are computed by the caller: a thread's hand-off costs more.
+Pieces' CRC-32s are joined with ``crc32_combine``; a kind of checksum without one is computed a span at a time. A
+piece still queued when the caller needs it is taken back from the queue (``Future.cancel``) and computed by the
+caller, so a caller waits at most for the pieces already running (one per thread: on a loaded machine a thread
+may wait for a core), never behind read-ahead, and a process forked with the pool's threads gone still finishes.
+Spans under ``MIN_AHEAD_BYTES`` are computed by the caller: a thread's hand-off costs more.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 AHEAD_BYTES = 256 << 20  # how far past the span being read the spans after it are checksummed
 MIN_AHEAD_BYTES = 1 << 20  # smaller spans are checksummed on the reading thread
-PIECE_BYTES = 16 << 20  # the smallest piece of a span split over the threads
+PIECE_BYTES = 16 << 20  # the smallest piece of a span split over the threads on demand
+AHEAD_PIECE_BYTES = 8 << 20  # the largest piece checksummed ahead: the most a caller waits for per thread
 Checksum = Callable[[bytes | memoryview], int]
+Combine = Callable[[int, int, int], int]
 Span = tuple[str, int, int]  # file, offset, bytes
 
 
@@ -74,7 +78,7 @@ def pieces(length: int, parts: int) -> list[tuple[int, int]]:
     return [(start, stop - start) for start, stop in itertools.pairwise(bounds)]
 
 
-def split_checksum(data: memoryview, checksum: Checksum, combine: Callable[[int, int, int], int]) -> int:
+def split_checksum(data: memoryview, checksum: Checksum, combine: Combine) -> int:
     """The checksum of ``data``, its pieces (``pieces``) computed on the pool's threads and this one at once."""
     parts = pieces(len(data), workers() + 1)
     if len(parts) == 1:
@@ -93,26 +97,29 @@ class SpanChecks:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[Span, tuple[Future[int], memoryview, Checksum]] = {}
+        self._pending: dict[Span, list[tuple[Future[int], memoryview]]] = {}  # each span's pieces, in order
         self._ahead: deque[tuple[int, int]] = deque()  # (position, bytes) of the spans scheduled, in order
         self._ahead_bytes = 0
         self._next = 0  # the position in the listing the read-ahead continues from
 
-    def value(
-        self, span: Span, data: memoryview, checksum: Checksum, combine: Callable[[int, int, int], int] | None
-    ) -> int:
+    def value(self, span: Span, data: memoryview, checksum: Checksum, combine: Combine | None) -> int:
         """The checksum of the span's bytes ``data``: read ahead already, else computed now (split if it can be)."""
         with self._lock:
             pending = self._pending.pop(span, None)
-        if pending is not None:
-            future, ahead, function = pending
-            return _result(future, lambda: function(ahead))
-        return split_checksum(data, checksum, combine) if combine is not None else checksum(data)
+        if pending is None:
+            return split_checksum(data, checksum, combine) if combine is not None else checksum(data)
+        value = 0
+        for number, (future, piece) in enumerate(pending):
+            found = _result(future, lambda piece=piece: checksum(piece))  # type: ignore[misc]
+            value = found if number == 0 else combine(value, found, len(piece))  # type: ignore[misc]
+        return value
 
-    def read_ahead(self, position: int, following: Callable[[int], tuple[Span, memoryview, Checksum] | None]) -> None:
+    def read_ahead(
+        self, position: int, following: Callable[[int], tuple[Span, memoryview, Checksum, Combine | None] | None]
+    ) -> None:
         """Checksum the spans of the listing's positions after ``position`` on the pool's threads, up to
-        ``AHEAD_BYTES`` past it; ``following(index)`` gives the span at a position (None: none to check, or the
-        listing's end: ``IndexError``)."""
+        ``AHEAD_BYTES`` past it; ``following(index)`` gives the span at a position, its bytes, checksum and combine
+        (None: none to check; ``IndexError``: the listing's end)."""
         with self._lock:
             while self._ahead and self._ahead[0][0] <= position:
                 self._ahead_bytes -= self._ahead.popleft()[1]
@@ -127,18 +134,21 @@ class SpanChecks:
                 self._next += 1
                 if found is None:
                     continue
-                span, data, checksum = found
+                span, data, checksum, combine = found
                 if span in self._pending or len(data) < MIN_AHEAD_BYTES:
                     continue
-                self._pending[span] = (_shared_pool().submit(checksum, data), data, checksum)
+                step = AHEAD_PIECE_BYTES if combine is not None else len(data)
+                views = [data[start : start + step] for start in range(0, len(data), step)]
+                self._pending[span] = [(_shared_pool().submit(checksum, view), view) for view in views]
                 self._ahead.append((self._next - 1, len(data)))
                 self._ahead_bytes += len(data)
 
     def close(self) -> None:
         """Drop the spans read ahead (their views keep a closed file's map alive), cancelling those not begun."""
         with self._lock:
-            for future, _, _ in self._pending.values():
-                future.cancel()
+            for pieces in self._pending.values():
+                for future, _ in pieces:
+                    future.cancel()
             self._pending.clear()
             self._ahead.clear()
             self._ahead_bytes = 0
