@@ -125,3 +125,31 @@ def test_closing_drops_the_spans_read_ahead(tmp_path: Path) -> None:
     assert ckpt._span_checks._pending
     ckpt.close()
     assert not ckpt._span_checks._pending
+
+
+@pytest.mark.usefixtures("small_spans")
+def test_a_forked_child_computes_what_its_parents_threads_were_computing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A piece running on the parent's pool when the process forked never finishes in the child: the child (another
+    pid) forgets every piece read ahead and computes the checksums of what it reads."""
+    import threading
+    from concurrent.futures import Future
+
+    path, arrays = _saved(tmp_path, 4, 16 * 1024)
+    names = list(arrays)
+    with ws.open(path) as ckpt:
+        ckpt[names[0]]
+        stuck: Future[int] = Future()
+        assert stuck.set_running_or_notify_cancel()  # running, on a thread the child does not have
+        for pieces in ckpt._span_checks._pending.values():
+            pieces[:] = [(stuck, view) for _, view in pieces]
+        parent = span_checks.os.getpid()
+        monkeypatch.setattr(span_checks.os, "getpid", lambda: parent + 1)
+        read: dict[str, np.ndarray] = {}
+        reader = threading.Thread(target=lambda: read.update((name, ckpt[name]) for name in names[1:]), daemon=True)
+        reader.start()
+        reader.join(timeout=30)
+        assert not reader.is_alive()
+        for name in names[1:]:
+            np.testing.assert_array_equal(read[name], arrays[name])

@@ -15,7 +15,8 @@ before the tensor is handed out:
 Pieces' CRC-32s are joined with ``crc32_combine``; a kind of checksum without one is computed a span at a time. A
 piece still queued when the caller needs it is taken back from the queue (``Future.cancel``) and computed by the
 caller, so a caller waits at most for the pieces already running (one per thread: on a loaded machine a thread
-may wait for a core), never behind read-ahead, and a process forked with the pool's threads gone still finishes.
+may wait for a core), never behind read-ahead; a process forked meanwhile, without the pool's threads, forgets the
+pieces and computes what it reads itself.
 Spans under ``MIN_AHEAD_BYTES`` are computed by the caller: a thread's hand-off costs more.
 """
 
@@ -101,10 +102,19 @@ class SpanChecks:
         self._ahead: deque[tuple[int, int]] = deque()  # (position, bytes) of the spans scheduled, in order
         self._ahead_bytes = 0
         self._next = 0  # the position in the listing the read-ahead continues from
+        self._process = os.getpid()  # a forked child has none of the pieces its parent's threads were computing
+
+    def _in_child(self) -> None:
+        """Forget the pieces read ahead in the parent process (with the lock held): no thread here computes them."""
+        if self._process != os.getpid():
+            self._pending.clear()
+            self._ahead.clear()
+            self._ahead_bytes, self._next, self._process = 0, 0, os.getpid()
 
     def value(self, span: Span, data: memoryview, checksum: Checksum, combine: Combine | None) -> int:
         """The checksum of the span's bytes ``data``: read ahead already, else computed now (split if it can be)."""
         with self._lock:
+            self._in_child()
             pending = self._pending.pop(span, None)
         if pending is None:
             return split_checksum(data, checksum, combine) if combine is not None else checksum(data)
@@ -121,6 +131,7 @@ class SpanChecks:
         ``AHEAD_BYTES`` past it; ``following(index)`` gives the span at a position, its bytes, checksum and combine
         (None: none to check; ``IndexError``: the listing's end)."""
         with self._lock:
+            self._in_child()
             while self._ahead and self._ahead[0][0] <= position:
                 self._ahead_bytes -= self._ahead.popleft()[1]
             if self._next <= position:  # a jump past the window: start again after this position
