@@ -30,6 +30,7 @@ from weightscope.layers import Layer, TensorRole, classify, explain_role_name, f
 from weightscope.limits import check_view
 from weightscope.notebook import checkpoint_html, checkpoint_title
 from weightscope.sources import AnyPath, AnySource, as_path, open_source, reading_many
+from weightscope.span_checks import Checksum, Combine, SpanChecks
 
 if TYPE_CHECKING:
     from weightscope.quant.schemes import QuantizedWeight
@@ -110,6 +111,17 @@ def checksum_function(kind: str) -> Callable[[bytes | memoryview], int]:
     raise KeyError(kind)
 
 
+@functools.cache
+def checksum_combine(kind: str) -> Callable[[int, int, int], int] | None:
+    """``combine(first, second, length of the second's bytes)``: the checksum of two spans one after the other from
+    theirs, where the kind has one (a span is then checksummed in pieces on several threads)."""
+    if kind == "crc32":
+        from weightscope.containers.zip import crc32_combine
+
+        return crc32_combine
+    return None
+
+
 class StridedView(NamedTuple):
     """How a tensor's values lie in the bytes stored for it when not one after another in C order: a PyTorch
     view (transposed, sliced, or expanded: a stride of 0 repeats one stored value along its axis)."""
@@ -164,6 +176,8 @@ class Checkpoint(Mapping[str, np.ndarray]):
         self.path = path
         self._install(Index())
         self._verified_spans: set[tuple[str, int, int]] = set()  # checked spans (file, offset, nbytes) found sound
+        self._span_checks = SpanChecks()  # the checked spans' checksums, read ahead on other threads
+        self._listing: tuple[list[str], dict[str, int]] | None = None  # names in order and positions: read-ahead
         self.verify_checksums = True
         self._notes: list[str] = []  # what the reader found worth saying that is no error
 
@@ -211,10 +225,17 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """The extent's bytes, read with the span its checksum covers and found to match it; None where that span
         (shared by the tensors viewing one storage) was checked before."""
         start, length = extent.checked or (extent.offset, extent.nbytes)
-        if extent.checked is not None and (extent.file, start, length) in self._verified_spans:
+        span = (extent.file, start, length)
+        if extent.checked is not None and span in self._verified_spans:
             return None
         data = source.read(start, length, f"tensor '{info.name}'")
-        actual = checksum_function(extent.checksum)(data)
+        function = checksum_function(extent.checksum)
+        if extent.checked is None:
+            actual = function(data)
+        else:  # a span several tensors share, found sound once: its checksum is computed on the other cores
+            if source.local_path is not None:
+                self._span_checks.read_ahead(self._listed()[1][info.name], self._span_at)
+            actual = self._span_checks.value(span, data, function, checksum_combine(extent.checksum))
         if actual != extent.expected:
             where = f"bytes {start}..{start + length}" if extent.checked is None else f"its zip member at {start}"
             raise ChecksumMismatchError(
@@ -226,6 +247,28 @@ class Checkpoint(Mapping[str, np.ndarray]):
         self._verified_spans.add((extent.file, start, length))
         inner = extent.offset - start
         return data[inner : inner + extent.nbytes] if 0 <= inner <= length - extent.nbytes else None
+
+    def _listed(self) -> tuple[list[str], dict[str, int]]:
+        if self._listing is None:
+            self._listing = list(self._infos), {name: position for position, name in enumerate(self._infos)}
+        return self._listing
+
+    def _span_at(self, position: int) -> tuple[tuple[str, int, int], memoryview, Checksum, Combine | None] | None:
+        """The checked span of the tensor at ``position`` in the listing, its bytes (mapped), checksum and combine,
+        for ``SpanChecks.read_ahead``: None where there is none to check ahead; ``IndexError`` past the end."""
+        name = self._listed()[0][position]
+        try:
+            extent = self._extent(self._infos[name])
+            if extent is None or extent.checked is None or not extent.checksum or extent.compression:
+                return None
+            span = (extent.file, *extent.checked)
+            source = self._source_of(extent.file)
+            if span in self._verified_spans or source is None or source.local_path is None:
+                return None
+            data = source.read(*extent.checked, f"tensor '{name}'")
+        except WeightscopeError:  # its read will say so, when it is read
+            return None
+        return span, memoryview(data), checksum_function(extent.checksum), checksum_combine(extent.checksum)
 
     def _close(self) -> None:
         raise NotImplementedError
@@ -455,6 +498,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
     # -- lifetime ----------------------------------------------------------------------
     def close(self) -> None:
+        self._span_checks.close()
         self._close()
 
     def __enter__(self) -> Checkpoint:

@@ -62,13 +62,11 @@ from weightscope.lazy import CHUNK_BYTES, INSTALL_HINT, TensorSource, require_da
 from weightscope.output import json_float
 
 WINDOW = 8  # consecutive checkpoints per task: each task re-reads one earlier chunk and the first's
-# A task's values are summed in pieces of this many elements: 32 KiB once widened to float64,
-# so the temporaries stay in cache and small for glibc. Dask's workers run with
-# MALLOC_TRIM_THRESHOLD_=65536, which pins the mmap threshold at 128 KiB and trims the heap
-# whenever 64 KiB lie free at its top: larger temporaries then fault their pages in afresh
-# on every allocation. Measured (bench/bench_runs.py): 512 Ki-element pieces cost such a
-# worker 4-5x the CPU; 4096 costs it under 2x, and one thread ~1.3x what 8192 does.
-TASK_ELEMENTS = 4096
+# A task's values are summed as ``weightscope stats`` sums them (``weightscope.blocks``): pieces of CHUNK_ELEMENTS,
+# each taken a cache-sized block at a time into per-thread buffers, so no temporary is allocated per piece (Dask's
+# workers run with MALLOC_TRIM_THRESHOLD_=65536, under which glibc faults a large temporary's pages in afresh each
+# time). Pieces of 4,096 elements, as tasks took them before the fused blocks, spent twice the CPU in Python between
+# numpy's calls (bench/bench_runs.py), with the GIL held: threads could not scale.
 # Progress: (tasks done, tasks in all).
 Progress = Callable[[int, int], None]
 
@@ -299,12 +297,12 @@ def run_job(job: _Job) -> list[_Figures]:
         to_previous = to_first = None
         if job.compare:
             if member.linked and previous is not None:
-                to_previous = diff_partial(previous, values, elements=TASK_ELEMENTS)
+                to_previous = diff_partial(previous, values)
             if member.first:
                 first, to_first = values, DiffPartial()
             elif first is not None:
-                to_first = diff_partial(first, values, elements=TASK_ELEMENTS)
-        results.append((stats_partial(values, member.kind, TASK_ELEMENTS), to_previous, to_first))
+                to_first = diff_partial(first, values)
+        results.append((stats_partial(values, member.kind), to_previous, to_first))
         previous = values
     return results
 

@@ -346,6 +346,7 @@ def escapes(name: str) -> bool:
 # on one core here against zlib's ~6, so checking every member as it is read costs little
 # next to reading it.
 crc32 = zlib_ng.crc32
+crc32_combine = zlib_ng.crc32_combine  # (CRC of A, CRC of B, len(B)) -> CRC of A + B, for pieces checked apart
 
 
 def check_crc(data: bytes | memoryview, stored: int, what: str, where: str = "") -> None:

@@ -1,0 +1,155 @@
+"""Checksums of zip storages on other threads (weightscope.span_checks): the pieces and thread counts they use, the
+CRC-32 of pieces joined equal to zlib's, tensors read ahead equal to torch's, and a damaged storage checksummed
+ahead still refused when its tensor is read."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import weightscope as ws
+from weightscope import span_checks
+from weightscope.containers.zip import crc32, crc32_combine
+from weightscope.errors import ChecksumMismatchError
+
+MIB = 1 << 20
+
+
+def test_pieces_are_cut_at_the_piece_size_and_thread_count() -> None:
+    piece = span_checks.PIECE_BYTES
+    assert piece == 16 * MIB and span_checks.MIN_AHEAD_BYTES == MIB and span_checks.AHEAD_BYTES == 256 * MIB
+    assert span_checks.AHEAD_PIECE_BYTES == 8 * MIB
+    assert span_checks.pieces(0, 2) == [(0, 0)]
+    assert span_checks.pieces(2 * piece - 1, 2) == [(0, 2 * piece - 1)]  # under two pieces: not split
+    assert span_checks.pieces(2 * piece, 2) == [(0, piece), (piece, piece)]
+    assert span_checks.pieces(2 * piece + 1, 2) == [(0, piece), (piece, piece + 1)]
+    sixths = [100 * MIB * i // 6 for i in range(7)]  # 100 MiB over 8 threads: 6 pieces of 16 MiB or more
+    assert span_checks.pieces(100 * MIB, 8) == [(sixths[i], sixths[i + 1] - sixths[i]) for i in range(6)]
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (3, 2), (5, 4), (64, 4)])
+def test_threads_are_the_other_cores(cores: int, threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(span_checks.os, "sched_getaffinity", lambda _: set(range(cores)))
+    assert span_checks.workers() == threads
+
+
+@pytest.mark.parametrize("size", [0, 1, 999, 1000, 2000, 2001, 7777, 100_003])
+@pytest.mark.parametrize("cores", [2, 5])
+def test_a_span_split_over_threads_has_zlibs_crc32(size: int, cores: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(span_checks, "PIECE_BYTES", 1000)
+    monkeypatch.setattr(span_checks.os, "sched_getaffinity", lambda _: set(range(cores)))
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+    assert span_checks.split_checksum(memoryview(data), crc32, crc32_combine) == zlib.crc32(data)
+
+
+def _saved(tmp_path: Path, count: int, elements: int) -> tuple[Path, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(count)
+    arrays = {f"layer{i}.weight": rng.standard_normal(elements, dtype=np.float32) for i in range(count)}
+    path = tmp_path / "model.pt"
+    torch.save({name: torch.from_numpy(array) for name, array in arrays.items()}, path)
+    return path, arrays
+
+
+@pytest.fixture
+def small_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read ahead spans of 1 KiB and more, up to 200 KiB past the one read, in pieces of 16 KiB; split from 2 KiB."""
+    monkeypatch.setattr(span_checks, "MIN_AHEAD_BYTES", 1024)
+    monkeypatch.setattr(span_checks, "AHEAD_PIECE_BYTES", 16 * 1024)
+    monkeypatch.setattr(span_checks, "AHEAD_BYTES", 200 * 1024)
+    monkeypatch.setattr(span_checks, "PIECE_BYTES", 1024)
+
+
+@pytest.mark.usefixtures("small_spans")
+def test_tensors_read_ahead_equal_torchs(tmp_path: Path) -> None:
+    path, _ = _saved(tmp_path, 12, 16 * 1024)  # storages of 64 KiB
+    loaded = torch.load(path, weights_only=True)
+    with ws.open(path) as ckpt:
+        names = list(ckpt)
+        first = ckpt[names[0]]
+        # The storages of the next four tensors (4 x 64 KiB reaches 200 KiB) are being checksummed, 16 KiB a piece.
+        pending = ckpt._span_checks._pending
+        assert len(pending) == 4 and all(
+            [len(view) for _, view in pieces] == [16 * 1024] * 4 for pieces in pending.values()
+        )
+        np.testing.assert_array_equal(first, loaded[names[0]].numpy())
+        for name in names[1:]:
+            np.testing.assert_array_equal(ckpt[name], loaded[name].numpy())
+        assert not ckpt._span_checks._pending  # each used by its read
+        assert ckpt.verify() == []
+
+
+@pytest.mark.usefixtures("small_spans")
+def test_a_damaged_storage_checksummed_ahead_is_refused_when_read(tmp_path: Path) -> None:
+    path, arrays = _saved(tmp_path, 6, 16 * 1024)
+    data = bytearray(path.read_bytes())
+    damaged = list(arrays)[2]
+    data[data.index(arrays[damaged].tobytes()) + 40_000] ^= 0x40  # in its third piece of 16 KiB
+    path.write_bytes(bytes(data))
+    first, second = list(arrays)[:2]
+    with ws.open(path) as ckpt:
+        np.testing.assert_array_equal(ckpt[first], arrays[first])  # the damaged storage's CRC-32 read ahead
+        assert (str(path), *ckpt.extent(damaged).checked) in ckpt._span_checks._pending  # type: ignore[misc]
+        np.testing.assert_array_equal(ckpt[second], arrays[second])
+        for _ in range(2):  # refused each time, never cached as sound
+            with pytest.raises(ChecksumMismatchError, match=f"tensor '{damaged}' is damaged: stored CRC-32"):
+                ckpt[damaged]
+        for name in list(arrays)[3:]:
+            np.testing.assert_array_equal(ckpt[name], arrays[name])
+        assert [type(error) for error in ckpt.verify()] == [ChecksumMismatchError]
+    with ws.open(path, verify=False) as ckpt:
+        assert not np.array_equal(ckpt[damaged], arrays[damaged])
+
+
+@pytest.mark.usefixtures("small_spans")
+def test_a_large_storage_is_checked_in_pieces_and_refused_when_damaged(tmp_path: Path) -> None:
+    path, arrays = _saved(tmp_path, 1, 64 * 1024)  # one storage of 256 KiB, checked in pieces of 128 KiB
+    name = next(iter(arrays))
+    with ws.open(path) as ckpt:
+        np.testing.assert_array_equal(ckpt[name], arrays[name])
+    data = bytearray(path.read_bytes())
+    data[data.index(arrays[name].tobytes()) + 200_000] ^= 0x01  # in the second piece
+    path.write_bytes(bytes(data))
+    with ws.open(path) as ckpt, pytest.raises(ChecksumMismatchError, match=f"tensor '{name}' is damaged"):
+        ckpt[name]
+
+
+@pytest.mark.usefixtures("small_spans")
+def test_closing_drops_the_spans_read_ahead(tmp_path: Path) -> None:
+    path, arrays = _saved(tmp_path, 8, 16 * 1024)
+    ckpt = ws.open(path)
+    ckpt[next(iter(arrays))]
+    assert ckpt._span_checks._pending
+    ckpt.close()
+    assert not ckpt._span_checks._pending
+
+
+@pytest.mark.usefixtures("small_spans")
+def test_a_forked_child_computes_what_its_parents_threads_were_computing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A piece running on the parent's pool when the process forked never finishes in the child: the child (another
+    pid) forgets every piece read ahead and computes the checksums of what it reads."""
+    import threading
+    from concurrent.futures import Future
+
+    path, arrays = _saved(tmp_path, 4, 16 * 1024)
+    names = list(arrays)
+    with ws.open(path) as ckpt:
+        ckpt[names[0]]
+        stuck: Future[int] = Future()
+        assert stuck.set_running_or_notify_cancel()  # running, on a thread the child does not have
+        for pieces in ckpt._span_checks._pending.values():
+            pieces[:] = [(stuck, view) for _, view in pieces]
+        parent = span_checks.os.getpid()
+        monkeypatch.setattr(span_checks.os, "getpid", lambda: parent + 1)
+        read: dict[str, np.ndarray] = {}
+        reader = threading.Thread(target=lambda: read.update((name, ckpt[name]) for name in names[1:]), daemon=True)
+        reader.start()
+        reader.join(timeout=30)
+        assert not reader.is_alive()
+        for name in names[1:]:
+            np.testing.assert_array_equal(read[name], arrays[name])
