@@ -66,9 +66,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _result(future: Future[int], compute: Callable[[], int]) -> int:
-    """The future's value; computed here by ``compute`` instead when it had not started."""
-    return compute() if future.cancel() else future.result()
+def _submitted(checksum: Checksum, piece: memoryview) -> Future[int] | None:
+    """The piece's checksum, submitted to the pool; None once the interpreter is shutting down, when the pool takes
+    no more work (``runs convert`` stopped by a signal finishes its conversions then: their read-backs compute
+    their checksums themselves)."""
+    try:
+        return _shared_pool().submit(checksum, piece)
+    except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+        return None
+
+
+def _result(future: Future[int] | None, compute: Callable[[], int]) -> int:
+    """The future's value; computed here by ``compute`` instead when it had not started (or was never submitted)."""
+    return compute() if future is None or future.cancel() else future.result()
 
 
 def pieces(length: int, parts: int) -> list[tuple[int, int]]:
@@ -84,9 +94,8 @@ def split_checksum(data: memoryview, checksum: Checksum, combine: Combine) -> in
     parts = pieces(len(data), workers() + 1)
     if len(parts) == 1:
         return checksum(data)
-    pool = _shared_pool()
     views = [data[start : start + length] for start, length in parts]
-    futures = [pool.submit(checksum, view) for view in views[1:]]
+    futures = [_submitted(checksum, view) for view in views[1:]]
     value = checksum(views[0])
     for view, future in zip(views[1:], futures, strict=True):
         value = combine(value, _result(future, lambda view=view: checksum(view)), len(view))  # type: ignore[misc]
@@ -98,7 +107,7 @@ class SpanChecks:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[Span, list[tuple[Future[int], memoryview]]] = {}  # each span's pieces, in order
+        self._pending: dict[Span, list[tuple[Future[int] | None, memoryview]]] = {}  # each span's pieces, in order
         self._ahead: deque[tuple[int, int]] = deque()  # (position, bytes) of the spans scheduled, in order
         self._ahead_bytes = 0
         self._next = 0  # the position in the listing the read-ahead continues from
@@ -150,7 +159,7 @@ class SpanChecks:
                     continue
                 step = AHEAD_PIECE_BYTES if combine is not None else len(data)
                 views = [data[start : start + step] for start in range(0, len(data), step)]
-                self._pending[span] = [(_shared_pool().submit(checksum, view), view) for view in views]
+                self._pending[span] = [(_submitted(checksum, view), view) for view in views]
                 self._ahead.append((self._next - 1, len(data)))
                 self._ahead_bytes += len(data)
 
@@ -159,7 +168,8 @@ class SpanChecks:
         with self._lock:
             for pieces in self._pending.values():
                 for future, _ in pieces:
-                    future.cancel()
+                    if future is not None:
+                        future.cancel()
             self._pending.clear()
             self._ahead.clear()
             self._ahead_bytes = 0
