@@ -276,15 +276,17 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.end_headers()
 
     def do_GET(self) -> None:
+        # In flight from its arrival until its answer starts: a client sends its next request only once it has an
+        # answer, so a count kept until the answer was written would be one ahead while a thread finishes writing.
         with self.lock:
             self.in_flight[0] += 1
             self.in_flight[1] = max(self.in_flight)
         try:
             time.sleep(self.delay)
-            self._answer_get()
         finally:
             with self.lock:
                 self.in_flight[0] -= 1
+        self._answer_get()
 
     def _answer_get(self) -> None:
         mode, file = self._target()
