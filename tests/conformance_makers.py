@@ -44,6 +44,7 @@ class Maker:
     inline_data: bool = False  # listing parses the tensors' bytes too (they lie inside a pickle or a protobuf)
     chunked_dask: bool = True  # Dask reads its plain tensors chunk by chunk (weightscope.lazy's raw sources)
     eager_checksum: bool = False  # one checksum over every tensor's bytes is checked at open (a .keras zip member's)
+    graph_constants: bool = False  # its integer, boolean and 0-d tensors are graph constants, which convert leaves out
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __str__(self) -> str:
@@ -336,6 +337,31 @@ def _flax(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
     return _one(path, tensors)
 
 
+# ml_dtypes names -> the OpenVINO element types numpy has no dtype for: Constants made from their bits
+_OPENVINO_TYPES = {"bfloat16": "bf16", "float8_e4m3fn": "f8e4m3", "float8_e5m2": "f8e5m2"}
+
+
+def _openvino(directory: Path, tensors: dict[str, np.ndarray]) -> Written:
+    """A model whose Results are Constants of the tensors, each named as its tensor (the layer name the reader
+    lists), saved by ``ov.save_model`` uncompressed: f32 stays f32."""
+    import openvino as ov
+    from openvino import opset13
+
+    results = []
+    for name, array in tensors.items():
+        if array.dtype.name in _OPENVINO_TYPES:  # no numpy dtype: an ov.Tensor of its bits, the type named
+            bits = np.ascontiguousarray(array).view(f"u{array.dtype.itemsize}")
+            element_type = getattr(ov.Type, _OPENVINO_TYPES[array.dtype.name])
+            constant = ov.op.Constant(ov.Tensor(bits, list(array.shape), element_type))
+        else:
+            constant = opset13.constant(array)
+        constant.set_friendly_name(name)
+        results.append(opset13.result(constant))
+    path = directory / "model.xml"
+    ov.save_model(ov.Model(results, [], "weights"), path, compress_to_fp16=False)
+    return _one(path, tensors)
+
+
 MAKERS: list[Maker] = [
     Maker("safetensors", "safetensors", _safetensors, (*_NUMPY[:-2], "bfloat16", *_FLOAT8)),
     Maker("pytorch-zip", "pytorch", lambda d, t: _torch(d, t, legacy=False), (*_NUMPY, "bfloat16", *_FLOAT8)),
@@ -403,4 +429,5 @@ MAKERS: list[Maker] = [
         _gguf_split,
         ("int8", "int16", "int32", "int64", "float16", "float32", "float64", "bfloat16"),
     ),
+    Maker("openvino", "openvino", _openvino, (*_NUMPY[:-2], "bfloat16", *_FLOAT8), graph_constants=True),
 ]

@@ -331,8 +331,12 @@ def test_ls_json_lists_every_tensor_as_info_says(written: Written, capsys: pytes
                 assert (tensor["shape"], tensor["nbytes"]) == (list(ckpt.info(name).shape), ckpt.info(name).nbytes)
 
 
-def test_converts_to_pytorch_bit_for_bit(written: Written, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_converts_to_pytorch_bit_for_bit(
+    maker: Maker, written: Written, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path, expected = written[0]  # PyTorch holds every dtype of every maker
+    if maker.graph_constants:  # an IR's integer and 0-d Consts are its graph's shapes and axes: left out
+        expected = {name: want for name, want in expected.items() if want.dtype.kind not in "biu" and want.ndim}
     assert main(["convert", str(path), str(tmp_path / "out.pt")]) == 0, capsys.readouterr().err
     with ws.open(tmp_path / "out.pt") as converted:
         assert sorted(converted) == sorted(expected)

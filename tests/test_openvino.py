@@ -91,6 +91,22 @@ def test_consts_sharing_bytes_read_alike() -> None:
         assert np.array_equal(ckpt["shared.a"], ckpt["shared.b"])
 
 
+def test_a_const_of_no_elements_reads_empty_from_the_byte_save_model_gives_it(tmp_path: Path) -> None:
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    constant = ops.constant(np.zeros((3, 0, 2), np.float32))
+    constant.set_friendly_name("empty")
+    xml = tmp_path / "model.xml"
+    ov.save_model(ov.Model([ops.result(constant)], [], "empty"), xml, compress_to_fp16=False)
+    assert 'shape="3, 0, 2" offset="0" size="1"' in xml.read_text()  # one byte in the .bin for no elements
+    with ws.open(xml) as ckpt:
+        assert (ckpt.info("empty").nbytes, ckpt["empty"].shape) == (0, (3, 0, 2))
+    _edit(xml, 'size="1"', 'size="2"')
+    with pytest.raises(CorruptCheckpointError, match="size 2 bytes; shape \\[3, 0, 2\\] of f32 needs 0"):
+        ws.open(xml)
+
+
 def test_fp16_compressed_weights_keep_their_names_and_type() -> None:
     with ws.open(FIXTURES / "f16.xml") as ckpt, ws.open(FIXTURES / "f32.xml") as full:
         assert list(ckpt) == list(full)  # fc1.weight, not fc1.weight_compressed

@@ -35,7 +35,8 @@ using layer's name. INT3's u3 codes (and any other type not above) are refused.
 A reader must refuse: XML that does not parse, any DOCTYPE (so no entity is ever declared or expanded, and no
 external one fetched: ``RefusedError``), a root other than ``<net>``, an IR version other than 10 or 11, a Const
 with no or a malformed ``shape``, ``offset`` or ``size``, an element type it does not know, a ``size`` other than the
-shape needs, bytes past the end of the .bin (``TruncatedFileError``), a missing .bin, shapes larger than numpy holds,
+shape needs (but 1 for no elements: ``save_model`` writes one byte), bytes past the end of the .bin
+(``TruncatedFileError``), a missing .bin, shapes larger than numpy holds,
 elements nested over 256 deep, edges naming layers or ports that do not exist, two edges into one input, and edges
 that make a cycle; and, dequantising, a subgraph whose shapes do not fit (a scale that does not broadcast, a result of
 another shape than its last layer says) or that would make more values than its weight, or its weight more than
@@ -161,7 +162,7 @@ class OpenVinoCheckpoint(FileCheckpoint):
         assert dtype is not None
         count = math.prod(shape)
         needed = -(-count * bits // 8)
-        if size != needed:
+        if size != needed and not (count == 0 and size == 1):  # save_model writes one byte for a Const of none
             raise CorruptCheckpointError(
                 f"{where}: size {size} bytes; shape {list(shape)} of {element_type} needs {needed}"
             )
@@ -177,7 +178,7 @@ class OpenVinoCheckpoint(FileCheckpoint):
             name = f"{name}#{layer.id}"  # friendly names need not be unique: the layer id tells them apart
         if decompressed and layer.name and layer.name not in index.infos:
             index.aliases.setdefault(layer.name, name)
-        info = TensorInfo(name, dtype, shape, size, type_name, self._bin_file, offset, layer.name)
+        info = TensorInfo(name, dtype, shape, needed, type_name, self._bin_file, offset, layer.name)
         index.infos[name] = info
         return info
 
