@@ -1,6 +1,6 @@
 """weightscope convert of a DeepSpeed ZeRO-3 checkpoint against DeepSpeed's own zero_to_fp32, side by side.
 
-Run from the repository root (DeepSpeed's side runs in the fixtures venv, ``make fixtures-env`` or /work/fixenv)::
+Run from the repository root (DeepSpeed's side runs in the fixtures venv, ``make fixtures-env``)::
 
     .venv/bin/python bench/bench_zero.py [--workdir DIR] [--keep] [--quick] [--fixtures-python PATH]
 
