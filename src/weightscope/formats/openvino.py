@@ -51,7 +51,7 @@ import math
 import numpy as np
 
 from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
-from weightscope.dtypes import BY_NAME, check_rank, check_size, little_endian_dtype, numeric_kind
+from weightscope.dtypes import BY_NAME, check_rank, check_size, little_endian_dtype, numeric_kind, unpack_bits
 from weightscope.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -244,12 +244,8 @@ def unpack(packed: np.ndarray, type_name: str, count: int) -> np.ndarray:
     """``count`` packed elements as the runtime reads them: 4- and 2-bit ones from the low bits of each byte up,
     1-bit ones from the high bit down."""
     if type_name == "uint1":
-        return np.unpackbits(packed, count=count)
-    bits = 2 if type_name == "uint2" else 4
-    codes = np.empty((packed.size, 8 // bits), np.uint8)
-    for slot in range(8 // bits):
-        np.bitwise_and(np.right_shift(packed, slot * bits), (1 << bits) - 1, out=codes[:, slot])
-    codes = codes.reshape(-1)[:count]
+        return unpack_bits(packed, 1, count, msb_first=True)
+    codes = unpack_bits(packed, 2 if type_name == "uint2" else 4, count)
     if type_name == "nf4":
         return NF4_VALUES[codes]
     if type_name == "uint2":
