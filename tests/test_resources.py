@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from corpus.flatbuffer_vectors import offset_vector
+from corpus.flatbuffer_vectors import finished_tflite_model, offset_vector
 from corpus.make_executorch_corpus import shared_plans
 from corpus.make_pytorch_corpus import (
     deflating_zip,
@@ -288,13 +288,7 @@ def _tflite_model(tensors: list[tuple[str, list[int], bytes]], sparse_levels: in
     builder.StartObject(1)
     builder.PrependUOffsetTRelativeSlot(0, listed, 0)
     subgraphs = offset_vector(builder, [builder.EndObject()])
-    stored = offset_vector(builder, buffers)
-    builder.StartObject(5)  # Model: version 0, subgraphs 2, buffers 4
-    builder.PrependUint32Slot(0, 3, 0)
-    builder.PrependUOffsetTRelativeSlot(2, subgraphs, 0)
-    builder.PrependUOffsetTRelativeSlot(4, stored, 0)
-    builder.Finish(builder.EndObject(), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return finished_tflite_model(builder, subgraphs, offset_vector(builder, buffers))
 
 
 def _stride_zero_pytorch(shape: tuple[int, ...], stride: tuple[int, ...]) -> bytes:

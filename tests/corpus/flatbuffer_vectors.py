@@ -12,3 +12,14 @@ def offset_vector(builder: Any, offsets: Sequence[int]) -> int:
     for offset in reversed(offsets):
         builder.PrependUOffsetTRelative(offset)
     return int(builder.EndVector())
+
+
+def finished_tflite_model(builder: Any, subgraphs: int, buffers: int) -> bytes:
+    """A TFLite ``Model`` (schema version 3) of the vectors of subgraphs and buffers already built, finished with
+    its file identifier: the file's bytes."""
+    builder.StartObject(5)  # Model: version 0, subgraphs 2, buffers 4
+    builder.PrependUint32Slot(0, 3, 0)
+    builder.PrependUOffsetTRelativeSlot(2, subgraphs, 0)
+    builder.PrependUOffsetTRelativeSlot(4, buffers, 0)
+    builder.Finish(builder.EndObject(), file_identifier=b"TFL3")
+    return bytes(builder.Output())

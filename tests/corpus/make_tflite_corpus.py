@@ -16,7 +16,7 @@ from typing import Any
 
 import flatbuffers
 import numpy as np
-from flatbuffer_vectors import offset_vector
+from flatbuffer_vectors import finished_tflite_model, offset_vector
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
@@ -97,13 +97,7 @@ def _shared_tables(count: int = 2000) -> bytes:
     builder.StartObject(1)  # Buffer: data 0
     builder.PrependUOffsetTRelativeSlot(0, data, 0)
     full = builder.EndObject()
-    buffers = offset_vector(builder, [empty, full])
-    builder.StartObject(5)  # Model: version 0, subgraphs 2, buffers 4
-    builder.PrependUint32Slot(0, 3, 0)
-    builder.PrependUOffsetTRelativeSlot(2, subgraphs, 0)
-    builder.PrependUOffsetTRelativeSlot(4, buffers, 0)
-    builder.Finish(builder.EndObject(), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return finished_tflite_model(builder, subgraphs, offset_vector(builder, [empty, full]))
 
 
 def _name_without_its_nul(data: bytes) -> bytes:
