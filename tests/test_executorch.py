@@ -281,3 +281,14 @@ def test_a_program_laid_out_by_the_flatbuffers_package_reads_as_built(tmp_path: 
     with ws.open(path) as ckpt:
         assert ckpt.metadata["executorch.constants"] == "inline"
         assert_same_tensor(ckpt["forward.values.0"], values[:4])
+
+
+def test_the_dequantised_view_keeps_the_programs_size_breakdown() -> None:
+    """``ws.open(dequantize=True)`` wraps a program in the dequantised view, whose summary still says where its
+    bytes go."""
+    from weightscope.quant import Dequantized
+
+    with ws.open(FIXTURES / "mlp.pte") as raw:
+        breakdown = raw.size_breakdown()
+        assert breakdown is not None
+        assert Dequantized(raw, quantized={}).size_breakdown() == breakdown

@@ -45,6 +45,8 @@ them).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
@@ -128,6 +130,9 @@ class Dequantized(Checkpoint):
 
     def layer_kind(self, layer: Layer) -> tuple[str, str] | None:
         return self.raw.layer_kind(layer)
+
+    def size_breakdown(self) -> dict[str, Any] | None:
+        return self.raw.size_breakdown()
 
     @property
     def notes(self) -> list[str]:
