@@ -12,9 +12,9 @@ import pytest
 from conftest import seed_copy  # noqa: F401 - a fixture
 
 import weightscope as ws
-from weightscope import analysis
+from weightscope import analysis, blocks
 from weightscope.analysis import TensorStats, checkpoint_stats, tensor_diff, tensor_stats
-from weightscope.blocks import BLOCK_ELEMENTS, CHUNK_ELEMENTS, DOT_ELEMENTS
+from weightscope.blocks import BLOCK_ELEMENTS, CHUNK_ELEMENTS, DOT_ELEMENTS, KERNEL_ELEMENTS
 from weightscope.checkpoint import Checkpoint, Index, TensorInfo
 from weightscope.cli import main
 from weightscope.convert import convert
@@ -266,50 +266,65 @@ def test_diff_ignores_byte_order(tmp_path: Path, capsys: pytest.CaptureFixture[s
 # -- the fused paths: block boundaries, the blocks that leave them, thread counts --------------------------------
 
 
-def _straddling(dtype: type | np.dtype, seed: int = 0) -> np.ndarray:
+def _straddling(dtype: type | np.dtype, seed: int = 0, block: int = BLOCK_ELEMENTS) -> np.ndarray:
     """Two blocks and a few values, cut so no boundary falls on a chunk's: a block of plain values, a block whose
     mean dominates its spread (the deviations summed from the mean), and a short last one."""
     rng = np.random.default_rng(seed)
-    values = rng.standard_normal(2 * BLOCK_ELEMENTS + 5)
-    values[BLOCK_ELEMENTS : 2 * BLOCK_ELEMENTS] = 1e4 + values[BLOCK_ELEMENTS : 2 * BLOCK_ELEMENTS] / 64
+    values = rng.standard_normal(2 * block + 5)
+    values[block : 2 * block] = 1e4 + values[block : 2 * block] / 64
     values[::97] = 0.0
     return values.astype(dtype)
+
+
+@pytest.fixture(params=["kernel", "numpy"])
+def float_block(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The fused float path under test, and its block: the C kernel's (the project's install builds it), or
+    numpy's, which an install without a C compiler takes."""
+    if request.param == "numpy":
+        monkeypatch.setattr(blocks, "_kernels", None)
+    else:
+        assert blocks._kernels is not None, "weightscope._kernels was not built: pip install -e . needs a C compiler"
+    expected = {"kernel": KERNEL_ELEMENTS, "numpy": BLOCK_ELEMENTS}[request.param]
+    assert blocks.float_block_elements() == expected == 1 << {"kernel": 18, "numpy": 15}[request.param]
+    return expected
 
 
 FUSED_DTYPES = [np.float32, np.float64, np.float16, ml_dtypes.bfloat16, np.dtype(">f4"), np.dtype(">f8")]
 
 
 @pytest.mark.parametrize("dtype", FUSED_DTYPES, ids=["float32", "float64", "float16", "bfloat16", ">f4", ">f8"])
-@pytest.mark.parametrize("elements", [CHUNK_ELEMENTS, BLOCK_ELEMENTS + 3, DOT_ELEMENTS - 1])
-def test_fused_stats_across_block_and_chunk_boundaries_equal_numpys(dtype: type, elements: int) -> None:
-    assert CHUNK_ELEMENTS % BLOCK_ELEMENTS == 0 and BLOCK_ELEMENTS % DOT_ELEMENTS == 0  # blocks fill chunks
-    array = _straddling(dtype)
+@pytest.mark.parametrize("cut", ["chunk", "block+3", "dot-1"])
+def test_fused_stats_across_block_and_chunk_boundaries_equal_numpys(dtype: type, cut: str, float_block: int) -> None:
+    assert CHUNK_ELEMENTS % float_block == 0 and BLOCK_ELEMENTS % DOT_ELEMENTS == 0  # blocks fill chunks
+    elements = {"chunk": CHUNK_ELEMENTS, "block+3": float_block + 3, "dot-1": DOT_ELEMENTS - 1}[cut]
+    array = _straddling(dtype, block=float_block)
     _assert_stats_match("t", array, elements)
     _assert_stats_match("t", array[::-1], elements)  # not contiguous: copied a piece at a time
 
 
-@pytest.mark.parametrize(
-    "where", [-1, -6, BLOCK_ELEMENTS - 1, 0], ids=["last", "last-block", "first-block-end", "first"]
-)
+@pytest.mark.parametrize("where", ["last", "last-block", "first-block-end", "first"])
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
-def test_a_block_with_a_nan_or_infinity_takes_the_general_path_alone(where: int, value: float) -> None:
+def test_a_block_with_a_nan_or_infinity_takes_the_general_path_alone(
+    where: str, value: float, float_block: int
+) -> None:
+    index = {"last": -1, "last-block": -6, "first-block-end": float_block - 1, "first": 0}[where]
     for dtype in (np.float32, ml_dtypes.bfloat16):
-        array = _straddling(dtype)
-        array[where] = value
+        array = _straddling(dtype, block=float_block)
+        array[index] = value
         _assert_stats_match("t", array, CHUNK_ELEMENTS)
-        _assert_stats_match("t", array, BLOCK_ELEMENTS + 3)
-    quiet = _straddling(np.float32)
+        _assert_stats_match("t", array, float_block + 3)
+    quiet = _straddling(np.float32, block=float_block)
     quiet.view(np.uint32)[-2] = 0x7F800001  # a signalling NaN shows in min and max too
     assert tensor_stats("t", quiet).nans == 1
     _assert_stats_match("t", quiet, CHUNK_ELEMENTS)
 
 
-def test_stats_on_one_thread_and_two_are_the_same_to_the_bit(monkeypatch: pytest.MonkeyPatch) -> None:
-    array = _straddling(np.float32)
+def test_stats_on_one_thread_and_two_are_the_same_to_the_bit(monkeypatch: pytest.MonkeyPatch, float_block: int) -> None:
+    array = _straddling(np.float32, block=float_block)
     array[-1] = np.nan
-    single = tensor_stats("t", array, elements=BLOCK_ELEMENTS + 3)
+    single = tensor_stats("t", array, elements=float_block + 3)
     with ThreadPoolExecutor(2) as pool:
-        assert tensor_stats("t", array, elements=BLOCK_ELEMENTS + 3, pool=pool) == single
+        assert tensor_stats("t", array, elements=float_block + 3, pool=pool) == single
     arrays = {"big": array, "small": array[:100], "ints": np.arange(CHUNK_ELEMENTS + 9, dtype=np.int32)}
     by_threads = []
     for threads in (1, 2):
@@ -391,11 +406,11 @@ def test_diff_partial_sums_equal_blocks_once_and_changed_ones_whole() -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_deviation_of_values_far_from_zero_is_summed_from_the_mean(dtype: type) -> None:
+def test_the_deviation_of_values_far_from_zero_is_summed_from_the_mean(dtype: type, float_block: int) -> None:
     """Where the mean dominates the spread, the sum of squares less the squared sum would cancel every digit."""
-    values = (1e4 if dtype is np.float32 else 1e6) + np.random.default_rng(1).standard_normal(3 * BLOCK_ELEMENTS + 1)
+    values = (1e4 if dtype is np.float32 else 1e6) + np.random.default_rng(1).standard_normal(3 * float_block + 1)
     array = values.astype(dtype)
-    stats = tensor_stats("t", array, elements=BLOCK_ELEMENTS + 3)
+    stats = tensor_stats("t", array, elements=float_block + 3)
     wide = array.astype(np.float64)
     assert stats.std == pytest.approx(float(wide.std()), rel=1e-9)
     assert stats.mean == pytest.approx(float(wide.mean()), rel=1e-12)

@@ -18,6 +18,8 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
+import tarfile
 import tomllib
 import venv
 import zipfile
@@ -63,7 +65,9 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     project.mkdir()
     for name in ("pyproject.toml", "README.md", "CHANGELOG.md"):
         shutil.copy2(ROOT / name, project / name)
-    shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    # The kernel an editable install compiled into src is left out: the build compiles its own.
+    ignored = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.so", "*.pyd")
+    shutil.copytree(ROOT / "src", project / "src", ignore=ignored)
     out = work / "dist"
     subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(project)],
@@ -82,7 +86,11 @@ def _wheel(dist: Path) -> Path:
 
 def test_twine_check_passes_on_the_wheel_and_the_sdist(dist: Path) -> None:
     built = sorted(path.name for path in dist.iterdir())
-    assert built == [f"weightscope-{ws.__version__}-py3-none-any.whl", f"weightscope-{ws.__version__}.tar.gz"]
+    # The C kernel makes the wheel this interpreter's and platform's (cp311-cp311-linux_x86_64 here).
+    platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    python = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    wheel = f"weightscope-{ws.__version__}-{python}-{python}-{platform}.whl"
+    assert built == [wheel, f"weightscope-{ws.__version__}.tar.gz"]
     result = subprocess.run(
         [sys.executable, "-m", "twine", "check", "--strict", *sorted(map(str, dist.iterdir()))],
         capture_output=True,
@@ -105,6 +113,12 @@ def test_the_version_is_written_once_and_the_wheel_carries_it_with_every_extra(d
     # The package's data is in the wheel: the viewer's page, the typing marker, the protobuf schemas.
     for name in ("viewer/static/app.js", "viewer/static/index.html", "py.typed", "_proto/tensorflow.proto"):
         assert f"weightscope/{name}" in names
+    # The compiled kernel and its typing stub; the sdist carries the kernel's source, to be compiled where installed.
+    assert (
+        f"weightscope/_kernels{sysconfig.get_config_var('EXT_SUFFIX')}" in names and "weightscope/_kernels.pyi" in names
+    )
+    with tarfile.open(dist / f"weightscope-{ws.__version__}.tar.gz") as sdist:
+        assert f"weightscope-{ws.__version__}/src/weightscope/_kernels.c" in sdist.getnames()
 
 
 # -- installing into a fresh environment ------------------------------------------------------
@@ -183,6 +197,15 @@ def _run(bin_dir: Path, *arguments: str, cwd: Path) -> subprocess.CompletedProce
         cwd=cwd,
         timeout=300,
     )
+
+
+def test_the_installed_wheel_brings_its_compiled_kernel(installed: Path) -> None:
+    """The wheel's kernel loads in the fresh environment, and ``blocks`` takes it (not its numpy path)."""
+    script = "from weightscope import blocks; import numpy as np; print(blocks._kernels.block_figures(np.ones(3)))"
+    result = subprocess.run(
+        [str(installed / "python"), "-c", script], capture_output=True, text=True, env=_clean_environment(), timeout=60
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "(3.0, 3.0, 1.0, 1.0, 0)", result.stderr
 
 
 def test_the_installed_wheel_has_only_the_core_dependencies(installed: Path) -> None:

@@ -1,0 +1,171 @@
+/* weightscope._kernels: the fused figures of a block of floating-point values, in one pass, without the GIL.
+ *
+ * ``weightscope.blocks`` takes a float tensor's figures block by block. numpy needs seven passes over a block for
+ * them (min, max, zeros, a widening copy, two float64 dot products), each a call with its own cost; here one loop
+ * takes them all while the block streams through the core once, and the interpreter's lock is released for the
+ * whole block, so threads scale. It is optional: where it cannot be built, ``blocks`` takes the numpy path, and the
+ * tests hold the two equal.
+ *
+ * block_figures(block) -> (sum, sum of squares, min, max, zeros) | None
+ *     ``block`` is a C-contiguous buffer of native float32 ("f") or float64 ("d"). Sums are float64 (the products
+ *     of float32 values are exact in float64), added in independent lanes (the order is fixed by the block, so the
+ *     figures are the same on every call and thread); min, max and zeros in the stored type. None when the block
+ *     holds a NaN or an infinity, or its squares overflow float64 (values beyond 1e154): every such value makes the
+ *     sum of squares non-finite, and the caller takes its general path for that block.
+ * deviations(block, mean) -> (sum of (x - mean), sum of (x - mean) squared)
+ *     The second pass where the mean dominates the spread (see ``blocks``).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+
+/* Several versions of each loop, one per vector width, chosen when the module loads (GCC's function
+ * multiversioning, through the ELF loader's ifunc): the baseline x86-64 build has only SSE2. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define VERSIONED __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VERSIONED
+#endif
+
+#define LANES 16 /* independent partial sums: the additions vectorise and pipeline */
+
+typedef struct {
+    double sum, squares, low, high;
+    Py_ssize_t zeros;
+} Figures;
+
+#define FIGURES_LOOP(NAME, TYPE)                                                                                   \
+    VERSIONED static void NAME(const TYPE *values, Py_ssize_t count, Figures *out) {                              \
+        double sum[LANES] = {0}, squares[LANES] = {0};                                                            \
+        TYPE low[LANES], high[LANES];                                                                              \
+        Py_ssize_t zeros[LANES] = {0};                                                                             \
+        Py_ssize_t whole = count - count % LANES, index;                                                           \
+        for (int lane = 0; lane < LANES; lane++) low[lane] = high[lane] = values[0];                               \
+        for (index = 0; index < whole; index += LANES) {                                                           \
+            for (int lane = 0; lane < LANES; lane++) {                                                             \
+                TYPE value = values[index + lane];                                                                 \
+                double wide = value;                                                                               \
+                sum[lane] += wide;                                                                                 \
+                squares[lane] += wide * wide;                                                                      \
+                low[lane] = value < low[lane] ? value : low[lane];                                                 \
+                high[lane] = value > high[lane] ? value : high[lane];                                              \
+                zeros[lane] += value == 0;                                                                         \
+            }                                                                                                      \
+        }                                                                                                          \
+        for (; index < count; index++) { /* the last values, into the first lane */                               \
+            TYPE value = values[index];                                                                            \
+            double wide = value;                                                                                   \
+            sum[0] += wide;                                                                                        \
+            squares[0] += wide * wide;                                                                             \
+            low[0] = value < low[0] ? value : low[0];                                                              \
+            high[0] = value > high[0] ? value : high[0];                                                           \
+            zeros[0] += value == 0;                                                                                \
+        }                                                                                                          \
+        *out = (Figures){0.0, 0.0, low[0], high[0], 0};                                                            \
+        for (int lane = 0; lane < LANES; lane++) {                                                                 \
+            out->sum += sum[lane];                                                                                 \
+            out->squares += squares[lane];                                                                         \
+            out->low = low[lane] < out->low ? low[lane] : out->low;                                                \
+            out->high = high[lane] > out->high ? high[lane] : out->high;                                           \
+            out->zeros += zeros[lane];                                                                             \
+        }                                                                                                          \
+    }
+
+#define DEVIATIONS_LOOP(NAME, TYPE)                                                                                \
+    VERSIONED static void NAME(const TYPE *values, Py_ssize_t count, double mean, double out[2]) {                \
+        double sum[LANES] = {0}, squares[LANES] = {0};                                                            \
+        Py_ssize_t whole = count - count % LANES, index;                                                           \
+        for (index = 0; index < whole; index += LANES) {                                                           \
+            for (int lane = 0; lane < LANES; lane++) {                                                             \
+                double gap = (double)values[index + lane] - mean;                                                  \
+                sum[lane] += gap;                                                                                  \
+                squares[lane] += gap * gap;                                                                        \
+            }                                                                                                      \
+        }                                                                                                          \
+        for (; index < count; index++) {                                                                           \
+            double gap = (double)values[index] - mean;                                                             \
+            sum[0] += gap;                                                                                         \
+            squares[0] += gap * gap;                                                                               \
+        }                                                                                                          \
+        out[0] = out[1] = 0.0;                                                                                     \
+        for (int lane = 0; lane < LANES; lane++) {                                                                 \
+            out[0] += sum[lane];                                                                                   \
+            out[1] += squares[lane];                                                                               \
+        }                                                                                                          \
+    }
+
+FIGURES_LOOP(figures_float32, float)
+FIGURES_LOOP(figures_float64, double)
+DEVIATIONS_LOOP(deviations_float32, float)
+DEVIATIONS_LOOP(deviations_float64, double)
+
+/* The block's buffer: C-contiguous, one-dimensional or flat, native float32 or float64. Returns its item size
+ * (4 or 8), or 0 with an exception set. */
+static int take_block(PyObject *object, Py_buffer *view) {
+    if (PyObject_GetBuffer(object, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return 0;
+    const char *format = view->format ? view->format : "B";
+    if (format[0] == '=' || format[0] == '@') format++;
+    if (format[1] == '\0' && ((format[0] == 'f' && view->itemsize == 4) || (format[0] == 'd' && view->itemsize == 8)))
+        return (int)view->itemsize;
+    PyErr_Format(PyExc_TypeError, "a block of native float32 or float64 values is needed, not format '%s'",
+                 view->format ? view->format : "B");
+    PyBuffer_Release(view);
+    return 0;
+}
+
+static PyObject *block_figures(PyObject *module, PyObject *block) {
+    Py_buffer view;
+    int itemsize = take_block(block, &view);
+    if (!itemsize) return NULL;
+    Py_ssize_t count = view.len / itemsize;
+    if (!count) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "an empty block has no figures");
+        return NULL;
+    }
+    Figures figures;
+    Py_BEGIN_ALLOW_THREADS;
+    if (itemsize == 4)
+        figures_float32((const float *)view.buf, count, &figures);
+    else
+        figures_float64((const double *)view.buf, count, &figures);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&view);
+    if (!isfinite(figures.squares) || !isfinite(figures.sum)) Py_RETURN_NONE;
+    return Py_BuildValue("(ddddn)", figures.sum, figures.squares, figures.low, figures.high, figures.zeros);
+}
+
+static PyObject *deviations(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "deviations(block, mean) takes two arguments");
+        return NULL;
+    }
+    double mean = PyFloat_AsDouble(args[1]), sums[2];
+    if (mean == -1.0 && PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    int itemsize = take_block(args[0], &view);
+    if (!itemsize) return NULL;
+    Py_ssize_t count = view.len / itemsize;
+    Py_BEGIN_ALLOW_THREADS;
+    if (itemsize == 4)
+        deviations_float32((const float *)view.buf, count, mean, sums);
+    else
+        deviations_float64((const double *)view.buf, count, mean, sums);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(dd)", sums[0], sums[1]);
+}
+
+static PyMethodDef methods[] = {
+    {"block_figures", (PyCFunction)block_figures, METH_O,
+     "block_figures(block) -> (sum, squares, min, max, zeros) of native float32/float64 values, or None"},
+    {"deviations", (PyCFunction)(void (*)(void))deviations, METH_FASTCALL,
+     "deviations(block, mean) -> (sum of x - mean, sum of (x - mean) squared)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "weightscope._kernels",
+                                    "The fused figures of a block of float values, in one pass (see _kernels.c).",
+                                    -1, methods};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

@@ -1,0 +1,6 @@
+"""The C kernel's functions (src/weightscope/_kernels.c)."""
+
+import numpy as np
+
+def block_figures(block: np.ndarray, /) -> tuple[float, float, float, float, int] | None: ...
+def deviations(block: np.ndarray, mean: float, /) -> tuple[float, float]: ...
