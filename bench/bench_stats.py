@@ -51,7 +51,7 @@ from benchlib import (
 
 import weightscope as ws
 from weightscope.analysis import TensorStats, checkpoint_stats, tensor_stats
-from weightscope.blocks import float_block_elements, float_figures
+from weightscope.blocks import float_figures, fused_block_elements
 
 TARGET_MIB = 300
 
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pool.shutdown()
         walls = {"one": sum(single_times.values), "two": sum(pair_times.values)}
         cores = {key: cpu[key] / walls[key] * (args.reps + 1) / args.reps for key in cpu}  # the warm-up counted too
-        block = np.array(np.asarray(ckpt[name]).reshape(-1)[: float_block_elements()])
+        block = np.array(np.asarray(ckpt[name]).reshape(-1)[: fused_block_elements()])
         kernel = min(timeit.repeat(lambda: float_figures(block), number=200, repeat=5)) / 200
         floor_block = min(timeit.repeat(lambda: np.add.reduce(block), number=200, repeat=5)) / 200
         report.context.append(

@@ -285,7 +285,7 @@ def float_block(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     else:
         assert blocks._kernels is not None, "weightscope._kernels was not built: pip install -e . needs a C compiler"
     expected = {"kernel": KERNEL_ELEMENTS, "numpy": BLOCK_ELEMENTS}[request.param]
-    assert blocks.float_block_elements() == expected == 1 << {"kernel": 18, "numpy": 15}[request.param]
+    assert blocks.fused_block_elements() == expected == 1 << {"kernel": 18, "numpy": 15}[request.param]
     return expected
 
 
@@ -367,22 +367,23 @@ def _assert_diff(a: np.ndarray, b: np.ndarray, rtol: float = 0.0, atol: float = 
 
 
 @pytest.mark.parametrize("dtype", FUSED_DTYPES[:4], ids=["float32", "float64", "float16", "bfloat16"])
-def test_fused_diff_across_block_boundaries_equals_numpys(dtype: type) -> None:
-    a = _straddling(dtype)
+def test_fused_diff_across_block_boundaries_equals_numpys(dtype: type, float_block: int) -> None:
+    a = _straddling(dtype, block=float_block)
     b = a.copy()
-    b[BLOCK_ELEMENTS - 1] = a[BLOCK_ELEMENTS - 1] + 1  # the first block's last value
+    b[float_block - 1] = a[float_block - 1] + 1  # the first block's last value
     b[-3:] = -a[-3:]  # the short last block
     _assert_diff(a, b)
     _assert_diff(a, b, rtol=1e-3, atol=0.5)
     _assert_diff(a, b.astype(np.float64))  # two types: by value
-    b[BLOCK_ELEMENTS + 7] = np.nan  # a NaN in the middle block: that block by the general path
+    _assert_diff(a.astype(np.int32), b.astype(np.int16))  # integers: widened to float64
+    b[float_block + 7] = np.nan  # a NaN in the middle block: that block by the general path
     _assert_diff(a, b)
     a[-1] = b[-1] = np.inf
     _assert_diff(a, b, atol=0.1)
 
 
-def test_equal_bytes_are_equal_without_arithmetic_and_equal_values_with_it() -> None:
-    a = _straddling(np.float32)
+def test_equal_bytes_are_equal_without_arithmetic_and_equal_values_with_it(float_block: int) -> None:
+    a = _straddling(np.float32, block=float_block)
     a[-1] = np.nan  # byte for byte the same NaN: equal
     same = tensor_diff("t", "t", a, a.copy())
     assert (same.status, same.max_abs, same.relative_l2, same.cosine, same.mismatched) == ("equal", 0.0, 0.0, 1.0, 0)
@@ -393,12 +394,12 @@ def test_equal_bytes_are_equal_without_arithmetic_and_equal_values_with_it() -> 
     _assert_diff(np.array([0.0, 1.0]), np.array([-0.0, 1.0]))
 
 
-def test_diff_partial_sums_equal_blocks_once_and_changed_ones_whole() -> None:
+def test_diff_partial_sums_equal_blocks_once_and_changed_ones_whole(float_block: int) -> None:
     """``diff_partial`` (what ``runs`` merges) without the whole-tensor byte compare: equal blocks beside changed."""
-    a = _straddling(np.float32)
+    a = _straddling(np.float32, block=float_block)
     b = a.copy()
     b[-1] += 1
-    figures = analysis.diff_partial(a, b, elements=BLOCK_ELEMENTS + 3)
+    figures = analysis.diff_partial(a, b, elements=float_block + 3)
     expected = _expected_diff(a, b, 0.0, 0.0)
     assert (figures.mismatched, figures.max_abs) == (expected["mismatched"], expected["max_abs"])
     np.testing.assert_allclose(figures.relative_l2, expected["relative_l2"], rtol=1e-9)

@@ -77,3 +77,51 @@ def test_a_read_only_buffer_is_taken_as_it_is() -> None:
     mapped = np.frombuffer(values.tobytes(), np.float32)
     assert not mapped.flags.writeable
     assert _kernels.block_figures(mapped) == _kernels.block_figures(values)
+
+
+def _pair_oracle(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> tuple[float, int, float, float, float]:
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    gap = np.abs(x - y)
+    mismatched = int(np.count_nonzero(gap > np.abs(y) * rtol + atol))
+    return float(gap.max()), mismatched, float(x @ y), float(x @ x), float(y @ y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("count", [1, 15, 16, 17, 33, (1 << 18) + 3])
+@pytest.mark.parametrize(("rtol", "atol"), [(0.0, 0.0), (1e-3, 0.5), (0.0, 1e-2)])
+def test_pair_figures_equal_numpys(dtype: type, count: int, rtol: float, atol: float) -> None:
+    rng = np.random.default_rng(count)
+    a = rng.standard_normal(count).astype(dtype)
+    b = a.copy()
+    changed = rng.random(count) < 0.3
+    b[changed] += rng.standard_normal(int(changed.sum())).astype(dtype)
+    b[-1] = a[-1] + 7  # the largest gap in the last value, the first lane's remainder
+    max_abs, mismatched, products, a_squares, b_squares, gap_squares = _kernels.pair_figures(a, b, rtol, atol)  # type: ignore[misc]
+    expected = _pair_oracle(a, b, rtol, atol)
+    assert (max_abs, mismatched) == expected[:2]  # one value's gap, and a count: exact
+    for got, want in zip((products, a_squares, b_squares), expected[2:], strict=True):
+        assert got == pytest.approx(want, rel=1e-12)
+    gaps = a.astype(np.float64) - b.astype(np.float64)
+    assert gap_squares == pytest.approx(float(gaps @ gaps), rel=1e-12)
+
+
+def test_a_pair_of_the_same_bytes_has_one_sum_three_times_and_no_gap() -> None:
+    a = np.random.default_rng(3).standard_normal(1001).astype(np.float32)
+    max_abs, mismatched, products, a_squares, b_squares, gap_squares = _kernels.pair_figures(a, a.copy(), 0.0, 0.0)  # type: ignore[misc]
+    assert (max_abs, mismatched, gap_squares) == (0.0, 0, 0.0) and products == a_squares == b_squares
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
+@pytest.mark.parametrize("side", [0, 1])
+def test_a_pair_with_a_nan_or_infinity_on_either_side_gives_none(value: float, side: int) -> None:
+    pair = [np.ones(21, np.float32), np.ones(21, np.float32)]
+    pair[side][20] = value
+    assert _kernels.pair_figures(pair[0], pair[1], 0.0, 0.0) is None
+
+
+@pytest.mark.parametrize(
+    "b", [np.ones(5, np.float64), np.ones(4, np.float32), np.ones(5, np.int32)], ids=["type", "length", "int32"]
+)
+def test_a_pair_of_other_types_or_lengths_is_refused(b: np.ndarray) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        _kernels.pair_figures(np.ones(5, np.float32), b, 0.0, 0.0)

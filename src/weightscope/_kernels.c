@@ -14,10 +14,23 @@
  *     sum of squares non-finite, and the caller takes its general path for that block.
  * deviations(block, mean) -> (sum of (x - mean), sum of (x - mean) squared)
  *     The second pass where the mean dominates the spread (see ``blocks``).
+ * pair_figures(a, b, rtol, atol) -> (max |a - b|, mismatched, a · b, a · a, b · b, (a - b) · (a - b)) | None
+ *     Two blocks of one type and length, each value widened to float64: ``mismatched`` counts the values with
+ *     |a - b| > atol + rtol · |b| (numpy's isclose, its operations in its order). None when either holds a NaN or
+ *     an infinity, or its squares overflow. Blocks holding the same bytes give a · b = a · a = b · b exactly (the
+ *     same products in the same lanes) and no gap, as ``blocks``' byte compare does.
+ *
+ * No multiply-add is fused (fp-contract off): every version of a loop, and numpy's own path, round alike.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 /* Several versions of each loop, one per vector width, chosen when the module loads (GCC's function
  * multiversioning, through the ELF loader's ifunc): the baseline x86-64 build has only SSE2. */
@@ -94,10 +107,49 @@ typedef struct {
         }                                                                                                          \
     }
 
+typedef struct {
+    double max_abs, products, a_squares, b_squares, gap_squares;
+    Py_ssize_t mismatched;
+} PairFigures;
+
+#define PAIR_STEP(LANE, A, B)                                                                                      \
+    {                                                                                                              \
+        double x = (A), y = (B), gap = fabs(x - y);                                                                \
+        products[LANE] += x * y;                                                                                   \
+        a_squares[LANE] += x * x;                                                                                  \
+        b_squares[LANE] += y * y;                                                                                  \
+        gap_squares[LANE] += gap * gap;                                                                            \
+        max_abs[LANE] = gap > max_abs[LANE] ? gap : max_abs[LANE];                                                 \
+        mismatched[LANE] += gap > fabs(y) * rtol + atol;                                                           \
+    }
+
+#define PAIR_LOOP(NAME, TYPE)                                                                                      \
+    VERSIONED static void NAME(const TYPE *a, const TYPE *b, Py_ssize_t count, double rtol, double atol,           \
+                               PairFigures *out) {                                                                 \
+        double products[LANES] = {0}, a_squares[LANES] = {0}, b_squares[LANES] = {0};                            \
+        double gap_squares[LANES] = {0}, max_abs[LANES] = {0};                                                    \
+        Py_ssize_t mismatched[LANES] = {0};                                                                        \
+        Py_ssize_t whole = count - count % LANES, index;                                                           \
+        for (index = 0; index < whole; index += LANES)                                                             \
+            for (int lane = 0; lane < LANES; lane++) PAIR_STEP(lane, a[index + lane], b[index + lane])             \
+        for (; index < count; index++) PAIR_STEP(0, a[index], b[index])                                            \
+        *out = (PairFigures){0.0, 0.0, 0.0, 0.0, 0.0, 0};                                                          \
+        for (int lane = 0; lane < LANES; lane++) {                                                                 \
+            out->products += products[lane];                                                                       \
+            out->a_squares += a_squares[lane];                                                                     \
+            out->b_squares += b_squares[lane];                                                                     \
+            out->gap_squares += gap_squares[lane];                                                                 \
+            out->max_abs = max_abs[lane] > out->max_abs ? max_abs[lane] : out->max_abs;                            \
+            out->mismatched += mismatched[lane];                                                                   \
+        }                                                                                                          \
+    }
+
 FIGURES_LOOP(figures_float32, float)
 FIGURES_LOOP(figures_float64, double)
 DEVIATIONS_LOOP(deviations_float32, float)
 DEVIATIONS_LOOP(deviations_float64, double)
+PAIR_LOOP(pair_float32, float)
+PAIR_LOOP(pair_float64, double)
 
 /* The block's buffer: C-contiguous, one-dimensional or flat, native float32 or float64. Returns its item size
  * (4 or 8), or 0 with an exception set. */
@@ -156,11 +208,49 @@ static PyObject *deviations(PyObject *module, PyObject *const *args, Py_ssize_t 
     return Py_BuildValue("(dd)", sums[0], sums[1]);
 }
 
+static PyObject *pair_figures(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "pair_figures(a, b, rtol, atol) takes four arguments");
+        return NULL;
+    }
+    double rtol = PyFloat_AsDouble(args[2]), atol = PyFloat_AsDouble(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    Py_buffer a, b;
+    int itemsize = take_block(args[0], &a);
+    if (!itemsize) return NULL;
+    int other = take_block(args[1], &b);
+    if (!other) {
+        PyBuffer_Release(&a);
+        return NULL;
+    }
+    if (other != itemsize || a.len != b.len || !a.len) {
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, "two blocks of one type and length, not empty, are needed");
+        return NULL;
+    }
+    Py_ssize_t count = a.len / itemsize;
+    PairFigures figures;
+    Py_BEGIN_ALLOW_THREADS;
+    if (itemsize == 4)
+        pair_float32((const float *)a.buf, (const float *)b.buf, count, rtol, atol, &figures);
+    else
+        pair_float64((const double *)a.buf, (const double *)b.buf, count, rtol, atol, &figures);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    if (!isfinite(figures.a_squares) || !isfinite(figures.b_squares)) Py_RETURN_NONE;
+    return Py_BuildValue("(dndddd)", figures.max_abs, figures.mismatched, figures.products, figures.a_squares,
+                         figures.b_squares, figures.gap_squares);
+}
+
 static PyMethodDef methods[] = {
     {"block_figures", (PyCFunction)block_figures, METH_O,
      "block_figures(block) -> (sum, squares, min, max, zeros) of native float32/float64 values, or None"},
     {"deviations", (PyCFunction)(void (*)(void))deviations, METH_FASTCALL,
      "deviations(block, mean) -> (sum of x - mean, sum of (x - mean) squared)"},
+    {"pair_figures", (PyCFunction)(void (*)(void))pair_figures, METH_FASTCALL,
+     "pair_figures(a, b, rtol, atol) -> (max |a - b|, mismatched, a.b, a.a, b.b, gap.gap), or None"},
     {NULL, NULL, 0, NULL},
 };
 

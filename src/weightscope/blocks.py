@@ -15,11 +15,13 @@ difference takes the same path, and blocks (and whole tensors) whose bytes are t
 are recognised by a byte compare before any arithmetic.
 
 Where the package was built with its C kernel (``weightscope._kernels``, optional: it needs
-a C compiler at install), a float block's figures are taken by it instead, in one pass
-over blocks of ``KERNEL_ELEMENTS`` with the interpreter's lock released: the same figures
-(float64 sums in a fixed lane order, min, max and zeros in the stored type), at the speed
-of one numpy reduction, and threads run side by side instead of taking turns at the lock
-between numpy's many small calls.
+a C compiler at install), a block's figures, of one tensor or of two, are taken by it
+instead, in one pass over blocks of ``KERNEL_ELEMENTS`` with the interpreter's lock
+released: the same figures (float64 sums in a fixed lane order; min, max and zeros in the
+stored type; a pair's values widened to float64), at the speed of one numpy reduction,
+and threads run side by side instead of taking turns at the lock between numpy's many
+small calls. Its pass over a pair needs no byte compare first: equal blocks give equal
+sums and no gap by themselves.
 """
 
 from __future__ import annotations
@@ -107,8 +109,8 @@ class _Scratch(threading.local):
     a block narrowed to float32, flags."""
 
     def __init__(self) -> None:
-        self.wide = np.empty(max(BLOCK_ELEMENTS, KERNEL_ELEMENTS))  # also a kernel block in the other byte order
-        self.other = np.empty(BLOCK_ELEMENTS)
+        self.wide = np.empty(max(BLOCK_ELEMENTS, KERNEL_ELEMENTS))
+        self.other = np.empty(max(BLOCK_ELEMENTS, KERNEL_ELEMENTS))
         self.gap = np.empty(BLOCK_ELEMENTS)
         self.single = np.empty(max(BLOCK_ELEMENTS, KERNEL_ELEMENTS), np.float32)
         self.flags = np.empty(BLOCK_ELEMENTS, np.bool_)
@@ -153,8 +155,8 @@ def total(a: np.ndarray) -> float:
                for start in range(0, a.size, DOT_ELEMENTS))  # fmt: skip
 
 
-def float_block_elements() -> int:
-    """The values a float block holds: the C kernel's, or where it was not built, the numpy path's."""
+def fused_block_elements() -> int:
+    """The values a block of the fused paths holds: the C kernel's, or where it was not built, the numpy path's."""
     return BLOCK_ELEMENTS if _kernels is None else KERNEL_ELEMENTS
 
 
@@ -166,7 +168,7 @@ def float_figures(flat: np.ndarray) -> tuple[FloatFigures | None, list[np.ndarra
     low, high = math.inf, -math.inf
     blocks: list[tuple[int, float, float]] = []  # each fused block's size, mean and squared deviations
     left: list[np.ndarray] = []
-    size = float_block_elements()
+    size = fused_block_elements()
     figures_of = _block_figures if _kernels is None else _kernel_figures
     for start in range(0, flat.size, size):
         block = flat[start : start + size]
@@ -257,9 +259,11 @@ def pair_figures(
     sums = [0.0, 0.0, 0.0, 0.0]  # a · b, a · a, b · b, gap · gap
     max_abs, mismatched = 0.0, 0
     left: list[tuple[np.ndarray, np.ndarray]] = []
-    for start in range(0, a.size, BLOCK_ELEMENTS):
-        pair = a[start : start + BLOCK_ELEMENTS], b[start : start + BLOCK_ELEMENTS]
-        figures = _block_pair(*pair, rtol, atol)
+    size = fused_block_elements()
+    figures_of = _block_pair if _kernels is None else _kernel_pair
+    for start in range(0, a.size, size):
+        pair = a[start : start + size], b[start : start + size]
+        figures = figures_of(*pair, rtol, atol)
         if figures is None:
             left.append(pair)
             continue
@@ -267,6 +271,14 @@ def pair_figures(
             sums[index] += figures[2 + index]
         max_abs, mismatched = max(max_abs, figures[0]), mismatched + figures[1]
     return (max_abs, mismatched, sums[0], sums[1], sums[2], sums[3]), left
+
+
+def _kernel_pair(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> PairFigures | None:
+    """``_block_pair`` by the C kernel: one pass over both, widened to float64 first unless both are native float32
+    or both float64."""
+    if a.dtype != b.dtype or a.dtype not in (_FLOAT32, _FLOAT64):
+        a, b = _as_float64(a, _SCRATCH.wide), _as_float64(b, _SCRATCH.other)
+    return _kernels.pair_figures(a, b, rtol, atol)
 
 
 def _block_pair(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> PairFigures | None:
