@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         floor_times, single_times, pair_times, our_times = interleave([floor, single, pair, ours], args.reps)
         pool.shutdown()
         walls = {"one": sum(single_times.values), "two": sum(pair_times.values)}
-        cores = {key: cpu[key] / walls[key] * (args.reps + 1) / args.reps for key in cpu}  # the warm-up counted too
+        cores = {key: cpu[key] / walls[key] * args.reps / (args.reps + 1) for key in cpu}  # CPU counts the warm-up too
         block = np.array(np.asarray(ckpt[name]).reshape(-1)[: fused_block_elements()])
         kernel = min(timeit.repeat(lambda: float_figures(block), number=200, repeat=5)) / 200
         floor_block = min(timeit.repeat(lambda: np.add.reduce(block), number=200, repeat=5)) / 200
