@@ -71,6 +71,16 @@ def test_a_block_it_cannot_take_is_refused(block: object, error: type[Exception]
         _kernels.block_figures(block)  # type: ignore[arg-type]
 
 
+def test_the_machines_byte_order_is_taken_however_it_is_spelled() -> None:
+    """A dtype whose byte order was set to little-endian (as a PyTorch storage's is) exports '<f': on this
+    little-endian machine, native values, equal to float32's."""
+    values = np.linspace(-1, 1, 101, dtype=np.float32)
+    little = values.view(np.dtype(np.float32).newbyteorder("<"))
+    assert memoryview(little).format == "<f" and memoryview(values).format == "f"
+    assert _kernels.block_figures(little) == _kernels.block_figures(values)
+    assert _kernels.pair_figures(little, values, 0.0, 0.0) == _kernels.pair_figures(values, values, 0.0, 0.0)
+
+
 def test_a_read_only_buffer_is_taken_as_it_is() -> None:
     """Tensors are views of read-only maps: the kernel reads them without a copy or a writable buffer."""
     values = np.linspace(-1, 1, 1001, dtype=np.float32)

@@ -156,7 +156,10 @@ PAIR_LOOP(pair_float64, double)
 static int take_block(PyObject *object, Py_buffer *view) {
     if (PyObject_GetBuffer(object, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return 0;
     const char *format = view->format ? view->format : "B";
-    if (format[0] == '=' || format[0] == '@') format++;
+    /* The machine's own byte order, however it is spelled: numpy names a little-endian float32 '<f'. */
+    if (format[0] == '=' || format[0] == '@' || format[0] == (PY_LITTLE_ENDIAN ? '<' : '>') ||
+        (!PY_LITTLE_ENDIAN && format[0] == '!'))
+        format++;
     if (format[1] == '\0' && ((format[0] == 'f' && view->itemsize == 4) || (format[0] == 'd' && view->itemsize == 8)))
         return (int)view->itemsize;
     PyErr_Format(PyExc_TypeError, "a block of native float32 or float64 values is needed, not format '%s'",
