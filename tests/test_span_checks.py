@@ -153,3 +153,43 @@ def test_a_forked_child_computes_what_its_parents_threads_were_computing(
         assert not reader.is_alive()
         for name in names[1:]:
             np.testing.assert_array_equal(read[name], arrays[name])
+
+
+def _recorded(data: bytes, log: list[tuple[str, str]], name: str) -> int:
+    log.append((name, span_checks.threading.current_thread().name))
+    return zlib.crc32(data)
+
+
+def test_pending_checksums_wait_for_a_thread_only_over_a_mapped_files_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Pending``: a mapped span of MIN_AHEAD_BYTES or more is checksummed on the pool's thread; a small one, and
+    bytes of the process's own (a copy), on the caller's at once. Past AHEAD_BYTES waiting, the caller computes the
+    newest itself; ``values()`` computes those not begun, newest first, while the pool finishes the oldest."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(span_checks, "MIN_AHEAD_BYTES", 1024)
+    monkeypatch.setattr(span_checks, "AHEAD_BYTES", 3 * 1024)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="pool")
+    monkeypatch.setattr(span_checks, "_pool", pool)
+    released = threading.Event()
+    blocker = span_checks._submitted(released.wait)  # the pool's one thread, busy until released
+    data = {name: np.random.default_rng(n).bytes(1024) for n, name in enumerate("abcdefg")}
+    log: list[tuple[str, str]] = []
+    pending = span_checks.Pending()
+    caller = threading.current_thread().name
+    for name, mapped in zip("abcdef", [True, True, False, True, True, True], strict=True):
+        pending.add(name, lambda name=name: _recorded(data[name], log, name), len(data[name]), mapped)
+    pending.add("g", lambda: _recorded(data["g"][:999], log, "g"), 999, True)
+    # c (a copy) and g (small) at once; a, b, d wait for the pool (3 KiB); e and f past it, computed at once
+    assert log == [("c", caller), ("e", caller), ("f", caller), ("g", caller)]
+    values = pending.values()  # the pool still busy: the caller computes d, b, a itself
+    assert log[4:] == [("d", caller), ("b", caller), ("a", caller)]
+    released.set()
+    assert blocker is not None and blocker.result() is True
+    assert values == {name: zlib.crc32(data[name] if name != "g" else data[name][:999]) for name in "abcdefg"}
+    log.clear()
+    pending = span_checks.Pending()
+    pending.add("a", lambda: _recorded(data["a"], log, "a"), len(data["a"]), True)
+    pool.submit(lambda: None).result()  # the pool has run what was queued before
+    assert pending.values() == {"a": zlib.crc32(data["a"])} and log == [("a", "pool_0")]
+    pool.shutdown()

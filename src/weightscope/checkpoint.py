@@ -285,6 +285,13 @@ class Checkpoint(Mapping[str, np.ndarray]):
         check_view(array, f"tensor '{info.name}'", self.path)
         return array
 
+    def parts(self, name: str) -> list[np.ndarray]:
+        """Tensor ``name``'s values as arrays whose elements, each's in C order, one after another are the tensor's in
+        C order: ``[self[name]]``, except from a reader that reassembles a tensor from pieces (DeepSpeed's ZeRO
+        partitions), which gives the pieces, each a read-only view of its file checked as ``self[name]`` checks it,
+        so that a writer streams them without joining them into one copy."""
+        return [self[name]]
+
     def arrays(self, names: Iterable[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
         """Each named tensor (every one, by default) with its values, in order, as ``self[name]`` gives them. Where
         the reader decodes its tensors on threads of its own (``concurrent_reads``: zstd and zlib release the GIL)

@@ -28,6 +28,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 AHEAD_BYTES = 256 << 20  # how far past the span being read the spans after it are checksummed
 MIN_AHEAD_BYTES = 1 << 20  # smaller spans are checksummed on the reading thread
@@ -66,12 +67,12 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _submitted(checksum: Checksum, piece: memoryview) -> Future[int] | None:
-    """The piece's checksum, submitted to the pool; None once the interpreter is shutting down, when the pool takes
-    no more work (``runs convert`` stopped by a signal finishes its conversions then: their read-backs compute
-    their checksums themselves)."""
+def _submitted(checksum: Callable[..., int], *args: Any) -> Future[int] | None:
+    """``checksum(*args)`` (a piece's checksum), submitted to the pool; None once the interpreter is shutting down,
+    when the pool takes no more work (``runs convert`` stopped by a signal finishes its conversions then: their
+    read-backs compute their checksums themselves)."""
     try:
-        return _shared_pool().submit(checksum, piece)
+        return _shared_pool().submit(checksum, *args)
     except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
         return None
 
@@ -173,3 +174,40 @@ class SpanChecks:
             self._pending.clear()
             self._ahead.clear()
             self._ahead_bytes = 0
+
+
+class Pending:
+    """Checksums computed on the pool's threads while the caller goes on (``convert`` writing the next tensor, or
+    reading it back): each added under a name, with what computes it, the bytes it covers, and whether they are a
+    mapped file's (page cache, which the kernel reclaims). Only those wait for a thread: the checksum of bytes in
+    the process's own memory (a copy, a decoded tensor) is computed when added, so that no more of them than the
+    caller holds is ever kept. At most ``AHEAD_BYTES`` wait: past that the caller computes the newest itself, as
+    ``values()`` computes those the threads have not begun, newest first, while they finish the oldest. One of under
+    ``MIN_AHEAD_BYTES`` is computed when added (a thread's hand-off costs more), and every one in a process forked
+    meanwhile."""
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[str, Future[int] | None, Callable[[], int], int]] = deque()
+        self._held = 0
+        self._values: dict[str, int] = {}
+        self._process = os.getpid()
+
+    def add(self, name: str, compute: Callable[[], int], nbytes: int, mapped: bool) -> None:
+        if not mapped or nbytes < MIN_AHEAD_BYTES or self._process != os.getpid():
+            self._values[name] = compute()
+            return
+        self._queue.append((name, _submitted(compute), compute, nbytes))
+        self._held += nbytes
+        while self._held > AHEAD_BYTES:
+            self._settle_newest()
+
+    def _settle_newest(self) -> None:
+        key, future, compute, nbytes = self._queue.pop()
+        self._held -= nbytes
+        self._values[key] = _result(future if self._process == os.getpid() else None, compute)
+
+    def values(self) -> dict[str, int]:
+        """Every checksum added, by its name."""
+        while self._queue:
+            self._settle_newest()
+        return self._values
