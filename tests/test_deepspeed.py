@@ -371,3 +371,29 @@ def test_convert_to_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     written = load_file(tmp_path / "out" / "model.safetensors")
     expected = load_file(FIXTURES / "stage3" / "expected.safetensors")
     assert sorted(written) == sorted(expected) and all(torch.equal(written[name], expected[name]) for name in expected)
+
+
+def test_convert_of_a_damaged_rank_writes_every_tensor_then_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rank files' CRC-32s are computed while ``convert`` writes (``checks_deferred``): every parameter is
+    handed to the writer, then the conversion fails with the error reading the damaged parameter raises, and
+    nothing is left at the destination or beside it."""
+    from weightscope.convert import convert
+
+    step, full = _stage3_folder(tmp_path, monkeypatch)
+    path = step / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    data = bytearray(path.read_bytes())
+    tail = full["layers.5.weight"].reshape(-1)[-1000:].numpy().tobytes()  # rank 1's slot holds the second half
+    data[data.index(tail) + 100] ^= 0x01
+    path.write_bytes(bytes(data))
+    with ws.open(step) as ckpt, pytest.raises(ws.ChecksumMismatchError) as read:
+        ckpt["layers.0.weight"]  # the whole flat partition is one zip member: any parameter's read fails
+    handed: list[int] = []
+    out = tmp_path / "out" / "model.safetensors"
+    with pytest.raises(ws.ChecksumMismatchError) as converting:
+        convert(step, out, progress=lambda done, total, *_: handed.append(done))
+    assert str(converting.value) == str(read.value)
+    assert "optim_states.pt: tensor 'optimizer_state_dict" in str(read.value)
+    assert handed == list(range(1, 9))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["global_step1"]

@@ -193,3 +193,59 @@ def test_pending_checksums_wait_for_a_thread_only_over_a_mapped_files_bytes(monk
     pool.submit(lambda: None).result()  # the pool has run what was queued before
     assert pending.values() == {"a": zlib.crc32(data["a"])} and log == [("a", "pool_0")]
     pool.shutdown()
+
+
+@pytest.mark.usefixtures("small_spans")
+def test_checks_deferred_hand_tensors_out_and_raise_at_the_end(tmp_path: Path) -> None:
+    """Within ``checks_deferred`` every tensor is handed out while its storage's CRC-32 is computed; the block's end
+    raises the error reading the damaged one raises, and only the storages found sound are taken as checked."""
+    path, arrays = _saved(tmp_path, 6, 16 * 1024)
+    names = list(arrays)
+    with ws.open(path) as ckpt:
+        with ckpt.checks_deferred():
+            for name in names:
+                np.testing.assert_array_equal(ckpt[name], arrays[name])
+            assert len(ckpt._deferred or ()) == 6 and not ckpt._verified_spans
+        assert ckpt._deferred is None and len(ckpt._verified_spans) == 6
+    data = bytearray(path.read_bytes())
+    data[data.index(arrays[names[3]].tobytes()) + 40_000] ^= 0x40
+    path.write_bytes(bytes(data))
+    with ws.open(path) as ckpt, pytest.raises(ChecksumMismatchError) as read:
+        ckpt[names[3]]
+    with ws.open(path) as ckpt:
+        with pytest.raises(ChecksumMismatchError) as deferred, ckpt.checks_deferred():
+            with ckpt.checks_deferred():  # nested: the outer block's
+                handed = {name: np.array(ckpt[name]) for name in names}
+            assert ckpt._deferred is not None
+        assert str(deferred.value) == str(read.value) and f"tensor '{names[3]}' is damaged" in str(read.value)
+        assert not np.array_equal(handed[names[3]], arrays[names[3]])
+        assert len(ckpt._verified_spans) == 3  # those before the damaged one, in reading order
+        with pytest.raises(ChecksumMismatchError):
+            ckpt[names[3]]
+        for name in names[4:]:
+            np.testing.assert_array_equal(ckpt[name], arrays[name])
+
+
+def test_a_stop_signal_during_a_submission_acts_once_it_is_submitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop signal arriving as a piece is submitted (the pool perhaps starting its thread, which an exception cut
+    there would leave unknown to the pool's exit hook: the process would wait for it forever as it exits) raises
+    ``Interrupted`` once the piece is submitted and its thread started."""
+    import os
+    import signal
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from weightscope.atomic import Interrupted, interruptible
+
+    pool = ThreadPoolExecutor(1)
+    ran = threading.Event()
+
+    def signalled() -> ThreadPoolExecutor:
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler runs as soon as Python can: here, before the submission
+        return pool
+
+    monkeypatch.setattr(span_checks, "_shared_pool", signalled)
+    with pytest.raises(Interrupted), interruptible():
+        span_checks._submitted(lambda: ran.set() or 0)
+    assert ran.wait(10) and len(pool._threads) == 1
+    pool.shutdown()

@@ -19,7 +19,11 @@ directory beside the destination, read back and compared tensor by tensor (CRC32
 the values that were handed to the writer, plus the format's own checksums) and only
 then renamed into place, in the order the writer committed its files (data files before
 index files): a conversion killed part way leaves nothing at the destination that a
-reader accepts.
+reader accepts. The source's checksums that cover a span shared by tensors (a PyTorch
+storage's zip member) are computed on other threads while the writer writes
+(``Checkpoint.checks_deferred``), and all found matching before the read-back: a damaged
+source fails the conversion as before, only once its tensors are written to the hidden
+directory rather than at the first of them.
 """
 
 from __future__ import annotations
@@ -410,7 +414,8 @@ class _ModelFolder:
         by_name = {tensor.name: tensor for tensor in planned}
         shards = plan_set(self.writer, self.model_file, tensors, destination, self.max_shard_size)
         with atomic_folder(destination) as work:
-            written = shards.write(work, **self.staged.options)
+            with ckpt.checks_deferred():
+                written = shards.write(work, **self.staged.options)
             for shard, names in written.shards.items():
                 expected = {name: tensors.checksums[name] for name in names}
                 _check_written(shard, self.format, expected, [by_name[name] for name in names])
@@ -493,7 +498,8 @@ def convert(
         with interruptible(), _folder_for(destination):
             if max_shard_size is None:
                 with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work:
-                    written = writer.write(tensors, Path(work) / destination.name, **staged.options)
+                    with ckpt.checks_deferred():
+                        written = writer.write(tensors, Path(work) / destination.name, **staged.options)
                     _check_written(Path(work) / destination.name, format, tensors.checksums, planned)
                     files = _move_into_place(Path(work), written, destination, staged)
             else:

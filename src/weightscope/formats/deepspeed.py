@@ -52,10 +52,11 @@ DeepSpeed's universal checkpoints, NVMe-offloaded or AutoEP partitioned states.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -547,23 +548,22 @@ class DeepSpeedCheckpoint(FolderCheckpoint):
         return parts if len(parts) > 1 and all(part.dtype == info.dtype for part in parts) else [self[name]]
 
     def _read(self, info: TensorInfo) -> np.ndarray:
-        plan = self._plans[info.name]
-        parts = self._pieces(info)
-        if not parts:
-            return np.zeros(info.shape, plan.dtype)
-        array = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if array.dtype != plan.dtype:
-            array = array.astype(plan.dtype)
-        return array.reshape(info.shape)
+        parts, dtype = self._pieces(info), self._plans[info.name].dtype
+        array = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.zeros(0, dtype)
+        return array.astype(dtype, copy=False).reshape(info.shape)
 
     def checked_files(self) -> list[tuple[AnyPath, str, str]]:
         return [(rank.path, "pytorch", rank.checksums) for rank in self._files]
 
     def verify(self, advance: Callable[[int, int], None] | None = None) -> list[WeightscopeError]:
-        problems: list[WeightscopeError] = []
-        for rank in self._files:
-            problems += rank.verify(advance)
-        return problems + super().verify(advance)
+        return [problem for rank in self._files for problem in rank.verify(advance)] + super().verify(advance)
+
+    @contextlib.contextmanager
+    def checks_deferred(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:  # every rank file's checks (the pieces are theirs)
+            for rank in self._files:
+                stack.enter_context(rank.checks_deferred())
+            yield
 
     def _close(self) -> None:
         for rank in self._files:
