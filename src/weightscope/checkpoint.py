@@ -250,7 +250,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
         if source.local_path is not None:
             self._span_checks.read_ahead(self._listed()[1][info.name], self._span_at)
         combine = checksum_combine(extent.checksum)
-        if self._deferred is not None:  # found sound or not when the block ends
+        if self._deferred is not None and source.local_path is not None:  # found sound or not when the block ends
             self._deferred[span] = (self._span_checks.later(span, data, function, combine), extent, info.name)
         elif (actual := self._span_checks.value(span, data, function, combine)) != extent.expected:
             raise _damaged(info.name, extent, actual)
@@ -262,10 +262,12 @@ class Checkpoint(Mapping[str, np.ndarray]):
     @contextlib.contextmanager
     def checks_deferred(self) -> Iterator[None]:
         """Within the block, a tensor whose checksum covers a span beside it (``Extent.checked``: its storage's zip
-        member) is handed out before the span is found to match, its checksum computed on other threads meanwhile
-        (``SpanChecks.later``); the block's end waits for them and raises the ``ChecksumMismatchError`` the first
-        read of a damaged span would have raised. For a caller that makes nothing of the values before the end:
-        ``convert`` writes them into a hidden folder it renames into place only after. Nested: the outer block's."""
+        member) in a mapped file is handed out before the span is found to match, its checksum computed on other
+        threads meanwhile (``SpanChecks.later``); the block's end waits for them and raises the
+        ``ChecksumMismatchError`` the first read of a damaged span would have raised. For a caller that makes
+        nothing of the values before the end: ``convert`` writes them into a hidden folder it renames into place
+        only after. A remote file's spans are checked when read, as outside the block: their bytes, fetched into
+        memory, are not kept to its end. Nested: the outer block's."""
         if self._deferred is not None:
             yield
             return
