@@ -33,17 +33,18 @@ weightscope's convert fsyncs its output before renaming it into place (durable o
 not, so on a disk the plain time row compares a durable write with one left in the page cache: a second row fsyncs
 DeepSpeed's output too, and ``--workdir /dev/shm`` (tmpfs, where fsync costs nothing) compares the conversions alone.
 
-Measured (2026-12-03, 22:16-22:28 UTC, Intel Xeon VM, 2 cores shared with other sessions' benchmarks, load
-1.1-1.8; 1.13 GiB of rank files, 384 MiB out), on tmpfs: ``--reps 5``, DeepSpeed 0.92-1.03 s, weightscope
-0.37-0.42 s (2.41x); again, DeepSpeed 0.65-1.03 s, weightscope 0.23-0.42 s (1.87x of the medians: its two runs
-on a quiet machine were 2.8x DeepSpeed's, its three beside another session's process 1.6-2.7x). weightscope
-computes its checksums on a second thread (0.43 CPU seconds in 0.27 s), so a core taken by another process slows
-it more than DeepSpeed's one thread: with every run started only once both cores had been idle for 0.4 s (7 runs
-each, interleaved), DeepSpeed 0.64-0.71 s (median 0.68), weightscope 0.25-0.27 s (median 0.27): 2.54x; the
-weightscope before its pieces were written unjoined and its checksums moved off the writing thread, 0.37-0.45 s
-(1.80x). On the VM's disk (3 reps, two runs): DeepSpeed 1.21-1.64 s (1.81 s fsynced), weightscope 0.90 s (median;
-1.82x, 2.02x against DeepSpeed fsynced); DeepSpeed 1.69-3.42 s, weightscope 1.35-1.61 s (2.09x). Anonymous
-memory: 3 MiB against DeepSpeed's 426 MiB.
+Measured (2026-12-03, Intel Xeon VM, 2 cores; 1.13 GiB of rank files, 384 MiB out), on tmpfs: at 22:36 UTC, the
+machine quiet (load 0.9), two ``--reps 5`` runs: DeepSpeed 0.63-0.68 s, weightscope 0.25-0.29 s (2.52x, 2.51x;
+CPU seconds 0.75 and 0.43). From 22:16 to 22:28, beside other sessions' benchmarks (load 1.1-1.8): ``--reps 5``,
+DeepSpeed 0.92-1.03 s, weightscope 0.37-0.42 s (2.41x); again,
+DeepSpeed 0.65-1.03 s, weightscope 0.23-0.42 s (1.87x of the medians: its two runs on a quiet machine were 2.8x
+DeepSpeed's, its three beside another session's process 1.6-2.7x). weightscope computes its checksums on a second
+thread, so a core taken by another process slows it more than DeepSpeed's one thread. With every run started only
+once both cores had been idle for 0.4 s (9 runs each, interleaved, 22:34): DeepSpeed 0.65-0.95 s (median 0.67),
+weightscope 0.25-0.37 s (median 0.27): 2.48x; the weightscope before its pieces were written unjoined and its
+checksums moved off the writing thread, 0.36-0.49 s (median 0.38: 1.77x). On the VM's disk (3 reps, two runs):
+DeepSpeed 1.21-1.64 s (1.81 s fsynced), weightscope 0.90 s (median; 1.82x, 2.02x against DeepSpeed fsynced);
+DeepSpeed 1.69-3.42 s, weightscope 1.35-1.61 s (2.09x). Anonymous memory: 3 MiB against DeepSpeed's 426 MiB.
 """
 
 from __future__ import annotations
