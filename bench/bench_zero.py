@@ -12,8 +12,11 @@ DeepSpeed's layout (the keys and objects of tests/fixtures/deepspeed/stage3, mad
 processes; the layout is what matters to both converters.
 
 Each side runs in its own process, ``--reps`` times (3), alternately, after an uncounted warm-up of the page
-cache; medians are reported (on this VM the first write into memory the guest has not touched since boot runs at
-~350 MB/s, later ones at ~4 GB/s: a single run measures whichever side comes first at a disadvantage):
+cache and an uncounted first run of each side, which compiles its modules' bytecode (into the work directory, even
+where ``PYTHONDONTWRITEBYTECODE`` is set: an installed package has its bytecode compiled, and weightscope imports
+most of what a conversion uses inside the timed call); medians are reported (on this VM the first write into memory
+the guest has not touched since boot runs at ~350 MB/s, later ones at ~4 GB/s: a single run measures whichever
+side comes first at a disadvantage). The CPU seconds of each side's threads are reported beside its time:
 
 1. DeepSpeed: ``convert_zero_checkpoint_to_fp32_state_dict(folder, out, safe_serialization=True)`` (what
    ``zero_to_fp32.py --safe_serialization`` runs): every parameter gathered into one fp32 state dict, then saved;
@@ -30,10 +33,18 @@ weightscope's convert fsyncs its output before renaming it into place (durable o
 not, so on a disk the plain time row compares a durable write with one left in the page cache: a second row fsyncs
 DeepSpeed's output too, and ``--workdir /dev/shm`` (tmpfs, where fsync costs nothing) compares the conversions alone.
 
-Measured (2026-12-03, Intel Xeon VM, 2 cores, load ~1.5; 1.13 GiB of rank files, 384 MiB out; 3 reps): on tmpfs
-DeepSpeed 0.71-1.36 s, weightscope 0.37-0.41 s (median 1.94x; 2.69x and 2.83x in two single runs); on the VM's
-disk DeepSpeed 0.68-1.47 s (1.59 s median with its output fsynced), weightscope 0.82-1.34 s with its fsync
-(median 1.09x, 1.21x against DeepSpeed fsynced). Memory 0.05 of DeepSpeed's either way.
+Measured (2026-12-03, Intel Xeon VM, 2 cores; 1.13 GiB of rank files, 384 MiB out), on tmpfs: at 22:36 UTC, the
+machine quiet (load 0.9), two ``--reps 5`` runs: DeepSpeed 0.63-0.68 s, weightscope 0.25-0.29 s (2.52x, 2.51x;
+CPU seconds 0.75 and 0.43). From 22:16 to 22:28, beside other sessions' benchmarks (load 1.1-1.8): ``--reps 5``,
+DeepSpeed 0.92-1.03 s, weightscope 0.37-0.42 s (2.41x); again,
+DeepSpeed 0.65-1.03 s, weightscope 0.23-0.42 s (1.87x of the medians: its two runs on a quiet machine were 2.8x
+DeepSpeed's, its three beside another session's process 1.6-2.7x). weightscope computes its checksums on a second
+thread, so a core taken by another process slows it more than DeepSpeed's one thread. With every run started only
+once both cores had been idle for 0.4 s (9 runs each, interleaved, 22:34): DeepSpeed 0.65-0.95 s (median 0.67),
+weightscope 0.25-0.37 s (median 0.27): 2.48x; the weightscope before its pieces were written unjoined and its
+checksums moved off the writing thread, 0.36-0.49 s (median 0.38: 1.77x). On the VM's disk (3 reps, two runs):
+DeepSpeed 1.21-1.64 s (1.81 s fsynced), weightscope 0.90 s (median; 1.82x, 2.02x against DeepSpeed fsynced);
+DeepSpeed 1.69-3.42 s, weightscope 1.35-1.61 s (2.09x). Anonymous memory: 3 MiB against DeepSpeed's 426 MiB.
 """
 
 from __future__ import annotations
@@ -113,14 +124,14 @@ from deepspeed.utils.zero_to_fp32 import convert_zero_checkpoint_to_fp32_state_d
 def anon():
     return int(next(l for l in open("/proc/self/status") if l.startswith("RssAnon:")).split()[1])
 before = anon()
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 convert_zero_checkpoint_to_fp32_state_dict(sys.argv[1], sys.argv[2], safe_serialization=True)
-converted = time.perf_counter() - start
+converted, cpu = time.perf_counter() - start, time.process_time() - cpu
 for name in os.listdir(sys.argv[2]):  # made durable, as weightscope's convert makes its output (fsync)
     descriptor = os.open(os.path.join(sys.argv[2], name), os.O_RDONLY)
     os.fsync(descriptor)
     os.close(descriptor)
-print("RESULT", converted, before, time.perf_counter() - start)
+print("RESULT", converted, before, time.perf_counter() - start, cpu)
 """
 WEIGHTSCOPE = r"""
 import sys, time
@@ -128,21 +139,21 @@ from weightscope.cli import main
 def anon():
     return int(next(l for l in open("/proc/self/status") if l.startswith("RssAnon:")).split()[1])
 before = anon()
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 status = main(["convert", sys.argv[1], sys.argv[2], "--to", "safetensors"])
-print("RESULT", time.perf_counter() - start, before)
+seconds = time.perf_counter() - start
+print("RESULT", seconds, before, seconds, time.process_time() - cpu)
 sys.exit(status)
 """
 
 
 def measured(command: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Run ``command``; its conversion's seconds, its wall seconds, and its peak RssAnon above its start and
-    VmHWM (KiB), sampled every 5 ms."""
+    """Run ``command``; its conversion's seconds (and with DeepSpeed's output fsynced), the CPU seconds of all its
+    threads meanwhile, its wall seconds, and its peak RssAnon above its start and VmHWM (KiB), sampled every 5 ms."""
     out, figures = benchlib.sampled_run(command, env)
     result = next(line for line in out.splitlines() if line.startswith("RESULT")).split()
-    synced = float(result[3]) if len(result) > 3 else float(result[1])  # DeepSpeed's, its output then fsynced
     return {"seconds": float(result[1]), "wall": figures["wall"], "anon": figures["anon"] - int(result[2]),
-            "hwm": figures["hwm"], "synced": synced}  # fmt: skip
+            "hwm": figures["hwm"], "synced": float(result[3]), "cpu": float(result[4])}  # fmt: skip
 
 
 def compare(ours: Path, theirs: Path) -> tuple[bool, int]:
@@ -166,7 +177,9 @@ def main() -> None:
     count = 4 if args.quick else 24
     report = Report()
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT / "src")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # each side's modules compiled once, as an installed package's are
     with benchlib.work_directory(args, "bench-zero-", report) as workdir:
+        env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")  # not into the source tree
         folder = workdir / "run"
         subprocess.run(
             [str(args.fixtures_python), "-c", MAKE, str(folder), str(count), *map(str, SHAPE)], check=True, env=env
@@ -176,15 +189,16 @@ def main() -> None:
         for file in files:
             warm_page_cache(file)
         written = workdir / "ws" / "model.safetensors"
+        deepspeed = [str(args.fixtures_python), "-c", DEEPSPEED, str(folder), str(workdir / "deepspeed")]
+        ours_command = [sys.executable, "-c", WEIGHTSCOPE, str(folder / "global_step1"), str(written)]
         runs: dict[str, list[dict[str, float]]] = {"theirs": [], "ours": []}
-        for rep in range(args.reps):  # alternately, each output written afresh (the last pair kept to compare)
-            if rep:
-                shutil.rmtree(workdir / "deepspeed")
-                shutil.rmtree(written.parent)
-            deepspeed = [str(args.fixtures_python), "-c", DEEPSPEED, str(folder), str(workdir / "deepspeed")]
-            runs["theirs"].append(measured(deepspeed, env))
-            ours_command = [sys.executable, "-c", WEIGHTSCOPE, str(folder / "global_step1"), str(written)]
-            runs["ours"].append(measured(ours_command, env))
+        for rep in range(-1, args.reps):  # alternately, each output written afresh (the last pair kept to compare)
+            shutil.rmtree(workdir / "deepspeed", ignore_errors=True)
+            shutil.rmtree(written.parent, ignore_errors=True)
+            for side, command in (("theirs", deepspeed), ("ours", ours_command)):
+                figures = measured(command, env)
+                if rep >= 0:  # the first run of each compiles its modules: not counted
+                    runs[side].append(figures)
         theirs, ours = ({key: statistics.median(run[key] for run in runs[side]) for key in runs[side][0]}
                         for side in ("theirs", "ours"))  # fmt: skip
         report.context.append(
@@ -193,6 +207,10 @@ def main() -> None:
             + " s; weightscope "
             + ", ".join(f"{run['seconds']:.2f}" for run in runs["ours"])
             + " s"
+        )
+        report.context.append(
+            f"CPU seconds of all threads while converting (medians): DeepSpeed {theirs['cpu']:.2f}, "
+            f"weightscope {ours['cpu']:.2f}"
         )
         same, tensors = compare(written, workdir / "deepspeed" / "model.safetensors")
         report.check(same, f"the {tensors} tensors weightscope wrote equal DeepSpeed's, bit for bit")

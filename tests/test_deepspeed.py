@@ -272,11 +272,9 @@ def _fake_deepspeed(monkeypatch: pytest.MonkeyPatch) -> tuple[type, type]:
     return ZeroStageEnum, LossScaler
 
 
-def test_stage3_reads_one_tensor_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A ZeRO-3 checkpoint of 8 parameters of 4 MiB over 2 ranks, in the fixture's layout: reading one parameter
-    allocates that parameter (its pieces are views of the mapped rank files), never a rank's flat partition."""
+def _stage3_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A ZeRO-3 checkpoint of 8 parameters of 4 MiB over 2 ranks, in the fixture's layout, and its parameters."""
     import math
-    import tracemalloc
     from collections import OrderedDict
 
     stage, scaler = _fake_deepspeed(monkeypatch)
@@ -302,16 +300,67 @@ def test_stage3_reads_one_tensor_at_a_time(tmp_path: Path, monkeypatch: pytest.M
             "fp32_flat_groups": [flat],
         }
         torch.save({"optimizer_state_dict": state}, step / f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
+    return step, full
+
+
+def test_stage3_reads_one_tensor_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading one parameter allocates that parameter (its pieces are views of the mapped rank files), never a
+    rank's flat partition."""
+    import tracemalloc
+
+    step, full = _stage3_folder(tmp_path, monkeypatch)
     with ws.open(step) as ckpt:
-        assert list(ckpt) == list(shapes) and ckpt.metadata["zero_stage"] == "3"
+        assert list(ckpt) == list(full) and ckpt.metadata["zero_stage"] == "3"
         assert "LossScaler" in (step / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt").read_bytes().decode("latin1")
-        for name in shapes:
+        for name in full:
             tracemalloc.start()
             array = ckpt[name]
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             assert torch.equal(torch.from_numpy(np.array(array)), full[name]), name
             assert array.nbytes <= peak < array.nbytes + (1 << 20), (name, peak)  # one tensor, not 16 MiB of flat
+
+
+def test_stage3_parts_are_the_rank_files_views(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A parameter's parts are its two ranks' slots (the last cut at its size), each a read-only view of its mapped
+    rank file; ``convert`` writes them one after another and allocates no parameter's copy (4 MiB each)."""
+    import tracemalloc
+
+    from weightscope.convert import convert
+
+    step, full = _stage3_folder(tmp_path, monkeypatch)
+    with ws.open(step) as ckpt:
+        for name, tensor in full.items():
+            parts = ckpt.parts(name)
+            half = (tensor.numel() + 1) // 2
+            assert [part.shape for part in parts] == [(half,), (tensor.numel() - half,)], name
+            assert all(not part.flags.owndata and not part.flags.writeable for part in parts), name
+            assert torch.equal(torch.from_numpy(np.concatenate(parts)).reshape(tensor.shape), tensor), name
+        convert(ckpt, tmp_path / "first.safetensors")  # what a first conversion imports is no tensor's copy
+        out = tmp_path / "model.safetensors"
+        tracemalloc.start()
+        convert(ckpt, out)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+    written = load_file(out)
+    assert sorted(written) == sorted(full) and all(torch.equal(written[name], full[name]) for name in full)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_parts_equal_zero_to_fp32(stage: int) -> None:
+    """Every tensor's parts one after another are zero_to_fp32's; stage 3's parameters (frozen ones too) of more
+    than one element are in two, their ranks' slots; its buffer, saved whole, in one."""
+    expected = load_file(FIXTURES / f"stage{stage}" / "expected.safetensors")
+    with ws.open(FIXTURES / f"stage{stage}") as ckpt:
+        split = set()
+        for name, tensor in expected.items():
+            parts = ckpt.parts(name)
+            joined = parts[0] if len(parts) == 1 else np.concatenate(parts).reshape(tensor.shape)
+            assert_bits(joined, tensor, name)
+            split |= {name} if len(parts) > 1 else set()
+    if stage == 3:
+        assert split == {name for name, tensor in expected.items() if tensor.numel() > 1} - {"scale"}
 
 
 def test_convert_to_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -322,3 +371,29 @@ def test_convert_to_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     written = load_file(tmp_path / "out" / "model.safetensors")
     expected = load_file(FIXTURES / "stage3" / "expected.safetensors")
     assert sorted(written) == sorted(expected) and all(torch.equal(written[name], expected[name]) for name in expected)
+
+
+def test_convert_of_a_damaged_rank_writes_every_tensor_then_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rank files' CRC-32s are computed while ``convert`` writes (``checks_deferred``): every parameter is
+    handed to the writer, then the conversion fails with the error reading the damaged parameter raises, and
+    nothing is left at the destination or beside it."""
+    from weightscope.convert import convert
+
+    step, full = _stage3_folder(tmp_path, monkeypatch)
+    path = step / "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    data = bytearray(path.read_bytes())
+    tail = full["layers.5.weight"].reshape(-1)[-1000:].numpy().tobytes()  # rank 1's slot holds the second half
+    data[data.index(tail) + 100] ^= 0x01
+    path.write_bytes(bytes(data))
+    with ws.open(step) as ckpt, pytest.raises(ws.ChecksumMismatchError) as read:
+        ckpt["layers.0.weight"]  # the whole flat partition is one zip member: any parameter's read fails
+    handed: list[int] = []
+    out = tmp_path / "out" / "model.safetensors"
+    with pytest.raises(ws.ChecksumMismatchError) as converting:
+        convert(step, out, progress=lambda done, total, *_: handed.append(done))
+    assert str(converting.value) == str(read.value)
+    assert "optim_states.pt: tensor 'optimizer_state_dict" in str(read.value)
+    assert handed == list(range(1, 9))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["global_step1"]

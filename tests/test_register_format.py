@@ -265,3 +265,33 @@ def test_runs_finds_its_files_by_the_registrys_endings(tmp_path: Path) -> None:
         ws.unregister_format("toy")
     with pytest.raises(ws.CheckpointNotFoundError):
         find_checkpoints(tmp_path)  # unregistered, .toy is no checkpoint's ending
+
+
+INDEXED = dataclasses.replace(TOY, name="indexed", index=".idx")
+
+
+def test_a_conversion_reads_entry_points_only_where_a_plugins_index_could_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``convert --to safetensors`` reads no package metadata (some 30 ms of every such command): the choice and the
+    writer are the registry's own, and no file beside the destination starts with its name, so none can be a
+    format's index of it. A file that does makes ``prefix_index`` read the entry points, and finds a plugin's."""
+    import importlib.metadata
+
+    from weightscope.formats import ENTRY_POINT_GROUP, FORMATS
+
+    asked: list[str] = []
+
+    def entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
+        asked.append(group)
+        return [importlib.metadata.EntryPoint("indexed", f"{__name__}:INDEXED", group)]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    source = ws.save(TENSORS, tmp_path / "source.safetensors")  # its ending sought among every format's
+    monkeypatch.setattr(FORMATS, "_formats", dict(FORMATS._formats))  # as they were, after the test
+    monkeypatch.setattr(FORMATS, "_entry_points_read", False)
+    asked.clear()
+    assert main(["convert", "--to", "safetensors", str(source), str(tmp_path / "out.safetensors")]) == 0
+    assert asked == [] and FORMATS.prefix_index(tmp_path / "model") is None
+    (tmp_path / "model.idx").write_bytes(b"")
+    assert FORMATS.prefix_index(tmp_path / "model") == tmp_path / "model.idx" and asked == [ENTRY_POINT_GROUP]

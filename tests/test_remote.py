@@ -356,6 +356,21 @@ def test_http_checkpoint_reads_as_the_local_file_bit_for_bit(http_root: str, ser
     assert _sent() - before == ckpt.path.store.bytes_fetched  # nothing transferred past the store's count
 
 
+def test_http_zip_storages_are_checked_as_read_even_with_checks_deferred(
+    http_root: str, served: dict[str, Any]
+) -> None:
+    """A remote zip's storages are fetched into memory: ``checks_deferred`` checks each as it is read (none kept to
+    the block's end), and every tensor equals the local file's."""
+    with (
+        ws.open(f"{http_root}/{served['names']['big_pytorch']}") as remote,
+        ws.open(local(served, "big_pytorch")) as ckpt,
+        remote.checks_deferred(),
+    ):
+        for name in list(ckpt)[:8]:
+            np.testing.assert_array_equal(remote[name], ckpt[name])
+        assert remote._deferred == {} and len(remote._verified_spans) == 8
+
+
 def _onnx_with_external_location(path: Path, location: str) -> None:
     """A model of one float32 initializer [4] whose bytes are external data at ``location``."""
     onnx = pytest.importorskip("onnx")

@@ -153,3 +153,99 @@ def test_a_forked_child_computes_what_its_parents_threads_were_computing(
         assert not reader.is_alive()
         for name in names[1:]:
             np.testing.assert_array_equal(read[name], arrays[name])
+
+
+def _recorded(data: bytes, log: list[tuple[str, str]], name: str) -> int:
+    log.append((name, span_checks.threading.current_thread().name))
+    return zlib.crc32(data)
+
+
+def test_pending_checksums_wait_for_a_thread_only_over_a_mapped_files_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Pending``: a mapped span of MIN_AHEAD_BYTES or more is checksummed on the pool's thread; a small one, and
+    bytes of the process's own (a copy), on the caller's at once. Past AHEAD_BYTES waiting, the caller computes the
+    newest itself; ``values()`` computes those not begun, newest first, while the pool finishes the oldest."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(span_checks, "MIN_AHEAD_BYTES", 1024)
+    monkeypatch.setattr(span_checks, "AHEAD_BYTES", 3 * 1024)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="pool")
+    monkeypatch.setattr(span_checks, "_pool", pool)
+    released = threading.Event()
+    blocker = span_checks._submitted(released.wait)  # the pool's one thread, busy until released
+    data = {name: np.random.default_rng(n).bytes(1024) for n, name in enumerate("abcdefg")}
+    log: list[tuple[str, str]] = []
+    pending = span_checks.Pending()
+    caller = threading.current_thread().name
+    for name, mapped in zip("abcdef", [True, True, False, True, True, True], strict=True):
+        pending.add(name, lambda name=name: _recorded(data[name], log, name), len(data[name]), mapped)
+    pending.add("g", lambda: _recorded(data["g"][:999], log, "g"), 999, True)
+    # c (a copy) and g (small) at once; a, b, d wait for the pool (3 KiB); e and f past it, computed at once
+    assert log == [("c", caller), ("e", caller), ("f", caller), ("g", caller)]
+    values = pending.values()  # the pool still busy: the caller computes d, b, a itself
+    assert log[4:] == [("d", caller), ("b", caller), ("a", caller)]
+    released.set()
+    assert blocker is not None and blocker.result() is True
+    assert values == {name: zlib.crc32(data[name] if name != "g" else data[name][:999]) for name in "abcdefg"}
+    log.clear()
+    pending = span_checks.Pending()
+    pending.add("a", lambda: _recorded(data["a"], log, "a"), len(data["a"]), True)
+    pool.submit(lambda: None).result()  # the pool has run what was queued before
+    assert pending.values() == {"a": zlib.crc32(data["a"])} and log == [("a", "pool_0")]
+    pool.shutdown()
+
+
+@pytest.mark.usefixtures("small_spans")
+def test_checks_deferred_hand_tensors_out_and_raise_at_the_end(tmp_path: Path) -> None:
+    """Within ``checks_deferred`` every tensor is handed out while its storage's CRC-32 is computed; the block's end
+    raises the error reading the damaged one raises, and only the storages found sound are taken as checked."""
+    path, arrays = _saved(tmp_path, 6, 16 * 1024)
+    names = list(arrays)
+    with ws.open(path) as ckpt:
+        with ckpt.checks_deferred():
+            for name in names:
+                np.testing.assert_array_equal(ckpt[name], arrays[name])
+            assert len(ckpt._deferred or ()) == 6 and not ckpt._verified_spans
+        assert ckpt._deferred is None and len(ckpt._verified_spans) == 6
+    data = bytearray(path.read_bytes())
+    data[data.index(arrays[names[3]].tobytes()) + 40_000] ^= 0x40
+    path.write_bytes(bytes(data))
+    with ws.open(path) as ckpt, pytest.raises(ChecksumMismatchError) as read:
+        ckpt[names[3]]
+    with ws.open(path) as ckpt:
+        with pytest.raises(ChecksumMismatchError) as deferred, ckpt.checks_deferred():
+            with ckpt.checks_deferred():  # nested: the outer block's
+                handed = {name: np.array(ckpt[name]) for name in names}
+            assert ckpt._deferred is not None
+        assert str(deferred.value) == str(read.value) and f"tensor '{names[3]}' is damaged" in str(read.value)
+        assert not np.array_equal(handed[names[3]], arrays[names[3]])
+        assert len(ckpt._verified_spans) == 3  # those before the damaged one, in reading order
+        with pytest.raises(ChecksumMismatchError):
+            ckpt[names[3]]
+        for name in names[4:]:
+            np.testing.assert_array_equal(ckpt[name], arrays[name])
+
+
+def test_a_stop_signal_during_a_submission_acts_once_it_is_submitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop signal arriving as a piece is submitted (the pool perhaps starting its thread, which an exception cut
+    there would leave unknown to the pool's exit hook: the process would wait for it forever as it exits) raises
+    ``Interrupted`` once the piece is submitted and its thread started."""
+    import os
+    import signal
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from weightscope.atomic import Interrupted, interruptible
+
+    pool = ThreadPoolExecutor(1)
+    ran = threading.Event()
+
+    def signalled() -> ThreadPoolExecutor:
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler runs as soon as Python can: here, before the submission
+        return pool
+
+    monkeypatch.setattr(span_checks, "_shared_pool", signalled)
+    with pytest.raises(Interrupted), interruptible():
+        span_checks._submitted(lambda: ran.set() or 0)
+    assert ran.wait(10) and len(pool._threads) == 1
+    pool.shutdown()

@@ -373,3 +373,63 @@ def test_writers_plan_from_specs_then_ask_each_array_once(writer: Writer, tmp_pa
     assert sorted(arrays) == ["a", "b", "c"]
     if writer.keeps_order:
         assert arrays == ["b", "a", "c"]
+
+
+class _Pieces:
+    """Tensors given in pieces (``writing.PiecewiseTensors``), as a ZeRO checkpoint's parameters are: each array's
+    flat elements cut at ``cuts``, the pieces' dtype or total size falsified when asked."""
+
+    def __init__(
+        self, tensors: dict[str, np.ndarray], cuts: list[int], dtype: str | None = None, drop: int = 0
+    ) -> None:
+        self.tensors, self.cuts, self.dtype, self.drop = tensors, cuts, dtype, drop
+        self.calls: list[str] = []
+
+    def names(self) -> list[str]:
+        return list(self.tensors)
+
+    def spec(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        return self.tensors[name].dtype, self.tensors[name].shape
+
+    def array(self, name: str) -> np.ndarray:
+        self.calls.append(f"array {name}")
+        return self.tensors[name]
+
+    def pieces(self, name: str) -> list[np.ndarray]:
+        self.calls.append(f"pieces {name}")
+        flat = self.tensors[name].reshape(-1)[: self.tensors[name].size - self.drop]
+        parts = np.split(flat, [cut for cut in self.cuts if cut < flat.size])
+        return [part.astype(self.dtype) if self.dtype else part for part in parts]
+
+
+def test_safetensors_written_from_pieces_are_the_reference_writers_bytes(tmp_path: Path) -> None:
+    """Pieces (views, none copied: the big-endian ones aside) one after another are the tensor's bytes: the file is
+    the reference writer's of the whole arrays, and only ``pieces`` is asked, never ``array``."""
+    rng = np.random.default_rng(0)
+    tensors = {
+        "w": rng.standard_normal((5, 7)).astype(np.float32),
+        "b": rng.standard_normal(7).astype(">f4"),  # copied to little-endian piece by piece
+        "i": rng.integers(-9, 9, (3, 4), dtype=np.int64),
+    }
+    source = _Pieces(tensors, [0, 3, 10, 11])  # an empty piece first, and pieces of 3, 7, 1 and the rest
+    ours = safetensors_format.save(source, tmp_path / "ours.safetensors")
+    save_file(_little_endian(tensors), tmp_path / "theirs.safetensors")
+    assert ours.read_bytes() == (tmp_path / "theirs.safetensors").read_bytes()
+    assert sorted(source.calls) == ["pieces b", "pieces i", "pieces w"]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "drop", "message"),
+    [
+        ("float64", 0, r"tensor 'w': planned as float32, but its pieces are not all flat float32"),
+        (None, 1, r"tensor 'w': planned as \[5, 7\], but its pieces hold 34 elements"),
+    ],
+    ids=["dtype", "size"],
+)
+def test_pieces_unlike_their_plan_are_refused_and_nothing_is_left(
+    dtype: str | None, drop: int, message: str, tmp_path: Path
+) -> None:
+    source = _Pieces({"w": np.zeros((5, 7), np.float32)}, [10], dtype, drop)
+    with pytest.raises(ws.UsageError, match=message):
+        safetensors_format.save(source, tmp_path / "model.safetensors")
+    assert list(tmp_path.iterdir()) == []

@@ -90,8 +90,9 @@ _held: list[int] | None = None
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Stop signals wait while a group of files is renamed into place, then act."""
+def signals_held() -> Iterator[None]:
+    """Stop signals wait while the block runs, then act: a group of files renamed into place, or a step that a
+    signal's exception must not cut (``span_checks``: a pool starting a thread, which the exit would wait for)."""
     global _held
     if _held is not None or threading.current_thread() is not threading.main_thread():
         yield
@@ -157,7 +158,7 @@ def atomic_files() -> Iterator[AtomicFiles]:
     with interruptible():
         try:
             yield files
-            with _signals_held():  # the group is renamed whole (or up to an error), not cut by a signal
+            with signals_held():  # the group is renamed whole (or up to an error), not cut by a signal
                 files.commit()
         except BaseException:
             files.discard()
@@ -186,7 +187,7 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
     with interruptible():
         try:
             yield work
-            with _signals_held():
+            with signals_held():
                 try:
                     os.replace(work, target)
                 except OSError as error:

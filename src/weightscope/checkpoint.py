@@ -122,6 +122,16 @@ def checksum_combine(kind: str) -> Callable[[int, int, int], int] | None:
     return None
 
 
+def _damaged(name: str, extent: Extent, actual: int) -> ChecksumMismatchError:
+    """Tensor ``name``'s error when ``actual`` is not the checksum ``extent`` expects."""
+    start, length = extent.checked or (extent.offset, extent.nbytes)
+    where = f"bytes {start}..{start + length}" if extent.checked is None else f"its zip member at {start}"
+    return ChecksumMismatchError(
+        f"{extent.file}: tensor '{name}' is damaged: stored {CHECKSUM_LABELS[extent.checksum]} "
+        f"{extent.expected:#010x}, computed {actual:#010x} over {where}"
+    )
+
+
 class StridedView(NamedTuple):
     """How a tensor's values lie in the bytes stored for it when not one after another in C order: a PyTorch
     view (transposed, sliced, or expanded: a stride of 0 repeats one stored value along its axis)."""
@@ -177,6 +187,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
         self._install(Index())
         self._verified_spans: set[tuple[str, int, int]] = set()  # checked spans (file, offset, nbytes) found sound
         self._span_checks = SpanChecks()  # the checked spans' checksums, read ahead on other threads
+        self._deferred: dict[tuple[str, int, int], tuple[Callable[[], int], Extent, str]] | None = None  # see below
         self._listing: tuple[list[str], dict[str, int]] | None = None  # names in order and positions: read-ahead
         self.verify_checksums = True
         self._notes: list[str] = []  # what the reader found worth saying that is no error
@@ -222,31 +233,55 @@ class Checkpoint(Mapping[str, np.ndarray]):
         return array
 
     def _checked(self, info: TensorInfo, extent: Extent, source: AnySource) -> memoryview | bytes | None:
-        """The extent's bytes, read with the span its checksum covers and found to match it; None where that span
-        (shared by the tensors viewing one storage) was checked before."""
+        """The extent's bytes, read with the span its checksum covers and found to match it (within
+        ``checks_deferred``, a shared span's checksum under way); None where that span (shared by the tensors viewing
+        one storage) was checked, or its check begun, before."""
         start, length = extent.checked or (extent.offset, extent.nbytes)
         span = (extent.file, start, length)
-        if extent.checked is not None and span in self._verified_spans:
+        if extent.checked is not None and (span in self._verified_spans or span in (self._deferred or ())):
             return None
         data = source.read(start, length, f"tensor '{info.name}'")
         function = checksum_function(extent.checksum)
         if extent.checked is None:
-            actual = function(data)
-        else:  # a span several tensors share, found sound once: its checksum is computed on the other cores
-            if source.local_path is not None:
-                self._span_checks.read_ahead(self._listed()[1][info.name], self._span_at)
-            actual = self._span_checks.value(span, data, function, checksum_combine(extent.checksum))
-        if actual != extent.expected:
-            where = f"bytes {start}..{start + length}" if extent.checked is None else f"its zip member at {start}"
-            raise ChecksumMismatchError(
-                f"{extent.file}: tensor '{info.name}' is damaged: stored {CHECKSUM_LABELS[extent.checksum]} "
-                f"{extent.expected:#010x}, computed {actual:#010x} over {where}"
-            )
-        if extent.checked is None:
+            if (actual := function(data)) != extent.expected:
+                raise _damaged(info.name, extent, actual)
             return data
-        self._verified_spans.add((extent.file, start, length))
+        # A span several tensors share, found sound once: its checksum is computed on the other cores
+        if source.local_path is not None:
+            self._span_checks.read_ahead(self._listed()[1][info.name], self._span_at)
+        combine = checksum_combine(extent.checksum)
+        if self._deferred is not None and source.local_path is not None:  # found sound or not when the block ends
+            self._deferred[span] = (self._span_checks.later(span, data, function, combine), extent, info.name)
+        elif (actual := self._span_checks.value(span, data, function, combine)) != extent.expected:
+            raise _damaged(info.name, extent, actual)
+        else:
+            self._verified_spans.add(span)
         inner = extent.offset - start
         return data[inner : inner + extent.nbytes] if 0 <= inner <= length - extent.nbytes else None
+
+    @contextlib.contextmanager
+    def checks_deferred(self) -> Iterator[None]:
+        """Within the block, a tensor whose checksum covers a span beside it (``Extent.checked``: its storage's zip
+        member) in a mapped file is handed out before the span is found to match, its checksum computed on other
+        threads meanwhile (``SpanChecks.later``); the block's end waits for them and raises the
+        ``ChecksumMismatchError`` the first read of a damaged span would have raised. For a caller that makes
+        nothing of the values before the end: ``convert`` writes them into a hidden folder it renames into place
+        only after. A remote file's spans are checked when read, as outside the block: their bytes, fetched into
+        memory, are not kept to its end. Nested: the outer block's."""
+        if self._deferred is not None:
+            yield
+            return
+        deferred: dict[tuple[str, int, int], tuple[Callable[[], int], Extent, str]] = {}
+        self._deferred = deferred
+        try:
+            yield
+        finally:
+            self._deferred = None
+        found = {span: value() for span, (value, _, _) in reversed(deferred.items())}  # the last first: see later
+        for span, (_, extent, name) in deferred.items():
+            if found[span] != extent.expected:
+                raise _damaged(name, extent, found[span])
+            self._verified_spans.add(span)
 
     def _listed(self) -> tuple[list[str], dict[str, int]]:
         if self._listing is None:
@@ -263,7 +298,8 @@ class Checkpoint(Mapping[str, np.ndarray]):
                 return None
             span = (extent.file, *extent.checked)
             source = self._source_of(extent.file)
-            if span in self._verified_spans or source is None or source.local_path is None:
+            begun = span in self._verified_spans or span in (self._deferred or ())
+            if begun or source is None or source.local_path is None:
                 return None
             data = source.read(*extent.checked, f"tensor '{name}'")
         except WeightscopeError:  # its read will say so, when it is read
@@ -284,6 +320,13 @@ class Checkpoint(Mapping[str, np.ndarray]):
         array.flags.writeable = False
         check_view(array, f"tensor '{info.name}'", self.path)
         return array
+
+    def parts(self, name: str) -> list[np.ndarray]:
+        """Tensor ``name``'s values as arrays whose elements, each's in C order, one after another are the tensor's in
+        C order: ``[self[name]]``, except from a reader that reassembles a tensor from pieces (DeepSpeed's ZeRO
+        partitions), which gives the pieces, each a read-only view of its file checked as ``self[name]`` checks it,
+        so that a writer streams them without joining them into one copy."""
+        return [self[name]]
 
     def arrays(self, names: Iterable[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
         """Each named tensor (every one, by default) with its values, in order, as ``self[name]`` gives them. Where

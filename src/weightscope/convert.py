@@ -19,7 +19,11 @@ directory beside the destination, read back and compared tensor by tensor (CRC32
 the values that were handed to the writer, plus the format's own checksums) and only
 then renamed into place, in the order the writer committed its files (data files before
 index files): a conversion killed part way leaves nothing at the destination that a
-reader accepts.
+reader accepts. The source's checksums that cover a span shared by tensors (a PyTorch
+storage's zip member) are computed on other threads while the writer writes
+(``Checkpoint.checks_deferred``), and all found matching before the read-back: a damaged
+source fails the conversion as before, only once its tensors are written to the hidden
+directory rather than at the first of them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
+import functools
+import mmap
 import os
 import tempfile
 import time
@@ -48,6 +54,7 @@ from weightscope.errors import ChecksumMismatchError, UnsupportedFormatError, Us
 from weightscope.layers import TensorRole
 from weightscope.renames import Renames
 from weightscope.shards import model_files, parse_size, plan_set
+from weightscope.span_checks import Pending
 from weightscope.writing import Writer, check_folder, check_target, little_endian
 
 if TYPE_CHECKING:
@@ -255,22 +262,42 @@ def left_out(skipped: dict[str, str]) -> str:
 # -- streaming -------------------------------------------------------------------------------
 
 
-def _checksum(array: np.ndarray) -> int:
-    if array.dtype.kind == "O":
-        return crc32c(repr(array.tolist()).encode("utf-8", "surrogateescape"))
-    return crc32c(little_endian(array).reshape(-1).view(np.uint8))
+def _checksum(parts: Sequence[np.ndarray]) -> int:
+    """The CRC32C of the arrays' elements one after another (of an array of strings: of its text)."""
+    value = 0
+    for array in parts:
+        if array.dtype.kind == "O":
+            value = crc32c(repr(array.tolist()).encode("utf-8", "surrogateescape"), value)
+        else:
+            value = crc32c(little_endian(array).reshape(-1).view(np.uint8), value)
+    return value
+
+
+def _mapped(array: np.ndarray) -> bool:
+    """Whether ``array`` views a mapped file's bytes (numpy keeps the ``mmap`` as the last of its bases)."""
+    base: object = array
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    return isinstance(base, mmap.mmap)
 
 
 class PlannedTensors:
-    """The plan as a ``writing.Tensors``: each array read from the source when the writer asks."""
+    """The plan as a ``writing.PiecewiseTensors``: each array read from the source when the writer asks (a tensor
+    written as stored in the pieces the source holds it in, ``Checkpoint.parts``), its CRC32C computed on another
+    thread while the writer writes it (``span_checks.Pending``)."""
 
     def __init__(self, ckpt: Checkpoint, tensors: list[PlannedTensor], progress: Progress | None) -> None:
         self._ckpt = ckpt
         self._tensors = {tensor.name: tensor for tensor in tensors}
         self._progress = progress
         self._total = sum(tensor.nbytes for tensor in tensors)
-        self._done = 0
-        self.checksums: dict[str, int] = {}
+        self._done = self._handed = 0
+        self._checksums = Pending()
+
+    @property
+    def checksums(self) -> dict[str, int]:
+        """The CRC32C of the values of each tensor handed to the writer."""
+        return self._checksums.values()
 
     def names(self) -> list[str]:
         return list(self._tensors)
@@ -281,19 +308,29 @@ class PlannedTensors:
 
     def array(self, name: str) -> np.ndarray:
         tensor = self._tensors[name]
-        array = tensor.transform(self._ckpt[tensor.source])
-        if array.dtype.kind != "O":
-            array = little_endian(array)  # one copy at most, and the writer streams it as it is
-        self.checksums[name] = _checksum(array)
+        return self._hand(tensor, [tensor.transform(self._ckpt[tensor.source])])[0]
+
+    def pieces(self, name: str) -> list[np.ndarray]:
+        tensor = self._tensors[name]
+        if tensor.permutation is not None or tensor.reshape is not None or tensor.cast_from is not None:
+            return [self.array(name)]
+        return self._hand(tensor, self._ckpt.parts(tensor.source))
+
+    def _hand(self, tensor: PlannedTensor, parts: list[np.ndarray]) -> list[np.ndarray]:
+        """``parts`` as the writer streams them (little-endian: one copy at most), their checksum under way."""
+        parts = [part if part.dtype.kind == "O" else little_endian(part) for part in parts]
+        mapped = all(map(_mapped, parts))
+        self._checksums.add(tensor.name, functools.partial(_checksum, parts), tensor.nbytes, mapped)
         self._done += tensor.nbytes
+        self._handed += 1
         if self._progress is not None:
-            self._progress(len(self.checksums), len(self._tensors), self._done, self._total)
-        return array
+            self._progress(self._handed, len(self._tensors), self._done, self._total)
+        return parts
 
 
 def _check_written(path: Path, format: str, expected: dict[str, int], planned: list[PlannedTensor]) -> None:
     """Read the written file back (the format's own checksums are checked as each tensor is read):
-    the same names, dtypes, shapes, and values by CRC32C."""
+    the same names, dtypes, shapes, and values by CRC32C (computed on other threads as the next are read)."""
     from weightscope.formats import open_checkpoint
 
     with open_checkpoint(path, format=format) as written:
@@ -301,6 +338,7 @@ def _check_written(path: Path, format: str, expected: dict[str, int], planned: l
             missing = sorted(set(expected) - set(written))
             extra = sorted(set(written) - set(expected))
             raise ChecksumMismatchError(f"{path}: read back, it lacks {missing[:5]} and has {extra[:5]}")
+        found = Pending()
         for tensor in planned:
             info = written.info(tensor.name)
             array = written[tensor.name]
@@ -311,7 +349,10 @@ def _check_written(path: Path, format: str, expected: dict[str, int], planned: l
                     f"{path}: '{tensor.name}' reads back as {array.dtype} {list(info.shape)}, "
                     f"written as {tensor.dtype} {list(tensor.shape)}"
                 )
-            if _checksum(array) != expected[tensor.name]:
+            found.add(tensor.name, functools.partial(_checksum, [array]), tensor.nbytes, _mapped(array))
+        values = found.values()
+        for tensor in planned:
+            if values[tensor.name] != expected[tensor.name]:
                 raise ChecksumMismatchError(f"{path}: '{tensor.name}' reads back with other values than were written")
 
 
@@ -373,7 +414,8 @@ class _ModelFolder:
         by_name = {tensor.name: tensor for tensor in planned}
         shards = plan_set(self.writer, self.model_file, tensors, destination, self.max_shard_size)
         with atomic_folder(destination) as work:
-            written = shards.write(work, **self.staged.options)
+            with ckpt.checks_deferred():
+                written = shards.write(work, **self.staged.options)
             for shard, names in written.shards.items():
                 expected = {name: tensors.checksums[name] for name in names}
                 _check_written(shard, self.format, expected, [by_name[name] for name in names])
@@ -456,7 +498,8 @@ def convert(
         with interruptible(), _folder_for(destination):
             if max_shard_size is None:
                 with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".weightscope-convert-") as work:
-                    written = writer.write(tensors, Path(work) / destination.name, **staged.options)
+                    with ckpt.checks_deferred():
+                        written = writer.write(tensors, Path(work) / destination.name, **staged.options)
                     _check_written(Path(work) / destination.name, format, tensors.checksums, planned)
                     files = _move_into_place(Path(work), written, destination, staged)
             else:

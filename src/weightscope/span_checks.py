@@ -22,12 +22,16 @@ Spans under ``MIN_AHEAD_BYTES`` are computed by the caller: a thread's hand-off 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from weightscope.atomic import signals_held
 
 AHEAD_BYTES = 256 << 20  # how far past the span being read the spans after it are checksummed
 MIN_AHEAD_BYTES = 1 << 20  # smaller spans are checksummed on the reading thread
@@ -66,19 +70,28 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _submitted(checksum: Checksum, piece: memoryview) -> Future[int] | None:
-    """The piece's checksum, submitted to the pool; None once the interpreter is shutting down, when the pool takes
-    no more work (``runs convert`` stopped by a signal finishes its conversions then: their read-backs compute
-    their checksums themselves)."""
+def _submitted(checksum: Callable[..., int], *args: Any) -> Future[int] | None:
+    """``checksum(*args)`` (a piece's checksum), submitted to the pool; None once the interpreter is shutting down,
+    when the pool takes no more work (``runs convert`` stopped by a signal finishes its conversions then: their
+    read-backs compute their checksums themselves). Stop signals wait meanwhile (``atomic.signals_held``): the
+    ``Interrupted`` of one that cut the pool's starting of a thread would leave the thread unknown to the pool's
+    exit hook, and the process waiting for it forever as it exits."""
     try:
-        return _shared_pool().submit(checksum, piece)
+        with signals_held():
+            return _shared_pool().submit(checksum, *args)
     except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
         return None
 
 
 def _result(future: Future[int] | None, compute: Callable[[], int]) -> int:
-    """The future's value; computed here by ``compute`` instead when it had not started (or was never submitted)."""
-    return compute() if future is None or future.cancel() else future.result()
+    """The future's value; computed here by ``compute`` instead when it had not started (or was never submitted).
+    Taken with stop signals held, as it is submitted: a future's lock left held by a signal's exception would stop
+    the thread that runs it, and the process's exit with it."""
+    if future is not None:
+        with signals_held():
+            if not future.cancel():
+                return future.result()
+    return compute()
 
 
 def pieces(length: int, parts: int) -> list[tuple[int, int]]:
@@ -102,12 +115,36 @@ def split_checksum(data: memoryview, checksum: Checksum, combine: Combine) -> in
     return value
 
 
+Pieces = list[tuple[Future[int] | None, memoryview]]  # a span's pieces in order, each's checksum submitted
+
+
+def _submitted_pieces(data: memoryview, checksum: Checksum, combine: Combine | None) -> Pieces:
+    """The span's pieces of ``AHEAD_PIECE_BYTES`` (one piece: a kind of checksum without a combine), submitted."""
+    step = AHEAD_PIECE_BYTES if combine is not None else max(len(data), 1)
+    views = [data[start : start + step] for start in range(0, len(data), step)] or [data]
+    return [(_submitted(checksum, view), view) for view in views]
+
+
+def _joined(pending: Pieces, checksum: Checksum, combine: Combine | None, process: int) -> int:
+    """The checksum of the pieces one after another: each's from the pool, or computed here when not begun (in
+    the process that submitted them; every one in a child forked since), the last first while the threads work
+    from the first."""
+    found = [0] * len(pending)
+    for number in reversed(range(len(pending))):
+        future, piece = pending[number]
+        found[number] = _result(future if os.getpid() == process else None, functools.partial(checksum, piece))
+    value = found[0]
+    for (_, piece), other in zip(pending[1:], found[1:], strict=True):
+        value = combine(value, other, len(piece))  # type: ignore[misc]  # several pieces: a combine
+    return value
+
+
 class SpanChecks:
     """One checkpoint's spans being checksummed ahead of their reads, and the window read ahead (see the module)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[Span, list[tuple[Future[int] | None, memoryview]]] = {}  # each span's pieces, in order
+        self._pending: dict[Span, Pieces] = {}  # each span's pieces, in order
         self._ahead: deque[tuple[int, int]] = deque()  # (position, bytes) of the spans scheduled, in order
         self._ahead_bytes = 0
         self._next = 0  # the position in the listing the read-ahead continues from
@@ -127,11 +164,21 @@ class SpanChecks:
             pending = self._pending.pop(span, None)
         if pending is None:
             return split_checksum(data, checksum, combine) if combine is not None else checksum(data)
-        value = 0
-        for number, (future, piece) in enumerate(pending):
-            found = _result(future, lambda piece=piece: checksum(piece))  # type: ignore[misc]
-            value = found if number == 0 else combine(value, found, len(piece))  # type: ignore[misc]
-        return value
+        return _joined(pending, checksum, combine, self._process)
+
+    def later(self, span: Span, data: memoryview, checksum: Checksum, combine: Combine | None) -> Callable[[], int]:
+        """The checksum of the span's bytes ``data``, as a call that gives it: its pieces read ahead already, else
+        submitted to the pool's threads now while the caller goes on (``Checkpoint.checks_deferred``); the call
+        computes those not begun itself, last first, as ``value`` does. A span under ``MIN_AHEAD_BYTES`` is
+        checksummed now."""
+        with self._lock:
+            self._in_child()
+            pending = self._pending.pop(span, None)
+        if pending is None and len(data) < MIN_AHEAD_BYTES:
+            value = checksum(data)
+            return lambda: value
+        pending = pending or _submitted_pieces(data, checksum, combine)
+        return functools.partial(_joined, pending, checksum, combine, self._process)
 
     def read_ahead(
         self, position: int, following: Callable[[int], tuple[Span, memoryview, Checksum, Combine | None] | None]
@@ -157,9 +204,7 @@ class SpanChecks:
                 span, data, checksum, combine = found
                 if span in self._pending or len(data) < MIN_AHEAD_BYTES:
                     continue
-                step = AHEAD_PIECE_BYTES if combine is not None else len(data)
-                views = [data[start : start + step] for start in range(0, len(data), step)]
-                self._pending[span] = [(_submitted(checksum, view), view) for view in views]
+                self._pending[span] = _submitted_pieces(data, checksum, combine)
                 self._ahead.append((self._next - 1, len(data)))
                 self._ahead_bytes += len(data)
 
@@ -173,3 +218,40 @@ class SpanChecks:
             self._pending.clear()
             self._ahead.clear()
             self._ahead_bytes = 0
+
+
+class Pending:
+    """Checksums computed on the pool's threads while the caller goes on (``convert`` writing the next tensor, or
+    reading it back): each added under a name, with what computes it, the bytes it covers, and whether they are a
+    mapped file's (page cache, which the kernel reclaims). Only those wait for a thread: the checksum of bytes in
+    the process's own memory (a copy, a decoded tensor) is computed when added, so that no more of them than the
+    caller holds is ever kept. At most ``AHEAD_BYTES`` wait: past that the caller computes the newest itself, as
+    ``values()`` computes those the threads have not begun, newest first, while they finish the oldest. One of under
+    ``MIN_AHEAD_BYTES`` is computed when added (a thread's hand-off costs more), and every one in a process forked
+    meanwhile."""
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[str, Future[int] | None, Callable[[], int], int]] = deque()
+        self._held = 0
+        self._values: dict[str, int] = {}
+        self._process = os.getpid()
+
+    def add(self, name: str, compute: Callable[[], int], nbytes: int, mapped: bool) -> None:
+        if not mapped or nbytes < MIN_AHEAD_BYTES or self._process != os.getpid():
+            self._values[name] = compute()
+            return
+        self._queue.append((name, _submitted(compute), compute, nbytes))
+        self._held += nbytes
+        while self._held > AHEAD_BYTES:
+            self._settle_newest()
+
+    def _settle_newest(self) -> None:
+        key, future, compute, nbytes = self._queue.pop()
+        self._held -= nbytes
+        self._values[key] = _result(future if self._process == os.getpid() else None, compute)
+
+    def values(self) -> dict[str, int]:
+        """Every checksum added, by its name."""
+        while self._queue:
+            self._settle_newest()
+        return self._values

@@ -53,6 +53,16 @@ class Tensors(Protocol):
         ...
 
 
+@runtime_checkable
+class PiecewiseTensors(Tensors, Protocol):
+    """``Tensors`` that also give a tensor in pieces, as its source holds it (``byte_pieces`` writes them)."""
+
+    def pieces(self, name: str) -> list[np.ndarray]:
+        """What ``array(name)`` gives, as arrays whose elements one after another are its own in C order: one array
+        of its shape, or flat pieces; asked instead of ``array(name)``, once."""
+        ...
+
+
 class MappingTensors:
     """``Tensors`` over a mapping of name to array-like (numpy arrays, views, lists, PyTorch tensors, JAX arrays)."""
 
@@ -219,6 +229,24 @@ def array_bytes(array: ArrayLike, spec: Spec) -> np.ndarray:
     one is copied (one tensor at a time, see ``little_endian``).
     """
     return little_endian(checked(array, spec)).reshape(-1).view(np.uint8)
+
+
+def byte_pieces(source: Tensors, spec: Spec) -> list[np.ndarray]:
+    """``array_bytes`` of ``spec``'s array, in the pieces the source gives it in (``PiecewiseTensors``; a whole array
+    otherwise): each a view where it can be. One array is checked as ``checked`` checks it; flat pieces each by their
+    dtype, and together by their number of elements."""
+    parts = source.pieces(spec.name) if isinstance(source, PiecewiseTensors) else [source.array(spec.name)]
+    if len(parts) == 1:
+        return [array_bytes(parts[0], spec)]
+    arrays = [np.asarray(part) for part in parts]
+    if any(part.ndim != 1 or part.dtype.newbyteorder("=") != spec.dtype.newbyteorder("=") for part in arrays):
+        raise UsageError(f"tensor '{spec.name}': planned as {spec.dtype}, but its pieces are not all flat {spec.dtype}")
+    if sum(part.size for part in arrays) != math.prod(spec.shape):
+        raise UsageError(
+            f"tensor '{spec.name}': planned as {list(spec.shape)}, but its pieces hold "
+            f"{sum(part.size for part in arrays)} elements"
+        )
+    return [little_endian(part).view(np.uint8) for part in arrays]
 
 
 _TILE = 64  # rows and columns of a transpose tile: two 64x64 float32 tiles stay in L1

@@ -51,6 +51,11 @@ class _WritableFormat(click.Choice):
     def choices(self, value: Any) -> None:
         pass  # derived, never stored
 
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value in FORMATS and FORMATS[value].writer:
+            return value  # a format the registry holds: its plugins' entry points not read (some 30 ms) to say so
+        return super().convert(value, param, ctx)
+
 
 @contextmanager
 def _open(

@@ -13,6 +13,7 @@ Another package adds a format with ``register_format(Format(...))``, or by namin
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import warnings
@@ -346,8 +347,13 @@ class FormatRegistry(Mapping[str, Format]):
         return [entry for entry in self.values() if entry.scanner]
 
     def prefix_index(self, path: Path) -> Path | None:
-        """The file readers look for beside ``path`` when it is a checkpoint prefix (``path.index``); else None."""
-        for entry in self.values():
+        """The file readers look for beside ``path`` when it is a checkpoint prefix (``path.index``); else None.
+        The entry points are read only when a file beside ``path`` has a name starting with its name: no other can
+        be a format's index of it (``convert`` asks of every destination)."""
+        held = list(self._formats.values())
+        if not self._entry_points_read and any(path.parent.glob(glob.escape(path.name) + "*")):
+            held += [self._formats[name] for name in self._read_entry_points()]
+        for entry in held:
             if entry.index and (index := Path(f"{path}{entry.index}")).is_file():
                 return index
         return None
@@ -583,8 +589,8 @@ def staging(format: str, destination: Path, names: Sequence[str]) -> Staging:
 
 def load_writer(format: str) -> Writer:
     """What writes ``format``: its files' limits, and ``write(tensors, path) -> [files in commit order]``."""
-    writable = FORMATS.writable()
-    if format not in writable:
-        raise UnsupportedFormatError(f"cannot write format {format!r}; writable: {', '.join(writable)}")
-    writer: Writer = _import(FORMATS[format].writer)  # type: ignore[arg-type]
+    entry = FORMATS.get(format)  # a format the registry holds: its plugins' entry points are not read
+    if entry is None or not entry.writer:
+        raise UnsupportedFormatError(f"cannot write format {format!r}; writable: {', '.join(FORMATS.writable())}")
+    writer: Writer = _import(entry.writer)
     return writer

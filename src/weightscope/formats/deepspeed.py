@@ -31,7 +31,8 @@ Consolidation (``deepspeed/utils/zero_to_fp32.py``; files sorted with digits com
 - aliases (``shared_params``) are their kept parameter's values, under both names.
 
 Every tensor is read when asked: a rank's partition is a read-only view of its mapped file, and a parameter is
-copied out of the views of its pieces only, so consolidating (``convert``) holds one tensor at a time. Beside the
+copied out of the views of its pieces only; ``parts`` gives those views themselves, which ``convert`` writes one
+after another, so consolidating holds no tensor's copy at all. Beside the
 consolidated weights (the names ``zero_to_fp32`` gives), the checkpoint lists the optimizer's moments
 (``optimizer.state.<name>.exp_avg``), consolidated the same way, and the module's bf16/fp16 copies
 (``module.<name>``, stages 1, 2), both as optimizer state attached to their parameter (``convert`` leaves them out
@@ -51,10 +52,11 @@ DeepSpeed's universal checkpoints, NVMe-offloaded or AutoEP partitioned states.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -536,24 +538,32 @@ class DeepSpeedCheckpoint(FolderCheckpoint):
             index.roles[copy] = TensorRole("optimizer", role=f"module ({info.type_name})", owner=name)
 
     # -- reading
+    def _pieces(self, info: TensorInfo) -> list[np.ndarray]:
+        """The views of the mapped rank files' elements that make ``info``, in order (each zip-CRC-32-checked)."""
+        return [self._files[at.file][at.key].reshape(-1)[at.start : at.stop] for at in self._plans[info.name].pieces]
+
+    def parts(self, name: str) -> list[np.ndarray]:
+        info = self.info(name)
+        parts = self._pieces(info)
+        return parts if len(parts) > 1 and all(part.dtype == info.dtype for part in parts) else [self[name]]
+
     def _read(self, info: TensorInfo) -> np.ndarray:
-        plan = self._plans[info.name]
-        parts = [self._files[piece.file][piece.key].reshape(-1)[piece.start : piece.stop] for piece in plan.pieces]
-        if not parts:
-            return np.zeros(info.shape, plan.dtype)
-        array = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if array.dtype != plan.dtype:
-            array = array.astype(plan.dtype)
-        return array.reshape(info.shape)
+        parts, dtype = self._pieces(info), self._plans[info.name].dtype
+        array = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.zeros(0, dtype)
+        return array.astype(dtype, copy=False).reshape(info.shape)
 
     def checked_files(self) -> list[tuple[AnyPath, str, str]]:
         return [(rank.path, "pytorch", rank.checksums) for rank in self._files]
 
     def verify(self, advance: Callable[[int, int], None] | None = None) -> list[WeightscopeError]:
-        problems: list[WeightscopeError] = []
-        for rank in self._files:
-            problems += rank.verify(advance)
-        return problems + super().verify(advance)
+        return [problem for rank in self._files for problem in rank.verify(advance)] + super().verify(advance)
+
+    @contextlib.contextmanager
+    def checks_deferred(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:  # every rank file's checks (the pieces are theirs)
+            for rank in self._files:
+                stack.enter_context(rank.checks_deferred())
+            yield
 
     def _close(self) -> None:
         for rank in self._files:

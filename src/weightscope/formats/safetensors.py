@@ -67,7 +67,7 @@ from weightscope.dtypes import (
 )
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
 from weightscope.limits import Limits, json_cost
-from weightscope.writing import HeaderPlan, Holds, Spec, Writer, array_bytes, plan
+from weightscope.writing import HeaderPlan, Holds, Spec, Writer, array_bytes, byte_pieces, plan
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -436,9 +436,12 @@ def write(
     with atomic_write(target) as handle:
         handle.write(_HEADER_LENGTH.pack(len(text)) + text)
         for code, spec in planned:
-            data = array_bytes(source.array(spec.name), spec)
             bits = PACKED_BITS.get(BY_SAFETENSORS[code].name)
-            handle.write((data if bits is None else pack_bits(data, bits)).data)
+            if bits is not None:
+                handle.write(pack_bits(array_bytes(source.array(spec.name), spec), bits).data)
+                continue
+            for data in byte_pieces(source, spec):  # a tensor in pieces (a ZeRO partition's) is never joined
+                handle.write(data.data)
     return [target]
 
 
