@@ -315,8 +315,8 @@ class ModelFolderCheckpoint(Checkpoint):
             for shard, infos in self._taken.items():
                 self._check_names(shard, infos)
             raise
-        # The index's names, the table sized for them (no resizing as it grows), each value then set in place.
-        ordered = cast("dict[str, TensorInfo]", dict.fromkeys(self._where))
+        # A copy of the index (its table copied whole: no resizing as it grows), each value then set in place.
+        ordered = cast("dict[str, TensorInfo]", self._where.copy())
         ordered.update(zip(self._where, found, strict=True))
         self._infos = ordered
         self._complete = True
