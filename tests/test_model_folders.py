@@ -275,9 +275,9 @@ def test_unlisted_shards_and_a_wrong_total_size_are_notes(models: dict[str, Path
 
 def test_infos_follow_the_index_each_its_shards_as_safetensors_reads_it(tmp_path: Path) -> None:
     """Shards of several dtypes and shapes (each header listing its tensors by dtype, then name), an index listing
-    them in another order (by number): ``infos()`` gives every tensor in the index's order, with the dtype, shape
-    and bytes safe_open gives it in its shard, and arrays equal to the library's; shards sharing a layout read
-    alike."""
+    them in another order (by number): ``infos()`` gives every tensor in the index's order (as the map by name made
+    after it, and ``info``), with the dtype, shape and bytes safe_open gives it in its shard, and arrays equal to
+    the library's."""
     import safetensors
     from safetensors.numpy import load_file, save_file
 
@@ -298,6 +298,7 @@ def test_infos_follow_the_index_each_its_shards_as_safetensors_reads_it(tmp_path
     with ws.open(folder) as ckpt:
         infos = list(ckpt.infos())
         assert [info.name for info in infos] == list(weight_map) == list(ckpt)
+        assert list(ckpt.by_name().values()) == infos == [ckpt.info(name) for name in weight_map]
         for info in infos:
             shard = folder / weight_map[info.name]
             with safetensors.safe_open(str(shard), framework="numpy") as reference:

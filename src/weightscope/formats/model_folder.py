@@ -134,6 +134,7 @@ class ModelFolderCheckpoint(Checkpoint):
         self._index: AnyPath | None = None
         self._total_size: int | None = None
         self._complete = False
+        self._in_order: list[TensorInfo] | None = None  # every tensor's info in the index's order, once complete
         try:
             folder = self.path
             if self.path.is_dir():
@@ -315,10 +316,7 @@ class ModelFolderCheckpoint(Checkpoint):
             for shard, infos in self._taken.items():
                 self._check_names(shard, infos)
             raise
-        # A copy of the index (its table copied whole: no resizing as it grows), each value then set in place.
-        ordered = cast("dict[str, TensorInfo]", self._where.copy())
-        ordered.update(zip(self._where, found, strict=True))
-        self._infos = ordered
+        self._in_order = found  # ``_infos`` made of them when first asked for: ``infos()`` lists them as they are
         self._complete = True
         stored = sum(map(_NBYTES, found))
         if self._total_size is not None and self._total_size != stored:
@@ -399,7 +397,22 @@ class ModelFolderCheckpoint(Checkpoint):
 
     def infos(self) -> Iterator[TensorInfo]:
         self._complete_infos()
-        return iter(self._infos.values())
+        return iter(self._infos.values() if self._in_order is None else self._in_order)
+
+    @property
+    def _infos(self) -> dict[str, TensorInfo]:
+        """Every tensor's info by name: once every shard is read, in the index's order, made when first asked for
+        (listing them needs no map: 100,000 in 10 ms); before, those of the files read whole (no index)."""
+        if self._in_order is not None:
+            # A copy of the index (its table copied whole: no resizing as it grows), each value then set in place.
+            ordered = cast("dict[str, TensorInfo]", self._where.copy())
+            ordered.update(zip(self._where, self._in_order, strict=True))
+            self._by_name, self._in_order = ordered, None
+        return self._by_name
+
+    @_infos.setter
+    def _infos(self, infos: dict[str, TensorInfo]) -> None:
+        self._by_name = infos
 
     def layers(self) -> dict[str, Layer]:
         self._complete_infos()
