@@ -171,10 +171,10 @@ class SafetensorsCheckpoint(FileCheckpoint):
         if not pieces or len(pieces) % 10 or any(pieces[at::10] != [word] * count for at, word in _FIXED):
             return None
         names, codes, shapes = pieces[0::10], pieces[4::10], pieces[7::10]
-        if not (distinct_codes := {*codes}) <= _PLAIN.keys():
+        if not (distinct_codes := _distinct(codes)) <= _PLAIN.keys():
             return None
         kinds: dict[tuple[str, str], tuple[np.dtype[Any], tuple[int, ...], int, str]] = {}  # (code, shape text) ->
-        for shape_text in {*shapes}:
+        for shape_text in _distinct(shapes):
             if not _SHAPE.fullmatch(shape_text):
                 return None
             shape = tuple(map(int, shape_text[2:-2].split(","))) if len(shape_text) > 4 else ()  # one per shape
@@ -202,7 +202,7 @@ class SafetensorsCheckpoint(FileCheckpoint):
         if spelled != '"'.join(pieces[9::10]) or start + sum(sizes) != self._source.size:
             return None
         del pieces, spelled
-        file, offsets_in_file = str(self.path), map(start.__add__, accumulate(sizes, initial=0))
+        file, offsets_in_file = str(self.path), accumulate(sizes, initial=start)
         infos = list(map(_new_info, zip(names, dtypes, dims, nbytes, type_names, repeat(file), offsets_in_file, names)))
         ordered = sorted(names)
         if ordered != names:  # tensors of several dtypes: the writer orders them by dtype first
@@ -359,6 +359,11 @@ class SafetensorsCheckpoint(FileCheckpoint):
                 f"{self.path}: {self._source.size - position} bytes at {position} after the last tensor; "
                 "tensors must fill the data buffer to the end of the file"
             )
+
+
+def _distinct(texts: list[str]) -> set[str]:
+    """The different strings of ``texts``: one where all are alike (compared, not hashed: a shard of experts)."""
+    return {texts[0]} if texts == [texts[0]] * len(texts) else {*texts}
 
 
 @functools.lru_cache(maxsize=16)
