@@ -130,7 +130,7 @@ class SafetensorsCheckpoint(FileCheckpoint):
         limits = Limits.for_size(self._source.size)
         with collection_paused():
             # The text path (``_compact``) builds less than ``_COMPACT_COST`` bytes a quote: tried where that fits
-            # (the quotes counted only where a quote a byte would not).
+            # (the quotes counted only where as many quotes as bytes would not fit).
             quotes = len(text) if (4 + _COMPACT_COST) * len(text) <= limits.memory else text.count(b'"')
             if 4 * len(text) + _COMPACT_COST * quotes <= limits.memory:
                 compact = self._compact(text, start)
@@ -171,7 +171,8 @@ class SafetensorsCheckpoint(FileCheckpoint):
         names, codes, shapes = pieces[0::10], pieces[4::10], pieces[7::10]
         if not (distinct_codes := _distinct(codes)) <= _PLAIN.keys():
             return None
-        kinds: dict[tuple[str, str], tuple[np.dtype[Any], tuple[int, ...], int, str]] = {}  # (code, shape text) ->
+        # (code, shape text) -> what a tensor of them is: dtype, shape, bytes, element type's name
+        kinds: dict[tuple[str, str], tuple[np.dtype[Any], tuple[int, ...], int, str]] = {}
         for shape_text in _distinct(shapes):
             if not _SHAPE.fullmatch(shape_text):
                 return None
