@@ -273,6 +273,42 @@ def test_unlisted_shards_and_a_wrong_total_size_are_notes(models: dict[str, Path
         )
 
 
+def test_infos_follow_the_index_each_its_shards_as_safetensors_reads_it(tmp_path: Path) -> None:
+    """Shards of several dtypes and shapes (each header listing its tensors by dtype, then name), an index listing
+    them in another order (by number): ``infos()`` gives every tensor in the index's order (as the map by name made
+    after it, and ``info``), with the dtype, shape and bytes safe_open gives it in its shard, and arrays equal to
+    the library's."""
+    import safetensors
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    dtypes = (np.float32, np.float16, np.int8)
+    weight_map = {}
+    for shard in range(3):
+        name = f"model-{shard + 1:05d}-of-00003.safetensors"
+        tensors = {
+            f"layers.{number}.w": np.full((number % 4 + 1, 3), number, dtypes[number % 3 if shard else 0])
+            for number in range(12 * shard, 12 * shard + 12)
+        }
+        save_file(tensors, str(folder / name))
+        weight_map |= dict.fromkeys(tensors, name)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    assert list(weight_map) != sorted(weight_map)
+    with ws.open(folder) as ckpt:
+        infos = list(ckpt.infos())
+        assert [info.name for info in infos] == list(weight_map) == list(ckpt)
+        assert list(ckpt.by_name().values()) == infos == [ckpt.info(name) for name in weight_map]
+        for info in infos:
+            shard = folder / weight_map[info.name]
+            with safetensors.safe_open(str(shard), framework="numpy") as reference:
+                part = reference.get_slice(info.name)
+                assert (info.shape, info.file) == (tuple(part.get_shape()), str(shard))
+            expected = load_file(str(shard))[info.name]
+            assert (info.dtype, info.nbytes) == (expected.dtype, expected.nbytes)
+            assert _bits_equal(ckpt[info.name], expected)
+
+
 def test_a_shard_is_opened_only_when_one_of_its_tensors_is_asked_for(
     models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,7 +18,7 @@ import weightscope as ws
 from weightscope.cli import main
 from weightscope.dtypes import ELEMENT_TYPES, PACKED_BITS
 from weightscope.formats import FORMATS
-from weightscope.formats.safetensors import _HEADER_COSTS, SafetensorsCheckpoint
+from weightscope.formats.safetensors import _COMPACT_COST, _HEADER_COSTS, SafetensorsCheckpoint
 from weightscope.limits import MEMORY_VARIABLE, Limits, json_cost
 
 # The packed sub-byte types (F4, F6_*), which the library's numpy and torch loaders do not read: see test_quant.
@@ -220,6 +220,42 @@ def test_100_000_tiny_tensors_open_within_the_memory_rule(tmp_path: Path, monkey
     assert {(info.shape, info.type_name, info.nbytes) for info in infos} == {((), "float32", 4)}
     assert peak <= Limits.for_size(path.stat().st_size).memory
     assert peak <= json_cost(header, **_HEADER_COSTS)  # the charge is an upper bound: honest
+
+
+@pytest.mark.parametrize("kind", ["scalars", "shapes", "sizes"])
+def test_the_text_path_builds_less_than_it_is_charged(tmp_path: Path, kind: str) -> None:
+    """The header's text path is tried where four copies of the text and ``_COMPACT_COST`` bytes a quote fit the
+    memory cap: what it builds (tracemalloc's peak) stays under that, for one-value tensors, tensors of one to four
+    dimensions in three dtypes, and tensors of many sizes; and it reads them as safe_open does."""
+    rng = np.random.default_rng(3)
+    count = 20_000
+    if kind == "scalars":
+        tensors = {f"t{number}": np.full((), number, np.float32) for number in range(count)}
+    elif kind == "shapes":
+        dtypes = (np.float32, np.int8, np.float16)
+        shapes = [tuple(rng.integers(1, 4, rng.integers(1, 5))) for _ in range(count)]
+        tensors = {f"n{number}": np.zeros(shape, dtypes[number % 3]) for number, shape in enumerate(shapes)}
+    else:
+        tensors = {f"s{number}": np.zeros(number % 977 + 1, np.uint8) for number in range(count)}
+    path = tmp_path / f"{kind}.safetensors"
+    save_file(tensors, str(path))
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = data[8 : 8 + length]
+    reader = SafetensorsCheckpoint(path)
+    tracemalloc.start()
+    try:
+        index = reader._compact(header, 8 + length)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert index is not None
+    assert peak <= 4 * len(header) + _COMPACT_COST * header.count(b'"')
+    with safetensors.safe_open(str(path), framework="numpy") as reference:
+        assert list(index.infos) == list(reference.keys())
+        for name, info in index.infos.items():
+            assert info.shape == tuple(reference.get_slice(name).get_shape())
+            assert (info.dtype, info.nbytes) == (tensors[name].dtype, tensors[name].nbytes)
 
 
 def test_a_header_laid_out_otherwise_reads_the_same(tmp_path: Path) -> None:

@@ -43,17 +43,28 @@ JSON_SEPARATOR_COST = 96
 _NOT_MARKS = bytes(sorted(set(range(256)) - set(b'[{,:"')))  # every byte but those json_cost counts
 
 
+def json_marks(text: bytes) -> bytes:
+    """The bytes of ``text`` that ``json_cost`` counts (``[{,:"``), in order: one pass, the counts then run on these."""
+    return text.translate(None, _NOT_MARKS)
+
+
 def json_cost(text: bytes, separator: int = JSON_SEPARATOR_COST, array: int | None = None, string: int = 0) -> int:
     """An upper bound of the memory parsing ``text`` takes: the bytes, their decoded copy, the strings' text, and
     each object, entry and element at ``separator`` bytes (what the parse builds for one, measured), each array
     (``[``) at ``array`` where that differs, each string (two quotes) at ``string`` where not in ``separator``.
     ``JSON_BYTE_COST`` per byte holds for any JSON, but charges an index (long names, few separators: some 3.5
     bytes built per byte, measured) nine times what it takes: a 100,000-tensor index of 6.5 MB would need 200 MB."""
-    marks = text.translate(None, _NOT_MARKS)  # one pass keeping only what is counted: the counts run on that
+    return marks_cost(len(text), json_marks(text), separator, array, string)
+
+
+def marks_cost(
+    length: int, marks: bytes, separator: int = JSON_SEPARATOR_COST, array: int | None = None, string: int = 0
+) -> int:
+    """``json_cost`` of a text of ``length`` bytes whose ``json_marks`` are ``marks`` (kept to count more there)."""
     arrays = marks.count(b"[")
     others = marks.count(b"{") + marks.count(b",") + marks.count(b":")
     strings = marks.count(b'"') // 2 if string else 0
-    return 4 * len(text) + separator * others + (separator if array is None else array) * arrays + string * strings
+    return 4 * length + separator * others + (separator if array is None else array) * arrays + string * strings
 
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}

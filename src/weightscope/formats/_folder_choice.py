@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, UsageError, WeightscopeError
-from weightscope.limits import Limits, json_cost
+from weightscope.limits import Limits, json_marks, marks_cost
 from weightscope.sources import AnyPath, open_source
 
 if TYPE_CHECKING:
@@ -72,7 +72,8 @@ def read_json(path: AnyPath, what: str) -> Any:
         text = bytes(source.read(0, source.size, what))
     finally:
         source.close()
-    Limits.for_size(len(text)).check_memory(json_cost(text), f"parsing {what}", path)
+    marks = json_marks(text)
+    Limits.for_size(len(text)).check_memory(marks_cost(len(text), marks), f"parsing {what}", path)
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         document = dict(pairs)
@@ -84,7 +85,7 @@ def read_json(path: AnyPath, what: str) -> Any:
     try:
         decoded = text.decode("utf-8")
         document = json.loads(decoded)
-        if _entries(document) == text.count(b":"):  # each entry has its own ':', so no name given twice
+        if _entries(document) == marks.count(b":"):  # each entry has its own ':', so no name given twice
             return document
         del document  # a ':' inside a string, or a name given twice: the hook finds which, if any
         return json.loads(decoded, object_pairs_hook=unique)
