@@ -28,7 +28,6 @@ from weightscope.dtypes import BY_NAME, native_order
 from weightscope.errors import ChecksumMismatchError, TensorNotFoundError, WeightscopeError, kept
 from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
 from weightscope.limits import check_view
-from weightscope.notebook import checkpoint_html, checkpoint_title
 from weightscope.sources import AnyPath, AnySource, as_path, open_source, reading_many
 from weightscope.span_checks import Checksum, Combine, SpanChecks
 
@@ -513,9 +512,14 @@ class Checkpoint(Mapping[str, np.ndarray]):
         self.close()
 
     def __repr__(self) -> str:
+        from weightscope.notebook import checkpoint_title  # (html, base64...): not imported at every start
+
         return f"<{checkpoint_title(self)}>"
 
-    _repr_html_ = checkpoint_html
+    def _repr_html_(self) -> str:
+        from weightscope.notebook import checkpoint_html
+
+        return checkpoint_html(self)
 
 
 class FolderCheckpoint(Checkpoint):

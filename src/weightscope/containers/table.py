@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -166,8 +166,7 @@ def _read_handle(data: bytes | memoryview, pos: int, what: str) -> tuple[int, in
     return offset, size, pos
 
 
-@dataclass(frozen=True)
-class Table:
+class Table(NamedTuple):  # (not a dataclass: its decorator costs the command line ~0.4 ms a class)
     """Every entry of a table, in order: its key, and where its value lies in ``data``."""
 
     keys: list[str]  # decoded as UTF-8 with surrogateescape: encode the same way for the exact bytes
@@ -260,7 +259,7 @@ def read_table(source: AnySource, budget: Budget | None = None) -> Table:
 # (``iter_block``, keys decoded one by one) about 12 ms, vectorised about 3.5 ms.
 PADDING = 32  # zero bytes after a table's data: 8-byte windows read past any position in it
 _MAX_INTERVAL = 128  # entries between restart points followed in lockstep (TF writes 16)
-_MAX_KEY_BYTES = 1 << 26  # intervals × (longest key + 9): beyond it, parse entry by entry
+_MAX_KEY_BYTES = 1 << 26  # entries × (longest key + 9): beyond it, parse entry by entry
 _SEPARATOR = 0x0A  # joins keys for decoding: a byte tensor names hardly ever hold
 _NEWLINE = chr(_SEPARATOR)
 # Bytes of a temporary array worth staying under: glibc's malloc serves smaller ones from
@@ -402,70 +401,62 @@ def _keys(
     windows: np.ndarray,
     budget: Budget,
 ) -> Table | None:
-    """The table, its keys rebuilt, checked and decoded a step at a time; None if unusual.
+    """The table, its keys rebuilt, checked and decoded; None if unusual.
 
-    Each interval's key so far lives in a row of ``current``. A step checks each new key
-    against it, writes the new bytes over it 8 at a time (bytes past a key are junk) and
-    decodes the step's keys; entry k of interval i is entry ``first[i] + k`` of the table.
-    A key shares ``shared`` bytes with the one before it and the next byte decides their
-    order; LevelDB's writer shares the whole common prefix, so an equal byte means an
-    unusual writer (None: parse entry by entry). Keys of neighbouring intervals, and
-    each block's last key and its separator, are compared at the end.
+    Each interval's key so far lives in a row of ``current``: a step writes its new
+    bytes over it 8 at a time (bytes past a key are junk) and copies the step's keys to
+    their rows of ``rows``, in table order (entry k of interval i is entry ``first[i] +
+    k``). The keys are then checked and decoded all at once: a step's numpy calls, not
+    its entries, are most of a small index's time. A key shares ``shared`` bytes with the
+    one before it and the next byte decides their order; LevelDB's writer shares the
+    whole common prefix, so an equal byte means an unusual writer (None: parse entry by
+    entry). Keys of neighbouring intervals, and each block's last key and its separator,
+    are compared whole.
     """
     num_intervals = len(steps[0][0])
     width = max(int(step[3].max()) for step in steps) + 9  # a separator, and 8-byte writes
-    if num_intervals * width > _MAX_KEY_BYTES:
-        return None
     counts = np.zeros(num_intervals, np.int64)
     for step in steps:
         counts[step[0]] += 1
     first = np.cumsum(counts) - counts
     n = int(counts.sum())
+    if n * width > _MAX_KEY_BYTES:
+        return None
     key_bytes = sum(int(step[3].sum()) for step in steps)
     budget.spend(_KEY_BYTE_COST * key_bytes + _KEY_COST * n, "decoding the index's keys")
     current = np.empty((num_intervals, width), np.uint8)
     current_windows = byte_windows(current.reshape(-1))
-    lengths = np.zeros(num_intervals, np.int64)  # of each interval's key so far
-    last_keys = np.empty_like(current)
-    first_keys, first_lengths = current, lengths  # copied at step 0
-    names: list[str] = []
-    places = np.empty(n, np.int64)  # where each name in `names` goes in the table
-    value_at = np.empty(n, np.int64)
-    value_end = np.empty(n, np.int64)
-    for k, (interval, shared, non_shared, key_lengths, key_at, starts, ends) in enumerate(steps):
-        everyone = len(interval) == num_intervals  # all intervals still going, as in most steps
-        if k:  # each key against the one before it in its interval
-            whole = shared == (lengths if everyone else lengths[interval])  # it shares all of it
-            if not ((non_shared > 0) & (whole | (data[key_at] > current[interval, shared]))).all():
-                return None
+    rows = np.empty((n, width), np.uint8)
+    places = []
+    for k, (interval, shared, non_shared, _, key_at, _, _) in enumerate(steps):
         to = interval * width + shared
         current_windows[to] = windows[key_at]
         for eight in range(8, int(non_shared.max()), 8):
             longer = non_shared > eight
             current_windows[to[longer] + eight] = windows[key_at[longer] + eight]
-        if everyone:
-            lengths = key_lengths.copy()
-        else:
-            lengths[interval] = key_lengths
         place = first[interval] + k
-        places[len(names) : len(names) + len(place)] = place
-        value_at[place] = starts
-        value_end[place] = ends
-        # (_decode_keys writes a separator past each key: that byte is junk until overwritten.)
-        names += _decode_keys(current, lengths) if everyone else _decode_keys(current[interval], lengths[interval])
-        if not k:
-            first_keys, first_lengths = current.copy(), lengths.copy()
-        if k + 1 == len(steps) or len(steps[k + 1][0]) < len(interval):  # some intervals end here
-            finished = interval[counts[interval] == k + 1]
-            last_keys[finished] = current[finished]
-    if not _increasing(last_keys[:-1], lengths[:-1], first_keys[1:], first_lengths[1:]):
+        rows[place] = current if len(interval) == num_intervals else current[interval]
+        places.append(place)
+    columns = np.empty((6, n), np.int64)  # the steps' columns in table order
+    place = np.concatenate(places)
+    for row, column in zip(columns, list(zip(*steps, strict=True))[1:], strict=True):
+        row[place] = np.concatenate(column)
+    shared, non_shared, lengths, key_at, value_at, value_end = columns
+    # Each key against the one before it in its interval (every entry but an interval's first).
+    later = np.ones(n, bool)
+    later[first] = False
+    entry = np.flatnonzero(later)
+    whole = shared[entry] == lengths[entry - 1]  # it shares all of the key before it
+    after = data[key_at[entry]] > rows[entry - 1, shared[entry]]
+    if not ((non_shared[entry] > 0) & (whole | after)).all():
         return None
-    for (separator, _, _), last in zip(blocks, last_intervals, strict=True):
-        if last >= 0 and last_keys[last, : lengths[last]].tobytes() > separator:
+    last = first + counts - 1
+    if not _increasing(rows[last[:-1]], lengths[last[:-1]], rows[first[1:]], lengths[first[1:]]):
+        return None
+    for (separator, _, _), final in zip(blocks, last_intervals, strict=True):  # each block's last interval
+        if final >= 0 and rows[last[final], : lengths[last[final]]].tobytes() > separator:
             return None
-    in_order = np.empty(n, object)
-    in_order[places] = np.fromiter(names, object, n)
-    return Table(in_order.tolist(), data, value_at, value_end)
+    return Table(_decode_keys(rows, lengths), data, value_at, value_end)
 
 
 def _increasing(before: np.ndarray, before_lengths: np.ndarray, after: np.ndarray, after_lengths: np.ndarray) -> bool:
