@@ -118,6 +118,7 @@ class ModelFolderCheckpoint(Checkpoint):
     """A model folder, a sharded set (by its index or any shard) or a GGUF split, read through each shard's reader."""
 
     format = "sharded"
+    _infos: dict[str, TensorInfo]  # (a dict it fills as shards open, never a reader's InfoColumns)
 
     def __init__(self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True) -> None:
         super().__init__(as_path(path))
