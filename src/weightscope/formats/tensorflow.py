@@ -160,9 +160,8 @@ class TensorFlowCheckpoint(Checkpoint):
     def _read_object_graph(self, table: Table, index: Index) -> dict[str, str]:
         """TF2 checkpoints: their names from the object graph (key -> name, also ``index``'s aliases), roles for
         later."""
-        try:
-            position = table.keys.index(OBJECT_GRAPH_KEY)
-        except ValueError:
+        position = bisect.bisect_left(table.keys, _key_bytes(OBJECT_GRAPH_KEY), key=_key_bytes)  # keys sort as bytes
+        if position == len(table.keys) or table.keys[position] != OBJECT_GRAPH_KEY:
             return {}
         entry = _parse("BundleEntryProto", table.value(position), f"{self._index.path}: entry {OBJECT_GRAPH_KEY}")
         info, checksum = self._describe(OBJECT_GRAPH_KEY, entry, len(self._shards))
