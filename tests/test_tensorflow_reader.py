@@ -293,3 +293,4 @@ def test_showing_a_tensor_imports_no_other_command(seed_copy: Path) -> None:
     # (weightscope.atomic: shutil, tempfile), zip members (zlib_ng, gzip), JSON, notebooks, an error's stack
     unneeded = {"concurrent.futures", "logging", "weightscope.atomic", "shutil", "tempfile", "zlib_ng", "gzip"}
     assert not modules & (unneeded | {"json", "weightscope.notebook", "html", "traceback"})
+    assert not modules & {"weightscope.layers", "weightscope.conventions"}  # roles: a name is given as found

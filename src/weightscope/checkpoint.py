@@ -27,12 +27,12 @@ import numpy as np
 
 from weightscope.dtypes import BY_NAME, native_order
 from weightscope.errors import ChecksumMismatchError, TensorNotFoundError, WeightscopeError, kept
-from weightscope.layers import Layer, TensorRole, classify, explain_role_name, find_by_role, group_layers
 from weightscope.limits import check_view
 from weightscope.sources import AnyPath, AnySource, as_path, open_source, reading_many
 from weightscope.span_checks import Checksum, Combine, SpanChecks
 
 if TYPE_CHECKING:
+    from weightscope.layers import Layer, TensorRole
     from weightscope.quant.schemes import QuantizedWeight
     from weightscope.remote import RemotePath
     from weightscope.slicing import TensorSlice
@@ -429,7 +429,11 @@ class Checkpoint(Mapping[str, np.ndarray]):
         if self._lazy_roles is not None:
             self._roles.update(self._lazy_roles())
             self._lazy_roles = None
-        return self._roles.get(name) or classify(name)
+        if name in self._roles:
+            return self._roles[name]
+        from weightscope.layers import classify  # (its naming conventions): not imported by what reads values alone
+
+        return classify(name)
 
     def infos(self) -> Iterator[TensorInfo]:
         return iter(self._infos.values())
@@ -445,6 +449,8 @@ class Checkpoint(Mapping[str, np.ndarray]):
         """
         if name in self:
             return self.info(name).name
+        from weightscope.layers import find_by_role
+
         found = find_by_role(name, self.layers()) or self._by_shown_name(name)
         if found is None:
             raise self._not_found(name)
@@ -464,6 +470,8 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
     def _not_found(self, name: str) -> TensorNotFoundError:
         where = f"no tensor '{name}' in {self.path}"
+        from weightscope.layers import explain_role_name, find_by_role
+
         found = find_by_role(name, self.layers())
         if found is not None:
             return TensorNotFoundError(f"{where}; {explain_role_name(name, found)}")
@@ -488,6 +496,8 @@ class Checkpoint(Mapping[str, np.ndarray]):
 
     def layers(self) -> dict[str, Layer]:
         """The parameters grouped by layer, with their optimizer state attached (``Layers``: a table in a notebook)."""
+        from weightscope.layers import group_layers
+
         return group_layers(self._infos.values(), self.role)
 
     def recorded_quantization(self) -> dict[str, QuantizedWeight]:

@@ -82,10 +82,10 @@ from weightscope.formats._bundle_index import Entries, decode_entries, decode_he
 from weightscope.formats._ordered_code import _slice_key
 from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
 from weightscope.formats.tf_state import bundle_file, resolve_prefix
-from weightscope.layers import TensorRole
 from weightscope.sources import as_path, open_source
 
 if TYPE_CHECKING:
+    from weightscope.layers import TensorRole
     from weightscope.remote import RemotePath
     from weightscope.sources import AnySource
 
@@ -173,6 +173,8 @@ class TensorFlowCheckpoint(Checkpoint):
         index.aliases = names  # key -> name; a name that is its own key is harmless here
 
         def roles() -> dict[str, TensorRole]:
+            from weightscope.layers import TensorRole
+
             found = {names[key]: role for key, role in graph.roles().items()}
             return found | {OBJECT_GRAPH_KEY: TensorRole("bookkeeping")}
 
