@@ -42,8 +42,11 @@ Opening reads the whole index at once: ``read_table`` parses its blocks with num
 as TensorFlow writes them, and ``_check_entries`` makes ``_describe``'s checks on them,
 all a chunk of entries at a time. Any other entry, or one failing a check, goes through
 protobuf and ``_describe`` one by one, which raise the errors naming the tensor.
-Measured on 20,000 variables: about 13 ms to open and list, against 129 ms entry by
-entry (TensorFlow's own listing: 13-17 ms).
+The infos are kept as the columns so made (``checkpoint.InfoColumns``): a listing makes
+each ``TensorInfo`` as it goes and frees it, none is kept for the garbage collector.
+Measured (2-core Xeon, in one process with TensorFlow, interleaved): open and list
+2,000 variables 2.2 ms (TensorFlow 1.2 ms), 100,000 variables 78-97 ms (TensorFlow
+150-380 ms, most of it in its garbage collections).
 """
 
 from __future__ import annotations
