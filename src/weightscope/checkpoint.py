@@ -134,27 +134,24 @@ class InfoColumns(Mapping[str, TensorInfo]):
     """Tensors' infos by name, held as columns (a list per ``TensorInfo`` field, in field order) and made into
     ``TensorInfo`` tuples as they are asked for.
 
-    A reader of a large index then makes no tuple per tensor as it opens, and those a listing makes are freed as it
-    goes: the garbage collector never walks them. (Made at open and kept, 100,000 infos cost ~30 ms to make and
-    ~30 ms of collections walking them, most of a TensorFlow checkpoint's open and list.) The name -> position
-    dict is made on the first lookup: a listing needs none. ``unique=False``: names may repeat; each name's last
-    row then stands for it, at its first one's place, as ``dict(zip(names, infos))`` would keep them.
+    A listing (iteration, ``values()``) makes each tuple as it goes and the caller frees it: the garbage collector
+    never walks them. (Made at open and kept, 100,000 infos cost ~30 ms to make and ~30 ms of collections walking
+    them, most of a TensorFlow checkpoint's open and list.) The first lookup by name makes them all, in a dict, as a
+    reader filling one would have: lookups then cost what a dict's do. ``unique=False``: names may repeat; each
+    name's last row then stands for it, at its first one's place, as ``dict(zip(names, infos))`` keeps them.
     """
 
     def __init__(self, columns: list[list[Any]], *, unique: bool = True) -> None:
-        self._positions: dict[str, int] | None = None
-        if not unique:
-            self._positions = dict(zip(columns[0], range(len(columns[0])), strict=True))
-            if len(self._positions) != len(columns[0]):
-                kept = list(self._positions.values())
-                columns = [[column[i] for i in kept] for column in columns]
-                self._positions = dict(zip(columns[0], range(len(kept)), strict=True))
         self._columns = columns
+        self._by_name: dict[str, TensorInfo] | None = None
+        if not unique and len(self._made()) != len(columns[0]):
+            self._columns = [list(column) for column in zip(*self._made().values(), strict=True)]
 
-    def _lookup(self) -> dict[str, int]:
-        if self._positions is None:
-            self._positions = dict(zip(self._columns[0], range(len(self._columns[0])), strict=True))
-        return self._positions
+    def _made(self) -> dict[str, TensorInfo]:
+        if self._by_name is None:
+            self._by_name = dict(zip(self._columns[0], self.rows(), strict=True))  # a name repeated: its last row
+            self.get = self._by_name.get  # type: ignore[method-assign, assignment]  # the dict's own, at C speed
+        return self._by_name
 
     def __len__(self) -> int:
         return len(self._columns[0])
@@ -163,11 +160,13 @@ class InfoColumns(Mapping[str, TensorInfo]):
         return iter(self._columns[0])
 
     def __contains__(self, name: object) -> bool:
-        return name in self._lookup()
+        return name in self._made()
 
     def __getitem__(self, name: str) -> TensorInfo:
-        position = self._lookup()[name]
-        return tuple.__new__(TensorInfo, [column[position] for column in self._columns])
+        return self._made()[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._made().get(name, default)
 
     def values(self) -> ValuesView[TensorInfo]:
         return _InfoValues(self)
@@ -184,6 +183,14 @@ class _InfoValues(ValuesView[TensorInfo]):
 
     def __iter__(self) -> Iterator[TensorInfo]:
         return self._mapping.rows()
+
+
+@functools.cache
+def _classify() -> Callable[[str], TensorRole]:
+    """``layers.classify``, imported on first use (with its naming conventions): reading values needs no roles."""
+    from weightscope.layers import classify
+
+    return classify
 
 
 @dataclass
@@ -429,11 +436,7 @@ class Checkpoint(Mapping[str, np.ndarray]):
         if self._lazy_roles is not None:
             self._roles.update(self._lazy_roles())
             self._lazy_roles = None
-        if name in self._roles:
-            return self._roles[name]
-        from weightscope.layers import classify  # (its naming conventions): not imported by what reads values alone
-
-        return classify(name)
+        return self._roles.get(name) or _classify()(name)
 
     def infos(self) -> Iterator[TensorInfo]:
         return iter(self._infos.values())
