@@ -183,3 +183,35 @@ def test_the_private_name_finder_finds_them() -> None:
 def test_the_command_line_uses_no_private_name_of_the_library() -> None:
     found = {path.name: uses for path in sorted(CLI.glob("*.py")) if (uses := _private_uses(path.read_text("utf-8")))}
     assert not found, f"make them public in the library, or keep them there: {found}"
+
+
+@pytest.mark.parametrize("columns", [None, "120", "0", "-5", "wide"])
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_terminal_width_is_the_one_shutil_gives(
+    monkeypatch: pytest.MonkeyPatch, columns: str | None, terminal: bool
+) -> None:
+    """``Environment``'s default width is read without importing shutil (issue 22: a faster start), and is the one
+    ``shutil.get_terminal_size`` gives: from ``COLUMNS``, else the terminal ``sys.__stdout__`` is on, else 80."""
+    import fcntl
+    import os
+    import shutil
+    import struct
+    import sys
+    import termios
+
+    from weightscope.cli._environment import _terminal_columns
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.delenv("LINES", raising=False)
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 31, 97, 0, 0))  # rows, columns
+    with open(follower if terminal else os.devnull, "w", closefd=not terminal) as stream:
+        monkeypatch.setattr(sys, "__stdout__", stream)
+        assert _terminal_columns() == shutil.get_terminal_size().columns
+        expected = 120 if columns == "120" else 97 if terminal else 80
+        assert _terminal_columns() == expected
+    os.close(leader)
+    os.close(follower)

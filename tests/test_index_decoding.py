@@ -9,10 +9,12 @@ fast paths must list and read exactly as one opened with neither.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from google.protobuf.message import DecodeError
 
 import weightscope as ws
 from weightscope import _proto
+from weightscope.checkpoint import InfoColumns
 from weightscope.containers import table as table_module
 from weightscope.containers.table import build_table, encode_varint, iter_table, read_table
 from weightscope.formats import _bundle_entries as bundle_entries
@@ -602,3 +605,119 @@ def test_a_varint_over_64_bits_is_corrupt() -> None:
     assert read_varint(b"\xff" * 9 + b"\x01", 0, "test") == ((1 << 64) - 1, 10)
     with pytest.raises(ws.CorruptCheckpointError, match="over 64 bits"):
         read_varint(b"\xff" * 9 + b"\x7f", 0, "test")
+
+
+@pytest.mark.parametrize("names", ["b a c d", "b a c a d b"])
+def test_info_columns_answer_as_the_dict_of_their_rows(names: str) -> None:
+    rows = [
+        ws.TensorInfo(name, np.dtype(np.float32), (i,), 4 * i, "float32", "f", 8 * i, f"key{i}")
+        for i, name in enumerate(names.split())
+    ]
+    unique = len(set(names.split())) == len(rows)
+    columns = InfoColumns([list(column) for column in zip(*rows, strict=True)], unique=unique)
+    expected = {row.name: row for row in rows}  # a repeated name: its last row, at its first one's place
+    assert list(columns) == list(expected) and len(columns) == len(expected)
+    assert list(columns.values()) == list(expected.values()) and list(columns.items()) == list(expected.items())
+    assert all(columns[name] == row and name in columns for name, row in expected.items())
+    assert columns == expected and dict(MappingProxyType(columns)) == expected
+    assert "z" not in columns and columns.get("z") is None and 3 not in columns
+    with pytest.raises(KeyError):
+        columns["z"]
+    assert all(type(info) is ws.TensorInfo for info in columns.values())
+
+
+def test_opening_and_listing_leave_the_collector_nothing_per_tensor(tmp_path: Path) -> None:
+    """The infos of a TensorFlow index are columns, made into tuples as a listing asks: none is kept for the garbage
+    collector to walk (issue 22: made at open and kept, 100,000 of them cost ~30 ms of collections)."""
+    prefix = ws.save({f"v/{i:05d}": np.zeros(2, np.float32) for i in range(5000)}, tmp_path / "m.ckpt")
+    with ws.open(prefix):  # the reader's modules, dtypes and caches made first
+        pass
+    gc.collect()
+    before = len(gc.get_objects())
+    with ws.open(prefix) as ckpt:
+        opened = len(gc.get_objects())
+        listed = {info.name: info.shape for info in ckpt.infos()}
+        after = len(gc.get_objects())
+        assert ckpt.info("v/04999").shape == (2,) and "v/00000" in ckpt
+    assert len(listed) == 5000
+    assert opened - before < 500 and after - before < 500, (before, opened, after)
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 5000])
+def test_shape_groups_are_numpy_unique_ones(count: int) -> None:
+    """``_groups`` (a quicksort; ``np.unique``'s index and inverse take a stable sort, 15x slower) groups as it does."""
+    key = np.random.default_rng(count).integers(0, 40, count).astype(np.uint64) << np.uint64(40)
+    first, inverse = bundle_entries._groups(key)
+    values, expected_inverse = np.unique(key, return_inverse=True)
+    assert (key[first] == values).all() and (inverse == expected_inverse).all()
+
+
+def _both_parses(path: Path) -> tuple[table_module.Table | None, table_module.Table | None, list[tuple[bytes, bytes]]]:
+    """The table in ``path`` parsed entry by entry in Python and in numpy's lockstep, and as ``iter_table`` reads it."""
+    source = FileSource(path)
+    try:
+        blocks = list(table_module._blocks(source, Budget(Limits.for_size(source.size), path)))
+        parses = [parse(blocks, Budget(Limits.for_size(source.size), path)) for parse in _PARSES]
+        return parses[0], parses[1], list(iter_table(source))
+    finally:
+        source.close()
+
+
+_PARSES = (table_module._parse_sequential, table_module._parse_blocks)
+
+
+def test_both_parses_give_the_table_iter_table_reads(tf_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    paths = [_index_path(checkpoint) for checkpoint in _bundles(tf_checkpoints).values()]
+    for count, alphabet in [
+        (0, b"a"),
+        (1, b"ab"),
+        (40, bytes(range(256))),
+        (1500, "ü/名/a".encode()),
+        (3000, b"ab/_0"),
+    ]:
+        keys = [key[:100] for key in _random_keys(rng, count, alphabet)]  # one-byte lengths: the Python parse's
+        paths.append(_save_table(tmp_path / f"{count}.index", keys, longest_value=100))
+    for path in paths:
+        sequential, lockstep, reference = _both_parses(path)
+        assert sequential is not None and lockstep is not None, path
+        _assert_same_table(sequential, reference)
+        _assert_same_table(lockstep, reference)
+
+
+def test_small_tables_are_parsed_entry_by_entry_large_ones_in_lockstep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crossover, measured (see ``SEQUENTIAL_BELOW``): 40 KiB of blocks, some 1,250 entries as TF writes them."""
+    assert table_module.SEQUENTIAL_BELOW == 40 << 10
+    called: list[str] = []
+    for parse in _PARSES:
+        monkeypatch.setattr(table_module, parse.__name__, lambda *args, f=parse: called.append(f.__name__) or f(*args))
+    for count, expected in ((1000, "_parse_sequential"), (1400, "_parse_blocks")):
+        keys = [b"model/block_%05d/dense_%d/kernel" % divmod(i, 5) for i in range(count)]  # as TF's writer keys them
+        path = _save_table(tmp_path / f"{count}.index", keys, longest_value=40)
+        source = FileSource(path)
+        budget = Budget(Limits.for_size(source.size), path)
+        size = sum(len(block) for _, _, block in table_module._blocks(source, budget))
+        assert (size < table_module.SEQUENTIAL_BELOW) == (expected == "_parse_sequential"), size
+        called.clear()
+        assert read_table(source).keys == [key.decode() for key, _ in iter_table(source)]
+        assert called == [expected]  # (the lockstep parse only where the other would not, or declined)
+        source.close()
+
+
+def test_keys_growing_in_a_small_table_are_refused_at_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entry-by-entry parse charges each key as it makes it: past the cap it stops, and ``iter_table``'s path
+    raises the error, having built no more than the cap either."""
+    monkeypatch.setenv("WEIGHTSCOPE_MAX_MEMORY", "200KB")
+    path = tmp_path / "t.index"
+    path.write_bytes(build_table([(b"a" * length, b"") for length in range(1, 600)]))  # 180 KB of keys, 12 KB file
+    source = FileSource(path)
+    budget = Budget(Limits.for_size(source.size), path)
+    blocks = list(table_module._blocks(source, budget))
+    assert sum(len(block) for _, _, block in blocks) < table_module.SEQUENTIAL_BELOW
+    spent = budget.spent  # (the index block's keys)
+    assert table_module._parse_sequential(blocks, budget) is None and budget.spent == spent
+    with pytest.raises(ws.LimitExceededError, match="WEIGHTSCOPE_MAX_MEMORY"):
+        read_table(source)
+    source.close()

@@ -289,3 +289,8 @@ def test_showing_a_tensor_imports_no_other_command(seed_copy: Path) -> None:
     others = {f"weightscope.cli.{name}" for name in commands}
     # the other commands', and what only a mistyped name (difflib) or a pre-0.4 PyTorch tar (tarfile) needs
     assert not modules & (others | {"weightscope.manifest", "difflib", "tarfile", "google.protobuf"})
+    # and what only other work needs: checksums on threads (concurrent.futures, with logging), writing files
+    # (weightscope.atomic: shutil, tempfile), zip members (zlib_ng, gzip), JSON, notebooks, an error's stack
+    unneeded = {"concurrent.futures", "logging", "weightscope.atomic", "shutil", "tempfile", "zlib_ng", "gzip"}
+    assert not modules & (unneeded | {"json", "weightscope.notebook", "html", "traceback"})
+    assert not modules & {"weightscope.layers", "weightscope.conventions"}  # roles: a name is given as found

@@ -10,6 +10,8 @@ imported by name.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from weightscope.checkpoint import Checkpoint, Extent, TensorInfo
 from weightscope.errors import (
     CheckpointNotFoundError,
@@ -27,7 +29,6 @@ from weightscope.formats import Format, register_format, unregister_format
 from weightscope.formats import save_checkpoint as save
 from weightscope.frameworks import load_checkpoint as load
 from weightscope.frameworks import open_checkpoint as open
-from weightscope.layers import Layer, TensorRole
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,20 @@ __all__ = [
     "save",
     "unregister_format",
 ]
+
+
+if TYPE_CHECKING:
+    from weightscope.layers import Layer, TensorRole
+
+
+def __getattr__(name: str) -> Any:
+    """``Layer`` and ``TensorRole``, imported on first use: ``weightscope.layers`` and its naming conventions cost
+    every command ~3 ms of its start, and reading values needs neither."""
+    if name in ("Layer", "TensorRole"):
+        from weightscope import layers
+
+        return getattr(layers, name)
+    raise AttributeError(f"module 'weightscope' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

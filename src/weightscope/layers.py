@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from weightscope.conventions import BUFFER_ROLES, FRAMEWORK_NAMES, PARAMETER_ROLES, TF2_ATTRIBUTE, split_name
-from weightscope.notebook import layers_html
 
 if TYPE_CHECKING:
     from weightscope.checkpoint import TensorInfo
@@ -163,7 +162,10 @@ class Layer:
 class Layers(dict[str, Layer]):
     """Layers by name, in the order the checkpoint first names each (``Checkpoint.layers()``); a table in a notebook."""
 
-    _repr_html_ = layers_html
+    def _repr_html_(self) -> str:
+        from weightscope.notebook import layers_html  # a notebook's: not imported at every start
+
+        return layers_html(self)
 
 
 def group_layers(infos: Iterable[TensorInfo], role_of: Callable[[str], TensorRole]) -> Layers:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import unicodedata
@@ -183,6 +182,8 @@ def dumps_json(document: Any, indent: int | None = 2) -> str:
     character it encodes (JSON cannot tell the two apart); that character's name, as
     ``safe_text`` shows it too, resolves to the tensor (``Checkpoint.resolve``).
     """
+    import json  # here: json's modules cost ~1 ms of every command's start, and most print no JSON
+
     text = _paired(json.dumps(document, indent=indent, ensure_ascii=False, allow_nan=False))
     # Outside strings JSON is ASCII, and json.dumps has escaped quotes and backslashes, so
     # each such character is inside a string, where \uXXXX means exactly it.

@@ -28,10 +28,12 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weightscope.atomic import signals_held
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 AHEAD_BYTES = 256 << 20  # how far past the span being read the spans after it are checksummed
 MIN_AHEAD_BYTES = 1 << 20  # smaller spans are checksummed on the reading thread
@@ -56,6 +58,8 @@ def _shared_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # (and logging, queue...): not at every start
+
             _pool = ThreadPoolExecutor(workers(), thread_name_prefix="weightscope-checksum")
         return _pool
 

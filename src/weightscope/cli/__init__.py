@@ -13,14 +13,12 @@ import dataclasses
 import importlib
 import io
 import sys
-import traceback
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 import click
 
 import weightscope
-from weightscope.atomic import Interrupted
 from weightscope.cli._environment import Environment
 from weightscope.cli._output import Group, Output, examples
 from weightscope.errors import ExitStatus, WeightscopeError, os_error_status, reason
@@ -127,10 +125,14 @@ def _run(args: list[str], env: Environment) -> int:
         out.err(shown.getvalue().removesuffix("\n"))
         return int(ExitStatus.USAGE)
     except (click.exceptions.Abort, KeyboardInterrupt) as error:
+        from weightscope.atomic import Interrupted  # (shutil, tempfile, signal): imported by the commands that write
+
         out.alert("interrupted")
         return error.exit_status if isinstance(error, Interrupted) else 130  # 128 + the signal's number
     except (WeightscopeError, OSError) as error:
         if "--traceback" in args:  # the stack, escaped as everything else is, then the one line
+            import traceback  # only with --traceback
+
             out.err(traceback.format_exc().removesuffix("\n"))
         if isinstance(error, BrokenPipeError):
             # Output piped into `head` and closed: not an error of ours.
@@ -145,6 +147,8 @@ def _run(args: list[str], env: Environment) -> int:
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else 0
     except Exception:  # a bug of ours; its stack, whose messages may quote a file, escaped all the same
+        import traceback
+
         out.err(traceback.format_exc().removesuffix("\n"))
         out.alert("error: an unexpected error (a bug in weightscope: please report it with the stack above)")
         return int(ExitStatus.ERROR)

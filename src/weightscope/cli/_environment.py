@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ class Environment:
     stdout: IO[str] = field(default_factory=lambda: sys.stdout)
     stderr: IO[str] = field(default_factory=lambda: sys.stderr)
     stderr_isatty: bool | None = None
-    terminal_width: int = field(default_factory=lambda: shutil.get_terminal_size().columns)
+    terminal_width: int = field(default_factory=lambda: _terminal_columns())
     encoding: str | None = None
     errors: str = "backslashreplace"
     completion: str | None = field(default_factory=lambda: os.environ.get("_WEIGHTSCOPE_COMPLETE"))
@@ -77,6 +76,22 @@ class Environment:
                 os.environ[variable] = previous
 
         return restore
+
+
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns`` without importing shutil (and bz2, lzma with it: ~1.5 ms of every
+    command's start): ``COLUMNS`` where it is a positive number, else the width of the terminal ``sys.__stdout__``
+    is on, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 def _seconds(value: str | None, default: float = 0.5) -> float:

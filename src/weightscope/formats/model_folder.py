@@ -411,8 +411,8 @@ class ModelFolderCheckpoint(Checkpoint):
         return self._by_name
 
     @_infos.setter
-    def _infos(self, infos: dict[str, TensorInfo]) -> None:
-        self._by_name = infos
+    def _infos(self, infos: Mapping[str, TensorInfo]) -> None:  # (the empty index ``Checkpoint`` starts with)
+        self._by_name = dict(infos)  # a dict it fills as shards open, never a reader's InfoColumns
 
     def layers(self) -> dict[str, Layer]:
         self._complete_infos()

@@ -37,10 +37,12 @@ from __future__ import annotations
 import re
 from collections import Counter, deque
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weightscope.errors import CorruptCheckpointError
-from weightscope.layers import TensorRole, classify, split_name
+
+if TYPE_CHECKING:
+    from weightscope.layers import TensorRole
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 VARIABLE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -97,6 +99,7 @@ class ObjectGraph:
     def roles(self) -> dict[str, TensorRole]:
         """Checkpoint key -> role; the owners of optimizer state are readable names."""
         from weightscope import _proto
+        from weightscope.layers import TensorRole, classify, split_name  # roles are asked for after opening
 
         nodes = _parse(_proto.TrackableObjectGraph, self._serialized).nodes
         count = len(nodes)
@@ -158,6 +161,8 @@ def _optimizer_role(
     full_name: str, name: str, by_full_name: dict[str, str], by_flat_name: dict[str, str]
 ) -> TensorRole:
     """Keras optimizers name their slots after the variable; the rest is optimizer-wide."""
+    from weightscope.layers import TensorRole
+
     if (match := _TF_KERAS_SLOT.match(full_name)) and match["owner"] in by_full_name:
         return TensorRole("optimizer", role=match["slot"], owner=by_full_name[match["owner"]])
     if (match := _KERAS3_SLOT.match(full_name)) and match["owner"] in by_flat_name:
