@@ -22,7 +22,6 @@ from google.protobuf.message import DecodeError
 
 import weightscope as ws
 from weightscope import _proto
-from weightscope.checkpoint import InfoColumns
 from weightscope.containers import table as table_module
 from weightscope.containers.table import build_table, encode_varint, iter_table, read_table
 from weightscope.formats import _bundle_entries as bundle_entries
@@ -30,6 +29,7 @@ from weightscope.formats import _bundle_index
 from weightscope.formats import tensorflow as tensorflow_module
 from weightscope.formats._bundle_index import MAX_RANK, decode_entries
 from weightscope.formats.tensorflow import resolve_prefix
+from weightscope.infos import InfoColumns
 from weightscope.limits import Budget, Limits
 from weightscope.sources import FileSource
 

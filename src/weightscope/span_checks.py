@@ -28,7 +28,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from weightscope.atomic import signals_held
 
@@ -119,7 +119,7 @@ def split_checksum(data: memoryview, checksum: Checksum, combine: Combine) -> in
     return value
 
 
-Pieces = list[tuple[Future[int] | None, memoryview]]  # a span's pieces in order, each's checksum submitted
+Pieces: TypeAlias = "list[tuple[Future[int] | None, memoryview]]"  # a span's pieces in order, each's checksum submitted
 
 
 def _submitted_pieces(data: memoryview, checksum: Checksum, combine: Combine | None) -> Pieces:

@@ -63,11 +63,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from weightscope.checkpoint import Checkpoint, Extent, StridedView, TensorInfo, collection_paused
+from weightscope.checkpoint import Checkpoint, Extent, StridedView, TensorInfo
 from weightscope.confine import confined
 from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, WeightscopeError, kept
 from weightscope.formats import FORMATS, model_file_names, open_checkpoint
 from weightscope.formats._folder_choice import INDEX, SHARD, SPLIT, choose_weights, index_of, read_json
+from weightscope.infos import collection_paused
 from weightscope.layers import Layer, TensorRole
 from weightscope.sources import AnyPath, as_path, local_path
 

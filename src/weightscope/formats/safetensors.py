@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo, collection_paused
+from weightscope.checkpoint import Extent, FileCheckpoint, Index, TensorInfo
 from weightscope.dtypes import (
     BY_SAFETENSORS,
     ELEMENT_TYPES,
@@ -66,6 +66,7 @@ from weightscope.dtypes import (
     unpack_bits,
 )
 from weightscope.errors import CorruptCheckpointError, TruncatedFileError, UnsupportedFormatError, UsageError
+from weightscope.infos import collection_paused
 from weightscope.limits import Limits, json_cost
 from weightscope.writing import HeaderPlan, Holds, Spec, Writer, array_bytes, byte_pieces, plan
 

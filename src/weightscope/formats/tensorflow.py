@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightscope._crc32c import crc32c
-from weightscope.checkpoint import Checkpoint, Extent, Index, InfoColumns, TensorInfo, collection_paused
+from weightscope.checkpoint import Checkpoint, Extent, Index, TensorInfo
 from weightscope.containers.table import (
     Table,
     mask_crc,
@@ -85,6 +85,7 @@ from weightscope.formats._bundle_index import Entries, decode_entries, decode_he
 from weightscope.formats._ordered_code import _slice_key
 from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
 from weightscope.formats.tf_state import bundle_file, resolve_prefix
+from weightscope.infos import InfoColumns, collection_paused
 from weightscope.sources import as_path, open_source
 
 if TYPE_CHECKING:
