@@ -30,8 +30,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from weightscope.atomic import signals_held
-
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -80,6 +78,8 @@ def _submitted(checksum: Callable[..., int], *args: Any) -> Future[int] | None:
     read-backs compute their checksums themselves). Stop signals wait meanwhile (``atomic.signals_held``): the
     ``Interrupted`` of one that cut the pool's starting of a thread would leave the thread unknown to the pool's
     exit hook, and the process waiting for it forever as it exits."""
+    from weightscope.atomic import signals_held  # (with the writing code's imports): not at every start, as the pool
+
     try:
         with signals_held():
             return _shared_pool().submit(checksum, *args)
@@ -92,6 +92,8 @@ def _result(future: Future[int] | None, compute: Callable[[], int]) -> int:
     Taken with stop signals held, as it is submitted: a future's lock left held by a signal's exception would stop
     the thread that runs it, and the process's exit with it."""
     if future is not None:
+        from weightscope.atomic import signals_held
+
         with signals_held():
             if not future.cancel():
                 return future.result()
