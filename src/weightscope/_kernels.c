@@ -42,6 +42,15 @@
 
 #define LANES 16 /* independent partial sums: the additions vectorise and pipeline */
 
+/* Each loop asks for the bytes 2 KiB ahead of those it adds: from memory (not cache) it ran at 0.7x numpy's
+ * float32 sum without, 1.1x with (the hardware's own prefetching stops at page boundaries). A prefetch never
+ * faults, so past a block's end it is harmless. */
+#if defined(__GNUC__) || defined(__clang__)
+#define AHEAD(POINTER) __builtin_prefetch((const char *)(POINTER) + 2048)
+#else
+#define AHEAD(POINTER) ((void)0)
+#endif
+
 typedef struct {
     double sum, squares, low, high;
     Py_ssize_t zeros;
@@ -55,6 +64,7 @@ typedef struct {
         Py_ssize_t whole = count - count % LANES, index;                                                           \
         for (int lane = 0; lane < LANES; lane++) low[lane] = high[lane] = values[0];                               \
         for (index = 0; index < whole; index += LANES) {                                                           \
+            AHEAD(values + index);                                                                                 \
             for (int lane = 0; lane < LANES; lane++) {                                                             \
                 TYPE value = values[index + lane];                                                                 \
                 double wide = value;                                                                               \
@@ -89,6 +99,7 @@ typedef struct {
         double sum[LANES] = {0}, squares[LANES] = {0};                                                            \
         Py_ssize_t whole = count - count % LANES, index;                                                           \
         for (index = 0; index < whole; index += LANES) {                                                           \
+            AHEAD(values + index);                                                                                 \
             for (int lane = 0; lane < LANES; lane++) {                                                             \
                 double gap = (double)values[index + lane] - mean;                                                  \
                 sum[lane] += gap;                                                                                  \
@@ -130,8 +141,11 @@ typedef struct {
         double gap_squares[LANES] = {0}, max_abs[LANES] = {0};                                                    \
         Py_ssize_t mismatched[LANES] = {0};                                                                        \
         Py_ssize_t whole = count - count % LANES, index;                                                           \
-        for (index = 0; index < whole; index += LANES)                                                             \
+        for (index = 0; index < whole; index += LANES) {                                                           \
+            AHEAD(a + index);                                                                                      \
+            AHEAD(b + index);                                                                                      \
             for (int lane = 0; lane < LANES; lane++) PAIR_STEP(lane, a[index + lane], b[index + lane])             \
+        }                                                                                                          \
         for (; index < count; index++) PAIR_STEP(0, a[index], b[index])                                            \
         *out = (PairFigures){0.0, 0.0, 0.0, 0.0, 0.0, 0};                                                          \
         for (int lane = 0; lane < LANES; lane++) {                                                                 \
