@@ -56,6 +56,19 @@ typedef struct {
     Py_ssize_t zeros;
 } Figures;
 
+#define FIGURES_STEP(TYPE, LANE, VALUE)                                                                            \
+    {                                                                                                              \
+        TYPE value = (VALUE);                                                                                      \
+        double wide = value;                                                                                       \
+        sum[LANE] += wide;                                                                                         \
+        squares[LANE] += wide * wide;                                                                              \
+        low[LANE] = value < low[LANE] ? value : low[LANE];                                                         \
+        high[LANE] = value > high[LANE] ? value : high[LANE];                                                      \
+        zeros[LANE] += value == 0;                                                                                 \
+    }
+
+/* Each loop adds LANES values at a time, one into each lane, and the last values (fewer than LANES) into the
+ * first lane. */
 #define FIGURES_LOOP(NAME, TYPE)                                                                                   \
     VERSIONED static void NAME(const TYPE *values, Py_ssize_t count, Figures *out) {                              \
         double sum[LANES] = {0}, squares[LANES] = {0};                                                            \
@@ -65,25 +78,9 @@ typedef struct {
         for (int lane = 0; lane < LANES; lane++) low[lane] = high[lane] = values[0];                               \
         for (index = 0; index < whole; index += LANES) {                                                           \
             AHEAD(values + index);                                                                                 \
-            for (int lane = 0; lane < LANES; lane++) {                                                             \
-                TYPE value = values[index + lane];                                                                 \
-                double wide = value;                                                                               \
-                sum[lane] += wide;                                                                                 \
-                squares[lane] += wide * wide;                                                                      \
-                low[lane] = value < low[lane] ? value : low[lane];                                                 \
-                high[lane] = value > high[lane] ? value : high[lane];                                              \
-                zeros[lane] += value == 0;                                                                         \
-            }                                                                                                      \
+            for (int lane = 0; lane < LANES; lane++) FIGURES_STEP(TYPE, lane, values[index + lane])                \
         }                                                                                                          \
-        for (; index < count; index++) { /* the last values, into the first lane */                               \
-            TYPE value = values[index];                                                                            \
-            double wide = value;                                                                                   \
-            sum[0] += wide;                                                                                        \
-            squares[0] += wide * wide;                                                                             \
-            low[0] = value < low[0] ? value : low[0];                                                              \
-            high[0] = value > high[0] ? value : high[0];                                                           \
-            zeros[0] += value == 0;                                                                                \
-        }                                                                                                          \
+        for (; index < count; index++) FIGURES_STEP(TYPE, 0, values[index])                                        \
         *out = (Figures){0.0, 0.0, low[0], high[0], 0};                                                            \
         for (int lane = 0; lane < LANES; lane++) {                                                                 \
             out->sum += sum[lane];                                                                                 \
@@ -94,23 +91,22 @@ typedef struct {
         }                                                                                                          \
     }
 
+#define DEVIATIONS_STEP(LANE, VALUE)                                                                               \
+    {                                                                                                              \
+        double gap = (double)(VALUE) - mean;                                                                       \
+        sum[LANE] += gap;                                                                                          \
+        squares[LANE] += gap * gap;                                                                                \
+    }
+
 #define DEVIATIONS_LOOP(NAME, TYPE)                                                                                \
     VERSIONED static void NAME(const TYPE *values, Py_ssize_t count, double mean, double out[2]) {                \
         double sum[LANES] = {0}, squares[LANES] = {0};                                                            \
         Py_ssize_t whole = count - count % LANES, index;                                                           \
         for (index = 0; index < whole; index += LANES) {                                                           \
             AHEAD(values + index);                                                                                 \
-            for (int lane = 0; lane < LANES; lane++) {                                                             \
-                double gap = (double)values[index + lane] - mean;                                                  \
-                sum[lane] += gap;                                                                                  \
-                squares[lane] += gap * gap;                                                                        \
-            }                                                                                                      \
+            for (int lane = 0; lane < LANES; lane++) DEVIATIONS_STEP(lane, values[index + lane])                   \
         }                                                                                                          \
-        for (; index < count; index++) {                                                                           \
-            double gap = (double)values[index] - mean;                                                             \
-            sum[0] += gap;                                                                                         \
-            squares[0] += gap * gap;                                                                               \
-        }                                                                                                          \
+        for (; index < count; index++) DEVIATIONS_STEP(0, values[index])                                           \
         out[0] = out[1] = 0.0;                                                                                     \
         for (int lane = 0; lane < LANES; lane++) {                                                                 \
             out[0] += sum[lane];                                                                                   \

@@ -66,7 +66,8 @@ WINDOW = 8  # consecutive checkpoints per task: each task re-reads one earlier c
 # each taken a cache-sized block at a time into per-thread buffers, so no temporary is allocated per piece (Dask's
 # workers run with MALLOC_TRIM_THRESHOLD_=65536, under which glibc faults a large temporary's pages in afresh each
 # time). Pieces of 4,096 elements, as tasks took them before the fused blocks, spent twice the CPU in Python between
-# numpy's calls (bench/bench_runs.py), with the GIL held: threads could not scale.
+# numpy's calls (bench/bench_runs.py), with the GIL held: threads could not scale. With the C kernel
+# (``weightscope._kernels``) a block's figures are one call with the GIL released, and threads scale as processes do.
 # Progress: (tasks done, tasks in all).
 Progress = Callable[[int, int], None]
 
@@ -430,8 +431,8 @@ def execute(
 ) -> list[Any]:
     """Compute ``keys`` of the task graph: on ``client`` (a ``dask.distributed.Client``), on the cluster
     at ``scheduler`` (``tcp://host:port``), in one thread (``"sync"``), in local processes
-    (``"processes"``: the figures hold the GIL for part of each piece, so processes scale where
-    threads may not), or on local threads (the default)."""
+    (``"processes"``: where the C kernel was not built, the figures hold the GIL for part of each piece, so
+    processes scale where threads may not), or on local threads (the default)."""
     dask = require_dask()
     if client is not None:
         return _on_client(client, graph, keys, progress)
