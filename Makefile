@@ -17,11 +17,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # The C kernel is compiled by the install: a change to its source installs again.
-$(STAMP_RUN): pyproject.toml src/weightscope/_kernels.c | $(BIN)/python
+$(STAMP_RUN): pyproject.toml $(wildcard src/weightscope/*.c) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(STAMP_TEST): pyproject.toml src/weightscope/_kernels.c | $(BIN)/python
+$(STAMP_TEST): pyproject.toml $(wildcard src/weightscope/*.c) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(STAMP_RUN)
 

@@ -66,10 +66,15 @@ def _imports(module: str, path: Path, known: set[str]) -> set[str]:
     return {target for target in targets if target in known and target != module}
 
 
+def _compiled() -> set[str]:
+    """The compiled modules (``src/weightscope/_kernels.c``...): known as modules, importing none of the package's."""
+    return {f"weightscope.{path.stem}" for path in PACKAGE.glob("*.c")}
+
+
 def import_graph() -> dict[str, set[str]]:
     modules = _modules()
-    known = set(modules)
-    return {name: _imports(name, path, known) for name, path in modules.items()}
+    known = set(modules) | _compiled()
+    return {name: _imports(name, path, known) for name, path in modules.items()} | {name: set() for name in _compiled()}
 
 
 def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -113,12 +113,20 @@ def test_the_version_is_written_once_and_the_wheel_carries_it_with_every_extra(d
     # The package's data is in the wheel: the viewer's page, the typing marker, the protobuf schemas.
     for name in ("viewer/static/app.js", "viewer/static/index.html", "py.typed", "_proto/tensorflow.proto"):
         assert f"weightscope/{name}" in names
-    # The compiled kernel and its typing stub; the sdist carries the kernel's source, to be compiled where installed.
-    assert (
-        f"weightscope/_kernels{sysconfig.get_config_var('EXT_SUFFIX')}" in names and "weightscope/_kernels.pyi" in names
-    )
+    # Each compiled module (every extension pyproject names) and its typing stub; the sdist carries their sources,
+    # to be compiled where installed.
+    modules = [
+        extension["name"].removeprefix("weightscope.") for extension in PYPROJECT["tool"]["setuptools"]["ext-modules"]
+    ]
+    assert {"_kernels", "_headers"} <= set(modules)
     with tarfile.open(dist / f"weightscope-{ws.__version__}.tar.gz") as sdist:
-        assert f"weightscope-{ws.__version__}/src/weightscope/_kernels.c" in sdist.getnames()
+        sources = sdist.getnames()
+    for module in modules:
+        assert f"weightscope/{module}{sysconfig.get_config_var('EXT_SUFFIX')}" in names, module
+        assert (
+            f"weightscope/{module}.pyi" in names
+            and f"weightscope-{ws.__version__}/src/weightscope/{module}.c" in sources
+        )
 
 
 # -- installing into a fresh environment ------------------------------------------------------
@@ -199,13 +207,17 @@ def _run(bin_dir: Path, *arguments: str, cwd: Path) -> subprocess.CompletedProce
     )
 
 
-def test_the_installed_wheel_brings_its_compiled_kernel(installed: Path) -> None:
-    """The wheel's kernel loads in the fresh environment, and ``blocks`` takes it (not its numpy path)."""
-    script = "from weightscope import blocks; import numpy as np; print(blocks._kernels.block_figures(np.ones(3)))"
+def test_the_installed_wheel_brings_its_compiled_modules(installed: Path) -> None:
+    """The wheel's kernel and header parser load in the fresh environment, and the readers take them (not their
+    Python paths)."""
+    script = (
+        "from weightscope import blocks; from weightscope.formats import safetensors; import numpy as np;"
+        "print(blocks._kernels.block_figures(np.ones(3)), safetensors._headers.string_map(b'{\"m\":{}}', 'm'))"
+    )
     result = subprocess.run(
         [str(installed / "python"), "-c", script], capture_output=True, text=True, env=_clean_environment(), timeout=60
     )
-    assert result.returncode == 0 and result.stdout.strip() == "(3.0, 3.0, 1.0, 1.0, 0)", result.stderr
+    assert result.returncode == 0 and result.stdout.strip() == "(3.0, 3.0, 1.0, 1.0, 0) (5, 7, {})", result.stderr
 
 
 def test_the_installed_wheel_has_only_the_core_dependencies(installed: Path) -> None:

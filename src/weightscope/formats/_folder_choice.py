@@ -5,13 +5,19 @@ Imports no reader: the registry's sniffers use it (``weightscope.formats.model_f
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, UsageError, WeightscopeError
-from weightscope.limits import Limits, json_marks, marks_cost
+from weightscope.limits import Limits, json_cost, json_marks
 from weightscope.sources import AnyPath, open_source
+
+try:  # the C parser of an index's weight map (optional: built where the install had a C compiler)
+    from weightscope import _headers
+except ImportError:  # an install without a C compiler: json's path
+    _headers = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from weightscope.shards import ShardNames
@@ -62,8 +68,10 @@ _NOT_WEIGHTS = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|training_ar
 MAX_JSON = 256 << 20  # an index of a million tensors is some 100 MB
 
 
-def read_json(path: AnyPath, what: str) -> Any:
-    """The JSON document at ``path`` (``what`` it is, for errors), a name given twice in an object refused."""
+def read_json(path: AnyPath, what: str, strings: str | None = None) -> Any:
+    """The JSON document at ``path`` (``what`` it is, for errors), a name given twice in an object refused.
+    ``strings``: the name of a member that maps names to strings and holds most of the text (an index's
+    ``weight_map``), parsed in one pass of C where the package has it (``weightscope._headers``)."""
     source = open_source(path)
     try:
         if source.size > MAX_JSON:
@@ -71,8 +79,22 @@ def read_json(path: AnyPath, what: str) -> Any:
         text = bytes(source.read(0, source.size, what))
     finally:
         source.close()
+    Limits.for_size(len(text)).check_memory(json_cost(text), f"parsing {what}", path)
+    if strings is not None and _headers is not None and (cut := _headers.string_map(text, strings)) is not None:
+        begin, end, found = cut
+        # The rest parsed as before, the member an empty object there: where that fails, the whole text is
+        # parsed again, so that the message names what is wrong where it is.
+        with contextlib.suppress(CorruptCheckpointError):
+            document = _parsed(text[:begin] + b"{}" + text[end:], path, what)
+            if isinstance(document, dict) and document.get(strings) == {}:
+                document[strings] = found
+                return document
+    return _parsed(text, path, what)
+
+
+def _parsed(text: bytes, path: AnyPath, what: str) -> Any:
+    """``read_json``'s document of ``text``."""
     marks = json_marks(text)
-    Limits.for_size(len(text)).check_memory(marks_cost(len(text), marks), f"parsing {what}", path)
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         document = dict(pairs)

@@ -467,7 +467,7 @@ class ModelFolderCheckpoint(Checkpoint):
 
 def _read_index(index: AnyPath) -> tuple[dict[str, Any], dict[str, str]]:
     """The index's JSON object and its weight map, which must map names to strings."""
-    document = read_json(index, "the index")
+    document = read_json(index, "the index", strings="weight_map")
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
     if not isinstance(weight_map, dict) or not set(map(type, weight_map.values())) <= {str}:  # JSON's are exact
         raise CorruptCheckpointError(f"{index}: not an index: no 'weight_map' object of tensor names to shards")

@@ -70,6 +70,11 @@ from weightscope.infos import collection_paused
 from weightscope.limits import Limits, json_cost
 from weightscope.writing import HeaderPlan, Holds, Spec, Writer, array_bytes, byte_pieces, plan
 
+try:  # the C parser of a compact header (optional: built where the install had a C compiler)
+    from weightscope import _headers
+except ImportError:  # an install without a C compiler: the Python path
+    _headers = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
@@ -149,9 +154,25 @@ class SafetensorsCheckpoint(FileCheckpoint):
             return self._written(parsed, start) or self._per_tensor(parsed, start)
 
     def _compact(self, text: bytes, start: int) -> Index | None:
-        """The index of a header in the reference writer's compact layout, taken from its text a column at a time
-        (C loops over all tensors, no JSON objects made): every check of ``_per_tensor`` made on the columns. None
-        where the header is laid out otherwise or any check fails: ``_written`` and ``_per_tensor`` then take it."""
+        """The index of a header in the reference writer's compact layout, every check of ``_per_tensor`` made
+        without JSON objects: in one pass of C (``weightscope._headers``) where the package has it, else a column
+        at a time (``_columns``). None where the header is laid out otherwise or any check fails: ``_written`` and
+        ``_per_tensor`` then take it."""
+        if _headers is None:
+            found = self._columns(text, start)
+        else:
+            found = _headers.compact_header(text, _PLAIN, TensorInfo, str(self.path), start, self._source.size)
+        if found is None:
+            return None
+        metadata, by_name, ordered = found
+        if not ordered:  # tensors of several dtypes: the writer orders them by dtype first
+            by_name = dict(sorted(by_name.items()))
+        return Index(by_name, metadata=metadata)
+
+    def _columns(self, text: bytes, start: int) -> tuple[dict[str, str], dict[str, TensorInfo], bool] | None:
+        """``_compact``'s metadata, infos by name (in the header's order, no name given twice, not the metadata's)
+        and whether that order is the names', taken from the header's text a column at a time (C loops over all
+        tensors, no JSON objects made)."""
         body = text.rstrip(b" ")  # the writer's padding
         # No backslash and no control character (a byte under 0x20: its smallest, found by numpy in one pass): no
         # string that needs json's decoder.
@@ -191,8 +212,9 @@ class SafetensorsCheckpoint(FileCheckpoint):
             dtype, shape, size, type_name = kinds.popitem()[1]
             dtypes, dims, nbytes, type_names = [dtype] * count, [shape] * count, [size] * count, [type_name] * count
         else:  # each tensor's row by its (code, shape) pair, whose strings' hashes the sets above computed
-            rows = map(kinds.__getitem__, zip(codes, shapes, strict=True))
-            dtypes, dims, nbytes, type_names = zip(*rows, strict=True)
+            dtypes, dims, nbytes, type_names = zip(
+                *map(kinds.__getitem__, zip(codes, shapes, strict=True)), strict=True
+            )
         del codes, shapes
         # Listed in their data's order, the tensors tile the buffer: each one's offsets are known from the sizes
         # before it, and the header's text must spell exactly those (so they are JSON's integers, no sign, no
@@ -203,14 +225,11 @@ class SafetensorsCheckpoint(FileCheckpoint):
             return None
         del pieces, spelled
         file, offsets_in_file = str(self.path), accumulate(sizes, initial=start)
-        infos = _made(zip(names, dtypes, dims, nbytes, type_names, repeat(file), offsets_in_file, names))
-        ordered = sorted(names)
-        if ordered != names:  # tensors of several dtypes: the writer orders them by dtype first
-            infos.sort()  # by name (a name given twice is found below, so no other field is compared)
-        by_name = dict(zip(ordered, infos, strict=True))
+        rows = zip(names, dtypes, dims, nbytes, type_names, repeat(file), offsets_in_file, names)
+        by_name = dict(zip(names, _made(rows), strict=True))
         if len(by_name) != count or METADATA_KEY in by_name:
             return None
-        return Index(by_name, metadata=metadata)
+        return metadata, by_name, sorted(names) == names
 
     def _written(self, parsed: object, start: int) -> Index | None:
         """The index of a header as the reference writes it, every check of ``_per_tensor`` made a column at a time

@@ -1,0 +1,6 @@
+from typing import Any
+
+def compact_header(
+    text: bytes, kinds: dict[str, tuple[Any, int, str]], info: type[tuple[Any, ...]], file: str, start: int, size: int
+) -> tuple[dict[str, str], dict[str, Any], bool] | None: ...
+def string_map(text: bytes, key: str) -> tuple[int, int, dict[str, str]] | None: ...
