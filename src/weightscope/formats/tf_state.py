@@ -17,6 +17,9 @@ from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, 
 from weightscope.sources import AnyPath, file_ends_with, local_path, plus
 
 STATE_FILE = "checkpoint"
+# The index key of a TF2 checkpoint's object graph: looked up at every open, its graph read by
+# ``weightscope.formats.tf_object_graph`` (imported only when the key is there).
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -31,8 +34,9 @@ class CheckpointState(NamedTuple):
     all_model_checkpoint_timestamps: list[float]
 
 
-# One field a line, as TensorFlow writes the file: a C-escaped string or a number.
-_STATE_LINE = re.compile(r'\s*(\w+)\s*:\s*(?:"((?:[^"\\]|\\.)*)"|([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?))\s*')
+# One field a line, as TensorFlow writes the file: a C-escaped string or a number. Compiled on first use (re caches
+# it): a prefix or an .index path reads no state file.
+_STATE_LINE = r'\s*(\w+)\s*:\s*(?:"((?:[^"\\]|\\.)*)"|([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?))\s*'
 _STATE_STRINGS = ("model_checkpoint_path", "all_model_checkpoint_paths")
 _STATE_NUMBERS = ("all_model_checkpoint_timestamps", "last_preserved_timestamp")
 
@@ -53,7 +57,7 @@ def read_checkpoint_state(directory: AnyPath) -> CheckpointState | None:
         raise CorruptCheckpointError(f"{path}: not a CheckpointState text proto ({error})") from None
     fields: dict[str, list[Any]] = {name: [] for name in (*_STATE_STRINGS, *_STATE_NUMBERS)}
     for line in text.splitlines():
-        match = _STATE_LINE.fullmatch(line)
+        match = re.fullmatch(_STATE_LINE, line)
         if not line.strip():
             continue
         if match is None or match[1] not in fields or (match[2] is None) != (match[1] in _STATE_NUMBERS):
