@@ -200,8 +200,10 @@ class TensorFlowCheckpoint(Checkpoint):
             raise CorruptCheckpointError(f"{index_path}: header claims {header.num_shards} shards")
         self._big_endian = header.endianness == _BIG_ENDIAN
         shard_paths = []
+        # Beside the index where it was found (``bundle_file``: inside a DIR/ prefix), not looked for again a shard.
+        folder, stem = index_path.parent, index_path.name.removesuffix(".index")
         for shard in range(header.num_shards):  # a missing one stops the loop: a header may claim 2**20
-            name = bundle_file(self.prefix, data_file_name("", shard, header.num_shards))
+            name = folder / data_file_name(stem, shard, header.num_shards)
             if not name.is_file():
                 raise CheckpointNotFoundError(f"{name}: data shard missing (the index {index_path} names it)")
             shard_paths.append(name)
