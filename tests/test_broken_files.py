@@ -223,7 +223,7 @@ def test_slices_must_cover_the_partitioned_variable_and_be_of_its_type(tmp_path:
     """A full shape of 2**62 elements with one small slice is refused, not allocated; a slice of another type too."""
     from weightscope import _proto
     from weightscope.containers.table import build_table, iter_table
-    from weightscope.formats.tensorflow import _slice_key
+    from weightscope.formats._ordered_code import _slice_key
     from weightscope.sources import FileSource
 
     prefix = ws.save({"part": np.arange(12, dtype=np.float32).reshape(3, 4)}, tmp_path / "model.ckpt")

@@ -215,3 +215,63 @@ def test_the_terminal_width_is_the_one_shutil_gives(
         assert _terminal_columns() == expected
     os.close(leader)
     os.close(follower)
+
+
+# Run in a fresh interpreter: reports, when numpy is first imported, OpenBLAS's spin timeout in the environment and
+# the weightscope modules imported by then; then runs the command line on its arguments.
+_WATCH_NUMPY = """
+import os, sys
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            loaded = sorted(module for module in sys.modules if module.startswith("weightscope"))
+            print(repr((os.environ.get("OPENBLAS_THREAD_TIMEOUT"), loaded)), file=sys.stderr)
+        return None
+sys.meta_path.insert(0, Watch())
+from weightscope.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("given", [None, "7"])
+def test_openblas_threads_spin_briefly_unless_the_user_says(seed_copy: Path, given: str | None) -> None:
+    """numpy's OpenBLAS threads spin ~0.1 s after numpy loads, taking a busy machine's core from ``show`` (issue 22:
+    135 -> 82 ms at load 1.5): the command line sets their timeout before numpy loads (``import weightscope`` loads
+    none), and a value of the user's own is kept."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_THREAD_TIMEOUT"}
+    if given is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = given
+    run = subprocess.run(
+        [sys.executable, "-c", _WATCH_NUMPY, "show", str(seed_copy), "layer1/kernel"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0 and run.stdout.startswith("[["), run.stderr
+    timeout, loaded = ast.literal_eval(run.stderr.splitlines()[0])
+    assert timeout == (given or "20")
+    assert "weightscope.checkpoint" not in loaded and "weightscope.cli._environment" in loaded
+
+
+def test_the_process_command_freezes_its_start_and_a_caller_keeps_its_collector(seed_copy: Path) -> None:
+    """``main()`` run as the process's command takes what its start imported out of the collector's passes (issue
+    22: the passes at exit cost ~8 ms of a ``show``); ``main(argv)`` called by other code, as here, freezes
+    nothing of its caller's."""
+    import gc
+    import subprocess
+    import sys
+
+    program = "import gc, sys; from weightscope.cli import main; status = main(); print(gc.get_freeze_count())"
+    run = subprocess.run(
+        [sys.executable, "-c", program, "show", str(seed_copy), "layer1/kernel"], capture_output=True, text=True
+    )
+    assert run.returncode == 0 and run.stdout.startswith("[["), run.stderr
+    assert int(run.stdout.splitlines()[-1]) > 10_000  # the start's modules, classes and functions
+    frozen = gc.get_freeze_count()
+    env, out, _ = _environment()
+    assert main(["show", str(seed_copy), "layer1/kernel"], env=env) == 0 and out.getvalue().startswith("[[")
+    assert gc.get_freeze_count() == frozen

@@ -294,3 +294,13 @@ def test_showing_a_tensor_imports_no_other_command(seed_copy: Path) -> None:
     unneeded = {"concurrent.futures", "logging", "weightscope.atomic", "shutil", "tempfile", "zlib_ng", "gzip"}
     assert not modules & (unneeded | {"json", "weightscope.notebook", "html", "traceback"})
     assert not modules & {"weightscope.layers", "weightscope.conventions"}  # roles: a name is given as found
+    # what only other formats, other checkpoints or completion need (issue 22): zips and their sniffers, model
+    # folders' file patterns, TF2's object graph (a TF1 checkpoint has none), partitioned variables' slice keys,
+    # a glob over the registry's entry points, click's completion classes
+    others_only = {
+        "weightscope.containers.zip",
+        "weightscope.formats._torch_kind",
+        "weightscope.formats._folder_choice",
+    }
+    others_only |= {"weightscope.formats.tf_object_graph", "weightscope.formats._ordered_code"}
+    assert not modules & (others_only | {"glob", "click.shell_completion"})

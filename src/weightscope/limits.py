@@ -68,12 +68,12 @@ def marks_cost(
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS.update({"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40})
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+_SIZE = r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*"  # compiled on first use (re caches it): most commands parse no size
 
 
 def parse_size(text: str) -> int:
     """``4GiB``, ``512MB``, ``1000`` as bytes; a ``ValueError`` for anything else."""
-    match = _SIZE.fullmatch(text)
+    match = re.fullmatch(_SIZE, text)
     unit = match and _UNITS.get(match.group(2).lower())
     if not match or unit is None:
         raise ValueError(f"not a size: {text!r} (a number of bytes, or with KiB, MiB, GiB, KB, MB, GB)")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from click.shell_completion import CompletionItem
 
 import weightscope
 from weightscope.checkpoint import Checkpoint
@@ -18,6 +17,9 @@ from weightscope.errors import UsageError
 from weightscope.formats import FORMATS
 from weightscope.output import safe_text
 from weightscope.sources import as_path, local_path
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 PATH = click.Path(path_type=Path)
 
@@ -31,6 +33,8 @@ class _CheckpointPath(click.ParamType):
         return as_path(value)
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem  # completing only, not at every start
+
         return [CompletionItem(incomplete, type="file")]  # the shell completes file names, as for click.Path
 
 

@@ -17,6 +17,13 @@ from typing import IO
 
 import click
 
+# numpy's OpenBLAS starts a thread per further core when numpy loads, and each then spins 2**28 cycles (~0.1 s)
+# waiting for work before it sleeps: on a busy machine that takes a core's time from a command calling no BLAS at
+# all (``show`` of one tensor, 2 cores at load 1.5: 135 -> 82 ms). 2**20 cycles (~0.4 ms) keeps them awake between
+# the calls of BLAS-heavy work (spectra) all the same. A value the user set wins. OpenBLAS reads it once, when numpy
+# loads: ``weightscope.cli`` imports this module before any that imports numpy (the package itself imports none).
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
+
 
 @dataclass(frozen=True)
 class Environment:

@@ -11,9 +11,9 @@ click; a checkpoint path completes as a file name; the tensor names of ``show``,
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import click
-from click.shell_completion import CompletionItem, ShellComplete, get_completion_class
 
 from weightscope.cli._environment import Environment
 from weightscope.cli._output import Command, Output, examples, pass_output
@@ -26,6 +26,10 @@ COMPLETE_VARIABLE = "_WEIGHTSCOPE_COMPLETE"
 SHELLS = ("bash", "zsh", "fish")
 MAX_COMPLETIONS = 10_000  # a shell shows no more usefully; a model's tensors may be many more
 
+# click's completion module is imported by what completes, not by every command that names a completer (show)
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem, ShellComplete
+
 
 def complete_tensor_names(context: click.Context, parameter: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """The names of the checkpoint given earlier on the line (``context.params['path']``) that start with
@@ -33,6 +37,8 @@ def complete_tensor_names(context: click.Context, parameter: click.Parameter, in
     path = context.params.get("path")
     if path is None or local_path(as_path(path)) is None:
         return []
+    from click.shell_completion import CompletionItem
+
     from weightscope.formats import open_checkpoint
 
     found: list[CompletionItem] = []
@@ -54,6 +60,8 @@ def complete_tensor_names(context: click.Context, parameter: click.Parameter, in
 
 def respond(command: click.Command, instruction: str, env: Environment) -> int:
     """Answer click's completion ``instruction`` (``bash_source``, ``zsh_complete``, ...) on ``env``'s stdout."""
+    from click.shell_completion import get_completion_class
+
     shell, _, action = instruction.partition("_")
     completion_class = get_completion_class(shell)
     if completion_class is None or action not in ("source", "complete"):
@@ -86,6 +94,8 @@ def completion_command(out: Output, shell: str) -> None:
     """Print the completion script for SHELL: commands, options, file names and the tensor names of the
     checkpoint on the line. Load it from ~/.bashrc or ~/.zshrc (`eval "$(weightscope completion bash)"`), or save
     fish's as ~/.config/fish/completions/weightscope.fish."""
+    from click.shell_completion import get_completion_class
+
     completion_class = get_completion_class(shell)
     assert completion_class is not None  # one of click's own: the choice allows no other
     root = click.get_current_context().find_root().command

@@ -13,7 +13,6 @@ Another package adds a format with ``register_format(Format(...))``, or by namin
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import warnings
@@ -21,14 +20,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightscope.containers.zip import LOCAL_SIGNATURE
 from weightscope.errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
     UnsupportedFormatError,
     UsageError,
 )
-from weightscope.formats._folder_choice import is_set
 from weightscope.formats._format import Format, Staging, _import, _magic_or_suffix
 from weightscope.formats._sniffing import (
     file_head,
@@ -65,6 +62,8 @@ def _sniff_coreml(path: AnyPath, entry: Format) -> bool:
 
 
 def _sniff_set(path: AnyPath, entry: Format) -> bool:
+    from weightscope.formats._folder_choice import is_set  # its patterns: asked of folders only
+
     return is_set(path)
 
 
@@ -78,6 +77,8 @@ def _sniff_safetensors(path: AnyPath, entry: Format) -> bool:
 def _sniff_npz(path: AnyPath, entry: Format) -> bool:
     if path.suffix in entry.suffixes:
         return True
+    from weightscope.containers.zip import LOCAL_SIGNATURE  # the zip reader: files of formats sniffed after it
+
     head = file_head(path, 30 + 0xFFFF)
     return head.startswith(LOCAL_SIGNATURE) and first_member(head).endswith(b".npy")
 
@@ -350,6 +351,8 @@ class FormatRegistry(Mapping[str, Format]):
         """The file readers look for beside ``path`` when it is a checkpoint prefix (``path.index``); else None.
         The entry points are read only when a file beside ``path`` has a name starting with its name: no other can
         be a format's index of it (``convert`` asks of every destination)."""
+        import glob  # convert asks here, not every command
+
         held = list(self._formats.values())
         if not self._entry_points_read and any(path.parent.glob(glob.escape(path.name) + "*")):
             held += [self._formats[name] for name in self._read_entry_points()]

@@ -1,5 +1,6 @@
 """The bytes sniffing looks at (a file's head, a zip's members), and the files weightscope recognises but
-does not read: what each is, and how to get its weights out. Imports no reader."""
+does not read: what each is, and how to get its weights out. Imports no reader, and the zip container only when a
+sniffer of zips runs (TensorFlow's, safetensors' and the folders' are asked before them)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from weightscope.containers.zip import LOCAL_SIGNATURE, read_directory
 from weightscope.errors import UnsupportedFormatError, WeightscopeError
-from weightscope.formats._torch_kind import torch_kind
 from weightscope.sources import AnyPath, file_ends_with, local_path, open_source, plus
 
 if TYPE_CHECKING:
@@ -30,6 +29,8 @@ def file_head(path: AnyPath, length: int) -> bytes:
 
 def zip_members(path: AnyPath) -> set[str]:
     """The member names of the zip at ``path``; none when it is no zip weightscope reads."""
+    from weightscope.containers.zip import LOCAL_SIGNATURE, read_directory  # (the zip reader: zips only)
+
     if not file_head(path, len(LOCAL_SIGNATURE)).startswith(LOCAL_SIGNATURE):
         return set()
     source = open_source(path)
@@ -108,6 +109,8 @@ def _torchscript_first(head: bytes) -> bool:
 
 def sniff_torchscript(path: AnyPath, entry: Format) -> bool:
     """A ``torch.jit.save`` archive, by its first member alone (no directory read; see ``_torchscript_first``)."""
+    from weightscope.containers.zip import LOCAL_SIGNATURE
+
     head = file_head(path, 30 + 0xFFFF)
     return head.startswith(LOCAL_SIGNATURE) and _torchscript_first(head)
 
@@ -169,6 +172,8 @@ def sniff_pytorch(path: AnyPath, entry: Format) -> bool:
     data.pkl), or the legacy head."""
     if not path.is_file():
         return False
+    from weightscope.formats._torch_kind import torch_kind  # (with the zip reader)
+
     source = open_source(path)
     try:
         try:

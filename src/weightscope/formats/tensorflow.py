@@ -82,9 +82,7 @@ from weightscope.errors import (
 )
 from weightscope.formats._bundle_entries import _column, _header_by_protobuf, _key_bytes, _numpy_dtype, _parse, _shapes
 from weightscope.formats._bundle_index import Entries, decode_entries, decode_header
-from weightscope.formats._ordered_code import _slice_key
-from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
-from weightscope.formats.tf_state import bundle_file, resolve_prefix
+from weightscope.formats.tf_state import OBJECT_GRAPH_KEY, bundle_file, resolve_prefix
 from weightscope.infos import InfoColumns, collection_paused
 from weightscope.sources import as_path, open_source
 
@@ -172,6 +170,8 @@ class TensorFlowCheckpoint(Checkpoint):
         tensor = self._read_entry(info, checksum)
         if tensor.shape != () or not isinstance(tensor[()], bytes):
             raise CorruptCheckpointError(f"{self.prefix}: {OBJECT_GRAPH_KEY} is not a scalar string")
+        from weightscope.formats.tf_object_graph import ObjectGraph  # TF2's names: TF1's checkpoints have none
+
         graph = ObjectGraph(tensor[()], set(table.keys))
         names = graph.names
         index.aliases = names  # key -> name; a name that is its own key is harmless here
@@ -200,8 +200,10 @@ class TensorFlowCheckpoint(Checkpoint):
             raise CorruptCheckpointError(f"{index_path}: header claims {header.num_shards} shards")
         self._big_endian = header.endianness == _BIG_ENDIAN
         shard_paths = []
+        # Beside the index where it was found (``bundle_file``: inside a DIR/ prefix), not looked for again a shard.
+        folder, stem = index_path.parent, index_path.name.removesuffix(".index")
         for shard in range(header.num_shards):  # a missing one stops the loop: a header may claim 2**20
-            name = bundle_file(self.prefix, data_file_name("", shard, header.num_shards))
+            name = folder / data_file_name(stem, shard, header.num_shards)
             if not name.is_file():
                 raise CheckpointNotFoundError(f"{name}: data shard missing (the index {index_path} names it)")
             shard_paths.append(name)
@@ -352,6 +354,8 @@ class TensorFlowCheckpoint(Checkpoint):
 
     def _add_partitioned(self, info: TensorInfo, slices: list[object]) -> TensorInfo:
         """Register a partitioned variable whose slices are stored under OrderedCode keys."""
+        from weightscope.formats._ordered_code import _slice_key  # only partitioned variables have slices
+
         name = info.key
         parts: list[_Part] = []
         total = 0

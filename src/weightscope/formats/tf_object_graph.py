@@ -40,11 +40,11 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from weightscope.errors import CorruptCheckpointError
+from weightscope.formats.tf_state import OBJECT_GRAPH_KEY
 
 if TYPE_CHECKING:
     from weightscope.layers import TensorRole
 
-OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 VARIABLE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _UNESCAPE = re.compile(r"\.(.)")
 _KERAS3_SLOT = re.compile(r"^[^/]+/(?P<owner>.+)_(?P<slot>momentum|velocity)$")

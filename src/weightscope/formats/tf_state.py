@@ -17,6 +17,9 @@ from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, 
 from weightscope.sources import AnyPath, file_ends_with, local_path, plus
 
 STATE_FILE = "checkpoint"
+# The index key of a TF2 checkpoint's object graph: looked up at every open, its graph read by
+# ``weightscope.formats.tf_object_graph`` (imported only when the key is there).
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -31,8 +34,9 @@ class CheckpointState(NamedTuple):
     all_model_checkpoint_timestamps: list[float]
 
 
-# One field a line, as TensorFlow writes the file: a C-escaped string or a number.
-_STATE_LINE = re.compile(r'\s*(\w+)\s*:\s*(?:"((?:[^"\\]|\\.)*)"|([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?))\s*')
+# One field a line, as TensorFlow writes the file: a C-escaped string or a number. Compiled on first use (re caches
+# it): a prefix or an .index path reads no state file.
+_STATE_LINE = r'\s*(\w+)\s*:\s*(?:"((?:[^"\\]|\\.)*)"|([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?))\s*'
 _STATE_STRINGS = ("model_checkpoint_path", "all_model_checkpoint_paths")
 _STATE_NUMBERS = ("all_model_checkpoint_timestamps", "last_preserved_timestamp")
 
@@ -53,7 +57,7 @@ def read_checkpoint_state(directory: AnyPath) -> CheckpointState | None:
         raise CorruptCheckpointError(f"{path}: not a CheckpointState text proto ({error})") from None
     fields: dict[str, list[Any]] = {name: [] for name in (*_STATE_STRINGS, *_STATE_NUMBERS)}
     for line in text.splitlines():
-        match = _STATE_LINE.fullmatch(line)
+        match = re.fullmatch(_STATE_LINE, line)
         if not line.strip():
             continue
         if match is None or match[1] not in fields or (match[2] is None) != (match[1] in _STATE_NUMBERS):
@@ -143,9 +147,10 @@ def resolve_prefix(path: AnyPath) -> AnyPath:
     """The checkpoint prefix meant by a prefix, ``.index``, ``.data-…`` or directory path (local or a URL)."""
     if path.name == STATE_FILE and path.is_file():
         path = path.parent
-    if path.is_dir() and (path / SAVED_MODEL_FILE).is_file():
+    is_dir = path.is_dir()  # each question a stat, or a request for a URL: asked once
+    if is_dir and (path / SAVED_MODEL_FILE).is_file():
         prefix = path / "variables" / "variables"  # a SavedModel keeps its weights here
-    elif path.is_dir():
+    elif is_dir:
         state = read_checkpoint_state(path)
         if state is not None and state.model_checkpoint_path:
             prefix = state_path(path, state.model_checkpoint_path)
@@ -170,12 +175,12 @@ def resolve_prefix(path: AnyPath) -> AnyPath:
     else:
         prefix = path
     index = bundle_file(prefix, ".index")
-    if not index.is_file() and _is_v1_checkpoint(prefix):
-        raise UnsupportedFormatError(
-            f"{prefix}: a TensorFlow V1 checkpoint (the single-file format of before 2017), which weightscope "
-            "does not read; convert it with TensorFlow: restore it with tf.compat.v1.train.Saver and save it "
-            "again (V2 is the default)"
-        )
     if not index.is_file():
+        if _is_v1_checkpoint(prefix):
+            raise UnsupportedFormatError(
+                f"{prefix}: a TensorFlow V1 checkpoint (the single-file format of before 2017), which weightscope "
+                "does not read; convert it with TensorFlow: restore it with tf.compat.v1.train.Saver and save it "
+                "again (V2 is the default)"
+            )
         raise CheckpointNotFoundError(f"{index}: no such file (checkpoint prefix {prefix})")
     return prefix
