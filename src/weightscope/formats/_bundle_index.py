@@ -35,6 +35,11 @@ import numpy as np
 from weightscope.containers.table import byte_windows, decode_varints, read_varint
 from weightscope.errors import CorruptCheckpointError
 
+try:
+    from weightscope import _tables
+except ImportError:  # built without a C compiler: numpy's decoder below
+    _tables = None  # type: ignore[assignment]
+
 MAX_RANK = 8
 _PADDING = 16  # bytes read past an entry's end: 7 by a window at the end, 9 by one at a dim's size
 _BYTE = np.uint64(0xFF)
@@ -62,7 +67,18 @@ class Entries(NamedTuple):  # (not a dataclass: its decorator costs the command 
 
 
 def decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Entries:
-    """The entries held in ``data[starts[i]:ends[i]]`` (``data`` uint8, bounds int64).
+    """The entries held in ``data[starts[i]:ends[i]]`` (``data`` uint8, bounds int64), the same ones taken either way:
+    in compiled code (``weightscope._tables``) where the package was built with it, else with numpy."""
+    columns = None if _tables is None else _tables.decode_entries(data, starts, ends)
+    if columns is None:
+        return _decode_entries(data, starts, ends)
+    fields = np.frombuffer(columns, np.int64).reshape(len(starts), 7 + MAX_RANK).T  # an entry's fields are a row
+    decoded, dtype, shard, offset, size, crc32c, rank = fields[:7]
+    return Entries(decoded != 0, dtype, shard, offset, size, crc32c, rank, fields[7 : 7 + int(rank.max(initial=0))].T)
+
+
+def _decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Entries:
+    """``decode_entries`` with numpy, a field at a time across all entries.
 
     Reads up to 16 bytes past an entry's end: ``data`` is padded first if it ends sooner.
     """
