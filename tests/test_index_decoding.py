@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 
 import weightscope as ws
 from weightscope import _proto
+from weightscope import infos as infos_module
 from weightscope.containers import table as table_module
 from weightscope.containers.table import build_table, encode_varint, iter_table, read_table
 from weightscope.formats import _bundle_entries as bundle_entries
@@ -145,6 +146,7 @@ def parsers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     if request.param == "numpy":
         monkeypatch.setattr(table_module, "_tables", None)
         monkeypatch.setattr(_bundle_index, "_tables", None)
+        monkeypatch.setattr(infos_module, "_tables", None)
     else:
         assert table_module._tables is not None, (
             "weightscope._tables was not built: pip install -e . needs a C compiler"
@@ -639,6 +641,7 @@ def test_a_varint_over_64_bits_is_corrupt() -> None:
         read_varint(b"\xff" * 9 + b"\x7f", 0, "test")
 
 
+@both_parsers
 @pytest.mark.parametrize("names", ["b a c d", "b a c a d b"])
 def test_info_columns_answer_as_the_dict_of_their_rows(names: str) -> None:
     rows = [
@@ -658,6 +661,7 @@ def test_info_columns_answer_as_the_dict_of_their_rows(names: str) -> None:
     assert all(type(info) is ws.TensorInfo for info in columns.values())
 
 
+@both_parsers
 def test_opening_and_listing_leave_the_collector_nothing_per_tensor(tmp_path: Path) -> None:
     """The infos of a TensorFlow index are columns, made into tuples as a listing asks: none is kept for the garbage
     collector to walk (issue 22: made at open and kept, 100,000 of them cost ~30 ms of collections)."""

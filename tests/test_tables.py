@@ -8,6 +8,7 @@ either way lists alike, or fails with the same error.
 
 from __future__ import annotations
 
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from weightscope import _tables
 from weightscope.containers import table as table_module
 from weightscope.containers.table import build_table, encode_varint, iter_table
 from weightscope.formats import _bundle_index
+from weightscope.formats._bundle_entries import _shapes
+from weightscope.infos import TensorInfo
 from weightscope.limits import Budget, Limits
 from weightscope.sources import FileSource
 
@@ -198,6 +201,12 @@ def _assert_same_entries(compiled: _bundle_index.Entries, expected: _bundle_inde
     for i in np.flatnonzero(taken).tolist():
         assert compiled.dims[i].tolist() == expected.dims[i, : compiled.dims.shape[1]].tolist()
         assert (expected.dims[i, compiled.dims.shape[1] :] == 1).all()
+    # The shapes made as numpy's path makes them, one tuple per distinct shape; () where not decoded.
+    assert compiled.shapes is not None and expected.shapes is None
+    assert compiled.shapes == _shapes(np.where(taken, expected.rank, 0), expected.dims)
+    assert all(type(size) is int for shape in compiled.shapes for size in shape)
+    distinct = {shape: id(shape) for shape in compiled.shapes}
+    assert all(id(shape) == distinct[shape] for shape in compiled.shapes)
 
 
 def test_damaged_entries_decode_as_numpys_decoder_does(seed: Path) -> None:
@@ -268,3 +277,24 @@ def test_damaged_indexes_open_alike_with_the_compiled_parsers_and_without(
         assert outcome == opened(False), case
         outcomes[outcome[0]] = outcomes.get(outcome[0], 0) + 1
     assert outcomes.get("listed", 0) > 100 and len(outcomes) >= 4, outcomes
+
+
+# -- rows -------------------------------------------------------------------------------------------------------
+
+
+def test_rows_are_the_tuples_map_and_zip_make() -> None:
+    columns = [[f"t{i}" for i in range(5)], *([i * k for i in range(5)] for k in range(1, 8))]
+    made = list(_tables.rows(TensorInfo, columns))
+    assert made == list(map(tuple.__new__, repeat(TensorInfo), zip(*columns, strict=True)))
+    assert all(type(row) is TensorInfo for row in made) and made[3].name == "t3" and made[3].key == 21
+    assert list(_tables.rows(TensorInfo, [[] for _ in range(8)])) == []
+    rows = _tables.rows(TensorInfo, columns)
+    assert iter(rows) is rows and next(rows) == made[0]
+    columns[2].append(0)  # a column grown while the rows are made: refused, as zip(strict=True) refuses it
+    with pytest.raises(ValueError, match="column 2 is longer"):
+        list(rows)
+    with pytest.raises(ValueError, match="column 1 is shorter"):
+        list(_tables.rows(TensorInfo, [[1, 2], [1]]))
+    for cls, column in ((list, []), (TensorInfo, ())):
+        with pytest.raises(TypeError):
+            _tables.rows(cls, [column])

@@ -19,12 +19,16 @@
  *     format (a restart count the block cannot hold, an entry running past the restart array, a varint over 5 bytes,
  *     a shared prefix longer than the key before it, keys not strictly increasing, a block's last key past its
  *     separator) or the cost would pass ``room``.
- * decode_entries(data, starts, ends) -> bytearray | None
+ * decode_entries(data, starts, ends) -> (fields, shapes) | None
  *     The entries ``data[starts[i]:ends[i]]`` (``starts``, ``ends``: C-contiguous int64 buffers), decoded as
- *     ``_bundle_index.decode_entries`` decodes them, taking the same entries: a bytearray of n rows of 15 int64
- *     (decoded 0/1, dtype, shard, offset, size, crc32c, rank, then 8 dims, 1 past the entry's rank; an entry's
- *     fields together, so the writes go to one place, not to 15 that may share cache sets). None where a bound
- *     lies outside ``data``.
+ *     ``_bundle_index.decode_entries`` decodes them, taking the same entries: ``fields``, a bytearray of n rows of
+ *     15 int64 (decoded 0/1, dtype, shard, offset, size, crc32c, rank, then 8 dims, 1 past the entry's rank; an
+ *     entry's fields together, so the writes go to one place, not to 15 that may share cache sets), and
+ *     ``shapes``, each entry's shape as a tuple of ints (``()`` for an entry not decoded), one tuple for equal
+ *     shapes, as ``_bundle_entries._shapes`` makes them. None where a bound lies outside ``data``.
+ * rows(cls, columns) -> iterator
+ *     ``map(tuple.__new__, repeat(cls), zip(*columns, strict=True))`` for a tuple subclass ``cls`` (``TensorInfo``)
+ *     and lists ``columns``: each row made in one allocation, not two (a listing of 100,000 infos makes 100,000).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -267,6 +271,79 @@ static int int64_buffer(PyObject *object, Py_buffer *view) {
     return 1;
 }
 
+/* Shapes made once each: a small open-addressing table from (rank, dims) to the tuple, for one call. */
+#define SHAPE_SLOTS 1024 /* a power of 2 */
+#define SHAPE_PROBES 8   /* slots tried before a shape is made without being kept */
+
+typedef struct {
+    PyObject *shape; /* NULL: a free slot */
+    int rank;
+    int64_t dims[MAX_RANK];
+} ShapeSlot;
+
+/* A new reference to the tuple of ``rank`` dims, shared with every equal shape met before in ``slots``. */
+static PyObject *shape_tuple(ShapeSlot *slots, int rank, const int64_t *dims) {
+    uint64_t hash = (uint64_t)rank;
+    for (int axis = 0; axis < rank; axis++) hash = hash * 0x9E3779B97F4A7C15u + (uint64_t)dims[axis];
+    hash *= 0x9E3779B97F4A7C15u;
+    ShapeSlot *slot = NULL;
+    for (int probe = 0; probe < SHAPE_PROBES; probe++) {
+        ShapeSlot *candidate = slots + ((hash >> 40) + (uint64_t)probe) % SHAPE_SLOTS;
+        if (candidate->shape == NULL) {
+            slot = candidate;
+            break;
+        }
+        if (candidate->rank == rank && memcmp(candidate->dims, dims, (size_t)rank * sizeof(int64_t)) == 0)
+            return Py_NewRef(candidate->shape);
+    }
+    PyObject *shape = PyTuple_New(rank);
+    if (shape == NULL) return NULL;
+    for (int axis = 0; axis < rank; axis++) {
+        PyObject *size = PyLong_FromLongLong(dims[axis]);
+        if (size == NULL) {
+            Py_DECREF(shape);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(shape, axis, size);
+    }
+    if (slot != NULL) {
+        slot->shape = Py_NewRef(shape);
+        slot->rank = rank;
+        memcpy(slot->dims, dims, (size_t)rank * sizeof(int64_t));
+    }
+    return shape;
+}
+
+/* Every entry's fields into ``out`` (a row each) and its shape into ``shapes``; 0 with an error set if memory ran
+ * out. */
+static int decode_all(const unsigned char *bytes, const int64_t *start, const int64_t *stop, Py_ssize_t n,
+                      int64_t *out, PyObject *shapes) {
+    ShapeSlot *slots = PyMem_Calloc(SHAPE_SLOTS, sizeof(ShapeSlot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    int done = 1;
+    for (Py_ssize_t i = 0; done && i < n; i++) {
+        /* values: dtype, rank, shard, offset, size, crc32c (indexed by field, the shape's slot holding the rank) */
+        int64_t values[6] = {0}, dims[MAX_RANK];
+        int decoded = decode_entry(bytes, start[i], stop[i], values, dims);
+        int rank = decoded ? (int)values[1] : 0;
+        int64_t *row = out + ROWS * i;
+        row[0] = decoded;
+        row[1] = decoded ? values[0] : 0;
+        for (int field = 2; field < 6; field++) row[field] = decoded ? values[field] : 0;
+        row[6] = rank;
+        for (int axis = 0; axis < MAX_RANK; axis++) row[7 + axis] = axis < rank ? dims[axis] : 1;
+        PyObject *shape = shape_tuple(slots, rank, dims);
+        if (shape == NULL) done = 0;
+        else PyList_SET_ITEM(shapes, i, shape);
+    }
+    for (int k = 0; k < SHAPE_SLOTS; k++) Py_XDECREF(slots[k].shape);
+    PyMem_Free(slots);
+    return done;
+}
+
 static PyObject *decode_entries(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "decode_entries(data, starts, ends) takes 3 arguments");
@@ -283,45 +360,130 @@ static PyObject *decode_entries(PyObject *module, PyObject *const *args, Py_ssiz
         PyBuffer_Release(&starts);
         return NULL;
     }
-    PyObject *result = NULL;
+    PyObject *result = NULL, *fields = NULL, *shapes = NULL;
     Py_ssize_t n = starts.len / 8;
+    const int64_t *start = starts.buf, *stop = ends.buf;
     if (ends.len != starts.len) {
         PyErr_SetString(PyExc_ValueError, "decode_entries: as many starts as ends are needed");
         goto done;
     }
-    result = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(ROWS * n * sizeof(int64_t)));
-    if (result == NULL) goto done;
-    int64_t *out = (int64_t *)PyByteArray_AS_STRING(result);
-    const int64_t *start = starts.buf, *stop = ends.buf;
-    const unsigned char *bytes = data.buf;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (start[i] < 0 || start[i] > stop[i] || stop[i] > data.len) {
-            Py_SETREF(result, Py_NewRef(Py_None));
+            result = Py_NewRef(Py_None);
             goto done;
         }
-        /* values: dtype, rank, shard, offset, size, crc32c (indexed by field, the shape's slot holding the rank) */
-        int64_t values[6] = {0}, dims[MAX_RANK];
-        int decoded = decode_entry(bytes, start[i], stop[i], values, dims);
-        int rank = decoded ? (int)values[1] : 0;
-        int64_t *row = out + ROWS * i;
-        row[0] = decoded;
-        row[1] = decoded ? values[0] : 0;
-        for (int field = 2; field < 6; field++) row[field] = decoded ? values[field] : 0;
-        row[6] = rank;
-        for (int axis = 0; axis < MAX_RANK; axis++) row[7 + axis] = axis < rank ? dims[axis] : 1;
     }
+    fields = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(ROWS * n * sizeof(int64_t)));
+    shapes = PyList_New(n); /* (its items NULL until set: freed alone, it skips them) */
+    if (fields != NULL && shapes != NULL &&
+        decode_all(data.buf, start, stop, n, (int64_t *)PyByteArray_AS_STRING(fields), shapes))
+        result = PyTuple_Pack(2, fields, shapes);
 done:
+    Py_XDECREF(fields);
+    Py_XDECREF(shapes);
     PyBuffer_Release(&data);
     PyBuffer_Release(&starts);
     PyBuffer_Release(&ends);
     return result;
 }
 
+/* -- rows ------------------------------------------------------------------------------------------------------ */
+
+/* An iterator making rows of a tuple subclass from columns, one at a time, as map(tuple.__new__, repeat(cls),
+ * zip(*columns, strict=True)) does, with one allocation a row instead of two. */
+typedef struct {
+    PyObject_HEAD PyTypeObject *cls;
+    PyObject *columns; /* a tuple of lists */
+    Py_ssize_t next, count;
+} Rows;
+
+static int rows_traverse(Rows *self, visitproc visit, void *arg) {
+    Py_VISIT(self->cls);
+    Py_VISIT(self->columns);
+    return 0;
+}
+
+static int rows_clear(Rows *self) {
+    Py_CLEAR(self->cls);
+    Py_CLEAR(self->columns);
+    return 0;
+}
+
+static void rows_dealloc(Rows *self) {
+    PyObject_GC_UnTrack(self);
+    rows_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyObject *rows_next(Rows *self) {
+    if (self->columns == NULL) return NULL;
+    Py_ssize_t width = PyTuple_GET_SIZE(self->columns), i = self->next;
+    for (Py_ssize_t k = 0; k < width; k++) { /* lists may change size: each is checked at each row */
+        Py_ssize_t length = PyList_GET_SIZE(PyTuple_GET_ITEM(self->columns, k));
+        if (i < self->count ? length <= i : length > i) {
+            const char *than = length <= i ? "shorter" : "longer";
+            PyErr_Format(PyExc_ValueError, "rows: column %zd is %s than column 0", k, than);
+            return NULL;
+        }
+    }
+    if (i >= self->count) {
+        rows_clear(self);
+        return NULL;
+    }
+    PyObject *row = self->cls->tp_alloc(self->cls, width);
+    if (row == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < width; k++)
+        PyTuple_SET_ITEM(row, k, Py_NewRef(PyList_GET_ITEM(PyTuple_GET_ITEM(self->columns, k), i)));
+    self->next++;
+    return row;
+}
+
+static PyTypeObject RowsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "weightscope._tables.Rows",
+    .tp_basicsize = sizeof(Rows),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)rows_traverse,
+    .tp_clear = (inquiry)rows_clear,
+    .tp_dealloc = (destructor)rows_dealloc,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)rows_next,
+};
+
+static PyObject *rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyType_Check(args[0]) || !PyType_IsSubtype((PyTypeObject *)args[0], &PyTuple_Type) ||
+        ((PyTypeObject *)args[0])->tp_dictoffset != 0) {
+        PyErr_SetString(PyExc_TypeError, "rows(cls, columns): cls must be a tuple subclass without a __dict__");
+        return NULL;
+    }
+    PyObject *columns = PySequence_Tuple(args[1]);
+    if (columns == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(columns); k++) {
+        if (!PyList_Check(PyTuple_GET_ITEM(columns, k))) {
+            Py_DECREF(columns);
+            PyErr_SetString(PyExc_TypeError, "rows(cls, columns): each column must be a list");
+            return NULL;
+        }
+    }
+    Rows *self = PyObject_GC_New(Rows, &RowsType);
+    if (self == NULL) {
+        Py_DECREF(columns);
+        return NULL;
+    }
+    self->cls = (PyTypeObject *)Py_NewRef(args[0]);
+    self->columns = columns;
+    self->next = 0;
+    self->count = PyTuple_GET_SIZE(columns) ? PyList_GET_SIZE(PyTuple_GET_ITEM(columns, 0)) : 0;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
 static PyMethodDef methods[] = {
     {"parse_blocks", (PyCFunction)(void (*)(void))parse_blocks, METH_FASTCALL,
      "parse_blocks(blocks, room) -> (keys, bounds, cost) of a table's data blocks, or None"},
     {"decode_entries", (PyCFunction)(void (*)(void))decode_entries, METH_FASTCALL,
-     "decode_entries(data, starts, ends) -> 15 rows of int64 fields of BundleEntryProto entries, or None"},
+     "decode_entries(data, starts, ends) -> (rows of 15 int64 fields, shapes) of BundleEntryProto entries, or None"},
+    {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
+     "rows(cls, columns) -> an iterator of cls rows made from the lists in columns, one item from each"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -329,4 +491,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "weightscope._tables"
                                     "TensorFlow index tables and bundle entries, parsed (see _tables.c).", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__tables(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__tables(void) {
+    if (PyType_Ready(&RowsType) < 0) return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,10 +1,16 @@
 """The compiled parsers of TensorFlow's index tables and bundle entries (src/weightscope/_tables.c)."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
+
+_Row = TypeVar("_Row", bound=tuple[Any, ...])
 
 def parse_blocks(
     blocks: Sequence[tuple[bytes, int, bytes | memoryview]], room: int, /
 ) -> tuple[list[str], bytearray, int] | None: ...
-def decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, /) -> bytearray | None: ...
+def decode_entries(
+    data: np.ndarray, starts: np.ndarray, ends: np.ndarray, /
+) -> tuple[bytearray, list[tuple[int, ...]]] | None: ...
+def rows(cls: type[_Row], columns: Sequence[list[Any]], /) -> Iterator[_Row]: ...

@@ -232,7 +232,8 @@ class TensorFlowCheckpoint(Checkpoint):
             entries = decode_entries(table.data, table.starts[start + 1 : stop + 1], table.ends[start + 1 : stop + 1])
             element, shard, plain = self._check_entries(entries)
             columns[1] += _column(_DTYPES, element)
-            columns[2] += _shapes(np.where(plain, entries.rank, 0), entries.dims)
+            shapes = entries.shapes  # (a row not plain is made again by _describe below)
+            columns[2] += _shapes(np.where(plain, entries.rank, 0), entries.dims) if shapes is None else shapes
             columns[3] += entries.size.tolist()
             columns[4] += _column(_TYPE_NAMES, element)
             columns[5] += _column(files, shard)

@@ -143,9 +143,10 @@ def resolve_prefix(path: AnyPath) -> AnyPath:
     """The checkpoint prefix meant by a prefix, ``.index``, ``.data-…`` or directory path (local or a URL)."""
     if path.name == STATE_FILE and path.is_file():
         path = path.parent
-    if path.is_dir() and (path / SAVED_MODEL_FILE).is_file():
+    directory = path.is_dir()
+    if directory and (path / SAVED_MODEL_FILE).is_file():
         prefix = path / "variables" / "variables"  # a SavedModel keeps its weights here
-    elif path.is_dir():
+    elif directory:
         state = read_checkpoint_state(path)
         if state is not None and state.model_checkpoint_path:
             prefix = state_path(path, state.model_checkpoint_path)
@@ -170,12 +171,12 @@ def resolve_prefix(path: AnyPath) -> AnyPath:
     else:
         prefix = path
     index = bundle_file(prefix, ".index")
-    if not index.is_file() and _is_v1_checkpoint(prefix):
+    if index.is_file():
+        return prefix
+    if _is_v1_checkpoint(prefix):
         raise UnsupportedFormatError(
             f"{prefix}: a TensorFlow V1 checkpoint (the single-file format of before 2017), which weightscope "
             "does not read; convert it with TensorFlow: restore it with tf.compat.v1.train.Saver and save it "
             "again (V2 is the default)"
         )
-    if not index.is_file():
-        raise CheckpointNotFoundError(f"{index}: no such file (checkpoint prefix {prefix})")
-    return prefix
+    raise CheckpointNotFoundError(f"{index}: no such file (checkpoint prefix {prefix})")
