@@ -19,6 +19,7 @@ from weightscope import _tables
 from weightscope.containers import table as table_module
 from weightscope.containers.table import build_table, encode_varint, iter_table
 from weightscope.formats import _bundle_index
+from weightscope.formats import tensorflow as tensorflow_module
 from weightscope.formats._bundle_entries import _shapes
 from weightscope.infos import TensorInfo
 from weightscope.limits import Budget, Limits
@@ -219,6 +220,36 @@ def test_damaged_entries_decode_as_numpys_decoder_does(seed: Path) -> None:
     assert compiled.decoded[: len(values)].all()  # every entry TensorFlow's way is taken
     _assert_same_entries(compiled, expected)
     assert 0.1 < compiled.decoded.mean() < 0.9  # (damage both kept and lost entries)
+
+
+def test_damaged_entries_are_checked_as_numpys_checks_do(seed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``check_entries`` against ``_check_entries``' numpy path, on the seed's entries damaged, and with every
+    element type met for the first time (its dtype made, then the entries checked again)."""
+    rng = np.random.default_rng(23)
+    source = FileSource(f"{seed}.index")
+    values = [value for _, value in list(iter_table(source))[1:]]
+    source.close()
+    messages = values + [_damage(values[int(rng.integers(len(values)))], rng) for _ in range(20_000)]
+    lengths = np.array([len(message) for message in messages], np.int64)
+    ends = np.cumsum(lengths)
+    data = np.frombuffer(b"".join(messages) + bytes(table_module.PADDING), np.uint8)
+    compiled = _bundle_index.decode_entries(data, ends - lengths, ends)
+    numpys = _bundle_index._decode_entries(data, ends - lengths, ends)
+    assert compiled.rows is not None and numpys.rows is None
+    unmade = len(tensorflow_module.ELEMENT_TYPES)
+    with ws.open(seed) as ckpt:
+        for first_time in (True, False):
+            if first_time:  # (the module's tables as a new process has them)
+                monkeypatch.setattr(tensorflow_module, "_DTYPES", np.full(unmade, None, object))
+                monkeypatch.setattr(tensorflow_module, "_ITEMSIZES", np.full(unmade, -1, np.int64))
+            element, shard, plain = ckpt._check_entries(compiled)
+            assert (tensorflow_module._DTYPES != None).sum() > 3  # noqa: E711 - the types met were made
+            expected_element, expected_shard, expected_plain = ckpt._check_entries(numpys)
+            assert plain.tolist() == expected_plain.tolist()
+            assert element[plain].tolist() == expected_element[plain].tolist()
+            assert shard[plain].tolist() == expected_shard[plain].tolist()
+            assert plain[: len(values)].all() and 0.05 < plain.mean() < 0.9
+            assert not element[~plain].any() and not shard[~plain].any()
 
 
 def test_entries_are_decoded_as_numpys_decoder_in_chunks_of_any_length(seed: Path) -> None:

@@ -26,6 +26,12 @@
  *     entry's fields together, so the writes go to one place, not to 15 that may share cache sets), and
  *     ``shapes``, each entry's shape as a tuple of ints (``()`` for an entry not decoded), one tuple for equal
  *     shapes, as ``_bundle_entries._shapes`` makes them. None where a bound lies outside ``data``.
+ * check_entries(rows, element_index, itemsizes, shard_sizes) -> (checked, unknown)
+ *     ``TensorFlowCheckpoint._check_entries``' checks of decode_entries' ``rows``, as its numpy path makes them:
+ *     ``checked``, a bytearray of n rows of 3 int64 (element type, an index into ``itemsizes``, by
+ *     ``element_index[dtype]``; shard; whether the entry passes every check), element and shard 0 where it does
+ *     not. An element whose item size is not known yet (-1: its dtype not made) fails its entries, and is listed
+ *     in ``unknown`` (the caller makes its dtype and asks again).
  * rows(cls, columns) -> iterator
  *     ``map(tuple.__new__, repeat(cls), zip(*columns, strict=True))`` for a tuple subclass ``cls`` (``TensorInfo``)
  *     and lists ``columns``: each row made in one allocation, not two (a listing of 100,000 infos makes 100,000).
@@ -387,6 +393,101 @@ done:
     return result;
 }
 
+/* -- check_entries ---------------------------------------------------------------------------------------------- */
+
+/* ``buffer`` as a C-contiguous int64 array: its items, and their count. */
+static int int64_items(PyObject *object, Py_buffer *view, const int64_t **items, Py_ssize_t *count) {
+    if (!int64_buffer(object, view)) return 0;
+    *items = view->buf;
+    *count = view->len / 8;
+    return 1;
+}
+
+static PyObject *check_entries(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "check_entries(rows, element_index, itemsizes, shard_sizes): 4 arguments");
+        return NULL;
+    }
+    Py_buffer rows, index, sizes, shards;
+    const int64_t *row, *element_of, *itemsize_of, *shard_size;
+    Py_ssize_t n, codes, elements, num_shards;
+    if (PyObject_GetBuffer(args[0], &rows, PyBUF_SIMPLE) < 0) return NULL;
+    if (!int64_items(args[1], &index, &element_of, &codes)) {
+        PyBuffer_Release(&rows);
+        return NULL;
+    }
+    if (!int64_items(args[2], &sizes, &itemsize_of, &elements)) {
+        PyBuffer_Release(&rows);
+        PyBuffer_Release(&index);
+        return NULL;
+    }
+    if (!int64_items(args[3], &shards, &shard_size, &num_shards)) {
+        PyBuffer_Release(&rows);
+        PyBuffer_Release(&index);
+        PyBuffer_Release(&sizes);
+        return NULL;
+    }
+    PyObject *result = NULL, *checked = NULL, *unknown = NULL;
+    char *met = NULL; /* the elements of unknown item size already listed */
+    if (rows.len % (ROWS * sizeof(int64_t)) != 0) {
+        PyErr_SetString(PyExc_ValueError, "check_entries: rows must be decode_entries' rows");
+        goto done;
+    }
+    n = rows.len / (Py_ssize_t)(ROWS * sizeof(int64_t));
+    row = rows.buf;
+    checked = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(3 * n * sizeof(int64_t)));
+    unknown = PyList_New(0);
+    met = PyMem_Calloc((size_t)elements + 1, 1);
+    if (checked == NULL || unknown == NULL || met == NULL) {
+        if (met == NULL) PyErr_NoMemory();
+        goto done;
+    }
+    int64_t *out = (int64_t *)PyByteArray_AS_STRING(checked);
+    for (Py_ssize_t i = 0; i < n; i++, row += ROWS) {
+        int64_t dtype = row[1], shard = row[2], offset = row[3], size = row[4], element = -1;
+        int plain = row[0] != 0 && dtype >= 0 && dtype < codes;
+        if (plain) element = element_of[dtype];
+        plain = plain && element >= 0 && element < elements && shard >= 0 && shard < num_shards;
+        plain = plain && offset >= 0 && size >= 0 && offset + size <= shard_size[shard];
+        if (plain) { /* the element count, exact where the float product stays below 2**62 (as numpy's) */
+            double estimate = 1;
+            uint64_t count = 1;
+            for (int axis = 0; axis < MAX_RANK; axis++) {
+                estimate *= (double)row[7 + axis];
+                count *= (uint64_t)row[7 + axis];
+            }
+            int64_t itemsize = itemsize_of[element];
+            plain = estimate < 4611686018427387904.0; /* 2**62 */
+            if (plain && itemsize < 0) { /* its dtype is not made yet: the caller makes it, and asks again */
+                plain = 0;
+                if (!met[element]) {
+                    met[element] = 1;
+                    PyObject *number = PyLong_FromLongLong(element);
+                    if (number == NULL || PyList_Append(unknown, number) < 0) {
+                        Py_XDECREF(number);
+                        goto done;
+                    }
+                    Py_DECREF(number);
+                }
+            }
+            if (plain && itemsize > 0) plain = size % itemsize == 0 && (uint64_t)(size / itemsize) == count;
+        }
+        out[3 * i] = plain ? element : 0;
+        out[3 * i + 1] = plain ? shard : 0;
+        out[3 * i + 2] = plain;
+    }
+    result = PyTuple_Pack(2, checked, unknown);
+done:
+    Py_XDECREF(checked);
+    Py_XDECREF(unknown);
+    PyMem_Free(met);
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&index);
+    PyBuffer_Release(&sizes);
+    PyBuffer_Release(&shards);
+    return result;
+}
+
 /* -- rows ------------------------------------------------------------------------------------------------------ */
 
 /* An iterator making rows of a tuple subclass from columns, one at a time, as map(tuple.__new__, repeat(cls),
@@ -482,6 +583,8 @@ static PyMethodDef methods[] = {
      "parse_blocks(blocks, room) -> (keys, bounds, cost) of a table's data blocks, or None"},
     {"decode_entries", (PyCFunction)(void (*)(void))decode_entries, METH_FASTCALL,
      "decode_entries(data, starts, ends) -> (rows of 15 int64 fields, shapes) of BundleEntryProto entries, or None"},
+    {"check_entries", (PyCFunction)(void (*)(void))check_entries, METH_FASTCALL,
+     "check_entries(rows, element_index, itemsizes, shard_sizes) -> (element, shard, plain rows, unknown elements)"},
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(cls, columns) -> an iterator of cls rows made from the lists in columns, one item from each"},
     {NULL, NULL, 0, NULL},

@@ -67,6 +67,7 @@ class Entries(NamedTuple):  # (not a dataclass: its decorator costs the command 
     # Each entry's shape, one tuple per distinct shape, where the compiled decoder made them (() where not decoded);
     # else None, and ``_bundle_entries._shapes`` makes them from the ranks and dims.
     shapes: list[tuple[int, ...]] | None
+    rows: bytearray | None  # the compiled decoder's rows of fields, which ``check_entries`` reads; else None
 
 
 def decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Entries:
@@ -79,7 +80,20 @@ def decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> En
     fields = np.frombuffer(rows, np.int64).reshape(len(starts), 7 + MAX_RANK).T  # an entry's fields are a row
     decoded, dtype, shard, offset, size, crc32c, rank = fields[:7]
     dims = fields[7 : 7 + int(rank.max(initial=0))].T
-    return Entries(decoded != 0, dtype, shard, offset, size, crc32c, rank, dims, shapes)
+    return Entries(decoded != 0, dtype, shard, offset, size, crc32c, rank, dims, shapes, rows)
+
+
+def check_entries(
+    entries: Entries, element_index: np.ndarray, itemsizes: np.ndarray, shard_sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]] | None:
+    """The compiled checks of the entries the compiled decoder made (``TensorFlowCheckpoint._check_entries``): each
+    entry's element type and shard, whether it passes them all, and the element types whose item size is not known
+    yet (-1 in ``itemsizes``: their entries fail until it is). None for entries numpy decoded."""
+    if entries.rows is None or _tables is None:
+        return None
+    checked, unknown = _tables.check_entries(entries.rows, element_index, itemsizes, shard_sizes)
+    element, shard, plain = np.frombuffer(checked, np.int64).reshape(len(entries.decoded), 3).T
+    return element, shard, plain != 0, unknown
 
 
 def _decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Entries:
@@ -136,7 +150,7 @@ def _decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> E
     decoded &= at == ends  # anything left over (slices, unknown or repeated fields) is protobuf's
     rank, dims = _decode_shapes(windows, shape_at, shape_end, decoded)
     dtype, shard, offset, size, crc32c = (values.get(number, np.zeros(n, np.int64)) for number in (1, 3, 4, 5, 6))
-    return Entries(decoded, dtype, shard, offset, size, crc32c, rank, dims, None)
+    return Entries(decoded, dtype, shard, offset, size, crc32c, rank, dims, None, None)
 
 
 def _decode_shapes(

@@ -37,10 +37,11 @@ item size, ``shard_id`` ≥ ``num_shards``, ``offset + size`` past the shard's e
 entries whose bytes overlap (TF writes every tensor's bytes once, one after another), and
 a checksum mismatch (unless verification is turned off).
 
-Opening reads the whole index at once: ``read_table`` parses its blocks with numpy,
+Opening reads the whole index at once: ``read_table`` parses its blocks, and
 ``decode_entries`` (``weightscope.formats._bundle_index``) decodes the entries laid out
-as TensorFlow writes them, and ``_check_entries`` makes ``_describe``'s checks on them,
-all a chunk of entries at a time. Any other entry, or one failing a check, goes through
+as TensorFlow writes them (both in compiled code, ``weightscope._tables``, where the
+package was built with it; else with numpy), and ``_check_entries`` makes ``_describe``'s
+checks on them, all a chunk of entries at a time. Any other entry, or one failing a check, goes through
 protobuf and ``_describe`` one by one, which raise the errors naming the tensor.
 The infos are kept as the columns so made (``checkpoint.InfoColumns``): a listing makes
 each ``TensorInfo`` as it goes and frees it, none is kept for the garbage collector.
@@ -81,7 +82,7 @@ from weightscope.errors import (
     UnsupportedFormatError,
 )
 from weightscope.formats._bundle_entries import _column, _header_by_protobuf, _key_bytes, _numpy_dtype, _parse, _shapes
-from weightscope.formats._bundle_index import Entries, decode_entries, decode_header
+from weightscope.formats._bundle_index import Entries, check_entries, decode_entries, decode_header
 from weightscope.formats._ordered_code import _slice_key
 from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
 from weightscope.formats.tf_state import bundle_file, resolve_prefix
@@ -122,7 +123,7 @@ _ELEMENT_INDEX = np.array(
 # Per element type: its dtype and item size (0: not checked, strings and the like), made
 # when a checkpoint first holds the type (ml_dtypes is imported only for its types).
 _DTYPES = np.full(len(ELEMENT_TYPES), None, object)
-_ITEMSIZES = np.zeros(len(ELEMENT_TYPES), np.int64)
+_ITEMSIZES = np.full(len(ELEMENT_TYPES), -1, np.int64)  # -1: not made yet
 _TYPE_NAMES = np.array([element.name for element in ELEMENT_TYPES], object)
 # Entries decoded together: numpy's temporaries then stay under 128 KiB, which glibc's
 # malloc serves from its heap; larger ones are mapped and unmapped every time (measured:
@@ -130,6 +131,14 @@ _TYPE_NAMES = np.array([element.name for element in ELEMENT_TYPES], object)
 _CHUNK = 8192
 # A slice of a partitioned variable: its key, and where it goes in the full tensor.
 _Part = tuple[bytes, tuple[slice, ...]]
+
+
+def _make_dtype(index: int) -> None:
+    """The dtype of element type ``index``, and its item size (0: not checked, strings and the like), its size
+    first (the compiled checks read the sizes)."""
+    dtype = _numpy_dtype(ELEMENT_TYPES[index])
+    _ITEMSIZES[index] = 0 if dtype.kind == "O" else dtype.itemsize
+    _DTYPES[index] = dtype
 
 
 class TensorFlowCheckpoint(Checkpoint):
@@ -294,13 +303,20 @@ class TensorFlowCheckpoint(Checkpoint):
         The checks are ``_describe``'s. An entry failing one is passed over here (it gets
         element 0 and shard 0), and ``_describe`` raises its error, naming it.
         """
+        shard_sizes = np.array([source.size for source in self._shards])
+        checked = check_entries(entries, _ELEMENT_INDEX, _ITEMSIZES, shard_sizes)
+        while checked is not None and checked[3]:  # types met for the first time: made, and the entries checked again
+            for index in checked[3]:
+                _make_dtype(index)
+            checked = check_entries(entries, _ELEMENT_INDEX, _ITEMSIZES, shard_sizes)
+        if checked is not None:
+            return checked[0], checked[1], checked[2]
         plain = entries.decoded.copy()
         known = entries.dtype < len(_ELEMENT_INDEX)
         element = _ELEMENT_INDEX[np.where(known, entries.dtype, 0)]
         plain &= known & (element >= 0) & (entries.shard < len(self._shards))
         element = np.where(plain, element, 0)
         shard = np.where(plain, entries.shard, 0)
-        shard_sizes = np.array([source.size for source in self._shards])
         plain &= entries.offset + entries.size <= shard_sizes[shard]
         # Element counts are exact in int64 where the float64 product stays below 2**62.
         count = np.ones(len(plain), np.int64)
@@ -310,10 +326,8 @@ class TensorFlowCheckpoint(Checkpoint):
             estimate *= column
         plain &= estimate < 2.0**62
         for index in np.flatnonzero(np.bincount(element[plain], minlength=len(ELEMENT_TYPES))).tolist():
-            if _DTYPES[index] is None:  # the first tensor of its type: make its dtype, its size first
-                dtype = _numpy_dtype(ELEMENT_TYPES[index])
-                _ITEMSIZES[index] = 0 if dtype.kind == "O" else dtype.itemsize
-                _DTYPES[index] = dtype
+            if _DTYPES[index] is None:  # the first tensor of its type
+                _make_dtype(index)
         itemsize = _ITEMSIZES[element]
         divisor = np.maximum(itemsize, 1)
         plain &= (itemsize == 0) | ((entries.size % divisor == 0) & (entries.size // divisor == count))
