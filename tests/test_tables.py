@@ -310,6 +310,33 @@ def test_damaged_indexes_open_alike_with_the_compiled_parsers_and_without(
     assert outcomes.get("listed", 0) > 100 and len(outcomes) >= 4, outcomes
 
 
+# -- extents -----------------------------------------------------------------------------------------------------
+
+
+def test_the_first_overlap_is_the_one_numpy_finds(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(31)
+    cases = []
+    for _ in range(3000):
+        n = int(rng.integers(0, 12))
+        size = rng.integers(0, 50, n) * (rng.random(n) < 0.8)
+        offset = np.cumsum(size + rng.integers(-1 if rng.random() < 0.3 else 0, 5, n)) - size
+        shard = (rng.random(n) < 0.2).astype(np.int64) * int(rng.integers(1, 3))
+        extents = np.ascontiguousarray(np.stack([shard, offset, size]).astype(np.int64)[:, rng.permutation(n)])
+        cases.append((extents, np.lexsort((extents[1], extents[0]))))
+    top = np.iinfo(np.int64).max  # an end past 2**63 wraps, in numpy's sum and C's alike
+    cases.append((np.array([[0, 0], [top - 2, top - 1], [5, 1]]), np.array([0, 1])))
+    compiled = [_bundle_index.first_overlap(extents, order) for extents, order in cases]
+    monkeypatch.setattr(_bundle_index, "_tables", None)
+    assert compiled == [_bundle_index.first_overlap(extents, order) for extents, order in cases]
+    assert 200 < sum(clash is not None for clash in compiled) < 2800  # (both outcomes, often)
+    with pytest.raises(ValueError, match="3 rows"):
+        _tables.first_overlap(np.zeros((2, 4), np.int64), np.arange(4))
+    with pytest.raises(ValueError, match="an order of the extents' indices"):
+        _tables.first_overlap(np.ones((3, 2), np.int64), np.array([0, 2]))
+    with pytest.raises(TypeError):
+        _tables.first_overlap(np.zeros((3, 4), np.int32), np.arange(4))
+
+
 # -- rows -------------------------------------------------------------------------------------------------------
 
 

@@ -32,6 +32,10 @@
  *     ``element_index[dtype]``; shard; whether the entry passes every check), element and shard 0 where it does
  *     not. An element whose item size is not known yet (-1: its dtype not made) fails its entries, and is listed
  *     in ``unknown`` (the caller makes its dtype and asks again).
+ * first_overlap(extents, order) -> (first, second) | None
+ *     The first two entries with a size (3 rows of int64 extents: shard, offset, size) that follow each other in
+ *     ``order`` (the entries sorted by shard, then offset: a stable sort's indices) and overlap: one walk, where
+ *     numpy gathered each row into a new array twice over (``TensorFlowCheckpoint._check_overlaps``).
  * rows(cls, columns) -> iterator
  *     ``map(tuple.__new__, repeat(cls), zip(*columns, strict=True))`` for a tuple subclass ``cls`` (``TensorInfo``)
  *     and lists ``columns``: each row made in one allocation, not two (a listing of 100,000 infos makes 100,000).
@@ -135,7 +139,11 @@ static int parse_block(Parse *parse, const unsigned char *block, Py_ssize_t size
         memcpy(parse->key + shared, new_bytes, (size_t)fresh);
         parse->key_length = shareable = length;
         PyObject *name = make_name(parse->key, length);
-        if (name == NULL) return 0;
+        /* Its hash taken now, while its bytes are in cache: a listing puts every name in a dict. */
+        if (name == NULL || PyObject_Hash(name) == -1) {
+            Py_XDECREF(name);
+            return 0;
+        }
         int appended = PyList_Append(parse->keys, name);
         Py_DECREF(name);
         if (appended < 0) return 0;
@@ -271,7 +279,7 @@ static int int64_buffer(PyObject *object, Py_buffer *view) {
     if (format[0] == '<' || format[0] == '=' || format[0] == '@') format++;
     if (view->itemsize != 8 || (strcmp(format, "l") != 0 && strcmp(format, "q") != 0)) {
         PyBuffer_Release(view);
-        PyErr_SetString(PyExc_TypeError, "decode_entries: starts and ends must be int64 arrays");
+        PyErr_SetString(PyExc_TypeError, "C-contiguous int64 arrays are needed");
         return 0;
     }
     return 1;
@@ -488,6 +496,51 @@ done:
     return result;
 }
 
+/* -- first_overlap -------------------------------------------------------------------------------------------- */
+
+static PyObject *first_overlap(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "first_overlap(extents, order) takes 2 arguments");
+        return NULL;
+    }
+    Py_buffer view, sorted;
+    const int64_t *items, *order;
+    Py_ssize_t count, length;
+    if (!int64_items(args[0], &view, &items, &count)) return NULL;
+    if (!int64_items(args[1], &sorted, &order, &length)) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t n = view.ndim == 2 ? view.shape[1] : -1;
+    if (view.ndim != 2 || view.shape[0] != 3 || length != n) {
+        PyErr_SetString(PyExc_ValueError, "first_overlap: extents of 3 rows (shard, offset, size), an order of each");
+        goto done;
+    }
+    const int64_t *shard = items, *offset = items + n, *size = items + 2 * n;
+    int64_t before = -1; /* the last entry with a size, in order */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int64_t i = order[k];
+        if (i < 0 || i >= n) {
+            PyErr_SetString(PyExc_ValueError, "first_overlap: an order of the extents' indices is needed");
+            goto done;
+        }
+        if (size[i] <= 0) continue; /* nothing stored */
+        /* (the end as numpy adds it: wrapping, as no end of a checked entry does) */
+        if (before >= 0 && shard[i] == shard[before] &&
+            offset[i] < (int64_t)((uint64_t)offset[before] + (uint64_t)size[before])) {
+            result = Py_BuildValue("(LL)", (long long)before, (long long)i);
+            goto done;
+        }
+        before = i;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&sorted);
+    return result;
+}
+
 /* -- rows ------------------------------------------------------------------------------------------------------ */
 
 /* An iterator making rows of a tuple subclass from columns, one at a time, as map(tuple.__new__, repeat(cls),
@@ -585,6 +638,8 @@ static PyMethodDef methods[] = {
      "decode_entries(data, starts, ends) -> (rows of 15 int64 fields, shapes) of BundleEntryProto entries, or None"},
     {"check_entries", (PyCFunction)(void (*)(void))check_entries, METH_FASTCALL,
      "check_entries(rows, element_index, itemsizes, shard_sizes) -> (element, shard, plain rows, unknown elements)"},
+    {"first_overlap", (PyCFunction)(void (*)(void))first_overlap, METH_FASTCALL,
+     "first_overlap(extents, order) -> the first two entries whose bytes overlap, in order, or None"},
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(cls, columns) -> an iterator of cls rows made from the lists in columns, one item from each"},
     {NULL, NULL, 0, NULL},

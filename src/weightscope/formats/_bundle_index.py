@@ -96,6 +96,18 @@ def check_entries(
     return element, shard, plain != 0, unknown
 
 
+def first_overlap(extents: np.ndarray, order: np.ndarray) -> tuple[int, int] | None:
+    """The first two entries with a size (``extents``: 3 C-contiguous rows of int64, shard, offset, size) that follow
+    each other in ``order`` (all entries sorted by shard, then offset, stably) and whose bytes overlap; None where none
+    do."""
+    if _tables is not None:
+        return _tables.first_overlap(extents, order)
+    stored = order[extents[2, order] > 0]
+    shard, offset, size = extents[:, stored]
+    clash = np.flatnonzero((shard[1:] == shard[:-1]) & (offset[1:] < (offset + size)[:-1]))
+    return (int(stored[clash[0]]), int(stored[clash[0] + 1])) if len(clash) else None
+
+
 def _decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Entries:
     """``decode_entries`` with numpy, a field at a time across all entries.
 

@@ -82,7 +82,7 @@ from weightscope.errors import (
     UnsupportedFormatError,
 )
 from weightscope.formats._bundle_entries import _column, _header_by_protobuf, _key_bytes, _numpy_dtype, _parse, _shapes
-from weightscope.formats._bundle_index import Entries, check_entries, decode_entries, decode_header
+from weightscope.formats._bundle_index import Entries, check_entries, decode_entries, decode_header, first_overlap
 from weightscope.formats._ordered_code import _slice_key
 from weightscope.formats.tf_object_graph import OBJECT_GRAPH_KEY, ObjectGraph
 from weightscope.formats.tf_state import bundle_file, resolve_prefix
@@ -281,19 +281,12 @@ class TensorFlowCheckpoint(Checkpoint):
     def _check_overlaps(self, extents: np.ndarray, names: list[str]) -> None:
         """Refuse two entries whose bytes overlap: TensorFlow writes each tensor's bytes once, apart."""
         shard, offset, size = extents
-        stored = np.flatnonzero(size > 0)
-        shards, offsets = shard[stored], offset[stored]
-        if len(stored) and not (shards != shards[0]).any() and not (offsets[1:] < offsets[:-1]).any():
-            order = stored  # one shard, written in key order, as usual: no sort needed
-        else:
-            order = stored[np.lexsort((offsets, shards))]
-        end = offset[order] + size[order]
-        clash = np.flatnonzero((shard[order][1:] == shard[order][:-1]) & (offset[order][1:] < end[:-1]))
-        if len(clash):
-            first, second = order[clash[0]], order[clash[0] + 1]
+        clash = first_overlap(extents, np.lexsort((offset, shard)))
+        if clash is not None:
+            first, second = clash
             raise CorruptCheckpointError(
-                f"{self._index.path}: tensors '{names[first]}' (bytes {offset[first]}..{end[clash[0]]}) and "
-                f"'{names[second]}' (bytes {offset[second]}..{offset[second] + size[second]}) overlap "
+                f"{self._index.path}: tensors '{names[first]}' (bytes {offset[first]}..{offset[first] + size[first]}) "
+                f"and '{names[second]}' (bytes {offset[second]}..{offset[second] + size[second]}) overlap "
                 f"in {self._shards[int(shard[first])].path}"
             )
 
