@@ -47,8 +47,8 @@ The infos are kept as the columns so made (``checkpoint.InfoColumns``): a listin
 each ``TensorInfo`` as it goes and frees it, none is kept for the garbage collector.
 Measured (2-core Xeon, in one process with TensorFlow, interleaved, ``bench/bench_tensorflow.py``: a
 ``gc.collect()`` before each call leaves the caches cold): open and list 2,000 variables
-1.7-2.2 ms (TensorFlow 1.8-2.0 ms; numpy's parsers 3.4-3.7 ms), 100,000 variables 44-46 ms
-(TensorFlow 142-152 ms; numpy's parsers 80-84 ms).
+1.7-2.2 ms (TensorFlow 1.8-2.0 ms; numpy's parsers 3.4-3.7 ms), 100,000 variables 43-46 ms
+(TensorFlow 142-155 ms; numpy's parsers 78-86 ms).
 """
 
 from __future__ import annotations
