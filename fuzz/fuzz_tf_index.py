@@ -2,7 +2,9 @@
 
 The input is a whole ``.index`` file; the data file beside it is one fixed valid file,
 written once, so that entries pointing into it read real bytes (and checksums hold)
-wherever the mutated index still says what the seed said.
+wherever the mutated index still says what the seed said. Each input is also opened
+without the compiled parsers (``weightscope._tables``): the listing, or the error, must
+be the same.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import fuzzlib
 import numpy as np
 
 with fuzzlib.instrumented():
+    import weightscope as ws
     from weightscope import _proto
     from weightscope._crc32c import crc32c
+    from weightscope.containers import table
     from weightscope.containers.table import (
         FOOTER_SIZE,
         TRAILER_SIZE,
@@ -23,6 +27,7 @@ with fuzzlib.instrumented():
         read_varint,
     )
     from weightscope.errors import WeightscopeError
+    from weightscope.formats import _bundle_index
     from weightscope.formats.tensorflow import _slice_key, data_file_name
     from weightscope.formats.tensorflow_writer import save
     from weightscope.sources import FileSource
@@ -41,6 +46,7 @@ TENSORS = {
 }
 save(TENSORS, PREFIX, update_state=False)  # the fixed data file, and the first seed's index
 SEED_INDEX = (DIRECTORY / "model.ckpt.index").read_bytes()
+COMPILED = table._tables
 assert (DIRECTORY / data_file_name("model.ckpt", 0, 1)).is_file()
 
 
@@ -117,11 +123,25 @@ def with_checksums(data: bytes) -> bytes:
     return bytes(fixed)
 
 
+def _listing(compiled: object) -> object:
+    """The infos of the checkpoint, or its error, opened with ``compiled`` as the parsers' module (None: numpy's)."""
+    table._tables = _bundle_index._tables = compiled
+    try:
+        with ws.open(PREFIX, format="tensorflow") as ckpt:
+            return list(ckpt.infos())
+    except WeightscopeError as error:
+        return type(error), str(error)
+    finally:
+        table._tables = _bundle_index._tables = COMPILED
+
+
 def one_input(data: bytes) -> None:
     if len(data) % 2 == 0:
         data = with_checksums(data)
     (DIRECTORY / "model.ckpt.index").write_bytes(data)
     fuzzlib.exercise(PREFIX, "tensorflow")
+    if COMPILED is not None:
+        assert _listing(COMPILED) == _listing(None), "the compiled parsers and numpy's differ"
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 
 import weightscope as ws
 from weightscope import _proto
+from weightscope import infos as infos_module
 from weightscope.containers import table as table_module
 from weightscope.containers.table import build_table, encode_varint, iter_table, read_table
 from weightscope.formats import _bundle_entries as bundle_entries
@@ -138,6 +139,24 @@ def _entry(**fields: object) -> bytes:
 # -- the table ---------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def parsers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parsers under test: the compiled ones (``weightscope._tables``, which the project's install builds), or
+    numpy's and Python's, which an install without a C compiler takes."""
+    if request.param == "numpy":
+        monkeypatch.setattr(table_module, "_tables", None)
+        monkeypatch.setattr(_bundle_index, "_tables", None)
+        monkeypatch.setattr(infos_module, "_tables", None)
+    else:
+        assert table_module._tables is not None, (
+            "weightscope._tables was not built: pip install -e . needs a C compiler"
+        )
+
+
+both_parsers = pytest.mark.usefixtures("parsers")
+
+
+@both_parsers
 def test_every_fixture_table_reads_alike_both_ways(tf_checkpoints: dict[str, Path]) -> None:
     for name, checkpoint in _bundles(tf_checkpoints).items():
         fast, slow = _read(_index_path(checkpoint))
@@ -160,6 +179,7 @@ def _random_keys(rng: np.random.Generator, count: int, alphabet: bytes) -> list[
     ]
 
 
+@both_parsers
 @pytest.mark.parametrize(
     "alphabet",
     [
@@ -176,6 +196,7 @@ def test_random_tables_read_alike_both_ways(tmp_path: Path, alphabet: bytes) -> 
         _assert_same_table(fast, slow)
 
 
+@both_parsers
 @pytest.mark.parametrize("interval", [1, 3, 129, 1000])
 def test_unusual_restart_intervals_and_block_sizes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: int
@@ -190,6 +211,7 @@ def test_unusual_restart_intervals_and_block_sizes(
     _assert_same_table(fast, slow)
 
 
+@both_parsers
 def test_long_keys_and_long_values(tmp_path: Path) -> None:
     keys = [b"k" * 300 + bytes([i]) for i in range(200)] + [b"z" * 70_000]
     entries = [(key, bytes(range(256)) * (i % 5)) for i, key in enumerate(sorted(keys))]
@@ -199,6 +221,7 @@ def test_long_keys_and_long_values(tmp_path: Path) -> None:
     _assert_same_table(fast, slow)
 
 
+@both_parsers
 def test_a_key_out_of_order_gives_the_same_error(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     keys = sorted(set(_random_keys(rng, 500, b"abcdef")))
@@ -217,6 +240,7 @@ def test_a_key_out_of_order_gives_the_same_error(tmp_path: Path) -> None:
 # -- BundleEntryProto -------------------------------------------------------------------------
 
 
+@both_parsers
 def test_every_fixture_entry_decodes_as_protobuf_does(tf_checkpoints: dict[str, Path]) -> None:
     for name, checkpoint in _bundles(tf_checkpoints).items():
         _, slow = _read(_index_path(checkpoint))
@@ -302,6 +326,7 @@ def _random_entry(rng: np.random.Generator) -> tuple[bytes, bool]:
     return message, plain
 
 
+@both_parsers
 def test_random_entries_decode_as_protobuf_does() -> None:
     rng = np.random.default_rng(20240611)
     messages, plain = zip(*(_random_entry(rng) for _ in range(20_000)), strict=True)
@@ -310,6 +335,7 @@ def test_random_entries_decode_as_protobuf_does() -> None:
     assert sum(plain) > 5000
 
 
+@both_parsers
 def test_every_odd_entry_is_left_to_protobuf() -> None:
     plain = _entry(dtype=1, shape=[2, 3], offset=8, size=24, crc32c=7)
     odd = {
@@ -341,6 +367,7 @@ def test_every_odd_entry_is_left_to_protobuf() -> None:
     assert taken == set()
 
 
+@both_parsers
 def test_plain_entries_of_every_size_are_taken() -> None:
     messages = [
         b"",  # every field zero: a float32-less, dtype-0 scalar
@@ -357,6 +384,7 @@ def test_plain_entries_of_every_size_are_taken() -> None:
     assert entries.decoded.all()
 
 
+@both_parsers
 def test_entries_that_all_start_with_dtype_and_shape() -> None:
     # Every entry starts 08 DT 12 LL, as TensorFlow writes them: the decoder reads both
     # fields from one window. What follows must still be checked as usual.
@@ -384,14 +412,14 @@ def test_entries_that_all_start_with_dtype_and_shape() -> None:
 
 @pytest.fixture
 def slow_paths(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-    """Turns both fast paths off: every table parsed entry by entry, every entry by protobuf."""
+    """Turns the fast paths off: every table parsed entry by entry in Python, every entry by protobuf."""
 
     def nothing_decoded(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> _bundle_index.Entries:
         entries = decode_entries(data, starts, ends)
-        entries.decoded[:] = False
-        return entries
+        return entries._replace(decoded=np.zeros_like(entries.decoded), rows=None)  # (None: numpy's checks)
 
     def turn_off() -> None:
+        monkeypatch.setattr(table_module, "_parse_compiled", lambda blocks, budget: None)
         monkeypatch.setattr(table_module, "_parse_blocks", lambda blocks, budget: None)
         monkeypatch.setattr(tensorflow_module, "decode_entries", nothing_decoded)
 
@@ -416,6 +444,7 @@ def _assert_same_listing(fast: list[ws.TensorInfo], slow: list[ws.TensorInfo]) -
         assert all(type(size) is int for size in ours.shape)
 
 
+@both_parsers
 def test_fixtures_list_and_read_as_with_protobuf(
     tf_checkpoints: dict[str, Path], slow_paths: Callable[[], None]
 ) -> None:
@@ -442,6 +471,7 @@ def _many_tensors(count: int, seed: int) -> Iterator[tuple[str, np.ndarray]]:
             yield name, (rng.standard_normal(shape) * 100).astype(dtype)
 
 
+@both_parsers
 def test_a_large_saved_checkpoint_lists_and_reads_as_with_protobuf(
     tmp_path: Path, slow_paths: Callable[[], None]
 ) -> None:
@@ -454,6 +484,7 @@ def test_a_large_saved_checkpoint_lists_and_reads_as_with_protobuf(
     assert values == slow_values
 
 
+@both_parsers
 def test_names_sorted_as_bytes_not_as_str_read_back(tmp_path: Path) -> None:
     # A byte that is not UTF-8 (0xff, decoded as the surrogate U+DCFF) sorts after the
     # lead byte of U+E000 (0xee) as bytes, before it as str: reads find tensors by bytes.
@@ -503,6 +534,7 @@ BROKEN = {
 }
 
 
+@both_parsers
 @pytest.mark.parametrize("damage", list(BROKEN), ids=list(BROKEN))
 def test_broken_entries_give_the_same_error_both_ways(
     tmp_path: Path, slow_paths: Callable[[], None], damage: str
@@ -582,6 +614,7 @@ def test_header_decodes_as_protobuf_does() -> None:
     assert decode_header(b"\x1a\x05\x08") is None  # a length past the end
 
 
+@both_parsers
 def test_odd_header_goes_through_protobuf_and_still_reads(tmp_path: Path) -> None:
     from weightscope import _proto
     from weightscope.containers.table import build_table, iter_table
@@ -607,6 +640,7 @@ def test_a_varint_over_64_bits_is_corrupt() -> None:
         read_varint(b"\xff" * 9 + b"\x7f", 0, "test")
 
 
+@both_parsers
 @pytest.mark.parametrize("names", ["b a c d", "b a c a d b"])
 def test_info_columns_answer_as_the_dict_of_their_rows(names: str) -> None:
     rows = [
@@ -626,6 +660,7 @@ def test_info_columns_answer_as_the_dict_of_their_rows(names: str) -> None:
     assert all(type(info) is ws.TensorInfo for info in columns.values())
 
 
+@both_parsers
 def test_opening_and_listing_leave_the_collector_nothing_per_tensor(tmp_path: Path) -> None:
     """The infos of a TensorFlow index are columns, made into tuples as a listing asks: none is kept for the garbage
     collector to walk (issue 22: made at open and kept, 100,000 of them cost ~30 ms of collections)."""
@@ -653,7 +688,8 @@ def test_shape_groups_are_numpy_unique_ones(count: int) -> None:
 
 
 def _both_parses(path: Path) -> tuple[table_module.Table | None, table_module.Table | None, list[tuple[bytes, bytes]]]:
-    """The table in ``path`` parsed entry by entry in Python and in numpy's lockstep, and as ``iter_table`` reads it."""
+    """The table in ``path`` parsed entry by entry in compiled code and in numpy's lockstep, and as ``iter_table``
+    reads it."""
     source = FileSource(path)
     try:
         blocks = list(table_module._blocks(source, Budget(Limits.for_size(source.size), path)))
@@ -663,61 +699,64 @@ def _both_parses(path: Path) -> tuple[table_module.Table | None, table_module.Ta
         source.close()
 
 
-_PARSES = (table_module._parse_sequential, table_module._parse_blocks)
+_PARSES = (table_module._parse_compiled, table_module._parse_blocks)
 
 
 def test_both_parses_give_the_table_iter_table_reads(tf_checkpoints: dict[str, Path], tmp_path: Path) -> None:
     rng = np.random.default_rng(11)
     paths = [_index_path(checkpoint) for checkpoint in _bundles(tf_checkpoints).values()]
-    for count, alphabet in [
-        (0, b"a"),
-        (1, b"ab"),
-        (40, bytes(range(256))),
-        (1500, "ü/名/a".encode()),
-        (3000, b"ab/_0"),
+    for count, alphabet, longest in [
+        (0, b"a", 100),
+        (1, b"ab", 100),
+        (40, bytes(range(256)), 100),
+        (1500, "ü/名/a".encode(), 100),
+        (3000, b"ab/_0", 100),
+        (300, b"ab", 20_000),  # lengths of 2 and 3 bytes
     ]:
-        keys = [key[:100] for key in _random_keys(rng, count, alphabet)]  # one-byte lengths: the Python parse's
-        paths.append(_save_table(tmp_path / f"{count}.index", keys, longest_value=100))
+        keys = [key[:100] for key in _random_keys(rng, count, alphabet)]
+        paths.append(_save_table(tmp_path / f"{count}.index", keys, longest_value=longest))
     for path in paths:
-        sequential, lockstep, reference = _both_parses(path)
-        assert sequential is not None and lockstep is not None, path
-        _assert_same_table(sequential, reference)
+        compiled, lockstep, reference = _both_parses(path)
+        assert compiled is not None and lockstep is not None, path
+        _assert_same_table(compiled, reference)
         _assert_same_table(lockstep, reference)
 
 
-def test_small_tables_are_parsed_entry_by_entry_large_ones_in_lockstep(
+def test_the_compiled_parse_comes_first_and_numpys_lockstep_without_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The crossover, measured (see ``SEQUENTIAL_BELOW``): 40 KiB of blocks, some 1,250 entries as TF writes them."""
-    assert table_module.SEQUENTIAL_BELOW == 40 << 10
+    """Where the package was built with ``weightscope._tables``, it parses every table, small or large; an install
+    without a C compiler takes numpy's lockstep parse (and the entry-by-entry one after it)."""
+    compiled = table_module._tables
+    assert compiled is not None, "weightscope._tables was not built: pip install -e . needs a C compiler"
     called: list[str] = []
     for parse in _PARSES:
         monkeypatch.setattr(table_module, parse.__name__, lambda *args, f=parse: called.append(f.__name__) or f(*args))
-    for count, expected in ((1000, "_parse_sequential"), (1400, "_parse_blocks")):
+    for count in (3, 1400):
         keys = [b"model/block_%05d/dense_%d/kernel" % divmod(i, 5) for i in range(count)]  # as TF's writer keys them
-        path = _save_table(tmp_path / f"{count}.index", keys, longest_value=40)
-        source = FileSource(path)
-        budget = Budget(Limits.for_size(source.size), path)
-        size = sum(len(block) for _, _, block in table_module._blocks(source, budget))
-        assert (size < table_module.SEQUENTIAL_BELOW) == (expected == "_parse_sequential"), size
-        called.clear()
-        assert read_table(source).keys == [key.decode() for key, _ in iter_table(source)]
-        assert called == [expected]  # (the lockstep parse only where the other would not, or declined)
+        source = FileSource(_save_table(tmp_path / f"{count}.index", keys, longest_value=40))
+        for built, expected in ((True, ["_parse_compiled"]), (False, ["_parse_compiled", "_parse_blocks"])):
+            monkeypatch.setattr(table_module, "_tables", compiled if built else None)
+            called.clear()
+            assert read_table(source).keys == [key.decode() for key, _ in iter_table(source)]
+            assert called == expected
         source.close()
 
 
 def test_keys_growing_in_a_small_table_are_refused_at_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The entry-by-entry parse charges each key as it makes it: past the cap it stops, and ``iter_table``'s path
-    raises the error, having built no more than the cap either."""
+    """The compiled parse charges each key as it makes it: past the cap it stops, and ``iter_table``'s path raises
+    the error, having built no more than the cap either."""
     monkeypatch.setenv("WEIGHTSCOPE_MAX_MEMORY", "200KB")
     path = tmp_path / "t.index"
     path.write_bytes(build_table([(b"a" * length, b"") for length in range(1, 600)]))  # 180 KB of keys, 12 KB file
     source = FileSource(path)
     budget = Budget(Limits.for_size(source.size), path)
     blocks = list(table_module._blocks(source, budget))
-    assert sum(len(block) for _, _, block in blocks) < table_module.SEQUENTIAL_BELOW
     spent = budget.spent  # (the index block's keys)
-    assert table_module._parse_sequential(blocks, budget) is None and budget.spent == spent
-    with pytest.raises(ws.LimitExceededError, match="WEIGHTSCOPE_MAX_MEMORY"):
-        read_table(source)
+    assert table_module._parse_compiled(blocks, budget) is None and budget.spent == spent
+    for built in (True, False):
+        if not built:
+            monkeypatch.setattr(table_module, "_tables", None)
+        with pytest.raises(ws.LimitExceededError, match="WEIGHTSCOPE_MAX_MEMORY"):
+            read_table(source)
     source.close()

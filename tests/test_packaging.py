@@ -118,7 +118,7 @@ def test_the_version_is_written_once_and_the_wheel_carries_it_with_every_extra(d
     modules = [
         extension["name"].removeprefix("weightscope.") for extension in PYPROJECT["tool"]["setuptools"]["ext-modules"]
     ]
-    assert {"_kernels", "_headers"} <= set(modules)
+    assert {"_kernels", "_headers", "_tables"} <= set(modules)
     with tarfile.open(dist / f"weightscope-{ws.__version__}.tar.gz") as sdist:
         sources = sdist.getnames()
     for module in modules:
@@ -208,16 +208,19 @@ def _run(bin_dir: Path, *arguments: str, cwd: Path) -> subprocess.CompletedProce
 
 
 def test_the_installed_wheel_brings_its_compiled_modules(installed: Path) -> None:
-    """The wheel's kernel and header parser load in the fresh environment, and the readers take them (not their
-    Python paths)."""
+    """The wheel's kernel, header parser and table parser load in the fresh environment, and the readers take them
+    (not their Python paths)."""
     script = (
         "from weightscope import blocks; from weightscope.formats import safetensors; import numpy as np;"
-        "print(blocks._kernels.block_figures(np.ones(3)), safetensors._headers.string_map(b'{\"m\":{}}', 'm'))"
+        "from weightscope.containers import table;"
+        "print(blocks._kernels.block_figures(np.ones(3)), safetensors._headers.string_map(b'{\"m\":{}}', 'm'),"
+        " table._tables.parse_blocks([], 0))"
     )
     result = subprocess.run(
         [str(installed / "python"), "-c", script], capture_output=True, text=True, env=_clean_environment(), timeout=60
     )
-    assert result.returncode == 0 and result.stdout.strip() == "(3.0, 3.0, 1.0, 1.0, 0) (5, 7, {})", result.stderr
+    expected = "(3.0, 3.0, 1.0, 1.0, 0) (5, 7, {}) ([], bytearray(b''), 0)"
+    assert result.returncode == 0 and result.stdout.strip() == expected, result.stderr
 
 
 def test_the_installed_wheel_has_only_the_core_dependencies(installed: Path) -> None:

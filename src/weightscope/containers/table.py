@@ -41,6 +41,11 @@ from weightscope.errors import (
 from weightscope.limits import Budget, Limits
 from weightscope.sources import AnySource
 
+try:
+    from weightscope import _tables
+except ImportError:  # built without a C compiler: numpy's lockstep parse, and the entry-by-entry one
+    _tables = None  # type: ignore[assignment]
+
 MAGIC = 0xDB4775248B80FB57
 MAGIC_BYTES = struct.pack("<Q", MAGIC)  # 57 fb 80 8b 24 75 47 db, the file's last 8 bytes
 FOOTER_SIZE = 48
@@ -232,15 +237,14 @@ def read_table(source: AnySource, budget: Budget | None = None) -> Table:
     """The whole table in ``source``, every block checked, its keys charged to ``budget`` (by default, the caps for
     ``source``'s size): a ``LimitExceededError`` past them.
 
-    Blocks of under ``SEQUENTIAL_BELOW`` bytes are parsed entry by entry in Python (``_parse_sequential``); larger ones
-    laid out the usual way (restart points at entry boundaries, prefixes shared only within a restart interval, keys in
-    order) by ``_parse_blocks`` with numpy, all restart intervals in lockstep. Otherwise as ``iter_table`` reads them,
-    entry by entry, which is also what raises the precise error for a table that breaks the format.
+    The blocks are parsed entry by entry in compiled code (``_parse_compiled``) where the package was built with it;
+    else, laid out the usual way (restart points at entry boundaries, prefixes shared only within a restart interval,
+    keys in order), by ``_parse_blocks`` with numpy, all restart intervals in lockstep. Otherwise as ``iter_table``
+    reads them, entry by entry, which is also what raises the precise error for a table that breaks the format.
     """
     budget = _budget(source, budget)
     blocks = list(_blocks(source, budget))
-    small = sum(len(block) for _, _, block in blocks) < SEQUENTIAL_BELOW
-    parsed = _parse_sequential(blocks, budget) if small else None
+    parsed = _parse_compiled(blocks, budget)
     parsed = _parse_blocks(blocks, budget) if parsed is None else parsed
     if parsed is not None:
         return parsed
@@ -254,48 +258,20 @@ def read_table(source: AnySource, budget: Budget | None = None) -> Table:
     return Table(keys, np.frombuffer(b"".join([*values, bytes(PADDING)]), np.uint8), ends - lengths, ends)
 
 
-# Fewer bytes of blocks (some 32 an entry as TF writes them) are parsed in plain Python: numpy's cost per call outweighs
-# the entries'. Measured on TF's 100,000-entry index cut short (2-core Xeon): 300 entries 0.12 ms against 0.35, 1,000
-# 0.38/0.45, 1,500 0.58/0.50, 2,000 0.78/0.60; caches cold (after a collection, with TF loaded) 2,000: 1.36/1.28.
-SEQUENTIAL_BELOW = 40 << 10
-
-
-def _parse_sequential(blocks: list[_Block], budget: Budget) -> Table | None:
-    """Every block entry by entry, as ``iter_block`` parses them, keys charged as made; None where a varint is longer
-    than a byte or anything breaks the format (then ``iter_table``'s path raises the precise error)."""
-    keys: list[bytes] = []
-    bounds: list[int] = []  # each value's start and end
-    # Keys charged as made (``_KEY_BYTE_COST`` a byte, ``_KEY_COST`` each; halved, so one sum counts both).
-    room, spent, base = (budget.limits.memory - budget.spent) // _KEY_BYTE_COST, 0, 0
-    previous = None
-    for separator, _, block in blocks:
-        data = bytes(block)
-        limit = len(data) - 4 - 4 * int.from_bytes(data[-4:], "little")  # negative for a block under 4 bytes too
-        pos, key, first = 0, b"", len(keys)
-        while pos < limit:  # (so pos + 2 < len(data): the restart count follows)
-            shared, non_shared, value_length = data[pos], data[pos + 1], data[pos + 2]
-            at = pos + 3 + non_shared
-            pos = at + value_length
-            if (shared | non_shared | value_length) > 0x7F or shared > len(key) or pos > limit:
-                return None
-            key = key[:shared] + data[at - non_shared : at]
-            spent += shared + non_shared + _KEY_COST // _KEY_BYTE_COST
-            if spent > room or (previous is not None and key <= previous):
-                return None
-            previous = key
-            keys.append(key)
-            bounds.append(base + at)
-            bounds.append(base + pos)
-        if limit < 0 or (len(keys) > first and key > separator):
-            return None
-        base += len(data)
-    budget.spend(_KEY_BYTE_COST * spent, "decoding the index's keys")
-    names = b"\n".join(keys).decode("utf-8", "surrogateescape").split(_NEWLINE)  # as _decode_keys does
-    if len(names) != len(keys):
-        names = [key.decode("utf-8", "surrogateescape") for key in keys]
+def _parse_compiled(blocks: list[_Block], budget: Budget) -> Table | None:
+    """Every block entry by entry, as ``iter_block`` parses them, in compiled code (``weightscope._tables``); None
+    where it is not built, or where anything breaks the format or the keys would pass the cap (then the paths after it
+    take the table, and raise the precise error)."""
+    if _tables is None:
+        return None
+    parsed = _tables.parse_blocks(blocks, budget.limits.memory - budget.spent)
+    if parsed is None:
+        return None
+    keys, bounds, cost = parsed
+    budget.spend(cost, "decoding the index's keys")
     joined = np.frombuffer(b"".join([*(block for _, _, block in blocks), bytes(PADDING)]), np.uint8)
-    starts, ends = np.array(bounds, np.int64).reshape(-1, 2).T
-    return Table(names, joined, starts, ends)
+    starts, ends = np.frombuffer(bounds, np.int64).reshape(2, len(keys))
+    return Table(keys, joined, starts, ends)
 
 
 # -- the vectorised parse ------------------------------------------------------------------

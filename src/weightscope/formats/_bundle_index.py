@@ -35,6 +35,11 @@ import numpy as np
 from weightscope.containers.table import byte_windows, decode_varints, read_varint
 from weightscope.errors import CorruptCheckpointError
 
+try:
+    from weightscope import _tables
+except ImportError:  # built without a C compiler: numpy's decoder below
+    _tables = None  # type: ignore[assignment]
+
 MAX_RANK = 8
 _PADDING = 16  # bytes read past an entry's end: 7 by a window at the end, 9 by one at a dim's size
 _BYTE = np.uint64(0xFF)
@@ -59,10 +64,52 @@ class Entries(NamedTuple):  # (not a dataclass: its decorator costs the command 
     crc32c: np.ndarray  # int64 (a uint32)
     rank: np.ndarray  # int64
     dims: np.ndarray  # (n, highest rank) int64; 1 past an entry's rank, so a row's product is its element count
+    # Each entry's shape, one tuple per distinct shape, where the compiled decoder made them (() where not decoded);
+    # else None, and ``_bundle_entries._shapes`` makes them from the ranks and dims.
+    shapes: list[tuple[int, ...]] | None
+    rows: bytearray | None  # the compiled decoder's rows of fields, which ``check_entries`` reads; else None
 
 
 def decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Entries:
-    """The entries held in ``data[starts[i]:ends[i]]`` (``data`` uint8, bounds int64).
+    """The entries held in ``data[starts[i]:ends[i]]`` (``data`` uint8, bounds int64), the same ones taken either way:
+    in compiled code (``weightscope._tables``) where the package was built with it, else with numpy."""
+    compiled = None if _tables is None else _tables.decode_entries(data, starts, ends)
+    if compiled is None:
+        return _decode_entries(data, starts, ends)
+    rows, shapes = compiled
+    fields = np.frombuffer(rows, np.int64).reshape(len(starts), 7 + MAX_RANK).T  # an entry's fields are a row
+    decoded, dtype, shard, offset, size, crc32c, rank = fields[:7]
+    dims = fields[7 : 7 + int(rank.max(initial=0))].T
+    return Entries(decoded != 0, dtype, shard, offset, size, crc32c, rank, dims, shapes, rows)
+
+
+def check_entries(
+    entries: Entries, element_index: np.ndarray, itemsizes: np.ndarray, shard_sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]] | None:
+    """The compiled checks of the entries the compiled decoder made (``TensorFlowCheckpoint._check_entries``): each
+    entry's element type and shard, whether it passes them all, and the element types whose item size is not known
+    yet (-1 in ``itemsizes``: their entries fail until it is). None for entries numpy decoded."""
+    if entries.rows is None or _tables is None:
+        return None
+    checked, unknown = _tables.check_entries(entries.rows, element_index, itemsizes, shard_sizes)
+    element, shard, plain = np.frombuffer(checked, np.int64).reshape(len(entries.decoded), 3).T
+    return element, shard, plain != 0, unknown
+
+
+def first_overlap(extents: np.ndarray, order: np.ndarray) -> tuple[int, int] | None:
+    """The first two entries with a size (``extents``: 3 C-contiguous rows of int64, shard, offset, size) that follow
+    each other in ``order`` (all entries sorted by shard, then offset, stably) and whose bytes overlap; None where none
+    do."""
+    if _tables is not None:
+        return _tables.first_overlap(extents, order)
+    stored = order[extents[2, order] > 0]
+    shard, offset, size = extents[:, stored]
+    clash = np.flatnonzero((shard[1:] == shard[:-1]) & (offset[1:] < (offset + size)[:-1]))
+    return (int(stored[clash[0]]), int(stored[clash[0] + 1])) if len(clash) else None
+
+
+def _decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Entries:
+    """``decode_entries`` with numpy, a field at a time across all entries.
 
     Reads up to 16 bytes past an entry's end: ``data`` is padded first if it ends sooner.
     """
@@ -115,7 +162,7 @@ def decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> En
     decoded &= at == ends  # anything left over (slices, unknown or repeated fields) is protobuf's
     rank, dims = _decode_shapes(windows, shape_at, shape_end, decoded)
     dtype, shard, offset, size, crc32c = (values.get(number, np.zeros(n, np.int64)) for number in (1, 3, 4, 5, 6))
-    return Entries(decoded, dtype, shard, offset, size, crc32c, rank, dims)
+    return Entries(decoded, dtype, shard, offset, size, crc32c, rank, dims, None, None)
 
 
 def _decode_shapes(

@@ -37,16 +37,18 @@ item size, ``shard_id`` ≥ ``num_shards``, ``offset + size`` past the shard's e
 entries whose bytes overlap (TF writes every tensor's bytes once, one after another), and
 a checksum mismatch (unless verification is turned off).
 
-Opening reads the whole index at once: ``read_table`` parses its blocks with numpy,
+Opening reads the whole index at once: ``read_table`` parses its blocks, and
 ``decode_entries`` (``weightscope.formats._bundle_index``) decodes the entries laid out
-as TensorFlow writes them, and ``_check_entries`` makes ``_describe``'s checks on them,
-all a chunk of entries at a time. Any other entry, or one failing a check, goes through
+as TensorFlow writes them (both in compiled code, ``weightscope._tables``, where the
+package was built with it; else with numpy), and ``_check_entries`` makes ``_describe``'s
+checks on them, all a chunk of entries at a time. Any other entry, or one failing a check, goes through
 protobuf and ``_describe`` one by one, which raise the errors naming the tensor.
 The infos are kept as the columns so made (``checkpoint.InfoColumns``): a listing makes
 each ``TensorInfo`` as it goes and frees it, none is kept for the garbage collector.
-Measured (2-core Xeon, in one process with TensorFlow, interleaved): open and list
-2,000 variables 2.2 ms (TensorFlow 1.2 ms), 100,000 variables 78-97 ms (TensorFlow
-150-380 ms, most of it in its garbage collections).
+Measured (2-core Xeon, in one process with TensorFlow, interleaved, ``bench/bench_tensorflow.py``: a
+``gc.collect()`` before each call leaves the caches cold): open and list 2,000 variables
+1.7-2.2 ms (TensorFlow 1.8-2.0 ms; numpy's parsers 3.4-3.7 ms), 100,000 variables 43-46 ms
+(TensorFlow 142-155 ms; numpy's parsers 78-86 ms).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ from weightscope.errors import (
     UnsupportedFormatError,
 )
 from weightscope.formats._bundle_entries import _column, _header_by_protobuf, _key_bytes, _numpy_dtype, _parse, _shapes
-from weightscope.formats._bundle_index import Entries, decode_entries, decode_header
+from weightscope.formats._bundle_index import Entries, check_entries, decode_entries, decode_header, first_overlap
 from weightscope.formats.tf_state import OBJECT_GRAPH_KEY, bundle_file, resolve_prefix
 from weightscope.infos import InfoColumns, collection_paused
 from weightscope.sources import as_path, open_source
@@ -120,7 +122,7 @@ _ELEMENT_INDEX = np.array(
 # Per element type: its dtype and item size (0: not checked, strings and the like), made
 # when a checkpoint first holds the type (ml_dtypes is imported only for its types).
 _DTYPES = np.full(len(ELEMENT_TYPES), None, object)
-_ITEMSIZES = np.zeros(len(ELEMENT_TYPES), np.int64)
+_ITEMSIZES = np.full(len(ELEMENT_TYPES), -1, np.int64)  # -1: not made yet
 _TYPE_NAMES = np.array([element.name for element in ELEMENT_TYPES], object)
 # Entries decoded together: numpy's temporaries then stay under 128 KiB, which glibc's
 # malloc serves from its heap; larger ones are mapped and unmapped every time (measured:
@@ -128,6 +130,14 @@ _TYPE_NAMES = np.array([element.name for element in ELEMENT_TYPES], object)
 _CHUNK = 8192
 # A slice of a partitioned variable: its key, and where it goes in the full tensor.
 _Part = tuple[bytes, tuple[slice, ...]]
+
+
+def _make_dtype(index: int) -> None:
+    """The dtype of element type ``index``, and its item size (0: not checked, strings and the like), its size
+    first (the compiled checks read the sizes)."""
+    dtype = _numpy_dtype(ELEMENT_TYPES[index])
+    _ITEMSIZES[index] = 0 if dtype.kind == "O" else dtype.itemsize
+    _DTYPES[index] = dtype
 
 
 class TensorFlowCheckpoint(Checkpoint):
@@ -234,7 +244,8 @@ class TensorFlowCheckpoint(Checkpoint):
             entries = decode_entries(table.data, table.starts[start + 1 : stop + 1], table.ends[start + 1 : stop + 1])
             element, shard, plain = self._check_entries(entries)
             columns[1] += _column(_DTYPES, element)
-            columns[2] += _shapes(np.where(plain, entries.rank, 0), entries.dims)
+            shapes = entries.shapes  # (a row not plain is made again by _describe below)
+            columns[2] += _shapes(np.where(plain, entries.rank, 0), entries.dims) if shapes is None else shapes
             columns[3] += entries.size.tolist()
             columns[4] += _column(_TYPE_NAMES, element)
             columns[5] += _column(files, shard)
@@ -273,19 +284,12 @@ class TensorFlowCheckpoint(Checkpoint):
     def _check_overlaps(self, extents: np.ndarray, names: list[str]) -> None:
         """Refuse two entries whose bytes overlap: TensorFlow writes each tensor's bytes once, apart."""
         shard, offset, size = extents
-        stored = np.flatnonzero(size > 0)
-        shards, offsets = shard[stored], offset[stored]
-        if len(stored) and not (shards != shards[0]).any() and not (offsets[1:] < offsets[:-1]).any():
-            order = stored  # one shard, written in key order, as usual: no sort needed
-        else:
-            order = stored[np.lexsort((offsets, shards))]
-        end = offset[order] + size[order]
-        clash = np.flatnonzero((shard[order][1:] == shard[order][:-1]) & (offset[order][1:] < end[:-1]))
-        if len(clash):
-            first, second = order[clash[0]], order[clash[0] + 1]
+        clash = first_overlap(extents, np.lexsort((offset, shard)))
+        if clash is not None:
+            first, second = clash
             raise CorruptCheckpointError(
-                f"{self._index.path}: tensors '{names[first]}' (bytes {offset[first]}..{end[clash[0]]}) and "
-                f"'{names[second]}' (bytes {offset[second]}..{offset[second] + size[second]}) overlap "
+                f"{self._index.path}: tensors '{names[first]}' (bytes {offset[first]}..{offset[first] + size[first]}) "
+                f"and '{names[second]}' (bytes {offset[second]}..{offset[second] + size[second]}) overlap "
                 f"in {self._shards[int(shard[first])].path}"
             )
 
@@ -295,13 +299,20 @@ class TensorFlowCheckpoint(Checkpoint):
         The checks are ``_describe``'s. An entry failing one is passed over here (it gets
         element 0 and shard 0), and ``_describe`` raises its error, naming it.
         """
+        shard_sizes = np.array([source.size for source in self._shards])
+        checked = check_entries(entries, _ELEMENT_INDEX, _ITEMSIZES, shard_sizes)
+        while checked is not None and checked[3]:  # types met for the first time: made, and the entries checked again
+            for index in checked[3]:
+                _make_dtype(index)
+            checked = check_entries(entries, _ELEMENT_INDEX, _ITEMSIZES, shard_sizes)
+        if checked is not None:
+            return checked[0], checked[1], checked[2]
         plain = entries.decoded.copy()
         known = entries.dtype < len(_ELEMENT_INDEX)
         element = _ELEMENT_INDEX[np.where(known, entries.dtype, 0)]
         plain &= known & (element >= 0) & (entries.shard < len(self._shards))
         element = np.where(plain, element, 0)
         shard = np.where(plain, entries.shard, 0)
-        shard_sizes = np.array([source.size for source in self._shards])
         plain &= entries.offset + entries.size <= shard_sizes[shard]
         # Element counts are exact in int64 where the float64 product stays below 2**62.
         count = np.ones(len(plain), np.int64)
@@ -311,10 +322,8 @@ class TensorFlowCheckpoint(Checkpoint):
             estimate *= column
         plain &= estimate < 2.0**62
         for index in np.flatnonzero(np.bincount(element[plain], minlength=len(ELEMENT_TYPES))).tolist():
-            if _DTYPES[index] is None:  # the first tensor of its type: make its dtype, its size first
-                dtype = _numpy_dtype(ELEMENT_TYPES[index])
-                _ITEMSIZES[index] = 0 if dtype.kind == "O" else dtype.itemsize
-                _DTYPES[index] = dtype
+            if _DTYPES[index] is None:  # the first tensor of its type
+                _make_dtype(index)
         itemsize = _ITEMSIZES[element]
         divisor = np.maximum(itemsize, 1)
         plain &= (itemsize == 0) | ((entries.size % divisor == 0) & (entries.size // divisor == count))
