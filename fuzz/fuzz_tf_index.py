@@ -28,7 +28,8 @@ with fuzzlib.instrumented():
     )
     from weightscope.errors import WeightscopeError
     from weightscope.formats import _bundle_index
-    from weightscope.formats.tensorflow import _slice_key, data_file_name
+    from weightscope.formats._ordered_code import _slice_key
+    from weightscope.formats.tensorflow import data_file_name
     from weightscope.formats.tensorflow_writer import save
     from weightscope.sources import FileSource
 
