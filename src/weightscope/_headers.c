@@ -282,8 +282,9 @@ static PyObject *compact_header(PyObject *self, PyObject *const *args, Py_ssize_
     PyObject *metadata = PyDict_New(), *infos = PyDict_New(), *result = NULL;
     Kinds known = {.count = 0, .next = 0};
     Py_ssize_t count = 0;
-    int ordered = 1, head = metadata == NULL || infos == NULL ? -1 : LITERAL(&c, "{") ? leading_metadata(&c, metadata)
-                                                                                     : 0;
+    int ordered = 1, head = -1; /* -1: Python failed; 0: not the compact layout; 1: tensors follow */
+    if (metadata != NULL && infos != NULL)
+        head = LITERAL(&c, "{") ? leading_metadata(&c, metadata) : 0;
     uint64_t position = 0, dims[MAX_RANK];
     String name, previous = {NULL, 0, 1};
     while (head == 1) {

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from weightscope.errors import CheckpointNotFoundError, CorruptCheckpointError, UsageError, WeightscopeError
-from weightscope.limits import Limits, json_cost, json_marks
+from weightscope.limits import Limits, json_marks, marks_cost
 from weightscope.sources import AnyPath, open_source
 
 try:  # the C parser of an index's weight map (optional: built where the install had a C compiler)
@@ -79,22 +79,23 @@ def read_json(path: AnyPath, what: str, strings: str | None = None) -> Any:
         text = bytes(source.read(0, source.size, what))
     finally:
         source.close()
-    Limits.for_size(len(text)).check_memory(json_cost(text), f"parsing {what}", path)
+    marks = json_marks(text)
+    Limits.for_size(len(text)).check_memory(marks_cost(len(text), marks), f"parsing {what}", path)
     if strings is not None and _headers is not None and (cut := _headers.string_map(text, strings)) is not None:
         begin, end, found = cut
         # The rest parsed as before, the member an empty object there: where that fails, the whole text is
         # parsed again, so that the message names what is wrong where it is.
+        rest = text[:begin] + b"{}" + text[end:]
         with contextlib.suppress(CorruptCheckpointError):
-            document = _parsed(text[:begin] + b"{}" + text[end:], path, what)
+            document = _parsed(rest, json_marks(rest), path, what)
             if isinstance(document, dict) and document.get(strings) == {}:
                 document[strings] = found
                 return document
-    return _parsed(text, path, what)
+    return _parsed(text, marks, path, what)
 
 
-def _parsed(text: bytes, path: AnyPath, what: str) -> Any:
-    """``read_json``'s document of ``text``."""
-    marks = json_marks(text)
+def _parsed(text: bytes, marks: bytes, path: AnyPath, what: str) -> Any:
+    """``read_json``'s document of ``text``, whose ``json_marks`` are ``marks``."""
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         document = dict(pairs)
