@@ -1,5 +1,5 @@
-"""Checksums of zip storages on other threads (weightscope.span_checks): the pieces and thread counts they use, the
-CRC-32 of pieces joined equal to zlib's, tensors read ahead equal to torch's, and a damaged storage checksummed
+"""Checksums of zip storages on other threads (weightscope.span_checks): the chunks and thread counts they use, the
+CRC-32 of chunks joined equal to zlib's, tensors read ahead equal to torch's, and a damaged storage checksummed
 ahead still refused when its tensor is read."""
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from weightscope.errors import ChecksumMismatchError
 MIB = 1 << 20
 
 
-def test_pieces_are_cut_at_the_piece_size_and_thread_count() -> None:
-    piece = span_checks.PIECE_BYTES
-    assert piece == 16 * MIB and span_checks.MIN_AHEAD_BYTES == MIB and span_checks.AHEAD_BYTES == 256 * MIB
-    assert span_checks.AHEAD_PIECE_BYTES == 8 * MIB
-    assert span_checks.pieces(0, 2) == [(0, 0)]
-    assert span_checks.pieces(2 * piece - 1, 2) == [(0, 2 * piece - 1)]  # under two pieces: not split
-    assert span_checks.pieces(2 * piece, 2) == [(0, piece), (piece, piece)]
-    assert span_checks.pieces(2 * piece + 1, 2) == [(0, piece), (piece, piece + 1)]
-    sixths = [100 * MIB * i // 6 for i in range(7)]  # 100 MiB over 8 threads: 6 pieces of 16 MiB or more
-    assert span_checks.pieces(100 * MIB, 8) == [(sixths[i], sixths[i + 1] - sixths[i]) for i in range(6)]
+def test_spans_are_cut_into_chunks_of_the_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert span_checks.CHUNK_BYTES == 2 * MIB and span_checks.MIN_AHEAD_BYTES == MIB
+    assert span_checks.AHEAD_BYTES == 256 * MIB
+    monkeypatch.setattr(span_checks, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(span_checks, "_submitted", lambda *_: None)  # no thread takes any
+    for size, lengths in [(0, [0]), (1, [1]), (1000, [1000]), (1001, [1000, 1]), (2500, [1000, 1000, 500])]:
+        split = span_checks._Split(memoryview(bytes(size)), crc32, crc32_combine)
+        assert [(number, len(chunk)) for number, chunk in split._chunks] == list(enumerate(lengths))
+    split = span_checks._Split(memoryview(bytes(2500)), crc32, None)  # no combine: one chunk
+    assert [len(chunk) for _, chunk in split._chunks] == [2500]
 
 
 @pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (3, 2), (5, 4), (64, 4)])
@@ -37,13 +37,77 @@ def test_threads_are_the_other_cores(cores: int, threads: int, monkeypatch: pyte
     assert span_checks.workers() == threads
 
 
-@pytest.mark.parametrize("size", [0, 1, 999, 1000, 2000, 2001, 7777, 100_003])
+@pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 2000, 2001, 7777, 100_003])
 @pytest.mark.parametrize("cores", [2, 5])
 def test_a_span_split_over_threads_has_zlibs_crc32(size: int, cores: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(span_checks, "PIECE_BYTES", 1000)
+    monkeypatch.setattr(span_checks, "CHUNK_BYTES", 1000)
     monkeypatch.setattr(span_checks.os, "sched_getaffinity", lambda _: set(range(cores)))
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
     assert span_checks.split_checksum(memoryview(data), crc32, crc32_combine) == zlib.crc32(data)
+
+
+def test_the_caller_takes_chunks_from_the_back_and_helps_with_the_spans_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool's thread takes a span's chunks from the front, the caller the rest from the back; waiting for the
+    thread's chunk, the caller computes those of the spans read ahead, from their backs, nearest span first."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(span_checks, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(span_checks.os, "sched_getaffinity", lambda _: {0, 1})  # one thread
+    pool = ThreadPoolExecutor(1, thread_name_prefix="pool")
+    monkeypatch.setattr(span_checks, "_pool", pool)
+    rng = np.random.default_rng(7)
+    spans = [rng.bytes(3500), rng.bytes(2000), rng.bytes(1500)]
+    log: list[tuple[int, int, str]] = []
+    taken, go = threading.Event(), threading.Event()
+
+    def checksum(chunk: bytes | memoryview, which: int = 0) -> int:
+        number = bytes(spans[which]).index(bytes(chunk)) // 1000
+        log.append((which, number, span_checks.threading.current_thread().name))
+        if (which, number) == (0, 0):  # the thread's first chunk: held until the caller has helped with the others
+            taken.set()
+            assert go.wait(30)
+        if (which, number) == (2, 0):
+            go.set()
+        return zlib.crc32(chunk)
+
+    first = span_checks._Split(memoryview(spans[0]), checksum, crc32_combine)
+    assert taken.wait(30)
+    others = [
+        span_checks._Split(memoryview(spans[which]), lambda chunk, which=which: checksum(chunk, which), crc32_combine)
+        for which in (1, 2)
+    ]
+    assert first.value(others) == zlib.crc32(spans[0])
+    caller = span_checks.threading.current_thread().name
+    assert log[0] == (0, 0, "pool_0")
+    assert log[1:] == [(0, 3, caller), (0, 2, caller), (0, 1, caller), (1, 1, caller), (1, 0, caller), (2, 1, caller),
+                       (2, 0, caller)]  # fmt: skip
+    assert [other.value() for other in others] == [zlib.crc32(spans[1]), zlib.crc32(spans[2])]
+    assert len(log) == 8  # nothing computed twice
+    pool.shutdown()
+
+
+def test_a_chunk_that_fails_on_a_thread_is_computed_by_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread's chunk that raises (its file closed meanwhile) counts as done and is left to the caller, which
+    computes it with the chunks the thread did not take."""
+    monkeypatch.setattr(span_checks, "CHUNK_BYTES", 1000)
+    data = np.random.default_rng(3).bytes(5000)
+    failed: list[str] = []
+
+    def checksum(chunk: bytes | memoryview) -> int:
+        if span_checks.threading.current_thread().name.startswith("weightscope-checksum") and not failed:
+            failed.append("thread")
+            raise ValueError("mmap closed")
+        return zlib.crc32(chunk)
+
+    monkeypatch.setattr(span_checks.os, "sched_getaffinity", lambda _: {0, 1})  # one thread
+    split = span_checks._Split(memoryview(data), checksum, crc32_combine)
+    task = split._tasks[0]
+    assert task is not None
+    with pytest.raises(ValueError, match="mmap closed"):  # the thread stops at its failed chunk
+        task.result(timeout=30)
+    assert len(split._chunks) == 4 and split._finished == 1
+    assert split.value() == zlib.crc32(data) and failed == ["thread"]
 
 
 def _saved(tmp_path: Path, count: int, elements: int) -> tuple[Path, dict[str, np.ndarray]]:
@@ -56,11 +120,10 @@ def _saved(tmp_path: Path, count: int, elements: int) -> tuple[Path, dict[str, n
 
 @pytest.fixture
 def small_spans(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Read ahead spans of 1 KiB and more, up to 200 KiB past the one read, in pieces of 16 KiB; split from 2 KiB."""
+    """Read ahead spans of 1 KiB and more, up to 200 KiB past the one read, in chunks of 16 KiB."""
     monkeypatch.setattr(span_checks, "MIN_AHEAD_BYTES", 1024)
-    monkeypatch.setattr(span_checks, "AHEAD_PIECE_BYTES", 16 * 1024)
+    monkeypatch.setattr(span_checks, "CHUNK_BYTES", 16 * 1024)
     monkeypatch.setattr(span_checks, "AHEAD_BYTES", 200 * 1024)
-    monkeypatch.setattr(span_checks, "PIECE_BYTES", 1024)
 
 
 @pytest.mark.usefixtures("small_spans")
@@ -70,11 +133,9 @@ def test_tensors_read_ahead_equal_torchs(tmp_path: Path) -> None:
     with ws.open(path) as ckpt:
         names = list(ckpt)
         first = ckpt[names[0]]
-        # The storages of the next four tensors (4 x 64 KiB reaches 200 KiB) are being checksummed, 16 KiB a piece.
+        # The storages of the next four tensors (4 x 64 KiB reaches 200 KiB) are being checksummed, 16 KiB a chunk.
         pending = ckpt._span_checks._pending
-        assert len(pending) == 4 and all(
-            [len(view) for _, view in pieces] == [16 * 1024] * 4 for pieces in pending.values()
-        )
+        assert len(pending) == 4 and all(len(split._values) == 4 for split in pending.values())
         np.testing.assert_array_equal(first, loaded[names[0]].numpy())
         for name in names[1:]:
             np.testing.assert_array_equal(ckpt[name], loaded[name].numpy())
@@ -87,7 +148,7 @@ def test_a_damaged_storage_checksummed_ahead_is_refused_when_read(tmp_path: Path
     path, arrays = _saved(tmp_path, 6, 16 * 1024)
     data = bytearray(path.read_bytes())
     damaged = list(arrays)[2]
-    data[data.index(arrays[damaged].tobytes()) + 40_000] ^= 0x40  # in its third piece of 16 KiB
+    data[data.index(arrays[damaged].tobytes()) + 40_000] ^= 0x40  # in its third chunk of 16 KiB
     path.write_bytes(bytes(data))
     first, second = list(arrays)[:2]
     with ws.open(path) as ckpt:
@@ -106,12 +167,12 @@ def test_a_damaged_storage_checksummed_ahead_is_refused_when_read(tmp_path: Path
 
 @pytest.mark.usefixtures("small_spans")
 def test_a_large_storage_is_checked_in_pieces_and_refused_when_damaged(tmp_path: Path) -> None:
-    path, arrays = _saved(tmp_path, 1, 64 * 1024)  # one storage of 256 KiB, checked in pieces of 128 KiB
+    path, arrays = _saved(tmp_path, 1, 64 * 1024)  # one storage of 256 KiB, checked in chunks of 16 KiB
     name = next(iter(arrays))
     with ws.open(path) as ckpt:
         np.testing.assert_array_equal(ckpt[name], arrays[name])
     data = bytearray(path.read_bytes())
-    data[data.index(arrays[name].tobytes()) + 200_000] ^= 0x01  # in the second piece
+    data[data.index(arrays[name].tobytes()) + 200_000] ^= 0x01  # in its 13th chunk
     path.write_bytes(bytes(data))
     with ws.open(path) as ckpt, pytest.raises(ChecksumMismatchError, match=f"tensor '{name}' is damaged"):
         ckpt[name]
@@ -131,19 +192,17 @@ def test_closing_drops_the_spans_read_ahead(tmp_path: Path) -> None:
 def test_a_forked_child_computes_what_its_parents_threads_were_computing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A piece running on the parent's pool when the process forked never finishes in the child: the child (another
-    pid) forgets every piece read ahead and computes the checksums of what it reads."""
+    """A chunk taken by the parent's pool when the process forked never finishes in the child: the child (another
+    pid) computes every chunk of what it reads itself."""
     import threading
-    from concurrent.futures import Future
 
+    monkeypatch.setattr(span_checks, "_submitted", lambda *_: None)  # no thread of this process takes any chunk
     path, arrays = _saved(tmp_path, 4, 16 * 1024)
     names = list(arrays)
     with ws.open(path) as ckpt:
         ckpt[names[0]]
-        stuck: Future[int] = Future()
-        assert stuck.set_running_or_notify_cancel()  # running, on a thread the child does not have
-        for pieces in ckpt._span_checks._pending.values():
-            pieces[:] = [(stuck, view) for _, view in pieces]
+        for split in ckpt._span_checks._pending.values():
+            split._chunks.popleft()  # taken by a thread of the parent's, which never reports it done
         parent = span_checks.os.getpid()
         monkeypatch.setattr(span_checks.os, "getpid", lambda: parent + 1)
         read: dict[str, np.ndarray] = {}
