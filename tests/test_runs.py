@@ -445,3 +445,35 @@ def test_tasks_take_pieces_of_the_stats_chunk_on_the_threads_asked_for(
     assert sorted(w_stats) == sorted(whole * 3)  # each checkpoint's tensor in 4 pieces
     assert sorted(w_diffs) == sorted(whole * 4)  # the second and the third, each against the one before and the first
     assert len(threads) == 2 and threading.get_ident() not in threads  # 6 tasks on 2 threads of the pool
+
+
+def test_a_task_takes_its_members_a_chunk_position_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window's members are walked a chunk position at a time (``blocks.in_step``): each member's figures, its
+    difference from the one before it and from the first take their piece at that position before any takes the
+    next, so the pieces compared are in cache together. Each still adds up its own pieces in order: the figures are
+    numpy's, as with a task per checkpoint."""
+    from weightscope import analysis, blocks
+
+    elements = 2 * blocks.CHUNK_ELEMENTS + 7
+    rng = np.random.default_rng(11)
+    paths = [tmp_path / f"ckpt-{step}.safetensors" for step in range(3)]
+    for step, path in enumerate(paths):
+        ws.save({"w": rng.standard_normal(elements, dtype=np.float32) * (step + 1)}, path, format="safetensors")
+    pieces: list[int] = []
+    chunk_stats, pair_diff = analysis.chunk_stats, analysis.pair_diff
+
+    def stats_piece(chunk: np.ndarray, kind: str) -> analysis.StatsPartial:
+        pieces.append(chunk.size)
+        return chunk_stats(chunk, kind)
+
+    def diff_piece(a: np.ndarray, b: np.ndarray, *args: object) -> None:
+        pieces.append(-a.size)
+        pair_diff(a, b, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analysis, "chunk_stats", stats_piece)
+    monkeypatch.setattr(analysis, "pair_diff", diff_piece)
+    result = run_stats(paths, scheduler="sync", window=3)  # one task: the first, then two each with two differences
+    assert result.tasks == 1
+    assert_matches_reference(result, reference(paths))
+    sizes = [blocks.CHUNK_ELEMENTS, blocks.CHUNK_ELEMENTS, 7]
+    assert pieces == [piece for size in sizes for piece in (size, -size, -size, size, -size, -size, size)]

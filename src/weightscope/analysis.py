@@ -1,29 +1,24 @@
 """What the numbers say: per-tensor statistics and the difference of two checkpoints, in bounded memory.
 
-Every figure is computed chunk by chunk over a tensor's flat values (a memory-mapped view
-is sliced, never copied whole), so a tensor of any size is summarised with a few chunks'
-worth of memory. Values are widened to float64 a piece at a time; the mean and
-standard deviation are combined across chunks with Chan's parallel formulas, so the
-figures equal numpy's own (``np.nanmean`` and friends on the whole array) to summation
-rounding.
+Every figure is computed chunk by chunk over a tensor's flat values (a memory-mapped view is sliced, never copied
+whole), so a tensor of any size is summarised with a few chunks' worth of memory. Values are widened to float64 a
+piece at a time; the mean and standard deviation are combined across chunks with Chan's parallel formulas, so the
+figures equal numpy's own (``np.nanmean`` and friends on the whole array) to summation rounding.
 
-Floating-point chunks take the fused path of ``weightscope.blocks``: a block of them in
-cache at a time, every figure taken of it in turn; the figures of a difference too, after
-a byte compare that finds equal tensors (and blocks) equal at the speed of memory.
+Floating-point chunks take the fused path of ``weightscope.blocks``: a block of them in cache at a time, every
+figure taken of it in turn; the figures of a difference too, after a byte compare that finds equal tensors (and
+blocks) equal at the speed of memory.
 
-Statistics (``TensorStats``), NaNs left out of every figure but their count:
-``count`` (elements), ``min``, ``max``, ``mean``, ``std`` (population, like ``np.std``),
-``l2`` (the Euclidean norm), ``zeros``, ``nans``, ``infs``. Integers and booleans get the
-same figures but NaN and infinity counts are 0 (a boolean's mean is the fraction true);
-complex tensors get ``l2``, ``zeros``, ``nans`` and ``infs`` (of either part) only, and
-string tensors only ``count``. A figure that does not apply, or has no values (an empty
-tensor, all NaN), is ``None``.
+Statistics (``TensorStats``), NaNs left out of every figure but their count: ``count`` (elements), ``min``, ``max``,
+``mean``, ``std`` (population, like ``np.std``), ``l2`` (the Euclidean norm), ``zeros``, ``nans``, ``infs``.
+Integers and booleans get the same figures but NaN and infinity counts are 0 (a boolean's mean is the fraction
+true); complex tensors get ``l2``, ``zeros``, ``nans`` and ``infs`` (of either part) only, and string tensors only
+``count``. A figure that does not apply, or has no values (an empty tensor, all NaN), is ``None``.
 
-A difference (``TensorDiff``) between two tensors of the same shape: ``max_abs`` (the
-largest ``|a - b|``), ``relative_l2`` (``||a - b|| / ||a||``; ``None`` when ``||a|| = 0``
-and they differ), ``cosine`` (``a·b / (||a|| ||b||)``; ``None`` if either norm is 0),
-and ``equal``: whether every element satisfies ``|a - b| <= atol + rtol * |b|`` (NaNs
-equal only NaNs, in the same places; infinities only the same infinity).
+A difference (``TensorDiff``) between two tensors of the same shape: ``max_abs`` (the largest ``|a - b|``),
+``relative_l2`` (``||a - b|| / ||a||``; ``None`` when ``||a|| = 0`` and they differ), ``cosine``
+(``a·b / (||a|| ||b||)``; ``None`` if either norm is 0), and ``equal``: whether every element satisfies
+``|a - b| <= atol + rtol * |b|`` (NaNs equal only NaNs, in the same places; infinities only the same infinity).
 """
 
 from __future__ import annotations
@@ -33,7 +28,7 @@ import itertools
 import math
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -50,6 +45,7 @@ from weightscope.blocks import (
     fused_float,
     fused_real,
     identical,
+    in_step,
     pair_figures,
     total,
     widened,
@@ -386,23 +382,35 @@ class DiffPartial:
         return self.dot / (a_norm * b_norm) if a_norm and b_norm else None
 
 
-def stats_partial(array: np.ndarray, kind: str, elements: int = CHUNK_ELEMENTS) -> StatsPartial:
-    """The statistics' figures of a whole (numeric) array, chunk by chunk, in order."""
+def stats_steps(array: np.ndarray, kind: str, elements: int = CHUNK_ELEMENTS) -> Generator[None, None, StatsPartial]:
+    """The statistics' figures of a whole (numeric) array, a chunk a step (``blocks.in_step``), in order."""
     total: StatsPartial | None = None  # a tensor of one chunk, most of them, needs no merge
     for chunk in chunks(array, elements):
         partial = chunk_stats(chunk, kind)
         total = partial if total is None else total.merge(partial)
+        yield
     return total or StatsPartial()
+
+
+def stats_partial(array: np.ndarray, kind: str, elements: int = CHUNK_ELEMENTS) -> StatsPartial:
+    return in_step([stats_steps(array, kind, elements)])[0]
+
+
+def diff_steps(
+    a: np.ndarray, b: np.ndarray, rtol: float = 0.0, atol: float = 0.0, elements: int = CHUNK_ELEMENTS
+) -> Generator[None, None, DiffPartial]:
+    """The difference's figures of two arrays of one shape, a pair of chunks a step (``blocks.in_step``), in order."""
+    figures = DiffPartial()
+    for left, right in aligned_chunks(chunks(a, elements), chunks(b, elements)):
+        pair_diff(left, right, rtol, atol, figures)
+        yield
+    return figures
 
 
 def diff_partial(
     a: np.ndarray, b: np.ndarray, rtol: float = 0.0, atol: float = 0.0, elements: int = CHUNK_ELEMENTS
 ) -> DiffPartial:
-    """The difference's figures of two arrays of one shape, chunk by chunk, in order."""
-    figures = DiffPartial()
-    for left, right in aligned_chunks(chunks(a, elements), chunks(b, elements)):
-        pair_diff(left, right, rtol, atol, figures)
-    return figures
+    return in_step([diff_steps(a, b, rtol, atol, elements)])[0]
 
 
 def pair_diff(a: np.ndarray, b: np.ndarray, rtol: float, atol: float, into: DiffPartial) -> None:

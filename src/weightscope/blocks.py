@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from weightscope.dtypes import numeric_kind
+
+T = TypeVar("T")
 
 try:
     from weightscope import _kernels
@@ -95,6 +98,25 @@ def aligned_chunks(
         length = min(left.size, right.size)
         yield left[:length], right[:length]
         left, right = left[length:], right[length:]
+
+
+def in_step(steps: Sequence[Generator[None, None, T]]) -> list[T]:
+    """Run the generators a step each in turn until every one has returned; what each returned, in order. Steps
+    that each take the next chunk of their arrays (``analysis.stats_steps``) so work on the same positions of
+    several arrays together, while those chunks are in cache; each generator still takes its own in order."""
+    results: list[T | None] = [None] * len(steps)
+    live = list(enumerate(steps))
+    while live:
+        going = []
+        for number, step in live:
+            try:
+                next(step)
+            except StopIteration as done:
+                results[number] = done.value
+            else:
+                going.append((number, step))
+        live = going
+    return results  # type: ignore[return-value]  # every one has returned
 
 
 def widened(chunk: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ import glob
 import math
 import os
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,11 +50,12 @@ from weightscope.analysis import (
     DiffPartial,
     StatsPartial,
     TensorStats,
-    diff_partial,
+    diff_steps,
     numeric_kind,
     stats_from_partial,
-    stats_partial,
+    stats_steps,
 )
+from weightscope.blocks import in_step
 from weightscope.errors import CheckpointNotFoundError, UsageError, WeightscopeError, reason
 from weightscope.formats import DEFAULT_TARGET, FORMATS, model_file_names
 from weightscope.formats._folder_choice import INDEX, read_json
@@ -289,23 +290,36 @@ _Figures = tuple[StatsPartial, DiffPartial | None, DiffPartial | None]
 
 
 def run_job(job: _Job) -> list[_Figures]:
-    """A task: each member's figures for the rows, and its differences from the previous and first checkpoints."""
+    """A task: each member's figures for the rows, and its differences from the previous and first checkpoints.
+    Taken a chunk at a time across the members (``blocks.in_step``): a chunk is compared with the same chunk of the
+    member before it and of the first while those are in cache, so the window's bytes come from memory about once,
+    where a pass over each member for its figures and one for each difference read them up to five times."""
     first = job.first.read_rows(job.start, job.stop) if job.compare and job.first is not None else None
     previous = job.before.read_rows(job.start, job.stop) if job.compare and job.before is not None else None
-    results: list[_Figures] = []
+    steps: list[Generator[None, None, Any]] = []
+    places: list[tuple[int, int | None, int | None]] = []  # in steps: a member's figures, from previous, from first
+
+    def step(generator: Generator[None, None, Any]) -> int:
+        steps.append(generator)
+        return len(steps) - 1
+
     for member in job.members:
         values = member.source.read_rows(job.start, job.stop)
-        to_previous = to_first = None
-        if job.compare:
-            if member.linked and previous is not None:
-                to_previous = diff_partial(previous, values)
-            if member.first:
-                first, to_first = values, DiffPartial()
-            elif first is not None:
-                to_first = diff_partial(first, values)
-        results.append((stats_partial(values, member.kind), to_previous, to_first))
+        linked = job.compare and member.linked
+        to_previous = step(diff_steps(previous, values)) if linked and previous is not None else None
+        to_first: int | None = None
+        if job.compare and member.first:
+            first, to_first = values, -1  # -1: the first itself, no difference
+        elif job.compare and first is not None:
+            to_first = step(diff_steps(first, values))
+        places.append((step(stats_steps(values, member.kind)), to_previous, to_first))
         previous = values
-    return results
+    done = in_step(steps)
+
+    def found(place: int | None) -> DiffPartial | None:
+        return None if place is None else DiffPartial() if place < 0 else done[place]
+
+    return [(done[figures], found(to_previous), found(to_first)) for figures, to_previous, to_first in places]
 
 
 # -- planning -------------------------------------------------------------------------------
