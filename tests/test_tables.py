@@ -252,6 +252,78 @@ def test_damaged_entries_are_checked_as_numpys_checks_do(seed: Path, monkeypatch
             assert not element[~plain].any() and not shard[~plain].any()
 
 
+def test_damaged_entries_make_the_columns_numpys_path_makes(seed: Path) -> None:
+    """``entry_columns`` (decoded, checked and made columns in compiled code) against ``_numpy_columns``, on the
+    seed's entries damaged: the same odd entries, and the same columns, checksums and extents for the others."""
+    rng = np.random.default_rng(24)
+    source = FileSource(f"{seed}.index")
+    values = [value for _, value in list(iter_table(source))[1:]]
+    source.close()
+    messages = values + [_damage(values[int(rng.integers(len(values)))], rng) for _ in range(20_000)]
+    lengths = np.array([len(message) for message in messages], np.int64)
+    ends = np.cumsum(lengths)
+    data = np.frombuffer(b"".join(messages) + bytes(table_module.PADDING), np.uint8)
+    start = 5  # (a chunk's place among all entries)
+    sums = [(np.zeros(start + len(messages), np.int64), np.zeros((3, start + len(messages)), np.int64), start)]
+    sums.append((np.zeros_like(sums[0][0]), np.zeros_like(sums[0][1]), start))
+    with ws.open(seed) as ckpt:
+        files = [str(shard.path) for shard in ckpt._shards]
+        shard_sizes = np.array([shard.size for shard in ckpt._shards])
+        kinds = (tensorflow_module._DTYPES, tensorflow_module._TYPE_NAMES)
+
+        def check(rows: bytearray) -> bytearray:
+            return ckpt._checked_rows(rows, shard_sizes)
+
+        compiled = _bundle_index.entry_columns(data, ends - lengths, ends, check, kinds, files, sums[0])
+        expected = ckpt._numpy_columns(_bundle_index._decode_entries(data, ends - lengths, ends), files, sums[1])
+    assert compiled is not None
+    assert compiled[6] == expected[6] and 0.1 < len(compiled[6]) / len(messages) < 0.95
+    plain = np.ones(len(messages), bool)
+    plain[np.array(compiled[6]) - start] = False
+    for made, wanted in zip(compiled[:6], expected[:6], strict=True):
+        assert len(made) == len(wanted) == len(messages)
+        assert [made[i] for i in np.flatnonzero(plain)] == [wanted[i] for i in np.flatnonzero(plain)]
+    (checksums, extents, _), (expected_checksums, expected_extents, _) = sums
+    assert (checksums[start:][plain] == expected_checksums[start:][plain]).all() and not checksums[:start].any()
+    assert (extents[:, start:][:, plain] == expected_extents[:, start:][:, plain]).all()
+    assert not extents[:, :start].any() and not extents[0::2, start:][:, ~plain].any()  # shard and size 0: odd
+
+
+def test_entry_columns_refuse_arguments_that_do_not_fit() -> None:
+    data = np.frombuffer(bytes.fromhex("080112081202080212020803") + bytes(32), np.uint8)  # float32 [2, 3]
+    rows, shapes = _tables.decode_entries(data, np.array([0]), np.array([12]))
+    good = bytearray(np.array([0, 0, 1], np.int64).tobytes())  # element 0, shard 0, plain
+    checksums, extents = np.zeros(1, np.int64), np.zeros((3, 1), np.int64)
+
+    def columns(*changed: tuple[int, object]) -> object:
+        args: list[object] = [rows, good, shapes, ["d"], ["t"], ["f"], checksums, extents, 0]
+        for position, value in changed:
+            args[position] = value
+        return _tables.entry_columns(*args)
+
+    assert columns() == (["d"], [(2, 3)], [0], ["t"], ["f"], [0], [])
+    with pytest.raises(TypeError):
+        _tables.entry_columns(rows, good)
+    with pytest.raises(TypeError, match="must be lists"):
+        columns((3, ("d",)))
+    with pytest.raises(ValueError, match="of the same entries"):
+        columns((1, good + good))
+    with pytest.raises(ValueError, match="out of range"):
+        columns((1, bytearray(np.array([1, 0, 1], np.int64).tobytes())))
+    with pytest.raises(ValueError, match="out of range"):
+        columns((1, bytearray(np.array([0, -1, 1], np.int64).tobytes())))
+    with pytest.raises(ValueError, match="past the checksums' end"):
+        columns((8, 1))
+    with pytest.raises(ValueError, match="writable int64 arrays"):
+        columns((7, np.zeros((3, 2), np.int64)))
+    with pytest.raises(ValueError, match="writable int64 arrays"):
+        columns((6, np.zeros(1, np.int32)))
+    read_only = np.zeros(1, np.int64)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        columns((6, read_only))
+
+
 def test_entries_are_decoded_as_numpys_decoder_in_chunks_of_any_length(seed: Path) -> None:
     source = FileSource(f"{seed}.index")
     values = [value for _, value in list(iter_table(source))[1:]]

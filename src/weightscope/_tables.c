@@ -32,6 +32,14 @@
  *     ``element_index[dtype]``; shard; whether the entry passes every check), element and shard 0 where it does
  *     not. An element whose item size is not known yet (-1: its dtype not made) fails its entries, and is listed
  *     in ``unknown`` (the caller makes its dtype and asks again).
+ * entry_columns(rows, checked, shapes, dtypes, type_names, files, checksums, extents, start) -> columns
+ *     The n entries of decode_entries' ``rows`` and ``shapes`` and check_entries' ``checked`` rows as
+ *     ``TensorFlowCheckpoint._load_entries`` holds them: (dtype, shape, size, type name, file, offset), each a list
+ *     (dtype and type name ``dtypes[element]`` and ``type_names[element]``, file ``files[shard]``; shapes the list
+ *     given), and ``odd``, the indices (``start`` added) of the entries not passing every check. Each entry's
+ *     crc32c goes into ``checksums[start + i]``, its shard, offset and size (0 where not passing) into
+ *     ``extents[:, start + i]`` (3 rows of as many as ``checksums``: int64, C-contiguous, writable). One pass,
+ *     where numpy's a dozen small calls cost ~5 us each in memory a collection has left cold.
  * first_overlap(extents, order) -> (first, second) | None
  *     The first two entries with a size (3 rows of int64 extents: shard, offset, size) that follow each other in
  *     ``order`` (the entries sorted by shard, then offset: a stable sort's indices) and overlap: one walk, where
@@ -285,30 +293,39 @@ static int int64_buffer(PyObject *object, Py_buffer *view) {
     return 1;
 }
 
-/* Shapes made once each: a small open-addressing table from (rank, dims) to the tuple, for one call. */
-#define SHAPE_SLOTS 1024 /* a power of 2 */
+/* Shapes made once each: a small open-addressing table from (rank, dims) to the tuple, for one call. A slot holds
+ * the tuple and its key's hash only (16 bytes, where rank and dims took 80: the table is written whole at every
+ * open, in memory a collection has just left cold), and the table has room for twice the entries at most. */
+#define SHAPE_SLOTS 1024 /* the most slots, a power of 2 */
 #define SHAPE_PROBES 8   /* slots tried before a shape is made without being kept */
 
 typedef struct {
     PyObject *shape; /* NULL: a free slot */
-    int rank;
-    int64_t dims[MAX_RANK];
+    uint64_t hash;
 } ShapeSlot;
 
-/* A new reference to the tuple of ``rank`` dims, shared with every equal shape met before in ``slots``. */
-static PyObject *shape_tuple(ShapeSlot *slots, int rank, const int64_t *dims) {
+/* Whether ``shape`` (a tuple made by shape_tuple: exact ints from int64s) holds ``rank`` dims equal to ``dims``. */
+static int same_shape(PyObject *shape, int rank, const int64_t *dims) {
+    if (PyTuple_GET_SIZE(shape) != rank) return 0;
+    for (int axis = 0; axis < rank; axis++)
+        if (PyLong_AsLongLong(PyTuple_GET_ITEM(shape, axis)) != dims[axis]) return 0;
+    return 1;
+}
+
+/* A new reference to the tuple of ``rank`` dims, shared with every equal shape met before in ``slots`` (``mask``:
+ * their count less 1). */
+static PyObject *shape_tuple(ShapeSlot *slots, uint64_t mask, int rank, const int64_t *dims) {
     uint64_t hash = (uint64_t)rank;
     for (int axis = 0; axis < rank; axis++) hash = hash * 0x9E3779B97F4A7C15u + (uint64_t)dims[axis];
     hash *= 0x9E3779B97F4A7C15u;
     ShapeSlot *slot = NULL;
     for (int probe = 0; probe < SHAPE_PROBES; probe++) {
-        ShapeSlot *candidate = slots + ((hash >> 40) + (uint64_t)probe) % SHAPE_SLOTS;
+        ShapeSlot *candidate = slots + (((hash >> 40) + (uint64_t)probe) & mask);
         if (candidate->shape == NULL) {
             slot = candidate;
             break;
         }
-        if (candidate->rank == rank && memcmp(candidate->dims, dims, (size_t)rank * sizeof(int64_t)) == 0)
-            return Py_NewRef(candidate->shape);
+        if (candidate->hash == hash && same_shape(candidate->shape, rank, dims)) return Py_NewRef(candidate->shape);
     }
     PyObject *shape = PyTuple_New(rank);
     if (shape == NULL) return NULL;
@@ -322,8 +339,7 @@ static PyObject *shape_tuple(ShapeSlot *slots, int rank, const int64_t *dims) {
     }
     if (slot != NULL) {
         slot->shape = Py_NewRef(shape);
-        slot->rank = rank;
-        memcpy(slot->dims, dims, (size_t)rank * sizeof(int64_t));
+        slot->hash = hash;
     }
     return shape;
 }
@@ -332,7 +348,9 @@ static PyObject *shape_tuple(ShapeSlot *slots, int rank, const int64_t *dims) {
  * out. */
 static int decode_all(const unsigned char *bytes, const int64_t *start, const int64_t *stop, Py_ssize_t n,
                       int64_t *out, PyObject *shapes) {
-    ShapeSlot *slots = PyMem_Calloc(SHAPE_SLOTS, sizeof(ShapeSlot));
+    Py_ssize_t count = 16;
+    while (count < SHAPE_SLOTS && count < 2 * n) count *= 2;
+    ShapeSlot *slots = PyMem_Calloc((size_t)count, sizeof(ShapeSlot));
     if (slots == NULL) {
         PyErr_NoMemory();
         return 0;
@@ -349,11 +367,11 @@ static int decode_all(const unsigned char *bytes, const int64_t *start, const in
         for (int field = 2; field < 6; field++) row[field] = decoded ? values[field] : 0;
         row[6] = rank;
         for (int axis = 0; axis < MAX_RANK; axis++) row[7 + axis] = axis < rank ? dims[axis] : 1;
-        PyObject *shape = shape_tuple(slots, rank, dims);
+        PyObject *shape = shape_tuple(slots, (uint64_t)count - 1, rank, dims);
         if (shape == NULL) done = 0;
         else PyList_SET_ITEM(shapes, i, shape);
     }
-    for (int k = 0; k < SHAPE_SLOTS; k++) Py_XDECREF(slots[k].shape);
+    for (Py_ssize_t k = 0; k < count; k++) Py_XDECREF(slots[k].shape);
     PyMem_Free(slots);
     return done;
 }
@@ -493,6 +511,103 @@ done:
     PyBuffer_Release(&index);
     PyBuffer_Release(&sizes);
     PyBuffer_Release(&shards);
+    return result;
+}
+
+/* -- entry_columns --------------------------------------------------------------------------------------------- */
+
+/* A writable C-contiguous int64 buffer of ``count`` items. */
+static int int64_out(PyObject *object, Py_buffer *view, Py_ssize_t count) {
+    if (PyObject_GetBuffer(object, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) return 0;
+    const char *format = view->format;
+    if (format[0] == '<' || format[0] == '=' || format[0] == '@') format++;
+    if (view->itemsize != 8 || (strcmp(format, "l") != 0 && strcmp(format, "q") != 0) || view->len != 8 * count) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "entry_columns: writable int64 arrays of the entries' count are needed");
+        return 0;
+    }
+    return 1;
+}
+
+/* The columns of n entries from decode_entries' rows and shapes and check_entries' rows (see the top). */
+static PyObject *entry_columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError,
+                        "entry_columns(rows, checked, shapes, dtypes, type_names, files, checksums, extents, start) "
+                        "takes 9 arguments");
+        return NULL;
+    }
+    PyObject *shapes = args[2], *dtypes = args[3], *type_names = args[4], *files = args[5];
+    Py_ssize_t start = PyLong_AsSsize_t(args[8]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    if (!PyList_Check(shapes) || !PyList_Check(dtypes) || !PyList_Check(type_names) || !PyList_Check(files)) {
+        PyErr_SetString(PyExc_TypeError, "entry_columns: shapes, dtypes, type_names and files must be lists");
+        return NULL;
+    }
+    Py_buffer rows, checked, sums, extents;
+    if (PyObject_GetBuffer(args[0], &rows, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(args[1], &checked, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&rows);
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(shapes), total = -1;
+    PyObject *result = NULL, *made[6] = {NULL};
+    int have_sums = 0, have_extents = 0;
+    if (rows.len != n * ROWS * (Py_ssize_t)sizeof(int64_t) || checked.len != 3 * n * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "entry_columns: rows, checked and shapes must be of the same entries");
+        goto done;
+    }
+    if (PyObject_GetBuffer(args[6], &sums, PyBUF_SIMPLE) < 0) goto done;
+    total = sums.len / 8;
+    PyBuffer_Release(&sums);
+    if (!(have_sums = int64_out(args[6], &sums, total))) goto done;
+    if (!(have_extents = int64_out(args[7], &extents, 3 * total))) goto done;
+    if (start < 0 || start > total - n) {
+        PyErr_SetString(PyExc_ValueError, "entry_columns: the entries lie past the checksums' end");
+        goto done;
+    }
+    for (int k = 0; k < 5; k++)
+        if ((made[k] = PyList_New(n)) == NULL) goto done;
+    if ((made[5] = PyList_New(0)) == NULL) goto done;
+    const int64_t *row = rows.buf, *check = checked.buf;
+    int64_t *sum = (int64_t *)sums.buf + start, *shard_at = (int64_t *)extents.buf + start;
+    int64_t *offset_at = shard_at + total, *size_at = offset_at + total;
+    for (Py_ssize_t i = 0; i < n; i++, row += ROWS, check += 3) {
+        int64_t element = check[0], shard = check[1], plain = check[2];
+        if (element < 0 || element >= PyList_GET_SIZE(dtypes) || element >= PyList_GET_SIZE(type_names) ||
+            shard < 0 || shard >= PyList_GET_SIZE(files)) {
+            PyErr_SetString(PyExc_ValueError, "entry_columns: an element or shard out of range");
+            goto done;
+        }
+        PyObject *size = PyLong_FromLongLong(row[4]), *offset = PyLong_FromLongLong(row[3]);
+        if (size == NULL || offset == NULL) {
+            Py_XDECREF(size);
+            Py_XDECREF(offset);
+            goto done;
+        }
+        PyList_SET_ITEM(made[0], i, Py_NewRef(PyList_GET_ITEM(dtypes, element)));
+        PyList_SET_ITEM(made[1], i, size);
+        PyList_SET_ITEM(made[2], i, Py_NewRef(PyList_GET_ITEM(type_names, element)));
+        PyList_SET_ITEM(made[3], i, Py_NewRef(PyList_GET_ITEM(files, shard)));
+        PyList_SET_ITEM(made[4], i, offset);
+        sum[i] = row[5];
+        shard_at[i] = shard;
+        offset_at[i] = row[3];
+        size_at[i] = plain ? row[4] : 0;
+        if (!plain) {
+            PyObject *index = PyLong_FromSsize_t(start + i);
+            int appended = index == NULL ? -1 : PyList_Append(made[5], index);
+            Py_XDECREF(index);
+            if (appended < 0) goto done;
+        }
+    }
+    result = Py_BuildValue("(OOOOOOO)", made[0], shapes, made[1], made[2], made[3], made[4], made[5]);
+done:
+    for (int k = 0; k < 6; k++) Py_XDECREF(made[k]);
+    if (have_sums) PyBuffer_Release(&sums);
+    if (have_extents) PyBuffer_Release(&extents);
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&checked);
     return result;
 }
 
@@ -638,6 +753,8 @@ static PyMethodDef methods[] = {
      "decode_entries(data, starts, ends) -> (rows of 15 int64 fields, shapes) of BundleEntryProto entries, or None"},
     {"check_entries", (PyCFunction)(void (*)(void))check_entries, METH_FASTCALL,
      "check_entries(rows, element_index, itemsizes, shard_sizes) -> (element, shard, plain rows, unknown elements)"},
+    {"entry_columns", (PyCFunction)(void (*)(void))entry_columns, METH_FASTCALL,
+     "entry_columns(rows, checked, shapes, dtypes, type_names, files, checksums, extents, start) -> the columns"},
     {"first_overlap", (PyCFunction)(void (*)(void))first_overlap, METH_FASTCALL,
      "first_overlap(extents, order) -> the first two entries whose bytes overlap, in order, or None"},
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,

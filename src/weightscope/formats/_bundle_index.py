@@ -28,7 +28,8 @@ position (``weightscope.containers.table.byte_windows``).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class Entries(NamedTuple):  # (not a dataclass: its decorator costs the command 
     # Each entry's shape, one tuple per distinct shape, where the compiled decoder made them (() where not decoded);
     # else None, and ``_bundle_entries._shapes`` makes them from the ranks and dims.
     shapes: list[tuple[int, ...]] | None
-    rows: bytearray | None  # the compiled decoder's rows of fields, which ``check_entries`` reads; else None
+    rows: bytearray | None  # the compiled decoder's rows of fields, which ``check_rows`` reads; else None
 
 
 def decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Entries:
@@ -83,17 +84,44 @@ def decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> En
     return Entries(decoded != 0, dtype, shard, offset, size, crc32c, rank, dims, shapes, rows)
 
 
-def check_entries(
-    entries: Entries, element_index: np.ndarray, itemsizes: np.ndarray, shard_sizes: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]] | None:
-    """The compiled checks of the entries the compiled decoder made (``TensorFlowCheckpoint._check_entries``): each
-    entry's element type and shard, whether it passes them all, and the element types whose item size is not known
-    yet (-1 in ``itemsizes``: their entries fail until it is). None for entries numpy decoded."""
-    if entries.rows is None or _tables is None:
+def check_rows(
+    rows: bytearray, element_index: np.ndarray, itemsizes: np.ndarray, shard_sizes: np.ndarray
+) -> tuple[bytearray, list[int]]:
+    """The compiled checks (``TensorFlowCheckpoint._check_entries``' own) of the ``rows`` the compiled decoder made:
+    3 int64 a row (each entry's element type, shard, and whether it passes them all), and the element types whose
+    item size is not known yet (-1 in ``itemsizes``: their entries fail until it is)."""
+    assert _tables is not None  # (only the compiled decoder makes rows)
+    return _tables.check_entries(rows, element_index, itemsizes, shard_sizes)
+
+
+# A chunk of entries as ``TensorFlowCheckpoint._load_entries`` holds them: dtype, shape, size, type name, file and
+# offset columns, then the indices of the entries that did not pass every check (left to protobuf).
+Columns = tuple[list[Any], list[tuple[int, ...]], list[int], list[Any], list[Any], list[int], list[int]]
+
+
+def entry_columns(
+    data: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    check: Callable[[bytearray], bytearray],
+    kinds: tuple[np.ndarray, np.ndarray],
+    files: list[str],
+    sums: tuple[np.ndarray, np.ndarray, int],
+) -> Columns | None:
+    """The entries in ``data[starts[i]:ends[i]]`` decoded, checked (``check``: ``check_rows``' rows) and made columns
+    in compiled code, three calls in all (``weightscope._tables``): dtypes and type names from ``kinds`` (object
+    arrays by element type, read after the check, which makes the types met first), files from ``files`` by shard.
+    ``sums`` = (checksums, extents, start): each entry's crc32c goes into ``checksums[start + i]``, its shard, offset
+    and size (0 where it fails a check) into ``extents[:, start + i]``. None where the package was built without it
+    or a bound lies outside ``data`` (then numpy decodes the entries, ``decode_entries``)."""
+    compiled = None if _tables is None else _tables.decode_entries(data, starts, ends)
+    if compiled is None:
         return None
-    checked, unknown = _tables.check_entries(entries.rows, element_index, itemsizes, shard_sizes)
-    element, shard, plain = np.frombuffer(checked, np.int64).reshape(len(entries.decoded), 3).T
-    return element, shard, plain != 0, unknown
+    rows, shapes = compiled
+    checked = check(rows)
+    checksums, extents, start = sums
+    dtypes, type_names = (kind.tolist() for kind in kinds)
+    return _tables.entry_columns(rows, checked, shapes, dtypes, type_names, files, checksums, extents, start)
 
 
 def first_overlap(extents: np.ndarray, order: np.ndarray) -> tuple[int, int] | None:

@@ -54,9 +54,12 @@ Measured (2-core Xeon, in one process with TensorFlow, interleaved, ``bench/benc
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import os
 import struct
+from collections.abc import Sequence
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -83,7 +86,15 @@ from weightscope.errors import (
     UnsupportedFormatError,
 )
 from weightscope.formats._bundle_entries import _column, _header_by_protobuf, _key_bytes, _numpy_dtype, _parse, _shapes
-from weightscope.formats._bundle_index import Entries, check_entries, decode_entries, decode_header, first_overlap
+from weightscope.formats._bundle_index import (
+    Columns,
+    Entries,
+    check_rows,
+    decode_entries,
+    decode_header,
+    entry_columns,
+    first_overlap,
+)
 from weightscope.formats.tf_state import OBJECT_GRAPH_KEY, bundle_file, resolve_prefix
 from weightscope.infos import InfoColumns, collection_paused
 from weightscope.sources import as_path, open_source
@@ -232,27 +243,26 @@ class TensorFlowCheckpoint(Checkpoint):
         """
         names = table.keys[1:]
         display = list(map(readable.get, names, names)) if readable else names
-        columns: list[list[Any]] = [display, [], [], [], [], [], [], names]  # TensorInfo's fields
         checksums = np.zeros(len(names), np.int64)
         # Where each entry's bytes lie: (shard, offset, size), checked for overlaps at the end.
         extents = np.zeros((3, len(names)), np.int64)
-        odd: list[int] = []  # entries for protobuf and _describe
-        files = np.array([str(source.path) for source in self._shards], object)
-        shard_numbers = {file: number for number, file in enumerate(files.tolist())}  # not list.index per entry
+        files = [str(source.path) for source in self._shards]
+        shard_numbers = {file: number for number, file in enumerate(files)}  # not list.index per entry
+        shard_sizes = np.array([source.size for source in self._shards])
+        check = functools.partial(self._checked_rows, shard_sizes=shard_sizes)
+        chunks = []
         for start in range(0, len(names), _CHUNK):
             stop = min(start + _CHUNK, len(names))
-            entries = decode_entries(table.data, table.starts[start + 1 : stop + 1], table.ends[start + 1 : stop + 1])
-            element, shard, plain = self._check_entries(entries)
-            columns[1] += _column(_DTYPES, element)
-            shapes = entries.shapes  # (a row not plain is made again by _describe below)
-            columns[2] += _shapes(np.where(plain, entries.rank, 0), entries.dims) if shapes is None else shapes
-            columns[3] += entries.size.tolist()
-            columns[4] += _column(_TYPE_NAMES, element)
-            columns[5] += _column(files, shard)
-            columns[6] += entries.offset.tolist()
-            checksums[start:stop] = entries.crc32c
-            extents[:, start:stop] = shard, entries.offset, np.where(plain, entries.size, 0)
-            odd += (np.flatnonzero(~plain) + start).tolist()
+            starts, ends = table.starts[start + 1 : stop + 1], table.ends[start + 1 : stop + 1]
+            sums = (checksums, extents, start)
+            chunk = entry_columns(table.data, starts, ends, check, (_DTYPES, _TYPE_NAMES), files, sums)
+            chunks.append(chunk or self._numpy_columns(decode_entries(table.data, starts, ends), files, sums))
+        # (no entries: no chunks, and 7 empty columns)
+        made: Sequence[list[Any]] = (
+            chunks[0] if len(chunks) == 1 else [list(chain(*(c[k] for c in chunks))) for k in range(7)]
+        )
+        columns: list[list[Any]] = [display, *made[:6], names]  # TensorInfo's fields
+        odd = made[6]  # entries for protobuf and _describe
         partitioned: list[tuple[int, TensorInfo, list[object]]] = []
         for i in odd:
             name = names[i]
@@ -281,6 +291,24 @@ class TensorFlowCheckpoint(Checkpoint):
         self._checksum_columns = (names[num_slices:], checksums[num_slices:])
         return InfoColumns(columns, unique=not readable)  # TF's keys are unique; names shown need not be
 
+    def _numpy_columns(self, entries: Entries, files: list[str], sums: tuple[np.ndarray, np.ndarray, int]) -> Columns:
+        """``entry_columns``' columns of entries numpy decoded (each entry's checksum and extent into ``sums``)."""
+        checksums, extents, start = sums
+        element, shard, plain = self._check_entries(entries)
+        shapes = entries.shapes  # (a row not plain is made again by _describe)
+        stop = start + len(element)
+        checksums[start:stop] = entries.crc32c
+        extents[:, start:stop] = shard, entries.offset, np.where(plain, entries.size, 0)
+        return (
+            _column(_DTYPES, element),
+            _shapes(np.where(plain, entries.rank, 0), entries.dims) if shapes is None else shapes,
+            entries.size.tolist(),
+            _column(_TYPE_NAMES, element),
+            _column(np.array(files, object), shard),
+            entries.offset.tolist(),
+            (np.flatnonzero(~plain) + start).tolist(),
+        )
+
     def _check_overlaps(self, extents: np.ndarray, names: list[str]) -> None:
         """Refuse two entries whose bytes overlap: TensorFlow writes each tensor's bytes once, apart."""
         shard, offset, size = extents
@@ -293,6 +321,16 @@ class TensorFlowCheckpoint(Checkpoint):
                 f"in {self._shards[int(shard[first])].path}"
             )
 
+    def _checked_rows(self, rows: bytearray, shard_sizes: np.ndarray) -> bytearray:
+        """``check_rows``' rows of the compiled decoder's ``rows``, the element types met for the first time made
+        first (their entries fail until then: made, they are checked again)."""
+        checked, unknown = check_rows(rows, _ELEMENT_INDEX, _ITEMSIZES, shard_sizes)
+        while unknown:
+            for index in unknown:
+                _make_dtype(index)
+            checked, unknown = check_rows(rows, _ELEMENT_INDEX, _ITEMSIZES, shard_sizes)
+        return checked
+
     def _check_entries(self, entries: Entries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each entry's element type (index into ELEMENT_TYPES) and shard, and which pass every check.
 
@@ -300,13 +338,10 @@ class TensorFlowCheckpoint(Checkpoint):
         element 0 and shard 0), and ``_describe`` raises its error, naming it.
         """
         shard_sizes = np.array([source.size for source in self._shards])
-        checked = check_entries(entries, _ELEMENT_INDEX, _ITEMSIZES, shard_sizes)
-        while checked is not None and checked[3]:  # types met for the first time: made, and the entries checked again
-            for index in checked[3]:
-                _make_dtype(index)
-            checked = check_entries(entries, _ELEMENT_INDEX, _ITEMSIZES, shard_sizes)
-        if checked is not None:
-            return checked[0], checked[1], checked[2]
+        if entries.rows is not None:  # decoded by the compiled decoder: checked by the compiled checks
+            checked = np.frombuffer(self._checked_rows(entries.rows, shard_sizes), np.int64)
+            element, shard, plain = checked.reshape(len(entries.decoded), 3).T
+            return element, shard, plain != 0
         plain = entries.decoded.copy()
         known = entries.dtype < len(_ELEMENT_INDEX)
         element = _ELEMENT_INDEX[np.where(known, entries.dtype, 0)]
