@@ -254,7 +254,7 @@ def test_damaged_entries_are_checked_as_numpys_checks_do(seed: Path, monkeypatch
 
 def test_damaged_entries_make_the_columns_numpys_path_makes(seed: Path) -> None:
     """``entry_columns`` (decoded, checked and made columns in compiled code) against ``_numpy_columns``, on the
-    seed's entries damaged: the same odd entries, and the same columns, checksums and extents for the others."""
+    seed's entries damaged: the same odd entries, and the same columns and numbers for the others."""
     rng = np.random.default_rng(24)
     source = FileSource(f"{seed}.index")
     values = [value for _, value in list(iter_table(source))[1:]]
@@ -264,8 +264,7 @@ def test_damaged_entries_make_the_columns_numpys_path_makes(seed: Path) -> None:
     ends = np.cumsum(lengths)
     data = np.frombuffer(b"".join(messages) + bytes(table_module.PADDING), np.uint8)
     start = 5  # (a chunk's place among all entries)
-    sums = [(np.zeros(start + len(messages), np.int64), np.zeros((3, start + len(messages)), np.int64), start)]
-    sums.append((np.zeros_like(sums[0][0]), np.zeros_like(sums[0][1]), start))
+    numbers, expected_numbers = (np.zeros((5, start + len(messages)), np.int64) for _ in range(2))
     with ws.open(seed) as ckpt:
         files = [str(shard.path) for shard in ckpt._shards]
         shard_sizes = np.array([shard.size for shard in ckpt._shards])
@@ -274,34 +273,34 @@ def test_damaged_entries_make_the_columns_numpys_path_makes(seed: Path) -> None:
         def check(rows: bytearray) -> bytearray:
             return ckpt._checked_rows(rows, shard_sizes)
 
-        compiled = _bundle_index.entry_columns(data, ends - lengths, ends, check, kinds, files, sums[0])
-        expected = ckpt._numpy_columns(_bundle_index._decode_entries(data, ends - lengths, ends), files, sums[1])
+        compiled = _bundle_index.entry_columns(data, (ends - lengths, ends), check, kinds, files, numbers, start)
+        numpys = _bundle_index._decode_entries(data, ends - lengths, ends)
+        expected = ckpt._numpy_columns(numpys, files, expected_numbers, start)
     assert compiled is not None
-    assert compiled[6] == expected[6] and 0.1 < len(compiled[6]) / len(messages) < 0.95
+    assert compiled[4] == expected[4] and 0.1 < len(compiled[4]) / len(messages) < 0.95
     plain = np.ones(len(messages), bool)
-    plain[np.array(compiled[6]) - start] = False
-    for made, wanted in zip(compiled[:6], expected[:6], strict=True):
+    plain[np.array(compiled[4]) - start] = False
+    for made, wanted in zip(compiled[:4], expected[:4], strict=True):
         assert len(made) == len(wanted) == len(messages)
         assert [made[i] for i in np.flatnonzero(plain)] == [wanted[i] for i in np.flatnonzero(plain)]
-    (checksums, extents, _), (expected_checksums, expected_extents, _) = sums
-    assert (checksums[start:][plain] == expected_checksums[start:][plain]).all() and not checksums[:start].any()
-    assert (extents[:, start:][:, plain] == expected_extents[:, start:][:, plain]).all()
-    assert not extents[:, :start].any() and not extents[0::2, start:][:, ~plain].any()  # shard and size 0: odd
+    assert (numbers[:, start:][:, plain] == expected_numbers[:, start:][:, plain]).all()
+    assert not numbers[:, :start].any() and not numbers[1::2, start:][:, ~plain].any()  # shard and extent 0: odd
 
 
 def test_entry_columns_refuse_arguments_that_do_not_fit() -> None:
     data = np.frombuffer(bytes.fromhex("080112081202080212020803") + bytes(32), np.uint8)  # float32 [2, 3]
     rows, shapes = _tables.decode_entries(data, np.array([0]), np.array([12]))
     good = bytearray(np.array([0, 0, 1], np.int64).tobytes())  # element 0, shard 0, plain
-    checksums, extents = np.zeros(1, np.int64), np.zeros((3, 1), np.int64)
+    numbers = np.zeros((5, 1), np.int64)
 
     def columns(*changed: tuple[int, object]) -> object:
-        args: list[object] = [rows, good, shapes, ["d"], ["t"], ["f"], checksums, extents, 0]
+        args: list[object] = [rows, good, shapes, ["d"], ["t"], ["f"], numbers, 0]
         for position, value in changed:
             args[position] = value
         return _tables.entry_columns(*args)
 
-    assert columns() == (["d"], [(2, 3)], [0], ["t"], ["f"], [0], [])
+    assert columns() == (["d"], [(2, 3)], ["t"], ["f"], [])
+    assert numbers.ravel().tolist() == [0, 0, 0, 0, 0]  # (an entry with no offset, size or checksum stored)
     with pytest.raises(TypeError):
         _tables.entry_columns(rows, good)
     with pytest.raises(TypeError, match="must be lists"):
@@ -312,15 +311,15 @@ def test_entry_columns_refuse_arguments_that_do_not_fit() -> None:
         columns((1, bytearray(np.array([1, 0, 1], np.int64).tobytes())))
     with pytest.raises(ValueError, match="out of range"):
         columns((1, bytearray(np.array([0, -1, 1], np.int64).tobytes())))
-    with pytest.raises(ValueError, match="past the checksums' end"):
-        columns((8, 1))
-    with pytest.raises(ValueError, match="writable int64 arrays"):
-        columns((7, np.zeros((3, 2), np.int64)))
-    with pytest.raises(ValueError, match="writable int64 arrays"):
-        columns((6, np.zeros(1, np.int32)))
-    read_only = np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match="past the numbers' end"):
+        columns((7, 1))
+    with pytest.raises(ValueError, match="5 rows"):
+        columns((6, np.zeros((3, 2), np.int64)))
+    with pytest.raises(TypeError):
+        columns((6, np.zeros((5, 1), np.int32)))
+    read_only = np.zeros((5, 1), np.int64)
     read_only.flags.writeable = False
-    with pytest.raises(ValueError, match="read-only"):
+    with pytest.raises(ValueError, match="writable"):
         columns((6, read_only))
 
 
@@ -428,3 +427,20 @@ def test_rows_are_the_tuples_map_and_zip_make() -> None:
     for cls, column in ((list, []), (TensorInfo, ())):
         with pytest.raises(TypeError):
             _tables.rows(cls, [column])
+
+
+def test_int64_columns_make_ints_as_each_row_is_made() -> None:
+    """An int field's column may be an int64 array (a listing's sizes and offsets): its rows hold exact ints, equal
+    to those of the column as a list."""
+    lists = [[f"t{i}" for i in range(5)], *([i * k - 2**40 for i in range(5)] for k in range(1, 8))]
+    columns: list[list[object] | np.ndarray] = [*lists]
+    columns[3], columns[6] = np.array(lists[3], np.int64), np.arange(10, dtype=np.int64)[::2].copy()
+    lists[6] = list(range(0, 10, 2))
+    made = list(_tables.rows(TensorInfo, columns))
+    assert made == list(map(tuple.__new__, repeat(TensorInfo), zip(*lists, strict=True)))
+    assert all(type(row.nbytes) is int and type(row.offset) is int for row in made)
+    with pytest.raises(ValueError, match="column 3 is shorter"):
+        list(_tables.rows(TensorInfo, [*lists[:3], np.zeros(4, np.int64), *lists[4:]]))
+    for bad in (np.zeros(5, np.int32), np.zeros((5, 1), np.int64), np.zeros(10, np.int64)[::2], b"\0" * 40):
+        with pytest.raises(TypeError, match=r"list or an int64 array|one-dimensional"):
+            _tables.rows(TensorInfo, [*lists[:3], bad, *lists[4:]])

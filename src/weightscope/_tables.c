@@ -32,21 +32,22 @@
  *     ``element_index[dtype]``; shard; whether the entry passes every check), element and shard 0 where it does
  *     not. An element whose item size is not known yet (-1: its dtype not made) fails its entries, and is listed
  *     in ``unknown`` (the caller makes its dtype and asks again).
- * entry_columns(rows, checked, shapes, dtypes, type_names, files, checksums, extents, start) -> columns
+ * entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start) -> (dtype, shape, type, file, odd)
  *     The n entries of decode_entries' ``rows`` and ``shapes`` and check_entries' ``checked`` rows as
- *     ``TensorFlowCheckpoint._load_entries`` holds them: (dtype, shape, size, type name, file, offset), each a list
- *     (dtype and type name ``dtypes[element]`` and ``type_names[element]``, file ``files[shard]``; shapes the list
- *     given), and ``odd``, the indices (``start`` added) of the entries not passing every check. Each entry's
- *     crc32c goes into ``checksums[start + i]``, its shard, offset and size (0 where not passing) into
- *     ``extents[:, start + i]`` (3 rows of as many as ``checksums``: int64, C-contiguous, writable). One pass,
- *     where numpy's a dozen small calls cost ~5 us each in memory a collection has left cold.
+ *     ``TensorFlowCheckpoint._load_entries`` holds them: lists of their dtypes and type names (``dtypes[element]``,
+ *     ``type_names[element]``), shapes (a copy of the list given) and files (``files[shard]``), and ``odd``, the
+ *     indices (``start`` added) of the entries not passing every check. Their numbers go into ``numbers`` (5 rows
+ *     of int64, C-contiguous, writable), at ``start + i``: crc32c, shard, offset, the size where the entry passes
+ *     (else 0: its extent), the size. One pass, where numpy's dozen small calls cost ~5 us each in memory a
+ *     collection has left cold.
  * first_overlap(extents, order) -> (first, second) | None
  *     The first two entries with a size (3 rows of int64 extents: shard, offset, size) that follow each other in
  *     ``order`` (the entries sorted by shard, then offset: a stable sort's indices) and overlap: one walk, where
  *     numpy gathered each row into a new array twice over (``TensorFlowCheckpoint._check_overlaps``).
  * rows(cls, columns) -> iterator
  *     ``map(tuple.__new__, repeat(cls), zip(*columns, strict=True))`` for a tuple subclass ``cls`` (``TensorInfo``)
- *     and lists ``columns``: each row made in one allocation, not two (a listing of 100,000 infos makes 100,000).
+ *     and ``columns``, lists or one-dimensional int64 arrays (their items made ints as each row is): each row made
+ *     in one allocation, not two (a listing of 100,000 infos makes 100,000).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -516,62 +517,52 @@ done:
 
 /* -- entry_columns --------------------------------------------------------------------------------------------- */
 
-/* A writable C-contiguous int64 buffer of ``count`` items. */
-static int int64_out(PyObject *object, Py_buffer *view, Py_ssize_t count) {
-    if (PyObject_GetBuffer(object, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) return 0;
-    const char *format = view->format;
-    if (format[0] == '<' || format[0] == '=' || format[0] == '@') format++;
-    if (view->itemsize != 8 || (strcmp(format, "l") != 0 && strcmp(format, "q") != 0) || view->len != 8 * count) {
-        PyBuffer_Release(view);
-        PyErr_SetString(PyExc_ValueError, "entry_columns: writable int64 arrays of the entries' count are needed");
-        return 0;
-    }
-    return 1;
-}
-
 /* The columns of n entries from decode_entries' rows and shapes and check_entries' rows (see the top). */
 static PyObject *entry_columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 9) {
+    if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError,
-                        "entry_columns(rows, checked, shapes, dtypes, type_names, files, checksums, extents, start) "
-                        "takes 9 arguments");
+                        "entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start) takes 8 "
+                        "arguments");
         return NULL;
     }
     PyObject *shapes = args[2], *dtypes = args[3], *type_names = args[4], *files = args[5];
-    Py_ssize_t start = PyLong_AsSsize_t(args[8]);
+    Py_ssize_t start = PyLong_AsSsize_t(args[7]);
     if (start == -1 && PyErr_Occurred()) return NULL;
     if (!PyList_Check(shapes) || !PyList_Check(dtypes) || !PyList_Check(type_names) || !PyList_Check(files)) {
         PyErr_SetString(PyExc_TypeError, "entry_columns: shapes, dtypes, type_names and files must be lists");
         return NULL;
     }
-    Py_buffer rows, checked, sums, extents;
+    Py_buffer rows, checked, numbers;
     if (PyObject_GetBuffer(args[0], &rows, PyBUF_SIMPLE) < 0) return NULL;
     if (PyObject_GetBuffer(args[1], &checked, PyBUF_SIMPLE) < 0) {
         PyBuffer_Release(&rows);
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(shapes), total = -1;
-    PyObject *result = NULL, *made[6] = {NULL};
-    int have_sums = 0, have_extents = 0;
+    if (!int64_buffer(args[6], &numbers)) {
+        PyBuffer_Release(&rows);
+        PyBuffer_Release(&checked);
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(shapes), total = numbers.len / 8 / 5;
+    PyObject *result = NULL, *made[5] = {NULL};
     if (rows.len != n * ROWS * (Py_ssize_t)sizeof(int64_t) || checked.len != 3 * n * (Py_ssize_t)sizeof(int64_t)) {
         PyErr_SetString(PyExc_ValueError, "entry_columns: rows, checked and shapes must be of the same entries");
         goto done;
     }
-    if (PyObject_GetBuffer(args[6], &sums, PyBUF_SIMPLE) < 0) goto done;
-    total = sums.len / 8;
-    PyBuffer_Release(&sums);
-    if (!(have_sums = int64_out(args[6], &sums, total))) goto done;
-    if (!(have_extents = int64_out(args[7], &extents, 3 * total))) goto done;
-    if (start < 0 || start > total - n) {
-        PyErr_SetString(PyExc_ValueError, "entry_columns: the entries lie past the checksums' end");
+    if (numbers.readonly || numbers.len != 5 * total * 8) {
+        PyErr_SetString(PyExc_ValueError, "entry_columns: numbers must be a writable int64 array of 5 rows");
         goto done;
     }
-    for (int k = 0; k < 5; k++)
+    if (start < 0 || start > total - n) {
+        PyErr_SetString(PyExc_ValueError, "entry_columns: the entries lie past the numbers' end");
+        goto done;
+    }
+    for (int k = 0; k < 4; k++)
         if ((made[k] = PyList_New(n)) == NULL) goto done;
-    if ((made[5] = PyList_New(0)) == NULL) goto done;
+    if ((made[4] = PyList_New(0)) == NULL) goto done;
     const int64_t *row = rows.buf, *check = checked.buf;
-    int64_t *sum = (int64_t *)sums.buf + start, *shard_at = (int64_t *)extents.buf + start;
-    int64_t *offset_at = shard_at + total, *size_at = offset_at + total;
+    int64_t *sum = (int64_t *)numbers.buf + start, *shard_at = sum + total, *offset_at = shard_at + total;
+    int64_t *stored_at = offset_at + total, *size_at = stored_at + total;
     for (Py_ssize_t i = 0; i < n; i++, row += ROWS, check += 3) {
         int64_t element = check[0], shard = check[1], plain = check[2];
         if (element < 0 || element >= PyList_GET_SIZE(dtypes) || element >= PyList_GET_SIZE(type_names) ||
@@ -579,33 +570,26 @@ static PyObject *entry_columns(PyObject *module, PyObject *const *args, Py_ssize
             PyErr_SetString(PyExc_ValueError, "entry_columns: an element or shard out of range");
             goto done;
         }
-        PyObject *size = PyLong_FromLongLong(row[4]), *offset = PyLong_FromLongLong(row[3]);
-        if (size == NULL || offset == NULL) {
-            Py_XDECREF(size);
-            Py_XDECREF(offset);
-            goto done;
-        }
         PyList_SET_ITEM(made[0], i, Py_NewRef(PyList_GET_ITEM(dtypes, element)));
-        PyList_SET_ITEM(made[1], i, size);
-        PyList_SET_ITEM(made[2], i, Py_NewRef(PyList_GET_ITEM(type_names, element)));
-        PyList_SET_ITEM(made[3], i, Py_NewRef(PyList_GET_ITEM(files, shard)));
-        PyList_SET_ITEM(made[4], i, offset);
+        PyList_SET_ITEM(made[1], i, Py_NewRef(PyList_GET_ITEM(type_names, element)));
+        PyList_SET_ITEM(made[2], i, Py_NewRef(PyList_GET_ITEM(files, shard)));
+        PyList_SET_ITEM(made[3], i, Py_NewRef(PyList_GET_ITEM(shapes, i)));
         sum[i] = row[5];
         shard_at[i] = shard;
         offset_at[i] = row[3];
-        size_at[i] = plain ? row[4] : 0;
+        stored_at[i] = plain ? row[4] : 0;
+        size_at[i] = row[4];
         if (!plain) {
             PyObject *index = PyLong_FromSsize_t(start + i);
-            int appended = index == NULL ? -1 : PyList_Append(made[5], index);
+            int appended = index == NULL ? -1 : PyList_Append(made[4], index);
             Py_XDECREF(index);
             if (appended < 0) goto done;
         }
     }
-    result = Py_BuildValue("(OOOOOOO)", made[0], shapes, made[1], made[2], made[3], made[4], made[5]);
+    result = Py_BuildValue("(OOOOO)", made[0], made[3], made[1], made[2], made[4]);
 done:
-    for (int k = 0; k < 6; k++) Py_XDECREF(made[k]);
-    if (have_sums) PyBuffer_Release(&sums);
-    if (have_extents) PyBuffer_Release(&extents);
+    for (int k = 0; k < 5; k++) Py_XDECREF(made[k]);
+    PyBuffer_Release(&numbers);
     PyBuffer_Release(&rows);
     PyBuffer_Release(&checked);
     return result;
@@ -659,10 +643,13 @@ done:
 /* -- rows ------------------------------------------------------------------------------------------------------ */
 
 /* An iterator making rows of a tuple subclass from columns, one at a time, as map(tuple.__new__, repeat(cls),
- * zip(*columns, strict=True)) does, with one allocation a row instead of two. */
+ * zip(*columns, strict=True)) does, with one allocation a row instead of two. A column is a list, or a C-contiguous
+ * int64 buffer (numpy's array) whose items become ints as each row is made: a listing then makes its sizes and
+ * offsets as it goes, in memory it frees and reuses row after row, where a list holds one int object each. */
 typedef struct {
     PyObject_HEAD PyTypeObject *cls;
-    PyObject *columns; /* a tuple of lists */
+    PyObject *columns; /* a tuple of lists and int64 buffers */
+    Py_buffer *views;  /* each column's buffer (obj NULL for a list), while the rows are made */
     Py_ssize_t next, count;
 } Rows;
 
@@ -673,6 +660,12 @@ static int rows_traverse(Rows *self, visitproc visit, void *arg) {
 }
 
 static int rows_clear(Rows *self) {
+    if (self->views != NULL) {
+        for (Py_ssize_t k = 0; self->columns != NULL && k < PyTuple_GET_SIZE(self->columns); k++)
+            if (self->views[k].obj != NULL) PyBuffer_Release(&self->views[k]);
+        PyMem_Free(self->views);
+        self->views = NULL;
+    }
     Py_CLEAR(self->cls);
     Py_CLEAR(self->columns);
     return 0;
@@ -684,11 +677,17 @@ static void rows_dealloc(Rows *self) {
     PyObject_GC_Del(self);
 }
 
+/* Column k's length: a list's now (lists may change size: checked at each row), a buffer's fixed while held. */
+static Py_ssize_t column_length(Rows *self, Py_ssize_t k) {
+    if (self->views[k].obj != NULL) return self->views[k].len / 8;
+    return PyList_GET_SIZE(PyTuple_GET_ITEM(self->columns, k));
+}
+
 static PyObject *rows_next(Rows *self) {
     if (self->columns == NULL) return NULL;
     Py_ssize_t width = PyTuple_GET_SIZE(self->columns), i = self->next;
-    for (Py_ssize_t k = 0; k < width; k++) { /* lists may change size: each is checked at each row */
-        Py_ssize_t length = PyList_GET_SIZE(PyTuple_GET_ITEM(self->columns, k));
+    for (Py_ssize_t k = 0; k < width; k++) {
+        Py_ssize_t length = column_length(self, k);
         if (i < self->count ? length <= i : length > i) {
             const char *than = length <= i ? "shorter" : "longer";
             PyErr_Format(PyExc_ValueError, "rows: column %zd is %s than column 0", k, than);
@@ -701,8 +700,19 @@ static PyObject *rows_next(Rows *self) {
     }
     PyObject *row = self->cls->tp_alloc(self->cls, width);
     if (row == NULL) return NULL;
-    for (Py_ssize_t k = 0; k < width; k++)
-        PyTuple_SET_ITEM(row, k, Py_NewRef(PyList_GET_ITEM(PyTuple_GET_ITEM(self->columns, k), i)));
+    for (Py_ssize_t k = 0; k < width; k++) {
+        PyObject *item;
+        if (self->views[k].obj != NULL) {
+            item = PyLong_FromLongLong(((const int64_t *)self->views[k].buf)[i]);
+            if (item == NULL) {
+                Py_DECREF(row); /* (its items not set yet are NULL: skipped) */
+                return NULL;
+            }
+        } else {
+            item = Py_NewRef(PyList_GET_ITEM(PyTuple_GET_ITEM(self->columns, k), i));
+        }
+        PyTuple_SET_ITEM(row, k, item);
+    }
     self->next++;
     return row;
 }
@@ -726,22 +736,37 @@ static PyObject *rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *columns = PySequence_Tuple(args[1]);
     if (columns == NULL) return NULL;
-    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(columns); k++) {
-        if (!PyList_Check(PyTuple_GET_ITEM(columns, k))) {
-            Py_DECREF(columns);
-            PyErr_SetString(PyExc_TypeError, "rows(cls, columns): each column must be a list");
-            return NULL;
-        }
+    Py_ssize_t width = PyTuple_GET_SIZE(columns);
+    Py_buffer *views = PyMem_Calloc((size_t)width + 1, sizeof(Py_buffer));
+    if (views == NULL) {
+        Py_DECREF(columns);
+        return PyErr_NoMemory();
     }
     Rows *self = PyObject_GC_New(Rows, &RowsType);
     if (self == NULL) {
+        PyMem_Free(views);
         Py_DECREF(columns);
         return NULL;
     }
     self->cls = (PyTypeObject *)Py_NewRef(args[0]);
     self->columns = columns;
+    self->views = views;
     self->next = 0;
-    self->count = PyTuple_GET_SIZE(columns) ? PyList_GET_SIZE(PyTuple_GET_ITEM(columns, 0)) : 0;
+    for (Py_ssize_t k = 0; k < width; k++) {
+        PyObject *column = PyTuple_GET_ITEM(columns, k);
+        if (!PyList_Check(column) && !int64_buffer(column, &views[k])) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "rows(cls, columns): each column must be a list or an int64 array");
+            Py_DECREF(self); /* (not tracked yet: its dealloc untracks nothing) */
+            return NULL;
+        }
+        if (views[k].obj != NULL && views[k].ndim > 1) {
+            PyErr_SetString(PyExc_TypeError, "rows(cls, columns): an int64 column must be one-dimensional");
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    self->count = width ? column_length(self, 0) : 0;
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
@@ -754,11 +779,11 @@ static PyMethodDef methods[] = {
     {"check_entries", (PyCFunction)(void (*)(void))check_entries, METH_FASTCALL,
      "check_entries(rows, element_index, itemsizes, shard_sizes) -> (element, shard, plain rows, unknown elements)"},
     {"entry_columns", (PyCFunction)(void (*)(void))entry_columns, METH_FASTCALL,
-     "entry_columns(rows, checked, shapes, dtypes, type_names, files, checksums, extents, start) -> the columns"},
+     "entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start) -> the entries' columns"},
     {"first_overlap", (PyCFunction)(void (*)(void))first_overlap, METH_FASTCALL,
      "first_overlap(extents, order) -> the first two entries whose bytes overlap, in order, or None"},
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
-     "rows(cls, columns) -> an iterator of cls rows made from the lists in columns, one item from each"},
+     "rows(cls, columns) -> an iterator of cls rows made from the columns (lists, int64 arrays), one item from each"},
     {NULL, NULL, 0, NULL},
 };
 

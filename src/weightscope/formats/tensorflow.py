@@ -97,7 +97,7 @@ from weightscope.formats._bundle_index import (
 )
 from weightscope.formats.tf_state import OBJECT_GRAPH_KEY, bundle_file, resolve_prefix
 from weightscope.infos import InfoColumns, collection_paused
-from weightscope.sources import as_path, open_source
+from weightscope.sources import as_path, load_source, open_source
 
 if TYPE_CHECKING:
     from weightscope.layers import TensorRole
@@ -114,11 +114,15 @@ def data_file_name(prefix: str, shard: int, num_shards: int) -> str:
     return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
 
 
-def _row(columns: list[list[Any]], i: int) -> TensorInfo:
-    return TensorInfo(*(column[i] for column in columns))
+# A listing's columns: lists, and int64 arrays for the sizes and offsets (``InfoColumns``).
+_Columns = list[list[Any] | np.ndarray]
 
 
-def _set_row(columns: list[list[Any]], i: int, info: TensorInfo) -> None:
+def _row(columns: _Columns, i: int) -> TensorInfo:
+    return TensorInfo._make(column[i] if isinstance(column, list) else int(column[i]) for column in columns)
+
+
+def _set_row(columns: _Columns, i: int, info: TensorInfo) -> None:
     for column, value in zip(columns, info, strict=True):
         column[i] = value
 
@@ -166,7 +170,7 @@ class TensorFlowCheckpoint(Checkpoint):
         super().__init__(prefix)
         self.prefix = prefix
         self.verify_checksums = verify
-        self._index = open_source(bundle_file(prefix, ".index"))
+        self._index = load_source(bundle_file(prefix, ".index"))  # read whole, once
         self._slice_entries: dict[bytes, tuple[TensorInfo, int]] = {}  # slice key -> (info, crc32c)
         self._partitions: dict[str, list[_Part]] = {}
         # Each tensor's stored crc32c, by name: the names in index order (sorted as bytes).
@@ -243,26 +247,25 @@ class TensorFlowCheckpoint(Checkpoint):
         """
         names = table.keys[1:]
         display = list(map(readable.get, names, names)) if readable else names
-        checksums = np.zeros(len(names), np.int64)
-        # Where each entry's bytes lie: (shard, offset, size), checked for overlaps at the end.
-        extents = np.zeros((3, len(names)), np.int64)
+        # Each entry's crc32c, shard, offset, size where stored (its extent, checked for overlaps at the end: 0 where
+        # odd, until _describe says) and size: the sizes and offsets stay int64 until a listing makes each info.
+        numbers = np.zeros((5, len(names)), np.int64)
+        checksums, extents, sizes = numbers[0], numbers[1:4], numbers[4]
         files = [str(source.path) for source in self._shards]
         shard_numbers = {file: number for number, file in enumerate(files)}  # not list.index per entry
-        shard_sizes = np.array([source.size for source in self._shards])
-        check = functools.partial(self._checked_rows, shard_sizes=shard_sizes)
+        check = functools.partial(self._checked_rows, shard_sizes=np.array([source.size for source in self._shards]))
         chunks = []
         for start in range(0, len(names), _CHUNK):
             stop = min(start + _CHUNK, len(names))
-            starts, ends = table.starts[start + 1 : stop + 1], table.ends[start + 1 : stop + 1]
-            sums = (checksums, extents, start)
-            chunk = entry_columns(table.data, starts, ends, check, (_DTYPES, _TYPE_NAMES), files, sums)
-            chunks.append(chunk or self._numpy_columns(decode_entries(table.data, starts, ends), files, sums))
-        # (no entries: no chunks, and 7 empty columns)
+            bounds = (table.starts[start + 1 : stop + 1], table.ends[start + 1 : stop + 1])
+            chunk = entry_columns(table.data, bounds, check, (_DTYPES, _TYPE_NAMES), files, numbers, start)
+            chunks.append(chunk or self._numpy_columns(decode_entries(table.data, *bounds), files, numbers, start))
+        # (no entries: no chunks, and 5 empty columns)
         made: Sequence[list[Any]] = (
-            chunks[0] if len(chunks) == 1 else [list(chain(*(c[k] for c in chunks))) for k in range(7)]
+            chunks[0] if len(chunks) == 1 else [list(chain(*(c[k] for c in chunks))) for k in range(5)]
         )
-        columns: list[list[Any]] = [display, *made[:6], names]  # TensorInfo's fields
-        odd = made[6]  # entries for protobuf and _describe
+        columns: _Columns = [display, made[0], made[1], sizes, made[2], made[3], extents[1], names]  # TensorInfo's
+        odd = made[4]  # entries for protobuf and _describe
         partitioned: list[tuple[int, TensorInfo, list[object]]] = []
         for i in odd:
             name = names[i]
@@ -287,25 +290,24 @@ class TensorFlowCheckpoint(Checkpoint):
             columns = [column[num_slices:] for column in columns]
         if readable:  # in order of the names shown: code point order is UTF-8 byte order, TF's
             order = sorted(range(len(columns[0])), key=columns[0].__getitem__)
-            columns = [list(map(column.__getitem__, order)) for column in columns]
+            columns = [
+                list(map(column.__getitem__, order)) if isinstance(column, list) else column[order]
+                for column in columns
+            ]
         self._checksum_columns = (names[num_slices:], checksums[num_slices:])
         return InfoColumns(columns, unique=not readable)  # TF's keys are unique; names shown need not be
 
-    def _numpy_columns(self, entries: Entries, files: list[str], sums: tuple[np.ndarray, np.ndarray, int]) -> Columns:
-        """``entry_columns``' columns of entries numpy decoded (each entry's checksum and extent into ``sums``)."""
-        checksums, extents, start = sums
+    def _numpy_columns(self, entries: Entries, files: list[str], numbers: np.ndarray, start: int) -> Columns:
+        """``entry_columns``' columns of entries numpy decoded (their numbers into ``numbers[:, start:]``)."""
         element, shard, plain = self._check_entries(entries)
         shapes = entries.shapes  # (a row not plain is made again by _describe)
-        stop = start + len(element)
-        checksums[start:stop] = entries.crc32c
-        extents[:, start:stop] = shard, entries.offset, np.where(plain, entries.size, 0)
+        stored = np.where(plain, entries.size, 0)
+        numbers[:, start : start + len(element)] = entries.crc32c, shard, entries.offset, stored, entries.size
         return (
             _column(_DTYPES, element),
             _shapes(np.where(plain, entries.rank, 0), entries.dims) if shapes is None else shapes,
-            entries.size.tolist(),
             _column(_TYPE_NAMES, element),
             _column(np.array(files, object), shard),
-            entries.offset.tolist(),
             (np.flatnonzero(~plain) + start).tolist(),
         )
 
