@@ -21,6 +21,7 @@ from safetensors.numpy import load as safetensors_load
 from safetensors.numpy import save as safetensors_save
 
 import weightscope as ws
+import weightscope.sources as sources_module
 from weightscope.bounds import check_range
 from weightscope.formats import FORMATS
 from weightscope.sources import FileSource, LoadedFile, as_path, inside, load_source, local_path, open_source, opening
@@ -112,6 +113,9 @@ def test_a_loaded_file_answers_the_protocol_read_whole_without_a_map(
         shrunk.read(0, 8, "x")
     import fsspec
 
+    monkeypatch.setattr(sources_module, "LOAD_AT_MOST", 59)  # a larger file (60 bytes now) is mapped
+    with pytest.raises(TypeError):
+        load_source(path).read(0, 8, "x")  # (mmap is None here)
     fsspec.filesystem("memory").pipe("/weightscope-sources/l.bin", b"remote")
     remote = as_path("memory://weightscope-sources/l.bin")
     assert not isinstance(load_source(remote), FileSource) and bytes(load_source(remote).read(0, 6, "x")) == b"remote"

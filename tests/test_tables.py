@@ -265,6 +265,7 @@ def test_damaged_entries_make_the_columns_numpys_path_makes(seed: Path) -> None:
     data = np.frombuffer(b"".join(messages) + bytes(table_module.PADDING), np.uint8)
     start = 5  # (a chunk's place among all entries)
     numbers, expected_numbers = (np.zeros((5, start + len(messages)), np.int64) for _ in range(2))
+    columns, expected_columns = ([[None] * (start + len(messages)) for _ in range(4)] for _ in range(2))
     with ws.open(seed) as ckpt:
         files = [str(shard.path) for shard in ckpt._shards]
         shard_sizes = np.array([shard.size for shard in ckpt._shards])
@@ -273,16 +274,17 @@ def test_damaged_entries_make_the_columns_numpys_path_makes(seed: Path) -> None:
         def check(rows: bytearray) -> bytearray:
             return ckpt._checked_rows(rows, shard_sizes)
 
-        compiled = _bundle_index.entry_columns(data, (ends - lengths, ends), check, kinds, files, numbers, start)
+        bounds = (ends - lengths, ends)
+        odd = _bundle_index.entry_columns(data, bounds, check, kinds, files, numbers, start, columns)
         numpys = _bundle_index._decode_entries(data, ends - lengths, ends)
-        expected = ckpt._numpy_columns(numpys, files, expected_numbers, start)
-    assert compiled is not None
-    assert compiled[4] == expected[4] and 0.1 < len(compiled[4]) / len(messages) < 0.95
+        expected_odd = ckpt._numpy_columns(numpys, files, expected_numbers, expected_columns, start)
+    assert odd is not None
+    assert odd == expected_odd and 0.1 < len(odd) / len(messages) < 0.95
     plain = np.ones(len(messages), bool)
-    plain[np.array(compiled[4]) - start] = False
-    for made, wanted in zip(compiled[:4], expected[:4], strict=True):
-        assert len(made) == len(wanted) == len(messages)
-        assert [made[i] for i in np.flatnonzero(plain)] == [wanted[i] for i in np.flatnonzero(plain)]
+    plain[np.array(odd) - start] = False
+    for made, wanted in zip(columns, expected_columns, strict=True):
+        assert made[:start] == wanted[:start] == [None] * start and len(made) == len(wanted)
+        assert [made[start + i] for i in np.flatnonzero(plain)] == [wanted[start + i] for i in np.flatnonzero(plain)]
     assert (numbers[:, start:][:, plain] == expected_numbers[:, start:][:, plain]).all()
     assert not numbers[:, :start].any() and not numbers[1::2, start:][:, ~plain].any()  # shard and extent 0: odd
 
@@ -291,36 +293,42 @@ def test_entry_columns_refuse_arguments_that_do_not_fit() -> None:
     data = np.frombuffer(bytes.fromhex("080112081202080212020803") + bytes(32), np.uint8)  # float32 [2, 3]
     rows, shapes = _tables.decode_entries(data, np.array([0]), np.array([12]))
     good = bytearray(np.array([0, 0, 1], np.int64).tobytes())  # element 0, shard 0, plain
-    numbers = np.zeros((5, 1), np.int64)
+    numbers = np.zeros((5, 2), np.int64)
+    columns: list[list[object]] = [[None, None] for _ in range(4)]
 
-    def columns(*changed: tuple[int, object]) -> object:
-        args: list[object] = [rows, good, shapes, ["d"], ["t"], ["f"], numbers, 0]
+    def fill(*changed: tuple[int, object]) -> object:
+        args: list[object] = [rows, good, shapes, ["d"], ["t"], ["f"], numbers, 1, columns]
         for position, value in changed:
             args[position] = value
         return _tables.entry_columns(*args)
 
-    assert columns() == (["d"], [(2, 3)], ["t"], ["f"], [])
-    assert numbers.ravel().tolist() == [0, 0, 0, 0, 0]  # (an entry with no offset, size or checksum stored)
+    assert fill() == [] and columns == [[None, "d"], [None, (2, 3)], [None, "t"], [None, "f"]]
+    assert not numbers.any()  # (an entry with no offset, size or checksum stored)
     with pytest.raises(TypeError):
         _tables.entry_columns(rows, good)
-    with pytest.raises(TypeError, match="must be lists"):
-        columns((3, ("d",)))
+    with pytest.raises(TypeError, match="lists"):
+        fill((3, ("d",)))
+    with pytest.raises(TypeError, match="lists"):
+        fill((8, columns[:3]))
+    with pytest.raises(ValueError, match="as long as numbers' rows"):
+        fill((8, [[None], *columns[1:]]))
     with pytest.raises(ValueError, match="of the same entries"):
-        columns((1, good + good))
+        fill((1, good + good))
     with pytest.raises(ValueError, match="out of range"):
-        columns((1, bytearray(np.array([1, 0, 1], np.int64).tobytes())))
+        fill((1, bytearray(np.array([1, 0, 1], np.int64).tobytes())))
     with pytest.raises(ValueError, match="out of range"):
-        columns((1, bytearray(np.array([0, -1, 1], np.int64).tobytes())))
-    with pytest.raises(ValueError, match="past the numbers' end"):
-        columns((7, 1))
+        fill((1, bytearray(np.array([0, -1, 1], np.int64).tobytes())))
+    for start in (2, -1):
+        with pytest.raises(ValueError, match="past the numbers' end"):
+            fill((7, start))
     with pytest.raises(ValueError, match="5 rows"):
-        columns((6, np.zeros((3, 2), np.int64)))
+        fill((6, np.zeros((3, 2), np.int64)))
     with pytest.raises(TypeError):
-        columns((6, np.zeros((5, 1), np.int32)))
-    read_only = np.zeros((5, 1), np.int64)
+        fill((6, np.zeros((5, 2), np.int32)))
+    read_only = np.zeros((5, 2), np.int64)
     read_only.flags.writeable = False
     with pytest.raises(ValueError, match="writable"):
-        columns((6, read_only))
+        fill((6, read_only))
 
 
 def test_entries_are_decoded_as_numpys_decoder_in_chunks_of_any_length(seed: Path) -> None:

@@ -32,14 +32,14 @@
  *     ``element_index[dtype]``; shard; whether the entry passes every check), element and shard 0 where it does
  *     not. An element whose item size is not known yet (-1: its dtype not made) fails its entries, and is listed
  *     in ``unknown`` (the caller makes its dtype and asks again).
- * entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start) -> (dtype, shape, type, file, odd)
- *     The n entries of decode_entries' ``rows`` and ``shapes`` and check_entries' ``checked`` rows as
- *     ``TensorFlowCheckpoint._load_entries`` holds them: lists of their dtypes and type names (``dtypes[element]``,
- *     ``type_names[element]``), shapes (a copy of the list given) and files (``files[shard]``), and ``odd``, the
- *     indices (``start`` added) of the entries not passing every check. Their numbers go into ``numbers`` (5 rows
- *     of int64, C-contiguous, writable), at ``start + i``: crc32c, shard, offset, the size where the entry passes
- *     (else 0: its extent), the size. One pass, where numpy's dozen small calls cost ~5 us each in memory a
- *     collection has left cold.
+ * entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start, columns) -> odd
+ *     The n entries of decode_entries' ``rows`` and ``shapes`` and check_entries' ``checked`` rows, set into
+ *     ``TensorFlowCheckpoint._load_entries``' columns at ``start + i``: ``columns``, 4 lists as long as ``numbers``'
+ *     rows, take their dtypes (``dtypes[element]``), shapes, type names (``type_names[element]``) and files
+ *     (``files[shard]``), ``numbers`` (5 rows of int64, C-contiguous, writable) their crc32c, shard, offset, size
+ *     where the entry passes (else 0: its extent) and size. Gives ``odd``, the indices (``start`` added) of the
+ *     entries not passing every check. One pass, where numpy's dozen small calls cost ~5 us each in memory a
+ *     collection has left cold, and no chunk's columns to join after.
  * first_overlap(extents, order) -> (first, second) | None
  *     The first two entries with a size (3 rows of int64 extents: shard, offset, size) that follow each other in
  *     ``order`` (the entries sorted by shard, then offset: a stable sort's indices) and overlap: one walk, where
@@ -519,17 +519,18 @@ done:
 
 /* The columns of n entries from decode_entries' rows and shapes and check_entries' rows (see the top). */
 static PyObject *entry_columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 8) {
+    if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError,
-                        "entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start) takes 8 "
-                        "arguments");
+                        "entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start, columns) "
+                        "takes 9 arguments");
         return NULL;
     }
-    PyObject *shapes = args[2], *dtypes = args[3], *type_names = args[4], *files = args[5];
+    PyObject *shapes = args[2], *dtypes = args[3], *type_names = args[4], *files = args[5], *columns = args[8];
     Py_ssize_t start = PyLong_AsSsize_t(args[7]);
     if (start == -1 && PyErr_Occurred()) return NULL;
-    if (!PyList_Check(shapes) || !PyList_Check(dtypes) || !PyList_Check(type_names) || !PyList_Check(files)) {
-        PyErr_SetString(PyExc_TypeError, "entry_columns: shapes, dtypes, type_names and files must be lists");
+    if (!PyList_Check(shapes) || !PyList_Check(dtypes) || !PyList_Check(type_names) || !PyList_Check(files) ||
+        !PyList_Check(columns) || PyList_GET_SIZE(columns) != 4) {
+        PyErr_SetString(PyExc_TypeError, "entry_columns: shapes, dtypes, type_names, files and 4 columns: lists");
         return NULL;
     }
     Py_buffer rows, checked, numbers;
@@ -544,7 +545,7 @@ static PyObject *entry_columns(PyObject *module, PyObject *const *args, Py_ssize
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(shapes), total = numbers.len / 8 / 5;
-    PyObject *result = NULL, *made[5] = {NULL};
+    PyObject *result = NULL, *odd = NULL, *column[4];
     if (rows.len != n * ROWS * (Py_ssize_t)sizeof(int64_t) || checked.len != 3 * n * (Py_ssize_t)sizeof(int64_t)) {
         PyErr_SetString(PyExc_ValueError, "entry_columns: rows, checked and shapes must be of the same entries");
         goto done;
@@ -553,13 +554,18 @@ static PyObject *entry_columns(PyObject *module, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_ValueError, "entry_columns: numbers must be a writable int64 array of 5 rows");
         goto done;
     }
+    for (int k = 0; k < 4; k++) {
+        column[k] = PyList_GET_ITEM(columns, k);
+        if (!PyList_Check(column[k]) || PyList_GET_SIZE(column[k]) != total) {
+            PyErr_SetString(PyExc_ValueError, "entry_columns: each column must be a list as long as numbers' rows");
+            goto done;
+        }
+    }
     if (start < 0 || start > total - n) {
         PyErr_SetString(PyExc_ValueError, "entry_columns: the entries lie past the numbers' end");
         goto done;
     }
-    for (int k = 0; k < 4; k++)
-        if ((made[k] = PyList_New(n)) == NULL) goto done;
-    if ((made[4] = PyList_New(0)) == NULL) goto done;
+    if ((odd = PyList_New(0)) == NULL) goto done;
     const int64_t *row = rows.buf, *check = checked.buf;
     int64_t *sum = (int64_t *)numbers.buf + start, *shard_at = sum + total, *offset_at = shard_at + total;
     int64_t *stored_at = offset_at + total, *size_at = stored_at + total;
@@ -570,10 +576,11 @@ static PyObject *entry_columns(PyObject *module, PyObject *const *args, Py_ssize
             PyErr_SetString(PyExc_ValueError, "entry_columns: an element or shard out of range");
             goto done;
         }
-        PyList_SET_ITEM(made[0], i, Py_NewRef(PyList_GET_ITEM(dtypes, element)));
-        PyList_SET_ITEM(made[1], i, Py_NewRef(PyList_GET_ITEM(type_names, element)));
-        PyList_SET_ITEM(made[2], i, Py_NewRef(PyList_GET_ITEM(files, shard)));
-        PyList_SET_ITEM(made[3], i, Py_NewRef(PyList_GET_ITEM(shapes, i)));
+        /* (the columns' lengths are checked above: set, each dropping the item it replaces) */
+        PyList_SetItem(column[0], start + i, Py_NewRef(PyList_GET_ITEM(dtypes, element)));
+        PyList_SetItem(column[1], start + i, Py_NewRef(PyList_GET_ITEM(shapes, i)));
+        PyList_SetItem(column[2], start + i, Py_NewRef(PyList_GET_ITEM(type_names, element)));
+        PyList_SetItem(column[3], start + i, Py_NewRef(PyList_GET_ITEM(files, shard)));
         sum[i] = row[5];
         shard_at[i] = shard;
         offset_at[i] = row[3];
@@ -581,14 +588,14 @@ static PyObject *entry_columns(PyObject *module, PyObject *const *args, Py_ssize
         size_at[i] = row[4];
         if (!plain) {
             PyObject *index = PyLong_FromSsize_t(start + i);
-            int appended = index == NULL ? -1 : PyList_Append(made[4], index);
+            int appended = index == NULL ? -1 : PyList_Append(odd, index);
             Py_XDECREF(index);
             if (appended < 0) goto done;
         }
     }
-    result = Py_BuildValue("(OOOOO)", made[0], made[3], made[1], made[2], made[4]);
+    result = Py_NewRef(odd);
 done:
-    for (int k = 0; k < 5; k++) Py_XDECREF(made[k]);
+    Py_XDECREF(odd);
     PyBuffer_Release(&numbers);
     PyBuffer_Release(&rows);
     PyBuffer_Release(&checked);
@@ -779,7 +786,7 @@ static PyMethodDef methods[] = {
     {"check_entries", (PyCFunction)(void (*)(void))check_entries, METH_FASTCALL,
      "check_entries(rows, element_index, itemsizes, shard_sizes) -> (element, shard, plain rows, unknown elements)"},
     {"entry_columns", (PyCFunction)(void (*)(void))entry_columns, METH_FASTCALL,
-     "entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start) -> the entries' columns"},
+     "entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start, columns) -> odd entries"},
     {"first_overlap", (PyCFunction)(void (*)(void))first_overlap, METH_FASTCALL,
      "first_overlap(extents, order) -> the first two entries whose bytes overlap, in order, or None"},
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,

@@ -94,11 +94,6 @@ def check_rows(
     return _tables.check_entries(rows, element_index, itemsizes, shard_sizes)
 
 
-# A chunk of entries as ``TensorFlowCheckpoint._load_entries`` holds them: dtype, shape, type name and file columns,
-# then the indices of the entries that did not pass every check (left to protobuf).
-Columns = tuple[list[Any], list[tuple[int, ...]], list[Any], list[Any], list[int]]
-
-
 def entry_columns(
     data: np.ndarray,
     bounds: tuple[np.ndarray, np.ndarray],
@@ -107,20 +102,22 @@ def entry_columns(
     files: list[str],
     numbers: np.ndarray,
     start: int,
-) -> Columns | None:
+    columns: list[list[Any]],
+) -> list[int] | None:
     """The entries in ``data[starts[i]:ends[i]]`` (``bounds``) decoded, checked (``check``: ``check_rows``' rows) and
-    made columns in compiled code, three calls in all (``weightscope._tables``): dtypes and type names from ``kinds``
-    (object arrays by element type, read after the check, which makes the types met first), files from ``files`` by
-    shard. Each entry's numbers go into ``numbers[:, start + i]`` (5 rows: crc32c, shard, offset, the size where it
-    passes every check, else 0, and the size). None where the package was built without it or a bound lies outside
-    ``data`` (then numpy decodes the entries, ``decode_entries``)."""
+    set into the columns in compiled code, three calls in all (``weightscope._tables``): ``columns`` (4 lists of
+    every entry's dtype, shape, type name and file) at ``start + i``, dtypes and type names from ``kinds`` (object
+    arrays by element type, read after the check, which makes the types met first), files from ``files`` by shard;
+    ``numbers[:, start + i]`` (5 rows: crc32c, shard, offset, the size where it passes every check, else 0, and the
+    size). The indices of the entries not passing every check (left to protobuf); None where the package was built
+    without it or a bound lies outside ``data`` (then numpy decodes the entries, ``decode_entries``)."""
     compiled = None if _tables is None else _tables.decode_entries(data, *bounds)
     if compiled is None:
         return None
     rows, shapes = compiled
     checked = check(rows)
     dtypes, type_names = (kind.tolist() for kind in kinds)
-    return _tables.entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start)
+    return _tables.entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start, columns)
 
 
 def first_overlap(extents: np.ndarray, order: np.ndarray) -> tuple[int, int] | None:

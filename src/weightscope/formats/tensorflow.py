@@ -58,8 +58,6 @@ import functools
 import math
 import os
 import struct
-from collections.abc import Sequence
-from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -87,7 +85,6 @@ from weightscope.errors import (
 )
 from weightscope.formats._bundle_entries import _column, _header_by_protobuf, _key_bytes, _numpy_dtype, _parse, _shapes
 from weightscope.formats._bundle_index import (
-    Columns,
     Entries,
     check_rows,
     decode_entries,
@@ -254,18 +251,17 @@ class TensorFlowCheckpoint(Checkpoint):
         files = [str(source.path) for source in self._shards]
         shard_numbers = {file: number for number, file in enumerate(files)}  # not list.index per entry
         check = functools.partial(self._checked_rows, shard_sizes=np.array([source.size for source in self._shards]))
-        chunks = []
+        filled: list[list[Any]] = [[None] * len(names) for _ in range(4)]  # dtype, shape, type, file: by chunks
+        odd: list[int] = []  # entries for protobuf and _describe
         for start in range(0, len(names), _CHUNK):
             stop = min(start + _CHUNK, len(names))
             bounds = (table.starts[start + 1 : stop + 1], table.ends[start + 1 : stop + 1])
-            chunk = entry_columns(table.data, bounds, check, (_DTYPES, _TYPE_NAMES), files, numbers, start)
-            chunks.append(chunk or self._numpy_columns(decode_entries(table.data, *bounds), files, numbers, start))
-        # (no entries: no chunks, and 5 empty columns)
-        made: Sequence[list[Any]] = (
-            chunks[0] if len(chunks) == 1 else [list(chain(*(c[k] for c in chunks))) for k in range(5)]
-        )
-        columns: _Columns = [display, made[0], made[1], sizes, made[2], made[3], extents[1], names]  # TensorInfo's
-        odd = made[4]  # entries for protobuf and _describe
+            chunk = entry_columns(table.data, bounds, check, (_DTYPES, _TYPE_NAMES), files, numbers, start, filled)
+            if chunk is None:  # (no compiler)
+                chunk = self._numpy_columns(decode_entries(table.data, *bounds), files, numbers, filled, start)
+            odd += chunk
+        dtypes, shapes, type_names, paths = filled
+        columns: _Columns = [display, dtypes, shapes, sizes, type_names, paths, extents[1], names]  # TensorInfo's
         partitioned: list[tuple[int, TensorInfo, list[object]]] = []
         for i in odd:
             name = names[i]
@@ -297,19 +293,24 @@ class TensorFlowCheckpoint(Checkpoint):
         self._checksum_columns = (names[num_slices:], checksums[num_slices:])
         return InfoColumns(columns, unique=not readable)  # TF's keys are unique; names shown need not be
 
-    def _numpy_columns(self, entries: Entries, files: list[str], numbers: np.ndarray, start: int) -> Columns:
-        """``entry_columns``' columns of entries numpy decoded (their numbers into ``numbers[:, start:]``)."""
+    def _numpy_columns(
+        self, entries: Entries, files: list[str], numbers: np.ndarray, columns: list[list[Any]], start: int
+    ) -> list[int]:
+        """``entry_columns`` for entries numpy decoded: set into ``columns`` and ``numbers`` at ``start``; the odd
+        ones' indices."""
         element, shard, plain = self._check_entries(entries)
         shapes = entries.shapes  # (a row not plain is made again by _describe)
-        stored = np.where(plain, entries.size, 0)
-        numbers[:, start : start + len(element)] = entries.crc32c, shard, entries.offset, stored, entries.size
-        return (
+        stop = start + len(element)
+        numbers[:, start:stop] = entries.crc32c, shard, entries.offset, np.where(plain, entries.size, 0), entries.size
+        made: tuple[list[Any], ...] = (
             _column(_DTYPES, element),
             _shapes(np.where(plain, entries.rank, 0), entries.dims) if shapes is None else shapes,
             _column(_TYPE_NAMES, element),
             _column(np.array(files, object), shard),
-            (np.flatnonzero(~plain) + start).tolist(),
         )
+        for column, values in zip(columns, made, strict=True):
+            column[start:stop] = values
+        return (np.flatnonzero(~plain) + start).tolist()
 
     def _check_overlaps(self, extents: np.ndarray, names: list[str]) -> None:
         """Refuse two entries whose bytes overlap: TensorFlow writes each tensor's bytes once, apart."""
