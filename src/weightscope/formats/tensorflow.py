@@ -92,7 +92,7 @@ from weightscope.formats._bundle_index import (
     entry_columns,
     first_overlap,
 )
-from weightscope.formats.tf_state import OBJECT_GRAPH_KEY, bundle_file, resolve_prefix
+from weightscope.formats.tf_state import OBJECT_GRAPH_KEY, resolve_prefix
 from weightscope.infos import InfoColumns, collection_paused
 from weightscope.sources import as_path, load_source, open_source
 
@@ -163,11 +163,11 @@ class TensorFlowCheckpoint(Checkpoint):
         self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True, readable_names: bool = True
     ) -> None:
         """Open the checkpoint ``path`` names; ``readable_names=False`` keeps TF2's stored keys as names."""
-        prefix = resolve_prefix(as_path(path))
+        prefix, index = resolve_prefix(as_path(path))
         super().__init__(prefix)
         self.prefix = prefix
         self.verify_checksums = verify
-        self._index = load_source(bundle_file(prefix, ".index"))  # read whole, once
+        self._index = load_source(index)  # read whole, once
         self._slice_entries: dict[bytes, tuple[TensorInfo, int]] = {}  # slice key -> (info, crc32c)
         self._partitions: dict[str, list[_Part]] = {}
         # Each tensor's stored crc32c, by name: the names in index order (sorted as bytes).
