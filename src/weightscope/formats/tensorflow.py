@@ -37,18 +37,17 @@ item size, ``shard_id`` ≥ ``num_shards``, ``offset + size`` past the shard's e
 entries whose bytes overlap (TF writes every tensor's bytes once, one after another), and
 a checksum mismatch (unless verification is turned off).
 
-Opening reads the whole index at once: ``read_table`` parses its blocks, and
-``decode_entries`` (``weightscope.formats._bundle_index``) decodes the entries laid out
-as TensorFlow writes them (both in compiled code, ``weightscope._tables``, where the
-package was built with it; else with numpy), and ``_check_entries`` makes ``_describe``'s
-checks on them, all a chunk of entries at a time. Any other entry, or one failing a check, goes through
+Opening reads the whole index at once (one read, not mapped: ``sources.load_source``): ``read_table`` parses its
+blocks, and ``entry_columns`` (``weightscope.formats._bundle_index``) decodes the entries laid out as TensorFlow
+writes them, makes ``_describe``'s checks on them and sets them into the listing's columns, a chunk of entries at a
+time, in compiled code (``weightscope._tables``) where the package was built with it; else numpy decodes
+(``decode_entries``) and checks (``_check_entries``) them. Any other entry, or one failing a check, goes through
 protobuf and ``_describe`` one by one, which raise the errors naming the tensor.
-The infos are kept as the columns so made (``checkpoint.InfoColumns``): a listing makes
+The infos are kept as the columns so made (``checkpoint.InfoColumns``; sizes and offsets as int64): a listing makes
 each ``TensorInfo`` as it goes and frees it, none is kept for the garbage collector.
 Measured (2-core Xeon, in one process with TensorFlow, interleaved, ``bench/bench_tensorflow.py``: a
-``gc.collect()`` before each call leaves the caches cold): open and list 2,000 variables
-1.7-2.2 ms (TensorFlow 1.8-2.0 ms; numpy's parsers 3.4-3.7 ms), 100,000 variables 43-46 ms
-(TensorFlow 142-155 ms; numpy's parsers 78-86 ms).
+``gc.collect()`` before each call leaves the caches cold): open and list 2,000 variables 1.7-1.9 ms (TensorFlow
+1.8-1.9 ms), 100,000 variables 35-43 ms (TensorFlow 118-140 ms). See the README's notes for where the rest goes.
 """
 
 from __future__ import annotations
