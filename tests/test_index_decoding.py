@@ -48,7 +48,7 @@ def _bundles(tf_checkpoints: dict[str, Path]) -> dict[str, Path]:
 def _index_path(checkpoint: Path) -> Path:
     if (checkpoint / "saved_model.pb").is_file():
         checkpoint = checkpoint / "variables" / "variables"
-    return Path(f"{resolve_prefix(checkpoint)}.index")
+    return Path(resolve_prefix(checkpoint)[1])
 
 
 def _read(path: Path, vectorised: bool = True) -> tuple[table_module.Table, list[tuple[bytes, bytes]]]:

@@ -252,6 +252,85 @@ def test_damaged_entries_are_checked_as_numpys_checks_do(seed: Path, monkeypatch
             assert not element[~plain].any() and not shard[~plain].any()
 
 
+def test_damaged_entries_make_the_columns_numpys_path_makes(seed: Path) -> None:
+    """``entry_columns`` (decoded, checked and made columns in compiled code) against ``_numpy_columns``, on the
+    seed's entries damaged: the same odd entries, and the same columns and numbers for the others."""
+    rng = np.random.default_rng(24)
+    source = FileSource(f"{seed}.index")
+    values = [value for _, value in list(iter_table(source))[1:]]
+    source.close()
+    messages = values + [_damage(values[int(rng.integers(len(values)))], rng) for _ in range(20_000)]
+    lengths = np.array([len(message) for message in messages], np.int64)
+    ends = np.cumsum(lengths)
+    data = np.frombuffer(b"".join(messages) + bytes(table_module.PADDING), np.uint8)
+    start = 5  # (a chunk's place among all entries)
+    numbers, expected_numbers = (np.zeros((5, start + len(messages)), np.int64) for _ in range(2))
+    columns, expected_columns = ([[None] * (start + len(messages)) for _ in range(4)] for _ in range(2))
+    with ws.open(seed) as ckpt:
+        files = [str(shard.path) for shard in ckpt._shards]
+        shard_sizes = np.array([shard.size for shard in ckpt._shards])
+        kinds = (tensorflow_module._DTYPES, tensorflow_module._TYPE_NAMES)
+
+        def check(rows: bytearray) -> bytearray:
+            return ckpt._checked_rows(rows, shard_sizes)
+
+        bounds = (ends - lengths, ends)
+        odd = _bundle_index.entry_columns(data, bounds, check, kinds, files, numbers, start, columns)
+        numpys = _bundle_index._decode_entries(data, ends - lengths, ends)
+        expected_odd = ckpt._numpy_columns(numpys, files, expected_numbers, expected_columns, start)
+    assert odd is not None
+    assert odd == expected_odd and 0.1 < len(odd) / len(messages) < 0.95
+    plain = np.ones(len(messages), bool)
+    plain[np.array(odd) - start] = False
+    for made, wanted in zip(columns, expected_columns, strict=True):
+        assert made[:start] == wanted[:start] == [None] * start and len(made) == len(wanted)
+        assert [made[start + i] for i in np.flatnonzero(plain)] == [wanted[start + i] for i in np.flatnonzero(plain)]
+    assert (numbers[:, start:][:, plain] == expected_numbers[:, start:][:, plain]).all()
+    assert not numbers[:, :start].any() and not numbers[1::2, start:][:, ~plain].any()  # shard and extent 0: odd
+
+
+def test_entry_columns_refuse_arguments_that_do_not_fit() -> None:
+    data = np.frombuffer(bytes.fromhex("080112081202080212020803") + bytes(32), np.uint8)  # float32 [2, 3]
+    rows, shapes = _tables.decode_entries(data, np.array([0]), np.array([12]))
+    good = bytearray(np.array([0, 0, 1], np.int64).tobytes())  # element 0, shard 0, plain
+    numbers = np.zeros((5, 2), np.int64)
+    columns: list[list[object]] = [[None, None] for _ in range(4)]
+
+    def fill(*changed: tuple[int, object]) -> object:
+        args: list[object] = [rows, good, shapes, ["d"], ["t"], ["f"], numbers, 1, columns]
+        for position, value in changed:
+            args[position] = value
+        return _tables.entry_columns(*args)
+
+    assert fill() == [] and columns == [[None, "d"], [None, (2, 3)], [None, "t"], [None, "f"]]
+    assert not numbers.any()  # (an entry with no offset, size or checksum stored)
+    with pytest.raises(TypeError):
+        _tables.entry_columns(rows, good)
+    with pytest.raises(TypeError, match="lists"):
+        fill((3, ("d",)))
+    with pytest.raises(TypeError, match="lists"):
+        fill((8, columns[:3]))
+    with pytest.raises(ValueError, match="as long as numbers' rows"):
+        fill((8, [[None], *columns[1:]]))
+    with pytest.raises(ValueError, match="of the same entries"):
+        fill((1, good + good))
+    with pytest.raises(ValueError, match="out of range"):
+        fill((1, bytearray(np.array([1, 0, 1], np.int64).tobytes())))
+    with pytest.raises(ValueError, match="out of range"):
+        fill((1, bytearray(np.array([0, -1, 1], np.int64).tobytes())))
+    for start in (2, -1):
+        with pytest.raises(ValueError, match="past the numbers' end"):
+            fill((7, start))
+    with pytest.raises(ValueError, match="5 rows"):
+        fill((6, np.zeros((3, 2), np.int64)))
+    with pytest.raises(TypeError):
+        fill((6, np.zeros((5, 2), np.int32)))
+    read_only = np.zeros((5, 2), np.int64)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        fill((6, read_only))
+
+
 def test_entries_are_decoded_as_numpys_decoder_in_chunks_of_any_length(seed: Path) -> None:
     source = FileSource(f"{seed}.index")
     values = [value for _, value in list(iter_table(source))[1:]]
@@ -356,3 +435,20 @@ def test_rows_are_the_tuples_map_and_zip_make() -> None:
     for cls, column in ((list, []), (TensorInfo, ())):
         with pytest.raises(TypeError):
             _tables.rows(cls, [column])
+
+
+def test_int64_columns_make_ints_as_each_row_is_made() -> None:
+    """An int field's column may be an int64 array (a listing's sizes and offsets): its rows hold exact ints, equal
+    to those of the column as a list."""
+    lists = [[f"t{i}" for i in range(5)], *([i * k - 2**40 for i in range(5)] for k in range(1, 8))]
+    columns: list[list[object] | np.ndarray] = [*lists]
+    columns[3], columns[6] = np.array(lists[3], np.int64), np.arange(10, dtype=np.int64)[::2].copy()
+    lists[6] = list(range(0, 10, 2))
+    made = list(_tables.rows(TensorInfo, columns))
+    assert made == list(map(tuple.__new__, repeat(TensorInfo), zip(*lists, strict=True)))
+    assert all(type(row.nbytes) is int and type(row.offset) is int for row in made)
+    with pytest.raises(ValueError, match="column 3 is shorter"):
+        list(_tables.rows(TensorInfo, [*lists[:3], np.zeros(4, np.int64), *lists[4:]]))
+    for bad in (np.zeros(5, np.int32), np.zeros((5, 1), np.int64), np.zeros(10, np.int64)[::2], b"\0" * 40):
+        with pytest.raises(TypeError, match=r"list or an int64 array|one-dimensional"):
+            _tables.rows(TensorInfo, [*lists[:3], bad, *lists[4:]])

@@ -201,7 +201,7 @@ def test_listing_never_touches_the_data_files(tf_checkpoints: dict[str, Path], m
         with ws.open(tf_checkpoints[fixture]) as ckpt:
             assert [info.shape for info in ckpt.infos()]
             ckpt.layers()
-    assert mapped and all(path.endswith(".index") for path in mapped)
+    assert mapped == []  # (nor the index: read whole at once, as TensorFlow reads it)
     with ws.open(tf_checkpoints["seed"]) as ckpt:
         ckpt["layer1/kernel"]
     assert mapped[-1].endswith(".data-00000-of-00001")

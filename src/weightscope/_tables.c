@@ -32,13 +32,22 @@
  *     ``element_index[dtype]``; shard; whether the entry passes every check), element and shard 0 where it does
  *     not. An element whose item size is not known yet (-1: its dtype not made) fails its entries, and is listed
  *     in ``unknown`` (the caller makes its dtype and asks again).
+ * entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start, columns) -> odd
+ *     The n entries of decode_entries' ``rows`` and ``shapes`` and check_entries' ``checked`` rows, set into
+ *     ``TensorFlowCheckpoint._load_entries``' columns at ``start + i``: ``columns``, 4 lists as long as ``numbers``'
+ *     rows, take their dtypes (``dtypes[element]``), shapes, type names (``type_names[element]``) and files
+ *     (``files[shard]``), ``numbers`` (5 rows of int64, C-contiguous, writable) their crc32c, shard, offset, size
+ *     where the entry passes (else 0: its extent) and size. Gives ``odd``, the indices (``start`` added) of the
+ *     entries not passing every check. One pass, where numpy's dozen small calls cost ~5 us each in memory a
+ *     collection has left cold, and no chunk's columns to join after.
  * first_overlap(extents, order) -> (first, second) | None
  *     The first two entries with a size (3 rows of int64 extents: shard, offset, size) that follow each other in
  *     ``order`` (the entries sorted by shard, then offset: a stable sort's indices) and overlap: one walk, where
  *     numpy gathered each row into a new array twice over (``TensorFlowCheckpoint._check_overlaps``).
  * rows(cls, columns) -> iterator
  *     ``map(tuple.__new__, repeat(cls), zip(*columns, strict=True))`` for a tuple subclass ``cls`` (``TensorInfo``)
- *     and lists ``columns``: each row made in one allocation, not two (a listing of 100,000 infos makes 100,000).
+ *     and ``columns``, lists or one-dimensional int64 arrays (their items made ints as each row is): each row made
+ *     in one allocation, not two (a listing of 100,000 infos makes 100,000).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -285,30 +294,39 @@ static int int64_buffer(PyObject *object, Py_buffer *view) {
     return 1;
 }
 
-/* Shapes made once each: a small open-addressing table from (rank, dims) to the tuple, for one call. */
-#define SHAPE_SLOTS 1024 /* a power of 2 */
+/* Shapes made once each: a small open-addressing table from (rank, dims) to the tuple, for one call. A slot holds
+ * the tuple and its key's hash only (16 bytes, where rank and dims took 80: the table is written whole at every
+ * open, in memory a collection has just left cold), and the table has room for twice the entries at most. */
+#define SHAPE_SLOTS 1024 /* the most slots, a power of 2 */
 #define SHAPE_PROBES 8   /* slots tried before a shape is made without being kept */
 
 typedef struct {
     PyObject *shape; /* NULL: a free slot */
-    int rank;
-    int64_t dims[MAX_RANK];
+    uint64_t hash;
 } ShapeSlot;
 
-/* A new reference to the tuple of ``rank`` dims, shared with every equal shape met before in ``slots``. */
-static PyObject *shape_tuple(ShapeSlot *slots, int rank, const int64_t *dims) {
+/* Whether ``shape`` (a tuple made by shape_tuple: exact ints from int64s) holds ``rank`` dims equal to ``dims``. */
+static int same_shape(PyObject *shape, int rank, const int64_t *dims) {
+    if (PyTuple_GET_SIZE(shape) != rank) return 0;
+    for (int axis = 0; axis < rank; axis++)
+        if (PyLong_AsLongLong(PyTuple_GET_ITEM(shape, axis)) != dims[axis]) return 0;
+    return 1;
+}
+
+/* A new reference to the tuple of ``rank`` dims, shared with every equal shape met before in ``slots`` (``mask``:
+ * their count less 1). */
+static PyObject *shape_tuple(ShapeSlot *slots, uint64_t mask, int rank, const int64_t *dims) {
     uint64_t hash = (uint64_t)rank;
     for (int axis = 0; axis < rank; axis++) hash = hash * 0x9E3779B97F4A7C15u + (uint64_t)dims[axis];
     hash *= 0x9E3779B97F4A7C15u;
     ShapeSlot *slot = NULL;
     for (int probe = 0; probe < SHAPE_PROBES; probe++) {
-        ShapeSlot *candidate = slots + ((hash >> 40) + (uint64_t)probe) % SHAPE_SLOTS;
+        ShapeSlot *candidate = slots + (((hash >> 40) + (uint64_t)probe) & mask);
         if (candidate->shape == NULL) {
             slot = candidate;
             break;
         }
-        if (candidate->rank == rank && memcmp(candidate->dims, dims, (size_t)rank * sizeof(int64_t)) == 0)
-            return Py_NewRef(candidate->shape);
+        if (candidate->hash == hash && same_shape(candidate->shape, rank, dims)) return Py_NewRef(candidate->shape);
     }
     PyObject *shape = PyTuple_New(rank);
     if (shape == NULL) return NULL;
@@ -322,8 +340,7 @@ static PyObject *shape_tuple(ShapeSlot *slots, int rank, const int64_t *dims) {
     }
     if (slot != NULL) {
         slot->shape = Py_NewRef(shape);
-        slot->rank = rank;
-        memcpy(slot->dims, dims, (size_t)rank * sizeof(int64_t));
+        slot->hash = hash;
     }
     return shape;
 }
@@ -332,7 +349,9 @@ static PyObject *shape_tuple(ShapeSlot *slots, int rank, const int64_t *dims) {
  * out. */
 static int decode_all(const unsigned char *bytes, const int64_t *start, const int64_t *stop, Py_ssize_t n,
                       int64_t *out, PyObject *shapes) {
-    ShapeSlot *slots = PyMem_Calloc(SHAPE_SLOTS, sizeof(ShapeSlot));
+    Py_ssize_t count = 16;
+    while (count < SHAPE_SLOTS && count < 2 * n) count *= 2;
+    ShapeSlot *slots = PyMem_Calloc((size_t)count, sizeof(ShapeSlot));
     if (slots == NULL) {
         PyErr_NoMemory();
         return 0;
@@ -349,11 +368,11 @@ static int decode_all(const unsigned char *bytes, const int64_t *start, const in
         for (int field = 2; field < 6; field++) row[field] = decoded ? values[field] : 0;
         row[6] = rank;
         for (int axis = 0; axis < MAX_RANK; axis++) row[7 + axis] = axis < rank ? dims[axis] : 1;
-        PyObject *shape = shape_tuple(slots, rank, dims);
+        PyObject *shape = shape_tuple(slots, (uint64_t)count - 1, rank, dims);
         if (shape == NULL) done = 0;
         else PyList_SET_ITEM(shapes, i, shape);
     }
-    for (int k = 0; k < SHAPE_SLOTS; k++) Py_XDECREF(slots[k].shape);
+    for (Py_ssize_t k = 0; k < count; k++) Py_XDECREF(slots[k].shape);
     PyMem_Free(slots);
     return done;
 }
@@ -496,6 +515,93 @@ done:
     return result;
 }
 
+/* -- entry_columns --------------------------------------------------------------------------------------------- */
+
+/* The columns of n entries from decode_entries' rows and shapes and check_entries' rows (see the top). */
+static PyObject *entry_columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError,
+                        "entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start, columns) "
+                        "takes 9 arguments");
+        return NULL;
+    }
+    PyObject *shapes = args[2], *dtypes = args[3], *type_names = args[4], *files = args[5], *columns = args[8];
+    Py_ssize_t start = PyLong_AsSsize_t(args[7]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    if (!PyList_Check(shapes) || !PyList_Check(dtypes) || !PyList_Check(type_names) || !PyList_Check(files) ||
+        !PyList_Check(columns) || PyList_GET_SIZE(columns) != 4) {
+        PyErr_SetString(PyExc_TypeError, "entry_columns: shapes, dtypes, type_names, files and 4 columns: lists");
+        return NULL;
+    }
+    Py_buffer rows, checked, numbers;
+    if (PyObject_GetBuffer(args[0], &rows, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(args[1], &checked, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&rows);
+        return NULL;
+    }
+    if (!int64_buffer(args[6], &numbers)) {
+        PyBuffer_Release(&rows);
+        PyBuffer_Release(&checked);
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(shapes), total = numbers.len / 8 / 5;
+    PyObject *result = NULL, *odd = NULL, *column[4];
+    if (rows.len != n * ROWS * (Py_ssize_t)sizeof(int64_t) || checked.len != 3 * n * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "entry_columns: rows, checked and shapes must be of the same entries");
+        goto done;
+    }
+    if (numbers.readonly || numbers.len != 5 * total * 8) {
+        PyErr_SetString(PyExc_ValueError, "entry_columns: numbers must be a writable int64 array of 5 rows");
+        goto done;
+    }
+    for (int k = 0; k < 4; k++) {
+        column[k] = PyList_GET_ITEM(columns, k);
+        if (!PyList_Check(column[k]) || PyList_GET_SIZE(column[k]) != total) {
+            PyErr_SetString(PyExc_ValueError, "entry_columns: each column must be a list as long as numbers' rows");
+            goto done;
+        }
+    }
+    if (start < 0 || start > total - n) {
+        PyErr_SetString(PyExc_ValueError, "entry_columns: the entries lie past the numbers' end");
+        goto done;
+    }
+    if ((odd = PyList_New(0)) == NULL) goto done;
+    const int64_t *row = rows.buf, *check = checked.buf;
+    int64_t *sum = (int64_t *)numbers.buf + start, *shard_at = sum + total, *offset_at = shard_at + total;
+    int64_t *stored_at = offset_at + total, *size_at = stored_at + total;
+    for (Py_ssize_t i = 0; i < n; i++, row += ROWS, check += 3) {
+        int64_t element = check[0], shard = check[1], plain = check[2];
+        if (element < 0 || element >= PyList_GET_SIZE(dtypes) || element >= PyList_GET_SIZE(type_names) ||
+            shard < 0 || shard >= PyList_GET_SIZE(files)) {
+            PyErr_SetString(PyExc_ValueError, "entry_columns: an element or shard out of range");
+            goto done;
+        }
+        /* (the columns' lengths are checked above: set, each dropping the item it replaces) */
+        PyList_SetItem(column[0], start + i, Py_NewRef(PyList_GET_ITEM(dtypes, element)));
+        PyList_SetItem(column[1], start + i, Py_NewRef(PyList_GET_ITEM(shapes, i)));
+        PyList_SetItem(column[2], start + i, Py_NewRef(PyList_GET_ITEM(type_names, element)));
+        PyList_SetItem(column[3], start + i, Py_NewRef(PyList_GET_ITEM(files, shard)));
+        sum[i] = row[5];
+        shard_at[i] = shard;
+        offset_at[i] = row[3];
+        stored_at[i] = plain ? row[4] : 0;
+        size_at[i] = row[4];
+        if (!plain) {
+            PyObject *index = PyLong_FromSsize_t(start + i);
+            int appended = index == NULL ? -1 : PyList_Append(odd, index);
+            Py_XDECREF(index);
+            if (appended < 0) goto done;
+        }
+    }
+    result = Py_NewRef(odd);
+done:
+    Py_XDECREF(odd);
+    PyBuffer_Release(&numbers);
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&checked);
+    return result;
+}
+
 /* -- first_overlap -------------------------------------------------------------------------------------------- */
 
 static PyObject *first_overlap(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
@@ -544,10 +650,13 @@ done:
 /* -- rows ------------------------------------------------------------------------------------------------------ */
 
 /* An iterator making rows of a tuple subclass from columns, one at a time, as map(tuple.__new__, repeat(cls),
- * zip(*columns, strict=True)) does, with one allocation a row instead of two. */
+ * zip(*columns, strict=True)) does, with one allocation a row instead of two. A column is a list, or a C-contiguous
+ * int64 buffer (numpy's array) whose items become ints as each row is made: a listing then makes its sizes and
+ * offsets as it goes, in memory it frees and reuses row after row, where a list holds one int object each. */
 typedef struct {
     PyObject_HEAD PyTypeObject *cls;
-    PyObject *columns; /* a tuple of lists */
+    PyObject *columns; /* a tuple of lists and int64 buffers */
+    Py_buffer *views;  /* each column's buffer (obj NULL for a list), while the rows are made */
     Py_ssize_t next, count;
 } Rows;
 
@@ -558,6 +667,12 @@ static int rows_traverse(Rows *self, visitproc visit, void *arg) {
 }
 
 static int rows_clear(Rows *self) {
+    if (self->views != NULL) {
+        for (Py_ssize_t k = 0; self->columns != NULL && k < PyTuple_GET_SIZE(self->columns); k++)
+            if (self->views[k].obj != NULL) PyBuffer_Release(&self->views[k]);
+        PyMem_Free(self->views);
+        self->views = NULL;
+    }
     Py_CLEAR(self->cls);
     Py_CLEAR(self->columns);
     return 0;
@@ -569,11 +684,17 @@ static void rows_dealloc(Rows *self) {
     PyObject_GC_Del(self);
 }
 
+/* Column k's length: a list's now (lists may change size: checked at each row), a buffer's fixed while held. */
+static Py_ssize_t column_length(Rows *self, Py_ssize_t k) {
+    if (self->views[k].obj != NULL) return self->views[k].len / 8;
+    return PyList_GET_SIZE(PyTuple_GET_ITEM(self->columns, k));
+}
+
 static PyObject *rows_next(Rows *self) {
     if (self->columns == NULL) return NULL;
     Py_ssize_t width = PyTuple_GET_SIZE(self->columns), i = self->next;
-    for (Py_ssize_t k = 0; k < width; k++) { /* lists may change size: each is checked at each row */
-        Py_ssize_t length = PyList_GET_SIZE(PyTuple_GET_ITEM(self->columns, k));
+    for (Py_ssize_t k = 0; k < width; k++) {
+        Py_ssize_t length = column_length(self, k);
         if (i < self->count ? length <= i : length > i) {
             const char *than = length <= i ? "shorter" : "longer";
             PyErr_Format(PyExc_ValueError, "rows: column %zd is %s than column 0", k, than);
@@ -586,8 +707,19 @@ static PyObject *rows_next(Rows *self) {
     }
     PyObject *row = self->cls->tp_alloc(self->cls, width);
     if (row == NULL) return NULL;
-    for (Py_ssize_t k = 0; k < width; k++)
-        PyTuple_SET_ITEM(row, k, Py_NewRef(PyList_GET_ITEM(PyTuple_GET_ITEM(self->columns, k), i)));
+    for (Py_ssize_t k = 0; k < width; k++) {
+        PyObject *item;
+        if (self->views[k].obj != NULL) {
+            item = PyLong_FromLongLong(((const int64_t *)self->views[k].buf)[i]);
+            if (item == NULL) {
+                Py_DECREF(row); /* (its items not set yet are NULL: skipped) */
+                return NULL;
+            }
+        } else {
+            item = Py_NewRef(PyList_GET_ITEM(PyTuple_GET_ITEM(self->columns, k), i));
+        }
+        PyTuple_SET_ITEM(row, k, item);
+    }
     self->next++;
     return row;
 }
@@ -611,22 +743,37 @@ static PyObject *rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *columns = PySequence_Tuple(args[1]);
     if (columns == NULL) return NULL;
-    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(columns); k++) {
-        if (!PyList_Check(PyTuple_GET_ITEM(columns, k))) {
-            Py_DECREF(columns);
-            PyErr_SetString(PyExc_TypeError, "rows(cls, columns): each column must be a list");
-            return NULL;
-        }
+    Py_ssize_t width = PyTuple_GET_SIZE(columns);
+    Py_buffer *views = PyMem_Calloc((size_t)width + 1, sizeof(Py_buffer));
+    if (views == NULL) {
+        Py_DECREF(columns);
+        return PyErr_NoMemory();
     }
     Rows *self = PyObject_GC_New(Rows, &RowsType);
     if (self == NULL) {
+        PyMem_Free(views);
         Py_DECREF(columns);
         return NULL;
     }
     self->cls = (PyTypeObject *)Py_NewRef(args[0]);
     self->columns = columns;
+    self->views = views;
     self->next = 0;
-    self->count = PyTuple_GET_SIZE(columns) ? PyList_GET_SIZE(PyTuple_GET_ITEM(columns, 0)) : 0;
+    for (Py_ssize_t k = 0; k < width; k++) {
+        PyObject *column = PyTuple_GET_ITEM(columns, k);
+        if (!PyList_Check(column) && !int64_buffer(column, &views[k])) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "rows(cls, columns): each column must be a list or an int64 array");
+            Py_DECREF(self); /* (not tracked yet: its dealloc untracks nothing) */
+            return NULL;
+        }
+        if (views[k].obj != NULL && views[k].ndim > 1) {
+            PyErr_SetString(PyExc_TypeError, "rows(cls, columns): an int64 column must be one-dimensional");
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    self->count = width ? column_length(self, 0) : 0;
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
@@ -638,10 +785,12 @@ static PyMethodDef methods[] = {
      "decode_entries(data, starts, ends) -> (rows of 15 int64 fields, shapes) of BundleEntryProto entries, or None"},
     {"check_entries", (PyCFunction)(void (*)(void))check_entries, METH_FASTCALL,
      "check_entries(rows, element_index, itemsizes, shard_sizes) -> (element, shard, plain rows, unknown elements)"},
+    {"entry_columns", (PyCFunction)(void (*)(void))entry_columns, METH_FASTCALL,
+     "entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start, columns) -> odd entries"},
     {"first_overlap", (PyCFunction)(void (*)(void))first_overlap, METH_FASTCALL,
      "first_overlap(extents, order) -> the first two entries whose bytes overlap, in order, or None"},
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
-     "rows(cls, columns) -> an iterator of cls rows made from the lists in columns, one item from each"},
+     "rows(cls, columns) -> an iterator of cls rows made from the columns (lists, int64 arrays), one item from each"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -16,5 +16,17 @@ def decode_entries(
 def check_entries(
     rows: bytearray, element_index: np.ndarray, itemsizes: np.ndarray, shard_sizes: np.ndarray, /
 ) -> tuple[bytearray, list[int]]: ...
+def entry_columns(
+    rows: bytearray,
+    checked: bytearray,
+    shapes: list[tuple[int, ...]],
+    dtypes: list[Any],
+    type_names: list[Any],
+    files: list[str],
+    numbers: np.ndarray,
+    start: int,
+    columns: list[list[Any]],
+    /,
+) -> list[int]: ...
 def first_overlap(extents: np.ndarray, order: np.ndarray, /) -> tuple[int, int] | None: ...
-def rows(cls: type[_Row], columns: Sequence[list[Any]], /) -> Iterator[_Row]: ...
+def rows(cls: type[_Row], columns: Sequence[list[Any] | np.ndarray], /) -> Iterator[_Row]: ...

@@ -52,8 +52,9 @@ class TensorInfo(NamedTuple):
 
 
 class InfoColumns(Mapping[str, TensorInfo]):
-    """Tensors' infos by name, held as columns (a list per ``TensorInfo`` field, in field order) and made into
-    ``TensorInfo`` tuples as they are asked for.
+    """Tensors' infos by name, held as columns (a list per ``TensorInfo`` field, in field order; an int field's may be
+    a one-dimensional int64 array, whose items become ints as each row is made) and made into ``TensorInfo`` tuples
+    as they are asked for.
 
     A listing (iteration, ``values()``) makes each tuple as it goes and the caller frees it: the garbage collector
     never walks them. (Made at open and kept, 100,000 infos cost ~30 ms to make and ~30 ms of collections walking
@@ -62,7 +63,7 @@ class InfoColumns(Mapping[str, TensorInfo]):
     name's last row then stands for it, at its first one's place, as ``dict(zip(names, infos))`` keeps them.
     """
 
-    def __init__(self, columns: list[list[Any]], *, unique: bool = True) -> None:
+    def __init__(self, columns: list[list[Any] | np.ndarray], *, unique: bool = True) -> None:
         self._columns = columns
         self._by_name: dict[str, TensorInfo] | None = None
         if not unique and len(self._made()) != len(columns[0]):
@@ -97,7 +98,8 @@ class InfoColumns(Mapping[str, TensorInfo]):
         compiled ``rows`` (``weightscope._tables``) makes each in one allocation, not two (~45 ns a row less)."""
         if _tables is not None:
             return _tables.rows(TensorInfo, self._columns)
-        return map(tuple.__new__, repeat(TensorInfo), zip(*self._columns, strict=True))
+        columns = (column if isinstance(column, list) else column.tolist() for column in self._columns)
+        return map(tuple.__new__, repeat(TensorInfo), zip(*columns, strict=True))
 
 
 class _InfoValues(ValuesView[TensorInfo]):

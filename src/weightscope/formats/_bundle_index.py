@@ -28,7 +28,8 @@ position (``weightscope.containers.table.byte_windows``).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class Entries(NamedTuple):  # (not a dataclass: its decorator costs the command 
     # Each entry's shape, one tuple per distinct shape, where the compiled decoder made them (() where not decoded);
     # else None, and ``_bundle_entries._shapes`` makes them from the ranks and dims.
     shapes: list[tuple[int, ...]] | None
-    rows: bytearray | None  # the compiled decoder's rows of fields, which ``check_entries`` reads; else None
+    rows: bytearray | None  # the compiled decoder's rows of fields, which ``check_rows`` reads; else None
 
 
 def decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Entries:
@@ -83,17 +84,40 @@ def decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> En
     return Entries(decoded != 0, dtype, shard, offset, size, crc32c, rank, dims, shapes, rows)
 
 
-def check_entries(
-    entries: Entries, element_index: np.ndarray, itemsizes: np.ndarray, shard_sizes: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]] | None:
-    """The compiled checks of the entries the compiled decoder made (``TensorFlowCheckpoint._check_entries``): each
-    entry's element type and shard, whether it passes them all, and the element types whose item size is not known
-    yet (-1 in ``itemsizes``: their entries fail until it is). None for entries numpy decoded."""
-    if entries.rows is None or _tables is None:
+def check_rows(
+    rows: bytearray, element_index: np.ndarray, itemsizes: np.ndarray, shard_sizes: np.ndarray
+) -> tuple[bytearray, list[int]]:
+    """The compiled checks (``TensorFlowCheckpoint._check_entries``' own) of the ``rows`` the compiled decoder made:
+    3 int64 a row (each entry's element type, shard, and whether it passes them all), and the element types whose
+    item size is not known yet (-1 in ``itemsizes``: their entries fail until it is)."""
+    assert _tables is not None  # (only the compiled decoder makes rows)
+    return _tables.check_entries(rows, element_index, itemsizes, shard_sizes)
+
+
+def entry_columns(
+    data: np.ndarray,
+    bounds: tuple[np.ndarray, np.ndarray],
+    check: Callable[[bytearray], bytearray],
+    kinds: tuple[np.ndarray, np.ndarray],
+    files: list[str],
+    numbers: np.ndarray,
+    start: int,
+    columns: list[list[Any]],
+) -> list[int] | None:
+    """The entries in ``data[starts[i]:ends[i]]`` (``bounds``) decoded, checked (``check``: ``check_rows``' rows) and
+    set into the columns in compiled code, three calls in all (``weightscope._tables``): ``columns`` (4 lists of
+    every entry's dtype, shape, type name and file) at ``start + i``, dtypes and type names from ``kinds`` (object
+    arrays by element type, read after the check, which makes the types met first), files from ``files`` by shard;
+    ``numbers[:, start + i]`` (5 rows: crc32c, shard, offset, the size where it passes every check, else 0, and the
+    size). The indices of the entries not passing every check (left to protobuf); None where the package was built
+    without it or a bound lies outside ``data`` (then numpy decodes the entries, ``decode_entries``)."""
+    compiled = None if _tables is None else _tables.decode_entries(data, *bounds)
+    if compiled is None:
         return None
-    checked, unknown = _tables.check_entries(entries.rows, element_index, itemsizes, shard_sizes)
-    element, shard, plain = np.frombuffer(checked, np.int64).reshape(len(entries.decoded), 3).T
-    return element, shard, plain != 0, unknown
+    rows, shapes = compiled
+    checked = check(rows)
+    dtypes, type_names = (kind.tolist() for kind in kinds)
+    return _tables.entry_columns(rows, checked, shapes, dtypes, type_names, files, numbers, start, columns)
 
 
 def first_overlap(extents: np.ndarray, order: np.ndarray) -> tuple[int, int] | None:

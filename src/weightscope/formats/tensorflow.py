@@ -37,23 +37,23 @@ item size, ``shard_id`` ≥ ``num_shards``, ``offset + size`` past the shard's e
 entries whose bytes overlap (TF writes every tensor's bytes once, one after another), and
 a checksum mismatch (unless verification is turned off).
 
-Opening reads the whole index at once: ``read_table`` parses its blocks, and
-``decode_entries`` (``weightscope.formats._bundle_index``) decodes the entries laid out
-as TensorFlow writes them (both in compiled code, ``weightscope._tables``, where the
-package was built with it; else with numpy), and ``_check_entries`` makes ``_describe``'s
-checks on them, all a chunk of entries at a time. Any other entry, or one failing a check, goes through
+Opening reads the whole index at once (one read, not mapped: ``sources.load_source``): ``read_table`` parses its
+blocks, and ``entry_columns`` (``weightscope.formats._bundle_index``) decodes the entries laid out as TensorFlow
+writes them, makes ``_describe``'s checks on them and sets them into the listing's columns, a chunk of entries at a
+time, in compiled code (``weightscope._tables``) where the package was built with it; else numpy decodes
+(``decode_entries``) and checks (``_check_entries``) them. Any other entry, or one failing a check, goes through
 protobuf and ``_describe`` one by one, which raise the errors naming the tensor.
-The infos are kept as the columns so made (``checkpoint.InfoColumns``): a listing makes
+The infos are kept as the columns so made (``checkpoint.InfoColumns``; sizes and offsets as int64): a listing makes
 each ``TensorInfo`` as it goes and frees it, none is kept for the garbage collector.
 Measured (2-core Xeon, in one process with TensorFlow, interleaved, ``bench/bench_tensorflow.py``: a
-``gc.collect()`` before each call leaves the caches cold): open and list 2,000 variables
-1.7-2.2 ms (TensorFlow 1.8-2.0 ms; numpy's parsers 3.4-3.7 ms), 100,000 variables 43-46 ms
-(TensorFlow 142-155 ms; numpy's parsers 78-86 ms).
+``gc.collect()`` before each call leaves the caches cold): open and list 2,000 variables 1.7-1.9 ms (TensorFlow
+1.8-1.9 ms), 100,000 variables 35-43 ms (TensorFlow 118-140 ms). See the README's notes for where the rest goes.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import os
 import struct
@@ -83,10 +83,17 @@ from weightscope.errors import (
     UnsupportedFormatError,
 )
 from weightscope.formats._bundle_entries import _column, _header_by_protobuf, _key_bytes, _numpy_dtype, _parse, _shapes
-from weightscope.formats._bundle_index import Entries, check_entries, decode_entries, decode_header, first_overlap
-from weightscope.formats.tf_state import OBJECT_GRAPH_KEY, bundle_file, resolve_prefix
+from weightscope.formats._bundle_index import (
+    Entries,
+    check_rows,
+    decode_entries,
+    decode_header,
+    entry_columns,
+    first_overlap,
+)
+from weightscope.formats.tf_state import OBJECT_GRAPH_KEY, resolve_prefix
 from weightscope.infos import InfoColumns, collection_paused
-from weightscope.sources import as_path, open_source
+from weightscope.sources import as_path, load_source, open_source
 
 if TYPE_CHECKING:
     from weightscope.layers import TensorRole
@@ -103,11 +110,15 @@ def data_file_name(prefix: str, shard: int, num_shards: int) -> str:
     return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
 
 
-def _row(columns: list[list[Any]], i: int) -> TensorInfo:
-    return TensorInfo(*(column[i] for column in columns))
+# A listing's columns: lists, and int64 arrays for the sizes and offsets (``InfoColumns``).
+_Columns = list[list[Any] | np.ndarray]
 
 
-def _set_row(columns: list[list[Any]], i: int, info: TensorInfo) -> None:
+def _row(columns: _Columns, i: int) -> TensorInfo:
+    return TensorInfo._make(column[i] if isinstance(column, list) else int(column[i]) for column in columns)
+
+
+def _set_row(columns: _Columns, i: int, info: TensorInfo) -> None:
     for column, value in zip(columns, info, strict=True):
         column[i] = value
 
@@ -151,11 +162,11 @@ class TensorFlowCheckpoint(Checkpoint):
         self, path: str | os.PathLike[str] | RemotePath, *, verify: bool = True, readable_names: bool = True
     ) -> None:
         """Open the checkpoint ``path`` names; ``readable_names=False`` keeps TF2's stored keys as names."""
-        prefix = resolve_prefix(as_path(path))
+        prefix, index = resolve_prefix(as_path(path))
         super().__init__(prefix)
         self.prefix = prefix
         self.verify_checksums = verify
-        self._index = open_source(bundle_file(prefix, ".index"))
+        self._index = load_source(index)  # read whole, once
         self._slice_entries: dict[bytes, tuple[TensorInfo, int]] = {}  # slice key -> (info, crc32c)
         self._partitions: dict[str, list[_Part]] = {}
         # Each tensor's stored crc32c, by name: the names in index order (sorted as bytes).
@@ -232,27 +243,24 @@ class TensorFlowCheckpoint(Checkpoint):
         """
         names = table.keys[1:]
         display = list(map(readable.get, names, names)) if readable else names
-        columns: list[list[Any]] = [display, [], [], [], [], [], [], names]  # TensorInfo's fields
-        checksums = np.zeros(len(names), np.int64)
-        # Where each entry's bytes lie: (shard, offset, size), checked for overlaps at the end.
-        extents = np.zeros((3, len(names)), np.int64)
+        # Each entry's crc32c, shard, offset, size where stored (its extent, checked for overlaps at the end: 0 where
+        # odd, until _describe says) and size: the sizes and offsets stay int64 until a listing makes each info.
+        numbers = np.zeros((5, len(names)), np.int64)
+        checksums, extents, sizes = numbers[0], numbers[1:4], numbers[4]
+        files = [str(source.path) for source in self._shards]
+        shard_numbers = {file: number for number, file in enumerate(files)}  # not list.index per entry
+        check = functools.partial(self._checked_rows, shard_sizes=np.array([source.size for source in self._shards]))
+        filled: list[list[Any]] = [[None] * len(names) for _ in range(4)]  # dtype, shape, type, file: by chunks
         odd: list[int] = []  # entries for protobuf and _describe
-        files = np.array([str(source.path) for source in self._shards], object)
-        shard_numbers = {file: number for number, file in enumerate(files.tolist())}  # not list.index per entry
         for start in range(0, len(names), _CHUNK):
             stop = min(start + _CHUNK, len(names))
-            entries = decode_entries(table.data, table.starts[start + 1 : stop + 1], table.ends[start + 1 : stop + 1])
-            element, shard, plain = self._check_entries(entries)
-            columns[1] += _column(_DTYPES, element)
-            shapes = entries.shapes  # (a row not plain is made again by _describe below)
-            columns[2] += _shapes(np.where(plain, entries.rank, 0), entries.dims) if shapes is None else shapes
-            columns[3] += entries.size.tolist()
-            columns[4] += _column(_TYPE_NAMES, element)
-            columns[5] += _column(files, shard)
-            columns[6] += entries.offset.tolist()
-            checksums[start:stop] = entries.crc32c
-            extents[:, start:stop] = shard, entries.offset, np.where(plain, entries.size, 0)
-            odd += (np.flatnonzero(~plain) + start).tolist()
+            bounds = (table.starts[start + 1 : stop + 1], table.ends[start + 1 : stop + 1])
+            chunk = entry_columns(table.data, bounds, check, (_DTYPES, _TYPE_NAMES), files, numbers, start, filled)
+            if chunk is None:  # (no compiler)
+                chunk = self._numpy_columns(decode_entries(table.data, *bounds), files, numbers, filled, start)
+            odd += chunk
+        dtypes, shapes, type_names, paths = filled
+        columns: _Columns = [display, dtypes, shapes, sizes, type_names, paths, extents[1], names]  # TensorInfo's
         partitioned: list[tuple[int, TensorInfo, list[object]]] = []
         for i in odd:
             name = names[i]
@@ -277,9 +285,31 @@ class TensorFlowCheckpoint(Checkpoint):
             columns = [column[num_slices:] for column in columns]
         if readable:  # in order of the names shown: code point order is UTF-8 byte order, TF's
             order = sorted(range(len(columns[0])), key=columns[0].__getitem__)
-            columns = [list(map(column.__getitem__, order)) for column in columns]
+            columns = [
+                list(map(column.__getitem__, order)) if isinstance(column, list) else column[order]
+                for column in columns
+            ]
         self._checksum_columns = (names[num_slices:], checksums[num_slices:])
         return InfoColumns(columns, unique=not readable)  # TF's keys are unique; names shown need not be
+
+    def _numpy_columns(
+        self, entries: Entries, files: list[str], numbers: np.ndarray, columns: list[list[Any]], start: int
+    ) -> list[int]:
+        """``entry_columns`` for entries numpy decoded: set into ``columns`` and ``numbers`` at ``start``; the odd
+        ones' indices."""
+        element, shard, plain = self._check_entries(entries)
+        shapes = entries.shapes  # (a row not plain is made again by _describe)
+        stop = start + len(element)
+        numbers[:, start:stop] = entries.crc32c, shard, entries.offset, np.where(plain, entries.size, 0), entries.size
+        made: tuple[list[Any], ...] = (
+            _column(_DTYPES, element),
+            _shapes(np.where(plain, entries.rank, 0), entries.dims) if shapes is None else shapes,
+            _column(_TYPE_NAMES, element),
+            _column(np.array(files, object), shard),
+        )
+        for column, values in zip(columns, made, strict=True):
+            column[start:stop] = values
+        return (np.flatnonzero(~plain) + start).tolist()
 
     def _check_overlaps(self, extents: np.ndarray, names: list[str]) -> None:
         """Refuse two entries whose bytes overlap: TensorFlow writes each tensor's bytes once, apart."""
@@ -293,6 +323,16 @@ class TensorFlowCheckpoint(Checkpoint):
                 f"in {self._shards[int(shard[first])].path}"
             )
 
+    def _checked_rows(self, rows: bytearray, shard_sizes: np.ndarray) -> bytearray:
+        """``check_rows``' rows of the compiled decoder's ``rows``, the element types met for the first time made
+        first (their entries fail until then: made, they are checked again)."""
+        checked, unknown = check_rows(rows, _ELEMENT_INDEX, _ITEMSIZES, shard_sizes)
+        while unknown:
+            for index in unknown:
+                _make_dtype(index)
+            checked, unknown = check_rows(rows, _ELEMENT_INDEX, _ITEMSIZES, shard_sizes)
+        return checked
+
     def _check_entries(self, entries: Entries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each entry's element type (index into ELEMENT_TYPES) and shard, and which pass every check.
 
@@ -300,13 +340,10 @@ class TensorFlowCheckpoint(Checkpoint):
         element 0 and shard 0), and ``_describe`` raises its error, naming it.
         """
         shard_sizes = np.array([source.size for source in self._shards])
-        checked = check_entries(entries, _ELEMENT_INDEX, _ITEMSIZES, shard_sizes)
-        while checked is not None and checked[3]:  # types met for the first time: made, and the entries checked again
-            for index in checked[3]:
-                _make_dtype(index)
-            checked = check_entries(entries, _ELEMENT_INDEX, _ITEMSIZES, shard_sizes)
-        if checked is not None:
-            return checked[0], checked[1], checked[2]
+        if entries.rows is not None:  # decoded by the compiled decoder: checked by the compiled checks
+            checked = np.frombuffer(self._checked_rows(entries.rows, shard_sizes), np.int64)
+            element, shard, plain = checked.reshape(len(entries.decoded), 3).T
+            return element, shard, plain != 0
         plain = entries.decoded.copy()
         known = entries.dtype < len(_ELEMENT_INDEX)
         element = _ELEMENT_INDEX[np.where(known, entries.dtype, 0)]

@@ -143,8 +143,9 @@ def _drop_tail(path: AnyPath, count: int) -> AnyPath:
     return path.parent / path.name[:-count]
 
 
-def resolve_prefix(path: AnyPath) -> AnyPath:
-    """The checkpoint prefix meant by a prefix, ``.index``, ``.data-…`` or directory path (local or a URL)."""
+def resolve_prefix(path: AnyPath) -> tuple[AnyPath, AnyPath]:
+    """The checkpoint prefix meant by a prefix, ``.index``, ``.data-…`` or directory path (local or a URL), and its
+    index file (``bundle_file``'s)."""
     if path.name == STATE_FILE and path.is_file():
         path = path.parent
     is_dir = path.is_dir()  # each question a stat, or a request for a URL: asked once
@@ -174,7 +175,9 @@ def resolve_prefix(path: AnyPath) -> AnyPath:
         prefix = _drop_tail(path, len(path.name) - match.start())
     else:
         prefix = path
-    index = bundle_file(prefix, ".index")
+    index = plus(prefix, ".index")  # bundle_file's answer wherever it is a file: one stat, not three
+    if not index.is_file():
+        index = bundle_file(prefix, ".index")
     if not index.is_file():
         if _is_v1_checkpoint(prefix):
             raise UnsupportedFormatError(
@@ -183,4 +186,4 @@ def resolve_prefix(path: AnyPath) -> AnyPath:
                 "again (V2 is the default)"
             )
         raise CheckpointNotFoundError(f"{index}: no such file (checkpoint prefix {prefix})")
-    return prefix
+    return prefix, index
