@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from compiled_entries import Compiled, compiled_entries
 
 import weightscope as ws
 from weightscope import _tables
@@ -185,16 +186,16 @@ def test_keys_charged_past_the_room_decline(tmp_path: Path) -> None:
 # -- the entries ------------------------------------------------------------------------------------------------
 
 
-def _decode_both(messages: list[bytes]) -> tuple[_bundle_index.Entries, _bundle_index.Entries]:
+def _decode_both(messages: list[bytes]) -> tuple[Compiled, _bundle_index.Entries]:
     lengths = np.array([len(message) for message in messages], np.int64)
     ends = np.cumsum(lengths)
     data = np.frombuffer(b"".join(messages) + bytes(table_module.PADDING), np.uint8)
-    compiled = _bundle_index.decode_entries(data, ends - lengths, ends)
-    return compiled, _bundle_index._decode_entries(data, ends - lengths, ends)
+    return compiled_entries(data, ends - lengths, ends), _bundle_index.decode_entries(data, ends - lengths, ends)
 
 
-def _assert_same_entries(compiled: _bundle_index.Entries, expected: _bundle_index.Entries) -> None:
+def _assert_same_entries(made: Compiled, expected: _bundle_index.Entries) -> None:
     """The same entries taken, with the same fields (dims up to each rank: past it both hold 1s)."""
+    compiled = made.entries
     assert compiled.decoded.tolist() == expected.decoded.tolist()
     taken = compiled.decoded
     for field in ("dtype", "shard", "offset", "size", "crc32c", "rank"):
@@ -203,11 +204,10 @@ def _assert_same_entries(compiled: _bundle_index.Entries, expected: _bundle_inde
         assert compiled.dims[i].tolist() == expected.dims[i, : compiled.dims.shape[1]].tolist()
         assert (expected.dims[i, compiled.dims.shape[1] :] == 1).all()
     # The shapes made as numpy's path makes them, one tuple per distinct shape; () where not decoded.
-    assert compiled.shapes is not None and expected.shapes is None
-    assert compiled.shapes == _shapes(np.where(taken, expected.rank, 0), expected.dims)
-    assert all(type(size) is int for shape in compiled.shapes for size in shape)
-    distinct = {shape: id(shape) for shape in compiled.shapes}
-    assert all(id(shape) == distinct[shape] for shape in compiled.shapes)
+    assert made.shapes == _shapes(np.where(taken, expected.rank, 0), expected.dims)
+    assert all(type(size) is int for shape in made.shapes for size in shape)
+    distinct = {shape: id(shape) for shape in made.shapes}
+    assert all(id(shape) == distinct[shape] for shape in made.shapes)
 
 
 def test_damaged_entries_decode_as_numpys_decoder_does(seed: Path) -> None:
@@ -217,13 +217,13 @@ def test_damaged_entries_decode_as_numpys_decoder_does(seed: Path) -> None:
     source.close()
     messages = [_damage(values[int(rng.integers(len(values)))], rng) for _ in range(20_000)]
     compiled, expected = _decode_both(values + messages)
-    assert compiled.decoded[: len(values)].all()  # every entry TensorFlow's way is taken
+    assert compiled.entries.decoded[: len(values)].all()  # every entry TensorFlow's way is taken
     _assert_same_entries(compiled, expected)
-    assert 0.1 < compiled.decoded.mean() < 0.9  # (damage both kept and lost entries)
+    assert 0.1 < compiled.entries.decoded.mean() < 0.9  # (damage both kept and lost entries)
 
 
 def test_damaged_entries_are_checked_as_numpys_checks_do(seed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``check_entries`` against ``_check_entries``' numpy path, on the seed's entries damaged, and with every
+    """``check_rows`` (``_checked_rows``) against ``_check_entries``, on the seed's entries damaged, and with every
     element type met for the first time (its dtype made, then the entries checked again)."""
     rng = np.random.default_rng(23)
     source = FileSource(f"{seed}.index")
@@ -233,16 +233,17 @@ def test_damaged_entries_are_checked_as_numpys_checks_do(seed: Path, monkeypatch
     lengths = np.array([len(message) for message in messages], np.int64)
     ends = np.cumsum(lengths)
     data = np.frombuffer(b"".join(messages) + bytes(table_module.PADDING), np.uint8)
-    compiled = _bundle_index.decode_entries(data, ends - lengths, ends)
-    numpys = _bundle_index._decode_entries(data, ends - lengths, ends)
-    assert compiled.rows is not None and numpys.rows is None
+    rows = compiled_entries(data, ends - lengths, ends).rows
+    numpys = _bundle_index.decode_entries(data, ends - lengths, ends)
     unmade = len(tensorflow_module.ELEMENT_TYPES)
     with ws.open(seed) as ckpt:
         for first_time in (True, False):
             if first_time:  # (the module's tables as a new process has them)
                 monkeypatch.setattr(tensorflow_module, "_DTYPES", np.full(unmade, None, object))
                 monkeypatch.setattr(tensorflow_module, "_ITEMSIZES", np.full(unmade, -1, np.int64))
-            element, shard, plain = ckpt._check_entries(compiled)
+            checked = ckpt._checked_rows(rows, np.array([shard.size for shard in ckpt._shards]))
+            element, shard, plain = np.frombuffer(checked, np.int64).reshape(len(messages), 3).T
+            plain = plain != 0
             assert (tensorflow_module._DTYPES != None).sum() > 3  # noqa: E711 - the types met were made
             expected_element, expected_shard, expected_plain = ckpt._check_entries(numpys)
             assert plain.tolist() == expected_plain.tolist()
@@ -276,7 +277,7 @@ def test_damaged_entries_make_the_columns_numpys_path_makes(seed: Path) -> None:
 
         bounds = (ends - lengths, ends)
         odd = _bundle_index.entry_columns(data, bounds, check, kinds, files, numbers, start, columns)
-        numpys = _bundle_index._decode_entries(data, ends - lengths, ends)
+        numpys = _bundle_index.decode_entries(data, ends - lengths, ends)
         expected_odd = ckpt._numpy_columns(numpys, files, expected_numbers, expected_columns, start)
     assert odd is not None
     assert odd == expected_odd and 0.1 < len(odd) / len(messages) < 0.95

@@ -65,23 +65,6 @@ class Entries(NamedTuple):  # (not a dataclass: its decorator costs the command 
     crc32c: np.ndarray  # int64 (a uint32)
     rank: np.ndarray  # int64
     dims: np.ndarray  # (n, highest rank) int64; 1 past an entry's rank, so a row's product is its element count
-    # Each entry's shape, one tuple per distinct shape, where the compiled decoder made them (() where not decoded);
-    # else None, and ``_bundle_entries._shapes`` makes them from the ranks and dims.
-    shapes: list[tuple[int, ...]] | None
-    rows: bytearray | None  # the compiled decoder's rows of fields, which ``check_rows`` reads; else None
-
-
-def decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Entries:
-    """The entries held in ``data[starts[i]:ends[i]]`` (``data`` uint8, bounds int64), the same ones taken either way:
-    in compiled code (``weightscope._tables``) where the package was built with it, else with numpy."""
-    compiled = None if _tables is None else _tables.decode_entries(data, starts, ends)
-    if compiled is None:
-        return _decode_entries(data, starts, ends)
-    rows, shapes = compiled
-    fields = np.frombuffer(rows, np.int64).reshape(len(starts), 7 + MAX_RANK).T  # an entry's fields are a row
-    decoded, dtype, shard, offset, size, crc32c, rank = fields[:7]
-    dims = fields[7 : 7 + int(rank.max(initial=0))].T
-    return Entries(decoded != 0, dtype, shard, offset, size, crc32c, rank, dims, shapes, rows)
 
 
 def check_rows(
@@ -132,8 +115,10 @@ def first_overlap(extents: np.ndarray, order: np.ndarray) -> tuple[int, int] | N
     return (int(stored[clash[0]]), int(stored[clash[0] + 1])) if len(clash) else None
 
 
-def _decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Entries:
-    """``decode_entries`` with numpy, a field at a time across all entries.
+def decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Entries:
+    """The entries held in ``data[starts[i]:ends[i]]`` (``data`` uint8, bounds int64) that this decoder takes,
+    decoded with numpy a field at a time across all of them: where the package was built without the compiled
+    decoder, or ``entry_columns``' bounds do not fit ``data``. (The tests hold the two decoders equal.)
 
     Reads up to 16 bytes past an entry's end: ``data`` is padded first if it ends sooner.
     """
@@ -186,7 +171,7 @@ def _decode_entries(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> E
     decoded &= at == ends  # anything left over (slices, unknown or repeated fields) is protobuf's
     rank, dims = _decode_shapes(windows, shape_at, shape_end, decoded)
     dtype, shard, offset, size, crc32c = (values.get(number, np.zeros(n, np.int64)) for number in (1, 3, 4, 5, 6))
-    return Entries(decoded, dtype, shard, offset, size, crc32c, rank, dims, None, None)
+    return Entries(decoded, dtype, shard, offset, size, crc32c, rank, dims)
 
 
 def _decode_shapes(

@@ -298,12 +298,11 @@ class TensorFlowCheckpoint(Checkpoint):
         """``entry_columns`` for entries numpy decoded: set into ``columns`` and ``numbers`` at ``start``; the odd
         ones' indices."""
         element, shard, plain = self._check_entries(entries)
-        shapes = entries.shapes  # (a row not plain is made again by _describe)
         stop = start + len(element)
         numbers[:, start:stop] = entries.crc32c, shard, entries.offset, np.where(plain, entries.size, 0), entries.size
         made: tuple[list[Any], ...] = (
             _column(_DTYPES, element),
-            _shapes(np.where(plain, entries.rank, 0), entries.dims) if shapes is None else shapes,
+            _shapes(np.where(plain, entries.rank, 0), entries.dims),  # (a row not plain is made again by _describe)
             _column(_TYPE_NAMES, element),
             _column(np.array(files, object), shard),
         )
@@ -340,10 +339,6 @@ class TensorFlowCheckpoint(Checkpoint):
         element 0 and shard 0), and ``_describe`` raises its error, naming it.
         """
         shard_sizes = np.array([source.size for source in self._shards])
-        if entries.rows is not None:  # decoded by the compiled decoder: checked by the compiled checks
-            checked = np.frombuffer(self._checked_rows(entries.rows, shard_sizes), np.int64)
-            element, shard, plain = checked.reshape(len(entries.decoded), 3).T
-            return element, shard, plain != 0
         plain = entries.decoded.copy()
         known = entries.dtype < len(_ELEMENT_INDEX)
         element = _ELEMENT_INDEX[np.where(known, entries.dtype, 0)]
