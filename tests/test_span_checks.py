@@ -20,7 +20,7 @@ MIB = 1 << 20
 
 
 def test_spans_are_cut_into_chunks_of_the_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert span_checks.CHUNK_BYTES == 2 * MIB and span_checks.MIN_AHEAD_BYTES == MIB
+    assert span_checks.CHUNK_BYTES == 4 * MIB and span_checks.MIN_AHEAD_BYTES == MIB
     assert span_checks.AHEAD_BYTES == 256 * MIB
     monkeypatch.setattr(span_checks, "CHUNK_BYTES", 1000)
     monkeypatch.setattr(span_checks, "_submitted", lambda *_: None)  # no thread takes any
