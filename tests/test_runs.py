@@ -405,23 +405,13 @@ def test_changes_are_none_across_a_change_of_shape(tmp_path: Path) -> None:
     assert all(math.isclose(row.stats.mean or 0, row.step + 1) for row in result.tensors)  # type: ignore[operator]
 
 
-def test_tasks_take_pieces_of_the_stats_chunk_on_the_threads_asked_for(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A task sums its rows in pieces of ``blocks.CHUNK_ELEMENTS`` (each a block of ``BLOCK_ELEMENTS`` at a time), as
-    ``weightscope stats`` does: pieces of 4,096 elements held the GIL between numpy's calls for half their time. The
-    threaded scheduler runs the tasks on the threads asked for. The figures are numpy's all the same."""
+def _recorded_pieces(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], set[int]]:
+    """The pieces the tasks take, in order (a figures' piece by its size, a difference's by minus its size), and the
+    threads taking figures' pieces."""
     import threading
 
-    from weightscope import analysis, blocks
+    from weightscope import analysis
 
-    assert (blocks.CHUNK_ELEMENTS, blocks.BLOCK_ELEMENTS) == (1 << 19, 1 << 15)
-    elements = 3 * blocks.CHUNK_ELEMENTS + 5
-    rng = np.random.default_rng(5)
-    paths = [tmp_path / f"ckpt-{step}.safetensors" for step in range(3)]
-    for step, path in enumerate(paths):
-        values = rng.standard_normal(elements, dtype=np.float32) + np.float32(step)
-        ws.save({"w": values, "b": values[:2].copy()}, path, format="safetensors")
     pieces: list[int] = []
     threads: set[int] = set()
     chunk_stats, pair_diff = analysis.chunk_stats, analysis.pair_diff
@@ -437,6 +427,27 @@ def test_tasks_take_pieces_of_the_stats_chunk_on_the_threads_asked_for(
 
     monkeypatch.setattr(analysis, "chunk_stats", stats_piece)
     monkeypatch.setattr(analysis, "pair_diff", diff_piece)
+    return pieces, threads
+
+
+def test_tasks_take_pieces_of_the_stats_chunk_on_the_threads_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task sums its rows in pieces of ``blocks.CHUNK_ELEMENTS`` (each a block of ``BLOCK_ELEMENTS`` at a time), as
+    ``weightscope stats`` does: pieces of 4,096 elements held the GIL between numpy's calls for half their time. The
+    threaded scheduler runs the tasks on the threads asked for. The figures are numpy's all the same."""
+    import threading
+
+    from weightscope import blocks
+
+    assert (blocks.CHUNK_ELEMENTS, blocks.BLOCK_ELEMENTS) == (1 << 19, 1 << 15)
+    elements = 3 * blocks.CHUNK_ELEMENTS + 5
+    rng = np.random.default_rng(5)
+    paths = [tmp_path / f"ckpt-{step}.safetensors" for step in range(3)]
+    for step, path in enumerate(paths):
+        values = rng.standard_normal(elements, dtype=np.float32) + np.float32(step)
+        ws.save({"w": values, "b": values[:2].copy()}, path, format="safetensors")
+    pieces, threads = _recorded_pieces(monkeypatch)
     result = run_stats(paths, scheduler="threads", workers=2, window=1)
     assert_matches_reference(result, reference(paths))
     whole = [blocks.CHUNK_ELEMENTS] * 3 + [5]
@@ -452,26 +463,14 @@ def test_a_task_takes_its_members_a_chunk_position_at_a_time(tmp_path: Path, mon
     difference from the one before it and from the first take their piece at that position before any takes the
     next, so the pieces compared are in cache together. Each still adds up its own pieces in order: the figures are
     numpy's, as with a task per checkpoint."""
-    from weightscope import analysis, blocks
+    from weightscope import blocks
 
     elements = 2 * blocks.CHUNK_ELEMENTS + 7
     rng = np.random.default_rng(11)
     paths = [tmp_path / f"ckpt-{step}.safetensors" for step in range(3)]
     for step, path in enumerate(paths):
         ws.save({"w": rng.standard_normal(elements, dtype=np.float32) * (step + 1)}, path, format="safetensors")
-    pieces: list[int] = []
-    chunk_stats, pair_diff = analysis.chunk_stats, analysis.pair_diff
-
-    def stats_piece(chunk: np.ndarray, kind: str) -> analysis.StatsPartial:
-        pieces.append(chunk.size)
-        return chunk_stats(chunk, kind)
-
-    def diff_piece(a: np.ndarray, b: np.ndarray, *args: object) -> None:
-        pieces.append(-a.size)
-        pair_diff(a, b, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(analysis, "chunk_stats", stats_piece)
-    monkeypatch.setattr(analysis, "pair_diff", diff_piece)
+    pieces, _ = _recorded_pieces(monkeypatch)
     result = run_stats(paths, scheduler="sync", window=3)  # one task: the first, then two each with two differences
     assert result.tasks == 1
     assert_matches_reference(result, reference(paths))

@@ -222,10 +222,10 @@ def test_damaged_entries_decode_as_numpys_decoder_does(seed: Path) -> None:
     assert 0.1 < compiled.entries.decoded.mean() < 0.9  # (damage both kept and lost entries)
 
 
-def test_damaged_entries_are_checked_as_numpys_checks_do(seed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``check_rows`` (``_checked_rows``) against ``_check_entries``, on the seed's entries damaged, and with every
-    element type met for the first time (its dtype made, then the entries checked again)."""
-    rng = np.random.default_rng(23)
+def _damaged_entries(seed: Path, number: int) -> tuple[int, list[bytes], np.ndarray, np.ndarray, np.ndarray]:
+    """The seed's index entries and 20,000 damaged copies of them (``number`` seeds the damage): how many are
+    undamaged, the entries, and their bytes (padded as ``read_table`` pads them) with each one's bounds."""
+    rng = np.random.default_rng(number)
     source = FileSource(f"{seed}.index")
     values = [value for _, value in list(iter_table(source))[1:]]
     source.close()
@@ -233,8 +233,15 @@ def test_damaged_entries_are_checked_as_numpys_checks_do(seed: Path, monkeypatch
     lengths = np.array([len(message) for message in messages], np.int64)
     ends = np.cumsum(lengths)
     data = np.frombuffer(b"".join(messages) + bytes(table_module.PADDING), np.uint8)
-    rows = compiled_entries(data, ends - lengths, ends).rows
-    numpys = _bundle_index.decode_entries(data, ends - lengths, ends)
+    return len(values), messages, data, ends - lengths, ends
+
+
+def test_damaged_entries_are_checked_as_numpys_checks_do(seed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``check_rows`` (``_checked_rows``) against ``_check_entries``, on the seed's entries damaged, and with every
+    element type met for the first time (its dtype made, then the entries checked again)."""
+    undamaged, messages, data, starts, ends = _damaged_entries(seed, 23)
+    rows = compiled_entries(data, starts, ends).rows
+    numpys = _bundle_index.decode_entries(data, starts, ends)
     unmade = len(tensorflow_module.ELEMENT_TYPES)
     with ws.open(seed) as ckpt:
         for first_time in (True, False):
@@ -249,21 +256,14 @@ def test_damaged_entries_are_checked_as_numpys_checks_do(seed: Path, monkeypatch
             assert plain.tolist() == expected_plain.tolist()
             assert element[plain].tolist() == expected_element[plain].tolist()
             assert shard[plain].tolist() == expected_shard[plain].tolist()
-            assert plain[: len(values)].all() and 0.05 < plain.mean() < 0.9
+            assert plain[:undamaged].all() and 0.05 < plain.mean() < 0.9
             assert not element[~plain].any() and not shard[~plain].any()
 
 
 def test_damaged_entries_make_the_columns_numpys_path_makes(seed: Path) -> None:
     """``entry_columns`` (decoded, checked and made columns in compiled code) against ``_numpy_columns``, on the
     seed's entries damaged: the same odd entries, and the same columns and numbers for the others."""
-    rng = np.random.default_rng(24)
-    source = FileSource(f"{seed}.index")
-    values = [value for _, value in list(iter_table(source))[1:]]
-    source.close()
-    messages = values + [_damage(values[int(rng.integers(len(values)))], rng) for _ in range(20_000)]
-    lengths = np.array([len(message) for message in messages], np.int64)
-    ends = np.cumsum(lengths)
-    data = np.frombuffer(b"".join(messages) + bytes(table_module.PADDING), np.uint8)
+    undamaged, messages, data, starts, ends = _damaged_entries(seed, 24)
     start = 5  # (a chunk's place among all entries)
     numbers, expected_numbers = (np.zeros((5, start + len(messages)), np.int64) for _ in range(2))
     columns, expected_columns = ([[None] * (start + len(messages)) for _ in range(4)] for _ in range(2))
@@ -275,12 +275,13 @@ def test_damaged_entries_make_the_columns_numpys_path_makes(seed: Path) -> None:
         def check(rows: bytearray) -> bytearray:
             return ckpt._checked_rows(rows, shard_sizes)
 
-        bounds = (ends - lengths, ends)
+        bounds = (starts, ends)
         odd = _bundle_index.entry_columns(data, bounds, check, kinds, files, numbers, start, columns)
-        numpys = _bundle_index.decode_entries(data, ends - lengths, ends)
+        numpys = _bundle_index.decode_entries(data, starts, ends)
         expected_odd = ckpt._numpy_columns(numpys, files, expected_numbers, expected_columns, start)
     assert odd is not None
     assert odd == expected_odd and 0.1 < len(odd) / len(messages) < 0.95
+    assert min(odd) - start >= undamaged  # every entry TensorFlow wrote passes
     plain = np.ones(len(messages), bool)
     plain[np.array(odd) - start] = False
     for made, wanted in zip(columns, expected_columns, strict=True):
