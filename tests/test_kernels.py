@@ -135,3 +135,66 @@ def test_a_pair_with_a_nan_or_infinity_on_either_side_gives_none(value: float, s
 def test_a_pair_of_other_types_or_lengths_is_refused(b: np.ndarray) -> None:
     with pytest.raises((TypeError, ValueError)):
         _kernels.pair_figures(np.ones(5, np.float32), b, 0.0, 0.0)
+
+
+# -- the zip CRC-32 -------------------------------------------------------------------------------------------------
+
+
+def test_crc32_equals_zlibs_for_every_length_start_and_value() -> None:
+    """Every length from 0 to 300 (the four lanes' 64-byte steps, the 16-byte steps after them, and the bytes taken
+    one at a time), at unaligned starts, continuing several values; under 64 bytes it gives None (zlib-ng's)."""
+    import zlib
+
+    data = memoryview(np.random.default_rng(9).bytes(1 << 16))
+    for length in [*range(301), 4095, 4096, 4097, 65_521]:
+        for start in (0, 1, 7):
+            piece = data[start : start + length]
+            for value in (0, 1, 0x12345678, 0xFFFFFFFF):
+                found = _kernels.crc32(piece, value)
+                assert (found is None) == (length < 64), length
+                assert found is None or found == zlib.crc32(piece, value), (length, start, value)
+
+
+def test_crc32_of_a_span_in_pieces_joins_as_zlibs() -> None:
+    """A span cut where ``span_checks`` cuts it, each piece's CRC-32 continued from the last: zlib's of the whole."""
+    import zlib
+
+    data = np.random.default_rng(10).integers(0, 256, (8 << 20) + 77, dtype=np.uint8)  # the last piece 77 bytes
+    value = 0
+    for start in range(0, data.size, 4 << 20):
+        found = _kernels.crc32(data[start : start + (4 << 20)], value)
+        assert found is not None
+        value = found
+    assert value == zlib.crc32(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "value", "error"),
+    [(b"x" * 64, -1, OverflowError), (b"x" * 64, 1 << 32, OverflowError), ("text", 0, TypeError)],
+)
+def test_crc32_refuses_what_it_cannot_take(data: object, value: int, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        _kernels.crc32(data, value)  # type: ignore[arg-type]
+
+
+def test_zip_crc32_folds_spans_from_a_mebibyte(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``containers.zip.crc32`` takes the kernel's fold for FOLDED_BYTES and more (spans read from memory), zlib-ng
+    below (in cache, where its own loop is faster); the same value either way."""
+    import zlib
+
+    from weightscope.containers import zip as zip_container
+
+    assert zip_container.FOLDED_BYTES == 1 << 20
+    calls: list[int] = []
+    folded = _kernels.crc32
+
+    def counted(data: memoryview, value: int) -> int | None:
+        calls.append(len(data))
+        return folded(data, value)
+
+    monkeypatch.setattr(zip_container._kernels, "crc32", counted)
+    data = memoryview(np.random.default_rng(11).bytes((1 << 20) + 5))
+    assert zip_container.crc32(data, 7) == zlib.crc32(data, 7) and calls == [(1 << 20) + 5]
+    assert zip_container.crc32(data[:-6], 7) == zlib.crc32(data[:-6], 7) and calls == [(1 << 20) + 5]
+    monkeypatch.setattr(zip_container, "_kernels", None)  # built without a C compiler
+    assert zip_container.crc32(data, 7) == zlib.crc32(data, 7) and len(calls) == 1
