@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,6 +61,8 @@ from weightscope.output import finite_figures
 if TYPE_CHECKING:
     from weightscope.convert import PlannedTensor
     from weightscope.histograms import Histogram
+
+RUN_CHUNKS = 16  # a large tensor's chunks a thread takes at a time: two threads ran 1.23x one, handed one at a time
 
 
 @dataclass(frozen=True)
@@ -121,12 +124,11 @@ class StatsPartial:
 def chunk_stats(chunk: np.ndarray, kind: str) -> StatsPartial:
     """One chunk's figures; ``kind`` is what ``numeric_kind`` says of its dtype.
 
-    Floating-point chunks go block by block through the fused path (see the module's
-    description); the rest, and any block holding a NaN or an infinity, through the general
-    one: exact figures (zeros, NaNs, min, max) on numpy's own types as stored, sums on
-    float64, the deviations taken from the chunk's first value (the shifted-data algorithm)
-    in place, which avoids both another temporary and the cancellation of the textbook
-    sum-of-squares formula.
+    Floating-point chunks go block by block through the fused path (see the module's description); the rest, and any
+    block holding a NaN or an infinity, through the general one: exact figures (zeros, NaNs, min, max) on numpy's
+    own types as stored, sums on float64, the deviations taken from the chunk's first value (the shifted-data
+    algorithm) in place, which avoids both another temporary and the cancellation of the textbook sum-of-squares
+    formula.
     """
     with np.errstate(invalid="ignore", over="ignore"):  # infinities add up to NaN or overflow, as they should
         if kind == "f" and chunk.size and fused_float(chunk.dtype):
@@ -170,12 +172,9 @@ def tensor_stats(
     shape: tuple[int, ...] | None = None,
     advance: Callable[[int, int], None] | None = None,
 ) -> TensorStats:
-    """The statistics of one tensor, read chunk by chunk (on ``pool``'s threads, if given, each chunk's bytes
-    then told to ``advance(0, nbytes)``).
-
-    With ``shape``, ``array`` stands for a tensor of that shape repeating each of its values alike
-    (``Checkpoint.without_repeats``): the figures are the tensor's.
-    """
+    """The statistics of one tensor, read chunk by chunk (on ``pool``'s threads, if given, each run's bytes then told
+    to ``advance(0, nbytes)``). With ``shape``, ``array`` stands for a tensor of that shape repeating each of its values
+    alike (``Checkpoint.without_repeats``): the figures are the tensor's."""
     shape = tuple(array.shape) if shape is None else shape
     kind = numeric_kind(array.dtype)
     if kind is None:
@@ -184,14 +183,16 @@ def tensor_stats(
         total = stats_partial(array, kind, elements)
     else:
         total = StatsPartial()
-        # A window of chunks in flight: bounded memory, every thread busy.
-        pending: deque[tuple[Future[StatsPartial], int]] = deque()
-        for chunk in itertools.chain(chunks(array, elements), [None]):  # None: the end, every chunk then merged
-            if chunk is not None:
-                pending.append((pool.submit(chunk_stats, chunk, kind), chunk.nbytes))
-            while pending and (chunk is None or len(pending) > pool._max_workers):
+        # Runs of chunks in flight (views; one copy a run), each mapped on a thread, merged here in order: one thread's.
+        pending: deque[tuple[Future[list[StatsPartial]], int]] = deque()
+        pieces, per_run = chunks(array, elements), RUN_CHUNKS if array.flags.c_contiguous else 1
+        for run in itertools.chain(iter(lambda: list(itertools.islice(pieces, per_run)), []), [None]):
+            if run is not None:  # None: the end, every run then merged
+                pending.append((pool.submit(list, map(chunk_stats, run, repeat(kind))), sum(c.nbytes for c in run)))
+            while pending and (run is None or len(pending) > pool._max_workers):
                 future, nbytes = pending.popleft()
-                total = total.merge(future.result())
+                for partial in future.result():
+                    total = total.merge(partial)
                 if advance is not None:
                     advance(0, nbytes)
     if array.size and array.size != math.prod(shape):
