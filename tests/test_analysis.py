@@ -330,14 +330,18 @@ class _CountingPool(ThreadPoolExecutor):
 
 
 def test_a_large_tensor_goes_to_the_threads_in_runs_of_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a pool, a contiguous tensor's chunks are handed to the threads ``RUN_CHUNKS`` at a time (one at a time, two
-    threads ran 1.23x one thread over a mapped 2 GiB; in runs of 16, 1.72x), each run on one thread in order; a
-    strided one's, copied, one at a time. The figures are one thread's to the bit either way."""
+    """On a pool, a contiguous tensor's chunks are handed to the threads in runs (``blocks.run_chunks``: up to 64, at
+    least two runs a thread), each run on one thread in order; a strided one's, copied, one at a time. The figures
+    are one thread's to the bit either way."""
     import threading
 
-    assert analysis.RUN_CHUNKS == 16
+    assert blocks.RUN_CHUNKS == 64
+    assert blocks.run_chunks(np.empty(512 << 20, np.float32), CHUNK_ELEMENTS, 2) == 64  # 2 GiB: 16 runs
+    assert blocks.run_chunks(np.empty(16 << 20, np.float32), CHUNK_ELEMENTS, 2) == 8  # 64 MiB: 4 runs of 8
+    assert blocks.run_chunks(np.empty(16 << 20, np.float32)[::2], CHUNK_ELEMENTS, 2) == 1
+    assert blocks.run_chunks(np.empty(0, np.float32), CHUNK_ELEMENTS, 2) == blocks.run_chunks(np.array(1, np.float32), 1, 4) == 1
     elements = 1000
-    array = np.random.default_rng(3).standard_normal(40 * elements + 7, dtype=np.float32)  # 41 chunks: 16, 16, 9
+    array = np.random.default_rng(3).standard_normal(40 * elements + 7, dtype=np.float32)  # 41 chunks: runs of 10
     base = array.__array_interface__["data"][0]
     taken: list[tuple[int, int]] = []  # (chunk, thread)
     chunk_stats = analysis.chunk_stats
@@ -350,14 +354,14 @@ def test_a_large_tensor_goes_to_the_threads_in_runs_of_chunks(monkeypatch: pytes
     monkeypatch.setattr(analysis, "chunk_stats", recorded)
     with _CountingPool() as pool:
         assert tensor_stats("t", array, elements=elements, pool=pool) == single
-        assert pool.submitted == 3
-        for first in (0, 16, 32):
-            run = [(chunk, thread) for chunk, thread in taken if first <= chunk < first + 16]
-            assert [chunk for chunk, _ in run] == list(range(first, min(first + 16, 41)))
+        assert pool.submitted == 5
+        for first in range(0, 41, 10):
+            run = [(chunk, thread) for chunk, thread in taken if first <= chunk < first + 10]
+            assert [chunk for chunk, _ in run] == list(range(first, min(first + 10, 41)))
             assert len({thread for _, thread in run}) == 1
         strided = array[::2]
         assert tensor_stats("t", strided, elements=elements, pool=pool) == tensor_stats("t", strided, elements=elements)
-        assert pool.submitted == 3 + 21  # 20,004 values: 21 chunks, each copied and handed alone
+        assert pool.submitted == 5 + 21  # 20,004 values: 21 chunks, each copied and handed alone
 
 
 def test_stats_on_one_thread_and_two_are_the_same_to_the_bit(monkeypatch: pytest.MonkeyPatch, float_block: int) -> None:

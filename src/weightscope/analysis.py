@@ -48,6 +48,7 @@ from weightscope.blocks import (
     identical,
     in_step,
     pair_figures,
+    run_chunks,
     total,
     widened,
 )
@@ -61,8 +62,6 @@ from weightscope.output import finite_figures
 if TYPE_CHECKING:
     from weightscope.convert import PlannedTensor
     from weightscope.histograms import Histogram
-
-RUN_CHUNKS = 16  # a large tensor's chunks a thread takes at a time: two threads ran 1.23x one, handed one at a time
 
 
 @dataclass(frozen=True)
@@ -185,7 +184,7 @@ def tensor_stats(
         total = StatsPartial()
         # Runs of chunks in flight (views; one copy a run), each mapped on a thread, merged here in order: one thread's.
         pending: deque[tuple[Future[list[StatsPartial]], int]] = deque()
-        pieces, per_run = chunks(array, elements), RUN_CHUNKS if array.flags.c_contiguous else 1
+        pieces, per_run = chunks(array, elements), run_chunks(array, elements, pool._max_workers)
         for run in itertools.chain(iter(lambda: list(itertools.islice(pieces, per_run)), []), [None]):
             if run is not None:  # None: the end, every run then merged
                 pending.append((pool.submit(list, map(chunk_stats, run, repeat(kind))), sum(c.nbytes for c in run)))

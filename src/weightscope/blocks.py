@@ -42,6 +42,7 @@ try:
 except ImportError:  # built without a C compiler: the numpy path below
     _kernels = None  # type: ignore[assignment]
 
+RUN_CHUNKS = 64  # the most chunks a thread takes at a time (``run_chunks``)
 CHUNK_ELEMENTS = 1 << 19  # 512 Ki elements: 4 MiB once widened to float64, so a chunk stays in cache
 # 32 Ki elements: a float32 block and the float64 buffers of the fused paths (two operands and their difference),
 # under 1 MiB together, stay in a core's L2 cache while the block's figures are taken one after another.
@@ -81,6 +82,16 @@ def chunks(array: np.ndarray, elements: int = CHUNK_ELEMENTS) -> Iterator[np.nda
     rows = max(1, elements // max(1, math.prod(array.shape[1:])))
     for start in range(0, array.shape[0], rows):
         yield from chunks(np.ascontiguousarray(array[start : start + rows]), elements)
+
+
+def run_chunks(array: np.ndarray, elements: int, threads: int) -> int:
+    """How many of the array's chunks (of ``elements``) a thread takes at a time from a pool of ``threads``: up to
+    ``RUN_CHUNKS``, and at least two runs a thread (a tensor of 64 MiB still spreads over them); one where each chunk
+    is a copy (a strided array's). Handed one at a time, two threads summed a mapped 2 GiB at 1.23x one thread; in
+    runs of 16, 1.66x; of 64, 1.78x (numpy's own sum on two threads: 1.59x)."""
+    if not array.flags.c_contiguous:
+        return 1
+    return max(1, min(RUN_CHUNKS, -(-array.size // elements) // (2 * threads)))
 
 
 def aligned_chunks(
