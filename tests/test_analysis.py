@@ -339,7 +339,8 @@ def test_a_large_tensor_goes_to_the_threads_in_runs_of_chunks(monkeypatch: pytes
     assert blocks.run_chunks(np.empty(512 << 20, np.float32), CHUNK_ELEMENTS, 2) == 64  # 2 GiB: 16 runs
     assert blocks.run_chunks(np.empty(16 << 20, np.float32), CHUNK_ELEMENTS, 2) == 8  # 64 MiB: 4 runs of 8
     assert blocks.run_chunks(np.empty(16 << 20, np.float32)[::2], CHUNK_ELEMENTS, 2) == 1
-    assert blocks.run_chunks(np.empty(0, np.float32), CHUNK_ELEMENTS, 2) == blocks.run_chunks(np.array(1, np.float32), 1, 4) == 1
+    assert blocks.run_chunks(np.empty(0, np.float32), CHUNK_ELEMENTS, 2) == 1
+    assert blocks.run_chunks(np.array(1, np.float32), 1, 4) == 1
     elements = 1000
     array = np.random.default_rng(3).standard_normal(40 * elements + 7, dtype=np.float32)  # 41 chunks: runs of 10
     base = array.__array_interface__["data"][0]
