@@ -2,7 +2,7 @@
 
 - No module outside ``sources.py`` and ``remote.py`` tells a local path from a URL, or a mapped
   file from a remote one, by its type: they ask ``sources`` (``local_path``, ``inside``,
-  ``opening``, ``plus``, ``open_source``, ``load_source``) or the source itself (``local_path``, ``read_head``,
+  ``opening``, ``plus``, ``open_source``, with ``whole`` too) or the source itself (``local_path``, ``read_head``,
   ``prefetch``).
 - ``FileSource`` and ``RemoteSource`` answer the protocol's methods as documented.
 - A third source, a toy over bytes in memory defined here, backs the safetensors and npz
@@ -24,7 +24,7 @@ import weightscope as ws
 import weightscope.sources as sources_module
 from weightscope.bounds import check_range
 from weightscope.formats import FORMATS
-from weightscope.sources import FileSource, LoadedFile, as_path, inside, load_source, local_path, open_source, opening
+from weightscope.sources import FileSource, LoadedFile, as_path, inside, local_path, open_source, opening
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "weightscope"
 ALLOWED = {"sources.py", "remote.py"}  # where the kinds of path and source are told apart
@@ -92,13 +92,14 @@ def test_file_source_answers_the_protocol(tmp_path: Path) -> None:
 def test_a_loaded_file_answers_the_protocol_read_whole_without_a_map(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``load_source``: a local file read into memory at its first read (one read, no map), a URL's own source."""
+    """``open_source(whole=True)``: a local file read into memory at its first read (one read, no map); a URL's own
+    source."""
     import mmap
 
     path = tmp_path / "f.bin"
     path.write_bytes(bytes(range(100)))
     monkeypatch.setattr(mmap, "mmap", None)  # (mapping it would fail)
-    source = load_source(path)
+    source = open_source(path, whole=True)
     assert isinstance(source, LoadedFile) and source.local_path == path and source.size == 100
     assert bytes(source.read(10, 5, "x")) == bytes(range(10, 15))
     assert bytes(source.read_head(10, 80, 4, "x")) == bytes(range(10, 90))
@@ -107,7 +108,7 @@ def test_a_loaded_file_answers_the_protocol_read_whole_without_a_map(
     view = source.read(0, 100, "x")
     source.close()
     assert bytes(view) == bytes(range(100))  # views handed out stay valid
-    shrunk = load_source(path)
+    shrunk = open_source(path, whole=True)
     path.write_bytes(bytes(range(60)))  # changed between the stat and the read
     with pytest.raises(ws.TruncatedFileError, match=r"f\.bin: 60 bytes read of its 100: it changed meanwhile"):
         shrunk.read(0, 8, "x")
@@ -115,10 +116,13 @@ def test_a_loaded_file_answers_the_protocol_read_whole_without_a_map(
 
     monkeypatch.setattr(sources_module, "LOAD_AT_MOST", 59)  # a larger file (60 bytes now) is mapped
     with pytest.raises(TypeError):
-        load_source(path).read(0, 8, "x")  # (mmap is None here)
+        open_source(path, whole=True).read(0, 8, "x")  # (mmap is None here)
     fsspec.filesystem("memory").pipe("/weightscope-sources/l.bin", b"remote")
     remote = as_path("memory://weightscope-sources/l.bin")
-    assert not isinstance(load_source(remote), FileSource) and bytes(load_source(remote).read(0, 6, "x")) == b"remote"
+    assert (
+        not isinstance(open_source(remote, whole=True), FileSource)
+        and bytes(open_source(remote, whole=True).read(0, 6, "x")) == b"remote"
+    )
 
 
 def test_remote_source_answers_the_protocol() -> None:

@@ -102,10 +102,11 @@ def local_path(path: AnyPath) -> Path | None:
     return path if isinstance(path, Path) else None
 
 
-def open_source(path: AnyPath) -> ByteSource:
-    """The byte source of a file: mapped if local, else the path's own (range requests for a URL)."""
+def open_source(path: AnyPath, *, whole: bool = False) -> ByteSource:
+    """The byte source of a file: mapped if local (read into memory at its first read with ``whole``, a file read
+    once and let go: ``LoadedFile``), else the path's own (range requests for a URL)."""
     if isinstance(path, Path):
-        return FileSource(path)
+        return LoadedFile(path) if whole else FileSource(path)
     return path.open_source()
 
 
@@ -231,7 +232,7 @@ class LoadedFile(FileSource):
             try:
                 data = os.read(descriptor, self.size)
                 while len(data) < self.size and (more := os.read(descriptor, self.size - len(data))):
-                    data += more  # (a read stops at 2 GiB)
+                    data += more  # (a short read: on to the size, or the end)
             finally:
                 os.close(descriptor)
             if len(data) != self.size:
@@ -240,13 +241,6 @@ class LoadedFile(FileSource):
                 )
             self._map = data
         return self._map
-
-
-def load_source(path: AnyPath) -> ByteSource:
-    """The byte source of a file to be read whole at once: read into memory if local, else the path's own."""
-    if isinstance(path, Path):
-        return LoadedFile(path)
-    return path.open_source()
 
 
 def file_ends_with(path: str | os.PathLike[str] | RemotePath, magic: bytes) -> bool:

@@ -37,12 +37,12 @@ item size, ``shard_id`` ≥ ``num_shards``, ``offset + size`` past the shard's e
 entries whose bytes overlap (TF writes every tensor's bytes once, one after another), and
 a checksum mismatch (unless verification is turned off).
 
-Opening reads the whole index at once (one read, not mapped: ``sources.load_source``): ``read_table`` parses its
-blocks, and ``entry_columns`` (``weightscope.formats._bundle_index``) decodes the entries laid out as TensorFlow
-writes them, makes ``_describe``'s checks on them and sets them into the listing's columns, a chunk of entries at a
-time, in compiled code (``weightscope._tables``) where the package was built with it; else numpy decodes
-(``decode_entries``) and checks (``_check_entries``) them. Any other entry, or one failing a check, goes through
-protobuf and ``_describe`` one by one, which raise the errors naming the tensor.
+Opening reads the whole index at once (one read, not mapped: ``sources.open_source(whole=True)``): ``read_table``
+parses its blocks, and ``entry_columns`` (``weightscope.formats._bundle_index``) decodes the entries laid out as
+TensorFlow writes them, makes ``_describe``'s checks on them and sets them into the listing's columns, a chunk of
+entries at a time, in compiled code (``weightscope._tables``) where the package was built with it; else numpy
+decodes (``decode_entries``) and checks (``_check_entries``) them. Any other entry, or one failing a check, goes
+through protobuf and ``_describe`` one by one, which raise the errors naming the tensor.
 The infos are kept as the columns so made (``checkpoint.InfoColumns``; sizes and offsets as int64): a listing makes
 each ``TensorInfo`` as it goes and frees it, none is kept for the garbage collector.
 Measured (2-core Xeon, in one process with TensorFlow, interleaved, ``bench/bench_tensorflow.py``: a
@@ -93,7 +93,7 @@ from weightscope.formats._bundle_index import (
 )
 from weightscope.formats.tf_state import OBJECT_GRAPH_KEY, resolve_prefix
 from weightscope.infos import InfoColumns, collection_paused
-from weightscope.sources import as_path, load_source, open_source
+from weightscope.sources import as_path, open_source
 
 if TYPE_CHECKING:
     from weightscope.layers import TensorRole
@@ -166,7 +166,7 @@ class TensorFlowCheckpoint(Checkpoint):
         super().__init__(prefix)
         self.prefix = prefix
         self.verify_checksums = verify
-        self._index = load_source(index)  # read whole, once
+        self._index = open_source(index, whole=True)  # read whole, once
         self._slice_entries: dict[bytes, tuple[TensorInfo, int]] = {}  # slice key -> (info, crc32c)
         self._partitions: dict[str, list[_Part]] = {}
         # Each tensor's stored crc32c, by name: the names in index order (sorted as bytes).
